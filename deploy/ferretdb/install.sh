@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build FerretDB 1.24 (SQLite backend) from the Go module proxy into the cache, once.
+# A plain `go install` leaves out build/version/version.txt, which FerretDB writes at release
+# time and panics without at start-up; we build from a copy of the module with that file supplied.
+set -euo pipefail
+FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
+CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
+BIN="$CACHE/ferretdb/$FERRETDB_VERSION/ferretdb"
+if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+command -v go >/dev/null || { echo "go is required to build FerretDB" >&2; exit 1; }
+work="$(mktemp -d)"; trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+export GOFLAGS=-mod=mod
+src="$(cd "$work" && go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
+printf '%s\n' "$FERRETDB_VERSION" > "$work/src/build/version/version.txt"
+printf 'avis\n' > "$work/src/build/version/package.txt"
+mkdir -p "$(dirname "$BIN")"
+(cd "$work/src" && CGO_ENABLED=0 go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
+mv "$BIN.tmp" "$BIN"
+echo "$BIN"

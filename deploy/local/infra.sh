@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The local, Docker-free infrastructure: Apache Kafka (KRaft, combined mode), FerretDB (SQLite)
+# and an SMTP sink, each on 127.0.0.1, each with its own data directory under $AVIS_STATE_DIR.
+#
+#   infra.sh install                 fetch/build what is missing into $AVIS_CACHE (once)
+#   infra.sh start|stop|status|wait  [kafka|ferretdb|smtp ...]   (default: all three)
+#
+# Ports and directories come from the environment, so `make test` runs its own stack beside
+# `make run`'s. stop only ever kills the pids this script recorded.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+export AVIS_CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
+STATE="${AVIS_STATE_DIR:-$root/.local/run}"
+KAFKA_PORT="${AVIS_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${AVIS_KAFKA_CONTROLLER_PORT:-9093}"
+MONGO_PORT="${AVIS_MONGO_PORT:-27017}"
+SMTP_PORT="${AVIS_SMTP_PORT:-1025}"
+WAIT_SECONDS="${AVIS_WAIT_SECONDS:-90}"
+PYTHON="${AVIS_PYTHON:-python3}"
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+kafka_libs() { "$root/deploy/kafka/install.sh"; }
+ferretdb_bin() { "$root/deploy/ferretdb/install.sh"; }
+
+pidfile() { echo "$STATE/$1.pid"; }
+running() {
+  local f; f="$(pidfile "$1")"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_of() {
+  case "$1" in kafka) echo "$KAFKA_PORT" ;; ferretdb) echo "$MONGO_PORT" ;; smtp) echo "$SMTP_PORT" ;; esac
+}
+
+start_kafka() {
+  local libs data conf
+  libs="$(kafka_libs)"; data="$STATE/kafka"; conf="$data/server.properties"
+  mkdir -p "$data/logs"
+  cat > "$conf" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$data/data
+num.partitions=6
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+PROPS
+  local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dkafka.logs.dir=$data/logs"
+                   "-Dlog4j2.configurationFile=$root/deploy/kafka/log4j2.yaml")
+  if [ ! -f "$data/data/meta.properties" ]; then
+    log "formatting Kafka storage in $data/data"
+    java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
+      -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)" \
+      -c "$conf" > "$data/logs/format.log" 2>&1 || { cat "$data/logs/format.log" >&2; die "kafka format failed"; }
+  fi
+  nohup java "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$conf" > "$data/logs/stdout.log" 2>&1 &
+  echo $! > "$(pidfile kafka)"
+}
+
+start_ferretdb() {
+  local bin data
+  bin="$(ferretdb_bin)"; data="$STATE/ferretdb"
+  mkdir -p "$data/sqlite"
+  nohup "$bin" --listen-addr="127.0.0.1:$MONGO_PORT" --handler=sqlite \
+    --sqlite-url="file:$data/sqlite/" --state-dir="$data" --telemetry=disable \
+    --log-level=WARN --debug-addr="" > "$data/ferretdb.log" 2>&1 &
+  echo $! > "$(pidfile ferretdb)"
+}
+
+start_smtp() {
+  local data="$STATE/smtp"
+  mkdir -p "$data/mail"
+  nohup "$PYTHON" "$root/deploy/local/smtp_sink.py" --port "$SMTP_PORT" --dir "$data/mail" \
+    > "$data/smtp.log" 2>&1 &
+  echo $! > "$(pidfile smtp)"
+}
+
+start() {
+  local s="$1"
+  mkdir -p "$STATE"
+  if running "$s"; then log "$s already running (pid $(cat "$(pidfile "$s")"))"; return; fi
+  if port_open "$(port_of "$s")"; then die "port $(port_of "$s") for $s is taken by another process"; fi
+  "start_$s"
+  log "$s starting (pid $(cat "$(pidfile "$s")")) on 127.0.0.1:$(port_of "$s")"
+}
+
+stop() {
+  local s="$1" f pid
+  f="$(pidfile "$s")"
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && { log "$s did not stop in 20 s; killing"; kill -9 "$pid" 2>/dev/null || true; }
+    log "$s stopped"
+  fi
+  rm -f "$f"
+}
+
+status() {
+  local s="$1"
+  if running "$s"; then
+    if port_open "$(port_of "$s")"; then echo "$s: up (pid $(cat "$(pidfile "$s")"), 127.0.0.1:$(port_of "$s"))"
+    else echo "$s: starting (pid $(cat "$(pidfile "$s")"))"; fi
+  else echo "$s: down"; fi
+}
+
+wait_ready() {
+  local s="$1" deadline=$((SECONDS + WAIT_SECONDS))
+  until port_open "$(port_of "$s")"; do
+    running "$s" || die "$s exited; see its log under $STATE/$s"
+    [ $SECONDS -lt $deadline ] || die "$s not listening on $(port_of "$s") after ${WAIT_SECONDS}s"
+    sleep 0.3
+  done
+  log "$s ready on 127.0.0.1:$(port_of "$s")"
+}
+
+cmd="${1:-status}"; shift || true
+services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
+case "$cmd" in
+  install) kafka_libs >/dev/null; ferretdb_bin >/dev/null; log "Kafka and FerretDB are in $AVIS_CACHE" ;;
+  start|stop|status) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
+  wait) for s in "${services[@]}"; do wait_ready "$s"; done ;;
+  *) die "usage: infra.sh install|start|stop|status|wait [kafka|ferretdb|smtp ...]" ;;
+esac
