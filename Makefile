@@ -1,0 +1,60 @@
+# Avis: the two commands are `make run` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export AVIS_CACHE ?= $(HOME)/.cache/avis
+UV_VERSION := 0.13.8
+UV := $(AVIS_CACHE)/uv-$(UV_VERSION)/bin/uv
+PY := .venv/bin/python
+INFRA := deploy/local/infra.sh
+
+# `make test` runs its own broker and store on ports of its own, so it can run beside `make run`.
+TEST_ENV := AVIS_STATE_DIR=$(CURDIR)/.local/test AVIS_KAFKA_PORT=19092 AVIS_KAFKA_CONTROLLER_PORT=19093 \
+	AVIS_MONGO_PORT=27117 AVIS_SMTP_PORT=11025 AVIS_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
+	AVIS_MONGO_URL=mongodb://127.0.0.1:27117 AVIS_SMTP_URL=smtp://127.0.0.1:11025 AVIS_PYTHON=$(CURDIR)/$(PY)
+
+.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench asyncapi clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv $(AVIS_CACHE)/uv-$(UV_VERSION)
+	$(AVIS_CACHE)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+	$(UV) sync --locked --python python3
+	@touch $@
+
+install: .venv/.synced  ## install uv, the Python environment, Kafka's jars and FerretDB (once)
+	$(INFRA) install
+
+run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctrl-C stops all
+	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
+
+test: install  ## the whole suite against its own broker and store, started and stopped here
+	@$(TEST_ENV) deploy/local/test.sh
+
+lint: .venv/.synced  ## ruff and mypy
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from the event models
+	$(PY) -m avis.shared.events --write docs
+
+bench: install  ## benchmarks against the test stack; prints figures and the same-run baseline
+	@$(TEST_ENV) deploy/local/test.sh bench
+
+infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
+	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && $(PY) -m avis.shared.topics
+
+infra-stop:  ## stop what infra-start started
+	$(INFRA) stop
+
+infra-status:  ## which local infrastructure is up
+	$(INFRA) status
+
+clean:  ## remove the local state (data of the local stack); caches stay
+	-$(INFRA) stop
+	rm -rf .local .venv

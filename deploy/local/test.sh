@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run the suite (or `bench`) against a fresh broker and store of its own, then stop them.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+infra="deploy/local/infra.sh"
+rm -rf "$AVIS_STATE_DIR"
+trap '"$infra" stop' EXIT
+"$infra" start
+"$infra" wait
+.venv/bin/python -m avis.shared.topics
+if [ "${1:-}" = bench ]; then
+  shift
+  exec_status=0
+  for b in bench/bench_*.py; do .venv/bin/python "$b" "$@" || exec_status=$?; done
+  exit $exec_status
+fi
+echo "[test] lint: ruff and mypy"
+.venv/bin/ruff check .
+.venv/bin/mypy
+echo "[test] pytest"
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Avis intake service."""

@@ -1,0 +1,1 @@
+"""Avis shared contracts and plumbing."""

@@ -1,0 +1,78 @@
+"""The Kafka topics of DESIGN.md section 3, their settings, and a command that creates them."""
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from avis.shared.settings import CommonSettings
+
+CASE_SUBMITTED = "case-submitted"
+REVIEW_ASSIGNED = "review-assigned"
+REVIEW_COMPLETED = "review-completed"
+REPORT_READY = "report-ready"
+TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter topic of `topic`."""
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the platform creates it."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(replication: int = 1) -> list[TopicSpec]:
+    """Every topic, main and dead-letter, with partitions and settings."""
+    isr = str(min(2, replication))
+    main = {"min.insync.replicas": isr, "retention.ms": str(4 * WEEK_MS), "cleanup.policy": "delete"}
+    dead = {"min.insync.replicas": isr, "retention.ms": str(13 * WEEK_MS), "cleanup.policy": "delete"}
+    specs = [TopicSpec(t, 6, main) for t in TOPICS]
+    specs += [TopicSpec(dlq(t), 1, dead) for t in TOPICS]
+    return specs
+
+
+async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 60.0) -> list[str]:
+    """Create the missing topics; returns the names created. Retries until the broker answers."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            wanted = [s for s in topic_specs(replication) if s.name not in existing]
+            for spec in wanted:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(spec.name, spec.partitions, replication, topic_configs=spec.config)]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+            return [s.name for s in wanted]
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
+
+
+def main() -> None:
+    """Create the platform's topics on `AVIS_KAFKA_BOOTSTRAP` (`avis-topics`)."""
+    settings = CommonSettings()
+    replication = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, replication))
+    print(f"topics on {settings.kafka_bootstrap}: created {len(created)} {created or ''}".strip())
+
+
+if __name__ == "__main__":
+    main()
