@@ -1,0 +1,5 @@
+"""`python -m avis.intake`."""
+
+from avis.intake.main import run
+
+run()

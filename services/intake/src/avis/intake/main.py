@@ -1,0 +1,30 @@
+"""The intake service: settings -> observability -> broker, database -> routes."""
+
+import uvicorn
+from fastapi import FastAPI
+
+from avis.shared import topics
+from avis.shared.runtime import Runtime
+from avis.intake import api, handlers, store
+from avis.intake.settings import Settings
+
+SENDS: tuple[str, ...] = (topics.CASE_SUBMITTED,)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the intake app over its own store and broker connections."""
+    settings = settings or Settings()
+    runtime = Runtime(settings, sends=SENDS)
+    runtime.on_store(store.init)
+    handlers.register(runtime)
+    return runtime.create_app("Avis intake", [api.router])
+
+
+def run() -> None:
+    """Serve the intake service (`avis-intake`)."""
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,5 @@
+"""`python -m avis.notify`."""
+
+from avis.notify.main import run
+
+run()

@@ -1,0 +1,5 @@
+"""`python -m avis.reports`."""
+
+from avis.reports.main import run
+
+run()

@@ -1,0 +1,5 @@
+"""`python -m avis.review`."""
+
+from avis.review.main import run
+
+run()

@@ -1,0 +1,57 @@
+"""MongoDB plumbing within the store contract (DESIGN.md section 4): client, locks, errors."""
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+
+Document = dict[str, Any]
+# Errors that say "the store is not there right now", retried with backoff, never dead-lettered.
+TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure,)
+
+
+def connect(url: str, timeout_ms: int = 2000) -> AsyncMongoClient[Document]:
+    """A lazy client: it connects on first use and reconnects by itself."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="avis",
+    )
+
+
+async def ping(db: AsyncDatabase[Document]) -> str | None:
+    """None when the store answers, else why not."""
+    try:
+        await db.command("ping")
+        return None
+    except PyMongoError as exc:
+        return f"store unreachable: {type(exc).__name__}"
+
+
+class AggregateLocks:
+    """One writer per aggregate at a time within the process (the store does not serialise)."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the lock of aggregate `key` for the duration of the block."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        async with lock:
+            yield
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """Whether an error is the duplicate-key error that claims uniqueness."""
+    return isinstance(exc, DuplicateKeyError)

@@ -1,0 +1,129 @@
+"""Logs (structlog, redacted), traces (OpenTelemetry) and metrics (Prometheus) for every service."""
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from prometheus_client import Counter, Gauge, Histogram
+
+# Keys whose values never reach a log line: direct identifiers, clinical text, secrets.
+SENSITIVE_KEYS = frozenset(
+    {
+        "name", "given_name", "family_name", "full_name", "email", "phone", "birth_date",
+        "national_id", "address", "contact", "patient", "clinical_summary", "summary",
+        "questions_text", "opinion", "explanation", "notes", "reason_text", "body", "content",
+        "filename", "file_name", "token", "authorization", "password", "secret", "sealing_keys",
+        "jwt_secret", "plaintext",
+    }
+)  # fmt: skip
+REDACTED = "[redacted]"
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: replace sensitive values, at any depth, before rendering."""
+    for key, value in list(event.items()):
+        event[key] = _redact_value(key, value)
+    return event
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if key.lower() in SENSITIVE_KEYS:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value("", v) for v in value]
+    return value
+
+
+def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's trace and span ids."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
+
+
+def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> None:
+    """JSON off a terminal, console on one; every line carries the service and trace ids."""
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_trace_ids,
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)
+    # Libraries log through the standard library: keep their noise at warnings.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+
+
+def configure_tracing(service: str, exporter: str = "none", endpoint: str = "") -> TracerProvider:
+    """Install the tracer provider: OTLP/HTTP when configured, console, or ids only (none)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"avis-{service}"}))
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        url = endpoint.rstrip("/") + "/v1/traces" if endpoint else None
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    elif exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        # A second app in one process (tests) shares the first provider: OpenTelemetry
+        # allows setting it once.
+        return current
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def current_traceparent() -> dict[str, str]:
+    """The W3C trace context of the current span, as headers to store or send."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id inside a W3C traceparent value ('' if malformed)."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+EVENTS_CONSUMED = Counter(
+    "avis_events_consumed_total", "Events whose effect was stored", ["service", "topic", "type", "outcome"]
+)
+EVENTS_FAILED = Counter(
+    "avis_events_failed_total", "Handler attempts that failed", ["service", "topic", "kind"]
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "avis_events_dead_lettered_total", "Events sent to a dead-letter topic", ["service", "topic"]
+)
+EVENTS_PUBLISHED = Counter(
+    "avis_events_published_total", "Events acknowledged by the broker", ["service", "topic", "type"]
+)
+OUTBOX_BACKLOG = Gauge("avis_outbox_backlog", "Events waiting in the outbox", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "avis_outbox_oldest_age_seconds", "Age of the oldest unpublished event", ["service"]
+)
+HANDLER_SECONDS = Histogram(
+    "avis_handler_seconds", "Time to process one event", ["service", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip

@@ -1,0 +1,179 @@
+"""What every service stands on: logs, traces, its store, its broker, the outbox relay, and the
+HTTP doors of DESIGN.md section 5 (`/healthz`, `/readyz`, `/metrics`, `/asyncapi.json`).
+
+A service's `main.py` builds a `Runtime`, registers its handlers and indexes, and asks it for
+the FastAPI app. The runtime starts in any order with Kafka and MongoDB: until both answer it
+retries with backoff, logs why once per attempt, and `/readyz` says not ready.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from avis.shared.events import asyncapi
+from avis.shared.kafka import Handler, Messaging, backoff, make_broker
+from avis.shared.mongo import AggregateLocks, Document, connect, ping
+from avis.shared.observability import configure_logging, configure_tracing
+from avis.shared.outbox import Relay
+from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.security import TokenVerifier
+from avis.shared.settings import CommonSettings
+
+log = structlog.get_logger("avis.runtime")
+StoreInit = Callable[[AsyncDatabase[Document]], Awaitable[None]]
+
+
+class Runtime:
+    """One service's connections and background work."""
+
+    def __init__(self, settings: CommonSettings, sends: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        self.sends = tuple(sends)
+        self.receives: tuple[str, ...] = ()
+        configure_logging(self.service, settings.log_format, settings.log_level)
+        configure_tracing(self.service, settings.otel_exporter, settings.otel_endpoint)
+        self.mongo = connect(settings.mongo_url)
+        self.db: AsyncDatabase[Document] = self.mongo[settings.database]
+        self.broker = make_broker(settings)
+        self.messaging = Messaging(settings, self.broker, self.db)
+        self.locks = AggregateLocks()
+        self.relay = Relay(
+            self.service,
+            self.messaging.publish,
+            self.locks,
+            poll_seconds=settings.relay_poll_seconds,
+            backoff_max=settings.retry_backoff_max_seconds,
+        )
+        self.kafka_started = False
+        self.store_initialised = False
+        self._store_inits: list[StoreInit] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def on_store(self, init: StoreInit) -> None:
+        """Run `init` (indexes, seeds) once the store answers, before consuming or relaying."""
+        self._store_inits.append(init)
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        """Consume `topic` with the idempotent consumer."""
+        self.receives += (topic,)
+        self.messaging.subscribe(topic, handler)
+
+    async def start(self) -> None:
+        """Connect in the background; the HTTP doors answer at once."""
+        self._tasks.append(asyncio.create_task(self._connect(), name=f"{self.service}-connect"))
+
+    async def _connect(self) -> None:
+        attempt = 0
+        while not self.store_initialised:
+            try:
+                for init in self._store_inits:
+                    await init(self.db)
+                self.store_initialised = True
+            except PyMongoError as exc:
+                attempt += 1
+                delay = backoff(attempt, self.settings.retry_backoff_max_seconds)
+                log.warning("store not reachable yet", error=type(exc).__name__, retry_in=round(delay, 1))
+                await asyncio.sleep(delay)
+        attempt = 0
+        while not self.kafka_started:
+            try:
+                await self.broker.start()
+                self.kafka_started = True
+            except (KafkaError, OSError) as exc:
+                attempt += 1
+                delay = backoff(attempt, self.settings.retry_backoff_max_seconds)
+                log.warning(
+                    "Kafka not reachable yet",
+                    bootstrap=self.settings.kafka_bootstrap,
+                    error=type(exc).__name__,
+                    retry_in=round(delay, 1),
+                )
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+        log.info("connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database)
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
+
+    async def stop(self) -> None:
+        """Stop background work, the broker and the store client."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        self.kafka_started = False
+        await self.mongo.close()
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency and whether it answers ('ok' or why not)."""
+        store = await ping(self.db)
+        kafka: str | None = None
+        if not self.kafka_started:
+            kafka = "not connected yet"
+        elif not await self.broker.ping(timeout=2.0):
+            kafka = "broker unreachable"
+        checks = {"store": store or "ok", "kafka": kafka or "ok"}
+        if self.store_initialised is False and store is None:
+            checks["store"] = "initialising"
+        return checks
+
+    def create_app(self, title: str, routers: Sequence[APIRouter] = (), description: str = "") -> FastAPI:
+        """The service's FastAPI app, with the platform's doors and error format."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+        app.state.runtime = self
+        app.state.token_verifier = TokenVerifier.from_settings(self.settings)
+        install_problem_handlers(app)
+        ops = APIRouter(tags=["operations"])
+
+        @ops.get("/healthz", summary="The process is alive")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.service}
+
+        @ops.get(
+            "/readyz",
+            summary="MongoDB and Kafka are reachable",
+            responses=problem_responses(503),
+        )
+        async def readyz() -> dict[str, Any]:
+            checks = await self.readiness()
+            if any(v != "ok" for v in checks.values()):
+                down = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+                raise Problem(503, "not-ready", "Not ready", f"Waiting for {down}.")
+            return {"status": "ready", "checks": checks}
+
+        @ops.get("/metrics", summary="Prometheus metrics", response_class=Response)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        @ops.get("/asyncapi.json", summary="The events this service sends and receives")
+        async def asyncapi_doc() -> JSONResponse:
+            return JSONResponse(asyncapi(f"{title} events", self.sends, self.receives))
+
+        app.include_router(ops)
+        for router in routers:
+            app.include_router(router)
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        return app
