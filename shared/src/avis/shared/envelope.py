@@ -98,7 +98,9 @@ class Event:
     def from_kafka(cls, topic: str, headers: dict[str, Any], body: bytes) -> "Event":
         """Decode a consumed message; raises PoisonMessage when nothing can make it valid."""
         h = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in headers.items()}
-        missing = [k for k in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time") if k not in h]
+        missing = [
+            k for k in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time") if k not in h
+        ]
         if missing:
             raise PoisonMessage(f"not a CloudEvent: missing headers {', '.join(missing)}")
         if h["ce_specversion"] != SPECVERSION:

@@ -8,6 +8,7 @@ existing reader gets a new `.vN` type. JSON Schema and AsyncAPI are generated fr
 import argparse
 import json
 import pathlib
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -177,17 +178,21 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 def asyncapi(
     title: str = "Avis events",
-    sends: tuple[str, ...] | None = None,
-    receives: tuple[str, ...] | None = None,
+    sends: Sequence[str] | None = None,
+    receives: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """An AsyncAPI 3.0 document for the given topics (all of them by default)."""
     topics = sorted({t for t, _ in EVENT_TYPES.values()})
-    sends = topics if sends is None else sends
-    receives = topics if receives is None else receives
+    if sends is None:
+        sends = topics
+    if receives is None:
+        receives = topics
     headers = {
         "type": "object",
         "required": [h for h in CLOUDEVENT_HEADERS if h != "traceparent"],
-        "properties": {h: {"type": "string", "description": d} for h, d in CLOUDEVENT_HEADERS.items()},
+        "properties": {
+            h: {"type": "string", "description": d} for h, d in CLOUDEVENT_HEADERS.items()
+        },
     }
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
@@ -251,7 +256,9 @@ def write_docs(directory: pathlib.Path) -> list[pathlib.Path]:
 def asyncapi_main() -> None:
     """Print the AsyncAPI document, or write it and the schemas with --write DIR."""
     parser = argparse.ArgumentParser(description=asyncapi_main.__doc__)
-    parser.add_argument("--write", type=pathlib.Path, help="directory for asyncapi.json and schemas/")
+    parser.add_argument(
+        "--write", type=pathlib.Path, help="directory for asyncapi.json and schemas/"
+    )
     args = parser.parse_args()
     if args.write:
         for path in write_docs(args.write):
@@ -262,5 +269,3 @@ def asyncapi_main() -> None:
 
 if __name__ == "__main__":
     asyncapi_main()
-
-

@@ -3,6 +3,7 @@ dead letters and their replay (DESIGN.md sections 3 and 4)."""
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -11,11 +12,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.message import StreamMessage
 from opentelemetry import context, propagate
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -37,7 +40,7 @@ DLQ_PREFIX = "avis_dlq_"
 
 
 class RetryLater(Exception):
-    """The event depends on one not seen yet (across topics there is no order): retry, not poison."""
+    """The event needs one not seen yet (no order across topics): retried, never poison."""
 
 
 TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_STORE_ERRORS, KafkaError, RetryLater)
@@ -58,9 +61,14 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
     )
 
 
+async def raw_body(msg: StreamMessage[Any]) -> bytes:
+    """Leave decoding to the envelope, so an undecodable body becomes a dead letter."""
+    return msg.body
+
+
 def backoff(attempt: int, cap: float) -> float:
     """Exponential backoff with jitter, capped."""
-    return min(cap, 0.1 * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2)  # noqa: S311
+    return float(min(cap, 0.1 * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2))  # noqa: S311
 
 
 class Messaging:
@@ -93,6 +101,7 @@ class Messaging:
             group_id=self.group_id,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            decoder=raw_body,
             title=f"{self.service}:{topic}",
         )
         async def consume(msg: KafkaMessage) -> None:
@@ -126,12 +135,15 @@ class Messaging:
                     return "duplicate"
                 with HANDLER_SECONDS.labels(self.service, event.topic).time():
                     await handler(event, event.payload())
-                try:
+                with contextlib.suppress(DuplicateKeyError):
                     await self.inbox.insert_one(
-                        {"_id": marker, "topic": event.topic, "type": event.type, "at": datetime.now(UTC)}
+                        {
+                            "_id": marker,
+                            "topic": event.topic,
+                            "type": event.type,
+                            "at": datetime.now(UTC),
+                        }
                     )
-                except DuplicateKeyError:
-                    pass
                 EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "applied").inc()
                 return "applied"
             except PoisonMessage as exc:
@@ -156,8 +168,10 @@ class Messaging:
                 log.warning("event failed", error=type(exc).__name__, attempt=errors)
                 await asyncio.sleep(backoff(errors, self.settings.retry_backoff_max_seconds))
 
-    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str, attempts: int) -> None:
-        """Send the original record, headers and the reason to `<topic>.dlq`; retried until acked."""
+    async def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, attempts: int
+    ) -> None:
+        """Send the original record, headers and reason to `<topic>.dlq`; retried until acked."""
         headers = {
             k: v.decode(errors="replace")
             for k, v in (record.headers or ())
@@ -187,7 +201,20 @@ class Messaging:
         log.error("event dead-lettered", topic=record.topic, reason=reason, attempts=attempts)
 
 
-async def replay(bootstrap: str, topic: str, limit: int | None = None, timeout: float = 10.0) -> int:
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of `topic`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in description["partitions"])
+    finally:
+        await admin.close()
+
+
+async def replay(
+    bootstrap: str, topic: str, limit: int | None = None, timeout: float = 10.0
+) -> int:
     """Put the dead letters of `topic` back on it, with their original headers; returns the count.
 
     Stops by itself once it has caught up with the end of `<topic>.dlq` (or after `limit`).
@@ -204,8 +231,7 @@ async def replay(bootstrap: str, topic: str, limit: int | None = None, timeout: 
     await producer.start()
     replayed = 0
     try:
-        await consumer.topics()  # loads the cluster metadata partitions_for_topic reads
-        partitions = [TopicPartition(source, p) for p in consumer.partitions_for_topic(source) or ()]
+        partitions = [TopicPartition(source, p) for p in await partitions_of(bootstrap, source)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout
@@ -218,8 +244,12 @@ async def replay(bootstrap: str, topic: str, limit: int | None = None, timeout: 
                 for record in records:
                     if limit is not None and replayed >= limit:
                         break
-                    headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith(DLQ_PREFIX)]
-                    await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
+                    headers = [
+                        (k, v) for k, v in (record.headers or ()) if not k.startswith(DLQ_PREFIX)
+                    ]
+                    await producer.send_and_wait(
+                        topic, record.value, key=record.key, headers=headers
+                    )
                     await consumer.commit({tp: record.offset + 1})
                     replayed += 1
     finally:
@@ -235,7 +265,6 @@ def replay_main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     settings = CommonSettings()
-    count = asyncio.run(replay(settings.kafka_bootstrap, args.topic.removesuffix(".dlq"), args.limit))
-    print(f"replayed {count} dead letter(s) from {dlq(args.topic.removesuffix('.dlq'))} to {args.topic}")
-
-
+    topic = args.topic.removesuffix(".dlq")
+    count = asyncio.run(replay(settings.kafka_bootstrap, topic, args.limit))
+    print(f"replayed {count} dead letter(s) from {dlq(topic)} to {topic}")

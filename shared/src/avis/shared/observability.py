@@ -54,7 +54,12 @@ def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
 def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> None:
     """JSON off a terminal, console on one; every line carries the service and trace ids."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    renderer: Any = (
+        # plain tracebacks: a rich one would print local variables, which may hold health data
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if console
+        else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -72,7 +77,9 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries log through the standard library: keep their noise at warnings.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
 
 
 def configure_tracing(service: str, exporter: str = "none", endpoint: str = "") -> TracerProvider:
@@ -108,7 +115,9 @@ def trace_id_of(traceparent: str) -> str:
 
 
 EVENTS_CONSUMED = Counter(
-    "avis_events_consumed_total", "Events whose effect was stored", ["service", "topic", "type", "outcome"]
+    "avis_events_consumed_total",
+    "Events whose effect was stored",
+    ["service", "topic", "type", "outcome"],
 )
 EVENTS_FAILED = Counter(
     "avis_events_failed_total", "Handler attempts that failed", ["service", "topic", "kind"]

@@ -8,6 +8,7 @@ it never rewrites a document behind its writer's back.
 """
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Drain forever: on a wake-up or every poll interval; back off while a dependency is down."""
+        """Drain on every wake-up or poll interval; back off while a dependency is down."""
         failures = 0
         while True:
             self._wake.clear()
@@ -81,13 +82,13 @@ class Relay:
             except Exception as exc:
                 failures += 1
                 delay = min(self.backoff_max, 0.2 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311
-                log.warning("outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2))
+                log.warning(
+                    "outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
 
     async def drain(self) -> int:
         """Publish every pending event once; returns how many were published."""
@@ -108,7 +109,8 @@ class Relay:
                 # Marked only now that the broker acknowledged it. A crash before this line
                 # re-publishes the same ce_id later; consumers deduplicate on it.
                 await collection.update_one(
-                    {"_id": aggregate_id}, {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}}
+                    {"_id": aggregate_id},
+                    {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
                 )
             return len(entries)
 
@@ -125,5 +127,3 @@ class Relay:
         OUTBOX_BACKLOG.labels(self.service).set(backlog)
         OUTBOX_OLDEST_AGE.labels(self.service).set(age)
         return backlog, age
-
-

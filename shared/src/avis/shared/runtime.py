@@ -83,7 +83,9 @@ class Runtime:
             except PyMongoError as exc:
                 attempt += 1
                 delay = backoff(attempt, self.settings.retry_backoff_max_seconds)
-                log.warning("store not reachable yet", error=type(exc).__name__, retry_in=round(delay, 1))
+                log.warning(
+                    "store not reachable yet", error=type(exc).__name__, retry_in=round(delay, 1)
+                )
                 await asyncio.sleep(delay)
         attempt = 0
         while not self.kafka_started:
@@ -102,7 +104,9 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
                 await asyncio.sleep(delay)
-        log.info("connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database)
+        log.info(
+            "connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database
+        )
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
 
     async def stop(self) -> None:
@@ -131,7 +135,9 @@ class Runtime:
             checks["store"] = "initialising"
         return checks
 
-    def create_app(self, title: str, routers: Sequence[APIRouter] = (), description: str = "") -> FastAPI:
+    def create_app(
+        self, title: str, routers: Sequence[APIRouter] = (), description: str = ""
+    ) -> FastAPI:
         """The service's FastAPI app, with the platform's doors and error format."""
 
         @contextlib.asynccontextmanager

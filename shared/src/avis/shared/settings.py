@@ -28,7 +28,9 @@ class CommonSettings(BaseSettings):
     jwt_secret: SecretStr = Field(SecretStr(""), validation_alias=_shared("JWT_SECRET"))
     jwt_jwks: str = Field("", validation_alias=_shared("JWT_JWKS"))
     jwt_audience: str = Field("avis", validation_alias=_shared("JWT_AUDIENCE"))
-    otel_exporter: str = Field("none", validation_alias=_shared("OTEL_EXPORTER"))  # none|console|otlp
+    otel_exporter: str = Field(
+        "none", validation_alias=_shared("OTEL_EXPORTER")
+    )  # none|console|otlp
     otel_endpoint: str = Field("", validation_alias=_shared("OTEL_ENDPOINT"))
     log_format: str = Field("auto", validation_alias=_shared("LOG_FORMAT"))  # auto|json|console
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))

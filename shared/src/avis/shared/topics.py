@@ -1,6 +1,7 @@
 """The Kafka topics of DESIGN.md section 3, their settings, and a command that creates them."""
 
 import asyncio
+import contextlib
 import sys
 from dataclasses import dataclass, field
 
@@ -34,8 +35,16 @@ class TopicSpec:
 def topic_specs(replication: int = 1) -> list[TopicSpec]:
     """Every topic, main and dead-letter, with partitions and settings."""
     isr = str(min(2, replication))
-    main = {"min.insync.replicas": isr, "retention.ms": str(4 * WEEK_MS), "cleanup.policy": "delete"}
-    dead = {"min.insync.replicas": isr, "retention.ms": str(13 * WEEK_MS), "cleanup.policy": "delete"}
+    main = {
+        "min.insync.replicas": isr,
+        "retention.ms": str(4 * WEEK_MS),
+        "cleanup.policy": "delete",
+    }
+    dead = {
+        "min.insync.replicas": isr,
+        "retention.ms": str(13 * WEEK_MS),
+        "cleanup.policy": "delete",
+    }
     specs = [TopicSpec(t, 6, main) for t in TOPICS]
     specs += [TopicSpec(dlq(t), 1, dead) for t in TOPICS]
     return specs
@@ -51,12 +60,14 @@ async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 6
             existing = set(await admin.list_topics())
             wanted = [s for s in topic_specs(replication) if s.name not in existing]
             for spec in wanted:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
-                        [NewTopic(spec.name, spec.partitions, replication, topic_configs=spec.config)]
+                        [
+                            NewTopic(
+                                spec.name, spec.partitions, replication, topic_configs=spec.config
+                            )
+                        ]
                     )
-                except TopicAlreadyExistsError:
-                    pass
             return [s.name for s in wanted]
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:

@@ -3,10 +3,10 @@
 import uvicorn
 from fastapi import FastAPI
 
-from avis.shared import topics
-from avis.shared.runtime import Runtime
 from avis.intake import api, handlers, store
 from avis.intake.settings import Settings
+from avis.shared import topics
+from avis.shared.runtime import Runtime
 
 SENDS: tuple[str, ...] = (topics.CASE_SUBMITTED,)
 
@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def run() -> None:
     """Serve the intake service (`avis-intake`)."""
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 import uvicorn
 from fastapi import FastAPI
 
-from avis.shared import topics
-from avis.shared.runtime import Runtime
 from avis.notify import api, handlers, store
 from avis.notify.settings import Settings
+from avis.shared.runtime import Runtime
 
 SENDS: tuple[str, ...] = ()
 
@@ -23,7 +22,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def run() -> None:
     """Serve the notify service (`avis-notify`)."""
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 import uvicorn
 from fastapi import FastAPI
 
-from avis.shared import topics
-from avis.shared.runtime import Runtime
 from avis.review import api, handlers, store
 from avis.review.settings import Settings
+from avis.shared import topics
+from avis.shared.runtime import Runtime
 
 SENDS: tuple[str, ...] = (topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED)
 
@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def run() -> None:
     """Serve the review service (`avis-review`)."""
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,306 @@
+"""Bearer JWT authentication: who is calling, verified against configured keys only.
+
+HS256 with a shared secret is for development; deployments verify RS256/ES256 tokens against a
+JWKS. The algorithm a token names is checked against what is configured before any key is
+chosen, so `alg=none` and algorithm confusion (an RSA public key used as an HMAC secret) have
+no way in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import jwt
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from avis.shared.problems import FORBIDDEN, UNAUTHORIZED, Problem
+from avis.shared.settings import CommonSettings
+
+Role = Literal["patient", "partner", "reviewer", "coordinator", "service"]
+ROLES: tuple[Role, ...] = get_args(Role)
+HS256 = "HS256"
+JWKS_ALGORITHMS = ("RS256", "ES256")
+LEEWAY_SECONDS = 30
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key must be at least as long as the hash
+MAX_TOKEN_CHARS = 8192  # bounds the work an unauthenticated caller can ask for
+REALM = "avis"
+_REQUIRED_CLAIMS = ["exp", "sub", "role", "aud"]
+_SHOWABLE_ALG = re.compile(r"^[A-Za-z0-9]{1,16}$")
+
+
+class Principal(BaseModel):
+    """The authenticated caller: subject, role and, for a partner, the partner it acts for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sub: str
+    role: Role
+    partner_id: str | None = None
+
+
+class InvalidToken(Exception):
+    """The token is refused; the message says why and never quotes the token."""
+
+
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched, so no RS256/ES256 token can be verified right now."""
+
+
+def _check_secret(secret: str) -> None:
+    if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ValueError(f"AVIS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
+
+
+def _load_jwks(source: str) -> jwt.PyJWKSet | jwt.PyJWKClient:
+    if source.startswith("https://"):
+        # The set is cached for 5 minutes; an unknown kid triggers a refetch (rotation), and no
+        # per-key cache, so a key withdrawn from the set stops verifying once the set expires.
+        return jwt.PyJWKClient(source, cache_keys=False, lifespan=300, timeout=5)
+    if "://" in source:
+        raise ValueError("AVIS_JWT_JWKS must be a file path or an https URL")
+    try:
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+        keys = [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("use") != "enc"]
+        return jwt.PyJWKSet(keys)
+    except (OSError, ValueError, AttributeError, jwt.PyJWTError) as exc:
+        raise ValueError(f"AVIS_JWT_JWKS {source}: cannot load a JWKS ({exc})") from None
+
+
+class TokenVerifier:
+    """Verifies bearer JWTs: HS256 with the dev secret, RS256/ES256 with JWKS keys."""
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        secret: str | None = None,
+        jwks: jwt.PyJWKSet | jwt.PyJWKClient | None = None,
+        leeway: float = LEEWAY_SECONDS,
+    ) -> None:
+        if not secret and jwks is None:
+            raise ValueError("no token keys configured: set AVIS_JWT_SECRET or AVIS_JWT_JWKS")
+        if secret:
+            _check_secret(secret)
+        if not audience:
+            raise ValueError("a token audience is required")
+        self.audience = audience
+        self._secret = secret or None
+        self._jwks = jwks
+        self._leeway = leeway
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
+        """A verifier for the keys configured in AVIS_JWT_SECRET and AVIS_JWT_JWKS."""
+        jwks = _load_jwks(settings.jwt_jwks) if settings.jwt_jwks else None
+        return cls(
+            audience=settings.jwt_audience,
+            secret=settings.jwt_secret.get_secret_value() or None,
+            jwks=jwks,
+        )
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms this verifier accepts, given its keys."""
+        return ((HS256,) if self._secret else ()) + (JWKS_ALGORITHMS if self._jwks else ())
+
+    def verify(self, token: str) -> Principal:
+        """The principal a token names; InvalidToken if it is not one we issued and still valid."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken("token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("token is malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            shown = alg if isinstance(alg, str) and _SHOWABLE_ALG.match(alg) else "(unreadable)"
+            raise InvalidToken(
+                f"token algorithm {shown} is refused; accepted: {', '.join(self.algorithms)}"
+            )
+        key = self._key_for(alg, header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=self.audience,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token has expired") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("token signature is invalid") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken(f"token audience is wrong; expected {self.audience}") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"token lacks the {exc.claim} claim") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token is not valid yet") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken("token algorithm does not match its key") from None
+        except jwt.DecodeError:
+            raise InvalidToken("token is malformed") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("token is invalid") from None
+        return _principal(claims)
+
+    def _key_for(self, alg: str, kid: object) -> str | jwt.PyJWK:
+        if alg == HS256:
+            assert self._secret is not None
+            return self._secret
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("token key id is malformed")
+        if isinstance(self._jwks, jwt.PyJWKClient):
+            if kid is None:
+                raise InvalidToken("token has no key id (kid)")
+            try:
+                return self._jwks.get_signing_key(kid)
+            except jwt.PyJWKClientConnectionError:
+                raise KeysUnavailable("the JWKS cannot be fetched") from None
+            except jwt.PyJWKClientError:
+                raise InvalidToken("token key id is unknown") from None
+        assert self._jwks is not None
+        if kid is None:
+            # Without a kid the only safe choice is the one key that fits the algorithm.
+            fitting = [k for k in self._jwks if k.algorithm_name == alg]
+            if len(fitting) != 1:
+                raise InvalidToken("token has no key id (kid)")
+            return fitting[0]
+        try:
+            return self._jwks[kid]
+        except KeyError:
+            raise InvalidToken("token key id is unknown") from None
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    sub, role, partner_id = claims.get("sub"), claims.get("role"), claims.get("partner_id")
+    if not isinstance(sub, str) or not sub:
+        raise InvalidToken("token subject is empty")
+    if role not in ROLES:
+        raise InvalidToken(f"token role is not one of {', '.join(ROLES)}")
+    if partner_id is not None and (not isinstance(partner_id, str) or not partner_id):
+        raise InvalidToken("token partner_id is malformed")
+    if role == "partner" and partner_id is None:
+        raise InvalidToken("a partner token needs a partner_id claim")
+    return Principal(sub=sub, role=role, partner_id=partner_id)
+
+
+def _unauthorized(detail: str, *, invalid_token: bool = True) -> Problem:
+    # RFC 6750 3.1: no error code when the request carried no credentials at all.
+    challenge = f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid_token else "")
+    return Problem(
+        401, UNAUTHORIZED, "Unauthorized", detail, headers={"WWW-Authenticate": challenge}
+    )
+
+
+# Declares the bearer scheme in OpenAPI; the header itself is parsed below, to say what is wrong.
+_bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="JWT")
+
+
+def authenticated(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+) -> Principal:
+    """FastAPI dependency: the caller named by a valid `Authorization: Bearer` token, or 401."""
+    # A plain function on purpose: FastAPI runs it in a worker thread, and fetching a JWKS over
+    # HTTPS blocks.
+    verifier = getattr(request.app.state, "token_verifier", None)
+    if not isinstance(verifier, TokenVerifier):
+        raise RuntimeError("app.state.token_verifier is not set; the app factory must set it")
+    header = request.headers.get("authorization")
+    if header is None:
+        raise _unauthorized("missing Authorization header", invalid_token=False)
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise _unauthorized("Authorization header must use the Bearer scheme")
+    token = token.strip()
+    if not token:
+        raise _unauthorized("bearer token is empty")
+    try:
+        return verifier.verify(token)
+    except InvalidToken as exc:
+        raise _unauthorized(str(exc)) from None
+    except KeysUnavailable as exc:
+        raise Problem(
+            503, "keys-unavailable", "Service Unavailable", str(exc), headers={"Retry-After": "5"}
+        ) from None
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+    """A FastAPI dependency: the authenticated caller if its role is one of `roles`, else 403."""
+    unknown = [r for r in roles if r not in ROLES]
+    if not roles or unknown:
+        raise ValueError(f"require_roles needs roles among {ROLES}; got {roles}")
+    allowed = frozenset(roles)
+
+    def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.role not in allowed:
+            raise Problem(
+                403,
+                FORBIDDEN,
+                "Forbidden",
+                f"role {principal.role} may not do this; allowed: {', '.join(roles)}",
+            )
+        return principal
+
+    return dependency
+
+
+def mint_token(
+    settings: CommonSettings,
+    sub: str,
+    role: Role,
+    partner_id: str | None = None,
+    ttl_seconds: int = 3600,
+) -> str:
+    """An HS256 token signed with the development secret, for local use and tests."""
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        raise ValueError("AVIS_JWT_SECRET is empty; minting needs the development secret")
+    _check_secret(secret)
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role == "partner" and not partner_id:
+        raise ValueError("a partner token needs a partner_id")
+    if ttl_seconds <= 0:
+        raise ValueError("ttl_seconds must be positive")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "role": role,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if partner_id:
+        claims["partner_id"] = partner_id
+    return jwt.encode(claims, secret, algorithm=HS256)
+
+
+def mint_main(argv: Sequence[str] | None = None) -> int:
+    """Print a development token signed with AVIS_JWT_SECRET (the `avis-token` command)."""
+    parser = argparse.ArgumentParser(prog="avis-token", description=mint_main.__doc__)
+    parser.add_argument("--sub", required=True, help="the subject (a pseudonymous id)")
+    parser.add_argument("--role", required=True, choices=ROLES)
+    parser.add_argument("--partner-id", default=None, help="required with --role partner")
+    parser.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    args = parser.parse_args(argv)
+    try:
+        print(mint_token(CommonSettings(), args.sub, args.role, args.partner_id, args.ttl))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(mint_main())

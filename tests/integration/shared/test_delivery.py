@@ -1,0 +1,178 @@
+"""Delivery guarantees on the real broker and store: outbox, relay, idempotent consumer, DLQ."""
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from tests.conftest import BOOTSTRAP, eventually, make_settings, read_topic, unique
+
+from avis.shared.envelope import Event
+from avis.shared.events import CaseWithdrawn
+from avis.shared.kafka import replay
+from avis.shared.outbox import Relay, new_with_events, with_events
+from avis.shared.runtime import Runtime
+from avis.shared.settings import CommonSettings
+
+pytestmark = pytest.mark.infra
+
+
+def withdrawn(topic: str, case_id: str | None = None) -> Event:
+    """A valid event routed to this test's own topic."""
+    payload = CaseWithdrawn(case_id=case_id or unique("case"), withdrawn_at=datetime.now(UTC))
+    return dataclasses.replace(Event.new(payload, "/avis/test"), topic=topic)
+
+
+class Consumer:
+    """A consuming service in this process whose effect counts how often it ran per event."""
+
+    def __init__(self, topic: str, **overrides: Any) -> None:
+        self.runtime = Runtime(make_settings(**overrides))
+        self.effects = self.runtime.db["effects"]
+        self.broken = False
+        self.runtime.subscribe(topic, self.handle)
+
+    async def handle(self, event: Event, payload: Any) -> None:
+        if self.broken:
+            raise RuntimeError("handler is broken for this test")
+        # Deliberately not idempotent on its own: a double run would show as n == 2.
+        await self.effects.update_one({"_id": event.id}, {"$inc": {"n": 1}}, upsert=True)
+
+    async def count(self, event_id: str) -> int:
+        doc = await self.effects.find_one({"_id": event_id})
+        return int(doc["n"]) if doc else 0
+
+    async def __aenter__(self) -> "Consumer":
+        await self.runtime.start()
+        await eventually(lambda: self.runtime.kafka_started)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runtime.stop()
+
+
+async def started(settings: CommonSettings) -> Runtime:
+    runtime = Runtime(settings)
+    await runtime.start()
+    await eventually(lambda: runtime.kafka_started)
+    return runtime
+
+
+async def test_relay_killed_between_publish_and_mark_gives_one_effect(
+    settings: CommonSettings, topic: str
+) -> None:
+    producer = await started(settings)
+    try:
+        aggregates = producer.db["aggregates"]
+        event = withdrawn(topic)
+        await aggregates.insert_one(new_with_events({"_id": event.subject, "status": "x"}, [event]))
+
+        async def publish_then_die(ev: Event) -> None:
+            await producer.messaging.publish(ev)
+            raise asyncio.CancelledError  # the process dies after the ack, before the mark
+
+        dying = Relay("test", publish_then_die, producer.locks)
+        dying.watch(aggregates)
+        with pytest.raises(asyncio.CancelledError):
+            await dying.drain()
+        doc = await aggregates.find_one({"_id": event.subject})
+        assert doc is not None and doc["outbox_pending"] == 1, "the event must still be pending"
+
+        restarted = Relay("test", producer.messaging.publish, producer.locks)
+        restarted.watch(aggregates)
+        async with Consumer(topic) as consumer:
+            assert await restarted.drain() == 1
+            doc = await aggregates.find_one({"_id": event.subject})
+            assert doc is not None and doc["outbox_pending"] == 0 and doc["outbox"] == []
+            records = await read_topic(topic, expect=2)
+            ids = [dict(r.headers)["ce_id"].decode() for r in records]
+            assert ids == [event.id, event.id], "published twice, with the same ce_id"
+            await eventually(lambda: consumer.count(event.id))
+            await asyncio.sleep(1.0)  # time for the second copy to be consumed too
+            assert await consumer.count(event.id) == 1
+            assert await restarted.drain() == 0
+    finally:
+        await producer.stop()
+
+
+async def test_state_change_and_events_are_one_write(settings: CommonSettings, topic: str) -> None:
+    producer = await started(settings)
+    try:
+        aggregates = producer.db["aggregates"]
+        first = withdrawn(topic)
+        await aggregates.insert_one(new_with_events({"_id": first.subject, "status": "a"}, []))
+        second = withdrawn(topic, first.subject)
+        await aggregates.update_one(
+            {"_id": first.subject}, with_events({"$set": {"status": "b"}}, [first, second])
+        )
+        doc = await aggregates.find_one({"_id": first.subject})
+        assert doc is not None and doc["status"] == "b"
+        assert [e["id"] for e in doc["outbox"]] == [first.id, second.id]
+        relay = Relay("test", producer.messaging.publish, producer.locks)
+        relay.watch(aggregates)
+        assert await relay.measure() != (0, 0.0)
+        assert await relay.drain() == 2
+        records = await read_topic(topic, expect=2)
+        assert [dict(r.headers)["ce_id"].decode() for r in records] == [first.id, second.id]
+        assert {r.key for r in records} == {first.subject.encode()}
+        assert await relay.measure() == (0, 0.0)
+    finally:
+        await producer.stop()
+
+
+async def test_redelivered_event_changes_nothing(settings: CommonSettings, topic: str) -> None:
+    producer = await started(settings)
+    try:
+        event = withdrawn(topic)
+        async with Consumer(topic) as consumer:
+            for _ in range(3):
+                await producer.messaging.publish(event)
+            await eventually(lambda: consumer.count(event.id))
+            await read_topic(topic, expect=3)
+            await asyncio.sleep(1.0)
+            assert await consumer.count(event.id) == 1
+    finally:
+        await producer.stop()
+
+
+async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
+    settings: CommonSettings, topic: str
+) -> None:
+    producer = await started(settings)
+    raw = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    await raw.start()
+    try:
+        async with Consumer(topic) as consumer:
+            # 1. undecodable: dead-lettered at once, with the reason and the original headers
+            garbage = withdrawn(topic)
+            headers = [(k, v.encode()) for k, v in garbage.headers().items()]
+            await raw.send_and_wait(topic, b"{not json", key=b"k", headers=headers)
+            # 2. a handler that keeps failing: dead-lettered after the bounded attempts
+            consumer.broken = True
+            failing = withdrawn(topic)
+            await producer.messaging.publish(failing)
+            letters = await read_topic(f"{topic}.dlq", expect=2)
+            by_id = {dict(r.headers)["ce_id"].decode(): dict(r.headers) for r in letters}
+            assert set(by_id) == {garbage.id, failing.id}
+            assert b"undecodable" in by_id[garbage.id]["avis_dlq_reason"]
+            assert by_id[garbage.id]["avis_dlq_attempts"] == b"1"
+            assert by_id[failing.id]["avis_dlq_reason"].startswith(b"RuntimeError")
+            assert by_id[failing.id]["avis_dlq_attempts"] == b"3"
+            assert by_id[failing.id]["ce_type"] == b"avis.case.withdrawn.v1"
+            assert by_id[failing.id]["avis_dlq_topic"] == topic.encode()
+            assert await consumer.count(failing.id) == 0
+
+            # the handler is fixed: replay puts both back; the good one is applied once,
+            # the undecodable one goes back to the DLQ.
+            consumer.broken = False
+            assert await replay(BOOTSTRAP, topic) == 2
+            await eventually(lambda: consumer.count(failing.id))
+            again = await read_topic(f"{topic}.dlq", expect=3)
+            assert len(again) == 3
+            assert await replay(BOOTSTRAP, topic) == 1, "only the new dead letter is replayed"
+            assert await consumer.count(failing.id) == 1
+    finally:
+        await raw.stop()
+        await producer.stop()
