@@ -2,7 +2,8 @@
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -136,3 +137,18 @@ HANDLER_SECONDS = Histogram(
     "avis_handler_seconds", "Time to process one event", ["service", "topic"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
+
+
+@contextmanager
+def case_span(name: str, case_traceparent: str) -> Iterator[trace.Span]:
+    """A span in the case's trace, linked to the span (an HTTP request, an event) that caused it.
+
+    Events written inside it carry the case's trace, so later work joins the case's trace.
+    Without a stored trace context (a new case), the current trace becomes the case's.
+    """
+    cause = trace.get_current_span().get_span_context()
+    parent = propagate.extract({"traceparent": case_traceparent}) if case_traceparent else None
+    links = [trace.Link(cause)] if cause.is_valid and parent is not None else []
+    tracer = trace.get_tracer("avis")
+    with tracer.start_as_current_span(name, context=parent, links=links) as span:
+        yield span
