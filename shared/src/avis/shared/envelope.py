@@ -19,6 +19,11 @@ class PoisonMessage(Exception):
     """A message no retry can fix: undecodable, invalid against its schema, or of unknown type."""
 
 
+def new_event_id() -> str:
+    """A fresh event id (also the associated data of the fields its payload seals)."""
+    return str(uuid.uuid4())
+
+
 @dataclass(frozen=True)
 class Event:
     """An event as it enters the outbox and as a consumer meets it."""
@@ -34,11 +39,14 @@ class Event:
     tracestate: str = ""
 
     @classmethod
-    def new(cls, payload: Payload, source: str) -> "Event":
-        """A new event for `payload`: its id, time and trace context are fixed now, for good."""
+    def new(cls, payload: Payload, source: str, event_id: str | None = None) -> "Event":
+        """A new event for `payload`: its id, time and trace context are fixed now, for good.
+
+        Pass `event_id` (from `new_event_id`) when the payload seals a field under that id.
+        """
         carrier = current_traceparent()
         return cls(
-            id=str(uuid.uuid4()),
+            id=event_id or new_event_id(),
             type=TYPE_OF[type(payload)],
             source=source,
             time=datetime.now(UTC),

@@ -1,7 +1,9 @@
 """Logs (structlog, redacted), traces (OpenTelemetry) and metrics (Prometheus) for every service."""
 
 import logging
+import pathlib
 import sys
+import traceback
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +45,38 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def safe_exception(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: an exception as its types and frames, never its message.
+
+    Messages of exceptions raised deep in a library can quote the data being processed.
+    """
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        exc: BaseException | None = exc_info[1]
+        chain = []
+        while exc is not None:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = [f"{pathlib.Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+            chain.append({"type": type(exc).__name__, "frames": where[-8:]})
+            exc = exc.__cause__ or exc.__context__
+        event["exception"] = chain
+    return event
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the time of writing (tests and servers swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: the current span's trace and span ids."""
     ctx = trace.get_current_span().get_span_context()
@@ -56,8 +90,7 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
     """JSON off a terminal, console on one; every line carries the service and trace ids."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
-        # plain tracebacks: a rich one would print local variables, which may hold health data
-        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        structlog.dev.ConsoleRenderer()
         if console
         else structlog.processors.JSONRenderer()
     )
@@ -68,11 +101,11 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             add_trace_ids,
             redact,
-            structlog.processors.format_exc_info,
+            safe_exception,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()

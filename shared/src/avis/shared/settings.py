@@ -4,7 +4,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _shared(name: str) -> AliasChoices:
+def shared_env(name: str) -> AliasChoices:
     """Accept the shared variable `AVIS_<NAME>`; the field name stays usable in code and tests."""
     return AliasChoices(f"AVIS_{name}", name.lower())
 
@@ -18,28 +18,28 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP"))
-    mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=_shared("MONGO_URL"))
+    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared_env("KAFKA_BOOTSTRAP"))
+    mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
     # key id -> base64 AES-256 key, as JSON ({"k1": "..."}) or "k1:base64,k2:base64";
     # the first key seals, every key opens.
-    sealing_keys: SecretStr = Field(SecretStr(""), validation_alias=_shared("SEALING_KEYS"))
+    sealing_keys: SecretStr = Field(SecretStr(""), validation_alias=shared_env("SEALING_KEYS"))
     # HS256 secret for development; RS256/ES256 public keys come from a JWKS file or URL.
-    jwt_secret: SecretStr = Field(SecretStr(""), validation_alias=_shared("JWT_SECRET"))
-    jwt_jwks: str = Field("", validation_alias=_shared("JWT_JWKS"))
-    jwt_audience: str = Field("avis", validation_alias=_shared("JWT_AUDIENCE"))
+    jwt_secret: SecretStr = Field(SecretStr(""), validation_alias=shared_env("JWT_SECRET"))
+    jwt_jwks: str = Field("", validation_alias=shared_env("JWT_JWKS"))
+    jwt_audience: str = Field("avis", validation_alias=shared_env("JWT_AUDIENCE"))
     otel_exporter: str = Field(
-        "none", validation_alias=_shared("OTEL_EXPORTER")
+        "none", validation_alias=shared_env("OTEL_EXPORTER")
     )  # none|console|otlp
-    otel_endpoint: str = Field("", validation_alias=_shared("OTEL_ENDPOINT"))
-    log_format: str = Field("auto", validation_alias=_shared("LOG_FORMAT"))  # auto|json|console
-    log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
+    otel_endpoint: str = Field("", validation_alias=shared_env("OTEL_ENDPOINT"))
+    log_format: str = Field("auto", validation_alias=shared_env("LOG_FORMAT"))  # auto|json|console
+    log_level: str = Field("INFO", validation_alias=shared_env("LOG_LEVEL"))
 
-    consumer_max_attempts: int = Field(5, validation_alias=_shared("CONSUMER_MAX_ATTEMPTS"))
+    consumer_max_attempts: int = Field(5, validation_alias=shared_env("CONSUMER_MAX_ATTEMPTS"))
     retry_backoff_max_seconds: float = Field(
-        10.0, validation_alias=_shared("RETRY_BACKOFF_MAX_SECONDS")
+        10.0, validation_alias=shared_env("RETRY_BACKOFF_MAX_SECONDS")
     )
-    relay_poll_seconds: float = Field(1.0, validation_alias=_shared("RELAY_POLL_SECONDS"))
+    relay_poll_seconds: float = Field(1.0, validation_alias=shared_env("RELAY_POLL_SECONDS"))
 
     @property
     def database(self) -> str:

@@ -1,0 +1,93 @@
+"""The event contract: generated documents are current, the envelope decodes and refuses."""
+
+import json
+import pathlib
+from datetime import UTC, datetime
+
+import pytest
+
+from avis.shared.envelope import Event, PoisonMessage, new_event_id
+from avis.shared.events import EVENT_TYPES, CaseWithdrawn, asyncapi, json_schemas
+from avis.shared.topics import TOPICS
+
+DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs"
+
+
+def test_committed_asyncapi_is_generated_from_the_models() -> None:
+    committed = json.loads((DOCS / "asyncapi.json").read_text())
+    assert committed == json.loads(json.dumps(asyncapi())), "run `make asyncapi` and commit docs/"
+
+
+def test_committed_json_schemas_are_current() -> None:
+    for ce_type, schema in json_schemas().items():
+        committed = json.loads((DOCS / "schemas" / f"{ce_type}.json").read_text())
+        assert committed == json.loads(json.dumps(schema)), f"{ce_type}: run `make asyncapi`"
+
+
+def test_every_topic_has_its_events_and_every_type_is_versioned() -> None:
+    assert {topic for topic, _ in EVENT_TYPES.values()} == set(TOPICS)
+    assert all(t.startswith("avis.") and t.rsplit(".", 1)[1].startswith("v") for t in EVENT_TYPES)
+
+
+def test_service_document_lists_only_its_operations() -> None:
+    doc = asyncapi("intake", sends=("case-submitted",), receives=("report-ready",))
+    assert set(doc["operations"]) == {"send-case-submitted", "receive-report-ready"}
+    assert set(doc["channels"]) == {"case-submitted", "report-ready"}
+
+
+def event() -> Event:
+    return Event.new(CaseWithdrawn(case_id="c-1", withdrawn_at=datetime.now(UTC)), "/avis/test")
+
+
+def test_envelope_round_trip_in_binary_mode() -> None:
+    original = event()
+    headers = {k: v.encode() for k, v in original.headers().items()}
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["content-type"] == b"application/json"
+    decoded = Event.from_kafka(original.topic, headers, original.body())
+    assert decoded.id == original.id
+    assert decoded.time == original.time
+    assert decoded.payload() == original.payload()
+
+
+def test_event_id_can_be_chosen_before_sealing() -> None:
+    chosen = new_event_id()
+    payload = CaseWithdrawn(case_id="c-1", withdrawn_at=datetime.now(UTC))
+    assert Event.new(payload, "/avis/test", event_id=chosen).id == chosen
+
+
+def test_readers_ignore_unknown_fields() -> None:
+    original = event()
+    body = json.dumps({**original.data, "added_later": 1}).encode()
+    headers = {k: v.encode() for k, v in original.headers().items()}
+    assert Event.from_kafka(original.topic, headers, body).payload() == original.payload()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ce_type": b"avis.case.submitted.v9"}, "unknown event type"),
+        ({"ce_specversion": b"0.3"}, "unsupported CloudEvents version"),
+        ({"ce_id": None}, "missing headers ce_id"),
+    ],
+)
+def test_poison_headers(change: dict[str, bytes | None], reason: str) -> None:
+    original = event()
+    headers: dict[str, bytes] = {k: v.encode() for k, v in original.headers().items()}
+    for key, value in change.items():
+        if value is None:
+            headers.pop(key)
+        else:
+            headers[key] = value
+    with pytest.raises(PoisonMessage, match=reason):
+        Event.from_kafka(original.topic, headers, original.body())
+
+
+def test_invalid_payload_is_poison_without_echoing_input() -> None:
+    original = event()
+    headers = {k: v.encode() for k, v in original.headers().items()}
+    body = json.dumps({"case_id": "c-1", "withdrawn_at": "Éloïse Dupré"}).encode()
+    with pytest.raises(PoisonMessage) as info:
+        Event.from_kafka(original.topic, headers, body)
+    assert "withdrawn_at" in str(info.value)
+    assert "Éloïse" not in str(info.value)
