@@ -31,7 +31,9 @@ def test_trace_id_of_traceparent() -> None:
     assert trace_id_of("garbage") == ""
 
 
-def test_logged_exceptions_keep_types_and_frames_but_not_messages(capsys: pytest.CaptureFixture[str]) -> None:
+def test_logged_exceptions_keep_types_and_frames_but_not_messages(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     configure_logging("test", fmt="json")
     try:
         raise ValueError("patient Éloïse Dupré has angina")
