@@ -7,14 +7,22 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from tests.conftest import BOOTSTRAP, eventually, make_settings, read_topic, unique
 
-from avis.shared.envelope import Event
-from avis.shared.events import CaseWithdrawn
+from avis.shared.envelope import Event, new_event_id
+from avis.shared.events import (
+    CaseSubmitted,
+    CaseWithdrawn,
+    Language,
+    Question,
+    Specialty,
+    Urgency,
+)
 from avis.shared.kafka import replay
 from avis.shared.outbox import Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
+from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
+from tests.conftest import BOOTSTRAP, eventually, make_settings, read_topic, unique
 
 pytestmark = pytest.mark.infra
 
@@ -175,4 +183,58 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
             assert await consumer.count(failing.id) == 1
     finally:
         await raw.stop()
+        await producer.stop()
+
+
+async def test_sealed_field_crosses_kafka_opens_after_rotation_and_refuses_tampering(
+    topic: str,
+) -> None:
+    old_ring = f"k1:{generate_key()}"
+    producer = await started(make_settings(sealing_keys=old_ring))
+    opened: dict[str, dict[str, Any]] = {}
+    consumer = Runtime(make_settings(sealing_keys=f"k2:{generate_key()},{old_ring}"))
+    ring = Keyring.from_settings(consumer.settings)
+
+    async def handle(event: Event, payload: Any) -> None:
+        opened[event.id] = ring.open_json(payload.contact, aad=event.id)
+
+    consumer.subscribe(topic, handle)
+    await consumer.start()
+    try:
+        event_id = new_event_id()
+        contact = {"given_name": "Éloïse", "family_name": "Dupré", "email": "eloise@example.org"}
+        sealed = Keyring.from_settings(producer.settings).seal_json(contact, aad=event_id)
+        payload = CaseSubmitted(
+            case_id=unique("case"),
+            reference="AV-2026-000001",
+            specialty=Specialty.CARDIOLOGY,
+            urgency=Urgency.ROUTINE,
+            language=Language.FR,
+            questions=[Question.RISK_BENEFIT],
+            document_count=1,
+            submitted_at=datetime.now(UTC),
+            case_url="http://127.0.0.1:8001/v1/cases/x",
+            contact=sealed,
+        )
+        event = dataclasses.replace(
+            Event.new(payload, "/avis/test", event_id=event_id), topic=topic
+        )
+        await producer.messaging.publish(event)
+        await eventually(lambda: opened.get(event_id))
+        assert opened[event_id] == contact, "sealed under k1, opened by a ring that rotated to k2"
+
+        (record,) = await read_topic(topic, expect=1)
+        raw = (record.value or b"") + b"".join(v for _, v in record.headers)
+        for clear in (b"eloise", "Éloïse".encode(), b"\\u00c9lo", b"Dupr"):
+            assert clear not in raw
+        # the same sealed value does not open for another event, nor once tampered with
+        with pytest.raises(SealingError):
+            ring.open_json(payload.contact, aad=new_event_id())
+        tampered = payload.contact.model_copy(update={"ct": "A" + payload.contact.ct[1:]})
+        with pytest.raises(SealingError):
+            ring.open_json(tampered, aad=event_id)
+        with pytest.raises(SealingError, match="k1"):
+            Keyring.parse(f"k3:{generate_key()}").open_json(payload.contact, aad=event_id)
+    finally:
+        await consumer.stop()
         await producer.stop()

@@ -11,13 +11,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tests.conftest import eventually, make_settings, serve, unique
 
 from avis.shared.envelope import Event
 from avis.shared.events import CaseWithdrawn
 from avis.shared.observability import trace_id_of
 from avis.shared.outbox import new_with_events
 from avis.shared.runtime import Runtime
+from tests.conftest import eventually, make_settings, serve, unique
 
 pytestmark = pytest.mark.infra
 
