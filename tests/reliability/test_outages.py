@@ -4,11 +4,11 @@ import asyncio
 
 import httpx
 import pytest
-from tests.conftest import eventually, infra, make_settings, read_topic, serve
-from tests.integration.shared.test_delivery import Consumer, started, withdrawn
 
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
+from tests.conftest import eventually, infra, make_settings, read_topic, serve
+from tests.integration.shared.test_delivery import Consumer, started, withdrawn
 
 pytestmark = pytest.mark.infra
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,18 +78,18 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
         event = withdrawn(topic)
         await aggregates.insert_one(new_with_events({"_id": event.subject, "status": "x"}, [event]))
 
-        async def publish_then_die(ev: Event) -> None:
+        async def send_then_die(ev: Event) -> Awaitable[None]:
             await producer.messaging.publish(ev)
             raise asyncio.CancelledError  # the process dies after the ack, before the mark
 
-        dying = Relay("test", publish_then_die, producer.locks)
+        dying = Relay("test", send_then_die, producer.locks)
         dying.watch(aggregates)
         with pytest.raises(asyncio.CancelledError):
             await dying.drain()
         doc = await aggregates.find_one({"_id": event.subject})
         assert doc is not None and doc["outbox_pending"] == 1, "the event must still be pending"
 
-        restarted = Relay("test", producer.messaging.publish, producer.locks)
+        restarted = Relay("test", producer.messaging.send, producer.locks)
         restarted.watch(aggregates)
         async with Consumer(topic) as consumer:
             assert await restarted.drain() == 1
@@ -118,7 +119,7 @@ async def test_state_change_and_events_are_one_write(settings: CommonSettings, t
         doc = await aggregates.find_one({"_id": first.subject})
         assert doc is not None and doc["status"] == "b"
         assert [e["id"] for e in doc["outbox"]] == [first.id, second.id]
-        relay = Relay("test", producer.messaging.publish, producer.locks)
+        relay = Relay("test", producer.messaging.send, producer.locks)
         relay.watch(aggregates)
         assert await relay.measure() != (0, 0.0)
         assert await relay.drain() == 2

@@ -81,16 +81,33 @@ class Messaging:
         self.inbox = db["inbox"]
         self.group_id = f"avis-{self.service}"
 
-    async def publish(self, event: Event) -> None:
-        """Publish one event under its stored trace context; returns once the broker acked it."""
+    async def send(self, event: Event) -> Awaitable[None]:
+        """Hand one event to the producer under its stored trace context.
+
+        Returns the broker's acknowledgement to await: events sent one after another keep
+        their order per partition while their acks travel together.
+        """
         token = context.attach(propagate.extract(event.headers()))
         try:
-            await self.broker.publish(
-                event.body(), topic=event.topic, key=event.subject.encode(), headers=event.headers()
+            future = await self.broker.publish(
+                event.body(),
+                topic=event.topic,
+                key=event.subject.encode(),
+                headers=event.headers(),
+                no_confirm=True,
             )
         finally:
             context.detach(token)
-        EVENTS_PUBLISHED.labels(self.service, event.topic, event.type).inc()
+
+        async def acked() -> None:
+            await future
+            EVENTS_PUBLISHED.labels(self.service, event.topic, event.type).inc()
+
+        return acked()
+
+    async def publish(self, event: Event) -> None:
+        """Publish one event; returns once the broker acknowledged it."""
+        await (await self.send(event))
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume `topic` in this service's group: the effect first, the offset after."""

@@ -90,9 +90,7 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
     """JSON off a terminal, console on one; every line carries the service and trace ids."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer()
-        if console
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

@@ -9,6 +9,7 @@ it never rewrites a document behind its writer's back.
 
 import asyncio
 import contextlib
+import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -39,7 +40,8 @@ def new_with_events(doc: Document, events: Sequence[Event]) -> Document:
     return {**doc, "outbox": [e.to_doc() for e in events], "outbox_pending": len(events)}
 
 
-Publish = Callable[[Event], Awaitable[None]]
+# Hands an event to the producer; the returned awaitable completes on the broker's ack.
+Send = Callable[[Event], Awaitable[Awaitable[None]]]
 
 
 class Relay:
@@ -48,13 +50,15 @@ class Relay:
     def __init__(
         self,
         service: str,
-        publish: Publish,
+        send: Send,
         locks: AggregateLocks,
         poll_seconds: float = 1.0,
         backoff_max: float = 10.0,
+        batch: int = 100,
     ) -> None:
         self.service = service
-        self.publish = publish
+        self.send = send
+        self.batch = batch
         self.locks = locks
         self.poll_seconds = poll_seconds
         self.backoff_max = backoff_max
@@ -95,24 +99,36 @@ class Relay:
         published = 0
         for collection in self.collections:
             ids = [d["_id"] async for d in collection.find(PENDING, {"_id": 1}).sort("_id", 1)]
-            for aggregate_id in ids:
-                published += await self._relay_one(collection, aggregate_id)
+            for start in range(0, len(ids), self.batch):
+                published += await self._relay(collection, ids[start : start + self.batch])
         await self.measure()
         return published
 
-    async def _relay_one(self, collection: AsyncCollection[Document], aggregate_id: Any) -> int:
-        async with self.locks.hold(str(aggregate_id)):
-            doc = await collection.find_one({"_id": aggregate_id}, {"outbox": 1})
-            entries = (doc or {}).get("outbox") or []
-            for entry in entries:
-                await self.publish(Event.from_doc(entry))
-                # Marked only now that the broker acknowledged it. A crash before this line
-                # re-publishes the same ce_id later; consumers deduplicate on it.
-                await collection.update_one(
-                    {"_id": aggregate_id},
-                    {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
-                )
-            return len(entries)
+    async def _relay(self, collection: AsyncCollection[Document], ids: list[Any]) -> int:
+        """Send the outboxes of `ids` in order, then mark each event once its ack is in."""
+        async with contextlib.AsyncExitStack() as held:
+            sent: list[tuple[Any, Document, Awaitable[None]]] = []
+            try:
+                for aggregate_id in ids:
+                    # Locks taken in id order; each aggregate's writer waits meanwhile.
+                    await held.enter_async_context(self.locks.hold(str(aggregate_id)))
+                docs = collection.find({"_id": {"$in": ids}}, {"outbox": 1}).sort("_id", 1)
+                async for doc in docs:
+                    for entry in doc.get("outbox") or []:
+                        sent.append((doc["_id"], entry, await self.send(Event.from_doc(entry))))
+                for aggregate_id, entry, ack in sent:
+                    await ack
+                    # Marked only now that the broker acknowledged it. A crash before this
+                    # line re-publishes the same ce_id later; consumers deduplicate on it.
+                    await collection.update_one(
+                        {"_id": aggregate_id},
+                        {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
+                    )
+            finally:
+                for *_, ack in sent:
+                    if inspect.iscoroutine(ack):
+                        ack.close()  # never awaited after a failure: the event stays pending
+            return len(sent)
 
     async def measure(self) -> tuple[int, float]:
         """Update and return the backlog size and the age of its oldest event, in seconds."""

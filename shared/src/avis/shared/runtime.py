@@ -50,7 +50,7 @@ class Runtime:
         self.locks = AggregateLocks()
         self.relay = Relay(
             self.service,
-            self.messaging.publish,
+            self.messaging.send,
             self.locks,
             poll_seconds=settings.relay_poll_seconds,
             backoff_max=settings.retry_backoff_max_seconds,
