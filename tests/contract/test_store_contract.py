@@ -371,3 +371,14 @@ async def test_unreachable_store_raises_server_selection_timeout() -> None:
     finally:
         await client.close()
     assert time.monotonic() - started < 5
+
+
+async def test_find_by_id_in_list_with_sort(db: AsyncDatabase[Document]) -> None:
+    # The outbox relay reads a batch of aggregates this way, under their locks.
+    cases = db["cases"]
+    await _seed_cases(cases)
+    wanted = ["case-007", "case-002", "case-999", "case-004"]
+    found = [
+        d["_id"] async for d in cases.find({"_id": {"$in": wanted}}, {"_id": 1}).sort("_id", 1)
+    ]
+    assert found == ["case-002", "case-004", "case-007"]
