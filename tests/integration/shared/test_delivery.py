@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
@@ -142,6 +143,20 @@ async def test_redelivered_event_changes_nothing(settings: CommonSettings, topic
             await read_topic(topic, expect=3)
             await asyncio.sleep(1.0)
             assert await consumer.count(event.id) == 1
+            labels = {"service": consumer.runtime.service, "topic": topic}
+            outcome = "avis_events_consumed_total"
+            assert (
+                REGISTRY.get_sample_value(
+                    outcome, {**labels, "type": event.type, "outcome": "applied"}
+                )
+                == 1
+            )
+            assert (
+                REGISTRY.get_sample_value(
+                    outcome, {**labels, "type": event.type, "outcome": "duplicate"}
+                )
+                == 2
+            )
     finally:
         await producer.stop()
 
@@ -172,6 +187,12 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
             assert by_id[failing.id]["ce_type"] == b"avis.case.withdrawn.v1"
             assert by_id[failing.id]["avis_dlq_topic"] == topic.encode()
             assert await consumer.count(failing.id) == 0
+            labels = {"service": consumer.runtime.service, "topic": topic}
+            assert REGISTRY.get_sample_value("avis_events_dead_lettered_total", labels) == 2
+            assert (
+                REGISTRY.get_sample_value("avis_events_failed_total", {**labels, "kind": "error"})
+                == 3
+            )
 
             # the handler is fixed: replay puts both back; the good one is applied once,
             # the undecodable one goes back to the DLQ.
