@@ -8,12 +8,12 @@ retries with backoff, logs why once per attempt, and `/readyz` says not ready.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from avis.shared.events import asyncapi
 from avis.shared.kafka import Handler, Messaging, backoff, make_broker
-from avis.shared.mongo import AggregateLocks, Document, connect, ping
+from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
@@ -58,11 +58,16 @@ class Runtime:
         self.kafka_started = False
         self.store_initialised = False
         self._store_inits: list[StoreInit] = []
+        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def on_store(self, init: StoreInit) -> None:
         """Run `init` (indexes, seeds) once the store answers, before consuming or relaying."""
         self._store_inits.append(init)
+
+    def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
+        self._background.append((name, work))
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume `topic` with the idempotent consumer."""
@@ -108,6 +113,8 @@ class Runtime:
             "connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
+        for name, work in self._background:
+            self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
 
     async def stop(self) -> None:
         """Stop background work, the broker and the store client."""
@@ -152,6 +159,8 @@ class Runtime:
         app.state.runtime = self
         app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        for error in TRANSIENT_STORE_ERRORS:
+            app.add_exception_handler(error, _store_unavailable)
         ops = APIRouter(tags=["operations"])
 
         @ops.get("/healthz", summary="The process is alive")
@@ -183,3 +192,15 @@ class Runtime:
             app.include_router(router)
         FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
         return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """A request that met the store away: 503 with a retry hint, never a 500."""
+    log.warning("store unavailable during request", error=type(exc).__name__)
+    return Problem(
+        503,
+        "store-unavailable",
+        "Service Unavailable",
+        "The store is not reachable right now; retry later.",
+        headers={"Retry-After": "5"},
+    ).to_response(request.url.path)
