@@ -4,6 +4,7 @@ import asyncio
 
 import httpx
 import pytest
+from fastapi import APIRouter
 
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
@@ -72,3 +73,33 @@ async def test_service_recovers_when_kafka_comes_back(topic: str) -> None:
 
 async def _ready(http: httpx.AsyncClient) -> bool:
     return (await http.get("/readyz")).status_code == 200
+
+
+async def test_request_meeting_the_store_away_gets_a_503_problem(settings: CommonSettings) -> None:
+    runtime = Runtime(settings)
+    router = APIRouter()
+
+    @router.get("/v1/things/{thing_id}")
+    async def read(thing_id: str) -> dict[str, str]:
+        doc = await runtime.db["things"].find_one({"_id": thing_id})
+        return {"found": str(doc is not None)}
+
+    async with (
+        serve(runtime.create_app("t", [router])) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        assert (await http.get("/v1/things/a")).json() == {"found": "False"}
+        infra("stop", "ferretdb")
+        try:
+            response = await http.get("/v1/things/a", timeout=30)
+        finally:
+            infra("start", "ferretdb")
+            infra("wait", "ferretdb")
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.headers["retry-after"] == "5"
+        await eventually(lambda: _found(http), timeout=60, interval=1.0)
+
+
+async def _found(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/v1/things/a")).status_code == 200
