@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -201,10 +202,28 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     # HTTPException details are written by our own code (or Starlette's phrase), so they may be
     # shown; anything other than a string is replaced by the phrase.
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    if exc.status_code == 405:
+        # Starlette's Allow names one route's methods; a path can have several routes.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}."
     problem = Problem(
         exc.status_code, _status_slug(exc.status_code), phrase, detail, headers=headers
     )
     return problem.to_response(_instance(request))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    return sorted(
+        {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, Route)
+            and route.methods
+            and route.path_regex.match(request.url.path)
+            for method in route.methods
+        }
+    )
 
 
 def _internal_problem() -> Problem:

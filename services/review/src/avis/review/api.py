@@ -1,5 +1,275 @@
 """HTTP routes of the review service (thin: parse, authorise, call service, shape)."""
 
-from fastapi import APIRouter
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import status as http
+
+from avis.review.models import (
+    CODE_PATTERN,
+    ID_PATTERN,
+    AssignBody,
+    Assignment,
+    AssignmentPage,
+    AssignmentStatus,
+    DeclineBody,
+    Opinion,
+    OpinionVersion,
+    QueuePage,
+    Reviewer,
+    ReviewerIn,
+    ReviewerPage,
+    ReviewerPatch,
+)
+from avis.review.service import ReviewService
+from avis.shared.events import Language, Specialty, Urgency
+from avis.shared.problems import problem_responses
+from avis.shared.security import Principal, require_roles
 
 router = APIRouter(prefix="/v1")
+
+
+def _review(request: Request) -> ReviewService:
+    return cast(ReviewService, request.app.state.review)
+
+
+Review = Annotated[ReviewService, Depends(_review)]
+Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
+ReviewerRole = Annotated[Principal, Depends(require_roles("reviewer"))]
+Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
+
+ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
+AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
+CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
+Cursor = Annotated[
+    str | None,
+    Query(min_length=1, max_length=512, description="`next_cursor` of the previous page, as is."),
+]
+
+READ = problem_responses(401, 403, 422, 503)
+READ_ONE = problem_responses(401, 403, 404, 422, 503)
+ACT = problem_responses(401, 403, 404, 409, 422, 503)
+WRITE = problem_responses(400, 401, 403, 404, 409, 422, 503)  # 400: a body that is not JSON
+
+
+# --- reviewer directory -----------------------------------------------------------------------
+
+
+@router.post(
+    "/reviewers",
+    status_code=http.HTTP_201_CREATED,
+    summary="Add a reviewer to the directory (coordinators)",
+    tags=["reviewers"],
+    responses={
+        200: {"model": Reviewer, "description": "The same reviewer already existed"},
+        **problem_responses(400, 401, 403, 409, 422, 503),
+    },
+)
+async def create_reviewer(
+    body: ReviewerIn, response: Response, review: Review, _: Coordinator
+) -> Reviewer:
+    """Add a reviewer; sending the same reviewer again changes nothing."""
+    reviewer, created = await review.create_reviewer(body)
+    if not created:
+        response.status_code = http.HTTP_200_OK
+    return reviewer
+
+
+@router.get(
+    "/reviewers",
+    summary="List the reviewer directory (coordinators)",
+    tags=["reviewers"],
+    responses=READ,
+)
+async def list_reviewers(
+    review: Review,
+    _: Coordinator,
+    specialty: Specialty | None = None,
+    language: Language | None = None,
+    active: bool | None = None,
+    cursor: Cursor = None,
+    limit: Limit = 20,
+) -> ReviewerPage:
+    """Reviewers by id, filtered by specialty, language and active flag."""
+    return await review.reviewers(specialty, language, active, cursor, limit)
+
+
+@router.get(
+    "/reviewers/{reviewer_id}",
+    summary="One reviewer (coordinators, or the reviewer themself)",
+    tags=["reviewers"],
+    responses=READ_ONE,
+)
+async def get_reviewer(reviewer_id: ReviewerIdPath, review: Review, who: Staff) -> Reviewer:
+    """One reviewer and their current load."""
+    return await review.reviewer(who, reviewer_id)
+
+
+@router.patch(
+    "/reviewers/{reviewer_id}",
+    summary="Change a reviewer (coordinators)",
+    tags=["reviewers"],
+    responses=problem_responses(400, 401, 403, 404, 422, 503),
+)
+async def patch_reviewer(
+    reviewer_id: ReviewerIdPath, body: ReviewerPatch, review: Review, _: Coordinator
+) -> Reviewer:
+    """Change the fields sent; a reviewer with room again is offered the queue."""
+    return await review.update_reviewer(reviewer_id, body)
+
+
+# --- queue ------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/queue",
+    summary="Cases nobody fits yet (coordinators)",
+    tags=["queue"],
+    responses=READ,
+)
+async def list_queue(
+    review: Review,
+    _: Coordinator,
+    specialty: Specialty | None = None,
+    urgency: Urgency | None = None,
+    cursor: Cursor = None,
+    limit: Limit = 20,
+) -> QueuePage:
+    """Waiting cases, urgent first, then oldest, with the last matching attempt."""
+    return await review.queue(specialty, urgency, cursor, limit)
+
+
+@router.post(
+    "/queue/{case_id}/assign",
+    status_code=http.HTTP_201_CREATED,
+    summary="Assign a waiting case by hand (coordinators)",
+    tags=["queue"],
+    responses=WRITE,
+)
+async def assign_from_queue(
+    case_id: CaseIdPath, body: AssignBody, review: Review, who: Coordinator
+) -> Assignment:
+    """Every matching rule holds except capacity, which a coordinator may override."""
+    return await review.assign_from_queue(who, case_id, body)
+
+
+# --- assignments ------------------------------------------------------------------------------
+
+
+@router.get(
+    "/assignments",
+    summary="Assignments: a reviewer's own, or all for coordinators",
+    tags=["assignments"],
+    responses=READ,
+)
+async def list_assignments(
+    review: Review,
+    who: Staff,
+    status: AssignmentStatus | None = None,
+    overdue: Annotated[
+        bool | None, Query(description="true: past due and not answered; false: the others.")
+    ] = None,
+    reviewer_id: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
+    case_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 20,
+) -> AssignmentPage:
+    """Soonest due first."""
+    return await review.assignments(
+        who,
+        status=status,
+        overdue=overdue,
+        reviewer_id=reviewer_id,
+        case_id=case_id,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get(
+    "/assignments/{assignment_id}",
+    summary="One assignment",
+    tags=["assignments"],
+    responses=READ_ONE,
+)
+async def get_assignment(assignment_id: AssignmentIdPath, review: Review, who: Staff) -> Assignment:
+    """A reviewer sees their own; coordinators see all, with the matching rationale."""
+    return await review.assignment(who, assignment_id)
+
+
+@router.post(
+    "/assignments/{assignment_id}/accept",
+    summary="Accept an assignment (its reviewer)",
+    tags=["assignments"],
+    responses=ACT,
+)
+async def accept(assignment_id: AssignmentIdPath, review: Review, who: ReviewerRole) -> Assignment:
+    """Accepting twice changes nothing."""
+    return await review.accept(who, assignment_id)
+
+
+@router.post(
+    "/assignments/{assignment_id}/decline",
+    summary="Decline an assignment (its reviewer)",
+    tags=["assignments"],
+    responses=WRITE,
+)
+async def decline(
+    assignment_id: AssignmentIdPath, body: DeclineBody, review: Review, who: ReviewerRole
+) -> Assignment:
+    """The reason code is published; the free-text reason stays in review."""
+    return await review.decline(who, assignment_id, body)
+
+
+@router.post(
+    "/assignments/{assignment_id}/opinion",
+    status_code=http.HTTP_201_CREATED,
+    summary="Write the structured opinion (the accepted reviewer)",
+    tags=["opinion"],
+    responses={
+        200: {"model": OpinionVersion, "description": "The same opinion was already recorded"},
+        **WRITE,
+    },
+)
+async def post_opinion(
+    assignment_id: AssignmentIdPath,
+    body: Opinion,
+    response: Response,
+    review: Review,
+    who: ReviewerRole,
+) -> OpinionVersion:
+    """Version 1 of the opinion; a different one later is a correction (PUT)."""
+    version, created = await review.post_opinion(who, assignment_id, body)
+    if not created:
+        response.status_code = http.HTTP_200_OK
+    return version
+
+
+@router.put(
+    "/assignments/{assignment_id}/opinion",
+    summary="Correct the opinion: a new version (the reviewer who wrote it)",
+    tags=["opinion"],
+    responses=WRITE,
+)
+async def correct_opinion(
+    assignment_id: AssignmentIdPath, body: Opinion, review: Review, who: ReviewerRole
+) -> OpinionVersion:
+    """A new version, unless it repeats the latest one."""
+    return await review.correct_opinion(who, assignment_id, body)
+
+
+@router.get(
+    "/assignments/{assignment_id}/opinion",
+    summary="The opinion of an assignment",
+    tags=["opinion"],
+    responses=READ_ONE,
+)
+async def get_opinion(
+    assignment_id: AssignmentIdPath,
+    review: Review,
+    who: Staff,
+    version: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> OpinionVersion:
+    """The latest version, or the one asked for."""
+    return await review.opinion(who, assignment_id, version)

@@ -1,8 +1,13 @@
 """Configuration of the review service: `AVIS_REVIEW_*` plus the shared `AVIS_*` variables."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from avis.shared.settings import CommonSettings
+
+DEFAULT_SEED_FILE = Path(__file__).resolve().parent / "seed" / "reviewers.json"
 
 
 class Settings(CommonSettings):
@@ -14,3 +19,14 @@ class Settings(CommonSettings):
 
     service_name: str = "review"
     http_port: int = 8002
+
+    # SLA: days from assignment until the opinion is due (fractions allowed, for tests).
+    sla_routine_days: float = Field(7.0, gt=0)
+    sla_urgent_days: float = Field(3.0, gt=0)
+    # Development only: fill an empty reviewer directory from this file at start-up.
+    seed_reviewers: bool = False
+    seed_file: Path = DEFAULT_SEED_FILE
+    # Where intake serves cases: links in assignments point there when an event gave none.
+    intake_base_url: str = "http://127.0.0.1:8001"
+    # How often the overdue-assignments gauge is recounted.
+    overdue_refresh_seconds: float = Field(30.0, gt=0)

@@ -1,0 +1,320 @@
+"""Documents and API schemas of the review service.
+
+The opinion is the only clinical text review keeps; the case itself stays with intake, so a case
+here is its triage codes (specialty, urgency, language, the treating physician's institution).
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
+
+from avis.shared.events import Language, Specialty, Urgency
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+# Free text: no control characters (line breaks and tabs allowed in long text, none in a
+# name) and at least one visible character. Stated as patterns so the OpenAPI document says
+# exactly what is accepted.
+_TEXT_CHAR = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
+_NAME_CHAR = r"[^\x00-\x1F\x7F-\x9F]"
+_VISIBLE = r"[^\s\x00-\x1F\x7F-\x9F]"
+TEXT_PATTERN = rf"^{_TEXT_CHAR}*{_VISIBLE}{_TEXT_CHAR}*$"
+NAME_PATTERN = rf"^{_NAME_CHAR}*{_VISIBLE}{_NAME_CHAR}*$"
+
+
+def _encodable(value: str) -> str:
+    # Stored and sealed as UTF-8: a lone surrogate (possible in JSON escapes) cannot be.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+T = TypeVar("T")
+
+
+def _distinct(values: list[T]) -> list[T]:
+    return list(dict.fromkeys(values))
+
+
+Name = Annotated[
+    str, StringConstraints(max_length=200, pattern=NAME_PATTERN), AfterValidator(_encodable)
+]
+Reason = Annotated[
+    str, StringConstraints(max_length=2000, pattern=TEXT_PATTERN), AfterValidator(_encodable)
+]
+Section = Annotated[
+    str, StringConstraints(max_length=20000, pattern=TEXT_PATTERN), AfterValidator(_encodable)
+]
+ReviewerId = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
+InstitutionCode = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
+Specialties = Annotated[
+    list[Specialty], Field(min_length=1, max_length=len(Specialty)), AfterValidator(_distinct)
+]
+Languages = Annotated[
+    list[Language], Field(min_length=1, max_length=len(Language)), AfterValidator(_distinct)
+]
+
+
+def _json_number(value: Any) -> Any:
+    # JSON true/false and strings are not numbers, though lax parsing would take them as such.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+Capacity = Annotated[
+    int,
+    Field(ge=0, le=100, description="Active assignments at most."),
+    BeforeValidator(_json_number),
+]
+
+
+class CaseStatus(StrEnum):
+    """Where a case stands in review."""
+
+    MATCHING = "matching"  # a matching decision is due (new, or its reviewer declined)
+    WAITING = "waiting"  # nobody fits: in the queue
+    ASSIGNED = "assigned"  # an assignment is active or answered
+    WITHDRAWN = "withdrawn"
+
+
+class AssignmentStatus(StrEnum):
+    """The life of one assignment round."""
+
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"  # the case was withdrawn
+
+
+# Assignments that count against a reviewer's capacity.
+ACTIVE = (AssignmentStatus.ASSIGNED, AssignmentStatus.ACCEPTED)
+
+
+class DeclineReason(StrEnum):
+    """Why a reviewer declined; the code travels on Kafka, the free text never does."""
+
+    CONFLICT_OF_INTEREST = "conflict_of_interest"
+    OUTSIDE_EXPERTISE = "outside_expertise"
+    NO_AVAILABILITY = "no_availability"
+    OTHER = "other"
+
+
+class Assessment(StrEnum):
+    """What the reviewer concludes about the diagnosis."""
+
+    CONFIRMED = "confirmed"
+    CLARIFIED = "clarified"
+    REVISED = "revised"
+
+
+# --- reviewers -------------------------------------------------------------------------------
+
+
+class ReviewerIn(BaseModel):
+    """A reviewer as a coordinator adds them to the directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ReviewerId = Field(description="Also the `sub` of the reviewer's token.")
+    display_name: Name
+    specialties: Specialties
+    languages: Languages
+    institution_code: InstitutionCode | None = Field(
+        None, description="Where the reviewer practises; never matched to that institution's cases."
+    )
+    capacity: Capacity
+    active: StrictBool = True
+
+
+def left_out() -> Any:
+    """The default of a patch field: never validated, so a field left out stays None (and is
+    not part of the change) while an explicit null is refused like any other wrong type."""
+    return Field(default=None)
+
+
+class ReviewerPatch(BaseModel):
+    """A partial change to a reviewer; fields left out are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: Name = left_out()
+    specialties: Specialties = left_out()
+    languages: Languages = left_out()
+    institution_code: InstitutionCode | None = Field(None, description="null: no institution.")
+    capacity: Capacity = left_out()
+    active: StrictBool = left_out()
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this patch sets, as stored."""
+        return self.model_dump(mode="json", include=self.model_fields_set)
+
+
+class Reviewer(BaseModel):
+    """A reviewer of the directory with their current load."""
+
+    id: str
+    display_name: str
+    specialties: list[Specialty]
+    languages: list[Language]
+    institution_code: str | None
+    capacity: int
+    active: bool
+    load: int = Field(description="Assignments assigned or accepted and not yet answered.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReviewerPage(BaseModel):
+    """A page of reviewers; pass `next_cursor` as `cursor` for the next one."""
+
+    items: list[Reviewer]
+    next_cursor: str | None
+
+
+# --- matching rationale ---------------------------------------------------------------------
+
+
+class Considered(BaseModel):
+    """One reviewer the matcher looked at, and why they were left out (null: eligible)."""
+
+    reviewer_id: str
+    load: int
+    capacity: int
+    excluded: str | None
+
+
+class Rationale(BaseModel):
+    """Why this reviewer (or nobody): the candidates and the rule that decided."""
+
+    rule: str
+    chosen: str | None
+    candidates: list[Considered]
+    decided_at: datetime
+    decided_by: str = Field(description="`matcher`, or the coordinator who assigned by hand.")
+
+
+# --- queue ----------------------------------------------------------------------------------
+
+
+class QueuedCase(BaseModel):
+    """A case nobody fits yet."""
+
+    case_id: str
+    reference: str
+    specialty: Specialty
+    urgency: Urgency
+    language: Language
+    physician_institution: str | None
+    submitted_at: datetime
+    waiting_since: datetime | None
+    declined_by: list[str]
+    last_attempt: Rationale | None
+
+
+class QueuePage(BaseModel):
+    """A page of the queue, urgent cases first, then oldest first."""
+
+    items: list[QueuedCase]
+    next_cursor: str | None
+
+
+class AssignBody(BaseModel):
+    """A coordinator's choice of reviewer for a waiting case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer_id: ReviewerId
+
+
+# --- assignments ----------------------------------------------------------------------------
+
+
+class Assignment(BaseModel):
+    """One assignment round of a case to a reviewer."""
+
+    id: str
+    case_id: str
+    reference: str
+    round: int
+    reviewer_id: str
+    status: AssignmentStatus
+    specialty: Specialty
+    urgency: Urgency
+    language: Language
+    assigned_at: datetime
+    due_at: datetime
+    overdue: bool
+    accepted_at: datetime | None = None
+    declined_at: datetime | None = None
+    decline_reason_code: DeclineReason | None = None
+    decline_reason: str | None = Field(None, description="Free text; coordinators only.")
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    opinion_version: int | None = None
+    case_url: str = Field(description="Where the reviewer reads the case (intake's API).")
+    rationale: Rationale | None = Field(None, description="Coordinators only.")
+
+
+class AssignmentPage(BaseModel):
+    """A page of assignments, soonest due first."""
+
+    items: list[Assignment]
+    next_cursor: str | None
+
+
+class DeclineBody(BaseModel):
+    """Why the reviewer declines: a code (published) and free text (kept in review only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason_code: DeclineReason
+    reason: Reason
+
+
+class Diagnosis(BaseModel):
+    """Whether the diagnosis is confirmed, clarified or revised, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    assessment: Assessment
+    explanation: Section
+
+
+class Opinion(BaseModel):
+    """The structured opinion: every section is required and non-empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    diagnosis: Diagnosis
+    imaging_and_lab_review: Section
+    alternative_pathways: Section
+    risk_benefit: Section
+    further_tests: Section
+    summary_for_patient: Section
+
+
+class OpinionVersion(BaseModel):
+    """One recorded version of an assignment's opinion."""
+
+    assignment_id: str
+    case_id: str
+    reviewer_id: str
+    version: int
+    completed_at: datetime
+    opinion: Opinion
