@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, field_validator
 from structlog.testing import capture_logs
@@ -240,3 +240,23 @@ def test_problem_type_and_defaults() -> None:
     assert Problem(422, "validation", errors=[FieldError(field="a", message="b")]).errors == [
         FieldError(field="a", message="b")
     ]
+
+
+def test_method_not_allowed_lists_every_method_of_the_path() -> None:
+    app = FastAPI()
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/things/{thing_id}")
+    def read(thing_id: str) -> dict[str, str]:
+        return {}
+
+    @router.delete("/things/{thing_id}")
+    def delete(thing_id: str) -> dict[str, str]:
+        return {}
+
+    app.include_router(router)
+    install_problem_handlers(app)
+    response = TestClient(app).put("/v1/things/t-1")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, HEAD"
+    assert response.headers["content-type"].startswith("application/problem+json")

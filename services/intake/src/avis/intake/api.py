@@ -1,5 +1,364 @@
-"""HTTP routes of the intake service (thin: parse, authorise, call service, shape)."""
+"""HTTP routes of the intake service (thin: parse, authorise, call service, shape).
 
-from fastapi import APIRouter
+Role checks happen here (`require_roles`: a role that may never do something gets 403); which
+case a caller may touch is the service's decision, and a case that is not the caller's is a
+404, exactly like one that does not exist.
+"""
 
-router = APIRouter(prefix="/v1")
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from avis.intake.models import (
+    CASE_ID_PATTERN,
+    DOCUMENT_ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    CaseCreate,
+    CasePage,
+    CaseStatus,
+    CaseView,
+    ClinicalView,
+    ContentType,
+    DocumentKind,
+    DocumentView,
+    SubmitIn,
+    case_summary,
+    case_view,
+    clinical_view,
+    document_view,
+)
+from avis.intake.service import IntakeService, Upload, may_read_clinical
+from avis.shared.problems import Problem, problem_responses
+from avis.shared.security import Principal, authenticated, require_roles
+
+router = APIRouter(
+    prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
+)
+
+
+def intake(request: Request) -> IntakeService:
+    """The app's intake service (set by the app factory)."""
+    service = getattr(request.app.state, "intake", None)
+    if not isinstance(service, IntakeService):
+        raise RuntimeError("app.state.intake is not set; the app factory must set it")
+    return service
+
+
+Service = Annotated[IntakeService, Depends(intake)]
+Caller = Annotated[Principal, Depends(authenticated)]
+Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
+ClinicalReader = Annotated[
+    Principal, Depends(require_roles("patient", "partner", "reviewer", "coordinator"))
+]
+CaseId = Annotated[str, Path(pattern=CASE_ID_PATTERN, description="The case id (a UUID).")]
+DocumentId = Annotated[
+    str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Retrying with the same key returns the case the first attempt created.",
+    ),
+]
+
+_LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
+
+
+@router.post(
+    "/cases",
+    status_code=201,
+    summary="Draft a case",
+    response_model=CaseView,
+    responses={
+        201: {"description": "The draft", "headers": _LOCATION},
+        200: {
+            "model": CaseView,
+            "description": "The case an earlier request with this Idempotency-Key created",
+            "headers": _LOCATION,
+        },
+        **problem_responses(400, 401, 403, 413, 422),
+    },
+)
+async def create_case(
+    body: CaseCreate,
+    principal: Filer,
+    service: Service,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> CaseView:
+    """Create a draft for the patient (or, for a partner, on the patient's behalf)."""
+    case, created = await service.create_case(principal, body, idempotency_key)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/cases/{case['_id']}"
+    return case_view(case, [] if created else await service.documents_of(case["_id"]))
+
+
+@router.get(
+    "/cases",
+    summary="List the cases the caller may see",
+    response_model=CasePage,
+    responses=problem_responses(401, 422),
+)
+async def list_cases(
+    principal: Caller,
+    service: Service,
+    status: Annotated[CaseStatus | None, Query(description="Only cases in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CASE_ID_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
+) -> CasePage:
+    """Patients see their cases, partners the cases they filed, reviewers the cases assigned to
+    them, coordinators and services all; newest first."""
+    cases, next_cursor = await service.list_cases(principal, status, limit, cursor)
+    return CasePage(items=[case_summary(c) for c in cases], next_cursor=next_cursor)
+
+
+@router.get(
+    "/cases/{case_id}",
+    summary="A case's status and timeline",
+    response_model=CaseView,
+    responses=problem_responses(401, 404, 422),
+)
+async def get_case(case_id: CaseId, principal: Caller, service: Service) -> CaseView:
+    """Status, timeline and records' metadata (no identity, no clinical text)."""
+    case = await service.get_case(principal, case_id)
+    documents = await service.documents_of(case_id)
+    return case_view(case, documents, with_filenames=may_read_clinical(principal, case))
+
+
+@router.get(
+    "/cases/{case_id}/clinical",
+    summary="A case's clinical content",
+    response_model=ClinicalView,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_clinical(
+    case_id: CaseId, principal: ClinicalReader, service: Service
+) -> ClinicalView:
+    """The clinical summary and records, for the patient, the filing partner, the reviewer
+    currently assigned and coordinators; reviewers do not get the patient's identity."""
+    case = await service.get_clinical(principal, case_id)
+    documents = await service.documents_of(case_id)
+    today = datetime.now(UTC).date()
+    return clinical_view(case, documents, today, with_patient=principal.role != "reviewer")
+
+
+@router.post(
+    "/cases/{case_id}/documents",
+    status_code=201,
+    summary="Upload a record to a draft",
+    response_model=DocumentView,
+    responses={
+        201: {"description": "The record was stored"},
+        200: {"model": DocumentView, "description": "The case already holds this very file"},
+        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422),
+    },
+)
+async def upload_document(
+    case_id: CaseId,
+    principal: Filer,
+    service: Service,
+    response: Response,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="The record: PDF, JPEG, PNG, DICOM or plain text (UTF-8), recognised "
+            "from its bytes; its part's Content-Type, if given, must agree. Size limit: "
+            "AVIS_INTAKE_MAX_DOCUMENT_BYTES (20 MiB by default)."
+        ),
+    ],
+    kind: Annotated[DocumentKind, Form(description="What the record is.")],
+) -> DocumentView:
+    """Store a record on a draft case; the same file twice is one record."""
+    data = await file.read()
+    upload = Upload(kind=kind, filename=file.filename, declared=file.content_type, data=data)
+    meta, created = await service.add_document(principal, case_id, upload)
+    response.status_code = 201 if created else 200
+    return document_view(meta)
+
+
+@router.get(
+    "/cases/{case_id}/documents/{document_id}",
+    summary="Download a record",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The record's bytes",
+            "content": {
+                t.value: {"schema": {"type": "string", "format": "binary"}} for t in ContentType
+            },
+        },
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def download_document(
+    case_id: CaseId, document_id: DocumentId, principal: ClinicalReader, service: Service
+) -> Response:
+    """The record, for whoever may read the case's clinical content."""
+    download = await service.open_document(principal, case_id, document_id)
+    meta = download.meta
+    return StreamingResponse(
+        download.chunks,
+        media_type=meta["content_type"],
+        headers={
+            "Content-Length": str(meta["size"]),
+            "Content-Disposition": content_disposition(meta.get("filename"), document_id),
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.delete(
+    "/cases/{case_id}/documents/{document_id}",
+    status_code=204,
+    summary="Remove a record from a draft",
+    response_class=Response,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def delete_document(
+    case_id: CaseId, document_id: DocumentId, principal: Filer, service: Service
+) -> Response:
+    """Remove a record while the case is a draft."""
+    await service.delete_document(principal, case_id, document_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/cases/{case_id}/submit",
+    summary="Submit a draft with the patient's consent",
+    response_model=CaseView,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+)
+async def submit_case(
+    case_id: CaseId, body: SubmitIn, principal: Filer, service: Service
+) -> CaseView:
+    """Needs consent covering `review` and at least one record; submitting again is harmless."""
+    case = await service.submit(principal, case_id, body)
+    return case_view(case, await service.documents_of(case_id))
+
+
+@router.post(
+    "/cases/{case_id}/withdraw",
+    summary="Withdraw a case before its report",
+    response_model=CaseView,
+    responses=problem_responses(401, 403, 404, 409, 413, 422),
+)
+async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
+    """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
+    case = await service.withdraw(principal, case_id)
+    return case_view(case, await service.documents_of(case_id))
+
+
+def content_disposition(filename: str | None, document_id: str) -> str:
+    """An attachment header: an ASCII fallback name, and the original name RFC 5987-encoded."""
+    fallback = f"record-{document_id[:12]}"
+    if not filename:
+        return f'attachment; filename="{fallback}"'
+    ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:100] or fallback
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and the other fields
+DRAIN_LIMIT = 64 * 1024 * 1024  # read (and drop) this much of a refused body before answering
+
+
+class HttpGuard:
+    """Bounds request bodies before they are parsed, and keeps responses out of caches.
+
+    An upload larger than the document limit is refused with 413 as soon as its size is known
+    (from Content-Length, or while it streams) rather than spooled to disk first. The rest of
+    the body is read and dropped (up to `DRAIN_LIMIT`) so the client, still sending, gets to
+    read the answer instead of a reset connection.
+    """
+
+    def __init__(self, app: ASGIApp, max_document_bytes: int, max_json_bytes: int) -> None:
+        self.app = app
+        self.max_upload = max_document_bytes + MULTIPART_SLACK
+        self.max_json = max_json_bytes
+
+    def _limit(self, scope: Scope) -> int | None:
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return None  # no route reads the body of these
+        if scope["path"].endswith("/documents"):
+            return self.max_upload
+        return self.max_json
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request within its body limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        if limit is None:
+            limit = sys.maxsize
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await refuse(limit, 0, scope, receive, send)
+            return
+        received = 0
+        refused = False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    more = message.get("more_body", False)
+                    await refuse(limit, received if more else -1, scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if refused:
+                return  # our 413 is already out; whatever the app says after is dropped
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app met the end of a body we cut off; the client already has its 413.
+
+
+async def refuse(limit: int, already: int, scope: Scope, receive: Receive, send: Send) -> None:
+    """Drop the rest of the body (`already` bytes read; -1 if it is all read), then answer 413."""
+    drained = already
+    while 0 <= drained <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    await too_large(limit)(scope, receive, send)
+
+
+def too_large(limit: int) -> Response:
+    """The 413 of a request body over its limit."""
+    return Problem(
+        413,
+        "request-too-large",
+        "Request too large",
+        f"the request body exceeds {limit} bytes",
+        headers={"Connection": "close", "Cache-Control": "no-store"},
+    ).to_response()

@@ -1,8 +1,11 @@
 """Configuration of the intake service: `AVIS_INTAKE_*` plus the shared `AVIS_*` variables."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from avis.shared.settings import CommonSettings
+
+MIB = 1024 * 1024
 
 
 class Settings(CommonSettings):
@@ -14,3 +17,12 @@ class Settings(CommonSettings):
 
     service_name: str = "intake"
     http_port: int = 8001
+
+    # AVIS_INTAKE_MAX_DOCUMENT_BYTES: the largest record accepted (413 above it).
+    max_document_bytes: int = Field(20 * MIB, ge=1, le=1024 * MIB)
+    # AVIS_INTAKE_MAX_DOCUMENTS_PER_CASE: records one case may hold (409 beyond it).
+    max_documents_per_case: int = Field(50, ge=1, le=1000)
+    # AVIS_INTAKE_MAX_JSON_BYTES: the largest JSON request body (413 above it).
+    max_json_bytes: int = Field(256 * 1024, ge=1024)
+    # AVIS_INTAKE_PUBLIC_URL: where other services reach intake's API (the events' case_url).
+    public_url: str = "http://127.0.0.1:8001"

@@ -1,0 +1,349 @@
+"""Intake's documents and API schemas.
+
+Requests are strict (`extra="forbid"`): a field the API does not know is a mistake worth a 422,
+not something to store. Free text that reaches a human must carry at least one visible
+character and no control characters, which the schemas themselves say (`pattern`), so a
+client generating requests from the OpenAPI document meets the same rules as the server.
+"""
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from avis.shared.events import Language, Question, Specialty, Urgency
+
+# At least one visible character and no control characters (C0, DEL, C1); the multi-line
+# variant allows tab, line feed and carriage return.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+_CTL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+MULTILINE_TEXT_PATTERN = rf"^[^{_CTL}]*[^\s{_CTL}][^{_CTL}]*$"
+# A pragmatic address check; deliverability is the notify service's concern.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"  # noqa: E501
+PHONE_PATTERN = r"^\+?[0-9][0-9 .()-]{5,30}$"
+CODE_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+CASE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+DOCUMENT_ID_PATTERN = r"^[0-9a-f]{64}$"
+REFERENCE_PATTERN = r"^AV-[0-9]{4}-[0-9]{6,}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _rfc3339_date(value: Any) -> Any:
+    # Without this a number would pass as a Unix timestamp, which the schema does not allow.
+    if isinstance(value, date) or (isinstance(value, str) and _DATE.match(value)):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
+def _rfc3339_datetime(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATETIME.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with a time zone")
+
+
+IsoDate = Annotated[date, BeforeValidator(_rfc3339_date)]
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_datetime)]
+
+
+class CaseStatus(StrEnum):
+    """Where a case stands, as the patient sees it; it only moves forward."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    ASSIGNED = "assigned"
+    IN_REVIEW = "in_review"
+    REPORT_READY = "report_ready"
+    WITHDRAWN = "withdrawn"
+
+
+class TimelineKind(StrEnum):
+    """What a timeline entry records."""
+
+    CREATED = "created"
+    SUBMITTED = "submitted"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    REVIEW_COMPLETED = "review_completed"
+    REPORT_READY = "report_ready"
+    WITHDRAWN = "withdrawn"
+
+
+class DocumentKind(StrEnum):
+    """What a medical record is."""
+
+    TEST_RESULT = "test_result"
+    IMAGING_REPORT = "imaging_report"
+    PRESCRIPTION = "prescription"
+    CLINICAL_SUMMARY = "clinical_summary"
+    OTHER = "other"
+
+
+class ConsentScope(StrEnum):
+    """What the patient consents to: the review itself, and sharing with the referring partner."""
+
+    REVIEW = "review"
+    SHARE_WITH_PARTNER = "share_with_partner"
+
+
+class ContentType(StrEnum):
+    """The record formats intake accepts, recognised from the file's own bytes."""
+
+    PDF = "application/pdf"
+    JPEG = "image/jpeg"
+    PNG = "image/png"
+    DICOM = "application/dicom"
+    TEXT = "text/plain"
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatientIn(Strict):
+    """The patient's identity and contact."""
+
+    given_name: Name
+    family_name: Name
+    birth_date: IsoDate = Field(description="Not in the future, not before 1900.")
+    email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
+    phone: str | None = Field(None, pattern=PHONE_PATTERN)
+    preferred_language: Language = Field(description="fr or en: the language of the report.")
+
+
+class PhysicianIn(Strict):
+    """The treating physician (the review's conflict-of-interest check uses the institution)."""
+
+    name: Name | None = None
+    institution_code: str | None = Field(
+        None, pattern=CODE_PATTERN, description="Institution code, e.g. a FINESS number."
+    )
+
+
+class CaseCreate(Strict):
+    """A new draft case."""
+
+    patient: PatientIn
+    physician: PhysicianIn | None = None
+    specialty: Specialty
+    urgency: Urgency = Urgency.ROUTINE
+    questions: list[Question] = Field(
+        min_length=1, max_length=5, description="What the review should answer."
+    )
+    clinical_summary: str = Field(
+        min_length=1,
+        max_length=20_000,
+        pattern=MULTILINE_TEXT_PATTERN,
+        description="The situation in the patient's words (line breaks and tabs allowed).",
+    )
+    partner_reference: str | None = Field(
+        None, pattern=CODE_PATTERN, description="A partner's own reference for the case."
+    )
+
+    @field_validator("questions")
+    @classmethod
+    def _distinct(cls, value: list[Question]) -> list[Question]:
+        return list(dict.fromkeys(value))
+
+
+class ConsentIn(Strict):
+    """The patient's explicit consent: which text, when, and for what."""
+
+    text_version: str = Field(pattern=CODE_PATTERN, description="Version of the consent text.")
+    accepted_at: IsoDateTime = Field(description="When it was given; not in the future.")
+    scopes: list[ConsentScope] = Field(
+        min_length=1,
+        max_length=2,
+        description="Must include `review`; `share_with_partner` lets the referring partner "
+        "be told about the case.",
+        json_schema_extra={"contains": {"const": ConsentScope.REVIEW.value}},
+    )
+
+
+class SubmitIn(Strict):
+    """Submission of a draft case."""
+
+    consent: ConsentIn
+
+
+class TimelineEntry(BaseModel):
+    """One step of a case; `id` is the event id that caused it, so a redelivery adds nothing."""
+
+    id: str
+    kind: TimelineKind
+    status: CaseStatus = Field(description="The case's status once this step was taken.")
+    at: datetime
+
+
+class ConsentView(BaseModel):
+    """The consent recorded at submission."""
+
+    text_version: str
+    accepted_at: datetime
+    scopes: list[ConsentScope]
+    recorded_at: datetime
+
+
+class DocumentView(BaseModel):
+    """A stored record's metadata."""
+
+    document_id: str = Field(description="The SHA-256 of the file: one file is one document.")
+    kind: DocumentKind
+    content_type: ContentType
+    size: int
+    sha256: str
+    filename: str | None = Field(
+        description="The original file name, kept as data only; shown to the readers of the "
+        "clinical content."
+    )
+    uploaded_at: datetime
+
+
+class CaseSummary(BaseModel):
+    """A case in a list."""
+
+    case_id: str
+    reference: str
+    status: CaseStatus
+    specialty: Specialty
+    urgency: Urgency
+    created_at: datetime
+    updated_at: datetime
+
+
+class CaseView(CaseSummary):
+    """A case with its timeline; no identity and no clinical text (see `/clinical`)."""
+
+    language: Language
+    questions: list[Question]
+    partner_id: str | None
+    partner_reference: str | None
+    submitted_at: datetime | None
+    withdrawn_at: datetime | None
+    consent: ConsentView | None
+    documents: list[DocumentView]
+    timeline: list[TimelineEntry]
+
+
+class CasePage(BaseModel):
+    """One page of cases, newest first; pass `next_cursor` as `cursor` for the next."""
+
+    items: list[CaseSummary]
+    next_cursor: str | None
+
+
+class PatientView(BaseModel):
+    """The patient's identity and contact, as entered."""
+
+    given_name: str
+    family_name: str
+    birth_date: date
+    email: str
+    phone: str | None
+    preferred_language: Language
+
+
+class PhysicianView(BaseModel):
+    """The treating physician."""
+
+    name: str | None
+    institution_code: str | None
+
+
+class ClinicalView(BaseModel):
+    """What a reader authorised for the clinical content sees.
+
+    `patient` (identity and contact) is left out for reviewers: they review the case, not the
+    person, and get the age instead.
+    """
+
+    case_id: str
+    reference: str
+    specialty: Specialty
+    urgency: Urgency
+    language: Language
+    questions: list[Question]
+    clinical_summary: str
+    age_years: int
+    physician: PhysicianView | None
+    patient: PatientView | None
+    documents: list[DocumentView]
+
+
+Doc = dict[str, Any]
+
+
+def age_on(birth: date, today: date) -> int:
+    """Age in whole years on `today`."""
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def document_view(doc: Doc, with_filename: bool = True) -> DocumentView:
+    """A stored record's metadata as the API shows it (a file name can name the patient)."""
+    return DocumentView(
+        document_id=doc["document_id"],
+        kind=doc["kind"],
+        content_type=doc["content_type"],
+        size=doc["size"],
+        sha256=doc["sha256"],
+        filename=doc.get("filename") if with_filename else None,
+        uploaded_at=doc["uploaded_at"],
+    )
+
+
+def case_summary(case: Doc) -> CaseSummary:
+    """A stored case as a list shows it."""
+    return CaseSummary(
+        case_id=case["_id"],
+        reference=case["reference"],
+        status=case["status"],
+        specialty=case["specialty"],
+        urgency=case["urgency"],
+        created_at=case["created_at"],
+        updated_at=case["updated_at"],
+    )
+
+
+def case_view(case: Doc, documents: list[Doc], with_filenames: bool = True) -> CaseView:
+    """A stored case with its records' metadata, as the API shows it."""
+    consent = case.get("consent")
+    return CaseView(
+        **case_summary(case).model_dump(),
+        language=case["language"],
+        questions=case["questions"],
+        partner_id=case.get("partner_id"),
+        partner_reference=case.get("partner_reference"),
+        submitted_at=case.get("submitted_at"),
+        withdrawn_at=case.get("withdrawn_at"),
+        consent=ConsentView.model_validate(consent) if consent else None,
+        documents=[document_view(d, with_filenames) for d in documents],
+        timeline=[TimelineEntry.model_validate(e) for e in case.get("timeline") or []],
+    )
+
+
+def clinical_view(case: Doc, documents: list[Doc], today: date, with_patient: bool) -> ClinicalView:
+    """The clinical content of a case; the patient's identity only when `with_patient`."""
+    patient = case["patient"]
+    birth = date.fromisoformat(patient["birth_date"])
+    physician = case.get("physician")
+    return ClinicalView(
+        case_id=case["_id"],
+        reference=case["reference"],
+        specialty=case["specialty"],
+        urgency=case["urgency"],
+        language=case["language"],
+        questions=case["questions"],
+        clinical_summary=case["clinical_summary"],
+        age_years=age_on(birth, today),
+        physician=PhysicianView.model_validate(physician) if physician else None,
+        patient=PatientView.model_validate(patient) if with_patient else None,
+        documents=[document_view(d) for d in documents],
+    )

@@ -1,0 +1,293 @@
+"""Helpers of the intake integration tests: the service on loopback over the real broker and
+store, tokens, request bodies, records, and reading what intake publishes."""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from avis.intake.main import create_app
+from avis.intake.service import IntakeService
+from avis.intake.settings import Settings
+from avis.intake.store import Store
+from avis.shared import topics
+from avis.shared.envelope import Event
+from avis.shared.events import Payload
+from avis.shared.kafka import partitions_of
+from avis.shared.runtime import Runtime
+from avis.shared.security import Role, mint_token
+from tests.conftest import (
+    BOOTSTRAP,
+    JWT_SECRET,
+    MONGO_URL,
+    SEALING_KEYS,
+    eventually,
+    serve,
+    unique,
+)
+
+CONSUMED = (topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY)
+TEST_DOCUMENT_LIMIT = 256 * 1024
+
+
+def intake_settings(**overrides: Any) -> Settings:
+    """Intake settings on the test stack, with a database and consumer group of their own."""
+    name = unique("intake")
+    values: dict[str, Any] = {
+        "service_name": name,
+        "mongo_database": f"test_{name}".replace("-", "_"),
+        "kafka_bootstrap": BOOTSTRAP,
+        "mongo_url": MONGO_URL,
+        "sealing_keys": SEALING_KEYS,
+        "jwt_secret": JWT_SECRET,
+        "relay_poll_seconds": 0.2,
+        "retry_backoff_max_seconds": 1.0,
+        "consumer_max_attempts": 3,
+        "log_format": "json",
+        "max_document_bytes": TEST_DOCUMENT_LIMIT,
+        "public_url": "http://intake.test",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def skip_history(group_id: str, names: Sequence[str]) -> None:
+    """Commit `group_id`'s offsets at the end of each topic.
+
+    The topics are shared with every other test; a fresh group would otherwise start by
+    consuming all their history. Starting at the end, it sees what this test publishes.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in names for p in await partitions_of(BOOTSTRAP, t)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
+class TopicTail:
+    """Reads a topic from where it ended when the tail was made: only what came after."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.start: dict[TopicPartition, int] = {}
+
+    async def mark(self) -> TopicTail:
+        """Remember where the topic ends now."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(self.topic, p) for p in await partitions_of(BOOTSTRAP, self.topic)
+            ]
+            self.start = dict(await consumer.end_offsets(tps))
+        finally:
+            await consumer.stop()
+        return self
+
+    async def read(self) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every record published on the topic since `mark`."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+        await consumer.start()
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        try:
+            consumer.assign(list(self.start))
+            for tp, offset in self.start.items():
+                consumer.seek(tp, offset)
+            ends = await consumer.end_offsets(list(self.start))
+            while [tp for tp in self.start if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for rs in batch.values():
+                    records.extend(rs)
+        finally:
+            await consumer.stop()
+        return records
+
+    async def records_for(
+        self, key: str, expect: int = 1, timeout: float = 30.0
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records keyed `key`, once at least `expect` of them arrived."""
+
+        async def enough() -> list[ConsumerRecord[bytes, bytes]] | None:
+            mine = [r for r in await self.read() if r.key == key.encode()]
+            return mine if len(mine) >= expect else None
+
+        found: list[ConsumerRecord[bytes, bytes]] = await eventually(enough, timeout=timeout)
+        return found
+
+
+@dataclass
+class Intake:
+    """The intake service running on loopback, and handles on what it stands on."""
+
+    url: str
+    app: FastAPI
+    settings: Settings
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The service's runtime (its broker connection publishes test events too)."""
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def service(self) -> IntakeService:
+        """The service layer."""
+        service: IntakeService = self.app.state.intake
+        return service
+
+    @property
+    def store(self) -> Store:
+        """Intake's collections."""
+        return self.service.store
+
+    def token(self, sub: str, role: Role, partner_id: str | None = None) -> str:
+        """A valid bearer token."""
+        return mint_token(self.settings, sub, role, partner_id)
+
+    def client(
+        self, sub: str | None = None, role: Role = "patient", partner_id: str | None = None
+    ) -> httpx.AsyncClient:
+        """An HTTP client calling as `sub` (a fresh one if not given) in `role`."""
+        headers = {}
+        if role == "partner" and partner_id is None:
+            partner_id = unique("partner")
+        sub = sub or unique(role)
+        headers["Authorization"] = f"Bearer {self.token(sub, role, partner_id)}"
+        client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30.0)
+        client.sub = sub  # type: ignore[attr-defined]
+        self.clients.append(client)
+        return client
+
+    def anonymous(self) -> httpx.AsyncClient:
+        """An HTTP client without credentials."""
+        client = httpx.AsyncClient(base_url=self.url, timeout=30.0)
+        self.clients.append(client)
+        return client
+
+    async def publish(self, payload: Payload, source: str = "/avis/review") -> Event:
+        """Publish an event, as another service would, on its real topic."""
+        event = Event.new(payload, source)
+        await self.runtime.messaging.publish(event)
+        return event
+
+    async def consumed(self, event_id: str, timeout: float = 30.0) -> None:
+        """Wait until intake's consumer has stored its effect of `event_id`."""
+        marker = f"{self.runtime.messaging.group_id}:{event_id}"
+        await eventually(lambda: self.store.inbox.find_one({"_id": marker}), timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def running_intake(settings: Settings | None = None) -> AsyncIterator[Intake]:
+    """Intake served on loopback, connected to the broker and store; its database dropped after."""
+    settings = settings or intake_settings()
+    await skip_history(f"avis-{settings.service_name}", CONSUMED)
+    app = create_app(settings)
+    async with serve(app) as url:
+        intake = Intake(url, app, settings)
+        try:
+            await eventually(
+                lambda: intake.runtime.store_initialised and intake.runtime.kafka_started,
+                timeout=60,
+            )
+            yield intake
+        finally:
+            for client in intake.clients:
+                await client.aclose()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+    try:
+        await mongo.drop_database(settings.database)
+    finally:
+        await mongo.close()
+
+
+# --- request bodies and records ----------------------------------------------------------------
+
+
+def case_body(**overrides: Any) -> dict[str, Any]:
+    """A valid draft."""
+    body: dict[str, Any] = {
+        "patient": {
+            "given_name": "Camille",
+            "family_name": "Martin",
+            "birth_date": "1971-03-14",
+            "email": "camille.martin@example.org",
+            "phone": "+33 6 12 34 56 78",
+            "preferred_language": "fr",
+        },
+        "physician": {"name": "Dr Bernard", "institution_code": "750712184"},
+        "specialty": "oncology",
+        "urgency": "routine",
+        "questions": ["diagnosis_clarification", "treatment_alternatives"],
+        "clinical_summary": "Nodule found on a scan in March; biopsy planned.",
+    }
+    body.update(overrides)
+    return body
+
+
+def consent_body(*scopes: str, accepted_at: datetime | None = None) -> dict[str, Any]:
+    """A submission with consent to `scopes` (the review by default)."""
+    return {
+        "consent": {
+            "text_version": "consent-2026-01",
+            "accepted_at": (accepted_at or datetime.now(UTC)).isoformat(),
+            "scopes": list(scopes or ("review",)),
+        }
+    }
+
+
+def pdf(tag: str = "") -> bytes:
+    """A small PDF, distinct per `tag`."""
+    return (
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n"
+        + f"% {tag or unique('pdf')}\n".encode()
+        + b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    )
+
+
+def png(tag: str = "") -> bytes:
+    """A 1x1 PNG, distinct per `tag` (a text chunk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    ihdr = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    text = b"Comment\x00" + (tag or unique("png")).encode()
+    idat = zlib.compress(b"\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tEXt", text)
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
+
+
+def upload(
+    data: bytes, kind: str = "test_result", filename: str = "record.pdf", content_type: str = ""
+) -> dict[str, Any]:
+    """httpx keyword arguments for a multipart upload."""
+    part: tuple[Any, ...] = (filename, data, content_type) if content_type else (filename, data)
+    return {"files": {"file": part}, "data": {"kind": kind}}
+
+
+def birth(years_ago: int) -> str:
+    """A birth date `years_ago` years ago (ISO)."""
+    today = date.today()
+    return today.replace(year=today.year - years_ago, day=min(today.day, 28)).isoformat()

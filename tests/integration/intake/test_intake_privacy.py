@@ -1,0 +1,175 @@
+"""Nothing identifying or clinical leaves intake in clear: every byte it publishes for a case
+(record values and headers), every line it logs and every span it records is searched for the
+patient's name, email and clinical summary, in raw UTF-8, JSON escapes and other spellings."""
+
+import json
+import unicodedata
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from avis.shared import topics
+from avis.shared.events import ReportReady, ReviewAssigned
+from avis.shared.observability import configure_tracing
+from tests.integration.intake.intake_helpers import (
+    TopicTail,
+    case_body,
+    consent_body,
+    intake_settings,
+    pdf,
+    running_intake,
+    upload,
+)
+
+pytestmark = pytest.mark.infra
+
+GIVEN = "Éloïse"
+FAMILY = "Dupré-Nuñez"
+EMAIL = "eloise.dupre-nunez@exemple.fr"
+PHONE = "+33 6 98 76 54 32"
+SUMMARY = "Douleur thoracique après l'opération du cœur; échographie à Lyon en février."
+
+
+def spellings(text: str) -> set[bytes]:
+    """Ways `text` could appear in bytes: UTF-8 (composed or not), JSON escapes, case, ASCII."""
+    forms = {text, text.lower(), text.upper(), text.casefold()}
+    forms |= {unicodedata.normalize(n, f) for f in list(forms) for n in ("NFC", "NFD")}
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    forms |= {folded, folded.lower()}
+    escaped = {json.dumps(f)[1:-1] for f in forms}  # \u00e9 ...
+    escaped |= {
+        "".join(f"\\u{ord(c):04X}" if ord(c) > 127 else c for c in f) for f in forms
+    }  # \u00E9 ...
+    return {f.encode("utf-8") for f in forms | escaped if len(f) >= 4}
+
+
+def needles() -> dict[str, set[bytes]]:
+    secrets = {
+        "given name": GIVEN,
+        "family name": FAMILY,
+        "full name": f"{GIVEN} {FAMILY}",
+        "email": EMAIL,
+        "phone": PHONE,
+        "summary": SUMMARY,
+        "summary fragment": "Douleur thoracique",
+    }
+    return {what: spellings(text) for what, text in secrets.items()}
+
+
+def test_the_search_finds_what_it_looks_for() -> None:
+    """The scan below can fail: each spelling it knows is found where it is present."""
+    haystacks = [
+        json.dumps({"name": GIVEN}).encode(),
+        json.dumps({"name": GIVEN}, ensure_ascii=False).encode(),
+        GIVEN.upper().encode(),
+        unicodedata.normalize("NFD", GIVEN).encode(),
+        b"eloise",
+        json.dumps({"s": SUMMARY}).encode(),
+        json.dumps({"s": SUMMARY}).upper().encode(),
+    ]
+    for haystack in haystacks:
+        found = [w for w, forms in needles().items() if any(f in haystack for f in forms)]
+        assert found, haystack
+
+
+async def test_nothing_identifying_is_published_logged_or_traced(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Standard-library loggers stay at the level the service configures (warnings): a debug
+    # level would turn on the store driver's command log, which no deployment runs with.
+    exporter = InMemorySpanExporter()
+    configure_tracing("intake-privacy-test")  # installs the provider if no service did yet
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    settings = intake_settings(log_level="DEBUG", log_format="json")
+    patient_in = {
+        "given_name": GIVEN,
+        "family_name": FAMILY,
+        "birth_date": "1984-02-29",
+        "email": EMAIL,
+        "phone": PHONE,
+        "preferred_language": "fr",
+    }
+    async with running_intake(settings) as intake:
+        patient = intake.client()
+        # a refused draft carrying the same data: its error must not echo or log it either
+        refused = await patient.post(
+            "/v1/cases",
+            json=case_body(patient={**patient_in, "email": f"{GIVEN} {FAMILY}"}, specialty=SUMMARY),
+        )
+        assert refused.status_code == 422
+        created = await patient.post(
+            "/v1/cases", json=case_body(patient=patient_in, clinical_summary=SUMMARY)
+        )
+        assert created.status_code == 201, created.text
+        case_id = created.json()["case_id"]
+        name_as_file = f"{GIVEN} {FAMILY} - IRM.pdf"
+        stored = await patient.post(
+            f"/v1/cases/{case_id}/documents", **upload(pdf(), "other", name_as_file)
+        )
+        assert stored.status_code == 201, stored.text
+        assert stored.json()["filename"] == name_as_file
+        bad = await patient.post(
+            f"/v1/cases/{case_id}/documents", **upload(b"GIF89a", "other", f"{FAMILY}.gif")
+        )
+        assert bad.status_code == 415
+        submitted = await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())
+        assert submitted.status_code == 200, submitted.text
+        clinical = await patient.get(f"/v1/cases/{case_id}/clinical")
+        assert clinical.json()["patient"]["family_name"] == FAMILY, "the owner reads it back"
+        now = datetime.now(UTC)
+        assigned = await intake.publish(
+            ReviewAssigned(
+                case_id=case_id,
+                assignment_id="as-1",
+                reviewer_id="reviewer-1",
+                specialty="oncology",
+                assigned_at=now,
+                due_at=now + timedelta(days=7),
+            )
+        )
+        ready = await intake.publish(
+            ReportReady(
+                case_id=case_id,
+                report_id="r-1",
+                version=1,
+                languages=["fr"],
+                formats=["pdf"],
+                ready_at=now + timedelta(days=1),
+                report_url="http://reports.test/r-1",
+            )
+        )
+        await intake.consumed(assigned.id)
+        await intake.consumed(ready.id)
+        records = await tail.records_for(case_id, expect=1)
+    captured = capfd.readouterr()
+
+    published = b"\n".join(
+        (r.value or b"") + b"".join(k.encode() + b"=" + v for k, v in r.headers) for r in records
+    )
+    logs = (captured.out + captured.err + caplog.text).encode()
+    spans = json.dumps(
+        [
+            {
+                "name": s.name,
+                "attributes": dict(s.attributes or {}),
+                "events": [dict(e.attributes or {}) for e in s.events],
+            }
+            for s in exporter.get_finished_spans()
+        ],
+        default=str,
+    ).encode()
+    # The haystacks hold what they should, so an empty capture cannot pass for a clean one.
+    assert b"avis.case.submitted.v1" in published
+    assert case_id.encode() in logs and b"case submitted" in logs
+    assert case_id.encode() in spans
+    for where, haystack in (("published", published), ("logs", logs), ("spans", spans)):
+        for what, forms in needles().items():
+            leaked = [f for f in forms if f in haystack]
+            assert not leaked, f"the patient's {what} is in the {where}: {leaked[:3]}"
