@@ -7,14 +7,15 @@ import os
 import pathlib
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from avis.shared.kafka import partitions_of
 from avis.shared.sealing import generate_key
 from avis.shared.settings import CommonSettings
 
@@ -35,7 +36,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def make_settings(service: str = "", **overrides: Any) -> CommonSettings:
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+
+
+def make_settings(
+    service: str = "",
+    cls: type[SettingsT] = CommonSettings,  # type: ignore[assignment]
+    **overrides: Any,
+) -> SettingsT:
     """Settings for an in-process service on the test stack, with a database of its own."""
     name = service or unique("t")
     values: dict[str, Any] = {
@@ -51,7 +59,25 @@ def make_settings(service: str = "", **overrides: Any) -> CommonSettings:
         "log_format": "json",
     }
     values.update(overrides)
-    return CommonSettings(**values)
+    return cls(**values)
+
+
+async def skip_history(group_id: str, topics: Sequence[str]) -> None:
+    """Commit `group_id`'s offsets at the end of each topic.
+
+    The platform's topics are shared by every test; a fresh group would otherwise start by
+    consuming all their history. Starting at the end, it sees what this test publishes.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
+        consumer.assign(tps)
+        await consumer.commit(dict(await consumer.end_offsets(tps)))
+    finally:
+        await consumer.stop()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ OPINION = {
 
 async def test_intake_timeline_follows_the_review_step_by_step() -> None:
     settings = review_settings()
-    await skip_history(f"avis-{settings.service_name}", CASE_SUBMITTED)
+    await skip_history(f"avis-{settings.service_name}", [CASE_SUBMITTED])
     review_app = create_review_app(settings)
 
     def review_client(url: str, sub: str, role: Role) -> httpx.AsyncClient:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,11 +27,11 @@ from avis.shared.runtime import Runtime
 from avis.shared.security import Role, mint_token
 from tests.conftest import (
     BOOTSTRAP,
-    JWT_SECRET,
     MONGO_URL,
-    SEALING_KEYS,
     eventually,
+    make_settings,
     serve,
+    skip_history,
     unique,
 )
 
@@ -41,42 +41,8 @@ TEST_DOCUMENT_LIMIT = 256 * 1024
 
 def intake_settings(**overrides: Any) -> Settings:
     """Intake settings on the test stack, with a database and consumer group of their own."""
-    name = unique("intake")
-    values: dict[str, Any] = {
-        "service_name": name,
-        "mongo_database": f"test_{name}".replace("-", "_"),
-        "kafka_bootstrap": BOOTSTRAP,
-        "mongo_url": MONGO_URL,
-        "sealing_keys": SEALING_KEYS,
-        "jwt_secret": JWT_SECRET,
-        "relay_poll_seconds": 0.2,
-        "retry_backoff_max_seconds": 1.0,
-        "consumer_max_attempts": 3,
-        "log_format": "json",
-        "max_document_bytes": TEST_DOCUMENT_LIMIT,
-        "public_url": "http://intake.test",
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-async def skip_history(group_id: str, names: Sequence[str]) -> None:
-    """Commit `group_id`'s offsets at the end of each topic.
-
-    The topics are shared with every other test; a fresh group would otherwise start by
-    consuming all their history. Starting at the end, it sees what this test publishes.
-    """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in names for p in await partitions_of(BOOTSTRAP, t)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
+    values = {"max_document_bytes": TEST_DOCUMENT_LIMIT, "public_url": "http://intake.test"}
+    return make_settings(unique("intake"), Settings, **(values | overrides))
 
 
 class TopicTail:

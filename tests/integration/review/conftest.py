@@ -36,49 +36,20 @@ from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.conftest import (
     BOOTSTRAP,
-    JWT_SECRET,
     MONGO_URL,
     SEALING_KEYS,
     eventually,
     make_settings,
     serve,
+    skip_history,
     unique,
 )
 
 
 def review_settings(**overrides: Any) -> Settings:
     """Review settings on the test stack, with a service name, group and database of its own."""
-    name = unique("review")
-    values: dict[str, Any] = {
-        "service_name": name,
-        "mongo_database": f"test_{name}".replace("-", "_"),
-        "kafka_bootstrap": BOOTSTRAP,
-        "mongo_url": MONGO_URL,
-        "sealing_keys": SEALING_KEYS,
-        "jwt_secret": JWT_SECRET,
-        "relay_poll_seconds": 0.2,
-        "retry_backoff_max_seconds": 1.0,
-        "consumer_max_attempts": 3,
-        "log_format": "json",
-        "overdue_refresh_seconds": 0.5,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-async def skip_history(group_id: str, topic: str) -> None:
-    """Start a new consumer group at the end of `topic`: other tests' cases are not ours."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(BOOTSTRAP, topic)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
+    values = {"overdue_refresh_seconds": 0.5} | overrides
+    return make_settings(unique("review"), Settings, **values)
 
 
 @dataclass
@@ -257,7 +228,7 @@ class ReviewStack:
 async def stack(request: pytest.FixtureRequest) -> AsyncIterator[ReviewStack]:
     """One review app per module; a module may set REVIEW_SETTINGS to override settings."""
     settings = review_settings(**getattr(request.module, "REVIEW_SETTINGS", {}))
-    await skip_history(f"avis-{settings.service_name}", CASE_SUBMITTED)
+    await skip_history(f"avis-{settings.service_name}", [CASE_SUBMITTED])
     publisher = Runtime(make_settings())
     await publisher.start()
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(MONGO_URL, tz_aware=True)
