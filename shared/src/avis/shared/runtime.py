@@ -9,9 +9,10 @@ retries with backoff, logs why once per attempt, and `/readyz` says not ready.
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+import uvicorn
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,6 +31,7 @@ from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
 
 log = structlog.get_logger("avis.runtime")
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 StoreInit = Callable[[AsyncDatabase[Document]], Awaitable[None]]
 
 
@@ -204,3 +206,10 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
         "The store is not reachable right now; retry later.",
         headers={"Retry-After": "5"},
     ).to_response(request.url.path)
+
+
+def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
+    """Run a service's app with uvicorn where its settings say (the console scripts)."""
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+    )

@@ -1,13 +1,12 @@
 """The intake service: settings -> observability -> broker, database -> routes."""
 
-import uvicorn
 from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
 from avis.intake.service import IntakeService
 from avis.intake.settings import Settings
 from avis.shared import topics
-from avis.shared.runtime import Runtime
+from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = (topics.CASE_SUBMITTED,)
 DESCRIPTION = (
@@ -36,10 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def run() -> None:
     """Serve the intake service (`avis-intake`)."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
-    )
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

@@ -1,11 +1,10 @@
 """The notify service: settings -> observability -> broker, database -> routes."""
 
-import uvicorn
 from fastapi import FastAPI
 
 from avis.notify import api, handlers, store
 from avis.notify.settings import Settings
-from avis.shared.runtime import Runtime
+from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = ()
 
@@ -21,10 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def run() -> None:
     """Serve the notify service (`avis-notify`)."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
-    )
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

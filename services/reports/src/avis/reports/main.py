@@ -1,12 +1,11 @@
 """The reports service: settings -> observability -> broker, database -> routes."""
 
-import uvicorn
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
 from avis.reports.settings import Settings
 from avis.shared import topics
-from avis.shared.runtime import Runtime
+from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = (topics.REPORT_READY,)
 
@@ -22,10 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def run() -> None:
     """Serve the reports service (`avis-reports`)."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
-    )
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 from functools import partial
 
-import uvicorn
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
 from avis.review.service import ReviewService
 from avis.review.settings import Settings
 from avis.shared import topics
-from avis.shared.runtime import Runtime
+from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = (topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED)
 
@@ -35,10 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def run() -> None:
     """Serve the review service (`avis-review`)."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
-    )
+    serve(create_app, Settings())
 
 
 if __name__ == "__main__":
