@@ -17,6 +17,8 @@ AVIS_KAFKA_BOOTSTRAP="127.0.0.1:${AVIS_KAFKA_PORT:-9092}"
 AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
 AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"
+# the development stack starts with the seeded reviewer directory (empty directories only)
+AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 set +a
 cat <<TXT
 
