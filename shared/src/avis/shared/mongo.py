@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 Document = dict[str, Any]
 # Errors that say "the store is not there right now", retried with backoff, never dead-lettered.
@@ -50,8 +50,3 @@ class AggregateLocks:
             self._locks[key] = lock
         async with lock:
             yield
-
-
-def is_duplicate(exc: BaseException) -> bool:
-    """Whether an error is the duplicate-key error that claims uniqueness."""
-    return isinstance(exc, DuplicateKeyError)

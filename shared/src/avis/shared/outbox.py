@@ -69,6 +69,11 @@ class Relay:
         """Relay the outbox of the aggregates in `collection`."""
         self.collections.append(collection)
 
+    async def init(self) -> None:
+        """Index what the relay polls for, in every watched collection."""
+        for collection in self.collections:
+            await collection.create_index("outbox_pending")
+
     def wake(self) -> None:
         """Tell the relay there is something to publish (writers call this after a write)."""
         self._wake.set()

@@ -86,6 +86,7 @@ class Runtime:
             try:
                 for init in self._store_inits:
                     await init(self.db)
+                await self.relay.init()
                 self.store_initialised = True
             except PyMongoError as exc:
                 attempt += 1
@@ -133,16 +134,12 @@ class Runtime:
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency and whether it answers ('ok' or why not)."""
-        store = await ping(self.db)
-        kafka: str | None = None
+        store = await ping(self.db) or ("ok" if self.store_initialised else "initialising")
         if not self.kafka_started:
             kafka = "not connected yet"
-        elif not await self.broker.ping(timeout=2.0):
-            kafka = "broker unreachable"
-        checks = {"store": store or "ok", "kafka": kafka or "ok"}
-        if self.store_initialised is False and store is None:
-            checks["store"] = "initialising"
-        return checks
+        else:
+            kafka = "ok" if await self.broker.ping(timeout=2.0) else "broker unreachable"
+        return {"store": store, "kafka": kafka}
 
     def create_app(
         self, title: str, routers: Sequence[APIRouter] = (), description: str = ""

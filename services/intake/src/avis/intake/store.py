@@ -60,11 +60,9 @@ class Store:
 async def init(db: AsyncDatabase[Document]) -> None:
     """Create the indexes the intake service relies on (one call each: the store wants that)."""
     store = Store(db)
-    await store.inbox.create_index("at")
     await store.cases.create_index("reference", unique=True)
     await store.cases.create_index([("patient_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("partner_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("reviewer_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("status", ASCENDING), ("_id", DESCENDING)])
-    await store.cases.create_index("outbox_pending")
     await store.documents.create_index([("case_id", ASCENDING), ("uploaded_at", ASCENDING)])

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from avis.notify import api, handlers, store
+from avis.notify import api, handlers
 from avis.notify.settings import Settings
 from avis.shared.runtime import Runtime, serve
 
@@ -13,7 +13,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the notify app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    runtime.on_store(store.init)
     handlers.register(runtime)
     return runtime.create_app("Avis notify", [api.router])
 

@@ -1,10 +1,4 @@
-"""The notify service's MongoDB collections and indexes."""
+"""The notify service's MongoDB collections and indexes: none of its own yet.
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from avis.shared.mongo import Document
-
-
-async def init(db: AsyncDatabase[Document]) -> None:
-    """Create the indexes the notify service relies on."""
-    await db["inbox"].create_index("at")
+Its consumer's `inbox` and any outbox belong to the shared plumbing, which indexes them.
+"""

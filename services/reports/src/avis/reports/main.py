@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 
-from avis.reports import api, handlers, store
+from avis.reports import api, handlers
 from avis.reports.settings import Settings
 from avis.shared import topics
 from avis.shared.runtime import Runtime, serve
@@ -14,7 +14,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the reports app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    runtime.on_store(store.init)
     handlers.register(runtime)
     return runtime.create_app("Avis reports", [api.router])
 

@@ -31,7 +31,6 @@ log = structlog.get_logger("avis.review.store")
 
 # One create_index call per index: FerretDB mishandles several specs in one createIndexes.
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    "inbox": [[("at", ASCENDING)]],
     "reviewers": [[("specialties", ASCENDING)], [("active", ASCENDING)]],
     "cases": [[("status", ASCENDING), ("queue_key", ASCENDING)]],
     "assignments": [
