@@ -9,9 +9,15 @@ PY := .venv/bin/python
 INFRA := deploy/local/infra.sh
 
 # `make test` runs its own broker and store on ports of its own, so it can run beside `make run`.
-TEST_ENV := AVIS_STATE_DIR=$(CURDIR)/.local/test AVIS_KAFKA_PORT=19092 AVIS_KAFKA_CONTROLLER_PORT=19093 \
-	AVIS_MONGO_PORT=27117 AVIS_SMTP_PORT=11025 AVIS_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
-	AVIS_MONGO_URL=mongodb://127.0.0.1:27117 AVIS_SMTP_URL=smtp://127.0.0.1:11025 AVIS_PYTHON=$(CURDIR)/$(PY)
+# The ports and state folder can be moved (e.g. `make test TEST_PORT_PREFIX=2` for 29092...), so two
+# checkouts can test side by side.
+TEST_PORT_PREFIX ?= 1
+TEST_STATE ?= $(CURDIR)/.local/test
+TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092 \
+	AVIS_KAFKA_CONTROLLER_PORT=$(TEST_PORT_PREFIX)9093 AVIS_MONGO_PORT=$(TEST_PORT_PREFIX)7117 \
+	AVIS_SMTP_PORT=$(TEST_PORT_PREFIX)1025 AVIS_KAFKA_BOOTSTRAP=127.0.0.1:$(TEST_PORT_PREFIX)9092 \
+	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
+	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY)
 
 .PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench asyncapi clean
 

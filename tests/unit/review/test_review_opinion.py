@@ -87,11 +87,12 @@ def test_digest_tells_a_replay_from_another_opinion() -> None:
 
 
 def test_sealed_content_holds_the_sections_and_the_reviewer_name() -> None:
-    content = sealed_content(Opinion.model_validate(opinion()), 2, "Reviewer One")
-    assert content["version"] == 2
-    assert content["reviewer_display_name"] == "Reviewer One"
-    assert content["summary_for_patient"] == opinion()["summary_for_patient"]
-    assert content["diagnosis"] == opinion()["diagnosis"]
+    content = sealed_content(Opinion.model_validate(opinion()), 2, "Reviewer One", "cardiology")
+    assert content.version == 2
+    assert content.reviewer_display_name == "Reviewer One"
+    assert content.reviewer_specialty == "cardiology"
+    assert content.summary_for_patient == opinion()["summary_for_patient"]
+    assert content.diagnosis.model_dump(mode="json") == opinion()["diagnosis"]
 
 
 def test_decline_needs_a_code_and_a_reason() -> None:

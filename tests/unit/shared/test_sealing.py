@@ -252,3 +252,22 @@ def test_command_rotate_keeps_old_keys_after_the_new_one() -> None:
     assert keyring.primary_kid != "old"
     sealed_old = Keyring.parse(current).seal(b"x", EVENT_ID)
     assert keyring.open(sealed_old, EVENT_ID) == b"x"
+
+
+def test_open_model_returns_the_contract_and_names_bad_fields_without_values() -> None:
+    from avis.shared.events import PatientContact
+
+    keyring = Keyring.parse(f"k1:{generate_key()}")
+    contact = PatientContact(
+        given_name="Élodie",
+        family_name="Martin",
+        email="e@example.org",
+        birth_date=date(1980, 2, 29),
+        preferred_language="fr",
+    )
+    sealed = keyring.seal_json(contact, EVENT_ID)
+    assert keyring.open_model(sealed, EVENT_ID, PatientContact) == contact
+    broken = keyring.seal_json({"given_name": "Élodie", "email": "secret@x.y"}, EVENT_ID)
+    with pytest.raises(SealingError) as err:
+        keyring.open_model(broken, EVENT_ID, PatientContact)
+    assert "family_name" in str(err.value) and "secret" not in str(err.value)

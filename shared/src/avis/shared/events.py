@@ -9,6 +9,7 @@ import argparse
 import json
 import pathlib
 from collections.abc import Sequence
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -61,6 +62,74 @@ class Question(StrEnum):
     FURTHER_TESTS = "further_tests"
 
 
+class ConsentScope(StrEnum):
+    """What the patient consents to: the review itself, and sharing with the referring partner."""
+
+    REVIEW = "review"
+    SHARE_WITH_PARTNER = "share_with_partner"
+
+
+class Assessment(StrEnum):
+    """What the reviewer concludes about the diagnosis."""
+
+    CONFIRMED = "confirmed"
+    CLARIFIED = "clarified"
+    REVISED = "revised"
+
+
+# --- sealed contents: what a Sealed field holds once opened --------------------------------
+
+
+class SealedContent(BaseModel):
+    """Base of what travels sealed: frozen, and tolerant of fields added later."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PatientContact(SealedContent):
+    """The patient's identity and contact, sealed in `avis.case.submitted.v1`."""
+
+    given_name: str
+    family_name: str
+    email: str
+    phone: str | None = None
+    birth_date: date
+    preferred_language: Language
+
+
+class OpinionDiagnosis(SealedContent):
+    """Whether the diagnosis is confirmed, clarified or revised, and why."""
+
+    assessment: Assessment
+    explanation: str
+
+
+class CompletedOpinion(SealedContent):
+    """The structured opinion and its author's display data, sealed in `review-completed`."""
+
+    diagnosis: OpinionDiagnosis
+    imaging_and_lab_review: str
+    alternative_pathways: str
+    risk_benefit: str
+    further_tests: str
+    summary_for_patient: str
+    version: int = Field(ge=1)
+    reviewer_display_name: str
+    reviewer_specialty: Specialty | None = None
+
+
+def sealed(content: type[SealedContent], description: str) -> Any:
+    """A `Sealed` field whose documentation carries the schema of what it holds once opened."""
+    return Field(
+        description=f"{description} Sealed (AES-256-GCM, the event id as associated data); "
+        f"opened, it is a {content.__name__}.",
+        json_schema_extra={"x-sealed-content": content.__name__},
+    )
+
+
+SEALED_CONTENTS: tuple[type[SealedContent], ...] = (PatientContact, CompletedOpinion)
+
+
 class Payload(BaseModel):
     """Base of every event payload: frozen, and tolerant of fields added later."""
 
@@ -79,11 +148,22 @@ class CaseSubmitted(Payload):
     physician_institution: str | None = Field(
         None, description="Institution code of the treating physician (conflict of interest)."
     )
-    partner_id: str | None = None
+    partner_id: str | None = Field(
+        None, description="The referring partner; present only with `share_with_partner`."
+    )
+    partner_reference: str | None = Field(
+        None, description="The partner's own reference; present only with `share_with_partner`."
+    )
+    patient_id: str | None = Field(
+        None, description="Pseudonymous subject of the patient who filed the case, if one did."
+    )
+    consent_scopes: list[ConsentScope] = Field(
+        default_factory=list, description="What the patient consented to at submission."
+    )
     document_count: int
     submitted_at: AwareDatetime
     case_url: str = Field(description="Where an authorised reader fetches the case from intake.")
-    contact: Sealed = Field(description="Sealed patient contact: names, email, phone, language.")
+    contact: Sealed = sealed(PatientContact, "The patient's names, birth date, email, phone.")
 
 
 class CaseWithdrawn(Payload):
@@ -127,7 +207,7 @@ class ReviewCompleted(Payload):
     specialty: Specialty
     version: int = Field(ge=1)
     completed_at: AwareDatetime
-    opinion: Sealed = Field(description="Sealed structured opinion and reviewer display name.")
+    opinion: Sealed = sealed(CompletedOpinion, "The structured opinion and who wrote it.")
 
 
 class ReportReady(Payload):
@@ -214,6 +294,11 @@ def asyncapi(
     schemas: dict[str, Any] = {}
     for message in messages.values():
         schemas.update(message["payload"].pop("$defs", {}))
+    for content in SEALED_CONTENTS:
+        # What a sealed field holds once opened; the field names it in `x-sealed-content`.
+        schema = content.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[content.__name__] = schema
     operations: dict[str, Any] = {}
     for topic in topics:
         refs = [{"$ref": f"#/channels/{topic}/messages/{m}"} for m in channels[topic]["messages"]]
@@ -249,6 +334,10 @@ def write_docs(directory: pathlib.Path) -> list[pathlib.Path]:
     for ce_type, schema in json_schemas().items():
         target = directory / "schemas" / f"{ce_type}.json"
         target.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(target)
+    for content in SEALED_CONTENTS:
+        target = directory / "schemas" / f"sealed.{content.__name__}.json"
+        target.write_text(json.dumps(content.model_json_schema(), indent=2, sort_keys=True) + "\n")
         written.append(target)
     return written
 

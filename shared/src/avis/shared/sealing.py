@@ -16,12 +16,12 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import pydantic_core
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avis.shared.settings import CommonSettings
 
@@ -33,6 +33,7 @@ KID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 _B64URL_PATTERN = r"^[A-Za-z0-9_-]+$"
 _KID_RE = re.compile(KID_PATTERN)
 ENV_VAR = "AVIS_SEALING_KEYS"
+M = TypeVar("M", bound=BaseModel)
 
 
 class SealingError(ValueError):
@@ -209,6 +210,16 @@ class Keyring:
         if not isinstance(obj, dict):
             raise SealingError("sealed value is not a JSON object")
         return obj
+
+    def open_model(self, sealed: Sealed, aad: str, model: type[M]) -> M:
+        """Open a sealed value as `model` (a contract of `avis.shared.events`)."""
+        data = self.open(sealed, aad)
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as exc:
+            # The fields' values are health data: name the fields, never quote them.
+            fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
+            raise SealingError(f"sealed {model.__name__} is invalid at {fields}") from None
 
 
 def generate_key() -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from avis.shared.events import Language, Question, Specialty, Urgency
+from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 
 # At least one visible character and no control characters (C0, DEL, C1); the multi-line
 # variant allows tab, line feed and carriage return.
@@ -83,13 +83,6 @@ class DocumentKind(StrEnum):
     PRESCRIPTION = "prescription"
     CLINICAL_SUMMARY = "clinical_summary"
     OTHER = "other"
-
-
-class ConsentScope(StrEnum):
-    """What the patient consents to: the review itself, and sharing with the referring partner."""
-
-    REVIEW = "review"
-    SHARE_WITH_PARTNER = "share_with_partner"
 
 
 class ContentType(StrEnum):

@@ -31,7 +31,6 @@ from avis.intake.models import (
     CASE_ID_PATTERN,
     CaseCreate,
     CaseStatus,
-    ConsentScope,
     ContentType,
     Doc,
     DocumentKind,
@@ -41,7 +40,7 @@ from avis.intake.models import (
 from avis.intake.settings import Settings
 from avis.intake.store import Store
 from avis.shared.envelope import Event, new_event_id
-from avis.shared.events import CaseSubmitted, CaseWithdrawn
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, ConsentScope, PatientContact
 from avis.shared.observability import case_span, current_traceparent
 from avis.shared.outbox import with_events
 from avis.shared.problems import Problem
@@ -800,10 +799,13 @@ class IntakeService:
                     physician_institution=(case.get("physician") or {}).get("institution_code"),
                     # The referring partner hears of the case only if the patient agreed.
                     partner_id=case.get("partner_id") if share else None,
+                    partner_reference=case.get("partner_reference") if share else None,
+                    patient_id=case.get("patient_id"),
+                    consent_scopes=list(dict.fromkeys(consent.scopes)),
                     document_count=len(documents),
                     submitted_at=now,
                     case_url=f"{self.settings.public_url.rstrip('/')}/v1/cases/{case_id}",
-                    contact=self.keyring.seal_json(contact, aad=event_id),
+                    contact=self.keyring.seal_json(PatientContact(**contact), aad=event_id),
                 )
                 event = Event.new(payload, SOURCE, event_id=event_id)
             update = {

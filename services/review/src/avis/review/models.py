@@ -18,7 +18,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from avis.shared.events import Language, Specialty, Urgency
+from avis.shared.events import Assessment, Language, Specialty, Urgency
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -113,14 +113,6 @@ class DeclineReason(StrEnum):
     OUTSIDE_EXPERTISE = "outside_expertise"
     NO_AVAILABILITY = "no_availability"
     OTHER = "other"
-
-
-class Assessment(StrEnum):
-    """What the reviewer concludes about the diagnosis."""
-
-    CONFIRMED = "confirmed"
-    CLARIFIED = "clarified"
-    REVISED = "revised"
 
 
 # --- reviewers -------------------------------------------------------------------------------

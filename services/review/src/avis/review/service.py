@@ -53,6 +53,7 @@ from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
+    CompletedOpinion,
     Language,
     ReviewAccepted,
     ReviewAssigned,
@@ -223,13 +224,18 @@ def opinion_digest(opinion: Opinion) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def sealed_content(opinion: Opinion, version: int, display_name: str) -> dict[str, Any]:
+def sealed_content(
+    opinion: Opinion, version: int, display_name: str, specialty: str
+) -> CompletedOpinion:
     """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it."""
-    return {
-        **opinion.model_dump(mode="json"),
-        "version": version,
-        "reviewer_display_name": display_name,
-    }
+    return CompletedOpinion.model_validate(
+        {
+            **opinion.model_dump(mode="json"),
+            "version": version,
+            "reviewer_display_name": display_name,
+            "reviewer_specialty": specialty,
+        }
+    )
 
 
 def assignment_id_for(case_id: str, round_: int) -> str:
@@ -973,7 +979,7 @@ class ReviewService:
         at = now()
         event_id = new_event_id()
         sealed = self.keyring.seal_json(
-            sealed_content(opinion, version, display_name), aad=event_id
+            sealed_content(opinion, version, display_name, doc["specialty"]), aad=event_id
         )
         with case_span("review.opinion", doc.get("traceparent", "")):
             event = Event.new(
