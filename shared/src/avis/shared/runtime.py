@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from avis.shared.events import asyncapi
+from avis.shared.envelope import Event
+from avis.shared.events import EVENT_TYPES, TYPE_OF, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, backoff, make_broker
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
 from avis.shared.observability import configure_logging, configure_tracing
@@ -32,6 +33,7 @@ from avis.shared.settings import CommonSettings
 
 log = structlog.get_logger("avis.runtime")
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+P = TypeVar("P", bound=Payload)
 StoreInit = Callable[[AsyncDatabase[Document]], Awaitable[None]]
 
 
@@ -62,6 +64,7 @@ class Runtime:
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
 
     def on_store(self, init: StoreInit) -> None:
         """Run `init` (indexes, seeds) once the store answers, before consuming or relaying."""
@@ -75,6 +78,27 @@ class Runtime:
         """Consume `topic` with the idempotent consumer."""
         self.receives += (topic,)
         self.messaging.subscribe(topic, handler)
+
+    def on(self, payload_type: type[P], handler: Callable[[Event, P], Awaitable[None]]) -> None:
+        """Handle the events of `payload_type` with the idempotent consumer.
+
+        Underneath there is one subscriber per topic, dispatching by `ce_type`: several
+        subscribers of one group on one topic would split its partitions between them.
+        """
+        ce_type = TYPE_OF[payload_type]
+        if ce_type in self._handlers:
+            raise ValueError(f"{ce_type} already has a handler in {self.service}")
+        self._handlers[ce_type] = handler
+        topic = EVENT_TYPES[ce_type][0]
+        if topic not in self.receives:
+            self.subscribe(topic, self._dispatch)
+
+    async def _dispatch(self, event: Event, payload: Payload) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            # Another type of a topic this service reads: acknowledged and skipped.
+            return
+        await handler(event, payload)
 
     async def start(self) -> None:
         """Connect in the background; the HTTP doors answer at once."""
