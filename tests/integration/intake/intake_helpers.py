@@ -152,10 +152,9 @@ class Intake:
         await self.runtime.messaging.publish(event)
         return event
 
-    async def consumed(self, event_id: str, timeout: float = 30.0) -> None:
-        """Wait until intake's consumer has stored its effect of `event_id`."""
-        marker = f"{self.runtime.messaging.group_id}:{event_id}"
-        await eventually(lambda: self.store.inbox.find_one({"_id": marker}), timeout=timeout)
+    async def consumed(self, event: Event, timeout: float = 30.0) -> None:
+        """Wait until intake's consumer has stored its effect of `event`."""
+        await eventually(lambda: self.runtime.messaging.processed(event), timeout=timeout)
 
 
 @contextlib.asynccontextmanager

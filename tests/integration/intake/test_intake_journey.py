@@ -180,7 +180,7 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
             due_at=now + timedelta(days=7),
         )
     )
-    await intake.consumed(assigned.id)
+    await intake.consumed(assigned)
     assert await status_of(intake, case_id) == "assigned"
     clinical = await reviewer.get(f"/v1/cases/{case_id}/clinical")
     assert clinical.status_code == 200, clinical.text
@@ -202,7 +202,7 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
             accepted_at=now + timedelta(minutes=5),
         )
     )
-    await intake.consumed(accepted.id)
+    await intake.consumed(accepted)
     assert await status_of(intake, case_id) == "in_review"
 
     completed = await intake.publish(
@@ -227,8 +227,8 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
             report_url="http://reports.test/v1/reports/rep-1",
         )
     )
-    await intake.consumed(completed.id)
-    await intake.consumed(ready.id)
+    await intake.consumed(completed)
+    await intake.consumed(ready)
     view = (await patient.get(f"/v1/cases/{case_id}")).json()
     assert view["status"] == "report_ready"
     ours = [assigned.id, accepted.id, completed.id, ready.id]
@@ -256,7 +256,7 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
         )
     )
     await intake.runtime.messaging.publish(ready)
-    await intake.consumed(late.id)
+    await intake.consumed(late)
     after = (await patient.get(f"/v1/cases/{case_id}")).json()
     assert after["status"] == "report_ready"
     assert mine(after, ours) == mine(view, ours)
@@ -286,7 +286,7 @@ async def test_declined_review_takes_access_away(intake: Intake) -> None:
         )
 
     event = await intake.publish(assign(first.sub, first_assignment, now))  # type: ignore[attr-defined]
-    await intake.consumed(event.id)
+    await intake.consumed(event)
     assert (await first.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
 
     declined = await intake.publish(
@@ -298,7 +298,7 @@ async def test_declined_review_takes_access_away(intake: Intake) -> None:
             reason_code="conflict_of_interest",
         )
     )
-    await intake.consumed(declined.id)
+    await intake.consumed(declined)
     assert await status_of(intake, case_id) == "assigned", "status never moves backwards"
     assert (await first.get(f"/v1/cases/{case_id}/clinical")).status_code == 404
     assert (await first.get(f"/v1/cases/{case_id}")).status_code == 404
@@ -306,7 +306,7 @@ async def test_declined_review_takes_access_away(intake: Intake) -> None:
     event = await intake.publish(
         assign(second.sub, second_assignment, now + timedelta(minutes=2))  # type: ignore[attr-defined]
     )
-    await intake.consumed(event.id)
+    await intake.consumed(event)
     assert (await second.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
     assert (await first.get(f"/v1/cases/{case_id}/clinical")).status_code == 404
 
@@ -324,7 +324,7 @@ async def test_event_for_a_case_intake_does_not_know_is_skipped(intake: Intake) 
             due_at=now,
         )
     )
-    await intake.consumed(event.id)
+    await intake.consumed(event)
     assert await intake.store.cases.find_one({"_id": stranger}) is None
 
 

@@ -145,8 +145,8 @@ async def test_nothing_identifying_is_published_logged_or_traced(
                 report_url="http://reports.test/r-1",
             )
         )
-        await intake.consumed(assigned.id)
-        await intake.consumed(ready.id)
+        await intake.consumed(assigned)
+        await intake.consumed(ready)
         records = await tail.records_for(case_id, expect=1)
     captured = capfd.readouterr()
 

@@ -3,7 +3,7 @@
 import asyncio
 import dataclasses
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -150,6 +150,30 @@ async def test_redelivered_event_changes_nothing(settings: CommonSettings, topic
             assert await consumer.count(event.id) == 1
             assert consumer.outcomes(topic, event.type, "applied") == 1
             assert consumer.outcomes(topic, event.type, "duplicate") == 2
+    finally:
+        await producer.stop()
+
+
+async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
+    settings: CommonSettings, topic: str
+) -> None:
+    producer = await started(settings)
+    try:
+        today = withdrawn(topic)
+        old = dataclasses.replace(withdrawn(topic), time=today.time - timedelta(days=20))
+        async with Consumer(topic) as consumer:
+            for event in (today, old):
+                await producer.messaging.publish(event)
+            await eventually(lambda: consumer.outcomes(topic, today.type, "applied") == 2)
+            messaging = consumer.runtime.messaging
+            assert await messaging.processed(today) and await messaging.processed(old)
+            dropped = await messaging.prune_inbox()
+            assert dropped == [messaging.inbox(old).name], "only the day past retention goes"
+            assert await messaging.processed(today), "a recent marker is kept"
+            assert not await messaging.processed(old)
+            await producer.messaging.publish(today)  # a redelivery within retention
+            await eventually(lambda: consumer.outcomes(topic, today.type, "duplicate") == 1)
+            assert await consumer.count(today.id) == 1
     finally:
         await producer.stop()
 

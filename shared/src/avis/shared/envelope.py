@@ -126,7 +126,7 @@ class Event:
             id=h["ce_id"],
             type=h["ce_type"],
             source=h["ce_source"],
-            time=time,
+            time=time if time.tzinfo else time.replace(tzinfo=UTC),
             subject=h.get("ce_subject", ""),
             topic=topic,
             data=data,

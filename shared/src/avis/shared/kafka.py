@@ -7,7 +7,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,6 +20,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.message import StreamMessage
 from opentelemetry import context, propagate
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -37,6 +38,7 @@ from avis.shared.topics import dlq
 
 log = structlog.get_logger("avis.kafka")
 DLQ_PREFIX = "avis_dlq_"
+INBOX_PREFIX = "inbox_"
 
 
 class RetryLater(Exception):
@@ -78,8 +80,35 @@ class Messaging:
         self.settings = settings
         self.service = settings.service_name
         self.broker = broker
-        self.inbox = db["inbox"]
+        self.db = db
         self.group_id = f"avis-{self.service}"
+
+    def inbox(self, event: Event) -> AsyncCollection[Document]:
+        """The inbox bucket of `event`: one collection per UTC day of the event's own time.
+
+        The time is fixed when the event enters its outbox, so every redelivery of one event
+        meets the same bucket (one look-up by `_id`), and a whole day is dropped at once when
+        it is past the broker's retention (`prune_inbox`), at no cost per marker.
+        """
+        return self.db[f"{INBOX_PREFIX}{event.time.astimezone(UTC):%Y%m%d}"]
+
+    async def processed(self, event: Event) -> bool:
+        """Whether this consumer group has stored its effect of `event`."""
+        marker = f"{self.group_id}:{event.id}"
+        return await self.inbox(event).find_one({"_id": marker}, {"_id": 1}) is not None
+
+    async def prune_inbox(self, now: datetime | None = None) -> list[str]:
+        """Drop the inbox buckets older than the retention; returns the names dropped."""
+        keep = self.settings.inbox_retention_days
+        oldest = f"{INBOX_PREFIX}{(now or datetime.now(UTC)) - timedelta(days=keep):%Y%m%d}"
+        dropped = []
+        for name in await self.db.list_collection_names():
+            if name.startswith(INBOX_PREFIX) and name < oldest:
+                await self.db.drop_collection(name)
+                dropped.append(name)
+        if dropped:
+            log.info("inbox pruned", buckets=len(dropped))
+        return dropped
 
     async def send(self, event: Event) -> Awaitable[None]:
         """Hand one event to the producer under its stored trace context.
@@ -147,13 +176,14 @@ class Messaging:
         errors, transient = 0, 0
         while True:
             try:
-                if await self.inbox.find_one({"_id": marker}, {"_id": 1}):
+                inbox = self.inbox(event)
+                if await inbox.find_one({"_id": marker}, {"_id": 1}):
                     EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "duplicate").inc()
                     return "duplicate"
                 with HANDLER_SECONDS.labels(self.service, event.topic).time():
                     await handler(event, event.payload())
                 with contextlib.suppress(DuplicateKeyError):
-                    await self.inbox.insert_one(
+                    await inbox.insert_one(
                         {
                             "_id": marker,
                             "topic": event.topic,

@@ -140,8 +140,18 @@ class Runtime:
             "connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
+        self._tasks.append(asyncio.create_task(self._prune_inbox(), name=f"{self.service}-inbox"))
         for name, work in self._background:
             self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
+
+    async def _prune_inbox(self) -> None:
+        # Hourly; each run costs one listing of collection names and one drop per old day.
+        while True:
+            try:
+                await self.messaging.prune_inbox()
+            except PyMongoError as exc:
+                log.warning("inbox not pruned this time", error=type(exc).__name__)
+            await asyncio.sleep(3600)
 
     async def stop(self) -> None:
         """Stop background work, the broker and the store client."""

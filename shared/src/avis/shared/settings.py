@@ -40,6 +40,9 @@ class CommonSettings(BaseSettings):
         10.0, validation_alias=shared_env("RETRY_BACKOFF_MAX_SECONDS")
     )
     relay_poll_seconds: float = Field(1.0, validation_alias=shared_env("RELAY_POLL_SECONDS"))
+    # Days of processed-event markers kept: beyond the broker's retention (7 days) and any
+    # redelivery, so a marker is never dropped while its event can still arrive again.
+    inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
 
     @property
     def database(self) -> str:

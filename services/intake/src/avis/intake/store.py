@@ -6,7 +6,7 @@
   case is one document. The bytes live in the GridFS bucket `records` under the same id.
 - `refblocks`: claimed blocks of human references, `_id` `refblock:<year>:<block>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
-- `inbox`: the idempotent consumer's markers (shared plumbing).
+- `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
 """
 
 from dataclasses import dataclass
@@ -46,11 +46,6 @@ class Store:
     def idempotency(self) -> AsyncCollection[Document]:
         """Idempotency keys of case creation."""
         return self.db["idempotency"]
-
-    @property
-    def inbox(self) -> AsyncCollection[Document]:
-        """The consumer's processed-event markers."""
-        return self.db["inbox"]
 
     def records(self) -> AsyncGridFSBucket:
         """The bucket holding the records' bytes."""
