@@ -74,11 +74,12 @@ async def relay_rate(topic: str, n: int) -> float:
     await wait_until(lambda: runtime.kafka_started)
     try:
         aggregates = runtime.db["aggregates"]
-        for _ in range(n):
-            e = event(topic)
-            await aggregates.insert_one(new_with_events({"_id": e.subject}, [e]))
         relay = Relay("bench", runtime.messaging.send, runtime.locks)
         relay.watch(aggregates)
+        for _ in range(n):
+            e = event(topic)
+            async with relay.publishing(aggregates, e.subject):
+                await aggregates.insert_one(new_with_events({"_id": e.subject}, [e]))
         start = time.perf_counter()
         published = await relay.drain()
         elapsed = time.perf_counter() - start

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient, monitoring
 
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
@@ -20,11 +21,11 @@ from avis.shared.events import (
     Urgency,
 )
 from avis.shared.kafka import replay
-from avis.shared.outbox import Relay, new_with_events, with_events
+from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.conftest import BOOTSTRAP, eventually, make_settings, read_topic, unique
+from tests.conftest import BOOTSTRAP, MONGO_URL, eventually, make_settings, read_topic, unique
 
 pytestmark = pytest.mark.infra
 
@@ -85,7 +86,6 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
     try:
         aggregates = producer.db["aggregates"]
         event = withdrawn(topic)
-        await aggregates.insert_one(new_with_events({"_id": event.subject, "status": "x"}, [event]))
 
         async def send_then_die(ev: Event) -> Awaitable[None]:
             await producer.messaging.publish(ev)
@@ -93,15 +93,21 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
 
         dying = Relay("test", send_then_die, producer.locks)
         dying.watch(aggregates)
+        async with dying.publishing(aggregates, event.subject):
+            await aggregates.insert_one(
+                new_with_events({"_id": event.subject, "status": "x"}, [event])
+            )
         with pytest.raises(asyncio.CancelledError):
             await dying.drain()
         doc = await aggregates.find_one({"_id": event.subject})
         assert doc is not None and doc["outbox_pending"] == 1, "the event must still be pending"
 
+        # A new process knows nothing in memory: the hint left before the write finds it.
         restarted = Relay("test", producer.messaging.send, producer.locks)
         restarted.watch(aggregates)
         async with Consumer(topic) as consumer:
             assert await restarted.drain() == 1
+            assert await producer.db[HINTS].count_documents({}) == 0, "the hint goes once out"
             doc = await aggregates.find_one({"_id": event.subject})
             assert doc is not None and doc["outbox_pending"] == 0 and doc["outbox"] == []
             records = await read_topic(topic, expect=2)
@@ -114,6 +120,55 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
         await producer.stop()
 
 
+class Commands(monitoring.CommandListener):
+    """Every command a client sends, to see what the relay asks the store."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.seen.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_relay_reads_aggregates_only_by_id_whatever_is_stored(
+    settings: CommonSettings, topic: str
+) -> None:
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        MONGO_URL, event_listeners=[commands], tz_aware=True
+    )
+    producer = await started(settings)
+    try:
+        aggregates = client[settings.database]["aggregates"]
+        # Many aggregates whose events went out long ago: the relay must not read them.
+        await aggregates.insert_many(
+            [{"_id": f"old-{i:04d}", "outbox": [], "outbox_pending": 0} for i in range(300)]
+        )
+        relay = Relay("test", producer.messaging.send, producer.locks)
+        relay.watch(aggregates)
+        assert await relay.drain() == 0
+        event = withdrawn(topic)
+        async with relay.publishing(aggregates, event.subject):
+            await aggregates.insert_one(new_with_events({"_id": event.subject}, [event]))
+        commands.seen.clear()
+        assert await relay.drain() == 1
+        finds = [c["filter"] for c in commands.seen if c.get("find") == "aggregates"]
+        assert finds == [{"_id": event.subject}], finds
+        updates = [
+            u["q"] for c in commands.seen if c.get("update") == "aggregates" for u in c["updates"]
+        ]
+        assert updates == [{"_id": event.subject}]
+    finally:
+        await client.close()
+        await producer.stop()
+
+
 async def test_state_change_and_events_are_one_write(settings: CommonSettings, topic: str) -> None:
     producer = await started(settings)
     try:
@@ -121,20 +176,20 @@ async def test_state_change_and_events_are_one_write(settings: CommonSettings, t
         first = withdrawn(topic)
         await aggregates.insert_one(new_with_events({"_id": first.subject, "status": "a"}, []))
         second = withdrawn(topic, first.subject)
-        await aggregates.update_one(
-            {"_id": first.subject}, with_events({"$set": {"status": "b"}}, [first, second])
-        )
+        relay = Relay("test", producer.messaging.send, producer.locks)
+        relay.watch(aggregates)
+        async with relay.publishing(aggregates, first.subject):
+            await aggregates.update_one(
+                {"_id": first.subject}, with_events({"$set": {"status": "b"}}, [first, second])
+            )
         doc = await aggregates.find_one({"_id": first.subject})
         assert doc is not None and doc["status"] == "b"
         assert [e["id"] for e in doc["outbox"]] == [first.id, second.id]
-        relay = Relay("test", producer.messaging.send, producer.locks)
-        relay.watch(aggregates)
-        assert await relay.measure() != (0, 0.0)
         assert await relay.drain() == 2
         records = await read_topic(topic, expect=2)
         assert [dict(r.headers)["ce_id"].decode() for r in records] == [first.id, second.id]
         assert {r.key for r in records} == {first.subject.encode()}
-        assert await relay.measure() == (0, 0.0)
+        assert relay.measure() == (0, 0.0)
     finally:
         await producer.stop()
 

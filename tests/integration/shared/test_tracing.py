@@ -37,8 +37,8 @@ async def test_one_trace_from_http_request_to_consumer(topic: str) -> None:
     async def create() -> dict[str, str]:
         payload = CaseWithdrawn(case_id=unique("case"), withdrawn_at=datetime.now(UTC))
         event = dataclasses.replace(Event.new(payload, "/avis/test"), topic=topic)
-        await aggregates.insert_one(new_with_events({"_id": payload.case_id}, [event]))
-        producer.relay.wake()
+        async with producer.relay.publishing(aggregates, payload.case_id):
+            await aggregates.insert_one(new_with_events({"_id": payload.case_id}, [event]))
         return {"event_id": event.id, "traceparent": event.traceparent}
 
     seen: dict[str, str] = {}

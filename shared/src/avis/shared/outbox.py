@@ -5,13 +5,21 @@ events are pushed onto its `outbox` array and counted in `outbox_pending`. The r
 owning service's process, publishes each pending event and, only once the broker acknowledged
 it, pulls that very element (whole) and decrements the count, holding the aggregate's lock so
 it never rewrites a document behind its writer's back.
+
+The relay's cost follows what is pending, never what is stored: it reads aggregates by `_id`
+only. A writer names the aggregate before its write (`Relay.publishing`): a small hint document
+(`outbox_hints`, `_id` = `<collection>:<aggregate id>`) is stored first, so a crash between the
+write and the publish, even of an instance that never comes back, is recovered by reading the
+hints (as many as there are pending aggregates), and the relay is woken with the id after the
+write. The hint goes once the aggregate's outbox is out.
 """
 
 import asyncio
 import contextlib
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +30,7 @@ from avis.shared.envelope import Event
 from avis.shared.mongo import AggregateLocks, Document
 from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
-PENDING = {"outbox_pending": {"$gt": 0}}
+HINTS = "outbox_hints"
 log = structlog.get_logger("avis.outbox")
 
 
@@ -40,6 +48,10 @@ def new_with_events(doc: Document, events: Sequence[Event]) -> Document:
     return {**doc, "outbox": [e.to_doc() for e in events], "outbox_pending": len(events)}
 
 
+def _hint_id(collection: str, aggregate_id: Any) -> str:
+    return f"{collection}:{aggregate_id}"
+
+
 # Hands an event to the producer; the returned awaitable completes on the broker's ack.
 Send = Callable[[Event], Awaitable[Awaitable[None]]]
 
@@ -55,6 +67,7 @@ class Relay:
         poll_seconds: float = 1.0,
         backoff_max: float = 10.0,
         batch: int = 100,
+        recover_seconds: float = 30.0,
     ) -> None:
         self.service = service
         self.send = send
@@ -62,20 +75,46 @@ class Relay:
         self.locks = locks
         self.poll_seconds = poll_seconds
         self.backoff_max = backoff_max
-        self.collections: list[AsyncCollection[Document]] = []
+        self.recover_seconds = recover_seconds
+        self.collections: dict[str, AsyncCollection[Document]] = {}
         self._wake = asyncio.Event()
+        # Aggregates written since the last drain, by collection: the live path.
+        self._pending: dict[str, set[Any]] = {}
+        self._recovered_at: float | None = None
+        # Pending events not yet acknowledged, for the backlog gauges: aggregate -> times.
+        self._backlog: dict[tuple[str, Any], list[datetime]] = {}
 
     def watch(self, collection: AsyncCollection[Document]) -> None:
         """Relay the outbox of the aggregates in `collection`."""
-        self.collections.append(collection)
+        self.collections[collection.name] = collection
 
-    async def init(self) -> None:
-        """Index what the relay polls for, in every watched collection."""
-        for collection in self.collections:
-            await collection.create_index("outbox_pending")
+    @contextlib.asynccontextmanager
+    async def publishing(
+        self, collection: AsyncCollection[Document], aggregate_id: Any
+    ) -> AsyncIterator[None]:
+        """Around a write that puts events on an aggregate's outbox (under its lock).
+
+        The hint is stored before the write, so no crash can leave an event nobody knows of;
+        the relay is woken with the aggregate's id once the write is done.
+        """
+        if collection.name not in self.collections:
+            raise ValueError(f"the relay does not watch {collection.name!r}")
+        now = datetime.now(UTC)
+        await collection.database[HINTS].update_one(
+            {"_id": _hint_id(collection.name, aggregate_id)},
+            {"$set": {"collection": collection.name, "aggregate": aggregate_id, "at": now}},
+            upsert=True,
+        )
+        yield
+        self.note(collection.name, aggregate_id)
+
+    def note(self, collection: str, aggregate_id: Any) -> None:
+        """Publish the outbox of this aggregate soon (its hint is already stored)."""
+        self._pending.setdefault(collection, set()).add(aggregate_id)
+        self._wake.set()
 
     def wake(self) -> None:
-        """Tell the relay there is something to publish (writers call this after a write)."""
+        """Tell the relay to drain now."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -99,28 +138,67 @@ class Relay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
+    async def recover(self) -> int:
+        """Queue every aggregate a hint names (left by a crash, here or in another instance).
+
+        At start every hint counts; later only those older than `recover_seconds`, so a live
+        writer's fresh hint is left to its own relay. The hints are as many as the pending
+        aggregates, so reading them all costs what is pending, not what is stored.
+        """
+        found = 0
+        first = self._recovered_at is None
+        cutoff = datetime.now(UTC).timestamp() - self.recover_seconds
+        for collection in self.collections.values():
+            hints = collection.database[HINTS]
+            async for hint in hints.find({"collection": collection.name}):
+                if first or _aware(hint["at"]).timestamp() < cutoff:
+                    self._pending.setdefault(collection.name, set()).add(hint["aggregate"])
+                    found += 1
+        self._recovered_at = time.monotonic()
+        return found
+
     async def drain(self) -> int:
-        """Publish every pending event once; returns how many were published."""
+        """Publish the outboxes of the aggregates written since the last drain (and of every
+        hint, at start and every `recover_seconds`); returns how many events went out."""
+        due = self._recovered_at is None or (
+            time.monotonic() - self._recovered_at >= self.recover_seconds
+        )
+        if due:
+            await self.recover()
+        taken, self._pending = self._pending, {}
         published = 0
-        for collection in self.collections:
-            ids = [d["_id"] async for d in collection.find(PENDING, {"_id": 1}).sort("_id", 1)]
-            for start in range(0, len(ids), self.batch):
-                published += await self._relay(collection, ids[start : start + self.batch])
-        await self.measure()
+        try:
+            for name in sorted(taken):
+                ids = sorted(taken[name])
+                while ids:
+                    batch = ids[: self.batch]
+                    published += await self._relay(self.collections[name], batch)
+                    del ids[: len(batch)]
+        except BaseException:
+            # What was not done stays queued for the next drain (and hinted in the store).
+            for name, left in taken.items():
+                self._pending.setdefault(name, set()).update(left)
+            raise
+        finally:
+            self.measure()
         return published
 
     async def _relay(self, collection: AsyncCollection[Document], ids: list[Any]) -> int:
         """Send the outboxes of `ids` in order, then mark each event once its ack is in."""
+        hints = collection.database[HINTS]
         async with contextlib.AsyncExitStack() as held:
             sent: list[tuple[Any, Document, Awaitable[None]]] = []
             try:
                 for aggregate_id in ids:
                     # Locks taken in id order; each aggregate's writer waits meanwhile.
                     await held.enter_async_context(self.locks.hold(str(aggregate_id)))
-                docs = collection.find({"_id": {"$in": ids}}, {"outbox": 1}).sort("_id", 1)
-                async for doc in docs:
-                    for entry in doc.get("outbox") or []:
-                        sent.append((doc["_id"], entry, await self.send(Event.from_doc(entry))))
+                for aggregate_id in ids:
+                    doc = await collection.find_one({"_id": aggregate_id}, {"outbox": 1})
+                    entries = (doc or {}).get("outbox") or []
+                    key = (collection.name, aggregate_id)
+                    self._backlog[key] = [_aware(e["time"]) for e in entries]
+                    for entry in entries:
+                        sent.append((aggregate_id, entry, await self.send(Event.from_doc(entry))))
                 for aggregate_id, entry, ack in sent:
                     await ack
                     # Marked only now that the broker acknowledged it. A crash before this
@@ -129,22 +207,25 @@ class Relay:
                         {"_id": aggregate_id},
                         {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
                     )
+                    self._backlog[(collection.name, aggregate_id)].pop(0)
+                for aggregate_id in ids:
+                    # Still under the lock: no writer has added to this outbox since it was read.
+                    await hints.delete_one({"_id": _hint_id(collection.name, aggregate_id)})
+                    self._backlog.pop((collection.name, aggregate_id), None)
             finally:
                 for *_, ack in sent:
                     if inspect.iscoroutine(ack):
                         ack.close()  # never awaited after a failure: the event stays pending
             return len(sent)
 
-    async def measure(self) -> tuple[int, float]:
-        """Update and return the backlog size and the age of its oldest event, in seconds."""
-        backlog, oldest = 0, None
-        for collection in self.collections:
-            async for doc in collection.find(PENDING, {"outbox.time": 1}):
-                for entry in doc.get("outbox") or []:
-                    backlog += 1
-                    t = entry["time"] if entry["time"].tzinfo else entry["time"].replace(tzinfo=UTC)
-                    oldest = t if oldest is None or t < oldest else oldest
-        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-        OUTBOX_BACKLOG.labels(self.service).set(backlog)
+    def measure(self) -> tuple[int, float]:
+        """Update and return the backlog the relay knows of and the age of its oldest event."""
+        times = [t for entries in self._backlog.values() for t in entries]
+        age = (datetime.now(UTC) - min(times)).total_seconds() if times else 0.0
+        OUTBOX_BACKLOG.labels(self.service).set(len(times))
         OUTBOX_OLDEST_AGE.labels(self.service).set(age)
-        return backlog, age
+        return len(times), age
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -110,7 +110,6 @@ class Runtime:
             try:
                 for init in self._store_inits:
                     await init(self.db)
-                await self.relay.init()
                 self.store_initialised = True
             except PyMongoError as exc:
                 attempt += 1

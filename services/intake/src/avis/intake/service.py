@@ -827,8 +827,8 @@ class IntakeService:
                     )
                 },
             }
-            await self.store.cases.update_one({"_id": case_id}, with_events(update, [event]))
-        self.runtime.relay.wake()
+            async with self.runtime.relay.publishing(self.store.cases, case_id):
+                await self.store.cases.update_one({"_id": case_id}, with_events(update, [event]))
         log.info("case submitted", case_id=case_id, event_id=event.id)
         return await self.get_case(principal, case_id)
 
@@ -871,9 +871,8 @@ class IntakeService:
                     )
                 },
             }
-            await self.store.cases.update_one({"_id": case_id}, with_events(update, events))
-        if events:
-            self.runtime.relay.wake()
+            async with self.runtime.relay.publishing(self.store.cases, case_id):
+                await self.store.cases.update_one({"_id": case_id}, with_events(update, events))
         log.info("case withdrawn", case_id=case_id)
         return await self.get_case(principal, case_id)
 

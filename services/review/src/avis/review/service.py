@@ -539,7 +539,8 @@ class ReviewService:
         async with self.locks.hold(assignment_id):
             # A duplicate was written by an attempt that stopped before updating the case.
             with contextlib.suppress(DuplicateKeyError):
-                await self.store.assignments.insert_one(new_with_events(doc, [event]))
+                async with self.relay.publishing(self.store.assignments, assignment_id):
+                    await self.store.assignments.insert_one(new_with_events(doc, [event]))
         await self.store.cases.update_one(
             {"_id": case_id},
             {
@@ -841,13 +842,19 @@ class ReviewService:
                         ),
                         SOURCE,
                     )
-                await self.store.assignments.update_one(
-                    {"_id": assignment_id},
-                    with_events(
-                        {"$set": {"status": AssignmentStatus.ACCEPTED.value, "accepted_at": at}},
-                        [event],
-                    ),
-                )
+                async with self.relay.publishing(self.store.assignments, assignment_id):
+                    await self.store.assignments.update_one(
+                        {"_id": assignment_id},
+                        with_events(
+                            {
+                                "$set": {
+                                    "status": AssignmentStatus.ACCEPTED.value,
+                                    "accepted_at": at,
+                                }
+                            },
+                            [event],
+                        ),
+                    )
                 log.info("assignment accepted", assignment_id=assignment_id)
             elif doc["status"] != AssignmentStatus.ACCEPTED:
                 raise _state(
@@ -902,19 +909,23 @@ class ReviewService:
                 ),
                 SOURCE,
             )
-        await self.store.assignments.update_one(
-            {"_id": doc["_id"]},
-            with_events(
-                {
-                    "$set": {
-                        "status": AssignmentStatus.DECLINED.value,
-                        "declined_at": at,
-                        "decline": {"reason_code": body.reason_code.value, "reason": body.reason},
-                    }
-                },
-                [event],
-            ),
-        )
+        async with self.relay.publishing(self.store.assignments, doc["_id"]):
+            await self.store.assignments.update_one(
+                {"_id": doc["_id"]},
+                with_events(
+                    {
+                        "$set": {
+                            "status": AssignmentStatus.DECLINED.value,
+                            "declined_at": at,
+                            "decline": {
+                                "reason_code": body.reason_code.value,
+                                "reason": body.reason,
+                            },
+                        }
+                    },
+                    [event],
+                ),
+            )
         log.info("assignment declined", assignment_id=doc["_id"], reason_code=body.reason_code)
 
     # --- opinion -----------------------------------------------------------------------------
@@ -1007,10 +1018,11 @@ class ReviewService:
             "opinion_version": version,
         }
         changes["completed_at" if version == 1 else "corrected_at"] = at
-        await self.store.assignments.update_one(
-            {"_id": doc["_id"]},
-            with_events({"$set": changes, "$push": {"opinions": entry}}, [event]),
-        )
+        async with self.relay.publishing(self.store.assignments, doc["_id"]):
+            await self.store.assignments.update_one(
+                {"_id": doc["_id"]},
+                with_events({"$set": changes, "$push": {"opinions": entry}}, [event]),
+            )
         log.info("opinion recorded", assignment_id=doc["_id"], version=version)
         return entry
 
