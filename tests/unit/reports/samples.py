@@ -139,3 +139,30 @@ def sample_report(language: Language, version: int = 1) -> Report:
         version=version,
         issued_at=datetime(2026, 3, 9, 16, 6, tzinfo=UTC),
     )
+
+
+def write_pictures(directory: str) -> None:
+    """Write page 1 of the French and English sample reports as small PNGs (the docs' pictures):
+    `python -m tests.unit.reports.samples docs`."""
+    import pathlib
+    import subprocess
+    import tempfile
+
+    from avis.reports.pdf import render_pdf
+
+    for language in Language:
+        with tempfile.TemporaryDirectory() as scratch:
+            source = pathlib.Path(scratch) / "report.pdf"
+            source.write_bytes(render_pdf(sample_report(language)))
+            target = pathlib.Path(directory) / f"report-{language.value}-page1"
+            page_1 = ["-f", "1", "-l", "1", "-singlefile"]
+            subprocess.run(
+                ["pdftoppm", "-png", "-r", "60", *page_1, str(source), str(target)], check=True
+            )
+            print(f"{target}.png")
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_pictures(sys.argv[1] if len(sys.argv) > 1 else "docs")
