@@ -434,7 +434,3 @@ class ReportsService:
             except Exception as exc:
                 # Rendered on its first request instead; the loop goes on.
                 log.warning("background rendering failed", error=type(exc).__name__)
-
-    def close(self) -> None:
-        """Stop the rendering thread."""
-        self._renderer.shutdown(wait=False, cancel_futures=True)
