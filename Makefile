@@ -32,8 +32,9 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## install uv, the Python environment, Kafka's jars and FerretDB (once)
+install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler (once)
 	$(INFRA) install
+	deploy/local/system-packages.sh
 
 run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh

@@ -1,5 +1,190 @@
-"""HTTP routes of the reports service (thin: parse, authorise, call service, shape)."""
+"""HTTP routes of the reports service (thin: parse, authorise, call service, shape).
 
-from fastapi import APIRouter
+Any authenticated caller may ask; whether they may read a case's report is the service's
+decision, and a report they may not read is the same 404 as one that does not exist.
+"""
 
-router = APIRouter(prefix="/v1")
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import Response
+
+from avis.reports.models import (
+    FHIR_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    MAX_VERSION,
+    PDF_MEDIA_TYPE,
+    UUID_PATTERN,
+    VERSION_CURSOR_PATTERN,
+    Report,
+    ReportVersionPage,
+)
+from avis.reports.rules import choose_media_type
+from avis.reports.service import ReportsService, Served
+from avis.shared.problems import Problem, problem_responses
+from avis.shared.security import Principal, authenticated
+
+router = APIRouter(
+    prefix="/v1", tags=["reports"], generate_unique_id_function=lambda route: route.name
+)
+
+
+def reports(request: Request) -> ReportsService:
+    """The app's reports service (set by the app factory)."""
+    service = getattr(request.app.state, "reports", None)
+    if not isinstance(service, ReportsService):
+        raise RuntimeError("app.state.reports is not set; the app factory must set it")
+    return service
+
+
+Service = Annotated[ReportsService, Depends(reports)]
+Caller = Annotated[Principal, Depends(authenticated)]
+CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id.")]
+ReportId = Annotated[str, Path(pattern=UUID_PATTERN, description="The report id.")]
+Version = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_VERSION, description="A version number; the latest when left out."),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        max_length=1024,
+        description="ETags of PDFs the client holds: 304 when the PDF is one of them.",
+    ),
+]
+
+NEGOTIATION = (
+    "The representation follows `Accept`: `application/json` (the default, also for `*/*`), "
+    "`application/pdf` (the printable report; `ETag`, `If-None-Match` answers 304) or "
+    "`application/fhir+json` (an HL7 FHIR **R4B** `document` Bundle: the Composition first, "
+    "one section per part of the report, then the Patient, Practitioner and PractitionerRole "
+    "it references). Any other `Accept` gets 406."
+)
+_HEADERS = {
+    "ETag": {"description": "PDF only: the PDF's entity tag.", "schema": {"type": "string"}},
+    "Vary": {"description": "Accept", "schema": {"type": "string"}},
+}
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report version, in the representation asked for",
+        "headers": _HEADERS,
+        "content": {
+            JSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Report"}},
+            PDF_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            FHIR_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "description": "A FHIR R4B Bundle of type `document`.",
+                    "required": ["resourceType", "type", "identifier", "timestamp", "entry"],
+                    "properties": {
+                        "resourceType": {"const": "Bundle"},
+                        "type": {"const": "document"},
+                    },
+                }
+            },
+        },
+    },
+    304: {"description": "The client's PDF is current (If-None-Match)", "headers": _HEADERS},
+    **problem_responses(401, 404, 406, 422, 503),
+}
+
+
+def _etags(header: str | None) -> list[str]:
+    """The entity tags of an If-None-Match header (weak ones compared as strong: RFC 9110)."""
+    if not header:
+        return []
+    return [tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()]
+
+
+async def _represent(
+    service: ReportsService, served: Served, request: Request, if_none_match: str | None
+) -> Response:
+    media_type = choose_media_type(request.headers.get("accept"))
+    headers = {"Vary": "Accept", "Cache-Control": "private, no-cache"}
+    if media_type == PDF_MEDIA_TYPE:
+        pdf = await service.pdf(served, _etags(if_none_match))
+        headers["ETag"] = pdf.etag
+        if pdf.content is None:
+            return Response(status_code=304, headers=headers)
+        headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'
+        return Response(pdf.content, media_type=PDF_MEDIA_TYPE, headers=headers)
+    if media_type == FHIR_MEDIA_TYPE:
+        body = service.fhir_document(served)
+        return Response(_json(body), media_type=FHIR_MEDIA_TYPE, headers=headers)
+    if media_type == JSON_MEDIA_TYPE:
+        return Response(
+            served.report.model_dump_json(), media_type=JSON_MEDIA_TYPE, headers=headers
+        )
+    raise Problem(
+        406,
+        "not-acceptable",
+        "Not Acceptable",
+        f"A report is served as {JSON_MEDIA_TYPE}, {PDF_MEDIA_TYPE} or {FHIR_MEDIA_TYPE}.",
+    )
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@router.get(
+    "/reports/{report_id}",
+    summary="A report version: JSON, PDF or FHIR R4B",
+    description=NEGOTIATION,
+    response_model=Report,
+    responses=REPORT_RESPONSES,
+)
+async def get_report(
+    report_id: ReportId,
+    request: Request,
+    principal: Caller,
+    service: Service,
+    version: Version = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The latest version of a report, or the one asked for."""
+    served = await service.report(principal, report_id=report_id, version=version)
+    return await _represent(service, served, request, if_none_match)
+
+
+@router.get(
+    "/cases/{case_id}/report",
+    summary="The latest report of a case: JSON, PDF or FHIR R4B",
+    description=NEGOTIATION,
+    response_model=Report,
+    responses=REPORT_RESPONSES,
+)
+async def get_case_report(
+    case_id: CaseId,
+    request: Request,
+    principal: Caller,
+    service: Service,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The latest version of the case's report."""
+    served = await service.report(principal, case_id=case_id)
+    return await _represent(service, served, request, if_none_match)
+
+
+@router.get(
+    "/cases/{case_id}/reports",
+    summary="The versions of a case's report",
+    response_model=ReportVersionPage,
+    responses=problem_responses(401, 404, 422, 503),
+)
+async def list_case_reports(
+    case_id: CaseId,
+    principal: Caller,
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=VERSION_CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+    ] = None,
+) -> ReportVersionPage:
+    """Every version issued, newest first (a correction of the opinion is a new version)."""
+    return await service.versions(
+        principal, case_id, None if cursor is None else int(cursor), limit
+    )

@@ -1,7 +1,26 @@
 """Kafka subscribers of the reports service (thin, like api.py)."""
 
+from avis.reports.service import ReportsService
+from avis.shared.envelope import Event
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, ReviewCompleted
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime) -> None:
-    """Subscribe the reports service's handlers."""
+def register(runtime: Runtime, reports: ReportsService) -> None:
+    """Register the reports service's handlers by payload type."""
+
+    async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
+        # The contact is sealed under the event id; the case's trace rides on its submission.
+        await reports.case_submitted(event_id=event.id, case=payload, traceparent=event.traceparent)
+
+    async def on_completed(event: Event, payload: ReviewCompleted) -> None:
+        await reports.review_completed(
+            event_id=event.id, review=payload, traceparent=event.traceparent
+        )
+
+    async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
+        await reports.case_withdrawn(withdrawal=payload)
+
+    runtime.on(CaseSubmitted, on_submitted)
+    runtime.on(ReviewCompleted, on_completed)
+    runtime.on(CaseWithdrawn, on_withdrawn)

@@ -1,21 +1,34 @@
-"""The reports service: settings -> observability -> broker, database -> routes."""
+"""The reports service: settings -> observability -> broker, database -> relay, handlers,
+routes, the background renderer."""
 
 from fastapi import FastAPI
 
-from avis.reports import api, handlers
+from avis.reports import api, handlers, store
+from avis.reports.service import ReportsService
 from avis.reports.settings import Settings
 from avis.shared import topics
 from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = (topics.REPORT_READY,)
+DESCRIPTION = (
+    "The medical feedback report of a case, composed in the patient's language (fr or en) from "
+    "each version of the specialist's opinion, and served as JSON, PDF or an HL7 FHIR R4B "
+    "document. Readers: the patient who filed the case, the partner that filed it (with the "
+    "patient's consent to share), the specialist who wrote the opinion, coordinators."
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the reports app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    handlers.register(runtime)
-    return runtime.create_app("Avis reports", [api.router])
+    reports = ReportsService(runtime, settings)
+    runtime.on_store(store.init)
+    runtime.background("render", reports.render_queued)
+    handlers.register(runtime, reports)
+    app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
+    app.state.reports = reports
+    return app
 
 
 def run() -> None:

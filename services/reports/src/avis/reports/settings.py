@@ -14,3 +14,9 @@ class Settings(CommonSettings):
 
     service_name: str = "reports"
     http_port: int = 8003
+
+    # AVIS_REPORTS_PUBLIC_URL: where readers reach this API (the links in `report-ready`).
+    public_url: str = "http://127.0.0.1:8003"
+    # AVIS_REPORTS_RENDER_IN_BACKGROUND: render each new version's PDF right after it is issued
+    # (off the consumer's path); when off, or if that fails, the first request renders it.
+    render_in_background: bool = True

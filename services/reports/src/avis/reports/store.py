@@ -1,4 +1,192 @@
-"""The reports service's MongoDB collections and indexes: none of its own yet.
+"""The reports service's collections, their typed documents, and every store operation it uses.
 
-Its consumer's `inbox` and any outbox belong to the shared plumbing, which indexes them.
+Every read on a hot path is by `_id` (the store contract, DESIGN.md section 4):
+- `cases`: the aggregate, `_id` = case id. What `case-submitted` said of the case (codes, ids,
+  the contact sealed), the opinions received (sealed; one may wait here for its case), the list
+  of report versions issued (numbers and dates only), and the outbox of `report-ready`.
+- `versions`: one document per report version, `_id` = `<report id>:v<n>`: the composed report
+  sealed, and its rendered PDF sealed once rendered.
+- `report_ids`: `_id` = report id -> case id, so a report link resolves in one look-up.
+
+Sealed values are opened only to compose or serve a report; each is bound (associated data) to
+where it is kept (`avis.reports.rules.*_aad`), so none can be moved to another case or version.
 """
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
+
+from avis.shared.envelope import Event
+from avis.shared.events import Language, Question, Specialty
+from avis.shared.mongo import Document
+from avis.shared.outbox import new_with_events, with_events
+from avis.shared.sealing import Sealed
+
+WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
+
+
+def now() -> datetime:
+    """The current time at the store's precision (milliseconds)."""
+    at = datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def to_doc(self) -> Document:
+        """The stored form (datetimes stay datetimes)."""
+        return self.model_dump(mode="python", by_alias=True, exclude_none=True)
+
+
+class CaseRecord(_Doc):
+    """What `avis.case.submitted.v1` told reports of a case."""
+
+    reference: str
+    specialty: Specialty
+    language: Language
+    questions: list[Question]
+    patient_id: str | None = None
+    partner_id: str | None = None
+    consent_scopes: list[str] = Field(default_factory=list)
+    submitted_at: datetime
+    contact: Sealed | None = Field(None, description="Dropped when the case is withdrawn.")
+
+
+class ReceivedOpinion(_Doc):
+    """One opinion version as `avis.review.completed.v1` brought it, sealed again for reports."""
+
+    version: int
+    event_id: str
+    assignment_id: str
+    reviewer_id: str
+    specialty: Specialty
+    completed_at: datetime
+    sealed: Sealed
+
+
+class VersionEntry(_Doc):
+    """A report version issued for the case: numbers and dates, nothing clinical."""
+
+    version: int
+    opinion_version: int
+    reviewer_id: str
+    language: Language
+    issued_at: datetime
+
+
+class CaseDoc(_Doc):
+    """The case aggregate (without its outbox)."""
+
+    id: str = Field(alias="_id")
+    report_id: str
+    case: CaseRecord | None = None
+    withdrawn_at: datetime | None = None
+    opinions: list[ReceivedOpinion] = Field(default_factory=list)
+    versions: list[VersionEntry] = Field(default_factory=list)
+    traceparent: str = ""
+    created_at: datetime
+
+
+class PdfCache(_Doc):
+    """A rendered PDF, sealed, with its ETag."""
+
+    sealed: Sealed
+    etag: str
+    size: int
+    rendered_at: datetime
+
+
+class VersionDoc(_Doc):
+    """One report version: the composed report, sealed, and its PDF once rendered."""
+
+    id: str = Field(alias="_id")
+    report_id: str
+    case_id: str
+    version: int
+    opinion_version: int
+    language: Language
+    issued_at: datetime
+    report: Sealed
+    pdf: PdfCache | None = None
+
+
+async def init(db: AsyncDatabase[Document]) -> None:
+    """Nothing to index: every look-up is by `_id` (the relay indexes what it polls)."""
+    del db
+
+
+class Store:
+    """Reports' collections; writers of a case hold its lock (the case id) around them."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self.cases = db["cases"]
+        self.versions = db["versions"]
+        self.report_ids = db["report_ids"]
+
+    # cases
+
+    async def case(self, case_id: str) -> CaseDoc | None:
+        """The case aggregate, without its outbox."""
+        doc = await self.cases.find_one({"_id": case_id}, WITHOUT_OUTBOX)
+        return None if doc is None else CaseDoc.model_validate(doc)
+
+    async def insert_case(self, case: CaseDoc) -> None:
+        """A new case aggregate; DuplicateKeyError if it exists."""
+        await self.cases.insert_one(new_with_events(case.to_doc(), []))
+
+    async def set_case_record(self, case_id: str, record: CaseRecord, traceparent: str) -> None:
+        """Record what `case-submitted` said of a case already known (an opinion came first)."""
+        changes: dict[str, Any] = {"case": record.to_doc()}
+        if traceparent:
+            changes["traceparent"] = traceparent
+        await self.cases.update_one({"_id": case_id}, {"$set": changes})
+
+    async def add_opinion(self, case_id: str, opinion: ReceivedOpinion) -> None:
+        """Keep one more opinion version of the case."""
+        await self.cases.update_one({"_id": case_id}, {"$push": {"opinions": opinion.to_doc()}})
+
+    async def add_version(self, case_id: str, entry: VersionEntry, events: list[Event]) -> None:
+        """Record an issued version and the events it causes, in one write."""
+        await self.cases.update_one(
+            {"_id": case_id},
+            with_events({"$push": {"versions": entry.to_doc()}}, events),
+        )
+
+    async def set_withdrawn(self, case_id: str, at: datetime, *, forget: bool) -> None:
+        """Mark a case withdrawn; with `forget`, drop the contact and opinions it will not need."""
+        update: dict[str, Any] = {"$set": {"withdrawn_at": at}}
+        if forget:
+            update["$unset"] = {"case.contact": "", "opinions": ""}
+        await self.cases.update_one({"_id": case_id}, update)
+
+    # report ids
+
+    async def claim_report_id(self, report_id: str, case_id: str) -> None:
+        """Make `report_id` resolve to its case (idempotent)."""
+        await self.report_ids.update_one(
+            {"_id": report_id}, {"$set": {"case_id": case_id}}, upsert=True
+        )
+
+    async def case_of_report(self, report_id: str) -> str | None:
+        """The case a report id belongs to."""
+        doc = await self.report_ids.find_one({"_id": report_id})
+        return None if doc is None else str(doc["case_id"])
+
+    # versions
+
+    async def version(self, key: str) -> VersionDoc | None:
+        """One stored report version."""
+        doc = await self.versions.find_one({"_id": key})
+        return None if doc is None else VersionDoc.model_validate(doc)
+
+    async def insert_version(self, version: VersionDoc) -> None:
+        """A new report version; DuplicateKeyError if it exists."""
+        await self.versions.insert_one(version.to_doc())
+
+    async def set_pdf(self, key: str, pdf: PdfCache) -> None:
+        """Keep a version's rendered PDF."""
+        await self.versions.update_one({"_id": key}, {"$set": {"pdf": pdf.to_doc()}})

@@ -1,0 +1,147 @@
+"""API schemas and views of the reports service.
+
+`Report` is the medical feedback report as composed: every text in the patient's language, ready
+to read or to lay out, so the PDF and the FHIR document are renderings of this one object.
+"""
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from avis.shared.events import Assessment, Language, Question, Specialty
+
+# Case ids are UUIDs (intake makes them); report ids too (derived from the case id).
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+MAX_VERSION = 10_000
+VERSION_CURSOR_PATTERN = r"^[1-9][0-9]{0,4}$"
+
+PDF_MEDIA_TYPE = "application/pdf"
+FHIR_MEDIA_TYPE = "application/fhir+json"
+JSON_MEDIA_TYPE = "application/json"
+
+
+class SectionCode(StrEnum):
+    """The parts of the opinion, in the order the report gives them."""
+
+    DIAGNOSIS = "diagnosis"
+    IMAGING_AND_LAB_REVIEW = "imaging_and_lab_review"
+    ALTERNATIVE_PATHWAYS = "alternative_pathways"
+    RISK_BENEFIT = "risk_benefit"
+    FURTHER_TESTS = "further_tests"
+    SUMMARY = "summary"
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PatientBlock(_View):
+    """Who the report is about (a physician files reports by name and birth date)."""
+
+    name: str
+    given_name: str
+    family_name: str
+    birth_date: date
+    birth_date_text: str = Field(description="The birth date as the patient's language writes it.")
+
+
+class DateLine(_View):
+    """One of the report's dates, with its label and its text in the patient's language."""
+
+    label: str
+    at: datetime
+    text: str
+
+
+class QuestionLine(_View):
+    """A question the patient asked, and where the report answers it."""
+
+    code: Question
+    text: str
+    answered_in: SectionCode
+    answered_in_text: str
+
+
+class ReportSection(_View):
+    """One numbered part of the opinion (the summary has no number)."""
+
+    code: SectionCode
+    number: int | None
+    heading: str
+    assessment: Assessment | None = Field(None, description="Diagnosis only.")
+    lead: str | None = Field(None, description="The diagnosis's assessment, as a sentence.")
+    text: str
+
+
+class ReviewerBlock(_View):
+    """The specialist who wrote the opinion."""
+
+    heading: str
+    name: str
+    specialty: Specialty
+    specialty_text: str
+
+
+class Titled(_View):
+    """A heading and its text."""
+
+    heading: str
+    text: str
+
+
+class Labels(_View):
+    """Texts the layouts need around the content."""
+
+    patient: str
+    born: str
+    reference: str
+    specialty: str
+    version: str
+    questions: str
+    questions_intro: str
+    confidential: str
+    page: str = Field(description="Page numbering, with %(page)s and %(pages)s placeholders.")
+
+
+class Report(_View):
+    """The medical feedback report of a case, one version, as composed."""
+
+    report_id: str
+    case_id: str
+    version: int = Field(ge=1)
+    opinion_version: int = Field(ge=1)
+    language: Language
+    reference: str
+    title: str
+    subtitle: str
+    correction_note: str | None = Field(None, description="From version 2 on: what it replaces.")
+    patient: PatientBlock
+    specialty: Specialty
+    specialty_text: str
+    dates: list[DateLine] = Field(description="Submitted, reviewed, issued.")
+    issued_at: datetime
+    questions: list[QuestionLine]
+    sections: list[ReportSection]
+    reviewer: ReviewerBlock
+    disclaimer: Titled
+    labels: Labels
+
+
+class ReportVersion(_View):
+    """One version of a case's report: what it is and where to fetch it (nothing clinical)."""
+
+    report_id: str
+    case_id: str
+    version: int
+    opinion_version: int
+    language: Language
+    issued_at: datetime
+    url: str = Field(description="This version's JSON; ask for PDF or FHIR with Accept.")
+
+
+class ReportVersionPage(_View):
+    """A page of a case's report versions, newest first; pass `next_cursor` as `cursor`."""
+
+    items: list[ReportVersion]
+    next_cursor: str | None

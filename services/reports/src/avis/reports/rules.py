@@ -1,0 +1,326 @@
+"""The reports service's pure decisions: ids, who may read a report, which opinion versions
+become report versions, what the client asked for, and the composition of the report itself.
+No I/O here; the texts come in as a `Texts` (the catalogue of one language)."""
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from avis.reports.i18n import Texts
+from avis.reports.models import (
+    FHIR_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    PDF_MEDIA_TYPE,
+    DateLine,
+    Labels,
+    PatientBlock,
+    QuestionLine,
+    Report,
+    ReportSection,
+    ReviewerBlock,
+    SectionCode,
+    Titled,
+)
+from avis.shared.events import (
+    CompletedOpinion,
+    ConsentScope,
+    Language,
+    PatientContact,
+    Question,
+    Specialty,
+)
+from avis.shared.security import Principal
+
+# Report ids are derived from the case id, so composing again never mints another id.
+_REPORT_NAMESPACE = uuid.UUID("8f7e3c1a-52d4-4b0e-9c61-3a9d2e7f4b18")
+
+# The opinion's numbered parts, in the report's order.
+OPINION_SECTIONS: tuple[SectionCode, ...] = (
+    SectionCode.DIAGNOSIS,
+    SectionCode.IMAGING_AND_LAB_REVIEW,
+    SectionCode.ALTERNATIVE_PATHWAYS,
+    SectionCode.RISK_BENEFIT,
+    SectionCode.FURTHER_TESTS,
+)
+# Where each question the patient may ask is answered.
+ANSWERED_IN: dict[Question, SectionCode] = {
+    Question.DIAGNOSIS_CLARIFICATION: SectionCode.DIAGNOSIS,
+    Question.IMAGING_AND_LAB_REVIEW: SectionCode.IMAGING_AND_LAB_REVIEW,
+    Question.TREATMENT_ALTERNATIVES: SectionCode.ALTERNATIVE_PATHWAYS,
+    Question.RISK_BENEFIT: SectionCode.RISK_BENEFIT,
+    Question.FURTHER_TESTS: SectionCode.FURTHER_TESTS,
+}
+FORMATS: tuple[str, ...] = ("json", "pdf", "fhir")
+
+
+# --- ids and associated data ----------------------------------------------------------------
+
+
+def report_id_for(case_id: str) -> str:
+    """The id of a case's report (one per case; its versions are numbered)."""
+    return str(uuid.uuid5(_REPORT_NAMESPACE, case_id))
+
+
+def version_key(report_id: str, version: int) -> str:
+    """The `_id` of one stored report version, also the associated data sealing it."""
+    return f"{report_id}:v{version}"
+
+
+def contact_aad(case_id: str) -> str:
+    """Associated data of the patient's contact as reports keeps it."""
+    return f"reports:contact:{case_id}"
+
+
+def opinion_aad(case_id: str, opinion_version: int) -> str:
+    """Associated data of an opinion version as reports keeps it."""
+    return f"reports:opinion:{case_id}:v{opinion_version}"
+
+
+def report_aad(key: str) -> str:
+    """Associated data of a composed report version."""
+    return f"reports:report:{key}"
+
+
+def pdf_aad(key: str) -> str:
+    """Associated data of a report version's rendered PDF."""
+    return f"reports:pdf:{key}"
+
+
+# --- who may read ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readers:
+    """What decides who may read a case's report; it all travelled in the events."""
+
+    patient_id: str | None
+    partner_id: str | None
+    consent_scopes: frozenset[str]
+    reviewer_ids: frozenset[str]
+
+
+def may_read(principal: Principal, readers: Readers) -> bool:
+    """The patient who filed the case, the partner that filed it (with the patient's consent to
+    share), a specialist who wrote a version of the opinion, coordinators; nobody else."""
+    match principal.role:
+        case "coordinator":
+            return True
+        case "patient":
+            return readers.patient_id is not None and principal.sub == readers.patient_id
+        case "partner":
+            return (
+                readers.partner_id is not None
+                and ConsentScope.SHARE_WITH_PARTNER.value in readers.consent_scopes
+                and principal.partner_id == readers.partner_id
+            )
+        case "reviewer":
+            return principal.sub in readers.reviewer_ids
+        case _:
+            return False
+
+
+# --- which versions ----------------------------------------------------------------------------
+
+
+def opinions_to_compose(
+    received: Iterable[int], composed: Iterable[int], *, case_known: bool, withdrawn: bool
+) -> list[int]:
+    """The opinion versions that become new report versions now, oldest first.
+
+    Nothing before the case is known (the opinion waits, parked) or once it is withdrawn; an
+    opinion version not newer than the latest one composed makes nothing (a redelivery, or an
+    older version arriving late).
+    """
+    if not case_known or withdrawn:
+        return []
+    latest = max(composed, default=0)
+    return sorted(v for v in set(received) if v > latest)
+
+
+def page_of_versions(
+    versions: Sequence[int], cursor: int | None, limit: int
+) -> tuple[list[int], int | None]:
+    """A page of version numbers, newest first, after `cursor`; and the next cursor."""
+    ordered = sorted((v for v in versions if cursor is None or v < cursor), reverse=True)
+    page = ordered[:limit]
+    return page, (page[-1] if len(ordered) > limit else None)
+
+
+# --- what the client asked for ------------------------------------------------------------------
+
+_MEDIA_RANGE = re.compile(r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*$")
+
+
+def choose_media_type(accept: str | None) -> str | None:
+    """The representation to serve for an `Accept` header: JSON, PDF or FHIR; None if none fits.
+
+    No header, or `*/*`, means JSON; among acceptable types the highest `q` wins, then the
+    order we prefer (JSON, FHIR, PDF).
+    """
+    if accept is None or not accept.strip():
+        return JSON_MEDIA_TYPE
+    offered = (JSON_MEDIA_TYPE, FHIR_MEDIA_TYPE, PDF_MEDIA_TYPE)
+    best: tuple[float, int, str] | None = None
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        found = _MEDIA_RANGE.match(media)
+        if not found:
+            continue
+        kind, sub = found.group(1).lower(), found.group(2).lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if not 0 < q <= 1:
+            continue
+        for rank, candidate in enumerate(offered):
+            c_kind, c_sub = candidate.split("/")
+            fits = (kind == "*" and sub == "*") or (kind == c_kind and sub in ("*", c_sub))
+            # `application/*` and `*/*` stand for JSON only: a PDF is asked for by name.
+            if fits and (sub != "*" or candidate == JSON_MEDIA_TYPE):
+                key = (q, -rank, candidate)
+                if best is None or key[:2] > best[:2]:
+                    best = key
+    return best[2] if best else None
+
+
+# --- composition ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What the report needs of the case (from `avis.case.submitted.v1`)."""
+
+    case_id: str
+    reference: str
+    specialty: Specialty
+    language: Language
+    questions: tuple[Question, ...]
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class OpinionFacts:
+    """One opinion version as received (from `avis.review.completed.v1`), opened."""
+
+    opinion: CompletedOpinion
+    specialty: Specialty
+    completed_at: datetime
+
+
+def compose(
+    *,
+    texts: Texts,
+    case: CaseFacts,
+    contact: PatientContact,
+    opinion: OpinionFacts,
+    report_id: str,
+    version: int,
+    issued_at: datetime,
+) -> Report:
+    """The report of one opinion version, in the language of `texts` (the patient's)."""
+    t = texts
+    content = opinion.opinion
+    bodies = {
+        SectionCode.DIAGNOSIS: content.diagnosis.explanation,
+        SectionCode.IMAGING_AND_LAB_REVIEW: content.imaging_and_lab_review,
+        SectionCode.ALTERNATIVE_PATHWAYS: content.alternative_pathways,
+        SectionCode.RISK_BENEFIT: content.risk_benefit,
+        SectionCode.FURTHER_TESTS: content.further_tests,
+    }
+    sections = [
+        ReportSection(
+            code=code,
+            number=number,
+            heading=t(f"heading.{code.value}"),
+            assessment=content.diagnosis.assessment if code is SectionCode.DIAGNOSIS else None,
+            lead=(
+                t(f"assessment.{content.diagnosis.assessment.value}")
+                if code is SectionCode.DIAGNOSIS
+                else None
+            ),
+            text=bodies[code].strip(),
+        )
+        for number, code in enumerate(OPINION_SECTIONS, start=1)
+    ]
+    sections.append(
+        ReportSection(
+            code=SectionCode.SUMMARY,
+            number=None,
+            heading=t("heading.summary"),
+            text=content.summary_for_patient.strip(),
+        )
+    )
+    numbered = {s.code: s for s in sections}
+    questions = []
+    for question in dict.fromkeys(case.questions):
+        target = numbered[ANSWERED_IN[question]]
+        questions.append(
+            QuestionLine(
+                code=question,
+                text=t(f"question.{question.value}"),
+                answered_in=target.code,
+                answered_in_text=t(
+                    "text.answered_in", number=t.number(target.number or 0), heading=target.heading
+                ),
+            )
+        )
+    specialty = content.reviewer_specialty or opinion.specialty
+    given, family = contact.given_name.strip(), contact.family_name.strip()
+    return Report(
+        report_id=report_id,
+        case_id=case.case_id,
+        version=version,
+        opinion_version=content.version,
+        language=texts.language,
+        reference=case.reference,
+        title=t("report.title"),
+        subtitle=t("report.subtitle"),
+        correction_note=(
+            t("text.correction", previous=t.number(version - 1)) if version > 1 else None
+        ),
+        patient=PatientBlock(
+            name=f"{given} {family}",
+            given_name=given,
+            family_name=family,
+            birth_date=contact.birth_date,
+            birth_date_text=t.date(contact.birth_date),
+        ),
+        specialty=case.specialty,
+        specialty_text=t(f"specialty.{case.specialty.value}"),
+        dates=[
+            DateLine(label=t(label), at=at, text=t.date(at.date()))
+            for label, at in (
+                ("label.submitted", case.submitted_at),
+                ("label.reviewed", opinion.completed_at),
+                ("label.issued", issued_at),
+            )
+        ],
+        issued_at=issued_at,
+        questions=questions,
+        sections=sections,
+        reviewer=ReviewerBlock(
+            heading=t("heading.reviewer"),
+            name=content.reviewer_display_name.strip(),
+            specialty=specialty,
+            specialty_text=t(f"specialty.{specialty.value}"),
+        ),
+        disclaimer=Titled(heading=t("heading.disclaimer"), text=t("text.disclaimer")),
+        labels=Labels(
+            patient=t("label.patient"),
+            born=t("label.born"),
+            reference=t("label.reference"),
+            specialty=t("label.specialty"),
+            version=t("label.version"),
+            questions=t("heading.questions"),
+            questions_intro=t("text.questions"),
+            confidential=t("footer.confidential"),
+            page=t("footer.page", page="%(page)s", pages="%(pages)s"),
+        ),
+    )

@@ -1,0 +1,436 @@
+"""The reports service's use cases: follow a case and its opinions, issue report versions, and
+serve them to those who may read them.
+
+A case's submission and its opinion come on different topics, in no guaranteed order. Whichever
+comes first is kept on the case's aggregate (the opinion parked, sealed) and the second one
+completes it; nothing waits on a partition. Every opinion version newer than the last one
+composed becomes a report version; a redelivered event finds its effect already there.
+
+Every write to a case holds the case's lock (its id, the key the outbox relay takes too).
+Rendering the PDF is kept off the consumer's path: it happens in the background after a version
+is issued, or on the first request for it, in one worker thread, and is then kept (sealed).
+"""
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pymongo.errors import DuplicateKeyError
+
+from avis.reports import fhir
+from avis.reports.i18n import texts
+from avis.reports.models import Report, ReportVersion, ReportVersionPage
+from avis.reports.pdf import render_pdf
+from avis.reports.rules import (
+    FORMATS,
+    CaseFacts,
+    OpinionFacts,
+    Readers,
+    compose,
+    contact_aad,
+    may_read,
+    opinion_aad,
+    opinions_to_compose,
+    page_of_versions,
+    pdf_aad,
+    report_aad,
+    report_id_for,
+    version_key,
+)
+from avis.reports.settings import Settings
+from avis.reports.store import (
+    CaseDoc,
+    CaseRecord,
+    PdfCache,
+    ReceivedOpinion,
+    Store,
+    VersionDoc,
+    VersionEntry,
+    now,
+)
+from avis.shared.envelope import Event, PoisonMessage
+from avis.shared.events import (
+    CaseSubmitted,
+    CaseWithdrawn,
+    CompletedOpinion,
+    PatientContact,
+    ReportReady,
+    ReviewCompleted,
+)
+from avis.shared.observability import case_span
+from avis.shared.problems import Problem
+from avis.shared.runtime import Runtime
+from avis.shared.sealing import Keyring, M, Sealed, SealingError
+from avis.shared.security import Principal
+
+log = structlog.get_logger("avis.reports")
+SOURCE = "/avis/reports"
+RENDER_QUEUE_SIZE = 1000
+
+
+def not_found() -> Problem:
+    """The one answer for a report that does not exist or that the caller may not read."""
+    return Problem(404, "report-not-found", "Report not found", "No such report for this caller.")
+
+
+def readers_of(case: CaseDoc) -> Readers:
+    """Who may read a case's report, from what its events said."""
+    record = case.case
+    return Readers(
+        patient_id=record.patient_id if record else None,
+        partner_id=record.partner_id if record else None,
+        consent_scopes=frozenset(record.consent_scopes if record else ()),
+        reviewer_ids=frozenset(
+            [o.reviewer_id for o in case.opinions] + [v.reviewer_id for v in case.versions]
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Served:
+    """A report version opened for a reader."""
+
+    version: VersionDoc
+    report: Report
+
+
+@dataclass(frozen=True)
+class Pdf:
+    """A rendered PDF and its ETag (`content` is None when the client's copy is current)."""
+
+    content: bytes | None
+    etag: str
+    filename: str
+
+
+class ReportsService:
+    """Reports' operations over its store, its locks, its keyring and its outbox relay."""
+
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.store = Store(runtime.db)
+        self.locks = runtime.locks
+        self.relay = runtime.relay
+        self.keyring = Keyring.from_settings(settings)
+        self.public_url = settings.public_url.rstrip("/")
+        self.render_in_background = settings.render_in_background
+        # One thread renders PDFs, one at a time: the event loop stays free meanwhile.
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports-pdf")
+        self._to_render: asyncio.Queue[str] = asyncio.Queue(RENDER_QUEUE_SIZE)
+        runtime.relay.watch(self.store.cases)
+
+    # --- sealing ---------------------------------------------------------------------------------
+
+    def _open(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
+        try:
+            return self.keyring.open_model(sealed, aad, model)
+        except SealingError as exc:
+            # Retrying cannot open it; the dead letter can be replayed once keys are fixed.
+            raise PoisonMessage(f"the sealed {what} cannot be opened: {exc}") from None
+
+    # --- events in -------------------------------------------------------------------------------
+
+    async def case_submitted(self, *, event_id: str, case: CaseSubmitted, traceparent: str) -> None:
+        """Keep what the report needs of a submitted case; compose any opinion already parked."""
+        contact = self._open(case.contact, event_id, PatientContact, "contact")
+        case_id = case.case_id
+        record = CaseRecord(
+            reference=case.reference,
+            specialty=case.specialty,
+            language=case.language,
+            questions=list(case.questions),
+            patient_id=case.patient_id,
+            partner_id=case.partner_id,
+            consent_scopes=[s.value for s in case.consent_scopes],
+            submitted_at=case.submitted_at,
+            contact=self.keyring.seal_json(contact, contact_aad(case_id)),
+        )
+        async with self.locks.hold(case_id):
+            stored = await self.store.case(case_id)
+            if stored is None:
+                fresh = CaseDoc(
+                    id=case_id,
+                    report_id=report_id_for(case_id),
+                    case=record,
+                    traceparent=traceparent,
+                    created_at=now(),
+                )
+                await self.store.insert_case(fresh)
+                log.info("case followed", case_id=case_id)
+            elif stored.case is None:
+                if stored.withdrawn_at is not None:
+                    # Withdrawn before it reached us: who may read stays known, the contact not.
+                    record = record.model_copy(update={"contact": None})
+                await self.store.set_case_record(case_id, record, traceparent)
+                log.info("case followed", case_id=case_id, opinions_waiting=len(stored.opinions))
+            await self._compose_due(case_id)
+        self.relay.wake()
+
+    async def review_completed(
+        self, *, event_id: str, review: ReviewCompleted, traceparent: str
+    ) -> None:
+        """Keep an opinion version (sealed for reports) and compose its report if the case is
+        known; otherwise it waits, parked on the case, for the submission."""
+        opinion = self._open(review.opinion, event_id, CompletedOpinion, "opinion")
+        case_id = review.case_id
+        received = ReceivedOpinion(
+            version=review.version,
+            event_id=event_id,
+            assignment_id=review.assignment_id,
+            reviewer_id=review.reviewer_id,
+            specialty=review.specialty,
+            completed_at=review.completed_at,
+            sealed=self.keyring.seal_json(opinion, opinion_aad(case_id, review.version)),
+        )
+        async with self.locks.hold(case_id):
+            stored = await self.store.case(case_id)
+            if stored is None:
+                parked = CaseDoc(
+                    id=case_id,
+                    report_id=report_id_for(case_id),
+                    opinions=[received],
+                    traceparent=traceparent,
+                    created_at=now(),
+                )
+                await self.store.insert_case(parked)
+                log.info("opinion waits for its case", case_id=case_id, version=review.version)
+            elif stored.withdrawn_at is not None:
+                log.info("opinion of a withdrawn case ignored", case_id=case_id)
+            elif review.version not in {o.version for o in stored.opinions}:
+                await self.store.add_opinion(case_id, received)
+            await self._compose_due(case_id)
+        self.relay.wake()
+
+    async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
+        """A withdrawn case gets no report from now on; one already issued stays readable."""
+        case_id = withdrawal.case_id
+        async with self.locks.hold(case_id):
+            stored = await self.store.case(case_id)
+            if stored is None:
+                # A tombstone: a submission or opinion arriving later is not composed.
+                tombstone = CaseDoc(
+                    id=case_id,
+                    report_id=report_id_for(case_id),
+                    withdrawn_at=withdrawal.withdrawn_at,
+                    created_at=now(),
+                )
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.store.insert_case(tombstone)
+            elif stored.withdrawn_at is None:
+                # Without an issued report, the contact and the opinions are no longer needed.
+                forget = not stored.versions
+                await self.store.set_withdrawn(case_id, withdrawal.withdrawn_at, forget=forget)
+            log.info("case withdrawn", case_id=case_id)
+
+    # --- composing --------------------------------------------------------------------------------
+
+    async def _compose_due(self, case_id: str) -> None:
+        """Issue a report version for each opinion version due; the caller holds the case."""
+        case = await self.store.case(case_id)
+        if case is None:
+            return
+        due = opinions_to_compose(
+            [o.version for o in case.opinions],
+            [v.opinion_version for v in case.versions],
+            case_known=case.case is not None,
+            withdrawn=case.withdrawn_at is not None,
+        )
+        by_version = {o.version: o for o in case.opinions}
+        for opinion_version in due:
+            version = max((v.version for v in case.versions), default=0) + 1
+            entry = await self._issue(case, by_version[opinion_version], version)
+            case = case.model_copy(update={"versions": [*case.versions, entry]})
+
+    async def _issue(self, case: CaseDoc, received: ReceivedOpinion, version: int) -> VersionEntry:
+        """Compose, keep and announce one report version."""
+        record = case.case
+        assert record is not None and record.contact is not None  # opinions_to_compose says so
+        sealed_contact = record.contact
+        key = version_key(case.report_id, version)
+        stored = await self.store.version(key)
+        if stored is None:
+            contact = self._open(sealed_contact, contact_aad(case.id), PatientContact, "contact")
+            content = self._open(
+                received.sealed,
+                opinion_aad(case.id, received.version),
+                CompletedOpinion,
+                "opinion",
+            )
+            issued_at = now()
+            report = compose(
+                texts=texts(record.language),
+                case=CaseFacts(
+                    case_id=case.id,
+                    reference=record.reference,
+                    specialty=record.specialty,
+                    language=record.language,
+                    questions=tuple(record.questions),
+                    submitted_at=record.submitted_at,
+                ),
+                contact=contact,
+                opinion=OpinionFacts(content, received.specialty, received.completed_at),
+                report_id=case.report_id,
+                version=version,
+                issued_at=issued_at,
+            )
+            stored = VersionDoc(
+                id=key,
+                report_id=case.report_id,
+                case_id=case.id,
+                version=version,
+                opinion_version=received.version,
+                language=record.language,
+                issued_at=issued_at,
+                report=self.keyring.seal_json(report, report_aad(key)),
+            )
+            try:
+                await self.store.insert_version(stored)
+            except DuplicateKeyError:
+                stored = await self.store.version(key) or stored
+        # else: an earlier attempt stopped after keeping the version; announce that one.
+        await self.store.claim_report_id(case.report_id, case.id)
+        entry = VersionEntry(
+            version=version,
+            opinion_version=stored.opinion_version,
+            reviewer_id=received.reviewer_id,
+            language=stored.language,
+            issued_at=stored.issued_at,
+        )
+        with case_span("reports.issue", case.traceparent) as span:
+            span.set_attribute("avis.case_id", case.id)
+            span.set_attribute("avis.report.version", version)
+            event = Event.new(
+                ReportReady(
+                    case_id=case.id,
+                    report_id=case.report_id,
+                    version=version,
+                    languages=[stored.language],
+                    formats=list(FORMATS),
+                    ready_at=stored.issued_at,
+                    report_url=self.version_url(case.report_id, version),
+                ),
+                SOURCE,
+            )
+        await self.store.add_version(case.id, entry, [event])
+        log.info(
+            "report issued",
+            case_id=case.id,
+            report_id=case.report_id,
+            version=version,
+            opinion_version=stored.opinion_version,
+        )
+        if self.render_in_background:
+            with contextlib.suppress(asyncio.QueueFull):
+                # A full queue only means this one renders on its first request.
+                self._to_render.put_nowait(key)
+        return entry
+
+    def version_url(self, report_id: str, version: int) -> str:
+        """Where a report version is read (JSON; PDF and FHIR by content negotiation)."""
+        return f"{self.public_url}/v1/reports/{report_id}?version={version}"
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def _readable(self, principal: Principal, case_id: str) -> CaseDoc:
+        case = await self.store.case(case_id)
+        if case is None or not case.versions or not may_read(principal, readers_of(case)):
+            raise not_found()
+        return case
+
+    async def report(
+        self,
+        principal: Principal,
+        *,
+        case_id: str | None = None,
+        report_id: str | None = None,
+        version: int | None = None,
+    ) -> Served:
+        """A report version (the latest unless asked) of a case or a report id, opened."""
+        if case_id is None:
+            assert report_id is not None
+            case_id = await self.store.case_of_report(report_id)
+            if case_id is None:
+                raise not_found()
+        case = await self._readable(principal, case_id)
+        if report_id is not None and report_id != case.report_id:
+            raise not_found()
+        numbers = [v.version for v in case.versions]
+        wanted = max(numbers) if version is None else version
+        if wanted not in numbers:
+            raise not_found()
+        key = version_key(case.report_id, wanted)
+        stored = await self.store.version(key)
+        if stored is None:
+            raise not_found()
+        report = self.keyring.open_model(stored.report, report_aad(key), Report)
+        return Served(stored, report)
+
+    async def versions(
+        self, principal: Principal, case_id: str, cursor: int | None, limit: int
+    ) -> ReportVersionPage:
+        """A case's report versions, newest first."""
+        case = await self._readable(principal, case_id)
+        by_number = {v.version: v for v in case.versions}
+        page, next_cursor = page_of_versions(list(by_number), cursor, limit)
+        items = [
+            ReportVersion(
+                report_id=case.report_id,
+                case_id=case.id,
+                version=n,
+                opinion_version=by_number[n].opinion_version,
+                language=by_number[n].language,
+                issued_at=by_number[n].issued_at,
+                url=self.version_url(case.report_id, n),
+            )
+            for n in page
+        ]
+        return ReportVersionPage(
+            items=items, next_cursor=None if next_cursor is None else str(next_cursor)
+        )
+
+    def fhir_document(self, served: Served) -> dict[str, Any]:
+        """The FHIR R4B document of a served version."""
+        return fhir.document(served.report)
+
+    async def pdf(self, served: Served, if_none_match: Sequence[str] = ()) -> Pdf:
+        """The PDF of a served version, rendered now if it was not yet (then kept)."""
+        stored = served.version
+        filename = f"{served.report.reference}-v{stored.version}.pdf"
+        cache = stored.pdf or await self._render(stored.id, served.report)
+        if cache.etag in if_none_match or "*" in if_none_match:
+            return Pdf(None, cache.etag, filename)
+        content = self.keyring.open(cache.sealed, pdf_aad(stored.id))
+        return Pdf(content, cache.etag, filename)
+
+    async def _render(self, key: str, report: Report) -> PdfCache:
+        loop = asyncio.get_running_loop()
+        content = await loop.run_in_executor(self._renderer, render_pdf, report)
+        cache = PdfCache(
+            sealed=self.keyring.seal(content, pdf_aad(key)),
+            etag=f'"{hashlib.sha256(content).hexdigest()[:32]}"',
+            size=len(content),
+            rendered_at=now(),
+        )
+        async with self.locks.hold(key):
+            await self.store.set_pdf(key, cache)
+        return cache
+
+    async def render_queued(self) -> None:
+        """Render the PDFs of newly issued versions, one at a time, for the life of the service."""
+        while True:
+            key = await self._to_render.get()
+            try:
+                stored = await self.store.version(key)
+                if stored is not None and stored.pdf is None:
+                    report = self.keyring.open_model(stored.report, report_aad(key), Report)
+                    cache = await self._render(key, report)
+                    log.info("report rendered", report_id=stored.report_id, bytes=cache.size)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Rendered on its first request instead; the loop goes on.
+                log.warning("background rendering failed", error=type(exc).__name__)

@@ -1,0 +1,168 @@
+"""Sample cases and opinions for the reports tests, the PDF benchmark and the docs' pictures:
+one French and one English patient, each with a complete structured opinion."""
+
+from datetime import UTC, date, datetime
+
+from avis.reports.i18n import texts
+from avis.reports.models import Report
+from avis.reports.rules import CaseFacts, OpinionFacts, compose, report_id_for
+from avis.shared.events import (
+    CompletedOpinion,
+    Language,
+    PatientContact,
+    Question,
+    Specialty,
+)
+
+CASE_IDS = {
+    Language.FR: "3f1c2a9e-8b7d-4e21-9a5c-0d6e4f1b2c3d",
+    Language.EN: "7a2b4c6d-1e3f-4a5b-8c7d-9e0f1a2b3c4d",
+}
+CONTACTS = {
+    Language.FR: PatientContact(
+        given_name="Éloïse",
+        family_name="Dupré-Nuñez",
+        email="eloise@example.org",
+        birth_date=date(1971, 3, 14),
+        preferred_language=Language.FR,
+    ),
+    Language.EN: PatientContact(
+        given_name="Margaret",
+        family_name="O’Connell",
+        email="margaret@example.org",
+        birth_date=date(1958, 11, 2),
+        preferred_language=Language.EN,
+    ),
+}
+OPINIONS = {
+    Language.FR: {
+        "diagnosis": {
+            "assessment": "clarified",
+            "explanation": (
+                "Le nodule de 14 mm du lobe supérieur droit présente les caractéristiques d’un "
+                "adénocarcinome pulmonaire de stade précoce (cT1b N0 M0). La biopsie confirme "
+                "la nature du nodule ; le stade, lui, mérite d’être précisé par un TEP-scanner.\n\n"
+                "Rien dans le dossier ne suggère une atteinte ganglionnaire à ce jour."
+            ),
+        },
+        "imaging_and_lab_review": (
+            "Le scanner thoracique de mars et l’IRM cérébrale sont de bonne qualité et "
+            "concordants. Les analyses sanguines (NFS, bilan hépatique et rénal) sont normales."
+        ),
+        "alternative_pathways": (
+            "Si la chirurgie n’est pas souhaitée ou pas possible, la radiothérapie "
+            "stéréotaxique offre un contrôle local comparable pour une tumeur de cette taille."
+        ),
+        "risk_benefit": (
+            "La lobectomie par vidéo-thoracoscopie offre les meilleures chances de guérison, "
+            "pour un risque opératoire faible compte tenu de votre âge et de votre souffle."
+        ),
+        "further_tests": (
+            "Un TEP-scanner avant l’intervention, et des épreuves fonctionnelles respiratoires "
+            "complètes."
+        ),
+        "summary_for_patient": (
+            "Le diagnostic est précisé : il s’agit d’une tumeur du poumon découverte tôt. "
+            "L’opération proposée est le bon choix ; un examen complémentaire est conseillé "
+            "avant de la programmer."
+        ),
+    },
+    Language.EN: {
+        "diagnosis": {
+            "assessment": "confirmed",
+            "explanation": (
+                "The echocardiogram and the MRI show a moderate narrowing of the aortic valve "
+                "(aortic stenosis), with a valve area of 1.2 cm² and a preserved pumping "
+                "function. The diagnosis you were given is right."
+            ),
+        },
+        "imaging_and_lab_review": (
+            "The echocardiogram of January is of good quality. Blood tests, including "
+            "NT-proBNP, are within the expected range for moderate stenosis."
+        ),
+        "alternative_pathways": (
+            "Close monitoring, with an echocardiogram every six to twelve months, is a sound "
+            "alternative to early valve replacement while you have no symptoms."
+        ),
+        "risk_benefit": (
+            "Replacing the valve now would expose you to the risks of surgery without a clear "
+            "gain, since the narrowing is moderate and you have no symptoms."
+        ),
+        "further_tests": "An exercise test, to make sure the narrowing causes no hidden symptoms.",
+        "summary_for_patient": (
+            "Your diagnosis is confirmed. Watchful monitoring is reasonable for now; an "
+            "exercise test would make the decision safer."
+        ),
+    },
+}
+REVIEWERS = {Language.FR: "Dr Claire Fontaine", Language.EN: "Dr James Whitfield"}
+SPECIALTIES = {Language.FR: Specialty.ONCOLOGY, Language.EN: Specialty.CARDIOLOGY}
+
+
+def case_facts(language: Language, questions: tuple[Question, ...] | None = None) -> CaseFacts:
+    """The sample case of `language`."""
+    return CaseFacts(
+        case_id=CASE_IDS[language],
+        reference="AV-2026-000123" if language is Language.FR else "AV-2026-000456",
+        specialty=SPECIALTIES[language],
+        language=language,
+        questions=questions or tuple(Question),
+        submitted_at=datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+    )
+
+
+def completed_opinion(language: Language, version: int = 1) -> CompletedOpinion:
+    """The sample opinion of `language`, as review seals it."""
+    return CompletedOpinion.model_validate(
+        {
+            **OPINIONS[language],
+            "version": version,
+            "reviewer_display_name": REVIEWERS[language],
+            "reviewer_specialty": SPECIALTIES[language].value,
+        }
+    )
+
+
+def sample_report(language: Language, version: int = 1) -> Report:
+    """The sample report of `language`, composed."""
+    case = case_facts(language)
+    return compose(
+        texts=texts(language),
+        case=case,
+        contact=CONTACTS[language],
+        opinion=OpinionFacts(
+            completed_opinion(language, version),
+            SPECIALTIES[language],
+            datetime(2026, 3, 9, 16, 5, tzinfo=UTC),
+        ),
+        report_id=report_id_for(case.case_id),
+        version=version,
+        issued_at=datetime(2026, 3, 9, 16, 6, tzinfo=UTC),
+    )
+
+
+def write_pictures(directory: str) -> None:
+    """Write page 1 of the French and English sample reports as small PNGs (the docs' pictures):
+    `python -m tests.unit.reports.samples docs`."""
+    import pathlib
+    import subprocess
+    import tempfile
+
+    from avis.reports.pdf import render_pdf
+
+    for language in Language:
+        with tempfile.TemporaryDirectory() as scratch:
+            source = pathlib.Path(scratch) / "report.pdf"
+            source.write_bytes(render_pdf(sample_report(language)))
+            target = pathlib.Path(directory) / f"report-{language.value}-page1"
+            page_1 = ["-f", "1", "-l", "1", "-singlefile"]
+            subprocess.run(
+                ["pdftoppm", "-png", "-r", "60", *page_1, str(source), str(target)], check=True
+            )
+            print(f"{target}.png")
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_pictures(sys.argv[1] if len(sys.argv) > 1 else "docs")
