@@ -31,6 +31,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
+from avis.shared.kafka import Messaging
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
@@ -183,8 +184,9 @@ class ReportsStack:
 
     async def consumed(self, event: Event, timeout: float = 30.0) -> None:
         """Wait until reports has stored its effect of `event`."""
-        marker = f"avis-{self.settings.service_name}:{event.id}"
-        await eventually(lambda: self.db["inbox"].find_one({"_id": marker}), timeout=timeout)
+        # The same consumer group reads the same inbox from this client.
+        messaging = Messaging(self.settings, self.publisher.broker, self.db)
+        await eventually(lambda: messaging.processed(event), timeout=timeout)
 
     async def ready(self, case: Case, count: int = 1) -> list[dict[str, Any]]:
         """The `report-ready` payloads of a case, once `count` of them were published."""

@@ -315,7 +315,8 @@ class ReportsService:
                 ),
                 SOURCE,
             )
-        await self.store.add_version(case.id, entry, [event])
+        async with self.relay.publishing(self.store.cases, case.id):
+            await self.store.add_version(case.id, entry, [event])
         log.info(
             "report issued",
             case_id=case.id,

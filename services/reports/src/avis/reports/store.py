@@ -114,7 +114,7 @@ class VersionDoc(_Doc):
 
 
 async def init(db: AsyncDatabase[Document]) -> None:
-    """Nothing to index: every look-up is by `_id` (the relay indexes what it polls)."""
+    """Nothing to index: every look-up is by `_id`, the relay's too."""
     del db
 
 
