@@ -24,7 +24,7 @@ from avis.shared.outbox import Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.conftest import BOOTSTRAP, eventually, make_settings, read_topic, unique
+from tests.conftest import BOOTSTRAP, eventually, make_settings, publish, read_topic, unique
 
 pytestmark = pytest.mark.infra
 
@@ -88,7 +88,7 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
         await aggregates.insert_one(new_with_events({"_id": event.subject, "status": "x"}, [event]))
 
         async def send_then_die(ev: Event) -> Awaitable[None]:
-            await producer.messaging.publish(ev)
+            await publish(producer, ev)
             raise asyncio.CancelledError  # the process dies after the ack, before the mark
 
         dying = Relay("test", send_then_die, producer.locks)
@@ -145,7 +145,7 @@ async def test_redelivered_event_changes_nothing(settings: CommonSettings, topic
         event = withdrawn(topic)
         async with Consumer(topic) as consumer:
             for _ in range(3):
-                await producer.messaging.publish(event)
+                await publish(producer, event)
             await eventually(lambda: consumer.outcomes(topic, event.type, "duplicate") == 2)
             assert await consumer.count(event.id) == 1
             assert consumer.outcomes(topic, event.type, "applied") == 1
@@ -169,7 +169,7 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
             # 2. a handler that keeps failing: dead-lettered after the bounded attempts
             consumer.broken = True
             failing = withdrawn(topic)
-            await producer.messaging.publish(failing)
+            await publish(producer, failing)
             letters = await read_topic(f"{topic}.dlq", expect=2)
             by_id = {dict(r.headers)["ce_id"].decode(): dict(r.headers) for r in letters}
             assert set(by_id) == {garbage.id, failing.id}
@@ -234,7 +234,7 @@ async def test_sealed_field_crosses_kafka_opens_after_rotation_and_refuses_tampe
         event = dataclasses.replace(
             Event.new(payload, "/avis/test", event_id=event_id), topic=topic
         )
-        await producer.messaging.publish(event)
+        await publish(producer, event)
         await eventually(lambda: opened.get(event_id))
         assert opened[event_id] == contact, "sealed under k1, opened by a ring that rotated to k2"
 

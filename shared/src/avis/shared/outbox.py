@@ -10,7 +10,6 @@ it never rewrites a document behind its writer's back.
 import asyncio
 import contextlib
 import inspect
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from avis.shared.envelope import Event
 from avis.shared.mongo import AggregateLocks, Document
 from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from avis.shared.retry import Backoff
 
 PENDING = {"outbox_pending": {"$gt": 0}}
 log = structlog.get_logger("avis.outbox")
@@ -80,17 +80,16 @@ class Relay:
 
     async def run(self) -> None:
         """Drain on every wake-up or poll interval; back off while a dependency is down."""
-        failures = 0
+        retry = Backoff(self.backoff_max)
         while True:
             self._wake.clear()
             try:
                 await self.drain()
-                failures = 0
+                retry.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                delay = min(self.backoff_max, 0.2 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311
+                delay = retry.next_delay()
                 log.warning(
                     "outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2)
                 )
