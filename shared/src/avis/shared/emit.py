@@ -58,7 +58,3 @@ class Emitter:
         if events:
             self.relay.wake()
         return result
-
-    def wake(self) -> None:
-        """Tell the relay events were written (after a write that took several steps)."""
-        self.relay.wake()

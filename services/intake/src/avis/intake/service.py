@@ -51,10 +51,10 @@ from avis.intake.store import (
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, PatientContact
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, ConsentScope, PatientContact
 from avis.shared.mongo import AggregateLocks
 from avis.shared.problems import Problem
-from avis.shared.sealing import Keyring
+from avis.shared.sealing import Keyring, Sealed
 from avis.shared.security import Principal
 
 SOURCE = "/avis/intake"
@@ -317,25 +317,12 @@ class IntakeService:
             )
 
             def submitted(event_id: str) -> CaseSubmitted:
-                share = rules.shared_with_partner(scopes)
                 contact = PatientContact.model_validate(case.patient.model_dump())
-                return CaseSubmitted(
-                    case_id=case_id,
-                    reference=case.reference,
-                    specialty=case.specialty,
-                    urgency=case.urgency,
-                    language=case.language,
-                    questions=case.questions,
-                    physician_institution=case.physician.institution_code
-                    if case.physician
-                    else None,
-                    # The referring partner hears of the case only if the patient agreed.
-                    partner_id=case.partner_id if share else None,
-                    partner_reference=case.partner_reference if share else None,
-                    patient_id=case.patient_id,
-                    consent_scopes=scopes,
-                    document_count=len(records),
-                    submitted_at=at,
+                return submission_of(
+                    case,
+                    scopes=scopes,
+                    documents=len(records),
+                    at=at,
                     case_url=f"{self.public_url}/v1/cases/{case_id}",
                     contact=self.keyring.seal_json(contact, aad=event_id),
                 )
@@ -462,4 +449,35 @@ def new_case(
                 id=f"{case_id}:created", kind=TimelineKind.CREATED, status=CaseStatus.DRAFT, at=at
             )
         ],
+    )
+
+
+def submission_of(
+    case: Case,
+    *,
+    scopes: list[ConsentScope],
+    documents: int,
+    at: datetime,
+    case_url: str,
+    contact: Sealed,
+) -> CaseSubmitted:
+    """What `avis.case.submitted.v1` says of a case: codes, ids and the sealed contact."""
+    share = rules.shared_with_partner(scopes)
+    return CaseSubmitted(
+        case_id=case.id,
+        reference=case.reference,
+        specialty=case.specialty,
+        urgency=case.urgency,
+        language=case.language,
+        questions=case.questions,
+        physician_institution=case.physician.institution_code if case.physician else None,
+        # The referring partner hears of the case only if the patient agreed.
+        partner_id=case.partner_id if share else None,
+        partner_reference=case.partner_reference if share else None,
+        patient_id=case.patient_id,
+        consent_scopes=scopes,
+        document_count=documents,
+        submitted_at=at,
+        case_url=case_url,
+        contact=contact,
     )
