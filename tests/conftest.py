@@ -153,3 +153,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def publish(runtime: Any, event: Any) -> None:
+    """Publish `event` straight to the broker, as another service's relay would, and wait for
+    its acknowledgement (services themselves publish only through their outbox)."""
+    await (await runtime.messaging.send(event))

@@ -26,6 +26,7 @@ OBSERVABILITY = ROOT / "deploy" / "observability"
 SHARED_SETTINGS = ROOT / "shared" / "src" / "avis" / "shared" / "settings.py"
 
 PORTS = {"intake": 8001, "review": 8002, "reports": 8003, "notify": 8004}
+DOCKERFILE = ROOT / "Dockerfile"  # one for every service, named by the SERVICE build argument
 LOOPBACK = "127.0.0.1"
 
 # What compose may set on a container that runs our code. Every name here is checked against the
@@ -264,8 +265,10 @@ def test_every_build_points_at_an_existing_dockerfile(services: dict[str, Any]) 
         context = services[name]["build"].get("context", ".")
         # the Dockerfiles copy uv.lock and every member: only the root is a usable context
         assert (ROOT / context).resolve() == ROOT, f"{name}: build context must be the root"
-    for name in PORTS:
-        assert built[name] == ROOT / "services" / name / "Dockerfile", f"{name}: wrong Dockerfile"
+    for name, port in PORTS.items():
+        assert built[name] == DOCKERFILE, f"{name}: every service builds from the one Dockerfile"
+        args = services[name]["build"].get("args") or {}
+        assert args == {"SERVICE": name, "PORT": str(port)}, f"{name}: build args {args}"
 
 
 def test_avis_variables_are_ones_the_code_reads(services: dict[str, Any]) -> None:
@@ -389,7 +392,8 @@ def test_topics_job_creates_the_topics_from_the_shared_package(
     command = topics.get("command")
     argv = shlex.split(command) if isinstance(command, str) else list(command or [])
     assert argv[:1] == ["avis-topics"], f"the topics job must run avis-topics, not {argv}"
-    assert _dockerfile_of(topics) == ROOT / "services" / "intake" / "Dockerfile"
+    assert _dockerfile_of(topics) == DOCKERFILE
+    assert topics["build"]["args"]["SERVICE"] == "intake", "avis-topics ships in every image"
     scripts = tomllib.loads((ROOT / "shared" / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts.get("avis-topics") == "avis.shared.topics:main"
     assert topics.get("restart", "no") == "no", "a one-shot job must not restart"
@@ -600,19 +604,32 @@ def _workspace_members() -> list[str]:
     return members
 
 
+def _substitute(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
+
+
 @pytest.mark.parametrize(("name", "port"), sorted(PORTS.items()))
-def test_dockerfile_builds_and_runs_its_service(name: str, port: int) -> None:
-    path = ROOT / "services" / name / "Dockerfile"
-    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
-    stages = _stages(path)
-    assert len(stages) >= 2, f"{name}: the Dockerfile must be multi-stage"
-    runtime = list(stages.values())[-1]
-    builder = [item for stage in list(stages.values())[:-1] for item in stage]
+def test_the_dockerfile_builds_and_runs_each_service(name: str, port: int) -> None:
+    """The one Dockerfile, read with the build arguments compose gives this service."""
+    assert DOCKERFILE.is_file(), "Dockerfile is missing"
+    stages = _stages(DOCKERFILE)
+    assert len(stages) >= 2, "the Dockerfile must be multi-stage"
+    build_args = {"SERVICE": name, "PORT": str(port)}
+    for stage in stages.values():
+        declared = {rest.split("=", 1)[0] for instruction, rest in stage if instruction == "ARG"}
+        used = {arg for arg in build_args if any(f"${{{arg}}}" in r for _, r in stage)}
+        assert used <= declared, f"stage uses {sorted(used - declared)} without ARG"
+    runtime = [(i, _substitute(r, build_args)) for i, r in list(stages.values())[-1]]
+    builder = [
+        (instruction, _substitute(rest, build_args))
+        for stage in list(stages.values())[:-1]
+        for instruction, rest in stage
+    ]
     final = dict(runtime)  # last value of each instruction in the runtime stage
 
-    assert runtime[0] == ("FROM", "python:3.11-slim"), f"{name}: runtime must be python:3.11-slim"
+    assert runtime[0] == ("FROM", "python:3.11-slim"), "runtime must be python:3.11-slim"
     runs = [rest for instruction, rest in builder if instruction == "RUN"]
-    assert any(f"uv=={_makefile_uv_version()}" in r for r in runs), f"{name}: pin uv as Makefile"
+    assert any(f"uv=={_makefile_uv_version()}" in r for r in runs), "pin uv as the Makefile"
     sync = [r for r in runs if "uv sync" in r and "--no-install-workspace" not in r]
     assert sync, f"{name}: no uv sync installing the service"
     for flag in ("--locked", "--no-dev", "--no-editable", f"--package avis-{name}"):
@@ -620,23 +637,27 @@ def test_dockerfile_builds_and_runs_its_service(name: str, port: int) -> None:
     copied = " ".join(rest for instruction, rest in builder if instruction == "COPY")
     for member in [".", *_workspace_members()]:
         file = "pyproject.toml" if member == "." else f"{member}/pyproject.toml"
-        assert file in copied.split(), f"{name}: --locked needs {file} in the build"
-    assert "uv.lock" in copied.split(), f"{name}: the build needs uv.lock"
+        assert file in copied.split(), f"--locked needs {file} in the build"
+    assert "uv.lock" in copied.split(), "the build needs uv.lock"
+    assert f"services/{name}/" in copied.split(), f"{name}: its sources are not copied"
 
     assert final.get("EXPOSE", "").split() == [str(port)], f"{name}: EXPOSE {port}"
     user = final.get("USER", "root").split(":")[0]
-    assert user not in ("root", "0"), f"{name}: the runtime must not run as root"
+    assert user not in ("root", "0"), "the runtime must not run as root"
     health = final.get("HEALTHCHECK", "")
-    assert "urllib" in health, f"{name}: HEALTHCHECK must use python's urllib"
-    assert "/healthz" in health, f"{name}: HEALTHCHECK must ask /healthz"
-    assert f"AVIS_{name.upper()}_HTTP_PORT" in health or f":{port}/" in health
+    assert "urllib" in health, "HEALTHCHECK must use python's urllib"
+    assert "/healthz" in health, "HEALTHCHECK must ask /healthz"
+    assert "HTTP_PORT" in health and "AVIS_SERVICE_PORT" in health, "HEALTHCHECK's port"
     env = final.get("ENV", "")
+    assert f"AVIS_SERVICE={name}" in env.split() and f"AVIS_SERVICE_PORT={port}" in env.split()
     assert f"AVIS_{name.upper()}_HTTP_HOST=0.0.0.0" in env, f"{name}: listen on all addresses"
-    assert f"AVIS_{name.upper()}_HTTP_PORT={port}" in env, f"{name}: listen on {port}"
 
     cmd = final.get("CMD", "")
-    assert cmd.startswith("["), f"{name}: CMD must be in exec form (signals reach uvicorn)"
-    assert yaml.safe_load(cmd) == [f"avis-{name}"], f"{name}: CMD must be avis-{name}"
+    assert cmd.startswith("["), "CMD must be in exec form"
+    argv = yaml.safe_load(cmd)
+    # The shell only resolves the name; `exec` hands the process over, so signals reach uvicorn.
+    assert argv[:2] == ["sh", "-c"] and argv[2].startswith("exec "), f"CMD is {argv}"
+    assert shlex.split(argv[2].replace("$AVIS_SERVICE", name)) == ["exec", f"avis-{name}"]
     project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
     script = project["project"]["scripts"].get(f"avis-{name}")
     assert script == f"avis.{name}.main:run", f"{name}: console script avis-{name} is {script}"

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
-from tests.conftest import eventually, infra, make_settings, read_topic, serve
+from tests.conftest import eventually, infra, make_settings, publish, read_topic, serve
 from tests.integration.shared.test_delivery import Consumer, started, withdrawn
 
 pytestmark = pytest.mark.infra
@@ -21,13 +21,13 @@ async def test_consumer_survives_store_outage_without_dead_letters(
     try:
         async with Consumer(topic) as consumer:
             warmup = withdrawn(topic)
-            await producer.messaging.publish(warmup)
+            await publish(producer, warmup)
             await eventually(lambda: consumer.count(warmup.id))
 
             infra("stop", "ferretdb")
             try:
                 during = withdrawn(topic)
-                await producer.messaging.publish(during)  # Kafka is up: the event waits there
+                await publish(producer, during)  # Kafka is up: the event waits there
                 checks = await consumer.runtime.readiness()
                 assert checks["store"] != "ok", checks
                 await asyncio.sleep(4)  # several failed attempts while the store is away

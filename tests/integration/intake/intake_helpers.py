@@ -30,6 +30,7 @@ from tests.conftest import (
     MONGO_URL,
     eventually,
     make_settings,
+    publish,
     serve,
     skip_history,
     unique,
@@ -149,7 +150,7 @@ class Intake:
     async def publish(self, payload: Payload, source: str = "/avis/review") -> Event:
         """Publish an event, as another service would, on its real topic."""
         event = Event.new(payload, source)
-        await self.runtime.messaging.publish(event)
+        await publish(self.runtime, event)
         return event
 
     async def consumed(self, event: Event, timeout: float = 30.0) -> None:

@@ -20,7 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
-from tests.conftest import eventually, unique
+from tests.conftest import eventually, publish, unique
 from tests.integration.intake.intake_helpers import (
     Intake,
     TopicTail,
@@ -193,7 +193,7 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
     assert [c["case_id"] for c in listed.json()["items"]] == [case_id]
 
     # redelivered: the same event again adds nothing
-    await intake.runtime.messaging.publish(assigned)
+    await publish(intake.runtime, assigned)
     accepted = await intake.publish(
         ReviewAccepted(
             case_id=case_id,
@@ -255,7 +255,7 @@ async def test_timeline_follows_review_and_report_events(intake: Intake) -> None
             due_at=now + timedelta(days=7),
         )
     )
-    await intake.runtime.messaging.publish(ready)
+    await publish(intake.runtime, ready)
     await intake.consumed(late)
     after = (await patient.get(f"/v1/cases/{case_id}")).json()
     assert after["status"] == "report_ready"

@@ -42,6 +42,7 @@ from tests.conftest import (
     SEALING_KEYS,
     eventually,
     make_settings,
+    publish,
     serve,
     skip_history,
     unique,
@@ -180,7 +181,7 @@ class ReportsStack:
     async def publish(self, *events: Event) -> None:
         """Publish events on their real topics, in order."""
         for event in events:
-            await self.publisher.messaging.publish(event)
+            await publish(self.publisher, event)
 
     async def consumed(self, event: Event, timeout: float = 30.0) -> None:
         """Wait until reports has stored its effect of `event`."""

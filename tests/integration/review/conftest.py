@@ -40,6 +40,7 @@ from tests.conftest import (
     SEALING_KEYS,
     eventually,
     make_settings,
+    publish,
     serve,
     skip_history,
     unique,
@@ -194,13 +195,13 @@ class ReviewStack:
     async def submit(self, specialty: str, **kwargs: Any) -> str:
         """Publish a submitted case on the real `case-submitted` topic; returns its id."""
         event = self.case_event(specialty, **kwargs)
-        await self.publisher.messaging.publish(event)
+        await publish(self.publisher, event)
         return event.subject
 
     async def withdraw(self, case_id: str) -> None:
         """Publish the case's withdrawal."""
         payload = CaseWithdrawn(case_id=case_id, withdrawn_at=datetime.now(UTC))
-        await self.publisher.messaging.publish(Event.new(payload, "/avis/intake"))
+        await publish(self.publisher, Event.new(payload, "/avis/intake"))
 
     async def assignment(self, case_id: str, round_: int | None = None) -> dict[str, Any]:
         """The case's assignment (latest round, or the one asked), read as a coordinator."""

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from avis.shared.events import CaseSubmitted
-from tests.conftest import eventually, unique
+from tests.conftest import eventually, publish, unique
 from tests.integration.review.conftest import ReviewStack, header
 
 pytestmark = pytest.mark.infra
@@ -228,7 +228,7 @@ async def test_two_cases_at_the_same_moment_never_push_a_reviewer_over_capacity(
     p = unique("endo")
     await stack.add_reviewer(f"{p}-1", ["endocrinology"], ["fr"], capacity=1)
     events = [stack.case_event("endocrinology") for _ in range(2)]
-    await asyncio.gather(*(stack.publisher.messaging.publish(e) for e in events))
+    await asyncio.gather(*(publish(stack.publisher, e) for e in events))
     ids = [e.subject for e in events]
     await eventually(lambda: _all_decided(stack, ids))
     statuses = [await stack.case_status(i) for i in ids]
@@ -242,7 +242,11 @@ async def test_two_cases_at_the_same_moment_never_push_a_reviewer_over_capacity(
     await stack.add_reviewer(f"{p}-cap1", ["pulmonology"], ["en"], capacity=1)
     payloads = [stack.case_event("pulmonology", language="en").payload() for _ in range(8)]
     await asyncio.gather(
-        *(stack.review.case_submitted(c, "") for c in payloads if isinstance(c, CaseSubmitted))
+        *(
+            stack.review.case_submitted(case=c, traceparent="")
+            for c in payloads
+            if isinstance(c, CaseSubmitted)
+        )
     )
     loads = await stack.review.store.loads([f"{p}-cap2", f"{p}-cap1"])
     assert loads == {f"{p}-cap2": 2, f"{p}-cap1": 1}
@@ -265,14 +269,14 @@ async def test_a_matching_left_half_way_is_finished_at_start_up(stack: ReviewSta
     # declined yet. The start-up puts the case back as it was, with no new round.
     kept = stack.case_event("paediatrics").payload()
     assert isinstance(kept, CaseSubmitted)
-    await stack.review.case_submitted(kept, "")
+    await stack.review.case_submitted(case=kept, traceparent="")
     before = await stack.assignment(kept.case_id)
     await cases.update_one({"_id": kept.case_id}, {"$set": {"status": "matching"}})
 
     # Stopped after the case was stored, before any decision: the start-up matches it.
     late = stack.case_event("paediatrics").payload()
     assert isinstance(late, CaseSubmitted)
-    await stack.review.case_submitted(late, "")  # assigned now; undo it by hand:
+    await stack.review.case_submitted(case=late, traceparent="")  # assigned now; undo it by hand:
     await stack.db["assignments"].delete_many({"case_id": late.case_id})
     await cases.update_one(
         {"_id": late.case_id},

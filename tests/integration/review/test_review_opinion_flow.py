@@ -15,7 +15,7 @@ import pytest
 
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Sealed
-from tests.conftest import eventually, unique
+from tests.conftest import eventually, publish, unique
 from tests.integration.review.conftest import ReviewStack, header
 
 pytestmark = pytest.mark.infra
@@ -52,7 +52,7 @@ async def test_accept_opinion_and_correction_each_version_sealed_on_the_topic(
     p = unique("gas")
     reviewer = await stack.add_reviewer(f"{p}-1", ["gastroenterology"], ["fr"], capacity=1)
     submitted = stack.case_event("gastroenterology")
-    await stack.publisher.messaging.publish(submitted)
+    await publish(stack.publisher, submitted)
     case_id = submitted.subject
     await stack.log.wait(case_id, ASSIGNED)
     # The reviewer has no room left: the next case waits until the opinion is written.
@@ -198,6 +198,9 @@ async def test_bad_input_gets_a_clear_4xx_and_nothing_half_written(stack: Review
             await mine.post(f"{url}/opinion", json=blank), 422, "body.diagnosis.explanation"
         )
         assert "Crohn" not in json.dumps(body), "an error never echoes clinical text"
+        # Said in words, not as the regular expression the schema declares.
+        (error,) = [e for e in body["errors"] if e["field"] == "body.diagnosis.explanation"]
+        assert "blank" in error["message"] and "pattern" not in error["message"], error
         assert_problem(
             await mine.post(
                 f"{url}/opinion",

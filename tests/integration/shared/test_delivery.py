@@ -25,7 +25,15 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.conftest import BOOTSTRAP, MONGO_URL, eventually, make_settings, read_topic, unique
+from tests.conftest import (
+    BOOTSTRAP,
+    MONGO_URL,
+    eventually,
+    make_settings,
+    publish,
+    read_topic,
+    unique,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -88,7 +96,7 @@ async def test_relay_killed_between_publish_and_mark_gives_one_effect(
         event = withdrawn(topic)
 
         async def send_then_die(ev: Event) -> Awaitable[None]:
-            await producer.messaging.publish(ev)
+            await publish(producer, ev)
             raise asyncio.CancelledError  # the process dies after the ack, before the mark
 
         dying = Relay("test", send_then_die, producer.locks)
@@ -200,7 +208,7 @@ async def test_redelivered_event_changes_nothing(settings: CommonSettings, topic
         event = withdrawn(topic)
         async with Consumer(topic) as consumer:
             for _ in range(3):
-                await producer.messaging.publish(event)
+                await publish(producer, event)
             await eventually(lambda: consumer.outcomes(topic, event.type, "duplicate") == 2)
             assert await consumer.count(event.id) == 1
             assert consumer.outcomes(topic, event.type, "applied") == 1
@@ -218,7 +226,7 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
         old = dataclasses.replace(withdrawn(topic), time=today.time - timedelta(days=20))
         async with Consumer(topic) as consumer:
             for event in (today, old):
-                await producer.messaging.publish(event)
+                await publish(producer, event)
             await eventually(lambda: consumer.outcomes(topic, today.type, "applied") == 2)
             messaging = consumer.runtime.messaging
             assert await messaging.processed(today) and await messaging.processed(old)
@@ -226,7 +234,7 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
             assert dropped == [messaging.inbox(old).name], "only the day past retention goes"
             assert await messaging.processed(today), "a recent marker is kept"
             assert not await messaging.processed(old)
-            await producer.messaging.publish(today)  # a redelivery within retention
+            await publish(producer, today)  # a redelivery within retention
             await eventually(lambda: consumer.outcomes(topic, today.type, "duplicate") == 1)
             assert await consumer.count(today.id) == 1
     finally:
@@ -248,7 +256,7 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
             # 2. a handler that keeps failing: dead-lettered after the bounded attempts
             consumer.broken = True
             failing = withdrawn(topic)
-            await producer.messaging.publish(failing)
+            await publish(producer, failing)
             letters = await read_topic(f"{topic}.dlq", expect=2)
             by_id = {dict(r.headers)["ce_id"].decode(): dict(r.headers) for r in letters}
             assert set(by_id) == {garbage.id, failing.id}
@@ -313,7 +321,7 @@ async def test_sealed_field_crosses_kafka_opens_after_rotation_and_refuses_tampe
         event = dataclasses.replace(
             Event.new(payload, "/avis/test", event_id=event_id), topic=topic
         )
-        await producer.messaging.publish(event)
+        await publish(producer, event)
         await eventually(lambda: opened.get(event_id))
         assert opened[event_id] == contact, "sealed under k1, opened by a ring that rotated to k2"
 

@@ -1,6 +1,7 @@
 """Intake's decisions, without HTTP, Kafka or a store: status ordering, who may read what,
 consent, birth dates, references and case ids."""
 
+import dataclasses
 import re
 import time
 import uuid
@@ -20,20 +21,23 @@ from avis.intake.models import (
     TimelineKind,
     age_on,
 )
-from avis.intake.service import (
+from avis.intake.rules import (
     RANK,
+    REVIEWER_READABLE,
+    Access,
     CaseState,
     Change,
+    Scope,
     block_range,
     check_birth_date,
     check_consent,
     decide,
     format_reference,
+    listing_scope,
     may_read,
     may_read_clinical,
     new_case_id,
     refblock_id,
-    visible_filter,
 )
 from avis.shared.problems import Problem
 from avis.shared.security import Principal
@@ -174,12 +178,9 @@ def test_status_never_moves_backwards_whatever_the_order(
 
 # --- who may read what ------------------------------------------------------------------------
 
-CASE = {
-    "patient_id": "pat-1",
-    "partner_id": "ins-1",
-    "reviewer_id": "rev-1",
-    "status": CaseStatus.IN_REVIEW.value,
-}
+CASE = Access(
+    status=CaseStatus.IN_REVIEW, patient_id="pat-1", partner_id="ins-1", reviewer_id="rev-1"
+)
 
 
 @pytest.mark.parametrize(
@@ -205,15 +206,23 @@ def test_who_may_read_a_case(principal: Principal, read: bool, clinical: bool) -
 @pytest.mark.parametrize("status", [CaseStatus.SUBMITTED, CaseStatus.WITHDRAWN])
 def test_a_reviewer_reads_only_while_the_review_is_on(status: CaseStatus) -> None:
     reviewer = Principal(sub="rev-1", role="reviewer")
-    assert not may_read_clinical(reviewer, {**CASE, "status": status.value})
+    assert not may_read_clinical(reviewer, dataclasses.replace(CASE, status=status))
 
 
 def test_lists_are_scoped_by_role() -> None:
-    assert visible_filter(Principal(sub="p", role="patient")) == {"patient_id": "p"}
+    assert listing_scope(Principal(sub="p", role="patient"), None) == Scope("patient_id", "p")
     partner = Principal(sub="u", role="partner", partner_id="ins")
-    assert visible_filter(partner) == {"partner_id": "ins"}
-    assert visible_filter(Principal(sub="r", role="reviewer")) == {"reviewer_id": "r"}
-    assert visible_filter(Principal(sub="c", role="coordinator")) == {}
+    assert listing_scope(partner, None) == Scope("partner_id", "ins")
+    reviewer = Principal(sub="r", role="reviewer")
+    assert listing_scope(reviewer, None) == Scope("reviewer_id", "r", REVIEWER_READABLE)
+    assert listing_scope(Principal(sub="c", role="coordinator"), None) == Scope()
+
+
+def test_a_reviewer_lists_only_the_statuses_they_may_read() -> None:
+    reviewer = Principal(sub="r", role="reviewer")
+    assert listing_scope(reviewer, CaseStatus.SUBMITTED) is None
+    in_review = listing_scope(reviewer, CaseStatus.IN_REVIEW)
+    assert in_review == Scope("reviewer_id", "r", (CaseStatus.IN_REVIEW,))
 
 
 # --- consent and birth dates ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 
 from avis.intake.api import HttpGuard, content_disposition
 from avis.intake.models import ContentType
-from avis.intake.service import check_filename, check_type, declared_type, sniff
+from avis.intake.rules import check_filename, check_type, declared_type, sniff
 from avis.shared.problems import Problem
 
 DICOM = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00"

@@ -1,6 +1,6 @@
 """Matching rules: specialty, language, institution, capacity, least load, tie-break, declines."""
 
-from avis.review.service import (
+from avis.review.rules import (
     CaseNeeds,
     Exclusion,
     ReviewerFit,

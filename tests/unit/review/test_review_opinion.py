@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from avis.review.models import DeclineBody, Opinion, ReviewerIn, ReviewerPatch
-from avis.review.service import next_cursor, opinion_digest, sealed_content
+from avis.review.rules import opinion_digest, sealed_content
+from avis.shared.pages import next_cursor
 
 
 def opinion(**changes: Any) -> dict[str, Any]:
@@ -138,5 +139,5 @@ def test_names_are_one_line_of_visible_text() -> None:
 
 def test_the_next_cursor_is_the_last_sort_key_when_more_follow() -> None:
     docs = [{"k": "a"}, {"k": "b"}, {"k": "c"}]
-    assert next_cursor(docs, 2, "k") == "b"
-    assert next_cursor(docs[:2], 2, "k") is None
+    assert next_cursor(docs, 2, lambda d: d["k"]) == "b"
+    assert next_cursor(docs[:2], 2, lambda d: d["k"]) is None

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from avis.review.service import Sla, assignment_id_for, due_at, queue_key, sort_key
+from avis.review.rules import Sla, assignment_id_for, due_at, queue_key, sort_key
 from avis.shared.events import Urgency
 
 AT = datetime(2026, 3, 2, 9, 30, 15, 123000, tzinfo=UTC)

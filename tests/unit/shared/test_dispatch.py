@@ -5,7 +5,13 @@ from datetime import UTC, datetime
 import pytest
 
 from avis.shared.envelope import Event
-from avis.shared.events import CaseWithdrawn, ReviewAccepted, ReviewAssigned, ReviewDeclined
+from avis.shared.events import (
+    CaseWithdrawn,
+    ReviewAccepted,
+    ReviewAssigned,
+    ReviewDeclined,
+    asyncapi,
+)
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import REVIEW_ASSIGNED
@@ -65,3 +71,49 @@ def test_a_type_has_one_handler() -> None:
     rt.on(CaseWithdrawn, handler)
     with pytest.raises(ValueError, match="already has a handler"):
         rt.on(CaseWithdrawn, handler)
+
+
+def _operations(rt: Runtime) -> dict[str, list[str]]:
+    doc = asyncapi("test", rt.sends, rt.received())
+    return {
+        name: [ref["$ref"].rsplit("/", 1)[1] for ref in op["messages"]]
+        for name, op in doc["operations"].items()
+    }
+
+
+def test_the_asyncapi_document_follows_the_registrations_type_by_type() -> None:
+    settings = CommonSettings(
+        service_name="doc-test",
+        sealing_keys="k1:" + "A" * 43 + "=",
+        jwt_secret="x" * 40,
+        log_format="json",
+    )
+    rt = Runtime(settings, sends=(CaseWithdrawn,))
+
+    async def on_assigned(event: Event, p: ReviewAssigned) -> None:
+        return None
+
+    rt.on(ReviewAssigned, on_assigned)
+    # Received: only the type registered, though its topic carries three; sent: as declared.
+    assert _operations(rt) == {
+        "receive-review-assigned": ["ReviewAssigned"],
+        "send-case-submitted": ["CaseWithdrawn"],
+    }
+
+    async def on_accepted(event: Event, p: ReviewAccepted) -> None:
+        return None
+
+    rt.on(ReviewAccepted, on_accepted)
+    assert _operations(rt)["receive-review-assigned"] == ["ReviewAssigned", "ReviewAccepted"]
+
+
+def test_a_topic_consumed_whole_documents_every_type_on_it() -> None:
+    rt = runtime()
+
+    async def handle(event: Event, payload: object) -> None:
+        return None
+
+    rt.subscribe(REVIEW_ASSIGNED, handle)
+    assert _operations(rt) == {
+        "receive-review-assigned": ["ReviewAssigned", "ReviewAccepted", "ReviewDeclined"]
+    }

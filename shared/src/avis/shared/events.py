@@ -8,7 +8,7 @@ existing reader gets a new `.vN` type. JSON Schema and AsyncAPI are generated fr
 import argparse
 import json
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
 from typing import Any
@@ -256,17 +256,38 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return {ce_type: model.model_json_schema() for ce_type, (_, model) in EVENT_TYPES.items()}
 
 
+# What a service declares it sends or receives: a topic (every event type on it), or one type.
+Declared = str | type["Payload"]
+
+
+def ce_types_of(declared: Iterable[Declared]) -> set[str]:
+    """The event types (`ce_type`) a declaration names."""
+    types: set[str] = set()
+    for item in declared:
+        if isinstance(item, str):
+            on_topic = {t for t, (topic, _) in EVENT_TYPES.items() if topic == item}
+            if not on_topic:
+                raise ValueError(f"{item!r} is not a topic of the platform")
+            types |= on_topic
+        else:
+            types.add(TYPE_OF[item])
+    return types
+
+
 def asyncapi(
     title: str = "Avis events",
-    sends: Sequence[str] | None = None,
-    receives: Sequence[str] | None = None,
+    sends: Iterable[Declared] | None = None,
+    receives: Iterable[Declared] | None = None,
 ) -> dict[str, Any]:
-    """An AsyncAPI 3.0 document for the given topics (all of them by default)."""
-    topics = sorted({t for t, _ in EVENT_TYPES.values()})
-    if sends is None:
-        sends = topics
-    if receives is None:
-        receives = topics
+    """The AsyncAPI 3.0 document of what a service sends and receives (everything by default).
+
+    The one generator of the platform's event documentation: each service serves its own at
+    `/asyncapi.json` (sends from its declaration, receives from its `runtime.on`
+    registrations), and `make asyncapi` writes the whole platform's to docs/.
+    """
+    every = set(EVENT_TYPES)
+    sent = every if sends is None else ce_types_of(sends)
+    received = every if receives is None else ce_types_of(receives)
     headers = {
         "type": "object",
         "required": [h for h in CLOUDEVENT_HEADERS if h != "traceparent"],
@@ -277,6 +298,8 @@ def asyncapi(
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     for ce_type, (topic, model) in EVENT_TYPES.items():
+        if ce_type not in sent | received:
+            continue
         name = model.__name__
         messages[name] = {
             "name": ce_type,
@@ -300,16 +323,19 @@ def asyncapi(
         schemas.update(schema.pop("$defs", {}))
         schemas[content.__name__] = schema
     operations: dict[str, Any] = {}
-    for topic in topics:
-        refs = [{"$ref": f"#/channels/{topic}/messages/{m}"} for m in channels[topic]["messages"]]
-        for action, wanted in (("send", sends), ("receive", receives)):
-            if topic in wanted:
+    for topic in sorted(channels):
+        for action, wanted in (("send", sent), ("receive", received)):
+            refs = [
+                {"$ref": f"#/channels/{topic}/messages/{model.__name__}"}
+                for ce_type, (on, model) in EVENT_TYPES.items()
+                if on == topic and ce_type in wanted
+            ]
+            if refs:
                 operations[f"{action}-{topic}"] = {
                     "action": action,
                     "channel": {"$ref": f"#/channels/{topic}"},
                     "messages": refs,
                 }
-    used = set(sends) | set(receives)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -318,7 +344,7 @@ def asyncapi(
             "description": "CloudEvents 1.0 in Kafka binary mode; key = case id.",
         },
         "defaultContentType": "application/json",
-        "channels": {t: c for t, c in channels.items() if t in used},
+        "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }

@@ -4,7 +4,6 @@ dead letters and their replay (DESIGN.md sections 3 and 4)."""
 import argparse
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from avis.shared.observability import (
     EVENTS_PUBLISHED,
     HANDLER_SECONDS,
 )
+from avis.shared.retry import Backoff
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import dlq
 
@@ -66,11 +66,6 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
 async def raw_body(msg: StreamMessage[Any]) -> bytes:
     """Leave decoding to the envelope, so an undecodable body becomes a dead letter."""
     return msg.body
-
-
-def backoff(attempt: int, cap: float) -> float:
-    """Exponential backoff with jitter, capped."""
-    return float(min(cap, 0.1 * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2))  # noqa: S311
 
 
 class Messaging:
@@ -134,10 +129,6 @@ class Messaging:
 
         return acked()
 
-    async def publish(self, event: Event) -> None:
-        """Publish one event; returns once the broker acknowledged it."""
-        await (await self.send(event))
-
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume `topic` in this service's group: the effect first, the offset after."""
 
@@ -148,7 +139,6 @@ class Messaging:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=raw_body,
-            title=f"{self.service}:{topic}",
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)
@@ -173,7 +163,8 @@ class Messaging:
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], event: Event, marker: str, handler: Handler
     ) -> str:
-        errors, transient = 0, 0
+        cap = self.settings.retry_backoff_max_seconds
+        errors, transient = Backoff(cap), Backoff(cap)
         while True:
             try:
                 inbox = self.inbox(event)
@@ -194,26 +185,25 @@ class Messaging:
                 EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "applied").inc()
                 return "applied"
             except PoisonMessage as exc:
-                await self.dead_letter(record, str(exc), attempts=errors + 1)
+                await self.dead_letter(record, str(exc), attempts=errors.attempt + 1)
                 return "dead-lettered"
             except TRANSIENT as exc:
                 # Never dead-lettered: the store or broker will come back, or the event we
                 # depend on will arrive. The partition waits; ordering per case holds.
-                transient += 1
                 EVENTS_FAILED.labels(self.service, event.topic, "transient").inc()
-                delay = backoff(transient, self.settings.retry_backoff_max_seconds)
+                delay = transient.next_delay()
                 log.warning("event retried", error=type(exc).__name__, retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
             except Exception as exc:
-                errors += 1
                 EVENTS_FAILED.labels(self.service, event.topic, "error").inc()
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-                if errors >= self.settings.consumer_max_attempts:
-                    log.error("event dead-lettered", error=type(exc).__name__, attempts=errors)
-                    await self.dead_letter(record, reason, attempts=errors)
+                if errors.attempt + 1 >= self.settings.consumer_max_attempts:
+                    attempts = errors.attempt + 1
+                    log.error("event dead-lettered", error=type(exc).__name__, attempts=attempts)
+                    await self.dead_letter(record, reason, attempts=attempts)
                     return "dead-lettered"
-                log.warning("event failed", error=type(exc).__name__, attempt=errors)
-                await asyncio.sleep(backoff(errors, self.settings.retry_backoff_max_seconds))
+                log.warning("event failed", error=type(exc).__name__, attempt=errors.attempt + 1)
+                await errors.wait()
 
     async def dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, attempts: int
@@ -233,7 +223,7 @@ class Messaging:
             f"{DLQ_PREFIX}group": self.group_id,
             f"{DLQ_PREFIX}time": datetime.now(UTC).isoformat(),
         }
-        tries = 0
+        retry = Backoff(self.settings.retry_backoff_max_seconds)
         while True:
             try:
                 await self.broker.publish(
@@ -241,9 +231,8 @@ class Messaging:
                 )
                 break
             except KafkaError as exc:
-                tries += 1
                 log.warning("dead letter not yet written", error=type(exc).__name__)
-                await asyncio.sleep(backoff(tries, self.settings.retry_backoff_max_seconds))
+                await retry.wait()
         EVENTS_DEAD_LETTERED.labels(self.service, record.topic).inc()
         log.error("event dead-lettered", topic=record.topic, reason=reason, attempts=attempts)
 

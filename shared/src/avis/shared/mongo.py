@@ -13,6 +13,8 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 Document = dict[str, Any]
 # Errors that say "the store is not there right now", retried with backoff, never dead-lettered.
 TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure,)
+# Every error the store raises, for services that must tell a store failure from their own.
+STORE_ERRORS: tuple[type[Exception], ...] = (PyMongoError,)
 
 
 def connect(url: str, timeout_ms: int = 2000) -> AsyncMongoClient[Document]:

@@ -17,7 +17,6 @@ write. The hint goes once the aggregate's outbox is out.
 import asyncio
 import contextlib
 import inspect
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from avis.shared.envelope import Event
 from avis.shared.mongo import AggregateLocks, Document
 from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from avis.shared.retry import Backoff
 
 HINTS = "outbox_hints"
 log = structlog.get_logger("avis.outbox")
@@ -119,17 +119,16 @@ class Relay:
 
     async def run(self) -> None:
         """Drain on every wake-up or poll interval; back off while a dependency is down."""
-        failures = 0
+        retry = Backoff(self.backoff_max)
         while True:
             self._wake.clear()
             try:
                 await self.drain()
-                failures = 0
+                retry.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                delay = min(self.backoff_max, 0.2 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311
+                delay = retry.next_delay()
                 log.warning(
                     "outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2)
                 )

@@ -22,12 +22,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from avis.shared.envelope import Event
-from avis.shared.events import EVENT_TYPES, TYPE_OF, Payload, asyncapi
-from avis.shared.kafka import Handler, Messaging, backoff, make_broker
+from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
+from avis.shared.kafka import Handler, Messaging, make_broker
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
 
@@ -40,11 +41,15 @@ StoreInit = Callable[[AsyncDatabase[Document]], Awaitable[None]]
 class Runtime:
     """One service's connections and background work."""
 
-    def __init__(self, settings: CommonSettings, sends: Sequence[str] = ()) -> None:
+    def __init__(self, settings: CommonSettings, sends: Sequence[Declared] = ()) -> None:
         self.settings = settings
         self.service = settings.service_name
+        # What the service publishes (payload types, or whole topics): its AsyncAPI `send`s.
         self.sends = tuple(sends)
+        # The topics it consumes; its AsyncAPI `receive`s are the types registered with `on`
+        # (and every type of a topic consumed with `subscribe`).
         self.receives: tuple[str, ...] = ()
+        self._raw_topics: list[str] = []
         configure_logging(self.service, settings.log_format, settings.log_level)
         configure_tracing(self.service, settings.otel_exporter, settings.otel_endpoint)
         self.mongo = connect(settings.mongo_url)
@@ -75,7 +80,11 @@ class Runtime:
         self._background.append((name, work))
 
     def subscribe(self, topic: str, handler: Handler) -> None:
-        """Consume `topic` with the idempotent consumer."""
+        """Consume every event of `topic` with `handler` (prefer `on`, by payload type)."""
+        self._raw_topics.append(topic)
+        self._subscribe(topic, handler)
+
+    def _subscribe(self, topic: str, handler: Handler) -> None:
         self.receives += (topic,)
         self.messaging.subscribe(topic, handler)
 
@@ -91,7 +100,12 @@ class Runtime:
         self._handlers[ce_type] = handler
         topic = EVENT_TYPES[ce_type][0]
         if topic not in self.receives:
-            self.subscribe(topic, self._dispatch)
+            self._subscribe(topic, self._dispatch)
+
+    def received(self) -> list[Declared]:
+        """What this service consumes: the types registered with `on`, the topics consumed
+        whole with `subscribe`."""
+        return [*self._raw_topics, *(EVENT_TYPES[t][1] for t in self._handlers)]
 
     async def _dispatch(self, event: Event, payload: Payload) -> None:
         handler = self._handlers.get(event.type)
@@ -105,27 +119,25 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._connect(), name=f"{self.service}-connect"))
 
     async def _connect(self) -> None:
-        attempt = 0
+        retry = Backoff(self.settings.retry_backoff_max_seconds)
         while not self.store_initialised:
             try:
                 for init in self._store_inits:
                     await init(self.db)
                 self.store_initialised = True
             except PyMongoError as exc:
-                attempt += 1
-                delay = backoff(attempt, self.settings.retry_backoff_max_seconds)
+                delay = retry.next_delay()
                 log.warning(
                     "store not reachable yet", error=type(exc).__name__, retry_in=round(delay, 1)
                 )
                 await asyncio.sleep(delay)
-        attempt = 0
+        retry = Backoff(self.settings.retry_backoff_max_seconds)
         while not self.kafka_started:
             try:
                 await self.broker.start()
                 self.kafka_started = True
             except (KafkaError, OSError) as exc:
-                attempt += 1
-                delay = backoff(attempt, self.settings.retry_backoff_max_seconds)
+                delay = retry.next_delay()
                 log.warning(
                     "Kafka not reachable yet",
                     bootstrap=self.settings.kafka_bootstrap,
@@ -217,7 +229,7 @@ class Runtime:
 
         @ops.get("/asyncapi.json", summary="The events this service sends and receives")
         async def asyncapi_doc() -> JSONResponse:
-            return JSONResponse(asyncapi(f"{title} events", self.sends, self.receives))
+            return JSONResponse(asyncapi(f"{title} events", self.sends, self.received()))
 
         app.include_router(ops)
         for router in routers:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from avis.shared.retry import Backoff
 from avis.shared.settings import CommonSettings
 
 CASE_SUBMITTED = "case-submitted"
@@ -53,6 +54,7 @@ def topic_specs(replication: int = 1) -> list[TopicSpec]:
 async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 60.0) -> list[str]:
     """Create the missing topics; returns the names created. Retries until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout
+    retry = Backoff(cap=1.0)
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
         try:
@@ -72,7 +74,7 @@ async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 6
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            await asyncio.sleep(1.0)
+            await retry.wait()
         finally:
             await admin.close()
 

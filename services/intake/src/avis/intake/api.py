@@ -7,7 +7,6 @@ case a caller may touch is the service's decision, and a case that is not the ca
 
 import re
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
@@ -18,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from avis.intake.models import (
     CASE_ID_PATTERN,
     DOCUMENT_ID_PATTERN,
-    IDEMPOTENCY_KEY_PATTERN,
     CaseCreate,
     CasePage,
     CaseStatus,
@@ -28,14 +26,11 @@ from avis.intake.models import (
     DocumentKind,
     DocumentView,
     SubmitIn,
-    case_summary,
-    case_view,
-    clinical_view,
-    document_view,
 )
-from avis.intake.service import IntakeService, Upload, may_read_clinical
+from avis.intake.service import IntakeService, Upload
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -95,10 +90,12 @@ async def create_case(
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
     """Create a draft for the patient (or, for a partner, on the patient's behalf)."""
-    case, created = await service.create_case(principal, body, idempotency_key)
+    case, created = await service.create_case(
+        principal=principal, body=body, idempotency_key=idempotency_key
+    )
     response.status_code = 201 if created else 200
-    response.headers["Location"] = f"/v1/cases/{case['_id']}"
-    return case_view(case, [] if created else await service.documents_of(case["_id"]))
+    response.headers["Location"] = f"/v1/cases/{case.case_id}"
+    return case
 
 
 @router.get(
@@ -119,8 +116,7 @@ async def list_cases(
 ) -> CasePage:
     """Patients see their cases, partners the cases they filed, reviewers the cases assigned to
     them, coordinators and services all; newest first."""
-    cases, next_cursor = await service.list_cases(principal, status, limit, cursor)
-    return CasePage(items=[case_summary(c) for c in cases], next_cursor=next_cursor)
+    return await service.list_cases(principal=principal, status=status, cursor=cursor, limit=limit)
 
 
 @router.get(
@@ -131,9 +127,7 @@ async def list_cases(
 )
 async def get_case(case_id: CaseId, principal: Caller, service: Service) -> CaseView:
     """Status, timeline and records' metadata (no identity, no clinical text)."""
-    case = await service.get_case(principal, case_id)
-    documents = await service.documents_of(case_id)
-    return case_view(case, documents, with_filenames=may_read_clinical(principal, case))
+    return await service.get_case(principal=principal, case_id=case_id)
 
 
 @router.get(
@@ -147,10 +141,7 @@ async def get_clinical(
 ) -> ClinicalView:
     """The clinical summary and records, for the patient, the filing partner, the reviewer
     currently assigned and coordinators; reviewers do not get the patient's identity."""
-    case = await service.get_clinical(principal, case_id)
-    documents = await service.documents_of(case_id)
-    today = datetime.now(UTC).date()
-    return clinical_view(case, documents, today, with_patient=principal.role != "reviewer")
+    return await service.get_clinical(principal=principal, case_id=case_id)
 
 
 @router.post(
@@ -182,9 +173,9 @@ async def upload_document(
     """Store a record on a draft case; the same file twice is one record."""
     data = await file.read()
     upload = Upload(kind=kind, filename=file.filename, declared=file.content_type, data=data)
-    meta, created = await service.add_document(principal, case_id, upload)
+    meta, created = await service.add_document(principal=principal, case_id=case_id, upload=upload)
     response.status_code = 201 if created else 200
-    return document_view(meta)
+    return meta
 
 
 @router.get(
@@ -205,14 +196,16 @@ async def download_document(
     case_id: CaseId, document_id: DocumentId, principal: ClinicalReader, service: Service
 ) -> Response:
     """The record, for whoever may read the case's clinical content."""
-    download = await service.open_document(principal, case_id, document_id)
+    download = await service.open_document(
+        principal=principal, case_id=case_id, document_id=document_id
+    )
     meta = download.meta
     return StreamingResponse(
         download.chunks,
-        media_type=meta["content_type"],
+        media_type=meta.content_type,
         headers={
-            "Content-Length": str(meta["size"]),
-            "Content-Disposition": content_disposition(meta.get("filename"), document_id),
+            "Content-Length": str(meta.size),
+            "Content-Disposition": content_disposition(meta.filename, document_id),
             "X-Content-Type-Options": "nosniff",
         },
     )
@@ -229,7 +222,7 @@ async def delete_document(
     case_id: CaseId, document_id: DocumentId, principal: Filer, service: Service
 ) -> Response:
     """Remove a record while the case is a draft."""
-    await service.delete_document(principal, case_id, document_id)
+    await service.delete_document(principal=principal, case_id=case_id, document_id=document_id)
     return Response(status_code=204)
 
 
@@ -243,8 +236,7 @@ async def submit_case(
     case_id: CaseId, body: SubmitIn, principal: Filer, service: Service
 ) -> CaseView:
     """Needs consent covering `review` and at least one record; submitting again is harmless."""
-    case = await service.submit(principal, case_id, body)
-    return case_view(case, await service.documents_of(case_id))
+    return await service.submit(principal=principal, case_id=case_id, body=body)
 
 
 @router.post(
@@ -255,8 +247,7 @@ async def submit_case(
 )
 async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
     """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
-    case = await service.withdraw(principal, case_id)
-    return case_view(case, await service.documents_of(case_id))
+    return await service.withdraw(principal=principal, case_id=case_id)
 
 
 def content_disposition(filename: str | None, document_id: str) -> str:

@@ -2,7 +2,8 @@
 of a case's status and timeline, which the service decides on."""
 
 from avis.intake.models import TimelineKind
-from avis.intake.service import Change, IntakeService
+from avis.intake.rules import Change
+from avis.intake.service import IntakeService
 from avis.shared.envelope import Event
 from avis.shared.events import (
     ReportReady,
@@ -14,35 +15,36 @@ from avis.shared.events import (
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime, service: IntakeService) -> None:
+def register(runtime: Runtime, intake: IntakeService) -> None:
     """Register the intake service's handlers by payload type."""
 
     async def on_assigned(event: Event, p: ReviewAssigned) -> None:
         change = Change(
             TimelineKind.ASSIGNED, event.id, p.assigned_at, p.assignment_id, p.reviewer_id
         )
-        await service.apply(p.case_id, change)
+        await intake.follow(case_id=p.case_id, change=change)
 
     async def on_accepted(event: Event, p: ReviewAccepted) -> None:
         change = Change(
             TimelineKind.ACCEPTED, event.id, p.accepted_at, p.assignment_id, p.reviewer_id
         )
-        await service.apply(p.case_id, change)
+        await intake.follow(case_id=p.case_id, change=change)
 
     async def on_declined(event: Event, p: ReviewDeclined) -> None:
         change = Change(
             TimelineKind.DECLINED, event.id, p.declined_at, p.assignment_id, p.reviewer_id
         )
-        await service.apply(p.case_id, change)
+        await intake.follow(case_id=p.case_id, change=change)
 
     async def on_completed(event: Event, p: ReviewCompleted) -> None:
         change = Change(
             TimelineKind.REVIEW_COMPLETED, event.id, p.completed_at, p.assignment_id, p.reviewer_id
         )
-        await service.apply(p.case_id, change)
+        await intake.follow(case_id=p.case_id, change=change)
 
     async def on_report(event: Event, p: ReportReady) -> None:
-        await service.apply(p.case_id, Change(TimelineKind.REPORT_READY, event.id, p.ready_at))
+        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at)
+        await intake.follow(case_id=p.case_id, change=change)
 
     runtime.on(ReviewAssigned, on_assigned)
     runtime.on(ReviewAccepted, on_accepted)

@@ -1,14 +1,18 @@
-"""The intake service: settings -> observability -> broker, database -> routes."""
+"""The intake service's composition root: settings -> runtime (observability, broker, store) ->
+store, emitter and relay -> service -> handlers and routes."""
 
 from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
-from avis.intake.service import IntakeService
+from avis.intake.service import SOURCE, IntakeService, Limits
 from avis.intake.settings import Settings
-from avis.shared import topics
+from avis.shared.emit import Emitter
+from avis.shared.events import CaseSubmitted, CaseWithdrawn
 from avis.shared.runtime import Runtime, serve
+from avis.shared.sealing import Keyring
 
-SENDS: tuple[str, ...] = (topics.CASE_SUBMITTED,)
+# What this service publishes: its AsyncAPI document's `send` operations.
+SENDS = (CaseSubmitted, CaseWithdrawn)
 DESCRIPTION = (
     "A patient, or a partner on the patient's behalf, drafts a case, uploads records and "
     "submits it with consent; the case's status and timeline follow the review and the report."
@@ -19,9 +23,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the intake app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    intake = IntakeService(runtime, settings)
+    cases = store.Store(runtime.db)
     runtime.on_store(store.init)
-    runtime.relay.watch(intake.store.cases)
+    intake = IntakeService(
+        store=cases,
+        locks=runtime.locks,
+        emitter=Emitter(SOURCE, runtime.relay, cases.cases),
+        keyring=Keyring.from_settings(settings),
+        limits=Limits(settings.max_document_bytes, settings.max_documents_per_case),
+        public_url=settings.public_url,
+    )
     handlers.register(runtime, intake)
     app = runtime.create_app("Avis intake", [api.router], description=DESCRIPTION)
     app.state.intake = intake

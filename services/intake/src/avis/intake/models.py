@@ -1,35 +1,42 @@
 """Intake's documents and API schemas.
 
 Requests are strict (`extra="forbid"`): a field the API does not know is a mistake worth a 422,
-not something to store. Free text that reaches a human must carry at least one visible
-character and no control characters, which the schemas themselves say (`pattern`), so a
-client generating requests from the OpenAPI document meets the same rules as the server.
+not something to store. Free text follows the platform's text rules (`avis.shared.text`): at
+least one visible character, no control characters, stated as `pattern`s in the OpenAPI
+document and refused in words.
 """
+
+from __future__ import annotations
 
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
+from avis.shared.pages import Page
+from avis.shared.text import UUID_PATTERN, Code, Declares, Text, must_match
+from avis.shared.text import Name as NameText
 
-# At least one visible character and no control characters (C0, DEL, C1); the multi-line
-# variant allows tab, line feed and carriage return.
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-_CTL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
-MULTILINE_TEXT_PATTERN = rf"^[^{_CTL}]*[^\s{_CTL}][^{_CTL}]*$"
+if TYPE_CHECKING:
+    from avis.intake.store import Case, CaseRow, Record
+
 # A pragmatic address check; deliverability is the notify service's concern.
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"  # noqa: E501
 PHONE_PATTERN = r"^\+?[0-9][0-9 .()-]{5,30}$"
-CODE_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-CASE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CASE_ID_PATTERN = UUID_PATTERN
 DOCUMENT_ID_PATTERN = r"^[0-9a-f]{64}$"
 REFERENCE_PATTERN = r"^AV-[0-9]{4}-[0-9]{6,}$"
-IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
+Name = Annotated[NameText, Field(max_length=100)]
+Email = Annotated[str, must_match(EMAIL_PATTERN, "an email address"), Declares(EMAIL_PATTERN)]
+Phone = Annotated[
+    str,
+    must_match(PHONE_PATTERN, "a phone number: digits, spaces, '.', '-', '(', ')', '+' first"),
+    Declares(PHONE_PATTERN),
+]
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
@@ -107,8 +114,8 @@ class PatientIn(Strict):
     given_name: Name
     family_name: Name
     birth_date: IsoDate = Field(description="Not in the future, not before 1900.")
-    email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
-    phone: str | None = Field(None, pattern=PHONE_PATTERN)
+    email: Email = Field(max_length=254)
+    phone: Phone | None = None
     preferred_language: Language = Field(description="fr or en: the language of the report.")
 
 
@@ -116,8 +123,8 @@ class PhysicianIn(Strict):
     """The treating physician (the review's conflict-of-interest check uses the institution)."""
 
     name: Name | None = None
-    institution_code: str | None = Field(
-        None, pattern=CODE_PATTERN, description="Institution code, e.g. a FINESS number."
+    institution_code: Code | None = Field(
+        None, description="Institution code, e.g. a FINESS number."
     )
 
 
@@ -131,14 +138,12 @@ class CaseCreate(Strict):
     questions: list[Question] = Field(
         min_length=1, max_length=5, description="What the review should answer."
     )
-    clinical_summary: str = Field(
-        min_length=1,
+    clinical_summary: Text = Field(
         max_length=20_000,
-        pattern=MULTILINE_TEXT_PATTERN,
         description="The situation in the patient's words (line breaks and tabs allowed).",
     )
-    partner_reference: str | None = Field(
-        None, pattern=CODE_PATTERN, description="A partner's own reference for the case."
+    partner_reference: Code | None = Field(
+        None, description="A partner's own reference for the case."
     )
 
     @field_validator("questions")
@@ -150,7 +155,7 @@ class CaseCreate(Strict):
 class ConsentIn(Strict):
     """The patient's explicit consent: which text, when, and for what."""
 
-    text_version: str = Field(pattern=CODE_PATTERN, description="Version of the consent text.")
+    text_version: Code = Field(description="Version of the consent text.")
     accepted_at: IsoDateTime = Field(description="When it was given; not in the future.")
     scopes: list[ConsentScope] = Field(
         min_length=1,
@@ -226,11 +231,8 @@ class CaseView(CaseSummary):
     timeline: list[TimelineEntry]
 
 
-class CasePage(BaseModel):
+class CasePage(Page[CaseSummary]):
     """One page of cases, newest first; pass `next_cursor` as `cursor` for the next."""
-
-    items: list[CaseSummary]
-    next_cursor: str | None
 
 
 class PatientView(BaseModel):
@@ -271,72 +273,70 @@ class ClinicalView(BaseModel):
     documents: list[DocumentView]
 
 
-Doc = dict[str, Any]
-
-
 def age_on(birth: date, today: date) -> int:
     """Age in whole years on `today`."""
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
-def document_view(doc: Doc, with_filename: bool = True) -> DocumentView:
+def document_view(record: Record, with_filename: bool = True) -> DocumentView:
     """A stored record's metadata as the API shows it (a file name can name the patient)."""
     return DocumentView(
-        document_id=doc["document_id"],
-        kind=doc["kind"],
-        content_type=doc["content_type"],
-        size=doc["size"],
-        sha256=doc["sha256"],
-        filename=doc.get("filename") if with_filename else None,
-        uploaded_at=doc["uploaded_at"],
+        document_id=record.document_id,
+        kind=record.kind,
+        content_type=record.content_type,
+        size=record.size,
+        sha256=record.sha256,
+        filename=record.filename if with_filename else None,
+        uploaded_at=record.uploaded_at,
     )
 
 
-def case_summary(case: Doc) -> CaseSummary:
+def case_summary(case: Case | CaseRow) -> CaseSummary:
     """A stored case as a list shows it."""
     return CaseSummary(
-        case_id=case["_id"],
-        reference=case["reference"],
-        status=case["status"],
-        specialty=case["specialty"],
-        urgency=case["urgency"],
-        created_at=case["created_at"],
-        updated_at=case["updated_at"],
+        case_id=case.id,
+        reference=case.reference,
+        status=case.status,
+        specialty=case.specialty,
+        urgency=case.urgency,
+        created_at=case.created_at,
+        updated_at=case.updated_at,
     )
 
 
-def case_view(case: Doc, documents: list[Doc], with_filenames: bool = True) -> CaseView:
+def case_view(case: Case, records: list[Record], with_filenames: bool = True) -> CaseView:
     """A stored case with its records' metadata, as the API shows it."""
-    consent = case.get("consent")
+    consent = case.consent
     return CaseView(
         **case_summary(case).model_dump(),
-        language=case["language"],
-        questions=case["questions"],
-        partner_id=case.get("partner_id"),
-        partner_reference=case.get("partner_reference"),
-        submitted_at=case.get("submitted_at"),
-        withdrawn_at=case.get("withdrawn_at"),
-        consent=ConsentView.model_validate(consent) if consent else None,
-        documents=[document_view(d, with_filenames) for d in documents],
-        timeline=[TimelineEntry.model_validate(e) for e in case.get("timeline") or []],
+        language=case.language,
+        questions=case.questions,
+        partner_id=case.partner_id,
+        partner_reference=case.partner_reference,
+        submitted_at=case.submitted_at,
+        withdrawn_at=case.withdrawn_at,
+        consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
+        documents=[document_view(d, with_filenames) for d in records],
+        timeline=[TimelineEntry.model_validate(e.model_dump()) for e in case.timeline],
     )
 
 
-def clinical_view(case: Doc, documents: list[Doc], today: date, with_patient: bool) -> ClinicalView:
+def clinical_view(
+    case: Case, records: list[Record], today: date, with_patient: bool
+) -> ClinicalView:
     """The clinical content of a case; the patient's identity only when `with_patient`."""
-    patient = case["patient"]
-    birth = date.fromisoformat(patient["birth_date"])
-    physician = case.get("physician")
+    patient = case.patient
+    physician = case.physician
     return ClinicalView(
-        case_id=case["_id"],
-        reference=case["reference"],
-        specialty=case["specialty"],
-        urgency=case["urgency"],
-        language=case["language"],
-        questions=case["questions"],
-        clinical_summary=case["clinical_summary"],
-        age_years=age_on(birth, today),
-        physician=PhysicianView.model_validate(physician) if physician else None,
-        patient=PatientView.model_validate(patient) if with_patient else None,
-        documents=[document_view(d) for d in documents],
+        case_id=case.id,
+        reference=case.reference,
+        specialty=case.specialty,
+        urgency=case.urgency,
+        language=case.language,
+        questions=case.questions,
+        clinical_summary=case.clinical_summary,
+        age_years=age_on(date.fromisoformat(patient.birth_date), today),
+        physician=PhysicianView.model_validate(physician.model_dump()) if physician else None,
+        patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
+        documents=[document_view(d) for d in records],
     )

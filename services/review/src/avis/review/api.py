@@ -6,8 +6,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi import status as http
 
 from avis.review.models import (
-    CODE_PATTERN,
-    ID_PATTERN,
     AssignBody,
     Assignment,
     AssignmentPage,
@@ -25,6 +23,7 @@ from avis.review.service import ReviewService
 from avis.shared.events import Language, Specialty, Urgency
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
+from avis.shared.text import CODE_PATTERN, ID_PATTERN
 
 router = APIRouter(prefix="/v1")
 
@@ -70,7 +69,7 @@ async def create_reviewer(
     body: ReviewerIn, response: Response, review: Review, _: Coordinator
 ) -> Reviewer:
     """Add a reviewer; sending the same reviewer again changes nothing."""
-    reviewer, created = await review.create_reviewer(body)
+    reviewer, created = await review.create_reviewer(body=body)
     if not created:
         response.status_code = http.HTTP_200_OK
     return reviewer
@@ -92,7 +91,9 @@ async def list_reviewers(
     limit: Limit = 20,
 ) -> ReviewerPage:
     """Reviewers by id, filtered by specialty, language and active flag."""
-    return await review.reviewers(specialty, language, active, cursor, limit)
+    return await review.reviewers(
+        specialty=specialty, language=language, active=active, cursor=cursor, limit=limit
+    )
 
 
 @router.get(
@@ -103,7 +104,7 @@ async def list_reviewers(
 )
 async def get_reviewer(reviewer_id: ReviewerIdPath, review: Review, who: Staff) -> Reviewer:
     """One reviewer and their current load."""
-    return await review.reviewer(who, reviewer_id)
+    return await review.reviewer(principal=who, reviewer_id=reviewer_id)
 
 
 @router.patch(
@@ -116,7 +117,7 @@ async def patch_reviewer(
     reviewer_id: ReviewerIdPath, body: ReviewerPatch, review: Review, _: Coordinator
 ) -> Reviewer:
     """Change the fields sent; a reviewer with room again is offered the queue."""
-    return await review.update_reviewer(reviewer_id, body)
+    return await review.update_reviewer(reviewer_id=reviewer_id, patch=body)
 
 
 # --- queue ------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ async def list_queue(
     limit: Limit = 20,
 ) -> QueuePage:
     """Waiting cases, urgent first, then oldest, with the last matching attempt."""
-    return await review.queue(specialty, urgency, cursor, limit)
+    return await review.queue(specialty=specialty, urgency=urgency, cursor=cursor, limit=limit)
 
 
 @router.post(
@@ -151,7 +152,7 @@ async def assign_from_queue(
     case_id: CaseIdPath, body: AssignBody, review: Review, who: Coordinator
 ) -> Assignment:
     """Every matching rule holds except capacity, which a coordinator may override."""
-    return await review.assign_from_queue(who, case_id, body)
+    return await review.assign_from_queue(principal=who, case_id=case_id, body=body)
 
 
 # --- assignments ------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ async def list_assignments(
 ) -> AssignmentPage:
     """Soonest due first."""
     return await review.assignments(
-        who,
+        principal=who,
         status=status,
         overdue=overdue,
         reviewer_id=reviewer_id,
@@ -195,7 +196,7 @@ async def list_assignments(
 )
 async def get_assignment(assignment_id: AssignmentIdPath, review: Review, who: Staff) -> Assignment:
     """A reviewer sees their own; coordinators see all, with the matching rationale."""
-    return await review.assignment(who, assignment_id)
+    return await review.assignment(principal=who, assignment_id=assignment_id)
 
 
 @router.post(
@@ -206,7 +207,7 @@ async def get_assignment(assignment_id: AssignmentIdPath, review: Review, who: S
 )
 async def accept(assignment_id: AssignmentIdPath, review: Review, who: ReviewerRole) -> Assignment:
     """Accepting twice changes nothing."""
-    return await review.accept(who, assignment_id)
+    return await review.accept(principal=who, assignment_id=assignment_id)
 
 
 @router.post(
@@ -219,7 +220,7 @@ async def decline(
     assignment_id: AssignmentIdPath, body: DeclineBody, review: Review, who: ReviewerRole
 ) -> Assignment:
     """The reason code is published; the free-text reason stays in review."""
-    return await review.decline(who, assignment_id, body)
+    return await review.decline(principal=who, assignment_id=assignment_id, body=body)
 
 
 @router.post(
@@ -240,7 +241,9 @@ async def post_opinion(
     who: ReviewerRole,
 ) -> OpinionVersion:
     """Version 1 of the opinion; a different one later is a correction (PUT)."""
-    version, created = await review.post_opinion(who, assignment_id, body)
+    version, created = await review.post_opinion(
+        principal=who, assignment_id=assignment_id, opinion=body
+    )
     if not created:
         response.status_code = http.HTTP_200_OK
     return version
@@ -256,7 +259,7 @@ async def correct_opinion(
     assignment_id: AssignmentIdPath, body: Opinion, review: Review, who: ReviewerRole
 ) -> OpinionVersion:
     """A new version, unless it repeats the latest one."""
-    return await review.correct_opinion(who, assignment_id, body)
+    return await review.correct_opinion(principal=who, assignment_id=assignment_id, opinion=body)
 
 
 @router.get(
@@ -272,4 +275,4 @@ async def get_opinion(
     version: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> OpinionVersion:
     """The latest version, or the one asked for."""
-    return await review.opinion(who, assignment_id, version)
+    return await review.opinion(principal=who, assignment_id=assignment_id, version=version)

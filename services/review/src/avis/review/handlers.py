@@ -11,10 +11,10 @@ def register(runtime: Runtime, review: ReviewService) -> None:
 
     async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
         # The case's trace context rides on its submission; later work joins that trace.
-        await review.case_submitted(payload, event.traceparent)
+        await review.case_submitted(case=payload, traceparent=event.traceparent)
 
     async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
-        await review.case_withdrawn(payload)
+        await review.case_withdrawn(withdrawal=payload)
 
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(CaseWithdrawn, on_withdrawn)

@@ -1,25 +1,39 @@
-"""The review service: settings -> observability -> broker, database -> routes."""
+"""The review service's composition root: settings -> runtime (observability, broker, store) ->
+store, emitter and relay -> service -> handlers, routes and background jobs."""
 
 from functools import partial
 
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
-from avis.review.service import ReviewService
+from avis.review.rules import Sla
+from avis.review.service import SOURCE, ReviewService
 from avis.review.settings import Settings
-from avis.shared import topics
+from avis.shared.emit import Emitter
+from avis.shared.events import ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined
 from avis.shared.runtime import Runtime, serve
+from avis.shared.sealing import Keyring
 
-SENDS: tuple[str, ...] = (topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED)
+# What this service publishes: its AsyncAPI document's `send` operations.
+SENDS = (ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the review app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    review = ReviewService(runtime, settings)
+    reviews = store.Store(runtime.db)
     seed = settings.seed_file if settings.seed_reviewers else None
     runtime.on_store(partial(store.init, seed_file=seed))
+    review = ReviewService(
+        store=reviews,
+        locks=runtime.locks,
+        emitter=Emitter(SOURCE, runtime.relay, reviews.assignments),
+        keyring=Keyring.from_settings(settings),
+        sla=Sla(settings.sla_routine_days, settings.sla_urgent_days),
+        intake_base_url=settings.intake_base_url,
+        service_name=settings.service_name,
+    )
     runtime.on_store(lambda _: review.recover())
     runtime.background("overdue", partial(review.watch_overdue, settings.overdue_refresh_seconds))
     handlers.register(runtime, review)

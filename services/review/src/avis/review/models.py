@@ -4,44 +4,21 @@ The opinion is the only clinical text review keeps; the case itself stays with i
 here is its triage codes (specialty, urgency, language, the treating physician's institution).
 """
 
+from __future__ import annotations
+
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StringConstraints,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from avis.shared.events import Assessment, Language, Specialty, Urgency
+from avis.shared.pages import Page
+from avis.shared.text import Code, Text
+from avis.shared.text import Name as NameText
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-# Free text: no control characters (line breaks and tabs allowed in long text, none in a
-# name) and at least one visible character. Stated as patterns so the OpenAPI document says
-# exactly what is accepted.
-_TEXT_CHAR = r"[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
-_NAME_CHAR = r"[^\x00-\x1F\x7F-\x9F]"
-_VISIBLE = r"[^\s\x00-\x1F\x7F-\x9F]"
-TEXT_PATTERN = rf"^{_TEXT_CHAR}*{_VISIBLE}{_TEXT_CHAR}*$"
-NAME_PATTERN = rf"^{_NAME_CHAR}*{_VISIBLE}{_NAME_CHAR}*$"
-
-
-def _encodable(value: str) -> str:
-    # Stored and sealed as UTF-8: a lone surrogate (possible in JSON escapes) cannot be.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
-
+if TYPE_CHECKING:
+    from avis.review.store import AssignmentDoc, CaseDoc, OpinionEntry, ReviewerDoc
 
 T = TypeVar("T")
 
@@ -50,17 +27,11 @@ def _distinct(values: list[T]) -> list[T]:
     return list(dict.fromkeys(values))
 
 
-Name = Annotated[
-    str, StringConstraints(max_length=200, pattern=NAME_PATTERN), AfterValidator(_encodable)
-]
-Reason = Annotated[
-    str, StringConstraints(max_length=2000, pattern=TEXT_PATTERN), AfterValidator(_encodable)
-]
-Section = Annotated[
-    str, StringConstraints(max_length=20000, pattern=TEXT_PATTERN), AfterValidator(_encodable)
-]
-ReviewerId = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
-InstitutionCode = Annotated[str, StringConstraints(pattern=CODE_PATTERN)]
+Name = Annotated[NameText, Field(max_length=200)]
+Reason = Annotated[Text, Field(max_length=2000)]
+Section = Annotated[Text, Field(max_length=20000)]
+ReviewerId = Code
+InstitutionCode = Code
 Specialties = Annotated[
     list[Specialty], Field(min_length=1, max_length=len(Specialty)), AfterValidator(_distinct)
 ]
@@ -172,11 +143,8 @@ class Reviewer(BaseModel):
     updated_at: datetime
 
 
-class ReviewerPage(BaseModel):
+class ReviewerPage(Page[Reviewer]):
     """A page of reviewers; pass `next_cursor` as `cursor` for the next one."""
-
-    items: list[Reviewer]
-    next_cursor: str | None
 
 
 # --- matching rationale ---------------------------------------------------------------------
@@ -219,11 +187,8 @@ class QueuedCase(BaseModel):
     last_attempt: Rationale | None
 
 
-class QueuePage(BaseModel):
+class QueuePage(Page[QueuedCase]):
     """A page of the queue, urgent cases first, then oldest first."""
-
-    items: list[QueuedCase]
-    next_cursor: str | None
 
 
 class AssignBody(BaseModel):
@@ -263,11 +228,8 @@ class Assignment(BaseModel):
     rationale: Rationale | None = Field(None, description="Coordinators only.")
 
 
-class AssignmentPage(BaseModel):
+class AssignmentPage(Page[Assignment]):
     """A page of assignments, soonest due first."""
-
-    items: list[Assignment]
-    next_cursor: str | None
 
 
 class DeclineBody(BaseModel):
@@ -310,3 +272,68 @@ class OpinionVersion(BaseModel):
     version: int
     completed_at: datetime
     opinion: Opinion
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def reviewer_view(doc: ReviewerDoc, load: int) -> Reviewer:
+    """The API view of a stored reviewer."""
+    return Reviewer.model_validate({**doc.model_dump(), "load": load})
+
+
+def queued_view(case: CaseDoc, declined_by: list[str]) -> QueuedCase:
+    """The API view of a case waiting in the queue."""
+    triage = case.triage()
+    return QueuedCase(
+        case_id=case.id,
+        reference=case.reference,
+        specialty=triage.specialty,
+        urgency=triage.urgency,
+        language=triage.language,
+        physician_institution=case.physician_institution,
+        submitted_at=triage.submitted_at,
+        waiting_since=case.waiting_since,
+        declined_by=declined_by,
+        last_attempt=case.last_attempt,
+    )
+
+
+def assignment_view(doc: AssignmentDoc, *, overdue: bool, coordinator: bool) -> Assignment:
+    """The API view of a stored assignment; rationale and free-text reason for coordinators."""
+    decline = doc.decline
+    return Assignment(
+        id=doc.id,
+        case_id=doc.case_id,
+        reference=doc.reference,
+        round=doc.round,
+        reviewer_id=doc.reviewer_id,
+        status=doc.status,
+        specialty=doc.specialty,
+        urgency=doc.urgency,
+        language=doc.language,
+        assigned_at=doc.assigned_at,
+        due_at=doc.due_at,
+        overdue=overdue,
+        accepted_at=doc.accepted_at,
+        declined_at=doc.declined_at,
+        decline_reason_code=decline.reason_code if decline else None,
+        decline_reason=decline.reason if decline and coordinator else None,
+        completed_at=doc.completed_at,
+        cancelled_at=doc.cancelled_at,
+        opinion_version=doc.opinion_version,
+        case_url=doc.case_url,
+        rationale=doc.rationale if coordinator else None,
+    )
+
+
+def opinion_view(doc: AssignmentDoc, entry: OpinionEntry) -> OpinionVersion:
+    """The API view of one stored opinion version."""
+    return OpinionVersion(
+        assignment_id=doc.id,
+        case_id=doc.case_id,
+        reviewer_id=doc.reviewer_id,
+        version=entry.version,
+        completed_at=entry.completed_at,
+        opinion=Opinion.model_validate(entry.opinion),
+    )

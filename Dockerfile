@@ -1,10 +1,14 @@
 # syntax=docker/dockerfile:1
-# The intake service. Build from the repository root, which holds the uv workspace:
-#   docker build -f services/intake/Dockerfile -t avis-intake .
+# Any Avis service, named by the SERVICE build argument (PORT: the port it serves). Build from the
+# repository root, which holds the uv workspace:
+#   docker build --build-arg SERVICE=intake --build-arg PORT=8001 -t avis-intake .
+# docker-compose.yml builds the four services from this one file.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# ---- builder: resolve the locked environment of avis-intake into /app/.venv ----------------
+# ---- builder: resolve the locked environment of avis-${SERVICE} into /app/.venv -------------
 FROM ${PYTHON_IMAGE} AS builder
+ARG SERVICE
+RUN test -n "${SERVICE}" || { echo "set --build-arg SERVICE=intake|review|reports|notify" >&2; exit 1; }
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -26,31 +30,40 @@ COPY services/review/pyproject.toml services/review/
 COPY services/reports/pyproject.toml services/reports/
 COPY services/notify/pyproject.toml services/notify/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --package avis-intake --no-install-workspace
+    uv sync --locked --no-dev --no-editable --package avis-${SERVICE} --no-install-workspace
 
 # Then the two workspace members this image runs, installed as wheels (no editable links to /src).
 COPY shared/ shared/
-COPY services/intake/ services/intake/
+COPY services/${SERVICE}/ services/${SERVICE}/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --package avis-intake
+    uv sync --locked --no-dev --no-editable --package avis-${SERVICE}
 
 # ---- runtime: the interpreter and the environment, nothing else --------------------------------
 # Same base as the builder: the venv's interpreter link points at /usr/local/bin/python3.11.
 FROM ${PYTHON_IMAGE} AS runtime
+ARG SERVICE
+ARG PORT=8000
 RUN groupadd --system --gid 10001 avis \
     && useradd --system --uid 10001 --gid avis --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin avis
 # Owned by root and read-only to the service user: the running process cannot alter its code.
 COPY --from=builder /app/.venv /app/.venv
+# In a container a service listens on every address; each reads only its own AVIS_<NAME>_*.
 ENV PATH=/app/.venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    AVIS_SERVICE=${SERVICE} \
+    AVIS_SERVICE_PORT=${PORT} \
     AVIS_INTAKE_HTTP_HOST=0.0.0.0 \
-    AVIS_INTAKE_HTTP_PORT=8001
+    AVIS_REVIEW_HTTP_HOST=0.0.0.0 \
+    AVIS_REPORTS_HTTP_HOST=0.0.0.0 \
+    AVIS_NOTIFY_HTTP_HOST=0.0.0.0
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8001
+EXPOSE ${PORT}
 # slim has no curl: ask /healthz with the standard library; any error or non-2xx exits non-zero.
+# The service's own AVIS_<NAME>_HTTP_PORT wins over the port the image was built for.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('AVIS_INTAKE_HTTP_PORT', '8001') + '/healthz', timeout=2)"]
-CMD ["avis-intake"]
+    CMD ["python", "-c", "import os, urllib.request; s = os.environ['AVIS_SERVICE']; port = os.environ.get(f'AVIS_{s.upper()}_HTTP_PORT', os.environ['AVIS_SERVICE_PORT']); urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
+# exec: the service's console script replaces the shell, so signals reach uvicorn.
+CMD ["sh", "-c", "exec avis-\"$AVIS_SERVICE\""]

@@ -1,0 +1,484 @@
+"""Intake's pure decisions: the case's state machine, who may do what, what a record is, the
+rules of references, consent and birth dates. No I/O: everything here is a function of its
+arguments, tested without a store, a broker or HTTP (tests/unit/intake)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from avis.intake.models import (
+    CASE_ID_PATTERN,
+    CaseCreate,
+    CaseStatus,
+    ContentType,
+    SubmitIn,
+    TimelineKind,
+)
+from avis.shared.events import ConsentScope
+from avis.shared.problems import Problem
+from avis.shared.security import Principal
+
+REFERENCE_BLOCK = 100  # references claimed at once; fixed, so blocks never overlap
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+MAX_FILENAME_CHARS = 255
+
+# Status only moves forward along this order; `withdrawn` ends a case from any earlier step.
+RANK = {
+    CaseStatus.DRAFT: 0,
+    CaseStatus.SUBMITTED: 1,
+    CaseStatus.ASSIGNED: 2,
+    CaseStatus.IN_REVIEW: 3,
+    CaseStatus.REPORT_READY: 4,
+}
+# While the case is in one of these, its current reviewer may read it.
+REVIEWER_READABLE = (CaseStatus.ASSIGNED, CaseStatus.IN_REVIEW, CaseStatus.REPORT_READY)
+
+_ID_RE = re.compile(CASE_ID_PATTERN)
+
+
+# --- ids and references -----------------------------------------------------------------------
+
+
+def new_case_id() -> str:
+    """A random, time-ordered case id (UUID version 7), so listing by id lists by age."""
+    ms = time.time_ns() // 1_000_000
+    rand_a = secrets.randbits(12)
+    rand_b = secrets.randbits(62)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def is_case_id(value: str) -> bool:
+    """Whether `value` has the shape of a case id."""
+    return bool(_ID_RE.match(value))
+
+
+def format_reference(year: int, number: int) -> str:
+    """The human reference of a case: `AV-<year>-<number, at least 6 digits>`."""
+    if number < 1:
+        raise ValueError("reference numbers start at 1")
+    return f"AV-{year:04d}-{number:06d}"
+
+
+def block_range(block: int, size: int = REFERENCE_BLOCK) -> range:
+    """The reference numbers block `block` hands out."""
+    return range(block * size + 1, (block + 1) * size + 1)
+
+
+def refblock_id(year: int, block: int) -> str:
+    """The natural `_id` claiming a reference block (zero-padded, so ids sort by block)."""
+    return f"refblock:{year:04d}:{block:06d}"
+
+
+def document_id_of(case_id: str, sha256: str) -> str:
+    """A record's `_id`: the same file twice on a case is one record."""
+    return f"{case_id}:{sha256}"
+
+
+def fingerprint(body: CaseCreate) -> str:
+    """A digest of a creation request, to tell a replay from a different request."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+# --- records: type, name ----------------------------------------------------------------------
+
+_SIGNATURES: tuple[tuple[int, bytes, ContentType], ...] = (
+    (0, b"%PDF-", ContentType.PDF),
+    (0, b"\xff\xd8\xff", ContentType.JPEG),
+    (0, b"\x89PNG\r\n\x1a\n", ContentType.PNG),
+    (128, b"DICM", ContentType.DICOM),
+)
+_DECLARED_ALIASES = {
+    "image/jpg": ContentType.JPEG,
+    "image/pjpeg": ContentType.JPEG,
+    "application/x-pdf": ContentType.PDF,
+    "application/dicom+dcm": ContentType.DICOM,
+}
+# Plain text is UTF-8 without NUL or other control bytes than tab, line and page breaks.
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+_UNDECLARED = {"", "application/octet-stream", "binary/octet-stream"}
+
+
+def sniff(data: bytes) -> ContentType | None:
+    """The record format the bytes themselves show, or None if none of the five."""
+    for offset, magic, kind in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return kind
+    if data and not _BINARY.search(data):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return ContentType.TEXT
+    return None
+
+
+def declared_type(raw: str | None) -> ContentType | None:
+    """The format a client declared for its file (None if it declared none); 415 if unknown."""
+    media = (raw or "").split(";", 1)[0].strip().lower()
+    if media in _UNDECLARED:
+        return None
+    if media in _DECLARED_ALIASES:
+        return _DECLARED_ALIASES[media]
+    try:
+        return ContentType(media)
+    except ValueError:
+        raise unsupported(
+            f"files of type {media[:80]!r} are not accepted; "
+            f"accepted: {', '.join(t.value for t in ContentType)}"
+        ) from None
+
+
+def check_type(data: bytes, declared: ContentType | None) -> ContentType:
+    """The record's format, from its bytes; 415 unless it is one of the five and as declared."""
+    found = sniff(data)
+    if found is None:
+        raise unsupported(
+            "the file's content is not a PDF, JPEG, PNG, DICOM or plain text (UTF-8) file"
+        )
+    if declared is not None and declared != found:
+        raise unsupported(f"the file was declared as {declared.value} but its content is {found}")
+    return found
+
+
+def check_filename(name: str | None) -> str | None:
+    """The original file name, kept as data: 422 if it is a path or holds control characters."""
+    if name is None or not name.strip():
+        return None
+    name = unicodedata.normalize("NFC", name.strip())
+
+    def bad(why: str) -> Problem:
+        return Problem(
+            422,
+            "invalid-filename",
+            "Invalid file name",
+            f"the file name {why}; send the bare name of the file, e.g. report.pdf",
+            errors=[{"field": "body.file.filename", "message": why}],
+        )
+
+    if "/" in name or "\\" in name:
+        raise bad("contains a path separator")
+    if ".." in name:
+        raise bad("contains '..'")
+    if re.match(r"^[A-Za-z]:", name):
+        raise bad("starts with a drive letter")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise bad("contains control characters")
+    if len(name) > MAX_FILENAME_CHARS:
+        raise bad(f"is longer than {MAX_FILENAME_CHARS} characters")
+    return name
+
+
+def check_upload(
+    data: bytes, filename: str | None, declared: str | None, max_bytes: int
+) -> tuple[ContentType, str | None]:
+    """The record's format and kept file name; 413, 415 or 422 when it cannot be taken."""
+    kept = check_filename(filename)
+    declared_as = declared_type(declared)
+    if not data:
+        raise Problem(
+            422,
+            "empty-document",
+            "Empty document",
+            "the file is empty",
+            errors=[{"field": "body.file", "message": "is empty"}],
+        )
+    if len(data) > max_bytes:
+        raise Problem(
+            413,
+            "document-too-large",
+            "Document too large",
+            f"a record may be at most {max_bytes} bytes; this one is {len(data)}",
+        )
+    return check_type(data, declared_as), kept
+
+
+# --- status and timeline ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an event from another service says happened to a case."""
+
+    kind: TimelineKind
+    event_id: str
+    at: datetime
+    assignment_id: str | None = None
+    reviewer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseState:
+    """The part of a case that decides what an event does to it."""
+
+    status: CaseStatus
+    timeline_ids: frozenset[str] = frozenset()
+    assignment_id: str | None = None
+    assignment_at: datetime | None = None
+
+
+class ReviewerChange(StrEnum):
+    """What a change does to the case's current reviewer."""
+
+    KEEP = "keep"
+    CLEAR = "clear"
+    ASSIGN = "assign"
+
+
+KEEP, CLEAR, ASSIGN = ReviewerChange.KEEP, ReviewerChange.CLEAR, ReviewerChange.ASSIGN
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a change: nothing (with why), or the new status and reviewer."""
+
+    apply: bool
+    reason: str = ""
+    status: CaseStatus | None = None
+    reviewer: ReviewerChange = KEEP
+
+
+def skip(reason: str) -> Decision:
+    """A change that changes nothing."""
+    return Decision(apply=False, reason=reason)
+
+
+def decide(state: CaseState, change: Change) -> Decision:
+    """What a change does to a case: status only moves forward, a redelivery does nothing.
+
+    A declined review takes the reviewer's access away and leaves the status `assigned`
+    (moving back to `submitted` would move backwards): the case waits for its next reviewer.
+    """
+    if change.event_id in state.timeline_ids:
+        return skip("already in the timeline")
+    if state.status == CaseStatus.DRAFT:
+        return skip("the case was never submitted")
+    if state.status == CaseStatus.WITHDRAWN:
+        return skip("the case was withdrawn")
+    rank = RANK[state.status]
+    if change.kind == TimelineKind.ASSIGNED:
+        if rank > RANK[CaseStatus.ASSIGNED]:
+            return skip("older than the case's status")
+        if state.assignment_at is not None and change.at < state.assignment_at:
+            return skip("older than the current assignment")
+        return Decision(apply=True, status=CaseStatus.ASSIGNED, reviewer=ASSIGN)
+    if change.kind == TimelineKind.ACCEPTED:
+        if state.assignment_id is None or change.assignment_id != state.assignment_id:
+            return skip("not the current assignment")
+        if rank >= RANK[CaseStatus.IN_REVIEW]:
+            return skip("older than the case's status")
+        return Decision(apply=True, status=CaseStatus.IN_REVIEW)
+    if change.kind == TimelineKind.DECLINED:
+        if state.assignment_id is None or change.assignment_id != state.assignment_id:
+            return skip("not the current assignment")
+        return Decision(apply=True, status=state.status, reviewer=CLEAR)
+    if change.kind == TimelineKind.REVIEW_COMPLETED:
+        return Decision(apply=True, status=state.status)
+    if change.kind == TimelineKind.REPORT_READY:
+        # A corrected report is a new version: one more entry, the status stays.
+        return Decision(apply=True, status=CaseStatus.REPORT_READY)
+    return skip(f"{change.kind} is not an event intake applies")
+
+
+def check_submittable(status: CaseStatus) -> bool:
+    """Whether a submission writes anything: True for a draft, False when already submitted
+    (the same case comes back, no second event); 409 for a withdrawn case."""
+    if status == CaseStatus.WITHDRAWN:
+        raise Problem(409, "case-withdrawn", "The case was withdrawn", "a withdrawn case stays so")
+    return status == CaseStatus.DRAFT
+
+
+def check_withdrawable(status: CaseStatus) -> bool:
+    """Whether a withdrawal writes anything (False: already withdrawn); 409 once reported."""
+    if status == CaseStatus.REPORT_READY:
+        raise Problem(
+            409,
+            "report-ready",
+            "The report is ready",
+            "a case cannot be withdrawn once its report is ready",
+        )
+    return status != CaseStatus.WITHDRAWN
+
+
+def check_draft(status: CaseStatus, action: str) -> None:
+    """409 unless the case is a draft: records are only `action` (added, removed) then."""
+    if status != CaseStatus.DRAFT:
+        raise Problem(
+            409,
+            "case-not-draft",
+            "The case is no longer a draft",
+            f"records can only be {action} while the case is a draft; it is {status}",
+        )
+
+
+# --- who may do what --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the access policy looks at in a case: whose it is and who reviews it now."""
+
+    status: CaseStatus
+    patient_id: str | None = None
+    partner_id: str | None = None
+    reviewer_id: str | None = None
+
+
+def owns(principal: Principal, case: Access) -> bool:
+    """The patient whose case it is, or the partner that filed it."""
+    if principal.role == "patient":
+        return case.patient_id == principal.sub
+    if principal.role == "partner":
+        return principal.partner_id is not None and case.partner_id == principal.partner_id
+    return False
+
+
+def is_current_reviewer(principal: Principal, case: Access) -> bool:
+    """The reviewer assigned to the case now, while the review is on."""
+    return (
+        principal.role == "reviewer"
+        and case.reviewer_id == principal.sub
+        and case.status in REVIEWER_READABLE
+    )
+
+
+def may_read(principal: Principal, case: Access) -> bool:
+    """Status and timeline: owners, the current reviewer, coordinators and services."""
+    return (
+        principal.role in ("coordinator", "service")
+        or owns(principal, case)
+        or is_current_reviewer(principal, case)
+    )
+
+
+def may_read_clinical(principal: Principal, case: Access) -> bool:
+    """Clinical content and records: owners, the current reviewer and coordinators."""
+    return (
+        principal.role == "coordinator"
+        or owns(principal, case)
+        or is_current_reviewer(principal, case)
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which cases a caller may list: those whose `field` equals `value` (no field: all), in
+    `statuses` (None: any)."""
+
+    field: str | None = None
+    value: str | None = None
+    statuses: tuple[CaseStatus, ...] | None = None
+
+
+def listing_scope(principal: Principal, status: CaseStatus | None) -> Scope | None:
+    """The cases `principal` may list, narrowed to `status`; None when that leaves nothing."""
+    wanted = (status,) if status is not None else None
+    if principal.role == "patient":
+        return Scope("patient_id", principal.sub, wanted)
+    if principal.role == "partner":
+        return Scope("partner_id", principal.partner_id, wanted)
+    if principal.role == "reviewer":
+        if status is not None and status not in REVIEWER_READABLE:
+            return None
+        return Scope("reviewer_id", principal.sub, wanted or REVIEWER_READABLE)
+    return Scope(statuses=wanted)
+
+
+def may_file(principal: Principal, partner_reference: str | None) -> None:
+    """403 unless a patient or a partner files the case; 422 if a patient gives a partner's
+    reference."""
+    if principal.role not in ("patient", "partner"):
+        raise Problem(403, "forbidden", "Forbidden", "only patients and partners file cases")
+    if partner_reference is not None and principal.role != "partner":
+        raise Problem(
+            422,
+            "validation",
+            "Request validation failed",
+            "only a partner gives its own reference",
+            errors=[{"field": "body.partner_reference", "message": "partners only"}],
+        )
+
+
+def shared_with_partner(scopes: list[ConsentScope]) -> bool:
+    """Whether the referring partner hears of the case: only if the patient agreed."""
+    return ConsentScope.SHARE_WITH_PARTNER in scopes
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def not_found(case_id: str) -> Problem:
+    """The one answer for a case that is missing or not the caller's (existence stays hidden)."""
+    return Problem(404, "case-not-found", "Case not found", f"no case {case_id} for this caller")
+
+
+def document_not_found(document_id: str) -> Problem:
+    """404 for a record the case does not hold."""
+    return Problem(
+        404, "document-not-found", "Document not found", f"the case holds no record {document_id}"
+    )
+
+
+def unsupported(detail: str) -> Problem:
+    """A 415 for a record in a format intake does not take."""
+    return Problem(415, "unsupported-document-type", "Unsupported document type", detail)
+
+
+def check_birth_date(birth: date, today: date) -> None:
+    """422 unless the birth date is plausible: not in the future, not before 1900."""
+    if birth > today or birth < EARLIEST_BIRTH_DATE:
+        raise Problem(
+            422,
+            "validation",
+            "Request validation failed",
+            "the birth date must be between 1900-01-01 and today",
+            errors=[{"field": "body.patient.birth_date", "message": "not a plausible birth date"}],
+        )
+
+
+def check_consent(body: SubmitIn, now: datetime) -> None:
+    """422 unless the consent covers the review and was given by now."""
+    consent = body.consent
+    if ConsentScope.REVIEW not in consent.scopes:
+        raise Problem(
+            422,
+            "consent-required",
+            "Consent to the review is required",
+            "the consent's scopes must include 'review'",
+            errors=[{"field": "body.consent.scopes", "message": "must include 'review'"}],
+        )
+    if consent.accepted_at > now + CONSENT_CLOCK_SKEW:
+        raise Problem(
+            422,
+            "validation",
+            "Request validation failed",
+            "the consent cannot have been given in the future",
+            errors=[{"field": "body.consent.accepted_at", "message": "is in the future"}],
+        )
+
+
+def check_documents(count: int, *, at_most: int | None = None) -> None:
+    """409 if a case to submit holds no record, or one taking a record already holds `at_most`."""
+    if at_most is None and count == 0:
+        raise Problem(
+            409,
+            "no-documents",
+            "No documents",
+            "upload at least one record before submitting the case",
+        )
+    if at_most is not None and count >= at_most:
+        raise Problem(
+            409,
+            "too-many-documents",
+            "Too many documents",
+            f"a case holds at most {at_most} records",
+        )

@@ -1,0 +1,330 @@
+"""Review's pure decisions: matching (who may take a case, who is chosen), the SLA, the life of
+an assignment (what accept, decline and an opinion may do), who may see what, and the ids and
+sort keys the store orders by. No I/O: tested without a store, a broker or HTTP
+(tests/unit/review)."""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from avis.review.models import ACTIVE, AssignmentStatus, Considered, Opinion
+from avis.shared.clock import to_millis
+from avis.shared.events import CompletedOpinion, Urgency
+from avis.shared.problems import Problem
+from avis.shared.security import Principal
+
+MATCHING_LOCK = "matching"
+MATCHER = "matcher"
+# Assignment ids are derived from the case id and round, so replaying a cause never adds one.
+_ASSIGNMENT_NAMESPACE = uuid.UUID("5d0c8a3e-6f1b-4f0e-9a57-2b8c1f3d4e60")
+# Assignments that ended without an opinion (ACTIVE ones count against capacity).
+ENDED = (AssignmentStatus.DECLINED, AssignmentStatus.CANCELLED)
+
+
+# --- matching -------------------------------------------------------------------------------
+
+
+class Rule(StrEnum):
+    """The rule that decided a matching."""
+
+    ONLY_CANDIDATE = "only_candidate"
+    LEAST_LOAD = "least_load"
+    TIE_BREAK_BY_ID = "tie_break_by_id"
+    NOBODY_FITS = "nobody_fits"
+    COORDINATOR = "coordinator"
+
+
+class Exclusion(StrEnum):
+    """Why a reviewer cannot take a case."""
+
+    INACTIVE = "inactive"
+    SPECIALTY = "specialty"
+    LANGUAGE = "language"
+    INSTITUTION_CONFLICT = "institution_conflict"
+    DECLINED_BEFORE = "declined_before"
+    AT_CAPACITY = "at_capacity"
+
+
+EXCLUSION_TEXT = {
+    Exclusion.INACTIVE: "the reviewer is not active",
+    Exclusion.SPECIALTY: "the reviewer does not practise the case's specialty",
+    Exclusion.LANGUAGE: "the reviewer does not read the patient's language",
+    Exclusion.INSTITUTION_CONFLICT: "the reviewer works at the treating physician's institution",
+    Exclusion.DECLINED_BEFORE: "the reviewer already declined this case",
+    Exclusion.AT_CAPACITY: "the reviewer is at capacity",
+}
+
+
+@dataclass(frozen=True)
+class CaseNeeds:
+    """What matching needs to know of a case."""
+
+    specialty: str
+    language: str
+    physician_institution: str | None = None
+    declined_by: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ReviewerFit:
+    """What matching needs to know of a reviewer, with their current load."""
+
+    id: str
+    specialties: frozenset[str]
+    languages: frozenset[str]
+    institution_code: str | None
+    capacity: int
+    load: int
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of matching: who (or nobody), by which rule, among which candidates."""
+
+    chosen: str | None
+    rule: Rule
+    candidates: tuple[Considered, ...]
+
+
+def same_institution(a: str | None, b: str | None) -> bool:
+    """Whether two institution codes name the same institution (case and spaces ignored)."""
+    return a is not None and b is not None and a.strip().casefold() == b.strip().casefold()
+
+
+def exclusion(
+    case: CaseNeeds, reviewer: ReviewerFit, *, override_capacity: bool = False
+) -> Exclusion | None:
+    """Why `reviewer` cannot take `case`, or None if they can."""
+    if not reviewer.active:
+        return Exclusion.INACTIVE
+    if case.specialty not in reviewer.specialties:
+        return Exclusion.SPECIALTY
+    if case.language not in reviewer.languages:
+        return Exclusion.LANGUAGE
+    if same_institution(case.physician_institution, reviewer.institution_code):
+        return Exclusion.INSTITUTION_CONFLICT
+    if reviewer.id in case.declined_by:
+        return Exclusion.DECLINED_BEFORE
+    if not override_capacity and reviewer.load >= reviewer.capacity:
+        return Exclusion.AT_CAPACITY
+    return None
+
+
+def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
+    """The eligible reviewer with the least load; equal loads go to the smallest reviewer id."""
+    pool = sorted(reviewers, key=lambda r: r.id)
+    candidates = tuple(
+        Considered(
+            reviewer_id=r.id,
+            load=r.load,
+            capacity=r.capacity,
+            excluded=why.value if (why := exclusion(case, r)) is not None else None,
+        )
+        for r in pool
+    )
+    eligible = sorted(
+        (r for r, c in zip(pool, candidates, strict=True) if c.excluded is None),
+        key=lambda r: (r.load, r.id),
+    )
+    if not eligible:
+        return Decision(None, Rule.NOBODY_FITS, candidates)
+    if len(eligible) == 1:
+        rule = Rule.ONLY_CANDIDATE
+    elif eligible[0].load < eligible[1].load:
+        rule = Rule.LEAST_LOAD
+    else:
+        rule = Rule.TIE_BREAK_BY_ID
+    return Decision(eligible[0].id, rule, candidates)
+
+
+def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
+    """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity."""
+    why = exclusion(case, reviewer, override_capacity=True)
+    if why is not None:
+        raise Problem(
+            409,
+            "reviewer-not-eligible",
+            "Reviewer cannot take this case",
+            f"Reviewer {reviewer.id} cannot take this case: {EXCLUSION_TEXT[why]}.",
+            errors=[{"field": "body.reviewer_id", "message": why.value}],
+        )
+
+
+def next_round(case_round: int, rounds: Iterable[int]) -> int:
+    """The number of a case's next assignment round: after every round it ever had."""
+    return max([case_round, *rounds]) + 1
+
+
+# --- SLA and ordering -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sla:
+    """Days from assignment until the opinion is due, by urgency."""
+
+    routine_days: float = 7.0
+    urgent_days: float = 3.0
+
+
+def due_at(assigned_at: datetime, urgency: Urgency | str, sla: Sla) -> datetime:
+    """When an assignment made at `assigned_at` is due (at the store's millisecond precision)."""
+    days = sla.urgent_days if Urgency(urgency) is Urgency.URGENT else sla.routine_days
+    return to_millis(assigned_at + timedelta(days=days))
+
+
+def is_overdue(status: AssignmentStatus, due: datetime, at: datetime) -> bool:
+    """Past its due date and not answered."""
+    return status in ACTIVE and due < at
+
+
+def assignment_id_for(case_id: str, round_: int) -> str:
+    """The id of a case's assignment round: `<uuid of the case>-<round>`.
+
+    The relay publishes pending aggregates in `_id` order, so a case's rounds sort by round:
+    a round's `declined` goes out before the next round's `assigned`.
+    """
+    return f"{uuid.uuid5(_ASSIGNMENT_NAMESPACE, case_id)}-{round_:04d}"
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def queue_key(urgency: Urgency | str, submitted_at: datetime, case_id: str) -> str:
+    """The queue's order as one sortable string: urgent first, then oldest first."""
+    rank = 0 if Urgency(urgency) is Urgency.URGENT else 1
+    return f"{rank}|{_stamp(submitted_at)}|{case_id}"
+
+
+def sort_key(due: datetime, assignment_id: str) -> str:
+    """The assignment list's order as one sortable string: soonest due first."""
+    return f"{_stamp(due)}|{assignment_id}"
+
+
+def case_lock(case_id: str) -> str:
+    """The lock key of a case."""
+    return f"case:{case_id}"
+
+
+def reviewer_lock(reviewer_id: str) -> str:
+    """The lock key of a reviewer."""
+    return f"reviewer:{reviewer_id}"
+
+
+# --- the life of an assignment --------------------------------------------------------------
+
+
+def state_conflict(detail: str, slug: str = "assignment-state") -> Problem:
+    """409: the assignment (or case) is not in a state that allows this."""
+    return Problem(409, slug, "Conflict", detail)
+
+
+def not_found(what: str, slug: str) -> Problem:
+    """404 for something review does not hold."""
+    return Problem(404, slug, "Not found", f"No {what} with this id.")
+
+
+def may_accept(status: AssignmentStatus) -> bool:
+    """Whether accepting writes anything: True if assigned, False if already accepted; 409
+    otherwise."""
+    if status == AssignmentStatus.ACCEPTED:
+        return False
+    if status != AssignmentStatus.ASSIGNED:
+        raise state_conflict(f"This assignment is {status}; only an assigned one can be accepted.")
+    return True
+
+
+def may_decline(status: AssignmentStatus) -> bool:
+    """Whether declining writes anything: True if assigned, False if already declined; 409
+    otherwise."""
+    if status == AssignmentStatus.DECLINED:
+        return False
+    if status != AssignmentStatus.ASSIGNED:
+        raise state_conflict(f"This assignment is {status}; only an assigned one can be declined.")
+    return True
+
+
+def may_write_first_opinion(status: AssignmentStatus) -> bool:
+    """Whether a first opinion is written (False: one is there, compare it); 409 before the
+    assignment is accepted or after it ended."""
+    if status == AssignmentStatus.COMPLETED:
+        return False
+    if status == AssignmentStatus.ASSIGNED:
+        raise state_conflict("Accept the assignment before writing its opinion.", "not-accepted")
+    if status != AssignmentStatus.ACCEPTED:
+        raise state_conflict(f"This assignment is {status}; it takes no opinion.")
+    return True
+
+
+def check_correctable(status: AssignmentStatus) -> None:
+    """409 unless there is an opinion to correct."""
+    if status != AssignmentStatus.COMPLETED:
+        raise state_conflict(
+            "There is no opinion to correct yet; POST the first version.", "no-opinion"
+        )
+
+
+def opinion_digest(opinion: Opinion) -> str:
+    """A fingerprint of an opinion's content, to tell a replay from a different opinion."""
+    canonical = json.dumps(opinion.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_replay(stored_digest: str, opinion: Opinion) -> None:
+    """409 if a first opinion is sent again with other content: that is a correction (PUT)."""
+    if stored_digest != opinion_digest(opinion):
+        raise state_conflict(
+            "An opinion was already recorded for this assignment; "
+            "send a correction with PUT on the same URL.",
+            "opinion-exists",
+        )
+
+
+def sealed_content(
+    opinion: Opinion, version: int, display_name: str, specialty: str
+) -> CompletedOpinion:
+    """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it."""
+    return CompletedOpinion.model_validate(
+        {
+            **opinion.model_dump(mode="json"),
+            "version": version,
+            "reviewer_display_name": display_name,
+            "reviewer_specialty": specialty,
+        }
+    )
+
+
+# --- who may see what -----------------------------------------------------------------------
+
+
+def is_coordinator(principal: Principal) -> bool:
+    """Coordinators see everything, with the matching rationale and the decline reasons."""
+    return principal.role == "coordinator"
+
+
+def check_assignment_access(principal: Principal, reviewer_id: str) -> None:
+    """403 unless a coordinator, or the reviewer the assignment belongs to."""
+    if not is_coordinator(principal) and reviewer_id != principal.sub:
+        raise Problem(
+            403, "not-your-assignment", "Forbidden", "This assignment belongs to another reviewer."
+        )
+
+
+def assignments_reviewer(principal: Principal, reviewer_id: str | None) -> str | None:
+    """Whose assignments `principal` lists: a reviewer only their own (403 for another's)."""
+    if is_coordinator(principal):
+        return reviewer_id
+    if reviewer_id is not None and reviewer_id != principal.sub:
+        raise Problem(403, "forbidden", "Forbidden", "A reviewer sees their own assignments only.")
+    return principal.sub
+
+
+def check_reviewer_access(principal: Principal, reviewer_id: str) -> None:
+    """403 if a reviewer reads another reviewer's entry (coordinators read all)."""
+    if principal.role == "reviewer" and principal.sub != reviewer_id:
+        raise Problem(403, "forbidden", "Forbidden", "A reviewer may only read themself.")
