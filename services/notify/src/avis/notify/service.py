@@ -79,9 +79,10 @@ class NotifyService:
             case = await self.store.case(case_id) or CaseDoc(id=case_id)
             queued = await self._apply(case, event, payload)
             if isinstance(payload, CaseSubmitted) and case.parked:
-                # The events that came before their case, in the order they arrived.
+                # The events that came before their case, in the order they happened (they
+                # came on several topics, which are not ordered among themselves).
                 parked, case.parked = case.parked, []
-                for entry in parked:
+                for entry in sorted(parked, key=lambda e: Event.from_doc(e).time):
                     early = Event.from_doc(entry)
                     queued += await self._apply(case, early, early.payload())
             case.updated_at = utcnow()
@@ -170,7 +171,7 @@ class NotifyService:
             template=template,
             language=case.language,
             params=params,
-            message_id=rules.message_id(template, event.id, self.settings.mail_domain),
+            message_id=rules.message_id(event.id, self.settings.mail_domain),
             traceparent=case.traceparent or event.traceparent,
             created_at=now,
             next_at=now,
