@@ -93,6 +93,8 @@ class NotifyService:
     async def _apply(self, case: CaseDoc, event: Event, payload: Payload) -> int:
         if isinstance(payload, CaseSubmitted) and not case.submitted:
             self._take_contact(case, event, payload)
+            # Stored before any send is queued: the sender opens it, and may run at once.
+            await self.store.save_case(case)
         decision = self._decide(case, payload)
         name = f"notify.{event.type.removeprefix('avis.').removesuffix('.v1')}"
         with case_span(name, case.traceparent or event.traceparent) as span:
@@ -216,6 +218,12 @@ class NotifyService:
                 failures += 1
                 wait = backoff(failures, self.settings.retry_backoff_max_seconds)
                 log.warning("sender waits for the store", error=type(exc).__name__)
+            except Exception:
+                # Whatever happened, the sender lives on: what was not recorded is still filed
+                # and is tried again (with the same Message-ID).
+                failures += 1
+                wait = backoff(failures, self.settings.retry_backoff_max_seconds)
+                log.exception("sender pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
