@@ -135,8 +135,8 @@ class NotifyStack:
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
 
     def token(self, sub: str, role: Role) -> str:
-        """A valid token for `sub` in `role`."""
-        return mint_token(self.settings, sub, role)
+        """A valid token for `sub` in `role` (a partner acts for a partner of the same name)."""
+        return mint_token(self.settings, sub, role, partner_id=sub if role == "partner" else None)
 
     def client(self, sub: str = "coord-1", role: Role = "coordinator") -> httpx.AsyncClient:
         """An HTTP client of the app, authenticated as `sub` in `role`."""

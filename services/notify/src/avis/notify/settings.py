@@ -1,9 +1,9 @@
 """Configuration of the notify service: `AVIS_NOTIFY_*` plus the shared `AVIS_*` variables."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from avis.shared.settings import CommonSettings, shared_env
 
@@ -33,7 +33,8 @@ class Settings(CommonSettings):
     mail_domain: str = "avis.local"
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"
-    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    # AVIS_NOTIFY_RETRY_SCHEDULE=30,120,600 (seconds)
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     # The due-queue's time buckets, and the longest the sender sleeps without a wake-up.
     due_bucket_seconds: int = Field(60, ge=1)
     sender_tick_seconds: float = Field(1.0, gt=0)
