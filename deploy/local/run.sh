@@ -7,6 +7,12 @@ export AVIS_STATE_DIR="${AVIS_STATE_DIR:-$root/.local/run}"
 infra="deploy/local/infra.sh"
 py="${AVIS_PYTHON:-.venv/bin/python}"
 trap '"$infra" stop' EXIT
+# --- tracing UI (deploy/tracing/install.sh): Zipkin on 127.0.0.1:${AVIS_ZIPKIN_PORT:-9411} ---
+trap '"$root/deploy/tracing/install.sh" stop; "$infra" stop' EXIT
+"$root/deploy/tracing/install.sh" start
+export AVIS_OTEL_EXPORTER="${AVIS_OTEL_EXPORTER:-zipkin}"
+export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}}"
+# --- end tracing UI ---
 "$infra" start
 "$infra" wait
 "$py" -m avis.shared.topics
@@ -27,6 +33,7 @@ Avis is starting. Everything listens on 127.0.0.1:
   review   http://127.0.0.1:8002
   reports  http://127.0.0.1:8003
   notify   http://127.0.0.1:8004
+  traces   http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/zipkin/   (search a case: tag avis.case_reference=AV-...)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)

@@ -1,11 +1,20 @@
 """Log redaction: sensitive keys never reach a rendered line."""
 
+import io
 import json
 
 import pytest
 import structlog
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from avis.shared.observability import configure_logging, trace_id_of
+from avis.shared.observability import (
+    JsonSafeExporter,
+    configure_logging,
+    span_exporter,
+    trace_id_of,
+)
 
 
 def test_sensitive_keys_are_redacted_at_any_depth(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,3 +53,63 @@ def test_logged_exceptions_keep_types_and_frames_but_not_messages(
     assert line["exception"][0]["type"] == "ValueError"
     assert "test_observability.py" in line["exception"][0]["frames"][-1]
     assert "angina" not in out and "Dupr" not in out
+
+
+def _spans_with_bytes(exporter: SpanExporter) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("kafka publish") as span:
+        span.set_attribute("messaging.kafka.message.key", b"case-123")
+        span.set_attribute("raw", b"\xff\x00")
+        span.add_event("sent", {"key": b"case-123"})
+    with tracer.start_as_current_span("plain") as span:
+        span.set_attribute("n", 1)
+    provider.shutdown()
+
+
+def test_the_console_exporter_exports_spans_carrying_bytes() -> None:
+    """FastStream records the Kafka key as bytes: the console exporter must still export it."""
+    out = io.StringIO()
+    exporter = span_exporter("console")
+    assert isinstance(exporter, JsonSafeExporter)
+    exporter.inner = ConsoleSpanExporter(out=out)
+    _spans_with_bytes(exporter)
+    decoder = json.JSONDecoder()
+    text, spans = out.getvalue(), []
+    index = 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        span, index = decoder.raw_decode(text, index)
+        spans.append(span)
+    assert [s["name"] for s in spans] == ["kafka publish", "plain"]
+    assert spans[0]["attributes"]["messaging.kafka.message.key"] == "case-123"
+    assert spans[0]["attributes"]["raw"] == "ff00"
+    assert spans[0]["events"][0]["attributes"]["key"] == "case-123"
+
+
+def test_without_the_wrapper_the_console_exporter_fails_on_bytes() -> None:
+    """The failure the wrapper fixes is real (so the test above can fail)."""
+    out = io.StringIO()
+    with pytest.raises(TypeError, match="bytes"):
+        ConsoleSpanExporter(out=out).export([_one_span_with_bytes()])
+
+
+def _one_span_with_bytes() -> ReadableSpan:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("k") as span:
+        span.set_attribute("key", b"case-1")
+    (finished,) = exporter.get_finished_spans()
+    return finished
+
+
+def test_every_configured_exporter_is_json_safe() -> None:
+    for name, endpoint in (("otlp", "http://127.0.0.1:4318"), ("zipkin", "http://127.0.0.1:9411")):
+        assert isinstance(span_exporter(name, endpoint), JsonSafeExporter)
+    assert span_exporter("none") is None
+    with pytest.raises(ValueError, match="AVIS_OTEL_EXPORTER"):
+        span_exporter("jaegr")

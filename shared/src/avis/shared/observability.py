@@ -4,15 +4,20 @@ import logging
 import pathlib
 import sys
 import traceback
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 # Keys whose values never reach a log line: direct identifiers, clinical text, secrets.
@@ -114,16 +119,110 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
     )
 
 
-def configure_tracing(service: str, exporter: str = "none", endpoint: str = "") -> TracerProvider:
-    """Install the tracer provider: OTLP/HTTP when configured, console, or ids only (none)."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"avis-{service}"}))
+def _plain(value: Any) -> Any:
+    """An attribute value every exporter can encode: bytes become text (or hex), recursively."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _needs_plain(attributes: Mapping[str, Any] | None) -> bool:
+    return any(
+        isinstance(v, bytes | Mapping)
+        or (
+            isinstance(v, Sequence)
+            and not isinstance(v, str)
+            and any(isinstance(i, bytes) for i in v)
+        )
+        for v in (attributes or {}).values()
+    )
+
+
+def _plain_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in (attributes or {}).items()}
+
+
+def json_safe(span: ReadableSpan) -> ReadableSpan:
+    """`span`, or a copy of it whose attributes hold no bytes (FastStream records the Kafka key
+    as bytes; the console and Zipkin JSON encoders fail on them and drop the whole batch)."""
+    if not (
+        _needs_plain(span.attributes)
+        or any(_needs_plain(e.attributes) for e in span.events)
+        or any(_needs_plain(link.attributes) for link in span.links)
+    ):
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_plain_attributes(span.attributes),
+        events=[Event(e.name, _plain_attributes(e.attributes), e.timestamp) for e in span.events],
+        links=[trace.Link(link.context, _plain_attributes(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class JsonSafeExporter(SpanExporter):
+    """Hands every span to `inner` in a form any encoder accepts, so no batch is dropped."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export the spans, made JSON-safe."""
+        return self.inner.export([json_safe(s) for s in spans])
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter."""
+        return self.inner.force_flush(timeout_millis)
+
+
+def span_exporter(exporter: str, endpoint: str = "") -> SpanExporter | None:
+    """The exporter the settings name: `otlp` (OTLP/HTTP base URL), `zipkin` (Zipkin base URL,
+    spans posted to /api/v2/spans), `console`, or None for `none`."""
+    inner: SpanExporter
     if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        url = endpoint.rstrip("/") + "/v1/traces" if endpoint else None
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+        inner = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces" if endpoint else None)
+    elif exporter == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        base = endpoint.rstrip("/") or "http://127.0.0.1:9411"
+        inner = ZipkinExporter(endpoint=f"{base}/api/v2/spans")
     elif exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        inner = ConsoleSpanExporter(out=sys.stderr)
+    elif exporter == "none":
+        return None
+    else:
+        raise ValueError(
+            f"AVIS_OTEL_EXPORTER must be none, console, otlp or zipkin; got {exporter!r}"
+        )
+    return JsonSafeExporter(inner)
+
+
+def configure_tracing(service: str, exporter: str = "none", endpoint: str = "") -> TracerProvider:
+    """Install the tracer provider: OTLP/HTTP or Zipkin when configured, console, or ids only."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"avis-{service}"}))
+    chosen = span_exporter(exporter, endpoint)
+    if chosen is not None:
+        provider.add_span_processor(BatchSpanProcessor(chosen))
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         # A second app in one process (tests) shares the first provider: OpenTelemetry

@@ -30,7 +30,7 @@ class CommonSettings(BaseSettings):
     jwt_audience: str = Field("avis", validation_alias=shared_env("JWT_AUDIENCE"))
     otel_exporter: str = Field(
         "none", validation_alias=shared_env("OTEL_EXPORTER")
-    )  # none|console|otlp
+    )  # none|console|otlp|zipkin
     otel_endpoint: str = Field("", validation_alias=shared_env("OTEL_ENDPOINT"))
     log_format: str = Field("auto", validation_alias=shared_env("LOG_FORMAT"))  # auto|json|console
     log_level: str = Field("INFO", validation_alias=shared_env("LOG_LEVEL"))

@@ -1,7 +1,19 @@
-"""Kafka subscribers of the notify service (thin, like api.py)."""
+"""Kafka subscribers of the notify service (thin, like api.py): every event it reads goes to
+one use case, which parks it or queues its email; nothing is sent from here."""
 
+from avis.notify.service import NotifyService
+from avis.shared.envelope import Event
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime) -> None:
-    """Subscribe the notify service's handlers."""
+def register(runtime: Runtime, notify: NotifyService) -> None:
+    """Register the notify service's handlers by payload type."""
+
+    async def on_event(event: Event, payload: Payload) -> None:
+        await notify.apply(event=event, payload=payload)
+
+    runtime.on(CaseSubmitted, on_event)
+    runtime.on(CaseWithdrawn, on_event)
+    runtime.on(ReviewAssigned, on_event)
+    runtime.on(ReportReady, on_event)

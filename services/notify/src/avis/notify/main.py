@@ -1,8 +1,10 @@
-"""The notify service: settings -> observability -> broker, database -> routes."""
+"""The notify service: settings -> observability -> broker, database -> handlers, routes, and
+the sender that works the queue of emails."""
 
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
+from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
 from avis.shared.runtime import Runtime, serve
 
@@ -13,8 +15,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the notify app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    handlers.register(runtime)
-    return runtime.create_app("Avis notify", [api.router])
+    notify = NotifyService(runtime, settings)
+    handlers.register(runtime, notify)
+    if settings.sender_enabled:
+        runtime.background("sender", notify.run_sender)
+    app = runtime.create_app(
+        "Avis notify",
+        [api.router],
+        description="The patient's emails at each step of a case, queued and sent once.",
+    )
+    app.state.notify = notify
+    return app
 
 
 def run() -> None:

@@ -1,9 +1,15 @@
 """Configuration of the notify service: `AVIS_NOTIFY_*` plus the shared `AVIS_*` variables."""
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from avis.shared.settings import CommonSettings, shared_env
+
+# Seconds to wait after the 1st, 2nd, ... failed attempt of a send (a transient failure: a 4xx
+# answer, a refused or dropped connection, a timeout). After the last one the send is failed.
+DEFAULT_RETRY_SCHEDULE = (30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0)
 
 
 class Settings(CommonSettings):
@@ -15,4 +21,30 @@ class Settings(CommonSettings):
 
     service_name: str = "notify"
     http_port: int = 8004
+    # smtp://host:port (STARTTLS as `smtp_starttls` says) or smtps://host:port (TLS from the
+    # start); credentials may sit in the URL or in the two settings below.
     smtp_url: str = Field("smtp://127.0.0.1:1025", validation_alias=shared_env("SMTP_URL"))
+    smtp_starttls: Literal["auto", "always", "never"] = "auto"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_timeout_seconds: float = Field(15.0, gt=0)
+    mail_from: str = "Avis <no-reply@avis.local>"
+    # The right-hand side of every Message-ID notify makes.
+    mail_domain: str = "avis.local"
+    # Dates in emails are the patient's calendar dates in this time zone.
+    timezone: str = "Europe/Paris"
+    # AVIS_NOTIFY_RETRY_SCHEDULE=30,120,600 (seconds)
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
+    # The due-queue's time buckets, and the longest the sender sleeps without a wake-up.
+    due_bucket_seconds: int = Field(60, ge=1)
+    sender_tick_seconds: float = Field(1.0, gt=0)
+    # Exactly one notify instance of a deployment runs the sender (its due-queue index is
+    # written under an in-process lock).
+    sender_enabled: bool = True
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(v) for v in value.split(",") if v.strip())
+        return value

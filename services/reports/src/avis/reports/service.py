@@ -286,6 +286,7 @@ class ReportsService:
                 language=record.language,
                 issued_at=issued_at,
                 report=self.keyring.seal_json(report, report_aad(key)),
+                traceparent=case.traceparent,
             )
             try:
                 await self.store.insert_version(stored)
@@ -401,15 +402,18 @@ class ReportsService:
         """The PDF of a served version, rendered now if it was not yet (then kept)."""
         stored = served.version
         filename = f"{served.report.reference}-v{stored.version}.pdf"
-        cache = stored.pdf or await self._render(stored.id, served.report)
+        cache = stored.pdf or await self._render(stored, served.report)
         if cache.etag in if_none_match or "*" in if_none_match:
             return Pdf(None, cache.etag, filename)
         content = self.keyring.open(cache.sealed, pdf_aad(stored.id))
         return Pdf(content, cache.etag, filename)
 
-    async def _render(self, key: str, report: Report) -> PdfCache:
+    async def _render(self, stored: VersionDoc, report: Report) -> PdfCache:
+        key = stored.id
         loop = asyncio.get_running_loop()
-        content = await loop.run_in_executor(self._renderer, render_pdf, report)
+        with case_span("reports.render", stored.traceparent) as span:
+            span.set_attribute("avis.case_id", stored.case_id)
+            content = await loop.run_in_executor(self._renderer, render_pdf, report)
         cache = PdfCache(
             sealed=self.keyring.seal(content, pdf_aad(key)),
             etag=f'"{hashlib.sha256(content).hexdigest()[:32]}"',
@@ -428,7 +432,7 @@ class ReportsService:
                 stored = await self.store.version(key)
                 if stored is not None and stored.pdf is None:
                     report = self.keyring.open_model(stored.report, report_aad(key), Report)
-                    cache = await self._render(key, report)
+                    cache = await self._render(stored, report)
                     log.info("report rendered", report_id=stored.report_id, bytes=cache.size)
             except asyncio.CancelledError:
                 raise

@@ -111,6 +111,7 @@ class VersionDoc(_Doc):
     issued_at: datetime
     report: Sealed
     pdf: PdfCache | None = None
+    traceparent: str = Field("", description="The case's trace, which rendering joins.")
 
 
 async def init(db: AsyncDatabase[Document]) -> None:

@@ -1,0 +1,114 @@
+"""The patient's emails, from events on the real broker to the real SMTP sink: the matrix,
+once per event, in the patient's language, with the headers a mail client expects."""
+
+import asyncio
+import re
+
+import pytest
+
+from tests.conftest import eventually
+from tests.integration.notify.conftest import NotifyStack, body_text, html_text, mailbox
+
+pytestmark = pytest.mark.infra
+
+
+async def test_the_matrix_in_french_once_per_event(stack: NotifyStack) -> None:
+    p = stack.patient("fr")
+    submitted = stack.submitted(p)
+    tp = submitted.traceparent
+    first = stack.assigned(p, due_in_days=7, traceparent=tp)
+    await stack.publish(submitted, first)
+    await stack.settled(p.case_id, 2)
+    # After a decline, a reassignment with the same expected date says nothing...
+    await stack.publish(stack.assigned(p, due_in_days=7, traceparent=tp))
+    # ...one with a later date says so.
+    await stack.publish(stack.assigned(p, due_in_days=12, traceparent=tp))
+    await stack.settled(p.case_id, 3)  # topics are not ordered among themselves
+    v1 = stack.report(p, 1, traceparent=tp)
+    await stack.publish(v1, stack.report(p, 2, traceparent=tp))
+    # Redelivered events (the same ce_id) and a late older version queue nothing new.
+    await stack.publish(submitted, first, v1, stack.report(p, 1, traceparent=tp))
+    items = await stack.settled(p.case_id, 5)
+    assert [n["template"] for n in items] == [
+        "case_received",
+        "review_assigned",
+        "expected_date_changed",
+        "report_ready",
+        "report_updated",
+    ]
+    assert {n["status"] for n in items} == {"sent"}
+    assert {n["language"] for n in items} == {"fr"}
+
+    mails = await eventually(lambda: len(mailbox(p.email)) >= 5 and mailbox(p.email))
+    await asyncio.sleep(1.0)  # nothing more trickles in
+    mails = mailbox(p.email)
+    assert len(mails) == 5
+    ids = [str(m["Message-ID"]).strip() for m in mails]
+    assert len(set(ids)) == 5
+    assert ids == [n["message_id"] for n in items]
+    for m in mails:
+        assert m["Content-Language"] == "fr"
+        assert m["Auto-Submitted"] == "auto-generated"
+        assert m["Date"] is not None
+        assert m.get_content_type() == "multipart/alternative"
+        assert body_text(m).startswith("Bonjour,")
+        assert '<html lang="fr">' in html_text(m)
+        assert p.reference in str(m["Subject"])
+    received, assigned, moved, ready, updated = mails
+    assert "Suivre ma demande" in body_text(received)
+    assert "oncologie" in body_text(assigned)
+    assert re.search(r"d'ici le \d{1,2} \w+ 20\d\d", body_text(assigned))
+    assert "a changé" in body_text(moved)
+    assert f"rep-{p.case_id}?version=1" in body_text(ready)
+    assert "version 2" in body_text(updated)
+    assert f'href="http://127.0.0.1:8003/v1/reports/rep-{p.case_id}?version=2"' in html_text(
+        updated
+    )
+
+
+async def test_english_and_withdrawal(stack: NotifyStack) -> None:
+    p = stack.patient("en")
+    submitted = stack.submitted(p)
+    await stack.publish(submitted, stack.withdrawn(p, submitted.traceparent))
+    items = await stack.settled(p.case_id, 2)
+    assert [n["template"] for n in items] == ["case_received", "case_withdrawn"]
+    mails = mailbox(p.email)
+    assert [m["Content-Language"] for m in mails] == ["en", "en"]
+    assert body_text(mails[0]).startswith("Hello,")
+    assert "withdrawn" in str(mails[1]["Subject"])
+    # A report after withdrawal tells nothing.
+    await stack.publish(stack.report(p, 1, submitted.traceparent))
+    await asyncio.sleep(1.5)
+    assert len(await stack.notifications(p.case_id)) == 2
+
+
+async def test_events_before_their_case_are_parked_not_blocking(stack: NotifyStack) -> None:
+    """No order across topics: an assignment and a report met before the case wait, parked,
+    while the partition moves on; the case's arrival releases them in order."""
+    early = stack.patient("en")
+    other = stack.patient("en")
+    await stack.publish(stack.assigned(early, 5), stack.report(early, 1))
+    # Behind them on the same topics, another case goes through untouched.
+    other_submitted = stack.submitted(other)
+    await stack.publish(other_submitted, stack.assigned(other, 5))
+    await stack.settled(other.case_id, 2)
+    doc = await stack.db["cases"].find_one({"_id": early.case_id})
+    assert doc is not None and len(doc["parked"]) == 2
+    await stack.publish(stack.submitted(early))
+    items = await stack.settled(early.case_id, 3)
+    assert [n["template"] for n in items] == ["case_received", "review_assigned", "report_ready"]
+    doc = await stack.db["cases"].find_one({"_id": early.case_id})
+    assert doc is not None and doc["parked"] == []
+
+
+async def test_the_contact_stays_sealed_at_rest(stack: NotifyStack) -> None:
+    p = stack.patient("fr")
+    await stack.publish(stack.submitted(p))
+    await stack.settled(p.case_id, 1)
+    for name in ("cases", "sends", "due"):
+        async for doc in stack.db[name].find({}):
+            text = repr(doc)
+            for secret in (p.email, p.given_name, p.family_name, p.phone, "1979-05-17"):
+                assert secret not in text, (name, secret)
+    case = await stack.db["cases"].find_one({"_id": p.case_id})
+    assert case is not None and set(case["contact"]) == {"alg", "kid", "nonce", "ct"}

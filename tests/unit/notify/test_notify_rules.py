@@ -1,0 +1,88 @@
+"""The notification matrix and the retry schedule, as pure decisions."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from avis.notify import rules
+from avis.notify.rules import CaseView, Outcome, Template
+from avis.notify.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from avis.shared.security import Principal
+
+D1, D2 = date(2026, 3, 9), date(2026, 3, 12)
+SUBMITTED = CaseView(submitted=True)
+
+
+def test_the_matrix() -> None:
+    received = rules.on_submitted(CaseView())
+    assert received.send is Template.CASE_RECEIVED and received.then.submitted
+    assert rules.on_submitted(SUBMITTED).send is None  # once
+
+    first = rules.on_assigned(SUBMITTED, D1)
+    assert first.send is Template.REVIEW_ASSIGNED and first.then.told_due == D1
+    assert rules.on_assigned(first.then, D1).send is None  # reassigned, same date: nothing
+    moved = rules.on_assigned(first.then, D2)
+    assert moved.send is Template.EXPECTED_DATE_CHANGED and moved.then.told_due == D2
+
+    ready = rules.on_report_ready(SUBMITTED, 1)
+    assert ready.send is Template.REPORT_READY and ready.then.report_version == 1
+    assert rules.on_report_ready(ready.then, 1).send is None  # the same version again
+    updated = rules.on_report_ready(ready.then, 2)
+    assert updated.send is Template.REPORT_UPDATED
+    assert rules.on_report_ready(updated.then, 1).send is None  # a late older version
+
+    withdrawn = rules.on_withdrawn(SUBMITTED)
+    assert withdrawn.send is Template.CASE_WITHDRAWN
+    assert rules.on_withdrawn(withdrawn.then).send is None
+    assert rules.on_assigned(withdrawn.then, D1).send is None
+    assert rules.on_report_ready(withdrawn.then, 1).send is None
+
+
+@pytest.mark.parametrize(
+    "decide",
+    [
+        lambda v: rules.on_assigned(v, D1),
+        lambda v: rules.on_report_ready(v, 1),
+        rules.on_withdrawn,
+    ],
+)
+def test_events_before_their_case_are_parked(decide: object) -> None:
+    decision = decide(CaseView())  # type: ignore[operator]
+    assert decision.park and decision.send is None and decision.then == CaseView()
+
+
+def test_the_retry_schedule_then_failure() -> None:
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    schedule = (30.0, 120.0, 600.0)
+    assert rules.next_attempt(1, schedule, now) == now + timedelta(seconds=30)
+    assert rules.next_attempt(3, schedule, now, jitter=1.1) == now + timedelta(seconds=660)
+    assert rules.next_attempt(4, schedule, now) is None
+    assert sum(DEFAULT_RETRY_SCHEDULE) / 3600 == pytest.approx(23.71, abs=0.01)  # about a day
+
+
+def test_reply_codes_and_safe_reasons() -> None:
+    assert rules.outcome_of_code(250) is Outcome.SENT
+    assert rules.outcome_of_code(451) is Outcome.TRANSIENT
+    assert rules.outcome_of_code(421) is Outcome.TRANSIENT
+    assert rules.outcome_of_code(550) is Outcome.PERMANENT
+    text = "5.1.1 <eloise@exemple.fr>: Recipient address rejected"
+    assert rules.safe_reason(550, text) == "550 5.1.1"
+    assert "eloise" not in rules.safe_reason(550, text)
+
+
+def test_ids_are_derived_from_the_event() -> None:
+    assert rules.send_id("e-1") == rules.send_id("e-1") == "email:e-1"
+    assert rules.message_id("e-1", "avis.local") == "<e-1@avis.local>"
+
+
+def test_who_may_read() -> None:
+    assert rules.may_read(Principal(sub="c", role="coordinator"), "p-1")
+    assert rules.may_read(Principal(sub="p-1", role="patient"), "p-1")
+    assert not rules.may_read(Principal(sub="p-2", role="patient"), "p-1")
+    assert not rules.may_read(Principal(sub="p-1", role="patient"), None)
+    assert not rules.may_read(Principal(sub="r", role="reviewer"), "p-1")
+
+
+def test_the_schedule_reads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVIS_NOTIFY_RETRY_SCHEDULE", "1,2.5,10")
+    assert Settings().retry_schedule == (1.0, 2.5, 10.0)
