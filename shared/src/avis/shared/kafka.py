@@ -172,7 +172,8 @@ class Messaging:
                 transient += 1
                 EVENTS_FAILED.labels(self.service, event.topic, "transient").inc()
                 delay = backoff(transient, self.settings.retry_backoff_max_seconds)
-                log.warning("event retried", error=type(exc).__name__, retry_in=round(delay, 2))
+                if transient == 1:  # once per event: an outage is reported by the runtime
+                    log.warning("event retried", error=type(exc).__name__)
                 await asyncio.sleep(delay)
             except Exception as exc:
                 errors += 1
@@ -212,7 +213,8 @@ class Messaging:
                 break
             except KafkaError as exc:
                 tries += 1
-                log.warning("dead letter not yet written", error=type(exc).__name__)
+                if tries == 1:
+                    log.warning("dead letter not yet written", error=type(exc).__name__)
                 await asyncio.sleep(backoff(tries, self.settings.retry_backoff_max_seconds))
         EVENTS_DEAD_LETTERED.labels(self.service, record.topic).inc()
         log.error("event dead-lettered", topic=record.topic, reason=reason, attempts=attempts)

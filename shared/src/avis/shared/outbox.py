@@ -84,16 +84,17 @@ class Relay:
         while True:
             self._wake.clear()
             try:
-                await self.drain()
+                published = await self.drain()
+                if failures:
+                    log.info("outbox relay resumed", published=published)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
                 delay = min(self.backoff_max, 0.2 * 2**failures) * random.uniform(0.8, 1.2)  # noqa: S311
-                log.warning(
-                    "outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2)
-                )
+                if failures == 1:  # once per pause: the runtime reports the missing dependency
+                    log.warning("outbox relay paused", error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
             with contextlib.suppress(TimeoutError):
