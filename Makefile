@@ -41,6 +41,9 @@ run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctr
 test: install  ## the whole suite against its own broker and store, started and stopped here
 	@$(TEST_ENV) deploy/local/test.sh
 
+test-fast: lint  ## lint and the unit tests: no broker, no store, a few seconds
+	$(PY) -m pytest tests/unit -q
+
 lint: .venv/.synced  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
