@@ -56,7 +56,8 @@ bench: install  ## benchmarks against the test stack; prints figures and the sam
 	@$(TEST_ENV) deploy/local/test.sh bench
 
 infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
-	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && $(PY) -m avis.shared.topics
+	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && \
+	AVIS_KAFKA_BOOTSTRAP=$${AVIS_KAFKA_BOOTSTRAP:-127.0.0.1:$${AVIS_KAFKA_PORT:-9092}} $(PY) -m avis.shared.topics
 
 infra-stop:  ## stop what infra-start started
 	$(INFRA) stop
