@@ -42,6 +42,9 @@ run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctr
 test: install  ## the whole suite against its own broker and store, started and stopped here
 	@$(TEST_ENV) deploy/local/test.sh
 
+test-fast: lint  ## lint and the unit tests: no broker, no store, a few seconds
+	$(PY) -m pytest tests/unit -q
+
 lint: .venv/.synced  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -54,7 +57,8 @@ bench: install  ## benchmarks against the test stack; prints figures and the sam
 	@$(TEST_ENV) deploy/local/test.sh bench
 
 infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
-	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && $(PY) -m avis.shared.topics
+	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && \
+	AVIS_KAFKA_BOOTSTRAP=$${AVIS_KAFKA_BOOTSTRAP:-127.0.0.1:$${AVIS_KAFKA_PORT:-9092}} $(PY) -m avis.shared.topics
 
 infra-stop:  ## stop what infra-start started
 	$(INFRA) stop

@@ -135,7 +135,15 @@ cmd="${1:-status}"; shift || true
 services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
 case "$cmd" in
   install) kafka_libs >/dev/null; ferretdb_bin >/dev/null; log "Kafka and FerretDB are in $AVIS_CACHE" ;;
-  start|stop|status) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
+  start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
+  status)
+    for s in "${services[@]}"; do status "$s"; done
+    if [ $# -eq 0 ] && [ -f "$STATE/run.pid" ]; then
+      run_pid="$(cat "$STATE/run.pid")"
+      if ps -p "$run_pid" -o args= 2>/dev/null | grep -q 'deploy/local/run.sh'; then
+        echo "make run: up (pid $run_pid; Ctrl-C in its terminal stops it and what it started)"
+      fi
+    fi ;;
   wait) for s in "${services[@]}"; do wait_ready "$s"; done ;;
   *) die "usage: infra.sh install|start|stop|status|wait [kafka|ferretdb|smtp ...]" ;;
 esac

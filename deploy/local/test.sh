@@ -17,6 +17,7 @@ if [ "${1:-}" = bench ]; then
 fi
 echo "[test] lint: ruff and mypy"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"

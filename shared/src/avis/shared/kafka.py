@@ -192,7 +192,8 @@ class Messaging:
                 # depend on will arrive. The partition waits; ordering per case holds.
                 EVENTS_FAILED.labels(self.service, event.topic, "transient").inc()
                 delay = transient.next_delay()
-                log.warning("event retried", error=type(exc).__name__, retry_in=round(delay, 2))
+                if transient.attempt == 1:  # once per event: an outage is reported by the runtime
+                    log.warning("event retried", error=type(exc).__name__)
                 await asyncio.sleep(delay)
             except Exception as exc:
                 EVENTS_FAILED.labels(self.service, event.topic, "error").inc()
@@ -231,7 +232,8 @@ class Messaging:
                 )
                 break
             except KafkaError as exc:
-                log.warning("dead letter not yet written", error=type(exc).__name__)
+                if retry.attempt == 0:
+                    log.warning("dead letter not yet written", error=type(exc).__name__)
                 await retry.wait()
         EVENTS_DEAD_LETTERED.labels(self.service, record.topic).inc()
         log.error("event dead-lettered", topic=record.topic, reason=reason, attempts=attempts)

@@ -117,6 +117,13 @@ def configure_logging(service: str, fmt: str = "auto", level: str = "INFO") -> N
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    # aiokafka logs every failed reconnect (hundreds a second while the broker is away) and an
+    # ERROR for a coordinator still loading at start-up, both of which it retries by itself. The
+    # runtime reports Kafka's reachability instead (runtime.Dependency); at DEBUG its warnings
+    # come back for digging.
+    logging.getLogger("aiokafka").setLevel(
+        logging.WARNING if level.upper() == "DEBUG" else logging.CRITICAL
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -123,15 +123,16 @@ class Relay:
         while True:
             self._wake.clear()
             try:
-                await self.drain()
+                published = await self.drain()
+                if retry.attempt:
+                    log.info("outbox relay resumed", published=published)
                 retry.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 delay = retry.next_delay()
-                log.warning(
-                    "outbox relay paused", error=type(exc).__name__, retry_in=round(delay, 2)
-                )
+                if retry.attempt == 1:  # once per pause: the runtime reports the missing dependency
+                    log.warning("outbox relay paused", error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
             with contextlib.suppress(TimeoutError):

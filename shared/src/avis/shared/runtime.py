@@ -3,11 +3,13 @@ HTTP doors of DESIGN.md section 5 (`/healthz`, `/readyz`, `/metrics`, `/asyncapi
 
 A service's `main.py` builds a `Runtime`, registers its handlers and indexes, and asks it for
 the FastAPI app. The runtime starts in any order with Kafka and MongoDB: until both answer it
-retries with backoff, logs why once per attempt, and `/readyz` says not ready.
+retries with backoff and `/readyz` says not ready. Once connected it keeps watching both: one line
+when a dependency goes away, a reminder at a slow pace while it stays away, one when it is back.
 """
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +18,7 @@ import uvicorn
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,6 +39,36 @@ log = structlog.get_logger("avis.runtime")
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 P = TypeVar("P", bound=Payload)
 StoreInit = Callable[[AsyncDatabase[Document]], Awaitable[None]]
+WATCH_SECONDS = 2.0  # how often a connected service checks Kafka and the store
+REMIND_SECONDS = 60.0  # how often it says again that a dependency is still away
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's files, served locally
+
+
+class Dependency:
+    """One dependency's reachability as the operator reads it in the logs: a line when it goes
+    away, a reminder every `remind_seconds` while it stays away, a line when it is back."""
+
+    def __init__(self, name: str, remind_seconds: float = REMIND_SECONDS, **context: Any) -> None:
+        self.name = name
+        self.remind_seconds = remind_seconds
+        self.context = context
+        self.down_since: float | None = None
+        self._reminded = 0.0
+
+    def observe(self, reachable: bool, now: float, **details: Any) -> None:
+        """Record one check made at `now` (monotonic seconds); logs only on a change or reminder."""
+        if reachable:
+            if self.down_since is not None:
+                away = round(now - self.down_since, 1)
+                log.info(f"{self.name} reachable again", away_s=away, **self.context)
+                self.down_since = None
+        elif self.down_since is None:
+            self.down_since = self._reminded = now
+            log.warning(f"{self.name} not reachable", **self.context, **details)
+        elif now - self._reminded >= self.remind_seconds:
+            self._reminded = now
+            away = round(now - self.down_since)
+            log.warning(f"{self.name} still not reachable", away_s=away, **self.context, **details)
 
 
 class Runtime:
@@ -66,6 +99,8 @@ class Runtime:
         )
         self.kafka_started = False
         self.store_initialised = False
+        self.kafka = Dependency("Kafka", bootstrap=settings.kafka_bootstrap)
+        self.store = Dependency("store", database=settings.database)
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,25 +160,20 @@ class Runtime:
                 for init in self._store_inits:
                     await init(self.db)
                 self.store_initialised = True
+                self.store.observe(True, time.monotonic())
             except PyMongoError as exc:
                 delay = retry.next_delay()
-                log.warning(
-                    "store not reachable yet", error=type(exc).__name__, retry_in=round(delay, 1)
-                )
+                self.store.observe(False, time.monotonic(), error=type(exc).__name__)
                 await asyncio.sleep(delay)
         retry = Backoff(self.settings.retry_backoff_max_seconds)
         while not self.kafka_started:
             try:
                 await self.broker.start()
                 self.kafka_started = True
+                self.kafka.observe(True, time.monotonic())
             except (KafkaError, OSError) as exc:
                 delay = retry.next_delay()
-                log.warning(
-                    "Kafka not reachable yet",
-                    bootstrap=self.settings.kafka_bootstrap,
-                    error=type(exc).__name__,
-                    retry_in=round(delay, 1),
-                )
+                self.kafka.observe(False, time.monotonic(), error=type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
                 await asyncio.sleep(delay)
@@ -152,6 +182,7 @@ class Runtime:
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
         self._tasks.append(asyncio.create_task(self._prune_inbox(), name=f"{self.service}-inbox"))
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"{self.service}-watch"))
         for name, work in self._background:
             self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
 
@@ -163,6 +194,15 @@ class Runtime:
             except PyMongoError as exc:
                 log.warning("inbox not pruned this time", error=type(exc).__name__)
             await asyncio.sleep(3600)
+
+    async def _watch(self) -> None:
+        """Check both dependencies every few seconds, so the logs say when one goes or returns."""
+        while True:
+            store_error = await ping(self.db)
+            self.store.observe(store_error is None, time.monotonic(), error=store_error)
+            kafka_ok = await self.broker.ping(timeout=WATCH_SECONDS)
+            self.kafka.observe(kafka_ok, time.monotonic())
+            await asyncio.sleep(WATCH_SECONDS)
 
     async def stop(self) -> None:
         """Stop background work, the broker and the store client."""
@@ -199,7 +239,17 @@ class Runtime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+        # /docs and /redoc with their scripts and styles served by the service itself, so the
+        # API docs work where there is no way out to a CDN (a hospital network).
+        app = FastAPIOffline(
+            title=title,
+            description=description,
+            version="1.0.0",
+            lifespan=lifespan,
+            static_url=DOCS_ASSETS,
+            # no "valid" badge: Swagger UI would send the spec's URL to an outside validator
+            swagger_ui_parameters={"validatorUrl": None},
+        )
         app.state.runtime = self
         app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
@@ -234,7 +284,9 @@ class Runtime:
         app.include_router(ops)
         for router in routers:
             app.include_router(router)
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=f"healthz,readyz,metrics,{DOCS_ASSETS.strip('/')}"
+        )
         return app
 
 

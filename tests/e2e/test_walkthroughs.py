@@ -1,0 +1,170 @@
+"""The README's walkthroughs, executed: every command block of docs/intake-walkthrough.md then
+docs/review-walkthrough.md runs in order against intake and review started here as `make run`
+starts them (their own processes, the settings the walkthrough puts before `make run`), on the
+test stack's broker and store. Each block's HTTP statuses and promised fields are checked
+(tests/walkthroughs.py), and the whole walkthrough runs twice, as a person may follow it twice."""
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from avis.shared import topics
+from tests.conftest import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
+from tests.walkthroughs import Walkthrough, environment, run_assignments
+
+pytestmark = pytest.mark.infra
+
+DOCS = ROOT / "docs"
+WALKTHROUGHS = [DOCS / "intake-walkthrough.md", DOCS / "review-walkthrough.md"]
+# What each service consumes: a new consumer group starts at the end, not at the suite's history.
+CONSUMES = {
+    "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
+    "review": [topics.CASE_SUBMITTED],
+}
+
+
+@dataclass
+class Stack:
+    """The services the walkthroughs talk to, and what a person's shell would have."""
+
+    urls: dict[str, str]
+    state_dir: Path
+    logs: dict[str, Path]
+
+    def tails(self) -> str:
+        """The end of each service's log, for a failure message."""
+        return "\n".join(
+            f"--- {name} log ---\n" + path.read_text(errors="replace")[-2000:]
+            for name, path in self.logs.items()
+        )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll /readyz until the service is ready (it connects to Kafka and the store first)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{url} exited:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not ready in time:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Intake and review as `make run` starts them, each in its own process and database."""
+    home = tmp_path_factory.mktemp("walkthrough-stack")
+    state = home / "state"
+    state.mkdir()
+    # What `make run` keeps in its state folder: the development secrets.
+    (state / "dev.env").write_text(
+        f"AVIS_SEALING_KEYS={SEALING_KEYS}\nAVIS_JWT_SECRET={JWT_SECRET}\n", encoding="utf-8"
+    )
+    run_settings = run_assignments((DOCS / "intake-walkthrough.md").read_text(encoding="utf-8"))
+    suffix = uuid.uuid4().hex[:8]
+    ports = {name: free_port() for name in CONSUMES}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    base = environment(
+        dict(os.environ),
+        AVIS_KAFKA_BOOTSTRAP=BOOTSTRAP,
+        AVIS_MONGO_URL=MONGO_URL,
+        AVIS_SEALING_KEYS=SEALING_KEYS,
+        AVIS_JWT_SECRET=JWT_SECRET,
+        AVIS_LOG_FORMAT="json",
+        AVIS_RELAY_POLL_SECONDS="0.2",
+        AVIS_REVIEW_SEED_REVIEWERS="true",
+        AVIS_INTAKE_PUBLIC_URL=urls["intake"],
+        AVIS_REVIEW_INTAKE_BASE_URL=urls["intake"],
+        **run_settings,
+    )
+    for name, consumed in CONSUMES.items():
+        asyncio.run(skip_history(f"avis-{name}", consumed))
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    databases = {name: f"walkthrough_{name}_{suffix}" for name in CONSUMES}
+    try:
+        for name, port in ports.items():
+            env = base | {
+                f"AVIS_{name.upper()}_HTTP_PORT": str(port),
+                f"AVIS_{name.upper()}_MONGO_DATABASE": databases[name],
+            }
+            logs[name] = home / f"{name}.log"
+            with logs[name].open("wb") as log:
+                processes[name] = subprocess.Popen(
+                    [str(ROOT / ".venv" / "bin" / f"avis-{name}")],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        for name, process in processes.items():
+            wait_ready(urls[name], process, logs[name])
+        yield Stack(urls, state, logs)
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        with MongoClient(MONGO_URL) as mongo:
+            for database in databases.values():
+                mongo.drop_database(database)
+
+
+def test_the_walkthroughs_run_as_written_twice(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    scratch = tmp_path_factory.mktemp("walkthrough-tmp")
+    env = environment(
+        dict(os.environ),
+        AVIS_STATE_DIR=str(stack.state_dir),
+        INTAKE=stack.urls["intake"],
+        REVIEW=stack.urls["review"],
+        TMPDIR=str(scratch),
+    )
+    before = untracked()
+    for run in range(2):
+        for path in WALKTHROUGHS:
+            walkthrough = Walkthrough(path, ROOT, env, run)
+            try:
+                walkthrough.run_all()
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{stack.tails()}") from None
+            assert len(walkthrough.blocks) >= 5, f"{path.name}: too few blocks ran"
+    # The scratch files went outside the repository.
+    assert (scratch / "avis-walkthrough").is_dir()
+    assert untracked() == before, "the walkthroughs left files in the repository"
+
+
+def untracked() -> set[str]:
+    """Files in the checkout that git neither tracks nor ignores."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line[3:] for line in status.splitlines() if line.startswith("??")}

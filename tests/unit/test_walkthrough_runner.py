@@ -1,0 +1,139 @@
+"""The walkthrough runner itself (tests/walkthroughs.py), on small documents against a loopback
+HTTP server: it passes what the text promises and fails, pointing at the block, on any drift."""
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.walkthroughs import (
+    Walkthrough,
+    environment,
+    mismatch,
+    parse_expectation,
+    run_assignments,
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    counts: dict[str, int] = {}
+
+    def do_GET(self) -> None:
+        seen = self.counts[self.path] = self.counts.get(self.path, 0) + 1
+        if self.path.startswith("/slow"):  # ready on the third call
+            status, body = (200, {"ready": True}) if seen >= 3 else (503, {"ready": False})
+        elif self.path.startswith("/case"):
+            status, body = 200, {"status": "draft", "items": [{"id": "a"}, {"id": "b"}]}
+        else:
+            status, body = 404, {"title": "Not Found"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    """A loopback HTTP server: /case answers 200, /slow 503 twice then 200, else 404."""
+    _Handler.counts = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def run(tmp_path: Path, server: str, text: str, run_index: int = 0) -> Walkthrough:
+    doc = tmp_path / "doc.md"
+    doc.write_text(text, encoding="utf-8")
+    env = environment(dict(os.environ), API=server, TMPDIR=str(tmp_path))
+    walkthrough = Walkthrough(doc, tmp_path, env, run_index)
+    walkthrough.run_all()
+    return walkthrough
+
+
+GOOD = """
+<!-- skip: next -->
+
+```sh
+make run
+```
+
+```sh
+curl -s "$API/case" | python3 -m json.tool
+curl -s -o /dev/null -w '%{http_code}\\n' "$API/nothing"
+for _ in 1 2 3 4 5; do curl -sf "$API/slow" > /dev/null && break; sleep 0.1; done
+echo done
+```
+
+<!-- expect:
+200 {"status": "draft", "items": [{"id": "b"}]}
+404|404
+200
+output: ^done$
+-->
+"""
+
+
+def test_a_document_that_keeps_its_promises_passes(tmp_path: Path, server: str) -> None:
+    walkthrough = run(tmp_path, server, GOOD)
+    (block,) = walkthrough.blocks  # `make run` was skipped
+    assert [c.status for c in block.calls] == [200, 404, 200]  # the polled call counts once
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [
+        ('200 {"status": "draft"', '201 {"status": "draft"', "call 1 answered 200, not 201"),
+        ('{"id": "b"}', '{"id": "c"}', "no item matches"),
+        ('"status": "draft"', '"status": "submitted"', "expected 'submitted', got 'draft'"),
+        ("output: ^done$", "output: ^finished$", "printed nothing matching"),
+        ("404|404\n", "", "made 3 HTTP call(s), the text promises 2"),
+        ("echo done", "echo done; false", "exited with 1"),
+    ],
+)
+def test_any_drift_fails_at_its_block(
+    tmp_path: Path, server: str, old: str, new: str, why: str
+) -> None:
+    assert old in GOOD
+    with pytest.raises(AssertionError, match="block at line 8") as failure:
+        run(tmp_path, server, GOOD.replace(old, new))
+    assert why in str(failure.value)
+
+
+def test_the_second_status_is_for_a_walkthrough_run_again(tmp_path: Path, server: str) -> None:
+    text = GOOD.replace("404|404", "201|404")
+    with pytest.raises(AssertionError, match="answered 404, not 201"):
+        run(tmp_path, server, text, run_index=0)
+    run(tmp_path, server, text, run_index=1)
+
+
+def test_a_block_without_an_expectation_fails(tmp_path: Path, server: str) -> None:
+    text = '```sh\ncurl -s "$API/case"\n```\n'
+    with pytest.raises(AssertionError, match="no expect comment"):
+        run(tmp_path, server, text)
+
+
+def test_expectations_and_settings_are_read_as_written() -> None:
+    expectation = parse_expectation('201|200 {"a": [1]}\n\n204\noutput: ^x$')
+    assert [c.statuses for c in expectation.calls] == [[201, 200], [204]]
+    assert expectation.calls[0].body == {"a": [1]}
+    assert expectation.output == ["^x$"]
+    with pytest.raises(ValueError, match="starts with a status"):
+        parse_expectation("ok")
+    assert mismatch({"ref": "~^AV-\\d+$"}, {"ref": "AV-12", "x": 1}) is None
+    assert mismatch({"ref": "~^AV-\\d+$"}, {"ref": "XX-12"})
+    assert run_assignments("text\nAVIS_A=1 AVIS_B=x make run\n") == {"AVIS_A": "1", "AVIS_B": "x"}
+    assert run_assignments("make run\n") == {}
