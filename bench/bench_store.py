@@ -1,0 +1,492 @@
+"""Flat cost as data grows: the store's idle CPU, intake under load and the lists people open,
+at several sizes of stored data, with the four services running as separate processes.
+
+For each size (1,000, 10,000 and 50,000 cases by default) the stores of intake and review are
+seeded directly to that size, with documents and assignments in proportion, then:
+  idle       FerretDB's CPU over `--idle` seconds (60) with the four services running
+  load       16 concurrent clients draft, upload one PDF and submit `--cases` cases each round:
+             p50/p95/p99 of each step, cases/s, and the load generator's own CPU
+  assign     submit -> assignment time of those cases (from intake's timeline)
+  lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
+             reviewers), `--list-samples` requests each
+One table by size is printed and written to bench/results/store-<time>.json; the baseline is
+the smallest size of the same run (cost at N / cost at the smallest N).
+
+Seeding clones one real case, made through the APIs at start, under new ids: whatever shape
+the services store, the seeded documents are the ones they write themselves.
+Usage: make bench-store  (or: python bench/bench_store.py --sizes 1000,10000 --quick)
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import resource
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from avis.shared.sealing import generate_key
+from avis.shared.security import mint_token
+from avis.shared.settings import CommonSettings
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
+STATE = pathlib.Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
+SERVICES = {"intake": 18001, "review": 18002, "reports": 18003, "notify": 18004}
+JWT_SECRET = "bench-" + "x" * 40
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+SPECIALTY = "oncology"
+
+
+def token(sub: str, role: str) -> str:
+    """A bearer token the services accept."""
+    settings = CommonSettings(jwt_secret=JWT_SECRET)
+    return mint_token(settings, sub, role)  # type: ignore[arg-type]
+
+
+def client(service: str, sub: str, role: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{SERVICES[service]}",
+        headers={"Authorization": f"Bearer {token(sub, role)}"},
+        timeout=120.0,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, in milliseconds when given seconds."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
+
+
+class Stack:
+    """The four services as separate processes on the bench stack's broker and store."""
+
+    def __init__(self, database_prefix: str) -> None:
+        self.env = os.environ | {
+            "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            "AVIS_MONGO_URL": MONGO,
+            "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
+            "AVIS_JWT_SECRET": JWT_SECRET,
+            "AVIS_LOG_LEVEL": "WARNING",
+            "AVIS_LOG_FORMAT": "json",
+        }
+        for name, port in SERVICES.items():
+            upper = name.upper()
+            self.env[f"AVIS_{upper}_HTTP_PORT"] = str(port)
+            self.env[f"AVIS_{upper}_MONGO_DATABASE"] = f"{database_prefix}_{name}"
+        self.databases = {name: f"{database_prefix}_{name}" for name in SERVICES}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = STATE / "bench-logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def spawn(self) -> None:
+        for name in SERVICES:
+            log = (self.logs / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [str(ROOT / ".venv/bin" / f"avis-{name}")], env=self.env, stdout=log, stderr=log
+            )
+
+    async def start(self) -> None:
+        self.spawn()
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            for name, port in SERVICES.items():
+                deadline = time.monotonic() + 120
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                            break
+                    if time.monotonic() > deadline or self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} did not become ready; see {self.logs}")
+                    await asyncio.sleep(0.3)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+async def make_case(intake: httpx.AsyncClient, n: int) -> tuple[str, dict[str, float]]:
+    """Draft, upload one PDF and submit one case; returns its id and each step's seconds."""
+    times: dict[str, float] = {}
+    body = {
+        "patient": {
+            "given_name": "Camille",
+            "family_name": "Martin",
+            "birth_date": "1971-03-14",
+            "email": "camille.martin@example.org",
+            "phone": "+33 6 12 34 56 78",
+            "preferred_language": "fr",
+        },
+        "physician": {"name": "Dr Bernard", "institution_code": "BENCH-HOSP"},
+        "specialty": SPECIALTY,
+        "urgency": "routine",
+        "questions": ["diagnosis_clarification"],
+        "clinical_summary": "Bench case.",
+    }
+    start = time.perf_counter()
+    draft = await intake.post("/v1/cases", json=body)
+    draft.raise_for_status()
+    times["draft"] = time.perf_counter() - start
+    case_id = draft.json()["case_id"]
+    start = time.perf_counter()
+    stored = await intake.post(
+        f"/v1/cases/{case_id}/documents",
+        files={"file": ("record.pdf", PDF + f"% {n} {uuid.uuid4().hex}\n".encode())},
+        data={"kind": "test_result"},
+    )
+    stored.raise_for_status()
+    times["upload"] = time.perf_counter() - start
+    start = time.perf_counter()
+    consent = {
+        "consent": {
+            "text_version": "consent-2026-01",
+            "accepted_at": datetime.now(UTC).isoformat(),
+            "scopes": ["review"],
+        }
+    }
+    submitted = await intake.post(f"/v1/cases/{case_id}/submit", json=consent)
+    submitted.raise_for_status()
+    times["submit"] = time.perf_counter() - start
+    return case_id, times
+
+
+async def poll(check: Callable[[], Any], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.5)
+    raise TimeoutError("condition not met")
+
+
+def renamed(value: Any, names: dict[str, str]) -> Any:
+    """`value` with every string holding one of `names` rewritten (ids inside ids too)."""
+    if isinstance(value, str):
+        for old, new in names.items():
+            if old in value:
+                value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {renamed(k, names): renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed(v, names) for v in value]
+    return value
+
+
+class Seeder:
+    """Clones one complete case of intake and review to reach a given number of cases."""
+
+    def __init__(self, mongo: AsyncMongoClient[dict[str, Any]], stack: Stack) -> None:
+        self.mongo = mongo
+        self.stack = stack
+        self.template: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.names: dict[str, str] = {}
+        self.count = 0
+
+    async def capture(self, names: list[str]) -> None:
+        """Keep every document of both services that belongs to the template case: its `_id`
+        names the case (or its assignment), or its `case_id` field is the case."""
+        self.names = {name: "" for name in names}
+        case_id = names[0]
+        for service in ("intake", "review"):
+            db = self.mongo[self.stack.databases[service]]
+            kept: dict[str, list[dict[str, Any]]] = {}
+            for name in await db.list_collection_names():
+                if name.startswith(("inbox", "outbox_hints", "system.")):
+                    continue
+                mine = [
+                    d
+                    async for d in db[name].find({})
+                    if d.get("case_id") == case_id or any(n in str(d["_id"]) for n in names)
+                ]
+                if mine:
+                    kept[name] = mine
+            self.template[service] = kept
+
+    async def grow_to(self, cases: int, batch: int = 500) -> float:
+        """Insert clones until `cases` seeded cases exist; returns the seconds it took."""
+        start = time.perf_counter()
+        case_id, reference, patient, assignment = list(self.names)
+        while self.count < cases:
+            todo = range(self.count, min(cases, self.count + batch))
+            for service, collections in self.template.items():
+                db = self.mongo[self.stack.databases[service]]
+                for name, docs in collections.items():
+                    clones = []
+                    for i in todo:
+                        names = {
+                            case_id: str(uuid.UUID(int=i + 1)),
+                            reference: f"AV-1999-{i:06d}",
+                            patient: f"seed-patient-{i}",
+                            assignment: f"seed-assignment-{i:06d}",
+                        }
+                        for doc in docs:
+                            clone = renamed(doc, names)
+                            if clone["_id"] == doc["_id"]:
+                                clone["_id"] = f"{doc['_id']}-{i}"
+                            clone.pop("outbox", None)
+                            if "outbox_pending" in clone:
+                                clone["outbox_pending"] = 0
+                            clones.append(clone)
+                    await db[name].insert_many(clones, ordered=False)
+            self.count = todo.stop
+        return time.perf_counter() - start
+
+
+async def setup_reviewers(review: httpx.AsyncClient, how_many: int = 20) -> None:
+    for i in range(how_many):
+        response = await review.post(
+            "/v1/reviewers",
+            json={
+                "id": f"bench-onc-{i:02d}",
+                "display_name": f"Bench reviewer {i}",
+                "specialties": [SPECIALTY],
+                "languages": ["fr", "en"],
+                "institution_code": f"BENCH-REV-{i}",
+                "capacity": 100,
+            },
+        )
+        assert response.status_code in (200, 201), response.text
+
+
+async def template_case(stack: Stack, seeder: Seeder) -> None:
+    """One case through draft, upload, submit, assignment, acceptance and opinion."""
+    async with client("intake", "seed-template", "patient") as intake:
+        case_id, _ = await make_case(intake, 0)
+        case = (await intake.get(f"/v1/cases/{case_id}")).json()
+    async with client("review", "coord-bench", "coordinator") as coordinator:
+
+        async def assigned() -> Any:
+            items = (await coordinator.get("/v1/assignments", params={"case_id": case_id})).json()
+            return items["items"]
+
+        (assignment,) = await poll(assigned)
+    async with client("review", assignment["reviewer_id"], "reviewer") as reviewer:
+        url = f"/v1/assignments/{assignment['id']}"
+        (await reviewer.post(f"{url}/accept")).raise_for_status()
+        opinion = {
+            "diagnosis": {"assessment": "confirmed", "explanation": "Bench."},
+            "imaging_and_lab_review": "Bench.",
+            "alternative_pathways": "Bench.",
+            "risk_benefit": "Bench.",
+            "further_tests": "Bench.",
+            "summary_for_patient": "Bench.",
+        }
+        (await reviewer.post(f"{url}/opinion", json=opinion)).raise_for_status()
+    async with client("intake", "seed-template", "patient") as intake:
+
+        async def completed() -> bool:
+            status = (await intake.get(f"/v1/cases/{case_id}")).json()["status"]
+            return bool(status == "in_review" or status == "report_ready")
+
+        with contextlib.suppress(TimeoutError):
+            await poll(completed, timeout=30)
+    await seeder.capture([case_id, case["reference"], "seed-template", assignment["id"]])
+
+
+async def idle_cpu(seconds: float) -> float:
+    """FerretDB's CPU, in cores, over `seconds` of an idle stack."""
+    pid = int((STATE / "ferretdb.pid").read_text())
+    before, start = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - start)
+
+
+async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
+    """`clients` concurrent patients make `cases` cases; latencies, rate and our own CPU."""
+    steps: dict[str, list[float]] = {"draft": [], "upload": [], "submit": []}
+    made: list[tuple[str, str]] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(cases):
+        queue.put_nowait(n)
+
+    async def worker(w: int) -> None:
+        sub = f"bench-patient-{round_}-{w}"
+        async with client("intake", sub, "patient") as intake:
+            while not queue.empty():
+                n = queue.get_nowait()
+                case_id, times = await make_case(intake, n)
+                for step, seconds in times.items():
+                    steps[step].append(seconds)
+                made.append((sub, case_id))
+
+    cpu_before = time.process_time()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - start
+    cpu = (time.process_time() - cpu_before) / elapsed
+    figures: dict[str, Any] = {"cases": cases, "seconds": round(elapsed, 2)}
+    figures["cases_per_s"] = round(cases / elapsed, 2)
+    figures["load_generator_cpu_cores"] = round(cpu, 3)
+    for step, values in steps.items():
+        figures[step] = {f"p{q}": round(pct(values, q), 1) for q in (50, 95, 99)}
+    figures["made"] = made
+    return figures
+
+
+async def assignment_times(made: list[tuple[str, str]], deadline: float = 300.0) -> dict[str, Any]:
+    """Submit -> assignment of the cases just made, from intake's timeline; the cases still
+    unassigned at the deadline are counted, not waited for."""
+    waits: list[float] = []
+    left = {case_id: sub for sub, case_id in made}
+    stop = time.monotonic() + deadline
+    while left and time.monotonic() < stop:
+        for case_id, sub in list(left.items()):
+            async with client("intake", sub, "patient") as intake:
+                timeline = (await intake.get(f"/v1/cases/{case_id}")).json().get("timeline", [])
+            kinds = {e["kind"]: e["at"] for e in timeline}
+            if "assigned" in kinds:
+                submitted = datetime.fromisoformat(kinds["submitted"])
+                assigned = datetime.fromisoformat(kinds["assigned"])
+                waits.append((assigned - submitted).total_seconds())
+                del left[case_id]
+        if left:
+            await asyncio.sleep(1.0)
+    out: dict[str, Any] = {f"p{q}": round(pct(waits, q), 1) for q in (50, 95, 99)}
+    out["unassigned_at_deadline"] = len(left)
+    return out
+
+
+async def lists(samples: int, patient: str) -> dict[str, float]:
+    """p95 of each list a person opens, first page, `samples` requests each."""
+    targets = {
+        "intake cases (patient)": ("intake", patient, "patient", "/v1/cases"),
+        "intake cases (coordinator)": ("intake", "coord-bench", "coordinator", "/v1/cases"),
+        "review assignments (coordinator)": (
+            "review",
+            "coord-bench",
+            "coordinator",
+            "/v1/assignments",
+        ),
+        "review assignments (reviewer)": ("review", "bench-onc-00", "reviewer", "/v1/assignments"),
+        "review queue": ("review", "coord-bench", "coordinator", "/v1/queue"),
+        "review reviewers": ("review", "coord-bench", "coordinator", "/v1/reviewers"),
+    }
+    out: dict[str, float] = {}
+    for label, (service, sub, role, path) in targets.items():
+        async with client(service, sub, role) as http:
+            times = []
+            for _ in range(samples):
+                start = time.perf_counter()
+                response = await http.get(path, params={"limit": 20})
+                times.append(time.perf_counter() - start)
+                assert response.status_code == 200, (label, response.status_code, response.text)
+            out[label] = round(pct(times, 95), 1)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def running(stack: Stack) -> AsyncIterator[None]:
+    await stack.start()
+    try:
+        yield
+    finally:
+        stack.stop()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    stack = Stack(f"bstore{uuid.uuid4().hex[:6]}")
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO, tz_aware=True)
+    seeder = Seeder(mongo, stack)
+    results: dict[str, Any] = {"sizes": {}, "started": datetime.now(UTC).isoformat()}
+    try:
+        async with running(stack):
+            async with client("review", "coord-bench", "coordinator") as review:
+                await setup_reviewers(review)
+            await template_case(stack, seeder)
+        for round_, size in enumerate(sizes):
+            seconds = await seeder.grow_to(size)
+            print(f"[bench-store] seeded {size} cases in {seconds:.1f} s", flush=True)
+            async with running(stack):
+                figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
+                figures["idle_store_cpu_cores"] = round(await idle_cpu(args.idle), 3)
+                loaded = await load(args.cases, args.clients, round_)
+                made = loaded.pop("made")
+                figures["load"] = loaded
+                figures["submit_to_assignment_ms"] = await assignment_times(made, args.wait)
+                figures["list_p95_ms"] = await lists(args.list_samples, made[0][0])
+            results["sizes"][str(size)] = figures
+            print(json.dumps({size: figures}, indent=1), flush=True)
+    finally:
+        for database in stack.databases.values():
+            await mongo.drop_database(database)
+        await mongo.close()
+    results["peak_rss_mib_bench"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    sizes = list(results["sizes"])
+    base = results["sizes"][sizes[0]]
+    rows = [
+        ("idle store CPU (cores)", lambda f: f["idle_store_cpu_cores"]),
+        ("cases/s (16 clients)", lambda f: f["load"]["cases_per_s"]),
+        ("load generator CPU (cores)", lambda f: f["load"]["load_generator_cpu_cores"]),
+    ]
+    for step in ("draft", "upload", "submit"):
+        for q in ("p50", "p95", "p99"):
+            rows.append((f"{step} {q} ms", lambda f, s=step, q=q: f["load"][s][q]))
+    rows.append(("submit->assigned p50 ms", lambda f: f["submit_to_assignment_ms"]["p50"]))
+    rows.append(("submit->assigned p95 ms", lambda f: f["submit_to_assignment_ms"]["p95"]))
+    for label in base["list_p95_ms"]:
+        rows.append((f"list p95 ms: {label}", lambda f, lb=label: f["list_p95_ms"][lb]))
+    width = max(len(r[0]) for r in rows) + 2
+    lines = ["".ljust(width) + "".join(f"{s:>12}" for s in sizes) + f"{'last/first':>12}"]
+    for label, get in rows:
+        values = [get(results["sizes"][s]) for s in sizes]
+        ratio = values[-1] / values[0] if values[0] else float("nan")
+        lines.append(label.ljust(width) + "".join(f"{v:>12}" for v in values) + f"{ratio:>12.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--cases", type=int, default=200, help="cases made under load per size")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument("--list-samples", type=int, default=40)
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for assignment")
+    parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 cases, short")
+    parser.add_argument("--label", default="", help="a name for this run in the results file")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.cases, args.idle, args.list_samples = "1000,5000", 80, 15.0, 15
+    results = asyncio.run(main(args))
+    results["label"] = args.label
+    results["table"] = table(results)
+    print(results["table"])
+    out = ROOT / "bench/results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = out / f"store-{stamp}{'-' + args.label if args.label else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {path}")
+    sys.exit(0)
