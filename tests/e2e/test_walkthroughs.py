@@ -1,8 +1,9 @@
-"""The README's walkthroughs, executed: every command block of docs/intake-walkthrough.md then
-docs/review-walkthrough.md runs in order against intake and review started here as `make run`
-starts them (their own processes, the settings the walkthrough puts before `make run`), on the
-test stack's broker and store. Each block's HTTP statuses and promised fields are checked
-(tests/walkthroughs.py), and the whole walkthrough runs twice, as a person may follow it twice."""
+"""The README's walkthroughs, executed: every command block of docs/intake-walkthrough.md,
+docs/review-walkthrough.md and docs/reports-walkthrough.md runs in order against intake, review
+and reports started here as `make run` starts them (their own processes, the settings the
+walkthrough puts before `make run`), on the test stack's broker and store. Each block's HTTP
+statuses and promised fields are checked (tests/walkthroughs.py), and the whole walkthrough
+runs twice, as a person may follow it twice."""
 
 import asyncio
 import contextlib
@@ -26,11 +27,16 @@ from tests.walkthroughs import Walkthrough, environment, run_assignments
 pytestmark = pytest.mark.infra
 
 DOCS = ROOT / "docs"
-WALKTHROUGHS = [DOCS / "intake-walkthrough.md", DOCS / "review-walkthrough.md"]
+WALKTHROUGHS = [
+    DOCS / "intake-walkthrough.md",
+    DOCS / "review-walkthrough.md",
+    DOCS / "reports-walkthrough.md",
+]
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {
     "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
     "review": [topics.CASE_SUBMITTED],
+    "reports": [topics.CASE_SUBMITTED, topics.REVIEW_COMPLETED],
 }
 
 
@@ -73,7 +79,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Intake and review as `make run` starts them, each in its own process and database."""
+    """Intake, review and reports as `make run` starts them, each in its own process and db."""
     home = tmp_path_factory.mktemp("walkthrough-stack")
     state = home / "state"
     state.mkdir()
@@ -96,6 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         AVIS_REVIEW_SEED_REVIEWERS="true",
         AVIS_INTAKE_PUBLIC_URL=urls["intake"],
         AVIS_REVIEW_INTAKE_BASE_URL=urls["intake"],
+        AVIS_REPORTS_PUBLIC_URL=urls["reports"],
         **run_settings,
     )
     for name, consumed in CONSUMES.items():
@@ -142,6 +149,7 @@ def test_the_walkthroughs_run_as_written_twice(
         AVIS_STATE_DIR=str(stack.state_dir),
         INTAKE=stack.urls["intake"],
         REVIEW=stack.urls["review"],
+        REPORTS=stack.urls["reports"],
         TMPDIR=str(scratch),
     )
     before = untracked()
