@@ -1,15 +1,18 @@
-"""The reports service: settings -> observability -> broker, database -> relay, handlers,
-routes, the background renderer."""
+"""The reports service: settings -> observability -> broker, database -> store, emitter and
+relay -> service -> handlers, routes, the background renderer."""
 
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
-from avis.reports.service import ReportsService
+from avis.reports.service import SOURCE, ReportsService
 from avis.reports.settings import Settings
-from avis.shared import topics
+from avis.shared.emit import Emitter
+from avis.shared.events import ReportReady
 from avis.shared.runtime import Runtime, serve
+from avis.shared.sealing import Keyring
 
-SENDS: tuple[str, ...] = (topics.REPORT_READY,)
+# What this service publishes: its AsyncAPI document's `send` operations.
+SENDS = (ReportReady,)
 DESCRIPTION = (
     "The medical feedback report of a case, composed in the patient's language (fr or en) from "
     "each version of the specialist's opinion, and served as JSON, PDF or an HL7 FHIR R4B "
@@ -22,7 +25,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the reports app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    reports = ReportsService(runtime, settings)
+    reports_store = store.Store(runtime.db)
+    reports = ReportsService(
+        store=reports_store,
+        locks=runtime.locks,
+        emitter=Emitter(SOURCE, runtime.relay, reports_store.cases),
+        keyring=Keyring.from_settings(settings),
+        public_url=settings.public_url,
+        render_in_background=settings.render_in_background,
+    )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)
     handlers.register(runtime, reports)

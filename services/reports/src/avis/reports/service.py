@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pymongo.errors import DuplicateKeyError
 
 from avis.reports import fhir
 from avis.reports.i18n import texts
@@ -42,7 +41,6 @@ from avis.reports.rules import (
     report_id_for,
     version_key,
 )
-from avis.reports.settings import Settings
 from avis.reports.store import (
     CaseDoc,
     CaseRecord,
@@ -53,7 +51,8 @@ from avis.reports.store import (
     VersionEntry,
     now,
 )
-from avis.shared.envelope import Event, PoisonMessage
+from avis.shared.emit import Emitter
+from avis.shared.envelope import PoisonMessage
 from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
@@ -62,9 +61,10 @@ from avis.shared.events import (
     ReportReady,
     ReviewCompleted,
 )
+from avis.shared.kafka import RetryLater
+from avis.shared.mongo import AggregateLocks
 from avis.shared.observability import case_span
 from avis.shared.problems import Problem
-from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, M, Sealed, SealingError
 from avis.shared.security import Principal
 
@@ -109,19 +109,27 @@ class Pdf:
 
 
 class ReportsService:
-    """Reports' operations over its store, its locks, its keyring and its outbox relay."""
+    """Reports' operations over its store, its locks, its keyring and its emitter."""
 
-    def __init__(self, runtime: Runtime, settings: Settings) -> None:
-        self.store = Store(runtime.db)
-        self.locks = runtime.locks
-        self.relay = runtime.relay
-        self.keyring = Keyring.from_settings(settings)
-        self.public_url = settings.public_url.rstrip("/")
-        self.render_in_background = settings.render_in_background
+    def __init__(
+        self,
+        *,
+        store: Store,
+        locks: AggregateLocks,
+        emitter: Emitter,
+        keyring: Keyring,
+        public_url: str,
+        render_in_background: bool,
+    ) -> None:
+        self.store = store
+        self.locks = locks
+        self.emitter = emitter
+        self.keyring = keyring
+        self.public_url = public_url.rstrip("/")
+        self.render_in_background = render_in_background
         # One thread renders PDFs, one at a time: the event loop stays free meanwhile.
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports-pdf")
         self._to_render: asyncio.Queue[str] = asyncio.Queue(RENDER_QUEUE_SIZE)
-        runtime.relay.watch(self.store.cases)
 
     # --- sealing ---------------------------------------------------------------------------------
 
@@ -159,7 +167,9 @@ class ReportsService:
                     traceparent=traceparent,
                     created_at=now(),
                 )
-                await self.store.insert_case(fresh)
+                if not await self.store.insert_case(fresh):
+                    # Written meanwhile by another instance: the retry takes the other branch.
+                    raise RetryLater("the case record was written concurrently")
                 log.info("case followed", case_id=case_id)
             elif stored.case is None:
                 if stored.withdrawn_at is not None:
@@ -168,7 +178,6 @@ class ReportsService:
                 await self.store.set_case_record(case_id, record, traceparent)
                 log.info("case followed", case_id=case_id, opinions_waiting=len(stored.opinions))
             await self._compose_due(case_id)
-        self.relay.wake()
 
     async def review_completed(
         self, *, event_id: str, review: ReviewCompleted, traceparent: str
@@ -196,14 +205,15 @@ class ReportsService:
                     traceparent=traceparent,
                     created_at=now(),
                 )
-                await self.store.insert_case(parked)
+                if not await self.store.insert_case(parked):
+                    # Written meanwhile by another instance: the retry takes the other branch.
+                    raise RetryLater("the case record was written concurrently")
                 log.info("opinion waits for its case", case_id=case_id, version=review.version)
             elif stored.withdrawn_at is not None:
                 log.info("opinion of a withdrawn case ignored", case_id=case_id)
             elif review.version not in {o.version for o in stored.opinions}:
                 await self.store.add_opinion(case_id, received)
             await self._compose_due(case_id)
-        self.relay.wake()
 
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """A withdrawn case gets no report from now on; one already issued stays readable."""
@@ -218,8 +228,7 @@ class ReportsService:
                     withdrawn_at=withdrawal.withdrawn_at,
                     created_at=now(),
                 )
-                with contextlib.suppress(DuplicateKeyError):
-                    await self.store.insert_case(tombstone)
+                await self.store.insert_case(tombstone)
             elif stored.withdrawn_at is None:
                 # Without an issued report, the contact and the opinions are no longer needed.
                 forget = not stored.versions
@@ -288,9 +297,7 @@ class ReportsService:
                 report=self.keyring.seal_json(report, report_aad(key)),
                 traceparent=case.traceparent,
             )
-            try:
-                await self.store.insert_version(stored)
-            except DuplicateKeyError:
+            if not await self.store.insert_version(stored):
                 stored = await self.store.version(key) or stored
         # else: an earlier attempt stopped after keeping the version; announce that one.
         await self.store.claim_report_id(case.report_id, case.id)
@@ -301,23 +308,22 @@ class ReportsService:
             language=stored.language,
             issued_at=stored.issued_at,
         )
-        with case_span("reports.issue", case.traceparent) as span:
-            span.set_attribute("avis.case_id", case.id)
-            span.set_attribute("avis.report.version", version)
-            event = Event.new(
-                ReportReady(
-                    case_id=case.id,
-                    report_id=case.report_id,
-                    version=version,
-                    languages=[stored.language],
-                    formats=list(FORMATS),
-                    ready_at=stored.issued_at,
-                    report_url=self.version_url(case.report_id, version),
-                ),
-                SOURCE,
-            )
-        async with self.relay.publishing(self.store.cases, case.id):
-            await self.store.add_version(case.id, entry, [event])
+        ready = ReportReady(
+            case_id=case.id,
+            report_id=case.report_id,
+            version=version,
+            languages=[stored.language],
+            formats=list(FORMATS),
+            ready_at=stored.issued_at,
+            report_url=self.version_url(case.report_id, version),
+        )
+        await self.emitter.emit(
+            "reports.issue",
+            ready,
+            aggregate=case.id,
+            trace=case.traceparent,
+            write=lambda events: self.store.add_version(case.id, entry, list(events)),
+        )
         log.info(
             "report issued",
             case_id=case.id,

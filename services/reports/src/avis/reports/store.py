@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Question, Specialty
@@ -135,9 +136,13 @@ class Store:
         doc = await self.cases.find_one({"_id": case_id}, WITHOUT_OUTBOX)
         return None if doc is None else CaseDoc.model_validate(doc)
 
-    async def insert_case(self, case: CaseDoc) -> None:
-        """A new case aggregate; DuplicateKeyError if it exists."""
-        await self.cases.insert_one(new_with_events(case.to_doc(), []))
+    async def insert_case(self, case: CaseDoc) -> bool:
+        """A new case aggregate; False if one with its id exists already."""
+        try:
+            await self.cases.insert_one(new_with_events(case.to_doc(), []))
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def set_case_record(self, case_id: str, record: CaseRecord, traceparent: str) -> None:
         """Record what `case-submitted` said of a case already known (an opinion came first)."""
@@ -184,9 +189,13 @@ class Store:
         doc = await self.versions.find_one({"_id": key})
         return None if doc is None else VersionDoc.model_validate(doc)
 
-    async def insert_version(self, version: VersionDoc) -> None:
-        """A new report version; DuplicateKeyError if it exists."""
-        await self.versions.insert_one(version.to_doc())
+    async def insert_version(self, version: VersionDoc) -> bool:
+        """A new report version; False if one with its id exists already."""
+        try:
+            await self.versions.insert_one(version.to_doc())
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def set_pdf(self, key: str, pdf: PdfCache) -> None:
         """Keep a version's rendered PDF."""
