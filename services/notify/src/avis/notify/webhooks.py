@@ -4,6 +4,7 @@ that very address, so a DNS answer that changes between check and connect cannot
 request inside). No redirects, short timeouts, and at most a few KiB of the answer read."""
 
 import asyncio
+import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -72,11 +73,14 @@ class WebhookClient:
         if target is None:
             raise Refused(why)
         try:
-            addresses = await asyncio.wait_for(
-                self.resolver(target.host, target.port), timeout=self.timeout.connect
-            )
-        except (OSError, TimeoutError, UnicodeError):
-            raise Refused("the host does not resolve") from None
+            addresses = [str(ipaddress.ip_address(target.host))]  # a literal: nothing to resolve
+        except ValueError:
+            try:
+                addresses = await asyncio.wait_for(
+                    self.resolver(target.host, target.port), timeout=self.timeout.connect
+                )
+            except (OSError, TimeoutError, UnicodeError):
+                raise Refused("the host does not resolve") from None
         address, why = rules.resolved_refusal(target, addresses, self.allow_loopback)
         if address is None:
             raise Refused(why)
