@@ -6,12 +6,15 @@ the others nor the emails, and nothing identifying in bodies or headers."""
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import eventually, unique
+from tests.conftest import ROOT, eventually, unique
 from tests.integration.intake.test_intake_privacy import spellings
 from tests.integration.notify.conftest import (
     NotifyStack,
@@ -22,6 +25,7 @@ from tests.integration.notify.conftest import (
     running_notify,
     subscribe,
 )
+from tests.integration.review.test_review_schemathesis import assert_clean
 
 pytestmark = pytest.mark.infra
 
@@ -304,3 +308,72 @@ async def test_no_identity_or_clinical_text_in_bodies_or_headers(stack: NotifySt
             assert word.encode() not in haystack.lower(), word
         # The scan can fail: the case id and reference are there.
         assert p.case_id.encode() in haystack and p.reference.encode() in haystack
+
+
+# What a schema cannot say: whether a URL's host resolves, and only to public addresses (the
+# tests' resolver answers for a few names only), so a schema-valid URL may be refused with 422.
+FUZZ_CONFIG = """
+[[operations]]
+include-name = "POST /v1/subscriptions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422"]
+
+[[operations]]
+include-name = "PATCH /v1/subscriptions/{subscription_id}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422"]
+
+# A coordinator lists one partner's subscriptions at a time (a partner, its own): which one
+# depends on the token's role, which the schema cannot say.
+[[operations]]
+include-name = "GET /v1/subscriptions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422"]
+"""
+
+
+async def fuzz(stack: NotifyStack, token: str, seconds: int, workdir: Path) -> tuple[int, str]:
+    """Schemathesis, every check, over the subscription and delivery operations."""
+    config = workdir / "schemathesis.toml"
+    config.write_text(FUZZ_CONFIG)
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--no-color",
+        "--config-file",
+        str(config),
+        "run",
+        f"{stack.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--checks",
+        "all",
+        "--include-path-regex",
+        "^/v1/(subscriptions|deliveries)",
+        "--max-examples",
+        "25",
+        "--max-time",
+        str(seconds),
+        "--seed",
+        "20260312",
+        "--request-timeout",
+        "10",
+        cwd=ROOT,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=seconds + 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")
+
+
+async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
+    stack: NotifyStack, tmp_path: Path
+) -> None:
+    partner = "partner-fuzz"
+    await subscribe(stack, partner, "https://hooks.partner.example/fuzz")
+    for sub, role, seconds in (
+        (partner, "partner", 40),
+        ("coord-fuzz", "coordinator", 25),
+        ("pat-fuzz", "patient", 10),
+        ("rev-fuzz", "reviewer", 10),
+    ):
+        code, output = await fuzz(stack, stack.token(sub, role), seconds, tmp_path)  # type: ignore[arg-type]
+        assert_clean(code, output)

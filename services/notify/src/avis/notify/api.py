@@ -79,14 +79,14 @@ Cursor = Annotated[
     Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page, as is."),
 ]
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
-WRITE = problem_responses(401, 403, 404, 422, 503)
+WRITE = problem_responses(400, 401, 403, 404, 422, 503)
 
 
 @hooks.post(
     "/subscriptions",
     status_code=201,
     summary="Subscribe an endpoint to a partner's events (partners)",
-    responses=problem_responses(401, 403, 422, 503),
+    responses=problem_responses(400, 401, 403, 422, 503),
 )
 async def subscribe(notify: Notify, who: Partner, body: SubscriptionIn) -> SubscriptionCreated:
     """The answer holds the signing secret, shown this once."""

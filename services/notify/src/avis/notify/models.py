@@ -66,9 +66,11 @@ class NotificationPage(BaseModel):
 
 # --- partner webhooks ---------------------------------------------------------------------
 
+URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s#]*)?$"
 URL_FIELD = Field(
     min_length=8,
     max_length=2048,
+    pattern=URL_PATTERN,
     description="https:// endpoint; it must resolve to public addresses only.",
     examples=["https://partner.example/avis/webhooks"],
 )
@@ -92,7 +94,7 @@ class SubscriptionPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(None, min_length=8, max_length=2048)
+    url: str | None = Field(None, min_length=8, max_length=2048, pattern=URL_PATTERN)
     event_types: list[WebhookEvent] | None = Field(None, min_length=1, max_length=len(WebhookEvent))
     description: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f]*$")
     enabled: bool | None = None
