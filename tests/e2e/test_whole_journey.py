@@ -1,7 +1,10 @@
 """The whole journey, the four services as separate processes over the real broker, store and
-SMTP sink: draft, upload, submit, assign, decline, reassign, accept, answer, correct and both
-report versions. The patient's mailbox then holds exactly the expected emails, in their
-language, one per Message-ID; intake shows `report_ready`; and every case span, Kafka span,
+SMTP sink: a partner files the case (with its patient's consent to share), then draft, upload,
+submit, assign, decline, reassign, accept, answer, correct and both report versions. The
+patient's mailbox then holds exactly the expected emails, in their language, one per
+Message-ID; intake shows `report_ready`; the partner's webhook receiver, which fails its first
+delivery, holds exactly one verified delivery per subscribed event, the retry under the failed
+one's webhook-id; and every case span, Kafka span,
 the report's rendering and each email send share the case's trace, while a reviewer's own
 request is a trace of its own, linked to the case.
 
@@ -28,6 +31,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from standardwebhooks.webhooks import Webhook
 
 from avis.shared.security import Role, mint_token
 from avis.shared.settings import CommonSettings
@@ -45,7 +49,7 @@ from tests.conftest import (
 )
 from tests.e2e.test_journey import OPINION
 from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.integration.notify.conftest import body_text, mailbox
+from tests.integration.notify.conftest import body_text, hook_receiver, mailbox
 
 pytestmark = pytest.mark.infra
 
@@ -59,6 +63,7 @@ GROUP_TOPICS = {
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 PARIS = ZoneInfo("Europe/Paris")
 SETTINGS = CommonSettings(jwt_secret=JWT_SECRET)  # type: ignore[arg-type]
+HOOK_TYPES = ["avis.case.submitted.v1", "avis.review.assigned.v1", "avis.report.ready.v1"]
 CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung function test."}
 
 
@@ -126,8 +131,10 @@ class Stack:
     urls: dict[str, str]
     logs: Path
 
-    def client(self, service: str, sub: str, role: Role) -> httpx.AsyncClient:
-        token = mint_token(SETTINGS, sub, role)
+    def client(
+        self, service: str, sub: str, role: Role, partner_id: str | None = None
+    ) -> httpx.AsyncClient:
+        token = mint_token(SETTINGS, sub, role, partner_id=partner_id)
         return httpx.AsyncClient(
             base_url=self.urls[service],
             headers={"Authorization": f"Bearer {token}"},
@@ -191,6 +198,10 @@ async def four_services(receiver: Receiver) -> AsyncIterator[Stack]:
             "AVIS_RELAY_POLL_SECONDS": "0.3",
             "AVIS_RETRY_BACKOFF_MAX_SECONDS": "1",
             "AVIS_NOTIFY_SENDER_TICK_SECONDS": "0.3",
+            # The partner's receiver is on loopback, over plain HTTP: development only.
+            "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",
+            "AVIS_NOTIFY_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+            "AVIS_NOTIFY_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "2",
         }
         with (
             tempfile.TemporaryDirectory(prefix="avis-e2e-") as logs,
@@ -223,9 +234,12 @@ def _print_log_tails(logs: Path) -> None:
 
 async def test_the_whole_journey_in_one_trace() -> None:
     receiver = Receiver()
-    async with four_services(receiver) as stack:
+    async with four_services(receiver) as stack, hook_receiver() as (hooks, hooks_port):
+        hooks.fail_first["/avis"] = 1  # the partner's first delivery fails
+        hooks_url = f"http://127.0.0.1:{hooks_port}"
         email = f"{unique('patient')}@exemple.fr"
-        patient_sub = unique("patient")
+        partner = unique("insurer")
+        partner_sub = f"{partner}-api"
         specialty = "oncology"
         p = unique("onc")
         first, second = f"{p}-1", f"{p}-2"
@@ -244,16 +258,27 @@ async def test_the_whole_journey_in_one_trace() -> None:
                 )
                 assert added.status_code == 201, added.text
 
-            # The patient drafts, documents and submits.
-            body = case_body(specialty=specialty)
+            # The partner subscribes its receiver, then files the case for its patient (who
+            # consents to sharing with it): drafts, documents and submits.
+            async with stack.client("notify", partner_sub, "partner", partner) as subscriber:
+                created = await subscriber.post(
+                    "/v1/subscriptions",
+                    json={"url": f"{hooks_url}/avis", "event_types": HOOK_TYPES},
+                )
+                assert created.status_code == 201, created.text
+                secret = created.json()["secret"]
+            body = case_body(specialty=specialty, partner_reference="INS-E2E-1")
             body["patient"] = {**body["patient"], "email": email, "preferred_language": "fr"}
-            async with stack.client("intake", patient_sub, "patient") as patient:
-                draft = await patient.post("/v1/cases", json=body)
+            async with stack.client("intake", partner_sub, "partner", partner) as filer:
+                draft = await filer.post("/v1/cases", json=body)
                 assert draft.status_code == 201, draft.text
                 case_id = draft.json()["case_id"]
-                stored = await patient.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))
+                stored = await filer.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))
                 assert stored.status_code == 201, stored.text
-                submitted = await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())
+                submitted = await filer.post(
+                    f"/v1/cases/{case_id}/submit",
+                    json=consent_body("review", "share_with_partner"),
+                )
                 assert submitted.status_code == 200, submitted.text
                 reference = submitted.json()["reference"]
 
@@ -304,13 +329,33 @@ async def test_the_whole_journey_in_one_trace() -> None:
         assert all(body_text(m).startswith("Bonjour,") for m in mails)
         assert all(reference in str(m["Subject"]) for m in mails)
 
-        async with stack.client("intake", patient_sub, "patient") as patient:
+        async with stack.client("intake", partner_sub, "partner", partner) as filer:
 
             async def report_ready() -> bool:
-                case = (await patient.get(f"/v1/cases/{case_id}")).json()
+                case = (await filer.get(f"/v1/cases/{case_id}")).json()
                 return bool(case["status"] == "report_ready")
 
             await eventually(report_ready, timeout=60)
+
+        # The partner's receiver: one failed first delivery, then exactly one successful
+        # delivery per subscribed event, each verified with the Standard Webhooks library; the
+        # retry carries the failed delivery's webhook-id.
+        wanted = ["avis.case.submitted.v1", "avis.review.assigned.v1", "avis.review.assigned.v1"]
+        wanted += ["avis.report.ready.v1", "avis.report.ready.v1"]
+        await eventually(lambda: len(hooks.at("/avis", 204)) >= len(wanted), timeout=60)
+        await asyncio.sleep(1.0)  # nothing more arrives
+        (failed,) = hooks.at("/avis", 500)
+        delivered = hooks.at("/avis", 204)
+        bodies = [Webhook(secret).verify(r.body, r.headers) for r in delivered]
+        assert sorted(b["type"] for b in bodies) == sorted(wanted)
+        hook_ids = [r.headers["webhook-id"] for r in delivered]
+        assert len(set(hook_ids)) == len(wanted)
+        assert failed.headers["webhook-id"] in hook_ids
+        retry = delivered[hook_ids.index(failed.headers["webhook-id"])]
+        assert retry.body == failed.body
+        assert {b["subject"] for b in bodies} == {case_id}
+        assert {b["data"]["partner_reference"] for b in bodies} == {"INS-E2E-1"}
+        assert email.encode() not in b"".join(r.body for r in hooks.received)
 
         # The spans of all four services: let the last batches arrive.
         def have(name: str) -> bool:

@@ -27,6 +27,7 @@ from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
+    ConsentScope,
     Language,
     PatientContact,
     Question,
@@ -57,6 +58,24 @@ MAIL_DIR = STATE / "smtp" / "mail"
 CONTROL = STATE / "smtp" / "control.json"
 FAST_RETRIES = "0.3,0.6,0.9"
 
+# What the tests' webhook endpoints resolve to. Nothing in a test resolves a name for real or
+# connects beyond loopback: names in this table are answered here, every other name does not
+# resolve.
+RESOLVE: dict[str, list[str]] = {
+    "hooks.partner.example": ["127.0.0.1"],
+    "other.partner.example": ["127.0.0.1"],
+    "inside.partner.example": ["10.20.30.40"],
+    "metadata.partner.example": ["169.254.169.254"],
+    "mixed.partner.example": ["127.0.0.1", "fd00:ec2::254"],
+}
+
+
+async def stub_resolver(host: str, port: int) -> list[str]:
+    """The tests' resolver (see RESOLVE)."""
+    if host in RESOLVE:
+        return RESOLVE[host]
+    raise OSError(f"{host} does not resolve (test resolver)")
+
 
 def notify_settings(**overrides: Any) -> Settings:
     """Notify settings on the test stack, with a service name, group and database of its own."""
@@ -64,6 +83,12 @@ def notify_settings(**overrides: Any) -> Settings:
         "retry_schedule": FAST_RETRIES,
         "sender_tick_seconds": 0.2,
         "due_bucket_seconds": 2,
+        "webhook_allow_http_loopback": True,
+        "webhook_retry_base_seconds": 0.2,
+        "webhook_retry_max_delay_seconds": 0.5,
+        "webhook_retry_window_seconds": 60,
+        "webhook_timeout_seconds": 2,
+        "webhook_connect_timeout_seconds": 1,
     } | overrides
     return make_settings(unique("notify"), Settings, **values)
 
@@ -122,6 +147,9 @@ class Patient:
     phone: str = "+33 6 12 34 56 78"
     birth_date: date = date(1979, 5, 17)
     reference: str = ""
+    partner_id: str | None = None  # the partner that filed the case, if one did
+    partner_reference: str | None = None
+    share_with_partner: bool = True
 
 
 @dataclass
@@ -178,6 +206,10 @@ class NotifyStack:
             language=p.language,
             questions=[Question.DIAGNOSIS_CLARIFICATION],
             patient_id=p.patient_id,
+            partner_id=p.partner_id if p.share_with_partner else None,
+            partner_reference=p.partner_reference if p.share_with_partner else None,
+            consent_scopes=[ConsentScope.REVIEW]
+            + ([ConsentScope.SHARE_WITH_PARTNER] if p.share_with_partner else []),
             document_count=1,
             submitted_at=datetime.now(UTC),
             case_url=f"http://127.0.0.1:8001/v1/cases/{p.case_id}",
@@ -269,6 +301,7 @@ async def running_notify(settings: Settings | None = None) -> AsyncIterator[Noti
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(MONGO_URL, tz_aware=True)
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
+    app.state.notify.webhooks.resolver = stub_resolver
     try:
         async with serve(app) as url:
             await eventually(lambda: publisher.kafka_started and runtime.kafka_started, timeout=60)
@@ -284,3 +317,93 @@ async def stack() -> AsyncIterator[NotifyStack]:
     """One notify app per module."""
     async with running_notify() as s:
         yield s
+
+
+@dataclass
+class Received:
+    """One request a test endpoint got, and what it answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
+@dataclass
+class HookReceiver:
+    """Partners' webhook endpoints, a real HTTP server on loopback: each path answers 204,
+    or fails its first `fail_first[path]` requests with 500, or always answers
+    `answer[path]`, or holds each request until `hold[path]` is set."""
+
+    received: list[Received] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
+    answer: dict[str, int] = field(default_factory=dict)
+    hold: dict[str, Any] = field(default_factory=dict)
+
+    def app(self) -> Any:
+        from fastapi import FastAPI, Request, Response
+
+        app = FastAPI()
+
+        @app.post("/{path:path}")
+        async def hook(path: str, request: Request) -> Response:
+            body = await request.body()
+            path = f"/{path}"
+            if path in self.hold:
+                await self.hold[path].wait()
+            status = self.answer.get(path, 204)
+            if self.fail_first.get(path, 0) > 0:
+                self.fail_first[path] -= 1
+                status = 500
+            self.received.append(Received(path, dict(request.headers), body, status))
+            return Response(status_code=status)
+
+        return app
+
+    def at(self, path: str, status: int | None = None) -> list[Received]:
+        """What `path` received (answered with `status`, if given), oldest first."""
+        return [
+            r for r in self.received if r.path == path and (status is None or r.status == status)
+        ]
+
+    def release(self) -> None:
+        """Let every held request go."""
+        for event in self.hold.values():
+            event.set()
+
+
+@contextlib.asynccontextmanager
+async def hook_receiver() -> AsyncIterator[tuple[HookReceiver, int]]:
+    """A HookReceiver served on loopback; yields it and its port."""
+    receiver = HookReceiver()
+    async with serve(receiver.app()) as url:
+        try:
+            yield receiver, int(url.rsplit(":", 1)[1])
+        finally:
+            receiver.release()  # before the server stops: it waits for open requests
+
+
+async def subscribe(stack: NotifyStack, partner: str, url: str, *types: str) -> dict[str, Any]:
+    """Subscribe `url` for `partner` (all event types unless given); returns the answer."""
+    types = types or (
+        "avis.case.submitted.v1",
+        "avis.review.assigned.v1",
+        "avis.report.ready.v1",
+        "avis.case.withdrawn.v1",
+    )
+    async with stack.client(partner, "partner") as http:
+        created = await http.post(
+            "/v1/subscriptions", json={"url": url, "event_types": list(types)}
+        )
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def deliveries(stack: NotifyStack, partner: str, subscription_id: str) -> list[Any]:
+    """A subscription's deliveries, newest first, read as its partner."""
+    async with stack.client(partner, "partner") as http:
+        page = await http.get(
+            "/v1/deliveries", params={"subscription_id": subscription_id, "limit": 100}
+        )
+    assert page.status_code == 200, page.text
+    return list(page.json()["items"])

@@ -2,9 +2,22 @@
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from avis.notify.models import CURSOR_PATTERN, ID_PATTERN, Notification, NotificationPage
+from avis.notify.models import (
+    CURSOR_PATTERN,
+    ID_PATTERN,
+    Delivery,
+    DeliveryPage,
+    Notification,
+    NotificationPage,
+    SecretRotated,
+    Subscription,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionPage,
+    SubscriptionPatch,
+)
 from avis.notify.service import NotifyService
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
@@ -52,3 +65,133 @@ async def get_notification(
 ) -> Notification:
     """One notification and its attempts."""
     return await notify.notification(principal=who, notification_id=notification_id)
+
+
+# --- partner webhooks ---------------------------------------------------------------------
+
+hooks = APIRouter(prefix="/v1", tags=["webhooks"])
+Partner = Annotated[Principal, Depends(require_roles("partner"))]
+Watcher = Annotated[Principal, Depends(require_roles("partner", "coordinator"))]
+SubscriptionId = Annotated[str, Path(pattern=ID_PATTERN, description="The subscription's id.")]
+DeliveryId = Annotated[str, Path(pattern=ID_PATTERN, description="The delivery's id.")]
+Cursor = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page, as is."),
+]
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
+WRITE = problem_responses(400, 401, 403, 404, 422, 503)
+
+
+@hooks.post(
+    "/subscriptions",
+    status_code=201,
+    summary="Subscribe an endpoint to a partner's events (partners)",
+    responses=problem_responses(400, 401, 403, 422, 503),
+)
+async def subscribe(notify: Notify, who: Partner, body: SubscriptionIn) -> SubscriptionCreated:
+    """The answer holds the signing secret, shown this once."""
+    return await notify.subscribe(principal=who, request=body)
+
+
+@hooks.get(
+    "/subscriptions",
+    summary="A partner's subscriptions (the partner; coordinators with `partner_id`)",
+    responses=READ,
+)
+async def list_subscriptions(
+    notify: Notify,
+    who: Watcher,
+    cursor: Cursor = None,
+    limit: Limit = 20,
+    partner_id: Annotated[
+        str | None,
+        Query(pattern=ID_PATTERN, description="Coordinators: whose; ignored for a partner."),
+    ] = None,
+) -> SubscriptionPage:
+    """Oldest first, never a secret."""
+    return await notify.subscriptions(
+        principal=who, partner_id=partner_id, cursor=cursor, limit=limit
+    )
+
+
+@hooks.get("/subscriptions/{subscription_id}", summary="One subscription", responses=READ)
+async def get_subscription(
+    notify: Notify, who: Watcher, subscription_id: SubscriptionId
+) -> Subscription:
+    """Its state, and why it was disabled if it is."""
+    return await notify.subscription(principal=who, subscription_id=subscription_id)
+
+
+@hooks.patch(
+    "/subscriptions/{subscription_id}",
+    summary="Change a subscription, or re-enable it (partners)",
+    responses=WRITE,
+)
+async def update_subscription(
+    notify: Notify, who: Partner, subscription_id: SubscriptionId, body: SubscriptionPatch
+) -> Subscription:
+    """`enabled: true` re-enables a disabled subscription and clears its failure count."""
+    return await notify.update_subscription(
+        principal=who, subscription_id=subscription_id, change=body
+    )
+
+
+@hooks.delete(
+    "/subscriptions/{subscription_id}",
+    status_code=204,
+    summary="Delete a subscription (partners)",
+    responses=WRITE,
+)
+async def delete_subscription(
+    notify: Notify, who: Partner, subscription_id: SubscriptionId
+) -> Response:
+    """Its queued deliveries are not sent."""
+    await notify.unsubscribe(principal=who, subscription_id=subscription_id)
+    return Response(status_code=204)
+
+
+@hooks.post(
+    "/subscriptions/{subscription_id}/rotate-secret",
+    summary="Rotate the signing secret (partners)",
+    responses=WRITE,
+)
+async def rotate_secret(
+    notify: Notify, who: Partner, subscription_id: SubscriptionId
+) -> SecretRotated:
+    """A new secret, shown once; deliveries carry both signatures during the grace period."""
+    return await notify.rotate_secret(principal=who, subscription_id=subscription_id)
+
+
+@hooks.get(
+    "/deliveries",
+    summary="A subscription's latest deliveries and every attempt",
+    responses=READ,
+)
+async def list_deliveries(
+    notify: Notify,
+    who: Watcher,
+    subscription_id: Annotated[str, Query(pattern=ID_PATTERN, description="Whose deliveries.")],
+    cursor: Cursor = None,
+    limit: Limit = 20,
+) -> DeliveryPage:
+    """Newest first: status, each attempt's response code and latency, the next try."""
+    return await notify.deliveries(
+        principal=who, subscription_id=subscription_id, cursor=cursor, limit=limit
+    )
+
+
+@hooks.get("/deliveries/{delivery_id}", summary="One delivery", responses=READ)
+async def get_delivery(notify: Notify, who: Watcher, delivery_id: DeliveryId) -> Delivery:
+    """Its attempts."""
+    return await notify.delivery(principal=who, delivery_id=delivery_id)
+
+
+@hooks.post(
+    "/deliveries/{delivery_id}/replay",
+    status_code=202,
+    summary="Replay a dead delivery (the partner, or coordinators)",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
+async def replay_delivery(notify: Notify, who: Watcher, delivery_id: DeliveryId) -> Delivery:
+    """Queued again with the same `webhook-id` and a fresh retry window."""
+    return await notify.replay(principal=who, delivery_id=delivery_id)

@@ -19,10 +19,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.register(runtime, notify)
     if settings.sender_enabled:
         runtime.background("sender", notify.run_sender)
+        runtime.background("webhooks", notify.run_webhooks)
     app = runtime.create_app(
         "Avis notify",
-        [api.router],
-        description="The patient's emails at each step of a case, queued and sent once.",
+        [api.router, api.hooks],
+        description="The patient's emails at each step of a case, queued and sent once, and "
+        "partners' signed webhooks.",
     )
     app.state.notify = notify
     return app

@@ -1,10 +1,13 @@
 """Pure decisions of the notify service: which email an event causes (the notification matrix),
 how a send's failure is handled (retry schedule), and who may read what. No I/O."""
 
+import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from avis.shared.security import Principal
 
@@ -172,3 +175,240 @@ def may_read(principal: Principal, patient_id: str | None) -> bool:
     if principal.role == "coordinator":
         return True
     return principal.role == "patient" and patient_id is not None and principal.sub == patient_id
+
+
+# --- partner webhooks ---------------------------------------------------------------------
+
+
+class WebhookEvent(StrEnum):
+    """The event types a partner may subscribe to."""
+
+    CASE_SUBMITTED = "avis.case.submitted.v1"
+    CASE_WITHDRAWN = "avis.case.withdrawn.v1"
+    REVIEW_ASSIGNED = "avis.review.assigned.v1"
+    REPORT_READY = "avis.report.ready.v1"
+
+
+# The case status a partner is told with each event.
+WEBHOOK_STATUS = {
+    WebhookEvent.CASE_SUBMITTED: "submitted",
+    WebhookEvent.CASE_WITHDRAWN: "withdrawn",
+    WebhookEvent.REVIEW_ASSIGNED: "assigned",
+    WebhookEvent.REPORT_READY: "report_ready",
+}
+
+
+class DeliveryStatus(StrEnum):
+    """Where a webhook delivery is."""
+
+    QUEUED = "queued"  # waiting for its first attempt or its next retry
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    DEAD = "dead"  # retries spent, or the subscription was disabled or deleted: replayable
+
+
+@dataclass(frozen=True)
+class PartnerScope:
+    """Who may hear of a case: the partner that filed it, if the patient consented."""
+
+    partner_id: str | None = None
+    shared: bool = False
+
+
+def partner_scope(partner_id: str | None, scopes: list[str]) -> PartnerScope:
+    """A partner hears of a case only if it filed it and the patient consented to sharing
+    (intake sends `partner_id` only with that consent; both are checked)."""
+    return PartnerScope(partner_id, bool(partner_id) and "share_with_partner" in scopes)
+
+
+def webhook_event(event_type: str) -> WebhookEvent | None:
+    """The subscribable event of a type, if it is one."""
+    try:
+        return WebhookEvent(event_type)
+    except ValueError:
+        return None
+
+
+def delivery_id(event_id: str, subscription_id: str) -> str:
+    """The delivery of one event to one subscription (its `_id`)."""
+    return f"wh:{event_id}:{subscription_id}"
+
+
+def webhook_id(event_id: str, subscription_id: str) -> str:
+    """The `webhook-id` header: derived from the event and the subscription, so every retry
+    and replay of a delivery carries the same one and the receiver can deduplicate."""
+    digest = hashlib.sha256(f"{event_id}\x00{subscription_id}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def webhook_retry_at(
+    failures: int,
+    first_at: datetime,
+    now: datetime,
+    *,
+    base: float,
+    cap: float,
+    window: float,
+    jitter: float,
+) -> datetime | None:
+    """When to retry after `failures` failed attempts: exponential backoff (`base` * 2^(n-1),
+    at most `cap`), scaled by `jitter` (0.5-1.0 spreads a partner's burst), for at most
+    `window` seconds after the first attempt; None once that is spent (the delivery is dead)."""
+    if failures < 1:
+        return None
+    delay = min(base * 2 ** min(failures - 1, 60), cap) * jitter
+    at = now + timedelta(seconds=delay)
+    return None if at > first_at + timedelta(seconds=window) else at
+
+
+def should_disable(consecutive_failures: int, threshold: int) -> bool:
+    """A subscription is disabled after `threshold` failed attempts in a row (0: never)."""
+    return threshold > 0 and consecutive_failures >= threshold
+
+
+def webhook_outcome(status_code: int) -> Outcome:
+    """A partner's answer: 2xx delivered; 410 Gone permanent (disables); anything else retried."""
+    if 200 <= status_code < 300:
+        return Outcome.SENT
+    return Outcome.PERMANENT if status_code == 410 else Outcome.TRANSIENT
+
+
+# --- outbound safety ----------------------------------------------------------------------
+
+# Cloud metadata services answer on these; most are link-local or private already, and are
+# named so the refusal says why.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
+
+
+def address_refusal(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool
+) -> str | None:
+    """Why a webhook may not connect to `ip`, or None if it may: only public unicast
+    addresses, plus loopback when the development setting allows it."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return address_refusal(ip.ipv4_mapped, allow_loopback)
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return None if allow_loopback else "a loopback address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "a reserved address"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A webhook URL taken apart: what to resolve and how to speak to it."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as given
+
+
+def url_refusal(url: str, allow_http_loopback: bool) -> tuple[Target | None, str]:
+    """Parse a subscription URL: HTTPS with a host and no credentials (HTTP only for loopback,
+    when the development setting allows it, checked once resolved). Returns the target, or
+    None and why it is refused."""
+    if len(url) > 2048:
+        return None, "the URL is longer than 2048 characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None, "the URL cannot be parsed"
+    if parts.scheme not in ("https", "http"):
+        return None, "the URL must be https://"
+    if parts.scheme == "http" and not allow_http_loopback:
+        return None, "the URL must be https:// (http:// is for loopback in development only)"
+    if not parts.hostname:
+        return None, "the URL has no host"
+    if parts.username is not None or parts.password is not None:
+        return None, "the URL may not carry credentials"
+    if parts.fragment:
+        return None, "the URL may not carry a fragment"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return None, "the URL may not contain spaces or control characters"
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    default = 443 if parts.scheme == "https" else 80
+    return Target(parts.scheme, parts.hostname, port or default, path), ""
+
+
+def resolved_refusal(
+    target: Target, addresses: list[str], allow_loopback: bool
+) -> tuple[str | None, str]:
+    """Pick the address to connect to among those the host resolved to: every one must be
+    allowed (a name that also points inside is refused whole), and plain HTTP only to loopback.
+    Returns the address, or None and why."""
+    if not addresses:
+        return None, "the host does not resolve"
+    ips = []
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            return None, "the host resolves to something that is not an address"
+        why = address_refusal(ip, allow_loopback)
+        if why is not None:
+            return None, f"the host resolves to {why}"
+        ips.append(ip)
+    if target.scheme == "http" and not all(ip.is_loopback for ip in ips):
+        return None, "the URL must be https:// (http:// is for loopback in development only)"
+    return str(ips[0]), ""
+
+
+def may_manage(principal: Principal, partner_id: str) -> bool:
+    """A partner manages its own subscriptions only."""
+    return principal.role == "partner" and principal.partner_id == partner_id
+
+
+def may_see(principal: Principal, partner_id: str) -> bool:
+    """A partner sees its own subscriptions and deliveries; coordinators see every partner's."""
+    return principal.role == "coordinator" or may_manage(principal, partner_id)
+
+
+def webhook_payload(
+    *,
+    event_id: str,
+    event_type: WebhookEvent,
+    source: str,
+    time: datetime,
+    case_id: str,
+    reference: str | None,
+    partner_reference: str | None,
+    link: str,
+    extra: dict[str, str | int],
+) -> dict[str, object]:
+    """A thin delivery: the CloudEvents attributes (structured JSON), and as data only ids, the
+    case's status, the partner's own reference and a link; never an identity or clinical text."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": event_type.value,
+        "source": source,
+        "time": time.isoformat().replace("+00:00", "Z"),
+        "subject": case_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "case_id": case_id,
+            "reference": reference,
+            "partner_reference": partner_reference,
+            "status": WEBHOOK_STATUS[event_type],
+            "link": link,
+            **extra,
+        },
+    }

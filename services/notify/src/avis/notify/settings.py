@@ -42,6 +42,25 @@ class Settings(CommonSettings):
     # written under an in-process lock).
     sender_enabled: bool = True
 
+    # Partner webhooks. Retries back off exponentially from `webhook_retry_base_seconds`,
+    # doubling up to `webhook_retry_max_delay_seconds`, each delay scaled by a jitter of
+    # 0.5-1.0, for `webhook_retry_window_seconds` after the first attempt; then dead.
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_delay_seconds: float = Field(3600.0, gt=0)
+    webhook_retry_window_seconds: float = Field(86400.0, gt=0)
+    # A subscription is disabled after this many failed attempts in a row (0: never).
+    webhook_disable_after_failures: int = Field(40, ge=0)
+    # How long the previous secret still signs after a rotation.
+    webhook_secret_grace_seconds: int = Field(86400, ge=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_connect_timeout_seconds: float = Field(3.0, gt=0)
+    # Deliveries in flight at once, in all, and to one subscription: a slow partner holds at
+    # most its own share, never the others' nor the emails (which have a sender of their own).
+    webhook_concurrency: int = Field(16, ge=1)
+    webhook_per_subscription: int = Field(2, ge=1)
+    # Development only: allow http:// to loopback addresses (a receiver on this machine).
+    webhook_allow_http_loopback: bool = False
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> object:
