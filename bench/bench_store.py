@@ -30,12 +30,15 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
 
+from avis.intake.store import list_entry_id, list_key
+from avis.review.rules import sort_key
+from avis.review.store import Store as ReviewStore
 from avis.shared.sealing import generate_key
 from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
@@ -44,7 +47,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 STATE = pathlib.Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
-SERVICES = {"intake": 18001, "review": 18002, "reports": 18003, "notify": 18004}
+# The HTTP ports follow the stack's prefix (TEST_PORT_PREFIX=2: 28001...), so benches of two
+# checkouts do not collide.
+PORT_PREFIX = os.environ.get("AVIS_KAFKA_PORT", "19092")[0]
+SERVICES = {
+    name: int(f"{PORT_PREFIX}800{i}")
+    for i, name in enumerate(("intake", "review", "reports", "notify"), start=1)
+}
 JWT_SECRET = "bench-" + "x" * 40
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 SPECIALTY = "oncology"
@@ -220,6 +229,8 @@ class Seeder:
             for name in await db.list_collection_names():
                 if name.startswith(("inbox", "outbox_hints", "system.")):
                     continue
+                if service == "intake" and name == "case_lists":
+                    continue  # positions, not clones: written by `lists` below
                 mine = [
                     d
                     async for d in db[name].find({})
@@ -235,6 +246,7 @@ class Seeder:
         case_id, reference, patient, assignment = list(self.names)
         while self.count < cases:
             todo = range(self.count, min(cases, self.count + batch))
+            due_keys: dict[str, list[str]] = {}
             for service, collections in self.template.items():
                 db = self.mongo[self.stack.databases[service]]
                 for name, docs in collections.items():
@@ -253,10 +265,44 @@ class Seeder:
                             clone.pop("outbox", None)
                             if "outbox_pending" in clone:
                                 clone["outbox_pending"] = 0
+                            if service == "review" and name == "assignments":
+                                spread(clone, i, due_keys)
                             clones.append(clone)
                     await db[name].insert_many(clones, ordered=False)
+                    if due_keys:
+                        await ReviewStore(db).file_due_many(due_keys)
+                        due_keys.clear()
+            await self.lists(todo)
             self.count = todo.stop
         return time.perf_counter() - start
+
+    async def lists(self, todo: range) -> None:
+        """Intake's keyed lists of the clones, as intake writes them: each clone at the next
+        position of every case's list (after the template, the first), and first in its
+        patient's own list; the hint of the last position follows."""
+        lists = self.mongo[self.stack.databases["intake"]]["case_lists"]
+        entries = []
+        for i in todo:
+            case_id = str(uuid.UUID(int=i + 1))
+            entries.append({"_id": list_entry_id("all", i + 2), "case_id": case_id})
+            patient = list_key("patient_id", f"seed-patient-{i}")
+            entries += [
+                {"_id": list_entry_id(patient, 1), "case_id": case_id},
+                {"_id": patient, "last": 1},
+            ]
+        await lists.insert_many(entries, ordered=False)
+        await lists.update_one({"_id": "all"}, {"$set": {"last": todo.stop + 1}}, upsert=True)
+
+
+def spread(assignment: dict[str, Any], i: int, due_keys: dict[str, list[str]]) -> None:
+    """Give the i-th cloned round its own time, ten minutes apart going back (a year of
+    history at 50,000), and note its sort key for review's day buckets."""
+    shift = timedelta(minutes=10 * (i + 1))
+    for field in ("assigned_at", "due_at", "accepted_at", "completed_at"):
+        if isinstance(assignment.get(field), datetime):
+            assignment[field] -= shift
+    assignment["sort_key"] = sort_key(assignment["due_at"], assignment["_id"])
+    due_keys.setdefault(assignment["reviewer_id"], []).append(assignment["sort_key"])
 
 
 async def setup_reviewers(review: httpx.AsyncClient, how_many: int = 20) -> None:
