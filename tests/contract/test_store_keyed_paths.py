@@ -19,8 +19,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from avis.intake.models import CaseStatus
 from avis.intake.rules import Scope
+from avis.intake.store import Record, list_entry_id, list_key
 from avis.intake.store import Store as IntakeStore
-from avis.intake.store import list_entry_id, list_key
 from avis.review.models import AssignmentStatus, Rationale
 from avis.review.models import CaseStatus as ReviewCaseStatus
 from avis.review.rules import assignment_id_for, sort_key
@@ -196,6 +196,35 @@ async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:
     assert submitted.rows == []  # a status no case has: an empty page, every entry looked at once
     every = await store.cases_page(Scope(), None, 100)
     assert len(every.rows) == 30 and every.more is None
+
+    # a record of 600 KiB in three pieces, listed on its case
+    data = bytes(range(256)) * 2400
+    record = Record.model_validate(
+        {
+            "_id": "case-000:abc",
+            "case_id": "case-000",
+            "document_id": "abc",
+            "sha256": "abc",
+            "kind": "test_result",
+            "content_type": "application/pdf",
+            "size": len(data),
+            "uploaded_at": now,
+            "uploaded_by": {"sub": "p-1", "role": "patient"},
+        }
+    )
+    await store.put_record(record, data)
+    case = await store.case("case-000")
+    assert case is not None and case.record_ids == ["case-000:abc"]
+    (stored,) = await store.records_of(case)
+    assert stored.chunks == 3
+    chunks = await store.record_bytes(stored)
+    assert chunks is not None
+    assert b"".join([c async for c in chunks]) == data
+    assert await store.delete_record("case-000", "case-000:abc")
+    assert not await store.delete_record("case-000", "case-000:abc")
+    case = await store.case("case-000")
+    assert case is not None and await store.records_of(case) == []
+    assert await store.record_bytes(stored) is None
     assert commands.not_by_id() == []
 
 

@@ -307,7 +307,7 @@ class IntakeService:
         record_id = rules.document_id_of(case_id, document_id)
         listed = record_id in case.record_ids
         record = await self.store.record(record_id) if listed else None
-        chunks = await self.store.record_bytes(record_id) if record else None
+        chunks = await self.store.record_bytes(record) if record else None
         if record is None or chunks is None:
             raise rules.document_not_found(document_id)
         return Download(meta=document_view(record), chunks=chunks)

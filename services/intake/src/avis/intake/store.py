@@ -3,7 +3,9 @@
 - `cases`: one document per case (the aggregate): identity, clinical summary, consent,
   status, timeline, the current reviewer, and its outbox. `_id` is the case id.
 - `documents`: record metadata; `_id` is `<case_id>:<sha256>`, so the same file twice on a
-  case is one document. The bytes live in the GridFS bucket `records` under the same id.
+  case is one document. The case lists its records' ids (`record_ids`).
+- `record_chunks`: the records' bytes in pieces of 255 KiB, `_id` `<record id>:<n>`, read
+  and deleted by `_id` (GridFS finds and deletes its chunks by `files_id`, a scan here).
 - `refblocks`: claimed blocks of human references, `_id` `refblock:<year>:<block>`, and a
   hint of the last block claimed, `refblock:<year>:last`, so a claim starts near the end
   instead of reading every block.
@@ -23,14 +25,12 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gridfs import AsyncGridFSBucket
-from gridfs.errors import NoFile
+from bson import Binary
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -48,7 +48,7 @@ from avis.shared.events import ConsentScope, Language, Question, Specialty, Urge
 from avis.shared.mongo import Document
 from avis.shared.outbox import new_with_events, with_events
 
-RECORDS_BUCKET = "records"
+CHUNK_BYTES = 255 * 1024
 
 
 def refblock_hint_id(year: int) -> str:
@@ -213,6 +213,7 @@ class Record(Stored):
     filename: str | None = None
     uploaded_at: datetime
     uploaded_by: Actor
+    chunks: int = 0  # pieces of its bytes in `record_chunks`
 
 
 class IdempotencyClaim(Stored):
@@ -243,10 +244,7 @@ class Store:
         self.refblocks = db["refblocks"]
         self.idempotency = db["idempotency"]
         self.case_lists = db["case_lists"]
-
-    def records(self) -> AsyncGridFSBucket:
-        """The bucket holding the records' bytes."""
-        return AsyncGridFSBucket(self.db, bucket_name=RECORDS_BUCKET)
+        self.chunks = db["record_chunks"]
 
     # cases
 
@@ -427,43 +425,52 @@ class Store:
 
     async def put_record(self, record: Record, data: bytes) -> None:
         """Store a record: the bytes first, then the metadata, then its id on the case, since
-        the id on the case is what makes it count; an interrupted upload leaves at most an
-        orphan blob or metadata, replaced on the next attempt. The caller holds the case's
-        lock."""
-        bucket = self.records()
-        if await self.db[f"{RECORDS_BUCKET}.files"].find_one({"_id": record.id}, {"_id": 1}):
-            # Only when a file is there: GridFS deletes its chunks by `files_id`, a scan.
-            with contextlib.suppress(NoFile):
-                await bucket.delete(record.id)
-        await bucket.upload_from_stream_with_id(
-            record.id, record.id, io.BytesIO(data), metadata={"case_id": record.case_id}
-        )
-        await self.documents.replace_one({"_id": record.id}, record.to_doc(), upsert=True)
+        the id on the case is what makes it count; an interrupted upload leaves at most
+        orphan pieces or metadata, replaced on the next attempt (same file, same ids). The
+        caller holds the case's lock."""
+        pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for n, piece in enumerate(pieces):
+            chunk = {
+                "_id": chunk_id(record.id, n),
+                "record_id": record.id,
+                "case_id": record.case_id,
+                "n": n,
+                "data": Binary(piece),
+            }
+            await self.chunks.replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
+        stored = record.model_copy(update={"chunks": len(pieces)})
+        await self.documents.replace_one({"_id": record.id}, stored.to_doc(), upsert=True)
         await self.cases.update_one({"_id": record.case_id}, {"$push": {"record_ids": record.id}})
 
     async def delete_record(self, case_id: str, record_id: str) -> bool:
         """Remove a record (its id on the case first, then metadata and bytes); False if the
         case does not hold it. The caller holds the case's lock."""
         pulled = await self.cases.update_one({"_id": case_id}, {"$pull": {"record_ids": record_id}})
-        result = await self.documents.delete_one({"_id": record_id})
-        if pulled.modified_count == 0 and result.deleted_count == 0:
-            return False
-        with contextlib.suppress(NoFile):
-            await self.records().delete(record_id)
-        return True
+        record = await self.record(record_id)
+        if record is not None:
+            await self.documents.delete_one({"_id": record_id})
+            for n in range(record.chunks):
+                await self.chunks.delete_one({"_id": chunk_id(record_id, n)})
+        return pulled.modified_count > 0 or record is not None
 
-    async def record_bytes(self, record_id: str) -> AsyncIterator[bytes] | None:
-        """A record's bytes, chunk by chunk; None if they are gone."""
-        try:
-            grid_out = await self.records().open_download_stream(record_id)
-        except NoFile:
+    async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
+        """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
+        if not await self.chunks.find_one({"_id": chunk_id(record.id, 0)}, {"_id": 1}):
             return None
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in grid_out:
-                yield chunk
+        async def pieces() -> AsyncIterator[bytes]:
+            for n in range(record.chunks):
+                chunk = await self.chunks.find_one({"_id": chunk_id(record.id, n)})
+                if chunk is None:
+                    raise RuntimeError(f"record {record.id} lost its piece {n}")
+                yield bytes(chunk["data"])
 
-        return chunks()
+        return pieces()
+
+
+def chunk_id(record_id: str, n: int) -> str:
+    """The `_id` of a record's n-th piece of bytes (zero-padded: ids sort by piece)."""
+    return f"{record_id}:{n:06d}"
 
 
 async def init(db: AsyncDatabase[Document]) -> None:
