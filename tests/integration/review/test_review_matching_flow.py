@@ -250,6 +250,15 @@ async def test_two_cases_at_the_same_moment_never_push_a_reviewer_over_capacity(
     )
     loads = await stack.review.store.loads([f"{p}-cap2", f"{p}-cap1"])
     assert loads == {f"{p}-cap2": 2, f"{p}-cap1": 1}
+    # the loads on the reviewers' documents are what the assignments say
+    active = {"$in": ["assigned", "accepted"]}
+    counted = {
+        rid: await stack.review.store.assignments.count_documents(
+            {"reviewer_id": rid, "status": active}
+        )
+        for rid in loads
+    }
+    assert counted == loads
     decided = [await stack.case_status(c.case_id) for c in payloads]
     assert decided.count("assigned") == 3
     assert decided.count("waiting") == 5
