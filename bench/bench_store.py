@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import resource
 import signal
 import subprocess
@@ -447,6 +448,53 @@ async def lists(samples: int, patient: str) -> dict[str, float]:
     return out
 
 
+class Profiler:
+    """py-spy sampling intake during the load: collapsed stacks in bench/results, and the
+    functions of ours and of the libraries that hold most samples."""
+
+    def __init__(self, pid: int, size: int) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/py-spy"),
+                *("record", "--pid", str(pid), "--format", "raw", "--rate", "50"),
+                *("--output", str(self.path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self, top: int = 15) -> dict[str, Any]:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        if not self.path.exists():
+            return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            samples = int(count)
+            total += samples
+            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+            own[frames[-1]] = own.get(frames[-1], 0) + samples
+
+        def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
+            ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
+            return [f"{100 * n / total:5.1f}%  {f}" for n, f in ranked[:top]]
+
+        return {
+            "file": str(self.path.relative_to(ROOT)),
+            "samples": total,
+            "inclusive_avis": share(inclusive, lambda f: "avis/" in f),
+            "self": share(own, lambda f: True),
+        }
+
+
 @contextlib.asynccontextmanager
 async def running(stack: Stack) -> AsyncIterator[None]:
     await stack.start()
@@ -473,7 +521,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async with running(stack):
                 figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
                 figures["idle_store_cpu_cores"] = round(await idle_cpu(args.idle), 3)
+                profiler = None
+                if args.profile and size == sizes[-1]:
+                    profiler = Profiler(stack.processes["intake"].pid, size)
                 loaded = await load(args.cases, args.clients, round_)
+                if profiler is not None:
+                    figures["intake_profile"] = profiler.stop()
                 made = loaded.pop("made")
                 figures["load"] = loaded
                 figures["submit_to_assignment_ms"] = await assignment_times(made, args.wait)
@@ -522,6 +575,9 @@ if __name__ == "__main__":
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for assignment")
     parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 cases, short")
     parser.add_argument("--label", default="", help="a name for this run in the results file")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on intake during the load, largest size"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.cases, args.idle, args.list_samples = "1000,5000", 80, 15.0, 15
