@@ -280,16 +280,18 @@ async def test_a_matching_left_half_way_is_finished_at_start_up(stack: ReviewSta
     assert isinstance(kept, CaseSubmitted)
     await stack.review.case_submitted(case=kept, traceparent="")
     before = await stack.assignment(kept.case_id)
-    await cases.update_one({"_id": kept.case_id}, {"$set": {"status": "matching"}})
+    await stack.review.store.set_case_matching(kept.case_id)  # as the decline's first write
 
     # Stopped after the case was stored, before any decision: the start-up matches it.
     late = stack.case_event("paediatrics").payload()
     assert isinstance(late, CaseSubmitted)
     await stack.review.case_submitted(case=late, traceparent="")  # assigned now; undo it by hand:
+    undone = await stack.assignment(late.case_id)
     await stack.db["assignments"].delete_many({"case_id": late.case_id})
+    await stack.review.store.remove_open(undone["reviewer_id"], undone["id"])
+    await stack.review.store.set_case_matching(late.case_id)  # as when the case was stored
     await cases.update_one(
-        {"_id": late.case_id},
-        {"$set": {"status": "matching", "round": 0}, "$unset": {"assignment_id": ""}},
+        {"_id": late.case_id}, {"$set": {"round": 0}, "$unset": {"assignment_id": ""}}
     )
 
     await stack.review.recover()

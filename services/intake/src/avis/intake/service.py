@@ -188,9 +188,7 @@ class IntakeService:
         scope = rules.listing_scope(principal, status)
         if scope is None:
             return CasePage(items=[], next_cursor=None)
-        before = int(cursor) if cursor is not None and cursor.isdigit() else None
-        if cursor is not None and before is None:
-            return CasePage(items=[], next_cursor=None)  # not a position of ours: nothing there
+        before = int(cursor) if cursor is not None else None  # a position (the API checks)
         page = await self.store.cases_page(scope, before, limit + 1)
         if len(page.rows) > limit:
             next_cursor: str | None = str(page.positions[limit - 1])
