@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
+from avis.intake.store import Store as IntakeStore
 from avis.intake.store import list_entry_id, list_key
 from avis.review.rules import sort_key
 from avis.review.store import Store as ReviewStore
@@ -230,7 +231,7 @@ class Seeder:
             for name in await db.list_collection_names():
                 if name.startswith(("inbox", "outbox_hints", "system.")):
                     continue
-                if service == "intake" and name == "case_lists":
+                if service == "intake" and name in ("case_lists", "case_list_hints"):
                     continue  # positions, not clones: written by `lists` below
                 mine = [
                     d
@@ -281,18 +282,20 @@ class Seeder:
         """Intake's keyed lists of the clones, as intake writes them: each clone at the next
         position of every case's list (after the template, the first), and first in its
         patient's own list; the hint of the last position follows."""
-        lists = self.mongo[self.stack.databases["intake"]]["case_lists"]
-        entries = []
-        for i in todo:
+        db = self.mongo[self.stack.databases["intake"]]
+        end = await IntakeStore(db).list_last("all")  # after the cases made under load too
+        entries, hints = [], []
+        for k, i in enumerate(todo):
             case_id = str(uuid.UUID(int=i + 1))
-            entries.append({"_id": list_entry_id("all", i + 2), "case_id": case_id})
+            entries.append({"_id": list_entry_id("all", end + 1 + k), "case_id": case_id})
             patient = list_key("patient_id", f"seed-patient-{i}")
-            entries += [
-                {"_id": list_entry_id(patient, 1), "case_id": case_id},
-                {"_id": patient, "last": 1},
-            ]
-        await lists.insert_many(entries, ordered=False)
-        await lists.update_one({"_id": "all"}, {"$set": {"last": todo.stop + 1}}, upsert=True)
+            entries.append({"_id": list_entry_id(patient, 1), "case_id": case_id})
+            hints.append({"_id": patient, "last": 1})
+        await db["case_lists"].insert_many(entries, ordered=False)
+        await db["case_list_hints"].insert_many(hints, ordered=False)
+        await db["case_list_hints"].update_one(
+            {"_id": "all"}, {"$set": {"last": end + len(todo)}}, upsert=True
+        )
 
 
 def spread(assignment: dict[str, Any], i: int, due_keys: dict[str, list[str]]) -> None:

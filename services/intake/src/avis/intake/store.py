@@ -10,7 +10,8 @@
   hint of the last block claimed, `refblock:<year>:last`, so a claim starts near the end
   instead of reading every block.
 - `case_lists`: the lists people open, as keyed entries (`case_lists` below): `_id`
-  `<list>|<position>` -> a case id, and a hint `<list>` of the last position. A list is
+  `<list>|<position>` -> a case id; `case_list_hints`: `_id` `<list>` -> a recent last
+  position (where to start probing). A list is
   `all`, `patient:<sub>`, `partner:<partner id>` or `reviewer:<reviewer id>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
@@ -176,6 +177,7 @@ ROW = {name: 1 for name in CaseRow.model_fields if name != "id"} | {
     "partner_id": 1,
     "reviewer_id": 1,
 }
+HINT_EVERY = 16  # positions between two writes of a list's stored hint
 LIST_SCAN_BUDGET = 500  # entries one page request may look at before it returns a cursor
 
 
@@ -244,6 +246,8 @@ class Store:
         self.refblocks = db["refblocks"]
         self.idempotency = db["idempotency"]
         self.case_lists = db["case_lists"]
+        self.list_hints = db["case_list_hints"]
+        self._ends: dict[str, int] = {}  # the last position this process knows of each list
         self.chunks = db["record_chunks"]
 
     # cases
@@ -268,8 +272,8 @@ class Store:
         instances never overwrite each other's entries; the last position is only a hint for
         where to start. The caller holds the list's lock so one instance claims in order.
         """
-        hint = await self.case_lists.find_one({"_id": key})
-        position = int(hint["last"]) + 1 if hint else 1
+        hinted = await self._hint(key) if key not in self._ends else None
+        position = max(self._ends.get(key, 0), hinted or 0) + 1
         while True:
             try:
                 await self.case_lists.insert_one(
@@ -278,18 +282,27 @@ class Store:
                 break
             except DuplicateKeyError:
                 position += 1
-        with contextlib.suppress(DuplicateKeyError):  # a racing first upsert: a hint anyway
-            await self.case_lists.update_one(
-                {"_id": key}, {"$set": {"last": position}}, upsert=True
-            )
+        self._ends[key] = position
+        # The stored hint moves every HINT_EVERY positions only (an update costs more than an
+        # insert on FerretDB, in proportion to its collection): readers step over the rest.
+        if hinted == 0 or position % HINT_EVERY == 0:
+            with contextlib.suppress(DuplicateKeyError):  # a racing first upsert: a hint anyway
+                await self.list_hints.update_one(
+                    {"_id": key}, {"$set": {"last": position}}, upsert=True
+                )
         return position
+
+    async def _hint(self, key: str) -> int:
+        """The stored hint of a list's last position (0: none yet)."""
+        hint = await self.list_hints.find_one({"_id": key})
+        return int(hint["last"]) if hint else 0
 
     async def list_last(self, key: str) -> int:
         """The last position of a keyed list (the hint, then forward to the true end)."""
-        hint = await self.case_lists.find_one({"_id": key})
-        last = int(hint["last"]) if hint else 0
+        last = max(self._ends.get(key, 0), await self._hint(key))
         while await self.case_lists.find_one({"_id": list_entry_id(key, last + 1)}, {"_id": 1}):
             last += 1
+        self._ends[key] = last
         return last
 
     async def cases_page(self, scope: Scope, before: int | None, limit: int) -> ListedPage:
