@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import resource
 import signal
 import subprocess
@@ -30,12 +31,16 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
 
+from avis.intake.store import Store as IntakeStore
+from avis.intake.store import list_entry_id, list_key
+from avis.review.rules import sort_key
+from avis.review.store import Store as ReviewStore
 from avis.shared.sealing import generate_key
 from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
@@ -44,7 +49,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 STATE = pathlib.Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
-SERVICES = {"intake": 18001, "review": 18002, "reports": 18003, "notify": 18004}
+# The HTTP ports follow the stack's prefix (TEST_PORT_PREFIX=2: 28001...), so benches of two
+# checkouts do not collide.
+PORT_PREFIX = os.environ.get("AVIS_KAFKA_PORT", "19092")[0]
+SERVICES = {
+    name: int(f"{PORT_PREFIX}800{i}")
+    for i, name in enumerate(("intake", "review", "reports", "notify"), start=1)
+}
 JWT_SECRET = "bench-" + "x" * 40
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 SPECIALTY = "oncology"
@@ -220,6 +231,8 @@ class Seeder:
             for name in await db.list_collection_names():
                 if name.startswith(("inbox", "outbox_hints", "system.")):
                     continue
+                if service == "intake" and name in ("case_lists", "case_list_hints"):
+                    continue  # positions, not clones: written by `lists` below
                 mine = [
                     d
                     async for d in db[name].find({})
@@ -235,6 +248,7 @@ class Seeder:
         case_id, reference, patient, assignment = list(self.names)
         while self.count < cases:
             todo = range(self.count, min(cases, self.count + batch))
+            due_keys: dict[str, list[str]] = {}
             for service, collections in self.template.items():
                 db = self.mongo[self.stack.databases[service]]
                 for name, docs in collections.items():
@@ -253,10 +267,46 @@ class Seeder:
                             clone.pop("outbox", None)
                             if "outbox_pending" in clone:
                                 clone["outbox_pending"] = 0
+                            if service == "review" and name == "assignments":
+                                spread(clone, i, due_keys)
                             clones.append(clone)
                     await db[name].insert_many(clones, ordered=False)
+                    if due_keys:
+                        await ReviewStore(db).file_due_many(due_keys)
+                        due_keys.clear()
+            await self.lists(todo)
             self.count = todo.stop
         return time.perf_counter() - start
+
+    async def lists(self, todo: range) -> None:
+        """Intake's keyed lists of the clones, as intake writes them: each clone at the next
+        position of every case's list (after the template, the first), and first in its
+        patient's own list; the hint of the last position follows."""
+        db = self.mongo[self.stack.databases["intake"]]
+        end = await IntakeStore(db).list_last("all")  # after the cases made under load too
+        entries, hints = [], []
+        for k, i in enumerate(todo):
+            case_id = str(uuid.UUID(int=i + 1))
+            entries.append({"_id": list_entry_id("all", end + 1 + k), "case_id": case_id})
+            patient = list_key("patient_id", f"seed-patient-{i}")
+            entries.append({"_id": list_entry_id(patient, 1), "case_id": case_id})
+            hints.append({"_id": patient, "last": 1})
+        await db["case_lists"].insert_many(entries, ordered=False)
+        await db["case_list_hints"].insert_many(hints, ordered=False)
+        await db["case_list_hints"].update_one(
+            {"_id": "all"}, {"$set": {"last": end + len(todo)}}, upsert=True
+        )
+
+
+def spread(assignment: dict[str, Any], i: int, due_keys: dict[str, list[str]]) -> None:
+    """Give the i-th cloned round its own time, ten minutes apart going back (a year of
+    history at 50,000), and note its sort key for review's day buckets."""
+    shift = timedelta(minutes=10 * (i + 1))
+    for field in ("assigned_at", "due_at", "accepted_at", "completed_at"):
+        if isinstance(assignment.get(field), datetime):
+            assignment[field] -= shift
+    assignment["sort_key"] = sort_key(assignment["due_at"], assignment["_id"])
+    due_keys.setdefault(assignment["reviewer_id"], []).append(assignment["sort_key"])
 
 
 async def setup_reviewers(review: httpx.AsyncClient, how_many: int = 20) -> None:
@@ -401,6 +451,53 @@ async def lists(samples: int, patient: str) -> dict[str, float]:
     return out
 
 
+class Profiler:
+    """py-spy sampling intake during the load: collapsed stacks in bench/results, and the
+    functions of ours and of the libraries that hold most samples."""
+
+    def __init__(self, pid: int, size: int) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/py-spy"),
+                *("record", "--pid", str(pid), "--format", "raw", "--rate", "50"),
+                *("--output", str(self.path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self, top: int = 15) -> dict[str, Any]:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        if not self.path.exists():
+            return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            samples = int(count)
+            total += samples
+            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+            own[frames[-1]] = own.get(frames[-1], 0) + samples
+
+        def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
+            ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
+            return [f"{100 * n / total:5.1f}%  {f}" for n, f in ranked[:top]]
+
+        return {
+            "file": str(self.path.relative_to(ROOT)),
+            "samples": total,
+            "inclusive_avis": share(inclusive, lambda f: "avis/" in f),
+            "self": share(own, lambda f: True),
+        }
+
+
 @contextlib.asynccontextmanager
 async def running(stack: Stack) -> AsyncIterator[None]:
     await stack.start()
@@ -427,7 +524,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async with running(stack):
                 figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
                 figures["idle_store_cpu_cores"] = round(await idle_cpu(args.idle), 3)
+                profiler = None
+                if args.profile and size == sizes[-1]:
+                    profiler = Profiler(stack.processes["intake"].pid, size)
                 loaded = await load(args.cases, args.clients, round_)
+                if profiler is not None:
+                    figures["intake_profile"] = profiler.stop()
                 made = loaded.pop("made")
                 figures["load"] = loaded
                 figures["submit_to_assignment_ms"] = await assignment_times(made, args.wait)
@@ -476,6 +578,9 @@ if __name__ == "__main__":
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for assignment")
     parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 cases, short")
     parser.add_argument("--label", default="", help="a name for this run in the results file")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on intake during the load, largest size"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.cases, args.idle, args.list_samples = "1000,5000", 80, 15.0, 15

@@ -20,7 +20,9 @@ if [ "${1:-}" = bench ]; then
 fi
 if [ "${1:-}" = bench-store ]; then
   shift
-  exec .venv/bin/python bench/bench_store.py "$@"
+  # not exec: the EXIT trap must still stop the broker and store, also after a failed run
+  .venv/bin/python bench/bench_store.py "$@"
+  exit $?
 fi
 echo "[test] lint: ruff and mypy"
 .venv/bin/ruff check .

@@ -61,7 +61,7 @@ async def snapshot(intake: Intake, case_id: str) -> tuple[Any, ...]:
     if case["status"] not in ("draft", "withdrawn"):
         case = {k: v for k, v in case.items() if k not in REVIEW_FIELDS}
     documents = await intake.store.documents.find({"case_id": case_id}).to_list()
-    blobs = await intake.store.db["records.files"].find({"metadata.case_id": case_id}).to_list()
+    blobs = await intake.store.chunks.find({"case_id": case_id}).to_list()
     return case, documents, [b["_id"] for b in blobs]
 
 

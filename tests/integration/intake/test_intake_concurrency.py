@@ -53,9 +53,7 @@ async def test_the_same_file_uploaded_concurrently_is_one_record(intake: Intake)
     )
     assert Counter(r.status_code for r in responses) == {201: 1, 200: 4}
     assert await intake.store.documents.count_documents({"case_id": case_id}) == 1
-    assert (
-        await intake.store.db["records.files"].count_documents({"metadata.case_id": case_id}) == 1
-    )
+    assert await intake.store.chunks.count_documents({"case_id": case_id}) == 1
 
 
 async def test_concurrent_submissions_publish_one_event(intake: Intake) -> None:

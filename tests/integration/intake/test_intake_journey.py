@@ -411,9 +411,7 @@ async def test_delete_record_while_draft(intake: Intake) -> None:
     deleted = await patient.delete(f"/v1/cases/{case_id}/documents/{document_id}")
     assert deleted.status_code == 204
     assert await intake.store.documents.find_one({"case_id": case_id}) is None
-    assert (
-        await intake.store.db["records.files"].find_one({"_id": f"{case_id}:{document_id}"}) is None
-    )
+    assert await intake.store.chunks.find_one({"record_id": f"{case_id}:{document_id}"}) is None
     gone = await patient.get(f"/v1/cases/{case_id}/documents/{document_id}")
     assert gone.status_code == 404
     again = await patient.delete(f"/v1/cases/{case_id}/documents/{document_id}")

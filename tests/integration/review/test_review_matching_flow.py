@@ -250,6 +250,15 @@ async def test_two_cases_at_the_same_moment_never_push_a_reviewer_over_capacity(
     )
     loads = await stack.review.store.loads([f"{p}-cap2", f"{p}-cap1"])
     assert loads == {f"{p}-cap2": 2, f"{p}-cap1": 1}
+    # the loads on the reviewers' documents are what the assignments say
+    active = {"$in": ["assigned", "accepted"]}
+    counted = {
+        rid: await stack.review.store.assignments.count_documents(
+            {"reviewer_id": rid, "status": active}
+        )
+        for rid in loads
+    }
+    assert counted == loads
     decided = [await stack.case_status(c.case_id) for c in payloads]
     assert decided.count("assigned") == 3
     assert decided.count("waiting") == 5
@@ -271,16 +280,18 @@ async def test_a_matching_left_half_way_is_finished_at_start_up(stack: ReviewSta
     assert isinstance(kept, CaseSubmitted)
     await stack.review.case_submitted(case=kept, traceparent="")
     before = await stack.assignment(kept.case_id)
-    await cases.update_one({"_id": kept.case_id}, {"$set": {"status": "matching"}})
+    await stack.review.store.set_case_matching(kept.case_id)  # as the decline's first write
 
     # Stopped after the case was stored, before any decision: the start-up matches it.
     late = stack.case_event("paediatrics").payload()
     assert isinstance(late, CaseSubmitted)
     await stack.review.case_submitted(case=late, traceparent="")  # assigned now; undo it by hand:
+    undone = await stack.assignment(late.case_id)
     await stack.db["assignments"].delete_many({"case_id": late.case_id})
+    await stack.review.store.remove_open(undone["reviewer_id"], undone["id"])
+    await stack.review.store.set_case_matching(late.case_id)  # as when the case was stored
     await cases.update_one(
-        {"_id": late.case_id},
-        {"$set": {"status": "matching", "round": 0}, "$unset": {"assignment_id": ""}},
+        {"_id": late.case_id}, {"$set": {"round": 0}, "$unset": {"assignment_id": ""}}
     )
 
     await stack.review.recover()

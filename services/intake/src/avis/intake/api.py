@@ -111,7 +111,10 @@ async def list_cases(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[
         str | None,
-        Query(pattern=CASE_ID_PATTERN, description="`next_cursor` of the previous page."),
+        Query(
+            pattern=r"^[0-9]{1,12}$",
+            description="`next_cursor` of the previous page (a position in the list).",
+        ),
     ] = None,
 ) -> CasePage:
     """Patients see their cases, partners the cases they filed, reviewers the cases assigned to

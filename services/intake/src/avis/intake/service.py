@@ -47,6 +47,7 @@ from avis.intake.store import (
     StoredEntry,
     StoredPatient,
     StoredPhysician,
+    list_key,
 )
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -167,12 +168,12 @@ class IntakeService:
         )
 
     async def _view(self, case: Case, *, with_filenames: bool = True) -> CaseView:
-        return case_view(case, await self.store.records_of(case.id), with_filenames)
+        return case_view(case, await self.store.records_of(case), with_filenames)
 
     async def get_clinical(self, *, principal: Principal, case_id: str) -> ClinicalView:
         """The clinical content of a case; reviewers do not get the patient's identity."""
         case = await self._readable(principal, case_id, clinical=True)
-        records = await self.store.records_of(case_id)
+        records = await self.store.records_of(case)
         return clinical_view(case, records, now().date(), with_patient=principal.role != "reviewer")
 
     async def list_cases(
@@ -187,8 +188,13 @@ class IntakeService:
         scope = rules.listing_scope(principal, status)
         if scope is None:
             return CasePage(items=[], next_cursor=None)
-        rows = await self.store.cases_page(scope, cursor, limit + 1)
-        return CasePage.of(rows, limit, key=lambda row: row.id, view=case_summary)
+        before = int(cursor) if cursor is not None else None  # a position (the API checks)
+        page = await self.store.cases_page(scope, before, limit + 1)
+        if len(page.rows) > limit:
+            next_cursor: str | None = str(page.positions[limit - 1])
+        else:
+            next_cursor = None if page.more is None else str(page.more + 1)
+        return CasePage(items=[case_summary(r) for r in page.rows[:limit]], next_cursor=next_cursor)
 
     # creating
 
@@ -206,6 +212,11 @@ class IntakeService:
             if existing is not None:
                 return await self._view(existing), False
             case_id = claimed  # an earlier attempt claimed the key but did not write its case
+        # The lists learn of the case before it exists: an entry without its case is skipped
+        # when read, a case missing from its lists would never be seen.
+        for key in lists_of(principal):
+            async with self.locks.hold(f"list:{key}"):
+                await self.store.list_append(key, case_id)
         for _ in range(3):
             case = new_case(principal, body, case_id, await self.references.next(), at)
             if await self.store.insert_case(case):
@@ -252,11 +263,12 @@ class IntakeService:
         sha256 = hashlib.sha256(upload.data).hexdigest()
         record_id = rules.document_id_of(case_id, sha256)
         async with self.locks.hold(case_id):
-            rules.check_draft((await self._writable(principal, case_id)).status, "added")
+            case = await self._writable(principal, case_id)
+            rules.check_draft(case.status, "added")
             existing = await self.store.record(record_id)
-            if existing is not None:
+            if existing is not None and record_id in case.record_ids:
                 return document_view(existing), False
-            held = await self.store.count_records(case_id)
+            held = len(case.record_ids)
             rules.check_documents(held, at_most=self.limits.max_documents_per_case)
             record = Record(
                 id=record_id,
@@ -280,7 +292,8 @@ class IntakeService:
         """Remove a record from a draft."""
         async with self.locks.hold(case_id):
             rules.check_draft((await self._writable(principal, case_id)).status, "removed")
-            if not await self.store.delete_record(rules.document_id_of(case_id, document_id)):
+            record_id = rules.document_id_of(case_id, document_id)
+            if not await self.store.delete_record(case_id, record_id):
                 raise rules.document_not_found(document_id)
         log.info("record removed", case_id=case_id, document_id=document_id)
 
@@ -288,10 +301,11 @@ class IntakeService:
         self, *, principal: Principal, case_id: str, document_id: str
     ) -> Download:
         """A record's metadata and bytes, for a reader allowed the clinical content."""
-        await self._readable(principal, case_id, clinical=True)
+        case = await self._readable(principal, case_id, clinical=True)
         record_id = rules.document_id_of(case_id, document_id)
-        record = await self.store.record(record_id)
-        chunks = await self.store.record_bytes(record_id) if record else None
+        listed = record_id in case.record_ids
+        record = await self.store.record(record_id) if listed else None
+        chunks = await self.store.record_bytes(record) if record else None
         if record is None or chunks is None:
             raise rules.document_not_found(document_id)
         return Download(meta=document_view(record), chunks=chunks)
@@ -306,7 +320,7 @@ class IntakeService:
                 return await self._view(case)  # already submitted: same result, no second event
             at = now()
             rules.check_consent(body, at)
-            records = await self.store.records_of(case_id)
+            records = await self.store.records_of(case)
             rules.check_documents(len(records))
             scopes = list(dict.fromkeys(body.consent.scopes))
             consent = StoredConsent(
@@ -395,6 +409,10 @@ class IntakeService:
             reviewer = None
             if decision.reviewer == ASSIGN:
                 reviewer = CurrentReviewer(change.reviewer_id, change.assignment_id, change.at)
+                if change.reviewer_id and change.reviewer_id != case.reviewer_id:
+                    key = list_key("reviewer_id", change.reviewer_id)
+                    async with self.locks.hold(f"list:{key}"):
+                        await self.store.list_append(key, case_id)
             elif decision.reviewer == CLEAR:
                 reviewer = CurrentReviewer(None, None)
             entry = StoredEntry(
@@ -409,6 +427,15 @@ class IntakeService:
             )
         log.info("case updated", kind=change.kind.value, status=decision.status.value)
         return True
+
+
+def lists_of(principal: Principal) -> list[str]:
+    """The keyed lists a case filed by `principal` joins: every case's, and its owner's."""
+    if principal.role == "patient":
+        return ["all", list_key("patient_id", principal.sub)]
+    if principal.role == "partner":
+        return ["all", list_key("partner_id", principal.partner_id)]
+    return ["all"]
 
 
 def new_case(

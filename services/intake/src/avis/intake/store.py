@@ -3,10 +3,21 @@
 - `cases`: one document per case (the aggregate): identity, clinical summary, consent,
   status, timeline, the current reviewer, and its outbox. `_id` is the case id.
 - `documents`: record metadata; `_id` is `<case_id>:<sha256>`, so the same file twice on a
-  case is one document. The bytes live in the GridFS bucket `records` under the same id.
-- `refblocks`: claimed blocks of human references, `_id` `refblock:<year>:<block>`.
+  case is one document. The case lists its records' ids (`record_ids`).
+- `record_chunks`: the records' bytes in pieces of 255 KiB, `_id` `<record id>:<n>`, read
+  and deleted by `_id` (GridFS finds and deletes its chunks by `files_id`, a scan here).
+- `refblocks`: claimed blocks of human references, `_id` `refblock:<year>:<block>`, and a
+  hint of the last block claimed, `refblock:<year>:last`, so a claim starts near the end
+  instead of reading every block.
+- `case_lists`: the lists people open, as keyed entries (`case_lists` below): `_id`
+  `<list>|<position>` -> a case id; `case_list_hints`: `_id` `<list>` -> a recent last
+  position (where to start probing). A list is
+  `all`, `patient:<sub>`, `partner:<partner id>` or `reviewer:<reviewer id>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
+
+Every hot read goes by `_id` (FerretDB serves nothing else from an index): a case's records
+are listed by the ids embedded in the case (`record_ids`), lists by positions.
 
 Writers hold the case's lock around every write (the store does not serialise them); a state
 change and the events it causes are one `update_one` (`avis.shared.outbox.with_events`).
@@ -15,14 +26,12 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gridfs import AsyncGridFSBucket
-from gridfs.errors import NoFile
+from bson import Binary
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -40,7 +49,14 @@ from avis.shared.events import ConsentScope, Language, Question, Specialty, Urge
 from avis.shared.mongo import Document
 from avis.shared.outbox import new_with_events, with_events
 
-RECORDS_BUCKET = "records"
+CHUNK_BYTES = 255 * 1024
+
+
+def refblock_hint_id(year: int) -> str:
+    """The `_id` of the hint of the last reference block claimed in `year`."""
+    return f"refblock:{year:04d}:last"
+
+
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
 
 
@@ -124,6 +140,8 @@ class Case(Stored):
     assignment_id: str | None = None
     assignment_at: datetime | None = None
     timeline: list[StoredEntry] = Field(default_factory=list)
+    # The case's records, in upload order: read by `_id`, never found by a scan.
+    record_ids: list[str] = Field(default_factory=list)
 
     @property
     def access(self) -> Access:
@@ -154,7 +172,34 @@ class CaseRow(Stored):
     updated_at: datetime
 
 
-ROW = {name: 1 for name in CaseRow.model_fields if name != "id"}
+ROW = {name: 1 for name in CaseRow.model_fields if name != "id"} | {
+    "patient_id": 1,
+    "partner_id": 1,
+    "reviewer_id": 1,
+}
+HINT_EVERY = 16  # positions between two writes of a list's stored hint
+LIST_SCAN_BUDGET = 500  # entries one page request may look at before it returns a cursor
+
+
+def list_key(field: str | None, value: str | None) -> str:
+    """The keyed list serving a scope's field (None: every case)."""
+    if field is None:
+        return "all"
+    return f"{field.removesuffix('_id')}:{value}"
+
+
+def list_entry_id(key: str, position: int) -> str:
+    """The `_id` of a list's entry at `position` (zero-padded: ids sort by position)."""
+    return f"{key}|{position:012d}"
+
+
+@dataclass(frozen=True)
+class ListedPage:
+    """Rows of a list, newest first, and the position to continue before (None: the end)."""
+
+    rows: list[CaseRow]
+    positions: list[int]
+    more: int | None
 
 
 class Record(Stored):
@@ -170,6 +215,7 @@ class Record(Stored):
     filename: str | None = None
     uploaded_at: datetime
     uploaded_by: Actor
+    chunks: int = 0  # pieces of its bytes in `record_chunks`
 
 
 class IdempotencyClaim(Stored):
@@ -199,10 +245,10 @@ class Store:
         self.documents = db["documents"]
         self.refblocks = db["refblocks"]
         self.idempotency = db["idempotency"]
-
-    def records(self) -> AsyncGridFSBucket:
-        """The bucket holding the records' bytes."""
-        return AsyncGridFSBucket(self.db, bucket_name=RECORDS_BUCKET)
+        self.case_lists = db["case_lists"]
+        self.list_hints = db["case_list_hints"]
+        self._ends: dict[str, int] = {}  # the last position this process knows of each list
+        self.chunks = db["record_chunks"]
 
     # cases
 
@@ -219,18 +265,78 @@ class Store:
             return False
         return True
 
-    async def cases_page(self, scope: Scope, after: str | None, limit: int) -> list[CaseRow]:
-        """Up to `limit` cases in `scope`, newest (largest id) first, before the id `after`."""
-        query: dict[str, Any] = {}
-        if scope.field is not None:
-            query[scope.field] = scope.value
-        if scope.statuses is not None:
-            statuses = [s.value for s in scope.statuses]
-            query["status"] = statuses[0] if len(statuses) == 1 else {"$in": statuses}
-        if after is not None:
-            query["_id"] = {"$lt": after}
-        found = self.cases.find(query, ROW).sort("_id", DESCENDING).limit(limit)
-        return [CaseRow.model_validate(d) async for d in found]
+    async def list_append(self, key: str, case_id: str) -> int:
+        """Add a case at the end of a keyed list; returns its position.
+
+        The position is claimed by inserting its natural `_id` (taken: the next one), so
+        instances never overwrite each other's entries; the last position is only a hint for
+        where to start. The caller holds the list's lock so one instance claims in order.
+        """
+        hinted = await self._hint(key) if key not in self._ends else None
+        position = max(self._ends.get(key, 0), hinted or 0) + 1
+        while True:
+            try:
+                await self.case_lists.insert_one(
+                    {"_id": list_entry_id(key, position), "case_id": case_id}
+                )
+                break
+            except DuplicateKeyError:
+                position += 1
+        self._ends[key] = position
+        # The stored hint moves every HINT_EVERY positions only (an update costs more than an
+        # insert on FerretDB, in proportion to its collection): readers step over the rest.
+        if hinted == 0 or position % HINT_EVERY == 0:
+            with contextlib.suppress(DuplicateKeyError):  # a racing first upsert: a hint anyway
+                await self.list_hints.update_one(
+                    {"_id": key}, {"$set": {"last": position}}, upsert=True
+                )
+        return position
+
+    async def _hint(self, key: str) -> int:
+        """The stored hint of a list's last position (0: none yet)."""
+        hint = await self.list_hints.find_one({"_id": key})
+        return int(hint["last"]) if hint else 0
+
+    async def list_last(self, key: str) -> int:
+        """The last position of a keyed list (the hint, then forward to the true end)."""
+        last = max(self._ends.get(key, 0), await self._hint(key))
+        while await self.case_lists.find_one({"_id": list_entry_id(key, last + 1)}, {"_id": 1}):
+            last += 1
+        self._ends[key] = last
+        return last
+
+    async def cases_page(self, scope: Scope, before: int | None, limit: int) -> ListedPage:
+        """Up to `limit` cases in `scope`, newest first, at positions before `before`.
+
+        Each entry is read by `_id`, then its case by `_id`, and kept if the case is (still)
+        in the scope: an entry written before a case that never came, or a reviewer since
+        replaced, is skipped. At most LIST_SCAN_BUDGET entries are looked at per call, so a
+        rare status costs a few short pages, never a read of everything.
+        """
+        key = list_key(scope.field, scope.value)
+        start = await self.list_last(key) if before is None else before - 1
+        statuses = None if scope.statuses is None else {s.value for s in scope.statuses}
+        rows: list[CaseRow] = []
+        positions: list[int] = []
+        seen: set[str] = set()
+        position = start
+        stop = max(0, start - LIST_SCAN_BUDGET)
+        while position > stop and len(rows) < limit:
+            entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
+            position -= 1
+            if entry is None or entry["case_id"] in seen:
+                continue
+            seen.add(entry["case_id"])
+            doc = await self.cases.find_one({"_id": entry["case_id"]}, ROW)
+            if doc is None:
+                continue
+            if scope.field is not None and doc.get(scope.field) != scope.value:
+                continue
+            if statuses is not None and doc["status"] not in statuses:
+                continue
+            rows.append(CaseRow.model_validate(doc))
+            positions.append(position + 1)
+        return ListedPage(rows, positions, position if position > 0 else None)
 
     async def submit(
         self,
@@ -298,19 +404,24 @@ class Store:
         return IdempotencyClaim.model_validate(found) if found else claim
 
     async def last_refblock(self, year: int) -> int | None:
-        """The highest reference block claimed in `year`, if any."""
-        prefix = refblock_id(year, 0)[: -len("000000")]
-        last = await self.refblocks.find_one(
-            {"_id": {"$gte": prefix, "$lt": prefix + "~"}}, {"_id": 1}, sort=[("_id", -1)]
-        )
-        return int(str(last["_id"]).rsplit(":", 1)[1]) if last else None
+        """The last reference block claimed in `year` as far as the hint knows (a claim goes
+        on from there past any block another instance took since)."""
+        hint = await self.refblocks.find_one({"_id": refblock_hint_id(year)})
+        return int(hint["block"]) if hint else None
 
     async def claim_refblock(self, year: int, block: int, at: datetime) -> bool:
-        """Claim a reference block; False if another instance holds it."""
+        """Claim a reference block; False if another instance holds it. The hint of the last
+        block follows (a lost race leaves it lower: the next claim steps over the gap)."""
         try:
             await self.refblocks.insert_one({"_id": refblock_id(year, block), "claimed_at": at})
         except DuplicateKeyError:
             return False
+        with contextlib.suppress(DuplicateKeyError):
+            await self.refblocks.update_one(
+                {"_id": refblock_hint_id(year)},
+                {"$set": {"block": block}},
+                upsert=True,
+            )
         return True
 
     # records
@@ -320,48 +431,59 @@ class Store:
         doc = await self.documents.find_one({"_id": record_id})
         return Record.model_validate(doc) if doc else None
 
-    async def records_of(self, case_id: str) -> list[Record]:
-        """A case's records, oldest first."""
-        found = self.documents.find({"case_id": case_id}).sort("uploaded_at", ASCENDING)
-        return [Record.model_validate(d) async for d in found]
-
-    async def count_records(self, case_id: str) -> int:
-        """How many records a case holds."""
-        return len([d async for d in self.documents.find({"case_id": case_id}, {"_id": 1})])
+    async def records_of(self, case: Case) -> list[Record]:
+        """A case's records, oldest first, each read by the `_id` the case lists."""
+        found = [await self.documents.find_one({"_id": rid}) for rid in case.record_ids]
+        return [Record.model_validate(d) for d in found if d is not None]
 
     async def put_record(self, record: Record, data: bytes) -> None:
-        """Store a record: the bytes first, the metadata last, since the metadata is what
-        makes it exist, so an interrupted upload leaves at most an orphan blob, replaced on
-        the next attempt."""
-        bucket = self.records()
-        with contextlib.suppress(NoFile):
-            await bucket.delete(record.id)
-        await bucket.upload_from_stream_with_id(
-            record.id, record.id, io.BytesIO(data), metadata={"case_id": record.case_id}
-        )
-        await self.documents.insert_one(record.to_doc())
+        """Store a record: the bytes first, then the metadata, then its id on the case, since
+        the id on the case is what makes it count; an interrupted upload leaves at most
+        orphan pieces or metadata, replaced on the next attempt (same file, same ids). The
+        caller holds the case's lock."""
+        pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for n, piece in enumerate(pieces):
+            chunk = {
+                "_id": chunk_id(record.id, n),
+                "record_id": record.id,
+                "case_id": record.case_id,
+                "n": n,
+                "data": Binary(piece),
+            }
+            await self.chunks.replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
+        stored = record.model_copy(update={"chunks": len(pieces)})
+        await self.documents.replace_one({"_id": record.id}, stored.to_doc(), upsert=True)
+        await self.cases.update_one({"_id": record.case_id}, {"$push": {"record_ids": record.id}})
 
-    async def delete_record(self, record_id: str) -> bool:
-        """Remove a record's metadata and bytes; False if there was none."""
-        result = await self.documents.delete_one({"_id": record_id})
-        if result.deleted_count == 0:
-            return False
-        with contextlib.suppress(NoFile):
-            await self.records().delete(record_id)
-        return True
+    async def delete_record(self, case_id: str, record_id: str) -> bool:
+        """Remove a record (its id on the case first, then metadata and bytes); False if the
+        case does not hold it. The caller holds the case's lock."""
+        pulled = await self.cases.update_one({"_id": case_id}, {"$pull": {"record_ids": record_id}})
+        record = await self.record(record_id)
+        if record is not None:
+            await self.documents.delete_one({"_id": record_id})
+            for n in range(record.chunks):
+                await self.chunks.delete_one({"_id": chunk_id(record_id, n)})
+        return pulled.modified_count > 0 or record is not None
 
-    async def record_bytes(self, record_id: str) -> AsyncIterator[bytes] | None:
-        """A record's bytes, chunk by chunk; None if they are gone."""
-        try:
-            grid_out = await self.records().open_download_stream(record_id)
-        except NoFile:
+    async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
+        """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
+        if not await self.chunks.find_one({"_id": chunk_id(record.id, 0)}, {"_id": 1}):
             return None
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in grid_out:
-                yield chunk
+        async def pieces() -> AsyncIterator[bytes]:
+            for n in range(record.chunks):
+                chunk = await self.chunks.find_one({"_id": chunk_id(record.id, n)})
+                if chunk is None:
+                    raise RuntimeError(f"record {record.id} lost its piece {n}")
+                yield bytes(chunk["data"])
 
-        return chunks()
+        return pieces()
+
+
+def chunk_id(record_id: str, n: int) -> str:
+    """The `_id` of a record's n-th piece of bytes (zero-padded: ids sort by piece)."""
+    return f"{record_id}:{n:06d}"
 
 
 async def init(db: AsyncDatabase[Document]) -> None:

@@ -179,7 +179,8 @@ class ReviewService:
                 await self.store.insert_case(tombstone)
             elif case.status != CaseStatus.WITHDRAWN:
                 await self.store.set_case_withdrawn(case_id, withdrawal.withdrawn_at)
-            for round_ in await self.store.assignments_of(case_id):
+            known = case.round if case is not None else 0
+            for round_ in await self.store.assignments_of(case_id, known):
                 if round_.status not in ACTIVE:
                     continue
                 async with self.locks.hold(round_.id):
@@ -187,24 +188,31 @@ class ReviewService:
                     if fresh is not None and fresh.status in ACTIVE:
                         await self.store.cancel(fresh.id, at)
                         log.info("assignment cancelled", assignment_id=fresh.id)
+                await self._release(round_.reviewer_id, round_.id)
             await self._drain_locked()
 
     # --- matching ----------------------------------------------------------------------------
 
     async def _match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
         """Assign `case` to the best reviewer or leave it waiting; caller holds matching+case."""
-        rounds = await self.store.assignments_of(case.id)
+        rounds = await self.store.assignments_of(case.id, case.round)
+        for ended in (r for r in rounds if r.status in rules.ENDED):
+            # A stop between an end and its release left the reviewer's load too high.
+            await self._release(ended.reviewer_id, ended.id)
         live = next((r for r in rounds if r.status not in rules.ENDED), None)
         if live is not None:
-            # A round survives from an attempt that stopped half-way: keep it.
+            # A round survives from an attempt that stopped half-way: keep it, counted once.
+            async with self.locks.hold(rules.reviewer_lock(live.reviewer_id)):
+                await self.store.add_open(live.reviewer_id, live.id)
             await self.store.set_case_assigned(
                 case.id, assignment_id=live.id, round_=live.round, left_queue=False
             )
             return live.id
+        # Loads only grow under the matching lock the caller holds, so the reviewers' own
+        # documents read now stay an upper bound until this decision is written.
         reviewers = await self.store.active_reviewers_of(case.triage().specialty.value)
-        loads = await self.store.loads([r.id for r in reviewers])
         decision = rules.match(
-            needs_of(case, declined_in(rounds)), [fit_of(r, loads[r.id]) for r in reviewers]
+            needs_of(case, declined_in(rounds)), [fit_of(r, r.load) for r in reviewers]
         )
         at = now()
         rationale = Rationale(
@@ -256,6 +264,7 @@ class ReviewService:
             assigned_at=at,
             due_at=due,
         )
+        await self.store.file_due(assignment)
         async with self.locks.hold(assignment_id):
             await self.emitter.emit(
                 "review.assign",
@@ -264,6 +273,10 @@ class ReviewService:
                 trace=case.traceparent,
                 write=lambda events: self.store.insert_assignment(assignment, events),
             )
+        # Counted after the round exists (a stop in between: the next matching of this case
+        # finds the round live and counts it), before the case leaves matching.
+        async with self.locks.hold(rules.reviewer_lock(reviewer_id)):
+            await self.store.add_open(reviewer_id, assignment_id)
         await self.store.set_case_assigned(
             case.id, assignment_id=assignment_id, round_=round_, left_queue=True
         )
@@ -275,6 +288,13 @@ class ReviewService:
             rule=rationale.rule,
         )
         return assignment_id
+
+    async def _release(self, reviewer_id: str, assignment_id: str) -> None:
+        """Stop counting an ended assignment in its reviewer's load (if it still is)."""
+        async with self.locks.hold(rules.reviewer_lock(reviewer_id)):
+            reviewer = await self.store.reviewer(reviewer_id)
+            if reviewer is not None and assignment_id in reviewer.open_assignments:
+                await self.store.remove_open(reviewer_id, assignment_id)
 
     async def _drain_locked(self) -> int:
         """Offer every waiting case, in queue order, to reviewers; caller holds matching."""
@@ -317,10 +337,11 @@ class ReviewService:
     async def create_reviewer(self, *, body: ReviewerIn) -> tuple[Reviewer, bool]:
         """Add a reviewer; the same reviewer again is a no-op. Returns it and whether it is new."""
         doc = ReviewerDoc.new(body, now())
-        async with self.locks.hold(MATCHING_LOCK), self.locks.hold(rules.reviewer_lock(body.id)):
-            created = await self.store.insert_reviewer(doc)
+        async with self.locks.hold(MATCHING_LOCK):
+            async with self.locks.hold(rules.reviewer_lock(body.id)):
+                created = await self.store.insert_reviewer(doc)
+                existing = None if created else await self.store.reviewer(body.id)
             if not created:
-                existing = await self.store.reviewer(body.id)
                 if existing is None or not existing.same_as(body):
                     raise Problem(
                         409,
@@ -336,15 +357,16 @@ class ReviewService:
 
     async def update_reviewer(self, *, reviewer_id: str, patch: ReviewerPatch) -> Reviewer:
         """Change a reviewer; a freed or widened reviewer is offered the queue."""
-        async with (
-            self.locks.hold(MATCHING_LOCK),
-            self.locks.hold(rules.reviewer_lock(reviewer_id)),
-        ):
-            if await self.store.reviewer(reviewer_id) is None:
-                raise rules.not_found("reviewer", "reviewer-not-found")
-            changes = patch.changes()
+        async with self.locks.hold(MATCHING_LOCK):
+            # The reviewer's lock covers its own write only: the drain that follows takes it
+            # again for each assignment it counts.
+            async with self.locks.hold(rules.reviewer_lock(reviewer_id)):
+                if await self.store.reviewer(reviewer_id) is None:
+                    raise rules.not_found("reviewer", "reviewer-not-found")
+                changes = patch.changes()
+                if changes:
+                    await self.store.update_reviewer(reviewer_id, changes, now())
             if changes:
-                await self.store.update_reviewer(reviewer_id, changes, now())
                 await self._drain_locked()
             doc = await self.store.reviewer(reviewer_id)
         if doc is None:
@@ -372,9 +394,8 @@ class ReviewService:
         docs = await self.store.reviewers_page(
             specialty=specialty, language=language, active=active, after=cursor, limit=limit + 1
         )
-        loads = await self.store.loads([d.id for d in docs[:limit]])
         return ReviewerPage.of(
-            docs, limit, key=lambda d: d.id, view=lambda d: reviewer_view(d, loads[d.id])
+            docs, limit, key=lambda d: d.id, view=lambda d: reviewer_view(d, d.load)
         )
 
     # --- queue -------------------------------------------------------------------------------
@@ -391,7 +412,7 @@ class ReviewService:
         docs = await self.store.queue_page(
             specialty=specialty, urgency=urgency, after=cursor, limit=limit + 1
         )
-        declined = await self.store.declined_by([d.id for d in docs[:limit]])
+        declined = await self.store.declined_by(list(docs[:limit]))
         return QueuePage.of(
             docs,
             limit,
@@ -420,7 +441,7 @@ class ReviewService:
                     f"There is no reviewer {body.reviewer_id}.",
                     errors=[{"field": "body.reviewer_id", "message": "unknown reviewer"}],
                 )
-            rounds = await self.store.assignments_of(case_id)
+            rounds = await self.store.assignments_of(case_id, case.round)
             fit = fit_of(reviewer, await self.store.load(body.reviewer_id))
             rules.check_eligible(needs_of(case, declined_in(rounds)), fit)
             at = now()
@@ -455,7 +476,7 @@ class ReviewService:
         """A page of assignments, soonest due first: a reviewer's own, or all for coordinators."""
         coordinator = rules.is_coordinator(principal)
         at = now()
-        docs = await self.store.assignments_page(
+        docs, more = await self.store.assignments_page(
             reviewer_id=rules.assignments_reviewer(principal, reviewer_id),
             status=status,
             case_id=case_id,
@@ -464,10 +485,13 @@ class ReviewService:
             limit=limit + 1,
         )
         if overdue:
-            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.store.count_overdue(at))
-        return AssignmentPage.of(
+            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at))
+        page = AssignmentPage.of(
             docs, limit, key=lambda d: d.sort_key, view=lambda d: self._view(d, at, coordinator)
         )
+        if page.next_cursor is None and more is not None:
+            page.next_cursor = more  # stopped at its budget: the rest is further on
+        return page
 
     @staticmethod
     def _view(doc: AssignmentDoc, at: datetime, coordinator: bool) -> Assignment:
@@ -546,6 +570,7 @@ class ReviewService:
             aggregate=doc.id,
             write=lambda events: self.store.decline(doc.id, at=at, decline=decline, events=events),
         )
+        await self._release(doc.reviewer_id, doc.id)
         log.info("assignment declined", assignment_id=doc.id, reason_code=body.reason_code)
 
     # --- opinion -----------------------------------------------------------------------------
@@ -621,6 +646,8 @@ class ReviewService:
             [event],
             aggregate=doc.id,
         )
+        if version == 1:
+            await self._release(doc.reviewer_id, doc.id)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry
 
@@ -628,8 +655,21 @@ class ReviewService:
 
     async def refresh_overdue(self) -> int:
         """Recount overdue assignments into the gauge; returns the count."""
-        count = await self.store.count_overdue(now())
+        count = await self.count_overdue(now())
         OVERDUE_ASSIGNMENTS.labels(self.service).set(count)
+        return count
+
+    async def count_overdue(self, at: datetime) -> int:
+        """Open assignments past due: each reviewer's open ones, read by `_id`, so the cost is
+        the directory and the open work, not every assignment ever made. An ended one still
+        listed (a stop between its end and its release) is released on the way."""
+        count = 0
+        for reviewer in await self.store.all_reviewers():
+            for doc in await self.store.open_assignments(reviewer):
+                if doc.status not in ACTIVE:
+                    await self._release(reviewer.id, doc.id)
+                elif rules.is_overdue(doc.status, doc.due_at, at):
+                    count += 1
         return count
 
     async def watch_overdue(self, interval: float) -> None:

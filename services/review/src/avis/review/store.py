@@ -9,17 +9,25 @@
   The assignment is the aggregate that carries the outbox of every event review publishes;
   its opinion versions live in it.
 
-Load is never a counter: it is the number of a reviewer's assignments still assigned or
-accepted, counted when a matching decision is made. Writers hold the aggregate's lock around
-every write (the store does not serialise them).
+- `keys`: keyed index documents for the ways in that are not an `_id`: `matching` and
+  `waiting` list the case ids in those states (the queue and recovery read them, then each
+  case by `_id`); `due:<scope>:days` and `due:<scope>:<day>` file every round's sort key by
+  the day it is due, for all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists.
+  They are written under the matching lock, added to before the state they point to is
+  written (removed from after), and checked against what they point to when read.
+
+Every hot read goes by `_id` (FerretDB serves nothing else from an index). A reviewer's load
+is the list of its open (assigned or accepted) assignment ids on the reviewer's own document,
+`open_assignments`, read and written under the reviewer's lock: never a counter raced by
+`$inc`, never a scan of the assignments. A case's rounds are read by their derived `_id`s.
+Writers hold the aggregate's lock around every write (the store does not serialise them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +47,7 @@ from avis.review.models import (
     Rationale,
     ReviewerIn,
 )
+from avis.review.rules import assignment_id_for
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
@@ -87,6 +96,12 @@ class ReviewerDoc(Stored):
     active: bool
     created_at: datetime
     updated_at: datetime
+    open_assignments: list[str] = Field(default_factory=list)
+
+    @property
+    def load(self) -> int:
+        """How many assignments the reviewer has assigned or accepted right now."""
+        return len(self.open_assignments)
 
     @classmethod
     def new(cls, reviewer: ReviewerIn, at: datetime) -> ReviewerDoc:
@@ -95,7 +110,9 @@ class ReviewerDoc(Stored):
 
     def same_as(self, reviewer: ReviewerIn) -> bool:
         """Whether `reviewer` repeats this one exactly (a replayed creation)."""
-        mine = self.model_dump(mode="json", exclude={"created_at", "updated_at"})
+        mine = self.model_dump(
+            mode="json", exclude={"created_at", "updated_at", "open_assignments"}
+        )
         return mine == reviewer.model_dump(mode="json")
 
 
@@ -194,6 +211,7 @@ class Store:
         self.reviewers = db["reviewers"]
         self.cases = db["cases"]
         self.assignments = db["assignments"]
+        self.keys = db["keys"]
 
     # reviewers
 
@@ -246,18 +264,50 @@ class Store:
         return [ReviewerDoc.model_validate(d) for d in await cursor.sort("_id", 1).to_list(None)]
 
     async def loads(self, reviewer_ids: list[str]) -> dict[str, int]:
-        """How many assignments each reviewer has assigned or accepted right now."""
-        if not reviewer_ids:
-            return {}
-        active = self.assignments.find(
-            {"reviewer_id": {"$in": reviewer_ids}, "status": {"$in": _ACTIVE}}, {"reviewer_id": 1}
-        )
-        counted = Counter([doc["reviewer_id"] async for doc in active])
-        return {rid: counted.get(rid, 0) for rid in reviewer_ids}
+        """How many assignments each reviewer has assigned or accepted right now (read from
+        each reviewer's own document)."""
+        found = {rid: await self.reviewer(rid) for rid in dict.fromkeys(reviewer_ids)}
+        return {rid: doc.load if doc else 0 for rid, doc in found.items()}
 
     async def load(self, reviewer_id: str) -> int:
         """How many assignments one reviewer has assigned or accepted right now."""
         return (await self.loads([reviewer_id]))[reviewer_id]
+
+    async def add_open(self, reviewer_id: str, assignment_id: str) -> None:
+        """Count an assignment in its reviewer's load (once); the caller holds the reviewer's
+        lock."""
+        doc = await self.reviewer(reviewer_id)
+        if doc is not None and assignment_id not in doc.open_assignments:
+            await self.reviewers.update_one(
+                {"_id": reviewer_id}, {"$push": {"open_assignments": assignment_id}}
+            )
+
+    async def remove_open(self, reviewer_id: str, assignment_id: str) -> None:
+        """Stop counting an assignment in its reviewer's load; the caller holds the reviewer's
+        lock."""
+        await self.reviewers.update_one(
+            {"_id": reviewer_id}, {"$pull": {"open_assignments": assignment_id}}
+        )
+
+    async def all_reviewers(self) -> list[ReviewerDoc]:
+        """The whole directory (its size is the number of reviewers, not of cases)."""
+        return [ReviewerDoc.model_validate(d) async for d in self.reviewers.find({})]
+
+    # keyed index documents
+
+    async def key_ids(self, name: str) -> list[str]:
+        """The ids a keyed index document lists."""
+        doc = await self.keys.find_one({"_id": name})
+        return list(doc["ids"]) if doc else []
+
+    async def key_add(self, name: str, item: str) -> None:
+        """Add an id to a keyed index document (once); the caller holds the matching lock."""
+        if item not in await self.key_ids(name):
+            await self.keys.update_one({"_id": name}, {"$push": {"ids": item}}, upsert=True)
+
+    async def key_remove(self, name: str, item: str) -> None:
+        """Remove an id from a keyed index document; the caller holds the matching lock."""
+        await self.keys.update_one({"_id": name}, {"$pull": {"ids": item}})
 
     # cases
 
@@ -268,9 +318,16 @@ class Store:
 
     async def insert_case(self, case: CaseDoc) -> bool:
         """Write a case review has not seen; False if it is already there (or a tombstone)."""
+        if case.status == CaseStatus.MATCHING:
+            await self.key_add(MATCHING_KEY, case.id)
         try:
             await self.cases.insert_one(case.to_doc())
         except DuplicateKeyError:
+            stored = await self.case(case.id)
+            if case.status == CaseStatus.MATCHING and (
+                stored is None or stored.status != case.status
+            ):
+                await self.key_remove(MATCHING_KEY, case.id)  # a replay: not matching after all
             return False
         return True
 
@@ -279,9 +336,12 @@ class Store:
         await self.cases.update_one(
             {"_id": case_id}, {"$set": {"status": CaseStatus.WITHDRAWN.value, "withdrawn_at": at}}
         )
+        await self.key_remove(WAITING_KEY, case_id)
+        await self.key_remove(MATCHING_KEY, case_id)
 
     async def set_case_matching(self, case_id: str) -> None:
         """Mark a case as due for a matching decision."""
+        await self.key_add(MATCHING_KEY, case_id)
         await self.cases.update_one(
             {"_id": case_id}, {"$set": {"status": CaseStatus.MATCHING.value}}
         )
@@ -290,6 +350,7 @@ class Store:
         self, case_id: str, *, since: datetime, last_attempt: Rationale
     ) -> None:
         """Put a case in the queue, with the matching attempt that found nobody."""
+        await self.key_add(WAITING_KEY, case_id)
         await self.cases.update_one(
             {"_id": case_id},
             {
@@ -315,11 +376,16 @@ class Store:
         if left_queue:
             update["$unset"] = {"waiting_since": "", "last_attempt": ""}
         await self.cases.update_one({"_id": case_id}, update)
+        await self.key_remove(WAITING_KEY, case_id)
+        await self.key_remove(MATCHING_KEY, case_id)
 
     async def cases_in(self, status: CaseStatus) -> list[CaseDoc]:
-        """Every case in a status, in queue order."""
-        cursor = self.cases.find({"status": status.value}).sort("queue_key", ASCENDING)
-        return [CaseDoc.model_validate(d) for d in await cursor.to_list(None)]
+        """Every case in a status (matching or waiting), in queue order: the ids its keyed
+        index document lists, each read by `_id` and checked."""
+        name = WAITING_KEY if status == CaseStatus.WAITING else MATCHING_KEY
+        found = [await self.case(case_id) for case_id in await self.key_ids(name)]
+        cases = [c for c in found if c is not None and c.status == status]
+        return sorted(cases, key=lambda c: c.queue_key or "")
 
     async def queue_page(
         self,
@@ -330,15 +396,14 @@ class Store:
         limit: int,
     ) -> list[CaseDoc]:
         """Up to `limit` waiting cases matching the filters, in queue order, after `after`."""
-        query: dict[str, Any] = {"status": CaseStatus.WAITING.value}
-        if specialty is not None:
-            query["specialty"] = specialty.value
-        if urgency is not None:
-            query["urgency"] = urgency.value
-        if after is not None:
-            query["queue_key"] = {"$gt": after}
-        found = await self.cases.find(query).sort("queue_key", ASCENDING).to_list(limit)
-        return [CaseDoc.model_validate(d) for d in found]
+        waiting = [
+            c
+            for c in await self.cases_in(CaseStatus.WAITING)
+            if (specialty is None or c.specialty == specialty)
+            and (urgency is None or c.urgency == urgency)
+            and (after is None or (c.queue_key or "") > after)
+        ]
+        return waiting[:limit]
 
     # assignments
 
@@ -347,22 +412,28 @@ class Store:
         doc = await self.assignments.find_one({"_id": assignment_id}, WITHOUT_OUTBOX)
         return AssignmentDoc.model_validate(doc) if doc else None
 
-    async def assignments_of(self, case_id: str) -> list[AssignmentDoc]:
-        """Every round of a case, first round first."""
-        cursor = self.assignments.find({"case_id": case_id}, WITHOUT_OUTBOX).sort("round", 1)
-        return [AssignmentDoc.model_validate(d) for d in await cursor.to_list(None)]
+    async def assignments_of(self, case_id: str, known_round: int = 0) -> list[AssignmentDoc]:
+        """Every round of a case, first round first: each read by its derived `_id`, up to
+        the case's round and on while the next one exists (a round written by an attempt
+        that stopped before updating its case)."""
+        rounds: list[AssignmentDoc] = []
+        round_ = 1
+        while True:
+            doc = await self.assignment(assignment_id_for(case_id, round_))
+            if doc is not None:
+                rounds.append(doc)
+            elif round_ > known_round:
+                return rounds
+            round_ += 1
 
-    async def declined_by(self, case_ids: list[str]) -> dict[str, list[str]]:
+    async def declined_by(self, cases: list[CaseDoc]) -> dict[str, list[str]]:
         """Who declined each of these cases, first round first."""
-        declined: dict[str, list[str]] = {case_id: [] for case_id in case_ids}
-        if not case_ids:
-            return declined
-        ended = self.assignments.find(
-            {"case_id": {"$in": case_ids}, "status": AssignmentStatus.DECLINED.value},
-            {"case_id": 1, "reviewer_id": 1, "round": 1},
-        )
-        async for row in ended.sort("round", ASCENDING):
-            declined[row["case_id"]].append(row["reviewer_id"])
+        declined: dict[str, list[str]] = {}
+        for case in cases:
+            rounds = await self.assignments_of(case.id, case.round)
+            declined[case.id] = [
+                r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED
+            ]
         return declined
 
     async def assignments_page(
@@ -374,31 +445,95 @@ class Store:
         overdue_at: tuple[bool, datetime] | None,
         after: str | None,
         limit: int,
-    ) -> list[AssignmentDoc]:
-        """Up to `limit` assignments matching the filters, soonest due first, after `after`.
+    ) -> tuple[list[AssignmentDoc], str | None]:
+        """Up to `limit` assignments matching the filters, soonest due first, after `after`,
+        and where to go on when the page stopped short of `limit` at its budget (else None).
 
         `overdue_at` is `(True, at)` for those past due at `at` and not answered, `(False, at)`
-        for the others.
+        for the others. Three ways in, all by `_id`: a case's rounds; the open assignments
+        the reviewers' documents list (what is assigned, accepted or overdue); otherwise the
+        day buckets of due dates (`due:<scope>:<day>`), walked from the soonest day.
         """
-        clauses: list[dict[str, Any]] = []
-        if reviewer_id is not None:
-            clauses.append({"reviewer_id": reviewer_id})
-        if status is not None:
-            clauses.append({"status": status.value})
-        if case_id is not None:
-            clauses.append({"case_id": case_id})
-        if overdue_at is not None:
-            overdue, at = overdue_at
-            clauses.append(_overdue(at) if overdue else _not_overdue(at))
-        query = clauses[0] if len(clauses) == 1 else {"$and": clauses} if clauses else {}
-        if after is not None:
-            query = {"$and": [query, {"sort_key": {"$gt": after}}]}
-        cursor = self.assignments.find(query, WITHOUT_OUTBOX).sort("sort_key", ASCENDING)
-        return [AssignmentDoc.model_validate(d) for d in await cursor.to_list(limit)]
 
-    async def count_overdue(self, at: datetime) -> int:
-        """Active assignments whose due date has passed."""
-        return await self.assignments.count_documents(_overdue(at))
+        def keep(doc: AssignmentDoc) -> bool:
+            if reviewer_id is not None and doc.reviewer_id != reviewer_id:
+                return False
+            if status is not None and doc.status != status:
+                return False
+            if overdue_at is not None:
+                overdue, at = overdue_at
+                if (doc.status.value in _ACTIVE and doc.due_at < at) != overdue:
+                    return False
+            return after is None or doc.sort_key > after
+
+        if case_id is not None:
+            case = await self.case(case_id)
+            rounds = await self.assignments_of(case_id, case.round if case else 0)
+            return sorted(filter(keep, rounds), key=lambda d: d.sort_key)[:limit], None
+        if (overdue_at is not None and overdue_at[0]) or (
+            status is not None and status.value in _ACTIVE
+        ):
+            if reviewer_id is not None:
+                one = await self.reviewer(reviewer_id)
+                reviewers = [one] if one is not None else []
+            else:
+                reviewers = await self.all_reviewers()
+            found = [a for r in reviewers for a in await self.open_assignments(r)]
+            return sorted(filter(keep, found), key=lambda d: d.sort_key)[:limit], None
+        return await self._due_page(due_scope(reviewer_id), keep, after, limit)
+
+    async def _due_page(
+        self, scope: str, keep: Callable[[AssignmentDoc], bool], after: str | None, limit: int
+    ) -> tuple[list[AssignmentDoc], str | None]:
+        """A page from the day buckets of a scope, at most DUE_SCAN_BUDGET entries looked at."""
+        found: list[AssignmentDoc] = []
+        looked = 0
+        for day in sorted(await self.key_ids(f"due:{scope}:days")):
+            if after is not None and day < after[:10]:
+                continue
+            for key in sorted(await self.key_ids(f"due:{scope}:{day}")):
+                if after is not None and key <= after:
+                    continue
+                if looked >= DUE_SCAN_BUDGET:
+                    return found, after
+                looked += 1
+                after = key
+                doc = await self.assignment(key.split("|", 1)[1])
+                # An entry whose round never came, or came from another attempt, is skipped.
+                if doc is not None and doc.sort_key == key and keep(doc):
+                    found.append(doc)
+                    if len(found) == limit:
+                        return found, None
+        return found, None
+
+    async def file_due_many(self, sort_keys: dict[str, list[str]]) -> None:
+        """File many rounds at once (reviewer id -> their sort keys): for loading data in
+        bulk, with the matching lock held or the service stopped."""
+        for reviewer_id, keys in sort_keys.items():
+            days: dict[str, list[str]] = {}
+            for key in keys:
+                days.setdefault(key[:10], []).append(key)
+            for scope in (due_scope(None), due_scope(reviewer_id)):
+                for day, filed in days.items():
+                    await self.key_add(f"due:{scope}:days", day)
+                    await self.keys.update_one(
+                        {"_id": f"due:{scope}:{day}"},
+                        {"$push": {"ids": {"$each": filed}}},
+                        upsert=True,
+                    )
+
+    async def file_due(self, assignment: AssignmentDoc) -> None:
+        """File a new round in the day buckets of its due date (all, and its reviewer's),
+        before the round is written; the caller holds the matching lock."""
+        day = assignment.sort_key[:10]
+        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
+            await self.key_add(f"due:{scope}:days", day)
+            await self.key_add(f"due:{scope}:{day}", assignment.sort_key)
+
+    async def open_assignments(self, reviewer: ReviewerDoc) -> list[AssignmentDoc]:
+        """A reviewer's open assignments as its document lists them, each read by `_id`."""
+        found = [await self.assignment(aid) for aid in reviewer.open_assignments]
+        return [a for a in found if a is not None]
 
     async def insert_assignment(self, assignment: AssignmentDoc, events: Sequence[Event]) -> None:
         """Write a new round with its events; a round already there (written by an attempt
@@ -444,14 +579,16 @@ class Store:
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
 
-def _overdue(at: datetime) -> dict[str, Any]:
-    """Assignments past due and not answered."""
-    return {"status": {"$in": _ACTIVE}, "due_at": {"$lt": at}}
+DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
+MATCHING_KEY = "matching"
 
 
-def _not_overdue(at: datetime) -> dict[str, Any]:
-    """Assignments answered, ended, or not yet due."""
-    return {"$or": [{"status": {"$nin": _ACTIVE}}, {"due_at": {"$gte": at}}]}
+def due_scope(reviewer_id: str | None) -> str:
+    """The day buckets of every assignment (None) or of one reviewer's."""
+    return "all" if reviewer_id is None else f"reviewer:{reviewer_id}"
+
+
+WAITING_KEY = "waiting"
 
 
 # --- set-up ---------------------------------------------------------------------------------

@@ -1,0 +1,338 @@
+"""Store contract: the keyed access paths the services' hot paths use (DESIGN.md section 4).
+
+Every hot read goes by `_id` equality, the only filter FerretDB serves from an index: ids
+embedded in the owning document (`$push`/`$pull` of whole string elements), keyed index
+documents, positions claimed by inserting their natural `_id`. Each path is driven through the
+service's own store, and a command listener checks that what reached the store was `_id`
+equality and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+
+from avis.intake.models import CaseStatus
+from avis.intake.rules import Scope
+from avis.intake.store import Record, list_entry_id, list_key
+from avis.intake.store import Store as IntakeStore
+from avis.review.models import AssignmentStatus, Rationale
+from avis.review.models import CaseStatus as ReviewCaseStatus
+from avis.review.rules import assignment_id_for, sort_key
+from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc
+from avis.review.store import Store as ReviewStore
+from avis.shared.mongo import AggregateLocks
+
+pytestmark = pytest.mark.infra
+
+Document = dict[str, Any]
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+class Commands(monitoring.CommandListener):
+    """The filters of every read, update and delete a client sends."""
+
+    def __init__(self) -> None:
+        self.filters: list[tuple[str, str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = dict(event.command)
+        name = event.command_name
+        if name in ("find", "count", "distinct"):
+            self.filters.append((name, command[name], command.get("filter", {})))
+        elif name in ("update", "delete"):
+            for op in command.get("updates", command.get("deletes", [])):
+                self.filters.append((name, command[name], op["q"]))
+        elif name in ("findAndModify", "aggregate"):
+            self.filters.append((name, command[name], command.get("query", command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def not_by_id(self) -> list[tuple[str, str, Any]]:
+        """Every command whose filter is anything but `_id` equality on a string."""
+        return [
+            f
+            for f in self.filters
+            if not (
+                isinstance(f[2], dict) and list(f[2]) == ["_id"] and isinstance(f[2]["_id"], str)
+            )
+        ]
+
+
+@pytest.fixture
+async def watched(store_url: str, db_name: str) -> Any:
+    """A database on a client of its own, and the commands that client sends."""
+    commands = Commands()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        store_url, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        yield client[db_name], commands
+    finally:
+        await client.drop_database(db_name)
+        await client.close()
+
+
+# --- raw operations the paths are made of -----------------------------------------------------
+
+
+async def test_push_and_pull_whole_string_elements(db: AsyncDatabase[Document]) -> None:
+    coll = db["reviewers"]
+    await coll.insert_one({"_id": "r", "open_assignments": []})
+    for item in ("a-1", "a-2", "a-3"):
+        await coll.update_one({"_id": "r"}, {"$push": {"open_assignments": item}})
+    await coll.update_one({"_id": "r"}, {"$pull": {"open_assignments": "a-2"}})
+    pulled_again = await coll.update_one({"_id": "r"}, {"$pull": {"open_assignments": "a-2"}})
+    assert pulled_again.modified_count == 0
+    doc = await coll.find_one({"_id": "r"})
+    assert doc is not None
+    assert doc["open_assignments"] == ["a-1", "a-3"]  # order kept
+
+
+async def test_push_each_upserts_a_missing_keyed_document(db: AsyncDatabase[Document]) -> None:
+    keys = db["keys"]
+    await keys.update_one(
+        {"_id": "due:all:2026-03-01"}, {"$push": {"ids": {"$each": ["x", "y"]}}}, upsert=True
+    )
+    await keys.update_one(
+        {"_id": "due:all:2026-03-01"}, {"$push": {"ids": {"$each": ["z"]}}}, upsert=True
+    )
+    assert await keys.find_one({"_id": "due:all:2026-03-01"}) == {
+        "_id": "due:all:2026-03-01",
+        "ids": ["x", "y", "z"],
+    }
+    # $pull on a document that is not there changes nothing and creates nothing
+    await keys.update_one({"_id": "absent"}, {"$pull": {"ids": "x"}})
+    assert await keys.find_one({"_id": "absent"}) is None
+
+
+# --- intake ----------------------------------------------------------------------------------
+
+
+async def test_keyed_list_positions_are_claimed_by_insert_across_clients(
+    store_url: str, db_name: str, client: AsyncMongoClient[Document]
+) -> None:
+    """Two instances (clients) append to one list at once, with no lock between them: the
+    positions are claimed by inserting their `_id`, so no entry is lost and none is shared."""
+    clients = [AsyncMongoClient[Document](store_url, tz_aware=True) for _ in range(2)]
+    try:
+        stores = [IntakeStore(c[db_name]) for c in clients]
+        locks = [AggregateLocks(), AggregateLocks()]
+
+        async def append(i: int) -> int:
+            async with locks[i % 2].hold("list:all"):
+                return await stores[i % 2].list_append("all", f"case-{i:03d}")
+
+        positions = await asyncio.gather(*(append(i) for i in range(40)))
+        assert sorted(positions) == list(range(1, 41))
+        entries = [
+            await stores[0].case_lists.find_one({"_id": list_entry_id("all", p)}) for p in positions
+        ]
+        assert sorted(e["case_id"] for e in entries if e) == [f"case-{i:03d}" for i in range(40)]
+        assert await stores[0].list_last("all") == 40  # the hint, then forward to the end
+    finally:
+        await client.drop_database(db_name)
+        for c in clients:
+            await c.close()
+
+
+async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:
+    db, commands = watched
+    store = IntakeStore(db)
+    now = T0
+    base = {
+        "reference": "",
+        "status": "draft",
+        "created_by": {"sub": "p", "role": "patient"},
+        "patient": {
+            "given_name": "A",
+            "family_name": "B",
+            "birth_date": "1970-01-01",
+            "email": "a@example.org",
+            "preferred_language": "fr",
+        },
+        "specialty": "oncology",
+        "urgency": "routine",
+        "language": "fr",
+        "questions": ["diagnosis_clarification"],
+        "clinical_summary": "x",
+        "created_at": now,
+        "updated_at": now,
+        "record_ids": [],
+    }
+    for i in range(30):
+        case_id = f"case-{i:03d}"
+        owner = "p-1" if i % 3 == 0 else "p-2"
+        for key in ("all", list_key("patient_id", owner)):
+            await store.list_append(key, case_id)
+        status = "submitted" if i % 2 else "draft"
+        await db["cases"].insert_one(
+            base | {"_id": case_id, "reference": f"R-{i}", "patient_id": owner, "status": status}
+        )
+    await store.list_append("all", "never-written")  # an entry whose case never came
+    commands.filters.clear()
+
+    page = await store.cases_page(Scope("patient_id", "p-1"), None, 4)
+    assert [r.id for r in page.rows] == ["case-027", "case-024", "case-021", "case-018"]
+    rest = await store.cases_page(Scope("patient_id", "p-1"), page.positions[-1], 10)
+    assert [r.id for r in rest.rows] == [
+        "case-015",
+        "case-012",
+        "case-009",
+        "case-006",
+        "case-003",
+        "case-000",
+    ]
+    submitted = await store.cases_page(Scope(statuses=(CaseStatus.WITHDRAWN,)), None, 5)
+    assert submitted.rows == []  # a status no case has: an empty page, every entry looked at once
+    every = await store.cases_page(Scope(), None, 100)
+    assert len(every.rows) == 30 and every.more is None
+
+    # a record of 600 KiB in three pieces, listed on its case
+    data = bytes(range(256)) * 2400
+    record = Record.model_validate(
+        {
+            "_id": "case-000:abc",
+            "case_id": "case-000",
+            "document_id": "abc",
+            "sha256": "abc",
+            "kind": "test_result",
+            "content_type": "application/pdf",
+            "size": len(data),
+            "uploaded_at": now,
+            "uploaded_by": {"sub": "p-1", "role": "patient"},
+        }
+    )
+    await store.put_record(record, data)
+    case = await store.case("case-000")
+    assert case is not None and case.record_ids == ["case-000:abc"]
+    (stored,) = await store.records_of(case)
+    assert stored.chunks == 3
+    chunks = await store.record_bytes(stored)
+    assert chunks is not None
+    assert b"".join([c async for c in chunks]) == data
+    assert await store.delete_record("case-000", "case-000:abc")
+    assert not await store.delete_record("case-000", "case-000:abc")
+    case = await store.case("case-000")
+    assert case is not None and await store.records_of(case) == []
+    assert await store.record_bytes(stored) is None
+    assert commands.not_by_id() == []
+
+
+# --- review ----------------------------------------------------------------------------------
+
+
+def _assignment(
+    case_id: str, round_: int, reviewer: str, due: datetime, status: str
+) -> AssignmentDoc:
+    aid = assignment_id_for(case_id, round_)
+    return AssignmentDoc.model_validate(
+        {
+            "_id": aid,
+            "case_id": case_id,
+            "round": round_,
+            "reviewer_id": reviewer,
+            "status": status,
+            "specialty": "oncology",
+            "urgency": "routine",
+            "language": "fr",
+            "assigned_at": due - timedelta(days=5),
+            "due_at": due,
+            "sort_key": sort_key(due, aid),
+        }
+    )
+
+
+async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any) -> None:
+    db, commands = watched
+    store = ReviewStore(db)
+    for rid in ("r-1", "r-2"):
+        await store.insert_reviewer(
+            ReviewerDoc.model_validate(
+                {
+                    "_id": rid,
+                    "display_name": rid,
+                    "specialties": ["oncology"],
+                    "languages": ["fr"],
+                    "capacity": 5,
+                    "active": True,
+                    "created_at": T0,
+                    "updated_at": T0,
+                }
+            )
+        )
+    made = []
+    for i in range(12):
+        case_id = f"c-{i:02d}"
+        reviewer = "r-1" if i % 2 else "r-2"
+        status = "assigned" if i < 4 else "completed"
+        doc = _assignment(case_id, 1, reviewer, T0 + timedelta(hours=7 * i), status)
+        await store.file_due(doc)
+        await store.insert_assignment(doc, [])
+        if status == "assigned":
+            await store.add_open(reviewer, doc.id)
+            await store.add_open(reviewer, doc.id)  # counted once
+        made.append(doc)
+        await store.insert_case(CaseDoc(id=case_id, status=ReviewCaseStatus.ASSIGNED, round=1))
+    # a second round written by an attempt that stopped before the case learnt of it
+    second = _assignment("c-05", 2, "r-2", T0 + timedelta(days=9), "assigned")
+    await store.insert_assignment(second, [])
+    await store.insert_case(CaseDoc(id="w-1", status=ReviewCaseStatus.MATCHING))
+    nobody = Rationale(
+        rule="no_candidate", chosen=None, candidates=[], decided_at=T0, decided_by="matcher"
+    )
+    await store.set_case_waiting("w-1", since=T0, last_attempt=nobody)
+    commands.filters.clear()
+
+    assert await store.loads(["r-1", "r-2", "nobody"]) == {"r-1": 2, "r-2": 2, "nobody": 0}
+    rounds = await store.assignments_of("c-05", 1)
+    assert [r.id for r in rounds] == [made[5].id, second.id]
+    assert [c.id for c in await store.cases_in(ReviewCaseStatus.WAITING)] == ["w-1"]
+    assert await store.cases_in(ReviewCaseStatus.MATCHING) == []
+
+    page, more = await store.assignments_page(
+        reviewer_id=None, status=None, case_id=None, overdue_at=None, after=None, limit=5
+    )
+    assert [d.id for d in page] == [d.id for d in made[:5]] and more is None
+    after, _ = await store.assignments_page(
+        reviewer_id="r-1",
+        status=None,
+        case_id=None,
+        overdue_at=None,
+        after=page[-1].sort_key,
+        limit=20,
+    )
+    assert [d.id for d in after] == [d.id for d in made[5:] if d.reviewer_id == "r-1"]
+    overdue, _ = await store.assignments_page(
+        reviewer_id=None,
+        status=None,
+        case_id=None,
+        overdue_at=(True, T0 + timedelta(hours=15)),
+        after=None,
+        limit=20,
+    )
+    assert [d.id for d in overdue] == [made[0].id, made[1].id, made[2].id]
+    open_, _ = await store.assignments_page(
+        reviewer_id="r-2",
+        status=AssignmentStatus.ASSIGNED,
+        case_id=None,
+        overdue_at=None,
+        after=None,
+        limit=20,
+    )
+    assert [d.id for d in open_] == [made[0].id, made[2].id]
+    assert commands.not_by_id() == [
+        f for f in commands.filters if f[1] == "reviewers" and f[2] == {}
+    ], "only the directory itself is read whole (its size is the reviewers, not the cases)"
+
+    await store.remove_open("r-1", made[1].id)
+    assert await store.load("r-1") == 1
