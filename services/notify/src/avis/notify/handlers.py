@@ -10,10 +10,13 @@ from avis.shared.runtime import Runtime
 def register(runtime: Runtime, notify: NotifyService) -> None:
     """Register the notify service's handlers by payload type."""
 
+    async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
+        await notify.case_submitted(event=event, payload=payload)
+
     async def on_event(event: Event, payload: Payload) -> None:
         await notify.apply(event=event, payload=payload)
 
-    runtime.on(CaseSubmitted, on_event)
+    runtime.on(CaseSubmitted, on_submitted)
     runtime.on(CaseWithdrawn, on_event)
     runtime.on(ReviewAssigned, on_event)
     runtime.on(ReportReady, on_event)

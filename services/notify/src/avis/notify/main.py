@@ -1,12 +1,14 @@
-"""The notify service: settings -> observability -> broker, database -> handlers, routes, and
-the sender that works the queue of emails."""
+"""The notify service: settings -> observability -> broker, database -> store -> service ->
+handlers, routes, and the senders that work the queues of emails and webhooks."""
 
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
 from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
+from avis.notify.store import Store
 from avis.shared.runtime import Runtime, serve
+from avis.shared.sealing import Keyring
 
 SENDS: tuple[str, ...] = ()
 
@@ -15,7 +17,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the notify app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
-    notify = NotifyService(runtime, settings)
+    notify = NotifyService(
+        store=Store(runtime.db),
+        locks=runtime.locks,
+        keyring=Keyring.from_settings(settings),
+        settings=settings,
+    )
     handlers.register(runtime, notify)
     if settings.sender_enabled:
         runtime.background("sender", notify.run_sender)

@@ -1,14 +1,16 @@
 """Pure decisions of the notify service: which email an event causes (the notification matrix),
 how a send's failure is handled (retry schedule), and who may read what. No I/O."""
 
+import functools
 import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
 from avis.shared.security import Principal
 
 
@@ -412,3 +414,52 @@ def webhook_payload(
             **extra,
         },
     }
+
+
+# --- what each event means, registered by payload type ------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What notify reads in one event: the decision for the patient's email, what that email
+    shows (codes, dates and links only), and what a partner's webhook adds to its thin body."""
+
+    decision: Decision
+    params: dict[str, str] = field(default_factory=dict)
+    link: str | None = None
+    extra: dict[str, str | int] = field(default_factory=dict)
+
+
+@functools.singledispatch
+def reading(payload: Payload, view: CaseView, tz: tzinfo) -> Reading:
+    """The reading of an event of a type the matrix does not name: no email."""
+    return Reading(_skip(view, "not a notified event"))
+
+
+@reading.register
+def _submitted(payload: CaseSubmitted, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(on_submitted(view), params={"case_url": payload.case_url})
+
+
+@reading.register
+def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_assigned(view, payload.due_at.astimezone(tz).date()),
+        params={"specialty": payload.specialty.value},
+        extra={"due_at": payload.due_at.isoformat().replace("+00:00", "Z")},
+    )
+
+
+@reading.register
+def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_report_ready(view, payload.version),
+        params={"report_url": payload.report_url, "version": str(payload.version)},
+        link=payload.report_url,
+        extra={"report_id": payload.report_id, "version": payload.version},
+    )
+
+
+@reading.register
+def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(on_withdrawn(view))

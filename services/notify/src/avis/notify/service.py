@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from prometheus_client import Counter
-from pymongo.errors import PyMongoError
 
 from avis.notify import rules
 from avis.notify.emails import compose
@@ -31,7 +30,7 @@ from avis.notify.models import (
     SubscriptionPage,
     SubscriptionPatch,
 )
-from avis.notify.rules import Decision, DeliveryStatus, Outcome, SendStatus, Template
+from avis.notify.rules import DeliveryStatus, Outcome, SendStatus, Template
 from avis.notify.settings import Settings
 from avis.notify.store import (
     Attempt,
@@ -49,16 +48,13 @@ from avis.notify.webhooks import Refused, WebhookClient, sign
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
     CaseSubmitted,
-    CaseWithdrawn,
     PatientContact,
     Payload,
-    ReportReady,
-    ReviewAssigned,
 )
+from avis.shared.mongo import STORE_ERRORS, AggregateLocks
 from avis.shared.observability import case_span
 from avis.shared.problems import Problem
 from avis.shared.retry import Backoff
-from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError
 from avis.shared.security import Principal
 
@@ -94,15 +90,18 @@ class NotifyService:
 
     def __init__(
         self,
-        runtime: Runtime,
+        *,
+        store: Store,
+        locks: AggregateLocks,
+        keyring: Keyring,
         settings: Settings,
         mailer: Mailer | None = None,
         webhooks: WebhookClient | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.store = store
+        self.locks = locks
         self.settings = settings
-        self.store = Store(runtime.db)
-        self.keyring = Keyring.from_settings(settings)
+        self.keyring = keyring
         self.mailer = mailer or Mailer(SmtpTarget.from_settings(settings))
         self.webhooks = webhooks or WebhookClient(
             allow_http_loopback=settings.webhook_allow_http_loopback,
@@ -121,31 +120,38 @@ class NotifyService:
 
     # --- events -------------------------------------------------------------------------
 
+    async def case_submitted(self, *, event: Event, payload: CaseSubmitted) -> None:
+        """The case arrives: keep its contact sealed, tell the patient, then release the events
+        parked before it, in the order they happened (several topics are not ordered)."""
+        async with self.locks.hold(f"case:{payload.case_id}"):
+            case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
+            if not case.submitted:
+                self._take_contact(case, event, payload)
+                # Stored before any send is queued: the sender opens it, and may run at once.
+                await self.store.save_case(case)
+            queued = await self._apply(case, event, payload)
+            parked, case.parked = case.parked, []
+            for entry in sorted(parked, key=lambda e: Event.from_doc(e).time):
+                early = Event.from_doc(entry)
+                queued += await self._apply(case, early, early.payload())
+            await self._save(case, queued)
+
     async def apply(self, *, event: Event, payload: Payload) -> None:
         """Apply one event to its case: park it, or decide and queue its email."""
-        case_id = payload.case_id
-        async with self.runtime.locks.hold(f"case:{case_id}"):
-            case = await self.store.case(case_id) or CaseDoc(id=case_id)
-            queued = await self._apply(case, event, payload)
-            if isinstance(payload, CaseSubmitted) and case.parked:
-                # The events that came before their case, in the order they happened (they
-                # came on several topics, which are not ordered among themselves).
-                parked, case.parked = case.parked, []
-                for entry in sorted(parked, key=lambda e: Event.from_doc(e).time):
-                    early = Event.from_doc(entry)
-                    queued += await self._apply(case, early, early.payload())
-            case.updated_at = utcnow()
-            await self.store.save_case(case)
+        async with self.locks.hold(f"case:{payload.case_id}"):
+            case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
+            await self._save(case, await self._apply(case, event, payload))
+
+    async def _save(self, case: CaseDoc, queued: int) -> None:
+        case.updated_at = utcnow()
+        await self.store.save_case(case)
         if queued:
             self.wake()
             self.wake("webhook")
 
     async def _apply(self, case: CaseDoc, event: Event, payload: Payload) -> int:
-        if isinstance(payload, CaseSubmitted) and not case.submitted:
-            self._take_contact(case, event, payload)
-            # Stored before any send is queued: the sender opens it, and may run at once.
-            await self.store.save_case(case)
-        decision = self._decide(case, payload)
+        read = rules.reading(payload, case.view, self.tz)
+        decision = read.decision
         name = f"notify.{event.type.removeprefix('avis.').removesuffix('.v1')}"
         with case_span(name, case.traceparent or event.traceparent) as span:
             span.set_attribute("avis.case_id", case.id)
@@ -162,10 +168,10 @@ class NotifyService:
             case.submitted, case.withdrawn = view.submitted, view.withdrawn
             case.told_due, case.report_version = view.told_due, view.report_version
             span.set_attribute("avis.notify.decision", decision.send or f"none: {decision.why}")
-            hooks = await self._fan_out(case, event, payload)
+            hooks = await self._fan_out(case, event, read)
             if decision.send is None:
                 return hooks
-            await self._queue(case, event, decision.send, self._params(case, decision, payload))
+            await self._queue(case, event, decision.send, self._params(case, read))
             return 1 + hooks
 
     def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
@@ -187,32 +193,13 @@ class NotifyService:
             case.partner_id = scope.partner_id
             case.partner_reference = payload.partner_reference
 
-    def _decide(self, case: CaseDoc, payload: Payload) -> Decision:
-        view = case.view
-        if isinstance(payload, CaseSubmitted):
-            return rules.on_submitted(view)
-        if isinstance(payload, ReviewAssigned):
-            return rules.on_assigned(view, payload.due_at.astimezone(self.tz).date())
-        if isinstance(payload, ReportReady):
-            return rules.on_report_ready(view, payload.version)
-        if isinstance(payload, CaseWithdrawn):
-            return rules.on_withdrawn(view)
-        return Decision(then=view, why="not a notified event")
-
     @staticmethod
-    def _params(case: CaseDoc, decision: Decision, payload: Payload) -> dict[str, str]:
+    def _params(case: CaseDoc, read: rules.Reading) -> dict[str, str]:
         """What the email needs: codes, dates and links, never a name or clinical text."""
-        params = {"reference": case.reference or ""}
-        if isinstance(payload, CaseSubmitted):
-            params["case_url"] = payload.case_url
-        if isinstance(payload, ReviewAssigned):
-            params["specialty"] = payload.specialty.value
-        if decision.send in (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED):
-            assert decision.then.told_due is not None
-            params["due_date"] = decision.then.told_due.isoformat()
-        if isinstance(payload, ReportReady):
-            params["report_url"] = payload.report_url
-            params["version"] = str(payload.version)
+        params = {"reference": case.reference or "", **read.params}
+        if read.decision.send in (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED):
+            assert read.decision.then.told_due is not None
+            params["due_date"] = read.decision.then.told_due.isoformat()
         return params
 
     async def _queue(
@@ -279,7 +266,7 @@ class NotifyService:
             try:
                 wait = await work()
                 retry.reset()
-            except PyMongoError as exc:
+            except STORE_ERRORS as exc:
                 wait = retry.next_delay()
                 log.warning("sender waits for the store", error=type(exc).__name__)
             except Exception:
@@ -415,7 +402,7 @@ class NotifyService:
 
     # --- partner webhooks: fan-out -------------------------------------------------------
 
-    async def _fan_out(self, case: CaseDoc, event: Event, payload: Payload) -> int:
+    async def _fan_out(self, case: CaseDoc, event: Event, read: rules.Reading) -> int:
         """Queue one delivery per subscription of the case's partner that wants this event
         (only a case its partner filed, with the patient's consent to share)."""
         kind = rules.webhook_event(event.type)
@@ -427,7 +414,7 @@ class NotifyService:
         ):
             if not sub.enabled or kind not in sub.event_types:
                 continue
-            if await self._queue_delivery(case, event, payload, kind, sub):
+            if await self._queue_delivery(case, event, read, kind, sub):
                 queued += 1
         return queued
 
@@ -435,17 +422,12 @@ class NotifyService:
         self,
         case: CaseDoc,
         event: Event,
-        payload: Payload,
+        read: rules.Reading,
         kind: rules.WebhookEvent,
         sub: SubscriptionDoc,
     ) -> bool:
-        link = case.case_url
-        extra: dict[str, str | int] = {}
-        if isinstance(payload, ReportReady):
-            link = payload.report_url
-            extra = {"report_id": payload.report_id, "version": payload.version}
-        if isinstance(payload, ReviewAssigned):
-            extra = {"due_at": payload.due_at.isoformat().replace("+00:00", "Z")}
+        link = read.link or case.case_url
+        extra = read.extra
         body = rules.webhook_payload(
             event_id=event.id,
             event_type=kind,
@@ -478,7 +460,7 @@ class NotifyService:
         if delivery.id not in case.deliveries:
             case.deliveries.append(delivery.id)
         if fresh:
-            async with self.runtime.locks.hold(f"subscription:{sub.id}"):
+            async with self.locks.hold(f"subscription:{sub.id}"):
                 current = await self.store.subscription(sub.id)
                 if current is not None and delivery.id not in current.recent:
                     current.recent = [*current.recent, delivery.id][-RECENT_DELIVERIES:]
@@ -518,7 +500,7 @@ class NotifyService:
 
     async def _deliver_one(self, delivery: DeliveryDoc, bucket: int) -> None:
         try:
-            async with self.runtime.locks.hold(f"delivery:{delivery.id}"):
+            async with self.locks.hold(f"delivery:{delivery.id}"):
                 await self._attempt_delivery(delivery, bucket)
         except Exception:
             log.exception("webhook attempt failed", delivery_id=delivery.id)
@@ -629,7 +611,7 @@ class NotifyService:
     ) -> None:
         """Count failures in a row; disable the subscription when they are too many (or the
         endpoint said 410 Gone)."""
-        async with self.runtime.locks.hold(f"subscription:{subscription_id}"):
+        async with self.locks.hold(f"subscription:{subscription_id}"):
             sub = await self.store.subscription(subscription_id)
             if sub is None:
                 return
@@ -710,7 +692,7 @@ class NotifyService:
             created_at=now,
             updated_at=now,
         )
-        async with self.runtime.locks.hold(f"partner:{partner_id}"):
+        async with self.locks.hold(f"partner:{partner_id}"):
             await self.store.save_subscription(sub)
             await self.store.add_partner_subscription(partner_id, sub_id)
         log.info("subscription created", subscription_id=sub_id, partner_id=partner_id)
@@ -750,7 +732,7 @@ class NotifyService:
         subscription that was disabled (and clears its failure count)."""
         await self._managed(principal, subscription_id)
         url = await self._checked_url(change.url) if change.url is not None else None
-        async with self.runtime.locks.hold(f"subscription:{subscription_id}"):
+        async with self.locks.hold(f"subscription:{subscription_id}"):
             sub = await self._managed(principal, subscription_id)
             if url is not None:
                 sub.url = url
@@ -770,7 +752,7 @@ class NotifyService:
 
     async def rotate_secret(self, *, principal: Principal, subscription_id: str) -> SecretRotated:
         """A new secret, shown once; the previous one still signs for the grace period."""
-        async with self.runtime.locks.hold(f"subscription:{subscription_id}"):
+        async with self.locks.hold(f"subscription:{subscription_id}"):
             sub = await self._managed(principal, subscription_id)
             now = utcnow()
             until = now + timedelta(seconds=self.settings.webhook_secret_grace_seconds)
@@ -789,9 +771,9 @@ class NotifyService:
     async def unsubscribe(self, *, principal: Principal, subscription_id: str) -> None:
         """Delete a subscription; its queued deliveries die (and stay visible)."""
         sub = await self._managed(principal, subscription_id)
-        async with self.runtime.locks.hold(f"partner:{sub.partner_id}"):
+        async with self.locks.hold(f"partner:{sub.partner_id}"):
             await self.store.remove_partner_subscription(sub.partner_id, sub.id)
-            async with self.runtime.locks.hold(f"subscription:{subscription_id}"):
+            async with self.locks.hold(f"subscription:{subscription_id}"):
                 await self.store.delete_subscription(sub.id)
         log.info("subscription deleted", subscription_id=sub.id)
 
@@ -823,7 +805,7 @@ class NotifyService:
     async def replay(self, *, principal: Principal, delivery_id: str) -> Delivery:
         """Queue a dead delivery again (the same `webhook-id`), with a fresh retry window."""
         await self._visible_delivery(principal, delivery_id)
-        async with self.runtime.locks.hold(f"delivery:{delivery_id}"):
+        async with self.locks.hold(f"delivery:{delivery_id}"):
             delivery = await self._visible_delivery(principal, delivery_id)
             if delivery.status is not DeliveryStatus.DEAD:
                 raise Problem(
