@@ -5,22 +5,16 @@ The run is bounded (examples per operation, and a deadline for the whole run). E
 once over the whole API, after a report was issued for a case that role may read.
 """
 
-import asyncio
-import json
 import pathlib
-import sys
 
 import pytest
 
 from avis.shared.security import Role
-from tests.conftest import ROOT
+from tests.integration.intake.test_intake_schemathesis import fuzz
 from tests.integration.reports.conftest import ReportsStack
 
 pytestmark = pytest.mark.infra
 
-MAX_EXAMPLES = 25
-DEADLINE_SECONDS = 150
-SCHEMATHESIS = pathlib.Path(sys.executable).with_name("schemathesis")
 
 # What a schema cannot say, and so what "valid data" may still be answered with besides 2xx.
 # Everything else the schema promises is checked with schemathesis' own expectations.
@@ -43,51 +37,6 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "304", "404"]
 """
 
 
-async def fuzz(stack: ReportsStack, token: str, workdir: pathlib.Path) -> tuple[int, str, dict]:  # type: ignore[type-arg]
-    config = workdir / "schemathesis.toml"
-    config.write_text(CONFIG)
-    report = workdir / "report.json"
-    process = await asyncio.create_subprocess_exec(
-        str(SCHEMATHESIS),
-        "--no-color",
-        "--config-file",
-        str(config),
-        "run",
-        f"{stack.url}/openapi.json",
-        "--header",
-        f"Authorization: Bearer {token}",
-        "--checks",
-        "all",
-        "--max-examples",
-        str(MAX_EXAMPLES),
-        "--seed",
-        "20260310",
-        # One worker: hypothesis parses lambda sources with `ast`, which CPython 3.11 does not
-        # do safely from several threads at once (a spurious SystemError).
-        "--workers",
-        "1",
-        "--request-timeout",
-        "20",
-        "--generation-database",
-        "none",
-        "--report",
-        "json",
-        "--report-json-path",
-        str(report),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), DEADLINE_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    summary = json.loads(report.read_text()) if report.exists() else {}
-    return process.returncode or 0, out.decode(errors="replace"), summary
-
-
 @pytest.mark.parametrize("role", ["patient", "partner", "reviewer", "coordinator"])
 async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
     stack: ReportsStack, role: Role, tmp_path: pathlib.Path
@@ -99,7 +48,7 @@ async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
     token = stack.token(sub, role, case.partner_id if role == "partner" else None)
     async with stack.client(sub, role, case.partner_id if role == "partner" else None) as reader:
         assert (await reader.get(f"/v1/cases/{case.case_id}/report")).status_code == 200
-    code, output, report = await fuzz(stack, token, tmp_path)
+    code, output, report = await fuzz(stack.url, token, tmp_path, CONFIG, seed="20260310")
     summary = output[output.find("=== SUMMARY") :] if "=== SUMMARY" in output else output[-3000:]
     print(summary)
     assert code == 0, output[-8000:]
