@@ -6,22 +6,19 @@ checked (tests/walkthroughs.py), and the whole walkthrough runs twice, as a pers
 it twice."""
 
 import asyncio
-import contextlib
 import os
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from pymongo import MongoClient
 
 from avis.shared import topics
 from tests.conftest import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
+from tests.stack import ServiceStack
 from tests.walkthroughs import Walkthrough, environment, run_assignments
 
 pytestmark = pytest.mark.infra
@@ -46,37 +43,16 @@ CONSUMES = {
 class Stack:
     """The services the walkthroughs talk to, and what a person's shell would have."""
 
-    urls: dict[str, str]
+    services: ServiceStack
     state_dir: Path
-    logs: dict[str, Path]
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.services.urls
 
     def tails(self) -> str:
         """The end of each service's log, for a failure message."""
-        return "\n".join(
-            f"--- {name} log ---\n" + path.read_text(errors="replace")[-2000:]
-            for name, path in self.logs.items()
-        )
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll /readyz until the service is ready (it connects to Kafka and the store first)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready in time:\n{log.read_text()[-3000:]}")
+        return self.services.tails()
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +67,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     run_settings = run_assignments((DOCS / "intake-walkthrough.md").read_text(encoding="utf-8"))
     suffix = uuid.uuid4().hex[:8]
-    ports = {name: free_port() for name in CONSUMES}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    base = environment(
+    databases = {name: f"walkthrough_{name}_{suffix}" for name in CONSUMES}
+    services = ServiceStack({}, home / "logs", databases)
+    urls = services.urls
+    services.env = environment(
         dict(os.environ),
         AVIS_KAFKA_BOOTSTRAP=BOOTSTRAP,
         AVIS_MONGO_URL=MONGO_URL,
@@ -110,34 +87,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     for name, consumed in CONSUMES.items():
         asyncio.run(skip_history(f"avis-{name}", consumed))
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    logs: dict[str, Path] = {}
-    databases = {name: f"walkthrough_{name}_{suffix}" for name in CONSUMES}
     try:
-        for name, port in ports.items():
-            env = base | {
-                f"AVIS_{name.upper()}_HTTP_PORT": str(port),
-                f"AVIS_{name.upper()}_MONGO_DATABASE": databases[name],
-            }
-            logs[name] = home / f"{name}.log"
-            with logs[name].open("wb") as log:
-                processes[name] = subprocess.Popen(
-                    [str(ROOT / ".venv" / "bin" / f"avis-{name}")],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-        for name, process in processes.items():
-            wait_ready(urls[name], process, logs[name])
-        yield Stack(urls, state, logs)
+        asyncio.run(services.start())
+        yield Stack(services, state)
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        services.stop()
         with MongoClient(MONGO_URL) as mongo:
             for database in databases.values():
                 mongo.drop_database(database)

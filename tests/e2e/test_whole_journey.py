@@ -16,31 +16,24 @@ to a Zipkin instead (to look at the trace); the span checks then cannot run and 
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from standardwebhooks.webhooks import Webhook
 
-from avis.shared.security import Role, mint_token
-from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.conftest import (
     BOOTSTRAP,
     JWT_SECRET,
     MONGO_URL,
-    ROOT,
     SEALING_KEYS,
     eventually,
     serve,
@@ -50,6 +43,7 @@ from tests.conftest import (
 from tests.e2e.test_journey import OPINION
 from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
 from tests.integration.notify.conftest import body_text, hook_receiver, mailbox
+from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.infra
 
@@ -62,7 +56,6 @@ GROUP_TOPICS = {
 }
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 PARIS = ZoneInfo("Europe/Paris")
-SETTINGS = CommonSettings(jwt_secret=JWT_SECRET)  # type: ignore[arg-type]
 HOOK_TYPES = ["avis.case.submitted.v1", "avis.review.assigned.v1", "avis.report.ready.v1"]
 CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung function test."}
 
@@ -118,66 +111,8 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Stack:
-    """The four services as processes, and how to call them."""
-
-    urls: dict[str, str]
-    logs: Path
-
-    def client(
-        self, service: str, sub: str, role: Role, partner_id: str | None = None
-    ) -> httpx.AsyncClient:
-        token = mint_token(SETTINGS, sub, role, partner_id=partner_id)
-        return httpx.AsyncClient(
-            base_url=self.urls[service],
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30.0,
-        )
-
-
-@contextlib.contextmanager
-def _processes(env: dict[str, str], logs: Path) -> Iterator[dict[str, str]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    urls = {}
-    try:
-        for service in SERVICES:
-            port = _free_port()
-            prefix = f"AVIS_{service.upper()}_"
-            service_env = env | {
-                f"{prefix}HTTP_PORT": str(port),
-                f"{prefix}MONGO_DATABASE": unique(f"e2e_{service}").replace("-", "_"),
-            }
-            out = (logs / f"{service}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [str(ROOT / ".venv/bin" / f"avis-{service}")],
-                    env=service_env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            )
-            urls[service] = f"http://127.0.0.1:{port}"
-        yield urls
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)  # a clean stop flushes the spans still batched
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @contextlib.asynccontextmanager
-async def four_services(receiver: Receiver) -> AsyncIterator[Stack]:
+async def four_services(receiver: Receiver) -> AsyncIterator[ServiceStack]:
     """The four services, each a process of its own, ready."""
     for service, topics in GROUP_TOPICS.items():
         await skip_history(f"avis-{service}", topics)  # this journey's events only
@@ -203,33 +138,14 @@ async def four_services(receiver: Receiver) -> AsyncIterator[Stack]:
             "AVIS_NOTIFY_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
             "AVIS_NOTIFY_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "2",
         }
-        with (
-            tempfile.TemporaryDirectory(prefix="avis-e2e-") as logs,
-            _processes(env, Path(logs)) as urls,
-        ):
-            stack = Stack(urls, Path(logs))
-
-            async def ready() -> bool:
-                async with httpx.AsyncClient(timeout=5) as http:
-                    for url in urls.values():
-                        with contextlib.suppress(httpx.HTTPError):
-                            if (await http.get(f"{url}/readyz")).status_code == 200:
-                                continue
-                        return False
-                return True
-
+        databases = {s: unique(f"e2e_{s}").replace("-", "_") for s in GROUP_TOPICS}
+        with tempfile.TemporaryDirectory(prefix="avis-e2e-") as logs:
+            stack = ServiceStack(env, Path(logs), databases)
             try:
-                await eventually(ready, timeout=120, interval=1.0)
-                yield stack
+                async with stack.running():
+                    yield stack
             finally:
-                _print_log_tails(Path(logs))
-        await asyncio.sleep(0)
-
-
-def _print_log_tails(logs: Path) -> None:
-    for path in sorted(logs.glob("*.log")):
-        tail = path.read_text(errors="replace").splitlines()[-5:]
-        print(f"--- {path.name}\n" + "\n".join(tail))
+                print(stack.tails(500))
 
 
 async def test_the_whole_journey_in_one_trace() -> None:
