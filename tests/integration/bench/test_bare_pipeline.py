@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 from tests.conftest import BOOTSTRAP, MONGO_URL, ROOT
 
 pytestmark = pytest.mark.infra
-CASES = 20
+CASES = 12
 
 
 def load() -> ModuleType:
