@@ -69,10 +69,13 @@ day or minute: together under 0.2 per case) and every read (inbox checks, aggreg
 relay's outbox read), which are part of what the journey's design costs on top of this floor.
 The same secondary indexes as the services' are created, so each write maintains them too.
 
-Where Avis decides, this picks: reviewers in turn (no matching), no parking writes (an event
-meeting its case before the case is known waits in memory, then costs the same writes).
-Consumers fetch batches, apply records one at a time per partition (partitions side by side,
-`--sequential` for one record at a time) and commit each batch after its effects are stored.
+Where Avis decides, this picks: reviewers in turn (no matching); an event that meets its case
+before the case is known waits in memory and costs, once the case comes, the writes of the
+straight path. Writers of one document hold its lock in the process (an aggregate, a keyed
+index document, a due bucket, a reviewer, the subscription), as the store does not serialise
+them; Avis's review also runs every matching under one lock, which this does not. Consumers
+fetch batches, apply records one at a time per partition (partitions side by side;
+`--sequential`: one record at a time) and commit each batch once its effects are stored.
 
 Usage: python bench/bare_pipeline.py --cases 500   (AVIS_KAFKA_BOOTSTRAP, AVIS_MONGO_URL)
        `run()` from another benchmark: `await run(500, bootstrap=..., mongo_url=...)`.
@@ -94,6 +97,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,7 +107,7 @@ from bson import Binary
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid
+from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure
 
 Doc = dict[str, Any]
 
@@ -166,6 +170,7 @@ PDF_BYTES = 12_000
 BUCKET_SECONDS = 60
 RECENT_DELIVERIES = 200
 SCRIPT = Path(__file__).resolve()
+STORE_ATTEMPTS = 30
 
 
 def topic_name(run_id: str, topic: str) -> str:
@@ -231,6 +236,7 @@ class Stage:
         self.marks: dict[str, dict[str, float]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.errors: list[str] = []
+        self.store_retries = 0
         self.locks: dict[str, asyncio.Lock] = {}
         self.expected_writes = expected_writes(self.cases)[self.name]
         self.expected_consumed = {
@@ -240,9 +246,25 @@ class Stage:
 
     # plumbing
 
-    async def write(self, step: str, op: Awaitable[Any]) -> None:
-        """One single-document write, counted under `step` once the store acknowledged it."""
-        await op
+    async def write(self, step: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """One single-document write, counted under `step` once the store acknowledged it.
+
+        A busy store (FerretDB's SQLite answering SQLITE_BUSY under load) or a lost connection
+        is retried with backoff, as the services retry a transient failure; each retry is
+        counted in `store_retries`.
+        """
+        delay = 0.02
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                await op()
+                break
+            except (ConnectionFailure, OperationFailure) as exc:
+                transient = isinstance(exc, ConnectionFailure) or "SQLITE_BUSY" in str(exc)
+                if not transient or attempt == STORE_ATTEMPTS - 1:
+                    raise
+                self.store_retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         self.writes[step] += 1
 
     def mark(self, case_id: str, what: str) -> None:
@@ -294,7 +316,7 @@ class Stage:
         hint = f"{collection.name}:{aggregate}"
         await self.write(
             step,
-            self.hints.update_one(
+            lambda: self.hints.update_one(
                 {"_id": hint},
                 {
                     "$set": {
@@ -308,13 +330,14 @@ class Stage:
         )
         if insert is not None:
             await self.write(
-                step, collection.insert_one({**insert, "outbox": [entry], "outbox_pending": 1})
+                step,
+                lambda: collection.insert_one({**insert, "outbox": [entry], "outbox_pending": 1}),
             )
         else:
             merged = {op: dict(fields) for op, fields in (update or {}).items()}
             merged.setdefault("$push", {})["outbox"] = entry
             merged.setdefault("$inc", {})["outbox_pending"] = 1
-            await self.write(step, collection.update_one({"_id": aggregate}, merged))
+            await self.write(step, lambda: collection.update_one({"_id": aggregate}, merged))
 
         async def relay() -> None:
             ack = await self.producer.send(
@@ -330,12 +353,12 @@ class Stage:
             async with self.lock(aggregate):  # never behind its writer's back
                 await self.write(
                     "relay",
-                    collection.update_one(
+                    lambda: collection.update_one(
                         {"_id": aggregate},
                         {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
                     ),
                 )
-                await self.write("relay", self.hints.delete_one({"_id": hint}))
+                await self.write("relay", lambda: self.hints.delete_one({"_id": hint}))
             if then is not None:
                 await then()
 
@@ -361,9 +384,8 @@ class Stage:
             await self.handle(topic, event)
             day = time.strftime("%Y%m%d", time.gmtime(event["time"]))
             marker = {"_id": f"{self.group}:{event['id']}", "topic": topic, "type": event["type"]}
-            await self.write(
-                "inbox", self.db[f"inbox_{day}"].insert_one({**marker, "at": time.time()})
-            )
+            inbox = self.db[f"inbox_{day}"]
+            await self.write("inbox", partial(inbox.insert_one, {**marker, "at": time.time()}))
             self.consumed[topic] += 1
 
     async def handle(self, topic: str, event: Doc) -> None:
@@ -408,13 +430,15 @@ class Stage:
         self.spawn(self.drive())
         deadline = time.monotonic() + self.cfg.timeout
         while not self.complete() and not self.errors and time.monotonic() < deadline:
-            if consuming.done():
-                consuming.result()
+            if consuming.done():  # the consumer failed: reported with the figures
+                exc = consuming.exception()
+                self.errors.append(f"consumer: {type(exc).__name__}: {exc}")
+                break
             await asyncio.sleep(0.02)
         finished = time.time()
         cpu = cpu_now() - cpu_start
         consuming.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await consuming
         for task in list(self.tasks):
             task.cancel()
@@ -426,6 +450,7 @@ class Stage:
             "complete": self.complete(),
             "timed_out": not self.complete() and not self.errors,
             "errors": self.errors[:5],
+            "store_retries": self.store_retries,
             "writes": dict(self.writes),
             "consumed": dict(self.consumed),
             "published": dict(self.published),
@@ -458,7 +483,7 @@ class Intake(Stage):
     async def list_append(self, step: str, key: str, case_id: str) -> None:
         self.positions[key] += 1
         entry = {"_id": f"{key}:{self.positions[key]:012d}", "case_id": case_id}
-        await self.write(step, self.lists.insert_one(entry))
+        await self.write(step, lambda: self.lists.insert_one(entry))
 
     async def drive(self) -> None:
         room = asyncio.Semaphore(self.cfg.clients)
@@ -489,23 +514,24 @@ class Intake(Stage):
             "outbox": [],
             "outbox_pending": 0,
         }
-        await self.write("draft", self.cases_c.insert_one(case))
+        await self.write("draft", lambda: self.cases_c.insert_one(case))
         record_id = f"{case_id}:{uuid.uuid4().hex}"
         data = Binary(os.urandom(RECORD_BYTES))
         chunk = {"_id": f"{record_id}:0", "record_id": record_id, "case_id": case_id, "n": 0}
         await self.write(
             "upload",
-            self.db["record_chunks"].replace_one(
+            lambda: self.db["record_chunks"].replace_one(
                 {"_id": chunk["_id"]}, {**chunk, "data": data}, upsert=True
             ),
         )
         record = {"_id": record_id, "case_id": case_id, "size": RECORD_BYTES, "uploaded_at": now}
         await self.write(
-            "upload", self.db["documents"].replace_one({"_id": record_id}, record, upsert=True)
+            "upload",
+            lambda: self.db["documents"].replace_one({"_id": record_id}, record, upsert=True),
         )
         await self.write(
             "upload",
-            self.cases_c.update_one({"_id": case_id}, {"$push": {"record_ids": record_id}}),
+            lambda: self.cases_c.update_one({"_id": case_id}, {"$push": {"record_ids": record_id}}),
         )
         self.mark(case_id, "submit")
         at = time.time()
@@ -542,7 +568,7 @@ class Intake(Stage):
             entry = {"id": event["id"], "status": event["type"], "at": event["time"]}
             await self.write(
                 "follow",
-                self.cases_c.update_one(
+                lambda: self.cases_c.update_one(
                     {"_id": case_id}, {"$set": fields, "$push": {"timeline": entry}}
                 ),
             )
@@ -586,7 +612,7 @@ class Review(Stage):
         sort_key = f"{day}|{assignment_id}"
         await self.key("assign", "matching", {"$push": {"ids": case_id}})
         case = {"_id": case_id, "status": "matching", "round": 0, "queue_key": f"{now}|{case_id}"}
-        await self.write("assign", self.cases_c.insert_one({**case, "received_at": now}))
+        await self.write("assign", lambda: self.cases_c.insert_one({**case, "received_at": now}))
         for scope in ("all", f"reviewer:{reviewer}"):
             await self.key("assign", f"due:{scope}:{day}", {"$push": {"ids": sort_key}})
 
@@ -619,7 +645,7 @@ class Review(Stage):
         await self.reviewer("assign", reviewer, {"$push": {"open_assignments": assignment_id}})
         await self.write(
             "assign",
-            self.cases_c.update_one(
+            lambda: self.cases_c.update_one(
                 {"_id": case_id},
                 {"$set": {"status": "assigned", "assignment_id": assignment_id, "round": 1}},
             ),
@@ -630,12 +656,14 @@ class Review(Stage):
     async def key(self, step: str, name: str, update: Doc, *, upsert: bool = True) -> None:
         """A keyed index document's write, under its lock."""
         async with self.lock(f"key:{name}"):
-            await self.write(step, self.keys.update_one({"_id": name}, update, upsert=upsert))
+            await self.write(
+                step, lambda: self.keys.update_one({"_id": name}, update, upsert=upsert)
+            )
 
     async def reviewer(self, step: str, reviewer: str, update: Doc) -> None:
         """A reviewer's load, under the reviewer's lock."""
         async with self.lock(f"reviewer:{reviewer}"):
-            await self.write(step, self.reviewers.update_one({"_id": reviewer}, update))
+            await self.write(step, lambda: self.reviewers.update_one({"_id": reviewer}, update))
 
     async def accept_and_answer(self, case_id: str, assignment_id: str, reviewer: str) -> None:
         """What the journey's driver does as the reviewer: accept, then post the opinion."""
@@ -690,7 +718,7 @@ class Reports(Stage):
         async with self.lock(case_id):
             if topic == CS:
                 doc = {"_id": case_id, "report_id": f"rep-{case_id}", "case": {"pad": "x" * 700}}
-                await self.write("case", self.cases_c.insert_one({**doc, "outbox": []}))
+                await self.write("case", lambda: self.cases_c.insert_one({**doc, "outbox": []}))
                 self.known.add(case_id)
                 if case_id in self.parked:
                     await self.issue(case_id, self.parked.pop(case_id))
@@ -702,14 +730,15 @@ class Reports(Stage):
     async def issue(self, case_id: str, completed: Doc) -> None:
         received = {"version": 1, "event_id": completed["id"], "sealed": {"pad": "x" * 1800}}
         await self.write(
-            "opinion", self.cases_c.update_one({"_id": case_id}, {"$push": {"opinions": received}})
+            "opinion",
+            lambda: self.cases_c.update_one({"_id": case_id}, {"$push": {"opinions": received}}),
         )
         key = f"rep-{case_id}:v1"
         version = {"_id": key, "case_id": case_id, "version": 1, "report": {"pad": "x" * 4000}}
-        await self.write("issue", self.versions.insert_one(version))
+        await self.write("issue", lambda: self.versions.insert_one(version))
         await self.write(
             "issue",
-            self.db["report_ids"].update_one(
+            lambda: self.db["report_ids"].update_one(
                 {"_id": f"rep-{case_id}"}, {"$set": {"case_id": case_id}}, upsert=True
             ),
         )
@@ -725,7 +754,9 @@ class Reports(Stage):
         )
         pdf = {"sealed": Binary(os.urandom(PDF_BYTES)), "etag": uuid.uuid4().hex}
         self.spawn(
-            self.write("pdf", self.versions.update_one({"_id": key}, {"$set": {"pdf": pdf}}))
+            self.write(
+                "pdf", lambda: self.versions.update_one({"_id": key}, {"$set": {"pdf": pdf}})
+            )
         )
 
 
@@ -748,7 +779,7 @@ class Notify(Stage):
     async def save_case(self, case_id: str) -> None:
         doc = self.docs[case_id]
         await self.write(
-            "case", self.cases_c.update_one({"_id": case_id}, {"$set": doc}, upsert=True)
+            "case", lambda: self.cases_c.update_one({"_id": case_id}, {"$set": doc}, upsert=True)
         )
 
     async def handle(self, topic: str, event: Doc) -> None:
@@ -785,7 +816,8 @@ class Notify(Stage):
         bucket = f"{kind}:{int(at // BUCKET_SECONDS)}"
         async with self.lock(f"due:{kind}"):
             await self.write(
-                step, self.due.update_one({"_id": bucket}, {"$push": {"ids": item}}, upsert=True)
+                step,
+                lambda: self.due.update_one({"_id": bucket}, {"$push": {"ids": item}}, upsert=True),
             )
         return at
 
@@ -795,7 +827,7 @@ class Notify(Stage):
         delivery_id = f"{event['id']}:{self.SUBSCRIPTION}"
         body = {"id": event["id"], "type": event["type"], "case_id": case_id, "pad": "x" * 200}
         delivery = {"_id": delivery_id, "status": "queued", "body": json.dumps(body)}
-        await self.write("fan_out", self.db["deliveries"].insert_one(delivery))
+        await self.write("fan_out", lambda: self.db["deliveries"].insert_one(delivery))
         hook_filed = await self.file("fan_out", "webhook", delivery_id)
         case.setdefault("deliveries", []).append(delivery_id)
         async with self.lock(f"subscription:{self.SUBSCRIPTION}"):
@@ -803,14 +835,14 @@ class Notify(Stage):
             subscription = {"partner_id": "bare-partner", "recent": self.recent, "enabled": True}
             await self.write(
                 "fan_out",
-                self.db["subscriptions"].update_one(
+                lambda: self.db["subscriptions"].update_one(
                     {"_id": self.SUBSCRIPTION}, {"$set": subscription}, upsert=True
                 ),
             )
         send_id = f"send-{event['id']}"
         send = {"_id": send_id, "case_id": case_id, "template": template, "status": "queued"}
         await self.write(
-            "queue", self.db["sends"].insert_one({**send, "params": {"pad": "x" * 200}})
+            "queue", lambda: self.db["sends"].insert_one({**send, "params": {"pad": "x" * 200}})
         )
         email_filed = await self.file("queue", "email", send_id)
         case.setdefault("notifications", []).append(send_id)
@@ -820,13 +852,15 @@ class Notify(Stage):
     async def unfile(self, step: str, kind: str, item: str, filed: float) -> None:
         bucket = f"{kind}:{int(filed // BUCKET_SECONDS)}"
         async with self.lock(f"due:{kind}"):
-            await self.write(step, self.due.update_one({"_id": bucket}, {"$pull": {"ids": item}}))
+            await self.write(
+                step, lambda: self.due.update_one({"_id": bucket}, {"$pull": {"ids": item}})
+            )
 
     async def send_email(self, case_id: str, template: str, send_id: str, filed: float) -> None:
         attempt = {"at": time.time(), "outcome": "sent", "code": 250}
         await self.write(
             "email",
-            self.db["sends"].update_one(
+            lambda: self.db["sends"].update_one(
                 {"_id": send_id},
                 {
                     "$push": {"attempts": attempt},
@@ -841,7 +875,7 @@ class Notify(Stage):
         attempt = {"at": time.time(), "outcome": "sent", "code": 204, "latency_ms": 1}
         await self.write(
             "webhook",
-            self.db["deliveries"].update_one(
+            lambda: self.db["deliveries"].update_one(
                 {"_id": delivery_id},
                 {
                     "$set": {
@@ -1016,9 +1050,9 @@ async def run(
     the last case; `report_ready_per_s` the same up to report-ready; `hops_ms`: p50/p95/p99/max
     per hop; `writes`, `consumed`, `published` by stage against `expected_*`; `verify`: what
     the store holds afterwards. Stops by itself once every count is reached, or after
-    `timeout` seconds (default 60 + 0.5 s per case); deletes its topics and databases.
+    `timeout` seconds (default 60 + 1 s per case); deletes its topics and databases.
     """
-    timeout = timeout if timeout is not None else 60.0 + 0.5 * cases
+    timeout = timeout if timeout is not None else 60.0 + 1.0 * cases
     run_id = uuid.uuid4().hex[:8]
     topics: list[str] = []
     procs: dict[str, asyncio.subprocess.Process] = {}
@@ -1078,6 +1112,7 @@ async def run(
                 "expected_published": {
                     n: {t: k * cases for t, k in c.items()} for n, c in PUBLISHED_BY.items()
                 },
+                "store_retries": {n: r["store_retries"] for n, r in results.items()},
                 "cpu_seconds": {n: r["cpu_seconds"] for n, r in results.items()},
                 "peak_rss_mib": {n: r["peak_rss_mib"] for n, r in results.items()},
                 "load_average": {"before": load_before, "after": load_after},
