@@ -283,8 +283,8 @@ class Store:
             except DuplicateKeyError:
                 position += 1
         self._ends[key] = position
-        # The stored hint moves every HINT_EVERY positions only (an update costs more than an
-        # insert on FerretDB, in proportion to its collection): readers step over the rest.
+        # The stored hint moves every HINT_EVERY positions only (one write instead of two per
+        # append, and each write takes SQLite's one write lock): readers step over the rest.
         if hinted == 0 or position % HINT_EVERY == 0:
             with contextlib.suppress(DuplicateKeyError):  # a racing first upsert: a hint anyway
                 await self.list_hints.update_one(
