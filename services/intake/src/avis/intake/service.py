@@ -359,7 +359,10 @@ class IntakeService:
                 aggregate=case_id,
             )
         log.info("case submitted", case_id=case_id, event_id=event.id)
-        return await self.get_case(principal=principal, case_id=case_id)
+        # The case as stored; its records are the ones just counted (a submitted case takes
+        # no more and loses none), so they are not read a second time.
+        stored = await self._readable(principal, case_id, clinical=False)
+        return case_view(stored, records, rules.may_read_clinical(principal, stored.access))
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
