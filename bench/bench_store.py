@@ -7,6 +7,8 @@ seeded directly to that size, with documents and assignments in proportion, then
   load       16 concurrent clients draft, upload one PDF and submit `--cases` cases each round:
              p50/p95/p99 of each step, cases/s, and the load generator's own CPU
   assign     submit -> assignment time of those cases (from intake's timeline)
+  cpu        CPU ms per case of the store, the broker and each service, from the load's start
+             until its cases are assigned (what a case costs, whatever else shares the cores)
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
              reviewers), `--list-samples` requests each
 One table by size is printed and written to bench/results/store-<time>.json; the baseline is
@@ -368,6 +370,25 @@ async def idle_cpu(seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - start)
 
 
+class CpuSpent:
+    """CPU the stack spends from the start of the load until its cases are assigned, per case:
+    the broker, the store and each service. Unlike latency, it hardly depends on what else the
+    machine runs, so it says what a size costs even on shared cores."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.pids = {
+            "store": int((STATE / "ferretdb.pid").read_text()),
+            "broker": int((STATE / "kafka.pid").read_text()),
+        } | {name: process.pid for name, process in stack.processes.items()}
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per_case(self, cases: int) -> dict[str, float]:
+        spent = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        out = {name: round(1000 * seconds / max(cases, 1), 1) for name, seconds in spent.items()}
+        out["total"] = round(1000 * sum(spent.values()) / max(cases, 1), 1)
+        return out
+
+
 async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
     """`clients` concurrent patients make `cases` cases; latencies, rate and our own CPU."""
     steps: dict[str, list[float]] = {"draft": [], "upload": [], "submit": []}
@@ -490,10 +511,11 @@ class Profiler:
             ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
             return [f"{100 * n / total:5.1f}%  {f}" for n, f in ranked[:top]]
 
+        ours = re.compile(r"\((intake|review|reports|notify|shared)/")  # avis.* as py-spy names it
         return {
             "file": str(self.path.relative_to(ROOT)),
             "samples": total,
-            "inclusive_avis": share(inclusive, lambda f: "avis/" in f),
+            "inclusive_avis": share(inclusive, lambda f: bool(ours.search(f))),
             "self": share(own, lambda f: True),
         }
 
@@ -527,12 +549,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 profiler = None
                 if args.profile and size == sizes[-1]:
                     profiler = Profiler(stack.processes["intake"].pid, size)
+                spent = CpuSpent(stack)
                 loaded = await load(args.cases, args.clients, round_)
                 if profiler is not None:
                     figures["intake_profile"] = profiler.stop()
                 made = loaded.pop("made")
                 figures["load"] = loaded
                 figures["submit_to_assignment_ms"] = await assignment_times(made, args.wait)
+                figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(args.list_samples, made[0][0])
             results["sizes"][str(size)] = figures
             print(json.dumps({size: figures}, indent=1), flush=True)
@@ -555,6 +579,8 @@ def table(results: dict[str, Any]) -> str:
     for step in ("draft", "upload", "submit"):
         for q in ("p50", "p95", "p99"):
             rows.append((f"{step} {q} ms", lambda f, s=step, q=q: f["load"][s][q]))
+    for part in ("total", "store", "intake", "review", "broker"):
+        rows.append((f"CPU ms per case: {part}", lambda f, p=part: f["cpu_ms_per_case"][p]))
     rows.append(("submit->assigned p50 ms", lambda f: f["submit_to_assignment_ms"]["p50"]))
     rows.append(("submit->assigned p95 ms", lambda f: f["submit_to_assignment_ms"]["p95"]))
     for label in base["list_p95_ms"]:

@@ -76,8 +76,11 @@ start_ferretdb() {
   local bin data
   bin="$(ferretdb_bin)"; data="$STATE/ferretdb"
   mkdir -p "$data/sqlite"
+  # synchronous(normal): in WAL mode a commit no longer waits for the disk while it holds the
+  # database's one write lock; a crash of FerretDB loses nothing, a power cut may lose the
+  # last commits, never the file (a local stand-in; production runs MongoDB).
   nohup "$bin" --listen-addr="127.0.0.1:$MONGO_PORT" --handler=sqlite \
-    --sqlite-url="file:$data/sqlite/" --state-dir="$data" --telemetry=disable \
+    --sqlite-url="file:$data/sqlite/?_pragma=synchronous(normal)" --state-dir="$data" --telemetry=disable \
     --log-level=WARN --debug-addr="" > "$data/ferretdb.log" 2>&1 &
   echo $! > "$(pidfile ferretdb)"
 }

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect
 
 from avis.intake.models import CaseStatus
 from avis.intake.rules import Scope
@@ -85,6 +86,42 @@ async def watched(store_url: str, db_name: str) -> Any:
 # --- raw operations the paths are made of -----------------------------------------------------
 
 
+def _plan_lines(reply: Document) -> list[str]:
+    """The steps of a query plan, as text: FerretDB's SQLite plan, or MongoDB's stages."""
+    planner = reply.get("queryPlanner", {})
+    if "Plan" in planner:  # FerretDB on SQLite: EXPLAIN QUERY PLAN's rows
+        return [str(step) for step in planner["Plan"]]
+    stages: list[str] = []
+    node = planner.get("winningPlan", {})
+    while isinstance(node, dict) and node:
+        stages.append(str(node.get("stage", "")))
+        node = node.get("inputStage", {})
+    return stages
+
+
+async def test_id_equality_is_served_by_the_index_at_any_size(
+    db: AsyncDatabase[Document], store_info: Any
+) -> None:
+    """Every keyed path rests on this: a `find` by `_id` searches the `_id` index, it does not
+    read the collection. (FerretDB 1.24 filtered by another expression than its index's until
+    deploy/ferretdb/patches; its update and delete by `_id` use the same expression.)"""
+    coll = db["cases"]
+    await coll.insert_many([{"_id": f"case-{i:04d}", "n": i} for i in range(200)])
+    reply = await db.command("explain", {"find": "cases", "filter": {"_id": "case-0100"}})
+    plan = _plan_lines(reply)
+    if store_info.is_ferretdb:
+        assert any("USING INDEX" in step for step in plan), plan
+        assert not any("detail=SCAN" in step for step in plan), plan
+    else:
+        assert plan, reply
+        assert "COLLSCAN" not in plan, plan
+    # and the same filter answers updates and deletes of exactly that document
+    assert (await coll.update_one({"_id": "case-0100"}, {"$set": {"n": -1}})).modified_count == 1
+    assert (await coll.delete_one({"_id": "case-0101"})).deleted_count == 1
+    assert await coll.find_one({"_id": "case-0100"}) == {"_id": "case-0100", "n": -1}
+    assert await coll.count_documents({}) == 199
+
+
 async def test_push_and_pull_whole_string_elements(db: AsyncDatabase[Document]) -> None:
     coll = db["reviewers"]
     await coll.insert_one({"_id": "r", "open_assignments": []})
@@ -143,6 +180,63 @@ async def test_keyed_list_positions_are_claimed_by_insert_across_clients(
         await client.drop_database(db_name)
         for c in clients:
             await c.close()
+
+
+async def test_list_positions_reserved_under_the_lock_are_written_after_it(
+    store_url: str, db_name: str, client: AsyncMongoClient[Document]
+) -> None:
+    """Intake's appends: a position is reserved under the list's lock, written after it is
+    released, so many writes are in flight at once, from two instances: every position from 1
+    to the last is written exactly once (no hole a forward probe would stop at)."""
+    clients = [AsyncMongoClient[Document](store_url, tz_aware=True) for _ in range(2)]
+    try:
+        stores = [IntakeStore(c[db_name]) for c in clients]
+        locks = [AggregateLocks(), AggregateLocks()]
+
+        async def join(i: int) -> int:
+            store, lock = stores[i % 2], locks[i % 2]
+            while True:
+                async with lock.hold("list:all"):
+                    position = await store.list_reserve("all")
+                if await store.list_claim("all", position, f"case-{i:03d}"):
+                    return position
+
+        positions = await asyncio.gather(*(join(i) for i in range(40)))
+        assert sorted(positions) == list(range(1, 41))
+        entries = [
+            await stores[0].case_lists.find_one({"_id": list_entry_id("all", p)})
+            for p in range(1, 42)
+        ]
+        assert entries[-1] is None
+        assert sorted(e["case_id"] for e in entries[:-1] if e) == [
+            f"case-{i:03d}" for i in range(40)
+        ]
+        assert await IntakeStore(client[db_name]).list_last("all") == 40
+    finally:
+        await client.drop_database(db_name)
+        for c in clients:
+            await c.close()
+
+
+async def test_a_failed_list_write_hands_its_position_back(
+    db: AsyncDatabase[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reserved position whose write failed is the next one handed out, so no hole stays."""
+    store = IntakeStore(db)
+    assert await store.list_append("all", "case-a") == 1
+    reserved = await store.list_reserve("all")
+    real_insert = store.case_lists.insert_one
+
+    async def store_away(*args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("the store went away")
+
+    monkeypatch.setattr(store.case_lists, "insert_one", store_away)
+    with pytest.raises(AutoReconnect):
+        await store.list_claim("all", reserved, "case-b")
+    monkeypatch.setattr(store.case_lists, "insert_one", real_insert)
+    assert await store.list_append("all", "case-b") == reserved == 2
+    assert await store.list_append("all", "case-c") == 3
+    assert await IntakeStore(db).list_last("all") == 3
 
 
 async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:

@@ -24,7 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.shared.envelope import Event, PoisonMessage
-from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document
+from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document, store_busy
 from avis.shared.observability import (
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
@@ -187,15 +187,16 @@ class Messaging:
             except PoisonMessage as exc:
                 await self.dead_letter(record, str(exc), attempts=errors.attempt + 1)
                 return "dead-lettered"
-            except TRANSIENT as exc:
-                # Never dead-lettered: the store or broker will come back, or the event we
-                # depend on will arrive. The partition waits; ordering per case holds.
-                EVENTS_FAILED.labels(self.service, event.topic, "transient").inc()
-                delay = transient.next_delay()
-                if transient.attempt == 1:  # once per event: an outage is reported by the runtime
-                    log.warning("event retried", error=type(exc).__name__)
-                await asyncio.sleep(delay)
             except Exception as exc:
+                if isinstance(exc, TRANSIENT) or store_busy(exc):
+                    # Never dead-lettered: the store or broker will come back (or be free), or
+                    # the event we depend on will arrive. The partition waits; order holds.
+                    EVENTS_FAILED.labels(self.service, event.topic, "transient").inc()
+                    delay = transient.next_delay()
+                    if transient.attempt == 1:  # once per event: an outage is reported elsewhere
+                        log.warning("event retried", error=type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    continue
                 EVENTS_FAILED.labels(self.service, event.topic, "error").inc()
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
                 if errors.attempt + 1 >= self.settings.consumer_max_attempts:

@@ -8,13 +8,28 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 Document = dict[str, Any]
 # Errors that say "the store is not there right now", retried with backoff, never dead-lettered.
 TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure,)
 # Every error the store raises, for services that must tell a store failure from their own.
 STORE_ERRORS: tuple[type[Exception], ...] = (PyMongoError,)
+# MongoDB's answer when a write met a conflicting one (WriteConflict); nothing was written.
+_BUSY_CODES = frozenset({112})
+# FerretDB on SQLite: the database's one write lock was not free within its busy timeout.
+_BUSY_TEXTS = ("SQLITE_BUSY", "database is locked")
+
+
+def store_busy(exc: BaseException) -> bool:
+    """Whether the store refused an operation only because others held it up: nothing was
+    written, and the same operation may be sent again later (503 + Retry-After to a caller,
+    a retry with backoff to a consumer)."""
+    if not isinstance(exc, OperationFailure):
+        return False
+    if exc.code in _BUSY_CODES or exc.has_error_label("TransientTransactionError"):
+        return True
+    return any(text in str(exc) for text in _BUSY_TEXTS)
 
 
 def connect(url: str, timeout_ms: int = 2000) -> AsyncMongoClient[Document]:

@@ -22,12 +22,19 @@ from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker
-from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
+from avis.shared.mongo import (
+    TRANSIENT_STORE_ERRORS,
+    AggregateLocks,
+    Document,
+    connect,
+    ping,
+    store_busy,
+)
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
@@ -255,6 +262,7 @@ class Runtime:
         install_problem_handlers(app)
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
+        app.add_exception_handler(OperationFailure, _store_busy)
         ops = APIRouter(tags=["operations"])
 
         @ops.get("/healthz", summary="The process is alive")
@@ -299,6 +307,21 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
         "Service Unavailable",
         "The store is not reachable right now; retry later.",
         headers={"Retry-After": "5"},
+    ).to_response(request.url.path)
+
+
+async def _store_busy(request: Request, exc: Exception) -> Response:
+    """A request the store refused because others held it up: 503 with a short retry hint.
+    Any other refusal is a fault of ours and stays one."""
+    if not store_busy(exc):
+        raise exc
+    log.warning("store busy during request", error=type(exc).__name__)
+    return Problem(
+        503,
+        "store-busy",
+        "Service Unavailable",
+        "The store is busy right now and nothing was changed; retry shortly.",
+        headers={"Retry-After": "1"},
     ).to_response(request.url.path)
 
 

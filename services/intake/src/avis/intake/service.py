@@ -214,9 +214,7 @@ class IntakeService:
             case_id = claimed  # an earlier attempt claimed the key but did not write its case
         # The lists learn of the case before it exists: an entry without its case is skipped
         # when read, a case missing from its lists would never be seen.
-        for key in lists_of(principal):
-            async with self.locks.hold(f"list:{key}"):
-                await self.store.list_append(key, case_id)
+        await asyncio.gather(*(self._join(key, case_id) for key in lists_of(principal)))
         for _ in range(3):
             case = new_case(principal, body, case_id, await self.references.next(), at)
             if await self.store.insert_case(case):
@@ -227,6 +225,16 @@ class IntakeService:
                 return await self._view(existing), False  # a concurrent replay of the key
             # a reference clash (the unique index caught it): take another
         raise RuntimeError("could not allocate a unique reference")
+
+    async def _join(self, key: str, case_id: str) -> None:
+        """Put a case at the end of a keyed list: the position is reserved under the list's
+        lock, written once it is released (appends to one list do not wait for each other's
+        writes); a position another instance took means the next one."""
+        while True:
+            async with self.locks.hold(f"list:{key}"):
+                position = await self.store.list_reserve(key)
+            if await self.store.list_claim(key, position, case_id):
+                return
 
     async def _claim_key(
         self, principal: Principal, key: str, body: CaseCreate, case_id: str, at: datetime
@@ -359,7 +367,10 @@ class IntakeService:
                 aggregate=case_id,
             )
         log.info("case submitted", case_id=case_id, event_id=event.id)
-        return await self.get_case(principal=principal, case_id=case_id)
+        # The case as stored; its records are the ones just counted (a submitted case takes
+        # no more and loses none), so they are not read a second time.
+        stored = await self._readable(principal, case_id, clinical=False)
+        return case_view(stored, records, rules.may_read_clinical(principal, stored.access))
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
@@ -411,8 +422,7 @@ class IntakeService:
                 reviewer = CurrentReviewer(change.reviewer_id, change.assignment_id, change.at)
                 if change.reviewer_id and change.reviewer_id != case.reviewer_id:
                     key = list_key("reviewer_id", change.reviewer_id)
-                    async with self.locks.hold(f"list:{key}"):
-                        await self.store.list_append(key, case_id)
+                    await self._join(key, case_id)
             elif decision.reviewer == CLEAR:
                 reviewer = CurrentReviewer(None, None)
             entry = StoredEntry(

@@ -248,6 +248,7 @@ class Store:
         self.case_lists = db["case_lists"]
         self.list_hints = db["case_list_hints"]
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
+        self._spare: dict[str, list[int]] = {}  # reserved positions whose write failed
         self.chunks = db["record_chunks"]
 
     # cases
@@ -266,31 +267,54 @@ class Store:
         return True
 
     async def list_append(self, key: str, case_id: str) -> int:
-        """Add a case at the end of a keyed list; returns its position.
-
-        The position is claimed by inserting its natural `_id` (taken: the next one), so
-        instances never overwrite each other's entries; the last position is only a hint for
-        where to start. The caller holds the list's lock so one instance claims in order.
-        """
-        hinted = await self._hint(key) if key not in self._ends else None
-        position = max(self._ends.get(key, 0), hinted or 0) + 1
+        """Add a case at the end of a keyed list; returns its position (`list_reserve` and
+        `list_claim` in one, for a caller that holds the list's lock throughout)."""
         while True:
-            try:
-                await self.case_lists.insert_one(
-                    {"_id": list_entry_id(key, position), "case_id": case_id}
-                )
-                break
-            except DuplicateKeyError:
-                position += 1
-        self._ends[key] = position
-        # The stored hint moves every HINT_EVERY positions only (an update costs more than an
-        # insert on FerretDB, in proportion to its collection): readers step over the rest.
-        if hinted == 0 or position % HINT_EVERY == 0:
+            position = await self.list_reserve(key)
+            if await self.list_claim(key, position, case_id):
+                return position
+
+    async def list_reserve(self, key: str) -> int:
+        """A position at the end of a keyed list that this process has not handed out yet.
+
+        The caller holds the list's lock for this only (mostly no store call): the write,
+        `list_claim`, comes after the lock is released, so appends to one list do not queue
+        behind each other's writes. A position handed back by a failed write comes first.
+        """
+        spare = self._spare.get(key)
+        if spare:
+            return spare.pop()
+        if key not in self._ends:
+            hinted = await self._hint(key)
+            self._ends[key] = max(self._ends.get(key, 0), hinted)  # a reader may have probed
+        self._ends[key] += 1
+        return self._ends[key]
+
+    async def list_claim(self, key: str, position: int, case_id: str) -> bool:
+        """Write a case at a reserved position; False if another instance holds it (reserve
+        the next one).
+
+        The position is claimed by inserting its natural `_id`, so instances never overwrite
+        each other's entries; a write that fails hands the position back, so this process
+        leaves no hole a forward probe would stop at.
+        """
+        try:
+            await self.case_lists.insert_one(
+                {"_id": list_entry_id(key, position), "case_id": case_id}
+            )
+        except DuplicateKeyError:
+            return False
+        except BaseException:
+            self._spare.setdefault(key, []).append(position)
+            raise
+        # The stored hint moves every HINT_EVERY positions only (one write instead of two per
+        # append, and each write takes SQLite's one write lock): readers step over the rest.
+        if position == 1 or position % HINT_EVERY == 0:
             with contextlib.suppress(DuplicateKeyError):  # a racing first upsert: a hint anyway
                 await self.list_hints.update_one(
                     {"_id": key}, {"$set": {"last": position}}, upsert=True
                 )
-        return position
+        return True
 
     async def _hint(self, key: str) -> int:
         """The stored hint of a list's last position (0: none yet)."""
@@ -302,7 +326,8 @@ class Store:
         last = max(self._ends.get(key, 0), await self._hint(key))
         while await self.case_lists.find_one({"_id": list_entry_id(key, last + 1)}, {"_id": 1}):
             last += 1
-        self._ends[key] = last
+        # positions reserved meanwhile (their writes in flight) stay reserved
+        self._ends[key] = max(self._ends.get(key, 0), last)
         return last
 
     async def cases_page(self, scope: Scope, before: int | None, limit: int) -> ListedPage:
