@@ -26,7 +26,7 @@ from pymongo.errors import PyMongoError
 
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
-from avis.shared.kafka import Handler, Messaging, make_broker
+from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
@@ -183,6 +183,17 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
         self._tasks.append(asyncio.create_task(self._prune_inbox(), name=f"{self.service}-inbox"))
         self._tasks.append(asyncio.create_task(self._watch(), name=f"{self.service}-watch"))
+        self._tasks.append(
+            asyncio.create_task(
+                watch_dlq_depths(
+                    self.service,
+                    self.settings.kafka_bootstrap,
+                    self.receives,
+                    self.settings.dlq_depth_seconds,
+                ),
+                name=f"{self.service}-dlq-depth",
+            )
+        )
         for name, work in self._background:
             self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
 

@@ -44,6 +44,15 @@ class CommonSettings(BaseSettings):
     # redelivery, so a marker is never dropped while its event can still arrive again.
     inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
 
+    # How often each service measures the depth of the dead-letter topics of what it consumes.
+    dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))
+    # How long an event for a case the service does not know yet waits, parked, for its case;
+    # then it goes to `<topic>.dlq` ("unknown case after ...") and can be replayed from there.
+    park_max_hours: float = Field(24.0, gt=0, validation_alias=shared_env("PARK_MAX_HOURS"))
+    park_sweep_seconds: float = Field(
+        300.0, gt=0, validation_alias=shared_env("PARK_SWEEP_SECONDS")
+    )
+
     @property
     def database(self) -> str:
         """The service's own database name."""
