@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from avis.shared import topics
-from avis.shared.topics import dlq
 from avis.shared.envelope import Event
 from avis.shared.events import (
     CaseSubmitted,
@@ -21,6 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
+from avis.shared.topics import dlq
 from tests.conftest import eventually, publish, unique
 from tests.integration.intake.intake_helpers import (
     Intake,

@@ -113,6 +113,8 @@ class Event:
             raise PoisonMessage(f"oversize payload: {len(body)} bytes, over {MAX_EVENT_BYTES}")
         h = {}
         for k, v in headers.items():
+            if v is None:  # a header without a value: as good as absent
+                continue
             try:
                 h[k] = v.decode() if isinstance(v, bytes) else str(v)
             except UnicodeDecodeError:

@@ -4,6 +4,7 @@ dead letters and their replay (DESIGN.md sections 3 and 4)."""
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,24 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
 async def raw_body(msg: StreamMessage[Any]) -> bytes:
     """Leave decoding to the envelope, so an undecodable body becomes a dead letter."""
     return msg.body
+
+
+async def tolerant_parse(
+    record: ConsumerRecord[bytes, bytes],
+    original: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's parsing, even of a record whose headers are not UTF-8: its parser would fail
+    before any handler runs and the record would be passed over unseen. The envelope reads the
+    raw headers and makes such a record a dead letter."""
+    try:
+        return await original(record)
+    except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
+        readable = [
+            (k, (v or b"").decode(errors="replace").encode()) for k, v in record.headers or ()
+        ]
+        message = await original(dataclasses.replace(record, headers=readable))
+        message.raw_message = record
+        return message
 
 
 class Messaging:
@@ -141,6 +160,7 @@ class Messaging:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=raw_body,
+            parser=tolerant_parse,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)
@@ -213,7 +233,7 @@ class Messaging:
     ) -> None:
         """Send the original record, headers and reason to `<topic>.dlq`; retried until acked."""
         headers = {
-            k: v.decode(errors="replace")
+            k: (v or b"").decode(errors="replace")
             for k, v in (record.headers or ())
             if not k.startswith(DLQ_PREFIX)
         }

@@ -37,7 +37,7 @@ class Parking:
         self.parked = messaging.db[PARKED]
         self.max_age = timedelta(hours=settings.park_max_hours)
         self.every = settings.park_sweep_seconds
-        self.reason = f"unknown case after {settings.park_max_hours:g}h"
+        self.reason = f"unknown case after {_duration(self.max_age)}"
 
     async def park(self, event: Event) -> None:
         """Note `event` as waiting for its case (call it under the case's lock)."""
@@ -99,3 +99,12 @@ class Parking:
 
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _duration(span: timedelta) -> str:
+    """`24h`, `90m` or `4s`: the bound as the dead letter's reason names it."""
+    seconds = round(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
