@@ -30,7 +30,12 @@ from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, AggregateLocks, Document, connect, ping
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
-from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.problems import (
+    BodyDeadline,
+    Problem,
+    install_problem_handlers,
+    problem_responses,
+)
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -264,6 +269,11 @@ class Runtime:
         app.state.runtime = self
         app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        app.add_middleware(
+            BodyDeadline,
+            idle=self.settings.http_body_idle_seconds,
+            total=self.settings.http_body_total_seconds,
+        )
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         ops = APIRouter(tags=["operations"])

@@ -18,6 +18,14 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
+    # How long a request body may take: at most this long without a byte, and in all (408).
+    http_body_idle_seconds: float = Field(
+        30.0, gt=0, validation_alias=shared_env("HTTP_BODY_IDLE_SECONDS")
+    )
+    http_body_total_seconds: float = Field(
+        600.0, gt=0, validation_alias=shared_env("HTTP_BODY_TOTAL_SECONDS")
+    )
+
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared_env("KAFKA_BOOTSTRAP"))
     mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
