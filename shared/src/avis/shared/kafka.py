@@ -61,7 +61,7 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
         client_id=f"avis-{settings.service_name}",
         middlewares=[KafkaTelemetryMiddleware()],
         request_timeout_ms=10000,
-        graceful_timeout=10.0,
+        graceful_timeout=settings.shutdown_grace_seconds,
         logger=None,
     )
 

@@ -9,6 +9,7 @@ when a dependency goes away, a reminder at a slow pace while it stays away, one 
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -326,5 +327,11 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
 def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
     """Run a service's app with uvicorn where its settings say (the console scripts)."""
     uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        # SIGTERM: requests in flight finish within the grace, or are cancelled; then the
+        # lifespan stops the consumers (in-flight handlers get the same grace) and the store.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )

@@ -26,6 +26,12 @@ class CommonSettings(BaseSettings):
         600.0, gt=0, validation_alias=shared_env("HTTP_BODY_TOTAL_SECONDS")
     )
 
+    # On SIGTERM: how long requests in flight may take to finish, then how long the event
+    # handlers in flight may (each bound in turn; an unfinished handler commits no offset).
+    shutdown_grace_seconds: float = Field(
+        10.0, gt=0, validation_alias=shared_env("SHUTDOWN_GRACE_SECONDS")
+    )
+
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared_env("KAFKA_BOOTSTRAP"))
     mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
