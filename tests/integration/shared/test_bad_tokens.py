@@ -46,15 +46,19 @@ def claims(**overrides: Any) -> dict[str, Any]:
     return {"sub": "p", "role": "patient", "aud": "avis", "iat": now, "exp": now + 600} | overrides
 
 
-TOKENS: dict[str, str | None] = {
-    "none": None,
-    "expired": jwt.encode(claims(exp=int(time.time()) - 3600), JWT_SECRET, algorithm="HS256"),
-    "forged": jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256"),
-    "other-audience": jwt.encode(claims(aud="elsewhere"), JWT_SECRET, algorithm="HS256"),
-    "alg-none": jwt.encode(claims(), None, algorithm="none"),
-    "garbage": "not-a-jwt",
-    "unknown-role": jwt.encode(claims(role="administrator"), JWT_SECRET, algorithm="HS256"),
-}
+def bad_tokens() -> dict[str, str | None]:
+    """Each kind of bad token, made when the test runs (a long suite outlives an `exp`)."""
+    return {
+        "none": None,
+        "expired": jwt.encode(claims(exp=int(time.time()) - 3600), JWT_SECRET, algorithm="HS256"),
+        "forged": jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256"),
+        "other-audience": jwt.encode(claims(aud="elsewhere"), JWT_SECRET, algorithm="HS256"),
+        "alg-none": jwt.encode(claims(), None, algorithm="none"),
+        "garbage": "not-a-jwt",
+        "unknown-role": jwt.encode(claims(role="administrator"), JWT_SECRET, algorithm="HS256"),
+    }
+
+
 READS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
     "review": [CASE_SUBMITTED],
@@ -114,7 +118,7 @@ async def test_every_protected_operation_refuses_every_bad_token(service: str) -
                     if param["in"] == "path":
                         target = target.replace("{" + param["name"] + "}", FILLER)
                 schema = documented_schema(spec, op, 401)
-                for name, token in TOKENS.items():
+                for name, token in bad_tokens().items():
                     headers = {"Authorization": f"Bearer {token}"} if token else {}
                     answer = await http.request(method, target, headers=headers)
                     where = f"{method} {path} with {name} token"

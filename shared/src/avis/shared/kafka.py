@@ -376,7 +376,7 @@ async def watch_dlq_depths(
         try:
             for topic, depth in (await dlq_depths(bootstrap, topics)).items():
                 DLQ_DEPTH.labels(service, dlq(topic)).set(depth)
-        except (KafkaError, OSError) as exc:
+        except Exception as exc:  # a gauge outlives any failure: measured again next time
             log.debug("dead-letter depth not measured this time", error=type(exc).__name__)
         await asyncio.sleep(every)
 

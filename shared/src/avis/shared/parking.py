@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from pymongo.errors import PyMongoError
 
 from avis.shared.envelope import Event
 from avis.shared.kafka import Messaging
@@ -92,7 +91,7 @@ class Parking:
         while True:
             try:
                 await self.sweep(expire)
-            except PyMongoError as exc:
+            except Exception as exc:  # the sweep outlives any failure: it runs again later
                 log.warning("parked events not swept this time", error=type(exc).__name__)
             await asyncio.sleep(self.every)
 
