@@ -20,6 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
+from avis.shared.topics import dlq
 from tests.conftest import eventually, publish, unique
 from tests.integration.intake.intake_helpers import (
     Intake,
@@ -311,9 +312,12 @@ async def test_declined_review_takes_access_away(intake: Intake) -> None:
     assert (await first.get(f"/v1/cases/{case_id}/clinical")).status_code == 404
 
 
-async def test_event_for_a_case_intake_does_not_know_is_skipped(intake: Intake) -> None:
+async def test_event_for_a_case_intake_does_not_know_is_dead_lettered(intake: Intake) -> None:
+    # Intake files every case: nothing but a restore of its data makes this one known, so the
+    # event goes to the dead letters at once (replayable), never silently dropped or waited on.
     stranger = unique("case")
     now = datetime.now(UTC)
+    letters = await TopicTail(dlq(topics.REVIEW_ASSIGNED)).mark()
     event = await intake.publish(
         ReviewAssigned(
             case_id=stranger,
@@ -324,7 +328,12 @@ async def test_event_for_a_case_intake_does_not_know_is_skipped(intake: Intake) 
             due_at=now,
         )
     )
-    await intake.consumed(event)
+    (letter,) = await letters.records_for(stranger)
+    headers = dict(letter.headers)
+    assert headers["ce_id"] == event.id.encode()
+    assert headers["avis_dlq_reason"].startswith(b"unknown case: intake never filed it")
+    assert headers["avis_dlq_group"] == f"avis-{intake.settings.service_name}".encode()
+    assert not await intake.runtime.messaging.processed(event)
     assert await intake.store.cases.find_one({"_id": stranger}) is None
 
 

@@ -1,6 +1,7 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
-every check, bounded in examples and time, with a valid coordinator token over the whole API
-and a valid reviewer token over the reviewer's operations. No answer may be a 5xx."""
+every check, bounded in examples and time, with a valid coordinator token over the whole API,
+a valid reviewer token over the reviewer's operations, and a patient's and a partner's token
+(roles review refuses everywhere) over the whole API. No answer may be a 5xx."""
 
 import asyncio
 import os
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+from avis.shared.security import mint_token
 from tests.conftest import ROOT
 from tests.integration.review.conftest import ReviewStack
 
@@ -78,4 +80,14 @@ async def test_openapi_fuzzing_as_a_reviewer_finds_no_server_error(stack: Review
         "--include-path-regex",
         "^/v1/assignments",
     )
+    assert_clean(code, output)
+
+
+@pytest.mark.parametrize("role", ["patient", "partner"])
+async def test_openapi_fuzzing_as_a_role_review_refuses_finds_no_server_error(
+    stack: ReviewStack, role: str
+) -> None:
+    partner_id = "partner-fuzz" if role == "partner" else None
+    token = mint_token(stack.settings, f"{role}-fuzz", role, partner_id=partner_id)  # type: ignore[arg-type]
+    code, output = await run_schemathesis(stack, token, 8)
     assert_clean(code, output)

@@ -6,8 +6,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from avis.shared.envelope import Event, PoisonMessage, new_event_id
-from avis.shared.events import EVENT_TYPES, CaseWithdrawn, asyncapi, json_schemas
+from avis.shared.envelope import MAX_EVENT_BYTES, Event, PoisonMessage, new_event_id
+from avis.shared.events import (
+    EVENT_TYPES,
+    Assessment,
+    CaseWithdrawn,
+    CompletedOpinion,
+    OpinionDiagnosis,
+    ReviewCompleted,
+    Specialty,
+    asyncapi,
+    json_schemas,
+)
+from avis.shared.sealing import Keyring, generate_key
+from avis.shared.settings import CommonSettings
 from avis.shared.topics import TOPICS
 
 DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs"
@@ -91,3 +103,51 @@ def test_invalid_payload_is_poison_without_echoing_input() -> None:
         Event.from_kafka(original.topic, headers, body)
     assert "withdrawn_at" in str(info.value)
     assert "Éloïse" not in str(info.value)
+
+
+def test_a_header_without_a_value_counts_as_missing_and_one_not_utf8_is_poison() -> None:
+    original = event()
+    headers: dict[str, bytes | None] = {k: v.encode() for k, v in original.headers().items()}
+    with pytest.raises(PoisonMessage, match="missing headers ce_id"):
+        Event.from_kafka(original.topic, headers | {"ce_id": None}, original.body())
+    with pytest.raises(PoisonMessage, match="header 'ce_source' is not UTF-8"):
+        Event.from_kafka(original.topic, headers | {"ce_source": b"\xff"}, original.body())
+
+
+def test_a_body_over_the_limit_is_poison_before_it_is_parsed() -> None:
+    original = event()
+    headers = {k: v.encode() for k, v in original.headers().items()}
+    body = b"[" + b" " * MAX_EVENT_BYTES + b"]"
+    with pytest.raises(PoisonMessage, match="oversize payload"):
+        Event.from_kafka(original.topic, headers, body)
+
+
+def test_the_largest_opinion_review_can_write_fits_under_the_limit() -> None:
+    # Every section of the opinion at review's limit (20,000 characters), in characters of
+    # four UTF-8 bytes each: the event must still be read, never dead-lettered as oversize.
+    keyring = Keyring.from_settings(CommonSettings(sealing_keys=f"k1:{generate_key()}"))  # type: ignore[arg-type]
+    text = "\U0001f600" * 20_000
+    opinion = CompletedOpinion(
+        diagnosis=OpinionDiagnosis(assessment=Assessment.REVISED, explanation=text),
+        imaging_and_lab_review=text,
+        alternative_pathways=text,
+        risk_benefit=text,
+        further_tests=text,
+        summary_for_patient=text,
+        version=1,
+        reviewer_display_name="R" * 200,
+    )
+    event_id = new_event_id()
+    payload = ReviewCompleted(
+        case_id="c-1",
+        assignment_id="c-1-0001",
+        reviewer_id="r-1",
+        specialty=Specialty.ONCOLOGY,
+        version=1,
+        completed_at=datetime.now(UTC),
+        opinion=keyring.seal_json(opinion, aad=event_id),
+    )
+    largest = Event.new(payload, "/avis/review", event_id=event_id)
+    headers = {k: v.encode() for k, v in largest.headers().items()}
+    assert len(largest.body()) < MAX_EVENT_BYTES
+    assert Event.from_kafka(largest.topic, headers, largest.body()).id == event_id

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,23 +95,24 @@ def test_principal_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("token_claims", "message"),
     [
-        (claims(exp=int(time.time()) - 120), "expired"),
-        (claims(aud="someone-else"), "audience"),
-        (claims(exp=None), "lacks the exp claim"),
-        (claims(sub=None), "lacks the sub claim"),
-        (claims(role=None), "lacks the role claim"),
-        (claims(aud=None), "lacks the aud claim"),
-        (claims(role="admin"), "role is not one of"),
-        (claims(role="partner"), "partner_id"),
-        (claims(role="partner", partner_id=""), "partner_id"),
-        (claims(nbf=int(time.time()) + 3600), "not valid yet"),
+        (lambda: claims(exp=int(time.time()) - 120), "expired"),
+        (lambda: claims(aud="someone-else"), "audience"),
+        (lambda: claims(exp=None), "lacks the exp claim"),
+        (lambda: claims(sub=None), "lacks the sub claim"),
+        (lambda: claims(role=None), "lacks the role claim"),
+        (lambda: claims(aud=None), "lacks the aud claim"),
+        (lambda: claims(role="admin"), "role is not one of"),
+        (lambda: claims(role="partner"), "partner_id"),
+        (lambda: claims(role="partner", partner_id=""), "partner_id"),
+        (lambda: claims(nbf=int(time.time()) + 3600), "not valid yet"),
     ],
 )
 def test_refused_claims(
-    verifier: TokenVerifier, token_claims: dict[str, Any], message: str
+    verifier: TokenVerifier, token_claims: Callable[[], dict[str, Any]], message: str
 ) -> None:
+    # Claims made when the test runs, not when it is collected: a long suite outlives `exp`.
     with pytest.raises(InvalidToken, match=message):
-        verifier.verify(hs256(token_claims))
+        verifier.verify(hs256(token_claims()))
 
 
 def test_leeway_accepts_a_token_just_expired(verifier: TokenVerifier) -> None:
@@ -293,24 +295,27 @@ def test_http_accepts_a_valid_token(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "detail"),
+    ("make_headers", "detail"),
     [
-        ({}, "missing Authorization header"),
-        ({"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer scheme"),
-        ({"Authorization": "Bearer "}, "empty"),
-        ({"Authorization": "Bearer not.a.token"}, "malformed"),
-        (bearer(hs256(claims(exp=int(time.time()) - 120))), "expired"),
-        (bearer(hs256(claims(), secret="x" * 40)), "signature is invalid"),
-        (bearer(hs256(claims(aud="elsewhere"))), "audience"),
+        (lambda: {}, "missing Authorization header"),
+        (lambda: {"Authorization": "Basic dXNlcjpwYXNz"}, "Bearer scheme"),
+        (lambda: {"Authorization": "Bearer "}, "empty"),
+        (lambda: {"Authorization": "Bearer not.a.token"}, "malformed"),
+        (lambda: bearer(hs256(claims(exp=int(time.time()) - 120))), "expired"),
+        (lambda: bearer(hs256(claims(), secret="x" * 40)), "signature is invalid"),
+        (lambda: bearer(hs256(claims(aud="elsewhere"))), "audience"),
         (
-            {"Authorization": f"Bearer {b64url_json({'alg': 'none'})}.{b64url_json(claims())}."},
+            lambda: {
+                "Authorization": f"Bearer {b64url_json({'alg': 'none'})}.{b64url_json(claims())}."
+            },
             "algorithm none is refused",
         ),
     ],
 )
 def test_http_401_is_a_problem_with_a_challenge(
-    client: TestClient, headers: dict[str, str], detail: str
+    client: TestClient, make_headers: Callable[[], dict[str, str]], detail: str
 ) -> None:
+    headers = make_headers()  # made when the test runs: a long suite outlives a token's `exp`
     response = client.get("/me", headers=headers)
     assert response.status_code == 401
     assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE

@@ -13,6 +13,10 @@ from avis.shared.observability import current_traceparent
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# The largest body a consumer reads. The largest event the platform writes is a completed
+# opinion at its field limits (six sections of 20,000 characters, sealed): about 650 KB; the
+# broker refuses anything above about 1 MB. Between the two, a body is nobody's event.
+MAX_EVENT_BYTES = 768 * 1024
 
 
 class PoisonMessage(Exception):
@@ -105,7 +109,16 @@ class Event:
     @classmethod
     def from_kafka(cls, topic: str, headers: dict[str, Any], body: bytes) -> "Event":
         """Decode a consumed message; raises PoisonMessage when nothing can make it valid."""
-        h = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in headers.items()}
+        if len(body) > MAX_EVENT_BYTES:
+            raise PoisonMessage(f"oversize payload: {len(body)} bytes, over {MAX_EVENT_BYTES}")
+        h = {}
+        for k, v in headers.items():
+            if v is None:  # a header without a value: as good as absent
+                continue
+            try:
+                h[k] = v.decode() if isinstance(v, bytes) else str(v)
+            except UnicodeDecodeError:
+                raise PoisonMessage(f"header {k!r} is not UTF-8") from None
         missing = [
             k for k in ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time") if k not in h
         ]

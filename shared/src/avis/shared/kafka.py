@@ -4,8 +4,9 @@ dead letters and their replay (DESIGN.md sections 3 and 4)."""
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document, store_busy
 from avis.shared.observability import (
+    DLQ_DEPTH,
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     EVENTS_FAILED,
@@ -39,6 +41,7 @@ from avis.shared.topics import dlq
 log = structlog.get_logger("avis.kafka")
 DLQ_PREFIX = "avis_dlq_"
 INBOX_PREFIX = "inbox_"
+REPLAY_GROUP = "avis-dlq-replay"  # the group `avis-dlq-replay` commits in: what is replayed
 
 
 class RetryLater(Exception):
@@ -58,7 +61,7 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
         client_id=f"avis-{settings.service_name}",
         middlewares=[KafkaTelemetryMiddleware()],
         request_timeout_ms=10000,
-        graceful_timeout=10.0,
+        graceful_timeout=settings.shutdown_grace_seconds,
         logger=None,
     )
 
@@ -66,6 +69,24 @@ def make_broker(settings: CommonSettings) -> KafkaBroker:
 async def raw_body(msg: StreamMessage[Any]) -> bytes:
     """Leave decoding to the envelope, so an undecodable body becomes a dead letter."""
     return msg.body
+
+
+async def tolerant_parse(
+    record: ConsumerRecord[bytes, bytes],
+    original: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """FastStream's parsing, even of a record whose headers are not UTF-8: its parser would fail
+    before any handler runs and the record would be passed over unseen. The envelope reads the
+    raw headers and makes such a record a dead letter."""
+    try:
+        return await original(record)
+    except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
+        readable = [
+            (k, (v or b"").decode(errors="replace").encode()) for k, v in record.headers or ()
+        ]
+        message = await original(dataclasses.replace(record, headers=readable))
+        message.raw_message = record
+        return message
 
 
 class Messaging:
@@ -139,6 +160,7 @@ class Messaging:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=raw_body,
+            parser=tolerant_parse,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)
@@ -212,32 +234,55 @@ class Messaging:
     ) -> None:
         """Send the original record, headers and reason to `<topic>.dlq`; retried until acked."""
         headers = {
-            k: v.decode(errors="replace")
+            k: (v or b"").decode(errors="replace")
             for k, v in (record.headers or ())
             if not k.startswith(DLQ_PREFIX)
         }
-        headers |= {
+        where = {f"{DLQ_PREFIX}partition": str(record.partition)}
+        where[f"{DLQ_PREFIX}offset"] = str(record.offset)
+        await self._dead_letter(
+            record.topic, record.key, record.value or b"", headers | where, reason, attempts
+        )
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        """Dead-letter an event this group already took in (parked), and forget having taken it.
+
+        The marker goes after the dead letter is acknowledged, so a replay of the letter is
+        applied again rather than skipped as a duplicate; a crash between the two leaves the
+        letter written twice at worst, and the replay applies it once.
+        """
+        await self._dead_letter(
+            event.topic, event.subject.encode(), event.body(), event.headers(), reason, 1
+        )
+        await self.inbox(event).delete_one({"_id": f"{self.group_id}:{event.id}"})
+
+    async def _dead_letter(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str],
+        reason: str,
+        attempts: int,
+    ) -> None:
+        headers = headers | {
             f"{DLQ_PREFIX}reason": reason,
             f"{DLQ_PREFIX}attempts": str(attempts),
-            f"{DLQ_PREFIX}topic": record.topic,
-            f"{DLQ_PREFIX}partition": str(record.partition),
-            f"{DLQ_PREFIX}offset": str(record.offset),
+            f"{DLQ_PREFIX}topic": topic,
             f"{DLQ_PREFIX}group": self.group_id,
             f"{DLQ_PREFIX}time": datetime.now(UTC).isoformat(),
         }
         retry = Backoff(self.settings.retry_backoff_max_seconds)
         while True:
             try:
-                await self.broker.publish(
-                    record.value or b"", topic=dlq(record.topic), key=record.key, headers=headers
-                )
+                await self.broker.publish(value, topic=dlq(topic), key=key, headers=headers)
                 break
             except KafkaError as exc:
                 if retry.attempt == 0:
                     log.warning("dead letter not yet written", error=type(exc).__name__)
                 await retry.wait()
-        EVENTS_DEAD_LETTERED.labels(self.service, record.topic).inc()
-        log.error("event dead-lettered", topic=record.topic, reason=reason, attempts=attempts)
+        EVENTS_DEAD_LETTERED.labels(self.service, topic).inc()
+        log.error("event dead-lettered", topic=topic, reason=reason, attempts=attempts)
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
@@ -261,7 +306,7 @@ async def replay(
     source = dlq(topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
-        group_id="avis-dlq-replay",
+        group_id=REPLAY_GROUP,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -295,6 +340,46 @@ async def replay(
         await consumer.stop()
         await producer.stop()
     return replayed
+
+
+async def dlq_depths(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """Dead letters not yet replayed, per main topic: the end offsets of `<topic>.dlq` minus
+    what the replay group (`avis-dlq-replay`) has committed there (nothing committed: all)."""
+    sources = [dlq(t) for t in topics]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    try:
+        await consumer.start()
+        committed = await admin.list_consumer_group_offsets(REPLAY_GROUP)
+        partitions = [
+            TopicPartition(source, p)
+            for source in sources
+            for p in await partitions_of(bootstrap, source)
+        ]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    depths = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        done = committed.get(tp)
+        replayed = done.offset if done is not None and done.offset >= 0 else 0
+        depths[tp.topic.removesuffix(".dlq")] += max(0, end - replayed)
+    return depths
+
+
+async def watch_dlq_depths(
+    service: str, bootstrap: str, topics: Sequence[str], every: float
+) -> None:
+    """Keep the `avis_dlq_depth` gauge of each dead-letter topic of `topics` current."""
+    while True:
+        try:
+            for topic, depth in (await dlq_depths(bootstrap, topics)).items():
+                DLQ_DEPTH.labels(service, dlq(topic)).set(depth)
+        except Exception as exc:  # a gauge outlives any failure: measured again next time
+            log.debug("dead-letter depth not measured this time", error=type(exc).__name__)
+        await asyncio.sleep(every)
 
 
 def replay_main() -> None:

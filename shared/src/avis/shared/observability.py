@@ -270,6 +270,11 @@ OUTBOX_BACKLOG = Gauge("avis_outbox_backlog", "Events waiting in the outbox", ["
 OUTBOX_OLDEST_AGE = Gauge(
     "avis_outbox_oldest_age_seconds", "Age of the oldest unpublished event", ["service"]
 )
+DLQ_DEPTH = Gauge(
+    "avis_dlq_depth",
+    "Dead letters not yet replayed (end offset minus the replay group's committed offset)",
+    ["service", "topic"],
+)
 HANDLER_SECONDS = Histogram(
     "avis_handler_seconds", "Time to process one event", ["service", "topic"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

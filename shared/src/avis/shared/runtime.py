@@ -9,6 +9,7 @@ when a dependency goes away, a reminder at a slow pace while it stays away, one 
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
-from avis.shared.kafka import Handler, Messaging, make_broker
+from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
 from avis.shared.mongo import (
     TRANSIENT_STORE_ERRORS,
     AggregateLocks,
@@ -37,7 +38,12 @@ from avis.shared.mongo import (
 )
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
-from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.problems import (
+    BodyDeadline,
+    Problem,
+    install_problem_handlers,
+    problem_responses,
+)
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -190,6 +196,17 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
         self._tasks.append(asyncio.create_task(self._prune_inbox(), name=f"{self.service}-inbox"))
         self._tasks.append(asyncio.create_task(self._watch(), name=f"{self.service}-watch"))
+        self._tasks.append(
+            asyncio.create_task(
+                watch_dlq_depths(
+                    self.service,
+                    self.settings.kafka_bootstrap,
+                    self.receives,
+                    self.settings.dlq_depth_seconds,
+                ),
+                name=f"{self.service}-dlq-depth",
+            )
+        )
         for name, work in self._background:
             self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
 
@@ -260,6 +277,11 @@ class Runtime:
         app.state.runtime = self
         app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        app.add_middleware(
+            BodyDeadline,
+            idle=self.settings.http_body_idle_seconds,
+            total=self.settings.http_body_total_seconds,
+        )
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)
@@ -328,5 +350,11 @@ async def _store_busy(request: Request, exc: Exception) -> Response:
 def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
     """Run a service's app with uvicorn where its settings say (the console scripts)."""
     uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_level="warning"
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        # SIGTERM: requests in flight finish within the grace, or are cancelled; then the
+        # lifespan stops the consumers (in-flight handlers get the same grace) and the store.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )

@@ -18,6 +18,20 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
+    # How long a request body may take: at most this long without a byte, and in all (408).
+    http_body_idle_seconds: float = Field(
+        30.0, gt=0, validation_alias=shared_env("HTTP_BODY_IDLE_SECONDS")
+    )
+    http_body_total_seconds: float = Field(
+        600.0, gt=0, validation_alias=shared_env("HTTP_BODY_TOTAL_SECONDS")
+    )
+
+    # On SIGTERM: how long requests in flight may take to finish, then how long the event
+    # handlers in flight may (each bound in turn; an unfinished handler commits no offset).
+    shutdown_grace_seconds: float = Field(
+        10.0, gt=0, validation_alias=shared_env("SHUTDOWN_GRACE_SECONDS")
+    )
+
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared_env("KAFKA_BOOTSTRAP"))
     mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
@@ -43,6 +57,15 @@ class CommonSettings(BaseSettings):
     # Days of processed-event markers kept: beyond the broker's retention (7 days) and any
     # redelivery, so a marker is never dropped while its event can still arrive again.
     inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
+
+    # How often each service measures the depth of the dead-letter topics of what it consumes.
+    dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))
+    # How long an event for a case the service does not know yet waits, parked, for its case;
+    # then it goes to `<topic>.dlq` ("unknown case after ...") and can be replayed from there.
+    park_max_hours: float = Field(24.0, gt=0, validation_alias=shared_env("PARK_MAX_HOURS"))
+    park_sweep_seconds: float = Field(
+        300.0, gt=0, validation_alias=shared_env("PARK_SWEEP_SECONDS")
+    )
 
     @property
     def database(self) -> str:

@@ -51,7 +51,7 @@ from avis.intake.store import (
 )
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
-from avis.shared.envelope import Event
+from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import CaseSubmitted, CaseWithdrawn, ConsentScope, PatientContact
 from avis.shared.mongo import AggregateLocks
 from avis.shared.problems import Problem
@@ -410,9 +410,9 @@ class IntakeService:
         async with self.locks.hold(case_id):
             case = await self._case(case_id)
             if case is None:
-                # Ours only if we made it: an event about someone else's case is not for us.
-                log.info("event for a case intake does not know skipped", kind=change.kind.value)
-                return False
+                # Intake files every case, so nothing can make this one known later but a
+                # restore of intake's own data: a dead letter, replayable then, never a wait.
+                raise PoisonMessage(f"unknown case: intake never filed it ({change.kind.value})")
             decision = rules.decide(case.state, change)
             if not decision.apply or decision.status is None:
                 log.info("event changes nothing", kind=change.kind.value, reason=decision.reason)

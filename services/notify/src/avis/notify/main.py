@@ -7,6 +7,7 @@ from avis.notify import api, handlers
 from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
 from avis.notify.store import Store
+from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 from avis.shared.sealing import Keyring
 
@@ -17,13 +18,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the notify app over its own store and broker connections."""
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
+    parking = Parking(runtime.messaging, settings)
     notify = NotifyService(
         store=Store(runtime.db),
         locks=runtime.locks,
         keyring=Keyring.from_settings(settings),
         settings=settings,
+        parking=parking,
     )
     handlers.register(runtime, notify)
+    runtime.background("parking", lambda: parking.run(notify.expire_parked))
     if settings.sender_enabled:
         runtime.background("sender", notify.run_sender)
         runtime.background("webhooks", notify.run_webhooks)

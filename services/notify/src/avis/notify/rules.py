@@ -46,6 +46,11 @@ class Decision:
     why: str = ""
 
 
+def waits_for_its_case(*, submitted: bool) -> bool:
+    """Whether events parked for a case still wait for it (its submission has not arrived)."""
+    return not submitted
+
+
 def _park(view: CaseView) -> Decision:
     return Decision(park=True, then=view, why="case not submitted yet")
 

@@ -53,6 +53,7 @@ from avis.shared.events import (
 )
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks
 from avis.shared.observability import case_span
+from avis.shared.parking import Parking
 from avis.shared.problems import Problem
 from avis.shared.retry import Backoff
 from avis.shared.sealing import Keyring, SealingError
@@ -95,12 +96,14 @@ class NotifyService:
         locks: AggregateLocks,
         keyring: Keyring,
         settings: Settings,
+        parking: Parking,
         mailer: Mailer | None = None,
         webhooks: WebhookClient | None = None,
     ) -> None:
         self.store = store
         self.locks = locks
         self.settings = settings
+        self.parking = parking
         self.keyring = keyring
         self.mailer = mailer or Mailer(SmtpTarget.from_settings(settings))
         self.webhooks = webhooks or WebhookClient(
@@ -135,12 +138,28 @@ class NotifyService:
                 early = Event.from_doc(entry)
                 queued += await self._apply(case, early, early.payload())
             await self._save(case, queued)
+            if parked:
+                await self.parking.release(case.id)
 
     async def apply(self, *, event: Event, payload: Payload) -> None:
         """Apply one event to its case: park it, or decide and queue its email."""
         async with self.locks.hold(f"case:{payload.case_id}"):
             case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
             await self._save(case, await self._apply(case, event, payload))
+
+    async def expire_parked(self, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
+        """The case never came: drop the events parked on it and dead-letter them (`give_up`);
+        False if it is known by now, and nothing is dropped."""
+        async with self.locks.hold(f"case:{case_id}"):
+            case = await self.store.case(case_id)
+            if not rules.waits_for_its_case(submitted=case is not None and case.submitted):
+                return False
+            if case is not None and case.parked:
+                case.parked = []
+                await self._save(case, 0)
+            await give_up()
+            log.warning("events for an unknown case dead-lettered", case_id=case_id)
+            return True
 
     async def _save(self, case: CaseDoc, queued: int) -> None:
         case.updated_at = utcnow()
@@ -161,6 +180,7 @@ class NotifyService:
             if decision.park:
                 if all(p.get("id") != event.id for p in case.parked):
                     case.parked.append(event.to_doc())
+                await self.parking.park(event)
                 span.set_attribute("avis.notify.decision", "parked")
                 log.info("event parked until its case arrives", type=event.type)
                 return 0

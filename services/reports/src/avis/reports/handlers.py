@@ -14,9 +14,7 @@ def register(runtime: Runtime, reports: ReportsService) -> None:
         await reports.case_submitted(event_id=event.id, case=payload, traceparent=event.traceparent)
 
     async def on_completed(event: Event, payload: ReviewCompleted) -> None:
-        await reports.review_completed(
-            event_id=event.id, review=payload, traceparent=event.traceparent
-        )
+        await reports.review_completed(event=event, review=payload)
 
     async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
         await reports.case_withdrawn(withdrawal=payload)

@@ -8,6 +8,7 @@ from avis.reports.service import SOURCE, ReportsService
 from avis.reports.settings import Settings
 from avis.shared.emit import Emitter
 from avis.shared.events import ReportReady
+from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 from avis.shared.sealing import Keyring
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
     reports_store = store.Store(runtime.db)
+    parking = Parking(runtime.messaging, settings)
     reports = ReportsService(
         store=reports_store,
         locks=runtime.locks,
@@ -33,9 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keyring=Keyring.from_settings(settings),
         public_url=settings.public_url,
         render_in_background=settings.render_in_background,
+        parking=parking,
     )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)
+    runtime.background("parking", lambda: parking.run(reports.expire_parked))
     handlers.register(runtime, reports)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports

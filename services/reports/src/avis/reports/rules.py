@@ -124,6 +124,12 @@ def may_read(principal: Principal, readers: Readers) -> bool:
 # --- which versions ----------------------------------------------------------------------------
 
 
+def waits_for_its_case(*, submitted: bool, withdrawn: bool) -> bool:
+    """Whether what is parked for a case still waits for it: neither its submission nor its
+    withdrawal (a final word) has arrived."""
+    return not submitted and not withdrawn
+
+
 def opinions_to_compose(
     received: Iterable[int], composed: Iterable[int], *, case_known: bool, withdrawn: bool
 ) -> list[int]:

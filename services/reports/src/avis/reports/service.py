@@ -14,7 +14,7 @@ is issued, or on the first request for it, in one worker thread, and is then kep
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,7 @@ from avis.reports.rules import (
     report_aad,
     report_id_for,
     version_key,
+    waits_for_its_case,
 )
 from avis.reports.store import (
     CaseDoc,
@@ -52,7 +53,7 @@ from avis.reports.store import (
     now,
 )
 from avis.shared.emit import Emitter
-from avis.shared.envelope import PoisonMessage
+from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
@@ -64,6 +65,7 @@ from avis.shared.events import (
 from avis.shared.kafka import RetryLater
 from avis.shared.mongo import AggregateLocks
 from avis.shared.observability import case_span
+from avis.shared.parking import Parking
 from avis.shared.problems import Problem
 from avis.shared.sealing import Keyring, M, Sealed, SealingError
 from avis.shared.security import Principal
@@ -120,7 +122,9 @@ class ReportsService:
         keyring: Keyring,
         public_url: str,
         render_in_background: bool,
+        parking: Parking,
     ) -> None:
+        self.parking = parking
         self.store = store
         self.locks = locks
         self.emitter = emitter
@@ -176,14 +180,15 @@ class ReportsService:
                     # Withdrawn before it reached us: who may read stays known, the contact not.
                     record = record.model_copy(update={"contact": None})
                 await self.store.set_case_record(case_id, record, traceparent)
+                await self.parking.release(case_id)
                 log.info("case followed", case_id=case_id, opinions_waiting=len(stored.opinions))
             await self._compose_due(case_id)
 
-    async def review_completed(
-        self, *, event_id: str, review: ReviewCompleted, traceparent: str
-    ) -> None:
+    async def review_completed(self, *, event: Event, review: ReviewCompleted) -> None:
         """Keep an opinion version (sealed for reports) and compose its report if the case is
-        known; otherwise it waits, parked on the case, for the submission."""
+        known; otherwise it waits, parked on the case, for the submission (a bounded wait:
+        `expire_parked`)."""
+        event_id, traceparent = event.id, event.traceparent
         opinion = self._open(review.opinion, event_id, CompletedOpinion, "opinion")
         case_id = review.case_id
         received = ReceivedOpinion(
@@ -208,11 +213,14 @@ class ReportsService:
                 if not await self.store.insert_case(parked):
                     # Written meanwhile by another instance: the retry takes the other branch.
                     raise RetryLater("the case record was written concurrently")
+                await self.parking.park(event)
                 log.info("opinion waits for its case", case_id=case_id, version=review.version)
             elif stored.withdrawn_at is not None:
                 log.info("opinion of a withdrawn case ignored", case_id=case_id)
             elif review.version not in {o.version for o in stored.opinions}:
                 await self.store.add_opinion(case_id, received)
+                if stored.case is None:
+                    await self.parking.park(event)
             await self._compose_due(case_id)
 
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
@@ -233,7 +241,22 @@ class ReportsService:
                 # Without an issued report, the contact and the opinions are no longer needed.
                 forget = not stored.versions
                 await self.store.set_withdrawn(case_id, withdrawal.withdrawn_at, forget=forget)
+                await self.parking.release(case_id)  # a final word: nothing of it waits
             log.info("case withdrawn", case_id=case_id)
+
+    async def expire_parked(self, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
+        """The case never came: drop the opinions parked for it and dead-letter their events
+        (`give_up`); False if the case is known by now (or withdrawn), and nothing is dropped."""
+        async with self.locks.hold(case_id):
+            stored = await self.store.case(case_id)
+            submitted = stored is not None and stored.case is not None
+            withdrawn = stored is not None and stored.withdrawn_at is not None
+            if not waits_for_its_case(submitted=submitted, withdrawn=withdrawn):
+                return False
+            await self.store.drop_parked(case_id)
+            await give_up()
+            log.warning("opinions for an unknown case dead-lettered", case_id=case_id)
+            return True
 
     # --- composing --------------------------------------------------------------------------------
 

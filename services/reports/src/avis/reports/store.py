@@ -151,6 +151,10 @@ class Store:
             changes["traceparent"] = traceparent
         await self.cases.update_one({"_id": case_id}, {"$set": changes})
 
+    async def drop_parked(self, case_id: str) -> None:
+        """Forget a case known only by opinions parked for it (never one submitted or withdrawn)."""
+        await self.cases.delete_one({"_id": case_id, "case": None, "withdrawn_at": None})
+
     async def add_opinion(self, case_id: str, opinion: ReceivedOpinion) -> None:
         """Keep one more opinion version of the case."""
         await self.cases.update_one({"_id": case_id}, {"$push": {"opinions": opinion.to_doc()}})

@@ -1,0 +1,136 @@
+"""Every protected operation of every service, called with no token and with each kind of bad
+one (expired, forged, another audience, `alg: none`, garbage, a valid token of no known role):
+a 401 problem that the operation documents and that matches its documented schema, a Bearer
+challenge, never the token echoed back, and nothing written to the service's store.
+
+Schemathesis fuzzes each API with valid tokens of every role (tests/integration/*/); a bad token
+is refused before any input is read, so one request per operation and token says it all, here,
+cheaply: the refusal must not depend on the path, the method or the body.
+"""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import jwt
+import pytest
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from avis.intake.main import create_app as intake_app
+from avis.notify.main import create_app as notify_app
+from avis.reports.main import create_app as reports_app
+from avis.review.main import create_app as review_app
+from avis.shared.settings import CommonSettings
+from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from tests.conftest import JWT_SECRET, MONGO_URL, eventually, serve, skip_history
+from tests.integration.intake.intake_helpers import intake_settings
+from tests.integration.notify.conftest import notify_settings
+from tests.integration.reports.conftest import reports_settings
+from tests.integration.review.conftest import review_settings
+
+pytestmark = pytest.mark.infra
+
+SERVICES: dict[str, tuple[Callable[[Any], FastAPI], Callable[..., CommonSettings]]] = {
+    "intake": (intake_app, intake_settings),
+    "review": (review_app, review_settings),
+    "reports": (reports_app, reports_settings),
+    "notify": (notify_app, notify_settings),
+}
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "p", "role": "patient", "aud": "avis", "iat": now, "exp": now + 600} | overrides
+
+
+def bad_tokens() -> dict[str, str | None]:
+    """Each kind of bad token, made when the test runs (a long suite outlives an `exp`)."""
+    return {
+        "none": None,
+        "expired": jwt.encode(claims(exp=int(time.time()) - 3600), JWT_SECRET, algorithm="HS256"),
+        "forged": jwt.encode(claims(), "another-secret-" + "y" * 40, algorithm="HS256"),
+        "other-audience": jwt.encode(claims(aud="elsewhere"), JWT_SECRET, algorithm="HS256"),
+        "alg-none": jwt.encode(claims(), None, algorithm="none"),
+        "garbage": "not-a-jwt",
+        "unknown-role": jwt.encode(claims(role="administrator"), JWT_SECRET, algorithm="HS256"),
+    }
+
+
+READS = {
+    "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
+    "review": [CASE_SUBMITTED],
+    "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+}
+FILLER = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"  # a plausible id for every path parameter
+
+
+def protected(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, op)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if op.get("security")
+    ]
+
+
+def documented_schema(spec: dict[str, Any], op: dict[str, Any], status: int) -> dict[str, Any]:
+    response = op["responses"].get(str(status))
+    assert response is not None, f"{status} is not documented"
+    content = response["content"]
+    media = content.get("application/problem+json") or content["application/json"]
+    return {**media["schema"], "components": spec["components"]}
+
+
+async def stored_counts(database: str) -> dict[str, int]:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+    try:
+        db = mongo[database]
+        return {
+            name: await db[name].count_documents({})
+            for name in await db.list_collection_names()
+            if not name.startswith("inbox_")
+        }
+    finally:
+        await mongo.close()
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_every_protected_operation_refuses_every_bad_token(service: str) -> None:
+    make, settings_of = SERVICES[service]
+    settings = settings_of()
+    await skip_history(f"avis-{settings.service_name}", READS[service])  # its own writes only
+    app = make(settings)
+    runtime = app.state.runtime
+    try:
+        async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            await eventually(lambda: runtime.store_initialised and runtime.kafka_started, 60)
+            spec = (await http.get("/openapi.json")).json()
+            operations = protected(spec)
+            assert len(operations) >= 3, "the service documents its protected operations"
+            before = await stored_counts(settings.database)
+            for method, path, op in operations:
+                target = path
+                for param in op.get("parameters", []):
+                    if param["in"] == "path":
+                        target = target.replace("{" + param["name"] + "}", FILLER)
+                schema = documented_schema(spec, op, 401)
+                for name, token in bad_tokens().items():
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    answer = await http.request(method, target, headers=headers)
+                    where = f"{method} {path} with {name} token"
+                    assert answer.status_code == 401, (where, answer.status_code, answer.text)
+                    assert answer.headers["content-type"].startswith("application/problem+json"), (
+                        where
+                    )
+                    assert answer.headers["www-authenticate"].startswith("Bearer"), where
+                    jsonschema_rs.validate(schema, answer.json())
+                    assert token is None or token not in answer.text, where
+            assert await stored_counts(settings.database) == before, "nothing written"
+    finally:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+        await mongo.drop_database(settings.database)
+        await mongo.close()
