@@ -98,6 +98,7 @@ class Plan:
     partner_fail_seconds: float = 45.0
     decline_rate: float = 0.15
     correct_rate: float = 0.15
+    think_seconds: float = 10.0  # a reviewer takes up to this long before each step
     quiet_timeout: float = 600.0
 
 
@@ -409,12 +410,15 @@ class Run:
             return
         http = self.client("review", reviewer_id, "reviewer")
         url = f"/v1/assignments/{aid}"
+        think = random.Random(f"{self.plan.seed}:{mix.index}:{doc['round']}")
+        await asyncio.sleep(think.uniform(0, self.plan.think_seconds))
         if mix.decline and doc["round"] == 1:
             body = {"reason_code": "no_availability", "reason": "Away next week"}
             await self.step(aid, lambda: http.post(f"{url}/decline", json=body), "declined")
             self.figures.declines += 1
             return
         await self.step(aid, lambda: http.post(f"{url}/accept"), "accepted")
+        await asyncio.sleep(think.uniform(0, self.plan.think_seconds))
         await self.step(aid, lambda: http.post(f"{url}/opinion", json=OPINION), "completed")
         if mix.correct:
             await self.step(aid, lambda: http.put(f"{url}/opinion", json=CORRECTED), "corrected")
@@ -493,6 +497,10 @@ class Run:
         plan, f = self.plan, self.figures
         if fault.kind == "kill":
             member = self.stack.of(fault.service)[0]
+            for _ in range(120):  # a service still restarting from an earlier kill: wait
+                if member.alive():
+                    break
+                await asyncio.sleep(0.5)
             await self.moment(fault.how, fault.service)
             if member.alive():
                 self.stack.kill(member, signal.SIGKILL)
@@ -949,8 +957,13 @@ async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStac
         yield stack, partners, hooks_url
 
 
-async def run(plan: Plan, logs: Path | None = None) -> Figures:
-    """One fault run: file, drive, break, wait for quiet, audit."""
+async def run(
+    plan: Plan,
+    logs: Path | None = None,
+    probe: Callable[["Run"], Awaitable[None]] | None = None,
+) -> Figures:
+    """One fault run: file, drive, break, wait for quiet, audit (then `probe`, if given, while
+    the stack still runs: a test's check that the audit sees what it should)."""
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="avis-chaos-") as tmp:
         logs = logs or Path(tmp)
@@ -973,6 +986,8 @@ async def run(plan: Plan, logs: Path | None = None) -> Figures:
                             tail, driver, *chaos.acting.values(), return_exceptions=True
                         )
                     await chaos.audit()
+                    if probe is not None:
+                        await probe(chaos)
                 chaos.figures.service_restarts = stack.restarts
             finally:
                 await chaos.close()
@@ -1028,7 +1043,7 @@ def main() -> None:
         seed=args.seed,
         fault_seconds=args.fault_seconds,
         kills_per_service=args.kills,
-        reviewers=max(6, args.cases // 15),
+        reviewers=max(4, args.cases // 40),
     )
 
     async def bounded() -> Figures:
