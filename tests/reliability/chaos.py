@@ -27,6 +27,7 @@ import contextlib
 import email
 import email.policy
 import json
+import logging
 import os
 import random
 import signal
@@ -497,16 +498,17 @@ class Run:
         plan, f = self.plan, self.figures
         if fault.kind == "kill":
             member = self.stack.of(fault.service)[0]
-            for _ in range(120):  # a service still restarting from an earlier kill: wait
+            for _ in range(60):  # a service still restarting from an earlier kill: wait for it
                 if member.alive():
-                    break
-                await asyncio.sleep(0.5)
-            await self.moment(fault.how, fault.service)
-            if member.alive():
-                self.stack.kill(member, signal.SIGKILL)
-                f.kills[fault.service] = f.kills.get(fault.service, 0) + 1
-                f.kills_by_moment[fault.how] = f.kills_by_moment.get(fault.how, 0) + 1
-                log(f"SIGKILL {fault.service} ({fault.how})")
+                    await self.moment(fault.how, fault.service)
+                if member.alive():
+                    self.stack.kill(member, signal.SIGKILL)
+                    f.kills[fault.service] = f.kills.get(fault.service, 0) + 1
+                    f.kills_by_moment[fault.how] = f.kills_by_moment.get(fault.how, 0) + 1
+                    log(f"SIGKILL {fault.service} ({fault.how})")
+                    return
+                await asyncio.sleep(1.0)
+            log(f"{fault.service} was never up to be killed")
         elif fault.kind in ("broker", "store"):
             which = "kafka" if fault.kind == "broker" else "ferretdb"
             down = plan.broker_down_seconds if which == "kafka" else plan.store_down_seconds
@@ -572,15 +574,20 @@ class Run:
         last: list[str] = []
         while time.monotonic() < deadline:
             try:
-                last = await self.pending()
+                async with asyncio.timeout(60):
+                    last = await self.pending()
             except Exception as error:  # a store hiccup: look again
                 last = [repr(error)]
             if not last:
                 break
+            if int(time.monotonic() - started) % 30 < 2:
+                log(f"waiting for quiet: {'; '.join(last)}")
             await asyncio.sleep(2.0)
         self.figures.time_to_quiet_seconds = round(time.monotonic() - started, 1)
         if last:
             log(f"not quiet after {self.plan.quiet_timeout:.0f} s: {last}")
+        else:
+            log(f"quiet after {self.figures.time_to_quiet_seconds:.0f} s")
         await asyncio.sleep(3.0)  # anything late (a duplicate) has time to show
 
     # --- the audit ----------------------------------------------------------------------------
@@ -693,6 +700,7 @@ class Run:
             .to_list()
         )
         found = {d["_id"]: d for d in docs}
+        wanted: dict[str, list[str]] = {}
         for case_id in self.cases:
             completed = [e for e in by_case.get(case_id, []) if e["type"].endswith("completed.v1")]
             opinion_versions = sorted(e["data"]["version"] for e in completed)
@@ -708,11 +716,18 @@ class Run:
                     f"opinions published {opinion_versions}",
                 )
             if doc is not None:
-                stored = await self.db("reports")["versions"].count_documents(
-                    {"_id": {"$in": [f"{doc['report_id']}:v{n}" for n in range(1, 5)]}}
-                )
-                if stored != len(issued):
-                    f.problem("lost", f"{case_id}: {stored} version documents for {issued}")
+                wanted[case_id] = [f"{doc['report_id']}:v{n}" for n in range(1, len(issued) + 1)]
+        # One look-up by `_id` for every version document (a count would read them all).
+        every = [vid for ids in wanted.values() for vid in ids]
+        stored = {
+            d["_id"]
+            for d in await self.db("reports")["versions"]
+            .find({"_id": {"$in": every}}, {"_id": 1})
+            .to_list()
+        }
+        for case_id, ids in wanted.items():
+            if missing := [vid for vid in ids if vid not in stored]:
+                f.problem("lost", f"{case_id}: report version documents {missing} missing")
 
     async def audit_notify(self, by_case: dict[str, list[dict[str, Any]]]) -> None:
         """Notify: one send per notification of the matrix, all sent, one email per
@@ -950,7 +965,8 @@ async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStac
 
     for service, topics in GROUP_TOPICS.items():
         await skip_history(f"avis-{service}", topics)
-    databases = {s: f"chaos_{plan.seed}_{uuid.uuid4().hex[:6]}_{s}" for s in GROUP_TOPICS}
+    run_id = uuid.uuid4().hex[:6]
+    databases = {s: f"chaos_{plan.seed}_{run_id}_{s}" for s in GROUP_TOPICS}
     partners = Partners()
     stack = ServiceStack(stack_env(), logs, databases)
     async with serve(partners.app()) as hooks_url, stack.running():
@@ -965,6 +981,8 @@ async def run(
     """One fault run: file, drive, break, wait for quiet, audit (then `probe`, if given, while
     the stack still runs: a test's check that the audit sees what it should)."""
     began = time.monotonic()
+    # The run's own consumers see the broker go away: that is the point, not news.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="avis-chaos-") as tmp:
         logs = logs or Path(tmp)
         async with chaos_stack(plan, logs) as (stack, partners, hooks_url):
@@ -985,7 +1003,9 @@ async def run(
                         await asyncio.gather(
                             tail, driver, *chaos.acting.values(), return_exceptions=True
                         )
-                    await chaos.audit()
+                    log("auditing")
+                    async with asyncio.timeout(600):
+                        await chaos.audit()
                     if probe is not None:
                         await probe(chaos)
                 chaos.figures.service_restarts = stack.restarts
@@ -1047,7 +1067,12 @@ def main() -> None:
     )
 
     async def bounded() -> Figures:
-        # The whole run stops by itself: faults, quiet and audit within 28 minutes.
+        # The whole run stops by itself: faults, quiet and audit within 28 minutes; a SIGTERM or
+        # SIGINT stops it too, and the services with it.
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
         async with asyncio.timeout(28 * 60):
             return await run(plan, args.logs)
 
