@@ -19,7 +19,7 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         reviewers=4,
         capacity=(2, 4),
         filers=4,
-        fault_seconds=90.0,
+        fault_seconds=120.0,
         kills_per_service=2,
         broker_down_seconds=6.0,
         store_down_seconds=5.0,
@@ -55,6 +55,10 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     assert sum(figures.kills.values()) >= 4, figures.kills
     assert figures.broker_restarts == figures.store_restarts == 1
     assert figures.events_published > 0
+    # The faults met traffic: the sink refused emails and the partner deliveries, for a while.
+    assert figures.email_failed_attempts > 0 and figures.webhook_failed_attempts > 0, report(
+        figures
+    )
     assert figures.problems == [], report(figures)
     said = "\n".join(tampered.problems)
     assert "timeline entry" in said, said
