@@ -504,7 +504,10 @@ class Run:
                 if member.alive():
                     await self.moment(fault.how, fault.service)
                 if member.alive():
+                    process = member.process
+                    assert process is not None
                     self.stack.kill(member, signal.SIGKILL)
+                    await asyncio.to_thread(process.wait)  # gone before the next kill looks
                     f.kills[fault.service] = f.kills.get(fault.service, 0) + 1
                     f.kills_by_moment[fault.how] = f.kills_by_moment.get(fault.how, 0) + 1
                     log(f"SIGKILL {fault.service} ({fault.how})")
