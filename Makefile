@@ -19,7 +19,7 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
 	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store asyncapi clean
+.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ bench: install  ## benchmarks against the test stack; prints figures and the sam
 
 bench-store: install  ## cost as stored data grows (1k/10k/50k cases); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench-store $(BENCH_ARGS)
+
+CHAOS_CASES ?= 300
+CHAOS_SEED ?= 1
+chaos: install  ## the fault run at full size (CHAOS_CASES, CHAOS_SEED) on a stack of its own; < 30 min
+	@$(TEST_ENV) CHAOS_CASES=$(CHAOS_CASES) CHAOS_SEED=$(CHAOS_SEED) deploy/local/test.sh chaos
 
 infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
 	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && \

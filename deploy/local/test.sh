@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the suite (or `bench`) against a fresh broker and store of its own, then stop them.
+# Run the suite (or `bench`, `bench-store`, `chaos`) against a fresh broker and store of its own, then stop them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -22,6 +22,12 @@ if [ "${1:-}" = bench-store ]; then
   shift
   # not exec: the EXIT trap must still stop the broker and store, also after a failed run
   .venv/bin/python bench/bench_store.py "$@"
+  exit $?
+fi
+if [ "${1:-}" = chaos ]; then
+  shift
+  # not exec: the EXIT trap must still stop the broker and store; the run bounds its own time
+  .venv/bin/python -m tests.reliability.chaos "$@"
   exit $?
 fi
 echo "[test] lint: ruff and mypy"

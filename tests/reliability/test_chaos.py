@@ -1,0 +1,66 @@
+"""The fault run, small and seeded: a few dozen cases through the four services as processes
+while each is SIGKILLed, the broker and the store are each stopped and started, the SMTP sink
+and one partner's endpoint fail for a while; then nothing is lost, nothing done twice
+(`make chaos` runs the full size; see tests/reliability/chaos.py)."""
+
+import os
+
+import pytest
+
+from tests.reliability.chaos import Figures, Plan, Run, report, run, write_results
+
+pytestmark = pytest.mark.infra
+
+
+async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
+    plan = Plan(
+        cases=int(os.environ.get("CHAOS_SMALL_CASES", "24")),
+        seed=int(os.environ.get("CHAOS_SEED", "7")),
+        reviewers=4,
+        capacity=(2, 4),
+        filers=4,
+        fault_seconds=120.0,
+        kills_per_service=2,
+        broker_down_seconds=6.0,
+        store_down_seconds=5.0,
+        smtp_fail_seconds=15.0,
+        partner_fail_seconds=20.0,
+        quiet_timeout=240.0,
+    )
+    tampered = Figures()
+
+    async def audit_sees_tampering(chaos: Run) -> None:
+        # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
+        # another's report version taken away, a third's email send removed.
+        nonlocal tampered
+        first, second, third = list(chaos.cases)[:3]
+        intake = chaos.db("intake")["cases"]
+        doc = await intake.find_one({"_id": first}, {"timeline": 1})
+        assert doc is not None
+        await intake.update_one({"_id": first}, {"$push": {"timeline": doc["timeline"][-1]}})
+        reports = chaos.db("reports")["cases"]
+        issued = await reports.find_one({"_id": second}, {"versions": 1})
+        assert issued is not None
+        await reports.update_one({"_id": second}, {"$set": {"versions": issued["versions"][:-1]}})
+        notified = await chaos.db("notify")["cases"].find_one({"_id": third})
+        assert notified is not None
+        await chaos.db("notify")["sends"].delete_one({"_id": notified["notifications"][0]})
+        chaos.figures, tampered = Figures(), chaos.figures
+        await chaos.audit()
+        chaos.figures, tampered = tampered, chaos.figures
+
+    figures = await run(plan, probe=audit_sees_tampering)
+    print(report(figures))
+    write_results(figures)
+    assert sum(figures.kills.values()) >= 4, figures.kills
+    assert figures.broker_restarts == figures.store_restarts == 1
+    assert figures.events_published > 0
+    # The faults met traffic: the sink refused emails and the partner deliveries, for a while.
+    assert figures.email_failed_attempts > 0 and figures.webhook_failed_attempts > 0, report(
+        figures
+    )
+    assert figures.problems == [], report(figures)
+    said = "\n".join(tampered.problems)
+    assert "timeline entry" in said, said
+    assert "report versions for opinions" in said, said
+    assert "sends missing" in said, said
