@@ -139,6 +139,7 @@ class Messaging:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=raw_body,
+            max_workers=self.settings.consumer_workers,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)
