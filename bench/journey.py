@@ -496,7 +496,8 @@ def zipkin() -> Any:
         deadline = time.monotonic() + 180
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{ZIPKIN_PORT}/health", timeout=2).status_code == 200:
+                health = httpx.get(f"http://127.0.0.1:{ZIPKIN_PORT}/health", timeout=2)
+                if health.status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("Zipkin did not start in 180 s")
@@ -509,8 +510,6 @@ def zipkin() -> Any:
 def zipkin_span_count() -> int:
     """How many traces Zipkin holds (proof the exporter sent something)."""
     with contextlib.suppress(httpx.HTTPError, ValueError):
-        answer = httpx.get(
-            f"http://127.0.0.1:{ZIPKIN_PORT}/api/v2/services", timeout=5
-        ).json()
+        answer = httpx.get(f"http://127.0.0.1:{ZIPKIN_PORT}/api/v2/services", timeout=5).json()
         return len(answer)
     return -1
