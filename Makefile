@@ -53,8 +53,8 @@ lint: .venv/.synced  ## ruff and mypy
 asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from the event models
 	$(PY) -m avis.shared.events --write docs
 
-bench: install  ## benchmarks against the test stack; prints figures and the same-run baseline
-	@$(TEST_ENV) deploy/local/test.sh bench
+bench: install  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
+	@$(TEST_ENV) deploy/local/test.sh bench $(BENCH_ARGS)
 
 bench-store: install  ## cost as stored data grows (1k/10k/50k cases); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench-store $(BENCH_ARGS)

@@ -154,4 +154,6 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 500))
+    # `make bench BENCH_ARGS=...` hands every benchmark the same flags: take a count, skip flags.
+    counts = [int(a) for a in sys.argv[1:] if a.isdigit()]
+    asyncio.run(main(counts[0] if counts else 200 if "--quick" in sys.argv else 500))

@@ -84,4 +84,5 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    counts = [int(a) for a in sys.argv[1:] if a.isdigit()]  # flags of `make bench` skipped
+    main(counts[0] if counts else 20 if "--quick" in sys.argv else 50)

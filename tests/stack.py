@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,9 @@ class ServiceStack:
     instances: Mapping[str, int] = field(default_factory=dict)
     services: Iterable[str] = SERVICES
     ready_timeout: float = 120.0
+    # The command that starts one service (its console script by default); the benchmarks
+    # start some runs through a launcher of their own.
+    command: Callable[[str], list[str]] | None = None
     members: list[Instance] = field(default_factory=list)
     restarts: int = 0
     _supervising: bool = False
@@ -130,8 +133,9 @@ class ServiceStack:
         with member.log.open("ab") as log:
             log.write(f"--- start {member.starts + 1} ---\n".encode())
             log.flush()
+            command = self.command or (lambda s: [str(ROOT / ".venv/bin" / f"avis-{s}")])
             member.process = subprocess.Popen(
-                [str(ROOT / ".venv/bin" / f"avis-{member.service}")],
+                command(member.service),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -161,6 +161,7 @@ class Messaging:
             auto_offset_reset="earliest",
             decoder=raw_body,
             parser=tolerant_parse,
+            max_workers=self.settings.consumer_workers,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)

@@ -109,6 +109,7 @@ class Runtime:
             self.locks,
             poll_seconds=settings.relay_poll_seconds,
             backoff_max=settings.retry_backoff_max_seconds,
+            batch=settings.relay_batch,
         )
         self.kafka_started = False
         self.store_initialised = False

@@ -54,6 +54,11 @@ class CommonSettings(BaseSettings):
         10.0, validation_alias=shared_env("RETRY_BACKOFF_MAX_SECONDS")
     )
     relay_poll_seconds: float = Field(1.0, validation_alias=shared_env("RELAY_POLL_SECONDS"))
+    # Aggregates the relay reads and publishes per round trip to the store.
+    relay_batch: int = Field(100, ge=1, le=1000, validation_alias=shared_env("RELAY_BATCH"))
+    # Consumers per topic in this process, each owning some of its partitions: a case's events
+    # stay in order (one partition, one consumer), different cases are handled side by side.
+    consumer_workers: int = Field(1, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
     # Days of processed-event markers kept: beyond the broker's retention (7 days) and any
     # redelivery, so a marker is never dropped while its event can still arrive again.
     inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))

@@ -1,0 +1,441 @@
+"""The whole journey under a burst, against the limit of this machine, in one run.
+
+  journey   N cases filed over HTTP, every reviewer played (accept + answer at once): cases/s
+            to report-ready and to the last notification, p50/p95/p99/max of each stage, CPU
+            seconds and peak memory of every process (services, broker, store, SMTP sink)
+  bare      the same Kafka hops and store writes with the raw clients (bench/bare_pipeline.py):
+            the journey's throughput as a ratio of it
+  layers    the journey again with tracing on (to a local Zipkin), with a null keyring (a
+            bench-only launcher), with the relay batch and consumer workers tuned: a ratio each
+  sizes     three sizes of N derived from the first run's rate, each time-boxed
+  instances reports and notify at 3 instances each (one consumer group per service)
+It prints a table and the change against bench/baseline.json, writes bench/results/
+journey-<time>.json and a chart (journey-<time>.png, also journey-latest.png).
+
+Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_journey.py --quick)
+       --profile   py-spy on the busiest service during the main run (collapsed stacks in results)
+       --write-baseline   make this run the committed baseline
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from journey import (
+    BOOTSTRAP,
+    MONGO_URL,
+    ROOT,
+    STAGES,
+    TUNED,
+    JourneyStack,
+    Variant,
+    load_average,
+    zipkin,
+    zipkin_span_count,
+)
+
+RESULTS = ROOT / "bench/results"
+# Frames of our own code in a profile (py-spy names files by their last two path parts).
+OURS = ("intake/", "review/", "reports/", "notify/", "shared/")
+BASELINE = ROOT / "bench/baseline.json"
+# The services whose usage is summed as "the platform" (instances included).
+SERVICES = ("intake", "review", "reports", "notify")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "load_average": load_average(),
+    }
+
+
+def size_for(rate: float, seconds: float, floor: int) -> int:
+    return max(floor, math.ceil(rate * seconds))
+
+
+def deadline_for(n: int, rate: float, slack: float = 2.0) -> float:
+    """The time box of a round: `slack` times what the measured rate predicts, plus start-up."""
+    return slack * n / max(rate, 0.05) + 30.0
+
+
+class Profiler:
+    """py-spy sampling one process: collapsed stacks in bench/results, top frames summarised."""
+
+    def __init__(self, pid: int, name: str, stamp: str) -> None:
+        self.path = RESULTS / f"journey-profile-{name}-{stamp}.txt"
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/py-spy"),
+                *("record", "--pid", str(pid), "--format", "raw", "--rate", "50"),
+                *("--output", str(self.path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self, top: int = 20) -> dict[str, Any]:
+        self.process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=60)
+        if not self.path.exists():
+            return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            samples = int(count)
+            total += samples
+            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+            own[frames[-1]] = own.get(frames[-1], 0) + samples
+
+        def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
+            ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
+            return [f"{100 * n / max(total, 1):5.1f}%  {f}" for n, f in ranked[:top]]
+
+        return {
+            "file": str(self.path.relative_to(ROOT)),
+            "samples": total,
+            "inclusive": share(inclusive, lambda f: any(d in f for d in OURS)),
+            "self": share(own, lambda f: True),
+        }
+
+
+def busiest(figures: dict[str, Any]) -> str:
+    procs = figures["processes"]
+    return max((s for s in procs if s.split("-")[0] in SERVICES), key=lambda s: procs[s]["cpu_s"])
+
+
+async def run_variant(
+    variant: Variant, rounds: list[tuple[str, int, float]], profile: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Start the services as `variant` says and run each (label, n, deadline) round on them."""
+    out: dict[str, dict[str, Any]] = {}
+    print(f"[journey] {variant.name}: starting the services", flush=True)
+    async with JourneyStack(variant).running() as js:
+        for label, n, deadline in rounds:
+            profiler = None
+            if profile and label == "main":
+                assert js.stack is not None
+                member = next(m for m in js.stack.members if m.name == profile)
+                assert member.process is not None
+                profiler = Profiler(member.process.pid, profile, STAMP)
+            figures = await js.round(n, deadline)
+            if profiler is not None:
+                figures["profile"] = profiler.stop()
+            if variant.tracing:
+                figures["zipkin_services"] = zipkin_span_count()
+            out[label] = figures
+            print(
+                f"[journey] {variant.name}/{label}: n={n} "
+                f"ready={figures['report_ready']} {figures['cases_per_s_report_ready']} cases/s "
+                f"in {figures['seconds']} s, load {figures['load_average']['after']}",
+                flush=True,
+            )
+    return out
+
+
+async def bare(n: int) -> dict[str, Any]:
+    """The bare pipeline of the same work, when it is on this branch."""
+    try:
+        import bare_pipeline  # type: ignore[import-not-found]
+    except ImportError:
+        return {"missing": "bench/bare_pipeline.py is not on this branch yet"}
+    started_load = load_average()
+    figures: dict[str, Any] = await bare_pipeline.run(n, bootstrap=BOOTSTRAP, mongo_url=MONGO_URL)
+    figures["load_average"] = {"before": started_load, "after": load_average()}
+    return figures
+
+
+STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    target = args.seconds or (12.0 if quick else 60.0)
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "quick": quick}
+    results["machine"] = machine()
+    results["target_seconds"] = target
+    began = time.monotonic()
+
+    # 1. The first run: calibrate, then the main run of ~`target` seconds and the other sizes.
+    default = Variant("default")
+    calib_n = 10 if quick else 30
+    calibration = await run_variant(default, [("calibration", calib_n, 180.0)])
+    rate = calibration["calibration"]["cases_per_s_report_ready"] or 0.5
+    n = size_for(rate, target, 10)
+    sizes = {
+        "small": size_for(rate, target / 4, 5),
+        "main": n,
+        "large": size_for(rate, target * 2, 20),
+    }
+    results["rate_calibration"] = rate
+    results["sizes_n"] = sizes
+    rounds = [(label, size, deadline_for(size, rate)) for label, size in sizes.items()]
+    profile = busiest(calibration["calibration"]) if args.profile else None
+    runs = await run_variant(default, rounds, profile)
+    results["journey"] = runs["main"]
+    results["sizes"] = {label: runs[label] for label in sizes}
+    results["calibration"] = calibration["calibration"]
+
+    # 2. The bare pipeline, same N.
+    print(f"[journey] bare pipeline: n={n}", flush=True)
+    results["bare"] = await bare(n)
+
+    # 3. What each layer costs, and 4. reports and notify at 3 instances: same N each. Skipped
+    # (and said so) when the next run would take the whole bench past its time budget.
+    budget = args.budget or 14 * 60  # of the 20 min cap: infra start and the other benches
+    deadline = deadline_for(n, rate)
+    longest = 0.0
+    later: dict[str, dict[str, Any]] = {}
+    variants = [
+        Variant("tracing-on", tracing=True),
+        Variant("null-keyring", null_keyring=True),
+        Variant("tuned", tuned=True),
+        Variant("instances-3", instances=3),
+        Variant("default-again"),  # the drift of the machine's load over the run
+    ]
+    for variant in variants:
+        if time.monotonic() - began + longest > budget:
+            print(f"[journey] {variant.name}: skipped, over the {budget:.0f} s budget", flush=True)
+            results.setdefault("skipped", []).append(variant.name)
+            continue
+        t0 = time.monotonic()
+        with zipkin() if variant.tracing else contextlib.nullcontext():
+            later[variant.name] = (await run_variant(variant, [("main", n, deadline)]))["main"]
+        longest = max(longest, time.monotonic() - t0)
+    results["layers"] = {k: v for k, v in later.items() if k != "instances-3"}
+    results["instances"] = {"1": runs["main"]}
+    if "instances-3" in later:
+        results["instances"]["3"] = later["instances-3"]
+    results["tuned_values"] = TUNED
+    results["wall_seconds"] = round(time.monotonic() - began, 1)
+    results["machine"]["load_average_end"] = load_average()
+    return results
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures: what the baseline keeps and the table compares."""
+    j = results["journey"]
+    base_rate = j["cases_per_s_report_ready"]
+    s: dict[str, Any] = {
+        "journey_cases_per_s_report_ready": base_rate,
+        "journey_cases_per_s_notified": j["cases_per_s_notified"],
+    }
+    for name, _, _ in STAGES:
+        s[f"p99_ms {name}"] = j["stages"][name]["p99_ms"]
+    b = results["bare"]
+    # Like with like: report-ready to report-ready, complete (notified) to complete.
+    bare_ready = b.get("report_ready_per_s") or b.get("cases_per_s")
+    s["ratio journey/bare report-ready"] = ratio(base_rate, bare_ready) if bare_ready else None
+    bare_all = b.get("cases_per_s")
+    notified = j["cases_per_s_notified"]
+    s["ratio journey/bare notified"] = ratio(notified, bare_all) if bare_all else None
+    for name, figures in results["layers"].items():
+        s[f"ratio {name}/default"] = ratio(figures["cases_per_s_report_ready"], base_rate)
+    if "3" in results["instances"]:
+        three = results["instances"]["3"]["cases_per_s_report_ready"]
+        s["ratio instances 3/1"] = ratio(three, base_rate)
+    for label, figures in results["sizes"].items():
+        s[f"size {label} cases/s"] = figures["cases_per_s_report_ready"]
+        s[f"size {label} p99_ms submit>report-ready"] = figures["stages"]["submit>report-ready"][
+            "p99_ms"
+        ]
+    return s
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"
+    return str(v)
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    m = results["machine"]
+    lines.append(
+        f"machine: {m['nproc']} cpus, {m['cpu']}; load average at start {m['load_average']}, "
+        f"at end {m.get('load_average_end')}"
+    )
+    j = results["journey"]
+    lines.append(
+        f"journey: {j['cases']} cases, {j['report_ready']} to report-ready, {j['notified']} "
+        f"notified, {j['seconds']} s (errors {j['error_count']}, timed out {j['timed_out']})"
+    )
+    lines.append(
+        f"  cases/s to report-ready {j['cases_per_s_report_ready']}, to last notification "
+        f"{j['cases_per_s_notified']}"
+    )
+    lines.append(f"  {'stage':34} {'n':>5} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    for name, st in j["stages"].items():
+        lines.append(
+            f"  {name:34} {st['n']:>5} {st['p50_ms']:>9} {st['p95_ms']:>9} {st['p99_ms']:>9} "
+            f"{st['max_ms']:>9}"
+        )
+    lines.append(f"  {'process':14} {'cpu s':>8} {'peak MiB':>9}")
+    for name, p in j["processes"].items():
+        lines.append(f"  {name:14} {p['cpu_s']:>8} {p['peak_mib']:>9}")
+    b = results["bare"]
+    if "missing" in b:
+        lines.append(f"bare pipeline: {b['missing']}")
+    else:
+        s = results["summary"]
+        lines.append(
+            f"bare pipeline: {b.get('cases_per_s')} cases/s complete, "
+            f"{b.get('report_ready_per_s')} to report-ready, in {b.get('seconds')} s "
+            f"(load {b['load_average']['after']}); journey/bare: report-ready "
+            f"{s['ratio journey/bare report-ready']}, notified {s['ratio journey/bare notified']}"
+        )
+    head = f"  {'run':18} {'n':>5} {'cases/s':>8} {'ratio':>6} {'p99 ms e2e':>11}"
+    lines.append(f"{head} {'load':>18}")
+
+    def row(label: str, f: dict[str, Any]) -> None:
+        lines.append(
+            f"  {label:18} {f['cases']:>5} {f['cases_per_s_report_ready']:>8} "
+            f"{ratio(f['cases_per_s_report_ready'], j['cases_per_s_report_ready']):>6} "
+            f"{f['stages']['submit>report-ready']['p99_ms']:>11} "
+            f"{f['load_average']['after']!s:>18}"
+        )
+
+    row("default", j)
+    for name, f in results["layers"].items():
+        row(name, f)
+    if "3" in results["instances"]:
+        row("instances-3", results["instances"]["3"])
+    if results.get("skipped"):
+        lines.append(f"  skipped (time budget): {', '.join(results['skipped'])}")
+    for label, f in results["sizes"].items():
+        row(f"size {label}", f)
+    if "profile" in j:
+        p = j["profile"]
+        lines.append(f"profile: {p.get('file')} ({p.get('samples')} samples)")
+        lines.append("  our code, inclusive:")
+        lines += [f"    {line}" for line in p.get("inclusive", [])[:10]]
+        lines.append("  any code, self (idle threads and the event loop's wait included):")
+        lines += [f"    {line}" for line in p.get("self", [])[:10]]
+    return "\n".join(lines)
+
+
+def against_baseline(current: dict[str, Any]) -> str:
+    if not BASELINE.exists():
+        return "no bench/baseline.json yet"
+    base = json.loads(BASELINE.read_text()).get("journey", {})
+    if not base:
+        return "bench/baseline.json has no journey figures yet"
+    lines = [f"change against bench/baseline.json (machine {base.get('machine', {})}):"]
+    for key, now in current.items():
+        was = base.get("summary", {}).get(key)
+        if isinstance(now, int | float) and isinstance(was, int | float) and was:
+            change = 100 * (now - was) / was
+            lines.append(f"  {key:46} {fmt(was):>9} -> {fmt(now):>9}  {change:+6.1f}%")
+        else:
+            lines.append(f"  {key:46} {fmt(was):>9} -> {fmt(now):>9}")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Latency per stage (box plot, log scale) and throughput over time of the main run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    j = results["journey"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    names = [n for n, _, _ in STAGES if j["samples"][n]]
+    data = [[max(x, 1e-3) for x in j["samples"][n]] for n in names]
+    left.boxplot(
+        data, orientation="horizontal", whis=(1, 99), showfliers=True, flierprops={"markersize": 2}
+    )
+    left.set_yticks(range(1, len(names) + 1), names, fontsize=8)
+    left.set_xscale("log")
+    left.set_xlabel("seconds (log); box p25-p75, whiskers p1-p99")
+    left.set_title(f"latency per stage, {j['cases']} cases")
+    left.invert_yaxis()
+    bucket = 5.0
+    for key, label in (("ready_at", "report-ready"), ("notified_at", "notified")):
+        times = j[key]
+        if not times:
+            continue
+        edges = [i * bucket for i in range(int(max(times) // bucket) + 2)]
+        counts = [sum(1 for t in times if a <= t < a + bucket) / bucket for a in edges[:-1]]
+        right.step(edges[:-1], counts, where="post", label=label)
+    right.set_xlabel("seconds since the first submission")
+    right.set_ylabel(f"cases/s ({bucket:.0f} s buckets)")
+    m = results["machine"]
+    right.set_title(f"throughput over time ({m['nproc']} cpus, load {m['load_average']})")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: a first look")
+    parser.add_argument("--seconds", type=float, default=0, help="main run's target length")
+    parser.add_argument("--profile", action="store_true", help="py-spy the busiest service")
+    parser.add_argument("--write-baseline", action="store_true", help="keep as bench/baseline.json")
+    parser.add_argument("--budget", type=float, default=0, help="seconds for the whole run")
+    parser.add_argument("--label", default="")
+    args, _ = parser.parse_known_args()
+    results = asyncio.run(main(args))
+    results["label"] = args.label
+    results["summary"] = summary(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = table(results)
+    print(text)
+    print(against_baseline(results["summary"]))
+    (RESULTS / f"journey-{STAMP}.json").write_text(json.dumps(results, indent=1) + "\n")
+    try:
+        chart(results, RESULTS / f"journey-{STAMP}.png")
+        chart(results, RESULTS / "journey-latest.png")
+        print(f"chart: bench/results/journey-{STAMP}.png (and journey-latest.png)")
+    except ImportError as exc:
+        print(f"no chart: {exc}")
+    if args.write_baseline:
+        kept = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+        kept["journey"] = {
+            "recorded": results["started"],
+            "quick": results["quick"],
+            "machine": results["machine"],
+            "summary": results["summary"],
+        }
+        BASELINE.write_text(json.dumps(kept, indent=2) + "\n")
+        print("bench/baseline.json updated")
+
+
+if __name__ == "__main__":
+    cli()
