@@ -12,6 +12,7 @@ from tests.reliability.chaos import Figures, Plan, Run, report, run, write_resul
 pytestmark = pytest.mark.infra
 
 
+@pytest.mark.timeout(600)  # about 3 minutes on a quiet machine; the faults take their time
 async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     plan = Plan(
         cases=int(os.environ.get("CHAOS_SMALL_CASES", "24")),
