@@ -133,31 +133,18 @@ def busiest(figures: dict[str, Any]) -> str:
 
 
 async def run_variant(
-    variant: Variant, rounds: list[tuple[str, int, float]], profile: str | None = None
+    variant: Variant, rounds: list[tuple[str, int, float]]
 ) -> dict[str, dict[str, Any]]:
     """Start the services as `variant` says and run each (label, n, deadline) round on them."""
     out: dict[str, dict[str, Any]] = {}
     print(f"[journey] {variant.name}: starting the services", flush=True)
     async with JourneyStack(variant).running() as js:
         for label, n, deadline in rounds:
-            profiler = None
-            if profile and label == "main":
-                assert js.stack is not None
-                member = next(m for m in js.stack.members if m.name == profile)
-                assert member.process is not None
-                profiler = Profiler(member.process.pid, profile, STAMP)
             figures = await js.round(n, deadline)
-            if profiler is not None:
-                figures["profile"] = profiler.stop()
             if variant.tracing:
                 figures["zipkin_services"] = zipkin_span_count()
             out[label] = figures
-            print(
-                f"[journey] {variant.name}/{label}: n={n} "
-                f"ready={figures['report_ready']} {figures['cases_per_s_report_ready']} cases/s "
-                f"in {figures['seconds']} s, load {figures['load_average']['after']}",
-                flush=True,
-            )
+            report(f"{variant.name}/{label}", figures)
     return out
 
 
@@ -178,31 +165,40 @@ STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
-    target = args.seconds or (12.0 if quick else 60.0)
+    target = args.seconds or (12.0 if quick else 45.0)
+    budget = args.budget or 14 * 60  # of the 20 min cap: infra start and the other benches
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "quick": quick}
     results["machine"] = machine()
     results["target_seconds"] = target
+    results["budget_seconds"] = budget
     began = time.monotonic()
 
-    # 1. The first run: calibrate, then the main run of ~`target` seconds and the other sizes.
-    default = Variant("default")
-    calib_n = 10 if quick else 30
-    calibration = await run_variant(default, [("calibration", calib_n, 180.0)])
-    rate = calibration["calibration"]["cases_per_s_report_ready"] or 0.5
-    n = size_for(rate, target, 10)
-    sizes = {
-        "small": size_for(rate, target / 4, 5),
-        "main": n,
-        "large": size_for(rate, target * 2, 20),
-    }
+    def left() -> float:
+        return budget - (time.monotonic() - began)
+
+    # 1. Calibrate, then the main run of ~`target` seconds, on the same services.
+    print("[journey] default: starting the services", flush=True)
+    async with JourneyStack(Variant("default")).running() as js:
+        calibration = await js.round(10 if quick else 30, 180.0)
+        rate = calibration["cases_per_s_report_ready"] or 0.5
+        n = size_for(rate, target, 10)
+        profiler = None
+        if args.profile:
+            assert js.stack is not None
+            name = busiest(calibration)
+            member = next(m for m in js.stack.members if m.name == name)
+            assert member.process is not None
+            profiler = Profiler(member.process.pid, name, STAMP)
+        main_run = await js.round(n, deadline_for(n, rate))
+        if profiler is not None:
+            main_run["profile"] = profiler.stop()
+        report("default/main", main_run)
+    results["calibration"] = calibration
     results["rate_calibration"] = rate
-    results["sizes_n"] = sizes
-    rounds = [(label, size, deadline_for(size, rate)) for label, size in sizes.items()]
-    profile = busiest(calibration["calibration"]) if args.profile else None
-    runs = await run_variant(default, rounds, profile)
-    results["journey"] = runs["main"]
-    results["sizes"] = {label: runs[label] for label in sizes}
-    results["calibration"] = calibration["calibration"]
+    results["journey"] = main_run
+    deadline = deadline_for(n, rate)
+    # What one more run on fresh services costs, at most: the longest so far.
+    longest = time.monotonic() - began
 
     # 2. The bare pipeline, same N.
     print(f"[journey] bare pipeline: n={n}", flush=True)
@@ -210,19 +206,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # 3. What each layer costs, and 4. reports and notify at 3 instances: same N each. Skipped
     # (and said so) when the next run would take the whole bench past its time budget.
-    budget = args.budget or 14 * 60  # of the 20 min cap: infra start and the other benches
-    deadline = deadline_for(n, rate)
-    longest = 0.0
     later: dict[str, dict[str, Any]] = {}
     variants = [
         Variant("tracing-on", tracing=True),
         Variant("null-keyring", null_keyring=True),
         Variant("tuned", tuned=True),
         Variant("instances-3", instances=3),
-        Variant("default-again"),  # the drift of the machine's load over the run
     ]
     for variant in variants:
-        if time.monotonic() - began + longest > budget:
+        if longest > left():
             print(f"[journey] {variant.name}: skipped, over the {budget:.0f} s budget", flush=True)
             results.setdefault("skipped", []).append(variant.name)
             continue
@@ -231,13 +223,35 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             later[variant.name] = (await run_variant(variant, [("main", n, deadline)]))["main"]
         longest = max(longest, time.monotonic() - t0)
     results["layers"] = {k: v for k, v in later.items() if k != "instances-3"}
-    results["instances"] = {"1": runs["main"]}
+    results["instances"] = {"1": main_run}
     if "instances-3" in later:
         results["instances"]["3"] = later["instances-3"]
+
+    # 4. How cost grows: a smaller and a larger N on fresh default services, the larger one
+    # time-boxed to what is left of the budget.
+    small, large = size_for(rate, target / 4, 5), size_for(rate, target * 2, 20)
+    results["sizes_n"] = {"small": small, "main": n, "large": large}
+    results["sizes"] = {"main": main_run}
+    if left() > 60:
+        rounds = [("small", small, deadline_for(small, rate))]
+        rounds.append(("large", large, max(30.0, min(deadline_for(large, rate), left() - 60))))
+        sized = await run_variant(Variant("sizes"), rounds)
+        results["sizes"] = {"small": sized["small"], "main": main_run, "large": sized["large"]}
+    else:
+        results.setdefault("skipped", []).append("sizes")
     results["tuned_values"] = TUNED
     results["wall_seconds"] = round(time.monotonic() - began, 1)
     results["machine"]["load_average_end"] = load_average()
     return results
+
+
+def report(label: str, figures: dict[str, Any]) -> None:
+    print(
+        f"[journey] {label}: n={figures['cases']} ready={figures['report_ready']} "
+        f"{figures['cases_per_s_report_ready']} cases/s in {figures['seconds']} s, "
+        f"load {figures['load_average']['after']}",
+        flush=True,
+    )
 
 
 def ratio(a: float, b: float) -> float:
@@ -334,6 +348,9 @@ def table(results: dict[str, Any]) -> str:
         row(name, f)
     if "3" in results["instances"]:
         row("instances-3", results["instances"]["3"])
+    if "tracing-on" in results["layers"]:
+        seen = results["layers"]["tracing-on"].get("zipkin_services")
+        lines.append(f"  tracing-on: Zipkin lists {seen} services with spans (4 expected)")
     if results.get("skipped"):
         lines.append(f"  skipped (time budget): {', '.join(results['skipped'])}")
     for label, f in results["sizes"].items():
