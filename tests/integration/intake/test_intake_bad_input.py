@@ -247,8 +247,8 @@ def forged(claims: dict[str, Any], key: str = "another-secret-" + "y" * 40) -> s
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    return {"sub": "p", "role": "patient", "aud": "avis", "iat": now, "exp": now + 600} | overrides
+    now, day = int(time.time()), 86400  # a day: parametrized tokens are made at collection
+    return {"sub": "p", "role": "patient", "aud": "avis", "iat": now, "exp": now + day} | overrides
 
 
 @pytest.mark.parametrize(
