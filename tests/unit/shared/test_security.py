@@ -32,10 +32,8 @@ DEV_SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 
 def claims(**overrides: Any) -> dict[str, Any]:
     """Valid claims for a patient, with overrides (None removes a claim)."""
-    now, day = int(time.time()), 86400
-    # valid for a day: parametrized claims are made when the suite is collected, and a slow
-    # `make test` reaches these tests more than ten minutes later
-    base: dict[str, Any] = {"sub": "patient-1", "role": "patient", "aud": "avis", "exp": now + day}
+    now = int(time.time())
+    base: dict[str, Any] = {"sub": "patient-1", "role": "patient", "aud": "avis", "exp": now + 600}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
