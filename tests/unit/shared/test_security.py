@@ -33,10 +33,7 @@ DEV_SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 def claims(**overrides: Any) -> dict[str, Any]:
     """Valid claims for a patient, with overrides (None removes a claim)."""
     now = int(time.time())
-    # A day: the parameters are built when the suite is collected, and a whole suite (faults
-    # included) runs longer than minutes before it reaches these tests.
-    day = 86400
-    base: dict[str, Any] = {"sub": "patient-1", "role": "patient", "aud": "avis", "exp": now + day}
+    base: dict[str, Any] = {"sub": "patient-1", "role": "patient", "aud": "avis", "exp": now + 600}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
