@@ -24,12 +24,8 @@ import json
 import math
 import os
 import platform
-import re
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,10 +45,9 @@ from journey import (
     zipkin,
     zipkin_span_count,
 )
+from pyspy import Profiler
 
 RESULTS = ROOT / "bench/results"
-# Frames of our own code in a profile (py-spy names files by their last two path parts).
-OURS = ("intake/", "review/", "reports/", "notify/", "shared/")
 BASELINE = ROOT / "bench/baseline.json"
 # The services whose usage is summed as "the platform" (instances included).
 SERVICES = ("intake", "review", "reports", "notify")
@@ -80,51 +75,6 @@ def size_for(rate: float, seconds: float, floor: int) -> int:
 def deadline_for(n: int, rate: float, slack: float = 2.0) -> float:
     """The time box of a round: `slack` times what the measured rate predicts, plus start-up."""
     return slack * n / max(rate, 0.05) + 30.0
-
-
-class Profiler:
-    """py-spy sampling one process: collapsed stacks in bench/results, top frames summarised."""
-
-    def __init__(self, pid: int, name: str, stamp: str) -> None:
-        self.path = RESULTS / f"journey-profile-{name}-{stamp}.txt"
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/py-spy"),
-                *("record", "--pid", str(pid), "--format", "raw", "--rate", "50"),
-                *("--output", str(self.path)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self, top: int = 20) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=60)
-        if not self.path.exists():
-            return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
-        inclusive: dict[str, int] = {}
-        own: dict[str, int] = {}
-        total = 0
-        for line in self.path.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            samples = int(count)
-            total += samples
-            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-            for frame in set(frames):
-                inclusive[frame] = inclusive.get(frame, 0) + samples
-            own[frames[-1]] = own.get(frames[-1], 0) + samples
-
-        def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
-            ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
-            return [f"{100 * n / max(total, 1):5.1f}%  {f}" for n, f in ranked[:top]]
-
-        return {
-            "file": str(self.path.relative_to(ROOT)),
-            "samples": total,
-            "inclusive": share(inclusive, lambda f: any(d in f for d in OURS)),
-            "self": share(own, lambda f: True),
-        }
 
 
 def busiest(figures: dict[str, Any]) -> str:
@@ -188,7 +138,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             name = busiest(calibration)
             member = next(m for m in js.stack.members if m.name == name)
             assert member.process is not None
-            profiler = Profiler(member.process.pid, name, STAMP)
+            profiler = Profiler(member.process.pid, RESULTS / f"journey-profile-{name}-{STAMP}.txt")
         main_run = await js.round(n, deadline_for(n, rate))
         if profiler is not None:
             main_run["profile"] = profiler.stop()

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import pathlib
-import re
 import resource
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
+from pyspy import Profiler
 
 from avis.intake.store import Store as IntakeStore
 from avis.intake.store import list_entry_id, list_key
@@ -472,54 +472,6 @@ async def lists(samples: int, patient: str) -> dict[str, float]:
     return out
 
 
-class Profiler:
-    """py-spy sampling intake during the load: collapsed stacks in bench/results, and the
-    functions of ours and of the libraries that hold most samples."""
-
-    def __init__(self, pid: int, size: int) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/py-spy"),
-                *("record", "--pid", str(pid), "--format", "raw", "--rate", "50"),
-                *("--output", str(self.path)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self, top: int = 15) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=60)
-        if not self.path.exists():
-            return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
-        inclusive: dict[str, int] = {}
-        own: dict[str, int] = {}
-        total = 0
-        for line in self.path.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            samples = int(count)
-            total += samples
-            frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-            for frame in set(frames):
-                inclusive[frame] = inclusive.get(frame, 0) + samples
-            own[frames[-1]] = own.get(frames[-1], 0) + samples
-
-        def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
-            ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
-            return [f"{100 * n / total:5.1f}%  {f}" for n, f in ranked[:top]]
-
-        ours = re.compile(r"\((intake|review|reports|notify|shared)/")  # avis.* as py-spy names it
-        return {
-            "file": str(self.path.relative_to(ROOT)),
-            "samples": total,
-            "inclusive_avis": share(inclusive, lambda f: bool(ours.search(f))),
-            "self": share(own, lambda f: True),
-        }
-
-
 @contextlib.asynccontextmanager
 async def running(stack: Stack) -> AsyncIterator[None]:
     await stack.start()
@@ -548,7 +500,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["idle_store_cpu_cores"] = round(await idle_cpu(args.idle), 3)
                 profiler = None
                 if args.profile and size == sizes[-1]:
-                    profiler = Profiler(stack.processes["intake"].pid, size)
+                    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+                    path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
+                    profiler = Profiler(stack.processes["intake"].pid, path)
                 spent = CpuSpent(stack)
                 loaded = await load(args.cases, args.clients, round_)
                 if profiler is not None:
