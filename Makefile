@@ -10,7 +10,9 @@ INFRA := deploy/local/infra.sh
 
 # `make test` runs its own broker and store on ports of its own, so it can run beside `make run`.
 # The ports and state folder can be moved (e.g. `make test TEST_PORT_PREFIX=2` for 29092...), so two
-# checkouts can test side by side.
+# checkouts can test side by side. Prefixes 1 and 2 keep the broker and store below the kernel's
+# ephemeral ports (32768 and up); with 3 to 5, a broker restarted by the outage tests or the
+# fault run can find its port taken by a client's reconnection to it (a TCP self-connect).
 TEST_PORT_PREFIX ?= 1
 TEST_STATE ?= $(CURDIR)/.local/test
 TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092 \

@@ -5,6 +5,17 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 infra="deploy/local/infra.sh"
 rm -rf "$AVIS_STATE_DIR"
+# A port in the kernel's ephemeral range can be taken, while its server is stopped, by a client's
+# own reconnection (a TCP self-connect); the outage tests and the fault run restart the broker
+# and store on their ports, so say so when that can happen (TEST_PORT_PREFIX 3 to 5).
+low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+for port in "$AVIS_KAFKA_PORT" "$AVIS_MONGO_PORT"; do
+  if [ "$port" -ge "$low" ]; then
+    echo "[test] note: port $port is in the ephemeral range (from $low); a restarted broker or" \
+      "store may find it taken. TEST_PORT_PREFIX=1 or 2 keeps clear of it." >&2
+    break
+  fi
+done
 trap '"$infra" stop' EXIT
 "$infra" start
 "$infra" wait
