@@ -44,21 +44,30 @@ def multipart(data: bytes) -> tuple[bytes, bytes]:
     return body, f"multipart/form-data; boundary={boundary}".encode()
 
 
-async def drip(intake: Intake, case_id: str, token: str, pause: float, parts: int) -> bytes:
-    """Upload a record in `parts` pieces, `pause` seconds apart; returns the raw answer (or
-    fails if none comes: the worker hangs)."""
+async def upload_headers(
+    intake: Intake, case_id: str, token: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Open a raw connection and send an upload's request line and headers, but no body yet;
+    returns the connection and the body the headers announce."""
     body, content_type = multipart(pdf(uuid.uuid4().hex))
     host, port = intake.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /v1/cases/{case_id}/documents HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n".encode()
+        + b"Content-Type: "
+        + content_type
+        + b"\r\n\r\n"
+    )
+    return reader, writer, body
+
+
+async def drip(intake: Intake, case_id: str, token: str, pause: float, parts: int) -> bytes:
+    """Upload a record in `parts` pieces, `pause` seconds apart; returns the raw answer (or
+    fails if none comes: the worker hangs)."""
+    reader, writer, body = await upload_headers(intake, case_id, token)
     try:
-        writer.write(
-            f"POST /v1/cases/{case_id}/documents HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {token}\r\nConnection: close\r\n"
-            f"Content-Length: {len(body)}\r\n".encode()
-            + b"Content-Type: "
-            + content_type
-            + b"\r\n\r\n"
-        )
         answer = asyncio.create_task(collect(reader))
         size = len(body) // parts + 1
         pieces = [body[i : i + size] for i in range(0, len(body), size)]
@@ -101,19 +110,9 @@ async def documents_of(intake: Intake, case_id: str) -> int:
 
 async def stalled_sender(intake: Intake, case_id: str, token: str) -> bytes:
     # Half the body, then nothing more: the idle bound ends it.
-    body, content_type = multipart(pdf(uuid.uuid4().hex))
-    host, port = intake.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer, body = await upload_headers(intake, case_id, token)
     try:
-        writer.write(
-            f"POST /v1/cases/{case_id}/documents HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: Bearer {token}\r\nConnection: close\r\n"
-            f"Content-Length: {len(body)}\r\n".encode()
-            + b"Content-Type: "
-            + content_type
-            + b"\r\n\r\n"
-            + body[: len(body) // 2]
-        )
+        writer.write(body[: len(body) // 2])
         await writer.drain()
         return await asyncio.wait_for(reader.read(), timeout=TOTAL + 20)
     finally:
