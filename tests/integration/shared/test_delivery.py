@@ -332,7 +332,10 @@ async def test_sealed_field_crosses_kafka_opens_after_rotation_and_refuses_tampe
         # the same sealed value does not open for another event, nor once tampered with
         with pytest.raises(SealingError):
             ring.open_json(payload.contact, aad=new_event_id())
-        tampered = payload.contact.model_copy(update={"ct": "A" + payload.contact.ct[1:]})
+        ct = payload.contact.ct
+        tampered = payload.contact.model_copy(
+            update={"ct": ("B" if ct[0] == "A" else "A") + ct[1:]}
+        )
         with pytest.raises(SealingError):
             ring.open_json(tampered, aad=event_id)
         with pytest.raises(SealingError, match="k1"):
