@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from avis.shared.kafka import partitions_of
 from avis.shared.sealing import generate_key
@@ -24,6 +26,22 @@ BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27117")
 JWT_SECRET = "test-secret-" + "x" * 40
 SEALING_KEYS = f"k1:{generate_key()}"
+
+# The properties are about values, never about speed: on a loaded machine one example can take
+# longer than Hypothesis' deadline (200 ms) or its generation look slow, and the run would fail
+# ("Unreliable test timings") for no fault of the code. Built on the profile in force, so the
+# `ci` profile Hypothesis loads in CI keeps its own settings.
+_in_force = hypothesis_settings.default
+assert _in_force is not None
+hypothesis_settings.register_profile(
+    "avis",
+    _in_force,
+    deadline=None,
+    suppress_health_check=list(
+        dict.fromkeys([*_in_force.suppress_health_check, HealthCheck.too_slow])
+    ),
+)
+hypothesis_settings.load_profile("avis")
 
 
 def infra(action: str, service: str) -> None:
