@@ -218,9 +218,11 @@ class NotifyStack:
         with trace.get_tracer("tests").start_as_current_span("intake.case.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)
 
-    def assigned(self, p: Patient, due_in_days: float, traceparent: str = "") -> Event:
-        """`avis.review.assigned.v1`, due `due_in_days` from now."""
-        now = datetime.now(UTC)
+    def assigned(
+        self, p: Patient, due_in_days: float, traceparent: str = "", at: datetime | None = None
+    ) -> Event:
+        """`avis.review.assigned.v1` made `at` (now by default), due `due_in_days` after it."""
+        now = at or datetime.now(UTC)
         payload = ReviewAssigned(
             case_id=p.case_id,
             assignment_id=unique("asg"),

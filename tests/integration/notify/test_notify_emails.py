@@ -3,6 +3,7 @@ once per event, in the patient's language, with the headers a mail client expect
 
 import asyncio
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,11 +17,14 @@ async def test_the_matrix_in_french_once_per_event(stack: NotifyStack) -> None:
     p = stack.patient("fr")
     submitted = stack.submitted(p)
     tp = submitted.traceparent
-    first = stack.assigned(p, due_in_days=7, traceparent=tp)
+    # One instant for both assignments due in 7 days: made apart, a midnight (Paris) could fall
+    # between their due times and move the date.
+    at = datetime.now(UTC)
+    first = stack.assigned(p, due_in_days=7, traceparent=tp, at=at)
     await stack.publish(submitted, first)
     await stack.settled(p.case_id, 2)
     # After a decline, a reassignment with the same expected date says nothing...
-    await stack.publish(stack.assigned(p, due_in_days=7, traceparent=tp))
+    await stack.publish(stack.assigned(p, due_in_days=7, traceparent=tp, at=at))
     # ...one with a later date says so.
     await stack.publish(stack.assigned(p, due_in_days=12, traceparent=tp))
     await stack.settled(p.case_id, 3)  # topics are not ordered among themselves
