@@ -28,7 +28,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import partitions_of
+from avis.shared.kafka import Messaging, partitions_of
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
@@ -58,6 +58,7 @@ class EventLog:
     """Every record review publishes from the moment the log starts."""
 
     records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    consumer: AIOKafkaConsumer | None = None
 
     def of(self, case_id: str, ce_type: str | None = None) -> list[ConsumerRecord[bytes, bytes]]:
         """The records of one case (optionally of one type), in the order they arrived."""
@@ -78,6 +79,19 @@ class EventLog:
         await eventually(lambda: len(self.of(case_id, ce_type)) >= count, timeout=timeout)
         return self.payloads(case_id, ce_type)
 
+    async def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until the log holds every record on its topics so far (what a service's relay
+        has sent, once its outbox is empty): after this, a record missing is one never sent."""
+        consumer = self.consumer
+        assert consumer is not None
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+
+        async def read_to_the_end() -> bool:
+            # The position moves as `collect` takes records, in the same step as it keeps them.
+            return all([await consumer.position(tp) >= end for tp, end in ends.items()])
+
+        await eventually(read_to_the_end, timeout=timeout)
+
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
     """One header of a record, decoded ('' when absent)."""
@@ -88,8 +102,8 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
 @contextlib.asynccontextmanager
 async def event_log(*topics: str) -> AsyncIterator[EventLog]:
     """Collect what is published on `topics` from now on, in the background."""
-    log = EventLog()
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    log = EventLog(consumer=consumer)
     await consumer.start()
     partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
     consumer.assign(partitions)
@@ -197,6 +211,12 @@ class ReviewStack:
         event = self.case_event(specialty, **kwargs)
         await publish(self.publisher, event)
         return event.subject
+
+    async def consumed(self, event: Event, timeout: float = 30.0) -> None:
+        """Wait until review has stored its effect of `event`."""
+        # The same consumer group reads the same inbox from this client.
+        messaging = Messaging(self.settings, self.publisher.broker, self.db)
+        await eventually(lambda: messaging.processed(event), timeout=timeout)
 
     async def withdraw(self, case_id: str) -> None:
         """Publish the case's withdrawal."""

@@ -212,8 +212,10 @@ async def test_withdrawal_releases_the_reviewer_and_leaves_the_queue(stack: Revi
     early = unique("case")
     await stack.withdraw(early)
     await eventually(lambda: _status_is(stack, early, "withdrawn"))
-    await stack.submit("urology", case_id=early)
-    await asyncio.sleep(1.0)
+    late = stack.case_event("urology", case_id=early)
+    await publish(stack.publisher, late)
+    await stack.consumed(late)
+    await stack.log.caught_up()
     assert await stack.case_status(early) == "withdrawn"
     assert stack.log.of(early) == []
 

@@ -5,7 +5,6 @@ Each test uses a specialty of its own, so the reviewers of one test are never ca
 cases of another in this module's database.
 """
 
-import asyncio
 import json
 from typing import Any
 
@@ -99,7 +98,8 @@ async def test_accept_opinion_and_correction_each_version_sealed_on_the_topic(
         assert (done["status"], done["opinion_version"]) == ("completed", 2)
 
     completed = await stack.log.wait(case_id, COMPLETED, count=2)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: _outbox_empty(stack, mine["id"]))
+    await stack.log.caught_up()  # whatever the assignment published is in the log now
     assert [c["version"] for c in stack.log.payloads(case_id, COMPLETED)] == [1, 2]
     for record, expected in zip(
         stack.log.of(case_id, COMPLETED), [opinion(), corrected], strict=True
@@ -241,7 +241,7 @@ async def test_bad_input_gets_a_clear_4xx_and_nothing_half_written(stack: Review
     assert after["opinions"] == []
     assert "decline" not in after and "completed_at" not in after
     await eventually(lambda: _outbox_empty(stack, assignment["id"]))
-    await asyncio.sleep(0.5)
+    await stack.log.caught_up()
     assert [header(r, "ce_type") for r in stack.log.of(case_id)] == [ASSIGNED, ACCEPTED]
 
 
