@@ -1,7 +1,8 @@
 """A service process for the shutdown tests, built like the four (`Runtime`, `runtime.serve`):
 its consumer of `SHUTDOWN_TOPIC` takes `SHUTDOWN_HANDLER_SECONDS` per event and then counts its
-effect in the store; `GET /v1/slow` takes `SHUTDOWN_REQUEST_SECONDS`. Settings come from the
-environment as for any service (`AVIS_*`, plus `SERVICE_NAME`, `HTTP_PORT`)."""
+effect in the store; `GET /v1/slow` notes in the store that it started, then takes
+`SHUTDOWN_REQUEST_SECONDS`. Settings come from the environment as for any service (`AVIS_*`,
+plus `SERVICE_NAME`, `HTTP_PORT`)."""
 
 import asyncio
 import os
@@ -30,6 +31,7 @@ def create_app(settings: CommonSettings) -> FastAPI:
 
     @router.get("/v1/slow")
     async def slow() -> dict[str, str]:
+        await effects.update_one({"_id": "slow:started"}, {"$inc": {"n": 1}}, upsert=True)
         await asyncio.sleep(request_seconds)
         return {"status": "finished"}
 

@@ -129,6 +129,11 @@ async def effect(db: Any, kind: str, event: Event) -> int:
     return int(doc["n"]) if doc else 0
 
 
+async def in_flight(db: Any) -> bool:
+    """Whether the service has started answering `GET /v1/slow` (it notes that first)."""
+    return await db["effects"].find_one({"_id": "slow:started"}) is not None
+
+
 async def publish_one(topic: str) -> tuple[Event, int]:
     """A valid event on the test's topic; returns it and the partition it went to."""
     payload = CaseWithdrawn(case_id=unique("case"), withdrawn_at=datetime.now(UTC))
@@ -178,7 +183,7 @@ async def test_sigterm_lets_the_request_and_the_handler_in_flight_finish(
         await eventually(lambda: effect(db, "started", event), timeout=60)
         async with httpx.AsyncClient(timeout=60) as http:
             request = asyncio.create_task(http.get(f"{process.url}/v1/slow"))
-            await asyncio.sleep(0.5)  # the request is in flight
+            await eventually(lambda: in_flight(db), timeout=60)
             process.proc.send_signal(signal.SIGTERM)
             answer = await request
         assert answer.status_code == 200 and answer.json() == {"status": "finished"}
@@ -216,12 +221,12 @@ async def test_sigterm_does_not_wait_forever_for_a_request_that_never_ends(
     topic: str, tmp_path: Path, db_for: Any
 ) -> None:
     name = unique("shutdown")
-    db_for(name)
+    db = db_for(name)
     with service(name, topic, 0, tmp_path, request_seconds=600) as process:
         await ready(process)
         async with httpx.AsyncClient(timeout=EXIT_BOUND + 30) as http:
             request = asyncio.create_task(http.get(f"{process.url}/v1/slow"))
-            await asyncio.sleep(0.5)  # the request is in flight
+            await eventually(lambda: in_flight(db), timeout=60)
             process.proc.send_signal(signal.SIGTERM)
             assert await exited(process) in STOPPED
             with contextlib.suppress(httpx.HTTPError):
