@@ -66,7 +66,8 @@ class Rules:
 
 
 class Keep:
-    """Stores each accepted message in a directory, one file per message."""
+    """Stores each accepted message in a directory, one file per message, named in the order
+    the messages arrived."""
 
     def __init__(self, directory: pathlib.Path, rules: Rules) -> None:
         self.directory = directory
@@ -89,7 +90,9 @@ class Keep:
             if server.transport is not None:
                 server.transport.abort()
             return "421 4.4.2 Connection dropped"
-        name = self.directory / f"{uuid.uuid4().hex}.eml"
+        # Named by arrival (the time in ns first), so a listing sorted by name is in the order
+        # the messages came: file times alone can tie for messages a few ms apart.
+        name = self.directory / f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.eml"
         tmp = name.with_suffix(".tmp")
         tmp.write_bytes(envelope.original_content or b"")
         tmp.rename(name)

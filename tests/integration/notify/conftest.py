@@ -96,9 +96,9 @@ def notify_settings(**overrides: Any) -> Settings:
 
 
 def mailbox(address: str) -> list[EmailMessage]:
-    """Every message the sink kept for `address`, oldest first."""
+    """Every message the sink kept for `address`, oldest first (the sink names them so)."""
     found = []
-    for path in sorted(MAIL_DIR.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+    for path in sorted(MAIL_DIR.glob("*.eml")):
         msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         if address in str(msg.get("To", "")):
