@@ -152,6 +152,22 @@ async def test_push_each_upserts_a_missing_keyed_document(db: AsyncDatabase[Docu
     assert await keys.find_one({"_id": "absent"}) is None
 
 
+async def test_add_to_set_lists_an_id_once_and_upserts_only_when_asked(
+    db: AsyncDatabase[Document],
+) -> None:
+    keys = db["keys"]
+    for item in ("2026-03-01", "2026-03-02", "2026-03-01"):
+        await keys.update_one({"_id": "due:all:days"}, {"$addToSet": {"ids": item}}, upsert=True)
+    assert await keys.find_one({"_id": "due:all:days"}) == {
+        "_id": "due:all:days",
+        "ids": ["2026-03-01", "2026-03-02"],  # once each, in the order first added
+    }
+    # without upsert, a document that is not there stays absent (a reviewer never made)
+    missed = await keys.update_one({"_id": "absent"}, {"$addToSet": {"ids": "x"}})
+    assert missed.matched_count == 0
+    assert await keys.find_one({"_id": "absent"}) is None
+
+
 # --- intake ----------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -276,11 +276,9 @@ class Store:
     async def add_open(self, reviewer_id: str, assignment_id: str) -> None:
         """Count an assignment in its reviewer's load (once); the caller holds the reviewer's
         lock."""
-        doc = await self.reviewer(reviewer_id)
-        if doc is not None and assignment_id not in doc.open_assignments:
-            await self.reviewers.update_one(
-                {"_id": reviewer_id}, {"$push": {"open_assignments": assignment_id}}
-            )
+        await self.reviewers.update_one(
+            {"_id": reviewer_id}, {"$addToSet": {"open_assignments": assignment_id}}
+        )
 
     async def remove_open(self, reviewer_id: str, assignment_id: str) -> None:
         """Stop counting an assignment in its reviewer's load; the caller holds the reviewer's
@@ -301,9 +299,9 @@ class Store:
         return list(doc["ids"]) if doc else []
 
     async def key_add(self, name: str, item: str) -> None:
-        """Add an id to a keyed index document (once); the caller holds the matching lock."""
-        if item not in await self.key_ids(name):
-            await self.keys.update_one({"_id": name}, {"$push": {"ids": item}}, upsert=True)
+        """Add an id to a keyed index document (once), in one write; the caller holds the
+        matching lock."""
+        await self.keys.update_one({"_id": name}, _add_to(item), upsert=True)
 
     async def key_remove(self, name: str, item: str) -> None:
         """Remove an id from a keyed index document; the caller holds the matching lock."""
@@ -526,9 +524,16 @@ class Store:
         """File a new round in the day buckets of its due date (all, and its reviewer's),
         before the round is written; the caller holds the matching lock."""
         day = assignment.sort_key[:10]
-        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
-            await self.key_add(f"due:{scope}:days", day)
-            await self.key_add(f"due:{scope}:{day}", assignment.sort_key)
+        await self.keys.bulk_write(
+            [
+                UpdateOne({"_id": name}, _add_to(item), upsert=True)
+                for scope in (due_scope(None), due_scope(assignment.reviewer_id))
+                for name, item in (
+                    (f"due:{scope}:days", day),
+                    (f"due:{scope}:{day}", assignment.sort_key),
+                )
+            ]
+        )
 
     async def open_assignments(self, reviewer: ReviewerDoc) -> list[AssignmentDoc]:
         """A reviewer's open assignments as its document lists them, each read by `_id`."""
@@ -581,6 +586,11 @@ class Store:
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
 MATCHING_KEY = "matching"
+
+
+def _add_to(item: str) -> dict[str, Any]:
+    """The update that lists `item` in a keyed index document once."""
+    return {"$addToSet": {"ids": item}}
 
 
 def due_scope(reviewer_id: str | None) -> str:
