@@ -3,7 +3,8 @@ at several sizes of stored data, with the four services running as separate proc
 
 For each size (1,000, 10,000 and 50,000 cases by default) the stores of intake and review are
 seeded directly to that size, with documents and assignments in proportion, then:
-  idle       FerretDB's CPU over `--idle` seconds (60) with the four services running
+  idle       FerretDB's CPU over `--idle` seconds (60) with the four services running, from
+             10 s after they are ready; the store CPU of their start-up until then apart
   load       16 concurrent clients draft, upload one PDF and submit `--cases` cases each round:
              p50/p95/p99 of each step, cases/s, and the load generator's own CPU
   assign     submit -> assignment time of those cases (from intake's timeline)
@@ -362,12 +363,18 @@ async def template_case(stack: Stack, seeder: Seeder) -> None:
     await seeder.capture([case_id, case["reference"], "seed-template", assignment["id"]])
 
 
-async def idle_cpu(seconds: float) -> float:
-    """FerretDB's CPU, in cores, over `seconds` of an idle stack."""
+async def idle_cpu(seconds: float, since_start: float) -> tuple[float, float]:
+    """FerretDB's CPU, in cores, over `seconds` of an idle stack, measured once the services'
+    start-up has settled (SETTLE_SECONDS after they are ready); and the store CPU seconds spent
+    from `since_start` (the store's CPU when the services were started) until then."""
     pid = int((STATE / "ferretdb.pid").read_text())
+    await asyncio.sleep(SETTLE_SECONDS)
     before, start = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(seconds)
-    return (cpu_seconds(pid) - before) / (time.monotonic() - start)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - start), before - since_start
+
+
+SETTLE_SECONDS = 10.0
 
 
 class CpuSpent:
@@ -495,9 +502,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for round_, size in enumerate(sizes):
             seconds = await seeder.grow_to(size)
             print(f"[bench-store] seeded {size} cases in {seconds:.1f} s", flush=True)
+            store_before_start = cpu_seconds(int((STATE / "ferretdb.pid").read_text()))
             async with running(stack):
                 figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
-                figures["idle_store_cpu_cores"] = round(await idle_cpu(args.idle), 3)
+                idle, startup = await idle_cpu(args.idle, store_before_start)
+                figures["idle_store_cpu_cores"] = round(idle, 3)
+                figures["startup_store_cpu_s"] = round(startup, 2)
                 profiler = None
                 if args.profile and size == sizes[-1]:
                     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -527,6 +537,7 @@ def table(results: dict[str, Any]) -> str:
     base = results["sizes"][sizes[0]]
     rows = [
         ("idle store CPU (cores)", lambda f: f["idle_store_cpu_cores"]),
+        ("store CPU s, services' start-up", lambda f: f.get("startup_store_cpu_s", 0.0)),
         ("cases/s (16 clients)", lambda f: f["load"]["cases_per_s"]),
         ("load generator CPU (cores)", lambda f: f["load"]["load_generator_cpu_cores"]),
     ]
