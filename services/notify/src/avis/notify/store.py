@@ -295,11 +295,9 @@ class Store:
         return list(doc.get("ids", [])) if doc else []
 
     async def file(self, bucket: int, send_id: str, kind: str = "email") -> None:
-        """File an id under a bucket (once)."""
-        if send_id in await self.bucket(bucket, kind):
-            return
+        """File an id under a bucket (once), in one write."""
         await self.due.update_one(
-            {"_id": bucket_key(bucket, kind)}, {"$push": {"ids": send_id}}, upsert=True
+            {"_id": bucket_key(bucket, kind)}, {"$addToSet": {"ids": send_id}}, upsert=True
         )
 
     async def unfile(self, bucket: int, send_id: str, kind: str = "email") -> None:
