@@ -263,16 +263,16 @@ class IntakeService:
     async def add_document(
         self, *, principal: Principal, case_id: str, upload: Upload
     ) -> tuple[DocumentView, bool]:
-        """Store a record on a draft: (metadata, True), or the same file already there (False)."""
-        rules.check_draft((await self._writable(principal, case_id)).status, "added")
-        content_type, filename = rules.check_upload(
-            upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
-        )
-        sha256 = hashlib.sha256(upload.data).hexdigest()
-        record_id = rules.document_id_of(case_id, sha256)
+        """Store a record on a draft: (metadata, True), or the same file already there (False).
+        The case is read once, under its lock, before the upload is looked at."""
         async with self.locks.hold(case_id):
             case = await self._writable(principal, case_id)
             rules.check_draft(case.status, "added")
+            content_type, filename = rules.check_upload(
+                upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
+            )
+            sha256 = hashlib.sha256(upload.data).hexdigest()
+            record_id = rules.document_id_of(case_id, sha256)
             existing = await self.store.record(record_id)
             if existing is not None and record_id in case.record_ids:
                 return document_view(existing), False
