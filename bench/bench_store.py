@@ -7,7 +7,8 @@ seeded directly to that size, with documents and assignments in proportion, then
              10 s after they are ready; the store CPU of their start-up until then apart
   load       16 concurrent clients draft, upload one PDF and submit `--cases` cases each round:
              p50/p95/p99 of each step, cases/s, and the load generator's own CPU
-  assign     submit -> assignment time of those cases (from intake's timeline)
+  assign     submit -> assignment time of those cases (submit sent -> `review-assigned` on the
+             broker, seen by the bench's own consumer)
   cpu        CPU ms per case of the store, the broker and each service, from the load's start
              until its cases are assigned (what a case costs, whatever else shares the cores)
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
@@ -38,7 +39,6 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
-from pyspy import Profiler
 
 from avis.intake.store import Store as IntakeStore
 from avis.intake.store import list_entry_id, list_key
@@ -47,6 +47,11 @@ from avis.review.store import Store as ReviewStore
 from avis.shared.sealing import generate_key
 from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey's tests
+
+from journey import ASSIGNED, Probe
+from pyspy import Profiler
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -183,6 +188,7 @@ async def make_case(intake: httpx.AsyncClient, n: int) -> tuple[str, dict[str, f
             "scopes": ["review"],
         }
     }
+    times["submit_sent_at"] = time.time()  # wall clock, as the broker stamps events
     submitted = await intake.post(f"/v1/cases/{case_id}/submit", json=consent)
     submitted.raise_for_status()
     times["submit"] = time.perf_counter() - start
@@ -399,7 +405,7 @@ class CpuSpent:
 async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
     """`clients` concurrent patients make `cases` cases; latencies, rate and our own CPU."""
     steps: dict[str, list[float]] = {"draft": [], "upload": [], "submit": []}
-    made: list[tuple[str, str]] = []
+    made: list[tuple[str, str, float]] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(cases):
         queue.put_nowait(n)
@@ -410,9 +416,9 @@ async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
             while not queue.empty():
                 n = queue.get_nowait()
                 case_id, times = await make_case(intake, n)
-                for step, seconds in times.items():
-                    steps[step].append(seconds)
-                made.append((sub, case_id))
+                for step in steps:
+                    steps[step].append(times[step])
+                made.append((sub, case_id, times["submit_sent_at"]))
 
     cpu_before = time.process_time()
     start = time.perf_counter()
@@ -428,26 +434,25 @@ async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
     return figures
 
 
-async def assignment_times(made: list[tuple[str, str]], deadline: float = 300.0) -> dict[str, Any]:
-    """Submit -> assignment of the cases just made, from intake's timeline; the cases still
-    unassigned at the deadline are counted, not waited for."""
-    waits: list[float] = []
-    left = {case_id: sub for sub, case_id in made}
-    stop = time.monotonic() + deadline
-    while left and time.monotonic() < stop:
-        for case_id, sub in list(left.items()):
-            async with client("intake", sub, "patient") as intake:
-                timeline = (await intake.get(f"/v1/cases/{case_id}")).json().get("timeline", [])
-            kinds = {e["kind"]: e["at"] for e in timeline}
-            if "assigned" in kinds:
-                submitted = datetime.fromisoformat(kinds["submitted"])
-                assigned = datetime.fromisoformat(kinds["assigned"])
-                waits.append((assigned - submitted).total_seconds())
-                del left[case_id]
-        if left:
-            await asyncio.sleep(1.0)
+async def assignment_times(
+    made: list[tuple[str, str, float]], probe: Probe, deadline: float = 300.0
+) -> dict[str, Any]:
+    """Submit -> assignment of the cases just made: from the moment each submit was sent to
+    the broker's time of its `review-assigned` event, as the bench's own consumer saw it (no
+    request to the services, so measuring adds no load). The cases still unassigned at the
+    deadline are counted, not waited for."""
+
+    def assigned_at(case_id: str) -> float | None:
+        return probe.times.get(case_id, {}).get(ASSIGNED)
+
+    async def all_assigned() -> bool:
+        return all(assigned_at(c) is not None for _, c, _ in made)
+
+    with contextlib.suppress(TimeoutError):
+        await poll(all_assigned, timeout=deadline)
+    waits = [at - sent for _, c, sent in made if (at := assigned_at(c)) is not None]
     out: dict[str, Any] = {f"p{q}": round(pct(waits, q), 1) for q in (50, 95, 99)}
-    out["unassigned_at_deadline"] = len(left)
+    out["unassigned_at_deadline"] = sum(assigned_at(c) is None for _, c, _ in made)
     return out
 
 
@@ -513,13 +518,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
                     path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
                     profiler = Profiler(stack.processes["intake"].pid, path)
+                probe = Probe(on_assigned=lambda _: None)
+                await probe.start()
                 spent = CpuSpent(stack)
                 loaded = await load(args.cases, args.clients, round_)
                 if profiler is not None:
                     figures["intake_profile"] = profiler.stop()
                 made = loaded.pop("made")
                 figures["load"] = loaded
-                figures["submit_to_assignment_ms"] = await assignment_times(made, args.wait)
+                try:
+                    waits = await assignment_times(made, probe, args.wait)
+                finally:
+                    await probe.stop()
+                figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(args.list_samples, made[0][0])
             results["sizes"][str(size)] = figures
@@ -562,7 +573,7 @@ def table(results: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
-    parser.add_argument("--cases", type=int, default=200, help="cases made under load per size")
+    parser.add_argument("--cases", type=int, default=400, help="cases made under load per size")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
     parser.add_argument("--list-samples", type=int, default=40)
