@@ -13,6 +13,7 @@ seeded directly to that size, with documents and assignments in proportion, then
              until its cases are assigned (what a case costs, whatever else shares the cores)
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
              reviewers), `--list-samples` requests each
+Then the round's cases are withdrawn, so every size is measured with the same open work.
 One table by size is printed and written to bench/results/store-<time>.json; the baseline is
 the smallest size of the same run (cost at N / cost at the smallest N).
 
@@ -484,6 +485,36 @@ async def lists(samples: int, patient: str) -> dict[str, float]:
     return out
 
 
+async def open_work() -> int:
+    """The assignments the reviewers hold open, from review's directory."""
+    async with client("review", "coord-bench", "coordinator") as review:
+        reviewers = (await review.get("/v1/reviewers", params={"limit": 100})).json()["items"]
+    return sum(r["load"] for r in reviewers)
+
+
+async def withdraw(made: list[tuple[str, str, float]], clients: int) -> None:
+    """Withdraw the cases of a round and wait until review has released them, so each size
+    starts with the same open work (the overdue gauge reads every open assignment: left open,
+    the rounds would grow the next size's idle cost by what is open, not by what is stored)."""
+    todo: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
+    for one in made:
+        todo.put_nowait(one)
+
+    async def worker() -> None:
+        while not todo.empty():
+            sub, case_id, _ = todo.get_nowait()
+            async with client("intake", sub, "patient") as intake:
+                response = await intake.post(f"/v1/cases/{case_id}/withdraw")
+                assert response.status_code == 200, (case_id, response.text)
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+
+    async def released() -> bool:
+        return await open_work() <= 1  # the template case's round, if its opinion was late
+
+    await poll(released, timeout=300)
+
+
 @contextlib.asynccontextmanager
 async def running(stack: Stack) -> AsyncIterator[None]:
     await stack.start()
@@ -511,6 +542,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async with running(stack):
                 figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
                 idle, startup = await idle_cpu(args.idle, store_before_start)
+                open_before = await open_work()
                 figures["idle_store_cpu_cores"] = round(idle, 3)
                 figures["startup_store_cpu_s"] = round(startup, 2)
                 profiler = None
@@ -533,6 +565,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(args.list_samples, made[0][0])
+                figures["open_assignments_while_idle"] = open_before
+                await withdraw(made, args.clients)
             results["sizes"][str(size)] = figures
             print(json.dumps({size: figures}, indent=1), flush=True)
     finally:
