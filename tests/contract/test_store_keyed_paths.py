@@ -22,6 +22,7 @@ from avis.intake.models import CaseStatus
 from avis.intake.rules import Scope
 from avis.intake.store import Record, list_entry_id, list_key
 from avis.intake.store import Store as IntakeStore
+from avis.notify.store import Store as NotifyStore
 from avis.review.models import AssignmentStatus, Rationale
 from avis.review.models import CaseStatus as ReviewCaseStatus
 from avis.review.rules import assignment_id_for, sort_key
@@ -446,3 +447,28 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
 
     await store.remove_open("r-1", made[1].id)
     assert await store.load("r-1") == 1
+
+
+# --- notify ----------------------------------------------------------------------------------
+
+
+async def test_notify_due_queue_read_and_written_only_by_id(watched: Any) -> None:
+    db, commands = watched
+    store = NotifyStore(db)
+    for kind in ("email", "webhook"):
+        assert await store.cursor(kind) is None
+        await store.set_cursor(100, kind)
+        await store.file(100, f"{kind}-1", kind)
+        await store.file(100, f"{kind}-1", kind)  # filed once
+        await store.file(100, f"{kind}-2", kind)
+        await store.file(101, f"{kind}-3", kind)
+        assert await store.bucket(100, kind) == [f"{kind}-1", f"{kind}-2"]
+        await store.unfile(100, f"{kind}-1", kind)
+        await store.unfile(100, f"{kind}-2", kind)
+        assert await store.bucket(100, kind) == []
+        await store.drop_bucket(100, kind)
+        await store.set_cursor(101, kind)
+        assert await store.cursor(kind) == 101
+        assert await store.bucket(101, kind) == [f"{kind}-3"]
+    assert await store.bucket(100, "email") == []
+    assert commands.not_by_id() == []
