@@ -49,7 +49,7 @@ from avis.shared.sealing import generate_key
 from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey's tests
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey uses tests/
 
 from journey import ASSIGNED, Probe
 from pyspy import Profiler
@@ -370,6 +370,9 @@ async def template_case(stack: Stack, seeder: Seeder) -> None:
     await seeder.capture([case_id, case["reference"], "seed-template", assignment["id"]])
 
 
+SETTLE_SECONDS = 10.0  # after the services are ready, before idle is measured
+
+
 async def idle_cpu(seconds: float, since_start: float) -> tuple[float, float]:
     """FerretDB's CPU, in cores, over `seconds` of an idle stack, measured once the services'
     start-up has settled (SETTLE_SECONDS after they are ready); and the store CPU seconds spent
@@ -379,9 +382,6 @@ async def idle_cpu(seconds: float, since_start: float) -> tuple[float, float]:
     before, start = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(seconds)
     return (cpu_seconds(pid) - before) / (time.monotonic() - start), before - since_start
-
-
-SETTLE_SECONDS = 10.0
 
 
 class CpuSpent:
@@ -582,7 +582,7 @@ def table(results: dict[str, Any]) -> str:
     base = results["sizes"][sizes[0]]
     rows = [
         ("idle store CPU (cores)", lambda f: f["idle_store_cpu_cores"]),
-        ("store CPU s, services' start-up", lambda f: f.get("startup_store_cpu_s", 0.0)),
+        ("store CPU s, services' start-up", lambda f: f["startup_store_cpu_s"]),
         ("cases/s (16 clients)", lambda f: f["load"]["cases_per_s"]),
         ("load generator CPU (cores)", lambda f: f["load"]["load_generator_cpu_cores"]),
     ]
