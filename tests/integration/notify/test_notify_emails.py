@@ -2,8 +2,9 @@
 once per event, in the patient's language, with the headers a mail client expects."""
 
 import asyncio
+import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -92,7 +93,12 @@ async def test_events_before_their_case_are_parked_not_blocking(stack: NotifySta
     while the partition moves on; the case's arrival releases them in order."""
     early = stack.patient("en")
     other = stack.patient("en")
-    waiting = [stack.assigned(early, 5), stack.report(early, 1)]
+    assigned = stack.assigned(early, 5)
+    # The report happened a second later (made back to back, both would carry the same
+    # millisecond once stored, and a tie keeps the order they were parked in), and it is
+    # published first: only the release's order by time puts the assignment before it.
+    report = dataclasses.replace(stack.report(early, 1), time=assigned.time + timedelta(seconds=1))
+    waiting = [report, assigned]
     await stack.publish(*waiting)
     # Behind them on the same topics, another case goes through untouched.
     other_submitted = stack.submitted(other)
