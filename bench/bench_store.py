@@ -29,12 +29,10 @@ import json
 import os
 import pathlib
 import resource
-import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,108 +44,35 @@ from avis.intake.store import list_entry_id, list_key
 from avis.review.rules import sort_key
 from avis.review.store import Store as ReviewStore
 from avis.shared.sealing import generate_key
-from avis.shared.security import mint_token
-from avis.shared.settings import CommonSettings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey uses tests/
 
-from journey import ASSIGNED, Probe
+from journey import ASSIGNED, Probe, pct
 from pyspy import Profiler
+
+from tests.stack import SERVICES, ServiceStack, cpu_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 STATE = pathlib.Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
-# The HTTP ports follow the stack's prefix (TEST_PORT_PREFIX=2: 28001...), so benches of two
-# checkouts do not collide.
-PORT_PREFIX = os.environ.get("AVIS_KAFKA_PORT", "19092")[0]
-SERVICES = {
-    name: int(f"{PORT_PREFIX}800{i}")
-    for i, name in enumerate(("intake", "review", "reports", "notify"), start=1)
-}
 JWT_SECRET = "bench-" + "x" * 40
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 SPECIALTY = "oncology"
 
 
-def token(sub: str, role: str) -> str:
-    """A bearer token the services accept."""
-    settings = CommonSettings(jwt_secret=JWT_SECRET)
-    return mint_token(settings, sub, role)  # type: ignore[arg-type]
-
-
-def client(service: str, sub: str, role: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{SERVICES[service]}",
-        headers={"Authorization": f"Bearer {token(sub, role)}"},
-        timeout=120.0,
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) of `values`, in milliseconds when given seconds."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] * 1000
-
-
-class Stack:
+def bench_stack(database_prefix: str) -> ServiceStack:
     """The four services as separate processes on the bench stack's broker and store."""
-
-    def __init__(self, database_prefix: str) -> None:
-        self.env = os.environ | {
-            "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
-            "AVIS_MONGO_URL": MONGO,
-            "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
-            "AVIS_JWT_SECRET": JWT_SECRET,
-            "AVIS_LOG_LEVEL": "WARNING",
-            "AVIS_LOG_FORMAT": "json",
-        }
-        for name, port in SERVICES.items():
-            upper = name.upper()
-            self.env[f"AVIS_{upper}_HTTP_PORT"] = str(port)
-            self.env[f"AVIS_{upper}_MONGO_DATABASE"] = f"{database_prefix}_{name}"
-        self.databases = {name: f"{database_prefix}_{name}" for name in SERVICES}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs = STATE / "bench-logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-
-    def spawn(self) -> None:
-        for name in SERVICES:
-            log = (self.logs / f"{name}.log").open("ab")
-            self.processes[name] = subprocess.Popen(
-                [str(ROOT / ".venv/bin" / f"avis-{name}")], env=self.env, stdout=log, stderr=log
-            )
-
-    async def start(self) -> None:
-        self.spawn()
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            for name, port in SERVICES.items():
-                deadline = time.monotonic() + 120
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    if time.monotonic() > deadline or self.processes[name].poll() is not None:
-                        raise RuntimeError(f"{name} did not become ready; see {self.logs}")
-                    await asyncio.sleep(0.3)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
+    env = os.environ | {
+        "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "AVIS_MONGO_URL": MONGO,
+        "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
+        "AVIS_JWT_SECRET": JWT_SECRET,
+        "AVIS_LOG_LEVEL": "WARNING",
+        "AVIS_LOG_FORMAT": "json",
+    }
+    databases = {name: f"{database_prefix}_{name}" for name in SERVICES}
+    return ServiceStack(env=env, logs=STATE / "bench-logs", databases=databases)
 
 
 async def make_case(intake: httpx.AsyncClient, n: int) -> tuple[str, dict[str, float]]:
@@ -223,7 +148,7 @@ def renamed(value: Any, names: dict[str, str]) -> Any:
 class Seeder:
     """Clones one complete case of intake and review to reach a given number of cases."""
 
-    def __init__(self, mongo: AsyncMongoClient[dict[str, Any]], stack: Stack) -> None:
+    def __init__(self, mongo: AsyncMongoClient[dict[str, Any]], stack: ServiceStack) -> None:
         self.mongo = mongo
         self.stack = stack
         self.template: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -335,19 +260,19 @@ async def setup_reviewers(review: httpx.AsyncClient, how_many: int = 20) -> None
         assert response.status_code in (200, 201), response.text
 
 
-async def template_case(stack: Stack, seeder: Seeder) -> None:
+async def template_case(stack: ServiceStack, seeder: Seeder) -> None:
     """One case through draft, upload, submit, assignment, acceptance and opinion."""
-    async with client("intake", "seed-template", "patient") as intake:
+    async with stack.client("intake", "seed-template", "patient") as intake:
         case_id, _ = await make_case(intake, 0)
         case = (await intake.get(f"/v1/cases/{case_id}")).json()
-    async with client("review", "coord-bench", "coordinator") as coordinator:
+    async with stack.client("review", "coord-bench", "coordinator") as coordinator:
 
         async def assigned() -> Any:
             items = (await coordinator.get("/v1/assignments", params={"case_id": case_id})).json()
             return items["items"]
 
         (assignment,) = await poll(assigned)
-    async with client("review", assignment["reviewer_id"], "reviewer") as reviewer:
+    async with stack.client("review", assignment["reviewer_id"], "reviewer") as reviewer:
         url = f"/v1/assignments/{assignment['id']}"
         (await reviewer.post(f"{url}/accept")).raise_for_status()
         opinion = {
@@ -359,7 +284,7 @@ async def template_case(stack: Stack, seeder: Seeder) -> None:
             "summary_for_patient": "Bench.",
         }
         (await reviewer.post(f"{url}/opinion", json=opinion)).raise_for_status()
-    async with client("intake", "seed-template", "patient") as intake:
+    async with stack.client("intake", "seed-template", "patient") as intake:
 
         async def completed() -> bool:
             status = (await intake.get(f"/v1/cases/{case_id}")).json()["status"]
@@ -389,11 +314,11 @@ class CpuSpent:
     the broker, the store and each service. Unlike latency, it hardly depends on what else the
     machine runs, so it says what a size costs even on shared cores."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: ServiceStack) -> None:
         self.pids = {
             "store": int((STATE / "ferretdb.pid").read_text()),
             "broker": int((STATE / "kafka.pid").read_text()),
-        } | {name: process.pid for name, process in stack.processes.items()}
+        } | {m.service: m.process.pid for m in stack.members if m.process is not None}
         self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def per_case(self, cases: int) -> dict[str, float]:
@@ -403,7 +328,7 @@ class CpuSpent:
         return out
 
 
-async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
+async def load(stack: ServiceStack, cases: int, clients: int, round_: int) -> dict[str, Any]:
     """`clients` concurrent patients make `cases` cases; latencies, rate and our own CPU."""
     steps: dict[str, list[float]] = {"draft": [], "upload": [], "submit": []}
     made: list[tuple[str, str, float]] = []
@@ -413,7 +338,7 @@ async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
 
     async def worker(w: int) -> None:
         sub = f"bench-patient-{round_}-{w}"
-        async with client("intake", sub, "patient") as intake:
+        async with stack.client("intake", sub, "patient") as intake:
             while not queue.empty():
                 n = queue.get_nowait()
                 case_id, times = await make_case(intake, n)
@@ -430,7 +355,7 @@ async def load(cases: int, clients: int, round_: int) -> dict[str, Any]:
     figures["cases_per_s"] = round(cases / elapsed, 2)
     figures["load_generator_cpu_cores"] = round(cpu, 3)
     for step, values in steps.items():
-        figures[step] = {f"p{q}": round(pct(values, q), 1) for q in (50, 95, 99)}
+        figures[step] = {f"p{q}": round(1000 * pct(values, q), 1) for q in (50, 95, 99)}
     figures["made"] = made
     return figures
 
@@ -452,12 +377,12 @@ async def assignment_times(
     with contextlib.suppress(TimeoutError):
         await poll(all_assigned, timeout=deadline)
     waits = [at - sent for _, c, sent in made if (at := assigned_at(c)) is not None]
-    out: dict[str, Any] = {f"p{q}": round(pct(waits, q), 1) for q in (50, 95, 99)}
+    out: dict[str, Any] = {f"p{q}": round(1000 * pct(waits, q), 1) for q in (50, 95, 99)}
     out["unassigned_at_deadline"] = sum(assigned_at(c) is None for _, c, _ in made)
     return out
 
 
-async def lists(samples: int, patient: str) -> dict[str, float]:
+async def lists(stack: ServiceStack, samples: int, patient: str) -> dict[str, float]:
     """p95 of each list a person opens, first page, `samples` requests each."""
     targets = {
         "intake cases (patient)": ("intake", patient, "patient", "/v1/cases"),
@@ -474,25 +399,25 @@ async def lists(samples: int, patient: str) -> dict[str, float]:
     }
     out: dict[str, float] = {}
     for label, (service, sub, role, path) in targets.items():
-        async with client(service, sub, role) as http:
+        async with stack.client(service, sub, role) as http:
             times = []
             for _ in range(samples):
                 start = time.perf_counter()
                 response = await http.get(path, params={"limit": 20})
                 times.append(time.perf_counter() - start)
                 assert response.status_code == 200, (label, response.status_code, response.text)
-            out[label] = round(pct(times, 95), 1)
+            out[label] = round(1000 * pct(times, 95), 1)
     return out
 
 
-async def open_work() -> int:
+async def open_work(stack: ServiceStack) -> int:
     """The assignments the reviewers hold open, from review's directory."""
-    async with client("review", "coord-bench", "coordinator") as review:
+    async with stack.client("review", "coord-bench", "coordinator") as review:
         reviewers = (await review.get("/v1/reviewers", params={"limit": 100})).json()["items"]
     return sum(r["load"] for r in reviewers)
 
 
-async def withdraw(made: list[tuple[str, str, float]], clients: int) -> None:
+async def withdraw(stack: ServiceStack, made: list[tuple[str, str, float]], clients: int) -> None:
     """Withdraw the cases of a round and wait until review has released them, so each size
     starts with the same open work (the overdue gauge reads every open assignment: left open,
     the rounds would grow the next size's idle cost by what is open, not by what is stored)."""
@@ -503,57 +428,50 @@ async def withdraw(made: list[tuple[str, str, float]], clients: int) -> None:
     async def worker() -> None:
         while not todo.empty():
             sub, case_id, _ = todo.get_nowait()
-            async with client("intake", sub, "patient") as intake:
+            async with stack.client("intake", sub, "patient") as intake:
                 response = await intake.post(f"/v1/cases/{case_id}/withdraw")
                 assert response.status_code == 200, (case_id, response.text)
 
     await asyncio.gather(*(worker() for _ in range(clients)))
 
     async def released() -> bool:
-        return await open_work() <= 1  # the template case's round, if its opinion was late
+        return await open_work(stack) <= 1  # the template case's round, if its opinion was late
 
     await poll(released, timeout=300)
 
 
-@contextlib.asynccontextmanager
-async def running(stack: Stack) -> AsyncIterator[None]:
-    await stack.start()
-    try:
-        yield
-    finally:
-        stack.stop()
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(s) for s in args.sizes.split(",")]
-    stack = Stack(f"bstore{uuid.uuid4().hex[:6]}")
+    stack = bench_stack(f"bstore{uuid.uuid4().hex[:6]}")
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO, tz_aware=True)
     seeder = Seeder(mongo, stack)
     results: dict[str, Any] = {"sizes": {}, "started": datetime.now(UTC).isoformat()}
     try:
-        async with running(stack):
-            async with client("review", "coord-bench", "coordinator") as review:
+        async with stack.running():
+            async with stack.client("review", "coord-bench", "coordinator") as review:
                 await setup_reviewers(review)
             await template_case(stack, seeder)
         for round_, size in enumerate(sizes):
             seconds = await seeder.grow_to(size)
             print(f"[bench-store] seeded {size} cases in {seconds:.1f} s", flush=True)
             store_before_start = cpu_seconds(int((STATE / "ferretdb.pid").read_text()))
-            async with running(stack):
+            async with stack.running():
                 figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
                 idle, startup = await idle_cpu(args.idle, store_before_start)
-                open_before = await open_work()
+                open_before = await open_work(stack)
                 figures["idle_store_cpu_cores"] = round(idle, 3)
                 figures["startup_store_cpu_s"] = round(startup, 2)
                 profiler = None
                 if args.profile and size == sizes[-1]:
                     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
                     path = ROOT / f"bench/results/store-profile-intake-{size}-{stamp}.txt"
-                    profiler = Profiler(stack.processes["intake"].pid, path)
+                    intake = stack.of("intake")[0].process
+                    assert intake is not None
+                    profiler = Profiler(intake.pid, path)
                 probe = Probe(on_assigned=lambda _: None)
                 await probe.start()
                 spent = CpuSpent(stack)
-                loaded = await load(args.cases, args.clients, round_)
+                loaded = await load(stack, args.cases, args.clients, round_)
                 if profiler is not None:
                     figures["intake_profile"] = profiler.stop()
                 made = loaded.pop("made")
@@ -564,9 +482,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await probe.stop()
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
-                figures["list_p95_ms"] = await lists(args.list_samples, made[0][0])
+                figures["list_p95_ms"] = await lists(stack, args.list_samples, made[0][0])
                 figures["open_assignments_while_idle"] = open_before
-                await withdraw(made, args.clients)
+                await withdraw(stack, made, args.clients)
             results["sizes"][str(size)] = figures
             print(json.dumps({size: figures}, indent=1), flush=True)
     finally:
