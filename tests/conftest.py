@@ -3,6 +3,7 @@
 
 import asyncio
 import contextlib
+import functools
 import os
 import pathlib
 import subprocess
@@ -14,10 +15,14 @@ import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaBroker
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from pymongo.asynchronous.database import AsyncDatabase
 
-from avis.shared.kafka import partitions_of
+from avis.shared.envelope import Event
+from avis.shared.kafka import Messaging, partitions_of
+from avis.shared.mongo import Document
 from avis.shared.sealing import generate_key
 from avis.shared.settings import CommonSettings
 
@@ -152,6 +157,20 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+async def consumed(
+    settings: CommonSettings,
+    broker: KafkaBroker,
+    db: AsyncDatabase[Document],
+    *events: Event,
+    timeout: float = 30.0,
+) -> None:
+    """Wait until the service of `settings` has stored its effect of each of `events` (its
+    inbox marker, read from its own database: the same consumer group reads the same inbox)."""
+    messaging = Messaging(settings, broker, db)
+    for event in events:
+        await eventually(functools.partial(messaging.processed, event), timeout=timeout)
 
 
 @contextlib.asynccontextmanager

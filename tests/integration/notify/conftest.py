@@ -5,7 +5,6 @@ and the sink's control file."""
 import contextlib
 import email
 import email.policy
-import functools
 import json
 import os
 import pathlib
@@ -37,7 +36,6 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import Messaging
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
@@ -47,6 +45,7 @@ from tests.conftest import (
     MONGO_URL,
     ROOT,
     SEALING_KEYS,
+    consumed,
     eventually,
     make_settings,
     publish,
@@ -260,10 +259,7 @@ class NotifyStack:
 
     async def consumed(self, *events: Event, timeout: float = 30.0) -> None:
         """Wait until notify has stored its effect of each of `events`."""
-        # The same consumer group reads the same inbox from this client.
-        messaging = Messaging(self.settings, self.publisher.broker, self.db)
-        for event in events:
-            await eventually(functools.partial(messaging.processed, event), timeout=timeout)
+        await consumed(self.settings, self.publisher.broker, self.db, *events, timeout=timeout)
 
     async def notifications(self, case_id: str) -> list[dict[str, Any]]:
         """The case's notifications, read through the API as a coordinator."""

@@ -28,7 +28,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import Messaging, partitions_of
+from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
@@ -38,6 +38,7 @@ from tests.conftest import (
     BOOTSTRAP,
     MONGO_URL,
     SEALING_KEYS,
+    consumed,
     eventually,
     make_settings,
     publish,
@@ -214,9 +215,7 @@ class ReviewStack:
 
     async def consumed(self, event: Event, timeout: float = 30.0) -> None:
         """Wait until review has stored its effect of `event`."""
-        # The same consumer group reads the same inbox from this client.
-        messaging = Messaging(self.settings, self.publisher.broker, self.db)
-        await eventually(lambda: messaging.processed(event), timeout=timeout)
+        await consumed(self.settings, self.publisher.broker, self.db, event, timeout=timeout)
 
     async def withdraw(self, case_id: str) -> None:
         """Publish the case's withdrawal."""
