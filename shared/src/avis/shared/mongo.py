@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
@@ -67,3 +68,23 @@ class AggregateLocks:
             self._locks[key] = lock
         async with lock:
             yield
+
+
+def lock_key(kind: str, aggregate_id: str) -> str:
+    """The key of one aggregate's lock in `AggregateLocks`: `<kind>:<id>`."""
+    return f"{kind}:{aggregate_id}"
+
+
+class Stored(BaseModel):
+    """Base of every stored document: `_id` read as `id`, fields the code no longer knows ignored.
+
+    One rule for None: a top-level field that is None is left out of the written document (so an
+    upsert's `$setOnInsert` never collides with a `$set` of a field not known yet); reading it
+    back, the model's default (None) fills it in again.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def to_doc(self) -> Document:
+        """The document as written: top-level fields that are None left out."""
+        return {k: v for k, v in self.model_dump(by_alias=True).items() if v is not None}

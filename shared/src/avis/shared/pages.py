@@ -11,8 +11,9 @@ just a position in the order, so any string is accepted; clients pass `next_curs
 """
 
 from collections.abc import Callable, Sequence
-from typing import Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 T = TypeVar("T")
@@ -39,3 +40,18 @@ class Page(BaseModel, Generic[T]):
             items=[view(item) for item in found[:limit]],
             next_cursor=next_cursor(found, limit, key),
         )
+
+
+# The query parameters of every list. A list whose cursors have a known shape passes its pattern.
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
+
+
+def cursor_query(pattern: str | None = None, description: str | None = None) -> Any:
+    """The `cursor` query parameter: `next_cursor` of the previous page, as is."""
+    text = description or "`next_cursor` of the previous page, as is."
+    if pattern is not None:
+        return Annotated[str | None, Query(pattern=pattern, description=text)]
+    return Annotated[str | None, Query(min_length=1, max_length=512, description=text)]
+
+
+Cursor = cursor_query()

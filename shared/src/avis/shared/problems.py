@@ -417,3 +417,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unhandled)
     app.add_middleware(UnhandledErrorMiddleware)
     _document_problems(app)
+
+
+def not_found(what: str, slug: str = "not-found") -> Problem:
+    """The one 404: the same answer whether `what` does not exist or the caller may not see it."""
+    return Problem(
+        404,
+        slug,
+        f"{what[:1].upper()}{what[1:]} not found",
+        f"No {what} with that id is visible to you.",
+    )
