@@ -41,8 +41,8 @@ install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, Fer
 run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
 
-test: install  ## the whole suite against its own broker and store, started and stopped here
-	@$(TEST_ENV) deploy/local/test.sh
+test: install  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
+	@$(TEST_ENV) deploy/local/test.sh $(PYTEST_ARGS)
 
 test-fast: lint  ## lint and the unit tests: no broker, no store, a few seconds
 	$(PY) -m pytest tests/unit -q
