@@ -10,7 +10,6 @@ import pytest
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED
-from tests.conftest import eventually, serve, unique
 from tests.integration.intake.intake_helpers import (
     case_body,
     consent_body,
@@ -19,6 +18,7 @@ from tests.integration.intake.intake_helpers import (
     upload,
 )
 from tests.integration.review.conftest import review_settings, skip_history
+from tests.support.basics import eventually, serve, unique
 
 pytestmark = pytest.mark.infra
 

@@ -18,7 +18,6 @@ from avis.review.main import create_app as create_review_app
 from avis.shared.events import Language
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_COMPLETED
-from tests.conftest import eventually, serve, skip_history, unique
 from tests.integration.intake.intake_helpers import (
     case_body,
     consent_body,
@@ -28,6 +27,7 @@ from tests.integration.intake.intake_helpers import (
 )
 from tests.integration.reports.conftest import reports_settings
 from tests.integration.review.conftest import review_settings
+from tests.support.basics import eventually, serve, skip_history, unique
 from tests.unit.reports.fhir_rules import violations
 
 pytestmark = pytest.mark.infra

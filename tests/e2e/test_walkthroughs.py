@@ -17,8 +17,8 @@ import pytest
 from pymongo import MongoClient
 
 from avis.shared import topics
-from tests.conftest import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
 from tests.stack import ServiceStack
+from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
 from tests.walkthroughs import Walkthrough, environment, run_assignments
 
 pytestmark = pytest.mark.infra

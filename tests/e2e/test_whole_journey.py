@@ -30,7 +30,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from standardwebhooks.webhooks import Webhook
 
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.conftest import (
+from tests.e2e.test_journey import OPINION
+from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
+from tests.integration.notify.conftest import body_text, hook_receiver, mailbox
+from tests.stack import ServiceStack
+from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
     MONGO_URL,
@@ -40,10 +44,6 @@ from tests.conftest import (
     skip_history,
     unique,
 )
-from tests.e2e.test_journey import OPINION
-from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.integration.notify.conftest import body_text, hook_receiver, mailbox
-from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.infra
 

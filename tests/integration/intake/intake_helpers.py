@@ -25,7 +25,7 @@ from avis.shared.events import Payload
 from avis.shared.kafka import partitions_of
 from avis.shared.runtime import Runtime
 from avis.shared.security import Role, mint_token
-from tests.conftest import (
+from tests.support.basics import (
     BOOTSTRAP,
     MONGO_URL,
     eventually,

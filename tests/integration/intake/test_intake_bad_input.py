@@ -9,7 +9,6 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import JWT_SECRET, eventually, unique
 from tests.integration.intake.intake_helpers import (
     TEST_DOCUMENT_LIMIT,
     Intake,
@@ -20,6 +19,7 @@ from tests.integration.intake.intake_helpers import (
     png,
     upload,
 )
+from tests.support.basics import JWT_SECRET, eventually, unique
 
 pytestmark = pytest.mark.infra
 

@@ -21,7 +21,6 @@ from avis.shared.events import (
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
 from avis.shared.topics import dlq
-from tests.conftest import eventually, publish, unique
 from tests.integration.intake.intake_helpers import (
     Intake,
     TopicTail,
@@ -31,6 +30,7 @@ from tests.integration.intake.intake_helpers import (
     png,
     upload,
 )
+from tests.support.basics import eventually, publish, unique
 
 pytestmark = pytest.mark.infra
 

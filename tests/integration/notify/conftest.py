@@ -41,7 +41,7 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED
-from tests.conftest import (
+from tests.support.basics import (
     MONGO_URL,
     ROOT,
     SEALING_KEYS,

@@ -12,7 +12,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from avis.shared.observability import configure_tracing, json_safe
-from tests.conftest import eventually
 from tests.integration.intake.test_intake_privacy import spellings
 from tests.integration.notify.conftest import (
     NotifyStack,
@@ -22,6 +21,7 @@ from tests.integration.notify.conftest import (
     running_notify,
     sink_rules,
 )
+from tests.support.basics import eventually
 
 pytestmark = pytest.mark.infra
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import ROOT, eventually, unique
 from tests.integration.intake.test_intake_privacy import spellings
 from tests.integration.notify.conftest import (
     NotifyStack,
@@ -25,6 +24,7 @@ from tests.integration.notify.conftest import (
     subscribe,
 )
 from tests.integration.review.test_review_schemathesis import assert_clean
+from tests.support.basics import ROOT, eventually, unique
 
 pytestmark = pytest.mark.infra
 

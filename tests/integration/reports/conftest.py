@@ -37,7 +37,8 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_COMPLETED
-from tests.conftest import (
+from tests.integration.review.conftest import EventLog, event_log
+from tests.support.basics import (
     MONGO_URL,
     SEALING_KEYS,
     eventually,
@@ -47,7 +48,6 @@ from tests.conftest import (
     skip_history,
     unique,
 )
-from tests.integration.review.conftest import EventLog, event_log
 from tests.unit.reports.samples import OPINIONS
 
 CONSUMED = (CASE_SUBMITTED, REVIEW_COMPLETED)

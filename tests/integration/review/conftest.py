@@ -34,7 +34,7 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.conftest import (
+from tests.support.basics import (
     BOOTSTRAP,
     MONGO_URL,
     SEALING_KEYS,

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from avis.shared.security import mint_token
-from tests.conftest import ROOT
 from tests.integration.review.conftest import ReviewStack
+from tests.support.basics import ROOT
 
 pytestmark = pytest.mark.infra
 

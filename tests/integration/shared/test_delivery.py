@@ -25,7 +25,7 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.conftest import (
+from tests.support.basics import (
     BOOTSTRAP,
     MONGO_URL,
     eventually,

@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 from avis.shared.envelope import Event
 from avis.shared.events import CaseWithdrawn
 from avis.shared.runtime import Runtime
-from tests.conftest import (
+from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
     MONGO_URL,
