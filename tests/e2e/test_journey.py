@@ -10,15 +10,15 @@ import pytest
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED
-from tests.integration.intake.intake_helpers import (
+from tests.support.basics import eventually, serve, unique
+from tests.support.intake import (
     case_body,
     consent_body,
     pdf,
     running_intake,
     upload,
 )
-from tests.integration.review.conftest import review_settings, skip_history
-from tests.support.basics import eventually, serve, unique
+from tests.support.review import review_settings, skip_history
 
 pytestmark = pytest.mark.infra
 

@@ -2,8 +2,8 @@
 and notify-walkthrough.md runs in order against the four services started here as `make run`
 starts them (their own processes, the settings the walkthrough puts before `make run`), on the
 test stack's broker, store and SMTP sink. Each block's HTTP statuses and promised fields are
-checked (tests/walkthroughs.py), and the whole walkthrough runs twice, as a person may follow
-it twice."""
+checked (tests/support/walkthroughs.py), and the whole walkthrough runs twice, as a person may
+follow it twice."""
 
 import asyncio
 import os
@@ -17,9 +17,9 @@ import pytest
 from pymongo import MongoClient
 
 from avis.shared import topics
-from tests.stack import ServiceStack
 from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
-from tests.walkthroughs import Walkthrough, environment, run_assignments
+from tests.support.stack import ServiceStack
+from tests.support.walkthroughs import Walkthrough, environment, run_assignments
 
 pytestmark = pytest.mark.infra
 

@@ -31,9 +31,6 @@ from standardwebhooks.webhooks import Webhook
 
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.e2e.test_journey import OPINION
-from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.integration.notify.conftest import body_text, hook_receiver, mailbox
-from tests.stack import ServiceStack
 from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
@@ -44,6 +41,9 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
+from tests.support.intake import case_body, consent_body, pdf, upload
+from tests.support.notify import body_text, hook_receiver, mailbox
+from tests.support.stack import ServiceStack
 
 pytestmark = pytest.mark.infra
 

@@ -55,9 +55,9 @@ from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.e2e.test_journey import OPINION
-from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.stack import ServiceStack
 from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
+from tests.support.intake import case_body, consent_body, pdf, upload
+from tests.support.stack import ServiceStack
 
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 DLQS = tuple(f"{t}.dlq" for t in TOPICS)

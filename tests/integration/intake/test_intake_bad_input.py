@@ -9,7 +9,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.integration.intake.intake_helpers import (
+from tests.support.basics import JWT_SECRET, eventually, unique
+from tests.support.intake import (
     TEST_DOCUMENT_LIMIT,
     Intake,
     birth,
@@ -19,7 +20,6 @@ from tests.integration.intake.intake_helpers import (
     png,
     upload,
 )
-from tests.support.basics import JWT_SECRET, eventually, unique
 
 pytestmark = pytest.mark.infra
 

@@ -10,7 +10,7 @@ import pytest
 from avis.intake.models import REFERENCE_PATTERN
 from avis.intake.service import References
 from avis.shared import topics
-from tests.integration.intake.intake_helpers import (
+from tests.support.intake import (
     Intake,
     TopicTail,
     case_body,

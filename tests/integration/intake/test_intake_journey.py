@@ -21,7 +21,8 @@ from avis.shared.events import (
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
 from avis.shared.topics import dlq
-from tests.integration.intake.intake_helpers import (
+from tests.support.basics import eventually, publish, unique
+from tests.support.intake import (
     Intake,
     TopicTail,
     case_body,
@@ -30,7 +31,6 @@ from tests.integration.intake.intake_helpers import (
     png,
     upload,
 )
-from tests.support.basics import eventually, publish, unique
 
 pytestmark = pytest.mark.infra
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from avis.shared import topics
 from avis.shared.events import ReportReady, ReviewAssigned
 from avis.shared.observability import configure_tracing
-from tests.integration.intake.intake_helpers import (
+from tests.support.intake import (
     TopicTail,
     case_body,
     consent_body,

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from tests.integration.intake.intake_helpers import Intake
 from tests.support.basics import ROOT, unique
+from tests.support.intake import Intake
 
 pytestmark = pytest.mark.infra
 

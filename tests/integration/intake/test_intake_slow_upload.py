@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.intake.intake_helpers import (
+from tests.support.intake import (
     Intake,
     case_body,
     intake_settings,

@@ -3,8 +3,8 @@ every role's token finds no failure."""
 
 import pytest
 
-from tests.integration.notify.conftest import NotifyStack
 from tests.integration.review.test_review_schemathesis import assert_clean, run_schemathesis
+from tests.support.notify import NotifyStack
 
 pytestmark = pytest.mark.infra
 

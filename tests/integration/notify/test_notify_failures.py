@@ -8,13 +8,13 @@ from email.message import EmailMessage
 import pytest
 
 from avis.notify.mailer import Mailer, Result, SmtpTarget
-from tests.integration.notify.conftest import (
+from tests.support.basics import eventually
+from tests.support.notify import (
     NotifyStack,
     mailbox,
     notify_settings,
     sink_rules,
 )
-from tests.support.basics import eventually
 
 pytestmark = pytest.mark.infra
 

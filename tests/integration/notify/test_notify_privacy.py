@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from avis.shared.observability import configure_tracing, json_safe
 from tests.integration.intake.test_intake_privacy import spellings
-from tests.integration.notify.conftest import (
+from tests.support.basics import eventually
+from tests.support.notify import (
     NotifyStack,
     mailbox,
     notify_settings,
@@ -21,7 +22,6 @@ from tests.integration.notify.conftest import (
     running_notify,
     sink_rules,
 )
-from tests.support.basics import eventually
 
 pytestmark = pytest.mark.infra
 
@@ -78,7 +78,7 @@ async def test_no_name_in_emails_logs_or_traces(capfd: pytest.CaptureFixture[str
 
 
 async def _journey(stack: NotifyStack, p: object) -> None:
-    from tests.integration.notify.conftest import Patient
+    from tests.support.notify import Patient
 
     assert isinstance(p, Patient)
     submitted = stack.submitted(p)

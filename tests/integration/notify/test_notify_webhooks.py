@@ -15,7 +15,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.integration.intake.test_intake_privacy import spellings
-from tests.integration.notify.conftest import (
+from tests.integration.review.test_review_schemathesis import assert_clean
+from tests.support.basics import ROOT, eventually, unique
+from tests.support.notify import (
     NotifyStack,
     deliveries,
     hook_receiver,
@@ -23,8 +25,6 @@ from tests.integration.notify.conftest import (
     running_notify,
     subscribe,
 )
-from tests.integration.review.test_review_schemathesis import assert_clean
-from tests.support.basics import ROOT, eventually, unique
 
 pytestmark = pytest.mark.infra
 

@@ -9,7 +9,7 @@ import pytest
 
 from avis.reports.rules import report_id_for
 from avis.shared.events import Language
-from tests.integration.reports.conftest import Case, ReportsStack
+from tests.support.reports import Case, ReportsStack
 from tests.unit.reports.fhir_rules import violations
 
 pytestmark = pytest.mark.infra

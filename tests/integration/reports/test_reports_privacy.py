@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from avis.shared.events import Language, PatientContact
 from avis.shared.observability import configure_tracing
 from tests.integration.intake.test_intake_privacy import spellings
-from tests.integration.reports.conftest import reports_settings, running_reports
+from tests.support.reports import reports_settings, running_reports
 
 pytestmark = pytest.mark.infra
 

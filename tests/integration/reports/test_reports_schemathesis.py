@@ -11,7 +11,7 @@ import pytest
 
 from avis.shared.security import Role
 from tests.integration.intake.test_intake_schemathesis import fuzz
-from tests.integration.reports.conftest import ReportsStack
+from tests.support.reports import ReportsStack
 
 pytestmark = pytest.mark.infra
 

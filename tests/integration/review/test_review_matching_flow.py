@@ -12,8 +12,8 @@ from datetime import datetime
 import pytest
 
 from avis.shared.events import CaseSubmitted
-from tests.integration.review.conftest import ReviewStack, header
 from tests.support.basics import eventually, publish, unique
+from tests.support.review import ReviewStack, header
 
 pytestmark = pytest.mark.infra
 

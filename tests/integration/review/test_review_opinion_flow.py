@@ -14,8 +14,8 @@ import pytest
 
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Sealed
-from tests.integration.review.conftest import ReviewStack, header
 from tests.support.basics import eventually, publish, unique
+from tests.support.review import ReviewStack, header
 
 pytestmark = pytest.mark.infra
 

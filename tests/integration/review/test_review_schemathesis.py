@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from avis.shared.security import mint_token
-from tests.integration.review.conftest import ReviewStack
 from tests.support.basics import ROOT
+from tests.support.review import ReviewStack
 
 pytestmark = pytest.mark.infra
 

@@ -27,11 +27,11 @@ from avis.reports.main import create_app as reports_app
 from avis.review.main import create_app as review_app
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.integration.intake.intake_helpers import intake_settings
-from tests.integration.notify.conftest import notify_settings
-from tests.integration.reports.conftest import reports_settings
-from tests.integration.review.conftest import review_settings
 from tests.support.basics import JWT_SECRET, MONGO_URL, eventually, serve, skip_history
+from tests.support.intake import intake_settings
+from tests.support.notify import notify_settings
+from tests.support.reports import reports_settings
+from tests.support.review import review_settings
 
 pytestmark = pytest.mark.infra
 

@@ -48,7 +48,8 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED, dlq
-from tests.integration.intake.intake_helpers import (
+from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
+from tests.support.intake import (
     Intake,
     TopicTail,
     case_body,
@@ -57,10 +58,9 @@ from tests.integration.intake.intake_helpers import (
     pdf,
     upload,
 )
-from tests.integration.notify.conftest import notify_settings
-from tests.integration.reports.conftest import reports_settings
-from tests.integration.review.conftest import review_settings
-from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
+from tests.support.notify import notify_settings
+from tests.support.reports import reports_settings
+from tests.support.review import review_settings
 from tests.unit.reports.samples import completed_opinion
 
 pytestmark = pytest.mark.infra
