@@ -30,7 +30,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from standardwebhooks.webhooks import Webhook
 
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.e2e.test_journey import OPINION
 from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
@@ -41,8 +40,8 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
-from tests.support.intake import case_body, consent_body, pdf, upload
 from tests.support.notify import body_text, hook_receiver, mailbox
+from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import ServiceStack
 
 pytestmark = pytest.mark.infra

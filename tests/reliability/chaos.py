@@ -54,9 +54,8 @@ from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.e2e.test_journey import OPINION
 from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
-from tests.support.intake import case_body, consent_body, pdf, upload
+from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import ServiceStack
 
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)

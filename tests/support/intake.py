@@ -1,13 +1,11 @@
-"""Helpers of the intake integration tests: the service on loopback over the real broker and
-store, tokens, request bodies, records, and reading what intake publishes."""
+"""The intake service on loopback over the real broker and store, and what its tests need
+around it: tokens, and reading what intake publishes."""
 
 from __future__ import annotations
 
 import contextlib
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -180,80 +178,3 @@ async def running_intake(settings: Settings | None = None) -> AsyncIterator[Inta
         await mongo.drop_database(settings.database)
     finally:
         await mongo.close()
-
-
-# --- request bodies and records ----------------------------------------------------------------
-
-
-def case_body(**overrides: Any) -> dict[str, Any]:
-    """A valid draft."""
-    body: dict[str, Any] = {
-        "patient": {
-            "given_name": "Camille",
-            "family_name": "Martin",
-            "birth_date": "1971-03-14",
-            "email": "camille.martin@example.org",
-            "phone": "+33 6 12 34 56 78",
-            "preferred_language": "fr",
-        },
-        "physician": {"name": "Dr Bernard", "institution_code": "750712184"},
-        "specialty": "oncology",
-        "urgency": "routine",
-        "questions": ["diagnosis_clarification", "treatment_alternatives"],
-        "clinical_summary": "Nodule found on a scan in March; biopsy planned.",
-    }
-    body.update(overrides)
-    return body
-
-
-def consent_body(*scopes: str, accepted_at: datetime | None = None) -> dict[str, Any]:
-    """A submission with consent to `scopes` (the review by default)."""
-    return {
-        "consent": {
-            "text_version": "consent-2026-01",
-            "accepted_at": (accepted_at or datetime.now(UTC)).isoformat(),
-            "scopes": list(scopes or ("review",)),
-        }
-    }
-
-
-def pdf(tag: str = "") -> bytes:
-    """A small PDF, distinct per `tag`."""
-    return (
-        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n"
-        + f"% {tag or unique('pdf')}\n".encode()
-        + b"trailer << /Root 1 0 R >>\n%%EOF\n"
-    )
-
-
-def png(tag: str = "") -> bytes:
-    """A 1x1 PNG, distinct per `tag` (a text chunk)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data).to_bytes(4, "big")
-        return len(data).to_bytes(4, "big") + kind + data + crc
-
-    ihdr = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    text = b"Comment\x00" + (tag or unique("png")).encode()
-    idat = zlib.compress(b"\x00\x00")
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"tEXt", text)
-        + chunk(b"IDAT", idat)
-        + chunk(b"IEND", b"")
-    )
-
-
-def upload(
-    data: bytes, kind: str = "test_result", filename: str = "record.pdf", content_type: str = ""
-) -> dict[str, Any]:
-    """httpx keyword arguments for a multipart upload."""
-    part: tuple[Any, ...] = (filename, data, content_type) if content_type else (filename, data)
-    return {"files": {"file": part}, "data": {"kind": kind}}
-
-
-def birth(years_ago: int) -> str:
-    """A birth date `years_ago` years ago (ISO)."""
-    today = date.today()
-    return today.replace(year=today.year - years_ago, day=min(today.day, 28)).isoformat()

@@ -47,7 +47,7 @@ from tests.support.basics import (
     unique,
 )
 from tests.support.review import EventLog, event_log
-from tests.unit.reports.samples import OPINIONS
+from tests.support.samples import OPINIONS
 
 CONSUMED = (CASE_SUBMITTED, REVIEW_COMPLETED)
 

@@ -10,16 +10,8 @@ import jwt
 import pytest
 
 from tests.support.basics import JWT_SECRET, eventually, unique
-from tests.support.intake import (
-    TEST_DOCUMENT_LIMIT,
-    Intake,
-    birth,
-    case_body,
-    consent_body,
-    pdf,
-    png,
-    upload,
-)
+from tests.support.intake import TEST_DOCUMENT_LIMIT, Intake
+from tests.support.samples import birth, case_body, consent_body, pdf, png, upload
 
 pytestmark = pytest.mark.infra
 

@@ -10,14 +10,8 @@ import pytest
 from avis.intake.models import REFERENCE_PATTERN
 from avis.intake.service import References
 from avis.shared import topics
-from tests.support.intake import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    pdf,
-    upload,
-)
+from tests.support.intake import Intake, TopicTail
+from tests.support.samples import case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 

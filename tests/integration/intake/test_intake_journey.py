@@ -22,15 +22,8 @@ from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
 from avis.shared.topics import dlq
 from tests.support.basics import eventually, publish, unique
-from tests.support.intake import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    pdf,
-    png,
-    upload,
-)
+from tests.support.intake import Intake, TopicTail
+from tests.support.samples import case_body, consent_body, pdf, png, upload
 
 pytestmark = pytest.mark.infra
 

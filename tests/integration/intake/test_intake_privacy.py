@@ -15,15 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from avis.shared import topics
 from avis.shared.events import ReportReady, ReviewAssigned
 from avis.shared.observability import configure_tracing
-from tests.support.intake import (
-    TopicTail,
-    case_body,
-    consent_body,
-    intake_settings,
-    pdf,
-    running_intake,
-    upload,
-)
+from tests.support.intake import TopicTail, intake_settings, running_intake
+from tests.support.samples import case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 

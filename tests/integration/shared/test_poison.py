@@ -49,19 +49,11 @@ from avis.shared.sealing import Keyring
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED, dlq
 from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
-from tests.support.intake import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    intake_settings,
-    pdf,
-    upload,
-)
+from tests.support.intake import Intake, TopicTail, intake_settings
 from tests.support.notify import notify_settings
 from tests.support.reports import reports_settings
 from tests.support.review import review_settings
-from tests.unit.reports.samples import completed_opinion
+from tests.support.samples import case_body, completed_opinion, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 

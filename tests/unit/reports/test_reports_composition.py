@@ -9,7 +9,7 @@ from avis.reports.i18n import LOCALES, MissingText, read_catalogue, texts
 from avis.reports.models import SectionCode
 from avis.reports.rules import ANSWERED_IN, OPINION_SECTIONS, OpinionFacts, compose, report_id_for
 from avis.shared.events import Assessment, Language, Question
-from tests.unit.reports.samples import (
+from tests.support.samples import (
     CONTACTS,
     OPINIONS,
     REVIEWERS,
