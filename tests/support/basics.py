@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -83,28 +83,6 @@ async def skip_history(group_id: str, topics: Sequence[str]) -> None:
         await consumer.commit(dict(await consumer.end_offsets(tps)))
     finally:
         await consumer.stop()
-
-
-async def read_topic(
-    topic: str, expect: int, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic` from the start, once at least `expect` arrived (or the deadline)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for rs in batch.values():
-                records.extend(rs)
-            if len(records) >= expect and not batch:
-                break
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:

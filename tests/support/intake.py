@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
@@ -20,11 +19,9 @@ from avis.intake.store import Store
 from avis.shared import topics
 from avis.shared.envelope import Event
 from avis.shared.events import Payload
-from avis.shared.kafka import partitions_of
 from avis.shared.runtime import Runtime
 from avis.shared.security import Role, mint_token
 from tests.support.basics import (
-    BOOTSTRAP,
     MONGO_URL,
     eventually,
     make_settings,
@@ -42,57 +39,6 @@ def intake_settings(**overrides: Any) -> Settings:
     """Intake settings on the test stack, with a database and consumer group of their own."""
     values = {"max_document_bytes": TEST_DOCUMENT_LIMIT, "public_url": "http://intake.test"}
     return make_settings(unique("intake"), Settings, **(values | overrides))
-
-
-class TopicTail:
-    """Reads a topic from where it ended when the tail was made: only what came after."""
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.start: dict[TopicPartition, int] = {}
-
-    async def mark(self) -> TopicTail:
-        """Remember where the topic ends now."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
-        await consumer.start()
-        try:
-            tps = [
-                TopicPartition(self.topic, p) for p in await partitions_of(BOOTSTRAP, self.topic)
-            ]
-            self.start = dict(await consumer.end_offsets(tps))
-        finally:
-            await consumer.stop()
-        return self
-
-    async def read(self) -> list[ConsumerRecord[bytes, bytes]]:
-        """Every record published on the topic since `mark`."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-        await consumer.start()
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        try:
-            consumer.assign(list(self.start))
-            for tp, offset in self.start.items():
-                consumer.seek(tp, offset)
-            ends = await consumer.end_offsets(list(self.start))
-            while [tp for tp in self.start if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(timeout_ms=500)
-                for rs in batch.values():
-                    records.extend(rs)
-        finally:
-            await consumer.stop()
-        return records
-
-    async def records_for(
-        self, key: str, expect: int = 1, timeout: float = 30.0
-    ) -> list[ConsumerRecord[bytes, bytes]]:
-        """The records keyed `key`, once at least `expect` of them arrived."""
-
-        async def enough() -> list[ConsumerRecord[bytes, bytes]] | None:
-            mine = [r for r in await self.read() if r.key == key.encode()]
-            return mine if len(mine) >= expect else None
-
-        found: list[ConsumerRecord[bytes, bytes]] = await eventually(enough, timeout=timeout)
-        return found
 
 
 @dataclass

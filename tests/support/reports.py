@@ -46,8 +46,8 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
-from tests.support.review import EventLog, event_log
 from tests.support.samples import OPINIONS
+from tests.support.topics import TopicReader
 
 CONSUMED = (CASE_SUBMITTED, REVIEW_COMPLETED)
 
@@ -79,7 +79,7 @@ class ReportsStack:
     url: str
     settings: Settings
     db: AsyncDatabase[Document]
-    log: EventLog
+    log: TopicReader
     publisher: Runtime
     reports: ReportsService
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
@@ -203,13 +203,14 @@ async def running_reports(settings: Settings | None = None) -> AsyncIterator[Rep
     """Reports served on loopback over the broker and store; its database dropped after."""
     settings = settings or reports_settings()
     await skip_history(f"avis-{settings.service_name}", CONSUMED)
+    log = await TopicReader(REPORT_READY).mark()
     publisher = Runtime(make_settings())
     await publisher.start()
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(MONGO_URL, tz_aware=True)
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
     try:
-        async with event_log(REPORT_READY) as log, serve(app) as url:
+        async with serve(app) as url:
             await eventually(lambda: publisher.kafka_started and runtime.kafka_started, timeout=60)
             yield ReportsStack(
                 url, settings, mongo[settings.database], log, publisher, app.state.reports

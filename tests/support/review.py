@@ -1,16 +1,13 @@
 """The review app served on loopback over the real broker and store, and what tests need
 around it: tokens, a publisher of intake's events, and a log of what review published."""
 
-import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from opentelemetry import trace
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,14 +24,12 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import (
-    BOOTSTRAP,
     MONGO_URL,
     SEALING_KEYS,
     consumed,
@@ -45,6 +40,7 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
+from tests.support.topics import TopicReader
 
 
 def review_settings(**overrides: Any) -> Settings:
@@ -54,87 +50,13 @@ def review_settings(**overrides: Any) -> Settings:
 
 
 @dataclass
-class EventLog:
-    """Every record review publishes from the moment the log starts."""
-
-    records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
-    consumer: AIOKafkaConsumer | None = None
-
-    def of(self, case_id: str, ce_type: str | None = None) -> list[ConsumerRecord[bytes, bytes]]:
-        """The records of one case (optionally of one type), in the order they arrived."""
-        return [
-            r
-            for r in self.records
-            if r.key == case_id.encode() and (ce_type is None or header(r, "ce_type") == ce_type)
-        ]
-
-    def payloads(self, case_id: str, ce_type: str) -> list[dict[str, Any]]:
-        """The JSON bodies of one case's records of one type."""
-        return [json.loads(r.value or b"{}") for r in self.of(case_id, ce_type)]
-
-    async def wait(
-        self, case_id: str, ce_type: str, count: int = 1, timeout: float = 30.0
-    ) -> list[dict[str, Any]]:
-        """At least `count` payloads of that type for that case, or fail at the deadline."""
-        await eventually(lambda: len(self.of(case_id, ce_type)) >= count, timeout=timeout)
-        return self.payloads(case_id, ce_type)
-
-    async def caught_up(self, timeout: float = 30.0) -> None:
-        """Wait until the log holds every record on its topics so far (what a service's relay
-        has sent, once its outbox is empty): after this, a record missing is one never sent."""
-        consumer = self.consumer
-        assert consumer is not None
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-
-        async def read_to_the_end() -> bool:
-            # The position moves as `collect` takes records, in the same step as it keeps them.
-            return all([await consumer.position(tp) >= end for tp, end in ends.items()])
-
-        await eventually(read_to_the_end, timeout=timeout)
-
-
-def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
-    """One header of a record, decoded ('' when absent)."""
-    value: bytes = dict(record.headers or ()).get(name, b"")
-    return value.decode()
-
-
-@contextlib.asynccontextmanager
-async def event_log(*topics: str) -> AsyncIterator[EventLog]:
-    """Collect what is published on `topics` from now on, in the background."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
-    log = EventLog(consumer=consumer)
-    await consumer.start()
-    partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
-    consumer.assign(partitions)
-    await consumer.seek_to_end(*partitions)
-    for tp in partitions:
-        await consumer.position(tp)  # resolve "end" now, before anything is published
-
-    async def collect() -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                log.records.extend(records)
-
-    task = asyncio.create_task(collect())
-    try:
-        yield log
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await consumer.stop()
-
-
-@dataclass
 class ReviewStack:
     """The review app on loopback, its database, and the test's view of the broker."""
 
     url: str
     settings: Settings
     db: AsyncDatabase[Document]
-    log: EventLog
+    log: TopicReader
     publisher: Runtime
     review: ReviewService
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
@@ -248,13 +170,14 @@ async def running_review(settings: Settings | None = None) -> AsyncIterator[Revi
     """Review served on loopback over the broker and store; its database dropped after."""
     settings = settings or review_settings()
     await skip_history(f"avis-{settings.service_name}", [CASE_SUBMITTED])
+    log = await TopicReader(REVIEW_ASSIGNED, REVIEW_COMPLETED).mark()
     publisher = Runtime(make_settings())
     await publisher.start()
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(MONGO_URL, tz_aware=True)
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
     try:
-        async with event_log(REVIEW_ASSIGNED, REVIEW_COMPLETED) as log, serve(app) as url:
+        async with serve(app) as url:
             await eventually(lambda: publisher.kafka_started and runtime.kafka_started, timeout=60)
             db = mongo[settings.database]
             yield ReviewStack(url, settings, db, log, publisher, app.state.review)

@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from avis.shared import topics
 from avis.shared.events import ReportReady, ReviewAssigned
 from avis.shared.observability import configure_tracing
-from tests.support.intake import TopicTail, intake_settings, running_intake
+from tests.support.intake import intake_settings, running_intake
 from tests.support.samples import case_body, consent_body, pdf, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -79,7 +80,7 @@ async def test_nothing_identifying_is_published_logged_or_traced(
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     settings = intake_settings(log_level="DEBUG", log_format="json")
     patient_in = {
         "given_name": GIVEN,

@@ -13,7 +13,8 @@ import pytest
 
 from avis.shared.events import CaseSubmitted
 from tests.support.basics import eventually, publish, unique
-from tests.support.review import ReviewStack, header
+from tests.support.review import ReviewStack
+from tests.support.topics import header
 
 pytestmark = pytest.mark.infra
 

@@ -15,7 +15,8 @@ import pytest
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Sealed
 from tests.support.basics import eventually, publish, unique
-from tests.support.review import ReviewStack, header
+from tests.support.review import ReviewStack
+from tests.support.topics import header
 
 pytestmark = pytest.mark.infra
 

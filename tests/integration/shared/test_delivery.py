@@ -24,16 +24,9 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.support.basics import (
-    BOOTSTRAP,
-    MONGO_URL,
-    eventually,
-    make_settings,
-    publish,
-    read_topic,
-    unique,
-)
+from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, make_settings, publish, unique
 from tests.support.consumer import Consumer, started, withdrawn
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.infra
 
