@@ -6,17 +6,14 @@ the others nor the emails, and nothing identifying in bodies or headers."""
 
 import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.integration.intake.test_intake_privacy import spellings
-from tests.integration.review.test_review_schemathesis import assert_clean
-from tests.support.basics import ROOT, eventually, unique
+from tests.support.basics import eventually, unique
+from tests.support.fuzz import assert_clean, fuzz
 from tests.support.notify import (
     NotifyStack,
     deliveries,
@@ -329,43 +326,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422"]
 """
 
 
-async def fuzz(stack: NotifyStack, token: str, seconds: int, workdir: Path) -> tuple[int, str]:
-    """Schemathesis, every check, over the subscription and delivery operations."""
-    config = workdir / "schemathesis.toml"
-    config.write_text(FUZZ_CONFIG)
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("schemathesis")),
-        "--no-color",
-        "--config-file",
-        str(config),
-        "run",
-        f"{stack.url}/openapi.json",
-        "--header",
-        f"Authorization: Bearer {token}",
-        "--checks",
-        "all",
-        "--include-path-regex",
-        "^/v1/(subscriptions|deliveries)",
-        "--max-examples",
-        "25",
-        "--max-time",
-        str(seconds),
-        "--seed",
-        "20260312",
-        "--request-timeout",
-        "10",
-        cwd=ROOT,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=seconds + 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace")
-
-
 async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
-    stack: NotifyStack, tmp_path: Path
+    stack: NotifyStack,
 ) -> None:
     partner = "partner-fuzz"
     await subscribe(stack, partner, "https://hooks.partner.example/fuzz")
@@ -375,5 +337,9 @@ async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
         ("pat-fuzz", "patient", 10),
         ("rev-fuzz", "reviewer", 10),
     ):
-        code, output = await fuzz(stack, stack.token(sub, role), seconds, tmp_path)  # type: ignore[arg-type]
-        assert_clean(code, output)
+        token = stack.token(sub, role)  # type: ignore[arg-type]
+        only = ("--include-path-regex", "^/v1/(subscriptions|deliveries)")
+        run = await fuzz(
+            stack.url, token, *only, config=FUZZ_CONFIG, seed="20260312", max_seconds=seconds
+        )
+        assert_clean(run)
