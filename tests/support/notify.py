@@ -2,6 +2,7 @@
 need around it: a publisher of the other services' events, the patient's mailbox in the sink,
 and the sink's control file."""
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -332,12 +333,14 @@ class Received:
 class HookReceiver:
     """Partners' webhook endpoints, a real HTTP server on loopback: each path answers 204,
     or fails its first `fail_first[path]` requests with 500, or always answers
-    `answer[path]`, or holds each request until `hold[path]` is set."""
+    `answer[path]`, or holds each request until `hold[path]` is set; and answers no sooner than
+    `delay[path]` seconds after the request came."""
 
     received: list[Received] = field(default_factory=list)
     fail_first: dict[str, int] = field(default_factory=dict)
     answer: dict[str, int] = field(default_factory=dict)
     hold: dict[str, Any] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
 
     def app(self) -> Any:
         from fastapi import FastAPI, Request, Response
@@ -350,6 +353,7 @@ class HookReceiver:
             path = f"/{path}"
             if path in self.hold:
                 await self.hold[path].wait()
+            await asyncio.sleep(self.delay.get(path, 0))
             status = self.answer.get(path, 204)
             if self.fail_first.get(path, 0) > 0:
                 self.fail_first[path] -= 1

@@ -45,6 +45,7 @@ async def test_signed_deliveries_retried_with_the_same_id_in_scope_only(
         )
         assert mine["secret"].startswith("whsec_")
         receiver.fail_first["/a"] = 1
+        receiver.delay["/a"] = 0.05  # so an attempt's latency is at least 50 ms
         filed = stack.patient("fr", partner_id=partner, partner_reference="INS-77")
         unshared = stack.patient("fr", partner_id=partner, share_with_partner=False)
         patient_own = stack.patient("en")
@@ -89,7 +90,7 @@ async def test_signed_deliveries_retried_with_the_same_id_in_scope_only(
         assert len(listed) == 3 and {d["status"] for d in listed} == {"delivered"}
         first = next(d for d in listed if d["webhook_id"] == failed.headers["webhook-id"])
         assert [a["code"] for a in first["attempts"]] == [500, 204]
-        assert all(a["latency_ms"] >= 0 for a in first["attempts"])
+        assert all(a["latency_ms"] >= 50 for a in first["attempts"]), first["attempts"]
         assert first["next_attempt_at"] is None
         assert await deliveries(stack, other, theirs["id"]) == []
 
