@@ -1,5 +1,6 @@
-"""Pure decisions of the notify service: which email an event causes (the notification matrix),
-how a send's failure is handled (retry schedule), and who may read what. No I/O."""
+"""Pure decisions of the notify service: which email an event causes (the notification matrix)
+and what it shows, how a send's or a delivery's failure is handled (retry schedules), what a
+partner's webhook carries and where it may go, and who may read what. No I/O."""
 
 import functools
 import hashlib
