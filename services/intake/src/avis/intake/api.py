@@ -7,7 +7,7 @@ case a caller may touch is the service's decision, and a case that is not the ca
 
 import re
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
@@ -15,7 +15,6 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avis.intake.models import (
-    CASE_ID_PATTERN,
     DOCUMENT_ID_PATTERN,
     CaseCreate,
     CasePage,
@@ -28,9 +27,10 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
+from avis.shared.pages import Limit, cursor_query
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -51,7 +51,7 @@ Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
 ClinicalReader = Annotated[
     Principal, Depends(require_roles("patient", "partner", "reviewer", "coordinator"))
 ]
-CaseId = Annotated[str, Path(pattern=CASE_ID_PATTERN, description="The case id (a UUID).")]
+CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
 ]
@@ -64,6 +64,12 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+if TYPE_CHECKING:  # `cursor_query` builds the annotation at run time; the type it stands for:
+    Position = str | None
+else:
+    Position = cursor_query(
+        r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."
+    )
 _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
 
 
@@ -108,14 +114,8 @@ async def list_cases(
     principal: Caller,
     service: Service,
     status: Annotated[CaseStatus | None, Query(description="Only cases in this status.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[0-9]{1,12}$",
-            description="`next_cursor` of the previous page (a position in the list).",
-        ),
-    ] = None,
+    limit: Limit = 20,
+    cursor: Position = None,
 ) -> CasePage:
     """Patients see their cases, partners the cases they filed, reviewers the cases assigned to
     them, coordinators and services all; newest first."""
