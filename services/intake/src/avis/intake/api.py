@@ -6,7 +6,7 @@ case a caller may touch is the service's decision, and a case that is not the ca
 """
 
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
@@ -26,7 +26,7 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
-from avis.shared.pages import Limit, cursor_query
+from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
 from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
@@ -63,12 +63,10 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-if TYPE_CHECKING:  # `cursor_query` builds the annotation at run time; the type it stands for:
-    Position = str | None
-else:
-    Position = cursor_query(
-        r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."
-    )
+Position = Annotated[
+    str | None,
+    cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."),
+]
 DOCUMENTS_PATH = "/cases/{case_id}/documents"
 _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
 

@@ -1,6 +1,6 @@
 """HTTP routes of the notify service (thin: parse, authorise, call service, shape)."""
 
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
@@ -18,7 +18,7 @@ from avis.notify.models import (
     SubscriptionPatch,
 )
 from avis.notify.service import NotifyService
-from avis.shared.pages import Limit, cursor_query
+from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
 from avis.shared.text import ID_PATTERN
@@ -32,10 +32,7 @@ def _notify(request: Request) -> NotifyService:
 
 Notify = Annotated[NotifyService, Depends(_notify)]
 Reader = Annotated[Principal, Depends(require_roles("coordinator", "patient"))]
-if TYPE_CHECKING:
-    Cursor = str | None
-else:  # the shared parameter, held to the shape of notify's cursors
-    Cursor = cursor_query(pattern=CURSOR_PATTERN)
+Cursor = Annotated[str | None, cursor_param(pattern=CURSOR_PATTERN)]
 READ = problem_responses(401, 403, 404, 422, 503)
 
 
