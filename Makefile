@@ -35,10 +35,10 @@ $(UV):
 	@touch $@
 
 install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler (once)
-	$(INFRA) install
-	deploy/local/system-packages.sh
+	@$(INFRA) install
+	@deploy/local/system-packages.sh
 
-run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctrl-C stops all
+run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
 
 test: install  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
@@ -73,8 +73,8 @@ infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of 
 infra-stop:  ## stop what infra-start started
 	$(INFRA) stop
 
-infra-status:  ## which local infrastructure is up
-	$(INFRA) status
+infra-status:  ## which local infrastructure is up (finds the running `make run`, whatever its AVIS_STATE_DIR)
+	@$(INFRA) status
 
 clean:  ## remove the local state (data of the local stack); caches stay
 	-$(INFRA) stop

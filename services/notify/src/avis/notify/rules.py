@@ -283,6 +283,13 @@ def address_refusal(
     return None
 
 
+# Names the development setting, so a developer with a receiver on this machine knows the switch.
+HTTP_REFUSAL = (
+    "the URL must be https:// (http:// to a loopback address is allowed in development only, "
+    "with AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK=true)"
+)
+
+
 @dataclass(frozen=True)
 class Target:
     """A webhook URL taken apart: what to resolve and how to speak to it."""
@@ -307,7 +314,7 @@ def url_refusal(url: str, allow_http_loopback: bool) -> tuple[Target | None, str
     if parts.scheme not in ("https", "http"):
         return None, "the URL must be https://"
     if parts.scheme == "http" and not allow_http_loopback:
-        return None, "the URL must be https:// (http:// is for loopback in development only)"
+        return None, HTTP_REFUSAL
     if not parts.hostname:
         return None, "the URL has no host"
     if parts.username is not None or parts.password is not None:
@@ -342,7 +349,7 @@ def resolved_refusal(
             return None, f"the host resolves to {why}"
         ips.append(ip)
     if target.scheme == "http" and not all(ip.is_loopback for ip in ips):
-        return None, "the URL must be https:// (http:// is for loopback in development only)"
+        return None, "the URL must be https:// (http:// is for loopback addresses only)"
     return str(ips[0]), ""
 
 
