@@ -91,11 +91,11 @@ def parts(template: Template, language: Language, params: dict[str, str]) -> Par
     )
 
 
-def plain_text(p: Parts) -> str:
+def plain_text(p: Parts, language: Language) -> str:
     """The text/plain body."""
     blocks = list(p.paragraphs)
-    if p.link:
-        blocks.append(f"{p.link[0]}: {p.link[1]}")
+    if p.link:  # "label: url" as the language writes it (French puts a space before the colon)
+        blocks.append(text(language, "link.line", label=p.link[0], url=p.link[1]))
     blocks += [p.signature, "-- ", p.footer]
     return "\n\n".join(blocks) + "\n"
 
@@ -135,7 +135,7 @@ def compose(
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(plain_text(p))
+    msg.set_content(plain_text(p, language))
     msg.add_alternative(html_text(p, language), subtype="html")
     # After the parts: making the message multipart moves Content-* headers into its first part.
     msg["Content-Language"] = language.value
