@@ -21,6 +21,7 @@ from avis.review.models import (
 )
 from avis.review.service import ReviewService
 from avis.shared.events import Language, Specialty, Urgency
+from avis.shared.pages import Cursor, Limit
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
@@ -40,11 +41,6 @@ Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
 CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
-Cursor = Annotated[
-    str | None,
-    Query(min_length=1, max_length=512, description="`next_cursor` of the previous page, as is."),
-]
 
 READ = problem_responses(401, 403, 422, 503)
 READ_ONE = problem_responses(401, 403, 404, 422, 503)
