@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
     runtime.on_store(lambda _: matcher.recover())
-    runtime.background("overdue", partial(review.watch_overdue, settings.overdue_refresh_seconds))
+    runtime.background(
+        "overdue", partial(review.watch_overdue, interval=settings.overdue_refresh_seconds)
+    )
     handlers.register(runtime, review)
     app = runtime.create_app(
         "Avis review",

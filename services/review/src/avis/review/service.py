@@ -223,7 +223,7 @@ class ReviewService:
             limit=limit + 1,
         )
         if overdue:
-            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at))
+            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at=at))
         page = AssignmentPage.of(
             docs,
             limit,
@@ -391,11 +391,11 @@ class ReviewService:
 
     async def refresh_overdue(self) -> int:
         """Recount overdue assignments into the gauge; returns the count."""
-        count = await self.count_overdue(now())
+        count = await self.count_overdue(at=now())
         OVERDUE_ASSIGNMENTS.labels(self.service).set(count)
         return count
 
-    async def count_overdue(self, at: datetime) -> int:
+    async def count_overdue(self, *, at: datetime) -> int:
         """Open assignments past due: each reviewer's open ones, read by `_id`, so the cost is
         the directory and the open work, not every assignment ever made. An ended one still
         listed (a stop between its end and its release) is released on the way."""
@@ -408,7 +408,7 @@ class ReviewService:
                     count += 1
         return count
 
-    async def watch_overdue(self, interval: float) -> None:
+    async def watch_overdue(self, *, interval: float) -> None:
         """Keep the overdue gauge fresh until cancelled."""
         while True:
             try:
