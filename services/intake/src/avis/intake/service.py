@@ -3,10 +3,9 @@ report it. Each one reads through the store, decides with `rules`, writes throug
 publishes through the emitter; none holds HTTP or Kafka details.
 
 Writes follow the store contract (DESIGN.md section 4): a case is written by one writer at a
-time (`locks.hold(case_id)`), a state change and its events are one write, and uniqueness is
-claimed by inserting a natural `_id`. The case's lock is keyed by its bare id, the key under
-which the outbox relay drains the case's events (`avis.shared.outbox.Relay`): a key of another
-shape would let the relay rewrite the case behind its writer's back. Other locks are named by
+time (`locks.hold(emitter.lock(case_id))`, the key under which the outbox relay drains the
+case's events too, so neither rewrites the other's change), a state change and its events are
+one write, and uniqueness is claimed by inserting a natural `_id`. Other locks are named by
 `lock_key`. Nothing identifying or clinical is logged, put in a span
 or sent in clear: the patient's contact travels sealed under the event id.
 """
@@ -266,7 +265,7 @@ class IntakeService:
     ) -> tuple[DocumentView, bool]:
         """Store a record on a draft: (metadata, True), or the same file already there (False).
         The case is read once, under its lock, before the upload is looked at."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             rules.check_draft(case.status, "added")
             content_type, filename = rules.check_upload(
@@ -299,7 +298,7 @@ class IntakeService:
         self, *, principal: Principal, case_id: str, document_id: str
     ) -> None:
         """Remove a record from a draft."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             rules.check_draft((await self._writable(principal, case_id)).status, "removed")
             record_id = rules.document_id_of(case_id, document_id)
             if not await self.store.delete_record(case_id, record_id):
@@ -323,7 +322,7 @@ class IntakeService:
 
     async def submit(self, *, principal: Principal, case_id: str, body: SubmitIn) -> CaseView:
         """Submit a draft with the patient's consent; submitting again returns the same case."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_submittable(case.status):
                 return await self._view(case)  # already submitted: same result, no second event
@@ -381,7 +380,7 @@ class IntakeService:
         A draft nobody else has heard of is withdrawn quietly; a submitted case publishes
         `avis.case.withdrawn.v1`.
         """
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_withdrawable(case.status):
                 return await self._view(case)
@@ -410,7 +409,7 @@ class IntakeService:
 
     async def follow(self, *, case_id: str, change: Change) -> bool:
         """Apply a change reported by an event; False if it changes nothing (and why is logged)."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._case(case_id)
             if case is None:
                 # Intake files every case, so nothing can make this one known later but a

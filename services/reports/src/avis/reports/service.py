@@ -6,7 +6,8 @@ comes first is kept on the case's aggregate (the opinion parked, sealed) and the
 completes it; nothing waits on a partition. Every opinion version newer than the last one
 composed becomes a report version; a redelivered event finds its effect already there.
 
-Every write to a case holds the case's lock (its id, the key the outbox relay takes too).
+Every write to a case holds the case's lock (`emitter.lock(case_id)`, which the outbox relay
+takes too).
 Rendering the PDF is kept off the consumer's path: it happens in the background after a version
 is issued, or on the first request for it, in one worker thread, and is then kept (sealed).
 """
@@ -162,7 +163,7 @@ class ReportsService:
             submitted_at=case.submitted_at,
             contact=self.keyring.seal_json(contact, contact_aad(case_id)),
         )
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 fresh = CaseDoc(
@@ -201,7 +202,7 @@ class ReportsService:
             completed_at=review.completed_at,
             sealed=self.keyring.seal_json(opinion, opinion_aad(case_id, review.version)),
         )
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 parked = CaseDoc(
@@ -227,7 +228,7 @@ class ReportsService:
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """A withdrawn case gets no report from now on; one already issued stays readable."""
         case_id = withdrawal.case_id
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 # A tombstone: a submission or opinion arriving later is not composed.
@@ -248,7 +249,7 @@ class ReportsService:
     async def expire_parked(self, *, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
         """The case never came: drop the opinions parked for it and dead-letter their events
         (`give_up`); False if the case is known by now (or withdrawn), and nothing is dropped."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             submitted = stored is not None and stored.case is not None
             withdrawn = stored is not None and stored.withdrawn_at is not None

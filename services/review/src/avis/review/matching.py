@@ -128,8 +128,8 @@ class Matcher:
             due_at=due,
         )
         await self.store.file_due(assignment)
-        # The round's lock is its bare id: the key the relay holds while it publishes its outbox.
-        async with self.locks.hold(assignment_id):
+        # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
+        async with self.locks.hold(self.emitter.lock(assignment_id)):
             await self.emitter.emit(
                 "review.assign",
                 assigned,

@@ -4,8 +4,8 @@ store, decides with `rules` (and the matcher, for who takes a case), writes thro
 and publishes through the emitter.
 
 Concurrency: the store does not serialise concurrent writers, so every write holds its
-aggregate's lock (`lock_key("case", id)`, `lock_key("reviewer", id)`, and an assignment's bare
-id, the key the outbox relay holds while it publishes that assignment's events), and every
+aggregate's lock (`lock_key("case", id)`, `lock_key("reviewer", id)`, and an assignment's
+`emitter.lock(id)`, which the outbox relay holds too while it publishes its events), and every
 matching decision (read the loads, pick, write the assignment) runs under the one matching lock
 of the process (`matching.MATCHING_LOCK`). Locks are always taken in the order matching -> case
 -> assignment -> reviewer. Across several review instances this relies on a single active
@@ -144,7 +144,7 @@ class ReviewService:
             for round_ in await self.store.assignments_of(case_id, known):
                 if round_.status not in ACTIVE:
                     continue
-                async with self.locks.hold(round_.id):
+                async with self.locks.hold(self.emitter.lock(round_.id)):
                     fresh = await self.store.assignment(round_.id)
                     if fresh is not None and fresh.status in ACTIVE:
                         await self.store.cancel(fresh.id, at)
@@ -248,7 +248,7 @@ class ReviewService:
 
     async def accept(self, *, principal: Principal, assignment_id: str) -> Assignment:
         """The assigned reviewer accepts; accepting twice is a no-op."""
-        async with self.locks.hold(assignment_id):
+        async with self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
             if rules.may_accept(doc.status):
                 at = now()
@@ -275,7 +275,7 @@ class ReviewService:
         async with self.locks.hold(MATCHING_LOCK):
             case_id = (await self._visible(principal, assignment_id)).case_id
             async with self.locks.hold(lock_key("case", case_id)):
-                async with self.locks.hold(assignment_id):
+                async with self.locks.hold(self.emitter.lock(assignment_id)):
                     doc = await self._visible(principal, assignment_id)
                     if rules.may_decline(doc.status):
                         await self._write_decline(doc, body)
@@ -315,7 +315,7 @@ class ReviewService:
         self, *, principal: Principal, assignment_id: str, opinion: Opinion
     ) -> tuple[OpinionVersion, bool]:
         """The accepted reviewer's opinion (version 1); the same one again is a replay."""
-        async with self.locks.hold(assignment_id):
+        async with self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
             if not rules.may_write_first_opinion(doc.status):
                 first = doc.opinions[0]
@@ -329,7 +329,7 @@ class ReviewService:
         self, *, principal: Principal, assignment_id: str, opinion: Opinion
     ) -> OpinionVersion:
         """A correction: a new version, unless it repeats the latest one."""
-        async with self.locks.hold(assignment_id):
+        async with self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
             rules.check_correctable(doc.status)
             latest = doc.opinions[-1]
