@@ -120,13 +120,11 @@ def source_files(root: Path) -> list[Path]:
 # --- the whole tree ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="intake, review and notify are being split", strict=False)
 def test_no_import_cycle_within_a_service_or_the_shared_package() -> None:
     cycles = import_cycles(packages())
     assert not cycles, "import cycles (modules that import one another):\n" + "\n".join(cycles)
 
 
-@pytest.mark.xfail(reason="intake, review and notify are being split", strict=False)
 def test_no_class_or_function_over_the_limits() -> None:
     found = long_definitions(source_files(ROOT), ROOT)
     assert not found, "too long:\n" + "\n".join(found)
