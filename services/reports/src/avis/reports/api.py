@@ -21,6 +21,7 @@ from avis.reports.models import (
 )
 from avis.reports.rules import choose_media_type
 from avis.reports.service import ReportsService, Served
+from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated
 from avis.shared.text import UUID_PATTERN
@@ -179,10 +180,10 @@ async def list_case_reports(
     case_id: CaseId,
     principal: Caller,
     service: Service,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    limit: Limit = 20,
     cursor: Annotated[
         str | None,
-        Query(pattern=VERSION_CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+        cursor_param(VERSION_CURSOR_PATTERN, "`next_cursor` of the previous page."),
     ] = None,
 ) -> ReportVersionPage:
     """Every version issued, newest first (a correction of the opinion is a new version)."""
