@@ -122,7 +122,10 @@ class _Comparison:
         if was is None and now is None:
             return
         if was is None or now is None:
-            self.say(path, "enum " + ("added: narrowed" if was is None else "removed: widened"))
+            if was is None:
+                self.say(path, f"narrowed to {now}: old events on the topic may carry others")
+            else:
+                self.say(path, f"widened beyond {was}: released readers refuse others")
             return
         added, removed = [v for v in now if v not in was], [v for v in was if v not in now]
         if added:
