@@ -21,10 +21,10 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
 	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi clean
+.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m venv $(AVIS_CACHE)/uv-$(UV_VERSION)
@@ -54,6 +54,9 @@ lint: .venv/.synced  ## ruff and mypy
 
 asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from the event models
 	$(PY) -m avis.shared.events --write docs
+
+release-schemas: .venv/.synced  ## release the event schemas to contracts/released (refused if a reader would break)
+	$(PY) -m avis.shared.released --release contracts/released
 
 bench: install  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench $(BENCH_ARGS)
