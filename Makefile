@@ -21,10 +21,10 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
 	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi clean
+.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m venv $(AVIS_CACHE)/uv-$(UV_VERSION)
@@ -35,10 +35,10 @@ $(UV):
 	@touch $@
 
 install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler (once)
-	$(INFRA) install
-	deploy/local/system-packages.sh
+	@$(INFRA) install
+	@deploy/local/system-packages.sh
 
-run: install  ## start Kafka, FerretDB, the SMTP sink and the four services; Ctrl-C stops all
+run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
 
 test: install  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
@@ -54,6 +54,9 @@ lint: .venv/.synced  ## ruff and mypy
 
 asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from the event models
 	$(PY) -m avis.shared.events --write docs
+
+release-schemas: .venv/.synced  ## release the event schemas to contracts/released (refused if a reader would break)
+	$(PY) -m avis.shared.released --release contracts/released
 
 bench: install  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench $(BENCH_ARGS)
@@ -73,8 +76,8 @@ infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of 
 infra-stop:  ## stop what infra-start started
 	$(INFRA) stop
 
-infra-status:  ## which local infrastructure is up
-	$(INFRA) status
+infra-status:  ## which local infrastructure is up (finds the running `make run`, whatever its AVIS_STATE_DIR)
+	@$(INFRA) status
 
 clean:  ## remove the local state (data of the local stack); caches stay
 	-$(INFRA) stop

@@ -12,6 +12,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 export AVIS_CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
 STATE="${AVIS_STATE_DIR:-$root/.local/run}"
+STATE_GIVEN="${AVIS_STATE_DIR:+yes}"
 KAFKA_PORT="${AVIS_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${AVIS_KAFKA_CONTROLLER_PORT:-9093}"
 MONGO_PORT="${AVIS_MONGO_PORT:-27017}"
@@ -34,6 +35,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_of() {
   case "$1" in kafka) echo "$KAFKA_PORT" ;; ferretdb) echo "$MONGO_PORT" ;; smtp) echo "$SMTP_PORT" ;; esac
 }
+# The port a running part was started on (recorded by start), else the configured one.
+port_now() { cat "$STATE/$1.port" 2>/dev/null || port_of "$1"; }
 
 start_kafka() {
   local libs data conf
@@ -103,6 +106,7 @@ start() {
   if running "$s"; then log "$s already running (pid $(cat "$(pidfile "$s")"))"; return; fi
   if port_open "$(port_of "$s")"; then die "port $(port_of "$s") for $s is taken by another process"; fi
   "start_$s"
+  port_of "$s" > "$STATE/$s.port"
   log "$s starting (pid $(cat "$(pidfile "$s")")) on 127.0.0.1:$(port_of "$s")"
 }
 
@@ -117,15 +121,37 @@ stop() {
     kill -0 "$pid" 2>/dev/null && { log "$s did not stop in 20 s; killing"; kill -9 "$pid" 2>/dev/null || true; }
     log "$s stopped"
   fi
-  rm -f "$f"
+  rm -f "$f" "$STATE/$s.port"
 }
 
 status() {
   local s="$1"
   if running "$s"; then
-    if port_open "$(port_of "$s")"; then echo "$s: up (pid $(cat "$(pidfile "$s")"), 127.0.0.1:$(port_of "$s"))"
+    if port_open "$(port_now "$s")"; then echo "$s: up (pid $(cat "$(pidfile "$s")"), 127.0.0.1:$(port_now "$s"))"
     else echo "$s: starting (pid $(cat "$(pidfile "$s")"))"; fi
   else echo "$s: down"; fi
+}
+
+# A live `make run` of this checkout's, as "pid state-folder" (run.sh registers itself in .local/runs).
+make_runs() {
+  local f pid
+  for f in "$root"/.local/runs/*; do
+    [ -f "$f" ] || continue
+    pid="${f##*/}"
+    if ps -p "$pid" -o args= 2>/dev/null | grep -q 'deploy/local/run.sh'; then echo "$pid $(cat "$f")"; fi
+  done
+}
+
+# Asked without AVIS_STATE_DIR while no `make run` uses the default folder: show the `make run`
+# that another shell started with a state folder of its own, and say how to point at it.
+find_make_run() {
+  local pid state
+  [ -z "$STATE_GIVEN" ] || return 0
+  [ -f "$STATE/run.pid" ] && ps -p "$(cat "$STATE/run.pid")" -o args= 2>/dev/null | grep -q 'deploy/local/run.sh' && return 0
+  read -r pid state < <(make_runs) || return 0
+  [ -n "$state" ] && [ "$state" != "$STATE" ] || return 0
+  echo "make run (pid $pid) keeps its state in $state; in another shell: export AVIS_STATE_DIR=$state"
+  STATE="$state"
 }
 
 wait_ready() {
@@ -144,11 +170,12 @@ case "$cmd" in
   install) kafka_libs >/dev/null; ferretdb_bin >/dev/null; log "Kafka and FerretDB are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
   status)
+    [ $# -gt 0 ] || find_make_run
     for s in "${services[@]}"; do status "$s"; done
     if [ $# -eq 0 ] && [ -f "$STATE/run.pid" ]; then
       run_pid="$(cat "$STATE/run.pid")"
       if ps -p "$run_pid" -o args= 2>/dev/null | grep -q 'deploy/local/run.sh'; then
-        echo "make run: up (pid $run_pid; Ctrl-C in its terminal stops it and what it started)"
+        echo "make run: up (pid $run_pid, state $STATE; Ctrl-C in its terminal stops it and what it started)"
       fi
     fi ;;
   wait) for s in "${services[@]}"; do wait_ready "$s"; done ;;

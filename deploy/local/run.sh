@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `make run`: Kafka, FerretDB, the SMTP sink and the four services, until Ctrl-C.
+# `make run`: Kafka, FerretDB, the SMTP sink, Zipkin and the four services, until Ctrl-C.
 #
-# One `make run` per state directory: a second one refuses at once and touches nothing. On exit it
-# stops only what it started itself (infrastructure already up, e.g. from `make infra-start`, stays).
+# One `make run` per state directory: a second one refuses at once and touches nothing. It says
+# once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
+# already up, e.g. from `make infra-start`, stays), says so in one line and exits with status 0.
+# Every port moves with its AVIS_*_PORT variable and the state with AVIS_STATE_DIR.
 set -euo pipefail
+started_at="$(date +%s.%N)"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 export AVIS_STATE_DIR="${AVIS_STATE_DIR:-$root/.local/run}"
@@ -12,6 +15,8 @@ py="${AVIS_PYTHON:-.venv/bin/python}"
 lock="$AVIS_STATE_DIR/run.pid"
 
 say() { printf '[run] %s\n' "$*" >&2; }
+# Where another shell finds this run's state folder (`make infra-status`), whatever AVIS_STATE_DIR it has.
+runs="$root/.local/runs"
 refuse() { say "$*"; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # The pid recorded in the lock, if that process is still a `make run`.
@@ -32,12 +37,19 @@ if ! claim; then
   claim || refuse "another \`make run\` is starting here; see \`make infra-status\`."
 fi
 
+mkdir -p "$runs"
+echo "$AVIS_STATE_DIR" > "$runs/$$"
+
 started=()
+kept=()
 tracing=0
+# Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
-  if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; fi
-  if [ ${#started[@]} -gt 0 ]; then "$infra" stop "${started[@]}" || true; fi
-  rm -f "$lock"
+  if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
+  if [ ${#started[@]} -gt 0 ]; then
+    "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
+  fi
+  rm -f "$lock" "$runs/$$"
 }
 trap cleanup EXIT
 
@@ -52,6 +64,7 @@ for s in kafka ferretdb smtp; do
     started+=("$s")
     "$infra" start "$s"
   else
+    kept+=("$s")
     say "$s is already up (\`make infra-start\`?): used as is, and left up on exit"
   fi
 done
@@ -67,23 +80,59 @@ source <(deploy/local/dev-env.sh "$AVIS_STATE_DIR" "$py")
 AVIS_KAFKA_BOOTSTRAP="127.0.0.1:${AVIS_KAFKA_PORT:-9092}"
 AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
-AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"
+# Coloured console lines on a terminal; plain JSON lines when written to a file or a pipe.
+if [ -t 1 ]; then AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"; else AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-json}"; fi
 # the development stack starts with the seeded reviewer directory (empty directories only)
 AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
+# Development only (notify refuses it in production): webhooks to a receiver on this machine
+# over http:// (walkthrough part 5).
+AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="${AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK:-true}"
 set +a
 "$py" -m avis.shared.topics
+ports=(intake "${AVIS_INTAKE_HTTP_PORT:-8001}" review "${AVIS_REVIEW_HTTP_PORT:-8002}"
+       reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
+ready=()
+for ((i = 0; i < ${#ports[@]}; i += 2)); do
+  ready+=(--ready "${ports[i]}=http://127.0.0.1:${ports[i + 1]}/readyz")
+done
+if [ "$tracing" = 1 ]; then ready+=(--ready "traces=http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/health"); fi
 cat <<TXT
 
 Avis is starting (pid $$). Everything listens on 127.0.0.1:
   intake   http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}   (docs: /docs, events: /asyncapi.json)
   review   http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}
   reports  http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}
-  notify   http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}
+  notify   http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}   (webhooks to http://127.0.0.1 allowed: development)
   traces   http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/zipkin/   (search a case: tag avis.case_reference=AV-...)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)
-Ctrl-C stops everything.
+A line "[run] ready" follows when every service answers. Ctrl-C stops everything.
 
 TXT
-.venv/bin/honcho -f deploy/local/Procfile -d "$root" start
+stop_file="$AVIS_STATE_DIR/stop-began"
+rm -f "$stop_file"
+status=0
+"$py" deploy/local/supervise.py deploy/local/Procfile "${ready[@]}" \
+  --started "$started_at" --stop-file "$stop_file" || status=$?
+parts=(intake review reports notify)
+if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
+for s in "${started[@]}"; do
+  case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac
+done
+cleanup
+trap - EXIT
+took=""
+if [ -f "$stop_file" ]; then
+  took=" in $(awk -v a="$(cat "$stop_file")" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+  rm -f "$stop_file"
+fi
+summary="$(printf '%s, ' "${parts[@]}")"
+summary="${summary%, }"
+if [ ${#kept[@]} -gt 0 ]; then summary+="; left up as found: ${kept[*]}"; fi
+if [ "$status" = 0 ]; then
+  say "stopped${took}: $summary"
+else
+  say "stopped${took} after a failure (status $status): $summary"
+fi
+exit "$status"

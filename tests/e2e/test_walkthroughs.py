@@ -1,12 +1,15 @@
-"""The README's walkthroughs, executed: every command block of docs/intake-, review-, reports-
-and notify-walkthrough.md runs in order against the four services started here as `make run`
-starts them (their own processes, the settings the walkthrough puts before `make run`), on the
-test stack's broker, store and SMTP sink. Each block's HTTP statuses and promised fields are
-checked (tests/support/walkthroughs.py), and the whole walkthrough runs twice, as a person may
-follow it twice."""
+"""The README's walkthroughs, executed: every command block of docs/intake-, review-, reports-,
+notify- and partner-walkthrough.md runs in order against the four services started here as
+`make run` starts them (their own processes, the settings the walkthrough puts before
+`make run`), on the test stack's broker, store and SMTP sink. Each block's HTTP statuses and
+promised fields are checked (tests/support/walkthroughs.py), and the whole walkthrough runs
+twice, as a person may follow it twice; then the README's own partner example runs."""
 
 import asyncio
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ WALKTHROUGHS = [
     DOCS / "review-walkthrough.md",
     DOCS / "reports-walkthrough.md",
     DOCS / "notify-walkthrough.md",
+    DOCS / "partner-walkthrough.md",
 ]
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {
@@ -83,6 +87,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         AVIS_INTAKE_PUBLIC_URL=urls["intake"],
         AVIS_REVIEW_INTAKE_BASE_URL=urls["intake"],
         AVIS_REPORTS_PUBLIC_URL=urls["reports"],
+        # As `make run` sets it: part 5's receiver listens on this machine, over http://.
+        AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="true",
         **run_settings,
     )
     for name, consumed in CONSUMES.items():
@@ -111,19 +117,43 @@ def test_the_walkthroughs_run_as_written_twice(
         # The test stack's SMTP sink (AVIS_SMTP_URL) keeps its mail in its own state folder.
         MAILDIR=str(Path(os.environ["AVIS_STATE_DIR"]) / "smtp" / "mail"),
         TMPDIR=str(scratch),
+        HOOK_PORT=str(free_port()),  # part 5's receiver
     )
     before = untracked()
-    for run in range(2):
-        for path in WALKTHROUGHS:
-            walkthrough = Walkthrough(path, ROOT, env, run)
-            try:
-                walkthrough.run_all()
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{stack.tails()}") from None
-            assert len(walkthrough.blocks) >= 2, f"{path.name}: too few blocks ran"
+    try:
+        for run in range(2):
+            for path in WALKTHROUGHS:
+                run_one(Walkthrough(path, ROOT, env, run), stack)
+        # The README's partner example, once, last: its subscription receives nothing more.
+        readme = Walkthrough(ROOT / "README.md", ROOT, env)
+        run_one(readme, stack, least=1)
+    finally:
+        stop_receiver(scratch / "avis-walkthrough" / "receiver.pid")
     # The scratch files went outside the repository.
     assert (scratch / "avis-walkthrough").is_dir()
     assert untracked() == before, "the walkthroughs left files in the repository"
+
+
+def run_one(walkthrough: Walkthrough, stack: Stack, least: int = 2) -> None:
+    """Run one document's blocks, with the services' logs on a failure."""
+    try:
+        walkthrough.run_all()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.tails()}") from None
+    assert len(walkthrough.blocks) >= least, f"{walkthrough.path.name}: too few blocks ran"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_receiver(pid_file: Path) -> None:
+    """Stop part 5's receiver if a failed run left it (its last block stops it otherwise)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
 
 
 def untracked() -> set[str]:

@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from avis.notify.main import create_app
+from avis.notify.sender import EmailSender
 from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
 from avis.shared.envelope import Event, new_event_id
@@ -162,6 +163,7 @@ class NotifyStack:
     db: AsyncDatabase[Document]
     publisher: Runtime
     notify: NotifyService
+    sender: EmailSender
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
 
     def token(self, sub: str, role: Role) -> str:
@@ -312,7 +314,14 @@ async def running_notify(settings: Settings | None = None) -> AsyncIterator[Noti
     try:
         async with serve(app) as url:
             await eventually(lambda: publisher.kafka_started and runtime.kafka_started, timeout=60)
-            yield NotifyStack(url, settings, mongo[settings.database], publisher, app.state.notify)
+            yield NotifyStack(
+                url,
+                settings,
+                mongo[settings.database],
+                publisher,
+                app.state.notify,
+                app.state.sender,
+            )
     finally:
         await publisher.stop()
         await mongo.drop_database(settings.database)

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (French and English sample texts use typographic apostrophes on purpose)
 """Sample bodies: what a patient or partner sends intake (a draft, a consent, records), the
 opinion a reviewer writes, and the reports tests' (and the PDF benchmark's and the docs'
 pictures') cases and opinions, one French and one English patient, each with a complete

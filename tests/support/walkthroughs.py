@@ -280,6 +280,14 @@ def run_assignments(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in shlex.split(match.group(1)))
 
 
+def command_blocks(text: str) -> list[str]:
+    """The sh blocks of a walkthrough that run, in order (those after a skip directive left out)."""
+    blocks = re.finditer(
+        r"(<!-- skip: next -->\s*)?^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL
+    )
+    return [block.group(2) for block in blocks if block.group(1) is None]
+
+
 def environment(base: dict[str, str], **extra: str) -> dict[str, str]:
     """A process environment: `base` without its AVIS settings, plus `extra`."""
     env = {k: v for k, v in base.items() if not k.startswith("AVIS_")}

@@ -4,6 +4,7 @@ drift."""
 
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.basics import ROOT
 from tests.support.walkthroughs import (
     Walkthrough,
+    command_blocks,
     environment,
     mismatch,
     parse_expectation,
@@ -138,3 +141,44 @@ def test_expectations_and_settings_are_read_as_written() -> None:
     assert mismatch({"ref": "~^AV-\\d+$"}, {"ref": "XX-12"})
     assert run_assignments("text\nAVIS_A=1 AVIS_B=x make run\n") == {"AVIS_A": "1", "AVIS_B": "x"}
     assert run_assignments("make run\n") == {}
+    assert command_blocks("<!-- skip: next -->\n\n```sh\nno\n```\n```sh\nyes\n```\n") == ["yes\n"]
+
+
+def test_the_readme_starts_make_run_as_the_walkthroughs_do() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for part in ("intake-walkthrough.md", "review-walkthrough.md"):
+        settings = run_assignments((ROOT / "docs" / part).read_text(encoding="utf-8"))
+        assert settings, f"{part} names no settings before make run"
+        line = " ".join(f"{name}={value}" for name, value in settings.items())
+        assert f"`{line} make run`" in readme, f"the README does not start make run as {part}"
+
+
+@pytest.mark.parametrize("part", ["intake-walkthrough.md", "review-walkthrough.md"])
+def test_the_first_block_stops_with_a_clear_message_without_make_runs_secrets(
+    tmp_path: Path, part: str
+) -> None:
+    """A second terminal with no AVIS_STATE_DIR, in a checkout with no `.local/run/dev.env`:
+    the block, pasted into a shell that goes on after a failed command, writes nothing and says
+    how to point at the running stack."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    first = command_blocks((ROOT / "docs" / part).read_text(encoding="utf-8"))[0]
+    done = subprocess.run(
+        ["bash", "-c", first],  # no errexit: as pasted into an interactive shell
+        cwd=checkout,
+        env=environment(dict(os.environ), TMPDIR=str(scratch)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Stopped: " in done.stderr and ".local/run/dev.env" in done.stderr, done.stderr
+    assert "make infra-status" in done.stderr and "AVIS_STATE_DIR" in done.stderr
+    assert "No such file" not in done.stderr, done.stderr
+    assert not list((scratch / "avis-walkthrough").glob("*.env")), "it wrote settings anyway"
+    assert "ready" not in done.stdout

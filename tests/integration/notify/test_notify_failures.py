@@ -72,7 +72,7 @@ async def test_a_dead_server_stalls_no_partition(stack: NotifyStack) -> None:
     """With nothing listening on the SMTP port, every event is still consumed at once and
     every notification queued; once a server answers, they all go out."""
     dead = notify_settings(smtp_url="smtp://127.0.0.1:9")
-    stack.notify.mailer = Mailer(SmtpTarget.from_settings(dead))
+    stack.sender.mailer = Mailer(SmtpTarget.from_settings(dead))
     schedule = stack.settings.retry_schedule
     stack.settings.retry_schedule = (0.5, 1.0, 30.0)  # long enough to still be queued below
     try:
@@ -95,7 +95,7 @@ async def test_a_dead_server_stalls_no_partition(stack: NotifyStack) -> None:
                 assert n["status"] == "queued", n
     finally:
         # The server comes back (the sink on its real port): the queue drains by itself.
-        stack.notify.mailer = Mailer(SmtpTarget.from_settings(stack.settings))
+        stack.sender.mailer = Mailer(SmtpTarget.from_settings(stack.settings))
         stack.settings.retry_schedule = schedule
     for p in patients:
         items = await stack.settled(p.case_id, 2)
@@ -118,12 +118,12 @@ class CrashAfter250(Mailer):
 
 async def test_a_repeat_after_a_crash_carries_the_same_message_id(stack: NotifyStack) -> None:
     p = stack.patient("fr")
-    stack.notify.mailer = CrashAfter250(SmtpTarget.from_settings(stack.settings))
+    stack.sender.mailer = CrashAfter250(SmtpTarget.from_settings(stack.settings))
     try:
         await stack.publish(stack.submitted(p))
         (n,) = await stack.settled(p.case_id, 1)
     finally:
-        stack.notify.mailer = Mailer(SmtpTarget.from_settings(stack.settings))
+        stack.sender.mailer = Mailer(SmtpTarget.from_settings(stack.settings))
     mails = await eventually(lambda: len(mailbox(p.email)) >= 2 and mailbox(p.email))
     assert len({str(m["Message-ID"]).strip() for m in mails}) == 1
     assert str(mails[0]["Message-ID"]).strip() == n["message_id"]

@@ -297,13 +297,13 @@ async def test_a_matching_left_half_way_is_finished_at_start_up(stack: ReviewSta
         {"_id": late.case_id}, {"$set": {"round": 0}, "$unset": {"assignment_id": ""}}
     )
 
-    await stack.review.recover()
+    await stack.review.matcher.recover()
     after = await stack.assignment(kept.case_id)
     assert (after["id"], after["round"], after["status"]) == (before["id"], 1, "assigned")
     assert await stack.case_status(kept.case_id) == "assigned"
     assert await stack.case_status(late.case_id) == "assigned"
     assert (await stack.assignment(late.case_id))["reviewer_id"] == f"{p}-1"
-    await stack.review.recover()
+    await stack.review.matcher.recover()
     async with stack.client() as http:
         rounds = (await http.get("/v1/assignments", params={"case_id": kept.case_id})).json()
     assert len(rounds["items"]) == 1, "recovering twice adds nothing"

@@ -1,14 +1,17 @@
-"""Records: format recognised from the bytes, declared types, file names, and the HTTP guard
-that bounds request bodies."""
+"""Records: format recognised from the bytes, declared types, file names, and the limits of
+intake's request bodies."""
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
-from avis.intake.api import HttpGuard, content_disposition
+from avis.intake.api import MULTIPART_SLACK, content_disposition
+from avis.intake.main import create_app
 from avis.intake.models import ContentType
 from avis.intake.rules import check_filename, check_type, declared_type, sniff
+from avis.intake.settings import Settings
 from avis.shared.problems import Problem
+from avis.shared.sealing import generate_key
 
 DICOM = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00"
 SAMPLES = {
@@ -122,32 +125,26 @@ def test_content_disposition_keeps_the_name_encoded() -> None:
     assert content_disposition(None, "b" * 64) == 'attachment; filename="record-bbbbbbbbbbbb"'
 
 
-def guarded_app() -> HttpGuard:
-    app = FastAPI()
-
-    @app.post("/v1/cases/{case_id}/documents")
-    async def upload(request: Request) -> dict[str, int]:
-        return {"size": len(await request.body())}
-
-    @app.post("/v1/cases")
-    async def create(request: Request) -> dict[str, int]:
-        return {"size": len(await request.body())}
-
-    @app.get("/v1/cases")
-    async def read() -> dict[str, str]:
-        return {"ok": "yes"}
-
-    return HttpGuard(app, max_document_bytes=1000, max_json_bytes=2000)
+def intake_app() -> FastAPI:
+    """Intake's app called in process; its lifespan never runs, so nothing connects."""
+    settings = Settings(
+        max_document_bytes=1000,
+        max_json_bytes=2000,
+        jwt_secret="s" * 40,  # type: ignore[arg-type]
+        sealing_keys=f"k1:{generate_key()}",  # type: ignore[arg-type]
+        log_format="json",
+    )
+    return create_app(settings)
 
 
-async def test_the_guard_bounds_bodies_and_keeps_responses_out_of_caches() -> None:
-    transport = httpx.ASGITransport(app=guarded_app())
+async def test_intake_bounds_bodies_before_authentication_and_keeps_answers_out_of_caches() -> None:
+    transport = httpx.ASGITransport(app=intake_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        fits = await client.post("/v1/cases/c/documents", content=b"x" * 1000)
-        assert fits.status_code == 200 and fits.json() == {"size": 1000}
+        upload = "/v1/cases/0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b/documents"
+        fits = await client.post(upload, content=b"x" * (1000 + MULTIPART_SLACK))
+        assert fits.status_code == 401  # within the limit: the missing token is what is refused
         assert fits.headers["cache-control"] == "no-store"
-        slack = 64 * 1024
-        over = await client.post("/v1/cases/c/documents", content=b"x" * (1001 + slack))
+        over = await client.post(upload, content=b"x" * (1001 + MULTIPART_SLACK))
         assert over.status_code == 413
         assert over.headers["content-type"] == "application/problem+json"
         assert over.json()["type"].endswith("/request-too-large")
@@ -156,8 +153,10 @@ async def test_the_guard_bounds_bodies_and_keeps_responses_out_of_caches() -> No
             for _ in range(100):
                 yield b"y" * 1024  # streamed, no Content-Length
 
-        streamed = await client.post("/v1/cases/c/documents", content=chunks())  # type: ignore[arg-type]
+        streamed = await client.post(upload, content=chunks())  # type: ignore[arg-type]
         assert streamed.status_code == 413
         json_over = await client.post("/v1/cases", content=b"{" + b" " * 2000 + b"}")
         assert json_over.status_code == 413
+        json_fits = await client.post("/v1/cases", content=b"{" + b" " * 1998 + b"}")
+        assert json_fits.status_code == 401
         assert (await client.get("/v1/cases")).headers["cache-control"] == "no-store"

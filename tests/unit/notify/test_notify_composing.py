@@ -7,7 +7,7 @@ import pytest
 from avis.notify import emails
 from avis.notify.emails import catalogue_keys, compose
 from avis.notify.mailer import SmtpTarget
-from avis.notify.rules import Template
+from avis.notify.models import Template
 from avis.notify.settings import Settings
 from avis.shared.events import Language, Specialty
 

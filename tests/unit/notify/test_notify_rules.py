@@ -5,7 +5,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from avis.notify import rules
-from avis.notify.rules import CaseView, Outcome, Template
+from avis.notify.models import Outcome, Template
+from avis.notify.rules import CaseView
 from avis.notify.settings import DEFAULT_RETRY_SCHEDULE, Settings
 from avis.shared.security import Principal
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from avis.notify import rules
-from avis.notify.rules import Outcome, WebhookEvent
+from avis.notify.models import Outcome, WebhookEvent
 from avis.notify.webhooks import MAX_RESPONSE_BYTES, Refused, WebhookClient, sign
 from tests.support.basics import serve
 

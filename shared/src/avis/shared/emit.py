@@ -22,7 +22,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import Payload
-from avis.shared.mongo import Document
+from avis.shared.mongo import Document, lock_key
 from avis.shared.observability import case_span
 from avis.shared.outbox import Relay
 
@@ -41,6 +41,11 @@ class Emitter:
         self.relay = relay
         self.outbox = outbox
         relay.watch(outbox)
+
+    def lock(self, aggregate: str) -> str:
+        """The lock key of an aggregate of this outbox: its writer holds it, and the relay too
+        while it publishes the aggregate's events, so neither rewrites the other's change."""
+        return lock_key(self.outbox.name, aggregate)
 
     def event(self, span: str, payload: PayloadOf, *, trace: str = "") -> Event:
         """A new event, built in span `span` of the case's trace (`trace`: its traceparent).

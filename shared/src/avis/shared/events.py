@@ -256,6 +256,13 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return {ce_type: model.model_json_schema() for ce_type, (_, model) in EVENT_TYPES.items()}
 
 
+def sealed_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each sealed content, named `sealed.<Model>` as its file is."""
+    return {
+        f"sealed.{content.__name__}": content.model_json_schema() for content in SEALED_CONTENTS
+    }
+
+
 # What a service declares it sends or receives: a topic (every event type on it), or one type.
 Declared = str | type["Payload"]
 
@@ -357,13 +364,9 @@ def write_docs(directory: pathlib.Path) -> list[pathlib.Path]:
     target = directory / "asyncapi.json"
     target.write_text(json.dumps(asyncapi(), indent=2, sort_keys=True) + "\n")
     written.append(target)
-    for ce_type, schema in json_schemas().items():
-        target = directory / "schemas" / f"{ce_type}.json"
+    for name, schema in {**json_schemas(), **sealed_schemas()}.items():
+        target = directory / "schemas" / f"{name}.json"
         target.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-        written.append(target)
-    for content in SEALED_CONTENTS:
-        target = directory / "schemas" / f"sealed.{content.__name__}.json"
-        target.write_text(json.dumps(content.model_json_schema(), indent=2, sort_keys=True) + "\n")
         written.append(target)
     return written
 

@@ -26,7 +26,7 @@ import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 
 from avis.shared.envelope import Event
-from avis.shared.mongo import AggregateLocks, Document
+from avis.shared.mongo import AggregateLocks, Document, lock_key
 from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from avis.shared.retry import Backoff
 
@@ -190,8 +190,9 @@ class Relay:
             sent: list[tuple[Any, Document, Awaitable[None]]] = []
             try:
                 for aggregate_id in ids:
-                    # Locks taken in id order; each aggregate's writer waits meanwhile.
-                    await held.enter_async_context(self.locks.hold(str(aggregate_id)))
+                    # Locks taken in id order; each aggregate's writer (`Emitter.lock`) waits.
+                    lock = lock_key(collection.name, str(aggregate_id))
+                    await held.enter_async_context(self.locks.hold(lock))
                 for aggregate_id in ids:
                     doc = await collection.find_one({"_id": aggregate_id}, {"outbox": 1})
                     entries = (doc or {}).get("outbox") or []

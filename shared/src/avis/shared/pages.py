@@ -46,12 +46,13 @@ class Page(BaseModel, Generic[T]):
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
 
 
-def cursor_query(pattern: str | None = None, description: str | None = None) -> Any:
-    """The `cursor` query parameter: `next_cursor` of the previous page, as is."""
+def cursor_param(pattern: str | None = None, description: str | None = None) -> Any:
+    """The `cursor` query parameter (`Annotated[str | None, cursor_param(...)]`): any position
+    of at most 512 characters, or the list's own shape when it has one."""
     text = description or "`next_cursor` of the previous page, as is."
     if pattern is not None:
-        return Annotated[str | None, Query(pattern=pattern, description=text)]
-    return Annotated[str | None, Query(min_length=1, max_length=512, description=text)]
+        return Query(pattern=pattern, description=text)
+    return Query(min_length=1, max_length=512, description=text)
 
 
-Cursor = cursor_query()
+Cursor = Annotated[str | None, cursor_param()]

@@ -7,7 +7,6 @@ validation, the offending fields.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -300,75 +299,6 @@ class UnhandledErrorMiddleware:
             else:
                 response = await _on_unhandled(request, exc)
             await response(scope, receive, send)
-
-
-class BodyDeadline:
-    """Bounds how long a request's body may take to arrive: `idle` seconds between two parts, and
-    `total` seconds in all. A body dripped slower (a slow or stalled client, a slowloris) gets a
-    408 problem and the connection is closed, rather than holding a worker forever; the app sees
-    the client gone, so nothing it would have written from the body is written.
-
-    Only the body is bounded: once it is complete, waiting for a disconnect (a streamed
-    response) is left alone.
-    """
-
-    def __init__(self, app: ASGIApp, idle: float, total: float) -> None:
-        self.app = app
-        self.idle = idle
-        self.total = total
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request with its body's arrival bounded."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total
-        complete = timed_out = started = False
-
-        async def bounded_receive() -> Message:
-            nonlocal complete, timed_out
-            if complete:
-                return await receive()
-            if timed_out:
-                return {"type": "http.disconnect"}
-            try:
-                async with asyncio.timeout(min(self.idle, max(0.0, deadline - loop.time()))):
-                    message = await receive()
-            except TimeoutError:
-                timed_out = True
-                if not started:
-                    await _too_slow(self.idle, self.total)(scope, receive, send)
-                return {"type": "http.disconnect"}
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                complete = True
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if timed_out:
-                return  # the 408 is out; whatever the app says after is dropped
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, bounded_receive, guarded_send)
-        except Exception:
-            if not timed_out:
-                raise
-            # The app met the end of a body that never came; the client has its 408.
-
-
-def _too_slow(idle: float, total: float) -> Response:
-    return Problem(
-        408,
-        "request-timeout",
-        "Request Timeout",
-        f"the request body did not arrive in time ({idle:g} s without data at most, "
-        f"{total:g} s in all)",
-        headers={"Connection": "close"},
-    ).to_response()
 
 
 def _document_problems(app: FastAPI) -> None:

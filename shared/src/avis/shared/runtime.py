@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from avis.shared.bodies import BodyLimits, bound_bodies
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
@@ -38,12 +39,7 @@ from avis.shared.mongo import (
 )
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
-from avis.shared.problems import (
-    BodyDeadline,
-    Problem,
-    install_problem_handlers,
-    problem_responses,
-)
+from avis.shared.problems import Problem, install_problem_handlers, problem_responses
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -252,9 +248,15 @@ class Runtime:
         return {"store": store, "kafka": kafka}
 
     def create_app(
-        self, title: str, routers: Sequence[APIRouter] = (), description: str = ""
+        self,
+        title: str,
+        routers: Sequence[APIRouter] = (),
+        description: str = "",
+        *,
+        body_limits: BodyLimits | None = None,
     ) -> FastAPI:
-        """The service's FastAPI app, with the platform's doors and error format."""
+        """The service's FastAPI app, with the platform's doors and error format; request
+        bodies within `body_limits` (default: `http_max_body_bytes` for every route)."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -278,8 +280,9 @@ class Runtime:
         app.state.runtime = self
         app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
-        app.add_middleware(
-            BodyDeadline,
+        bound_bodies(
+            app,
+            body_limits or BodyLimits(self.settings.http_max_body_bytes),
             idle=self.settings.http_body_idle_seconds,
             total=self.settings.http_body_total_seconds,
         )

@@ -26,6 +26,13 @@ class CommonSettings(BaseSettings):
         600.0, gt=0, validation_alias=shared_env("HTTP_BODY_TOTAL_SECONDS")
     )
 
+    # The largest request body a route takes unless the service says otherwise (413 above it).
+    # Review's opinion is the largest body: six sections of 20,000 characters, up to 1.44 MB
+    # as JSON when every character is escaped as a surrogate pair (12 bytes).
+    http_max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, validation_alias=shared_env("HTTP_MAX_BODY_BYTES")
+    )
+
     # On SIGTERM: how long requests in flight may take to finish, then how long the event
     # handlers in flight may (each bound in turn; an unfinished handler commits no offset).
     shutdown_grace_seconds: float = Field(

@@ -6,7 +6,6 @@ case a caller may touch is the service's decision, and a case that is not the ca
 """
 
 import re
-import sys
 from typing import Annotated
 from urllib.parse import quote
 
@@ -15,7 +14,6 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avis.intake.models import (
-    CASE_ID_PATTERN,
     DOCUMENT_ID_PATTERN,
     CaseCreate,
     CasePage,
@@ -28,9 +26,10 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
-from avis.shared.problems import Problem, problem_responses
+from avis.shared.pages import Limit, cursor_param
+from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -51,7 +50,7 @@ Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
 ClinicalReader = Annotated[
     Principal, Depends(require_roles("patient", "partner", "reviewer", "coordinator"))
 ]
-CaseId = Annotated[str, Path(pattern=CASE_ID_PATTERN, description="The case id (a UUID).")]
+CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
 ]
@@ -64,6 +63,11 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+Position = Annotated[
+    str | None,
+    cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."),
+]
+DOCUMENTS_PATH = "/cases/{case_id}/documents"
 _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
 
 
@@ -79,7 +83,7 @@ _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "s
             "description": "The case an earlier request with this Idempotency-Key created",
             "headers": _LOCATION,
         },
-        **problem_responses(400, 401, 403, 413, 422),
+        **problem_responses(400, 401, 403, 422),
     },
 )
 async def create_case(
@@ -108,14 +112,8 @@ async def list_cases(
     principal: Caller,
     service: Service,
     status: Annotated[CaseStatus | None, Query(description="Only cases in this status.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=r"^[0-9]{1,12}$",
-            description="`next_cursor` of the previous page (a position in the list).",
-        ),
-    ] = None,
+    limit: Limit = 20,
+    cursor: Position = None,
 ) -> CasePage:
     """Patients see their cases, partners the cases they filed, reviewers the cases assigned to
     them, coordinators and services all; newest first."""
@@ -148,14 +146,14 @@ async def get_clinical(
 
 
 @router.post(
-    "/cases/{case_id}/documents",
+    DOCUMENTS_PATH,
     status_code=201,
     summary="Upload a record to a draft",
     response_model=DocumentView,
     responses={
         201: {"description": "The record was stored"},
         200: {"model": DocumentView, "description": "The case already holds this very file"},
-        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422),
+        **problem_responses(400, 401, 403, 404, 409, 415, 422),
     },
 )
 async def upload_document(
@@ -233,7 +231,7 @@ async def delete_document(
     "/cases/{case_id}/submit",
     summary="Submit a draft with the patient's consent",
     response_model=CaseView,
-    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def submit_case(
     case_id: CaseId, body: SubmitIn, principal: Filer, service: Service
@@ -246,7 +244,7 @@ async def submit_case(
     "/cases/{case_id}/withdraw",
     summary="Withdraw a case before its report",
     response_model=CaseView,
-    responses=problem_responses(401, 403, 404, 409, 413, 422),
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
     """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
@@ -262,63 +260,23 @@ def content_disposition(filename: str | None, document_id: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and the other fields
-DRAIN_LIMIT = 64 * 1024 * 1024  # read (and drop) this much of a refused body before answering
+# An upload's body is its record plus the multipart framing and the other fields.
+MULTIPART_SLACK = 64 * 1024
 
 
-class HttpGuard:
-    """Bounds request bodies before they are parsed, and keeps responses out of caches.
+class NoStore:
+    """Keeps every answer out of caches, unless a route says otherwise: they carry health data."""
 
-    An upload larger than the document limit is refused with 413 as soon as its size is known
-    (from Content-Length, or while it streams) rather than spooled to disk first. The rest of
-    the body is read and dropped (up to `DRAIN_LIMIT`) so the client, still sending, gets to
-    read the answer instead of a reset connection.
-    """
-
-    def __init__(self, app: ASGIApp, max_document_bytes: int, max_json_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_upload = max_document_bytes + MULTIPART_SLACK
-        self.max_json = max_json_bytes
-
-    def _limit(self, scope: Scope) -> int | None:
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return None  # no route reads the body of these
-        if scope["path"].endswith("/documents"):
-            return self.max_upload
-        return self.max_json
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request within its body limit."""
+        """Serve the request; its answer says `Cache-Control: no-store`."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit(scope)
-        if limit is None:
-            limit = sys.maxsize
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await refuse(limit, 0, scope, receive, send)
-            return
-        received = 0
-        refused = False
 
-        async def bounded_receive() -> Message:
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refused = True
-                    more = message.get("more_body", False)
-                    await refuse(limit, received if more else -1, scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if refused:
-                return  # our 413 is already out; whatever the app says after is dropped
+        async def no_store(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
@@ -326,33 +284,4 @@ class HttpGuard:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, bounded_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-            # The app met the end of a body we cut off; the client already has its 413.
-
-
-async def refuse(limit: int, already: int, scope: Scope, receive: Receive, send: Send) -> None:
-    """Drop the rest of the body (`already` bytes read; -1 if it is all read), then answer 413."""
-    drained = already
-    while 0 <= drained <= DRAIN_LIMIT:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        drained += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    await too_large(limit)(scope, receive, send)
-
-
-def too_large(limit: int) -> Response:
-    """The 413 of a request body over its limit."""
-    return Problem(
-        413,
-        "request-too-large",
-        "Request too large",
-        f"the request body exceeds {limit} bytes",
-        headers={"Connection": "close", "Cache-Control": "no-store"},
-    ).to_response()
+        await self.app(scope, receive, no_store)

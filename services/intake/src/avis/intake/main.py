@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from avis.intake import api, handlers, store
 from avis.intake.service import SOURCE, IntakeService, Limits
 from avis.intake.settings import Settings
+from avis.shared.bodies import BodyLimits
 from avis.shared.emit import Emitter
 from avis.shared.events import CaseSubmitted, CaseWithdrawn
 from avis.shared.runtime import Runtime, serve
@@ -34,13 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public_url=settings.public_url,
     )
     handlers.register(runtime, intake)
-    app = runtime.create_app("Avis intake", [api.router], description=DESCRIPTION)
-    app.state.intake = intake
-    app.add_middleware(
-        api.HttpGuard,
-        max_document_bytes=settings.max_document_bytes,
-        max_json_bytes=settings.max_json_bytes,
+    upload = settings.max_document_bytes + api.MULTIPART_SLACK
+    limits = BodyLimits(settings.max_json_bytes, {api.router.prefix + api.DOCUMENTS_PATH: upload})
+    app = runtime.create_app(
+        "Avis intake", [api.router], description=DESCRIPTION, body_limits=limits
     )
+    app.state.intake = intake
+    app.add_middleware(api.NoStore)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Intake's documents and API schemas.
+"""Intake's API schemas: requests and the views the API shows (the stored documents of
+`store.py` turn themselves into these). A leaf: nothing of the service is imported here.
 
 Requests are strict (`extra="forbid"`): a field the API does not know is a mistake worth a 422,
 not something to store. Free text follows the platform's text rules (`avis.shared.text`): at
@@ -11,22 +12,18 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.pages import Page
-from avis.shared.text import UUID_PATTERN, Code, Declares, Text, must_match
+from avis.shared.text import Code, Declares, Text, must_match
 from avis.shared.text import Name as NameText
-
-if TYPE_CHECKING:
-    from avis.intake.store import Case, CaseRow, Record
 
 # A pragmatic address check; deliverability is the notify service's concern.
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"  # noqa: E501
 PHONE_PATTERN = r"^\+?[0-9][0-9 .()-]{5,30}$"
-CASE_ID_PATTERN = UUID_PATTERN
 DOCUMENT_ID_PATTERN = r"^[0-9a-f]{64}$"
 REFERENCE_PATTERN = r"^AV-[0-9]{4}-[0-9]{6,}$"
 
@@ -271,72 +268,3 @@ class ClinicalView(BaseModel):
     physician: PhysicianView | None
     patient: PatientView | None
     documents: list[DocumentView]
-
-
-def age_on(birth: date, today: date) -> int:
-    """Age in whole years on `today`."""
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
-def document_view(record: Record, with_filename: bool = True) -> DocumentView:
-    """A stored record's metadata as the API shows it (a file name can name the patient)."""
-    return DocumentView(
-        document_id=record.document_id,
-        kind=record.kind,
-        content_type=record.content_type,
-        size=record.size,
-        sha256=record.sha256,
-        filename=record.filename if with_filename else None,
-        uploaded_at=record.uploaded_at,
-    )
-
-
-def case_summary(case: Case | CaseRow) -> CaseSummary:
-    """A stored case as a list shows it."""
-    return CaseSummary(
-        case_id=case.id,
-        reference=case.reference,
-        status=case.status,
-        specialty=case.specialty,
-        urgency=case.urgency,
-        created_at=case.created_at,
-        updated_at=case.updated_at,
-    )
-
-
-def case_view(case: Case, records: list[Record], with_filenames: bool = True) -> CaseView:
-    """A stored case with its records' metadata, as the API shows it."""
-    consent = case.consent
-    return CaseView(
-        **case_summary(case).model_dump(),
-        language=case.language,
-        questions=case.questions,
-        partner_id=case.partner_id,
-        partner_reference=case.partner_reference,
-        submitted_at=case.submitted_at,
-        withdrawn_at=case.withdrawn_at,
-        consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
-        documents=[document_view(d, with_filenames) for d in records],
-        timeline=[TimelineEntry.model_validate(e.model_dump()) for e in case.timeline],
-    )
-
-
-def clinical_view(
-    case: Case, records: list[Record], today: date, with_patient: bool
-) -> ClinicalView:
-    """The clinical content of a case; the patient's identity only when `with_patient`."""
-    patient = case.patient
-    physician = case.physician
-    return ClinicalView(
-        case_id=case.id,
-        reference=case.reference,
-        specialty=case.specialty,
-        urgency=case.urgency,
-        language=case.language,
-        questions=case.questions,
-        clinical_summary=case.clinical_summary,
-        age_years=age_on(date.fromisoformat(patient.birth_date), today),
-        physician=PhysicianView.model_validate(physician.model_dump()) if physician else None,
-        patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
-        documents=[document_view(d) for d in records],
-    )

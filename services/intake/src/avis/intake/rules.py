@@ -15,7 +15,6 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from avis.intake.models import (
-    CASE_ID_PATTERN,
     CaseCreate,
     CaseStatus,
     ContentType,
@@ -25,6 +24,7 @@ from avis.intake.models import (
 from avis.shared.events import ConsentScope
 from avis.shared.problems import Problem
 from avis.shared.security import Principal
+from avis.shared.text import UUID_PATTERN
 
 REFERENCE_BLOCK = 100  # references claimed at once; fixed, so blocks never overlap
 CONSENT_CLOCK_SKEW = timedelta(minutes=5)
@@ -42,7 +42,7 @@ RANK = {
 # While the case is in one of these, its current reviewer may read it.
 REVIEWER_READABLE = (CaseStatus.ASSIGNED, CaseStatus.IN_REVIEW, CaseStatus.REPORT_READY)
 
-_ID_RE = re.compile(CASE_ID_PATTERN)
+_ID_RE = re.compile(UUID_PATTERN)
 
 
 # --- ids and references -----------------------------------------------------------------------
@@ -416,21 +416,14 @@ def shared_with_partner(scopes: list[ConsentScope]) -> bool:
 # --- answers ----------------------------------------------------------------------------------
 
 
-def not_found(case_id: str) -> Problem:
-    """The one answer for a case that is missing or not the caller's (existence stays hidden)."""
-    return Problem(404, "case-not-found", "Case not found", f"no case {case_id} for this caller")
-
-
-def document_not_found(document_id: str) -> Problem:
-    """404 for a record the case does not hold."""
-    return Problem(
-        404, "document-not-found", "Document not found", f"the case holds no record {document_id}"
-    )
-
-
 def unsupported(detail: str) -> Problem:
     """A 415 for a record in a format intake does not take."""
     return Problem(415, "unsupported-document-type", "Unsupported document type", detail)
+
+
+def age_on(birth: date, today: date) -> int:
+    """Age in whole years on `today`."""
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 def check_birth_date(birth: date, today: date) -> None:

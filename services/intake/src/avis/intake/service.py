@@ -3,8 +3,10 @@ report it. Each one reads through the store, decides with `rules`, writes throug
 publishes through the emitter; none holds HTTP or Kafka details.
 
 Writes follow the store contract (DESIGN.md section 4): a case is written by one writer at a
-time (`locks.hold(case_id)`), a state change and its events are one write, and uniqueness is
-claimed by inserting a natural `_id`. Nothing identifying or clinical is logged, put in a span
+time (`locks.hold(emitter.lock(case_id))`, the key under which the outbox relay drains the
+case's events too, so neither rewrites the other's change), a state change and its events are
+one write, and uniqueness is claimed by inserting a natural `_id`. Other locks are named by
+`lock_key`. Nothing identifying or clinical is logged, put in a span
 or sent in clear: the patient's contact travels sealed under the event id.
 """
 
@@ -30,10 +32,6 @@ from avis.intake.models import (
     DocumentView,
     SubmitIn,
     TimelineKind,
-    case_summary,
-    case_view,
-    clinical_view,
-    document_view,
 )
 from avis.intake.rules import ASSIGN, CLEAR, Change
 from avis.intake.store import (
@@ -41,6 +39,7 @@ from avis.intake.store import (
     Case,
     CurrentReviewer,
     IdempotencyClaim,
+    ListedPage,
     Record,
     Store,
     StoredConsent,
@@ -53,12 +52,15 @@ from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import CaseSubmitted, CaseWithdrawn, ConsentScope, PatientContact
-from avis.shared.mongo import AggregateLocks
-from avis.shared.problems import Problem
+from avis.shared.mongo import AggregateLocks, lock_key
+from avis.shared.problems import Problem, not_found
 from avis.shared.sealing import Keyring, Sealed
 from avis.shared.security import Principal
 
 SOURCE = "/avis/intake"
+# The 404 slugs of a case or record that is missing or not the caller's (existence stays hidden).
+CASE_NOT_FOUND = "case-not-found"
+DOCUMENT_NOT_FOUND = "document-not-found"
 
 log = structlog.get_logger("avis.intake")
 
@@ -151,13 +153,13 @@ class IntakeService:
         case = await self._case(case_id)
         allowed = rules.may_read_clinical if clinical else rules.may_read
         if case is None or not allowed(principal, case.access):
-            raise rules.not_found(case_id)
+            raise not_found("case", CASE_NOT_FOUND)
         return case
 
     async def _writable(self, principal: Principal, case_id: str) -> Case:
         case = await self._case(case_id)
         if case is None or not rules.owns(principal, case.access):
-            raise rules.not_found(case_id)
+            raise not_found("case", CASE_NOT_FOUND)
         return case
 
     async def get_case(self, *, principal: Principal, case_id: str) -> CaseView:
@@ -168,13 +170,15 @@ class IntakeService:
         )
 
     async def _view(self, case: Case, *, with_filenames: bool = True) -> CaseView:
-        return case_view(case, await self.store.records_of(case), with_filenames)
+        return case.view(await self.store.records_of(case), with_filenames=with_filenames)
 
     async def get_clinical(self, *, principal: Principal, case_id: str) -> ClinicalView:
         """The clinical content of a case; reviewers do not get the patient's identity."""
         case = await self._readable(principal, case_id, clinical=True)
         records = await self.store.records_of(case)
-        return clinical_view(case, records, now().date(), with_patient=principal.role != "reviewer")
+        return case.clinical_view(
+            records, today=now().date(), with_patient=principal.role != "reviewer"
+        )
 
     async def list_cases(
         self,
@@ -187,14 +191,10 @@ class IntakeService:
         """A page of the cases `principal` may see, newest first."""
         scope = rules.listing_scope(principal, status)
         if scope is None:
-            return CasePage(items=[], next_cursor=None)
+            return ListedPage([], [], None).view(limit)
         before = int(cursor) if cursor is not None else None  # a position (the API checks)
         page = await self.store.cases_page(scope, before, limit + 1)
-        if len(page.rows) > limit:
-            next_cursor: str | None = str(page.positions[limit - 1])
-        else:
-            next_cursor = None if page.more is None else str(page.more + 1)
-        return CasePage(items=[case_summary(r) for r in page.rows[:limit]], next_cursor=next_cursor)
+        return page.view(limit)
 
     # creating
 
@@ -219,7 +219,7 @@ class IntakeService:
             case = new_case(principal, body, case_id, await self.references.next(), at)
             if await self.store.insert_case(case):
                 log.info("case drafted", case_id=case_id, role=principal.role)
-                return case_view(case, []), True
+                return case.view([]), True
             existing = await self._case(case_id)
             if existing is not None:
                 return await self._view(existing), False  # a concurrent replay of the key
@@ -231,7 +231,7 @@ class IntakeService:
         lock, written once it is released (appends to one list do not wait for each other's
         writes); a position another instance took means the next one."""
         while True:
-            async with self.locks.hold(f"list:{key}"):
+            async with self.locks.hold(lock_key("list", key)):
                 position = await self.store.list_reserve(key)
             if await self.store.list_claim(key, position, case_id):
                 return
@@ -265,7 +265,7 @@ class IntakeService:
     ) -> tuple[DocumentView, bool]:
         """Store a record on a draft: (metadata, True), or the same file already there (False).
         The case is read once, under its lock, before the upload is looked at."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             rules.check_draft(case.status, "added")
             content_type, filename = rules.check_upload(
@@ -275,7 +275,7 @@ class IntakeService:
             record_id = rules.document_id_of(case_id, sha256)
             existing = await self.store.record(record_id)
             if existing is not None and record_id in case.record_ids:
-                return document_view(existing), False
+                return existing.view(), False
             held = len(case.record_ids)
             rules.check_documents(held, at_most=self.limits.max_documents_per_case)
             record = Record(
@@ -292,17 +292,17 @@ class IntakeService:
             )
             await self.store.put_record(record, upload.data)
         log.info("record stored", case_id=case_id, document_id=sha256, size=len(upload.data))
-        return document_view(record), True
+        return record.view(), True
 
     async def delete_document(
         self, *, principal: Principal, case_id: str, document_id: str
     ) -> None:
         """Remove a record from a draft."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             rules.check_draft((await self._writable(principal, case_id)).status, "removed")
             record_id = rules.document_id_of(case_id, document_id)
             if not await self.store.delete_record(case_id, record_id):
-                raise rules.document_not_found(document_id)
+                raise not_found("document", DOCUMENT_NOT_FOUND)
         log.info("record removed", case_id=case_id, document_id=document_id)
 
     async def open_document(
@@ -315,14 +315,14 @@ class IntakeService:
         record = await self.store.record(record_id) if listed else None
         chunks = await self.store.record_bytes(record) if record else None
         if record is None or chunks is None:
-            raise rules.document_not_found(document_id)
-        return Download(meta=document_view(record), chunks=chunks)
+            raise not_found("document", DOCUMENT_NOT_FOUND)
+        return Download(meta=record.view(), chunks=chunks)
 
     # submitting, withdrawing
 
     async def submit(self, *, principal: Principal, case_id: str, body: SubmitIn) -> CaseView:
         """Submit a draft with the patient's consent; submitting again returns the same case."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_submittable(case.status):
                 return await self._view(case)  # already submitted: same result, no second event
@@ -370,7 +370,9 @@ class IntakeService:
         # The case as stored; its records are the ones just counted (a submitted case takes
         # no more and loses none), so they are not read a second time.
         stored = await self._readable(principal, case_id, clinical=False)
-        return case_view(stored, records, rules.may_read_clinical(principal, stored.access))
+        return stored.view(
+            records, with_filenames=rules.may_read_clinical(principal, stored.access)
+        )
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
@@ -378,7 +380,7 @@ class IntakeService:
         A draft nobody else has heard of is withdrawn quietly; a submitted case publishes
         `avis.case.withdrawn.v1`.
         """
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_withdrawable(case.status):
                 return await self._view(case)
@@ -407,7 +409,7 @@ class IntakeService:
 
     async def follow(self, *, case_id: str, change: Change) -> bool:
         """Apply a change reported by an event; False if it changes nothing (and why is logged)."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._case(case_id)
             if case is None:
                 # Intake files every case, so nothing can make this one known later but a

@@ -28,25 +28,34 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from bson import Binary
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.intake.models import (
+    CasePage,
     CaseStatus,
+    CaseSummary,
+    CaseView,
+    ClinicalView,
+    ConsentView,
     ContentType,
     DocumentKind,
+    DocumentView,
+    PatientView,
+    PhysicianView,
+    TimelineEntry,
     TimelineKind,
 )
-from avis.intake.rules import Access, CaseState, Scope, refblock_id
+from avis.intake.rules import Access, CaseState, Scope, age_on, refblock_id
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
-from avis.shared.mongo import Document
+from avis.shared.mongo import Document, Stored
 from avis.shared.outbox import new_with_events, with_events
 
 CHUNK_BYTES = 255 * 1024
@@ -58,16 +67,6 @@ def refblock_hint_id(year: int) -> str:
 
 
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
-
-
-class Stored(BaseModel):
-    """A stored document: `_id` read as `id`, fields the code no longer knows ignored."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    def to_doc(self) -> Document:
-        """The document as written."""
-        return self.model_dump(by_alias=True)
 
 
 class Actor(BaseModel):
@@ -159,6 +158,43 @@ class Case(Stored):
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
         )
 
+    def view(self, records: list[Record], *, with_filenames: bool = True) -> CaseView:
+        """The case with its records' metadata, as the API shows it (no identity, no clinical
+        text; file names only `with_filenames`, since a file name can name the patient)."""
+        consent = self.consent
+        return CaseView(
+            **_summary(self).model_dump(),
+            language=self.language,
+            questions=self.questions,
+            partner_id=self.partner_id,
+            partner_reference=self.partner_reference,
+            submitted_at=self.submitted_at,
+            withdrawn_at=self.withdrawn_at,
+            consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
+            documents=[r.view(with_filename=with_filenames) for r in records],
+            timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline],
+        )
+
+    def clinical_view(
+        self, records: list[Record], *, today: date, with_patient: bool
+    ) -> ClinicalView:
+        """The clinical content of the case; the patient's identity only `with_patient`."""
+        patient = self.patient
+        physician = self.physician
+        return ClinicalView(
+            case_id=self.id,
+            reference=self.reference,
+            specialty=self.specialty,
+            urgency=self.urgency,
+            language=self.language,
+            questions=self.questions,
+            clinical_summary=self.clinical_summary,
+            age_years=age_on(date.fromisoformat(patient.birth_date), today),
+            physician=PhysicianView.model_validate(physician.model_dump()) if physician else None,
+            patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
+            documents=[r.view() for r in records],
+        )
+
 
 class CaseRow(Stored):
     """The part of a case a list shows."""
@@ -170,6 +206,23 @@ class CaseRow(Stored):
     urgency: Urgency
     created_at: datetime
     updated_at: datetime
+
+    def view(self) -> CaseSummary:
+        """The case as a list shows it."""
+        return _summary(self)
+
+
+def _summary(case: Case | CaseRow) -> CaseSummary:
+    """What a list shows of a case, read whole or as a row."""
+    return CaseSummary(
+        case_id=case.id,
+        reference=case.reference,
+        status=case.status,
+        specialty=case.specialty,
+        urgency=case.urgency,
+        created_at=case.created_at,
+        updated_at=case.updated_at,
+    )
 
 
 ROW = {name: 1 for name in CaseRow.model_fields if name != "id"} | {
@@ -201,6 +254,15 @@ class ListedPage:
     positions: list[int]
     more: int | None
 
+    def view(self, limit: int) -> CasePage:
+        """The page of `limit` rows (up to `limit + 1` were read) and the cursor of the next:
+        the position of the last row shown, or the one the scan stopped at (None: the end)."""
+        if len(self.rows) > limit:
+            cursor: str | None = str(self.positions[limit - 1])
+        else:
+            cursor = None if self.more is None else str(self.more + 1)
+        return CasePage(items=[row.view() for row in self.rows[:limit]], next_cursor=cursor)
+
 
 class Record(Stored):
     """A record's metadata; its bytes are in the `records` bucket under the same id."""
@@ -216,6 +278,18 @@ class Record(Stored):
     uploaded_at: datetime
     uploaded_by: Actor
     chunks: int = 0  # pieces of its bytes in `record_chunks`
+
+    def view(self, *, with_filename: bool = True) -> DocumentView:
+        """The record's metadata as the API shows it (a file name can name the patient)."""
+        return DocumentView(
+            document_id=self.document_id,
+            kind=self.kind,
+            content_type=self.content_type,
+            size=self.size,
+            sha256=self.sha256,
+            filename=self.filename if with_filename else None,
+            uploaded_at=self.uploaded_at,
+        )
 
 
 class IdempotencyClaim(Stored):

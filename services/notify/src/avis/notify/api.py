@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from avis.notify.models import (
     CURSOR_PATTERN,
-    ID_PATTERN,
     Delivery,
     DeliveryPage,
     Notification,
@@ -19,8 +18,10 @@ from avis.notify.models import (
     SubscriptionPatch,
 )
 from avis.notify.service import NotifyService
+from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
+from avis.shared.text import ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
@@ -31,6 +32,7 @@ def _notify(request: Request) -> NotifyService:
 
 Notify = Annotated[NotifyService, Depends(_notify)]
 Reader = Annotated[Principal, Depends(require_roles("coordinator", "patient"))]
+Cursor = Annotated[str | None, cursor_param(pattern=CURSOR_PATTERN)]
 READ = problem_responses(401, 403, 404, 422, 503)
 
 
@@ -43,11 +45,8 @@ async def list_notifications(
     notify: Notify,
     who: Reader,
     case_id: Annotated[str, Query(pattern=ID_PATTERN, description="The case's id.")],
-    cursor: Annotated[
-        str | None,
-        Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page, as is."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+    cursor: Cursor = None,
+    limit: Limit = 20,
 ) -> NotificationPage:
     """Oldest first: which email, its language, status and every attempt (never the address)."""
     return await notify.notifications(principal=who, case_id=case_id, cursor=cursor, limit=limit)
@@ -74,11 +73,6 @@ Partner = Annotated[Principal, Depends(require_roles("partner"))]
 Watcher = Annotated[Principal, Depends(require_roles("partner", "coordinator"))]
 SubscriptionId = Annotated[str, Path(pattern=ID_PATTERN, description="The subscription's id.")]
 DeliveryId = Annotated[str, Path(pattern=ID_PATTERN, description="The delivery's id.")]
-Cursor = Annotated[
-    str | None,
-    Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page, as is."),
-]
-Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
 WRITE = problem_responses(400, 401, 403, 404, 422, 503)
 
 

@@ -8,7 +8,6 @@ appears only in `To`, and a report is a link, never its content.
 
 import functools
 import html
-import io
 import pathlib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,12 +15,12 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from babel.dates import format_date
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.support import Translations
 
-from avis.notify.rules import Template
+from avis.notify.models import Template
+from avis.shared import i18n
 from avis.shared.events import Language
+from avis.shared.i18n import MissingText as MissingText  # what `text` raises
 
 LOCALES = pathlib.Path(__file__).resolve().parent / "locales"
 DOMAIN = "notify"
@@ -36,33 +35,17 @@ LINKS = {
 @functools.cache
 def catalogue(language: Language) -> Translations:
     """The translations of one language, read from its .po file (compiled in memory)."""
-    path = LOCALES / language.value / "LC_MESSAGES" / f"{DOMAIN}.po"
-    with path.open("rb") as po:
-        catalog = read_po(po, locale=language.value, domain=DOMAIN)
-    mo = io.BytesIO()
-    write_mo(mo, catalog)
-    mo.seek(0)
-    return Translations(mo, domain=DOMAIN)
+    return i18n.compile_catalogue(LOCALES, DOMAIN, language.value)
 
 
 def catalogue_keys(language: Language) -> dict[str, str]:
     """Every key of a catalogue and its text (for checks)."""
-    path = LOCALES / language.value / "LC_MESSAGES" / f"{DOMAIN}.po"
-    with path.open("rb") as po:
-        catalog = read_po(po, locale=language.value, domain=DOMAIN)
-    return {str(m.id): str(m.string) for m in catalog if m.id}
-
-
-class MissingText(LookupError):
-    """A key has no text in a catalogue."""
+    return i18n.catalogue_keys(LOCALES, DOMAIN, language.value)
 
 
 def text(language: Language, key: str, **params: str) -> str:
     """The catalogue's text for `key`, with `%(name)s` parameters filled in."""
-    found = catalogue(language).gettext(key)
-    if found == key:
-        raise MissingText(f"{key} has no text in the {language.value} catalogue")
-    return found % params if params else found
+    return i18n.translate(catalogue(language), key, **params)
 
 
 @dataclass(frozen=True)
@@ -108,11 +91,11 @@ def parts(template: Template, language: Language, params: dict[str, str]) -> Par
     )
 
 
-def plain_text(p: Parts) -> str:
+def plain_text(p: Parts, language: Language) -> str:
     """The text/plain body."""
     blocks = list(p.paragraphs)
-    if p.link:
-        blocks.append(f"{p.link[0]}: {p.link[1]}")
+    if p.link:  # "label: url" as the language writes it (French puts a space before the colon)
+        blocks.append(text(language, "link.line", label=p.link[0], url=p.link[1]))
     blocks += [p.signature, "-- ", p.footer]
     return "\n\n".join(blocks) + "\n"
 
@@ -152,7 +135,7 @@ def compose(
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(plain_text(p))
+    msg.set_content(plain_text(p, language))
     msg.add_alternative(html_text(p, language), subtype="html")
     # After the parts: making the message multipart moves Content-* headers into its first part.
     msg["Content-Language"] = language.value

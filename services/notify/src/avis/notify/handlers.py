@@ -1,5 +1,6 @@
 """Kafka subscribers of the notify service (thin, like api.py): every event it reads goes to
-one use case, which parks it or queues its email; nothing is sent from here."""
+one use case, which parks it or queues its email and webhook deliveries; nothing is sent from
+here."""
 
 from avis.notify.service import NotifyService
 from avis.shared.envelope import Event

@@ -7,7 +7,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from avis.notify.rules import Outcome, outcome_of_code, safe_reason
+from avis.notify.models import Outcome
+from avis.notify.rules import outcome_of_code, safe_reason
 from avis.notify.settings import Settings
 
 

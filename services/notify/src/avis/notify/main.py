@@ -1,12 +1,18 @@
-"""The notify service: settings -> observability -> broker, database -> store -> service ->
-handlers, routes, and the senders that work the queues of emails and webhooks."""
+"""The notify service: settings -> observability -> broker, database -> store -> the mailer and
+the webhook client -> the email sender and the webhook worker, each over its due-queue -> the
+use cases -> handlers, routes, and the loops that work the queues."""
 
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
+from avis.notify.mailer import Mailer, SmtpTarget
+from avis.notify.queue import DueQueue
+from avis.notify.sender import EmailSender
 from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
 from avis.notify.store import Store
+from avis.notify.webhooks import WebhookClient
+from avis.notify.worker import WebhookWorker
 from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 from avis.shared.sealing import Keyring
@@ -19,18 +25,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
     parking = Parking(runtime.messaging, settings)
+    store = Store(runtime.db)
+    keyring = Keyring.from_settings(settings)
+    client = WebhookClient(
+        allow_http_loopback=settings.webhook_allow_http_loopback,
+        timeout=settings.webhook_timeout_seconds,
+        connect_timeout=settings.webhook_connect_timeout_seconds,
+    )
+    sender = EmailSender(
+        store=store,
+        keyring=keyring,
+        mailer=Mailer(SmtpTarget.from_settings(settings)),
+        settings=settings,
+    )
+    worker = WebhookWorker(
+        store=store, locks=runtime.locks, keyring=keyring, client=client, settings=settings
+    )
+    emails = DueQueue(name="email", store=store, channel=sender, settings=settings)
+    deliveries = DueQueue(
+        name="webhook", store=store, channel=worker, settings=settings, pool=worker.pool()
+    )
     notify = NotifyService(
-        store=Store(runtime.db),
+        store=store,
         locks=runtime.locks,
-        keyring=Keyring.from_settings(settings),
+        keyring=keyring,
         settings=settings,
         parking=parking,
+        webhooks=client,
+        email_queue=emails,
+        webhook_queue=deliveries,
     )
     handlers.register(runtime, notify)
     runtime.background("parking", lambda: parking.run(notify.expire_parked))
     if settings.sender_enabled:
-        runtime.background("sender", notify.run_sender)
-        runtime.background("webhooks", notify.run_webhooks)
+        runtime.background("sender", emails.run)
+        runtime.background("webhooks", deliveries.run)
     app = runtime.create_app(
         "Avis notify",
         [api.router, api.hooks],
@@ -38,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "partners' signed webhooks.",
     )
     app.state.notify = notify
+    app.state.sender = sender
     return app
 
 

@@ -1,16 +1,60 @@
-"""API schemas of the notify service: what a coordinator or the patient sees of a case's
-notifications (never the address, never the email's text)."""
+"""API schemas of the notify service and the names they use: what a coordinator or the patient
+sees of a case's notifications (never the address, never the email's text), and what a partner
+sees of its webhook subscriptions and deliveries."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from avis.notify.rules import DeliveryStatus, Outcome, SendStatus, Template, WebhookEvent
-from avis.notify.store import DeliveryDoc, SendDoc, SubscriptionDoc
 from avis.shared.events import Language
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Notify's lists page by position: a cursor is the index of the next item.
 CURSOR_PATTERN = r"^[0-9]{1,6}$"
+
+
+class Template(StrEnum):
+    """The emails notify sends to the patient."""
+
+    CASE_RECEIVED = "case_received"
+    REVIEW_ASSIGNED = "review_assigned"
+    EXPECTED_DATE_CHANGED = "expected_date_changed"
+    REPORT_READY = "report_ready"
+    REPORT_UPDATED = "report_updated"
+    CASE_WITHDRAWN = "case_withdrawn"
+
+
+class SendStatus(StrEnum):
+    """Where a queued send is."""
+
+    QUEUED = "queued"  # waiting for its first attempt or its next retry
+    SENT = "sent"  # the server accepted it (250)
+    FAILED = "failed"  # refused for good (5xx), or retries exhausted
+
+
+class Outcome(StrEnum):
+    """What one attempt came to."""
+
+    SENT = "sent"
+    TRANSIENT = "transient"  # 4xx, connection refused or dropped, timeout: retried
+    PERMANENT = "permanent"  # 5xx: not retried
+
+
+class WebhookEvent(StrEnum):
+    """The event types a partner may subscribe to."""
+
+    CASE_SUBMITTED = "avis.case.submitted.v1"
+    CASE_WITHDRAWN = "avis.case.withdrawn.v1"
+    REVIEW_ASSIGNED = "avis.review.assigned.v1"
+    REPORT_READY = "avis.report.ready.v1"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a webhook delivery is."""
+
+    QUEUED = "queued"  # waiting for its first attempt or its next retry
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    DEAD = "dead"  # retries spent, or the subscription was disabled or deleted: replayable
 
 
 class AttemptView(BaseModel):
@@ -37,24 +81,6 @@ class Notification(BaseModel):
     next_attempt_at: datetime | None
     sent_at: datetime | None
     attempts: list[AttemptView]
-
-    @classmethod
-    def of(cls, send: SendDoc) -> "Notification":
-        """The view of a stored send."""
-        return cls(
-            id=send.id,
-            case_id=send.case_id,
-            event_id=send.event_id,
-            channel=send.channel,
-            template=send.template,
-            language=send.language,
-            status=send.status,
-            message_id=send.message_id,
-            created_at=send.created_at,
-            next_attempt_at=send.next_at if send.status is SendStatus.QUEUED else None,
-            sent_at=send.sent_at,
-            attempts=[AttemptView(**a.model_dump()) for a in send.attempts],
-        )
 
 
 class NotificationPage(BaseModel):
@@ -118,25 +144,6 @@ class Subscription(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, sub: SubscriptionDoc, now: datetime) -> "Subscription":
-        """The view of a stored subscription."""
-        grace = [s.expires_at for s in sub.secrets if s.expires_at and s.expires_at > now]
-        return cls(
-            id=sub.id,
-            partner_id=sub.partner_id,
-            url=sub.url,
-            event_types=sub.event_types,
-            description=sub.description,
-            enabled=sub.enabled,
-            disabled_reason=sub.disabled_reason,
-            disabled_at=sub.disabled_at,
-            consecutive_failures=sub.consecutive_failures,
-            previous_secrets_expire_at=max(grace) if grace else None,
-            created_at=sub.created_at,
-            updated_at=sub.updated_at,
-        )
-
 
 class SubscriptionCreated(Subscription):
     """A new subscription and its signing secret, shown this once."""
@@ -183,24 +190,6 @@ class Delivery(BaseModel):
     delivered_at: datetime | None
     replays: int
     attempts: list[DeliveryAttemptView]
-
-    @classmethod
-    def of(cls, d: DeliveryDoc) -> "Delivery":
-        """The view of a stored delivery."""
-        return cls(
-            id=d.id,
-            subscription_id=d.subscription_id,
-            case_id=d.case_id,
-            event_id=d.event_id,
-            event_type=d.event_type,
-            webhook_id=d.webhook_id,
-            status=d.status,
-            created_at=d.created_at,
-            next_attempt_at=d.next_at if d.status is DeliveryStatus.QUEUED else None,
-            delivered_at=d.delivered_at,
-            replays=d.replays,
-            attempts=[DeliveryAttemptView(**a.model_dump()) for a in d.attempts],
-        )
 
 
 class DeliveryPage(BaseModel):

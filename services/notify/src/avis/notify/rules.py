@@ -1,5 +1,6 @@
-"""Pure decisions of the notify service: which email an event causes (the notification matrix),
-how a send's failure is handled (retry schedule), and who may read what. No I/O."""
+"""Pure decisions of the notify service: which email an event causes (the notification matrix)
+and what it shows, how a send's or a delivery's failure is handled (retry schedules), what a
+partner's webhook carries and where it may go, and who may read what. No I/O."""
 
 import functools
 import hashlib
@@ -7,22 +8,11 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
-from enum import StrEnum
 from urllib.parse import urlsplit
 
+from avis.notify.models import Outcome, Template, WebhookEvent
 from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
 from avis.shared.security import Principal
-
-
-class Template(StrEnum):
-    """The emails notify sends to the patient."""
-
-    CASE_RECEIVED = "case_received"
-    REVIEW_ASSIGNED = "review_assigned"
-    EXPECTED_DATE_CHANGED = "expected_date_changed"
-    REPORT_READY = "report_ready"
-    REPORT_UPDATED = "report_updated"
-    CASE_WITHDRAWN = "case_withdrawn"
 
 
 @dataclass(frozen=True)
@@ -105,22 +95,6 @@ def on_withdrawn(view: CaseView) -> Decision:
 # --- sends --------------------------------------------------------------------------------
 
 
-class SendStatus(StrEnum):
-    """Where a queued send is."""
-
-    QUEUED = "queued"  # waiting for its first attempt or its next retry
-    SENT = "sent"  # the server accepted it (250)
-    FAILED = "failed"  # refused for good (5xx), or retries exhausted
-
-
-class Outcome(StrEnum):
-    """What one attempt came to."""
-
-    SENT = "sent"
-    TRANSIENT = "transient"  # 4xx, connection refused or dropped, timeout: retried
-    PERMANENT = "permanent"  # 5xx: not retried
-
-
 def send_id(event_id: str, channel: str = "email") -> str:
     """The queued send an event causes on a channel, so a redelivery queues nothing new."""
     return f"{channel}:{event_id}"
@@ -174,6 +148,17 @@ def bucket_of(at: datetime, bucket_seconds: int) -> int:
     return int(at.timestamp()) // bucket_seconds
 
 
+# --- lists --------------------------------------------------------------------------------
+
+
+def window(ids: list[str], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+    """One page of a list paged by position: its ids, and the cursor of the next page (None on
+    the last)."""
+    start = int(cursor or 0)
+    more = start + limit < len(ids)
+    return ids[start : start + limit], str(start + limit) if more else None
+
+
 # --- access -------------------------------------------------------------------------------
 
 
@@ -187,15 +172,6 @@ def may_read(principal: Principal, patient_id: str | None) -> bool:
 # --- partner webhooks ---------------------------------------------------------------------
 
 
-class WebhookEvent(StrEnum):
-    """The event types a partner may subscribe to."""
-
-    CASE_SUBMITTED = "avis.case.submitted.v1"
-    CASE_WITHDRAWN = "avis.case.withdrawn.v1"
-    REVIEW_ASSIGNED = "avis.review.assigned.v1"
-    REPORT_READY = "avis.report.ready.v1"
-
-
 # The case status a partner is told with each event.
 WEBHOOK_STATUS = {
     WebhookEvent.CASE_SUBMITTED: "submitted",
@@ -203,14 +179,6 @@ WEBHOOK_STATUS = {
     WebhookEvent.REVIEW_ASSIGNED: "assigned",
     WebhookEvent.REPORT_READY: "report_ready",
 }
-
-
-class DeliveryStatus(StrEnum):
-    """Where a webhook delivery is."""
-
-    QUEUED = "queued"  # waiting for its first attempt or its next retry
-    DELIVERED = "delivered"  # the endpoint answered 2xx
-    DEAD = "dead"  # retries spent, or the subscription was disabled or deleted: replayable
 
 
 @dataclass(frozen=True)
@@ -315,6 +283,13 @@ def address_refusal(
     return None
 
 
+# Names the development setting, so a developer with a receiver on this machine knows the switch.
+HTTP_REFUSAL = (
+    "the URL must be https:// (http:// to a loopback address is allowed in development only, "
+    "with AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK=true)"
+)
+
+
 @dataclass(frozen=True)
 class Target:
     """A webhook URL taken apart: what to resolve and how to speak to it."""
@@ -339,7 +314,7 @@ def url_refusal(url: str, allow_http_loopback: bool) -> tuple[Target | None, str
     if parts.scheme not in ("https", "http"):
         return None, "the URL must be https://"
     if parts.scheme == "http" and not allow_http_loopback:
-        return None, "the URL must be https:// (http:// is for loopback in development only)"
+        return None, HTTP_REFUSAL
     if not parts.hostname:
         return None, "the URL has no host"
     if parts.username is not None or parts.password is not None:
@@ -374,7 +349,7 @@ def resolved_refusal(
             return None, f"the host resolves to {why}"
         ips.append(ip)
     if target.scheme == "http" and not all(ip.is_loopback for ip in ips):
-        return None, "the URL must be https:// (http:// is for loopback in development only)"
+        return None, "the URL must be https:// (http:// is for loopback addresses only)"
     return str(ips[0]), ""
 
 
@@ -468,3 +443,12 @@ def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
 @reading.register
 def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(on_withdrawn(view))
+
+
+def email_params(reference: str | None, read: Reading) -> dict[str, str]:
+    """What an email needs: codes, dates and links, never a name or clinical text."""
+    params = {"reference": reference or "", **read.params}
+    if read.decision.send in (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED):
+        assert read.decision.then.told_due is not None
+        params["due_date"] = read.decision.then.told_due.isoformat()
+    return params

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from avis.shared.settings import CommonSettings, shared_env
@@ -58,7 +58,8 @@ class Settings(CommonSettings):
     # most its own share, never the others' nor the emails (which have a sender of their own).
     webhook_concurrency: int = Field(16, ge=1)
     webhook_per_subscription: int = Field(2, ge=1)
-    # Development only: allow http:// to loopback addresses (a receiver on this machine).
+    # Development only (`make run` turns it on): allow http:// to loopback addresses, a receiver
+    # on this machine. Refused in production, where tokens are verified against a JWKS.
     webhook_allow_http_loopback: bool = False
 
     @field_validator("retry_schedule", mode="before")
@@ -67,3 +68,12 @@ class Settings(CommonSettings):
         if isinstance(value, str):
             return tuple(float(v) for v in value.split(",") if v.strip())
         return value
+
+    @model_validator(mode="after")
+    def _loopback_in_development_only(self) -> "Settings":
+        if self.webhook_allow_http_loopback and self.jwt_jwks:
+            raise ValueError(
+                "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK=true is for development only: it is "
+                "refused in production, where tokens are verified against a JWKS (AVIS_JWT_JWKS)"
+            )
+        return self

@@ -6,55 +6,61 @@ index), so each costs the same however much is stored:
 - `cases`, `_id` = case id: what notify knows of a case (its reference, the patient's
   language, the contact sealed under notify's own associated data, what the patient was told),
   the events parked until its submission arrives, and the ids of its sends in order.
-- `sends`, `_id` = `<channel>:<event id>`: one queued send per notification, its attempts
-  and its status. A redelivered event queues nothing new. A webhook delivery is another channel
-  of the same queue.
-- `due`, `_id` = `b:<bucket>`: the due-queue, one small document per time bucket listing the
-  ids of the sends due in it, plus `_id` = `cursor`, the oldest bucket that may still hold
-  work. The sender walks buckets from the cursor to now by `_id`, so finding due work costs
-  what is due, not what was ever sent. Bucket documents are written under one in-process
-  lock (the store does not serialise writers), by the one sender of a deployment. Webhook
-  deliveries have a due-queue of their own (`_id` = `w:<bucket>`, `cursor:webhook`), worked
-  by their own worker, so a partner's endpoint never stands in the emails' way.
+- `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
+  status. A redelivered event queues nothing new.
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
   its signing secrets (sealed at rest), its state and the ids of its latest deliveries.
 - `partners`, `_id` = partner id: the ids of the partner's subscriptions.
-- `deliveries`, `_id` = `wh:<event id>:<subscription id>`: one webhook delivery and its
-  attempts.
+- `deliveries`, `_id` = `wh:<event id>:<subscription id>`: one webhook delivery (one event to
+  one subscription) and its attempts.
+- `due`: two due-queues of the same shape, one of sends (`_id` = `b:<bucket>`, its cursor
+  `cursor`) and one of deliveries (`_id` = `w:<bucket>`, its cursor `cursor:webhook`), each
+  worked by its own loop, so a partner's endpoint never stands in the emails' way. A queue is
+  one small document per time bucket listing the ids due in it, plus a cursor, the oldest
+  bucket that may still hold work. Its worker walks buckets from the cursor to now by `_id`, so
+  finding due work costs what is due, not what was ever sent. Bucket documents are written
+  under one in-process lock per queue (the store does not serialise writers), by the one
+  worker of a deployment.
 """
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from avis.notify.rules import (
-    CaseView,
+from avis.notify.models import (
+    AttemptView,
+    Delivery,
+    DeliveryAttemptView,
     DeliveryStatus,
+    Notification,
     Outcome,
     SendStatus,
+    Subscription,
+    SubscriptionCreated,
     Template,
     WebhookEvent,
 )
+from avis.notify.rules import CaseView
 from avis.shared.events import Language
-from avis.shared.mongo import Document
+from avis.shared.mongo import Document, Stored
 from avis.shared.sealing import Sealed
 
-CURSOR_ID = "cursor"
+# The two due-queues: of emails (sends) and of webhook deliveries.
+DueQueueName = Literal["email", "webhook"]
+_BUCKET_PREFIX: dict[str, str] = {"email": "b", "webhook": "w"}
+_CURSOR_ID: dict[str, str] = {"email": "cursor", "webhook": "cursor:webhook"}
 
 
-class Stored(BaseModel):
-    """Base of notify's documents: `_id` as `id`, unknown fields kept out."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    id: str = Field(alias="_id")
-
-    def to_doc(self) -> Document:
-        """The document as stored."""
-        return self.model_dump(by_alias=True)
+def _whole(doc: Stored) -> Document:
+    """The update that writes a whole document: its fields set, and those that are None (which
+    `to_doc` leaves out) removed, so a field cleared in the model is cleared in the store."""
+    written = doc.to_doc()
+    written.pop("_id")
+    cleared = {name: "" for name, value in doc.model_dump(by_alias=True).items() if value is None}
+    return {"$set": written, "$unset": cleared} if cleared else {"$set": written}
 
 
 class ParkedEvent(BaseModel):
@@ -69,6 +75,7 @@ class ParkedEvent(BaseModel):
 class CaseDoc(Stored):
     """What notify knows of one case."""
 
+    id: str = Field(alias="_id")
     reference: str | None = None
     language: Language | None = None
     specialty: str | None = None
@@ -94,11 +101,12 @@ class CaseDoc(Stored):
         return CaseView(self.submitted, self.withdrawn, self.told_due, self.report_version)
 
     def to_doc(self) -> Document:
-        """Stored form; dates as ISO text (BSON has no date-only type)."""
+        """Stored form; dates as ISO text (BSON has no date-only type), enums as values."""
         doc = super().to_doc()
-        doc["told_due"] = self.told_due.isoformat() if self.told_due else None
-        doc["contact"] = self.contact.model_dump() if self.contact else None
-        doc["language"] = self.language.value if self.language else None
+        if self.told_due is not None:
+            doc["told_due"] = self.told_due.isoformat()
+        if self.language is not None:
+            doc["language"] = self.language.value
         return doc
 
 
@@ -117,8 +125,9 @@ class Attempt(BaseModel):
 
 
 class SendDoc(Stored):
-    """One queued send: an email to the patient (later also a webhook delivery)."""
+    """One queued send: an email to the patient."""
 
+    id: str = Field(alias="_id")
     channel: str = "email"
     case_id: str
     event_id: str
@@ -135,12 +144,29 @@ class SendDoc(Stored):
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""
-        return self.model_dump(by_alias=True, mode="python") | {
+        return super().to_doc() | {
             "template": self.template.value,
             "language": self.language.value,
             "status": self.status.value,
             "attempts": [a.model_dump() | {"outcome": a.outcome.value} for a in self.attempts],
         }
+
+    def view(self) -> Notification:
+        """What a coordinator or the patient sees of it."""
+        return Notification(
+            id=self.id,
+            case_id=self.case_id,
+            event_id=self.event_id,
+            channel=self.channel,
+            template=self.template,
+            language=self.language,
+            status=self.status,
+            message_id=self.message_id,
+            created_at=self.created_at,
+            next_attempt_at=self.next_at if self.status is SendStatus.QUEUED else None,
+            sent_at=self.sent_at,
+            attempts=[AttemptView(**a.model_dump()) for a in self.attempts],
+        )
 
 
 class SecretDoc(BaseModel):
@@ -155,6 +181,7 @@ class SecretDoc(BaseModel):
 class SubscriptionDoc(Stored):
     """A partner's webhook endpoint."""
 
+    id: str = Field(alias="_id")
     partner_id: str
     url: str
     event_types: list[WebhookEvent]
@@ -170,10 +197,32 @@ class SubscriptionDoc(Stored):
 
     def to_doc(self) -> Document:
         """Stored form; enums as values, sealed secrets as documents."""
-        return self.model_dump(by_alias=True, mode="python") | {
+        return super().to_doc() | {
             "event_types": [e.value for e in self.event_types],
-            "secrets": [s.model_dump() | {"sealed": s.sealed.model_dump()} for s in self.secrets],
+            "secrets": [s.model_dump() for s in self.secrets],
         }
+
+    def view(self, now: datetime) -> Subscription:
+        """What a partner or a coordinator sees of it at `now` (never a secret)."""
+        grace = [s.expires_at for s in self.secrets if s.expires_at and s.expires_at > now]
+        return Subscription(
+            id=self.id,
+            partner_id=self.partner_id,
+            url=self.url,
+            event_types=self.event_types,
+            description=self.description,
+            enabled=self.enabled,
+            disabled_reason=self.disabled_reason,
+            disabled_at=self.disabled_at,
+            consecutive_failures=self.consecutive_failures,
+            previous_secrets_expire_at=max(grace) if grace else None,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+    def created(self, now: datetime, secret: str) -> SubscriptionCreated:
+        """Its view when just created, with the signing secret shown this once."""
+        return SubscriptionCreated(**self.view(now).model_dump(), secret=secret)
 
 
 def secret_aad(subscription_id: str, secret_id: str) -> str:
@@ -194,6 +243,7 @@ class DeliveryAttempt(BaseModel):
 class DeliveryDoc(Stored):
     """One event delivered to one subscription."""
 
+    id: str = Field(alias="_id")
     subscription_id: str
     partner_id: str
     case_id: str
@@ -212,21 +262,38 @@ class DeliveryDoc(Stored):
 
     def to_doc(self) -> Document:
         """Stored form; enums as values."""
-        return self.model_dump(by_alias=True, mode="python") | {
+        return super().to_doc() | {
             "event_type": self.event_type.value,
             "status": self.status.value,
             "attempts": [a.model_dump() | {"outcome": a.outcome.value} for a in self.attempts],
         }
 
+    def view(self) -> Delivery:
+        """What a partner or a coordinator sees of it, every attempt included."""
+        return Delivery(
+            id=self.id,
+            subscription_id=self.subscription_id,
+            case_id=self.case_id,
+            event_id=self.event_id,
+            event_type=self.event_type,
+            webhook_id=self.webhook_id,
+            status=self.status,
+            created_at=self.created_at,
+            next_attempt_at=self.next_at if self.status is DeliveryStatus.QUEUED else None,
+            delivered_at=self.delivered_at,
+            replays=self.replays,
+            attempts=[DeliveryAttemptView(**a.model_dump()) for a in self.attempts],
+        )
 
-def bucket_key(bucket: int, kind: str = "email") -> str:
-    """The `_id` of a due-queue bucket (emails `b:<n>`, webhooks `w:<n>`)."""
-    return f"b:{bucket}" if kind == "email" else f"w:{bucket}"
+
+def bucket_key(bucket: int, queue: DueQueueName) -> str:
+    """The `_id` of a due-queue's bucket (emails `b:<n>`, webhooks `w:<n>`)."""
+    return f"{_BUCKET_PREFIX[queue]}:{bucket}"
 
 
-def cursor_key(kind: str = "email") -> str:
+def cursor_key(queue: DueQueueName) -> str:
     """The `_id` of a due-queue's cursor."""
-    return CURSOR_ID if kind == "email" else f"{CURSOR_ID}:{kind}"
+    return _CURSOR_ID[queue]
 
 
 class Store:
@@ -250,9 +317,7 @@ class Store:
 
     async def save_case(self, case: CaseDoc) -> None:
         """Write the whole case (its writer holds its lock)."""
-        doc = case.to_doc()
-        doc.pop("_id")
-        await self.cases.update_one({"_id": case.id}, {"$set": doc}, upsert=True)
+        await self.cases.update_one({"_id": case.id}, _whole(case), upsert=True)
 
     # sends
 
@@ -287,36 +352,36 @@ class Store:
             },
         )
 
-    # the due-queues (`kind` = "email" or "webhook")
+    # the due-queues (`queue`: which one, of emails or of webhook deliveries)
 
-    async def bucket(self, bucket: int, kind: str = "email") -> list[str]:
+    async def bucket(self, bucket: int, queue: DueQueueName) -> list[str]:
         """The ids filed under a bucket."""
-        doc = await self.due.find_one({"_id": bucket_key(bucket, kind)})
+        doc = await self.due.find_one({"_id": bucket_key(bucket, queue)})
         return list(doc.get("ids", [])) if doc else []
 
-    async def file(self, bucket: int, send_id: str, kind: str = "email") -> None:
+    async def file(self, bucket: int, item_id: str, queue: DueQueueName) -> None:
         """File an id under a bucket (once), in one write."""
         await self.due.update_one(
-            {"_id": bucket_key(bucket, kind)}, {"$addToSet": {"ids": send_id}}, upsert=True
+            {"_id": bucket_key(bucket, queue)}, {"$addToSet": {"ids": item_id}}, upsert=True
         )
 
-    async def unfile(self, bucket: int, send_id: str, kind: str = "email") -> None:
+    async def unfile(self, bucket: int, item_id: str, queue: DueQueueName) -> None:
         """Take an id out of a bucket."""
-        await self.due.update_one({"_id": bucket_key(bucket, kind)}, {"$pull": {"ids": send_id}})
+        await self.due.update_one({"_id": bucket_key(bucket, queue)}, {"$pull": {"ids": item_id}})
 
-    async def drop_bucket(self, bucket: int, kind: str = "email") -> None:
+    async def drop_bucket(self, bucket: int, queue: DueQueueName) -> None:
         """Remove a bucket (its writer, holding the lock, saw it empty)."""
-        await self.due.delete_one({"_id": bucket_key(bucket, kind)})
+        await self.due.delete_one({"_id": bucket_key(bucket, queue)})
 
-    async def cursor(self, kind: str = "email") -> int | None:
+    async def cursor(self, queue: DueQueueName) -> int | None:
         """The oldest bucket that may still hold work."""
-        doc = await self.due.find_one({"_id": cursor_key(kind)})
+        doc = await self.due.find_one({"_id": cursor_key(queue)})
         return None if doc is None else int(doc["bucket"])
 
-    async def set_cursor(self, bucket: int, kind: str = "email") -> None:
+    async def set_cursor(self, bucket: int, queue: DueQueueName) -> None:
         """Move the cursor."""
         await self.due.update_one(
-            {"_id": cursor_key(kind)}, {"$set": {"bucket": bucket}}, upsert=True
+            {"_id": cursor_key(queue)}, {"$set": {"bucket": bucket}}, upsert=True
         )
 
     # subscriptions (their writer holds the subscription's lock; a partner's index, the
@@ -339,9 +404,7 @@ class Store:
 
     async def save_subscription(self, sub: SubscriptionDoc) -> None:
         """Write the whole subscription."""
-        doc = sub.to_doc()
-        doc.pop("_id")
-        await self.subscriptions.update_one({"_id": sub.id}, {"$set": doc}, upsert=True)
+        await self.subscriptions.update_one({"_id": sub.id}, _whole(sub), upsert=True)
 
     async def delete_subscription(self, subscription_id: str) -> None:
         """Remove a subscription."""
@@ -391,6 +454,4 @@ class Store:
 
     async def save_delivery(self, delivery: DeliveryDoc) -> None:
         """Write the whole delivery (its one writer: the worker, or a replay of a dead one)."""
-        doc = delivery.to_doc()
-        doc.pop("_id")
-        await self.deliveries.update_one({"_id": delivery.id}, {"$set": doc})
+        await self.deliveries.update_one({"_id": delivery.id}, _whole(delivery))

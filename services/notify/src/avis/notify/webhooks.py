@@ -15,7 +15,8 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from avis.notify import rules
-from avis.notify.rules import Outcome, Target
+from avis.notify.models import Outcome
+from avis.notify.rules import Target
 
 # host -> the addresses it resolves to (tests stub it; no test may reach beyond loopback).
 Resolver = Callable[[str, int], Awaitable[list[str]]]

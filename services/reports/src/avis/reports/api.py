@@ -15,15 +15,16 @@ from avis.reports.models import (
     JSON_MEDIA_TYPE,
     MAX_VERSION,
     PDF_MEDIA_TYPE,
-    UUID_PATTERN,
     VERSION_CURSOR_PATTERN,
     Report,
     ReportVersionPage,
 )
 from avis.reports.rules import choose_media_type
 from avis.reports.service import ReportsService, Served
+from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated
+from avis.shared.text import UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["reports"], generate_unique_id_function=lambda route: route.name
@@ -40,6 +41,7 @@ def reports(request: Request) -> ReportsService:
 
 Service = Annotated[ReportsService, Depends(reports)]
 Caller = Annotated[Principal, Depends(authenticated)]
+# Case ids are UUIDs (intake makes them); report ids too (derived from the case id).
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id.")]
 ReportId = Annotated[str, Path(pattern=UUID_PATTERN, description="The report id.")]
 Version = Annotated[
@@ -104,14 +106,14 @@ async def _represent(
     media_type = choose_media_type(request.headers.get("accept"))
     headers = {"Vary": "Accept", "Cache-Control": "private, no-cache"}
     if media_type == PDF_MEDIA_TYPE:
-        pdf = await service.pdf(served, _etags(if_none_match))
+        pdf = await service.pdf(served=served, if_none_match=_etags(if_none_match))
         headers["ETag"] = pdf.etag
         if pdf.content is None:
             return Response(status_code=304, headers=headers)
         headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'
         return Response(pdf.content, media_type=PDF_MEDIA_TYPE, headers=headers)
     if media_type == FHIR_MEDIA_TYPE:
-        body = service.fhir_document(served)
+        body = service.fhir_document(served=served)
         return Response(_json(body), media_type=FHIR_MEDIA_TYPE, headers=headers)
     if media_type == JSON_MEDIA_TYPE:
         return Response(
@@ -145,7 +147,7 @@ async def get_report(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The latest version of a report, or the one asked for."""
-    served = await service.report(principal, report_id=report_id, version=version)
+    served = await service.report(principal=principal, report_id=report_id, version=version)
     return await _represent(service, served, request, if_none_match)
 
 
@@ -164,7 +166,7 @@ async def get_case_report(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The latest version of the case's report."""
-    served = await service.report(principal, case_id=case_id)
+    served = await service.report(principal=principal, case_id=case_id)
     return await _represent(service, served, request, if_none_match)
 
 
@@ -178,13 +180,16 @@ async def list_case_reports(
     case_id: CaseId,
     principal: Caller,
     service: Service,
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    limit: Limit = 20,
     cursor: Annotated[
         str | None,
-        Query(pattern=VERSION_CURSOR_PATTERN, description="`next_cursor` of the previous page."),
+        cursor_param(VERSION_CURSOR_PATTERN, "`next_cursor` of the previous page."),
     ] = None,
 ) -> ReportVersionPage:
     """Every version issued, newest first (a correction of the opinion is a new version)."""
     return await service.versions(
-        principal, case_id, None if cursor is None else int(cursor), limit
+        principal=principal,
+        case_id=case_id,
+        cursor=None if cursor is None else int(cursor),
+        limit=limit,
     )

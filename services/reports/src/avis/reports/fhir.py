@@ -9,6 +9,7 @@ version always gives the same document.
 """
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -48,15 +49,85 @@ def _section(code: str, title: str, *paragraphs: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Urls:
+    """The full URLs of a document's entries, derived from the report version's key."""
+
+    composition: str
+    patient: str
+    practitioner: str
+    role: str
+
+    @classmethod
+    def of(cls, key: str) -> "_Urls":
+        return cls(
+            _urn(key, "Composition"),
+            _urn(key, "Patient"),
+            _urn(key, "Practitioner"),
+            _urn(key, "PractitionerRole"),
+        )
+
+
+def _id(url: str) -> str:
+    return url.removeprefix("urn:uuid:")
+
+
 def document(report: Report) -> dict[str, Any]:
     """The report as a FHIR R4B document Bundle (JSON), validated."""
     key = version_key(report.report_id, report.version)
-    composition_url = _urn(key, "Composition")
-    patient_url = _urn(key, "Patient")
-    practitioner_url = _urn(key, "Practitioner")
-    role_url = _urn(key, "PractitionerRole")
-    issued = report.issued_at.isoformat()
+    urls = _Urls.of(key)
+    resources: list[tuple[str, dict[str, Any]]] = [
+        (urls.composition, _composition(report, key, urls)),
+        (urls.patient, _patient(report, urls)),
+        (urls.practitioner, _practitioner(report, urls)),
+        (urls.role, _role(report, urls)),
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "language": report.language.value,
+        "identifier": {"system": DOCUMENT_SYSTEM, "value": key},
+        "type": "document",
+        "timestamp": report.issued_at.isoformat(),
+        "entry": [{"fullUrl": url, "resource": resource} for url, resource in resources],
+    }
+    validated = Bundle.model_validate(bundle)
+    return dict(validated.model_dump(mode="json", exclude_none=True))
+
+
+def _composition(report: Report, key: str, urls: _Urls) -> dict[str, Any]:
+    """The Composition: what the document is, whom it is about, who wrote it, its sections."""
     facts = [f"{line.label} {line.text}" for line in report.dates]
+    composition: dict[str, Any] = {
+        "resourceType": "Composition",
+        "id": _id(urls.composition),
+        "language": report.language.value,
+        "text": _narrative(report.title, f"{report.labels.reference} {report.reference}", *facts),
+        "identifier": {"system": DOCUMENT_SYSTEM, "value": key},
+        "status": "amended" if report.version > 1 else "final",
+        "type": {
+            "coding": [{"system": LOINC, "code": CONSULT_NOTE, "display": "Consult note"}],
+            "text": report.title,
+        },
+        "subject": {"reference": urls.patient, "display": report.patient.name},
+        "date": report.issued_at.isoformat(),
+        "author": [{"reference": urls.role, "display": report.reviewer.name}],
+        "title": f"{report.title} \u2013 {report.reference}",
+        "confidentiality": "R",
+        "section": _sections(report),
+    }
+    if report.version > 1:
+        previous = version_key(report.report_id, report.version - 1)
+        composition["relatesTo"] = [
+            {
+                "code": "replaces",
+                "targetIdentifier": {"system": DOCUMENT_SYSTEM, "value": previous},
+            }
+        ]
+    return composition
+
+
+def _sections(report: Report) -> list[dict[str, Any]]:
+    """One Composition section per part of the report, in the report's order."""
     sections = []
     if report.questions:
         sections.append(
@@ -80,85 +151,48 @@ def document(report: Report) -> dict[str, Any]:
         )
     )
     sections.append(_section("disclaimer", report.disclaimer.heading, report.disclaimer.text))
-    composition: dict[str, Any] = {
-        "resourceType": "Composition",
-        "id": composition_url.removeprefix("urn:uuid:"),
-        "language": report.language.value,
-        "text": _narrative(report.title, f"{report.labels.reference} {report.reference}", *facts),
-        "identifier": {"system": DOCUMENT_SYSTEM, "value": key},
-        "status": "amended" if report.version > 1 else "final",
-        "type": {
-            "coding": [{"system": LOINC, "code": CONSULT_NOTE, "display": "Consult note"}],
-            "text": report.title,
-        },
-        "subject": {"reference": patient_url, "display": report.patient.name},
-        "date": issued,
-        "author": [{"reference": role_url, "display": report.reviewer.name}],
-        "title": f"{report.title} \u2013 {report.reference}",
-        "confidentiality": "R",
-        "section": sections,
-    }
-    if report.version > 1:
-        previous = version_key(report.report_id, report.version - 1)
-        composition["relatesTo"] = [
+    return sections
+
+
+def _patient(report: Report, urls: _Urls) -> dict[str, Any]:
+    """The Patient the report is about."""
+    return {
+        "resourceType": "Patient",
+        "id": _id(urls.patient),
+        "name": [
             {
-                "code": "replaces",
-                "targetIdentifier": {"system": DOCUMENT_SYSTEM, "value": previous},
+                "use": "official",
+                "text": report.patient.name,
+                "family": report.patient.family_name,
+                "given": [report.patient.given_name],
             }
-        ]
-    resources: list[tuple[str, dict[str, Any]]] = [
-        (composition_url, composition),
-        (
-            patient_url,
-            {
-                "resourceType": "Patient",
-                "id": patient_url.removeprefix("urn:uuid:"),
-                "name": [
-                    {
-                        "use": "official",
-                        "text": report.patient.name,
-                        "family": report.patient.family_name,
-                        "given": [report.patient.given_name],
-                    }
-                ],
-                "birthDate": report.patient.birth_date.isoformat(),
-                "communication": [
-                    {"language": {"coding": [{"code": report.language.value}]}, "preferred": True}
-                ],
-            },
-        ),
-        (
-            practitioner_url,
-            {
-                "resourceType": "Practitioner",
-                "id": practitioner_url.removeprefix("urn:uuid:"),
-                "name": [{"text": report.reviewer.name}],
-            },
-        ),
-        (
-            role_url,
-            {
-                "resourceType": "PractitionerRole",
-                "id": role_url.removeprefix("urn:uuid:"),
-                "practitioner": {"reference": practitioner_url, "display": report.reviewer.name},
-                "specialty": [
-                    {
-                        "coding": [
-                            {"system": SPECIALTY_SYSTEM, "code": report.reviewer.specialty.value}
-                        ],
-                        "text": report.reviewer.specialty_text,
-                    }
-                ],
-            },
-        ),
-    ]
-    bundle = {
-        "resourceType": "Bundle",
-        "language": report.language.value,
-        "identifier": {"system": DOCUMENT_SYSTEM, "value": key},
-        "type": "document",
-        "timestamp": issued,
-        "entry": [{"fullUrl": url, "resource": resource} for url, resource in resources],
+        ],
+        "birthDate": report.patient.birth_date.isoformat(),
+        "communication": [
+            {"language": {"coding": [{"code": report.language.value}]}, "preferred": True}
+        ],
     }
-    validated = Bundle.model_validate(bundle)
-    return dict(validated.model_dump(mode="json", exclude_none=True))
+
+
+def _practitioner(report: Report, urls: _Urls) -> dict[str, Any]:
+    """The Practitioner who wrote the opinion."""
+    return {
+        "resourceType": "Practitioner",
+        "id": _id(urls.practitioner),
+        "name": [{"text": report.reviewer.name}],
+    }
+
+
+def _role(report: Report, urls: _Urls) -> dict[str, Any]:
+    """The PractitionerRole the Composition names as author: the practitioner's specialty."""
+    return {
+        "resourceType": "PractitionerRole",
+        "id": _id(urls.role),
+        "practitioner": {"reference": urls.practitioner, "display": report.reviewer.name},
+        "specialty": [
+            {
+                "coding": [{"system": SPECIALTY_SYSTEM, "code": report.reviewer.specialty.value}],
+                "text": report.reviewer.specialty_text,
+            }
+        ],
+    }

@@ -39,7 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)
-    runtime.background("parking", lambda: parking.run(reports.expire_parked))
+    runtime.background(
+        "parking",
+        lambda: parking.run(
+            lambda case_id, give_up: reports.expire_parked(case_id=case_id, give_up=give_up)
+        ),
+    )
     handlers.register(runtime, reports)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports

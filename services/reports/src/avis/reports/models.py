@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from avis.shared.events import Assessment, Language, Question, Specialty
 
-# Case ids are UUIDs (intake makes them); report ids too (derived from the case id).
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 MAX_VERSION = 10_000
 VERSION_CURSOR_PATTERN = r"^[1-9][0-9]{0,4}$"
 

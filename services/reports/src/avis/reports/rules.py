@@ -233,6 +233,41 @@ def compose(
     """The report of one opinion version, in the language of `texts` (the patient's)."""
     t = texts
     content = opinion.opinion
+    sections = _sections(t, content)
+    return Report(
+        report_id=report_id,
+        case_id=case.case_id,
+        version=version,
+        opinion_version=content.version,
+        language=texts.language,
+        reference=case.reference,
+        title=t("report.title"),
+        subtitle=t("report.subtitle"),
+        correction_note=(
+            t("text.correction", previous=t.number(version - 1)) if version > 1 else None
+        ),
+        patient=_patient(t, contact),
+        specialty=case.specialty,
+        specialty_text=t(f"specialty.{case.specialty.value}"),
+        dates=[
+            DateLine(label=t(label), at=at, text=t.date(at.date()))
+            for label, at in (
+                ("label.submitted", case.submitted_at),
+                ("label.reviewed", opinion.completed_at),
+                ("label.issued", issued_at),
+            )
+        ],
+        issued_at=issued_at,
+        questions=_questions(t, case.questions, sections),
+        sections=sections,
+        reviewer=_reviewer(t, content, content.reviewer_specialty or opinion.specialty),
+        disclaimer=Titled(heading=t("heading.disclaimer"), text=t("text.disclaimer")),
+        labels=_labels(t),
+    )
+
+
+def _sections(t: Texts, content: CompletedOpinion) -> list[ReportSection]:
+    """The opinion's numbered parts, then the summary for the patient."""
     bodies = {
         SectionCode.DIAGNOSIS: content.diagnosis.explanation,
         SectionCode.IMAGING_AND_LAB_REVIEW: content.imaging_and_lab_review,
@@ -263,9 +298,16 @@ def compose(
             text=content.summary_for_patient.strip(),
         )
     )
+    return sections
+
+
+def _questions(
+    t: Texts, asked: Iterable[Question], sections: Sequence[ReportSection]
+) -> list[QuestionLine]:
+    """The patient's questions (each once, in the order asked) and where each is answered."""
     numbered = {s.code: s for s in sections}
     questions = []
-    for question in dict.fromkeys(case.questions):
+    for question in dict.fromkeys(asked):
         target = numbered[ANSWERED_IN[question]]
         questions.append(
             QuestionLine(
@@ -277,56 +319,41 @@ def compose(
                 ),
             )
         )
-    specialty = content.reviewer_specialty or opinion.specialty
+    return questions
+
+
+def _patient(t: Texts, contact: PatientContact) -> PatientBlock:
+    """Who the report is about, as the patient gave their name."""
     given, family = contact.given_name.strip(), contact.family_name.strip()
-    return Report(
-        report_id=report_id,
-        case_id=case.case_id,
-        version=version,
-        opinion_version=content.version,
-        language=texts.language,
-        reference=case.reference,
-        title=t("report.title"),
-        subtitle=t("report.subtitle"),
-        correction_note=(
-            t("text.correction", previous=t.number(version - 1)) if version > 1 else None
-        ),
-        patient=PatientBlock(
-            name=f"{given} {family}",
-            given_name=given,
-            family_name=family,
-            birth_date=contact.birth_date,
-            birth_date_text=t.date(contact.birth_date),
-        ),
-        specialty=case.specialty,
-        specialty_text=t(f"specialty.{case.specialty.value}"),
-        dates=[
-            DateLine(label=t(label), at=at, text=t.date(at.date()))
-            for label, at in (
-                ("label.submitted", case.submitted_at),
-                ("label.reviewed", opinion.completed_at),
-                ("label.issued", issued_at),
-            )
-        ],
-        issued_at=issued_at,
-        questions=questions,
-        sections=sections,
-        reviewer=ReviewerBlock(
-            heading=t("heading.reviewer"),
-            name=content.reviewer_display_name.strip(),
-            specialty=specialty,
-            specialty_text=t(f"specialty.{specialty.value}"),
-        ),
-        disclaimer=Titled(heading=t("heading.disclaimer"), text=t("text.disclaimer")),
-        labels=Labels(
-            patient=t("label.patient"),
-            born=t("label.born"),
-            reference=t("label.reference"),
-            specialty=t("label.specialty"),
-            version=t("label.version"),
-            questions=t("heading.questions"),
-            questions_intro=t("text.questions"),
-            confidential=t("footer.confidential"),
-            page=t("footer.page", page="%(page)s", pages="%(pages)s"),
-        ),
+    return PatientBlock(
+        name=f"{given} {family}",
+        given_name=given,
+        family_name=family,
+        birth_date=contact.birth_date,
+        birth_date_text=t.date(contact.birth_date),
+    )
+
+
+def _reviewer(t: Texts, content: CompletedOpinion, specialty: Specialty) -> ReviewerBlock:
+    """The specialist who wrote the opinion, under the specialty they wrote it in."""
+    return ReviewerBlock(
+        heading=t("heading.reviewer"),
+        name=content.reviewer_display_name.strip(),
+        specialty=specialty,
+        specialty_text=t(f"specialty.{specialty.value}"),
+    )
+
+
+def _labels(t: Texts) -> Labels:
+    """The texts the layouts put around the content."""
+    return Labels(
+        patient=t("label.patient"),
+        born=t("label.born"),
+        reference=t("label.reference"),
+        specialty=t("label.specialty"),
+        version=t("label.version"),
+        questions=t("heading.questions"),
+        questions_intro=t("text.questions"),
+        confidential=t("footer.confidential"),
+        page=t("footer.page", page="%(page)s", pages="%(pages)s"),
     )

@@ -6,7 +6,8 @@ comes first is kept on the case's aggregate (the opinion parked, sealed) and the
 completes it; nothing waits on a partition. Every opinion version newer than the last one
 composed becomes a report version; a redelivered event finds its effect already there.
 
-Every write to a case holds the case's lock (its id, the key the outbox relay takes too).
+Every write to a case holds the case's lock (`emitter.lock(case_id)`, which the outbox relay
+takes too).
 Rendering the PDF is kept off the consumer's path: it happens in the background after a version
 is issued, or on the first request for it, in one worker thread, and is then kept (sealed).
 """
@@ -17,13 +18,14 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from avis.reports import fhir
 from avis.reports.i18n import texts
-from avis.reports.models import Report, ReportVersion, ReportVersionPage
+from avis.reports.models import Report, ReportVersionPage
 from avis.reports.pdf import render_pdf
 from avis.reports.rules import (
     FORMATS,
@@ -50,8 +52,8 @@ from avis.reports.store import (
     Store,
     VersionDoc,
     VersionEntry,
-    now,
 )
+from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
@@ -63,10 +65,10 @@ from avis.shared.events import (
     ReviewCompleted,
 )
 from avis.shared.kafka import RetryLater
-from avis.shared.mongo import AggregateLocks
+from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
 from avis.shared.parking import Parking
-from avis.shared.problems import Problem
+from avis.shared.problems import Problem, not_found
 from avis.shared.sealing import Keyring, M, Sealed, SealingError
 from avis.shared.security import Principal
 
@@ -75,9 +77,9 @@ SOURCE = "/avis/reports"
 RENDER_QUEUE_SIZE = 1000
 
 
-def not_found() -> Problem:
+def _not_found() -> Problem:
     """The one answer for a report that does not exist or that the caller may not read."""
-    return Problem(404, "report-not-found", "Report not found", "No such report for this caller.")
+    return not_found("report", "report-not-found")
 
 
 def readers_of(case: CaseDoc) -> Readers:
@@ -161,7 +163,7 @@ class ReportsService:
             submitted_at=case.submitted_at,
             contact=self.keyring.seal_json(contact, contact_aad(case_id)),
         )
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 fresh = CaseDoc(
@@ -200,7 +202,7 @@ class ReportsService:
             completed_at=review.completed_at,
             sealed=self.keyring.seal_json(opinion, opinion_aad(case_id, review.version)),
         )
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 parked = CaseDoc(
@@ -226,7 +228,7 @@ class ReportsService:
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """A withdrawn case gets no report from now on; one already issued stays readable."""
         case_id = withdrawal.case_id
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
                 # A tombstone: a submission or opinion arriving later is not composed.
@@ -244,10 +246,10 @@ class ReportsService:
                 await self.parking.release(case_id)  # a final word: nothing of it waits
             log.info("case withdrawn", case_id=case_id)
 
-    async def expire_parked(self, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
+    async def expire_parked(self, *, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
         """The case never came: drop the opinions parked for it and dead-letter their events
         (`give_up`); False if the case is known by now (or withdrawn), and nothing is dropped."""
-        async with self.locks.hold(case_id):
+        async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             submitted = stored is not None and stored.case is not None
             withdrawn = stored is not None and stored.withdrawn_at is not None
@@ -279,50 +281,9 @@ class ReportsService:
 
     async def _issue(self, case: CaseDoc, received: ReceivedOpinion, version: int) -> VersionEntry:
         """Compose, keep and announce one report version."""
-        record = case.case
-        assert record is not None and record.contact is not None  # opinions_to_compose says so
-        sealed_contact = record.contact
         key = version_key(case.report_id, version)
-        stored = await self.store.version(key)
-        if stored is None:
-            contact = self._open(sealed_contact, contact_aad(case.id), PatientContact, "contact")
-            content = self._open(
-                received.sealed,
-                opinion_aad(case.id, received.version),
-                CompletedOpinion,
-                "opinion",
-            )
-            issued_at = now()
-            report = compose(
-                texts=texts(record.language),
-                case=CaseFacts(
-                    case_id=case.id,
-                    reference=record.reference,
-                    specialty=record.specialty,
-                    language=record.language,
-                    questions=tuple(record.questions),
-                    submitted_at=record.submitted_at,
-                ),
-                contact=contact,
-                opinion=OpinionFacts(content, received.specialty, received.completed_at),
-                report_id=case.report_id,
-                version=version,
-                issued_at=issued_at,
-            )
-            stored = VersionDoc(
-                id=key,
-                report_id=case.report_id,
-                case_id=case.id,
-                version=version,
-                opinion_version=received.version,
-                language=record.language,
-                issued_at=issued_at,
-                report=self.keyring.seal_json(report, report_aad(key)),
-                traceparent=case.traceparent,
-            )
-            if not await self.store.insert_version(stored):
-                stored = await self.store.version(key) or stored
-        # else: an earlier attempt stopped after keeping the version; announce that one.
+        # An earlier attempt may have stopped after keeping the version: announce that one.
+        stored = await self.store.version(key) or await self._keep(case, received, version)
         await self.store.claim_report_id(case.report_id, case.id)
         entry = VersionEntry(
             version=version,
@@ -331,22 +292,7 @@ class ReportsService:
             language=stored.language,
             issued_at=stored.issued_at,
         )
-        ready = ReportReady(
-            case_id=case.id,
-            report_id=case.report_id,
-            version=version,
-            languages=[stored.language],
-            formats=list(FORMATS),
-            ready_at=stored.issued_at,
-            report_url=self.version_url(case.report_id, version),
-        )
-        await self.emitter.emit(
-            "reports.issue",
-            ready,
-            aggregate=case.id,
-            trace=case.traceparent,
-            write=lambda events: self.store.add_version(case.id, entry, list(events)),
-        )
+        await self._announce(case, stored, entry)
         log.info(
             "report issued",
             case_id=case.id,
@@ -360,22 +306,90 @@ class ReportsService:
                 self._to_render.put_nowait(key)
         return entry
 
-    def version_url(self, report_id: str, version: int) -> str:
+    async def _keep(self, case: CaseDoc, received: ReceivedOpinion, version: int) -> VersionDoc:
+        """Compose a report version and keep it, sealed (the one kept first if it raced)."""
+        record = case.case
+        assert record is not None  # opinions_to_compose says so
+        key = version_key(case.report_id, version)
+        issued_at = now()
+        report = self._compose(case, received, version, issued_at)
+        stored = VersionDoc(
+            id=key,
+            report_id=case.report_id,
+            case_id=case.id,
+            version=version,
+            opinion_version=received.version,
+            language=record.language,
+            issued_at=issued_at,
+            report=self.keyring.seal_json(report, report_aad(key)),
+            traceparent=case.traceparent,
+        )
+        if not await self.store.insert_version(stored):
+            return await self.store.version(key) or stored
+        return stored
+
+    def _compose(
+        self, case: CaseDoc, received: ReceivedOpinion, version: int, issued_at: datetime
+    ) -> Report:
+        """Open the contact and the opinion, and compose the report in the patient's language."""
+        record = case.case
+        assert record is not None and record.contact is not None  # opinions_to_compose says so
+        contact = self._open(record.contact, contact_aad(case.id), PatientContact, "contact")
+        content = self._open(
+            received.sealed, opinion_aad(case.id, received.version), CompletedOpinion, "opinion"
+        )
+        return compose(
+            texts=texts(record.language),
+            case=CaseFacts(
+                case_id=case.id,
+                reference=record.reference,
+                specialty=record.specialty,
+                language=record.language,
+                questions=tuple(record.questions),
+                submitted_at=record.submitted_at,
+            ),
+            contact=contact,
+            opinion=OpinionFacts(content, received.specialty, received.completed_at),
+            report_id=case.report_id,
+            version=version,
+            issued_at=issued_at,
+        )
+
+    async def _announce(self, case: CaseDoc, stored: VersionDoc, entry: VersionEntry) -> None:
+        """Record the version on the case and put its `report-ready` on the outbox, in one write."""
+        ready = ReportReady(
+            case_id=case.id,
+            report_id=case.report_id,
+            version=entry.version,
+            languages=[stored.language],
+            formats=list(FORMATS),
+            ready_at=stored.issued_at,
+            report_url=self.version_url(report_id=case.report_id, version=entry.version),
+        )
+        await self.emitter.emit(
+            "reports.issue",
+            ready,
+            aggregate=case.id,
+            trace=case.traceparent,
+            write=lambda events: self.store.add_version(case.id, entry, list(events)),
+        )
+
+    def version_url(self, *, report_id: str, version: int) -> str:
         """Where a report version is read (JSON; PDF and FHIR by content negotiation)."""
         return f"{self.public_url}/v1/reports/{report_id}?version={version}"
 
     # --- reading ----------------------------------------------------------------------------------
 
-    async def _readable(self, principal: Principal, case_id: str) -> CaseDoc:
+    async def _readable(self, *, principal: Principal, case_id: str) -> CaseDoc:
         case = await self.store.case(case_id)
         if case is None or not case.versions or not may_read(principal, readers_of(case)):
-            raise not_found()
+            raise _not_found()
         return case
 
     async def report(
         self,
-        principal: Principal,
         *,
+        principal: Principal,
         case_id: str | None = None,
         report_id: str | None = None,
         version: int | None = None,
@@ -385,37 +399,33 @@ class ReportsService:
             assert report_id is not None
             case_id = await self.store.case_of_report(report_id)
             if case_id is None:
-                raise not_found()
-        case = await self._readable(principal, case_id)
+                raise _not_found()
+        case = await self._readable(principal=principal, case_id=case_id)
         if report_id is not None and report_id != case.report_id:
-            raise not_found()
+            raise _not_found()
         numbers = [v.version for v in case.versions]
         wanted = max(numbers) if version is None else version
         if wanted not in numbers:
-            raise not_found()
+            raise _not_found()
         key = version_key(case.report_id, wanted)
         stored = await self.store.version(key)
         if stored is None:
-            raise not_found()
+            raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
         return Served(stored, report)
 
     async def versions(
-        self, principal: Principal, case_id: str, cursor: int | None, limit: int
+        self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
     ) -> ReportVersionPage:
         """A case's report versions, newest first."""
-        case = await self._readable(principal, case_id)
+        case = await self._readable(principal=principal, case_id=case_id)
         by_number = {v.version: v for v in case.versions}
         page, next_cursor = page_of_versions(list(by_number), cursor, limit)
         items = [
-            ReportVersion(
+            by_number[n].view(
                 report_id=case.report_id,
                 case_id=case.id,
-                version=n,
-                opinion_version=by_number[n].opinion_version,
-                language=by_number[n].language,
-                issued_at=by_number[n].issued_at,
-                url=self.version_url(case.report_id, n),
+                url=self.version_url(report_id=case.report_id, version=n),
             )
             for n in page
         ]
@@ -423,11 +433,11 @@ class ReportsService:
             items=items, next_cursor=None if next_cursor is None else str(next_cursor)
         )
 
-    def fhir_document(self, served: Served) -> dict[str, Any]:
+    def fhir_document(self, *, served: Served) -> dict[str, Any]:
         """The FHIR R4B document of a served version."""
         return fhir.document(served.report)
 
-    async def pdf(self, served: Served, if_none_match: Sequence[str] = ()) -> Pdf:
+    async def pdf(self, *, served: Served, if_none_match: Sequence[str] = ()) -> Pdf:
         """The PDF of a served version, rendered now if it was not yet (then kept)."""
         stored = served.version
         filename = f"{served.report.reference}-v{stored.version}.pdf"
@@ -449,7 +459,7 @@ class ReportsService:
             size=len(content),
             rendered_at=now(),
         )
-        async with self.locks.hold(key):
+        async with self.locks.hold(lock_key("report-version", key)):
             await self.store.set_pdf(key, cache)
         return cache
 

@@ -12,37 +12,24 @@ Sealed values are opened only to compose or serve a report; each is bound (assoc
 where it is kept (`avis.reports.rules.*_aad`), so none can be moved to another case or version.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from avis.reports.models import ReportVersion
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Question, Specialty
-from avis.shared.mongo import Document
+from avis.shared.mongo import Document, Stored
 from avis.shared.outbox import new_with_events, with_events
 from avis.shared.sealing import Sealed
 
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
 
 
-def now() -> datetime:
-    """The current time at the store's precision (milliseconds)."""
-    at = datetime.now(UTC)
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
-
-
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    def to_doc(self) -> Document:
-        """The stored form (datetimes stay datetimes)."""
-        return self.model_dump(mode="python", by_alias=True, exclude_none=True)
-
-
-class CaseRecord(_Doc):
+class CaseRecord(Stored):
     """What `avis.case.submitted.v1` told reports of a case."""
 
     reference: str
@@ -56,7 +43,7 @@ class CaseRecord(_Doc):
     contact: Sealed | None = Field(None, description="Dropped when the case is withdrawn.")
 
 
-class ReceivedOpinion(_Doc):
+class ReceivedOpinion(Stored):
     """One opinion version as `avis.review.completed.v1` brought it, sealed again for reports."""
 
     version: int
@@ -68,7 +55,7 @@ class ReceivedOpinion(_Doc):
     sealed: Sealed
 
 
-class VersionEntry(_Doc):
+class VersionEntry(Stored):
     """A report version issued for the case: numbers and dates, nothing clinical."""
 
     version: int
@@ -77,8 +64,20 @@ class VersionEntry(_Doc):
     language: Language
     issued_at: datetime
 
+    def view(self, *, report_id: str, case_id: str, url: str) -> ReportVersion:
+        """This version as a reader of the case's report sees it listed."""
+        return ReportVersion(
+            report_id=report_id,
+            case_id=case_id,
+            version=self.version,
+            opinion_version=self.opinion_version,
+            language=self.language,
+            issued_at=self.issued_at,
+            url=url,
+        )
 
-class CaseDoc(_Doc):
+
+class CaseDoc(Stored):
     """The case aggregate (without its outbox)."""
 
     id: str = Field(alias="_id")
@@ -91,7 +90,7 @@ class CaseDoc(_Doc):
     created_at: datetime
 
 
-class PdfCache(_Doc):
+class PdfCache(Stored):
     """A rendered PDF, sealed, with its ETag."""
 
     sealed: Sealed
@@ -100,7 +99,7 @@ class PdfCache(_Doc):
     rendered_at: datetime
 
 
-class VersionDoc(_Doc):
+class VersionDoc(Stored):
     """One report version: the composed report, sealed, and its PDF once rendered."""
 
     id: str = Field(alias="_id")

@@ -19,8 +19,9 @@ from avis.review.models import (
     ReviewerPage,
     ReviewerPatch,
 )
-from avis.review.service import ReviewService
+from avis.review.service import DirectoryService, ReviewService
 from avis.shared.events import Language, Specialty, Urgency
+from avis.shared.pages import Cursor, Limit
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
@@ -32,7 +33,12 @@ def _review(request: Request) -> ReviewService:
     return cast(ReviewService, request.app.state.review)
 
 
+def _directory(request: Request) -> DirectoryService:
+    return cast(DirectoryService, request.app.state.directory)
+
+
 Review = Annotated[ReviewService, Depends(_review)]
+Directory = Annotated[DirectoryService, Depends(_directory)]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 ReviewerRole = Annotated[Principal, Depends(require_roles("reviewer"))]
 Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
@@ -40,11 +46,6 @@ Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
 CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Items per page.")]
-Cursor = Annotated[
-    str | None,
-    Query(min_length=1, max_length=512, description="`next_cursor` of the previous page, as is."),
-]
 
 READ = problem_responses(401, 403, 422, 503)
 READ_ONE = problem_responses(401, 403, 404, 422, 503)
@@ -66,10 +67,10 @@ WRITE = problem_responses(400, 401, 403, 404, 409, 422, 503)  # 400: a body that
     },
 )
 async def create_reviewer(
-    body: ReviewerIn, response: Response, review: Review, _: Coordinator
+    body: ReviewerIn, response: Response, directory: Directory, _: Coordinator
 ) -> Reviewer:
     """Add a reviewer; sending the same reviewer again changes nothing."""
-    reviewer, created = await review.create_reviewer(body=body)
+    reviewer, created = await directory.create_reviewer(body=body)
     if not created:
         response.status_code = http.HTTP_200_OK
     return reviewer
@@ -82,7 +83,7 @@ async def create_reviewer(
     responses=READ,
 )
 async def list_reviewers(
-    review: Review,
+    directory: Directory,
     _: Coordinator,
     specialty: Specialty | None = None,
     language: Language | None = None,
@@ -91,7 +92,7 @@ async def list_reviewers(
     limit: Limit = 20,
 ) -> ReviewerPage:
     """Reviewers by id, filtered by specialty, language and active flag."""
-    return await review.reviewers(
+    return await directory.reviewers(
         specialty=specialty, language=language, active=active, cursor=cursor, limit=limit
     )
 
@@ -102,9 +103,9 @@ async def list_reviewers(
     tags=["reviewers"],
     responses=READ_ONE,
 )
-async def get_reviewer(reviewer_id: ReviewerIdPath, review: Review, who: Staff) -> Reviewer:
+async def get_reviewer(reviewer_id: ReviewerIdPath, directory: Directory, who: Staff) -> Reviewer:
     """One reviewer and their current load."""
-    return await review.reviewer(principal=who, reviewer_id=reviewer_id)
+    return await directory.reviewer(principal=who, reviewer_id=reviewer_id)
 
 
 @router.patch(
@@ -114,10 +115,10 @@ async def get_reviewer(reviewer_id: ReviewerIdPath, review: Review, who: Staff) 
     responses=problem_responses(400, 401, 403, 404, 422, 503),
 )
 async def patch_reviewer(
-    reviewer_id: ReviewerIdPath, body: ReviewerPatch, review: Review, _: Coordinator
+    reviewer_id: ReviewerIdPath, body: ReviewerPatch, directory: Directory, _: Coordinator
 ) -> Reviewer:
     """Change the fields sent; a reviewer with room again is offered the queue."""
-    return await review.update_reviewer(reviewer_id=reviewer_id, patch=body)
+    return await directory.update_reviewer(reviewer_id=reviewer_id, patch=body)
 
 
 # --- queue ------------------------------------------------------------------------------------

@@ -1,20 +1,24 @@
-"""Kafka subscribers of the review service (thin, like api.py)."""
+"""Kafka subscribers of the review service (thin, like api.py): one use case per payload type."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from avis.review.service import ReviewService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseSubmitted, CaseWithdrawn
+from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload
 from avis.shared.runtime import Runtime
+
+Handler = Callable[[Event, Any], Awaitable[None]]
 
 
 def register(runtime: Runtime, review: ReviewService) -> None:
     """Register the review service's handlers by payload type."""
-
-    async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
+    table: dict[type[Payload], Handler] = {
         # The case's trace context rides on its submission; later work joins that trace.
-        await review.case_submitted(case=payload, traceparent=event.traceparent)
-
-    async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
-        await review.case_withdrawn(withdrawal=payload)
-
-    runtime.on(CaseSubmitted, on_submitted)
-    runtime.on(CaseWithdrawn, on_withdrawn)
+        CaseSubmitted: lambda event, case: review.case_submitted(
+            case=case, traceparent=event.traceparent
+        ),
+        CaseWithdrawn: lambda _, withdrawal: review.case_withdrawn(withdrawal=withdrawal),
+    }
+    for payload_type, handler in table.items():
+        runtime.on(payload_type, handler)

@@ -1,13 +1,14 @@
 """The review service's composition root: settings -> runtime (observability, broker, store) ->
-store, emitter and relay -> service -> handlers, routes and background jobs."""
+store, emitter and relay -> matcher -> services -> handlers, routes and background jobs."""
 
 from functools import partial
 
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
+from avis.review.matching import Matcher
 from avis.review.rules import Sla
-from avis.review.service import SOURCE, ReviewService
+from avis.review.service import SOURCE, DirectoryService, ReviewService
 from avis.review.settings import Settings
 from avis.shared.emit import Emitter
 from avis.shared.events import ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined
@@ -25,17 +26,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reviews = store.Store(runtime.db)
     seed = settings.seed_file if settings.seed_reviewers else None
     runtime.on_store(partial(store.init, seed_file=seed))
+    emitter = Emitter(SOURCE, runtime.relay, reviews.assignments)
+    matcher = Matcher(
+        store=reviews,
+        locks=runtime.locks,
+        emitter=emitter,
+        sla=Sla(settings.sla_routine_days, settings.sla_urgent_days),
+    )
     review = ReviewService(
         store=reviews,
         locks=runtime.locks,
-        emitter=Emitter(SOURCE, runtime.relay, reviews.assignments),
+        emitter=emitter,
         keyring=Keyring.from_settings(settings),
-        sla=Sla(settings.sla_routine_days, settings.sla_urgent_days),
+        matcher=matcher,
         intake_base_url=settings.intake_base_url,
         service_name=settings.service_name,
     )
-    runtime.on_store(lambda _: review.recover())
-    runtime.background("overdue", partial(review.watch_overdue, settings.overdue_refresh_seconds))
+    directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
+    runtime.on_store(lambda _: matcher.recover())
+    runtime.background(
+        "overdue", partial(review.watch_overdue, interval=settings.overdue_refresh_seconds)
+    )
     handlers.register(runtime, review)
     app = runtime.create_app(
         "Avis review",
@@ -43,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Reviewer directory, matching, assignments and the structured opinion.",
     )
     app.state.review = review
+    app.state.directory = directory
     return app
 
 

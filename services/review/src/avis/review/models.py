@@ -1,4 +1,5 @@
-"""Documents and API schemas of the review service.
+"""API schemas and views of the review service (a leaf: the stored documents of store.py
+turn themselves into these views).
 
 The opinion is the only clinical text review keeps; the case itself stays with intake, so a case
 here is its triage codes (specialty, urgency, language, the treating physician's institution).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
@@ -16,9 +17,6 @@ from avis.shared.events import Assessment, Language, Specialty, Urgency
 from avis.shared.pages import Page
 from avis.shared.text import Code, Text
 from avis.shared.text import Name as NameText
-
-if TYPE_CHECKING:
-    from avis.review.store import AssignmentDoc, CaseDoc, OpinionEntry, ReviewerDoc
 
 T = TypeVar("T")
 
@@ -272,68 +270,3 @@ class OpinionVersion(BaseModel):
     version: int
     completed_at: datetime
     opinion: Opinion
-
-
-# --- views ----------------------------------------------------------------------------------
-
-
-def reviewer_view(doc: ReviewerDoc, load: int) -> Reviewer:
-    """The API view of a stored reviewer."""
-    return Reviewer.model_validate({**doc.model_dump(), "load": load})
-
-
-def queued_view(case: CaseDoc, declined_by: list[str]) -> QueuedCase:
-    """The API view of a case waiting in the queue."""
-    triage = case.triage()
-    return QueuedCase(
-        case_id=case.id,
-        reference=case.reference,
-        specialty=triage.specialty,
-        urgency=triage.urgency,
-        language=triage.language,
-        physician_institution=case.physician_institution,
-        submitted_at=triage.submitted_at,
-        waiting_since=case.waiting_since,
-        declined_by=declined_by,
-        last_attempt=case.last_attempt,
-    )
-
-
-def assignment_view(doc: AssignmentDoc, *, overdue: bool, coordinator: bool) -> Assignment:
-    """The API view of a stored assignment; rationale and free-text reason for coordinators."""
-    decline = doc.decline
-    return Assignment(
-        id=doc.id,
-        case_id=doc.case_id,
-        reference=doc.reference,
-        round=doc.round,
-        reviewer_id=doc.reviewer_id,
-        status=doc.status,
-        specialty=doc.specialty,
-        urgency=doc.urgency,
-        language=doc.language,
-        assigned_at=doc.assigned_at,
-        due_at=doc.due_at,
-        overdue=overdue,
-        accepted_at=doc.accepted_at,
-        declined_at=doc.declined_at,
-        decline_reason_code=decline.reason_code if decline else None,
-        decline_reason=decline.reason if decline and coordinator else None,
-        completed_at=doc.completed_at,
-        cancelled_at=doc.cancelled_at,
-        opinion_version=doc.opinion_version,
-        case_url=doc.case_url,
-        rationale=doc.rationale if coordinator else None,
-    )
-
-
-def opinion_view(doc: AssignmentDoc, entry: OpinionEntry) -> OpinionVersion:
-    """The API view of one stored opinion version."""
-    return OpinionVersion(
-        assignment_id=doc.id,
-        case_id=doc.case_id,
-        reviewer_id=doc.reviewer_id,
-        version=entry.version,
-        completed_at=entry.completed_at,
-        opinion=Opinion.model_validate(entry.opinion),
-    )

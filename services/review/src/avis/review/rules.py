@@ -17,7 +17,6 @@ from avis.shared.events import CompletedOpinion, Urgency
 from avis.shared.problems import Problem
 from avis.shared.security import Principal
 
-MATCHING_LOCK = "matching"
 MATCHER = "matcher"
 # Assignment ids are derived from the case id and round, so replaying a cause never adds one.
 _ASSIGNMENT_NAMESPACE = uuid.UUID("5d0c8a3e-6f1b-4f0e-9a57-2b8c1f3d4e60")
@@ -206,27 +205,12 @@ def sort_key(due: datetime, assignment_id: str) -> str:
     return f"{_stamp(due)}|{assignment_id}"
 
 
-def case_lock(case_id: str) -> str:
-    """The lock key of a case."""
-    return f"case:{case_id}"
-
-
-def reviewer_lock(reviewer_id: str) -> str:
-    """The lock key of a reviewer."""
-    return f"reviewer:{reviewer_id}"
-
-
 # --- the life of an assignment --------------------------------------------------------------
 
 
 def state_conflict(detail: str, slug: str = "assignment-state") -> Problem:
     """409: the assignment (or case) is not in a state that allows this."""
     return Problem(409, slug, "Conflict", detail)
-
-
-def not_found(what: str, slug: str) -> Problem:
-    """404 for something review does not hold."""
-    return Problem(404, slug, "Not found", f"No {what} with this id.")
 
 
 def may_accept(status: AssignmentStatus) -> bool:

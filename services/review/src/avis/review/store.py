@@ -34,24 +34,29 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.review.models import (
     ACTIVE,
+    Assignment,
     AssignmentStatus,
     CaseStatus,
     DeclineReason,
+    Opinion,
+    OpinionVersion,
+    QueuedCase,
     Rationale,
+    Reviewer,
     ReviewerIn,
 )
-from avis.review.rules import assignment_id_for
+from avis.review.rules import CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
-from avis.shared.mongo import Document
+from avis.shared.mongo import Document, Stored
 from avis.shared.outbox import new_with_events, with_events
 
 log = structlog.get_logger("avis.review.store")
@@ -72,16 +77,6 @@ _ACTIVE = [s.value for s in ACTIVE]
 
 
 # --- documents ------------------------------------------------------------------------------
-
-
-class Stored(BaseModel):
-    """A stored document: `_id` read as `id`, fields the code no longer knows ignored."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    def to_doc(self) -> Document:
-        """The document as written: a top-level field not set yet (None) is left out."""
-        return {k: v for k, v in self.model_dump(by_alias=True).items() if v is not None}
 
 
 class ReviewerDoc(Stored):
@@ -114,6 +109,22 @@ class ReviewerDoc(Stored):
             mode="json", exclude={"created_at", "updated_at", "open_assignments"}
         )
         return mine == reviewer.model_dump(mode="json")
+
+    def view(self) -> Reviewer:
+        """The API view of this reviewer, with their load."""
+        return Reviewer.model_validate({**self.model_dump(), "load": self.load})
+
+    def fit(self) -> ReviewerFit:
+        """What matching needs to know of this reviewer, with their load."""
+        return ReviewerFit(
+            id=self.id,
+            specialties=frozenset(s.value for s in self.specialties),
+            languages=frozenset(lang.value for lang in self.languages),
+            institution_code=self.institution_code,
+            capacity=self.capacity,
+            load=self.load,
+            active=self.active,
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,32 @@ class CaseDoc(Stored):
         assert self.specialty and self.urgency and self.language and self.submitted_at
         return Triage(self.specialty, self.urgency, self.language, self.submitted_at)
 
+    def needs(self, declined_by: list[str]) -> CaseNeeds:
+        """What matching needs to know of this case (`declined_by`: who declined it)."""
+        triage = self.triage()
+        return CaseNeeds(
+            specialty=triage.specialty.value,
+            language=triage.language.value,
+            physician_institution=self.physician_institution,
+            declined_by=frozenset(declined_by),
+        )
+
+    def view(self, declined_by: list[str]) -> QueuedCase:
+        """The API view of this case waiting in the queue (`declined_by`: who declined it)."""
+        triage = self.triage()
+        return QueuedCase(
+            case_id=self.id,
+            reference=self.reference,
+            specialty=triage.specialty,
+            urgency=triage.urgency,
+            language=triage.language,
+            physician_institution=self.physician_institution,
+            submitted_at=triage.submitted_at,
+            waiting_since=self.waiting_since,
+            declined_by=declined_by,
+            last_attempt=self.last_attempt,
+        )
+
 
 class Decline(BaseModel):
     """Why a reviewer declined: the published code and the free text kept here."""
@@ -170,6 +207,17 @@ class OpinionEntry(BaseModel):
     completed_at: datetime
     event_id: str
     opinion: dict[str, Any]
+
+    def view(self, assignment: AssignmentDoc) -> OpinionVersion:
+        """The API view of this version of `assignment`'s opinion."""
+        return OpinionVersion(
+            assignment_id=assignment.id,
+            case_id=assignment.case_id,
+            reviewer_id=assignment.reviewer_id,
+            version=self.version,
+            completed_at=self.completed_at,
+            opinion=Opinion.model_validate(self.opinion),
+        )
 
 
 class AssignmentDoc(Stored):
@@ -198,6 +246,34 @@ class AssignmentDoc(Stored):
     corrected_at: datetime | None = None
     cancelled_at: datetime | None = None
     opinion_version: int | None = None
+
+    def view(self, *, at: datetime, coordinator: bool) -> Assignment:
+        """The API view of this round as of `at`; the rationale and the free-text reason of a
+        decline for coordinators only."""
+        decline = self.decline
+        return Assignment(
+            id=self.id,
+            case_id=self.case_id,
+            reference=self.reference,
+            round=self.round,
+            reviewer_id=self.reviewer_id,
+            status=self.status,
+            specialty=self.specialty,
+            urgency=self.urgency,
+            language=self.language,
+            assigned_at=self.assigned_at,
+            due_at=self.due_at,
+            overdue=is_overdue(self.status, self.due_at, at),
+            accepted_at=self.accepted_at,
+            declined_at=self.declined_at,
+            decline_reason_code=decline.reason_code if decline else None,
+            decline_reason=decline.reason if decline and coordinator else None,
+            completed_at=self.completed_at,
+            cancelled_at=self.cancelled_at,
+            opinion_version=self.opinion_version,
+            case_url=self.case_url,
+            rationale=self.rationale if coordinator else None,
+        )
 
 
 # --- the repository -------------------------------------------------------------------------

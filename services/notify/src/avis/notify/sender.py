@@ -1,0 +1,120 @@
+"""The email sender: the channel of the emails' due-queue. One attempt opens the case's sealed
+contact, composes the email in the patient's language and hands it to the mailer; what came of
+it is recorded on the send, and a transient failure is tried again on the retry schedule."""
+
+import contextlib
+import random
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+
+import structlog
+from prometheus_client import Counter
+
+from avis.notify import rules
+from avis.notify.emails import compose
+from avis.notify.mailer import Mailer, Result
+from avis.notify.models import Outcome, SendStatus
+from avis.notify.settings import Settings
+from avis.notify.store import Attempt, SendDoc, Store, contact_aad
+from avis.shared import clock
+from avis.shared.events import PatientContact
+from avis.shared.observability import case_span
+from avis.shared.sealing import Keyring, SealingError
+
+log = structlog.get_logger("avis.notify")
+
+SEND_ATTEMPTS = Counter(
+    "avis_notify_attempts_total", "Attempts to send, by outcome", ["channel", "template", "outcome"]
+)
+SENDS_FAILED = Counter(
+    "avis_notify_failed_total", "Sends given up: refused for good or retries spent", ["channel"]
+)
+
+
+class EmailSender:
+    """Sends one queued email per attempt, once: the same Message-ID and Date on every repeat."""
+
+    def __init__(
+        self, *, store: Store, keyring: Keyring, mailer: Mailer, settings: Settings
+    ) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.mailer = mailer
+        self.settings = settings
+
+    async def waiting(self, item_id: str) -> SendDoc | None:
+        """The send, while it is queued."""
+        send = await self.store.send(item_id)
+        return send if send is not None and send.status is SendStatus.QUEUED else None
+
+    def due_at(self, item: SendDoc) -> datetime | None:
+        """When its next attempt is due."""
+        return item.next_at
+
+    def holding(self, item: SendDoc) -> AbstractAsyncContextManager[None]:
+        """Nothing to hold: a send has one writer, the sender."""
+        return contextlib.nullcontext()
+
+    async def attempt(self, item: SendDoc) -> datetime | None:
+        """Send it once and record the outcome; when to retry, None once sent or given up."""
+        return await self._record(item, await self._send(item))
+
+    async def _send(self, send: SendDoc) -> Result:
+        """One attempt, in the case's trace; the contact is opened here and nowhere else."""
+        with case_span("notify.email.send", send.traceparent) as span:
+            span.set_attribute("avis.case_id", send.case_id)
+            span.set_attribute("avis.notification", send.template.value)
+            span.set_attribute("avis.send_id", send.id)
+            span.set_attribute("avis.attempt", len(send.attempts) + 1)
+            if send.params.get("reference"):
+                span.set_attribute("avis.case_reference", send.params["reference"])
+            case = await self.store.case(send.case_id)
+            if case is None or case.contact is None:
+                result = Result(Outcome.PERMANENT, None, "no contact for the case")
+            else:
+                try:
+                    contact = self.keyring.open_model(
+                        case.contact, aad=contact_aad(case.id), model=PatientContact
+                    )
+                except SealingError:
+                    result = Result(Outcome.PERMANENT, None, "contact cannot be opened")
+                else:
+                    message = compose(
+                        template=send.template,
+                        language=send.language,
+                        params=send.params,
+                        to=contact.email,
+                        sender=self.settings.mail_from,
+                        message_id=send.message_id,
+                        queued_at=send.created_at,
+                    )
+                    result = await self.mailer.send(message)
+            span.set_attribute("avis.send_outcome", result.outcome.value)
+            if result.code is not None:
+                span.set_attribute("smtp.reply_code", result.code)
+            return result
+
+    async def _record(self, send: SendDoc, result: Result) -> datetime | None:
+        now = clock.now()
+        attempt = Attempt(at=now, outcome=result.outcome, code=result.code, reason=result.reason)
+        SEND_ATTEMPTS.labels(send.channel, send.template.value, result.outcome.value).inc()
+        fields = {"send_id": send.id, "template": send.template.value, "code": result.code}
+        if result.outcome is Outcome.SENT:
+            await self.store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=now)
+            log.info("email sent", **fields)
+            return None
+        failures = 1 + sum(a.outcome is Outcome.TRANSIENT for a in send.attempts)
+        retry_at = None
+        if result.outcome is Outcome.TRANSIENT:
+            jitter = random.uniform(0.9, 1.1)  # noqa: S311
+            retry_at = rules.next_attempt(failures, self.settings.retry_schedule, now, jitter)
+        if retry_at is None:
+            if result.outcome is Outcome.TRANSIENT:
+                attempt.reason = f"{attempt.reason}; gave up after {failures} attempts"
+            await self.store.record_attempt(send.id, attempt, SendStatus.FAILED, None)
+            SENDS_FAILED.labels(send.channel).inc()
+            log.error("email failed", reason=attempt.reason, **fields)
+            return None
+        await self.store.record_attempt(send.id, attempt, SendStatus.QUEUED, retry_at)
+        log.warning("email retried", retry_at=retry_at.isoformat(), reason=result.reason, **fields)
+        return retry_at

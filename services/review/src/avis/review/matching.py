@@ -1,0 +1,198 @@
+"""The matcher: which reviewer takes a case, under every reviewer's capacity, or the queue.
+
+One matching decision at a time: reading the loads, choosing and writing the round all happen
+under the one matching lock of the process (`MATCHING_LOCK`), since a reviewer's load only
+grows there. The use cases of service.py take that lock and the case's, then call the matcher;
+the matcher takes the locks of the round it writes and of the reviewer it counts it against.
+"""
+
+from datetime import datetime
+
+import structlog
+
+from avis.review import rules
+from avis.review.models import AssignmentStatus, CaseStatus, Considered, Rationale
+from avis.review.rules import Sla
+from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store
+from avis.shared.clock import now
+from avis.shared.emit import Emitter
+from avis.shared.events import ReviewAssigned
+from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
+
+log = structlog.get_logger("avis.review")
+
+# The process-wide lock of matching decisions (not one aggregate's: every reviewer's load).
+MATCHING_LOCK = lock_key("matching", "all")
+
+
+def _declined(rounds: list[AssignmentDoc]) -> list[str]:
+    """The reviewers who declined a case, first round first."""
+    return [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
+
+
+class Matcher:
+    """Assigns cases to reviewers under capacity, or leaves them waiting in the queue."""
+
+    def __init__(self, *, store: Store, locks: AggregateLocks, emitter: Emitter, sla: Sla) -> None:
+        self.store = store
+        self.locks = locks
+        self.emitter = emitter
+        self.sla = sla
+
+    async def match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
+        """Assign `case` to the best reviewer or leave it waiting; caller holds matching+case."""
+        rounds = await self.store.assignments_of(case.id, case.round)
+        for ended in (r for r in rounds if r.status in rules.ENDED):
+            # A stop between an end and its release left the reviewer's load too high.
+            await self.release(ended.reviewer_id, ended.id)
+        live = next((r for r in rounds if r.status not in rules.ENDED), None)
+        if live is not None:
+            # A round survives from an attempt that stopped half-way: keep it, counted once.
+            async with self.locks.hold(lock_key("reviewer", live.reviewer_id)):
+                await self.store.add_open(live.reviewer_id, live.id)
+            await self.store.set_case_assigned(
+                case.id, assignment_id=live.id, round_=live.round, left_queue=False
+            )
+            return live.id
+        # Loads only grow under the matching lock the caller holds, so the reviewers' own
+        # documents read now stay an upper bound until this decision is written.
+        reviewers = await self.store.active_reviewers_of(case.triage().specialty.value)
+        decision = rules.match(case.needs(_declined(rounds)), [r.fit() for r in reviewers])
+        at = now()
+        rationale = Rationale(
+            rule=decision.rule.value,
+            chosen=decision.chosen,
+            candidates=list(decision.candidates),
+            decided_at=at,
+            decided_by=rules.MATCHER,
+        )
+        if decision.chosen is None:
+            if not (from_queue and case.status == CaseStatus.WAITING):
+                await self.store.set_case_waiting(
+                    case.id, since=case.waiting_since or at, last_attempt=rationale
+                )
+                log.info("case waits in the queue", case_id=case.id)
+            return None
+        round_ = rules.next_round(case.round, (r.round for r in rounds))
+        return await self._assign(case, round_, decision.chosen, rationale, at)
+
+    async def assign_by_hand(self, case: CaseDoc, reviewer: ReviewerDoc, *, by: str) -> str:
+        """A coordinator's choice for a case: every rule holds but capacity (409 otherwise);
+        caller holds matching+case."""
+        rounds = await self.store.assignments_of(case.id, case.round)
+        fit = reviewer.fit()
+        rules.check_eligible(case.needs(_declined(rounds)), fit)
+        at = now()
+        rationale = Rationale(
+            rule=rules.Rule.COORDINATOR.value,
+            chosen=fit.id,
+            candidates=[
+                Considered(reviewer_id=fit.id, load=fit.load, capacity=fit.capacity, excluded=None)
+            ],
+            decided_at=at,
+            decided_by=by,
+        )
+        round_ = rules.next_round(case.round, (r.round for r in rounds))
+        return await self._assign(case, round_, fit.id, rationale, at)
+
+    async def _assign(
+        self, case: CaseDoc, round_: int, reviewer_id: str, rationale: Rationale, at: datetime
+    ) -> str:
+        """Write a new assignment round with its `assigned` event; caller holds matching+case."""
+        triage = case.triage()
+        assignment_id = rules.assignment_id_for(case.id, round_)
+        due = rules.due_at(at, triage.urgency, self.sla)
+        assignment = AssignmentDoc(
+            id=assignment_id,
+            case_id=case.id,
+            round=round_,
+            reviewer_id=reviewer_id,
+            status=AssignmentStatus.ASSIGNED,
+            reference=case.reference,
+            specialty=triage.specialty,
+            urgency=triage.urgency,
+            language=triage.language,
+            case_url=case.case_url,
+            traceparent=case.traceparent,
+            assigned_at=at,
+            due_at=due,
+            sort_key=rules.sort_key(due, assignment_id),
+            rationale=rationale,
+        )
+        assigned = ReviewAssigned(
+            case_id=case.id,
+            assignment_id=assignment_id,
+            reviewer_id=reviewer_id,
+            specialty=triage.specialty,
+            assigned_at=at,
+            due_at=due,
+        )
+        await self.store.file_due(assignment)
+        # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
+        async with self.locks.hold(self.emitter.lock(assignment_id)):
+            await self.emitter.emit(
+                "review.assign",
+                assigned,
+                aggregate=assignment_id,
+                trace=case.traceparent,
+                write=lambda events: self.store.insert_assignment(assignment, events),
+            )
+        # Counted after the round exists (a stop in between: the next matching of this case
+        # finds the round live and counts it), before the case leaves matching.
+        async with self.locks.hold(lock_key("reviewer", reviewer_id)):
+            await self.store.add_open(reviewer_id, assignment_id)
+        await self.store.set_case_assigned(
+            case.id, assignment_id=assignment_id, round_=round_, left_queue=True
+        )
+        log.info(
+            "case assigned",
+            case_id=case.id,
+            assignment_id=assignment_id,
+            reviewer_id=reviewer_id,
+            rule=rationale.rule,
+        )
+        return assignment_id
+
+    async def release(self, reviewer_id: str, assignment_id: str) -> None:
+        """Stop counting an ended assignment in its reviewer's load (if it still is)."""
+        async with self.locks.hold(lock_key("reviewer", reviewer_id)):
+            reviewer = await self.store.reviewer(reviewer_id)
+            if reviewer is not None and assignment_id in reviewer.open_assignments:
+                await self.store.remove_open(reviewer_id, assignment_id)
+
+    async def offer_queue(self) -> int:
+        """Offer every waiting case, in queue order, to reviewers; caller holds matching.
+        Returns how many were assigned."""
+        assigned = 0
+        for waiting in await self.store.cases_in(CaseStatus.WAITING):
+            async with self.locks.hold(lock_key("case", waiting.id)):
+                case = await self.store.case(waiting.id)
+                if case is not None and case.status == CaseStatus.WAITING:
+                    assigned += await self.match(case, from_queue=True) is not None
+        return assigned
+
+    async def drain_queue(self) -> int:
+        """Offer the queue to reviewers who may have freed up; returns how many were assigned."""
+        async with self.locks.hold(MATCHING_LOCK):
+            return await self.offer_queue()
+
+    async def recover(self) -> None:
+        """Finish matchings a stopped process left half-way, then offer the queue.
+
+        Store outages propagate (start-up retries them); anything else is logged and left for
+        the next start, so one odd case never keeps the service from connecting.
+        """
+        async with self.locks.hold(MATCHING_LOCK):
+            for pending in await self.store.cases_in(CaseStatus.MATCHING):
+                async with self.locks.hold(lock_key("case", pending.id)):
+                    try:
+                        case = await self.store.case(pending.id)
+                        if case is not None and case.status == CaseStatus.MATCHING:
+                            await self.match(case)
+                    except STORE_ERRORS:
+                        raise
+                    except Exception as exc:
+                        log.error(
+                            "matching not recovered", case_id=pending.id, error=type(exc).__name__
+                        )
+            await self.offer_queue()
