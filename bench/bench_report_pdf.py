@@ -23,7 +23,7 @@ from avis.reports.pdf import render_pdf
 from avis.reports.rules import CaseFacts, OpinionFacts, compose, report_id_for
 from avis.shared.events import Language
 from avis.shared.sealing import Keyring, generate_key
-from tests.unit.reports.samples import (
+from tests.support.samples import (
     CONTACTS,
     SPECIALTIES,
     case_facts,

@@ -50,7 +50,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journ
 from journey import ASSIGNED, Probe, pct
 from pyspy import Profiler
 
-from tests.stack import SERVICES, ServiceStack, cpu_seconds
+from tests.support.stack import SERVICES, ServiceStack, cpu_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")

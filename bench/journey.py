@@ -35,10 +35,9 @@ from fastapi import FastAPI, Request, Response
 from avis.shared.kafka import partitions_of
 from avis.shared.sealing import generate_key
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.conftest import serve, skip_history
-from tests.e2e.test_journey import OPINION
-from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.stack import ROOT, ServiceStack, cpu_seconds, peak_rss_mib
+from tests.support.basics import serve, skip_history
+from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
+from tests.support.stack import ROOT, ServiceStack, cpu_seconds, peak_rss_mib
 
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.basics import ROOT
 
 # Generous: a cold start formats Kafka's storage and starts two JVMs on a loaded 2-core machine.
 READY_SECONDS = 600.0

@@ -10,27 +10,14 @@ import pytest
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED
-from tests.conftest import eventually, serve, unique
-from tests.integration.intake.intake_helpers import (
-    case_body,
-    consent_body,
-    pdf,
-    running_intake,
-    upload,
-)
-from tests.integration.review.conftest import review_settings, skip_history
+from tests.support.basics import eventually, serve, skip_history, unique
+from tests.support.intake import running_intake
+from tests.support.review import review_settings
+from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 
 RANK = {"draft": 0, "submitted": 1, "assigned": 2, "in_review": 3, "report_ready": 4}
-OPINION = {
-    "diagnosis": {"assessment": "confirmed", "explanation": "The nodule's features fit."},
-    "imaging_and_lab_review": "CT and biopsy report agree.",
-    "alternative_pathways": "Stereotactic radiotherapy if surgery is declined.",
-    "risk_benefit": "Resection offers the best control for an acceptable risk.",
-    "further_tests": "PET-CT before surgery.",
-    "summary_for_patient": "The diagnosis is confirmed and the plan is sound.",
-}
 
 
 async def test_intake_timeline_follows_the_review_step_by_step() -> None:

@@ -18,17 +18,12 @@ from avis.review.main import create_app as create_review_app
 from avis.shared.events import Language
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_COMPLETED
-from tests.conftest import eventually, serve, skip_history, unique
-from tests.integration.intake.intake_helpers import (
-    case_body,
-    consent_body,
-    pdf,
-    running_intake,
-    upload,
-)
-from tests.integration.reports.conftest import reports_settings
-from tests.integration.review.conftest import review_settings
-from tests.unit.reports.fhir_rules import violations
+from tests.support.basics import eventually, serve, skip_history, unique
+from tests.support.fhir import violations
+from tests.support.intake import running_intake
+from tests.support.reports import reports_settings
+from tests.support.review import review_settings
+from tests.support.samples import case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 

@@ -2,8 +2,8 @@
 notify- and partner-walkthrough.md runs in order against the four services started here as
 `make run` starts them (their own processes, the settings the walkthrough puts before
 `make run`), on the test stack's broker, store and SMTP sink. Each block's HTTP statuses and
-promised fields are checked (tests/walkthroughs.py), and the whole walkthrough runs twice, as a
-person may follow it twice; then the README's own partner example runs."""
+promised fields are checked (tests/support/walkthroughs.py), and the whole walkthrough runs
+twice, as a person may follow it twice; then the README's own partner example runs."""
 
 import asyncio
 import contextlib
@@ -20,9 +20,9 @@ import pytest
 from pymongo import MongoClient
 
 from avis.shared import topics
-from tests.conftest import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
-from tests.stack import ServiceStack
-from tests.walkthroughs import Walkthrough, environment, run_assignments
+from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
+from tests.support.stack import ServiceStack
+from tests.support.walkthroughs import Walkthrough, environment, run_assignments
 
 pytestmark = pytest.mark.infra
 

@@ -54,10 +54,9 @@ from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.conftest import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
-from tests.e2e.test_journey import OPINION
-from tests.integration.intake.intake_helpers import case_body, consent_body, pdf, upload
-from tests.stack import ServiceStack
+from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
+from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
+from tests.support.stack import ServiceStack
 
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 DLQS = tuple(f"{t}.dlq" for t in TOPICS)
@@ -984,7 +983,7 @@ def stack_env() -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStack, Partners, str]]:
     """The four services as processes, with databases of their own, and the partners."""
-    from tests.conftest import skip_history
+    from tests.support.basics import skip_history
 
     for service, topics in GROUP_TOPICS.items():
         await skip_history(f"avis-{service}", topics)

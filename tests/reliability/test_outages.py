@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
-from tests.conftest import eventually, infra, make_settings, publish, read_topic, serve
-from tests.integration.shared.test_delivery import Consumer, started, withdrawn
+from tests.support.basics import eventually, infra, make_settings, publish, serve
+from tests.support.consumer import Consumer, started, withdrawn
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.infra
 

@@ -1,5 +1,6 @@
-"""The walkthrough runner itself (tests/walkthroughs.py), on small documents against a loopback
-HTTP server: it passes what the text promises and fails, pointing at the block, on any drift."""
+"""The walkthrough runner itself (tests/support/walkthroughs.py), on small documents against a
+loopback HTTP server: it passes what the text promises and fails, pointing at the block, on any
+drift."""
 
 import json
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.walkthroughs import (
+from tests.support.basics import ROOT
+from tests.support.walkthroughs import (
     Walkthrough,
     command_blocks,
     environment,

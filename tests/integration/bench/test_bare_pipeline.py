@@ -9,7 +9,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
-from tests.conftest import BOOTSTRAP, MONGO_URL, ROOT
+from tests.support.basics import BOOTSTRAP, MONGO_URL, ROOT
 
 pytestmark = pytest.mark.infra
 CASES = 12

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.intake.intake_helpers import Intake, running_intake
+from tests.support.intake import Intake, running_intake
 
 
 @pytest.fixture(scope="module")

@@ -9,32 +9,12 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import JWT_SECRET, eventually, unique
-from tests.integration.intake.intake_helpers import (
-    TEST_DOCUMENT_LIMIT,
-    Intake,
-    birth,
-    case_body,
-    consent_body,
-    pdf,
-    png,
-    upload,
-)
+from tests.support.basics import JWT_SECRET, eventually, unique
+from tests.support.intake import TEST_DOCUMENT_LIMIT, Intake
+from tests.support.problems import assert_problem
+from tests.support.samples import birth, case_body, consent_body, pdf, png, upload
 
 pytestmark = pytest.mark.infra
-
-
-def problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
-    """The problem body of `response`, checked to be a clear one."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    assert body["type"].startswith("https://avis.health/problems/")
-    if slug:
-        assert body["type"].endswith(f"/{slug}"), body
-    return body
 
 
 def fields(body: dict[str, Any]) -> set[str]:
@@ -107,7 +87,7 @@ async def test_bad_draft_is_refused_and_nothing_is_stored(
     response = await patient.post(
         "/v1/cases", json=case_body(**change), headers={"Idempotency-Key": unique("k")}
     )
-    body = problem(response, 422)
+    body = assert_problem(response, 422)
     assert field in fields(body)
     # Every message is words: a regular expression is no reason a person can act on.
     assert all("should match pattern" not in e["message"] for e in body["errors"]), body
@@ -122,7 +102,7 @@ async def test_validation_errors_do_not_echo_what_was_sent(intake: Intake) -> No
     secret = "Éloïse-private-summary"
     body = case_body(clinical_summary="\x00" + secret, specialty=secret)
     response = await patient.post("/v1/cases", json=body)
-    problem(response, 422)
+    assert_problem(response, 422)
     assert secret not in response.text
 
 
@@ -151,7 +131,9 @@ async def test_submit_without_valid_consent_changes_nothing(
     patient = intake.client()
     case_id = await draft(intake, patient, records=1)
     before = await snapshot(intake, case_id)
-    body = problem(await patient.post(f"/v1/cases/{case_id}/submit", json=submission), status, slug)
+    body = assert_problem(
+        await patient.post(f"/v1/cases/{case_id}/submit", json=submission), status, slug
+    )
     assert field in fields(body)
     assert await snapshot(intake, case_id) == before
 
@@ -161,7 +143,7 @@ async def test_submit_without_records_is_refused(intake: Intake) -> None:
     case_id = await draft(intake, patient)
     before = await snapshot(intake, case_id)
     response = await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())
-    problem(response, 409, "no-documents")
+    assert_problem(response, 409, "no-documents")
     after = await snapshot(intake, case_id)
     assert after == before
     assert after[0]["status"] == "draft" and after[0]["outbox"] == []
@@ -217,7 +199,7 @@ async def test_bad_record_is_refused_and_nothing_is_stored(
     case_id = await draft(intake, patient, records=1)
     before = await snapshot(intake, case_id)
     response = await patient.post(f"/v1/cases/{case_id}/documents", **kwargs)
-    problem(response, status, slug)
+    assert_problem(response, status, slug)
     assert await snapshot(intake, case_id) == before
 
 
@@ -238,7 +220,7 @@ async def test_oversize_json_body_is_refused(intake: Intake) -> None:
     response = await patient.post(
         "/v1/cases", json=case_body(clinical_summary="x" * (intake.settings.max_json_bytes + 1))
     )
-    problem(response, 413, "request-too-large")
+    assert_problem(response, 413, "request-too-large")
     assert await cases_of(intake, patient.sub) == 0  # type: ignore[attr-defined]
 
 
@@ -266,7 +248,7 @@ async def test_bad_token_is_refused(intake: Intake, token: str) -> None:
     client = intake.anonymous()
     headers = {"Authorization": f"Bearer {token}"}
     before = await intake.store.cases.count_documents({})
-    body = problem(await client.post("/v1/cases", json=case_body(), headers=headers), 401)
+    body = assert_problem(await client.post("/v1/cases", json=case_body(), headers=headers), 401)
     assert (
         "invalid_token"
         in (await client.get("/v1/cases", headers=headers)).headers["www-authenticate"]
@@ -277,7 +259,7 @@ async def test_bad_token_is_refused(intake: Intake, token: str) -> None:
 
 async def test_missing_token_is_refused(intake: Intake) -> None:
     response = await intake.anonymous().get("/v1/cases")
-    problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -300,8 +282,8 @@ async def test_another_patients_case_does_not_exist_for_you(intake: Intake) -> N
     for caller, (method, path, kwargs) in attempts:
         theirs = await caller.request(method, f"/v1/cases/{case_id}{path}", **kwargs)
         nobody = await caller.request(method, f"/v1/cases/{missing}{path}", **kwargs)
-        shown = problem(theirs, 404, "case-not-found")
-        absent = problem(nobody, 404, "case-not-found")
+        shown = assert_problem(theirs, 404, "case-not-found")
+        absent = assert_problem(nobody, 404, "case-not-found")
         assert shown["title"] == absent["title"], "another's case and no case look alike"
         assert shown["detail"] == absent["detail"].replace(missing, case_id)
     assert await snapshot(intake, case_id) == before
@@ -314,10 +296,10 @@ async def test_roles_that_may_never_do_something_get_403(intake: Intake) -> None
     reviewer = intake.client(role="reviewer")
     coordinator = intake.client(role="coordinator")
     service = intake.client(role="service")
-    problem(await reviewer.post("/v1/cases", json=case_body()), 403, "forbidden")
-    problem(await coordinator.post(f"/v1/cases/{case_id}/withdraw"), 403, "forbidden")
-    problem(await reviewer.post(f"/v1/cases/{case_id}/submit", json=consent_body()), 403)
-    problem(await service.get(f"/v1/cases/{case_id}/clinical"), 403, "forbidden")
+    assert_problem(await reviewer.post("/v1/cases", json=case_body()), 403, "forbidden")
+    assert_problem(await coordinator.post(f"/v1/cases/{case_id}/withdraw"), 403, "forbidden")
+    assert_problem(await reviewer.post(f"/v1/cases/{case_id}/submit", json=consent_body()), 403)
+    assert_problem(await service.get(f"/v1/cases/{case_id}/clinical"), 403, "forbidden")
     seen_by_service = await service.get(f"/v1/cases/{case_id}")
     assert seen_by_service.status_code == 200
     assert seen_by_service.json()["documents"][0]["filename"] is None, "a file name can name"
@@ -332,30 +314,30 @@ async def test_state_conflicts(intake: Intake) -> None:
     assert (await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())).is_success
     submitted = await snapshot(intake, case_id)
     more = await patient.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))
-    problem(more, 409, "case-not-draft")
-    problem(await patient.delete(f"/v1/cases/{case_id}/documents/{document_id}"), 409)
+    assert_problem(more, 409, "case-not-draft")
+    assert_problem(await patient.delete(f"/v1/cases/{case_id}/documents/{document_id}"), 409)
     assert await snapshot(intake, case_id) == submitted
 
     assert (await patient.post(f"/v1/cases/{case_id}/withdraw")).is_success
     withdrawn = await snapshot(intake, case_id)
     again = await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())
-    problem(again, 409, "case-withdrawn")
+    assert_problem(again, 409, "case-withdrawn")
     assert await snapshot(intake, case_id) == withdrawn
 
 
 async def test_malformed_ids_are_422(intake: Intake) -> None:
     patient = intake.client()
-    problem(await patient.get("/v1/cases/not-a-case"), 422, "validation")
-    problem(await patient.get("/v1/cases", params={"cursor": "'; drop"}), 422, "validation")
-    problem(await patient.get("/v1/cases", params={"limit": 0}), 422, "validation")
+    assert_problem(await patient.get("/v1/cases/not-a-case"), 422, "validation")
+    assert_problem(await patient.get("/v1/cases", params={"cursor": "'; drop"}), 422, "validation")
+    assert_problem(await patient.get("/v1/cases", params={"limit": 0}), 422, "validation")
     case_id = await draft(intake, patient)
-    problem(await patient.get(f"/v1/cases/{case_id}/documents/xyz"), 422, "validation")
+    assert_problem(await patient.get(f"/v1/cases/{case_id}/documents/xyz"), 422, "validation")
 
 
 async def test_a_method_not_allowed_lists_every_allowed_one(intake: Intake) -> None:
     patient = intake.client()
     response = await patient.request("PUT", "/v1/cases")
-    problem(response, 405, "method-not-allowed")
+    assert_problem(response, 405, "method-not-allowed")
     assert response.headers["allow"] == "GET, HEAD, POST"
     case_id = await draft(intake, patient)
     record = await patient.request("PATCH", f"/v1/cases/{case_id}/documents/{'0' * 64}")

@@ -10,14 +10,9 @@ import pytest
 from avis.intake.models import REFERENCE_PATTERN
 from avis.intake.service import References
 from avis.shared import topics
-from tests.integration.intake.intake_helpers import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    pdf,
-    upload,
-)
+from tests.support.intake import Intake
+from tests.support.samples import case_body, consent_body, pdf, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -57,7 +52,7 @@ async def test_the_same_file_uploaded_concurrently_is_one_record(intake: Intake)
 
 
 async def test_concurrent_submissions_publish_one_event(intake: Intake) -> None:
-    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     patient = intake.client()
     case_id = (await patient.post("/v1/cases", json=case_body())).json()["case_id"]
     await patient.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))

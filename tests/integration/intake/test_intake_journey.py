@@ -21,16 +21,10 @@ from avis.shared.events import (
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Keyring
 from avis.shared.topics import dlq
-from tests.conftest import eventually, publish, unique
-from tests.integration.intake.intake_helpers import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    pdf,
-    png,
-    upload,
-)
+from tests.support.basics import eventually, publish, unique
+from tests.support.intake import Intake
+from tests.support.samples import case_body, consent_body, pdf, png, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -76,7 +70,7 @@ async def status_of(intake: Intake, case_id: str) -> str:
 
 
 async def test_draft_two_records_submit_publishes_one_sealed_event(intake: Intake) -> None:
-    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     patient = intake.client()
     body = case_body()
     created = await patient.post("/v1/cases", json=body)
@@ -317,7 +311,7 @@ async def test_event_for_a_case_intake_does_not_know_is_dead_lettered(intake: In
     # event goes to the dead letters at once (replayable), never silently dropped or waited on.
     stranger = unique("case")
     now = datetime.now(UTC)
-    letters = await TopicTail(dlq(topics.REVIEW_ASSIGNED)).mark()
+    letters = await TopicReader(dlq(topics.REVIEW_ASSIGNED)).mark()
     event = await intake.publish(
         ReviewAssigned(
             case_id=stranger,
@@ -338,7 +332,7 @@ async def test_event_for_a_case_intake_does_not_know_is_dead_lettered(intake: In
 
 
 async def test_withdrawn_before_report_publishes_withdrawn(intake: Intake) -> None:
-    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     case_id, patient_sub = await submitted_case(intake)
     patient = intake.client(patient_sub)
     withdrawn = await patient.post(f"/v1/cases/{case_id}/withdraw")

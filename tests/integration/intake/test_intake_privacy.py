@@ -15,15 +15,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from avis.shared import topics
 from avis.shared.events import ReportReady, ReviewAssigned
 from avis.shared.observability import configure_tracing
-from tests.integration.intake.intake_helpers import (
-    TopicTail,
-    case_body,
-    consent_body,
-    intake_settings,
-    pdf,
-    running_intake,
-    upload,
-)
+from tests.support.intake import intake_settings, running_intake
+from tests.support.privacy import assert_absent, found, record_bytes, span_bytes
+from tests.support.samples import case_body, consent_body, pdf, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -34,30 +29,15 @@ PHONE = "+33 6 98 76 54 32"
 SUMMARY = "Douleur thoracique après l'opération du cœur; échographie à Lyon en février."
 
 
-def spellings(text: str) -> set[bytes]:
-    """Ways `text` could appear in bytes: UTF-8 (composed or not), JSON escapes, case, ASCII."""
-    forms = {text, text.lower(), text.upper(), text.casefold()}
-    forms |= {unicodedata.normalize(n, f) for f in list(forms) for n in ("NFC", "NFD")}
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    forms |= {folded, folded.lower()}
-    escaped = {json.dumps(f)[1:-1] for f in forms}  # \u00e9 ...
-    escaped |= {
-        "".join(f"\\u{ord(c):04X}" if ord(c) > 127 else c for c in f) for f in forms
-    }  # \u00E9 ...
-    return {f.encode("utf-8") for f in forms | escaped if len(f) >= 4}
-
-
-def needles() -> dict[str, set[bytes]]:
-    secrets = {
-        "given name": GIVEN,
-        "family name": FAMILY,
-        "full name": f"{GIVEN} {FAMILY}",
-        "email": EMAIL,
-        "phone": PHONE,
-        "summary": SUMMARY,
-        "summary fragment": "Douleur thoracique",
-    }
-    return {what: spellings(text) for what, text in secrets.items()}
+SECRETS = {
+    "given name": GIVEN,
+    "family name": FAMILY,
+    "full name": f"{GIVEN} {FAMILY}",
+    "email": EMAIL,
+    "phone": PHONE,
+    "summary": SUMMARY,
+    "summary fragment": "Douleur thoracique",
+}
 
 
 def test_the_search_finds_what_it_looks_for() -> None:
@@ -72,8 +52,7 @@ def test_the_search_finds_what_it_looks_for() -> None:
         json.dumps({"s": SUMMARY}).upper().encode(),
     ]
     for haystack in haystacks:
-        found = [w for w, forms in needles().items() if any(f in haystack for f in forms)]
-        assert found, haystack
+        assert found(haystack, SECRETS), haystack
 
 
 async def test_nothing_identifying_is_published_logged_or_traced(
@@ -86,7 +65,7 @@ async def test_nothing_identifying_is_published_logged_or_traced(
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tail = await TopicTail(topics.CASE_SUBMITTED).mark()
+    tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     settings = intake_settings(log_level="DEBUG", log_format="json")
     patient_in = {
         "given_name": GIVEN,
@@ -150,26 +129,11 @@ async def test_nothing_identifying_is_published_logged_or_traced(
         records = await tail.records_for(case_id, expect=1)
     captured = capfd.readouterr()
 
-    published = b"\n".join(
-        (r.value or b"") + b"".join(k.encode() + b"=" + v for k, v in r.headers) for r in records
-    )
+    published = record_bytes(records)
     logs = (captured.out + captured.err + caplog.text).encode()
-    spans = json.dumps(
-        [
-            {
-                "name": s.name,
-                "attributes": dict(s.attributes or {}),
-                "events": [dict(e.attributes or {}) for e in s.events],
-            }
-            for s in exporter.get_finished_spans()
-        ],
-        default=str,
-    ).encode()
+    spans = span_bytes(exporter.get_finished_spans())
     # The haystacks hold what they should, so an empty capture cannot pass for a clean one.
     assert b"avis.case.submitted.v1" in published
     assert case_id.encode() in logs and b"case submitted" in logs
     assert case_id.encode() in spans
-    for where, haystack in (("published", published), ("logs", logs), ("spans", spans)):
-        for what, forms in needles().items():
-            leaked = [f for f in forms if f in haystack]
-            assert not leaked, f"the patient's {what} is in the {where}: {leaked[:3]}"
+    assert_absent(SECRETS, {"published": published, "logs": logs, "spans": spans})

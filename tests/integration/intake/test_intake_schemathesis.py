@@ -6,21 +6,13 @@ withdraw, so the stateful phase reaches past the 404 of random case ids. A revie
 coordinator, who only read (and are refused every write), run with fewer examples.
 """
 
-import asyncio
-import json
-import pathlib
-import sys
-
 import pytest
 
-from tests.conftest import ROOT, unique
-from tests.integration.intake.intake_helpers import Intake
+from tests.support.basics import unique
+from tests.support.fuzz import assert_clean, fuzz
+from tests.support.intake import Intake
 
 pytestmark = pytest.mark.infra
-
-MAX_EXAMPLES = 25
-DEADLINE_SECONDS = 150
-SCHEMATHESIS = pathlib.Path(sys.executable).with_name("schemathesis")
 
 # What a schema cannot say, and so what "valid data" may still be refused for. Everything
 # else the schema promises is checked with schemathesis' own expectations.
@@ -47,70 +39,15 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 """
 
 
-async def fuzz(
-    url: str,
-    token: str,
-    workdir: pathlib.Path,
-    config_text: str = CONFIG,
-    seed: str = "20260101",
-    max_examples: int = MAX_EXAMPLES,
-) -> tuple[int, str, dict]:  # type: ignore[type-arg]
-    """Schemathesis with every check over a service's own OpenAPI, one worker, bounded;
-    returns its exit code, its output and its JSON report."""
-    config = workdir / "schemathesis.toml"
-    config.write_text(config_text)
-    report = workdir / "report.json"
-    process = await asyncio.create_subprocess_exec(
-        str(SCHEMATHESIS),
-        "--no-color",
-        "--config-file",
-        str(config),
-        "run",
-        f"{url}/openapi.json",
-        "--header",
-        f"Authorization: Bearer {token}",
-        "--checks",
-        "all",
-        "--max-examples",
-        str(max_examples),
-        "--seed",
-        seed,
-        # One worker: hypothesis parses lambda sources with `ast`, which CPython 3.11 does not
-        # do safely from several threads at once (a spurious SystemError).
-        "--workers",
-        "1",
-        "--request-timeout",
-        "20",
-        "--generation-database",
-        "none",
-        "--report",
-        "json",
-        "--report-json-path",
-        str(report),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), DEADLINE_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    summary = json.loads(report.read_text()) if report.exists() else {}
-    return process.returncode or 0, out.decode(errors="replace"), summary
-
-
 @pytest.mark.parametrize("role", ["patient", "partner"])
 async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
-    intake: Intake, role: str, tmp_path: pathlib.Path
+    intake: Intake, role: str
 ) -> None:
     partner_id = unique("partner") if role == "partner" else None
     token = intake.token(unique(role), role, partner_id)  # type: ignore[arg-type]
-    code, output, report = await fuzz(intake.url, token, tmp_path)
-    summary = output[output.find("=== SUMMARY") :] if "=== SUMMARY" in output else output[-3000:]
-    print(summary)
-    assert code == 0, output[-8000:]
+    run = await fuzz(intake.url, token, config=CONFIG)
+    assert_clean(run)
+    report = run.report
     assert report["complete"] and report["exit_code"] == 0
     assert report["operations"]["tested"] == report["operations"]["total"] >= 9
     assert report["test_cases"]["generated"] >= 200, "the run actually exercised the API"
@@ -119,13 +56,12 @@ async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
 
 @pytest.mark.parametrize("role", ["reviewer", "coordinator"])
 async def test_openapi_fuzzing_as_a_reader_finds_no_server_error_or_schema_break(
-    intake: Intake, role: str, tmp_path: pathlib.Path
+    intake: Intake, role: str
 ) -> None:
     token = intake.token(unique(role), role)  # type: ignore[arg-type]
-    code, output, report = await fuzz(intake.url, token, tmp_path, CONFIG, max_examples=5)
-    summary = output[output.find("=== SUMMARY") :] if "=== SUMMARY" in output else output[-3000:]
-    print(summary)
-    assert code == 0, output[-8000:]
+    run = await fuzz(intake.url, token, config=CONFIG, max_examples=5)
+    assert_clean(run)
+    report = run.report
     assert report["complete"] and report["exit_code"] == 0
     assert report["operations"]["tested"] == report["operations"]["total"] >= 9
     assert report["failures"] == [] and report["errors"] == []

@@ -9,13 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.intake.intake_helpers import (
-    Intake,
-    case_body,
-    intake_settings,
-    pdf,
-    running_intake,
-)
+from tests.support.intake import Intake, intake_settings, running_intake
+from tests.support.samples import case_body, pdf
 
 pytestmark = pytest.mark.infra
 

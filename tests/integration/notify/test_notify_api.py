@@ -3,8 +3,8 @@ every role's token finds no failure."""
 
 import pytest
 
-from tests.integration.notify.conftest import NotifyStack
-from tests.integration.review.test_review_schemathesis import assert_clean, run_schemathesis
+from tests.support.fuzz import assert_clean, fuzz
+from tests.support.notify import NotifyStack
 
 pytestmark = pytest.mark.infra
 
@@ -57,8 +57,8 @@ async def test_openapi_fuzzing_with_each_role_finds_nothing(stack: NotifyStack) 
     # The notifications' operations; the webhooks' are fuzzed in test_notify_webhooks.py.
     only = ("--include-path-regex", "^/v1/notifications")
     for sub, role in (("coord-fuzz", "coordinator"), (p.patient_id, "patient")):
-        code, output = await run_schemathesis(stack, stack.token(sub, role), 20, *only)  # type: ignore[arg-type]
-        assert_clean(code, output)
+        token = stack.token(sub, role)  # type: ignore[arg-type]
+        assert_clean(await fuzz(stack.url, token, *only, seed="20260301", max_seconds=20))
     for sub, role in (("rev-fuzz", "reviewer"), ("partner-fuzz", "partner")):
-        code, output = await run_schemathesis(stack, stack.token(sub, role), 8, *only)  # type: ignore[arg-type]
-        assert_clean(code, output)
+        token = stack.token(sub, role)  # type: ignore[arg-type]
+        assert_clean(await fuzz(stack.url, token, *only, seed="20260301", max_seconds=8))

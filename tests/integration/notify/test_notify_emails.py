@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import eventually
-from tests.integration.notify.conftest import NotifyStack, body_text, html_text, mailbox
+from tests.support.basics import eventually
+from tests.support.notify import NotifyStack, body_text, html_text, mailbox
 
 pytestmark = pytest.mark.infra
 

@@ -8,8 +8,8 @@ from email.message import EmailMessage
 import pytest
 
 from avis.notify.mailer import Mailer, Result, SmtpTarget
-from tests.conftest import eventually
-from tests.integration.notify.conftest import (
+from tests.support.basics import eventually
+from tests.support.notify import (
     NotifyStack,
     mailbox,
     notify_settings,

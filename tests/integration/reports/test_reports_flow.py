@@ -9,8 +9,8 @@ import pytest
 
 from avis.reports.rules import report_id_for
 from avis.shared.events import Language
-from tests.integration.reports.conftest import Case, ReportsStack
-from tests.unit.reports.fhir_rules import violations
+from tests.support.fhir import violations
+from tests.support.reports import Case, ReportsStack
 
 pytestmark = pytest.mark.infra
 

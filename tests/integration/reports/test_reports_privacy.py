@@ -3,7 +3,6 @@
 case, composing, rendering and serving its report is searched for the patient's name, birth
 date, email and the opinion's text, in raw UTF-8, JSON escapes and other spellings."""
 
-import json
 from datetime import date
 
 import pytest
@@ -14,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from avis.shared.events import Language, PatientContact
 from avis.shared.observability import configure_tracing
-from tests.integration.intake.test_intake_privacy import spellings
-from tests.integration.reports.conftest import reports_settings, running_reports
+from tests.support.privacy import assert_absent, record_bytes, span_bytes
+from tests.support.reports import reports_settings, running_reports
 
 pytestmark = pytest.mark.infra
 
@@ -27,20 +26,18 @@ EXPLANATION = "Douleur thoracique après l'opération du cœur; échographie à 
 SUMMARY = "Votre cœur va bien : la douleur vient de la cicatrice."
 
 
-def needles() -> dict[str, set[bytes]]:
-    secrets = {
-        "given name": GIVEN,
-        "family name": FAMILY,
-        "full name": f"{GIVEN} {FAMILY}",
-        "email": EMAIL,
-        "birth date": BIRTH.isoformat(),
-        "birth date (fr)": "29 février 1984",
-        "explanation": EXPLANATION,
-        "explanation fragment": "Douleur thoracique",
-        "summary": SUMMARY,
-        "summary fragment": "la douleur vient de la cicatrice",
-    }
-    return {what: spellings(text) for what, text in secrets.items()}
+SECRETS = {
+    "given name": GIVEN,
+    "family name": FAMILY,
+    "full name": f"{GIVEN} {FAMILY}",
+    "email": EMAIL,
+    "birth date": BIRTH.isoformat(),
+    "birth date (fr)": "29 février 1984",
+    "explanation": EXPLANATION,
+    "explanation fragment": "Douleur thoracique",
+    "summary": SUMMARY,
+    "summary fragment": "la douleur vient de la cicatrice",
+}
 
 
 async def test_nothing_identifying_or_clinical_is_published_logged_or_traced(
@@ -83,27 +80,12 @@ async def test_nothing_identifying_or_clinical_is_published_logged_or_traced(
         records = stack.log.of(case.case_id)
     captured = capfd.readouterr()
 
-    published = b"\n".join(
-        (r.value or b"") + b"".join(k.encode() + b"=" + v for k, v in r.headers) for r in records
-    )
+    published = record_bytes(records)
     logs = (captured.out + captured.err + caplog.text).encode()
-    spans = json.dumps(
-        [
-            {
-                "name": s.name,
-                "attributes": dict(s.attributes or {}),
-                "events": [dict(e.attributes or {}) for e in s.events],
-            }
-            for s in exporter.get_finished_spans()
-        ],
-        default=str,
-    ).encode()
+    spans = span_bytes(exporter.get_finished_spans())
     # The haystacks hold what they should, so an empty capture cannot pass for a clean one.
     assert len(ready) == 2 and b"avis.report.ready.v1" in published
     assert case.case_id.encode() in logs and b"report issued" in logs
     assert b"report rendered" in logs
     assert b"reports.issue" in spans and case.case_id.encode() in spans
-    for where, haystack in (("published", published), ("logs", logs), ("spans", spans)):
-        for what, forms in needles().items():
-            leaked = [f for f in forms if f in haystack]
-            assert not leaked, f"the patient's {what} is in the {where}: {leaked[:3]}"
+    assert_absent(SECRETS, {"published": published, "logs": logs, "spans": spans})

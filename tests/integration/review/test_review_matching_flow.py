@@ -12,8 +12,9 @@ from datetime import datetime
 import pytest
 
 from avis.shared.events import CaseSubmitted
-from tests.conftest import eventually, publish, unique
-from tests.integration.review.conftest import ReviewStack, header
+from tests.support.basics import eventually, publish, unique
+from tests.support.review import ReviewStack
+from tests.support.topics import header
 
 pytestmark = pytest.mark.infra
 

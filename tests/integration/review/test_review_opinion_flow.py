@@ -14,8 +14,10 @@ import pytest
 
 from avis.shared.observability import trace_id_of
 from avis.shared.sealing import Sealed
-from tests.conftest import eventually, publish, unique
-from tests.integration.review.conftest import ReviewStack, header
+from tests.support.basics import eventually, publish, unique
+from tests.support.problems import assert_problem
+from tests.support.review import ReviewStack
+from tests.support.topics import header
 
 pytestmark = pytest.mark.infra
 
@@ -139,18 +141,6 @@ async def _status_is(stack: ReviewStack, case_id: str, status: str) -> bool:
     return await stack.case_status(case_id) == status
 
 
-def assert_problem(response: httpx.Response, status: int, *fields: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = dict(response.json())
-    assert body["status"] == status
-    assert body["type"].startswith("https://avis.health/problems/")
-    assert body["title"] and body["detail"]
-    reported = {e["field"] for e in body.get("errors") or []}
-    assert set(fields) <= reported, reported
-    return body
-
-
 async def test_bad_input_gets_a_clear_4xx_and_nothing_half_written(stack: ReviewStack) -> None:
     p = unique("neu")
     await stack.add_reviewer(f"{p}-1", ["neurology"], ["fr"])
@@ -172,12 +162,14 @@ async def test_bad_input_gets_a_clear_4xx_and_nothing_half_written(stack: Review
             await other.post(f"{url}/decline", json={"reason_code": "other", "reason": "x"}), 403
         )
         assert_problem(
-            await mine.post(f"{url}/decline", json={"reason_code": "other"}), 422, "body.reason"
+            await mine.post(f"{url}/decline", json={"reason_code": "other"}),
+            422,
+            fields=("body.reason",),
         )
         assert_problem(
             await mine.post(f"{url}/decline", json={"reason_code": "other", "reason": " "}),
             422,
-            "body.reason",
+            fields=("body.reason",),
         )
         assert_problem(await mine.put(f"{url}/opinion", json=opinion()), 409)
         assert_problem(await mine.post("/v1/assignments/no-such-assignment/accept"), 404)
@@ -190,12 +182,13 @@ async def test_bad_input_gets_a_clear_4xx_and_nothing_half_written(stack: Review
         assert_problem(
             await mine.post(f"{url}/opinion", json=incomplete),
             422,
-            "body.risk_benefit",
-            "body.summary_for_patient",
+            fields=("body.risk_benefit", "body.summary_for_patient"),
         )
         blank = opinion(diagnosis={"assessment": "confirmed", "explanation": "   "})
         body = assert_problem(
-            await mine.post(f"{url}/opinion", json=blank), 422, "body.diagnosis.explanation"
+            await mine.post(f"{url}/opinion", json=blank),
+            422,
+            fields=("body.diagnosis.explanation",),
         )
         assert "Crohn" not in json.dumps(body), "an error never echoes clinical text"
         # Said in words, not as the regular expression the schema declares.
@@ -305,7 +298,9 @@ async def test_reviewer_directory_for_coordinators(stack: ReviewStack) -> None:
         assert_problem(await http.patch(f"/v1/reviewers/{p}-nobody", json={"capacity": 1}), 404)
         assert_problem(await http.patch(f"/v1/reviewers/{ids[1]}", json={"capacity": None}), 422)
         assert_problem(
-            await http.patch(f"/v1/reviewers/{ids[1]}", json={"capacity": -1}), 422, "body.capacity"
+            await http.patch(f"/v1/reviewers/{ids[1]}", json={"capacity": -1}),
+            422,
+            fields=("body.capacity",),
         )
         assert_problem(await http.get("/v1/reviewers", params={"cursor": ""}), 422)
         bad = {
@@ -315,7 +310,9 @@ async def test_reviewer_directory_for_coordinators(stack: ReviewStack) -> None:
             "languages": ["fr"],
             "capacity": 1,
         }
-        assert_problem(await http.post("/v1/reviewers", json=bad), 422, "body.specialties.0")
+        assert_problem(
+            await http.post("/v1/reviewers", json=bad), 422, fields=("body.specialties.0",)
+        )
 
     async with stack.client(ids[2], "reviewer") as self_:
         assert (await self_.get(f"/v1/reviewers/{ids[2]}")).status_code == 200

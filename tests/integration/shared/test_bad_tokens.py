@@ -9,7 +9,6 @@ cheaply: the refusal must not depend on the path, the method or the body.
 """
 
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -17,30 +16,13 @@ import httpx
 import jsonschema_rs
 import jwt
 import pytest
-from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from avis.intake.main import create_app as intake_app
-from avis.notify.main import create_app as notify_app
 from avis.notify.store import cursor_key
-from avis.reports.main import create_app as reports_app
-from avis.review.main import create_app as review_app
-from avis.shared.settings import CommonSettings
-from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.conftest import JWT_SECRET, MONGO_URL, eventually, serve, skip_history
-from tests.integration.intake.intake_helpers import intake_settings
-from tests.integration.notify.conftest import notify_settings
-from tests.integration.reports.conftest import reports_settings
-from tests.integration.review.conftest import review_settings
+from tests.support.basics import JWT_SECRET, MONGO_URL, eventually, serve, skip_history
+from tests.support.services import FILLER, READS, SERVICES
 
 pytestmark = pytest.mark.infra
-
-SERVICES: dict[str, tuple[Callable[[Any], FastAPI], Callable[..., CommonSettings]]] = {
-    "intake": (intake_app, intake_settings),
-    "review": (review_app, review_settings),
-    "reports": (reports_app, reports_settings),
-    "notify": (notify_app, notify_settings),
-}
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -61,13 +43,6 @@ def bad_tokens() -> dict[str, str | None]:
     }
 
 
-READS = {
-    "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
-    "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
-}
-FILLER = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"  # a plausible id for every path parameter
 # What a service writes by itself once connected, asked nothing: notify's sender and webhook
 # worker each place their due-queue cursor on their first pass. The count taken before the
 # requests waits for those, so a first pass running late is not taken for a request's write.

@@ -17,8 +17,8 @@ from pymongo import AsyncMongoClient
 
 from avis.intake.api import MULTIPART_SLACK
 from avis.shared.settings import CommonSettings
-from tests.conftest import MONGO_URL, serve, skip_history
-from tests.integration.shared.test_bad_tokens import FILLER, READS, SERVICES
+from tests.support.basics import MONGO_URL, serve, skip_history
+from tests.support.services import FILLER, READS, SERVICES
 
 pytestmark = pytest.mark.infra
 

@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 from avis.shared.envelope import Event
 from avis.shared.events import CaseWithdrawn
 from avis.shared.runtime import Runtime
-from tests.conftest import (
+from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
     MONGO_URL,
@@ -36,6 +36,7 @@ from tests.conftest import (
     publish,
     unique,
 )
+from tests.support.topics import TopicReader, header
 
 pytestmark = pytest.mark.infra
 
@@ -145,16 +146,10 @@ async def publish_one(topic: str) -> tuple[Event, int]:
         await publish(publisher, event)
     finally:
         await publisher.stop()
-    tail = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest")
-    await tail.start()
-    try:
-        while True:
-            for tp, records in (await tail.getmany(timeout_ms=1000)).items():
-                for record in records:
-                    if dict(record.headers)["ce_id"] == event.id.encode():
-                        return event, tp.partition
-    finally:
-        await tail.stop()
+    tail = await TopicReader(topic).mark(from_beginning=True)
+    (record,) = await tail.records_for(event.subject)
+    assert header(record, "ce_id") == event.id
+    return event, record.partition
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from avis.shared.runtime import Runtime
 from avis.shared.security import Principal, mint_token, require_roles
 from avis.shared.settings import CommonSettings
-from tests.conftest import JWT_SECRET, eventually, serve
+from tests.support.basics import JWT_SECRET, eventually, serve
 
 pytestmark = pytest.mark.infra
 

@@ -48,20 +48,13 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED, dlq
-from tests.conftest import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
-from tests.integration.intake.intake_helpers import (
-    Intake,
-    TopicTail,
-    case_body,
-    consent_body,
-    intake_settings,
-    pdf,
-    upload,
-)
-from tests.integration.notify.conftest import notify_settings
-from tests.integration.reports.conftest import reports_settings
-from tests.integration.review.conftest import review_settings
-from tests.unit.reports.samples import completed_opinion
+from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
+from tests.support.intake import Intake, intake_settings
+from tests.support.notify import notify_settings
+from tests.support.reports import reports_settings
+from tests.support.review import review_settings
+from tests.support.samples import case_body, completed_opinion, consent_body, pdf, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -301,7 +294,7 @@ async def test_poison_is_dead_lettered_and_the_group_keeps_consuming(
 ) -> None:
     consumer = platform.services[service]
     if topic not in platform.batches:
-        tail = await TopicTail(dlq(topic)).mark()
+        tail = await TopicReader(dlq(topic)).mark()
         platform.batches[topic] = (*await send_batch(platform, topic), tail)  # type: ignore[assignment]
     key, batch, good, tail = platform.batches[topic]  # type: ignore[misc]
 
@@ -335,7 +328,7 @@ PARKS = [(REVIEW_COMPLETED, "reports"), (REVIEW_ASSIGNED, "notify"), (REPORT_REA
 NEVER = [(REVIEW_ASSIGNED, "intake"), (REVIEW_COMPLETED, "intake"), (REPORT_READY, "intake")]
 
 
-async def letter_for(tail: TopicTail, event: Event, group: str) -> dict[str, bytes]:
+async def letter_for(tail: TopicReader, event: Event, group: str) -> dict[str, bytes]:
     async def found() -> dict[str, bytes] | None:
         for record in await tail.read():
             headers = dict(record.headers)
@@ -361,7 +354,7 @@ async def test_intake_dead_letters_an_event_for_a_case_it_never_filed(
     platform: Platform, topic: str, service: str
 ) -> None:
     consumer = platform.services[service]
-    tail = await TopicTail(dlq(topic)).mark()
+    tail = await TopicReader(dlq(topic)).mark()
     event = good_event(platform, topic, unique("stranger"))
     await publish_event(platform, event)
     letter = await letter_for(tail, event, consumer.group)
@@ -376,7 +369,7 @@ async def test_an_event_for_an_unknown_case_waits_bounded_then_is_dead_lettered_
     consumer = platform.services[service]
     db = consumer.runtime.db
     stranger = unique("stranger")
-    tail = await TopicTail(dlq(topic)).mark()
+    tail = await TopicReader(dlq(topic)).mark()
     event = good_event(platform, topic, stranger)
     await publish_event(platform, event)
 

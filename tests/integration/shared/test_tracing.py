@@ -17,7 +17,7 @@ from avis.shared.events import CaseWithdrawn
 from avis.shared.observability import trace_id_of
 from avis.shared.outbox import new_with_events
 from avis.shared.runtime import Runtime
-from tests.conftest import eventually, make_settings, serve, unique
+from tests.support.basics import eventually, make_settings, serve, unique
 
 pytestmark = pytest.mark.infra
 

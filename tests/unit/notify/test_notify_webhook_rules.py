@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from avis.notify import rules
 from avis.notify.models import Outcome, WebhookEvent
 from avis.notify.webhooks import MAX_RESPONSE_BYTES, Refused, WebhookClient, sign
-from tests.conftest import serve
+from tests.support.basics import serve
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBvZiAzMiBi"

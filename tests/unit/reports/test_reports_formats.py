@@ -8,8 +8,8 @@ import pytest
 from avis.reports.fhir import document
 from avis.reports.pdf import printable, render_pdf
 from avis.shared.events import Language
-from tests.unit.reports.fhir_rules import violations
-from tests.unit.reports.samples import sample_report
+from tests.support.fhir import violations
+from tests.support.samples import sample_report
 
 
 def pdftotext(pdf: bytes) -> str:

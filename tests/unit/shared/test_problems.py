@@ -1,8 +1,7 @@
 """Problem details: every error is application/problem+json and never echoes what was sent."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.testclient import TestClient
@@ -18,6 +17,7 @@ from avis.shared.problems import (
     problem_responses,
     problem_type,
 )
+from tests.support.problems import assert_problem
 
 SECRET_LOOKING = "Jeanne-Martin-1984-05-02-diabete-type-2"
 
@@ -82,17 +82,6 @@ def app() -> FastAPI:
 def client(app: FastAPI) -> TestClient:
     """A client that sees the responses the server sends, not the server's exceptions."""
     return TestClient(app, raise_server_exceptions=False)
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """The problem body, after checking status, media type and type URI."""
-    assert response.status_code == status
-    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"] == f"https://avis.health/problems/{slug}"
-    assert body["title"]
-    return body
 
 
 def test_problem_raised_by_a_route(client: TestClient) -> None:

@@ -24,7 +24,7 @@ import httpx
 from avis.shared.security import Role, mint_token
 from avis.shared.settings import CommonSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "reports", "notify")
 
 

@@ -1,7 +1,11 @@
-"""Sample cases and opinions for the reports tests, the PDF benchmark and the docs' pictures:
-one French and one English patient, each with a complete structured opinion."""
+"""Sample bodies: what a patient or partner sends intake (a draft, a consent, records), the
+opinion a reviewer writes, and the reports tests' (and the PDF benchmark's and the docs'
+pictures') cases and opinions, one French and one English patient, each with a complete
+structured opinion."""
 
+import zlib
 from datetime import UTC, date, datetime
+from typing import Any
 
 from avis.reports.i18n import texts
 from avis.reports.models import Report
@@ -13,6 +17,7 @@ from avis.shared.events import (
     Question,
     Specialty,
 )
+from tests.support.basics import unique
 
 CASE_IDS = {
     Language.FR: "3f1c2a9e-8b7d-4e21-9a5c-0d6e4f1b2c3d",
@@ -143,7 +148,7 @@ def sample_report(language: Language, version: int = 1) -> Report:
 
 def write_pictures(directory: str) -> None:
     """Write page 1 of the French and English sample reports as small PNGs (the docs' pictures):
-    `python -m tests.unit.reports.samples docs`."""
+    `python -m tests.support.samples docs`."""
     import pathlib
     import subprocess
     import tempfile
@@ -160,6 +165,95 @@ def write_pictures(directory: str) -> None:
                 ["pdftoppm", "-png", "-r", "60", *page_1, str(source), str(target)], check=True
             )
             print(f"{target}.png")
+
+
+# --- what patients and partners send intake ------------------------------------------------
+
+
+def case_body(**overrides: Any) -> dict[str, Any]:
+    """A valid draft."""
+    body: dict[str, Any] = {
+        "patient": {
+            "given_name": "Camille",
+            "family_name": "Martin",
+            "birth_date": "1971-03-14",
+            "email": "camille.martin@example.org",
+            "phone": "+33 6 12 34 56 78",
+            "preferred_language": "fr",
+        },
+        "physician": {"name": "Dr Bernard", "institution_code": "750712184"},
+        "specialty": "oncology",
+        "urgency": "routine",
+        "questions": ["diagnosis_clarification", "treatment_alternatives"],
+        "clinical_summary": "Nodule found on a scan in March; biopsy planned.",
+    }
+    body.update(overrides)
+    return body
+
+
+def consent_body(*scopes: str, accepted_at: datetime | None = None) -> dict[str, Any]:
+    """A submission with consent to `scopes` (the review by default)."""
+    return {
+        "consent": {
+            "text_version": "consent-2026-01",
+            "accepted_at": (accepted_at or datetime.now(UTC)).isoformat(),
+            "scopes": list(scopes or ("review",)),
+        }
+    }
+
+
+def pdf(tag: str = "") -> bytes:
+    """A small PDF, distinct per `tag`."""
+    return (
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n"
+        + f"% {tag or unique('pdf')}\n".encode()
+        + b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    )
+
+
+def png(tag: str = "") -> bytes:
+    """A 1x1 PNG, distinct per `tag` (a text chunk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    ihdr = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    text = b"Comment\x00" + (tag or unique("png")).encode()
+    idat = zlib.compress(b"\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tEXt", text)
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
+
+
+def upload(
+    data: bytes, kind: str = "test_result", filename: str = "record.pdf", content_type: str = ""
+) -> dict[str, Any]:
+    """httpx keyword arguments for a multipart upload."""
+    part: tuple[Any, ...] = (filename, data, content_type) if content_type else (filename, data)
+    return {"files": {"file": part}, "data": {"kind": kind}}
+
+
+def birth(years_ago: int) -> str:
+    """A birth date `years_ago` years ago (ISO)."""
+    today = date.today()
+    return today.replace(year=today.year - years_ago, day=min(today.day, 28)).isoformat()
+
+
+# --- what a reviewer answers (review's opinion body) ---------------------------------------
+
+OPINION = {
+    "diagnosis": {"assessment": "confirmed", "explanation": "The nodule's features fit."},
+    "imaging_and_lab_review": "CT and biopsy report agree.",
+    "alternative_pathways": "Stereotactic radiotherapy if surgery is declined.",
+    "risk_benefit": "Resection offers the best control for an acceptable risk.",
+    "further_tests": "PET-CT before surgery.",
+    "summary_for_patient": "The diagnosis is confirmed and the plan is sound.",
+}
 
 
 if __name__ == "__main__":
