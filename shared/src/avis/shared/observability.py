@@ -289,6 +289,11 @@ HTTP_SECONDS = Histogram(
     "avis_http_request_seconds", "Time to answer one HTTP request", ["service", "method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
+WEBHOOK_PARTNER_ATTEMPTS = Counter(
+    "avis_webhook_partner_attempts_total",
+    "Webhook delivery attempts by partner and outcome (sent, transient, permanent)",
+    ["partner", "outcome"],
+)
 DEPENDENCY_REACHABLE = Gauge(
     "avis_service_dependency_up",
     "1 when the service reached the dependency at its last check, else 0",
