@@ -59,6 +59,7 @@ start() {
     nohup "$bin/victoria-metrics" -httpListenAddr="127.0.0.1:$PORT" -storageDataPath="$data/data" \
       -retentionPeriod=7d -promscrape.config="$data/scrape.yml" -promscrape.config.strictParse=true \
       -vmui.customDashboardsPath="$here/dashboards" -search.latencyOffset=5s \
+      -vmalert.proxyURL="http://127.0.0.1:$VMALERT_PORT" \
       -loggerLevel=WARN > "$data/victoria-metrics.log" 2>&1 &
     echo $! > "$STATE/victoriametrics.pid"
   fi
@@ -74,7 +75,7 @@ start() {
       -datasource.url="http://127.0.0.1:$PORT" -remoteWrite.url="http://127.0.0.1:$PORT" \
       -remoteRead.url="http://127.0.0.1:$PORT" -notifier.url="http://127.0.0.1:$ALERTS_PORT" \
       -evaluationInterval="${AVIS_VMALERT_INTERVAL:-15s}" \
-      -external.url="http://127.0.0.1:$PORT/vmui" -loggerLevel=WARN > "$data/vmalert.log" 2>&1 &
+      -external.url="http://127.0.0.1:$PORT" -loggerLevel=WARN > "$data/vmalert.log" 2>&1 &
     echo $! > "$STATE/vmalert.pid"
   fi
   log "VictoriaMetrics on http://127.0.0.1:$PORT/vmui, vmalert on :$VMALERT_PORT, alerts to :$ALERTS_PORT"
