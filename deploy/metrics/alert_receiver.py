@@ -68,12 +68,13 @@ def _ended(alert: dict[str, Any]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8429)
     parser.add_argument("--file", type=pathlib.Path, required=True)
     args = parser.parse_args()
     args.file.parent.mkdir(parents=True, exist_ok=True)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(args.file))
-    print(f"[alert] receiver on http://127.0.0.1:{args.port}/api/v2/alerts", file=sys.stderr)
+    server = ThreadingHTTPServer((args.host, args.port), handler(args.file))
+    print(f"[alert] receiver on http://{args.host}:{args.port}/api/v2/alerts", file=sys.stderr)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
 
