@@ -3,11 +3,14 @@ and in seconds, moves as messages are written and consumed; the store and broker
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
 from avis.shared.lag import measure, publish, store_answers
 from tests.conftest import BOOTSTRAP, MONGO_URL, unique
+
+pytestmark = pytest.mark.infra
 
 
 async def test_lag_per_group_and_partition_moves_with_consumption(topic: str) -> None:
