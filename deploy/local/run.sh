@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: Kafka, FerretDB, the SMTP sink, Zipkin and the four services, until Ctrl-C.
+# `make run`: Kafka, FerretDB, the SMTP sink, Zipkin, the metrics store (VictoriaMetrics, with
+# vmalert and the alert receiver), the lag exporter and the four services, until Ctrl-C.
 #
 # One `make run` per state directory: a second one refuses at once and touches nothing. It says
 # once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
@@ -43,9 +44,11 @@ echo "$AVIS_STATE_DIR" > "$runs/$$"
 started=()
 kept=()
 tracing=0
+metrics=0
 # Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
   if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
+  if [ "$metrics" = 1 ]; then "$root/deploy/metrics/install.sh" stop || true; metrics=0; fi
   if [ ${#started[@]} -gt 0 ]; then
     "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
   fi
@@ -53,8 +56,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# FerretDB's own metrics, for the metrics store (infra.sh starts its debug listener there).
+export AVIS_FERRETDB_METRICS_PORT="${AVIS_FERRETDB_METRICS_PORT:-8089}"
+export AVIS_LAG_PORT="${AVIS_LAG_PORT:-8005}"
 for port in "${AVIS_INTAKE_HTTP_PORT:-8001}" "${AVIS_REVIEW_HTTP_PORT:-8002}" \
-  "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}"; do
+  "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}" "$AVIS_LAG_PORT"; do
   if port_open "$port"; then
     refuse "port $port, where a service would listen, is taken by another process (another checkout's \`make run\`?). Nothing was started."
   fi
@@ -73,6 +79,9 @@ done
 export AVIS_OTEL_EXPORTER="${AVIS_OTEL_EXPORTER:-zipkin}"
 export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}}"
 # --- end tracing UI ---
+# --- metrics store (deploy/metrics/install.sh): VictoriaMetrics, vmalert, the alert receiver ---
+"$root/deploy/metrics/install.sh" start && metrics=1
+# --- end metrics store ---
 "$infra" wait
 set -a
 # shellcheck disable=SC1090
@@ -96,6 +105,11 @@ for ((i = 0; i < ${#ports[@]}; i += 2)); do
   ready+=(--ready "${ports[i]}=http://127.0.0.1:${ports[i + 1]}/readyz")
 done
 if [ "$tracing" = 1 ]; then ready+=(--ready "traces=http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/health"); fi
+ready+=(--ready "lag=http://127.0.0.1:$AVIS_LAG_PORT/metrics")
+if [ "$metrics" = 1 ]; then
+  ready+=(--ready "metrics=http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/health"
+          --ready "alerts=http://127.0.0.1:${AVIS_VMALERT_PORT:-8880}/health")
+fi
 cat <<TXT
 
 Avis is starting (pid $$). Everything listens on 127.0.0.1:
@@ -104,6 +118,9 @@ Avis is starting (pid $$). Everything listens on 127.0.0.1:
   reports  http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}
   notify   http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}   (webhooks to http://127.0.0.1 allowed: development)
   traces   http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/zipkin/   (search a case: tag avis.case_reference=AV-...)
+  metrics  http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/vmui/#/dashboards   (flow, lateness, delivery, health)
+  alerts   http://127.0.0.1:${AVIS_VMALERT_PORT:-8880}/vmalert/groups   (sent to the receiver: $AVIS_STATE_DIR/metrics/alerts.jsonl)
+  lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)
@@ -117,6 +134,7 @@ status=0
   --started "$started_at" --stop-file "$stop_file" || status=$?
 parts=(intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
+if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
 for s in "${started[@]}"; do
   case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac
 done

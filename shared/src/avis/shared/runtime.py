@@ -37,7 +37,12 @@ from avis.shared.mongo import (
     ping,
     store_busy,
 )
-from avis.shared.observability import configure_logging, configure_tracing
+from avis.shared.observability import (
+    DEPENDENCY_REACHABLE,
+    HttpMetrics,
+    configure_logging,
+    configure_tracing,
+)
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
 from avis.shared.retry import Backoff
@@ -223,6 +228,8 @@ class Runtime:
             self.store.observe(store_error is None, time.monotonic(), error=store_error)
             kafka_ok = await self.broker.ping(timeout=WATCH_SECONDS)
             self.kafka.observe(kafka_ok, time.monotonic())
+            DEPENDENCY_REACHABLE.labels(self.service, "store").set(store_error is None)
+            DEPENDENCY_REACHABLE.labels(self.service, "kafka").set(kafka_ok)
             await asyncio.sleep(WATCH_SECONDS)
 
     async def stop(self) -> None:
@@ -286,6 +293,7 @@ class Runtime:
             idle=self.settings.http_body_idle_seconds,
             total=self.settings.http_body_total_seconds,
         )
+        app.add_middleware(HttpMetrics, service=self.service)
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)

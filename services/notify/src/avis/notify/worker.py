@@ -19,7 +19,7 @@ from avis.notify.store import DeliveryAttempt, DeliveryDoc, Store, SubscriptionD
 from avis.notify.webhooks import Answer, WebhookClient, sign
 from avis.shared import clock
 from avis.shared.mongo import AggregateLocks, lock_key
-from avis.shared.observability import case_span
+from avis.shared.observability import WEBHOOK_PARTNER_ATTEMPTS, case_span
 from avis.shared.sealing import Keyring
 
 log = structlog.get_logger("avis.notify")
@@ -84,6 +84,7 @@ class WebhookWorker:
         now = clock.now()
         answer = await self._post(delivery, sub, now)
         WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
+        WEBHOOK_PARTNER_ATTEMPTS.labels(sub.partner_id, answer.outcome.value).inc()
         delivery.attempts.append(
             DeliveryAttempt(
                 at=now,
