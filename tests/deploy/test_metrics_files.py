@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from tests.conftest import ROOT
+from tests.support.basics import ROOT
 
 METRICS = ROOT / "deploy/metrics"
 # Every module that defines a metric: importing them registers their metrics.

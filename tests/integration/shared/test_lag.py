@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
 from avis.shared.lag import measure, publish, store_answers
-from tests.conftest import BOOTSTRAP, MONGO_URL, unique
+from tests.support.basics import BOOTSTRAP, MONGO_URL, unique
 
 pytestmark = pytest.mark.infra
 
