@@ -331,6 +331,8 @@ class Access:
     patient_id: str | None = None
     partner_id: str | None = None
     reviewer_id: str | None = None
+    # The scopes the patient consented to at submission; None before (nothing consented yet).
+    consent_scopes: frozenset[ConsentScope] | None = None
 
 
 def owns(principal: Principal, case: Access) -> bool:
@@ -351,6 +353,19 @@ def is_current_reviewer(principal: Principal, case: Access) -> bool:
     )
 
 
+def partner_sees(case: Access) -> bool:
+    """Whether the filing partner sees the clinical content and the timeline: while the case is
+    its own unsubmitted draft (it wrote it; nothing is consented yet), then only with the
+    patient's consent to share."""
+    return case.consent_scopes is None or ConsentScope.SHARE_WITH_PARTNER in case.consent_scopes
+
+
+def sees_progress(principal: Principal, case: Access) -> bool:
+    """Whether a caller who may read the case sees its timeline, questions and records' metadata:
+    everyone but a filing partner the patient did not consent to share with."""
+    return principal.role != "partner" or partner_sees(case)
+
+
 def may_read(principal: Principal, case: Access) -> bool:
     """Status and timeline: owners, the current reviewer, coordinators and services."""
     return (
@@ -361,10 +376,11 @@ def may_read(principal: Principal, case: Access) -> bool:
 
 
 def may_read_clinical(principal: Principal, case: Access) -> bool:
-    """Clinical content and records: owners, the current reviewer and coordinators."""
+    """Clinical content and records: the patient, the filing partner (as `partner_sees`), the
+    current reviewer and coordinators."""
     return (
         principal.role == "coordinator"
-        or owns(principal, case)
+        or (owns(principal, case) and sees_progress(principal, case))
         or is_current_reviewer(principal, case)
     )
 

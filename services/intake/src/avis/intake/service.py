@@ -165,12 +165,20 @@ class IntakeService:
     async def get_case(self, *, principal: Principal, case_id: str) -> CaseView:
         """A case `principal` may read (file names only for readers of the clinical content)."""
         case = await self._readable(principal, case_id, clinical=False)
-        return await self._view(
-            case, with_filenames=rules.may_read_clinical(principal, case.access)
-        )
+        return await self._view(case, principal)
 
-    async def _view(self, case: Case, *, with_filenames: bool = True) -> CaseView:
-        return case.view(await self.store.records_of(case), with_filenames=with_filenames)
+    async def _view(
+        self, case: Case, principal: Principal, records: list[Record] | None = None
+    ) -> CaseView:
+        """The case as `principal` sees it (file names for readers of the clinical content; the
+        timeline, questions and records as `rules.sees_progress`)."""
+        if records is None:
+            records = await self.store.records_of(case)
+        return case.view(
+            records,
+            with_filenames=rules.may_read_clinical(principal, case.access),
+            with_progress=rules.sees_progress(principal, case.access),
+        )
 
     async def get_clinical(self, *, principal: Principal, case_id: str) -> ClinicalView:
         """The clinical content of a case; reviewers do not get the patient's identity."""
@@ -210,7 +218,7 @@ class IntakeService:
             claimed = await self._claim_key(principal, idempotency_key, body, case_id, at)
             existing = await self._case(claimed)
             if existing is not None:
-                return await self._view(existing), False
+                return await self._view(existing, principal), False
             case_id = claimed  # an earlier attempt claimed the key but did not write its case
         # The lists learn of the case before it exists: an entry without its case is skipped
         # when read, a case missing from its lists would never be seen.
@@ -222,7 +230,9 @@ class IntakeService:
                 return case.view([]), True
             existing = await self._case(case_id)
             if existing is not None:
-                return await self._view(existing), False  # a concurrent replay of the key
+                return await self._view(
+                    existing, principal
+                ), False  # a concurrent replay of the key
             # a reference clash (the unique index caught it): take another
         raise RuntimeError("could not allocate a unique reference")
 
@@ -325,7 +335,9 @@ class IntakeService:
         async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_submittable(case.status):
-                return await self._view(case)  # already submitted: same result, no second event
+                return await self._view(
+                    case, principal
+                )  # already submitted: same result, no second event
             at = now()
             rules.check_consent(body, at)
             records = await self.store.records_of(case)
@@ -370,9 +382,7 @@ class IntakeService:
         # The case as stored; its records are the ones just counted (a submitted case takes
         # no more and loses none), so they are not read a second time.
         stored = await self._readable(principal, case_id, clinical=False)
-        return stored.view(
-            records, with_filenames=rules.may_read_clinical(principal, stored.access)
-        )
+        return await self._view(stored, principal, records)
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
@@ -383,7 +393,7 @@ class IntakeService:
         async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_withdrawable(case.status):
-                return await self._view(case)
+                return await self._view(case, principal)
             at = now()
             events: list[Event] = []
             if case.status != CaseStatus.DRAFT:

@@ -145,7 +145,8 @@ class Case(Stored):
     @property
     def access(self) -> Access:
         """What the access policy looks at."""
-        return Access(self.status, self.patient_id, self.partner_id, self.reviewer_id)
+        scopes = frozenset(self.consent.scopes) if self.consent else None
+        return Access(self.status, self.patient_id, self.partner_id, self.reviewer_id, scopes)
 
     @property
     def state(self) -> CaseState:
@@ -158,21 +159,28 @@ class Case(Stored):
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
         )
 
-    def view(self, records: list[Record], *, with_filenames: bool = True) -> CaseView:
+    def view(
+        self, records: list[Record], *, with_filenames: bool = True, with_progress: bool = True
+    ) -> CaseView:
         """The case with its records' metadata, as the API shows it (no identity, no clinical
-        text; file names only `with_filenames`, since a file name can name the patient)."""
+        text; file names only `with_filenames`, since a file name can name the patient; the
+        questions, records and timeline only `with_progress`)."""
         consent = self.consent
+        if not with_progress:
+            records = []
         return CaseView(
             **_summary(self).model_dump(),
             language=self.language,
-            questions=self.questions,
+            questions=self.questions if with_progress else [],
             partner_id=self.partner_id,
             partner_reference=self.partner_reference,
             submitted_at=self.submitted_at,
             withdrawn_at=self.withdrawn_at,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
             documents=[r.view(with_filename=with_filenames) for r in records],
-            timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline],
+            timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
+            if with_progress
+            else [],
         )
 
     def clinical_view(

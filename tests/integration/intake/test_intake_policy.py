@@ -1,0 +1,78 @@
+"""Intake's tighter reading policy, over the real store: a filing partner reads the clinical
+content and the timeline only with the patient's consent to share."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.infra
+
+DRAFT = {
+    "patient": {
+        "given_name": "Lina",
+        "family_name": "Roux",
+        "birth_date": "1968-07-21",
+        "email": "lina.roux@example.org",
+        "preferred_language": "en",
+    },
+    "specialty": "neurology",
+    "questions": ["further_tests"],
+    "clinical_summary": "Headaches for a year.",
+}
+RECORD = b"%PDF-1.4\n% policy\ntrailer << >>\n%%EOF\n"
+
+
+def consent(*scopes: str) -> dict[str, Any]:
+    """A submission consenting to `scopes`."""
+    at = datetime.now(UTC).isoformat()
+    return {"consent": {"text_version": "c-1", "accepted_at": at, "scopes": list(scopes)}}
+
+
+async def submitted(client: httpx.AsyncClient, *scopes: str) -> tuple[str, str]:
+    """A case filed and submitted by `client` with consent to `scopes`: its id and record id."""
+    case = await client.post("/v1/cases", json=DRAFT)
+    assert case.status_code == 201, case.text
+    case_id = case.json()["case_id"]
+    stored = await client.post(
+        f"/v1/cases/{case_id}/documents",
+        files={"file": ("scan.pdf", RECORD + case_id.encode())},
+        data={"kind": "imaging_report"},
+    )
+    assert stored.status_code == 201, stored.text
+    done = await client.post(f"/v1/cases/{case_id}/submit", json=consent(*scopes))
+    assert done.status_code == 200, done.text
+    return case_id, stored.json()["document_id"]
+
+
+async def test_a_partner_reads_clinical_content_only_with_consent_to_share(intake: Any) -> None:
+    partner = intake.client(role="partner")
+    case_id, document_id = await submitted(partner, "review")
+
+    clinical = await partner.get(f"/v1/cases/{case_id}/clinical")
+    assert clinical.status_code == 404, "no consent to share: the clinical content stays hidden"
+    record = await partner.get(f"/v1/cases/{case_id}/documents/{document_id}")
+    assert record.status_code == 404
+    view = await partner.get(f"/v1/cases/{case_id}")
+    assert view.status_code == 200, "the partner still sees that its case exists"
+    shown = view.json()
+    assert shown["status"] == "submitted"
+    assert shown["timeline"] == [] and shown["questions"] == [] and shown["documents"] == []
+
+    shared, shared_document = await submitted(partner, "review", "share_with_partner")
+    assert (await partner.get(f"/v1/cases/{shared}/clinical")).status_code == 200
+    record = await partner.get(f"/v1/cases/{shared}/documents/{shared_document}")
+    assert record.status_code == 200
+    full = (await partner.get(f"/v1/cases/{shared}")).json()
+    assert [e["kind"] for e in full["timeline"]] == ["created", "submitted"]
+    assert full["questions"] == ["further_tests"]
+
+
+async def test_a_partner_reads_its_own_draft(intake: Any) -> None:
+    """Before the patient consents to anything, the draft is the partner's own writing."""
+    partner = intake.client(role="partner")
+    case_id = (await partner.post("/v1/cases", json=DRAFT)).json()["case_id"]
+    assert (await partner.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
+    view = (await partner.get(f"/v1/cases/{case_id}")).json()
+    assert [e["kind"] for e in view["timeline"]] == ["created"]
