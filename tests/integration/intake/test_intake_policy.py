@@ -1,5 +1,6 @@
 """Intake's tighter reading policy, over the real store: a filing partner reads the clinical
-content and the timeline only with the patient's consent to share."""
+content and the timeline only with the patient's consent to share, and a coordinator's read of
+clinical content gives a reason, which is recorded."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ DRAFT = {
     "clinical_summary": "Headaches for a year.",
 }
 RECORD = b"%PDF-1.4\n% policy\ntrailer << >>\n%%EOF\n"
+REASON = {"X-Avis-Reason": "Patient asked by phone about the delay"}
 
 
 def consent(*scopes: str) -> dict[str, Any]:
@@ -76,3 +78,29 @@ async def test_a_partner_reads_its_own_draft(intake: Any) -> None:
     assert (await partner.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
     view = (await partner.get(f"/v1/cases/{case_id}")).json()
     assert [e["kind"] for e in view["timeline"]] == ["created"]
+
+
+async def test_a_coordinator_gives_a_reason_to_read_clinical_content(intake: Any) -> None:
+    patient = intake.client()
+    case_id, document_id = await submitted(patient, "review")
+    coordinator = intake.client(role="coordinator")
+
+    refused = await coordinator.get(f"/v1/cases/{case_id}/clinical")
+    assert refused.status_code == 428, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["type"].endswith("/reason-required")
+    download = await coordinator.get(f"/v1/cases/{case_id}/documents/{document_id}")
+    assert download.status_code == 428
+
+    read = await coordinator.get(f"/v1/cases/{case_id}/clinical", headers=REASON)
+    assert read.status_code == 200, read.text
+    download = await coordinator.get(f"/v1/cases/{case_id}/documents/{document_id}", headers=REASON)
+    assert download.status_code == 200
+    recorded = await intake.store.clinical_reads(case_id)
+    assert [(r.sub, r.reason, r.what) for r in recorded] == [
+        (coordinator.sub, REASON["X-Avis-Reason"], "clinical"),
+        (coordinator.sub, REASON["X-Avis-Reason"], f"document:{document_id}"),
+    ]
+    # The patient reading their own case gives no reason and leaves no such record.
+    assert (await patient.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
+    assert len(await intake.store.clinical_reads(case_id)) == 2

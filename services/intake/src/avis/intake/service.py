@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ from avis.intake.rules import ASSIGN, CLEAR, Change
 from avis.intake.store import (
     Actor,
     Case,
+    ClinicalRead,
     CurrentReviewer,
     IdempotencyClaim,
     ListedPage,
@@ -180,9 +182,40 @@ class IntakeService:
             with_progress=rules.sees_progress(principal, case.access),
         )
 
-    async def get_clinical(self, *, principal: Principal, case_id: str) -> ClinicalView:
-        """The clinical content of a case; reviewers do not get the patient's identity."""
+    async def _clinical(
+        self, principal: Principal, case_id: str, reason: str | None, what: str
+    ) -> Case:
+        """A case whose clinical content `principal` may read; a coordinator gives a reason,
+        which is kept (and logged without it: a reason may hold health data)."""
+        given = rules.check_reason(principal, reason)
         case = await self._readable(principal, case_id, clinical=True)
+        if given is not None:
+            read = ClinicalRead(
+                id=str(uuid.uuid4()),
+                case_id=case_id,
+                sub=principal.sub,
+                role=principal.role,
+                what=what,
+                reason=given,
+                at=now(),
+            )
+            await self.store.record_read(read)
+            log.info(
+                "clinical content read with a reason",
+                case_id=case_id,
+                role=principal.role,
+                sub=principal.sub,
+                what=what.split(":", 1)[0],
+                read_id=read.id,
+            )
+        return case
+
+    async def get_clinical(
+        self, *, principal: Principal, case_id: str, reason: str | None = None
+    ) -> ClinicalView:
+        """The clinical content of a case; reviewers do not get the patient's identity, and
+        coordinators say why they read it (`reason`)."""
+        case = await self._clinical(principal, case_id, reason, "clinical")
         records = await self.store.records_of(case)
         return case.clinical_view(
             records, today=now().date(), with_patient=principal.role != "reviewer"
@@ -316,10 +349,11 @@ class IntakeService:
         log.info("record removed", case_id=case_id, document_id=document_id)
 
     async def open_document(
-        self, *, principal: Principal, case_id: str, document_id: str
+        self, *, principal: Principal, case_id: str, document_id: str, reason: str | None = None
     ) -> Download:
-        """A record's metadata and bytes, for a reader allowed the clinical content."""
-        case = await self._readable(principal, case_id, clinical=True)
+        """A record's metadata and bytes, for a reader allowed the clinical content (coordinators
+        say why: `reason`)."""
+        case = await self._clinical(principal, case_id, reason, f"document:{document_id}")
         record_id = rules.document_id_of(case_id, document_id)
         listed = record_id in case.record_ids
         record = await self.store.record(record_id) if listed else None

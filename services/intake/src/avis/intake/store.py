@@ -14,6 +14,9 @@
   position (where to start probing). A list is
   `all`, `patient:<sub>`, `partner:<partner id>` or `reviewer:<reviewer id>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
+- `clinical_reads`: the reads of clinical content that gave a reason (a coordinator's
+  "break-glass"), `_id` random; a small record, read rarely (by `case_id`), until a full
+  access trail replaces it.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
 
 Every hot read goes by `_id` (FerretDB serves nothing else from an index): a case's records
@@ -204,6 +207,19 @@ class Case(Stored):
         )
 
 
+class ClinicalRead(Stored):
+    """A read of a case's clinical content that gave a reason (a coordinator's "break-glass"):
+    who, what (`clinical` or `document:<id>`), why and when. `_id` is random."""
+
+    id: str = Field(alias="_id")
+    case_id: str
+    sub: str
+    role: str
+    what: str
+    reason: str
+    at: datetime
+
+
 class CaseRow(Stored):
     """The part of a case a list shows."""
 
@@ -332,6 +348,7 @@ class Store:
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
         self._spare: dict[str, list[int]] = {}  # reserved positions whose write failed
         self.chunks = db["record_chunks"]
+        self.reads = db["clinical_reads"]
 
     # cases
 
@@ -573,6 +590,15 @@ class Store:
                 await self.chunks.delete_one({"_id": chunk_id(record_id, n)})
         return pulled.modified_count > 0 or record is not None
 
+    async def record_read(self, read: ClinicalRead) -> None:
+        """Keep a read of clinical content that gave a reason."""
+        await self.reads.insert_one(read.to_doc())
+
+    async def clinical_reads(self, case_id: str) -> list[ClinicalRead]:
+        """The reads of a case's clinical content that gave a reason, oldest first."""
+        found = self.reads.find({"case_id": case_id}).sort([("at", ASCENDING), ("_id", ASCENDING)])
+        return [ClinicalRead.model_validate(doc) async for doc in found]
+
     async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
         """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
         if not await self.chunks.find_one({"_id": chunk_id(record.id, 0)}, {"_id": 1}):
@@ -602,3 +628,4 @@ async def init(db: AsyncDatabase[Document]) -> None:
     await store.cases.create_index([("reviewer_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("status", ASCENDING), ("_id", DESCENDING)])
     await store.documents.create_index([("case_id", ASCENDING), ("uploaded_at", ASCENDING)])
+    await store.reads.create_index([("case_id", ASCENDING), ("at", ASCENDING)])
