@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from avis.reports.i18n import Texts
 from avis.reports.models import (
@@ -83,9 +83,9 @@ def report_aad(key: str) -> str:
     return f"reports:report:{key}"
 
 
-def pdf_aad(key: str) -> str:
-    """Associated data of a report version's rendered PDF."""
-    return f"reports:pdf:{key}"
+def pdf_aad(key: str, *, pseudonymised: bool = False) -> str:
+    """Associated data of a report version's rendered PDF (or of its pseudonymised one)."""
+    return f"reports:pdf:{key}" + (":pseudonymised" if pseudonymised else "")
 
 
 # --- who may read ---------------------------------------------------------------------------
@@ -119,6 +119,38 @@ def may_read(principal: Principal, readers: Readers) -> bool:
             return principal.sub in readers.reviewer_ids
         case _:
             return False
+
+
+def sees_identity(principal: Principal) -> bool:
+    """Whether a reader of the report sees who it is about: everyone but a reviewer, who reviews
+    the case, not the person (intake never shows a reviewer the identity either)."""
+    return principal.role != "reviewer"
+
+
+def age_on(birth: date, day: date) -> int:
+    """Age in whole years on `day`."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def pseudonymised(report: Report, texts: Texts) -> Report:
+    """The report as a reviewer reads it: the case's reference instead of the patient's name,
+    the age on the day the report was issued instead of the birth date."""
+    t = texts
+    patient = report.patient
+    if patient.birth_date is None:
+        return report  # already pseudonymised
+    age = age_on(patient.birth_date, report.issued_at.date())
+    block = PatientBlock(
+        name=t("text.pseudonym", reference=report.reference),
+        given_name=None,
+        family_name=None,
+        birth_date=None,
+        birth_date_text=None,
+        age_years=age,
+        age_text=t("text.age", years=t.number(age)),
+    )
+    labels = report.labels.model_copy(update={"age": t("label.age")})
+    return report.model_copy(update={"patient": block, "labels": labels})
 
 
 # --- which versions ----------------------------------------------------------------------------

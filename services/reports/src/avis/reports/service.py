@@ -39,8 +39,10 @@ from avis.reports.rules import (
     opinions_to_compose,
     page_of_versions,
     pdf_aad,
+    pseudonymised,
     report_aad,
     report_id_for,
+    sees_identity,
     version_key,
     waits_for_its_case,
 )
@@ -101,6 +103,7 @@ class Served:
 
     version: VersionDoc
     report: Report
+    pseudonymised: bool = False  # a reviewer's: no name, the age instead of the birth date
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,8 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
+        if not sees_identity(principal):
+            return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
 
     async def versions(
@@ -441,26 +446,30 @@ class ReportsService:
         """The PDF of a served version, rendered now if it was not yet (then kept)."""
         stored = served.version
         filename = f"{served.report.reference}-v{stored.version}.pdf"
-        cache = stored.pdf or await self._render(stored, served.report)
+        hidden = served.pseudonymised
+        kept = stored.reviewer_pdf if hidden else stored.pdf
+        cache = kept or await self._render(stored, served.report, pseudonymised=hidden)
         if cache.etag in if_none_match or "*" in if_none_match:
             return Pdf(None, cache.etag, filename)
-        content = self.keyring.open(cache.sealed, pdf_aad(stored.id))
+        content = self.keyring.open(cache.sealed, pdf_aad(stored.id, pseudonymised=hidden))
         return Pdf(content, cache.etag, filename)
 
-    async def _render(self, stored: VersionDoc, report: Report) -> PdfCache:
+    async def _render(
+        self, stored: VersionDoc, report: Report, *, pseudonymised: bool = False
+    ) -> PdfCache:
         key = stored.id
         loop = asyncio.get_running_loop()
         with case_span("reports.render", stored.traceparent) as span:
             span.set_attribute("avis.case_id", stored.case_id)
             content = await loop.run_in_executor(self._renderer, render_pdf, report)
         cache = PdfCache(
-            sealed=self.keyring.seal(content, pdf_aad(key)),
+            sealed=self.keyring.seal(content, pdf_aad(key, pseudonymised=pseudonymised)),
             etag=f'"{hashlib.sha256(content).hexdigest()[:32]}"',
             size=len(content),
             rendered_at=now(),
         )
         async with self.locks.hold(lock_key("report-version", key)):
-            await self.store.set_pdf(key, cache)
+            await self.store.set_pdf(key, cache, pseudonymised=pseudonymised)
         return cache
 
     async def render_queued(self) -> None:
