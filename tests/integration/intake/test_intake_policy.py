@@ -1,12 +1,16 @@
 """Intake's tighter reading policy, over the real store: a filing partner reads the clinical
 content and the timeline only with the patient's consent to share, and a coordinator's read of
-clinical content gives a reason, which is recorded."""
+clinical content gives a reason, which is recorded; a reviewer's access ends a set time after
+their last report."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+
+from avis.shared.events import ReviewAssigned, ReviewCompleted
+from avis.shared.sealing import Keyring
 
 pytestmark = pytest.mark.infra
 
@@ -104,3 +108,49 @@ async def test_a_coordinator_gives_a_reason_to_read_clinical_content(intake: Any
     # The patient reading their own case gives no reason and leaves no such record.
     assert (await patient.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
     assert len(await intake.store.clinical_reads(case_id)) == 2
+
+
+async def test_a_reviewer_loses_access_a_set_time_after_their_last_report(intake: Any) -> None:
+    """30 days (AVIS_INTAKE_REVIEWER_ACCESS_DAYS) after the reviewer's last report, the case
+    is closed to them: status, clinical content and records alike."""
+    patient = intake.client()
+    reviewer = intake.client(role="reviewer")
+    keyring = Keyring.from_settings(intake.settings)
+    now = datetime.now(UTC)
+    cases = {}
+    for label, completed in (("lapsed", now - timedelta(days=31)), ("recent", now)):
+        case_id, document_id = await submitted(patient, "review")
+        assignment = f"{case_id}-0001"
+        assigned = await intake.publish(
+            ReviewAssigned(
+                case_id=case_id,
+                assignment_id=assignment,
+                reviewer_id=reviewer.sub,
+                specialty="neurology",
+                assigned_at=completed - timedelta(days=2),
+                due_at=completed + timedelta(days=5),
+            )
+        )
+        done = await intake.publish(
+            ReviewCompleted(
+                case_id=case_id,
+                assignment_id=assignment,
+                reviewer_id=reviewer.sub,
+                specialty="neurology",
+                version=1,
+                completed_at=completed,
+                opinion=keyring.seal(b"{}", aad="opinion"),
+            )
+        )
+        await intake.consumed(assigned)
+        await intake.consumed(done)
+        cases[label] = (case_id, document_id)
+
+    case_id, document_id = cases["recent"]
+    assert (await reviewer.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
+    assert (await reviewer.get(f"/v1/cases/{case_id}")).status_code == 200
+    case_id, document_id = cases["lapsed"]
+    assert (await reviewer.get(f"/v1/cases/{case_id}/clinical")).status_code == 404
+    assert (await reviewer.get(f"/v1/cases/{case_id}/documents/{document_id}")).status_code == 404
+    assert (await reviewer.get(f"/v1/cases/{case_id}")).status_code == 404
+    assert (await patient.get(f"/v1/cases/{case_id}/clinical")).status_code == 200

@@ -1,12 +1,15 @@
 """Who reads which report: a reviewer reads it pseudonymised (no name, an age instead of the
-birth date) in every format; the patient, coordinators and a consenting partner read it whole."""
+birth date) in every format, until a set time after their last opinion; the patient,
+coordinators and a consenting partner read it whole."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from avis.reports.rules import report_id_for
+from avis.shared.envelope import Event
+from avis.shared.events import ReviewCompleted
 
 pytestmark = pytest.mark.infra
 
@@ -56,3 +59,20 @@ async def test_a_reviewer_reads_a_pseudonymised_report(stack: Any) -> None:
             assert "Vasseur" in (await client.get(path, headers=FHIR)).text
             full_pdf = await client.get(path, headers=PDF)
             assert full_pdf.headers["etag"] != pdf.headers["etag"], "not the reviewer's PDF"
+
+
+async def test_a_reviewer_loses_access_a_set_time_after_their_last_opinion(stack: Any) -> None:
+    """30 days (AVIS_REPORTS_REVIEWER_ACCESS_DAYS) after the reviewer's last opinion version,
+    its report is closed to them; the patient keeps it."""
+    case = stack.new_case()
+    sent = stack.completed(case)
+    old = datetime.now(UTC) - timedelta(days=31)
+    payload = ReviewCompleted.model_validate(sent.data).model_copy(update={"completed_at": old})
+    await stack.publish(stack.submitted(case), Event.new(payload, sent.source, event_id=sent.id))
+    await stack.ready(case)
+    path = f"/v1/cases/{case.case_id}/report"
+    async with stack.client(case.reviewer_id, "reviewer") as reviewer:
+        assert (await reviewer.get(path)).status_code == 404
+        assert (await reviewer.get(f"/v1/cases/{case.case_id}/reports")).status_code == 404
+    async with stack.patient(case) as patient:
+        assert (await patient.get(path)).status_code == 200

@@ -333,6 +333,19 @@ class Access:
     reviewer_id: str | None = None
     # The scopes the patient consented to at submission; None before (nothing consented yet).
     consent_scopes: frozenset[ConsentScope] | None = None
+    # The current reviewer's access has lapsed (`reviewer_access_lapsed`).
+    reviewer_lapsed: bool = False
+
+
+def reviewer_access_lapsed(
+    *, last_active: datetime | None, request_open: bool, at: datetime, window: timedelta
+) -> bool:
+    """Whether a reviewer's access to a case has lapsed: `window` after their last report or
+    answer (`last_active`; None: none yet, the review is on), unless a follow-up question or a
+    request for more information of theirs is open (`request_open`: nothing opens one yet)."""
+    if request_open or last_active is None:
+        return False
+    return at >= last_active + window
 
 
 def owns(principal: Principal, case: Access) -> bool:
@@ -345,11 +358,13 @@ def owns(principal: Principal, case: Access) -> bool:
 
 
 def is_current_reviewer(principal: Principal, case: Access) -> bool:
-    """The reviewer assigned to the case now, while the review is on."""
+    """The reviewer assigned to the case now, while the review is on and until their access
+    lapses."""
     return (
         principal.role == "reviewer"
         and case.reviewer_id == principal.sub
         and case.status in REVIEWER_READABLE
+        and not case.reviewer_lapsed
     )
 
 

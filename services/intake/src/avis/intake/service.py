@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -34,7 +34,7 @@ from avis.intake.models import (
     SubmitIn,
     TimelineKind,
 )
-from avis.intake.rules import ASSIGN, CLEAR, Change
+from avis.intake.rules import ASSIGN, CLEAR, Access, Change
 from avis.intake.store import (
     Actor,
     Case,
@@ -137,6 +137,7 @@ class IntakeService:
         keyring: Keyring,
         limits: Limits,
         public_url: str,
+        reviewer_access: timedelta = timedelta(days=30),
     ) -> None:
         self.store = store
         self.locks = locks
@@ -144,9 +145,14 @@ class IntakeService:
         self.keyring = keyring
         self.limits = limits
         self.public_url = public_url.rstrip("/")
+        # How long a reviewer keeps access after their last report.
+        self.reviewer_access = reviewer_access
         self.references = References(store)
 
     # reading
+
+    def _access(self, case: Case) -> Access:
+        return case.access(now(), self.reviewer_access)
 
     async def _case(self, case_id: str) -> Case | None:
         return await self.store.case(case_id) if rules.is_case_id(case_id) else None
@@ -154,13 +160,13 @@ class IntakeService:
     async def _readable(self, principal: Principal, case_id: str, *, clinical: bool) -> Case:
         case = await self._case(case_id)
         allowed = rules.may_read_clinical if clinical else rules.may_read
-        if case is None or not allowed(principal, case.access):
+        if case is None or not allowed(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
     async def _writable(self, principal: Principal, case_id: str) -> Case:
         case = await self._case(case_id)
-        if case is None or not rules.owns(principal, case.access):
+        if case is None or not rules.owns(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
@@ -178,8 +184,8 @@ class IntakeService:
             records = await self.store.records_of(case)
         return case.view(
             records,
-            with_filenames=rules.may_read_clinical(principal, case.access),
-            with_progress=rules.sees_progress(principal, case.access),
+            with_filenames=rules.may_read_clinical(principal, self._access(case)),
+            with_progress=rules.sees_progress(principal, self._access(case)),
         )
 
     async def _clinical(

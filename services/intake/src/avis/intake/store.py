@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bson import Binary
@@ -55,7 +55,14 @@ from avis.intake.models import (
     TimelineEntry,
     TimelineKind,
 )
-from avis.intake.rules import Access, CaseState, Scope, age_on, refblock_id
+from avis.intake.rules import (
+    Access,
+    CaseState,
+    Scope,
+    age_on,
+    refblock_id,
+    reviewer_access_lapsed,
+)
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored
@@ -146,10 +153,25 @@ class Case(Stored):
     record_ids: list[str] = Field(default_factory=list)
 
     @property
-    def access(self) -> Access:
-        """What the access policy looks at."""
+    def reviewer_last_active(self) -> datetime | None:
+        """When the current reviewer last reported (their latest completed review), if ever."""
+        done = [e.at for e in self.timeline if e.kind == TimelineKind.REVIEW_COMPLETED]
+        last = max(done, default=None)
+        return last if last is None or last.tzinfo else last.replace(tzinfo=UTC)
+
+    def access(self, at: datetime, reviewer_window: timedelta) -> Access:
+        """What the access policy looks at, at `at` (a reviewer's access lapses
+        `reviewer_window` after their last report)."""
         scopes = frozenset(self.consent.scopes) if self.consent else None
-        return Access(self.status, self.patient_id, self.partner_id, self.reviewer_id, scopes)
+        lapsed = reviewer_access_lapsed(
+            last_active=self.reviewer_last_active,
+            request_open=False,  # follow-up questions and requests for information: not yet
+            at=at,
+            window=reviewer_window,
+        )
+        return Access(
+            self.status, self.patient_id, self.partner_id, self.reviewer_id, scopes, lapsed
+        )
 
     @property
     def state(self) -> CaseState:

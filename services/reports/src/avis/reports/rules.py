@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from avis.reports.i18n import Texts
 from avis.reports.models import (
@@ -99,11 +99,25 @@ class Readers:
     partner_id: str | None
     consent_scopes: frozenset[str]
     reviewer_ids: frozenset[str]
+    # Reviewers among them whose access has lapsed (`reviewer_access_lapsed`).
+    lapsed_reviewer_ids: frozenset[str] = frozenset()
+
+
+def reviewer_access_lapsed(
+    *, last_active: datetime | None, request_open: bool, at: datetime, window: timedelta
+) -> bool:
+    """Whether a reviewer's access to a case's report has lapsed: `window` after their last
+    opinion or answer (`last_active`), unless a follow-up question or a request for more
+    information of theirs is open (`request_open`: nothing opens one yet)."""
+    if request_open or last_active is None:
+        return False
+    return at >= last_active + window
 
 
 def may_read(principal: Principal, readers: Readers) -> bool:
     """The patient who filed the case, the partner that filed it (with the patient's consent to
-    share), a specialist who wrote a version of the opinion, coordinators; nobody else."""
+    share), a specialist who wrote a version of the opinion (until their access lapses),
+    coordinators; nobody else."""
     match principal.role:
         case "coordinator":
             return True
@@ -116,7 +130,10 @@ def may_read(principal: Principal, readers: Readers) -> bool:
                 and principal.partner_id == readers.partner_id
             )
         case "reviewer":
-            return principal.sub in readers.reviewer_ids
+            return (
+                principal.sub in readers.reviewer_ids
+                and principal.sub not in readers.lapsed_reviewer_ids
+            )
         case _:
             return False
 

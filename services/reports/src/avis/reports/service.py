@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -42,6 +42,7 @@ from avis.reports.rules import (
     pseudonymised,
     report_aad,
     report_id_for,
+    reviewer_access_lapsed,
     sees_identity,
     version_key,
     waits_for_its_case,
@@ -84,16 +85,33 @@ def _not_found() -> Problem:
     return not_found("report", "report-not-found")
 
 
-def readers_of(case: CaseDoc) -> Readers:
-    """Who may read a case's report, from what its events said."""
+def readers_of(case: CaseDoc, at: datetime, reviewer_window: timedelta) -> Readers:
+    """Who may read a case's report at `at`, from what its events said (a reviewer's access
+    lapses `reviewer_window` after their last opinion version)."""
     record = case.case
+    last_active: dict[str, datetime] = {}
+    for o in case.opinions:  # a reviewer's activity: when they completed an opinion version
+        when = o.completed_at if o.completed_at.tzinfo else o.completed_at.replace(tzinfo=UTC)
+        last_active[o.reviewer_id] = max(when, last_active.get(o.reviewer_id, when))
+    for v in case.versions:  # kept opinions name every author; the issue date if not
+        when = v.issued_at if v.issued_at.tzinfo else v.issued_at.replace(tzinfo=UTC)
+        last_active.setdefault(v.reviewer_id, when)
+    lapsed = [
+        reviewer_id
+        for reviewer_id, when in last_active.items()
+        if reviewer_access_lapsed(
+            last_active=when,
+            request_open=False,  # follow-up questions and requests for information: not yet
+            at=at,
+            window=reviewer_window,
+        )
+    ]
     return Readers(
         patient_id=record.patient_id if record else None,
         partner_id=record.partner_id if record else None,
         consent_scopes=frozenset(record.consent_scopes if record else ()),
-        reviewer_ids=frozenset(
-            [o.reviewer_id for o in case.opinions] + [v.reviewer_id for v in case.versions]
-        ),
+        reviewer_ids=frozenset(last_active),
+        lapsed_reviewer_ids=frozenset(lapsed),
     )
 
 
@@ -128,8 +146,11 @@ class ReportsService:
         public_url: str,
         render_in_background: bool,
         parking: Parking,
+        reviewer_access: timedelta = timedelta(days=30),
     ) -> None:
         self.parking = parking
+        # How long a reviewer keeps access after their last opinion version.
+        self.reviewer_access = reviewer_access
         self.store = store
         self.locks = locks
         self.emitter = emitter
@@ -385,7 +406,9 @@ class ReportsService:
 
     async def _readable(self, *, principal: Principal, case_id: str) -> CaseDoc:
         case = await self.store.case(case_id)
-        if case is None or not case.versions or not may_read(principal, readers_of(case)):
+        if case is None or not case.versions:
+            raise _not_found()
+        if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
             raise _not_found()
         return case
 
