@@ -158,15 +158,15 @@ def pseudonymised(report: Report, texts: Texts) -> Report:
         return report  # already pseudonymised
     age = age_on(patient.birth_date, report.issued_at.date())
     block = PatientBlock(
-        name=t("text.pseudonym", reference=report.reference),
+        name=t("pseudonym.name", reference=report.reference),
         given_name=None,
         family_name=None,
         birth_date=None,
         birth_date_text=None,
         age_years=age,
-        age_text=t("text.age", years=t.number(age)),
+        age_text=t("pseudonym.age", years=t.number(age)),
     )
-    labels = report.labels.model_copy(update={"age": t("label.age")})
+    labels = report.labels.model_copy(update={"age": t("pseudonym.age_label")})
     return report.model_copy(update={"patient": block, "labels": labels})
 
 
