@@ -29,7 +29,7 @@ from avis.intake.service import IntakeService, Upload
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, TEXT_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -60,6 +60,16 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Retrying with the same key returns the case the first attempt created.",
+    ),
+]
+Reason = Annotated[
+    str | None,
+    Header(
+        alias="X-Avis-Reason",
+        pattern=TEXT_PATTERN,
+        max_length=200,
+        description="Why a coordinator reads the clinical content (required of coordinators, "
+        "428 without it; recorded). Others give none.",
     ),
 ]
 
@@ -135,14 +145,15 @@ async def get_case(case_id: CaseId, principal: Caller, service: Service) -> Case
     "/cases/{case_id}/clinical",
     summary="A case's clinical content",
     response_model=ClinicalView,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 428),
 )
 async def get_clinical(
-    case_id: CaseId, principal: ClinicalReader, service: Service
+    case_id: CaseId, principal: ClinicalReader, service: Service, reason: Reason = None
 ) -> ClinicalView:
-    """The clinical summary and records, for the patient, the filing partner, the reviewer
-    currently assigned and coordinators; reviewers do not get the patient's identity."""
-    return await service.get_clinical(principal=principal, case_id=case_id)
+    """The clinical summary and records, for the patient, the filing partner (with the patient's
+    consent to share), the reviewer currently assigned and coordinators (giving a reason);
+    reviewers do not get the patient's identity."""
+    return await service.get_clinical(principal=principal, case_id=case_id, reason=reason)
 
 
 @router.post(
@@ -190,15 +201,20 @@ async def upload_document(
                 t.value: {"schema": {"type": "string", "format": "binary"}} for t in ContentType
             },
         },
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 422, 428),
     },
 )
 async def download_document(
-    case_id: CaseId, document_id: DocumentId, principal: ClinicalReader, service: Service
+    case_id: CaseId,
+    document_id: DocumentId,
+    principal: ClinicalReader,
+    service: Service,
+    reason: Reason = None,
 ) -> Response:
-    """The record, for whoever may read the case's clinical content."""
+    """The record, for whoever may read the case's clinical content (coordinators give a
+    reason)."""
     download = await service.open_document(
-        principal=principal, case_id=case_id, document_id=document_id
+        principal=principal, case_id=case_id, document_id=document_id, reason=reason
     )
     meta = download.meta
     return StreamingResponse(
