@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from avis.intake.models import CaseStatus
 from avis.intake.rules import (
     Access,
+    check_reason,
     may_read,
     may_read_clinical,
     reviewer_access_lapsed,
@@ -55,3 +56,11 @@ def test_a_reviewers_access_lapses_a_set_time_after_their_last_report() -> None:
     assert not lapsed(done + 10 * window, open_=True), "a question of theirs is open"
     case = Access(CaseStatus.REPORT_READY, reviewer_id="rev-1", reviewer_lapsed=True)
     assert not may_read(reviewer, case) and not may_read_clinical(reviewer, case)
+
+
+def test_a_coordinators_reason_is_read_as_the_utf8_it_was_sent_in() -> None:
+    coordinator = Principal(sub="nurse-1", role="coordinator")
+    sent = "contrôle qualité".encode().decode("latin-1")  # how the server hands the header over
+    assert check_reason(coordinator, sent) == "contrôle qualité"
+    assert check_reason(coordinator, "plain reason ") == "plain reason"
+    assert check_reason(Principal(sub="p-1", role="patient"), None) is None

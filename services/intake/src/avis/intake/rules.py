@@ -451,7 +451,16 @@ def check_reason(principal: Principal, reason: str | None) -> str | None:
             "A reason is required",
             "a coordinator reading clinical content says why, in the X-Avis-Reason header",
         )
-    return reason.strip()
+    return header_text(reason).strip()
+
+
+def header_text(value: str) -> str:
+    """A header's text as the client wrote it: HTTP hands header bytes over as Latin-1, and
+    clients send UTF-8, so an accented letter arrives as two Latin-1 characters until read back."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 after all (or not Latin-1 bytes): kept as it came
+        return value
 
 
 def shared_with_partner(scopes: list[ConsentScope]) -> bool:
