@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.bodies import BodyLimits, bound_bodies
+from avis.shared.caching import NoStore
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
@@ -40,6 +41,7 @@ from avis.shared.mongo import (
 from avis.shared.observability import configure_logging, configure_tracing
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.ratelimit import WriteLimits, limit_writes
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -256,7 +258,8 @@ class Runtime:
         body_limits: BodyLimits | None = None,
     ) -> FastAPI:
         """The service's FastAPI app, with the platform's doors and error format; request
-        bodies within `body_limits` (default: `http_max_body_bytes` for every route)."""
+        bodies within `body_limits` (default: `http_max_body_bytes` for every route), writes
+        within the per-caller rate limit, and every answer kept out of caches."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -278,14 +281,17 @@ class Runtime:
             swagger_ui_parameters={"validatorUrl": None},
         )
         app.state.runtime = self
-        app.state.token_verifier = TokenVerifier.from_settings(self.settings)
+        verifier = app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        # Inside the body guards: a throttled write's answer waits for its (bounded) body.
+        limit_writes(app, WriteLimits(self.settings.rate_limit_writes), verifier)
         bound_bodies(
             app,
             body_limits or BodyLimits(self.settings.http_max_body_bytes),
             idle=self.settings.http_body_idle_seconds,
             total=self.settings.http_body_total_seconds,
         )
+        app.add_middleware(NoStore)  # outermost: every answer, the guards' own too
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)
