@@ -91,6 +91,11 @@ AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
 # Coloured console lines on a terminal; plain JSON lines when written to a file or a pipe.
 if [ -t 1 ]; then AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"; else AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-json}"; fi
+# Development: the services take the HS256 tokens of `avis-token` (signed with dev.env's
+# secret), which production refuses. The walkthroughs mint 8-hour tokens, so a person can follow
+# them in one sitting; production keeps tokens to an hour.
+AVIS_ENV=development
+AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 # the development stack starts with the seeded reviewer directory (empty directories only)
 AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 # Development only (notify refuses it in production): webhooks to a receiver on this machine

@@ -34,6 +34,7 @@ LOOPBACK = "127.0.0.1"
 # Shared variables, declared in CommonSettings as `shared_env("NAME")` -> `AVIS_NAME`:
 SHARED_VARS = frozenset(
     {
+        "ENV",
         "KAFKA_BOOTSTRAP",
         "MONGO_URL",
         "SEALING_KEYS",

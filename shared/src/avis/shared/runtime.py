@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.bodies import BodyLimits, bound_bodies
+from avis.shared.caching import NoStore
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
@@ -45,6 +46,7 @@ from avis.shared.observability import (
 )
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.ratelimit import WriteLimits, limit_writes
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -263,7 +265,8 @@ class Runtime:
         body_limits: BodyLimits | None = None,
     ) -> FastAPI:
         """The service's FastAPI app, with the platform's doors and error format; request
-        bodies within `body_limits` (default: `http_max_body_bytes` for every route)."""
+        bodies within `body_limits` (default: `http_max_body_bytes` for every route), writes
+        within the per-caller rate limit, and every answer kept out of caches."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -285,8 +288,21 @@ class Runtime:
             swagger_ui_parameters={"validatorUrl": None},
         )
         app.state.runtime = self
-        app.state.token_verifier = TokenVerifier.from_settings(self.settings)
+        self._install_doors(app, body_limits)
+        app.include_router(self._operations(title))
+        for router in routers:
+            app.include_router(router)
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=f"healthz,readyz,metrics,{DOCS_ASSETS.strip('/')}"
+        )
+        return app
+
+    def _install_doors(self, app: FastAPI, body_limits: BodyLimits | None) -> None:
+        """Token checks, problem answers, write limits, body guards, HTTP metrics and no-store."""
+        verifier = app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        # Inside the body guards: a throttled write's answer waits for its (bounded) body.
+        limit_writes(app, WriteLimits(self.settings.rate_limit_writes), verifier)
         bound_bodies(
             app,
             body_limits or BodyLimits(self.settings.http_max_body_bytes),
@@ -294,9 +310,13 @@ class Runtime:
             total=self.settings.http_body_total_seconds,
         )
         app.add_middleware(HttpMetrics, service=self.service)
+        app.add_middleware(NoStore)  # outermost: every answer, the guards' own too
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)
+
+    def _operations(self, title: str) -> APIRouter:
+        """The operations doors: /healthz, /readyz, /metrics and /asyncapi.json."""
         ops = APIRouter(tags=["operations"])
 
         @ops.get("/healthz", summary="The process is alive")
@@ -323,13 +343,7 @@ class Runtime:
         async def asyncapi_doc() -> JSONResponse:
             return JSONResponse(asyncapi(f"{title} events", self.sends, self.received()))
 
-        app.include_router(ops)
-        for router in routers:
-            app.include_router(router)
-        FastAPIInstrumentor.instrument_app(
-            app, excluded_urls=f"healthz,readyz,metrics,{DOCS_ASSETS.strip('/')}"
-        )
-        return app
+        return ops
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avis.intake.models import (
     DOCUMENT_ID_PATTERN,
@@ -278,26 +277,3 @@ def content_disposition(filename: str | None, document_id: str) -> str:
 
 # An upload's body is its record plus the multipart framing and the other fields.
 MULTIPART_SLACK = 64 * 1024
-
-
-class NoStore:
-    """Keeps every answer out of caches, unless a route says otherwise: they carry health data."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request; its answer says `Cache-Control: no-store`."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, no_store)

@@ -44,7 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Avis intake", [api.router], description=DESCRIPTION, body_limits=limits
     )
     app.state.intake = intake
-    app.add_middleware(api.NoStore)
     return app
 
 

@@ -49,11 +49,13 @@ class WebhookWorker:
         self.settings = settings
 
     def pool(self) -> Pool[DeliveryDoc]:
-        """Deliveries in flight at once, in all and per subscription."""
+        """Deliveries in flight at once, in all, per subscription and per partner."""
         return Pool(
             self.settings.webhook_concurrency,
-            self.settings.webhook_per_subscription,
-            share=lambda delivery: delivery.subscription_id,
+            [
+                (lambda delivery: delivery.subscription_id, self.settings.webhook_per_subscription),
+                (lambda delivery: delivery.partner_id, self.settings.webhook_per_partner),
+            ],
         )
 
     async def waiting(self, item_id: str) -> DeliveryDoc | None:
