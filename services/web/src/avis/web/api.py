@@ -318,13 +318,15 @@ async def case_page(request: Request, web: Pages, session: Person, case_id: Case
 async def timeline(
     request: Request, web: Pages, session: Person, case_id: CaseId, seen: str = ""
 ) -> HTMLResponse:
-    """The timeline alone, for the page's live updates; a new status reloads the whole page."""
+    """The timeline alone, for the page's live updates; the whole page reloads only when the
+    new status changes what it offers."""
     case = await web.platform.get_case(token=token(session), case_id=case_id)
     actions = rules.case_actions(case.status, len(case.documents))
     response = web.render(
         request, "timeline.html", case=case, actions=actions, poll_seconds=POLL_SECONDS
     )
-    if seen and seen != case.status:
+    if seen and rules.case_actions(seen, len(case.documents)) != actions:
+        # The page offers something else now (the report, no more withdrawal): reload it all.
         response.headers["HX-Refresh"] = "true"
     return response
 

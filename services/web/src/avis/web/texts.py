@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 from babel.dates import format_datetime
+from babel.numbers import format_decimal
 from babel.support import Translations
 
 from avis.shared import i18n
@@ -14,6 +15,8 @@ from avis.shared.events import Language
 
 LOCALES = pathlib.Path(__file__).resolve().parent / "locales"
 DOMAIN = "web"
+# Day, month in words, year, 24-hour time and the zone: unambiguous in both languages.
+WHEN = "d MMM y, HH:mm z"
 
 
 @functools.cache
@@ -39,5 +42,9 @@ class Texts:
         return i18n.translate(self._translations, key, **values)
 
     def when(self, moment: datetime) -> str:
-        """A date and time as the language writes it."""
-        return format_datetime(moment, format="medium", tzinfo=None, locale=self.language.value)
+        """A date and time as the language writes it, in UTC and saying so."""
+        return format_datetime(moment, WHEN, tzinfo=UTC, locale=self.language.value)
+
+    def kib(self, size: int) -> str:
+        """A size in KiB with one decimal, as the language writes numbers."""
+        return format_decimal(round(size / 1024, 1), "#,##0.0", locale=self.language.value)
