@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: Kafka, FerretDB, the SMTP sink, Zipkin, the metrics store (VictoriaMetrics, with
-# vmalert and the alert receiver), the lag exporter and the four services, until Ctrl-C.
+# vmalert and the alert receiver), the lag exporter, the four services and the web pages, until
+# Ctrl-C.
 #
 # One `make run` per state directory: a second one refuses at once and touches nothing. It says
 # once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
@@ -59,8 +60,9 @@ trap cleanup EXIT
 # FerretDB's own metrics, for the metrics store (infra.sh starts its debug listener there).
 export AVIS_FERRETDB_METRICS_PORT="${AVIS_FERRETDB_METRICS_PORT:-8089}"
 export AVIS_LAG_PORT="${AVIS_LAG_PORT:-8005}"
-for port in "${AVIS_INTAKE_HTTP_PORT:-8001}" "${AVIS_REVIEW_HTTP_PORT:-8002}" \
-  "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}" "$AVIS_LAG_PORT"; do
+for port in "${AVIS_WEB_HTTP_PORT:-8000}" "${AVIS_INTAKE_HTTP_PORT:-8001}" \
+  "${AVIS_REVIEW_HTTP_PORT:-8002}" "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}" \
+  "$AVIS_LAG_PORT"; do
   if port_open "$port"; then
     refuse "port $port, where a service would listen, is taken by another process (another checkout's \`make run\`?). Nothing was started."
   fi
@@ -101,10 +103,16 @@ AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 # Development only (notify refuses it in production): webhooks to a receiver on this machine
 # over http:// (walkthrough part 5).
 AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="${AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK:-true}"
+# Development: the web pages sign people in as seeded identities with development tokens.
+AVIS_ENV="${AVIS_ENV:-development}"
+AVIS_WEB_INTAKE_URL="http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}"
+AVIS_WEB_REVIEW_URL="http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}"
+AVIS_WEB_REPORTS_URL="http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}"
+AVIS_WEB_NOTIFY_URL="http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}"
 set +a
 "$py" -m avis.shared.topics
-ports=(intake "${AVIS_INTAKE_HTTP_PORT:-8001}" review "${AVIS_REVIEW_HTTP_PORT:-8002}"
-       reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
+ports=(web "${AVIS_WEB_HTTP_PORT:-8000}" intake "${AVIS_INTAKE_HTTP_PORT:-8001}"
+       review "${AVIS_REVIEW_HTTP_PORT:-8002}" reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
 ready=()
 for ((i = 0; i < ${#ports[@]}; i += 2)); do
   ready+=(--ready "${ports[i]}=http://127.0.0.1:${ports[i + 1]}/readyz")
@@ -118,6 +126,7 @@ fi
 cat <<TXT
 
 Avis is starting (pid $$). Everything listens on 127.0.0.1:
+  web      http://127.0.0.1:${AVIS_WEB_HTTP_PORT:-8000}   (the pages: sign in as patient-1, development only)
   intake   http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}   (docs: /docs, events: /asyncapi.json)
   review   http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}
   reports  http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}
@@ -137,7 +146,7 @@ rm -f "$stop_file"
 status=0
 "$py" deploy/local/supervise.py deploy/local/Procfile "${ready[@]}" \
   --started "$started_at" --stop-file "$stop_file" || status=$?
-parts=(intake review reports notify)
+parts=(web intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
 if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
 for s in "${started[@]}"; do

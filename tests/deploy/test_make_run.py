@@ -38,6 +38,7 @@ PORT_VARIABLES = (
     "AVIS_MONGO_PORT",
     "AVIS_SMTP_PORT",
     "AVIS_ZIPKIN_PORT",
+    "AVIS_WEB_HTTP_PORT",
     "AVIS_INTAKE_HTTP_PORT",
     "AVIS_REVIEW_HTTP_PORT",
     "AVIS_REPORTS_HTTP_PORT",
@@ -139,7 +140,17 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     try:
         ready = wait_for(log, r"^\[run\] ready in .*$", process, READY_SECONDS)
         waited = time.monotonic() - began
-        for name in ("intake", "review", "reports", "notify", "traces", "lag", "metrics", "alerts"):
+        for name in (
+            "web",
+            "intake",
+            "review",
+            "reports",
+            "notify",
+            "traces",
+            "lag",
+            "metrics",
+            "alerts",
+        ):
             assert name in ready, ready
         os.write(master, b"\x03")  # Ctrl-C, as typed
         returncode = process.wait(STOP_SECONDS)
@@ -158,8 +169,8 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     assert returncode == 0, text[-4000:]
     summaries = re.findall(r"^\[run\] stopped.*$", text, re.MULTILINE)
     assert len(summaries) == 1, text[-4000:]
-    for part in ("intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert",
-                 "Kafka", "FerretDB", "SMTP"):  # fmt: skip
+    parts = ("web", "intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert")
+    for part in (*parts, "Kafka", "FerretDB", "SMTP"):
         assert part in summaries[0], summaries[0]
     assert not re.search(r"^make: \*\*\*|stopped \(rc=", text, re.MULTILINE), text[-4000:]
     assert not ANSI.search(text), "colour codes in a log that is not a terminal"

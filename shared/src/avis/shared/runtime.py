@@ -90,8 +90,13 @@ class Dependency:
 class Runtime:
     """One service's connections and background work."""
 
-    def __init__(self, settings: CommonSettings, sends: Sequence[Declared] = ()) -> None:
+    def __init__(
+        self, settings: CommonSettings, sends: Sequence[Declared] = (), *, connects: bool = True
+    ) -> None:
         self.settings = settings
+        # False for a service with no store and no broker of its own (the web pages): it never
+        # connects, and /readyz answers as soon as the process does.
+        self.connects = connects
         self.service = settings.service_name
         # What the service publishes (payload types, or whole topics): its AsyncAPI `send`s.
         self.sends = tuple(sends)
@@ -168,6 +173,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Connect in the background; the HTTP doors answer at once."""
+        if not self.connects:
+            return
         self._tasks.append(asyncio.create_task(self._connect(), name=f"{self.service}-connect"))
 
     async def _connect(self) -> None:
@@ -249,6 +256,8 @@ class Runtime:
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency and whether it answers ('ok' or why not)."""
+        if not self.connects:
+            return {}
         store = await ping(self.db) or ("ok" if self.store_initialised else "initialising")
         if not self.kafka_started:
             kafka = "not connected yet"
