@@ -50,7 +50,7 @@ SHARED_VARS = frozenset(
 # Fields read under the service prefix (`AVIS_<NAME>_<FIELD>`), inherited from CommonSettings:
 PREFIXED_FIELDS = frozenset({"http_host", "http_port"})
 # Unprefixed variables that one service alone reads, declared in its own settings.py:
-SERVICE_ONLY_VARS = {"notify": frozenset({"SMTP_URL"}), "web": frozenset({"ENV"})}
+SERVICE_ONLY_VARS = {"notify": frozenset({"SMTP_URL"})}
 # Fields one service alone reads under its prefix (`AVIS_<NAME>_<FIELD>`), in its settings.py:
 SERVICE_FIELDS = {"web": frozenset({"intake_url", "review_url", "reports_url", "notify_url"})}
 # Compose services that run our images -> the service whose settings they read; `topics` runs
