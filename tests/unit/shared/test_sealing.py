@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from avis.shared.sealing import (
     new_kid,
 )
 from avis.shared.settings import CommonSettings
+from tests.support.basics import ROOT
 
 EVENT_ID = "0f8b6c1e-3f1a-4a51-9d0e-7b1c2d3e4f50"
 
@@ -179,6 +181,19 @@ def test_parse_accepts_urlsafe_and_unpadded_keys() -> None:
 def test_from_settings() -> None:
     settings = CommonSettings(sealing_keys=f"k1:{generate_key()}")
     assert Keyring.from_settings(settings).primary_kid == "k1"
+
+
+def test_production_refuses_the_sealing_key_committed_in_compose() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    committed = re.search(r"AVIS_SEALING_KEYS:-([^}]+)\}", compose)
+    assert committed, "docker-compose.yml no longer has a default keyring: drop this test's subject"
+    keys = f"{committed.group(1)},k2:{generate_key()}"
+    dev = CommonSettings(avis_env="development", sealing_keys=keys)
+    assert Keyring.from_settings(dev).primary_kid == "dev1"
+    with pytest.raises(ValueError, match="dev1 is committed"):
+        Keyring.from_settings(CommonSettings(avis_env="production", sealing_keys=keys))
+    fresh = CommonSettings(avis_env="production", sealing_keys=f"k1:{generate_key()}")
+    assert Keyring.from_settings(fresh).primary_kid == "k1"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import argparse
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -88,6 +89,17 @@ def _decode_key(kid: str, text: str) -> bytes:
     return key
 
 
+# SHA-256 of the sealing keys written in this repository (docker-compose.yml's development
+# default): the digests, not the keys, so this list adds none.
+COMMITTED_KEY_DIGESTS: Final = frozenset(
+    {"f0e896ff14f5f9e2421e5beb72ae54b2ee3c7eff7428ea7946189d1f423e0307"}  # docker-compose.yml
+)
+
+
+def _committed_key(key: bytes) -> bool:
+    return hashlib.sha256(key).hexdigest() in COMMITTED_KEY_DIGESTS
+
+
 def _parse_keys(text: str) -> dict[str, bytes]:
     text = text.strip()
     if not text:
@@ -148,8 +160,19 @@ class Keyring:
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> Keyring:
-        """The keyring configured in `AVIS_SEALING_KEYS`."""
-        return cls.parse(settings.sealing_keys.get_secret_value())
+        """The keyring configured in `AVIS_SEALING_KEYS`; in production, none of its keys may be
+        one written in this repository (docker-compose.yml's development default)."""
+        keys = _parse_keys(settings.sealing_keys.get_secret_value())
+        if settings.avis_env == "production":
+            committed = [kid for kid, key in keys.items() if _committed_key(key)]
+            if committed:
+                raise ValueError(
+                    f"{ENV_VAR}: key {', '.join(committed)} is committed in the Avis repository, "
+                    "so anyone can open what it seals. AVIS_ENV is production: generate keys with "
+                    "`python -m avis.shared.sealing` and keep them in a secret store, or set "
+                    "AVIS_ENV=development on a local stack"
+                )
+        return cls(keys)
 
     @property
     def primary_kid(self) -> str:

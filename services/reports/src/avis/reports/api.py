@@ -104,7 +104,8 @@ async def _represent(
     service: ReportsService, served: Served, request: Request, if_none_match: str | None
 ) -> Response:
     media_type = choose_media_type(request.headers.get("accept"))
-    headers = {"Vary": "Accept", "Cache-Control": "private, no-cache"}
+    # never kept by a cache: a report is health data (revalidation goes by ETag all the same)
+    headers = {"Vary": "Accept", "Cache-Control": "no-store"}
     if media_type == PDF_MEDIA_TYPE:
         pdf = await service.pdf(served=served, if_none_match=_etags(if_none_match))
         headers["ETag"] = pdf.etag
