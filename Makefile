@@ -34,8 +34,9 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler (once)
-	@$(INFRA) install
+install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler, the k8s checks' tools (once)
+	@deploy/k8s/tools.sh > /dev/null & tools=$$!; $(INFRA) install; infra=$$?; \
+	wait $$tools; tools=$$?; exit $$((infra || tools))
 	@deploy/local/system-packages.sh
 
 run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
