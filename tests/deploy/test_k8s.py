@@ -5,7 +5,9 @@ deploy/k8s/checks/schema-exceptions.yaml); the policy checker finds nothing beyo
 deploy/k8s/checks/policy-exceptions.yaml. Each check is also shown failing on a broken manifest.
 The tools come from deploy/k8s/tools.sh (`make install`)."""
 
+import base64
 import copy
+import importlib
 import json
 import re
 import subprocess
@@ -18,7 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from avis.shared.topics import topic_specs
+from avis.shared.events import EVENT_TYPES, ce_types_of
+from avis.shared.topics import dlq, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -315,6 +318,44 @@ def test_every_service_is_probed_and_locked_down(
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"limits", "requests"} <= set(container["resources"])
         assert named(rendered[overlay], "PodDisruptionBudget", service)
+
+
+def wiring(service: str) -> tuple[set[str], set[str]]:
+    """The topics a service publishes and those it subscribes to, from its own composition root
+    (the app is built, nothing is connected)."""
+    settings = importlib.import_module(f"avis.{service}.settings").Settings(
+        sealing_keys=f"k1:{base64.b64encode(bytes(32)).decode()}", jwt_secret="x" * 64
+    )
+    runtime = importlib.import_module(f"avis.{service}.main").create_app(settings).state.runtime
+    sends = {EVENT_TYPES[t][0] for t in ce_types_of(runtime.sends)}
+    return sends, set(runtime.receives)
+
+
+def test_each_kafka_user_may_do_what_its_service_does_and_no_more(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    for service in SERVICES:
+        sends, receives = wiring(service)
+        granted: dict[tuple[str, str], set[str]] = {}
+        for acl in named(rendered["production"], "KafkaUser", service)["spec"]["authorization"][
+            "acls"
+        ]:
+            assert acl["resource"]["patternType"] == "literal"
+            key = (acl["resource"]["type"], acl["resource"]["name"])
+            granted.setdefault(key, set()).update(acl["operations"])
+        writes = {
+            name for (kind, name), ops in granted.items() if kind == "topic" and "Write" in ops
+        }
+        reads = {name for (kind, name), ops in granted.items() if kind == "topic" and "Read" in ops}
+        # It writes what it owns and the dead letters of what it reads.
+        assert writes == sends | {dlq(t) for t in receives}, service
+        assert reads == receives, service
+        assert granted[("group", f"avis-{service}")] == {"Read", "Describe"}
+        assert granted[("group", "avis-dlq-replay")] == {"Describe"}
+        assert {k for k in granted if k[0] == "group"} == {
+            ("group", f"avis-{service}"),
+            ("group", "avis-dlq-replay"),
+        }
 
 
 def referenced_secrets(docs: list[Doc]) -> set[str]:
