@@ -44,8 +44,11 @@ kustomize() {
 
 # The folder of a Go module's source, fetched through the module proxy.
 go_module() {
-  (cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download -json "$1" \
-     | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])')
+  local dir status=0; dir="$(mktemp -d)"
+  (cd "$dir" && GOFLAGS=-mod=mod go mod download -json "$1" \
+     | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])') \
+    || status=$?
+  rmdir "$dir"; return "$status"
 }
 
 crds() {
@@ -64,7 +67,7 @@ crds() {
   local libs="$DIR/strimzi-$STRIMZI_VERSION-libs"
   if [ ! -f "$libs/.complete" ]; then
     rm -rf "$libs"
-    mvn -q -B -f "$here/strimzi-crds/pom.xml" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f "$here/strimzi-crds/pom.xml" dependency:copy-dependencies \
       -DincludeScope=runtime -DoutputDirectory="$libs" >&2
     touch "$libs/.complete"
   fi
@@ -73,7 +76,9 @@ crds() {
     "$model.kafka.Kafka=$CRDS.tmp/kafka.strimzi.io_kafkas.yaml" \
     "$model.nodepool.KafkaNodePool=$CRDS.tmp/kafka.strimzi.io_kafkanodepools.yaml" \
     "$model.topic.KafkaTopic=$CRDS.tmp/kafka.strimzi.io_kafkatopics.yaml" \
-    "$model.user.KafkaUser=$CRDS.tmp/kafka.strimzi.io_kafkausers.yaml" 2>/dev/null >&2
+    "$model.user.KafkaUser=$CRDS.tmp/kafka.strimzi.io_kafkausers.yaml" > "$CRDS.log" 2>&1 \
+    || { cat "$CRDS.log" >&2; exit 1; }
+  rm -f "$CRDS.log"
   chmod -R u+w "$CRDS.tmp"
   rm -rf "$CRDS"; mv "$CRDS.tmp" "$CRDS"; touch "$CRDS/.complete"
   echo "$CRDS"
