@@ -67,8 +67,10 @@ crds() {
   local libs="$DIR/strimzi-$STRIMZI_VERSION-libs"
   if [ ! -f "$libs/.complete" ]; then
     rm -rf "$libs"
-    mvn -q -B -Dstyle.color=never -f "$here/strimzi-crds/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+    # A Maven repository of its own: make install runs this beside the Kafka and Zipkin fetches,
+    # and two Mavens writing one repository at once can leave a broken file in it.
+    mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$DIR/m2" -f "$here/strimzi-crds/pom.xml" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >&2
     touch "$libs/.complete"
   fi
   local model="io.strimzi.api.kafka.model"
