@@ -2,13 +2,14 @@
 # Any Avis service, named by the SERVICE build argument (PORT: the port it serves). Build from the
 # repository root, which holds the uv workspace:
 #   docker build --build-arg SERVICE=intake --build-arg PORT=8001 -t avis-intake .
-# docker-compose.yml builds the four services from this one file.
+# docker-compose.yml builds the four services and the web pages from this one file (web's
+# templates, static files and catalogues travel inside its wheel, beside its code).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: resolve the locked environment of avis-${SERVICE} into /app/.venv -------------
 FROM ${PYTHON_IMAGE} AS builder
 ARG SERVICE
-RUN test -n "${SERVICE}" || { echo "set --build-arg SERVICE=intake|review|reports|notify" >&2; exit 1; }
+RUN test -n "${SERVICE}" || { echo "set --build-arg SERVICE=intake|review|reports|notify|web" >&2; exit 1; }
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -29,6 +30,7 @@ COPY services/intake/pyproject.toml services/intake/
 COPY services/review/pyproject.toml services/review/
 COPY services/reports/pyproject.toml services/reports/
 COPY services/notify/pyproject.toml services/notify/
+COPY services/web/pyproject.toml services/web/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable --package avis-${SERVICE} --no-install-workspace
 
@@ -57,7 +59,8 @@ ENV PATH=/app/.venv/bin:${PATH} \
     AVIS_INTAKE_HTTP_HOST=0.0.0.0 \
     AVIS_REVIEW_HTTP_HOST=0.0.0.0 \
     AVIS_REPORTS_HTTP_HOST=0.0.0.0 \
-    AVIS_NOTIFY_HTTP_HOST=0.0.0.0
+    AVIS_NOTIFY_HTTP_HOST=0.0.0.0 \
+    AVIS_WEB_HTTP_HOST=0.0.0.0
 WORKDIR /app
 USER 10001:10001
 EXPOSE ${PORT}

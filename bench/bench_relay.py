@@ -38,6 +38,7 @@ def settings(name: str) -> CommonSettings:
         kafka_bootstrap=BOOTSTRAP,
         mongo_url=MONGO,
         jwt_secret="bench-" + "x" * 40,
+        avis_env="development",
         log_level="WARNING",
         log_format="json",
     )

@@ -228,6 +228,9 @@ class JourneyStack:
             "AVIS_SMTP_URL": SMTP_URL,
             "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
             "AVIS_JWT_SECRET": JWT_SECRET,
+            # HS256 tokens: development only. The load is the point: no write rate limit.
+            "AVIS_ENV": "development",
+            "AVIS_RATE_LIMIT_WRITES": "100000/minute",
             "AVIS_LOG_LEVEL": "WARNING",
             "AVIS_LOG_FORMAT": "json",
             "AVIS_OTEL_EXPORTER": "none",

@@ -88,7 +88,8 @@ start_ferretdb() {
   local pragmas="_pragma=synchronous(normal)&_pragma=mmap_size(1073741824)"
   nohup "$bin" --listen-addr="127.0.0.1:$MONGO_PORT" --handler=sqlite \
     --sqlite-url="file:$data/sqlite/?$pragmas" --state-dir="$data" --telemetry=disable \
-    --log-level=WARN --debug-addr="" > "$data/ferretdb.log" 2>&1 &
+    --log-level=WARN --debug-addr="${AVIS_FERRETDB_METRICS_PORT:+127.0.0.1:$AVIS_FERRETDB_METRICS_PORT}" \
+    > "$data/ferretdb.log" 2>&1 &
   echo $! > "$(pidfile ferretdb)"
 }
 
@@ -167,7 +168,12 @@ wait_ready() {
 cmd="${1:-status}"; shift || true
 services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
 case "$cmd" in
-  install) kafka_libs >/dev/null; ferretdb_bin >/dev/null; log "Kafka and FerretDB are in $AVIS_CACHE" ;;
+  install)
+    # The metrics store builds beside the others (the longest part of a first install).
+    "$root/deploy/metrics/install.sh" >/dev/null & metrics_build=$!
+    kafka_libs >/dev/null; ferretdb_bin >/dev/null
+    wait "$metrics_build" || die "the metrics store did not build"
+    log "Kafka, FerretDB and VictoriaMetrics are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
   status)
     [ $# -gt 0 ] || find_make_run

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: Kafka, FerretDB, the SMTP sink, Zipkin and the four services, until Ctrl-C.
+# `make run`: Kafka, FerretDB, the SMTP sink, Zipkin, the metrics store (VictoriaMetrics, with
+# vmalert and the alert receiver), the lag exporter, the four services and the web pages, until
+# Ctrl-C.
 #
 # One `make run` per state directory: a second one refuses at once and touches nothing. It says
 # once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
@@ -43,9 +45,11 @@ echo "$AVIS_STATE_DIR" > "$runs/$$"
 started=()
 kept=()
 tracing=0
+metrics=0
 # Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
   if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
+  if [ "$metrics" = 1 ]; then "$root/deploy/metrics/install.sh" stop || true; metrics=0; fi
   if [ ${#started[@]} -gt 0 ]; then
     "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
   fi
@@ -53,8 +57,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for port in "${AVIS_INTAKE_HTTP_PORT:-8001}" "${AVIS_REVIEW_HTTP_PORT:-8002}" \
-  "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}"; do
+# FerretDB's own metrics, for the metrics store (infra.sh starts its debug listener there).
+export AVIS_FERRETDB_METRICS_PORT="${AVIS_FERRETDB_METRICS_PORT:-8089}"
+export AVIS_LAG_PORT="${AVIS_LAG_PORT:-8005}"
+for port in "${AVIS_WEB_HTTP_PORT:-8000}" "${AVIS_INTAKE_HTTP_PORT:-8001}" \
+  "${AVIS_REVIEW_HTTP_PORT:-8002}" "${AVIS_REPORTS_HTTP_PORT:-8003}" "${AVIS_NOTIFY_HTTP_PORT:-8004}" \
+  "$AVIS_LAG_PORT"; do
   if port_open "$port"; then
     refuse "port $port, where a service would listen, is taken by another process (another checkout's \`make run\`?). Nothing was started."
   fi
@@ -73,6 +81,9 @@ done
 export AVIS_OTEL_EXPORTER="${AVIS_OTEL_EXPORTER:-zipkin}"
 export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}}"
 # --- end tracing UI ---
+# --- metrics store (deploy/metrics/install.sh): VictoriaMetrics, vmalert, the alert receiver ---
+"$root/deploy/metrics/install.sh" start && metrics=1
+# --- end metrics store ---
 "$infra" wait
 set -a
 # shellcheck disable=SC1090
@@ -82,28 +93,48 @@ AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
 # Coloured console lines on a terminal; plain JSON lines when written to a file or a pipe.
 if [ -t 1 ]; then AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"; else AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-json}"; fi
+# Development: the services take the HS256 tokens of `avis-token` (signed with dev.env's
+# secret), which production refuses. The walkthroughs mint 8-hour tokens, so a person can follow
+# them in one sitting; production keeps tokens to an hour.
+AVIS_ENV=development
+AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 # the development stack starts with the seeded reviewer directory (empty directories only)
 AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 # Development only (notify refuses it in production): webhooks to a receiver on this machine
 # over http:// (walkthrough part 5).
 AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="${AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK:-true}"
+# Development: the web pages sign people in as seeded identities with development tokens.
+AVIS_ENV="${AVIS_ENV:-development}"
+AVIS_WEB_INTAKE_URL="http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}"
+AVIS_WEB_REVIEW_URL="http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}"
+AVIS_WEB_REPORTS_URL="http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}"
+AVIS_WEB_NOTIFY_URL="http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}"
 set +a
 "$py" -m avis.shared.topics
-ports=(intake "${AVIS_INTAKE_HTTP_PORT:-8001}" review "${AVIS_REVIEW_HTTP_PORT:-8002}"
-       reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
+ports=(web "${AVIS_WEB_HTTP_PORT:-8000}" intake "${AVIS_INTAKE_HTTP_PORT:-8001}"
+       review "${AVIS_REVIEW_HTTP_PORT:-8002}" reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
 ready=()
 for ((i = 0; i < ${#ports[@]}; i += 2)); do
   ready+=(--ready "${ports[i]}=http://127.0.0.1:${ports[i + 1]}/readyz")
 done
 if [ "$tracing" = 1 ]; then ready+=(--ready "traces=http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/health"); fi
+ready+=(--ready "lag=http://127.0.0.1:$AVIS_LAG_PORT/metrics")
+if [ "$metrics" = 1 ]; then
+  ready+=(--ready "metrics=http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/health"
+          --ready "alerts=http://127.0.0.1:${AVIS_VMALERT_PORT:-8880}/health")
+fi
 cat <<TXT
 
 Avis is starting (pid $$). Everything listens on 127.0.0.1:
+  web      http://127.0.0.1:${AVIS_WEB_HTTP_PORT:-8000}   (the pages: sign in as patient-1, development only)
   intake   http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}   (docs: /docs, events: /asyncapi.json)
   review   http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}
   reports  http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}
   notify   http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}   (webhooks to http://127.0.0.1 allowed: development)
   traces   http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/zipkin/   (search a case: tag avis.case_reference=AV-...)
+  metrics  http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/vmui/#/dashboards   (flow, lateness, delivery, health)
+  alerts   http://127.0.0.1:${AVIS_VMALERT_PORT:-8880}/vmalert/groups   (sent to the receiver: $AVIS_STATE_DIR/metrics/alerts.jsonl)
+  lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)
@@ -115,8 +146,9 @@ rm -f "$stop_file"
 status=0
 "$py" deploy/local/supervise.py deploy/local/Procfile "${ready[@]}" \
   --started "$started_at" --stop-file "$stop_file" || status=$?
-parts=(intake review reports notify)
+parts=(web intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
+if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
 for s in "${started[@]}"; do
   case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac
 done

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # System packages the suite needs beyond Python: poppler-utils (pdftoppm, pdftotext), with which
-# the tests turn the reports service's PDFs into pages and text. Installed from Debian's packages
-# only when missing, so a clean machine (CI included) gets them and a prepared one pays nothing.
+# the tests turn the reports service's PDFs into pages and text, and chromium, which the browser
+# tests (tests/browser) drive through Playwright (Playwright's own browser download is not used).
+# Installed from Debian's packages only when missing, so a clean machine (CI included) gets them
+# and a prepared one pays nothing.
 set -euo pipefail
 log() { printf '[system] %s\n' "$*" >&2; }
 
 missing=()
 command -v pdftoppm >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=()

@@ -25,7 +25,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 OBSERVABILITY = ROOT / "deploy" / "observability"
 SHARED_SETTINGS = ROOT / "shared" / "src" / "avis" / "shared" / "settings.py"
 
-PORTS = {"intake": 8001, "review": 8002, "reports": 8003, "notify": 8004}
+PORTS = {"intake": 8001, "review": 8002, "reports": 8003, "notify": 8004, "web": 8000}
 DOCKERFILE = ROOT / "Dockerfile"  # one for every service, named by the SERVICE build argument
 LOOPBACK = "127.0.0.1"
 
@@ -34,6 +34,7 @@ LOOPBACK = "127.0.0.1"
 # Shared variables, declared in CommonSettings as `shared_env("NAME")` -> `AVIS_NAME`:
 SHARED_VARS = frozenset(
     {
+        "ENV",
         "KAFKA_BOOTSTRAP",
         "MONGO_URL",
         "SEALING_KEYS",
@@ -49,7 +50,9 @@ SHARED_VARS = frozenset(
 # Fields read under the service prefix (`AVIS_<NAME>_<FIELD>`), inherited from CommonSettings:
 PREFIXED_FIELDS = frozenset({"http_host", "http_port"})
 # Unprefixed variables that one service alone reads, declared in its own settings.py:
-SERVICE_ONLY_VARS = {"notify": frozenset({"SMTP_URL"})}
+SERVICE_ONLY_VARS = {"notify": frozenset({"SMTP_URL"}), "web": frozenset({"ENV"})}
+# Fields one service alone reads under its prefix (`AVIS_<NAME>_<FIELD>`), in its settings.py:
+SERVICE_FIELDS = {"web": frozenset({"intake_url", "review_url", "reports_url", "notify_url"})}
 # Compose services that run our images -> the service whose settings they read; `topics` runs
 # `avis-topics`, which reads CommonSettings only.
 READERS: dict[str, str | None] = {name: name for name in PORTS} | {"topics": None}
@@ -221,6 +224,7 @@ def _allowed_vars(reader: str | None) -> set[str]:
     if reader is not None:
         allowed |= {f"AVIS_{reader.upper()}_{field.upper()}" for field in PREFIXED_FIELDS}
         allowed |= {f"AVIS_{var}" for var in SERVICE_ONLY_VARS.get(reader, ())}
+        allowed |= {f"AVIS_{reader.upper()}_{f.upper()}" for f in SERVICE_FIELDS.get(reader, ())}
     return allowed
 
 
@@ -240,6 +244,8 @@ def test_service_settings_read_what_compose_may_set(name: str, common: _Settings
         assert field in declared, f"{field} is declared neither in CommonSettings nor in {name}"
         # a field with its own alias is not read under the prefix
         assert not declared[field], f"{field} has an alias: AVIS_{name.upper()}_{field.upper()}"
+    for field in SERVICE_FIELDS.get(name, ()):
+        assert own.fields.get(field) is False, f"{name} settings do not read {field} unaliased"
     for var in SERVICE_ONLY_VARS.get(name, ()):
         assert var in own.shared or f"AVIS_{var}" in own.literal_vars, (
             f"compose sets AVIS_{var} for {name}, but "

@@ -29,7 +29,7 @@ READY_SECONDS = 600.0
 STOP_SECONDS = 180.0
 # Ports other stacks of this machine may take later: `make run`'s defaults and `make test`'s
 # prefixed ones (TEST_PORT_PREFIX 1 to 5).
-RESERVED = {9092, 9093, 27017, 1025, 9411, 8001, 8002, 8003, 8004} | {
+RESERVED = {9092, 9093, 27017, 1025, 9411, 8001, 8002, 8003, 8004, 8005, 8428, 8429, 8880, 8089} | {
     int(f"{prefix}{port}") for prefix in range(1, 6) for port in ("9092", "9093", "7117", "1025")
 }
 PORT_VARIABLES = (
@@ -38,10 +38,16 @@ PORT_VARIABLES = (
     "AVIS_MONGO_PORT",
     "AVIS_SMTP_PORT",
     "AVIS_ZIPKIN_PORT",
+    "AVIS_WEB_HTTP_PORT",
     "AVIS_INTAKE_HTTP_PORT",
     "AVIS_REVIEW_HTTP_PORT",
     "AVIS_REPORTS_HTTP_PORT",
     "AVIS_NOTIFY_HTTP_PORT",
+    "AVIS_LAG_PORT",
+    "AVIS_METRICS_PORT",
+    "AVIS_VMALERT_PORT",
+    "AVIS_ALERTS_PORT",
+    "AVIS_FERRETDB_METRICS_PORT",
 )
 ANSI = re.compile(r"\x1b\[")
 
@@ -134,7 +140,17 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     try:
         ready = wait_for(log, r"^\[run\] ready in .*$", process, READY_SECONDS)
         waited = time.monotonic() - began
-        for name in ("intake", "review", "reports", "notify", "traces"):
+        for name in (
+            "web",
+            "intake",
+            "review",
+            "reports",
+            "notify",
+            "traces",
+            "lag",
+            "metrics",
+            "alerts",
+        ):
             assert name in ready, ready
         os.write(master, b"\x03")  # Ctrl-C, as typed
         returncode = process.wait(STOP_SECONDS)
@@ -153,7 +169,8 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     assert returncode == 0, text[-4000:]
     summaries = re.findall(r"^\[run\] stopped.*$", text, re.MULTILINE)
     assert len(summaries) == 1, text[-4000:]
-    for part in ("intake", "review", "reports", "notify", "Zipkin", "Kafka", "FerretDB", "SMTP"):
+    parts = ("web", "intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert")
+    for part in (*parts, "Kafka", "FerretDB", "SMTP"):
         assert part in summaries[0], summaries[0]
     assert not re.search(r"^make: \*\*\*|stopped \(rc=", text, re.MULTILINE), text[-4000:]
     assert not ANSI.search(text), "colour codes in a log that is not a terminal"
@@ -163,7 +180,11 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
 
 def clean_up(env: dict[str, str]) -> None:
     """Stop whatever a failed run may have left (the scripts stop only what they recorded)."""
-    for script in ("deploy/local/infra.sh", "deploy/tracing/install.sh"):
+    for script in (
+        "deploy/local/infra.sh",
+        "deploy/tracing/install.sh",
+        "deploy/metrics/install.sh",
+    ):
         subprocess.run(
             [str(ROOT / script), "stop"], cwd=ROOT, env=env, capture_output=True, check=False
         )

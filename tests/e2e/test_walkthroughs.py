@@ -89,6 +89,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         AVIS_REPORTS_PUBLIC_URL=urls["reports"],
         # As `make run` sets it: part 5's receiver listens on this machine, over http://.
         AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="true",
+        # As `make run` sets them: development (avis-token's tokens), 8-hour tokens.
+        AVIS_ENV="development",
+        AVIS_JWT_MAX_LIFETIME_SECONDS="28800",
+        # Faster than a person: each walkthrough runs twice in a few minutes.
+        AVIS_RATE_LIMIT_WRITES="100000/minute",
         **run_settings,
     )
     for name, consumed in CONSUMES.items():

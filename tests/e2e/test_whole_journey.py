@@ -125,6 +125,8 @@ async def four_services(receiver: Receiver) -> AsyncIterator[ServiceStack]:
             "AVIS_SMTP_URL": SMTP_URL,
             "AVIS_SEALING_KEYS": SEALING_KEYS,
             "AVIS_JWT_SECRET": JWT_SECRET,
+            "AVIS_ENV": "development",  # HS256 tokens
+            "AVIS_RATE_LIMIT_WRITES": "100000/minute",  # the journey is not to be throttled
             "AVIS_OTEL_EXPORTER": exporter,
             "AVIS_OTEL_ENDPOINT": endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "500",

@@ -964,6 +964,9 @@ def stack_env() -> dict[str, str]:
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,
         "AVIS_JWT_SECRET": JWT_SECRET,
+        # HS256 tokens: development only; the run's writes are not to be throttled.
+        "AVIS_ENV": "development",
+        "AVIS_RATE_LIMIT_WRITES": "100000/minute",
         "AVIS_OTEL_EXPORTER": "none",
         "AVIS_LOG_FORMAT": "json",
         "AVIS_RELAY_POLL_SECONDS": "0.5",

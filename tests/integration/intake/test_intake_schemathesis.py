@@ -36,6 +36,15 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 [[operations]]
 include-name = "POST /v1/cases/{case_id}/submit"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+# X-Avis-Reason is required of coordinators only (428 without it), which a schema cannot say.
+[[operations]]
+include-name = "GET /v1/cases/{case_id}/clinical"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "428"]
+
+[[operations]]
+include-name = "GET /v1/cases/{case_id}/documents/{document_id}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "428"]
 """
 
 

@@ -241,7 +241,11 @@ async def test_dead_after_the_window_then_replayed_disabled_then_reenabled() -> 
 
 
 async def test_a_dead_or_slow_partner_holds_up_neither_others_nor_emails() -> None:
-    settings = notify_settings(webhook_timeout_seconds=120, webhook_per_subscription=2)
+    settings = notify_settings(
+        webhook_timeout_seconds=120,
+        webhook_attempt_deadline_seconds=120,  # the slow partner's requests are held that long
+        webhook_per_subscription=2,
+    )
     async with running_notify(settings) as stack, hook_receiver() as (receiver, port):
         slow, dead, fine = unique("slow"), unique("dead"), unique("fine")
         receiver.hold["/slow"] = asyncio.Event()

@@ -73,6 +73,7 @@ def service(
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SEALING_KEYS": SEALING_KEYS,
         "AVIS_JWT_SECRET": JWT_SECRET,
+        "AVIS_ENV": "development",  # HS256 tokens
         "AVIS_LOG_FORMAT": "json",
         "AVIS_RETRY_BACKOFF_MAX_SECONDS": "1",
         "AVIS_SHUTDOWN_GRACE_SECONDS": str(GRACE),

@@ -3,6 +3,7 @@
 import logging
 import pathlib
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Keys whose values never reach a log line: direct identifiers, clinical text, secrets.
 SENSITIVE_KEYS = frozenset(
@@ -279,6 +281,54 @@ HANDLER_SECONDS = Histogram(
     "avis_handler_seconds", "Time to process one event", ["service", "topic"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
+
+HTTP_REQUESTS = Counter(
+    "avis_http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "avis_http_request_seconds", "Time to answer one HTTP request", ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
+WEBHOOK_PARTNER_ATTEMPTS = Counter(
+    "avis_webhook_partner_attempts_total",
+    "Webhook delivery attempts by partner and outcome (sent, transient, permanent)",
+    ["partner", "outcome"],
+)
+DEPENDENCY_REACHABLE = Gauge(
+    "avis_service_dependency_up",
+    "1 when the service reached the dependency at its last check, else 0",
+    ["service", "dependency"],
+)
+
+
+class HttpMetrics:
+    """ASGI middleware: every request's count and time by route template (never the raw path,
+    whose ids would make a series per case), method and status."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception that escapes is answered 500 further out
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = str(scope.get("method", ""))
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_SECONDS.labels(self.service, method, route).observe(time.perf_counter() - started)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.bodies import BodyLimits, bound_bodies
+from avis.shared.caching import NoStore
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
@@ -37,9 +38,15 @@ from avis.shared.mongo import (
     ping,
     store_busy,
 )
-from avis.shared.observability import configure_logging, configure_tracing
+from avis.shared.observability import (
+    DEPENDENCY_REACHABLE,
+    HttpMetrics,
+    configure_logging,
+    configure_tracing,
+)
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
+from avis.shared.ratelimit import WriteLimits, limit_writes
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -83,8 +90,13 @@ class Dependency:
 class Runtime:
     """One service's connections and background work."""
 
-    def __init__(self, settings: CommonSettings, sends: Sequence[Declared] = ()) -> None:
+    def __init__(
+        self, settings: CommonSettings, sends: Sequence[Declared] = (), *, connects: bool = True
+    ) -> None:
         self.settings = settings
+        # False for a service with no store and no broker of its own (the web pages): it never
+        # connects, and /readyz answers as soon as the process does.
+        self.connects = connects
         self.service = settings.service_name
         # What the service publishes (payload types, or whole topics): its AsyncAPI `send`s.
         self.sends = tuple(sends)
@@ -161,6 +173,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Connect in the background; the HTTP doors answer at once."""
+        if not self.connects:
+            return
         self._tasks.append(asyncio.create_task(self._connect(), name=f"{self.service}-connect"))
 
     async def _connect(self) -> None:
@@ -223,6 +237,8 @@ class Runtime:
             self.store.observe(store_error is None, time.monotonic(), error=store_error)
             kafka_ok = await self.broker.ping(timeout=WATCH_SECONDS)
             self.kafka.observe(kafka_ok, time.monotonic())
+            DEPENDENCY_REACHABLE.labels(self.service, "store").set(store_error is None)
+            DEPENDENCY_REACHABLE.labels(self.service, "kafka").set(kafka_ok)
             await asyncio.sleep(WATCH_SECONDS)
 
     async def stop(self) -> None:
@@ -240,6 +256,8 @@ class Runtime:
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency and whether it answers ('ok' or why not)."""
+        if not self.connects:
+            return {}
         store = await ping(self.db) or ("ok" if self.store_initialised else "initialising")
         if not self.kafka_started:
             kafka = "not connected yet"
@@ -256,7 +274,8 @@ class Runtime:
         body_limits: BodyLimits | None = None,
     ) -> FastAPI:
         """The service's FastAPI app, with the platform's doors and error format; request
-        bodies within `body_limits` (default: `http_max_body_bytes` for every route)."""
+        bodies within `body_limits` (default: `http_max_body_bytes` for every route), writes
+        within the per-caller rate limit, and every answer kept out of caches."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -278,17 +297,35 @@ class Runtime:
             swagger_ui_parameters={"validatorUrl": None},
         )
         app.state.runtime = self
-        app.state.token_verifier = TokenVerifier.from_settings(self.settings)
+        self._install_doors(app, body_limits)
+        app.include_router(self._operations(title))
+        for router in routers:
+            app.include_router(router)
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls=f"healthz,readyz,metrics,{DOCS_ASSETS.strip('/')}"
+        )
+        return app
+
+    def _install_doors(self, app: FastAPI, body_limits: BodyLimits | None) -> None:
+        """Token checks, problem answers, write limits, body guards, HTTP metrics and no-store."""
+        verifier = app.state.token_verifier = TokenVerifier.from_settings(self.settings)
         install_problem_handlers(app)
+        # Inside the body guards: a throttled write's answer waits for its (bounded) body.
+        limit_writes(app, WriteLimits(self.settings.rate_limit_writes), verifier)
         bound_bodies(
             app,
             body_limits or BodyLimits(self.settings.http_max_body_bytes),
             idle=self.settings.http_body_idle_seconds,
             total=self.settings.http_body_total_seconds,
         )
+        app.add_middleware(HttpMetrics, service=self.service)
+        app.add_middleware(NoStore)  # outermost: every answer, the guards' own too
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)
+
+    def _operations(self, title: str) -> APIRouter:
+        """The operations doors: /healthz, /readyz, /metrics and /asyncapi.json."""
         ops = APIRouter(tags=["operations"])
 
         @ops.get("/healthz", summary="The process is alive")
@@ -315,13 +352,7 @@ class Runtime:
         async def asyncapi_doc() -> JSONResponse:
             return JSONResponse(asyncapi(f"{title} events", self.sends, self.received()))
 
-        app.include_router(ops)
-        for router in routers:
-            app.include_router(router)
-        FastAPIInstrumentor.instrument_app(
-            app, excluded_urls=f"healthz,readyz,metrics,{DOCS_ASSETS.strip('/')}"
-        )
-        return app
+        return ops
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -1,14 +1,23 @@
 """Bearer JWT authentication: who is calling, verified against configured keys only.
 
-HS256 with a shared secret is for development; deployments verify RS256/ES256 tokens against a
-JWKS. The algorithm a token names is checked against what is configured before any key is
-chosen, so `alg=none` and algorithm confusion (an RSA public key used as an HMAC secret) have
-no way in.
+HS256 with a shared secret is for development only (AVIS_ENV=development): in production a
+service holding a secret refuses to start, so a JWKS can never sit beside a secret anyone with
+the repository could sign with. Deployments verify RS256/ES256 tokens against a JWKS. The
+algorithm a token names is checked against what is configured before any key is chosen, so
+`alg=none` and algorithm confusion (an RSA public key used as an HMAC secret) have no way in.
+
+Every token must name its issuer (the JWKS's AVIS_JWT_ISSUER; `avis-token`'s development
+issuer for HS256), the audience, when it was issued (`iat`, not in the future) and when it
+expires, at most AVIS_JWT_MAX_LIFETIME_SECONDS later. It must be an access token: its header
+says `typ: at+jwt` (RFC 9068 2.1, checked as its section 4 asks). That header is the one mark
+that tells an access token from an ID token for sure: an ID token of the code flow need not
+carry a `nonce`, nor an access token a `scope`, so claims alone would let some ID tokens in.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -33,7 +42,22 @@ LEEWAY_SECONDS = 30
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key must be at least as long as the hash
 MAX_TOKEN_CHARS = 8192  # bounds the work an unauthenticated caller can ask for
 REALM = "avis"
-_REQUIRED_CLAIMS = ["exp", "sub", "role", "aud"]
+DEV_ISSUER = "avis-development"  # the issuer of `avis-token`'s HS256 tokens
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 2.1
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "role", "aud"]
+# SHA-256 of the HS256 secrets written in this repository (docker-compose.yml's default, the
+# test suite's, the benchmarks'): anyone who can read the repository can sign with them. The
+# digests, not the secrets, so this list adds none.
+COMMITTED_SECRET_DIGESTS = frozenset(
+    {
+        "8274a2d44e88afde432f6512cc9070a3d67189b913eac99cb599990f4045da3a",  # docker-compose.yml
+        "089bc8f78135a157ac401e61b89bd45041dae08e263e9b6ccb0401dff3a3cb07",  # tests/conftest.py
+        "2909d7306910ab0238df43312d42c8f0f20a30d8bef31385bd104e9fb43ec0df",  # bench/
+        "4774984c4ed300d1d63a99eb823b8de8737a6f9cd28dcc3623930782c4245136",  # unit tests
+        "bd913ff68243d41b9611b2690dfbf2b0f6e42ea14536a98232af60e9f64ffdaa",  # unit tests
+        "3923fb8348df77529b04f6f536b8204856d0501d031063de795c57ad693b288f",  # unit tests
+    }
+)
 _SHOWABLE_ALG = re.compile(r"^[A-Za-z0-9]{1,16}$")
 
 
@@ -60,6 +84,29 @@ def _check_secret(secret: str) -> None:
         raise ValueError(f"AVIS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256")
 
 
+def is_committed_secret(secret: str) -> bool:
+    """Whether `secret` is one of the HS256 secrets written in this repository."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest() in COMMITTED_SECRET_DIGESTS
+
+
+def refuse_secret_in_production(settings: CommonSettings) -> None:
+    """ValueError, saying why, if a production service holds an HS256 secret."""
+    secret = settings.jwt_secret.get_secret_value()
+    if settings.avis_env != "production" or not secret:
+        return
+    if is_committed_secret(secret):
+        why = "is committed in the Avis repository: anyone can sign tokens with it"
+    elif settings.jwt_jwks:
+        why = "is set beside AVIS_JWT_JWKS: tokens signed with it would pass as the provider's"
+    else:
+        why = "is for development only: HS256 tokens are refused in production"
+    raise ValueError(
+        f"AVIS_JWT_SECRET {why}. AVIS_ENV is production: verify the provider's tokens with "
+        "AVIS_JWT_JWKS and AVIS_JWT_ISSUER and unset AVIS_JWT_SECRET, or set "
+        "AVIS_ENV=development on a local stack"
+    )
+
+
 def _load_jwks(source: str) -> jwt.PyJWKSet | jwt.PyJWKClient:
     if source.startswith("https://"):
         # The set is cached for 5 minutes; an unknown kid triggers a refetch (rotation), and no
@@ -84,27 +131,37 @@ class TokenVerifier:
         audience: str,
         secret: str | None = None,
         jwks: jwt.PyJWKSet | jwt.PyJWKClient | None = None,
+        issuer: str = "",
+        max_lifetime: int = 3600,
         leeway: float = LEEWAY_SECONDS,
     ) -> None:
         if not secret and jwks is None:
             raise ValueError("no token keys configured: set AVIS_JWT_SECRET or AVIS_JWT_JWKS")
         if secret:
             _check_secret(secret)
+        if jwks is not None and not issuer:
+            raise ValueError("AVIS_JWT_ISSUER is required with AVIS_JWT_JWKS: the provider's iss")
         if not audience:
             raise ValueError("a token audience is required")
         self.audience = audience
+        self.issuer = issuer
+        self.max_lifetime = max_lifetime
         self._secret = secret or None
         self._jwks = jwks
         self._leeway = leeway
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
-        """A verifier for the keys configured in AVIS_JWT_SECRET and AVIS_JWT_JWKS."""
+        """A verifier for the keys configured in AVIS_JWT_SECRET and AVIS_JWT_JWKS; ValueError
+        for a secret in production."""
+        refuse_secret_in_production(settings)
         jwks = _load_jwks(settings.jwt_jwks) if settings.jwt_jwks else None
         return cls(
             audience=settings.jwt_audience,
             secret=settings.jwt_secret.get_secret_value() or None,
             jwks=jwks,
+            issuer=settings.jwt_issuer,
+            max_lifetime=settings.jwt_max_lifetime_seconds,
         )
 
     @property
@@ -126,13 +183,28 @@ class TokenVerifier:
             raise InvalidToken(
                 f"token algorithm {shown} is refused; accepted: {', '.join(self.algorithms)}"
             )
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidToken("token is not an access token (its header lacks typ at+jwt)")
         key = self._key_for(alg, header.get("kid"))
+        claims = self._decode(token, key, alg)
+        lifetime = _lifetime(claims)
+        if lifetime > self.max_lifetime:
+            raise InvalidToken(
+                f"token lives too long ({lifetime:g} s from iat to exp; "
+                f"at most {self.max_lifetime} s)"
+            )
+        return _principal(claims)
+
+    def _decode(self, token: str, key: str | jwt.PyJWK, alg: str) -> dict[str, Any]:
+        issuer = DEV_ISSUER if alg == HS256 else self.issuer
         try:
-            claims: dict[str, Any] = jwt.decode(
+            return jwt.decode(
                 token,
                 key=key,
                 algorithms=[alg],
                 audience=self.audience,
+                issuer=issuer,
                 leeway=self._leeway,
                 options={"require": _REQUIRED_CLAIMS},
             )
@@ -142,17 +214,20 @@ class TokenVerifier:
             raise InvalidToken("token signature is invalid") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken(f"token audience is wrong; expected {self.audience}") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken(f"token issuer is wrong; expected {issuer}") from None
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidToken(f"token lacks the {exc.claim} claim") from None
         except jwt.ImmatureSignatureError:
-            raise InvalidToken("token is not valid yet") from None
+            raise InvalidToken("token is not valid yet (nbf or iat in the future)") from None
+        except jwt.InvalidIssuedAtError:
+            raise InvalidToken("token iat is not a number") from None
         except jwt.InvalidAlgorithmError:
             raise InvalidToken("token algorithm does not match its key") from None
         except jwt.DecodeError:
             raise InvalidToken("token is malformed") from None
         except jwt.PyJWTError:
             raise InvalidToken("token is invalid") from None
-        return _principal(claims)
 
     def _key_for(self, alg: str, kid: object) -> str | jwt.PyJWK:
         if alg == HS256:
@@ -180,6 +255,14 @@ class TokenVerifier:
             return self._jwks[kid]
         except KeyError:
             raise InvalidToken("token key id is unknown") from None
+
+
+def _lifetime(claims: dict[str, Any]) -> float:
+    """Seconds from `iat` to `exp`, both JSON numbers (the library also takes "123" strings)."""
+    iat, exp = claims["iat"], claims["exp"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (iat, exp)):
+        raise InvalidToken("token iat and exp must be numbers")
+    return float(exp - iat)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
@@ -263,7 +346,8 @@ def mint_token(
     partner_id: str | None = None,
     ttl_seconds: int = 3600,
 ) -> str:
-    """An HS256 token signed with the development secret, for local use and tests."""
+    """An HS256 access token signed with the development secret, for local use and tests; only
+    a service in development (AVIS_ENV=development) accepts it."""
     secret = settings.jwt_secret.get_secret_value()
     if not secret:
         raise ValueError("AVIS_JWT_SECRET is empty; minting needs the development secret")
@@ -276,6 +360,7 @@ def mint_token(
         raise ValueError("ttl_seconds must be positive")
     now = int(time.time())
     claims: dict[str, Any] = {
+        "iss": DEV_ISSUER,
         "sub": sub,
         "role": role,
         "aud": settings.jwt_audience,
@@ -284,7 +369,7 @@ def mint_token(
     }
     if partner_id:
         claims["partner_id"] = partner_id
-    return jwt.encode(claims, secret, algorithm=HS256)
+    return jwt.encode(claims, secret, algorithm=HS256, headers={"typ": "at+jwt"})
 
 
 def mint_main(argv: Sequence[str] | None = None) -> int:

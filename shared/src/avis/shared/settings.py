@@ -1,12 +1,18 @@
 """Settings shared by every service; each service subclasses them with its own prefix."""
 
-from pydantic import AliasChoices, Field, SecretStr
+from typing import Literal
+
+from limits import parse_many
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Environment = Literal["production", "development"]
 
-def shared_env(name: str) -> AliasChoices:
-    """Accept the shared variable `AVIS_<NAME>`; the field name stays usable in code and tests."""
-    return AliasChoices(f"AVIS_{name}", name.lower())
+
+def shared_env(name: str, field: str = "") -> AliasChoices:
+    """Accept the shared variable `AVIS_<NAME>`; the field name (`field`, by default the name in
+    lower case) stays usable in code and tests."""
+    return AliasChoices(f"AVIS_{name}", field or name.lower())
 
 
 class CommonSettings(BaseSettings):
@@ -15,6 +21,10 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     service_name: str = "avis"
+    # production (the default) refuses the HS256 development secret; `make run`, the test stack
+    # and docker-compose set development. Named avis_env in code: a bare ENV variable, common in
+    # images, must not set it.
+    avis_env: Environment = Field("production", validation_alias=shared_env("ENV", "avis_env"))
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
@@ -49,6 +59,16 @@ class CommonSettings(BaseSettings):
     jwt_secret: SecretStr = Field(SecretStr(""), validation_alias=shared_env("JWT_SECRET"))
     jwt_jwks: str = Field("", validation_alias=shared_env("JWT_JWKS"))
     jwt_audience: str = Field("avis", validation_alias=shared_env("JWT_AUDIENCE"))
+    # The `iss` of the JWKS's tokens (required with AVIS_JWT_JWKS); HS256 tokens carry the
+    # development issuer of `avis-token`.
+    jwt_issuer: str = Field("", validation_alias=shared_env("JWT_ISSUER"))
+    # The longest a token may live, `exp - iat`: a stolen token is worth this long at most.
+    jwt_max_lifetime_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, validation_alias=shared_env("JWT_MAX_LIFETIME_SECONDS")
+    )
+    # Writes (POST, PUT, PATCH, DELETE) one caller may make, in the `limits` notation
+    # ("60/minute", "10/second;300/hour"); counted per copy of a service, in memory.
+    rate_limit_writes: str = Field("60/minute", validation_alias=shared_env("RATE_LIMIT_WRITES"))
     otel_exporter: str = Field(
         "none", validation_alias=shared_env("OTEL_EXPORTER")
     )  # none|console|otlp|zipkin
@@ -78,6 +98,17 @@ class CommonSettings(BaseSettings):
     park_sweep_seconds: float = Field(
         300.0, gt=0, validation_alias=shared_env("PARK_SWEEP_SECONDS")
     )
+
+    @field_validator("rate_limit_writes")
+    @classmethod
+    def _rate_limit_reads(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"AVIS_RATE_LIMIT_WRITES {value!r} is not a rate such as 60/minute"
+            ) from None
+        return value
 
     @property
     def database(self) -> str:

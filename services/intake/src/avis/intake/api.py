@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from avis.intake.models import (
     DOCUMENT_ID_PATTERN,
@@ -29,7 +28,7 @@ from avis.intake.service import IntakeService, Upload
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, TEXT_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -60,6 +59,16 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Retrying with the same key returns the case the first attempt created.",
+    ),
+]
+Reason = Annotated[
+    str | None,
+    Header(
+        alias="X-Avis-Reason",
+        pattern=TEXT_PATTERN,
+        max_length=200,
+        description="Why a coordinator reads the clinical content (required of coordinators, "
+        "428 without it; recorded). Others give none.",
     ),
 ]
 
@@ -135,14 +144,15 @@ async def get_case(case_id: CaseId, principal: Caller, service: Service) -> Case
     "/cases/{case_id}/clinical",
     summary="A case's clinical content",
     response_model=ClinicalView,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 428),
 )
 async def get_clinical(
-    case_id: CaseId, principal: ClinicalReader, service: Service
+    case_id: CaseId, principal: ClinicalReader, service: Service, reason: Reason = None
 ) -> ClinicalView:
-    """The clinical summary and records, for the patient, the filing partner, the reviewer
-    currently assigned and coordinators; reviewers do not get the patient's identity."""
-    return await service.get_clinical(principal=principal, case_id=case_id)
+    """The clinical summary and records, for the patient, the filing partner (with the patient's
+    consent to share), the reviewer currently assigned and coordinators (giving a reason);
+    reviewers do not get the patient's identity."""
+    return await service.get_clinical(principal=principal, case_id=case_id, reason=reason)
 
 
 @router.post(
@@ -190,15 +200,20 @@ async def upload_document(
                 t.value: {"schema": {"type": "string", "format": "binary"}} for t in ContentType
             },
         },
-        **problem_responses(401, 403, 404, 422),
+        **problem_responses(401, 403, 404, 422, 428),
     },
 )
 async def download_document(
-    case_id: CaseId, document_id: DocumentId, principal: ClinicalReader, service: Service
+    case_id: CaseId,
+    document_id: DocumentId,
+    principal: ClinicalReader,
+    service: Service,
+    reason: Reason = None,
 ) -> Response:
-    """The record, for whoever may read the case's clinical content."""
+    """The record, for whoever may read the case's clinical content (coordinators give a
+    reason)."""
     download = await service.open_document(
-        principal=principal, case_id=case_id, document_id=document_id
+        principal=principal, case_id=case_id, document_id=document_id, reason=reason
     )
     meta = download.meta
     return StreamingResponse(
@@ -262,26 +277,3 @@ def content_disposition(filename: str | None, document_id: str) -> str:
 
 # An upload's body is its record plus the multipart framing and the other fields.
 MULTIPART_SLACK = 64 * 1024
-
-
-class NoStore:
-    """Keeps every answer out of caches, unless a route says otherwise: they carry health data."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request; its answer says `Cache-Control: no-store`."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, no_store)

@@ -1,6 +1,8 @@
 """The intake service's composition root: settings -> runtime (observability, broker, store) ->
 store, emitter and relay -> service -> handlers and routes."""
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keyring=Keyring.from_settings(settings),
         limits=Limits(settings.max_document_bytes, settings.max_documents_per_case),
         public_url=settings.public_url,
+        reviewer_access=timedelta(days=settings.reviewer_access_days),
     )
     handlers.register(runtime, intake)
     upload = settings.max_document_bytes + api.MULTIPART_SLACK
@@ -41,7 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Avis intake", [api.router], description=DESCRIPTION, body_limits=limits
     )
     app.state.intake = intake
-    app.add_middleware(api.NoStore)
     return app
 
 

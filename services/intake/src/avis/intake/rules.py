@@ -331,6 +331,21 @@ class Access:
     patient_id: str | None = None
     partner_id: str | None = None
     reviewer_id: str | None = None
+    # The scopes the patient consented to at submission; None before (nothing consented yet).
+    consent_scopes: frozenset[ConsentScope] | None = None
+    # The current reviewer's access has lapsed (`reviewer_access_lapsed`).
+    reviewer_lapsed: bool = False
+
+
+def reviewer_access_lapsed(
+    *, last_active: datetime | None, request_open: bool, at: datetime, window: timedelta
+) -> bool:
+    """Whether a reviewer's access to a case has lapsed: `window` after their last report or
+    answer (`last_active`; None: none yet, the review is on), unless a follow-up question or a
+    request for more information of theirs is open (`request_open`: nothing opens one yet)."""
+    if request_open or last_active is None:
+        return False
+    return at >= last_active + window
 
 
 def owns(principal: Principal, case: Access) -> bool:
@@ -343,12 +358,27 @@ def owns(principal: Principal, case: Access) -> bool:
 
 
 def is_current_reviewer(principal: Principal, case: Access) -> bool:
-    """The reviewer assigned to the case now, while the review is on."""
+    """The reviewer assigned to the case now, while the review is on and until their access
+    lapses."""
     return (
         principal.role == "reviewer"
         and case.reviewer_id == principal.sub
         and case.status in REVIEWER_READABLE
+        and not case.reviewer_lapsed
     )
+
+
+def partner_sees(case: Access) -> bool:
+    """Whether the filing partner sees the clinical content and the timeline: while the case is
+    its own unsubmitted draft (it wrote it; nothing is consented yet), then only with the
+    patient's consent to share."""
+    return case.consent_scopes is None or ConsentScope.SHARE_WITH_PARTNER in case.consent_scopes
+
+
+def sees_progress(principal: Principal, case: Access) -> bool:
+    """Whether a caller who may read the case sees its timeline, questions and records' metadata:
+    everyone but a filing partner the patient did not consent to share with."""
+    return principal.role != "partner" or partner_sees(case)
 
 
 def may_read(principal: Principal, case: Access) -> bool:
@@ -361,10 +391,11 @@ def may_read(principal: Principal, case: Access) -> bool:
 
 
 def may_read_clinical(principal: Principal, case: Access) -> bool:
-    """Clinical content and records: owners, the current reviewer and coordinators."""
+    """Clinical content and records: the patient, the filing partner (as `partner_sees`), the
+    current reviewer and coordinators."""
     return (
         principal.role == "coordinator"
-        or owns(principal, case)
+        or (owns(principal, case) and sees_progress(principal, case))
         or is_current_reviewer(principal, case)
     )
 
@@ -406,6 +437,30 @@ def may_file(principal: Principal, partner_reference: str | None) -> None:
             "only a partner gives its own reference",
             errors=[{"field": "body.partner_reference", "message": "partners only"}],
         )
+
+
+def check_reason(principal: Principal, reason: str | None) -> str | None:
+    """The reason a coordinator gives to read clinical content ("break-glass"), to record; 428
+    when a coordinator gives none. Other readers read their own or assigned cases: no reason."""
+    if principal.role != "coordinator":
+        return None
+    if reason is None or not reason.strip():
+        raise Problem(
+            428,
+            "reason-required",
+            "A reason is required",
+            "a coordinator reading clinical content says why, in the X-Avis-Reason header",
+        )
+    return header_text(reason).strip()
+
+
+def header_text(value: str) -> str:
+    """A header's text as the client wrote it: HTTP hands header bytes over as Latin-1, and
+    clients send UTF-8, so an accented letter arrives as two Latin-1 characters until read back."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 after all (or not Latin-1 bytes): kept as it came
+        return value
 
 
 def shared_with_partner(scopes: list[ConsentScope]) -> bool:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -33,10 +34,11 @@ from avis.intake.models import (
     SubmitIn,
     TimelineKind,
 )
-from avis.intake.rules import ASSIGN, CLEAR, Change
+from avis.intake.rules import ASSIGN, CLEAR, Access, Change
 from avis.intake.store import (
     Actor,
     Case,
+    ClinicalRead,
     CurrentReviewer,
     IdempotencyClaim,
     ListedPage,
@@ -135,6 +137,7 @@ class IntakeService:
         keyring: Keyring,
         limits: Limits,
         public_url: str,
+        reviewer_access: timedelta = timedelta(days=30),
     ) -> None:
         self.store = store
         self.locks = locks
@@ -142,9 +145,14 @@ class IntakeService:
         self.keyring = keyring
         self.limits = limits
         self.public_url = public_url.rstrip("/")
+        # How long a reviewer keeps access after their last report.
+        self.reviewer_access = reviewer_access
         self.references = References(store)
 
     # reading
+
+    def _access(self, case: Case) -> Access:
+        return case.access(now(), self.reviewer_access)
 
     async def _case(self, case_id: str) -> Case | None:
         return await self.store.case(case_id) if rules.is_case_id(case_id) else None
@@ -152,29 +160,68 @@ class IntakeService:
     async def _readable(self, principal: Principal, case_id: str, *, clinical: bool) -> Case:
         case = await self._case(case_id)
         allowed = rules.may_read_clinical if clinical else rules.may_read
-        if case is None or not allowed(principal, case.access):
+        if case is None or not allowed(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
     async def _writable(self, principal: Principal, case_id: str) -> Case:
         case = await self._case(case_id)
-        if case is None or not rules.owns(principal, case.access):
+        if case is None or not rules.owns(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
     async def get_case(self, *, principal: Principal, case_id: str) -> CaseView:
         """A case `principal` may read (file names only for readers of the clinical content)."""
         case = await self._readable(principal, case_id, clinical=False)
-        return await self._view(
-            case, with_filenames=rules.may_read_clinical(principal, case.access)
+        return await self._view(case, principal)
+
+    async def _view(
+        self, case: Case, principal: Principal, records: list[Record] | None = None
+    ) -> CaseView:
+        """The case as `principal` sees it (file names for readers of the clinical content; the
+        timeline, questions and records as `rules.sees_progress`)."""
+        if records is None:
+            records = await self.store.records_of(case)
+        return case.view(
+            records,
+            with_filenames=rules.may_read_clinical(principal, self._access(case)),
+            with_progress=rules.sees_progress(principal, self._access(case)),
         )
 
-    async def _view(self, case: Case, *, with_filenames: bool = True) -> CaseView:
-        return case.view(await self.store.records_of(case), with_filenames=with_filenames)
-
-    async def get_clinical(self, *, principal: Principal, case_id: str) -> ClinicalView:
-        """The clinical content of a case; reviewers do not get the patient's identity."""
+    async def _clinical(
+        self, principal: Principal, case_id: str, reason: str | None, what: str
+    ) -> Case:
+        """A case whose clinical content `principal` may read; a coordinator gives a reason,
+        which is kept (and logged without it: a reason may hold health data)."""
+        given = rules.check_reason(principal, reason)
         case = await self._readable(principal, case_id, clinical=True)
+        if given is not None:
+            read = ClinicalRead(
+                id=str(uuid.uuid4()),
+                case_id=case_id,
+                sub=principal.sub,
+                role=principal.role,
+                what=what,
+                reason=given,
+                at=now(),
+            )
+            await self.store.record_read(read)
+            log.info(
+                "clinical content read with a reason",
+                case_id=case_id,
+                role=principal.role,
+                sub=principal.sub,
+                what=what.split(":", 1)[0],
+                read_id=read.id,
+            )
+        return case
+
+    async def get_clinical(
+        self, *, principal: Principal, case_id: str, reason: str | None = None
+    ) -> ClinicalView:
+        """The clinical content of a case; reviewers do not get the patient's identity, and
+        coordinators say why they read it (`reason`)."""
+        case = await self._clinical(principal, case_id, reason, "clinical")
         records = await self.store.records_of(case)
         return case.clinical_view(
             records, today=now().date(), with_patient=principal.role != "reviewer"
@@ -210,7 +257,7 @@ class IntakeService:
             claimed = await self._claim_key(principal, idempotency_key, body, case_id, at)
             existing = await self._case(claimed)
             if existing is not None:
-                return await self._view(existing), False
+                return await self._view(existing, principal), False
             case_id = claimed  # an earlier attempt claimed the key but did not write its case
         # The lists learn of the case before it exists: an entry without its case is skipped
         # when read, a case missing from its lists would never be seen.
@@ -222,7 +269,9 @@ class IntakeService:
                 return case.view([]), True
             existing = await self._case(case_id)
             if existing is not None:
-                return await self._view(existing), False  # a concurrent replay of the key
+                return await self._view(
+                    existing, principal
+                ), False  # a concurrent replay of the key
             # a reference clash (the unique index caught it): take another
         raise RuntimeError("could not allocate a unique reference")
 
@@ -306,10 +355,11 @@ class IntakeService:
         log.info("record removed", case_id=case_id, document_id=document_id)
 
     async def open_document(
-        self, *, principal: Principal, case_id: str, document_id: str
+        self, *, principal: Principal, case_id: str, document_id: str, reason: str | None = None
     ) -> Download:
-        """A record's metadata and bytes, for a reader allowed the clinical content."""
-        case = await self._readable(principal, case_id, clinical=True)
+        """A record's metadata and bytes, for a reader allowed the clinical content (coordinators
+        say why: `reason`)."""
+        case = await self._clinical(principal, case_id, reason, f"document:{document_id}")
         record_id = rules.document_id_of(case_id, document_id)
         listed = record_id in case.record_ids
         record = await self.store.record(record_id) if listed else None
@@ -325,7 +375,9 @@ class IntakeService:
         async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_submittable(case.status):
-                return await self._view(case)  # already submitted: same result, no second event
+                return await self._view(
+                    case, principal
+                )  # already submitted: same result, no second event
             at = now()
             rules.check_consent(body, at)
             records = await self.store.records_of(case)
@@ -370,9 +422,7 @@ class IntakeService:
         # The case as stored; its records are the ones just counted (a submitted case takes
         # no more and loses none), so they are not read a second time.
         stored = await self._readable(principal, case_id, clinical=False)
-        return stored.view(
-            records, with_filenames=rules.may_read_clinical(principal, stored.access)
-        )
+        return await self._view(stored, principal, records)
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
@@ -383,7 +433,7 @@ class IntakeService:
         async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self._writable(principal, case_id)
             if not rules.check_withdrawable(case.status):
-                return await self._view(case)
+                return await self._view(case, principal)
             at = now()
             events: list[Event] = []
             if case.status != CaseStatus.DRAFT:

@@ -24,5 +24,8 @@ class Settings(CommonSettings):
     max_documents_per_case: int = Field(50, ge=1, le=1000)
     # AVIS_INTAKE_MAX_JSON_BYTES: the largest JSON request body (413 above it).
     max_json_bytes: int = Field(256 * 1024, ge=1024)
+    # AVIS_INTAKE_REVIEWER_ACCESS_DAYS: a reviewer reads a case for this long after their last
+    # report (then 404).
+    reviewer_access_days: int = Field(30, ge=1, le=3650)
     # AVIS_INTAKE_PUBLIC_URL: where other services reach intake's API (the events' case_url).
     public_url: str = "http://127.0.0.1:8001"

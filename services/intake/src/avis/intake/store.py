@@ -14,6 +14,9 @@
   position (where to start probing). A list is
   `all`, `patient:<sub>`, `partner:<partner id>` or `reviewer:<reviewer id>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
+- `clinical_reads`: the reads of clinical content that gave a reason (a coordinator's
+  "break-glass"), `_id` random; a small record, read rarely (by `case_id`), until a full
+  access trail replaces it.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
 
 Every hot read goes by `_id` (FerretDB serves nothing else from an index): a case's records
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bson import Binary
@@ -52,7 +55,14 @@ from avis.intake.models import (
     TimelineEntry,
     TimelineKind,
 )
-from avis.intake.rules import Access, CaseState, Scope, age_on, refblock_id
+from avis.intake.rules import (
+    Access,
+    CaseState,
+    Scope,
+    age_on,
+    refblock_id,
+    reviewer_access_lapsed,
+)
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored
@@ -143,9 +153,25 @@ class Case(Stored):
     record_ids: list[str] = Field(default_factory=list)
 
     @property
-    def access(self) -> Access:
-        """What the access policy looks at."""
-        return Access(self.status, self.patient_id, self.partner_id, self.reviewer_id)
+    def reviewer_last_active(self) -> datetime | None:
+        """When the current reviewer last reported (their latest completed review), if ever."""
+        done = [e.at for e in self.timeline if e.kind == TimelineKind.REVIEW_COMPLETED]
+        last = max(done, default=None)
+        return last if last is None or last.tzinfo else last.replace(tzinfo=UTC)
+
+    def access(self, at: datetime, reviewer_window: timedelta) -> Access:
+        """What the access policy looks at, at `at` (a reviewer's access lapses
+        `reviewer_window` after their last report)."""
+        scopes = frozenset(self.consent.scopes) if self.consent else None
+        lapsed = reviewer_access_lapsed(
+            last_active=self.reviewer_last_active,
+            request_open=False,  # follow-up questions and requests for information: not yet
+            at=at,
+            window=reviewer_window,
+        )
+        return Access(
+            self.status, self.patient_id, self.partner_id, self.reviewer_id, scopes, lapsed
+        )
 
     @property
     def state(self) -> CaseState:
@@ -158,21 +184,28 @@ class Case(Stored):
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
         )
 
-    def view(self, records: list[Record], *, with_filenames: bool = True) -> CaseView:
+    def view(
+        self, records: list[Record], *, with_filenames: bool = True, with_progress: bool = True
+    ) -> CaseView:
         """The case with its records' metadata, as the API shows it (no identity, no clinical
-        text; file names only `with_filenames`, since a file name can name the patient)."""
+        text; file names only `with_filenames`, since a file name can name the patient; the
+        questions, records and timeline only `with_progress`)."""
         consent = self.consent
+        if not with_progress:
+            records = []
         return CaseView(
             **_summary(self).model_dump(),
             language=self.language,
-            questions=self.questions,
+            questions=self.questions if with_progress else [],
             partner_id=self.partner_id,
             partner_reference=self.partner_reference,
             submitted_at=self.submitted_at,
             withdrawn_at=self.withdrawn_at,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
             documents=[r.view(with_filename=with_filenames) for r in records],
-            timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline],
+            timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
+            if with_progress
+            else [],
         )
 
     def clinical_view(
@@ -194,6 +227,19 @@ class Case(Stored):
             patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
             documents=[r.view() for r in records],
         )
+
+
+class ClinicalRead(Stored):
+    """A read of a case's clinical content that gave a reason (a coordinator's "break-glass"):
+    who, what (`clinical` or `document:<id>`), why and when. `_id` is random."""
+
+    id: str = Field(alias="_id")
+    case_id: str
+    sub: str
+    role: str
+    what: str
+    reason: str
+    at: datetime
 
 
 class CaseRow(Stored):
@@ -324,6 +370,7 @@ class Store:
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
         self._spare: dict[str, list[int]] = {}  # reserved positions whose write failed
         self.chunks = db["record_chunks"]
+        self.reads = db["clinical_reads"]
 
     # cases
 
@@ -565,6 +612,15 @@ class Store:
                 await self.chunks.delete_one({"_id": chunk_id(record_id, n)})
         return pulled.modified_count > 0 or record is not None
 
+    async def record_read(self, read: ClinicalRead) -> None:
+        """Keep a read of clinical content that gave a reason."""
+        await self.reads.insert_one(read.to_doc())
+
+    async def clinical_reads(self, case_id: str) -> list[ClinicalRead]:
+        """The reads of a case's clinical content that gave a reason, oldest first."""
+        found = self.reads.find({"case_id": case_id}).sort([("at", ASCENDING), ("_id", ASCENDING)])
+        return [ClinicalRead.model_validate(doc) async for doc in found]
+
     async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
         """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
         if not await self.chunks.find_one({"_id": chunk_id(record.id, 0)}, {"_id": 1}):
@@ -594,3 +650,4 @@ async def init(db: AsyncDatabase[Document]) -> None:
     await store.cases.create_index([("reviewer_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("status", ASCENDING), ("_id", DESCENDING)])
     await store.documents.create_index([("case_id", ASCENDING), ("uploaded_at", ASCENDING)])
+    await store.reads.create_index([("case_id", ASCENDING), ("at", ASCENDING)])

@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_http_loopback=settings.webhook_allow_http_loopback,
         timeout=settings.webhook_timeout_seconds,
         connect_timeout=settings.webhook_connect_timeout_seconds,
+        deadline=settings.webhook_attempt_deadline_seconds,
     )
     sender = EmailSender(
         store=store,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -48,14 +48,14 @@ class Channel(Protocol[Item]):
 
 
 class Pool(Generic[Item]):
-    """Attempts in tasks of their own: at most `size` at once, and at most `per_share` of one
-    share (e.g. a partner's subscription), so a slow endpoint holds only its own share."""
+    """Attempts in tasks of their own: at most `size` at once, and for each share (a key of the
+    item, e.g. its subscription, its partner) at most that share's number with the same key, so
+    a slow endpoint, or a partner's many, hold only their own share."""
 
-    def __init__(self, size: int, per_share: int, share: Callable[[Item], str]) -> None:
-        self.share = share
-        self.per_share = per_share
+    def __init__(self, size: int, shares: Sequence[tuple[Callable[[Item], str], int]]) -> None:
+        self.shares = list(shares)
         self._slots = asyncio.Semaphore(size)
-        self._shares: Counter[str] = Counter()
+        self._held: list[Counter[str]] = [Counter() for _ in self.shares]
         self._inflight: dict[str, asyncio.Task[None]] = {}
 
     def busy(self, item_id: str) -> bool:
@@ -71,17 +71,22 @@ class Pool(Generic[Item]):
     ) -> None:
         """Run `attempt()` in a task if there is room for it (else a later pass starts it);
         `done` is called once it is over, however it ended."""
-        share = self.share(item)
-        if self._shares[share] >= self.per_share or self._slots.locked():
+        keys = [key(item) for key, _ in self.shares]
+        full = any(
+            held[k] >= most
+            for held, k, (_, most) in zip(self._held, keys, self.shares, strict=True)
+        )
+        if full or self._slots.locked():
             return
         await self._slots.acquire()
-        self._shares[share] += 1
-        self._inflight[item_id] = asyncio.create_task(self._run(item_id, share, attempt, done))
+        for held, k in zip(self._held, keys, strict=True):
+            held[k] += 1
+        self._inflight[item_id] = asyncio.create_task(self._run(item_id, keys, attempt, done))
 
     async def _run(
         self,
         item_id: str,
-        share: str,
+        keys: list[str],
         attempt: Callable[[], Awaitable[None]],
         done: Callable[[], None],
     ) -> None:
@@ -91,7 +96,10 @@ class Pool(Generic[Item]):
             log.exception("attempt failed", item_id=item_id)
         finally:
             self._slots.release()
-            self._shares[share] -= 1
+            for held, k in zip(self._held, keys, strict=True):
+                held[k] -= 1
+                if held[k] <= 0:
+                    del held[k]  # a partner gone quiet leaves no count behind
             self._inflight.pop(item_id, None)
             done()
 

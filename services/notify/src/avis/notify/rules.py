@@ -255,6 +255,13 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
 )
+# 6to4 (RFC 3056) embeds an IPv4 address a relay forwards to, an inside one as well; the
+# mechanism is deprecated (RFC 7526), so the whole range is refused rather than its embedded
+# address judged. The standard library counts both ranges as global.
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated (RFC 3879), still routed inside
+# The ports a partner's endpoint may listen on; any port on loopback in development.
+WEBHOOK_PORTS = (443, 8443)
 
 
 def address_refusal(
@@ -266,6 +273,10 @@ def address_refusal(
         return address_refusal(ip.ipv4_mapped, allow_loopback)
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip in SIX_TO_FOUR:
+        return "a 6to4 address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip in SITE_LOCAL:
+        return "a site-local address"
     if ip.is_loopback:
         return None if allow_loopback else "a loopback address"
     if ip.is_unspecified:
@@ -283,6 +294,7 @@ def address_refusal(
     return None
 
 
+PORT_REFUSAL = "the URL's port must be 443 or 8443"
 # Names the development setting, so a developer with a receiver on this machine knows the switch.
 HTTP_REFUSAL = (
     "the URL must be https:// (http:// to a loopback address is allowed in development only, "
@@ -327,6 +339,8 @@ def url_refusal(url: str, allow_http_loopback: bool) -> tuple[Target | None, str
     if parts.query:
         path = f"{path}?{parts.query}"
     default = 443 if parts.scheme == "https" else 80
+    if (port or default) not in WEBHOOK_PORTS and not allow_http_loopback:
+        return None, PORT_REFUSAL
     return Target(parts.scheme, parts.hostname, port or default, path), ""
 
 
@@ -334,8 +348,8 @@ def resolved_refusal(
     target: Target, addresses: list[str], allow_loopback: bool
 ) -> tuple[str | None, str]:
     """Pick the address to connect to among those the host resolved to: every one must be
-    allowed (a name that also points inside is refused whole), and plain HTTP only to loopback.
-    Returns the address, or None and why."""
+    allowed (a name that also points inside is refused whole), plain HTTP and ports other than
+    443 and 8443 only to loopback (when allowed). Returns the address, or None and why."""
     if not addresses:
         return None, "the host does not resolve"
     ips = []
@@ -348,8 +362,11 @@ def resolved_refusal(
         if why is not None:
             return None, f"the host resolves to {why}"
         ips.append(ip)
-    if target.scheme == "http" and not all(ip.is_loopback for ip in ips):
+    loopback = all(ip.is_loopback for ip in ips)
+    if target.scheme == "http" and not loopback:
         return None, "the URL must be https:// (http:// is for loopback addresses only)"
+    if target.port not in WEBHOOK_PORTS and not (allow_loopback and loopback):
+        return None, PORT_REFUSAL
     return str(ips[0]), ""
 
 

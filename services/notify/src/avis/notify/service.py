@@ -320,6 +320,15 @@ class NotifyService:
             updated_at=now,
         )
         async with self.locks.hold(lock_key("partner", partner_id)):
+            # Counted under the partner's lock: two requests at once cannot both take the last.
+            most = self.settings.webhook_max_subscriptions
+            if len(await self.store.partner_subscriptions(partner_id)) >= most:
+                raise Problem(
+                    422,
+                    "too-many-subscriptions",
+                    "Too many subscriptions",
+                    f"A partner may have at most {most} subscriptions; delete one first.",
+                )
             await self.store.save_subscription(sub)
             await self.store.add_partner_subscription(partner_id, sub_id)
         log.info("subscription created", subscription_id=sub_id, partner_id=partner_id)

@@ -52,14 +52,21 @@ class Settings(CommonSettings):
     webhook_disable_after_failures: int = Field(40, ge=0)
     # How long the previous secret still signs after a rotation.
     webhook_secret_grace_seconds: int = Field(86400, ge=0)
+    # The longest wait for the next byte (and for a connection); and the whole attempt's
+    # deadline (resolving, connecting, TLS, sending, reading), whatever pace the endpoint keeps.
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     webhook_connect_timeout_seconds: float = Field(3.0, gt=0)
-    # Deliveries in flight at once, in all, and to one subscription: a slow partner holds at
-    # most its own share, never the others' nor the emails (which have a sender of their own).
+    webhook_attempt_deadline_seconds: float = Field(30.0, gt=0)
+    # Deliveries in flight at once, in all, to one subscription and to one partner: a slow
+    # partner holds at most its own share, never the others' nor the emails (which have a
+    # sender of their own).
     webhook_concurrency: int = Field(16, ge=1)
     webhook_per_subscription: int = Field(2, ge=1)
+    webhook_per_partner: int = Field(4, ge=1)
+    # The subscriptions one partner may have at once.
+    webhook_max_subscriptions: int = Field(10, ge=1)
     # Development only (`make run` turns it on): allow http:// to loopback addresses, a receiver
-    # on this machine. Refused in production, where tokens are verified against a JWKS.
+    # on this machine, and any port there. Refused in production (AVIS_ENV).
     webhook_allow_http_loopback: bool = False
 
     @field_validator("retry_schedule", mode="before")
@@ -71,9 +78,9 @@ class Settings(CommonSettings):
 
     @model_validator(mode="after")
     def _loopback_in_development_only(self) -> "Settings":
-        if self.webhook_allow_http_loopback and self.jwt_jwks:
+        if self.webhook_allow_http_loopback and self.avis_env != "development":
             raise ValueError(
                 "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK=true is for development only: it is "
-                "refused in production, where tokens are verified against a JWKS (AVIS_JWT_JWKS)"
+                "refused with AVIS_ENV=production"
             )
         return self

@@ -1,7 +1,9 @@
 """The webhook transport: signs a delivery the Standard Webhooks way and posts it to the
 partner's endpoint, connecting only to an address it checked (resolve, check, then connect to
 that very address, so a DNS answer that changes between check and connect cannot point the
-request inside). No redirects, short timeouts, and at most a few KiB of the answer read."""
+request inside). No redirects, short timeouts, at most a few KiB of the answer read, and one
+deadline over the whole attempt (resolving, connecting, TLS, sending, reading), so an endpoint
+that answers a byte at a time cannot hold a delivery slot for long."""
 
 import asyncio
 import ipaddress
@@ -22,6 +24,7 @@ from avis.notify.rules import Target
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 MAX_RESPONSE_BYTES = 4096
+DEADLINE_SECONDS = 30.0
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -62,10 +65,12 @@ class WebhookClient:
         allow_http_loopback: bool,
         timeout: float,
         connect_timeout: float,
+        deadline: float = DEADLINE_SECONDS,
         resolver: Resolver = system_resolver,
     ) -> None:
         self.allow_loopback = allow_http_loopback
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.deadline = deadline
         self.resolver = resolver
         # One verifying TLS context for every attempt: building one loads the CA bundle, which
         # cost notify a third of its CPU when made per delivery. It holds no connection.
@@ -92,16 +97,24 @@ class WebhookClient:
         return target, address
 
     async def post(self, url: str, body: str, headers: dict[str, str]) -> Answer:
-        """Post one signed delivery."""
+        """Post one signed delivery, all of it within the deadline."""
         started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.deadline):
+                outcome, code, reason = await self._attempt(url, body, headers)
+        except TimeoutError:
+            outcome, code = Outcome.TRANSIENT, None
+            reason = f"timed out: the attempt took over {self.deadline:g} s"
+        return Answer(outcome, code, int((time.monotonic() - started) * 1000), reason)
 
-        def answer(outcome: Outcome, code: int | None, reason: str) -> Answer:
-            return Answer(outcome, code, int((time.monotonic() - started) * 1000), reason)
-
+    async def _attempt(
+        self, url: str, body: str, headers: dict[str, str]
+    ) -> tuple[Outcome, int | None, str]:
+        """Check, connect, send and read: the outcome, the status code and the reason."""
         try:
             target, address = await self.check(url)
         except Refused as exc:
-            return answer(Outcome.TRANSIENT, None, f"refused: {exc}")
+            return Outcome.TRANSIENT, None, f"refused: {exc}"
         host = f"[{address}]" if ":" in address else address
         default = 443 if target.scheme == "https" else 80
         authority = target.host if target.port == default else f"{target.host}:{target.port}"
@@ -132,11 +145,11 @@ class WebhookClient:
                         break
                 code = response.status_code
         except httpx.TimeoutException:
-            return answer(Outcome.TRANSIENT, None, "timed out")
+            return Outcome.TRANSIENT, None, "timed out"
         except httpx.HTTPError as exc:
-            return answer(Outcome.TRANSIENT, None, type(exc).__name__)
+            return Outcome.TRANSIENT, None, type(exc).__name__
         outcome = rules.webhook_outcome(code)
         reason = str(code) if outcome is Outcome.SENT else f"{code} from the endpoint"
         if 300 <= code < 400:
             reason = f"{code}: redirects are not followed"
-        return answer(outcome, code, reason)
+        return outcome, code, reason

@@ -19,7 +19,7 @@ from avis.notify.store import DeliveryAttempt, DeliveryDoc, Store, SubscriptionD
 from avis.notify.webhooks import Answer, WebhookClient, sign
 from avis.shared import clock
 from avis.shared.mongo import AggregateLocks, lock_key
-from avis.shared.observability import case_span
+from avis.shared.observability import WEBHOOK_PARTNER_ATTEMPTS, case_span
 from avis.shared.sealing import Keyring
 
 log = structlog.get_logger("avis.notify")
@@ -49,11 +49,13 @@ class WebhookWorker:
         self.settings = settings
 
     def pool(self) -> Pool[DeliveryDoc]:
-        """Deliveries in flight at once, in all and per subscription."""
+        """Deliveries in flight at once, in all, per subscription and per partner."""
         return Pool(
             self.settings.webhook_concurrency,
-            self.settings.webhook_per_subscription,
-            share=lambda delivery: delivery.subscription_id,
+            [
+                (lambda delivery: delivery.subscription_id, self.settings.webhook_per_subscription),
+                (lambda delivery: delivery.partner_id, self.settings.webhook_per_partner),
+            ],
         )
 
     async def waiting(self, item_id: str) -> DeliveryDoc | None:
@@ -84,6 +86,7 @@ class WebhookWorker:
         now = clock.now()
         answer = await self._post(delivery, sub, now)
         WEBHOOK_ATTEMPTS.labels(answer.outcome.value).inc()
+        WEBHOOK_PARTNER_ATTEMPTS.labels(sub.partner_id, answer.outcome.value).inc()
         delivery.attempts.append(
             DeliveryAttempt(
                 at=now,

@@ -156,21 +156,29 @@ def _sections(report: Report) -> list[dict[str, Any]]:
 
 def _patient(report: Report, urls: _Urls) -> dict[str, Any]:
     """The Patient the report is about."""
+    patient = report.patient
+    communication = [{"language": {"coding": [{"code": report.language.value}]}, "preferred": True}]
+    if patient.birth_date is None or patient.family_name is None or patient.given_name is None:
+        # A reviewer's report: the case's reference as the name, nothing that identifies.
+        return {
+            "resourceType": "Patient",
+            "id": _id(urls.patient),
+            "name": [{"use": "anonymous", "text": patient.name}],
+            "communication": communication,
+        }
     return {
         "resourceType": "Patient",
         "id": _id(urls.patient),
         "name": [
             {
                 "use": "official",
-                "text": report.patient.name,
-                "family": report.patient.family_name,
-                "given": [report.patient.given_name],
+                "text": patient.name,
+                "family": patient.family_name,
+                "given": [patient.given_name],
             }
         ],
-        "birthDate": report.patient.birth_date.isoformat(),
-        "communication": [
-            {"language": {"coding": [{"code": report.language.value}]}, "preferred": True}
-        ],
+        "birthDate": patient.birth_date.isoformat(),
+        "communication": communication,
     }
 
 

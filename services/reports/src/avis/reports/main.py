@@ -1,6 +1,8 @@
 """The reports service: settings -> observability -> broker, database -> store, emitter and
 relay -> service -> handlers, routes, the background renderer."""
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public_url=settings.public_url,
         render_in_background=settings.render_in_background,
         parking=parking,
+        reviewer_access=timedelta(days=settings.reviewer_access_days),
     )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)

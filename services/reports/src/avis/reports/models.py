@@ -35,13 +35,21 @@ class _View(BaseModel):
 
 
 class PatientBlock(_View):
-    """Who the report is about (a physician files reports by name and birth date)."""
+    """Who the report is about: by name and birth date (a physician files reports so) for the
+    patient, coordinators and a consenting partner; pseudonymised for a reviewer (the case's
+    reference instead of the name, the age instead of the birth date: those are null)."""
 
-    name: str
-    given_name: str
-    family_name: str
-    birth_date: date
-    birth_date_text: str = Field(description="The birth date as the patient's language writes it.")
+    name: str = Field(description="The patient's name; for a reviewer, the case's reference.")
+    given_name: str | None
+    family_name: str | None
+    birth_date: date | None
+    birth_date_text: str | None = Field(
+        description="The birth date as the patient's language writes it."
+    )
+    age_years: int | None = Field(
+        None, description="A reviewer's report only: the age when the report was issued."
+    )
+    age_text: str | None = Field(None, description="The age as the patient's language writes it.")
 
 
 class DateLine(_View):
@@ -100,6 +108,7 @@ class Labels(_View):
     questions_intro: str
     confidential: str
     page: str = Field(description="Page numbering, with %(page)s and %(pages)s placeholders.")
+    age: str | None = Field(None, description="A reviewer's report only: the age's label.")
 
 
 class Report(_View):

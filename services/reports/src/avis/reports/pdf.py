@@ -150,9 +150,15 @@ def _facts(report: Report) -> Table:
     """The identification block: patient, birth date, reference, specialty, dates, version."""
     s = _styles()
     labels = report.labels
+    patient = report.patient
+    born = (
+        (labels.born, patient.birth_date_text)
+        if patient.birth_date_text is not None
+        else (labels.age or "", patient.age_text or "")  # a reviewer's: the age
+    )
     cells: list[tuple[str, str]] = [
-        (labels.patient, report.patient.name),
-        (labels.born, report.patient.birth_date_text),
+        (labels.patient, patient.name),
+        born,
         (labels.reference, report.reference),
         (labels.specialty, report.specialty_text),
         *((line.label, line.text) for line in report.dates),

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from avis.reports.i18n import Texts
 from avis.reports.models import (
@@ -83,9 +83,9 @@ def report_aad(key: str) -> str:
     return f"reports:report:{key}"
 
 
-def pdf_aad(key: str) -> str:
-    """Associated data of a report version's rendered PDF."""
-    return f"reports:pdf:{key}"
+def pdf_aad(key: str, *, pseudonymised: bool = False) -> str:
+    """Associated data of a report version's rendered PDF (or of its pseudonymised one)."""
+    return f"reports:pdf:{key}" + (":pseudonymised" if pseudonymised else "")
 
 
 # --- who may read ---------------------------------------------------------------------------
@@ -99,11 +99,25 @@ class Readers:
     partner_id: str | None
     consent_scopes: frozenset[str]
     reviewer_ids: frozenset[str]
+    # Reviewers among them whose access has lapsed (`reviewer_access_lapsed`).
+    lapsed_reviewer_ids: frozenset[str] = frozenset()
+
+
+def reviewer_access_lapsed(
+    *, last_active: datetime | None, request_open: bool, at: datetime, window: timedelta
+) -> bool:
+    """Whether a reviewer's access to a case's report has lapsed: `window` after their last
+    opinion or answer (`last_active`), unless a follow-up question or a request for more
+    information of theirs is open (`request_open`: nothing opens one yet)."""
+    if request_open or last_active is None:
+        return False
+    return at >= last_active + window
 
 
 def may_read(principal: Principal, readers: Readers) -> bool:
     """The patient who filed the case, the partner that filed it (with the patient's consent to
-    share), a specialist who wrote a version of the opinion, coordinators; nobody else."""
+    share), a specialist who wrote a version of the opinion (until their access lapses),
+    coordinators; nobody else."""
     match principal.role:
         case "coordinator":
             return True
@@ -116,9 +130,44 @@ def may_read(principal: Principal, readers: Readers) -> bool:
                 and principal.partner_id == readers.partner_id
             )
         case "reviewer":
-            return principal.sub in readers.reviewer_ids
+            return (
+                principal.sub in readers.reviewer_ids
+                and principal.sub not in readers.lapsed_reviewer_ids
+            )
         case _:
             return False
+
+
+def sees_identity(principal: Principal) -> bool:
+    """Whether a reader of the report sees who it is about: everyone but a reviewer, who reviews
+    the case, not the person (intake never shows a reviewer the identity either)."""
+    return principal.role != "reviewer"
+
+
+def age_on(birth: date, day: date) -> int:
+    """Age in whole years on `day`."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def pseudonymised(report: Report, texts: Texts) -> Report:
+    """The report as a reviewer reads it: the case's reference instead of the patient's name,
+    the age on the day the report was issued instead of the birth date."""
+    t = texts
+    patient = report.patient
+    if patient.birth_date is None:
+        return report  # already pseudonymised
+    age = age_on(patient.birth_date, report.issued_at.date())
+    block = PatientBlock(
+        name=t("pseudonym.name", reference=report.reference),
+        given_name=None,
+        family_name=None,
+        birth_date=None,
+        birth_date_text=None,
+        age_years=age,
+        age_text=t("pseudonym.age", years=t.number(age)),
+    )
+    labels = report.labels.model_copy(update={"age": t("pseudonym.age_label")})
+    return report.model_copy(update={"patient": block, "labels": labels})
 
 
 # --- which versions ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -39,8 +39,11 @@ from avis.reports.rules import (
     opinions_to_compose,
     page_of_versions,
     pdf_aad,
+    pseudonymised,
     report_aad,
     report_id_for,
+    reviewer_access_lapsed,
+    sees_identity,
     version_key,
     waits_for_its_case,
 )
@@ -82,16 +85,33 @@ def _not_found() -> Problem:
     return not_found("report", "report-not-found")
 
 
-def readers_of(case: CaseDoc) -> Readers:
-    """Who may read a case's report, from what its events said."""
+def readers_of(case: CaseDoc, at: datetime, reviewer_window: timedelta) -> Readers:
+    """Who may read a case's report at `at`, from what its events said (a reviewer's access
+    lapses `reviewer_window` after their last opinion version)."""
     record = case.case
+    last_active: dict[str, datetime] = {}
+    for o in case.opinions:  # a reviewer's activity: when they completed an opinion version
+        when = o.completed_at if o.completed_at.tzinfo else o.completed_at.replace(tzinfo=UTC)
+        last_active[o.reviewer_id] = max(when, last_active.get(o.reviewer_id, when))
+    for v in case.versions:  # kept opinions name every author; the issue date if not
+        when = v.issued_at if v.issued_at.tzinfo else v.issued_at.replace(tzinfo=UTC)
+        last_active.setdefault(v.reviewer_id, when)
+    lapsed = [
+        reviewer_id
+        for reviewer_id, when in last_active.items()
+        if reviewer_access_lapsed(
+            last_active=when,
+            request_open=False,  # follow-up questions and requests for information: not yet
+            at=at,
+            window=reviewer_window,
+        )
+    ]
     return Readers(
         patient_id=record.patient_id if record else None,
         partner_id=record.partner_id if record else None,
         consent_scopes=frozenset(record.consent_scopes if record else ()),
-        reviewer_ids=frozenset(
-            [o.reviewer_id for o in case.opinions] + [v.reviewer_id for v in case.versions]
-        ),
+        reviewer_ids=frozenset(last_active),
+        lapsed_reviewer_ids=frozenset(lapsed),
     )
 
 
@@ -101,6 +121,7 @@ class Served:
 
     version: VersionDoc
     report: Report
+    pseudonymised: bool = False  # a reviewer's: no name, the age instead of the birth date
 
 
 @dataclass(frozen=True)
@@ -125,8 +146,11 @@ class ReportsService:
         public_url: str,
         render_in_background: bool,
         parking: Parking,
+        reviewer_access: timedelta = timedelta(days=30),
     ) -> None:
         self.parking = parking
+        # How long a reviewer keeps access after their last opinion version.
+        self.reviewer_access = reviewer_access
         self.store = store
         self.locks = locks
         self.emitter = emitter
@@ -382,7 +406,9 @@ class ReportsService:
 
     async def _readable(self, *, principal: Principal, case_id: str) -> CaseDoc:
         case = await self.store.case(case_id)
-        if case is None or not case.versions or not may_read(principal, readers_of(case)):
+        if case is None or not case.versions:
+            raise _not_found()
+        if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
             raise _not_found()
         return case
 
@@ -412,6 +438,8 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
+        if not sees_identity(principal):
+            return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
 
     async def versions(
@@ -441,26 +469,30 @@ class ReportsService:
         """The PDF of a served version, rendered now if it was not yet (then kept)."""
         stored = served.version
         filename = f"{served.report.reference}-v{stored.version}.pdf"
-        cache = stored.pdf or await self._render(stored, served.report)
+        hidden = served.pseudonymised
+        kept = stored.reviewer_pdf if hidden else stored.pdf
+        cache = kept or await self._render(stored, served.report, pseudonymised=hidden)
         if cache.etag in if_none_match or "*" in if_none_match:
             return Pdf(None, cache.etag, filename)
-        content = self.keyring.open(cache.sealed, pdf_aad(stored.id))
+        content = self.keyring.open(cache.sealed, pdf_aad(stored.id, pseudonymised=hidden))
         return Pdf(content, cache.etag, filename)
 
-    async def _render(self, stored: VersionDoc, report: Report) -> PdfCache:
+    async def _render(
+        self, stored: VersionDoc, report: Report, *, pseudonymised: bool = False
+    ) -> PdfCache:
         key = stored.id
         loop = asyncio.get_running_loop()
         with case_span("reports.render", stored.traceparent) as span:
             span.set_attribute("avis.case_id", stored.case_id)
             content = await loop.run_in_executor(self._renderer, render_pdf, report)
         cache = PdfCache(
-            sealed=self.keyring.seal(content, pdf_aad(key)),
+            sealed=self.keyring.seal(content, pdf_aad(key, pseudonymised=pseudonymised)),
             etag=f'"{hashlib.sha256(content).hexdigest()[:32]}"',
             size=len(content),
             rendered_at=now(),
         )
         async with self.locks.hold(lock_key("report-version", key)):
-            await self.store.set_pdf(key, cache)
+            await self.store.set_pdf(key, cache, pseudonymised=pseudonymised)
         return cache
 
     async def render_queued(self) -> None:

@@ -1,5 +1,6 @@
 """Configuration of the reports service: `AVIS_REPORTS_*` plus the shared `AVIS_*` variables."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from avis.shared.settings import CommonSettings
@@ -17,6 +18,9 @@ class Settings(CommonSettings):
 
     # AVIS_REPORTS_PUBLIC_URL: where readers reach this API (the links in `report-ready`).
     public_url: str = "http://127.0.0.1:8003"
+    # AVIS_REPORTS_REVIEWER_ACCESS_DAYS: a reviewer reads a report for this long after their
+    # last opinion version (then 404).
+    reviewer_access_days: int = Field(30, ge=1, le=3650)
     # AVIS_REPORTS_RENDER_IN_BACKGROUND: render each new version's PDF right after it is issued
     # (off the consumer's path); when off, or if that fails, the first request renders it.
     render_in_background: bool = True

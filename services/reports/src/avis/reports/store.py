@@ -111,6 +111,8 @@ class VersionDoc(Stored):
     issued_at: datetime
     report: Sealed
     pdf: PdfCache | None = None
+    # The PDF of the pseudonymised report a reviewer reads, once rendered.
+    reviewer_pdf: PdfCache | None = None
     traceparent: str = Field("", description="The case's trace, which rendering joins.")
 
 
@@ -200,6 +202,7 @@ class Store:
             return False
         return True
 
-    async def set_pdf(self, key: str, pdf: PdfCache) -> None:
-        """Keep a version's rendered PDF."""
-        await self.versions.update_one({"_id": key}, {"$set": {"pdf": pdf.to_doc()}})
+    async def set_pdf(self, key: str, pdf: PdfCache, *, pseudonymised: bool = False) -> None:
+        """Keep a version's rendered PDF (or the pseudonymised one a reviewer reads)."""
+        field = "reviewer_pdf" if pseudonymised else "pdf"
+        await self.versions.update_one({"_id": key}, {"$set": {field: pdf.to_doc()}})

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The metrics store of the Docker-free stack: VictoriaMetrics (Apache-2.0) built from the Go module
+# proxy into $AVIS_CACHE/victoriametrics once: the single-node server (`victoria-metrics`, with its
+# web UI vmui, which reads the dashboards of deploy/metrics/dashboards), `vmalert` (evaluates
+# deploy/metrics/rules against it) and `vmalert-tool` (the rules' unit tests, `make test`).
+#
+#   deploy/metrics/install.sh          build if missing, print the folder of the three binaries
+#   deploy/metrics/install.sh start    start the store, vmalert and the alert receiver (pids in $STATE)
+#   deploy/metrics/install.sh stop     stop what start started
+#
+# Ports: AVIS_METRICS_PORT (store and vmui, 8428), AVIS_VMALERT_PORT (8880), AVIS_ALERTS_PORT
+# (the receiver, 9093 being Kafka's controller here: 8429). The store scrapes what
+# deploy/metrics/scrape.sh writes from the AVIS_*_PORT variables of the same shell.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
+VERSION="${VICTORIAMETRICS_VERSION:-v1.151.0}"
+DIR="$CACHE/victoriametrics/$VERSION"
+APPS=(victoria-metrics vmalert vmalert-tool)
+STATE="${AVIS_STATE_DIR:-$root/.local/run}"
+PORT="${AVIS_METRICS_PORT:-8428}"
+VMALERT_PORT="${AVIS_VMALERT_PORT:-8880}"
+ALERTS_PORT="${AVIS_ALERTS_PORT:-8429}"
+PYTHON="${AVIS_PYTHON:-python3}"
+
+log() { printf '[metrics] %s\n' "$*" >&2; }
+built() { local a; for a in "${APPS[@]}"; do [ -x "$DIR/$a" ] || return 1; done; }
+
+install() {
+  if built; then echo "$DIR"; return; fi
+  command -v go >/dev/null || { log "go is required to build VictoriaMetrics"; exit 1; }
+  local src pkgs=() a
+  export GOFLAGS=-mod=mod
+  src="$(cd "$(mktemp -d)" && go mod download -json "github.com/VictoriaMetrics/VictoriaMetrics@$VERSION" \
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  for a in "${APPS[@]}"; do pkgs+=("./app/$a"); done
+  mkdir -p "$DIR.tmp"
+  log "building VictoriaMetrics $VERSION (${APPS[*]}) into $DIR, once"
+  # -p 2: the machine is shared; the build is about as fast and leaves room for the other installs.
+  (cd "$src" && CGO_ENABLED=0 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -trimpath \
+     -ldflags "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=avis-$VERSION" \
+     -o "$DIR.tmp/" "${pkgs[@]}")
+  rm -rf "$DIR"; mv "$DIR.tmp" "$DIR"
+  echo "$DIR"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+free() { if port_open "$2"; then log "port $2 for $1 is taken by another process"; exit 1; fi; }
+
+start() {
+  local bin data="$STATE/metrics"
+  bin="$(install)"
+  mkdir -p "$data"
+  "$here/scrape.sh" > "$data/scrape.yml"
+  if ! alive victoriametrics; then
+    free victoriametrics "$PORT"
+    nohup "$bin/victoria-metrics" -httpListenAddr="127.0.0.1:$PORT" -storageDataPath="$data/data" \
+      -retentionPeriod=7d -promscrape.config="$data/scrape.yml" -promscrape.config.strictParse=true \
+      -vmui.customDashboardsPath="$here/dashboards" -search.latencyOffset=5s \
+      -vmalert.proxyURL="http://127.0.0.1:$VMALERT_PORT" \
+      -loggerLevel=WARN > "$data/victoria-metrics.log" 2>&1 &
+    echo $! > "$STATE/victoriametrics.pid"
+  fi
+  if ! alive alert-receiver; then
+    free alert-receiver "$ALERTS_PORT"
+    nohup "$PYTHON" "$here/alert_receiver.py" --port "$ALERTS_PORT" --file "$data/alerts.jsonl" \
+      > "$data/alert-receiver.log" 2>&1 &
+    echo $! > "$STATE/alert-receiver.pid"
+  fi
+  if ! alive vmalert; then
+    free vmalert "$VMALERT_PORT"
+    nohup "$bin/vmalert" -httpListenAddr="127.0.0.1:$VMALERT_PORT" -rule="$here/rules/*.yml" \
+      -datasource.url="http://127.0.0.1:$PORT" -remoteWrite.url="http://127.0.0.1:$PORT" \
+      -remoteRead.url="http://127.0.0.1:$PORT" -notifier.url="http://127.0.0.1:$ALERTS_PORT" \
+      -evaluationInterval="${AVIS_VMALERT_INTERVAL:-15s}" \
+      -external.url="http://127.0.0.1:$PORT" -loggerLevel=WARN > "$data/vmalert.log" 2>&1 &
+    echo $! > "$STATE/vmalert.pid"
+  fi
+  log "VictoriaMetrics on http://127.0.0.1:$PORT/vmui, vmalert on :$VMALERT_PORT, alerts to :$ALERTS_PORT"
+}
+
+stop() {
+  local s f pid
+  for s in vmalert alert-receiver victoriametrics; do
+    f="$STATE/$s.pid"
+    [ -f "$f" ] || continue
+    pid="$(cat "$f")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+case "${1:-install}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: install.sh [install|start|stop]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,5 @@
+"""`python -m avis.web`."""
+
+from avis.web.main import run
+
+run()

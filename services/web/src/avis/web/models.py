@@ -1,0 +1,172 @@
+"""What web reads from the services' APIs and keeps for a person. A leaf: nothing of the service
+is imported here.
+
+The views hold only the fields the pages show and ignore the rest, so a field a service adds
+never breaks a page; they are web's reading of intake's and reports' documented responses, not
+copies of those services' models (web depends on their HTTP API only).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from avis.shared.events import Language, Question, Specialty, Urgency
+from avis.shared.security import Role
+
+# The consent text's version: the catalogue's `consent.text` is this version's wording.
+CONSENT_VERSION = "consent-2026-01"
+
+
+class Reading(BaseModel):
+    """A service's response, read leniently: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class DocumentKind(StrEnum):
+    """What a medical record is (intake's `kind` form field)."""
+
+    TEST_RESULT = "test_result"
+    IMAGING_REPORT = "imaging_report"
+    PRESCRIPTION = "prescription"
+    CLINICAL_SUMMARY = "clinical_summary"
+    OTHER = "other"
+
+
+class Identity(BaseModel):
+    """A person one may sign in as in development (the OpenID provider replaces these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sub: str
+    role: Role
+    partner_id: str | None = None
+
+
+DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
+    Identity(sub="patient-1", role="patient"),
+    Identity(sub="reviewer-1", role="reviewer"),
+    Identity(sub="coordinator-1", role="coordinator"),
+    Identity(sub="partner-1", role="partner", partner_id="partner-1"),
+)
+
+
+class Draft(BaseModel):
+    """A request being written, step by step, kept in the person's session until it is filed."""
+
+    key: str = Field(description="The Idempotency-Key of its creation: filing twice files once.")
+    specialty: Specialty | None = None
+    urgency: Urgency = Urgency.ROUTINE
+    questions: list[Question] = Field(default_factory=list)
+    clinical_summary: str = ""
+    given_name: str = ""
+    family_name: str = ""
+    birth_date: date | None = None
+    email: str = ""
+    preferred_language: Language | None = None
+    physician_name: str = ""
+    institution_code: str = ""
+
+
+class TimelineEntry(Reading):
+    """One step of a case."""
+
+    kind: str
+    status: str
+    at: datetime
+
+
+class DocumentView(Reading):
+    """A record's metadata."""
+
+    document_id: str
+    kind: str
+    content_type: str
+    size: int
+    filename: str | None = None
+    uploaded_at: datetime
+
+
+class ConsentView(Reading):
+    """The consent recorded at submission."""
+
+    text_version: str
+    accepted_at: datetime
+
+
+class CaseSummary(Reading):
+    """A case in the person's list."""
+
+    case_id: str
+    reference: str
+    status: str
+    specialty: str
+    urgency: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CaseView(CaseSummary):
+    """A case with its records and timeline."""
+
+    questions: list[str] = Field(default_factory=list)
+    submitted_at: datetime | None = None
+    withdrawn_at: datetime | None = None
+    consent: ConsentView | None = None
+    documents: list[DocumentView] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+class CasePage(Reading):
+    """One page of the person's cases."""
+
+    items: list[CaseSummary]
+    next_cursor: str | None = None
+
+
+class ReportSection(Reading):
+    """One section of the report."""
+
+    heading: str
+    lead: str | None = None
+    text: str
+
+
+class Titled(Reading):
+    """A heading and its text."""
+
+    heading: str
+    text: str
+
+
+class QuestionLine(Reading):
+    """A question and where the report answers it."""
+
+    text: str
+    answered_in_text: str
+
+
+class ReviewerBlock(Reading):
+    """Who wrote the opinion."""
+
+    heading: str
+    name: str
+    specialty_text: str
+
+
+class Report(Reading):
+    """The report, as the reports service composed it in the patient's language."""
+
+    version: int
+    language: str
+    title: str
+    subtitle: str
+    correction_note: str | None = None
+    issued_at: datetime
+    questions: list[QuestionLine] = Field(default_factory=list)
+    sections: list[ReportSection] = Field(default_factory=list)
+    reviewer: ReviewerBlock
+    disclaimer: Titled

@@ -1,0 +1,145 @@
+"""Web's pure decisions: which words a refusal gets, which language a page speaks, whether a
+form's CSRF token holds, when a session has been idle too long, what a case's page offers."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+
+from avis.shared.events import Language
+from avis.web.models import Draft
+
+DEFAULT_LANGUAGE = Language.FR
+LANGUAGES: tuple[Language, ...] = tuple(Language)
+
+# A service's problem `type` slug -> the catalogue key of its plain-words message.
+PROBLEM_MESSAGES = {
+    "document-too-large": "error.document_too_large",
+    "request-too-large": "error.document_too_large",
+    "empty-document": "error.empty_document",
+    "unsupported-document-type": "error.unsupported_document_type",
+    "invalid-filename": "error.invalid_filename",
+    "too-many-documents": "error.too_many_documents",
+    "no-documents": "error.no_documents",
+    "consent-required": "error.consent_required",
+    "case-not-draft": "error.case_not_draft",
+    "case-withdrawn": "error.case_withdrawn",
+    "report-ready": "error.report_ready",
+    "case-not-found": "error.not_found",
+    "not-found": "error.not_found",
+    "report-not-found": "error.report_not_ready",
+    "validation": "error.validation",
+    "unauthorized": "error.signed_out",
+    "forbidden": "error.forbidden",
+}
+# When the slug is not one we know, the status still says something true.
+STATUS_MESSAGES = {
+    401: "error.signed_out",
+    403: "error.forbidden",
+    404: "error.not_found",
+    409: "error.conflict",
+    413: "error.document_too_large",
+    415: "error.unsupported_document_type",
+    422: "error.validation",
+}
+UNEXPECTED = "error.unexpected"
+UNAVAILABLE = "error.unavailable"
+
+_LANGUAGE_RANGE = re.compile(
+    r"^\s*([A-Za-z]{1,8})(?:-[A-Za-z0-9]{1,8})*\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*$"
+)
+_LOCAL_PATH = re.compile(r"^/[A-Za-z0-9/_\-.]*$")
+
+
+def problem_message(status: int, problem_type: str | None) -> str:
+    """The catalogue key of the plain words for a service's refusal (never its raw body)."""
+    slug = (problem_type or "").rstrip("/").rsplit("/", 1)[-1]
+    if slug in PROBLEM_MESSAGES:
+        return PROBLEM_MESSAGES[slug]
+    if status in STATUS_MESSAGES:
+        return STATUS_MESSAGES[status]
+    return UNAVAILABLE if status in (502, 503, 504) else UNEXPECTED
+
+
+def choose_language(chosen: str | None, accept_language: str | None) -> Language:
+    """The person's own choice first, then the browser's preference, then French."""
+    if chosen in LANGUAGES:
+        return Language(chosen)
+    best: tuple[float, Language] | None = None
+    for position, item in enumerate((accept_language or "").split(",")[:20]):
+        match = _LANGUAGE_RANGE.match(item)
+        if match is None:
+            continue
+        try:
+            quality = float(match.group(2)) if match.group(2) else 1.0
+        except ValueError:
+            continue
+        primary = match.group(1).lower()
+        if primary not in LANGUAGES or quality <= 0:
+            continue
+        # Ties go to the first listed; the small offset keeps that order.
+        ranked = quality - position * 1e-6
+        if best is None or ranked > best[0]:
+            best = (ranked, Language(primary))
+    return best[1] if best else DEFAULT_LANGUAGE
+
+
+def csrf_valid(expected: str, given: str | None) -> bool:
+    """Whether a form carried this session's CSRF token (compared in constant time)."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def idle_expired(last_seen: float, now: float, idle_seconds: float) -> bool:
+    """Whether a session unused since `last_seen` has ended by `now`."""
+    return now - last_seen >= idle_seconds
+
+
+def local_path(candidate: str | None, fallback: str = "/") -> str:
+    """`candidate` if it is a path of this site, else `fallback` (no redirect elsewhere)."""
+    if candidate and _LOCAL_PATH.match(candidate) and not candidate.startswith("//"):
+        return candidate
+    return fallback
+
+
+@dataclass(frozen=True)
+class CaseActions:
+    """What the case's page offers, given where the case stands."""
+
+    upload: bool
+    submit: bool
+    withdraw: bool
+    report: bool
+    live: bool
+
+
+TERMINAL = frozenset({"report_ready", "withdrawn"})
+
+
+def case_actions(status: str, documents: int) -> CaseActions:
+    """Uploads and submission while a draft (submission once a record is there), withdrawal
+    until the report, the report once ready, live updates until nothing more can change."""
+    draft = status == "draft"
+    return CaseActions(
+        upload=draft,
+        submit=draft and documents > 0,
+        withdraw=status not in TERMINAL,
+        report=status == "report_ready",
+        live=status not in TERMINAL and not draft,
+    )
+
+
+STEPS = ("specialty", "questions", "summary", "people")
+
+
+def first_missing_step(draft: Draft) -> str | None:
+    """The first step of the request not filled in yet (None: ready to file)."""
+    filled = {
+        "specialty": draft.specialty is not None,
+        "questions": bool(draft.questions),
+        "summary": bool(draft.clinical_summary.strip()),
+        "people": bool(draft.given_name and draft.family_name and draft.birth_date and draft.email),
+    }
+    return next((step for step in STEPS if not filled[step]), None)

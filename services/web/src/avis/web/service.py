@@ -1,0 +1,214 @@
+"""Web's use cases: calls to the four services' APIs, each with the signed-in person's own token.
+
+Web decides nothing about who may see what: each service does, from the token. A refusal
+comes back as `Refused` with the problem's status and type, which the pages put in plain words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from avis.shared.clock import now
+from avis.web.models import (
+    CONSENT_VERSION,
+    CasePage,
+    CaseView,
+    DocumentKind,
+    Draft,
+    Report,
+)
+from avis.web.rules import UNAVAILABLE
+from avis.web.settings import Settings
+
+PDF = "application/pdf"
+
+
+class Refused(Exception):
+    """A service said no (or could not be reached): what the page tells the person."""
+
+    def __init__(self, status: int, problem_type: str | None = None) -> None:
+        super().__init__(f"{status} {problem_type or ''}".strip())
+        self.status = status
+        self.problem_type = problem_type
+
+
+class Unreachable(Refused):
+    """A service did not answer."""
+
+    def __init__(self) -> None:
+        super().__init__(503, UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A record the person chose in the upload form."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    kind: DocumentKind
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file passed through to the person: its bytes arrive in chunks."""
+
+    content_type: str
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+class Platform:
+    """The four services' APIs, as the person signed in to web calls them."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self._http = httpx.AsyncClient(timeout=settings.api_timeout_seconds, transport=transport)
+        self.intake = settings.intake_url.rstrip("/")
+        self.reports = settings.reports_url.rstrip("/")
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def _call(self, method: str, url: str, *, token: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        try:
+            response = await self._http.request(method, url, headers=headers, **kwargs)
+        except httpx.HTTPError:
+            raise Unreachable() from None
+        if response.status_code >= 400:
+            raise Refused(response.status_code, _problem_type(response))
+        return response
+
+    async def list_cases(self, *, token: str, cursor: str | None = None) -> CasePage:
+        """The person's cases, newest first."""
+        params = {"limit": "50"} | ({"cursor": cursor} if cursor else {})
+        response = await self._call("GET", f"{self.intake}/v1/cases", token=token, params=params)
+        return CasePage.model_validate(response.json())
+
+    async def get_case(self, *, token: str, case_id: str) -> CaseView:
+        """A case with its records and timeline."""
+        response = await self._call("GET", f"{self.intake}/v1/cases/{case_id}", token=token)
+        return CaseView.model_validate(response.json())
+
+    async def create_case(self, *, token: str, draft: Draft) -> CaseView:
+        """File the request written step by step as a draft case (once, whatever the retries)."""
+        response = await self._call(
+            "POST",
+            f"{self.intake}/v1/cases",
+            token=token,
+            json=case_body(draft),
+            headers={"Idempotency-Key": draft.key},
+        )
+        return CaseView.model_validate(response.json())
+
+    async def upload(self, *, token: str, case_id: str, upload: Upload) -> None:
+        """Add a record to a draft case."""
+        await self._call(
+            "POST",
+            f"{self.intake}/v1/cases/{case_id}/documents",
+            token=token,
+            files={"file": (upload.filename, upload.data, upload.content_type)},
+            data={"kind": upload.kind.value},
+        )
+
+    async def submit(
+        self, *, token: str, case_id: str, accepted_at: datetime | None = None
+    ) -> None:
+        """Submit a draft with the person's consent to the current consent text."""
+        consent = {
+            "text_version": CONSENT_VERSION,
+            "accepted_at": (accepted_at or now()).isoformat(),
+            "scopes": ["review"],
+        }
+        await self._call(
+            "POST",
+            f"{self.intake}/v1/cases/{case_id}/submit",
+            token=token,
+            json={"consent": consent},
+        )
+
+    async def withdraw(self, *, token: str, case_id: str) -> None:
+        """Withdraw a case before its report."""
+        await self._call("POST", f"{self.intake}/v1/cases/{case_id}/withdraw", token=token)
+
+    async def report(self, *, token: str, case_id: str) -> Report:
+        """The case's latest report, as composed in the patient's language."""
+        response = await self._call(
+            "GET",
+            f"{self.reports}/v1/cases/{case_id}/report",
+            token=token,
+            headers={"Accept": "application/json"},
+        )
+        return Report.model_validate(response.json())
+
+    async def report_pdf(self, *, token: str, case_id: str) -> Download:
+        """The case's latest report as a PDF, streamed through."""
+        url = f"{self.reports}/v1/cases/{case_id}/report"
+        request = self._http.build_request(
+            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": PDF}
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError:
+            raise Unreachable() from None
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            raise Refused(response.status_code, _problem_type(response))
+        headers = {"Content-Disposition": f'attachment; filename="report-{case_id[:8]}.pdf"'}
+        if "content-length" in response.headers:
+            headers["Content-Length"] = response.headers["content-length"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return Download(PDF, headers, chunks())
+
+
+def case_body(draft: Draft) -> dict[str, Any]:
+    """Intake's `CaseCreate` body for a request written step by step."""
+    physician = {
+        key: value
+        for key, value in (
+            ("name", draft.physician_name),
+            ("institution_code", draft.institution_code),
+        )
+        if value
+    }
+    body: dict[str, Any] = {
+        "patient": {
+            "given_name": draft.given_name,
+            "family_name": draft.family_name,
+            "birth_date": draft.birth_date.isoformat() if draft.birth_date else None,
+            "email": draft.email,
+            "preferred_language": (draft.preferred_language or "fr"),
+        },
+        "specialty": draft.specialty,
+        "urgency": draft.urgency,
+        "questions": list(draft.questions),
+        "clinical_summary": draft.clinical_summary,
+    }
+    if physician:
+        body["physician"] = physician
+    return body
+
+
+def _problem_type(response: httpx.Response) -> str | None:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else None

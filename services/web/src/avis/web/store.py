@@ -1,0 +1,128 @@
+"""People's sessions, in memory: web keeps no health data and nothing on disk.
+
+The browser holds only a signed session id (an HttpOnly, SameSite=Lax cookie); the token, the
+language, the CSRF token and a request being written stay here. A restart ends every session:
+the signing key is drawn anew at each start, so an old cookie is simply unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from avis.web.models import Draft, Identity
+from avis.web.rules import idle_expired
+
+
+@dataclass
+class Session:
+    """One browser's session: anonymous until a sign-in puts a person and token in it."""
+
+    id: str
+    csrf: str
+    last_seen: float
+    language: str | None = None
+    identity: Identity | None = None
+    token: str | None = field(default=None, repr=False)
+    draft: Draft | None = None
+    # Messages for the next page: (kind, catalogue key), kind "ok" or "error".
+    notices: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def signed_in(self) -> bool:
+        """Whether a person is signed in."""
+        return self.identity is not None and self.token is not None
+
+    def notify(self, kind: str, key: str) -> None:
+        """Show `key` on the next page."""
+        self.notices.append((kind, key))
+
+    def take_notices(self) -> list[tuple[str, str]]:
+        """The notices to show now (each is shown once)."""
+        taken, self.notices = self.notices, []
+        return taken
+
+
+class Sessions:
+    """The sessions of this process, each ending after `idle_seconds` without use."""
+
+    def __init__(
+        self,
+        *,
+        idle_seconds: float,
+        max_sessions: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._sessions: dict[str, Session] = {}
+
+    def cookie(self, session: Session) -> str:
+        """The cookie value of a session: its id and the id's signature."""
+        return f"{session.id}.{self._sign(session.id)}"
+
+    def _sign(self, session_id: str) -> str:
+        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()
+
+    def find(self, cookie: str | None, *, touch: bool = True) -> Session | None:
+        """The live session a cookie names (None: none, forged, or ended by idleness)."""
+        if not cookie or cookie.count(".") != 1:
+            return None
+        session_id, signature = cookie.split(".")
+        if not hmac.compare_digest(signature, self._sign(session_id)):
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = self._clock()
+        if idle_expired(session.last_seen, now, self.idle_seconds):
+            del self._sessions[session_id]
+            return None
+        if touch:
+            session.last_seen = now
+        return session
+
+    def new(self) -> Session:
+        """A fresh anonymous session."""
+        self._make_room()
+        session = Session(
+            id=secrets.token_urlsafe(24), csrf=secrets.token_urlsafe(32), last_seen=self._clock()
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def renew(self, session: Session) -> Session:
+        """The same session under a new id and CSRF token (at sign-in: no session fixation)."""
+        self._sessions.pop(session.id, None)
+        session.id = secrets.token_urlsafe(24)
+        session.csrf = secrets.token_urlsafe(32)
+        session.last_seen = self._clock()
+        self._sessions[session.id] = session
+        return session
+
+    def end(self, session: Session) -> None:
+        """Forget a session (sign-out)."""
+        self._sessions.pop(session.id, None)
+
+    def __contains__(self, session: object) -> bool:
+        return isinstance(session, Session) and self._sessions.get(session.id) is session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _make_room(self) -> None:
+        now = self._clock()
+        if len(self._sessions) < self.max_sessions:
+            return
+        for sid, session in list(self._sessions.items()):
+            if idle_expired(session.last_seen, now, self.idle_seconds):
+                del self._sessions[sid]
+        while len(self._sessions) >= self.max_sessions:
+            oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
+            del self._sessions[oldest.id]

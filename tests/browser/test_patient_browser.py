@@ -1,0 +1,146 @@
+"""The patient's pages in a real browser: Debian's chromium driven by Playwright (PyPI), in
+French at a phone's width and in English at a desktop's: sign in, write a request in four
+steps, add two records, consent, submit, and see the timeline move to the specialist without
+reloading. No script breaks the Content-Security-Policy and nothing is wider than the screen;
+with AVIS_SCREENSHOTS=docs the case pages are kept as docs/web-patient-case*.png.
+
+Playwright's own browser download is not used: chromium comes from the distribution
+(deploy/local/system-packages.sh installs it), passed as `executable_path`.
+"""
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+
+from tests.support.basics import ROOT, unique
+from tests.support.samples import pdf, png
+from tests.support.stack import ServiceStack
+from tests.support.web import web_stack
+
+CHROMIUM = os.environ.get("AVIS_CHROMIUM") or shutil.which("chromium") or ""
+pytestmark = [
+    pytest.mark.infra,
+    pytest.mark.skipif(
+        not CHROMIUM,
+        reason="Debian's chromium is not installed (deploy/local/system-packages.sh installs it)",
+    ),
+]
+# AVIS_SCREENSHOTS=docs keeps each journey's case page there (the README's pictures).
+SCREENSHOTS = os.environ.get("AVIS_SCREENSHOTS", "")
+
+WORDS = {
+    "fr": {
+        "sign_in": "Se connecter",
+        "new": "Demander un second avis",
+        "next": "Continuer",
+        "file": "Enregistrer ma demande",
+        "add": "Ajouter",
+        "consent": "J'ai lu ce texte et j'accepte",
+        "send": "Envoyer ma demande",
+        "sent": "Demande envoyée",
+        "assigned": "Confiée à un·e spécialiste",
+        "added": "Un document a été ajouté.",
+        "submitted": "Votre demande a été envoyée.",
+    },
+    "en": {
+        "sign_in": "Sign in",
+        "new": "Ask for a second opinion",
+        "next": "Continue",
+        "file": "Save my request",
+        "add": "Add",
+        "consent": "I have read this text and I agree",
+        "send": "Send my request",
+        "sent": "Request sent",
+        "assigned": "Given to a specialist",
+        "added": "A record was added.",
+        "submitted": "Your request has been sent.",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    with web_stack(tmp_path_factory.mktemp("browser-stack") / "logs") as running:
+        yield running
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.mark.parametrize(("language", "width"), [("fr", 375), ("en", 1024)])
+async def test_a_patient_files_a_case_with_two_records_and_submits(
+    stack: ServiceStack, chromium: Browser, tmp_path: Path, language: str, width: int
+) -> None:
+    words = WORDS[language]
+    context = await chromium.new_context(
+        locale=language, viewport={"width": width, "height": 900}, base_url=stack.urls["web"]
+    )
+    page = await context.new_page()
+    violations: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text or message.type == "error":
+            violations.append(f"{message.text} ({message.location.get('url')})")
+
+    page.on("console", watch)
+    page.on("pageerror", lambda error: violations.append(str(error)))
+    records = [tmp_path / "ecg.pdf", tmp_path / "scan.png"]
+    records[0].write_bytes(pdf(unique("ecg")))
+    records[1].write_bytes(png(unique("scan")))
+    try:
+        await page.goto("/")
+        await expect(page.locator("html")).to_have_attribute("lang", language)
+        await page.get_by_label("patient-1").check()
+        await page.get_by_role("button", name=words["sign_in"]).click()
+        await page.get_by_role("link", name=words["new"]).click()
+        await page.locator("#specialty").select_option("cardiology")
+        await page.get_by_role("button", name=words["next"]).click()
+        await page.locator("#question-further_tests").check()
+        await page.get_by_role("button", name=words["next"]).click()
+        await page.locator("#clinical_summary").fill("Chest pain on effort since March.")
+        await page.get_by_role("button", name=words["next"]).click()
+        await page.locator("#given_name").fill("Camille")
+        await page.locator("#family_name").fill(unique("Martin"))
+        await page.locator("#birth_date").fill("1971-03-14")
+        await page.locator("#email").fill("camille.martin@example.org")
+        await page.get_by_role("button", name=words["file"]).click()
+        await expect(page).to_have_url(re.compile(r"/cases/[0-9a-f-]{36}$"))
+
+        await page.locator("#files").set_input_files(records)
+        await page.get_by_role("button", name=words["add"], exact=True).click()
+        await expect(page.get_by_text(words["added"])).to_have_count(2)
+        await expect(page.get_by_text("ecg.pdf")).to_be_visible()
+        await expect(page.get_by_text("scan.png")).to_be_visible()
+        await page.get_by_label(words["consent"]).check()
+        await page.get_by_role("button", name=words["send"]).click()
+        await expect(page.get_by_text(words["sent"])).to_be_visible()
+
+        # The timeline moves on by itself (htmx polls it): no reload here.
+        await expect(page.get_by_text(words["assigned"]).first).to_be_visible(timeout=60_000)
+        assert await page.evaluate("typeof window.htmx") == "object"
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is wider than {width}px by {overflow}px"
+        # No reload happened: the notice of the submission is still on the page.
+        await expect(page.get_by_text(words["submitted"])).to_be_visible()
+        if SCREENSHOTS:
+            name = "web-patient-case.png" if language == "en" else "web-patient-case-phone-fr.png"
+            await page.screenshot(path=str(ROOT / SCREENSHOTS / name), full_page=True)
+    except Exception:
+        await page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        print(stack.tails())
+        raise
+    finally:
+        await context.close()
+    assert not violations, violations

@@ -1,0 +1,135 @@
+"""The web pages on the test stack: the four services and web as processes, the way `make run`
+starts them (development sign-in on), and a person's browser over HTTP that follows forms."""
+
+import asyncio
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import MongoClient
+
+from avis.shared import topics
+from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, SEALING_KEYS, skip_history
+from tests.support.stack import SERVICES, ServiceStack
+
+# What each service consumes: a new consumer group starts at the end, not at the suite's history.
+CONSUMES = {
+    "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
+    "review": [topics.CASE_SUBMITTED],
+    "reports": [topics.CASE_SUBMITTED, topics.REVIEW_COMPLETED],
+    "notify": [topics.CASE_SUBMITTED, topics.REVIEW_ASSIGNED, topics.REPORT_READY],
+}
+
+
+@contextlib.contextmanager
+def web_stack(logs: Path) -> Iterator[ServiceStack]:
+    """intake, review, reports, notify and web, each its own process and database, ready."""
+    suffix = uuid.uuid4().hex[:8]
+    databases = {name: f"webtest_{name}_{suffix}" for name in (*SERVICES, "web")}
+    stack = ServiceStack({}, logs, databases, services=(*SERVICES, "web"))
+    urls = stack.urls
+    stack.env = dict(os.environ) | {
+        "AVIS_ENV": "development",
+        "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "AVIS_MONGO_URL": MONGO_URL,
+        "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
+        "AVIS_SEALING_KEYS": SEALING_KEYS,
+        "AVIS_JWT_SECRET": JWT_SECRET,
+        "AVIS_LOG_FORMAT": "json",
+        "AVIS_RELAY_POLL_SECONDS": "0.2",
+        "AVIS_REVIEW_SEED_REVIEWERS": "true",
+        "AVIS_INTAKE_PUBLIC_URL": urls["intake"],
+        "AVIS_REVIEW_INTAKE_BASE_URL": urls["intake"],
+        "AVIS_REPORTS_PUBLIC_URL": urls["reports"],
+        "AVIS_WEB_INTAKE_URL": urls["intake"],
+        "AVIS_WEB_REVIEW_URL": urls["review"],
+        "AVIS_WEB_REPORTS_URL": urls["reports"],
+        "AVIS_WEB_NOTIFY_URL": urls["notify"],
+    }
+    for name, consumed in CONSUMES.items():
+        asyncio.run(skip_history(f"avis-{name}", consumed))
+    try:
+        asyncio.run(stack.start())
+        yield stack
+    finally:
+        stack.stop()
+        with MongoClient(MONGO_URL) as mongo:
+            for database in databases.values():
+                mongo.drop_database(database)
+
+
+def csrf_of(page: httpx.Response) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, f"no form on {page.url}:\n{page.text[:2000]}"
+    return found.group(1)
+
+
+class Browser:
+    """A person's browser without a browser: cookies kept, redirects followed, forms posted
+    with the CSRF token of the page they are on."""
+
+    def __init__(self, base_url: str, language: str = "en") -> None:
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            follow_redirects=True,
+            timeout=30.0,
+            headers={"Accept-Language": language},
+        )
+        self.page: httpx.Response | None = None
+
+    async def __aenter__(self) -> "Browser":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def get(self, path: str) -> httpx.Response:
+        self.page = await self.http.get(path)
+        return self.page
+
+    async def submit(self, action: str, data: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        """Post a form of the current page."""
+        assert self.page is not None, "open a page first"
+        self.page = await self.http.post(
+            action, data={"csrf": csrf_of(self.page), **data}, **kwargs
+        )
+        return self.page
+
+    async def sign_in(self, identity: str = "patient-1") -> httpx.Response:
+        await self.get("/signin")
+        return await self.submit("/signin", {"identity": identity})
+
+
+async def reviewer_writes_the_opinion(
+    stack: ServiceStack, case_id: str, opinion: dict[str, Any]
+) -> None:
+    """The assigned reviewer accepts and answers (through review's API: their pages come later)."""
+    async with stack.client("review", "coordinator-web", "coordinator") as coordinator:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            page = await coordinator.get("/v1/assignments", params={"case_id": case_id})
+            items = page.json().get("items", [])
+            if items:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "no assignment in time"
+            await asyncio.sleep(0.3)
+    assignment = items[0]
+    async with stack.client("review", assignment["reviewer_id"], "reviewer") as reviewer:
+        url = f"/v1/assignments/{assignment['id']}"
+        accepted = await reviewer.post(f"{url}/accept")
+        assert accepted.status_code == 200, accepted.text
+        answered = await reviewer.post(f"{url}/opinion", json=opinion)
+        assert answered.status_code in (200, 201), answered.text
+
+
+@contextlib.asynccontextmanager
+async def browsing(stack: ServiceStack, language: str = "en") -> AsyncIterator[Browser]:
+    """A browser on the stack's web pages."""
+    async with Browser(stack.urls["web"], language) as browser:
+        yield browser
