@@ -21,7 +21,7 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
 	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY)
 
-.PHONY: help install run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
+.PHONY: help install install-test run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,14 +34,19 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## install uv, the Python environment, Kafka's jars, FerretDB, poppler (once)
-	@$(INFRA) install
-	@deploy/local/system-packages.sh
+install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's jars, FerretDB, the metrics store (once)
+	$(INFRA) install
+
+# What only the suite needs, kept out of `make run`'s first start: poppler and chromium (system
+# packages) and the Kubernetes checks' tools, side by side.
+install-test: install  ## what make test adds: poppler, chromium, the k8s checks' tools (once)
+	@deploy/k8s/tools.sh > /dev/null & tools=$$!; deploy/local/system-packages.sh; pkgs=$$?; \
+	wait $$tools; tools=$$?; exit $$((pkgs || tools))
 
 run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
 
-test: install  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
+test: install-test  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
 	@$(TEST_ENV) deploy/local/test.sh $(PYTEST_ARGS)
 
 test-fast: lint  ## lint and the unit tests: no broker, no store, a few seconds
@@ -58,7 +63,7 @@ asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from 
 release-schemas: .venv/.synced  ## release the event schemas to contracts/released (refused if a reader would break)
 	$(PY) -m avis.shared.released --release contracts/released
 
-bench: install  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
+bench: install-test  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench $(BENCH_ARGS)
 
 bench-store: install  ## cost as stored data grows (1k/10k/50k cases); BENCH_ARGS=--quick for a first look
