@@ -20,7 +20,7 @@ DRAFT = {
         "preferred_language": "fr",
     },
     "specialty": "cardiology",
-    "questions": ["diagnosis_confirmation"],
+    "questions": ["diagnosis_clarification"],
     "clinical_summary": "Palpitations at night.",
 }
 RECORD = b"%PDF-1.4\n% access log\ntrailer << >>\n%%EOF\n"

@@ -70,7 +70,9 @@ def test_a_removed_last_entry_is_named_by_the_head() -> None:
 
 def test_two_swapped_entries_are_named() -> None:
     found = chain(5)
-    found[2], found[4] = found[4], found[2]
+    second, fourth = found[2], found[4]
+    found[2] = fourth.model_copy(update={"id": second.id})
+    found[4] = second.model_copy(update={"id": fourth.id})
     broken = find_break(CASE, found, 5)
     assert broken is not None and (broken.seq, broken.kind) == (2, "reordered")
 

@@ -102,9 +102,10 @@ class AuditHead(Stored):
 
 
 def canonical(entry: AuditEntry) -> bytes:
-    """The bytes an entry's hash covers: every field but the hash, as sorted compact JSON (times
-    as epoch milliseconds, so a time read back from the store hashes as written)."""
-    fields: dict[str, Any] = entry.model_dump(by_alias=True, exclude={"hash"}, exclude_none=True)
+    """The bytes an entry's hash covers: every field but the hash and the `_id` (its case and
+    seq are covered: an entry moved to another `_id` is a reorder, not a change), as sorted
+    compact JSON (times as epoch milliseconds, so a time read back hashes as written)."""
+    fields: dict[str, Any] = entry.model_dump(exclude={"id", "hash"}, exclude_none=True)
     fields["at"] = round(entry.at.timestamp() * 1000)
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
