@@ -100,14 +100,22 @@ async def test_a_coordinator_gives_a_reason_to_read_clinical_content(intake: Any
     assert read.status_code == 200, read.text
     download = await coordinator.get(f"/v1/cases/{case_id}/documents/{document_id}", headers=REASON)
     assert download.status_code == 200
-    recorded = await intake.store.clinical_reads(case_id)
-    assert [(r.sub, r.reason, r.what) for r in recorded] == [
-        (coordinator.sub, REASON["X-Avis-Reason"], "clinical"),
-        (coordinator.sub, REASON["X-Avis-Reason"], f"document:{document_id}"),
+    log = await coordinator.get(f"/v1/cases/{case_id}/access-log")
+    assert log.status_code == 200, log.text
+    reads = [e for e in log.json()["items"] if e["role"] == "coordinator"]
+    assert [(e["outcome"], e["status"], e["action"], e["reason"]) for e in reads] == [
+        ("refused", 428, "clinical.read", None),
+        ("refused", 428, "document.read", None),
+        ("allowed", 200, "clinical.read", REASON["X-Avis-Reason"]),
+        ("allowed", 200, "document.read", REASON["X-Avis-Reason"]),
     ]
-    # The patient reading their own case gives no reason and leaves no such record.
+    assert all(e["you"] for e in reads) and reads[-1]["document_id"] == document_id
+    assert [e["purpose"] for e in reads[2:]] == ["break-glass", "break-glass"]
+    # The patient reading their own case gives no reason; the patient never sees the reason.
     assert (await patient.get(f"/v1/cases/{case_id}/clinical")).status_code == 200
-    assert len(await intake.store.clinical_reads(case_id)) == 2
+    mine = (await patient.get(f"/v1/cases/{case_id}/access-log")).json()["items"]
+    assert [e["reason"] for e in mine] == [None] * len(mine)
+    assert mine[-1]["you"] and mine[-1]["purpose"] == "own-case"
 
 
 async def test_a_reviewer_loses_access_a_set_time_after_their_last_report(intake: Any) -> None:

@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from avis.intake.models import (
     DOCUMENT_ID_PATTERN,
+    AccessLog,
     CaseCreate,
     CasePage,
     CaseStatus,
@@ -46,9 +47,10 @@ def intake(request: Request) -> IntakeService:
 Service = Annotated[IntakeService, Depends(intake)]
 Caller = Annotated[Principal, Depends(authenticated)]
 Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
-ClinicalReader = Annotated[
-    Principal, Depends(require_roles("patient", "partner", "reviewer", "coordinator"))
-]
+# Who may read clinical content is the service's decision, so that its refusals (403 for a
+# role that never may) go in the case's access trail.
+ClinicalReader = Caller
+TrailReader = Annotated[Principal, Depends(require_roles("patient", "coordinator"))]
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
@@ -75,6 +77,10 @@ Reason = Annotated[
 Position = Annotated[
     str | None,
     cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."),
+]
+After = Annotated[
+    str | None,
+    cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a place in the trail)."),
 ]
 DOCUMENTS_PATH = "/cases/{case_id}/documents"
 _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
@@ -153,6 +159,27 @@ async def get_clinical(
     consent to share), the reviewer currently assigned and coordinators (giving a reason);
     reviewers do not get the patient's identity."""
     return await service.get_clinical(principal=principal, case_id=case_id, reason=reason)
+
+
+@router.get(
+    "/cases/{case_id}/access-log",
+    summary="Who looked at a case",
+    response_model=AccessLog,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def get_access_log(
+    case_id: CaseId,
+    principal: TrailReader,
+    service: Service,
+    limit: Limit = 50,
+    cursor: After = None,
+) -> AccessLog:
+    """Every read and write of the case's health data, refusals included, oldest first, in plain
+    words: for the case's patient and coordinators (a coordinator's stated reason is shown to
+    coordinators only)."""
+    return await service.access_log(
+        principal=principal, case_id=case_id, cursor=cursor, limit=limit
+    )
 
 
 @router.post(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +24,7 @@ import structlog
 
 from avis.intake import rules
 from avis.intake.models import (
+    AccessLog,
     CaseCreate,
     CasePage,
     CaseStatus,
@@ -38,7 +39,6 @@ from avis.intake.rules import ASSIGN, CLEAR, Access, Change
 from avis.intake.store import (
     Actor,
     Case,
-    ClinicalRead,
     CurrentReviewer,
     IdempotencyClaim,
     ListedPage,
@@ -49,7 +49,9 @@ from avis.intake.store import (
     StoredPatient,
     StoredPhysician,
     list_key,
+    trail_aad,
 )
+from avis.shared.audit import AuditRecord
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -125,6 +127,86 @@ class Limits:
     max_documents_per_case: int
 
 
+class Auditor:
+    """Writes intake's access trail: one entry per read or write of a case's health data by a
+    person, and the refusals (403, 404, 428) of reads of a case that exists.
+
+    An append takes the case's lock unless its caller holds it already (`locked`): a read
+    (a GET) appends without holding the lock for the read itself. A coordinator's reason is
+    sealed in the entry (a reason may hold health data) and never logged.
+    """
+
+    def __init__(
+        self, *, store: Store, locks: AggregateLocks, emitter: Emitter, keyring: Keyring
+    ) -> None:
+        self.store = store
+        self.locks = locks
+        self.emitter = emitter
+        self.keyring = keyring
+
+    async def record(
+        self,
+        principal: Principal,
+        case_id: str,
+        action: str,
+        *,
+        target: str | None = None,
+        reason: str | None = None,
+        refused: Problem | None = None,
+        locked: bool = False,
+    ) -> None:
+        """Append what `principal` did (or was refused) to the case's trail."""
+        if not rules.audited(principal):
+            return
+        record = AuditRecord(
+            actor=principal.sub,
+            role=principal.role,
+            action=action,
+            target=target,
+            outcome="refused" if refused else "allowed",
+            status=refused.status if refused else 200,
+            purpose=rules.purpose_of(principal, reason_given=reason is not None),
+            reason=None
+            if reason is None
+            else self.keyring.seal(reason.encode(), trail_aad(case_id)),
+        )
+        if locked:
+            entry = await self.store.audit(case_id, record, now())
+        else:
+            async with self.locks.hold(self.emitter.lock(case_id)):
+                entry = await self.store.audit(case_id, record, now())
+        if reason is not None:
+            log.info(
+                "clinical content read with a reason",
+                case_id=case_id,
+                role=principal.role,
+                sub=principal.sub,
+                what=action,
+                seq=entry.seq,
+            )
+
+    @asynccontextmanager
+    async def reading(
+        self,
+        principal: Principal,
+        case_id: str,
+        action: str,
+        *,
+        target: str | None = None,
+        reason: str | None = None,
+    ) -> AsyncIterator[None]:
+        """Record the read in the block: allowed when it ends, refused when it raises one of
+        `rules.AUDITED_REFUSALS` about a case that exists (no trail for made-up ids)."""
+        try:
+            yield
+        except Problem as problem:
+            if problem.status in rules.AUDITED_REFUSALS and await self.store.case_exists(case_id):
+                await self.record(principal, case_id, action, target=target, refused=problem)
+            raise
+        given = None if reason is None else rules.check_reason(principal, reason)
+        await self.record(principal, case_id, action, target=target, reason=given)
+
+
 class IntakeService:
     """Cases from draft to submission, and their status as the other services report it."""
 
@@ -148,6 +230,7 @@ class IntakeService:
         # How long a reviewer keeps access after their last report.
         self.reviewer_access = reviewer_access
         self.references = References(store)
+        self.auditor = Auditor(store=store, locks=locks, emitter=emitter, keyring=keyring)
 
     # reading
 
@@ -172,7 +255,8 @@ class IntakeService:
 
     async def get_case(self, *, principal: Principal, case_id: str) -> CaseView:
         """A case `principal` may read (file names only for readers of the clinical content)."""
-        case = await self._readable(principal, case_id, clinical=False)
+        async with self.auditor.reading(principal, case_id, "case.read"):
+            case = await self._readable(principal, case_id, clinical=False)
         return await self._view(case, principal)
 
     async def _view(
@@ -188,40 +272,20 @@ class IntakeService:
             with_progress=rules.sees_progress(principal, self._access(case)),
         )
 
-    async def _clinical(
-        self, principal: Principal, case_id: str, reason: str | None, what: str
-    ) -> Case:
-        """A case whose clinical content `principal` may read; a coordinator gives a reason,
-        which is kept (and logged without it: a reason may hold health data)."""
-        given = rules.check_reason(principal, reason)
-        case = await self._readable(principal, case_id, clinical=True)
-        if given is not None:
-            read = ClinicalRead(
-                id=str(uuid.uuid4()),
-                case_id=case_id,
-                sub=principal.sub,
-                role=principal.role,
-                what=what,
-                reason=given,
-                at=now(),
-            )
-            await self.store.record_read(read)
-            log.info(
-                "clinical content read with a reason",
-                case_id=case_id,
-                role=principal.role,
-                sub=principal.sub,
-                what=what.split(":", 1)[0],
-                read_id=read.id,
-            )
-        return case
+    async def _clinical(self, principal: Principal, case_id: str, reason: str | None) -> Case:
+        """A case whose clinical content `principal` may read (403 for a role that never does);
+        a coordinator gives a reason (428 without one)."""
+        rules.check_clinical_role(principal)
+        rules.check_reason(principal, reason)
+        return await self._readable(principal, case_id, clinical=True)
 
     async def get_clinical(
         self, *, principal: Principal, case_id: str, reason: str | None = None
     ) -> ClinicalView:
         """The clinical content of a case; reviewers do not get the patient's identity, and
         coordinators say why they read it (`reason`)."""
-        case = await self._clinical(principal, case_id, reason, "clinical")
+        async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason):
+            case = await self._clinical(principal, case_id, reason)
         records = await self.store.records_of(case)
         return case.clinical_view(
             records, today=now().date(), with_patient=principal.role != "reviewer"
@@ -242,6 +306,17 @@ class IntakeService:
         before = int(cursor) if cursor is not None else None  # a position (the API checks)
         page = await self.store.cases_page(scope, before, limit + 1)
         return page.view(limit)
+
+    async def access_log(
+        self, *, principal: Principal, case_id: str, cursor: str | None = None, limit: int
+    ) -> AccessLog:
+        """A page of a case's access trail, oldest first, for its patient and coordinators."""
+        case = await self._case(case_id)
+        if case is None or not rules.may_read_trail(principal, self._access(case)):
+            raise not_found("case", CASE_NOT_FOUND)
+        after = int(cursor) if cursor is not None else 0  # a position (the API checks)
+        page = await self.store.trail_page(case_id, after, limit + 1)
+        return page.view(principal, self.keyring, limit)
 
     # creating
 
@@ -266,6 +341,7 @@ class IntakeService:
             case = new_case(principal, body, case_id, await self.references.next(), at)
             if await self.store.insert_case(case):
                 log.info("case drafted", case_id=case_id, role=principal.role)
+                await self.auditor.record(principal, case_id, "case.create")
                 return case.view([]), True
             existing = await self._case(case_id)
             if existing is not None:
@@ -340,6 +416,9 @@ class IntakeService:
                 uploaded_by=Actor(sub=principal.sub, role=principal.role),
             )
             await self.store.put_record(record, upload.data)
+            await self.auditor.record(
+                principal, case_id, "document.add", target=sha256, locked=True
+            )
         log.info("record stored", case_id=case_id, document_id=sha256, size=len(upload.data))
         return record.view(), True
 
@@ -352,6 +431,9 @@ class IntakeService:
             record_id = rules.document_id_of(case_id, document_id)
             if not await self.store.delete_record(case_id, record_id):
                 raise not_found("document", DOCUMENT_NOT_FOUND)
+            await self.auditor.record(
+                principal, case_id, "document.delete", target=document_id, locked=True
+            )
         log.info("record removed", case_id=case_id, document_id=document_id)
 
     async def open_document(
@@ -359,13 +441,17 @@ class IntakeService:
     ) -> Download:
         """A record's metadata and bytes, for a reader allowed the clinical content (coordinators
         say why: `reason`)."""
-        case = await self._clinical(principal, case_id, reason, f"document:{document_id}")
-        record_id = rules.document_id_of(case_id, document_id)
-        listed = record_id in case.record_ids
-        record = await self.store.record(record_id) if listed else None
-        chunks = await self.store.record_bytes(record) if record else None
-        if record is None or chunks is None:
-            raise not_found("document", DOCUMENT_NOT_FOUND)
+        read = self.auditor.reading(
+            principal, case_id, "document.read", target=document_id, reason=reason
+        )
+        async with read:
+            case = await self._clinical(principal, case_id, reason)
+            record_id = rules.document_id_of(case_id, document_id)
+            listed = record_id in case.record_ids
+            record = await self.store.record(record_id) if listed else None
+            chunks = await self.store.record_bytes(record) if record else None
+            if record is None or chunks is None:
+                raise not_found("document", DOCUMENT_NOT_FOUND)
         return Download(meta=record.view(), chunks=chunks)
 
     # submitting, withdrawing
@@ -418,6 +504,7 @@ class IntakeService:
                 [event],
                 aggregate=case_id,
             )
+            await self.auditor.record(principal, case_id, "case.submit", locked=True)
         log.info("case submitted", case_id=case_id, event_id=event.id)
         # The case as stored; its records are the ones just counted (a submitted case takes
         # no more and loses none), so they are not read a second time.
@@ -452,8 +539,10 @@ class IntakeService:
                 events,
                 aggregate=case_id,
             )
+            await self.auditor.record(principal, case_id, "case.withdraw", locked=True)
         log.info("case withdrawn", case_id=case_id)
-        return await self.get_case(principal=principal, case_id=case_id)
+        stored = await self._readable(principal, case_id, clinical=False)
+        return await self._view(stored, principal)
 
     # what the other services report
 

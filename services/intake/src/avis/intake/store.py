@@ -14,9 +14,9 @@
   position (where to start probing). A list is
   `all`, `patient:<sub>`, `partner:<partner id>` or `reviewer:<reviewer id>`.
 - `idempotency`: `_id` `<caller>:<Idempotency-Key>` -> the case that key created.
-- `clinical_reads`: the reads of clinical content that gave a reason (a coordinator's
-  "break-glass"), `_id` random; a small record, read rarely (by `case_id`), until a full
-  access trail replaces it.
+- `audit_trail`, `audit_heads`: the access trail, one hash chain per case, every read and
+  write of a case's health data by a person, refusals included (`avis.shared.audit`; entries
+  read by `_id` `<case_id>:<seq>`). A coordinator's reason is kept there, sealed.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
 
 Every hot read goes by `_id` (FerretDB serves nothing else from an index): a case's records
@@ -41,6 +41,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.intake.models import (
+    AccessLog,
+    AccessLogEntry,
     CasePage,
     CaseStatus,
     CaseSummary,
@@ -60,13 +62,18 @@ from avis.intake.rules import (
     CaseState,
     Scope,
     age_on,
+    describe,
+    reader_id,
     refblock_id,
     reviewer_access_lapsed,
 )
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored
 from avis.shared.outbox import new_with_events, with_events
+from avis.shared.sealing import Keyring
+from avis.shared.security import Principal
 
 CHUNK_BYTES = 255 * 1024
 
@@ -229,17 +236,52 @@ class Case(Stored):
         )
 
 
-class ClinicalRead(Stored):
-    """A read of a case's clinical content that gave a reason (a coordinator's "break-glass"):
-    who, what (`clinical` or `document:<id>`), why and when. `_id` is random."""
+@dataclass
+class TrailPage:
+    """Entries of a case's access trail, oldest first, and the last position its head counts."""
 
-    id: str = Field(alias="_id")
     case_id: str
-    sub: str
-    role: str
-    what: str
-    reason: str
-    at: datetime
+    entries: list[AuditEntry]
+    last: int
+
+    def view(self, viewer: Principal, keyring: Keyring, limit: int) -> AccessLog:
+        """The page in plain words for `viewer`: a coordinator's reason is shown to coordinators
+        only (a reason may hold health data, of someone else too)."""
+        items = [self._item(e, viewer, keyring) for e in self.entries[:limit]]
+        after = self.entries[limit - 1].seq if len(self.entries) > limit else None
+        return AccessLog(items=items, next_cursor=None if after is None else str(after))
+
+    def _item(self, entry: AuditEntry, viewer: Principal, keyring: Keyring) -> AccessLogEntry:
+        you = entry.actor == viewer.sub and entry.role == viewer.role
+        reason = None
+        if entry.reason is not None and viewer.role == "coordinator":
+            reason = keyring.open(entry.reason, aad=trail_aad(self.case_id)).decode()
+        return AccessLogEntry(
+            seq=entry.seq,
+            at=entry.at,
+            role=entry.role,
+            reader=reader_id(self.case_id, entry.actor),
+            you=you,
+            action=entry.action,
+            document_id=entry.target,
+            outcome=entry.outcome,
+            status=entry.status,
+            purpose=entry.purpose,
+            reason=reason,
+            text=describe(
+                role=entry.role,
+                you=you,
+                action=entry.action,
+                outcome=entry.outcome,
+                status=entry.status,
+                at=entry.at.strftime("%Y-%m-%d %H:%M UTC"),
+            ),
+        )
+
+
+def trail_aad(case_id: str) -> str:
+    """What a reason in a case's trail is sealed under: it opens for that case only."""
+    return f"audit:{case_id}"
 
 
 class CaseRow(Stored):
@@ -370,7 +412,7 @@ class Store:
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
         self._spare: dict[str, list[int]] = {}  # reserved positions whose write failed
         self.chunks = db["record_chunks"]
-        self.reads = db["clinical_reads"]
+        self.trail = AuditTrail(db)
 
     # cases
 
@@ -612,14 +654,20 @@ class Store:
                 await self.chunks.delete_one({"_id": chunk_id(record_id, n)})
         return pulled.modified_count > 0 or record is not None
 
-    async def record_read(self, read: ClinicalRead) -> None:
-        """Keep a read of clinical content that gave a reason."""
-        await self.reads.insert_one(read.to_doc())
+    # the access trail
 
-    async def clinical_reads(self, case_id: str) -> list[ClinicalRead]:
-        """The reads of a case's clinical content that gave a reason, oldest first."""
-        found = self.reads.find({"case_id": case_id}).sort([("at", ASCENDING), ("_id", ASCENDING)])
-        return [ClinicalRead.model_validate(doc) async for doc in found]
+    async def audit(self, case_id: str, record: AuditRecord, at: datetime) -> AuditEntry:
+        """Append to a case's access trail; the caller holds the case's lock."""
+        return await self.trail.append(case_id, record, at)
+
+    async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
+        """Up to `limit` entries of a case's access trail after position `after`."""
+        entries, last = await self.trail.page(case_id, after=after, limit=limit)
+        return TrailPage(case_id, entries, last)
+
+    async def case_exists(self, case_id: str) -> bool:
+        """Whether a case is stored (read by `_id`, nothing else)."""
+        return await self.cases.find_one({"_id": case_id}, {"_id": 1}) is not None
 
     async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
         """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
@@ -650,4 +698,3 @@ async def init(db: AsyncDatabase[Document]) -> None:
     await store.cases.create_index([("reviewer_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("status", ASCENDING), ("_id", DESCENDING)])
     await store.documents.create_index([("case_id", ASCENDING), ("uploaded_at", ASCENDING)])
-    await store.reads.create_index([("case_id", ASCENDING), ("at", ASCENDING)])

@@ -1,0 +1,269 @@
+"""The access audit trail: every read and write of a case's health data, one entry each, in an
+append-only chain per case that shows a changed, removed or reordered entry.
+
+An entry says who (a pseudonymous subject id and a role), what (an action code and, for a
+record, its id), which case, when, why (a purpose code and, for a coordinator's break-glass
+read, the reason, sealed: a reason may hold health data) and the outcome (refusals included).
+Nothing identifying or clinical is written in clear.
+
+Within the store contract (DESIGN.md section 4):
+- one chain per case; entry `_id` = `<case_id>:<seq>` (zero-padded, from 1), so a case's
+  entries are read by `_id` only; a seq is claimed by inserting it (a duplicate key means a
+  racing writer: take the next one);
+- each entry holds the previous entry's hash (`prev`, `GENESIS` for the first) and its own
+  `hash`: SHA-256 over the canonical JSON of the entry with `prev`;
+- a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so an
+  append starts there and `verify` knows how many entries there should be (a removed last entry
+  shows); a head behind the true end (a crash between the two writes) is stepped past by
+  probing the next `_id`s;
+- the caller serialises appends to one case within the process (the case's lock); across
+  instances the insert of a natural `_id` decides.
+
+`verify` walks a case's entries by `_id` and names the first break. Verifying every case reads
+all head documents: a scan, acceptable in this offline command only, never on a hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from avis.shared.mongo import Document, Stored, connect
+from avis.shared.sealing import Sealed
+
+TRAIL = "audit_trail"
+HEADS = "audit_heads"
+GENESIS = "0" * 64
+SEQ_DIGITS = 10
+# How many entries one `$in` on `_id` asks for.
+BATCH = 200
+
+Outcome = Literal["allowed", "refused"]
+BreakKind = Literal["changed", "removed", "reordered"]
+
+
+def entry_id(case_id: str, seq: int) -> str:
+    """The `_id` of a case's `seq`-th entry (zero-padded: ids sort by seq)."""
+    return f"{case_id}:{seq:0{SEQ_DIGITS}d}"
+
+
+class AuditRecord(BaseModel):
+    """What happened, as the caller tells it; the trail adds the case, seq, time and chain."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actor: str
+    role: str
+    action: str
+    target: str | None = None
+    outcome: Outcome = "allowed"
+    status: int = 200
+    purpose: str
+    reason: Sealed | None = None
+
+
+class AuditEntry(Stored):
+    """One stored entry of a case's trail."""
+
+    id: str = Field(alias="_id")
+    case_id: str
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str | None = None
+    outcome: Outcome
+    status: int
+    purpose: str
+    reason: Sealed | None = None
+    prev: str
+    hash: str = ""
+
+
+class AuditHead(Stored):
+    """The last entry of a case's trail as its writer knew it: seq and hash."""
+
+    id: str = Field(alias="_id")
+    seq: int
+    hash: str
+
+
+def canonical(entry: AuditEntry) -> bytes:
+    """The bytes an entry's hash covers: every field but the hash and the `_id` (its case and
+    seq are covered: an entry moved to another `_id` is a reorder, not a change), as sorted
+    compact JSON (times as epoch milliseconds, so a time read back hashes as written)."""
+    fields: dict[str, Any] = entry.model_dump(exclude={"id", "hash"}, exclude_none=True)
+    fields["at"] = round(entry.at.timestamp() * 1000)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(entry: AuditEntry) -> str:
+    """The hash an entry should carry: SHA-256 over its canonical JSON, `prev` included."""
+    return hashlib.sha256(canonical(entry)).hexdigest()
+
+
+def chained(case_id: str, seq: int, prev: str, record: AuditRecord, at: datetime) -> AuditEntry:
+    """The `seq`-th entry of a case, after the entry whose hash is `prev`."""
+    entry = AuditEntry(
+        id=entry_id(case_id, seq), case_id=case_id, seq=seq, at=at, prev=prev, **dict(record)
+    )
+    return entry.model_copy(update={"hash": digest(entry)})
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place a case's chain does not hold: which entry (its position) and how."""
+
+    case_id: str
+    seq: int
+    kind: BreakKind
+    detail: str
+
+    def __str__(self) -> str:
+        return f"case {self.case_id}: entry {self.seq} {self.kind} ({self.detail})"
+
+
+def find_break(case_id: str, found: Mapping[int, AuditEntry], head: int) -> Break | None:
+    """The first break of a case's chain: `found` maps positions to the entries stored there,
+    `head` is the number of entries the head document counts."""
+    last = max([head, *found])
+    prev = GENESIS
+    for seq in range(1, last + 1):
+        entry = found.get(seq)
+        if entry is None:
+            return Break(case_id, seq, "removed", f"no entry {seq} of {last}")
+        if digest(entry) != entry.hash:
+            return Break(case_id, seq, "changed", "its content does not match its hash")
+        if entry.case_id != case_id or entry.seq != seq:
+            return Break(case_id, seq, "reordered", f"holds entry {entry.seq} of its chain")
+        if entry.prev != prev:
+            return Break(case_id, seq, "reordered", "it does not follow the entry before it")
+        prev = entry.hash
+    return None
+
+
+class AuditTrail:
+    """The trail's collections and every operation on them."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.trail = db[TRAIL]
+        self.heads = db[HEADS]
+
+    async def head(self, case_id: str) -> AuditHead | None:
+        """A case's head document (None: no entry yet)."""
+        doc = await self.heads.find_one({"_id": case_id})
+        return AuditHead.model_validate(doc) if doc else None
+
+    async def _entry(self, case_id: str, seq: int) -> AuditEntry | None:
+        doc = await self.trail.find_one({"_id": entry_id(case_id, seq)})
+        return AuditEntry.model_validate(doc) if doc else None
+
+    async def append(self, case_id: str, record: AuditRecord, at: datetime) -> AuditEntry:
+        """Add an entry at the end of a case's chain. The caller holds the case's lock; an entry
+        another instance wrote at the same seq (duplicate key) is stepped past."""
+        head = await self.head(case_id)
+        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        while True:
+            beyond = await self._entry(case_id, seq + 1)
+            if beyond is not None:  # the head lags behind the true end: follow the chain
+                seq, prev = beyond.seq, beyond.hash
+                continue
+            entry = chained(case_id, seq + 1, prev, record, at)
+            try:
+                await self.trail.insert_one(entry.to_doc())
+            except DuplicateKeyError:
+                continue  # a racing writer took this seq: read it and go on after it
+            break
+        with_head = AuditHead(id=case_id, seq=entry.seq, hash=entry.hash)
+        await self.heads.replace_one({"_id": case_id}, with_head.to_doc(), upsert=True)
+        return entry
+
+    async def _batch(self, case_id: str, seqs: Sequence[int]) -> dict[int, AuditEntry]:
+        ids = [entry_id(case_id, s) for s in seqs]
+        found: dict[int, AuditEntry] = {}
+        async for doc in self.trail.find({"_id": {"$in": ids}}):
+            entry = AuditEntry.model_validate(doc)
+            found[int(entry.id.rsplit(":", 1)[1])] = entry
+        return found
+
+    async def page(self, case_id: str, *, after: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """Up to `limit` entries of a case after position `after`, in order, each read by `_id`,
+        and the last position the head counts."""
+        head = await self.head(case_id)
+        last = head.seq if head else 0
+        seqs = list(range(after + 1, min(last, after + limit) + 1))
+        found = await self._batch(case_id, seqs)
+        return [found[s] for s in seqs if s in found], last
+
+    async def verify(self, case_id: str) -> Break | None:
+        """The first break of a case's chain, or None when every entry is in place."""
+        head = await self.head(case_id)
+        last = head.seq if head else 0
+        found: dict[int, AuditEntry] = {}
+        for start in range(1, last + 1, BATCH):
+            found |= await self._batch(case_id, range(start, min(last, start + BATCH - 1) + 1))
+        seq = last
+        while (beyond := await self._entry(case_id, seq + 1)) is not None:  # a lagging head
+            seq += 1
+            found[seq] = beyond
+        return find_break(case_id, found, last)
+
+    async def cases(self) -> AsyncIterator[str]:
+        """Every case with a trail (reads all head documents: for the offline `verify` only)."""
+        async for doc in self.heads.find({}, {"_id": 1}).sort("_id", 1):
+            yield str(doc["_id"])
+
+
+async def verify_all(trail: AuditTrail, case_ids: Sequence[str] = ()) -> list[Break]:
+    """The breaks of the given cases' chains (none given: every case's)."""
+    breaks: list[Break] = []
+    ids = list(case_ids) or [case_id async for case_id in trail.cases()]
+    for case_id in ids:
+        found = await trail.verify(case_id)
+        if found is not None:
+            breaks.append(found)
+    return breaks
+
+
+async def _verify_main(url: str, database: str, case_ids: Sequence[str]) -> int:
+    client = connect(url)
+    try:
+        trail = AuditTrail(client[database])
+        breaks = await verify_all(trail, case_ids)
+    finally:
+        await client.close()
+    for found in breaks:
+        print(found)
+    print(f"{len(breaks)} broken chain(s)" if breaks else "every chain holds")
+    return 1 if breaks else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`avis-audit verify --service intake [--case ID ...]`: check the trails' hash chains."""
+    parser = argparse.ArgumentParser(prog="avis-audit", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="name the first break of each case's chain")
+    verify.add_argument("--service", required=True, help="whose store: intake, review, ...")
+    verify.add_argument("--case", action="append", default=[], help="only this case (repeat)")
+    verify.add_argument("--database", default="", help="the database (default avis_<service>)")
+    args = parser.parse_args(argv)
+    url = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27017")
+    database = args.database or os.environ.get("AVIS_MONGO_DATABASE") or f"avis_{args.service}"
+    return asyncio.run(_verify_main(url, database, args.case))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
