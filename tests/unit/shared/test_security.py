@@ -68,6 +68,13 @@ def b64url_json(obj: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
 
+@pytest.fixture(autouse=True)
+def _default_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lifetime these tests check is the default one, whatever the stack exported (the test
+    stack allows the walkthroughs' 8-hour tokens)."""
+    monkeypatch.delenv("AVIS_JWT_MAX_LIFETIME_SECONDS", raising=False)
+
+
 @pytest.fixture
 def dev_settings() -> CommonSettings:
     """Settings with only the HS256 secret (explicit, so the environment cannot add keys)."""
