@@ -26,6 +26,8 @@ log = structlog.get_logger("avis.parking")
 # The service's part of an expiry: under the case's lock, drop what it parked for the case and
 # call the given `give_up` (which dead-letters the events); False if the case is known by now.
 Expire = Callable[[str, Callable[[], Awaitable[None]]], Awaitable[bool]]
+# Raises if this copy may no longer sweep (a newer holder of the parking lease exists).
+Guard = Callable[[], Awaitable[object]]
 
 
 class Parking:
@@ -70,10 +72,15 @@ class Parking:
             log.warning("parked events dead-lettered", case_id=case_id, events=len(events))
         return len(events)
 
-    async def sweep(self, expire: Expire, now: datetime | None = None) -> int:
-        """Expire every case waiting too long; returns how many events were dead-lettered."""
+    async def sweep(
+        self, expire: Expire, now: datetime | None = None, guard: Guard | None = None
+    ) -> int:
+        """Expire every case waiting too long; returns how many events were dead-lettered.
+        `guard` (the lease's fence check) runs before each case and stops a former holder."""
         given = 0
         for case_id in await self.due(now):
+            if guard is not None:
+                await guard()
             count = 0
 
             async def give_up(case_id: str = case_id) -> None:
@@ -86,11 +93,12 @@ class Parking:
                 await self.release(case_id)
         return given
 
-    async def run(self, expire: Expire) -> None:
-        """Sweep every `park_sweep_seconds`, for the life of the service."""
+    async def run(self, expire: Expire, guard: Guard | None = None) -> None:
+        """Sweep every `park_sweep_seconds`, for the life of the service (on the holder of the
+        service's parking lease, so N copies sweep once per period)."""
         while True:
             try:
-                await self.sweep(expire)
+                await self.sweep(expire, guard=guard)
             except Exception as exc:  # the sweep outlives any failure: it runs again later
                 log.warning("parked events not swept this time", error=type(exc).__name__)
             await asyncio.sleep(self.every)

@@ -30,6 +30,7 @@ from avis.shared.caching import NoStore
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
+from avis.shared.lease import LEASES, Lease, holder_id, singleton
 from avis.shared.mongo import (
     TRANSIENT_STORE_ERRORS,
     AggregateLocks,
@@ -125,6 +126,7 @@ class Runtime:
         self.store = Dependency("store", database=settings.database)
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self.holder = holder_id(self.service)
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
 
@@ -135,6 +137,23 @@ class Runtime:
     def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
         self._background.append((name, work))
+
+    def lease(self, job: str) -> Lease:
+        """The lease of `job` among this service's copies (one per job)."""
+        return Lease(
+            self.db[LEASES],
+            job,
+            holder=self.holder,
+            ttl=self.settings.lease_ttl_seconds,
+            skew=self.settings.lease_skew_seconds,
+        )
+
+    def singleton(self, name: str, work: Callable[[Lease], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` once connected, on one copy of the service at a time: the holder of the
+        lease `name` (a periodic job that must run once per period); it gets the lease to
+        check its fence before a decision write."""
+        lease = self.lease(name)
+        self.background(name, lambda: singleton(lease, lambda: work(lease)))
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume every event of `topic` with `handler` (prefer `on`, by payload type)."""
@@ -205,7 +224,10 @@ class Runtime:
             "connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
-        self._tasks.append(asyncio.create_task(self._prune_inbox(), name=f"{self.service}-inbox"))
+        inbox = self.lease("inbox")
+        self._tasks.append(
+            asyncio.create_task(singleton(inbox, self._prune_inbox), name=f"{self.service}-inbox")
+        )
         self._tasks.append(asyncio.create_task(self._watch(), name=f"{self.service}-watch"))
         self._tasks.append(
             asyncio.create_task(
@@ -222,7 +244,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(work(), name=f"{self.service}-{name}"))
 
     async def _prune_inbox(self) -> None:
-        # Hourly; each run costs one listing of collection names and one drop per old day.
+        # Hourly, on the holder of the inbox lease; each run costs one listing of collection
+        # names and one drop per old day (dropping a bucket twice would change nothing).
         while True:
             try:
                 await self.messaging.prune_inbox()

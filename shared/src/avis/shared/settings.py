@@ -98,6 +98,12 @@ class CommonSettings(BaseSettings):
     park_sweep_seconds: float = Field(
         300.0, gt=0, validation_alias=shared_env("PARK_SWEEP_SECONDS")
     )
+    # A periodic job's lease (avis.shared.lease): its holder renews every ttl/3; another copy
+    # takes over once ttl + skew have passed since the last renewal (skew: the most the clocks
+    # of two copies may differ). A holder's death is followed by the next run within about
+    # ttl + skew + ttl/3 seconds.
+    lease_ttl_seconds: float = Field(9.0, gt=0, validation_alias=shared_env("LEASE_TTL_SECONDS"))
+    lease_skew_seconds: float = Field(1.0, ge=0, validation_alias=shared_env("LEASE_SKEW_SECONDS"))
 
     @field_validator("rate_limit_writes")
     @classmethod

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhook_queue=deliveries,
     )
     handlers.register(runtime, notify)
-    runtime.background("parking", lambda: parking.run(notify.expire_parked))
+    runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
     if settings.sender_enabled:
         runtime.background("sender", emails.run)
         runtime.background("webhooks", deliveries.run)

@@ -42,10 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)
-    runtime.background(
+    runtime.singleton(
         "parking",
-        lambda: parking.run(
-            lambda case_id, give_up: reports.expire_parked(case_id=case_id, give_up=give_up)
+        lambda lease: parking.run(
+            lambda case_id, give_up: reports.expire_parked(case_id=case_id, give_up=give_up),
+            lease.check,
         ),
     )
     handlers.register(runtime, reports)

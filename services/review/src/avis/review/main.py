@@ -44,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
     runtime.on_store(lambda _: matcher.recover())
-    runtime.background(
-        "overdue", partial(review.watch_overdue, interval=settings.overdue_refresh_seconds)
+    # On one copy at a time: it reads the whole directory and releases ended assignments
+    # from reviewers' loads (a write on reviewer documents), so N copies do it once per period.
+    runtime.singleton(
+        "overdue", lambda _: review.watch_overdue(interval=settings.overdue_refresh_seconds)
     )
     handlers.register(runtime, review)
     app = runtime.create_app(

@@ -1,0 +1,307 @@
+"""A lease in the store with a fencing token: one copy of a service acts for a job at a time.
+
+The store does not arbitrate conditional updates (DESIGN.md section 4: on FerretDB racing
+version-guarded updates all "match"), so the only arbiter is the unique `_id`. A job's lease is
+a chain of epoch documents in the service's `leases` collection:
+
+- `<job>:<epoch>` holds the holder's id, its ttl and its last renewal (`renewed_at`, and
+  `expires_at` = `renewed_at` + ttl, both read on the holder's clock). It is inserted once, by
+  its claimant, and afterwards written only by that holder (renewals, the release): one writer
+  per document, so no update ever races another.
+- `<job>:head` is a hint naming the latest epoch, so a reader need not search. It may lag or,
+  in a rare race, step back; every reader probes forward from it (`<job>:<head+1>`, ...) by
+  `_id`, so the chain's end is the truth and the hint only saves reads.
+
+Claiming epoch n+1 is inserting `<job>:<n+1>`: of two claimants exactly one insert succeeds,
+the other meets the duplicate-key error and has lost. A claimant only tries once the current
+holder's lease has expired by the holder's own rules: the holder's recorded `expires_at` (its
+renewal time plus its ttl, on its clock), judged against the claimant's clock with a margin
+`skew` for the difference between the two clocks; or at once if the holder released it. The
+holder, on its side, believes in its lease only until its last successful renewal *began* plus
+its ttl, measured on its monotonic clock. So while the clocks of two copies differ by less than
+`skew`, the old holder has stopped believing before anyone may claim.
+
+The fence is the epoch number. A holder checks it before each decision write (`check`): the
+write is refused if a newer epoch exists (the head hint or `<job>:<fence+1>`, one read by
+`_id`). What that guarantees on FerretDB, and what it does not:
+
+- guaranteed: a write begun after the take-over's insert was acknowledged is refused, however
+  long its writer was paused (a SIGSTOP, a long GC) and whatever it believes about its lease;
+- not guaranteed by the check alone: a writer paused *between* its check and its write still
+  writes once it resumes (the check and the write are two operations and the store offers no
+  transaction to join them). Where that matters, the written document also carries the fence
+  (`stamp`) and the write is filtered on it (`fenced`): a stale write onto a document that the
+  new holder has already written matches nothing. On FerretDB this filter is evaluated
+  read-modify-write, so it refuses a stale write that comes *after* the new holder's write
+  (the case a resumed, paused holder produces) but cannot arbitrate the two writes if they
+  land at the same instant, nor protect a document the new holder has not written yet. Every
+  job is therefore also idempotent, so such a late write repeats a decision rather than
+  contradicting one.
+
+There is no TTL index (FerretDB has none): the chain stays short because the winner of epoch n
+deletes `<job>:<n-2>`; a holder of that epoch is refused by the head hint, which already names n.
+
+The periodic jobs of a service (the parking sweep, the inbox pruning, review's overdue count)
+run under a lease per job (`singleton`), so N copies run each once per period; a take-over may
+run the job once early. The dead-letter depth gauge stays on every copy: it only reads the
+broker and sets this copy's own gauge, so running it twice costs two reads and changes nothing
+(dashboards take the maximum over copies). docs/architecture.md says why per job.
+"""
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from avis.shared.clock import now
+from avis.shared.mongo import Document
+
+LEASES = "leases"
+log = structlog.get_logger("avis.lease")
+
+
+class Fenced(Exception):
+    """A newer epoch exists: the caller is a former holder and must not write."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """One epoch of a lease as stored: who holds it, and until when by its own clock."""
+
+    epoch: int
+    holder: str
+    expires_at: datetime
+    released: bool = False
+
+    @classmethod
+    def of(cls, doc: Document) -> "Term":
+        """The term recorded in an epoch document."""
+        return cls(
+            epoch=int(doc["epoch"]),
+            holder=str(doc["holder"]),
+            expires_at=doc["expires_at"],
+            released=bool(doc.get("released", False)),
+        )
+
+    def expired(self, at: datetime, skew: float) -> bool:
+        """Whether a claimant whose clock reads `at` may take over: the holder released it,
+        or its own `expires_at` lies more than `skew` seconds behind `at`."""
+        return self.released or at >= self.expires_at + timedelta(seconds=skew)
+
+
+def holder_id(service: str) -> str:
+    """An id for this copy of `service`, unique across hosts, processes and restarts."""
+    return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def stamp(fence: int) -> Document:
+    """The fields a fenced write sets on its document (`$set` them with the change)."""
+    return {"fence": fence}
+
+
+def fenced(filter_: Document, fence: int) -> Document:
+    """`filter_` narrowed to documents no newer holder has written (their fence is not above
+    ours); a document created for fenced writes starts with `stamp(0)`."""
+    return {**filter_, "fence": {"$lte": fence}}
+
+
+class Lease:
+    """The lease of one job: claim, renew, release, check a fence, and hold it in a loop."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        job: str,
+        *,
+        holder: str,
+        ttl: float = 9.0,
+        skew: float = 1.0,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.leases = collection
+        self.job = job
+        self.holder = holder
+        self.ttl = ttl
+        self.skew = skew
+        self.clock = clock
+        self.fence: int | None = None
+        self.held = asyncio.Event()
+        self._valid_until = 0.0  # monotonic: this copy stops believing in its lease here
+
+    def _key(self, epoch: int | str) -> str:
+        return f"{self.job}:{epoch}"
+
+    async def latest(self) -> tuple[int, Term | None]:
+        """The chain's last epoch and its term (0 and None before the first claim)."""
+        head = await self.leases.find_one({"_id": self._key("head")})
+        epoch = int(head["epoch"]) if head else 0
+        doc = await self.leases.find_one({"_id": self._key(epoch)}) if epoch else None
+        while (after := await self.leases.find_one({"_id": self._key(epoch + 1)})) is not None:
+            epoch, doc = epoch + 1, after
+        return epoch, Term.of(doc) if doc is not None else None
+
+    async def claim(self) -> int | None:
+        """Become the holder if the current term has expired; the new fence, or None."""
+        epoch, term = await self.latest()
+        if term is not None and not term.expired(self.clock(), self.skew):
+            return None
+        began = time.monotonic()
+        at = self.clock()
+        try:
+            await self.leases.insert_one(
+                {
+                    "_id": self._key(epoch + 1),
+                    "job": self.job,
+                    "epoch": epoch + 1,
+                    "holder": self.holder,
+                    "ttl_s": self.ttl,
+                    "claimed_at": at,
+                    "renewed_at": at,
+                    "expires_at": at + timedelta(seconds=self.ttl),
+                }
+            )
+        except DuplicateKeyError:
+            return None  # another claimant inserted this epoch first
+        self._gain(epoch + 1, began)
+        await self._tidy(epoch + 1)
+        return epoch + 1
+
+    async def _tidy(self, epoch: int) -> None:
+        """Point the head hint at `epoch` and drop the epoch two back (best effort)."""
+        with contextlib.suppress(DuplicateKeyError):  # two first claims upserting the head
+            await self.leases.update_one(
+                {"_id": self._key("head")}, {"$set": {"epoch": epoch}}, upsert=True
+            )
+        if epoch > 2:
+            await self.leases.delete_one({"_id": self._key(epoch - 2)})
+
+    def _gain(self, fence: int, began: float) -> None:
+        self.fence = fence
+        self._valid_until = began + self.ttl
+        self.held.set()
+        log.info("lease held", job=self.job, fence=fence, holder=self.holder)
+
+    def _lose(self, why: str) -> None:
+        if self.fence is not None:
+            log.warning("lease lost", job=self.job, fence=self.fence, why=why)
+        self.fence = None
+        self.held.clear()
+
+    def holding(self) -> bool:
+        """Whether this copy may still believe it holds the lease (its own clock's verdict)."""
+        return self.fence is not None and time.monotonic() < self._valid_until
+
+    async def renew(self) -> bool:
+        """Extend our term (only our own epoch document, only by us); False once lost."""
+        if self.fence is None:
+            return False
+        if not self.holding():
+            self._lose("not renewed within its ttl")
+            return False
+        began = time.monotonic()
+        at = self.clock()
+        result = await self.leases.update_one(
+            {"_id": self._key(self.fence), "holder": self.holder},
+            {"$set": {"renewed_at": at, "expires_at": at + timedelta(seconds=self.ttl)}},
+        )
+        if result.matched_count != 1 or await self.superseded(self.fence):
+            self._lose("a newer epoch exists")
+            return False
+        self._valid_until = began + self.ttl
+        return True
+
+    async def superseded(self, fence: int) -> bool:
+        """Whether an epoch newer than `fence` exists (the head hint or the next epoch)."""
+        keys = [self._key("head"), self._key(fence + 1)]
+        async for doc in self.leases.find({"_id": {"$in": keys}}):
+            if doc["_id"] != self._key("head") or int(doc["epoch"]) > fence:
+                return True
+        return False
+
+    async def check(self, fence: int | None = None) -> int:
+        """The fence to write with; raises `Fenced` if a newer epoch exists or we hold none."""
+        fence = self.fence if fence is None else fence
+        if fence is None or await self.superseded(fence):
+            raise Fenced(f"{self.job}: fence {fence} is no longer current")
+        return fence
+
+    async def release(self) -> None:
+        """Give the lease up now (a clean stop): another copy may claim at once."""
+        fence, self.fence = self.fence, None
+        self.held.clear()
+        if fence is not None:
+            await self.leases.update_one(
+                {"_id": self._key(fence), "holder": self.holder},
+                {"$set": {"released": True, "expires_at": self.clock()}},
+            )
+
+    async def _step(self) -> None:
+        """One claim or renewal; a renewal may take no longer than what is left of our term."""
+        try:
+            if self.fence is None:
+                await self.claim()
+            else:
+                left = max(0.01, self._valid_until - time.monotonic())
+                await asyncio.wait_for(self.renew(), timeout=left)
+        except (PyMongoError, TimeoutError) as exc:
+            log.debug("lease not renewed this time", job=self.job, error=type(exc).__name__)
+        if self.fence is not None and not self.holding():
+            self._lose("not renewed within its ttl")
+
+    def _pause(self) -> float:
+        """Until the next renewal (ttl/3), or the end of our term if that comes first."""
+        if self.fence is None:
+            return self.ttl / 3
+        return max(0.0, min(self.ttl / 3, self._valid_until - time.monotonic()))
+
+    async def hold(
+        self,
+        on_gain: Callable[[int], Awaitable[None]] | None = None,
+        on_loss: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Claim, renew every ttl/3, claim again after a loss; forever (release on cancel)."""
+        try:
+            while True:
+                had = self.fence
+                await self._step()
+                if had is None and self.fence is not None and on_gain is not None:
+                    await on_gain(self.fence)
+                elif had is not None and self.fence is None and on_loss is not None:
+                    await on_loss()
+                await asyncio.sleep(self._pause())
+        finally:
+            if self.fence is not None:
+                if on_loss is not None:
+                    await on_loss()
+                with contextlib.suppress(PyMongoError):
+                    await self.release()
+
+
+async def singleton(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `work` (a periodic job's loop) only while `lease` is held here: started on a gain,
+    cancelled on a loss, so across N copies one runs it at a time."""
+    running: asyncio.Task[None] | None = None
+
+    async def gain(_: int) -> None:
+        nonlocal running
+        running = asyncio.create_task(work(), name=f"lease-{lease.job}")
+
+    async def loss() -> None:
+        nonlocal running
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
+            running = None
+
+    await lease.hold(gain, loss)

@@ -1,0 +1,136 @@
+"""Store contract: the lease of avis.shared.lease, against the real store.
+
+Claiming an epoch is inserting `<job>:<epoch>`; the unique `_id` is the only arbiter the
+store offers (racing conditional updates all "match" on FerretDB). Two claimants racing for
+the same epoch must end with exactly one holder, every time. A former holder that stopped
+renewing (paused) must see its writes refused once another copy took over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from avis.shared.clock import now
+from avis.shared.lease import LEASES, Fenced, Lease, fenced, stamp
+
+pytestmark = pytest.mark.infra
+
+Document = dict[str, Any]
+ClientFactory = Callable[[], Awaitable[AsyncMongoClient[Document]]]
+Observe = Callable[[str], None]
+RACES = 200
+
+
+async def test_two_claimants_racing_for_one_epoch_end_with_one_holder(
+    client_factory: ClientFactory, db_name: str, observe: Observe
+) -> None:
+    # Each claimant through its own client and connection pool, as two copies would be.
+    first, second = [(await client_factory())[db_name][LEASES] for _ in range(2)]
+    outcomes: list[tuple[int | None, int | None]] = []
+    for race in range(RACES):
+        job = f"race-{race}"
+        a = Lease(first, job, holder="a", ttl=30.0)
+        b = Lease(second, job, holder="b", ttl=30.0)
+        outcomes.append(tuple(await asyncio.gather(a.claim(), b.claim())))  # type: ignore[arg-type]
+    winners = [sum(fence is not None for fence in pair) for pair in outcomes]
+    a_won = sum(pair[0] is not None for pair in outcomes)
+    observe(
+        f"{RACES} races for epoch 1: exactly one holder in {winners.count(1)}, none in "
+        f"{winners.count(0)}, two in {winners.count(2)} (a won {a_won}, b {RACES - a_won})"
+    )
+    assert winners == [1] * RACES
+    assert all(set(pair) == {None, 1} for pair in outcomes)
+    # The stored holder is the one that was told it won.
+    for race, (fence_a, _) in enumerate(outcomes):
+        doc = await first.find_one({"_id": f"race-{race}:1"})
+        assert doc is not None and doc["holder"] == ("a" if fence_a else "b")
+
+
+class Clock:
+    """A clock the test moves by hand (the store only sees the times written)."""
+
+    def __init__(self) -> None:
+        self.at = now()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+async def test_a_paused_former_holder_is_refused(
+    db: AsyncDatabase[Document], observe: Observe
+) -> None:
+    leases = db[LEASES]
+    clock = Clock()
+    a = Lease(leases, "sweep", holder="a", ttl=9.0, skew=1.0, clock=clock)
+    b = Lease(leases, "sweep", holder="b", ttl=9.0, skew=1.0, clock=clock)
+    targets = db["targets"]
+    await targets.insert_one({"_id": "t", "value": "initial", **stamp(0)})
+
+    fence_a = await a.claim()
+    assert fence_a == 1
+    assert await a.check() == 1
+    written = await targets.update_one(fenced({"_id": "t"}, fence_a), {"$set": {"value": "a"}})
+    assert written.matched_count == 1
+
+    # A is paused: it renews no more. Within its term (and the skew margin) B cannot take over.
+    clock.at += timedelta(seconds=9.5)
+    assert await b.claim() is None
+    clock.at += timedelta(seconds=0.5)
+    fence_b = await b.claim()
+    assert fence_b == 2
+    await targets.update_one(
+        fenced({"_id": "t"}, fence_b), {"$set": {"value": "b", **stamp(fence_b)}}
+    )
+
+    # A wakes up and, still believing its old fence, tries to write: refused both ways.
+    with pytest.raises(Fenced):
+        await a.check(fence_a)
+    stale = await targets.update_one(fenced({"_id": "t"}, fence_a), {"$set": {"value": "a2"}})
+    assert stale.matched_count == 0
+    assert (await targets.find_one({"_id": "t"}) or {})["value"] == "b"
+    observe("fence 1 refused after fence 2 took over: by the check and by the document's fence")
+
+    # A's renewal fails too (a newer epoch exists), so it stops believing.
+    a._valid_until = float("inf")  # as if its monotonic clock had not noticed the pause
+    assert await a.renew() is False
+    assert a.fence is None and not a.held.is_set()
+
+
+async def test_the_chain_stays_short_and_a_release_hands_over_at_once(
+    db: AsyncDatabase[Document],
+) -> None:
+    leases = db[LEASES]
+    copies = [Lease(leases, "prune", holder=f"c{i}", ttl=30.0) for i in range(5)]
+    for epoch, copy in enumerate(copies, start=1):
+        assert await copy.claim() == epoch
+        assert await copies[(epoch) % 5].claim() is None  # held: nobody else
+        await copy.release()
+    ids = sorted([doc["_id"] async for doc in leases.find({})])
+    assert ids == ["prune:4", "prune:5", "prune:head"]
+    # The oldest holders, whose epoch documents are gone, are refused by the head hint.
+    with pytest.raises(Fenced):
+        await copies[0].check(1)
+
+
+async def test_the_holder_renews_and_keeps_its_fence(db: AsyncDatabase[Document]) -> None:
+    a = Lease(db[LEASES], "gauge", holder="a", ttl=1.5, skew=0.0)
+    b = Lease(db[LEASES], "gauge", holder="b", ttl=1.5, skew=0.0)
+    holding = asyncio.create_task(a.hold())
+    try:
+        await asyncio.wait_for(a.held.wait(), 5)
+        for _ in range(4):
+            await asyncio.sleep(0.5)
+            assert await b.claim() is None
+            assert a.holding() and a.fence == 1
+    finally:
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+    # Cancelled: released on the way out, so B takes over at once.
+    assert await b.claim() == 2

@@ -1,0 +1,46 @@
+"""The pure parts of the lease: when a term counts as expired, what a fenced write filters on."""
+
+from datetime import UTC, datetime, timedelta
+
+from avis.shared.lease import Term, fenced, holder_id, stamp
+
+RENEWED = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+TTL = timedelta(seconds=9)
+
+
+def term(released: bool = False) -> Term:
+    return Term(epoch=3, holder="a", expires_at=RENEWED + TTL, released=released)
+
+
+def test_a_live_term_is_not_expired() -> None:
+    assert not term().expired(RENEWED + timedelta(seconds=5), skew=1.0)
+
+
+def test_the_holders_expiry_alone_is_not_enough_the_skew_margin_must_pass_too() -> None:
+    # The claimant's clock may run ahead of the holder's by up to `skew`.
+    assert not term().expired(RENEWED + TTL, skew=1.0)
+    assert not term().expired(RENEWED + TTL + timedelta(milliseconds=999), skew=1.0)
+    assert term().expired(RENEWED + TTL + timedelta(seconds=1), skew=1.0)
+
+
+def test_without_a_margin_the_expiry_is_the_holders_own() -> None:
+    assert term().expired(RENEWED + TTL, skew=0.0)
+
+
+def test_a_released_term_is_expired_at_once() -> None:
+    assert term(released=True).expired(RENEWED, skew=1.0)
+
+
+def test_the_term_is_read_from_its_document() -> None:
+    doc = {"_id": "j:3", "epoch": 3, "holder": "a", "expires_at": RENEWED + TTL, "ttl_s": 9.0}
+    assert Term.of(doc) == term()
+
+
+def test_a_fenced_write_matches_only_documents_no_newer_holder_wrote() -> None:
+    assert fenced({"_id": "x"}, 4) == {"_id": "x", "fence": {"$lte": 4}}
+    assert stamp(4) == {"fence": 4}
+
+
+def test_holder_ids_differ_between_copies() -> None:
+    assert holder_id("review") != holder_id("review")
+    assert holder_id("review").startswith("review@")
