@@ -45,7 +45,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 [[operations]]
 include-name = "GET /v1/cases/{case_id}/documents/{document_id}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "428"]
+
 """
+# A claim without the case's one-time secret (which only the patient's email holds) is the 404
+# of a case that does not exist, even just after the case was created: no oracle. The stateful
+# phase takes its checks from the command line, not per operation, so this one is off for the run.
+UNCHECKED = ("--exclude-checks", "ensure_resource_availability")
 
 
 @pytest.mark.parametrize("role", ["patient", "partner"])
@@ -54,7 +59,7 @@ async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
 ) -> None:
     partner_id = unique("partner") if role == "partner" else None
     token = intake.token(unique(role), role, partner_id)  # type: ignore[arg-type]
-    run = await fuzz(intake.url, token, config=CONFIG)
+    run = await fuzz(intake.url, token, *UNCHECKED, config=CONFIG)
     assert_clean(run)
     report = run.report
     assert report["complete"] and report["exit_code"] == 0

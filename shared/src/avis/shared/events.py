@@ -97,6 +97,13 @@ class PatientContact(SealedContent):
     preferred_language: Language
 
 
+class ClaimSecret(SealedContent):
+    """The one-time secret a patient claims a partner-filed case with, sealed in
+    `avis.case.submitted.v1`; intake keeps only a keyed digest of it."""
+
+    secret: str
+
+
 class OpinionDiagnosis(SealedContent):
     """Whether the diagnosis is confirmed, clarified or revised, and why."""
 
@@ -118,16 +125,18 @@ class CompletedOpinion(SealedContent):
     reviewer_specialty: Specialty | None = None
 
 
-def sealed(content: type[SealedContent], description: str) -> Any:
-    """A `Sealed` field whose documentation carries the schema of what it holds once opened."""
+def sealed(content: type[SealedContent], description: str, *, optional: bool = False) -> Any:
+    """A `Sealed` field whose documentation carries the schema of what it holds once opened
+    (`optional`: absent by default)."""
     return Field(
+        None if optional else ...,
         description=f"{description} Sealed (AES-256-GCM, the event id as associated data); "
         f"opened, it is a {content.__name__}.",
         json_schema_extra={"x-sealed-content": content.__name__},
     )
 
 
-SEALED_CONTENTS: tuple[type[SealedContent], ...] = (PatientContact, CompletedOpinion)
+SEALED_CONTENTS: tuple[type[SealedContent], ...] = (PatientContact, ClaimSecret, CompletedOpinion)
 
 
 class Payload(BaseModel):
@@ -164,6 +173,11 @@ class CaseSubmitted(Payload):
     submitted_at: AwareDatetime
     case_url: str = Field(description="Where an authorised reader fetches the case from intake.")
     contact: Sealed = sealed(PatientContact, "The patient's names, birth date, email, phone.")
+    claim: Sealed | None = sealed(
+        ClaimSecret,
+        "A case a partner filed: the one-time secret its patient claims it with.",
+        optional=True,
+    )
 
 
 class CaseWithdrawn(Payload):

@@ -22,6 +22,8 @@ from typing import Any, Final, Literal, TypeVar
 import pydantic_core
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avis.shared.settings import CommonSettings
@@ -151,6 +153,7 @@ class Keyring:
             if len(key) != KEY_BYTES:
                 raise ValueError(f"sealing key {kid!r} must be {KEY_BYTES} bytes")
         self._ciphers = {kid: AESGCM(key) for kid, key in keys.items()}
+        self._keys = dict(keys)
         self._primary = next(iter(keys))
 
     @classmethod
@@ -186,6 +189,14 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(kids={list(self._ciphers)!r})"
+
+    def derive(self, purpose: str, kid: str | None = None) -> tuple[str, bytes]:
+        """A 32-byte key for `purpose` (HKDF-SHA256 of key `kid`, the sealing key by default),
+        and the key id it comes from: a digest keyed with it is checked again under that id
+        after a rotation. KeyError if `kid` is not in the keyring."""
+        kid = self._primary if kid is None else kid
+        hkdf = HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None, info=purpose.encode())
+        return kid, hkdf.derive(self._keys[kid])
 
     def seal(self, plaintext: bytes, aad: str) -> Sealed:
         """Seal `plaintext` under the first key, bound to `aad` (the event id)."""

@@ -19,6 +19,7 @@ from avis.intake.models import (
     CasePage,
     CaseStatus,
     CaseView,
+    ClaimIn,
     ClinicalView,
     ContentType,
     DocumentKind,
@@ -47,6 +48,7 @@ def intake(request: Request) -> IntakeService:
 Service = Annotated[IntakeService, Depends(intake)]
 Caller = Annotated[Principal, Depends(authenticated)]
 Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
+Patient = Annotated[Principal, Depends(require_roles("patient"))]
 # Who may read clinical content is the service's decision, so that its refusals (403 for a
 # role that never may) go in the case's access trail.
 ClinicalReader = Caller
@@ -291,6 +293,20 @@ async def submit_case(
 async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
     """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
     return await service.withdraw(principal=principal, case_id=case_id)
+
+
+@router.post(
+    "/cases/{case_id}/claim",
+    summary="Claim a case a partner filed for you",
+    response_model=CaseView,
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
+)
+async def claim_case(
+    case_id: CaseId, body: ClaimIn, principal: Patient, service: Service
+) -> CaseView:
+    """The patient named in a partner's case claims it with the one-time secret of the link in
+    their first email; it is then theirs, once (409 after). A wrong secret is a 404."""
+    return await service.claim(principal=principal, case_id=case_id, secret=body.secret)
 
 
 def content_disposition(filename: str | None, document_id: str) -> str:

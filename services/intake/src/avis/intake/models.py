@@ -169,6 +169,17 @@ class SubmitIn(Strict):
     consent: ConsentIn
 
 
+class ClaimIn(Strict):
+    """A patient claims a case a partner filed for them, with the secret of their first email."""
+
+    secret: str = Field(
+        min_length=16,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The one-time claim secret of the link in the first email.",
+    )
+
+
 class TimelineEntry(BaseModel):
     """One step of a case; `id` is the event id that caused it, so a redelivery adds nothing."""
 

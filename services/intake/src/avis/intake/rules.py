@@ -5,6 +5,7 @@ arguments, tested without a store, a broker or HTTP (tests/unit/intake)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -22,7 +23,7 @@ from avis.intake.models import (
     TimelineKind,
 )
 from avis.shared.events import ConsentScope
-from avis.shared.problems import Problem
+from avis.shared.problems import Problem, not_found
 from avis.shared.security import Principal
 from avis.shared.text import UUID_PATTERN
 
@@ -398,6 +399,45 @@ def may_read_clinical(principal: Principal, case: Access) -> bool:
         or (owns(principal, case) and sees_progress(principal, case))
         or is_current_reviewer(principal, case)
     )
+
+
+# --- claiming a partner-filed case ------------------------------------------------------------
+
+# What the keyed digest of a claim secret is derived for (`Keyring.derive`).
+CLAIM_PURPOSE = "avis-intake:claim-secret"
+
+
+def new_claim_secret() -> str:
+    """A fresh one-time claim secret (256 random bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def claim_digest(key: bytes, case_id: str, secret: str) -> str:
+    """The keyed digest kept instead of a claim secret (HMAC-SHA256, bound to the case)."""
+    message = f"{case_id}:{secret}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def claim_matches(key: bytes, case_id: str, secret: str, digest: str | None) -> bool:
+    """Whether `secret` is the case's claim secret, compared in constant time."""
+    if digest is None:
+        return False
+    return hmac.compare_digest(claim_digest(key, case_id, secret), digest)
+
+
+def needs_claim(patient_id: str | None) -> bool:
+    """Whether a case being submitted waits for its patient to claim it: one a partner filed,
+    which has no patient yet."""
+    return patient_id is None
+
+
+def check_claimable(*, matches: bool, patient_id: str | None) -> None:
+    """404 for a wrong secret (as for a case that does not exist: no oracle); 409 once the case
+    has its patient."""
+    if not matches:
+        raise not_found("case", "case-not-found")
+    if patient_id is not None:
+        raise Problem(409, "already-claimed", "Already claimed", "this case was claimed already")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from avis.intake.store import (
     ListedPage,
     Record,
     Store,
+    StoredClaim,
     StoredConsent,
     StoredEntry,
     StoredPatient,
@@ -55,7 +56,13 @@ from avis.shared.audit import AuditRecord
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, ConsentScope, PatientContact
+from avis.shared.events import (
+    CaseSubmitted,
+    CaseWithdrawn,
+    ClaimSecret,
+    ConsentScope,
+    PatientContact,
+)
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.problems import Problem, not_found
 from avis.shared.sealing import Keyring, Sealed
@@ -475,6 +482,7 @@ class IntakeService:
                 scopes=scopes,
                 recorded_at=at,
             )
+            secret, claim = self._new_claim(case)
 
             def submitted(event_id: str) -> CaseSubmitted:
                 contact = PatientContact.model_validate(case.patient.model_dump())
@@ -485,6 +493,9 @@ class IntakeService:
                     at=at,
                     case_url=f"{self.public_url}/v1/cases/{case_id}",
                     contact=self.keyring.seal_json(contact, aad=event_id),
+                    claim=self.keyring.seal_json(ClaimSecret(secret=secret), aad=event_id)
+                    if secret is not None
+                    else None,
                 )
 
             # The submission starts the case's trace: the event's trace is the one kept.
@@ -500,6 +511,7 @@ class IntakeService:
                     traceparent=event.traceparent,
                     entry=entry,
                     events=events,
+                    claim=claim,
                 ),
                 [event],
                 aggregate=case_id,
@@ -510,6 +522,33 @@ class IntakeService:
         # no more and loses none), so they are not read a second time.
         stored = await self._readable(principal, case_id, clinical=False)
         return await self._view(stored, principal, records)
+
+    def _new_claim(self, case: Case) -> tuple[str | None, StoredClaim | None]:
+        """A case without a patient (a partner's): a one-time claim secret, to travel sealed to
+        the patient's first email, and its keyed digest, the only trace of it intake keeps."""
+        if not rules.needs_claim(case.patient_id):
+            return None, None
+        secret = rules.new_claim_secret()
+        kid, key = self.keyring.derive(rules.CLAIM_PURPOSE)
+        return secret, StoredClaim(kid=kid, digest=rules.claim_digest(key, case.id, secret))
+
+    async def claim(self, *, principal: Principal, case_id: str, secret: str) -> CaseView:
+        """Bind a partner-filed case to the patient holding its one-time secret, once: a wrong
+        secret is the 404 of a case that does not exist, a claimed case a 409."""
+        async with self.locks.hold(self.emitter.lock(case_id)):
+            case = await self._case(case_id)
+            stored = case.claim if case is not None else None
+            matches = False
+            if case is not None and stored is not None and stored.kid in self.keyring.kids:
+                _, key = self.keyring.derive(rules.CLAIM_PURPOSE, stored.kid)
+                matches = rules.claim_matches(key, case_id, secret, stored.digest)
+            rules.check_claimable(matches=matches, patient_id=case.patient_id if case else None)
+            # The patient's list learns of the case first: an entry whose case is not (yet)
+            # theirs is skipped when read, a claimed case missing from it would never be seen.
+            await self._join(list_key("patient_id", principal.sub), case_id)
+            await self.store.claim(case_id, patient_id=principal.sub, at=now())
+        log.info("case claimed", case_id=case_id)
+        return await self.get_case(principal=principal, case_id=case_id)
 
     async def withdraw(self, *, principal: Principal, case_id: str) -> CaseView:
         """Withdraw a case before its report; withdrawing again returns the same case.
@@ -640,8 +679,10 @@ def submission_of(
     at: datetime,
     case_url: str,
     contact: Sealed,
+    claim: Sealed | None = None,
 ) -> CaseSubmitted:
-    """What `avis.case.submitted.v1` says of a case: codes, ids and the sealed contact."""
+    """What `avis.case.submitted.v1` says of a case: codes, ids, the sealed contact and, for a
+    case without a patient, its sealed claim secret."""
     share = rules.shared_with_partner(scopes)
     return CaseSubmitted(
         case_id=case.id,
@@ -660,4 +701,5 @@ def submission_of(
         submitted_at=at,
         case_url=case_url,
         contact=contact,
+        claim=claim,
     )

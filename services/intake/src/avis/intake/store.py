@@ -129,6 +129,14 @@ class StoredEntry(BaseModel):
     at: datetime
 
 
+class StoredClaim(BaseModel):
+    """The keyed digest of a case's one-time claim secret."""
+
+    kid: str
+    digest: str
+    claimed_at: datetime | None = None
+
+
 class Case(Stored):
     """The case aggregate (its outbox is the relay's business, not read here)."""
 
@@ -158,6 +166,9 @@ class Case(Stored):
     timeline: list[StoredEntry] = Field(default_factory=list)
     # The case's records, in upload order: read by `_id`, never found by a scan.
     record_ids: list[str] = Field(default_factory=list)
+    # A partner-filed case: the keyed digest of its claim secret (never the secret), and the
+    # id of the key it was derived from.
+    claim: StoredClaim | None = None
 
     @property
     def reviewer_last_active(self) -> datetime | None:
@@ -535,18 +546,20 @@ class Store:
         traceparent: str,
         entry: StoredEntry,
         events: Sequence[Event],
+        claim: StoredClaim | None = None,
     ) -> None:
-        """Record the submission, its timeline entry and its events in one write."""
-        update = {
-            "$set": {
-                "status": CaseStatus.SUBMITTED.value,
-                "submitted_at": at,
-                "updated_at": at,
-                "traceparent": traceparent,
-                "consent": consent.model_dump(),
-            },
-            "$push": {"timeline": entry.model_dump()},
+        """Record the submission, its timeline entry, its claim digest (a partner's case) and its
+        events in one write."""
+        fields: dict[str, Any] = {
+            "status": CaseStatus.SUBMITTED.value,
+            "submitted_at": at,
+            "updated_at": at,
+            "traceparent": traceparent,
+            "consent": consent.model_dump(),
         }
+        if claim is not None:
+            fields["claim"] = claim.model_dump(exclude_none=True)
+        update = {"$set": fields, "$push": {"timeline": entry.model_dump()}}
         await self.cases.update_one({"_id": case_id}, with_events(update, events))
 
     async def withdraw(
@@ -577,6 +590,13 @@ class Store:
                 fields["assignment_at"] = reviewer.assigned_at
         await self.cases.update_one(
             {"_id": case_id}, {"$set": fields, "$push": {"timeline": entry.model_dump()}}
+        )
+
+    async def claim(self, case_id: str, *, patient_id: str, at: datetime) -> None:
+        """Give a partner-filed case its patient (its writer checked it had none)."""
+        await self.cases.update_one(
+            {"_id": case_id},
+            {"$set": {"patient_id": patient_id, "claim.claimed_at": at, "updated_at": at}},
         )
 
     # idempotency keys and references

@@ -8,7 +8,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from avis.notify.models import Outcome, Template, WebhookEvent
 from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
@@ -425,6 +425,12 @@ class Reading:
     params: dict[str, str] = field(default_factory=dict)
     link: str | None = None
     extra: dict[str, str | int] = field(default_factory=dict)
+
+
+def claim_link(case_url: str, secret: str) -> str:
+    """Where the patient claims a case a partner filed: intake's claim of the case, with the
+    one-time secret (a page of the patient's site may take its place)."""
+    return f"{case_url}/claim?secret={quote(secret, safe='')}"
 
 
 @functools.singledispatch

@@ -13,11 +13,11 @@ from prometheus_client import Counter
 from avis.notify import rules
 from avis.notify.emails import compose
 from avis.notify.mailer import Mailer, Result
-from avis.notify.models import Outcome, SendStatus
+from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.settings import Settings
-from avis.notify.store import Attempt, SendDoc, Store, contact_aad
+from avis.notify.store import Attempt, CaseDoc, SendDoc, Store, claim_aad, contact_aad
 from avis.shared import clock
-from avis.shared.events import PatientContact
+from avis.shared.events import ClaimSecret, PatientContact
 from avis.shared.observability import case_span
 from avis.shared.sealing import Keyring, SealingError
 
@@ -76,13 +76,14 @@ class EmailSender:
                     contact = self.keyring.open_model(
                         case.contact, aad=contact_aad(case.id), model=PatientContact
                     )
+                    params = self._params(send, case)
                 except SealingError:
-                    result = Result(Outcome.PERMANENT, None, "contact cannot be opened")
+                    result = Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
                 else:
                     message = compose(
                         template=send.template,
                         language=send.language,
-                        params=send.params,
+                        params=params,
                         to=contact.email,
                         sender=self.settings.mail_from,
                         message_id=send.message_id,
@@ -93,6 +94,15 @@ class EmailSender:
             if result.code is not None:
                 span.set_attribute("smtp.reply_code", result.code)
             return result
+
+    def _params(self, send: SendDoc, case: CaseDoc) -> dict[str, str]:
+        """The send's parameters; the first email of a case its patient must claim links to the
+        claim, its secret opened here (never stored in clear): every repeat has the same link."""
+        if case.claim is None or send.template is not Template.CASE_RECEIVED:
+            return send.params
+        claim = self.keyring.open_model(case.claim, aad=claim_aad(case.id), model=ClaimSecret)
+        url = send.params.get("case_url") or case.case_url
+        return {**send.params, "case_url": rules.claim_link(url, claim.secret)}
 
     async def _record(self, send: SendDoc, result: Result) -> datetime | None:
         now = clock.now()

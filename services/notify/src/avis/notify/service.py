@@ -39,13 +39,14 @@ from avis.notify.store import (
     SendDoc,
     Store,
     SubscriptionDoc,
+    claim_aad,
     contact_aad,
     secret_aad,
 )
 from avis.notify.webhooks import Refused, WebhookClient
 from avis.shared import clock
 from avis.shared.envelope import Event, PoisonMessage
-from avis.shared.events import CaseSubmitted, PatientContact, Payload
+from avis.shared.events import CaseSubmitted, ClaimSecret, PatientContact, Payload
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
 from avis.shared.parking import Parking
@@ -159,13 +160,21 @@ class NotifyService:
             return 1 + hooks
 
     def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
-        """Open the contact sealed for the event, keep only its language in clear, and reseal
-        it under notify's own associated data (the case), so it stays sealed at rest."""
+        """Open the contact (and a claim secret) sealed for the event, keep only its language in
+        clear, and reseal them under notify's own associated data (the case), so they stay sealed
+        at rest."""
         try:
             contact = self.keyring.open_model(payload.contact, aad=event.id, model=PatientContact)
+            claim = (
+                self.keyring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
+                if payload.claim is not None
+                else None
+            )
         except SealingError as exc:
-            raise PoisonMessage(f"contact cannot be opened: {exc}") from None
+            raise PoisonMessage(f"sealed content cannot be opened: {exc}") from None
         case.contact = self.keyring.seal_json(contact, aad=contact_aad(case.id))
+        if claim is not None:
+            case.claim = self.keyring.seal_json(claim, aad=claim_aad(case.id))
         case.language = contact.preferred_language
         case.reference = payload.reference
         case.specialty = payload.specialty.value

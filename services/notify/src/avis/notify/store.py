@@ -81,6 +81,8 @@ class CaseDoc(Stored):
     specialty: str | None = None
     patient_id: str | None = None
     contact: Sealed | None = None  # sealed under `contact_aad(case id)`
+    # A case its patient must claim: the one-time claim secret, sealed under `claim_aad(case id)`.
+    claim: Sealed | None = None
     traceparent: str = ""
     submitted: bool = False
     withdrawn: bool = False
@@ -113,6 +115,11 @@ class CaseDoc(Stored):
 def contact_aad(case_id: str) -> str:
     """The associated data notify seals a case's contact under (bound to the case)."""
     return f"avis-notify:contact:{case_id}"
+
+
+def claim_aad(case_id: str) -> str:
+    """The associated data notify seals a case's claim secret under (bound to the case)."""
+    return f"avis-notify:claim:{case_id}"
 
 
 class Attempt(BaseModel):
