@@ -26,6 +26,7 @@ from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
+    CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
     ConsentScope,
@@ -253,6 +254,13 @@ class NotifyStack:
         """`avis.case.withdrawn.v1`."""
         payload = CaseWithdrawn(case_id=p.case_id, withdrawn_at=datetime.now(UTC))
         return _under(traceparent, lambda: Event.new(payload, "/avis/intake"))
+
+    def claimed(self, p: Patient, patient_id: str) -> Event:
+        """`avis.case.claimed.v1`: the patient of a partner-filed case claimed it."""
+        payload = CaseClaimed(
+            case_id=p.case_id, patient_id=patient_id, claimed_at=datetime.now(UTC)
+        )
+        return Event.new(payload, "/avis/intake")
 
     async def publish(self, *events: Event) -> None:
         """Publish on the real topics, each acknowledged before the next."""

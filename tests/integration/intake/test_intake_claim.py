@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from avis.shared import topics
-from avis.shared.events import CaseSubmitted, ClaimSecret
+from avis.shared.events import CaseClaimed, CaseSubmitted, ClaimSecret
 from avis.shared.sealing import Keyring
 from tests.support.privacy import record_bytes
 from tests.support.topics import TopicReader, header
@@ -89,6 +89,24 @@ async def test_a_patient_claims_a_partner_filed_case_once(intake: Any) -> None:
     stolen = await other.post(f"/v1/cases/{case_id}/claim", json={"secret": secret.secret})
     assert stolen.status_code == 409, "a second claim, by anyone, is refused"
     assert (await other.get(f"/v1/cases/{case_id}")).status_code == 404
+
+    # Reports and notify learn the patient from one `avis.case.claimed.v1`, in the case's order.
+    [event] = await tail.records_for(case_id, ce_type="avis.case.claimed.v1")
+    assert CaseClaimed.model_validate_json(event.value or b"").patient_id == patient.sub
+    # The trail shows the claim, and the claims that failed on this case, to the patient.
+    log = await patient.get(f"/v1/cases/{case_id}/access-log?limit=100")
+    assert log.status_code == 200, log.text
+    claims = [
+        (e["outcome"], e["status"], e["you"])
+        for e in log.json()["items"]
+        if e["action"] == "case.claim"
+    ]
+    assert claims == [
+        ("refused", 404, True),
+        ("allowed", 200, True),
+        ("refused", 409, True),
+        ("refused", 409, False),
+    ], claims
 
 
 async def test_a_patients_own_case_has_nothing_to_claim(intake: Any) -> None:

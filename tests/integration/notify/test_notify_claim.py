@@ -3,6 +3,7 @@ sealed in `avis.case.submitted.v1`), and a repeat of that email carries the same
 secret is nowhere in notify's store in clear."""
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,30 @@ async def test_a_patients_own_case_links_to_the_case(stack: NotifyStack) -> None
     lines = body_text(mail).splitlines()
     assert any(line.endswith(f"http://127.0.0.1:8001/v1/cases/{p.case_id}") for line in lines)
     assert "/claim" not in body_text(mail)
+
+
+async def test_a_claim_opens_the_case_to_its_patient_once_and_to_nobody_else(
+    stack: NotifyStack,
+) -> None:
+    p = stack.patient("en", partner_id="insurer-9")
+    claimant, later = f"pat-{p.case_id}", f"pat-late-{p.case_id}"
+
+    async def status_for(sub: str) -> int:
+        async with stack.client(sub, "patient") as http:
+            response = await http.get("/v1/notifications", params={"case_id": p.case_id})
+        return response.status_code
+
+    # The claim comes first (as after a replay): it waits for its case, then applies.
+    await stack.publish(stack.claimed(p, claimant), partner_filed(stack, p))
+    await stack.settled(p.case_id, 1)
+    assert await eventually(lambda: _equals(status_for(claimant), 200))
+    assert await status_for("pat-someone-else") == 404
+    second = stack.claimed(p, later)
+    await stack.publish(second)
+    await stack.consumed(second)
+    assert await status_for(later) == 404, "a case is claimed once"
+    assert await status_for(claimant) == 200
+
+
+async def _equals(status: Any, expected: int) -> bool:
+    return bool(await status == expected)

@@ -9,7 +9,7 @@ import pytest
 
 from avis.reports.rules import report_id_for
 from avis.shared.envelope import Event
-from avis.shared.events import ReviewCompleted
+from avis.shared.events import CaseClaimed, ReviewCompleted
 
 pytestmark = pytest.mark.infra
 
@@ -76,3 +76,28 @@ async def test_a_reviewer_loses_access_a_set_time_after_their_last_opinion(stack
         assert (await reviewer.get(f"/v1/cases/{case.case_id}/reports")).status_code == 404
     async with stack.patient(case) as patient:
         assert (await patient.get(path)).status_code == 200
+
+
+async def test_the_patient_who_claims_a_partner_filed_case_reads_its_report(stack: Any) -> None:
+    case = stack.new_case(by_partner=True)
+    claimant = f"patient-{case.case_id}"
+    claimed = Event.new(
+        CaseClaimed(case_id=case.case_id, patient_id=claimant, claimed_at=datetime.now(UTC)),
+        "/avis/intake",
+    )
+    await stack.publish(stack.submitted(case), stack.completed(case))
+    await stack.ready(case)
+    path = f"/v1/reports/{report_id_for(case.case_id)}"
+    async with stack.client(claimant, "patient") as patient:
+        assert (await patient.get(path)).status_code == 404, "nobody's report before the claim"
+        await stack.publish(claimed)
+        await stack.consumed(claimed)
+        assert (await patient.get(path)).status_code == 200
+    second = Event.new(
+        CaseClaimed(case_id=case.case_id, patient_id="patient-late", claimed_at=datetime.now(UTC)),
+        "/avis/intake",
+    )
+    await stack.publish(second)
+    await stack.consumed(second)
+    async with stack.client("patient-late", "patient") as late:
+        assert (await late.get(path)).status_code == 404, "a case is claimed once"

@@ -186,6 +186,13 @@ class CaseWithdrawn(Payload):
     withdrawn_at: AwareDatetime
 
 
+class CaseClaimed(Payload):
+    """The patient of a partner-filed case claimed it through the link of their first email."""
+
+    patient_id: str = Field(description="Pseudonymous subject of the patient who claimed it.")
+    claimed_at: AwareDatetime
+
+
 class ReviewAssigned(Payload):
     """A specialist was assigned to review the case; the SLA clock runs."""
 
@@ -239,6 +246,7 @@ class ReportReady(Payload):
 EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.case.submitted.v1": (CASE_SUBMITTED, CaseSubmitted),
     "avis.case.withdrawn.v1": (CASE_SUBMITTED, CaseWithdrawn),
+    "avis.case.claimed.v1": (CASE_SUBMITTED, CaseClaimed),
     "avis.review.assigned.v1": (REVIEW_ASSIGNED, ReviewAssigned),
     "avis.review.accepted.v1": (REVIEW_ASSIGNED, ReviewAccepted),
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),

@@ -10,12 +10,12 @@ from avis.intake.service import SOURCE, IntakeService, Limits
 from avis.intake.settings import Settings
 from avis.shared.bodies import BodyLimits
 from avis.shared.emit import Emitter
-from avis.shared.events import CaseSubmitted, CaseWithdrawn
+from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn
 from avis.shared.runtime import Runtime, serve
 from avis.shared.sealing import Keyring
 
 # What this service publishes: its AsyncAPI document's `send` operations.
-SENDS = (CaseSubmitted, CaseWithdrawn)
+SENDS = (CaseClaimed, CaseSubmitted, CaseWithdrawn)
 DESCRIPTION = (
     "A patient, or a partner on the patient's behalf, drafts a case, uploads records and "
     "submits it with consent; the case's status and timeline follow the review and the report."

@@ -592,6 +592,7 @@ ACTIONS = {
     "document.delete": ("removed a record", "remove a record"),
     "case.submit": ("submitted the case", "submit the case"),
     "case.withdraw": ("withdrew the case", "withdraw the case"),
+    "case.claim": ("claimed the case", "claim the case"),
 }
 
 

@@ -57,6 +57,7 @@ from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
+    CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
     ClaimSecret,
@@ -542,11 +543,33 @@ class IntakeService:
             if case is not None and stored is not None and stored.kid in self.keyring.kids:
                 _, key = self.keyring.derive(rules.CLAIM_PURPOSE, stored.kid)
                 matches = rules.claim_matches(key, case_id, secret, stored.digest)
-            rules.check_claimable(matches=matches, patient_id=case.patient_id if case else None)
+            try:
+                rules.check_claimable(matches=matches, patient_id=case.patient_id if case else None)
+            except Problem as refused:
+                # A failed claim of a case that exists is in its trail; the caller still gets
+                # the 404 of a made-up id (or the 409 of a claimed case).
+                if case is not None:
+                    await self.auditor.record(
+                        principal, case_id, "case.claim", refused=refused, locked=True
+                    )
+                raise
+            assert case is not None  # a missing case is refused above
             # The patient's list learns of the case first: an entry whose case is not (yet)
             # theirs is skipped when read, a claimed case missing from it would never be seen.
             await self._join(list_key("patient_id", principal.sub), case_id)
-            await self.store.claim(case_id, patient_id=principal.sub, at=now())
+            at = now()
+            # Reports and notify learn the patient from this event, so the report and the
+            # emailed links open for them too.
+            claimed = CaseClaimed(case_id=case_id, patient_id=principal.sub, claimed_at=at)
+            event = self.emitter.event("intake.case.claim", claimed, trace=case.traceparent)
+            await self.emitter.write(
+                lambda events: self.store.claim(
+                    case_id, patient_id=principal.sub, at=at, events=events
+                ),
+                [event],
+                aggregate=case_id,
+            )
+            await self.auditor.record(principal, case_id, "case.claim", locked=True)
         log.info("case claimed", case_id=case_id)
         return await self.get_case(principal=principal, case_id=case_id)
 

@@ -592,12 +592,13 @@ class Store:
             {"_id": case_id}, {"$set": fields, "$push": {"timeline": entry.model_dump()}}
         )
 
-    async def claim(self, case_id: str, *, patient_id: str, at: datetime) -> None:
-        """Give a partner-filed case its patient (its writer checked it had none)."""
-        await self.cases.update_one(
-            {"_id": case_id},
-            {"$set": {"patient_id": patient_id, "claim.claimed_at": at, "updated_at": at}},
-        )
+    async def claim(
+        self, case_id: str, *, patient_id: str, at: datetime, events: Sequence[Event]
+    ) -> None:
+        """Give a partner-filed case its patient (its writer checked it had none), with the
+        event that says so, in one write."""
+        update = {"$set": {"patient_id": patient_id, "claim.claimed_at": at, "updated_at": at}}
+        await self.cases.update_one({"_id": case_id}, with_events(update, events))
 
     # idempotency keys and references
 

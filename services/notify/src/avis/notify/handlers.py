@@ -4,7 +4,14 @@ here."""
 
 from avis.notify.service import NotifyService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
+from avis.shared.events import (
+    CaseClaimed,
+    CaseSubmitted,
+    CaseWithdrawn,
+    Payload,
+    ReportReady,
+    ReviewAssigned,
+)
 from avis.shared.runtime import Runtime
 
 
@@ -19,5 +26,6 @@ def register(runtime: Runtime, notify: NotifyService) -> None:
 
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(CaseWithdrawn, on_event)
+    runtime.on(CaseClaimed, on_event)
     runtime.on(ReviewAssigned, on_event)
     runtime.on(ReportReady, on_event)

@@ -11,7 +11,14 @@ from datetime import date, datetime, timedelta, tzinfo
 from urllib.parse import quote, urlsplit
 
 from avis.notify.models import Outcome, Template, WebhookEvent
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload, ReportReady, ReviewAssigned
+from avis.shared.events import (
+    CaseClaimed,
+    CaseSubmitted,
+    CaseWithdrawn,
+    Payload,
+    ReportReady,
+    ReviewAssigned,
+)
 from avis.shared.security import Principal
 
 
@@ -23,6 +30,7 @@ class CaseView:
     withdrawn: bool = False
     told_due: date | None = None  # the expected date the patient was last told
     report_version: int = 0  # the highest report version the patient was told about
+    patient_id: str | None = None  # who reads the case as its patient (a claim sets it)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,15 @@ def on_submitted(view: CaseView) -> Decision:
     if view.submitted:
         return _skip(view, "already received")
     return Decision(send=Template.CASE_RECEIVED, then=replace(view, submitted=True))
+
+
+def on_claimed(view: CaseView, patient_id: str) -> Decision:
+    """`avis.case.claimed.v1`: a partner-filed case has its patient from now on; no email."""
+    if not view.submitted:
+        return _park(view)
+    if view.patient_id is not None:
+        return _skip(view, "already claimed")
+    return _skip(replace(view, patient_id=patient_id), "claimed: its patient reads it now")
 
 
 def on_assigned(view: CaseView, due: date) -> Decision:
@@ -461,6 +478,11 @@ def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
         link=payload.report_url,
         extra={"report_id": payload.report_id, "version": payload.version},
     )
+
+
+@reading.register
+def _claimed(payload: CaseClaimed, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(on_claimed(view, payload.patient_id))
 
 
 @reading.register

@@ -100,7 +100,9 @@ class CaseDoc(Stored):
     @property
     def view(self) -> CaseView:
         """The decision-relevant part."""
-        return CaseView(self.submitted, self.withdrawn, self.told_due, self.report_version)
+        return CaseView(
+            self.submitted, self.withdrawn, self.told_due, self.report_version, self.patient_id
+        )
 
     def to_doc(self) -> Document:
         """Stored form; dates as ISO text (BSON has no date-only type), enums as values."""

@@ -2,7 +2,7 @@
 
 from avis.reports.service import ReportsService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, ReviewCompleted
+from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn, ReviewCompleted
 from avis.shared.runtime import Runtime
 
 
@@ -16,9 +16,13 @@ def register(runtime: Runtime, reports: ReportsService) -> None:
     async def on_completed(event: Event, payload: ReviewCompleted) -> None:
         await reports.review_completed(event=event, review=payload)
 
+    async def on_claimed(event: Event, payload: CaseClaimed) -> None:
+        await reports.case_claimed(claim=payload)
+
     async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
         await reports.case_withdrawn(withdrawal=payload)
 
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(ReviewCompleted, on_completed)
+    runtime.on(CaseClaimed, on_claimed)
     runtime.on(CaseWithdrawn, on_withdrawn)

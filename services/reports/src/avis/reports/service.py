@@ -60,6 +60,7 @@ from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
+    CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
     CompletedOpinion,
@@ -248,6 +249,19 @@ class ReportsService:
                 if stored.case is None:
                     await self.parking.park(event)
             await self._compose_due(case_id)
+
+    async def case_claimed(self, *, claim: CaseClaimed) -> None:
+        """A partner-filed case has its patient from now on: the report opens for them."""
+        case_id = claim.case_id
+        async with self.locks.hold(self.emitter.lock(case_id)):
+            stored = await self.store.case(case_id)
+            if stored is None:
+                # Its submission comes first on the same partition: it was dead-lettered, so
+                # is this claim, to be replayed after it.
+                raise PoisonMessage("a claim of a case reports never received")
+            if stored.case is not None and stored.case.patient_id is None:
+                await self.store.set_patient(case_id, claim.patient_id)
+        log.info("case claimed", case_id=case_id)
 
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """A withdrawn case gets no report from now on; one already issued stays readable."""

@@ -167,6 +167,10 @@ class Store:
             with_events({"$push": {"versions": entry.to_doc()}}, events),
         )
 
+    async def set_patient(self, case_id: str, patient_id: str) -> None:
+        """Give a partner-filed case the patient who claimed it."""
+        await self.cases.update_one({"_id": case_id}, {"$set": {"case.patient_id": patient_id}})
+
     async def set_withdrawn(self, case_id: str, at: datetime, *, forget: bool) -> None:
         """Mark a case withdrawn; with `forget`, drop the contact and opinions it will not need."""
         update: dict[str, Any] = {"$set": {"withdrawn_at": at}}
