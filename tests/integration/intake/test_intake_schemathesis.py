@@ -64,12 +64,13 @@ async def test_openapi_fuzzing_finds_no_server_error_or_schema_break(
     assert_clean(run)
     report = run.report
     assert report["complete"] and report["exit_code"] == 0
-    assert report["operations"]["tested"] == report["operations"]["total"] >= 9
+    operations = report["operations"]
+    assert operations["tested"] == operations["total"] - 1 >= 9, "every operation but the claim"
     assert report["test_cases"]["generated"] >= 200, "the run actually exercised the API"
     assert report["failures"] == [] and report["errors"] == []
     claim = await fuzz(intake.url, token, "--include-name", CLAIM, config=CONFIG)
     assert_clean(claim)
-    assert claim.report["operations"]["tested"] == claim.report["operations"]["total"] == 1
+    assert claim.report["operations"]["tested"] == 1
     assert claim.report["failures"] == [] and claim.report["errors"] == []
 
 
