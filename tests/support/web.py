@@ -50,6 +50,7 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         "AVIS_WEB_REVIEW_URL": urls["review"],
         "AVIS_WEB_REPORTS_URL": urls["reports"],
         "AVIS_WEB_NOTIFY_URL": urls["notify"],
+        "AVIS_NOTIFY_PAGES_URL": urls["web"],
     }
     for name, consumed in CONSUMES.items():
         asyncio.run(skip_history(f"avis-{name}", consumed))

@@ -1,6 +1,6 @@
-"""The first email of a case a partner filed links to its claim (the one-time secret that came
-sealed in `avis.case.submitted.v1`), and a repeat of that email carries the same link; the
-secret is nowhere in notify's store in clear."""
+"""The first email of a case a partner filed links to the page of its claim (the one-time
+secret came sealed in `avis.case.submitted.v1`), and a repeat of that email carries the same
+link; the secret is nowhere in notify's store in clear."""
 
 import dataclasses
 from typing import Any
@@ -41,7 +41,7 @@ async def test_the_first_email_links_to_the_claim_and_a_repeat_the_same(
         stack.sender.mailer = Mailer(SmtpTarget.from_settings(stack.settings))
     assert n["template"] == "case_received"
     mails = await eventually(lambda: len(mailbox(p.email)) >= 2 and mailbox(p.email))
-    link = f"http://127.0.0.1:8001/v1/cases/{p.case_id}/claim?secret={SECRET}"
+    link = f"http://127.0.0.1:8000/claim/{p.case_id}/{SECRET}"
     for mail in mails:
         assert link in body_text(mail)
         assert f'href="{link}"' in html_text(mail)
@@ -57,7 +57,7 @@ async def test_a_patients_own_case_links_to_the_case(stack: NotifyStack) -> None
     await stack.settled(p.case_id, 1)
     (mail,) = await eventually(lambda: mailbox(p.email))
     lines = body_text(mail).splitlines()
-    assert any(line.endswith(f"http://127.0.0.1:8001/v1/cases/{p.case_id}") for line in lines)
+    assert any(line.endswith(f"http://127.0.0.1:8000/cases/{p.case_id}") for line in lines)
     assert "/claim" not in body_text(mail)
 
 

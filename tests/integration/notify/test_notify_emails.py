@@ -64,11 +64,12 @@ async def test_the_matrix_in_french_once_per_event(stack: NotifyStack) -> None:
     assert "oncologie" in body_text(assigned)
     assert re.search(r"d'ici le \d{1,2} \w+ 20\d\d", body_text(assigned))
     assert "a changé" in body_text(moved)
-    assert f"rep-{p.case_id}?version=1" in body_text(ready)
+    # Every link opens a page of the people's site (the report on its case's page).
+    report_page = f"http://127.0.0.1:8000/cases/{p.case_id}#report"
+    assert report_page in body_text(ready)
     assert "version 2" in body_text(updated)
-    assert f'href="http://127.0.0.1:8003/v1/reports/rep-{p.case_id}?version=2"' in html_text(
-        updated
-    )
+    assert f'href="{report_page}"' in html_text(updated)
+    assert f"http://127.0.0.1:8000/cases/{p.case_id}" in body_text(received)
 
 
 async def test_english_and_withdrawal(stack: NotifyStack) -> None:

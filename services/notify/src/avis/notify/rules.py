@@ -444,10 +444,15 @@ class Reading:
     extra: dict[str, str | int] = field(default_factory=dict)
 
 
-def claim_link(case_url: str, secret: str) -> str:
-    """Where the patient claims a case a partner filed: intake's claim of the case, with the
-    one-time secret (a page of the patient's site may take its place)."""
-    return f"{case_url}/claim?secret={quote(secret, safe='')}"
+def page_links(pages_url: str, case_id: str) -> dict[str, str]:
+    """The pages an email links to: the case's, and its report on it."""
+    case_page = f"{pages_url.rstrip('/')}/cases/{quote(case_id, safe='')}"
+    return {"case_url": case_page, "report_url": f"{case_page}#report"}
+
+
+def claim_link(pages_url: str, case_id: str, secret: str) -> str:
+    """The page where the patient claims a case a partner filed, with the one-time secret."""
+    return f"{pages_url.rstrip('/')}/claim/{quote(case_id, safe='')}/{quote(secret, safe='')}"
 
 
 @functools.singledispatch

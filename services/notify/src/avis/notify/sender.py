@@ -96,13 +96,15 @@ class EmailSender:
             return result
 
     def _params(self, send: SendDoc, case: CaseDoc) -> dict[str, str]:
-        """The send's parameters; the first email of a case its patient must claim links to the
-        claim, its secret opened here (never stored in clear): every repeat has the same link."""
+        """The send's parameters, its links to the people's pages; the first email of a case
+        its patient must claim links to the claim, its secret opened here (never stored in
+        clear): every repeat has the same link."""
+        pages = self.settings.pages_url
+        params = {**send.params, **rules.page_links(pages, case.id)}
         if case.claim is None or send.template is not Template.CASE_RECEIVED:
-            return send.params
+            return params
         claim = self.keyring.open_model(case.claim, aad=claim_aad(case.id), model=ClaimSecret)
-        url = send.params.get("case_url") or case.case_url
-        return {**send.params, "case_url": rules.claim_link(url, claim.secret)}
+        return {**params, "case_url": rules.claim_link(pages, case.id, claim.secret)}
 
     async def _record(self, send: SendDoc, result: Result) -> datetime | None:
         now = clock.now()

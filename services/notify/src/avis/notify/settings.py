@@ -31,6 +31,10 @@ class Settings(CommonSettings):
     mail_from: str = "Avis <no-reply@avis.local>"
     # The right-hand side of every Message-ID notify makes.
     mail_domain: str = "avis.local"
+    # AVIS_NOTIFY_PAGES_URL: the people's pages (the web service): every link of an email opens
+    # a page there, for the person it was sent to once signed in (partners' webhooks keep the
+    # APIs' addresses).
+    pages_url: str = "http://127.0.0.1:8000"
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"
     # AVIS_NOTIFY_RETRY_SCHEDULE=30,120,600 (seconds)

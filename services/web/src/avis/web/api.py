@@ -162,7 +162,8 @@ async def signin(request: Request, web: Pages, session: Current) -> Response:
         return see("/signin")
     web.sessions.renew(session)
     session.identity, session.token = done.identity, done.token
-    return see("/cases")
+    after, session.after = session.after, None
+    return see(rules.local_path(after, "/cases"))
 
 
 @router.post("/signout", dependencies=[Checked])

@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, rules
+from avis.web import api, claim, rules
 from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
@@ -54,7 +54,9 @@ def create_app(
     )
     upload = settings.max_upload_bytes * api.FILES_PER_FORM + MULTIPART_SLACK
     limits = BodyLimits(settings.http_max_body_bytes, {api.UPLOAD_PATH: upload})
-    app = runtime.create_app("Avis web", [api.router], DESCRIPTION, body_limits=limits)
+    app = runtime.create_app(
+        "Avis web", [api.router, claim.router], DESCRIPTION, body_limits=limits
+    )
     app.state.web = web
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
@@ -100,6 +102,10 @@ def _handle_errors(app: FastAPI, web: api.Web) -> None:
     async def not_signed_in(request: Request, exc: Exception) -> Response:
         if request.headers.get("hx-request"):
             return Response(status_code=204, headers={"HX-Redirect": "/signin"})
+        session = api.session_of(request)
+        if session is not None and request.method == "GET":
+            # An emailed link opens its own page once the person has signed in.
+            session.after = rules.local_path(request.url.path, "/cases")
         return RedirectResponse("/signin", status_code=303)
 
     async def csrf_refused(request: Request, exc: Exception) -> Response:

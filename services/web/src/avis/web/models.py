@@ -48,6 +48,7 @@ class Identity(BaseModel):
 
 DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
     Identity(sub="patient-1", role="patient"),
+    Identity(sub="patient-2", role="patient"),
     Identity(sub="reviewer-1", role="reviewer"),
     Identity(sub="coordinator-1", role="coordinator"),
     Identity(sub="partner-1", role="partner", partner_id="partner-1"),

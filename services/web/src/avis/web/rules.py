@@ -104,6 +104,12 @@ def local_path(candidate: str | None, fallback: str = "/") -> str:
     return fallback
 
 
+def claim_refusal(status: int) -> str:
+    """Why a claim link did not work, in plain words: not a patient, a link that is wrong or
+    was already used (the same to the person: intake tells them apart by 404 and 409)."""
+    return "claim.not_a_patient" if status == 403 else "claim.refused"
+
+
 @dataclass(frozen=True)
 class CaseActions:
     """What the case's page offers, given where the case stands."""

@@ -137,6 +137,12 @@ class Platform:
         """Withdraw a case before its report."""
         await self._call("POST", f"{self.intake}/v1/cases/{case_id}/withdraw", token=token)
 
+    async def claim(self, *, token: str, case_id: str, secret: str) -> None:
+        """Make a partner-filed case the signed-in patient's, with the secret of their link."""
+        await self._call(
+            "POST", f"{self.intake}/v1/cases/{case_id}/claim", token=token, json={"secret": secret}
+        )
+
     async def report(self, *, token: str, case_id: str) -> Report:
         """The case's latest report, as composed in the patient's language."""
         response = await self._call(

@@ -29,6 +29,8 @@ class Session:
     identity: Identity | None = None
     token: str | None = field(default=None, repr=False)
     draft: Draft | None = None
+    # The page asked for before sign-in (a path of this site), opened once signed in.
+    after: str | None = None
     # Messages for the next page: (kind, catalogue key), kind "ok" or "error".
     notices: list[tuple[str, str]] = field(default_factory=list)
 
