@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import resource
 import sys
 import time
@@ -74,8 +75,17 @@ def bench_stack(database_prefix: str) -> ServiceStack:
         "AVIS_LOG_LEVEL": "WARNING",
         "AVIS_LOG_FORMAT": "json",
     }
-    databases = {name: f"{database_prefix}_{name}" for name in SERVICES}
-    return ServiceStack(env=env, logs=STATE / "bench-logs", databases=databases)
+    databases = {name: f"{database_prefix}_{name}" for name in (*SERVICES, "web")}
+    stack = ServiceStack(
+        env=env,
+        logs=STATE / "bench-logs",
+        databases=databases,
+        services=(*SERVICES, "web"),
+        command=lambda s: [sys.executable, str(ROOT / "bench/launch.py"), s],
+    )
+    # The pages call the services of this stack, known once their ports are drawn.
+    stack.env = dict(env) | {f"AVIS_WEB_{s.upper()}_URL": stack.urls[s] for s in SERVICES}
+    return stack
 
 
 async def make_case(intake: httpx.AsyncClient, n: int) -> tuple[str, dict[str, float]]:
@@ -413,6 +423,45 @@ async def lists(stack: ServiceStack, samples: int, patient: str) -> dict[str, fl
     return out
 
 
+# The pages people open, by who opens them (`{case}`: a case of the person's own).
+PAGES = {
+    "patient": ["/cases", "/cases/new", "/cases/{case}", "/cases/{case}/timeline"],
+}
+
+
+async def signed_in(stack: ServiceStack, identity: str) -> httpx.AsyncClient:
+    """A browser on the web pages, signed in as `role:subject` (the bench's own sign-in)."""
+    web = httpx.AsyncClient(base_url=stack.urls["web"], timeout=30.0, follow_redirects=True)
+    page = await web.get("/signin")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf, page.text[:500]
+    done = await web.post("/signin", data={"csrf": csrf.group(1), "identity": identity})
+    assert done.status_code == 200, (identity, done.status_code)
+    return web
+
+
+async def pages(
+    stack: ServiceStack, samples: int, people: dict[str, tuple[str, str]]
+) -> dict[str, float]:
+    """p95 of each page's server time (the request through web and the services' APIs it
+    calls, on loopback), `samples` requests each; `people` gives each role's identity and
+    case."""
+    out: dict[str, float] = {}
+    for role, paths in PAGES.items():
+        identity, case_id = people[role]
+        async with await signed_in(stack, identity) as web:
+            for template in paths:
+                path = template.format(case=case_id)
+                times = []
+                for _ in range(samples):
+                    start = time.perf_counter()
+                    response = await web.get(path, follow_redirects=False)
+                    times.append(time.perf_counter() - start)
+                    assert response.status_code == 200, (path, response.status_code)
+                out[f"{role} {template}"] = round(1000 * pct(times, 95), 1)
+    return out
+
+
 async def open_work(stack: ServiceStack) -> int:
     """The assignments the reviewers hold open, from review's directory."""
     async with stack.client("review", "coord-bench", "coordinator") as review:
@@ -486,6 +535,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(stack, args.list_samples, made[0][0])
+                people = {"patient": (f"patient:{made[0][0]}", made[0][1])}
+                figures["page_p95_ms"] = await pages(stack, args.list_samples, people)
                 figures["open_assignments_while_idle"] = open_before
                 await withdraw(stack, made, args.clients)
             results["sizes"][str(size)] = figures
@@ -516,6 +567,8 @@ def table(results: dict[str, Any]) -> str:
     rows.append(("submit->assigned p95 ms", lambda f: f["submit_to_assignment_ms"]["p95"]))
     for label in base["list_p95_ms"]:
         rows.append((f"list p95 ms: {label}", lambda f, lb=label: f["list_p95_ms"][lb]))
+    for label in base["page_p95_ms"]:
+        rows.append((f"page p95 ms: {label}", lambda f, lb=label: f["page_p95_ms"][lb]))
     width = max(len(r[0]) for r in rows) + 2
     lines = ["".ljust(width) + "".join(f"{s:>12}" for s in sizes) + f"{'last/first':>12}"]
     for label, get in rows:

@@ -6,16 +6,24 @@ The null keyring seals nothing: it stores the plaintext (base64url) in the seale
 the services still exchange and store every sealed field, minus AES-GCM. It exists only to
 measure what sealing costs: it lives here, outside every service's package and settings, so no
 production configuration can select it.
+
+The web pages start with a sign-in that takes any `role:subject` (the people of the seeded
+data, not only the development identities), for the same reason kept here and nowhere else.
 """
 
 import importlib
 import sys
+from collections.abc import Mapping, Sequence
 
 from avis.shared import sealing
+from avis.shared.runtime import serve
 from avis.shared.sealing import ALG, Keyring, Sealed, SealingError
+from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
+from avis.web.models import Identity
+from avis.web.signin import SignedIn
 
-SERVICES = ("intake", "review", "reports", "notify")
+SERVICES = ("intake", "review", "reports", "notify", "web")
 
 
 class NullKeyring(Keyring):
@@ -37,12 +45,38 @@ def null_from_settings(cls: type[Keyring], settings: CommonSettings) -> Keyring:
     return NullKeyring()
 
 
+class AnyIdentity:
+    """Signs in whoever the form names as `role:subject[:partner]` (benchmarks only)."""
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self._settings = settings
+
+    def identities(self) -> Sequence[Identity]:
+        return ()
+
+    async def complete(self, form: Mapping[str, str]) -> SignedIn | None:
+        role, sub, *partner = form.get("identity", "").split(":")
+        identity = Identity(sub=sub, role=role, partner_id=partner[0] if partner else None)
+        token = mint_token(self._settings, sub, identity.role, identity.partner_id, 3600)
+        return SignedIn(identity, token)
+
+
+def serve_web() -> None:
+    from avis.web.main import create_app
+    from avis.web.settings import Settings
+
+    serve(lambda settings: create_app(settings, signin=AnyIdentity(settings)), Settings())
+
+
 def main(argv: list[str]) -> None:
     service, *flags = argv
     if service not in SERVICES:
         raise SystemExit(f"usage: launch.py {'|'.join(SERVICES)} [--null-keyring]")
     if "--null-keyring" in flags:
         Keyring.from_settings = classmethod(null_from_settings)  # type: ignore[method-assign,assignment]
+    if service == "web":
+        serve_web()
+        return
     importlib.import_module(f"avis.{service}.main").run()
 
 
