@@ -33,7 +33,7 @@ import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -429,15 +429,18 @@ PAGES = {
 }
 
 
-async def signed_in(stack: ServiceStack, identity: str) -> httpx.AsyncClient:
+@contextlib.asynccontextmanager
+async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[httpx.AsyncClient]:
     """A browser on the web pages, signed in as `role:subject` (the bench's own sign-in)."""
-    web = httpx.AsyncClient(base_url=stack.urls["web"], timeout=30.0, follow_redirects=True)
-    page = await web.get("/signin")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf, page.text[:500]
-    done = await web.post("/signin", data={"csrf": csrf.group(1), "identity": identity})
-    assert done.status_code == 200, (identity, done.status_code)
-    return web
+    async with httpx.AsyncClient(
+        base_url=stack.urls["web"], timeout=30.0, follow_redirects=True
+    ) as web:
+        page = await web.get("/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text[:500]
+        done = await web.post("/signin", data={"csrf": csrf.group(1), "identity": identity})
+        assert done.status_code == 200, (identity, done.status_code)
+        yield web
 
 
 async def pages(
@@ -449,7 +452,7 @@ async def pages(
     out: dict[str, float] = {}
     for role, paths in PAGES.items():
         identity, case_id = people[role]
-        async with await signed_in(stack, identity) as web:
+        async with signed_in(stack, identity) as web:
             for template in paths:
                 path = template.format(case=case_id)
                 times = []
