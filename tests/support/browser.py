@@ -65,6 +65,9 @@ class Watched:
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def _console(self, message: ConsoleMessage) -> None:
+        where = message.location.get("url")
+        if message.text.startswith("Failed to load resource") and where == self.page.url:
+            return  # the page itself answered an error status (a 404 page): not a script fault
         if "Content Security Policy" in message.text or message.type == "error":
             self.errors.append(f"{message.text} ({message.location.get('url')})")
 

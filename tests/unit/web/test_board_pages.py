@@ -205,7 +205,10 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
     assert 'value="rev-haem-9"' in case.text
     assert "break-glass" in case.text and "triage" in case.text
     reviewers = await browser.get("/board/reviewers?specialty=haematology")
-    assert "Never given cases from HOSP-X" in reviewers.text and "Full" in reviewers.text
+    assert (
+        'Never given cases from <code class="nowrap">HOSP-X</code>' in reviewers.text
+        and "Full" in reviewers.text
+    )
     partners = await browser.get("/board/partners?partner_id=partner-1&subscription_id=sub-1")
     assert "https://partner.example/hooks" in partners.text and "Replay" in partners.text
 
