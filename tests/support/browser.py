@@ -73,6 +73,8 @@ class Watched:
 
     async def axe(self, label: str = "") -> None:
         """Check the page as it is now with axe-core (WCAG 2.1 A and AA rules)."""
+        # A click that navigates returns before the next page is there: check that page.
+        await self.page.wait_for_load_state("load")
         await self.page.add_script_tag(url=AXE_PATH)
         found: list[dict[str, Any]] = await self.page.evaluate(
             """async (tags) => {
