@@ -43,6 +43,8 @@ STATUS_MESSAGES = {
     415: "error.unsupported_document_type",
     422: "error.validation",
 }
+# Where each role's pages start (the patient's are /cases).
+HOMES = {"coordinator": "/board", "partner": "/partner"}
 UNEXPECTED = "error.unexpected"
 UNAVAILABLE = "error.unavailable"
 

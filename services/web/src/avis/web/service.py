@@ -16,11 +16,20 @@ import httpx
 from avis.shared.clock import now
 from avis.web.models import (
     CONSENT_VERSION,
+    AccessEntry,
+    AssignmentView,
     CasePage,
     CaseView,
+    ClinicalRead,
+    DeliveryView,
     DocumentKind,
     Draft,
+    Listing,
+    QueuedCase,
     Report,
+    ReviewerView,
+    SubscriptionMade,
+    SubscriptionView,
 )
 from avis.web.rules import UNAVAILABLE
 from avis.web.settings import Settings
@@ -70,6 +79,8 @@ class Platform:
         self._http = httpx.AsyncClient(timeout=settings.api_timeout_seconds, transport=transport)
         self.intake = settings.intake_url.rstrip("/")
         self.reports = settings.reports_url.rstrip("/")
+        self.review = settings.review_url.rstrip("/")
+        self.notify = settings.notify_url.rstrip("/")
 
     async def close(self) -> None:
         """Close the connections."""
@@ -179,6 +190,152 @@ class Platform:
                 await response.aclose()
 
         return Download(PDF, headers, chunks())
+
+    # --- coordinator board and partner console ---------------------------------------------
+
+    async def _get(self, url: str, *, token: str, **params: str | bool | None) -> Any:
+        """A GET with the query parameters given (None: left out); its JSON."""
+        query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
+        wanted = {k: v for k, v in query.items() if v is not None}
+        return (await self._call("GET", url, token=token, params=wanted)).json()
+
+    async def cases_by_status(
+        self, *, token: str, status: str | None = None, cursor: str | None = None
+    ) -> CasePage:
+        """Every case a coordinator may see, newest first, in one status or all."""
+        found = await self._get(
+            f"{self.intake}/v1/cases", token=token, status=status, cursor=cursor, limit="50"
+        )
+        return CasePage.model_validate(found)
+
+    async def assignments(
+        self,
+        *,
+        token: str,
+        status: str | None = None,
+        overdue: bool | None = None,
+        case_id: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[AssignmentView]:
+        """Assignments, soonest due first (coordinators see the matcher's rationale)."""
+        found = await self._get(
+            f"{self.review}/v1/assignments",
+            token=token,
+            status=status,
+            overdue=overdue,
+            case_id=case_id,
+            cursor=cursor,
+            limit="50",
+        )
+        return Listing[AssignmentView].model_validate(found)
+
+    async def queue(
+        self,
+        *,
+        token: str,
+        specialty: str | None = None,
+        urgency: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[QueuedCase]:
+        """Cases nobody fits yet, urgent first, then oldest."""
+        found = await self._get(
+            f"{self.review}/v1/queue",
+            token=token,
+            specialty=specialty,
+            urgency=urgency,
+            cursor=cursor,
+            limit="100",
+        )
+        return Listing[QueuedCase].model_validate(found)
+
+    async def assign(self, *, token: str, case_id: str, reviewer_id: str) -> None:
+        """Give a waiting case to a reviewer by hand (every rule holds but capacity)."""
+        await self._call(
+            "POST",
+            f"{self.review}/v1/queue/{case_id}/assign",
+            token=token,
+            json={"reviewer_id": reviewer_id},
+        )
+
+    async def reviewers(
+        self,
+        *,
+        token: str,
+        specialty: str | None = None,
+        language: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[ReviewerView]:
+        """The reviewer directory, by id."""
+        found = await self._get(
+            f"{self.review}/v1/reviewers",
+            token=token,
+            specialty=specialty,
+            language=language,
+            cursor=cursor,
+            limit="100",
+        )
+        return Listing[ReviewerView].model_validate(found)
+
+    async def access_log(
+        self, *, token: str, case_id: str, cursor: str | None = None
+    ) -> Listing[AccessEntry]:
+        """Who read or wrote the case's health data, oldest first."""
+        url = f"{self.intake}/v1/cases/{case_id}/access-log"
+        found = await self._get(url, token=token, cursor=cursor, limit="100")
+        return Listing[AccessEntry].model_validate(found)
+
+    async def clinical(self, *, token: str, case_id: str, reason: str) -> ClinicalRead:
+        """The case's clinical content, read by a coordinator for the reason given."""
+        response = await self._call(
+            "GET",
+            f"{self.intake}/v1/cases/{case_id}/clinical",
+            token=token,
+            headers={"X-Avis-Reason": reason},
+        )
+        return ClinicalRead.model_validate(response.json())
+
+    async def subscriptions(
+        self, *, token: str, partner_id: str | None = None, cursor: str | None = None
+    ) -> Listing[SubscriptionView]:
+        """A partner's webhook subscriptions (coordinators name the partner)."""
+        url = f"{self.notify}/v1/subscriptions"
+        found = await self._get(url, token=token, partner_id=partner_id, cursor=cursor, limit="50")
+        return Listing[SubscriptionView].model_validate(found)
+
+    async def subscription(self, *, token: str, subscription_id: str) -> SubscriptionView:
+        """One subscription."""
+        url = f"{self.notify}/v1/subscriptions/{subscription_id}"
+        return SubscriptionView.model_validate(await self._get(url, token=token))
+
+    async def subscribe(
+        self, *, token: str, url: str, event_types: list[str], description: str
+    ) -> SubscriptionMade:
+        """A new subscription; the answer holds its signing secret, this once."""
+        body = {"url": url, "event_types": event_types, "description": description}
+        response = await self._call(
+            "POST", f"{self.notify}/v1/subscriptions", token=token, json=body
+        )
+        return SubscriptionMade.model_validate(response.json())
+
+    async def unsubscribe(self, *, token: str, subscription_id: str) -> None:
+        """Delete a subscription."""
+        url = f"{self.notify}/v1/subscriptions/{subscription_id}"
+        await self._call("DELETE", url, token=token)
+
+    async def deliveries(
+        self, *, token: str, subscription_id: str, cursor: str | None = None
+    ) -> Listing[DeliveryView]:
+        """A subscription's latest deliveries, newest first, with every attempt."""
+        url = f"{self.notify}/v1/deliveries"
+        found = await self._get(
+            url, token=token, subscription_id=subscription_id, cursor=cursor, limit="50"
+        )
+        return Listing[DeliveryView].model_validate(found)
+
+    async def replay(self, *, token: str, delivery_id: str) -> None:
+        """Queue a dead delivery again (same webhook-id)."""
+        url = f"{self.notify}/v1/deliveries/{delivery_id}/replay"
+        await self._call("POST", url, token=token)
 
 
 def case_body(draft: Draft) -> dict[str, Any]:
