@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, rules
+from avis.web import api, rules, specialist
 from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
@@ -56,6 +56,7 @@ def create_app(
     limits = BodyLimits(settings.http_max_body_bytes, {api.UPLOAD_PATH: upload})
     app = runtime.create_app("Avis web", [api.router], DESCRIPTION, body_limits=limits)
     app.state.web = web
+    specialist.attach(app, settings)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -48,7 +48,9 @@ class Identity(BaseModel):
 
 DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
     Identity(sub="patient-1", role="patient"),
-    Identity(sub="reviewer-1", role="reviewer"),
+    # Reviewers of review's development directory (AVIS_REVIEW_SEED_REVIEWERS).
+    Identity(sub="rev-cardio-1", role="reviewer"),
+    Identity(sub="rev-cardio-2", role="reviewer"),
     Identity(sub="coordinator-1", role="coordinator"),
     Identity(sub="partner-1", role="partner", partner_id="partner-1"),
 )
@@ -170,3 +172,110 @@ class Report(Reading):
     sections: list[ReportSection] = Field(default_factory=list)
     reviewer: ReviewerBlock
     disclaimer: Titled
+
+
+# --- the specialist's workspace: review's assignments and opinion, intake's clinical view -----
+
+OPINION_SECTIONS = (
+    "imaging_and_lab_review",
+    "alternative_pathways",
+    "risk_benefit",
+    "further_tests",
+    "summary_for_patient",
+)
+ASSESSMENTS = ("confirmed", "clarified", "revised")
+DECLINE_REASONS = ("conflict_of_interest", "outside_expertise", "no_availability", "other")
+
+
+class AssignmentView(Reading):
+    """A case given to the signed-in reviewer (review's `Assignment`)."""
+
+    id: str
+    case_id: str
+    reference: str
+    round: int
+    status: str
+    specialty: str
+    urgency: str
+    language: str
+    assigned_at: datetime
+    due_at: datetime
+    overdue: bool
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+    opinion_version: int | None = None
+
+
+class AssignmentList(Reading):
+    """One page of the reviewer's assignments, soonest due first."""
+
+    items: list[AssignmentView]
+    next_cursor: str | None = None
+
+
+class PhysicianView(Reading):
+    """The treating physician."""
+
+    name: str | None = None
+    institution_code: str | None = None
+
+
+class ClinicalView(Reading):
+    """What the assigned reviewer reads of a case: no identity of the patient, an age instead."""
+
+    case_id: str
+    reference: str
+    specialty: str
+    urgency: str
+    questions: list[str] = Field(default_factory=list)
+    clinical_summary: str
+    age_years: int
+    physician: PhysicianView | None = None
+    documents: list[DocumentView] = Field(default_factory=list)
+
+
+class OpinionForm(BaseModel):
+    """The structured opinion as the form holds it: any field may still be empty (a draft)."""
+
+    assessment: str = ""
+    explanation: str = ""
+    imaging_and_lab_review: str = ""
+    alternative_pathways: str = ""
+    risk_benefit: str = ""
+    further_tests: str = ""
+    summary_for_patient: str = ""
+
+
+class DiagnosisView(Reading):
+    """The opinion's first section: the assessment and why."""
+
+    assessment: str
+    explanation: str
+
+
+class OpinionView(Reading):
+    """The structured opinion as review recorded it."""
+
+    diagnosis: DiagnosisView
+    imaging_and_lab_review: str
+    alternative_pathways: str
+    risk_benefit: str
+    further_tests: str
+    summary_for_patient: str
+
+
+class OpinionRecord(Reading):
+    """A recorded version of the opinion (review's `OpinionVersion`)."""
+
+    version: int
+    completed_at: datetime
+    opinion: OpinionView
+
+    def form(self) -> OpinionForm:
+        """This version in the form's shape (the start of a correction)."""
+        opinion = self.opinion
+        return OpinionForm(
+            assessment=opinion.diagnosis.assessment,
+            explanation=opinion.diagnosis.explanation,
+            **{name: getattr(opinion, name) for name in OPINION_SECTIONS},
+        )
