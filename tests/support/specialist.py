@@ -73,13 +73,12 @@ def dicom(tag: str = "") -> bytes:
 
 
 async def file_a_case(
-    stack: ServiceStack, *, language: str = "en", dicom_too: bool = False
+    stack: ServiceStack, *, patient: str = "patient-1", dicom_too: bool = False
 ) -> dict[str, Any]:
     """A patient's cardiology case in English with a PDF and a PNG (and a DICOM file), submitted;
     its id, its patient and their records' names once review has assigned it."""
-    patient = unique("patient")
     body = case_body(specialty="cardiology", questions=["diagnosis_clarification", "further_tests"])
-    body["patient"]["preferred_language"] = language
+    body["patient"]["preferred_language"] = "en"
     body["clinical_summary"] = "Breathless on stairs since March; a murmur was heard."
     records = [("ecg.pdf", pdf(unique("ecg"))), ("echo.png", png(unique("echo")))]
     if dicom_too:
