@@ -132,10 +132,15 @@ async def test_the_specialist_accepts_views_two_records_drafts_and_sends(
         served = await context.request.get(source)
         assert served.headers["content-security-policy"].startswith("sandbox;")
         assert served.headers["content-type"] == "application/pdf"
+        if SCREENSHOTS and language == "en":
+            await page.wait_for_timeout(1500)  # the frame's own rendering, for the picture
+            await page.locator("#records").screenshot(
+                path=str(ROOT / SCREENSHOTS / "web-specialist-viewer-pdf.png")
+            )
         await page.get_by_role("link", name=f"{words['view']} echo.png").click()
         image = page.locator("#viewer img.record-image")
         await expect(image).to_be_visible()
-        assert await image.evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 1
+        assert await image.evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 320
 
         # Typed: kept as a draft by the page itself, found again after a reload.
         await page.locator("#assessment-confirmed").check()

@@ -3,10 +3,11 @@ seeded cardiologist who reads English, and a small DICOM file that names its pat
 
 import asyncio
 import struct
+import zlib
 from typing import Any
 
 from tests.support.basics import unique
-from tests.support.samples import case_body, consent_body, pdf, png, upload
+from tests.support.samples import case_body, consent_body, upload
 from tests.support.stack import ServiceStack
 
 # The seeded cardiologist who reads English (review's development directory), and a colleague.
@@ -80,7 +81,8 @@ async def file_a_case(
     body = case_body(specialty="cardiology", questions=["diagnosis_clarification", "further_tests"])
     body["patient"]["preferred_language"] = "en"
     body["clinical_summary"] = "Breathless on stairs since March; a murmur was heard."
-    records = [("ecg.pdf", pdf(unique("ecg"))), ("echo.png", png(unique("echo")))]
+    ecg = pdf_page("Resting ECG", "Sinus rhythm, 72 per minute", unique("ecg"))
+    records = [("ecg.pdf", ecg), ("echo.png", png_picture(tag=unique("echo")))]
     if dicom_too:
         records.append(("slice.dcm", dicom()))
     async with stack.client("intake", patient, "patient") as intake:
@@ -116,3 +118,54 @@ async def assignment_of(stack: ServiceStack, case_id: str) -> dict[str, Any]:
             assert loop.time() < deadline, "intake never gave the reviewer the case"
             await asyncio.sleep(0.3)
     return dict(items[0])
+
+
+def pdf_page(*lines: str) -> bytes:
+    """A one-page PDF that shows `lines` (a record a person can read on the screenshots)."""
+    text = "".join(f"({line}) Tj 0 -22 Td " for line in lines)
+    stream = f"BT /F1 16 Tf 60 760 Td {text}ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer << /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def png_picture(width: int = 320, height: int = 200, tag: str = "") -> bytes:
+    """A grey gradient with a bright disc, like a small scan (distinct per `tag`)."""
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            inside = (x - width * 0.6) ** 2 + (y - height * 0.45) ** 2 < (height * 0.18) ** 2
+            rows.append(235 if inside else (x * 160 // width + y * 60 // height) % 256)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    text = b"Comment\x00" + (tag or unique("picture")).encode()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tEXt", text)
+        + chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + chunk(b"IEND", b"")
+    )

@@ -193,6 +193,9 @@ async def test_accept_then_three_panes_a_sandboxed_record_and_dicom_facts(
     assert record.headers["x-content-type-options"] == "nosniff"
     assert record.headers["content-disposition"] == f'inline; filename="record-{"a" * 12}.pdf"'
     assert record.headers["cache-control"] == "no-store"
+    saved = await browser.get(f"/review/{AID}/records/{PDF_ID}?download=true")
+    assert saved.headers["content-disposition"].startswith("attachment;")
+    assert saved.headers["content-security-policy"].startswith("sandbox")
     viewer = await browser.get(f"/review/{AID}/viewer/{PDF_ID}", headers={"HX-Request": "true"})
     assert "<iframe" in viewer.text and " sandbox " in viewer.text
     image = await browser.get(f"/review/{AID}/viewer/{PNG_ID}", headers={"HX-Request": "true"})

@@ -200,31 +200,36 @@ async def viewer(
 
 @router.get("/{assignment_id}/records/{document_id}")
 async def record(
-    web: Pages, session: Reviewer, assignment_id: AssignmentId, document_id: DocumentId
+    web: Pages,
+    session: Reviewer,
+    assignment_id: AssignmentId,
+    document_id: DocumentId,
+    download: bool = False,
 ) -> Response:
     """A PDF, an image or a text record, inline under a sandbox: no script of the file runs,
-    and the browser never takes it for one of our pages. A DICOM file is not served."""
+    and the browser never takes it for one of our pages (`download`: as a file to save, for a
+    browser that shows no PDF in a sandbox). A DICOM file is not served."""
     assignment = await web.platform.assignment(token=token(session), assignment_id=assignment_id)
     if not rules.review_actions(assignment.status).read:
         raise Refused(409, "assignment-state")
-    download = await web.platform.record(
+    served = await web.platform.record(
         token=token(session),
         case_id=assignment.case_id,
         document_id=document_id,
         shown=lambda content_type: rules.record_view(content_type) in INLINE,
     )
-    name = rules.inline_name(document_id, download.content_type)
-    media = download.content_type
-    headers = download.headers | {
+    name = rules.inline_name(document_id, served.content_type)
+    media = served.content_type
+    headers = served.headers | {
         "Content-Security-Policy": rules.SANDBOX_CSP,
-        "Content-Disposition": f'inline; filename="{name}"',
+        "Content-Disposition": f'{"attachment" if download else "inline"}; filename="{name}"',
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "SAMEORIGIN",
         "Cross-Origin-Resource-Policy": "same-origin",
     }
     if media == "text/plain":
         media = "text/plain; charset=utf-8"
-    return StreamingResponse(download.chunks, media_type=media, headers=headers)
+    return StreamingResponse(served.chunks, media_type=media, headers=headers)
 
 
 @router.post("/{assignment_id}/accept", dependencies=[Checked])
