@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, board, claim, live, partner, rules
+from avis.web import api, board, claim, live, partner, rules, specialist
 from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
@@ -62,6 +62,7 @@ def create_app(
     app.include_router(partner.router)
     app.include_router(live.router)
     live.attach(app, web, settings)
+    specialist.attach(app, settings)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

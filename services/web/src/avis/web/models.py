@@ -51,7 +51,10 @@ class Identity(BaseModel):
 DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
     Identity(sub="patient-1", role="patient"),
     Identity(sub="patient-2", role="patient"),
-    Identity(sub="reviewer-1", role="reviewer"),
+    # Reviewers of review's development directory (AVIS_REVIEW_SEED_REVIEWERS).
+    Identity(sub="rev-cardio-1", role="reviewer"),
+    Identity(sub="rev-cardio-2", role="reviewer"),
+    Identity(sub="reviewer-1", role="reviewer"),  # a reviewer with no case of the seed
     Identity(sub="coordinator-1", role="coordinator"),
     Identity(sub="partner-1", role="partner", partner_id="partner-1"),
 )
@@ -204,8 +207,21 @@ class Rationale(Reading):
     decided_by: str
 
 
+# --- the specialist's workspace: review's assignments and opinion, intake's clinical view -----
+
+OPINION_SECTIONS = (
+    "imaging_and_lab_review",
+    "alternative_pathways",
+    "risk_benefit",
+    "further_tests",
+    "summary_for_patient",
+)
+ASSESSMENTS = ("confirmed", "clarified", "revised")
+DECLINE_REASONS = ("conflict_of_interest", "outside_expertise", "no_availability", "other")
+
+
 class AssignmentView(Reading):
-    """One assignment round of a case, as review shows it to coordinators."""
+    """One assignment round of a case as review shows it (to coordinators and to its reviewer)."""
 
     id: str
     case_id: str
@@ -222,6 +238,9 @@ class AssignmentView(Reading):
     decline_reason_code: str | None = None
     decline_reason: str | None = None
     rationale: Rationale | None = None
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+    opinion_version: int | None = None
 
 
 class QueuedCase(Reading):
@@ -319,3 +338,78 @@ class DeliveryView(Reading):
     next_attempt_at: datetime | None = None
     replays: int = 0
     attempts: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class AssignmentList(Reading):
+    """One page of the reviewer's assignments, soonest due first."""
+
+    items: list[AssignmentView]
+    next_cursor: str | None = None
+
+
+class PhysicianView(Reading):
+    """The treating physician."""
+
+    name: str | None = None
+    institution_code: str | None = None
+
+
+class ClinicalView(Reading):
+    """What the assigned reviewer reads of a case: no identity of the patient, an age instead."""
+
+    case_id: str
+    reference: str
+    specialty: str
+    urgency: str
+    questions: list[str] = Field(default_factory=list)
+    clinical_summary: str
+    age_years: int
+    physician: PhysicianView | None = None
+    documents: list[DocumentView] = Field(default_factory=list)
+
+
+class OpinionForm(BaseModel):
+    """The structured opinion as the form holds it: any field may still be empty (a draft)."""
+
+    assessment: str = ""
+    explanation: str = ""
+    imaging_and_lab_review: str = ""
+    alternative_pathways: str = ""
+    risk_benefit: str = ""
+    further_tests: str = ""
+    summary_for_patient: str = ""
+
+
+class DiagnosisView(Reading):
+    """The opinion's first section: the assessment and why."""
+
+    assessment: str
+    explanation: str
+
+
+class OpinionView(Reading):
+    """The structured opinion as review recorded it."""
+
+    diagnosis: DiagnosisView
+    imaging_and_lab_review: str
+    alternative_pathways: str
+    risk_benefit: str
+    further_tests: str
+    summary_for_patient: str
+
+
+class OpinionRecord(Reading):
+    """A recorded version of the opinion (review's `OpinionVersion`)."""
+
+    version: int
+    completed_at: datetime
+    opinion: OpinionView
+
+    def form(self) -> OpinionForm:
+        """This version in the form's shape (the start of a correction)."""
+        opinion = self.opinion
+        return OpinionForm(
+            assessment=opinion.diagnosis.assessment,
+            explanation=opinion.diagnosis.explanation,
+            **{name: getattr(opinion, name) for name in OPINION_SECTIONS},
+        )

@@ -6,7 +6,7 @@ comes back as `Refused` with the problem's status and type, which the pages put 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,14 +17,18 @@ from avis.shared.clock import now
 from avis.web.models import (
     CONSENT_VERSION,
     AccessEntry,
+    AssignmentList,
     AssignmentView,
     CasePage,
     CaseView,
     ClinicalRead,
+    ClinicalView,
     DeliveryView,
     DocumentKind,
     Draft,
     Listing,
+    OpinionForm,
+    OpinionRecord,
     QueuedCase,
     Report,
     ReviewerView,
@@ -167,8 +171,16 @@ class Platform:
     async def report_pdf(self, *, token: str, case_id: str) -> Download:
         """The case's latest report as a PDF, streamed through."""
         url = f"{self.reports}/v1/cases/{case_id}/report"
+        response = await self._open(url, token=token, accept=PDF)
+        headers = {"Content-Disposition": f'attachment; filename="report-{case_id[:8]}.pdf"'}
+        if "content-length" in response.headers:
+            headers["Content-Length"] = response.headers["content-length"]
+        return Download(PDF, headers, _chunks(response))
+
+    async def _open(self, url: str, *, token: str, accept: str = "*/*") -> httpx.Response:
+        """A streamed response whose body is still to be read (a refusal is raised)."""
         request = self._http.build_request(
-            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": PDF}
+            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": accept}
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -178,18 +190,80 @@ class Platform:
             await response.aread()
             await response.aclose()
             raise Refused(response.status_code, _problem_type(response))
-        headers = {"Content-Disposition": f'attachment; filename="report-{case_id[:8]}.pdf"'}
+        return response
+
+    # --- the specialist's workspace: review's assignments and opinion, intake's records ---
+
+    async def my_assignments(self, *, token: str) -> AssignmentList:
+        """The signed-in reviewer's assignments, soonest due first."""
+        response = await self._call(
+            "GET", f"{self.review}/v1/assignments", token=token, params={"limit": "100"}
+        )
+        return AssignmentList.model_validate(response.json())
+
+    async def assignment(self, *, token: str, assignment_id: str) -> AssignmentView:
+        """One of the reviewer's assignments (another reviewer's is refused by review)."""
+        url = f"{self.review}/v1/assignments/{assignment_id}"
+        return AssignmentView.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def accept(self, *, token: str, assignment_id: str) -> None:
+        """Accept an assignment."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/accept"
+        await self._call("POST", url, token=token)
+
+    async def decline(self, *, token: str, assignment_id: str, code: str, reason: str) -> None:
+        """Decline an assignment, with a reason's code and its words."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/decline"
+        await self._call("POST", url, token=token, json={"reason_code": code, "reason": reason})
+
+    async def send_opinion(
+        self, *, token: str, assignment_id: str, form: OpinionForm, correction: bool
+    ) -> OpinionRecord:
+        """Send the opinion: its first version (POST), or a correction as a new one (PUT)."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/opinion"
+        method = "PUT" if correction else "POST"
+        response = await self._call(method, url, token=token, json=opinion_body(form))
+        return OpinionRecord.model_validate(response.json())
+
+    async def opinion(self, *, token: str, assignment_id: str) -> OpinionRecord:
+        """The latest version of the assignment's opinion."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/opinion"
+        return OpinionRecord.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def case_for_review(self, *, token: str, case_id: str) -> ClinicalView:
+        """The case's clinical content, as intake shows it to its assigned reviewer."""
+        url = f"{self.intake}/v1/cases/{case_id}/clinical"
+        return ClinicalView.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def record(
+        self, *, token: str, case_id: str, document_id: str, shown: Callable[[str], bool]
+    ) -> Download:
+        """A record of the case, streamed through if `shown` takes its type (else: not here)."""
+        response = await self._open(self._record(case_id, document_id), token=token)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if not shown(content_type):
+            await response.aclose()
+            raise Refused(404, "not-found")
+        headers = {}
         if "content-length" in response.headers:
             headers["Content-Length"] = response.headers["content-length"]
+        return Download(content_type, headers, _chunks(response))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.aiter_bytes():
-                    yield chunk
-            finally:
-                await response.aclose()
+    async def record_head(self, *, token: str, case_id: str, document_id: str, limit: int) -> bytes:
+        """The first `limit` bytes of a record (a DICOM file's header comes first)."""
+        response = await self._open(self._record(case_id, document_id), token=token)
+        head = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                head += chunk
+                if len(head) >= limit:
+                    break
+        finally:
+            await response.aclose()
+        return bytes(head[:limit])
 
-        return Download(PDF, headers, chunks())
+    def _record(self, case_id: str, document_id: str) -> str:
+        return f"{self.intake}/v1/cases/{case_id}/documents/{document_id}"
 
     # --- coordinator board and partner console ---------------------------------------------
 
@@ -336,6 +410,23 @@ class Platform:
         """Queue a dead delivery again (same webhook-id)."""
         url = f"{self.notify}/v1/deliveries/{delivery_id}/replay"
         await self._call("POST", url, token=token)
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    finally:
+        await response.aclose()
+
+
+def opinion_body(form: OpinionForm) -> dict[str, Any]:
+    """Review's `Opinion` body from a complete form."""
+    sections = form.model_dump(exclude={"assessment", "explanation"})
+    return {
+        "diagnosis": {"assessment": form.assessment, "explanation": form.explanation},
+        **sections,
+    }
 
 
 def case_body(draft: Draft) -> dict[str, Any]:
