@@ -278,6 +278,7 @@ class AccessEntry(Reading):
     at: datetime
     role: str
     reader: str
+    you: bool = False
     action: str
     outcome: str
     status: int
