@@ -28,6 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "reports", "notify")
 
 
+def replicas_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """How many copies of each service the environment asks for, as `make run` reads it:
+    `AVIS_<SERVICE>_REPLICAS`, else `AVIS_REPLICAS`, else 1."""
+    env = os.environ if env is None else env
+    return {
+        s: max(1, int(env.get(f"AVIS_{s.upper()}_REPLICAS") or env.get("AVIS_REPLICAS") or 1))
+        for s in SERVICES
+    }
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:
@@ -84,12 +94,13 @@ class Instance:
 @dataclass
 class ServiceStack:
     """The services as processes. `env` holds the settings they share (broker, store, secrets);
-    `databases` names each service's database; `instances` how many processes each runs (1)."""
+    `databases` names each service's database; `instances` how many processes each runs (by
+    default what AVIS_REPLICAS / AVIS_<SERVICE>_REPLICAS say, else 1)."""
 
     env: Mapping[str, str]
     logs: Path
     databases: Mapping[str, str]
-    instances: Mapping[str, int] = field(default_factory=dict)
+    instances: Mapping[str, int] = field(default_factory=replicas_from_env)
     services: Iterable[str] = SERVICES
     ready_timeout: float = 120.0
     # The command that starts one service (its console script by default); the benchmarks
