@@ -109,6 +109,7 @@ class ServiceStack:
     members: list[Instance] = field(default_factory=list)
     restarts: int = 0
     _supervising: bool = False
+    _turns: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -123,13 +124,23 @@ class ServiceStack:
         return {m.service: m.url for m in self.members if m.index == 0}
 
     def client(
-        self, service: str, sub: str, role: Role, partner_id: str | None = None
+        self,
+        service: str,
+        sub: str,
+        role: Role,
+        partner_id: str | None = None,
+        copy: int | None = None,
     ) -> httpx.AsyncClient:
-        """An HTTP client of the service's first instance, with a token for `sub` as `role`."""
+        """An HTTP client of one instance of the service (`copy`, else each in turn, as a load
+        balancer would), with a token for `sub` as `role`."""
         settings = CommonSettings(jwt_secret=self.env["AVIS_JWT_SECRET"])  # type: ignore[arg-type]
         token = mint_token(settings, sub, role, partner_id=partner_id)
+        members = self.of(service)
+        if copy is None:
+            copy = self._turns.get(service, 0) % len(members)
+            self._turns[service] = copy + 1
         return httpx.AsyncClient(
-            base_url=self.urls[service], headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+            base_url=members[copy].url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
         )
 
     def of(self, service: str) -> list[Instance]:
