@@ -297,6 +297,11 @@ class Lease:
                 await asyncio.wait_for(self.renew(), timeout=left)
         except (PyMongoError, TimeoutError) as exc:
             log.debug("lease not renewed this time", job=self.job, error=type(exc).__name__)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's wait_for can swallow a cancel that meets the renewal's end: keep it,
+            # or `hold` and a section's renewer would never stop.
+            raise asyncio.CancelledError
         if self.fence is not None and not self.holding():
             self._lose("not renewed within its ttl")
 
