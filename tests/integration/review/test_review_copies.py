@@ -20,7 +20,7 @@ pytestmark = pytest.mark.infra
 ASSIGNED = "avis.review.assigned.v1"
 ACCEPTED = "avis.review.accepted.v1"
 DECLINED = "avis.review.declined.v1"
-NOT_AVAILABLE = {"reason_code": "no_availability"}
+NOT_AVAILABLE = {"reason_code": "no_availability", "reason": "Away that week."}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ async def test_conflicting_answers_at_two_copies_have_one_outcome(
 
     outcomes = []
     for assignment in assignments:
-        aid, who = assignment["assignment_id"], assignment["reviewer_id"]
+        aid, who = assignment["id"], assignment["reviewer_id"]
         async with (
             client(stack, stack.url, who, "reviewer") as at_a,
             client(stack, b_url, who, "reviewer") as at_b,
