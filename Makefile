@@ -71,8 +71,10 @@ bench-store: install  ## cost as stored data grows (1k/10k/50k cases); BENCH_ARG
 
 CHAOS_CASES ?= 300
 CHAOS_SEED ?= 1
-chaos: install  ## the fault run at full size (CHAOS_CASES, CHAOS_SEED) on a stack of its own; < 30 min
-	@$(TEST_ENV) CHAOS_CASES=$(CHAOS_CASES) CHAOS_SEED=$(CHAOS_SEED) deploy/local/test.sh chaos
+CHAOS_COPIES ?= 2
+chaos: install  ## the fault run at full size (CHAOS_CASES, CHAOS_SEED, CHAOS_COPIES of each service); < 30 min
+	@$(TEST_ENV) CHAOS_CASES=$(CHAOS_CASES) CHAOS_SEED=$(CHAOS_SEED) CHAOS_COPIES=$(CHAOS_COPIES) \
+		deploy/local/test.sh chaos
 
 infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
 	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && \

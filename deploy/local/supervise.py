@@ -3,6 +3,12 @@ once when every part answers, and on Ctrl-C (SIGINT), SIGTERM or SIGHUP stop the
 
     supervise.py PROCFILE --ready NAME=URL ... [--started EPOCH] [--stop-file PATH]
 
+Copies: `AVIS_REPLICAS=N` starts N copies of each of intake, review, reports and notify (1 by
+default); `AVIS_<SERVICE>_REPLICAS=N` sets one service's (it wins over AVIS_REPLICAS). The first
+copy keeps the service's address; copy k (k = 2, 3, ...) is named `<service>.k` in the log and
+listens on the service's port + 100 * (k - 1) (review: 8002, 8102, 8202). Copies share the
+service's store and consumer group; each is also waited for before "ready".
+
 In a terminal it takes the terminal's foreground for its own process group, so Ctrl-C reaches
 it alone: `make` and run.sh are left to stop the infrastructure and end with status 0 instead
 of dying of the signal. It gives the terminal back when it exits. Colours only on a terminal.
@@ -26,6 +32,9 @@ from pathlib import Path
 from typing import IO
 
 COLOURS = ("36", "33", "32", "35", "34")
+# The services that may run as several copies, and their first copy's default HTTP port.
+SCALABLE = {"intake": 8001, "review": 8002, "reports": 8003, "notify": 8004}
+COPY_PORT_STEP = 100
 # A service stops within its shutdown grace for requests, then the same for event handlers.
 STOP_SECONDS = 2 * float(os.environ.get("AVIS_SHUTDOWN_GRACE_SECONDS", "10")) + 10
 CLEAN = {0, -signal.SIGTERM, -signal.SIGINT}
@@ -60,6 +69,35 @@ def procfile(path: Path) -> list[tuple[str, str]]:
             name, _, command = line.partition(":")
             entries.append((name.strip(), command.strip()))
     return entries
+
+
+def copies_of(name: str, env: dict[str, str]) -> int:
+    """How many copies of a Procfile entry to start (AVIS_<NAME>_REPLICAS, AVIS_REPLICAS, 1)."""
+    if name not in SCALABLE:
+        return 1
+    wanted = env.get(f"AVIS_{name.upper()}_REPLICAS") or env.get("AVIS_REPLICAS") or "1"
+    return max(1, int(wanted))
+
+
+def with_copies(
+    entries: list[tuple[str, str]], env: dict[str, str]
+) -> list[tuple[str, str, dict[str, str], str | None]]:
+    """Each entry once per copy: (name, command, extra environment, readiness URL of an extra
+    copy or None). Copy k listens on the service's port + 100 * (k - 1)."""
+    expanded: list[tuple[str, str, dict[str, str], str | None]] = []
+    for name, command in entries:
+        count = copies_of(name, env)
+        if count == 1:
+            expanded.append((name, command, {}, None))
+            continue
+        variable = f"AVIS_{name.upper()}_HTTP_PORT"
+        base = int(env.get(variable, SCALABLE[name]))
+        for k in range(count):
+            port = base + COPY_PORT_STEP * k
+            label = name if k == 0 else f"{name}.{k + 1}"
+            ready = None if k == 0 else f"http://127.0.0.1:{port}/readyz"
+            expanded.append((label, command, {variable: str(port)}, ready))
+    return expanded
 
 
 @contextlib.contextmanager
@@ -97,12 +135,14 @@ class Supervisor:
         self.stop = threading.Event()
         self.readers: list[threading.Thread] = []
 
-    def start(self, entries: list[tuple[str, str]]) -> None:
-        """Start every service in a session of its own, its output read by a thread."""
-        for i, (name, command) in enumerate(entries):
+    def start(self, entries: list[tuple[str, str, dict[str, str], str | None]]) -> None:
+        """Start every service (each copy) in a session of its own, its output read by a
+        thread."""
+        for i, (name, command, extra, _) in enumerate(entries):
             child = subprocess.Popen(  # noqa: S603 - the repository's own Procfile
                 shlex.split(command),
                 cwd=self.root,
+                env={**os.environ, **extra},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -192,8 +232,10 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     with terminal_foreground():
-        supervisor.start(procfile(args.procfile))
+        entries = with_copies(procfile(args.procfile), dict(os.environ))
+        supervisor.start(entries)
         urls = dict(item.split("=", 1) for item in args.ready)
+        urls |= {name: ready for name, _, _, ready in entries if ready is not None}
         threading.Thread(
             target=supervisor.watch_ready, args=(urls, args.started), daemon=True
         ).start()

@@ -111,8 +111,9 @@ def _value(v: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def four_services(receiver: Receiver) -> AsyncIterator[ServiceStack]:
-    """The four services, each a process of its own, ready."""
+async def four_services(receiver: Receiver, copies: int = 1) -> AsyncIterator[ServiceStack]:
+    """The four services, each as `copies` processes of its own (one consumer group and one
+    database per service), ready; the test's HTTP calls take the copies in turn."""
     for service, topics in GROUP_TOPICS.items():
         await skip_history(f"avis-{service}", topics)  # this journey's events only
     async with serve(receiver.app()) as receiver_url:
@@ -141,7 +142,8 @@ async def four_services(receiver: Receiver) -> AsyncIterator[ServiceStack]:
         }
         databases = {s: unique(f"e2e_{s}").replace("-", "_") for s in GROUP_TOPICS}
         with tempfile.TemporaryDirectory(prefix="avis-e2e-") as logs:
-            stack = ServiceStack(env, Path(logs), databases)
+            instances = dict.fromkeys(GROUP_TOPICS, copies)
+            stack = ServiceStack(env, Path(logs), databases, instances=instances)
             try:
                 async with stack.running():
                     yield stack
@@ -149,9 +151,12 @@ async def four_services(receiver: Receiver) -> AsyncIterator[ServiceStack]:
                 print(stack.tails(500))
 
 
-async def test_the_whole_journey_in_one_trace() -> None:
+# Two copies of each: matching, the email sender and the webhook worker each run on one copy
+# at a time (their leases), while events and HTTP calls reach both.
+@pytest.mark.parametrize("copies", [1, 2], ids=["one-copy", "two-copies"])
+async def test_the_whole_journey_in_one_trace(copies: int) -> None:
     receiver = Receiver()
-    async with four_services(receiver) as stack, hook_receiver() as (hooks, hooks_port):
+    async with four_services(receiver, copies) as stack, hook_receiver() as (hooks, hooks_port):
         hooks.fail_first["/avis"] = 1  # the partner's first delivery fails
         hooks_url = f"http://127.0.0.1:{hooks_port}"
         email = f"{unique('patient')}@exemple.fr"

@@ -56,7 +56,7 @@ from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
-from tests.support.stack import ServiceStack
+from tests.support.stack import Instance, ServiceStack
 
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 DLQS = tuple(f"{t}.dlq" for t in TOPICS)
@@ -65,6 +65,13 @@ GROUP_TOPICS = {
     "review": [CASE_SUBMITTED],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
     "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+}
+# Each service's single-actor jobs (their leases); a kill of a copy takes their holder, in turn.
+LEASE_JOBS = {
+    "intake": ["inbox"],
+    "review": ["matcher", "overdue"],
+    "reports": ["parking"],
+    "notify": ["email", "webhook"],
 }
 PRODUCES = {
     "intake": CASE_SUBMITTED,
@@ -100,6 +107,10 @@ class Plan:
     correct_rate: float = 0.15
     think_seconds: float = 10.0  # a reviewer takes up to this long before each step
     quiet_timeout: float = 600.0
+    # Copies of each service; with more than one, a kill takes the copy that holds the service's
+    # single-actor job (LEASE_JOBS) and the run times the take-over by another copy.
+    copies: int = 1
+    outages: bool = True  # False: kills only (no broker, store, SMTP or partner outage)
 
 
 @dataclass
@@ -133,10 +144,12 @@ def schedule(plan: Plan) -> tuple[list[Fault], list[CaseMix]]:
             how = rng.choice(hows)
             faults.append(Fault(rng.uniform(0.05, 0.9) * window, "kill", service, how))
     # The sink and the partner fail while traffic flows (before the broker's outage stops it).
-    faults.append(Fault(rng.uniform(0.05, 0.15) * window, "partner"))
-    faults.append(Fault(rng.uniform(0.1, 0.2) * window, "smtp"))
-    faults.append(Fault(rng.uniform(0.35, 0.45) * window, "broker"))
-    faults.append(Fault(rng.uniform(0.7, 0.8) * window, "store"))
+    outages = [("partner", 0.05, 0.15), ("smtp", 0.1, 0.2), ("broker", 0.35, 0.45)]
+    outages.append(("store", 0.7, 0.8))
+    for kind, low, high in outages:
+        at = rng.uniform(low, high) * window  # drawn either way: the same seed, the same kills
+        if plan.outages:
+            faults.append(Fault(at, kind))
     faults.sort(key=lambda f: f.at)
     mix = []
     for i in range(plan.cases):
@@ -228,6 +241,8 @@ class Figures:
     report_versions: int = 0
     emails: int = 0
     email_copies: int = 0  # the same Message-ID received more than once (at-least-once)
+    # Per lease job: seconds from its holder's SIGKILL to the next term of another copy.
+    takeovers: dict[str, list[float]] = field(default_factory=dict)
     email_failed_attempts: int = 0
     webhook_deliveries: int = 0
     webhook_failed_attempts: int = 0
@@ -273,9 +288,55 @@ class Run:
         self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
         self.start_offsets: dict[TopicPartition, int] = {}
         self.published = Counter[str]()  # topic -> records seen by the tail
+        self.kill_turn = Counter[str]()  # service -> kills so far (which job the next takes)
+        self.watching: list[asyncio.Task[None]] = []  # take-over timers
         self.tick = asyncio.Event()
         self.filing_done = False
         self.faults_done = False
+
+    def next_job(self, service: str) -> str:
+        """The single-actor job whose holder the next kill of `service` takes (in turn)."""
+        jobs = LEASE_JOBS[service]
+        self.kill_turn[service] += 1
+        return jobs[(self.kill_turn[service] - 1) % len(jobs)]
+
+    async def holder(self, service: str, job: str) -> tuple[int, int | None]:
+        """The latest epoch of `job`'s lease and its holder's pid (None: released or none)."""
+        leases = self.db(service)["leases"]
+        head = await leases.find_one({"_id": f"{job}:head"})
+        epoch = int(head["epoch"]) if head else 0
+        while await leases.find_one({"_id": f"{job}:{epoch + 1}"}) is not None:
+            epoch += 1
+        doc = await leases.find_one({"_id": f"{job}:{epoch}"})
+        if doc is None or doc.get("released"):
+            return epoch, None
+        return epoch, int(str(doc["holder"]).rsplit(":", 2)[-2])
+
+    async def target(self, service: str, job: str) -> tuple[Instance, int]:
+        """The copy to kill: the holder of `job`'s lease when it holds it, else the first copy
+        (and 0 for the epoch: nothing to time)."""
+        members = self.stack.of(service)
+        if len(members) > 1:
+            with contextlib.suppress(Exception):
+                epoch, pid = await self.holder(service, job)
+                for member in members:
+                    if member.alive() and member.process and member.process.pid == pid:
+                        return member, epoch
+        return members[0], 0
+
+    async def time_takeover(self, service: str, job: str, epoch: int, killed_at: float) -> None:
+        """Seconds from the holder's kill to a newer term of `job` (another copy acting)."""
+        deadline = killed_at + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                latest, _ = await self.holder(service, job)
+                if latest > epoch:
+                    took = round(time.monotonic() - killed_at, 2)
+                    self.figures.takeovers.setdefault(f"{service}:{job}", []).append(took)
+                    log(f"{service}:{job} taken over {took:.1f} s after its holder's kill")
+                    return
+            await asyncio.sleep(0.1)
+        self.figures.problems.append(f"{service}:{job}: no take-over within 120 s of a kill")
 
     def db(self, service: str) -> Any:
         return self.mongo[self.stack.databases[service]]
@@ -498,18 +559,28 @@ class Run:
     async def fault(self, fault: Fault) -> None:
         plan, f = self.plan, self.figures
         if fault.kind == "kill":
-            member = self.stack.of(fault.service)[0]
+            job = self.next_job(fault.service)
             for _ in range(60):  # a service still restarting from an earlier kill: wait for it
+                member, epoch = await self.target(fault.service, job)
                 if member.alive():
                     await self.moment(fault.how, fault.service)
+                    member, epoch = await self.target(fault.service, job)
                 if member.alive():
                     process = member.process
                     assert process is not None
                     self.stack.kill(member, signal.SIGKILL)
+                    killed_at = time.monotonic()
                     await asyncio.to_thread(process.wait)  # gone before the next kill looks
                     f.kills[fault.service] = f.kills.get(fault.service, 0) + 1
                     f.kills_by_moment[fault.how] = f.kills_by_moment.get(fault.how, 0) + 1
-                    log(f"SIGKILL {fault.service} ({fault.how})")
+                    held = f" holding {job}:{epoch}" if epoch else ""
+                    log(f"SIGKILL {member.name} ({fault.how}){held}")
+                    if epoch:
+                        self.watching.append(
+                            asyncio.create_task(
+                                self.time_takeover(fault.service, job, epoch, killed_at)
+                            )
+                        )
                     return
                 await asyncio.sleep(1.0)
             log(f"{fault.service} was never up to be killed")
@@ -993,7 +1064,8 @@ async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStac
     run_id = uuid.uuid4().hex[:6]
     databases = {s: f"chaos_{plan.seed}_{run_id}_{s}" for s in GROUP_TOPICS}
     partners = Partners()
-    stack = ServiceStack(stack_env(), logs, databases)
+    instances = dict.fromkeys(GROUP_TOPICS, plan.copies)
+    stack = ServiceStack(stack_env(), logs, databases, instances=instances)
     async with serve(partners.app()) as hooks_url, stack.running():
         yield stack, partners, hooks_url
 
@@ -1022,11 +1094,16 @@ async def run(
                         await asyncio.gather(chaos.file_all(), chaos.inject())
                         log("filed every case; faults over; waiting for quiet")
                         await chaos.quiet()
+                        await asyncio.gather(*chaos.watching)
                     finally:
-                        for task in (tail, driver, *chaos.acting.values()):
+                        for task in (tail, driver, *chaos.acting.values(), *chaos.watching):
                             task.cancel()
                         await asyncio.gather(
-                            tail, driver, *chaos.acting.values(), return_exceptions=True
+                            tail,
+                            driver,
+                            *chaos.acting.values(),
+                            *chaos.watching,
+                            return_exceptions=True,
                         )
                     log("auditing")
                     async with asyncio.timeout(600):
@@ -1061,6 +1138,8 @@ def report(figures: Figures) -> str:
         f"dead letters {f.dlq_records}  capacity violations {f.capacity_violations}",
         f"time to quiet {f.time_to_quiet_seconds:.1f} s  duration {f.duration_seconds:.1f} s",
     ]
+    for job, seconds in sorted(f.takeovers.items()):
+        lines.append(f"take-over {job}: {seconds} s (max {max(seconds):.1f} s)")
     lines += [f"PROBLEM {p}" for p in f.problems]
     return "\n".join(lines)
 
@@ -1082,6 +1161,12 @@ def main() -> None:
         "--fault-seconds", type=float, default=float(os.environ.get("CHAOS_FAULT_SECONDS", "300"))
     )
     parser.add_argument("--kills", type=int, default=int(os.environ.get("CHAOS_KILLS", "4")))
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=int(os.environ.get("CHAOS_COPIES", "2")),
+        help="copies of each service; a kill takes a lease holder (default 2)",
+    )
     parser.add_argument("--logs", type=Path, default=None, help="keep the services' logs here")
     args = parser.parse_args()
     plan = Plan(
@@ -1089,6 +1174,7 @@ def main() -> None:
         seed=args.seed,
         fault_seconds=args.fault_seconds,
         kills_per_service=args.kills,
+        copies=args.copies,
         reviewers=max(4, args.cases // 40),
     )
 

@@ -28,6 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "review", "reports", "notify")
 
 
+def replicas_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """How many copies of each service the environment asks for, as `make run` reads it:
+    `AVIS_<SERVICE>_REPLICAS`, else `AVIS_REPLICAS`, else 1."""
+    env = os.environ if env is None else env
+    return {
+        s: max(1, int(env.get(f"AVIS_{s.upper()}_REPLICAS") or env.get("AVIS_REPLICAS") or 1))
+        for s in SERVICES
+    }
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:
@@ -84,12 +94,13 @@ class Instance:
 @dataclass
 class ServiceStack:
     """The services as processes. `env` holds the settings they share (broker, store, secrets);
-    `databases` names each service's database; `instances` how many processes each runs (1)."""
+    `databases` names each service's database; `instances` how many processes each runs (by
+    default what AVIS_REPLICAS / AVIS_<SERVICE>_REPLICAS say, else 1)."""
 
     env: Mapping[str, str]
     logs: Path
     databases: Mapping[str, str]
-    instances: Mapping[str, int] = field(default_factory=dict)
+    instances: Mapping[str, int] = field(default_factory=replicas_from_env)
     services: Iterable[str] = SERVICES
     ready_timeout: float = 120.0
     # The command that starts one service (its console script by default); the benchmarks
@@ -98,6 +109,7 @@ class ServiceStack:
     members: list[Instance] = field(default_factory=list)
     restarts: int = 0
     _supervising: bool = False
+    _turns: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -112,13 +124,23 @@ class ServiceStack:
         return {m.service: m.url for m in self.members if m.index == 0}
 
     def client(
-        self, service: str, sub: str, role: Role, partner_id: str | None = None
+        self,
+        service: str,
+        sub: str,
+        role: Role,
+        partner_id: str | None = None,
+        copy: int | None = None,
     ) -> httpx.AsyncClient:
-        """An HTTP client of the service's first instance, with a token for `sub` as `role`."""
+        """An HTTP client of one instance of the service (`copy`, else each in turn, as a load
+        balancer would), with a token for `sub` as `role`."""
         settings = CommonSettings(jwt_secret=self.env["AVIS_JWT_SECRET"])  # type: ignore[arg-type]
         token = mint_token(settings, sub, role, partner_id=partner_id)
+        members = self.of(service)
+        if copy is None:
+            copy = self._turns.get(service, 0) % len(members)
+            self._turns[service] = copy + 1
         return httpx.AsyncClient(
-            base_url=self.urls[service], headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+            base_url=members[copy].url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
         )
 
     def of(self, service: str) -> list[Instance]:

@@ -46,15 +46,22 @@ run under a lease per job (`singleton`), so N copies run each once per period; a
 run the job once early. The dead-letter depth gauge stays on every copy: it only reads the
 broker and sets this copy's own gauge, so running it twice costs two reads and changes nothing
 (dashboards take the maximum over copies). docs/architecture.md says why per job.
+
+A job that decides on demand rather than on a period (review's matching) holds its lease for one
+critical section at a time (`section`): claim (waiting while another copy is inside), renew while
+inside, release on the way out, so the next copy claims at once. Its writes check the fence as
+above. A copy that dies inside keeps the others out until its term expires (ttl + skew).
+docs/replicas.md says which single actor uses which.
 """
 
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,6 +144,8 @@ class Lease:
         self.fence: int | None = None
         self.held = asyncio.Event()
         self._valid_until = 0.0  # monotonic: this copy stops believing in its lease here
+        self._inside = asyncio.Lock()  # one section of this copy at a time
+        self._quiet = False  # sections come and go by the thousand: not each one in the log
 
     def _key(self, epoch: int | str) -> str:
         return f"{self.job}:{epoch}"
@@ -150,10 +159,12 @@ class Lease:
             epoch, doc = epoch + 1, after
         return epoch, Term.of(doc) if doc is not None else None
 
-    async def claim(self) -> int | None:
-        """Become the holder if the current term has expired; the new fence, or None."""
+    async def claim(self, *, own: bool = False) -> int | None:
+        """Become the holder if the current term has expired (or, with `own`, is this copy's
+        own: a section whose release failed); the new fence, or None."""
         epoch, term = await self.latest()
-        if term is not None and not term.expired(self.clock(), self.skew):
+        mine = own and term is not None and term.holder == self.holder
+        if term is not None and not mine and not term.expired(self.clock(), self.skew):
             return None
         began = time.monotonic()
         at = self.clock()
@@ -189,7 +200,9 @@ class Lease:
         self.fence = fence
         self._valid_until = began + self.ttl
         self.held.set()
-        log.info("lease held", job=self.job, fence=fence, holder=self.holder)
+        (log.debug if self._quiet else log.info)(
+            "lease held", job=self.job, fence=fence, holder=self.holder
+        )
 
     def _lose(self, why: str) -> None:
         if self.fence is not None:
@@ -232,6 +245,8 @@ class Lease:
         """The fence to write with; raises `Fenced` if a newer epoch exists or we hold none."""
         fence = self.fence if fence is None else fence
         if fence is None or await self.superseded(fence):
+            # A former holder's write, refused: the log says so, for the fault runs to count.
+            log.warning("fenced write refused", job=self.job, fence=fence, holder=self.holder)
             raise Fenced(f"{self.job}: fence {fence} is no longer current")
         return fence
 
@@ -245,6 +260,33 @@ class Lease:
                 {"$set": {"released": True, "expires_at": self.clock()}},
             )
 
+    @contextlib.asynccontextmanager
+    async def section(self, *, poll: float = 0.02) -> AsyncIterator[int]:
+        """Hold the lease for one critical section: claim it (polling every ~`poll` s while
+        another copy is inside), renew it while inside, release it on the way out; yields the
+        fence. Inside, `check()` refuses once the term was lost (a pause past the ttl)."""
+        async with self._inside:
+            self._quiet = True
+            # Only this copy's previous section can have left a term of ours: take it back.
+            while (fence := await self.claim(own=True)) is None:  # noqa: ASYNC110 - polls the store
+                await asyncio.sleep(poll * random.uniform(0.5, 1.5))  # noqa: S311
+            renewing = asyncio.create_task(self._keep(), name=f"lease-{self.job}-renew")
+            try:
+                yield fence
+            finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+                with contextlib.suppress(PyMongoError):
+                    await self.release()
+
+    async def _keep(self) -> None:
+        """Renew every ttl/3 until cancelled or lost."""
+        while self.fence is not None:
+            await asyncio.sleep(self._pause())
+            if self.fence is not None:
+                await self._step()
+
     async def _step(self) -> None:
         """One claim or renewal; a renewal may take no longer than what is left of our term."""
         try:
@@ -255,6 +297,11 @@ class Lease:
                 await asyncio.wait_for(self.renew(), timeout=left)
         except (PyMongoError, TimeoutError) as exc:
             log.debug("lease not renewed this time", job=self.job, error=type(exc).__name__)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's wait_for can swallow a cancel that meets the renewal's end: keep it,
+            # or `hold` and a section's renewer would never stop.
+            raise asyncio.CancelledError
         if self.fence is not None and not self.holding():
             self._lose("not renewed within its ttl")
 

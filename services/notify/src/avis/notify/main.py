@@ -42,9 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keyring, client=client, settings=settings
     )
-    emails = DueQueue(name="email", store=store, channel=sender, settings=settings)
+    # Copies share both queues: any copy files through hand-offs, the lease holder works each.
+    emails = DueQueue(name="email", store=store, channel=sender, settings=settings, handoff=True)
     deliveries = DueQueue(
-        name="webhook", store=store, channel=worker, settings=settings, pool=worker.pool()
+        name="webhook",
+        store=store,
+        channel=worker,
+        settings=settings,
+        pool=worker.pool(),
+        handoff=True,
     )
     notify = NotifyService(
         store=store,
@@ -59,8 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.register(runtime, notify)
     runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
     if settings.sender_enabled:
-        runtime.background("sender", emails.run)
-        runtime.background("webhooks", deliveries.run)
+        # Each queue on one copy at a time: the holder of its lease (queue.py says why).
+        runtime.singleton("email", emails.run)
+        runtime.singleton("webhook", deliveries.run)
     app = runtime.create_app(
         "Avis notify",
         [api.router, api.hooks],

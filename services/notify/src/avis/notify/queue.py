@@ -4,8 +4,22 @@ their documents); what differs between them, the channel, plugs into the same lo
 still wait, when each is due, and one attempt at one (which records what came of it and says
 when to try again).
 
-Exactly one worker per queue runs in a deployment: bucket documents are written under the
-queue's in-process lock, and the worker walks forward from the stored cursor."""
+Exactly one worker per queue runs among the copies of notify: the holder of the queue's lease
+(`email`, `webhook`; `avis.shared.lease`). Bucket documents are written by that worker only,
+under the queue's in-process lock, and it walks forward from the stored cursor. Any copy files
+an item by handing it off (`Store.hand_off`: one document per item, so no document is written by
+two copies); the worker moves hand-offs into their buckets at the start of each pass, at once
+when the filing copy is the worker's own, within a tick (`AVIS_NOTIFY_SENDER_TICK_SECONDS`)
+otherwise. Before each attempt the worker checks its fence: a copy paused past its lease's ttl
+(a SIGSTOP) resumes to find a newer epoch and sends nothing (`lease.Fenced`). A pause between
+that check and the send can still repeat a send once; it carries the same Message-ID or
+`webhook-id`, so the receiver can drop it (at least once, as DESIGN.md section 4 says).
+
+Why a lease and not a partition: the work is ordered by time, not by case. Retries come due
+hours later, long after the partition that queued them may have moved to another copy, and a
+replay arrives over HTTP at any copy; one worker per queue walking one set of time buckets keeps
+"what is due now" a read by `_id`. A take-over costs at most ttl + skew + ttl/3 (about 13 s)
+of sending. docs/replicas.md has the whole argument."""
 
 import asyncio
 import contextlib
@@ -22,6 +36,7 @@ from avis.notify import rules
 from avis.notify.settings import Settings
 from avis.notify.store import DueQueueName, Store
 from avis.shared import clock
+from avis.shared.lease import Fenced, Lease
 from avis.shared.mongo import STORE_ERRORS
 from avis.shared.retry import Backoff
 
@@ -115,8 +130,13 @@ class DueQueue(Generic[Item]):
         channel: Channel[Item],
         settings: Settings,
         pool: Pool[Item] | None = None,
+        handoff: bool = False,
     ) -> None:
         self.name = name
+        # True where copies share the queue: filings go through `handoffs`, and only the lease
+        # holder writes buckets (False: this process is the only filer, as in unit tests).
+        self.handoff = handoff
+        self.lease: Lease | None = None
         self.store = store
         self.channel = channel
         self.settings = settings
@@ -131,7 +151,15 @@ class DueQueue(Generic[Item]):
         self._wake.set()
 
     async def file(self, item_id: str, at: datetime) -> None:
-        """File an item under the bucket of its due time."""
+        """File an item due at `at` (from any copy: handed off to the queue's worker)."""
+        if self.handoff:
+            await self.store.hand_off(self.name, item_id, at)
+            self.wake()
+            return
+        await self._file(item_id, at)
+
+    async def _file(self, item_id: str, at: datetime) -> None:
+        """File an item under the bucket of its due time (the worker, or the only filer)."""
         bucket = rules.bucket_of(at, self.settings.due_bucket_seconds)
         async with self._lock:
             # Never behind the cursor: the loop walks forward from it.
@@ -143,15 +171,18 @@ class DueQueue(Generic[Item]):
         async with self._lock:
             await self.store.unfile(bucket, item_id, self.name)
 
-    async def run(self) -> None:
-        """Work the queue for the life of the service: whatever is due, then sleep until the
-        next due time, a wake-up, or the tick."""
+    async def run(self, lease: Lease | None = None) -> None:
+        """Work the queue while this copy holds `lease` (for the life of the service without
+        one): whatever is due, then sleep until the next due time, a wake-up, or the tick."""
+        self.lease, self._cursor = lease, None
         retry = Backoff(self.settings.retry_backoff_max_seconds)
         while True:
             self._wake.clear()
             try:
                 wait = await self.work()
                 retry.reset()
+            except Fenced:
+                wait = self.settings.sender_tick_seconds  # lost the lease: its loss ends us
             except STORE_ERRORS as exc:
                 wait = retry.next_delay()
                 log.warning("sender waits for the store", error=type(exc).__name__)
@@ -165,6 +196,7 @@ class DueQueue(Generic[Item]):
 
     async def work(self) -> float:
         """One pass: attempt (or start) what is due now; returns how long the loop may sleep."""
+        await self._fence()
         size = self.settings.due_bucket_seconds
         current = rules.bucket_of(clock.now(), size)
         async with self._lock:
@@ -173,6 +205,12 @@ class DueQueue(Generic[Item]):
                 cursor = current
                 await self.store.set_cursor(cursor, self.name)
             self._cursor = cursor
+        if self.handoff:
+            # After the cursor is read: an item is never filed behind it (another holder may
+            # have moved it since this copy last worked the queue).
+            for item_id, at in await self.store.handed_off(self.name):
+                await self._file(item_id, at)
+                await self.store.take_handoff(self.name, item_id, at)
         sleep = self.settings.sender_tick_seconds
         for bucket in range(cursor, current + 1):
             for item_id in await self.store.bucket(bucket, self.name):
@@ -201,7 +239,7 @@ class DueQueue(Generic[Item]):
         if due is not None and due > clock.now():
             if rules.bucket_of(due, self.settings.due_bucket_seconds) > bucket:
                 # Filed early: move it where it belongs.
-                await self.file(item_id, due)
+                await self._file(item_id, due)
                 await self._unfile(bucket, item_id)
                 return None
             return due
@@ -215,9 +253,15 @@ class DueQueue(Generic[Item]):
     async def _attempt(self, item_id: str, item: Item, bucket: int) -> None:
         """One attempt, then the item filed where its retry is due, or taken out once done."""
         async with self.channel.holding(item):
+            await self._fence()
             retry_at = await self.channel.attempt(item)
             if retry_at is not None:
-                await self.file(item_id, retry_at)
+                await self._file(item_id, retry_at)
             size = self.settings.due_bucket_seconds
             if retry_at is None or rules.bucket_of(retry_at, size) != bucket:
                 await self._unfile(bucket, item_id)
+
+    async def _fence(self) -> None:
+        """Refuse to go on (`lease.Fenced`) once a newer holder of the queue's lease exists."""
+        if self.lease is not None:
+            await self.lease.check()

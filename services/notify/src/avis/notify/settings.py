@@ -42,8 +42,8 @@ class Settings(CommonSettings):
     # The due-queue's time buckets, and the longest the sender sleeps without a wake-up.
     due_bucket_seconds: int = Field(60, ge=1)
     sender_tick_seconds: float = Field(1.0, gt=0)
-    # Exactly one notify instance of a deployment runs the sender (its due-queue index is
-    # written under an in-process lock).
+    # Whether this copy takes part in sending (the email and webhook queues run on the copy
+    # that holds each queue's lease, so any number of copies may leave it on).
     sender_enabled: bool = True
 
     # Partner webhooks. Retries back off exponentially from `webhook_retry_base_seconds`,

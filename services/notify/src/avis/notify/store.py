@@ -20,7 +20,10 @@ index), so each costs the same however much is stored:
   bucket that may still hold work. Its worker walks buckets from the cursor to now by `_id`, so
   finding due work costs what is due, not what was ever sent. Bucket documents are written
   under one in-process lock per queue (the store does not serialise writers), by the one
-  worker of a deployment.
+  worker of a deployment: the holder of the queue's lease.
+- `handoffs`, `_id` = `<queue>:<item id>`: what any copy filed and the queue's worker has not
+  yet moved into a bucket (an insert or upsert per item, never a shared document written by
+  two copies). It holds only filings not yet taken, so the worker reads it whole each pass.
 """
 
 from datetime import date, datetime
@@ -313,6 +316,7 @@ class Store:
         self.cases = db["cases"]
         self.sends = db["sends"]
         self.due = db["due"]
+        self.handoffs = db["handoffs"]
         self.subscriptions = db["subscriptions"]
         self.partners = db["partners"]
         self.deliveries = db["deliveries"]
@@ -381,6 +385,24 @@ class Store:
     async def drop_bucket(self, bucket: int, queue: DueQueueName) -> None:
         """Remove a bucket (its writer, holding the lock, saw it empty)."""
         await self.due.delete_one({"_id": bucket_key(bucket, queue)})
+
+    async def hand_off(self, queue: DueQueueName, item_id: str, at: datetime) -> None:
+        """Leave an item for the queue's worker to file (from any copy)."""
+        await self.handoffs.update_one(
+            {"_id": f"{queue}:{item_id}"},
+            {"$set": {"queue": queue, "item": item_id, "at": at}},
+            upsert=True,
+        )
+
+    async def handed_off(self, queue: DueQueueName) -> list[tuple[str, datetime]]:
+        """The items left for the queue's worker, and when each is due (a small collection:
+        only what no worker has taken yet)."""
+        found = self.handoffs.find({"queue": queue})
+        return [(doc["item"], doc["at"]) async for doc in found]
+
+    async def take_handoff(self, queue: DueQueueName, item_id: str, at: datetime) -> None:
+        """Forget a filing the worker has filed (unless it was filed again meanwhile)."""
+        await self.handoffs.delete_one({"_id": f"{queue}:{item_id}", "at": at})
 
     async def cursor(self, queue: DueQueueName) -> int | None:
         """The oldest bucket that may still hold work."""

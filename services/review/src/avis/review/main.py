@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         emitter=emitter,
         sla=Sla(settings.sla_routine_days, settings.sla_urgent_days),
+        # One matching decision at a time across every copy (see matching.py's docstring).
+        lease=runtime.lease("matcher"),
     )
     review = ReviewService(
         store=reviews,

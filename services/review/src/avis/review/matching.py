@@ -1,11 +1,31 @@
 """The matcher: which reviewer takes a case, under every reviewer's capacity, or the queue.
 
-One matching decision at a time: reading the loads, choosing and writing the round all happen
-under the one matching lock of the process (`MATCHING_LOCK`), since a reviewer's load only
-grows there. The use cases of service.py take that lock and the case's, then call the matcher;
+One matching decision at a time across every copy of review: reading the loads, choosing and
+writing the round all happen inside `Matcher.deciding()`, since a reviewer's load only grows
+there. Inside one process that is the matching lock (`MATCHING_LOCK`); across copies it is a
+section of the `matcher` lease (`avis.shared.lease.Lease.section`): a copy claims the lease by
+inserting the next epoch document (the duplicate key decides between two copies, since the
+store does not arbitrate conditional updates), renews it while inside and releases it on the
+way out, so another copy's section starts at once. Every decision write first checks the fence
+(`Matcher.fence`): a copy paused inside its section past the lease's ttl (a SIGSTOP, a long
+GC) resumes to find a newer epoch, and its write is refused (`lease.Fenced`). A copy that dies
+inside holds the others off until its term expires (ttl + skew, about 10 s).
+
+Why a lease section and not a holder that matches for everyone, or a partition of the work:
+every copy receives cases (its share of `case-submitted`'s partitions) and HTTP writes that
+change a reviewer's load (a decline, an opinion, a coordinator's assignment, the directory),
+and each must be decided at once, with its answer. With a section each copy decides its own,
+without handing work over to another process and waiting for it. Partitioning by specialty
+would not do: a reviewer may cover several specialties, so one load is shared across
+partitions, and `case-submitted` is keyed by case, not by specialty. docs/replicas.md has the
+whole argument.
+
+The use cases of service.py enter `deciding()` and take the case's lock, then call the matcher;
 the matcher takes the locks of the round it writes and of the reviewer it counts it against.
 """
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import structlog
@@ -17,6 +37,7 @@ from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.events import ReviewAssigned
+from avis.shared.lease import Lease
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
 
 log = structlog.get_logger("avis.review")
@@ -33,14 +54,39 @@ def _declined(rounds: list[AssignmentDoc]) -> list[str]:
 class Matcher:
     """Assigns cases to reviewers under capacity, or leaves them waiting in the queue."""
 
-    def __init__(self, *, store: Store, locks: AggregateLocks, emitter: Emitter, sla: Sla) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        locks: AggregateLocks,
+        emitter: Emitter,
+        sla: Sla,
+        lease: Lease | None = None,
+    ) -> None:
         self.store = store
         self.locks = locks
         self.emitter = emitter
         self.sla = sla
+        self.lease = lease  # None: this process is the only matcher (unit tests)
+
+    @contextlib.asynccontextmanager
+    async def deciding(self) -> AsyncIterator[None]:
+        """One matching decision (or a write of a reviewer's load) at a time, across copies."""
+        async with self.locks.hold(MATCHING_LOCK):
+            if self.lease is None:
+                yield
+                return
+            async with self.lease.section():
+                yield
+
+    async def fence(self) -> None:
+        """Refuse a decision write (`lease.Fenced`) if this copy's section was taken over."""
+        if self.lease is not None:
+            await self.lease.check()
 
     async def match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
-        """Assign `case` to the best reviewer or leave it waiting; caller holds matching+case."""
+        """Assign `case` to the best reviewer or leave it waiting; the caller is inside
+        `deciding()` and holds the case."""
         rounds = await self.store.assignments_of(case.id, case.round)
         for ended in (r for r in rounds if r.status in rules.ENDED):
             # A stop between an end and its release left the reviewer's load too high.
@@ -48,6 +94,7 @@ class Matcher:
         live = next((r for r in rounds if r.status not in rules.ENDED), None)
         if live is not None:
             # A round survives from an attempt that stopped half-way: keep it, counted once.
+            await self.fence()
             async with self.locks.hold(lock_key("reviewer", live.reviewer_id)):
                 await self.store.add_open(live.reviewer_id, live.id)
             await self.store.set_case_assigned(
@@ -68,6 +115,7 @@ class Matcher:
         )
         if decision.chosen is None:
             if not (from_queue and case.status == CaseStatus.WAITING):
+                await self.fence()
                 await self.store.set_case_waiting(
                     case.id, since=case.waiting_since or at, last_attempt=rationale
                 )
@@ -78,7 +126,7 @@ class Matcher:
 
     async def assign_by_hand(self, case: CaseDoc, reviewer: ReviewerDoc, *, by: str) -> str:
         """A coordinator's choice for a case: every rule holds but capacity (409 otherwise);
-        caller holds matching+case."""
+        caller is inside `deciding()` and holds the case."""
         rounds = await self.store.assignments_of(case.id, case.round)
         fit = reviewer.fit()
         rules.check_eligible(case.needs(_declined(rounds)), fit)
@@ -98,7 +146,8 @@ class Matcher:
     async def _assign(
         self, case: CaseDoc, round_: int, reviewer_id: str, rationale: Rationale, at: datetime
     ) -> str:
-        """Write a new assignment round with its `assigned` event; caller holds matching+case."""
+        """Write a new assignment round with its `assigned` event; the caller is inside
+        `deciding()` and holds the case."""
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)
         due = rules.due_at(at, triage.urgency, self.sla)
@@ -127,6 +176,7 @@ class Matcher:
             assigned_at=at,
             due_at=due,
         )
+        await self.fence()
         await self.store.file_due(assignment)
         # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
         async with self.locks.hold(self.emitter.lock(assignment_id)):
@@ -139,6 +189,7 @@ class Matcher:
             )
         # Counted after the round exists (a stop in between: the next matching of this case
         # finds the round live and counts it), before the case leaves matching.
+        await self.fence()
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
             await self.store.add_open(reviewer_id, assignment_id)
         await self.store.set_case_assigned(
@@ -154,14 +205,16 @@ class Matcher:
         return assignment_id
 
     async def release(self, reviewer_id: str, assignment_id: str) -> None:
-        """Stop counting an ended assignment in its reviewer's load (if it still is)."""
+        """Stop counting an ended assignment in its reviewer's load (if it still is); the
+        caller is inside `deciding()`."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
             reviewer = await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
+                await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)
 
     async def offer_queue(self) -> int:
-        """Offer every waiting case, in queue order, to reviewers; caller holds matching.
+        """Offer every waiting case, in queue order, to reviewers; caller is inside `deciding()`.
         Returns how many were assigned."""
         assigned = 0
         for waiting in await self.store.cases_in(CaseStatus.WAITING):
@@ -173,7 +226,7 @@ class Matcher:
 
     async def drain_queue(self) -> int:
         """Offer the queue to reviewers who may have freed up; returns how many were assigned."""
-        async with self.locks.hold(MATCHING_LOCK):
+        async with self.deciding():
             return await self.offer_queue()
 
     async def recover(self) -> None:
@@ -182,7 +235,7 @@ class Matcher:
         Store outages propagate (start-up retries them); anything else is logged and left for
         the next start, so one odd case never keeps the service from connecting.
         """
-        async with self.locks.hold(MATCHING_LOCK):
+        async with self.deciding():
             for pending in await self.store.cases_in(CaseStatus.MATCHING):
                 async with self.locks.hold(lock_key("case", pending.id)):
                     try:

@@ -6,12 +6,19 @@ and publishes through the emitter.
 Concurrency: the store does not serialise concurrent writers, so every write holds its
 aggregate's lock (`lock_key("case", id)`, `lock_key("reviewer", id)`, and an assignment's
 `emitter.lock(id)`, which the outbox relay holds too while it publishes its events), and every
-matching decision (read the loads, pick, write the assignment) runs under the one matching lock
-of the process (`matching.MATCHING_LOCK`). Locks are always taken in the order matching -> case
--> assignment -> reviewer. Across several review instances this relies on a single active
-matcher: review runs as one consumer of `case-submitted` with one HTTP instance for
-coordinators and reviewers, or, when scaled out, all writers of a reviewer's load must be
-routed to one instance.
+matching decision (read the loads, pick, write the assignment) runs inside the matcher's one
+section across every copy of review (`Matcher.deciding()`: the process's matching lock, then
+the `matcher` lease). Locks are always taken in the order matching -> case -> assignment ->
+reviewer.
+
+Several copies: a case's events reach the one copy that owns its `case-submitted` partition,
+but HTTP writes reach any copy, so an in-process lock no longer keeps one outcome per
+assignment. Every write that changes an assignment's state (accept, decline, opinion,
+correction, the cancel of a withdrawal) or a reviewer's load therefore runs inside
+`deciding()` too: two copies answering conflicting writes for one assignment at once (an
+accept and a decline) run one after the other, and the second sees the first's outcome
+(`rules.may_accept`, `rules.may_decline` decide it). The arbiter underneath is the lease's
+duplicate-key insert, never a version-guarded update (the store lets racing ones all "match").
 """
 
 import asyncio
@@ -21,7 +28,7 @@ import structlog
 from prometheus_client import Gauge
 
 from avis.review import rules
-from avis.review.matching import MATCHING_LOCK, Matcher
+from avis.review.matching import Matcher
 from avis.review.models import (
     ACTIVE,
     AssignBody,
@@ -111,7 +118,7 @@ class ReviewService:
             queue_key=rules.queue_key(case.urgency, case.submitted_at, case.case_id),
             received_at=now(),
         )
-        async with self.locks.hold(MATCHING_LOCK), self.locks.hold(lock_key("case", case.case_id)):
+        async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case
             # decides.
             await self.store.insert_case(doc)
@@ -127,7 +134,7 @@ class ReviewService:
         """
         case_id = withdrawal.case_id
         at = now()
-        async with self.locks.hold(MATCHING_LOCK), self.locks.hold(lock_key("case", case_id)):
+        async with self.matcher.deciding(), self.locks.hold(lock_key("case", case_id)):
             case = await self.store.case(case_id)
             if case is None:
                 tombstone = CaseDoc(
@@ -147,6 +154,7 @@ class ReviewService:
                 async with self.locks.hold(self.emitter.lock(round_.id)):
                     fresh = await self.store.assignment(round_.id)
                     if fresh is not None and fresh.status in ACTIVE:
+                        await self.matcher.fence()
                         await self.store.cancel(fresh.id, at)
                         log.info("assignment cancelled", assignment_id=fresh.id)
                 await self.matcher.release(round_.reviewer_id, round_.id)
@@ -178,7 +186,7 @@ class ReviewService:
         self, *, principal: Principal, case_id: str, body: AssignBody
     ) -> Assignment:
         """A coordinator assigns a waiting case by hand: every rule holds except capacity."""
-        async with self.locks.hold(MATCHING_LOCK), self.locks.hold(lock_key("case", case_id)):
+        async with self.matcher.deciding(), self.locks.hold(lock_key("case", case_id)):
             case = await self.store.case(case_id)
             if case is None:
                 raise not_found("case", "case-not-found")
@@ -248,9 +256,10 @@ class ReviewService:
 
     async def accept(self, *, principal: Principal, assignment_id: str) -> Assignment:
         """The assigned reviewer accepts; accepting twice is a no-op."""
-        async with self.locks.hold(self.emitter.lock(assignment_id)):
+        async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
             if rules.may_accept(doc.status):
+                await self.matcher.fence()
                 at = now()
                 accepted = ReviewAccepted(
                     case_id=doc.case_id,
@@ -272,12 +281,13 @@ class ReviewService:
         self, *, principal: Principal, assignment_id: str, body: DeclineBody
     ) -> Assignment:
         """The assigned reviewer declines; the case goes to the next best reviewer, or waits."""
-        async with self.locks.hold(MATCHING_LOCK):
+        async with self.matcher.deciding():
             case_id = (await self._visible(principal, assignment_id)).case_id
             async with self.locks.hold(lock_key("case", case_id)):
                 async with self.locks.hold(self.emitter.lock(assignment_id)):
                     doc = await self._visible(principal, assignment_id)
                     if rules.may_decline(doc.status):
+                        await self.matcher.fence()
                         await self._write_decline(doc, body)
                 case = await self.store.case(case_id)
                 if case is not None and case.status == CaseStatus.MATCHING:
@@ -315,21 +325,22 @@ class ReviewService:
         self, *, principal: Principal, assignment_id: str, opinion: Opinion
     ) -> tuple[OpinionVersion, bool]:
         """The accepted reviewer's opinion (version 1); the same one again is a replay."""
-        async with self.locks.hold(self.emitter.lock(assignment_id)):
-            doc = await self._visible(principal, assignment_id)
-            if not rules.may_write_first_opinion(doc.status):
-                first = doc.opinions[0]
-                rules.check_replay(first.digest, opinion)
-                return first.view(doc), False
-            entry = await self._write_opinion(doc, opinion, 1)
-        await self.matcher.drain_queue()  # the reviewer has one case less
+        async with self.matcher.deciding():
+            async with self.locks.hold(self.emitter.lock(assignment_id)):
+                doc = await self._visible(principal, assignment_id)
+                if not rules.may_write_first_opinion(doc.status):
+                    first = doc.opinions[0]
+                    rules.check_replay(first.digest, opinion)
+                    return first.view(doc), False
+                entry = await self._write_opinion(doc, opinion, 1)
+            await self.matcher.offer_queue()  # the reviewer has one case less
         return entry.view(doc), True
 
     async def correct_opinion(
         self, *, principal: Principal, assignment_id: str, opinion: Opinion
     ) -> OpinionVersion:
         """A correction: a new version, unless it repeats the latest one."""
-        async with self.locks.hold(self.emitter.lock(assignment_id)):
+        async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
             rules.check_correctable(doc.status)
             latest = doc.opinions[-1]
@@ -370,6 +381,7 @@ class ReviewService:
             )
 
         event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
+        await self.matcher.fence()
         entry = OpinionEntry(
             version=version,
             digest=rules.opinion_digest(opinion),
@@ -403,7 +415,8 @@ class ReviewService:
         for reviewer in await self.store.all_reviewers():
             for doc in await self.store.open_assignments(reviewer):
                 if doc.status not in ACTIVE:
-                    await self.matcher.release(reviewer.id, doc.id)
+                    async with self.matcher.deciding():
+                        await self.matcher.release(reviewer.id, doc.id)
                 elif rules.is_overdue(doc.status, doc.due_at, at):
                     count += 1
         return count
@@ -430,7 +443,7 @@ class DirectoryService:
     async def create_reviewer(self, *, body: ReviewerIn) -> tuple[Reviewer, bool]:
         """Add a reviewer; the same reviewer again is a no-op. Returns it and whether it is new."""
         doc = ReviewerDoc.new(body, now())
-        async with self.locks.hold(MATCHING_LOCK):
+        async with self.matcher.deciding():
             async with self.locks.hold(lock_key("reviewer", body.id)):
                 created = await self.store.insert_reviewer(doc)
                 existing = None if created else await self.store.reviewer(body.id)
@@ -450,7 +463,7 @@ class DirectoryService:
 
     async def update_reviewer(self, *, reviewer_id: str, patch: ReviewerPatch) -> Reviewer:
         """Change a reviewer; a freed or widened reviewer is offered the queue."""
-        async with self.locks.hold(MATCHING_LOCK):
+        async with self.matcher.deciding():
             # The reviewer's lock covers its own write only: the queue offered next takes it
             # again for each assignment it counts.
             async with self.locks.hold(lock_key("reviewer", reviewer_id)):
