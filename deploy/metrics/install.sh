@@ -10,7 +10,10 @@
 #
 # Ports: AVIS_METRICS_PORT (store and vmui, 8428), AVIS_VMALERT_PORT (8880), AVIS_ALERTS_PORT
 # (the receiver, 9093 being Kafka's controller here: 8429). The store scrapes what
-# deploy/metrics/scrape.sh writes from the AVIS_*_PORT variables of the same shell.
+# deploy/metrics/scrape.sh writes from the AVIS_*_PORT variables of the same shell (every
+# AVIS_SCRAPE_INTERVAL, 10s). vmalert reads AVIS_VMALERT_RULES (deploy/metrics/rules/*.yml; the
+# tests give it copies with short windows) and evaluates 5 s back, as the store answers queries
+# (-search.latencyOffset).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -71,10 +74,10 @@ start() {
   fi
   if ! alive vmalert; then
     free vmalert "$VMALERT_PORT"
-    nohup "$bin/vmalert" -httpListenAddr="127.0.0.1:$VMALERT_PORT" -rule="$here/rules/*.yml" \
+    nohup "$bin/vmalert" -httpListenAddr="127.0.0.1:$VMALERT_PORT" -rule="${AVIS_VMALERT_RULES:-$here/rules/*.yml}" \
       -datasource.url="http://127.0.0.1:$PORT" -remoteWrite.url="http://127.0.0.1:$PORT" \
       -remoteRead.url="http://127.0.0.1:$PORT" -notifier.url="http://127.0.0.1:$ALERTS_PORT" \
-      -evaluationInterval="${AVIS_VMALERT_INTERVAL:-15s}" \
+      -evaluationInterval="${AVIS_VMALERT_INTERVAL:-15s}" -rule.evalDelay=5s \
       -external.url="http://127.0.0.1:$PORT" -loggerLevel=WARN > "$data/vmalert.log" 2>&1 &
     echo $! > "$STATE/vmalert.pid"
   fi

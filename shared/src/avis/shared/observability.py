@@ -7,6 +7,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -294,11 +295,28 @@ WEBHOOK_PARTNER_ATTEMPTS = Counter(
     "Webhook delivery attempts by partner and outcome (sent, transient, permanent)",
     ["partner", "outcome"],
 )
+# A case's way between two stages, observed where the later stage happens from the earlier
+# stage's time: a few seconds in tests, days in production.
+STAGES = ("submitted_to_assigned", "assigned_to_completed", "completed_to_report_ready",
+          "report_ready_to_notified")  # fmt: skip
+STAGE_SECONDS = Histogram(
+    "avis_stage_seconds", "Time from one stage of a case to the next", ["stage"],
+    buckets=(0.25, 1, 5, 30, 120, 600, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400),
+)  # fmt: skip
+for _stage in STAGES:
+    # Exported at 0 from the start: a series that first appears at 1 is not counted by rate().
+    STAGE_SECONDS.labels(_stage)
 DEPENDENCY_REACHABLE = Gauge(
     "avis_service_dependency_up",
     "1 when the service reached the dependency at its last check, else 0",
     ["service", "dependency"],
 )
+
+
+def stage_reached(stage: str, *, since: datetime, at: datetime) -> None:
+    """Count a case reaching `stage` (one of STAGES) at `at`, the stage before it at `since`."""
+    assert stage in STAGES, stage
+    STAGE_SECONDS.labels(stage).observe(max(0.0, (at - since).total_seconds()))
 
 
 class HttpMetrics:

@@ -18,7 +18,7 @@ from avis.notify.settings import Settings
 from avis.notify.store import Attempt, CaseDoc, SendDoc, Store, claim_aad, contact_aad
 from avis.shared import clock
 from avis.shared.events import ClaimSecret, PatientContact
-from avis.shared.observability import case_span
+from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, SealingError
 
 log = structlog.get_logger("avis.notify")
@@ -113,6 +113,8 @@ class EmailSender:
         fields = {"send_id": send.id, "template": send.template.value, "code": result.code}
         if result.outcome is Outcome.SENT:
             await self.store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=now)
+            if send.template is Template.REPORT_READY:  # queued when notify read the report-ready
+                stage_reached("report_ready_to_notified", since=send.created_at, at=now)
             log.info("email sent", **fields)
             return None
         failures = 1 + sum(a.outcome is Outcome.TRANSIENT for a in send.attempts)

@@ -28,6 +28,11 @@ WEBHOOK_ATTEMPTS = Counter(
     "avis_notify_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"]
 )
 WEBHOOKS_DEAD = Counter("avis_notify_webhook_dead_total", "Webhook deliveries given up")
+SUBSCRIPTIONS_DISABLED = Counter(
+    "avis_notify_subscriptions_disabled_total",
+    "Subscriptions disabled after failures in a row or a 410 Gone",
+    ["partner"],
+)
 
 
 class WebhookWorker:
@@ -197,6 +202,7 @@ class WebhookWorker:
                         if now_off
                         else f"{sub.consecutive_failures} failed attempts in a row (last: {why})"
                     )
+                    SUBSCRIPTIONS_DISABLED.labels(sub.partner_id).inc()
                     log.warning("subscription disabled", subscription_id=sub.id)
             sub.updated_at = clock.now()
             await self.store.save_subscription(sub)

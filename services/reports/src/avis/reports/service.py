@@ -70,7 +70,7 @@ from avis.shared.events import (
 )
 from avis.shared.kafka import RetryLater
 from avis.shared.mongo import AggregateLocks, lock_key
-from avis.shared.observability import case_span
+from avis.shared.observability import case_span, stage_reached
 from avis.shared.parking import Parking
 from avis.shared.problems import Problem, not_found
 from avis.shared.sealing import Keyring, M, Sealed, SealingError
@@ -331,6 +331,7 @@ class ReportsService:
             issued_at=stored.issued_at,
         )
         await self._announce(case, stored, entry)
+        stage_reached("completed_to_report_ready", since=received.completed_at, at=entry.issued_at)
         log.info(
             "report issued",
             case_id=case.id,

@@ -39,6 +39,7 @@ from avis.shared.emit import Emitter
 from avis.shared.events import ReviewAssigned
 from avis.shared.lease import Lease
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
+from avis.shared.observability import stage_reached
 
 log = structlog.get_logger("avis.review")
 
@@ -195,6 +196,8 @@ class Matcher:
         await self.store.set_case_assigned(
             case.id, assignment_id=assignment_id, round_=round_, left_queue=True
         )
+        if round_ == 1:  # a reassignment is not the case's first wait
+            stage_reached("submitted_to_assigned", since=triage.submitted_at, at=at)
         log.info(
             "case assigned",
             case_id=case.id,

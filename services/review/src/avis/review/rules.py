@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from avis.review.models import ACTIVE, AssignmentStatus, Considered, Opinion
@@ -179,6 +179,11 @@ def due_at(assigned_at: datetime, urgency: Urgency | str, sla: Sla) -> datetime:
 def is_overdue(status: AssignmentStatus, due: datetime, at: datetime) -> bool:
     """Past its due date and not answered."""
     return status in ACTIVE and due < at
+
+
+def is_due_today(status: AssignmentStatus, due: datetime, at: datetime) -> bool:
+    """Not answered and due on `at`'s day (UTC), whether that time has passed or not."""
+    return status in ACTIVE and due.astimezone(UTC).date() == at.astimezone(UTC).date()
 
 
 def assignment_id_for(case_id: str, round_: int) -> str:

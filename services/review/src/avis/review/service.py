@@ -22,6 +22,7 @@ duplicate-key insert, never a version-guarded update (the store lets racing ones
 """
 
 import asyncio
+from collections import Counter
 from datetime import datetime
 
 import structlog
@@ -59,7 +60,7 @@ from avis.shared.events import (
     Urgency,
 )
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
-from avis.shared.observability import current_traceparent
+from avis.shared.observability import current_traceparent, stage_reached
 from avis.shared.problems import Problem, not_found
 from avis.shared.sealing import Keyring
 from avis.shared.security import Principal
@@ -72,6 +73,16 @@ OVERDUE_ASSIGNMENTS = Gauge(
     "avis_review_overdue_assignments",
     "Assignments past their due date and not yet answered",
     ["service"],
+)
+OVERDUE_BY_SPECIALTY = Gauge(
+    "avis_review_overdue_by_specialty",
+    "Assignments past their due date and not yet answered, by specialty",
+    ["service", "specialty"],
+)
+DUE_TODAY = Gauge(
+    "avis_review_due_today",
+    "Assignments not yet answered that are due today (UTC), past or not, by specialty",
+    ["service", "specialty"],
 )
 
 
@@ -396,30 +407,42 @@ class ReviewService:
         )
         if version == 1:
             await self.matcher.release(doc.reviewer_id, doc.id)
+            stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry
 
     # --- SLA ---------------------------------------------------------------------------------
 
     async def refresh_overdue(self) -> int:
-        """Recount overdue assignments into the gauge; returns the count."""
-        count = await self.count_overdue(at=now())
-        OVERDUE_ASSIGNMENTS.labels(self.service).set(count)
-        return count
+        """Recount overdue assignments (in all and by specialty) and those due today into the
+        gauges; returns the overdue count."""
+        at = now()
+        work = await self._open_work()
+        overdue = Counter(d.specialty for d in work if rules.is_overdue(d.status, d.due_at, at))
+        today = Counter(d.specialty for d in work if rules.is_due_today(d.status, d.due_at, at))
+        OVERDUE_ASSIGNMENTS.labels(self.service).set(overdue.total())
+        for specialty in Specialty:  # every specialty: a bounded label, 0 included
+            OVERDUE_BY_SPECIALTY.labels(self.service, specialty.value).set(overdue[specialty])
+            DUE_TODAY.labels(self.service, specialty.value).set(today[specialty])
+        return overdue.total()
 
     async def count_overdue(self, *, at: datetime) -> int:
-        """Open assignments past due: each reviewer's open ones, read by `_id`, so the cost is
-        the directory and the open work, not every assignment ever made. An ended one still
-        listed (a stop between its end and its release) is released on the way."""
-        count = 0
+        """Open assignments past due."""
+        return sum(rules.is_overdue(d.status, d.due_at, at) for d in await self._open_work())
+
+    async def _open_work(self) -> list[AssignmentDoc]:
+        """Open assignments: each reviewer's open ones, read by `_id`, so the cost is the
+        directory and the open work, not every assignment ever made. An ended one still listed
+        (a stop between its end and its release) is released on the way."""
+        work = []
         for reviewer in await self.store.all_reviewers():
             for doc in await self.store.open_assignments(reviewer):
                 if doc.status not in ACTIVE:
                     async with self.matcher.deciding():
                         await self.matcher.release(reviewer.id, doc.id)
-                elif rules.is_overdue(doc.status, doc.due_at, at):
-                    count += 1
-        return count
+                else:
+                    work.append(doc)
+        return work
 
     async def watch_overdue(self, *, interval: float) -> None:
         """Keep the overdue gauge fresh until cancelled."""
