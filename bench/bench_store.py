@@ -426,6 +426,8 @@ async def lists(stack: ServiceStack, samples: int, patient: str) -> dict[str, fl
 # The pages people open, by who opens them (`{case}`: a case of the person's own).
 PAGES = {
     "patient": ["/cases", "/cases/new", "/cases/{case}", "/cases/{case}/timeline"],
+    "coordinator": ["/board", "/board/cases/{case}", "/board/reviewers", "/board/partners"],
+    "partner": ["/partner"],
 }
 
 
@@ -538,7 +540,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(stack, args.list_samples, made[0][0])
-                people = {"patient": (f"patient:{made[0][0]}", made[0][1])}
+                people = {
+                    "patient": (f"patient:{made[0][0]}", made[0][1]),
+                    "coordinator": ("coordinator:coord-bench", made[0][1]),
+                    "partner": ("partner:desk-bench:partner-bench", ""),
+                }
                 figures["page_p95_ms"] = await pages(stack, args.list_samples, people)
                 figures["open_assignments_while_idle"] = open_before
                 await withdraw(stack, made, args.clients)
