@@ -68,3 +68,21 @@ async def test_an_emailed_claim_link_opens_for_its_patient_once(stack: ServiceSt
         assert "This link is not valid, or it was already used." in page.text
         refused = await other.get(f"/cases/{case_id}")
         assert refused.status_code == 404 and "it is not yours to see" in refused.text
+
+    # Who looked at the file, in plain words, for its patient: the partner's writes, the
+    # claim, and the refused attempt with the used link.
+    async with browsing(stack) as browser:
+        await browser.get("/signin")
+        await browser.submit("/signin", {"identity": "patient-2"})
+        case_page = await browser.get(f"/cases/{case_id}")
+        assert f'href="/cases/{case_id}/access"' in case_page.text
+        page = await browser.get(f"/cases/{case_id}/access")
+        assert page.status_code == 200, page.text
+        rows = re.findall(r"<tr>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", page.text)
+        said = [(who.strip(), what.strip()) for who, what in rows]
+        assert ("The partner that filed the request", "created the request") in said, said
+        assert ("You", "added the request to their account") in said, said
+        assert ("A patient", "tried to add the request to their account: refused") in said, said
+        assert said.index(("You", "added the request to their account")) < said.index(
+            ("A patient", "tried to add the request to their account: refused")
+        )

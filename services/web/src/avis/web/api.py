@@ -186,8 +186,10 @@ async def choose_language(
 
 
 @router.get("/cases")
-async def cases(request: Request, web: Pages, session: Person) -> HTMLResponse:
+async def cases(request: Request, web: Pages, session: Person) -> Response:
     """The person's cases."""
+    if session.identity is not None and session.identity.role in rules.HOMES:
+        return see(rules.HOMES[session.identity.role])
     if session.identity is None or session.identity.role != "patient":
         return web.render(request, "role.html")
     page = await web.platform.list_cases(token=token(session))

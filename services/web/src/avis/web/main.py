@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, claim, rules
+from avis.web import api, board, claim, live, partner, rules, specialist, trail
 from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
@@ -55,9 +55,14 @@ def create_app(
     upload = settings.max_upload_bytes * api.FILES_PER_FORM + MULTIPART_SLACK
     limits = BodyLimits(settings.http_max_body_bytes, {api.UPLOAD_PATH: upload})
     app = runtime.create_app(
-        "Avis web", [api.router, claim.router], DESCRIPTION, body_limits=limits
+        "Avis web", [api.router, claim.router, trail.router], DESCRIPTION, body_limits=limits
     )
     app.state.web = web
+    app.include_router(board.router)
+    app.include_router(partner.router)
+    app.include_router(live.router)
+    live.attach(app, web, settings)
+    specialist.attach(app, settings)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -81,7 +81,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
-                    headers[name] = value
+                    # A route may set a stricter policy of its own (a record: a sandbox).
+                    headers.setdefault(name, value)
                 headers["Cache-Control"] = "no-cache" if static else "no-store"
             await send(message)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +19,7 @@ from avis.shared.security import Role
 
 # The consent text's version: the catalogue's `consent.text` is this version's wording.
 CONSENT_VERSION = "consent-2026-01"
+T = TypeVar("T")
 
 
 class Reading(BaseModel):
@@ -49,7 +51,10 @@ class Identity(BaseModel):
 DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
     Identity(sub="patient-1", role="patient"),
     Identity(sub="patient-2", role="patient"),
-    Identity(sub="reviewer-1", role="reviewer"),
+    # Reviewers of review's development directory (AVIS_REVIEW_SEED_REVIEWERS).
+    Identity(sub="rev-cardio-1", role="reviewer"),
+    Identity(sub="rev-cardio-2", role="reviewer"),
+    Identity(sub="reviewer-1", role="reviewer"),  # a reviewer with no case of the seed
     Identity(sub="coordinator-1", role="coordinator"),
     Identity(sub="partner-1", role="partner", partner_id="partner-1"),
 )
@@ -171,3 +176,241 @@ class Report(Reading):
     sections: list[ReportSection] = Field(default_factory=list)
     reviewer: ReviewerBlock
     disclaimer: Titled
+
+
+# --- coordinator board and partner console ------------------------------------------------
+
+
+class Listing(Reading, Generic[T]):
+    """One page of a service's list."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Considered(Reading):
+    """A reviewer the matcher looked at, and why they were left out (None: eligible)."""
+
+    reviewer_id: str
+    load: int
+    capacity: int
+    excluded: str | None = None
+
+
+class Rationale(Reading):
+    """Why the matcher chose a reviewer (or nobody)."""
+
+    rule: str
+    chosen: str | None = None
+    candidates: list[Considered] = Field(default_factory=list)
+    decided_at: datetime
+    decided_by: str
+
+
+# --- the specialist's workspace: review's assignments and opinion, intake's clinical view -----
+
+OPINION_SECTIONS = (
+    "imaging_and_lab_review",
+    "alternative_pathways",
+    "risk_benefit",
+    "further_tests",
+    "summary_for_patient",
+)
+ASSESSMENTS = ("confirmed", "clarified", "revised")
+DECLINE_REASONS = ("conflict_of_interest", "outside_expertise", "no_availability", "other")
+
+
+class AssignmentView(Reading):
+    """One assignment round of a case as review shows it (to coordinators and to its reviewer)."""
+
+    id: str
+    case_id: str
+    reference: str
+    round: int
+    reviewer_id: str
+    status: str
+    specialty: str
+    urgency: str
+    language: str
+    assigned_at: datetime
+    due_at: datetime
+    overdue: bool
+    decline_reason_code: str | None = None
+    decline_reason: str | None = None
+    rationale: Rationale | None = None
+    accepted_at: datetime | None = None
+    completed_at: datetime | None = None
+    opinion_version: int | None = None
+
+
+class QueuedCase(Reading):
+    """A case nobody fits yet, with the matcher's last attempt."""
+
+    case_id: str
+    reference: str
+    specialty: str
+    urgency: str
+    language: str
+    physician_institution: str | None = None
+    submitted_at: datetime
+    waiting_since: datetime | None = None
+    declined_by: list[str] = Field(default_factory=list)
+    last_attempt: Rationale | None = None
+
+
+class ReviewerView(Reading):
+    """A reviewer of the directory with their load."""
+
+    id: str
+    display_name: str
+    specialties: list[str]
+    languages: list[str]
+    institution_code: str | None = None
+    capacity: int
+    active: bool
+    load: int
+
+
+class AccessEntry(Reading):
+    """One read or write of a case's health data."""
+
+    seq: int
+    at: datetime
+    role: str
+    reader: str
+    you: bool = False
+    action: str
+    outcome: str
+    status: int
+    purpose: str
+    reason: str | None = None
+
+
+class ClinicalRead(Reading):
+    """The clinical content a coordinator read, giving a reason."""
+
+    reference: str
+    clinical_summary: str
+    age_years: int
+    questions: list[str] = Field(default_factory=list)
+
+
+class SubscriptionView(Reading):
+    """A partner's webhook endpoint (never its secret)."""
+
+    id: str
+    partner_id: str
+    url: str
+    event_types: list[str]
+    description: str = ""
+    enabled: bool
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    created_at: datetime
+
+
+class SubscriptionMade(SubscriptionView):
+    """A new subscription and its signing secret, shown this once."""
+
+    secret: str
+
+
+class DeliveryAttempt(Reading):
+    """One attempt to deliver a webhook."""
+
+    at: datetime
+    outcome: str
+    code: int | None = None
+    latency_ms: int
+    reason: str
+
+
+class DeliveryView(Reading):
+    """One event delivered to one subscription, and every attempt."""
+
+    id: str
+    subscription_id: str
+    case_id: str
+    event_type: str
+    webhook_id: str
+    status: str
+    created_at: datetime
+    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    replays: int = 0
+    attempts: list[DeliveryAttempt] = Field(default_factory=list)
+
+
+class AssignmentList(Reading):
+    """One page of the reviewer's assignments, soonest due first."""
+
+    items: list[AssignmentView]
+    next_cursor: str | None = None
+
+
+class PhysicianView(Reading):
+    """The treating physician."""
+
+    name: str | None = None
+    institution_code: str | None = None
+
+
+class ClinicalView(Reading):
+    """What the assigned reviewer reads of a case: no identity of the patient, an age instead."""
+
+    case_id: str
+    reference: str
+    specialty: str
+    urgency: str
+    questions: list[str] = Field(default_factory=list)
+    clinical_summary: str
+    age_years: int
+    physician: PhysicianView | None = None
+    documents: list[DocumentView] = Field(default_factory=list)
+
+
+class OpinionForm(BaseModel):
+    """The structured opinion as the form holds it: any field may still be empty (a draft)."""
+
+    assessment: str = ""
+    explanation: str = ""
+    imaging_and_lab_review: str = ""
+    alternative_pathways: str = ""
+    risk_benefit: str = ""
+    further_tests: str = ""
+    summary_for_patient: str = ""
+
+
+class DiagnosisView(Reading):
+    """The opinion's first section: the assessment and why."""
+
+    assessment: str
+    explanation: str
+
+
+class OpinionView(Reading):
+    """The structured opinion as review recorded it."""
+
+    diagnosis: DiagnosisView
+    imaging_and_lab_review: str
+    alternative_pathways: str
+    risk_benefit: str
+    further_tests: str
+    summary_for_patient: str
+
+
+class OpinionRecord(Reading):
+    """A recorded version of the opinion (review's `OpinionVersion`)."""
+
+    version: int
+    completed_at: datetime
+    opinion: OpinionView
+
+    def form(self) -> OpinionForm:
+        """This version in the form's shape (the start of a correction)."""
+        opinion = self.opinion
+        return OpinionForm(
+            assessment=opinion.diagnosis.assessment,
+            explanation=opinion.diagnosis.explanation,
+            **{name: getattr(opinion, name) for name in OPINION_SECTIONS},
+        )

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from avis.shared.events import Language
-from avis.web.models import Draft
+from avis.web.models import ASSESSMENTS, OPINION_SECTIONS, Draft, OpinionForm
 
 DEFAULT_LANGUAGE = Language.FR
 LANGUAGES: tuple[Language, ...] = tuple(Language)
@@ -43,6 +44,8 @@ STATUS_MESSAGES = {
     415: "error.unsupported_document_type",
     422: "error.validation",
 }
+# Where each role's pages start (the patient's are /cases).
+HOMES = {"coordinator": "/board", "partner": "/partner", "reviewer": "/review"}
 UNEXPECTED = "error.unexpected"
 UNAVAILABLE = "error.unavailable"
 
@@ -149,3 +152,79 @@ def first_missing_step(draft: Draft) -> str | None:
         "people": bool(draft.given_name and draft.family_name and draft.birth_date and draft.email),
     }
     return next((step for step in STEPS if not filled[step]), None)
+
+
+# --- the specialist's workspace ---------------------------------------------------------------
+
+# Review's refusals of a reviewer's actions, in plain words.
+PROBLEM_MESSAGES |= {
+    "assignment-not-found": "error.not_found",
+    "not-your-assignment": "review.error.not_yours",
+    "assignment-state": "review.error.state",
+    "not-accepted": "review.error.not_accepted",
+    "opinion-exists": "review.error.opinion_exists",
+    "no-opinion": "review.error.no_opinion",
+}
+DUE_SOON = timedelta(hours=24)
+OPEN_ASSIGNMENTS = frozenset({"assigned", "accepted"})
+# How the viewer shows a record: in a sandboxed frame, as an image, or as DICOM metadata.
+RECORD_VIEWS = {
+    "application/pdf": ("frame", "pdf"),
+    "text/plain": ("frame", "txt"),
+    "image/jpeg": ("image", "jpg"),
+    "image/png": ("image", "png"),
+    "application/dicom": ("dicom", "dcm"),
+}
+SANDBOX_CSP = "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'self'"
+
+
+def due_state(status: str, due_at: datetime, overdue: bool, now: datetime) -> str | None:
+    """How near an open assignment's due date is: overdue, soon (within a day), later; None
+    once answered or ended."""
+    if status not in OPEN_ASSIGNMENTS:
+        return None
+    if overdue or due_at <= now:
+        return "overdue"
+    return "soon" if due_at - now <= DUE_SOON else "later"
+
+
+@dataclass(frozen=True)
+class ReviewActions:
+    """What the workspace offers, given where the assignment stands."""
+
+    decide: bool  # accept or decline
+    read: bool  # the records and the opinion form
+    write: bool  # the first version of the opinion
+    correct: bool  # a new version of a sent opinion
+
+
+def review_actions(status: str) -> ReviewActions:
+    """Accept or decline while assigned; write once accepted; correct once completed."""
+    return ReviewActions(
+        decide=status == "assigned",
+        read=status in ("accepted", "completed"),
+        write=status == "accepted",
+        correct=status == "completed",
+    )
+
+
+def opinion_errors(form: OpinionForm) -> dict[str, str]:
+    """The fields an opinion still lacks before it may be sent (every section is required)."""
+    errors = {} if form.assessment in ASSESSMENTS else {"assessment": "review.required"}
+    for name in ("explanation", *OPINION_SECTIONS):
+        if not getattr(form, name).strip():
+            errors[name] = "review.required"
+    return errors
+
+
+def record_view(content_type: str) -> str | None:
+    """How the viewer shows a record of this type (None: it does not)."""
+    view = RECORD_VIEWS.get(content_type)
+    return view[0] if view else None
+
+
+def inline_name(document_id: str, content_type: str) -> str:
+    """The file name a record is served under: ours, never the uploaded one (no quoting, no
+    path, nothing of the patient's)."""
+    extension = RECORD_VIEWS.get(content_type, ("", "bin"))[1]
+    return f"record-{document_id[:12]}.{extension}"

@@ -6,7 +6,7 @@ comes back as `Refused` with the problem's status and type, which the pages put 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,11 +16,24 @@ import httpx
 from avis.shared.clock import now
 from avis.web.models import (
     CONSENT_VERSION,
+    AccessEntry,
+    AssignmentList,
+    AssignmentView,
     CasePage,
     CaseView,
+    ClinicalRead,
+    ClinicalView,
+    DeliveryView,
     DocumentKind,
     Draft,
+    Listing,
+    OpinionForm,
+    OpinionRecord,
+    QueuedCase,
     Report,
+    ReviewerView,
+    SubscriptionMade,
+    SubscriptionView,
 )
 from avis.web.rules import UNAVAILABLE
 from avis.web.settings import Settings
@@ -70,6 +83,8 @@ class Platform:
         self._http = httpx.AsyncClient(timeout=settings.api_timeout_seconds, transport=transport)
         self.intake = settings.intake_url.rstrip("/")
         self.reports = settings.reports_url.rstrip("/")
+        self.review = settings.review_url.rstrip("/")
+        self.notify = settings.notify_url.rstrip("/")
 
     async def close(self) -> None:
         """Close the connections."""
@@ -156,8 +171,16 @@ class Platform:
     async def report_pdf(self, *, token: str, case_id: str) -> Download:
         """The case's latest report as a PDF, streamed through."""
         url = f"{self.reports}/v1/cases/{case_id}/report"
+        response = await self._open(url, token=token, accept=PDF)
+        headers = {"Content-Disposition": f'attachment; filename="report-{case_id[:8]}.pdf"'}
+        if "content-length" in response.headers:
+            headers["Content-Length"] = response.headers["content-length"]
+        return Download(PDF, headers, _chunks(response))
+
+    async def _open(self, url: str, *, token: str, accept: str = "*/*") -> httpx.Response:
+        """A streamed response whose body is still to be read (a refusal is raised)."""
         request = self._http.build_request(
-            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": PDF}
+            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": accept}
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -167,18 +190,243 @@ class Platform:
             await response.aread()
             await response.aclose()
             raise Refused(response.status_code, _problem_type(response))
-        headers = {"Content-Disposition": f'attachment; filename="report-{case_id[:8]}.pdf"'}
+        return response
+
+    # --- the specialist's workspace: review's assignments and opinion, intake's records ---
+
+    async def my_assignments(self, *, token: str) -> AssignmentList:
+        """The signed-in reviewer's assignments, soonest due first."""
+        response = await self._call(
+            "GET", f"{self.review}/v1/assignments", token=token, params={"limit": "100"}
+        )
+        return AssignmentList.model_validate(response.json())
+
+    async def assignment(self, *, token: str, assignment_id: str) -> AssignmentView:
+        """One of the reviewer's assignments (another reviewer's is refused by review)."""
+        url = f"{self.review}/v1/assignments/{assignment_id}"
+        return AssignmentView.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def accept(self, *, token: str, assignment_id: str) -> None:
+        """Accept an assignment."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/accept"
+        await self._call("POST", url, token=token)
+
+    async def decline(self, *, token: str, assignment_id: str, code: str, reason: str) -> None:
+        """Decline an assignment, with a reason's code and its words."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/decline"
+        await self._call("POST", url, token=token, json={"reason_code": code, "reason": reason})
+
+    async def send_opinion(
+        self, *, token: str, assignment_id: str, form: OpinionForm, correction: bool
+    ) -> OpinionRecord:
+        """Send the opinion: its first version (POST), or a correction as a new one (PUT)."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/opinion"
+        method = "PUT" if correction else "POST"
+        response = await self._call(method, url, token=token, json=opinion_body(form))
+        return OpinionRecord.model_validate(response.json())
+
+    async def opinion(self, *, token: str, assignment_id: str) -> OpinionRecord:
+        """The latest version of the assignment's opinion."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/opinion"
+        return OpinionRecord.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def case_for_review(self, *, token: str, case_id: str) -> ClinicalView:
+        """The case's clinical content, as intake shows it to its assigned reviewer."""
+        url = f"{self.intake}/v1/cases/{case_id}/clinical"
+        return ClinicalView.model_validate((await self._call("GET", url, token=token)).json())
+
+    async def record(
+        self, *, token: str, case_id: str, document_id: str, shown: Callable[[str], bool]
+    ) -> Download:
+        """A record of the case, streamed through if `shown` takes its type (else: not here)."""
+        response = await self._open(self._record(case_id, document_id), token=token)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if not shown(content_type):
+            await response.aclose()
+            raise Refused(404, "not-found")
+        headers = {}
         if "content-length" in response.headers:
             headers["Content-Length"] = response.headers["content-length"]
+        return Download(content_type, headers, _chunks(response))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.aiter_bytes():
-                    yield chunk
-            finally:
-                await response.aclose()
+    async def record_head(self, *, token: str, case_id: str, document_id: str, limit: int) -> bytes:
+        """The first `limit` bytes of a record (a DICOM file's header comes first)."""
+        response = await self._open(self._record(case_id, document_id), token=token)
+        head = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                head += chunk
+                if len(head) >= limit:
+                    break
+        finally:
+            await response.aclose()
+        return bytes(head[:limit])
 
-        return Download(PDF, headers, chunks())
+    def _record(self, case_id: str, document_id: str) -> str:
+        return f"{self.intake}/v1/cases/{case_id}/documents/{document_id}"
+
+    # --- coordinator board and partner console ---------------------------------------------
+
+    async def _get(self, url: str, *, token: str, **params: str | bool | None) -> Any:
+        """A GET with the query parameters given (None: left out); its JSON."""
+        query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
+        wanted = {k: v for k, v in query.items() if v is not None}
+        return (await self._call("GET", url, token=token, params=wanted)).json()
+
+    async def cases_by_status(
+        self, *, token: str, status: str | None = None, cursor: str | None = None
+    ) -> CasePage:
+        """Every case a coordinator may see, newest first, in one status or all."""
+        found = await self._get(
+            f"{self.intake}/v1/cases", token=token, status=status, cursor=cursor, limit="50"
+        )
+        return CasePage.model_validate(found)
+
+    async def assignments(
+        self,
+        *,
+        token: str,
+        status: str | None = None,
+        overdue: bool | None = None,
+        case_id: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[AssignmentView]:
+        """Assignments, soonest due first (coordinators see the matcher's rationale)."""
+        found = await self._get(
+            f"{self.review}/v1/assignments",
+            token=token,
+            status=status,
+            overdue=overdue,
+            case_id=case_id,
+            cursor=cursor,
+            limit="50",
+        )
+        return Listing[AssignmentView].model_validate(found)
+
+    async def queue(
+        self,
+        *,
+        token: str,
+        specialty: str | None = None,
+        urgency: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[QueuedCase]:
+        """Cases nobody fits yet, urgent first, then oldest."""
+        found = await self._get(
+            f"{self.review}/v1/queue",
+            token=token,
+            specialty=specialty,
+            urgency=urgency,
+            cursor=cursor,
+            limit="100",
+        )
+        return Listing[QueuedCase].model_validate(found)
+
+    async def assign(self, *, token: str, case_id: str, reviewer_id: str) -> None:
+        """Give a waiting case to a reviewer by hand (every rule holds but capacity)."""
+        await self._call(
+            "POST",
+            f"{self.review}/v1/queue/{case_id}/assign",
+            token=token,
+            json={"reviewer_id": reviewer_id},
+        )
+
+    async def reviewers(
+        self,
+        *,
+        token: str,
+        specialty: str | None = None,
+        language: str | None = None,
+        cursor: str | None = None,
+    ) -> Listing[ReviewerView]:
+        """The reviewer directory, by id."""
+        found = await self._get(
+            f"{self.review}/v1/reviewers",
+            token=token,
+            specialty=specialty,
+            language=language,
+            cursor=cursor,
+            limit="100",
+        )
+        return Listing[ReviewerView].model_validate(found)
+
+    async def access_log(
+        self, *, token: str, case_id: str, cursor: str | None = None
+    ) -> Listing[AccessEntry]:
+        """Who read or wrote the case's health data, oldest first."""
+        url = f"{self.intake}/v1/cases/{case_id}/access-log"
+        found = await self._get(url, token=token, cursor=cursor, limit="100")
+        return Listing[AccessEntry].model_validate(found)
+
+    async def clinical(self, *, token: str, case_id: str, reason: str) -> ClinicalRead:
+        """The case's clinical content, read by a coordinator for the reason given."""
+        response = await self._call(
+            "GET",
+            f"{self.intake}/v1/cases/{case_id}/clinical",
+            token=token,
+            headers={"X-Avis-Reason": reason},
+        )
+        return ClinicalRead.model_validate(response.json())
+
+    async def subscriptions(
+        self, *, token: str, partner_id: str | None = None, cursor: str | None = None
+    ) -> Listing[SubscriptionView]:
+        """A partner's webhook subscriptions (coordinators name the partner)."""
+        url = f"{self.notify}/v1/subscriptions"
+        found = await self._get(url, token=token, partner_id=partner_id, cursor=cursor, limit="50")
+        return Listing[SubscriptionView].model_validate(found)
+
+    async def subscription(self, *, token: str, subscription_id: str) -> SubscriptionView:
+        """One subscription."""
+        url = f"{self.notify}/v1/subscriptions/{subscription_id}"
+        return SubscriptionView.model_validate(await self._get(url, token=token))
+
+    async def subscribe(
+        self, *, token: str, url: str, event_types: list[str], description: str
+    ) -> SubscriptionMade:
+        """A new subscription; the answer holds its signing secret, this once."""
+        body = {"url": url, "event_types": event_types, "description": description}
+        response = await self._call(
+            "POST", f"{self.notify}/v1/subscriptions", token=token, json=body
+        )
+        return SubscriptionMade.model_validate(response.json())
+
+    async def unsubscribe(self, *, token: str, subscription_id: str) -> None:
+        """Delete a subscription."""
+        url = f"{self.notify}/v1/subscriptions/{subscription_id}"
+        await self._call("DELETE", url, token=token)
+
+    async def deliveries(
+        self, *, token: str, subscription_id: str, cursor: str | None = None
+    ) -> Listing[DeliveryView]:
+        """A subscription's latest deliveries, newest first, with every attempt."""
+        url = f"{self.notify}/v1/deliveries"
+        found = await self._get(
+            url, token=token, subscription_id=subscription_id, cursor=cursor, limit="50"
+        )
+        return Listing[DeliveryView].model_validate(found)
+
+    async def replay(self, *, token: str, delivery_id: str) -> None:
+        """Queue a dead delivery again (same webhook-id)."""
+        url = f"{self.notify}/v1/deliveries/{delivery_id}/replay"
+        await self._call("POST", url, token=token)
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    finally:
+        await response.aclose()
+
+
+def opinion_body(form: OpinionForm) -> dict[str, Any]:
+    """Review's `Opinion` body from a complete form."""
+    sections = form.model_dump(exclude={"assessment", "explanation"})
+    return {
+        "diagnosis": {"assessment": form.assessment, "explanation": form.explanation},
+        **sections,
+    }
 
 
 def case_body(draft: Draft) -> dict[str, Any]:

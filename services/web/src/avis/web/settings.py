@@ -32,6 +32,8 @@ class Settings(CommonSettings):
     cookie_secure: bool = False
     # AVIS_WEB_MAX_UPLOAD_BYTES: the largest record the upload form passes on to intake.
     max_upload_bytes: int = Field(20 * MIB, ge=1, le=1024 * MIB)
+    # AVIS_WEB_LIVE_EVENTS: read the topics and push a case's new status to its open pages.
+    live_events: bool = True
 
     @property
     def development(self) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from avis.web.models import Draft, Identity
+from avis.web.models import Draft, Identity, OpinionForm
 from avis.web.rules import idle_expired
 
 
@@ -128,3 +128,48 @@ class Sessions:
         while len(self._sessions) >= self.max_sessions:
             oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
             del self._sessions[oldest.id]
+
+
+class OpinionDrafts:
+    """Opinions being written, in memory only, keyed by the person and the case: a reload or a
+    new sign-in finds the draft; a restart, or `idle_seconds` without a save, forgets it.
+
+    Review keeps no drafts, and web writes nothing to disk: the draft is health data.
+    """
+
+    def __init__(
+        self,
+        *,
+        idle_seconds: float,
+        max_drafts: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_drafts = max_drafts
+        self._clock = clock
+        self._drafts: dict[tuple[str, str], tuple[float, OpinionForm]] = {}
+
+    def get(self, person: str, case_id: str) -> OpinionForm | None:
+        """The person's draft of this case's opinion, if one is kept."""
+        kept = self._drafts.get((person, case_id))
+        if kept is None:
+            return None
+        if idle_expired(kept[0], self._clock(), self.idle_seconds):
+            del self._drafts[(person, case_id)]
+            return None
+        return kept[1]
+
+    def put(self, person: str, case_id: str, form: OpinionForm) -> None:
+        """Keep the person's draft of this case's opinion (the newest replaces the last)."""
+        self._drafts.pop((person, case_id), None)
+        if len(self._drafts) >= self.max_drafts:
+            # Insertion order is save order: the least recently saved goes first.
+            del self._drafts[next(iter(self._drafts))]
+        self._drafts[(person, case_id)] = (self._clock(), form)
+
+    def drop(self, person: str, case_id: str) -> None:
+        """Forget the draft (it was sent)."""
+        self._drafts.pop((person, case_id), None)
+
+    def __len__(self) -> int:
+        return len(self._drafts)

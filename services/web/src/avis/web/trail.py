@@ -1,0 +1,40 @@
+"""Who looked at my file: a case's access trail in plain words, for the person signed in
+(intake decides who may read it: the patient sees that a break-glass read happened and why in
+general, never the coordinator's words)."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from avis.web.api import CaseId, Pages, Person, token
+
+router = APIRouter(include_in_schema=False)
+# The actions and purposes intake records that the catalogues say in plain words (another is
+# shown as its code, never hidden).
+ACTIONS = frozenset(
+    {
+        "case.read",
+        "clinical.read",
+        "document.read",
+        "case.create",
+        "document.add",
+        "document.delete",
+        "case.submit",
+        "case.withdraw",
+        "case.claim",
+    }
+)
+PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})
+
+
+@router.get("/cases/{case_id}/access")
+async def access(request: Request, web: Pages, session: Person, case_id: CaseId) -> HTMLResponse:
+    """Every read and write of the case's health data, oldest first."""
+    trail = await web.platform.access_log(token=token(session), case_id=case_id)
+    return web.render(
+        request,
+        "access.html",
+        case_id=case_id,
+        trail=trail.items,
+        actions=ACTIONS,
+        purposes=PURPOSES,
+    )

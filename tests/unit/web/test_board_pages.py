@@ -1,0 +1,298 @@
+"""The coordinator's board and the partner console in process, over a fake of the services'
+APIs: each page renders in both languages, the reason of a clinical read reaches intake, the
+secret is shown once, other roles are refused, and every key the pages use has its text."""
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from avis.shared.events import Language
+from avis.web import texts
+from avis.web.main import create_app
+from avis.web.settings import Settings
+
+CASE_ID = "0b6f1d3e-8c55-4d0e-9a43-7f3e2d1c0a99"
+AT = "2026-01-01T10:00:00Z"
+CASE = {
+    "case_id": CASE_ID,
+    "reference": "AV-2026-000001",
+    "status": "assigned",
+    "specialty": "haematology",
+    "urgency": "routine",
+    "created_at": AT,
+    "updated_at": AT,
+    "questions": ["further_tests"],
+    "documents": [],
+    "timeline": [{"id": "e1", "kind": "created", "status": "draft", "at": AT}],
+}
+RATIONALE = {
+    "rule": "nobody_fits",
+    "chosen": None,
+    "candidates": [
+        {"reviewer_id": "rev-onco-2", "load": 1, "capacity": 4, "excluded": "declined_before"},
+        {"reviewer_id": "rev-haem-9", "load": 0, "capacity": 0, "excluded": "at_capacity"},
+    ],
+    "decided_at": AT,
+    "decided_by": "matcher",
+}
+ASSIGNMENT = {
+    "id": "a1",
+    "case_id": CASE_ID,
+    "reference": "AV-2026-000001",
+    "round": 1,
+    "reviewer_id": "rev-onco-2",
+    "status": "declined",
+    "specialty": "haematology",
+    "urgency": "routine",
+    "language": "en",
+    "assigned_at": AT,
+    "due_at": AT,
+    "overdue": True,
+    "decline_reason_code": "outside_expertise",
+    "decline_reason": "Not my field",
+    "rationale": RATIONALE | {"rule": "only_candidate", "chosen": "rev-onco-2"},
+}
+QUEUED = {
+    "case_id": CASE_ID,
+    "reference": "AV-2026-000001",
+    "specialty": "haematology",
+    "urgency": "routine",
+    "language": "en",
+    "submitted_at": AT,
+    "waiting_since": AT,
+    "declined_by": ["rev-onco-2"],
+    "last_attempt": RATIONALE,
+}
+REVIEWER = {
+    "id": "rev-haem-9",
+    "display_name": "Dr Haem",
+    "specialties": ["haematology"],
+    "languages": ["en"],
+    "institution_code": "HOSP-X",
+    "capacity": 0,
+    "active": True,
+    "load": 0,
+}
+SUBSCRIPTION = {
+    "id": "sub-1",
+    "partner_id": "partner-1",
+    "url": "https://partner.example/hooks",
+    "event_types": ["avis.case.submitted.v1"],
+    "description": "",
+    "enabled": True,
+    "consecutive_failures": 0,
+    "created_at": AT,
+}
+DELIVERY = {
+    "id": "d1",
+    "subscription_id": "sub-1",
+    "case_id": CASE_ID,
+    "event_type": "avis.case.submitted.v1",
+    "webhook_id": "msg_1",
+    "status": "dead",
+    "created_at": AT,
+    "replays": 0,
+    "attempts": [
+        {"at": AT, "outcome": "transient", "code": 503, "latency_ms": 12, "reason": "503"}
+    ],
+}
+SEEN: list[httpx.Request] = []
+
+
+def page(items: list[Any]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": None}
+
+
+ROUTES: dict[tuple[str, str], Any] = {
+    ("GET", "/v1/queue"): page([QUEUED]),
+    ("GET", "/v1/assignments"): page([ASSIGNMENT]),
+    ("GET", "/v1/reviewers"): page([REVIEWER]),
+    ("POST", f"/v1/queue/{CASE_ID}/assign"): ASSIGNMENT,
+    ("GET", "/v1/cases"): page([CASE]),
+    ("GET", f"/v1/cases/{CASE_ID}"): CASE,
+    ("GET", f"/v1/cases/{CASE_ID}/access-log"): page(
+        [
+            {
+                "seq": 1,
+                "at": AT,
+                "role": "coordinator",
+                "reader": "r-1",
+                "you": True,
+                "action": "clinical.read",
+                "outcome": "allowed",
+                "status": 200,
+                "purpose": "break-glass",
+                "reason": "triage",
+                "text": "...",
+            }
+        ]
+    ),
+    ("GET", f"/v1/cases/{CASE_ID}/clinical"): {
+        "reference": "AV-2026-000001",
+        "clinical_summary": "Anaemia since spring.",
+        "age_years": 54,
+        "questions": ["further_tests"],
+    },
+    ("GET", "/v1/subscriptions"): page([SUBSCRIPTION]),
+    ("POST", "/v1/subscriptions"): SUBSCRIPTION | {"secret": "whsec_c2VjcmV0LW9uY2U="},
+    ("GET", "/v1/subscriptions/sub-1"): SUBSCRIPTION,
+    ("GET", "/v1/deliveries"): page([DELIVERY]),
+    ("POST", "/v1/deliveries/d1/replay"): DELIVERY | {"status": "queued"},
+}
+
+
+def fake_services(request: httpx.Request) -> httpx.Response:
+    SEEN.append(request)
+    found = ROUTES.get((request.method, request.url.path))
+    if found is None:
+        return httpx.Response(404, json={"type": "https://avis.health/problems/not-found"})
+    return httpx.Response(200, json=found)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        avis_env="development",
+        jwt_secret="s" * 40,
+        intake_url="http://intake",
+        review_url="http://review",
+        notify_url="http://notify",
+        live_events=False,
+    )
+    app = create_app(settings, transport=httpx.MockTransport(fake_services))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://web",
+            headers={"Accept-Language": "en"},
+        ) as client,
+    ):
+        yield client
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+async def sign_in(browser: httpx.AsyncClient, identity: str) -> httpx.Response:
+    page = await browser.get("/signin")
+    return await browser.post(
+        "/signin", data={"csrf": csrf_of(page), "identity": identity}, follow_redirects=True
+    )
+
+
+async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
+    browser: httpx.AsyncClient,
+) -> None:
+    board = await sign_in(browser, "coordinator-1")
+    assert board.url.path == "/board" and board.status_code == 200, board.text
+    assert board.headers["cache-control"] == "no-store"
+    for words in ("Waiting for a specialist", "Reviews by due date", "Cases by status"):
+        assert words in board.text
+    assert "Overdue" in board.text and "⚠" in board.text  # said in words, not colour alone
+    assert "Dead letters" in board.text
+    case = await browser.get(f"/board/cases/{CASE_ID}")
+    assert case.status_code == 200, case.text
+    assert "already declined this case" in case.text and "at capacity" in case.text
+    assert "Declined: outside their expertise." in case.text
+    assert 'value="rev-haem-9"' in case.text
+    assert "break-glass" in case.text and "triage" in case.text
+    reviewers = await browser.get("/board/reviewers?specialty=haematology")
+    assert (
+        'Never given cases from <code class="nowrap">HOSP-X</code>' in reviewers.text
+        and "Full" in reviewers.text
+    )
+    partners = await browser.get("/board/partners?partner_id=partner-1&subscription_id=sub-1")
+    assert "https://partner.example/hooks" in partners.text and "Replay" in partners.text
+
+
+async def test_the_board_assigns_and_replays_through_the_services(
+    browser: httpx.AsyncClient,
+) -> None:
+    await sign_in(browser, "coordinator-1")
+    case = await browser.get(f"/board/cases/{CASE_ID}")
+    done = await browser.post(
+        f"/board/cases/{CASE_ID}/assign",
+        data={"csrf": csrf_of(case), "reviewer_id": "rev-haem-9"},
+        follow_redirects=True,
+    )
+    assert "The case was given to the specialist." in done.text
+    assert SEEN[-1].method == "GET"  # the page read again after the assignment
+    posted = [r for r in SEEN if r.method == "POST"]
+    assert posted[-1].url.path == f"/v1/queue/{CASE_ID}/assign"
+    assert posted[-1].content == b'{"reviewer_id":"rev-haem-9"}'
+    partners = await browser.get("/board/partners?partner_id=partner-1&subscription_id=sub-1")
+    replayed = await browser.post(
+        "/board/deliveries/d1/replay",
+        data={"csrf": csrf_of(partners), "partner_id": "partner-1", "subscription_id": "sub-1"},
+        follow_redirects=True,
+    )
+    assert "queued again" in replayed.text
+    assert replayed.url.path == "/board/partners"
+
+
+async def test_a_clinical_read_asks_for_a_reason_and_passes_it(
+    browser: httpx.AsyncClient,
+) -> None:
+    await sign_in(browser, "coordinator-1")
+    case = await browser.get(f"/board/cases/{CASE_ID}")
+    refused = await browser.post(
+        f"/board/cases/{CASE_ID}/clinical",
+        data={"csrf": csrf_of(case), "reason": "  "},
+        follow_redirects=True,
+    )
+    assert "Please say why" in refused.text
+    read = await browser.post(
+        f"/board/cases/{CASE_ID}/clinical",
+        data={"csrf": csrf_of(refused), "reason": "Checking the triage"},
+    )
+    assert read.status_code == 200 and "Anaemia since spring." in read.text
+    assert SEEN[-1].headers["x-avis-reason"] == "Checking the triage"
+
+
+async def test_the_partner_sees_the_secret_once(browser: httpx.AsyncClient) -> None:
+    console = await sign_in(browser, "partner-1")
+    assert console.url.path == "/partner", console.text
+    created = await browser.post(
+        "/partner/subscriptions",
+        data={
+            "csrf": csrf_of(console),
+            "url": "https://partner.example/hooks",
+            "event_types": ["avis.case.submitted.v1"],
+        },
+    )
+    assert created.status_code == 201 and "whsec_c2VjcmV0LW9uY2U=" in created.text
+    again = await browser.get("/partner")
+    assert "whsec_" not in again.text
+    deliveries = await browser.get("/partner/subscriptions/sub-1")
+    assert "Failed: can be replayed" in deliveries.text and "HTTP 503" in deliveries.text
+
+
+@pytest.mark.parametrize(("identity", "path"), [("patient-1", "/board"), ("patient-1", "/partner")])
+async def test_other_roles_are_refused(
+    browser: httpx.AsyncClient, identity: str, path: str
+) -> None:
+    await sign_in(browser, identity)
+    refused = await browser.get(path)
+    assert refused.status_code == 403
+    assert "You are not allowed" in refused.text
+
+
+def test_every_key_of_the_board_and_console_has_its_text() -> None:
+    folder = Path(texts.__file__).parent / "templates"
+    used: set[str] = set()
+    for template in [*folder.glob("board/*.html"), *folder.glob("partner/*.html")]:
+        used |= set(
+            re.findall(r"""\bt\(\s*["']([a-z_.]*[a-z_])["']\s*[),]""", template.read_text())
+        )
+    assert len(used) > 100
+    for language in Language:
+        catalogue = texts.keys(language)
+        assert not sorted(k for k in used if not catalogue.get(k)), language
