@@ -5,22 +5,20 @@ download its PDF; a form without its CSRF token and another patient's case are r
 
 import asyncio
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.basics import unique
 from tests.support.samples import OPINION, case_body, pdf, png
 from tests.support.stack import ServiceStack
-from tests.support.web import Browser, browsing, reviewer_writes_the_opinion, web_stack
+from tests.support.web import Browser, browsing, reviewer_writes_the_opinion
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("web-stack") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 def case_id_of(url: str) -> str:
