@@ -426,6 +426,9 @@ async def lists(stack: ServiceStack, samples: int, patient: str) -> dict[str, fl
 # The pages people open, by who opens them (`{case}`: a case of the person's own).
 PAGES = {
     "patient": ["/cases", "/cases/new", "/cases/{case}", "/cases/{case}/timeline"],
+    "coordinator": ["/board", "/board/cases/{case}", "/board/reviewers", "/board/partners"],
+    "partner": ["/partner"],
+    "reviewer": ["/review", "/review/{assignment}"],
 }
 
 
@@ -444,17 +447,17 @@ async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[httpx.A
 
 
 async def pages(
-    stack: ServiceStack, samples: int, people: dict[str, tuple[str, str]]
+    stack: ServiceStack, samples: int, people: dict[str, tuple[str, dict[str, str]]]
 ) -> dict[str, float]:
     """p95 of each page's server time (the request through web and the services' APIs it
-    calls, on loopback), `samples` requests each; `people` gives each role's identity and
-    case."""
+    calls, on loopback), `samples` requests each; `people` gives each role's identity and the
+    ids its pages name."""
     out: dict[str, float] = {}
     for role, paths in PAGES.items():
-        identity, case_id = people[role]
+        identity, ids = people[role]
         async with signed_in(stack, identity) as web:
             for template in paths:
-                path = template.format(case=case_id)
+                path = template.format(**ids)
                 times = []
                 for _ in range(samples):
                     start = time.perf_counter()
@@ -463,6 +466,14 @@ async def pages(
                     assert response.status_code == 200, (path, response.status_code)
                 out[f"{role} {template}"] = round(1000 * pct(times, 95), 1)
     return out
+
+
+async def assignment_of(stack: ServiceStack, case_id: str) -> tuple[str, str]:
+    """The reviewer and the id of a case's assignment."""
+    async with stack.client("review", "coord-bench", "coordinator") as review:
+        found = await review.get("/v1/assignments", params={"case_id": case_id})
+        (assignment,) = found.json()["items"]
+    return assignment["reviewer_id"], assignment["id"]
 
 
 async def open_work(stack: ServiceStack) -> int:
@@ -538,7 +549,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(stack, args.list_samples, made[0][0])
-                people = {"patient": (f"patient:{made[0][0]}", made[0][1])}
+                case = {"case": made[0][1]}
+                reviewer, assignment = await assignment_of(stack, made[0][1])
+                people = {
+                    "patient": (f"patient:{made[0][0]}", case),
+                    "coordinator": ("coordinator:coord-bench", case),
+                    "partner": ("partner:desk-bench:partner-bench", {}),
+                    "reviewer": (f"reviewer:{reviewer}", {"assignment": assignment}),
+                }
                 figures["page_p95_ms"] = await pages(stack, args.list_samples, people)
                 figures["open_assignments_while_idle"] = open_before
                 await withdraw(stack, made, args.clients)

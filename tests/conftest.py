@@ -1,7 +1,7 @@
 """Fixtures shared by the suite. Integration tests talk to the real broker and store that
 `make test` starts (deploy/local/test.sh); their addresses and helpers live in tests/support."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -10,6 +10,8 @@ from hypothesis import settings as hypothesis_settings
 
 from avis.shared.settings import CommonSettings
 from tests.support.basics import BOOTSTRAP, make_settings, unique
+from tests.support.stack import ServiceStack
+from tests.support.web import web_stack
 
 # The properties are about values, never about speed: on a loaded machine one example can take
 # longer than Hypothesis' deadline (200 ms) or its generation look slow, and the run would fail
@@ -46,3 +48,11 @@ async def topic() -> AsyncIterator[str]:
     finally:
         await admin.delete_topics([name, f"{name}.dlq"])
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def web_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """The five processes behind the pages, started once for every web and browser test (each
+    test works on cases and ids of its own)."""
+    with web_stack(tmp_path_factory.mktemp("web") / "logs") as running:
+        yield running

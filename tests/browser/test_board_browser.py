@@ -6,7 +6,7 @@ breaks the Content-Security-Policy. With AVIS_SCREENSHOTS=docs the main pages ar
 docs/web-coordinator-*.png and docs/web-partner-*.png."""
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from tests.support.browser import (
     add_reviewer,
     arrow_to,
     assignments_of,
-    board_stack,
     chromium,
     declined_case,
     eventually,
@@ -68,10 +67,9 @@ WORDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with board_stack(tmp_path_factory.mktemp("board-browser") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ Playwright's own browser download is not used: chromium comes from the distribut
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ from playwright.async_api import Browser, ConsoleMessage, async_playwright, expe
 from tests.support.basics import ROOT, unique
 from tests.support.samples import pdf, png
 from tests.support.stack import ServiceStack
-from tests.support.web import web_stack
 
 CHROMIUM = os.environ.get("AVIS_CHROMIUM") or shutil.which("chromium") or ""
 pytestmark = [
@@ -63,10 +62,9 @@ WORDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("browser-stack") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 @pytest.fixture

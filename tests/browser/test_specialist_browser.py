@@ -9,7 +9,7 @@ queue and the workspace are kept as docs/web-specialist-*.png.
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ from tests.support.basics import ROOT
 from tests.support.samples import OPINION
 from tests.support.specialist import REVIEWER, file_a_case
 from tests.support.stack import ServiceStack
-from tests.support.web import web_stack
 
 CHROMIUM = os.environ.get("AVIS_CHROMIUM") or shutil.which("chromium") or ""
 pytestmark = [
@@ -64,10 +63,9 @@ SECTIONS = (
 )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("browser-specialist") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 @pytest.fixture

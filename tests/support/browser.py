@@ -13,10 +13,9 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from unittest import mock
 
 from playwright.async_api import (
     Browser,
@@ -30,7 +29,6 @@ from playwright.async_api import (
 from tests.support.basics import ROOT, unique
 from tests.support.samples import case_body, consent_body, pdf, upload
 from tests.support.stack import ServiceStack
-from tests.support.web import web_stack
 
 CHROMIUM = os.environ.get("AVIS_CHROMIUM") or shutil.which("chromium") or ""
 AXE = ROOT / "tests" / "data" / "axe-core" / "axe.min.js"
@@ -172,20 +170,7 @@ async def arrow_to(page: Page, id: str, limit: int = 30) -> None:
 # --- the board's and the console's stories, set up through the services' APIs ---------------
 
 T = TypeVar("T")
-# Partners' endpoints on loopback, and a delivery that fails dies within seconds.
-HOOKS_ENV = {
-    "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",
-    "AVIS_NOTIFY_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
-    "AVIS_NOTIFY_WEBHOOK_RETRY_WINDOW_SECONDS": "3",
-}
 COORDINATOR = "coordinator-1"
-
-
-@contextlib.contextmanager
-def board_stack(logs: Path) -> Iterator[ServiceStack]:
-    """The web stack, with partners' endpoints allowed on loopback."""
-    with mock.patch.dict(os.environ, HOOKS_ENV), web_stack(logs) as stack:
-        yield stack
 
 
 async def eventually(

@@ -28,7 +28,8 @@ CONSUMES = {
 
 @contextlib.contextmanager
 def web_stack(logs: Path) -> Iterator[ServiceStack]:
-    """intake, review, reports, notify and web, each its own process and database, ready."""
+    """intake, review, reports, notify and web, each its own process and database, ready (the
+    web and browser tests share one: the `web_services` fixture)."""
     suffix = uuid.uuid4().hex[:8]
     databases = {name: f"webtest_{name}_{suffix}" for name in (*SERVICES, "web")}
     stack = ServiceStack({}, logs, databases, services=(*SERVICES, "web"))
@@ -51,6 +52,10 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         "AVIS_WEB_REPORTS_URL": urls["reports"],
         "AVIS_WEB_NOTIFY_URL": urls["notify"],
         "AVIS_NOTIFY_PAGES_URL": urls["web"],
+        # Partners' endpoints on loopback, and a delivery that fails dies within seconds.
+        "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",
+        "AVIS_NOTIFY_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+        "AVIS_NOTIFY_WEBHOOK_RETRY_WINDOW_SECONDS": "3",
     }
     for name, consumed in CONSUMES.items():
         asyncio.run(skip_history(f"avis-{name}", consumed))

@@ -7,7 +7,7 @@ case link opened by another signed-in person is refused."""
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,7 +16,6 @@ from tests.support.basics import unique
 from tests.support.browser import (
     add_reviewer,
     assignments_of,
-    board_stack,
     declined_case,
     eventually,
     file_case,
@@ -28,10 +27,9 @@ from tests.support.web import Browser, browsing
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with board_stack(tmp_path_factory.mktemp("web-board") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,6 @@ its patient claims the case; the case is then theirs on its page, and the same l
 anyone after (in plain words), on the processes of the test stack with notify's real email."""
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,15 +10,14 @@ from tests.support.basics import eventually, unique
 from tests.support.notify import body_text, mailbox
 from tests.support.samples import case_body, consent_body, pdf
 from tests.support.stack import ServiceStack
-from tests.support.web import browsing, web_stack
+from tests.support.web import browsing
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("web-claim") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 async def partner_files_a_case(stack: ServiceStack, email: str) -> str:

@@ -5,22 +5,20 @@ download its PDF; a form without its CSRF token and another patient's case are r
 
 import asyncio
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.basics import unique
 from tests.support.samples import OPINION, case_body, pdf, png
 from tests.support.stack import ServiceStack
-from tests.support.web import Browser, browsing, reviewer_writes_the_opinion, web_stack
+from tests.support.web import Browser, browsing, reviewer_writes_the_opinion
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("web-stack") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 def case_id_of(url: str) -> str:
@@ -130,6 +128,19 @@ async def test_a_patient_files_a_case_with_two_records_and_follows_it(stack: Ser
         assert report.headers["content-type"] == "application/pdf"
         assert report.content.startswith(b"%PDF")
         assert "attachment" in report.headers["content-disposition"]
+
+        # Asking for erasure: refused without the box ticked, then recorded once, on the
+        # timeline and for the coordinators.
+        page = await browser.submit(f"/cases/{case_id}/erasure", {})
+        assert "Tick the box to confirm your request for erasure." in page.text
+        page = await browser.submit(f"/cases/{case_id}/erasure", {"confirm": "yes"})
+        assert "Your request for erasure is recorded." in page.text
+        assert "Erasure requested" in page.text and "You asked for this data" in page.text
+        assert f'action="/cases/{case_id}/erasure"' not in page.text, "asked once"
+    async with browsing(stack, "en") as coordinator:
+        await coordinator.sign_in("coordinator-1")
+        board = await coordinator.get(f"/board/cases/{case_id}")
+        assert "The patient asked for the data to be erased on" in board.text
 
 
 async def test_a_form_without_its_csrf_token_is_refused(stack: ServiceStack) -> None:

@@ -6,7 +6,6 @@ another reviewer refused the case's pages in plain words."""
 
 import asyncio
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,15 +18,14 @@ from tests.support.specialist import (
     file_a_case,
 )
 from tests.support.stack import ServiceStack
-from tests.support.web import Browser, browsing, csrf_of, web_stack
+from tests.support.web import Browser, browsing, csrf_of
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    with web_stack(tmp_path_factory.mktemp("web-specialist") / "logs") as running:
-        yield running
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
 
 
 def opinion_form() -> dict[str, str]:

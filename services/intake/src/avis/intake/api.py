@@ -296,6 +296,18 @@ async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> 
 
 
 @router.post(
+    "/cases/{case_id}/erasure-request",
+    summary="Ask for the erasure of a case's data",
+    response_model=CaseView,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def request_erasure(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
+    """The case's patient asks for its data to be erased (asking again changes nothing); the
+    request is on the case and in its timeline, and the erasure is carried out apart from it."""
+    return await service.request_erasure(principal=principal, case_id=case_id)
+
+
+@router.post(
     "/cases/{case_id}/claim",
     summary="Claim a case a partner filed for you",
     response_model=CaseView,

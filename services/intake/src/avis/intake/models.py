@@ -77,6 +77,7 @@ class TimelineKind(StrEnum):
     REVIEW_COMPLETED = "review_completed"
     REPORT_READY = "report_ready"
     WITHDRAWN = "withdrawn"
+    ERASURE_REQUESTED = "erasure_requested"
 
 
 class DocumentKind(StrEnum):
@@ -234,6 +235,9 @@ class CaseView(CaseSummary):
     partner_reference: str | None
     submitted_at: datetime | None
     withdrawn_at: datetime | None
+    erasure_requested_at: datetime | None = Field(
+        None, description="When the patient asked for the case's data to be erased, if they did."
+    )
     consent: ConsentView | None
     documents: list[DocumentView]
     timeline: list[TimelineEntry]

@@ -349,6 +349,12 @@ def reviewer_access_lapsed(
     return at >= last_active + window
 
 
+def check_erasure_requester(principal: Principal) -> None:
+    """Only the patient asks for their own data's erasure (403 for the partner that filed)."""
+    if principal.role != "patient":
+        raise Problem(403, "forbidden", "Forbidden", "only the patient may ask for erasure")
+
+
 def owns(principal: Principal, case: Access) -> bool:
     """The patient whose case it is, or the partner that filed it."""
     if principal.role == "patient":
@@ -593,6 +599,7 @@ ACTIONS = {
     "case.submit": ("submitted the case", "submit the case"),
     "case.withdraw": ("withdrew the case", "withdraw the case"),
     "case.claim": ("claimed the case", "claim the case"),
+    "case.erasure-request": ("asked for the case's erasure", "ask for the case's erasure"),
 }
 
 

@@ -606,6 +606,20 @@ class IntakeService:
         stored = await self._readable(principal, case_id, clinical=False)
         return await self._view(stored, principal)
 
+    async def request_erasure(self, *, principal: Principal, case_id: str) -> CaseView:
+        """The patient asks for their case's data to be erased; asking again changes nothing.
+        The request is recorded and shown; the erasure itself is carried out apart from it."""
+        async with self.locks.hold(self.emitter.lock(case_id)):
+            case = await self._writable(principal, case_id)
+            rules.check_erasure_requester(principal)
+            if case.erasure_requested_at is None:
+                at = now()
+                kind = TimelineKind.ERASURE_REQUESTED
+                entry = StoredEntry(id=f"{case_id}:{kind}", kind=kind, status=case.status, at=at)
+                await self.store.request_erasure(case_id, at=at, entry=entry)
+                await self.auditor.record(principal, case_id, "case.erasure-request", locked=True)
+        return await self._view(await self._readable(principal, case_id, clinical=False), principal)
+
     # what the other services report
 
     async def follow(self, *, case_id: str, change: Change) -> bool:

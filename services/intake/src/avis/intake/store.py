@@ -158,6 +158,7 @@ class Case(Stored):
     updated_at: datetime
     submitted_at: datetime | None = None
     withdrawn_at: datetime | None = None
+    erasure_requested_at: datetime | None = None
     consent: StoredConsent | None = None
     traceparent: str = ""
     reviewer_id: str | None = None
@@ -219,6 +220,7 @@ class Case(Stored):
             partner_reference=self.partner_reference,
             submitted_at=self.submitted_at,
             withdrawn_at=self.withdrawn_at,
+            erasure_requested_at=self.erasure_requested_at,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
             documents=[r.view(with_filename=with_filenames) for r in records],
             timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
@@ -571,6 +573,14 @@ class Store:
             "$push": {"timeline": entry.model_dump()},
         }
         await self.cases.update_one({"_id": case_id}, with_events(update, events))
+
+    async def request_erasure(self, case_id: str, *, at: datetime, entry: StoredEntry) -> None:
+        """Record the patient's request for erasure and its timeline entry in one write."""
+        update = {
+            "$set": {"erasure_requested_at": at, "updated_at": at},
+            "$push": {"timeline": entry.model_dump()},
+        }
+        await self.cases.update_one({"_id": case_id}, update)
 
     async def follow(
         self,

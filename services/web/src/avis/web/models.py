@@ -121,6 +121,7 @@ class CaseView(CaseSummary):
     questions: list[str] = Field(default_factory=list)
     submitted_at: datetime | None = None
     withdrawn_at: datetime | None = None
+    erasure_requested_at: datetime | None = None
     consent: ConsentView | None = None
     documents: list[DocumentView] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)

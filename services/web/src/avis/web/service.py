@@ -152,6 +152,10 @@ class Platform:
         """Withdraw a case before its report."""
         await self._call("POST", f"{self.intake}/v1/cases/{case_id}/withdraw", token=token)
 
+    async def request_erasure(self, *, token: str, case_id: str) -> None:
+        """The patient asks for the erasure of the case's data."""
+        await self._call("POST", f"{self.intake}/v1/cases/{case_id}/erasure-request", token=token)
+
     async def claim(self, *, token: str, case_id: str, secret: str) -> None:
         """Make a partner-filed case the signed-in patient's, with the secret of their link."""
         await self._call(

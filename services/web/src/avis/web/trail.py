@@ -1,11 +1,15 @@
-"""Who looked at my file: a case's access trail in plain words, for the person signed in
-(intake decides who may read it: the patient sees that a break-glass read happened and why in
-general, never the coordinator's words)."""
+"""The patient's privacy pages: who looked at my file, a case's access trail in plain words for
+the person signed in (intake decides who may read it: the patient sees that a break-glass read
+happened and why in general, never the coordinator's words), and the request for erasure."""
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from typing import Annotated
 
-from avis.web.api import CaseId, Pages, Person, token
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from avis.web import rules
+from avis.web.api import CaseId, Checked, Pages, Person, see, token
+from avis.web.service import Refused
 
 router = APIRouter(include_in_schema=False)
 # The actions and purposes intake records that the catalogues say in plain words (another is
@@ -21,6 +25,7 @@ ACTIONS = frozenset(
         "case.submit",
         "case.withdraw",
         "case.claim",
+        "case.erasure-request",
     }
 )
 PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})
@@ -38,3 +43,21 @@ async def access(request: Request, web: Pages, session: Person, case_id: CaseId)
         actions=ACTIONS,
         purposes=PURPOSES,
     )
+
+
+@router.post("/cases/{case_id}/erasure", dependencies=[Checked])
+async def request_erasure(
+    web: Pages, session: Person, case_id: CaseId, confirm: Annotated[str, Form()] = ""
+) -> Response:
+    """Ask for the erasure of the case's data, once the person has confirmed it."""
+    if confirm != "yes":
+        session.notify("error", "erasure.unconfirmed")
+        return see(f"/cases/{case_id}")
+    try:
+        await web.platform.request_erasure(token=token(session), case_id=case_id)
+        session.notify("ok", "case.erasure_requested")
+    except Refused as exc:
+        if exc.status == 401:
+            raise
+        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+    return see(f"/cases/{case_id}")
