@@ -201,8 +201,10 @@ async def test_accept_then_three_panes_a_sandboxed_record_and_dicom_facts(
     viewer = await browser.get(f"/review/{AID}/viewer/{PDF_ID}", headers={"HX-Request": "true"})
     assert "<iframe" not in viewer.text  # Chromium shows no PDF in a sandboxed frame
     first = f"/review/{AID}/records/{PDF_ID}/pages/1"
-    assert f'src="{first}" width="1190" height="1684"' in viewer.text
-    assert 'alt="Page 1 of 1"' in viewer.text and "?download=true" in viewer.text
+    assert f'<a href="{first}"><img class="record-page" src="{first}" width="1190"' in viewer.text
+    assert (
+        'alt="Page 1 of 1 (opens at full size)"' in viewer.text and "?download=true" in viewer.text
+    )
     drawn = await browser.get(first)
     assert drawn.status_code == 200 and drawn.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert drawn.headers["content-type"] == "image/png"
