@@ -8,20 +8,19 @@ Playwright's own browser download is not used: chromium comes from the distribut
 (deploy/local/system-packages.sh installs it), passed as `executable_path`.
 """
 
-import os
 import re
-import shutil
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.support.basics import ROOT, unique
+from tests.support.basics import unique
+from tests.support.browser import CHROMIUM, chromium, watched_page
 from tests.support.samples import pdf, png
 from tests.support.stack import ServiceStack
 
-CHROMIUM = os.environ.get("AVIS_CHROMIUM") or shutil.which("chromium") or ""
 pytestmark = [
     pytest.mark.infra,
     pytest.mark.skipif(
@@ -29,8 +28,6 @@ pytestmark = [
         reason="Debian's chromium is not installed (deploy/local/system-packages.sh installs it)",
     ),
 ]
-# AVIS_SCREENSHOTS=docs keeps each journey's case page there (the README's pictures).
-SCREENSHOTS = os.environ.get("AVIS_SCREENSHOTS", "")
 
 WORDS = {
     "fr": {
@@ -45,6 +42,7 @@ WORDS = {
         "assigned": "Confiée à un·e spécialiste",
         "added": "Un document a été ajouté.",
         "submitted": "Votre demande a été envoyée.",
+        "access": "Qui a consulté mon dossier",
     },
     "en": {
         "sign_in": "Sign in",
@@ -58,6 +56,7 @@ WORDS = {
         "assigned": "Given to a specialist",
         "added": "A record was added.",
         "submitted": "Your request has been sent.",
+        "access": "Who looked at my file",
     },
 }
 
@@ -68,77 +67,83 @@ def stack(web_services: ServiceStack) -> ServiceStack:
 
 
 @pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as running:
+        yield running
 
 
 @pytest.mark.parametrize(("language", "width"), [("fr", 375), ("en", 1024)])
 async def test_a_patient_files_a_case_with_two_records_and_submits(
-    stack: ServiceStack, chromium: Browser, tmp_path: Path, language: str, width: int
+    stack: ServiceStack, browser: Browser, tmp_path: Path, language: str, width: int
 ) -> None:
     words = WORDS[language]
-    context = await chromium.new_context(
-        locale=language, viewport={"width": width, "height": 900}, base_url=stack.urls["web"]
-    )
-    page = await context.new_page()
-    violations: list[str] = []
-
-    def watch(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text or message.type == "error":
-            violations.append(f"{message.text} ({message.location.get('url')})")
-
-    page.on("console", watch)
-    page.on("pageerror", lambda error: violations.append(str(error)))
     records = [tmp_path / "ecg.pdf", tmp_path / "scan.png"]
     records[0].write_bytes(pdf(unique("ecg")))
     records[1].write_bytes(png(unique("scan")))
+    failure = tmp_path / "failure.png"
     try:
-        await page.goto("/")
-        await expect(page.locator("html")).to_have_attribute("lang", language)
-        await page.get_by_label("patient-1").check()
-        await page.get_by_role("button", name=words["sign_in"]).click()
-        await page.get_by_role("link", name=words["new"]).click()
-        await page.locator("#specialty").select_option("cardiology")
-        await page.get_by_role("button", name=words["next"]).click()
-        await page.locator("#question-further_tests").check()
-        await page.get_by_role("button", name=words["next"]).click()
-        await page.locator("#clinical_summary").fill("Chest pain on effort since March.")
-        await page.get_by_role("button", name=words["next"]).click()
-        await page.locator("#given_name").fill("Camille")
-        await page.locator("#family_name").fill(unique("Martin"))
-        await page.locator("#birth_date").fill("1971-03-14")
-        await page.locator("#email").fill("camille.martin@example.org")
-        await page.get_by_role("button", name=words["file"]).click()
-        await expect(page).to_have_url(re.compile(r"/cases/[0-9a-f-]{36}$"))
+        async with watched_page(browser, stack.urls["web"], language, width, failure) as w:
+            page = w.page
+            await page.goto("/")
+            await expect(page.locator("html")).to_have_attribute("lang", language)
+            await page.get_by_label("patient-1").check()
+            await page.get_by_role("button", name=words["sign_in"]).click()
+            await page.get_by_role("link", name=words["new"]).click()
+            await page.locator("#specialty").select_option("cardiology")
+            await page.get_by_role("button", name=words["next"]).click()
+            await page.locator("#question-further_tests").check()
+            await page.get_by_role("button", name=words["next"]).click()
+            await page.locator("#clinical_summary").fill("Chest pain on effort since March.")
+            await page.get_by_role("button", name=words["next"]).click()
+            await page.locator("#given_name").fill("Camille")
+            await page.locator("#family_name").fill(unique("Martin"))
+            await page.locator("#birth_date").fill("1971-03-14")
+            await page.locator("#email").fill("camille.martin@example.org")
+            await page.get_by_role("button", name=words["file"]).click()
+            await expect(page).to_have_url(re.compile(r"/cases/[0-9a-f-]{36}$"))
+            case_url = page.url
 
-        await page.locator("#files").set_input_files(records)
-        await page.get_by_role("button", name=words["add"], exact=True).click()
-        await expect(page.get_by_text(words["added"])).to_have_count(2)
-        await expect(page.get_by_text("ecg.pdf")).to_be_visible()
-        await expect(page.get_by_text("scan.png")).to_be_visible()
-        await page.get_by_label(words["consent"]).check()
-        await page.get_by_role("button", name=words["send"]).click()
-        await expect(page.get_by_text(words["sent"])).to_be_visible()
+            await page.locator("#files").set_input_files(records)
+            await page.get_by_role("button", name=words["add"], exact=True).click()
+            await expect(page.get_by_text(words["added"])).to_have_count(2)
+            await expect(page.get_by_text("ecg.pdf")).to_be_visible()
+            await expect(page.get_by_text("scan.png")).to_be_visible()
+            await page.get_by_label(words["consent"]).check()
+            await page.get_by_role("button", name=words["send"]).click()
+            await expect(page.get_by_text(words["sent"])).to_be_visible()
 
-        # The timeline moves on by itself (htmx polls it): no reload here.
-        await expect(page.get_by_text(words["assigned"]).first).to_be_visible(timeout=60_000)
-        assert await page.evaluate("typeof window.htmx") == "object"
-        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"the page is wider than {width}px by {overflow}px"
-        # No reload happened: the notice of the submission is still on the page.
-        await expect(page.get_by_text(words["submitted"])).to_be_visible()
-        if SCREENSHOTS:
-            name = "web-patient-case.png" if language == "en" else "web-patient-case-phone-fr.png"
-            await page.screenshot(path=str(ROOT / SCREENSHOTS / name), full_page=True)
+            # The timeline moves on by itself (htmx polls it): no reload here.
+            await expect(page.get_by_text(words["assigned"]).first).to_be_visible(timeout=60_000)
+            assert await page.evaluate("typeof window.htmx") == "object"
+            await no_overflow(page, width)
+            # No reload happened: the notice of the submission is still on the page.
+            await expect(page.get_by_text(words["submitted"])).to_be_visible()
+            await w.axe("case, submitted")
+            await w.screenshot(
+                "web-patient-case.png" if language == "en" else "web-patient-case-phone-fr.png"
+            )
+
+            # Who looked at my file: the trail of reads, in plain words.
+            await page.get_by_role("link", name=words["access"]).click()
+            await expect(page.get_by_role("heading", level=1)).to_contain_text(words["access"])
+            await no_overflow(page, width)
+            await w.axe("who looked at my file")
+            await w.screenshot(
+                "web-patient-access.png" if language == "en" else "web-patient-access-phone-fr.png"
+            )
+
+            # A claim link's page (the secret is checked only when the button is pressed).
+            case_id = case_url.rsplit("/", 1)[1]
+            await page.goto(f"/claim/{case_id}/{secrets.token_urlsafe(32)}")
+            await expect(page.locator("main form button")).to_be_visible()
+            await no_overflow(page, width)
+            await w.axe("claim")
+            w.assert_clean()
     except Exception:
-        await page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         print(stack.tails())
         raise
-    finally:
-        await context.close()
-    assert not violations, violations
+
+
+async def no_overflow(page: Page, width: int) -> None:
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{page.url} is wider than {width}px by {overflow}px"

@@ -97,10 +97,21 @@ class Watched:
         assert not self.errors, self.errors
         assert not self.accessibility, "\n".join(self.accessibility)
 
-    async def screenshot(self, name: str) -> None:
-        """Keep the page in docs/ (AVIS_SCREENSHOTS=docs) as `name`."""
-        if SCREENSHOTS:
-            await self.page.screenshot(path=str(ROOT / SCREENSHOTS / name), full_page=True)
+    async def screenshot(self, name: str, selector: str = "") -> None:
+        """Keep the page (or the element of `selector`) in docs/ (AVIS_SCREENSHOTS=docs) as
+        `name`, once its images are drawn."""
+        if not SCREENSHOTS:
+            return
+        path = str(ROOT / SCREENSHOTS / name)
+        await self.page.evaluate(
+            """() => Promise.all([...document.images]
+                .filter(i => i.loading !== "lazy" || i.getBoundingClientRect().top < innerHeight)
+                .map(i => i.decode().catch(() => null)))"""
+        )
+        if selector:
+            await self.page.locator(selector).screenshot(path=path)
+        else:
+            await self.page.screenshot(path=path, full_page=True)
 
 
 async def _serve_axe(route: Route) -> None:

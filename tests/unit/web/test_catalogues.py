@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from avis.shared.events import Language, Question, Specialty, Urgency
-from avis.web import rules, texts
+from avis.web import pdfpages, rules, texts
 from avis.web.models import DocumentKind
 
 TEMPLATES = Path(texts.__file__).parent / "templates"
@@ -47,6 +47,7 @@ def dynamic_keys() -> set[str]:
     built |= {rules.UNEXPECTED, rules.UNAVAILABLE, "error.csrf", "session.ended"}
     built |= {"case.created", "case.submitted", "case.withdrawn", "upload.done", "upload.none"}
     built |= {"signin.refused", "withdraw.unconfirmed", "error.consent_required"}
+    built |= {f"review.pdf.{reason}" for reason in pdfpages.REASONS}
     return built
 
 

@@ -4,6 +4,7 @@ patient's tags, the draft kept across a reload, and the opinion sent once."""
 
 import json
 import re
+import struct
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,13 +19,13 @@ from avis.web.models import OpinionForm
 from avis.web.settings import Settings
 from avis.web.store import OpinionDrafts
 from tests.support.samples import OPINION, pdf, png
-from tests.support.specialist import PATIENT_ID, PATIENT_NAME, dicom
+from tests.support.specialist import PATIENT_ID, PATIENT_NAME, dicom, pdf_page
 
 CASE_ID = "0b6f1d3e-8c55-4d0e-9a43-7f3e2d1c0a99"
 AID = "5d0c7f0e-1111-5222-8333-444455556666-0001"
 PDF_ID, PNG_ID, DCM_ID = ("a" * 64, "b" * 64, "c" * 64)
 FILES = {
-    PDF_ID: ("application/pdf", pdf("x")),
+    PDF_ID: ("application/pdf", pdf_page("Resting ECG")),
     PNG_ID: ("image/png", png("x")),
     DCM_ID: ("application/dicom", dicom("x")),
 }
@@ -56,6 +57,7 @@ class FakeServices:
     def __init__(self) -> None:
         self.status = "assigned"
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.files = dict(FILES)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
@@ -65,10 +67,10 @@ class FakeServices:
             docs = [
                 {"document_id": i, "kind": "test_result", "content_type": t, "size": len(d)}
                 | {"sha256": i, "filename": f"file-{i[0]}", "uploaded_at": "2026-01-01T10:00:00Z"}
-                for i, (t, d) in FILES.items()
+                for i, (t, d) in self.files.items()
             ]
             return httpx.Response(200, json=self.clinical(docs))
-        for document_id, (kind, data) in FILES.items():
+        for document_id, (kind, data) in self.files.items():
             if path == f"/v1/cases/{CASE_ID}/documents/{document_id}":
                 return httpx.Response(200, content=data, headers={"content-type": kind})
         return httpx.Response(404, json={"type": "https://avis.health/problems/not-found"})
@@ -197,7 +199,22 @@ async def test_accept_then_three_panes_a_sandboxed_record_and_dicom_facts(
     assert saved.headers["content-disposition"].startswith("attachment;")
     assert saved.headers["content-security-policy"].startswith("sandbox")
     viewer = await browser.get(f"/review/{AID}/viewer/{PDF_ID}", headers={"HX-Request": "true"})
-    assert "<iframe" in viewer.text and " sandbox " in viewer.text
+    assert "<iframe" not in viewer.text  # Chromium shows no PDF in a sandboxed frame
+    first = f"/review/{AID}/records/{PDF_ID}/pages/1"
+    assert f'<a href="{first}"><img class="record-page" src="{first}" width="1190"' in viewer.text
+    assert (
+        'alt="Page 1 of 1 (opens at full size)"' in viewer.text and "?download=true" in viewer.text
+    )
+    drawn = await browser.get(first)
+    assert drawn.status_code == 200 and drawn.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert drawn.headers["content-type"] == "image/png"
+    assert drawn.headers["content-security-policy"].startswith("sandbox")
+    assert drawn.headers["cache-control"] == "no-store"
+    assert struct.unpack(">II", drawn.content[16:24]) == (1190, 1684)
+    beyond = await browser.get(f"/review/{AID}/records/{PDF_ID}/pages/2")
+    assert beyond.status_code == 404 and "not shown here" in beyond.text
+    not_pdf = await browser.get(f"/review/{AID}/records/{PNG_ID}/pages/1")
+    assert not_pdf.status_code == 404
     image = await browser.get(f"/review/{AID}/viewer/{PNG_ID}", headers={"HX-Request": "true"})
     assert f'<img class="record-image" src="/review/{AID}/records/{PNG_ID}"' in image.text
 
@@ -329,3 +346,18 @@ def test_every_key_of_the_workspace_has_its_text_in_both_languages() -> None:
     for language in Language:
         missing = used - set(texts.keys(language))
         assert not missing, (language, sorted(missing))
+
+
+async def test_a_malformed_pdf_is_said_in_plain_words_never_a_500(
+    browser: httpx.AsyncClient, services: FakeServices
+) -> None:
+    services.status = "accepted"
+    services.files[PDF_ID] = ("application/pdf", pdf("damaged"))
+    page = await browser.get(f"/review/{AID}?record={PDF_ID}")
+    assert page.status_code == 200
+    assert "This PDF could not be read" in page.text and "?download=true" in page.text
+    drawn = await browser.get(f"/review/{AID}/records/{PDF_ID}/pages/1")
+    assert drawn.status_code == 422 and "This PDF could not be read" in drawn.text
+    assert "Traceback" not in drawn.text and "problem" not in drawn.text
+    too_far = await browser.get(f"/review/{AID}/records/{PDF_ID}/pages/51")
+    assert too_far.status_code == 422  # past the page limit: refused before any download

@@ -169,7 +169,7 @@ DUE_SOON = timedelta(hours=24)
 OPEN_ASSIGNMENTS = frozenset({"assigned", "accepted"})
 # How the viewer shows a record: in a sandboxed frame, as an image, or as DICOM metadata.
 RECORD_VIEWS = {
-    "application/pdf": ("frame", "pdf"),
+    "application/pdf": ("pdf", "pdf"),
     "text/plain": ("frame", "txt"),
     "image/jpeg": ("image", "jpg"),
     "image/png": ("image", "png"),

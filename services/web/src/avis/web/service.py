@@ -253,9 +253,16 @@ class Platform:
             headers["Content-Length"] = response.headers["content-length"]
         return Download(content_type, headers, _chunks(response))
 
-    async def record_head(self, *, token: str, case_id: str, document_id: str, limit: int) -> bytes:
-        """The first `limit` bytes of a record (a DICOM file's header comes first)."""
+    async def record_head(
+        self, *, token: str, case_id: str, document_id: str, limit: int, content_type: str = ""
+    ) -> bytes:
+        """The first `limit` bytes of a record (a DICOM file's header comes first), of this
+        content type if one is given (else: not here)."""
         response = await self._open(self._record(case_id, document_id), token=token)
+        served = response.headers.get("content-type", "").split(";")[0].strip()
+        if content_type and served != content_type:
+            await response.aclose()
+            raise Refused(404, "not-found")
         head = bytearray()
         try:
             async for chunk in response.aiter_bytes():

@@ -4,8 +4,9 @@ with its draft kept while typing), then corrections as new versions.
 
 Review decides whose assignment it is (another reviewer's is refused there) and intake whose
 records; web only passes the reviewer's own token. A record is served from its own route under
-a sandbox policy, never as one of our pages; a DICOM file is never served, only its technical
-facts are listed (`dicom.py`).
+a sandbox policy, never as one of our pages; a PDF is shown as its pages drawn into pictures on
+the server (`pdfpages.py`), so no script of the file runs and no PDF reader of the browser is
+needed; a DICOM file is never served, only its technical facts are listed (`dicom.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from avis.web.models import (
     ClinicalView,
     OpinionForm,
 )
+from avis.web.pdfpages import MAX_PAGES, MAX_PDF_BYTES, Unrenderable, outline_of, picture_of
 from avis.web.service import Refused
 from avis.web.settings import Settings
 from avis.web.store import OpinionDrafts, Session
@@ -44,7 +46,9 @@ DRAFT_IDLE_SECONDS = 8 * 3600
 SECTION_MAX = 20_000
 # The workspace alone may frame this site's own pages: the sandboxed records.
 WORKSPACE_CSP = CSP.replace("frame-ancestors", "frame-src 'self'; frame-ancestors")
-INLINE = {"frame", "image"}
+INLINE = {"frame", "image", "pdf"}
+PDF = "application/pdf"
+PageNumber = Annotated[int, Path(ge=1, le=MAX_PAGES)]
 
 
 def attach(app: FastAPI, settings: Settings) -> None:
@@ -178,7 +182,27 @@ async def _viewer(
             shown["facts"] = technical_facts(head)
         except Unreadable:
             shown["facts"] = []
+    elif kind == "pdf":
+        shown["pages"], shown["total"], shown["problem"] = [], 0, None
+        try:
+            data = await _pdf(web, session, assignment, document.document_id)
+            pages = await outline_of(data)
+            shown["pages"] = [(n, w, h) for n, (w, h) in enumerate(pages.sizes, start=1)]
+            shown["total"] = pages.total
+        except Unrenderable as exc:
+            shown["problem"] = f"review.pdf.{exc.reason}"
     return shown
+
+
+async def _pdf(web: Web, session: Session, assignment: AssignmentView, document_id: str) -> bytes:
+    """A PDF record of the case, whole (one byte over the limit says it is too large)."""
+    return await web.platform.record_head(
+        token=token(session),
+        case_id=assignment.case_id,
+        document_id=document_id,
+        limit=MAX_PDF_BYTES + 1,
+        content_type=PDF,
+    )
 
 
 @router.get("/{assignment_id}/viewer/{document_id}")
@@ -232,6 +256,35 @@ async def record(
     if media == "text/plain":
         media = "text/plain; charset=utf-8"
     return StreamingResponse(served.chunks, media_type=media, headers=headers)
+
+
+@router.get("/{assignment_id}/records/{document_id}/pages/{number}")
+async def pdf_page(
+    request: Request,
+    web: Pages,
+    session: Reviewer,
+    assignment_id: AssignmentId,
+    document_id: DocumentId,
+    number: PageNumber,
+) -> Response:
+    """One page of a PDF record drawn as a PNG on the server: the file's scripts never run."""
+    assignment = await web.platform.assignment(token=token(session), assignment_id=assignment_id)
+    if not rules.review_actions(assignment.status).read:
+        raise Refused(409, "assignment-state")
+    data = await _pdf(web, session, assignment, document_id)
+    try:
+        page = await picture_of(data, number)
+    except Unrenderable as exc:
+        status = 404 if exc.reason == "no_page" else 422
+        return web.render(request, "error.html", status=status, message=f"review.pdf.{exc.reason}")
+    name = f"record-{document_id[:12]}-page-{number}.png"
+    headers = {
+        "Content-Security-Policy": rules.SANDBOX_CSP,
+        "Content-Disposition": f'inline; filename="{name}"',
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }
+    return Response(page.png, media_type="image/png", headers=headers)
 
 
 @router.post("/{assignment_id}/accept", dependencies=[Checked])
