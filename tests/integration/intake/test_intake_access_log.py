@@ -129,3 +129,22 @@ async def test_verify_names_a_changed_a_removed_and_a_swapped_entry(intake: Any)
     await entries.delete_one({"_id": entry_id(case_id, 3)})
     broken = await trail.verify(case_id)
     assert broken is not None and (broken.seq, broken.kind) == (3, "removed")
+
+
+async def test_a_polled_status_is_one_access_a_clinical_read_each_time(intake: Any) -> None:
+    patient, case_id, _ = await filed(intake)
+    coordinator = intake.client(role="coordinator")
+    for _ in range(5):  # a page polling the timeline
+        assert (await patient.get(f"/v1/cases/{case_id}")).is_success
+    for _ in range(2):
+        assert (await coordinator.get(f"/v1/cases/{case_id}/clinical", headers=REASON)).is_success
+    assert (await patient.get(f"/v1/cases/{case_id}")).is_success  # after another's access
+
+    items = (await patient.get(f"/v1/cases/{case_id}/access-log")).json()["items"]
+    assert [(e["role"], e["action"]) for e in items[3:]] == [
+        ("patient", "case.read"),
+        ("coordinator", "clinical.read"),
+        ("coordinator", "clinical.read"),
+        ("patient", "case.read"),
+    ]
+    assert (await verify_all(intake.store.trail, [case_id])) == []

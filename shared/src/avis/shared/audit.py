@@ -33,7 +33,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,11 +94,27 @@ class AuditEntry(Stored):
 
 
 class AuditHead(Stored):
-    """The last entry of a case's trail as its writer knew it: seq and hash."""
+    """The last entry of a case's trail as its writer knew it: seq and hash, and who did what
+    when (so a repeat of the same read can be folded into it without reading the entry)."""
 
     id: str = Field(alias="_id")
     seq: int
     hash: str
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    outcome: Outcome | None = None
+    at: datetime | None = None
+
+    def repeats(self, record: AuditRecord, at: datetime, within: timedelta) -> bool:
+        """Whether `record` at `at` is the same access as this last entry, `within` of it."""
+        same = (self.actor, self.action, self.target, self.outcome) == (
+            record.actor,
+            record.action,
+            record.target,
+            record.outcome,
+        )
+        return same and self.at is not None and timedelta(0) <= at - self.at < within
 
 
 def canonical(entry: AuditEntry) -> bytes:
@@ -171,10 +187,16 @@ class AuditTrail:
         doc = await self.trail.find_one({"_id": entry_id(case_id, seq)})
         return AuditEntry.model_validate(doc) if doc else None
 
-    async def append(self, case_id: str, record: AuditRecord, at: datetime) -> AuditEntry:
+    async def append(
+        self, case_id: str, record: AuditRecord, at: datetime, *, fold: timedelta | None = None
+    ) -> AuditEntry | None:
         """Add an entry at the end of a case's chain. The caller holds the case's lock; an entry
-        another instance wrote at the same seq (duplicate key) is stepped past."""
+        another instance wrote at the same seq (duplicate key) is stepped past. With `fold`, the
+        same access as the last entry, by the same person, within `fold` of it, is that entry
+        (None: nothing written): a page that polls a status leaves one entry, not one a poll."""
         head = await self.head(case_id)
+        if head is not None and fold is not None and head.repeats(record, at, fold):
+            return None
         seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
         while True:
             beyond = await self._entry(case_id, seq + 1)
@@ -187,7 +209,16 @@ class AuditTrail:
             except DuplicateKeyError:
                 continue  # a racing writer took this seq: read it and go on after it
             break
-        with_head = AuditHead(id=case_id, seq=entry.seq, hash=entry.hash)
+        with_head = AuditHead(
+            id=case_id,
+            seq=entry.seq,
+            hash=entry.hash,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            outcome=entry.outcome,
+            at=entry.at,
+        )
         await self.heads.replace_one({"_id": case_id}, with_head.to_doc(), upsert=True)
         return entry
 

@@ -603,6 +603,17 @@ ACTIONS = {
 }
 
 
+# A page that polls a case's status (the timeline every few seconds) is one access, not one a
+# poll: the same status read by the same person within this window of the last entry is that
+# entry. Clinical reads, downloads and every write are each recorded.
+STATUS_READ_FOLD = timedelta(minutes=15)
+
+
+def fold_window(action: str) -> timedelta | None:
+    """How long a repeat of `action` by the same person counts as the last entry (None: never)."""
+    return STATUS_READ_FOLD if action == "case.read" else None
+
+
 def check_clinical_role(principal: Principal) -> None:
     """403 for a role that never reads clinical content (a service's machine)."""
     if principal.role not in CLINICAL_ROLES:

@@ -178,12 +178,13 @@ class Auditor:
             if reason is None
             else self.keyring.seal(reason.encode(), trail_aad(case_id)),
         )
+        fold = rules.fold_window(action)
         if locked:
-            entry = await self.store.audit(case_id, record, now())
+            entry = await self.store.audit(case_id, record, now(), fold)
         else:
             async with self.locks.hold(self.emitter.lock(case_id)):
-                entry = await self.store.audit(case_id, record, now())
-        if reason is not None:
+                entry = await self.store.audit(case_id, record, now(), fold)
+        if reason is not None and entry is not None:
             log.info(
                 "clinical content read with a reason",
                 case_id=case_id,

@@ -687,9 +687,12 @@ class Store:
 
     # the access trail
 
-    async def audit(self, case_id: str, record: AuditRecord, at: datetime) -> AuditEntry:
-        """Append to a case's access trail; the caller holds the case's lock."""
-        return await self.trail.append(case_id, record, at)
+    async def audit(
+        self, case_id: str, record: AuditRecord, at: datetime, fold: timedelta | None = None
+    ) -> AuditEntry | None:
+        """Append to a case's access trail (None: folded into the last entry, see
+        `AuditTrail.append`); the caller holds the case's lock."""
+        return await self.trail.append(case_id, record, at, fold=fold)
 
     async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
         """Up to `limit` entries of a case's access trail after position `after`."""
