@@ -37,6 +37,7 @@ WORDS = {
         "saved": "Brouillon gardé à",
         "send": "Envoyer l'avis",
         "sent": "Votre avis a été envoyé.",
+        "download": "Télécharger le compte rendu (PDF)",
         "due": "À rendre sous 24 h|Dans les temps|En retard",
     },
     "en": {
@@ -48,6 +49,7 @@ WORDS = {
         "saved": "Draft kept at",
         "send": "Send the opinion",
         "sent": "Your opinion has been sent.",
+        "download": "Download the report (PDF)",
         "due": "Due within a day|On time|Overdue",
     },
 }
@@ -146,6 +148,12 @@ async def test_the_specialist_accepts_views_two_records_drafts_and_sends(
             opinion = mine.page.get_by_text(str(OPINION["summary_for_patient"]))
             await expect(opinion).to_be_visible(timeout=60_000)
             await mine.axe("the patient's case, the report")
+            async with mine.page.expect_download() as downloading:
+                await mine.page.get_by_role("link", name=words["download"]).click()
+            download = await downloading.value
+            saved = tmp_path / f"report-{language}.pdf"
+            await download.save_as(saved)
+            assert saved.read_bytes().startswith(b"%PDF-"), "the report's PDF, downloaded"
             mine.assert_clean()
     except Exception:
         print(stack.tails())
