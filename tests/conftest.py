@@ -1,7 +1,7 @@
 """Fixtures shared by the suite. Integration tests talk to the real broker and store that
 `make test` starts (deploy/local/test.sh); their addresses and helpers live in tests/support."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from avis.shared.settings import CommonSettings
 from tests.support.basics import BOOTSTRAP, make_settings, unique
 from tests.support.stack import ServiceStack
-from tests.support.web import web_stack
+from tests.support.web import SharedWebStack
 
 # The properties are about values, never about speed: on a loaded machine one example can take
 # longer than Hypothesis' deadline (200 ms) or its generation look slow, and the run would fail
@@ -50,9 +50,20 @@ async def topic() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(scope="session")
-def web_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    """The five processes behind the pages, started once for every web and browser test (each
-    test works on cases and ids of its own)."""
-    with web_stack(tmp_path_factory.mktemp("web") / "logs") as running:
-        yield running
+# The five processes behind the pages, shared by the web and browser tests that run one after
+# another, and stopped after the last of them, so they never see other tests' events.
+WEB = SharedWebStack()
+
+
+@pytest.fixture
+def web_services(tmp_path_factory: pytest.TempPathFactory) -> ServiceStack:
+    """The web stack (started by the first test that asks for it; each test works on cases
+    and ids of its own)."""
+    return WEB.get(lambda: tmp_path_factory.mktemp("web") / "logs")
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the web stack after the last of a run of tests that use it."""
+    uses = "web_services" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "web_services" not in getattr(nextitem, "fixturenames", ())):
+        WEB.stop()

@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ CONSUMES = {
 @contextlib.contextmanager
 def web_stack(logs: Path) -> Iterator[ServiceStack]:
     """intake, review, reports, notify and web, each its own process and database, ready (the
-    web and browser tests share one: the `web_services` fixture)."""
+    web and browser tests that run one after another share one: `web_services`)."""
     suffix = uuid.uuid4().hex[:8]
     databases = {name: f"webtest_{name}_{suffix}" for name in (*SERVICES, "web")}
     stack = ServiceStack({}, logs, databases, services=(*SERVICES, "web"))
@@ -67,6 +67,26 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         with MongoClient(MONGO_URL) as mongo:
             for database in databases.values():
                 mongo.drop_database(database)
+
+
+class SharedWebStack:
+    """One web stack for a run of tests: started on first use, stopped when told."""
+
+    def __init__(self) -> None:
+        self._exit = contextlib.ExitStack()
+        self._stack: ServiceStack | None = None
+
+    def get(self, logs: Callable[[], Path]) -> ServiceStack:
+        """The running stack, started now if it is not."""
+        if self._stack is None:
+            self._stack = self._exit.enter_context(web_stack(logs()))
+        return self._stack
+
+    def stop(self) -> None:
+        """Stop the stack, if it runs."""
+        self._stack = None
+        self._exit.close()
+        self._exit = contextlib.ExitStack()
 
 
 def csrf_of(page: httpx.Response) -> str:
