@@ -125,13 +125,14 @@ class Feed:
                 await asyncio.sleep(retry.next_delay())
 
     async def stop(self) -> None:
-        """Stop reading."""
+        """Stop reading, within the shutdown grace: a broker already gone must not hold the
+        process (leaving the group would wait for it)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         with contextlib.suppress(Exception):
-            await self.broker.stop()
+            await asyncio.wait_for(self.broker.stop(), self.settings.shutdown_grace_seconds)
 
 
 @dataclass(frozen=True)
