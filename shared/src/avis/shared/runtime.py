@@ -41,6 +41,9 @@ from avis.shared.mongo import (
 )
 from avis.shared.observability import (
     DEPENDENCY_REACHABLE,
+    EVENTS_CONSUMED,
+    EVENTS_PUBLISHED,
+    HANDLER_SECONDS,
     HttpMetrics,
     configure_logging,
     configure_tracing,
@@ -101,6 +104,10 @@ class Runtime:
         self.service = settings.service_name
         # What the service publishes (payload types, or whole topics): its AsyncAPI `send`s.
         self.sends = tuple(sends)
+        for declared in self.sends:  # a series born at 1 is never counted by `rate()`: at 0
+            if not isinstance(declared, str):
+                ce_type = TYPE_OF[declared]
+                EVENTS_PUBLISHED.labels(self.service, EVENT_TYPES[ce_type][0], ce_type)
         # The topics it consumes; its AsyncAPI `receive`s are the types registered with `on`
         # (and every type of a topic consumed with `subscribe`).
         self.receives: tuple[str, ...] = ()
@@ -175,6 +182,8 @@ class Runtime:
             raise ValueError(f"{ce_type} already has a handler in {self.service}")
         self._handlers[ce_type] = handler
         topic = EVENT_TYPES[ce_type][0]
+        EVENTS_CONSUMED.labels(self.service, topic, ce_type, "applied")  # at 0 from the start
+        HANDLER_SECONDS.labels(self.service, topic)
         if topic not in self.receives:
             self._subscribe(topic, self._dispatch)
 

@@ -41,6 +41,8 @@ class EmailSender:
         self.keyring = keyring
         self.mailer = mailer
         self.settings = settings
+        for template in Template:  # each series at 0 from the start, so `rate()` sees the first
+            SEND_ATTEMPTS.labels("email", template.value, Outcome.SENT.value)
 
     async def waiting(self, item_id: str) -> SendDoc | None:
         """The send, while it is queued."""
