@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -76,16 +77,24 @@ async def skip_history(group_id: str, topics: Sequence[str]) -> None:
     The platform's topics are shared by every test; a fresh group would otherwise start by
     consuming all their history. Starting at the end, it sees what this test publishes.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
-        consumer.assign(tps)
-        await consumer.commit(dict(await consumer.end_offsets(tps)))
-    finally:
-        await consumer.stop()
+    # A broker just started may refuse the first commits of a group while its group
+    # coordinator loads (UnknownMemberId, CommitFailed): try again, a few times.
+    for attempt in range(10):
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
+            consumer.assign(tps)
+            await consumer.commit(dict(await consumer.end_offsets(tps)))
+            return
+        except KafkaError:
+            if attempt == 9:
+                raise
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(1.0)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
