@@ -350,13 +350,7 @@ async def upload(
     for file in chosen:
         data = await file.read()
         record = Upload(file.filename, file.content_type or "", data, record_kind)
-        try:
-            await web.platform.upload(token=token(session), case_id=case_id, upload=record)
-            session.notify("ok", "upload.done")
-        except Refused as exc:
-            if exc.status == 401:
-                raise
-            session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+        await tell(session, "upload.done", web.platform.upload, case_id=case_id, upload=record)
     return see(f"/cases/{case_id}")
 
 
@@ -387,14 +381,22 @@ async def withdraw(
 
 
 async def _act(session: Session, case_id: str, done: str, call: Any) -> Response:
+    await tell(session, f"case.{done}", call, case_id=case_id)
+    return see(f"/cases/{case_id}")
+
+
+async def tell(session: Session, done: str, call: Any, **arguments: Any) -> bool:
+    """Call a service with the person's token; say the outcome on the next page in plain words
+    (False: refused; a 401 signs the person in again)."""
     try:
-        await call(token=token(session), case_id=case_id)
-        session.notify("ok", f"case.{done}")
+        await call(token=token(session), **arguments)
     except Refused as exc:
         if exc.status == 401:
             raise
         session.notify("error", rules.problem_message(exc.status, exc.problem_type))
-    return see(f"/cases/{case_id}")
+        return False
+    session.notify("ok", done)
+    return True
 
 
 @router.get("/cases/{case_id}/report.pdf")

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from avis.shared.events import Language, Specialty
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
 from avis.web import rules
-from avis.web.api import CaseId, Checked, Pages, Person, see, token
+from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
 from avis.web.models import AssignmentView, QueuedCase
 from avis.web.service import Platform, Refused
 from avis.web.store import Session
@@ -134,13 +134,9 @@ async def assign(
     web: Pages, session: Coordinator, case_id: CaseId, reviewer_id: ReviewerId
 ) -> Response:
     """Give a waiting case to the reviewer chosen (review checks every rule but capacity)."""
-    try:
-        await web.platform.assign(token=token(session), case_id=case_id, reviewer_id=reviewer_id)
-        session.notify("ok", "board.assigned")
-    except Refused as exc:
-        if exc.status == 401:
-            raise
-        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+    await tell(
+        session, "board.assigned", web.platform.assign, case_id=case_id, reviewer_id=reviewer_id
+    )
     return see(f"/board/cases/{case_id}")
 
 

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from avis.shared.text import ID_PATTERN
-from avis.web import rules
-from avis.web.api import Checked, Pages, Person, see, token
+from avis.web.api import Checked, Pages, Person, see, tell, token
 from avis.web.board import replay_delivery
 from avis.web.service import Refused
 from avis.web.store import Session
@@ -98,13 +97,9 @@ async def unsubscribe(
     if confirm != "yes":
         session.notify("error", "partner.delete_unconfirmed")
         return see("/partner")
-    try:
-        await web.platform.unsubscribe(token=token(session), subscription_id=subscription_id)
-        session.notify("ok", "partner.deleted")
-    except Refused as exc:
-        if exc.status == 401:
-            raise
-        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+    await tell(
+        session, "partner.deleted", web.platform.unsubscribe, subscription_id=subscription_id
+    )
     return see("/partner")
 
 

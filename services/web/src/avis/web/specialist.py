@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from avis.shared.clock import now
 from avis.shared.text import ID_PATTERN
 from avis.web import rules
-from avis.web.api import Checked, Pages, Web, see, signed_in, token
+from avis.web.api import Checked, Pages, Web, see, signed_in, tell, token
 from avis.web.dicom import Unreadable, technical_facts
 from avis.web.middleware import CSP
 from avis.web.models import (
@@ -290,7 +290,7 @@ async def pdf_page(
 @router.post("/{assignment_id}/accept", dependencies=[Checked])
 async def accept(web: Pages, session: Reviewer, assignment_id: AssignmentId) -> Response:
     """Take the case on."""
-    await _tell(session, "review.accepted", web.platform.accept, assignment_id=assignment_id)
+    await tell(session, "review.accepted", web.platform.accept, assignment_id=assignment_id)
     return see(_home(assignment_id))
 
 
@@ -306,7 +306,7 @@ async def decline(
     if reason_code not in DECLINE_REASONS or not reason.strip():
         session.notify("error", "review.decline_incomplete")
         return see(_home(assignment_id))
-    done = await _tell(
+    done = await tell(
         session,
         "review.declined",
         web.platform.decline,
@@ -315,19 +315,6 @@ async def decline(
         reason=reason.strip()[:2000],
     )
     return see(router.prefix if done else _home(assignment_id))
-
-
-async def _tell(session: Session, done: str, call: Any, **arguments: Any) -> bool:
-    """Call a service; say the outcome on the next page in plain words."""
-    try:
-        await call(token=token(session), **arguments)
-    except Refused as exc:
-        if exc.status == 401:
-            raise
-        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
-        return False
-    session.notify("ok", done)
-    return True
 
 
 async def _opinion_form(request: Request) -> OpinionForm:
@@ -388,7 +375,7 @@ async def _send(
     if errors:
         drafts.put(person, assignment.case_id, form)
         return await _workspace(web, request, session, drafts, assignment, form=form, errors=errors)
-    done = await _tell(
+    done = await tell(
         session,
         "review.corrected" if correction else "review.sent",
         web.platform.send_opinion,

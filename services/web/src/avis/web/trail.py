@@ -7,9 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from avis.web import rules
-from avis.web.api import CaseId, Checked, Pages, Person, see, token
-from avis.web.service import Refused
+from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
 
 router = APIRouter(include_in_schema=False)
 # The actions and purposes intake records that the catalogues say in plain words (another is
@@ -53,11 +51,5 @@ async def request_erasure(
     if confirm != "yes":
         session.notify("error", "erasure.unconfirmed")
         return see(f"/cases/{case_id}")
-    try:
-        await web.platform.request_erasure(token=token(session), case_id=case_id)
-        session.notify("ok", "case.erasure_requested")
-    except Refused as exc:
-        if exc.status == 401:
-            raise
-        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+    await tell(session, "case.erasure_requested", web.platform.request_erasure, case_id=case_id)
     return see(f"/cases/{case_id}")
