@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -52,13 +55,25 @@ TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_STORE_ERRORS, KafkaError, R
 Handler = Callable[[Event, Any], Awaitable[None]]
 
 
+# One copy of a service owns every event of a case, whatever its topic. Every topic has the
+# same partitions and an event's key is its case, so a case is partition p of each topic; the
+# range assignor gives partition p of every topic to the same member when the members sort the
+# same way in each topic. A member's id starts with its client id, one per copy (a process),
+# shared by the copy's consumers of every topic. Without this, two copies could update one case
+# at once (its completion at one, its report at the other), and the store's read-modify-write
+# updates would lose one of the two. Round robin stays second, so a copy of the earlier kind
+# can share the group while a deployment rolls.
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+
+
 def make_broker(settings: CommonSettings) -> KafkaBroker:
-    """A broker whose producer waits for all in-sync replicas and is idempotent."""
+    """A broker whose producer waits for all in-sync replicas and is idempotent, with a client
+    id of its own copy (see `ASSIGNORS`)."""
     return KafkaBroker(
         settings.kafka_bootstrap,
         acks="all",
         enable_idempotence=True,
-        client_id=f"avis-{settings.service_name}",
+        client_id=f"avis-{settings.service_name}-{uuid.uuid4().hex[:12]}",
         middlewares=[KafkaTelemetryMiddleware()],
         request_timeout_ms=10000,
         graceful_timeout=settings.shutdown_grace_seconds,
@@ -162,6 +177,7 @@ class Messaging:
             decoder=raw_body,
             parser=tolerant_parse,
             max_workers=self.settings.consumer_workers,
+            partition_assignment_strategy=ASSIGNORS,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)
