@@ -287,3 +287,55 @@ async def test_sealed_field_crosses_kafka_opens_after_rotation_and_refuses_tampe
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def test_a_copy_publishes_another_copys_outbox_only_once_that_copy_is_gone(
+    settings: CommonSettings, topic: str
+) -> None:
+    producer = await started(settings)
+    try:
+        # The runtime's own presence: it lives; a copy that never claimed one is not known.
+        await eventually(producer.presence.holding)
+        assert await producer.alive(producer.holder) is True
+        assert await producer.alive("intake@elsewhere:1:0") is None
+
+        aggregates = producer.db["aggregates"]
+        event = withdrawn(topic)
+        writer = Relay("test", producer.messaging.send, producer.locks, writer="copy-a")
+        writer.watch(aggregates)
+        async with writer.publishing(aggregates, event.subject):
+            await aggregates.insert_one(new_with_events({"_id": event.subject}, [event]))
+        verdicts: dict[str, bool | None] = {"copy-a": True}
+        adopting = True
+
+        async def alive(copy: str) -> bool | None:
+            return verdicts.get(copy)
+
+        def another_copy() -> Relay:
+            """A copy just started: its first drain looks at every hint."""
+            relay = Relay(
+                "test",
+                producer.messaging.send,
+                producer.locks,
+                writer="copy-b",
+                alive=alive,
+                adopts=lambda: adopting,
+            )
+            relay.watch(aggregates)
+            return relay
+
+        assert await another_copy().drain() == 0, "its writer lives: its own relay publishes it"
+        verdicts["copy-a"] = None
+        assert await another_copy().drain() == 0, "a writer not known yet, a fresh hint: left"
+        verdicts["copy-a"] = False
+        adopting = False
+        assert await another_copy().drain() == 0, "gone, but this copy does not adopt"
+        adopting = True
+        assert await another_copy().drain() == 1, "gone: the adopting copy publishes it"
+        doc = await aggregates.find_one({"_id": event.subject})
+        assert doc is not None and doc["outbox_pending"] == 0 and doc["outbox"] == []
+        assert await producer.db[HINTS].count_documents({}) == 0
+        await producer.presence.release()
+        assert await producer.alive(producer.holder) is False, "released: gone"
+    finally:
+        await producer.stop()

@@ -111,6 +111,12 @@ def holder_id(service: str) -> str:
     return f"{service}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def presence_job(holder: str) -> str:
+    """The job of a copy's presence: a lease it holds for life, so other copies know whether
+    it still lives (expired or released: gone)."""
+    return f"copy:{holder}"
+
+
 def stamp(fence: int) -> Document:
     """The fields a fenced write sets on its document (`$set` them with the change)."""
     return {"fence": fence}

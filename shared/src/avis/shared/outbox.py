@@ -12,6 +12,15 @@ only. A writer names the aggregate before its write (`Relay.publishing`): a smal
 write and the publish, even of an instance that never comes back, is recovered by reading the
 hints (as many as there are pending aggregates), and the relay is woken with the id after the
 write. The hint goes once the aggregate's outbox is out.
+
+With several copies of a service, the lock is only in one process: a relay that publishes
+another copy's aggregate could `$pull` beside that copy's next write, and the store's
+read-modify-write update would lose one of the two. So a hint names its writer (the copy), and
+a relay takes another copy's hint only once that copy is gone (its presence, a lease it holds
+for life, expired or released), and only on the copy that holds the adoption lease; a live
+copy's hints, however old, are left to its own relay (which retries them itself). A hint whose
+writer is unknown (it named none, or its writer has not claimed its presence yet) is taken
+once it is older than `recover_seconds`, as before. docs/replicas.md says what is left.
 """
 
 import asyncio
@@ -54,6 +63,8 @@ def _hint_id(collection: str, aggregate_id: Any) -> str:
 
 # Hands an event to the producer; the returned awaitable completes on the broker's ack.
 Send = Callable[[Event], Awaitable[Awaitable[None]]]
+# Whether a copy (a writer) still lives: True, False (gone), None (not known).
+Alive = Callable[[str], Awaitable[bool | None]]
 
 
 class Relay:
@@ -68,8 +79,14 @@ class Relay:
         backoff_max: float = 10.0,
         batch: int = 100,
         recover_seconds: float = 30.0,
+        writer: str = "",
+        alive: Alive | None = None,
+        adopts: Callable[[], bool] = lambda: True,
     ) -> None:
         self.service = service
+        self.writer = writer  # this copy, named in its hints
+        self.alive = alive  # None: no copy is known alive, every hint goes by its age
+        self.adopts = adopts  # whether this copy takes the hints of copies that are gone
         self.send = send
         self.batch = batch
         self.locks = locks
@@ -102,7 +119,14 @@ class Relay:
         now = datetime.now(UTC)
         await collection.database[HINTS].update_one(
             {"_id": _hint_id(collection.name, aggregate_id)},
-            {"$set": {"collection": collection.name, "aggregate": aggregate_id, "at": now}},
+            {
+                "$set": {
+                    "collection": collection.name,
+                    "aggregate": aggregate_id,
+                    "at": now,
+                    "writer": self.writer,
+                }
+            },
             upsert=True,
         )
         yield
@@ -139,23 +163,41 @@ class Relay:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
     async def recover(self) -> int:
-        """Queue every aggregate a hint names (left by a crash, here or in another instance).
+        """Queue every aggregate a hint names that is this relay's to publish (left by a crash,
+        here or in a copy that is gone; see the module's docstring).
 
-        At start every hint counts; later only those older than `recover_seconds`, so a live
-        writer's fresh hint is left to its own relay. The hints are as many as the pending
-        aggregates, so reading them all costs what is pending, not what is stored.
+        Without knowledge of the copies (`alive` None), every hint counts at start and later
+        those older than `recover_seconds`. The hints are as many as the pending aggregates,
+        so reading them all costs what is pending, not what is stored.
         """
         found = 0
         first = self._recovered_at is None
         cutoff = datetime.now(UTC).timestamp() - self.recover_seconds
+        verdicts: dict[str, bool | None] = {}
         for collection in self.collections.values():
             hints = collection.database[HINTS]
             async for hint in hints.find({"collection": collection.name}):
-                if first or _aware(hint["at"]).timestamp() < cutoff:
+                old = _aware(hint["at"]).timestamp() < cutoff
+                if await self._ours(str(hint.get("writer") or ""), first, old, verdicts):
                     self._pending.setdefault(collection.name, set()).add(hint["aggregate"])
                     found += 1
         self._recovered_at = time.monotonic()
         return found
+
+    async def _ours(
+        self, writer: str, first: bool, old: bool, verdicts: dict[str, bool | None]
+    ) -> bool:
+        """Whether a hint of `writer` is this relay's to publish now."""
+        if self.alive is None or (writer and writer == self.writer):
+            return first or old
+        if not self.adopts():
+            return False
+        if writer and writer not in verdicts:
+            verdicts[writer] = await self.alive(writer)
+        verdict = verdicts.get(writer)
+        if verdict is None:
+            return old  # unknown: its writer may be starting; taken once it is old
+        return not verdict  # a live copy's own relay publishes it
 
     async def drain(self) -> int:
         """Publish the outboxes of the aggregates written since the last drain (and of every

@@ -27,10 +27,11 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from avis.shared.bodies import BodyLimits, bound_bodies
 from avis.shared.caching import NoStore
+from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
-from avis.shared.lease import LEASES, Lease, holder_id, singleton
+from avis.shared.lease import LEASES, Lease, holder_id, presence_job, singleton
 from avis.shared.mongo import (
     TRANSIENT_STORE_ERRORS,
     AggregateLocks,
@@ -119,6 +120,11 @@ class Runtime:
         self.broker = make_broker(settings)
         self.messaging = Messaging(settings, self.broker, self.db)
         self.locks = AggregateLocks()
+        self.holder = holder_id(self.service)
+        # This copy's presence (a lease held for life), and the lease of the copy that takes
+        # over the outboxes of copies that are gone (avis.shared.outbox).
+        self.presence = self.lease(presence_job(self.holder))
+        self.adoption = self.lease("outbox")
         self.relay = Relay(
             self.service,
             self.messaging.send,
@@ -126,6 +132,9 @@ class Runtime:
             poll_seconds=settings.relay_poll_seconds,
             backoff_max=settings.retry_backoff_max_seconds,
             batch=settings.relay_batch,
+            writer=self.holder,
+            alive=self.alive,
+            adopts=self.adoption.holding,
         )
         self.kafka_started = False
         self.store_initialised = False
@@ -133,7 +142,6 @@ class Runtime:
         self.store = Dependency("store", database=settings.database)
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
-        self.holder = holder_id(self.service)
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
 
@@ -154,6 +162,14 @@ class Runtime:
             ttl=self.settings.lease_ttl_seconds,
             skew=self.settings.lease_skew_seconds,
         )
+
+    async def alive(self, copy: str) -> bool | None:
+        """Whether another copy of this service lives: its presence's term has not expired
+        (None: it never claimed one)."""
+        _, term = await self.lease(presence_job(copy)).latest()
+        if term is None:
+            return None
+        return not term.expired(now(), self.settings.lease_skew_seconds)
 
     def singleton(self, name: str, work: Callable[[Lease], Coroutine[Any, Any, None]]) -> None:
         """Run `work` once connected, on one copy of the service at a time: the holder of the
@@ -232,6 +248,8 @@ class Runtime:
         log.info(
             "connected", bootstrap=self.settings.kafka_bootstrap, database=self.settings.database
         )
+        for lease in (self.presence, self.adoption):
+            self._tasks.append(asyncio.create_task(lease.hold(), name=f"lease-{lease.job}"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"))
         inbox = self.lease("inbox")
         self._tasks.append(
