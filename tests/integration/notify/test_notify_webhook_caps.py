@@ -114,3 +114,32 @@ async def test_a_dripping_endpoint_is_cut_at_the_deadline_and_retried(stack: Any
             assert delivery["status"] == "queued"
     finally:
         client.deadline = deadline
+
+
+async def test_writers_of_one_subscription_keep_each_others_fields(stack: Any) -> None:
+    """The partner's change and the worker's failure count, each read before the other wrote
+    (two copies at once): each writes only what it changed, so both stay."""
+    partner = partner_name()
+    made = await create(stack, partner, "/both")
+    assert made.status_code == 201
+    store = stack.notify.store
+    sub_id = made.json()["id"]
+    at_partner, at_worker = await store.subscription(sub_id), await store.subscription(sub_id)
+    assert at_partner is not None and at_worker is not None
+    partner_before = at_partner.model_copy(deep=True)
+    worker_before = at_worker.model_copy(deep=True)
+    at_partner.description = "changed by the partner"
+    at_worker.consecutive_failures = 3
+    await store.save_subscription(at_partner, partner_before)
+    await store.save_subscription(at_worker, worker_before)
+    await store.note_delivery(sub_id, "d-1", [])
+    both = await store.subscription(sub_id)
+    assert both is not None
+    assert (both.description, both.consecutive_failures, both.recent) == (
+        "changed by the partner",
+        3,
+        ["d-1"],
+    )
+    await store.note_delivery(sub_id, "d-2", ["d-1"])  # the oldest falls out
+    after = await store.subscription(sub_id)
+    assert after is not None and after.recent == ["d-2"]

@@ -87,3 +87,10 @@ def test_who_may_read() -> None:
 def test_the_schedule_reads_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AVIS_NOTIFY_RETRY_SCHEDULE", "1,2.5,10")
     assert Settings().retry_schedule == (1.0, 2.5, 10.0)
+
+
+def test_the_oldest_fall_out_of_a_subscriptions_latest_deliveries() -> None:
+    assert rules.fallen_out(["a", "b"], "c", keep=3) == []
+    assert rules.fallen_out(["a", "b", "c"], "d", keep=3) == ["a"]
+    assert rules.fallen_out(["a", "b", "c", "d"], "e", keep=3) == ["a", "b"]
+    assert rules.fallen_out(["a", "b", "c"], "c", keep=3) == []  # already there: nothing

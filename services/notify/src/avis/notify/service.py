@@ -275,8 +275,8 @@ class NotifyService:
             async with self.locks.hold(lock_key("subscription", sub.id)):
                 current = await self.store.subscription(sub.id)
                 if current is not None and delivery.id not in current.recent:
-                    current.recent = [*current.recent, delivery.id][-RECENT_DELIVERIES:]
-                    await self.store.save_subscription(current)
+                    drop = rules.fallen_out(current.recent, delivery.id, RECENT_DELIVERIES)
+                    await self.store.note_delivery(sub.id, delivery.id, drop)
             log.info("webhook queued", delivery_id=delivery.id, subscription_id=sub.id)
         return fresh
 
@@ -377,6 +377,7 @@ class NotifyService:
         url = await self._checked_url(change.url) if change.url is not None else None
         async with self.locks.hold(lock_key("subscription", subscription_id)):
             sub = await self._subscription(principal, subscription_id, manage=True)
+            before = sub.model_copy(deep=True)
             if url is not None:
                 sub.url = url
             if change.event_types is not None:
@@ -390,13 +391,14 @@ class NotifyService:
                 sub.enabled, sub.disabled_reason = False, "disabled by the partner"
                 sub.disabled_at = clock.now()
             sub.updated_at = clock.now()
-            await self.store.save_subscription(sub)
+            await self.store.save_subscription(sub, before)
         return sub.view(clock.now())
 
     async def rotate_secret(self, *, principal: Principal, subscription_id: str) -> SecretRotated:
         """A new secret, shown once; the previous one still signs for the grace period."""
         async with self.locks.hold(lock_key("subscription", subscription_id)):
             sub = await self._subscription(principal, subscription_id, manage=True)
+            before = sub.model_copy(deep=True)
             now = clock.now()
             until = now + timedelta(seconds=self.settings.webhook_secret_grace_seconds)
             kept = []
@@ -408,7 +410,7 @@ class NotifyService:
             secret, sealed = self._new_secret(sub.id, now)
             sub.secrets = [sealed, *kept]
             sub.updated_at = now
-            await self.store.save_subscription(sub)
+            await self.store.save_subscription(sub, before)
         return SecretRotated(secret=secret, previous_secrets_expire_at=until)
 
     async def unsubscribe(self, *, principal: Principal, subscription_id: str) -> None:

@@ -433,9 +433,36 @@ class Store:
         }
         return [found[i] for i in subscription_ids if i in found]
 
-    async def save_subscription(self, sub: SubscriptionDoc) -> None:
-        """Write the whole subscription."""
-        await self.subscriptions.update_one({"_id": sub.id}, _whole(sub), upsert=True)
+    async def save_subscription(
+        self, sub: SubscriptionDoc, before: SubscriptionDoc | None = None
+    ) -> None:
+        """Write the whole subscription, or with `before` (as it was read) only the fields
+        that changed since: its writers (the partner's requests at any copy, the webhook
+        worker, the copies that queue deliveries) then never write back each other's fields."""
+        update = _whole(sub)
+        if before is not None:
+            was = before.to_doc()
+            update = {
+                op: {k: v for k, v in fields.items() if k not in was or was[k] != v}
+                if op == "$set"
+                else {k: v for k, v in fields.items() if k in was}
+                for op, fields in update.items()
+            }
+            update = {op: fields for op, fields in update.items() if fields}
+            if not update:
+                return
+        await self.subscriptions.update_one({"_id": sub.id}, update, upsert=before is None)
+
+    async def note_delivery(self, subscription_id: str, delivery_id: str, drop: list[str]) -> None:
+        """Add a delivery to a subscription's latest, then drop the oldest that fell out (each
+        its own write: the store has no `$slice`)."""
+        await self.subscriptions.update_one(
+            {"_id": subscription_id}, {"$push": {"recent": delivery_id}}
+        )
+        for old in drop:
+            await self.subscriptions.update_one(
+                {"_id": subscription_id}, {"$pull": {"recent": old}}
+            )
 
     async def delete_subscription(self, subscription_id: str) -> None:
         """Remove a subscription."""

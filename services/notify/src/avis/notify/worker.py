@@ -185,6 +185,7 @@ class WebhookWorker:
             sub = await self.store.subscription(subscription_id)
             if sub is None:
                 return
+            before = sub.model_copy(deep=True)
             if ok:
                 if sub.consecutive_failures == 0:
                     return
@@ -205,7 +206,7 @@ class WebhookWorker:
                     SUBSCRIPTIONS_DISABLED.labels(sub.partner_id).inc()
                     log.warning("subscription disabled", subscription_id=sub.id)
             sub.updated_at = clock.now()
-            await self.store.save_subscription(sub)
+            await self.store.save_subscription(sub, before)
 
     def _live_secrets(self, sub: SubscriptionDoc, now: datetime) -> list[str]:
         """The secrets that sign now: the current one and any still in its grace period."""
