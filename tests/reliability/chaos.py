@@ -67,11 +67,11 @@ GROUP_TOPICS = {
     "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
 }
 # Each service's single-actor jobs (their leases); a kill of a copy takes their holder, in turn.
-LEASE_JOBS = {
-    "intake": ["inbox"],
-    "review": ["matcher", "overdue"],
-    "reports": ["parking"],
-    "notify": ["email", "webhook"],
+LEASE_JOBS = {  # "outbox": the copy that publishes the outboxes of copies that are gone
+    "intake": ["inbox", "outbox"],
+    "review": ["matcher", "overdue", "outbox"],
+    "reports": ["parking", "outbox"],
+    "notify": ["email", "webhook", "outbox"],
 }
 PRODUCES = {
     "intake": CASE_SUBMITTED,

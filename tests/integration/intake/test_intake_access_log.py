@@ -2,10 +2,13 @@
 a person, refusals included, in order, in plain words for the patient; a changed, removed (the
 last one included) or reordered entry is named by `verify`."""
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.bundle import Bundle
 
 from avis.shared.audit import AuditTrail, entry_id, verify_all
 
@@ -148,3 +151,39 @@ async def test_a_polled_status_is_one_access_a_clinical_read_each_time(intake: A
         ("patient", "case.read"),
     ]
     assert (await verify_all(intake.store.trail, [case_id])) == []
+
+
+async def test_coordinators_export_the_trail_as_fhir_audit_events(intake: Any) -> None:
+    patient, case_id, document_id = await filed(intake)
+    coordinator = intake.client(role="coordinator")
+    assert (await coordinator.get(f"/v1/cases/{case_id}/clinical", headers=REASON)).is_success
+    url = f"/v1/cases/{case_id}/access-log/fhir"
+    assert (await patient.get(url)).status_code == 403, "coordinators only"
+
+    first = await coordinator.get(url, params={"limit": 3})
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(first.json())  # valid FHIR R4B, every AuditEvent with it
+    assert bundle.type == "collection" and bundle.link is not None
+    rest = await coordinator.get(bundle.link[0].url)
+    assert rest.status_code == 200, rest.text
+    events = [
+        AuditEvent.model_validate(e["resource"])
+        for page in (first.json(), rest.json())
+        for e in page["entry"]
+    ]
+    assert [(e.subtype[0].code, e.action, e.outcome) for e in events] == [
+        ("case.create", "C", "0"),
+        ("document.add", "C", "0"),
+        ("case.submit", "U", "0"),
+        ("clinical.read", "R", "0"),
+    ]
+    assert "link" not in rest.json(), "the last page has no next"
+    read = events[3]
+    assert [c.code for c in read.purposeOfEvent[0].coding] == ["ETREAT", "break-glass"]
+    assert read.agent[0].type.coding[0].code == "coordinator" and read.agent[0].requestor
+    assert events[1].entity[1].what.identifier.value == document_id
+    # The chain goes along, and the stated reason, which may hold health data, does not.
+    hashes = [{d.type: d.valueString for d in e.entity[0].detail} for e in events]
+    assert all(h["prev"] == p["hash"] for p, h in itertools.pairwise(hashes))
+    assert "Checking" not in first.text + rest.text and "Marchal" not in first.text + rest.text

@@ -33,7 +33,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,6 +91,89 @@ class AuditEntry(Stored):
     reason: Sealed | None = None
     prev: str
     hash: str = ""
+
+    def fhir(self, observer: str) -> Document:
+        """This entry as a FHIR R4B `AuditEvent`, as `observer` (the service) recorded it.
+
+        Who is the caller's pseudonymous subject id and role; what, the case and, for a record,
+        its id; the chain's hashes go along, so a copy of the export can be checked against
+        the trail. A coordinator's stated reason stays out: it may hold health data.
+        """
+        entities: list[Document] = [
+            {
+                "what": {"identifier": {"system": "urn:avis:case", "value": self.case_id}},
+                "type": _coding(ENTITY_TYPES, "2", "System Object"),
+                "detail": [
+                    {"type": "hash", "valueString": self.hash},
+                    {"type": "prev", "valueString": self.prev},
+                ],
+            }
+        ]
+        if self.target is not None:
+            entities.append(
+                {"what": {"identifier": {"system": "urn:avis:record", "value": self.target}}}
+            )
+        purposes = [{"system": "urn:avis:purpose", "code": self.purpose}]
+        if self.purpose in ACT_REASONS:
+            purposes.insert(0, {"system": ACT_REASON, "code": ACT_REASONS[self.purpose]})
+        return {
+            "resourceType": "AuditEvent",
+            "id": f"{self.case_id}-{self.seq}",
+            "type": _coding(EVENT_TYPES, "rest", "RESTful Operation"),
+            "subtype": [{"system": "urn:avis:audit-action", "code": self.action}],
+            "action": fhir_action(self.action),
+            "recorded": self.at.isoformat(),
+            "outcome": "0" if self.outcome == "allowed" else "4",
+            "outcomeDesc": f"{self.outcome} ({self.status})",
+            "purposeOfEvent": [{"coding": purposes}],
+            "agent": [
+                {
+                    "type": {"coding": [{"system": "urn:avis:role", "code": self.role}]},
+                    "who": {"identifier": {"system": "urn:avis:subject", "value": self.actor}},
+                    "requestor": True,
+                }
+            ],
+            "source": {
+                "site": "avis",
+                "observer": {"display": observer},
+                "type": [_coding(SOURCE_TYPES, "4", "Application Server")],
+            },
+            "entity": entities,
+        }
+
+
+EVENT_TYPES = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+ENTITY_TYPES = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+SOURCE_TYPES = "http://terminology.hl7.org/CodeSystem/security-source-type"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+# Our purposes that HL7's purposes of use name too: a break-glass read is emergency treatment.
+ACT_REASONS = {"break-glass": "ETREAT", "assigned-review": "TREAT", "coordination": "HOPERAT"}
+
+
+def _coding(system: str, code: str, display: str) -> Document:
+    return {"system": system, "code": code, "display": display}
+
+
+def fhir_action(action: str) -> str:
+    """The FHIR action code of one of our actions: Create, Read, Update, Delete."""
+    verb = action.rsplit(".", 1)[-1]
+    return {"read": "R", "create": "C", "add": "C", "delete": "D"}.get(verb, "U")
+
+
+def fhir_bundle(entries: Sequence[AuditEntry], observer: str, next_url: str | None) -> Document:
+    """Entries as a FHIR R4B `collection` Bundle of `AuditEvent`s, with the next page's link."""
+    bundle: Document = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "entry": [
+            {"fullUrl": f"urn:avis:audit:{e.case_id}:{e.seq}", "resource": e.fhir(observer)}
+            for e in entries
+        ],
+    }
+    if next_url is not None:
+        bundle["link"] = [{"relation": "next", "url": next_url}]
+    return bundle
 
 
 class AuditHead(Stored):

@@ -5,6 +5,7 @@ case a caller may touch is the service's decision, and a case that is not the ca
 404, exactly like one that does not exist.
 """
 
+import json
 import re
 from typing import Annotated
 from urllib.parse import quote
@@ -53,6 +54,8 @@ Patient = Annotated[Principal, Depends(require_roles("patient"))]
 # role that never may) go in the case's access trail.
 ClinicalReader = Caller
 TrailReader = Annotated[Principal, Depends(require_roles("patient", "coordinator"))]
+Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
+FHIR_JSON = "application/fhir+json"
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
@@ -182,6 +185,35 @@ async def get_access_log(
     return await service.access_log(
         principal=principal, case_id=case_id, cursor=cursor, limit=limit
     )
+
+
+@router.get(
+    "/cases/{case_id}/access-log/fhir",
+    summary="Who looked at a case, as FHIR AuditEvents",
+    response_class=Response,
+    responses={
+        200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def export_access_log(
+    case_id: CaseId,
+    principal: Coordinator,
+    service: Service,
+    request: Request,
+    limit: Limit = 50,
+    cursor: After = None,
+) -> Response:
+    """The case's access trail for coordinators, as a FHIR R4B Bundle of `AuditEvent`s (oldest
+    first; the chain's hashes in each event's entity; no stated reason, which may hold health
+    data), with a `next` link while more remain."""
+    page = await service.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
+
+    def next_url(after: int) -> str:
+        return str(request.url.include_query_params(cursor=str(after), limit=limit))
+
+    body = json.dumps(page.fhir(limit, next_url), ensure_ascii=False, separators=(",", ":"))
+    return Response(body.encode(), media_type=FHIR_JSON)
 
 
 @router.post(

@@ -49,6 +49,7 @@ from avis.intake.store import (
     StoredEntry,
     StoredPatient,
     StoredPhysician,
+    TrailPage,
     list_key,
     trail_aad,
 )
@@ -320,12 +321,18 @@ class IntakeService:
         self, *, principal: Principal, case_id: str, cursor: str | None = None, limit: int
     ) -> AccessLog:
         """A page of a case's access trail, oldest first, for its patient and coordinators."""
+        page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
+        return page.view(principal, self.keyring, limit)
+
+    async def trail(
+        self, *, principal: Principal, case_id: str, cursor: str | None = None, limit: int
+    ) -> TrailPage:
+        """The stored entries behind `access_log` (and the coordinators' FHIR export)."""
         case = await self._case(case_id)
         if case is None or not rules.may_read_trail(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         after = int(cursor) if cursor is not None else 0  # a position (the API checks)
-        page = await self.store.trail_page(case_id, after, limit + 1)
-        return page.view(principal, self.keyring, limit)
+        return await self.store.trail_page(case_id, after, limit + 1)
 
     # creating
 

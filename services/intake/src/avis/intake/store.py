@@ -29,7 +29,7 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -67,7 +67,7 @@ from avis.intake.rules import (
     refblock_id,
     reviewer_access_lapsed,
 )
-from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail, fhir_bundle
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored
@@ -263,6 +263,13 @@ class TrailPage:
         items = [self._item(e, viewer, keyring) for e in self.entries[:limit]]
         after = self.entries[limit - 1].seq if len(self.entries) > limit else None
         return AccessLog(items=items, next_cursor=None if after is None else str(after))
+
+    def fhir(self, limit: int, next_url: Callable[[int], str]) -> Document:
+        """The page as a FHIR Bundle of `AuditEvent`s for coordinators (`next_url`: the next
+        page's address from its cursor)."""
+        after = self.entries[limit - 1].seq if len(self.entries) > limit else None
+        link = None if after is None else next_url(after)
+        return fhir_bundle(self.entries[:limit], "avis-intake", link)
 
     def _item(self, entry: AuditEntry, viewer: Principal, keyring: Keyring) -> AccessLogEntry:
         you = entry.actor == viewer.sub and entry.role == viewer.role
