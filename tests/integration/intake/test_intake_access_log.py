@@ -2,6 +2,7 @@
 a person, refusals included, in order, in plain words for the patient; a changed, removed (the
 last one included) or reordered entry is named by `verify`."""
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -187,3 +188,37 @@ async def test_coordinators_export_the_trail_as_fhir_audit_events(intake: Any) -
     hashes = [{d.type: d.valueString for d in e.entity[0].detail} for e in events]
     assert all(h["prev"] == p["hash"] for p, h in itertools.pairwise(hashes))
     assert "Checking" not in first.text + rest.text and "Marchal" not in first.text + rest.text
+
+
+async def test_pruning_leaves_a_signed_checkpoint_that_verify_proves(intake: Any) -> None:
+    patient, case_id, _ = await filed(intake)
+    for _ in range(2):  # two reads a second apart: two entries
+        assert (await patient.get(f"/v1/cases/{case_id}/clinical")).is_success
+        await asyncio.sleep(1.1)
+    trail: AuditTrail = intake.store.trail
+    keyring = intake.service.keyring
+    third = await trail.trail.find_one({"_id": entry_id(case_id, 3)})
+    assert third is not None
+
+    assert await trail.prune(case_id, third["at"], keyring) == 2  # the draft and the upload
+    assert await trail.trail.find_one({"_id": entry_id(case_id, 1)}) is None
+    mark = await trail.checkpoint(case_id)
+    assert mark is not None and mark.seq == 2
+    assert await trail.verify(case_id, keyring) is None, "what remains is proved"
+    assert await trail.prune(case_id, third["at"], keyring) == 0, "nothing more is older"
+    log = (await patient.get(f"/v1/cases/{case_id}/access-log")).json()["items"]
+    assert [e["seq"] for e in log][:3] == [3, 4, 5]
+
+    # A checkpoint moved forward to hide entry 3, without the key: named.
+    hidden = {"seq": 3, "hash": third["hash"]}
+    await trail.checkpoints.update_one({"_id": case_id}, {"$set": hidden})
+    broken = await trail.verify(case_id, keyring)
+    assert broken is not None and (broken.seq, broken.kind) == (3, "changed")
+    await trail.checkpoints.update_one({"_id": case_id}, {"$set": {"seq": 2, "hash": mark.hash}})
+    assert await trail.verify(case_id, keyring) is None
+
+    # Pruning stops at an entry that does not hold: nothing is pruned past a break.
+    await trail.trail.update_one({"_id": entry_id(case_id, 4)}, {"$set": {"role": "reviewer"}})
+    assert await trail.prune(case_id, datetime.now(UTC), keyring) == 1  # entry 3 only
+    broken = await trail.verify(case_id, keyring)
+    assert broken is not None and (broken.seq, broken.kind) == (4, "changed")

@@ -21,6 +21,14 @@ Within the store contract (DESIGN.md section 4):
 
 `verify` walks a case's entries by `_id` and names the first break. Verifying every case reads
 all head documents: a scan, acceptable in this offline command only, never on a hot path.
+
+The trail is kept a year (`avis-audit prune --days 365`, from a scheduler): the CNIL's
+recommendation on access logs (2021) is six months to a year, and a year lets a patient see every
+access around a case's whole course, follow-ups included. Pruning removes a prefix of a case's
+chain, after checking it, and leaves a checkpoint (`audit_checkpoints`, `_id` = case id): the
+seq and hash of the last entry removed, signed with a key derived from the sealing keys (HMAC).
+`verify` checks the signature, then the chain from the checkpoint on, so what remains is still
+proved; a checkpoint moved forward without the key, to hide entries, does not verify.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import hmac
 import json
 import os
 import sys
@@ -41,10 +50,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.shared.mongo import Document, Stored, connect
-from avis.shared.sealing import Sealed
+from avis.shared.sealing import Keyring, Sealed
 
 TRAIL = "audit_trail"
 HEADS = "audit_heads"
+CHECKPOINTS = "audit_checkpoints"
+CHECKPOINT_PURPOSE = "avis-audit-checkpoint"
 GENESIS = "0" * 64
 SEQ_DIGITS = 10
 # How many entries one `$in` on `_id` asks for.
@@ -200,6 +211,35 @@ class AuditHead(Stored):
         return same and self.at is not None and timedelta(0) <= at - self.at < within
 
 
+class Checkpoint(Stored):
+    """Where a pruned chain goes on: its last removed entry's seq and hash, signed."""
+
+    id: str = Field(alias="_id")
+    seq: int
+    hash: str
+    at: datetime
+    kid: str
+    mac: str
+
+    @classmethod
+    def signed(cls, last: AuditEntry, at: datetime, keyring: Keyring) -> Checkpoint:
+        """The checkpoint after `last`, signed with the keyring's current key."""
+        kid, key = keyring.derive(CHECKPOINT_PURPOSE)
+        mac = _mac(key, last.case_id, last.seq, last.hash)
+        return cls(id=last.case_id, seq=last.seq, hash=last.hash, at=at, kid=kid, mac=mac)
+
+    def holds(self, keyring: Keyring | None) -> bool:
+        """Whether its signature is right (False without the key it was signed with)."""
+        if keyring is None or self.kid not in keyring.kids:
+            return False
+        _, key = keyring.derive(CHECKPOINT_PURPOSE, self.kid)
+        return hmac.compare_digest(self.mac, _mac(key, self.id, self.seq, self.hash))
+
+
+def _mac(key: bytes, case_id: str, seq: int, hash_: str) -> str:
+    return hmac.new(key, f"{case_id}:{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
+
+
 def canonical(entry: AuditEntry) -> bytes:
     """The bytes an entry's hash covers: every field but the hash and the `_id` (its case and
     seq are covered: an entry moved to another `_id` is a reorder, not a change), as sorted
@@ -235,12 +275,19 @@ class Break:
         return f"case {self.case_id}: entry {self.seq} {self.kind} ({self.detail})"
 
 
-def find_break(case_id: str, found: Mapping[int, AuditEntry], head: int) -> Break | None:
+def find_break(
+    case_id: str,
+    found: Mapping[int, AuditEntry],
+    head: int,
+    *,
+    after: int = 0,
+    prev: str = GENESIS,
+) -> Break | None:
     """The first break of a case's chain: `found` maps positions to the entries stored there,
-    `head` is the number of entries the head document counts."""
+    `head` is the number of entries the head document counts; with a checkpoint, the chain
+    goes on `after` its seq from its hash `prev`."""
     last = max([head, *found])
-    prev = GENESIS
-    for seq in range(1, last + 1):
+    for seq in range(after + 1, last + 1):
         entry = found.get(seq)
         if entry is None:
             return Break(case_id, seq, "removed", f"no entry {seq} of {last}")
@@ -260,11 +307,17 @@ class AuditTrail:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.trail = db[TRAIL]
         self.heads = db[HEADS]
+        self.checkpoints = db[CHECKPOINTS]
 
     async def head(self, case_id: str) -> AuditHead | None:
         """A case's head document (None: no entry yet)."""
         doc = await self.heads.find_one({"_id": case_id})
         return AuditHead.model_validate(doc) if doc else None
+
+    async def checkpoint(self, case_id: str) -> Checkpoint | None:
+        """Where a case's pruned chain goes on (None: never pruned)."""
+        doc = await self.checkpoints.find_one({"_id": case_id})
+        return Checkpoint.model_validate(doc) if doc else None
 
     async def _entry(self, case_id: str, seq: int) -> AuditEntry | None:
         doc = await self.trail.find_one({"_id": entry_id(case_id, seq)})
@@ -318,22 +371,56 @@ class AuditTrail:
         and the last position the head counts."""
         head = await self.head(case_id)
         last = head.seq if head else 0
+        mark = await self.checkpoint(case_id) if head else None
+        after = max(after, mark.seq if mark else 0)  # a pruned prefix is not paged through
         seqs = list(range(after + 1, min(last, after + limit) + 1))
         found = await self._batch(case_id, seqs)
         return [found[s] for s in seqs if s in found], last
 
-    async def verify(self, case_id: str) -> Break | None:
-        """The first break of a case's chain, or None when every entry is in place."""
+    async def verify(self, case_id: str, keyring: Keyring | None = None) -> Break | None:
+        """The first break of a case's chain, or None when every entry is in place (from its
+        checkpoint on, whose signature `keyring` checks)."""
         head = await self.head(case_id)
         last = head.seq if head else 0
+        after, prev = 0, GENESIS
+        mark = await self.checkpoint(case_id)
+        if mark is not None:
+            if not mark.holds(keyring):
+                return Break(
+                    case_id, mark.seq, "changed", "its checkpoint's signature does not hold"
+                )
+            after, prev = mark.seq, mark.hash
         found: dict[int, AuditEntry] = {}
-        for start in range(1, last + 1, BATCH):
+        for start in range(after + 1, last + 1, BATCH):
             found |= await self._batch(case_id, range(start, min(last, start + BATCH - 1) + 1))
-        seq = last
+        seq = max(last, after)
         while (beyond := await self._entry(case_id, seq + 1)) is not None:  # a lagging head
             seq += 1
             found[seq] = beyond
-        return find_break(case_id, found, last)
+        found = {s: e for s, e in found.items() if s > after}  # left by a pruning cut short
+        return find_break(case_id, found, last, after=after, prev=prev)
+
+    async def prune(self, case_id: str, before: datetime, keyring: Keyring) -> int:
+        """Remove a case's entries recorded before `before`, oldest first, checked on the way
+        (a break stops it: nothing is pruned past what does not hold); returns how many. The
+        signed checkpoint is written before any entry goes, so a pruning cut short leaves
+        entries it already covers, which `verify` and the pages pass over."""
+        mark = await self.checkpoint(case_id)
+        seq, prev = (mark.seq, mark.hash) if mark else (0, GENESIS)
+        gone: list[AuditEntry] = []
+        while (entry := await self._entry(case_id, seq + 1)) is not None and entry.at < before:
+            if digest(entry) != entry.hash or entry.prev != prev:
+                break
+            gone.append(entry)
+            seq, prev = entry.seq, entry.hash
+        if not gone:
+            return 0
+        at = datetime.now(UTC)
+        written = Checkpoint.signed(gone[-1], at, keyring).to_doc()
+        await self.checkpoints.replace_one({"_id": case_id}, written, upsert=True)
+        for entry in gone:
+            await self.trail.delete_one({"_id": entry.id})
+        return len(gone)
 
     async def cases(self) -> AsyncIterator[str]:
         """Every case with a trail (reads all head documents: for the offline `verify` only)."""
@@ -341,22 +428,36 @@ class AuditTrail:
             yield str(doc["_id"])
 
 
-async def verify_all(trail: AuditTrail, case_ids: Sequence[str] = ()) -> list[Break]:
+async def verify_all(
+    trail: AuditTrail, case_ids: Sequence[str] = (), keyring: Keyring | None = None
+) -> list[Break]:
     """The breaks of the given cases' chains (none given: every case's)."""
     breaks: list[Break] = []
     ids = list(case_ids) or [case_id async for case_id in trail.cases()]
     for case_id in ids:
-        found = await trail.verify(case_id)
+        found = await trail.verify(case_id, keyring)
         if found is not None:
             breaks.append(found)
     return breaks
 
 
-async def _verify_main(url: str, database: str, case_ids: Sequence[str]) -> int:
+async def prune_all(trail: AuditTrail, before: datetime, keyring: Keyring) -> int:
+    """Prune every case's trail of what was recorded before `before`; how many entries went."""
+    return sum([await trail.prune(case_id, before, keyring) async for case_id in trail.cases()])
+
+
+async def _main(args: argparse.Namespace, keyring: Keyring | None) -> int:
+    url = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27017")
+    database = args.database or os.environ.get("AVIS_MONGO_DATABASE") or f"avis_{args.service}"
     client = connect(url)
     try:
         trail = AuditTrail(client[database])
-        breaks = await verify_all(trail, case_ids)
+        if args.command == "prune":
+            assert keyring is not None
+            before = datetime.now(UTC) - timedelta(days=args.days)
+            print(f"{await prune_all(trail, before, keyring)} entries older than {before:%Y-%m-%d}")
+            return 0
+        breaks = await verify_all(trail, args.case, keyring)
     finally:
         await client.close()
     for found in breaks:
@@ -366,17 +467,24 @@ async def _verify_main(url: str, database: str, case_ids: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`avis-audit verify --service intake [--case ID ...]`: check the trails' hash chains."""
+    """`avis-audit verify --service intake [--case ID ...]`: check the trails' hash chains;
+    `avis-audit prune --service intake [--days 365]`: remove what is older, leaving signed
+    checkpoints. Both read the store of `AVIS_MONGO_URL` and the keys of `AVIS_SEALING_KEYS`."""
     parser = argparse.ArgumentParser(prog="avis-audit", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="name the first break of each case's chain")
-    verify.add_argument("--service", required=True, help="whose store: intake, review, ...")
     verify.add_argument("--case", action="append", default=[], help="only this case (repeat)")
-    verify.add_argument("--database", default="", help="the database (default avis_<service>)")
+    prune = commands.add_parser("prune", help="remove entries older than the retention")
+    prune.add_argument("--days", type=int, default=365, help="kept this many days (365)")
+    for command in (verify, prune):
+        command.add_argument("--service", required=True, help="whose store: intake, review, ...")
+        command.add_argument("--database", default="", help="the database (avis_<service>)")
     args = parser.parse_args(argv)
-    url = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27017")
-    database = args.database or os.environ.get("AVIS_MONGO_DATABASE") or f"avis_{args.service}"
-    return asyncio.run(_verify_main(url, database, args.case))
+    keys = os.environ.get("AVIS_SEALING_KEYS", "")
+    keyring = Keyring.parse(keys) if keys else None
+    if keyring is None and args.command == "prune":
+        parser.error("prune signs its checkpoints: set AVIS_SEALING_KEYS")
+    return asyncio.run(_main(args, keyring))
 
 
 if __name__ == "__main__":
