@@ -28,6 +28,7 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ from avis.intake.rules import (
     refblock_id,
     reviewer_access_lapsed,
 )
-from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail, entry_id
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored
@@ -511,8 +512,9 @@ class Store:
 
         Each entry is read by `_id`, then its case by `_id`, and kept if the case is (still)
         in the scope: an entry written before a case that never came, or a reviewer since
-        replaced, is skipped. At most LIST_SCAN_BUDGET entries are looked at per call, so a
-        rare status costs a few short pages, never a read of everything.
+        replaced, is skipped. The entries are read a batch at a time (as many as the page still
+        lacks, each with its case, all together); at most LIST_SCAN_BUDGET entries are looked
+        at per call, so a rare status costs a few short pages, never a read of everything.
         """
         key = list_key(scope.field, scope.value)
         start = await self.list_last(key) if before is None else before - 1
@@ -523,21 +525,27 @@ class Store:
         position = start
         stop = max(0, start - LIST_SCAN_BUDGET)
         while position > stop and len(rows) < limit:
-            entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
-            position -= 1
-            if entry is None or entry["case_id"] in seen:
-                continue
-            seen.add(entry["case_id"])
-            doc = await self.cases.find_one({"_id": entry["case_id"]}, ROW)
-            if doc is None:
-                continue
-            if scope.field is not None and doc.get(scope.field) != scope.value:
-                continue
-            if statuses is not None and doc["status"] not in statuses:
-                continue
-            rows.append(CaseRow.model_validate(doc))
-            positions.append(position + 1)
+            batch = range(position, max(stop, position - max(limit - len(rows), 1)), -1)
+            position = batch[-1] - 1
+            for at, doc in await asyncio.gather(*(self._listed(key, p) for p in batch)):
+                if doc is None or doc["_id"] in seen or len(rows) == limit:
+                    continue
+                seen.add(doc["_id"])
+                if scope.field is not None and doc.get(scope.field) != scope.value:
+                    continue
+                if statuses is not None and doc["status"] not in statuses:
+                    continue
+                rows.append(CaseRow.model_validate(doc))
+                positions.append(at)
         return ListedPage(rows, positions, position if position > 0 else None)
+
+    async def _listed(self, key: str, position: int) -> tuple[int, Document | None]:
+        """A list's entry at `position` and the row of the case it names (None: either is
+        missing)."""
+        entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
+        if entry is None:
+            return position, None
+        return position, await self.cases.find_one({"_id": entry["case_id"]}, ROW)
 
     async def submit(
         self,
@@ -695,9 +703,16 @@ class Store:
         return await self.trail.append(case_id, record, at, fold=fold)
 
     async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
-        """Up to `limit` entries of a case's access trail after position `after`."""
-        entries, last = await self.trail.page(case_id, after=after, limit=limit)
-        return TrailPage(case_id, entries, last)
+        """Up to `limit` entries of a case's access trail after position `after`: the head, then
+        each entry by its `_id`, read together (an `$in`, even on `_id`, reads the whole trail
+        of every case in this store)."""
+        head = await self.trail.head(case_id)
+        last = head.seq if head else 0
+        seqs = range(after + 1, min(last, after + limit) + 1)
+        found = await asyncio.gather(
+            *(self.trail.trail.find_one({"_id": entry_id(case_id, seq)}) for seq in seqs)
+        )
+        return TrailPage(case_id, [AuditEntry.model_validate(d) for d in found if d], last)
 
     async def case_exists(self, case_id: str) -> bool:
         """Whether a case is stored (read by `_id`, nothing else)."""
