@@ -28,6 +28,7 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -518,8 +519,9 @@ class Store:
 
         Each entry is read by `_id`, then its case by `_id`, and kept if the case is (still)
         in the scope: an entry written before a case that never came, or a reviewer since
-        replaced, is skipped. At most LIST_SCAN_BUDGET entries are looked at per call, so a
-        rare status costs a few short pages, never a read of everything.
+        replaced, is skipped. The entries are read a batch at a time (as many as the page still
+        lacks, each with its case, all together); at most LIST_SCAN_BUDGET entries are looked
+        at per call, so a rare status costs a few short pages, never a read of everything.
         """
         key = list_key(scope.field, scope.value)
         start = await self.list_last(key) if before is None else before - 1
@@ -530,21 +532,27 @@ class Store:
         position = start
         stop = max(0, start - LIST_SCAN_BUDGET)
         while position > stop and len(rows) < limit:
-            entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
-            position -= 1
-            if entry is None or entry["case_id"] in seen:
-                continue
-            seen.add(entry["case_id"])
-            doc = await self.cases.find_one({"_id": entry["case_id"]}, ROW)
-            if doc is None:
-                continue
-            if scope.field is not None and doc.get(scope.field) != scope.value:
-                continue
-            if statuses is not None and doc["status"] not in statuses:
-                continue
-            rows.append(CaseRow.model_validate(doc))
-            positions.append(position + 1)
+            batch = range(position, max(stop, position - max(limit - len(rows), 1)), -1)
+            position = batch[-1] - 1
+            for at, doc in await asyncio.gather(*(self._listed(key, p) for p in batch)):
+                if doc is None or doc["_id"] in seen or len(rows) == limit:
+                    continue
+                seen.add(doc["_id"])
+                if scope.field is not None and doc.get(scope.field) != scope.value:
+                    continue
+                if statuses is not None and doc["status"] not in statuses:
+                    continue
+                rows.append(CaseRow.model_validate(doc))
+                positions.append(at)
         return ListedPage(rows, positions, position if position > 0 else None)
+
+    async def _listed(self, key: str, position: int) -> tuple[int, Document | None]:
+        """A list's entry at `position` and the row of the case it names (None: either is
+        missing)."""
+        entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
+        if entry is None:
+            return position, None
+        return position, await self.cases.find_one({"_id": entry["case_id"]}, ROW)
 
     async def submit(
         self,

@@ -46,7 +46,16 @@ from avis.review.models import (
     ReviewerPage,
     ReviewerPatch,
 )
-from avis.review.store import AssignmentDoc, CaseDoc, Decline, OpinionEntry, ReviewerDoc, Store
+from avis.review.store import (
+    LISTED,
+    LISTED_FOR_REVIEWER,
+    AssignmentDoc,
+    CaseDoc,
+    Decline,
+    OpinionEntry,
+    ReviewerDoc,
+    Store,
+)
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.events import (
@@ -240,6 +249,7 @@ class ReviewService:
             overdue_at=None if overdue is None else (overdue, at),
             after=cursor,
             limit=limit + 1,
+            projection=LISTED if coordinator else LISTED_FOR_REVIEWER,
         )
         if overdue:
             OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at=at))
@@ -435,8 +445,10 @@ class ReviewService:
         directory and the open work, not every assignment ever made. An ended one still listed
         (a stop between its end and its release) is released on the way."""
         work = []
-        for reviewer in await self.store.all_reviewers():
-            for doc in await self.store.open_assignments(reviewer):
+        reviewers = await self.store.all_reviewers()
+        listed = await asyncio.gather(*(self.store.open_assignments(r) for r in reviewers))
+        for reviewer, docs in zip(reviewers, listed, strict=True):
+            for doc in docs:
                 if doc.status not in ACTIVE:
                     async with self.matcher.deciding():
                         await self.matcher.release(reviewer.id, doc.id)

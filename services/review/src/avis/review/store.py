@@ -25,6 +25,7 @@ Writers hold the aggregate's lock around every write (the store does not seriali
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Sequence
@@ -62,6 +63,10 @@ from avis.shared.outbox import new_with_events, with_events
 log = structlog.get_logger("avis.review.store")
 
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
+# What a list of assignments shows: no outbox, no opinion texts (a list shows the version),
+# and for a reviewer's own list no matching rationale either (coordinators' alone).
+LISTED = WITHOUT_OUTBOX | {"opinions": 0}
+LISTED_FOR_REVIEWER = LISTED | {"rationale": 0}
 # One create_index call per index: FerretDB mishandles several specs in one createIndexes.
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     "reviewers": [[("specialties", ASCENDING)], [("active", ASCENDING)]],
@@ -457,7 +462,7 @@ class Store:
         """Every case in a status (matching or waiting), in queue order: the ids its keyed
         index document lists, each read by `_id` and checked."""
         name = WAITING_KEY if status == CaseStatus.WAITING else MATCHING_KEY
-        found = [await self.case(case_id) for case_id in await self.key_ids(name)]
+        found = await asyncio.gather(*(self.case(c) for c in await self.key_ids(name)))
         cases = [c for c in found if c is not None and c.status == status]
         return sorted(cases, key=lambda c: c.queue_key or "")
 
@@ -481,10 +486,18 @@ class Store:
 
     # assignments
 
-    async def assignment(self, assignment_id: str) -> AssignmentDoc | None:
-        """One assignment, without its outbox."""
-        doc = await self.assignments.find_one({"_id": assignment_id}, WITHOUT_OUTBOX)
+    async def assignment(
+        self, assignment_id: str, projection: dict[str, int] = WITHOUT_OUTBOX
+    ) -> AssignmentDoc | None:
+        """One assignment, without its outbox (and without what `projection` leaves out)."""
+        doc = await self.assignments.find_one({"_id": assignment_id}, projection)
         return AssignmentDoc.model_validate(doc) if doc else None
+
+    async def listed(
+        self, assignment_ids: Sequence[str], projection: dict[str, int] = LISTED
+    ) -> list[AssignmentDoc | None]:
+        """Assignments as a list shows them, each read by `_id`, all at once (None: not there)."""
+        return list(await asyncio.gather(*(self.assignment(a, projection) for a in assignment_ids)))
 
     async def assignments_of(self, case_id: str, known_round: int = 0) -> list[AssignmentDoc]:
         """Every round of a case, first round first: each read by its derived `_id`, up to
@@ -502,13 +515,11 @@ class Store:
 
     async def declined_by(self, cases: list[CaseDoc]) -> dict[str, list[str]]:
         """Who declined each of these cases, first round first."""
-        declined: dict[str, list[str]] = {}
-        for case in cases:
-            rounds = await self.assignments_of(case.id, case.round)
-            declined[case.id] = [
-                r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED
-            ]
-        return declined
+        found = await asyncio.gather(*(self.assignments_of(c.id, c.round) for c in cases))
+        return {
+            case.id: [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
+            for case, rounds in zip(cases, found, strict=True)
+        }
 
     async def assignments_page(
         self,
@@ -519,6 +530,7 @@ class Store:
         overdue_at: tuple[bool, datetime] | None,
         after: str | None,
         limit: int,
+        projection: dict[str, int] = LISTED,
     ) -> tuple[list[AssignmentDoc], str | None]:
         """Up to `limit` assignments matching the filters, soonest due first, after `after`,
         and where to go on when the page stopped short of `limit` at its budget (else None).
@@ -526,7 +538,9 @@ class Store:
         `overdue_at` is `(True, at)` for those past due at `at` and not answered, `(False, at)`
         for the others. Three ways in, all by `_id`: a case's rounds; the open assignments
         the reviewers' documents list (what is assigned, accepted or overdue); otherwise the
-        day buckets of due dates (`due:<scope>:<day>`), walked from the soonest day.
+        day buckets of due dates (`due:<scope>:<day>`), walked from the soonest day. The
+        assignments are read together (a batch at a time from the buckets), as `projection`
+        shows them.
         """
 
         def keep(doc: AssignmentDoc) -> bool:
@@ -552,33 +566,11 @@ class Store:
                 reviewers = [one] if one is not None else []
             else:
                 reviewers = await self.all_reviewers()
-            found = [a for r in reviewers for a in await self.open_assignments(r)]
+            ids = [a for r in reviewers for a in r.open_assignments]
+            found = [a for a in await self.listed(ids, projection) if a is not None]
             return sorted(filter(keep, found), key=lambda d: d.sort_key)[:limit], None
-        return await self._due_page(due_scope(reviewer_id), keep, after, limit)
-
-    async def _due_page(
-        self, scope: str, keep: Callable[[AssignmentDoc], bool], after: str | None, limit: int
-    ) -> tuple[list[AssignmentDoc], str | None]:
-        """A page from the day buckets of a scope, at most DUE_SCAN_BUDGET entries looked at."""
-        found: list[AssignmentDoc] = []
-        looked = 0
-        for day in sorted(await self.key_ids(f"due:{scope}:days")):
-            if after is not None and day < after[:10]:
-                continue
-            for key in sorted(await self.key_ids(f"due:{scope}:{day}")):
-                if after is not None and key <= after:
-                    continue
-                if looked >= DUE_SCAN_BUDGET:
-                    return found, after
-                looked += 1
-                after = key
-                doc = await self.assignment(key.split("|", 1)[1])
-                # An entry whose round never came, or came from another attempt, is skipped.
-                if doc is not None and doc.sort_key == key and keep(doc):
-                    found.append(doc)
-                    if len(found) == limit:
-                        return found, None
-        return found, None
+        due = _DueWalk(self, due_scope(reviewer_id), keep, projection)
+        return await due.page(after, limit)
 
     async def file_due_many(self, sort_keys: dict[str, list[str]]) -> None:
         """File many rounds at once (reviewer id -> their sort keys): for loading data in
@@ -613,7 +605,7 @@ class Store:
 
     async def open_assignments(self, reviewer: ReviewerDoc) -> list[AssignmentDoc]:
         """A reviewer's open assignments as its document lists them, each read by `_id`."""
-        found = [await self.assignment(aid) for aid in reviewer.open_assignments]
+        found = await self.listed(reviewer.open_assignments)
         return [a for a in found if a is not None]
 
     async def insert_assignment(self, assignment: AssignmentDoc, events: Sequence[Event]) -> None:
@@ -661,6 +653,47 @@ class Store:
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
+
+
+@dataclass(frozen=True)
+class _DueWalk:
+    """A page from the day buckets of a scope, soonest due first: at most DUE_SCAN_BUDGET
+    entries looked at, their assignments read a batch at a time (as many as the page still
+    lacks, read together)."""
+
+    store: Store
+    scope: str
+    keep: Callable[[AssignmentDoc], bool]
+    projection: dict[str, int]
+
+    async def page(self, after: str | None, limit: int) -> tuple[list[AssignmentDoc], str | None]:
+        """Up to `limit` kept assignments after the sort key `after`, and where to go on when
+        the budget ran out first (else None)."""
+        found: list[AssignmentDoc] = []
+        looked = 0
+        for day in sorted(await self.store.key_ids(f"due:{self.scope}:days")):
+            if after is not None and day < after[:10]:
+                continue
+            keys = sorted(await self.store.key_ids(f"due:{self.scope}:{day}"))
+            keys = [key for key in keys if after is None or key > after]
+            while keys:
+                if looked >= DUE_SCAN_BUDGET:
+                    return found, after
+                size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
+                batch, keys = keys[:size], keys[size:]
+                looked += len(batch)
+                ids = [key.split("|", 1)[1] for key in batch]
+                docs = await self.store.listed(ids, self.projection)
+                for key, doc in zip(batch, docs, strict=True):
+                    after = key
+                    # An entry whose round never came, or came from another attempt, is skipped.
+                    if doc is not None and doc.sort_key == key and self.keep(doc):
+                        found.append(doc)
+                        if len(found) == limit:
+                            return found, None
+        return found, None
+
+
 MATCHING_KEY = "matching"
 
 

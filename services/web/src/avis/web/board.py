@@ -25,6 +25,9 @@ CASE_STATUSES = ("draft", "submitted", "assigned", "in_review", "report_ready", 
 ASSIGNMENT_STATUSES = ("assigned", "accepted", "declined", "completed", "cancelled")
 # A case may wait in review's queue while intake shows it submitted, or assigned (declined).
 WAITABLE = ("submitted", "assigned")
+# The board's first page of assignments and of cases: each row is a read of the services'
+# store, and the board is an overview (the lists behind it are paged).
+BOARD_ROWS = 20
 QUEUE_PAGES = 5  # a case is looked for in the queue's first pages of its specialty and urgency
 ReviewerId = Annotated[str, Form(pattern=CODE_PATTERN)]
 Id = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -62,8 +65,10 @@ async def board(
     who = token(session)
     queue, assignments, cases = await asyncio.gather(
         web.platform.queue(token=who),
-        web.platform.assignments(token=who, status=assignment, overdue=late or None),
-        web.platform.cases_by_status(token=who, status=status),
+        web.platform.assignments(
+            token=who, status=assignment, overdue=late or None, limit=BOARD_ROWS
+        ),
+        web.platform.cases_by_status(token=who, status=status, limit=BOARD_ROWS),
     )
     return web.render(
         request,
@@ -101,8 +106,8 @@ async def board_case(
     """A case for its coordinator: where it stands, its assignments and the matcher's reasons,
     a hand assignment while it waits, who looked at it, and its clinical content on request."""
     who = token(session)
-    case = await web.platform.get_case(token=who, case_id=case_id)
-    assignments, trail = await asyncio.gather(
+    case, assignments, trail = await asyncio.gather(
+        web.platform.get_case(token=who, case_id=case_id),
         web.platform.assignments(token=who, case_id=case_id),
         web.platform.access_log(token=who, case_id=case_id),
     )

@@ -198,12 +198,13 @@ class Platform:
 
     # --- the specialist's workspace: review's assignments and opinion, intake's records ---
 
-    async def my_assignments(self, *, token: str) -> AssignmentList:
-        """The signed-in reviewer's assignments, soonest due first."""
-        response = await self._call(
-            "GET", f"{self.review}/v1/assignments", token=token, params={"limit": "100"}
-        )
-        return AssignmentList.model_validate(response.json())
+    async def my_assignments(
+        self, *, token: str, status: str | None = None, limit: int = 100
+    ) -> AssignmentList:
+        """The signed-in reviewer's assignments (in one status, or all), soonest due first."""
+        url = f"{self.review}/v1/assignments"
+        found = await self._get(url, token=token, status=status, limit=str(limit))
+        return AssignmentList.model_validate(found)
 
     async def assignment(self, *, token: str, assignment_id: str) -> AssignmentView:
         """One of the reviewer's assignments (another reviewer's is refused by review)."""
@@ -285,11 +286,11 @@ class Platform:
         return (await self._call("GET", url, token=token, params=wanted)).json()
 
     async def cases_by_status(
-        self, *, token: str, status: str | None = None, cursor: str | None = None
+        self, *, token: str, status: str | None = None, cursor: str | None = None, limit: int = 50
     ) -> CasePage:
         """Every case a coordinator may see, newest first, in one status or all."""
         found = await self._get(
-            f"{self.intake}/v1/cases", token=token, status=status, cursor=cursor, limit="50"
+            f"{self.intake}/v1/cases", token=token, status=status, cursor=cursor, limit=str(limit)
         )
         return CasePage.model_validate(found)
 
@@ -301,6 +302,7 @@ class Platform:
         overdue: bool | None = None,
         case_id: str | None = None,
         cursor: str | None = None,
+        limit: int = 50,
     ) -> Listing[AssignmentView]:
         """Assignments, soonest due first (coordinators see the matcher's rationale)."""
         found = await self._get(
@@ -310,7 +312,7 @@ class Platform:
             overdue=overdue,
             case_id=case_id,
             cursor=cursor,
-            limit="50",
+            limit=str(limit),
         )
         return Listing[AssignmentView].model_validate(found)
 

@@ -11,6 +11,7 @@ needed; a DICOM file is never served, only its technical facts are listed (`dico
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
@@ -49,6 +50,7 @@ WORKSPACE_CSP = CSP.replace("frame-ancestors", "frame-src 'self'; frame-ancestor
 INLINE = {"frame", "image", "pdf"}
 PDF = "application/pdf"
 PageNumber = Annotated[int, Path(ge=1, le=MAX_PAGES)]
+CLOSED_ROWS = 20  # the reviewer's answered or ended assignments one queue page shows
 
 
 def attach(app: FastAPI, settings: Settings) -> None:
@@ -89,15 +91,23 @@ def _home(assignment_id: str) -> str:
 
 @router.get("")
 async def queue(request: Request, web: Pages, session: Reviewer) -> HTMLResponse:
-    """The reviewer's assignments, soonest due first, the open ones apart."""
-    page = await web.platform.my_assignments(token=token(session))
+    """The reviewer's open assignments, soonest due first (every one, however old the rest of
+    their history), then the first page of the others: three lists read together, the open
+    ones from review's keyed list of the reviewer's open work."""
+    who = token(session)
+    assigned, accepted, first = await asyncio.gather(
+        web.platform.my_assignments(token=who, status="assigned"),
+        web.platform.my_assignments(token=who, status="accepted"),
+        web.platform.my_assignments(token=who, limit=CLOSED_ROWS),
+    )
     at = now()
-    rows = [(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in page.items]
+    opened = sorted([*assigned.items, *accepted.items], key=lambda a: (a.due_at, a.id))
+    closed = [a for a in first.items if a.status not in rules.OPEN_ASSIGNMENTS]
     return web.render(
         request,
         "specialist/queue.html",
-        open_rows=[r for r in rows if r[0].status in rules.OPEN_ASSIGNMENTS],
-        closed_rows=[r for r in rows if r[0].status not in rules.OPEN_ASSIGNMENTS],
+        open_rows=[(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in opened],
+        closed_rows=[(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in closed],
     )
 
 
