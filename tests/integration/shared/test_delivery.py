@@ -339,3 +339,30 @@ async def test_a_copy_publishes_another_copys_outbox_only_once_that_copy_is_gone
         assert await producer.alive(producer.holder) is False, "released: gone"
     finally:
         await producer.stop()
+
+
+async def test_the_store_requests_are_counted_by_kind(settings: CommonSettings, topic: str) -> None:
+    producer = await started(settings)
+
+    def count(kind: str, op: str) -> float:
+        labels = {"service": settings.service_name, "kind": kind, "op": op}
+        return REGISTRY.get_sample_value("avis_store_requests_total", labels) or 0.0
+
+    try:
+        aggregates = producer.db["aggregates"]
+        producer.relay.watch(aggregates)
+        before = {k: count(k, "write") for k in ("data", "hint", "outbox")}
+        event = withdrawn(topic)
+        async with producer.relay.publishing(aggregates, event.subject):
+            await aggregates.insert_one(new_with_events({"_id": event.subject}, [event]))
+        await eventually(lambda: count("outbox", "write") > before["outbox"])
+        # The write, the hint before it and its removal after, the mark the relay leaves:
+        # each in its own kind (the mark is an update of the aggregate, told apart by its
+        # comment, which the store accepts).
+        assert count("data", "write") - before["data"] == 1
+        assert count("outbox", "write") - before["outbox"] == 1
+        await eventually(lambda: count("hint", "write") - before["hint"] == 2)
+        doc = await aggregates.find_one({"_id": event.subject})
+        assert doc is not None and doc["outbox"] == []
+    finally:
+        await producer.stop()

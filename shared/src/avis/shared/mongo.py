@@ -2,12 +2,12 @@
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -33,7 +33,9 @@ def store_busy(exc: BaseException) -> bool:
     return any(text in str(exc) for text in _BUSY_TEXTS)
 
 
-def connect(url: str, timeout_ms: int = 2000) -> AsyncMongoClient[Document]:
+def connect(
+    url: str, timeout_ms: int = 2000, listeners: Sequence[monitoring.CommandListener] = ()
+) -> AsyncMongoClient[Document]:
     """A lazy client: it connects on first use and reconnects by itself."""
     return AsyncMongoClient(
         url,
@@ -41,6 +43,7 @@ def connect(url: str, timeout_ms: int = 2000) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         appname="avis",
+        event_listeners=list(listeners),
     )
 
 

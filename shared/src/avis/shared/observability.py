@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from prometheus_client import Counter, Gauge, Histogram
+from pymongo import monitoring
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Keys whose values never reach a log line: direct identifiers, clinical text, secrets.
@@ -306,6 +307,11 @@ STAGE_SECONDS = Histogram(
 for _stage in STAGES:
     # Exported at 0 from the start: a series that first appears at 1 is not counted by rate().
     STAGE_SECONDS.labels(_stage)
+STORE_REQUESTS = Counter(
+    "avis_store_requests_total",
+    "Commands sent to the store, by kind (data, outbox, hint, inbox, lease, audit) and op",
+    ["service", "kind", "op"],
+)
 DEPENDENCY_REACHABLE = Gauge(
     "avis_service_dependency_up",
     "1 when the service reached the dependency at its last check, else 0",
@@ -362,3 +368,45 @@ def case_span(name: str, case_traceparent: str) -> Iterator[trace.Span]:
     tracer = trace.get_tracer("avis")
     with tracer.start_as_current_span(name, context=parent, links=links) as span:
         yield span
+
+
+# What a command does, by its name (the rest, e.g. `ping` or `listCollections`: "other").
+STORE_OPS = {"find": "read", "getMore": "read", "count": "read", "aggregate": "read",
+             "insert": "write", "update": "write", "delete": "write", "findAndModify": "write",
+             "drop": "write"}  # fmt: skip
+OUTBOX_MARK = "outbox"  # the `comment` of the relay's marks on an aggregate: outbox traffic
+
+
+def store_kind(collection: str, comment: object = None) -> str:
+    """The kind of store traffic a command on `collection` is (for `avis_store_requests_total`)."""
+    if comment == OUTBOX_MARK:
+        return "outbox"
+    if collection == "outbox_hints":
+        return "hint"
+    if collection.startswith("inbox_"):
+        return "inbox"
+    if collection == "leases":
+        return "lease"
+    if collection.startswith("audit_"):
+        return "audit"
+    return "data"
+
+
+class StoreRequests(monitoring.CommandListener):
+    """Counts every command a service sends to the store, by kind and op: what a case costs
+    the store, measured where it is spent (the benchmark reads it per case)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get(name)
+        kind = store_kind(target if isinstance(target, str) else "", event.command.get("comment"))
+        STORE_REQUESTS.labels(self.service, kind, STORE_OPS.get(name, "other")).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Counted when sent."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Counted when sent."""

@@ -36,7 +36,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from avis.shared.envelope import Event
 from avis.shared.mongo import AggregateLocks, Document, lock_key
-from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from avis.shared.observability import OUTBOX_BACKLOG, OUTBOX_MARK, OUTBOX_OLDEST_AGE
 from avis.shared.retry import Backoff
 
 HINTS = "outbox_hints"
@@ -249,6 +249,7 @@ class Relay:
                     await collection.update_one(
                         {"_id": aggregate_id},
                         {"$pull": {"outbox": entry}, "$inc": {"outbox_pending": -1}},
+                        comment=OUTBOX_MARK,
                     )
                     self._backlog[(collection.name, aggregate_id)].pop(0)
                 for aggregate_id in ids:

@@ -46,6 +46,7 @@ from avis.shared.observability import (
     EVENTS_PUBLISHED,
     HANDLER_SECONDS,
     HttpMetrics,
+    StoreRequests,
     configure_logging,
     configure_tracing,
 )
@@ -115,7 +116,7 @@ class Runtime:
         self._raw_topics: list[str] = []
         configure_logging(self.service, settings.log_format, settings.log_level)
         configure_tracing(self.service, settings.otel_exporter, settings.otel_endpoint)
-        self.mongo = connect(settings.mongo_url)
+        self.mongo = connect(settings.mongo_url, listeners=[StoreRequests(self.service)])
         self.db: AsyncDatabase[Document] = self.mongo[settings.database]
         self.broker = make_broker(settings)
         self.messaging = Messaging(settings, self.broker, self.db)
