@@ -169,8 +169,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results.setdefault("skipped", []).append(variant.name)
             continue
         t0 = time.monotonic()
-        with zipkin() if variant.tracing else contextlib.nullcontext():
-            later[variant.name] = (await run_variant(variant, [("main", n, deadline)]))["main"]
+        try:
+            with zipkin() if variant.tracing else contextlib.nullcontext():
+                later[variant.name] = (await run_variant(variant, [("main", n, deadline)]))["main"]
+        except RuntimeError as exc:  # a service that did not start: the other runs still count
+            first = str(exc).splitlines()[0]
+            print(f"[journey] {variant.name}: failed: {first}", flush=True)
+            results.setdefault("failed", {})[variant.name] = str(exc)[:2000]
+            continue
         longest = max(longest, time.monotonic() - t0)
     results["layers"] = later
 
@@ -295,6 +301,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"  tracing-on: Zipkin lists {seen} services with spans (4 expected)")
     if results.get("skipped"):
         lines.append(f"  skipped (time budget): {', '.join(results['skipped'])}")
+    for name, why in results.get("failed", {}).items():
+        lines.append(f"  {name}: failed, {why.splitlines()[0]} (log in the results file)")
     for label, f in results["sizes"].items():
         row(f"size {label}", f)
     if "profile" in j:
