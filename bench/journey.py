@@ -1,7 +1,7 @@
 """The whole journey under load: the four services as processes, a driver that files cases and
 plays every reviewer, and a probe that times each step from the events on the topics.
 
-One `JourneyStack` is one configuration of the services (tracing, keyring, tuning, instances);
+One `JourneyStack` is one configuration of the services (tracing, keyring, tuning, copies);
 `JourneyStack.round(n)` submits `n` cases as fast as the filers go and waits (up to a deadline)
 until each has its report, the patient's emails and the partner's webhook. Times:
   - the driver's own clock when it sends a submission and an opinion;
@@ -105,7 +105,12 @@ class Variant:
     tracing: bool = False
     null_keyring: bool = False
     tuned: bool = False
-    instances: int = 1  # of reports and notify, in one consumer group each
+    # Copies of a service, in one consumer group and one database (the others at one), e.g.
+    # {"review": 3}.
+    copies: dict[str, int] = field(default_factory=dict)
+    # A directory where review's launcher writes the time spent waiting for and inside the
+    # matcher's section, one file per process (`bench/launch.py --sections`); "" for none.
+    sections: str = ""
 
 
 @dataclass
@@ -246,6 +251,8 @@ class JourneyStack:
 
     def command(self, service: str) -> list[str]:
         launcher = [sys.executable, str(ROOT / "bench/launch.py"), service]
+        if self.variant.sections and service == "review":
+            launcher += ["--sections", self.variant.sections]
         return launcher + (["--null-keyring"] if self.variant.null_keyring else [])
 
     @contextlib.asynccontextmanager
@@ -254,13 +261,12 @@ class JourneyStack:
             await skip_history(f"avis-{service}", topics)
         async with serve(self.hooks.app()) as hooks_url:
             databases = {s: f"bench_{self.tag}_{s}" for s in GROUP_TOPICS}
-            n = self.variant.instances
             with tempfile.TemporaryDirectory(prefix="avis-bench-") as logs:
                 self.stack = ServiceStack(
                     self.env(hooks_url),
                     Path(logs),
                     databases,
-                    instances={"reports": n, "notify": n},
+                    instances=self.variant.copies,
                     command=self.command,
                     ready_timeout=240.0,
                 )

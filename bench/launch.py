@@ -1,19 +1,30 @@
 """Start one service for a benchmark run, optionally with a null keyring.
 
-    python bench/launch.py <service> [--null-keyring]
+    python bench/launch.py <service> [--null-keyring] [--sections DIR]
 
 The null keyring seals nothing: it stores the plaintext (base64url) in the sealed format, so
 the services still exchange and store every sealed field, minus AES-GCM. It exists only to
 measure what sealing costs: it lives here, outside every service's package and settings, so no
 production configuration can select it.
 
+With `--sections DIR`, review adds up how long its matching decisions waited for the matcher's
+section (this process's matching lock, then the `matcher` lease: the claim and its polls while
+another copy is inside) and how long they held it (until the release), and rewrites
+`DIR/review-<pid>.json` after each one: a few microseconds per decision, so the copies
+benchmark can tell how much of a run the section was busy.
+
 The web pages start with a sign-in that takes any `role:subject` (the people of the seeded
 data, not only the development identities), for the same reason kept here and nowhere else.
 """
 
+import contextlib
 import importlib
+import json
+import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 
 from avis.shared import sealing
 from avis.shared.runtime import serve
@@ -61,6 +72,31 @@ class AnyIdentity:
         return SignedIn(identity, token)
 
 
+def time_sections(directory: Path) -> None:
+    """Wrap review's `Matcher.deciding` to add up the time waiting for and inside the section."""
+    from avis.review.matching import Matcher
+
+    deciding = Matcher.deciding
+    path = directory / f"review-{os.getpid()}.json"
+    totals = {"sections": 0, "wait_s": 0.0, "held_s": 0.0}
+
+    @contextlib.asynccontextmanager
+    async def timed(self: Matcher) -> AsyncIterator[None]:
+        asked = entered = time.perf_counter()
+        try:
+            async with deciding(self):
+                entered = time.perf_counter()
+                yield
+        finally:
+            # Taken after the section's release: the time another copy could not enter.
+            totals["sections"] += 1
+            totals["wait_s"] += entered - asked
+            totals["held_s"] += time.perf_counter() - entered
+            path.write_text(json.dumps(totals))
+
+    Matcher.deciding = timed  # type: ignore[method-assign]
+
+
 def serve_web() -> None:
     from avis.web.main import create_app
     from avis.web.settings import Settings
@@ -71,7 +107,10 @@ def serve_web() -> None:
 def main(argv: list[str]) -> None:
     service, *flags = argv
     if service not in SERVICES:
-        raise SystemExit(f"usage: launch.py {'|'.join(SERVICES)} [--null-keyring]")
+        usage = f"usage: launch.py {'|'.join(SERVICES)} [--null-keyring] [--sections DIR]"
+        raise SystemExit(usage)
+    if "--sections" in flags:
+        time_sections(Path(flags[flags.index("--sections") + 1]))
     if "--null-keyring" in flags:
         Keyring.from_settings = classmethod(null_from_settings)  # type: ignore[method-assign,assignment]
     if service == "web":

@@ -28,10 +28,25 @@ trap '"$infra" stop' EXIT
 .venv/bin/python -m avis.shared.topics
 if [ "${1:-}" = bench ]; then
   shift
+  # Arguments that name bench files (`BENCH_ARGS="bench/bench_copies.py --quick"`) run only
+  # those; the other arguments go to each file run.
+  files=()
+  args=()
+  for a in "$@"; do
+    case "$a" in
+      bench/bench_*.py) files+=("$a") ;;
+      *) args+=("$a") ;;
+    esac
+  done
+  if [ ${#files[@]} -eq 0 ]; then
+    for b in bench/bench_*.py; do
+      [ "$b" = bench/bench_store.py ] && continue  # its own target: make bench-store
+      files+=("$b")
+    done
+  fi
   exec_status=0
-  for b in bench/bench_*.py; do
-    [ "$b" = bench/bench_store.py ] && continue  # its own target: make bench-store
-    .venv/bin/python "$b" "$@" || exec_status=$?
+  for b in "${files[@]}"; do
+    .venv/bin/python "$b" ${args[@]+"${args[@]}"} || exec_status=$?
   done
   exit $exec_status
 fi
