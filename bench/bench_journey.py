@@ -221,6 +221,11 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     }
     for name, _, _ in STAGES:
         s[f"p99_ms {name}"] = j["stages"][name]["p99_ms"]
+    requests = j.get("store_requests_per_case", {})
+    for service, counts in requests.items():
+        s[f"store requests/case {service}"] = counts.get("total")
+    if requests:
+        s["store requests/case all"] = round(sum(c["total"] for c in requests.values()), 1)
     b = results["bare"]
     # Like with like: report-ready to report-ready, complete (notified) to complete.
     bare_ready = b.get("report_ready_per_s") or b.get("cases_per_s")
@@ -268,6 +273,10 @@ def table(results: dict[str, Any]) -> str:
             f"  {name:34} {st['n']:>5} {st['p50_ms']:>9} {st['p95_ms']:>9} {st['p99_ms']:>9} "
             f"{st['max_ms']:>9}"
         )
+    lines.append("  store requests per case (by kind; data reads and writes apart):")
+    for service, counts in j.get("store_requests_per_case", {}).items():
+        kinds = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "total")
+        lines.append(f"    {service:8} {counts['total']:>6}  ({kinds})")
     lines.append(f"  {'process':14} {'cpu s':>8} {'peak MiB':>9}")
     for name, p in j["processes"].items():
         lines.append(f"  {name:14} {p['cpu_s']:>8} {p['peak_mib']:>9}")

@@ -31,13 +31,14 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI, Request, Response
+from prometheus_client.parser import text_string_to_metric_families
 
 from avis.shared.kafka import partitions_of
 from avis.shared.sealing import generate_key
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import serve, skip_history
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
-from tests.support.stack import ROOT, ServiceStack, cpu_seconds, peak_rss_mib
+from tests.support.stack import ROOT, SERVICES, ServiceStack, cpu_seconds, peak_rss_mib
 
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
@@ -381,6 +382,7 @@ class JourneyStack:
         for c in cases:
             queue.put_nowait(c)
         before = self.usage()
+        requests_before = await self.store_requests()
         self_cpu = resource.getrusage(resource.RUSAGE_SELF)
         load_before = load_average()
         started = time.time()
@@ -412,6 +414,9 @@ class JourneyStack:
         after = self.usage()
         self_after = resource.getrusage(resource.RUSAGE_SELF)
         figures = self.figures(cases, started)
+        figures["store_requests_per_case"] = per_case(
+            requests_before, await self.store_requests(), figures["report_ready"]
+        )
         figures["timed_out"] = timed_out
         figures["deadline_s"] = deadline_s
         figures["errors"] = self.errors[:10]
@@ -433,6 +438,27 @@ class JourneyStack:
             "peak_mib": round(self_after.ru_maxrss / 1024, 1),
         }
         return figures
+
+    async def store_requests(self) -> dict[str, dict[str, float]]:
+        """The store commands each service has sent so far (all its copies), by kind: its
+        `avis_store_requests_total`, reads and writes of its own data apart (pings left out)."""
+        assert self.stack is not None
+        totals: dict[str, dict[str, float]] = {}
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            for service in SERVICES:
+                counts = totals.setdefault(service, {})
+                for member in self.stack.of(service):
+                    text = (await http.get(f"{member.url}/metrics")).text
+                    for family in text_string_to_metric_families(text):
+                        for sample in family.samples:
+                            if sample.name != "avis_store_requests_total":
+                                continue
+                            kind, op = sample.labels["kind"], sample.labels["op"]
+                            if op == "other":
+                                continue
+                            key = f"{kind} {op}" if kind == "data" else kind
+                            counts[key] = counts.get(key, 0.0) + sample.value
+        return totals
 
     def usage(self) -> dict[str, dict[str, float]]:
         """CPU seconds so far and peak memory of every service instance and infra process."""
@@ -492,6 +518,18 @@ class JourneyStack:
             "ready_at": [round(x, 3) for x in ready_at],
             "notified_at": [round(x, 3) for x in notified_at],
         }
+
+
+def per_case(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], cases: int
+) -> dict[str, dict[str, float]]:
+    """Store commands per case through, by service and kind, with each service's total."""
+    out: dict[str, dict[str, float]] = {}
+    for service, counts in after.items():
+        spent = {k: v - before.get(service, {}).get(k, 0.0) for k, v in sorted(counts.items())}
+        row = {k: round(v / cases, 1) for k, v in spent.items() if v} if cases else {}
+        out[service] = row | {"total": round(sum(row.values()), 1)}
+    return out
 
 
 @contextlib.contextmanager
