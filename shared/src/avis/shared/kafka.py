@@ -62,10 +62,11 @@ Handler = Callable[[Event, Any], Awaitable[None]]
 # shared by the copy's consumers of every topic. Without this, two copies could update one case
 # at once (its completion at one, its report at the other), and the store's read-modify-write
 # updates would lose one of the two. Round robin stays second, so a copy of the earlier kind
-# can share the group while a deployment rolls. With several consumer workers per topic
-# (`AVIS_CONSUMER_WORKERS` > 1, a tuning the benchmark measures) the services keep the default
-# assignment: a service of that kind with the range assignor never finished joining its group
-# here, so that mode gives no such guarantee and is for one copy only (docs/replicas.md).
+# can share the group while a deployment rolls. It is chosen by a setting
+# (`AVIS_KAFKA_ASSIGNOR=range`, set wherever a service runs as several copies), and only with
+# one consumer worker per topic: here a group of range members has at times not finished
+# joining (a start that waits for its first assignment waited for minutes), so one copy keeps
+# the default assignment, which needs no such guarantee (docs/replicas.md).
 ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
@@ -171,7 +172,8 @@ class Messaging:
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume `topic` in this service's group: the effect first, the offset after."""
         workers = self.settings.consumer_workers
-        assignors = ASSIGNORS if workers == 1 else (RoundRobinPartitionAssignor,)
+        ranged = self.settings.kafka_assignor == "range" and workers == 1
+        assignors = ASSIGNORS if ranged else (RoundRobinPartitionAssignor,)
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
         @self.broker.subscriber(
