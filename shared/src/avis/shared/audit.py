@@ -406,13 +406,14 @@ class AuditTrail:
         signed checkpoint is written before any entry goes, so a pruning cut short leaves
         entries it already covers, which `verify` and the pages pass over."""
         mark = await self.checkpoint(case_id)
-        seq, prev = (mark.seq, mark.hash) if mark else (0, GENESIS)
-        gone: list[AuditEntry] = []
-        while (entry := await self._entry(case_id, seq + 1)) is not None and entry.at < before:
-            if digest(entry) != entry.hash or entry.prev != prev:
-                break
-            gone.append(entry)
-            seq, prev = entry.seq, entry.hash
+        after, prev = (mark.seq, mark.hash) if mark else (0, GENESIS)
+        older: dict[int, AuditEntry] = {}
+        seq = after + 1
+        while (entry := await self._entry(case_id, seq)) is not None and entry.at < before:
+            older[seq] = entry
+            seq += 1
+        broken = find_break(case_id, older, seq - 1, after=after, prev=prev)
+        gone = [e for s, e in sorted(older.items()) if broken is None or s < broken.seq]
         if not gone:
             return 0
         at = datetime.now(UTC)

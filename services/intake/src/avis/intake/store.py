@@ -262,15 +262,20 @@ class TrailPage:
         """The page in plain words for `viewer`: a coordinator's reason is shown to coordinators
         only (a reason may hold health data, of someone else too)."""
         items = [self._item(e, viewer, keyring) for e in self.entries[:limit]]
-        after = self.entries[limit - 1].seq if len(self.entries) > limit else None
+        after = self._next(limit)
         return AccessLog(items=items, next_cursor=None if after is None else str(after))
 
     def fhir(self, limit: int, next_url: Callable[[int], str]) -> Document:
         """The page as a FHIR Bundle of `AuditEvent`s for coordinators (`next_url`: the next
         page's address from its cursor)."""
-        after = self.entries[limit - 1].seq if len(self.entries) > limit else None
+        after = self._next(limit)
         link = None if after is None else next_url(after)
         return fhir_bundle(self.entries[:limit], "avis-intake", link)
+
+    def _next(self, limit: int) -> int | None:
+        """Where the next page starts (the entries hold one more than a page when there is
+        one), else None."""
+        return self.entries[limit - 1].seq if len(self.entries) > limit else None
 
     def _item(self, entry: AuditEntry, viewer: Principal, keyring: Keyring) -> AccessLogEntry:
         you = entry.actor == viewer.sub and entry.role == viewer.role

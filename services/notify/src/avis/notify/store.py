@@ -66,6 +66,18 @@ def _whole(doc: Stored) -> Document:
     return {"$set": written, "$unset": cleared} if cleared else {"$set": written}
 
 
+def _changed(doc: Stored, before: Stored) -> Document:
+    """The update that writes only what `doc` changed since `before` (the document as read):
+    the fields set anew and those cleared; empty when nothing changed."""
+    now, was = doc.to_doc(), before.to_doc()
+    update: Document = {}
+    if changed := {k: v for k, v in now.items() if k not in was or was[k] != v}:
+        update["$set"] = changed
+    if cleared := {k: "" for k in was if k not in now}:
+        update["$unset"] = cleared
+    return update
+
+
 class ParkedEvent(BaseModel):
     """An event that arrived before its case's submission, as `Event.to_doc` wrote it."""
 
@@ -439,19 +451,9 @@ class Store:
         """Write the whole subscription, or with `before` (as it was read) only the fields
         that changed since: its writers (the partner's requests at any copy, the webhook
         worker, the copies that queue deliveries) then never write back each other's fields."""
-        update = _whole(sub)
-        if before is not None:
-            was = before.to_doc()
-            update = {
-                op: {k: v for k, v in fields.items() if k not in was or was[k] != v}
-                if op == "$set"
-                else {k: v for k, v in fields.items() if k in was}
-                for op, fields in update.items()
-            }
-            update = {op: fields for op, fields in update.items() if fields}
-            if not update:
-                return
-        await self.subscriptions.update_one({"_id": sub.id}, update, upsert=before is None)
+        update = _whole(sub) if before is None else _changed(sub, before)
+        if update:
+            await self.subscriptions.update_one({"_id": sub.id}, update, upsert=before is None)
 
     async def note_delivery(self, subscription_id: str, delivery_id: str, drop: list[str]) -> None:
         """Add a delivery to a subscription's latest, then drop the oldest that fell out (each
