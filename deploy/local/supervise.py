@@ -96,8 +96,7 @@ def with_copies(
             port = base + COPY_PORT_STEP * k
             label = name if k == 0 else f"{name}.{k + 1}"
             ready = None if k == 0 else f"http://127.0.0.1:{port}/readyz"
-            # Copies share their group's partitions so that a case stays at one copy.
-            extra = {variable: str(port), "AVIS_KAFKA_ASSIGNOR": "range"}
+            extra = {variable: str(port)}
             expanded.append((label, command, extra, ready))
     return expanded
 

@@ -148,9 +148,7 @@ class ServiceStack:
 
     def spawn(self, member: Instance) -> None:
         upper = member.service.upper()
-        copies = self.instances.get(member.service, 1) > 1
         env = dict(self.env) | {
-            **({"AVIS_KAFKA_ASSIGNOR": "range"} if copies else {}),
             f"AVIS_{upper}_HTTP_PORT": str(member.port),
             f"AVIS_{upper}_MONGO_DATABASE": self.databases[member.service],
         }

@@ -15,7 +15,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -61,13 +60,12 @@ Handler = Callable[[Event, Any], Awaitable[None]]
 # same way in each topic. A member's id starts with its client id, one per copy (a process),
 # shared by the copy's consumers of every topic. Without this, two copies could update one case
 # at once (its completion at one, its report at the other), and the store's read-modify-write
-# updates would lose one of the two. Round robin stays second, so a copy of the earlier kind
-# can share the group while a deployment rolls. It is chosen by a setting
-# (`AVIS_KAFKA_ASSIGNOR=range`, set wherever a service runs as several copies), and only with
-# one consumer worker per topic: here a group of range members has at times not finished
-# joining (a start that waits for its first assignment waited for minutes), so one copy keeps
-# the default assignment, which needs no such guarantee (docs/replicas.md).
-ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+# updates would lose one of the two.
+# Exactly one assignor: aiokafka 0.14 sends one JoinGroup per listed assignor, each with other
+# metadata than the last, and in a group of several members every such second join starts the
+# rebalance again; with two listed, a group could go on rebalancing for minutes and a start,
+# which waits for its first assignment, with it (docs/replicas.md).
+ASSIGNORS = (RangePartitionAssignor,)
 
 
 def make_broker(settings: CommonSettings) -> KafkaBroker:
@@ -172,8 +170,6 @@ class Messaging:
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Consume `topic` in this service's group: the effect first, the offset after."""
         workers = self.settings.consumer_workers
-        ranged = self.settings.kafka_assignor == "range" and workers == 1
-        assignors = ASSIGNORS if ranged else (RoundRobinPartitionAssignor,)
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
         @self.broker.subscriber(
@@ -184,7 +180,7 @@ class Messaging:
             decoder=raw_body,
             parser=tolerant_parse,
             max_workers=workers,
-            partition_assignment_strategy=assignors,
+            partition_assignment_strategy=ASSIGNORS,
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler)

@@ -86,11 +86,6 @@ class CommonSettings(BaseSettings):
     # Consumers per topic in this process, each owning some of its partitions: a case's events
     # stay in order (one partition, one consumer), different cases are handled side by side.
     consumer_workers: int = Field(1, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
-    # "range" when a service runs as several copies: every event of a case at one copy
-    # (avis.shared.kafka.ASSIGNORS, docs/replicas.md).
-    kafka_assignor: Literal["roundrobin", "range"] = Field(
-        "roundrobin", validation_alias=shared_env("KAFKA_ASSIGNOR")
-    )
     # Days of processed-event markers kept: beyond the broker's retention (7 days) and any
     # redelivery, so a marker is never dropped while its event can still arrive again.
     inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
