@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from avis.shared.clock import now
-from avis.shared.lease import LEASES, Fenced, Lease, fenced, stamp
+from avis.shared.lease import LEASES, SECTIONS, Fenced, Lease, Sections, fenced, stamp
 
 pytestmark = pytest.mark.infra
 
@@ -134,3 +134,55 @@ async def test_the_holder_renews_and_keeps_its_fence(db: AsyncDatabase[Document]
         await asyncio.gather(holding, return_exceptions=True)
     # Cancelled: released on the way out, so B takes over at once.
     assert await b.claim() == 2
+
+
+async def test_sections_let_one_copy_in_at_a_time(
+    client_factory: ClientFactory, db_name: str, db: AsyncDatabase[Document], observe: Observe
+) -> None:
+    # Two copies (a client each) and four writers per copy, all for one aggregate: whoever is
+    # inside reads a counter, waits, and writes it back, which loses updates unless alone.
+    sections = [
+        Sections((await client_factory())[db_name][SECTIONS], holder, ["case"]) for holder in "ab"
+    ]
+    counter = db["counter"]
+    await counter.insert_one({"_id": "n", "n": 0})
+    inside, most = 0, 0
+
+    async def write(section: Sections) -> None:
+        nonlocal inside, most
+        for _ in range(5):
+            async with section.hold("case:1"):
+                inside += 1
+                most = max(most, inside)
+                n = (await counter.find_one({"_id": "n"}))["n"]  # type: ignore[index]
+                await asyncio.sleep(0.002)
+                await counter.update_one({"_id": "n"}, {"$set": {"n": n + 1}})
+                inside -= 1
+
+    await asyncio.gather(*(write(section) for section in sections * 4))
+    final = (await counter.find_one({"_id": "n"}))["n"]  # type: ignore[index]
+    observe(f"sections: 40 read-modify-writes of one document from two copies, final {final}")
+    assert (most, final) == (1, 40)
+    assert await sections[0].sections.count_documents({}) == 0  # every way out deleted its entry
+
+
+async def test_a_section_left_by_a_dead_copy_is_taken_after_its_term(
+    db: AsyncDatabase[Document],
+) -> None:
+    live = Sections(db[SECTIONS], "b", ["case"], ttl=30.0, skew=0.0)
+    at = now()
+    await db[SECTIONS].insert_many(
+        [
+            {"_id": "case:dead", "holder": "a", "token": "t1", "expires_at": at - timedelta(1)},
+            {"_id": "case:busy", "holder": "a", "token": "t2", "expires_at": at + timedelta(1)},
+        ]
+    )
+    async with asyncio.timeout(5), live.hold("case:dead"):
+        entry = await db[SECTIONS].find_one({"_id": "case:dead"})
+        assert entry is not None and entry["holder"] == "b"
+    with pytest.raises(TimeoutError):  # a copy inside within its term keeps the others out
+        async with asyncio.timeout(0.5), live.hold("case:busy"):
+            pass
+    assert (await db[SECTIONS].find_one({"_id": "case:busy"}))["token"] == "t2"  # type: ignore[index]
+    async with asyncio.timeout(0.5), live.hold("list:busy"):  # another kind: this process's lock
+        assert await db[SECTIONS].find_one({"_id": "list:busy"}) is None

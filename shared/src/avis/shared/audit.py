@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -355,7 +356,11 @@ class AuditTrail:
             outcome=entry.outcome,
             at=entry.at,
         )
-        await self.heads.replace_one({"_id": case_id}, with_head.to_doc(), upsert=True)
+        # Never back: a head that already names a later entry (another writer's) stays.
+        with contextlib.suppress(DuplicateKeyError):  # the upsert met that later head
+            await self.heads.replace_one(
+                {"_id": case_id, "seq": {"$lt": entry.seq}}, with_head.to_doc(), upsert=True
+            )
         return entry
 
     async def _batch(self, case_id: str, seqs: Sequence[int]) -> dict[int, AuditEntry]:

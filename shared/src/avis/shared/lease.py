@@ -52,6 +52,10 @@ critical section at a time (`section`): claim (waiting while another copy is ins
 inside, release on the way out, so the next copy claims at once. Its writes check the fence as
 above. A copy that dies inside keeps the others out until its term expires (ttl + skew).
 docs/replicas.md says which single actor uses which.
+
+Writes to one aggregate that may reach any copy (intake's HTTP writes beside the events its
+partition owner applies) take a lighter section of their own (`Sections`): one document per
+aggregate, inserted on the way in and deleted on the way out.
 """
 
 import asyncio
@@ -61,7 +65,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,9 +75,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from avis.shared.clock import now
-from avis.shared.mongo import Document
+from avis.shared.mongo import AggregateLocks, Document
 
 LEASES = "leases"
+SECTIONS = "sections"
 log = structlog.get_logger("avis.lease")
 
 
@@ -358,3 +363,92 @@ async def singleton(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]])
             running = None
 
     await lease.hold(gain, loss)
+
+
+class Sections(AggregateLocks):
+    """One writer per aggregate at a time across the copies of a service: `AggregateLocks` whose
+    `hold(key)` also holds the aggregates of the given kinds (`<kind>:<id>`, `lock_key`) in the
+    store, so that a service's writers and its outbox relay take it unchanged. Other kinds stay
+    locks of this process (what the store arbitrates by itself, such as a list's positions).
+
+    Inside this copy the aggregate's in-process lock comes first, so that copies wait for each
+    other in the store, never their own requests. Then the copy inserts `<key>` into the
+    `sections` collection (its holder, a token of this entry, and `expires_at` = now + ttl on
+    its clock): the duplicate-key error tells the others that someone is inside, and they try
+    again every few milliseconds. The way out deletes the document by its token. An entry
+    costs two store requests when nobody else is inside.
+
+    A copy that dies inside leaves its document behind. Once its `expires_at` plus `skew` has
+    passed on a waiter's clock, the waiter deletes that document (by its token, so a newer entry
+    is never touched) and inserts its own. A section is short (a read, a decision, a write), far
+    under the ttl; there is no fence, so a copy paused inside for longer than the ttl could
+    still write after another copy entered (the limit that `Lease` states for a write paused
+    between its check and itself).
+    """
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        holder: str,
+        kinds: Sequence[str],
+        *,
+        ttl: float = 30.0,
+        skew: float = 1.0,
+        poll: float = 0.005,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.sections = collection
+        self.holder = holder
+        self.kinds = frozenset(kinds)
+        self.ttl = ttl
+        self.skew = skew
+        self.poll = poll
+        self.clock = clock
+        super().__init__()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Be the only writer of aggregate `key` among the copies for the block."""
+        async with super().hold(key):
+            if key.partition(":")[0] not in self.kinds:
+                yield
+                return
+            token = await self._enter(key)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(PyMongoError):
+                    await self.sections.delete_one({"_id": key, "token": token})
+
+    async def _enter(self, key: str) -> str:
+        """Insert this entry's document once nobody else is inside; its token."""
+        wait = self.poll
+        while True:
+            token = uuid.uuid4().hex
+            at = self.clock()
+            try:
+                await self.sections.insert_one(
+                    {
+                        "_id": key,
+                        "holder": self.holder,
+                        "token": token,
+                        "expires_at": at + timedelta(seconds=self.ttl),
+                    }
+                )
+                return token
+            except DuplicateKeyError:
+                pass
+            except PyMongoError:
+                # Perhaps written before the answer was lost: leave nothing behind to wait for.
+                with contextlib.suppress(PyMongoError):
+                    await self.sections.delete_one({"_id": key, "token": token})
+                raise
+            inside = await self.sections.find_one({"_id": key})
+            if inside is None:
+                continue  # left meanwhile
+            if inside["expires_at"] + timedelta(seconds=self.skew) < self.clock():
+                log.warning("section taken over", key=key, holder=inside["holder"])
+                await self.sections.delete_one({"_id": key, "token": inside["token"]})
+                continue
+            await asyncio.sleep(wait * random.uniform(0.5, 1.5))  # noqa: S311
+            wait = min(wait * 2, 0.1)

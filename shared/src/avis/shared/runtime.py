@@ -31,7 +31,15 @@ from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
-from avis.shared.lease import LEASES, Lease, holder_id, presence_job, singleton
+from avis.shared.lease import (
+    LEASES,
+    SECTIONS,
+    Lease,
+    Sections,
+    holder_id,
+    presence_job,
+    singleton,
+)
 from avis.shared.mongo import (
     TRANSIENT_STORE_ERRORS,
     AggregateLocks,
@@ -97,7 +105,12 @@ class Runtime:
     """One service's connections and background work."""
 
     def __init__(
-        self, settings: CommonSettings, sends: Sequence[Declared] = (), *, connects: bool = True
+        self,
+        settings: CommonSettings,
+        sends: Sequence[Declared] = (),
+        *,
+        connects: bool = True,
+        across_copies: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         # False for a service with no store and no broker of its own (the web pages): it never
@@ -120,8 +133,15 @@ class Runtime:
         self.db: AsyncDatabase[Document] = self.mongo[settings.database]
         self.broker = make_broker(settings)
         self.messaging = Messaging(settings, self.broker, self.db)
-        self.locks = AggregateLocks()
         self.holder = holder_id(self.service)
+        # One writer per aggregate: within this process, or, for the kinds of aggregate
+        # (collections) whose writes reach any copy (`across_copies`), among all the copies
+        # through the store (avis.shared.lease.Sections).
+        self.locks = (
+            Sections(self.db[SECTIONS], self.holder, across_copies)
+            if across_copies
+            else AggregateLocks()
+        )
         # This copy's presence (a lease held for life), and the lease of the copy that takes
         # over the outboxes of copies that are gone (avis.shared.outbox).
         self.presence = self.lease(presence_job(self.holder))

@@ -25,7 +25,8 @@ DESCRIPTION = (
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the intake app over its own store and broker connections."""
     settings = settings or Settings()
-    runtime = Runtime(settings, sends=SENDS)
+    # A case's HTTP writes reach any copy, its events one copy: its writers hold it among all.
+    runtime = Runtime(settings, sends=SENDS, across_copies=[store.CASES])
     cases = store.Store(runtime.db)
     runtime.on_store(store.init)
     intake = IntakeService(

@@ -140,17 +140,16 @@ class Auditor:
     """Writes intake's access trail: one entry per read or write of a case's health data by a
     person, and the refusals (403, 404, 428) of reads of a case that exists.
 
-    An append takes the case's lock unless its caller holds it already (`locked`): a read
-    (a GET) appends without holding the lock for the read itself. A coordinator's reason is
-    sealed in the entry (a reason may hold health data) and never logged.
+    A write appends under the case's lock, which it holds already (`locked`). A read (a GET)
+    appends under the trail's own lock (`trail:<case>`), held by this copy only: the trail's
+    positions are claimed by inserting their `_id`, so appends need no lock among the copies,
+    and a read never waits for a write at another copy. A coordinator's reason is sealed in the
+    entry (a reason may hold health data) and never logged.
     """
 
-    def __init__(
-        self, *, store: Store, locks: AggregateLocks, emitter: Emitter, keyring: Keyring
-    ) -> None:
+    def __init__(self, *, store: Store, locks: AggregateLocks, keyring: Keyring) -> None:
         self.store = store
         self.locks = locks
-        self.emitter = emitter
         self.keyring = keyring
 
     async def record(
@@ -183,7 +182,7 @@ class Auditor:
         if locked:
             entry = await self.store.audit(case_id, record, now(), fold)
         else:
-            async with self.locks.hold(self.emitter.lock(case_id)):
+            async with self.locks.hold(lock_key("trail", case_id)):
                 entry = await self.store.audit(case_id, record, now(), fold)
         if reason is not None and entry is not None:
             log.info(
@@ -240,7 +239,7 @@ class IntakeService:
         # How long a reviewer keeps access after their last report.
         self.reviewer_access = reviewer_access
         self.references = References(store)
-        self.auditor = Auditor(store=store, locks=locks, emitter=emitter, keyring=keyring)
+        self.auditor = Auditor(store=store, locks=locks, keyring=keyring)
 
     # reading
 

@@ -424,12 +424,16 @@ class CurrentReviewer:
     assigned_at: datetime | None = None
 
 
+# The cases: one document each (its writers hold it among the copies, main.create_app).
+CASES = "cases"
+
+
 class Store:
     """Intake's collections and every operation on them."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
-        self.cases = db["cases"]
+        self.cases = db[CASES]
         self.documents = db["documents"]
         self.refblocks = db["refblocks"]
         self.idempotency = db["idempotency"]
