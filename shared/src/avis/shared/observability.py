@@ -387,6 +387,8 @@ def store_kind(collection: str, comment: object = None) -> str:
         return "inbox"
     if collection == "leases":
         return "lease"
+    if collection == "sections":
+        return "section"
     if collection.startswith("audit_"):
         return "audit"
     return "data"
