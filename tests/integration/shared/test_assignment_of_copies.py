@@ -65,8 +65,8 @@ def consumers(subscriber: Any) -> list[Any]:
     return list(getattr(subscriber, "consumer_subgroup", None) or [subscriber.consumer])
 
 
-# Several workers per topic: with two assignors listed, such a group went on rebalancing and its
-# start waited for minutes every time (docs/replicas.md); one worker is what copies run with.
+# One worker per topic (the default) and several (more members in the group, where the endless
+# rebalancing with two assignors listed came most often: docs/replicas.md).
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_partition_p_of_every_topic_is_at_one_copy(
