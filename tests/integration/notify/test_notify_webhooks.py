@@ -335,8 +335,8 @@ async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
     partner = "partner-fuzz"
     await subscribe(stack, partner, "https://hooks.partner.example/fuzz")
     for sub, role, seconds in (
-        (partner, "partner", 40),
-        ("coord-fuzz", "coordinator", 25),
+        (partner, "partner", 30),
+        ("coord-fuzz", "coordinator", 20),
         ("pat-fuzz", "patient", 10),
         ("rev-fuzz", "reviewer", 10),
     ):
