@@ -375,8 +375,8 @@ class Sections(AggregateLocks):
     other in the store, never their own requests. Then the copy inserts `<key>` into the
     `sections` collection (its holder, a token of this entry, and `expires_at` = now + ttl on
     its clock): the duplicate-key error tells the others that someone is inside, and they try
-    again every few milliseconds. The way out deletes the document by its token. An entry
-    costs two store requests when nobody else is inside.
+    again after `poll` (5 ms), doubling up to 100 ms. The way out deletes the document by its
+    token. An entry costs two store requests when nobody else is inside.
 
     A copy that dies inside leaves its document behind. Once its `expires_at` plus `skew` has
     passed on a waiter's clock, the waiter deletes that document (by its token, so a newer entry
