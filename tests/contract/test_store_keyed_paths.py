@@ -28,6 +28,7 @@ from avis.review.models import CaseStatus as ReviewCaseStatus
 from avis.review.rules import assignment_id_for, sort_key
 from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc
 from avis.review.store import Store as ReviewStore
+from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
 from avis.shared.mongo import AggregateLocks
 
 pytestmark = pytest.mark.infra
@@ -471,4 +472,44 @@ async def test_notify_due_queue_read_and_written_only_by_id(watched: Any) -> Non
         assert await store.cursor(kind) == 101
         assert await store.bucket(101, kind) == [f"{kind}-3"]
     assert await store.bucket(100, "email") == []
+    assert commands.not_by_id() == []
+
+
+async def test_the_access_trail_is_appended_and_paged_only_by_id(
+    watched: Any, store_url: str, db_name: str
+) -> None:
+    """The trail's entries and head, written and read by `_id` alone, also where two instances
+    append at once and where the head was written back by the earlier of two writers: every
+    append and page steps past a head that lags, and the chain still verifies."""
+    db, commands = watched
+    trail = AuditTrail(db)
+    other: AsyncMongoClient[Document] = AsyncMongoClient(store_url, tz_aware=True)
+    try:
+        elsewhere = AuditTrail(other[db_name])  # a second instance, on a client of its own
+        case_id = "case-trail"
+
+        def read(n: int) -> AuditRecord:
+            return AuditRecord(
+                actor=f"sub-{n}", role="coordinator", action="case.read", purpose="care"
+            )
+
+        written = await asyncio.gather(
+            *(
+                (trail if n % 2 else elsewhere).append(case_id, read(n), T0 + timedelta(seconds=n))
+                for n in range(8)
+            )
+        )
+        assert sorted(e.seq for e in written if e) == list(range(1, 9))
+        # The earliest entry's head written last, as a racing instance may leave it.
+        first = min((e for e in written if e), key=lambda e: e.seq)
+        await db[HEADS].replace_one({"_id": case_id}, AuditHead.of(first).to_doc())
+        entries, last = await trail.page(case_id, after=0, limit=20)
+        assert last == 8 and [e.seq for e in entries] == list(range(1, 9))
+        nine = await trail.append(case_id, read(9), T0 + timedelta(seconds=9))
+        assert nine is not None and nine.seq == 9
+        assert await trail.verify(case_id) is None
+        head = await trail.head(case_id)
+        assert head is not None and head.seq == 9
+    finally:
+        await other.close()
     assert commands.not_by_id() == []

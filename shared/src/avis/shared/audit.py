@@ -14,8 +14,10 @@ Within the store contract (DESIGN.md section 4):
   `hash`: SHA-256 over the canonical JSON of the entry with `prev`;
 - a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so an
   append starts there and `verify` knows how many entries there should be (a removed last entry
-  shows); a head behind the true end (a crash between the two writes) is stepped past by
-  probing the next `_id`s;
+  shows); it is written by `_id` alone (a condition on `seq` beside it made the local store read
+  every head on each append), so a head behind the true end (a crash between the two writes,
+  or an earlier entry's head written last by another instance) is stepped past by probing the
+  next `_id`s, by appends, pages and `verify` alike;
 - the caller serialises appends to one case within the process (the case's lock); across
   instances the insert of a natural `_id` decides.
 
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -201,6 +202,20 @@ class AuditHead(Stored):
     outcome: Outcome | None = None
     at: datetime | None = None
 
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditHead:
+        """The head that names `entry` as the last of its chain."""
+        return cls(
+            id=entry.case_id,
+            seq=entry.seq,
+            hash=entry.hash,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            outcome=entry.outcome,
+            at=entry.at,
+        )
+
     def repeats(self, record: AuditRecord, at: datetime, within: timedelta) -> bool:
         """Whether `record` at `at` is the same access as this last entry, `within` of it."""
         same = (self.actor, self.action, self.target, self.outcome) == (
@@ -331,37 +346,30 @@ class AuditTrail:
         another instance wrote at the same seq (duplicate key) is stepped past. With `fold`, the
         same access as the last entry, by the same person, within `fold` of it, is that entry
         (None: nothing written): a page that polls a status leaves one entry, not one a poll."""
-        head = await self.head(case_id)
+        head = await self._last(case_id, await self.head(case_id))
         if head is not None and fold is not None and head.repeats(record, at, fold):
             return None
         seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
         while True:
-            beyond = await self._entry(case_id, seq + 1)
-            if beyond is not None:  # the head lags behind the true end: follow the chain
-                seq, prev = beyond.seq, beyond.hash
-                continue
             entry = chained(case_id, seq + 1, prev, record, at)
             try:
                 await self.trail.insert_one(entry.to_doc())
-            except DuplicateKeyError:
-                continue  # a racing writer took this seq: read it and go on after it
-            break
-        with_head = AuditHead(
-            id=case_id,
-            seq=entry.seq,
-            hash=entry.hash,
-            actor=entry.actor,
-            action=entry.action,
-            target=entry.target,
-            outcome=entry.outcome,
-            at=entry.at,
-        )
-        # Never back: a head that already names a later entry (another writer's) stays.
-        with contextlib.suppress(DuplicateKeyError):  # the upsert met that later head
-            await self.heads.replace_one(
-                {"_id": case_id, "seq": {"$lt": entry.seq}}, with_head.to_doc(), upsert=True
-            )
+                break
+            except DuplicateKeyError:  # a racing writer took this seq: go on after it
+                head = await self._last(case_id, head)
+                seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        # By `_id` alone: another instance's later entry may have moved the head on already;
+        # writing it back leaves a head that lags, which the next reader steps past.
+        await self.heads.replace_one({"_id": case_id}, AuditHead.of(entry).to_doc(), upsert=True)
         return entry
+
+    async def _last(self, case_id: str, head: AuditHead | None) -> AuditHead | None:
+        """The true end of a case's chain from its head document: the entries past a head that
+        lags behind are stepped over, one `_id` each (none in the usual case)."""
+        seq = head.seq if head else 0
+        while (beyond := await self._entry(case_id, seq + 1)) is not None:
+            head, seq = AuditHead.of(beyond), beyond.seq
+        return head
 
     async def _batch(self, case_id: str, seqs: Sequence[int]) -> dict[int, AuditEntry]:
         """Entries by position, each read by its `_id`, together (an `$in`, even on `_id`,
@@ -373,8 +381,8 @@ class AuditTrail:
 
     async def page(self, case_id: str, *, after: int, limit: int) -> tuple[list[AuditEntry], int]:
         """Up to `limit` entries of a case after position `after`, in order, each read by `_id`,
-        and the last position the head counts."""
-        head = await self.head(case_id)
+        and the last position of the chain (its head's, or past it where the head lags)."""
+        head = await self._last(case_id, await self.head(case_id))
         last = head.seq if head else 0
         mark = await self.checkpoint(case_id) if head else None
         after = max(after, mark.seq if mark else 0)  # a pruned prefix is not paged through
