@@ -29,7 +29,7 @@ from avis.review.rules import assignment_id_for, sort_key
 from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc
 from avis.review.store import Store as ReviewStore
 from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
-from avis.shared.mongo import AggregateLocks
+from avis.shared.mongo import AggregateLocks, by_ids
 
 pytestmark = pytest.mark.infra
 
@@ -61,14 +61,19 @@ class Commands(monitoring.CommandListener):
         pass
 
     def not_by_id(self) -> list[tuple[str, str, Any]]:
-        """Every command whose filter is anything but `_id` equality on a string."""
-        return [
-            f
-            for f in self.filters
-            if not (
-                isinstance(f[2], dict) and list(f[2]) == ["_id"] and isinstance(f[2]["_id"], str)
-            )
-        ]
+        """Every command whose filter is anything but `_id` equal to a string or `$in` a list
+        of strings (what the `_id` index serves)."""
+        return [f for f in self.filters if not by_id(f[2])]
+
+
+def by_id(query: Any) -> bool:
+    """Whether `query` is `_id` equality on a string, or `_id` `$in` strings, and nothing else."""
+    if not (isinstance(query, dict) and list(query) == ["_id"]):
+        return False
+    value = query["_id"]
+    if isinstance(value, dict) and list(value) == ["$in"]:
+        return bool(value["$in"]) and all(isinstance(v, str) for v in value["$in"])
+    return isinstance(value, str)
 
 
 @pytest.fixture
@@ -255,6 +260,45 @@ async def test_a_failed_list_write_hands_its_position_back(
     assert await store.list_append("all", "case-b") == reserved == 2
     assert await store.list_append("all", "case-c") == 3
     assert await IntakeStore(db).list_last("all") == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"_id": {"$in": ["case-0100", "case-0042", "case-0100", "missing"]}},
+        {"_id": "case-0100", "n": {"$lt": 1000}},
+    ],
+    ids=["in", "id-and-more"],
+)
+async def test_an_id_list_or_an_id_beside_other_conditions_is_served_by_the_index(
+    db: AsyncDatabase[Document], store_info: Any, query: Document
+) -> None:
+    """A page's rows in one request (`_id` `$in` their ids) and a lease's conditional renewal
+    (`_id` and its holder) search the `_id` index, and the rest of the filter still applies
+    (FerretDB 1.24 read the whole collection for both until deploy/ferretdb/patches)."""
+    coll = db["cases"]
+    await coll.insert_many([{"_id": f"case-{i:04d}", "n": i} for i in range(200)])
+    reply = await db.command("explain", {"find": "cases", "filter": query})
+    plan = _plan_lines(reply)
+    if store_info.is_ferretdb:
+        assert any("USING INDEX" in step for step in plan), plan
+        assert not any("detail=SCAN" in step for step in plan), plan
+    else:
+        assert plan and "COLLSCAN" not in plan, plan
+    found = sorted([d["_id"] async for d in coll.find(query)])
+    assert found == (["case-0042", "case-0100"] if "$in" in str(query) else ["case-0100"])
+    assert await coll.find_one({"_id": "case-0100", "n": {"$gt": 1000}}) is None
+    rows = await by_ids(coll, ["case-0100", "missing", "case-0042", "case-0100"], {"n": 1})
+    assert rows == [
+        {"_id": "case-0100", "n": 100},
+        None,
+        {"_id": "case-0042", "n": 42},
+        {"_id": "case-0100", "n": 100},
+    ]
+    moved = await coll.update_one({"_id": "case-0100", "n": {"$lt": 0}}, {"$set": {"n": -5}})
+    assert moved.matched_count == 0
+    gone = await coll.delete_many({"_id": {"$in": ["case-0001", "case-0002"]}, "n": 1})
+    assert gone.deleted_count == 1 and await coll.count_documents({}) == 199
 
 
 async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:

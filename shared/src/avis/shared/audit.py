@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from avis.shared.mongo import Document, Stored, connect
+from avis.shared.mongo import Document, Stored, by_ids, connect
 from avis.shared.sealing import Keyring, Sealed
 
 TRAIL = "audit_trail"
@@ -372,11 +372,8 @@ class AuditTrail:
         return head
 
     async def _batch(self, case_id: str, seqs: Sequence[int]) -> dict[int, AuditEntry]:
-        """Entries by position, each read by its `_id`, together (an `$in`, even on `_id`,
-        reads every case's trail in the local store)."""
-        docs = await asyncio.gather(
-            *(self.trail.find_one({"_id": entry_id(case_id, s)}) for s in seqs)
-        )
+        """Entries by position, read by `_id` in one request."""
+        docs = await by_ids(self.trail, [entry_id(case_id, s) for s in seqs])
         return {s: AuditEntry.model_validate(d) for s, d in zip(seqs, docs, strict=True) if d}
 
     async def page(self, case_id: str, *, after: int, limit: int) -> tuple[list[AuditEntry], int]:

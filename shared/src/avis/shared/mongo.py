@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -71,6 +72,23 @@ class AggregateLocks:
             self._locks[key] = lock
         async with lock:
             yield
+
+
+async def by_ids(
+    collection: AsyncCollection[Document],
+    ids: Sequence[str],
+    projection: dict[str, int] | None = None,
+) -> list[Document | None]:
+    """The documents of `ids`, in their order (None: not there), read in one request by `_id`
+    `$in` the ids: the `_id` index serves it on MongoDB, and on the local store with its patch
+    (deploy/ferretdb/patches), so a page's rows cost one round trip, not one each."""
+    if not ids:
+        return []
+    found = {
+        doc["_id"]: doc
+        async for doc in collection.find({"_id": {"$in": list(dict.fromkeys(ids))}}, projection)
+    }
+    return [found.get(i) for i in ids]
 
 
 def lock_key(kind: str, aggregate_id: str) -> str:

@@ -28,7 +28,6 @@ change and the events it causes are one `update_one` (`avis.shared.outbox.with_e
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ from avis.intake.rules import (
 from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail, fhir_bundle
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
-from avis.shared.mongo import Document, Stored
+from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
 from avis.shared.sealing import Keyring
 from avis.shared.security import Principal
@@ -529,8 +528,9 @@ class Store:
         Each entry is read by `_id`, then its case by `_id`, and kept if the case is (still)
         in the scope: an entry written before a case that never came, or a reviewer since
         replaced, is skipped. The entries are read a batch at a time (as many as the page still
-        lacks, each with its case, all together); at most LIST_SCAN_BUDGET entries are looked
-        at per call, so a rare status costs a few short pages, never a read of everything.
+        lacks: the entries in one request, then their cases in one); at most LIST_SCAN_BUDGET
+        entries are looked at per call, so a rare status costs a few short pages, never a read
+        of everything.
         """
         key = list_key(scope.field, scope.value)
         start = await self.list_last(key) if before is None else before - 1
@@ -543,7 +543,7 @@ class Store:
         while position > stop and len(rows) < limit:
             batch = range(position, max(stop, position - max(limit - len(rows), 1)), -1)
             position = batch[-1] - 1
-            for at, doc in await asyncio.gather(*(self._listed(key, p) for p in batch)):
+            for at, doc in await self._listed(key, batch):
                 if doc is None or doc["_id"] in seen or len(rows) == limit:
                     continue
                 seen.add(doc["_id"])
@@ -555,13 +555,15 @@ class Store:
                 positions.append(at)
         return ListedPage(rows, positions, position if position > 0 else None)
 
-    async def _listed(self, key: str, position: int) -> tuple[int, Document | None]:
-        """A list's entry at `position` and the row of the case it names (None: either is
-        missing)."""
-        entry = await self.case_lists.find_one({"_id": list_entry_id(key, position)})
-        if entry is None:
-            return position, None
-        return position, await self.cases.find_one({"_id": entry["case_id"]}, ROW)
+    async def _listed(self, key: str, positions: range) -> list[tuple[int, Document | None]]:
+        """A list's entries at `positions`, each with the row of the case it names (None:
+        either is missing)."""
+        entries = await by_ids(self.case_lists, [list_entry_id(key, p) for p in positions])
+        named = [e["case_id"] for e in entries if e is not None]
+        cases = iter(await by_ids(self.cases, named, ROW))
+        return [
+            (p, None if e is None else next(cases)) for p, e in zip(positions, entries, strict=True)
+        ]
 
     async def submit(
         self,

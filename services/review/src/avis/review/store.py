@@ -57,7 +57,7 @@ from avis.review.rules import CaseNeeds, ReviewerFit, assignment_id_for, is_over
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
-from avis.shared.mongo import Document, Stored
+from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
 
 log = structlog.get_logger("avis.review.store")
@@ -496,8 +496,9 @@ class Store:
     async def listed(
         self, assignment_ids: Sequence[str], projection: dict[str, int] = LISTED
     ) -> list[AssignmentDoc | None]:
-        """Assignments as a list shows them, each read by `_id`, all at once (None: not there)."""
-        return list(await asyncio.gather(*(self.assignment(a, projection) for a in assignment_ids)))
+        """Assignments as a list shows them, read by `_id` in one request (None: not there)."""
+        docs = await by_ids(self.assignments, assignment_ids, projection)
+        return [None if d is None else AssignmentDoc.model_validate(d) for d in docs]
 
     async def assignments_of(self, case_id: str, known_round: int = 0) -> list[AssignmentDoc]:
         """Every round of a case, first round first: each read by its derived `_id`, up to
