@@ -106,6 +106,21 @@ def _plan_lines(reply: Document) -> list[str]:
     return stages
 
 
+async def assert_index_serves(
+    db: AsyncDatabase[Document], query: Document, store_info: Any
+) -> None:
+    """`query` on `cases` searches an index: FerretDB's SQLite plan uses it and scans nothing,
+    MongoDB's plan has no collection scan."""
+    reply = await db.command("explain", {"find": "cases", "filter": query})
+    plan = _plan_lines(reply)
+    if store_info.is_ferretdb:
+        assert any("USING INDEX" in step for step in plan), plan
+        assert not any("detail=SCAN" in step for step in plan), plan
+    else:
+        assert plan, reply
+        assert "COLLSCAN" not in plan, plan
+
+
 async def test_id_equality_is_served_by_the_index_at_any_size(
     db: AsyncDatabase[Document], store_info: Any
 ) -> None:
@@ -114,14 +129,7 @@ async def test_id_equality_is_served_by_the_index_at_any_size(
     deploy/ferretdb/patches; its update and delete by `_id` use the same expression.)"""
     coll = db["cases"]
     await coll.insert_many([{"_id": f"case-{i:04d}", "n": i} for i in range(200)])
-    reply = await db.command("explain", {"find": "cases", "filter": {"_id": "case-0100"}})
-    plan = _plan_lines(reply)
-    if store_info.is_ferretdb:
-        assert any("USING INDEX" in step for step in plan), plan
-        assert not any("detail=SCAN" in step for step in plan), plan
-    else:
-        assert plan, reply
-        assert "COLLSCAN" not in plan, plan
+    await assert_index_serves(db, {"_id": "case-0100"}, store_info)
     # and the same filter answers updates and deletes of exactly that document
     assert (await coll.update_one({"_id": "case-0100"}, {"$set": {"n": -1}})).modified_count == 1
     assert (await coll.delete_one({"_id": "case-0101"})).deleted_count == 1
@@ -278,13 +286,7 @@ async def test_an_id_list_or_an_id_beside_other_conditions_is_served_by_the_inde
     (FerretDB 1.24 read the whole collection for both until deploy/ferretdb/patches)."""
     coll = db["cases"]
     await coll.insert_many([{"_id": f"case-{i:04d}", "n": i} for i in range(200)])
-    reply = await db.command("explain", {"find": "cases", "filter": query})
-    plan = _plan_lines(reply)
-    if store_info.is_ferretdb:
-        assert any("USING INDEX" in step for step in plan), plan
-        assert not any("detail=SCAN" in step for step in plan), plan
-    else:
-        assert plan and "COLLSCAN" not in plan, plan
+    await assert_index_serves(db, query, store_info)
     found = sorted([d["_id"] async for d in coll.find(query)])
     assert found == (["case-0042", "case-0100"] if "$in" in str(query) else ["case-0100"])
     assert await coll.find_one({"_id": "case-0100", "n": {"$gt": 1000}}) is None
