@@ -1,8 +1,13 @@
 """The pure parts of the lease: when a term counts as expired, what a fenced write filters on."""
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from avis.shared.lease import Term, fenced, holder_id, stamp
+import pytest
+
+from avis.shared.lease import Lease, Term, fenced, holder_id, singleton, stamp
 
 RENEWED = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(seconds=9)
@@ -44,3 +49,46 @@ def test_a_fenced_write_matches_only_documents_no_newer_holder_wrote() -> None:
 def test_holder_ids_differ_between_copies() -> None:
     assert holder_id("review") != holder_id("review")
     assert holder_id("review").startswith("review@")
+
+
+class Flapping:
+    """A lease held, lost and held again (what a store outage longer than the ttl does)."""
+
+    job = "email"
+
+    def __init__(self) -> None:
+        self.regained = asyncio.Event()
+
+    async def hold(
+        self, on_gain: Callable[[int], Awaitable[None]], on_loss: Callable[[], Awaitable[None]]
+    ) -> None:
+        await on_gain(1)
+        await asyncio.sleep(0.01)
+        await on_loss()
+        await on_gain(2)
+        self.regained.set()
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.timeout(20)  # a loss that waits for such a job for ever hangs the test
+async def test_a_job_that_swallows_a_cancel_is_still_stopped_and_the_lease_claimed_again() -> None:
+    lease, started = Flapping(), []
+
+    async def work() -> None:
+        started.append(len(started) + 1)
+        swallowed = False
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed or len(started) > 1:
+                    raise
+                swallowed = True  # as Python 3.11's wait_for can, once
+
+    holding = asyncio.create_task(singleton(cast(Lease, lease), work))
+    try:
+        async with asyncio.timeout(5):
+            await lease.regained.wait()
+        assert started == [1, 2]
+    finally:
+        holding.cancel()

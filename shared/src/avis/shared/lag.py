@@ -86,7 +86,8 @@ async def _age(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> f
     consumer.assign([tp])
     consumer.seek(tp, offset)
     try:
-        record = await asyncio.wait_for(consumer.getone(tp), timeout=5)
+        async with asyncio.timeout(5):
+            record = await consumer.getone(tp)
     except TimeoutError:
         return 0.0
     return max(0.0, time.time() - float(record.timestamp) / 1000)
@@ -121,7 +122,8 @@ async def watch(bootstrap: str, mongo_url: str, every: float) -> None:
     """Measure every `every` seconds, forever; a failed measurement marks the broker down."""
     while True:
         try:
-            publish(await asyncio.wait_for(measure(bootstrap), timeout=max(every, 20)))
+            async with asyncio.timeout(max(every, 20)):
+                publish(await measure(bootstrap))
             DEPENDENCY_UP.labels("kafka").set(1)
         except Exception as exc:  # measured again next time; the gauge says the broker is away
             DEPENDENCY_UP.labels("kafka").set(0)

@@ -305,14 +305,10 @@ class Lease:
                 await self.claim()
             else:
                 left = max(0.01, self._valid_until - time.monotonic())
-                await asyncio.wait_for(self.renew(), timeout=left)
+                async with asyncio.timeout(left):
+                    await self.renew()
         except (PyMongoError, TimeoutError) as exc:
             log.debug("lease not renewed this time", job=self.job, error=type(exc).__name__)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Python 3.11's wait_for can swallow a cancel that meets the renewal's end: keep it,
-            # or `hold` and a section's renewer would never stop.
-            raise asyncio.CancelledError
         if self.fence is not None and not self.holding():
             self._lose("not renewed within its ttl")
 
@@ -357,9 +353,12 @@ async def singleton(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]])
     async def loss() -> None:
         nonlocal running
         if running is not None:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await running
+            # Until it has ended: a loop that swallowed one cancel (Python 3.11's wait_for does,
+            # when what it waits for ends at that moment) would keep this copy from ever
+            # claiming the lease again, and the job would stop everywhere.
+            while not running.done():
+                running.cancel()
+                await asyncio.wait({running}, timeout=1.0)
             running = None
 
     await lease.hold(gain, loss)

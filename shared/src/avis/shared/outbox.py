@@ -160,7 +160,8 @@ class Relay:
                 await asyncio.sleep(delay)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def recover(self) -> int:
         """Queue every aggregate a hint names that is this relay's to publish (left by a crash,

@@ -192,7 +192,8 @@ class DueQueue(Generic[Item]):
                 wait = retry.next_delay()
                 log.exception("sender pass failed", queue=self.name)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def work(self) -> float:
         """One pass: attempt (or start) what is due now; returns how long the loop may sleep."""

@@ -86,9 +86,8 @@ class WebhookClient:
             addresses = [str(ipaddress.ip_address(target.host))]  # a literal: nothing to resolve
         except ValueError:
             try:
-                addresses = await asyncio.wait_for(
-                    self.resolver(target.host, target.port), timeout=self.timeout.connect
-                )
+                async with asyncio.timeout(self.timeout.connect):
+                    addresses = await self.resolver(target.host, target.port)
             except (OSError, TimeoutError, UnicodeError):
                 raise Refused("the host does not resolve") from None
         address, why = rules.resolved_refusal(target, addresses, self.allow_loopback)

@@ -132,7 +132,8 @@ class Feed:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.broker.stop(), self.settings.shutdown_grace_seconds)
+            async with asyncio.timeout(self.settings.shutdown_grace_seconds):
+                await self.broker.stop()
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ class DeadLetters:
 
     async def _measure(self) -> None:
         try:
-            found = await asyncio.wait_for(dlq_depths(self.bootstrap, topics.TOPICS), 10)
+            async with asyncio.timeout(10):
+                found = await dlq_depths(self.bootstrap, topics.TOPICS)
             self.last = Depths(found, now())
         except Exception as exc:  # the board says "not measured" rather than fail
             log.info("dead-letter depth not measured", error=type(exc).__name__)
@@ -239,7 +241,8 @@ class Stream:
         with hub.watch(self.case_id) as changes:
             while self.alive():
                 try:
-                    kind = await asyncio.wait_for(changes.get(), KEEPALIVE_SECONDS)
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        kind = await changes.get()
                 except TimeoutError:
                     yield ": still here\n\n"
                     continue

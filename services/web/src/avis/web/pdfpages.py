@@ -149,7 +149,8 @@ async def _bounded(work: Callable[[], T]) -> T:
     dropped; one already started ends on its own, within the pixel limit)."""
     loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(loop.run_in_executor(_PDFIUM, work), RENDER_SECONDS)
+        async with asyncio.timeout(RENDER_SECONDS):
+            return await loop.run_in_executor(_PDFIUM, work)
     except TimeoutError as exc:
         raise Unrenderable("too_slow") from exc
 
