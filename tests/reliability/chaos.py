@@ -658,6 +658,36 @@ class Run:
             left.append(f"consumer lag {lag}")
         return left
 
+    async def stuck(self) -> str:
+        """What notify still holds back and why it might: its leases (a job whose lease nobody
+        holds sends nothing), each queued email and undelivered delivery with its filing, and
+        its log lines that name them (a failed run's evidence)."""
+        notify = self.db("notify")
+        lines = [
+            f"lease {d['_id']} holder {d.get('holder')} expires {d.get('expires_at')}"
+            async for d in notify["leases"].find({"job": {"$in": ["email", "webhook"]}})
+        ]
+        due = {d["_id"]: d.get("ids", d.get("bucket")) async for d in notify["due"].find({})}
+        handoffs = {d["item"]: d["at"] async for d in notify["handoffs"].find({})}
+        lines.append(f"due-queues {due}")
+        logs = "".join(
+            m.log.read_text(errors="replace") for m in self.stack.of("notify") if m.log.exists()
+        ).splitlines()
+        held = [
+            *[d async for d in notify["sends"].find({"status": "queued"})],
+            *[d async for d in notify["deliveries"].find({"status": {"$ne": "delivered"}})],
+        ]
+        for d in held:
+            attempts = [(a["outcome"], a.get("code"), a.get("reason")) for a in d["attempts"]]
+            lines.append(
+                f"held {d['_id']} case {d['case_id']} {d['status']} created {d['created_at']} "
+                f"next {d.get('next_at')} attempts {attempts[-3:]} "
+                f"handoff {handoffs.get(d['_id'])}"
+            )
+            lines += [f"  | {line[:300]}" for line in logs if d["_id"] in line][-4:]
+        lines += [f"  | {line[:300]}" for line in logs if '"lease' in line][-12:]
+        return "\n".join(lines)
+
     async def quiet(self) -> None:
         started = time.monotonic()
         deadline = started + self.plan.quiet_timeout
@@ -676,6 +706,8 @@ class Run:
         self.figures.time_to_quiet_seconds = round(time.monotonic() - started, 1)
         if last:
             log(f"not quiet after {self.plan.quiet_timeout:.0f} s: {last}")
+            with contextlib.suppress(Exception):
+                print(await self.stuck())
         else:
             log(f"quiet after {self.figures.time_to_quiet_seconds:.0f} s")
         await asyncio.sleep(3.0)  # anything late (a duplicate) has time to show
