@@ -458,12 +458,12 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
     assert await store.cases_in(ReviewCaseStatus.MATCHING) == []
 
     page, more = await store.assignments_page(
-        reviewer_id=None, status=None, case_id=None, overdue_at=None, after=None, limit=5
+        reviewer_id=None, statuses=frozenset(), case_id=None, overdue_at=None, after=None, limit=5
     )
     assert [d.id for d in page] == [d.id for d in made[:5]] and more is None
     after, _ = await store.assignments_page(
         reviewer_id="r-1",
-        status=None,
+        statuses=frozenset(),
         case_id=None,
         overdue_at=None,
         after=page[-1].sort_key,
@@ -472,7 +472,7 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
     assert [d.id for d in after] == [d.id for d in made[5:] if d.reviewer_id == "r-1"]
     overdue, _ = await store.assignments_page(
         reviewer_id=None,
-        status=None,
+        statuses=frozenset(),
         case_id=None,
         overdue_at=(True, T0 + timedelta(hours=15)),
         after=None,
@@ -481,13 +481,26 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
     assert [d.id for d in overdue] == [made[0].id, made[1].id, made[2].id]
     open_, _ = await store.assignments_page(
         reviewer_id="r-2",
-        status=AssignmentStatus.ASSIGNED,
+        statuses=frozenset({AssignmentStatus.ASSIGNED}),
         case_id=None,
         overdue_at=None,
         after=None,
         limit=20,
     )
     assert [d.id for d in open_] == [made[0].id, made[2].id]
+    await store.accept(made[2].id, at=T0, events=[])
+    both, _ = await store.assignments_page(
+        reviewer_id="r-2",
+        statuses=frozenset({AssignmentStatus.ASSIGNED, AssignmentStatus.ACCEPTED}),
+        case_id=None,
+        overdue_at=None,
+        after=None,
+        limit=20,
+    )
+    assert [(d.id, d.status) for d in both] == [
+        (made[0].id, AssignmentStatus.ASSIGNED),
+        (made[2].id, AssignmentStatus.ACCEPTED),
+    ], "open work in either status, from the reviewer's list, soonest due first"
     assert commands.not_by_id() == [
         f for f in commands.filters if f[1] == "reviewers" and f[2] == {}
     ], "only the directory itself is read whole (its size is the reviewers, not the cases)"

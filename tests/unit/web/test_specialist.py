@@ -95,8 +95,13 @@ class FakeServices:
             items = [assignment(self.status, timedelta(hours=5))]
             items.append(assignment("assigned", timedelta(hours=-2), id="other-0001"))
             items.append(assignment("accepted", timedelta(days=3), id="later-0001"))
-            status = request.url.params.get("status")  # review's filter, as review applies it
-            items = [i for i in items if status is None or i["status"] == status]
+            # Review's filter and order, as review applies them: any of the statuses asked
+            # for, soonest due first.
+            wanted = request.url.params.get_list("status")
+            items = sorted(
+                (i for i in items if not wanted or i["status"] in wanted),
+                key=lambda i: (i["due_at"], i["id"]),
+            )
             return httpx.Response(200, json={"items": items, "next_cursor": None})
         if path == f"/v1/assignments/{AID}" and method == "GET":
             return httpx.Response(200, json=assignment(self.status, timedelta(hours=5)))
@@ -174,7 +179,7 @@ async def test_the_queue_says_each_due_date_in_words(browser: httpx.AsyncClient)
     assert "My review queue" in home.text
     for words in ("Overdue", "Due within a day", "On time"):
         assert words in home.text
-    # The open ones soonest due first, however review's lists of each status come.
+    # The open ones soonest due first, as review lists them.
     assert home.text.index("due-overdue") < home.text.index("due-soon")
 
 

@@ -168,7 +168,10 @@ async def assign_from_queue(
 async def list_assignments(
     review: Review,
     who: Staff,
-    status: AssignmentStatus | None = None,
+    status: Annotated[
+        list[AssignmentStatus] | None,
+        Query(description="In any of these statuses (repeat the parameter for more than one)."),
+    ] = None,
     overdue: Annotated[
         bool | None, Query(description="true: past due and not answered; false: the others.")
     ] = None,
@@ -180,7 +183,7 @@ async def list_assignments(
     """Soonest due first."""
     return await review.assignments(
         principal=who,
-        status=status,
+        statuses=frozenset(status or ()),
         overdue=overdue,
         reviewer_id=reviewer_id,
         case_id=case_id,

@@ -232,19 +232,20 @@ class ReviewService:
         self,
         *,
         principal: Principal,
-        status: AssignmentStatus | None = None,
+        statuses: frozenset[AssignmentStatus] = frozenset(),
         overdue: bool | None = None,
         reviewer_id: str | None = None,
         case_id: str | None = None,
         cursor: str | None = None,
         limit: int,
     ) -> AssignmentPage:
-        """A page of assignments, soonest due first: a reviewer's own, or all for coordinators."""
+        """A page of assignments, soonest due first: a reviewer's own, or all for coordinators;
+        in any of `statuses` (none: every status)."""
         coordinator = rules.is_coordinator(principal)
         at = now()
         docs, more = await self.store.assignments_page(
             reviewer_id=rules.assignments_reviewer(principal, reviewer_id),
-            status=status,
+            statuses=statuses,
             case_id=case_id,
             overdue_at=None if overdue is None else (overdue, at),
             after=cursor,

@@ -526,15 +526,16 @@ class Store:
         self,
         *,
         reviewer_id: str | None,
-        status: AssignmentStatus | None,
+        statuses: frozenset[AssignmentStatus],
         case_id: str | None,
         overdue_at: tuple[bool, datetime] | None,
         after: str | None,
         limit: int,
         projection: dict[str, int] = LISTED,
     ) -> tuple[list[AssignmentDoc], str | None]:
-        """Up to `limit` assignments matching the filters, soonest due first, after `after`,
-        and where to go on when the page stopped short of `limit` at its budget (else None).
+        """Up to `limit` assignments matching the filters (`statuses`: in any of them; empty:
+        every status), soonest due first, after `after`, and where to go on when the page
+        stopped short of `limit` at its budget (else None).
 
         `overdue_at` is `(True, at)` for those past due at `at` and not answered, `(False, at)`
         for the others. Three ways in, all by `_id`: a case's rounds; the open assignments
@@ -547,7 +548,7 @@ class Store:
         def keep(doc: AssignmentDoc) -> bool:
             if reviewer_id is not None and doc.reviewer_id != reviewer_id:
                 return False
-            if status is not None and doc.status != status:
+            if statuses and doc.status not in statuses:
                 return False
             if overdue_at is not None:
                 overdue, at = overdue_at
@@ -560,7 +561,7 @@ class Store:
             rounds = await self.assignments_of(case_id, case.round if case else 0)
             return sorted(filter(keep, rounds), key=lambda d: d.sort_key)[:limit], None
         if (overdue_at is not None and overdue_at[0]) or (
-            status is not None and status.value in _ACTIVE
+            statuses and all(s.value in _ACTIVE for s in statuses)
         ):
             if reviewer_id is not None:
                 one = await self.reviewer(reviewer_id)

@@ -6,7 +6,7 @@ comes back as `Refused` with the problem's status and type, which the pages put 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -199,11 +199,12 @@ class Platform:
     # --- the specialist's workspace: review's assignments and opinion, intake's records ---
 
     async def my_assignments(
-        self, *, token: str, status: str | None = None, limit: int = 100
+        self, *, token: str, statuses: Collection[str] = (), limit: int = 100
     ) -> AssignmentList:
-        """The signed-in reviewer's assignments (in one status, or all), soonest due first."""
+        """The signed-in reviewer's assignments (in any of `statuses`, or all), soonest due
+        first."""
         url = f"{self.review}/v1/assignments"
-        found = await self._get(url, token=token, status=status, limit=str(limit))
+        found = await self._get(url, token=token, status=sorted(statuses), limit=str(limit))
         return AssignmentList.model_validate(found)
 
     async def assignment(self, *, token: str, assignment_id: str) -> AssignmentView:
@@ -279,8 +280,9 @@ class Platform:
 
     # --- coordinator board and partner console ---------------------------------------------
 
-    async def _get(self, url: str, *, token: str, **params: str | bool | None) -> Any:
-        """A GET with the query parameters given (None: left out); its JSON."""
+    async def _get(self, url: str, *, token: str, **params: str | list[str] | bool | None) -> Any:
+        """A GET with the query parameters given (None: left out; a list: the parameter once
+        per item); its JSON."""
         query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
         wanted = {k: v for k, v in query.items() if v is not None}
         return (await self._call("GET", url, token=token, params=wanted)).json()

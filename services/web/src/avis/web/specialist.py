@@ -92,21 +92,19 @@ def _home(assignment_id: str) -> str:
 @router.get("")
 async def queue(request: Request, web: Pages, session: Reviewer) -> HTMLResponse:
     """The reviewer's open assignments, soonest due first (every one, however old the rest of
-    their history), then the first page of the others: three lists read together, the open
-    ones from review's keyed list of the reviewer's open work."""
+    their history), then the first page of the others: two lists read together, the open ones
+    from review's keyed list of the reviewer's open work."""
     who = token(session)
-    assigned, accepted, first = await asyncio.gather(
-        web.platform.my_assignments(token=who, status="assigned"),
-        web.platform.my_assignments(token=who, status="accepted"),
+    opened, first = await asyncio.gather(
+        web.platform.my_assignments(token=who, statuses=rules.OPEN_ASSIGNMENTS),
         web.platform.my_assignments(token=who, limit=CLOSED_ROWS),
     )
     at = now()
-    opened = sorted([*assigned.items, *accepted.items], key=lambda a: (a.due_at, a.id))
     closed = [a for a in first.items if a.status not in rules.OPEN_ASSIGNMENTS]
     return web.render(
         request,
         "specialist/queue.html",
-        open_rows=[(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in opened],
+        open_rows=[(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in opened.items],
         closed_rows=[(a, rules.due_state(a.status, a.due_at, a.overdue, at)) for a in closed],
     )
 
