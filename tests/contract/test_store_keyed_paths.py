@@ -509,6 +509,51 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
     assert await store.load("r-1") == 1
 
 
+async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
+    watched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds spread over many days, one or none a day: a page reads several day buckets in one
+    request, and when it stops at its budget its cursor goes on exactly where it stopped, so the
+    pages together are the whole walk, in order."""
+    db, commands = watched
+    store = ReviewStore(db)
+    made = []
+    for i in range(15):
+        due = T0 + timedelta(days=i * (1 if i % 3 else 2))  # some days without any round
+        doc = _assignment(f"d-{i:02d}", 1, "r-1", due, "completed" if i % 2 else "declined")
+        await store.file_due(doc)
+        await store.insert_assignment(doc, [])
+        made.append(doc)
+    commands.filters.clear()
+    (whole, more) = await store.assignments_page(
+        reviewer_id=None, statuses=frozenset(), case_id=None, overdue_at=None, after=None, limit=50
+    )
+    assert [d.id for d in whole] == [d.id for d in sorted(made, key=lambda d: d.sort_key)]
+    assert more is None
+    keys = [f for f in commands.filters if f[1] == "keys"]
+    assert len(keys) == 3, f"the days, then 15 days' buckets 8 at a time: {keys}"
+
+    monkeypatch.setattr("avis.review.store.DUE_SCAN_BUDGET", 4)
+    pages, after, stops = [], None, 0
+    for _ in range(20):
+        page, more = await store.assignments_page(
+            reviewer_id=None,
+            statuses=frozenset({AssignmentStatus.COMPLETED}),
+            case_id=None,
+            overdue_at=None,
+            after=after,
+            limit=50,
+        )
+        pages += page
+        if more is None:
+            break
+        after, stops = more, stops + 1
+    assert stops >= 3, "15 entries at 4 a request: the walk stopped at its budget"
+    completed = [d.id for d in whole if d.status == AssignmentStatus.COMPLETED]
+    assert [d.id for d in pages] == completed and len(completed) == 7
+    assert commands.not_by_id() == []
+
+
 # --- notify ----------------------------------------------------------------------------------
 
 

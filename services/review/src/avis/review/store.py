@@ -379,6 +379,11 @@ class Store:
         doc = await self.keys.find_one({"_id": name})
         return list(doc["ids"]) if doc else []
 
+    async def key_ids_of(self, names: Sequence[str]) -> list[list[str]]:
+        """The ids each of several keyed index documents lists, read in one request by `_id`."""
+        docs = await by_ids(self.keys, names, {"ids": 1})
+        return [list(doc["ids"]) if doc else [] for doc in docs]
+
     async def key_add(self, name: str, item: str) -> None:
         """Add an id to a keyed index document (once), in one write; the caller holds the
         matching lock."""
@@ -655,13 +660,15 @@ class Store:
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
+DUE_DAYS_AT_ONCE = 8  # day buckets read in one request while a page walks them
 
 
 @dataclass(frozen=True)
 class _DueWalk:
     """A page from the day buckets of a scope, soonest due first: at most DUE_SCAN_BUDGET
     entries looked at, their assignments read a batch at a time (as many as the page still
-    lacks, read together)."""
+    lacks, read together), the day buckets DUE_DAYS_AT_ONCE at a time (read together, so that
+    days with few rounds each do not cost a request each)."""
 
     store: Store
     scope: str
@@ -673,27 +680,31 @@ class _DueWalk:
         the budget ran out first (else None)."""
         found: list[AssignmentDoc] = []
         looked = 0
-        for day in sorted(await self.store.key_ids(f"due:{self.scope}:days")):
-            if after is not None and day < after[:10]:
-                continue
-            keys = sorted(await self.store.key_ids(f"due:{self.scope}:{day}"))
-            keys = [key for key in keys if after is None or key > after]
-            while keys:
-                if looked >= DUE_SCAN_BUDGET:
-                    return found, after
-                size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
-                batch, keys = keys[:size], keys[size:]
-                looked += len(batch)
-                ids = [key.split("|", 1)[1] for key in batch]
-                docs = await self.store.listed(ids, self.projection)
-                for key, doc in zip(batch, docs, strict=True):
-                    after = key
-                    # An entry whose round never came, or came from another attempt, is skipped.
-                    if doc is not None and doc.sort_key == key and self.keep(doc):
-                        found.append(doc)
-                        if len(found) == limit:
-                            return found, None
-        return found, None
+        days = sorted(await self.store.key_ids(f"due:{self.scope}:days"))
+        days = [day for day in days if after is None or day >= after[:10]]
+        keys: list[str] = []  # the entries read and not looked at yet, in order
+        while True:
+            size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
+            while len(keys) < max(size, 1) and days:  # at the budget: is anything left?
+                chunk, days = days[:DUE_DAYS_AT_ONCE], days[DUE_DAYS_AT_ONCE:]
+                buckets = await self.store.key_ids_of([f"due:{self.scope}:{d}" for d in chunk])
+                # A day's entries all sort after the earlier day's: the sort key starts with it.
+                keys += [k for b in buckets for k in sorted(b) if after is None or k > after]
+            if not keys:
+                return found, None
+            if looked >= DUE_SCAN_BUDGET:
+                return found, after
+            batch, keys = keys[:size], keys[size:]
+            looked += len(batch)
+            ids = [key.split("|", 1)[1] for key in batch]
+            docs = await self.store.listed(ids, self.projection)
+            for key, doc in zip(batch, docs, strict=True):
+                after = key
+                # An entry whose round never came, or came from another attempt, is skipped.
+                if doc is not None and doc.sort_key == key and self.keep(doc):
+                    found.append(doc)
+                    if len(found) == limit:
+                        return found, None
 
 
 MATCHING_KEY = "matching"
