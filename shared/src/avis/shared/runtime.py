@@ -454,11 +454,15 @@ async def _store_busy(request: Request, exc: Exception) -> Response:
 
 
 def serve(create_app: Callable[[SettingsT], FastAPI], settings: SettingsT) -> None:
-    """Run a service's app with uvicorn where its settings say (the console scripts)."""
+    """Run a service's app with uvicorn where its settings say (the console scripts), on the
+    event loop and HTTP parser they name (the whole process runs on that loop)."""
+    fast = settings.http_stack == "uvloop"
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
+        loop="uvloop" if fast else "asyncio",
+        http="httptools" if fast else "h11",
         log_level="warning",
         # SIGTERM: requests in flight finish within the grace, or are cancelled; then the
         # lifespan stops the consumers (in-flight handlers get the same grace) and the store.

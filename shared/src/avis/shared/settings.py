@@ -27,6 +27,11 @@ class CommonSettings(BaseSettings):
     avis_env: Environment = Field("production", validation_alias=shared_env("ENV", "avis_env"))
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The server's event loop and HTTP parser: uvloop with httptools (the default, measured
+    # faster by bench/bench_door.py), or asyncio's own loop with h11 (pure Python).
+    http_stack: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", validation_alias=shared_env("HTTP_STACK")
+    )
 
     # How long a request body may take: at most this long without a byte, and in all (408).
     http_body_idle_seconds: float = Field(
