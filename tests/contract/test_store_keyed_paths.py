@@ -18,9 +18,9 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
-from avis.intake.models import CaseStatus
+from avis.intake.models import CaseStatus, TimelineKind
 from avis.intake.rules import Scope
-from avis.intake.store import Record, list_entry_id, list_key
+from avis.intake.store import Record, StoredConsent, StoredEntry, list_entry_id, list_key
 from avis.intake.store import Store as IntakeStore
 from avis.notify.store import Store as NotifyStore
 from avis.review.models import AssignmentStatus, Rationale
@@ -29,6 +29,8 @@ from avis.review.rules import assignment_id_for, sort_key
 from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc
 from avis.review.store import Store as ReviewStore
 from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
+from avis.shared.envelope import Event
+from avis.shared.events import CaseWithdrawn
 from avis.shared.mongo import AggregateLocks, by_ids
 
 pytestmark = pytest.mark.infra
@@ -383,6 +385,26 @@ async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:
     case = await store.case("case-000")
     assert case is not None and await store.records_of(case) == []
     assert await store.record_bytes(stored) is None
+
+    # a submission is one request that answers with the case as written
+    before = len(commands.filters)
+    consent = StoredConsent(text_version="v1", accepted_at=now, scopes=[], recorded_at=now)
+    entry = StoredEntry(id="ev-1", kind=TimelineKind.SUBMITTED, status=CaseStatus.SUBMITTED, at=now)
+    event = Event.new(CaseWithdrawn(case_id="case-000", withdrawn_at=now), "/avis/test")
+    submitted_case = await store.submit(
+        "case-000", at=now, consent=consent, traceparent="", entry=entry, events=[event]
+    )
+    assert len(commands.filters) == before + 1
+    assert submitted_case is not None and submitted_case.status is CaseStatus.SUBMITTED
+    assert [e.id for e in submitted_case.timeline] == ["ev-1"]
+    raw = await db["cases"].find_one({"_id": "case-000"})
+    assert raw is not None and raw["outbox"], "the event is in the case's outbox"
+    assert (
+        await store.submit(
+            "case-999", at=now, consent=consent, traceparent="", entry=entry, events=[]
+        )
+        is None
+    )
     assert commands.not_by_id() == []
 
 

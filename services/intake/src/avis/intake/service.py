@@ -511,7 +511,7 @@ class IntakeService:
             entry = StoredEntry(
                 id=event.id, kind=TimelineKind.SUBMITTED, status=CaseStatus.SUBMITTED, at=at
             )
-            await self.emitter.write(
+            stored = await self.emitter.write(
                 lambda events: self.store.submit(
                     case_id,
                     at=at,
@@ -526,9 +526,10 @@ class IntakeService:
             )
             await self.auditor.record(principal, case_id, "case.submit", locked=True)
         log.info("case submitted", case_id=case_id, event_id=event.id)
-        # The case as stored; its records are the ones just counted (a submitted case takes
-        # no more and loses none), so they are not read a second time.
-        stored = await self._readable(principal, case_id, clinical=False)
+        if stored is None:  # gone between its read and its write: nothing was written
+            raise not_found("case", CASE_NOT_FOUND)
+        # The case as the write left it (not read a second time); its records are the ones
+        # just counted (a submitted case takes no more and loses none).
         return await self._view(stored, principal, records)
 
     def _new_claim(self, case: Case) -> tuple[str | None, StoredClaim | None]:

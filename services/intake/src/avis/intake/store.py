@@ -23,7 +23,8 @@ Every hot read goes by `_id` (FerretDB serves nothing else from an index): a cas
 are listed by the ids embedded in the case (`record_ids`), lists by positions.
 
 Writers hold the case's lock around every write (the store does not serialise them); a state
-change and the events it causes are one `update_one` (`avis.shared.outbox.with_events`).
+change and the events it causes are one write (`avis.shared.outbox.with_events`); a submission's
+write also answers with the case it left, so the answer needs no second read.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 
 from bson import Binary
 from pydantic import BaseModel, Field
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -575,9 +576,11 @@ class Store:
         entry: StoredEntry,
         events: Sequence[Event],
         claim: StoredClaim | None = None,
-    ) -> None:
+    ) -> Case | None:
         """Record the submission, its timeline entry, its claim digest (a partner's case) and its
-        events in one write."""
+        events in one write; the case as it is then (None: not there). The answer carries the
+        outbox too (the local store takes no projection on this command, docs/store-contract.md),
+        which the model leaves out."""
         fields: dict[str, Any] = {
             "status": CaseStatus.SUBMITTED.value,
             "submitted_at": at,
@@ -588,7 +591,10 @@ class Store:
         if claim is not None:
             fields["claim"] = claim.model_dump(exclude_none=True)
         update = {"$set": fields, "$push": {"timeline": entry.model_dump()}}
-        await self.cases.update_one({"_id": case_id}, with_events(update, events))
+        doc = await self.cases.find_one_and_update(
+            {"_id": case_id}, with_events(update, events), return_document=ReturnDocument.AFTER
+        )
+        return Case.model_validate(doc) if doc else None
 
     async def withdraw(
         self, case_id: str, *, at: datetime, entry: StoredEntry, events: Sequence[Event]
