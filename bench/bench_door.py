@@ -19,7 +19,6 @@ Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_door.py [--quic
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -34,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_journey import RESULTS, machine
-from journey import BOOTSTRAP, JWT_SECRET, MONGO_URL, load_average, pct
+from journey import bench_env, load_average, pct
 
-from avis.shared.sealing import generate_key
 from tests.support.samples import case_body
 from tests.support.stack import ServiceStack, cpu_seconds
 
@@ -45,20 +43,7 @@ STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def env(stack: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
-        "AVIS_MONGO_URL": MONGO_URL,
-        "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
-        "AVIS_JWT_SECRET": JWT_SECRET,
-        # HS256 tokens: development only. The load is the point: no write rate limit.
-        "AVIS_ENV": "development",
-        "AVIS_RATE_LIMIT_WRITES": "100000/minute",
-        "AVIS_LOG_LEVEL": "WARNING",
-        "AVIS_LOG_FORMAT": "json",
-        "AVIS_OTEL_EXPORTER": "none",
-        "AVIS_HTTP_STACK": stack,
-    }
+    return bench_env() | {"AVIS_OTEL_EXPORTER": "none", "AVIS_HTTP_STACK": stack}
 
 
 async def round_of(stack: str, index: int, seconds: float, clients: int) -> dict[str, Any]:

@@ -44,37 +44,24 @@ from avis.intake.store import Store as IntakeStore
 from avis.intake.store import list_entry_id, list_key
 from avis.review.rules import sort_key
 from avis.review.store import Store as ReviewStore
-from avis.shared.sealing import generate_key
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey uses tests/
 
-from journey import ASSIGNED, Probe, pct
+from journey import ASSIGNED, Probe, bench_env, pct
 from pyspy import Profiler
 
 from tests.support.stack import SERVICES, ServiceStack, cpu_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 STATE = pathlib.Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
-JWT_SECRET = "bench-" + "x" * 40
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 SPECIALTY = "oncology"
 
 
 def bench_stack(database_prefix: str) -> ServiceStack:
     """The four services as separate processes on the bench stack's broker and store."""
-    env = os.environ | {
-        "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
-        "AVIS_MONGO_URL": MONGO,
-        "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
-        "AVIS_JWT_SECRET": JWT_SECRET,
-        # HS256 tokens: development only. The load is the point: no write rate limit.
-        "AVIS_ENV": "development",
-        "AVIS_RATE_LIMIT_WRITES": "100000/minute",
-        "AVIS_LOG_LEVEL": "WARNING",
-        "AVIS_LOG_FORMAT": "json",
-    }
+    env = os.environ | bench_env()
     databases = {name: f"{database_prefix}_{name}" for name in (*SERVICES, "web")}
     stack = ServiceStack(
         env=env,

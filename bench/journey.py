@@ -75,6 +75,24 @@ TUNED = {"AVIS_RELAY_BATCH": "500", "AVIS_CONSUMER_WORKERS": "3"}
 INFRA = ("kafka", "ferretdb", "smtp", "zipkin")
 
 
+def bench_env() -> dict[str, str]:
+    """What the services of every benchmark run with: the test stack's broker and store, a
+    sealing key of their own, the bench's development tokens, no write rate limit (the load is
+    the point) and quiet JSON logs."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "AVIS_MONGO_URL": MONGO_URL,
+        "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
+        "AVIS_JWT_SECRET": JWT_SECRET,
+        # HS256 tokens: development only.
+        "AVIS_ENV": "development",
+        "AVIS_RATE_LIMIT_WRITES": "100000/minute",
+        "AVIS_LOG_LEVEL": "WARNING",
+        "AVIS_LOG_FORMAT": "json",
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank; NaN when empty."""
     if not values:
@@ -227,18 +245,8 @@ class JourneyStack:
         self.stack: ServiceStack | None = None
 
     def env(self, hooks_url: str) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
-            "AVIS_MONGO_URL": MONGO_URL,
+        env = bench_env() | {
             "AVIS_SMTP_URL": SMTP_URL,
-            "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
-            "AVIS_JWT_SECRET": JWT_SECRET,
-            # HS256 tokens: development only. The load is the point: no write rate limit.
-            "AVIS_ENV": "development",
-            "AVIS_RATE_LIMIT_WRITES": "100000/minute",
-            "AVIS_LOG_LEVEL": "WARNING",
-            "AVIS_LOG_FORMAT": "json",
             "AVIS_OTEL_EXPORTER": "none",
             # The partner's receiver is on loopback, over plain HTTP: development only.
             "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",

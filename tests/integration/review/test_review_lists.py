@@ -28,8 +28,8 @@ async def _ids(http: httpx.AsyncClient, **params: Any) -> list[str]:
 
 async def _open_lists_agree(stack: ReviewStack, reviewer: str) -> dict[str, list[str]]:
     """A reviewer's assignments by status, as the keyed open list gives the open ones, checked
-        against the walk over every round (the day buckets) of the same reviewer; both open statuses
-    asked at once give the open ones of either."""
+    against the walk over every round (the day buckets) of the same reviewer; both open
+    statuses asked at once give the open ones of either."""
     async with stack.client(reviewer, "reviewer") as http:
         walked = (await http.get("/v1/assignments", params={"limit": 100})).json()["items"]
         keyed = {s: await _ids(http, status=s) for s in ("assigned", "accepted")}
