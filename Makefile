@@ -78,7 +78,9 @@ chaos: install  ## the fault run at full size (CHAOS_CASES, CHAOS_SEED, CHAOS_CO
 
 infra-start: install  ## start only Kafka, FerretDB and the SMTP sink (ports of `make run`)
 	AVIS_PYTHON=$(CURDIR)/$(PY) $(INFRA) start && $(INFRA) wait && \
-	AVIS_KAFKA_BOOTSTRAP=$${AVIS_KAFKA_BOOTSTRAP:-127.0.0.1:$${AVIS_KAFKA_PORT:-9092}} $(PY) -m avis.shared.topics
+	set -a && . "$${AVIS_STATE_DIR:-.local/run}/kafka/users.env" && set +a && \
+	export AVIS_KAFKA_BOOTSTRAP=$${AVIS_KAFKA_BOOTSTRAP:-127.0.0.1:$${AVIS_KAFKA_PORT:-9092}} && \
+	$(PY) -m avis.shared.topics && $(PY) deploy/kafka/acls.py
 
 infra-stop:  ## stop what infra-start started
 	$(INFRA) stop

@@ -109,6 +109,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure
 
+from avis.shared.kafka_access import KafkaAccess
+
 Doc = dict[str, Any]
 
 CS, RA, RC, RR = "case-submitted", "review-assigned", "review-completed", "report-ready"
@@ -219,12 +221,12 @@ class Stage:
         self.hints = self.db["outbox_hints"]
         self.group = f"bare-{cfg.run_id}-{self.name}"
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap, acks="all", enable_idempotence=True
+            **KafkaAccess.admin(cfg.bootstrap).options(), acks="all", enable_idempotence=True
         )
         self.topics = {topic_name(cfg.run_id, t): t for t in GROUP_TOPICS[self.name]}
         self.consumer = AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=cfg.bootstrap,
+            **KafkaAccess.admin(cfg.bootstrap).options(),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -910,7 +912,7 @@ async def stage_main(cfg: argparse.Namespace) -> int:
 
 async def _create_topics(bootstrap: str, run_id: str) -> list[str]:
     names = [topic_name(run_id, t) for t in TOPICS]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaAccess.admin(bootstrap).options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
@@ -920,7 +922,7 @@ async def _create_topics(bootstrap: str, run_id: str) -> list[str]:
 
 
 async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaAccess.admin(bootstrap).options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -23,11 +23,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from avis.shared.envelope import Event
 from avis.shared.events import CaseWithdrawn
+from avis.shared.kafka_access import KafkaAccess
 from avis.shared.outbox import Relay, new_with_events
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
 
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+# The benchmark's own clients connect as the broker's administrator (deploy/local/test.sh).
+KAFKA = KafkaAccess.admin(BOOTSTRAP)
 MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27117")
 
 
@@ -56,7 +59,7 @@ async def wait_until(check: Any, timeout: float = 60.0) -> None:
 
 
 async def baseline_produce(topic: str, n: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**KAFKA.options(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         start = time.perf_counter()
@@ -93,7 +96,7 @@ async def relay_rate(topic: str, n: int) -> float:
 
 async def baseline_consume(topic: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=BOOTSTRAP, group_id=f"b{uuid.uuid4().hex}",
+        topic, **KAFKA.options(), group_id=f"b{uuid.uuid4().hex}",
         auto_offset_reset="earliest", enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
@@ -136,7 +139,7 @@ async def consumer_rate(topic: str, n: int) -> float:
 
 async def main(n: int) -> None:
     topics = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(**KAFKA.options())
     await admin.start()
     await admin.create_topics([NewTopic(t, 6, 1) for t in topics])
     try:

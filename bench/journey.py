@@ -34,13 +34,16 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 
 from avis.shared.kafka import partitions_of
+from avis.shared.kafka_access import KafkaAccess
 from avis.shared.sealing import generate_key
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.support.basics import serve, skip_history
+from tests.support.basics import kafka_passwords, serve, skip_history
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import ROOT, SERVICES, ServiceStack, cpu_seconds, peak_rss_mib
 
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+# The benchmark's own clients connect as the broker's administrator (deploy/local/test.sh).
+KAFKA = KafkaAccess.admin(BOOTSTRAP)
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 STATE = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
@@ -82,6 +85,7 @@ def bench_env() -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        **kafka_passwords(),
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SEALING_KEYS": f"k1:{generate_key()}",
         "AVIS_JWT_SECRET": JWT_SECRET,
@@ -164,9 +168,9 @@ class Probe:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(**KAFKA.options(), enable_auto_commit=False)
         await self.consumer.start()
-        tps = [TopicPartition(t, p) for t in TOPICS for p in await partitions_of(BOOTSTRAP, t)]
+        tps = [TopicPartition(t, p) for t in TOPICS for p in await partitions_of(KAFKA, t)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
         self.task = asyncio.create_task(self._run())

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from avis.shared.settings import CommonSettings
-from tests.support.basics import BOOTSTRAP, make_settings, unique
+from tests.support.basics import KAFKA, make_settings, unique
 from tests.support.stack import ServiceStack
 from tests.support.web import SharedWebStack
 
@@ -40,7 +40,7 @@ def settings() -> CommonSettings:
 async def topic() -> AsyncIterator[str]:
     """A topic (and its .dlq) of this test's own, so tests never read each other's events."""
     name = unique("test")
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(**KAFKA.options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, 3, 1), NewTopic(f"{name}.dlq", 1, 1)])

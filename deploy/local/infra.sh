@@ -38,19 +38,60 @@ port_of() {
 # The port a running part was started on (recorded by start), else the configured one.
 port_now() { cat "$STATE/$1.port" 2>/dev/null || port_of "$1"; }
 
+# The broker's identities (SASL/SCRAM-SHA-512): `admin`, its only super user (topics, ACLs,
+# the lag exporter and the dead-letter replay), and one principal per service, whose ACLs
+# (`avis-acls`, from deploy/k8s/base/users.yaml) let it write only the topics it owns and read
+# only what it subscribes to. Their passwords are made once per state directory, kept beside
+# the broker's data (never in the repository), and read by `make run` and the test stack.
+KAFKA_USERS=(admin intake review reports notify web)
+kafka_users_env() { echo "$STATE/kafka/users.env"; }
+password_var() {
+  if [ "$1" = admin ]; then echo AVIS_KAFKA_ADMIN_PASSWORD
+  else echo "AVIS_$(echo "$1" | tr '[:lower:]' '[:upper:]')_KAFKA_PASSWORD"; fi
+}
+make_kafka_users() {
+  local file u; file="$(kafka_users_env)"
+  [ -f "$file" ] && return 0
+  ( umask 077
+    for u in "${KAFKA_USERS[@]}"; do
+      echo "$(password_var "$u")=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    done > "$file.new" )
+  mv "$file.new" "$file"
+}
+
 start_kafka() {
   local libs data conf
   libs="$(kafka_libs)"; data="$STATE/kafka"; conf="$data/server.properties"
   mkdir -p "$data/logs"
-  cat > "$conf" <<PROPS
+  if [ -f "$data/data/meta.properties" ] && [ ! -f "$(kafka_users_env)" ]; then
+    log "Kafka storage in $data/data predates the broker's identities: formatting it again"
+    rm -rf "$data/data"
+  fi
+  make_kafka_users
+  # shellcheck disable=SC1090
+  source "$(kafka_users_env)"
+  local admin="$AVIS_KAFKA_ADMIN_PASSWORD"
+  ( umask 077; cat > "$conf" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+# Clients authenticate with SCRAM; nothing is served to an anonymous client.
+listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+# The controller's listener cannot use SCRAM (its users live in the metadata it serves): PLAIN,
+# for the admin alone.
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
 log.dirs=$data/data
 num.partitions=6
 offsets.topic.replication.factor=1
@@ -63,13 +104,19 @@ min.insync.replicas=1
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 PROPS
+  )
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC "-Dkafka.logs.dir=$data/logs"
                    "-Dlog4j2.configurationFile=$root/deploy/kafka/log4j2.yaml")
   if [ ! -f "$data/data/meta.properties" ]; then
     log "formatting Kafka storage in $data/data"
+    local scram=() u var
+    for u in "${KAFKA_USERS[@]}"; do
+      var="$(password_var "$u")"
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=${!var}]")
+    done
     java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
       -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)" \
-      -c "$conf" > "$data/logs/format.log" 2>&1 || { cat "$data/logs/format.log" >&2; die "kafka format failed"; }
+      -c "$conf" "${scram[@]}" > "$data/logs/format.log" 2>&1 || { cat "$data/logs/format.log" >&2; die "kafka format failed"; }
   fi
   nohup java "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$conf" > "$data/logs/stdout.log" 2>&1 &
   echo $! > "$(pidfile kafka)"

@@ -88,6 +88,10 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 set -a
 # shellcheck disable=SC1090
 source <(deploy/local/dev-env.sh "$AVIS_STATE_DIR" "$py")
+# The broker's passwords (infra.sh made them with its storage): each service connects as its
+# own Kafka user, the topics, ACLs and lag tools as the administrator.
+# shellcheck disable=SC1091
+source "$AVIS_STATE_DIR/kafka/users.env"
 AVIS_KAFKA_BOOTSTRAP="127.0.0.1:${AVIS_KAFKA_PORT:-9092}"
 AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
@@ -111,6 +115,7 @@ AVIS_WEB_REPORTS_URL="http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}"
 AVIS_WEB_NOTIFY_URL="http://127.0.0.1:${AVIS_NOTIFY_HTTP_PORT:-8004}"
 set +a
 "$py" -m avis.shared.topics
+"$py" deploy/kafka/acls.py
 ports=(web "${AVIS_WEB_HTTP_PORT:-8000}" intake "${AVIS_INTAKE_HTTP_PORT:-8001}"
        review "${AVIS_REVIEW_HTTP_PORT:-8002}" reports "${AVIS_REPORTS_HTTP_PORT:-8003}" notify "${AVIS_NOTIFY_HTTP_PORT:-8004}")
 ready=()

@@ -25,7 +25,14 @@ export AVIS_RATE_LIMIT_WRITES="${AVIS_RATE_LIMIT_WRITES:-100000/minute}"
 trap '"$infra" stop' EXIT
 "$infra" start
 "$infra" wait
+# The broker's passwords (made by infra.sh): the suites' own clients connect as its
+# administrator, each service as itself; then the topics and each service's ACLs.
+set -a
+# shellcheck disable=SC1091
+source "$AVIS_STATE_DIR/kafka/users.env"
+set +a
 .venv/bin/python -m avis.shared.topics
+.venv/bin/python deploy/kafka/acls.py
 if [ "${1:-}" = bench ]; then
   shift
   # Arguments that name bench files (`BENCH_ARGS="bench/bench_copies.py --quick"`) run only

@@ -36,6 +36,7 @@ from tests.support.basics import (
     MONGO_URL,
     SEALING_KEYS,
     eventually,
+    kafka_passwords,
     serve,
     skip_history,
     unique,
@@ -122,6 +123,7 @@ async def four_services(receiver: Receiver, copies: int = 1) -> AsyncIterator[Se
         env = {
             "PATH": os.environ.get("PATH", ""),
             "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            **kafka_passwords(),
             "AVIS_MONGO_URL": MONGO_URL,
             "AVIS_SMTP_URL": SMTP_URL,
             "AVIS_SEALING_KEYS": SEALING_KEYS,

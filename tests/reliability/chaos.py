@@ -54,7 +54,17 @@ from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, infra, serve
+from tests.support.basics import (
+    BOOTSTRAP,
+    JWT_SECRET,
+    KAFKA,
+    MONGO_URL,
+    ROOT,
+    SEALING_KEYS,
+    infra,
+    kafka_passwords,
+    serve,
+)
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import Instance, ServiceStack
 
@@ -376,7 +386,7 @@ class Run:
             created = await retrying(partial(sub.post, "/v1/subscriptions", json=wanted))
             assert created.status_code == 201, created.text
             self.partners.secrets[partner] = created.json()["secret"]
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+        consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=None)
         await consumer.start()
         try:
             tps = [TopicPartition(t, p) for t in TOPICS + DLQS for p in await partitions(t)]
@@ -511,7 +521,7 @@ class Run:
 
     async def tail(self) -> None:
         """Follow the topics, so a kill can land right after a relay published."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+        consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=None)
         await consumer.start()
         try:
             tps = [tp for tp in self.start_offsets if tp.topic in TOPICS]
@@ -983,12 +993,12 @@ async def retrying(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Respo
 
 
 async def partitions(topic: str) -> list[int]:
-    return sorted(await partitions_of(BOOTSTRAP, topic))
+    return sorted(await partitions_of(KAFKA, topic))
 
 
 async def read_events(start: dict[TopicPartition, int], topics: tuple[str, ...]) -> list[Any]:
     """Every record of `topics` from the run's start to their current end, decoded."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=None)
     await consumer.start()
     out: list[dict[str, Any]] = []
     try:
@@ -1032,7 +1042,7 @@ async def consumer_lag(start: dict[TopicPartition, int]) -> int:
     lag = 0
     for service, topics in GROUP_TOPICS.items():
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=BOOTSTRAP, group_id=f"avis-{service}", enable_auto_commit=False
+            **KAFKA.options(), group_id=f"avis-{service}", enable_auto_commit=False
         )
         await consumer.start()
         try:
@@ -1063,6 +1073,7 @@ def stack_env() -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        **kafka_passwords(),
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from avis.shared.topics import CASE_SUBMITTED
-from tests.support.basics import BOOTSTRAP, eventually, infra, unique
+from tests.support.basics import KAFKA, eventually, infra, unique
 from tests.support.metrics import MetricsStore, observed_stack, quick_rules, service_env
 from tests.support.notify import hook_receiver
 from tests.support.samples import case_body, consent_body, pdf, upload
@@ -65,7 +65,7 @@ async def poison_fires_the_dead_letter_rule(store: MetricsStore) -> None:
     depth = f'max(avis_dlq_depth{{topic="{DLQ}"}})'
     before = store.total(depth)
     sent = time.time()
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    producer = AIOKafkaProducer(**KAFKA.options())
     await producer.start()
     try:
         await producer.send_and_wait(CASE_SUBMITTED, b"{not json", key=unique("poison").encode())

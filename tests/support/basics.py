@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from avis.shared.envelope import Event
 from avis.shared.kafka import Messaging, partitions_of
+from avis.shared.kafka_access import KafkaAccess
 from avis.shared.mongo import Document
 from avis.shared.sealing import generate_key
 from avis.shared.settings import CommonSettings
@@ -31,8 +32,22 @@ os.environ.setdefault("AVIS_ENV", "development")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27117")
+# The tests' own clients, and the services they run in process, connect as the broker's
+# administrator; the services they start as processes, as themselves. infra.sh makes the
+# passwords when it formats the broker and deploy/local/test.sh exports them.
+KAFKA = KafkaAccess.admin(BOOTSTRAP)
 JWT_SECRET = "test-secret-" + "x" * 40
 SEALING_KEYS = f"k1:{generate_key()}"
+
+
+def kafka_passwords() -> dict[str, str]:
+    """The broker's passwords (AVIS_KAFKA_ADMIN_PASSWORD, AVIS_<SERVICE>_KAFKA_PASSWORD), for a
+    service process started with an environment of its own."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("AVIS_") and k.endswith("KAFKA_PASSWORD")
+    }
 
 
 def infra(action: str, service: str) -> None:
@@ -59,6 +74,8 @@ def make_settings(
         "service_name": name,
         "mongo_database": f"test_{name}".replace("-", "_"),
         "kafka_bootstrap": BOOTSTRAP,
+        "kafka_username": KAFKA.username,
+        "kafka_password": KAFKA.password,
         "mongo_url": MONGO_URL,
         "sealing_keys": SEALING_KEYS,
         "jwt_secret": JWT_SECRET,
@@ -80,12 +97,10 @@ async def skip_history(group_id: str, topics: Sequence[str]) -> None:
     # A broker just started may refuse the first commits of a group while its group
     # coordinator loads (UnknownMemberId, CommitFailed): try again, a few times.
     for attempt in range(10):
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=BOOTSTRAP, group_id=group_id, enable_auto_commit=False
-        )
+        consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=group_id, enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(BOOTSTRAP, t)]
+            tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(KAFKA, t)]
             consumer.assign(tps)
             await consumer.commit(dict(await consumer.end_offsets(tps)))
             return

@@ -27,6 +27,7 @@ from tests.support.basics import (
     MONGO_URL,
     ROOT,
     SEALING_KEYS,
+    kafka_passwords,
     skip_history,
     unique,
 )
@@ -200,6 +201,7 @@ def service_env(**extra: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        **kafka_passwords(),
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from avis.shared.kafka import partitions_of
-from tests.support.basics import BOOTSTRAP, eventually
+from tests.support.basics import KAFKA, eventually
 
 Record = ConsumerRecord[bytes, bytes]
 
@@ -33,12 +33,10 @@ class TopicReader:
 
     async def mark(self, *, from_beginning: bool = False) -> TopicReader:
         """Start at the topics' end now (or at their beginning)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+        consumer = AIOKafkaConsumer(**KAFKA.options())
         await consumer.start()
         try:
-            tps = [
-                TopicPartition(t, p) for t in self.topics for p in await partitions_of(BOOTSTRAP, t)
-            ]
+            tps = [TopicPartition(t, p) for t in self.topics for p in await partitions_of(KAFKA, t)]
             offsets = consumer.beginning_offsets if from_beginning else consumer.end_offsets
             self.next = dict(await offsets(tps))
         finally:
@@ -47,7 +45,7 @@ class TopicReader:
 
     async def read(self) -> list[Record]:
         """Every record published on the topics since the mark, up to their current end."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**KAFKA.options(), enable_auto_commit=False)
         await consumer.start()
         try:
             consumer.assign(list(self.next))

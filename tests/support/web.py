@@ -14,7 +14,14 @@ import httpx
 from pymongo import MongoClient
 
 from avis.shared import topics
-from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, SEALING_KEYS, skip_history
+from tests.support.basics import (
+    BOOTSTRAP,
+    JWT_SECRET,
+    MONGO_URL,
+    SEALING_KEYS,
+    kafka_passwords,
+    skip_history,
+)
 from tests.support.stack import SERVICES, ServiceStack
 
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
@@ -37,6 +44,7 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
     stack.env = dict(os.environ) | {
         "AVIS_ENV": "development",
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        **kafka_passwords(),
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,

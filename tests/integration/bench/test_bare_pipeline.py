@@ -9,7 +9,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
-from tests.support.basics import BOOTSTRAP, MONGO_URL, ROOT
+from tests.support.basics import BOOTSTRAP, KAFKA, MONGO_URL, ROOT
 
 pytestmark = pytest.mark.infra
 CASES = 12
@@ -54,7 +54,7 @@ async def test_every_case_goes_through_every_hop_and_write_and_nothing_is_left()
         assert not [n for n in await client.list_database_names() if run_id in n]
     finally:
         await client.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(**KAFKA.options())
     await admin.start()
     try:
         assert not [t for t in await admin.list_topics() if run_id in t]

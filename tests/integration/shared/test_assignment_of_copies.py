@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from avis.shared.envelope import Event
 from avis.shared.kafka import Messaging, make_broker
-from tests.support.basics import BOOTSTRAP, eventually, make_settings, unique
+from tests.support.basics import KAFKA, eventually, make_settings, unique
 
 pytestmark = pytest.mark.infra
 
@@ -23,7 +23,7 @@ PARTITIONS = 6
 @pytest.fixture
 async def three_topics() -> AsyncIterator[list[str]]:
     names = [unique("owned") for _ in range(3)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(**KAFKA.options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])

@@ -24,7 +24,14 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, make_settings, publish, unique
+from tests.support.basics import (
+    KAFKA,
+    MONGO_URL,
+    eventually,
+    make_settings,
+    publish,
+    unique,
+)
 from tests.support.consumer import Consumer, started, withdrawn
 from tests.support.topics import read_topic
 
@@ -189,7 +196,7 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
     settings: CommonSettings, topic: str
 ) -> None:
     producer = await started(settings)
-    raw = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    raw = AIOKafkaProducer(**KAFKA.options())
     await raw.start()
     try:
         async with Consumer(topic) as consumer:
@@ -221,11 +228,11 @@ async def test_poison_goes_to_dlq_with_reason_and_is_replayed(
             # the handler is fixed: replay puts both back; the good one is applied once,
             # the undecodable one goes back to the DLQ.
             consumer.broken = False
-            assert await replay(BOOTSTRAP, topic) == 2
+            assert await replay(KAFKA, topic) == 2
             await eventually(lambda: consumer.count(failing.id))
             again = await read_topic(f"{topic}.dlq", expect=3)
             assert len(again) == 3
-            assert await replay(BOOTSTRAP, topic) == 1, "only the new dead letter is replayed"
+            assert await replay(KAFKA, topic) == 1, "only the new dead letter is replayed"
             assert await consumer.count(failing.id) == 1
     finally:
         await raw.stop()

@@ -28,10 +28,12 @@ from avis.shared.runtime import Runtime
 from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
+    KAFKA,
     MONGO_URL,
     ROOT,
     SEALING_KEYS,
     eventually,
+    kafka_passwords,
     make_settings,
     publish,
     unique,
@@ -70,6 +72,7 @@ def service(
         "HTTP_PORT": str(port),
         "MONGO_DATABASE": f"test_{name}".replace("-", "_"),
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
+        **kafka_passwords(),
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SEALING_KEYS": SEALING_KEYS,
         "AVIS_JWT_SECRET": JWT_SECRET,
@@ -118,7 +121,7 @@ async def exited(process: Process) -> int:
 
 
 async def committed(group: str, topic: str, partition: int) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group)
+    consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=group)
     await consumer.start()
     try:
         return await consumer.committed(TopicPartition(topic, partition))

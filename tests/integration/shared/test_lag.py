@@ -8,23 +8,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
 from avis.shared.lag import measure, publish, store_answers
-from tests.support.basics import BOOTSTRAP, MONGO_URL, unique
+from tests.support.basics import KAFKA, MONGO_URL, unique
 
 pytestmark = pytest.mark.infra
 
 
 async def test_lag_per_group_and_partition_moves_with_consumption(topic: str) -> None:
     group = unique("avis-lagtest")
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    producer = AIOKafkaProducer(**KAFKA.options())
     await producer.start()
     try:
         for i in range(3):
             await producer.send_and_wait(topic, b"x", partition=0, key=f"k{i}".encode())
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     tp = TopicPartition(topic, 0)
     try:
@@ -32,9 +30,7 @@ async def test_lag_per_group_and_partition_moves_with_consumption(topic: str) ->
         await consumer.commit({tp: 1})  # the group has read one of three
         await asyncio.sleep(1.2)
         lags = {
-            (lag.topic, lag.partition): lag
-            for lag in await measure(BOOTSTRAP)
-            if lag.group == group
+            (lag.topic, lag.partition): lag for lag in await measure(KAFKA) if lag.group == group
         }
         assert lags[(topic, 0)].behind == 2
         assert lags[(topic, 0)].seconds >= 1.0  # the oldest unread message's age
@@ -42,7 +38,7 @@ async def test_lag_per_group_and_partition_moves_with_consumption(topic: str) ->
         labels = {"group": group, "topic": topic, "partition": "0"}
         assert REGISTRY.get_sample_value("avis_consumer_lag", labels) == 2
         await consumer.commit({tp: 3})  # caught up
-        caught_up = [lag for lag in await measure(BOOTSTRAP) if lag.group == group]
+        caught_up = [lag for lag in await measure(KAFKA) if lag.group == group]
         assert [(lag.behind, lag.seconds) for lag in caught_up] == [(0, 0.0)]
     finally:
         await consumer.stop()

@@ -48,7 +48,14 @@ from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.settings import CommonSettings
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED, dlq
-from tests.support.basics import BOOTSTRAP, MONGO_URL, eventually, serve, skip_history, unique
+from tests.support.basics import (
+    KAFKA,
+    MONGO_URL,
+    eventually,
+    serve,
+    skip_history,
+    unique,
+)
 from tests.support.intake import Intake, intake_settings
 from tests.support.notify import notify_settings
 from tests.support.reports import reports_settings
@@ -153,7 +160,7 @@ async def platform() -> AsyncIterator[Platform]:
             services[name] = await stack.enter_async_context(
                 running(name, make, settings, topics_of(name))
             )
-        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        producer = AIOKafkaProducer(**KAFKA.options(), acks="all")
         await producer.start()
         stack.push_async_callback(producer.stop)
         intake = services["intake"]
@@ -389,7 +396,7 @@ async def test_an_event_for_an_unknown_case_waits_bounded_then_is_dead_lettered_
     # Fixed: the case arrives; the replay puts the letter back and it takes effect.
     await publish_event(platform, good_event(platform, CASE_SUBMITTED, stranger))
     await eventually(lambda: knows(consumer, stranger), timeout=60)
-    assert await replay(BOOTSTRAP, topic, timeout=30) >= 1
+    assert await replay(KAFKA, topic, timeout=30) >= 1
     await eventually(lambda: consumer.runtime.messaging.processed(event), timeout=60)
 
     async def took_effect() -> bool:
@@ -406,19 +413,19 @@ async def test_an_event_for_an_unknown_case_waits_bounded_then_is_dead_lettered_
 
 
 async def test_dlq_depth_counts_what_the_replay_has_not_taken(topic: str) -> None:
-    assert await dlq_depths(BOOTSTRAP, [topic]) == {topic: 0}
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    assert await dlq_depths(KAFKA, [topic]) == {topic: 0}
+    producer = AIOKafkaProducer(**KAFKA.options(), acks="all")
     await producer.start()
     try:
         for n in range(3):
             await producer.send_and_wait(dlq(topic), f"letter {n}".encode(), key=b"k")
     finally:
         await producer.stop()
-    assert await dlq_depths(BOOTSTRAP, [topic]) == {topic: 3}, "nothing replayed yet: all"
-    assert await replay(BOOTSTRAP, topic, limit=2) == 2
-    assert await dlq_depths(BOOTSTRAP, [topic]) == {topic: 1}
-    assert await replay(BOOTSTRAP, topic) == 1
-    assert await dlq_depths(BOOTSTRAP, [topic]) == {topic: 0}
+    assert await dlq_depths(KAFKA, [topic]) == {topic: 3}, "nothing replayed yet: all"
+    assert await replay(KAFKA, topic, limit=2) == 2
+    assert await dlq_depths(KAFKA, [topic]) == {topic: 1}
+    assert await replay(KAFKA, topic) == 1
+    assert await dlq_depths(KAFKA, [topic]) == {topic: 0}
 
 
 def gauge(service: str, topic: str) -> float | None:
@@ -435,7 +442,7 @@ async def test_each_service_exposes_the_depth_of_the_dead_letters_it_reads(
 
             async def current(service: Service = service, topic: str = topic) -> bool:
                 value = gauge(service.settings.service_name, topic)
-                depth = (await dlq_depths(BOOTSTRAP, [topic]))[topic]
+                depth = (await dlq_depths(KAFKA, [topic]))[topic]
                 return depth > 0 and value == depth
 
             await eventually(current, timeout=30)

@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.shared.envelope import Event, PoisonMessage
+from avis.shared.kafka_access import KafkaAccess
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document, store_busy
 from avis.shared.observability import (
     DLQ_DEPTH,
@@ -70,9 +71,11 @@ ASSIGNORS = (RangePartitionAssignor,)
 
 def make_broker(settings: CommonSettings) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas and is idempotent, with a client
-    id of its own copy (see `ASSIGNORS`)."""
+    id of its own copy (see `ASSIGNORS`), connected as the service's own Kafka user."""
+    access = KafkaAccess.of(settings)
     return KafkaBroker(
-        settings.kafka_bootstrap,
+        access.bootstrap,
+        security=access.security(),
         acks="all",
         enable_idempotence=True,
         client_id=f"avis-{settings.service_name}-{uuid.uuid4().hex[:12]}",
@@ -305,9 +308,9 @@ class Messaging:
         log.error("event dead-lettered", topic=topic, reason=reason, attempts=attempts)
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(kafka: KafkaAccess, topic: str) -> list[int]:
     """The partition numbers of `topic`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.options())
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
@@ -317,7 +320,7 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
 
 
 async def replay(
-    bootstrap: str, topic: str, limit: int | None = None, timeout: float = 10.0
+    kafka: KafkaAccess, topic: str, limit: int | None = None, timeout: float = 10.0
 ) -> int:
     """Put the dead letters of `topic` back on it, with their original headers; returns the count.
 
@@ -325,17 +328,17 @@ async def replay(
     """
     source = dlq(topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         group_id=REPLAY_GROUP,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka.options(), acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
     replayed = 0
     try:
-        partitions = [TopicPartition(source, p) for p in await partitions_of(bootstrap, source)]
+        partitions = [TopicPartition(source, p) for p in await partitions_of(kafka, source)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout
@@ -362,12 +365,12 @@ async def replay(
     return replayed
 
 
-async def dlq_depths(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+async def dlq_depths(kafka: KafkaAccess, topics: Sequence[str]) -> dict[str, int]:
     """Dead letters not yet replayed, per main topic: the end offsets of `<topic>.dlq` minus
     what the replay group (`avis-dlq-replay`) has committed there (nothing committed: all)."""
     sources = [dlq(t) for t in topics]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(**kafka.options(), request_timeout_ms=10000)
+    consumer = AIOKafkaConsumer(**kafka.options(), group_id=None)
     await admin.start()
     try:
         await consumer.start()
@@ -375,7 +378,7 @@ async def dlq_depths(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
         partitions = [
             TopicPartition(source, p)
             for source in sources
-            for p in await partitions_of(bootstrap, source)
+            for p in await partitions_of(kafka, source)
         ]
         ends = await consumer.end_offsets(partitions)
     finally:
@@ -390,12 +393,12 @@ async def dlq_depths(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
 
 
 async def watch_dlq_depths(
-    service: str, bootstrap: str, topics: Sequence[str], every: float
+    service: str, kafka: KafkaAccess, topics: Sequence[str], every: float
 ) -> None:
     """Keep the `avis_dlq_depth` gauge of each dead-letter topic of `topics` current."""
     while True:
         try:
-            for topic, depth in (await dlq_depths(bootstrap, topics)).items():
+            for topic, depth in (await dlq_depths(kafka, topics)).items():
                 DLQ_DEPTH.labels(service, dlq(topic)).set(depth)
         except Exception as exc:  # a gauge outlives any failure: measured again next time
             log.debug("dead-letter depth not measured this time", error=type(exc).__name__)
@@ -410,5 +413,5 @@ def replay_main() -> None:
     args = parser.parse_args()
     settings = CommonSettings()
     topic = args.topic.removesuffix(".dlq")
-    count = asyncio.run(replay(settings.kafka_bootstrap, topic, args.limit))
+    count = asyncio.run(replay(KafkaAccess.admin(settings.kafka_bootstrap), topic, args.limit))
     print(f"replayed {count} dead letter(s) from {dlq(topic)} to {topic}")

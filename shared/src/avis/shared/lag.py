@@ -20,6 +20,7 @@ from prometheus_client import Gauge, start_http_server
 from pymongo import AsyncMongoClient
 
 from avis.shared.kafka import REPLAY_GROUP
+from avis.shared.kafka_access import KafkaAccess
 
 log = structlog.get_logger("avis.lag")
 
@@ -53,13 +54,11 @@ class Lag:
     seconds: float
 
 
-async def measure(bootstrap: str, *, prefix: str = GROUP_PREFIX) -> list[Lag]:
+async def measure(kafka: KafkaAccess, *, prefix: str = GROUP_PREFIX) -> list[Lag]:
     """The lag of every group named `prefix`... on every partition it has committed on (the
     dead-letter replay group is left out: `avis_dlq_depth` reports it)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    admin = AIOKafkaAdminClient(**kafka.options(), request_timeout_ms=10000)
+    consumer = AIOKafkaConsumer(**kafka.options(), group_id=None, enable_auto_commit=False)
     await admin.start()
     try:
         await consumer.start()
@@ -118,12 +117,12 @@ async def store_answers(mongo_url: str) -> bool:
         await client.close()
 
 
-async def watch(bootstrap: str, mongo_url: str, every: float) -> None:
+async def watch(kafka: KafkaAccess, mongo_url: str, every: float) -> None:
     """Measure every `every` seconds, forever; a failed measurement marks the broker down."""
     while True:
         try:
             async with asyncio.timeout(max(every, 20)):
-                publish(await measure(bootstrap))
+                publish(await measure(kafka))
             DEPENDENCY_UP.labels("kafka").set(1)
         except Exception as exc:  # measured again next time; the gauge says the broker is away
             DEPENDENCY_UP.labels("kafka").set(0)
@@ -133,7 +132,8 @@ async def watch(bootstrap: str, mongo_url: str, every: float) -> None:
 
 
 def main() -> None:
-    """Serve the lag and reachability metrics on HOST:PORT/metrics until stopped."""
+    """Serve the lag and reachability metrics on HOST:PORT/metrics until stopped; connects to
+    the broker as its administrator (AVIS_KAFKA_ADMIN_PASSWORD): it reads every group."""
     env = os.environ.get
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--bootstrap", default=env("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -145,7 +145,7 @@ def main() -> None:
     start_http_server(args.port, addr=args.host)
     log.info("lag exporter serving", url=f"http://{args.host}:{args.port}/metrics")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(args.bootstrap, args.mongo_url, args.every))
+        asyncio.run(watch(KafkaAccess.admin(args.bootstrap), args.mongo_url, args.every))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
+from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.lease import (
     LEASES,
     SECTIONS,
@@ -116,6 +117,8 @@ class Runtime:
         # False for a service with no store and no broker of its own (the web pages): it never
         # connects, and /readyz answers as soon as the process does.
         self.connects = connects
+        if connects:
+            refuse_anonymous_in_production(settings)
         self.service = settings.service_name
         # What the service publishes (payload types, or whole topics): its AsyncAPI `send`s.
         self.sends = tuple(sends)
@@ -281,7 +284,7 @@ class Runtime:
             asyncio.create_task(
                 watch_dlq_depths(
                     self.service,
-                    self.settings.kafka_bootstrap,
+                    KafkaAccess.of(self.settings),
                     self.receives,
                     self.settings.dlq_depth_seconds,
                 ),

@@ -55,6 +55,11 @@ class CommonSettings(BaseSettings):
     )
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=shared_env("KAFKA_BOOTSTRAP"))
+    # The service's Kafka user (SASL/SCRAM-SHA-512; by default the service's name) and its
+    # password: AVIS_<SERVICE>_KAFKA_USERNAME, AVIS_<SERVICE>_KAFKA_PASSWORD (avis.shared.
+    # kafka_access). Without a password the client is anonymous: development brokers only.
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
     mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
     # key id -> base64 AES-256 key, as JSON ({"k1": "..."}) or "k1:base64,k2:base64";

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from avis.shared.kafka_access import KafkaAccess
 from avis.shared.retry import Backoff
 from avis.shared.settings import CommonSettings
 
@@ -51,12 +52,14 @@ def topic_specs(replication: int = 1) -> list[TopicSpec]:
     return specs
 
 
-async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 60.0) -> list[str]:
+async def ensure_topics(
+    kafka: KafkaAccess, replication: int = 1, timeout: float = 60.0
+) -> list[str]:
     """Create the missing topics; returns the names created. Retries until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout
     retry = Backoff(cap=1.0)
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(**kafka.options(), request_timeout_ms=10000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -80,10 +83,11 @@ async def ensure_topics(bootstrap: str, replication: int = 1, timeout: float = 6
 
 
 def main() -> None:
-    """Create the platform's topics on `AVIS_KAFKA_BOOTSTRAP` (`avis-topics`)."""
+    """Create the platform's topics on `AVIS_KAFKA_BOOTSTRAP` (`avis-topics`), as the broker's
+    administrator (AVIS_KAFKA_ADMIN_PASSWORD)."""
     settings = CommonSettings()
     replication = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, replication))
+    created = asyncio.run(ensure_topics(KafkaAccess.admin(settings.kafka_bootstrap), replication))
     print(f"topics on {settings.kafka_bootstrap}: created {len(created)} {created or ''}".strip())
 
 

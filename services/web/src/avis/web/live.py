@@ -29,6 +29,7 @@ from faststream.kafka.annotations import KafkaMessage
 from avis.shared import topics
 from avis.shared.clock import now
 from avis.shared.kafka import dlq_depths, make_broker, raw_body, tolerant_parse
+from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.retry import Backoff
 from avis.web import rules
 from avis.web.api import POLL_SECONDS, CaseId, Pages, Person, Web, language_of, token
@@ -153,8 +154,8 @@ class DeadLetters:
     """Dead-letter depth, read from the broker now and then (no service's API gives it): the
     end of each `<topic>.dlq` minus what the replay group has put back."""
 
-    def __init__(self, bootstrap: str, every: float = DEAD_LETTERS_EVERY) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess, every: float = DEAD_LETTERS_EVERY) -> None:
+        self.kafka = kafka
         self.every = every
         self.last: Depths | None = None
         self._measuring: asyncio.Task[None] | None = None
@@ -170,7 +171,7 @@ class DeadLetters:
     async def _measure(self) -> None:
         try:
             async with asyncio.timeout(10):
-                found = await dlq_depths(self.bootstrap, topics.TOPICS)
+                found = await dlq_depths(self.kafka, topics.TOPICS)
             self.last = Depths(found, now())
         except Exception as exc:  # the board says "not measured" rather than fail
             log.info("dead-letter depth not measured", error=type(exc).__name__)
@@ -178,9 +179,10 @@ class DeadLetters:
 
 def attach(app: FastAPI, web: Web, settings: Settings) -> None:
     """Give the app its hub, its feed (started and stopped with the app) and its dead letters."""
+    refuse_anonymous_in_production(settings)  # it reads the topics and the dead letters
     hub = Hub()
     app.state.live = hub
-    app.state.dead_letters = DeadLetters(settings.kafka_bootstrap)
+    app.state.dead_letters = DeadLetters(KafkaAccess.of(settings))
     feed = Feed(settings, hub) if settings.live_events else None
     inner = app.router.lifespan_context
 
