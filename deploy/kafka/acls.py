@@ -23,7 +23,7 @@ from avis.shared.kafka_access import KafkaAccess
 USERS = Path(__file__).resolve().parents[1] / "k8s/base/users.yaml"
 # The codes of Kafka's protocol (org.apache.kafka.common.acl and .resource).
 RESOURCE = {"topic": 2, "group": 3, "cluster": 4, "transactionalId": 5}
-PATTERN = {"literal": 3, "prefixed": 4}
+PATTERN = {"literal": 3, "prefix": 4}  # Strimzi's spelling
 OPERATION = {
     "All": 2, "Read": 3, "Write": 4, "Create": 5, "Delete": 6, "Alter": 7, "Describe": 8,
     "ClusterAction": 9, "DescribeConfigs": 10, "AlterConfigs": 11, "IdempotentWrite": 12,

@@ -9,10 +9,9 @@ import base64
 import copy
 import importlib
 import json
-import re
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -163,7 +162,8 @@ def test_every_object_matches_its_schema(
     docs = rendered[overlay]
     assert {d["kind"] for d in docs} >= {
         "Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy",
-        "ScaledObject", "Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser",
+        "ScaledObject", "TriggerAuthentication", "Kafka", "KafkaNodePool", "KafkaTopic",
+        "KafkaUser",
         "MongoDBCommunity", "OpenTelemetryCollector",
     }  # fmt: skip
     errors = [e for d in docs for e in schema_errors(d, crd_schemas, exempt)]
@@ -304,6 +304,145 @@ def test_each_service_scales_on_its_own_consumer_group(
         assert named(docs, "ScaledObject", service)["spec"]["scaleTargetRef"]["name"] == service
 
 
+def the_broker(docs: list[Doc]) -> tuple[Doc, Doc]:
+    """The Kafka cluster and the listener the services' bootstrap address (avis-common) names."""
+    (kafka,) = of_kind(docs, "Kafka")
+    host, _, port = named(docs, "ConfigMap", "avis-common")["data"][
+        "AVIS_KAFKA_BOOTSTRAP"
+    ].rpartition(":")
+    assert host == f"{kafka['metadata']['name']}-kafka-bootstrap"
+    (listener,) = (li for li in kafka["spec"]["kafka"]["listeners"] if li["port"] == int(port))
+    return kafka, listener
+
+
+def trigger_auth_params(docs: list[Doc], auth: Doc) -> dict[str, Any]:
+    """What a TriggerAuthentication gives KEDA's scaler: a ConfigMap's value as is, a Secret's
+    key as ("secret", name, key) (no Secret value is in the manifests)."""
+    params: dict[str, Any] = {}
+    for ref in auth["spec"].get("configMapTargetRef", []):
+        params[ref["parameter"]] = named(docs, "ConfigMap", ref["name"])["data"][ref["key"]]
+    for ref in auth["spec"].get("secretTargetRef", []):
+        params[ref["parameter"]] = ("secret", ref["name"], ref["key"])
+    return params
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_reads_the_lag_as_the_services_kafka_user(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    kafka, listener = the_broker(docs)
+    assert listener["tls"] is True
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    bootstrap = named(docs, "ConfigMap", "avis-common")["data"]["AVIS_KAFKA_BOOTSTRAP"]
+    for service in SERVICES:
+        (trigger,) = named(docs, "ScaledObject", service)["spec"]["triggers"]
+        # The same listener as the service, SCRAM-SHA-512 over TLS (KEDA's kafka scaler).
+        assert trigger["metadata"]["bootstrapServers"] == bootstrap
+        assert trigger["metadata"]["sasl"] == "scram_sha512"
+        assert trigger["metadata"]["tls"] == "enable"
+        ref = trigger["authenticationRef"]
+        assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+        params = trigger_auth_params(docs, named(docs, "TriggerAuthentication", ref["name"]))
+        # The service's own KafkaUser, whose ACLs describe its group and topics; the password
+        # Strimzi's user operator writes for it; the cluster CA its cluster operator writes.
+        user = named(docs, "KafkaUser", service)["metadata"]["name"]
+        assert params == {
+            "username": user,
+            "password": ("secret", user, "password"),
+            "ca": ("secret", f"{kafka['metadata']['name']}-cluster-ca-cert", "ca.crt"),
+        }, service
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_connects_as_its_kafka_user(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    kafka, listener = the_broker(docs)
+    assert listener["tls"] is True
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    ca_file = PurePosixPath(named(docs, "ConfigMap", "avis-common")["data"]["AVIS_KAFKA_CA_FILE"])
+    for service in SERVICES:
+        user = named(docs, "KafkaUser", service)
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        name = user["metadata"]["name"]
+        # The user name the service takes: its own name unless its ConfigMap says otherwise.
+        variable = f"AVIS_{service.upper()}_KAFKA"
+        assert (
+            named(docs, "ConfigMap", service)["data"].get(f"{variable}_USERNAME", service) == name
+        )
+        pod = named(docs, "Deployment", service)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert {"configMapRef": {"name": "avis-common"}} in container["envFrom"]
+        assert {"configMapRef": {"name": service}} in container["envFrom"]
+        env = {e["name"]: e for e in container["env"]}
+        # The Secret Strimzi's user operator writes for the KafkaUser; not optional.
+        assert env[f"{variable}_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": name, "key": "password"}
+        }, service
+        # The cluster CA, read-only, where AVIS_KAFKA_CA_FILE says.
+        (mount,) = (
+            m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == ca_file.parent
+        )
+        assert mount.get("readOnly") is True
+        (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == f"{kafka['metadata']['name']}-cluster-ca-cert"
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+
+
+def anonymous_access(docs: list[Doc]) -> list[str]:
+    """What lets a client use the broker without an identity, or an identity past its ACLs: a
+    listener without authentication, no authorization, the anonymous principal as super user."""
+    problems = []
+    for kafka in of_kind(docs, "Kafka"):
+        name, spec = kafka["metadata"]["name"], kafka["spec"]["kafka"]
+        for listener in spec["listeners"]:
+            if not listener.get("authentication"):
+                problems.append(f"Kafka/{name}: listener {listener['name']} asks for no identity")
+        if not spec.get("authorization"):
+            problems.append(f"Kafka/{name}: no authorization, the KafkaUsers' ACLs do not apply")
+        for user in spec.get("authorization", {}).get("superUsers", []):
+            if user.removeprefix("User:").upper() == "ANONYMOUS":
+                problems.append(f"Kafka/{name}: the anonymous principal is a super user")
+    return problems
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_broker_lets_in_no_one_anonymous(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    assert not anonymous_access(rendered[overlay])
+
+
+def test_an_anonymous_way_into_the_broker_fails(rendered: dict[str, list[Doc]]) -> None:
+    (kafka,) = copy.deepcopy(list(of_kind(rendered["production"], "Kafka")))
+    spec = kafka["spec"]["kafka"]
+    spec["listeners"].append({"name": "plain", "port": 9092, "type": "internal", "tls": False})
+    spec["authorization"]["superUsers"] = ["ANONYMOUS"]
+    problems = anonymous_access([kafka])
+    assert len(problems) == 2
+    assert "listener plain asks for no identity" in problems[0]
+    del spec["authorization"]
+    assert any("no authorization" in p for p in anonymous_access([kafka]))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_services_reach_the_broker_on_its_listener_only(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    kafka, listener = the_broker(docs)
+    cluster = kafka["metadata"]["name"]
+    ports = {
+        port["port"]
+        for policy in of_kind(docs, "NetworkPolicy")
+        for rule in policy["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if peer.get("podSelector", {}).get("matchLabels", {}).get("strimzi.io/cluster") == cluster
+        for port in rule["ports"]
+    }
+    assert ports == {listener["port"]}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_service_is_probed_and_locked_down(
     rendered: dict[str, list[Doc]], overlay: str
@@ -359,17 +498,53 @@ def test_each_kafka_user_may_do_what_its_service_does_and_no_more(
         }
 
 
+def secrets_read(node: Any) -> Iterator[str]:
+    """The names of the Secrets objects read: in env (`secretKeyRef`), as volumes (`secret`),
+    through the MongoDB operator (`passwordSecretRef`) and KEDA (`secretTargetRef`)."""
+    if isinstance(node, list):
+        for item in node:
+            yield from secrets_read(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("secretKeyRef", "passwordSecretRef"):
+                yield value["name"]
+            elif key == "secret" and isinstance(value, dict) and "secretName" in value:
+                yield value["secretName"]
+            elif key == "secretTargetRef":
+                yield from (ref["name"] for ref in value)
+            yield from secrets_read(value)
+
+
 def referenced_secrets(docs: list[Doc]) -> set[str]:
-    """The Secrets the manifests name and that something outside must create."""
-    text = json.dumps(docs)
-    names = set(re.findall(r'"secretKeyRef": \{"name": "([^"]+)"', text))
-    names |= set(re.findall(r'"passwordSecretRef": \{"name": "([^"]+)"', text))
+    """The Secrets the manifests name and that something outside must create: not those the
+    operators write from the manifests' own resources (the MongoDB operator each user's
+    connection string; Strimzi's user operator each KafkaUser's password, in a Secret of the
+    user's name; its cluster operator the cluster CA, `<cluster>-cluster-ca-cert`)."""
     written_by_operators = {
         s["connectionStringSecretName"]
         for m in of_kind(docs, "MongoDBCommunity")
         for s in m["spec"]["users"]
     }
-    return names - written_by_operators
+    written_by_operators |= {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")}
+    written_by_operators |= {
+        f"{k['metadata']['name']}-cluster-ca-cert" for k in of_kind(docs, "Kafka")
+    }
+    return set(secrets_read(docs)) - written_by_operators
+
+
+def test_a_secret_no_operator_writes_must_be_created_outside(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = copy.deepcopy(rendered["development"])
+    before = referenced_secrets(docs)
+    assert {"avis-platform", "avis-notify-smtp"} <= before
+    # Read by every Deployment, written by Strimzi's operators.
+    assert not before & {*SERVICES, "avis-cluster-ca-cert"}
+    pod = named(docs, "Deployment", "intake")["spec"]["template"]["spec"]
+    pod["volumes"].append({"name": "x", "secret": {"secretName": "avis-extra-volume"}})
+    auth = named(docs, "TriggerAuthentication", "intake-kafka")["spec"]
+    auth["secretTargetRef"].append({"parameter": "cert", "name": "avis-extra-cert", "key": "c"})
+    assert referenced_secrets(docs) == before | {"avis-extra-volume", "avis-extra-cert"}
 
 
 def test_the_readme_tells_how_to_run_it(rendered: dict[str, list[Doc]]) -> None:

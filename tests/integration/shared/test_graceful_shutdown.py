@@ -33,7 +33,6 @@ from tests.support.basics import (
     ROOT,
     SEALING_KEYS,
     eventually,
-    kafka_passwords,
     make_settings,
     publish,
     unique,
@@ -72,7 +71,9 @@ def service(
         "HTTP_PORT": str(port),
         "MONGO_DATABASE": f"test_{name}".replace("-", "_"),
         "AVIS_KAFKA_BOOTSTRAP": BOOTSTRAP,
-        **kafka_passwords(),
+        # a service of the test's own (plain CommonSettings): the broker's administrator
+        "KAFKA_USERNAME": KAFKA.username,
+        "KAFKA_PASSWORD": KAFKA.password,
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SEALING_KEYS": SEALING_KEYS,
         "AVIS_JWT_SECRET": JWT_SECRET,

@@ -12,6 +12,7 @@ production refuses to start that way.
 
 import dataclasses
 import os
+import ssl
 from typing import Any
 
 from faststream.security import BaseSecurity, SASLScram512
@@ -28,6 +29,7 @@ class KafkaAccess:
     bootstrap: str
     username: str = ""
     password: str = dataclasses.field(default="", repr=False)
+    ca_file: str = ""  # the broker's CA (PEM): SASL over TLS
 
     @classmethod
     def of(cls, settings: CommonSettings) -> "KafkaAccess":
@@ -36,6 +38,7 @@ class KafkaAccess:
             settings.kafka_bootstrap,
             settings.kafka_username or settings.service_name,
             settings.kafka_password.get_secret_value(),
+            settings.kafka_ca_file,
         )
 
     @classmethod
@@ -45,6 +48,7 @@ class KafkaAccess:
             bootstrap,
             os.environ.get("AVIS_KAFKA_ADMIN_USERNAME", "admin"),
             os.environ.get("AVIS_KAFKA_ADMIN_PASSWORD", ""),
+            os.environ.get("AVIS_KAFKA_CA_FILE", ""),
         )
 
     @property
@@ -56,7 +60,8 @@ class KafkaAccess:
         options: dict[str, Any] = {"bootstrap_servers": self.bootstrap}
         if not self.anonymous:
             options |= {
-                "security_protocol": "SASL_PLAINTEXT",
+                "security_protocol": "SASL_SSL" if self.ca_file else "SASL_PLAINTEXT",
+                "ssl_context": self.tls(),
                 "sasl_mechanism": MECHANISM,
                 "sasl_plain_username": self.username,
                 "sasl_plain_password": self.password,
@@ -67,7 +72,12 @@ class KafkaAccess:
         """The same identity for a FastStream broker."""
         if self.anonymous:
             return None
-        return SASLScram512(self.username, self.password, use_ssl=False)
+        tls = self.tls()
+        return SASLScram512(self.username, self.password, ssl_context=tls, use_ssl=bool(tls))
+
+    def tls(self) -> ssl.SSLContext | None:
+        """A context that trusts the broker's CA only, if one is set."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
 
 def refuse_anonymous_in_production(settings: CommonSettings) -> None:

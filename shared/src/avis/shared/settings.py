@@ -60,6 +60,9 @@ class CommonSettings(BaseSettings):
     # kafka_access). Without a password the client is anonymous: development brokers only.
     kafka_username: str = ""
     kafka_password: SecretStr = SecretStr("")
+    # The CA that signed the broker's certificate (PEM): set, the client speaks SASL over TLS
+    # (Kubernetes: the Strimzi cluster CA); empty, SASL without TLS (loopback development).
+    kafka_ca_file: str = Field("", validation_alias=shared_env("KAFKA_CA_FILE"))
     mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=shared_env("MONGO_URL"))
     mongo_database: str = ""
     # key id -> base64 AES-256 key, as JSON ({"k1": "..."}) or "k1:base64,k2:base64";
