@@ -14,6 +14,8 @@ import httpx
 from pymongo import MongoClient
 
 from avis.shared import topics
+from avis.web.main import create_app
+from avis.web.settings import Settings
 from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
@@ -102,6 +104,30 @@ def csrf_of(page: httpx.Response) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found, f"no form on {page.url}:\n{page.text[:2000]}"
     return found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    services: Callable[[httpx.Request], httpx.Response], identity: str, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The web app in this process over a fake of the services' APIs (`services` answers each
+    request), with `identity` signed in (development sign-in) and English pages."""
+    app = create_app(
+        Settings(avis_env="development", jwt_secret="s" * 40, live_events=False, **settings),
+        transport=httpx.MockTransport(services),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://web",
+            headers={"Accept-Language": "en"},
+        ) as client,
+    ):
+        page = await client.get("/signin")
+        done = await client.post("/signin", data={"csrf": csrf_of(page), "identity": identity})
+        assert done.status_code == 303, done.text
+        yield client
 
 
 class Browser:

@@ -185,4 +185,10 @@ async def test_every_service_keeps_its_answers_out_of_caches_and_limits_writes(
 @pytest.mark.parametrize("service", list(SERVICES))
 def test_production_service_with_the_development_secret_does_not_start(service: str) -> None:
     with pytest.raises(ValueError, match="AVIS_JWT_SECRET"):
-        service_app(service, avis_env="production")
+        service_app(service, avis_env="production", kafka_password="its-kafka-password")
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_production_service_without_its_kafka_identity_does_not_start(service: str) -> None:
+    with pytest.raises(ValueError, match=f"AVIS_{service.upper()}_KAFKA_PASSWORD is not set"):
+        service_app(service, avis_env="production", jwt_secret="", kafka_password="")

@@ -15,7 +15,6 @@ from fastapi.responses import Response, StreamingResponse
 
 from avis.intake.models import (
     DOCUMENT_ID_PATTERN,
-    AccessLog,
     CaseCreate,
     CasePage,
     CaseStatus,
@@ -28,6 +27,7 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
+from avis.shared.access_log import AccessLog, TrailCursor
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
@@ -82,10 +82,6 @@ Reason = Annotated[
 Position = Annotated[
     str | None,
     cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a position in the list)."),
-]
-After = Annotated[
-    str | None,
-    cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a place in the trail)."),
 ]
 DOCUMENTS_PATH = "/cases/{case_id}/documents"
 _LOCATION = {"Location": {"description": "The case's URL", "schema": {"type": "string"}}}
@@ -177,7 +173,7 @@ async def get_access_log(
     principal: TrailReader,
     service: Service,
     limit: Limit = 50,
-    cursor: After = None,
+    cursor: TrailCursor = None,
 ) -> AccessLog:
     """Every read and write of the case's health data, refusals included, oldest first, in plain
     words: for the case's patient and coordinators (a coordinator's stated reason is shown to
@@ -202,7 +198,7 @@ async def export_access_log(
     service: Service,
     request: Request,
     limit: Limit = 50,
-    cursor: After = None,
+    cursor: TrailCursor = None,
 ) -> Response:
     """The case's access trail for coordinators, as a FHIR R4B Bundle of `AuditEvent`s (oldest
     first; the chain's hashes in each event's entity; no stated reason, which may hold health

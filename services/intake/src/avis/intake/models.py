@@ -283,28 +283,3 @@ class ClinicalView(BaseModel):
     physician: PhysicianView | None
     patient: PatientView | None
     documents: list[DocumentView]
-
-
-class AccessLogEntry(BaseModel):
-    """One read or write of the case's health data, in plain words: who (a role and a
-    pseudonymous reader id, the same for one reader throughout the case), what, when, why and
-    with what outcome."""
-
-    seq: int = Field(description="The entry's place in the case's trail, from 1.")
-    at: datetime
-    role: str = Field(description="The reader's role: patient, partner, reviewer, coordinator.")
-    reader: str = Field(description="A pseudonymous id of the reader, stable within this case.")
-    you: bool = Field(description="Whether the caller is that reader.")
-    action: str = Field(description="What: case.read, clinical.read, document.read, ...")
-    document_id: str | None = Field(None, description="The record concerned, if any.")
-    outcome: str = Field(description="allowed, or refused.")
-    status: int = Field(description="The HTTP status the request was answered with.")
-    purpose: str = Field(description="Why: own-case, filed-case, assigned-review, break-glass.")
-    reason: str | None = Field(
-        None, description="A coordinator's stated reason (shown to coordinators only)."
-    )
-    text: str = Field(description="The entry in one plain sentence.")
-
-
-class AccessLog(Page[AccessLogEntry]):
-    """One page of a case's access trail, oldest first; pass `next_cursor` as `cursor`."""

@@ -582,12 +582,6 @@ def check_documents(count: int, *, at_most: int | None = None) -> None:
 CLINICAL_ROLES = ("patient", "partner", "reviewer", "coordinator")
 # The refusals of a read that the access trail records (of a case that exists).
 AUDITED_REFUSALS = frozenset({403, 404, 428})
-PURPOSES = {
-    "patient": "own-case",
-    "partner": "filed-case",
-    "reviewer": "assigned-review",
-    "coordinator": "coordination",
-}
 # Each action in plain words: done, and tried (a refusal).
 ACTIONS = {
     "case.read": ("opened the case's status", "open the case's status"),
@@ -625,36 +619,8 @@ def check_clinical_role(principal: Principal) -> None:
         )
 
 
-def audited(principal: Principal) -> bool:
-    """Whether a caller's access goes in the trail: people's, not services' machines."""
-    return principal.role in PURPOSES
-
-
-def purpose_of(principal: Principal, *, reason_given: bool) -> str:
-    """Why a caller touches a case, as a code: a coordinator's read with a reason is a
-    break-glass read."""
-    if reason_given:
-        return "break-glass"
-    return PURPOSES.get(principal.role, principal.role)
-
-
 def may_read_trail(principal: Principal, case: Access) -> bool:
     """Who reads a case's access trail: its patient and coordinators."""
     return principal.role == "coordinator" or (
         principal.role == "patient" and owns(principal, case)
     )
-
-
-def reader_id(case_id: str, sub: str) -> str:
-    """A reader's pseudonymous id within one case: the same reader, the same id; no link
-    to the same reader on another case, nor to their account."""
-    return hashlib.sha256(f"{case_id}:{sub}".encode()).hexdigest()[:12]
-
-
-def describe(*, role: str, you: bool, action: str, outcome: str, status: int, at: str) -> str:
-    """An access trail entry in one plain sentence."""
-    who = "You" if you else f"A {role}"
-    done, tried = ACTIONS.get(action, (action, action))
-    if outcome == "refused":
-        return f"{who} tried to {tried} on {at} and was refused ({status})."
-    return f"{who} {done} on {at}."

@@ -24,7 +24,6 @@ import structlog
 
 from avis.intake import rules
 from avis.intake.models import (
-    AccessLog,
     CaseCreate,
     CasePage,
     CaseStatus,
@@ -49,11 +48,9 @@ from avis.intake.store import (
     StoredEntry,
     StoredPatient,
     StoredPhysician,
-    TrailPage,
     list_key,
-    trail_aad,
 )
-from avis.shared.audit import AuditRecord
+from avis.shared.access_log import AccessLog, TrailPage, audited, record_of, trail_aad
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -164,16 +161,13 @@ class Auditor:
         locked: bool = False,
     ) -> None:
         """Append what `principal` did (or was refused) to the case's trail."""
-        if not rules.audited(principal):
+        if not audited(principal):
             return
-        record = AuditRecord(
-            actor=principal.sub,
-            role=principal.role,
-            action=action,
+        record = record_of(
+            principal,
+            action,
             target=target,
-            outcome="refused" if refused else "allowed",
-            status=refused.status if refused else 200,
-            purpose=rules.purpose_of(principal, reason_given=reason is not None),
+            refused=refused.status if refused else None,
             reason=None
             if reason is None
             else self.keyring.seal(reason.encode(), trail_aad(case_id)),

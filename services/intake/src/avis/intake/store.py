@@ -30,7 +30,7 @@ write also answers with the case it left, so the answer needs no second read.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -42,8 +42,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.intake.models import (
-    AccessLog,
-    AccessLogEntry,
     CasePage,
     CaseStatus,
     CaseSummary,
@@ -59,22 +57,20 @@ from avis.intake.models import (
     TimelineKind,
 )
 from avis.intake.rules import (
+    ACTIONS,
     Access,
     CaseState,
     Scope,
     age_on,
-    describe,
-    reader_id,
     refblock_id,
     reviewer_access_lapsed,
 )
-from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail, fhir_bundle
+from avis.shared.access_log import TrailPage
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
-from avis.shared.sealing import Keyring
-from avis.shared.security import Principal
 
 CHUNK_BYTES = 255 * 1024
 
@@ -248,66 +244,6 @@ class Case(Stored):
             patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
             documents=[r.view() for r in records],
         )
-
-
-@dataclass
-class TrailPage:
-    """Entries of a case's access trail, oldest first, and the last position its head counts."""
-
-    case_id: str
-    entries: list[AuditEntry]
-    last: int
-
-    def view(self, viewer: Principal, keyring: Keyring, limit: int) -> AccessLog:
-        """The page in plain words for `viewer`: a coordinator's reason is shown to coordinators
-        only (a reason may hold health data, of someone else too)."""
-        items = [self._item(e, viewer, keyring) for e in self.entries[:limit]]
-        after = self._next(limit)
-        return AccessLog(items=items, next_cursor=None if after is None else str(after))
-
-    def fhir(self, limit: int, next_url: Callable[[int], str]) -> Document:
-        """The page as a FHIR Bundle of `AuditEvent`s for coordinators (`next_url`: the next
-        page's address from its cursor)."""
-        after = self._next(limit)
-        link = None if after is None else next_url(after)
-        return fhir_bundle(self.entries[:limit], "avis-intake", link)
-
-    def _next(self, limit: int) -> int | None:
-        """Where the next page starts (the entries hold one more than a page when there is
-        one), else None."""
-        return self.entries[limit - 1].seq if len(self.entries) > limit else None
-
-    def _item(self, entry: AuditEntry, viewer: Principal, keyring: Keyring) -> AccessLogEntry:
-        you = entry.actor == viewer.sub and entry.role == viewer.role
-        reason = None
-        if entry.reason is not None and viewer.role == "coordinator":
-            reason = keyring.open(entry.reason, aad=trail_aad(self.case_id)).decode()
-        return AccessLogEntry(
-            seq=entry.seq,
-            at=entry.at,
-            role=entry.role,
-            reader=reader_id(self.case_id, entry.actor),
-            you=you,
-            action=entry.action,
-            document_id=entry.target,
-            outcome=entry.outcome,
-            status=entry.status,
-            purpose=entry.purpose,
-            reason=reason,
-            text=describe(
-                role=entry.role,
-                you=you,
-                action=entry.action,
-                outcome=entry.outcome,
-                status=entry.status,
-                at=entry.at.strftime("%Y-%m-%d %H:%M UTC"),
-            ),
-        )
-
-
-def trail_aad(case_id: str) -> str:
-    """What a reason in a case's trail is sealed under: it opens for that case only."""
-    return f"audit:{case_id}"
 
 
 class CaseRow(Stored):
@@ -729,7 +665,7 @@ class Store:
     async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
         """Up to `limit` entries of a case's access trail after position `after`."""
         entries, last = await self.trail.page(case_id, after=after, limit=limit)
-        return TrailPage(case_id, entries, last)
+        return TrailPage(case_id, entries, last, "intake", ACTIONS)
 
     async def case_exists(self, case_id: str) -> bool:
         """Whether a case is stored (read by `_id`, nothing else)."""

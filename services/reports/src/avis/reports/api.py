@@ -21,6 +21,7 @@ from avis.reports.models import (
 )
 from avis.reports.rules import choose_media_type
 from avis.reports.service import ReportsService, Served
+from avis.shared.access_log import AccessLog, TrailCursor
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated
@@ -189,6 +190,30 @@ async def list_case_reports(
 ) -> ReportVersionPage:
     """Every version issued, newest first (a correction of the opinion is a new version)."""
     return await service.versions(
+        principal=principal,
+        case_id=case_id,
+        cursor=None if cursor is None else int(cursor),
+        limit=limit,
+    )
+
+
+@router.get(
+    "/cases/{case_id}/access-log",
+    summary="Who read the case's report",
+    response_model=AccessLog,
+    responses=problem_responses(401, 404, 422, 503),
+)
+async def get_access_log(
+    case_id: CaseId,
+    principal: Caller,
+    service: Service,
+    limit: Limit = 20,
+    cursor: TrailCursor = None,
+) -> AccessLog:
+    """Every read of the case's report by a person, and every refusal, oldest first, in plain
+    words: for the case's patient and coordinators (intake keeps the trail of the case itself
+    and its records, at the same path)."""
+    return await service.access_log(
         principal=principal,
         case_id=case_id,
         cursor=None if cursor is None else int(cursor),

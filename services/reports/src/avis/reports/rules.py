@@ -138,6 +138,34 @@ def may_read(principal: Principal, readers: Readers) -> bool:
             return False
 
 
+# What reports records in a case's access trail (avis.shared.access_log), in plain words: done,
+# and tried (a refusal). Every read of a report version is one entry, whatever its form (JSON,
+# FHIR or PDF); the list of versions too, since it says that there is a report.
+ACTIONS = {
+    "report.read": ("read the report", "read the report"),
+    "report.versions": ("listed the report's versions", "list the report's versions"),
+}
+
+
+# The list of versions, read again within this window of the last entry by the same person, is
+# that entry (a page that shows it on every poll leaves one entry).
+VERSIONS_READ_FOLD = timedelta(minutes=15)
+
+
+def fold_window(action: str) -> timedelta | None:
+    """How long a repeat of `action` by the same person counts as the last entry (None: never)."""
+    return VERSIONS_READ_FOLD if action == "report.versions" else None
+
+
+def may_read_trail(principal: Principal, readers: Readers) -> bool:
+    """Who reads the report's access trail: the case's patient and coordinators."""
+    return principal.role == "coordinator" or (
+        principal.role == "patient"
+        and readers.patient_id is not None
+        and principal.sub == readers.patient_id
+    )
+
+
 def sees_identity(principal: Principal) -> bool:
     """Whether a reader of the report sees who it is about: everyone but a reviewer, who reviews
     the case, not the person (intake never shows a reviewer the identity either)."""

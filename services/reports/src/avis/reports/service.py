@@ -34,7 +34,9 @@ from avis.reports.rules import (
     Readers,
     compose,
     contact_aad,
+    fold_window,
     may_read,
+    may_read_trail,
     opinion_aad,
     opinions_to_compose,
     page_of_versions,
@@ -56,6 +58,7 @@ from avis.reports.store import (
     VersionDoc,
     VersionEntry,
 )
+from avis.shared.access_log import AccessLog, audited, record_of
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -419,13 +422,40 @@ class ReportsService:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    async def _readable(self, *, principal: Principal, case_id: str) -> CaseDoc:
+    async def _readable(self, *, principal: Principal, case_id: str, action: str) -> CaseDoc:
+        """The case, if `principal` may read its report; a refusal of a report that exists is
+        recorded in the case's access trail."""
         case = await self.store.case(case_id)
         if case is None or not case.versions:
             raise _not_found()
         if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
-            raise _not_found()
+            refused = _not_found()
+            await self._record(principal, case_id, action, refused=refused.status)
+            raise refused
         return case
+
+    async def _record(
+        self, principal: Principal, case_id: str, action: str, *, refused: int | None = None
+    ) -> None:
+        """Append a person's read (or refusal) of a case's report to the case's access trail,
+        under the trail's own lock (positions are claimed by insert among copies)."""
+        if not audited(principal):
+            return
+        record = record_of(principal, action, refused=refused)
+        async with self.locks.hold(lock_key("trail", case_id)):
+            await self.store.audit(case_id, record, now(), fold_window(action))
+
+    async def access_log(
+        self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
+    ) -> AccessLog:
+        """Who read the case's report, oldest first, for its patient and coordinators (404 for
+        anyone else, as for a case without a report)."""
+        case = await self.store.case(case_id)
+        readers = None if case is None else readers_of(case, now(), self.reviewer_access)
+        if readers is None or not may_read_trail(principal, readers):
+            raise _not_found()
+        page = await self.store.trail_page(case_id, cursor or 0, limit + 1)
+        return page.view(principal, self.keyring, limit)
 
     async def report(
         self,
@@ -441,7 +471,7 @@ class ReportsService:
             case_id = await self.store.case_of_report(report_id)
             if case_id is None:
                 raise _not_found()
-        case = await self._readable(principal=principal, case_id=case_id)
+        case = await self._readable(principal=principal, case_id=case_id, action="report.read")
         if report_id is not None and report_id != case.report_id:
             raise _not_found()
         numbers = [v.version for v in case.versions]
@@ -453,6 +483,7 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
+        await self._record(principal, case_id, "report.read")
         if not sees_identity(principal):
             return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
@@ -461,7 +492,8 @@ class ReportsService:
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
     ) -> ReportVersionPage:
         """A case's report versions, newest first."""
-        case = await self._readable(principal=principal, case_id=case_id)
+        case = await self._readable(principal=principal, case_id=case_id, action="report.versions")
+        await self._record(principal, case_id, "report.versions")
         by_number = {v.version: v for v in case.versions}
         page, next_cursor = page_of_versions(list(by_number), cursor, limit)
         items = [

@@ -12,7 +12,7 @@ Sealed values are opened only to compose or serve a report; each is bound (assoc
 where it is kept (`avis.reports.rules.*_aad`), so none can be moved to another case or version.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -20,6 +20,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from avis.reports.models import ReportVersion
+from avis.reports.rules import ACTIONS
+from avis.shared.access_log import TrailPage
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Question, Specialty
 from avis.shared.mongo import Document, Stored
@@ -129,8 +132,22 @@ class Store:
         self.cases = db["cases"]
         self.versions = db["versions"]
         self.report_ids = db["report_ids"]
+        # the access trail: one hash chain per case of every read of its report
+        self.trail = AuditTrail(db)
 
     # cases
+
+    async def audit(
+        self, case_id: str, record: AuditRecord, at: datetime, fold: timedelta | None = None
+    ) -> AuditEntry | None:
+        """Append to a case's access trail (None: folded into the last entry, see
+        `AuditTrail.append`); the caller holds the trail's lock."""
+        return await self.trail.append(case_id, record, at, fold=fold)
+
+    async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
+        """Up to `limit` entries of a case's access trail after position `after`."""
+        entries, last = await self.trail.page(case_id, after=after, limit=limit)
+        return TrailPage(case_id, entries, last, "reports", ACTIONS)
 
     async def case(self, case_id: str) -> CaseDoc | None:
         """The case aggregate, without its outbox."""

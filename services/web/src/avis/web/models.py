@@ -276,6 +276,7 @@ class AccessEntry(Reading):
     """One read or write of a case's health data."""
 
     seq: int
+    kept_by: str = "intake"
     at: datetime
     role: str
     reader: str

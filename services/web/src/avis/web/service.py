@@ -368,10 +368,27 @@ class Platform:
     async def access_log(
         self, *, token: str, case_id: str, cursor: str | None = None
     ) -> Listing[AccessEntry]:
-        """Who read or wrote the case's health data, oldest first."""
+        """Who read or wrote the case's health data, oldest first: intake's trail (the case and
+        its records) and reports' (the report; none before there is one), merged by time. The
+        cursor pages intake's trail; reports' first 100 entries come with its first page."""
         url = f"{self.intake}/v1/cases/{case_id}/access-log"
-        found = await self._get(url, token=token, cursor=cursor, limit="100")
-        return Listing[AccessEntry].model_validate(found)
+        found = Listing[AccessEntry].model_validate(
+            await self._get(url, token=token, cursor=cursor, limit="100")
+        )
+        if cursor is not None:
+            return found
+        try:
+            report = await self._get(
+                f"{self.reports}/v1/cases/{case_id}/access-log", token=token, limit="100"
+            )
+        except Refused as refused:
+            if refused.status != 404:
+                raise
+            return found  # no report yet
+        merged = found.items + Listing[AccessEntry].model_validate(report).items
+        return Listing[AccessEntry](
+            items=sorted(merged, key=lambda e: e.at), next_cursor=found.next_cursor
+        )
 
     async def clinical(self, *, token: str, case_id: str, reason: str) -> ClinicalRead:
         """The case's clinical content, read by a coordinator for the reason given."""

@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse, Response
 from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
 
 router = APIRouter(include_in_schema=False)
-# The actions and purposes intake records that the catalogues say in plain words (another is
-# shown as its code, never hidden).
+# The actions and purposes intake and reports record that the catalogues say in plain words
+# (another is shown as its code, never hidden).
 ACTIONS = frozenset(
     {
         "case.read",
@@ -24,6 +24,8 @@ ACTIONS = frozenset(
         "case.withdraw",
         "case.claim",
         "case.erasure-request",
+        "report.read",
+        "report.versions",
     }
 )
 PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})

@@ -1,0 +1,186 @@
+"""A case's access trail in plain words, as every service that keeps one shows it.
+
+Each service that serves a case's health data keeps its own trail (avis.shared.audit: intake for
+the case and its records, reports for the report), and serves it at
+`GET /v1/cases/{case_id}/access-log` with the same page model, so the patient's page merges
+them. What a service records is its own (its actions, in `ACTIONS` tables of its rules); who
+reads, why and how it is said is common and lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from avis.shared.audit import AuditEntry, AuditRecord, fhir_bundle
+from avis.shared.mongo import Document
+from avis.shared.pages import Page, cursor_param
+from avis.shared.sealing import Keyring, Sealed
+from avis.shared.security import Principal
+
+# Why each role touches a case, as a code (a coordinator's read with a reason: break-glass).
+PURPOSES = {
+    "patient": "own-case",
+    "partner": "filed-case",
+    "reviewer": "assigned-review",
+    "coordinator": "coordination",
+}
+# An action in plain words: done, and tried (a refusal).
+Actions = Mapping[str, tuple[str, str]]
+
+
+def audited(principal: Principal) -> bool:
+    """Whether a caller's access goes in the trail: people's, not services' machines."""
+    return principal.role in PURPOSES
+
+
+def purpose_of(principal: Principal, *, reason_given: bool) -> str:
+    """Why a caller touches a case, as a code: a coordinator's read with a reason is a
+    break-glass read."""
+    if reason_given:
+        return "break-glass"
+    return PURPOSES.get(principal.role, principal.role)
+
+
+def record_of(
+    principal: Principal,
+    action: str,
+    *,
+    target: str | None = None,
+    refused: int | None = None,
+    reason: Sealed | None = None,
+) -> AuditRecord:
+    """What `principal` did (or was refused, with that status) as a trail entry's record; a
+    sealed reason makes it a break-glass read."""
+    return AuditRecord(
+        actor=principal.sub,
+        role=principal.role,
+        action=action,
+        target=target,
+        outcome="allowed" if refused is None else "refused",
+        status=200 if refused is None else refused,
+        purpose=purpose_of(principal, reason_given=reason is not None),
+        reason=reason,
+    )
+
+
+def reader_id(case_id: str, sub: str) -> str:
+    """A reader's pseudonymous id within one case: the same reader, the same id; no link
+    to the same reader on another case, nor to their account (the same in every service)."""
+    return hashlib.sha256(f"{case_id}:{sub}".encode()).hexdigest()[:12]
+
+
+def describe(
+    actions: Actions, *, role: str, you: bool, action: str, outcome: str, status: int, at: str
+) -> str:
+    """An access trail entry in one plain sentence."""
+    who = "You" if you else f"A {role}"
+    done, tried = actions.get(action, (action, action))
+    if outcome == "refused":
+        return f"{who} tried to {tried} on {at} and was refused ({status})."
+    return f"{who} {done} on {at}."
+
+
+def trail_aad(case_id: str) -> str:
+    """What a reason in a case's trail is sealed under: it opens for that case only."""
+    return f"audit:{case_id}"
+
+
+class AccessLogEntry(BaseModel):
+    """One read or write of the case's health data, in plain words: who (a role and a
+    pseudonymous reader id, the same for one reader throughout the case), what, when, why and
+    with what outcome."""
+
+    seq: int = Field(description="The entry's place in the trail of the service keeping it.")
+    kept_by: str = Field(
+        "intake", description="The service whose trail holds it: intake, or reports."
+    )
+    at: datetime
+    role: str = Field(description="The reader's role: patient, partner, reviewer, coordinator.")
+    reader: str = Field(description="A pseudonymous id of the reader, stable within this case.")
+    you: bool = Field(description="Whether the caller is that reader.")
+    action: str = Field(description="What: case.read, clinical.read, report.read, ...")
+    document_id: str | None = Field(None, description="The record concerned, if any.")
+    outcome: str = Field(description="allowed, or refused.")
+    status: int = Field(description="The HTTP status the request was answered with.")
+    purpose: str = Field(description="Why: own-case, filed-case, assigned-review, break-glass.")
+    reason: str | None = Field(
+        None, description="A coordinator's stated reason (shown to coordinators only)."
+    )
+    text: str = Field(description="The entry in one plain sentence.")
+
+
+# The `cursor` query parameter of a trail's pages.
+TrailCursor = Annotated[
+    str | None,
+    cursor_param(r"^[0-9]{1,12}$", "`next_cursor` of the previous page (a place in the trail)."),
+]
+
+
+class AccessLog(Page[AccessLogEntry]):
+    """One page of a case's access trail, oldest first; pass `next_cursor` as `cursor`."""
+
+
+@dataclass
+class TrailPage:
+    """Entries of a case's access trail, oldest first, and the last position its head counts,
+    kept by `service`, whose `actions` say them in plain words."""
+
+    case_id: str
+    entries: list[AuditEntry]
+    last: int
+    service: str
+    actions: Actions
+
+    def view(self, viewer: Principal, keyring: Keyring, limit: int) -> AccessLog:
+        """The page in plain words for `viewer`: a coordinator's reason is shown to coordinators
+        only (a reason may hold health data, of someone else too)."""
+        items = [self._item(e, viewer, keyring) for e in self.entries[:limit]]
+        after = self._next(limit)
+        return AccessLog(items=items, next_cursor=None if after is None else str(after))
+
+    def fhir(self, limit: int, next_url: Callable[[int], str]) -> Document:
+        """The page as a FHIR Bundle of `AuditEvent`s for coordinators (`next_url`: the next
+        page's address from its cursor)."""
+        after = self._next(limit)
+        link = None if after is None else next_url(after)
+        return fhir_bundle(self.entries[:limit], f"avis-{self.service}", link)
+
+    def _next(self, limit: int) -> int | None:
+        """Where the next page starts (the entries hold one more than a page when there is
+        one), else None."""
+        return self.entries[limit - 1].seq if len(self.entries) > limit else None
+
+    def _item(self, entry: AuditEntry, viewer: Principal, keyring: Keyring) -> AccessLogEntry:
+        you = entry.actor == viewer.sub and entry.role == viewer.role
+        reason = None
+        if entry.reason is not None and viewer.role == "coordinator":
+            reason = keyring.open(entry.reason, aad=trail_aad(self.case_id)).decode()
+        return AccessLogEntry(
+            seq=entry.seq,
+            kept_by=self.service,
+            at=entry.at,
+            role=entry.role,
+            reader=reader_id(self.case_id, entry.actor),
+            you=you,
+            action=entry.action,
+            document_id=entry.target,
+            outcome=entry.outcome,
+            status=entry.status,
+            purpose=entry.purpose,
+            reason=reason,
+            text=describe(
+                self.actions,
+                role=entry.role,
+                you=you,
+                action=entry.action,
+                outcome=entry.outcome,
+                status=entry.status,
+                at=entry.at.strftime("%Y-%m-%d %H:%M UTC"),
+            ),
+        )

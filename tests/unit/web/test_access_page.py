@@ -1,0 +1,85 @@
+"""The patient's "who looked at my file" page in process, over a fake of intake and reports: the
+two trails (the case and its records; the report) merged by time, and the page still whole when
+reports has no report for the case yet."""
+
+import html
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.support.web import in_process
+
+CASE_ID = "0b6f1d3e-8c55-4d0e-9a43-7f3e2d1c0a99"
+INTAKE, REPORTS = "intake.test", "reports.test"
+
+
+def entry(seq: int, at: str, role: str, action: str, kept_by: str) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "kept_by": kept_by,
+        "at": at,
+        "role": role,
+        "reader": f"r-{role}",
+        "you": role == "patient",
+        "action": action,
+        "outcome": "allowed",
+        "status": 200,
+        "purpose": "own-case" if role == "patient" else "assigned-review",
+        "text": "...",
+    }
+
+
+INTAKE_TRAIL = [
+    entry(1, "2026-01-01T10:00:00Z", "patient", "case.submit", "intake"),
+    entry(2, "2026-01-03T10:00:00Z", "patient", "case.read", "intake"),
+]
+REPORTS_TRAIL = [entry(1, "2026-01-02T10:00:00Z", "reviewer", "report.read", "reports")]
+
+
+def services(reports_status: int) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != f"/v1/cases/{CASE_ID}/access-log":
+            return httpx.Response(404, json={"type": "https://avis.health/problems/not-found"})
+        if request.url.host == INTAKE:
+            return httpx.Response(200, json={"items": INTAKE_TRAIL, "next_cursor": None})
+        if reports_status != 200:
+            return httpx.Response(reports_status, json={"type": "about:blank"})
+        return httpx.Response(200, json={"items": REPORTS_TRAIL, "next_cursor": None})
+
+    return answer
+
+
+def browse(reports_status: int) -> Any:
+    """The patient-1's browser of the web app, over intake and reports' fakes."""
+    return in_process(
+        services(reports_status),
+        "patient-1",
+        intake_url=f"http://{INTAKE}",
+        reports_url=f"http://{REPORTS}",
+    )
+
+
+def said(page: httpx.Response) -> list[str]:
+    """The page's rows: what was done, in order."""
+    rows = re.findall(r"<tr>\s*<td>[^<]*</td>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>", page.text)
+    return [html.unescape(what.strip()) for what in rows]
+
+
+async def test_the_reads_of_the_report_come_in_their_place() -> None:
+    async with browse(200) as browser:
+        page = await browser.get(f"/cases/{CASE_ID}/access")
+    assert page.status_code == 200, page.text
+    assert said(page) == [
+        "sent the request",
+        "read the report",
+        "opened the request's status",
+    ], page.text
+
+
+async def test_a_case_without_a_report_shows_intakes_trail() -> None:
+    async with browse(404) as browser:
+        page = await browser.get(f"/cases/{CASE_ID}/access")
+    assert page.status_code == 200, page.text
+    assert said(page) == ["sent the request", "opened the request's status"]
