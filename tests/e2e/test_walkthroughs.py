@@ -20,7 +20,15 @@ import pytest
 from pymongo import MongoClient
 
 from avis.shared import topics
-from tests.support.basics import BOOTSTRAP, JWT_SECRET, MONGO_URL, ROOT, SEALING_KEYS, skip_history
+from tests.support.basics import (
+    BOOTSTRAP,
+    JWT_SECRET,
+    MONGO_URL,
+    ROOT,
+    SEALING_KEYS,
+    kafka_passwords,
+    skip_history,
+)
 from tests.support.stack import ServiceStack
 from tests.support.walkthroughs import Walkthrough, environment, run_assignments
 
@@ -77,6 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     services.env = environment(
         dict(os.environ),
         AVIS_KAFKA_BOOTSTRAP=BOOTSTRAP,
+        **kafka_passwords(),  # each service connects as its own Kafka user
         AVIS_MONGO_URL=MONGO_URL,
         AVIS_SMTP_URL=os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         AVIS_SEALING_KEYS=SEALING_KEYS,
