@@ -2,12 +2,14 @@
 records, submitted (the event on `case-submitted`, contact sealed), then its status and
 timeline following the review and report events fed to their real topics."""
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from avis.intake.models import CaseCreate
 from avis.shared import topics
 from avis.shared.envelope import Event
 from avis.shared.events import (
@@ -369,6 +371,15 @@ async def test_idempotency_key_returns_the_same_case(intake: Intake) -> None:
     )
     assert someone_else.status_code == 201
     assert someone_else.json()["case_id"] != first.json()["case_id"]
+
+    # What the store keeps to tell a replay is a keyed digest of the body, never a plain hash
+    # that anyone who guesses the body could compare.
+    claims = await intake.store.idempotency.find({"case_id": first.json()["case_id"]}).to_list()
+    (stored,) = [c["fingerprint"] for c in claims]
+    plain = CaseCreate.model_validate(case_body()).model_dump_json().encode()
+    assert hashlib.sha256(plain).hexdigest() not in stored
+    kid, _, digest = stored.rpartition(":")
+    assert kid == intake.service.keyring.derive("x")[0] and len(digest) == 64
 
 
 async def test_list_is_paginated_filtered_and_scoped(intake: Intake) -> None:

@@ -2,6 +2,7 @@
 birth date) in every format, until a set time after their last opinion; the patient,
 coordinators and a consenting partner read it whole."""
 
+import hashlib
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,8 @@ async def test_a_reviewer_reads_a_pseudonymised_report(stack: Any) -> None:
         assert "Vasseur" not in fhir.text and "birthDate" not in fhir.text
         pdf = await reviewer.get(path, headers=PDF)
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+        # its tag is no digest of the PDF, which the store would keep beside it
+        assert hashlib.sha256(pdf.content).hexdigest()[:32] not in pdf.headers["etag"]
 
     readers = [
         stack.patient(case),

@@ -85,9 +85,22 @@ def document_id_of(case_id: str, sha256: str) -> str:
     return f"{case_id}:{sha256}"
 
 
-def fingerprint(body: CaseCreate) -> str:
-    """A digest of a creation request, to tell a replay from a different request."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+# What the keyed digest of a creation request is derived for (`Keyring.derive`).
+FINGERPRINT_PURPOSE = "avis-intake:request-fingerprint"
+
+
+def fingerprint(kid: str, key: bytes, body: CaseCreate) -> str:
+    """A keyed digest of a creation request (HMAC-SHA256, after the id of the key it was
+    derived from), to tell a replay from a different request: a plain hash of a body of health
+    data would let anyone who guesses the body confirm it from the store."""
+    digest = hmac.new(key, body.model_dump_json().encode(), hashlib.sha256).hexdigest()
+    return f"{kid}:{digest}"
+
+
+def fingerprint_key_id(stored: str) -> str | None:
+    """The key id a stored fingerprint was made with (None: not a keyed fingerprint)."""
+    kid, sep, _ = stored.rpartition(":")
+    return kid if sep else None
 
 
 # --- records: type, name ----------------------------------------------------------------------

@@ -370,19 +370,30 @@ class IntakeService:
             if await self.store.list_claim(key, position, case_id):
                 return
 
+    def _fingerprint(self, body: CaseCreate, kid: str | None = None) -> str:
+        """The request's keyed fingerprint, under key `kid` (the sealing key by default; a key
+        rotated out of the keyring makes none that matches)."""
+        try:
+            kid, key = self.keyring.derive(rules.FINGERPRINT_PURPOSE, kid)
+        except KeyError:
+            return ""
+        return rules.fingerprint(kid, key, body)
+
     async def _claim_key(
         self, principal: Principal, key: str, body: CaseCreate, case_id: str, at: datetime
     ) -> str:
         claim = IdempotencyClaim(
             id=json.dumps([principal.role, principal.sub, key]),
             case_id=case_id,
-            fingerprint=rules.fingerprint(body),
+            fingerprint=self._fingerprint(body),
             at=at,
         )
         existing = await self.store.claim_key(claim)
         if existing is None:
             return case_id
-        if existing.fingerprint != claim.fingerprint:
+        if existing.fingerprint != self._fingerprint(
+            body, rules.fingerprint_key_id(existing.fingerprint)
+        ):
             raise Problem(
                 422,
                 "idempotency-key-reused",

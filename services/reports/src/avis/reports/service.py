@@ -14,7 +14,7 @@ is issued, or on the first request for it, in one worker thread, and is then kep
 
 import asyncio
 import contextlib
-import hashlib
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -534,7 +534,9 @@ class ReportsService:
             content = await loop.run_in_executor(self._renderer, render_pdf, report)
         cache = PdfCache(
             sealed=self.keyring.seal(content, pdf_aad(key, pseudonymised=pseudonymised)),
-            etag=f'"{hashlib.sha256(content).hexdigest()[:32]}"',
+            # A fresh tag per rendering, not a digest of the PDF: a plain hash of health data
+            # kept in the store would let anyone holding a copy confirm it is this report.
+            etag=f'"{secrets.token_hex(16)}"',
             size=len(content),
             rendered_at=now(),
         )
