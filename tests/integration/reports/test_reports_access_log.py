@@ -10,6 +10,8 @@ from avis.reports.rules import report_id_for
 from avis.shared.access_log import reader_id
 
 pytestmark = pytest.mark.infra
+# A coordinator says why they read a report's clinical content (recorded in its trail).
+REASON = {"X-Avis-Reason": "quality review"}
 
 PDF = {"Accept": "application/pdf"}
 
@@ -25,10 +27,14 @@ async def test_the_patient_sees_every_read_of_the_report_in_order(stack: Any) ->
     async with stack.client(case.reviewer_id, "reviewer") as reviewer:
         assert (await reviewer.get(report, headers=PDF)).status_code == 200
         assert (await reviewer.get(trail)).status_code == 404, "a reviewer reads no trail"
+    async with stack.client("coord-6", "coordinator") as hurried:
+        refused = await hurried.get(report)  # the report's content: a reason first
+        assert refused.status_code == 428, refused.text
+        assert refused.json()["type"].endswith("/reason-required")
     async with stack.client("coord-7", "coordinator") as coordinator:
-        assert (await coordinator.get(versions)).status_code == 200
+        assert (await coordinator.get(versions)).status_code == 200  # no content: no reason
         assert (await coordinator.get(versions)).status_code == 200  # the same list again
-        assert (await coordinator.get(report)).status_code == 200
+        assert (await coordinator.get(report, headers=REASON)).status_code == 200
     async with stack.client("p-staff", "partner", case.partner_id) as partner:
         assert (await partner.get(f"/v1/cases/{case.case_id}/report")).status_code == 200
     async with stack.client("patient-stranger", "patient") as stranger:
@@ -43,20 +49,23 @@ async def test_the_patient_sees_every_read_of_the_report_in_order(stack: Any) ->
     assert page.status_code == 200, page.text
     assert page.headers["cache-control"] == "no-store"
     entries = page.json()["items"]
-    assert [(e["role"], e["action"], e["outcome"]) for e in entries] == [
-        ("reviewer", "report.read", "allowed"),
-        ("coordinator", "report.versions", "allowed"),  # listed twice: one entry
-        ("coordinator", "report.read", "allowed"),
-        ("partner", "report.read", "allowed"),
-        ("patient", "report.read", "refused"),
-        ("patient", "report.read", "allowed"),
+    assert [(e["role"], e["action"], e["outcome"], e["purpose"]) for e in entries] == [
+        ("reviewer", "report.read", "allowed", "assigned-review"),
+        ("coordinator", "report.read", "refused", "coordination"),
+        ("coordinator", "report.versions", "allowed", "coordination"),  # listed twice: one
+        ("coordinator", "report.read", "allowed", "break-glass"),
+        ("partner", "report.read", "allowed", "filed-case"),
+        ("patient", "report.read", "refused", "own-case"),
+        ("patient", "report.read", "allowed", "own-case"),
     ]
-    assert [e["seq"] for e in entries] == list(range(1, 7))
+    assert [e["seq"] for e in entries] == list(range(1, 8))
+    assert entries[1]["status"] == 428
+    assert "quality review" not in page.text, "the patient sees that a reason was given, not it"
     assert {e["kept_by"] for e in entries} == {"reports"}
     assert entries[0]["reader"] == reader_id(case.case_id, case.reviewer_id)
     assert entries[0]["purpose"] == "assigned-review"
-    assert entries[4]["status"] == 404 and not entries[4]["you"]
-    assert entries[5]["you"] and entries[5]["text"].startswith("You read the report on ")
+    assert entries[5]["status"] == 404 and not entries[5]["you"]
+    assert entries[6]["you"] and entries[6]["text"].startswith("You read the report on ")
     assert entries[0]["text"].startswith("A reviewer read the report on ")
     assert case.reviewer_id not in page.text and "coord-7" not in page.text, "pseudonymous"
 
@@ -64,7 +73,8 @@ async def test_the_patient_sees_every_read_of_the_report_in_order(stack: Any) ->
         seen = await coordinator.get(trail, params={"limit": 2})
         assert [e["seq"] for e in seen.json()["items"]] == [1, 2]
         rest = await coordinator.get(trail, params={"cursor": seen.json()["next_cursor"]})
-        assert [e["seq"] for e in rest.json()["items"]] == [3, 4, 5, 6]
+        assert [e["seq"] for e in rest.json()["items"]] == [3, 4, 5, 6, 7]
+        assert rest.json()["items"][1]["reason"] == "quality review", "coordinators see it"
 
 
 async def test_a_case_without_a_report_has_no_trail_here(stack: Any) -> None:

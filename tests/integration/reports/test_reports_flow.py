@@ -13,6 +13,8 @@ from tests.support.fhir import violations
 from tests.support.reports import Case, ReportsStack
 
 pytestmark = pytest.mark.infra
+# A coordinator says why they read a report's clinical content (recorded in its trail).
+REASON = {"X-Avis-Reason": "quality review"}
 
 CLEAR_TEXT = ["Camille", "Martin", "1971-03-14", "nodule", "lobectomie", "TEP-scanner"]
 
@@ -168,7 +170,7 @@ async def test_a_case_withdrawn_before_its_report_gets_none(stack: ReportsStack)
     await issued(stack, stack.new_case())
     for withdrawn in (case, ghost):
         assert stack.log.of(withdrawn.case_id, "avis.report.ready.v1") == []
-        async with stack.client("coord", "coordinator") as coordinator:
+        async with stack.client("coord", "coordinator", **REASON) as coordinator:
             response = await coordinator.get(f"/v1/cases/{withdrawn.case_id}/report")
         assert response.status_code == 404
         stored = await stack.db["cases"].find_one({"_id": withdrawn.case_id})
@@ -205,7 +207,7 @@ async def test_only_its_readers_see_a_report_and_everyone_else_gets_the_same_404
         stack.client(case.patient_id, "patient"),
         stack.client("p-staff", "partner", case.partner_id),
         stack.client(case.reviewer_id, "reviewer"),
-        stack.client("coord-1", "coordinator"),
+        stack.client("coord-1", "coordinator", **REASON),
     ]
     strangers = [
         stack.client("someone-else", "patient"),

@@ -13,6 +13,8 @@ from avis.shared.envelope import Event
 from avis.shared.events import CaseClaimed, ReviewCompleted
 
 pytestmark = pytest.mark.infra
+# A coordinator says why they read a report's clinical content (recorded in its trail).
+REASON = {"X-Avis-Reason": "quality review"}
 
 FHIR = {"Accept": "application/fhir+json"}
 PDF = {"Accept": "application/pdf"}
@@ -51,7 +53,7 @@ async def test_a_reviewer_reads_a_pseudonymised_report(stack: Any) -> None:
 
     readers = [
         stack.patient(case),
-        stack.client("coord-1", "coordinator"),
+        stack.client("coord-1", "coordinator", **REASON),
         stack.client("p-staff", "partner", case.partner_id),
     ]
     for client in readers:

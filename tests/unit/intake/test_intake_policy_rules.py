@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from avis.intake.models import CaseStatus
 from avis.intake.rules import (
     Access,
-    check_reason,
     may_read,
     may_read_clinical,
     reviewer_access_lapsed,
     sees_progress,
 )
+from avis.shared.access_log import check_reason
 from avis.shared.events import ConsentScope
 from avis.shared.security import Principal
 

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
+from fastapi import Header
 from pydantic import BaseModel, Field
 
 from avis.shared.audit import AuditEntry, AuditRecord, fhir_bundle
 from avis.shared.mongo import Document
 from avis.shared.pages import Page, cursor_param
+from avis.shared.problems import Problem
 from avis.shared.sealing import Keyring, Sealed
 from avis.shared.security import Principal
+from avis.shared.text import TEXT_PATTERN
 
 # Why each role touches a case, as a code (a coordinator's read with a reason: break-glass).
 PURPOSES = {
@@ -67,6 +70,30 @@ def record_of(
         purpose=purpose_of(principal, reason_given=reason is not None),
         reason=reason,
     )
+
+
+def check_reason(principal: Principal, reason: str | None) -> str | None:
+    """The reason a coordinator gives to read clinical content ("break-glass"), to record; 428
+    when a coordinator gives none. Other readers read their own or assigned cases: no reason."""
+    if principal.role != "coordinator":
+        return None
+    if reason is None or not reason.strip():
+        raise Problem(
+            428,
+            "reason-required",
+            "A reason is required",
+            "a coordinator reading clinical content says why, in the X-Avis-Reason header",
+        )
+    return header_text(reason).strip()
+
+
+def header_text(value: str) -> str:
+    """A header's text as the client wrote it: HTTP hands header bytes over as Latin-1, and
+    clients send UTF-8, so an accented letter arrives as two Latin-1 characters until read back."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 after all (or not Latin-1 bytes): kept as it came
+        return value
 
 
 def reader_id(case_id: str, sub: str) -> str:
@@ -115,6 +142,17 @@ class AccessLogEntry(BaseModel):
     text: str = Field(description="The entry in one plain sentence.")
 
 
+# The header in which a coordinator says why they read clinical content ("break-glass").
+Reason = Annotated[
+    str | None,
+    Header(
+        alias="X-Avis-Reason",
+        pattern=TEXT_PATTERN,
+        max_length=200,
+        description="Why a coordinator reads the clinical content (required of coordinators, "
+        "428 without it; recorded). Others give none.",
+    ),
+]
 # The `cursor` query parameter of a trail's pages.
 TrailCursor = Annotated[
     str | None,

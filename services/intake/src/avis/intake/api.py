@@ -27,11 +27,11 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
-from avis.shared.access_log import AccessLog, TrailCursor
+from avis.shared.access_log import AccessLog, Reason, TrailCursor
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, TEXT_PATTERN, UUID_PATTERN
+from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -66,16 +66,6 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Retrying with the same key returns the case the first attempt created.",
-    ),
-]
-Reason = Annotated[
-    str | None,
-    Header(
-        alias="X-Avis-Reason",
-        pattern=TEXT_PATTERN,
-        max_length=200,
-        description="Why a coordinator reads the clinical content (required of coordinators, "
-        "428 without it; recorded). Others give none.",
     ),
 ]
 

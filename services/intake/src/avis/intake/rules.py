@@ -498,30 +498,6 @@ def may_file(principal: Principal, partner_reference: str | None) -> None:
         )
 
 
-def check_reason(principal: Principal, reason: str | None) -> str | None:
-    """The reason a coordinator gives to read clinical content ("break-glass"), to record; 428
-    when a coordinator gives none. Other readers read their own or assigned cases: no reason."""
-    if principal.role != "coordinator":
-        return None
-    if reason is None or not reason.strip():
-        raise Problem(
-            428,
-            "reason-required",
-            "A reason is required",
-            "a coordinator reading clinical content says why, in the X-Avis-Reason header",
-        )
-    return header_text(reason).strip()
-
-
-def header_text(value: str) -> str:
-    """A header's text as the client wrote it: HTTP hands header bytes over as Latin-1, and
-    clients send UTF-8, so an accented letter arrives as two Latin-1 characters until read back."""
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeError:  # not UTF-8 after all (or not Latin-1 bytes): kept as it came
-        return value
-
-
 def shared_with_partner(scopes: list[ConsentScope]) -> bool:
     """Whether the referring partner hears of the case: only if the patient agreed."""
     return ConsentScope.SHARE_WITH_PARTNER in scopes

@@ -50,7 +50,14 @@ from avis.intake.store import (
     StoredPhysician,
     list_key,
 )
-from avis.shared.access_log import AccessLog, TrailPage, audited, record_of, trail_aad
+from avis.shared.access_log import (
+    AccessLog,
+    TrailPage,
+    audited,
+    check_reason,
+    record_of,
+    trail_aad,
+)
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -206,7 +213,7 @@ class Auditor:
             if problem.status in rules.AUDITED_REFUSALS and await self.store.case_exists(case_id):
                 await self.record(principal, case_id, action, target=target, refused=problem)
             raise
-        given = None if reason is None else rules.check_reason(principal, reason)
+        given = None if reason is None else check_reason(principal, reason)
         await self.record(principal, case_id, action, target=target, reason=given)
 
 
@@ -279,7 +286,7 @@ class IntakeService:
         """A case whose clinical content `principal` may read (403 for a role that never does);
         a coordinator gives a reason (428 without one)."""
         rules.check_clinical_role(principal)
-        rules.check_reason(principal, reason)
+        check_reason(principal, reason)
         return await self._readable(principal, case_id, clinical=True)
 
     async def get_clinical(

@@ -21,7 +21,7 @@ from avis.reports.models import (
 )
 from avis.reports.rules import choose_media_type
 from avis.reports.service import ReportsService, Served
-from avis.shared.access_log import AccessLog, TrailCursor
+from avis.shared.access_log import AccessLog, Reason, TrailCursor
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
 from avis.shared.security import Principal, authenticated
@@ -90,7 +90,7 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     304: {"description": "The client's PDF is current (If-None-Match)", "headers": _HEADERS},
-    **problem_responses(401, 404, 406, 422, 503),
+    **problem_responses(401, 404, 406, 422, 428, 503),
 }
 
 
@@ -147,9 +147,12 @@ async def get_report(
     service: Service,
     version: Version = None,
     if_none_match: IfNoneMatch = None,
+    reason: Reason = None,
 ) -> Response:
     """The latest version of a report, or the one asked for."""
-    served = await service.report(principal=principal, report_id=report_id, version=version)
+    served = await service.report(
+        principal=principal, report_id=report_id, version=version, reason=reason
+    )
     return await _represent(service, served, request, if_none_match)
 
 
@@ -166,9 +169,10 @@ async def get_case_report(
     principal: Caller,
     service: Service,
     if_none_match: IfNoneMatch = None,
+    reason: Reason = None,
 ) -> Response:
     """The latest version of the case's report."""
-    served = await service.report(principal=principal, case_id=case_id)
+    served = await service.report(principal=principal, case_id=case_id, reason=reason)
     return await _represent(service, served, request, if_none_match)
 
 

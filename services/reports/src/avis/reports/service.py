@@ -58,7 +58,7 @@ from avis.reports.store import (
     VersionDoc,
     VersionEntry,
 )
-from avis.shared.access_log import AccessLog, audited, record_of
+from avis.shared.access_log import AccessLog, audited, check_reason, record_of, trail_aad
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -422,26 +422,40 @@ class ReportsService:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    async def _readable(self, *, principal: Principal, case_id: str, action: str) -> CaseDoc:
-        """The case, if `principal` may read its report; a refusal of a report that exists is
-        recorded in the case's access trail."""
+    async def _readable(
+        self, *, principal: Principal, case_id: str, action: str, reason: str | None = None
+    ) -> tuple[CaseDoc, str | None]:
+        """The case, if `principal` may read its report, and the reason a coordinator gave for
+        reading the report's clinical content (428 without one); a refusal of a report that
+        exists is recorded in the case's access trail."""
         case = await self.store.case(case_id)
         if case is None or not case.versions:
             raise _not_found()
-        if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
-            refused = _not_found()
+        try:
+            if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
+                raise _not_found()
+            given = check_reason(principal, reason) if action == "report.read" else None
+        except Problem as refused:
             await self._record(principal, case_id, action, refused=refused.status)
-            raise refused
-        return case
+            raise
+        return case, given
 
     async def _record(
-        self, principal: Principal, case_id: str, action: str, *, refused: int | None = None
+        self,
+        principal: Principal,
+        case_id: str,
+        action: str,
+        *,
+        refused: int | None = None,
+        reason: str | None = None,
     ) -> None:
         """Append a person's read (or refusal) of a case's report to the case's access trail,
-        under the trail's own lock (positions are claimed by insert among copies)."""
+        under the trail's own lock (positions are claimed by insert among copies); a
+        coordinator's reason is sealed in the entry, never logged."""
         if not audited(principal):
             return
-        record = record_of(principal, action, refused=refused)
+        sealed = None if reason is None else self.keyring.seal(reason.encode(), trail_aad(case_id))
+        record = record_of(principal, action, refused=refused, reason=sealed)
         async with self.locks.hold(lock_key("trail", case_id)):
             await self.store.audit(case_id, record, now(), fold_window(action))
 
@@ -464,6 +478,7 @@ class ReportsService:
         case_id: str | None = None,
         report_id: str | None = None,
         version: int | None = None,
+        reason: str | None = None,
     ) -> Served:
         """A report version (the latest unless asked) of a case or a report id, opened."""
         if case_id is None:
@@ -471,7 +486,9 @@ class ReportsService:
             case_id = await self.store.case_of_report(report_id)
             if case_id is None:
                 raise _not_found()
-        case = await self._readable(principal=principal, case_id=case_id, action="report.read")
+        case, given = await self._readable(
+            principal=principal, case_id=case_id, action="report.read", reason=reason
+        )
         if report_id is not None and report_id != case.report_id:
             raise _not_found()
         numbers = [v.version for v in case.versions]
@@ -483,7 +500,7 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
-        await self._record(principal, case_id, "report.read")
+        await self._record(principal, case_id, "report.read", reason=given)
         if not sees_identity(principal):
             return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
@@ -492,7 +509,9 @@ class ReportsService:
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
     ) -> ReportVersionPage:
         """A case's report versions, newest first."""
-        case = await self._readable(principal=principal, case_id=case_id, action="report.versions")
+        case, _ = await self._readable(
+            principal=principal, case_id=case_id, action="report.versions"
+        )
         await self._record(principal, case_id, "report.versions")
         by_number = {v.version: v for v in case.versions}
         page, next_cursor = page_of_versions(list(by_number), cursor, limit)
