@@ -5,6 +5,8 @@ words (intake keeps the trail of the case and its records; the patient's page me
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.bundle import Bundle
 
 from avis.reports.rules import report_id_for
 from avis.shared.access_log import reader_id
@@ -52,7 +54,7 @@ async def test_the_patient_sees_every_read_of_the_report_in_order(stack: Any) ->
     assert [(e["role"], e["action"], e["outcome"], e["purpose"]) for e in entries] == [
         ("reviewer", "report.read", "allowed", "assigned-review"),
         ("coordinator", "report.read", "refused", "coordination"),
-        ("coordinator", "report.versions", "allowed", "coordination"),  # listed twice: one
+        ("coordinator", "report.list", "allowed", "coordination"),  # listed twice: one
         ("coordinator", "report.read", "allowed", "break-glass"),
         ("partner", "report.read", "allowed", "filed-case"),
         ("patient", "report.read", "refused", "own-case"),
@@ -76,9 +78,33 @@ async def test_the_patient_sees_every_read_of_the_report_in_order(stack: Any) ->
         assert [e["seq"] for e in rest.json()["items"]] == [3, 4, 5, 6, 7]
         assert rest.json()["items"][1]["reason"] == "quality review", "coordinators see it"
 
-
-async def test_a_case_without_a_report_has_no_trail_here(stack: Any) -> None:
-    case = stack.new_case()
-    await stack.publish(stack.submitted(case))
+        # Exported as FHIR R4B AuditEvents for coordinators, the chain with them, no reason.
+        fhir = await coordinator.get(f"{trail}/fhir")
+        assert fhir.status_code == 200, fhir.text
+        assert fhir.headers["content-type"].startswith("application/fhir+json")
+        bundle = Bundle.model_validate(fhir.json())
+        events = [AuditEvent.model_validate(e.resource.model_dump()) for e in bundle.entry or []]
+        assert [(e.subtype[0].code, e.action, e.outcome) for e in events][:4] == [
+            ("report.read", "R", "0"),
+            ("report.read", "R", "4"),
+            ("report.list", "R", "0"),
+            ("report.read", "R", "0"),
+        ]
+        assert events[0].source.observer.display == "avis-reports"
+        assert "quality review" not in fhir.text
     async with stack.patient(case) as patient:
-        assert (await patient.get(f"/v1/cases/{case.case_id}/access-log")).status_code == 404
+        assert (await patient.get(f"{trail}/fhir")).status_code == 403, "coordinators only"
+
+
+async def test_a_case_without_a_report_has_an_empty_trail_here(stack: Any) -> None:
+    case = stack.new_case()
+    trail = f"/v1/cases/{case.case_id}/access-log"
+    async with stack.patient(case) as patient:
+        assert (await patient.get(trail)).status_code == 404, "a case reports does not know"
+        submitted = stack.submitted(case)
+        await stack.publish(submitted)
+        await stack.consumed(submitted)
+        empty = await patient.get(trail)
+        assert empty.status_code == 200 and empty.json()["items"] == []
+    async with stack.client("patient-stranger", "patient") as stranger:
+        assert (await stranger.get(trail)).status_code == 404

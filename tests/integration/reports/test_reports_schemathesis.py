@@ -34,6 +34,11 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "304", "404", "428"]
 [[operations]]
 include-name = "GET /v1/cases/{case_id}/report"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "304", "404", "428"]
+
+# The trail's FHIR export is for coordinators alone: 403 for every other role.
+[[operations]]
+include-name = "GET /v1/cases/{case_id}/access-log/fhir"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404"]
 """
 
 

@@ -10,12 +10,13 @@ reads, why and how it is said is common and lives here.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
 
 from avis.shared.audit import AuditEntry, AuditRecord, fhir_bundle
@@ -222,3 +223,17 @@ class TrailPage:
                 at=entry.at.strftime("%Y-%m-%d %H:%M UTC"),
             ),
         )
+
+
+FHIR_JSON = "application/fhir+json"
+
+
+def fhir_response(page: TrailPage, request: Request, limit: int) -> Response:
+    """A page of a trail for coordinators as a FHIR R4B Bundle of `AuditEvent`s, its `next` link
+    the same request from the page's cursor on."""
+
+    def next_url(after: int) -> str:
+        return str(request.url.include_query_params(cursor=str(after), limit=limit))
+
+    body = json.dumps(page.fhir(limit, next_url), ensure_ascii=False, separators=(",", ":"))
+    return Response(body.encode(), media_type=FHIR_JSON)

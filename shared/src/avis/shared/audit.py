@@ -170,7 +170,7 @@ def _coding(system: str, code: str, display: str) -> Document:
 def fhir_action(action: str) -> str:
     """The FHIR action code of one of our actions: Create, Read, Update, Delete."""
     verb = action.rsplit(".", 1)[-1]
-    return {"read": "R", "create": "C", "add": "C", "delete": "D"}.get(verb, "U")
+    return {"read": "R", "list": "R", "create": "C", "add": "C", "delete": "D"}.get(verb, "U")
 
 
 def fhir_bundle(entries: Sequence[AuditEntry], observer: str, next_url: str | None) -> Document:

@@ -69,15 +69,17 @@ Handler = Callable[[Event, Any], Awaitable[None]]
 ASSIGNORS = (RangePartitionAssignor,)
 
 
-def make_broker(settings: CommonSettings) -> KafkaBroker:
+def make_broker(settings: CommonSettings, *, publishes: bool = True) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas and is idempotent, with a client
-    id of its own copy (see `ASSIGNORS`), connected as the service's own Kafka user."""
+    id of its own copy (see `ASSIGNORS`), connected as the service's own Kafka user. One that
+    only reads (`publishes=False`) asks for no idempotent producer, which a Kafka user without
+    the right to write any topic is refused."""
     access = KafkaAccess.of(settings)
     return KafkaBroker(
         access.bootstrap,
         security=access.security(),
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=publishes,
         client_id=f"avis-{settings.service_name}-{uuid.uuid4().hex[:12]}",
         middlewares=[KafkaTelemetryMiddleware()],
         request_timeout_ms=10000,

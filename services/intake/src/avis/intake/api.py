@@ -5,7 +5,6 @@ case a caller may touch is the service's decision, and a case that is not the ca
 404, exactly like one that does not exist.
 """
 
-import json
 import re
 from typing import Annotated
 from urllib.parse import quote
@@ -27,7 +26,7 @@ from avis.intake.models import (
     SubmitIn,
 )
 from avis.intake.service import IntakeService, Upload
-from avis.shared.access_log import AccessLog, Reason, TrailCursor
+from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
@@ -55,7 +54,6 @@ Patient = Annotated[Principal, Depends(require_roles("patient"))]
 ClinicalReader = Caller
 TrailReader = Annotated[Principal, Depends(require_roles("patient", "coordinator"))]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
-FHIR_JSON = "application/fhir+json"
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
@@ -194,12 +192,7 @@ async def export_access_log(
     first; the chain's hashes in each event's entity; no stated reason, which may hold health
     data), with a `next` link while more remain."""
     page = await service.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
-
-    def next_url(after: int) -> str:
-        return str(request.url.include_query_params(cursor=str(after), limit=limit))
-
-    body = json.dumps(page.fhir(limit, next_url), ensure_ascii=False, separators=(",", ":"))
-    return Response(body.encode(), media_type=FHIR_JSON)
+    return fhir_response(page, request, limit)
 
 
 @router.post(

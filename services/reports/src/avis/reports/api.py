@@ -21,10 +21,10 @@ from avis.reports.models import (
 )
 from avis.reports.rules import choose_media_type
 from avis.reports.service import ReportsService, Served
-from avis.shared.access_log import AccessLog, Reason, TrailCursor
+from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
-from avis.shared.security import Principal, authenticated
+from avis.shared.security import Principal, authenticated, require_roles
 from avis.shared.text import UUID_PATTERN
 
 router = APIRouter(
@@ -42,6 +42,7 @@ def reports(request: Request) -> ReportsService:
 
 Service = Annotated[ReportsService, Depends(reports)]
 Caller = Annotated[Principal, Depends(authenticated)]
+Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 # Case ids are UUIDs (intake makes them); report ids too (derived from the case id).
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id.")]
 ReportId = Annotated[str, Path(pattern=UUID_PATTERN, description="The report id.")]
@@ -223,3 +224,32 @@ async def get_access_log(
         cursor=None if cursor is None else int(cursor),
         limit=limit,
     )
+
+
+@router.get(
+    "/cases/{case_id}/access-log/fhir",
+    summary="Who read the case's report, as FHIR AuditEvents",
+    response_class=Response,
+    responses={
+        200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+async def export_access_log(
+    case_id: CaseId,
+    principal: Coordinator,
+    service: Service,
+    request: Request,
+    limit: Limit = 50,
+    cursor: TrailCursor = None,
+) -> Response:
+    """The report's access trail for coordinators, as a FHIR R4B Bundle of `AuditEvent`s (oldest
+    first; the chain's hashes in each event's entity; no stated reason), with a `next` link
+    while more remain."""
+    page = await service.trail(
+        principal=principal,
+        case_id=case_id,
+        cursor=None if cursor is None else int(cursor),
+        limit=limit,
+    )
+    return fhir_response(page, request, limit)

@@ -143,7 +143,7 @@ def may_read(principal: Principal, readers: Readers) -> bool:
 # FHIR or PDF); the list of versions too, since it says that there is a report.
 ACTIONS = {
     "report.read": ("read the report", "read the report"),
-    "report.versions": ("listed the report's versions", "list the report's versions"),
+    "report.list": ("listed the report's versions", "list the report's versions"),
 }
 
 
@@ -154,7 +154,7 @@ VERSIONS_READ_FOLD = timedelta(minutes=15)
 
 def fold_window(action: str) -> timedelta | None:
     """How long a repeat of `action` by the same person counts as the last entry (None: never)."""
-    return VERSIONS_READ_FOLD if action == "report.versions" else None
+    return VERSIONS_READ_FOLD if action == "report.list" else None
 
 
 def may_read_trail(principal: Principal, readers: Readers) -> bool:

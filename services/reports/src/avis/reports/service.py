@@ -58,7 +58,14 @@ from avis.reports.store import (
     VersionDoc,
     VersionEntry,
 )
-from avis.shared.access_log import AccessLog, audited, check_reason, record_of, trail_aad
+from avis.shared.access_log import (
+    AccessLog,
+    TrailPage,
+    audited,
+    check_reason,
+    record_of,
+    trail_aad,
+)
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -462,14 +469,20 @@ class ReportsService:
     async def access_log(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
     ) -> AccessLog:
-        """Who read the case's report, oldest first, for its patient and coordinators (404 for
-        anyone else, as for a case without a report)."""
+        """Who read the case's report, oldest first, in plain words."""
+        page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
+        return page.view(principal, self.keyring, limit)
+
+    async def trail(
+        self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
+    ) -> TrailPage:
+        """A page of the case's access trail (one entry more than `limit` when more remain), for
+        its patient and coordinators (404 for anyone else, as for a case nobody read)."""
         case = await self.store.case(case_id)
         readers = None if case is None else readers_of(case, now(), self.reviewer_access)
         if readers is None or not may_read_trail(principal, readers):
             raise _not_found()
-        page = await self.store.trail_page(case_id, cursor or 0, limit + 1)
-        return page.view(principal, self.keyring, limit)
+        return await self.store.trail_page(case_id, cursor or 0, limit + 1)
 
     async def report(
         self,
@@ -509,10 +522,8 @@ class ReportsService:
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
     ) -> ReportVersionPage:
         """A case's report versions, newest first."""
-        case, _ = await self._readable(
-            principal=principal, case_id=case_id, action="report.versions"
-        )
-        await self._record(principal, case_id, "report.versions")
+        case, _ = await self._readable(principal=principal, case_id=case_id, action="report.list")
+        await self._record(principal, case_id, "report.list")
         by_number = {v.version: v for v in case.versions}
         page, next_cursor = page_of_versions(list(by_number), cursor, limit)
         items = [

@@ -89,7 +89,7 @@ class Feed:
 
     def __init__(self, settings: Settings, hub: Hub) -> None:
         self.settings = settings
-        self.broker = make_broker(settings)
+        self.broker = make_broker(settings, publishes=False)
         self.group = f"avis-web-live-{uuid.uuid4().hex[:12]}"
         self._task: asyncio.Task[None] | None = None
 

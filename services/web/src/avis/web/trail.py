@@ -25,7 +25,7 @@ ACTIONS = frozenset(
         "case.claim",
         "case.erasure-request",
         "report.read",
-        "report.versions",
+        "report.list",
     }
 )
 PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})
