@@ -217,6 +217,16 @@ class Auditor:
         await self.record(principal, case_id, action, target=target, reason=given)
 
 
+def fingerprint(keyring: Keyring, body: CaseCreate, kid: str | None = None) -> str:
+    """A creation request's keyed fingerprint, under key `kid` (the sealing key by default; a
+    key rotated out of the keyring makes none that matches)."""
+    try:
+        kid, key = keyring.derive(rules.FINGERPRINT_PURPOSE, kid)
+    except KeyError:
+        return ""
+    return rules.fingerprint(kid, key, body)
+
+
 class IntakeService:
     """Cases from draft to submission, and their status as the other services report it."""
 
@@ -377,29 +387,20 @@ class IntakeService:
             if await self.store.list_claim(key, position, case_id):
                 return
 
-    def _fingerprint(self, body: CaseCreate, kid: str | None = None) -> str:
-        """The request's keyed fingerprint, under key `kid` (the sealing key by default; a key
-        rotated out of the keyring makes none that matches)."""
-        try:
-            kid, key = self.keyring.derive(rules.FINGERPRINT_PURPOSE, kid)
-        except KeyError:
-            return ""
-        return rules.fingerprint(kid, key, body)
-
     async def _claim_key(
         self, principal: Principal, key: str, body: CaseCreate, case_id: str, at: datetime
     ) -> str:
         claim = IdempotencyClaim(
             id=json.dumps([principal.role, principal.sub, key]),
             case_id=case_id,
-            fingerprint=self._fingerprint(body),
+            fingerprint=fingerprint(self.keyring, body),
             at=at,
         )
         existing = await self.store.claim_key(claim)
         if existing is None:
             return case_id
-        if existing.fingerprint != self._fingerprint(
-            body, rules.fingerprint_key_id(existing.fingerprint)
+        if existing.fingerprint != fingerprint(
+            self.keyring, body, rules.fingerprint_key_id(existing.fingerprint)
         ):
             raise Problem(
                 422,
