@@ -14,12 +14,11 @@ import pytest
 
 from avis.web import rules
 from avis.web.dicom import Unreadable, technical_facts
-from avis.web.main import create_app
 from avis.web.models import OpinionForm
-from avis.web.settings import Settings
 from avis.web.store import OpinionDrafts
 from tests.support.samples import OPINION, pdf, png
 from tests.support.specialist import PATIENT_ID, PATIENT_NAME, dicom, pdf_page
+from tests.support.web import csrf_of, in_process
 
 CASE_ID = "0b6f1d3e-8c55-4d0e-9a43-7f3e2d1c0a99"
 AID = "5d0c7f0e-1111-5222-8333-444455556666-0001"
@@ -137,33 +136,10 @@ def services() -> FakeServices:
 
 @pytest.fixture
 async def browser(services: FakeServices) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        avis_env="development",
-        jwt_secret="s" * 40,
-        intake_url="http://intake",
-        review_url="http://review",
-    )
-    app = create_app(settings, transport=httpx.MockTransport(services))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://web",
-            headers={"Accept-Language": "en"},
-        ) as client,
-    ):
-        page = await client.get("/signin")
-        done = await client.post(
-            "/signin", data={"csrf": csrf_of(page), "identity": "rev-cardio-1"}
-        )
-        assert done.status_code == 303
+    async with in_process(
+        services, "rev-cardio-1", intake_url="http://intake", review_url="http://review"
+    ) as client:
         yield client
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 def opinion_form(csrf: str) -> dict[str, str]:

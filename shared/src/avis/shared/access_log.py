@@ -73,6 +73,12 @@ def record_of(
     )
 
 
+def seal_reason(keyring: Keyring, case_id: str, reason: str | None) -> Sealed | None:
+    """A coordinator's reason as a trail entry keeps it: sealed, opening for that case only (a
+    reason may hold health data)."""
+    return None if reason is None else keyring.seal(reason.encode(), trail_aad(case_id))
+
+
 def check_reason(principal: Principal, reason: str | None) -> str | None:
     """The reason a coordinator gives to read clinical content ("break-glass"), to record; 428
     when a coordinator gives none. Other readers read their own or assigned cases: no reason."""

@@ -56,7 +56,7 @@ from avis.shared.access_log import (
     audited,
     check_reason,
     record_of,
-    trail_aad,
+    seal_reason,
 )
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -175,9 +175,7 @@ class Auditor:
             action,
             target=target,
             refused=refused.status if refused else None,
-            reason=None
-            if reason is None
-            else self.keyring.seal(reason.encode(), trail_aad(case_id)),
+            reason=seal_reason(self.keyring, case_id, reason),
         )
         fold = rules.fold_window(action)
         if locked:

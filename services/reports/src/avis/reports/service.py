@@ -64,7 +64,7 @@ from avis.shared.access_log import (
     audited,
     check_reason,
     record_of,
-    trail_aad,
+    seal_reason,
 )
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -461,10 +461,19 @@ class ReportsService:
         coordinator's reason is sealed in the entry, never logged."""
         if not audited(principal):
             return
-        sealed = None if reason is None else self.keyring.seal(reason.encode(), trail_aad(case_id))
+        sealed = seal_reason(self.keyring, case_id, reason)
         record = record_of(principal, action, refused=refused, reason=sealed)
         async with self.locks.hold(lock_key("trail", case_id)):
-            await self.store.audit(case_id, record, now(), fold_window(action))
+            entry = await self.store.audit(case_id, record, now(), fold_window(action))
+        if reason is not None and entry is not None:  # as intake says a break-glass read
+            log.info(
+                "clinical content read with a reason",
+                case_id=case_id,
+                role=principal.role,
+                sub=principal.sub,
+                what=action,
+                seq=entry.seq,
+            )
 
     async def access_log(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
