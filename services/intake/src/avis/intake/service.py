@@ -55,6 +55,7 @@ from avis.shared.access_log import (
     TrailPage,
     audited,
     check_reason,
+    log_break_glass,
     record_of,
     seal_reason,
 )
@@ -184,14 +185,7 @@ class Auditor:
             async with self.locks.hold(lock_key("trail", case_id)):
                 entry = await self.store.audit(case_id, record, now(), fold)
         if reason is not None and entry is not None:
-            log.info(
-                "clinical content read with a reason",
-                case_id=case_id,
-                role=principal.role,
-                sub=principal.sub,
-                what=action,
-                seq=entry.seq,
-            )
+            log_break_glass(principal, case_id, action, entry.seq)
 
     @asynccontextmanager
     async def reading(

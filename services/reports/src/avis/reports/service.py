@@ -63,6 +63,7 @@ from avis.shared.access_log import (
     TrailPage,
     audited,
     check_reason,
+    log_break_glass,
     record_of,
     seal_reason,
 )
@@ -465,15 +466,8 @@ class ReportsService:
         record = record_of(principal, action, refused=refused, reason=sealed)
         async with self.locks.hold(lock_key("trail", case_id)):
             entry = await self.store.audit(case_id, record, now(), fold_window(action))
-        if reason is not None and entry is not None:  # as intake says a break-glass read
-            log.info(
-                "clinical content read with a reason",
-                case_id=case_id,
-                role=principal.role,
-                sub=principal.sub,
-                what=action,
-                seq=entry.seq,
-            )
+        if reason is not None and entry is not None:
+            log_break_glass(principal, case_id, action, entry.seq)
 
     async def access_log(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
