@@ -17,6 +17,7 @@ from avis.review.service import ReviewService
 from avis.review.settings import Settings
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
+    CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
     Language,
@@ -104,8 +105,10 @@ class ReviewStack:
         urgency: str = "routine",
         institution: str | None = None,
         case_id: str | None = None,
+        patient_id: str | None = None,
     ) -> Event:
-        """An `avis.case.submitted.v1` as intake would publish it, in a trace of its own."""
+        """An `avis.case.submitted.v1` as intake would publish it, in a trace of its own (filed
+        by `patient_id`, or, without one, by a partner)."""
         case_id = case_id or unique("case")
         event_id = new_event_id()
         contact = self.keyring.seal_json(
@@ -124,6 +127,7 @@ class ReviewStack:
             submitted_at=datetime.now(UTC),
             case_url=f"http://127.0.0.1:8001/v1/cases/{case_id}",
             contact=contact,
+            patient_id=patient_id,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)
@@ -137,6 +141,13 @@ class ReviewStack:
     async def consumed(self, event: Event, timeout: float = 30.0) -> None:
         """Wait until review has stored its effect of `event`."""
         await consumed(self.settings, self.publisher.broker, self.db, event, timeout=timeout)
+
+    async def claim(self, case_id: str, patient_id: str) -> Event:
+        """Publish the claim of a partner-filed case by its patient; returns the event."""
+        payload = CaseClaimed(case_id=case_id, patient_id=patient_id, claimed_at=datetime.now(UTC))
+        event = Event.new(payload, "/avis/intake")
+        await publish(self.publisher, event)
+        return event
 
     async def withdraw(self, case_id: str) -> None:
         """Publish the case's withdrawal."""

@@ -1,7 +1,8 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
 every check, bounded in examples and time, with a valid coordinator token over the whole API,
 a valid reviewer token over the reviewer's operations, and a patient's and a partner's token
-(roles review refuses everywhere) over the whole API. No answer may be a 5xx."""
+(roles review refuses everywhere but a case's access trail, which is the case's patient's) over
+the whole API. No answer may be a 5xx."""
 
 import pytest
 

@@ -20,10 +20,11 @@ from avis.review.models import (
     ReviewerPatch,
 )
 from avis.review.service import DirectoryService, ReviewService
+from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.events import Language, Specialty, Urgency
 from avis.shared.pages import Cursor, Limit
 from avis.shared.problems import problem_responses
-from avis.shared.security import Principal, require_roles
+from avis.shared.security import Principal, authenticated, require_roles
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
 
 router = APIRouter(prefix="/v1")
@@ -42,6 +43,8 @@ Directory = Annotated[DirectoryService, Depends(_directory)]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 ReviewerRole = Annotated[Principal, Depends(require_roles("reviewer"))]
 Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
+# Whether a caller may read a case's access trail is the service's decision (a patient may).
+Caller = Annotated[Principal, Depends(authenticated)]
 
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
@@ -270,13 +273,69 @@ async def correct_opinion(
     "/assignments/{assignment_id}/opinion",
     summary="The opinion of an assignment",
     tags=["opinion"],
-    responses=READ_ONE,
+    responses=problem_responses(401, 403, 404, 422, 428, 503),
 )
 async def get_opinion(
     assignment_id: AssignmentIdPath,
     review: Review,
     who: Staff,
     version: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    reason: Reason = None,
 ) -> OpinionVersion:
-    """The latest version, or the one asked for."""
-    return await review.opinion(principal=who, assignment_id=assignment_id, version=version)
+    """The latest version, or the one asked for. A coordinator says why (X-Avis-Reason); every
+    read is an entry of the case's access trail."""
+    return await review.opinion(
+        principal=who, assignment_id=assignment_id, version=version, reason=reason
+    )
+
+
+# --- the access trail -------------------------------------------------------------------------
+
+
+@router.get(
+    "/cases/{case_id}/access-log",
+    summary="Who read or wrote the case's opinions and decline reasons",
+    tags=["access"],
+    response_model=AccessLog,
+    responses=READ_ONE,
+)
+async def get_access_log(
+    case_id: CaseIdPath,
+    review: Review,
+    who: Caller,
+    limit: Limit = 20,
+    cursor: TrailCursor = None,
+) -> AccessLog:
+    """Every read and write of the case's opinions and decline reasons by a person, and every
+    refused read, oldest first, in plain words: for coordinators and the case's patient (intake
+    and reports keep the trails of the case and of the report, at the same path)."""
+    return await review.access.access_log(
+        principal=who, case_id=case_id, cursor=None if cursor is None else int(cursor), limit=limit
+    )
+
+
+@router.get(
+    "/cases/{case_id}/access-log/fhir",
+    summary="The case's access trail in review, as FHIR AuditEvents (coordinators)",
+    tags=["access"],
+    response_class=Response,
+    responses={
+        200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+        **READ_ONE,
+    },
+)
+async def export_access_log(
+    case_id: CaseIdPath,
+    request: Request,
+    review: Review,
+    who: Coordinator,
+    limit: Limit = 50,
+    cursor: TrailCursor = None,
+) -> Response:
+    """The trail for coordinators, as a FHIR R4B Bundle of `AuditEvent`s (oldest first; the
+    chain's hashes in each event's entity; no stated reason), with a `next` link while more
+    remain."""
+    page = await review.access.trail(
+        principal=who, case_id=case_id, cursor=None if cursor is None else int(cursor), limit=limit
+    )
+    return fhir_response(page, request, limit)

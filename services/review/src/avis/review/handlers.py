@@ -5,7 +5,7 @@ from typing import Any
 
 from avis.review.service import ReviewService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseSubmitted, CaseWithdrawn, Payload
+from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn, Payload
 from avis.shared.runtime import Runtime
 
 Handler = Callable[[Event, Any], Awaitable[None]]
@@ -19,6 +19,8 @@ def register(runtime: Runtime, review: ReviewService) -> None:
             case=case, traceparent=event.traceparent
         ),
         CaseWithdrawn: lambda _, withdrawal: review.case_withdrawn(withdrawal=withdrawal),
+        # The patient of a partner-filed case, who may read the case's trail from then on.
+        CaseClaimed: lambda _, claim: review.case_claimed(claim=claim),
     }
     for payload_type, handler in table.items():
         runtime.on(payload_type, handler)

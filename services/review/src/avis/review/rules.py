@@ -317,3 +317,48 @@ def check_reviewer_access(principal: Principal, reviewer_id: str) -> None:
     """403 if a reviewer reads another reviewer's entry (coordinators read all)."""
     if principal.role == "reviewer" and principal.sub != reviewer_id:
         raise Problem(403, "forbidden", "Forbidden", "A reviewer may only read themself.")
+
+
+# --- the access trail -----------------------------------------------------------------------
+
+# What review records in a case's access trail (avis.shared.access_log), in plain words: done,
+# and tried (a refusal). The opinion is the specialist's clinical free text, and a decline's
+# free-text reason may say something of the patient: each read and write of them is an entry.
+ACTIONS = {
+    "opinion.read": ("read the specialist's opinion", "read the specialist's opinion"),
+    "opinion.create": ("wrote the specialist's opinion", "write the specialist's opinion"),
+    "opinion.correct": ("corrected the specialist's opinion", "correct the specialist's opinion"),
+    "decline.read": (
+        "read why a specialist declined to review the case",
+        "read why a specialist declined to review the case",
+    ),
+    "review.decline": ("declined to review the case, saying why", "decline to review the case"),
+}
+# The refusals of a read that go in the trail: another reviewer's assignment, and a
+# coordinator's read of clinical content without a reason.
+AUDITED_REFUSALS = frozenset({403, 428})
+# A read repeated by the same person within this window of the last entry is that entry: the
+# specialist's workspace reads the opinion on every view, the board a decline's reason.
+REPEATED_READ_FOLD = timedelta(minutes=15)
+
+
+def fold_window(action: str, *, reason_given: bool = False) -> timedelta | None:
+    """How long a repeat of `action` by the same person counts as the last entry (None: never).
+    Writes are each recorded, and so is a read for a stated reason, which its entry keeps."""
+    if reason_given or not action.endswith(".read"):
+        return None
+    return REPEATED_READ_FOLD
+
+
+def needs_reason(action: str) -> bool:
+    """Whether a coordinator says why before `action`: a read of the opinion (clinical content);
+    a decline's reason is read in the course of coordination."""
+    return action == "opinion.read"
+
+
+def may_read_trail(principal: Principal, patient_id: str | None) -> bool:
+    """Who reads review's access trail of a case: coordinators, and the case's patient (known to
+    review from the submission, or from the claim of a case a partner filed)."""
+    return principal.role == "coordinator" or (
+        principal.role == "patient" and patient_id is not None and principal.sub == patient_id
+    )

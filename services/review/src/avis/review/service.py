@@ -19,10 +19,14 @@ correction, the cancel of a withdrawal) or a reviewer's load therefore runs insi
 accept and a decline) run one after the other, and the second sees the first's outcome
 (`rules.may_accept`, `rules.may_decline` decide it). The arbiter underneath is the lease's
 duplicate-key insert, never a version-guarded update (the store lets racing ones all "match").
+
+Every read and write of a case's opinions and decline reasons by a person is an entry of the
+case's access trail (`AccessTrail`), appended under the trail's own lock, after the others.
 """
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
@@ -56,9 +60,20 @@ from avis.review.store import (
     ReviewerDoc,
     Store,
 )
+from avis.shared.access_log import (
+    AccessLog,
+    TrailPage,
+    audited,
+    check_reason,
+    log_break_glass,
+    record_of,
+    seal_reason,
+)
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
+from avis.shared.envelope import PoisonMessage
 from avis.shared.events import (
+    CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
     Language,
@@ -117,6 +132,7 @@ class ReviewService:
         self.matcher = matcher
         self.intake_base_url = intake_base_url.rstrip("/")
         self.service = service_name
+        self.access = AccessTrail(store=store, locks=locks, keyring=keyring)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -137,6 +153,7 @@ class ReviewService:
             round=0,
             queue_key=rules.queue_key(case.urgency, case.submitted_at, case.case_id),
             received_at=now(),
+            patient_id=case.patient_id,
         )
         async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case
@@ -145,6 +162,17 @@ class ReviewService:
             stored = await self.store.case(case.case_id)
             if stored is not None and stored.status == CaseStatus.MATCHING:
                 await self.matcher.match(stored)
+
+    async def case_claimed(self, *, claim: CaseClaimed) -> None:
+        """A partner-filed case has its patient from now on: they read its trail here too."""
+        async with self.locks.hold(lock_key("case", claim.case_id)):
+            case = await self.store.case(claim.case_id)
+            if case is None:
+                # Its submission comes first on the same partition: it was dead-lettered, so
+                # is this claim, to be replayed after it.
+                raise PoisonMessage("a claim of a case review never received")
+            if case.patient_id is None:
+                await self.store.set_patient(claim.case_id, claim.patient_id)
 
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """Close a withdrawn case: leave the queue, cancel its assignment, free its reviewer.
@@ -262,19 +290,27 @@ class ReviewService:
         )
         if page.next_cursor is None and more is not None:
             page.next_cursor = more  # stopped at its budget: the rest is further on
+        await self.access.declines_read(principal, page.items)
         return page
 
-    async def _visible(self, principal: Principal, assignment_id: str) -> AssignmentDoc:
+    async def _found(self, assignment_id: str) -> AssignmentDoc:
         doc = await self.store.assignment(assignment_id)
         if doc is None:
             raise not_found("assignment", "assignment-not-found")
+        return doc
+
+    async def _visible(self, principal: Principal, assignment_id: str) -> AssignmentDoc:
+        doc = await self._found(assignment_id)
         rules.check_assignment_access(principal, doc.reviewer_id)
         return doc
 
     async def assignment(self, *, principal: Principal, assignment_id: str) -> Assignment:
-        """One assignment, if the caller may see it."""
+        """One assignment, if the caller may see it (a decline's reason, shown to coordinators,
+        is a read in the case's trail)."""
         doc = await self._visible(principal, assignment_id)
-        return doc.view(at=now(), coordinator=rules.is_coordinator(principal))
+        view = doc.view(at=now(), coordinator=rules.is_coordinator(principal))
+        await self.access.declines_read(principal, [view])
+        return view
 
     async def accept(self, *, principal: Principal, assignment_id: str) -> Assignment:
         """The assigned reviewer accepts; accepting twice is a no-op."""
@@ -303,17 +339,20 @@ class ReviewService:
         self, *, principal: Principal, assignment_id: str, body: DeclineBody
     ) -> Assignment:
         """The assigned reviewer declines; the case goes to the next best reviewer, or waits."""
+        declined = False
         async with self.matcher.deciding():
             case_id = (await self._visible(principal, assignment_id)).case_id
             async with self.locks.hold(lock_key("case", case_id)):
                 async with self.locks.hold(self.emitter.lock(assignment_id)):
                     doc = await self._visible(principal, assignment_id)
-                    if rules.may_decline(doc.status):
+                    if declined := rules.may_decline(doc.status):
                         await self.matcher.fence()
                         await self._write_decline(doc, body)
                 case = await self.store.case(case_id)
                 if case is not None and case.status == CaseStatus.MATCHING:
                     await self.matcher.match(case)
+        if declined:  # its free-text reason is written: an entry (a replay writes nothing)
+            await self.access.record(principal, case_id, "review.decline")
         return await self.assignment(principal=principal, assignment_id=assignment_id)
 
     async def _write_decline(self, doc: AssignmentDoc, body: DeclineBody) -> None:
@@ -356,6 +395,7 @@ class ReviewService:
                     return first.view(doc), False
                 entry = await self._write_opinion(doc, opinion, 1)
             await self.matcher.offer_queue()  # the reviewer has one case less
+        await self.access.record(principal, doc.case_id, "opinion.create")
         return entry.view(doc), True
 
     async def correct_opinion(
@@ -369,17 +409,27 @@ class ReviewService:
             if latest.digest == rules.opinion_digest(opinion):
                 return latest.view(doc)
             entry = await self._write_opinion(doc, opinion, latest.version + 1)
+        await self.access.record(principal, doc.case_id, "opinion.correct")
         return entry.view(doc)
 
     async def opinion(
-        self, *, principal: Principal, assignment_id: str, version: int | None = None
+        self,
+        *,
+        principal: Principal,
+        assignment_id: str,
+        version: int | None = None,
+        reason: str | None = None,
     ) -> OpinionVersion:
-        """The latest (or a given) version of an assignment's opinion."""
-        doc = await self._visible(principal, assignment_id)
+        """The latest (or a given) version of an assignment's opinion: its reviewer's, or a
+        coordinator's for a stated reason (428 without one); the read, or its refusal, is an
+        entry of the case's trail."""
+        doc = await self._found(assignment_id)
+        given = await self.access.check_read(principal, doc, "opinion.read", reason)
         chosen = [v for v in doc.opinions if version is None or v.version == version]
         if not chosen:
             what = "opinion" if version is None else "opinion version"
             raise not_found(what, "no-opinion")
+        await self.access.record(principal, doc.case_id, "opinion.read", reason=given)
         return chosen[-1].view(doc)
 
     async def _write_opinion(
@@ -465,6 +515,81 @@ class ReviewService:
             except STORE_ERRORS as exc:
                 log.warning("overdue count failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
+
+
+class AccessTrail:
+    """Review's access trail of each case: one entry per read or write of its opinions and its
+    decline reasons by a person, and the refusals (403, 428) of a read of its opinion.
+
+    An entry is appended under the trail's own lock (`trail:<case>`), held by this copy only:
+    the trail's positions are claimed by inserting their `_id`, so appends need no lock among
+    the copies, and none is taken while the matching section or an aggregate's lock is held. A
+    coordinator's reason is sealed in the entry (a reason may hold health data), never logged.
+    """
+
+    def __init__(self, *, store: Store, locks: AggregateLocks, keyring: Keyring) -> None:
+        self.store = store
+        self.locks = locks
+        self.keyring = keyring
+
+    async def record(
+        self,
+        principal: Principal,
+        case_id: str,
+        action: str,
+        *,
+        refused: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Append what `principal` did (or was refused, with that status) to the case's trail;
+        a repeated read within its fold window is the last entry."""
+        if not audited(principal):
+            return
+        sealed = seal_reason(self.keyring, case_id, reason)
+        record = record_of(principal, action, refused=refused, reason=sealed)
+        fold = rules.fold_window(action, reason_given=reason is not None)
+        async with self.locks.hold(lock_key("trail", case_id)):
+            entry = await self.store.audit(case_id, record, now(), fold)
+        if reason is not None and entry is not None:
+            log_break_glass(principal, case_id, action, entry.seq)
+
+    async def check_read(
+        self, principal: Principal, doc: AssignmentDoc, action: str, reason: str | None
+    ) -> str | None:
+        """The reason a coordinator gives for `action` on an assignment, where one is needed (428
+        without it), if `principal` may read it at all (403 otherwise); a refusal is recorded."""
+        try:
+            rules.check_assignment_access(principal, doc.reviewer_id)
+            return check_reason(principal, reason) if rules.needs_reason(action) else None
+        except Problem as refused:
+            if refused.status in rules.AUDITED_REFUSALS:
+                await self.record(principal, doc.case_id, action, refused=refused.status)
+            raise
+
+    async def declines_read(self, principal: Principal, shown: Iterable[Assignment]) -> None:
+        """Record a read of a decline's reason on each case whose reason `shown` holds (only
+        coordinators are shown one)."""
+        cases = dict.fromkeys(a.case_id for a in shown if a.decline_reason is not None)
+        for case_id in cases:
+            await self.record(principal, case_id, "decline.read")
+
+    async def access_log(
+        self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
+    ) -> AccessLog:
+        """Who read or wrote the case's opinions and decline reasons, oldest first, in plain
+        words."""
+        page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
+        return page.view(principal, self.keyring, limit)
+
+    async def trail(
+        self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
+    ) -> TrailPage:
+        """A page of the case's trail (one entry more than `limit` when more remain), for
+        coordinators and the case's patient (404 for anyone else, as for an unknown case)."""
+        case = await self.store.case(case_id)
+        if case is None or not rules.may_read_trail(principal, case.patient_id):
+            raise not_found("case", "case-not-found")
+        return await self.store.trail_page(case_id, cursor or 0, limit + 1)
 
 
 class DirectoryService:

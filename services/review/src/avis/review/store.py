@@ -15,6 +15,8 @@
   the day it is due, for all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists.
   They are written under the matching lock, added to before the state they point to is
   written (removed from after), and checked against what they point to when read.
+- `audit_trail`, `audit_heads`, `audit_checkpoints`: the access trail (avis.shared.audit), one
+  hash chain per case of every read and write of its opinions and decline reasons by a person.
 
 Every hot read goes by `_id` (FerretDB serves nothing else from an index). A reviewer's load
 is the list of its open (assigned or accepted) assignment ids on the reviewer's own document,
@@ -30,7 +32,7 @@ import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,9 @@ from avis.review.models import (
     Reviewer,
     ReviewerIn,
 )
-from avis.review.rules import CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
+from avis.review.rules import ACTIONS, CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
+from avis.shared.access_log import TrailPage
+from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
@@ -162,6 +166,9 @@ class CaseDoc(Stored):
     waiting_since: datetime | None = None
     last_attempt: Rationale | None = None
     assignment_id: str | None = None
+    # The patient's pseudonymous subject (from the submission, or the claim of a case a partner
+    # filed): who besides coordinators reads the case's access trail here.
+    patient_id: str | None = None
 
     def triage(self) -> Triage:
         """The case's codes; only a tombstone lacks them, and a tombstone is never matched."""
@@ -293,6 +300,21 @@ class Store:
         self.cases = db["cases"]
         self.assignments = db["assignments"]
         self.keys = db["keys"]
+        self.trail = AuditTrail(db)
+
+    # the access trail
+
+    async def audit(
+        self, case_id: str, record: AuditRecord, at: datetime, fold: timedelta | None = None
+    ) -> AuditEntry | None:
+        """Append to a case's access trail (None: folded into the last entry, see
+        `AuditTrail.append`); the caller holds the trail's lock."""
+        return await self.trail.append(case_id, record, at, fold=fold)
+
+    async def trail_page(self, case_id: str, after: int, limit: int) -> TrailPage:
+        """Up to `limit` entries of a case's access trail after position `after`."""
+        entries, last = await self.trail.page(case_id, after=after, limit=limit)
+        return TrailPage(case_id, entries, last, "review", ACTIONS)
 
     # reviewers
 
@@ -414,6 +436,10 @@ class Store:
                 await self.key_remove(MATCHING_KEY, case.id)  # a replay: not matching after all
             return False
         return True
+
+    async def set_patient(self, case_id: str, patient_id: str) -> None:
+        """Record the patient who claimed a case a partner filed."""
+        await self.cases.update_one({"_id": case_id}, {"$set": {"patient_id": patient_id}})
 
     async def set_case_withdrawn(self, case_id: str, at: datetime) -> None:
         """Mark a known case withdrawn."""
