@@ -6,6 +6,7 @@ comes back as `Refused` with the problem's status and type, which the pages put 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -369,26 +370,38 @@ class Platform:
         self, *, token: str, case_id: str, cursor: str | None = None
     ) -> Listing[AccessEntry]:
         """Who read or wrote the case's health data, oldest first: intake's trail (the case and
-        its records) and reports' (the report; none before there is one), merged by time. The
-        cursor pages intake's trail; reports' first 100 entries come with its first page."""
+        its records), review's (the opinions and decline reasons) and reports' (the report),
+        merged by time. Intake decides who may read the case's trail; review and reports answer
+        404 for a case they do not know yet (or, review, whose patient it does not know), and
+        their part is then left out. The cursor pages intake's trail; review's and reports'
+        first 100 entries come with its first page."""
         url = f"{self.intake}/v1/cases/{case_id}/access-log"
         found = Listing[AccessEntry].model_validate(
             await self._get(url, token=token, cursor=cursor, limit="100")
         )
         if cursor is not None:
             return found
+        others = await asyncio.gather(
+            self._trail_of(self.review, case_id, token=token),
+            self._trail_of(self.reports, case_id, token=token),
+        )
+        merged = found.items + [e for trail in others for e in trail]
+        return Listing[AccessEntry](
+            items=sorted(merged, key=lambda e: e.at), next_cursor=found.next_cursor
+        )
+
+    async def _trail_of(self, service: str, case_id: str, *, token: str) -> list[AccessEntry]:
+        """The first entries of the case's trail kept by `service` (none: 404, a case it does
+        not know, or not for this caller)."""
         try:
-            report = await self._get(
-                f"{self.reports}/v1/cases/{case_id}/access-log", token=token, limit="100"
+            page = await self._get(
+                f"{service}/v1/cases/{case_id}/access-log", token=token, limit="100"
             )
         except Refused as refused:
             if refused.status != 404:
                 raise
-            return found  # no report yet
-        merged = found.items + Listing[AccessEntry].model_validate(report).items
-        return Listing[AccessEntry](
-            items=sorted(merged, key=lambda e: e.at), next_cursor=found.next_cursor
-        )
+            return []
+        return Listing[AccessEntry].model_validate(page).items
 
     async def clinical(self, *, token: str, case_id: str, reason: str) -> ClinicalRead:
         """The case's clinical content, read by a coordinator for the reason given."""

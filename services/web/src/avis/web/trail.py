@@ -10,8 +10,8 @@ from fastapi.responses import HTMLResponse, Response
 from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
 
 router = APIRouter(include_in_schema=False)
-# The actions and purposes intake and reports record that the catalogues say in plain words
-# (another is shown as its code, never hidden).
+# The actions and purposes intake, review and reports record that the catalogues say in plain
+# words (another is shown as its code, never hidden).
 ACTIONS = frozenset(
     {
         "case.read",
@@ -26,6 +26,11 @@ ACTIONS = frozenset(
         "case.erasure-request",
         "report.read",
         "report.list",
+        "opinion.read",
+        "opinion.create",
+        "opinion.correct",
+        "decline.read",
+        "review.decline",
     }
 )
 PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})
