@@ -80,6 +80,7 @@ def make_settings(
         "sealing_keys": SEALING_KEYS,
         "jwt_secret": JWT_SECRET,
         "relay_poll_seconds": 0.2,
+        "audit_anchor_seconds": 0.5,
         "retry_backoff_max_seconds": 1.0,
         "consumer_max_attempts": 3,
         "log_format": "json",

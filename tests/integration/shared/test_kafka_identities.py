@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from avis.shared.kafka_access import KafkaAccess
-from avis.shared.topics import CASE_SUBMITTED, REVIEW_ASSIGNED
+from avis.shared.topics import AUDIT_ANCHORED, CASE_SUBMITTED, REVIEW_ASSIGNED
 from tests.support.basics import BOOTSTRAP
 
 pytestmark = pytest.mark.asyncio
@@ -61,6 +61,19 @@ async def test_a_service_reads_what_it_subscribes_to_and_nothing_else() -> None:
     await read(service("review"), CASE_SUBMITTED)  # review subscribes to it: no error
     with pytest.raises(TopicAuthorizationFailedError):
         await read(service("intake"), CASE_SUBMITTED)  # intake only writes it
+
+
+async def test_the_services_with_a_trail_anchor_it_and_none_reads_the_anchors() -> None:
+    keepers = ("intake", "review", "reports")
+    for keeper in keepers:
+        await write(service(keeper), AUDIT_ANCHORED)
+    for other in ("notify", "web"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await write(service(other), AUDIT_ANCHORED)
+    # Only the auditor reads them: a writer cannot check itself.
+    for keeper in keepers:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await read(service(keeper), AUDIT_ANCHORED)
 
 
 async def test_an_anonymous_client_cannot_connect() -> None:

@@ -20,7 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.sealing import Keyring, generate_key
 from avis.shared.settings import CommonSettings
-from avis.shared.topics import TOPICS
+from avis.shared.topics import AUDIT_ANCHORED, TOPICS
 
 DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs"
 
@@ -37,7 +37,7 @@ def test_committed_json_schemas_are_current() -> None:
 
 
 def test_every_topic_has_its_events_and_every_type_is_versioned() -> None:
-    assert {topic for topic, _ in EVENT_TYPES.values()} == set(TOPICS)
+    assert {topic for topic, _ in EVENT_TYPES.values()} == {*TOPICS, AUDIT_ANCHORED}
     assert all(t.startswith("avis.") and t.rsplit(".", 1)[1].startswith("v") for t in EVENT_TYPES)
 
 

@@ -31,17 +31,20 @@ chain, after checking it, and leaves a checkpoint (`audit_checkpoints`, `_id` = 
 seq and hash of the last entry removed, signed with a key derived from the sealing keys (HMAC).
 `verify` checks the signature, then the chain from the checkpoint on, so what remains is still
 proved; a checkpoint moved forward without the key, to hide entries, does not verify.
+
+A chain rewritten whole (every hash recomputed) holds by itself, so each head is also anchored
+outside the store (avis.shared.anchors): the cases appended to are remembered in memory, and
+every `AVIS_AUDIT_ANCHOR_SECONDS` their heads are published on the compacted `audit-anchored`
+topic. `verify` given those anchors checks that the entry each one names still has the hash
+anchored, and that a trail anchored is still there. A copy that stops before its next round
+leaves those heads unanchored until the case's next entry.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import hashlib
 import hmac
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,7 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from avis.shared.mongo import Document, Stored, by_ids, connect
+from avis.shared.events import TrailAnchored
+from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.sealing import Keyring, Sealed
 
 TRAIL = "audit_trail"
@@ -64,7 +68,7 @@ SEQ_DIGITS = 10
 BATCH = 200
 
 Outcome = Literal["allowed", "refused"]
-BreakKind = Literal["changed", "removed", "reordered"]
+BreakKind = Literal["changed", "removed", "reordered", "rewritten"]
 
 
 def entry_id(case_id: str, seq: int) -> str:
@@ -317,6 +321,30 @@ def find_break(
     return None
 
 
+def off_anchor(
+    case_id: str,
+    found: Mapping[int, AuditEntry],
+    anchor: TrailAnchored,
+    mark: Checkpoint | None = None,
+) -> Break | None:
+    """Where a chain that holds by itself departs from its last anchor: the entry anchored is
+    gone, or hashes otherwise (the chain was rewritten); None when it matches, or when it was
+    pruned away (the checkpoint proves what it covered)."""
+    when = f"anchored {anchor.anchored_at:%Y-%m-%dT%H:%M:%SZ}"
+    if mark is not None and anchor.seq <= mark.seq:
+        if anchor.seq == mark.seq and anchor.hash != mark.hash:
+            detail = f"its checkpoint is not the entry {when}"
+            return Break(case_id, anchor.seq, "rewritten", detail)
+        return None
+    entry = found.get(anchor.seq)
+    if entry is None:
+        end = max(found, default=mark.seq if mark else 0)
+        return Break(case_id, anchor.seq, "removed", f"the chain ends at {end}, {when}")
+    if entry.hash != anchor.hash:
+        return Break(case_id, anchor.seq, "rewritten", f"its hash is not the one {when}")
+    return None
+
+
 class AuditTrail:
     """The trail's collections and every operation on them."""
 
@@ -324,6 +352,8 @@ class AuditTrail:
         self.trail = db[TRAIL]
         self.heads = db[HEADS]
         self.checkpoints = db[CHECKPOINTS]
+        # The cases appended to since their heads were last anchored (avis.shared.anchors).
+        self.unanchored: set[str] = set()
 
     async def head(self, case_id: str) -> AuditHead | None:
         """A case's head document (None: no entry yet)."""
@@ -361,7 +391,20 @@ class AuditTrail:
         # By `_id` alone: another instance's later entry may have moved the head on already;
         # writing it back leaves a head that lags, which the next reader steps past.
         await self.heads.replace_one({"_id": case_id}, AuditHead.of(entry).to_doc(), upsert=True)
+        self.unanchored.add(case_id)
         return entry
+
+    def take_unanchored(self) -> list[str]:
+        """The cases appended to since the last call (to anchor now), forgotten here."""
+        taken, self.unanchored = sorted(self.unanchored), set()
+        return taken
+
+    async def heads_of(self, case_ids: Sequence[str]) -> list[AuditHead]:
+        """The true ends of these cases' chains, their heads read together by `_id`."""
+        docs = await by_ids(self.heads, case_ids)
+        heads = [AuditHead.model_validate(d) if d else None for d in docs]
+        ends = [await self._last(c, h) for c, h in zip(case_ids, heads, strict=True)]
+        return [h for h in ends if h is not None]
 
     async def _last(self, case_id: str, head: AuditHead | None) -> AuditHead | None:
         """The true end of a case's chain from its head document: the entries past a head that
@@ -387,9 +430,12 @@ class AuditTrail:
         found = await self._batch(case_id, seqs)
         return [found[s] for s in seqs if s in found], last
 
-    async def verify(self, case_id: str, keyring: Keyring | None = None) -> Break | None:
+    async def verify(
+        self, case_id: str, keyring: Keyring | None = None, anchor: TrailAnchored | None = None
+    ) -> Break | None:
         """The first break of a case's chain, or None when every entry is in place (from its
-        checkpoint on, whose signature `keyring` checks)."""
+        checkpoint on, whose signature `keyring` checks) and, given its last `anchor`, still
+        holds the entry anchored."""
         head = await self.head(case_id)
         last = head.seq if head else 0
         after, prev = 0, GENESIS
@@ -408,7 +454,10 @@ class AuditTrail:
             seq += 1
             found[seq] = beyond
         found = {s: e for s, e in found.items() if s > after}  # left by a pruning cut short
-        return find_break(case_id, found, last, after=after, prev=prev)
+        broken = find_break(case_id, found, last, after=after, prev=prev)
+        if broken is None and anchor is not None:
+            return off_anchor(case_id, found, anchor, mark)
+        return broken
 
     async def prune(self, case_id: str, before: datetime, keyring: Keyring) -> int:
         """Remove a case's entries recorded before `before`, oldest first, checked on the way
@@ -440,13 +489,18 @@ class AuditTrail:
 
 
 async def verify_all(
-    trail: AuditTrail, case_ids: Sequence[str] = (), keyring: Keyring | None = None
+    trail: AuditTrail,
+    case_ids: Sequence[str] = (),
+    keyring: Keyring | None = None,
+    anchors: Mapping[str, TrailAnchored] | None = None,
 ) -> list[Break]:
-    """The breaks of the given cases' chains (none given: every case's)."""
+    """The breaks of the given cases' chains (none given: every case's, and every case
+    anchored, so that a trail removed whole is found too)."""
     breaks: list[Break] = []
-    ids = list(case_ids) or [case_id async for case_id in trail.cases()]
+    anchors = anchors or {}
+    ids = list(case_ids) or sorted({case_id async for case_id in trail.cases()} | set(anchors))
     for case_id in ids:
-        found = await trail.verify(case_id, keyring)
+        found = await trail.verify(case_id, keyring, anchors.get(case_id))
         if found is not None:
             breaks.append(found)
     return breaks
@@ -455,48 +509,3 @@ async def verify_all(
 async def prune_all(trail: AuditTrail, before: datetime, keyring: Keyring) -> int:
     """Prune every case's trail of what was recorded before `before`; how many entries went."""
     return sum([await trail.prune(case_id, before, keyring) async for case_id in trail.cases()])
-
-
-async def _main(args: argparse.Namespace, keyring: Keyring | None) -> int:
-    url = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27017")
-    database = args.database or os.environ.get("AVIS_MONGO_DATABASE") or f"avis_{args.service}"
-    client = connect(url)
-    try:
-        trail = AuditTrail(client[database])
-        if args.command == "prune":
-            assert keyring is not None
-            before = datetime.now(UTC) - timedelta(days=args.days)
-            print(f"{await prune_all(trail, before, keyring)} entries older than {before:%Y-%m-%d}")
-            return 0
-        breaks = await verify_all(trail, args.case, keyring)
-    finally:
-        await client.close()
-    for found in breaks:
-        print(found)
-    print(f"{len(breaks)} broken chain(s)" if breaks else "every chain holds")
-    return 1 if breaks else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`avis-audit verify --service intake [--case ID ...]`: check the trails' hash chains;
-    `avis-audit prune --service intake [--days 365]`: remove what is older, leaving signed
-    checkpoints. Both read the store of `AVIS_MONGO_URL` and the keys of `AVIS_SEALING_KEYS`."""
-    parser = argparse.ArgumentParser(prog="avis-audit", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="name the first break of each case's chain")
-    verify.add_argument("--case", action="append", default=[], help="only this case (repeat)")
-    prune = commands.add_parser("prune", help="remove entries older than the retention")
-    prune.add_argument("--days", type=int, default=365, help="kept this many days (365)")
-    for command in (verify, prune):
-        command.add_argument("--service", required=True, help="whose store: intake, review, ...")
-        command.add_argument("--database", default="", help="the database (avis_<service>)")
-    args = parser.parse_args(argv)
-    keys = os.environ.get("AVIS_SEALING_KEYS", "")
-    keyring = Keyring.parse(keys) if keys else None
-    if keyring is None and args.command == "prune":
-        parser.error("prune signs its checkpoints: set AVIS_SEALING_KEYS")
-    return asyncio.run(_main(args, keyring))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,15 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from avis.shared.sealing import Sealed
-from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED, dlq
+from avis.shared.topics import (
+    AUDIT_ANCHORED,
+    CASE_SUBMITTED,
+    REPORT_READY,
+    REVIEW_ASSIGNED,
+    REVIEW_COMPLETED,
+    TOPICS,
+    dlq,
+)
 
 
 class Specialty(StrEnum):
@@ -242,6 +250,16 @@ class ReportReady(Payload):
     report_url: str
 
 
+class TrailAnchored(Payload):
+    """A service's access trail of the case reached this entry: its position and hash, kept
+    outside the service's store so that a trail rewritten whole is found out."""
+
+    service: str = Field(description="The service whose trail it is, e.g. intake.")
+    seq: int = Field(ge=1, description="The entry's position in the case's chain.")
+    hash: str = Field(pattern="^[0-9a-f]{64}$", description="The entry's SHA-256 chain hash.")
+    anchored_at: AwareDatetime
+
+
 # ce_type -> (topic, payload model): the registry readers decode by.
 EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.case.submitted.v1": (CASE_SUBMITTED, CaseSubmitted),
@@ -252,8 +270,13 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
+    "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),
 }
 TYPE_OF: dict[type[Payload], str] = {model: ce_type for ce_type, (_, model) in EVENT_TYPES.items()}
+# The anchors' topic: read whole by the audit command, never consumed by a service.
+ANCHORS_CHANNEL = (
+    "Compacted; key = <service>/<case id>: the last anchor of each service's trail of each case."
+)
 
 
 def topic_of(payload: Payload) -> str:
@@ -338,9 +361,9 @@ def asyncapi(
             "headers": headers,
             "payload": model.model_json_schema(ref_template="#/components/schemas/{model}"),
         }
+        about = f"Dead letters go to {dlq(topic)}." if topic in TOPICS else ANCHORS_CHANNEL
         channel = channels.setdefault(
-            topic,
-            {"address": topic, "description": f"Dead letters go to {dlq(topic)}.", "messages": {}},
+            topic, {"address": topic, "description": about, "messages": {}}
         )
         channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
     schemas: dict[str, Any] = {}

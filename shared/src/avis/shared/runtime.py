@@ -25,11 +25,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from avis.shared.anchors import Anchors
+from avis.shared.audit import AuditTrail
 from avis.shared.bodies import BodyLimits, bound_bodies
 from avis.shared.caching import NoStore
 from avis.shared.clock import now
 from avis.shared.envelope import Event
-from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, asyncapi
+from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, TrailAnchored, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.lease import (
@@ -65,6 +67,7 @@ from avis.shared.ratelimit import WriteLimits, limit_writes
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
+from avis.shared.topics import AUDIT_ANCHORED
 
 log = structlog.get_logger("avis.runtime")
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
@@ -176,6 +179,14 @@ class Runtime:
     def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
         self._background.append((name, work))
+
+    def anchor(self, trail: AuditTrail) -> None:
+        """Anchor the heads of the access trail's chains on Kafka, every
+        `AVIS_AUDIT_ANCHOR_SECONDS`, for the life of the service (avis.shared.anchors)."""
+        self.sends += (TrailAnchored,)
+        EVENTS_PUBLISHED.labels(self.service, AUDIT_ANCHORED, TYPE_OF[TrailAnchored])
+        anchors = Anchors(self.service, trail, self.broker)
+        self.background("anchors", lambda: anchors.run(self.settings.audit_anchor_seconds))
 
     def lease(self, job: str) -> Lease:
         """The lease of `job` among this service's copies (one per job)."""

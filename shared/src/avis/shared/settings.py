@@ -105,6 +105,11 @@ class CommonSettings(BaseSettings):
 
     # How often each service measures the depth of the dead-letter topics of what it consumes.
     dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))
+    # How often the heads of the access trails appended to are anchored on Kafka (the most a
+    # trail's anchor lags behind it; avis.shared.anchors).
+    audit_anchor_seconds: float = Field(
+        30.0, gt=0, validation_alias=shared_env("AUDIT_ANCHOR_SECONDS")
+    )
     # How long an event for a case the service does not know yet waits, parked, for its case;
     # then it goes to `<topic>.dlq` ("unknown case after ...") and can be replayed from there.
     park_max_hours: float = Field(24.0, gt=0, validation_alias=shared_env("PARK_MAX_HOURS"))

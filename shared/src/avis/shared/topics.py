@@ -17,6 +17,9 @@ REVIEW_ASSIGNED = "review-assigned"
 REVIEW_COMPLETED = "review-completed"
 REPORT_READY = "report-ready"
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
+# The heads of the services' access trails, anchored outside their stores (avis.shared.anchors):
+# compacted, one record kept per service and case, read by `avis-audit verify` only.
+AUDIT_ANCHORED = "audit-anchored"
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 
@@ -49,6 +52,8 @@ def topic_specs(replication: int = 1) -> list[TopicSpec]:
     }
     specs = [TopicSpec(t, 6, main) for t in TOPICS]
     specs += [TopicSpec(dlq(t), 1, dead) for t in TOPICS]
+    anchors = {"min.insync.replicas": isr, "cleanup.policy": "compact"}
+    specs.append(TopicSpec(AUDIT_ANCHORED, 1, anchors))
     return specs
 
 

@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reviewer_access=timedelta(days=settings.reviewer_access_days),
     )
     handlers.register(runtime, intake)
+    runtime.anchor(cases.trail)
     upload = settings.max_document_bytes + api.MULTIPART_SLACK
     limits = BodyLimits(settings.max_json_bytes, {api.router.prefix + api.DOCUMENTS_PATH: upload})
     app = runtime.create_app(

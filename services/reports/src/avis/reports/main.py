@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
     handlers.register(runtime, reports)
+    runtime.anchor(reports_store.trail)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports
     return app

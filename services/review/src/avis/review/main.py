@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "overdue", lambda _: review.watch_overdue(interval=settings.overdue_refresh_seconds)
     )
     handlers.register(runtime, review)
+    runtime.anchor(reviews.trail)
     app = runtime.create_app(
         "Avis review",
         [api.router],
