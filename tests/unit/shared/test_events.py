@@ -20,7 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.sealing import Keyring, generate_key
 from avis.shared.settings import CommonSettings
-from avis.shared.topics import AUDIT_ANCHORED, TOPICS
+from avis.shared.topics import AUDIT_ANCHORED, TOPICS, topic_specs
 
 DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs"
 
@@ -151,3 +151,9 @@ def test_the_largest_opinion_review_can_write_fits_under_the_limit() -> None:
     headers = {k: v.encode() for k, v in largest.headers().items()}
     assert len(largest.body()) < MAX_EVENT_BYTES
     assert Event.from_kafka(largest.topic, headers, largest.body()).id == event_id
+
+
+def test_processed_markers_outlive_every_event_the_broker_can_deliver_again() -> None:
+    kept_ms = CommonSettings(sealing_keys="", jwt_secret="").inbox_retention_days * 86_400_000
+    retained = {s.name: int(s.config["retention.ms"]) for s in topic_specs() if s.name in TOPICS}
+    assert all(kept_ms > ms for ms in retained.values()), (kept_ms, retained)

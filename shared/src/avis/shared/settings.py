@@ -99,9 +99,10 @@ class CommonSettings(BaseSettings):
     # Consumers per topic in this process, each owning some of its partitions: a case's events
     # stay in order (one partition, one consumer), different cases are handled side by side.
     consumer_workers: int = Field(1, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
-    # Days of processed-event markers kept: beyond the broker's retention (7 days) and any
-    # redelivery, so a marker is never dropped while its event can still arrive again.
-    inbox_retention_days: int = Field(14, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
+    # Days of processed-event markers kept: beyond the broker's retention of the main topics (28
+    # days, avis.shared.topics), so a marker is never dropped while its event can still be
+    # delivered again (a group rewound to the earliest offset included).
+    inbox_retention_days: int = Field(35, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
 
     # How often each service measures the depth of the dead-letter topics of what it consumes.
     dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))
