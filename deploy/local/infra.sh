@@ -216,11 +216,14 @@ cmd="${1:-status}"; shift || true
 services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
 case "$cmd" in
   install)
-    # The metrics store builds beside the others (the longest part of a first install).
+    # The metrics store and the OpenID provider build beside the others (the longest parts of a
+    # first install).
     "$root/deploy/metrics/install.sh" >/dev/null & metrics_build=$!
+    "$root/deploy/oidc/install.sh" >/dev/null & oidc_build=$!
     kafka_libs >/dev/null; ferretdb_bin >/dev/null
     wait "$metrics_build" || die "the metrics store did not build"
-    log "Kafka, FerretDB and VictoriaMetrics are in $AVIS_CACHE" ;;
+    wait "$oidc_build" || die "the OpenID provider (Hydra) did not build"
+    log "Kafka, FerretDB, VictoriaMetrics and Hydra are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
   status)
     [ $# -gt 0 ] || find_make_run

@@ -1,0 +1,105 @@
+"""The development partners' OAuth2 clients in the local OpenID provider (Hydra), one per partner,
+for the client-credentials grant: made once per state folder (ids and secrets in a file of mode
+600 there, never in the repository), and created in Hydra's admin API at each start if missing.
+
+    seed.py --admin http://127.0.0.1:4445 --file STATE/oidc/partners.json   ensure the clients
+    seed.py --file STATE/oidc/partners.json --mapping   print {client id: partner id} (web's
+                                                        AVIS_WEB_PARTNER_CLIENTS)
+
+Standard library only: it runs before the project's environment is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+# The partners of the development data: the web pages' `partner-1` and the README's `insurer-42`.
+PARTNERS = ("partner-1", "insurer-42")
+AUDIENCE = "avis"  # the services' AVIS_JWT_AUDIENCE
+
+
+def clients(file: Path) -> dict[str, dict[str, str]]:
+    """partner id -> {client_id, client_secret}, made once (mode 600) and then read."""
+    if not file.exists():
+        made = {
+            p: {"client_id": str(uuid.uuid4()), "client_secret": secrets.token_urlsafe(32)}
+            for p in PARTNERS
+        }
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{file}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(made, out, indent=2)
+        os.replace(f"{file}.new", file)
+    loaded: dict[str, dict[str, str]] = json.loads(file.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _call(method: str, url: str, body: object | None = None) -> int:
+    if not url.startswith(("http://", "https://")):
+        raise SystemExit(f"[oidc] the admin URL must be http(s): {url}")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (checked above)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return 404
+        detail = exc.read().decode(errors="replace")[:500]
+        raise SystemExit(f"[oidc] {method} {url}: {exc.code} {detail}") from None
+
+
+def ensure(admin: str, partner: str, client: dict[str, str]) -> bool:
+    """Create the partner's client unless Hydra has it; True if created."""
+    url = f"{admin}/admin/clients/{client['client_id']}"
+    if _call("GET", url) == 200:
+        return False
+    _call(
+        "POST",
+        f"{admin}/admin/clients",
+        {
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "client_name": f"{partner} (development partner's machine)",
+            "grant_types": ["client_credentials"],
+            "response_types": ["token"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "audience": [AUDIENCE],
+            "scope": "",
+            "access_token_strategy": "jwt",
+            "metadata": {"partner_id": partner},
+        },
+    )
+    return True
+
+
+def main() -> int:
+    """Ensure the clients, or print the mapping."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--admin", help="Hydra's admin URL")
+    parser.add_argument("--mapping", action="store_true")
+    args = parser.parse_args()
+    made = clients(args.file)
+    if args.mapping:
+        print(json.dumps({c["client_id"]: p for p, c in made.items()}, separators=(",", ":")))
+        return 0
+    if not args.admin:
+        parser.error("--admin is required to seed")
+    created = [p for p, c in made.items() if ensure(args.admin.rstrip("/"), p, c)]
+    if created:
+        print(f"[oidc] clients created for {', '.join(created)} ({args.file})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
