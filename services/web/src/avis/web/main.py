@@ -16,7 +16,7 @@ from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, board, claim, live, partner, rules, specialist, trail
+from avis.web import api, board, claim, live, oidc, partner, rules, specialist, trail
 from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
@@ -60,6 +60,7 @@ def create_app(
     app.state.web = web
     app.include_router(board.router)
     app.include_router(partner.router)
+    app.include_router(oidc.router)
     app.include_router(live.router)
     live.attach(app, web, settings)
     specialist.attach(app, settings)

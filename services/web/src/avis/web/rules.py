@@ -228,3 +228,35 @@ def inline_name(document_id: str, content_type: str) -> str:
     path, nothing of the patient's)."""
     extension = RECORD_VIEWS.get(content_type, ("", "bin"))[1]
     return f"record-{document_id[:12]}.{extension}"
+
+
+CLIENT_CREDENTIALS = "client_credentials"
+
+
+class MachineUnknown(Exception):
+    """A client asked for a client-credentials token and no partner is configured for it."""
+
+
+def hook_key_valid(expected: str, authorization: str | None) -> bool:
+    """Whether the token hook's caller presented the configured key (`Bearer <key>`); never
+    with no key configured."""
+    if not expected or authorization is None:
+        return False
+    scheme, _, presented = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    )
+
+
+def machine_claims(
+    client_id: str, grant_types: list[str], partner_clients: dict[str, str]
+) -> dict[str, str] | None:
+    """The claims the provider writes into a client-credentials token: a partner's machine acts
+    as role partner for the partner its client is configured for (MachineUnknown for any other
+    client). None for the other grants: the token stays as the provider made it."""
+    if CLIENT_CREDENTIALS not in grant_types:
+        return None
+    partner_id = partner_clients.get(client_id)
+    if not partner_id:
+        raise MachineUnknown(client_id)
+    return {"role": "partner", "partner_id": partner_id}

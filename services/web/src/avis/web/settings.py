@@ -1,6 +1,6 @@
 """Configuration of the web pages: `AVIS_WEB_*` plus the shared `AVIS_*` variables."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from avis.shared.settings import CommonSettings
@@ -34,6 +34,13 @@ class Settings(CommonSettings):
     max_upload_bytes: int = Field(20 * MIB, ge=1, le=1024 * MIB)
     # AVIS_WEB_LIVE_EVENTS: read the topics and push a case's new status to its open pages.
     live_events: bool = True
+
+    # AVIS_WEB_TOKEN_HOOK_KEY: the key the OpenID provider presents to web's token hook
+    # (POST /oidc/token-hook, `Authorization: Bearer <key>`); empty, the hook answers 404.
+    token_hook_key: SecretStr = SecretStr("")
+    # AVIS_WEB_PARTNER_CLIENTS: the partners' machines, as JSON {"<OAuth2 client id>": "<partner
+    # id>"}: a client-credentials token of such a client acts as role partner for that partner.
+    partner_clients: dict[str, str] = Field(default_factory=dict)
 
     @property
     def development(self) -> bool:
