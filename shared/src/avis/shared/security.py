@@ -12,6 +12,12 @@ expires, at most AVIS_JWT_MAX_LIFETIME_SECONDS later. It must be an access token
 says `typ: at+jwt` (RFC 9068 2.1, checked as its section 4 asks). That header is the one mark
 that tells an access token from an ID token for sure: an ID token of the code flow need not
 carry a `nonce`, nor an access token a `scope`, so claims alone would let some ID tokens in.
+
+A provider that types its access tokens plain `JWT` (Ory Hydra v2.3, whose ID tokens say `JWT`
+too) is configured with AVIS_JWT_ACCESS_TOKEN_MARK=client_id: its RS256/ES256 tokens typed `JWT`
+pass only with the `client_id` claim RFC 9068 2.2 requires of an access token and OpenID
+Connect never puts in an ID token (our consent screens add no such claim), beside `jti`; and an
+ID token's audience is its client, never the services' AVIS_JWT_AUDIENCE.
 """
 
 from __future__ import annotations
@@ -44,6 +50,13 @@ MAX_TOKEN_CHARS = 8192  # bounds the work an unauthenticated caller can ask for
 REALM = "avis"
 DEV_ISSUER = "avis-development"  # the issuer of `avis-token`'s HS256 tokens
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 2.1
+# The header typ of a JWKS access token under AVIS_JWT_ACCESS_TOKEN_MARK=client_id (Hydra's),
+# and the claims that must then mark it as an access token (RFC 9068 2.2).
+PLAIN_TYPE = "jwt"
+CLIENT_ID_MARK_CLAIMS = ("client_id", "jti")
+AccessTokenMark = Literal["typ", "client_id"]
+# A JWKS over plain http is taken only from this machine, and only in development.
+_LOOPBACK_HTTP = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/")
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "role", "aud"]
 # SHA-256 of the HS256 secrets written in this repository (docker-compose.yml's default, the
 # test suite's, the benchmarks'): anyone who can read the repository can sign with them. The
@@ -107,13 +120,16 @@ def refuse_secret_in_production(settings: CommonSettings) -> None:
     )
 
 
-def _load_jwks(source: str) -> jwt.PyJWKSet | jwt.PyJWKClient:
-    if source.startswith("https://"):
+def _load_jwks(source: str, *, development: bool = False) -> jwt.PyJWKSet | jwt.PyJWKClient:
+    if source.startswith("https://") or (development and _LOOPBACK_HTTP.match(source)):
         # The set is cached for 5 minutes; an unknown kid triggers a refetch (rotation), and no
         # per-key cache, so a key withdrawn from the set stops verifying once the set expires.
         return jwt.PyJWKClient(source, cache_keys=False, lifespan=300, timeout=5)
     if "://" in source:
-        raise ValueError("AVIS_JWT_JWKS must be a file path or an https URL")
+        raise ValueError(
+            "AVIS_JWT_JWKS must be a file path or an https URL (http only on loopback, in "
+            "development)"
+        )
     try:
         data = json.loads(Path(source).read_text(encoding="utf-8"))
         keys = [k for k in data.get("keys", []) if isinstance(k, dict) and k.get("use") != "enc"]
@@ -134,6 +150,7 @@ class TokenVerifier:
         issuer: str = "",
         max_lifetime: int = 3600,
         leeway: float = LEEWAY_SECONDS,
+        access_token_mark: AccessTokenMark = "typ",  # noqa: S107 (a kind of mark, no secret)
     ) -> None:
         if not secret and jwks is None:
             raise ValueError("no token keys configured: set AVIS_JWT_SECRET or AVIS_JWT_JWKS")
@@ -149,19 +166,22 @@ class TokenVerifier:
         self._secret = secret or None
         self._jwks = jwks
         self._leeway = leeway
+        self._mark = access_token_mark
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
         """A verifier for the keys configured in AVIS_JWT_SECRET and AVIS_JWT_JWKS; ValueError
         for a secret in production."""
         refuse_secret_in_production(settings)
-        jwks = _load_jwks(settings.jwt_jwks) if settings.jwt_jwks else None
+        development = settings.avis_env == "development"
+        jwks = _load_jwks(settings.jwt_jwks, development=development) if settings.jwt_jwks else None
         return cls(
             audience=settings.jwt_audience,
             secret=settings.jwt_secret.get_secret_value() or None,
             jwks=jwks,
             issuer=settings.jwt_issuer,
             max_lifetime=settings.jwt_max_lifetime_seconds,
+            access_token_mark=settings.jwt_access_token_mark,
         )
 
     @property
@@ -184,10 +204,15 @@ class TokenVerifier:
                 f"token algorithm {shown} is refused; accepted: {', '.join(self.algorithms)}"
             )
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        typed = isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES
+        # Hydra's access tokens say typ JWT: then the client_id claim marks them (checked below).
+        by_claims = not typed and self._mark == "client_id" and alg != HS256
+        if not typed and not (by_claims and isinstance(typ, str) and typ.lower() == PLAIN_TYPE):
             raise InvalidToken("token is not an access token (its header lacks typ at+jwt)")
         key = self._key_for(alg, header.get("kid"))
         claims = self._decode(token, key, alg)
+        if by_claims and not all(isinstance(claims.get(c), str) for c in CLIENT_ID_MARK_CLAIMS):
+            raise InvalidToken("token is not an access token (typ JWT without a client_id)")
         lifetime = _lifetime(claims)
         if lifetime > self.max_lifetime:
             raise InvalidToken(

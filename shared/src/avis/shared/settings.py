@@ -75,6 +75,12 @@ class CommonSettings(BaseSettings):
     # The `iss` of the JWKS's tokens (required with AVIS_JWT_JWKS); HS256 tokens carry the
     # development issuer of `avis-token`.
     jwt_issuer: str = Field("", validation_alias=shared_env("JWT_ISSUER"))
+    # What tells the JWKS's access tokens from its ID tokens: "typ", their header's typ at+jwt
+    # (RFC 9068); "client_id", for a provider whose access tokens say typ JWT (Ory Hydra v2.3):
+    # then the client_id and jti claims (avis.shared.security).
+    jwt_access_token_mark: Literal["typ", "client_id"] = Field(
+        "typ", validation_alias=shared_env("JWT_ACCESS_TOKEN_MARK")
+    )
     # The longest a token may live, `exp - iat`: a stolen token is worth this long at most.
     jwt_max_lifetime_seconds: int = Field(
         3600, ge=60, le=7 * 24 * 3600, validation_alias=shared_env("JWT_MAX_LIFETIME_SECONDS")
