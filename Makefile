@@ -63,8 +63,8 @@ asyncapi: .venv/.synced  ## regenerate docs/asyncapi.json and docs/schemas from 
 release-schemas: .venv/.synced  ## release the event schemas to contracts/released (refused if a reader would break)
 	$(PY) -m avis.shared.released --release contracts/released
 
-bench: install-test  ## benchmarks against the test stack (<= 20 min); BENCH_ARGS=--quick for a first look
-	@$(TEST_ENV) deploy/local/test.sh bench $(BENCH_ARGS)
+bench: install-test  ## benchmarks against the test stack (<= 25 min); BENCH_ARGS=--quick for a first look
+	@$(TEST_ENV) AVIS_KAFKA_BENCH_PLAINTEXT_PORT=$(TEST_PORT_PREFIX)9095 deploy/local/test.sh bench $(BENCH_ARGS)
 
 bench-store: install  ## cost as stored data grows (1k/10k/50k cases); BENCH_ARGS=--quick for a first look
 	@$(TEST_ENV) deploy/local/test.sh bench-store $(BENCH_ARGS)

@@ -44,6 +44,9 @@ from tests.support.stack import ROOT, SERVICES, ServiceStack, cpu_seconds, peak_
 BOOTSTRAP = os.environ.get("AVIS_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 # The benchmark's own clients connect as the broker's administrator (deploy/local/test.sh).
 KAFKA = KafkaAccess.admin(BOOTSTRAP)
+# The bench broker's listener without identities (benchmarks only; "" when not opened).
+PLAINTEXT_PORT = os.environ.get("AVIS_KAFKA_BENCH_PLAINTEXT_PORT", "")
+PLAINTEXT_BOOTSTRAP = f"127.0.0.1:{PLAINTEXT_PORT}" if PLAINTEXT_PORT else ""
 MONGO_URL = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:17117")
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 STATE = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
@@ -128,6 +131,11 @@ class Variant:
     tracing: bool = False
     null_keyring: bool = False
     tuned: bool = False
+    # The access trail records nothing (`bench/launch.py --no-trail`).
+    no_trail: bool = False
+    # The services reach the broker on its listener without identities (`make bench` opens one
+    # on the bench's broker only, AVIS_KAFKA_BENCH_PLAINTEXT_PORT), instead of SASL/SCRAM.
+    sasl_off: bool = False
     # Copies of a service, in one consumer group and one database (the others at one), e.g.
     # {"review": 3}.
     copies: dict[str, int] = field(default_factory=dict)
@@ -260,13 +268,17 @@ class JourneyStack:
             env["AVIS_OTEL_ENDPOINT"] = f"http://127.0.0.1:{ZIPKIN_PORT}"
         if self.variant.tuned:
             env |= TUNED
+        if self.variant.sasl_off:
+            env = {k: v for k, v in env.items() if not k.endswith("_KAFKA_PASSWORD")}
+            env["AVIS_KAFKA_BOOTSTRAP"] = PLAINTEXT_BOOTSTRAP
         return env
 
     def command(self, service: str) -> list[str]:
         launcher = [sys.executable, str(ROOT / "bench/launch.py"), service]
         if self.variant.sections and service == "review":
             launcher += ["--sections", self.variant.sections]
-        return launcher + (["--null-keyring"] if self.variant.null_keyring else [])
+        launcher += ["--null-keyring"] if self.variant.null_keyring else []
+        return launcher + (["--no-trail"] if self.variant.no_trail else [])
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["JourneyStack"]:

@@ -1,11 +1,14 @@
 """Start one service for a benchmark run, optionally with a null keyring.
 
-    python bench/launch.py <service> [--null-keyring] [--sections DIR]
+    python bench/launch.py <service> [--null-keyring] [--no-trail] [--sections DIR]
 
 The null keyring seals nothing: it stores the plaintext (base64url) in the sealed format, so
 the services still exchange and store every sealed field, minus AES-GCM. It exists only to
 measure what sealing costs: it lives here, outside every service's package and settings, so no
 production configuration can select it.
+
+With `--no-trail`, the access trail records nothing (and so anchors nothing): the same
+benchmark-only standing, to measure what the trail costs.
 
 With `--sections DIR`, review adds up how long its matching decisions waited for the matcher's
 section (this process's matching lock, then the `matcher` lease: the claim and its polls while
@@ -25,8 +28,10 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from avis.shared import sealing
+from avis.shared.audit import AuditTrail
 from avis.shared.runtime import serve
 from avis.shared.sealing import ALG, Keyring, Sealed, SealingError
 from avis.shared.security import mint_token
@@ -72,6 +77,10 @@ class AnyIdentity:
         return SignedIn(identity, token)
 
 
+async def record_nothing(self: AuditTrail, *args: Any, **kwargs: Any) -> None:
+    """`AuditTrail.append` without the trail (benchmarks only)."""
+
+
 def time_sections(directory: Path) -> None:
     """Wrap review's `Matcher.deciding` to add up the time waiting for and inside the section."""
     from avis.review.matching import Matcher
@@ -107,12 +116,15 @@ def serve_web() -> None:
 def main(argv: list[str]) -> None:
     service, *flags = argv
     if service not in SERVICES:
-        usage = f"usage: launch.py {'|'.join(SERVICES)} [--null-keyring] [--sections DIR]"
+        flags_usage = "[--null-keyring] [--no-trail] [--sections DIR]"
+        usage = f"usage: launch.py {'|'.join(SERVICES)} {flags_usage}"
         raise SystemExit(usage)
     if "--sections" in flags:
         time_sections(Path(flags[flags.index("--sections") + 1]))
     if "--null-keyring" in flags:
         Keyring.from_settings = classmethod(null_from_settings)  # type: ignore[method-assign,assignment]
+    if "--no-trail" in flags:
+        AuditTrail.append = record_nothing  # type: ignore[method-assign,assignment]
     if service == "web":
         serve_web()
         return

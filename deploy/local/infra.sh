@@ -71,16 +71,26 @@ start_kafka() {
   # shellcheck disable=SC1090
   source "$(kafka_users_env)"
   local admin="$AVIS_KAFKA_ADMIN_PASSWORD"
+  # `make bench` alone also opens a listener without identities, whose anonymous clients are
+  # super users, to measure what SASL costs; no other start has it.
+  local listeners="SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT" protocols="SASL_PLAINTEXT:SASL_PLAINTEXT"
+  local supers="User:admin" bench_port="${AVIS_KAFKA_BENCH_PLAINTEXT_PORT:-}"
+  if [ -n "$bench_port" ]; then
+    listeners="$listeners,PLAINTEXT://127.0.0.1:$bench_port"
+    protocols="$protocols,PLAINTEXT:PLAINTEXT"
+    supers="$supers;User:ANONYMOUS"
+    log "Kafka also listens without identities on 127.0.0.1:$bench_port (benchmarks only)"
+  fi
   ( umask 077; cat > "$conf" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 # Clients authenticate with SCRAM; nothing is served to an anonymous client.
-listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+listener.security.protocol.map=$protocols,CONTROLLER:SASL_PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
@@ -90,7 +100,7 @@ sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin";
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:admin
+super.users=$supers
 allow.everyone.if.no.acl.found=false
 log.dirs=$data/data
 num.partitions=6
