@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: Kafka, FerretDB, the SMTP sink, Zipkin, the metrics store (VictoriaMetrics, with
-# vmalert and the alert receiver), the lag exporter, the four services and the web pages, until
-# Ctrl-C.
+# vmalert and the alert receiver), the OpenID provider (Hydra), the lag exporter, the four
+# services and the web pages, until Ctrl-C.
 #
 # One `make run` per state directory: a second one refuses at once and touches nothing. It says
 # once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
@@ -46,10 +46,12 @@ started=()
 kept=()
 tracing=0
 metrics=0
+oidc=0
 # Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
   if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
   if [ "$metrics" = 1 ]; then "$root/deploy/metrics/install.sh" stop || true; metrics=0; fi
+  if [ "$oidc" = 1 ]; then "$root/deploy/oidc/install.sh" stop || true; oidc=0; fi
   if [ ${#started[@]} -gt 0 ]; then
     "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
   fi
@@ -84,7 +86,12 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # --- metrics store (deploy/metrics/install.sh): VictoriaMetrics, vmalert, the alert receiver ---
 "$root/deploy/metrics/install.sh" start && metrics=1
 # --- end metrics store ---
+# --- OpenID provider (deploy/oidc/install.sh): Hydra on 127.0.0.1:${AVIS_OIDC_PORT:-4444} ---
+"$root/deploy/oidc/install.sh" start && oidc=1
+# --- end OpenID provider ---
 "$infra" wait
+# Hydra answers; the development partners' clients are seeded (once per state folder).
+"$root/deploy/oidc/install.sh" wait
 set -a
 # shellcheck disable=SC1090
 source <(deploy/local/dev-env.sh "$AVIS_STATE_DIR" "$py")
@@ -102,6 +109,15 @@ if [ -t 1 ]; then AVIS_LOG_FORMAT="${AVIS_LOG_FORMAT:-console}"; else AVIS_LOG_F
 # them in one sitting; production keeps tokens to an hour.
 AVIS_ENV=development
 AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
+# Beside them, the OpenID provider's access tokens (a partner's machine, by client credentials),
+# checked against its keys; its tokens say typ JWT, so their client_id claim marks them.
+AVIS_JWT_ISSUER="http://127.0.0.1:${AVIS_OIDC_PORT:-4444}/"
+AVIS_JWT_JWKS="${AVIS_JWT_ISSUER}.well-known/jwks.json"
+AVIS_JWT_ACCESS_TOKEN_MARK=client_id
+# web's token hook: the key Hydra presents, and which client is which partner's machine.
+# shellcheck disable=SC1091
+source "$AVIS_STATE_DIR/oidc/hook.env"
+AVIS_WEB_PARTNER_CLIENTS="$("$root/deploy/oidc/install.sh" partners)"
 # the development stack starts with the seeded reviewer directory (empty directories only)
 AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 # Development only (notify refuses it in production): webhooks to a receiver on this machine
@@ -123,6 +139,7 @@ for ((i = 0; i < ${#ports[@]}; i += 2)); do
   ready+=(--ready "${ports[i]}=http://127.0.0.1:${ports[i + 1]}/readyz")
 done
 if [ "$tracing" = 1 ]; then ready+=(--ready "traces=http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/health"); fi
+if [ "$oidc" = 1 ]; then ready+=(--ready "oidc=http://127.0.0.1:${AVIS_OIDC_PORT:-4444}/health/ready"); fi
 ready+=(--ready "lag=http://127.0.0.1:$AVIS_LAG_PORT/metrics")
 if [ "$metrics" = 1 ]; then
   ready+=(--ready "metrics=http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/health"
@@ -140,6 +157,8 @@ Avis is starting (pid $$). Everything listens on 127.0.0.1:
   metrics  http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/vmui/#/dashboards   (flow, lateness, delivery, health)
   alerts   http://127.0.0.1:${AVIS_VMALERT_PORT:-8880}/vmalert/groups   (sent to the receiver: $AVIS_STATE_DIR/metrics/alerts.jsonl)
   lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
+  oidc     ${AVIS_JWT_ISSUER}.well-known/openid-configuration   (Hydra; admin on :${AVIS_OIDC_ADMIN_PORT:-4445})
+           a partner's machine: client credentials, clients in $AVIS_STATE_DIR/oidc/partners.json
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)
@@ -154,6 +173,7 @@ status=0
 parts=(web intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
 if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
+if [ "$oidc" = 1 ]; then parts+=(Hydra); fi
 for s in "${started[@]}"; do
   case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac
 done

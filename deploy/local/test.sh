@@ -22,9 +22,13 @@ done
 export AVIS_ENV=development
 export AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 export AVIS_RATE_LIMIT_WRITES="${AVIS_RATE_LIMIT_WRITES:-100000/minute}"
-trap '"$infra" stop' EXIT
+trap '"$infra" stop; deploy/oidc/install.sh stop' EXIT
 "$infra" start
+# The OpenID provider (Hydra), its token hook on 127.0.0.1:$AVIS_OIDC_HOOK_PORT, where the
+# sign-in tests serve web's (tests/integration/shared/test_oidc_tokens.py).
+deploy/oidc/install.sh start
 "$infra" wait
+deploy/oidc/install.sh wait
 # The broker's passwords (made by infra.sh): the suites' own clients connect as its
 # administrator, each service as itself; then the topics and each service's ACLs.
 set -a

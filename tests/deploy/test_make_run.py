@@ -29,8 +29,13 @@ READY_SECONDS = 600.0
 STOP_SECONDS = 180.0
 # Ports other stacks of this machine may take later: `make run`'s defaults and `make test`'s
 # prefixed ones (TEST_PORT_PREFIX 1 to 5).
-RESERVED = {9092, 9093, 27017, 1025, 9411, 8001, 8002, 8003, 8004, 8005, 8428, 8429, 8880, 8089} | {
-    int(f"{prefix}{port}") for prefix in range(1, 6) for port in ("9092", "9093", "7117", "1025")
+RESERVED = {
+    *(9092, 9093, 27017, 1025, 9411, 8001, 8002, 8003, 8004, 8005, 8428, 8429, 8880, 8089),
+    *(4444, 4445),
+} | {
+    int(f"{prefix}{port}")
+    for prefix in range(1, 6)
+    for port in ("9092", "9093", "7117", "1025", "4444", "4445", "8010")
 }
 PORT_VARIABLES = (
     "AVIS_KAFKA_PORT",
@@ -48,6 +53,8 @@ PORT_VARIABLES = (
     "AVIS_VMALERT_PORT",
     "AVIS_ALERTS_PORT",
     "AVIS_FERRETDB_METRICS_PORT",
+    "AVIS_OIDC_PORT",
+    "AVIS_OIDC_ADMIN_PORT",
 )
 ANSI = re.compile(r"\x1b\[")
 
@@ -150,6 +157,7 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
             "lag",
             "metrics",
             "alerts",
+            "oidc",
         ):
             assert name in ready, ready
         os.write(master, b"\x03")  # Ctrl-C, as typed
@@ -170,6 +178,7 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     summaries = re.findall(r"^\[run\] stopped.*$", text, re.MULTILINE)
     assert len(summaries) == 1, text[-4000:]
     parts = ("web", "intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert")
+    parts += ("Hydra",)
     for part in (*parts, "Kafka", "FerretDB", "SMTP"):
         assert part in summaries[0], summaries[0]
     assert not re.search(r"^make: \*\*\*|stopped \(rc=", text, re.MULTILINE), text[-4000:]
@@ -184,6 +193,7 @@ def clean_up(env: dict[str, str]) -> None:
         "deploy/local/infra.sh",
         "deploy/tracing/install.sh",
         "deploy/metrics/install.sh",
+        "deploy/oidc/install.sh",
     ):
         subprocess.run(
             [str(ROOT / script), "stop"], cwd=ROOT, env=env, capture_output=True, check=False
