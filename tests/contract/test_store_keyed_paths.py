@@ -32,6 +32,7 @@ from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
 from avis.shared.events import CaseWithdrawn
 from avis.shared.mongo import AggregateLocks, by_ids
+from avis.shared.sealing import Keyring, generate_key
 
 pytestmark = pytest.mark.infra
 
@@ -364,7 +365,6 @@ async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:
             "_id": "case-000:abc",
             "case_id": "case-000",
             "document_id": "abc",
-            "sha256": "abc",
             "kind": "test_result",
             "content_type": "application/pdf",
             "size": len(data),
@@ -372,19 +372,22 @@ async def test_case_lists_and_records_read_only_by_id(watched: Any) -> None:
             "uploaded_by": {"sub": "p-1", "role": "patient"},
         }
     )
-    await store.put_record(record, data)
+    keyring = Keyring.parse(f"k1:{generate_key()}")
+    await store.put_record(record, data, keyring)
+    piece = await store.chunks.find_one({"_id": "case-000:abc:000001"})
+    assert piece is not None and "data" not in piece  # sealed, bound to its `_id`
     case = await store.case("case-000")
     assert case is not None and case.record_ids == ["case-000:abc"]
     (stored,) = await store.records_of(case)
     assert stored.chunks == 3
-    chunks = await store.record_bytes(stored)
+    chunks = await store.record_bytes(stored, keyring)
     assert chunks is not None
     assert b"".join([c async for c in chunks]) == data
     assert await store.delete_record("case-000", "case-000:abc")
     assert not await store.delete_record("case-000", "case-000:abc")
     case = await store.case("case-000")
     assert case is not None and await store.records_of(case) == []
-    assert await store.record_bytes(stored) is None
+    assert await store.record_bytes(stored, keyring) is None
 
     # a submission is one request that answers with the case as written
     before = len(commands.filters)

@@ -56,7 +56,7 @@ TrailReader = Annotated[Principal, Depends(require_roles("patient", "coordinator
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
 DocumentId = Annotated[
-    str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's SHA-256, in hex.")
+    str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's document id, in hex.")
 ]
 IdempotencyKey = Annotated[
     str | None,

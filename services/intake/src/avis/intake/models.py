@@ -202,11 +202,14 @@ class ConsentView(BaseModel):
 class DocumentView(BaseModel):
     """A stored record's metadata."""
 
-    document_id: str = Field(description="The SHA-256 of the file: one file is one document.")
+    document_id: str = Field(
+        description="A keyed digest of the file on its case: the same file twice on a case is "
+        "one document, and the same file on two cases has two ids."
+    )
     kind: DocumentKind
     content_type: ContentType
     size: int
-    sha256: str
+    sha256: str = Field(description="The SHA-256 of the file, in hex, to check a download.")
     filename: str | None = Field(
         description="The original file name, kept as data only; shown to the readers of the "
         "clinical content."

@@ -80,9 +80,30 @@ def refblock_id(year: int, block: int) -> str:
     return f"refblock:{year:04d}:{block:06d}"
 
 
-def document_id_of(case_id: str, sha256: str) -> str:
+def document_id_of(case_id: str, document_id: str) -> str:
     """A record's `_id`: the same file twice on a case is one record."""
-    return f"{case_id}:{sha256}"
+    return f"{case_id}:{document_id}"
+
+
+# What the keyed digest of a record's bytes, its document id, is derived for (`Keyring.derive`).
+DOCUMENT_ID_PURPOSE = "avis-intake:document-id"
+
+
+def document_id(key: bytes, case_id: str, data: bytes) -> str:
+    """A record's document id on its case: HMAC-SHA256 of its bytes under a key derived for
+    this purpose, in hex. A plain hash kept in the store would let anyone holding a copy confirm
+    that a file they have is this patient's; this one also differs from case to case."""
+    return hmac.new(key, case_id.encode() + b"\0" + data, hashlib.sha256).hexdigest()
+
+
+def record_aad(record_id: str) -> str:
+    """What a record's sealed details (file name, SHA-256) are bound to: where they are kept."""
+    return f"intake:record:{record_id}"
+
+
+def chunk_aad(chunk_id: str) -> str:
+    """What a sealed piece of a record's bytes is bound to: its place, so none can be moved."""
+    return f"intake:record-chunk:{chunk_id}"
 
 
 # What the keyed digest of a creation request is derived for (`Keyring.derive`).

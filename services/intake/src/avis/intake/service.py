@@ -42,6 +42,7 @@ from avis.intake.store import (
     IdempotencyClaim,
     ListedPage,
     Record,
+    RecordDetails,
     Store,
     StoredClaim,
     StoredConsent,
@@ -209,6 +210,26 @@ class Auditor:
         await self.record(principal, case_id, action, target=target, reason=given)
 
 
+def shown(keyring: Keyring, record: Record, *, with_filename: bool = True) -> DocumentView:
+    """A record's metadata as the API shows it, its sealed details opened (those of a record
+    stored before sealing are in clear)."""
+    if record.details is None:
+        details = RecordDetails(filename=record.filename, sha256=record.sha256 or "")
+    else:
+        details = keyring.open_model(record.details, rules.record_aad(record.id), RecordDetails)
+    return record.view(details, with_filename=with_filename)
+
+
+def document_ids(keyring: Keyring, case_id: str, data: bytes) -> list[str]:
+    """The document ids `data` has on a case under each key of the ring, the current key's
+    first (a file stored under an earlier key is still the same file)."""
+    ids = []
+    for kid in keyring.kids:
+        _, key = keyring.derive(rules.DOCUMENT_ID_PURPOSE, kid)
+        ids.append(rules.document_id(key, case_id, data))
+    return ids
+
+
 def fingerprint(keyring: Keyring, body: CaseCreate, kid: str | None = None) -> str:
     """A creation request's keyed fingerprint, under key `kid` (the sealing key by default; a
     key rotated out of the keyring makes none that matches)."""
@@ -278,9 +299,9 @@ class IntakeService:
         timeline, questions and records as `rules.sees_progress`)."""
         if records is None:
             records = await self.store.records_of(case)
+        names = rules.may_read_clinical(principal, self._access(case))
         return case.view(
-            records,
-            with_filenames=rules.may_read_clinical(principal, self._access(case)),
+            [shown(self.keyring, r, with_filename=names) for r in records],
             with_progress=rules.sees_progress(principal, self._access(case)),
         )
 
@@ -298,9 +319,9 @@ class IntakeService:
         coordinators say why they read it (`reason`)."""
         async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason):
             case = await self._clinical(principal, case_id, reason)
-        records = await self.store.records_of(case)
+        documents = [shown(self.keyring, r) for r in await self.store.records_of(case)]
         return case.clinical_view(
-            records, today=now().date(), with_patient=principal.role != "reviewer"
+            documents, today=now().date(), with_patient=principal.role != "reviewer"
         )
 
     async def list_cases(
@@ -416,31 +437,33 @@ class IntakeService:
             content_type, filename = rules.check_upload(
                 upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
             )
+            ids = document_ids(self.keyring, case_id, upload.data)
+            held = [rules.document_id_of(case_id, i) for i in ids]
+            held = [i for i in held if i in case.record_ids]
+            existing = await self.store.record(held[0]) if held else None
+            if existing is not None:
+                return shown(self.keyring, existing), False
+            rules.check_documents(len(case.record_ids), at_most=self.limits.max_documents_per_case)
+            document_id, record_id = ids[0], rules.document_id_of(case_id, ids[0])
             sha256 = hashlib.sha256(upload.data).hexdigest()
-            record_id = rules.document_id_of(case_id, sha256)
-            existing = await self.store.record(record_id)
-            if existing is not None and record_id in case.record_ids:
-                return existing.view(), False
-            held = len(case.record_ids)
-            rules.check_documents(held, at_most=self.limits.max_documents_per_case)
+            details = RecordDetails(filename=filename, sha256=sha256)
             record = Record(
                 id=record_id,
                 case_id=case_id,
-                document_id=sha256,
-                sha256=sha256,
+                document_id=document_id,
+                details=self.keyring.seal_json(details, rules.record_aad(record_id)),
                 kind=upload.kind,
                 content_type=content_type,
                 size=len(upload.data),
-                filename=filename,
                 uploaded_at=now(),
                 uploaded_by=Actor(sub=principal.sub, role=principal.role),
             )
-            await self.store.put_record(record, upload.data)
+            await self.store.put_record(record, upload.data, self.keyring)
             await self.auditor.record(
-                principal, case_id, "document.add", target=sha256, locked=True
+                principal, case_id, "document.add", target=document_id, locked=True
             )
-        log.info("record stored", case_id=case_id, document_id=sha256, size=len(upload.data))
-        return record.view(), True
+        log.info("record stored", case_id=case_id, document_id=document_id, size=len(upload.data))
+        return record.view(details), True
 
     async def delete_document(
         self, *, principal: Principal, case_id: str, document_id: str
@@ -469,10 +492,10 @@ class IntakeService:
             record_id = rules.document_id_of(case_id, document_id)
             listed = record_id in case.record_ids
             record = await self.store.record(record_id) if listed else None
-            chunks = await self.store.record_bytes(record) if record else None
+            chunks = await self.store.record_bytes(record, self.keyring) if record else None
             if record is None or chunks is None:
                 raise not_found("document", DOCUMENT_NOT_FOUND)
-        return Download(meta=record.view(), chunks=chunks)
+        return Download(meta=shown(self.keyring, record), chunks=chunks)
 
     # submitting, withdrawing
 

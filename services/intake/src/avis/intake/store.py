@@ -2,10 +2,14 @@
 
 - `cases`: one document per case (the aggregate): identity, clinical summary, consent,
   status, timeline, the current reviewer, and its outbox. `_id` is the case id.
-- `documents`: record metadata; `_id` is `<case_id>:<sha256>`, so the same file twice on a
-  case is one document. The case lists its records' ids (`record_ids`).
-- `record_chunks`: the records' bytes in pieces of 255 KiB, `_id` `<record id>:<n>`, read
-  and deleted by `_id` (GridFS finds and deletes its chunks by `files_id`, a scan here).
+- `documents`: record metadata; `_id` is `<case_id>:<document id>`, the document id a keyed
+  digest of the bytes (`rules.document_id`), so the same file twice on a case is one document.
+  The case lists its records' ids (`record_ids`). The original file name and the SHA-256 of
+  the bytes are sealed (`details`, bound to the record's `_id`).
+- `record_chunks`: the records' bytes in pieces of 255 KiB, each sealed and bound to its own
+  `_id` `<record id>:<n>`, read and deleted by `_id` (GridFS finds and deletes its chunks by
+  `files_id`, a scan here). Metadata and pieces stored before sealing (`filename`, `sha256`,
+  `data` in clear) are still read.
 - `refblocks`: claimed blocks of human references, `_id` `refblock:<year>:<block>`, and a
   hint of the last block claimed, `refblock:<year>:last`, so a claim starts near the end
   instead of reading every block.
@@ -35,7 +39,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from bson import Binary
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -62,6 +65,7 @@ from avis.intake.rules import (
     CaseState,
     Scope,
     age_on,
+    chunk_aad,
     refblock_id,
     reviewer_access_lapsed,
 )
@@ -71,6 +75,7 @@ from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
+from avis.shared.sealing import Keyring, Sealed
 
 CHUNK_BYTES = 255 * 1024
 
@@ -200,15 +205,12 @@ class Case(Stored):
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
         )
 
-    def view(
-        self, records: list[Record], *, with_filenames: bool = True, with_progress: bool = True
-    ) -> CaseView:
+    def view(self, documents: list[DocumentView], *, with_progress: bool = True) -> CaseView:
         """The case with its records' metadata, as the API shows it (no identity, no clinical
-        text; file names only `with_filenames`, since a file name can name the patient; the
-        questions, records and timeline only `with_progress`)."""
+        text; the questions, records and timeline only `with_progress`)."""
         consent = self.consent
         if not with_progress:
-            records = []
+            documents = []
         return CaseView(
             **_summary(self).model_dump(),
             language=self.language,
@@ -219,14 +221,14 @@ class Case(Stored):
             withdrawn_at=self.withdrawn_at,
             erasure_requested_at=self.erasure_requested_at,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
-            documents=[r.view(with_filename=with_filenames) for r in records],
+            documents=documents,
             timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
             if with_progress
             else [],
         )
 
     def clinical_view(
-        self, records: list[Record], *, today: date, with_patient: bool
+        self, documents: list[DocumentView], *, today: date, with_patient: bool
     ) -> ClinicalView:
         """The clinical content of the case; the patient's identity only `with_patient`."""
         patient = self.patient
@@ -242,7 +244,7 @@ class Case(Stored):
             age_years=age_on(date.fromisoformat(patient.birth_date), today),
             physician=PhysicianView.model_validate(physician.model_dump()) if physician else None,
             patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
-            documents=[r.view() for r in records],
+            documents=documents,
         )
 
 
@@ -314,30 +316,40 @@ class ListedPage:
         return CasePage(items=[row.view() for row in self.rows[:limit]], next_cursor=cursor)
 
 
+class RecordDetails(BaseModel):
+    """What a record's metadata keeps sealed: the file's original name (it can name the
+    patient) and the SHA-256 of its bytes (a plain hash of health data)."""
+
+    filename: str | None = None
+    sha256: str
+
+
 class Record(Stored):
-    """A record's metadata; its bytes are in the `records` bucket under the same id."""
+    """A record's metadata; its bytes are in the `record_chunks` pieces of the same id."""
 
     id: str = Field(alias="_id")
     case_id: str
     document_id: str
-    sha256: str
+    details: Sealed | None = None  # RecordDetails, bound to `rules.record_aad(id)`
+    sha256: str | None = None  # in clear: stored before sealing
+    filename: str | None = None  # idem
     kind: DocumentKind
     content_type: ContentType
     size: int
-    filename: str | None = None
     uploaded_at: datetime
     uploaded_by: Actor
     chunks: int = 0  # pieces of its bytes in `record_chunks`
 
-    def view(self, *, with_filename: bool = True) -> DocumentView:
-        """The record's metadata as the API shows it (a file name can name the patient)."""
+    def view(self, details: RecordDetails, *, with_filename: bool = True) -> DocumentView:
+        """The record's metadata as the API shows it, with its opened `details` (a file name can
+        name the patient: only `with_filename`)."""
         return DocumentView(
             document_id=self.document_id,
             kind=self.kind,
             content_type=self.content_type,
             size=self.size,
-            sha256=self.sha256,
-            filename=self.filename if with_filename else None,
+            sha256=details.sha256,
+            filename=details.filename if with_filename else None,
             uploaded_at=self.uploaded_at,
         )
 
@@ -623,19 +635,20 @@ class Store:
         found = [await self.documents.find_one({"_id": rid}) for rid in case.record_ids]
         return [Record.model_validate(d) for d in found if d is not None]
 
-    async def put_record(self, record: Record, data: bytes) -> None:
-        """Store a record: the bytes first, then the metadata, then its id on the case, since
-        the id on the case is what makes it count; an interrupted upload leaves at most
-        orphan pieces or metadata, replaced on the next attempt (same file, same ids). The
-        caller holds the case's lock."""
+    async def put_record(self, record: Record, data: bytes, keyring: Keyring) -> None:
+        """Store a record: the bytes first, each piece sealed where it goes, then the metadata,
+        then its id on the case, since the id on the case is what makes it count; an
+        interrupted upload leaves at most orphan pieces or metadata, replaced on the next
+        attempt (same file, same ids). The caller holds the case's lock."""
         pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         for n, piece in enumerate(pieces):
+            at = chunk_id(record.id, n)
             chunk = {
-                "_id": chunk_id(record.id, n),
+                "_id": at,
                 "record_id": record.id,
                 "case_id": record.case_id,
                 "n": n,
-                "data": Binary(piece),
+                "sealed": keyring.seal(piece, chunk_aad(at)).model_dump(),
             }
             await self.chunks.replace_one({"_id": chunk["_id"]}, chunk, upsert=True)
         stored = record.model_copy(update={"chunks": len(pieces)})
@@ -671,8 +684,9 @@ class Store:
         """Whether a case is stored (read by `_id`, nothing else)."""
         return await self.cases.find_one({"_id": case_id}, {"_id": 1}) is not None
 
-    async def record_bytes(self, record: Record) -> AsyncIterator[bytes] | None:
-        """A record's bytes, piece by piece, each read by `_id`; None if they are gone."""
+    async def record_bytes(self, record: Record, keyring: Keyring) -> AsyncIterator[bytes] | None:
+        """A record's bytes, piece by piece, each read by `_id` and opened; None if they are
+        gone."""
         if not await self.chunks.find_one({"_id": chunk_id(record.id, 0)}, {"_id": 1}):
             return None
 
@@ -681,7 +695,11 @@ class Store:
                 chunk = await self.chunks.find_one({"_id": chunk_id(record.id, n)})
                 if chunk is None:
                     raise RuntimeError(f"record {record.id} lost its piece {n}")
-                yield bytes(chunk["data"])
+                if "sealed" not in chunk:  # stored before sealing
+                    yield bytes(chunk["data"])
+                    continue
+                sealed = Sealed.model_validate(chunk["sealed"])
+                yield keyring.open(sealed, chunk_aad(chunk_id(record.id, n)))
 
         return pieces()
 

@@ -1,0 +1,93 @@
+"""A record at rest in intake's store: its bytes, its file name and the plain SHA-256 of its
+bytes appear nowhere in any document of the store (sealed, bound to where each is kept; the
+document id is a keyed digest), while its patient still gets all three back."""
+
+import hashlib
+from typing import Any
+
+import pytest
+from bson.raw_bson import RawBSONDocument
+from pymongo import AsyncMongoClient
+
+from tests.support.basics import MONGO_URL
+from tests.support.privacy import assert_absent
+
+pytestmark = pytest.mark.infra
+
+DRAFT = {
+    "patient": {
+        "given_name": "Maëlle",
+        "family_name": "Quintard",
+        "birth_date": "1981-04-17",
+        "email": "maelle.quintard@example.org",
+        "preferred_language": "fr",
+    },
+    "specialty": "oncology",
+    "questions": ["treatment_alternatives"],
+    "clinical_summary": "Second opinion on a treatment plan.",
+}
+FILENAME = "Compte-rendu IRM Maëlle Quintard.pdf"
+MARKER = "Lesion-du-lobe-temporal-gauche-7mm"
+RECORD = f"%PDF-1.4\n% {MARKER}\ntrailer << >>\n%%EOF\n".encode()
+
+
+async def draft_with_record(patient: Any) -> tuple[str, dict[str, Any]]:
+    """A draft holding the record: its case id and the record's metadata as answered."""
+    case_id: str = (await patient.post("/v1/cases", json=DRAFT)).json()["case_id"]
+    upload = await patient.post(
+        f"/v1/cases/{case_id}/documents",
+        files={"file": (FILENAME, RECORD, "application/pdf")},
+        data={"kind": "imaging_report"},
+    )
+    assert upload.status_code == 201, upload.text
+    meta: dict[str, Any] = upload.json()
+    return case_id, meta
+
+
+async def everything_stored(database: str) -> bytes:
+    """Every document of every collection of `database`, as the store holds it (raw BSON)."""
+    client: AsyncMongoClient[RawBSONDocument] = AsyncMongoClient(
+        MONGO_URL, document_class=RawBSONDocument
+    )
+    try:
+        db = client[database]
+        found = [
+            doc.raw for name in await db.list_collection_names() async for doc in db[name].find()
+        ]
+        return b"".join(found)
+    finally:
+        await client.close()
+
+
+async def test_a_record_is_sealed_at_rest_and_opens_for_its_patient(intake: Any) -> None:
+    patient = intake.client()
+    case_id, meta = await draft_with_record(patient)
+    sha256 = hashlib.sha256(RECORD).hexdigest()
+    assert (meta["filename"], meta["sha256"]) == (FILENAME, sha256)
+    assert meta["document_id"] != sha256
+    url = f"/v1/cases/{case_id}/documents/{meta['document_id']}"
+    download = await patient.get(url)
+    assert download.status_code == 200 and download.content == RECORD
+    listed = (await patient.get(f"/v1/cases/{case_id}")).json()["documents"]
+    assert [(d["filename"], d["sha256"]) for d in listed] == [(FILENAME, sha256)]
+
+    stored = await everything_stored(intake.settings.database)
+    assert meta["document_id"].encode() in stored  # the scan reads the record's documents
+    secrets = {"record's content": MARKER, "record's file name": FILENAME, "record's hash": sha256}
+    assert_absent(secrets, {"intake store": stored})
+
+
+async def test_the_same_file_is_one_record_on_its_case_and_unlinkable_across_cases(
+    intake: Any,
+) -> None:
+    patient = intake.client()
+    case_id, first = await draft_with_record(patient)
+    again = await patient.post(
+        f"/v1/cases/{case_id}/documents",
+        files={"file": (FILENAME, RECORD, "application/pdf")},
+        data={"kind": "imaging_report"},
+    )
+    assert again.status_code == 200 and again.json()["document_id"] == first["document_id"]
+    _, other = await draft_with_record(intake.client())
+    assert other["document_id"] != first["document_id"]
+    assert other["sha256"] == first["sha256"]
