@@ -85,6 +85,32 @@ async def test_a_partners_machine_files_a_case_by_client_credentials(intake: Int
     assert (await intake.client(role="partner").get("/v1/cases")).status_code == 200
 
 
+async def test_a_client_of_no_partner_gets_no_token(intake: Intake) -> None:
+    """A client the provider knows but web's configuration names no partner for: the token hook
+    refuses, so the provider issues nothing."""
+    client_id, secret = f"stranger-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex * 2
+    client = {
+        "client_id": client_id,
+        "client_secret": secret,
+        "grant_types": ["client_credentials"],
+        "audience": ["avis"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.post(f"{oidc.ADMIN}/admin/clients", json=client)).status_code == 201
+        try:
+            answer = await http.post(
+                f"{oidc.ISSUER}oauth2/token",
+                data={"grant_type": "client_credentials", "audience": "avis"},
+                auth=(client_id, secret),
+            )
+        finally:
+            await http.delete(f"{oidc.ADMIN}/admin/clients/{client_id}")
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"] == "access_denied"
+    assert "access_token" not in answer.json()
+
+
 def no_signature(token: str) -> str:
     """`token` with `alg: none` and no signature (its key id kept)."""
     header = jwt.get_unverified_header(token) | {"alg": "none"}
