@@ -122,7 +122,7 @@ def test_development_hs256_tokens_still_need_at_jwt(jwks_path: Path) -> None:
 def test_a_jwks_over_http_only_on_loopback_in_development(
     env: str, url: str, accepted: bool
 ) -> None:
-    settings = CommonSettings(avis_env=env, jwt_secret="", jwt_jwks=url, jwt_issuer=ISSUER)  # type: ignore[arg-type]
+    settings = CommonSettings(avis_env=env, jwt_secret="", jwt_jwks=url, jwt_issuer=ISSUER)
     if accepted:
         assert TokenVerifier.from_settings(settings).algorithms == ("RS256", "ES256")
     else:
