@@ -1,6 +1,7 @@
-"""A record at rest in intake's store: its bytes, its file name and the plain SHA-256 of its
-bytes appear nowhere in any document of the store (sealed, bound to where each is kept; the
-document id is a keyed digest), while its patient still gets all three back."""
+"""A case at rest in intake's store: the patient's identity and contact, the physician's name,
+the clinical summary, and a record's bytes, file name and plain SHA-256 appear nowhere in any
+document of the store (sealed, each bound to where it is kept; the document id is a keyed
+digest), while the patient still gets every one of them back."""
 
 import hashlib
 from typing import Any
@@ -20,11 +21,22 @@ DRAFT = {
         "family_name": "Quintard",
         "birth_date": "1981-04-17",
         "email": "maelle.quintard@example.org",
+        "phone": "+33 6 41 27 58 93",
         "preferred_language": "fr",
     },
+    "physician": {"name": "Dr Hélène Brossard", "institution_code": "FR-750100"},
     "specialty": "oncology",
     "questions": ["treatment_alternatives"],
-    "clinical_summary": "Second opinion on a treatment plan.",
+    "clinical_summary": "Glioblastome suspecté, chimiothérapie proposée par Temozolomide.",
+}
+IN_CLEAR_BEFORE = {
+    "given name": "Maëlle",
+    "family name": "Quintard",
+    "email": "maelle.quintard@example.org",
+    "phone": "+33 6 41 27 58 93",
+    "birth date": "1981-04-17",
+    "physician's name": "Hélène Brossard",
+    "clinical summary": "Glioblastome suspecté",
 }
 FILENAME = "Compte-rendu IRM Maëlle Quintard.pdf"
 MARKER = "Lesion-du-lobe-temporal-gauche-7mm"
@@ -59,7 +71,9 @@ async def everything_stored(database: str) -> bytes:
         await client.close()
 
 
-async def test_a_record_is_sealed_at_rest_and_opens_for_its_patient(intake: Any) -> None:
+async def test_a_case_and_its_record_are_sealed_at_rest_and_open_for_the_patient(
+    intake: Any,
+) -> None:
     patient = intake.client()
     case_id, meta = await draft_with_record(patient)
     sha256 = hashlib.sha256(RECORD).hexdigest()
@@ -71,10 +85,17 @@ async def test_a_record_is_sealed_at_rest_and_opens_for_its_patient(intake: Any)
     listed = (await patient.get(f"/v1/cases/{case_id}")).json()["documents"]
     assert [(d["filename"], d["sha256"]) for d in listed] == [(FILENAME, sha256)]
 
+    clinical = (await patient.get(f"/v1/cases/{case_id}/clinical")).json()
+    assert clinical["patient"]["family_name"] == "Quintard"
+    assert clinical["patient"]["phone"] == "+33 6 41 27 58 93"
+    assert clinical["clinical_summary"] == DRAFT["clinical_summary"]
+    assert clinical["physician"] == DRAFT["physician"]
+
     stored = await everything_stored(intake.settings.database)
     assert meta["document_id"].encode() in stored  # the scan reads the record's documents
+    assert b"FR-750100" in stored  # and the case's (an institution's code stays in clear)
     secrets = {"record's content": MARKER, "record's file name": FILENAME, "record's hash": sha256}
-    assert_absent(secrets, {"intake store": stored})
+    assert_absent(secrets | IN_CLEAR_BEFORE, {"intake store": stored})
 
 
 async def test_the_same_file_is_one_record_on_its_case_and_unlinkable_across_cases(

@@ -96,6 +96,11 @@ def document_id(key: bytes, case_id: str, data: bytes) -> str:
     return hmac.new(key, case_id.encode() + b"\0" + data, hashlib.sha256).hexdigest()
 
 
+def case_aad(case_id: str) -> str:
+    """What a case's sealed content (identity, physician's name, summary) is bound to."""
+    return f"intake:case:{case_id}"
+
+
 def record_aad(record_id: str) -> str:
     """What a record's sealed details (file name, SHA-256) are bound to: where they are kept."""
     return f"intake:record:{record_id}"

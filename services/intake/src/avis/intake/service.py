@@ -38,6 +38,7 @@ from avis.intake.rules import ASSIGN, CLEAR, Access, Change
 from avis.intake.store import (
     Actor,
     Case,
+    CaseContent,
     CurrentReviewer,
     IdempotencyClaim,
     ListedPage,
@@ -210,6 +211,23 @@ class Auditor:
         await self.record(principal, case_id, action, target=target, reason=given)
 
 
+def new_claim(keyring: Keyring, case: Case) -> tuple[str | None, StoredClaim | None]:
+    """A case without a patient (a partner's): a one-time claim secret, to travel sealed to the
+    patient's first email, and its keyed digest, the only trace of it intake keeps."""
+    if not rules.needs_claim(case.patient_id):
+        return None, None
+    secret = rules.new_claim_secret()
+    kid, key = keyring.derive(rules.CLAIM_PURPOSE)
+    return secret, StoredClaim(kid=kid, digest=rules.claim_digest(key, case.id, secret))
+
+
+def opened(keyring: Keyring, case: Case) -> CaseContent:
+    """A case's sealed content, opened (in clear for a case stored before sealing)."""
+    if case.content is None:
+        return case.opened(None)
+    return case.opened(keyring.open_model(case.content, rules.case_aad(case.id), CaseContent))
+
+
 def shown(keyring: Keyring, record: Record, *, with_filename: bool = True) -> DocumentView:
     """A record's metadata as the API shows it, its sealed details opened (those of a record
     stored before sealing are in clear)."""
@@ -320,9 +338,9 @@ class IntakeService:
         async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason):
             case = await self._clinical(principal, case_id, reason)
         documents = [shown(self.keyring, r) for r in await self.store.records_of(case)]
-        return case.clinical_view(
-            documents, today=now().date(), with_patient=principal.role != "reviewer"
-        )
+        content = opened(self.keyring, case)
+        with_patient = principal.role != "reviewer"
+        return case.clinical_view(documents, content, today=now().date(), with_patient=with_patient)
 
     async def list_cases(
         self,
@@ -377,7 +395,9 @@ class IntakeService:
         # when read, a case missing from its lists would never be seen.
         await asyncio.gather(*(self._join(key, case_id) for key in lists_of(principal)))
         for _ in range(3):
-            case = new_case(principal, body, case_id, await self.references.next(), at)
+            case = new_case(
+                self.keyring, principal, body, case_id, await self.references.next(), at
+            )
             if await self.store.insert_case(case):
                 log.info("case drafted", case_id=case_id, role=principal.role)
                 await self.auditor.record(principal, case_id, "case.create")
@@ -518,10 +538,12 @@ class IntakeService:
                 scopes=scopes,
                 recorded_at=at,
             )
-            secret, claim = self._new_claim(case)
+            secret, claim = new_claim(self.keyring, case)
 
             def submitted(event_id: str) -> CaseSubmitted:
-                contact = PatientContact.model_validate(case.patient.model_dump())
+                contact = PatientContact.model_validate(
+                    opened(self.keyring, case).patient.model_dump()
+                )
                 return submission_of(
                     case,
                     scopes=scopes,
@@ -559,15 +581,6 @@ class IntakeService:
         # The case as the write left it (not read a second time); its records are the ones
         # just counted (a submitted case takes no more and loses none).
         return await self._view(stored, principal, records)
-
-    def _new_claim(self, case: Case) -> tuple[str | None, StoredClaim | None]:
-        """A case without a patient (a partner's): a one-time claim secret, to travel sealed to
-        the patient's first email, and its keyed digest, the only trace of it intake keeps."""
-        if not rules.needs_claim(case.patient_id):
-            return None, None
-        secret = rules.new_claim_secret()
-        kid, key = self.keyring.derive(rules.CLAIM_PURPOSE)
-        return secret, StoredClaim(kid=kid, digest=rules.claim_digest(key, case.id, secret))
 
     async def claim(self, *, principal: Principal, case_id: str, secret: str) -> CaseView:
         """Bind a partner-filed case to the patient holding its one-time secret, once: a wrong
@@ -702,19 +715,18 @@ def lists_of(principal: Principal) -> list[str]:
 
 
 def new_case(
-    principal: Principal, body: CaseCreate, case_id: str, reference: str, at: datetime
+    keyring: Keyring,
+    principal: Principal,
+    body: CaseCreate,
+    case_id: str,
+    reference: str,
+    at: datetime,
 ) -> Case:
-    """A new draft as stored."""
+    """A new draft as stored: the patient's identity, the physician's name and the clinical
+    summary sealed, bound to the case."""
     patient = body.patient
     physician = body.physician
-    return Case(
-        id=case_id,
-        reference=reference,
-        status=CaseStatus.DRAFT,
-        patient_id=principal.sub if principal.role == "patient" else None,
-        partner_id=principal.partner_id if principal.role == "partner" else None,
-        partner_reference=body.partner_reference,
-        created_by=Actor(sub=principal.sub, role=principal.role),
+    content = CaseContent(
         patient=StoredPatient(
             given_name=patient.given_name.strip(),
             family_name=patient.family_name.strip(),
@@ -723,17 +735,25 @@ def new_case(
             phone=patient.phone,
             preferred_language=patient.preferred_language,
         ),
-        physician=StoredPhysician(
-            name=physician.name.strip() if physician.name else None,
-            institution_code=physician.institution_code,
-        )
+        physician_name=physician.name.strip() if physician and physician.name else None,
+        clinical_summary=body.clinical_summary,
+    )
+    return Case(
+        id=case_id,
+        reference=reference,
+        status=CaseStatus.DRAFT,
+        patient_id=principal.sub if principal.role == "patient" else None,
+        partner_id=principal.partner_id if principal.role == "partner" else None,
+        partner_reference=body.partner_reference,
+        created_by=Actor(sub=principal.sub, role=principal.role),
+        content=keyring.seal_json(content, rules.case_aad(case_id)),
+        physician=StoredPhysician(institution_code=physician.institution_code)
         if physician
         else None,
         specialty=body.specialty,
         urgency=body.urgency,
         language=patient.preferred_language,
         questions=body.questions,
-        clinical_summary=body.clinical_summary,
         created_at=at,
         updated_at=at,
         timeline=[

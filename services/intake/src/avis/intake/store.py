@@ -1,7 +1,8 @@
 """Intake's repository: the stored documents as typed models, every MongoDB operator, indexes.
 
-- `cases`: one document per case (the aggregate): identity, clinical summary, consent,
-  status, timeline, the current reviewer, and its outbox. `_id` is the case id.
+- `cases`: one document per case (the aggregate): its sealed content (the patient's identity
+  and contact, the physician's name, the clinical summary: `content`, bound to the case), codes,
+  consent, status, timeline, the current reviewer, and its outbox. `_id` is the case id.
 - `documents`: record metadata; `_id` is `<case_id>:<document id>`, the document id a keyed
   digest of the bytes (`rules.document_id`), so the same file twice on a case is one document.
   The case lists its records' ids (`record_ids`). The original file name and the SHA-256 of
@@ -113,6 +114,15 @@ class StoredPhysician(BaseModel):
     institution_code: str | None = None
 
 
+class CaseContent(BaseModel):
+    """What a case keeps sealed, bound to the case (`rules.case_aad`): the patient's identity
+    and contact, the physician's name and the clinical summary."""
+
+    patient: StoredPatient
+    physician_name: str | None = None
+    clinical_summary: str
+
+
 class StoredConsent(BaseModel):
     """The consent recorded at submission."""
 
@@ -149,13 +159,14 @@ class Case(Stored):
     partner_id: str | None = None
     partner_reference: str | None = None
     created_by: Actor
-    patient: StoredPatient
-    physician: StoredPhysician | None = None
+    content: Sealed | None = None  # CaseContent; None for a case stored before sealing
+    patient: StoredPatient | None = None  # in clear: a case stored before sealing
+    physician: StoredPhysician | None = None  # its name in clear only before sealing
     specialty: Specialty
     urgency: Urgency
     language: Language
     questions: list[Question]
-    clinical_summary: str
+    clinical_summary: str | None = None  # in clear: a case stored before sealing
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None = None
@@ -227,12 +238,31 @@ class Case(Stored):
             else [],
         )
 
+    def opened(self, content: CaseContent | None) -> CaseContent:
+        """The case's sealed content, opened (`content`), or as a case stored before sealing
+        kept it in clear."""
+        if content is not None:
+            return content
+        assert self.patient is not None and self.clinical_summary is not None
+        name = self.physician.name if self.physician else None
+        return CaseContent(
+            patient=self.patient, physician_name=name, clinical_summary=self.clinical_summary
+        )
+
     def clinical_view(
-        self, documents: list[DocumentView], *, today: date, with_patient: bool
+        self,
+        documents: list[DocumentView],
+        content: CaseContent,
+        *,
+        today: date,
+        with_patient: bool,
     ) -> ClinicalView:
         """The clinical content of the case; the patient's identity only `with_patient`."""
-        patient = self.patient
-        physician = self.physician
+        patient = content.patient
+        physician = None
+        if self.physician is not None or content.physician_name is not None:
+            code = self.physician.institution_code if self.physician else None
+            physician = PhysicianView(name=content.physician_name, institution_code=code)
         return ClinicalView(
             case_id=self.id,
             reference=self.reference,
@@ -240,9 +270,9 @@ class Case(Stored):
             urgency=self.urgency,
             language=self.language,
             questions=self.questions,
-            clinical_summary=self.clinical_summary,
+            clinical_summary=content.clinical_summary,
             age_years=age_on(date.fromisoformat(patient.birth_date), today),
-            physician=PhysicianView.model_validate(physician.model_dump()) if physician else None,
+            physician=physician,
             patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
             documents=documents,
         )
