@@ -1,6 +1,6 @@
-"""The clear-text scan of the privacy tests: the haystacks (what a service published, logged
-and traced) and the search of a patient's details in them, in raw UTF-8, JSON escapes and other
-spellings."""
+"""The clear-text scan of the privacy tests: the haystacks (what a service published, logged,
+traced and stored) and the search of a patient's details in them, in raw UTF-8, JSON escapes
+and other spellings."""
 
 import json
 import unicodedata
@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from bson.raw_bson import RawBSONDocument
+from pymongo import AsyncMongoClient
 
 
 def spellings(text: str) -> set[bytes]:
@@ -56,3 +58,17 @@ def span_bytes(spans: Iterable[Any]) -> bytes:
         ],
         default=str,
     ).encode()
+
+
+async def stored_bytes(mongo_url: str, database: str) -> bytes:
+    """The haystack of a service's store: every document of every collection of `database`,
+    as the store holds it (raw BSON)."""
+    client: AsyncMongoClient[RawBSONDocument] = AsyncMongoClient(
+        mongo_url, document_class=RawBSONDocument
+    )
+    try:
+        db = client[database]
+        names = await db.list_collection_names()
+        return b"".join([doc.raw for name in names async for doc in db[name].find()])
+    finally:
+        await client.close()

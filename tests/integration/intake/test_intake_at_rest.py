@@ -7,11 +7,9 @@ import hashlib
 from typing import Any
 
 import pytest
-from bson.raw_bson import RawBSONDocument
-from pymongo import AsyncMongoClient
 
 from tests.support.basics import MONGO_URL
-from tests.support.privacy import assert_absent
+from tests.support.privacy import assert_absent, stored_bytes
 
 pytestmark = pytest.mark.infra
 
@@ -56,21 +54,6 @@ async def draft_with_record(patient: Any) -> tuple[str, dict[str, Any]]:
     return case_id, meta
 
 
-async def everything_stored(database: str) -> bytes:
-    """Every document of every collection of `database`, as the store holds it (raw BSON)."""
-    client: AsyncMongoClient[RawBSONDocument] = AsyncMongoClient(
-        MONGO_URL, document_class=RawBSONDocument
-    )
-    try:
-        db = client[database]
-        found = [
-            doc.raw for name in await db.list_collection_names() async for doc in db[name].find()
-        ]
-        return b"".join(found)
-    finally:
-        await client.close()
-
-
 async def test_a_case_and_its_record_are_sealed_at_rest_and_open_for_the_patient(
     intake: Any,
 ) -> None:
@@ -91,7 +74,7 @@ async def test_a_case_and_its_record_are_sealed_at_rest_and_open_for_the_patient
     assert clinical["clinical_summary"] == DRAFT["clinical_summary"]
     assert clinical["physician"] == DRAFT["physician"]
 
-    stored = await everything_stored(intake.settings.database)
+    stored = await stored_bytes(MONGO_URL, intake.settings.database)
     assert meta["document_id"].encode() in stored  # the scan reads the record's documents
     assert b"FR-750100" in stored  # and the case's (an institution's code stays in clear)
     secrets = {"record's content": MARKER, "record's file name": FILENAME, "record's hash": sha256}

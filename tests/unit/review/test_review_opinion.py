@@ -1,12 +1,14 @@
 """The structured opinion: every section required and non-empty; replays recognised."""
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from avis.review.models import DeclineBody, Opinion, ReviewerIn, ReviewerPatch
-from avis.review.rules import opinion_digest, sealed_content
+from avis.review.rules import digest_key_id, opinion_digest, sealed_content
 from avis.shared.pages import next_cursor
 
 
@@ -77,14 +79,29 @@ def test_unknown_fields_and_broken_text_are_refused() -> None:
 
 
 def test_digest_tells_a_replay_from_another_opinion() -> None:
+    key = b"k" * 32
+
+    def digest(o: Opinion) -> str:
+        return opinion_digest("k1", key, o)
+
     first = Opinion.model_validate(opinion())
     again = Opinion.model_validate(opinion())
     other = Opinion.model_validate(opinion(risk_benefit="Surgery is the better option."))
-    assert opinion_digest(first) == opinion_digest(again)
-    assert opinion_digest(first) != opinion_digest(other)
-    assert opinion_digest(first) != opinion_digest(
+    assert digest(first) == digest(again)
+    assert digest(first) != digest(other)
+    assert digest(first) != digest(
         Opinion.model_validate(opinion(diagnosis={"assessment": "revised", "explanation": "x"}))
     )
+
+
+def test_the_digest_is_keyed_and_names_its_key() -> None:
+    first = Opinion.model_validate(opinion())
+    stored = opinion_digest("k1", b"k" * 32, first)
+    assert digest_key_id(stored) == "k1"
+    assert stored != opinion_digest("k1", b"j" * 32, first)  # without the key, no match
+    plain = hashlib.sha256(json.dumps(first.model_dump(mode="json"), sort_keys=True).encode())
+    assert plain.hexdigest() not in stored
+    assert digest_key_id(plain.hexdigest()) is None
 
 
 def test_sealed_content_holds_the_sections_and_the_reviewer_name() -> None:

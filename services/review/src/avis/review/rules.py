@@ -4,6 +4,7 @@ sort keys the store orders by. No I/O: tested without a store, a broker or HTTP
 (tests/unit/review)."""
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Iterable
@@ -258,20 +259,42 @@ def check_correctable(status: AssignmentStatus) -> None:
         )
 
 
-def opinion_digest(opinion: Opinion) -> str:
-    """A fingerprint of an opinion's content, to tell a replay from a different opinion."""
+# What the keyed digest of an opinion is derived for (`Keyring.derive`).
+OPINION_DIGEST_PURPOSE = "avis-review:opinion-digest"
+
+
+def opinion_digest(kid: str, key: bytes, opinion: Opinion) -> str:
+    """A keyed fingerprint of an opinion's content (HMAC-SHA256 under a key derived for this
+    purpose, after that key's id), to tell a replay from a different opinion: a plain hash of
+    clinical text kept in the store would let anyone who guesses the text confirm it."""
     canonical = json.dumps(opinion.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return f"{kid}:{hmac.new(key, canonical.encode('utf-8'), hashlib.sha256).hexdigest()}"
 
 
-def check_replay(stored_digest: str, opinion: Opinion) -> None:
+def digest_key_id(stored: str) -> str | None:
+    """The id of the key a stored digest was made with (None: a plain hash of old)."""
+    kid, sep, _ = stored.rpartition(":")
+    return kid if sep else None
+
+
+def check_replay(same: bool) -> None:
     """409 if a first opinion is sent again with other content: that is a correction (PUT)."""
-    if stored_digest != opinion_digest(opinion):
+    if not same:
         raise state_conflict(
             "An opinion was already recorded for this assignment; "
             "send a correction with PUT on the same URL.",
             "opinion-exists",
         )
+
+
+def opinion_aad(assignment_id: str, version: int) -> str:
+    """What a version of an opinion, sealed at rest, is bound to: where it is kept."""
+    return f"review:opinion:{assignment_id}:{version}"
+
+
+def decline_aad(assignment_id: str) -> str:
+    """What a decline's free-text reason, sealed at rest, is bound to."""
+    return f"review:decline:{assignment_id}"
 
 
 def sealed_content(

@@ -25,6 +25,7 @@ case's access trail (`AccessTrail`), appended under the trail's own lock, after 
 """
 
 import asyncio
+import hmac
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
@@ -286,7 +287,9 @@ class ReviewService:
             docs,
             limit,
             key=lambda d: d.sort_key,
-            view=lambda d: d.view(at=at, coordinator=coordinator),
+            view=lambda d: d.view(
+                at=at, coordinator=coordinator, reason=self._reason(d) if coordinator else None
+            ),
         )
         if page.next_cursor is None and more is not None:
             page.next_cursor = more  # stopped at its budget: the rest is further on
@@ -308,7 +311,9 @@ class ReviewService:
         """One assignment, if the caller may see it (a decline's reason, shown to coordinators,
         is a read in the case's trail)."""
         doc = await self._visible(principal, assignment_id)
-        view = doc.view(at=now(), coordinator=rules.is_coordinator(principal))
+        coordinator = rules.is_coordinator(principal)
+        reason = self._reason(doc) if coordinator else None
+        view = doc.view(at=now(), coordinator=coordinator, reason=reason)
         await self.access.declines_read(principal, [view])
         return view
 
@@ -369,7 +374,10 @@ class ReviewService:
             declined_at=at,
             reason_code=body.reason_code.value,
         )
-        decline = Decline(reason_code=body.reason_code, reason=body.reason)
+        sealed = None
+        if body.reason is not None:
+            sealed = self.keyring.seal(body.reason.encode(), rules.decline_aad(doc.id))
+        decline = Decline(reason_code=body.reason_code, sealed_reason=sealed)
         await self.emitter.emit(
             "review.decline",
             declined,
@@ -391,12 +399,12 @@ class ReviewService:
                 doc = await self._visible(principal, assignment_id)
                 if not rules.may_write_first_opinion(doc.status):
                     first = doc.opinions[0]
-                    rules.check_replay(first.digest, opinion)
-                    return first.view(doc), False
+                    rules.check_replay(self._same(first, opinion))
+                    return first.view(doc, self._opened(doc, first)), False
                 entry = await self._write_opinion(doc, opinion, 1)
             await self.matcher.offer_queue()  # the reviewer has one case less
         await self.access.record(principal, doc.case_id, "opinion.create")
-        return entry.view(doc), True
+        return entry.view(doc, opinion), True
 
     async def correct_opinion(
         self, *, principal: Principal, assignment_id: str, opinion: Opinion
@@ -406,11 +414,11 @@ class ReviewService:
             doc = await self._visible(principal, assignment_id)
             rules.check_correctable(doc.status)
             latest = doc.opinions[-1]
-            if latest.digest == rules.opinion_digest(opinion):
-                return latest.view(doc)
+            if self._same(latest, opinion):
+                return latest.view(doc, self._opened(doc, latest))
             entry = await self._write_opinion(doc, opinion, latest.version + 1)
         await self.access.record(principal, doc.case_id, "opinion.correct")
-        return entry.view(doc)
+        return entry.view(doc, opinion)
 
     async def opinion(
         self,
@@ -430,7 +438,31 @@ class ReviewService:
             what = "opinion" if version is None else "opinion version"
             raise not_found(what, "no-opinion")
         await self.access.record(principal, doc.case_id, "opinion.read", reason=given)
-        return chosen[-1].view(doc)
+        return chosen[-1].view(doc, self._opened(doc, chosen[-1]))
+
+    def _opened(self, doc: AssignmentDoc, entry: OpinionEntry) -> Opinion:
+        """A version of the opinion, opened (in clear for a version stored before sealing)."""
+        if entry.sealed is None:
+            return Opinion.model_validate(entry.opinion)
+        aad = rules.opinion_aad(doc.id, entry.version)
+        return self.keyring.open_model(entry.sealed, aad, Opinion)
+
+    def _same(self, entry: OpinionEntry, opinion: Opinion) -> bool:
+        """Whether `opinion` is the content of a stored version (by its keyed digest)."""
+        kid = rules.digest_key_id(entry.digest)
+        if kid is None:  # stored before sealing: its content is in clear
+            return entry.opinion is not None and Opinion.model_validate(entry.opinion) == opinion
+        if kid not in self.keyring.kids:
+            return False
+        _, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE, kid)
+        return hmac.compare_digest(entry.digest, rules.opinion_digest(kid, key, opinion))
+
+    def _reason(self, doc: AssignmentDoc) -> str | None:
+        """A decline's free-text reason, opened (in clear for one stored before sealing)."""
+        decline = doc.decline
+        if decline is None or decline.sealed_reason is None:
+            return decline.reason if decline else None
+        return self.keyring.open(decline.sealed_reason, rules.decline_aad(doc.id)).decode()
 
     async def _write_opinion(
         self, doc: AssignmentDoc, opinion: Opinion, version: int
@@ -454,12 +486,13 @@ class ReviewService:
 
         event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
         await self.matcher.fence()
+        kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
         entry = OpinionEntry(
             version=version,
-            digest=rules.opinion_digest(opinion),
+            digest=rules.opinion_digest(kid, key, opinion),
             completed_at=at,
             event_id=event.id,
-            opinion=opinion.model_dump(mode="json"),
+            sealed=self.keyring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
         )
         await self.emitter.write(
             lambda events: self.store.add_opinion(doc.id, entry=entry, events=events),

@@ -63,6 +63,7 @@ from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
 from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
+from avis.shared.sealing import Sealed
 
 log = structlog.get_logger("avis.review.store")
 
@@ -205,30 +206,34 @@ class CaseDoc(Stored):
 
 
 class Decline(BaseModel):
-    """Why a reviewer declined: the published code and the free text kept here."""
+    """Why a reviewer declined: the published code and the free text kept here, sealed and
+    bound to the assignment (`rules.decline_aad`)."""
 
     reason_code: DeclineReason
-    reason: str | None = None
+    sealed_reason: Sealed | None = None
+    reason: str | None = None  # in clear: a decline stored before sealing
 
 
 class OpinionEntry(BaseModel):
-    """One version of an assignment's opinion."""
+    """One version of an assignment's opinion: sealed, bound to the assignment and version
+    (`rules.opinion_aad`), with a keyed digest of its content."""
 
     version: int
     digest: str
     completed_at: datetime
     event_id: str
-    opinion: dict[str, Any]
+    sealed: Sealed | None = None
+    opinion: dict[str, Any] | None = None  # in clear: a version stored before sealing
 
-    def view(self, assignment: AssignmentDoc) -> OpinionVersion:
-        """The API view of this version of `assignment`'s opinion."""
+    def view(self, assignment: AssignmentDoc, opinion: Opinion) -> OpinionVersion:
+        """The API view of this version of `assignment`'s opinion, opened (`opinion`)."""
         return OpinionVersion(
             assignment_id=assignment.id,
             case_id=assignment.case_id,
             reviewer_id=assignment.reviewer_id,
             version=self.version,
             completed_at=self.completed_at,
-            opinion=Opinion.model_validate(self.opinion),
+            opinion=opinion,
         )
 
 
@@ -259,9 +264,9 @@ class AssignmentDoc(Stored):
     cancelled_at: datetime | None = None
     opinion_version: int | None = None
 
-    def view(self, *, at: datetime, coordinator: bool) -> Assignment:
+    def view(self, *, at: datetime, coordinator: bool, reason: str | None = None) -> Assignment:
         """The API view of this round as of `at`; the rationale and the free-text reason of a
-        decline for coordinators only."""
+        decline (opened: `reason`) for coordinators only."""
         decline = self.decline
         return Assignment(
             id=self.id,
@@ -279,7 +284,7 @@ class AssignmentDoc(Stored):
             accepted_at=self.accepted_at,
             declined_at=self.declined_at,
             decline_reason_code=decline.reason_code if decline else None,
-            decline_reason=decline.reason if decline and coordinator else None,
+            decline_reason=reason if decline and coordinator else None,
             completed_at=self.completed_at,
             cancelled_at=self.cancelled_at,
             opinion_version=self.opinion_version,

@@ -1,0 +1,64 @@
+"""Review's data at rest: an opinion's sections and a decline's free-text reason appear nowhere
+in any document of review's store (sealed, bound to the assignment and version; the digest
+that tells a replay is keyed), while the reviewer and coordinators still read them."""
+
+from typing import Any
+
+import pytest
+
+from tests.support.basics import MONGO_URL, unique
+from tests.support.privacy import assert_absent, stored_bytes
+from tests.support.review import ReviewStack
+
+pytestmark = pytest.mark.infra
+
+ASSIGNED = "avis.review.assigned.v1"
+REASON = "J'ai soigné la sœur de cette patiente à Quimper"
+OPINION = {
+    "diagnosis": {
+        "assessment": "revised",
+        "explanation": "Amylose AL plutôt qu'une cardiomyopathie hypertrophique.",
+    },
+    "imaging_and_lab_review": "Rehaussement tardif sous-endocardique diffus à l'IRM cardiaque.",
+    "alternative_pathways": "Biopsie des glandes salivaires avant toute biopsie myocardique.",
+    "risk_benefit": "Un traitement précoce par daratumumab améliore la survie.",
+    "further_tests": "Électrophorèse des protéines sériques et chaînes légères libres.",
+    "summary_for_patient": "Vos examens évoquent une maladie de dépôt à confirmer.",
+}
+
+
+async def test_an_opinion_and_a_decline_reason_are_sealed_at_rest(stack: ReviewStack) -> None:
+    p = unique("car")
+    await stack.add_reviewer(f"{p}-1", ["cardiology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["cardiology"], ["fr"])
+    case_id = await stack.submit("cardiology")
+    await stack.log.wait(case_id, ASSIGNED)
+    first = await stack.assignment(case_id)
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        declined = await http.post(
+            f"/v1/assignments/{first['id']}/decline",
+            json={"reason_code": "conflict_of_interest", "reason": REASON},
+        )
+        assert declined.status_code == 200, declined.text
+    await stack.log.wait(case_id, ASSIGNED, count=2)
+    second = await stack.assignment(case_id)
+    url = f"/v1/assignments/{second['id']}"
+    async with stack.client(second["reviewer_id"], "reviewer") as http:
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        written = await http.post(f"{url}/opinion", json=OPINION)
+        assert written.status_code == 201, written.text
+        replay = await http.post(f"{url}/opinion", json=OPINION)
+        assert replay.status_code == 200  # the keyed digest still tells a replay
+        changed = await http.post(f"{url}/opinion", json=OPINION | {"further_tests": "Aucun."})
+        assert changed.status_code == 409
+        read: dict[str, Any] = (await http.get(f"{url}/opinion")).json()
+        assert read["opinion"] == OPINION
+    assert (await stack.assignment(case_id, round_=1))["decline_reason"] == REASON
+
+    stored = await stored_bytes(MONGO_URL, stack.settings.database)
+    assert second["id"].encode() in stored  # the scan reads review's documents
+    secrets = {"decline reason": REASON} | {
+        f"opinion's {k}": v for k, v in OPINION.items() if isinstance(v, str)
+    }
+    secrets["diagnosis"] = OPINION["diagnosis"]["explanation"]
+    assert_absent(secrets, {"review store": stored})
