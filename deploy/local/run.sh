@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: Kafka, FerretDB, the SMTP sink, Zipkin, the metrics store (VictoriaMetrics, with
-# vmalert and the alert receiver), the OpenID provider (Hydra), the lag exporter, the four
-# services and the web pages, until Ctrl-C.
+# vmalert and the alert receiver), the OpenID provider (Hydra), the key server (PyKMIP), the lag
+# exporter, the four services and the web pages, until Ctrl-C.
 #
 # One `make run` per state directory: a second one refuses at once and touches nothing. It says
 # once when everything answers; on Ctrl-C it stops only what it started itself (infrastructure
@@ -47,14 +47,19 @@ kept=()
 tracing=0
 metrics=0
 oidc=0
+kms=0
 # Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
+  # The key server takes about 2 s to stop: beside the others.
+  local kms_stop=""
+  if [ "$kms" = 1 ]; then "$root/deploy/kms/install.sh" stop & kms_stop=$!; kms=0; fi
   if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
   if [ "$metrics" = 1 ]; then "$root/deploy/metrics/install.sh" stop || true; metrics=0; fi
   if [ "$oidc" = 1 ]; then "$root/deploy/oidc/install.sh" stop || true; oidc=0; fi
   if [ ${#started[@]} -gt 0 ]; then
     "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
   fi
+  if [ -n "$kms_stop" ]; then wait "$kms_stop" || true; fi
   rm -f "$lock" "$runs/$$"
 }
 trap cleanup EXIT
@@ -89,9 +94,15 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # --- OpenID provider (deploy/oidc/install.sh): Hydra on 127.0.0.1:${AVIS_OIDC_PORT:-4444} ---
 "$root/deploy/oidc/install.sh" start && oidc=1
 # --- end OpenID provider ---
+# --- key server (deploy/kms/install.sh): PyKMIP on 127.0.0.1:${AVIS_KMS_PORT:-5696} ---
+"$root/deploy/kms/install.sh" start && kms=1
+# --- end key server ---
 "$infra" wait
+# The key server answers a key's creation, reading and destruction (beside Hydra's wait).
+"$root/deploy/kms/install.sh" wait & kms_wait=$!
 # Hydra answers; the development partners' clients are seeded (once per state folder).
 "$root/deploy/oidc/install.sh" wait
+wait "$kms_wait"
 set -a
 # shellcheck disable=SC1090
 source <(deploy/local/dev-env.sh "$AVIS_STATE_DIR" "$py")
@@ -99,6 +110,9 @@ source <(deploy/local/dev-env.sh "$AVIS_STATE_DIR" "$py")
 # own Kafka user, the topics, ACLs and lag tools as the administrator.
 # shellcheck disable=SC1091
 source "$AVIS_STATE_DIR/kafka/users.env"
+# The key service and each service's own certificate there (not used by the services yet).
+# shellcheck disable=SC1090
+source <("$root/deploy/kms/install.sh" env)
 AVIS_KAFKA_BOOTSTRAP="127.0.0.1:${AVIS_KAFKA_PORT:-9092}"
 AVIS_MONGO_URL="mongodb://127.0.0.1:${AVIS_MONGO_PORT:-27017}"
 AVIS_SMTP_URL="smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}"
@@ -159,6 +173,7 @@ Avis is starting (pid $$). Everything listens on 127.0.0.1:
   lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
   oidc     ${AVIS_JWT_ISSUER}.well-known/openid-configuration   (Hydra; admin on :${AVIS_OIDC_ADMIN_PORT:-4445})
            a partner's machine: client credentials, clients in $AVIS_STATE_DIR/oidc/partners.json
+  keys     $AVIS_KMS_URL   (PyKMIP; CA and each service's certificate in $AVIS_STATE_DIR/kms)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
   a token  .venv/bin/avis-token --sub patient-1 --role patient   (with AVIS_JWT_SECRET from $AVIS_STATE_DIR/dev.env)
@@ -174,6 +189,7 @@ parts=(web intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
 if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
 if [ "$oidc" = 1 ]; then parts+=(Hydra); fi
+if [ "$kms" = 1 ]; then parts+=(PyKMIP); fi
 for s in "${started[@]}"; do
   case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac
 done

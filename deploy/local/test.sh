@@ -22,18 +22,26 @@ done
 export AVIS_ENV=development
 export AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 export AVIS_RATE_LIMIT_WRITES="${AVIS_RATE_LIMIT_WRITES:-100000/minute}"
-trap '"$infra" stop; deploy/oidc/install.sh stop' EXIT
+# The key server takes about 2 s to stop: beside the others.
+trap 'deploy/kms/install.sh stop & "$infra" stop; deploy/oidc/install.sh stop; wait' EXIT
 "$infra" start
 # The OpenID provider (Hydra), its token hook on 127.0.0.1:$AVIS_OIDC_HOOK_PORT, where the
 # sign-in tests serve web's (tests/integration/shared/test_oidc_tokens.py).
 deploy/oidc/install.sh start
+# The key server (PyKMIP), with its CA and each service's certificate in $AVIS_STATE_DIR/kms
+# (tests/integration/shared/test_kms.py).
+deploy/kms/install.sh start
 "$infra" wait
+deploy/kms/install.sh wait & kms_wait=$!
 deploy/oidc/install.sh wait
+wait "$kms_wait"
 # The broker's passwords (made by infra.sh): the suites' own clients connect as its
 # administrator, each service as itself; then the topics and each service's ACLs.
 set -a
 # shellcheck disable=SC1091
 source "$AVIS_STATE_DIR/kafka/users.env"
+# shellcheck disable=SC1090
+source <(deploy/kms/install.sh env)
 set +a
 .venv/bin/python -m avis.shared.topics
 .venv/bin/python deploy/kafka/acls.py

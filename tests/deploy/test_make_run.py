@@ -31,11 +31,11 @@ STOP_SECONDS = 180.0
 # prefixed ones (TEST_PORT_PREFIX 1 to 5).
 RESERVED = {
     *(9092, 9093, 27017, 1025, 9411, 8001, 8002, 8003, 8004, 8005, 8428, 8429, 8880, 8089),
-    *(4444, 4445),
+    *(4444, 4445, 5696),
 } | {
     int(f"{prefix}{port}")
     for prefix in range(1, 6)
-    for port in ("9092", "9093", "7117", "1025", "4444", "4445", "8010")
+    for port in ("9092", "9093", "7117", "1025", "4444", "4445", "8010", "5696")
 }
 PORT_VARIABLES = (
     "AVIS_KAFKA_PORT",
@@ -55,6 +55,7 @@ PORT_VARIABLES = (
     "AVIS_FERRETDB_METRICS_PORT",
     "AVIS_OIDC_PORT",
     "AVIS_OIDC_ADMIN_PORT",
+    "AVIS_KMS_PORT",
 )
 ANSI = re.compile(r"\x1b\[")
 
@@ -178,7 +179,7 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     summaries = re.findall(r"^\[run\] stopped.*$", text, re.MULTILINE)
     assert len(summaries) == 1, text[-4000:]
     parts = ("web", "intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert")
-    parts += ("Hydra",)
+    parts += ("Hydra", "PyKMIP")
     for part in (*parts, "Kafka", "FerretDB", "SMTP"):
         assert part in summaries[0], summaries[0]
     assert not re.search(r"^make: \*\*\*|stopped \(rc=", text, re.MULTILINE), text[-4000:]
@@ -194,6 +195,7 @@ def clean_up(env: dict[str, str]) -> None:
         "deploy/tracing/install.sh",
         "deploy/metrics/install.sh",
         "deploy/oidc/install.sh",
+        "deploy/kms/install.sh",
     ):
         subprocess.run(
             [str(ROOT / script), "stop"], cwd=ROOT, env=env, capture_output=True, check=False

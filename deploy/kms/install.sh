@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The key-management server of the Docker-free stack: PyKMIP's KMIP server (Apache-2.0), from the
+# pykmip package that uv.lock already installs for the services' KMIP client; nothing to build.
+#
+#   deploy/kms/install.sh start   certificates (once), config, start it (pid in $STATE/kms.pid)
+#   deploy/kms/install.sh wait    until it answers a KMIP request made with the admin certificate
+#   deploy/kms/install.sh stop    stop what start started
+#   deploy/kms/install.sh env     the services' settings for it (AVIS_KMS_URL, AVIS_KMS_CA_FILE,
+#                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE), to source
+#
+# It listens on 127.0.0.1:$AVIS_KMS_PORT (5696, KMIP's port) only, speaks TLS 1.2 and takes only
+# clients whose certificate our private CA signed. Everything lives in $AVIS_STATE_DIR/kms (mode
+# 700), made at its first start and never in the repository: the CA (ca.pem, ca.key), the
+# server's certificate, one client certificate per service (intake, review, reports, notify, web)
+# and admin's, each key mode 600 (certs.py); the server's config (server.conf), its log and its
+# database (kms.sqlite, SQLite; the development server keeps key bytes there unwrapped).
+# A client's identity at the server is its certificate's common name. Keys are created under the
+# operation policy `avis-case-key` (policies/avis.json): any client of our CA may get or destroy
+# them; only their creator may activate them.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+STATE="${AVIS_STATE_DIR:-$root/.local/run}"
+DATA="$STATE/kms"
+PORT="${AVIS_KMS_PORT:-5696}"
+WAIT_SECONDS="${AVIS_WAIT_SECONDS:-90}"
+PYTHON="${AVIS_PYTHON:-$root/.venv/bin/python}"
+
+log() { printf '[kms] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+alive() { [ -f "$STATE/kms.pid" ] && kill -0 "$(cat "$STATE/kms.pid")" 2>/dev/null; }
+
+write_config() {
+  ( umask 077; cat > "$DATA/server.conf.new" <<CONF
+[server]
+hostname=127.0.0.1
+port=$PORT
+certificate_path=$DATA/server.pem
+key_path=$DATA/server.key
+ca_path=$DATA/ca.pem
+auth_suite=TLS1.2
+enable_tls_client_auth=True
+policy_path=$here/policies
+logging_level=${AVIS_KMS_LOG_LEVEL:-WARNING}
+database_path=$DATA/kms.sqlite
+CONF
+  )
+  mv "$DATA/server.conf.new" "$DATA/server.conf"
+}
+
+start() {
+  mkdir -p "$DATA" && chmod 700 "$DATA"
+  if alive; then log "the key server is already running (pid $(cat "$STATE/kms.pid"))"; return; fi
+  if port_open "$PORT"; then die "port $PORT for the key server is taken by another process"; fi
+  "$PYTHON" "$here/certs.py" "$DATA"
+  write_config
+  # Its own session: a Ctrl-C typed at `make run` reaches the services, not the key server,
+  # which `stop` ends in order (it must not stop before the services that use it).
+  # -W ignore: its imports warn about cipher modules its engine maps and we never use.
+  setsid nohup "$PYTHON" -W ignore -m kmip.services.server.server -f "$DATA/server.conf" \
+    -l "$DATA/server.log" > "$DATA/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/kms.pid"
+  log "the key server (PyKMIP) starting (pid $!) on 127.0.0.1:$PORT"
+}
+
+wait_ready() {
+  alive || die "the key server is not running; see $DATA/stdout.log and $DATA/server.log"
+  # One KMIP request (Query) with the admin certificate, tried until it answers; no bare port
+  # probe, which the server would log as a failed TLS handshake.
+  "$PYTHON" -W ignore "$here/ready.py" --port "$PORT" --folder "$DATA" --pid "$(cat "$STATE/kms.pid")" \
+    --seconds "$WAIT_SECONDS" || die "the key server does not answer on $PORT; see $DATA/server.log"
+  log "the key server ready on 127.0.0.1:$PORT"
+}
+
+stop() {
+  local f="$STATE/kms.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  # SIGINT: its accept loop ends at once (SIGTERM waits for its 10 s accept timeout).
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  # Its session (setsid: pid = process group) also holds its policy monitor and a
+  # multiprocessing manager.
+  kill -0 "$pid" 2>/dev/null && kill -9 -- "-$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+env_lines() {
+  echo "AVIS_KMS_URL=kmip://127.0.0.1:$PORT"
+  echo "AVIS_KMS_CA_FILE=$DATA/ca.pem"
+  local s upper
+  for s in intake review reports notify web; do
+    upper="$(echo "$s" | tr '[:lower:]' '[:upper:]')"
+    echo "AVIS_${upper}_KMS_CERT_FILE=$DATA/$s.pem"
+    echo "AVIS_${upper}_KMS_KEY_FILE=$DATA/$s.key"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  wait) wait_ready ;;
+  env) env_lines ;;
+  *) echo "usage: install.sh start|stop|wait|env" >&2; exit 2 ;;
+esac
