@@ -68,6 +68,23 @@ class CommonSettings(BaseSettings):
     # key id -> base64 AES-256 key, as JSON ({"k1": "..."}) or "k1:base64,k2:base64";
     # the first key seals, every key opens.
     sealing_keys: SecretStr = Field(SecretStr(""), validation_alias=shared_env("SEALING_KEYS"))
+    # The key-management service that keeps the per-case data keys (avis.shared.keys), as
+    # kmip://host:port: production names its KMS here (an HSM or a hospital's key manager);
+    # `make run` and the test stack point it at their local PyKMIP server (deploy/kms). Empty:
+    # no key service (the services do not use per-case keys yet).
+    kms_url: str = Field("", validation_alias=shared_env("KMS_URL"))
+    # The CA that signed the key service's certificate (PEM); the same for every service.
+    kms_ca_file: str = Field("", validation_alias=shared_env("KMS_CA_FILE"))
+    # The service's own client certificate and key (PEM) at the key service, whose common name is
+    # its identity there: AVIS_<SERVICE>_KMS_CERT_FILE, AVIS_<SERVICE>_KMS_KEY_FILE.
+    kms_cert_file: str = ""
+    kms_key_file: str = ""
+    # Data keys held in memory at most (32 bytes each), the least recently used dropped first.
+    kms_cache_keys: int = Field(1024, ge=1, validation_alias=shared_env("KMS_CACHE_KEYS"))
+    # The longest one request to the key service may take (connection and answer).
+    kms_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=shared_env("KMS_TIMEOUT_SECONDS")
+    )
     # HS256 secret for development; RS256/ES256 public keys come from a JWKS file or URL.
     jwt_secret: SecretStr = Field(SecretStr(""), validation_alias=shared_env("JWT_SECRET"))
     jwt_jwks: str = Field("", validation_alias=shared_env("JWT_JWKS"))
