@@ -1,0 +1,66 @@
+"""The test stack's key server (PyKMIP, started by deploy/local/test.sh as by `make run`): its
+address, the certificates deploy/kms/install.sh made for it, and a client factory that counts
+the KMIP requests a key service sends."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from avis.shared.keys import KmipEndpoint, proxy_client
+from tests.support.basics import ROOT
+
+PORT = int(os.environ.get("AVIS_KMS_PORT", "15696"))
+FOLDER = Path(os.environ.get("AVIS_STATE_DIR", str(ROOT / ".local/test"))) / "kms"
+REQUESTS = ("create", "activate", "get", "revoke", "destroy")
+
+
+def endpoint(identity: str, folder: Path = FOLDER) -> KmipEndpoint:
+    """The key server as `identity` (a service, or admin) with its certificate from `folder`;
+    the server is always checked against the stack's own CA."""
+    return KmipEndpoint(
+        host="127.0.0.1",
+        port=PORT,
+        cert_file=str(folder / f"{identity}.pem"),
+        key_file=str(folder / f"{identity}.key"),
+        ca_file=str(FOLDER / "ca.pem"),
+        timeout_seconds=10.0,
+    )
+
+
+class CountingClients:
+    """A client factory for KmipKeyService: real PyKMIP clients whose connections and requests
+    are counted in `calls` ("open", "create", "get", ...)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, where: KmipEndpoint) -> _Counted:
+        return _Counted(proxy_client(where), self.calls)
+
+
+class _Counted:
+    def __init__(self, client: Any, calls: Counter[str]) -> None:
+        self._client = client
+        self._calls = calls
+
+    def __enter__(self) -> _Counted:
+        self._calls["open"] += 1
+        self._client.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in REQUESTS:
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return counted
