@@ -105,9 +105,10 @@ def _leaf(
     name: str,
     ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
     usage: x509.ObjectIdentifier,
+    again: bool,
 ) -> bool:
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
-    if cert_path.exists() and key_path.exists():
+    if cert_path.exists() and key_path.exists() and not again:
         return False
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
@@ -132,11 +133,13 @@ def make(folder: Path) -> list[str]:
     """Make what is missing of the CA, the server's and the clients' certificates in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    made = [] if (folder / "ca.pem").exists() else ["ca"]
+    new_ca = not ((folder / "ca.pem").exists() and (folder / "ca.key").exists())
     ca = _ca(folder)
-    if _leaf(folder, "server", ca, ExtendedKeyUsageOID.SERVER_AUTH):
+    # A new CA signs every certificate again: the old ones would no longer be accepted.
+    made = ["ca"] if new_ca else []
+    if _leaf(folder, "server", ca, ExtendedKeyUsageOID.SERVER_AUTH, new_ca):
         made.append("server")
-    made += [c for c in CLIENTS if _leaf(folder, c, ca, ExtendedKeyUsageOID.CLIENT_AUTH)]
+    made += [c for c in CLIENTS if _leaf(folder, c, ca, ExtendedKeyUsageOID.CLIENT_AUTH, new_ca)]
     return made
 
 

@@ -51,6 +51,8 @@ CONF
 }
 
 start() {
+  # Its database holds the keys: whatever it and the scripts write is for this user alone.
+  umask 077
   mkdir -p "$DATA" && chmod 700 "$DATA"
   if alive; then log "the key server is already running (pid $(cat "$STATE/kms.pid"))"; return; fi
   if port_open "$PORT"; then die "port $PORT for the key server is taken by another process"; fi

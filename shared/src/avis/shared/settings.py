@@ -81,7 +81,8 @@ class CommonSettings(BaseSettings):
     kms_key_file: str = ""
     # Data keys held in memory at most (32 bytes each), the least recently used dropped first.
     kms_cache_keys: int = Field(1024, ge=1, validation_alias=shared_env("KMS_CACHE_KEYS"))
-    # The longest one request to the key service may take (connection and answer).
+    # The longest the key service may keep this service waiting on one read or write of its
+    # connection (its connection's socket timeout).
     kms_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=shared_env("KMS_TIMEOUT_SECONDS")
     )
