@@ -64,6 +64,7 @@ start() {
   setsid nohup "$PYTHON" -W ignore -m kmip.services.server.server -f "$DATA/server.conf" \
     -l "$DATA/server.log" > "$DATA/stdout.log" 2>&1 < /dev/null &
   echo $! > "$STATE/kms.pid"
+  date +%s.%N > "$DATA/started"
   log "the key server (PyKMIP) starting (pid $!) on 127.0.0.1:$PORT"
 }
 
@@ -73,7 +74,11 @@ wait_ready() {
   # probe, which the server would log as a failed TLS handshake.
   "$PYTHON" -W ignore "$here/ready.py" --port "$PORT" --folder "$DATA" --pid "$(cat "$STATE/kms.pid")" \
     --seconds "$WAIT_SECONDS" || die "the key server does not answer on $PORT; see $DATA/server.log"
-  log "the key server ready on 127.0.0.1:$PORT"
+  local took=""
+  if [ -f "$DATA/started" ]; then
+    took=", $(awk -v a="$(cat "$DATA/started")" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after its start"
+  fi
+  log "the key server ready on 127.0.0.1:$PORT$took"
 }
 
 stop() {
