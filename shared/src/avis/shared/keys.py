@@ -194,9 +194,13 @@ class KmipKeyService:
         return value
 
     async def destroy(self, key_id: str) -> None:
-        """Revoke and destroy the key in the key service; this process's copy goes first."""
+        """Revoke and destroy the key in the key service; this process's copy goes first, and
+        again after, in case a read in flight held it meanwhile."""
         self.cache.drop(key_id)
-        await asyncio.to_thread(self._destroy, key_id)
+        try:
+            await asyncio.to_thread(self._destroy, key_id)
+        finally:
+            self.cache.drop(key_id)
 
     def forget(self, key_id: str) -> None:
         """Drop this process's copy of the key."""
