@@ -96,10 +96,11 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # --- end OpenID provider ---
 # --- key server (deploy/kms/install.sh): PyKMIP on 127.0.0.1:${AVIS_KMS_PORT:-5696} ---
 "$root/deploy/kms/install.sh" start && kms=1
+# It answers a key's creation, reading and destruction; its wait (mostly Python importing
+# PyKMIP, about 3 s) runs beside the broker's start and Hydra's.
+"$root/deploy/kms/install.sh" wait & kms_wait=$!
 # --- end key server ---
 "$infra" wait
-# The key server answers a key's creation, reading and destruction (beside Hydra's wait).
-"$root/deploy/kms/install.sh" wait & kms_wait=$!
 # Hydra answers; the development partners' clients are seeded (once per state folder).
 "$root/deploy/oidc/install.sh" wait
 wait "$kms_wait"

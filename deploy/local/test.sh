@@ -31,8 +31,9 @@ deploy/oidc/install.sh start
 # The key server (PyKMIP), with its CA and each service's certificate in $AVIS_STATE_DIR/kms
 # (tests/integration/shared/test_kms.py).
 deploy/kms/install.sh start
-"$infra" wait
+# Its wait (mostly Python importing PyKMIP, about 3 s) runs beside the broker's start and Hydra's.
 deploy/kms/install.sh wait & kms_wait=$!
+"$infra" wait
 deploy/oidc/install.sh wait
 wait "$kms_wait"
 # The broker's passwords (made by infra.sh): the suites' own clients connect as its
