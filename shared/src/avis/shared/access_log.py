@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import structlog
@@ -21,7 +21,8 @@ from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
 
 from avis.shared.audit import AuditEntry, AuditRecord, fhir_bundle
-from avis.shared.mongo import Document
+from avis.shared.clock import now
+from avis.shared.mongo import AggregateLocks, Document, lock_key
 from avis.shared.pages import Page, cursor_param
 from avis.shared.problems import Problem
 from avis.shared.sealing import Keyring, Sealed
@@ -95,6 +96,60 @@ def log_break_glass(principal: Principal, case_id: str, action: str, seq: int) -
     )
 
 
+# How a service appends to a case's trail (its store's `audit`): None when folded.
+Append = Callable[[str, AuditRecord, datetime, timedelta | None], Awaitable[AuditEntry | None]]
+
+
+class TrailWriter:
+    """Writes a service's access trail: one entry per read or write of a case's health data by
+    a person (`audited`), or its refusal (the status).
+
+    An entry is appended under the trail's own lock (`trail:<case>`), held by this copy only:
+    the trail's positions are claimed by inserting their `_id`, so appends need no lock among
+    the copies. A caller that holds the case's lock already says so (`locked`). A repeated
+    access within its `fold` window is the last entry, but a read for a stated reason never
+    is: each reason keeps its entry, sealed (a reason may hold health data), never logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        append: Append,
+        locks: AggregateLocks,
+        keyring: Keyring,
+        fold: Callable[[str], timedelta | None],
+    ) -> None:
+        self.append = append
+        self.locks = locks
+        self.keyring = keyring
+        self.fold = fold
+
+    async def record(
+        self,
+        principal: Principal,
+        case_id: str,
+        action: str,
+        *,
+        target: str | None = None,
+        refused: int | None = None,
+        reason: str | None = None,
+        locked: bool = False,
+    ) -> None:
+        """Append what `principal` did (or was refused, with that status) to the case's trail."""
+        if not audited(principal):
+            return
+        sealed = seal_reason(self.keyring, case_id, reason)
+        record = record_of(principal, action, target=target, refused=refused, reason=sealed)
+        fold = None if reason is not None else self.fold(action)
+        if locked:
+            entry = await self.append(case_id, record, now(), fold)
+        else:
+            async with self.locks.hold(lock_key("trail", case_id)):
+                entry = await self.append(case_id, record, now(), fold)
+        if reason is not None and entry is not None:
+            log_break_glass(principal, case_id, action, entry.seq)
+
+
 def check_reason(principal: Principal, reason: str | None) -> str | None:
     """The reason a coordinator gives to read clinical content ("break-glass"), to record; 428
     when a coordinator gives none. Other readers read their own or assigned cases: no reason."""
@@ -148,7 +203,7 @@ class AccessLogEntry(BaseModel):
 
     seq: int = Field(description="The entry's place in the trail of the service keeping it.")
     kept_by: str = Field(
-        "intake", description="The service whose trail holds it: intake, or reports."
+        "intake", description="The service whose trail holds it: intake, review or reports."
     )
     at: datetime
     role: str = Field(description="The reader's role: patient, partner, reviewer, coordinator.")

@@ -52,15 +52,7 @@ from avis.intake.store import (
     StoredPhysician,
     list_key,
 )
-from avis.shared.access_log import (
-    AccessLog,
-    TrailPage,
-    audited,
-    check_reason,
-    log_break_glass,
-    record_of,
-    seal_reason,
-)
+from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -143,51 +135,16 @@ class Limits:
     max_documents_per_case: int
 
 
-class Auditor:
-    """Writes intake's access trail: one entry per read or write of a case's health data by a
-    person, and the refusals (403, 404, 428) of reads of a case that exists.
-
-    A write appends under the case's lock, which it holds already (`locked`). A read (a GET)
-    appends under the trail's own lock (`trail:<case>`), held by this copy only: the trail's
-    positions are claimed by inserting their `_id`, so appends need no lock among the copies,
-    and a read never waits for a write at another copy. A coordinator's reason is sealed in the
-    entry (a reason may hold health data) and never logged.
-    """
+class Auditor(TrailWriter):
+    """Writes intake's access trail (`avis.shared.access_log.TrailWriter`): one entry per read
+    or write of a case's health data by a person, and the refusals (403, 404, 428) of reads of
+    a case that exists. A write appends under the case's lock, which it holds already
+    (`locked`); a read under the trail's own lock, so it never waits for a write at another
+    copy."""
 
     def __init__(self, *, store: Store, locks: AggregateLocks, keyring: Keyring) -> None:
+        super().__init__(append=store.audit, locks=locks, keyring=keyring, fold=rules.fold_window)
         self.store = store
-        self.locks = locks
-        self.keyring = keyring
-
-    async def record(
-        self,
-        principal: Principal,
-        case_id: str,
-        action: str,
-        *,
-        target: str | None = None,
-        reason: str | None = None,
-        refused: Problem | None = None,
-        locked: bool = False,
-    ) -> None:
-        """Append what `principal` did (or was refused) to the case's trail."""
-        if not audited(principal):
-            return
-        record = record_of(
-            principal,
-            action,
-            target=target,
-            refused=refused.status if refused else None,
-            reason=seal_reason(self.keyring, case_id, reason),
-        )
-        fold = rules.fold_window(action)
-        if locked:
-            entry = await self.store.audit(case_id, record, now(), fold)
-        else:
-            async with self.locks.hold(lock_key("trail", case_id)):
-                entry = await self.store.audit(case_id, record, now(), fold)
-        if reason is not None and entry is not None:
-            log_break_glass(principal, case_id, action, entry.seq)
 
     @asynccontextmanager
     async def reading(
@@ -205,7 +162,8 @@ class Auditor:
             yield
         except Problem as problem:
             if problem.status in rules.AUDITED_REFUSALS and await self.store.case_exists(case_id):
-                await self.record(principal, case_id, action, target=target, refused=problem)
+                refused = problem.status
+                await self.record(principal, case_id, action, target=target, refused=refused)
             raise
         given = None if reason is None else check_reason(principal, reason)
         await self.record(principal, case_id, action, target=target, reason=given)
@@ -598,8 +556,9 @@ class IntakeService:
                 # A failed claim of a case that exists is in its trail; the caller still gets
                 # the 404 of a made-up id (or the 409 of a claimed case).
                 if case is not None:
+                    status = refused.status
                     await self.auditor.record(
-                        principal, case_id, "case.claim", refused=refused, locked=True
+                        principal, case_id, "case.claim", refused=status, locked=True
                     )
                 raise
             assert case is not None  # a missing case is refused above

@@ -61,11 +61,8 @@ from avis.reports.store import (
 from avis.shared.access_log import (
     AccessLog,
     TrailPage,
-    audited,
+    TrailWriter,
     check_reason,
-    log_break_glass,
-    record_of,
-    seal_reason,
 )
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -167,6 +164,10 @@ class ReportsService:
         self.locks = locks
         self.emitter = emitter
         self.keyring = keyring
+        # Every read of a report by a person, and its refusals (`TrailWriter`).
+        self.auditor = TrailWriter(
+            append=store.audit, locks=locks, keyring=keyring, fold=fold_window
+        )
         self.public_url = public_url.rstrip("/")
         self.render_in_background = render_in_background
         # One thread renders PDFs, one at a time: the event loop stays free meanwhile.
@@ -444,30 +445,9 @@ class ReportsService:
                 raise _not_found()
             given = check_reason(principal, reason) if action == "report.read" else None
         except Problem as refused:
-            await self._record(principal, case_id, action, refused=refused.status)
+            await self.auditor.record(principal, case_id, action, refused=refused.status)
             raise
         return case, given
-
-    async def _record(
-        self,
-        principal: Principal,
-        case_id: str,
-        action: str,
-        *,
-        refused: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Append a person's read (or refusal) of a case's report to the case's access trail,
-        under the trail's own lock (positions are claimed by insert among copies); a
-        coordinator's reason is sealed in the entry, never logged."""
-        if not audited(principal):
-            return
-        sealed = seal_reason(self.keyring, case_id, reason)
-        record = record_of(principal, action, refused=refused, reason=sealed)
-        async with self.locks.hold(lock_key("trail", case_id)):
-            entry = await self.store.audit(case_id, record, now(), fold_window(action))
-        if reason is not None and entry is not None:
-            log_break_glass(principal, case_id, action, entry.seq)
 
     async def access_log(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
@@ -516,7 +496,7 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = self.keyring.open_model(stored.report, report_aad(key), Report)
-        await self._record(principal, case_id, "report.read", reason=given)
+        await self.auditor.record(principal, case_id, "report.read", reason=given)
         if not sees_identity(principal):
             return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
@@ -526,7 +506,7 @@ class ReportsService:
     ) -> ReportVersionPage:
         """A case's report versions, newest first."""
         case, _ = await self._readable(principal=principal, case_id=case_id, action="report.list")
-        await self._record(principal, case_id, "report.list")
+        await self.auditor.record(principal, case_id, "report.list")
         by_number = {v.version: v for v in case.versions}
         page, next_cursor = page_of_versions(list(by_number), cursor, limit)
         items = [

@@ -365,10 +365,10 @@ AUDITED_REFUSALS = frozenset({403, 428})
 REPEATED_READ_FOLD = timedelta(minutes=15)
 
 
-def fold_window(action: str, *, reason_given: bool = False) -> timedelta | None:
-    """How long a repeat of `action` by the same person counts as the last entry (None: never).
-    Writes are each recorded, and so is a read for a stated reason, which its entry keeps."""
-    if reason_given or not action.endswith(".read"):
+def fold_window(action: str) -> timedelta | None:
+    """How long a repeat of `action` by the same person counts as the last entry (None: never;
+    a read for a stated reason is never folded, whatever this says). Writes are each recorded."""
+    if not action.endswith(".read"):
         return None
     return REPEATED_READ_FOLD
 

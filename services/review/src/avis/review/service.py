@@ -61,15 +61,7 @@ from avis.review.store import (
     ReviewerDoc,
     Store,
 )
-from avis.shared.access_log import (
-    AccessLog,
-    TrailPage,
-    audited,
-    check_reason,
-    log_break_glass,
-    record_of,
-    seal_reason,
-)
+from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import PoisonMessage
@@ -550,41 +542,15 @@ class ReviewService:
             await asyncio.sleep(interval)
 
 
-class AccessTrail:
-    """Review's access trail of each case: one entry per read or write of its opinions and its
-    decline reasons by a person, and the refusals (403, 428) of a read of its opinion.
-
-    An entry is appended under the trail's own lock (`trail:<case>`), held by this copy only:
-    the trail's positions are claimed by inserting their `_id`, so appends need no lock among
-    the copies, and none is taken while the matching section or an aggregate's lock is held. A
-    coordinator's reason is sealed in the entry (a reason may hold health data), never logged.
-    """
+class AccessTrail(TrailWriter):
+    """Review's access trail of each case (`avis.shared.access_log.TrailWriter`): one entry per
+    read or write of its opinions and its decline reasons by a person, and the refusals (403,
+    428) of a read of its opinion. No entry is appended while the matching section or an
+    aggregate's lock is held."""
 
     def __init__(self, *, store: Store, locks: AggregateLocks, keyring: Keyring) -> None:
+        super().__init__(append=store.audit, locks=locks, keyring=keyring, fold=rules.fold_window)
         self.store = store
-        self.locks = locks
-        self.keyring = keyring
-
-    async def record(
-        self,
-        principal: Principal,
-        case_id: str,
-        action: str,
-        *,
-        refused: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Append what `principal` did (or was refused, with that status) to the case's trail;
-        a repeated read within its fold window is the last entry."""
-        if not audited(principal):
-            return
-        sealed = seal_reason(self.keyring, case_id, reason)
-        record = record_of(principal, action, refused=refused, reason=sealed)
-        fold = rules.fold_window(action, reason_given=reason is not None)
-        async with self.locks.hold(lock_key("trail", case_id)):
-            entry = await self.store.audit(case_id, record, now(), fold)
-        if reason is not None and entry is not None:
-            log_break_glass(principal, case_id, action, entry.seq)
 
     async def check_read(
         self, principal: Principal, doc: AssignmentDoc, action: str, reason: str | None
