@@ -21,7 +21,8 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_MONGO_URL=mongodb://127.0.0.1:$(TEST_PORT_PREFIX)7117 \
 	AVIS_SMTP_URL=smtp://127.0.0.1:$(TEST_PORT_PREFIX)1025 AVIS_PYTHON=$(CURDIR)/$(PY) \
 	AVIS_OIDC_PORT=$(TEST_PORT_PREFIX)4444 AVIS_OIDC_ADMIN_PORT=$(TEST_PORT_PREFIX)4445 \
-	AVIS_OIDC_HOOK_PORT=$(TEST_PORT_PREFIX)8010 AVIS_KMS_PORT=$(TEST_PORT_PREFIX)5696
+	AVIS_OIDC_HOOK_PORT=$(TEST_PORT_PREFIX)8010 AVIS_KMS_PORT=$(TEST_PORT_PREFIX)5696 \
+	AVIS_KRATOS_PORT=$(TEST_PORT_PREFIX)4433 AVIS_KRATOS_ADMIN_PORT=$(TEST_PORT_PREFIX)4434
 
 .PHONY: help install install-test run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
@@ -36,7 +37,7 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's jars, FerretDB, the metrics store, Hydra (once)
+install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's jars, FerretDB, the metrics store, Hydra, Kratos (once)
 	$(INFRA) install
 
 # What only the suite needs, kept out of `make run`'s first start: poppler and chromium (system

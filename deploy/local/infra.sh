@@ -230,10 +230,12 @@ case "$cmd" in
     # first install).
     "$root/deploy/metrics/install.sh" >/dev/null & metrics_build=$!
     "$root/deploy/oidc/install.sh" >/dev/null & oidc_build=$!
+    "$root/deploy/oidc/kratos.sh" >/dev/null & kratos_build=$!
     kafka_libs >/dev/null; ferretdb_bin >/dev/null
     wait "$metrics_build" || die "the metrics store did not build"
     wait "$oidc_build" || die "the OpenID provider (Hydra) did not build"
-    log "Kafka, FerretDB, VictoriaMetrics and Hydra are in $AVIS_CACHE" ;;
+    wait "$kratos_build" || die "the identity server (Kratos) did not build"
+    log "Kafka, FerretDB, VictoriaMetrics, Hydra and Kratos are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
   status)
     [ $# -gt 0 ] || find_make_run

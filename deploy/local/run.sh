@@ -47,6 +47,7 @@ kept=()
 tracing=0
 metrics=0
 oidc=0
+kratos=0
 kms=0
 # Stop what this run started; the parts' own "stopped" lines give way to the one summary.
 cleanup() {
@@ -56,6 +57,7 @@ cleanup() {
   if [ "$tracing" = 1 ]; then "$root/deploy/tracing/install.sh" stop || true; tracing=0; fi
   if [ "$metrics" = 1 ]; then "$root/deploy/metrics/install.sh" stop || true; metrics=0; fi
   if [ "$oidc" = 1 ]; then "$root/deploy/oidc/install.sh" stop || true; oidc=0; fi
+  if [ "$kratos" = 1 ]; then "$root/deploy/oidc/kratos.sh" stop || true; kratos=0; fi
   if [ ${#started[@]} -gt 0 ]; then
     "$infra" stop "${started[@]}" 2>&1 | grep -v ' stopped$' >&2 || true
   fi
@@ -93,6 +95,8 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # --- end metrics store ---
 # --- OpenID provider (deploy/oidc/install.sh): Hydra on 127.0.0.1:${AVIS_OIDC_PORT:-4444} ---
 "$root/deploy/oidc/install.sh" start && oidc=1
+# People's identities and passwords: Kratos on 127.0.0.1:${AVIS_KRATOS_PORT:-4433}.
+"$root/deploy/oidc/kratos.sh" start && kratos=1
 # --- end OpenID provider ---
 # --- key server (deploy/kms/install.sh): PyKMIP on 127.0.0.1:${AVIS_KMS_PORT:-5696} ---
 "$root/deploy/kms/install.sh" start && kms=1
@@ -103,6 +107,8 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 "$infra" wait
 # Hydra answers; the development partners' clients are seeded (once per state folder).
 "$root/deploy/oidc/install.sh" wait
+# Kratos answers; the development people are seeded (once per state folder).
+"$root/deploy/oidc/kratos.sh" wait
 wait "$kms_wait"
 set -a
 # shellcheck disable=SC1090
@@ -155,6 +161,7 @@ for ((i = 0; i < ${#ports[@]}; i += 2)); do
 done
 if [ "$tracing" = 1 ]; then ready+=(--ready "traces=http://127.0.0.1:${AVIS_ZIPKIN_PORT:-9411}/health"); fi
 if [ "$oidc" = 1 ]; then ready+=(--ready "oidc=http://127.0.0.1:${AVIS_OIDC_PORT:-4444}/health/ready"); fi
+if [ "$kratos" = 1 ]; then ready+=(--ready "identities=http://127.0.0.1:${AVIS_KRATOS_PORT:-4433}/health/ready"); fi
 ready+=(--ready "lag=http://127.0.0.1:$AVIS_LAG_PORT/metrics")
 if [ "$metrics" = 1 ]; then
   ready+=(--ready "metrics=http://127.0.0.1:${AVIS_METRICS_PORT:-8428}/health"
@@ -174,6 +181,7 @@ Avis is starting (pid $$). Everything listens on 127.0.0.1:
   lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
   oidc     ${AVIS_JWT_ISSUER}.well-known/openid-configuration   (Hydra; admin on :${AVIS_OIDC_ADMIN_PORT:-4445})
            a partner's machine: client credentials, clients in $AVIS_STATE_DIR/oidc/partners.json
+  people   http://127.0.0.1:${AVIS_KRATOS_PORT:-4433}/   (Kratos; admin on :${AVIS_KRATOS_ADMIN_PORT:-4434}; passwords and TOTP secrets in $AVIS_STATE_DIR/kratos/people.json)
   keys     $AVIS_KMS_URL   (PyKMIP; CA and each service's certificate in $AVIS_STATE_DIR/kms)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL
   state    $AVIS_STATE_DIR (mail kept in smtp/mail, broker log in kafka/logs)
@@ -190,6 +198,7 @@ parts=(web intake review reports notify)
 if [ "$tracing" = 1 ]; then parts+=(Zipkin); fi
 if [ "$metrics" = 1 ]; then parts+=(VictoriaMetrics vmalert "the alert receiver"); fi
 if [ "$oidc" = 1 ]; then parts+=(Hydra); fi
+if [ "$kratos" = 1 ]; then parts+=(Kratos); fi
 if [ "$kms" = 1 ]; then parts+=(PyKMIP); fi
 for s in "${started[@]}"; do
   case "$s" in kafka) parts+=(Kafka) ;; ferretdb) parts+=(FerretDB) ;; smtp) parts+=("the SMTP sink") ;; esac

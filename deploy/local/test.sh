@@ -23,11 +23,14 @@ export AVIS_ENV=development
 export AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 export AVIS_RATE_LIMIT_WRITES="${AVIS_RATE_LIMIT_WRITES:-100000/minute}"
 # The key server takes about 2 s to stop: beside the others.
-trap 'deploy/kms/install.sh stop & "$infra" stop; deploy/oidc/install.sh stop; wait' EXIT
+trap 'deploy/kms/install.sh stop & "$infra" stop; deploy/oidc/install.sh stop; deploy/oidc/kratos.sh stop; wait' EXIT
 "$infra" start
 # The OpenID provider (Hydra), its token hook on 127.0.0.1:$AVIS_OIDC_HOOK_PORT, where the
 # sign-in tests serve web's (tests/integration/shared/test_oidc_tokens.py).
 deploy/oidc/install.sh start
+# People's identities and passwords (Kratos), behind web's sign-in through Hydra
+# (tests/integration/web/test_web_oidc_signin.py).
+deploy/oidc/kratos.sh start
 # The key server (PyKMIP), with its CA and each service's certificate in $AVIS_STATE_DIR/kms
 # (tests/integration/shared/test_kms.py).
 deploy/kms/install.sh start
@@ -35,6 +38,7 @@ deploy/kms/install.sh start
 deploy/kms/install.sh wait & kms_wait=$!
 "$infra" wait
 deploy/oidc/install.sh wait
+deploy/oidc/kratos.sh wait
 wait "$kms_wait"
 # The broker's passwords (made by infra.sh): the suites' own clients connect as its
 # administrator, each service as itself; then the topics and each service's ACLs.

@@ -56,6 +56,8 @@ PORT_VARIABLES = (
     "AVIS_OIDC_PORT",
     "AVIS_OIDC_ADMIN_PORT",
     "AVIS_KMS_PORT",
+    "AVIS_KRATOS_PORT",
+    "AVIS_KRATOS_ADMIN_PORT",
 )
 ANSI = re.compile(r"\x1b\[")
 
@@ -159,6 +161,7 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
             "metrics",
             "alerts",
             "oidc",
+            "identities",
         ):
             assert name in ready, ready
         os.write(master, b"\x03")  # Ctrl-C, as typed
@@ -179,7 +182,7 @@ def test_make_run_says_ready_and_ctrl_c_stops_everything_cleanly(tmp_path: Path)
     summaries = re.findall(r"^\[run\] stopped.*$", text, re.MULTILINE)
     assert len(summaries) == 1, text[-4000:]
     parts = ("web", "intake", "review", "reports", "notify", "Zipkin", "VictoriaMetrics", "vmalert")
-    parts += ("Hydra", "PyKMIP")
+    parts += ("Hydra", "Kratos", "PyKMIP")
     for part in (*parts, "Kafka", "FerretDB", "SMTP"):
         assert part in summaries[0], summaries[0]
     assert not re.search(r"^make: \*\*\*|stopped \(rc=", text, re.MULTILINE), text[-4000:]
@@ -195,6 +198,7 @@ def clean_up(env: dict[str, str]) -> None:
         "deploy/tracing/install.sh",
         "deploy/metrics/install.sh",
         "deploy/oidc/install.sh",
+        "deploy/oidc/kratos.sh",
         "deploy/kms/install.sh",
     ):
         subprocess.run(

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# The identities and passwords of people's sign-in on the Docker-free stack: Ory Kratos
+# (Apache-2.0), built from the Go module proxy into $AVIS_CACHE/kratos once, with its SQLite
+# driver. A plain `go install` of it fails: its go.mod replaces github.com/ory/client-go by
+# ./internal/client-go, a folder the module download leaves out. We build from a copy of the
+# module without that line, so the client is the released module go.mod requires (v1.14.3); the
+# other replaces name modules and stay.
+#
+#   deploy/oidc/kratos.sh          build if missing, print the binary's path
+#   deploy/oidc/kratos.sh start    migrate the SQLite database and start it (pid in $STATE)
+#   deploy/oidc/kratos.sh stop     stop what start started
+#   deploy/oidc/kratos.sh wait     until it answers, then seed the development identities
+#
+# It listens on 127.0.0.1 only: AVIS_KRATOS_PORT (the public side: the browser's self-service
+# flows, 4433) and AVIS_KRATOS_ADMIN_PORT (identities, 4434). Web is its UI: the login screen is
+# web's /signin/password, which renders a flow's fields as a form that posts to Kratos itself.
+# Its database (SQLite) and secrets are made once per state folder ($AVIS_STATE_DIR/kratos).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
+VERSION="${KRATOS_VERSION:-v1.3.1}"
+DIR="$CACHE/kratos/$VERSION"
+BIN="$DIR/kratos"
+STATE="${AVIS_STATE_DIR:-$root/.local/run}"
+DATA="$STATE/kratos"
+PORT="${AVIS_KRATOS_PORT:-4433}"
+ADMIN_PORT="${AVIS_KRATOS_ADMIN_PORT:-4434}"
+WEB_PORT="${AVIS_OIDC_HOOK_PORT:-${AVIS_WEB_HTTP_PORT:-8000}}"
+WAIT_SECONDS="${AVIS_WAIT_SECONDS:-90}"
+PYTHON="${AVIS_PYTHON:-python3}"
+
+log() { printf '[kratos] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+install() {
+  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
+  command -v go >/dev/null || die "go is required to build Kratos"
+  local work src
+  work="$(mktemp -d)"
+  # shellcheck disable=SC2064
+  trap "chmod -R u+w '$work' 2>/dev/null; rm -rf '$work'" EXIT
+  export GOFLAGS=-mod=mod
+  src="$(cd "$work" && go mod download -json "github.com/ory/kratos@$VERSION" \
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" \
+    || die "could not download github.com/ory/kratos@$VERSION from the Go module proxy"
+  cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
+  sed -i '\#=> ./internal/client-go#d' "$work/src/go.mod"
+  mkdir -p "$DIR"
+  log "building Kratos $VERSION (with SQLite) into $DIR, once (about a minute or two)"
+  # -tags sqlite: the SQLite driver (cgo) the local stack stores in; -p 2: the machine is shared.
+  (cd "$work/src" && CGO_ENABLED=1 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -tags sqlite -trimpath \
+     -ldflags "-s -w -X github.com/ory/kratos/driver/config.Version=$VERSION" \
+     -o "$BIN.tmp" .) || die "the Kratos build failed"
+  mv "$BIN.tmp" "$BIN"
+  echo "$BIN"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+alive() { [ -f "$STATE/kratos.pid" ] && kill -0 "$(cat "$STATE/kratos.pid")" 2>/dev/null; }
+random() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Its secrets, made once per state folder: the cookies' signing key and the cipher key (exactly
+# 32 characters) of what it encrypts in its database.
+make_secrets() {
+  [ -f "$DATA/secrets.env" ] && return 0
+  ( umask 077; printf 'KRATOS_COOKIE_SECRET=%s\nKRATOS_CIPHER_SECRET=%s\n' "$(random)$(random)" "$(random)" \
+      > "$DATA/secrets.env.new" )
+  mv "$DATA/secrets.env.new" "$DATA/secrets.env"
+}
+
+write_config() {
+  # shellcheck disable=SC1091
+  source "$DATA/secrets.env"
+  local web="http://127.0.0.1:$WEB_PORT"
+  ( umask 077; cat > "$DATA/kratos.yml" <<YAML
+version: $VERSION
+dsn: sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc
+serve:
+  public: { host: 127.0.0.1, port: $PORT, base_url: "http://127.0.0.1:$PORT/" }
+  admin: { host: 127.0.0.1, port: $ADMIN_PORT, base_url: "http://127.0.0.1:$ADMIN_PORT/" }
+identity:
+  default_schema_id: person
+  schemas: [{ id: person, url: "file://$here/identity.schema.json" }]
+selfservice:
+  default_browser_return_url: "$web/signin"
+  # Only web's pages may be returned to after a flow.
+  allowed_return_urls: ["$web/"]
+  methods:
+    password:
+      enabled: true
+      # No call to an outside breach list: this stack reaches nothing beyond loopback.
+      config: { haveibeenpwned_enabled: false }
+    totp: { enabled: true, config: { issuer: Avis } }
+    profile: { enabled: true }
+    link: { enabled: false }
+    code: { enabled: false }
+  flows:
+    # Web renders each flow's fields; the form posts them to Kratos itself.
+    login: { ui_url: "$web/signin/password", lifespan: 10m }
+    # People are made by the platform (seeded here), never by signing up.
+    registration: { enabled: false, ui_url: "$web/signin" }
+    settings: { ui_url: "$web/signin", required_aal: highest_available, privileged_session_max_age: 15m }
+    error: { ui_url: "$web/signin" }
+    recovery: { enabled: false }
+    verification: { enabled: false }
+session:
+  lifespan: 8h
+  # A session of an identity with a second factor counts only once that factor is given.
+  whoami: { required_aal: highest_available }
+secrets:
+  cookie: ["$KRATOS_COOKIE_SECRET"]
+  cipher: ["$KRATOS_CIPHER_SECRET"]
+courier:
+  smtp: { connection_uri: "smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}/?disable_starttls=true" }
+log:
+  level: warning
+  leak_sensitive_values: false
+YAML
+  )
+}
+
+start() {
+  local bin
+  bin="$(install)"
+  mkdir -p "$DATA" && chmod 700 "$DATA"
+  if alive; then log "Kratos already running (pid $(cat "$STATE/kratos.pid"))"; return; fi
+  local p; for p in "$PORT" "$ADMIN_PORT"; do
+    if port_open "$p"; then die "port $p for Kratos is taken by another process"; fi
+  done
+  make_secrets
+  write_config
+  "$bin" migrate sql up --read-from-env --yes --config "$DATA/kratos.yml" > "$DATA/migrate.log" 2>&1 \
+    || { cat "$DATA/migrate.log" >&2; die "Kratos's database migration failed"; }
+  # --dev: cookies without the Secure flag, for http:// on loopback.
+  DSN="sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc" \
+    nohup "$bin" serve --dev --sqa-opt-out --config "$DATA/kratos.yml" > "$DATA/kratos.log" 2>&1 &
+  echo $! > "$STATE/kratos.pid"
+  log "Kratos starting (pid $!): public http://127.0.0.1:$PORT/, admin 127.0.0.1:$ADMIN_PORT"
+}
+
+wait_ready() {
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until port_open "$ADMIN_PORT" && port_open "$PORT"; do
+    alive || die "Kratos exited; see $DATA/kratos.log"
+    [ $SECONDS -lt $deadline ] || die "Kratos not listening on $PORT and $ADMIN_PORT after ${WAIT_SECONDS}s"
+    sleep 0.2
+  done
+  "$PYTHON" "$here/people.py" --public "http://127.0.0.1:$PORT" --admin "http://127.0.0.1:$ADMIN_PORT" \
+    --file "$DATA/people.json"
+  log "Kratos ready on http://127.0.0.1:$PORT/"
+}
+
+stop() {
+  local f="$STATE/kratos.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+case "${1:-install}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  wait) wait_ready ;;
+  *) echo "usage: kratos.sh [install|start|stop|wait]" >&2; exit 2 ;;
+esac
