@@ -9,7 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from avis.shared.case_keys import CaseKeys
 from avis.shared.keys import KmipEndpoint, proxy_client
+from avis.shared.sealing import Sealed
+from avis.shared.settings import CommonSettings
 from tests.support.basics import ROOT
 
 PORT = int(os.environ.get("AVIS_KMS_PORT", "15696"))
@@ -64,3 +67,9 @@ class _Counted:
             return attribute(*args, **kwargs)
 
         return counted
+
+
+async def opened(settings: CommonSettings, sealed: Sealed, aad: str) -> bytes:
+    """A sealed value opened as a service with `settings` opens it: under its case's key, read
+    from the key server with the service's certificate, or under the service's keyring."""
+    return (await CaseKeys.from_settings(settings).opening(sealed)).open(sealed, aad)

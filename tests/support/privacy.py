@@ -72,3 +72,15 @@ async def stored_bytes(mongo_url: str, database: str) -> bytes:
         return b"".join([doc.raw for name in names async for doc in db[name].find()])
     finally:
         await client.close()
+
+
+async def stored_documents(mongo_url: str, database: str) -> dict[str, list[dict[str, Any]]]:
+    """A copy of a service's store: every document of every collection of `database`, by
+    collection."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        db = client[database]
+        names = await db.list_collection_names()
+        return {name: [doc async for doc in db[name].find()] for name in names}
+    finally:
+        await client.close()

@@ -9,7 +9,7 @@ import pytest
 
 from avis.shared import topics
 from avis.shared.events import CaseClaimed, CaseSubmitted, ClaimSecret
-from avis.shared.sealing import Keyring
+from tests.support.kms import opened
 from tests.support.privacy import record_bytes
 from tests.support.topics import TopicReader, header
 
@@ -55,8 +55,8 @@ async def test_a_patient_claims_a_partner_filed_case_once(intake: Any) -> None:
     payload = CaseSubmitted.model_validate_json(record.value or b"")
     assert payload.patient_id is None
     assert payload.claim is not None, "a case without a patient carries a claim secret"
-    keyring = Keyring.from_settings(intake.settings)
-    secret = keyring.open_model(payload.claim, aad=header(record, "ce_id"), model=ClaimSecret)
+    sealed = await opened(intake.settings, payload.claim, aad=header(record, "ce_id"))
+    secret = ClaimSecret.model_validate_json(sealed)
     assert len(secret.secret) >= 43
     assert secret.secret.encode() not in record_bytes([record]), "the secret travels sealed"
     case_doc = await intake.store.cases.find_one({"_id": case_id})

@@ -25,6 +25,7 @@ from avis.shared.sealing import Keyring
 from avis.shared.topics import dlq
 from tests.support.basics import eventually, publish, unique
 from tests.support.intake import Intake
+from tests.support.kms import opened
 from tests.support.samples import case_body, consent_body, pdf, png, upload
 from tests.support.topics import TopicReader
 
@@ -139,7 +140,7 @@ async def test_draft_two_records_submit_publishes_one_sealed_event(intake: Intak
     assert payload.specialty == "oncology"
     assert payload.physician_institution == "750712184"
     assert payload.case_url == f"http://intake.test/v1/cases/{case_id}"
-    contact = Keyring.from_settings(intake.settings).open_json(payload.contact, aad=event.id)
+    contact = json.loads(await opened(intake.settings, payload.contact, aad=event.id))
     patient_in = body["patient"]
     assert contact == {
         "given_name": patient_in["given_name"],

@@ -150,6 +150,11 @@ def service_app(service: str, **overrides: Any) -> FastAPI:
         "jwt_secret": SECRET,
         "sealing_keys": f"k1:{generate_key()}",
         "log_format": "json",
+        # A key service named, never reached: nothing connects here.
+        "kms_url": "kmip://127.0.0.1:5696",
+        "kms_ca_file": "ca.pem",
+        "kms_cert_file": "service.pem",
+        "kms_key_file": "service.key",
     }
     return make(settings_class(**(values | overrides)))
 
@@ -186,6 +191,12 @@ async def test_every_service_keeps_its_answers_out_of_caches_and_limits_writes(
 def test_production_service_with_the_development_secret_does_not_start(service: str) -> None:
     with pytest.raises(ValueError, match="AVIS_JWT_SECRET"):
         service_app(service, avis_env="production", kafka_password="its-kafka-password")
+
+
+@pytest.mark.parametrize("service", ["intake", "review"])
+def test_production_service_without_a_key_service_does_not_start(service: str) -> None:
+    with pytest.raises(ValueError, match="AVIS_KMS_URL is empty"):
+        service_app(service, avis_env="production", jwt_secret="", kafka_password="k", kms_url="")
 
 
 @pytest.mark.parametrize("service", list(SERVICES))

@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -186,12 +186,30 @@ class CaseSubmitted(Payload):
         "A case a partner filed: the one-time secret its patient claims it with.",
         optional=True,
     )
+    key_ref: str | None = Field(
+        None,
+        description="The case's data key in the key service: a reference, never the key. "
+        "Every value of the case is sealed under it (key id `case.<key_ref>`); destroying it "
+        "erases the case everywhere.",
+    )
 
 
 class CaseWithdrawn(Payload):
     """The patient or partner withdrew the case before its report."""
 
     withdrawn_at: AwareDatetime
+
+
+class CaseErased(Payload):
+    """The case's data key was destroyed: nothing sealed for it opens any more, anywhere. Each
+    service drops its copy of the key and what it derived; the case's ids, codes and times
+    stay."""
+
+    key_ref: str | None = Field(None, description="The destroyed key's reference.")
+    erased_at: AwareDatetime
+    requested_by: Literal["patient", "coordinator"] = Field(
+        description="Who asked for the erasure."
+    )
 
 
 class CaseClaimed(Payload):
@@ -265,6 +283,7 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.case.submitted.v1": (CASE_SUBMITTED, CaseSubmitted),
     "avis.case.withdrawn.v1": (CASE_SUBMITTED, CaseWithdrawn),
     "avis.case.claimed.v1": (CASE_SUBMITTED, CaseClaimed),
+    "avis.case.erased.v1": (CASE_SUBMITTED, CaseErased),
     "avis.review.assigned.v1": (REVIEW_ASSIGNED, ReviewAssigned),
     "avis.review.accepted.v1": (REVIEW_ASSIGNED, ReviewAccepted),
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),

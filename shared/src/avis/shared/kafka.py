@@ -26,6 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from avis.shared.case_keys import CaseKeyDestroyed
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.kafka_access import KafkaAccess
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document, store_busy
@@ -219,7 +220,11 @@ class Messaging:
                     EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "duplicate").inc()
                     return "duplicate"
                 with HANDLER_SECONDS.labels(self.service, event.topic).time():
-                    await handler(event, event.payload())
+                    try:
+                        await handler(event, event.payload())
+                    except CaseKeyDestroyed:
+                        # The case was erased: nothing of it opens, nor needs to be applied.
+                        log.info("event of an erased case skipped")
                 with contextlib.suppress(DuplicateKeyError):
                     await inbox.insert_one(
                         {

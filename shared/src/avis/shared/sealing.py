@@ -190,6 +190,10 @@ class Keyring:
     def __repr__(self) -> str:
         return f"Keyring(kids={list(self._ciphers)!r})"
 
+    def led_by(self, kid: str, key: bytes) -> Keyring:
+        """This keyring with `key` first: it seals, and every key of this ring still opens."""
+        return Keyring({kid: key, **{k: v for k, v in self._keys.items() if k != kid}})
+
     def derive(self, purpose: str, kid: str | None = None) -> tuple[str, bytes]:
         """A 32-byte key for `purpose` (HKDF-SHA256 of key `kid`, the sealing key by default),
         and the key id it comes from: a digest keyed with it is checked again under that id

@@ -23,9 +23,10 @@ from avis.intake.models import (
     ContentType,
     DocumentKind,
     DocumentView,
+    ReasonIn,
     SubmitIn,
 )
-from avis.intake.service import IntakeService, Upload
+from avis.intake.service import Erasures, IntakeService, Upload
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
@@ -45,7 +46,16 @@ def intake(request: Request) -> IntakeService:
     return service
 
 
+def erasures(request: Request) -> Erasures:
+    """The app's erasures (set by the app factory)."""
+    found = getattr(request.app.state, "erasures", None)
+    if not isinstance(found, Erasures):
+        raise RuntimeError("app.state.erasures is not set; the app factory must set it")
+    return found
+
+
 Service = Annotated[IntakeService, Depends(intake)]
+Erasing = Annotated[Erasures, Depends(erasures)]
 Caller = Annotated[Principal, Depends(authenticated)]
 Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
 Patient = Annotated[Principal, Depends(require_roles("patient"))]
@@ -312,10 +322,51 @@ async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> 
     response_model=CaseView,
     responses=problem_responses(401, 403, 404, 422),
 )
-async def request_erasure(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
-    """The case's patient asks for its data to be erased (asking again changes nothing); the
-    request is on the case and in its timeline, and the erasure is carried out apart from it."""
-    return await service.request_erasure(principal=principal, case_id=case_id)
+async def request_erasure(case_id: CaseId, principal: Filer, erasures: Erasing) -> CaseView:
+    """The case's patient asks for its data to be erased: its key is destroyed at once, so
+    nothing of it opens anywhere any more, unless a legal hold defers it (`legal_hold`), until
+    the hold is lifted. Asking again changes nothing."""
+    return await erasures.request(principal=principal, case_id=case_id)
+
+
+@router.post(
+    "/cases/{case_id}/erasure",
+    summary="Erase a case's data (coordinators)",
+    response_model=CaseView,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def erase_case(
+    case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
+) -> CaseView:
+    """A coordinator erases a case, with the reason, kept in its trail; 409 while a legal hold
+    stands. Erasing again changes nothing."""
+    return await erasures.erase(principal=principal, case_id=case_id, reason=body.reason)
+
+
+@router.put(
+    "/cases/{case_id}/legal-hold",
+    summary="Put a case under a legal hold (coordinators)",
+    response_model=CaseView,
+    responses=problem_responses(401, 403, 404, 410, 422),
+)
+async def hold_case(
+    case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
+) -> CaseView:
+    """A legal hold defers the case's erasure while it stands (a duty to keep the file)."""
+    return await erasures.hold(principal=principal, case_id=case_id, reason=body.reason, on=True)
+
+
+@router.post(
+    "/cases/{case_id}/legal-hold/release",
+    summary="Lift a case's legal hold (coordinators)",
+    response_model=CaseView,
+    responses=problem_responses(401, 403, 404, 410, 422),
+)
+async def release_case(
+    case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
+) -> CaseView:
+    """Lift the hold, with the reason; an erasure the patient asked for meanwhile is carried out."""
+    return await erasures.hold(principal=principal, case_id=case_id, reason=body.reason, on=False)
 
 
 @router.post(

@@ -6,16 +6,16 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
-from avis.intake.service import SOURCE, IntakeService, Limits
+from avis.intake.service import SOURCE, Erasures, IntakeService, Limits
 from avis.intake.settings import Settings
 from avis.shared.bodies import BodyLimits
+from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
-from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn
+from avis.shared.events import CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn
 from avis.shared.runtime import Runtime, serve
-from avis.shared.sealing import Keyring
 
 # What this service publishes: its AsyncAPI document's `send` operations.
-SENDS = (CaseClaimed, CaseSubmitted, CaseWithdrawn)
+SENDS = (CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn)
 DESCRIPTION = (
     "A patient, or a partner on the patient's behalf, drafts a case, uploads records and "
     "submits it with consent; the case's status and timeline follow the review and the report."
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=cases,
         locks=runtime.locks,
         emitter=Emitter(SOURCE, runtime.relay, cases.cases),
-        keyring=Keyring.from_settings(settings),
+        keys=CaseKeys.from_settings(settings),
         limits=Limits(settings.max_document_bytes, settings.max_documents_per_case),
         public_url=settings.public_url,
         reviewer_access=timedelta(days=settings.reviewer_access_days),
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Avis intake", [api.router], description=DESCRIPTION, body_limits=limits
     )
     app.state.intake = intake
+    app.state.erasures = Erasures(intake)
     return app
 
 

@@ -78,6 +78,9 @@ class TimelineKind(StrEnum):
     REPORT_READY = "report_ready"
     WITHDRAWN = "withdrawn"
     ERASURE_REQUESTED = "erasure_requested"
+    ERASED = "erased"
+    HELD = "held"
+    RELEASED = "released"
 
 
 class DocumentKind(StrEnum):
@@ -170,6 +173,12 @@ class SubmitIn(Strict):
     consent: ConsentIn
 
 
+class ReasonIn(Strict):
+    """Why a coordinator erases a case, or sets or lifts its legal hold."""
+
+    reason: str = Field(min_length=3, max_length=500, description="Kept sealed in the trail.")
+
+
 class ClaimIn(Strict):
     """A patient claims a case a partner filed for them, with the secret of their first email."""
 
@@ -240,6 +249,12 @@ class CaseView(CaseSummary):
     withdrawn_at: datetime | None
     erasure_requested_at: datetime | None = Field(
         None, description="When the patient asked for the case's data to be erased, if they did."
+    )
+    erased_at: datetime | None = Field(
+        None, description="When the case's data was erased (its key destroyed), if it was."
+    )
+    legal_hold: bool = Field(
+        False, description="A legal hold defers the case's erasure while it stands."
     )
     consent: ConsentView | None
     documents: list[DocumentView]

@@ -22,6 +22,7 @@ from avis.intake.models import (
     SubmitIn,
     TimelineKind,
 )
+from avis.shared.case_keys import CaseKeyDestroyed
 from avis.shared.events import ConsentScope
 from avis.shared.problems import Problem, not_found
 from avis.shared.security import Principal
@@ -394,6 +395,44 @@ def check_erasure_requester(principal: Principal) -> None:
         raise Problem(403, "forbidden", "Forbidden", "only the patient may ask for erasure")
 
 
+def hold_aad(case_id: str) -> str:
+    """What a legal hold's sealed reason is bound to."""
+    return f"intake:hold:{case_id}"
+
+
+def erased() -> Problem:
+    """The 410 of a case whose data was erased: its key is destroyed, nothing opens."""
+    return CaseKeyDestroyed()
+
+
+def check_not_erased(erased_at: datetime | None) -> None:
+    """410 once the case is erased."""
+    if erased_at is not None:
+        raise erased()
+
+
+@dataclass(frozen=True)
+class ErasureDecision:
+    """What an erasure request does now: erase, wait for a hold, or nothing (done before)."""
+
+    erase: bool
+    deferred: bool
+
+
+def decide_erasure(*, erased: bool, held: bool) -> ErasureDecision:
+    """An erasure goes ahead unless the case is erased already or under a legal hold.
+
+    French law keeps a health establishment's medical file 20 years (Code de la santé
+    publique, R1112-7) and the GDPR lets such a duty override erasure (article 17(3)(b) and
+    (c)). Avis is not the establishment that keeps the patient's file, so the patient's request
+    wins by default; where a duty to keep applies (a dispute, an establishment's file), a
+    coordinator sets a legal hold with its reason, and the hold wins while it stands: the
+    request is kept and carried out when the hold is lifted."""
+    if erased:
+        return ErasureDecision(erase=False, deferred=False)
+    return ErasureDecision(erase=not held, deferred=held)
+
+
 def owns(principal: Principal, case: Access) -> bool:
     """The patient whose case it is, or the partner that filed it."""
     if principal.role == "patient":
@@ -609,6 +648,9 @@ ACTIONS = {
     "case.withdraw": ("withdrew the case", "withdraw the case"),
     "case.claim": ("claimed the case", "claim the case"),
     "case.erasure-request": ("asked for the case's erasure", "ask for the case's erasure"),
+    "case.erase": ("erased the case's data", "erase the case's data"),
+    "case.hold": ("put the case under a legal hold", "put the case under a legal hold"),
+    "case.release": ("lifted the case's legal hold", "lift the case's legal hold"),
 }
 
 

@@ -48,16 +48,19 @@ from avis.intake.store import (
     StoredClaim,
     StoredConsent,
     StoredEntry,
+    StoredHold,
     StoredPatient,
     StoredPhysician,
     list_key,
 )
 from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
+from avis.shared.case_keys import CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
     CaseClaimed,
+    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     ClaimSecret,
@@ -225,7 +228,7 @@ class IntakeService:
         store: Store,
         locks: AggregateLocks,
         emitter: Emitter,
-        keyring: Keyring,
+        keys: CaseKeys,
         limits: Limits,
         public_url: str,
         reviewer_access: timedelta = timedelta(days=30),
@@ -233,7 +236,9 @@ class IntakeService:
         self.store = store
         self.locks = locks
         self.emitter = emitter
-        self.keyring = keyring
+        # Each case's data under its own key; the service's keyring for what is no case's.
+        self.keys = keys
+        self.keyring = keyring = keys.keyring
         self.limits = limits
         self.public_url = public_url.rstrip("/")
         # How long a reviewer keeps access after their last report.
@@ -256,10 +261,13 @@ class IntakeService:
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
-    async def _writable(self, principal: Principal, case_id: str) -> Case:
+    async def _writable(self, principal: Principal, case_id: str, *, erased: bool = False) -> Case:
+        """A case `principal` owns (404 otherwise); 410 once erased, unless `erased`."""
         case = await self._case(case_id)
         if case is None or not rules.owns(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
+        if not erased:
+            rules.check_not_erased(case.erased_at)
         return case
 
     async def get_case(self, *, principal: Principal, case_id: str) -> CaseView:
@@ -276,8 +284,9 @@ class IntakeService:
         if records is None:
             records = await self.store.records_of(case)
         names = rules.may_read_clinical(principal, self._access(case))
+        ring = await self.keys.ring(case.key_ref) if records else self.keyring
         return case.view(
-            [shown(self.keyring, r, with_filename=names) for r in records],
+            [shown(ring, r, with_filename=names) for r in records],
             with_progress=rules.sees_progress(principal, self._access(case)),
         )
 
@@ -286,7 +295,9 @@ class IntakeService:
         a coordinator gives a reason (428 without one)."""
         rules.check_clinical_role(principal)
         check_reason(principal, reason)
-        return await self._readable(principal, case_id, clinical=True)
+        case = await self._readable(principal, case_id, clinical=True)
+        rules.check_not_erased(case.erased_at)
+        return case
 
     async def get_clinical(
         self, *, principal: Principal, case_id: str, reason: str | None = None
@@ -295,8 +306,9 @@ class IntakeService:
         coordinators say why they read it (`reason`)."""
         async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason):
             case = await self._clinical(principal, case_id, reason)
-        documents = [shown(self.keyring, r) for r in await self.store.records_of(case)]
-        content = opened(self.keyring, case)
+        ring = await self.keys.ring(case.key_ref)
+        documents = [shown(ring, r) for r in await self.store.records_of(case)]
+        content = opened(ring, case)
         with_patient = principal.role != "reviewer"
         return case.clinical_view(documents, content, today=now().date(), with_patient=with_patient)
 
@@ -352,19 +364,19 @@ class IntakeService:
         # The lists learn of the case before it exists: an entry without its case is skipped
         # when read, a case missing from its lists would never be seen.
         await asyncio.gather(*(self._join(key, case_id) for key in lists_of(principal)))
+        key_ref = await self.keys.create(case_id)
+        ring = await self.keys.ring(key_ref)
         for _ in range(3):
-            case = new_case(
-                self.keyring, principal, body, case_id, await self.references.next(), at
-            )
+            reference = await self.references.next()
+            case = new_case(ring, principal, body, case_id, reference, at, key_ref)
             if await self.store.insert_case(case):
                 log.info("case drafted", case_id=case_id, role=principal.role)
                 await self.auditor.record(principal, case_id, "case.create")
                 return case.view([]), True
             existing = await self._case(case_id)
-            if existing is not None:
-                return await self._view(
-                    existing, principal
-                ), False  # a concurrent replay of the key
+            if existing is not None:  # a concurrent replay of the key: its key is not needed
+                await self.keys.destroy(key_ref)
+                return await self._view(existing, principal), False
             # a reference clash (the unique index caught it): take another
         raise RuntimeError("could not allocate a unique reference")
 
@@ -415,12 +427,13 @@ class IntakeService:
             content_type, filename = rules.check_upload(
                 upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
             )
-            ids = document_ids(self.keyring, case_id, upload.data)
+            ring = await self.keys.ring(case.key_ref)
+            ids = document_ids(ring, case_id, upload.data)
             held = [rules.document_id_of(case_id, i) for i in ids]
             held = [i for i in held if i in case.record_ids]
             existing = await self.store.record(held[0]) if held else None
             if existing is not None:
-                return shown(self.keyring, existing), False
+                return shown(ring, existing), False
             rules.check_documents(len(case.record_ids), at_most=self.limits.max_documents_per_case)
             document_id, record_id = ids[0], rules.document_id_of(case_id, ids[0])
             sha256 = hashlib.sha256(upload.data).hexdigest()
@@ -429,14 +442,14 @@ class IntakeService:
                 id=record_id,
                 case_id=case_id,
                 document_id=document_id,
-                details=self.keyring.seal_json(details, rules.record_aad(record_id)),
+                details=ring.seal_json(details, rules.record_aad(record_id)),
                 kind=upload.kind,
                 content_type=content_type,
                 size=len(upload.data),
                 uploaded_at=now(),
                 uploaded_by=Actor(sub=principal.sub, role=principal.role),
             )
-            await self.store.put_record(record, upload.data, self.keyring)
+            await self.store.put_record(record, upload.data, ring)
             await self.auditor.record(
                 principal, case_id, "document.add", target=document_id, locked=True
             )
@@ -470,10 +483,11 @@ class IntakeService:
             record_id = rules.document_id_of(case_id, document_id)
             listed = record_id in case.record_ids
             record = await self.store.record(record_id) if listed else None
-            chunks = await self.store.record_bytes(record, self.keyring) if record else None
+            ring = await self.keys.ring(case.key_ref)
+            chunks = await self.store.record_bytes(record, ring) if record else None
             if record is None or chunks is None:
                 raise not_found("document", DOCUMENT_NOT_FOUND)
-        return Download(meta=shown(self.keyring, record), chunks=chunks)
+        return Download(meta=shown(ring, record), chunks=chunks)
 
     # submitting, withdrawing
 
@@ -497,19 +511,18 @@ class IntakeService:
                 recorded_at=at,
             )
             secret, claim = new_claim(self.keyring, case)
+            ring = await self.keys.ring(case.key_ref)
 
             def submitted(event_id: str) -> CaseSubmitted:
-                contact = PatientContact.model_validate(
-                    opened(self.keyring, case).patient.model_dump()
-                )
+                contact = PatientContact.model_validate(opened(ring, case).patient.model_dump())
                 return submission_of(
                     case,
                     scopes=scopes,
                     documents=len(records),
                     at=at,
                     case_url=f"{self.public_url}/v1/cases/{case_id}",
-                    contact=self.keyring.seal_json(contact, aad=event_id),
-                    claim=self.keyring.seal_json(ClaimSecret(secret=secret), aad=event_id)
+                    contact=ring.seal_json(contact, aad=event_id),
+                    claim=ring.seal_json(ClaimSecret(secret=secret), aad=event_id)
                     if secret is not None
                     else None,
                 )
@@ -614,20 +627,6 @@ class IntakeService:
         stored = await self._readable(principal, case_id, clinical=False)
         return await self._view(stored, principal)
 
-    async def request_erasure(self, *, principal: Principal, case_id: str) -> CaseView:
-        """The patient asks for their case's data to be erased; asking again changes nothing.
-        The request is recorded and shown; the erasure itself is carried out apart from it."""
-        async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._writable(principal, case_id)
-            rules.check_erasure_requester(principal)
-            if case.erasure_requested_at is None:
-                at = now()
-                kind = TimelineKind.ERASURE_REQUESTED
-                entry = StoredEntry(id=f"{case_id}:{kind}", kind=kind, status=case.status, at=at)
-                await self.store.request_erasure(case_id, at=at, entry=entry)
-                await self.auditor.record(principal, case_id, "case.erasure-request", locked=True)
-        return await self._view(await self._readable(principal, case_id, clinical=False), principal)
-
     # what the other services report
 
     async def follow(self, *, case_id: str, change: Change) -> bool:
@@ -664,6 +663,98 @@ class IntakeService:
         return True
 
 
+class Erasures:
+    """Erasure by destroying a case's key (crypto-shredding), and the legal holds that defer it.
+
+    The key goes first, in the key service: from then on nothing of the case opens anywhere, in
+    any store, on any topic or in any copy. Then the case keeps only its skeleton (ids, codes,
+    times), its records go, and `avis.case.erased.v1` tells the other services to drop their
+    copies of the key and what they derived."""
+
+    def __init__(self, intake: IntakeService) -> None:
+        self.intake = intake
+
+    async def request(self, *, principal: Principal, case_id: str) -> CaseView:
+        """The patient asks for their case's erasure: carried out at once, or when a legal hold
+        is lifted; asking again changes nothing."""
+        intake = self.intake
+        async with intake.locks.hold(intake.emitter.lock(case_id)):
+            case = await intake._writable(principal, case_id, erased=True)
+            rules.check_erasure_requester(principal)
+            if case.erasure_requested_at is None:
+                at = now()
+                kind = TimelineKind.ERASURE_REQUESTED
+                entry = StoredEntry(id=f"{case_id}:{kind}", kind=kind, status=case.status, at=at)
+                await intake.store.request_erasure(case_id, at=at, entry=entry)
+                await intake.auditor.record(principal, case_id, "case.erasure-request", locked=True)
+            decision = rules.decide_erasure(erased=case.erased_at is not None, held=bool(case.hold))
+            if decision.erase:
+                await self._erase(principal, case, "patient")
+        return await self._after(principal, case_id)
+
+    async def erase(self, *, principal: Principal, case_id: str, reason: str) -> CaseView:
+        """A coordinator erases a case, saying why; 409 while a legal hold stands."""
+        intake = self.intake
+        async with intake.locks.hold(intake.emitter.lock(case_id)):
+            case = await intake._case(case_id)
+            if case is None:
+                raise not_found("case", CASE_NOT_FOUND)
+            decision = rules.decide_erasure(erased=case.erased_at is not None, held=bool(case.hold))
+            if decision.deferred:
+                raise Problem(
+                    409,
+                    "legal-hold",
+                    "Under a legal hold",
+                    "a legal hold defers this case's erasure; lift it first, with its reason",
+                )
+            if decision.erase:
+                await self._erase(principal, case, "coordinator", reason=reason)
+        return await self._after(principal, case_id)
+
+    async def hold(self, *, principal: Principal, case_id: str, reason: str, on: bool) -> CaseView:
+        """A coordinator sets (`on`) or lifts a legal hold with its reason; lifting it carries
+        out an erasure the patient asked for meanwhile."""
+        intake = self.intake
+        async with intake.locks.hold(intake.emitter.lock(case_id)):
+            case = await intake._case(case_id)
+            if case is None:
+                raise not_found("case", CASE_NOT_FOUND)
+            rules.check_not_erased(case.erased_at)
+            at = now()
+            sealed = intake.keyring.seal(reason.encode(), rules.hold_aad(case_id))
+            stored = StoredHold(by=principal.sub, reason=sealed, at=at) if on else None
+            await intake.store.set_hold(case_id, stored, at)
+            action = "case.hold" if on else "case.release"
+            await intake.auditor.record(principal, case_id, action, reason=reason, locked=True)
+            if not on and case.erasure_requested_at is not None:
+                await self._erase(principal, case, "patient")
+        return await self._after(principal, case_id)
+
+    async def _erase(
+        self, principal: Principal, case: Case, by: str, *, reason: str | None = None
+    ) -> None:
+        """Destroy the case's key, then leave its skeleton with its event (under its lock)."""
+        intake = self.intake
+        await intake.keys.destroy(case.key_ref)
+        at = now()
+        erased = CaseErased(case_id=case.id, key_ref=case.key_ref, erased_at=at, requested_by=by)
+        event = intake.emitter.event("intake.case.erase", erased, trace=case.traceparent)
+        entry = StoredEntry(id=event.id, kind=TimelineKind.ERASED, status=case.status, at=at)
+        await intake.emitter.write(
+            lambda events: intake.store.erase(case, at=at, entry=entry, events=events),
+            [event],
+            aggregate=case.id,
+        )
+        await intake.auditor.record(principal, case.id, "case.erase", reason=reason, locked=True)
+        log.info("case erased", case_id=case.id, requested_by=by)
+
+    async def _after(self, principal: Principal, case_id: str) -> CaseView:
+        case = await self.intake._case(case_id)
+        if case is None:
+            raise not_found("case", CASE_NOT_FOUND)
+        return await self.intake._view(case, principal)
+
+
 def lists_of(principal: Principal) -> list[str]:
     """The keyed lists a case filed by `principal` joins: every case's, and its owner's."""
     if principal.role == "patient":
@@ -680,9 +771,10 @@ def new_case(
     case_id: str,
     reference: str,
     at: datetime,
+    key_ref: str | None,
 ) -> Case:
     """A new draft as stored: the patient's identity, the physician's name and the clinical
-    summary sealed, bound to the case."""
+    summary sealed under the case key `key_ref` (`keyring` leads with it), bound to the case."""
     patient = body.patient
     physician = body.physician
     content = CaseContent(
@@ -706,6 +798,7 @@ def new_case(
         partner_reference=body.partner_reference,
         created_by=Actor(sub=principal.sub, role=principal.role),
         content=keyring.seal_json(content, rules.case_aad(case_id)),
+        key_ref=key_ref,
         physician=StoredPhysician(institution_code=physician.institution_code)
         if physician
         else None,
@@ -754,4 +847,5 @@ def submission_of(
         case_url=case_url,
         contact=contact,
         claim=claim,
+        key_ref=case.key_ref,
     )

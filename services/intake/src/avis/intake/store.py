@@ -149,6 +149,14 @@ class StoredClaim(BaseModel):
     claimed_at: datetime | None = None
 
 
+class StoredHold(BaseModel):
+    """A legal hold on a case: its erasure waits while it stands."""
+
+    by: str
+    reason: Sealed
+    at: datetime
+
+
 class Case(Stored):
     """The case aggregate (its outbox is the relay's business, not read here)."""
 
@@ -172,6 +180,11 @@ class Case(Stored):
     submitted_at: datetime | None = None
     withdrawn_at: datetime | None = None
     erasure_requested_at: datetime | None = None
+    # The case's data key in the key service (a reference, never the key): everything of the
+    # case is sealed under it. None: a case sealed under the service's keyring.
+    key_ref: str | None = None
+    erased_at: datetime | None = None  # its key destroyed: ids, codes and times stay
+    hold: StoredHold | None = None
     consent: StoredConsent | None = None
     traceparent: str = ""
     reviewer_id: str | None = None
@@ -231,6 +244,8 @@ class Case(Stored):
             submitted_at=self.submitted_at,
             withdrawn_at=self.withdrawn_at,
             erasure_requested_at=self.erasure_requested_at,
+            erased_at=self.erased_at,
+            legal_hold=self.hold is not None,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
             documents=documents,
             timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
@@ -591,6 +606,33 @@ class Store:
             "$push": {"timeline": entry.model_dump()},
         }
         await self.cases.update_one({"_id": case_id}, update)
+
+    async def erase(
+        self, case: Case, *, at: datetime, entry: StoredEntry, events: Sequence[Event]
+    ) -> None:
+        """Leave the case's skeleton (ids, codes, times) with its erasure, its timeline entry
+        and its event in one write, then remove its records; what they held was sealed under
+        the case key, destroyed before this."""
+        update = {
+            "$set": {"erased_at": at, "updated_at": at, "record_ids": []},
+            "$unset": {"content": "", "patient": "", "clinical_summary": "", "claim": ""},
+            "$push": {"timeline": entry.model_dump()},
+        }
+        await self.cases.update_one({"_id": case.id}, with_events(update, events))
+        for record in await self.records_of(case):
+            await self.documents.delete_one({"_id": record.id})
+            for n in range(record.chunks):
+                await self.chunks.delete_one({"_id": chunk_id(record.id, n)})
+
+    async def set_hold(self, case_id: str, hold: StoredHold | None, at: datetime) -> None:
+        """Set or lift a case's legal hold."""
+        fields: dict[str, Any] = {"updated_at": at}
+        change: dict[str, Any] = {"$set": fields}
+        if hold is None:
+            change["$unset"] = {"hold": ""}
+        else:
+            fields["hold"] = hold.model_dump()
+        await self.cases.update_one({"_id": case_id}, change)
 
     async def follow(
         self,

@@ -5,7 +5,7 @@ from typing import Any
 
 from avis.review.service import ReviewService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn, Payload
+from avis.shared.events import CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn, Payload
 from avis.shared.runtime import Runtime
 
 Handler = Callable[[Event, Any], Awaitable[None]]
@@ -21,6 +21,8 @@ def register(runtime: Runtime, review: ReviewService) -> None:
         CaseWithdrawn: lambda _, withdrawal: review.case_withdrawn(withdrawal=withdrawal),
         # The patient of a partner-filed case, who may read the case's trail from then on.
         CaseClaimed: lambda _, claim: review.case_claimed(claim=claim),
+        # Its key destroyed in the key service: drop this copy of it.
+        CaseErased: lambda _, erasure: review.case_erased(erasure=erasure),
     }
     for payload_type, handler in table.items():
         runtime.on(payload_type, handler)

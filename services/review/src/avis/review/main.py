@@ -10,10 +10,10 @@ from avis.review.matching import Matcher
 from avis.review.rules import Sla
 from avis.review.service import SOURCE, DirectoryService, ReviewService
 from avis.review.settings import Settings
+from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
 from avis.shared.events import ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined
 from avis.shared.runtime import Runtime, serve
-from avis.shared.sealing import Keyring
 
 # What this service publishes: its AsyncAPI document's `send` operations.
 SENDS = (ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined)
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=reviews,
         locks=runtime.locks,
         emitter=emitter,
-        keyring=Keyring.from_settings(settings),
+        keys=CaseKeys.from_settings(settings),
         matcher=matcher,
         intake_base_url=settings.intake_base_url,
         service_name=settings.service_name,

@@ -62,11 +62,13 @@ from avis.review.store import (
     Store,
 )
 from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import PoisonMessage
 from avis.shared.events import (
     CaseClaimed,
+    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     Language,
@@ -113,7 +115,7 @@ class ReviewService:
         store: Store,
         locks: AggregateLocks,
         emitter: Emitter,
-        keyring: Keyring,
+        keys: CaseKeys,
         matcher: Matcher,
         intake_base_url: str,
         service_name: str,
@@ -121,7 +123,10 @@ class ReviewService:
         self.store = store
         self.locks = locks
         self.emitter = emitter
-        self.keyring = keyring
+        # Each case's data under its own key; the service's keyring for what is no case's.
+        self.keys = keys
+        self.keyring = keyring = keys.keyring
+        self.seals = CaseSeals(store, keys)
         self.matcher = matcher
         self.intake_base_url = intake_base_url.rstrip("/")
         self.service = service_name
@@ -147,6 +152,7 @@ class ReviewService:
             queue_key=rules.queue_key(case.urgency, case.submitted_at, case.case_id),
             received_at=now(),
             patient_id=case.patient_id,
+            key_ref=case.key_ref,
         )
         async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case
@@ -166,6 +172,12 @@ class ReviewService:
                 raise PoisonMessage("a claim of a case review never received")
             if case.patient_id is None:
                 await self.store.set_patient(claim.case_id, claim.patient_id)
+
+    async def case_erased(self, *, erasure: CaseErased) -> None:
+        """The case's key is destroyed: drop this copy of it, and mark the case erased (its
+        opinions and decline reasons, sealed under that key, open nowhere any more)."""
+        self.keys.forget(erasure.key_ref)
+        await self.store.set_case_erased(erasure.case_id, erasure.erased_at)
 
     async def case_withdrawn(self, *, withdrawal: CaseWithdrawn) -> None:
         """Close a withdrawn case: leave the queue, cancel its assignment, free its reviewer.
@@ -275,13 +287,12 @@ class ReviewService:
         )
         if overdue:
             OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at=at))
+        reasons = {d.id: await self.seals.reason(d) for d in docs} if coordinator else {}
         page = AssignmentPage.of(
             docs,
             limit,
             key=lambda d: d.sort_key,
-            view=lambda d: d.view(
-                at=at, coordinator=coordinator, reason=self._reason(d) if coordinator else None
-            ),
+            view=lambda d: d.view(at=at, coordinator=coordinator, reason=reasons.get(d.id)),
         )
         if page.next_cursor is None and more is not None:
             page.next_cursor = more  # stopped at its budget: the rest is further on
@@ -304,7 +315,7 @@ class ReviewService:
         is a read in the case's trail)."""
         doc = await self._visible(principal, assignment_id)
         coordinator = rules.is_coordinator(principal)
-        reason = self._reason(doc) if coordinator else None
+        reason = await self.seals.reason(doc) if coordinator else None
         view = doc.view(at=now(), coordinator=coordinator, reason=reason)
         await self.access.declines_read(principal, [view])
         return view
@@ -368,7 +379,8 @@ class ReviewService:
         )
         sealed = None
         if body.reason is not None:
-            sealed = self.keyring.seal(body.reason.encode(), rules.decline_aad(doc.id))
+            ring = await self.seals.ring(doc.case_id)
+            sealed = ring.seal(body.reason.encode(), rules.decline_aad(doc.id))
         decline = Decline(reason_code=body.reason_code, sealed_reason=sealed)
         await self.emitter.emit(
             "review.decline",
@@ -392,7 +404,7 @@ class ReviewService:
                 if not rules.may_write_first_opinion(doc.status):
                     first = doc.opinions[0]
                     rules.check_replay(self._same(first, opinion))
-                    return first.view(doc, self._opened(doc, first)), False
+                    return first.view(doc, await self.seals.opinion(doc, first)), False
                 entry = await self._write_opinion(doc, opinion, 1)
             await self.matcher.offer_queue()  # the reviewer has one case less
         await self.access.record(principal, doc.case_id, "opinion.create")
@@ -407,7 +419,7 @@ class ReviewService:
             rules.check_correctable(doc.status)
             latest = doc.opinions[-1]
             if self._same(latest, opinion):
-                return latest.view(doc, self._opened(doc, latest))
+                return latest.view(doc, await self.seals.opinion(doc, latest))
             entry = await self._write_opinion(doc, opinion, latest.version + 1)
         await self.access.record(principal, doc.case_id, "opinion.correct")
         return entry.view(doc, opinion)
@@ -430,14 +442,7 @@ class ReviewService:
             what = "opinion" if version is None else "opinion version"
             raise not_found(what, "no-opinion")
         await self.access.record(principal, doc.case_id, "opinion.read", reason=given)
-        return chosen[-1].view(doc, self._opened(doc, chosen[-1]))
-
-    def _opened(self, doc: AssignmentDoc, entry: OpinionEntry) -> Opinion:
-        """A version of the opinion, opened (in clear for a version stored before sealing)."""
-        if entry.sealed is None:
-            return Opinion.model_validate(entry.opinion)
-        aad = rules.opinion_aad(doc.id, entry.version)
-        return self.keyring.open_model(entry.sealed, aad, Opinion)
+        return chosen[-1].view(doc, await self.seals.opinion(doc, chosen[-1]))
 
     def _same(self, entry: OpinionEntry, opinion: Opinion) -> bool:
         """Whether `opinion` is the content of a stored version (by its keyed digest)."""
@@ -449,13 +454,6 @@ class ReviewService:
         _, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE, kid)
         return hmac.compare_digest(entry.digest, rules.opinion_digest(kid, key, opinion))
 
-    def _reason(self, doc: AssignmentDoc) -> str | None:
-        """A decline's free-text reason, opened (in clear for one stored before sealing)."""
-        decline = doc.decline
-        if decline is None or decline.sealed_reason is None:
-            return decline.reason if decline else None
-        return self.keyring.open(decline.sealed_reason, rules.decline_aad(doc.id)).decode()
-
     async def _write_opinion(
         self, doc: AssignmentDoc, opinion: Opinion, version: int
     ) -> OpinionEntry:
@@ -464,6 +462,7 @@ class ReviewService:
         display_name = reviewer.display_name if reviewer else doc.reviewer_id
         at = now()
         sealed = rules.sealed_content(opinion, version, display_name, doc.specialty)
+        ring = await self.seals.ring(doc.case_id)
 
         def completed(event_id: str) -> ReviewCompleted:
             return ReviewCompleted(
@@ -473,7 +472,7 @@ class ReviewService:
                 specialty=doc.specialty,
                 version=version,
                 completed_at=at,
-                opinion=self.keyring.seal_json(sealed, aad=event_id),
+                opinion=ring.seal_json(sealed, aad=event_id),
             )
 
         event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
@@ -484,7 +483,7 @@ class ReviewService:
             digest=rules.opinion_digest(kid, key, opinion),
             completed_at=at,
             event_id=event.id,
-            sealed=self.keyring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
+            sealed=ring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
         )
         await self.emitter.write(
             lambda events: self.store.add_opinion(doc.id, entry=entry, events=events),
@@ -540,6 +539,40 @@ class ReviewService:
             except STORE_ERRORS as exc:
                 log.warning("overdue count failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
+
+
+class CaseSeals:
+    """A case's sealed values in review: sealed under the case's key, opened by their key id
+    (what was sealed before per-case keys opens with the service's keyring)."""
+
+    def __init__(self, store: Store, keys: CaseKeys) -> None:
+        self.store = store
+        self.keys = keys
+
+    async def ring(self, case_id: str) -> Keyring:
+        """The ring that seals a case's data: led by the case's key (a 410 once erased)."""
+        case = await self.store.case(case_id)
+        return await self.keys.ring(case.key_ref if case is not None else None)
+
+    async def opinion(self, doc: AssignmentDoc, entry: OpinionEntry) -> Opinion:
+        """A version of the opinion, opened (in clear for a version stored before sealing);
+        a 410 once the case is erased."""
+        if entry.sealed is None:
+            return Opinion.model_validate(entry.opinion)
+        aad = rules.opinion_aad(doc.id, entry.version)
+        return (await self.keys.opening(entry.sealed)).open_model(entry.sealed, aad, Opinion)
+
+    async def reason(self, doc: AssignmentDoc) -> str | None:
+        """A decline's free-text reason, opened (in clear for one stored before sealing; none
+        once the case is erased)."""
+        decline = doc.decline
+        if decline is None or decline.sealed_reason is None:
+            return decline.reason if decline else None
+        try:
+            ring = await self.keys.opening(decline.sealed_reason)
+        except CaseKeyDestroyed:
+            return None
+        return ring.open(decline.sealed_reason, rules.decline_aad(doc.id)).decode()
 
 
 class AccessTrail(TrailWriter):

@@ -170,6 +170,9 @@ class CaseDoc(Stored):
     # The patient's pseudonymous subject (from the submission, or the claim of a case a partner
     # filed): who besides coordinators reads the case's access trail here.
     patient_id: str | None = None
+    # The case's data key in the key service (a reference): its opinions are sealed under it.
+    key_ref: str | None = None
+    erased_at: datetime | None = None
 
     def triage(self) -> Triage:
         """The case's codes; only a tombstone lacks them, and a tombstone is never matched."""
@@ -445,6 +448,10 @@ class Store:
     async def set_patient(self, case_id: str, patient_id: str) -> None:
         """Record the patient who claimed a case a partner filed."""
         await self.cases.update_one({"_id": case_id}, {"$set": {"patient_id": patient_id}})
+
+    async def set_case_erased(self, case_id: str, at: datetime) -> None:
+        """Mark a case erased (its key destroyed)."""
+        await self.cases.update_one({"_id": case_id}, {"$set": {"erased_at": at}})
 
     async def set_case_withdrawn(self, case_id: str, at: datetime) -> None:
         """Mark a known case withdrawn."""
