@@ -86,9 +86,11 @@ serve:
 dsn: sqlite://$DATA/hydra.sqlite?_fk=true&mode=rwc
 urls:
   self: { issuer: "http://127.0.0.1:$PORT/", public: "http://127.0.0.1:$PORT/" }
-  # People's sign-in and consent screens are web's (to come); machines never see them.
-  login: "http://127.0.0.1:$HOOK_PORT/signin"
-  consent: "http://127.0.0.1:$HOOK_PORT/consent"
+  # People's sign-in, consent and sign-out screens are web's; machines never see them.
+  login: "http://127.0.0.1:$HOOK_PORT/oidc/login"
+  consent: "http://127.0.0.1:$HOOK_PORT/oidc/consent"
+  logout: "http://127.0.0.1:$HOOK_PORT/oidc/logout"
+  post_logout_redirect: "http://127.0.0.1:$HOOK_PORT/signin"
 secrets:
   system: ["$AVIS_OIDC_SYSTEM_SECRET"]
 strategies:
@@ -96,6 +98,8 @@ strategies:
 ttl:
   access_token: 1h
 oauth2:
+  # Every authorization-code flow carries a PKCE challenge; only S256 is taken (never plain).
+  pkce: { enforced: true, enforced_for_public_clients: true }
   # The claims the hook sets, at the top level of the access token, where the services read
   # them; not mirrored again under "ext".
   allowed_top_level_claims: [role, partner_id]
@@ -142,7 +146,8 @@ wait_ready() {
     [ $SECONDS -lt $deadline ] || die "Hydra not listening on $PORT and $ADMIN_PORT after ${WAIT_SECONDS}s"
     sleep 0.2
   done
-  "$PYTHON" "$here/seed.py" --admin "http://127.0.0.1:$ADMIN_PORT" --file "$DATA/partners.json"
+  "$PYTHON" "$here/seed.py" --admin "http://127.0.0.1:$ADMIN_PORT" --file "$DATA/partners.json" \
+    --web "http://127.0.0.1:$HOOK_PORT"
   log "Hydra ready on http://127.0.0.1:$PORT/"
 }
 

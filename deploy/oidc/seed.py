@@ -1,8 +1,11 @@
 """The development partners' OAuth2 clients in the local OpenID provider (Hydra), one per partner,
 for the client-credentials grant: made once per state folder (ids and secrets in a file of mode
 600 there, never in the repository), and created in Hydra's admin API at each start if missing.
+Beside them, web's own client for people's sign-in (authorization code with PKCE), set at each
+start to return to the web pages' address (--web).
 
-    seed.py --admin http://127.0.0.1:4445 --file STATE/oidc/partners.json   ensure the clients
+    seed.py --admin http://127.0.0.1:4445 --file STATE/oidc/partners.json [--web URL]
+                                                        ensure the clients
     seed.py --file STATE/oidc/partners.json --mapping   print {client id: partner id} (web's
                                                         AVIS_WEB_PARTNER_CLIENTS)
 
@@ -24,6 +27,9 @@ from pathlib import Path
 # The partners of the development data: the web pages' `partner-1` and the README's `insurer-42`.
 PARTNERS = ("partner-1", "insurer-42")
 AUDIENCE = "avis"  # the services' AVIS_JWT_AUDIENCE
+# Web's client for people (AVIS_WEB_OIDC_CLIENT_ID): a public client, as the code can only be
+# exchanged with the PKCE verifier web keeps in the person's session; no secret to keep.
+WEB_CLIENT = "avis-web"
 
 
 def clients(file: Path) -> dict[str, dict[str, str]]:
@@ -82,12 +88,34 @@ def ensure(admin: str, partner: str, client: dict[str, str]) -> bool:
     return True
 
 
+def ensure_web(admin: str, web: str) -> None:
+    """Create or update web's client for people's sign-in, returning to `web`."""
+    body = {
+        "client_id": WEB_CLIENT,
+        "client_name": "Avis (the web pages)",
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "redirect_uris": [f"{web}/signin/callback"],
+        "post_logout_redirect_uris": [f"{web}/signin"],
+        "audience": [AUDIENCE],
+        "scope": "openid",
+        "access_token_strategy": "jwt",
+    }
+    url = f"{admin}/admin/clients/{WEB_CLIENT}"
+    if _call("GET", url) == 200:
+        _call("PUT", url, body)
+    else:
+        _call("POST", f"{admin}/admin/clients", body)
+
+
 def main() -> int:
     """Ensure the clients, or print the mapping."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, required=True)
     parser.add_argument("--admin", help="Hydra's admin URL")
     parser.add_argument("--mapping", action="store_true")
+    parser.add_argument("--web", help="the web pages' address, where people's sign-in returns")
     args = parser.parse_args()
     made = clients(args.file)
     if args.mapping:
@@ -96,6 +124,8 @@ def main() -> int:
     if not args.admin:
         parser.error("--admin is required to seed")
     created = [p for p, c in made.items() if ensure(args.admin.rstrip("/"), p, c)]
+    if args.web:
+        ensure_web(args.admin.rstrip("/"), args.web.rstrip("/"))
     if created:
         print(f"[oidc] clients created for {', '.join(created)} ({args.file})", file=sys.stderr)
     return 0
