@@ -20,9 +20,10 @@ from avis.shared.events import Language, Question, Specialty, Urgency
 from avis.shared.text import UUID_PATTERN
 from avis.web import rules
 from avis.web.models import CONSENT_VERSION, DocumentKind, Draft
+from avis.web.oidc_signin import OidcSignIn
 from avis.web.service import Platform, Refused, Upload
 from avis.web.settings import Settings
-from avis.web.signin import SignIn
+from avis.web.signin import SignedIn, SignIn
 from avis.web.store import Session, Sessions
 from avis.web.texts import Texts
 
@@ -50,6 +51,11 @@ class Web:
         self.platform = platform
         self.signin = signin
         self.templates = templates
+
+    @property
+    def provided(self) -> bool:
+        """Whether people sign in at the provider (not on web's own page)."""
+        return isinstance(self.signin, OidcSignIn)
 
     def render(
         self, request: Request, name: str, status: int = 200, **context: Any
@@ -148,15 +154,27 @@ async def home(session: Current) -> RedirectResponse:
 
 @router.get("/signin")
 async def signin_page(request: Request, web: Pages, session: Current) -> HTMLResponse:
-    """Who signs in (development: a choice of seeded identities)."""
-    return web.render(request, "signin.html", identities=web.signin.identities())
+    """Who signs in (development: a choice of seeded identities; else a button to the
+    provider's sign-in)."""
+    return web.render(
+        request, "signin.html", identities=web.signin.identities(), provider=web.provided
+    )
 
 
 @router.post("/signin", dependencies=[Checked])
 async def signin(request: Request, web: Pages, session: Current) -> Response:
-    """Sign in as the person the form names; the session gets a new id."""
+    """Sign in as the person the form names (the session gets a new id), or go to the
+    provider's sign-in, keeping what its return must match."""
+    started = web.signin.start()
+    if started is not None:
+        session.pending = (started.state, started.verifier)
+        return see(started.url)
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    done = await web.signin.complete(form)
+    return signed_in_as(web, session, await web.signin.complete(form))
+
+
+def signed_in_as(web: Web, session: Session, done: SignedIn | None) -> Response:
+    """Keep the person and their token in a renewed session; on to the page asked for."""
     if done is None:
         session.notify("error", "signin.refused")
         return see("/signin")
@@ -167,10 +185,12 @@ async def signin(request: Request, web: Pages, session: Current) -> Response:
 
 
 @router.post("/signout", dependencies=[Checked])
-async def signout(web: Pages, session: Current) -> Response:
-    """End the session."""
+async def signout(request: Request, web: Pages, session: Current) -> Response:
+    """End the session, and what the sign-in keeps beyond it (the provider's, the identity
+    server's)."""
     web.sessions.end(session)
-    return see("/signin")
+    elsewhere = await web.signin.end(rules.identity_cookies(request.headers.get("cookie")))
+    return see(elsewhere or "/signin")
 
 
 @router.post("/language", dependencies=[Checked])

@@ -17,7 +17,13 @@ from starlette.types import Scope
 from avis.shared.bodies import BodyLimits
 from avis.shared.runtime import Runtime, serve
 from avis.web import api, board, claim, live, oidc, partner, rules, specialist, trail
-from avis.web.middleware import STATIC, PlainErrors, SecurityHeaders, SessionCookies
+from avis.web.middleware import (
+    STATIC,
+    PlainErrors,
+    SecurityHeaders,
+    SessionCookies,
+)
+from avis.web.oidc_signin import OidcSignIn, SignInUnavailable
 from avis.web.service import Platform, Refused
 from avis.web.settings import Settings
 from avis.web.signin import DevelopmentSignIn, NoSignIn, SignIn
@@ -49,7 +55,7 @@ def create_app(
         settings=settings,
         sessions=sessions,
         platform=Platform(settings, transport),
-        signin=signin or (DevelopmentSignIn(settings) if settings.development else NoSignIn()),
+        signin=signin or signin_of(settings),
         templates=templates,
     )
     upload = settings.max_upload_bytes * api.FILES_PER_FORM + MULTIPART_SLACK
@@ -89,6 +95,16 @@ def create_app(
     return app
 
 
+def signin_of(settings: Settings) -> SignIn:
+    """The sign-in AVIS_WEB_SIGNIN names (the development one only with AVIS_ENV=development)."""
+    kind = settings.signin_kind
+    if kind == "oidc":
+        return OidcSignIn(settings)
+    if kind == "development" and settings.development:
+        return DevelopmentSignIn(settings)
+    return NoSignIn()
+
+
 def _close_with(app: FastAPI, web: api.Web) -> None:
     """Close the services' connections when the app stops (after the runtime's own stop)."""
     inner = app.router.lifespan_context
@@ -100,6 +116,8 @@ def _close_with(app: FastAPI, web: api.Web) -> None:
                 yield
             finally:
                 await web.platform.close()
+                if isinstance(web.signin, OidcSignIn):
+                    await web.signin.close()
 
     app.router.lifespan_context = lifespan
 
@@ -128,6 +146,10 @@ def _handle_errors(app: FastAPI, web: api.Web) -> None:
         status = exc.status if exc.status in (403, 404, 409, 503) else 502
         return web.render(request, "error.html", status=status, message=message)
 
+    async def signin_unavailable(request: Request, exc: Exception) -> Response:
+        return web.render(request, "error.html", status=503, message=rules.UNAVAILABLE)
+
+    app.add_exception_handler(SignInUnavailable, signin_unavailable)
     app.add_exception_handler(api.NotSignedIn, not_signed_in)
     app.add_exception_handler(api.CsrfRefused, csrf_refused)
     app.add_exception_handler(Refused, refused)

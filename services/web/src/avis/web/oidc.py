@@ -1,16 +1,21 @@
-"""The OpenID provider's token hook (thin): before the provider issues a client-credentials token,
-it asks here which role and partner the client's machine acts for (rules.machine_claims). The
-provider authenticates with the key of AVIS_WEB_TOKEN_HOOK_KEY; no password of ours is involved."""
+"""The OpenID provider's doors (thin). Its token hook: before the provider issues a
+client-credentials token, it asks here which role and partner the client's machine acts for
+(rules.machine_claims), authenticated with the key of AVIS_WEB_TOKEN_HOOK_KEY. People's sign-in:
+web is the provider's login, consent and logout screens, renders the identity server's form and
+takes the provider's code back (avis.web.oidc_signin); no password of ours is involved."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from avis.web import rules
+from avis.web import api, rules
+from avis.web.middleware import CSP
+from avis.web.oidc_signin import CALLBACK_PATH, LOGIN_PATH, ChallengeGone, OidcSignIn
 from avis.web.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -66,3 +71,83 @@ async def token_hook(
         return Response(status_code=204)
     session: dict[str, Any] = {"access_token": claims, "id_token": {}}
     return JSONResponse({"session": session})
+
+
+# --- people's sign-in: web as the provider's login, consent and logout screens ---
+
+
+def people_signin(request: Request) -> OidcSignIn:
+    """The provider's sign-in, when web is configured for it (else these doors are not found)."""
+    signin = request.app.state.web.signin
+    if not isinstance(signin, OidcSignIn):
+        raise HTTPException(status_code=404)
+    return signin
+
+
+PeopleSignIn = Annotated[OidcSignIn, Depends(people_signin)]
+Challenge = Annotated[str, Query(min_length=1, max_length=2000)]
+
+
+def browser_cookies(request: Request) -> str:
+    """The identity server's cookies the browser sent (its session, its forms' CSRF cookie)."""
+    return rules.identity_cookies(request.headers.get("cookie"))
+
+
+async def _go(answer: Awaitable[str]) -> Response:
+    try:
+        return RedirectResponse(await answer, status_code=303)
+    except ChallengeGone:
+        # Used already or expired: sign in again from the start.
+        return RedirectResponse("/signin", status_code=303)
+
+
+@router.get(LOGIN_PATH)
+async def login(request: Request, signin: PeopleSignIn, login_challenge: Challenge) -> Response:
+    """The provider asks who this browser is: the identity server's form until its session is
+    enough for the person's role, then the provider again."""
+    return await _go(signin.login(login_challenge, browser_cookies(request)))
+
+
+@router.get("/oidc/consent")
+async def consent(signin: PeopleSignIn, consent_challenge: Challenge) -> Response:
+    """The provider asks what the token may say: web's own client, so no screen (first party);
+    the person's role and partner come from the identity's admin metadata."""
+    return await _go(signin.consent(consent_challenge))
+
+
+@router.get("/oidc/logout")
+async def logout(request: Request, signin: PeopleSignIn, logout_challenge: Challenge) -> Response:
+    """The provider signs the browser out: the identity server's session ends as well."""
+    return await _go(signin.logout(logout_challenge, browser_cookies(request)))
+
+
+@router.get("/signin/password")
+async def password_page(request: Request, signin: PeopleSignIn, flow: Challenge) -> Response:
+    """The identity server's login form (password, or the second factor's code), rendered here
+    and posted straight to it: no password or code passes through web."""
+    web = request.app.state.web
+    found = await signin.login_flow(flow, browser_cookies(request))
+    if found is None:
+        return RedirectResponse("/signin", status_code=303)
+    page: Response = web.render(request, "signin_password.html", form=rules.identity_form(found))
+    page.headers["Content-Security-Policy"] = rules.signin_csp(CSP, *signin.form_origins)
+    return page
+
+
+@router.get(CALLBACK_PATH)
+async def callback(
+    request: Request,
+    signin: PeopleSignIn,
+    code: Annotated[str, Query(max_length=2000)] = "",
+    state: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The provider's return: the state must be this session's; the code is exchanged with the
+    session's PKCE verifier for the person's token."""
+    web = request.app.state.web
+    session = api.current(request)
+    pending, session.pending = session.pending, None
+    if pending is None or not code or not rules.csrf_valid(pending[0], state):
+        session.notify("error", "signin.refused")
+        return RedirectResponse("/signin", status_code=303)
+    done = await signin.complete({"code": code, "verifier": pending[1]})
+    return api.signed_in_as(web, session, done)

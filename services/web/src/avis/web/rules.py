@@ -3,10 +3,14 @@ form's CSRF token holds, when a session has been idle too long, what a case's pa
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from avis.shared.events import Language
 from avis.web.models import ASSESSMENTS, OPINION_SECTIONS, Draft, OpinionForm
@@ -260,3 +264,166 @@ def machine_claims(
     if not partner_id:
         raise MachineUnknown(client_id)
     return {"role": "partner", "partner_id": partner_id}
+
+
+# --- people's sign-in through the OpenID provider and its identity server ---
+
+PROFESSIONALS = frozenset({"reviewer", "coordinator"})
+SECOND_FACTOR = "aal2"
+PERSON_ROLES = frozenset({"patient", "partner", "reviewer", "coordinator"})
+# The identity server's cookies web passes on to it (its session and its forms' CSRF cookie).
+_IDENTITY_COOKIES = re.compile(r"^(ory_kratos_session|csrf_token_[A-Za-z0-9_\-]+)$")
+# The identity server's message ids web has words for (else signin.refused).
+FLOW_MESSAGES = {
+    4000006: "signin.wrong_password",
+    4000008: "signin.wrong_code",
+    4000002: "signin.missing",
+    4010002: "signin.refused",
+    1010004: "signin.second_factor",
+    1010003: "signin.again",
+}
+# The fields of a flow web shows, by the identity server's node name, with their words.
+FIELD_LABELS = {
+    "identifier": "signin.email",
+    "password": "signin.password",
+    "totp_code": "signin.code",
+}
+SUBMITS = {"password": "signin.submit", "totp": "signin.verify"}
+SHOWN_GROUPS = frozenset({"default", "password", "totp"})
+
+
+class NotAPerson(Exception):
+    """An identity without a valid role in its admin metadata: it gets no token."""
+
+
+@dataclass(frozen=True)
+class PersonClaims:
+    """Who a signed-in identity is to the services: its subject, role and partner."""
+
+    subject: str
+    role: str
+    partner_id: str | None
+
+    def token_claims(self) -> dict[str, str]:
+        """The claims the provider writes at the top of the access token."""
+        claims = {"role": self.role}
+        if self.partner_id:
+            claims["partner_id"] = self.partner_id
+        return claims
+
+
+def person_claims(identity_id: str, metadata_admin: object) -> PersonClaims:
+    """A person's subject, role and partner, from the identity's admin metadata alone (the person
+    cannot edit it; traits they can edit never count). The subject is the metadata's `subject`
+    where set (the seeded people keep the development subjects), else the identity's id."""
+    if not isinstance(metadata_admin, dict):
+        raise NotAPerson(identity_id)
+    role = metadata_admin.get("role")
+    if role not in PERSON_ROLES:
+        raise NotAPerson(identity_id)
+    partner_id = metadata_admin.get("partner_id")
+    if role == "partner" and not isinstance(partner_id, str):
+        raise NotAPerson(identity_id)
+    subject = metadata_admin.get("subject") or identity_id
+    if not isinstance(subject, str):
+        raise NotAPerson(identity_id)
+    return PersonClaims(subject, role, partner_id if isinstance(partner_id, str) else None)
+
+
+def second_factor_missing(role: str, assurance: str | None) -> bool:
+    """Whether a session is not enough for this role: professionals need the second factor."""
+    return role in PROFESSIONALS and assurance != SECOND_FACTOR
+
+
+def identity_cookies(header: str | None) -> str:
+    """The identity server's own cookies out of a request's Cookie header (never web's)."""
+    if not header:
+        return ""
+    kept = []
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if _IDENTITY_COOKIES.match(name):
+            kept.append(f"{name}={value}")
+    return "; ".join(kept)
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 challenge of a PKCE verifier (RFC 7636 4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def signin_csp(policy: str, *origins: str) -> str:
+    """A page's policy with its forms (and their redirects) allowed to the sign-in servers."""
+    return policy.replace("form-action 'self'", "form-action 'self' " + " ".join(origins))
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a URL."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of the identity server's form, as web shows it."""
+
+    name: str
+    type: str
+    value: str
+    label: str | None
+    required: bool
+    autocomplete: str | None
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IdentityForm:
+    """The identity server's login form: where it posts, its fields and its messages."""
+
+    action: str
+    method: str
+    fields: tuple[FormField, ...]
+    messages: tuple[str, ...]
+    second_factor: bool
+
+
+def _message_keys(messages: object) -> tuple[str, ...]:
+    if not isinstance(messages, list):
+        return ()
+    keys = [FLOW_MESSAGES.get(int(m.get("id") or 0), "") for m in messages if isinstance(m, dict)]
+    errors = [m for m in messages if isinstance(m, dict) and m.get("type") == "error"]
+    if errors and not any(keys):
+        keys.append("signin.refused")
+    return tuple(dict.fromkeys(k for k in keys if k))
+
+
+def identity_form(flow: dict[str, Any]) -> IdentityForm:
+    """The fields of a login flow web shows: its password or code fields, hidden and submit
+    inputs, with our words for their labels and messages (the server's English never shown)."""
+    ui = flow.get("ui") or {}
+    fields = []
+    for node in ui.get("nodes") or []:
+        attributes = node.get("attributes") or {}
+        if node.get("type") != "input" or node.get("group") not in SHOWN_GROUPS:
+            continue
+        name, kind = str(attributes.get("name", "")), str(attributes.get("type", "text"))
+        label = SUBMITS.get(str(attributes.get("value"))) if kind == "submit" else None
+        fields.append(
+            FormField(
+                name=name,
+                type=kind,
+                value="" if attributes.get("value") is None else str(attributes["value"]),
+                label=label or FIELD_LABELS.get(name),
+                required=bool(attributes.get("required")),
+                autocomplete=attributes.get("autocomplete"),
+                errors=_message_keys(node.get("messages")),
+            )
+        )
+    return IdentityForm(
+        action=str(ui.get("action", "")),
+        method=str(ui.get("method", "POST")),
+        fields=tuple(f for f in fields if f.type == "hidden" or f.label),
+        messages=_message_keys(ui.get("messages")),
+        second_factor=flow.get("requested_aal") == SECOND_FACTOR,
+    )

@@ -1,5 +1,7 @@
 """Configuration of the web pages: `AVIS_WEB_*` plus the shared `AVIS_*` variables."""
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -41,6 +43,35 @@ class Settings(CommonSettings):
     # AVIS_WEB_PARTNER_CLIENTS: the partners' machines, as JSON {"<OAuth2 client id>": "<partner
     # id>"}: a client-credentials token of such a client acts as role partner for that partner.
     partner_clients: dict[str, str] = Field(default_factory=dict)
+
+    # AVIS_WEB_SIGNIN: how people sign in: `oidc` (the OpenID provider, its identity server
+    # behind it), `development` (a choice of seeded identities, AVIS_ENV=development only) or
+    # `none`; unset, development where AVIS_ENV is, else none. `make run` sets oidc.
+    signin: Literal["oidc", "development", "none"] | None = None
+    # AVIS_WEB_PUBLIC_URL: where browsers reach web (the provider returns there after sign-in);
+    # unset, http://127.0.0.1:<http_port>.
+    public_url: str = ""
+    # AVIS_WEB_OIDC_ISSUER / _OIDC_ADMIN_URL / _OIDC_CLIENT_ID: the OpenID provider (Hydra) the
+    # browser is sent to, its admin API (the login, consent and logout requests) and web's client.
+    oidc_issuer: str = "http://127.0.0.1:4444/"
+    oidc_admin_url: str = "http://127.0.0.1:4445"
+    oidc_client_id: str = "avis-web"
+    # AVIS_WEB_IDENTITY_URL / _IDENTITY_ADMIN_URL: the identity server (Kratos) that checks
+    # passwords and second factors, and its admin API (a person's role, a session's end).
+    identity_url: str = "http://127.0.0.1:4433"
+    identity_admin_url: str = "http://127.0.0.1:4434"
+
+    @property
+    def signin_kind(self) -> str:
+        """The sign-in in force (AVIS_WEB_SIGNIN, else by AVIS_ENV)."""
+        if self.signin is not None:
+            return self.signin
+        return "development" if self.development else "none"
+
+    @property
+    def base_url(self) -> str:
+        """Web's own address, as browsers reach it."""
+        return (self.public_url or f"http://127.0.0.1:{self.http_port}").rstrip("/")
 
     @property
     def development(self) -> bool:

@@ -31,6 +31,8 @@ class Session:
     draft: Draft | None = None
     # The page asked for before sign-in (a path of this site), opened once signed in.
     after: str | None = None
+    # A sign-in begun at the provider: the state its return must carry, the PKCE verifier.
+    pending: tuple[str, str] | None = field(default=None, repr=False)
     # Messages for the next page: (kind, catalogue key), kind "ok" or "error".
     notices: list[tuple[str, str]] = field(default_factory=list)
 
