@@ -224,7 +224,7 @@ class OidcSignIn:
             "GET",
             f"{self.identity}/self-service/logout",
             params={"token": answer.json()["logout_token"]},
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", "Cookie": cookies},
         )
 
     # --- plumbing ---
