@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
 from avis.shared.bodies import BodyLimits
+from avis.shared.ratelimit import WriteLimits
 from avis.shared.runtime import Runtime, serve
 from avis.web import api, board, claim, live, oidc, partner, rules, specialist, trail
 from avis.web.middleware import (
@@ -22,6 +23,7 @@ from avis.web.middleware import (
     PlainErrors,
     SecurityHeaders,
     SessionCookies,
+    SignInRateLimit,
 )
 from avis.web.oidc_signin import OidcSignIn, SignInUnavailable
 from avis.web.service import Platform, Refused
@@ -91,6 +93,8 @@ def create_app(
 
     app.add_middleware(PlainErrors, render=render_error)
     app.add_middleware(SessionCookies, sessions=sessions, secure=settings.cookie_secure)
+    # Outside the plain-words pages: a throttled sign-in step is a 429 problem with Retry-After.
+    app.add_middleware(SignInRateLimit, limits=WriteLimits(settings.signin_rate_limit))
     app.add_middleware(SecurityHeaders)
     return app
 

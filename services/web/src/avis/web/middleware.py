@@ -10,6 +10,8 @@ from http.cookies import CookieError, SimpleCookie
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from avis.shared.problems import Problem
+from avis.shared.ratelimit import TOO_MANY, WriteLimits
 from avis.shared.runtime import DOCS_ASSETS
 from avis.web import rules
 from avis.web.store import Session, Sessions
@@ -175,3 +177,39 @@ class PlainErrors:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": page})
+
+
+# The steps of a sign-in a caller may take only so often: web's sign-in button, the identity
+# server's form (each wrong password returns to it) and the provider's login request.
+SIGNIN_PATHS = frozenset({"/signin", "/signin/password", "/oidc/login", "/signin/callback"})
+
+
+class SignInRateLimit:
+    """Answers a caller's sign-in step over AVIS_WEB_SIGNIN_RATE_LIMIT with a 429 problem and
+    `Retry-After`. The caller is the client's address (nobody is signed in yet); the counts are
+    in this copy's memory. A GET of /signin (the page alone) is not counted."""
+
+    def __init__(self, app: ASGIApp, limits: WriteLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        counted = path in SIGNIN_PATHS and not (path == "/signin" and scope["method"] == "GET")
+        if scope["type"] != "http" or not counted:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        retry = self.limits.hit(f"addr:{client[0] if client else 'unknown'}")
+        if retry is None:
+            await self.app(scope, receive, send)
+            return
+        problem = Problem(
+            429,
+            TOO_MANY,
+            "Too Many Requests",
+            f"more sign-in steps than web takes from one caller ({self.limits.text}); "
+            f"retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+        await problem.to_response(path)(scope, receive, send)

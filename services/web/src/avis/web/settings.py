@@ -60,6 +60,9 @@ class Settings(CommonSettings):
     # passwords and second factors, and its admin API (a person's role, a session's end).
     identity_url: str = "http://127.0.0.1:4433"
     identity_admin_url: str = "http://127.0.0.1:4434"
+    # AVIS_WEB_SIGNIN_RATE_LIMIT: sign-in steps one caller (address) may take, per copy of web;
+    # past it a 429 with Retry-After. `10/minute;100/hour` sets two rates.
+    signin_rate_limit: str = "60/minute;600/hour"
 
     @property
     def signin_kind(self) -> str:
