@@ -7,7 +7,9 @@ access-token key, to sign tokens that differ from a real one in one claim or hea
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -108,7 +110,12 @@ async def id_token(client_id: str, claims: dict[str, Any]) -> str:
         created = await admin.post(f"{ADMIN}/admin/clients", json=client)
         assert created.status_code == 201, created.text
         try:
+            # The provider takes no code flow without a PKCE challenge (S256).
+            verifier = secrets.token_urlsafe(48)
+            digest = hashlib.sha256(verifier.encode()).digest()
             query = {
+                "code_challenge": base64.urlsafe_b64encode(digest).decode().rstrip("="),
+                "code_challenge_method": "S256",
                 "client_id": client_id,
                 "response_type": "code",
                 "scope": "openid",
@@ -134,7 +141,12 @@ async def id_token(client_id: str, claims: dict[str, Any]) -> str:
             code = _query(back.headers["location"], "code")
             tokens = await browser.post(
                 f"{ISSUER}oauth2/token",
-                data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": REDIRECT,
+                    "code_verifier": verifier,
+                },
                 auth=(client_id, secret),
             )
             assert tokens.status_code == 200, tokens.text
