@@ -95,8 +95,11 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # --- end metrics store ---
 # --- OpenID provider (deploy/oidc/install.sh): Hydra on 127.0.0.1:${AVIS_OIDC_PORT:-4444} ---
 "$root/deploy/oidc/install.sh" start && oidc=1
-# People's identities and passwords: Kratos on 127.0.0.1:${AVIS_KRATOS_PORT:-4433}.
-"$root/deploy/oidc/kratos.sh" start && kratos=1
+# People's identities and passwords: Kratos on 127.0.0.1:${AVIS_KRATOS_PORT:-4433}. Its
+# migration, start and seeding (a few seconds on a new state folder: the passwords' hashes, the
+# professionals' TOTP enrolment) run beside the broker's start.
+kratos=1
+{ "$root/deploy/oidc/kratos.sh" start && "$root/deploy/oidc/kratos.sh" wait; } & kratos_up=$!
 # --- end OpenID provider ---
 # --- key server (deploy/kms/install.sh): PyKMIP on 127.0.0.1:${AVIS_KMS_PORT:-5696} ---
 "$root/deploy/kms/install.sh" start && kms=1
@@ -108,7 +111,7 @@ export AVIS_OTEL_ENDPOINT="${AVIS_OTEL_ENDPOINT:-http://127.0.0.1:${AVIS_ZIPKIN_
 # Hydra answers; the development partners' clients are seeded (once per state folder).
 "$root/deploy/oidc/install.sh" wait
 # Kratos answers; the development people are seeded (once per state folder).
-"$root/deploy/oidc/kratos.sh" wait
+wait "$kratos_up"
 wait "$kms_wait"
 set -a
 # shellcheck disable=SC1090
@@ -146,6 +149,15 @@ AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK="${AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK:-true}"
 # Development: the web pages sign people in as seeded identities with development tokens.
 AVIS_ENV="${AVIS_ENV:-development}"
+# People sign in at the OpenID provider (Hydra), their passwords and codes checked by Kratos:
+# the seeded people of $AVIS_STATE_DIR/kratos/people.json. AVIS_WEB_SIGNIN=development keeps the
+# choice of seeded identities instead.
+AVIS_WEB_SIGNIN="${AVIS_WEB_SIGNIN:-oidc}"
+AVIS_WEB_PUBLIC_URL="http://127.0.0.1:${AVIS_WEB_HTTP_PORT:-8000}"
+AVIS_WEB_OIDC_ISSUER="$AVIS_JWT_ISSUER"
+AVIS_WEB_OIDC_ADMIN_URL="http://127.0.0.1:${AVIS_OIDC_ADMIN_PORT:-4445}"
+AVIS_WEB_IDENTITY_URL="http://127.0.0.1:${AVIS_KRATOS_PORT:-4433}"
+AVIS_WEB_IDENTITY_ADMIN_URL="http://127.0.0.1:${AVIS_KRATOS_ADMIN_PORT:-4434}"
 AVIS_WEB_INTAKE_URL="http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}"
 AVIS_WEB_REVIEW_URL="http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}"
 AVIS_WEB_REPORTS_URL="http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}"
@@ -170,7 +182,7 @@ fi
 cat <<TXT
 
 Avis is starting (pid $$). Everything listens on 127.0.0.1:
-  web      http://127.0.0.1:${AVIS_WEB_HTTP_PORT:-8000}   (the pages: sign in as patient-1, development only)
+  web      http://127.0.0.1:${AVIS_WEB_HTTP_PORT:-8000}   (the pages: sign in as patient-1@avis.local, ...; passwords and codes' secrets in $AVIS_STATE_DIR/kratos/people.json)
   intake   http://127.0.0.1:${AVIS_INTAKE_HTTP_PORT:-8001}   (docs: /docs, events: /asyncapi.json)
   review   http://127.0.0.1:${AVIS_REVIEW_HTTP_PORT:-8002}
   reports  http://127.0.0.1:${AVIS_REPORTS_HTTP_PORT:-8003}

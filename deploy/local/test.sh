@@ -29,8 +29,9 @@ trap 'deploy/kms/install.sh stop & "$infra" stop; deploy/oidc/install.sh stop; d
 # sign-in tests serve web's (tests/integration/shared/test_oidc_tokens.py).
 deploy/oidc/install.sh start
 # People's identities and passwords (Kratos), behind web's sign-in through Hydra
-# (tests/integration/web/test_web_oidc_signin.py).
-deploy/oidc/kratos.sh start
+# (tests/integration/web/test_web_oidc_signin.py): its migration, start and seeding (a few
+# seconds: the passwords' hashes, the professionals' TOTP enrolment) beside the broker's start.
+{ deploy/oidc/kratos.sh start && deploy/oidc/kratos.sh wait; } & kratos_up=$!
 # The key server (PyKMIP), with its CA and each service's certificate in $AVIS_STATE_DIR/kms
 # (tests/integration/shared/test_kms.py).
 deploy/kms/install.sh start
@@ -38,7 +39,7 @@ deploy/kms/install.sh start
 deploy/kms/install.sh wait & kms_wait=$!
 "$infra" wait
 deploy/oidc/install.sh wait
-deploy/oidc/kratos.sh wait
+wait "$kratos_up"
 wait "$kms_wait"
 # The broker's passwords (made by infra.sh): the suites' own clients connect as its
 # administrator, each service as itself; then the topics and each service's ACLs.
