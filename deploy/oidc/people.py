@@ -36,7 +36,9 @@ from typing import Any
 # subject -> (role, partner id): the development identities of web's pages, one per role.
 PEOPLE: dict[str, tuple[str, str | None]] = {
     "patient-1": ("patient", None),
+    "patient-2": ("patient", None),
     "rev-cardio-1": ("reviewer", None),
+    "rev-cardio-2": ("reviewer", None),
     "coordinator-1": ("coordinator", None),
     "partner-1": ("partner", "partner-1"),
 }
