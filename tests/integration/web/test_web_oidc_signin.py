@@ -9,16 +9,26 @@ identity's admin metadata, never from the traits the person edits.
 """
 
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
+from avis.shared.access_log import trail_aad
+from avis.shared.audit import AuditTrail
+from avis.shared.sealing import Keyring
 from avis.web import rules
+from avis.web.roles import change_role
+from avis.web.settings import Settings as WebSettings
 from tests.support import oidc
+from tests.support.basics import MONGO_URL, SEALING_KEYS
 from tests.support.intake import Intake, intake_settings, running_intake
 from tests.support.signin import (
     KRATOS,
+    KRATOS_ADMIN,
     Browser,
     OidcWeb,
     asks_second_factor,
@@ -223,3 +233,51 @@ async def test_web_sends_no_password_through_itself(web: OidcWeb) -> None:
         assert f'action="{KRATOS}/self-service/login?flow=' in page.text
         policy = page.headers["content-security-policy"]
         assert f"form-action 'self' {KRATOS} {oidc.ISSUER.rstrip('/')}" in policy, policy
+
+
+async def test_a_role_change_goes_through_the_admin_api_and_is_audited(web: OidcWeb) -> None:
+    subject = f"role-{uuid.uuid4().hex[:8]}"
+    person = await new_person({"subject": subject, "role": "patient"})
+    settings = WebSettings(
+        identity_admin_url=KRATOS_ADMIN,
+        mongo_url=MONGO_URL,
+        mongo_database=f"test_roles_{uuid.uuid4().hex[:8]}",
+        sealing_keys=SEALING_KEYS,
+    )
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(MONGO_URL)
+    trail = AuditTrail(mongo[settings.database])
+    try:
+        assert await signed_in_claims(web, person) == (subject, "patient", None)
+        done = await change_role(
+            settings,
+            email=person["email"],
+            role="partner",
+            partner_id="insurer-42",
+            by="coordinator-1",
+            reason="moved to the insurer's team",
+        )
+        assert (done.subject, done.before, done.after, done.seq) == (
+            subject,
+            "patient",
+            "partner",
+            1,
+        )
+        with pytest.raises(ValueError, match="not a person's role"):
+            await change_role(
+                settings, email=person["email"], role="service", partner_id=None, by="x", reason="y"
+            )
+        entries, _ = await trail.page(rules.role_trail(subject), after=0, limit=10)
+        assert [(e.actor, e.action, e.target) for e in entries] == [
+            ("coordinator-1", rules.ROLE_CHANGE, "patient->partner")
+        ]
+        assert entries[0].reason is not None
+        keyring = Keyring.parse(SEALING_KEYS)
+        opened = keyring.open(entries[0].reason, trail_aad(rules.role_trail(subject)))
+        assert opened == b"moved to the insurer's team"
+        assert await trail.verify(rules.role_trail(subject)) is None
+        # The next sign-in carries the new role.
+        assert await signed_in_claims(web, person) == (subject, "partner", "insurer-42")
+    finally:
+        await forget(person)
+        await mongo.drop_database(settings.database)
+        await mongo.close()

@@ -113,3 +113,21 @@ def test_the_identity_servers_form_is_shown_in_our_words() -> None:
     assert not form.second_factor
     unknown = FLOW | {"ui": FLOW["ui"] | {"messages": [{"id": 4999999, "type": "error"}]}}
     assert rules.identity_form(unknown).messages == ("signin.refused",)
+
+
+def test_a_role_change_keeps_the_subject_and_checks_the_role() -> None:
+    before = {"subject": "rev-cardio-1", "role": "reviewer"}
+    assert rules.role_changed(before, "coordinator", None) == {
+        "subject": "rev-cardio-1",
+        "role": "coordinator",
+    }
+    partner = rules.role_changed(before, "partner", "insurer-42")
+    assert partner == {"subject": "rev-cardio-1", "role": "partner", "partner_id": "insurer-42"}
+    assert rules.role_changed(partner, "patient", None) == {
+        "subject": "rev-cardio-1",
+        "role": "patient",
+    }
+    for role, partner_id in (("service", None), ("partner", None), ("patient", "p-1")):
+        with pytest.raises(ValueError, match=r"role|partner id"):
+            rules.role_changed(before, role, partner_id)
+    assert rules.role_trail("rev-cardio-1") == "identity:rev-cardio-1"

@@ -427,3 +427,24 @@ def identity_form(flow: dict[str, Any]) -> IdentityForm:
         messages=_message_keys(ui.get("messages")),
         second_factor=flow.get("requested_aal") == SECOND_FACTOR,
     )
+
+
+ROLE_CHANGE = "identity.role.change"
+ROLE_TRAIL_PREFIX = "identity:"
+
+
+def role_changed(metadata_admin: object, role: str, partner_id: str | None) -> dict[str, Any]:
+    """The admin metadata of an identity given `role` (and `partner_id`, a partner's alone); its
+    subject kept. ValueError for a role people do not have, or a partner without its partner."""
+    if role not in PERSON_ROLES:
+        raise ValueError(f"{role!r} is not a person's role: {', '.join(sorted(PERSON_ROLES))}")
+    if (role == "partner") != bool(partner_id):
+        raise ValueError("a partner, and only a partner, has a partner id")
+    kept = dict(metadata_admin) if isinstance(metadata_admin, dict) else {}
+    kept.pop("partner_id", None)
+    return kept | {"role": role} | ({"partner_id": partner_id} if partner_id else {})
+
+
+def role_trail(subject: str) -> str:
+    """The trail of an identity's role changes (one chain per person, beside cases' trails)."""
+    return f"{ROLE_TRAIL_PREFIX}{subject}"
