@@ -6,9 +6,10 @@
   bare      the same Kafka hops and store writes with the raw clients (bench/bare_pipeline.py):
             the journey's throughput as a ratio of it
   layers    the journey again without the access trail and with a null keyring (bench-only
-            launcher flags), over Kafka without SASL (a listener only the bench's broker opens),
-            with tracing on (to a local Zipkin), with the relay batch and consumer workers
-            tuned: a ratio each
+            launcher flags), without the key server (every case under the services' keyring,
+            as before per-case keys), over Kafka without SASL (a listener only the bench's
+            broker opens), with tracing on (to a local Zipkin), with the relay batch and
+            consumer workers tuned: a ratio each
   sizes     three sizes of N derived from the first run's rate, each time-boxed
 (Copies of a service are bench/bench_copies.py's: one, two and three of review, then of notify.)
 It prints a table and the change against bench/baseline.json, writes bench/results/
@@ -167,6 +168,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         Variant("sasl-off", sasl_off=True),
         Variant("tracing-on", tracing=True),
         Variant("null-keyring", null_keyring=True),
+        Variant("service-keyring", service_keyring=True),
         Variant("tuned", tuned=True),
     ]
     for variant in variants:

@@ -97,6 +97,8 @@ def bench_env() -> dict[str, str]:
         "AVIS_RATE_LIMIT_WRITES": "100000/minute",
         "AVIS_LOG_LEVEL": "WARNING",
         "AVIS_LOG_FORMAT": "json",
+        # The test stack's key server and each service's certificate there: a key per case.
+        **{k: v for k, v in os.environ.items() if k.startswith("AVIS_") and "_KMS_" in k},
     }
 
 
@@ -136,6 +138,8 @@ class Variant:
     # The services reach the broker on its listener without identities (`make bench` opens one
     # on the bench's broker only, AVIS_KAFKA_BENCH_PLAINTEXT_PORT), instead of SASL/SCRAM.
     sasl_off: bool = False
+    # No key server: every case sealed under the services' keyring, as before per-case keys.
+    service_keyring: bool = False
     # Copies of a service, in one consumer group and one database (the others at one), e.g.
     # {"review": 3}.
     copies: dict[str, int] = field(default_factory=dict)
@@ -268,6 +272,8 @@ class JourneyStack:
             env["AVIS_OTEL_ENDPOINT"] = f"http://127.0.0.1:{ZIPKIN_PORT}"
         if self.variant.tuned:
             env |= TUNED
+        if self.variant.service_keyring:
+            env.pop("AVIS_KMS_URL", None)
         if self.variant.sasl_off:
             env = {k: v for k, v in env.items() if not k.endswith("_KAFKA_PASSWORD")}
             env["AVIS_KAFKA_BOOTSTRAP"] = PLAINTEXT_BOOTSTRAP

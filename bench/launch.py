@@ -32,6 +32,7 @@ from typing import Any
 
 from avis.shared import sealing
 from avis.shared.audit import AuditTrail
+from avis.shared.case_keys import CaseKeys
 from avis.shared.runtime import serve
 from avis.shared.sealing import ALG, Keyring, Sealed, SealingError
 from avis.shared.security import mint_token
@@ -59,6 +60,10 @@ class NullKeyring(Keyring):
 
 def null_from_settings(cls: type[Keyring], settings: CommonSettings) -> Keyring:
     return NullKeyring()
+
+
+def null_case_keys(cls: type[CaseKeys], settings: CommonSettings) -> CaseKeys:
+    return CaseKeys(NullKeyring(), None)  # no key per case: nothing is sealed at all
 
 
 class AnyIdentity:
@@ -123,6 +128,7 @@ def main(argv: list[str]) -> None:
         time_sections(Path(flags[flags.index("--sections") + 1]))
     if "--null-keyring" in flags:
         Keyring.from_settings = classmethod(null_from_settings)  # type: ignore[method-assign,assignment]
+        CaseKeys.from_settings = classmethod(null_case_keys)  # type: ignore[method-assign,assignment]
     if "--no-trail" in flags:
         AuditTrail.append = record_nothing  # type: ignore[method-assign,assignment]
     if service == "web":

@@ -16,6 +16,8 @@ to a Zipkin instead (to look at the trace); the span checks then cannot run and 
 import asyncio
 import contextlib
 import os
+import random
+import string
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
     MONGO_URL,
+    ROOT,
     SEALING_KEYS,
     eventually,
     kafka_passwords,
@@ -47,7 +50,9 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
+from tests.support.kms import kms_env
 from tests.support.notify import body_text, hook_receiver, mailbox
+from tests.support.privacy import scan_files, write_in_clear
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import ServiceStack
 
@@ -63,7 +68,7 @@ GROUP_TOPICS = {
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 PARIS = ZoneInfo("Europe/Paris")
 HOOK_TYPES = ["avis.case.submitted.v1", "avis.review.assigned.v1", "avis.report.ready.v1"]
-CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung function test."}
+CORRECTED = {"further_tests": "PET-CT before surgery, and a lung function test."}
 
 
 @dataclass
@@ -133,6 +138,7 @@ async def four_services(receiver: Receiver, copies: int = 1) -> AsyncIterator[Se
             "AVIS_MONGO_URL": MONGO_URL,
             "AVIS_SMTP_URL": SMTP_URL,
             "AVIS_SEALING_KEYS": SEALING_KEYS,
+            **kms_env(),
             "AVIS_JWT_SECRET": JWT_SECRET,
             "AVIS_ENV": "development",  # HS256 tokens
             "AVIS_RATE_LIMIT_WRITES": "100000/minute",  # the journey is not to be throttled
@@ -168,6 +174,19 @@ async def test_the_whole_journey_in_one_trace(copies: int) -> None:
         hooks.fail_first["/avis"] = 1  # the partner's first delivery fails
         hooks_url = f"http://127.0.0.1:{hooks_port}"
         email = f"{unique('patient')}@exemple.fr"
+        # This case's own details, found nowhere in clear at the end (_scan_at_rest).
+        mark = "".join(random.choices(string.ascii_lowercase, k=8))
+        digits = " ".join(f"{random.randrange(100):02d}" for _ in range(4))
+        details = {
+            "family name": f"Martin-{mark.capitalize()}",
+            "email": email,
+            "phone": f"+33 6 {digits}",
+            "clinical summary": f"Nodule found on a scan in March ({mark}); biopsy planned.",
+            "opinion": f"CT and the biopsy report of {mark} agree.",
+            "file name": f"irm-{mark}.pdf",
+        }
+        record = pdf(f"record-{mark}")
+        opinion = {**OPINION, "imaging_and_lab_review": details["opinion"]}
         partner = unique("insurer")
         partner_sub = f"{partner}-api"
         specialty = "oncology"
@@ -198,12 +217,15 @@ async def test_the_whole_journey_in_one_trace(copies: int) -> None:
                 assert created.status_code == 201, created.text
                 secret = created.json()["secret"]
             body = case_body(specialty=specialty, partner_reference="INS-E2E-1")
-            body["patient"] = {**body["patient"], "email": email, "preferred_language": "fr"}
+            body["patient"] |= {"email": email, "preferred_language": "fr"}
+            body["patient"] |= {"family_name": details["family name"], "phone": details["phone"]}
+            body["clinical_summary"] = details["clinical summary"]
             async with stack.client("intake", partner_sub, "partner", partner) as filer:
                 draft = await filer.post("/v1/cases", json=body)
                 assert draft.status_code == 201, draft.text
                 case_id = draft.json()["case_id"]
-                stored = await filer.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))
+                document = upload(record, filename=details["file name"])
+                stored = await filer.post(f"/v1/cases/{case_id}/documents", **document)
                 assert stored.status_code == 201, stored.text
                 submitted = await filer.post(
                     f"/v1/cases/{case_id}/submit",
@@ -229,9 +251,9 @@ async def test_the_whole_journey_in_one_trace(copies: int) -> None:
         async with stack.client("review", second, "reviewer") as reviewer:
             url = f"/v1/assignments/{round_2['id']}"
             assert (await reviewer.post(f"{url}/accept")).status_code == 200
-            answered = await reviewer.post(f"{url}/opinion", json=OPINION)
+            answered = await reviewer.post(f"{url}/opinion", json=opinion)
             assert answered.status_code == 201, answered.text
-            corrected = await reviewer.put(f"{url}/opinion", json=CORRECTED)
+            corrected = await reviewer.put(f"{url}/opinion", json=opinion | CORRECTED)
             assert corrected.status_code == 200, corrected.text
             assert corrected.json()["version"] == 2
 
@@ -297,9 +319,36 @@ async def test_the_whole_journey_in_one_trace(copies: int) -> None:
         if os.environ.get("AVIS_E2E_OTEL_EXPORTER", "otlp") == "otlp":
             await eventually(lambda: have("review.opinion") and sends() >= len(expected))
             await asyncio.sleep(1.0)  # a send more would be exported by now
+        await _scan_at_rest(stack.logs, details, {"record's bytes": record})
     if os.environ.get("AVIS_E2E_OTEL_EXPORTER", "otlp") != "otlp":
         pytest.skip("spans went to the configured exporter; the trace checks need the receiver")
     _check_one_trace(receiver.spans, case_id, expected)
+
+
+async def _scan_at_rest(logs: Path, details: dict[str, str], binaries: dict[str, bytes]) -> None:
+    """No file of the broker, the store, the identity provider, the key server, the services'
+    logs or the SMTP sink holds the case's details in clear (the sink holds the address, in
+    `To`), while values written in clear on purpose, the positive control, are found there."""
+    state = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
+    places = {
+        "broker": [state / "kafka"],
+        "store": [state / "ferretdb"],
+        "services' logs": [logs],
+        "identity provider": [state / "oidc", state / "kratos"],
+        "key server": [state / "kms"],
+        "SMTP sink": [state / "smtp"],
+    }
+    control = {"control text": unique("Temoin-en-clair")}
+    control_bytes = {"control bytes": os.urandom(64)}
+    await write_in_clear(control["control text"], control_bytes["control bytes"], logs)
+    for where, roots in places.items():
+        found = scan_files(roots, control, control_bytes)
+        if where in ("broker", "store"):
+            assert set(found) == {"control text", "control bytes"}, (where, found)
+        if where == "services' logs":
+            assert set(found) == {"control text"}, (where, found)
+        secrets = {k: v for k, v in details.items() if not (where == "SMTP sink" and k == "email")}
+        assert not scan_files(roots, secrets, binaries), where
 
 
 async def _two(rounds: Any) -> list[dict[str, Any]] | None:

@@ -65,6 +65,7 @@ from tests.support.basics import (
     kafka_passwords,
     serve,
 )
+from tests.support.kms import kms_env
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.stack import Instance, ServiceStack
 
@@ -1077,6 +1078,7 @@ def stack_env() -> dict[str, str]:
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,
+        **kms_env(),
         "AVIS_JWT_SECRET": JWT_SECRET,
         # HS256 tokens: development only; the run's writes are not to be throttled.
         "AVIS_ENV": "development",

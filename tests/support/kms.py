@@ -73,3 +73,9 @@ async def opened(settings: CommonSettings, sealed: Sealed, aad: str) -> bytes:
     """A sealed value opened as a service with `settings` opens it: under its case's key, read
     from the key server with the service's certificate, or under the service's keyring."""
     return (await CaseKeys.from_settings(settings).opening(sealed)).open(sealed, aad)
+
+
+def kms_env() -> dict[str, str]:
+    """The test stack's key server and each service's certificate there, for services started
+    as processes: every case sealed under its own key, as with `make run`."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AVIS_") and "_KMS_" in k}

@@ -31,6 +31,7 @@ from tests.support.basics import (
     skip_history,
     unique,
 )
+from tests.support.kms import kms_env
 from tests.support.stack import ServiceStack
 
 METRICS = ROOT / "deploy/metrics"
@@ -205,6 +206,7 @@ def service_env(**extra: str) -> dict[str, str]:
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,
+        **kms_env(),
         "AVIS_JWT_SECRET": JWT_SECRET,
         "AVIS_ENV": "development",
         "AVIS_RATE_LIMIT_WRITES": "100000/minute",

@@ -24,6 +24,7 @@ from tests.support.basics import (
     kafka_passwords,
     skip_history,
 )
+from tests.support.kms import kms_env
 from tests.support.stack import SERVICES, ServiceStack
 
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
@@ -50,6 +51,7 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SMTP_URL": os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025"),
         "AVIS_SEALING_KEYS": SEALING_KEYS,
+        **kms_env(),
         "AVIS_JWT_SECRET": JWT_SECRET,
         "AVIS_LOG_FORMAT": "json",
         "AVIS_RELAY_POLL_SECONDS": "0.2",

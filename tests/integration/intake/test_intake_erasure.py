@@ -11,6 +11,7 @@ from avis.intake import rules
 from avis.shared import topics
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.events import CaseErased, CaseSubmitted
+from avis.shared.key_usage import in_use
 from avis.shared.sealing import Sealed, SealingError
 from tests.integration.intake.test_intake_access_log import filed
 from tests.support.basics import MONGO_URL
@@ -71,7 +72,9 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
         for case_id in (erased_id, kept_id)
     }
     # Copies taken before the erasure: the whole store, and the case's records on the topic.
-    copy = await stored_documents(MONGO_URL, intake.settings.database)
+    database = intake.settings.database
+    copy = await stored_documents(MONGO_URL, database)
+    _, keys_before = (await in_use(MONGO_URL, [database]))[database]
 
     asked = await patient.post(f"/v1/cases/{erased_id}/erasure-request")
     assert asked.status_code == 200, asked.text
@@ -103,6 +106,8 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     assert event.key_ref == erased[0][1].kid.removeprefix("case.")
     log = (await patient.get(f"/v1/cases/{erased_id}/access-log?limit=100")).json()["items"]
     assert [e["action"] for e in log][-2:] == ["case.erasure-request", "case.erase"]
+    _, keys_after = (await in_use(MONGO_URL, [database]))[database]
+    assert keys_after == keys_before - 1, "`avis-keys in-use` no longer counts the erased key"
     again = await patient.post(f"/v1/cases/{erased_id}/erasure-request")
     assert again.status_code == 200 and again.json()["erased_at"] == case["erased_at"]
 

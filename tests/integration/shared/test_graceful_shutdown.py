@@ -37,6 +37,7 @@ from tests.support.basics import (
     publish,
     unique,
 )
+from tests.support.kms import kms_env
 from tests.support.topics import TopicReader, header
 
 pytestmark = pytest.mark.infra
@@ -76,6 +77,7 @@ def service(
         "KAFKA_PASSWORD": KAFKA.password,
         "AVIS_MONGO_URL": MONGO_URL,
         "AVIS_SEALING_KEYS": SEALING_KEYS,
+        **kms_env(),
         "AVIS_JWT_SECRET": JWT_SECRET,
         "AVIS_ENV": "development",  # HS256 tokens
         "AVIS_LOG_FORMAT": "json",

@@ -5,7 +5,7 @@ memory.
 security modules and hospitals' key managers) through PyKMIP's client, over TLS with the
 service's own client certificate. A key's bytes never leave this process's memory: they are
 kept in a bounded cache (least recently used dropped first) and never written anywhere. The
-services do not use it yet: sealing still uses the keyring (`AVIS_SEALING_KEYS`).
+services reach it through `avis.shared.case_keys`.
 """
 
 from __future__ import annotations

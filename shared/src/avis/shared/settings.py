@@ -71,7 +71,8 @@ class CommonSettings(BaseSettings):
     # The key-management service that keeps the per-case data keys (avis.shared.keys), as
     # kmip://host:port: production names its KMS here (an HSM or a hospital's key manager);
     # `make run` and the test stack point it at their local PyKMIP server (deploy/kms). Empty:
-    # no key service (the services do not use per-case keys yet).
+    # no key service, every case under AVIS_SEALING_KEYS (development only: production refuses
+    # to start so, avis.shared.case_keys).
     kms_url: str = Field("", validation_alias=shared_env("KMS_URL"))
     # The CA that signed the key service's certificate (PEM); the same for every service.
     kms_ca_file: str = Field("", validation_alias=shared_env("KMS_CA_FILE"))

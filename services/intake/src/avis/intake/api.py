@@ -149,7 +149,7 @@ async def get_case(case_id: CaseId, principal: Caller, service: Service) -> Case
     "/cases/{case_id}/clinical",
     summary="A case's clinical content",
     response_model=ClinicalView,
-    responses=problem_responses(401, 403, 404, 422, 428),
+    responses=problem_responses(401, 403, 404, 410, 422, 428),
 )
 async def get_clinical(
     case_id: CaseId, principal: ClinicalReader, service: Service, reason: Reason = None
@@ -213,7 +213,7 @@ async def export_access_log(
     responses={
         201: {"description": "The record was stored"},
         200: {"model": DocumentView, "description": "The case already holds this very file"},
-        **problem_responses(400, 401, 403, 404, 409, 415, 422),
+        **problem_responses(400, 401, 403, 404, 409, 410, 415, 422),
     },
 )
 async def upload_document(
@@ -250,7 +250,7 @@ async def upload_document(
                 t.value: {"schema": {"type": "string", "format": "binary"}} for t in ContentType
             },
         },
-        **problem_responses(401, 403, 404, 422, 428),
+        **problem_responses(401, 403, 404, 410, 422, 428),
     },
 )
 async def download_document(
@@ -282,7 +282,7 @@ async def download_document(
     status_code=204,
     summary="Remove a record from a draft",
     response_class=Response,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 410, 422),
 )
 async def delete_document(
     case_id: CaseId, document_id: DocumentId, principal: Filer, service: Service
@@ -296,7 +296,7 @@ async def delete_document(
     "/cases/{case_id}/submit",
     summary="Submit a draft with the patient's consent",
     response_model=CaseView,
-    responses=problem_responses(400, 401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 410, 422),
 )
 async def submit_case(
     case_id: CaseId, body: SubmitIn, principal: Filer, service: Service
@@ -309,7 +309,7 @@ async def submit_case(
     "/cases/{case_id}/withdraw",
     summary="Withdraw a case before its report",
     response_model=CaseView,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(401, 403, 404, 409, 410, 422),
 )
 async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
     """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
@@ -333,7 +333,7 @@ async def request_erasure(case_id: CaseId, principal: Filer, erasures: Erasing) 
     "/cases/{case_id}/erasure",
     summary="Erase a case's data (coordinators)",
     response_model=CaseView,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 422),
 )
 async def erase_case(
     case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
@@ -347,7 +347,7 @@ async def erase_case(
     "/cases/{case_id}/legal-hold",
     summary="Put a case under a legal hold (coordinators)",
     response_model=CaseView,
-    responses=problem_responses(401, 403, 404, 410, 422),
+    responses=problem_responses(400, 401, 403, 404, 410, 422),
 )
 async def hold_case(
     case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
@@ -360,7 +360,7 @@ async def hold_case(
     "/cases/{case_id}/legal-hold/release",
     summary="Lift a case's legal hold (coordinators)",
     response_model=CaseView,
-    responses=problem_responses(401, 403, 404, 410, 422),
+    responses=problem_responses(400, 401, 403, 404, 410, 422),
 )
 async def release_case(
     case_id: CaseId, body: ReasonIn, principal: Coordinator, erasures: Erasing
