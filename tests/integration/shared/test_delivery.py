@@ -174,7 +174,7 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
     producer = await started(settings)
     try:
         today = withdrawn(topic)
-        past = timedelta(days=settings.inbox_retention_days + 6)  # past the markers' retention
+        past = timedelta(days=settings.inbox_days + 6)  # past the markers' retention
         old = dataclasses.replace(withdrawn(topic), time=today.time - past)
         async with Consumer(topic) as consumer:
             for event in (today, old):

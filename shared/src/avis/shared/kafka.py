@@ -138,7 +138,7 @@ class Messaging:
 
     async def prune_inbox(self, now: datetime | None = None) -> list[str]:
         """Drop the inbox buckets older than the retention; returns the names dropped."""
-        keep = self.settings.inbox_retention_days
+        keep = self.settings.inbox_days
         oldest = f"{INBOX_PREFIX}{(now or datetime.now(UTC)) - timedelta(days=keep):%Y%m%d}"
         dropped = []
         for name in await self.db.list_collection_names():

@@ -124,10 +124,20 @@ class CommonSettings(BaseSettings):
     # Consumers per topic in this process, each owning some of its partitions: a case's events
     # stay in order (one partition, one consumer), different cases are handled side by side.
     consumer_workers: int = Field(1, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
-    # Days of processed-event markers kept: beyond the broker's retention of the main topics (28
-    # days, avis.shared.topics), so a marker is never dropped while its event can still be
-    # delivered again (a group rewound to the earliest offset included).
-    inbox_retention_days: int = Field(35, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS"))
+    # Days of processed-event markers kept. Unset: a week past the longest the broker keeps any
+    # record, dead-letter topics included (13 weeks: a replayed dead letter reaches every group
+    # again), so a marker is never dropped while its event can still be delivered again
+    # (avis.shared.topics.inbox_days). Set, it must not be shorter than that.
+    inbox_retention_days: int | None = Field(
+        None, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS")
+    )
+
+    @property
+    def inbox_days(self) -> int:
+        """The days of processed-event markers kept (see `inbox_retention_days`)."""
+        from avis.shared.topics import inbox_days
+
+        return self.inbox_retention_days or inbox_days()
 
     # How often each service measures the depth of the dead-letter topics of what it consumes.
     dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))

@@ -20,7 +20,16 @@ TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 # The heads of the services' access trails, anchored outside their stores (avis.shared.anchors):
 # compacted, one record kept per service and case, read by `avis-audit verify` only.
 AUDIT_ANCHORED = "audit-anchored"
-WEEK_MS = 7 * 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+WEEK_MS = 7 * DAY_MS
+
+
+def inbox_days() -> int:
+    """Days a consumer keeps its processed-event markers: a week past the longest the broker
+    keeps any record, dead letters included, since a replayed dead letter reaches every
+    consumer group of its topic again."""
+    longest = max(int(s.config.get("retention.ms", "0")) for s in topic_specs())
+    return -(-longest // DAY_MS) + 7
 
 
 def dlq(topic: str) -> str:
