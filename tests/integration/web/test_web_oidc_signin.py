@@ -181,10 +181,14 @@ async def test_pkce_plain_and_a_flow_without_a_challenge_are_refused(web: OidcWe
     }
     async with Browser() as browser:
         await browser.password(await browser.begin(), person["email"], person["password"])
-        answers = {
-            name: callback_query(await browser.http.get(f"{oidc.ISSUER}oauth2/auth", params=query))
+        pages = {
+            name: await browser.http.get(f"{oidc.ISSUER}oauth2/auth", params=query)
             for name, query in forms.items()
         }
+        answers = {name: callback_query(page) for name, page in pages.items()}
+        # A code web did not ask for (its state is not the session's) is not taken.
+        assert pages["S256"].url.path == "/signin", pages["S256"].url
+        assert shows(pages["S256"], "That sign-in was not accepted"), pages["S256"].text[-1500:]
         print({k: (v.get("error"), v.get("error_description")) for k, v in answers.items()})
         for refused in ("plain", "no challenge"):
             assert answers[refused].get("error") == ["invalid_request"], answers[refused]
