@@ -1,6 +1,7 @@
 """The reports app served on loopback over the real broker and store, and what its tests need:
-events as intake and review publish them (with their sealed parts), tokens, and a log of what
-reports publishes."""
+events as intake and review publish them (with their sealed parts, under the case's own key in
+the test stack's key server when the case has one), tokens, and a log of what reports
+publishes."""
 
 import contextlib
 import uuid
@@ -17,8 +18,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from avis.reports.main import create_app
 from avis.reports.service import ReportsService
 from avis.reports.settings import Settings
+from avis.shared.case_keys import CaseKeys
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
+    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     CompletedOpinion,
@@ -31,11 +34,13 @@ from avis.shared.events import (
     Urgency,
 )
 from avis.shared.kafka import Messaging
+from avis.shared.keys import KmipKeyService
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_COMPLETED
+from tests.support import kms
 from tests.support.basics import (
     MONGO_URL,
     SEALING_KEYS,
@@ -70,6 +75,9 @@ class Case:
     reviewer_id: str
     contact: PatientContact
     opinion: dict[str, Any]
+    # The case's key in the key server and intake's ring led by it (None: the service keyring).
+    key_ref: str | None = None
+    ring: Keyring | None = None
 
 
 @dataclass
@@ -83,6 +91,12 @@ class ReportsStack:
     publisher: Runtime
     reports: ReportsService
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
+    # The case keys as intake makes and destroys them, with its own certificate.
+    keys: CaseKeys = field(
+        default_factory=lambda: CaseKeys(
+            Keyring.parse(SEALING_KEYS), KmipKeyService(kms.endpoint("intake"))
+        )
+    )
 
     def token(self, sub: str, role: Role, partner_id: str | None = None) -> str:
         """A valid token."""
@@ -126,6 +140,22 @@ class ReportsStack:
             opinion=dict(OPINIONS[language]),
         )
 
+    async def keyed(self, case: Case) -> Case:
+        """Give the case a key of its own in the key server, as intake does when filing it."""
+        case.key_ref = await self.keys.create(case.case_id)
+        case.ring = await self.keys.ring(case.key_ref)
+        return case
+
+    def erased(self, case: Case) -> Event:
+        """`avis.case.erased.v1`, as intake publishes it once it destroyed the case's key."""
+        payload = CaseErased(
+            case_id=case.case_id,
+            key_ref=case.key_ref,
+            erased_at=datetime.now(UTC),
+            requested_by="patient",
+        )
+        return Event.new(payload, "/avis/intake")
+
     def submitted(self, case: Case) -> Event:
         """`avis.case.submitted.v1` as intake publishes it, the contact sealed, in a trace."""
         event_id = new_event_id()
@@ -143,7 +173,8 @@ class ReportsStack:
             document_count=1,
             submitted_at=datetime.now(UTC) - timedelta(days=5),
             case_url=f"http://intake.test/v1/cases/{case.case_id}",
-            contact=self.keyring.seal_json(case.contact, aad=event_id),
+            contact=(case.ring or self.keyring).seal_json(case.contact, aad=event_id),
+            key_ref=case.key_ref,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)
@@ -167,7 +198,7 @@ class ReportsStack:
             specialty=Specialty.ONCOLOGY,
             version=version,
             completed_at=datetime.now(UTC),
-            opinion=self.keyring.seal_json(content, aad=event_id),
+            opinion=(case.ring or self.keyring).seal_json(content, aad=event_id),
         )
         return Event.new(payload, "/avis/review", event_id=event_id)
 

@@ -6,6 +6,7 @@ import pytest
 from avis.reports.rules import (
     Readers,
     choose_media_type,
+    erasable_versions,
     may_read,
     opinions_to_compose,
     page_of_versions,
@@ -111,3 +112,9 @@ def test_versions_page_newest_first() -> None:
 def test_report_ids_are_stable_per_case_and_versions_are_keyed() -> None:
     assert report_id_for("case-1") == report_id_for("case-1") != report_id_for("case-2")
     assert version_key(report_id_for("case-1"), 2).endswith(":v2")
+
+
+def test_an_erasure_deletes_every_issued_version_and_the_one_an_issue_may_have_kept() -> None:
+    assert erasable_versions("r", [1, 2]) == ["r:v1", "r:v2", "r:v3"]
+    assert erasable_versions("r", [2, 1, 2]) == ["r:v1", "r:v2", "r:v3"]
+    assert erasable_versions("r", []) == ["r:v1"]  # kept, not yet announced

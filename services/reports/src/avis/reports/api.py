@@ -91,7 +91,7 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     304: {"description": "The client's PDF is current (If-None-Match)", "headers": _HEADERS},
-    **problem_responses(401, 404, 406, 422, 428, 503),
+    **problem_responses(401, 404, 406, 410, 422, 428, 503),
 }
 
 
@@ -181,7 +181,7 @@ async def get_case_report(
     "/cases/{case_id}/reports",
     summary="The versions of a case's report",
     response_model=ReportVersionPage,
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(401, 404, 410, 422, 503),
 )
 async def list_case_reports(
     case_id: CaseId,

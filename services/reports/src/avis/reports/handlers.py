@@ -1,12 +1,18 @@
 """Kafka subscribers of the reports service (thin, like api.py)."""
 
-from avis.reports.service import ReportsService
+from avis.reports.service import CaseErasure, ReportsService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseClaimed, CaseSubmitted, CaseWithdrawn, ReviewCompleted
+from avis.shared.events import (
+    CaseClaimed,
+    CaseErased,
+    CaseSubmitted,
+    CaseWithdrawn,
+    ReviewCompleted,
+)
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime, reports: ReportsService) -> None:
+def register(runtime: Runtime, reports: ReportsService, erasure: CaseErasure) -> None:
     """Register the reports service's handlers by payload type."""
 
     async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
@@ -22,7 +28,11 @@ def register(runtime: Runtime, reports: ReportsService) -> None:
     async def on_withdrawn(event: Event, payload: CaseWithdrawn) -> None:
         await reports.case_withdrawn(withdrawal=payload)
 
+    async def on_erased(event: Event, payload: CaseErased) -> None:
+        await erasure.case_erased(erasure=payload)
+
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(ReviewCompleted, on_completed)
     runtime.on(CaseClaimed, on_claimed)
     runtime.on(CaseWithdrawn, on_withdrawn)
+    runtime.on(CaseErased, on_erased)

@@ -6,13 +6,13 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
-from avis.reports.service import SOURCE, ReportsService
+from avis.reports.service import SOURCE, CaseErasure, ReportsService
 from avis.reports.settings import Settings
+from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
 from avis.shared.events import ReportReady
 from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
-from avis.shared.sealing import Keyring
 
 # What this service publishes: its AsyncAPI document's `send` operations.
 SENDS = (ReportReady,)
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=reports_store,
         locks=runtime.locks,
         emitter=Emitter(SOURCE, runtime.relay, reports_store.cases),
-        keyring=Keyring.from_settings(settings),
+        keys=CaseKeys.from_settings(settings),
         public_url=settings.public_url,
         render_in_background=settings.render_in_background,
         parking=parking,
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lease.check,
         ),
     )
-    handlers.register(runtime, reports)
+    handlers.register(runtime, reports, CaseErasure(reports))
     runtime.anchor(reports_store.trail)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports

@@ -68,6 +68,14 @@ def version_key(report_id: str, version: int) -> str:
     return f"{report_id}:v{version}"
 
 
+def erasable_versions(report_id: str, issued: Iterable[int]) -> list[str]:
+    """The stored versions to delete when a case is erased: every version issued, and the one
+    after the last, which an interrupted issue may have kept before announcing it."""
+    numbers = set(issued)
+    numbers.add(max(numbers, default=0) + 1)
+    return [version_key(report_id, n) for n in sorted(numbers)]
+
+
 def contact_aad(case_id: str) -> str:
     """Associated data of the patient's contact as reports keeps it."""
     return f"reports:contact:{case_id}"

@@ -34,6 +34,7 @@ from avis.reports.rules import (
     Readers,
     compose,
     contact_aad,
+    erasable_versions,
     fold_window,
     may_read,
     may_read_trail,
@@ -64,11 +65,13 @@ from avis.shared.access_log import (
     TrailWriter,
     check_reason,
 )
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
     CaseClaimed,
+    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     CompletedOpinion,
@@ -81,7 +84,7 @@ from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.parking import Parking
 from avis.shared.problems import Problem, not_found
-from avis.shared.sealing import Keyring, M, Sealed, SealingError
+from avis.shared.sealing import M, Sealed, SealingError
 from avis.shared.security import Principal
 
 log = structlog.get_logger("avis.reports")
@@ -143,7 +146,7 @@ class Pdf:
 
 
 class ReportsService:
-    """Reports' operations over its store, its locks, its keyring and its emitter."""
+    """Reports' operations over its store, its locks, the case keys and its emitter."""
 
     def __init__(
         self,
@@ -151,7 +154,7 @@ class ReportsService:
         store: Store,
         locks: AggregateLocks,
         emitter: Emitter,
-        keyring: Keyring,
+        keys: CaseKeys,
         public_url: str,
         render_in_background: bool,
         parking: Parking,
@@ -163,10 +166,13 @@ class ReportsService:
         self.store = store
         self.locks = locks
         self.emitter = emitter
-        self.keyring = keyring
+        # Each case's values are sealed under its own key; the service's keyring seals what
+        # belongs to no case (the trail's reasons).
+        self.keys = keys
+        self.keyring = keys.keyring
         # Every read of a report by a person, and its refusals (`TrailWriter`).
         self.auditor = TrailWriter(
-            append=store.audit, locks=locks, keyring=keyring, fold=fold_window
+            append=store.audit, locks=locks, keyring=keys.keyring, fold=fold_window
         )
         self.public_url = public_url.rstrip("/")
         self.render_in_background = render_in_background
@@ -176,9 +182,11 @@ class ReportsService:
 
     # --- sealing ---------------------------------------------------------------------------------
 
-    def _open(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
+    async def _open(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
+        """A sealed value of an event or of the store, opened with its case's key
+        (CaseKeyDestroyed once the case is erased)."""
         try:
-            return self.keyring.open_model(sealed, aad, model)
+            return (await self.keys.opening(sealed)).open_model(sealed, aad, model)
         except SealingError as exc:
             # Retrying cannot open it; the dead letter can be replayed once keys are fixed.
             raise PoisonMessage(f"the sealed {what} cannot be opened: {exc}") from None
@@ -187,8 +195,10 @@ class ReportsService:
 
     async def case_submitted(self, *, event_id: str, case: CaseSubmitted, traceparent: str) -> None:
         """Keep what the report needs of a submitted case; compose any opinion already parked."""
-        contact = self._open(case.contact, event_id, PatientContact, "contact")
         case_id = case.case_id
+        key_ref = case.key_ref or key_ref_of(case.contact)
+        contact = await self._open(case.contact, event_id, PatientContact, "contact")
+        ring = await self.keys.ring(key_ref)
         record = CaseRecord(
             reference=case.reference,
             specialty=case.specialty,
@@ -198,7 +208,7 @@ class ReportsService:
             partner_id=case.partner_id,
             consent_scopes=[s.value for s in case.consent_scopes],
             submitted_at=case.submitted_at,
-            contact=self.keyring.seal_json(contact, contact_aad(case_id)),
+            contact=ring.seal_json(contact, contact_aad(case_id)),
         )
         async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
@@ -206,6 +216,7 @@ class ReportsService:
                 fresh = CaseDoc(
                     id=case_id,
                     report_id=report_id_for(case_id),
+                    key_ref=key_ref,
                     case=record,
                     traceparent=traceparent,
                     created_at=now(),
@@ -214,11 +225,11 @@ class ReportsService:
                     # Written meanwhile by another instance: the retry takes the other branch.
                     raise RetryLater("the case record was written concurrently")
                 log.info("case followed", case_id=case_id)
-            elif stored.case is None:
+            elif stored.case is None and stored.erased_at is None:
                 if stored.withdrawn_at is not None:
                     # Withdrawn before it reached us: who may read stays known, the contact not.
                     record = record.model_copy(update={"contact": None})
-                await self.store.set_case_record(case_id, record, traceparent)
+                await self.store.set_case_record(case_id, record, traceparent, key_ref)
                 await self.parking.release(case_id)
                 log.info("case followed", case_id=case_id, opinions_waiting=len(stored.opinions))
             await self._compose_due(case_id)
@@ -228,23 +239,28 @@ class ReportsService:
         known; otherwise it waits, parked on the case, for the submission (a bounded wait:
         `expire_parked`)."""
         event_id, traceparent = event.id, event.traceparent
-        opinion = self._open(review.opinion, event_id, CompletedOpinion, "opinion")
         case_id = review.case_id
-        received = ReceivedOpinion(
-            version=review.version,
-            event_id=event_id,
-            assignment_id=review.assignment_id,
-            reviewer_id=review.reviewer_id,
-            specialty=review.specialty,
-            completed_at=review.completed_at,
-            sealed=self.keyring.seal_json(opinion, opinion_aad(case_id, review.version)),
-        )
+        opinion = await self._open(review.opinion, event_id, CompletedOpinion, "opinion")
         async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
+            # Kept under the case's key as its submission named it, else the opinion's.
+            key_ref = (stored.key_ref if stored else None) or key_ref_of(review.opinion)
+            received = ReceivedOpinion(
+                version=review.version,
+                event_id=event_id,
+                assignment_id=review.assignment_id,
+                reviewer_id=review.reviewer_id,
+                specialty=review.specialty,
+                completed_at=review.completed_at,
+                sealed=(await self.keys.ring(key_ref)).seal_json(
+                    opinion, opinion_aad(case_id, review.version)
+                ),
+            )
             if stored is None:
                 parked = CaseDoc(
                     id=case_id,
                     report_id=report_id_for(case_id),
+                    key_ref=key_ref,
                     opinions=[received],
                     traceparent=traceparent,
                     created_at=now(),
@@ -254,8 +270,8 @@ class ReportsService:
                     raise RetryLater("the case record was written concurrently")
                 await self.parking.park(event)
                 log.info("opinion waits for its case", case_id=case_id, version=review.version)
-            elif stored.withdrawn_at is not None:
-                log.info("opinion of a withdrawn case ignored", case_id=case_id)
+            elif stored.withdrawn_at is not None or stored.erased_at is not None:
+                log.info("opinion of a withdrawn or erased case ignored", case_id=case_id)
             elif review.version not in {o.version for o in stored.opinions}:
                 await self.store.add_opinion(case_id, received)
                 if stored.case is None:
@@ -321,7 +337,7 @@ class ReportsService:
             [o.version for o in case.opinions],
             [v.opinion_version for v in case.versions],
             case_known=case.case is not None,
-            withdrawn=case.withdrawn_at is not None,
+            withdrawn=case.withdrawn_at is not None or case.erased_at is not None,
         )
         by_version = {o.version: o for o in case.opinions}
         for opinion_version in due:
@@ -363,7 +379,7 @@ class ReportsService:
         assert record is not None  # opinions_to_compose says so
         key = version_key(case.report_id, version)
         issued_at = now()
-        report = self._compose(case, received, version, issued_at)
+        report = await self._compose(case, received, version, issued_at)
         stored = VersionDoc(
             id=key,
             report_id=case.report_id,
@@ -372,21 +388,21 @@ class ReportsService:
             opinion_version=received.version,
             language=record.language,
             issued_at=issued_at,
-            report=self.keyring.seal_json(report, report_aad(key)),
+            report=(await self.keys.ring(case.key_ref)).seal_json(report, report_aad(key)),
             traceparent=case.traceparent,
         )
         if not await self.store.insert_version(stored):
             return await self.store.version(key) or stored
         return stored
 
-    def _compose(
+    async def _compose(
         self, case: CaseDoc, received: ReceivedOpinion, version: int, issued_at: datetime
     ) -> Report:
         """Open the contact and the opinion, and compose the report in the patient's language."""
         record = case.case
         assert record is not None and record.contact is not None  # opinions_to_compose says so
-        contact = self._open(record.contact, contact_aad(case.id), PatientContact, "contact")
-        content = self._open(
+        contact = await self._open(record.contact, contact_aad(case.id), PatientContact, "contact")
+        content = await self._open(
             received.sealed, opinion_aad(case.id, received.version), CompletedOpinion, "opinion"
         )
         return compose(
@@ -444,6 +460,8 @@ class ReportsService:
             if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
                 raise _not_found()
             given = check_reason(principal, reason) if action == "report.read" else None
+            if case.erased_at is not None:
+                raise CaseKeyDestroyed()  # 410, as a read that finds the key destroyed
         except Problem as refused:
             await self.auditor.record(principal, case_id, action, refused=refused.status)
             raise
@@ -495,7 +513,7 @@ class ReportsService:
         stored = await self.store.version(key)
         if stored is None:
             raise _not_found()
-        report = self.keyring.open_model(stored.report, report_aad(key), Report)
+        report = await self._open(stored.report, report_aad(key), Report, "report")
         await self.auditor.record(principal, case_id, "report.read", reason=given)
         if not sees_identity(principal):
             return Served(stored, pseudonymised(report, texts(report.language)), True)
@@ -534,7 +552,8 @@ class ReportsService:
         cache = kept or await self._render(stored, served.report, pseudonymised=hidden)
         if cache.etag in if_none_match or "*" in if_none_match:
             return Pdf(None, cache.etag, filename)
-        content = self.keyring.open(cache.sealed, pdf_aad(stored.id, pseudonymised=hidden))
+        ring = await self.keys.opening(cache.sealed)
+        content = ring.open(cache.sealed, pdf_aad(stored.id, pseudonymised=hidden))
         return Pdf(content, cache.etag, filename)
 
     async def _render(
@@ -545,8 +564,9 @@ class ReportsService:
         with case_span("reports.render", stored.traceparent) as span:
             span.set_attribute("avis.case_id", stored.case_id)
             content = await loop.run_in_executor(self._renderer, render_pdf, report)
+        ring = await self.keys.opening(stored.report)  # the PDF goes under its report's key
         cache = PdfCache(
-            sealed=self.keyring.seal(content, pdf_aad(key, pseudonymised=pseudonymised)),
+            sealed=ring.seal(content, pdf_aad(key, pseudonymised=pseudonymised)),
             # A fresh tag per rendering, not a digest of the PDF: a plain hash of health data
             # kept in the store would let anyone holding a copy confirm it is this report.
             etag=f'"{secrets.token_hex(16)}"',
@@ -564,7 +584,7 @@ class ReportsService:
             try:
                 stored = await self.store.version(key)
                 if stored is not None and stored.pdf is None:
-                    report = self.keyring.open_model(stored.report, report_aad(key), Report)
+                    report = await self._open(stored.report, report_aad(key), Report, "report")
                     cache = await self._render(stored, report)
                     log.info("report rendered", report_id=stored.report_id, bytes=cache.size)
             except asyncio.CancelledError:
@@ -572,3 +592,41 @@ class ReportsService:
             except Exception as exc:
                 # Rendered on its first request instead; the loop goes on.
                 log.warning("background rendering failed", error=type(exc).__name__)
+
+
+class CaseErasure:
+    """The erasure of a case (`avis.case.erased.v1`, after intake destroyed its key): reports
+    drops its copy of the key and deletes what it derived from the case (the composed versions
+    and their PDFs, the contact and opinions), and keeps the case's ids, codes and times."""
+
+    def __init__(self, reports: ReportsService) -> None:
+        self.store = reports.store
+        self.locks = reports.locks
+        self.emitter = reports.emitter
+        self.keys = reports.keys
+        self.parking = reports.parking
+
+    async def case_erased(self, *, erasure: CaseErased) -> None:
+        """Erase what reports keeps of the case; a redelivery finds it done."""
+        case_id = erasure.case_id
+        async with self.locks.hold(self.emitter.lock(case_id)):
+            stored = await self.store.case(case_id)
+            key_ref = erasure.key_ref or (stored.key_ref if stored is not None else None)
+            self.keys.forget(key_ref)
+            if stored is None:
+                # A tombstone: a submission or an opinion replayed later is not composed.
+                await self.store.insert_case(
+                    CaseDoc(
+                        id=case_id,
+                        report_id=report_id_for(case_id),
+                        key_ref=key_ref,
+                        erased_at=erasure.erased_at,
+                        created_at=now(),
+                    )
+                )
+            elif stored.erased_at is None:
+                issued = [v.version for v in stored.versions]
+                keys = erasable_versions(stored.report_id, issued)
+                await self.store.erase_case(case_id, erasure.erased_at, keys)
+                await self.parking.release(case_id)  # nothing of it waits any more
+        log.info("case erased", case_id=case_id, requested_by=erasure.requested_by)

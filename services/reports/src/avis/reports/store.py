@@ -3,13 +3,16 @@
 Every read on a hot path is by `_id` (the store contract, DESIGN.md section 4):
 - `cases`: the aggregate, `_id` = case id. What `case-submitted` said of the case (codes, ids,
   the contact sealed), the opinions received (sealed; one may wait here for its case), the list
-  of report versions issued (numbers and dates only), and the outbox of `report-ready`.
+  of report versions issued (numbers and dates only), and the outbox of `report-ready`; the
+  reference of the case's key, and when the case was erased.
 - `versions`: one document per report version, `_id` = `<report id>:v<n>`: the composed report
   sealed, and its rendered PDF sealed once rendered.
 - `report_ids`: `_id` = report id -> case id, so a report link resolves in one look-up.
 
-Sealed values are opened only to compose or serve a report; each is bound (associated data) to
-where it is kept (`avis.reports.rules.*_aad`), so none can be moved to another case or version.
+Sealed values are opened only to compose or serve a report; each is sealed under its case's own
+key (`avis.shared.case_keys`: key id `case.<key_ref>`) and bound (associated data) to where it
+is kept (`avis.reports.rules.*_aad`), so none can be moved to another case or version. Once the
+case is erased (its key destroyed), its versions are deleted and its sealed values dropped.
 """
 
 from datetime import datetime, timedelta
@@ -86,7 +89,11 @@ class CaseDoc(Stored):
     id: str = Field(alias="_id")
     report_id: str
     case: CaseRecord | None = None
+    # The case's key in the key service (None: its values are under the service's keyring).
+    key_ref: str | None = None
     withdrawn_at: datetime | None = None
+    # Erased: its key destroyed, its versions deleted, its contact and opinions dropped.
+    erased_at: datetime | None = None
     opinions: list[ReceivedOpinion] = Field(default_factory=list)
     versions: list[VersionEntry] = Field(default_factory=list)
     traceparent: str = ""
@@ -162,11 +169,15 @@ class Store:
             return False
         return True
 
-    async def set_case_record(self, case_id: str, record: CaseRecord, traceparent: str) -> None:
+    async def set_case_record(
+        self, case_id: str, record: CaseRecord, traceparent: str, key_ref: str | None
+    ) -> None:
         """Record what `case-submitted` said of a case already known (an opinion came first)."""
         changes: dict[str, Any] = {"case": record.to_doc()}
         if traceparent:
             changes["traceparent"] = traceparent
+        if key_ref is not None:
+            changes["key_ref"] = key_ref
         await self.cases.update_one({"_id": case_id}, {"$set": changes})
 
     async def drop_parked(self, case_id: str) -> None:
@@ -194,6 +205,15 @@ class Store:
         if forget:
             update["$unset"] = {"case.contact": "", "opinions": ""}
         await self.cases.update_one({"_id": case_id}, update)
+
+    async def erase_case(self, case_id: str, at: datetime, version_keys: list[str]) -> None:
+        """Delete the case's report versions (with their PDFs), then drop its contact and
+        opinions and mark it erased: a redelivery finds the mark only once all is gone."""
+        await self.versions.delete_many({"_id": {"$in": version_keys}})
+        await self.cases.update_one(
+            {"_id": case_id},
+            {"$set": {"erased_at": at}, "$unset": {"case.contact": "", "opinions": ""}},
+        )
 
     # report ids
 
