@@ -24,9 +24,11 @@ from avis.notify.main import create_app
 from avis.notify.sender import EmailSender
 from avis.notify.service import NotifyService
 from avis.notify.settings import Settings
+from avis.shared.case_keys import CaseKeys
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
     CaseClaimed,
+    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     ConsentScope,
@@ -38,11 +40,13 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
+from avis.shared.keys import KmipKeyService
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED
+from tests.support import kms
 from tests.support.basics import (
     MONGO_URL,
     ROOT,
@@ -153,6 +157,9 @@ class Patient:
     partner_id: str | None = None  # the partner that filed the case, if one did
     partner_reference: str | None = None
     share_with_partner: bool = True
+    # The case's key in the key server and intake's ring led by it (None: the service keyring).
+    key_ref: str | None = None
+    ring: Keyring | None = None
 
 
 @dataclass
@@ -166,6 +173,12 @@ class NotifyStack:
     notify: NotifyService
     sender: EmailSender
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
+    # The case keys as intake makes and destroys them, with its own certificate.
+    keys: CaseKeys = field(
+        default_factory=lambda: CaseKeys(
+            Keyring.parse(SEALING_KEYS), KmipKeyService(kms.endpoint("intake"))
+        )
+    )
 
     def token(self, sub: str, role: Role) -> str:
         """A valid token for `sub` in `role` (a partner acts for a partner of the same name)."""
@@ -190,6 +203,22 @@ class NotifyStack:
             reference=f"AV-2026-{abs(hash(case_id)) % 1_000_000:06d}",
             **fields,
         )
+
+    async def keyed(self, p: Patient) -> Patient:
+        """Give the patient's case a key of its own in the key server, as intake does."""
+        p.key_ref = await self.keys.create(p.case_id)
+        p.ring = await self.keys.ring(p.key_ref)
+        return p
+
+    def erased(self, p: Patient) -> Event:
+        """`avis.case.erased.v1`, as intake publishes it once it destroyed the case's key."""
+        payload = CaseErased(
+            case_id=p.case_id,
+            key_ref=p.key_ref,
+            erased_at=datetime.now(UTC),
+            requested_by="patient",
+        )
+        return Event.new(payload, "/avis/intake")
 
     def submitted(self, p: Patient) -> Event:
         """`avis.case.submitted.v1` for the patient, as intake publishes it, in a new trace."""
@@ -217,7 +246,8 @@ class NotifyStack:
             document_count=1,
             submitted_at=datetime.now(UTC),
             case_url=f"http://127.0.0.1:8001/v1/cases/{p.case_id}",
-            contact=self.keyring.seal_json(contact, aad=event_id),
+            contact=(p.ring or self.keyring).seal_json(contact, aad=event_id),
+            key_ref=p.key_ref,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.case.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)

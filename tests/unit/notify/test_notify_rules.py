@@ -1,6 +1,8 @@
 """The notification matrix and the retry schedule, as pure decisions."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -8,6 +10,13 @@ from avis.notify import rules
 from avis.notify.models import Outcome, Template
 from avis.notify.rules import CaseView
 from avis.notify.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from avis.shared.events import (
+    CaseSubmitted,
+    CaseWithdrawn,
+    ReportReady,
+    ReviewAssigned,
+    Specialty,
+)
 from avis.shared.security import Principal
 
 D1, D2 = date(2026, 3, 9), date(2026, 3, 12)
@@ -94,3 +103,23 @@ def test_the_oldest_fall_out_of_a_subscriptions_latest_deliveries() -> None:
     assert rules.fallen_out(["a", "b", "c"], "d", keep=3) == ["a"]
     assert rules.fallen_out(["a", "b", "c", "d"], "e", keep=3) == ["a", "b"]
     assert rules.fallen_out(["a", "b", "c"], "c", keep=3) == []  # already there: nothing
+
+
+def test_an_erased_case_is_told_nothing_more_and_its_partner_neither() -> None:
+    erased = CaseView(submitted=True, told_due=D1, erased=True)
+    tz = ZoneInfo("Europe/Paris")
+    now = datetime.now(UTC)
+    for payload in (
+        CaseSubmitted.model_construct(case_id="c", case_url="http://x/c"),
+        ReviewAssigned.model_construct(case_id="c", due_at=now, specialty=Specialty.ONCOLOGY),
+        ReportReady.model_construct(case_id="c", version=1, report_id="r", report_url="u"),
+        CaseWithdrawn.model_construct(case_id="c", withdrawn_at=now),
+    ):
+        read = rules.reading(payload, erased, tz)
+        assert read.decision.send is None and not read.decision.hooks, type(payload).__name__
+        assert not read.decision.park and read.decision.then == erased
+        # Before its erasure, the same event is read as ever: an email, or a webhook.
+        before = rules.reading(payload, replace(erased, erased=False), tz).decision
+        assert before.send is not None or before.hooks, type(payload).__name__
+    # Not even parked when it came before the submission: nothing waits for an erased case.
+    assert not rules.reading(payload, CaseView(erased=True), tz).decision.park

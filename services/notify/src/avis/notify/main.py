@@ -8,14 +8,14 @@ from avis.notify import api, handlers
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.queue import DueQueue
 from avis.notify.sender import EmailSender
-from avis.notify.service import NotifyService
+from avis.notify.service import CaseErasure, NotifyService
 from avis.notify.settings import Settings
 from avis.notify.store import Store
 from avis.notify.webhooks import WebhookClient
 from avis.notify.worker import WebhookWorker
+from avis.shared.case_keys import CaseKeys
 from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
-from avis.shared.sealing import Keyring
 
 SENDS: tuple[str, ...] = ()
 
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(settings, sends=SENDS)
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db)
-    keyring = Keyring.from_settings(settings)
+    keys = CaseKeys.from_settings(settings)
     client = WebhookClient(
         allow_http_loopback=settings.webhook_allow_http_loopback,
         timeout=settings.webhook_timeout_seconds,
@@ -35,12 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     sender = EmailSender(
         store=store,
-        keyring=keyring,
+        keys=keys,
+        locks=runtime.locks,
         mailer=Mailer(SmtpTarget.from_settings(settings)),
         settings=settings,
     )
     worker = WebhookWorker(
-        store=store, locks=runtime.locks, keyring=keyring, client=client, settings=settings
+        store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings
     )
     # Copies share both queues: any copy files through hand-offs, the lease holder works each.
     emails = DueQueue(name="email", store=store, channel=sender, settings=settings, handoff=True)
@@ -55,14 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     notify = NotifyService(
         store=store,
         locks=runtime.locks,
-        keyring=keyring,
+        keys=keys,
         settings=settings,
         parking=parking,
         webhooks=client,
         email_queue=emails,
         webhook_queue=deliveries,
     )
-    handlers.register(runtime, notify)
+    handlers.register(runtime, notify, CaseErasure(notify))
     runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
     if settings.sender_enabled:
         # Each queue on one copy at a time: the holder of its lease (queue.py says why).

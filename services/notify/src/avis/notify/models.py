@@ -30,6 +30,7 @@ class SendStatus(StrEnum):
     QUEUED = "queued"  # waiting for its first attempt or its next retry
     SENT = "sent"  # the server accepted it (250)
     FAILED = "failed"  # refused for good (5xx), or retries exhausted
+    CANCELLED = "cancelled"  # never sent: its case was erased first
 
 
 class Outcome(StrEnum):

@@ -31,6 +31,7 @@ class CaseView:
     told_due: date | None = None  # the expected date the patient was last told
     report_version: int = 0  # the highest report version the patient was told about
     patient_id: str | None = None  # who reads the case as its patient (a claim sets it)
+    erased: bool = False  # its key destroyed: nothing more is sent for it, to anyone
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Decision:
     send: Template | None = None
     then: CaseView = field(default_factory=CaseView)
     why: str = ""
+    hooks: bool = True  # whether partners' webhooks still go out for the event
 
 
 def waits_for_its_case(*, submitted: bool) -> bool:
@@ -460,18 +462,26 @@ def claim_link(pages_url: str, case_id: str, secret: str) -> str:
     return f"{pages_url.rstrip('/')}/claim/{quote(case_id, safe='')}/{quote(secret, safe='')}"
 
 
-@functools.singledispatch
 def reading(payload: Payload, view: CaseView, tz: tzinfo) -> Reading:
+    """What notify reads in an event for a case in `view`: nothing at all once the case is
+    erased (no email, no webhook), else what the matrix says of its type."""
+    if view.erased:
+        return Reading(Decision(then=view, why="case erased", hooks=False))
+    return _reading(payload, view, tz)
+
+
+@functools.singledispatch
+def _reading(payload: Payload, view: CaseView, tz: tzinfo) -> Reading:
     """The reading of an event of a type the matrix does not name: no email."""
     return Reading(_skip(view, "not a notified event"))
 
 
-@reading.register
+@_reading.register
 def _submitted(payload: CaseSubmitted, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(on_submitted(view), params={"case_url": payload.case_url})
 
 
-@reading.register
+@_reading.register
 def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(
         on_assigned(view, payload.due_at.astimezone(tz).date()),
@@ -480,7 +490,7 @@ def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
     )
 
 
-@reading.register
+@_reading.register
 def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(
         on_report_ready(view, payload.version),
@@ -490,12 +500,12 @@ def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
     )
 
 
-@reading.register
+@_reading.register
 def _claimed(payload: CaseClaimed, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(on_claimed(view, payload.patient_id))
 
 
-@reading.register
+@_reading.register
 def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(on_withdrawn(view))
 

@@ -1,8 +1,8 @@
 """The email sender: the channel of the emails' due-queue. One attempt opens the case's sealed
 contact, composes the email in the patient's language and hands it to the mailer; what came of
-it is recorded on the send, and a transient failure is tried again on the retry schedule."""
+it is recorded on the send, and a transient failure is tried again on the retry schedule. An
+email of a case erased (its key destroyed) is cancelled, never sent."""
 
-import contextlib
 import random
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -17,7 +17,9 @@ from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.settings import Settings
 from avis.notify.store import Attempt, CaseDoc, SendDoc, Store, claim_aad, contact_aad
 from avis.shared import clock
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.events import ClaimSecret, PatientContact
+from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, SealingError
 
@@ -35,10 +37,17 @@ class EmailSender:
     """Sends one queued email per attempt, once: the same Message-ID and Date on every repeat."""
 
     def __init__(
-        self, *, store: Store, keyring: Keyring, mailer: Mailer, settings: Settings
+        self,
+        *,
+        store: Store,
+        keys: CaseKeys,
+        locks: AggregateLocks,
+        mailer: Mailer,
+        settings: Settings,
     ) -> None:
         self.store = store
-        self.keyring = keyring
+        self.keys = keys
+        self.locks = locks
         self.mailer = mailer
         self.settings = settings
         for template in Template:  # each series at 0 from the start, so `rate()` sees the first
@@ -54,14 +63,31 @@ class EmailSender:
         return item.next_at
 
     def holding(self, item: SendDoc) -> AbstractAsyncContextManager[None]:
-        """Nothing to hold: a send has one writer, the sender."""
-        return contextlib.nullcontext()
+        """The send's lock: the erasure of its case waits for an attempt in flight, and an
+        attempt after it finds the send cancelled."""
+        return self.locks.hold(lock_key("send", item.id))
 
     async def attempt(self, item: SendDoc) -> datetime | None:
-        """Send it once and record the outcome; when to retry, None once sent or given up."""
-        return await self._record(item, await self._send(item))
+        """Send it once and record the outcome; when to retry, None once sent, given up or
+        cancelled (its case erased)."""
+        send = await self.store.send(item.id)  # as it is now, under its lock
+        if send is None or send.status is not SendStatus.QUEUED:
+            return None
+        result = await self._send(send)
+        if result is None:
+            await self.store.cancel_send(send.id)
+            log.info("email cancelled: its case was erased", send_id=send.id)
+            return None
+        return await self._record(send, result)
 
-    async def _send(self, send: SendDoc) -> Result:
+    async def _send(self, send: SendDoc) -> Result | None:
+        """One attempt, in the case's trace (None: not made, the case is erased)."""
+        try:
+            return await self._try(send)
+        except CaseKeyDestroyed:
+            return None
+
+    async def _try(self, send: SendDoc) -> Result | None:
         """One attempt, in the case's trace; the contact is opened here and nowhere else."""
         with case_span("notify.email.send", send.traceparent) as span:
             span.set_attribute("avis.case_id", send.case_id)
@@ -71,14 +97,17 @@ class EmailSender:
             if send.params.get("reference"):
                 span.set_attribute("avis.case_reference", send.params["reference"])
             case = await self.store.case(send.case_id)
+            if case is not None and case.erased_at is not None:
+                return None
             if case is None or case.contact is None:
                 result = Result(Outcome.PERMANENT, None, "no contact for the case")
             else:
+                ring = await self.keys.ring(case.key_ref)
                 try:
-                    contact = self.keyring.open_model(
+                    contact = ring.open_model(
                         case.contact, aad=contact_aad(case.id), model=PatientContact
                     )
-                    params = self._params(send, case)
+                    params = self._params(send, case, ring)
                 except SealingError:
                     result = Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
                 else:
@@ -97,7 +126,7 @@ class EmailSender:
                 span.set_attribute("smtp.reply_code", result.code)
             return result
 
-    def _params(self, send: SendDoc, case: CaseDoc) -> dict[str, str]:
+    def _params(self, send: SendDoc, case: CaseDoc, ring: Keyring) -> dict[str, str]:
         """The send's parameters, its links to the people's pages; the first email of a case
         its patient must claim links to the claim, its secret opened here (never stored in
         clear): every repeat has the same link."""
@@ -105,7 +134,7 @@ class EmailSender:
         params = {**send.params, **rules.page_links(pages, case.id)}
         if case.claim is None or send.template is not Template.CASE_RECEIVED:
             return params
-        claim = self.keyring.open_model(case.claim, aad=claim_aad(case.id), model=ClaimSecret)
+        claim = ring.open_model(case.claim, aad=claim_aad(case.id), model=ClaimSecret)
         return {**params, "case_url": rules.claim_link(pages, case.id, claim.secret)}
 
     async def _record(self, send: SendDoc, result: Result) -> datetime | None:

@@ -45,13 +45,14 @@ from avis.notify.store import (
 )
 from avis.notify.webhooks import Refused, WebhookClient
 from avis.shared import clock
+from avis.shared.case_keys import CaseKeys, key_ref_of
 from avis.shared.envelope import Event, PoisonMessage
-from avis.shared.events import CaseSubmitted, ClaimSecret, PatientContact, Payload
+from avis.shared.events import CaseErased, CaseSubmitted, ClaimSecret, PatientContact, Payload
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
 from avis.shared.parking import Parking
 from avis.shared.problems import Problem, not_found
-from avis.shared.sealing import Keyring, SealingError
+from avis.shared.sealing import SealingError
 from avis.shared.security import Principal
 
 log = structlog.get_logger("avis.notify")
@@ -69,7 +70,7 @@ class NotifyService:
         *,
         store: Store,
         locks: AggregateLocks,
-        keyring: Keyring,
+        keys: CaseKeys,
         settings: Settings,
         parking: Parking,
         webhooks: WebhookClient,
@@ -80,7 +81,10 @@ class NotifyService:
         self.locks = locks
         self.settings = settings
         self.parking = parking
-        self.keyring = keyring
+        # A case's contact and claim secret are sealed under its own key; the webhooks' signing
+        # secrets belong to no case: under the service's keyring.
+        self.keys = keys
+        self.keyring = keys.keyring
         self.webhooks = webhooks  # checks a subscription's URL
         self.email_queue = email_queue
         self.webhook_queue = webhook_queue
@@ -93,8 +97,8 @@ class NotifyService:
         parked before it, in the order they happened (several topics are not ordered)."""
         async with self.locks.hold(lock_key("case", payload.case_id)):
             case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
-            if not case.submitted:
-                self._take_contact(case, event, payload)
+            if not case.submitted and case.erased_at is None:
+                await self._take_contact(case, event, payload)
                 # Stored before any send is queued: the sender opens it, and may run at once.
                 await self.store.save_case(case)
             queued = await self._apply(case, event, payload)
@@ -154,28 +158,31 @@ class NotifyService:
             case.told_due, case.report_version = view.told_due, view.report_version
             case.patient_id = view.patient_id
             span.set_attribute("avis.notify.decision", decision.send or f"none: {decision.why}")
-            hooks = await self._fan_out(case, event, read)
+            hooks = await self._fan_out(case, event, read) if decision.hooks else 0
             if decision.send is None:
                 return hooks
             await self._queue(case, event, decision.send, rules.email_params(case.reference, read))
             return 1 + hooks
 
-    def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
+    async def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
         """Open the contact (and a claim secret) sealed for the event, keep only its language in
-        clear, and reseal them under notify's own associated data (the case), so they stay sealed
-        at rest."""
-        try:
-            contact = self.keyring.open_model(payload.contact, aad=event.id, model=PatientContact)
+        clear, and reseal them under the case's key and notify's own associated data (the
+        case), so they stay sealed at rest; CaseKeyDestroyed once the case is erased."""
+        key_ref = payload.key_ref or key_ref_of(payload.contact)
+        ring = await self.keys.ring(key_ref)
+        try:  # the case's ring opens what is sealed under its key (or a service key)
+            contact = ring.open_model(payload.contact, aad=event.id, model=PatientContact)
             claim = (
-                self.keyring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
+                ring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
                 if payload.claim is not None
                 else None
             )
         except SealingError as exc:
             raise PoisonMessage(f"sealed content cannot be opened: {exc}") from None
-        case.contact = self.keyring.seal_json(contact, aad=contact_aad(case.id))
+        case.key_ref = key_ref
+        case.contact = ring.seal_json(contact, aad=contact_aad(case.id))
         if claim is not None:
-            case.claim = self.keyring.seal_json(claim, aad=claim_aad(case.id))
+            case.claim = ring.seal_json(claim, aad=claim_aad(case.id))
         case.language = contact.preferred_language
         case.reference = payload.reference
         case.specialty = payload.specialty.value
@@ -500,6 +507,40 @@ class NotifyService:
             raise not_found("notification")
         await self._readable_case(principal, send.case_id)
         return send.view()
+
+
+class CaseErasure:
+    """The erasure of a case (`avis.case.erased.v1`, after intake destroyed its key): notify
+    drops its copy of the key, its contact and claim secret and what was parked for it, cancels
+    its emails still queued (none is sent after), and keeps its ids, codes and times."""
+
+    def __init__(self, notify: NotifyService) -> None:
+        self.store = notify.store
+        self.locks = notify.locks
+        self.keys = notify.keys
+        self.parking = notify.parking
+
+    async def case_erased(self, *, erasure: CaseErased) -> None:
+        """Erase what notify keeps of the case; a redelivery finds it done."""
+        case_id = erasure.case_id
+        async with self.locks.hold(lock_key("case", case_id)):
+            case = await self.store.case(case_id) or CaseDoc(id=case_id)
+            key_ref = erasure.key_ref or case.key_ref
+            self.keys.forget(key_ref)
+            parked = bool(case.parked)
+            if case.erased_at is None:
+                case.key_ref, case.erased_at = key_ref, erasure.erased_at
+                case.contact = case.claim = None
+                case.parked, case.updated_at = [], clock.now()
+                await self.store.save_case(case)
+            cancelled = 0
+            for send_id in case.notifications:
+                # The send's lock: an attempt in flight ends (sent) before it is cancelled.
+                async with self.locks.hold(lock_key("send", send_id)):
+                    cancelled += await self.store.cancel_send(send_id)
+        if parked:
+            await self.parking.release(case_id)
+        log.info("case erased", case_id=case_id, cancelled=cancelled)
 
 
 def _partner_of(principal: Principal) -> str:

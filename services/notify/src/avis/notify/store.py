@@ -4,8 +4,9 @@ Every access is by `_id` equality (DESIGN.md section 4; FerretDB serves nothing 
 index), so each costs the same however much is stored:
 
 - `cases`, `_id` = case id: what notify knows of a case (its reference, the patient's
-  language, the contact sealed under notify's own associated data, what the patient was told),
-  the events parked until its submission arrives, and the ids of its sends in order.
+  language, the contact sealed under the case's key and notify's own associated data, what the
+  patient was told), the events parked until its submission arrives, and the ids of its sends
+  in order. An erased case keeps its ids, codes and times, and nothing sealed.
 - `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
   status. A redelivered event queues nothing new.
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
@@ -95,12 +96,16 @@ class CaseDoc(Stored):
     language: Language | None = None
     specialty: str | None = None
     patient_id: str | None = None
-    contact: Sealed | None = None  # sealed under `contact_aad(case id)`
-    # A case its patient must claim: the one-time claim secret, sealed under `claim_aad(case id)`.
+    # The case's key in the key service (None: its values are under the service's keyring).
+    key_ref: str | None = None
+    contact: Sealed | None = None  # sealed under the case key and `contact_aad(case id)`
+    # A case its patient must claim: the one-time claim secret, sealed under the case key and
+    # `claim_aad(case id)`.
     claim: Sealed | None = None
     traceparent: str = ""
     submitted: bool = False
     withdrawn: bool = False
+    erased_at: datetime | None = None  # its key destroyed: its contact and claim dropped
     told_due: date | None = None
     report_version: int = 0
     parked: list[dict[str, Any]] = Field(default_factory=list)
@@ -116,7 +121,12 @@ class CaseDoc(Stored):
     def view(self) -> CaseView:
         """The decision-relevant part."""
         return CaseView(
-            self.submitted, self.withdrawn, self.told_due, self.report_version, self.patient_id
+            self.submitted,
+            self.withdrawn,
+            self.told_due,
+            self.report_version,
+            self.patient_id,
+            erased=self.erased_at is not None,
         )
 
     def to_doc(self) -> Document:
@@ -376,6 +386,14 @@ class Store:
                 "$set": {"status": status.value, "next_at": next_at, "sent_at": sent_at},
             },
         )
+
+    async def cancel_send(self, send_id: str) -> bool:
+        """Cancel a send still queued (its case was erased); False if it was no longer queued."""
+        done = await self.sends.update_one(
+            {"_id": send_id, "status": SendStatus.QUEUED.value},
+            {"$set": {"status": SendStatus.CANCELLED.value, "next_at": None}},
+        )
+        return done.modified_count == 1
 
     # the due-queues (`queue`: which one, of emails or of webhook deliveries)
 
