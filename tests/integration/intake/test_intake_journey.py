@@ -383,6 +383,23 @@ async def test_idempotency_key_returns_the_same_case(intake: Intake) -> None:
     assert kid == intake.service.keyring.derive("x")[0] and len(digest) == 64
 
 
+async def test_an_idempotency_key_is_purged_after_its_period(intake: Intake) -> None:
+    """AVIS_INTAKE_IDEMPOTENCY_KEY_DAYS (7) after it was used, the sweep purges the key: the
+    same key then makes a new case."""
+    patient = intake.client()
+    key = {"Idempotency-Key": unique("key")}
+    first = (await patient.post("/v1/cases", json=case_body(), headers=key)).json()["case_id"]
+    calendar = intake.store.calendar
+    await calendar.sweep(datetime.now(UTC) + timedelta(days=7))  # its last day: kept
+    kept = await patient.post("/v1/cases", json=case_body(), headers=key)
+    assert kept.status_code == 200 and kept.json()["case_id"] == first
+    assert await calendar.sweep(datetime.now(UTC) + timedelta(days=8)) >= 1
+    assert not await intake.store.idempotency.find({"case_id": first}).to_list()
+    again = await patient.post("/v1/cases", json=case_body(), headers=key)
+    assert again.status_code == 201 and again.json()["case_id"] != first
+    assert (await patient.get(f"/v1/cases/{first}")).status_code == 200, "the case stays"
+
+
 async def test_list_is_paginated_filtered_and_scoped(intake: Intake) -> None:
     patient = intake.client()
     ids = []

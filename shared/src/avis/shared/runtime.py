@@ -64,6 +64,7 @@ from avis.shared.observability import (
 from avis.shared.outbox import Relay
 from avis.shared.problems import Problem, install_problem_handlers, problem_responses
 from avis.shared.ratelimit import WriteLimits, limit_writes
+from avis.shared.retention import Calendar
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
@@ -187,6 +188,20 @@ class Runtime:
         EVENTS_PUBLISHED.labels(self.service, AUDIT_ANCHORED, TYPE_OF[TrailAnchored])
         anchors = Anchors(self.service, trail, self.broker)
         self.background("anchors", lambda: anchors.run(self.settings.audit_anchor_seconds))
+
+    def purge(self, calendar: Calendar) -> None:
+        """Purge what `calendar` keeps for a set time, hourly, on one copy at a time
+        (avis.shared.retention)."""
+
+        async def hourly(_: Lease) -> None:
+            while True:
+                try:
+                    await calendar.sweep(now())
+                except PyMongoError as exc:
+                    log.warning("nothing purged this time", error=type(exc).__name__)
+                await asyncio.sleep(3600)
+
+        self.singleton("retention", hourly)
 
     def lease(self, job: str) -> Lease:
         """The lease of `job` among this service's copies (one per job)."""

@@ -34,12 +34,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         emitter=Emitter(SOURCE, runtime.relay, cases.cases),
         keys=CaseKeys.from_settings(settings),
-        limits=Limits(settings.max_document_bytes, settings.max_documents_per_case),
+        limits=Limits(
+            settings.max_document_bytes,
+            settings.max_documents_per_case,
+            timedelta(days=settings.idempotency_key_days),
+        ),
         public_url=settings.public_url,
         reviewer_access=timedelta(days=settings.reviewer_access_days),
     )
     handlers.register(runtime, intake)
     runtime.anchor(cases.trail)
+    runtime.purge(cases.calendar)
     upload = settings.max_document_bytes + api.MULTIPART_SLACK
     limits = BodyLimits(settings.max_json_bytes, {api.router.prefix + api.DOCUMENTS_PATH: upload})
     app = runtime.create_app(

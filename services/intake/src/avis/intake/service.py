@@ -136,6 +136,8 @@ class Limits:
 
     max_document_bytes: int
     max_documents_per_case: int
+    # How long an Idempotency-Key is kept (then purged, avis.shared.retention).
+    idempotency_key: timedelta = timedelta(days=7)
 
 
 class Auditor(TrailWriter):
@@ -399,7 +401,7 @@ class IntakeService:
             fingerprint=fingerprint(self.keyring, body),
             at=at,
         )
-        existing = await self.store.claim_key(claim)
+        existing = await self.store.claim_key(claim, until=at + self.limits.idempotency_key)
         if existing is None:
             return case_id
         if existing.fingerprint != fingerprint(

@@ -27,5 +27,8 @@ class Settings(CommonSettings):
     # AVIS_INTAKE_REVIEWER_ACCESS_DAYS: a reviewer reads a case for this long after their last
     # report (then 404).
     reviewer_access_days: int = Field(30, ge=1, le=3650)
+    # AVIS_INTAKE_IDEMPOTENCY_KEY_DAYS: how long an Idempotency-Key returns the case it made
+    # (a retry comes within minutes; a week covers a client that was down), then purged.
+    idempotency_key_days: int = Field(7, ge=1, le=365)
     # AVIS_INTAKE_PUBLIC_URL: where other services reach intake's API (the events' case_url).
     public_url: str = "http://127.0.0.1:8001"

@@ -76,6 +76,7 @@ from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
 from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
+from avis.shared.retention import Calendar
 from avis.shared.sealing import Keyring, Sealed
 
 CHUNK_BYTES = 255 * 1024
@@ -419,6 +420,7 @@ class CurrentReviewer:
 
 # The cases: one document each (its writers hold it among the copies, main.create_app).
 CASES = "cases"
+IDEMPOTENCY = "idempotency"
 
 
 class Store:
@@ -429,7 +431,9 @@ class Store:
         self.cases = db[CASES]
         self.documents = db["documents"]
         self.refblocks = db["refblocks"]
-        self.idempotency = db["idempotency"]
+        self.idempotency = db[IDEMPOTENCY]
+        # What is kept for a set time, and when it goes (avis.shared.retention).
+        self.calendar = Calendar(db)
         self.case_lists = db["case_lists"]
         self.list_hints = db["case_list_hints"]
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
@@ -664,10 +668,12 @@ class Store:
 
     # idempotency keys and references
 
-    async def claim_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
-        """Claim an Idempotency-Key: None if this claim won, else the claim already there."""
+    async def claim_key(self, claim: IdempotencyClaim, until: datetime) -> IdempotencyClaim | None:
+        """Claim an Idempotency-Key, kept `until` then purged: None if this claim won, else the
+        claim already there."""
         try:
             await self.idempotency.insert_one(claim.to_doc())
+            await self.calendar.keep_until(IDEMPOTENCY, claim.id, until)
             return None
         except DuplicateKeyError:
             found = await self.idempotency.find_one({"_id": claim.id})
