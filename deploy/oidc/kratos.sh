@@ -29,6 +29,10 @@ ADMIN_PORT="${AVIS_KRATOS_ADMIN_PORT:-4434}"
 WEB_PORT="${AVIS_OIDC_HOOK_PORT:-${AVIS_WEB_HTTP_PORT:-8000}}"
 WAIT_SECONDS="${AVIS_WAIT_SECONDS:-90}"
 PYTHON="${AVIS_PYTHON:-python3}"
+# SQLite in WAL mode with synchronous(normal), as the local store runs: its migration on a new
+# state folder takes about 0.9 s instead of 1.5 s; a crash of Kratos loses nothing, a power cut
+# may lose the last commits (a local stand-in).
+DSN="sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc&_journal_mode=WAL&_synchronous=NORMAL"
 
 log() { printf '[kratos] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -75,7 +79,7 @@ write_config() {
   local web="http://127.0.0.1:$WEB_PORT"
   ( umask 077; cat > "$DATA/kratos.yml" <<YAML
 version: $VERSION
-dsn: sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc
+dsn: "$DSN"
 serve:
   public: { host: 127.0.0.1, port: $PORT, base_url: "http://127.0.0.1:$PORT/" }
   admin: { host: 127.0.0.1, port: $ADMIN_PORT, base_url: "http://127.0.0.1:$ADMIN_PORT/" }
@@ -130,11 +134,10 @@ start() {
   done
   make_secrets
   write_config
-  "$bin" migrate sql up --read-from-env --yes --config "$DATA/kratos.yml" > "$DATA/migrate.log" 2>&1 \
+  DSN="$DSN" "$bin" migrate sql up --read-from-env --yes --config "$DATA/kratos.yml" > "$DATA/migrate.log" 2>&1 \
     || { cat "$DATA/migrate.log" >&2; die "Kratos's database migration failed"; }
   # --dev: cookies without the Secure flag, for http:// on loopback.
-  DSN="sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc" \
-    nohup "$bin" serve --dev --sqa-opt-out --config "$DATA/kratos.yml" > "$DATA/kratos.log" 2>&1 &
+  DSN="$DSN" nohup "$bin" serve --dev --sqa-opt-out --config "$DATA/kratos.yml" > "$DATA/kratos.log" 2>&1 &
   echo $! > "$STATE/kratos.pid"
   log "Kratos starting (pid $!): public http://127.0.0.1:$PORT/, admin 127.0.0.1:$ADMIN_PORT"
 }
