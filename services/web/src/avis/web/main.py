@@ -95,7 +95,8 @@ def create_app(
     app.add_middleware(SessionCookies, sessions=sessions, secure=settings.cookie_secure)
     # Outside the plain-words pages: a throttled sign-in step is a 429 problem with Retry-After.
     app.add_middleware(SignInRateLimit, limits=WriteLimits(settings.signin_rate_limit))
-    app.add_middleware(SecurityHeaders)
+    origins = web.signin.form_origins if isinstance(web.signin, OidcSignIn) else ()
+    app.add_middleware(SecurityHeaders, form_origins=origins)
     return app
 
 

@@ -68,10 +68,17 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 
 class SecurityHeaders:
-    """Every response: a strict Content-Security-Policy and friends; every page: no-store."""
+    """Every response: a strict Content-Security-Policy and friends; every page: no-store.
 
-    def __init__(self, app: ASGIApp) -> None:
+    With people signing in at the provider, forms may also lead there: the sign-in button and
+    the sign-out form (on every page) are answered by a redirect to the provider, and the
+    identity server's form posts to it; browsers hold a form's redirects to `form-action` too.
+    """
+
+    def __init__(self, app: ASGIApp, form_origins: tuple[str, ...] = ()) -> None:
         self.app = app
+        csp = rules.signin_csp(CSP, *form_origins) if form_origins else CSP
+        self.headers = SECURITY_HEADERS | {"Content-Security-Policy": csp}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,7 +89,7 @@ class SecurityHeaders:
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     # A route may set a stricter policy of its own (a record: a sandbox).
                     headers.setdefault(name, value)
                 headers["Cache-Control"] = "no-cache" if static else "no-store"

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from avis.web import api, rules
-from avis.web.middleware import CSP
 from avis.web.oidc_signin import CALLBACK_PATH, LOGIN_PATH, ChallengeGone, OidcSignIn
 from avis.web.settings import Settings
 
@@ -130,7 +129,6 @@ async def password_page(request: Request, signin: PeopleSignIn, flow: Challenge)
     if found is None:
         return RedirectResponse("/signin", status_code=303)
     page: Response = web.render(request, "signin_password.html", form=rules.identity_form(found))
-    page.headers["Content-Security-Policy"] = rules.signin_csp(CSP, *signin.form_origins)
     return page
 
 
