@@ -24,6 +24,7 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
+from avis.shared.topics import inbox_days
 from tests.support.basics import (
     KAFKA,
     MONGO_URL,
@@ -174,7 +175,7 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
     producer = await started(settings)
     try:
         today = withdrawn(topic)
-        past = timedelta(days=settings.inbox_days + 6)  # past the markers' retention
+        past = timedelta(days=inbox_days(settings) + 6)  # past the markers' retention
         old = dataclasses.replace(withdrawn(topic), time=today.time - past)
         async with Consumer(topic) as consumer:
             for event in (today, old):

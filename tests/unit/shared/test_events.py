@@ -20,7 +20,7 @@ from avis.shared.events import (
 )
 from avis.shared.sealing import Keyring, generate_key
 from avis.shared.settings import CommonSettings
-from avis.shared.topics import AUDIT_ANCHORED, TOPICS, dlq, topic_specs
+from avis.shared.topics import AUDIT_ANCHORED, TOPICS, dlq, inbox_days, topic_specs
 
 DOCS = pathlib.Path(__file__).resolve().parents[3] / "docs"
 
@@ -154,7 +154,7 @@ def test_the_largest_opinion_review_can_write_fits_under_the_limit() -> None:
 
 
 def test_processed_markers_outlive_every_event_the_broker_can_deliver_again() -> None:
-    kept_ms = CommonSettings(sealing_keys="", jwt_secret="").inbox_days * 86_400_000
+    kept_ms = inbox_days(CommonSettings(sealing_keys="", jwt_secret="")) * 86_400_000
     # Dead letters included: a replayed one reaches every group of its topic again.
     retained = {
         s.name: int(s.config["retention.ms"]) for s in topic_specs() if s.name != AUDIT_ANCHORED

@@ -40,7 +40,7 @@ from avis.shared.observability import (
 )
 from avis.shared.retry import Backoff
 from avis.shared.settings import CommonSettings
-from avis.shared.topics import dlq
+from avis.shared.topics import dlq, inbox_days
 
 log = structlog.get_logger("avis.kafka")
 DLQ_PREFIX = "avis_dlq_"
@@ -138,7 +138,7 @@ class Messaging:
 
     async def prune_inbox(self, now: datetime | None = None) -> list[str]:
         """Drop the inbox buckets older than the retention; returns the names dropped."""
-        keep = self.settings.inbox_days
+        keep = inbox_days(self.settings)
         oldest = f"{INBOX_PREFIX}{(now or datetime.now(UTC)) - timedelta(days=keep):%Y%m%d}"
         dropped = []
         for name in await self.db.list_collection_names():

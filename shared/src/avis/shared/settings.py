@@ -132,13 +132,6 @@ class CommonSettings(BaseSettings):
         None, ge=2, validation_alias=shared_env("INBOX_RETENTION_DAYS")
     )
 
-    @property
-    def inbox_days(self) -> int:
-        """The days of processed-event markers kept (see `inbox_retention_days`)."""
-        from avis.shared.topics import inbox_days
-
-        return self.inbox_retention_days or inbox_days()
-
     # How often each service measures the depth of the dead-letter topics of what it consumes.
     dlq_depth_seconds: float = Field(30.0, gt=0, validation_alias=shared_env("DLQ_DEPTH_SECONDS"))
     # How often the heads of the access trails appended to are anchored on Kafka (the most a

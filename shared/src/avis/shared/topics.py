@@ -24,12 +24,12 @@ DAY_MS = 24 * 3600 * 1000
 WEEK_MS = 7 * DAY_MS
 
 
-def inbox_days() -> int:
-    """Days a consumer keeps its processed-event markers: a week past the longest the broker
-    keeps any record, dead letters included, since a replayed dead letter reaches every
-    consumer group of its topic again."""
+def inbox_days(settings: CommonSettings) -> int:
+    """Days a consumer keeps its processed-event markers: `AVIS_INBOX_RETENTION_DAYS`, or else
+    a week past the longest the broker keeps any record, dead letters included, since a
+    replayed dead letter reaches every consumer group of its topic again."""
     longest = max(int(s.config.get("retention.ms", "0")) for s in topic_specs())
-    return -(-longest // DAY_MS) + 7
+    return settings.inbox_retention_days or -(-longest // DAY_MS) + 7
 
 
 def dlq(topic: str) -> str:
