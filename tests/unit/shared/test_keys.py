@@ -107,6 +107,16 @@ def test_the_cache_drops_the_least_recently_used_not_the_oldest() -> None:
     assert cache.get("b") is None
 
 
+def test_a_key_is_held_no_longer_than_the_cache_says() -> None:
+    clock = [0.0]
+    cache = KeyCache(4, seconds=300, clock=lambda: clock[0])
+    cache.put("k", bytes(32))
+    clock[0] = 299.0
+    assert cache.get("k") == bytes(32), "read again within the time: still held"
+    clock[0] = 300.0
+    assert cache.get("k") is None and "k" not in cache, "held from its read, not its last use"
+
+
 def test_a_cache_holds_at_least_one_key() -> None:
     with pytest.raises(ValueError, match="at least one key"):
         KeyCache(0)

@@ -8,6 +8,8 @@ import pytest
 from fastapi import APIRouter
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from avis.shared.case_keys import CaseKeyDestroyed
+from avis.shared.keys import KeyServiceError
 from avis.shared.mongo import store_busy
 from avis.shared.runtime import Runtime
 from avis.shared.settings import CommonSettings
@@ -50,6 +52,14 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     async def refused() -> None:
         raise OperationFailure("Unknown modifier: $bad", code=9)
 
+    @router.get("/keys-away")
+    async def keys_away() -> None:
+        raise KeyServiceError("cannot reach the key service at kms:5696: refused")
+
+    @router.get("/erased")
+    async def erased() -> None:
+        raise CaseKeyDestroyed()
+
     settings = CommonSettings(service_name="busy-check", log_format="json", jwt_secret="s" * 40)
     app = Runtime(settings).create_app("Busy check", [router])
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -71,3 +81,13 @@ async def test_a_busy_store_is_a_503_with_retry_after(http: httpx.AsyncClient) -
 async def test_another_refusal_stays_a_500(http: httpx.AsyncClient) -> None:
     response = await http.post("/refused")
     assert response.status_code == 500
+
+
+async def test_the_key_service_away_is_a_503_and_an_erased_case_a_410(
+    http: httpx.AsyncClient,
+) -> None:
+    away = await http.get("/keys-away")
+    assert away.status_code == 503 and away.headers["retry-after"] == "5"
+    assert away.json()["type"].endswith("key-service-unavailable")
+    erased = await http.get("/erased")
+    assert erased.status_code == 410 and erased.json()["type"].endswith("case-erased")

@@ -29,6 +29,7 @@ from pymongo.errors import DuplicateKeyError
 from avis.shared.case_keys import CaseKeyDestroyed
 from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.kafka_access import KafkaAccess
+from avis.shared.keys import KeyServiceError
 from avis.shared.mongo import TRANSIENT_STORE_ERRORS, Document, store_busy
 from avis.shared.observability import (
     DLQ_DEPTH,
@@ -52,7 +53,13 @@ class RetryLater(Exception):
     """The event needs one not seen yet (no order across topics): retried, never poison."""
 
 
-TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_STORE_ERRORS, KafkaError, RetryLater)
+# What comes back by itself: the store, the broker, the key service, or an awaited event.
+TRANSIENT: tuple[type[Exception], ...] = (
+    *TRANSIENT_STORE_ERRORS,
+    KafkaError,
+    KeyServiceError,
+    RetryLater,
+)
 Handler = Callable[[Event, Any], Awaitable[None]]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -63,27 +64,37 @@ class KeyService(Protocol):
 
 
 class KeyCache:
-    """At most `size` keys in memory, the least recently used dropped first."""
+    """At most `size` keys in memory, the least recently used dropped first, none held longer
+    than `seconds` after it was read: a copy of a service that did not hear of an erasure
+    stops opening the case by then, as the key service no longer gives the key."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self, size: int, seconds: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if size < 1:
             raise ValueError("a key cache holds at least one key")
         self.size = size
-        self._keys: OrderedDict[str, bytes] = OrderedDict()
+        self.seconds = seconds
+        self._clock = clock
+        self._keys: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key_id: str) -> bytes | None:
-        """The cached key, now the most recently used; None when not held."""
+        """The cached key, now the most recently used; None when not held or held too long."""
         with self._lock:
-            value = self._keys.get(key_id)
-            if value is not None:
-                self._keys.move_to_end(key_id)
-            return value
+            held = self._keys.get(key_id)
+            if held is None:
+                return None
+            if self._clock() - held[1] >= self.seconds:
+                del self._keys[key_id]
+                return None
+            self._keys.move_to_end(key_id)
+            return held[0]
 
     def put(self, key_id: str, value: bytes) -> None:
         """Hold `value` for `key_id`, dropping the least recently used beyond the bound."""
         with self._lock:
-            self._keys[key_id] = value
+            self._keys[key_id] = (value, self._clock())
             self._keys.move_to_end(key_id)
             while len(self._keys) > self.size:
                 self._keys.popitem(last=False)
@@ -160,10 +171,11 @@ class KmipKeyService:
         endpoint: KmipEndpoint,
         *,
         cache_keys: int = 1024,
+        cache_seconds: float = 300.0,
         client_factory: Callable[[KmipEndpoint], Any] = proxy_client,
     ) -> None:
         self.endpoint = endpoint
-        self.cache = KeyCache(cache_keys)
+        self.cache = KeyCache(cache_keys, cache_seconds)
         self._client_factory = client_factory
 
     @classmethod
@@ -176,7 +188,9 @@ class KmipKeyService:
             ca_file=settings.kms_ca_file,
             timeout_seconds=settings.kms_timeout_seconds,
         )
-        return cls(endpoint, cache_keys=settings.kms_cache_keys)
+        return cls(
+            endpoint, cache_keys=settings.kms_cache_keys, cache_seconds=settings.kms_cache_seconds
+        )
 
     async def create_key(self, case_id: str) -> str:
         """Make and activate an AES-256 key named after the case; it is cached at once."""

@@ -34,6 +34,7 @@ from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, TrailAnchored, asyncapi
 from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
+from avis.shared.keys import KeyServiceError
 from avis.shared.lease import (
     LEASES,
     SECTIONS,
@@ -423,6 +424,7 @@ class Runtime:
         for error in TRANSIENT_STORE_ERRORS:
             app.add_exception_handler(error, _store_unavailable)
         app.add_exception_handler(OperationFailure, _store_busy)
+        app.add_exception_handler(KeyServiceError, _keys_unavailable)
 
     def _operations(self, title: str) -> APIRouter:
         """The operations doors: /healthz, /readyz, /metrics and /asyncapi.json."""
@@ -463,6 +465,18 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
         "store-unavailable",
         "Service Unavailable",
         "The store is not reachable right now; retry later.",
+        headers={"Retry-After": "5"},
+    ).to_response(request.url.path)
+
+
+async def _keys_unavailable(request: Request, exc: Exception) -> Response:
+    """A request that met the key service away: 503 with a retry hint, never a 500."""
+    log.warning("key service unavailable during request", error=type(exc).__name__)
+    return Problem(
+        503,
+        "key-service-unavailable",
+        "Service Unavailable",
+        "The key service is not reachable right now; retry later.",
         headers={"Retry-After": "5"},
     ).to_response(request.url.path)
 

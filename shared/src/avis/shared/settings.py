@@ -82,6 +82,9 @@ class CommonSettings(BaseSettings):
     kms_key_file: str = ""
     # Data keys held in memory at most (32 bytes each), the least recently used dropped first.
     kms_cache_keys: int = Field(1024, ge=1, validation_alias=shared_env("KMS_CACHE_KEYS"))
+    # The longest a key read from the key service is held: a copy that did not hear of a
+    # case's erasure stops opening it by then.
+    kms_cache_seconds: float = Field(300.0, gt=0, validation_alias=shared_env("KMS_CACHE_SECONDS"))
     # The longest the key service may keep this service waiting on one read or write of its
     # connection (its connection's socket timeout).
     kms_timeout_seconds: float = Field(
