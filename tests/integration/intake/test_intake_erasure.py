@@ -3,6 +3,7 @@ server: copies of intake's store and of the case's events taken before the erasu
 key that still exists, while another case's values, found and opened the same way, still do;
 the erased case keeps its skeleton; a legal hold defers the erasure."""
 
+import json
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.events import CaseErased, CaseSubmitted
 from avis.shared.key_usage import in_use
 from avis.shared.sealing import Sealed, SealingError
-from tests.integration.intake.test_intake_access_log import filed
+from tests.integration.intake.test_intake_access_log import DRAFT, filed
 from tests.support.basics import MONGO_URL
+from tests.support.kms import opened
 from tests.support.privacy import stored_documents
 from tests.support.topics import TopicReader, header
 
@@ -104,6 +106,10 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     event = CaseErased.model_validate_json(record.value or b"")
     assert event.requested_by == "patient" and event.key_ref
     assert event.key_ref == erased[0][1].kid.removeprefix("case.")
+    # The patient's address goes on, for the email that says it is done, under a key of its own.
+    assert event.notice is not None and event.notice.kid != f"case.{event.key_ref}"
+    notice = json.loads(await opened(intake.settings, event.notice, header(record, "ce_id")))
+    assert notice["email"] == DRAFT["patient"]["email"]
     log = (await patient.get(f"/v1/cases/{erased_id}/access-log?limit=100")).json()["items"]
     assert [e["action"] for e in log][-2:] == ["case.erasure-request", "case.erase"]
     _, keys_after = (await in_use(MONGO_URL, [database]))[database]

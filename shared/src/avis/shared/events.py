@@ -210,6 +210,13 @@ class CaseErased(Payload):
     requested_by: Literal["patient", "coordinator"] = Field(
         description="Who asked for the erasure."
     )
+    notice: Sealed | None = sealed(
+        PatientContact,
+        "Where to tell the patient that the erasure is done, under a key of its own (key id "
+        "`case.<ref>`) that notify destroys once that email is sent: the address is then gone "
+        "everywhere, this event included.",
+        optional=True,
+    )
 
 
 class CaseClaimed(Payload):

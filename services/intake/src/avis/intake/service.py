@@ -665,6 +665,19 @@ class IntakeService:
         return True
 
 
+@dataclass(frozen=True)
+class Notice:
+    """The patient's contact for the email that tells them their case is erased, and the ring
+    of the key of its own it travels under."""
+
+    contact: PatientContact
+    ring: Keyring
+
+    def seal(self, event_id: str) -> Sealed:
+        """The contact sealed for the erasure's event."""
+        return self.ring.seal_json(self.contact, aad=event_id)
+
+
 class Erasures:
     """Erasure by destroying a case's key (crypto-shredding), and the legal holds that defer it.
 
@@ -735,11 +748,23 @@ class Erasures:
     async def _erase(
         self, principal: Principal, case: Case, by: str, *, reason: str | None = None
     ) -> None:
-        """Destroy the case's key, then leave its skeleton with its event (under its lock)."""
+        """Destroy the case's key, then leave its skeleton with its event (under its lock). The
+        patient's contact goes on in the event, under a key of its own, for the email that
+        tells them it is done; notify destroys that key once the email is sent."""
         intake = self.intake
+        notice = await self._notice(case)
         await intake.keys.destroy(case.key_ref)
         at = now()
-        erased = CaseErased(case_id=case.id, key_ref=case.key_ref, erased_at=at, requested_by=by)
+
+        def erased(event_id: str) -> CaseErased:
+            return CaseErased(
+                case_id=case.id,
+                key_ref=case.key_ref,
+                erased_at=at,
+                requested_by=by,
+                notice=None if notice is None else notice.seal(event_id),
+            )
+
         event = intake.emitter.event("intake.case.erase", erased, trace=case.traceparent)
         entry = StoredEntry(id=event.id, kind=TimelineKind.ERASED, status=case.status, at=at)
         await intake.emitter.write(
@@ -749,6 +774,17 @@ class Erasures:
         )
         await intake.auditor.record(principal, case.id, "case.erase", reason=reason, locked=True)
         log.info("case erased", case_id=case.id, requested_by=by)
+
+    async def _notice(self, case: Case) -> Notice | None:
+        """The patient's contact under a new key of its own (None: the case's key is gone
+        already, and the contact with it)."""
+        try:
+            content = opened(await self.intake.keys.ring(case.key_ref), case)
+        except Problem:  # CaseKeyDestroyed: an erasure interrupted after the key went
+            return None
+        contact = PatientContact.model_validate(content.patient.model_dump())
+        ref = await self.intake.keys.create(f"{case.id}:erasure-notice")
+        return Notice(contact, await self.intake.keys.ring(ref))
 
     async def _after(self, principal: Principal, case_id: str) -> CaseView:
         case = await self.intake._case(case_id)
