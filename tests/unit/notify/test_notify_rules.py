@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from avis.notify import rules
-from avis.notify.models import Outcome, Template
+from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.rules import CaseView
 from avis.notify.settings import DEFAULT_RETRY_SCHEDULE, Settings
 from avis.shared.events import (
@@ -123,3 +123,24 @@ def test_an_erased_case_is_told_nothing_more_and_its_partner_neither() -> None:
         assert before.send is not None or before.hooks, type(payload).__name__
     # Not even parked when it came before the submission: nothing waits for an erased case.
     assert not rules.reading(payload, CaseView(erased=True), tz).decision.park
+
+
+def test_only_the_erasure_email_outlives_its_cases_erasure() -> None:
+    assert [t for t in Template if rules.outlives_erasure(t)] == [Template.ERASURE_DONE]
+
+
+def test_an_erasure_cancels_every_send_but_the_email_that_tells_it_is_done() -> None:
+    sends = ["email:e1", "email:e2", "email:e3"]
+    assert rules.cancelled_by_erasure(sends, "email:e3") == ["email:e1", "email:e2"]
+    assert rules.cancelled_by_erasure(sends, None) == sends  # no notice: all of them
+
+
+def test_the_erasure_email_is_worked_until_its_address_is_destroyed() -> None:
+    done = (SendStatus.SENT, SendStatus.FAILED, SendStatus.CANCELLED)
+    assert rules.still_to_work(SendStatus.QUEUED, Template.CASE_RECEIVED, notice_kept=False)
+    assert rules.still_to_work(SendStatus.QUEUED, Template.ERASURE_DONE, notice_kept=False)
+    for status in done:
+        # Sent, given up or cancelled, its address still kept (a crash before its key went).
+        assert rules.still_to_work(status, Template.ERASURE_DONE, notice_kept=True)
+        assert not rules.still_to_work(status, Template.ERASURE_DONE, notice_kept=False)
+        assert not rules.still_to_work(status, Template.REPORT_READY, notice_kept=True)

@@ -22,6 +22,7 @@ class Template(StrEnum):
     REPORT_READY = "report_ready"
     REPORT_UPDATED = "report_updated"
     CASE_WITHDRAWN = "case_withdrawn"
+    ERASURE_DONE = "erasure_done"  # the one email sent once the case is erased
 
 
 class SendStatus(StrEnum):

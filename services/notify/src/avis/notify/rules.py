@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from urllib.parse import quote, urlsplit
 
-from avis.notify.models import Outcome, Template, WebhookEvent
+from avis.notify.models import Outcome, SendStatus, Template, WebhookEvent
 from avis.shared.events import (
     CaseClaimed,
     CaseSubmitted,
@@ -112,6 +112,25 @@ def on_withdrawn(view: CaseView) -> Decision:
 
 
 # --- sends --------------------------------------------------------------------------------
+
+
+def outlives_erasure(template: Template) -> bool:
+    """Whether an email still goes out once its case is erased: only the one that tells the
+    patient the erasure is done (nothing else is sent for an erased case)."""
+    return template is Template.ERASURE_DONE
+
+
+def cancelled_by_erasure(notifications: list[str], notice_send: str | None) -> list[str]:
+    """The sends an erasure cancels (those still queued among them): every one of the case's
+    but the email that tells the patient it is done."""
+    return [s for s in notifications if s != notice_send]
+
+
+def still_to_work(status: SendStatus, template: Template, notice_kept: bool) -> bool:
+    """Whether a filed send still has work: it is queued; or it is the erasure's email, done
+    with (sent, given up or cancelled), while the address it went to is still kept (its key
+    not destroyed yet: a crash came in between)."""
+    return status is SendStatus.QUEUED or (outlives_erasure(template) and notice_kept)
 
 
 def send_id(event_id: str, channel: str = "email") -> str:
