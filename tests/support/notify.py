@@ -162,6 +162,18 @@ class Patient:
     ring: Keyring | None = None
 
 
+def contact_of(p: Patient) -> PatientContact:
+    """The patient's contact, as intake seals it in its events."""
+    return PatientContact(
+        given_name=p.given_name,
+        family_name=p.family_name,
+        email=p.email,
+        phone=p.phone,
+        birth_date=p.birth_date,
+        preferred_language=p.language,
+    )
+
+
 @dataclass
 class NotifyStack:
     """The notify app on loopback, its database, and a publisher of the other services' events."""
@@ -220,17 +232,26 @@ class NotifyStack:
         )
         return Event.new(payload, "/avis/intake")
 
+    async def noticed_erasure(self, p: Patient) -> tuple[Event, str]:
+        """`avis.case.erased.v1` with its notice, as intake publishes it: the patient's contact
+        under a new key of its own in the key server, bound to the event; and that key's ref."""
+        event_id = new_event_id()
+        notice_ref = await self.keys.create(f"{p.case_id}:erasure-notice")
+        assert notice_ref is not None and notice_ref != p.key_ref
+        ring = await self.keys.ring(notice_ref)
+        payload = CaseErased(
+            case_id=p.case_id,
+            key_ref=p.key_ref,
+            erased_at=datetime.now(UTC),
+            requested_by="patient",
+            notice=ring.seal_json(contact_of(p), aad=event_id),
+        )
+        return Event.new(payload, "/avis/intake", event_id=event_id), notice_ref
+
     def submitted(self, p: Patient) -> Event:
         """`avis.case.submitted.v1` for the patient, as intake publishes it, in a new trace."""
         event_id = new_event_id()
-        contact = PatientContact(
-            given_name=p.given_name,
-            family_name=p.family_name,
-            email=p.email,
-            phone=p.phone,
-            birth_date=p.birth_date,
-            preferred_language=p.language,
-        )
+        contact = contact_of(p)
         payload = CaseSubmitted(
             case_id=p.case_id,
             reference=p.reference,

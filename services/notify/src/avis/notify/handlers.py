@@ -26,7 +26,7 @@ def register(runtime: Runtime, notify: NotifyService, erasure: CaseErasure) -> N
         await notify.apply(event=event, payload=payload)
 
     async def on_erased(event: Event, payload: CaseErased) -> None:
-        await erasure.case_erased(erasure=payload)
+        await erasure.case_erased(event=event, erasure=payload)
 
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(CaseWithdrawn, on_event)

@@ -1,7 +1,9 @@
 """The email sender: the channel of the emails' due-queue. One attempt opens the case's sealed
 contact, composes the email in the patient's language and hands it to the mailer; what came of
 it is recorded on the send, and a transient failure is tried again on the retry schedule. An
-email of a case erased (its key destroyed) is cancelled, never sent."""
+email of a case erased (its key destroyed) is cancelled, never sent; but the one that tells the
+patient the erasure is done, to the address under a key of its own, whose key is destroyed once
+that email is sent or given up."""
 
 import random
 from contextlib import AbstractAsyncContextManager
@@ -17,7 +19,7 @@ from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.settings import Settings
 from avis.notify.store import Attempt, CaseDoc, SendDoc, Store, claim_aad, contact_aad
 from avis.shared import clock
-from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
 from avis.shared.events import ClaimSecret, PatientContact
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
@@ -54,9 +56,13 @@ class EmailSender:
             SEND_ATTEMPTS.labels("email", template.value, Outcome.SENT.value)
 
     async def waiting(self, item_id: str) -> SendDoc | None:
-        """The send, while it is queued."""
+        """The send, while it is queued, or while the address of an erasure's email done with
+        is still kept (a crash came between its end and its key's destruction)."""
         send = await self.store.send(item_id)
-        return send if send is not None and send.status is SendStatus.QUEUED else None
+        if send is None:
+            return None
+        kept = send.status is not SendStatus.QUEUED and await self._notice_kept(send)
+        return send if rules.still_to_work(send.status, send.template, kept) else None
 
     def due_at(self, item: SendDoc) -> datetime | None:
         """When its next attempt is due."""
@@ -71,14 +77,39 @@ class EmailSender:
         """Send it once and record the outcome; when to retry, None once sent, given up or
         cancelled (its case erased)."""
         send = await self.store.send(item.id)  # as it is now, under its lock
-        if send is None or send.status is not SendStatus.QUEUED:
+        if send is None:
             return None
-        result = await self._send(send)
-        if result is None:
-            await self.store.cancel_send(send.id)
-            log.info("email cancelled: its case was erased", send_id=send.id)
-            return None
-        return await self._record(send, result)
+        retry_at = None
+        if send.status is SendStatus.QUEUED:
+            result = await self._send(send)
+            if result is None:
+                await self.store.cancel_send(send.id)
+                log.info("email cancelled: its case was erased", send_id=send.id)
+            else:
+                retry_at = await self._record(send, result)
+        if retry_at is None and rules.outlives_erasure(send.template):
+            await self._forget_notice(send)  # done with: sent, given up or cancelled
+        return retry_at
+
+    async def _notice_kept(self, send: SendDoc) -> bool:
+        """Whether the address an erasure's email went to is still kept on its case."""
+        if not rules.outlives_erasure(send.template):
+            return False
+        case = await self.store.case(send.case_id)
+        return case is not None and case.erased_at is not None and case.contact is not None
+
+    async def _forget_notice(self, send: SendDoc) -> None:
+        """Destroy the key of the address the erasure's email went to, then drop the address:
+        it is gone everywhere, the erasure's event included. A failure leaves both, and the
+        send filed: its next pass does this again (a destroyed key is done already)."""
+        async with self.locks.hold(lock_key("case", send.case_id)):
+            case = await self.store.case(send.case_id)
+            if case is None or case.erased_at is None or case.contact is None:
+                return
+            await self.keys.destroy(key_ref_of(case.contact))
+            case.contact, case.updated_at = None, clock.now()
+            await self.store.save_case(case)
+        log.info("erasure email done with: its address destroyed", send_id=send.id)
 
     async def _send(self, send: SendDoc) -> Result | None:
         """One attempt, in the case's trace (None: not made, the case is erased)."""
@@ -97,12 +128,14 @@ class EmailSender:
             if send.params.get("reference"):
                 span.set_attribute("avis.case_reference", send.params["reference"])
             case = await self.store.case(send.case_id)
-            if case is not None and case.erased_at is not None:
+            erased = case is not None and case.erased_at is not None
+            if erased and not rules.outlives_erasure(send.template):
                 return None
             if case is None or case.contact is None:
                 result = Result(Outcome.PERMANENT, None, "no contact for the case")
             else:
-                ring = await self.keys.ring(case.key_ref)
+                # The key the address is sealed under: the case's, or an erasure notice's own.
+                ring = await self.keys.opening(case.contact)
                 try:
                     contact = ring.open_model(
                         case.contact, aad=contact_aad(case.id), model=PatientContact

@@ -45,14 +45,21 @@ from avis.notify.store import (
 )
 from avis.notify.webhooks import Refused, WebhookClient
 from avis.shared import clock
-from avis.shared.case_keys import CaseKeys, key_ref_of
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
 from avis.shared.envelope import Event, PoisonMessage
-from avis.shared.events import CaseErased, CaseSubmitted, ClaimSecret, PatientContact, Payload
+from avis.shared.events import (
+    CaseErased,
+    CaseSubmitted,
+    ClaimSecret,
+    Language,
+    PatientContact,
+    Payload,
+)
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
 from avis.shared.parking import Parking
 from avis.shared.problems import Problem, not_found
-from avis.shared.sealing import SealingError
+from avis.shared.sealing import Sealed, SealingError
 from avis.shared.security import Principal
 
 log = structlog.get_logger("avis.notify")
@@ -512,15 +519,18 @@ class NotifyService:
 class CaseErasure:
     """The erasure of a case (`avis.case.erased.v1`, after intake destroyed its key): notify
     drops its copy of the key, its contact and claim secret and what was parked for it, cancels
-    its emails still queued (none is sent after), and keeps its ids, codes and times."""
+    its emails still queued (none is sent after), and keeps its ids, codes and times. With the
+    event's notice (the patient's address under a key of its own), it queues the one email that
+    tells the patient it is done; the sender destroys that key once the email is done with."""
 
     def __init__(self, notify: NotifyService) -> None:
+        self.notify = notify
         self.store = notify.store
         self.locks = notify.locks
         self.keys = notify.keys
         self.parking = notify.parking
 
-    async def case_erased(self, *, erasure: CaseErased) -> None:
+    async def case_erased(self, *, event: Event, erasure: CaseErased) -> None:
         """Erase what notify keeps of the case; a redelivery finds it done."""
         case_id = erasure.case_id
         async with self.locks.hold(lock_key("case", case_id)):
@@ -529,18 +539,44 @@ class CaseErasure:
             self.keys.forget(key_ref)
             parked = bool(case.parked)
             if case.erased_at is None:
+                # Opened before anything is written: a key service away retries the event.
+                notice = await self._notice(event, erasure)
                 case.key_ref, case.erased_at = key_ref, erasure.erased_at
                 case.contact = case.claim = None
                 case.parked, case.updated_at = [], clock.now()
+                if notice is not None:
+                    case.contact, case.language = notice
+                    case.notice_send = rules.send_id(event.id)
+                    case.notifications.append(case.notice_send)
+                # Stored before its email is queued: the sender opens the address, at once.
                 await self.store.save_case(case)
+            if case.notice_send == rules.send_id(event.id) and case.contact is not None:
+                # Queued again by a redelivery that finds it so (a crash before it was queued).
+                params = {"reference": case.reference or ""}
+                await self.notify._queue(case, event, Template.ERASURE_DONE, params)
+                self.notify.email_queue.wake()
             cancelled = 0
-            for send_id in case.notifications:
+            for send_id in rules.cancelled_by_erasure(case.notifications, case.notice_send):
                 # The send's lock: an attempt in flight ends (sent) before it is cancelled.
                 async with self.locks.hold(lock_key("send", send_id)):
                     cancelled += await self.store.cancel_send(send_id)
         if parked:
             await self.parking.release(case_id)
         log.info("case erased", case_id=case_id, cancelled=cancelled)
+
+    async def _notice(self, event: Event, erasure: CaseErased) -> tuple[Sealed, Language] | None:
+        """The patient's address from the event's notice, sealed again under the notice's own
+        key (its ring seals under it) and notify's associated data; None without a notice, or
+        with one that no longer opens (its key destroyed already: nothing is sent)."""
+        if erasure.notice is None:
+            return None
+        try:
+            ring = await self.keys.opening(erasure.notice)
+            contact = ring.open_model(erasure.notice, aad=event.id, model=PatientContact)
+        except (CaseKeyDestroyed, SealingError) as exc:
+            log.warning("erasure notice cannot be opened", case_id=erasure.case_id, error=str(exc))
+            return None
+        return ring.seal_json(contact, aad=contact_aad(erasure.case_id)), contact.preferred_language
 
 
 def _partner_of(principal: Principal) -> str:

@@ -6,7 +6,8 @@ index), so each costs the same however much is stored:
 - `cases`, `_id` = case id: what notify knows of a case (its reference, the patient's
   language, the contact sealed under the case's key and notify's own associated data, what the
   patient was told), the events parked until its submission arrives, and the ids of its sends
-  in order. An erased case keeps its ids, codes and times, and nothing sealed.
+  in order. An erased case keeps its ids, codes and times, and nothing sealed but the address
+  its erasure's email goes to, under a key of its own, until that email is done with.
 - `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
   status. A redelivered event queues nothing new.
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
@@ -98,7 +99,10 @@ class CaseDoc(Stored):
     patient_id: str | None = None
     # The case's key in the key service (None: its values are under the service's keyring).
     key_ref: str | None = None
-    contact: Sealed | None = None  # sealed under the case key and `contact_aad(case id)`
+    # Sealed under the case key and `contact_aad(case id)`; once the case is erased, the address
+    # the erasure's email goes to, under that notice's own key, until the email is done with
+    # and the key destroyed.
+    contact: Sealed | None = None
     # A case its patient must claim: the one-time claim secret, sealed under the case key and
     # `claim_aad(case id)`.
     claim: Sealed | None = None
@@ -106,6 +110,7 @@ class CaseDoc(Stored):
     submitted: bool = False
     withdrawn: bool = False
     erased_at: datetime | None = None  # its key destroyed: its contact and claim dropped
+    notice_send: str | None = None  # the send telling the patient it is erased (not cancelled)
     told_due: date | None = None
     report_version: int = 0
     parked: list[dict[str, Any]] = Field(default_factory=list)
