@@ -129,14 +129,16 @@ async def test_a_patient_files_a_case_with_two_records_and_follows_it(stack: Ser
         assert report.content.startswith(b"%PDF")
         assert "attachment" in report.headers["content-disposition"]
 
-        # Asking for erasure: refused without the box ticked, then recorded once, on the
-        # timeline and for the coordinators.
+        # Asking for erasure: refused without the box ticked, then carried out at once (no
+        # legal hold), on the timeline and for the coordinators.
         page = await browser.submit(f"/cases/{case_id}/erasure", {})
         assert "Tick the box to confirm your request for erasure." in page.text
         page = await browser.submit(f"/cases/{case_id}/erasure", {"confirm": "yes"})
         assert "Your request for erasure is recorded." in page.text
-        assert "Erasure requested" in page.text and "You asked for this data" in page.text
+        assert "Erasure requested" in page.text and "Data erased" in page.text
+        assert "data was erased on" in page.text and "nobody can open it" in page.text
         assert f'action="/cases/{case_id}/erasure"' not in page.text, "asked once"
+        assert f'href="/cases/{case_id}/report.pdf"' not in page.text, "no report to open"
     async with browsing(stack, "en") as coordinator:
         await coordinator.sign_in("coordinator-1")
         board = await coordinator.get(f"/board/cases/{case_id}")

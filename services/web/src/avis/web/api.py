@@ -321,7 +321,7 @@ def _required(step: str, draft: Draft) -> dict[str, str]:
 async def case_page(request: Request, web: Pages, session: Person, case_id: CaseId) -> HTMLResponse:
     """A case: where it stands, its records, what can be done next, and the report once ready."""
     case = await web.platform.get_case(token=token(session), case_id=case_id)
-    actions = rules.case_actions(case.status, len(case.documents))
+    actions = rules.case_actions(case.status, len(case.documents), erased=bool(case.erased_at))
     report = None
     if actions.report:
         report = await web.platform.report(token=token(session), case_id=case_id)
@@ -344,7 +344,7 @@ async def timeline(
     """The timeline alone, for the page's live updates; the whole page reloads only when the
     new status changes what it offers."""
     case = await web.platform.get_case(token=token(session), case_id=case_id)
-    actions = rules.case_actions(case.status, len(case.documents))
+    actions = rules.case_actions(case.status, len(case.documents), erased=bool(case.erased_at))
     response = web.render(
         request, "timeline.html", case=case, actions=actions, poll_seconds=POLL_SECONDS
     )

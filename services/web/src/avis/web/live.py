@@ -227,7 +227,9 @@ class Stream:
         self.web = web
         self.session = session
         self.case_id = case.case_id
-        self.opened = rules.case_actions(case.status, len(case.documents))
+        self.opened = rules.case_actions(
+            case.status, len(case.documents), erased=bool(case.erased_at)
+        )
         self.shown = _moment(case)
         self.texts = texts
 
@@ -253,7 +255,9 @@ class Stream:
                 case = await self._caught_up()
                 if case is None:
                     continue
-                actions = rules.case_actions(case.status, len(case.documents))
+                actions = rules.case_actions(
+                    case.status, len(case.documents), erased=bool(case.erased_at)
+                )
                 if actions != self.opened:
                     # The page offers something else now (the report, no withdrawal): reload it.
                     yield event("reload", case.status)
@@ -277,7 +281,7 @@ class Stream:
         return None
 
     def _fragment(self, case: CaseView) -> str:
-        actions = rules.case_actions(case.status, len(case.documents))
+        actions = rules.case_actions(case.status, len(case.documents), erased=bool(case.erased_at))
         template = self.web.templates.get_template("timeline.html")
         return template.render(
             t=self.texts,

@@ -148,7 +148,7 @@ def _handle_errors(app: FastAPI, web: api.Web) -> None:
             web.sessions.end(session)
             return await not_signed_in(request, exc)
         message = rules.problem_message(exc.status, exc.problem_type)
-        status = exc.status if exc.status in (403, 404, 409, 503) else 502
+        status = exc.status if exc.status in (403, 404, 409, 410, 503) else 502
         return web.render(request, "error.html", status=status, message=message)
 
     async def signin_unavailable(request: Request, exc: Exception) -> Response:

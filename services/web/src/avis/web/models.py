@@ -122,6 +122,8 @@ class CaseView(CaseSummary):
     submitted_at: datetime | None = None
     withdrawn_at: datetime | None = None
     erasure_requested_at: datetime | None = None
+    erased_at: datetime | None = None
+    legal_hold: bool = False
     consent: ConsentView | None = None
     documents: list[DocumentView] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)

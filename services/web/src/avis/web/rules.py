@@ -30,6 +30,7 @@ PROBLEM_MESSAGES = {
     "consent-required": "error.consent_required",
     "case-not-draft": "error.case_not_draft",
     "case-withdrawn": "error.case_withdrawn",
+    "case-erased": "error.case_erased",
     "report-ready": "error.report_ready",
     "case-not-found": "error.not_found",
     "not-found": "error.not_found",
@@ -131,9 +132,12 @@ class CaseActions:
 TERMINAL = frozenset({"report_ready", "withdrawn"})
 
 
-def case_actions(status: str, documents: int) -> CaseActions:
+def case_actions(status: str, documents: int, *, erased: bool = False) -> CaseActions:
     """Uploads and submission while a draft (submission once a record is there), withdrawal
-    until the report, the report once ready, live updates until nothing more can change."""
+    until the report, the report once ready, live updates until nothing more can change;
+    nothing once the case's data is erased."""
+    if erased:
+        return CaseActions(upload=False, submit=False, withdraw=False, report=False, live=False)
     draft = status == "draft"
     return CaseActions(
         upload=draft,
