@@ -457,28 +457,26 @@ class Runtime:
         return ops
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    """A request that met the store away: 503 with a retry hint, never a 500."""
-    log.warning("store unavailable during request", error=type(exc).__name__)
-    return Problem(
-        503,
-        "store-unavailable",
-        "Service Unavailable",
-        "The store is not reachable right now; retry later.",
-        headers={"Retry-After": "5"},
-    ).to_response(request.url.path)
+def _unavailable(what: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The answer to a request that met `what` (the store, the key service) away: 503 with a
+    retry hint, never a 500."""
+    slug = what.replace(" ", "-")
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        log.warning("dependency unavailable during request", what=what, error=type(exc).__name__)
+        return Problem(
+            503,
+            f"{slug}-unavailable",
+            "Service Unavailable",
+            f"The {what} is not reachable right now; retry later.",
+            headers={"Retry-After": "5"},
+        ).to_response(request.url.path)
+
+    return answer
 
 
-async def _keys_unavailable(request: Request, exc: Exception) -> Response:
-    """A request that met the key service away: 503 with a retry hint, never a 500."""
-    log.warning("key service unavailable during request", error=type(exc).__name__)
-    return Problem(
-        503,
-        "key-service-unavailable",
-        "Service Unavailable",
-        "The key service is not reachable right now; retry later.",
-        headers={"Retry-After": "5"},
-    ).to_response(request.url.path)
+_store_unavailable = _unavailable("store")
+_keys_unavailable = _unavailable("key service")
 
 
 async def _store_busy(request: Request, exc: Exception) -> Response:
