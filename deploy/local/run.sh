@@ -138,10 +138,12 @@ AVIS_JWT_MAX_LIFETIME_SECONDS="${AVIS_JWT_MAX_LIFETIME_SECONDS:-28800}"
 AVIS_JWT_ISSUER="http://127.0.0.1:${AVIS_OIDC_PORT:-4444}/"
 AVIS_JWT_JWKS="${AVIS_JWT_ISSUER}.well-known/jwks.json"
 AVIS_JWT_ACCESS_TOKEN_MARK=client_id
-# web's token hook: the key Hydra presents, and which client is which partner's machine.
+# web's token hook: the key Hydra presents, which client is which partner's machine, and which
+# clients are services' machines (role service).
 # shellcheck disable=SC1091
 source "$AVIS_STATE_DIR/oidc/hook.env"
 AVIS_WEB_PARTNER_CLIENTS="$("$root/deploy/oidc/install.sh" partners)"
+AVIS_WEB_SERVICE_CLIENTS="$("$root/deploy/oidc/install.sh" services)"
 # the development stack starts with the seeded reviewer directory (empty directories only)
 AVIS_REVIEW_SEED_REVIEWERS="${AVIS_REVIEW_SEED_REVIEWERS:-true}"
 # Development only (notify refuses it in production): webhooks to a receiver on this machine
@@ -193,6 +195,7 @@ Avis is starting (pid $$). Everything listens on 127.0.0.1:
   lag      http://127.0.0.1:$AVIS_LAG_PORT/metrics   (consumer lag per group and partition)
   oidc     ${AVIS_JWT_ISSUER}.well-known/openid-configuration   (Hydra; admin on :${AVIS_OIDC_ADMIN_PORT:-4445})
            a partner's machine: client credentials, clients in $AVIS_STATE_DIR/oidc/partners.json
+           a service's machine (avis-operations): client credentials, in $AVIS_STATE_DIR/oidc/services.json
   people   http://127.0.0.1:${AVIS_KRATOS_PORT:-4433}/   (Kratos; admin on :${AVIS_KRATOS_ADMIN_PORT:-4434}; passwords and TOTP secrets in $AVIS_STATE_DIR/kratos/people.json)
   keys     $AVIS_KMS_URL   (PyKMIP; CA and each service's certificate in $AVIS_STATE_DIR/kms)
   Kafka    $AVIS_KAFKA_BOOTSTRAP    FerretDB $AVIS_MONGO_URL    SMTP sink $AVIS_SMTP_URL

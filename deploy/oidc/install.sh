@@ -11,6 +11,7 @@
 #   deploy/oidc/install.sh stop     stop what start started
 #   deploy/oidc/install.sh wait     until it answers, then seed the partners' clients (seed.py)
 #   deploy/oidc/install.sh partners the seeded clients as AVIS_WEB_PARTNER_CLIENTS (client -> partner)
+#   deploy/oidc/install.sh services the services' machines' clients as AVIS_WEB_SERVICE_CLIENTS
 #
 # It listens on 127.0.0.1 only: AVIS_OIDC_PORT (the public side: discovery, keys, tokens, 4444)
 # and AVIS_OIDC_ADMIN_PORT (clients, keys, 4445). Its issuer is http://127.0.0.1:$AVIS_OIDC_PORT/;
@@ -18,8 +19,9 @@
 # Access tokens are JWTs signed with its key set hydra.jwt.access-token (ID tokens: another set).
 # Before it issues a token it asks its token hook, web's POST /oidc/token-hook on
 # 127.0.0.1:$AVIS_OIDC_HOOK_PORT (AVIS_WEB_HTTP_PORT, 8000), for the claims `role` and `partner_id`,
-# which it writes at the top level of the token. Its database (SQLite), system secret and the
-# hook's key are made once per state folder ($AVIS_STATE_DIR/oidc), never in the repository.
+# which it writes at the top level of the token (a service's machine: role service alone). Its
+# database (SQLite), system secret and the hook's key are made once per state folder
+# ($AVIS_STATE_DIR/oidc), never in the repository.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -167,5 +169,6 @@ case "${1:-install}" in
   stop) stop ;;
   wait) wait_ready ;;
   partners) "$PYTHON" "$here/seed.py" --file "$DATA/partners.json" --mapping ;;
-  *) echo "usage: install.sh [install|start|stop|wait|partners]" >&2; exit 2 ;;
+  services) "$PYTHON" "$here/seed.py" --file "$DATA/partners.json" --services ;;
+  *) echo "usage: install.sh [install|start|stop|wait|partners|services]" >&2; exit 2 ;;
 esac

@@ -1,13 +1,16 @@
 """The development partners' OAuth2 clients in the local OpenID provider (Hydra), one per partner,
-for the client-credentials grant: made once per state folder (ids and secrets in a file of mode
-600 there, never in the repository), and created in Hydra's admin API at each start if missing.
-Beside them, web's own client for people's sign-in (authorization code with PKCE), set at each
-start to return to the web pages' address (--web).
+and the development services' machines' (an operator's script, a monitoring job), both for the
+client-credentials grant: made once per state folder (ids and secrets in files of mode 600 there,
+partners.json and services.json beside it, never in the repository), and created in Hydra's
+admin API at each start if missing. Beside them, web's own client for people's sign-in
+(authorization code with PKCE), set at each start to return to the web pages' address (--web).
 
     seed.py --admin http://127.0.0.1:4445 --file STATE/oidc/partners.json [--web URL]
                                                         ensure the clients
     seed.py --file STATE/oidc/partners.json --mapping   print {client id: partner id} (web's
                                                         AVIS_WEB_PARTNER_CLIENTS)
+    seed.py --file STATE/oidc/partners.json --services  print [client id, ...] of the services'
+                                                        machines (AVIS_WEB_SERVICE_CLIENTS)
 
 Standard library only: it runs before the project's environment is needed.
 """
@@ -26,6 +29,9 @@ from pathlib import Path
 
 # The partners of the development data: the web pages' `partner-1` and the README's `insurer-42`.
 PARTNERS = ("partner-1", "insurer-42")
+# The services' machines of the development stack: role service (a case's status, never its
+# clinical content); the client id is the name, the secret is made once.
+SERVICES = ("avis-operations",)
 AUDIENCE = "avis"  # the services' AVIS_JWT_AUDIENCE
 # Web's client for people (AVIS_WEB_OIDC_CLIENT_ID): a public client, as the code can only be
 # exchanged with the PKCE verifier web keeps in the person's session; no secret to keep.
@@ -34,10 +40,20 @@ WEB_CLIENT = "avis-web"
 
 def clients(file: Path) -> dict[str, dict[str, str]]:
     """partner id -> {client_id, client_secret}, made once (mode 600) and then read."""
+    return _made_once(file, {p: str(uuid.uuid4()) for p in PARTNERS})
+
+
+def service_clients(file: Path) -> dict[str, dict[str, str]]:
+    """service machine's name -> {client_id, client_secret}, made once (mode 600) in
+    services.json beside the partners' file, and then read."""
+    return _made_once(file.with_name("services.json"), {s: s for s in SERVICES})
+
+
+def _made_once(file: Path, ids: dict[str, str]) -> dict[str, dict[str, str]]:
     if not file.exists():
         made = {
-            p: {"client_id": str(uuid.uuid4()), "client_secret": secrets.token_urlsafe(32)}
-            for p in PARTNERS
+            name: {"client_id": client_id, "client_secret": secrets.token_urlsafe(32)}
+            for name, client_id in ids.items()
         }
         file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f"{file}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -64,25 +80,27 @@ def _call(method: str, url: str, body: object | None = None) -> int:
         raise SystemExit(f"[oidc] {method} {url}: {exc.code} {detail}") from None
 
 
-def ensure(admin: str, partner: str, client: dict[str, str]) -> bool:
-    """Create the partner's client unless Hydra has it; True if created."""
+def ensure(admin: str, partner: str, client: dict[str, str], *, service: bool = False) -> bool:
+    """Create the partner's (or the service's) machine client unless Hydra has it; True if
+    created."""
     url = f"{admin}/admin/clients/{client['client_id']}"
     if _call("GET", url) == 200:
         return False
+    kind = "service" if service else "partner"
     _call(
         "POST",
         f"{admin}/admin/clients",
         {
             "client_id": client["client_id"],
             "client_secret": client["client_secret"],
-            "client_name": f"{partner} (development partner's machine)",
+            "client_name": f"{partner} (development {kind}'s machine)",
             "grant_types": ["client_credentials"],
             "response_types": ["token"],
             "token_endpoint_auth_method": "client_secret_basic",
             "audience": [AUDIENCE],
             "scope": "",
             "access_token_strategy": "jwt",
-            "metadata": {"partner_id": partner},
+            "metadata": {"service": partner} if service else {"partner_id": partner},
         },
     )
     return True
@@ -115,15 +133,21 @@ def main() -> int:
     parser.add_argument("--file", type=Path, required=True)
     parser.add_argument("--admin", help="Hydra's admin URL")
     parser.add_argument("--mapping", action="store_true")
+    parser.add_argument("--services", action="store_true")
     parser.add_argument("--web", help="the web pages' address, where people's sign-in returns")
     args = parser.parse_args()
-    made = clients(args.file)
+    made, machines = clients(args.file), service_clients(args.file)
     if args.mapping:
         print(json.dumps({c["client_id"]: p for p, c in made.items()}, separators=(",", ":")))
         return 0
+    if args.services:
+        print(json.dumps([c["client_id"] for c in machines.values()], separators=(",", ":")))
+        return 0
     if not args.admin:
         parser.error("--admin is required to seed")
-    created = [p for p, c in made.items() if ensure(args.admin.rstrip("/"), p, c)]
+    admin = args.admin.rstrip("/")
+    created = [p for p, c in made.items() if ensure(admin, p, c)]
+    created += [s for s, c in machines.items() if ensure(admin, s, c, service=True)]
     if args.web:
         ensure_web(args.admin.rstrip("/"), args.web.rstrip("/"))
     if created:

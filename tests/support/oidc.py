@@ -1,8 +1,8 @@
 """The test stack's OpenID provider (Ory Hydra, started by deploy/local/test.sh as by `make run`):
-its addresses, web's token hook served where Hydra calls it, tokens got the way a partner's
-machine gets them (client credentials), an ID token got through the authorization-code flow with
-the test acting as the sign-in and consent screens over Hydra's admin API, and Hydra's own
-access-token key, to sign tokens that differ from a real one in one claim or header only."""
+its addresses, web's token hook served where Hydra calls it, tokens got the way a partner's or a
+service's machine gets them (client credentials), an ID token got through the authorization-code
+flow with the test acting as the sign-in and consent screens over Hydra's admin API, and Hydra's
+own access-token key, to sign tokens that differ from a real one in one claim or header only."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def partners() -> dict[str, dict[str, str]]:
     return loaded
 
 
+def services() -> dict[str, dict[str, str]]:
+    """The development services' machines' clients the stack seeded: name -> client id and
+    secret."""
+    loaded: dict[str, dict[str, str]] = json.loads((STATE / "services.json").read_text())
+    return loaded
+
+
 def hook_key() -> str:
     """The key Hydra presents to web's token hook."""
     return (STATE / "hook.env").read_text().strip().split("=", 1)[1]
@@ -56,6 +63,7 @@ async def token_hook() -> AsyncIterator[None]:
         jwt_secret="w" * 40,
         token_hook_key=hook_key(),
         partner_clients={c["client_id"]: p for p, c in partners().items()},
+        service_clients=[c["client_id"] for c in services().values()],
         live_events=False,
         log_format="json",
     )

@@ -90,6 +90,7 @@ async def oidc_web(
         "identity_admin_url": KRATOS_ADMIN,
         "token_hook_key": oidc.hook_key(),
         "partner_clients": {c["client_id"]: p for p, c in oidc.partners().items()},
+        "service_clients": [c["client_id"] for c in oidc.services().values()],
         "intake_url": intake_url,
         "live_events": False,
         "log_format": "json",

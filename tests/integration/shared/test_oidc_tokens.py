@@ -1,6 +1,8 @@
 """A partner's machine signs in to the real OpenID provider of the test stack (Ory Hydra) by
 client credentials and files a case in intake, which takes it as that partner: its token's role
-and partner id come from web's token hook, its signature from the provider's published keys.
+and partner id come from web's token hook, its signature from the provider's published keys. A
+service's machine (an operator's script) signs in the same way as role service: it reads a case's
+status, never its clinical content. A client of neither kind gets no token.
 
 Then what intake must refuse, each token differing from the accepted one in one respect only
 (signed again with the provider's own access-token key where a signature is needed, so the check
@@ -85,9 +87,33 @@ async def test_a_partners_machine_files_a_case_by_client_credentials(intake: Int
     assert (await intake.client(role="partner").get("/v1/cases")).status_code == 200
 
 
+async def test_a_services_machine_reads_a_status_but_no_clinical_content(intake: Intake) -> None:
+    client = oidc.services()["avis-operations"]
+    token = await oidc.client_credentials(client["client_id"], client["client_secret"])
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["role"], claims["iss"], claims["client_id"]) == (
+        "service",
+        oidc.ISSUER,
+        "avis-operations",
+    )
+    assert "partner_id" not in claims
+    partner = bearer(intake, await machine_token("insurer-42"))
+    created = await partner.post("/v1/cases", json=DRAFT)
+    assert created.status_code == 201, created.text
+    case_id = created.json()["case_id"]
+    service = bearer(intake, token)
+    view = await service.get(f"/v1/cases/{case_id}")
+    assert view.status_code == 200, view.text
+    assert view.json()["status"] == created.json()["status"]
+    assert "clinical_summary" not in view.text and "Marchal" not in view.text
+    clinical = await service.get(f"/v1/cases/{case_id}/clinical")
+    assert clinical.status_code == 403, clinical.text
+    assert "Palpitations" not in clinical.text
+
+
 async def test_a_client_of_no_partner_gets_no_token(intake: Intake) -> None:
-    """A client the provider knows but web's configuration names no partner for: the token hook
-    refuses, so the provider issues nothing."""
+    """A client the provider knows but web's configuration names neither a partner's nor a
+    service's: the token hook refuses, so the provider issues nothing."""
     client_id, secret = f"stranger-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex * 2
     client = {
         "client_id": client_id,

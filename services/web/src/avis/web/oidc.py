@@ -1,8 +1,9 @@
 """The OpenID provider's doors (thin). Its token hook: before the provider issues a
 client-credentials token, it asks here which role and partner the client's machine acts for
-(rules.machine_claims), authenticated with the key of AVIS_WEB_TOKEN_HOOK_KEY. People's sign-in:
-web is the provider's login, consent and logout screens, renders the identity server's form and
-takes the provider's code back (avis.web.oidc_signin); no password of ours is involved."""
+(rules.machine_claims: a partner's, or a service's as role service), authenticated with the key
+of AVIS_WEB_TOKEN_HOOK_KEY. People's sign-in: web is the provider's login, consent and logout
+screens, renders the identity server's form and takes the provider's code back
+(avis.web.oidc_signin); no password of ours is involved."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class TokenHook(BaseModel):
 
 
 def settings_of(request: Request) -> Settings:
-    """Web's settings (the hook's key and the partners' clients)."""
+    """Web's settings (the hook's key and the partners' and services' clients)."""
     settings: Settings = request.app.state.web.settings
     return settings
 
@@ -53,8 +54,9 @@ async def token_hook(
     settings: Configured,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """200 with the claims of a partner's machine; 204 (the token as is) for other grants; 403
-    (no token) for a client of no partner; 401 without the provider's key; 404 when off."""
+    """200 with the claims of a partner's or a service's machine; 204 (the token as is) for other
+    grants; 403 (no token) for a client of neither; 401 without the provider's key; 404 when
+    off."""
     key = settings.token_hook_key.get_secret_value()
     if not key:
         return Response(status_code=404)
@@ -62,7 +64,10 @@ async def token_hook(
         return Response(status_code=401)
     try:
         claims = rules.machine_claims(
-            body.request.client_id, body.request.grant_types, settings.partner_clients
+            body.request.client_id,
+            body.request.grant_types,
+            settings.partner_clients,
+            settings.service_clients,
         )
     except rules.MachineUnknown:
         return Response(status_code=403)

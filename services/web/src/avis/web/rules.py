@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import urllib.parse
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -242,7 +243,8 @@ CLIENT_CREDENTIALS = "client_credentials"
 
 
 class MachineUnknown(Exception):
-    """A client asked for a client-credentials token and no partner is configured for it."""
+    """A client asked for a client-credentials token and no partner or service is configured
+    for it."""
 
 
 def hook_key_valid(expected: str, authorization: str | None) -> bool:
@@ -257,17 +259,24 @@ def hook_key_valid(expected: str, authorization: str | None) -> bool:
 
 
 def machine_claims(
-    client_id: str, grant_types: list[str], partner_clients: dict[str, str]
+    client_id: str,
+    grant_types: list[str],
+    partner_clients: dict[str, str],
+    service_clients: Collection[str] = (),
 ) -> dict[str, str] | None:
     """The claims the provider writes into a client-credentials token: a partner's machine acts
-    as role partner for the partner its client is configured for (MachineUnknown for any other
-    client). None for the other grants: the token stays as the provider made it."""
+    as role partner for the partner its client is configured for, a service's machine as role
+    service (no partner); MachineUnknown for any other client, or one named as both. None for
+    the other grants: the token stays as the provider made it."""
     if CLIENT_CREDENTIALS not in grant_types:
         return None
     partner_id = partner_clients.get(client_id)
-    if not partner_id:
-        raise MachineUnknown(client_id)
-    return {"role": "partner", "partner_id": partner_id}
+    service = client_id in service_clients
+    if partner_id and not service:
+        return {"role": "partner", "partner_id": partner_id}
+    if service and client_id not in partner_clients:
+        return {"role": "service"}
+    raise MachineUnknown(client_id)
 
 
 # --- people's sign-in through the OpenID provider and its identity server ---

@@ -43,6 +43,9 @@ class Settings(CommonSettings):
     # AVIS_WEB_PARTNER_CLIENTS: the partners' machines, as JSON {"<OAuth2 client id>": "<partner
     # id>"}: a client-credentials token of such a client acts as role partner for that partner.
     partner_clients: dict[str, str] = Field(default_factory=dict)
+    # AVIS_WEB_SERVICE_CLIENTS: the services' machines (an operator's script, a monitoring job),
+    # as a JSON list of OAuth2 client ids: their client-credentials tokens act as role service.
+    service_clients: list[str] = Field(default_factory=list)
 
     # AVIS_WEB_SIGNIN: how people sign in: `oidc` (the OpenID provider, its identity server
     # behind it), `development` (a choice of seeded identities, AVIS_ENV=development only) or
