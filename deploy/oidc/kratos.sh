@@ -13,7 +13,10 @@
 #
 # It listens on 127.0.0.1 only: AVIS_KRATOS_PORT (the public side: the browser's self-service
 # flows, 4433) and AVIS_KRATOS_ADMIN_PORT (identities, 4434). Web is its UI: the login screen is
-# web's /signin/password, which renders a flow's fields as a form that posts to Kratos itself.
+# web's /signin/password, which renders a flow's fields as a form that posts to Kratos itself;
+# recovery (a code by email) and the new password after it are web's /signin/recovery and
+# /signin/settings, rendered the same way. Its courier sends the code to the stack's SMTP sink
+# (AVIS_SMTP_PORT on loopback), from the serving process itself (--watch-courier).
 # Its database (SQLite) and secrets are made once per state folder ($AVIS_STATE_DIR/kratos).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -98,15 +101,18 @@ selfservice:
     totp: { enabled: true, config: { issuer: Avis } }
     profile: { enabled: true }
     link: { enabled: false }
-    code: { enabled: false }
+    # The code method, for recovery only: no sign-in or second factor by emailed code.
+    code: { enabled: true, config: { lifespan: 15m }, passwordless_enabled: false, mfa_enabled: false }
   flows:
     # Web renders each flow's fields; the form posts them to Kratos itself.
     login: { ui_url: "$web/signin/password", lifespan: 10m }
     # People are made by the platform (seeded here), never by signing up.
     registration: { enabled: false, ui_url: "$web/signin" }
-    settings: { ui_url: "$web/signin", required_aal: highest_available, privileged_session_max_age: 15m }
+    # After recovery, the new password: web renders the settings flow's password fields.
+    settings: { ui_url: "$web/signin/settings", required_aal: highest_available, privileged_session_max_age: 15m }
     error: { ui_url: "$web/signin" }
-    recovery: { enabled: false }
+    # A code by email to the identity's address; nothing is sent to an address nobody has.
+    recovery: { enabled: true, use: code, ui_url: "$web/signin/recovery", lifespan: 15m, notify_unknown_recipients: false }
     verification: { enabled: false }
 session:
   lifespan: 8h
@@ -116,7 +122,10 @@ secrets:
   cookie: ["$KRATOS_COOKIE_SECRET"]
   cipher: ["$KRATOS_CIPHER_SECRET"]
 courier:
-  smtp: { connection_uri: "smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}/?disable_starttls=true" }
+  smtp:
+    connection_uri: "smtp://127.0.0.1:${AVIS_SMTP_PORT:-1025}/?disable_starttls=true"
+    from_address: no-reply@avis.local
+    from_name: Avis
 log:
   level: warning
   leak_sensitive_values: false
@@ -137,7 +146,7 @@ start() {
   DSN="$DSN" "$bin" migrate sql up --read-from-env --yes --config "$DATA/kratos.yml" > "$DATA/migrate.log" 2>&1 \
     || { cat "$DATA/migrate.log" >&2; die "Kratos's database migration failed"; }
   # --dev: cookies without the Secure flag, for http:// on loopback.
-  DSN="$DSN" nohup "$bin" serve --dev --sqa-opt-out --config "$DATA/kratos.yml" > "$DATA/kratos.log" 2>&1 &
+  DSN="$DSN" nohup "$bin" serve --dev --watch-courier --sqa-opt-out --config "$DATA/kratos.yml" > "$DATA/kratos.log" 2>&1 &
   echo $! > "$STATE/kratos.pid"
   log "Kratos starting (pid $!): public http://127.0.0.1:$PORT/, admin 127.0.0.1:$ADMIN_PORT"
 }

@@ -1,7 +1,8 @@
 """People's sign-in on the test stack's OpenID provider (Hydra) and identity server (Kratos), as
 `make run` wires them: web served where Hydra sends the browser (its login, consent and logout
 screens, the token hook), the seeded people and their secrets, and a browser without a browser:
-an HTTP client that keeps cookies, follows redirects and fills in the forms it is shown."""
+an HTTP client that keeps cookies, follows redirects and fills in the forms it is shown; the
+recovery codes the identity server mails to the stack's SMTP sink."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from fastapi import FastAPI
 from avis.web.main import create_app
 from avis.web.settings import Settings as WebSettings
 from avis.web.store import Session
-from tests.support import oidc
+from tests.support import notify, oidc
 
 KRATOS = f"http://127.0.0.1:{os.environ.get('AVIS_KRATOS_PORT', '14433')}"
 KRATOS_ADMIN = f"http://127.0.0.1:{os.environ.get('AVIS_KRATOS_ADMIN_PORT', '14434')}"
@@ -200,6 +201,20 @@ class Browser:
     async def identity_session(self) -> httpx.Response:
         """What the identity server says of this browser's session (whoami)."""
         return await self.http.get(f"{KRATOS}/sessions/whoami")
+
+
+async def emailed_code(address: str, seconds: float = 30.0) -> str:
+    """The recovery code the identity server's courier sent to `address` through the stack's
+    SMTP sink (its newest mail), waited for until a deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for msg in reversed(notify.mailbox(address)):
+            body = msg.get_body(("plain", "html"))
+            found = re.search(r"\b(\d{6})\b", body.get_content() if body else "")
+            if found:
+                return found.group(1)
+        assert time.monotonic() < deadline, f"no code mailed to {address} in {seconds}s"
+        await asyncio.sleep(0.25)
 
 
 def claims(token: str) -> dict[str, Any]:

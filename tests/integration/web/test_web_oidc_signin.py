@@ -6,8 +6,14 @@ flow with PKCE, professionals with their TOTP code, and intake takes the token w
 Then what must be refused: a wrong password, a professional without the second factor (a wrong
 code, none, or none enrolled), PKCE `plain` or no challenge at all; and the role comes from the
 identity's admin metadata, never from the traits the person edits.
+
+A forgotten password is recovered in the identity server too: web's "Forgot your password?" link,
+its rendering of the recovery form, the code the identity server mails (read from the SMTP sink),
+the new password set through web's rendering of the settings form; that password signs in, the
+old one no longer does.
 """
 
+import secrets
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +40,7 @@ from tests.support.signin import (
     asks_second_factor,
     claims,
     edit_own_traits,
+    emailed_code,
     forget,
     new_person,
     oidc_web,
@@ -288,3 +295,39 @@ async def test_a_role_change_goes_through_the_admin_api_and_is_audited(web: Oidc
         await forget(person)
         await mongo.drop_database(settings.database)
         await mongo.close()
+
+
+async def test_a_forgotten_password_is_recovered_in_the_identity_server(web: OidcWeb) -> None:
+    person = await new_person({"subject": f"patient-{uuid.uuid4().hex[:8]}", "role": "patient"})
+    new_password = secrets.token_urlsafe(18)
+    try:
+        async with Browser() as browser:
+            login = await browser.begin()
+            assert 'href="/signin/recovery"' in login.text, login.text[-1500:]
+            asked = await browser.http.get(str(login.url.join("/signin/recovery")))
+            assert asked.url.path == "/signin/recovery" and 'name="email"' in asked.text, asked.url
+            sent = await browser.submit(asked, {"email": person["email"]}, "code")
+            assert sent.url.path == "/signin/recovery" and 'name="code"' in sent.text, sent.url
+            assert shows(sent, "an email with a code is on its way"), sent.text[-1500:]
+            code = await emailed_code(person["email"])
+            wrong = await browser.submit(sent, {"code": "000000" if code != "000000" else "1"})
+            assert shows(wrong, "That code is not valid"), wrong.text[-1500:]
+            settings = await browser.submit(wrong, {"code": code})
+            assert settings.url.path == "/signin/settings", (settings.url, settings.text[-1500:])
+            assert 'name="password"' in settings.text and 'name="totp_code"' not in settings.text
+            saved = await browser.submit(settings, {"password": new_password}, "password")
+            assert shows(saved, "Your new password is saved"), (saved.url, saved.text[-1500:])
+            assert web.token(browser) is None  # recovery is no sign-in to web
+        async with Browser() as browser:
+            page = await browser.password(await browser.begin(), person["email"], new_password)
+            token = web.token(browser)
+            assert token is not None, (page.url, page.text[-1500:])
+            assert claims(token)["role"] == "patient"
+        async with Browser() as browser:
+            page = await browser.password(
+                await browser.begin(), person["email"], person["password"]
+            )
+            assert shows(page, "That email address and password do not match"), page.url
+            assert web.token(browser) is None
+    finally:
+        await forget(person)

@@ -114,6 +114,69 @@ def test_the_identity_servers_form_is_shown_in_our_words() -> None:
     unknown = FLOW | {"ui": FLOW["ui"] | {"messages": [{"id": 4999999, "type": "error"}]}}
     assert rules.identity_form(unknown).messages == ("signin.refused",)
 
+    assert form.recovery  # the login form offers "Forgot your password?"
+    assert not rules.identity_form(FLOW | {"requested_aal": "aal2"}).recovery
+
+
+def node(group: str, name: str, kind: str, value: str | None = None) -> dict[str, object]:
+    attributes = {"name": name, "type": kind} | ({"value": value} if value is not None else {})
+    return {"type": "input", "group": group, "attributes": attributes}
+
+
+def test_the_recovery_form_shows_the_code_and_not_its_resend_button() -> None:
+    flow = {
+        "state": "sent_email",
+        "ui": {
+            "action": "http://127.0.0.1:4433/self-service/recovery?flow=r1",
+            "method": "POST",
+            "messages": [{"id": 1060003, "type": "info"}],
+            "nodes": [
+                node("default", "csrf_token", "hidden", "c"),
+                node("code", "code", "text"),
+                node("code", "method", "submit", "code"),
+                node("code", "email", "submit", "a@b.c"),  # resend: not shown
+                node("password", "password", "password"),  # another group: not shown
+            ],
+        },
+    }
+    form = rules.identity_form(flow, rules.RECOVERY)
+    assert [(f.name, f.type, f.label) for f in form.fields] == [
+        ("csrf_token", "hidden", None),
+        ("code", "text", "signin.recovery_code"),
+        ("method", "submit", "signin.recovery_submit"),
+    ]
+    assert (form.messages, form.title, form.recovery) == (
+        ("signin.recovery_sent",),
+        "signin.recovery_title",
+        False,
+    )
+
+
+def test_the_settings_form_shows_the_new_password_alone() -> None:
+    flow = {
+        "ui": {
+            "action": "http://127.0.0.1:4433/self-service/settings?flow=s1",
+            "method": "POST",
+            "messages": [{"id": 1060001, "type": "success"}],
+            "nodes": [
+                node("default", "csrf_token", "hidden", "c"),
+                node("profile", "traits.email", "email", "a@b.c"),
+                node("profile", "method", "submit", "profile"),
+                node("password", "password", "password"),
+                node("password", "method", "submit", "password"),
+                node("totp", "totp_code", "text"),
+                node("totp", "method", "submit", "totp"),
+            ],
+        },
+    }
+    form = rules.identity_form(flow, rules.SETTINGS)
+    assert [(f.name, f.type, f.label) for f in form.fields] == [
+        ("csrf_token", "hidden", None),
+        ("password", "password", "signin.new_password"),
+        ("method", "submit", "signin.save_password"),
+    ]
+    assert (form.messages, form.title) == (("signin.recovered",), "signin.settings_title")
+
 
 def test_a_role_change_keeps_the_subject_and_checks_the_role() -> None:
     before = {"subject": "rev-cardio-1", "role": "reviewer"}

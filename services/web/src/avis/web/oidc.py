@@ -137,6 +137,35 @@ async def password_page(request: Request, signin: PeopleSignIn, flow: Challenge)
     return page
 
 
+Flow = Annotated[str, Query(max_length=2000)]
+
+
+@router.get("/signin/recovery")
+async def recovery_page(request: Request, signin: PeopleSignIn, flow: Flow = "") -> Response:
+    """The identity server's recovery form (the address, then the code it emailed), rendered here
+    and posted straight to it; without a flow (or a gone one), a new one."""
+    return await _flow_page(request, signin, "recovery", flow, rules.RECOVERY)
+
+
+@router.get("/signin/settings")
+async def settings_page(request: Request, signin: PeopleSignIn, flow: Flow = "") -> Response:
+    """The identity server's new-password form after recovery, rendered here and posted straight
+    to it: the new password never passes through web."""
+    return await _flow_page(request, signin, "settings", flow, rules.SETTINGS)
+
+
+async def _flow_page(
+    request: Request, signin: OidcSignIn, kind: str, flow: str, shown: rules.FlowKind
+) -> Response:
+    found = await signin.flow(kind, flow, browser_cookies(request)) if flow else None
+    if found is None:
+        return RedirectResponse(signin.flow_start(kind), status_code=303)
+    page: Response = request.app.state.web.render(
+        request, "signin_password.html", form=rules.identity_form(found, shown)
+    )
+    return page
+
+
 @router.get(CALLBACK_PATH)
 async def callback(
     request: Request,

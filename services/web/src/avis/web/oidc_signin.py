@@ -199,9 +199,18 @@ class OidcSignIn:
 
     async def login_flow(self, flow_id: str, cookies: str) -> dict[str, Any] | None:
         """The identity server's login flow the browser is in (None: gone or not its own)."""
+        return await self.flow("login", flow_id, cookies)
+
+    def flow_start(self, kind: str) -> str:
+        """Where the browser starts a new recovery (or settings) flow of the identity server."""
+        return f"{self.identity}/self-service/{kind}/browser"
+
+    async def flow(self, kind: str, flow_id: str, cookies: str) -> dict[str, Any] | None:
+        """The identity server's login, recovery or settings flow the browser is in (None: gone,
+        or not this browser's)."""
         answer = await self._call(
             "GET",
-            f"{self.identity}/self-service/login/flows",
+            f"{self.identity}/self-service/{kind}/flows",
             params={"id": flow_id},
             headers={"Cookie": cookies},
         )

@@ -294,6 +294,12 @@ FLOW_MESSAGES = {
     4010002: "signin.refused",
     1010004: "signin.second_factor",
     1010003: "signin.again",
+    1060003: "signin.recovery_sent",
+    4060006: "signin.recovery_wrong_code",
+    4060005: "signin.recovery_expired",
+    1060001: "signin.recovered",
+    1050001: "signin.password_saved",
+    4000005: "signin.password_refused",
 }
 # The fields of a flow web shows, by the identity server's node name, with their words.
 FIELD_LABELS = {
@@ -303,6 +309,34 @@ FIELD_LABELS = {
 }
 SUBMITS = {"password": "signin.submit", "totp": "signin.verify"}
 SHOWN_GROUPS = frozenset({"default", "password", "totp"})
+
+
+@dataclass(frozen=True)
+class FlowKind:
+    """What web shows of one kind of the identity server's flows: its groups of fields, their
+    words, its buttons' words (by their value) and the page's title."""
+
+    groups: frozenset[str]
+    labels: dict[str, str]
+    submits: dict[str, str]
+    title: str
+
+
+LOGIN = FlowKind(SHOWN_GROUPS, FIELD_LABELS, SUBMITS, "signin.title")
+# Recovery by a code sent to the person's address (its resend button is not shown).
+RECOVERY = FlowKind(
+    frozenset({"default", "code"}),
+    {"email": "signin.email", "code": "signin.recovery_code"},
+    {"code": "signin.recovery_submit"},
+    "signin.recovery_title",
+)
+# After recovery, the new password (the profile and second-factor parts are not shown).
+SETTINGS = FlowKind(
+    frozenset({"default", "password"}),
+    {"password": "signin.new_password"},
+    {"password": "signin.save_password"},
+    "signin.settings_title",
+)
 
 
 class NotAPerson(Exception):
@@ -399,6 +433,8 @@ class IdentityForm:
     fields: tuple[FormField, ...]
     messages: tuple[str, ...]
     second_factor: bool
+    title: str = "signin.title"
+    recovery: bool = False
 
 
 def _message_keys(messages: object) -> tuple[str, ...]:
@@ -411,23 +447,25 @@ def _message_keys(messages: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for k in keys if k))
 
 
-def identity_form(flow: dict[str, Any]) -> IdentityForm:
-    """The fields of a login flow web shows: its password or code fields, hidden and submit
-    inputs, with our words for their labels and messages (the server's English never shown)."""
+def identity_form(flow: dict[str, Any], shown: FlowKind = LOGIN) -> IdentityForm:
+    """The fields of a login (recovery, settings) flow web shows: its password or code fields,
+    hidden and submit inputs, with our words for their labels and messages (the server's English
+    never shown)."""
     ui = flow.get("ui") or {}
     fields = []
     for node in ui.get("nodes") or []:
         attributes = node.get("attributes") or {}
-        if node.get("type") != "input" or node.get("group") not in SHOWN_GROUPS:
+        if node.get("type") != "input" or node.get("group") not in shown.groups:
             continue
         name, kind = str(attributes.get("name", "")), str(attributes.get("type", "text"))
-        label = SUBMITS.get(str(attributes.get("value"))) if kind == "submit" else None
+        value = attributes.get("value")
+        label = shown.submits.get(str(value)) if kind in ("submit", "button") else None
         fields.append(
             FormField(
                 name=name,
-                type=kind,
-                value="" if attributes.get("value") is None else str(attributes["value"]),
-                label=label or FIELD_LABELS.get(name),
+                type="submit" if kind == "button" else kind,
+                value="" if value is None else str(value),
+                label=label or (None if kind in ("submit", "button") else shown.labels.get(name)),
                 required=bool(attributes.get("required")),
                 autocomplete=attributes.get("autocomplete"),
                 errors=_message_keys(node.get("messages")),
@@ -439,6 +477,8 @@ def identity_form(flow: dict[str, Any]) -> IdentityForm:
         fields=tuple(f for f in fields if f.type == "hidden" or f.label),
         messages=_message_keys(ui.get("messages")),
         second_factor=flow.get("requested_aal") == SECOND_FACTOR,
+        title=shown.title,
+        recovery=shown is LOGIN and flow.get("requested_aal") != SECOND_FACTOR,
     )
 
 
