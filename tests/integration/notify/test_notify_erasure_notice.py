@@ -85,6 +85,9 @@ async def test_the_patient_is_told_once_and_the_address_is_then_destroyed(
 
         await eventually(failed_once)  # queued for its retry, 30 s from now
     event, notice_ref = await _erased(stack, p)
+    await stack.consumed(event)
+    # Cancelled by the erasure itself, not by its retry 30 s later finding the case erased.
+    assert (await stack.notifications(p.case_id))[1]["status"] == "cancelled"
 
     received, assigned, done = await stack.settled(p.case_id, 3)
     assert [n["template"] for n in (received, assigned, done)] == [
