@@ -193,7 +193,7 @@ def test_production_service_with_the_development_secret_does_not_start(service: 
         service_app(service, avis_env="production", kafka_password="its-kafka-password")
 
 
-@pytest.mark.parametrize("service", ["intake", "review"])
+@pytest.mark.parametrize("service", list(SERVICES))
 def test_production_service_without_a_key_service_does_not_start(service: str) -> None:
     with pytest.raises(ValueError, match="AVIS_KMS_URL is empty"):
         service_app(service, avis_env="production", jwt_secret="", kafka_password="k", kms_url="")
