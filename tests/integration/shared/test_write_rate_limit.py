@@ -17,6 +17,7 @@ from avis.intake.main import create_app
 from avis.intake.settings import Settings
 from avis.shared.security import mint_token
 from avis.shared.settings import CommonSettings
+from tests.support.basics import make_settings
 
 pytestmark = pytest.mark.infra
 
@@ -72,9 +73,8 @@ def draft(http: httpx.AsyncClient, token: str) -> Any:
 async def test_a_caller_past_the_limit_waits_and_another_goes_on(
     settings: CommonSettings,
 ) -> None:
-    limited = Settings(
-        **(settings.model_dump() | {"rate_limit_writes": f"{LIMIT}/minute"}),
-    )
+    # Intake's own settings class, so its key-service certificate comes from the environment.
+    limited = make_settings(settings.service_name, Settings, rate_limit_writes=f"{LIMIT}/minute")
     first = mint_token(limited, "rate-patient-1", "patient")
     second = mint_token(limited, "rate-patient-2", "patient")
     async with (
