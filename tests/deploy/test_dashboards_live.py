@@ -12,6 +12,7 @@ docs/dashboard-avis-*.png).
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -195,7 +196,10 @@ def test_every_panel_shows_data(
     # expressions returns a series with a number.
     answers = {e: observed.store.query(e) for e in exprs}
     numbers = [s for series in answers.values() for s in series if s["value"][1] != "NaN"]
-    assert numbers, f"{board} / {panel}: no data\n{answers}"
+    if not numbers:  # say which of its metrics the store holds at all, and from which job
+        names = sorted(set(re.findall(r"avis_[a-z_]+", " ".join(exprs))))
+        held = {n: observed.store.query(f"count by (job) ({n})") for n in names}
+        pytest.fail(f"{board} / {panel}: no data\n{answers}\nseries held: {held}")
     # `x or vector(0)` beside series with labels draws an unnamed line of its own.
     unnamed = [e for e, series in answers.items() if len(series) > 1 and any(
         not s["metric"] for s in series)]  # fmt: skip
