@@ -29,8 +29,9 @@ PYTHON="${AVIS_PYTHON:-$root/.venv/bin/python}"
 log() { printf '[kms] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alive() { [ -f "$STATE/kms.pid" ] && kill -0 "$(cat "$STATE/kms.pid")" 2>/dev/null; }
+# shellcheck source=../local/procs.sh
+source "$root/deploy/local/procs.sh"
+alive() { pid_alive "$STATE/kms.pid"; }
 
 write_config() {
   ( umask 077; cat > "$DATA/server.conf.new" <<CONF
@@ -81,18 +82,9 @@ wait_ready() {
   log "the key server ready on 127.0.0.1:$PORT$took"
 }
 
-stop() {
-  local f="$STATE/kms.pid" pid
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  # SIGINT: its accept loop ends at once (SIGTERM waits for its 10 s accept timeout).
-  kill -INT "$pid" 2>/dev/null || true
-  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  # Its session (setsid: pid = process group) also holds its policy monitor and a
-  # multiprocessing manager.
-  kill -0 "$pid" 2>/dev/null && kill -9 -- "-$pid" 2>/dev/null || true
-  rm -f "$f"
-}
+# SIGINT: its accept loop ends at once (SIGTERM waits for its 10 s accept timeout). Its session
+# (setsid: pid = process group) also holds its policy monitor and a multiprocessing manager.
+stop() { stop_pid "$STATE/kms.pid" INT group || true; }
 
 env_lines() {
   echo "AVIS_KMS_URL=kmip://127.0.0.1:$PORT"

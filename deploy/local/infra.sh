@@ -22,16 +22,14 @@ PYTHON="${AVIS_PYTHON:-python3}"
 
 log() { printf '[infra] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=procs.sh
+source "$here/procs.sh"
 
 kafka_libs() { "$root/deploy/kafka/install.sh"; }
 ferretdb_bin() { "$root/deploy/ferretdb/install.sh"; }
 
 pidfile() { echo "$STATE/$1.pid"; }
-running() {
-  local f; f="$(pidfile "$1")"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+running() { pid_alive "$(pidfile "$1")"; }
 port_of() {
   case "$1" in kafka) echo "$KAFKA_PORT" ;; ferretdb) echo "$MONGO_PORT" ;; smtp) echo "$SMTP_PORT" ;; esac
 }
@@ -54,7 +52,7 @@ make_kafka_users() {
   [ -f "$file" ] && return 0
   ( umask 077
     for u in "${KAFKA_USERS[@]}"; do
-      echo "$(password_var "$u")=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      echo "$(password_var "$u")=$(random_hex 24)"
     done > "$file.new" )
   mv "$file.new" "$file"
 }
@@ -169,17 +167,9 @@ start() {
 }
 
 stop() {
-  local s="$1" f pid
-  f="$(pidfile "$s")"
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && { log "$s did not stop in 20 s; killing"; kill -9 "$pid" 2>/dev/null || true; }
-    log "$s stopped"
-  fi
-  rm -f "$f" "$STATE/$s.port"
+  local s="$1"
+  if stop_pid "$(pidfile "$s")"; then log "$s stopped"; fi
+  rm -f "$STATE/$s.port"
 }
 
 status() {

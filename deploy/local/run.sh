@@ -20,7 +20,8 @@ say() { printf '[run] %s\n' "$*" >&2; }
 # Where another shell finds this run's state folder (`make infra-status`), whatever AVIS_STATE_DIR it has.
 runs="$root/.local/runs"
 refuse() { say "$*"; exit 1; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=procs.sh
+source "$root/deploy/local/procs.sh"
 # The pid recorded in the lock, if that process is still a `make run`.
 holder() {
   local pid

@@ -48,8 +48,9 @@ install() {
   echo "$DIR"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# shellcheck source=../local/procs.sh
+source "$here/../local/procs.sh"
+alive() { pid_alive "$STATE/$1.pid"; }
 free() { if port_open "$2"; then log "port $2 for $1 is taken by another process"; exit 1; fi; }
 
 start() {
@@ -85,16 +86,8 @@ start() {
 }
 
 stop() {
-  local s f pid
-  for s in vmalert alert-receiver victoriametrics; do
-    f="$STATE/$s.pid"
-    [ -f "$f" ] || continue
-    pid="$(cat "$f")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
-  done
+  local s
+  for s in vmalert alert-receiver victoriametrics; do stop_pid "$STATE/$s.pid" || true; done
 }
 
 case "${1:-install}" in

@@ -39,33 +39,13 @@ PYTHON="${AVIS_PYTHON:-python3}"
 
 log() { printf '[oidc] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=../local/procs.sh
+source "$root/deploy/local/procs.sh"
 
-install() {
-  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
-  command -v go >/dev/null || die "go is required to build Hydra"
-  local work src
-  work="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "chmod -R u+w '$work' 2>/dev/null; rm -rf '$work'" EXIT
-  export GOFLAGS=-mod=mod
-  src="$(cd "$work" && go mod download -json "github.com/ory/hydra/v2@$VERSION" \
-         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" \
-    || die "could not download github.com/ory/hydra/v2@$VERSION from the Go module proxy"
-  cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
-  sed -i '\#=> ./internal/httpclient#d' "$work/src/go.mod"
-  mkdir -p "$DIR"
-  log "building Hydra $VERSION (with SQLite) into $DIR, once (about two minutes)"
-  # -tags sqlite: the SQLite driver (cgo) that the local stack stores in; -p 2: the machine is shared.
-  (cd "$work/src" && CGO_ENABLED=1 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -tags sqlite -trimpath \
-     -ldflags "-s -w -X github.com/ory/hydra/v2/driver/config.Version=$VERSION" \
-     -o "$BIN.tmp" .) || die "the Hydra build failed"
-  mv "$BIN.tmp" "$BIN"
-  echo "$BIN"
-}
+install() { ory_build Hydra github.com/ory/hydra/v2 "$VERSION" ./internal/httpclient "$BIN"; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alive() { [ -f "$STATE/hydra.pid" ] && kill -0 "$(cat "$STATE/hydra.pid")" 2>/dev/null; }
-random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+alive() { pid_alive "$STATE/hydra.pid"; }
+random() { random_hex 32; }
 
 # The secrets of this state folder, made once: Hydra's system secret (it encrypts its database's
 # secrets with it; for Hydra alone) and the key it presents to web's token hook (hook.env, which
@@ -142,26 +122,13 @@ start() {
 }
 
 wait_ready() {
-  local deadline=$((SECONDS + WAIT_SECONDS))
-  until port_open "$ADMIN_PORT" && port_open "$PORT"; do
-    alive || die "Hydra exited; see $DATA/hydra.log"
-    [ $SECONDS -lt $deadline ] || die "Hydra not listening on $PORT and $ADMIN_PORT after ${WAIT_SECONDS}s"
-    sleep 0.2
-  done
+  wait_ports Hydra "$STATE/hydra.pid" "$DATA/hydra.log" "$ADMIN_PORT" "$PORT"
   "$PYTHON" "$here/seed.py" --admin "http://127.0.0.1:$ADMIN_PORT" --file "$DATA/partners.json" \
     --web "http://127.0.0.1:$HOOK_PORT"
   log "Hydra ready on http://127.0.0.1:$PORT/"
 }
 
-stop() {
-  local f="$STATE/hydra.pid" pid
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
+stop() { stop_pid "$STATE/hydra.pid" || true; }
 
 case "${1:-install}" in
   install) install ;;

@@ -39,33 +39,13 @@ DSN="sqlite://$DATA/kratos.sqlite?_fk=true&mode=rwc&_journal_mode=WAL&_synchrono
 
 log() { printf '[kratos] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=../local/procs.sh
+source "$root/deploy/local/procs.sh"
 
-install() {
-  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
-  command -v go >/dev/null || die "go is required to build Kratos"
-  local work src
-  work="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "chmod -R u+w '$work' 2>/dev/null; rm -rf '$work'" EXIT
-  export GOFLAGS=-mod=mod
-  src="$(cd "$work" && go mod download -json "github.com/ory/kratos@$VERSION" \
-         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" \
-    || die "could not download github.com/ory/kratos@$VERSION from the Go module proxy"
-  cp -r "$src" "$work/src" && chmod -R u+w "$work/src"
-  sed -i '\#=> ./internal/client-go#d' "$work/src/go.mod"
-  mkdir -p "$DIR"
-  log "building Kratos $VERSION (with SQLite) into $DIR, once (about a minute or two)"
-  # -tags sqlite: the SQLite driver (cgo) the local stack stores in; -p 2: the machine is shared.
-  (cd "$work/src" && CGO_ENABLED=1 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -tags sqlite -trimpath \
-     -ldflags "-s -w -X github.com/ory/kratos/driver/config.Version=$VERSION" \
-     -o "$BIN.tmp" .) || die "the Kratos build failed"
-  mv "$BIN.tmp" "$BIN"
-  echo "$BIN"
-}
+install() { ory_build Kratos github.com/ory/kratos "$VERSION" ./internal/client-go "$BIN"; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alive() { [ -f "$STATE/kratos.pid" ] && kill -0 "$(cat "$STATE/kratos.pid")" 2>/dev/null; }
-random() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+alive() { pid_alive "$STATE/kratos.pid"; }
+random() { random_hex 16; }
 
 # Its secrets, made once per state folder: the cookies' signing key and the cipher key (exactly
 # 32 characters) of what it encrypts in its database.
@@ -152,26 +132,13 @@ start() {
 }
 
 wait_ready() {
-  local deadline=$((SECONDS + WAIT_SECONDS))
-  until port_open "$ADMIN_PORT" && port_open "$PORT"; do
-    alive || die "Kratos exited; see $DATA/kratos.log"
-    [ $SECONDS -lt $deadline ] || die "Kratos not listening on $PORT and $ADMIN_PORT after ${WAIT_SECONDS}s"
-    sleep 0.2
-  done
+  wait_ports Kratos "$STATE/kratos.pid" "$DATA/kratos.log" "$ADMIN_PORT" "$PORT"
   "$PYTHON" "$here/people.py" --public "http://127.0.0.1:$PORT" --admin "http://127.0.0.1:$ADMIN_PORT" \
     --file "$DATA/people.json"
   log "Kratos ready on http://127.0.0.1:$PORT/"
 }
 
-stop() {
-  local f="$STATE/kratos.pid" pid
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  rm -f "$f"
-}
+stop() { stop_pid "$STATE/kratos.pid" || true; }
 
 case "${1:-install}" in
   install) install ;;

@@ -15,9 +15,14 @@ JAR="$DIR/zipkin-server-$VERSION-exec.jar"
 STATE="${AVIS_STATE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/.local/run}"
 PORT="${AVIS_ZIPKIN_PORT:-9411}"
 
+log() { printf '[tracing] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=../local/procs.sh
+source "$(dirname "$0")/../local/procs.sh"
+
 install() {
   if [ -f "$JAR" ]; then echo "$JAR"; return; fi
-  command -v mvn >/dev/null || { echo "mvn is required to fetch Zipkin" >&2; exit 1; }
+  command -v mvn >/dev/null || die "mvn is required to fetch Zipkin"
   mkdir -p "$DIR"
   mvn -q -B dependency:copy -Dartifact="io.zipkin:zipkin-server:$VERSION:jar:exec" \
       -DoutputDirectory="$DIR.tmp" >&2
@@ -29,26 +34,17 @@ start() {
   local jar pidfile="$STATE/zipkin.pid"
   jar="$(install)"
   mkdir -p "$STATE/zipkin"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return; fi
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    echo "port $PORT for zipkin is taken by another process" >&2; exit 1
-  fi
+  if pid_alive "$pidfile"; then return; fi
+  if port_open "$PORT"; then die "port $PORT for zipkin is taken by another process"; fi
   MEM_MAX_SPANS=200000 nohup java -Xms64m -Xmx384m -XX:+UseSerialGC -jar "$jar" \
     --server.port="$PORT" --armeria.ports[0].ip=127.0.0.1 \
     --armeria.ports[0].port="$PORT" --armeria.ports[0].protocols[0]=http --logging.level.root=WARN \
     > "$STATE/zipkin/zipkin.log" 2>&1 &
   echo $! > "$pidfile"
-  echo "[tracing] zipkin starting (pid $!) on http://127.0.0.1:$PORT" >&2
+  log "zipkin starting (pid $!) on http://127.0.0.1:$PORT"
 }
 
-stop() {
-  local pidfile="$STATE/zipkin.pid" pid
-  [ -f "$pidfile" ] || return 0
-  pid="$(cat "$pidfile")"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  rm -f "$pidfile"
-}
+stop() { stop_pid "$STATE/zipkin.pid" || true; }
 
 case "${1:-install}" in
   install) install ;;
