@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from avis.shared.case_keys import CaseKeys
+from avis.shared.envelope import Event
+from avis.shared.events import CaseErased
 from avis.shared.keys import KmipEndpoint, proxy_client
 from avis.shared.sealing import Sealed
 from avis.shared.settings import CommonSettings
@@ -73,6 +76,22 @@ async def opened(settings: CommonSettings, sealed: Sealed, aad: str) -> bytes:
     """A sealed value opened as a service with `settings` opens it: under its case's key, read
     from the key server with the service's certificate, or under the service's keyring."""
     return (await CaseKeys.from_settings(settings).opening(sealed)).open(sealed, aad)
+
+
+def erased_event(
+    case_id: str, key_ref: str | None, *, notice: Sealed | None = None, event_id: str | None = None
+) -> Event:
+    """`avis.case.erased.v1` of the patient's request, as intake publishes it once it destroyed
+    the case's key; with `notice`, the contact for the erasure's email, sealed under its own key
+    and bound to `event_id`."""
+    payload = CaseErased(
+        case_id=case_id,
+        key_ref=key_ref,
+        erased_at=datetime.now(UTC),
+        requested_by="patient",
+        notice=notice,
+    )
+    return Event.new(payload, "/avis/intake", event_id=event_id)
 
 
 def kms_env() -> dict[str, str]:

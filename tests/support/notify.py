@@ -28,7 +28,6 @@ from avis.shared.case_keys import CaseKeys
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
     CaseClaimed,
-    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     ConsentScope,
@@ -224,13 +223,7 @@ class NotifyStack:
 
     def erased(self, p: Patient) -> Event:
         """`avis.case.erased.v1`, as intake publishes it once it destroyed the case's key."""
-        payload = CaseErased(
-            case_id=p.case_id,
-            key_ref=p.key_ref,
-            erased_at=datetime.now(UTC),
-            requested_by="patient",
-        )
-        return Event.new(payload, "/avis/intake")
+        return kms.erased_event(p.case_id, p.key_ref)
 
     async def noticed_erasure(self, p: Patient) -> tuple[Event, str]:
         """`avis.case.erased.v1` with its notice, as intake publishes it: the patient's contact
@@ -238,15 +231,8 @@ class NotifyStack:
         event_id = new_event_id()
         notice_ref = await self.keys.create(f"{p.case_id}:erasure-notice")
         assert notice_ref is not None and notice_ref != p.key_ref
-        ring = await self.keys.ring(notice_ref)
-        payload = CaseErased(
-            case_id=p.case_id,
-            key_ref=p.key_ref,
-            erased_at=datetime.now(UTC),
-            requested_by="patient",
-            notice=ring.seal_json(contact_of(p), aad=event_id),
-        )
-        return Event.new(payload, "/avis/intake", event_id=event_id), notice_ref
+        notice = (await self.keys.ring(notice_ref)).seal_json(contact_of(p), aad=event_id)
+        return kms.erased_event(p.case_id, p.key_ref, notice=notice, event_id=event_id), notice_ref
 
     def submitted(self, p: Patient) -> Event:
         """`avis.case.submitted.v1` for the patient, as intake publishes it, in a new trace."""
@@ -385,6 +371,12 @@ async def running_notify(settings: Settings | None = None) -> AsyncIterator[Noti
         await publisher.stop()
         await mongo.drop_database(settings.database)
         await mongo.close()
+
+
+def slowly_retrying_notify() -> contextlib.AbstractAsyncContextManager[NotifyStack]:
+    """A notify app whose failed sends wait long enough in the queue to be erased there: a
+    transient failure is tried again only after 30 s."""
+    return running_notify(notify_settings(retry_schedule="30,30,30"))
 
 
 @dataclass

@@ -21,7 +21,6 @@ from avis.reports.settings import Settings
 from avis.shared.case_keys import CaseKeys
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
-    CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
     CompletedOpinion,
@@ -148,13 +147,7 @@ class ReportsStack:
 
     def erased(self, case: Case) -> Event:
         """`avis.case.erased.v1`, as intake publishes it once it destroyed the case's key."""
-        payload = CaseErased(
-            case_id=case.case_id,
-            key_ref=case.key_ref,
-            erased_at=datetime.now(UTC),
-            requested_by="patient",
-        )
-        return Event.new(payload, "/avis/intake")
+        return kms.erased_event(case.case_id, case.key_ref)
 
     def submitted(self, case: Case) -> Event:
         """`avis.case.submitted.v1` as intake publishes it, the contact sealed, in a trace."""

@@ -20,21 +20,16 @@ from tests.support.notify import (
     NotifyStack,
     Patient,
     mailbox,
-    notify_settings,
-    running_notify,
     sink_rules,
+    slowly_retrying_notify,
 )
 
 pytestmark = pytest.mark.infra
 
-# A transient failure is tried again only after 30 s: a send stays queued meanwhile.
-SLOW_RETRIES = "30,30,30"
-
 
 @pytest.fixture(scope="module")
 async def stack() -> AsyncIterator[NotifyStack]:
-    """A notify app whose failed sends wait long enough in the queue to be erased there."""
-    async with running_notify(notify_settings(retry_schedule=SLOW_RETRIES)) as s:
+    async with slowly_retrying_notify() as s:
         yield s
 
 
