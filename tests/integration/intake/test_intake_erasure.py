@@ -10,9 +10,11 @@ import pytest
 
 from avis.intake import rules
 from avis.shared import topics
+from avis.shared.access_log import trail_aad
+from avis.shared.audit import TRAIL
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.events import CaseErased, CaseSubmitted
-from avis.shared.key_usage import in_use
+from avis.shared.key_usage import sealed_kids
 from avis.shared.sealing import Sealed, SealingError
 from tests.integration.intake.test_intake_access_log import DRAFT, filed
 from tests.support.basics import MONGO_URL
@@ -23,6 +25,7 @@ from tests.support.topics import TopicReader, header
 pytestmark = pytest.mark.infra
 
 REASON = {"reason": "Demande du patient transmise par courrier"}
+READ_REASON = {"X-Avis-Reason": "Controle des pieces avant l'attribution"}
 
 
 def sealed_of(
@@ -42,6 +45,9 @@ def sealed_of(
         if doc.get("case_id") == case_id:
             aad = rules.chunk_aad(doc["_id"])
             found.append(("record bytes", Sealed(**doc["sealed"]), aad))
+    for doc in store.get(TRAIL, []):
+        if doc.get("case_id") == case_id and doc.get("reason"):
+            found.append(("trail's reason", Sealed(**doc["reason"]), trail_aad(case_id)))
     for record in records:
         contact = CaseSubmitted.model_validate_json(record.value or b"").contact
         found.append(("event's contact", contact, header(record, "ce_id")))
@@ -69,6 +75,10 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     tail = await TopicReader(topics.CASE_SUBMITTED).mark()
     patient, erased_id, document_id = await filed(intake)
     _, kept_id, _ = await filed(intake)
+    coordinator = intake.client(role="coordinator")
+    for case_id in (erased_id, kept_id):  # a read with a reason: the reason goes in the trail
+        read = await coordinator.get(f"/v1/cases/{case_id}/clinical", headers=READ_REASON)
+        assert read.is_success, read.text
     submitted = {
         case_id: await tail.records_for(case_id, ce_type="avis.case.submitted.v1")
         for case_id in (erased_id, kept_id)
@@ -76,7 +86,6 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     # Copies taken before the erasure: the whole store, and the case's records on the topic.
     database = intake.settings.database
     copy = await stored_documents(MONGO_URL, database)
-    _, keys_before = (await in_use(MONGO_URL, [database]))[database]
 
     asked = await patient.post(f"/v1/cases/{erased_id}/erasure-request")
     assert asked.status_code == 200, asked.text
@@ -89,7 +98,7 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     keys = CaseKeys.from_settings(intake.settings)
     erased = sealed_of(erased_id, copy, submitted[erased_id])
     kept = sealed_of(kept_id, copy, submitted[kept_id])
-    kinds = {"case content", "record details", "record bytes", "event's contact"}
+    kinds = {"case content", "record details", "record bytes", "trail's reason", "event's contact"}
     assert {what for what, _, _ in erased} == kinds == {what for what, _, _ in kept}
     assert all(s.kid.startswith("case.") for _, s, _ in erased + kept), "under the case keys"
     for what, sealed, aad in kept:
@@ -112,8 +121,16 @@ async def test_an_erased_case_opens_nowhere_while_another_still_does(intake: Any
     assert notice["email"] == DRAFT["patient"]["email"]
     log = (await patient.get(f"/v1/cases/{erased_id}/access-log?limit=100")).json()["items"]
     assert [e["action"] for e in log][-2:] == ["case.erasure-request", "case.erase"]
-    _, keys_after = (await in_use(MONGO_URL, [database]))[database]
-    assert keys_after == keys_before - 1, "`avis-keys in-use` no longer counts the erased key"
+    # The coordinator still sees who read, and why for the case that was not erased.
+    for case_id, why in ((erased_id, None), (kept_id, READ_REASON["X-Avis-Reason"])):
+        trail = (await coordinator.get(f"/v1/cases/{case_id}/access-log?limit=100")).json()
+        [read] = [e for e in trail["items"] if e["purpose"] == "break-glass"]
+        assert read["action"] == "clinical.read" and read["reason"] == why, read
+    # Under the erased key, `avis-keys in-use` finds only the trail's reason: kept, unopenable.
+    after = await stored_documents(MONGO_URL, database)
+    erased_kid = erased[0][1].kid
+    holding = {name for name, docs in after.items() for d in docs if erased_kid in sealed_kids(d)}
+    assert holding == {TRAIL}, holding
     again = await patient.post(f"/v1/cases/{erased_id}/erasure-request")
     assert again.status_code == 200 and again.json()["erased_at"] == case["erased_at"]
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from avis.reports.rules import contact_aad, opinion_aad, pdf_aad, report_aad, version_key
+from avis.shared.audit import TRAIL
 from avis.shared.case_keys import case_kid
 from avis.shared.problems import PROBLEM_MEDIA_TYPE
 from avis.shared.sealing import Sealed, SealingError
@@ -18,6 +19,7 @@ from tests.support.reports import Case, ReportsStack
 pytestmark = pytest.mark.infra
 
 PDF = {"Accept": "application/pdf"}
+WHY = {"X-Avis-Reason": "quality review"}
 
 
 async def _reported(stack: ReportsStack, case: Case) -> str:
@@ -74,6 +76,12 @@ async def test_an_erased_cases_report_is_gone_and_another_case_still_opens(
         await stack.keyed(case)
     erased_key = await _reported(stack, erased)
     kept_key = await _reported(stack, kept)
+    async with stack.client("coord-1", "coordinator") as coordinator:
+        for case in (erased, kept):  # a read with a reason: the reason goes in the trail
+            url = f"/v1/cases/{case.case_id}/report"
+            assert (await coordinator.get(url, headers=WHY)).status_code == 200
+    reasons = [d["reason"] async for d in stack.db[TRAIL].find() if d.get("reason")]
+    assert {r["kid"] for r in reasons} >= {case_kid(erased.key_ref), case_kid(kept.key_ref)}
 
     await stack.keys.destroy(erased.key_ref)  # intake destroys the key, then says so
     event = stack.erased(erased)
@@ -102,6 +110,12 @@ async def test_an_erased_cases_report_is_gone_and_another_case_still_opens(
         pdf = await patient.get(f"/v1/cases/{kept.case_id}/report", headers=PDF)
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert await stack.db["versions"].find_one({"_id": kept_key}) is not None
+    async with stack.client("coord-1", "coordinator") as coordinator:
+        # Who read stays in the trail; why, only for the case that was not erased.
+        for case, why in ((erased, None), (kept, WHY["X-Avis-Reason"])):
+            trail = await coordinator.get(f"/v1/cases/{case.case_id}/access-log")
+            [read] = [e for e in trail.json()["items"] if e["purpose"] == "break-glass"]
+            assert read["action"] == "report.read" and read["reason"] == why, read
 
 
 async def test_a_key_found_destroyed_in_a_read_answers_410_not_500(stack: ReportsStack) -> None:

@@ -21,6 +21,7 @@ from fastapi import Header, Request, Response
 from pydantic import BaseModel, Field
 
 from avis.shared.audit import AuditEntry, AuditRecord, fhir_bundle
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
 from avis.shared.clock import now
 from avis.shared.mongo import AggregateLocks, Document, lock_key
 from avis.shared.pages import Page, cursor_param
@@ -78,9 +79,22 @@ def record_of(
 
 
 def seal_reason(keyring: Keyring, case_id: str, reason: str | None) -> Sealed | None:
-    """A coordinator's reason as a trail entry keeps it: sealed, opening for that case only (a
-    reason may hold health data)."""
+    """A coordinator's reason as a trail entry keeps it: sealed under `keyring`'s leading key,
+    opening for that case only (a reason may hold health data)."""
     return None if reason is None else keyring.seal(reason.encode(), trail_aad(case_id))
+
+
+async def reasons_ring(keys: CaseKeys, page: TrailPage) -> Keyring:
+    """The ring that opens the reasons of a page of one case's trail: the case's ring when a
+    reason was sealed under the case's key, else the service's keyring. Once that key is
+    destroyed, only the keyring: the reasons sealed under it stay unread (withheld)."""
+    for entry in page.entries:
+        if key_ref_of(entry.reason) is not None:
+            try:
+                return await keys.opening(entry.reason)
+            except CaseKeyDestroyed:
+                break
+    return keys.keyring
 
 
 def log_break_glass(principal: Principal, case_id: str, action: str, seq: int) -> None:
@@ -109,6 +123,10 @@ class TrailWriter:
     the copies. A caller that holds the case's lock already says so (`locked`). A repeated
     access within its `fold` window is the last entry, but a read for a stated reason never
     is: each reason keeps its entry, sealed (a reason may hold health data), never logged.
+
+    A reason for reading a case's content is sealed under the case's key (`ring`, the case's
+    ring), so the case's erasure shreds it with the rest; a reason for a decision about the case
+    (its erasure, a legal hold) under the service's keyring, for it outlives the case's data.
     """
 
     def __init__(
@@ -133,12 +151,14 @@ class TrailWriter:
         target: str | None = None,
         refused: int | None = None,
         reason: str | None = None,
+        ring: Keyring | None = None,
         locked: bool = False,
     ) -> None:
-        """Append what `principal` did (or was refused, with that status) to the case's trail."""
+        """Append what `principal` did (or was refused, with that status) to the case's trail;
+        a reason is sealed under `ring` (the keyring by default)."""
         if not audited(principal):
             return
-        sealed = seal_reason(self.keyring, case_id, reason)
+        sealed = seal_reason(ring or self.keyring, case_id, reason)
         record = record_of(principal, action, target=target, refused=refused, reason=sealed)
         fold = None if reason is not None else self.fold(action)
         if locked:
@@ -189,6 +209,14 @@ def describe(
     if outcome == "refused":
         return f"{who} tried to {tried} on {at} and was refused ({status})."
     return f"{who} {done} on {at}."
+
+
+def withheld_or(keyring: Keyring, reason: Sealed, case_id: str) -> str | None:
+    """A reason in a case's trail, opened; None when `keyring` cannot open it any more (sealed
+    under the case's key, which the case's erasure destroyed)."""
+    if reason.kid not in keyring.kids:
+        return None
+    return keyring.open(reason, aad=trail_aad(case_id)).decode()
 
 
 def trail_aad(case_id: str) -> str:
@@ -276,7 +304,7 @@ class TrailPage:
         you = entry.actor == viewer.sub and entry.role == viewer.role
         reason = None
         if entry.reason is not None and viewer.role == "coordinator":
-            reason = keyring.open(entry.reason, aad=trail_aad(self.case_id)).decode()
+            reason = withheld_or(keyring, entry.reason, self.case_id)
         return AccessLogEntry(
             seq=entry.seq,
             kept_by=self.service,

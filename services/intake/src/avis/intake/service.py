@@ -53,7 +53,13 @@ from avis.intake.store import (
     StoredPhysician,
     list_key,
 )
-from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
+from avis.shared.access_log import (
+    AccessLog,
+    TrailPage,
+    TrailWriter,
+    check_reason,
+    reasons_ring,
+)
 from avis.shared.case_keys import CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -140,6 +146,13 @@ class Limits:
     idempotency_key: timedelta = timedelta(days=7)
 
 
+@dataclass
+class Read:
+    """A read the trail records once it ends: the ring of the case it read, when it has it."""
+
+    ring: Keyring | None = None
+
+
 class Auditor(TrailWriter):
     """Writes intake's access trail (`avis.shared.access_log.TrailWriter`): one entry per read
     or write of a case's health data by a person, and the refusals (403, 404, 428) of reads of
@@ -160,18 +173,20 @@ class Auditor(TrailWriter):
         *,
         target: str | None = None,
         reason: str | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[Read]:
         """Record the read in the block: allowed when it ends, refused when it raises one of
-        `rules.AUDITED_REFUSALS` about a case that exists (no trail for made-up ids)."""
+        `rules.AUDITED_REFUSALS` about a case that exists (no trail for made-up ids). The block
+        gives the case's ring (`Read.ring`), which seals the reason under the case's key."""
+        read = Read()
         try:
-            yield
+            yield read
         except Problem as problem:
             if problem.status in rules.AUDITED_REFUSALS and await self.store.case_exists(case_id):
                 refused = problem.status
                 await self.record(principal, case_id, action, target=target, refused=refused)
             raise
         given = None if reason is None else check_reason(principal, reason)
-        await self.record(principal, case_id, action, target=target, reason=given)
+        await self.record(principal, case_id, action, target=target, reason=given, ring=read.ring)
 
 
 def new_claim(keyring: Keyring, case: Case) -> tuple[str | None, StoredClaim | None]:
@@ -306,9 +321,9 @@ class IntakeService:
     ) -> ClinicalView:
         """The clinical content of a case; reviewers do not get the patient's identity, and
         coordinators say why they read it (`reason`)."""
-        async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason):
+        async with self.auditor.reading(principal, case_id, "clinical.read", reason=reason) as read:
             case = await self._clinical(principal, case_id, reason)
-        ring = await self.keys.ring(case.key_ref)
+            read.ring = ring = await self.keys.ring(case.key_ref)
         documents = [shown(ring, r) for r in await self.store.records_of(case)]
         content = opened(ring, case)
         with_patient = principal.role != "reviewer"
@@ -335,7 +350,7 @@ class IntakeService:
     ) -> AccessLog:
         """A page of a case's access trail, oldest first, for its patient and coordinators."""
         page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
-        return page.view(principal, self.keyring, limit)
+        return page.view(principal, await reasons_ring(self.keys, page), limit)
 
     async def trail(
         self, *, principal: Principal, case_id: str, cursor: str | None = None, limit: int
@@ -477,15 +492,15 @@ class IntakeService:
     ) -> Download:
         """A record's metadata and bytes, for a reader allowed the clinical content (coordinators
         say why: `reason`)."""
-        read = self.auditor.reading(
+        audited = self.auditor.reading(
             principal, case_id, "document.read", target=document_id, reason=reason
         )
-        async with read:
+        async with audited as read:
             case = await self._clinical(principal, case_id, reason)
             record_id = rules.document_id_of(case_id, document_id)
             listed = record_id in case.record_ids
             record = await self.store.record(record_id) if listed else None
-            ring = await self.keys.ring(case.key_ref)
+            read.ring = ring = await self.keys.ring(case.key_ref)
             chunks = await self.store.record_bytes(record, ring) if record else None
             if record is None or chunks is None:
                 raise not_found("document", DOCUMENT_NOT_FOUND)

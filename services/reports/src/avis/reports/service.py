@@ -64,6 +64,7 @@ from avis.shared.access_log import (
     TrailPage,
     TrailWriter,
     check_reason,
+    reasons_ring,
 )
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
 from avis.shared.clock import now
@@ -472,7 +473,7 @@ class ReportsService:
     ) -> AccessLog:
         """Who read the case's report, oldest first, in plain words."""
         page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
-        return page.view(principal, self.keyring, limit)
+        return page.view(principal, await reasons_ring(self.keys, page), limit)
 
     async def trail(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
@@ -514,7 +515,8 @@ class ReportsService:
         if stored is None:
             raise _not_found()
         report = await self._open(stored.report, report_aad(key), Report, "report")
-        await self.auditor.record(principal, case_id, "report.read", reason=given)
+        ring = None if given is None else await self.keys.ring(case.key_ref)
+        await self.auditor.record(principal, case_id, "report.read", reason=given, ring=ring)
         if not sees_identity(principal):
             return Served(stored, pseudonymised(report, texts(report.language)), True)
         return Served(stored, report)
