@@ -171,6 +171,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         Variant("service-keyring", service_keyring=True),
         Variant("tuned", tuned=True),
     ]
+    if args.layers:
+        variants = [v for v in variants if v.name in args.layers]
     for variant in variants:
         if variant.sasl_off and not PLAINTEXT_BOOTSTRAP:
             why = "the broker has no listener without identities (make bench opens one)"
@@ -399,6 +401,9 @@ def cli() -> None:
     parser.add_argument("--write-baseline", action="store_true", help="keep as bench/baseline.json")
     parser.add_argument("--budget", type=float, default=0, help="seconds for the whole run")
     parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--layers", nargs="+", default=[], help="run only these layers' variants (e.g. tuned)"
+    )
     args, _ = parser.parse_known_args()
     results = asyncio.run(main(args))
     results["label"] = args.label
