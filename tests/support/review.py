@@ -106,9 +106,11 @@ class ReviewStack:
         institution: str | None = None,
         case_id: str | None = None,
         patient_id: str | None = None,
+        key_ref: str | None = None,
     ) -> Event:
         """An `avis.case.submitted.v1` as intake would publish it, in a trace of its own (filed
-        by `patient_id`, or, without one, by a partner)."""
+        by `patient_id`, or, without one, by a partner; with `key_ref`, the case's key in the
+        key server)."""
         case_id = case_id or unique("case")
         event_id = new_event_id()
         contact = self.keyring.seal_json(
@@ -128,6 +130,7 @@ class ReviewStack:
             case_url=f"http://127.0.0.1:8001/v1/cases/{case_id}",
             contact=contact,
             patient_id=patient_id,
+            key_ref=key_ref,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)

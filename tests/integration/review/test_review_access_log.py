@@ -14,7 +14,10 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from avis.shared.access_log import reader_id
-from tests.support.basics import publish, unique
+from avis.shared.audit import TRAIL
+from avis.shared.case_keys import CaseKeys, case_kid
+from tests.support import kms
+from tests.support.basics import eventually, publish, unique
 from tests.support.review import ReviewStack
 
 pytestmark = pytest.mark.infra
@@ -153,6 +156,40 @@ async def test_a_coordinators_read_for_a_reason_is_never_folded(stack: ReviewSta
         ("coordinator", "opinion.read", "allowed", "break-glass"),  # each reason its own entry
     ]
     assert [e["reason"] for e in page["items"]][1:] == ["a complaint", "an audit"]
+
+
+async def test_a_reason_is_sealed_under_the_cases_key_and_erased_with_it(
+    stack: ReviewStack,
+) -> None:
+    keys = CaseKeys.from_settings(stack.settings)
+    case_id = unique("case")
+    key_ref = await keys.create(case_id)
+    assert key_ref is not None, "the test stack has a key server"
+    p = unique("endo")
+    await stack.add_reviewer(f"{p}-1", ["endocrinology"], ["fr"], capacity=1)
+    event = stack.case_event("endocrinology", case_id=case_id, patient_id=p, key_ref=key_ref)
+    await publish(stack.publisher, event)
+    await stack.log.wait(case_id, ASSIGNED)
+    url = f"/v1/assignments/{(await stack.assignment(case_id))['id']}"
+    async with stack.client(f"{p}-1", "reviewer") as reviewer:
+        assert (await reviewer.post(f"{url}/accept")).status_code == 200
+        assert (await reviewer.post(f"{url}/opinion", json=opinion())).status_code == 201
+    async with stack.client("coord-5", "coordinator") as coordinator:
+        assert (await coordinator.get(f"{url}/opinion", headers=REASON)).status_code == 200
+        stored = [d async for d in stack.db[TRAIL].find({"case_id": case_id}) if d.get("reason")]
+        assert [d["reason"]["kid"] for d in stored] == [case_kid(key_ref)]
+
+        await keys.destroy(key_ref)  # intake destroys the key, then says so
+        await publish(stack.publisher, kms.erased_event(case_id, key_ref))
+
+        async def erased() -> bool:
+            doc = await stack.db["cases"].find_one({"_id": case_id})
+            return doc is not None and doc.get("erased_at") is not None
+
+        await eventually(erased)
+        page = (await coordinator.get(f"/v1/cases/{case_id}/access-log")).json()
+    [read] = [e for e in page["items"] if e["purpose"] == "break-glass"]
+    assert read["action"] == "opinion.read" and read["reason"] is None, "withheld once erased"
 
 
 async def test_a_decline_and_each_read_of_its_reason_are_in_the_trail(stack: ReviewStack) -> None:

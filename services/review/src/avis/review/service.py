@@ -61,7 +61,13 @@ from avis.review.store import (
     ReviewerDoc,
     Store,
 )
-from avis.shared.access_log import AccessLog, TrailPage, TrailWriter, check_reason
+from avis.shared.access_log import (
+    AccessLog,
+    TrailPage,
+    TrailWriter,
+    check_reason,
+    reasons_ring,
+)
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
@@ -125,12 +131,12 @@ class ReviewService:
         self.emitter = emitter
         # Each case's data under its own key; the service's keyring for what is no case's.
         self.keys = keys
-        self.keyring = keyring = keys.keyring
+        self.keyring = keys.keyring
         self.seals = CaseSeals(store, keys)
         self.matcher = matcher
         self.intake_base_url = intake_base_url.rstrip("/")
         self.service = service_name
-        self.access = AccessTrail(store=store, locks=locks, keyring=keyring)
+        self.access = AccessTrail(store=store, locks=locks, keys=keys)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -441,8 +447,10 @@ class ReviewService:
         if not chosen:
             what = "opinion" if version is None else "opinion version"
             raise not_found(what, "no-opinion")
-        await self.access.record(principal, doc.case_id, "opinion.read", reason=given)
-        return chosen[-1].view(doc, await self.seals.opinion(doc, chosen[-1]))
+        opened = await self.seals.opinion(doc, chosen[-1])
+        ring = None if given is None else await self.seals.ring(doc.case_id)
+        await self.access.record(principal, doc.case_id, "opinion.read", reason=given, ring=ring)
+        return chosen[-1].view(doc, opened)
 
     def _same(self, entry: OpinionEntry, opinion: Opinion) -> bool:
         """Whether `opinion` is the content of a stored version (by its keyed digest)."""
@@ -581,9 +589,12 @@ class AccessTrail(TrailWriter):
     428) of a read of its opinion. No entry is appended while the matching section or an
     aggregate's lock is held."""
 
-    def __init__(self, *, store: Store, locks: AggregateLocks, keyring: Keyring) -> None:
-        super().__init__(append=store.audit, locks=locks, keyring=keyring, fold=rules.fold_window)
+    def __init__(self, *, store: Store, locks: AggregateLocks, keys: CaseKeys) -> None:
+        super().__init__(
+            append=store.audit, locks=locks, keyring=keys.keyring, fold=rules.fold_window
+        )
         self.store = store
+        self.keys = keys
 
     async def check_read(
         self, principal: Principal, doc: AssignmentDoc, action: str, reason: str | None
@@ -611,7 +622,7 @@ class AccessTrail(TrailWriter):
         """Who read or wrote the case's opinions and decline reasons, oldest first, in plain
         words."""
         page = await self.trail(principal=principal, case_id=case_id, cursor=cursor, limit=limit)
-        return page.view(principal, self.keyring, limit)
+        return page.view(principal, await reasons_ring(self.keys, page), limit)
 
     async def trail(
         self, *, principal: Principal, case_id: str, cursor: int | None, limit: int
