@@ -66,6 +66,9 @@ async def test_the_contact_and_claim_are_sealed_under_the_cases_key(stack: Notif
 
     doc = await stack.db["cases"].find_one({"_id": p.case_id})
     assert doc is not None and doc["key_ref"] == p.key_ref
+    # Of the contact, only what an email needs: no name, phone or birth date.
+    contact = p.ring.open_json(Sealed.model_validate(doc["contact"]), contact_aad(p.case_id))
+    assert set(contact) == {"email", "preferred_language"}, contact
     for field, aad in (("contact", contact_aad(p.case_id)), ("claim", claim_aad(p.case_id))):
         sealed = Sealed.model_validate(doc[field])
         assert sealed.kid == case_kid(p.key_ref), field

@@ -17,10 +17,18 @@ from avis.notify.emails import compose
 from avis.notify.mailer import Mailer, Result
 from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.settings import Settings
-from avis.notify.store import Attempt, CaseDoc, SendDoc, Store, claim_aad, contact_aad
+from avis.notify.store import (
+    Attempt,
+    CaseDoc,
+    Recipient,
+    SendDoc,
+    Store,
+    claim_aad,
+    contact_aad,
+)
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret, PatientContact
+from avis.shared.events import ClaimSecret
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, SealingError
@@ -138,7 +146,7 @@ class EmailSender:
                 ring = await self.keys.opening(case.contact)
                 try:
                     contact = ring.open_model(
-                        case.contact, aad=contact_aad(case.id), model=PatientContact
+                        case.contact, aad=contact_aad(case.id), model=Recipient
                     )
                     params = self._params(send, case, ring)
                 except SealingError:

@@ -35,6 +35,7 @@ from avis.notify.settings import Settings
 from avis.notify.store import (
     CaseDoc,
     DeliveryDoc,
+    Recipient,
     SecretDoc,
     SendDoc,
     Store,
@@ -52,7 +53,6 @@ from avis.shared.events import (
     CaseSubmitted,
     ClaimSecret,
     Language,
-    PatientContact,
     Payload,
 )
 from avis.shared.mongo import AggregateLocks, lock_key
@@ -173,12 +173,12 @@ class NotifyService:
 
     async def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
         """Open the contact (and a claim secret) sealed for the event, keep only its language in
-        clear, and reseal them under the case's key and notify's own associated data (the
-        case), so they stay sealed at rest; CaseKeyDestroyed once the case is erased."""
+        clear and only its address and language sealed (a `Recipient`), under the case's key and
+        notify's own associated data (the case); CaseKeyDestroyed once the case is erased."""
         key_ref = payload.key_ref or key_ref_of(payload.contact)
         ring = await self.keys.ring(key_ref)
         try:  # the case's ring opens what is sealed under its key (or a service key)
-            contact = ring.open_model(payload.contact, aad=event.id, model=PatientContact)
+            contact = ring.open_model(payload.contact, aad=event.id, model=Recipient)
             claim = (
                 ring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
                 if payload.claim is not None
@@ -572,7 +572,7 @@ class CaseErasure:
             return None
         try:
             ring = await self.keys.opening(erasure.notice)
-            contact = ring.open_model(erasure.notice, aad=event.id, model=PatientContact)
+            contact = ring.open_model(erasure.notice, aad=event.id, model=Recipient)
         except (CaseKeyDestroyed, SealingError) as exc:
             log.warning("erasure notice cannot be opened", case_id=erasure.case_id, error=str(exc))
             return None

@@ -89,6 +89,16 @@ class ParkedEvent(BaseModel):
     type: str
 
 
+class Recipient(BaseModel):
+    """All notify keeps of the patient's contact, sealed: where to write and in which language
+    (no name, phone or birth date: no email uses them). A contact stored whole by an earlier
+    version opens as one too."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    email: str
+    preferred_language: Language
+
+
 class CaseDoc(Stored):
     """What notify knows of one case."""
 
@@ -99,7 +109,8 @@ class CaseDoc(Stored):
     patient_id: str | None = None
     # The case's key in the key service (None: its values are under the service's keyring).
     key_ref: str | None = None
-    # Sealed under the case key and `contact_aad(case id)`; once the case is erased, the address
+    # A `Recipient`, sealed under the case key and `contact_aad(case id)`; once the case is
+    # erased, the address
     # the erasure's email goes to, under that notice's own key, until the email is done with
     # and the key destroyed.
     contact: Sealed | None = None
