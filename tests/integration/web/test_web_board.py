@@ -66,7 +66,7 @@ async def test_a_clinical_read_asks_for_a_reason_that_the_access_log_keeps(
         await browser.get(f"/board/cases/{case_id}")
         refused = await browser.submit(f"/board/cases/{case_id}/clinical", {"reason": " "})
         assert "Please say why you need to read the clinical content." in refused.text
-        reason = unique("Checking the triage")
+        reason = unique("Vérification du tri")  # accents: a header's text in UTF-8
         read = await browser.submit(f"/board/cases/{case_id}/clinical", {"reason": reason})
         assert read.status_code == 200 and "Nodule found on a scan" in read.text
         assert read.headers["cache-control"] == "no-store"

@@ -409,7 +409,8 @@ class Platform:
             "GET",
             f"{self.intake}/v1/cases/{case_id}/clinical",
             token=token,
-            headers={"X-Avis-Reason": reason},
+            # In UTF-8: a header's text is bytes, and a reason in French has accents.
+            headers={"X-Avis-Reason": reason.encode()},
         )
         return ClinicalRead.model_validate(response.json())
 
