@@ -1,11 +1,13 @@
 """The coordinator's board (thin, like api.py): cases by status and due date, the queue and hand
 assignment with the matcher's reasons, the reviewer directory, a case's access trail and its
-clinical content read for a stated reason, dead-letter depth, and partners' deliveries with
-replay. Every call goes out with the coordinator's own token; the services decide."""
+clinical content read for a stated reason, a legal hold set and lifted and the case's erasure,
+each with its reason, dead-letter depth, and partners' deliveries with replay. Every call goes
+out with the coordinator's own token; the services decide."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -32,6 +34,7 @@ QUEUE_PAGES = 5  # a case is looked for in the queue's first pages of its specia
 ReviewerId = Annotated[str, Form(pattern=CODE_PATTERN)]
 Id = Annotated[str, Path(pattern=ID_PATTERN)]
 PartnerId = Annotated[str | None, Query(pattern=ID_PATTERN)]
+Said = Annotated[str, Form()]  # a reason, as typed (intake says which length it takes)
 
 
 def coordinator(session: Person) -> Session:
@@ -155,7 +158,7 @@ async def clinical(
 ) -> Response:
     """The clinical content, shown once on this answer (never kept), read for the reason given;
     intake records the reason in the case's access trail."""
-    reason = " ".join(reason.split())
+    reason = rules.said(reason)
     if not reason:
         session.notify("error", "board.reason_required")
         return see(f"/board/cases/{case_id}")
@@ -163,6 +166,61 @@ async def clinical(
     return web.render(
         request, "board/clinical.html", case_id=case_id, content=content, reason=reason
     )
+
+
+@router.post("/board/cases/{case_id}/hold", dependencies=[Checked])
+async def hold(web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "") -> Response:
+    """Put the case under a legal hold, saying why: its erasure waits while the hold stands."""
+    await _keep_or_erase(session, "board.keep.held", web.platform.hold, case_id, reason)
+    return see(f"/board/cases/{case_id}")
+
+
+@router.post("/board/cases/{case_id}/release", dependencies=[Checked])
+async def release(
+    web: Pages,
+    session: Coordinator,
+    case_id: CaseId,
+    reason: Said = "",
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Lift the legal hold, saying why. An erasure the patient asked for meanwhile is carried
+    out at once, so the coordinator confirms that first."""
+    case = await web.platform.get_case(token=token(session), case_id=case_id)
+    if case.erasure_requested_at and not case.erased_at and confirm != "yes":
+        session.notify("error", "board.keep.release_unconfirmed")
+        return see(f"/board/cases/{case_id}")
+    await _keep_or_erase(session, "board.keep.released", web.platform.release, case_id, reason)
+    return see(f"/board/cases/{case_id}")
+
+
+@router.post("/board/cases/{case_id}/erase", dependencies=[Checked])
+async def erase(
+    web: Pages,
+    session: Coordinator,
+    case_id: CaseId,
+    reason: Said = "",
+    reference: Annotated[str, Form()] = "",
+) -> Response:
+    """Erase the case's data for good, saying why, once the coordinator has typed its
+    reference; intake refuses while a legal hold stands."""
+    case = await web.platform.get_case(token=token(session), case_id=case_id)
+    if not rules.erasure_confirmed(reference, case.reference):
+        session.notify("error", "board.keep.erase_unconfirmed")
+        return see(f"/board/cases/{case_id}")
+    await _keep_or_erase(session, "board.keep.erased", web.platform.erase, case_id, reason)
+    return see(f"/board/cases/{case_id}")
+
+
+async def _keep_or_erase(
+    session: Session, done: str, call: Callable[..., Awaitable[None]], case_id: str, reason: str
+) -> None:
+    """A legal hold, its lifting or an erasure, with the reason given (asked again if none);
+    intake's refusal in plain words on the case's page."""
+    reason = rules.said(reason)
+    if not reason:
+        session.notify("error", "board.keep.reason_required")
+        return
+    await tell(session, done, call, rules.reasoned_refusal, case_id=case_id, reason=reason)
 
 
 @router.get("/board/reviewers")

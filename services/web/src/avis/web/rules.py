@@ -32,6 +32,7 @@ PROBLEM_MESSAGES = {
     "case-not-draft": "error.case_not_draft",
     "case-withdrawn": "error.case_withdrawn",
     "case-erased": "error.case_erased",
+    "legal-hold": "error.legal_hold",
     "report-ready": "error.report_ready",
     "case-not-found": "error.not_found",
     "not-found": "error.not_found",
@@ -111,6 +112,23 @@ def local_path(candidate: str | None, fallback: str = "/") -> str:
     if candidate and _LOCAL_PATH.match(candidate) and not candidate.startswith("//"):
         return candidate
     return fallback
+
+
+def said(text: str) -> str:
+    """What a person typed in a form, its runs of spaces and line breaks made one space."""
+    return " ".join(text.split())
+
+
+def reasoned_refusal(status: int, problem_type: str | None) -> str:
+    """Why intake refused a legal hold, its lifting or an erasure: a reason it does not take
+    (422: too short or too long) said as such, anything else as any refusal."""
+    return "board.keep.reason_invalid" if status == 422 else problem_message(status, problem_type)
+
+
+def erasure_confirmed(typed: str, reference: str) -> bool:
+    """Whether the coordinator typed the case's reference to confirm its erasure (spaces and
+    case aside)."""
+    return bool(reference) and said(typed).upper() == reference.upper()
 
 
 def claim_refusal(status: int) -> str:
