@@ -104,6 +104,7 @@ async def test_patients_and_specialists_never_reach_the_hold_and_erasure_forms(
         ):
             refused = await browser.submit(f"{path}/{action}", data)
             assert refused.status_code == 403, (action, refused.status_code)
+            assert not refused.history, action  # refused by web itself, not on the next page
             assert "You are not allowed" in refused.text
     case = await case_in_intake(stack, case_id)
     assert case["erased_at"] is None and not case["legal_hold"]
