@@ -4,8 +4,6 @@ plain words), lifting it lets the erasure through once the case's reference is t
 case then shows as erased, to the coordinator and to its patient, while the board keeps its
 row. Patients and specialists never reach these forms."""
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from tests.support.basics import unique
 from tests.support.browser import file_case
 from tests.support.stack import ServiceStack
-from tests.support.web import Browser, browsing
+from tests.support.web import signed_in
 
 pytestmark = pytest.mark.infra
 
@@ -21,13 +19,6 @@ pytestmark = pytest.mark.infra
 @pytest.fixture
 def stack(web_services: ServiceStack) -> ServiceStack:
     return web_services
-
-
-@contextlib.asynccontextmanager
-async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[Browser]:
-    async with browsing(stack) as browser:
-        await browser.sign_in(identity)
-        yield browser
 
 
 async def case_in_intake(stack: ServiceStack, case_id: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def dynamic_keys() -> set[str]:
     built |= {"signin.refused", "withdraw.unconfirmed", "error.consent_required"}
     built |= {f"review.pdf.{reason}" for reason in pdfpages.REASONS}
     built |= {f"board.keep.{done}" for done in ("held", "released", "erased", "reason_required")}
-    built |= {"board.keep.erase_unconfirmed", "board.keep.release_unconfirmed"}
+    built |= {"board.keep.erased_unconfirmed", "board.keep.released_unconfirmed"}
     built |= {rules.reasoned_refusal(422, None)}
     return built
 

@@ -2,13 +2,13 @@
 sessions, safe redirects, what a case's page offers, which step of a request comes next, and how a
 coordinator confirms an erasure."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from avis.shared.events import Language, Question, Specialty
 from avis.web import rules
-from avis.web.models import Draft
+from avis.web.models import CaseView, Draft
 
 
 @pytest.mark.parametrize(
@@ -148,3 +148,22 @@ def test_an_erasure_is_confirmed_by_the_cases_reference_typed_out(
 ) -> None:
     assert rules.erasure_confirmed(typed, "AV-2026-000001") is confirmed
     assert not rules.erasure_confirmed(typed, "")
+
+
+def test_lifting_a_hold_over_a_pending_erasure_is_confirmed_first() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    case = CaseView(
+        case_id="c",
+        reference="AV-1",
+        status="submitted",
+        specialty="haematology",
+        urgency="routine",
+        created_at=at,
+        updated_at=at,
+        legal_hold=True,
+    )
+    assert rules.release_confirmed(case, ticked=False)  # nothing waits to be erased
+    asked = case.model_copy(update={"erasure_requested_at": at})
+    assert not rules.release_confirmed(asked, ticked=False)
+    assert rules.release_confirmed(asked, ticked=True)
+    assert rules.release_confirmed(asked.model_copy(update={"erased_at": at}), ticked=False)

@@ -7,7 +7,7 @@ out with the coordinator's own token; the services decide."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 from avis.shared.events import Language, Specialty
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
 from avis.web import rules
-from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
-from avis.web.models import AssignmentView, QueuedCase
+from avis.web.api import CaseId, Checked, Pages, Person, Web, see, tell, token
+from avis.web.models import AssignmentView, CaseView, QueuedCase
 from avis.web.service import Platform, Refused
 from avis.web.store import Session
 
@@ -171,56 +171,69 @@ async def clinical(
 @router.post("/board/cases/{case_id}/hold", dependencies=[Checked])
 async def hold(web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "") -> Response:
     """Put the case under a legal hold, saying why: its erasure waits while the hold stands."""
-    await _keep_or_erase(session, "board.keep.held", web.platform.hold, case_id, reason)
-    return see(f"/board/cases/{case_id}")
+    return await _keep_or_erase(web, session, case_id, "held", reason)
 
 
 @router.post("/board/cases/{case_id}/release", dependencies=[Checked])
 async def release(
-    web: Pages,
-    session: Coordinator,
-    case_id: CaseId,
-    reason: Said = "",
-    confirm: Annotated[str, Form()] = "",
+    web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "", confirm: Said = ""
 ) -> Response:
     """Lift the legal hold, saying why. An erasure the patient asked for meanwhile is carried
     out at once, so the coordinator confirms that first."""
-    case = await web.platform.get_case(token=token(session), case_id=case_id)
-    if case.erasure_requested_at and not case.erased_at and confirm != "yes":
-        session.notify("error", "board.keep.release_unconfirmed")
-        return see(f"/board/cases/{case_id}")
-    await _keep_or_erase(session, "board.keep.released", web.platform.release, case_id, reason)
-    return see(f"/board/cases/{case_id}")
+    ticked = confirm == "yes"
+    return await _keep_or_erase(
+        web,
+        session,
+        case_id,
+        "released",
+        reason,
+        lambda case: rules.release_confirmed(case, ticked),
+    )
 
 
 @router.post("/board/cases/{case_id}/erase", dependencies=[Checked])
 async def erase(
-    web: Pages,
-    session: Coordinator,
-    case_id: CaseId,
-    reason: Said = "",
-    reference: Annotated[str, Form()] = "",
+    web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "", reference: Said = ""
 ) -> Response:
     """Erase the case's data for good, saying why, once the coordinator has typed its
     reference; intake refuses while a legal hold stands."""
-    case = await web.platform.get_case(token=token(session), case_id=case_id)
-    if not rules.erasure_confirmed(reference, case.reference):
-        session.notify("error", "board.keep.erase_unconfirmed")
-        return see(f"/board/cases/{case_id}")
-    await _keep_or_erase(session, "board.keep.erased", web.platform.erase, case_id, reason)
-    return see(f"/board/cases/{case_id}")
+    return await _keep_or_erase(
+        web,
+        session,
+        case_id,
+        "erased",
+        reason,
+        lambda case: rules.erasure_confirmed(reference, case.reference),
+    )
 
 
 async def _keep_or_erase(
-    session: Session, done: str, call: Callable[..., Awaitable[None]], case_id: str, reason: str
-) -> None:
-    """A legal hold, its lifting or an erasure, with the reason given (asked again if none);
-    intake's refusal in plain words on the case's page."""
+    web: Web,
+    session: Session,
+    case_id: str,
+    done: str,
+    reason: str,
+    confirmed: Callable[[CaseView], bool] | None = None,
+) -> Response:
+    """A legal hold set (`held`) or lifted (`released`), or an erasure (`erased`), with the
+    reason given and, where asked, confirmed on the case as it stands; what came of it, in
+    plain words, on the case's page."""
+    page = see(f"/board/cases/{case_id}")
     reason = rules.said(reason)
     if not reason:
         session.notify("error", "board.keep.reason_required")
-        return
-    await tell(session, done, call, rules.reasoned_refusal, case_id=case_id, reason=reason)
+        return page
+    if confirmed is not None:
+        case = await web.platform.get_case(token=token(session), case_id=case_id)
+        if not confirmed(case):
+            session.notify("error", f"board.keep.{done}_unconfirmed")
+            return page
+    platform = web.platform
+    call = {"held": platform.hold, "released": platform.release, "erased": platform.erase}[done]
+    await tell(
+        session, f"board.keep.{done}", call, rules.reasoned_refusal, case_id=case_id, reason=reason
+    )
+    return page
 
 
 @router.get("/board/reviewers")
