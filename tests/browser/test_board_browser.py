@@ -1,9 +1,10 @@
 """The coordinator's board, the partner console and the live timeline in a real browser (Debian's
-chromium through Playwright), in French and in English; the coordinator's journey is done once
-with the mouse and once with the keyboard alone. Every page visited is checked with axe-core
-(WCAG 2.1 AA: no serious or critical violation), the patient's pages included, and no script
-breaks the Content-Security-Policy. With AVIS_SCREENSHOTS=docs the main pages are kept as
-docs/web-coordinator-*.png and docs/web-partner-*.png."""
+chromium through Playwright), in French and in English; the coordinator's journey, which ends
+with a legal hold set on the case, is done once with the mouse and once with the keyboard alone.
+Every page visited is checked with axe-core (WCAG 2.1 AA: no serious or critical violation), the
+patient's pages included, and no script breaks the Content-Security-Policy. With
+AVIS_SCREENSHOTS=docs the main pages are kept as docs/web-coordinator-*.png and
+docs/web-partner-*.png."""
 
 import re
 from collections.abc import AsyncIterator
@@ -49,6 +50,8 @@ WORDS = {
         "replay": "Rejouer",
         "replayed": "L'envoi est de nouveau en file, avec le même webhook-id.",
         "delivered": "Livré",
+        "hold": "Placer sous conservation légale",
+        "held": "La demande est placée sous conservation légale.",
     },
     "en": {
         "sign_in": "Sign in",
@@ -63,6 +66,8 @@ WORDS = {
         "replay": "Replay",
         "replayed": "The delivery is queued again, with the same webhook-id.",
         "delivered": "Delivered",
+        "hold": "Set a legal hold",
+        "held": "The case is under a legal hold.",
     },
 }
 
@@ -126,6 +131,19 @@ async def test_the_coordinator_reassigns_a_declined_case(
         await w.axe("case, given")
         rounds = await assignments_of(stack, case_id)
         assert any(a["reviewer_id"] == spare and a["status"] == "assigned" for a in rounds)
+
+        # A legal hold, with its reason: the case may no longer be erased while it stands.
+        if keyboard:
+            await tab_to(page, id="hold-reason")
+            await page.keyboard.type("Dispute with the clinic")
+            await tab_to(page, text=words["hold"])
+            await page.keyboard.press("Enter")
+        else:
+            await page.locator("#hold-reason").fill("Litige avec la clinique")
+            await page.get_by_role("button", name=words["hold"]).click()
+        await expect(page.get_by_text(words["held"])).to_be_visible()
+        await expect(page.locator("#hold-stands")).to_be_visible()
+        await w.axe("case, held")
 
         for path in ("/board/reviewers", "/board/partners?partner_id=partner-1"):
             await page.goto(path)

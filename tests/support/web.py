@@ -195,3 +195,11 @@ async def browsing(stack: ServiceStack, language: str = "en") -> AsyncIterator[B
     """A browser on the stack's web pages."""
     async with Browser(stack.urls["web"], language) as browser:
         yield browser
+
+
+@contextlib.asynccontextmanager
+async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[Browser]:
+    """A browser on the stack's web pages, `identity` signed in (development sign-in)."""
+    async with browsing(stack) as browser:
+        await browser.sign_in(identity)
+        yield browser

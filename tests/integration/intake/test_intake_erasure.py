@@ -140,7 +140,7 @@ async def test_a_legal_hold_defers_the_erasure_until_it_is_lifted(intake: Any) -
     coordinator = intake.client(role="coordinator")
     held = await coordinator.put(f"/v1/cases/{case_id}/legal-hold", json=REASON)
     assert held.status_code == 200, held.text
-    assert held.json()["legal_hold"] is True
+    assert held.json()["legal_hold"] is True and held.json()["legal_hold_since"] is not None
 
     asked = await patient.post(f"/v1/cases/{case_id}/erasure-request")
     assert asked.status_code == 200
@@ -153,6 +153,7 @@ async def test_a_legal_hold_defers_the_erasure_until_it_is_lifted(intake: Any) -
     lifted = await coordinator.post(f"/v1/cases/{case_id}/legal-hold/release", json=REASON)
     assert lifted.status_code == 200, lifted.text
     assert lifted.json()["legal_hold"] is False and lifted.json()["erased_at"] is not None
+    assert lifted.json()["legal_hold_since"] is None
     assert (await patient.get(f"/v1/cases/{case_id}/clinical")).status_code == 410
 
 

@@ -5,7 +5,6 @@ live stream pushes a case's new timeline to its patient and to nobody else; and 
 case link opened by another signed-in person is refused."""
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -22,7 +21,7 @@ from tests.support.browser import (
 )
 from tests.support.notify import body_text, mailbox
 from tests.support.stack import ServiceStack
-from tests.support.web import Browser, browsing
+from tests.support.web import signed_in
 
 pytestmark = pytest.mark.infra
 
@@ -30,13 +29,6 @@ pytestmark = pytest.mark.infra
 @pytest.fixture
 def stack(web_services: ServiceStack) -> ServiceStack:
     return web_services
-
-
-@contextlib.asynccontextmanager
-async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[Browser]:
-    async with browsing(stack) as browser:
-        await browser.sign_in(identity)
-        yield browser
 
 
 async def test_a_declined_case_is_given_by_hand_with_the_matchers_reasons(

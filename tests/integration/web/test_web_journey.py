@@ -143,6 +143,7 @@ async def test_a_patient_files_a_case_with_two_records_and_follows_it(stack: Ser
         await coordinator.sign_in("coordinator-1")
         board = await coordinator.get(f"/board/cases/{case_id}")
         assert "The patient asked for the data to be erased on" in board.text
+        assert "data was erased on" in board.text and "Erase for good" not in board.text
 
 
 async def test_a_form_without_its_csrf_token_is_refused(stack: ServiceStack) -> None:

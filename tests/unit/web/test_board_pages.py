@@ -1,6 +1,7 @@
 """The coordinator's board and the partner console in process, over a fake of the services'
-APIs: each page renders in both languages, the reason of a clinical read reaches intake, the
-secret is shown once, other roles are refused, and every key the pages use has its text."""
+APIs: each page renders in both languages, the reason of a clinical read reaches intake, lifting
+a hold over a pending erasure asks for a tick first, the secret is shown once, other roles are
+refused, and every key the pages use has its text."""
 
 import re
 from collections.abc import AsyncIterator
@@ -137,6 +138,7 @@ ROUTES: dict[tuple[str, str], Any] = {
         "age_years": 54,
         "questions": ["further_tests"],
     },
+    ("POST", f"/v1/cases/{CASE_ID}/legal-hold/release"): CASE,
     ("GET", "/v1/subscriptions"): page([SUBSCRIPTION]),
     ("POST", "/v1/subscriptions"): SUBSCRIPTION | {"secret": "whsec_c2VjcmV0LW9uY2U="},
     ("GET", "/v1/subscriptions/sub-1"): SUBSCRIPTION,
@@ -255,6 +257,33 @@ async def test_a_clinical_read_asks_for_a_reason_and_passes_it(
     )
     assert read.status_code == 200 and "Anaemia since spring." in read.text
     assert SEEN[-1].headers["x-avis-reason"] == "Checking the triage"
+
+
+async def test_lifting_a_hold_over_a_pending_erasure_asks_for_a_tick_first(
+    browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = CASE | {"legal_hold": True, "legal_hold_since": AT, "erasure_requested_at": AT}
+    monkeypatch.setitem(ROUTES, ("GET", f"/v1/cases/{CASE_ID}"), held)
+    await sign_in(browser, "coordinator-1")
+    case = await browser.get(f"/board/cases/{CASE_ID}")
+    assert "A legal hold stands since 1 Jan 2026, 10:00 UTC" in case.text
+    assert "Lifting the hold erases it at once" in case.text and "Erase for good" not in case.text
+    release = f"/board/cases/{CASE_ID}/release"
+    posts = len([r for r in SEEN if r.method == "POST"])
+    unticked = await browser.post(
+        release, data={"csrf": csrf_of(case), "reason": "Settled"}, follow_redirects=True
+    )
+    assert "The hold was not lifted: tick the box" in unticked.text
+    assert len([r for r in SEEN if r.method == "POST"]) == posts  # intake never asked
+    ticked = await browser.post(
+        release,
+        data={"csrf": csrf_of(unticked), "reason": " Settled\n at last ", "confirm": "yes"},
+        follow_redirects=True,
+    )
+    assert "The legal hold is lifted." in ticked.text
+    posted = [r for r in SEEN if r.method == "POST"]
+    assert posted[-1].url.path == f"/v1/cases/{CASE_ID}/legal-hold/release"
+    assert posted[-1].content == b'{"reason":"Settled at last"}'
 
 
 async def test_the_partner_sees_the_secret_once(browser: httpx.AsyncClient) -> None:

@@ -48,6 +48,9 @@ def dynamic_keys() -> set[str]:
     built |= {"case.created", "case.submitted", "case.withdrawn", "upload.done", "upload.none"}
     built |= {"signin.refused", "withdraw.unconfirmed", "error.consent_required"}
     built |= {f"review.pdf.{reason}" for reason in pdfpages.REASONS}
+    built |= {f"board.keep.{done}" for done in ("held", "released", "erased", "reason_required")}
+    built |= {"board.keep.erased_unconfirmed", "board.keep.released_unconfirmed"}
+    built |= {rules.reasoned_refusal(422, None)}
     return built
 
 

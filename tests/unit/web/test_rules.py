@@ -1,13 +1,14 @@
 """Web's pure decisions: plain words for a refusal, the page's language, the CSRF check, idle
-sessions, safe redirects, what a case's page offers and which step of a request comes next."""
+sessions, safe redirects, what a case's page offers, which step of a request comes next, and how a
+coordinator confirms an erasure."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from avis.shared.events import Language, Question, Specialty
 from avis.web import rules
-from avis.web.models import Draft
+from avis.web.models import CaseView, Draft
 
 
 @pytest.mark.parametrize(
@@ -117,3 +118,52 @@ def test_a_request_resumes_at_its_first_missing_step() -> None:
         }
     )
     assert rules.first_missing_step(draft) is None
+
+
+def test_a_refused_hold_or_erasure_says_what_was_wrong() -> None:
+    hold = "https://avis.health/problems/legal-hold"
+    assert (
+        rules.reasoned_refusal(409, hold) == rules.problem_message(409, hold) == "error.legal_hold"
+    )
+    assert rules.reasoned_refusal(410, "https://avis.health/problems/case-erased") == (
+        "error.case_erased"
+    )
+    assert rules.reasoned_refusal(422, "https://avis.health/problems/validation") == (
+        "board.keep.reason_invalid"
+    )
+
+
+@pytest.mark.parametrize(
+    ("typed", "confirmed"),
+    [
+        ("AV-2026-000001", True),
+        ("  av-2026-000001 ", True),
+        ("AV-2026-00000", False),
+        ("AV-2026-000001x", False),
+        ("", False),
+    ],
+)
+def test_an_erasure_is_confirmed_by_the_cases_reference_typed_out(
+    typed: str, confirmed: bool
+) -> None:
+    assert rules.erasure_confirmed(typed, "AV-2026-000001") is confirmed
+    assert not rules.erasure_confirmed(typed, "")
+
+
+def test_lifting_a_hold_over_a_pending_erasure_is_confirmed_first() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    case = CaseView(
+        case_id="c",
+        reference="AV-1",
+        status="submitted",
+        specialty="haematology",
+        urgency="routine",
+        created_at=at,
+        updated_at=at,
+        legal_hold=True,
+    )
+    assert rules.release_confirmed(case, ticked=False)  # nothing waits to be erased
+    asked = case.model_copy(update={"erasure_requested_at": at})
+    assert not rules.release_confirmed(asked, ticked=False)
+    assert rules.release_confirmed(asked, ticked=True)
+    assert rules.release_confirmed(asked.model_copy(update={"erased_at": at}), ticked=False)

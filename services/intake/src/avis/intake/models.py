@@ -256,6 +256,9 @@ class CaseView(CaseSummary):
     legal_hold: bool = Field(
         False, description="A legal hold defers the case's erasure while it stands."
     )
+    legal_hold_since: datetime | None = Field(
+        None, description="When the legal hold that stands was set, if one does."
+    )
     consent: ConsentView | None
     documents: list[DocumentView]
     timeline: list[TimelineEntry]

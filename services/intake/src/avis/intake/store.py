@@ -247,6 +247,7 @@ class Case(Stored):
             erasure_requested_at=self.erasure_requested_at,
             erased_at=self.erased_at,
             legal_hold=self.hold is not None,
+            legal_hold_since=self.hold.at if self.hold else None,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
             documents=documents,
             timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]

@@ -7,7 +7,7 @@ person's language; a service's refusal becomes plain words, never its raw proble
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Annotated, Any
 
@@ -405,15 +405,21 @@ async def _act(session: Session, case_id: str, done: str, call: Any) -> Response
     return see(f"/cases/{case_id}")
 
 
-async def tell(session: Session, done: str, call: Any, **arguments: Any) -> bool:
-    """Call a service with the person's token; say the outcome on the next page in plain words
-    (False: refused; a 401 signs the person in again)."""
+async def tell(
+    session: Session,
+    done: str,
+    call: Any,
+    refusal: Callable[[int, str | None], str] = rules.problem_message,
+    **arguments: Any,
+) -> bool:
+    """Call a service with the person's token; say the outcome on the next page in plain words,
+    a refusal's as `refusal` words it (False: refused; a 401 signs the person in again)."""
     try:
         await call(token=token(session), **arguments)
     except Refused as exc:
         if exc.status == 401:
             raise
-        session.notify("error", rules.problem_message(exc.status, exc.problem_type))
+        session.notify("error", refusal(exc.status, exc.problem_type))
         return False
     session.notify("ok", done)
     return True

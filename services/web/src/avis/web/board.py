@@ -1,11 +1,13 @@
 """The coordinator's board (thin, like api.py): cases by status and due date, the queue and hand
 assignment with the matcher's reasons, the reviewer directory, a case's access trail and its
-clinical content read for a stated reason, dead-letter depth, and partners' deliveries with
-replay. Every call goes out with the coordinator's own token; the services decide."""
+clinical content read for a stated reason, a legal hold set and lifted and the case's erasure,
+each with its reason, dead-letter depth, and partners' deliveries with replay. Every call goes
+out with the coordinator's own token; the services decide."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -15,8 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 from avis.shared.events import Language, Specialty
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
 from avis.web import rules
-from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
-from avis.web.models import AssignmentView, QueuedCase
+from avis.web.api import CaseId, Checked, Pages, Person, Web, see, tell, token
+from avis.web.models import AssignmentView, CaseView, QueuedCase
 from avis.web.service import Platform, Refused
 from avis.web.store import Session
 
@@ -32,6 +34,7 @@ QUEUE_PAGES = 5  # a case is looked for in the queue's first pages of its specia
 ReviewerId = Annotated[str, Form(pattern=CODE_PATTERN)]
 Id = Annotated[str, Path(pattern=ID_PATTERN)]
 PartnerId = Annotated[str | None, Query(pattern=ID_PATTERN)]
+Said = Annotated[str, Form()]  # a reason, as typed (intake says which length it takes)
 
 
 def coordinator(session: Person) -> Session:
@@ -155,7 +158,7 @@ async def clinical(
 ) -> Response:
     """The clinical content, shown once on this answer (never kept), read for the reason given;
     intake records the reason in the case's access trail."""
-    reason = " ".join(reason.split())
+    reason = rules.said(reason)
     if not reason:
         session.notify("error", "board.reason_required")
         return see(f"/board/cases/{case_id}")
@@ -163,6 +166,74 @@ async def clinical(
     return web.render(
         request, "board/clinical.html", case_id=case_id, content=content, reason=reason
     )
+
+
+@router.post("/board/cases/{case_id}/hold", dependencies=[Checked])
+async def hold(web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "") -> Response:
+    """Put the case under a legal hold, saying why: its erasure waits while the hold stands."""
+    return await _keep_or_erase(web, session, case_id, "held", reason)
+
+
+@router.post("/board/cases/{case_id}/release", dependencies=[Checked])
+async def release(
+    web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "", confirm: Said = ""
+) -> Response:
+    """Lift the legal hold, saying why. An erasure the patient asked for meanwhile is carried
+    out at once, so the coordinator confirms that first."""
+    ticked = confirm == "yes"
+    return await _keep_or_erase(
+        web,
+        session,
+        case_id,
+        "released",
+        reason,
+        lambda case: rules.release_confirmed(case, ticked),
+    )
+
+
+@router.post("/board/cases/{case_id}/erase", dependencies=[Checked])
+async def erase(
+    web: Pages, session: Coordinator, case_id: CaseId, reason: Said = "", reference: Said = ""
+) -> Response:
+    """Erase the case's data for good, saying why, once the coordinator has typed its
+    reference; intake refuses while a legal hold stands."""
+    return await _keep_or_erase(
+        web,
+        session,
+        case_id,
+        "erased",
+        reason,
+        lambda case: rules.erasure_confirmed(reference, case.reference),
+    )
+
+
+async def _keep_or_erase(
+    web: Web,
+    session: Session,
+    case_id: str,
+    done: str,
+    reason: str,
+    confirmed: Callable[[CaseView], bool] | None = None,
+) -> Response:
+    """A legal hold set (`held`) or lifted (`released`), or an erasure (`erased`), with the
+    reason given and, where asked, confirmed on the case as it stands; what came of it, in
+    plain words, on the case's page."""
+    page = see(f"/board/cases/{case_id}")
+    reason = rules.said(reason)
+    if not reason:
+        session.notify("error", "board.keep.reason_required")
+        return page
+    if confirmed is not None:
+        case = await web.platform.get_case(token=token(session), case_id=case_id)
+        if not confirmed(case):
+            session.notify("error", f"board.keep.{done}_unconfirmed")
+            return page
+    platform = web.platform
+    call = {"held": platform.hold, "released": platform.release, "erased": platform.erase}[done]
+    await tell(
+        session, f"board.keep.{done}", call, rules.reasoned_refusal, case_id=case_id, reason=reason
+    )
+    return page
 
 
 @router.get("/board/reviewers")

@@ -124,6 +124,7 @@ class CaseView(CaseSummary):
     erasure_requested_at: datetime | None = None
     erased_at: datetime | None = None
     legal_hold: bool = False
+    legal_hold_since: datetime | None = None
     consent: ConsentView | None = None
     documents: list[DocumentView] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)

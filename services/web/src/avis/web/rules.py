@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from avis.shared.events import Language
-from avis.web.models import ASSESSMENTS, OPINION_SECTIONS, Draft, OpinionForm
+from avis.web.models import ASSESSMENTS, OPINION_SECTIONS, CaseView, Draft, OpinionForm
 
 DEFAULT_LANGUAGE = Language.FR
 LANGUAGES: tuple[Language, ...] = tuple(Language)
@@ -32,6 +32,7 @@ PROBLEM_MESSAGES = {
     "case-not-draft": "error.case_not_draft",
     "case-withdrawn": "error.case_withdrawn",
     "case-erased": "error.case_erased",
+    "legal-hold": "error.legal_hold",
     "report-ready": "error.report_ready",
     "case-not-found": "error.not_found",
     "not-found": "error.not_found",
@@ -111,6 +112,29 @@ def local_path(candidate: str | None, fallback: str = "/") -> str:
     if candidate and _LOCAL_PATH.match(candidate) and not candidate.startswith("//"):
         return candidate
     return fallback
+
+
+def said(text: str) -> str:
+    """What a person typed in a form, its runs of spaces and line breaks made one space."""
+    return " ".join(text.split())
+
+
+def reasoned_refusal(status: int, problem_type: str | None) -> str:
+    """Why intake refused a legal hold, its lifting or an erasure: a reason it does not take
+    (422: too short or too long) said as such, anything else as any refusal."""
+    return "board.keep.reason_invalid" if status == 422 else problem_message(status, problem_type)
+
+
+def release_confirmed(case: CaseView, ticked: bool) -> bool:
+    """Whether a legal hold may be lifted: lifting it erases at once a case whose patient asked
+    for its erasure meanwhile, so the coordinator ticks the box that says so first."""
+    return ticked or case.erasure_requested_at is None or case.erased_at is not None
+
+
+def erasure_confirmed(typed: str, reference: str) -> bool:
+    """Whether the coordinator typed the case's reference to confirm its erasure (spaces and
+    case aside)."""
+    return bool(reference) and said(typed).upper() == reference.upper()
 
 
 def claim_refusal(status: int) -> str:

@@ -157,6 +157,22 @@ class Platform:
         """The patient asks for the erasure of the case's data."""
         await self._call("POST", f"{self.intake}/v1/cases/{case_id}/erasure-request", token=token)
 
+    async def hold(self, *, token: str, case_id: str, reason: str) -> None:
+        """Put a case under a legal hold, saying why (coordinators): its erasure waits."""
+        await self._reasoned("PUT", f"{case_id}/legal-hold", token=token, reason=reason)
+
+    async def release(self, *, token: str, case_id: str, reason: str) -> None:
+        """Lift a case's legal hold, saying why (an erasure the patient asked for follows)."""
+        await self._reasoned("POST", f"{case_id}/legal-hold/release", token=token, reason=reason)
+
+    async def erase(self, *, token: str, case_id: str, reason: str) -> None:
+        """Erase a case's data for good, saying why (coordinators; refused while held)."""
+        await self._reasoned("POST", f"{case_id}/erasure", token=token, reason=reason)
+
+    async def _reasoned(self, method: str, path: str, *, token: str, reason: str) -> None:
+        url = f"{self.intake}/v1/cases/{path}"
+        await self._call(method, url, token=token, json={"reason": reason})
+
     async def claim(self, *, token: str, case_id: str, secret: str) -> None:
         """Make a partner-filed case the signed-in patient's, with the secret of their link."""
         await self._call(
