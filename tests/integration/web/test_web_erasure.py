@@ -73,9 +73,17 @@ async def test_a_hold_refuses_the_erasure_until_it_is_lifted_then_the_case_is_er
         assert "This case&#39;s data was erased: nobody can open it any more." in late.text
         board = await browser.get("/board")
         assert board.status_code == 200 and reference in board.text  # the skeleton's row
+        assert any("Data erased" in row for row in rows_of(board.text, reference)), "marked"
     async with signed_in(stack, "patient-1") as patient:
         mine = await patient.get(f"/cases/{case_id}")
         assert mine.status_code == 200 and "by our coordination team" in mine.text
+        listed = await patient.get("/cases")
+        assert any("Data erased" in row for row in rows_of(listed.text, reference))
+
+
+def rows_of(page: str, reference: str) -> list[str]:
+    """The table rows of a page that name the case `reference`."""
+    return [row for row in page.split("<tr") if reference in row]
 
 
 @pytest.mark.parametrize("identity", ["patient-1", "reviewer-1"])

@@ -236,6 +236,9 @@ class CaseSummary(BaseModel):
     urgency: Urgency
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = Field(
+        None, description="When the case's data was erased (its key destroyed), if it was."
+    )
 
 
 class CaseView(CaseSummary):
@@ -249,9 +252,6 @@ class CaseView(CaseSummary):
     withdrawn_at: datetime | None
     erasure_requested_at: datetime | None = Field(
         None, description="When the patient asked for the case's data to be erased, if they did."
-    )
-    erased_at: datetime | None = Field(
-        None, description="When the case's data was erased (its key destroyed), if it was."
     )
     legal_hold: bool = Field(
         False, description="A legal hold defers the case's erasure while it stands."

@@ -245,7 +245,6 @@ class Case(Stored):
             submitted_at=self.submitted_at,
             withdrawn_at=self.withdrawn_at,
             erasure_requested_at=self.erasure_requested_at,
-            erased_at=self.erased_at,
             legal_hold=self.hold is not None,
             legal_hold_since=self.hold.at if self.hold else None,
             consent=ConsentView.model_validate(consent.model_dump()) if consent else None,
@@ -305,6 +304,7 @@ class CaseRow(Stored):
     urgency: Urgency
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = None
 
     def view(self) -> CaseSummary:
         """The case as a list shows it."""
@@ -321,6 +321,7 @@ def _summary(case: Case | CaseRow) -> CaseSummary:
         urgency=case.urgency,
         created_at=case.created_at,
         updated_at=case.updated_at,
+        erased_at=case.erased_at,
     )
 
 

@@ -113,6 +113,7 @@ class CaseSummary(Reading):
     urgency: str
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = None
 
 
 class CaseView(CaseSummary):
