@@ -14,12 +14,16 @@ seeded directly to that size, with documents and assignments in proportion, then
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
              reviewers), `--list-samples` requests each
 Then the round's cases are withdrawn, so every size is measured with the same open work.
+  sweep      one sweep of the retention calendar over that many documents kept besides 25 past
+             their time (tests/support/retention.py): its store requests, deletes apart (the
+             constant, which must not grow), and its time; `--sweep` runs only this part
 One table by size is printed and written to bench/results/store-<time>.json; the baseline is
 the smallest size of the same run (cost at N / cost at the smallest N).
 
 Seeding clones one real case, made through the APIs at start, under new ids: whatever shape
 the services store, the seeded documents are the ones they write themselves.
-Usage: make bench-store  (or: python bench/bench_store.py --sizes 1000,10000 --quick)
+Usage: make bench-store  (or: python bench/bench_store.py --sizes 1000,10000 --quick;
+       make bench-store BENCH_ARGS="--sweep --sizes 1000,50000" for the sweep's cost alone)
 """
 
 import argparse
@@ -50,6 +54,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journ
 from journey import ASSIGNED, Probe, bench_env, pct
 from pyspy import Profiler
 
+from tests.support.retention import sweep_cost
 from tests.support.stack import SERVICES, ServiceStack, cpu_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -507,9 +512,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for round_, size in enumerate(sizes):
             seconds = await seeder.grow_to(size)
             print(f"[bench-store] seeded {size} cases in {seconds:.1f} s", flush=True)
+            sweep = (await sweep_costs([size]))[str(size)]  # the store alone, before the services
             store_before_start = cpu_seconds(int((STATE / "ferretdb.pid").read_text()))
             async with stack.running():
-                figures: dict[str, Any] = {"seed_seconds": round(seconds, 1)}
+                figures: dict[str, Any] = {"seed_seconds": round(seconds, 1), "sweep": sweep}
                 idle, startup = await idle_cpu(args.idle, store_before_start)
                 open_before = await open_work(stack)
                 figures["idle_store_cpu_cores"] = round(idle, 3)
@@ -557,6 +563,39 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+async def sweep_costs(sizes: list[int]) -> dict[str, Any]:
+    """A retention sweep's store requests at each size (the calendar's own database)."""
+    found: dict[str, Any] = {}
+    for size in sizes:
+        cost = await sweep_cost(MONGO, size)
+        found[str(size)] = {
+            "removed": cost.removed,
+            "requests": len(cost.requests),
+            "deletes": cost.requests.count("delete"),
+            "beyond_removed": cost.beyond_removed,
+            "by_command": {n: cost.requests.count(n) for n in sorted(set(cost.requests))},
+            "kept_left": cost.left,
+            "sweep_ms": round(cost.seconds * 1000, 1),
+        }
+        print(f"[bench-store] sweep over {size} kept: {found[str(size)]}", flush=True)
+    return found
+
+
+def sweep_table(sweeps: dict[str, Any]) -> str:
+    sizes = list(sweeps)
+    rows = [
+        ("sweep: documents removed", "removed"),
+        ("sweep: store requests", "requests"),
+        ("sweep: requests beyond removed", "beyond_removed"),
+        ("sweep: ms", "sweep_ms"),
+    ]
+    width = max(len(r[0]) for r in rows) + 2
+    lines = ["kept besides".ljust(width) + "".join(f"{s:>12}" for s in sizes)]
+    for label, key in rows:
+        lines.append(label.ljust(width) + "".join(f"{sweeps[s][key]:>12}" for s in sizes))
+    return "\n".join(lines)
+
+
 def table(results: dict[str, Any]) -> str:
     sizes = list(results["sizes"])
     base = results["sizes"][sizes[0]]
@@ -577,6 +616,8 @@ def table(results: dict[str, Any]) -> str:
         rows.append((f"list p95 ms: {label}", lambda f, lb=label: f["list_p95_ms"][lb]))
     for label in base["page_p95_ms"]:
         rows.append((f"page p95 ms: {label}", lambda f, lb=label: f["page_p95_ms"][lb]))
+    rows.append(("sweep: store requests", lambda f: f["sweep"]["requests"]))
+    rows.append(("sweep: requests beyond removed", lambda f: f["sweep"]["beyond_removed"]))
     width = max(len(r[0]) for r in rows) + 2
     lines = ["".ljust(width) + "".join(f"{s:>12}" for s in sizes) + f"{'last/first':>12}"]
     for label, get in rows:
@@ -599,12 +640,20 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile", action="store_true", help="py-spy on intake during the load, largest size"
     )
+    parser.add_argument(
+        "--sweep", action="store_true", help="only a retention sweep's store requests per size"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.cases, args.idle, args.list_samples = "1000,5000", 80, 15.0, 15
-    results = asyncio.run(main(args))
-    results["label"] = args.label
-    results["table"] = table(results)
+    if args.sweep:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        results = {"sweep": asyncio.run(sweep_costs(sizes)), "label": args.label}
+        results["table"] = sweep_table(results["sweep"])
+    else:
+        results = asyncio.run(main(args))
+        results["label"] = args.label
+        results["table"] = table(results)
     print(results["table"])
     out = ROOT / "bench/results"
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,11 @@
 #   deploy/kms/install.sh stop    stop what start started
 #   deploy/kms/install.sh env     the services' settings for it (AVIS_KMS_URL, AVIS_KMS_CA_FILE,
 #                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE), to source
+#   deploy/kms/install.sh backup FILE    a consistent copy of its database (SQLite's online
+#                                 backup), while it runs; mode 600: it holds the keys
+#   deploy/kms/install.sh restore FILE   stop it, put FILE back as its database, start it and
+#                                 wait; destroyed keys come back: run the reconciliation after
+#                                 it (docs/operations.md, "Backup and restore")
 #
 # It listens on 127.0.0.1:$AVIS_KMS_PORT (5696, KMIP's port) only, speaks TLS 1.2 and takes only
 # clients whose certificate our private CA signed. Everything lives in $AVIS_STATE_DIR/kms (mode
@@ -97,10 +102,29 @@ env_lines() {
   done
 }
 
+backup() {
+  local to="${1:?usage: install.sh backup FILE}"
+  [ -f "$DATA/kms.sqlite" ] || die "no key server database at $DATA/kms.sqlite"
+  ( umask 077; "$PYTHON" -c 'import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); d = sqlite3.connect(sys.argv[2]); s.backup(d); d.close(); s.close()' "$DATA/kms.sqlite" "$to" )
+  log "the key server's database copied to $to"
+}
+
+restore() {
+  local from="${1:?usage: install.sh restore FILE}"
+  [ -f "$from" ] || die "no copy at $from"
+  stop
+  ( umask 077; cp "$from" "$DATA/kms.sqlite.new" ) && mv "$DATA/kms.sqlite.new" "$DATA/kms.sqlite"
+  start
+  wait_ready
+  log "the key server's database restored from $from: run the reconciliation now"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   wait) wait_ready ;;
   env) env_lines ;;
-  *) echo "usage: install.sh start|stop|wait|env" >&2; exit 2 ;;
+  backup) backup "${2:-}" ;;
+  restore) restore "${2:-}" ;;
+  *) echo "usage: install.sh start|stop|wait|env|backup FILE|restore FILE" >&2; exit 2 ;;
 esac

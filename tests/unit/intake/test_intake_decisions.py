@@ -26,6 +26,7 @@ from avis.intake.rules import (
     CaseState,
     Change,
     Scope,
+    after_restore,
     age_on,
     block_range,
     check_birth_date,
@@ -343,3 +344,20 @@ def test_case_ids_are_uuid7_ordered_by_creation() -> None:
         assert uuid.UUID(case_id).version == 7
     assert first < second
     assert len({new_case_id() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize(
+    ("erased", "key_ref", "key_exists", "action"),
+    [
+        (False, "k1", True, "keep"),  # a live case
+        (False, "k1", False, "erase"),  # erased after the store's copy was taken
+        (True, "k1", True, "destroy"),  # its key back from a restored key server
+        (True, "k1", False, "keep"),  # erased, its key gone: as it should be
+        (False, None, False, "keep"),  # a case sealed under the service's keyring
+        (True, None, False, "keep"),
+    ],
+)
+def test_after_a_restore_no_erasure_is_undone(
+    erased: bool, key_ref: str | None, key_exists: bool, action: str
+) -> None:
+    assert after_restore(erased=erased, key_ref=key_ref, key_exists=key_exists) == action

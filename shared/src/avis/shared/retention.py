@@ -47,6 +47,11 @@ class Calendar:
         with contextlib.suppress(DuplicateKeyError):
             await self.db[day_of(until)].insert_one(entry(collection, doc_id))
 
+    async def release(self, collection: str, doc_id: str, until: datetime) -> None:
+        """Take `collection`'s document `doc_id` off the day of `until` (one delete by `_id`),
+        before putting it on a later day: a document is purged on the first day it is on."""
+        await self.db[day_of(until)].delete_one({"_id": f"{collection}/{doc_id}"})
+
     async def sweep(self, at: datetime) -> int:
         """Purge what was kept until a day before `at`'s; the number of documents removed."""
         today = day_of(at)

@@ -433,6 +433,26 @@ def decide_erasure(*, erased: bool, held: bool) -> ErasureDecision:
     return ErasureDecision(erase=not held, deferred=held)
 
 
+class AfterRestore(StrEnum):
+    """What the reconciliation after a restore does with one case (`after_restore`)."""
+
+    KEEP = "keep"
+    ERASE = "erase"  # erased after the copy was taken: its skeleton is made again
+    DESTROY = "destroy"  # erased: its key is destroyed again, in case it came back
+
+
+def after_restore(*, erased: bool, key_ref: str | None, key_exists: bool) -> AfterRestore:
+    """A case whose skeleton says it is erased while its key exists has the key destroyed
+    again (a key service restored from a copy taken before the erasure gave it back); a case
+    the copy holds whole whose key the key service no longer gives was erased after the copy
+    was taken, and is left as its erasure left it; any other case is kept."""
+    if key_ref is None:
+        return AfterRestore.KEEP
+    if erased:
+        return AfterRestore.DESTROY if key_exists else AfterRestore.KEEP
+    return AfterRestore.KEEP if key_exists else AfterRestore.ERASE
+
+
 def owns(principal: Principal, case: Access) -> bool:
     """The patient whose case it is, or the partner that filed it."""
     if principal.role == "patient":

@@ -60,7 +60,7 @@ from avis.shared.access_log import (
     check_reason,
     reasons_ring,
 )
-from avis.shared.case_keys import CaseKeys
+from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.envelope import Event, PoisonMessage
@@ -806,6 +806,70 @@ class Erasures:
         if case is None:
             raise not_found("case", CASE_NOT_FOUND)
         return await self.intake._view(case, principal)
+
+
+@dataclass
+class Reconciled:
+    """What a reconciliation after a restore did: cases seen, skeletons made again for cases
+    erased after the copy, keys destroyed again."""
+
+    cases: int = 0
+    erased: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
+
+
+class Reconciliation:
+    """After intake's store or the key service is restored from a copy, no erasure is undone.
+
+    Every case is read once: one erased after the copy was taken (its key is gone, the copy
+    holds it whole) gets its skeleton again, its records removed, as its erasure left it (no
+    event: the other services heard of the erasure when it happened); one whose skeleton says
+    it is erased while its key exists (the key service restored from before the erasure) has
+    the key destroyed again. docs/operations.md, "Backup and restore"."""
+
+    def __init__(self, store: Store, keys: CaseKeys) -> None:
+        self.store = store
+        self.keys = keys
+
+    async def run(self) -> Reconciled:
+        done = Reconciled()
+        async for case in self.store.every_case():
+            done.cases += 1
+            exists = await self._exists(case.key_ref)
+            action = rules.after_restore(
+                erased=case.erased_at is not None, key_ref=case.key_ref, key_exists=exists
+            )
+            if action is rules.AfterRestore.ERASE:
+                at = now()
+                kind = TimelineKind.ERASED
+                entry = StoredEntry(
+                    id=f"{case.id}:{kind}:restore", kind=kind, status=case.status, at=at
+                )
+                await self.store.erase(case, at=at, entry=entry, events=[])
+                done.erased.append(case.id)
+            elif action is rules.AfterRestore.DESTROY:
+                await self.keys.destroy(case.key_ref)
+                done.destroyed.append(case.id)
+        log.info(
+            "reconciled after a restore",
+            cases=done.cases,
+            erased=len(done.erased),
+            destroyed=len(done.destroyed),
+        )
+        return done
+
+    async def _exists(self, key_ref: str | None) -> bool:
+        """Whether the key service still gives the case's key (never this process's cache)."""
+        if key_ref is None:
+            return False
+        self.keys.forget(key_ref)
+        try:
+            await self.keys.ring(key_ref)
+        except CaseKeyDestroyed:
+            return False
+        finally:
+            self.keys.forget(key_ref)
+        return True
 
 
 def lists_of(principal: Principal) -> list[str]:

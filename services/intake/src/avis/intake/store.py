@@ -630,6 +630,12 @@ class Store:
             for n in range(record.chunks):
                 await self.chunks.delete_one({"_id": chunk_id(record.id, n)})
 
+    async def every_case(self) -> AsyncIterator[Case]:
+        """Every case, without its outbox: a whole-collection read, for an operator's command
+        (the reconciliation after a restore), never a request's path."""
+        async for doc in self.cases.find({}, WITHOUT_OUTBOX):
+            yield Case.model_validate(doc)
+
     async def set_hold(self, case_id: str, hold: StoredHold | None, at: datetime) -> None:
         """Set or lift a case's legal hold."""
         fields: dict[str, Any] = {"updated_at": at}

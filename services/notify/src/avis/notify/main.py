@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime(settings, sends=SENDS)
     parking = Parking(runtime.messaging, settings)
-    store = Store(runtime.db)
+    store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
     client = WebhookClient(
         allow_http_loopback=settings.webhook_allow_http_loopback,
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     handlers.register(runtime, notify, CaseErasure(notify))
     runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
+    runtime.purge(store.calendar)
     if settings.sender_enabled:
         # Each queue on one copy at a time: the holder of its lease (queue.py says why).
         runtime.singleton("email", emails.run)

@@ -133,6 +133,28 @@ def still_to_work(status: SendStatus, template: Template, notice_kept: bool) -> 
     return status is SendStatus.QUEUED or (outlives_erasure(template) and notice_kept)
 
 
+# How long notify keeps its operational records, then the retention calendar purges them
+# (avis.shared.retention; README, "What is kept, and for how long"). Counted from when each was
+# queued (a replayed delivery: from its replay). A redelivered or replayed event finds its
+# processed-event marker (98 days) and queues nothing again, so a purged send is never sent twice.
+# An email's send (status, attempts, Message-ID; its text is never stored): a patient's or a
+# coordinator's "was I told, and when?" and a late bounce come within days; every retry is over
+# after a day (the retry schedule); 4 weeks covers both, as the broker keeps the events 28 days.
+SEND_RETENTION_DAYS = 28
+# A webhook delivery (its thin signed body: ids, status, links; its attempts): the partner reads
+# its outcome and replays a dead one after its 24-hour retry window, once its own outage is
+# over; 4 weeks covers an outage of weeks, as the broker keeps the events 28 days.
+DELIVERY_RETENTION_DAYS = 28
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long notify keeps a send and a webhook delivery after queueing it."""
+
+    sends: timedelta = timedelta(days=SEND_RETENTION_DAYS)
+    deliveries: timedelta = timedelta(days=DELIVERY_RETENTION_DAYS)
+
+
 def send_id(event_id: str, channel: str = "email") -> str:
     """The queued send an event causes on a channel, so a redelivery queues nothing new."""
     return f"{channel}:{event_id}"

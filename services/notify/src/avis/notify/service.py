@@ -480,7 +480,7 @@ class NotifyService:
             now = clock.now()
             delivery.status, delivery.next_at = DeliveryStatus.QUEUED, now
             delivery.first_attempt_at, delivery.replays = None, delivery.replays + 1
-            await self.store.save_delivery(delivery)
+            await self.store.replay_delivery(delivery, now)
             await self.webhook_queue.file(delivery.id, now)
         self.webhook_queue.wake()
         log.info("webhook replayed", delivery_id=delivery_id)

@@ -1,10 +1,12 @@
 """Configuration of the notify service: `AVIS_NOTIFY_*` plus the shared `AVIS_*` variables."""
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from avis.notify.rules import DELIVERY_RETENTION_DAYS, SEND_RETENTION_DAYS, Retention
 from avis.shared.settings import CommonSettings, shared_env
 
 # Seconds to wait after the 1st, 2nd, ... failed attempt of a send (a transient failure: a 4xx
@@ -72,6 +74,19 @@ class Settings(CommonSettings):
     # Development only (`make run` turns it on): allow http:// to loopback addresses, a receiver
     # on this machine, and any port there. Refused in production (AVIS_ENV).
     webhook_allow_http_loopback: bool = False
+
+    # Retention, in days after queueing, then purged (the reasons: avis.notify.rules).
+    # AVIS_NOTIFY_SEND_RETENTION_DAYS: an email's send; AVIS_NOTIFY_DELIVERY_RETENTION_DAYS: a
+    # webhook delivery.
+    send_retention_days: int = Field(SEND_RETENTION_DAYS, ge=1, le=365)
+    delivery_retention_days: int = Field(DELIVERY_RETENTION_DAYS, ge=1, le=365)
+
+    def retention(self) -> Retention:
+        """The retention periods as the store applies them."""
+        return Retention(
+            sends=timedelta(days=self.send_retention_days),
+            deliveries=timedelta(days=self.delivery_retention_days),
+        )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

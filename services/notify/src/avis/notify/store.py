@@ -26,6 +26,10 @@ index), so each costs the same however much is stored:
 - `handoffs`, `_id` = `<queue>:<item id>`: what any copy filed and the queue's worker has not
   yet moved into a bucket (an insert or upsert per item, never a shared document written by
   two copies). It holds only filings not yet taken, so the worker reads it whole each pass.
+- `expires_YYYYMMDD`: the retention calendar (avis.shared.retention): sends and deliveries are
+  put on the day they are purged when they are queued (AVIS_NOTIFY_SEND_RETENTION_DAYS,
+  AVIS_NOTIFY_DELIVERY_RETENTION_DAYS, 28 each); a case's list of sends and a subscription's of
+  deliveries skip what is gone.
 """
 
 from datetime import date, datetime
@@ -48,9 +52,10 @@ from avis.notify.models import (
     Template,
     WebhookEvent,
 )
-from avis.notify.rules import CaseView
+from avis.notify.rules import CaseView, Retention
 from avis.shared.events import Language
 from avis.shared.mongo import Document, Stored
+from avis.shared.retention import Calendar, day_of
 from avis.shared.sealing import Sealed
 
 # The two due-queues: of emails (sends) and of webhook deliveries.
@@ -309,6 +314,8 @@ class DeliveryDoc(Stored):
     delivered_at: datetime | None = None
     replays: int = 0
     attempts: list[DeliveryAttempt] = Field(default_factory=list)
+    # When the retention calendar purges it (None: queued before retention, kept).
+    purge_at: datetime | None = None
 
     def to_doc(self) -> Document:
         """Stored form; enums as values."""
@@ -346,18 +353,25 @@ def cursor_key(queue: DueQueueName) -> str:
     return _CURSOR_ID[queue]
 
 
+SENDS = "sends"
+DELIVERIES = "deliveries"
+
+
 class Store:
     """Notify's reads and writes; callers hold the case's lock around case writes and the
     due-queue lock around bucket writes."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], retention: Retention | None = None) -> None:
         self.cases = db["cases"]
-        self.sends = db["sends"]
+        self.sends = db[SENDS]
         self.due = db["due"]
         self.handoffs = db["handoffs"]
         self.subscriptions = db["subscriptions"]
         self.partners = db["partners"]
-        self.deliveries = db["deliveries"]
+        self.deliveries = db[DELIVERIES]
+        # Sends and deliveries are purged `retention` after they are queued (avis.notify.rules).
+        self.retention = retention or Retention()
+        self.calendar = Calendar(db)
 
     # cases
 
@@ -373,7 +387,10 @@ class Store:
     # sends
 
     async def queue(self, send: SendDoc) -> bool:
-        """Insert a send; False when it was queued before (the same event, redelivered)."""
+        """Insert a send, on the calendar to be purged `retention.sends` after it was queued
+        (put there first: a crash in between leaves an entry that purges nothing, never a send
+        kept for ever); False when it was queued before (the same event, redelivered)."""
+        await self.calendar.keep_until(SENDS, send.id, send.created_at + self.retention.sends)
         try:
             await self.sends.insert_one(send.to_doc())
             return True
@@ -524,7 +541,10 @@ class Store:
     # deliveries
 
     async def queue_delivery(self, delivery: DeliveryDoc) -> bool:
-        """Insert a delivery; False when it was queued before (a redelivered event)."""
+        """Insert a delivery, on the calendar to be purged `retention.deliveries` after it was
+        queued (first, as a send); False when it was queued before (a redelivered event)."""
+        delivery.purge_at = delivery.created_at + self.retention.deliveries
+        await self.calendar.keep_until(DELIVERIES, delivery.id, delivery.purge_at)
         try:
             await self.deliveries.insert_one(delivery.to_doc())
             return True
@@ -549,3 +569,13 @@ class Store:
     async def save_delivery(self, delivery: DeliveryDoc) -> None:
         """Write the whole delivery (its one writer: the worker, or a replay of a dead one)."""
         await self.deliveries.update_one({"_id": delivery.id}, _whole(delivery))
+
+    async def replay_delivery(self, delivery: DeliveryDoc, at: datetime) -> None:
+        """Write a dead delivery queued again at `at`, now kept `retention.deliveries` from then:
+        taken off its earlier day, put on the later one."""
+        purge_at = at + self.retention.deliveries
+        await self.calendar.keep_until(DELIVERIES, delivery.id, purge_at)
+        if delivery.purge_at is not None and day_of(delivery.purge_at) != day_of(purge_at):
+            await self.calendar.release(DELIVERIES, delivery.id, delivery.purge_at)
+        delivery.purge_at = purge_at
+        await self.save_delivery(delivery)
