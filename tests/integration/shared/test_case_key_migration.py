@@ -248,4 +248,7 @@ async def reads_back(stack: Stack, previous: Previous, n: int, case: dict[str, A
     contact = await kms.opened(
         stack.notify.settings, Sealed(**notified["contact"]), contact_aad(case_id)
     )
-    assert json.loads(contact)["email"] == person["email"]
+    assert json.loads(contact) == {
+        "email": person["email"],
+        "preferred_language": person["preferred_language"],
+    }, "notify keeps only what its emails use"

@@ -124,15 +124,17 @@ def test_review_seals_opinions_and_a_decline_reason_in_clear_or_under_its_keyrin
     assert reason == b"the patient's sister"
 
 
-def test_notify_seals_the_contact_and_claim_under_the_case_key() -> None:
+def test_notify_seals_the_contact_it_uses_and_the_claim_under_the_case_key() -> None:
+    whole = {"email": "a@example.org", "preferred_language": "fr", "family_name": "Vasseur"}
     case = NotifyCase(
         id="c1",
-        contact=SERVICE.seal(b"{}", contact_aad("c1")),
+        contact=SERVICE.seal_json(whole, contact_aad("c1")),
         claim=SERVICE.seal(b"{}", claim_aad("c1")),
     )
     keyed = notify_sealed(CASE, case, "ref-1")
     assert keyed.key_ref == "ref-1"
     assert keyed.contact is not None and keyed.claim is not None
-    assert CASE.open(keyed.contact, contact_aad("c1")) == b"{}"
+    kept = CASE.open_json(keyed.contact, contact_aad("c1"))
+    assert kept == {"email": "a@example.org", "preferred_language": "fr"}, "only what it uses"
     assert CASE.open(keyed.claim, claim_aad("c1")) == b"{}"
     assert {keyed.contact.kid, keyed.claim.kid} == {case_kid("ref-1")}

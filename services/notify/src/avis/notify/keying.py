@@ -1,13 +1,14 @@
 """A case filed before per-case keys given its key (`avis.case.keyed.v1`, from intake's
-migration, `avis-case-keys`): notify seals the case's contact and claim secret under that key,
-bound as they are when kept (`store.contact_aad`, `store.claim_aad`), and records the key's
-reference on the case, so that erasing the case reaches them too."""
+migration, `avis-case-keys`): notify seals the case's contact (only its `Recipient` part: a
+contact kept whole by an earlier version loses its name, phone and birth date) and claim secret
+under that key, bound as they are when kept (`store.contact_aad`, `store.claim_aad`), and
+records the key's reference on the case, so that erasing the case reaches them too."""
 
 from __future__ import annotations
 
 import structlog
 
-from avis.notify.store import CaseDoc, Store, claim_aad, contact_aad
+from avis.notify.store import CaseDoc, Recipient, Store, claim_aad, contact_aad
 from avis.shared.case_keys import CaseKeys, resealed, takes_key
 from avis.shared.events import CaseKeyed
 from avis.shared.mongo import AggregateLocks, lock_key
@@ -41,10 +42,12 @@ class CaseKeying:
 
 
 def sealed_case(ring: Keyring, case: CaseDoc, key_ref: str) -> CaseDoc:
-    """The case with its contact and claim secret under the ring's sealing key."""
+    """The case with its contact (as a `Recipient`) and claim secret under the ring's sealing
+    key."""
     sealed = case.model_copy(update={"key_ref": key_ref})
-    if case.contact is not None:
-        sealed.contact = resealed(ring, case.contact, contact_aad(case.id))
+    aad = contact_aad(case.id)
+    if case.contact is not None and case.contact.kid != ring.primary_kid:
+        sealed.contact = ring.seal_json(ring.open_model(case.contact, aad, Recipient), aad)
     if case.claim is not None:
         sealed.claim = resealed(ring, case.claim, claim_aad(case.id))
     return sealed
