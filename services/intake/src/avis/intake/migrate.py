@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         progress = asyncio.run(migrate(Settings(), limit=args.limit))
-    except NoKeyService as exc:
+    except (NoKeyService, ValueError) as exc:  # no key service, or a setting refused
         print(f"avis-case-keys: {exc}", file=sys.stderr)
         return 2
     state = "finished" if progress.finished else "stopped (run it again to go on)"
