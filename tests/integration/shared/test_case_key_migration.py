@@ -196,6 +196,13 @@ async def test_cases_of_the_previous_version_are_brought_under_keys_of_their_own
             await CaseKeys.from_settings(settings).ring(refs[erased_id])
         patient = stack.intake.client(sub=previous.cases[0]["patient_sub"], role="patient")
         assert (await patient.get(f"/v1/cases/{erased_id}/clinical")).status_code == 410
+        async with stack.client(stack.reports_url, patient.sub, "patient") as reader:  # type: ignore[attr-defined]
+
+            async def report_gone() -> bool:
+                answer = await reader.get(f"/v1/cases/{erased_id}/report")
+                return answer.status_code == 410
+
+            await eventually(report_gone, timeout=60)
         await reads_back(stack, previous, 1, previous.cases[1])
 
 
