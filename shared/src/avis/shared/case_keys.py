@@ -41,6 +41,23 @@ def case_kid(key_ref: str) -> str:
     return f"{CASE_KID_PREFIX}{key_ref}"
 
 
+def resealed(ring: Keyring, sealed: Sealed, aad: str) -> Sealed:
+    """`sealed` under the ring's sealing key (a case's key), bound to the same `aad`: opened
+    with whichever key of the ring sealed it (the service's keyring before per-case keys), or
+    as it is when that key seals already."""
+    if sealed.kid == ring.primary_kid:
+        return sealed
+    return ring.seal(ring.open(sealed, aad), aad)
+
+
+def takes_key(current: str | None, offered: str, *, erased: bool) -> bool:
+    """Whether a case a service keeps with the case key `current` (None: none yet) is brought
+    under the key `offered` (avis.case.keyed.v1): unless it is erased, or already under another
+    key (an older or foreign event changes nothing); the same key again goes on where a copy
+    stopped."""
+    return not erased and current in (None, offered)
+
+
 def key_ref_of(sealed: Sealed | None) -> str | None:
     """The case key a sealed value was sealed under; None for a service key's value."""
     if sealed is None or not sealed.kid.startswith(CASE_KID_PREFIX):
@@ -77,6 +94,14 @@ class CaseKeys:
     async def create(self, case_id: str) -> str | None:
         """A new key for `case_id` in the key service; its reference (None without one)."""
         return None if self.keys is None else await self.keys.create_key(case_id)
+
+    async def made(self, case_id: str) -> str | None:
+        """The key made for `case_id` earlier, found in the key service by its name, else a new
+        one: a migration stopped between making a key and recording it finds that key again
+        rather than making a second (None without a key service)."""
+        if self.keys is None:
+            return None
+        return await self.keys.find_key(case_id) or await self.keys.create_key(case_id)
 
     async def ring(self, key_ref: str | None) -> Keyring:
         """The ring that seals under the case key `key_ref` and opens the case's values (the

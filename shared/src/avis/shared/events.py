@@ -219,6 +219,18 @@ class CaseErased(Payload):
     )
 
 
+class CaseKeyed(Payload):
+    """A case filed before per-case keys was given its own data key (intake's migration,
+    `avis-case-keys`): each service records the reference and seals its copies of the case's
+    values under that key, so that erasing the case reaches them too."""
+
+    key_ref: str = Field(
+        description="The case's data key in the key service: a reference, never the key "
+        "(key id `case.<key_ref>`)."
+    )
+    keyed_at: AwareDatetime
+
+
 class CaseClaimed(Payload):
     """The patient of a partner-filed case claimed it through the link of their first email."""
 
@@ -291,6 +303,7 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.case.withdrawn.v1": (CASE_SUBMITTED, CaseWithdrawn),
     "avis.case.claimed.v1": (CASE_SUBMITTED, CaseClaimed),
     "avis.case.erased.v1": (CASE_SUBMITTED, CaseErased),
+    "avis.case.keyed.v1": (CASE_SUBMITTED, CaseKeyed),
     "avis.review.assigned.v1": (REVIEW_ASSIGNED, ReviewAssigned),
     "avis.review.accepted.v1": (REVIEW_ASSIGNED, ReviewAccepted),
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),

@@ -34,6 +34,11 @@ POLICY = "avis-case-key"
 DEFAULT_PORT = 5696
 
 
+def key_name(case_id: str) -> str:
+    """The name a case's key is made under in the key service (how `find_key` finds it)."""
+    return f"avis-case:{case_id}"
+
+
 class KeyUnavailable(LookupError):
     """The key is unknown to the key service, or was destroyed: what it sealed cannot be opened."""
 
@@ -47,6 +52,10 @@ class KeyService(Protocol):
 
     async def create_key(self, case_id: str) -> str:
         """Make a new data key for `case_id`; its key id."""
+        ...
+
+    async def find_key(self, case_id: str) -> str | None:
+        """The key id of the data key made for `case_id` (None: none was, or it is destroyed)."""
         ...
 
     async def key(self, key_id: str) -> bytes:
@@ -198,6 +207,12 @@ class KmipKeyService:
         self.cache.put(key_id, value)
         return key_id
 
+    async def find_key(self, case_id: str) -> str | None:
+        """The key named after the case (the one `create_key` made), found by its name; the
+        key server looks through its keys for it, so this is for a one-off, not a hot path."""
+        found = await asyncio.to_thread(self._locate, case_id)
+        return found[0] if found else None
+
     async def key(self, key_id: str) -> bytes:
         """The key's bytes, from the cache or else from the key service."""
         cached = self.cache.get(key_id)
@@ -243,6 +258,13 @@ class KmipKeyService:
                 f"{error}"
             ) from error
 
+    def _locate(self, case_id: str) -> list[str]:
+        with self._connection() as client:
+            name = client.attribute_factory.create_attribute(
+                enums.AttributeType.NAME, key_name(case_id)
+            )
+            return [str(key_id) for key_id in client.locate(attributes=[name])]
+
     def _create(self, case_id: str) -> tuple[str, bytes]:
         with self._connection() as client:
             key_id = str(
@@ -250,7 +272,7 @@ class KmipKeyService:
                     enums.CryptographicAlgorithm.AES,
                     KEY_BYTES * 8,
                     operation_policy_name=POLICY,
-                    name=f"avis-case:{case_id}",
+                    name=key_name(case_id),
                     cryptographic_usage_mask=[
                         enums.CryptographicUsageMask.ENCRYPT,
                         enums.CryptographicUsageMask.DECRYPT,

@@ -11,11 +11,11 @@ from avis.intake.settings import Settings
 from avis.shared.bodies import BodyLimits
 from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
-from avis.shared.events import CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn
+from avis.shared.events import CaseClaimed, CaseErased, CaseKeyed, CaseSubmitted, CaseWithdrawn
 from avis.shared.runtime import Runtime, serve
 
 # What this service publishes: its AsyncAPI document's `send` operations.
-SENDS = (CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn)
+SENDS = (CaseClaimed, CaseErased, CaseKeyed, CaseSubmitted, CaseWithdrawn)
 DESCRIPTION = (
     "A patient, or a partner on the patient's behalf, drafts a case, uploads records and "
     "submits it with consent; the case's status and timeline follow the review and the report."

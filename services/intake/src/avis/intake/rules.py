@@ -395,6 +395,13 @@ def check_erasure_requester(principal: Principal) -> None:
         raise Problem(403, "forbidden", "Forbidden", "only the patient may ask for erasure")
 
 
+def needs_keying(*, key_ref: str | None, keying: bool, erased: bool) -> bool:
+    """Whether the migration to per-case keys has work on a case: one filed before them (no
+    key), or one it stopped part way (keyed, not yet all sealed under its key); an erased case
+    has nothing left to seal."""
+    return not erased and (key_ref is None or keying)
+
+
 def hold_aad(case_id: str) -> str:
     """What a legal hold's sealed reason is bound to."""
     return f"intake:hold:{case_id}"

@@ -206,14 +206,17 @@ def opened(keyring: Keyring, case: Case) -> CaseContent:
     return case.opened(keyring.open_model(case.content, rules.case_aad(case.id), CaseContent))
 
 
-def shown(keyring: Keyring, record: Record, *, with_filename: bool = True) -> DocumentView:
-    """A record's metadata as the API shows it, its sealed details opened (those of a record
-    stored before sealing are in clear)."""
+def details_of(keyring: Keyring, record: Record) -> RecordDetails:
+    """A record's sealed details, opened (those of a record stored before sealing are in
+    clear)."""
     if record.details is None:
-        details = RecordDetails(filename=record.filename, sha256=record.sha256 or "")
-    else:
-        details = keyring.open_model(record.details, rules.record_aad(record.id), RecordDetails)
-    return record.view(details, with_filename=with_filename)
+        return RecordDetails(filename=record.filename, sha256=record.sha256 or "")
+    return keyring.open_model(record.details, rules.record_aad(record.id), RecordDetails)
+
+
+def shown(keyring: Keyring, record: Record, *, with_filename: bool = True) -> DocumentView:
+    """A record's metadata as the API shows it, its sealed details opened."""
+    return record.view(details_of(keyring, record), with_filename=with_filename)
 
 
 def document_ids(keyring: Keyring, case_id: str, data: bytes) -> list[str]:

@@ -23,6 +23,7 @@
   write of a case's health data by a person, refusals included (`avis.shared.audit`; entries
   read by `_id` `<case_id>:<seq>`). A coordinator's reason is kept there, sealed.
 - `inbox_<day>`: the idempotent consumer's markers, one collection per day (shared plumbing).
+- `migrations`: `_id` = a migration's name -> how far it went (`avis.intake.migrate`).
 
 Every hot read goes by `_id` (FerretDB serves nothing else from an index): a case's records
 are listed by the ids embedded in the case (`record_ids`), lists by positions.
@@ -185,6 +186,8 @@ class Case(Stored):
     # case is sealed under it. None: a case sealed under the service's keyring.
     key_ref: str | None = None
     erased_at: datetime | None = None  # its key destroyed: ids, codes and times stay
+    # Given its key by the migration (avis.intake.migrate), not yet all sealed under it.
+    keying: bool = False
     hold: StoredHold | None = None
     consent: StoredConsent | None = None
     traceparent: str = ""
@@ -402,6 +405,28 @@ class Record(Stored):
         )
 
 
+class KeyRow(Stored):
+    """What says whether a case is under its own key (the migration's walk)."""
+
+    id: str = Field(alias="_id")
+    key_ref: str | None = None
+    keying: bool = False
+    erased_at: datetime | None = None
+
+
+KEY_ROW = {"key_ref": 1, "keying": 1, "erased_at": 1}
+
+
+class Checkpoint(Stored):
+    """How far a migration went: the last case it finished (`_id` order) and its counts."""
+
+    id: str = Field(alias="_id")
+    after: str = ""
+    keyed: int = 0
+    skipped: int = 0
+    finished_at: datetime | None = None
+
+
 class IdempotencyClaim(Stored):
     """Which case an Idempotency-Key created, and a digest of the request that used it."""
 
@@ -441,6 +466,7 @@ class Store:
         self._ends: dict[str, int] = {}  # the last position this process knows of each list
         self._spare: dict[str, list[int]] = {}  # reserved positions whose write failed
         self.chunks = db["record_chunks"]
+        self.migrations = db["migrations"]
         self.trail = AuditTrail(db)
 
     # cases
@@ -769,6 +795,79 @@ class Store:
     async def case_exists(self, case_id: str) -> bool:
         """Whether a case is stored (read by `_id`, nothing else)."""
         return await self.cases.find_one({"_id": case_id}, {"_id": 1}) is not None
+
+    # the migration of cases filed before per-case keys (avis.intake.migrate)
+
+    async def case_keys_after(self, after: str) -> list[KeyRow]:
+        """Each case after `after` in `_id` order, with what says whether it has its own key:
+        a read of the whole collection (FerretDB serves no other filter from an index), for an
+        operator's one-off, never a service's path."""
+        cursor = self.cases.find({"_id": {"$gt": after}}, KEY_ROW).sort("_id", ASCENDING)
+        return [KeyRow.model_validate(doc) async for doc in cursor]
+
+    async def checkpoint(self, name: str) -> Checkpoint:
+        """How far migration `name` went (nowhere yet: an empty checkpoint)."""
+        doc = await self.migrations.find_one({"_id": name})
+        return Checkpoint.model_validate(doc) if doc else Checkpoint(id=name)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Record how far a migration went."""
+        doc = checkpoint.to_doc()
+        await self.migrations.replace_one({"_id": checkpoint.id}, doc, upsert=True)
+
+    async def begin_keying(self, case_id: str, key_ref: str) -> None:
+        """Give a case its key, marked as not yet all sealed under it (the caller holds the
+        case's lock)."""
+        fields = {"key_ref": key_ref, "keying": True}
+        await self.cases.update_one({"_id": case_id}, {"$set": fields})
+
+    async def seal_content(self, case_id: str, content: Sealed) -> None:
+        """Keep a case's content sealed as `content`, its fields in clear (a case stored before
+        sealing) dropped."""
+        update = {
+            "$set": {"content": content.model_dump()},
+            "$unset": {"patient": "", "clinical_summary": "", "physician.name": ""},
+        }
+        await self.cases.update_one({"_id": case_id}, update)
+
+    async def seal_details(self, record_id: str, details: Sealed) -> None:
+        """Keep a record's details sealed as `details`, its fields in clear dropped."""
+        update = {
+            "$set": {"details": details.model_dump()},
+            "$unset": {"filename": "", "sha256": ""},
+        }
+        await self.documents.update_one({"_id": record_id}, update)
+
+    async def reseal_pieces(self, record: Record, keyring: Keyring) -> int:
+        """Seal each piece of a record's bytes under the ring's sealing key where it is not
+        already (in clear, or under another key), bound to its place as `put_record` binds it;
+        how many pieces were sealed again."""
+        done = 0
+        for n in range(record.chunks):
+            at = chunk_id(record.id, n)
+            chunk = await self.chunks.find_one({"_id": at})
+            if chunk is None:
+                continue
+            if "sealed" in chunk:
+                sealed = Sealed.model_validate(chunk["sealed"])
+                if sealed.kid == keyring.primary_kid:
+                    continue
+                piece = keyring.open(sealed, chunk_aad(at))
+            else:  # stored before sealing
+                piece = bytes(chunk["data"])
+            update = {
+                "$set": {"sealed": keyring.seal(piece, chunk_aad(at)).model_dump()},
+                "$unset": {"data": ""},
+            }
+            await self.chunks.update_one({"_id": at}, update)
+            done += 1
+        return done
+
+    async def keyed(self, case_id: str, *, events: Sequence[Event]) -> None:
+        """A case's values all sealed under its key: the mark goes, with the event that tells
+        the other services (in one write)."""
+        update = with_events({"$unset": {"keying": ""}}, events)
+        await self.cases.update_one({"_id": case_id}, update)
 
     async def record_bytes(self, record: Record, keyring: Keyring) -> AsyncIterator[bytes] | None:
         """A record's bytes, piece by piece, each read by `_id` and opened; None if they are

@@ -2,11 +2,13 @@
 one use case, which parks it or queues its email and webhook deliveries; nothing is sent from
 here."""
 
+from avis.notify.keying import CaseKeying
 from avis.notify.service import CaseErasure, NotifyService
 from avis.shared.envelope import Event
 from avis.shared.events import (
     CaseClaimed,
     CaseErased,
+    CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
     Payload,
@@ -16,7 +18,9 @@ from avis.shared.events import (
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime, notify: NotifyService, erasure: CaseErasure) -> None:
+def register(
+    runtime: Runtime, notify: NotifyService, erasure: CaseErasure, keying: CaseKeying
+) -> None:
     """Register the notify service's handlers by payload type."""
 
     async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
@@ -28,9 +32,14 @@ def register(runtime: Runtime, notify: NotifyService, erasure: CaseErasure) -> N
     async def on_erased(event: Event, payload: CaseErased) -> None:
         await erasure.case_erased(event=event, erasure=payload)
 
+    async def on_keyed(event: Event, payload: CaseKeyed) -> None:
+        # A case filed before per-case keys given its key (intake's migration).
+        await keying.case_keyed(keyed=payload)
+
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(CaseWithdrawn, on_event)
     runtime.on(CaseClaimed, on_event)
     runtime.on(ReviewAssigned, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
+    runtime.on(CaseKeyed, on_keyed)

@@ -5,6 +5,7 @@ use cases -> handlers, routes, and the loops that work the queues."""
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
+from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.queue import DueQueue
 from avis.notify.sender import EmailSender
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         email_queue=emails,
         webhook_queue=deliveries,
     )
-    handlers.register(runtime, notify, CaseErasure(notify))
+    keying = CaseKeying(store=store, locks=runtime.locks, keys=keys)
+    handlers.register(runtime, notify, CaseErasure(notify), keying)
     runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
     runtime.purge(store.calendar)
     if settings.sender_enabled:

@@ -1,10 +1,12 @@
 """Kafka subscribers of the reports service (thin, like api.py)."""
 
+from avis.reports.keying import CaseKeying
 from avis.reports.service import CaseErasure, ReportsService
 from avis.shared.envelope import Event
 from avis.shared.events import (
     CaseClaimed,
     CaseErased,
+    CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
     ReviewCompleted,
@@ -12,7 +14,9 @@ from avis.shared.events import (
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime, reports: ReportsService, erasure: CaseErasure) -> None:
+def register(
+    runtime: Runtime, reports: ReportsService, erasure: CaseErasure, keying: CaseKeying
+) -> None:
     """Register the reports service's handlers by payload type."""
 
     async def on_submitted(event: Event, payload: CaseSubmitted) -> None:
@@ -31,8 +35,13 @@ def register(runtime: Runtime, reports: ReportsService, erasure: CaseErasure) ->
     async def on_erased(event: Event, payload: CaseErased) -> None:
         await erasure.case_erased(erasure=payload)
 
+    async def on_keyed(event: Event, payload: CaseKeyed) -> None:
+        # A case filed before per-case keys given its key (intake's migration).
+        await keying.case_keyed(keyed=payload)
+
     runtime.on(CaseSubmitted, on_submitted)
     runtime.on(ReviewCompleted, on_completed)
     runtime.on(CaseClaimed, on_claimed)
     runtime.on(CaseWithdrawn, on_withdrawn)
     runtime.on(CaseErased, on_erased)
+    runtime.on(CaseKeyed, on_keyed)

@@ -6,6 +6,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
+from avis.reports.keying import CaseKeying
 from avis.reports.service import SOURCE, CaseErasure, ReportsService
 from avis.reports.settings import Settings
 from avis.shared.case_keys import CaseKeys
@@ -49,7 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lease.check,
         ),
     )
-    handlers.register(runtime, reports, CaseErasure(reports))
+    keying = CaseKeying(
+        store=reports_store, locks=runtime.locks, emitter=reports.emitter, keys=reports.keys
+    )
+    handlers.register(runtime, reports, CaseErasure(reports), keying)
     runtime.anchor(reports_store.trail)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports

@@ -215,6 +215,17 @@ class Store:
             {"$set": {"erased_at": at}, "$unset": {"case.contact": "", "opinions": ""}},
         )
 
+    async def seal_case(self, case: CaseDoc, key_ref: str) -> None:
+        """Keep a case's contact and opinions as given (sealed again under the case's key) and
+        the key's reference (its writer holds its lock)."""
+        fields: dict[str, Any] = {
+            "key_ref": key_ref,
+            "opinions": [o.to_doc() for o in case.opinions],
+        }
+        if case.case is not None and case.case.contact is not None:
+            fields["case.contact"] = case.case.contact.model_dump()
+        await self.cases.update_one({"_id": case.id}, {"$set": fields})
+
     # report ids
 
     async def claim_report_id(self, report_id: str, case_id: str) -> None:
@@ -242,6 +253,14 @@ class Store:
         except DuplicateKeyError:
             return False
         return True
+
+    async def seal_version(self, version: VersionDoc) -> None:
+        """Keep a version's report and rendered PDFs as given (sealed again)."""
+        fields: dict[str, Any] = {"report": version.report.model_dump()}
+        for name, pdf in (("pdf", version.pdf), ("reviewer_pdf", version.reviewer_pdf)):
+            if pdf is not None:
+                fields[name] = pdf.to_doc()
+        await self.versions.update_one({"_id": version.id}, {"$set": fields})
 
     async def set_pdf(self, key: str, pdf: PdfCache, *, pseudonymised: bool = False) -> None:
         """Keep a version's rendered PDF (or the pseudonymised one a reviewer reads)."""

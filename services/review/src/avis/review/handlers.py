@@ -3,15 +3,23 @@
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from avis.review.keying import CaseKeying
 from avis.review.service import ReviewService
 from avis.shared.envelope import Event
-from avis.shared.events import CaseClaimed, CaseErased, CaseSubmitted, CaseWithdrawn, Payload
+from avis.shared.events import (
+    CaseClaimed,
+    CaseErased,
+    CaseKeyed,
+    CaseSubmitted,
+    CaseWithdrawn,
+    Payload,
+)
 from avis.shared.runtime import Runtime
 
 Handler = Callable[[Event, Any], Awaitable[None]]
 
 
-def register(runtime: Runtime, review: ReviewService) -> None:
+def register(runtime: Runtime, review: ReviewService, keying: CaseKeying) -> None:
     """Register the review service's handlers by payload type."""
     table: dict[type[Payload], Handler] = {
         # The case's trace context rides on its submission; later work joins that trace.
@@ -23,6 +31,8 @@ def register(runtime: Runtime, review: ReviewService) -> None:
         CaseClaimed: lambda _, claim: review.case_claimed(claim=claim),
         # Its key destroyed in the key service: drop this copy of it.
         CaseErased: lambda _, erasure: review.case_erased(erasure=erasure),
+        # A case filed before per-case keys given its key (intake's migration).
+        CaseKeyed: lambda _, keyed: keying.case_keyed(keyed=keyed),
     }
     for payload_type, handler in table.items():
         runtime.on(payload_type, handler)

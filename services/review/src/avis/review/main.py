@@ -6,6 +6,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
+from avis.review.keying import CaseKeying
 from avis.review.matching import Matcher
 from avis.review.rules import Sla
 from avis.review.service import SOURCE, DirectoryService, ReviewService
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.singleton(
         "overdue", lambda _: review.watch_overdue(interval=settings.overdue_refresh_seconds)
     )
-    handlers.register(runtime, review)
+    keying = CaseKeying(store=reviews, locks=runtime.locks, emitter=emitter, keys=review.keys)
+    handlers.register(runtime, review, keying)
     runtime.anchor(reviews.trail)
     app = runtime.create_app(
         "Avis review",

@@ -453,6 +453,20 @@ class Store:
         """Mark a case erased (its key destroyed)."""
         await self.cases.update_one({"_id": case_id}, {"$set": {"erased_at": at}})
 
+    async def set_case_key(self, case_id: str, key_ref: str) -> None:
+        """Record the case's key (its values are sealed under it)."""
+        await self.cases.update_one({"_id": case_id}, {"$set": {"key_ref": key_ref}})
+
+    async def seal_round(
+        self, assignment_id: str, opinions: list[OpinionEntry], decline: Decline | None
+    ) -> None:
+        """Keep a round's opinion versions and decline as given (sealed again; its writer holds
+        its lock)."""
+        fields: dict[str, Any] = {"opinions": [o.model_dump() for o in opinions]}
+        if decline is not None:
+            fields["decline"] = decline.model_dump()
+        await self.assignments.update_one({"_id": assignment_id}, {"$set": fields})
+
     async def set_case_withdrawn(self, case_id: str, at: datetime) -> None:
         """Mark a known case withdrawn."""
         await self.cases.update_one(
