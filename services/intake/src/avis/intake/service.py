@@ -271,19 +271,20 @@ class IntakeService:
     def _access(self, case: Case) -> Access:
         return case.access(now(), self.reviewer_access)
 
-    async def _case(self, case_id: str) -> Case | None:
+    async def case_or_none(self, case_id: str) -> Case | None:
+        """The stored case of `case_id` (None for an id that is no case's, or an unknown one)."""
         return await self.store.case(case_id) if rules.is_case_id(case_id) else None
 
     async def _readable(self, principal: Principal, case_id: str, *, clinical: bool) -> Case:
-        case = await self._case(case_id)
+        case = await self.case_or_none(case_id)
         allowed = rules.may_read_clinical if clinical else rules.may_read
         if case is None or not allowed(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         return case
 
-    async def _writable(self, principal: Principal, case_id: str, *, erased: bool = False) -> Case:
+    async def writable(self, principal: Principal, case_id: str, *, erased: bool = False) -> Case:
         """A case `principal` owns (404 otherwise); 410 once erased, unless `erased`."""
-        case = await self._case(case_id)
+        case = await self.case_or_none(case_id)
         if case is None or not rules.owns(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         if not erased:
@@ -294,9 +295,9 @@ class IntakeService:
         """A case `principal` may read (file names only for readers of the clinical content)."""
         async with self.auditor.reading(principal, case_id, "case.read"):
             case = await self._readable(principal, case_id, clinical=False)
-        return await self._view(case, principal)
+        return await self.view(case, principal)
 
-    async def _view(
+    async def view(
         self, case: Case, principal: Principal, records: list[Record] | None = None
     ) -> CaseView:
         """The case as `principal` sees it (file names for readers of the clinical content; the
@@ -359,7 +360,7 @@ class IntakeService:
         self, *, principal: Principal, case_id: str, cursor: str | None = None, limit: int
     ) -> TrailPage:
         """The stored entries behind `access_log` (and the coordinators' FHIR export)."""
-        case = await self._case(case_id)
+        case = await self.case_or_none(case_id)
         if case is None or not rules.may_read_trail(principal, self._access(case)):
             raise not_found("case", CASE_NOT_FOUND)
         after = int(cursor) if cursor is not None else 0  # a position (the API checks)
@@ -377,9 +378,9 @@ class IntakeService:
         case_id = rules.new_case_id()
         if idempotency_key is not None:
             claimed = await self._claim_key(principal, idempotency_key, body, case_id, at)
-            existing = await self._case(claimed)
+            existing = await self.case_or_none(claimed)
             if existing is not None:
-                return await self._view(existing, principal), False
+                return await self.view(existing, principal), False
             case_id = claimed  # an earlier attempt claimed the key but did not write its case
         # The lists learn of the case before it exists: an entry without its case is skipped
         # when read, a case missing from its lists would never be seen.
@@ -393,10 +394,10 @@ class IntakeService:
                 log.info("case drafted", case_id=case_id, role=principal.role)
                 await self.auditor.record(principal, case_id, "case.create")
                 return case.view([]), True
-            existing = await self._case(case_id)
+            existing = await self.case_or_none(case_id)
             if existing is not None:  # a concurrent replay of the key: its key is not needed
                 await self.keys.destroy(key_ref)
-                return await self._view(existing, principal), False
+                return await self.view(existing, principal), False
             # a reference clash (the unique index caught it): take another
         raise RuntimeError("could not allocate a unique reference")
 
@@ -442,7 +443,7 @@ class IntakeService:
         """Store a record on a draft: (metadata, True), or the same file already there (False).
         The case is read once, under its lock, before the upload is looked at."""
         async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._writable(principal, case_id)
+            case = await self.writable(principal, case_id)
             rules.check_draft(case.status, "added")
             content_type, filename = rules.check_upload(
                 upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
@@ -481,7 +482,7 @@ class IntakeService:
     ) -> None:
         """Remove a record from a draft."""
         async with self.locks.hold(self.emitter.lock(case_id)):
-            rules.check_draft((await self._writable(principal, case_id)).status, "removed")
+            rules.check_draft((await self.writable(principal, case_id)).status, "removed")
             record_id = rules.document_id_of(case_id, document_id)
             if not await self.store.delete_record(case_id, record_id):
                 raise not_found("document", DOCUMENT_NOT_FOUND)
@@ -514,9 +515,9 @@ class IntakeService:
     async def submit(self, *, principal: Principal, case_id: str, body: SubmitIn) -> CaseView:
         """Submit a draft with the patient's consent; submitting again returns the same case."""
         async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._writable(principal, case_id)
+            case = await self.writable(principal, case_id)
             if not rules.check_submittable(case.status):
-                return await self._view(
+                return await self.view(
                     case, principal
                 )  # already submitted: same result, no second event
             at = now()
@@ -571,13 +572,13 @@ class IntakeService:
             raise not_found("case", CASE_NOT_FOUND)
         # The case as the write left it (not read a second time); its records are the ones
         # just counted (a submitted case takes no more and loses none).
-        return await self._view(stored, principal, records)
+        return await self.view(stored, principal, records)
 
     async def claim(self, *, principal: Principal, case_id: str, secret: str) -> CaseView:
         """Bind a partner-filed case to the patient holding its one-time secret, once: a wrong
         secret is the 404 of a case that does not exist, a claimed case a 409."""
         async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._case(case_id)
+            case = await self.case_or_none(case_id)
             stored = case.claim if case is not None else None
             matches = False
             if case is not None and stored is not None and stored.kid in self.keyring.kids:
@@ -621,9 +622,9 @@ class IntakeService:
         `avis.case.withdrawn.v1`.
         """
         async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._writable(principal, case_id)
+            case = await self.writable(principal, case_id)
             if not rules.check_withdrawable(case.status):
-                return await self._view(case, principal)
+                return await self.view(case, principal)
             at = now()
             events: list[Event] = []
             if case.status != CaseStatus.DRAFT:
@@ -645,14 +646,14 @@ class IntakeService:
             await self.auditor.record(principal, case_id, "case.withdraw", locked=True)
         log.info("case withdrawn", case_id=case_id)
         stored = await self._readable(principal, case_id, clinical=False)
-        return await self._view(stored, principal)
+        return await self.view(stored, principal)
 
     # what the other services report
 
     async def follow(self, *, case_id: str, change: Change) -> bool:
         """Apply a change reported by an event; False if it changes nothing (and why is logged)."""
         async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self._case(case_id)
+            case = await self.case_or_none(case_id)
             if case is None:
                 # Intake files every case, so nothing can make this one known later but a
                 # restore of intake's own data: a dead letter, replayable then, never a wait.
@@ -712,7 +713,7 @@ class Erasures:
         is lifted; asking again changes nothing."""
         intake = self.intake
         async with intake.locks.hold(intake.emitter.lock(case_id)):
-            case = await intake._writable(principal, case_id, erased=True)
+            case = await intake.writable(principal, case_id, erased=True)
             rules.check_erasure_requester(principal)
             if case.erasure_requested_at is None:
                 at = now()
@@ -729,7 +730,7 @@ class Erasures:
         """A coordinator erases a case, saying why; 409 while a legal hold stands."""
         intake = self.intake
         async with intake.locks.hold(intake.emitter.lock(case_id)):
-            case = await intake._case(case_id)
+            case = await intake.case_or_none(case_id)
             if case is None:
                 raise not_found("case", CASE_NOT_FOUND)
             decision = rules.decide_erasure(erased=case.erased_at is not None, held=bool(case.hold))
@@ -749,7 +750,7 @@ class Erasures:
         out an erasure the patient asked for meanwhile."""
         intake = self.intake
         async with intake.locks.hold(intake.emitter.lock(case_id)):
-            case = await intake._case(case_id)
+            case = await intake.case_or_none(case_id)
             if case is None:
                 raise not_found("case", CASE_NOT_FOUND)
             rules.check_not_erased(case.erased_at)
@@ -805,10 +806,10 @@ class Erasures:
         return Notice(contact, await self.intake.keys.ring(ref))
 
     async def _after(self, principal: Principal, case_id: str) -> CaseView:
-        case = await self.intake._case(case_id)
+        case = await self.intake.case_or_none(case_id)
         if case is None:
             raise not_found("case", CASE_NOT_FOUND)
-        return await self.intake._view(case, principal)
+        return await self.intake.view(case, principal)
 
 
 @dataclass
