@@ -93,4 +93,4 @@ echo "[test] lint: ruff and mypy"
 .venv/bin/mypy
 echo "[test] pytest"
 # The slowest tests, to keep the run under its 30 minutes.
-.venv/bin/python -m pytest --durations=25 "$@"
+.venv/bin/python -m pytest --durations=60 "$@"
