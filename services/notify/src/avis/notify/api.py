@@ -160,7 +160,7 @@ async def rotate_secret(
 @hooks.post(
     "/webhook-secrets/reseal",
     summary="Seal every webhook secret under the keyring's current key (service machines)",
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 409, 503),
 )
 async def reseal_secrets(
     notify: Notify, who: Annotated[Principal, Depends(require_roles("service"))]

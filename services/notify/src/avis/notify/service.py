@@ -609,9 +609,22 @@ class SecretResealing:
                 stale = [s for s in sub.secrets if s.sealed.kid != keyring.primary_kid]
                 for secret in stale:
                     aad = secret_aad(sub.id, secret.id)
-                    secret.sealed = keyring.seal(keyring.open(secret.sealed, aad), aad)
+                    secret.sealed = keyring.seal(self._opened(secret.sealed, aad), aad)
                 if stale:
                     await store.save_subscription(sub, before)
                     resealed += len(stale)
         log.info("webhook secrets sealed again", resealed=resealed, key_id=keyring.primary_kid)
         return Resealed(resealed=resealed, key_id=keyring.primary_kid)
+
+    def _opened(self, sealed: Sealed, aad: str) -> bytes:
+        """A secret opened; 409 when its key has already left the keyring."""
+        try:
+            return self.notify.keyring.open(sealed, aad)
+        except SealingError:
+            raise Problem(
+                409,
+                "key-not-in-keyring",
+                "A webhook secret's key is not in the keyring",
+                f"a webhook secret is sealed under key {sealed.kid}, which AVIS_SEALING_KEYS no "
+                "longer holds: put it back after the new first key, then seal again",
+            ) from None
