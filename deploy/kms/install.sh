@@ -7,7 +7,8 @@
 #   deploy/kms/install.sh stop    stop what start started
 #   deploy/kms/install.sh restart stop, start and wait (after a change of certificates)
 #   deploy/kms/install.sh env     the services' settings for it (AVIS_KMS_URL, AVIS_KMS_CA_FILE,
-#                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE), to source
+#                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE, from
+#                                 AVIS_KMS_CERTS), to source
 #   deploy/kms/install.sh backup FILE    a consistent copy of its database (SQLite's online
 #                                 backup), while it runs; mode 600: it holds the keys
 #   deploy/kms/install.sh restore FILE   stop it, put FILE back as its database, start it and
@@ -68,7 +69,7 @@ start() {
   mkdir -p "$DATA" && chmod 700 "$DATA"
   if alive; then log "the key server is already running (pid $(cat "$STATE/kms.pid"))"; return; fi
   if port_open "$PORT"; then die "port $PORT for the key server is taken by another process"; fi
-  "$PYTHON" "$here/certs.py" "$DATA"
+  "$PYTHON" "$here/certs.py" "$CERTS"
   write_config
   # Its own session: a Ctrl-C typed at `make run` reaches the services, not the key server,
   # which `stop` ends in order (it must not stop before the services that use it).
@@ -99,12 +100,12 @@ stop() { stop_pid "$STATE/kms.pid" INT group || true; }
 
 env_lines() {
   echo "AVIS_KMS_URL=kmip://127.0.0.1:$PORT"
-  echo "AVIS_KMS_CA_FILE=$DATA/ca.pem"
+  echo "AVIS_KMS_CA_FILE=$CERTS/trusted.pem"
   local s upper
   for s in intake review reports notify web; do
     upper="$(echo "$s" | tr '[:lower:]' '[:upper:]')"
-    echo "AVIS_${upper}_KMS_CERT_FILE=$DATA/$s.pem"
-    echo "AVIS_${upper}_KMS_KEY_FILE=$DATA/$s.key"
+    echo "AVIS_${upper}_KMS_CERT_FILE=$CERTS/$s.pem"
+    echo "AVIS_${upper}_KMS_KEY_FILE=$CERTS/$s.key"
   done
 }
 
