@@ -5,7 +5,14 @@ A private CA (kept only here: its key signs nothing else), the server's certific
 common name is its identity at the key server. Private keys are written with mode 600; nothing
 here is ever committed.
 
-    python deploy/kms/certs.py DIR     make what is missing in DIR, print what was made
+`trusted.pem` is the CAs trusted on both sides: the server takes clients of these CAs, and the
+services take a server of these CAs (AVIS_KMS_CA_FILE). A rotation makes a new generation beside
+the current one, trusted with it for the change, then trusted alone (docs/operations.md):
+
+    python deploy/kms/certs.py DIR              make what is missing in DIR, print what was made
+    python deploy/kms/certs.py DIR --next NEW   a new CA and every certificate under it in NEW;
+                                                NEW/trusted.pem trusts NEW's CA and DIR's
+    python deploy/kms/certs.py NEW --retire     NEW/trusted.pem trusts NEW's CA alone
 """
 
 import argparse
@@ -75,10 +82,14 @@ def _ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name("Avis local key server CA")
+    # A name of its own: while two generations are trusted together, a certificate's issuer is
+    # found by name (and key identifier), so two CAs of one name would be mistaken for each other.
+    made = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    name = _name(f"Avis local key server CA {made}-{os.urandom(3).hex()}")
     cert = (
         _builder(name, name, key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=False,
@@ -116,6 +127,10 @@ def _leaf(
         _builder(_name(name), ca_cert.subject, key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
     )
     if usage == ExtendedKeyUsageOID.SERVER_AUTH:
         builder = builder.add_extension(
@@ -129,6 +144,13 @@ def _leaf(
     return True
 
 
+def _write_trusted(folder: Path, *cas: Path) -> None:
+    """`trusted.pem`: the CA certificates `cas`, one after another (a PEM bundle)."""
+    tmp = folder / "trusted.tmp"
+    tmp.write_bytes(b"".join(ca.read_bytes() for ca in cas))
+    tmp.replace(folder / "trusted.pem")
+
+
 def make(folder: Path) -> list[str]:
     """Make what is missing of the CA, the server's and the clients' certificates in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,13 +162,39 @@ def make(folder: Path) -> list[str]:
     if _leaf(folder, "server", ca, ExtendedKeyUsageOID.SERVER_AUTH, new_ca):
         made.append("server")
     made += [c for c in CLIENTS if _leaf(folder, c, ca, ExtendedKeyUsageOID.CLIENT_AUTH, new_ca)]
+    if new_ca or not (folder / "trusted.pem").exists():
+        _write_trusted(folder, folder / "ca.pem")
     return made
+
+
+def make_next(current: Path, new: Path) -> list[str]:
+    """A new generation in `new` (a new CA, the server's and the clients' certificates under it),
+    whose `trusted.pem` trusts both its CA and the CA of `current` while services move over."""
+    if not (current / "ca.pem").exists():
+        raise SystemExit(f"{current} holds no ca.pem: nothing to rotate from")
+    if (new / "ca.pem").exists():
+        raise SystemExit(f"{new} already holds a CA: choose a new folder")
+    made = make(new)
+    _write_trusted(new, new / "ca.pem", current / "ca.pem")
+    return made
+
+
+def retire(folder: Path) -> None:
+    """Trust the CA of `folder` alone: certificates of the previous generation are refused."""
+    _write_trusted(folder, folder / "ca.pem")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    made = make(parser.parse_args().folder)
+    parser.add_argument("--next", type=Path, metavar="NEW", help="make the next generation here")
+    parser.add_argument("--retire", action="store_true", help="trust this folder's CA alone")
+    args = parser.parse_args()
+    if args.retire:
+        retire(args.folder)
+        print(f"{args.folder}/trusted.pem: its own CA alone", file=sys.stderr)
+        return
+    made = make_next(args.folder, args.next) if args.next else make(args.folder)
     if made:
         print("made: " + ", ".join(made), file=sys.stderr)
 

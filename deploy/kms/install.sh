@@ -5,8 +5,10 @@
 #   deploy/kms/install.sh start   certificates (once), config, start it (pid in $STATE/kms.pid)
 #   deploy/kms/install.sh wait    until it answers a KMIP request made with the admin certificate
 #   deploy/kms/install.sh stop    stop what start started
+#   deploy/kms/install.sh restart stop, start and wait (after a change of certificates)
 #   deploy/kms/install.sh env     the services' settings for it (AVIS_KMS_URL, AVIS_KMS_CA_FILE,
-#                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE), to source
+#                                 AVIS_<SERVICE>_KMS_CERT_FILE and _KEY_FILE, from
+#                                 AVIS_KMS_CERTS), to source
 #   deploy/kms/install.sh backup FILE    a consistent copy of its database (SQLite's online
 #                                 backup), while it runs; mode 600: it holds the keys
 #   deploy/kms/install.sh restore FILE   stop it, put FILE back as its database, start it and
@@ -22,12 +24,17 @@
 # A client's identity at the server is its certificate's common name. Keys are created under the
 # operation policy `avis-case-key` (policies/avis.json): any client of our CA may get or destroy
 # them; only their creator may activate them.
+# Rotation (docs/operations.md): AVIS_KMS_CERTS names the folder of the server's certificate and
+# admin's (default $DATA), AVIS_KMS_TRUSTED_FILE the CAs whose clients it takes (default
+# trusted.pem in that folder, a PEM bundle that certs.py writes).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 STATE="${AVIS_STATE_DIR:-$root/.local/run}"
 DATA="$STATE/kms"
 PORT="${AVIS_KMS_PORT:-5696}"
+CERTS="${AVIS_KMS_CERTS:-$DATA}"
+TRUSTED="${AVIS_KMS_TRUSTED_FILE:-$CERTS/trusted.pem}"
 WAIT_SECONDS="${AVIS_WAIT_SECONDS:-90}"
 PYTHON="${AVIS_PYTHON:-$root/.venv/bin/python}"
 
@@ -43,9 +50,9 @@ write_config() {
 [server]
 hostname=127.0.0.1
 port=$PORT
-certificate_path=$DATA/server.pem
-key_path=$DATA/server.key
-ca_path=$DATA/ca.pem
+certificate_path=$CERTS/server.pem
+key_path=$CERTS/server.key
+ca_path=$TRUSTED
 auth_suite=TLS1.2
 enable_tls_client_auth=True
 policy_path=$here/policies
@@ -62,7 +69,7 @@ start() {
   mkdir -p "$DATA" && chmod 700 "$DATA"
   if alive; then log "the key server is already running (pid $(cat "$STATE/kms.pid"))"; return; fi
   if port_open "$PORT"; then die "port $PORT for the key server is taken by another process"; fi
-  "$PYTHON" "$here/certs.py" "$DATA"
+  "$PYTHON" "$here/certs.py" "$CERTS"
   write_config
   # Its own session: a Ctrl-C typed at `make run` reaches the services, not the key server,
   # which `stop` ends in order (it must not stop before the services that use it).
@@ -78,7 +85,7 @@ wait_ready() {
   alive || die "the key server is not running; see $DATA/stdout.log and $DATA/server.log"
   # One KMIP request (Query) with the admin certificate, tried until it answers; no bare port
   # probe, which the server would log as a failed TLS handshake.
-  "$PYTHON" -W ignore "$here/ready.py" --port "$PORT" --folder "$DATA" --pid "$(cat "$STATE/kms.pid")" \
+  "$PYTHON" -W ignore "$here/ready.py" --port "$PORT" --folder "$CERTS" --pid "$(cat "$STATE/kms.pid")" \
     --seconds "$WAIT_SECONDS" || die "the key server does not answer on $PORT; see $DATA/server.log"
   local took=""
   if [ -f "$DATA/started" ]; then
@@ -93,12 +100,12 @@ stop() { stop_pid "$STATE/kms.pid" INT group || true; }
 
 env_lines() {
   echo "AVIS_KMS_URL=kmip://127.0.0.1:$PORT"
-  echo "AVIS_KMS_CA_FILE=$DATA/ca.pem"
+  echo "AVIS_KMS_CA_FILE=$CERTS/trusted.pem"
   local s upper
   for s in intake review reports notify web; do
     upper="$(echo "$s" | tr '[:lower:]' '[:upper:]')"
-    echo "AVIS_${upper}_KMS_CERT_FILE=$DATA/$s.pem"
-    echo "AVIS_${upper}_KMS_KEY_FILE=$DATA/$s.key"
+    echo "AVIS_${upper}_KMS_CERT_FILE=$CERTS/$s.pem"
+    echo "AVIS_${upper}_KMS_KEY_FILE=$CERTS/$s.key"
   done
 }
 
@@ -122,9 +129,10 @@ restore() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) stop; start; wait_ready ;;
   wait) wait_ready ;;
   env) env_lines ;;
   backup) backup "${2:-}" ;;
   restore) restore "${2:-}" ;;
-  *) echo "usage: install.sh start|stop|wait|env|backup FILE|restore FILE" >&2; exit 2 ;;
+  *) echo "usage: install.sh start|stop|restart|wait|env|backup FILE|restore FILE" >&2; exit 2 ;;
 esac

@@ -26,13 +26,15 @@ def alive(pid: int) -> bool:
 
 
 def client(port: int, folder: Path) -> ProxyKmipClient:
-    """A client of the server on 127.0.0.1:port with the admin certificate of `folder`."""
+    """A client of the server on 127.0.0.1:port with the admin certificate of `folder`, which
+    checks the server against the CAs that folder trusts."""
+    trusted = folder / "trusted.pem"
     return ProxyKmipClient(
         hostname="127.0.0.1",
         port=port,
         cert=str(folder / "admin.pem"),
         key=str(folder / "admin.key"),
-        ca=str(folder / "ca.pem"),
+        ca=str(trusted if trusted.exists() else folder / "ca.pem"),
         ssl_version="PROTOCOL_TLSv1_2",
         config_file="/dev/null",
     )

@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
@@ -1100,8 +1100,14 @@ def stack_env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStack, Partners, str]]:
-    """The four services as processes, with databases of their own, and the partners."""
+async def chaos_stack(
+    plan: Plan,
+    logs: Path,
+    env: Mapping[str, str] | None = None,
+    each: Mapping[str, Mapping[str, str]] | None = None,
+) -> AsyncIterator[tuple[ServiceStack, Partners, str]]:
+    """The four services as processes, with databases of their own, and the partners; `env`
+    over the run's settings, `each` over one service's."""
     from tests.support.basics import skip_history
 
     for service, topics in GROUP_TOPICS.items():
@@ -1110,7 +1116,9 @@ async def chaos_stack(plan: Plan, logs: Path) -> AsyncIterator[tuple[ServiceStac
     databases = {s: f"chaos_{plan.seed}_{run_id}_{s}" for s in GROUP_TOPICS}
     partners = Partners()
     instances = dict.fromkeys(GROUP_TOPICS, plan.copies)
-    stack = ServiceStack(stack_env(), logs, databases, instances=instances)
+    stack = ServiceStack(stack_env() | dict(env or {}), logs, databases, instances=instances)
+    for member in stack.members:
+        member.env = dict((each or {}).get(member.service, {}))
     async with serve(partners.app()) as hooks_url, stack.running():
         yield stack, partners, hooks_url
 
@@ -1119,15 +1127,21 @@ async def run(
     plan: Plan,
     logs: Path | None = None,
     probe: Callable[["Run"], Awaitable[None]] | None = None,
+    *,
+    during: Callable[["Run"], Awaitable[None]] | None = None,
+    env: Mapping[str, str] | None = None,
+    each: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Figures:
     """One fault run: file, drive, break, wait for quiet, audit (then `probe`, if given, while
-    the stack still runs: a test's check that the audit sees what it should)."""
+    the stack still runs: a test's check that the audit sees what it should). `during` runs
+    beside the filing and the faults (an operator's work while cases flow); `env` goes over
+    the services' settings, `each` over one service's."""
     began = time.monotonic()
     # The run's own consumers see the broker go away: that is the point, not news.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="avis-chaos-") as tmp:
         logs = logs or Path(tmp)
-        async with chaos_stack(plan, logs) as (stack, partners, hooks_url):
+        async with chaos_stack(plan, logs, env, each) as (stack, partners, hooks_url):
             chaos = Run(plan, stack, partners, hooks_url)
             try:
                 await chaos.setup()
@@ -1136,7 +1150,8 @@ async def run(
                     tail = asyncio.create_task(chaos.tail())
                     driver = asyncio.create_task(chaos.drive())
                     try:
-                        await asyncio.gather(chaos.file_all(), chaos.inject())
+                        meanwhile = [] if during is None else [during(chaos)]
+                        await asyncio.gather(chaos.file_all(), chaos.inject(), *meanwhile)
                         log("filed every case; faults over; waiting for quiet")
                         await chaos.quiet()
                         await asyncio.gather(*chaos.watching)

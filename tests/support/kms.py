@@ -5,6 +5,7 @@ the KMIP requests a key service sends."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from avis.shared.keys import KmipEndpoint, proxy_client
 from avis.shared.sealing import Sealed
 from avis.shared.settings import CommonSettings
 from tests.support.basics import ROOT
+from tests.support.stack import free_port
 
 PORT = int(os.environ.get("AVIS_KMS_PORT", "15696"))
 FOLDER = Path(os.environ.get("AVIS_STATE_DIR", str(ROOT / ".local/test"))) / "kms"
@@ -98,3 +100,53 @@ def kms_env() -> dict[str, str]:
     """The test stack's key server and each service's certificate there, for services started
     as processes: every case sealed under its own key, as with `make run`."""
     return {k: v for k, v in os.environ.items() if k.startswith("AVIS_") and "_KMS_" in k}
+
+
+class OwnKeyServer:
+    """A key server of a test's own: deploy/kms/install.sh with a state folder and a port of its
+    own, so the test may restart it with other certificates (a rotation) and never touch the
+    stack's, which the other tests use. Its first certificates are made in `state`/kms."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.port = free_port()
+        self.first = state / "kms"
+
+    def run(self, action: str, **settings: str) -> None:
+        """`install.sh <action>` for this server, with `settings` (AVIS_KMS_CERTS, ...)."""
+        env = (
+            os.environ
+            | settings
+            | {
+                "AVIS_STATE_DIR": str(self.state),
+                "AVIS_KMS_PORT": str(self.port),
+            }
+        )
+        subprocess.run([str(ROOT / "deploy/kms/install.sh"), action], env=env, cwd=ROOT, check=True)
+
+    def certs(self, *args: str | Path) -> None:
+        """deploy/kms/certs.py with `args` (--next NEW, --retire)."""
+        command = [str(ROOT / ".venv/bin/python"), str(ROOT / "deploy/kms/certs.py")]
+        subprocess.run([*command, *map(str, args)], cwd=ROOT, check=True)
+
+    def service_env(self, service: str, folder: Path, trusted: Path) -> dict[str, str]:
+        """A service's settings for this server: its certificate from `folder`, the server
+        checked against the CAs in `trusted`."""
+        upper = service.upper()
+        return {
+            "AVIS_KMS_URL": f"kmip://127.0.0.1:{self.port}",
+            "AVIS_KMS_CA_FILE": str(trusted),
+            f"AVIS_{upper}_KMS_CERT_FILE": str(folder / f"{service}.pem"),
+            f"AVIS_{upper}_KMS_KEY_FILE": str(folder / f"{service}.key"),
+        }
+
+    def endpoint(self, identity: str, folder: Path, trusted: Path) -> KmipEndpoint:
+        """This server as `identity` with its certificate from `folder`."""
+        return KmipEndpoint(
+            host="127.0.0.1",
+            port=self.port,
+            cert_file=str(folder / f"{identity}.pem"),
+            key_file=str(folder / f"{identity}.key"),
+            ca_file=str(trusted),
+            timeout_seconds=10.0,
+        )

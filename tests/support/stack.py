@@ -78,6 +78,8 @@ class Instance:
     # CPU seconds of the earlier processes of this instance (before a kill and restart).
     cpu_before: float = 0.0
     peak_mib: float = 0.0
+    # Settings of this instance alone, over the stack's (a rotated credential, say).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -148,10 +150,14 @@ class ServiceStack:
 
     def spawn(self, member: Instance) -> None:
         upper = member.service.upper()
-        env = dict(self.env) | {
-            f"AVIS_{upper}_HTTP_PORT": str(member.port),
-            f"AVIS_{upper}_MONGO_DATABASE": self.databases[member.service],
-        }
+        env = (
+            dict(self.env)
+            | member.env
+            | {
+                f"AVIS_{upper}_HTTP_PORT": str(member.port),
+                f"AVIS_{upper}_MONGO_DATABASE": self.databases[member.service],
+            }
+        )
         with member.log.open("ab") as log:
             log.write(f"--- start {member.starts + 1} ---\n".encode())
             log.flush()
@@ -205,6 +211,21 @@ class ServiceStack:
             member.process.wait()
         self.spawn(member)
         self.restarts += 1
+        await self.wait_ready(member)
+
+    async def renew(self, member: Instance, env: Mapping[str, str]) -> None:
+        """Stop the instance cleanly (SIGTERM) and start it again with `env` over the stack's
+        settings, as an operator rolls out a rotated credential; ready on return. Under
+        `supervise()` too: whichever of the two starts it first, the other sees it running."""
+        member.env = dict(env)
+        process = member.process
+        if process is not None and process.poll() is None:
+            self._account(member)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait)
+        if member.process is process:
+            self.spawn(member)
+            self.restarts += 1
         await self.wait_ready(member)
 
     @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from avis.notify.models import (
     DeliveryPage,
     Notification,
     NotificationPage,
+    Resealed,
     SecretRotated,
     Subscription,
     SubscriptionCreated,
@@ -17,7 +18,7 @@ from avis.notify.models import (
     SubscriptionPage,
     SubscriptionPatch,
 )
-from avis.notify.service import NotifyService
+from avis.notify.service import NotifyService, SecretResealing
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
@@ -154,6 +155,19 @@ async def rotate_secret(
 ) -> SecretRotated:
     """A new secret, shown once; deliveries carry both signatures during the grace period."""
     return await notify.rotate_secret(principal=who, subscription_id=subscription_id)
+
+
+@hooks.post(
+    "/webhook-secrets/reseal",
+    summary="Seal every webhook secret under the keyring's current key (service machines)",
+    responses=problem_responses(401, 403, 409, 503),
+)
+async def reseal_secrets(
+    notify: Notify, who: Annotated[Principal, Depends(require_roles("service"))]
+) -> Resealed:
+    """After AVIS_SEALING_KEYS gained a new first key: the secrets an earlier key sealed are
+    sealed again under it, so that the earlier key can be retired (docs/operations.md)."""
+    return await SecretResealing(notify).reseal()
 
 
 @hooks.get(

@@ -160,6 +160,13 @@ class SecretRotated(BaseModel):
     previous_secrets_expire_at: datetime
 
 
+class Resealed(BaseModel):
+    """How many webhook secrets were sealed again, and under which key of the keyring."""
+
+    resealed: int
+    key_id: str
+
+
 class SubscriptionPage(BaseModel):
     """A page of a partner's subscriptions, oldest first; pass `next_cursor` as `cursor`."""
 

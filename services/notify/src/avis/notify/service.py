@@ -20,6 +20,7 @@ from avis.notify.models import (
     DeliveryStatus,
     Notification,
     NotificationPage,
+    Resealed,
     SecretRotated,
     SendStatus,
     Subscription,
@@ -584,3 +585,46 @@ def _partner_of(principal: Principal) -> str:
     if principal.role != "partner" or not principal.partner_id:
         raise Problem(403, "forbidden", "Forbidden", "Only a partner's token manages webhooks.")
     return principal.partner_id
+
+
+class SecretResealing:
+    """After a rotation of the keyring: the webhook secrets still sealed under an earlier key,
+    sealed again under the sealing key (the first), so that the earlier key has no use left
+    (`avis-keys in-use`) and can leave AVIS_SEALING_KEYS. It reads every subscription: an
+    operator's step (POST /v1/webhook-secrets/reseal), never a hot path."""
+
+    def __init__(self, notify: NotifyService) -> None:
+        self.notify = notify
+
+    async def reseal(self) -> Resealed:
+        """Seal again what an earlier key sealed; each subscription under its lock."""
+        keyring, store = self.notify.keyring, self.notify.store
+        resealed = 0
+        for subscription_id in await store.subscription_ids():
+            async with self.notify.locks.hold(lock_key("subscription", subscription_id)):
+                sub = await store.subscription(subscription_id)
+                if sub is None:
+                    continue
+                before = sub.model_copy(deep=True)
+                stale = [s for s in sub.secrets if s.sealed.kid != keyring.primary_kid]
+                for secret in stale:
+                    aad = secret_aad(sub.id, secret.id)
+                    secret.sealed = keyring.seal(self._opened(secret.sealed, aad), aad)
+                if stale:
+                    await store.save_subscription(sub, before)
+                    resealed += len(stale)
+        log.info("webhook secrets sealed again", resealed=resealed, key_id=keyring.primary_kid)
+        return Resealed(resealed=resealed, key_id=keyring.primary_kid)
+
+    def _opened(self, sealed: Sealed, aad: str) -> bytes:
+        """A secret opened; 409 when its key has already left the keyring."""
+        try:
+            return self.notify.keyring.open(sealed, aad)
+        except SealingError:
+            raise Problem(
+                409,
+                "key-not-in-keyring",
+                "A webhook secret's key is not in the keyring",
+                f"a webhook secret is sealed under key {sealed.kid}, which AVIS_SEALING_KEYS no "
+                "longer holds: put it back after the new first key, then seal again",
+            ) from None

@@ -486,6 +486,10 @@ class Store:
         doc = await self.subscriptions.find_one({"_id": subscription_id})
         return None if doc is None else SubscriptionDoc.model_validate(doc)
 
+    async def subscription_ids(self) -> list[str]:
+        """Every subscription's id: reads the whole collection (an operator's re-seal only)."""
+        return [str(d["_id"]) async for d in self.subscriptions.find({}, {"_id": 1})]
+
     async def subscriptions_of(self, subscription_ids: list[str]) -> list[SubscriptionDoc]:
         """Subscriptions by id, in the order given."""
         if not subscription_ids:
