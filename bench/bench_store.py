@@ -13,6 +13,8 @@ seeded directly to that size, with documents and assignments in proportion, then
              until its cases are assigned (what a case costs, whatever else shares the cores)
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
              reviewers), `--list-samples` requests each
+  pages      p95 of each web page people open, and the store requests per view of each (which
+             must not grow with the stored cases); `--pages` runs only the lists and the pages
 Then the round's cases are withdrawn, so every size is measured with the same open work.
   sweep      one sweep of the retention calendar over that many documents kept besides 25 past
              their time (tests/support/retention.py): its store requests, deletes apart (the
@@ -23,7 +25,8 @@ the smallest size of the same run (cost at N / cost at the smallest N).
 Seeding clones one real case, made through the APIs at start, under new ids: whatever shape
 the services store, the seeded documents are the ones they write themselves.
 Usage: make bench-store  (or: python bench/bench_store.py --sizes 1000,10000 --quick;
-       make bench-store BENCH_ARGS="--sweep --sizes 1000,50000" for the sweep's cost alone)
+       make bench-store BENCH_ARGS="--sweep --sizes 1000,50000" for the sweep's cost alone,
+       make bench-store BENCH_ARGS="--pages --sizes 1000,50000 --cases 16" for the pages)
 """
 
 import argparse
@@ -51,7 +54,7 @@ from avis.review.store import Store as ReviewStore
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey uses tests/
 
-from journey import ASSIGNED, Probe, bench_env, pct
+from journey import ASSIGNED, Probe, bench_env, pct, store_requests
 from pyspy import Profiler
 
 from tests.support.retention import sweep_cost
@@ -451,13 +454,46 @@ async def pages(
             for template in paths:
                 path = template.format(**ids)
                 times = []
+                before = await data_requests(stack)
                 for _ in range(samples):
                     start = time.perf_counter()
                     response = await web.get(path, follow_redirects=False)
                     times.append(time.perf_counter() - start)
                     assert response.status_code == 200, (path, response.status_code)
+                spent = (await data_requests(stack)) - before
                 out[f"{role} {template}"] = round(1000 * pct(times, 95), 1)
+                out[f"{role} {template}{REQUESTS}"] = round(spent / samples, 1)
     return out
+
+
+async def data_requests(stack: ServiceStack) -> float:
+    """The requests for their own data the services and web have sent the store so far (what
+    the services do in the background between two readings counts too: a few)."""
+    counts = await store_requests(stack, stack.services)
+    return sum(n for by_kind in counts.values() for k, n in by_kind.items() if k.startswith("data"))
+
+
+async def open_pages(
+    stack: ServiceStack, made: list[tuple[str, str, float]], args: argparse.Namespace
+) -> dict[str, float]:
+    """The pages' p95, as the first case of the round's owner, its reviewer and the others see
+    them (the case is waited for until assigned)."""
+    sub, case_id, _ = made[0]
+
+    async def assigned() -> tuple[str, str] | None:
+        with contextlib.suppress(ValueError):
+            return await assignment_of(stack, case_id)
+        return None
+
+    reviewer, assignment = await poll(assigned, timeout=args.wait)
+    case = {"case": case_id}
+    people = {
+        "patient": (f"patient:{sub}", case),
+        "coordinator": ("coordinator:coord-bench", case),
+        "partner": ("partner:desk-bench:partner-bench", {}),
+        "reviewer": (f"reviewer:{reviewer}", {"assignment": assignment}),
+    }
+    return await pages(stack, args.list_samples, people)
 
 
 async def assignment_of(stack: ServiceStack, case_id: str) -> tuple[str, str]:
@@ -503,6 +539,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     stack = bench_stack(f"bstore{uuid.uuid4().hex[:6]}")
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO, tz_aware=True)
     seeder = Seeder(mongo, stack)
+    figures: dict[str, Any]
     results: dict[str, Any] = {"sizes": {}, "started": datetime.now(UTC).isoformat()}
     try:
         async with stack.running():
@@ -512,10 +549,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for round_, size in enumerate(sizes):
             seconds = await seeder.grow_to(size)
             print(f"[bench-store] seeded {size} cases in {seconds:.1f} s", flush=True)
+            if args.pages:
+                async with stack.running():
+                    made = (await load(stack, args.cases, args.clients, round_))["made"]
+                    figures = {"list_p95_ms": await lists(stack, args.list_samples, made[0][0])}
+                    figures["page_p95_ms"] = await open_pages(stack, made, args)
+                    await withdraw(stack, made, args.clients)
+                results["sizes"][str(size)] = figures
+                print(json.dumps({size: figures}, indent=1), flush=True)
+                continue
             sweep = (await sweep_costs([size]))[str(size)]  # the store alone, before the services
             store_before_start = cpu_seconds(int((STATE / "ferretdb.pid").read_text()))
             async with stack.running():
-                figures: dict[str, Any] = {"seed_seconds": round(seconds, 1), "sweep": sweep}
+                figures = {"seed_seconds": round(seconds, 1), "sweep": sweep}
                 idle, startup = await idle_cpu(args.idle, store_before_start)
                 open_before = await open_work(stack)
                 figures["idle_store_cpu_cores"] = round(idle, 3)
@@ -542,15 +588,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 figures["submit_to_assignment_ms"] = waits
                 figures["cpu_ms_per_case"] = spent.per_case(len(made))
                 figures["list_p95_ms"] = await lists(stack, args.list_samples, made[0][0])
-                case = {"case": made[0][1]}
-                reviewer, assignment = await assignment_of(stack, made[0][1])
-                people = {
-                    "patient": (f"patient:{made[0][0]}", case),
-                    "coordinator": ("coordinator:coord-bench", case),
-                    "partner": ("partner:desk-bench:partner-bench", {}),
-                    "reviewer": (f"reviewer:{reviewer}", {"assignment": assignment}),
-                }
-                figures["page_p95_ms"] = await pages(stack, args.list_samples, people)
+                figures["page_p95_ms"] = await open_pages(stack, made, args)
                 figures["open_assignments_while_idle"] = open_before
                 await withdraw(stack, made, args.clients)
             results["sizes"][str(size)] = figures
@@ -599,7 +637,9 @@ def sweep_table(sweeps: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     sizes = list(results["sizes"])
     base = results["sizes"][sizes[0]]
-    rows = [
+    if "load" not in base:  # --pages
+        return rows_table(results, lists_and_pages(base))
+    rows: list[tuple[str, Callable[..., Any]]] = [
         ("idle store CPU (cores)", lambda f: f["idle_store_cpu_cores"]),
         ("store CPU s, services' start-up", lambda f: f["startup_store_cpu_s"]),
         ("cases/s (16 clients)", lambda f: f["load"]["cases_per_s"]),
@@ -612,12 +652,34 @@ def table(results: dict[str, Any]) -> str:
         rows.append((f"CPU ms per case: {part}", lambda f, p=part: f["cpu_ms_per_case"][p]))
     rows.append(("submit->assigned p50 ms", lambda f: f["submit_to_assignment_ms"]["p50"]))
     rows.append(("submit->assigned p95 ms", lambda f: f["submit_to_assignment_ms"]["p95"]))
+    rows += lists_and_pages(base)
+    rows.append(("sweep: store requests", lambda f: f["sweep"]["requests"]))
+    rows.append(("sweep: requests beyond removed", lambda f: f["sweep"]["beyond_removed"]))
+    return rows_table(results, rows)
+
+
+def lists_and_pages(base: dict[str, Any]) -> list[tuple[str, Callable[..., Any]]]:
+    """The rows of the lists' and the pages' figures."""
+    rows: list[tuple[str, Callable[..., Any]]] = []
     for label in base["list_p95_ms"]:
         rows.append((f"list p95 ms: {label}", lambda f, lb=label: f["list_p95_ms"][lb]))
     for label in base["page_p95_ms"]:
-        rows.append((f"page p95 ms: {label}", lambda f, lb=label: f["page_p95_ms"][lb]))
-    rows.append(("sweep: store requests", lambda f: f["sweep"]["requests"]))
-    rows.append(("sweep: requests beyond removed", lambda f: f["sweep"]["beyond_removed"]))
+        rows.append((page_row(label), lambda f, lb=label: f["page_p95_ms"][lb]))
+    return rows
+
+
+def page_row(label: str) -> str:
+    """A page's row in the table: its p95, or its store requests per view."""
+    if label.endswith(REQUESTS):
+        return f"page store requests/view: {label.removesuffix(REQUESTS)}"
+    return f"page p95 ms: {label}"
+
+
+REQUESTS = " (store requests)"
+
+
+def rows_table(results: dict[str, Any], rows: list[tuple[str, Callable[..., Any]]]) -> str:
+    sizes = list(results["sizes"])
     width = max(len(r[0]) for r in rows) + 2
     lines = ["".ljust(width) + "".join(f"{s:>12}" for s in sizes) + f"{'last/first':>12}"]
     for label, get in rows:
@@ -639,6 +701,11 @@ if __name__ == "__main__":
     parser.add_argument("--label", default="", help="a name for this run in the results file")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy on intake during the load, largest size"
+    )
+    parser.add_argument(
+        "--pages",
+        action="store_true",
+        help="only the lists' and pages' p95 per size (after --cases cases, no idle, sweep)",
     )
     parser.add_argument(
         "--sweep", action="store_true", help="only a retention sweep's store requests per size"

@@ -240,6 +240,27 @@ class Case:
     error: str = ""
 
 
+async def store_requests(stack: ServiceStack, services: Any) -> dict[str, dict[str, float]]:
+    """The store commands each of `services` has sent so far (all its copies), by kind: its
+    `avis_store_requests_total`, reads and writes of its own data apart (pings left out)."""
+    totals: dict[str, dict[str, float]] = {}
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        for service in services:
+            counts = totals.setdefault(service, {})
+            for member in stack.of(service):
+                text = (await http.get(f"{member.url}/metrics")).text
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if sample.name != "avis_store_requests_total":
+                            continue
+                        kind, op = sample.labels["kind"], sample.labels["op"]
+                        if op == "other":
+                            continue
+                        key = f"{kind} {op}" if kind == "data" else kind
+                        counts[key] = counts.get(key, 0.0) + sample.value
+    return totals
+
+
 class JourneyStack:
     """The four services in one configuration, with the partner's receiver and the probe."""
 
@@ -470,25 +491,9 @@ class JourneyStack:
         return figures
 
     async def store_requests(self) -> dict[str, dict[str, float]]:
-        """The store commands each service has sent so far (all its copies), by kind: its
-        `avis_store_requests_total`, reads and writes of its own data apart (pings left out)."""
+        """The store commands each service has sent so far (`store_requests`)."""
         assert self.stack is not None
-        totals: dict[str, dict[str, float]] = {}
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            for service in SERVICES:
-                counts = totals.setdefault(service, {})
-                for member in self.stack.of(service):
-                    text = (await http.get(f"{member.url}/metrics")).text
-                    for family in text_string_to_metric_families(text):
-                        for sample in family.samples:
-                            if sample.name != "avis_store_requests_total":
-                                continue
-                            kind, op = sample.labels["kind"], sample.labels["op"]
-                            if op == "other":
-                                continue
-                            key = f"{kind} {op}" if kind == "data" else kind
-                            counts[key] = counts.get(key, 0.0) + sample.value
-        return totals
+        return await store_requests(self.stack, SERVICES)
 
     def usage(self) -> dict[str, dict[str, float]]:
         """CPU seconds so far and peak memory of every service instance and infra process."""
