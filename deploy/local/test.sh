@@ -4,6 +4,18 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 infra="deploy/local/infra.sh"
+# shellcheck source=procs.sh
+source deploy/local/procs.sh
+# Another stack on these ports (a second run with the same TEST_PORT_PREFIX): refuse before its
+# state folder is removed from under it.
+for port in "$AVIS_KAFKA_PORT" "$AVIS_MONGO_PORT" "$AVIS_SMTP_PORT" "$AVIS_OIDC_PORT" \
+    "$AVIS_KMS_PORT" "$AVIS_KRATOS_PORT"; do
+  if port_open "$port"; then
+    echo "[test] port $port is taken: another test stack runs with these ports (the same" \
+      "TEST_PORT_PREFIX?); stop it, or choose another TEST_PORT_PREFIX and TEST_STATE" >&2
+    exit 1
+  fi
+done
 rm -rf "$AVIS_STATE_DIR"
 # A port in the kernel's ephemeral range can be taken, while its server is stopped, by a client's
 # own reconnection (a TCP self-connect); the outage tests and the fault run restart the broker
