@@ -335,10 +335,10 @@ async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
     partner = "partner-fuzz"
     await subscribe(stack, partner, "https://hooks.partner.example/fuzz")
     for sub, role, seconds in (
-        (partner, "partner", 30),
-        ("coord-fuzz", "coordinator", 20),
-        ("pat-fuzz", "patient", 10),
-        ("rev-fuzz", "reviewer", 10),
+        (partner, "partner", 16),
+        ("coord-fuzz", "coordinator", 10),
+        ("pat-fuzz", "patient", 6),
+        ("rev-fuzz", "reviewer", 6),
     ):
         token = stack.token(sub, role)  # type: ignore[arg-type]
         only = ("--include-path-regex", "^/v1/(subscriptions|deliveries)")
