@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from avis.shared.events import Language
-from avis.web import texts
+from avis.web import rules, texts
 from avis.web.main import create_app
 from avis.web.settings import Settings
 
@@ -205,7 +205,10 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
     assert "already declined this case" in case.text and "at capacity" in case.text
     assert "Declined: outside their expertise." in case.text
     assert 'value="rev-haem-9"' in case.text
-    assert "break-glass" in case.text and "triage" in case.text
+    # The trail says what was done and why in words, never in codes.
+    assert "read the medical content" in case.text and "clinical.read" not in case.text
+    assert "an exceptional read, with its reason" in case.text and "triage" in case.text
+    assert "break-glass" not in case.text
     reviewers = await browser.get("/board/reviewers?specialty=haematology")
     assert (
         'Never given cases from <code class="nowrap">HOSP-X</code>' in reviewers.text
@@ -325,3 +328,13 @@ def test_every_key_of_the_board_and_console_has_its_text() -> None:
     for language in Language:
         catalogue = texts.keys(language)
         assert not sorted(k for k in used if not catalogue.get(k)), language
+
+
+def test_every_action_and_purpose_of_a_trail_is_said_in_words_on_both_pages() -> None:
+    for language in Language:
+        catalogue = texts.keys(language)
+        wanted = [f"access.action.{a}" for a in rules.TRAIL_ACTIONS]
+        wanted += [
+            f"{page}.purpose.{p}" for p in rules.TRAIL_PURPOSES for page in ("access", "board")
+        ]
+        assert not sorted(k for k in wanted if not catalogue.get(k)), language

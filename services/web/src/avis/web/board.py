@@ -128,6 +128,8 @@ async def board_case(
         case=case,
         assignments=sorted(assignments.items, key=_by_round, reverse=True),
         trail=trail.items,
+        actions=rules.TRAIL_ACTIONS,
+        purposes=rules.TRAIL_PURPOSES,
         queued=queued,
         reviewers=reviewers,
     )

@@ -51,6 +51,36 @@ STATUS_MESSAGES = {
     415: "error.unsupported_document_type",
     422: "error.validation",
 }
+# The actions and purposes intake, review and reports record in their access trails that the
+# catalogues say in plain words, on the patient's page and the coordinator's (another is shown
+# as its code, never hidden).
+TRAIL_ACTIONS = frozenset(
+    {
+        "case.read",
+        "clinical.read",
+        "document.read",
+        "case.create",
+        "document.add",
+        "document.delete",
+        "case.submit",
+        "case.withdraw",
+        "case.claim",
+        "case.erasure-request",
+        "case.erase",
+        "case.hold",
+        "case.release",
+        "report.read",
+        "report.list",
+        "opinion.read",
+        "opinion.create",
+        "opinion.correct",
+        "decline.read",
+        "review.decline",
+    }
+)
+TRAIL_PURPOSES = frozenset(
+    {"own-case", "filed-case", "assigned-review", "coordination", "break-glass"}
+)
 # Where each role's pages start (the patient's are /cases).
 HOMES = {"coordinator": "/board", "partner": "/partner", "reviewer": "/review"}
 UNEXPECTED = "error.unexpected"

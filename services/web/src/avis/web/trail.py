@@ -8,35 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from avis.web.api import CaseId, Checked, Pages, Person, see, tell, token
+from avis.web.rules import TRAIL_ACTIONS, TRAIL_PURPOSES
 
 router = APIRouter(include_in_schema=False)
-# The actions and purposes intake, review and reports record that the catalogues say in plain
-# words (another is shown as its code, never hidden).
-ACTIONS = frozenset(
-    {
-        "case.read",
-        "clinical.read",
-        "document.read",
-        "case.create",
-        "document.add",
-        "document.delete",
-        "case.submit",
-        "case.withdraw",
-        "case.claim",
-        "case.erasure-request",
-        "case.erase",
-        "case.hold",
-        "case.release",
-        "report.read",
-        "report.list",
-        "opinion.read",
-        "opinion.create",
-        "opinion.correct",
-        "decline.read",
-        "review.decline",
-    }
-)
-PURPOSES = frozenset({"own-case", "filed-case", "assigned-review", "coordination", "break-glass"})
 
 
 @router.get("/cases/{case_id}/access")
@@ -48,8 +22,8 @@ async def access(request: Request, web: Pages, session: Person, case_id: CaseId)
         "access.html",
         case_id=case_id,
         trail=trail.items,
-        actions=ACTIONS,
-        purposes=PURPOSES,
+        actions=TRAIL_ACTIONS,
+        purposes=TRAIL_PURPOSES,
     )
 
 
