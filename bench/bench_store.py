@@ -493,7 +493,22 @@ async def open_pages(
         "partner": ("partner:desk-bench:partner-bench", {}),
         "reviewer": (f"reviewer:{reviewer}", {"assignment": assignment}),
     }
-    return await pages(stack, args.list_samples, people)
+    if not (args.profile and args.pages):
+        return await pages(stack, args.list_samples, people)
+    # py-spy on web and the services its pages call, while the pages are opened.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    profilers = {}
+    for name in ("web", "review", "intake"):
+        process = stack.of(name)[0].process
+        assert process is not None
+        path = ROOT / f"bench/results/pages-profile-{name}-{stamp}.txt"
+        profilers[name] = Profiler(process.pid, path)
+    try:
+        return await pages(stack, args.list_samples, people)
+    finally:
+        for name, profiler in profilers.items():
+            print(f"[bench-store] pages profile of {name}:", flush=True)
+            print(json.dumps(profiler.stop(), indent=1), flush=True)
 
 
 async def assignment_of(stack: ServiceStack, case_id: str) -> tuple[str, str]:
@@ -700,7 +715,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="1,000 and 5,000 cases, short")
     parser.add_argument("--label", default="", help="a name for this run in the results file")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy on intake during the load, largest size"
+        "--profile",
+        action="store_true",
+        help="py-spy on intake during the load, largest size (with --pages: on web, review "
+        "and intake while the pages are opened)",
     )
     parser.add_argument(
         "--pages",

@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Avis's own frames, as py-spy names them: "(intake/...)", "(shared/...)".
-OURS = re.compile(r"\((intake|review|reports|notify|shared)/")
+OURS = re.compile(r"\((intake|review|reports|notify|web|shared)/")
 
 
 class Profiler:

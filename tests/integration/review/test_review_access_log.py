@@ -208,6 +208,13 @@ async def test_a_decline_and_each_read_of_its_reason_are_in_the_trail(stack: Rev
         assert own.status_code == 200 and own.json()["decline_reason"] is None
     await stack.log.wait(case_id, ASSIGNED, count=2)
     async with stack.client("coord-5", "coordinator") as coordinator:
+        # A list's rows (the board's) hold neither the reason nor the rationale: no read.
+        rows = await coordinator.get("/v1/assignments", params={"case_id": case_id, "brief": 1})
+        assert rows.status_code == 200 and len(rows.json()["items"]) == 2, rows.text
+        assert declined["reason"] not in rows.text and '"rationale":null' in rows.text
+        assert said((await coordinator.get(f"/v1/cases/{case_id}/access-log")).json()) == [
+            ("reviewer", "review.decline", "allowed", "assigned-review")
+        ]
         listed = await coordinator.get("/v1/assignments", params={"case_id": case_id})
         assert declined["reason"] in listed.text
         one = await coordinator.get(f"/v1/assignments/{first['id']}")

@@ -180,6 +180,13 @@ async def list_assignments(
     ] = None,
     reviewer_id: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
     case_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    brief: Annotated[
+        bool,
+        Query(
+            description="true: rows for a list, without the matcher's rationale and without "
+            "decline reasons (so no read of a reason is recorded in the cases' trails)."
+        ),
+    ] = False,
     cursor: Cursor = None,
     limit: Limit = 20,
 ) -> AssignmentPage:
@@ -190,6 +197,7 @@ async def list_assignments(
         overdue=overdue,
         reviewer_id=reviewer_id,
         case_id=case_id,
+        brief=brief,
         cursor=cursor,
         limit=limit,
     )

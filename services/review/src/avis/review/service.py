@@ -275,12 +275,14 @@ class ReviewService:
         overdue: bool | None = None,
         reviewer_id: str | None = None,
         case_id: str | None = None,
+        brief: bool = False,
         cursor: str | None = None,
         limit: int,
     ) -> AssignmentPage:
         """A page of assignments, soonest due first: a reviewer's own, or all for coordinators;
-        in any of `statuses` (none: every status)."""
-        coordinator = rules.is_coordinator(principal)
+        in any of `statuses` (none: every status). Coordinators are shown the matcher's
+        rationale and the decline reasons, unless `brief`."""
+        full = rules.is_coordinator(principal) and not brief
         at = now()
         docs, more = await self.store.assignments_page(
             reviewer_id=rules.assignments_reviewer(principal, reviewer_id),
@@ -289,16 +291,16 @@ class ReviewService:
             overdue_at=None if overdue is None else (overdue, at),
             after=cursor,
             limit=limit + 1,
-            projection=LISTED if coordinator else LISTED_FOR_REVIEWER,
+            projection=LISTED if full else LISTED_FOR_REVIEWER,
         )
         if overdue:
             OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at=at))
-        reasons = {d.id: await self.seals.reason(d) for d in docs} if coordinator else {}
+        reasons = {d.id: await self.seals.reason(d) for d in docs} if full else {}
         page = AssignmentPage.of(
             docs,
             limit,
             key=lambda d: d.sort_key,
-            view=lambda d: d.view(at=at, coordinator=coordinator, reason=reasons.get(d.id)),
+            view=lambda d: d.view(at=at, coordinator=full, reason=reasons.get(d.id)),
         )
         if page.next_cursor is None and more is not None:
             page.next_cursor = more  # stopped at its budget: the rest is further on

@@ -69,7 +69,7 @@ async def board(
     queue, assignments, cases = await asyncio.gather(
         web.platform.queue(token=who),
         web.platform.assignments(
-            token=who, status=assignment, overdue=late or None, limit=BOARD_ROWS
+            token=who, status=assignment, overdue=late or None, brief=True, limit=BOARD_ROWS
         ),
         web.platform.cases_by_status(token=who, status=status, limit=BOARD_ROWS),
     )

@@ -320,16 +320,19 @@ class Platform:
         status: str | None = None,
         overdue: bool | None = None,
         case_id: str | None = None,
+        brief: bool = False,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Listing[AssignmentView]:
-        """Assignments, soonest due first (coordinators see the matcher's rationale)."""
+        """Assignments, soonest due first (coordinators see the matcher's rationale and the
+        decline reasons, unless `brief`: rows for a list)."""
         found = await self._get(
             f"{self.review}/v1/assignments",
             token=token,
             status=status,
             overdue=overdue,
             case_id=case_id,
+            brief=brief or None,
             cursor=cursor,
             limit=str(limit),
         )
