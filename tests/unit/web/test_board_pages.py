@@ -200,6 +200,8 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
         assert words in board.text
     assert "Overdue" in board.text and "⚠" in board.text  # said in words, not colour alone
     assert "Dead letters" in board.text
+    listed = [r for r in SEEN if r.url.path == "/v1/assignments"]
+    assert listed and listed[-1].url.params["brief"] == "true", "rows only: no reason read"
     case = await browser.get(f"/board/cases/{CASE_ID}")
     assert case.status_code == 200, case.text
     assert "already declined this case" in case.text and "at capacity" in case.text
