@@ -12,6 +12,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
+from avis.intake.erasure import Erasures
 from avis.intake.models import (
     DOCUMENT_ID_PATTERN,
     CaseCreate,
@@ -26,7 +27,7 @@ from avis.intake.models import (
     ReasonIn,
     SubmitIn,
 )
-from avis.intake.service import Erasures, IntakeService, Upload
+from avis.intake.service import IntakeService, Upload
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses

@@ -1,12 +1,14 @@
 """The intake service's composition root: settings -> runtime (observability, broker, store) ->
 store, emitter and relay -> service -> handlers and routes."""
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
-from avis.intake.service import SOURCE, Erasures, IntakeService, Limits
+from avis.intake.erasure import Erasures
+from avis.intake.service import SOURCE, IntakeService, Limits
 from avis.intake.settings import Settings
 from avis.shared.bodies import BodyLimits
 from avis.shared.case_keys import CaseKeys
@@ -22,18 +24,37 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the intake app over its own store and broker connections."""
-    settings = settings or Settings()
+@dataclass(frozen=True)
+class Parts:
+    """What every copy of intake connects to and writes through, the service and the operators'
+    one-off commands alike (`avis-case-keys`)."""
+
+    runtime: Runtime
+    store: store.Store
+    emitter: Emitter
+    keys: CaseKeys
+
+
+def parts(settings: Settings) -> Parts:
+    """Intake's runtime (observability, broker, store), its store, emitter and case keys."""
     # A case's HTTP writes reach any copy, its events one copy: its writers hold it among all.
     runtime = Runtime(settings, sends=SENDS, across_copies=[store.CASES])
     cases = store.Store(runtime.db)
     runtime.on_store(store.init)
+    emitter = Emitter(SOURCE, runtime.relay, cases.cases)
+    return Parts(runtime, cases, emitter, CaseKeys.from_settings(settings))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the intake app over its own store and broker connections."""
+    settings = settings or Settings()
+    made = parts(settings)
+    runtime, cases = made.runtime, made.store
     intake = IntakeService(
         store=cases,
         locks=runtime.locks,
-        emitter=Emitter(SOURCE, runtime.relay, cases.cases),
-        keys=CaseKeys.from_settings(settings),
+        emitter=made.emitter,
+        keys=made.keys,
         limits=Limits(
             settings.max_document_bytes,
             settings.max_documents_per_case,

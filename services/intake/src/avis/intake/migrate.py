@@ -37,9 +37,8 @@ from dataclasses import dataclass
 import structlog
 
 from avis.intake import rules
-from avis.intake import store as intake_store
-from avis.intake.main import SENDS
-from avis.intake.service import SOURCE, details_of, opened
+from avis.intake.main import parts
+from avis.intake.service import details_of, opened
 from avis.intake.settings import Settings
 from avis.intake.store import Case, Store
 from avis.shared.case_keys import CaseKeys
@@ -48,7 +47,6 @@ from avis.shared.emit import Emitter
 from avis.shared.events import CaseKeyed
 from avis.shared.mongo import AggregateLocks
 from avis.shared.outbox import HINTS
-from avis.shared.runtime import Runtime
 
 MIGRATION = "case-keys"
 log = structlog.get_logger("avis.intake.migrate")
@@ -145,15 +143,9 @@ class CaseKeying:
 async def migrate(settings: Settings, *, limit: int | None = None, wait: float = 60.0) -> Progress:
     """Run the migration as one more copy of intake: connected as intake is, its events
     published by its own relay before it stops (else by a copy of intake once it is gone)."""
-    runtime = Runtime(settings, sends=SENDS, across_copies=[intake_store.CASES])
-    cases = Store(runtime.db)
-    runtime.on_store(intake_store.init)
-    keying = CaseKeying(
-        store=cases,
-        locks=runtime.locks,
-        emitter=Emitter(SOURCE, runtime.relay, cases.cases),
-        keys=CaseKeys.from_settings(settings),
-    )
+    made = parts(settings)
+    runtime = made.runtime
+    keying = CaseKeying(store=made.store, locks=runtime.locks, emitter=made.emitter, keys=made.keys)
     await runtime.start()
     try:
         await _until(lambda: runtime.store_initialised and runtime.kafka_started, wait)

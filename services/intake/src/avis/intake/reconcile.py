@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from avis.intake.service import Reconciled, Reconciliation
+from avis.intake.erasure import Reconciled, Reconciliation
 from avis.intake.settings import Settings
 from avis.intake.store import Store
 from avis.shared.case_keys import CaseKeys
