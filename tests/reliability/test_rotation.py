@@ -52,7 +52,7 @@ async def test_credentials_and_keyrings_rotate_while_cases_flow(tmp_path: Path) 
         reviewers=4,
         capacity=(2, 4),
         filers=4,
-        fault_seconds=60.0,  # the filing's spread: the restarts land while it goes on
+        fault_seconds=40.0,  # the filing's spread: the restarts land while it goes on
         kills_per_service=0,
         outages=False,
         think_seconds=2.0,

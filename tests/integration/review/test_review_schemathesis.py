@@ -18,7 +18,7 @@ async def test_openapi_fuzzing_as_a_coordinator_finds_no_server_error(stack: Rev
     await stack.add_reviewer("fuzz-a", ["oncology"], ["fr"], capacity=1)
     await stack.add_reviewer("fuzz-b", ["oncology"], ["en"], capacity=0)
     run = await fuzz(
-        stack.url, stack.token("coord-fuzz", "coordinator"), seed="20260301", max_seconds=40
+        stack.url, stack.token("coord-fuzz", "coordinator"), seed="20260301", max_seconds=30
     )
     assert_clean(run)
 
