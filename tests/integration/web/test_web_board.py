@@ -64,7 +64,7 @@ async def test_a_clinical_read_asks_for_a_reason_that_the_access_log_keeps(
         assert read.headers["cache-control"] == "no-store"
         page = await browser.get(f"/board/cases/{case_id}")
         trail = page.text.split("Who looked at this case", 1)[1]
-        assert "clinical.read" in trail and reason in trail
+        assert "read the medical content" in trail and reason in trail
 
 
 async def events_of(stream: httpx.Response) -> AsyncIterator[tuple[str, str]]:

@@ -46,7 +46,7 @@ async def test_a_hold_refuses_the_erasure_until_it_is_lifted_then_the_case_is_er
         assert "A legal hold stands since" in held.text and "Lift the legal hold" in held.text
         assert "Erase for good" not in held.text  # no erasure offered while the hold stands
         trail = held.text.split("Who looked at this case", 1)[1]
-        assert "case.hold" in trail and held_because in trail  # the reason, for coordinators
+        assert "put the data under a legal hold" in trail and held_because in trail  # and why
 
         # A page opened before the hold was set (by another coordinator) posts the erasure.
         data = {"reason": "The patient asked by phone", "reference": reference}
