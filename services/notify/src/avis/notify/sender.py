@@ -25,13 +25,14 @@ from avis.notify.store import (
     Store,
     claim_aad,
     contact_aad,
+    physician_aad,
 )
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret
+from avis.shared.events import ClaimSecret, PhysicianContact
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
-from avis.shared.sealing import Keyring, SealingError
+from avis.shared.sealing import Keyring, Sealed, SealingError
 
 log = structlog.get_logger("avis.notify")
 
@@ -139,16 +140,15 @@ class EmailSender:
             erased = case is not None and case.erased_at is not None
             if erased and not rules.outlives_erasure(send.template):
                 return None
-            if case is None or case.contact is None:
+            to_physician = send.template is Template.PHYSICIAN_REPORT
+            sealed = (case.physician if to_physician else case.contact) if case else None
+            if case is None or sealed is None:
                 result = Result(Outcome.PERMANENT, None, "no contact for the case")
             else:
                 # The key the address is sealed under: the case's, or an erasure notice's own.
-                ring = await self.keys.opening(case.contact)
+                ring = await self.keys.opening(sealed)
                 try:
-                    contact = ring.open_model(
-                        case.contact, aad=contact_aad(case.id), model=Recipient
-                    )
-                    params = self._params(send, case, ring)
+                    email, params = self._recipient(send, case, sealed, ring)
                 except SealingError:
                     result = Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
                 else:
@@ -156,7 +156,7 @@ class EmailSender:
                         template=send.template,
                         language=send.language,
                         params=params,
-                        to=contact.email,
+                        to=email,
                         sender=self.settings.mail_from,
                         message_id=send.message_id,
                         queued_at=send.created_at,
@@ -166,6 +166,21 @@ class EmailSender:
             if result.code is not None:
                 span.set_attribute("smtp.reply_code", result.code)
             return result
+
+    def _recipient(
+        self, send: SendDoc, case: CaseDoc, sealed: Sealed, ring: Keyring
+    ) -> tuple[str, dict[str, str]]:
+        """The address a send goes to and its parameters, opened here only: the treating
+        physician's, with the link that opens the report for them, or the patient's."""
+        if send.template is not Template.PHYSICIAN_REPORT:
+            contact = ring.open_model(sealed, aad=contact_aad(case.id), model=Recipient)
+            return contact.email, self._params(send, case, ring)
+        physician = ring.open_model(sealed, aad=physician_aad(case.id), model=PhysicianContact)
+        params = dict(send.params)
+        url = params.pop("report_url", "")
+        if physician.link_secret is not None and url:  # else no link: none would open for them
+            params["report_url"] = rules.physician_link(url, case.id, physician.link_secret)
+        return physician.email, params
 
     def _params(self, send: SendDoc, case: CaseDoc, ring: Keyring) -> dict[str, str]:
         """The send's parameters, its links to the people's pages; the first email of a case

@@ -2,6 +2,8 @@
 become report versions, what the client asked for, and the composition of the report itself.
 No I/O here; the texts come in as a `Texts` (the catalogue of one language)."""
 
+import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -442,3 +444,22 @@ def _labels(t: Texts) -> Labels:
         confidential=t("footer.confidential"),
         page=t("footer.page", page="%(page)s", pages="%(pages)s"),
     )
+
+
+# --- the treating physician's link ------------------------------------------------------------
+
+# What the keyed digest of a physician's link secret is derived for (`Keyring.derive`).
+PHYSICIAN_LINK_PURPOSE = "avis-reports:physician-link"
+
+
+def physician_link_digest(key: bytes, case_id: str, secret: str) -> str:
+    """The keyed digest kept instead of the secret of a physician's link (HMAC-SHA256, bound to
+    the case, so one case's secret opens no other case)."""
+    return hmac.new(key, f"{case_id}:{secret}".encode(), hashlib.sha256).hexdigest()
+
+
+def physician_link_matches(key: bytes, case_id: str, secret: str, digest: str | None) -> bool:
+    """Whether `secret` opens the case's report for its physician, compared in constant time."""
+    if digest is None:
+        return False
+    return hmac.compare_digest(physician_link_digest(key, case_id, secret), digest)

@@ -1,0 +1,141 @@
+"""The treating physician's copy, end to end on loopback over the real broker and store: a case
+submitted with the physician's email and the `share_with_physician` consent is matched and
+answered in review, reports issues its report, and notify writes to the physician, in the
+physician's language, with a link that opens the whole report for them, and for nobody else:
+not with another secret, not on another case, not without the secret. The patient's own
+emails never carry that link."""
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from avis.notify.main import create_app as create_notify_app
+from avis.reports.main import create_app as create_reports_app
+from avis.review.main import create_app as create_review_app
+from avis.shared.events import Language
+from avis.shared.security import Role, mint_token
+from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from tests.e2e.test_report_journey import OPINIONS, pdftotext
+from tests.support.basics import eventually, serve, skip_history, unique
+from tests.support.intake import running_intake
+from tests.support.notify import body_text, html_text, mailbox, notify_settings, stub_resolver
+from tests.support.reports import reports_settings
+from tests.support.review import review_settings
+from tests.support.samples import case_body, consent_body, pdf, upload
+
+pytestmark = pytest.mark.infra
+
+LINK = re.compile(r"https?://\S+/report/physician/[A-Za-z0-9_-]+")
+
+
+async def test_the_physician_reads_the_report_through_their_link_only() -> None:
+    review_config = review_settings()
+    reports_config = reports_settings()
+    notify_config = notify_settings()
+    await skip_history(f"avis-{review_config.service_name}", [CASE_SUBMITTED])
+    await skip_history(f"avis-{reports_config.service_name}", [CASE_SUBMITTED, REVIEW_COMPLETED])
+    await skip_history(
+        f"avis-{notify_config.service_name}", [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY]
+    )
+    review_app = create_review_app(review_config)
+    reports_app = create_reports_app(reports_config)
+    notify_app = create_notify_app(notify_config)
+    notify_app.state.notify.webhooks.resolver = stub_resolver
+
+    def client(url: str, sub: str, role: Role) -> httpx.AsyncClient:
+        token = mint_token(review_config, sub, role)
+        return httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+        )
+
+    async with (
+        running_intake() as intake,
+        serve(review_app) as review_url,
+        serve(reports_app) as reports_url,
+        serve(notify_app),
+    ):
+        for app in (review_app, reports_app, notify_app):
+            await eventually(lambda app=app: app.state.runtime.kafka_started, timeout=60)
+        reviewer_id = unique("onc")
+        async with client(review_url, "coord-e2e", "coordinator") as coordinator:
+            created = await coordinator.post(
+                "/v1/reviewers",
+                json={
+                    "id": reviewer_id,
+                    "display_name": "Dr Claire Fontaine",
+                    "specialties": ["oncology"],
+                    "languages": ["fr", "en"],
+                    "capacity": 5,
+                },
+            )
+            assert created.status_code == 201, created.text
+
+        # The patient (French) names their physician (English), with the consent to share.
+        patient_email = f"{unique('patient')}@exemple.fr"
+        physician_email = f"{unique('dr')}@cabinet.example"
+        patient = intake.client(role="patient")
+        person = case_body()["patient"] | {"email": patient_email}
+        physician = {
+            "name": "Dr Owen Price",
+            "institution_code": "750712184",
+            "email": physician_email,
+            "language": "en",
+        }
+        draft = await patient.post("/v1/cases", json=case_body(patient=person, physician=physician))
+        assert draft.status_code == 201, draft.text
+        case_id, reference = draft.json()["case_id"], draft.json()["reference"]
+        assert (await patient.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))).is_success
+        submitted = await patient.post(
+            f"/v1/cases/{case_id}/submit", json=consent_body("review", "share_with_physician")
+        )
+        assert submitted.status_code == 200, submitted.text
+
+        async with client(review_url, reviewer_id, "reviewer") as reviewer:
+
+            async def assignment() -> dict[str, Any] | None:
+                items = (await reviewer.get("/v1/assignments")).json()["items"]
+                return next((a for a in items if a["case_id"] == case_id), None)
+
+            url = f"/v1/assignments/{(await eventually(assignment, timeout=60))['id']}"
+            assert (await reviewer.post(f"{url}/accept")).status_code == 200
+            answered = await reviewer.post(f"{url}/opinion", json=OPINIONS[Language.FR])
+            assert answered.status_code == 201, answered.text
+
+        # The physician's email: in English, from the sink, with the link.
+        (mail,) = await eventually(lambda: mailbox(physician_email), timeout=60)
+        assert mail["Content-Language"] == "en"
+        assert reference in str(mail["Subject"])
+        text = body_text(mail)
+        assert text.startswith("Hello,")
+        assert "Camille" not in text and "Martin" not in text, "the email names no one"
+        (link,) = set(LINK.findall(text))
+        assert link in html_text(mail)
+        assert link.startswith(f"http://reports.test/v1/cases/{case_id}/report/physician/")
+        path = urlsplit(link).path
+        secret = path.rsplit("/", 1)[1]
+
+        # The patient's emails, in French, never carry the physician's link.
+        patient_mails = await eventually(
+            lambda: len(mailbox(patient_email)) >= 3 and mailbox(patient_email), timeout=60
+        )
+        assert {m["Content-Language"] for m in patient_mails} == {"fr"}
+        assert all(secret not in m.as_string() for m in patient_mails)
+
+        async with httpx.AsyncClient(base_url=reports_url, timeout=30.0) as anyone:
+            opened = await anyone.get(path)
+            assert opened.status_code == 200, opened.text
+            assert opened.headers["content-type"] == "application/pdf"
+            assert opened.headers["cache-control"] == "no-store"
+            printed = " ".join(pdftotext(opened.content).split())
+            assert "Camille Martin" in printed and reference in printed, "the whole report"
+
+            # Nobody else: another secret, the secret on another case, no secret at all.
+            other_secret = "A" * 43
+            assert (await anyone.get(path.replace(secret, other_secret))).status_code == 404
+            elsewhere = path.replace(case_id, "00000000-0000-4000-8000-000000000000")
+            assert (await anyone.get(elsewhere)).status_code == 404
+            assert (await anyone.get(f"/v1/cases/{case_id}/report")).status_code == 401
+            assert (await anyone.get(path[: -len(secret)] + "short")).status_code in (404, 422)
