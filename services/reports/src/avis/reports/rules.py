@@ -354,7 +354,9 @@ def compose(
 
 
 def _sections(t: Texts, content: CompletedOpinion) -> list[ReportSection]:
-    """The opinion's numbered parts, then the summary for the patient."""
+    """The opinion's numbered parts, then the summary for the patient in plain words (what the
+    specialist concludes of the diagnosis, then their summary for the patient: nothing written
+    for them), which the printed report puts first."""
     bodies = {
         SectionCode.DIAGNOSIS: content.diagnosis.explanation,
         SectionCode.IMAGING_AND_LAB_REVIEW: content.imaging_and_lab_review,
@@ -377,15 +379,14 @@ def _sections(t: Texts, content: CompletedOpinion) -> list[ReportSection]:
         )
         for number, code in enumerate(OPINION_SECTIONS, start=1)
     ]
-    sections.append(
-        ReportSection(
-            code=SectionCode.SUMMARY,
-            number=None,
-            heading=t("heading.summary"),
-            text=content.summary_for_patient.strip(),
-        )
+    summary = ReportSection(
+        code=SectionCode.SUMMARY,
+        number=None,
+        heading=t("heading.summary"),
+        lead=t(f"assessment.{content.diagnosis.assessment.value}"),
+        text=content.summary_for_patient.strip(),
     )
-    return sections
+    return [*sections, summary]
 
 
 def _questions(
