@@ -3,7 +3,8 @@ submitted with the physician's email and the `share_with_physician` consent is m
 answered in review, reports issues its report, and notify writes to the physician, in the
 physician's language, with a link that opens the whole report for them, and for nobody else:
 not with another secret, not on another case, not without the secret. The patient's own
-emails never carry that link."""
+emails never carry that link, and no store of the four services holds the physician's name,
+address or link secret in clear."""
 
 import re
 from typing import Any
@@ -19,9 +20,10 @@ from avis.shared.events import Language
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.e2e.test_report_journey import OPINIONS, pdftotext
-from tests.support.basics import eventually, serve, skip_history, unique
+from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
 from tests.support.notify import body_text, html_text, mailbox, notify_settings, stub_resolver
+from tests.support.privacy import assert_absent, stored_bytes
 from tests.support.reports import reports_settings
 from tests.support.review import review_settings
 from tests.support.samples import case_body, consent_body, pdf, upload
@@ -31,7 +33,9 @@ pytestmark = pytest.mark.infra
 LINK = re.compile(r"https?://\S+/report/physician/[A-Za-z0-9_-]+")
 
 
-async def test_the_physician_reads_the_report_through_their_link_only() -> None:
+async def test_the_physician_reads_the_report_through_their_link_only(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     review_config = review_settings()
     reports_config = reports_settings()
     notify_config = notify_settings()
@@ -139,3 +143,16 @@ async def test_the_physician_reads_the_report_through_their_link_only() -> None:
             assert (await anyone.get(elsewhere)).status_code == 404
             assert (await anyone.get(f"/v1/cases/{case_id}/report")).status_code == 401
             assert (await anyone.get(path[: -len(secret)] + "short")).status_code in (404, 422)
+
+        # At rest and in the logs: the physician's name, address and secret, nowhere in clear.
+        databases = [
+            intake.settings.mongo_database,
+            review_config.mongo_database,
+            reports_config.mongo_database,
+            notify_config.mongo_database,
+        ]
+        stores = {name: await stored_bytes(MONGO_URL, name) for name in databases}
+    assert all(stores.values())
+    logs = capfd.readouterr()
+    secrets = {"name": "Owen Price", "email": physician_email, "link secret": secret}
+    assert_absent(secrets, {**stores, "logs": (logs.out + logs.err).encode()})
