@@ -4,7 +4,7 @@ link that opens the report for them."""
 import pytest
 
 from avis.notify.models import Template
-from avis.notify.rules import physician_copy, physician_link
+from avis.notify.rules import fhir_endpoint, physician_copy, physician_link
 
 
 @pytest.mark.parametrize("template", [*Template, None])
@@ -19,3 +19,10 @@ def test_the_link_is_on_the_reports_service_that_announced_the_report() -> None:
         "https://reports.avis.example/v1/reports/r-1?version=2", "case/1", "s3cr3t_-x"
     )
     assert link == "https://reports.avis.example/v1/cases/case%2F1/report/physician/s3cr3t_-x"
+
+
+def test_an_institution_with_an_endpoint_takes_the_fhir_document() -> None:
+    endpoints = {"290000017": "https://fhir.chu.example/Bundle"}
+    assert fhir_endpoint(endpoints, "290000017") == "https://fhir.chu.example/Bundle"
+    assert fhir_endpoint(endpoints, "750712184") is None
+    assert fhir_endpoint(endpoints, None) is None

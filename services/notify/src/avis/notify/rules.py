@@ -504,6 +504,12 @@ def physician_copy(template: Template | None, *, has_physician: bool) -> bool:
     return has_physician and template in (Template.REPORT_READY, Template.REPORT_UPDATED)
 
 
+def fhir_endpoint(endpoints: dict[str, str], institution: str | None) -> str | None:
+    """Where the physician's institution takes reports as FHIR documents, if it does (then the
+    document is posted there instead of the email)."""
+    return endpoints.get(institution) if institution else None
+
+
 def physician_link(report_url: str, case_id: str, secret: str) -> str:
     """The link that opens the case's latest report for its physician, on the reports service
     that announced it (`report_url` is one of its versions' addresses)."""

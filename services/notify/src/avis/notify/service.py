@@ -529,6 +529,7 @@ async def take_contact(keys: CaseKeys, case: CaseDoc, event: Event, payload: Cas
     if physician is not None:
         case.physician = ring.seal_json(physician, aad=physician_aad(case.id))
         case.physician_language = physician.language
+        case.physician_institution = payload.physician_institution
     case.language = contact.preferred_language
     case.reference = payload.reference
     case.specialty = payload.specialty.value

@@ -127,6 +127,7 @@ class CaseDoc(Stored):
     # `physician_aad(case id)`.
     physician: Sealed | None = None
     physician_language: Language | None = None
+    physician_institution: str | None = None  # a code (in clear on the submission too)
     traceparent: str = ""
     submitted: bool = False
     withdrawn: bool = False

@@ -159,8 +159,12 @@ async def get_report(
 
 PHYSICIAN_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The latest report version, as a PDF",
-        "content": {PDF_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The latest report version: a PDF, or its FHIR R4B document when "
+        "`Accept` asks for `application/fhir+json`",
+        "content": {
+            PDF_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            FHIR_MEDIA_TYPE: {"schema": {"type": "object"}},
+        },
     },
     **problem_responses(404, 410, 422, 503),
 }
@@ -184,16 +188,20 @@ LinkSecret = Annotated[
     response_class=Response,
     responses=PHYSICIAN_RESPONSES,
 )
-async def get_physician_report(case_id: CaseId, secret: LinkSecret, service: Service) -> Response:
-    """The latest version of the case's report, for its treating physician."""
+async def get_physician_report(
+    case_id: CaseId, secret: LinkSecret, request: Request, service: Service
+) -> Response:
+    """The latest version of the case's report, for its treating physician (or the FHIR
+    document of it, for their institution's endpoint)."""
     served = await physician_report(service, case_id=case_id, secret=secret)
+    # the link's secret goes nowhere else
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    if choose_media_type(request.headers.get("accept")) == FHIR_MEDIA_TYPE:
+        body = _json(service.fhir_document(served=served))
+        return Response(body, media_type=FHIR_MEDIA_TYPE, headers=headers)
     pdf = await service.pdf(served=served)
-    headers = {
-        "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",  # the link's secret goes nowhere else
-        "Content-Disposition": f'inline; filename="{pdf.filename}"',
-        "ETag": pdf.etag,
-    }
+    headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'
+    headers["ETag"] = pdf.etag
     return Response(pdf.content, media_type=PDF_MEDIA_TYPE, headers=headers)
 
 
