@@ -26,6 +26,7 @@ GIVEN = "Éloïse"
 FAMILY = "Dupré-Nuñez"
 EMAIL = "eloise.dupre-nunez@exemple.fr"
 PHONE = "+33 6 98 76 54 32"
+PHYSICIAN = {"name": "Dr Yannick Le Goff", "email": "yannick.legoff@cabinet.example"}
 SUMMARY = "Douleur thoracique après l'opération du cœur; échographie à Lyon en février."
 
 
@@ -37,6 +38,8 @@ SECRETS = {
     "phone": PHONE,
     "summary": SUMMARY,
     "summary fragment": "Douleur thoracique",
+    "physician's name": "Yannick Le Goff",
+    "physician's email": "yannick.legoff@cabinet.example",
 }
 
 
@@ -84,7 +87,8 @@ async def test_nothing_identifying_is_published_logged_or_traced(
         )
         assert refused.status_code == 422
         created = await patient.post(
-            "/v1/cases", json=case_body(patient=patient_in, clinical_summary=SUMMARY)
+            "/v1/cases",
+            json=case_body(patient=patient_in, clinical_summary=SUMMARY, physician=PHYSICIAN),
         )
         assert created.status_code == 201, created.text
         case_id = created.json()["case_id"]
@@ -98,7 +102,9 @@ async def test_nothing_identifying_is_published_logged_or_traced(
             f"/v1/cases/{case_id}/documents", **upload(b"GIF89a", "other", f"{FAMILY}.gif")
         )
         assert bad.status_code == 415
-        submitted = await patient.post(f"/v1/cases/{case_id}/submit", json=consent_body())
+        submitted = await patient.post(
+            f"/v1/cases/{case_id}/submit", json=consent_body("review", "share_with_physician")
+        )
         assert submitted.status_code == 200, submitted.text
         clinical = await patient.get(f"/v1/cases/{case_id}/clinical")
         assert clinical.json()["patient"]["family_name"] == FAMILY, "the owner reads it back"
@@ -134,6 +140,7 @@ async def test_nothing_identifying_is_published_logged_or_traced(
     spans = span_bytes(exporter.get_finished_spans())
     # The haystacks hold what they should, so an empty capture cannot pass for a clean one.
     assert b"avis.case.submitted.v1" in published
+    assert b'"physician":' in published, "the physician travels, sealed"
     assert case_id.encode() in logs and b"case submitted" in logs
     assert case_id.encode() in spans
     assert_absent(SECRETS, {"published": published, "logs": logs, "spans": spans})

@@ -105,7 +105,9 @@ def test_french_report_is_complete_and_french() -> None:
     assert diagnosis.assessment is Assessment.CLARIFIED
     assert diagnosis.lead == "Le spécialiste précise le diagnostic qui vous a été donné."
     assert diagnosis.text == OPINIONS[Language.FR]["diagnosis"]["explanation"]
-    assert report.sections[-1].text == OPINIONS[Language.FR]["summary_for_patient"]
+    summary = report.sections[-1]
+    assert summary.text == OPINIONS[Language.FR]["summary_for_patient"]
+    assert summary.lead == diagnosis.lead, "in plain words, from the opinion's own fields"
     assert report.specialty_text == "Oncologie"
     assert report.reviewer.name == REVIEWERS[Language.FR]
     assert report.reviewer.specialty_text == "Oncologie"

@@ -118,3 +118,16 @@ def test_a_character_the_font_lacks_prints_unaccented_rather_than_as_a_box() -> 
         update={"patient": report.patient.model_copy(update={"name": "Ștefan Țurcan"})}
     )
     assert "Stefan Turcan" in pdftotext(render_pdf(named))
+
+
+@pytest.mark.parametrize("language", [Language.FR, Language.EN])
+def test_the_printed_report_leads_with_its_summary_in_plain_words(language: Language) -> None:
+    report = sample_report(language)
+    text = " ".join(pdftotext(render_pdf(report)).split())
+    summary = report.sections[-1]
+    assert summary.lead is not None
+    first = " ".join(summary.text.split())[:40]
+    at = text.index(summary.heading)
+    assert at < text.index(report.labels.questions), "before the questions"
+    assert at < text.index(report.sections[0].heading), "before the opinion's parts"
+    assert at < text.index(summary.lead) < text.index(first)

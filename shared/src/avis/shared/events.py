@@ -71,7 +71,18 @@ class Question(StrEnum):
 
 
 class ConsentScope(StrEnum):
-    """What the patient consents to: the review itself, and sharing with the referring partner."""
+    """What the patient consents to: the review itself, sharing with the referring partner, and
+    sending the full report to their treating physician."""
+
+    REVIEW = "review"
+    SHARE_WITH_PARTNER = "share_with_partner"
+    SHARE_WITH_PHYSICIAN = "share_with_physician"
+
+
+class SubmittedScope(StrEnum):
+    """The consent scopes `avis.case.submitted.v1` names: those its released readers know. The
+    consent to send the treating physician the report is told by the sealed `physician` field
+    instead, since an added value would make those readers refuse the event."""
 
     REVIEW = "review"
     SHARE_WITH_PARTNER = "share_with_partner"
@@ -112,6 +123,21 @@ class ClaimSecret(SealedContent):
     secret: str
 
 
+class PhysicianContact(SealedContent):
+    """The treating physician the patient asked to receive the full report, sealed in
+    `avis.case.submitted.v1` (only with `share_with_physician`)."""
+
+    name: str | None = None
+    email: str
+    language: Language = Field(description="The language the physician is written to in.")
+    institution_code: str | None = None
+    link_secret: str | None = Field(
+        None,
+        description="The secret of the link that opens the report for this physician only "
+        "(reports keeps a keyed digest of it, notify puts it in the physician's email).",
+    )
+
+
 class OpinionDiagnosis(SealedContent):
     """Whether the diagnosis is confirmed, clarified or revised, and why."""
 
@@ -144,7 +170,12 @@ def sealed(content: type[SealedContent], description: str, *, optional: bool = F
     )
 
 
-SEALED_CONTENTS: tuple[type[SealedContent], ...] = (PatientContact, ClaimSecret, CompletedOpinion)
+SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
+    PatientContact,
+    ClaimSecret,
+    CompletedOpinion,
+    PhysicianContact,
+)
 
 
 class Payload(BaseModel):
@@ -174,8 +205,10 @@ class CaseSubmitted(Payload):
     patient_id: str | None = Field(
         None, description="Pseudonymous subject of the patient who filed the case, if one did."
     )
-    consent_scopes: list[ConsentScope] = Field(
-        default_factory=list, description="What the patient consented to at submission."
+    consent_scopes: list[SubmittedScope] = Field(
+        default_factory=list,
+        description="What the patient consented to at submission (`physician` present: also "
+        "to send the treating physician the report).",
     )
     document_count: int
     submitted_at: AwareDatetime
@@ -184,6 +217,12 @@ class CaseSubmitted(Payload):
     claim: Sealed | None = sealed(
         ClaimSecret,
         "A case a partner filed: the one-time secret its patient claims it with.",
+        optional=True,
+    )
+    physician: Sealed | None = sealed(
+        PhysicianContact,
+        "The treating physician to send the full report to; present only with "
+        "`share_with_physician`.",
         optional=True,
     )
     key_ref: str | None = Field(

@@ -121,11 +121,21 @@ class PatientIn(Strict):
 
 
 class PhysicianIn(Strict):
-    """The treating physician (the review's conflict-of-interest check uses the institution)."""
+    """The treating physician (the review's conflict-of-interest check uses the institution).
+    With an email, and the `share_with_physician` consent at submission, the physician receives
+    the full report through a secure link (or in their institution's FHIR endpoint)."""
 
     name: Name | None = None
     institution_code: Code | None = Field(
         None, description="Institution code, e.g. a FINESS number."
+    )
+    email: Email | None = Field(
+        None,
+        max_length=254,
+        description="Where the full report is sent; needs `share_with_physician` at submission.",
+    )
+    language: Language | None = Field(
+        None, description="fr or en: the physician's language (the patient's if not given)."
     )
 
 
@@ -160,9 +170,10 @@ class ConsentIn(Strict):
     accepted_at: IsoDateTime = Field(description="When it was given; not in the future.")
     scopes: list[ConsentScope] = Field(
         min_length=1,
-        max_length=2,
+        max_length=3,
         description="Must include `review`; `share_with_partner` lets the referring partner "
-        "be told about the case.",
+        "be told about the case; `share_with_physician` sends the full report to the treating "
+        "physician (whose email the draft must give, and only with this scope).",
         json_schema_extra={"contains": {"const": ConsentScope.REVIEW.value}},
     )
 

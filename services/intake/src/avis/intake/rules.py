@@ -641,6 +641,44 @@ def check_consent(body: SubmitIn, now: datetime) -> None:
         )
 
 
+def check_physician_consent(scopes: list[ConsentScope], *, has_email: bool) -> None:
+    """422 unless the physician's email and the consent to send them the report come together:
+    an email the patient did not consent to use is not kept for nothing, and the consent
+    without an address cannot be honoured."""
+    share = ConsentScope.SHARE_WITH_PHYSICIAN in scopes
+    if share and not has_email:
+        raise Problem(
+            422,
+            "physician-contact-required",
+            "The physician's email is required",
+            "'share_with_physician' needs the treating physician's email in the draft "
+            "(physician.email)",
+            errors=[{"field": "body.consent.scopes", "message": "no physician email to share"}],
+        )
+    if has_email and not share:
+        raise Problem(
+            422,
+            "physician-consent-required",
+            "Consent to share with the physician is required",
+            "the draft gives the treating physician's email: the consent's scopes must include "
+            "'share_with_physician' (or the draft must leave the email out)",
+            errors=[
+                {"field": "body.consent.scopes", "message": "must include 'share_with_physician'"}
+            ],
+        )
+
+
+def shared_with_physician(scopes: list[ConsentScope]) -> bool:
+    """Whether the treating physician receives the report: only if the patient agreed."""
+    return ConsentScope.SHARE_WITH_PHYSICIAN in scopes
+
+
+def published_scopes(scopes: list[ConsentScope]) -> list[str]:
+    """The scopes the submission event names: all but the physician's, which its sealed
+    `physician` field tells (released readers of the event know no such value)."""
+    return [s.value for s in scopes if s is not ConsentScope.SHARE_WITH_PHYSICIAN]
+
+
 def check_documents(count: int, *, at_most: int | None = None) -> None:
     """409 if a case to submit holds no record, or one taking a record already holds `at_most`."""
     if at_most is None and count == 0:

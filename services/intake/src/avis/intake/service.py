@@ -70,6 +70,8 @@ from avis.shared.events import (
     ClaimSecret,
     ConsentScope,
     PatientContact,
+    PhysicianContact,
+    SubmittedScope,
 )
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.problems import Problem, not_found
@@ -529,11 +531,14 @@ class IntakeService:
                 scopes=scopes,
                 recorded_at=at,
             )
-            secret, claim = new_claim(self.keyring, case)
             ring = await self.keys.ring(case.key_ref)
+            content = opened(ring, case)
+            rules.check_physician_consent(scopes, has_email=content.physician_email is not None)
+            secret, claim = new_claim(self.keyring, case)
+            physician = physician_contact(case, content, scopes)
 
             def submitted(event_id: str) -> CaseSubmitted:
-                contact = PatientContact.model_validate(opened(ring, case).patient.model_dump())
+                contact = PatientContact.model_validate(content.patient.model_dump())
                 return submission_of(
                     case,
                     scopes=scopes,
@@ -543,6 +548,9 @@ class IntakeService:
                     contact=ring.seal_json(contact, aad=event_id),
                     claim=ring.seal_json(ClaimSecret(secret=secret), aad=event_id)
                     if secret is not None
+                    else None,
+                    physician=ring.seal_json(physician, aad=event_id)
+                    if physician is not None
                     else None,
                 )
 
@@ -714,6 +722,8 @@ def new_case(
             preferred_language=patient.preferred_language,
         ),
         physician_name=physician.name.strip() if physician and physician.name else None,
+        physician_email=physician.email if physician else None,
+        physician_language=physician.language if physician else None,
         clinical_summary=body.clinical_summary,
     )
     return Case(
@@ -743,6 +753,22 @@ def new_case(
     )
 
 
+def physician_contact(
+    case: Case, content: CaseContent, scopes: list[ConsentScope]
+) -> PhysicianContact | None:
+    """The treating physician to send the report to, only with the patient's consent (written
+    to in their own language, else in the patient's)."""
+    if not rules.shared_with_physician(scopes) or content.physician_email is None:
+        return None
+    return PhysicianContact(
+        name=content.physician_name,
+        email=content.physician_email,
+        language=content.physician_language or content.patient.preferred_language,
+        institution_code=case.physician.institution_code if case.physician else None,
+        link_secret=rules.new_claim_secret(),  # as random as a claim's; intake keeps no trace
+    )
+
+
 def submission_of(
     case: Case,
     *,
@@ -752,6 +778,7 @@ def submission_of(
     case_url: str,
     contact: Sealed,
     claim: Sealed | None = None,
+    physician: Sealed | None = None,
 ) -> CaseSubmitted:
     """What `avis.case.submitted.v1` says of a case: codes, ids, the sealed contact and, for a
     case without a patient, its sealed claim secret."""
@@ -768,11 +795,12 @@ def submission_of(
         partner_id=case.partner_id if share else None,
         partner_reference=case.partner_reference if share else None,
         patient_id=case.patient_id,
-        consent_scopes=scopes,
+        consent_scopes=[SubmittedScope(s) for s in rules.published_scopes(scopes)],
         document_count=documents,
         submitted_at=at,
         case_url=case_url,
         contact=contact,
         claim=claim,
+        physician=physician,
         key_ref=case.key_ref,
     )

@@ -118,10 +118,12 @@ class StoredPhysician(BaseModel):
 
 class CaseContent(BaseModel):
     """What a case keeps sealed, bound to the case (`rules.case_aad`): the patient's identity
-    and contact, the physician's name and the clinical summary."""
+    and contact, the physician's name and contact and the clinical summary."""
 
     patient: StoredPatient
     physician_name: str | None = None
+    physician_email: str | None = None
+    physician_language: Language | None = None
     clinical_summary: str
 
 

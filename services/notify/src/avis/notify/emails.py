@@ -29,6 +29,7 @@ LINKS = {
     Template.CASE_RECEIVED: "case_url",
     Template.REPORT_READY: "report_url",
     Template.REPORT_UPDATED: "report_url",
+    Template.PHYSICIAN_REPORT: "report_url",
 }
 
 

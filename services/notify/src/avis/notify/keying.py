@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import structlog
 
-from avis.notify.store import CaseDoc, Recipient, Store, claim_aad, contact_aad
+from avis.notify.store import CaseDoc, Recipient, Store, claim_aad, contact_aad, physician_aad
 from avis.shared.case_keys import CaseKeys, resealed, takes_key
 from avis.shared.events import CaseKeyed
 from avis.shared.mongo import AggregateLocks, lock_key
@@ -50,4 +50,6 @@ def sealed_case(ring: Keyring, case: CaseDoc, key_ref: str) -> CaseDoc:
         sealed.contact = ring.seal_json(ring.open_model(case.contact, aad, Recipient), aad)
     if case.claim is not None:
         sealed.claim = resealed(ring, case.claim, claim_aad(case.id))
+    if case.physician is not None:
+        sealed.physician = resealed(ring, case.physician, physician_aad(case.id))
     return sealed

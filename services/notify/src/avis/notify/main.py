@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         mailer=Mailer(SmtpTarget.from_settings(settings)),
         settings=settings,
+        webhooks=client,
     )
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings

@@ -23,6 +23,8 @@ class Template(StrEnum):
     REPORT_UPDATED = "report_updated"
     CASE_WITHDRAWN = "case_withdrawn"
     ERASURE_DONE = "erasure_done"  # the one email sent once the case is erased
+    # To the treating physician, with the patient's consent: the link to the full report.
+    PHYSICIAN_REPORT = "physician_report"
 
 
 class SendStatus(StrEnum):

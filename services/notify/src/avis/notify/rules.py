@@ -498,6 +498,25 @@ def page_links(pages_url: str, case_id: str) -> dict[str, str]:
     return {"case_url": case_page, "report_url": f"{case_page}#report"}
 
 
+def physician_copy(template: Template | None, *, has_physician: bool) -> bool:
+    """Whether an email to the patient also goes to their treating physician: a report ready
+    or updated, when the patient consented to share it (notify then keeps the physician)."""
+    return has_physician and template in (Template.REPORT_READY, Template.REPORT_UPDATED)
+
+
+def fhir_endpoint(endpoints: dict[str, str], institution: str | None) -> str | None:
+    """Where the physician's institution takes reports as FHIR documents, if it does (then the
+    document is posted there instead of the email)."""
+    return endpoints.get(institution) if institution else None
+
+
+def physician_link(report_url: str, case_id: str, secret: str) -> str:
+    """The link that opens the case's latest report for its physician, on the reports service
+    that announced it (`report_url` is one of its versions' addresses)."""
+    base = report_url.split("/v1/", 1)[0].rstrip("/")
+    return f"{base}/v1/cases/{quote(case_id, safe='')}/report/physician/{quote(secret, safe='')}"
+
+
 def claim_link(pages_url: str, case_id: str, secret: str) -> str:
     """The page where the patient claims a case a partner filed, with the one-time secret."""
     return f"{pages_url.rstrip('/')}/claim/{quote(case_id, safe='')}/{quote(secret, safe='')}"

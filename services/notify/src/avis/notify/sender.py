@@ -9,6 +9,7 @@ import random
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
+import httpx
 import structlog
 from prometheus_client import Counter
 
@@ -25,15 +26,19 @@ from avis.notify.store import (
     Store,
     claim_aad,
     contact_aad,
+    physician_aad,
 )
+from avis.notify.webhooks import WebhookClient
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret
+from avis.shared.events import ClaimSecret, PhysicianContact
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
-from avis.shared.sealing import Keyring, SealingError
+from avis.shared.sealing import Keyring, Sealed, SealingError
 
 log = structlog.get_logger("avis.notify")
+
+FHIR_MEDIA_TYPE = "application/fhir+json"
 
 SEND_ATTEMPTS = Counter(
     "avis_notify_attempts_total", "Attempts to send, by outcome", ["channel", "template", "outcome"]
@@ -54,7 +59,9 @@ class EmailSender:
         locks: AggregateLocks,
         mailer: Mailer,
         settings: Settings,
+        webhooks: WebhookClient,
     ) -> None:
+        self.webhooks = webhooks  # posts a physician's FHIR document, as it posts webhooks
         self.store = store
         self.keys = keys
         self.locks = locks
@@ -139,33 +146,77 @@ class EmailSender:
             erased = case is not None and case.erased_at is not None
             if erased and not rules.outlives_erasure(send.template):
                 return None
-            if case is None or case.contact is None:
+            to_physician = send.template is Template.PHYSICIAN_REPORT
+            sealed = (case.physician if to_physician else case.contact) if case else None
+            if case is None or sealed is None:
                 result = Result(Outcome.PERMANENT, None, "no contact for the case")
             else:
                 # The key the address is sealed under: the case's, or an erasure notice's own.
-                ring = await self.keys.opening(case.contact)
+                ring = await self.keys.opening(sealed)
+                institution = case.physician_institution if to_physician else None
+                endpoint = rules.fhir_endpoint(self.settings.physician_fhir_endpoints, institution)
                 try:
-                    contact = ring.open_model(
-                        case.contact, aad=contact_aad(case.id), model=Recipient
-                    )
-                    params = self._params(send, case, ring)
+                    email, params = self._recipient(send, case, sealed, ring)
                 except SealingError:
                     result = Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
                 else:
-                    message = compose(
-                        template=send.template,
-                        language=send.language,
-                        params=params,
-                        to=contact.email,
-                        sender=self.settings.mail_from,
-                        message_id=send.message_id,
-                        queued_at=send.created_at,
-                    )
-                    result = await self.mailer.send(message)
+                    result = await self._deliver(send, email, params, endpoint)
             span.set_attribute("avis.send_outcome", result.outcome.value)
             if result.code is not None:
                 span.set_attribute("smtp.reply_code", result.code)
             return result
+
+    def _recipient(
+        self, send: SendDoc, case: CaseDoc, sealed: Sealed, ring: Keyring
+    ) -> tuple[str, dict[str, str]]:
+        """The address a send goes to and its parameters, opened here only: the treating
+        physician's, with the link that opens the report for them, or the patient's."""
+        if send.template is not Template.PHYSICIAN_REPORT:
+            contact = ring.open_model(sealed, aad=contact_aad(case.id), model=Recipient)
+            return contact.email, self._params(send, case, ring)
+        physician = ring.open_model(sealed, aad=physician_aad(case.id), model=PhysicianContact)
+        params = dict(send.params)
+        url = params.pop("report_url", "")
+        if physician.link_secret is not None and url:  # else no link: none would open for them
+            params["report_url"] = rules.physician_link(url, case.id, physician.link_secret)
+        return physician.email, params
+
+    async def _deliver(
+        self, send: SendDoc, email: str, params: dict[str, str], endpoint: str | None
+    ) -> Result:
+        """One attempt: the email, or the report's FHIR document to the endpoint of the
+        physician's institution when it has one."""
+        if endpoint is not None:
+            return await self._post_fhir(send, params.get("report_url"), endpoint)
+        message = compose(
+            template=send.template,
+            language=send.language,
+            params=params,
+            to=email,
+            sender=self.settings.mail_from,
+            message_id=send.message_id,
+            queued_at=send.created_at,
+        )
+        return await self.mailer.send(message)
+
+    async def _post_fhir(self, send: SendDoc, link: str | None, endpoint: str) -> Result:
+        """The report's FHIR document, read through the physician's own link, posted to their
+        institution's endpoint with the webhooks' client (its URL and address checks, its
+        deadline); the id of the send rides along so the endpoint can deduplicate."""
+        if link is None:
+            return Result(Outcome.PERMANENT, None, "no link to the report")
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+            try:
+                fetched = await http.get(link, headers={"Accept": FHIR_MEDIA_TYPE})
+            except httpx.HTTPError as exc:
+                return Result(Outcome.TRANSIENT, None, f"report not read: {type(exc).__name__}")
+        if fetched.status_code != 200:
+            return Result(Outcome.TRANSIENT, None, f"report not read: {fetched.status_code}")
+        if not fetched.headers.get("content-type", "").startswith(FHIR_MEDIA_TYPE):
+            return Result(Outcome.TRANSIENT, None, "report not read: not a FHIR document")
+        headers = {"webhook-id": send.message_id.strip("<>")}
+        answer = await self.webhooks.post(endpoint, fetched.text, headers)
+        return Result(answer.outcome, answer.code, f"FHIR endpoint: {answer.reason}")
 
     def _params(self, send: SendDoc, case: CaseDoc, ring: Keyring) -> dict[str, str]:
         """The send's parameters, its links to the people's pages; the first email of a case

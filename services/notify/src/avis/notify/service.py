@@ -43,6 +43,7 @@ from avis.notify.store import (
     SubscriptionDoc,
     claim_aad,
     contact_aad,
+    physician_aad,
     secret_aad,
 )
 from avis.notify.webhooks import Refused, WebhookClient
@@ -55,6 +56,7 @@ from avis.shared.events import (
     ClaimSecret,
     Language,
     Payload,
+    PhysicianContact,
 )
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
@@ -106,7 +108,7 @@ class NotifyService:
         async with self.locks.hold(lock_key("case", payload.case_id)):
             case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
             if not case.submitted and case.erased_at is None:
-                await self._take_contact(case, event, payload)
+                await take_contact(self.keys, case, event, payload)
                 # Stored before any send is queued: the sender opens it, and may run at once.
                 await self.store.save_case(case)
             queued = await self._apply(case, event, payload)
@@ -169,54 +171,37 @@ class NotifyService:
             hooks = await self._fan_out(case, event, read) if decision.hooks else 0
             if decision.send is None:
                 return hooks
-            await self._queue(case, event, decision.send, rules.email_params(case.reference, read))
-            return 1 + hooks
-
-    async def _take_contact(self, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
-        """Open the contact (and a claim secret) sealed for the event, keep only its language in
-        clear and only its address and language sealed (a `Recipient`), under the case's key and
-        notify's own associated data (the case); CaseKeyDestroyed once the case is erased."""
-        key_ref = payload.key_ref or key_ref_of(payload.contact)
-        ring = await self.keys.ring(key_ref)
-        try:  # the case's ring opens what is sealed under its key (or a service key)
-            contact = ring.open_model(payload.contact, aad=event.id, model=Recipient)
-            claim = (
-                ring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
-                if payload.claim is not None
-                else None
-            )
-        except SealingError as exc:
-            raise PoisonMessage(f"sealed content cannot be opened: {exc}") from None
-        case.key_ref = key_ref
-        case.contact = ring.seal_json(contact, aad=contact_aad(case.id))
-        if claim is not None:
-            case.claim = ring.seal_json(claim, aad=claim_aad(case.id))
-        case.language = contact.preferred_language
-        case.reference = payload.reference
-        case.specialty = payload.specialty.value
-        case.patient_id = payload.patient_id
-        case.traceparent = event.traceparent
-        case.case_url = payload.case_url
-        scope = rules.partner_scope(payload.partner_id, [s.value for s in payload.consent_scopes])
-        if scope.shared:
-            case.partner_id = scope.partner_id
-            case.partner_reference = payload.partner_reference
+            params = rules.email_params(case.reference, read)
+            await self._queue(case, event, decision.send, params)
+            if not rules.physician_copy(decision.send, has_physician=case.physician is not None):
+                return 1 + hooks
+            await self._queue(case, event, Template.PHYSICIAN_REPORT, params, to="physician")
+            return 2 + hooks
 
     async def _queue(
-        self, case: CaseDoc, event: Event, template: Template, params: dict[str, str]
+        self,
+        case: CaseDoc,
+        event: Event,
+        template: Template,
+        params: dict[str, str],
+        *,
+        to: str = "email",
     ) -> None:
-        """One queued send per notification: its id comes from the event, so a redelivery
-        finds it queued already."""
-        assert case.language is not None
+        """One queued send per notification and recipient (`to`: the patient's "email", or the
+        "physician"): its id comes from the event, so a redelivery finds it queued already."""
+        language = case.physician_language if to == "physician" else case.language
+        assert language is not None
         now = clock.now()
+        send_id = rules.send_id(event.id, to)
+        mark = event.id if to == "email" else f"{event.id}.{to}"
         send = SendDoc(
-            id=rules.send_id(event.id),
+            id=send_id,
             case_id=case.id,
             event_id=event.id,
             template=template,
-            language=case.language,
+            language=language,
             params=params,
-            message_id=rules.message_id(event.id, self.settings.mail_domain),
+            message_id=rules.message_id(mark, self.settings.mail_domain),
             traceparent=case.traceparent or event.traceparent,
             created_at=now,
             next_at=now,
@@ -226,8 +211,8 @@ class NotifyService:
             await self.email_queue.file(found.id, found.next_at or now)
             SENDS_QUEUED.labels(found.channel, template.value).inc()
             log.info("email queued", template=template.value, send_id=found.id)
-        if rules.send_id(event.id) not in case.notifications:
-            case.notifications.append(rules.send_id(event.id))
+        if send_id not in case.notifications:
+            case.notifications.append(send_id)
 
     # --- partner webhooks: fan-out -------------------------------------------------------
 
@@ -517,6 +502,46 @@ class NotifyService:
         return send.view()
 
 
+async def take_contact(keys: CaseKeys, case: CaseDoc, event: Event, payload: CaseSubmitted) -> None:
+    """Open the contact (and a claim secret) sealed for the event, keep only its language in
+    clear and only its address and language sealed (a `Recipient`), under the case's key and
+    notify's own associated data (the case); CaseKeyDestroyed once the case is erased."""
+    key_ref = payload.key_ref or key_ref_of(payload.contact)
+    ring = await keys.ring(key_ref)
+    try:  # the case's ring opens what is sealed under its key (or a service key)
+        contact = ring.open_model(payload.contact, aad=event.id, model=Recipient)
+        claim = (
+            ring.open_model(payload.claim, aad=event.id, model=ClaimSecret)
+            if payload.claim is not None
+            else None
+        )
+        physician = (
+            ring.open_model(payload.physician, aad=event.id, model=PhysicianContact)
+            if payload.physician is not None
+            else None
+        )
+    except SealingError as exc:
+        raise PoisonMessage(f"sealed content cannot be opened: {exc}") from None
+    case.key_ref = key_ref
+    case.contact = ring.seal_json(contact, aad=contact_aad(case.id))
+    if claim is not None:
+        case.claim = ring.seal_json(claim, aad=claim_aad(case.id))
+    if physician is not None:
+        case.physician = ring.seal_json(physician, aad=physician_aad(case.id))
+        case.physician_language = physician.language
+        case.physician_institution = payload.physician_institution
+    case.language = contact.preferred_language
+    case.reference = payload.reference
+    case.specialty = payload.specialty.value
+    case.patient_id = payload.patient_id
+    case.traceparent = event.traceparent
+    case.case_url = payload.case_url
+    scope = rules.partner_scope(payload.partner_id, [s.value for s in payload.consent_scopes])
+    if scope.shared:
+        case.partner_id = scope.partner_id
+        case.partner_reference = payload.partner_reference
+
+
 class CaseErasure:
     """The erasure of a case (`avis.case.erased.v1`, after intake destroyed its key): notify
     drops its copy of the key, its contact and claim secret and what was parked for it, cancels
@@ -543,7 +568,7 @@ class CaseErasure:
                 # Opened before anything is written: a key service away retries the event.
                 notice = await self._notice(event, erasure)
                 case.key_ref, case.erased_at = key_ref, erasure.erased_at
-                case.contact = case.claim = None
+                case.contact = case.claim = case.physician = None
                 case.parked, case.updated_at = [], clock.now()
                 if notice is not None:
                     case.contact, case.language = notice

@@ -37,6 +37,10 @@ class Settings(CommonSettings):
     # a page there, for the person it was sent to once signed in (partners' webhooks keep the
     # APIs' addresses).
     pages_url: str = "http://127.0.0.1:8000"
+    # AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS='{"750712184": "https://fhir.example/Bundle"}': the
+    # institutions (by code) whose treating physicians receive the report as its FHIR document,
+    # posted to their endpoint with the webhooks' client and checks, instead of an email.
+    physician_fhir_endpoints: dict[str, str] = Field(default_factory=dict)
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"
     # AVIS_NOTIFY_RETRY_SCHEDULE=30,120,600 (seconds)

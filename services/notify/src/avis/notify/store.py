@@ -122,6 +122,12 @@ class CaseDoc(Stored):
     # A case its patient must claim: the one-time claim secret, sealed under the case key and
     # `claim_aad(case id)`.
     claim: Sealed | None = None
+    # With the `share_with_physician` consent: the treating physician (a `PhysicianContact`:
+    # their address and the secret of their link), sealed under the case key and
+    # `physician_aad(case id)`.
+    physician: Sealed | None = None
+    physician_language: Language | None = None
+    physician_institution: str | None = None  # a code (in clear on the submission too)
     traceparent: str = ""
     submitted: bool = False
     withdrawn: bool = False
@@ -157,12 +163,19 @@ class CaseDoc(Stored):
             doc["told_due"] = self.told_due.isoformat()
         if self.language is not None:
             doc["language"] = self.language.value
+        if self.physician_language is not None:
+            doc["physician_language"] = self.physician_language.value
         return doc
 
 
 def contact_aad(case_id: str) -> str:
     """The associated data notify seals a case's contact under (bound to the case)."""
     return f"avis-notify:contact:{case_id}"
+
+
+def physician_aad(case_id: str) -> str:
+    """The associated data notify seals a case's treating physician under (bound to the case)."""
+    return f"avis-notify:physician:{case_id}"
 
 
 def claim_aad(case_id: str) -> str:

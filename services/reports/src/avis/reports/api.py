@@ -20,7 +20,7 @@ from avis.reports.models import (
     ReportVersionPage,
 )
 from avis.reports.rules import choose_media_type
-from avis.reports.service import ReportsService, Served
+from avis.reports.service import ReportsService, Served, physician_report
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import Problem, problem_responses
@@ -155,6 +155,54 @@ async def get_report(
         principal=principal, report_id=report_id, version=version, reason=reason
     )
     return await _represent(service, served, request, if_none_match)
+
+
+PHYSICIAN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The latest report version: a PDF, or its FHIR R4B document when "
+        "`Accept` asks for `application/fhir+json`",
+        "content": {
+            PDF_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            FHIR_MEDIA_TYPE: {"schema": {"type": "object"}},
+        },
+    },
+    **problem_responses(404, 410, 422, 503),
+}
+LinkSecret = Annotated[
+    str,
+    Path(
+        min_length=16,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The secret of the link in the physician's email.",
+    ),
+]
+
+
+@router.get(
+    "/cases/{case_id}/report/physician/{secret}",
+    summary="The latest report of a case, for the treating physician its email went to",
+    description="Opens with the secret of the link in the physician's email only (no token: "
+    "the physician has no account). The whole report, as a PDF; the same 404 for a wrong "
+    "secret, a case whose patient did not consent to share it with the physician, or no report.",
+    response_class=Response,
+    responses=PHYSICIAN_RESPONSES,
+)
+async def get_physician_report(
+    case_id: CaseId, secret: LinkSecret, request: Request, service: Service
+) -> Response:
+    """The latest version of the case's report, for its treating physician (or the FHIR
+    document of it, for their institution's endpoint)."""
+    served = await physician_report(service, case_id=case_id, secret=secret)
+    # the link's secret goes nowhere else
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    if choose_media_type(request.headers.get("accept")) == FHIR_MEDIA_TYPE:
+        body = _json(service.fhir_document(served=served))
+        return Response(body, media_type=FHIR_MEDIA_TYPE, headers=headers)
+    pdf = await service.pdf(served=served)
+    headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'
+    headers["ETag"] = pdf.etag
+    return Response(pdf.content, media_type=PDF_MEDIA_TYPE, headers=headers)
 
 
 @router.get(

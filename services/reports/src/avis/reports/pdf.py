@@ -228,6 +228,13 @@ def story(report: Report) -> list[Flowable]:
     ]
     if report.correction_note:
         flow.append(Paragraph(_markup(report.correction_note), s["note"]))
+    for section in report.sections:  # the summary in plain words leads
+        if section.number is None:
+            summary: list[Flowable] = [Paragraph(_markup(section.heading), s["h2"])]
+            if section.lead:
+                summary.append(Paragraph(f"<b>{_markup(section.lead)}</b>", s["body"]))
+            summary += _paragraphs(section.text, s["body"])
+            flow += [KeepTogether(_box(summary, TINT, None)), Spacer(1, 3 * mm)]
     if report.questions:
         flow.append(Paragraph(_markup(report.labels.questions), s["h2"]))
         flow.append(Paragraph(_markup(report.labels.questions_intro), s["body"]))
@@ -241,11 +248,7 @@ def story(report: Report) -> list[Flowable]:
                 )
             )
     for section in report.sections:
-        if section.number is None:
-            summary: list[Flowable] = [Paragraph(_markup(section.heading), s["h2"])]
-            summary += _paragraphs(section.text, s["body"])
-            flow += [Spacer(1, 3 * mm), KeepTogether(_box(summary, TINT, None))]
-        else:
+        if section.number is not None:
             flow += _section(section)
     reviewer = report.reviewer
     flow.append(

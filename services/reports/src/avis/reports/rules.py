@@ -2,6 +2,8 @@
 become report versions, what the client asked for, and the composition of the report itself.
 No I/O here; the texts come in as a `Texts` (the catalogue of one language)."""
 
+import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -352,7 +354,9 @@ def compose(
 
 
 def _sections(t: Texts, content: CompletedOpinion) -> list[ReportSection]:
-    """The opinion's numbered parts, then the summary for the patient."""
+    """The opinion's numbered parts, then the summary for the patient in plain words (what the
+    specialist concludes of the diagnosis, then their summary for the patient: nothing written
+    for them), which the printed report puts first."""
     bodies = {
         SectionCode.DIAGNOSIS: content.diagnosis.explanation,
         SectionCode.IMAGING_AND_LAB_REVIEW: content.imaging_and_lab_review,
@@ -375,15 +379,14 @@ def _sections(t: Texts, content: CompletedOpinion) -> list[ReportSection]:
         )
         for number, code in enumerate(OPINION_SECTIONS, start=1)
     ]
-    sections.append(
-        ReportSection(
-            code=SectionCode.SUMMARY,
-            number=None,
-            heading=t("heading.summary"),
-            text=content.summary_for_patient.strip(),
-        )
+    summary = ReportSection(
+        code=SectionCode.SUMMARY,
+        number=None,
+        heading=t("heading.summary"),
+        lead=t(f"assessment.{content.diagnosis.assessment.value}"),
+        text=content.summary_for_patient.strip(),
     )
-    return sections
+    return [*sections, summary]
 
 
 def _questions(
@@ -442,3 +445,22 @@ def _labels(t: Texts) -> Labels:
         confidential=t("footer.confidential"),
         page=t("footer.page", page="%(page)s", pages="%(pages)s"),
     )
+
+
+# --- the treating physician's link ------------------------------------------------------------
+
+# What the keyed digest of a physician's link secret is derived for (`Keyring.derive`).
+PHYSICIAN_LINK_PURPOSE = "avis-reports:physician-link"
+
+
+def physician_link_digest(key: bytes, case_id: str, secret: str) -> str:
+    """The keyed digest kept instead of the secret of a physician's link (HMAC-SHA256, bound to
+    the case, so one case's secret opens no other case)."""
+    return hmac.new(key, f"{case_id}:{secret}".encode(), hashlib.sha256).hexdigest()
+
+
+def physician_link_matches(key: bytes, case_id: str, secret: str, digest: str | None) -> bool:
+    """Whether `secret` opens the case's report for its physician, compared in constant time."""
+    if digest is None:
+        return False
+    return hmac.compare_digest(physician_link_digest(key, case_id, secret), digest)

@@ -29,6 +29,7 @@ from avis.reports.models import Report, ReportVersionPage
 from avis.reports.pdf import render_pdf
 from avis.reports.rules import (
     FORMATS,
+    PHYSICIAN_LINK_PURPOSE,
     CaseFacts,
     OpinionFacts,
     Readers,
@@ -42,6 +43,8 @@ from avis.reports.rules import (
     opinions_to_compose,
     page_of_versions,
     pdf_aad,
+    physician_link_digest,
+    physician_link_matches,
     pseudonymised,
     report_aad,
     report_id_for,
@@ -54,6 +57,7 @@ from avis.reports.store import (
     CaseDoc,
     CaseRecord,
     PdfCache,
+    PhysicianLink,
     ReceivedOpinion,
     Store,
     VersionDoc,
@@ -77,6 +81,7 @@ from avis.shared.events import (
     CaseWithdrawn,
     CompletedOpinion,
     PatientContact,
+    PhysicianContact,
     ReportReady,
     ReviewCompleted,
 )
@@ -210,6 +215,7 @@ class ReportsService:
             consent_scopes=[s.value for s in case.consent_scopes],
             submitted_at=case.submitted_at,
             contact=ring.seal_json(contact, contact_aad(case_id)),
+            physician_link=await physician_link(self, event_id, case),
         )
         async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
@@ -594,6 +600,46 @@ class ReportsService:
             except Exception as exc:
                 # Rendered on its first request instead; the loop goes on.
                 log.warning("background rendering failed", error=type(exc).__name__)
+
+
+async def physician_link(
+    reports: ReportsService, event_id: str, case: CaseSubmitted
+) -> PhysicianLink | None:
+    """With the consent to send the physician the report: the keyed digest of the secret of
+    the physician's link (the secret itself is kept nowhere here)."""
+    if case.physician is None:
+        return None
+    physician = await reports._open(case.physician, event_id, PhysicianContact, "physician")
+    if physician.link_secret is None:
+        return None
+    kid, key = reports.keyring.derive(PHYSICIAN_LINK_PURPOSE)
+    digest = physician_link_digest(key, case.case_id, physician.link_secret)
+    return PhysicianLink(kid=kid, digest=digest)
+
+
+async def physician_report(reports: ReportsService, *, case_id: str, secret: str) -> Served:
+    """The latest report version of a case, whole, for the treating physician holding the
+    secret of the link their email carried; the same 404 for a wrong secret, a case without
+    that consent and a case without a report (410 once the case is erased)."""
+    case = await reports.store.case(case_id)
+    link = case.case.physician_link if case is not None and case.case else None
+    if case is None or link is None or not case.versions:
+        raise _not_found()
+    try:
+        _, key = reports.keyring.derive(PHYSICIAN_LINK_PURPOSE, link.kid)
+    except KeyError:  # the key it was derived from was retired: the link is void
+        raise _not_found() from None
+    if not physician_link_matches(key, case_id, secret, link.digest):
+        raise _not_found()
+    if case.erased_at is not None:
+        raise CaseKeyDestroyed()
+    key_of = version_key(case.report_id, max(v.version for v in case.versions))
+    stored = await reports.store.version(key_of)
+    if stored is None:
+        raise _not_found()
+    report = await reports._open(stored.report, report_aad(key_of), Report, "report")
+    log.info("report read by the treating physician", case_id=case_id)
+    return Served(stored, report)
 
 
 class CaseErasure:

@@ -35,6 +35,14 @@ from avis.shared.sealing import Sealed
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
 
 
+class PhysicianLink(Stored):
+    """The keyed digest of the secret of the link that opens a case's report for its treating
+    physician (never the secret), and the id of the key it was derived from."""
+
+    kid: str
+    digest: str
+
+
 class CaseRecord(Stored):
     """What `avis.case.submitted.v1` told reports of a case."""
 
@@ -47,6 +55,9 @@ class CaseRecord(Stored):
     consent_scopes: list[str] = Field(default_factory=list)
     submitted_at: datetime
     contact: Sealed | None = Field(None, description="Dropped when the case is withdrawn.")
+    physician_link: PhysicianLink | None = Field(
+        None, description="With `share_with_physician`: the keyed digest of the link's secret."
+    )
 
 
 class ReceivedOpinion(Stored):

@@ -299,6 +299,7 @@ def _step_values(step: str, questions: list[Any], form: Mapping[str, Any]) -> di
         "preferred_language": text.get("preferred_language") or None,
         "physician_name": text.get("physician_name", ""),
         "institution_code": text.get("institution_code", ""),
+        "physician_email": text.get("physician_email", ""),
     }
 
 
@@ -381,12 +382,22 @@ async def submit(
     case_id: CaseId,
     consent: Annotated[str, Form()] = "",
     consent_version: Annotated[str, Form()] = "",
+    share_with_physician: Annotated[str, Form()] = "",
 ) -> Response:
-    """Submit the case with consent to the text shown (refused without the box ticked)."""
+    """Submit the case with consent to the text shown (refused without the box ticked), and to
+    sending the report to the physician named in the request if that box is ticked."""
     if consent != "yes" or consent_version != CONSENT_VERSION:
         session.notify("error", "error.consent_required")
         return see(f"/cases/{case_id}")
-    return await _act(session, case_id, "submitted", web.platform.submit)
+    share = share_with_physician == "yes"
+    await tell(
+        session,
+        "case.submitted",
+        web.platform.submit,
+        case_id=case_id,
+        share_with_physician=share,
+    )
+    return see(f"/cases/{case_id}")
 
 
 @router.post("/cases/{case_id}/withdraw", dependencies=[Checked])

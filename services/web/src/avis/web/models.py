@@ -75,6 +75,7 @@ class Draft(BaseModel):
     preferred_language: Language | None = None
     physician_name: str = ""
     institution_code: str = ""
+    physician_email: str = ""
 
 
 class TimelineEntry(Reading):

@@ -29,6 +29,8 @@ PROBLEM_MESSAGES = {
     "too-many-documents": "error.too_many_documents",
     "no-documents": "error.no_documents",
     "consent-required": "error.consent_required",
+    "physician-consent-required": "error.physician_consent_required",
+    "physician-contact-required": "error.physician_contact_required",
     "case-not-draft": "error.case_not_draft",
     "case-withdrawn": "error.case_withdrawn",
     "case-erased": "error.case_erased",

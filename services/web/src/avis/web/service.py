@@ -134,13 +134,19 @@ class Platform:
         )
 
     async def submit(
-        self, *, token: str, case_id: str, accepted_at: datetime | None = None
+        self,
+        *,
+        token: str,
+        case_id: str,
+        accepted_at: datetime | None = None,
+        share_with_physician: bool = False,
     ) -> None:
-        """Submit a draft with the person's consent to the current consent text."""
+        """Submit a draft with the person's consent to the current consent text (and to sending
+        the report to their physician, if they ticked it)."""
         consent = {
             "text_version": CONSENT_VERSION,
             "accepted_at": (accepted_at or now()).isoformat(),
-            "scopes": ["review"],
+            "scopes": ["review", "share_with_physician"] if share_with_physician else ["review"],
         }
         await self._call(
             "POST",
@@ -501,6 +507,7 @@ def case_body(draft: Draft) -> dict[str, Any]:
         for key, value in (
             ("name", draft.physician_name),
             ("institution_code", draft.institution_code),
+            ("email", draft.physician_email),
         )
         if value
     }
