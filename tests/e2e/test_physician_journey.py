@@ -179,6 +179,14 @@ async def test_the_physician_reads_the_report_through_their_link_only(
             assert (await anyone.get(f"/v1/cases/{case_id}/report")).status_code == 401
             assert (await anyone.get(path[: -len(secret)] + "short")).status_code in (404, 422)
 
+        # The physician's read is in the case's trail, which its patient reads: by whom (their
+        # part in the case, never the secret) and why; the refused tries are not reads.
+        async with stack.client(stack.reports_url, "coord-e2e", "coordinator") as coordinator:
+            trail = (await coordinator.get(f"/v1/cases/{case_id}/access-log")).json()["items"]
+        read = [(e["role"], e["action"], e["purpose"]) for e in trail if e["role"] == "physician"]
+        assert read == [("physician", "report.read", "physician-copy")], trail
+        assert secret not in str(trail)
+
         # At rest and in the logs: the physician's name, address and secret, nowhere in clear.
         names = [c.mongo_database for c in stack.configs]
         stores = {name: await stored_bytes(MONGO_URL, name) for name in names}

@@ -39,6 +39,9 @@ PURPOSES = {
     "reviewer": "assigned-review",
     "coordinator": "coordination",
 }
+# The treating physician reads the report through the link of their email, with no account.
+PHYSICIAN = "physician"
+PHYSICIAN_PURPOSE = "physician-copy"
 # An action in plain words: done, and tried (a refusal).
 Actions = Mapping[str, tuple[str, str]]
 
@@ -168,6 +171,15 @@ class TrailWriter:
                 entry = await self.append(case_id, record, now(), fold)
         if reason is not None and entry is not None:
             log_break_glass(principal, case_id, action, entry.seq)
+
+    async def record_link_read(self, case_id: str, action: str) -> None:
+        """Append a read by the treating physician through the link of their email: a reader
+        with no account, named by their part in the case (`PHYSICIAN`), never by the secret."""
+        record = AuditRecord(
+            actor=PHYSICIAN, role=PHYSICIAN, action=action, purpose=PHYSICIAN_PURPOSE
+        )
+        async with self.locks.hold(lock_key("trail", case_id)):
+            await self.append(case_id, record, now(), self.fold(action))
 
 
 def check_reason(principal: Principal, reason: str | None) -> str | None:

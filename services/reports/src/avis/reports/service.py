@@ -638,6 +638,7 @@ async def physician_report(reports: ReportsService, *, case_id: str, secret: str
     if stored is None:
         raise _not_found()
     report = await reports._open(stored.report, report_aad(key_of), Report, "report")
+    await reports.auditor.record_link_read(case_id, "report.read")
     log.info("report read by the treating physician", case_id=case_id)
     return Served(stored, report)
 

@@ -81,7 +81,7 @@ TRAIL_ACTIONS = frozenset(
     }
 )
 TRAIL_PURPOSES = frozenset(
-    {"own-case", "filed-case", "assigned-review", "coordination", "break-glass"}
+    {"own-case", "filed-case", "assigned-review", "coordination", "break-glass", "physician-copy"}
 )
 # Where each role's pages start (the patient's are /cases).
 HOMES = {"coordinator": "/board", "partner": "/partner", "reviewer": "/review"}
