@@ -238,7 +238,21 @@ class CaseClaimed(Payload):
     claimed_at: AwareDatetime
 
 
-class ReviewAssigned(Payload):
+class Sequenced(Payload):
+    """Base of the events that drive a case's status: each carries the case's sequence number."""
+
+    seq: int = Field(
+        0,
+        ge=0,
+        description="The position of this fact in the case's lifecycle, stamped by the "
+        "service that owns that part of it (review for its rounds, reports with the sequence of "
+        "the opinion a report is made from); a status consumer orders a case's status by it "
+        "and by the status's rank between facts of one step, so a newer fact may move a case "
+        "back (to review) and an older one changes nothing. 0: stamped before sequences.",
+    )
+
+
+class ReviewAssigned(Sequenced):
     """A specialist was assigned to review the case; the SLA clock runs."""
 
     assignment_id: str
@@ -248,7 +262,7 @@ class ReviewAssigned(Payload):
     due_at: AwareDatetime
 
 
-class ReviewAccepted(Payload):
+class ReviewAccepted(Sequenced):
     """The assigned specialist accepted the review."""
 
     assignment_id: str
@@ -256,7 +270,7 @@ class ReviewAccepted(Payload):
     accepted_at: AwareDatetime
 
 
-class ReviewDeclined(Payload):
+class ReviewDeclined(Sequenced):
     """The assigned specialist declined; another will be assigned."""
 
     assignment_id: str
@@ -265,7 +279,7 @@ class ReviewDeclined(Payload):
     reason_code: str
 
 
-class ReviewCompleted(Payload):
+class ReviewCompleted(Sequenced):
     """A version of the structured opinion was written (a correction is a higher version)."""
 
     assignment_id: str
@@ -276,7 +290,7 @@ class ReviewCompleted(Payload):
     opinion: Sealed = sealed(CompletedOpinion, "The structured opinion and who wrote it.")
 
 
-class ReportReady(Payload):
+class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
     report_id: str

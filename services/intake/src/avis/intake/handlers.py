@@ -20,30 +20,35 @@ def register(runtime: Runtime, intake: IntakeService) -> None:
 
     async def on_assigned(event: Event, p: ReviewAssigned) -> None:
         change = Change(
-            TimelineKind.ASSIGNED, event.id, p.assigned_at, p.assignment_id, p.reviewer_id
+            TimelineKind.ASSIGNED, event.id, p.assigned_at, p.assignment_id, p.reviewer_id, p.seq
         )
         await intake.follow(case_id=p.case_id, change=change)
 
     async def on_accepted(event: Event, p: ReviewAccepted) -> None:
         change = Change(
-            TimelineKind.ACCEPTED, event.id, p.accepted_at, p.assignment_id, p.reviewer_id
+            TimelineKind.ACCEPTED, event.id, p.accepted_at, p.assignment_id, p.reviewer_id, p.seq
         )
         await intake.follow(case_id=p.case_id, change=change)
 
     async def on_declined(event: Event, p: ReviewDeclined) -> None:
         change = Change(
-            TimelineKind.DECLINED, event.id, p.declined_at, p.assignment_id, p.reviewer_id
+            TimelineKind.DECLINED, event.id, p.declined_at, p.assignment_id, p.reviewer_id, p.seq
         )
         await intake.follow(case_id=p.case_id, change=change)
 
     async def on_completed(event: Event, p: ReviewCompleted) -> None:
         change = Change(
-            TimelineKind.REVIEW_COMPLETED, event.id, p.completed_at, p.assignment_id, p.reviewer_id
+            TimelineKind.REVIEW_COMPLETED,
+            event.id,
+            p.completed_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
         )
         await intake.follow(case_id=p.case_id, change=change)
 
     async def on_report(event: Event, p: ReportReady) -> None:
-        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at)
+        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at, seq=p.seq)
         await intake.follow(case_id=p.case_id, change=change)
 
     runtime.on(ReviewAssigned, on_assigned)

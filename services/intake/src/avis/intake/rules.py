@@ -11,7 +11,7 @@ import secrets
 import time
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -33,7 +33,10 @@ CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 MAX_FILENAME_CHARS = 255
 
-# Status only moves forward along this order; `withdrawn` ends a case from any earlier step.
+# A case's status is ordered by the sequence number of the fact that set it (`seq`, stamped by
+# the service that owns that part of the case's lifecycle), then by this rank, which orders the
+# facts of one step (an opinion and its report share the opinion's number) and the facts
+# published before sequences (number 0): see `newer`. `withdrawn` ends a case from any step.
 RANK = {
     CaseStatus.DRAFT: 0,
     CaseStatus.SUBMITTED: 1,
@@ -248,23 +251,27 @@ def check_upload(
 
 @dataclass(frozen=True)
 class Change:
-    """What an event from another service says happened to a case."""
+    """What an event from another service says happened to a case (`seq`: the case's sequence
+    number the event carries, 0 for one published before sequences)."""
 
     kind: TimelineKind
     event_id: str
     at: datetime
     assignment_id: str | None = None
     reviewer_id: str | None = None
+    seq: int = 0
 
 
 @dataclass(frozen=True)
 class CaseState:
-    """The part of a case that decides what an event does to it."""
+    """The part of a case that decides what an event does to it (`seq`: the sequence number of
+    the fact that set its status)."""
 
     status: CaseStatus
     timeline_ids: frozenset[str] = frozenset()
     assignment_id: str | None = None
     assignment_at: datetime | None = None
+    seq: int = 0
 
 
 class ReviewerChange(StrEnum):
@@ -280,12 +287,14 @@ KEEP, CLEAR, ASSIGN = ReviewerChange.KEEP, ReviewerChange.CLEAR, ReviewerChange.
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with a change: nothing (with why), or the new status and reviewer."""
+    """What to do with a change: nothing (with why), or the new status and reviewer (`seq`: the
+    sequence number to keep with the status, None: the status was not set by this change)."""
 
     apply: bool
     reason: str = ""
     status: CaseStatus | None = None
     reviewer: ReviewerChange = KEEP
+    seq: int | None = None
 
 
 def skip(reason: str) -> Decision:
@@ -293,11 +302,35 @@ def skip(reason: str) -> Decision:
     return Decision(apply=False, reason=reason)
 
 
-def decide(state: CaseState, change: Change) -> Decision:
-    """What a change does to a case: status only moves forward, a redelivery does nothing.
+def newer(state: CaseState, change: Change, status: CaseStatus) -> bool | None:
+    """Whether `change`, which would set `status`, comes after the fact that set the case's
+    status (None: the same place).
 
-    A declined review takes the reviewer's access away and leaves the status `assigned`
-    (moving back to `submitted` would move backwards): the case waits for its next reviewer.
+    A numbered fact is ordered by its sequence number first, so a newer one may move a case
+    back (a case sent back to review goes from `report_ready` to `in_review`) and an older one
+    arriving late changes nothing; the rank decides between the facts of one step (an opinion
+    and its report). A fact without a number (0: published before sequences, or by a copy of
+    its producer not yet upgraded) is ordered by the rank alone, as before sequences: it only
+    moves a case forward, so services may be upgraded in any order."""
+    if change.seq == 0:
+        mine, theirs = (0, RANK[status]), (0, RANK[state.status])
+    else:
+        mine, theirs = (change.seq, RANK[status]), (state.seq, RANK[state.status])
+    return None if mine == theirs else mine > theirs
+
+
+def moved(state: CaseState, change: Change, status: CaseStatus) -> Decision:
+    """The change sets `status`; the newest sequence number seen is kept with it."""
+    return Decision(apply=True, status=status, seq=max(state.seq, change.seq))
+
+
+def decide(state: CaseState, change: Change) -> Decision:
+    """What a change does to a case: the status follows the newest fact (`newer`), a
+    redelivery does nothing.
+
+    A declined review takes the reviewer's access away and leaves the status `assigned`: the
+    case waits for its next reviewer. A report older than the case's status (the case went back
+    to review since) is one more timeline entry, and the status stays.
     """
     if change.event_id in state.timeline_ids:
         return skip("already in the timeline")
@@ -305,19 +338,19 @@ def decide(state: CaseState, change: Change) -> Decision:
         return skip("the case was never submitted")
     if state.status == CaseStatus.WITHDRAWN:
         return skip("the case was withdrawn")
-    rank = RANK[state.status]
     if change.kind == TimelineKind.ASSIGNED:
-        if rank > RANK[CaseStatus.ASSIGNED]:
+        after = newer(state, change, CaseStatus.ASSIGNED)
+        if after is False:
             return skip("older than the case's status")
-        if state.assignment_at is not None and change.at < state.assignment_at:
+        if after is None and state.assignment_at is not None and change.at < state.assignment_at:
             return skip("older than the current assignment")
-        return Decision(apply=True, status=CaseStatus.ASSIGNED, reviewer=ASSIGN)
+        return replace(moved(state, change, CaseStatus.ASSIGNED), reviewer=ASSIGN)
     if change.kind == TimelineKind.ACCEPTED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
-        if rank >= RANK[CaseStatus.IN_REVIEW]:
+        if not newer(state, change, CaseStatus.IN_REVIEW):
             return skip("older than the case's status")
-        return Decision(apply=True, status=CaseStatus.IN_REVIEW)
+        return moved(state, change, CaseStatus.IN_REVIEW)
     if change.kind == TimelineKind.DECLINED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
@@ -326,7 +359,9 @@ def decide(state: CaseState, change: Change) -> Decision:
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.REPORT_READY:
         # A corrected report is a new version: one more entry, the status stays.
-        return Decision(apply=True, status=CaseStatus.REPORT_READY)
+        if newer(state, change, CaseStatus.REPORT_READY) is False:
+            return Decision(apply=True, status=state.status)
+        return moved(state, change, CaseStatus.REPORT_READY)
     return skip(f"{change.kind} is not an event intake applies")
 
 

@@ -679,6 +679,7 @@ class IntakeService:
                 entry=entry,
                 reviewer=reviewer,
                 at=now(),
+                seq=decision.seq,
             )
         log.info("case updated", kind=change.kind.value, status=decision.status.value)
         return True

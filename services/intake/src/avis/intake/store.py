@@ -194,6 +194,8 @@ class Case(Stored):
     reviewer_id: str | None = None
     assignment_id: str | None = None
     assignment_at: datetime | None = None
+    # The sequence number of the fact that set the status (`rules.newer`); 0 before sequences.
+    status_seq: int = 0
     timeline: list[StoredEntry] = Field(default_factory=list)
     # The case's records, in upload order: read by `_id`, never found by a scan.
     record_ids: list[str] = Field(default_factory=list)
@@ -231,6 +233,7 @@ class Case(Stored):
             timeline_ids=frozenset(e.id for e in self.timeline),
             assignment_id=self.assignment_id,
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
+            seq=self.status_seq,
         )
 
     def view(self, documents: list[DocumentView], *, with_progress: bool = True) -> CaseView:
@@ -680,10 +683,14 @@ class Store:
         entry: StoredEntry,
         reviewer: CurrentReviewer | None,
         at: datetime,
+        seq: int | None = None,
     ) -> None:
         """Apply what another service reported: the status, a timeline entry and, when given,
-        the current reviewer (None: keep it)."""
+        the current reviewer (None: keep it) and the sequence number of the fact that set the
+        status (None: the status was not set by it)."""
         fields: dict[str, Any] = {"status": status.value, "updated_at": at}
+        if seq is not None:
+            fields["status_seq"] = seq
         if reviewer is not None:
             fields |= {"reviewer_id": reviewer.reviewer_id, "assignment_id": reviewer.assignment_id}
             if reviewer.assigned_at is not None:

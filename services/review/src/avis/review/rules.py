@@ -160,6 +160,15 @@ def next_round(case_round: int, rounds: Iterable[int]) -> int:
     return max([case_round, *rounds]) + 1
 
 
+def next_seq(seqs: Iterable[int]) -> int:
+    """The sequence number of the next event review publishes for a case (`seq` of the events
+    that drive its status): after every one its rounds published, so a new round follows the
+    last word of the one before it. Review stamps every event of a case inside its one matching
+    section (`Matcher.deciding()`), reading the rounds it keeps it on, so no two are equal; a
+    number lost to a stop between the read and the write leaves a gap, which orders the same."""
+    return max(seqs, default=0) + 1
+
+
 # --- SLA and ordering -----------------------------------------------------------------------
 
 

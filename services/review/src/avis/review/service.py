@@ -333,18 +333,22 @@ class ReviewService:
             if rules.may_accept(doc.status):
                 await self.matcher.fence()
                 at = now()
+                seq = rules.next_seq([doc.seq])
                 accepted = ReviewAccepted(
                     case_id=doc.case_id,
                     assignment_id=assignment_id,
                     reviewer_id=doc.reviewer_id,
                     accepted_at=at,
+                    seq=seq,
                 )
                 await self.emitter.emit(
                     "review.accept",
                     accepted,
                     trace=doc.traceparent,
                     aggregate=assignment_id,
-                    write=lambda events: self.store.accept(assignment_id, at=at, events=events),
+                    write=lambda events: self.store.accept(
+                        assignment_id, at=at, seq=seq, events=events
+                    ),
                 )
                 log.info("assignment accepted", assignment_id=assignment_id)
         return await self.assignment(principal=principal, assignment_id=assignment_id)
@@ -376,12 +380,14 @@ class ReviewService:
         if case is not None and case.status == CaseStatus.ASSIGNED and case.assignment_id == doc.id:
             await self.store.set_case_matching(doc.case_id)
         at = now()
+        seq = rules.next_seq([doc.seq])
         declined = ReviewDeclined(
             case_id=doc.case_id,
             assignment_id=doc.id,
             reviewer_id=doc.reviewer_id,
             declined_at=at,
             reason_code=body.reason_code.value,
+            seq=seq,
         )
         sealed = None
         if body.reason is not None:
@@ -393,7 +399,9 @@ class ReviewService:
             declined,
             trace=doc.traceparent,
             aggregate=doc.id,
-            write=lambda events: self.store.decline(doc.id, at=at, decline=decline, events=events),
+            write=lambda events: self.store.decline(
+                doc.id, at=at, decline=decline, seq=seq, events=events
+            ),
         )
         await self.matcher.release(doc.reviewer_id, doc.id)
         log.info("assignment declined", assignment_id=doc.id, reason_code=body.reason_code)
@@ -469,6 +477,7 @@ class ReviewService:
         reviewer = await self.store.reviewer(doc.reviewer_id)
         display_name = reviewer.display_name if reviewer else doc.reviewer_id
         at = now()
+        seq = rules.next_seq([doc.seq])
         sealed = rules.sealed_content(opinion, version, display_name, doc.specialty)
         ring = await self.seals.ring(doc.case_id)
 
@@ -481,6 +490,7 @@ class ReviewService:
                 version=version,
                 completed_at=at,
                 opinion=ring.seal_json(sealed, aad=event_id),
+                seq=seq,
             )
 
         event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
@@ -494,7 +504,7 @@ class ReviewService:
             sealed=ring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
         )
         await self.emitter.write(
-            lambda events: self.store.add_opinion(doc.id, entry=entry, events=events),
+            lambda events: self.store.add_opinion(doc.id, entry=entry, seq=seq, events=events),
             [event],
             aggregate=doc.id,
         )

@@ -266,6 +266,9 @@ class AssignmentDoc(Stored):
     corrected_at: datetime | None = None
     cancelled_at: datetime | None = None
     opinion_version: int | None = None
+    # The case's sequence number of the last event this round published (`rules.next_seq`);
+    # 0: a round written before sequences.
+    seq: int = 0
 
     def view(self, *, at: datetime, coordinator: bool, reason: str | None = None) -> Assignment:
         """The API view of this round as of `at`; the rationale and the free-text reason of a
@@ -673,20 +676,31 @@ class Store:
         with contextlib.suppress(DuplicateKeyError):
             await self.assignments.insert_one(new_with_events(assignment.to_doc(), events))
 
-    async def accept(self, assignment_id: str, *, at: datetime, events: Sequence[Event]) -> None:
-        """Record an acceptance and its events in one write."""
-        update = {"$set": {"status": AssignmentStatus.ACCEPTED.value, "accepted_at": at}}
+    async def accept(
+        self, assignment_id: str, *, at: datetime, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record an acceptance and its events (the last of sequence `seq`) in one write."""
+        update = {
+            "$set": {"status": AssignmentStatus.ACCEPTED.value, "accepted_at": at, "seq": seq}
+        }
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
     async def decline(
-        self, assignment_id: str, *, at: datetime, decline: Decline, events: Sequence[Event]
+        self,
+        assignment_id: str,
+        *,
+        at: datetime,
+        decline: Decline,
+        seq: int,
+        events: Sequence[Event],
     ) -> None:
-        """Record a decline and its events in one write."""
+        """Record a decline and its events (the last of sequence `seq`) in one write."""
         update = {
             "$set": {
                 "status": AssignmentStatus.DECLINED.value,
                 "declined_at": at,
                 "decline": decline.model_dump(mode="json"),
+                "seq": seq,
             }
         }
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
@@ -699,13 +713,15 @@ class Store:
         )
 
     async def add_opinion(
-        self, assignment_id: str, *, entry: OpinionEntry, events: Sequence[Event]
+        self, assignment_id: str, *, entry: OpinionEntry, seq: int, events: Sequence[Event]
     ) -> None:
-        """Record an opinion version (the first completes the assignment) and its events."""
+        """Record an opinion version (the first completes the assignment) and its events (the
+        last of sequence `seq`)."""
         changes: dict[str, Any] = {
             "status": AssignmentStatus.COMPLETED.value,
             "opinion_version": entry.version,
             "completed_at" if entry.version == 1 else "corrected_at": entry.completed_at,
+            "seq": seq,
         }
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
