@@ -26,7 +26,8 @@ AT = datetime(2026, 3, 2, 9, 30, 15, 123000, tzinfo=UTC)
 
 def test_only_an_accepted_assignment_without_an_open_request_may_ask() -> None:
     check_may_ask(AssignmentStatus.ACCEPTED, open_request=False)
-    for status in (AssignmentStatus.ASSIGNED, AssignmentStatus.COMPLETED, AssignmentStatus.DECLINED):
+    ended = (AssignmentStatus.ASSIGNED, AssignmentStatus.COMPLETED, AssignmentStatus.DECLINED)
+    for status in ended:
         with pytest.raises(Problem) as refused:
             check_may_ask(status, open_request=False)
         assert refused.value.status == 409 and str(status) in refused.value.detail
