@@ -29,8 +29,10 @@ from avis.intake.rules import (
     after_restore,
     age_on,
     block_range,
+    check_answerable,
     check_birth_date,
     check_consent,
+    check_draft,
     decide,
     format_reference,
     listing_scope,
@@ -243,6 +245,44 @@ def test_numbered_facts_in_any_order_end_on_the_newest(order: list[int]) -> None
             assert (decision.seq, RANK[decision.status]) > (current.seq, RANK[current.status])
             current = dataclasses.replace(current, status=decision.status, seq=decision.seq)
     assert current.status == CaseStatus.IN_REVIEW and current.seq == 4
+
+
+def test_a_request_for_information_waits_and_its_resumption_goes_back_to_review() -> None:
+    """Asked (seq 3), the case awaits the patient; resumed (seq 4) it is back in review: by
+    the rank alone, `in_review` after `awaiting_information` would be refused."""
+    reviewing = state(CaseStatus.IN_REVIEW, assignment_id="as-1", seq=2)
+    asked = decide(reviewing, change(TimelineKind.INFORMATION_REQUESTED, 3, seq=3))
+    assert asked.status == CaseStatus.AWAITING_INFORMATION and asked.seq == 3
+    waiting = dataclasses.replace(reviewing, status=CaseStatus.AWAITING_INFORMATION, seq=3)
+    resumed = decide(waiting, change(TimelineKind.REVIEW_RESUMED, 4, seq=4))
+    assert resumed.status == CaseStatus.IN_REVIEW and resumed.seq == 4
+    back = dataclasses.replace(waiting, status=CaseStatus.IN_REVIEW, seq=4)
+    late = change(TimelineKind.INFORMATION_REQUESTED, 5, seq=3, event_id="ev-late")
+    stale = decide(back, late)
+    assert stale.apply and stale.status == CaseStatus.IN_REVIEW and stale.seq is None
+
+
+def test_a_request_of_another_assignment_changes_nothing() -> None:
+    reviewing = state(CaseStatus.IN_REVIEW, assignment_id="as-2", seq=5)
+    other = change(TimelineKind.INFORMATION_REQUESTED, 3, seq=6, assignment="as-1")
+    assert not decide(reviewing, other).apply
+
+
+def test_records_are_added_while_a_request_is_open_and_answers_are_checked() -> None:
+    check_draft(CaseStatus.AWAITING_INFORMATION, "added", request_open=True)
+    with pytest.raises(Problem):
+        check_draft(CaseStatus.AWAITING_INFORMATION, "added")
+    with pytest.raises(Problem):
+        check_draft(CaseStatus.AWAITING_INFORMATION, "removed", request_open=True)
+    patient = Principal(sub="pat-1", role="patient")
+    check_answerable(found=True, open_=True, principal=patient)
+    for found, open_, status in ((False, False, 404), (True, False, 409)):
+        with pytest.raises(Problem) as refused:
+            check_answerable(found=found, open_=open_, principal=patient)
+        assert refused.value.status == status
+    with pytest.raises(Problem) as reviewer:
+        check_answerable(found=True, open_=True, principal=Principal(sub="r", role="reviewer"))
+    assert reviewer.value.status == 403
 
 
 # --- who may read what ------------------------------------------------------------------------

@@ -42,10 +42,16 @@ RANK = {
     CaseStatus.SUBMITTED: 1,
     CaseStatus.ASSIGNED: 2,
     CaseStatus.IN_REVIEW: 3,
+    CaseStatus.AWAITING_INFORMATION: 3,  # a step of the review: only numbered facts set it
     CaseStatus.REPORT_READY: 4,
 }
 # While the case is in one of these, its current reviewer may read it.
-REVIEWER_READABLE = (CaseStatus.ASSIGNED, CaseStatus.IN_REVIEW, CaseStatus.REPORT_READY)
+REVIEWER_READABLE = (
+    CaseStatus.ASSIGNED,
+    CaseStatus.IN_REVIEW,
+    CaseStatus.AWAITING_INFORMATION,
+    CaseStatus.REPORT_READY,
+)
 
 _ID_RE = re.compile(UUID_PATTERN)
 
@@ -357,6 +363,17 @@ def decide(state: CaseState, change: Change) -> Decision:
         return Decision(apply=True, status=state.status, reviewer=CLEAR)
     if change.kind == TimelineKind.REVIEW_COMPLETED:
         return Decision(apply=True, status=state.status)
+    if change.kind == TimelineKind.INFORMATION_REQUESTED:
+        if state.assignment_id is None or change.assignment_id != state.assignment_id:
+            return skip("not the current assignment")
+        if not newer(state, change, CaseStatus.AWAITING_INFORMATION):
+            return Decision(apply=True, status=state.status)  # the request is kept all the same
+        return moved(state, change, CaseStatus.AWAITING_INFORMATION)
+    if change.kind == TimelineKind.REVIEW_RESUMED:
+        # Back to review once the answer came or the request expired: the request closes.
+        if not newer(state, change, CaseStatus.IN_REVIEW):
+            return Decision(apply=True, status=state.status)
+        return moved(state, change, CaseStatus.IN_REVIEW)
     if change.kind == TimelineKind.REPORT_READY:
         # A corrected report is a new version: one more entry, the status stays.
         if newer(state, change, CaseStatus.REPORT_READY) is False:
@@ -385,9 +402,10 @@ def check_withdrawable(status: CaseStatus) -> bool:
     return status != CaseStatus.WITHDRAWN
 
 
-def check_draft(status: CaseStatus, action: str) -> None:
-    """409 unless the case is a draft: records are only `action` (added, removed) then."""
-    if status != CaseStatus.DRAFT:
+def check_draft(status: CaseStatus, action: str, *, request_open: bool = False) -> None:
+    """409 unless the case is a draft: records are only `action` (added, removed) then, and
+    added while a request for more information is open (`request_open`)."""
+    if status != CaseStatus.DRAFT and not (request_open and action == "added"):
         raise Problem(
             409,
             "case-not-draft",
@@ -422,6 +440,30 @@ def reviewer_access_lapsed(
     if request_open or last_active is None:
         return False
     return at >= last_active + window
+
+
+def information_aad(case_id: str, request_id: str, part: str) -> str:
+    """What a request for more information's question or answer (`part`) is bound to."""
+    return f"intake:information:{case_id}:{request_id}:{part}"
+
+
+def check_answerable(*, found: bool, open_: bool, principal: Principal) -> None:
+    """Only the patient or the filing partner answers (403); 404 for a request the case never
+    had; 409 once it is answered or expired."""
+    if principal.role not in ("patient", "partner"):
+        raise Problem(
+            403, "forbidden", "Forbidden", "only the patient or the filing partner answers"
+        )
+    if not found:
+        raise not_found("information request", "information-request-not-found")
+    if not open_:
+        raise Problem(
+            409,
+            "information-request-closed",
+            "The request is not open",
+            "this request for more information was already answered, or expired; the review "
+            "went on",
+        )
 
 
 def check_erasure_requester(principal: Principal) -> None:
@@ -713,6 +755,10 @@ ACTIONS = {
     "case.erase": ("erased the case's data", "erase the case's data"),
     "case.hold": ("put the case under a legal hold", "put the case under a legal hold"),
     "case.release": ("lifted the case's legal hold", "lift the case's legal hold"),
+    "information.answer": (
+        "answered the specialist's request for more information",
+        "answer the specialist's request for more information",
+    ),
 }
 
 

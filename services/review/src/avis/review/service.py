@@ -544,9 +544,7 @@ class ReviewService:
         gauges; returns the overdue count."""
         at = now()
         work = await self._open_work()
-        overdue = Counter(
-            d.specialty for d in work if rules.is_overdue(d.status, d.due_at, at, d.paused_since)
-        )
+        overdue = Counter(d.specialty for d in work if d.overdue(at))
         today = Counter(d.specialty for d in work if rules.is_due_today(d.status, d.due_at, at))
         OVERDUE_ASSIGNMENTS.labels(self.service).set(overdue.total())
         await self.requests.sweep(work, at=at)
@@ -557,8 +555,7 @@ class ReviewService:
 
     async def count_overdue(self, *, at: datetime) -> int:
         """Open assignments past due."""
-        work = await self._open_work()
-        return sum(rules.is_overdue(d.status, d.due_at, at, d.paused_since) for d in work)
+        return sum(d.overdue(at) for d in await self._open_work())
 
     async def _open_work(self) -> list[AssignmentDoc]:
         """Open assignments: each reviewer's open ones, read by `_id`, so the cost is the
@@ -636,7 +633,9 @@ class InformationRequests:
             )
             await review.matcher.fence()
             await review.emitter.write(
-                lambda events: review.store.ask(doc.id, entry=entry, seq=seq, events=events),
+                lambda events: review.store.information.ask(
+                    doc.id, entry=entry, seq=seq, events=events
+                ),
                 [event],
                 aggregate=doc.id,
             )
@@ -707,12 +706,12 @@ class InformationRequests:
             resumed,
             trace=doc.traceparent,
             aggregate=doc.id,
-            write=lambda events: review.store.resume(
+            write=lambda events: review.store.information.resume(
                 moved, requests=requests, seq=seq, events=events
             ),
         )
         if moved.sort_key != doc.sort_key:
-            await review.store.unfile_due(doc)
+            await review.store.information.unfile_due(doc)
         if not answered:
             INFORMATION_EXPIRED.labels(review.service).inc()
         log.info("review resumed", assignment_id=doc.id, answered=answered, paused=paused)

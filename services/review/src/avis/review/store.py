@@ -311,6 +311,11 @@ class AssignmentDoc(Stored):
     requests: list[RequestEntry] = Field(default_factory=list)
     paused_since: datetime | None = None
 
+    def overdue(self, at: datetime) -> bool:
+        """Past its due date at `at` and not answered, its clock standing while a request for
+        more information is open (`rules.is_overdue`)."""
+        return is_overdue(self.status, self.due_at, at, self.paused_since)
+
     @property
     def open_request(self) -> RequestEntry | None:
         """The request for more information open now, if one is."""
@@ -332,7 +337,7 @@ class AssignmentDoc(Stored):
             language=self.language,
             assigned_at=self.assigned_at,
             due_at=self.due_at,
-            overdue=is_overdue(self.status, self.due_at, at, self.paused_since),
+            overdue=self.overdue(at),
             accepted_at=self.accepted_at,
             declined_at=self.declined_at,
             decline_reason_code=decline.reason_code if decline else None,
@@ -360,6 +365,7 @@ class Store:
         self.assignments = db["assignments"]
         self.keys = db["keys"]
         self.trail = AuditTrail(db)
+        self.information = InformationStore(self)
 
     # the access trail
 
@@ -660,7 +666,7 @@ class Store:
                 return False
             if overdue_at is not None:
                 overdue, at = overdue_at
-                if is_overdue(doc.status, doc.due_at, at, doc.paused_since) != overdue:
+                if doc.overdue(at) != overdue:
                     return False
             return after is None or doc.sort_key > after
 
@@ -713,13 +719,6 @@ class Store:
             ]
         )
 
-    async def unfile_due(self, assignment: AssignmentDoc) -> None:
-        """Take a round's former sort key out of its day buckets, after its due date moved and
-        the round was written with the new one (a stop before: the entry is skipped on read)."""
-        day = assignment.sort_key[:10]
-        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
-            await self.key_remove(f"due:{scope}:{day}", assignment.sort_key)
-
     async def open_assignments(self, reviewer: ReviewerDoc) -> list[AssignmentDoc]:
         """A reviewer's open assignments as its document lists them, each read by `_id`."""
         found = await self.listed(reviewer.open_assignments)
@@ -760,43 +759,6 @@ class Store:
         }
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
-    async def ask(
-        self,
-        assignment_id: str,
-        *,
-        entry: RequestEntry,
-        seq: int,
-        events: Sequence[Event],
-    ) -> None:
-        """Record a request for more information, the clock stopped at its time, and its
-        events (the last of sequence `seq`), in one write."""
-        update = {
-            "$set": {"paused_since": entry.requested_at, "seq": seq},
-            "$push": {"requests": entry.model_dump()},
-        }
-        await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
-
-    async def resume(
-        self,
-        assignment: AssignmentDoc,
-        *,
-        requests: list[RequestEntry],
-        seq: int,
-        events: Sequence[Event],
-    ) -> None:
-        """The clock resumes: the moved due date (`assignment`'s, with its sort key), the
-        requests as they are now, and the events (the last of sequence `seq`), in one write."""
-        update = {
-            "$set": {
-                "due_at": assignment.due_at,
-                "sort_key": assignment.sort_key,
-                "requests": [r.model_dump() for r in requests],
-                "seq": seq,
-            },
-            "$unset": {"paused_since": ""},
-        }
-        await self.assignments.update_one({"_id": assignment.id}, with_events(update, events))
-
     async def cancel(self, assignment_id: str, at: datetime) -> None:
         """End an assignment whose case was withdrawn."""
         await self.assignments.update_one(
@@ -817,6 +779,58 @@ class Store:
         }
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+
+class InformationStore:
+    """The writes of requests for more information on an assignment round (review's `Store`
+    holds it as `information`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def ask(
+        self,
+        assignment_id: str,
+        *,
+        entry: RequestEntry,
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """Record a request for more information, the clock stopped at its time, and its
+        events (the last of sequence `seq`), in one write."""
+        update = {
+            "$set": {"paused_since": entry.requested_at, "seq": seq},
+            "$push": {"requests": entry.model_dump()},
+        }
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+    async def resume(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        requests: list[RequestEntry],
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """The clock resumes: the moved due date (`assignment`'s, with its sort key), the
+        requests as they are now, and the events (the last of sequence `seq`), in one write."""
+        update = {
+            "$set": {
+                "due_at": assignment.due_at,
+                "sort_key": assignment.sort_key,
+                "requests": [r.model_dump() for r in requests],
+                "seq": seq,
+            },
+            "$unset": {"paused_since": ""},
+        }
+        await self.store.assignments.update_one({"_id": assignment.id}, with_events(update, events))
+
+    async def unfile_due(self, assignment: AssignmentDoc) -> None:
+        """Take a round's former sort key out of its day buckets, after its due date moved and
+        the round was written with the new one (a stop before: the entry is skipped on read)."""
+        day = assignment.sort_key[:10]
+        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
+            await self.store.key_remove(f"due:{scope}:{day}", assignment.sort_key)
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
