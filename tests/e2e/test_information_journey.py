@@ -13,12 +13,14 @@ import pytest
 from avis.reports.main import create_app as create_reports_app
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role, mint_token
-from avis.shared.topics import CASE_SUBMITTED, REVIEW_COMPLETED
-from tests.support.basics import eventually, serve, skip_history, unique
+from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
+from tests.support.privacy import assert_absent, record_bytes, stored_bytes
 from tests.support.reports import reports_settings
 from tests.support.review import review_settings
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
+from tests.support.topics import TopicReader
 
 pytestmark = pytest.mark.infra
 
@@ -33,6 +35,9 @@ async def test_a_request_pauses_the_review_until_the_patient_answers() -> None:
     await skip_history(f"avis-{reports_config.service_name}", [CASE_SUBMITTED, REVIEW_COMPLETED])
     review_app = create_review_app(review_config)
     reports_app = create_reports_app(reports_config)
+    topics = await TopicReader(
+        CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY
+    ).mark()
 
     def client(url: str, sub: str, role: Role) -> httpx.AsyncClient:
         token = mint_token(review_config, sub, role)
@@ -158,6 +163,18 @@ async def test_a_request_pauses_the_review_until_the_patient_answers() -> None:
             assert (await eventually(report, timeout=60))["version"] == 1
         case = await eventually(lambda: _status(patient, case_id, "report_ready"), timeout=60)
         assert case["timeline"][-1]["kind"] == "report_ready"
+
+        # The question and the answer are in clear nowhere: not on the topics, not at rest.
+        await topics.caught_up()
+        haystacks = {"topics": record_bytes(topics.records)}
+        for name, database in (
+            ("intake", intake.settings.database),
+            ("review", review_config.database),
+            ("reports", reports_config.database),
+        ):
+            haystacks[f"{name} store"] = await stored_bytes(MONGO_URL, database)
+        assert case_id.encode() in haystacks["intake store"]  # the scan reads intake's documents
+        assert_absent({"question": QUESTION, "answer": ANSWER}, haystacks)
 
 
 def _at(value: str) -> datetime:
