@@ -239,6 +239,12 @@ class Platform:
         url = f"{self.review}/v1/assignments/{assignment_id}/decline"
         await self._call("POST", url, token=token, json={"reason_code": code, "reason": reason})
 
+    async def ask_information(self, *, token: str, assignment_id: str, text: str) -> None:
+        """Ask the patient (or the filing partner) for more information: review's clock stands
+        until the answer."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/information-requests"
+        await self._call("POST", url, token=token, json={"text": text})
+
     async def send_opinion(
         self, *, token: str, assignment_id: str, form: OpinionForm, correction: bool
     ) -> OpinionRecord:
