@@ -12,13 +12,13 @@ import pytest
 
 from avis.reports.main import create_app as create_reports_app
 from avis.review.main import create_app as create_review_app
-from avis.shared.security import Role, mint_token
+from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
 from tests.support.privacy import assert_absent, record_bytes, stored_bytes
 from tests.support.reports import reports_settings
-from tests.support.review import review_settings
+from tests.support.review import bearer_client, review_settings
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.topics import TopicReader
 
@@ -40,10 +40,7 @@ async def test_a_request_pauses_the_review_until_the_patient_answers() -> None:
     ).mark()
 
     def client(url: str, sub: str, role: Role) -> httpx.AsyncClient:
-        token = mint_token(review_config, sub, role)
-        return httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
-        )
+        return bearer_client(review_config, url, sub, role)
 
     async with (
         running_intake() as intake,
