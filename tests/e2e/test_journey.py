@@ -8,11 +8,11 @@ import httpx
 import pytest
 
 from avis.review.main import create_app as create_review_app
-from avis.shared.security import Role, mint_token
+from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED
 from tests.support.basics import eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
-from tests.support.review import review_settings
+from tests.support.review import bearer_client, review_settings
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
@@ -26,10 +26,7 @@ async def test_intake_timeline_follows_the_review_step_by_step() -> None:
     review_app = create_review_app(settings)
 
     def review_client(url: str, sub: str, role: Role) -> httpx.AsyncClient:
-        token = mint_token(settings, sub, role)
-        return httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
-        )
+        return bearer_client(settings, url, sub, role)
 
     async with running_intake() as intake, serve(review_app) as review_url:
         await eventually(lambda: review_app.state.runtime.kafka_started, timeout=60)

@@ -16,13 +16,13 @@ from avis.reports.i18n import read_catalogue
 from avis.reports.main import create_app as create_reports_app
 from avis.review.main import create_app as create_review_app
 from avis.shared.events import Language
-from avis.shared.security import Role, mint_token
+from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REVIEW_COMPLETED
 from tests.support.basics import eventually, serve, skip_history, unique
 from tests.support.fhir import violations
 from tests.support.intake import running_intake
 from tests.support.reports import reports_settings
-from tests.support.review import review_settings
+from tests.support.review import bearer_client, review_settings
 from tests.support.samples import case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
@@ -90,10 +90,7 @@ async def test_from_draft_to_the_report_and_its_correction(
     reports_app = create_reports_app(reports_config)
 
     def client(url: str, sub: str, role: Role) -> httpx.AsyncClient:
-        token = mint_token(review_config, sub, role)
-        return httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
-        )
+        return bearer_client(review_config, url, sub, role)
 
     async with (
         running_intake() as intake,

@@ -31,11 +31,14 @@ from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
     ConsentScope,
+    InformationQuestion,
+    InformationRequested,
     Language,
     PatientContact,
     Question,
     ReportReady,
     ReviewAssigned,
+    ReviewResumed,
     Specialty,
     Urgency,
 )
@@ -273,6 +276,40 @@ class NotifyStack:
             due_at=now + timedelta(days=due_in_days),
         )
         return _under(traceparent, lambda: Event.new(payload, "/avis/review"))
+
+    def information_requested(self, p: Patient, expires_in_days: float = 14) -> Event:
+        """`avis.review.information-requested.v1`, its question sealed under the event id."""
+        at, event_id = datetime.now(UTC), new_event_id()
+        payload = InformationRequested(
+            case_id=p.case_id,
+            assignment_id=f"{p.case_id}-0001",
+            reviewer_id="rev-1",
+            request_id=f"{p.case_id}-0001-q01",
+            requested_at=at,
+            expires_at=at + timedelta(days=expires_in_days),
+            question=(p.ring or self.keyring).seal_json(
+                InformationQuestion(text="Le compte rendu opératoire, s'il vous plaît."),
+                aad=event_id,
+            ),
+            seq=3,
+        )
+        return Event.new(payload, "/avis/review", event_id=event_id)
+
+    def resumed(self, p: Patient, due_in_days: float, outcome: str = "answered") -> Event:
+        """`avis.review.resumed.v1`: the review goes on, due `due_in_days` from now."""
+        at = datetime.now(UTC)
+        payload = ReviewResumed(
+            case_id=p.case_id,
+            assignment_id=f"{p.case_id}-0001",
+            reviewer_id="rev-1",
+            request_id=f"{p.case_id}-0001-q01",
+            resumed_at=at,
+            due_at=at + timedelta(days=due_in_days),
+            paused_seconds=3600.0,
+            outcome=outcome,  # type: ignore[arg-type]
+            seq=4,
+        )
+        return Event.new(payload, "/avis/review")
 
     def report(self, p: Patient, version: int, traceparent: str = "") -> Event:
         """`avis.report.ready.v1` of one version."""

@@ -172,8 +172,9 @@ class ReportsStack:
         with trace.get_tracer("tests").start_as_current_span("intake.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)
 
-    def completed(self, case: Case, version: int = 1, **changes: Any) -> Event:
-        """`avis.review.completed.v1` as review publishes it, the opinion sealed."""
+    def completed(self, case: Case, version: int = 1, *, seq: int = 0, **changes: Any) -> Event:
+        """`avis.review.completed.v1` as review publishes it (the case's sequence number `seq`),
+        the opinion sealed."""
         event_id = new_event_id()
         content = CompletedOpinion.model_validate(
             {
@@ -192,6 +193,7 @@ class ReportsStack:
             version=version,
             completed_at=datetime.now(UTC),
             opinion=(case.ring or self.keyring).seal_json(content, aad=event_id),
+            seq=seq,
         )
         return Event.new(payload, "/avis/review", event_id=event_id)
 

@@ -50,6 +50,15 @@ def review_settings(**overrides: Any) -> Settings:
     return make_settings(unique("review"), Settings, **values)
 
 
+def bearer_client(settings: Settings, url: str, sub: str, role: Role) -> httpx.AsyncClient:
+    """An HTTP client of a service at `url`, calling as `sub` in `role` with a token minted
+    under `settings` (every service of the test stack verifies the same development key)."""
+    token = mint_token(settings, sub, role)
+    return httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+    )
+
+
 @dataclass
 class ReviewStack:
     """The review app on loopback, its database, and the test's view of the broker."""

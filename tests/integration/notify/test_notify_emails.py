@@ -128,3 +128,31 @@ async def test_the_contact_stays_sealed_at_rest(stack: NotifyStack) -> None:
                 assert secret not in text, (name, secret)
     case = await stack.db["cases"].find_one({"_id": p.case_id})
     assert case is not None and set(case["contact"]) == {"alg", "kid", "nonce", "ct"}
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+async def test_a_request_for_information_and_the_new_date_after_it(
+    stack: NotifyStack, language: str
+) -> None:
+    """The patient is told a request waits for them (a link to their case's page, what it asks
+    never in the email), then that the review goes on with its new expected date."""
+    p = stack.patient(language)
+    submitted = stack.submitted(p)
+    await stack.publish(
+        submitted, stack.assigned(p, due_in_days=7, traceparent=submitted.traceparent)
+    )
+    await stack.settled(p.case_id, 2)
+    asked = stack.information_requested(p, expires_in_days=14)
+    await stack.publish(asked, asked)  # a redelivery queues nothing new
+    await stack.settled(p.case_id, 3)
+    await stack.publish(stack.resumed(p, due_in_days=9))
+    items = await stack.settled(p.case_id, 4)
+    assert [n["template"] for n in items][2:] == ["information_requested", "review_resumed"]
+    mails = await eventually(lambda: len(mailbox(p.email)) >= 4 and mailbox(p.email))
+    waiting, resumed = mails[2], mails[3]
+    assert {m["Content-Language"] for m in (waiting, resumed)} == {language}
+    assert f"http://127.0.0.1:8000/cases/{p.case_id}" in body_text(waiting)
+    assert "compte rendu opératoire" not in body_text(waiting)
+    words = {"fr": ("informations", "reprend"), "en": ("more information", "goes on")}[language]
+    assert words[0] in str(waiting["Subject"]) and words[1] in str(resumed["Subject"])
+    assert re.search(r"20\d\d", body_text(resumed)), "the new expected date is told"

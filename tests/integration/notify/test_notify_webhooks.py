@@ -346,3 +346,32 @@ async def test_openapi_fuzzing_of_subscriptions_and_deliveries_with_each_role(
             stack.url, token, *only, config=FUZZ_CONFIG, seed="20260312", max_seconds=seconds
         )
         assert_clean(run)
+
+
+async def test_a_partner_hears_of_a_request_for_information_and_of_the_review_going_on(
+    stack: NotifyStack,
+) -> None:
+    async with hook_receiver() as (receiver, port):
+        partner = unique("ptn")
+        hooked = await subscribe(
+            stack,
+            partner,
+            f"http://hooks.partner.example:{port}/info",
+            "avis.review.information-requested.v1",
+            "avis.review.resumed.v1",
+        )
+        filed = stack.patient("fr", partner_id=partner, partner_reference="INS-88")
+        submitted = stack.submitted(filed)
+        await stack.publish(submitted, stack.assigned(filed, 5, submitted.traceparent))
+        await stack.settled(filed.case_id, 2)
+        await stack.publish(stack.information_requested(filed), stack.resumed(filed, 6))
+        await eventually(lambda: len(receiver.at("/info", 204)) == 2, timeout=60)
+        bodies = {
+            b["type"]: b for b in (verified(hooked["secret"], r) for r in receiver.at("/info"))
+        }
+        asked = bodies["avis.review.information-requested.v1"]["data"]
+        resumed = bodies["avis.review.resumed.v1"]["data"]
+        assert (asked["status"], resumed["status"]) == ("awaiting_information", "in_review")
+        assert asked["expires_at"] and resumed["due_at"] and resumed["outcome"] == "answered"
+        raw = b"".join(r.body for r in receiver.at("/info"))
+        assert_absent({"question": "compte rendu opératoire"}, {"webhook bodies": raw})

@@ -127,9 +127,11 @@ async def test_a_correction_makes_version_2_and_keeps_version_1(stack: ReportsSt
     case = stack.new_case()
     await issued(stack, case)
     corrected = {"assessment": "revised", "explanation": "Après relecture : lésion bénigne."}
-    await stack.publish(stack.completed(case, 2, diagnosis=corrected))
+    await stack.publish(stack.completed(case, 2, seq=7, diagnosis=corrected))
     ready = await stack.ready(case, 2)
     assert [r["version"] for r in ready] == [1, 2]
+    # Each report goes out with the case's sequence number of its opinion (0: none given).
+    assert [r["seq"] for r in ready] == [0, 7]
     report_id = report_id_for(case.case_id)
     async with stack.patient(case) as patient:
         latest = (await patient.get(f"/v1/cases/{case.case_id}/report")).json()

@@ -124,6 +124,11 @@ async def test_accept_opinion_and_correction_each_version_sealed_on_the_topic(
     for record in stack.log.of(case_id):
         assert trace_id_of(header(record, "traceparent")) == case_trace, header(record, "ce_type")
     assert len(stack.log.of(case_id, ACCEPTED)) == 1
+    # Review numbers every event of the case that drives its status, one after the other.
+    seqs = [
+        e["seq"] for t in (ASSIGNED, ACCEPTED, COMPLETED) for e in stack.log.payloads(case_id, t)
+    ]
+    assert seqs == [1, 2, 3, 4], seqs
 
     # The answered case freed the reviewer: the waiting case is theirs now.
     (event,) = await stack.log.wait(waiting, ASSIGNED)

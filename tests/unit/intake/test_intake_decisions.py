@@ -29,8 +29,10 @@ from avis.intake.rules import (
     after_restore,
     age_on,
     block_range,
+    check_answerable,
     check_birth_date,
     check_consent,
+    check_draft,
     decide,
     format_reference,
     listing_scope,
@@ -175,6 +177,112 @@ def test_status_never_moves_backwards_whatever_the_order(
         current = CaseState(
             decision.status, current.timeline_ids | {event.event_id}, assignment_id, at
         )
+
+
+# --- the per-case sequence (a case can go back to review) ----------------------------------
+
+
+def test_a_newer_fact_moves_a_reported_case_back_to_review() -> None:
+    """Ordered by the rank of the status name, `in_review` after `report_ready` was refused."""
+    reported = state(CaseStatus.REPORT_READY, assignment_id="as-1", assignment_at=T0, seq=4)
+    decision = decide(reported, change(TimelineKind.ACCEPTED, 9, seq=5))
+    assert decision.apply and decision.status == CaseStatus.IN_REVIEW and decision.seq == 5
+
+
+def test_a_report_older_than_the_case_going_back_is_an_entry_and_moves_nothing() -> None:
+    back_in_review = state(CaseStatus.IN_REVIEW, assignment_id="as-1", seq=5)
+    decision = decide(back_in_review, change(TimelineKind.REPORT_READY, 9, seq=4))
+    assert decision.apply and decision.status == CaseStatus.IN_REVIEW and decision.seq is None
+
+
+def test_a_report_follows_its_own_opinion_by_rank() -> None:
+    """A report carries its opinion's number: the same step, after `in_review` by rank."""
+    reviewed = state(CaseStatus.IN_REVIEW, assignment_id="as-1", seq=3)
+    decision = decide(reviewed, change(TimelineKind.REPORT_READY, 9, seq=3))
+    assert decision.status == CaseStatus.REPORT_READY and decision.seq == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "seq"),
+    [
+        (CaseStatus.IN_REVIEW, TimelineKind.ASSIGNED, 1),
+        (CaseStatus.REPORT_READY, TimelineKind.ACCEPTED, 2),
+        (CaseStatus.ASSIGNED, TimelineKind.ACCEPTED, 2),  # accepted a round since ended
+    ],
+)
+def test_an_older_numbered_fact_changes_nothing(
+    status: CaseStatus, kind: TimelineKind, seq: int
+) -> None:
+    current = state(status, assignment_id="as-1", assignment_at=T0, seq=4)
+    assert not decide(current, change(kind, 9, seq=seq)).apply
+
+
+def test_a_fact_without_a_number_only_moves_a_case_forward() -> None:
+    """From a producer's copy not yet upgraded: the rank decides, as before sequences."""
+    accepted = state(CaseStatus.ASSIGNED, assignment_id="as-1", assignment_at=T0, seq=1)
+    forward = decide(accepted, change(TimelineKind.ACCEPTED, 2))
+    assert forward.status == CaseStatus.IN_REVIEW and forward.seq == 1
+    reported = state(CaseStatus.REPORT_READY, assignment_id="as-1", seq=3)
+    assert not decide(reported, change(TimelineKind.ACCEPTED, 5)).apply
+
+
+@given(st.permutations(list(range(6))))
+def test_numbered_facts_in_any_order_end_on_the_newest(order: list[int]) -> None:
+    """One round's life, sent back to review after its report, delivered in any order (as two
+    topics may): the status ends where the newest fact put it, and an older one never moves it."""
+    life = [
+        change(TimelineKind.ASSIGNED, 1, seq=1),
+        change(TimelineKind.ACCEPTED, 2, seq=2),
+        change(TimelineKind.REVIEW_COMPLETED, 3, seq=3),
+        change(TimelineKind.REPORT_READY, 4, seq=3),
+        change(TimelineKind.ACCEPTED, 5, seq=4, event_id="ev-back"),
+        change(TimelineKind.REVIEW_COMPLETED, 6, seq=5, event_id="ev-done-again"),
+    ]
+    current = state(CaseStatus.SUBMITTED, assignment_id="as-1", assignment_at=T0)
+    for i in order:
+        decision = decide(current, life[i])
+        if decision.apply and decision.status is not None and decision.seq is not None:
+            assert (decision.seq, RANK[decision.status]) > (current.seq, RANK[current.status])
+            current = dataclasses.replace(current, status=decision.status, seq=decision.seq)
+    assert current.status == CaseStatus.IN_REVIEW and current.seq == 4
+
+
+def test_a_request_for_information_waits_and_its_resumption_goes_back_to_review() -> None:
+    """Asked (seq 3), the case awaits the patient; resumed (seq 4) it is back in review: by
+    the rank alone, `in_review` after `awaiting_information` would be refused."""
+    reviewing = state(CaseStatus.IN_REVIEW, assignment_id="as-1", seq=2)
+    asked = decide(reviewing, change(TimelineKind.INFORMATION_REQUESTED, 3, seq=3))
+    assert asked.status == CaseStatus.AWAITING_INFORMATION and asked.seq == 3
+    waiting = dataclasses.replace(reviewing, status=CaseStatus.AWAITING_INFORMATION, seq=3)
+    resumed = decide(waiting, change(TimelineKind.REVIEW_RESUMED, 4, seq=4))
+    assert resumed.status == CaseStatus.IN_REVIEW and resumed.seq == 4
+    back = dataclasses.replace(waiting, status=CaseStatus.IN_REVIEW, seq=4)
+    late = change(TimelineKind.INFORMATION_REQUESTED, 5, seq=3, event_id="ev-late")
+    stale = decide(back, late)
+    assert stale.apply and stale.status == CaseStatus.IN_REVIEW and stale.seq is None
+
+
+def test_a_request_of_another_assignment_changes_nothing() -> None:
+    reviewing = state(CaseStatus.IN_REVIEW, assignment_id="as-2", seq=5)
+    other = change(TimelineKind.INFORMATION_REQUESTED, 3, seq=6, assignment="as-1")
+    assert not decide(reviewing, other).apply
+
+
+def test_records_are_added_while_a_request_is_open_and_answers_are_checked() -> None:
+    check_draft(CaseStatus.AWAITING_INFORMATION, "added", request_open=True)
+    with pytest.raises(Problem):
+        check_draft(CaseStatus.AWAITING_INFORMATION, "added")
+    with pytest.raises(Problem):
+        check_draft(CaseStatus.AWAITING_INFORMATION, "removed", request_open=True)
+    patient = Principal(sub="pat-1", role="patient")
+    check_answerable(found=True, open_=True, principal=patient)
+    for found, open_, status in ((False, False, 404), (True, False, 409)):
+        with pytest.raises(Problem) as refused:
+            check_answerable(found=found, open_=open_, principal=patient)
+        assert refused.value.status == status
+    with pytest.raises(Problem) as reviewer:
+        check_answerable(found=True, open_=True, principal=Principal(sub="r", role="reviewer"))
+    assert reviewer.value.status == 403
 
 
 # --- who may read what ------------------------------------------------------------------------

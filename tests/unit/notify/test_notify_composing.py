@@ -16,6 +16,7 @@ PARAMS = {
     "case_url": "http://127.0.0.1:8001/v1/cases/c-1",
     "specialty": "oncology",
     "due_date": "2026-03-09",
+    "expires_date": "2026-03-15",
     "report_url": "http://127.0.0.1:8003/v1/reports/r-1?a=1&b=2",
     "version": "2",
 }

@@ -46,6 +46,18 @@ def test_the_matrix() -> None:
     assert rules.on_withdrawn(withdrawn.then).send is None
     assert rules.on_assigned(withdrawn.then, D1).send is None
     assert rules.on_report_ready(withdrawn.then, 1).send is None
+    assert rules.on_information_requested(withdrawn.then).send is None
+    assert rules.on_resumed(withdrawn.then, D2).send is None
+
+
+def test_a_request_for_information_is_told_and_so_is_the_new_date_after_it() -> None:
+    told = rules.on_assigned(SUBMITTED, D1).then
+    asked = rules.on_information_requested(told)
+    assert asked.send is Template.INFORMATION_REQUESTED and asked.then == told
+    resumed = rules.on_resumed(asked.then, D2)
+    assert resumed.send is Template.REVIEW_RESUMED and resumed.then.told_due == D2
+    read = rules.Reading(resumed)
+    assert rules.email_params("AV-2026-000042", read)["due_date"] == D2.isoformat()
 
 
 @pytest.mark.parametrize(
@@ -54,6 +66,8 @@ def test_the_matrix() -> None:
         lambda v: rules.on_assigned(v, D1),
         lambda v: rules.on_report_ready(v, 1),
         rules.on_withdrawn,
+        rules.on_information_requested,
+        lambda v: rules.on_resumed(v, D2),
     ],
 )
 def test_events_before_their_case_are_parked(decide: object) -> None:

@@ -35,6 +35,7 @@ def test_every_action_has_its_words_and_a_fhir_verb() -> None:
         "opinion.correct": "U",
         "decline.read": "R",
         "review.decline": "U",
+        "information.create": "C",
     }
     said = describe(
         rules.ACTIONS,

@@ -115,5 +115,11 @@ def test_a_topic_consumed_whole_documents_every_type_on_it() -> None:
 
     rt.subscribe(REVIEW_ASSIGNED, handle)
     assert _operations(rt) == {
-        "receive-review-assigned": ["ReviewAssigned", "ReviewAccepted", "ReviewDeclined"]
+        "receive-review-assigned": [
+            "ReviewAssigned",
+            "ReviewAccepted",
+            "ReviewDeclined",
+            "InformationRequested",
+            "ReviewResumed",
+        ]
     }

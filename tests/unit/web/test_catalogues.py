@@ -11,7 +11,15 @@ from avis.web import pdfpages, rules, texts
 from avis.web.models import DocumentKind
 
 TEMPLATES = Path(texts.__file__).parent / "templates"
-STATUSES = ("draft", "submitted", "assigned", "in_review", "report_ready", "withdrawn")
+STATUSES = (
+    "draft",
+    "submitted",
+    "assigned",
+    "in_review",
+    "awaiting_information",
+    "report_ready",
+    "withdrawn",
+)
 TIMELINE = (
     "created",
     "submitted",
@@ -19,6 +27,9 @@ TIMELINE = (
     "accepted",
     "declined",
     "review_completed",
+    "information_requested",
+    "information_provided",
+    "review_resumed",
     "report_ready",
     "withdrawn",
 )

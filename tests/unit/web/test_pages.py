@@ -160,3 +160,42 @@ async def test_a_session_ends_after_its_idle_time() -> None:
         # ...so the session has now been idle for a minute.
         ended = await client.get("/cases")
         assert ended.status_code == 303 and ended.headers["location"] == "/signin"
+
+
+async def test_the_patient_reads_and_answers_a_request_for_more_information() -> None:
+    """A case awaiting information shows the specialist's question, takes records, and sends
+    the answer to intake; an empty answer is refused in plain words."""
+    answers: list[dict[str, str]] = []
+    waiting = CASE | {"status": "awaiting_information"}
+    request_id = "5d0c7f0e-0001-q01"
+
+    def services(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == f"/v1/cases/{CASE_ID}":
+            return httpx.Response(200, json=waiting)
+        if path == f"/v1/cases/{CASE_ID}/clinical":
+            asked = {"id": request_id, "state": "open", "question": "Your 2024 operative report?"}
+            asked |= {"requested_at": "2026-01-02T10:00:00Z", "expires_at": "2026-01-16T10:00:00Z"}
+            return httpx.Response(200, json={"information_requests": [asked]})
+        if path == f"/v1/cases/{CASE_ID}/information-requests/{request_id}/answer":
+            answers.append(json.loads(request.content))
+            return httpx.Response(200, json=waiting)
+        return httpx.Response(404, json={"type": "https://avis.health/problems/not-found"})
+
+    settings = Settings(avis_env="development", jwt_secret="s" * 40, intake_url="http://intake")
+    app = create_app(settings, transport=httpx.MockTransport(services))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web") as web,
+    ):
+        await sign_in(web)
+        page = await web.get(f"/cases/{CASE_ID}")
+        assert "Your 2024 operative report?" in page.text and "2026-01-16" in page.text
+        assert f"/cases/{CASE_ID}/documents" in page.text, "records may be added meanwhile"
+        answer = f"/cases/{CASE_ID}/requests/{request_id}/answer"
+        empty = await web.post(answer, data={"csrf": csrf_of(page), "text": " "})
+        assert "Écrivez votre réponse" in (await web.get(empty.headers["location"])).text
+        sent = await web.post(answer, data={"csrf": csrf_of(page), "text": "Attached above."})
+        assert sent.status_code == 303
+        assert "Votre réponse a été envoyée" in (await web.get(sent.headers["location"])).text
+    assert answers == [{"text": "Attached above."}]

@@ -98,6 +98,8 @@ def test_what_a_case_page_offers_follows_its_status() -> None:
     assert ready.report and not ready.withdraw and not ready.live
     withdrawn = rules.case_actions("withdrawn", 2)
     assert not withdrawn.withdraw and not withdrawn.live and not withdrawn.report
+    waiting = rules.case_actions("awaiting_information", 2)
+    assert waiting.upload and not waiting.submit and waiting.withdraw and waiting.live
 
 
 def test_a_request_resumes_at_its_first_missing_step() -> None:

@@ -107,6 +107,9 @@ class FakeServices:
         if path == f"/v1/assignments/{AID}/accept":
             self.status = "accepted"
             return httpx.Response(200, json=assignment(self.status, timedelta(hours=5)))
+        if path == f"/v1/assignments/{AID}/information-requests" and method == "POST":
+            self.sent.append((method, json.loads(request.content)))
+            return httpx.Response(201, json=assignment(self.status, timedelta(hours=5)))
         if path == f"/v1/assignments/{AID}/opinion" and method in ("POST", "PUT"):
             self.sent.append((method, json.loads(request.content)))
             self.status = "completed"
@@ -249,6 +252,25 @@ async def test_a_draft_survives_a_reload_and_the_opinion_is_sent_once(
     assert [m for m, _ in services.sent] == ["POST", "PUT"]
 
 
+async def test_the_specialist_asks_the_patient_for_more_information(
+    browser: httpx.AsyncClient, services: FakeServices
+) -> None:
+    services.status = "accepted"
+    page = await browser.get(f"/review/{AID}")
+    assert f"/review/{AID}/ask" in page.text
+    empty = await browser.post(
+        f"/review/{AID}/ask", data={"csrf": csrf_of(page), "text": "  "}, follow_redirects=True
+    )
+    assert "Say what you need" in empty.text and services.sent == []
+    asked = await browser.post(
+        f"/review/{AID}/ask",
+        data={"csrf": csrf_of(page), "text": "The 2024 operative report, please."},
+        follow_redirects=True,
+    )
+    assert "The review waits for the answer" in asked.text
+    assert services.sent == [("POST", {"text": "The 2024 operative report, please."})]
+
+
 async def test_another_reviewers_case_is_refused_in_plain_words(
     browser: httpx.AsyncClient,
 ) -> None:
@@ -311,6 +333,7 @@ def test_every_key_of_the_workspace_has_its_text_in_both_languages() -> None:
 
     folder = Path(texts.__file__).parent / "templates" / "specialist"
     used = {"review.accepted", "review.declined", "review.decline_incomplete", "review.sent"}
+    used |= {"review.asked", "review.ask_incomplete"}
     used |= {"review.corrected", "review.draft_saved", "review.required"}
     used |= set(rules.PROBLEM_MESSAGES.values())
     for template in folder.glob("*.html"):

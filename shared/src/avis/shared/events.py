@@ -159,6 +159,13 @@ class CompletedOpinion(SealedContent):
     reviewer_specialty: Specialty | None = None
 
 
+class InformationQuestion(SealedContent):
+    """What a specialist asks the patient (or the filing partner) for: a missing record or a
+    precision, sealed in `avis.review.information-requested.v1`."""
+
+    text: str
+
+
 def sealed(content: type[SealedContent], description: str, *, optional: bool = False) -> Any:
     """A `Sealed` field whose documentation carries the schema of what it holds once opened
     (`optional`: absent by default)."""
@@ -175,6 +182,7 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     ClaimSecret,
     CompletedOpinion,
     PhysicianContact,
+    InformationQuestion,
 )
 
 
@@ -277,7 +285,21 @@ class CaseClaimed(Payload):
     claimed_at: AwareDatetime
 
 
-class ReviewAssigned(Payload):
+class Sequenced(Payload):
+    """Base of the events that drive a case's status: each carries the case's sequence number."""
+
+    seq: int = Field(
+        0,
+        ge=0,
+        description="The position of this fact in the case's lifecycle, stamped by the "
+        "service that owns that part of it (review for its rounds, reports with the sequence of "
+        "the opinion a report is made from); a status consumer orders a case's status by it "
+        "and by the status's rank between facts of one step, so a newer fact may move a case "
+        "back (to review) and an older one changes nothing. 0: stamped before sequences.",
+    )
+
+
+class ReviewAssigned(Sequenced):
     """A specialist was assigned to review the case; the SLA clock runs."""
 
     assignment_id: str
@@ -287,7 +309,7 @@ class ReviewAssigned(Payload):
     due_at: AwareDatetime
 
 
-class ReviewAccepted(Payload):
+class ReviewAccepted(Sequenced):
     """The assigned specialist accepted the review."""
 
     assignment_id: str
@@ -295,7 +317,7 @@ class ReviewAccepted(Payload):
     accepted_at: AwareDatetime
 
 
-class ReviewDeclined(Payload):
+class ReviewDeclined(Sequenced):
     """The assigned specialist declined; another will be assigned."""
 
     assignment_id: str
@@ -304,7 +326,7 @@ class ReviewDeclined(Payload):
     reason_code: str
 
 
-class ReviewCompleted(Payload):
+class ReviewCompleted(Sequenced):
     """A version of the structured opinion was written (a correction is a higher version)."""
 
     assignment_id: str
@@ -315,7 +337,42 @@ class ReviewCompleted(Payload):
     opinion: Sealed = sealed(CompletedOpinion, "The structured opinion and who wrote it.")
 
 
-class ReportReady(Payload):
+class InformationRequested(Sequenced):
+    """The specialist of an accepted review asked the patient (or the filing partner) for a
+    missing record or a precision: the review's SLA clock stands until the answer arrives, or
+    the request expires."""
+
+    assignment_id: str
+    reviewer_id: str
+    request_id: str = Field(description="The request's id, which the answer names.")
+    requested_at: AwareDatetime
+    expires_at: AwareDatetime = Field(description="When an unanswered request expires.")
+    question: Sealed = sealed(InformationQuestion, "What the specialist asks.")
+
+
+class InformationProvided(Payload):
+    """The patient (or the filing partner) answered a request for more information; the
+    answer stays in intake, where the specialist reads it with the case."""
+
+    request_id: str
+    provided_at: AwareDatetime
+    document_count: int = Field(0, ge=0, description="Records added with the answer.")
+
+
+class ReviewResumed(Sequenced):
+    """The review goes on after a request for more information was answered or expired: the
+    assignment's due date moved by the time its clock stood."""
+
+    assignment_id: str
+    reviewer_id: str
+    request_id: str
+    resumed_at: AwareDatetime
+    due_at: AwareDatetime = Field(description="The assignment's due date, moved by the pause.")
+    paused_seconds: float = Field(ge=0, description="How long the SLA clock stood.")
+    outcome: Literal["answered", "expired"]
+
+
+class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
     report_id: str
@@ -343,9 +400,12 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.case.claimed.v1": (CASE_SUBMITTED, CaseClaimed),
     "avis.case.erased.v1": (CASE_SUBMITTED, CaseErased),
     "avis.case.keyed.v1": (CASE_SUBMITTED, CaseKeyed),
+    "avis.case.information-provided.v1": (CASE_SUBMITTED, InformationProvided),
     "avis.review.assigned.v1": (REVIEW_ASSIGNED, ReviewAssigned),
     "avis.review.accepted.v1": (REVIEW_ASSIGNED, ReviewAccepted),
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),
+    "avis.review.information-requested.v1": (REVIEW_ASSIGNED, InformationRequested),
+    "avis.review.resumed.v1": (REVIEW_ASSIGNED, ReviewResumed),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),

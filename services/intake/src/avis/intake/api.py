@@ -24,15 +24,16 @@ from avis.intake.models import (
     ContentType,
     DocumentKind,
     DocumentView,
+    InformationAnswerIn,
     ReasonIn,
     SubmitIn,
 )
-from avis.intake.service import IntakeService, Upload
+from avis.intake.service import IntakeService, Reported, Upload
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
+from avis.shared.text import ID_PATTERN, IDEMPOTENCY_KEY_PATTERN, UUID_PATTERN
 
 router = APIRouter(
     prefix="/v1", tags=["cases"], generate_unique_id_function=lambda route: route.name
@@ -55,7 +56,16 @@ def erasures(request: Request) -> Erasures:
     return found
 
 
+def reported(request: Request) -> Reported:
+    """The app's reported changes and answers (set by the app factory)."""
+    found = getattr(request.app.state, "reported", None)
+    if not isinstance(found, Reported):
+        raise RuntimeError("app.state.reported is not set; the app factory must set it")
+    return found
+
+
 Service = Annotated[IntakeService, Depends(intake)]
+Reporting = Annotated[Reported, Depends(reported)]
 Erasing = Annotated[Erasures, Depends(erasures)]
 Caller = Annotated[Principal, Depends(authenticated)]
 Filer = Annotated[Principal, Depends(require_roles("patient", "partner"))]
@@ -66,6 +76,9 @@ ClinicalReader = Caller
 TrailReader = Annotated[Principal, Depends(require_roles("patient", "coordinator"))]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 CaseId = Annotated[str, Path(pattern=UUID_PATTERN, description="The case id (a UUID).")]
+RequestId = Annotated[
+    str, Path(pattern=ID_PATTERN, description="The request for more information's id.")
+]
 DocumentId = Annotated[
     str, Path(pattern=DOCUMENT_ID_PATTERN, description="The record's document id, in hex.")
 ]
@@ -315,6 +328,26 @@ async def submit_case(
 async def withdraw_case(case_id: CaseId, principal: Filer, service: Service) -> CaseView:
     """Withdraw the case; once the report is ready it can no longer be withdrawn (409)."""
     return await service.withdraw(principal=principal, case_id=case_id)
+
+
+@router.post(
+    "/cases/{case_id}/information-requests/{request_id}/answer",
+    summary="Answer the specialist's request for more information",
+    response_model=CaseView,
+    responses=problem_responses(400, 401, 403, 404, 409, 410, 422),
+)
+async def answer_information_request(
+    case_id: CaseId,
+    request_id: RequestId,
+    body: InformationAnswerIn,
+    principal: Filer,
+    reported: Reporting,
+) -> CaseView:
+    """The patient (or the filing partner) answers an open request with a text, after adding
+    any record it asks for; the review goes on. 409 once answered or expired."""
+    return await reported.answer(
+        principal=principal, case_id=case_id, request_id=request_id, body=body
+    )
 
 
 @router.post(

@@ -3,51 +3,82 @@ of a case's status and timeline, which the service decides on."""
 
 from avis.intake.models import TimelineKind
 from avis.intake.rules import Change
-from avis.intake.service import IntakeService
+from avis.intake.service import Reported
 from avis.shared.envelope import Event
 from avis.shared.events import (
+    InformationRequested,
     ReportReady,
     ReviewAccepted,
     ReviewAssigned,
     ReviewCompleted,
     ReviewDeclined,
+    ReviewResumed,
 )
 from avis.shared.runtime import Runtime
 
 
-def register(runtime: Runtime, intake: IntakeService) -> None:
+def register(runtime: Runtime, reported: Reported) -> None:
     """Register the intake service's handlers by payload type."""
 
     async def on_assigned(event: Event, p: ReviewAssigned) -> None:
         change = Change(
-            TimelineKind.ASSIGNED, event.id, p.assigned_at, p.assignment_id, p.reviewer_id
+            TimelineKind.ASSIGNED, event.id, p.assigned_at, p.assignment_id, p.reviewer_id, p.seq
         )
-        await intake.follow(case_id=p.case_id, change=change)
+        await reported.follow(case_id=p.case_id, change=change)
 
     async def on_accepted(event: Event, p: ReviewAccepted) -> None:
         change = Change(
-            TimelineKind.ACCEPTED, event.id, p.accepted_at, p.assignment_id, p.reviewer_id
+            TimelineKind.ACCEPTED, event.id, p.accepted_at, p.assignment_id, p.reviewer_id, p.seq
         )
-        await intake.follow(case_id=p.case_id, change=change)
+        await reported.follow(case_id=p.case_id, change=change)
 
     async def on_declined(event: Event, p: ReviewDeclined) -> None:
         change = Change(
-            TimelineKind.DECLINED, event.id, p.declined_at, p.assignment_id, p.reviewer_id
+            TimelineKind.DECLINED, event.id, p.declined_at, p.assignment_id, p.reviewer_id, p.seq
         )
-        await intake.follow(case_id=p.case_id, change=change)
+        await reported.follow(case_id=p.case_id, change=change)
 
     async def on_completed(event: Event, p: ReviewCompleted) -> None:
         change = Change(
-            TimelineKind.REVIEW_COMPLETED, event.id, p.completed_at, p.assignment_id, p.reviewer_id
+            TimelineKind.REVIEW_COMPLETED,
+            event.id,
+            p.completed_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
         )
-        await intake.follow(case_id=p.case_id, change=change)
+        await reported.follow(case_id=p.case_id, change=change)
+
+    async def on_information_requested(event: Event, p: InformationRequested) -> None:
+        change = Change(
+            TimelineKind.INFORMATION_REQUESTED,
+            event.id,
+            p.requested_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.information_requested(event_id=event.id, change=change, requested=p)
+
+    async def on_resumed(event: Event, p: ReviewResumed) -> None:
+        change = Change(
+            TimelineKind.REVIEW_RESUMED,
+            event.id,
+            p.resumed_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.review_resumed(change=change, resumed=p)
 
     async def on_report(event: Event, p: ReportReady) -> None:
-        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at)
-        await intake.follow(case_id=p.case_id, change=change)
+        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at, seq=p.seq)
+        await reported.follow(case_id=p.case_id, change=change)
 
     runtime.on(ReviewAssigned, on_assigned)
     runtime.on(ReviewAccepted, on_accepted)
     runtime.on(ReviewDeclined, on_declined)
     runtime.on(ReviewCompleted, on_completed)
+    runtime.on(InformationRequested, on_information_requested)
+    runtime.on(ReviewResumed, on_resumed)
     runtime.on(ReportReady, on_report)

@@ -8,16 +8,23 @@ from fastapi import FastAPI
 
 from avis.intake import api, handlers, store
 from avis.intake.erasure import Erasures
-from avis.intake.service import SOURCE, IntakeService, Limits
+from avis.intake.service import SOURCE, IntakeService, Limits, Reported
 from avis.intake.settings import Settings
 from avis.shared.bodies import BodyLimits
 from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
-from avis.shared.events import CaseClaimed, CaseErased, CaseKeyed, CaseSubmitted, CaseWithdrawn
+from avis.shared.events import (
+    CaseClaimed,
+    CaseErased,
+    CaseKeyed,
+    CaseSubmitted,
+    CaseWithdrawn,
+    InformationProvided,
+)
 from avis.shared.runtime import Runtime, serve
 
 # What this service publishes: its AsyncAPI document's `send` operations.
-SENDS = (CaseClaimed, CaseErased, CaseKeyed, CaseSubmitted, CaseWithdrawn)
+SENDS = (CaseClaimed, CaseErased, CaseKeyed, CaseSubmitted, CaseWithdrawn, InformationProvided)
 DESCRIPTION = (
     "A patient, or a partner on the patient's behalf, drafts a case, uploads records and "
     "submits it with consent; the case's status and timeline follow the review and the report."
@@ -63,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public_url=settings.public_url,
         reviewer_access=timedelta(days=settings.reviewer_access_days),
     )
-    handlers.register(runtime, intake)
+    reported = Reported(intake)
+    handlers.register(runtime, reported)
     runtime.anchor(cases.trail)
     runtime.purge(cases.calendar)
     upload = settings.max_document_bytes + api.MULTIPART_SLACK
@@ -73,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.intake = intake
     app.state.erasures = Erasures(intake)
+    app.state.reported = reported
     return app
 
 

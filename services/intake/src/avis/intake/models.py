@@ -56,12 +56,16 @@ IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_datetime)]
 
 
 class CaseStatus(StrEnum):
-    """Where a case stands, as the patient sees it; it only moves forward."""
+    """Where a case stands, as the patient sees it: it follows the newest fact of the case, so
+    it may go back to `in_review` (docs/architecture.md, the per-case sequence)."""
 
     DRAFT = "draft"
     SUBMITTED = "submitted"
     ASSIGNED = "assigned"
     IN_REVIEW = "in_review"
+    # The specialist asked the patient (or the filing partner) for more information; the
+    # review's clock stands until the answer.
+    AWAITING_INFORMATION = "awaiting_information"
     REPORT_READY = "report_ready"
     WITHDRAWN = "withdrawn"
 
@@ -75,6 +79,9 @@ class TimelineKind(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     REVIEW_COMPLETED = "review_completed"
+    INFORMATION_REQUESTED = "information_requested"
+    INFORMATION_PROVIDED = "information_provided"
+    REVIEW_RESUMED = "review_resumed"
     REPORT_READY = "report_ready"
     WITHDRAWN = "withdrawn"
     ERASURE_REQUESTED = "erasure_requested"
@@ -210,6 +217,40 @@ class TimelineEntry(BaseModel):
     at: datetime
 
 
+class RequestState(StrEnum):
+    """Where a request for more information is: open (to answer), answered, or expired."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+
+
+class InformationRequestView(BaseModel):
+    """A request for more information from the case's specialist; its question and answer only
+    in the clinical content (`/clinical`)."""
+
+    id: str
+    state: RequestState
+    requested_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None = None
+    closed_at: datetime | None = Field(
+        None, description="When the review went on (after the answer, or the expiry)."
+    )
+    question: str | None = Field(None, description="What the specialist asks (clinical).")
+    answer: str | None = Field(None, description="What the patient answered (clinical).")
+    documents_added: int = Field(0, description="Records added while the request was open.")
+
+
+class InformationAnswerIn(BaseModel):
+    """The answer to a request for more information: a text (records are added beforehand,
+    while the request is open, as to a draft)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[Text, Field(max_length=4000)]
+
+
 class ConsentView(BaseModel):
     """The consent recorded at submission."""
 
@@ -273,6 +314,10 @@ class CaseView(CaseSummary):
     consent: ConsentView | None
     documents: list[DocumentView]
     timeline: list[TimelineEntry]
+    information_requests: list[InformationRequestView] = Field(
+        default_factory=list,
+        description="The specialist's requests for more information (their texts: `/clinical`).",
+    )
 
 
 class CasePage(Page[CaseSummary]):
@@ -315,3 +360,6 @@ class ClinicalView(BaseModel):
     physician: PhysicianView | None
     patient: PatientView | None
     documents: list[DocumentView]
+    information_requests: list[InformationRequestView] = Field(
+        default_factory=list, description="The requests for more information, with their texts."
+    )

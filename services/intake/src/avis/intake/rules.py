@@ -11,7 +11,7 @@ import secrets
 import time
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -33,16 +33,25 @@ CONSENT_CLOCK_SKEW = timedelta(minutes=5)
 EARLIEST_BIRTH_DATE = date(1900, 1, 1)
 MAX_FILENAME_CHARS = 255
 
-# Status only moves forward along this order; `withdrawn` ends a case from any earlier step.
+# A case's status is ordered by the sequence number of the fact that set it (`seq`, stamped by
+# the service that owns that part of the case's lifecycle), then by this rank, which orders the
+# facts of one step (an opinion and its report share the opinion's number) and the facts
+# published before sequences (number 0): see `newer`. `withdrawn` ends a case from any step.
 RANK = {
     CaseStatus.DRAFT: 0,
     CaseStatus.SUBMITTED: 1,
     CaseStatus.ASSIGNED: 2,
     CaseStatus.IN_REVIEW: 3,
+    CaseStatus.AWAITING_INFORMATION: 3,  # a step of the review: only numbered facts set it
     CaseStatus.REPORT_READY: 4,
 }
 # While the case is in one of these, its current reviewer may read it.
-REVIEWER_READABLE = (CaseStatus.ASSIGNED, CaseStatus.IN_REVIEW, CaseStatus.REPORT_READY)
+REVIEWER_READABLE = (
+    CaseStatus.ASSIGNED,
+    CaseStatus.IN_REVIEW,
+    CaseStatus.AWAITING_INFORMATION,
+    CaseStatus.REPORT_READY,
+)
 
 _ID_RE = re.compile(UUID_PATTERN)
 
@@ -248,23 +257,27 @@ def check_upload(
 
 @dataclass(frozen=True)
 class Change:
-    """What an event from another service says happened to a case."""
+    """What an event from another service says happened to a case (`seq`: the case's sequence
+    number the event carries, 0 for one published before sequences)."""
 
     kind: TimelineKind
     event_id: str
     at: datetime
     assignment_id: str | None = None
     reviewer_id: str | None = None
+    seq: int = 0
 
 
 @dataclass(frozen=True)
 class CaseState:
-    """The part of a case that decides what an event does to it."""
+    """The part of a case that decides what an event does to it (`seq`: the sequence number of
+    the fact that set its status)."""
 
     status: CaseStatus
     timeline_ids: frozenset[str] = frozenset()
     assignment_id: str | None = None
     assignment_at: datetime | None = None
+    seq: int = 0
 
 
 class ReviewerChange(StrEnum):
@@ -280,12 +293,14 @@ KEEP, CLEAR, ASSIGN = ReviewerChange.KEEP, ReviewerChange.CLEAR, ReviewerChange.
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with a change: nothing (with why), or the new status and reviewer."""
+    """What to do with a change: nothing (with why), or the new status and reviewer (`seq`: the
+    sequence number to keep with the status, None: the status was not set by this change)."""
 
     apply: bool
     reason: str = ""
     status: CaseStatus | None = None
     reviewer: ReviewerChange = KEEP
+    seq: int | None = None
 
 
 def skip(reason: str) -> Decision:
@@ -293,11 +308,35 @@ def skip(reason: str) -> Decision:
     return Decision(apply=False, reason=reason)
 
 
-def decide(state: CaseState, change: Change) -> Decision:
-    """What a change does to a case: status only moves forward, a redelivery does nothing.
+def newer(state: CaseState, change: Change, status: CaseStatus) -> bool | None:
+    """Whether `change`, which would set `status`, comes after the fact that set the case's
+    status (None: the same place).
 
-    A declined review takes the reviewer's access away and leaves the status `assigned`
-    (moving back to `submitted` would move backwards): the case waits for its next reviewer.
+    A numbered fact is ordered by its sequence number first, so a newer one may move a case
+    back (a case sent back to review goes from `report_ready` to `in_review`) and an older one
+    arriving late changes nothing; the rank decides between the facts of one step (an opinion
+    and its report). A fact without a number (0: published before sequences, or by a copy of
+    its producer not yet upgraded) is ordered by the rank alone, as before sequences: it only
+    moves a case forward, so services may be upgraded in any order."""
+    if change.seq == 0:
+        mine, theirs = (0, RANK[status]), (0, RANK[state.status])
+    else:
+        mine, theirs = (change.seq, RANK[status]), (state.seq, RANK[state.status])
+    return None if mine == theirs else mine > theirs
+
+
+def moved(state: CaseState, change: Change, status: CaseStatus) -> Decision:
+    """The change sets `status`; the newest sequence number seen is kept with it."""
+    return Decision(apply=True, status=status, seq=max(state.seq, change.seq))
+
+
+def decide(state: CaseState, change: Change) -> Decision:
+    """What a change does to a case: the status follows the newest fact (`newer`), a
+    redelivery does nothing.
+
+    A declined review takes the reviewer's access away and leaves the status `assigned`: the
+    case waits for its next reviewer. A report older than the case's status (the case went back
+    to review since) is one more timeline entry, and the status stays.
     """
     if change.event_id in state.timeline_ids:
         return skip("already in the timeline")
@@ -305,28 +344,41 @@ def decide(state: CaseState, change: Change) -> Decision:
         return skip("the case was never submitted")
     if state.status == CaseStatus.WITHDRAWN:
         return skip("the case was withdrawn")
-    rank = RANK[state.status]
     if change.kind == TimelineKind.ASSIGNED:
-        if rank > RANK[CaseStatus.ASSIGNED]:
+        after = newer(state, change, CaseStatus.ASSIGNED)
+        if after is False:
             return skip("older than the case's status")
-        if state.assignment_at is not None and change.at < state.assignment_at:
+        if after is None and state.assignment_at is not None and change.at < state.assignment_at:
             return skip("older than the current assignment")
-        return Decision(apply=True, status=CaseStatus.ASSIGNED, reviewer=ASSIGN)
+        return replace(moved(state, change, CaseStatus.ASSIGNED), reviewer=ASSIGN)
     if change.kind == TimelineKind.ACCEPTED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
-        if rank >= RANK[CaseStatus.IN_REVIEW]:
+        if not newer(state, change, CaseStatus.IN_REVIEW):
             return skip("older than the case's status")
-        return Decision(apply=True, status=CaseStatus.IN_REVIEW)
+        return moved(state, change, CaseStatus.IN_REVIEW)
     if change.kind == TimelineKind.DECLINED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
         return Decision(apply=True, status=state.status, reviewer=CLEAR)
     if change.kind == TimelineKind.REVIEW_COMPLETED:
         return Decision(apply=True, status=state.status)
+    if change.kind == TimelineKind.INFORMATION_REQUESTED:
+        if state.assignment_id is None or change.assignment_id != state.assignment_id:
+            return skip("not the current assignment")
+        if not newer(state, change, CaseStatus.AWAITING_INFORMATION):
+            return Decision(apply=True, status=state.status)  # the request is kept all the same
+        return moved(state, change, CaseStatus.AWAITING_INFORMATION)
+    if change.kind == TimelineKind.REVIEW_RESUMED:
+        # Back to review once the answer came or the request expired: the request closes.
+        if not newer(state, change, CaseStatus.IN_REVIEW):
+            return Decision(apply=True, status=state.status)
+        return moved(state, change, CaseStatus.IN_REVIEW)
     if change.kind == TimelineKind.REPORT_READY:
         # A corrected report is a new version: one more entry, the status stays.
-        return Decision(apply=True, status=CaseStatus.REPORT_READY)
+        if newer(state, change, CaseStatus.REPORT_READY) is False:
+            return Decision(apply=True, status=state.status)
+        return moved(state, change, CaseStatus.REPORT_READY)
     return skip(f"{change.kind} is not an event intake applies")
 
 
@@ -350,9 +402,10 @@ def check_withdrawable(status: CaseStatus) -> bool:
     return status != CaseStatus.WITHDRAWN
 
 
-def check_draft(status: CaseStatus, action: str) -> None:
-    """409 unless the case is a draft: records are only `action` (added, removed) then."""
-    if status != CaseStatus.DRAFT:
+def check_draft(status: CaseStatus, action: str, *, request_open: bool = False) -> None:
+    """409 unless the case is a draft: records are only `action` (added, removed) then, and
+    added while a request for more information is open (`request_open`)."""
+    if status != CaseStatus.DRAFT and not (request_open and action == "added"):
         raise Problem(
             409,
             "case-not-draft",
@@ -387,6 +440,30 @@ def reviewer_access_lapsed(
     if request_open or last_active is None:
         return False
     return at >= last_active + window
+
+
+def information_aad(case_id: str, request_id: str, part: str) -> str:
+    """What a request for more information's question or answer (`part`) is bound to."""
+    return f"intake:information:{case_id}:{request_id}:{part}"
+
+
+def check_answerable(*, found: bool, open_: bool, principal: Principal) -> None:
+    """Only the patient or the filing partner answers (403); 404 for a request the case never
+    had; 409 once it is answered or expired."""
+    if principal.role not in ("patient", "partner"):
+        raise Problem(
+            403, "forbidden", "Forbidden", "only the patient or the filing partner answers"
+        )
+    if not found:
+        raise not_found("information request", "information-request-not-found")
+    if not open_:
+        raise Problem(
+            409,
+            "information-request-closed",
+            "The request is not open",
+            "this request for more information was already answered, or expired; the review "
+            "went on",
+        )
 
 
 def check_erasure_requester(principal: Principal) -> None:
@@ -716,6 +793,10 @@ ACTIONS = {
     "case.erase": ("erased the case's data", "erase the case's data"),
     "case.hold": ("put the case under a legal hold", "put the case under a legal hold"),
     "case.release": ("lifted the case's legal hold", "lift the case's legal hold"),
+    "information.answer": (
+        "answered the specialist's request for more information",
+        "answer the specialist's request for more information",
+    ),
 }
 
 

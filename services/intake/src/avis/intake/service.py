@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +31,8 @@ from avis.intake.models import (
     ClinicalView,
     DocumentKind,
     DocumentView,
+    InformationAnswerIn,
+    InformationRequestView,
     SubmitIn,
     TimelineKind,
 )
@@ -50,6 +52,7 @@ from avis.intake.store import (
     StoredEntry,
     StoredPatient,
     StoredPhysician,
+    StoredRequest,
     list_key,
 )
 from avis.shared.access_log import (
@@ -69,8 +72,12 @@ from avis.shared.events import (
     CaseWithdrawn,
     ClaimSecret,
     ConsentScope,
+    InformationProvided,
+    InformationQuestion,
+    InformationRequested,
     PatientContact,
     PhysicianContact,
+    ReviewResumed,
     SubmittedScope,
 )
 from avis.shared.mongo import AggregateLocks, lock_key
@@ -331,7 +338,10 @@ class IntakeService:
         documents = [shown(ring, r) for r in await self.store.records_of(case)]
         content = opened(ring, case)
         with_patient = principal.role != "reviewer"
-        return case.clinical_view(documents, content, today=now().date(), with_patient=with_patient)
+        requests = [opened_request(ring, case.id, r) for r in case.requests]
+        return case.clinical_view(
+            documents, content, today=now().date(), with_patient=with_patient, requests=requests
+        )
 
     async def list_cases(
         self,
@@ -444,7 +454,7 @@ class IntakeService:
         The case is read once, under its lock, before the upload is looked at."""
         async with self.locks.hold(self.emitter.lock(case_id)):
             case = await self.writable(principal, case_id)
-            rules.check_draft(case.status, "added")
+            rules.check_draft(case.status, "added", request_open=case.open_request is not None)
             content_type, filename = rules.check_upload(
                 upload.data, upload.filename, upload.declared, self.limits.max_document_bytes
             )
@@ -654,12 +664,26 @@ class IntakeService:
         stored = await self._readable(principal, case_id, clinical=False)
         return await self.view(stored, principal)
 
-    # what the other services report
 
-    async def follow(self, *, case_id: str, change: Change) -> bool:
-        """Apply a change reported by an event; False if it changes nothing (and why is logged)."""
-        async with self.locks.hold(self.emitter.lock(case_id)):
-            case = await self.case_or_none(case_id)
+# Updates the requests of a case when a change applies (the case as it is -> the requests).
+RequestsUpdate = Callable[[Case], Awaitable[list[StoredRequest]]]
+
+
+class Reported:
+    """A case's status and timeline as the other services report them, and the answers to the
+    specialist's requests for more information, which send the case back to review."""
+
+    def __init__(self, intake: IntakeService) -> None:
+        self.intake = intake
+
+    async def follow(
+        self, *, case_id: str, change: Change, requests: RequestsUpdate | None = None
+    ) -> bool:
+        """Apply a change reported by an event (and to the case's requests for more
+        information, `requests`); False if it changes nothing (and why is logged)."""
+        intake = self.intake
+        async with intake.locks.hold(intake.emitter.lock(case_id)):
+            case = await intake.case_or_none(case_id)
             if case is None:
                 # Intake files every case, so nothing can make this one known later but a
                 # restore of intake's own data: a dead letter, replayable then, never a wait.
@@ -673,21 +697,125 @@ class IntakeService:
                 reviewer = CurrentReviewer(change.reviewer_id, change.assignment_id, change.at)
                 if change.reviewer_id and change.reviewer_id != case.reviewer_id:
                     key = list_key("reviewer_id", change.reviewer_id)
-                    await self._join(key, case_id)
+                    await intake._join(key, case_id)
             elif decision.reviewer == CLEAR:
                 reviewer = CurrentReviewer(None, None)
             entry = StoredEntry(
                 id=change.event_id, kind=change.kind, status=decision.status, at=change.at
             )
-            await self.store.follow(
+            await intake.store.follow(
                 case_id,
                 status=decision.status,
                 entry=entry,
                 reviewer=reviewer,
                 at=now(),
+                seq=decision.seq,
+                requests=None if requests is None else await requests(case),
             )
         log.info("case updated", kind=change.kind.value, status=decision.status.value)
         return True
+
+    async def information_requested(
+        self, *, event_id: str, change: Change, requested: InformationRequested
+    ) -> bool:
+        """The specialist asked: the case awaits the patient's answer (by the sequence rule),
+        the question kept sealed under the case's key, bound to where it is kept."""
+        ring_of = self.intake.keys
+
+        async def keep(case: Case) -> list[StoredRequest]:
+            if any(r.id == requested.request_id for r in case.requests):
+                return case.requests
+            opened = (await ring_of.opening(requested.question)).open_model(
+                requested.question, event_id, InformationQuestion
+            )
+            ring = await ring_of.ring(case.key_ref)
+            aad = rules.information_aad(case.id, requested.request_id, "question")
+            asked = StoredRequest(
+                id=requested.request_id,
+                assignment_id=requested.assignment_id,
+                requested_at=requested.requested_at,
+                expires_at=requested.expires_at,
+                question=ring.seal_json(opened, aad),
+                records_before=len(case.record_ids),
+            )
+            return [*case.requests, asked]
+
+        return await self.follow(case_id=requested.case_id, change=change, requests=keep)
+
+    async def review_resumed(self, *, change: Change, resumed: ReviewResumed) -> bool:
+        """The review goes on (the answer came, or the request expired): the request closes and
+        the case is back in review (by the sequence rule)."""
+
+        async def close(case: Case) -> list[StoredRequest]:
+            expired = resumed.outcome == "expired"
+            return [
+                r.model_copy(update={"closed_at": resumed.resumed_at, "expired": expired})
+                if r.id == resumed.request_id and r.closed_at is None
+                else r
+                for r in case.requests
+            ]
+
+        return await self.follow(case_id=resumed.case_id, change=change, requests=close)
+
+    async def answer(
+        self, *, principal: Principal, case_id: str, request_id: str, body: InformationAnswerIn
+    ) -> CaseView:
+        """The patient (or the filing partner) answers an open request: the answer is kept
+        sealed here, and `avis.case.information-provided.v1` (no text) resumes the review."""
+        intake = self.intake
+        async with intake.locks.hold(intake.emitter.lock(case_id)):
+            case = await intake.writable(principal, case_id)
+            request = next((r for r in case.requests if r.id == request_id), None)
+            rules.check_answerable(
+                found=request is not None,
+                open_=request is not None and request is case.open_request,
+                principal=principal,
+            )
+            assert request is not None
+            at = now()
+            added = max(len(case.record_ids) - request.records_before, 0)
+            provided = InformationProvided(
+                case_id=case_id, request_id=request_id, provided_at=at, document_count=added
+            )
+            event = intake.emitter.event(
+                "intake.information.answer", provided, trace=case.traceparent
+            )
+            ring = await intake.keys.ring(case.key_ref)
+            aad = rules.information_aad(case_id, request_id, "answer")
+            answered = request.model_copy(
+                update={
+                    "answer": ring.seal_json({"text": body.text}, aad),
+                    "answered_at": at,
+                    "documents_added": added,
+                }
+            )
+            requests = [answered if r.id == request_id else r for r in case.requests]
+            entry = StoredEntry(
+                id=event.id, kind=TimelineKind.INFORMATION_PROVIDED, status=case.status, at=at
+            )
+            await intake.emitter.write(
+                lambda events: intake.store.information.answer(
+                    case_id, requests=requests, entry=entry, at=at, events=events
+                ),
+                [event],
+                aggregate=case_id,
+            )
+            await intake.auditor.record(principal, case_id, "information.answer", locked=True)
+        log.info("information provided", case_id=case_id, records=added)
+        return await intake.view(await intake.writable(principal, case_id), principal)
+
+
+def opened_request(ring: Keyring, case_id: str, request: StoredRequest) -> InformationRequestView:
+    """A request for more information with its question and answer opened (`ring`: the
+    case's)."""
+
+    def text(sealed: Sealed | None, part: str) -> str | None:
+        if sealed is None:
+            return None
+        aad = rules.information_aad(case_id, request.id, part)
+        return str(ring.open_json(sealed, aad)["text"])
+
+    return request.view(text(request.question, "question"), text(request.answer, "answer"))
 
 
 def lists_of(principal: Principal) -> list[str]:

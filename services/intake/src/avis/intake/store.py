@@ -56,8 +56,10 @@ from avis.intake.models import (
     ContentType,
     DocumentKind,
     DocumentView,
+    InformationRequestView,
     PatientView,
     PhysicianView,
+    RequestState,
     TimelineEntry,
     TimelineKind,
 )
@@ -153,6 +155,46 @@ class StoredClaim(BaseModel):
     claimed_at: datetime | None = None
 
 
+class StoredRequest(BaseModel):
+    """A request for more information from the case's specialist: its question and answer
+    sealed under the case's key (`rules.information_aad`), and what became of it."""
+
+    id: str
+    assignment_id: str | None = None
+    requested_at: datetime
+    expires_at: datetime
+    question: Sealed
+    records_before: int = 0  # records the case held when it was asked
+    answer: Sealed | None = None
+    answered_at: datetime | None = None
+    documents_added: int = 0
+    closed_at: datetime | None = None  # the review went on (answered, or expired)
+    expired: bool = False
+
+    @property
+    def state(self) -> RequestState:
+        """Open while neither answered nor closed; answered; or expired unanswered."""
+        if self.answered_at is not None:
+            return RequestState.ANSWERED
+        return RequestState.EXPIRED if self.expired or self.closed_at else RequestState.OPEN
+
+    def view(
+        self, question: str | None = None, answer: str | None = None
+    ) -> InformationRequestView:
+        """The API view of this request (its texts, opened, only where given)."""
+        return InformationRequestView(
+            id=self.id,
+            state=self.state,
+            requested_at=self.requested_at,
+            expires_at=self.expires_at,
+            answered_at=self.answered_at,
+            closed_at=self.closed_at,
+            question=question,
+            answer=answer,
+            documents_added=self.documents_added,
+        )
+
+
 class StoredHold(BaseModel):
     """A legal hold on a case: its erasure waits while it stands."""
 
@@ -196,12 +238,21 @@ class Case(Stored):
     reviewer_id: str | None = None
     assignment_id: str | None = None
     assignment_at: datetime | None = None
+    # The sequence number of the fact that set the status (`rules.newer`); 0 before sequences.
+    status_seq: int = 0
+    # The specialist's requests for more information, oldest first.
+    requests: list[StoredRequest] = Field(default_factory=list)
     timeline: list[StoredEntry] = Field(default_factory=list)
     # The case's records, in upload order: read by `_id`, never found by a scan.
     record_ids: list[str] = Field(default_factory=list)
     # A partner-filed case: the keyed digest of its claim secret (never the secret), and the
     # id of the key it was derived from.
     claim: StoredClaim | None = None
+
+    @property
+    def open_request(self) -> StoredRequest | None:
+        """The request for more information open now, if one is."""
+        return next((r for r in self.requests if r.state is RequestState.OPEN), None)
 
     @property
     def reviewer_last_active(self) -> datetime | None:
@@ -216,7 +267,7 @@ class Case(Stored):
         scopes = frozenset(self.consent.scopes) if self.consent else None
         lapsed = reviewer_access_lapsed(
             last_active=self.reviewer_last_active,
-            request_open=False,  # follow-up questions and requests for information: not yet
+            request_open=self.open_request is not None,  # follow-up questions: not yet
             at=at,
             window=reviewer_window,
         )
@@ -233,6 +284,7 @@ class Case(Stored):
             timeline_ids=frozenset(e.id for e in self.timeline),
             assignment_id=self.assignment_id,
             assignment_at=at if at is None or at.tzinfo else at.replace(tzinfo=UTC),
+            seq=self.status_seq,
         )
 
     def view(self, documents: list[DocumentView], *, with_progress: bool = True) -> CaseView:
@@ -257,6 +309,7 @@ class Case(Stored):
             timeline=[TimelineEntry.model_validate(e.model_dump()) for e in self.timeline]
             if with_progress
             else [],
+            information_requests=[r.view() for r in self.requests] if with_progress else [],
         )
 
     def opened(self, content: CaseContent | None) -> CaseContent:
@@ -277,8 +330,10 @@ class Case(Stored):
         *,
         today: date,
         with_patient: bool,
+        requests: list[InformationRequestView] | None = None,
     ) -> ClinicalView:
-        """The clinical content of the case; the patient's identity only `with_patient`."""
+        """The clinical content of the case (with its requests for more information, opened:
+        `requests`); the patient's identity only `with_patient`."""
         patient = content.patient
         physician = None
         if self.physician is not None or content.physician_name is not None:
@@ -296,6 +351,7 @@ class Case(Stored):
             physician=physician,
             patient=PatientView.model_validate(patient.model_dump()) if with_patient else None,
             documents=documents,
+            information_requests=requests or [],
         )
 
 
@@ -470,6 +526,7 @@ class Store:
         self.chunks = db["record_chunks"]
         self.migrations = db["migrations"]
         self.trail = AuditTrail(db)
+        self.information = InformationStore(self)
 
     # cases
 
@@ -682,10 +739,18 @@ class Store:
         entry: StoredEntry,
         reviewer: CurrentReviewer | None,
         at: datetime,
+        seq: int | None = None,
+        requests: list[StoredRequest] | None = None,
     ) -> None:
         """Apply what another service reported: the status, a timeline entry and, when given,
-        the current reviewer (None: keep it)."""
+        the current reviewer (None: keep it), the sequence number of the fact that set the
+        status (None: the status was not set by it) and the requests for more information as
+        they are now (None: unchanged)."""
         fields: dict[str, Any] = {"status": status.value, "updated_at": at}
+        if seq is not None:
+            fields["status_seq"] = seq
+        if requests is not None:
+            fields["requests"] = [r.model_dump() for r in requests]
         if reviewer is not None:
             fields |= {"reviewer_id": reviewer.reviewer_id, "assignment_id": reviewer.assignment_id}
             if reviewer.assigned_at is not None:
@@ -905,3 +970,28 @@ async def init(db: AsyncDatabase[Document]) -> None:
     await store.cases.create_index([("reviewer_id", ASCENDING), ("_id", DESCENDING)])
     await store.cases.create_index([("status", ASCENDING), ("_id", DESCENDING)])
     await store.documents.create_index([("case_id", ASCENDING), ("uploaded_at", ASCENDING)])
+
+
+class InformationStore:
+    """The write of an answer to a request for more information (intake's `Store` holds it as
+    `information`; the request itself comes with `Store.follow`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def answer(
+        self,
+        case_id: str,
+        *,
+        requests: list[StoredRequest],
+        entry: StoredEntry,
+        at: datetime,
+        events: Sequence[Event],
+    ) -> None:
+        """Record an answer to a request for more information (the requests as they are now),
+        its timeline entry and its event, in one write."""
+        update = {
+            "$set": {"requests": [r.model_dump() for r in requests], "updated_at": at},
+            "$push": {"timeline": entry.model_dump()},
+        }
+        await self.store.cases.update_one({"_id": case_id}, with_events(update, events))

@@ -27,6 +27,7 @@ DOMAIN = "notify"
 # Templates with a link, and which link they carry.
 LINKS = {
     Template.CASE_RECEIVED: "case_url",
+    Template.INFORMATION_REQUESTED: "case_url",
     Template.REPORT_READY: "report_url",
     Template.REPORT_UPDATED: "report_url",
     Template.PHYSICIAN_REPORT: "report_url",
@@ -63,10 +64,11 @@ class Parts:
 def display_params(language: Language, params: dict[str, str]) -> dict[str, str]:
     """Stored parameters as they read in `language`: dates spelled out, codes translated."""
     shown = dict(params)
-    if "due_date" in params:
-        shown["due_date"] = format_date(
-            date.fromisoformat(params["due_date"]), format="long", locale=language.value
-        )
+    for dated in ("due_date", "expires_date"):
+        if dated in params:
+            shown[dated] = format_date(
+                date.fromisoformat(params[dated]), format="long", locale=language.value
+            )
     if "specialty" in params:
         shown["specialty"] = text(language, f"specialty.{params['specialty']}")
     return shown

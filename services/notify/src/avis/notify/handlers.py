@@ -11,9 +11,11 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    InformationRequested,
     Payload,
     ReportReady,
     ReviewAssigned,
+    ReviewResumed,
 )
 from avis.shared.runtime import Runtime
 
@@ -40,6 +42,8 @@ def register(
     runtime.on(CaseWithdrawn, on_event)
     runtime.on(CaseClaimed, on_event)
     runtime.on(ReviewAssigned, on_event)
+    runtime.on(InformationRequested, on_event)
+    runtime.on(ReviewResumed, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

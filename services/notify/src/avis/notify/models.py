@@ -19,6 +19,8 @@ class Template(StrEnum):
     CASE_RECEIVED = "case_received"
     REVIEW_ASSIGNED = "review_assigned"
     EXPECTED_DATE_CHANGED = "expected_date_changed"
+    INFORMATION_REQUESTED = "information_requested"  # the specialist asks; the clock stands
+    REVIEW_RESUMED = "review_resumed"  # answered (or expired): the review goes on, a new date
     REPORT_READY = "report_ready"
     REPORT_UPDATED = "report_updated"
     CASE_WITHDRAWN = "case_withdrawn"
@@ -50,6 +52,8 @@ class WebhookEvent(StrEnum):
     CASE_SUBMITTED = "avis.case.submitted.v1"
     CASE_WITHDRAWN = "avis.case.withdrawn.v1"
     REVIEW_ASSIGNED = "avis.review.assigned.v1"
+    INFORMATION_REQUESTED = "avis.review.information-requested.v1"
+    REVIEW_RESUMED = "avis.review.resumed.v1"
     REPORT_READY = "avis.report.ready.v1"
 
 

@@ -15,9 +15,11 @@ from avis.shared.events import (
     CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
+    InformationRequested,
     Payload,
     ReportReady,
     ReviewAssigned,
+    ReviewResumed,
 )
 from avis.shared.security import Principal
 
@@ -87,6 +89,26 @@ def on_assigned(view: CaseView, due: date) -> Decision:
     if due == view.told_due:
         return _skip(view, "reassigned, same expected date")
     return Decision(send=Template.EXPECTED_DATE_CHANGED, then=replace(view, told_due=due))
+
+
+def on_information_requested(view: CaseView) -> Decision:
+    """`avis.review.information-requested.v1`: the patient is told a request waits for them
+    (what it asks is read on the case's page, never in an email)."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.INFORMATION_REQUESTED, then=view)
+
+
+def on_resumed(view: CaseView, due: date) -> Decision:
+    """`avis.review.resumed.v1`: the answer came (or the request expired), the review goes on
+    and the expected date moved by the pause: the patient is told the new date."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.REVIEW_RESUMED, then=replace(view, told_due=due))
 
 
 def on_report_ready(view: CaseView, version: int) -> Decision:
@@ -242,6 +264,8 @@ WEBHOOK_STATUS = {
     WebhookEvent.CASE_SUBMITTED: "submitted",
     WebhookEvent.CASE_WITHDRAWN: "withdrawn",
     WebhookEvent.REVIEW_ASSIGNED: "assigned",
+    WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
+    WebhookEvent.REVIEW_RESUMED: "in_review",
     WebhookEvent.REPORT_READY: "report_ready",
 }
 
@@ -550,6 +574,31 @@ def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
     )
 
 
+def _stamp(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+@_reading.register
+def _information_requested(payload: InformationRequested, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_information_requested(view),
+        params={"expires_date": payload.expires_at.astimezone(tz).date().isoformat()},
+        extra={"request_id": payload.request_id, "expires_at": _stamp(payload.expires_at)},
+    )
+
+
+@_reading.register
+def _resumed(payload: ReviewResumed, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_resumed(view, payload.due_at.astimezone(tz).date()),
+        extra={
+            "request_id": payload.request_id,
+            "outcome": payload.outcome,
+            "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
 @_reading.register
 def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(
@@ -573,7 +622,8 @@ def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
 def email_params(reference: str | None, read: Reading) -> dict[str, str]:
     """What an email needs: codes, dates and links, never a name or clinical text."""
     params = {"reference": reference or "", **read.params}
-    if read.decision.send in (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED):
+    dated = (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED, Template.REVIEW_RESUMED)
+    if read.decision.send in dated:
         assert read.decision.then.told_due is not None
         params["due_date"] = read.decision.then.told_due.isoformat()
     return params

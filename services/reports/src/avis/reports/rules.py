@@ -217,6 +217,14 @@ def waits_for_its_case(*, submitted: bool, withdrawn: bool) -> bool:
     return not submitted and not withdrawn
 
 
+def report_seq(opinion_seq: int) -> int:
+    """The case's sequence number a report version goes out with: that of the opinion it is
+    made from. Review owns the sequence; a report is the same step of the case's lifecycle as
+    its opinion, after it by the status's rank (`report_ready` after `in_review`), and before
+    whatever review publishes next (a case sent back to review moves it back)."""
+    return opinion_seq
+
+
 def opinions_to_compose(
     received: Iterable[int], composed: Iterable[int], *, case_known: bool, withdrawn: bool
 ) -> list[int]:

@@ -48,6 +48,7 @@ from avis.reports.rules import (
     pseudonymised,
     report_aad,
     report_id_for,
+    report_seq,
     reviewer_access_lapsed,
     sees_identity,
     version_key,
@@ -189,8 +190,7 @@ class ReportsService:
     # --- sealing ---------------------------------------------------------------------------------
 
     async def _open(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
-        """A sealed value of an event or of the store, opened with its case's key
-        (CaseKeyDestroyed once the case is erased)."""
+        """A sealed value, opened with its case's key (CaseKeyDestroyed once it is erased)."""
         try:
             return (await self.keys.opening(sealed)).open_model(sealed, aad, model)
         except SealingError as exc:
@@ -262,6 +262,7 @@ class ReportsService:
                 sealed=(await self.keys.ring(key_ref)).seal_json(
                     opinion, opinion_aad(case_id, review.version)
                 ),
+                seq=review.seq,
             )
             if stored is None:
                 parked = CaseDoc(
@@ -364,6 +365,7 @@ class ReportsService:
             reviewer_id=received.reviewer_id,
             language=stored.language,
             issued_at=stored.issued_at,
+            seq=report_seq(received.seq),
         )
         await self._announce(case, stored, entry)
         stage_reached("completed_to_report_ready", since=received.completed_at, at=entry.issued_at)
@@ -439,6 +441,7 @@ class ReportsService:
             formats=list(FORMATS),
             ready_at=stored.issued_at,
             report_url=self.version_url(report_id=case.report_id, version=entry.version),
+            seq=entry.seq,
         )
         await self.emitter.emit(
             "reports.issue",

@@ -70,6 +70,8 @@ class ReceivedOpinion(Stored):
     specialty: Specialty
     completed_at: datetime
     sealed: Sealed
+    # The case's sequence number the opinion was published with: its report goes out with it.
+    seq: int = 0
 
 
 class VersionEntry(Stored):
@@ -80,6 +82,7 @@ class VersionEntry(Stored):
     reviewer_id: str
     language: Language
     issued_at: datetime
+    seq: int = 0  # the case's sequence number it was announced with (`rules.report_seq`)
 
     def view(self, *, report_id: str, case_id: str, url: str) -> ReportVersion:
         """This version as a reader of the case's report sees it listed."""

@@ -11,9 +11,12 @@ from avis.review.models import (
     AssignmentPage,
     AssignmentStatus,
     DeclineBody,
+    InformationRequestBody,
+    InformationRequestPage,
     Opinion,
     OpinionVersion,
     QueuePage,
+    RequestState,
     Reviewer,
     ReviewerIn,
     ReviewerPage,
@@ -22,7 +25,7 @@ from avis.review.models import (
 from avis.review.service import DirectoryService, ReviewService
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
 from avis.shared.events import Language, Specialty, Urgency
-from avis.shared.pages import Cursor, Limit
+from avis.shared.pages import Cursor, Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
@@ -49,6 +52,8 @@ Caller = Annotated[Principal, Depends(authenticated)]
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
 CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
+# A list sorted by a time and an id (`rules.sort_key`) goes on after such a key.
+SORT_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\|[A-Za-z0-9._:-]{1,200}$"
 
 READ = problem_responses(401, 403, 422, 503)
 READ_ONE = problem_responses(401, 403, 404, 422, 503)
@@ -236,6 +241,43 @@ async def decline(
 ) -> Assignment:
     """The reason code is published; the free-text reason stays in review."""
     return await review.decline(principal=who, assignment_id=assignment_id, body=body)
+
+
+@router.post(
+    "/assignments/{assignment_id}/information-requests",
+    status_code=http.HTTP_201_CREATED,
+    summary="Ask the patient for more information (the accepted reviewer)",
+    tags=["information"],
+    responses=WRITE,
+)
+async def ask_information(
+    assignment_id: AssignmentIdPath,
+    body: InformationRequestBody,
+    review: Review,
+    who: ReviewerRole,
+) -> Assignment:
+    """Ask for a missing record or a precision: the SLA clock stands until the patient (or the
+    filing partner) answers through intake, or the request expires; the due date then moves by
+    the pause. The question is kept sealed and travels sealed; one request open at a time."""
+    return await review.requests.ask(principal=who, assignment_id=assignment_id, body=body)
+
+
+@router.get(
+    "/information-requests",
+    summary="Requests for more information of the open reviews (coordinators)",
+    tags=["information"],
+    responses=READ,
+)
+async def list_information_requests(
+    review: Review,
+    _: Coordinator,
+    state: RequestState | None = None,
+    cursor: Annotated[str | None, cursor_param(SORT_KEY_PATTERN)] = None,
+    limit: Limit = 20,
+) -> InformationRequestPage:
+    """Open, answered or expired requests of the reviews still open, soonest to expire first:
+    an expired one went unanswered and the review went on without it."""
+    return await review.requests.listed(state=state, cursor=cursor, limit=limit)
 
 
 @router.post(

@@ -12,6 +12,7 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    InformationProvided,
     Payload,
 )
 from avis.shared.runtime import Runtime
@@ -33,6 +34,8 @@ def register(runtime: Runtime, review: ReviewService, keying: CaseKeying) -> Non
         CaseErased: lambda _, erasure: review.case_erased(erasure=erasure),
         # A case filed before per-case keys given its key (intake's migration).
         CaseKeyed: lambda _, keyed: keying.case_keyed(keyed=keyed),
+        # The patient answered a request for more information: the review's clock resumes.
+        InformationProvided: lambda _, provided: review.requests.provided(provided=provided),
     }
     for payload_type, handler in table.items():
         runtime.on(payload_type, handler)

@@ -13,11 +13,25 @@ from avis.review.service import SOURCE, DirectoryService, ReviewService
 from avis.review.settings import Settings
 from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
-from avis.shared.events import ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined
+from avis.shared.events import (
+    InformationRequested,
+    ReviewAccepted,
+    ReviewAssigned,
+    ReviewCompleted,
+    ReviewDeclined,
+    ReviewResumed,
+)
 from avis.shared.runtime import Runtime, serve
 
 # What this service publishes: its AsyncAPI document's `send` operations.
-SENDS = (ReviewAccepted, ReviewAssigned, ReviewCompleted, ReviewDeclined)
+SENDS = (
+    ReviewAccepted,
+    ReviewAssigned,
+    ReviewCompleted,
+    ReviewDeclined,
+    InformationRequested,
+    ReviewResumed,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         matcher=matcher,
         intake_base_url=settings.intake_base_url,
         service_name=settings.service_name,
+        information_expiry_days=settings.information_expiry_days,
     )
     directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
     runtime.on_store(lambda _: matcher.recover())

@@ -123,7 +123,8 @@ class Matcher:
                 log.info("case waits in the queue", case_id=case.id)
             return None
         round_ = rules.next_round(case.round, (r.round for r in rounds))
-        return await self._assign(case, round_, decision.chosen, rationale, at)
+        seq = rules.next_seq(r.seq for r in rounds)
+        return await self._assign(case, (round_, seq), decision.chosen, rationale, at)
 
     async def assign_by_hand(self, case: CaseDoc, reviewer: ReviewerDoc, *, by: str) -> str:
         """A coordinator's choice for a case: every rule holds but capacity (409 otherwise);
@@ -142,13 +143,20 @@ class Matcher:
             decided_by=by,
         )
         round_ = rules.next_round(case.round, (r.round for r in rounds))
-        return await self._assign(case, round_, fit.id, rationale, at)
+        seq = rules.next_seq(r.seq for r in rounds)
+        return await self._assign(case, (round_, seq), fit.id, rationale, at)
 
     async def _assign(
-        self, case: CaseDoc, round_: int, reviewer_id: str, rationale: Rationale, at: datetime
+        self,
+        case: CaseDoc,
+        numbers: tuple[int, int],
+        reviewer_id: str,
+        rationale: Rationale,
+        at: datetime,
     ) -> str:
-        """Write a new assignment round with its `assigned` event; the caller is inside
-        `deciding()` and holds the case."""
+        """Write a new assignment round (`numbers`: its round and the case's sequence number)
+        with its `assigned` event; the caller is inside `deciding()` and holds the case."""
+        round_, seq = numbers
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)
         due = rules.due_at(at, triage.urgency, self.sla)
@@ -168,6 +176,7 @@ class Matcher:
             due_at=due,
             sort_key=rules.sort_key(due, assignment_id),
             rationale=rationale,
+            seq=seq,
         )
         assigned = ReviewAssigned(
             case_id=case.id,
@@ -176,6 +185,7 @@ class Matcher:
             specialty=triage.specialty,
             assigned_at=at,
             due_at=due,
+            seq=seq,
         )
         await self.fence()
         await self.store.file_due(assignment)

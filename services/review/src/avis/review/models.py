@@ -224,10 +224,55 @@ class Assignment(BaseModel):
     opinion_version: int | None = None
     case_url: str = Field(description="Where the reviewer reads the case (intake's API).")
     rationale: Rationale | None = Field(None, description="Coordinators only.")
+    paused_since: datetime | None = Field(
+        None,
+        description="While a request for more information is open: since when the SLA clock "
+        "stands (the due date moves by the pause when it resumes).",
+    )
+    information_requests: list[InformationRequest] = Field(
+        default_factory=list, description="The requests for more information, oldest first."
+    )
 
 
 class AssignmentPage(Page[Assignment]):
     """A page of assignments, soonest due first."""
+
+
+class InformationRequestBody(BaseModel):
+    """What the specialist asks the patient (or the filing partner) for: a missing record or a
+    precision. Kept sealed under the case's key; never published or logged in clear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Reason
+
+
+class RequestState(StrEnum):
+    """Where a request for more information is."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+
+
+class InformationRequest(BaseModel):
+    """A request for more information on an assignment (its question is read in intake, with
+    the case)."""
+
+    id: str
+    assignment_id: str
+    case_id: str
+    reviewer_id: str
+    state: RequestState
+    requested_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None = None
+    expired_at: datetime | None = None
+    paused_seconds: float | None = Field(None, description="How long the SLA clock stood.")
+
+
+class InformationRequestPage(Page[InformationRequest]):
+    """A page of requests for more information, soonest to expire first."""
 
 
 class DeclineBody(BaseModel):

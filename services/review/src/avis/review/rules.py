@@ -160,6 +160,15 @@ def next_round(case_round: int, rounds: Iterable[int]) -> int:
     return max([case_round, *rounds]) + 1
 
 
+def next_seq(seqs: Iterable[int]) -> int:
+    """The sequence number of the next event review publishes for a case (`seq` of the events
+    that drive its status): after every one its rounds published, so a new round follows the
+    last word of the one before it. Review stamps every event of a case inside its one matching
+    section (`Matcher.deciding()`), reading the rounds it keeps it on, so no two are equal; a
+    number lost to a stop between the read and the write leaves a gap, which orders the same."""
+    return max(seqs, default=0) + 1
+
+
 # --- SLA and ordering -----------------------------------------------------------------------
 
 
@@ -177,9 +186,13 @@ def due_at(assigned_at: datetime, urgency: Urgency | str, sla: Sla) -> datetime:
     return to_millis(assigned_at + timedelta(days=days))
 
 
-def is_overdue(status: AssignmentStatus, due: datetime, at: datetime) -> bool:
-    """Past its due date and not answered."""
-    return status in ACTIVE and due < at
+def is_overdue(
+    status: AssignmentStatus, due: datetime, at: datetime, paused_since: datetime | None = None
+) -> bool:
+    """Past its due date and not answered. While a request for more information is open
+    (`paused_since`), the clock stands: the due date moves on with the time paused, so the
+    assignment is overdue only if it already was when the clock stopped."""
+    return status in ACTIVE and due < (at if paused_since is None else min(at, paused_since))
 
 
 def is_due_today(status: AssignmentStatus, due: datetime, at: datetime) -> bool:
@@ -292,6 +305,59 @@ def opinion_aad(assignment_id: str, version: int) -> str:
     return f"review:opinion:{assignment_id}:{version}"
 
 
+def information_aad(assignment_id: str, request_id: str) -> str:
+    """What a request for more information's question, sealed at rest, is bound to."""
+    return f"review:information:{assignment_id}:{request_id}"
+
+
+def request_id_for(assignment_id: str, number: int) -> str:
+    """The id of an assignment's `number`th request for more information (1, 2...)."""
+    return f"{assignment_id}-q{number:02d}"
+
+
+def assignment_of_request(request_id: str) -> str:
+    """The assignment a request for more information belongs to (`request_id_for`)."""
+    return request_id.rsplit("-q", 1)[0]
+
+
+def check_no_open_request(*, open_request: bool) -> None:
+    """409 while a request for more information is open: the opinion waits for the answer, or
+    for the request's expiry (the due date moves by the pause either way)."""
+    if open_request:
+        raise state_conflict(
+            "A request for more information is open on this assignment; the opinion is written "
+            "once it is answered or expires.",
+            "information-request-open",
+        )
+
+
+def check_may_ask(status: AssignmentStatus, *, open_request: bool) -> None:
+    """409 unless the assignment is accepted and has no request for more information open:
+    the specialist asks once they took the review on, one request at a time."""
+    if status != AssignmentStatus.ACCEPTED:
+        raise state_conflict(
+            f"This assignment is {status}; only an accepted one may ask for more information."
+        )
+    if open_request:
+        raise state_conflict(
+            "A request for more information is already open on this assignment; it is "
+            "answered or expires first.",
+            "information-request-open",
+        )
+
+
+def request_expiry(at: datetime, days: float) -> datetime:
+    """When a request for more information made at `at` expires unanswered."""
+    return to_millis(at + timedelta(days=days))
+
+
+def resumed_due(due: datetime, paused_since: datetime, at: datetime) -> tuple[datetime, float]:
+    """The due date once the clock resumes at `at` after standing since `paused_since`: moved by
+    exactly the pause; and the pause's length in seconds."""
+    paused = max(at - paused_since, timedelta(0))
+    return to_millis(due + paused), paused.total_seconds()
+
+
 def decline_aad(assignment_id: str) -> str:
     """What a decline's free-text reason, sealed at rest, is bound to."""
     return f"review:decline:{assignment_id}"
@@ -356,6 +422,10 @@ ACTIONS = {
         "read why a specialist declined to review the case",
     ),
     "review.decline": ("declined to review the case, saying why", "decline to review the case"),
+    "information.create": (
+        "asked the patient for more information",
+        "ask the patient for more information",
+    ),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
+from prometheus_client import Counter as Counted
 from prometheus_client import Gauge
 
 from avis.review import rules
@@ -43,9 +44,12 @@ from avis.review.models import (
     AssignmentStatus,
     CaseStatus,
     DeclineBody,
+    InformationRequestBody,
+    InformationRequestPage,
     Opinion,
     OpinionVersion,
     QueuePage,
+    RequestState,
     Reviewer,
     ReviewerIn,
     ReviewerPage,
@@ -58,6 +62,7 @@ from avis.review.store import (
     CaseDoc,
     Decline,
     OpinionEntry,
+    RequestEntry,
     ReviewerDoc,
     Store,
 )
@@ -77,10 +82,14 @@ from avis.shared.events import (
     CaseErased,
     CaseSubmitted,
     CaseWithdrawn,
+    InformationProvided,
+    InformationQuestion,
+    InformationRequested,
     Language,
     ReviewAccepted,
     ReviewCompleted,
     ReviewDeclined,
+    ReviewResumed,
     Specialty,
     Urgency,
 )
@@ -104,6 +113,17 @@ OVERDUE_BY_SPECIALTY = Gauge(
     "Assignments past their due date and not yet answered, by specialty",
     ["service", "specialty"],
 )
+INFORMATION_WAITING = Gauge(
+    "avis_information_requests_waiting",
+    "Requests for more information asked of patients and not yet answered (their reviews' "
+    "SLA clocks stand)",
+    ["service"],
+)
+INFORMATION_EXPIRED = Counted(
+    "avis_information_requests_expired",
+    "Requests for more information that expired unanswered (the review went on without them)",
+    ["service"],
+)
 DUE_TODAY = Gauge(
     "avis_review_due_today",
     "Assignments not yet answered that are due today (UTC), past or not, by specialty",
@@ -125,6 +145,7 @@ class ReviewService:
         matcher: Matcher,
         intake_base_url: str,
         service_name: str,
+        information_expiry_days: float = 14.0,
     ) -> None:
         self.store = store
         self.locks = locks
@@ -137,6 +158,7 @@ class ReviewService:
         self.intake_base_url = intake_base_url.rstrip("/")
         self.service = service_name
         self.access = AccessTrail(store=store, locks=locks, keys=keys)
+        self.requests = InformationRequests(self, expiry_days=information_expiry_days)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -335,18 +357,22 @@ class ReviewService:
             if rules.may_accept(doc.status):
                 await self.matcher.fence()
                 at = now()
+                seq = rules.next_seq([doc.seq])
                 accepted = ReviewAccepted(
                     case_id=doc.case_id,
                     assignment_id=assignment_id,
                     reviewer_id=doc.reviewer_id,
                     accepted_at=at,
+                    seq=seq,
                 )
                 await self.emitter.emit(
                     "review.accept",
                     accepted,
                     trace=doc.traceparent,
                     aggregate=assignment_id,
-                    write=lambda events: self.store.accept(assignment_id, at=at, events=events),
+                    write=lambda events: self.store.accept(
+                        assignment_id, at=at, seq=seq, events=events
+                    ),
                 )
                 log.info("assignment accepted", assignment_id=assignment_id)
         return await self.assignment(principal=principal, assignment_id=assignment_id)
@@ -378,12 +404,14 @@ class ReviewService:
         if case is not None and case.status == CaseStatus.ASSIGNED and case.assignment_id == doc.id:
             await self.store.set_case_matching(doc.case_id)
         at = now()
+        seq = rules.next_seq([doc.seq])
         declined = ReviewDeclined(
             case_id=doc.case_id,
             assignment_id=doc.id,
             reviewer_id=doc.reviewer_id,
             declined_at=at,
             reason_code=body.reason_code.value,
+            seq=seq,
         )
         sealed = None
         if body.reason is not None:
@@ -395,7 +423,9 @@ class ReviewService:
             declined,
             trace=doc.traceparent,
             aggregate=doc.id,
-            write=lambda events: self.store.decline(doc.id, at=at, decline=decline, events=events),
+            write=lambda events: self.store.decline(
+                doc.id, at=at, decline=decline, seq=seq, events=events
+            ),
         )
         await self.matcher.release(doc.reviewer_id, doc.id)
         log.info("assignment declined", assignment_id=doc.id, reason_code=body.reason_code)
@@ -409,6 +439,7 @@ class ReviewService:
         async with self.matcher.deciding():
             async with self.locks.hold(self.emitter.lock(assignment_id)):
                 doc = await self._visible(principal, assignment_id)
+                rules.check_no_open_request(open_request=doc.open_request is not None)
                 if not rules.may_write_first_opinion(doc.status):
                     first = doc.opinions[0]
                     rules.check_replay(self._same(first, opinion))
@@ -471,6 +502,7 @@ class ReviewService:
         reviewer = await self.store.reviewer(doc.reviewer_id)
         display_name = reviewer.display_name if reviewer else doc.reviewer_id
         at = now()
+        seq = rules.next_seq([doc.seq])
         sealed = rules.sealed_content(opinion, version, display_name, doc.specialty)
         ring = await self.seals.ring(doc.case_id)
 
@@ -483,6 +515,7 @@ class ReviewService:
                 version=version,
                 completed_at=at,
                 opinion=ring.seal_json(sealed, aad=event_id),
+                seq=seq,
             )
 
         event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
@@ -496,7 +529,7 @@ class ReviewService:
             sealed=ring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
         )
         await self.emitter.write(
-            lambda events: self.store.add_opinion(doc.id, entry=entry, events=events),
+            lambda events: self.store.add_opinion(doc.id, entry=entry, seq=seq, events=events),
             [event],
             aggregate=doc.id,
         )
@@ -513,9 +546,10 @@ class ReviewService:
         gauges; returns the overdue count."""
         at = now()
         work = await self._open_work()
-        overdue = Counter(d.specialty for d in work if rules.is_overdue(d.status, d.due_at, at))
+        overdue = Counter(d.specialty for d in work if d.overdue(at))
         today = Counter(d.specialty for d in work if rules.is_due_today(d.status, d.due_at, at))
         OVERDUE_ASSIGNMENTS.labels(self.service).set(overdue.total())
+        await self.requests.sweep(work, at=at)
         for specialty in Specialty:  # every specialty: a bounded label, 0 included
             OVERDUE_BY_SPECIALTY.labels(self.service, specialty.value).set(overdue[specialty])
             DUE_TODAY.labels(self.service, specialty.value).set(today[specialty])
@@ -523,7 +557,7 @@ class ReviewService:
 
     async def count_overdue(self, *, at: datetime) -> int:
         """Open assignments past due."""
-        return sum(rules.is_overdue(d.status, d.due_at, at) for d in await self._open_work())
+        return sum(d.overdue(at) for d in await self._open_work())
 
     async def _open_work(self) -> list[AssignmentDoc]:
         """Open assignments: each reviewer's open ones, read by `_id`, so the cost is the
@@ -549,6 +583,159 @@ class ReviewService:
             except STORE_ERRORS as exc:
                 log.warning("overdue count failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
+
+
+class InformationRequests:
+    """Requests for more information: the specialist of an accepted review asks the patient
+    (or the filing partner) for a record or a precision, and the SLA clock stands until the
+    answer (intake's `avis.case.information-provided.v1`) or the request's expiry; then it
+    resumes with the due date moved by exactly the pause and filed again in the day buckets,
+    and `avis.review.resumed.v1` sends the case back to review. Every write runs inside the
+    matcher's section, as every write of an assignment's state does (see the module's
+    docstring), which also numbers the events one after the other."""
+
+    def __init__(self, review: ReviewService, *, expiry_days: float) -> None:
+        self.review = review
+        self.expiry_days = expiry_days
+
+    async def ask(
+        self, *, principal: Principal, assignment_id: str, body: InformationRequestBody
+    ) -> Assignment:
+        """The accepted reviewer asks; the question is sealed under the case's key, here and
+        on the topic (409 if not accepted or a request is open already)."""
+        review = self.review
+        async with review.matcher.deciding(), review.locks.hold(review.emitter.lock(assignment_id)):
+            doc = await review._visible(principal, assignment_id)
+            rules.check_may_ask(doc.status, open_request=doc.open_request is not None)
+            at = now()
+            seq = rules.next_seq([doc.seq])
+            request_id = rules.request_id_for(doc.id, len(doc.requests) + 1)
+            expires = rules.request_expiry(at, self.expiry_days)
+            question = InformationQuestion(text=body.text)
+            ring = await review.seals.ring(doc.case_id)
+
+            def requested(event_id: str) -> InformationRequested:
+                return InformationRequested(
+                    case_id=doc.case_id,
+                    assignment_id=doc.id,
+                    reviewer_id=doc.reviewer_id,
+                    request_id=request_id,
+                    requested_at=at,
+                    expires_at=expires,
+                    question=ring.seal_json(question, aad=event_id),
+                    seq=seq,
+                )
+
+            event = review.emitter.event("review.information.ask", requested, trace=doc.traceparent)
+            entry = RequestEntry(
+                id=request_id,
+                requested_at=at,
+                expires_at=expires,
+                sealed=ring.seal_json(question, rules.information_aad(doc.id, request_id)),
+            )
+            await review.matcher.fence()
+            await review.emitter.write(
+                lambda events: review.store.information.ask(
+                    doc.id, entry=entry, seq=seq, events=events
+                ),
+                [event],
+                aggregate=doc.id,
+            )
+            log.info("information requested", assignment_id=doc.id, request_id=request_id)
+        await review.access.record(principal, doc.case_id, "information.create")
+        return await review.assignment(principal=principal, assignment_id=assignment_id)
+
+    async def provided(self, *, provided: InformationProvided) -> None:
+        """The patient answered: the clock resumes at the answer's time; a redelivery, or an
+        answer to a request no longer open, changes nothing."""
+        review = self.review
+        assignment_id = rules.assignment_of_request(provided.request_id)
+        async with review.matcher.deciding(), review.locks.hold(review.emitter.lock(assignment_id)):
+            doc = await review.store.assignment(assignment_id)
+            if doc is None or doc.case_id != provided.case_id:
+                log.warning("answer to an unknown request", request_id=provided.request_id)
+                return
+            await self._resume(doc, provided.request_id, at=provided.provided_at, answered=True)
+
+    async def sweep(self, work: list[AssignmentDoc], *, at: datetime) -> None:
+        """Expire the open requests of `work` (the open assignments) past their time, and count
+        those still waiting; run by the overdue job's holder."""
+        review = self.review
+        waiting = 0
+        for listed in work:
+            entry = listed.open_request
+            if entry is None:
+                continue
+            if entry.expires_at > at:
+                waiting += 1
+                continue
+            async with review.matcher.deciding(), review.locks.hold(review.emitter.lock(listed.id)):
+                doc = await review.store.assignment(listed.id)
+                if doc is not None and doc.status in ACTIVE:
+                    await self._resume(doc, entry.id, at=entry.expires_at, answered=False)
+        INFORMATION_WAITING.labels(review.service).set(waiting)
+
+    async def _resume(
+        self, doc: AssignmentDoc, request_id: str, *, at: datetime, answered: bool
+    ) -> None:
+        """Close an open request (answered, or expired) and resume the clock; the caller is in
+        the matcher's section and holds the assignment."""
+        review = self.review
+        entry = next((r for r in doc.requests if r.id == request_id), None)
+        if entry is None or entry.state is not RequestState.OPEN or doc.paused_since is None:
+            log.info("request no longer open", assignment_id=doc.id, request_id=request_id)
+            return
+        due, paused = rules.resumed_due(doc.due_at, doc.paused_since, at)
+        closed = {"answered_at" if answered else "expired_at": at, "paused_seconds": paused}
+        requests = [r.model_copy(update=closed) if r.id == request_id else r for r in doc.requests]
+        moved = doc.model_copy(update={"due_at": due, "sort_key": rules.sort_key(due, doc.id)})
+        seq = rules.next_seq([doc.seq])
+        resumed = ReviewResumed(
+            case_id=doc.case_id,
+            assignment_id=doc.id,
+            reviewer_id=doc.reviewer_id,
+            request_id=request_id,
+            resumed_at=at,
+            due_at=due,
+            paused_seconds=paused,
+            outcome="answered" if answered else "expired",
+            seq=seq,
+        )
+        await review.matcher.fence()
+        await review.store.file_due(moved)  # filed before the round points to it
+        await review.emitter.emit(
+            "review.information.resume",
+            resumed,
+            trace=doc.traceparent,
+            aggregate=doc.id,
+            write=lambda events: review.store.information.resume(
+                moved, requests=requests, seq=seq, events=events
+            ),
+        )
+        if moved.sort_key != doc.sort_key:
+            await review.store.information.unfile_due(doc)
+        if not answered:
+            INFORMATION_EXPIRED.labels(review.service).inc()
+        log.info("review resumed", assignment_id=doc.id, answered=answered, paused=paused)
+
+    async def listed(
+        self, *, state: RequestState | None, cursor: str | None, limit: int
+    ) -> InformationRequestPage:
+        """The requests of the open assignments (in `state`, if given), soonest to expire
+        first: read from the reviewers' open work, as the overdue list is."""
+        found = sorted(
+            (
+                (rules.sort_key(r.expires_at, r.id), r.view(d))
+                for d in await self.review._open_work()
+                for r in d.requests
+                if state is None or r.state is state
+            ),
+            key=lambda pair: pair[0],
+        )
+        after = [pair for pair in found if cursor is None or pair[0] > cursor]
+        return InformationRequestPage.of(
+            after[: limit + 1], limit, key=lambda pair: pair[0], view=lambda pair: pair[1]
+        )
 
 
 class CaseSeals:

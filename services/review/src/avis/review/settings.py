@@ -23,6 +23,9 @@ class Settings(CommonSettings):
     # SLA: days from assignment until the opinion is due (fractions allowed, for tests).
     sla_routine_days: float = Field(7.0, gt=0)
     sla_urgent_days: float = Field(3.0, gt=0)
+    # Days an unanswered request for more information stays open before it expires (the
+    # review's clock then resumes without the answer; fractions allowed, for tests).
+    information_expiry_days: float = Field(14.0, gt=0)
     # Development only: fill an empty reviewer directory from this file at start-up.
     seed_reviewers: bool = False
     seed_file: Path = DEFAULT_SEED_FILE

@@ -48,10 +48,12 @@ from avis.review.models import (
     AssignmentStatus,
     CaseStatus,
     DeclineReason,
+    InformationRequest,
     Opinion,
     OpinionVersion,
     QueuedCase,
     Rationale,
+    RequestState,
     Reviewer,
     ReviewerIn,
 )
@@ -240,6 +242,41 @@ class OpinionEntry(BaseModel):
         )
 
 
+class RequestEntry(BaseModel):
+    """A request for more information: its question sealed under the case's key, bound to the
+    assignment and the request (`rules.information_aad`), and what became of it."""
+
+    id: str
+    requested_at: datetime
+    expires_at: datetime
+    sealed: Sealed
+    answered_at: datetime | None = None
+    expired_at: datetime | None = None
+    paused_seconds: float | None = None
+
+    @property
+    def state(self) -> RequestState:
+        """Open, answered or expired."""
+        if self.answered_at is not None:
+            return RequestState.ANSWERED
+        return RequestState.OPEN if self.expired_at is None else RequestState.EXPIRED
+
+    def view(self, assignment: AssignmentDoc) -> InformationRequest:
+        """The API view of this request (never its question: intake shows it with the case)."""
+        return InformationRequest(
+            id=self.id,
+            assignment_id=assignment.id,
+            case_id=assignment.case_id,
+            reviewer_id=assignment.reviewer_id,
+            state=self.state,
+            requested_at=self.requested_at,
+            expires_at=self.expires_at,
+            answered_at=self.answered_at,
+            expired_at=self.expired_at,
+            paused_seconds=self.paused_seconds,
+        )
+
+
 class AssignmentDoc(Stored):
     """One assignment round (the aggregate carrying review's outbox)."""
 
@@ -266,6 +303,23 @@ class AssignmentDoc(Stored):
     corrected_at: datetime | None = None
     cancelled_at: datetime | None = None
     opinion_version: int | None = None
+    # The case's sequence number of the last event this round published (`rules.next_seq`);
+    # 0: a round written before sequences.
+    seq: int = 0
+    # Requests for more information, oldest first; while one is open the SLA clock stands
+    # since `paused_since`.
+    requests: list[RequestEntry] = Field(default_factory=list)
+    paused_since: datetime | None = None
+
+    def overdue(self, at: datetime) -> bool:
+        """Past its due date at `at` and not answered, its clock standing while a request for
+        more information is open (`rules.is_overdue`)."""
+        return is_overdue(self.status, self.due_at, at, self.paused_since)
+
+    @property
+    def open_request(self) -> RequestEntry | None:
+        """The request for more information open now, if one is."""
+        return next((r for r in self.requests if r.state is RequestState.OPEN), None)
 
     def view(self, *, at: datetime, coordinator: bool, reason: str | None = None) -> Assignment:
         """The API view of this round as of `at`; the rationale and the free-text reason of a
@@ -283,7 +337,7 @@ class AssignmentDoc(Stored):
             language=self.language,
             assigned_at=self.assigned_at,
             due_at=self.due_at,
-            overdue=is_overdue(self.status, self.due_at, at),
+            overdue=self.overdue(at),
             accepted_at=self.accepted_at,
             declined_at=self.declined_at,
             decline_reason_code=decline.reason_code if decline else None,
@@ -293,6 +347,8 @@ class AssignmentDoc(Stored):
             opinion_version=self.opinion_version,
             case_url=self.case_url,
             rationale=self.rationale if coordinator else None,
+            paused_since=self.paused_since,
+            information_requests=[r.view(self) for r in self.requests],
         )
 
 
@@ -309,6 +365,7 @@ class Store:
         self.assignments = db["assignments"]
         self.keys = db["keys"]
         self.trail = AuditTrail(db)
+        self.information = InformationStore(self)
 
     # the access trail
 
@@ -609,7 +666,7 @@ class Store:
                 return False
             if overdue_at is not None:
                 overdue, at = overdue_at
-                if (doc.status.value in _ACTIVE and doc.due_at < at) != overdue:
+                if doc.overdue(at) != overdue:
                     return False
             return after is None or doc.sort_key > after
 
@@ -673,20 +730,31 @@ class Store:
         with contextlib.suppress(DuplicateKeyError):
             await self.assignments.insert_one(new_with_events(assignment.to_doc(), events))
 
-    async def accept(self, assignment_id: str, *, at: datetime, events: Sequence[Event]) -> None:
-        """Record an acceptance and its events in one write."""
-        update = {"$set": {"status": AssignmentStatus.ACCEPTED.value, "accepted_at": at}}
+    async def accept(
+        self, assignment_id: str, *, at: datetime, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record an acceptance and its events (the last of sequence `seq`) in one write."""
+        update = {
+            "$set": {"status": AssignmentStatus.ACCEPTED.value, "accepted_at": at, "seq": seq}
+        }
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
     async def decline(
-        self, assignment_id: str, *, at: datetime, decline: Decline, events: Sequence[Event]
+        self,
+        assignment_id: str,
+        *,
+        at: datetime,
+        decline: Decline,
+        seq: int,
+        events: Sequence[Event],
     ) -> None:
-        """Record a decline and its events in one write."""
+        """Record a decline and its events (the last of sequence `seq`) in one write."""
         update = {
             "$set": {
                 "status": AssignmentStatus.DECLINED.value,
                 "declined_at": at,
                 "decline": decline.model_dump(mode="json"),
+                "seq": seq,
             }
         }
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
@@ -699,16 +767,70 @@ class Store:
         )
 
     async def add_opinion(
-        self, assignment_id: str, *, entry: OpinionEntry, events: Sequence[Event]
+        self, assignment_id: str, *, entry: OpinionEntry, seq: int, events: Sequence[Event]
     ) -> None:
-        """Record an opinion version (the first completes the assignment) and its events."""
+        """Record an opinion version (the first completes the assignment) and its events (the
+        last of sequence `seq`)."""
         changes: dict[str, Any] = {
             "status": AssignmentStatus.COMPLETED.value,
             "opinion_version": entry.version,
             "completed_at" if entry.version == 1 else "corrected_at": entry.completed_at,
+            "seq": seq,
         }
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+
+class InformationStore:
+    """The writes of requests for more information on an assignment round (review's `Store`
+    holds it as `information`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def ask(
+        self,
+        assignment_id: str,
+        *,
+        entry: RequestEntry,
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """Record a request for more information, the clock stopped at its time, and its
+        events (the last of sequence `seq`), in one write."""
+        update = {
+            "$set": {"paused_since": entry.requested_at, "seq": seq},
+            "$push": {"requests": entry.model_dump()},
+        }
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+    async def resume(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        requests: list[RequestEntry],
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """The clock resumes: the moved due date (`assignment`'s, with its sort key), the
+        requests as they are now, and the events (the last of sequence `seq`), in one write."""
+        update = {
+            "$set": {
+                "due_at": assignment.due_at,
+                "sort_key": assignment.sort_key,
+                "requests": [r.model_dump() for r in requests],
+                "seq": seq,
+            },
+            "$unset": {"paused_since": ""},
+        }
+        await self.store.assignments.update_one({"_id": assignment.id}, with_events(update, events))
+
+    async def unfile_due(self, assignment: AssignmentDoc) -> None:
+        """Take a round's former sort key out of its day buckets, after its due date moved and
+        the round was written with the new one (a stop before: the entry is skipped on read)."""
+        day = assignment.sort_key[:10]
+        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
+            await self.store.key_remove(f"due:{scope}:{day}", assignment.sort_key)
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from avis.shared.events import Language, Question, Specialty, Urgency
-from avis.shared.text import UUID_PATTERN
+from avis.shared.text import ID_PATTERN, UUID_PATTERN
 from avis.web import rules
 from avis.web.models import CONSENT_VERSION, DocumentKind, Draft
 from avis.web.oidc_signin import OidcSignIn
@@ -326,12 +326,16 @@ async def case_page(request: Request, web: Pages, session: Person, case_id: Case
     report = None
     if actions.report:
         report = await web.platform.report(token=token(session), case_id=case_id)
+    requests = []
+    if case.status == rules.AWAITING_INFORMATION:
+        requests = await web.platform.open_requests(token=token(session), case_id=case_id)
     return web.render(
         request,
         "case.html",
         case=case,
         actions=actions,
         report=report,
+        requests=requests,
         kinds=list(DocumentKind),
         consent_version=CONSENT_VERSION,
         poll_seconds=POLL_SECONDS,
@@ -409,6 +413,23 @@ async def withdraw(
         session.notify("error", "withdraw.unconfirmed")
         return see(f"/cases/{case_id}")
     return await _act(session, case_id, "withdrawn", web.platform.withdraw)
+
+
+@router.post("/cases/{case_id}/requests/{request_id}/answer", dependencies=[Checked])
+async def answer_request(
+    web: Pages,
+    session: Person,
+    case_id: CaseId,
+    request_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    text: Annotated[str, Form()] = "",
+) -> Response:
+    """Answer the specialist's request for more information (records are added above first)."""
+    if not text.strip():
+        session.notify("error", "answer.empty")
+        return see(f"/cases/{case_id}")
+    call = web.platform.answer_information
+    await tell(session, "case.answered", call, case_id=case_id, request_id=request_id, text=text)
+    return see(f"/cases/{case_id}")
 
 
 async def _act(session: Session, case_id: str, done: str, call: Any) -> Response:

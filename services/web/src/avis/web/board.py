@@ -23,7 +23,15 @@ from avis.web.service import Platform, Refused
 from avis.web.store import Session
 
 router = APIRouter(include_in_schema=False)
-CASE_STATUSES = ("draft", "submitted", "assigned", "in_review", "report_ready", "withdrawn")
+CASE_STATUSES = (
+    "draft",
+    "submitted",
+    "assigned",
+    "in_review",
+    "awaiting_information",
+    "report_ready",
+    "withdrawn",
+)
 ASSIGNMENT_STATUSES = ("assigned", "accepted", "declined", "completed", "cancelled")
 # A case may wait in review's queue while intake shows it submitted, or assigned (declined).
 WAITABLE = ("submitted", "assigned")

@@ -362,6 +362,23 @@ class PhysicianView(Reading):
     institution_code: str | None = None
 
 
+class InformationRequestView(Reading):
+    """A request for more information from the case's specialist, as intake's clinical content
+    shows it."""
+
+    id: str
+    state: str
+    requested_at: datetime
+    expires_at: datetime
+    question: str | None = None
+
+
+class CaseRequests(Reading):
+    """The specialist's requests for more information, read from a case's clinical content."""
+
+    information_requests: list[InformationRequestView] = Field(default_factory=list)
+
+
 class ClinicalView(Reading):
     """What the assigned reviewer reads of a case: no identity of the patient, an age instead."""
 

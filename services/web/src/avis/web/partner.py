@@ -21,6 +21,8 @@ EVENT_TYPES = (
     "avis.case.submitted.v1",
     "avis.case.withdrawn.v1",
     "avis.review.assigned.v1",
+    "avis.review.information-requested.v1",
+    "avis.review.resumed.v1",
     "avis.report.ready.v1",
 )
 Id = Annotated[str, Path(pattern=ID_PATTERN)]

@@ -187,17 +187,20 @@ class CaseActions:
 
 
 TERMINAL = frozenset({"report_ready", "withdrawn"})
+# The specialist asked for more information: the patient answers (and may add records).
+AWAITING_INFORMATION = "awaiting_information"
 
 
 def case_actions(status: str, documents: int, *, erased: bool = False) -> CaseActions:
-    """Uploads and submission while a draft (submission once a record is there), withdrawal
-    until the report, the report once ready, live updates until nothing more can change;
-    nothing once the case's data is erased."""
+    """Uploads and submission while a draft (submission once a record is there; uploads also
+    while the specialist waits for more information), withdrawal until the report, the report
+    once ready, live updates until nothing more can change; nothing once the case's data is
+    erased."""
     if erased:
         return CaseActions(upload=False, submit=False, withdraw=False, report=False, live=False)
     draft = status == "draft"
     return CaseActions(
-        upload=draft,
+        upload=draft or status == AWAITING_INFORMATION,
         submit=draft and documents > 0,
         withdraw=status not in TERMINAL,
         report=status == "report_ready",

@@ -21,12 +21,14 @@ from avis.web.models import (
     AssignmentList,
     AssignmentView,
     CasePage,
+    CaseRequests,
     CaseView,
     ClinicalRead,
     ClinicalView,
     DeliveryView,
     DocumentKind,
     Draft,
+    InformationRequestView,
     Listing,
     OpinionForm,
     OpinionRecord,
@@ -244,6 +246,26 @@ class Platform:
         """Decline an assignment, with a reason's code and its words."""
         url = f"{self.review}/v1/assignments/{assignment_id}/decline"
         await self._call("POST", url, token=token, json={"reason_code": code, "reason": reason})
+
+    async def open_requests(self, *, token: str, case_id: str) -> list[InformationRequestView]:
+        """The specialist's requests for more information still open, with their questions
+        (from the case's clinical content, which its patient or partner reads)."""
+        url = f"{self.intake}/v1/cases/{case_id}/clinical"
+        found = CaseRequests.model_validate((await self._call("GET", url, token=token)).json())
+        return [r for r in found.information_requests if r.state == "open"]
+
+    async def answer_information(
+        self, *, token: str, case_id: str, request_id: str, text: str
+    ) -> None:
+        """Answer a request for more information: the review goes on."""
+        url = f"{self.intake}/v1/cases/{case_id}/information-requests/{request_id}/answer"
+        await self._call("POST", url, token=token, json={"text": text})
+
+    async def ask_information(self, *, token: str, assignment_id: str, text: str) -> None:
+        """Ask the patient (or the filing partner) for more information: review's clock stands
+        until the answer."""
+        url = f"{self.review}/v1/assignments/{assignment_id}/information-requests"
+        await self._call("POST", url, token=token, json={"text": text})
 
     async def send_opinion(
         self, *, token: str, assignment_id: str, form: OpinionForm, correction: bool

@@ -325,6 +325,27 @@ async def decline(
     return see(router.prefix if done else _home(assignment_id))
 
 
+@router.post("/{assignment_id}/ask", dependencies=[Checked])
+async def ask(
+    web: Pages,
+    session: Reviewer,
+    assignment_id: AssignmentId,
+    text: Annotated[str, Form()] = "",
+) -> Response:
+    """Ask the patient for a missing record or a precision; the review waits for the answer."""
+    if not text.strip():
+        session.notify("error", "review.ask_incomplete")
+        return see(_home(assignment_id))
+    await tell(
+        session,
+        "review.asked",
+        web.platform.ask_information,
+        assignment_id=assignment_id,
+        text=text.strip()[:2000],
+    )
+    return see(_home(assignment_id))
+
+
 async def _opinion_form(request: Request) -> OpinionForm:
     form = await request.form()
     fields = {}
