@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 
+from avis.reports import fhir
 from avis.reports.models import (
     FHIR_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
@@ -116,7 +117,7 @@ async def _represent(
         headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'
         return Response(pdf.content, media_type=PDF_MEDIA_TYPE, headers=headers)
     if media_type == FHIR_MEDIA_TYPE:
-        body = service.fhir_document(served=served)
+        body = fhir.document(served.report)
         return Response(_json(body), media_type=FHIR_MEDIA_TYPE, headers=headers)
     if media_type == JSON_MEDIA_TYPE:
         return Response(
@@ -197,7 +198,7 @@ async def get_physician_report(
     # the link's secret goes nowhere else
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     if choose_media_type(request.headers.get("accept")) == FHIR_MEDIA_TYPE:
-        body = _json(service.fhir_document(served=served))
+        body = _json(fhir.document(served.report))
         return Response(body, media_type=FHIR_MEDIA_TYPE, headers=headers)
     pdf = await service.pdf(served=served)
     headers["Content-Disposition"] = f'inline; filename="{pdf.filename}"'

@@ -19,11 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 
-from avis.reports import fhir
 from avis.reports.i18n import texts
 from avis.reports.models import Report, ReportVersionPage
 from avis.reports.pdf import render_pdf
@@ -549,10 +547,6 @@ class ReportsService:
         return ReportVersionPage(
             items=items, next_cursor=None if next_cursor is None else str(next_cursor)
         )
-
-    def fhir_document(self, *, served: Served) -> dict[str, Any]:
-        """The FHIR R4B document of a served version."""
-        return fhir.document(served.report)
 
     async def pdf(self, *, served: Served, if_none_match: Sequence[str] = ()) -> Pdf:
         """The PDF of a served version, rendered now if it was not yet (then kept)."""

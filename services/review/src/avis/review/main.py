@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # On one copy at a time: it reads the whole directory and releases ended assignments
     # from reviewers' loads (a write on reviewer documents), so N copies do it once per period.
     runtime.singleton(
-        "overdue", lambda _: review.watch_overdue(interval=settings.overdue_refresh_seconds)
+        "overdue", lambda _: review.sla.watch(interval=settings.overdue_refresh_seconds)
     )
     keying = CaseKeying(store=reviews, locks=runtime.locks, emitter=emitter, keys=review.keys)
     handlers.register(runtime, review, keying)

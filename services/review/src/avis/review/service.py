@@ -132,8 +132,9 @@ DUE_TODAY = Gauge(
 
 
 class ReviewService:
-    """A case's way through review: its arrival and withdrawal, the queue, the assignments,
-    the opinion and the SLA gauge, over the store, the locks, the emitter and the matcher."""
+    """A case's way through review: its arrival and withdrawal, the queue, the assignments and
+    the opinion (the SLA gauges: `SlaWatch`), over the store, the locks, the emitter and the
+    matcher."""
 
     def __init__(
         self,
@@ -159,6 +160,7 @@ class ReviewService:
         self.service = service_name
         self.access = AccessTrail(store=store, locks=locks, keys=keys)
         self.requests = InformationRequests(self, expiry_days=information_expiry_days)
+        self.sla = SlaWatch(self)
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class ReviewService:
             projection=LISTED if full else LISTED_FOR_REVIEWER,
         )
         if overdue:
-            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.count_overdue(at=at))
+            OVERDUE_ASSIGNMENTS.labels(self.service).set(await self.sla.count_overdue(at=at))
         reasons = {d.id: await self.seals.reason(d) for d in docs} if full else {}
         page = AssignmentPage.of(
             docs,
@@ -539,47 +541,56 @@ class ReviewService:
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry
 
-    # --- SLA ---------------------------------------------------------------------------------
 
-    async def refresh_overdue(self) -> int:
+class SlaWatch:
+    """Review's SLA gauges, kept fresh by the copy holding the `overdue` lease: the open work
+    read from the reviewer directory, what is overdue and due today by specialty, and the
+    expiry of unanswered requests for more information."""
+
+    def __init__(self, review: ReviewService) -> None:
+        self.review = review
+
+    async def refresh(self) -> int:
         """Recount overdue assignments (in all and by specialty) and those due today into the
         gauges; returns the overdue count."""
         at = now()
-        work = await self._open_work()
+        review = self.review
+        work = await self.open_work()
         overdue = Counter(d.specialty for d in work if d.overdue(at))
         today = Counter(d.specialty for d in work if rules.is_due_today(d.status, d.due_at, at))
-        OVERDUE_ASSIGNMENTS.labels(self.service).set(overdue.total())
-        await self.requests.sweep(work, at=at)
+        OVERDUE_ASSIGNMENTS.labels(review.service).set(overdue.total())
+        await review.requests.sweep(work, at=at)
         for specialty in Specialty:  # every specialty: a bounded label, 0 included
-            OVERDUE_BY_SPECIALTY.labels(self.service, specialty.value).set(overdue[specialty])
-            DUE_TODAY.labels(self.service, specialty.value).set(today[specialty])
+            OVERDUE_BY_SPECIALTY.labels(review.service, specialty.value).set(overdue[specialty])
+            DUE_TODAY.labels(review.service, specialty.value).set(today[specialty])
         return overdue.total()
 
     async def count_overdue(self, *, at: datetime) -> int:
         """Open assignments past due."""
-        return sum(d.overdue(at) for d in await self._open_work())
+        return sum(d.overdue(at) for d in await self.open_work())
 
-    async def _open_work(self) -> list[AssignmentDoc]:
+    async def open_work(self) -> list[AssignmentDoc]:
         """Open assignments: each reviewer's open ones, read by `_id`, so the cost is the
         directory and the open work, not every assignment ever made. An ended one still listed
         (a stop between its end and its release) is released on the way."""
+        store, matcher = self.review.store, self.review.matcher
         work = []
-        reviewers = await self.store.all_reviewers()
-        listed = await asyncio.gather(*(self.store.open_assignments(r) for r in reviewers))
+        reviewers = await store.all_reviewers()
+        listed = await asyncio.gather(*(store.open_assignments(r) for r in reviewers))
         for reviewer, docs in zip(reviewers, listed, strict=True):
             for doc in docs:
                 if doc.status not in ACTIVE:
-                    async with self.matcher.deciding():
-                        await self.matcher.release(reviewer.id, doc.id)
+                    async with matcher.deciding():
+                        await matcher.release(reviewer.id, doc.id)
                 else:
                     work.append(doc)
         return work
 
-    async def watch_overdue(self, *, interval: float) -> None:
+    async def watch(self, *, interval: float) -> None:
         """Keep the overdue gauge fresh until cancelled."""
         while True:
             try:
-                await self.refresh_overdue()
+                await self.refresh()
             except STORE_ERRORS as exc:
                 log.warning("overdue count failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
@@ -726,7 +737,7 @@ class InformationRequests:
         found = sorted(
             (
                 (rules.sort_key(r.expires_at, r.id), r.view(d))
-                for d in await self.review._open_work()
+                for d in await self.review.sla.open_work()
                 for r in d.requests
                 if state is None or r.state is state
             ),
