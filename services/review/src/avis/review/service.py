@@ -608,6 +608,8 @@ class InformationRequests:
     def __init__(self, review: ReviewService, *, expiry_days: float) -> None:
         self.review = review
         self.expiry_days = expiry_days
+        # Exported at 0 from the start: the first expiry then counts in `increase()`.
+        INFORMATION_EXPIRED.labels(review.service)
 
     async def ask(
         self, *, principal: Principal, assignment_id: str, body: InformationRequestBody
