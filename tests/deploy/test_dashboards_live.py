@@ -50,6 +50,7 @@ MOVES = {
     "lateness": [
         f'max(avis_review_overdue_by_specialty{{specialty="{SPECIALTY}"}})',
         "max(avis_review_overdue_assignments)",
+        "max(avis_information_requests_waiting)",
     ],
     "delivery": [
         'sum(avis_webhook_partner_attempts_total{outcome="sent"})',
@@ -116,8 +117,9 @@ async def observed() -> AsyncIterator[Observed]:
 
 
 async def journey(stack: ServiceStack) -> None:
-    """Two cases by two partners: one all the way, one left past its due date; the second
-    partner's endpoint refuses every delivery."""
+    """Three cases by two partners: one all the way, one left past its due date, one whose
+    specialist asked for more information, left unanswered; the second partner's endpoint
+    refuses every delivery."""
     async with hook_receiver() as (hooks, port):
         hooks.fail_first["/good"] = 1  # a transient failure, then sent
         hooks.answer["/bad"] = 500  # failing for good: deliveries die, the subscription is off
@@ -138,6 +140,7 @@ async def journey(stack: ServiceStack) -> None:
                     )
                     assert made.status_code == 201, made.text
                 cases[partner] = await file_case(stack, partner)
+            asked = await file_case(stack, good)
 
             async def assignment(case_id: str) -> dict[str, Any] | None:
                 page = await coordinator.get("/v1/assignments", params={"case_id": case_id})
@@ -146,11 +149,17 @@ async def journey(stack: ServiceStack) -> None:
 
             done = await eventually(lambda: assignment(cases[good]), timeout=60)
             await eventually(lambda: assignment(cases[bad]), timeout=60)
+            waiting = await eventually(lambda: assignment(asked), timeout=60)
         async with stack.client("review", reviewer, "reviewer") as r:
             url = f"/v1/assignments/{done['id']}"
             assert (await r.post(f"{url}/accept")).status_code == 200
             answered = await r.post(f"{url}/opinion", json=OPINION)
             assert answered.status_code == 201, answered.text
+            url = f"/v1/assignments/{waiting['id']}"
+            assert (await r.post(f"{url}/accept")).status_code == 200
+            question = {"text": "The scan's full report, please."}
+            request = await r.post(f"{url}/information-requests", json=question)
+            assert request.status_code == 201, request.text
         async with stack.client("notify", "coord-dash", "coordinator") as coordinator:
 
             async def report_email_sent() -> bool:
