@@ -513,7 +513,7 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
         limit=20,
     )
     assert [d.id for d in open_] == [made[0].id, made[2].id]
-    await store.accept(made[2].id, at=T0, events=[])
+    await store.accept(made[2].id, at=T0, seq=2, events=[])
     both, _ = await store.assignments_page(
         reviewer_id="r-2",
         statuses=frozenset({AssignmentStatus.ASSIGNED, AssignmentStatus.ACCEPTED}),
