@@ -100,6 +100,8 @@ def test_what_a_case_page_offers_follows_its_status() -> None:
     assert not withdrawn.withdraw and not withdrawn.live and not withdrawn.report
     waiting = rules.case_actions("awaiting_information", 2)
     assert waiting.upload and not waiting.submit and waiting.withdraw and waiting.live
+    assert waiting.answer and not submitted.answer and not ready.answer
+    assert not rules.case_actions("awaiting_information", 2, erased=True).answer
 
 
 def test_a_request_resumes_at_its_first_missing_step() -> None:

@@ -327,7 +327,7 @@ async def case_page(request: Request, web: Pages, session: Person, case_id: Case
     if actions.report:
         report = await web.platform.report(token=token(session), case_id=case_id)
     requests = []
-    if case.status == rules.AWAITING_INFORMATION:
+    if actions.answer:
         requests = await web.platform.open_requests(token=token(session), case_id=case_id)
     return web.render(
         request,

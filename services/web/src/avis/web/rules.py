@@ -184,6 +184,7 @@ class CaseActions:
     withdraw: bool
     report: bool
     live: bool
+    answer: bool = False  # the specialist's open requests for more information, to answer
 
 
 TERMINAL = frozenset({"report_ready", "withdrawn"})
@@ -192,10 +193,10 @@ AWAITING_INFORMATION = "awaiting_information"
 
 
 def case_actions(status: str, documents: int, *, erased: bool = False) -> CaseActions:
-    """Uploads and submission while a draft (submission once a record is there; uploads also
-    while the specialist waits for more information), withdrawal until the report, the report
-    once ready, live updates until nothing more can change; nothing once the case's data is
-    erased."""
+    """Uploads and submission while a draft (submission once a record is there; uploads and
+    answers while the specialist waits for more information), withdrawal until the report, the
+    report once ready, live updates until nothing more can change; nothing once the case's data
+    is erased."""
     if erased:
         return CaseActions(upload=False, submit=False, withdraw=False, report=False, live=False)
     draft = status == "draft"
@@ -205,6 +206,7 @@ def case_actions(status: str, documents: int, *, erased: bool = False) -> CaseAc
         withdraw=status not in TERMINAL,
         report=status == "report_ready",
         live=status not in TERMINAL and not draft,
+        answer=status == AWAITING_INFORMATION,
     )
 
 
