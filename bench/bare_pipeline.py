@@ -638,7 +638,7 @@ class Review(Stage):
                     "assigned_at": now,
                     "due_at": now + 7 * 86400,
                     "sort_key": sort_key,
-                    "rationale": {"pad": "x" * 200},
+                    "rationale": "x" * 200,  # one text, as review keeps it
                 },
                 mark="assigned",
                 then=reviewer_plays,

@@ -63,7 +63,7 @@ from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
-from avis.shared.mongo import Document, Stored, by_ids
+from avis.shared.mongo import AsText, Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
 from avis.shared.sealing import Sealed
 
@@ -167,7 +167,7 @@ class CaseDoc(Stored):
     received_at: datetime | None = None
     withdrawn_at: datetime | None = None
     waiting_since: datetime | None = None
-    last_attempt: Rationale | None = None
+    last_attempt: AsText[Rationale] | None = None
     assignment_id: str | None = None
     # The patient's pseudonymous subject (from the submission, or the claim of a case a partner
     # filed): who besides coordinators reads the case's access trail here.
@@ -294,7 +294,7 @@ class AssignmentDoc(Stored):
     assigned_at: datetime
     due_at: datetime
     sort_key: str
-    rationale: Rationale | None = None
+    rationale: AsText[Rationale] | None = None
     opinions: list[OpinionEntry] = Field(default_factory=list)
     accepted_at: datetime | None = None
     declined_at: datetime | None = None
@@ -550,7 +550,7 @@ class Store:
                 "$set": {
                     "status": CaseStatus.WAITING.value,
                     "waiting_since": since,
-                    "last_attempt": last_attempt.model_dump(mode="python"),
+                    "last_attempt": last_attempt.model_dump_json(),
                 }
             },
         )
