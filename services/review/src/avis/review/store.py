@@ -834,15 +834,18 @@ class InformationStore:
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
-DUE_DAYS_AT_ONCE = 8  # day buckets read in one request while a page walks them
+# Day buckets read in one request while a page walks them: one at first (a busy day fills a
+# page alone, and the local store decodes each bucket whole), twice as many each time after, up
+# to DUE_DAYS_AT_ONCE (so that days with few rounds each do not cost a request each).
+DUE_DAYS_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
 class _DueWalk:
     """A page from the day buckets of a scope, soonest due first: at most DUE_SCAN_BUDGET
     entries looked at, their assignments read a batch at a time (as many as the page still
-    lacks, read together), the day buckets DUE_DAYS_AT_ONCE at a time (read together, so that
-    days with few rounds each do not cost a request each)."""
+    lacks, read together), the day buckets one at first, then twice as many at a time up to
+    DUE_DAYS_AT_ONCE (read together)."""
 
     store: Store
     scope: str
@@ -857,10 +860,12 @@ class _DueWalk:
         days = sorted(await self.store.key_ids(f"due:{self.scope}:days"))
         days = [day for day in days if after is None or day >= after[:10]]
         keys: list[str] = []  # the entries read and not looked at yet, in order
+        at_once = 1
         while True:
             size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
             while len(keys) < max(size, 1) and days:  # at the budget: is anything left?
-                chunk, days = days[:DUE_DAYS_AT_ONCE], days[DUE_DAYS_AT_ONCE:]
+                chunk, days = days[:at_once], days[at_once:]
+                at_once = min(2 * at_once, DUE_DAYS_AT_ONCE)
                 buckets = await self.store.key_ids_of([f"due:{self.scope}:{d}" for d in chunk])
                 # A day's entries all sort after the earlier day's: the sort key starts with it.
                 keys += [k for b in buckets for k in sorted(b) if after is None or k > after]
