@@ -813,7 +813,10 @@ class Run:
                 status = doc["status"] if doc else "missing"
                 f.problem("stuck_cases", f"{case_id}: {status} at intake")
                 continue
-            entries = Counter(e["id"] for e in doc.get("timeline", []))
+            # each entry one text (or a document, written before: docs/store-contract.md)
+            entries = Counter(
+                (json.loads(e) if isinstance(e, str) else e)["id"] for e in doc.get("timeline", [])
+            )
             for eid, n in entries.items():
                 if n > 1:
                     f.problem("duplicated_effects", f"{case_id}: timeline entry {eid} x{n}")
