@@ -81,7 +81,7 @@ class SecondReadings:
 
     async def rules(self) -> SecondReadingRules:
         """The specialties and urgencies whose opinions are read twice."""
-        return await self.store.second_reading_rules()
+        return await self.store.readings.rules()
 
     async def set_rules(
         self, *, principal: Principal, body: SecondReadingRulesBody
@@ -93,7 +93,7 @@ class SecondReadings:
             updated_at=now(),
             updated_by=principal.sub,
         )
-        await self.store.set_second_reading_rules(changed)
+        await self.store.readings.set_rules(changed)
         log.info("second reading rules set", specialties=len(body.specialties))
         return changed
 
@@ -109,7 +109,7 @@ class SecondReadings:
         if current is None:
             if version != 1:
                 return None  # a correction of an opinion released without a reading
-            settings = await self.store.second_reading_rules()
+            settings = await self.store.readings.rules()
             reason = rules.second_reading_reason(
                 asked=asked,
                 specialty=doc.specialty.value,
@@ -238,7 +238,9 @@ class SecondReadings:
             done = reading.model_copy(update={"state": SecondReadingState.AGREED, "agreed_at": at})
             await self.matcher.fence()
             await self.emitter.write(
-                lambda out: self.store.write_reading(doc.id, reading=done, seq=seq + 1, events=out),
+                lambda out: self.store.readings.write(
+                    doc.id, reading=done, seq=seq + 1, events=out
+                ),
                 events,
                 aggregate=doc.id,
             )
@@ -291,7 +293,7 @@ class SecondReadings:
             )
             await self.matcher.fence()
             await self.emitter.write(
-                lambda out: self.store.write_reading(doc.id, reading=changed, seq=seq, events=out),
+                lambda out: self.store.readings.write(doc.id, reading=changed, seq=seq, events=out),
                 [event],
                 aggregate=doc.id,
             )

@@ -439,7 +439,7 @@ class Store:
         self.keys = db["keys"]
         self.trail = AuditTrail(db)
         self.information = InformationStore(self)
-        self.settings = db["settings"]
+        self.readings = ReadingStore(self)
 
     # the access trail
 
@@ -862,26 +862,33 @@ class Store:
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
-    # the second reading
 
-    async def second_reading_rules(self) -> SecondReadingRules:
+class ReadingStore:
+    """The coordinators' rules of the second reading and the writes of a reading on its
+    assignment (review's `Store` holds it as `readings`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.settings = store.db["settings"]
+
+    async def rules(self) -> SecondReadingRules:
         """The coordinators' rules of the second reading (none set: none)."""
         doc = await self.settings.find_one({"_id": "second-reading"})
         return SecondReadingRules.model_validate(doc or {})
 
-    async def set_second_reading_rules(self, rules_: SecondReadingRules) -> None:
+    async def set_rules(self, rules_: SecondReadingRules) -> None:
         """Replace the rules of the second reading."""
         await self.settings.replace_one(
             {"_id": "second-reading"}, rules_.model_dump(mode="json"), upsert=True
         )
 
-    async def write_reading(
+    async def write(
         self, assignment_id: str, *, reading: ReadingEntry, seq: int, events: Sequence[Event]
     ) -> None:
         """Record the second reading as it is now and its events (the last of sequence
         `seq`) in one write."""
         update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
-        await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
 
 class InformationStore:
