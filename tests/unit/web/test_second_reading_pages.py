@@ -29,6 +29,7 @@ class FakeReview:
         self.state = "reading"
         self.sent: list[tuple[str, Any]] = []
         self.comments: list[dict[str, Any]] = []
+        self.rules: dict[str, Any] = {"specialties": ["oncology"], "urgencies": []}
 
     def reading(self, *, full: bool) -> dict[str, Any]:
         return {
@@ -50,6 +51,11 @@ class FakeReview:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
         base = f"/v1/second-readings/{AID}"
+        if path == "/v1/second-reading-rules":
+            if method == "PUT":
+                self.rules = json.loads(request.content)
+                self.sent.append(("rules", self.rules))
+            return httpx.Response(200, json=self.rules)
         if path == "/v1/second-readings":
             return httpx.Response(200, json={"items": [self.reading(full=False)]})
         if path == base:
@@ -130,10 +136,38 @@ async def test_the_first_specialist_reads_the_comments_and_is_sent_to_correct() 
     assert f"/second-readings/{AID}/agree" not in page.text
 
 
+async def test_the_coordinator_sets_the_specialties_and_urgencies_read_twice() -> None:
+    review = FakeReview()
+    async with in_process(review, "coordinator-1", review_url="http://review") as browser:
+        page = await browser.get("/board/second-reading")
+        assert page.status_code == 200
+        assert re.search(r'value="oncology"\s+checked', page.text)
+        saved = await browser.post(
+            "/board/second-reading",
+            data={
+                "csrf": csrf_of(page),
+                "specialty": ["cardiology", "astrology"],
+                "urgency": ["urgent"],
+            },
+            follow_redirects=True,
+        )
+        assert "rules of the second reading are saved" in saved.text
+        assert review.sent == [("rules", {"specialties": ["cardiology"], "urgencies": ["urgent"]})]
+    async with in_process(review, "rev-cardio-1", review_url="http://review") as browser:
+        assert (await browser.get("/board/second-reading")).status_code == 403
+
+
 def test_every_key_of_the_second_readers_pages_has_its_text_in_both_languages() -> None:
-    folder = Path(texts.__file__).parent / "templates" / "specialist"
+    folder = Path(texts.__file__).parent / "templates"
     used = {"second.agreed", "second.commented", "second.comment_incomplete"}
-    for name in ("second_reading.html", "second_readings.html", "workspace.html"):
+    used.add("second.rules_saved")
+    for name in (
+        "specialist/second_reading.html",
+        "specialist/second_readings.html",
+        "specialist/workspace.html",
+        "board/second_reading.html",
+        "board/nav.html",
+    ):
         used |= set(
             re.findall(r"""\bt\(\s*["']([a-z_.]*[a-z_])["']\s*[),]""", (folder / name).read_text())
         )

@@ -14,29 +14,63 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
+from avis.shared.events import Specialty, Urgency
 from avis.shared.text import ID_PATTERN
 from avis.web.api import Checked, Pages, see, tell, token
+from avis.web.board import Coordinator
 from avis.web.models import OPINION_SECTIONS
 from avis.web.service import SecondReadingCalls
 from avis.web.specialist import Reviewer
 
-router = APIRouter(prefix="/second-readings", include_in_schema=False)
+router = APIRouter(include_in_schema=False)
+PREFIX = "/second-readings"
+BOARD = "/board/second-reading"
 AssignmentId = Annotated[str, Path(pattern=ID_PATTERN)]
 COMMENTS_MAX = 20_000
 
 
 def _home(assignment_id: str) -> str:
-    return f"{router.prefix}/{assignment_id}"
+    return f"{PREFIX}/{assignment_id}"
 
 
-@router.get("")
+@router.get(BOARD)
+async def rules_page(request: Request, web: Pages, session: Coordinator) -> HTMLResponse:
+    """The coordinators' rules: the specialties and urgencies whose opinions are read twice."""
+    found = await SecondReadingCalls(web.platform).rules(token=token(session))
+    return web.render(
+        request,
+        "board/second_reading.html",
+        chosen=set(found.get("specialties", [])) | set(found.get("urgencies", [])),
+        specialties=list(Specialty),
+        urgencies=list(Urgency),
+    )
+
+
+@router.post(BOARD, dependencies=[Checked])
+async def set_rules(request: Request, web: Pages, session: Coordinator) -> Response:
+    """Replace the rules with the boxes ticked (unknown values are left out)."""
+    form = await request.form()
+    specialties = [s for s in form.getlist("specialty") if s in set(Specialty)]
+    urgencies = [u for u in form.getlist("urgency") if u in set(Urgency)]
+    calls = SecondReadingCalls(web.platform)
+    await tell(
+        session,
+        "second.rules_saved",
+        calls.set_rules,
+        specialties=[str(s) for s in specialties],
+        urgencies=[str(u) for u in urgencies],
+    )
+    return see(BOARD)
+
+
+@router.get(PREFIX)
 async def readings(request: Request, web: Pages, session: Reviewer) -> HTMLResponse:
     """The opinions waiting for the signed-in specialist as their second reader."""
     found = await SecondReadingCalls(web.platform).mine(token=token(session))
     return web.render(request, "specialist/second_readings.html", rows=found.items)
 
 
-@router.get("/{assignment_id}")
+@router.get(PREFIX + "/{assignment_id}")
 async def reading(
     request: Request, web: Pages, session: Reviewer, assignment_id: AssignmentId
 ) -> HTMLResponse:
@@ -58,7 +92,7 @@ async def reading(
     )
 
 
-@router.post("/{assignment_id}/agree", dependencies=[Checked])
+@router.post(PREFIX + "/{assignment_id}/agree", dependencies=[Checked])
 async def agree(web: Pages, session: Reviewer, assignment_id: AssignmentId) -> Response:
     """Agree: the opinion goes to the report, naming both specialists."""
     calls = SecondReadingCalls(web.platform)
@@ -66,7 +100,7 @@ async def agree(web: Pages, session: Reviewer, assignment_id: AssignmentId) -> R
     return see(_home(assignment_id))
 
 
-@router.post("/{assignment_id}/comment", dependencies=[Checked])
+@router.post(PREFIX + "/{assignment_id}/comment", dependencies=[Checked])
 async def comment(
     web: Pages,
     session: Reviewer,

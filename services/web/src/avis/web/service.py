@@ -594,6 +594,18 @@ class SecondReadingCalls:
         """Agree with the opinion: it is released naming both specialists."""
         await self.platform._call("POST", f"{self.url}/{assignment_id}/agreement", token=token)
 
+    async def rules(self, *, token: str) -> dict[str, Any]:
+        """The specialties and urgencies whose opinions are read twice (coordinators)."""
+        return dict(
+            await self.platform._get(f"{self.platform.review}/v1/second-reading-rules", token=token)
+        )
+
+    async def set_rules(self, *, token: str, specialties: list[str], urgencies: list[str]) -> None:
+        """Replace the rules of the second reading (coordinators)."""
+        url = f"{self.platform.review}/v1/second-reading-rules"
+        body = {"specialties": specialties, "urgencies": urgencies}
+        await self.platform._call("PUT", url, token=token, json=body)
+
     async def comment(self, *, token: str, assignment_id: str, text: str) -> None:
         """Return comments the first specialist must answer."""
         url = f"{self.url}/{assignment_id}/comments"
