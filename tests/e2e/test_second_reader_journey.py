@@ -191,7 +191,11 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report() -> 
 
             text = " ".join(_pdftotext(await eventually(printed, timeout=60)).split())
             assert f"Dr {first_id}" in text and f"Dr {second_id}" in text
-        await eventually(lambda: _status(patient, case_id, "report_ready"), timeout=60)
+        case = await eventually(lambda: _status(patient, case_id, "report_ready"), timeout=60)
+        kinds = [e["kind"] for e in case["timeline"]]
+        assert kinds.count("second_reading") == 2, kinds  # version 1, then the answer
+        assert kinds.index("second_reading_agreed") < kinds.index("report_ready"), kinds
+        assert COMMENTS not in str(case), "the case view carries no clinical text"
 
         # The comments are in clear nowhere: not on the topics, not at rest.
         await topics.caught_up()
