@@ -3,8 +3,8 @@ oncology to be read twice; the first specialist's opinion is kept in review whil
 specialist, matched like the first (never the first, never one with a conflict of interest),
 reads it; the second returns comments, the first answers with a new version, the second agrees,
 and only then is the report issued, naming both. The comments are in clear nowhere: not on the
-topics, not at rest; every read of them is in the case's access trail. Bad input on the way
-gets a clear 4xx."""
+topics, not at rest, not in the logs; every read of them is in the case's access trail. Bad
+input on the way gets a clear 4xx."""
 
 import subprocess
 from typing import Any
@@ -30,7 +30,9 @@ COMMENTS = "Le stade TNM retenu ne correspond pas au compte rendu du scanner de 
 INSTITUTION = case_body()["physician"]["institution_code"]
 
 
-async def test_a_second_reader_reads_comments_and_agrees_before_the_report() -> None:
+async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     review_config = review_settings()
     reports_config = reports_settings()
     await skip_history(f"avis-{review_config.service_name}", [CASE_SUBMITTED])
@@ -197,7 +199,7 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report() -> 
         assert kinds.index("second_reading_agreed") < kinds.index("report_ready"), kinds
         assert COMMENTS not in str(case), "the case view carries no clinical text"
 
-        # The comments are in clear nowhere: not on the topics, not at rest.
+        # The comments are in clear nowhere: not on the topics, not at rest, not in the logs.
         await topics.caught_up()
         completed = topics.of(case_id, "avis.review.completed.v1")
         assert len(completed) == 1, "the opinion is released once, after the agreement"
@@ -209,7 +211,9 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report() -> 
         ):
             haystacks[f"{name} store"] = await stored_bytes(MONGO_URL, database)
         assert case_id.encode() in haystacks["review store"]
-        assert_absent({"comments": COMMENTS}, haystacks)
+    logs = capfd.readouterr()
+    haystacks["logs"] = (logs.out + logs.err).encode()
+    assert_absent({"comments": COMMENTS}, haystacks)
 
 
 def _pdftotext(content: bytes) -> str:
