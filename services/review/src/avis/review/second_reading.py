@@ -185,6 +185,16 @@ class SecondReadings:
         async with self.locks.hold(lock_key("reviewer", reading.reviewer_id)):
             await self.store.add_open(reading.reviewer_id, rules.reading_load_id(doc.id))
 
+    async def withdrawn(self, rounds: list[AssignmentDoc]) -> None:
+        """A withdrawn case's readings not agreed yet leave their readers' loads; the caller is
+        inside the matcher's section."""
+        for doc in rounds:
+            reading = doc.second_reading
+            if reading is None or reading.reviewer_id is None:
+                continue
+            if reading.state is not SecondReadingState.AGREED:
+                await self.matcher.release(reading.reviewer_id, rules.reading_load_id(doc.id))
+
     # --- the second reader answers ----------------------------------------------------------------
 
     async def agree(self, *, principal: Principal, assignment_id: str) -> SecondReading:

@@ -240,7 +240,8 @@ class ReviewService:
             elif case.status != CaseStatus.WITHDRAWN:
                 await self.store.set_case_withdrawn(case_id, withdrawal.withdrawn_at)
             known = case.round if case is not None else 0
-            for round_ in await self.store.assignments_of(case_id, known):
+            rounds = await self.store.assignments_of(case_id, known)
+            for round_ in rounds:
                 if round_.status not in ACTIVE:
                     continue
                 async with self.locks.hold(self.emitter.lock(round_.id)):
@@ -250,6 +251,7 @@ class ReviewService:
                         await self.store.cancel(fresh.id, at)
                         log.info("assignment cancelled", assignment_id=fresh.id)
                 await self.matcher.release(round_.reviewer_id, round_.id)
+            await self.second.withdrawn(rounds)
             await self.matcher.offer_queue()
 
     # --- queue -------------------------------------------------------------------------------
