@@ -73,6 +73,23 @@ def register(runtime: Runtime, reported: Reported) -> None:
         )
         await reported.review_resumed(change=change, resumed=p)
 
+    async def on_report(event: Event, p: ReportReady) -> None:
+        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at, seq=p.seq)
+        await reported.follow(case_id=p.case_id, change=change)
+
+    runtime.on(ReviewAssigned, on_assigned)
+    runtime.on(ReviewAccepted, on_accepted)
+    runtime.on(ReviewDeclined, on_declined)
+    runtime.on(ReviewCompleted, on_completed)
+    runtime.on(InformationRequested, on_information_requested)
+    runtime.on(ReviewResumed, on_resumed)
+    _second_reading(runtime, reported)
+    runtime.on(ReportReady, on_report)
+
+
+def _second_reading(runtime: Runtime, reported: Reported) -> None:
+    """A second specialist reads the opinion, then agrees: timeline entries, the status stays."""
+
     async def on_second_reading(event: Event, p: SecondReadingRequested) -> None:
         change = Change(
             TimelineKind.SECOND_READING,
@@ -95,16 +112,5 @@ def register(runtime: Runtime, reported: Reported) -> None:
         )
         await reported.follow(case_id=p.case_id, change=change)
 
-    async def on_report(event: Event, p: ReportReady) -> None:
-        change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at, seq=p.seq)
-        await reported.follow(case_id=p.case_id, change=change)
-
-    runtime.on(ReviewAssigned, on_assigned)
-    runtime.on(ReviewAccepted, on_accepted)
-    runtime.on(ReviewDeclined, on_declined)
-    runtime.on(ReviewCompleted, on_completed)
-    runtime.on(InformationRequested, on_information_requested)
-    runtime.on(ReviewResumed, on_resumed)
     runtime.on(SecondReadingRequested, on_second_reading)
     runtime.on(SecondReadingAgreed, on_second_agreed)
-    runtime.on(ReportReady, on_report)
