@@ -1,7 +1,7 @@
 """The second reading in review alone, over the real broker and store: a coordinator's rule by
 urgency holds the opinion until the second reader agrees, then it is released once, after the
-agreement; with nobody else to read it the opinion waits, unmatched; a withdrawn case takes the
-reading out of its reader's load."""
+agreement; with nobody else to read it the opinion waits, unmatched, until a next version finds a
+reader; a withdrawn case takes the reading out of its reader's load."""
 
 from typing import Any
 
@@ -86,6 +86,16 @@ async def test_with_nobody_else_to_read_it_the_opinion_waits_unmatched(
     assert reading["state"] == "unmatched"
     why = {c["reviewer_id"]: c["excluded"] for c in reading["rationale"]["candidates"]}
     assert why == {f"{p}-1": "first_reader"}
+    assert not stack.log.of(first["case_id"], COMPLETED)
+    # A reader joins; the first's next version is matched again.
+    await stack.add_reviewer(f"{p}-2", ["nephrology"], ["fr"])
+    async with stack.client(f"{p}-1", "reviewer") as http:
+        corrected = await http.put(
+            f"/v1/assignments/{first['id']}/opinion", json=OPINION | {"further_tests": "Aucun."}
+        )
+        assert corrected.status_code == 200, corrected.text
+    again = await stack.log.wait(first["case_id"], REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (f"{p}-2", 2)
     assert not stack.log.of(first["case_id"], COMPLETED)
 
 

@@ -122,13 +122,15 @@ class SecondReadings:
             return await self._choose(doc, reason, version, at)
         if not rules.holds_opinion(current.state):
             return None
+        if current.reviewer_id is None:  # nobody fitted before: a new version is matched again
+            return await self._choose(doc, current.reason, version, at)
         answered = [
             c.model_copy(update={"answered_by_version": version})
             if c.answered_by_version is None
             else c
             for c in current.comments
         ]
-        state = SecondReadingState.READING if current.reviewer_id else SecondReadingState.UNMATCHED
+        state = SecondReadingState.READING
         return current.model_copy(update={"version": version, "state": state, "comments": answered})
 
     async def _choose(
