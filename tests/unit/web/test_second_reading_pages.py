@@ -51,6 +51,8 @@ class FakeReview:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
         base = f"/v1/second-readings/{AID}"
+        if path == "/v1/assignments":
+            return httpx.Response(200, json={"items": [], "next_cursor": None})
         if path == "/v1/second-reading-rules":
             if method == "PUT":
                 self.rules = json.loads(request.content)
@@ -89,6 +91,8 @@ async def browser(review: FakeReview) -> AsyncIterator[httpx.AsyncClient]:
 async def test_the_second_reader_reads_comments_then_agrees(
     browser: httpx.AsyncClient, review: FakeReview
 ) -> None:
+    queue = await browser.get("/review")
+    assert 'href="/second-readings"' in queue.text, "the reviewer's home leads to the readings"
     listed = await browser.get("/second-readings")
     assert listed.status_code == 200 and f"/second-readings/{AID}" in listed.text
     page = await browser.get(f"/second-readings/{AID}")
