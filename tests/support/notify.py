@@ -39,6 +39,7 @@ from avis.shared.events import (
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingRequested,
     Specialty,
     Urgency,
 )
@@ -294,6 +295,20 @@ class NotifyStack:
             seq=3,
         )
         return Event.new(payload, "/avis/review", event_id=event_id)
+
+    def second_reading(self, p: Patient, version: int = 1) -> Event:
+        """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion."""
+        payload = SecondReadingRequested(
+            case_id=p.case_id,
+            assignment_id=f"{p.case_id}-0001",
+            reviewer_id="rev-1",
+            second_reader_id="rev-2",
+            version=version,
+            requested_at=datetime.now(UTC),
+            reason="coordinator_rule",
+            seq=4,
+        )
+        return Event.new(payload, "/avis/review")
 
     def resumed(self, p: Patient, due_in_days: float, outcome: str = "answered") -> Event:
         """`avis.review.resumed.v1`: the review goes on, due `due_in_days` from now."""

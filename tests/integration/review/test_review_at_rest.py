@@ -62,3 +62,33 @@ async def test_an_opinion_and_a_decline_reason_are_sealed_at_rest(stack: ReviewS
     }
     secrets["diagnosis"] = OPINION["diagnosis"]["explanation"]
     assert_absent(secrets, {"review store": stored})
+
+
+COMMENTS = "La biopsie de 2023 à Quimper ne figure pas dans votre relecture de l'IRM."
+SECOND_READING = "avis.review.second-reading-requested.v1"
+
+
+async def test_a_second_readers_comments_are_sealed_at_rest(stack: ReviewStack) -> None:
+    p = unique("neu")
+    await stack.add_reviewer(f"{p}-1", ["neurology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["neurology"], ["fr"])
+    case_id = await stack.submit("neurology")
+    await stack.log.wait(case_id, ASSIGNED)
+    first = await stack.assignment(case_id)
+    url = f"/v1/assignments/{first['id']}"
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        asked = await http.post(f"{url}/opinion", params={"second_reading": "true"}, json=OPINION)
+        assert asked.status_code == 201, asked.text
+    await stack.log.wait(case_id, SECOND_READING)
+    second_id = f"{p}-2" if first["reviewer_id"] == f"{p}-1" else f"{p}-1"
+    reading = f"/v1/second-readings/{first['id']}"
+    async with stack.client(second_id, "reviewer") as http:
+        sent = await http.post(f"{reading}/comments", json={"text": COMMENTS})
+        assert sent.status_code == 201, sent.text
+        read = (await http.get(reading)).json()
+        assert read["comments"][0]["text"] == COMMENTS and read["reason"] == "first_reader"
+
+    stored = await stored_bytes(MONGO_URL, stack.settings.database)
+    assert first["id"].encode() in stored
+    assert_absent({"comments": COMMENTS}, {"review store": stored})

@@ -30,6 +30,8 @@ TIMELINE = (
     "information_requested",
     "information_provided",
     "review_resumed",
+    "second_reading",
+    "second_reading_agreed",
     "report_ready",
     "withdrawn",
 )

@@ -157,11 +157,22 @@ class CompletedOpinion(SealedContent):
     version: int = Field(ge=1)
     reviewer_display_name: str
     reviewer_specialty: Specialty | None = None
+    second_reader_display_name: str | None = Field(
+        None, description="The second specialist who read the opinion and agreed, if one did."
+    )
+    second_reader_specialty: Specialty | None = None
 
 
 class InformationQuestion(SealedContent):
     """What a specialist asks the patient (or the filing partner) for: a missing record or a
     precision, sealed in `avis.review.information-requested.v1`."""
+
+    text: str
+
+
+class SecondReadingComments(SealedContent):
+    """What a second reader returns to the first specialist about their opinion, sealed in
+    `avis.review.second-reading-commented.v1`."""
 
     text: str
 
@@ -183,6 +194,7 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     CompletedOpinion,
     PhysicianContact,
     InformationQuestion,
+    SecondReadingComments,
 )
 
 
@@ -372,6 +384,43 @@ class ReviewResumed(Sequenced):
     outcome: Literal["answered", "expired"]
 
 
+class SecondReadingRequested(Sequenced):
+    """A version of the opinion goes to a second specialist before it is released: a
+    coordinator's rule for the case's specialty or urgency, or the first specialist's request.
+    The opinion stays in review until the second reader agrees (`second_reader_id` absent:
+    nobody fits yet)."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who wrote the opinion.")
+    second_reader_id: str | None = None
+    version: int = Field(ge=1, description="The opinion version to read.")
+    requested_at: AwareDatetime
+    reason: Literal["coordinator_rule", "first_reader"]
+
+
+class SecondReadingCommented(Sequenced):
+    """The second reader returned comments that the first specialist must answer with a new
+    version of the opinion."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who answers.")
+    second_reader_id: str
+    version: int = Field(ge=1, description="The opinion version commented on.")
+    commented_at: AwareDatetime
+    comments: Sealed = sealed(SecondReadingComments, "What the second reader returns.")
+
+
+class SecondReadingAgreed(Sequenced):
+    """The second reader agreed with the opinion: it is released (`avis.review.completed.v1`
+    follows, naming both specialists)."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who wrote the opinion.")
+    second_reader_id: str
+    version: int = Field(ge=1, description="The opinion version agreed with.")
+    agreed_at: AwareDatetime
+
+
 class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
@@ -406,6 +455,9 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),
     "avis.review.information-requested.v1": (REVIEW_ASSIGNED, InformationRequested),
     "avis.review.resumed.v1": (REVIEW_ASSIGNED, ReviewResumed),
+    "avis.review.second-reading-requested.v1": (REVIEW_ASSIGNED, SecondReadingRequested),
+    "avis.review.second-reading-commented.v1": (REVIEW_ASSIGNED, SecondReadingCommented),
+    "avis.review.second-reading-agreed.v1": (REVIEW_ASSIGNED, SecondReadingAgreed),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),

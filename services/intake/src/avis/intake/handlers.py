@@ -13,6 +13,8 @@ from avis.shared.events import (
     ReviewCompleted,
     ReviewDeclined,
     ReviewResumed,
+    SecondReadingAgreed,
+    SecondReadingRequested,
 )
 from avis.shared.runtime import Runtime
 
@@ -81,4 +83,34 @@ def register(runtime: Runtime, reported: Reported) -> None:
     runtime.on(ReviewCompleted, on_completed)
     runtime.on(InformationRequested, on_information_requested)
     runtime.on(ReviewResumed, on_resumed)
+    _second_reading(runtime, reported)
     runtime.on(ReportReady, on_report)
+
+
+def _second_reading(runtime: Runtime, reported: Reported) -> None:
+    """A second specialist reads the opinion, then agrees: timeline entries, the status stays."""
+
+    async def on_second_reading(event: Event, p: SecondReadingRequested) -> None:
+        change = Change(
+            TimelineKind.SECOND_READING,
+            event.id,
+            p.requested_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    async def on_second_agreed(event: Event, p: SecondReadingAgreed) -> None:
+        change = Change(
+            TimelineKind.SECOND_READING_AGREED,
+            event.id,
+            p.agreed_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    runtime.on(SecondReadingRequested, on_second_reading)
+    runtime.on(SecondReadingAgreed, on_second_agreed)

@@ -82,6 +82,8 @@ class TimelineKind(StrEnum):
     INFORMATION_REQUESTED = "information_requested"
     INFORMATION_PROVIDED = "information_provided"
     REVIEW_RESUMED = "review_resumed"
+    SECOND_READING = "second_reading"  # a second specialist reads the opinion before release
+    SECOND_READING_AGREED = "second_reading_agreed"
     REPORT_READY = "report_ready"
     WITHDRAWN = "withdrawn"
     ERASURE_REQUESTED = "erasure_requested"

@@ -361,7 +361,11 @@ def decide(state: CaseState, change: Change) -> Decision:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
         return Decision(apply=True, status=state.status, reviewer=CLEAR)
-    if change.kind == TimelineKind.REVIEW_COMPLETED:
+    if change.kind in (
+        TimelineKind.REVIEW_COMPLETED,
+        TimelineKind.SECOND_READING,
+        TimelineKind.SECOND_READING_AGREED,
+    ):
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.INFORMATION_REQUESTED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:

@@ -16,6 +16,7 @@ from avis.shared.events import (
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingRequested,
 )
 from avis.shared.runtime import Runtime
 
@@ -44,6 +45,7 @@ def register(
     runtime.on(ReviewAssigned, on_event)
     runtime.on(InformationRequested, on_event)
     runtime.on(ReviewResumed, on_event)
+    runtime.on(SecondReadingRequested, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

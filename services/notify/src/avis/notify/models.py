@@ -54,6 +54,7 @@ class WebhookEvent(StrEnum):
     REVIEW_ASSIGNED = "avis.review.assigned.v1"
     INFORMATION_REQUESTED = "avis.review.information-requested.v1"
     REVIEW_RESUMED = "avis.review.resumed.v1"
+    SECOND_READING_REQUESTED = "avis.review.second-reading-requested.v1"
     REPORT_READY = "avis.report.ready.v1"
 
 

@@ -20,6 +20,7 @@ from avis.shared.events import (
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingRequested,
 )
 from avis.shared.security import Principal
 
@@ -109,6 +110,14 @@ def on_resumed(view: CaseView, due: date) -> Decision:
     if view.withdrawn:
         return _skip(view, "withdrawn")
     return Decision(send=Template.REVIEW_RESUMED, then=replace(view, told_due=due))
+
+
+def on_second_reading(view: CaseView) -> Decision:
+    """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion before
+    the report; no email to the patient (the report's email follows), a webhook for partners."""
+    if not view.submitted:
+        return _park(view)
+    return _skip(view, "read by a second specialist: the report's email follows")
 
 
 def on_report_ready(view: CaseView, version: int) -> Decision:
@@ -266,6 +275,7 @@ WEBHOOK_STATUS = {
     WebhookEvent.REVIEW_ASSIGNED: "assigned",
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
+    WebhookEvent.SECOND_READING_REQUESTED: "in_review",
     WebhookEvent.REPORT_READY: "report_ready",
 }
 
@@ -596,6 +606,14 @@ def _resumed(payload: ReviewResumed, view: CaseView, tz: tzinfo) -> Reading:
             "outcome": payload.outcome,
             "due_at": _stamp(payload.due_at),
         },
+    )
+
+
+@_reading.register
+def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_second_reading(view),
+        extra={"version": payload.version, "reason": payload.reason},
     )
 
 

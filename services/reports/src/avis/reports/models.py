@@ -87,6 +87,12 @@ class ReviewerBlock(_View):
     name: str
     specialty: Specialty
     specialty_text: str
+    second_reader: str | None = Field(
+        None, description="The second specialist who read the opinion and agreed, if one did."
+    )
+    second_reader_text: str | None = Field(
+        None, description="The sentence naming the second reader, in the report's language."
+    )
 
 
 class Titled(_View):

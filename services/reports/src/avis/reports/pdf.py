@@ -257,6 +257,11 @@ def story(report: Report) -> list[Flowable]:
                 Paragraph(_markup(reviewer.heading), s["h2"]),
                 Paragraph(f"<b>{_markup(reviewer.name)}</b>", s["value"]),
                 Paragraph(_markup(reviewer.specialty_text), s["body"]),
+                *(
+                    [Paragraph(_markup(reviewer.second_reader_text), s["body"])]
+                    if reviewer.second_reader_text
+                    else []
+                ),
             ]
         )
     )

@@ -431,12 +431,16 @@ def _patient(t: Texts, contact: PatientContact) -> PatientBlock:
 
 
 def _reviewer(t: Texts, content: CompletedOpinion, specialty: Specialty) -> ReviewerBlock:
-    """The specialist who wrote the opinion, under the specialty they wrote it in."""
+    """The specialist who wrote the opinion, under the specialty they wrote it in, and the
+    second specialist who read it and agreed, if one did."""
+    second = (content.second_reader_display_name or "").strip() or None
     return ReviewerBlock(
         heading=t("heading.reviewer"),
         name=content.reviewer_display_name.strip(),
         specialty=specialty,
         specialty_text=t(f"specialty.{specialty.value}"),
+        second_reader=second,
+        second_reader_text=None if second is None else t("text.second_reader", name=second),
     )
 
 

@@ -21,6 +21,11 @@ from avis.review.models import (
     ReviewerIn,
     ReviewerPage,
     ReviewerPatch,
+    SecondReading,
+    SecondReadingBody,
+    SecondReadingPage,
+    SecondReadingRules,
+    SecondReadingRulesBody,
 )
 from avis.review.service import DirectoryService, ReviewService
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
@@ -296,10 +301,16 @@ async def post_opinion(
     response: Response,
     review: Review,
     who: ReviewerRole,
+    second_reading: Annotated[
+        bool,
+        Query(description="Ask a second specialist to read the opinion before it is released."),
+    ] = False,
 ) -> OpinionVersion:
-    """Version 1 of the opinion; a different one later is a correction (PUT)."""
+    """Version 1 of the opinion; a different one later is a correction (PUT). It goes to a
+    second specialist first when the coordinators' rules say so for the case's specialty or
+    urgency, or when asked (`second_reading`)."""
     version, created = await review.post_opinion(
-        principal=who, assignment_id=assignment_id, opinion=body
+        principal=who, assignment_id=assignment_id, opinion=body, second=second_reading
     )
     if not created:
         response.status_code = http.HTTP_200_OK
@@ -337,6 +348,95 @@ async def get_opinion(
     return await review.opinion(
         principal=who, assignment_id=assignment_id, version=version, reason=reason
     )
+
+
+# --- the second reading -------------------------------------------------------------------------
+
+
+@router.get(
+    "/second-reading-rules",
+    summary="The specialties and urgencies whose opinions are read twice (coordinators)",
+    tags=["second reading"],
+    responses=READ,
+)
+async def get_second_reading_rules(review: Review, _: Coordinator) -> SecondReadingRules:
+    """The rules in force: an opinion of these specialties or urgencies goes to a second
+    specialist before it is released."""
+    return await review.second.rules()
+
+
+@router.put(
+    "/second-reading-rules",
+    summary="Set the specialties and urgencies whose opinions are read twice (coordinators)",
+    tags=["second reading"],
+    responses=problem_responses(400, 401, 403, 422, 503),
+)
+async def put_second_reading_rules(
+    body: SecondReadingRulesBody, review: Review, who: Coordinator
+) -> SecondReadingRules:
+    """Replace the rules; they apply to the opinions submitted from now on."""
+    return await review.second.set_rules(principal=who, body=body)
+
+
+@router.get(
+    "/second-readings",
+    summary="The second readings still open (a reviewer their own; coordinators anyone's)",
+    tags=["second reading"],
+    responses=READ,
+)
+async def list_second_readings(
+    review: Review,
+    who: Staff,
+    reviewer_id: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
+    cursor: Annotated[str | None, cursor_param(ID_PATTERN)] = None,
+    limit: Limit = 20,
+) -> SecondReadingPage:
+    """Readings not agreed yet, by assignment id; never the opinion or the comments' texts."""
+    return await review.second.listed(
+        principal=who, reviewer_id=reviewer_id, cursor=cursor, limit=limit
+    )
+
+
+@router.get(
+    "/second-readings/{assignment_id}",
+    summary="The second reading of an assignment's opinion, with the version to read",
+    tags=["second reading"],
+    responses=problem_responses(401, 403, 404, 422, 428, 503),
+)
+async def get_second_reading(
+    assignment_id: AssignmentIdPath, review: Review, who: Staff, reason: Reason = None
+) -> SecondReading:
+    """For its two specialists, or a coordinator who says why (X-Avis-Reason); every read is an
+    entry of the case's access trail."""
+    return await review.second.reading(principal=who, assignment_id=assignment_id, reason=reason)
+
+
+@router.post(
+    "/second-readings/{assignment_id}/agreement",
+    summary="Agree with the opinion: it is released naming both specialists (the second reader)",
+    tags=["second reading"],
+    responses=ACT,
+)
+async def agree_second_reading(
+    assignment_id: AssignmentIdPath, review: Review, who: ReviewerRole
+) -> SecondReading:
+    """The opinion goes to reports; agreeing again changes nothing."""
+    return await review.second.agree(principal=who, assignment_id=assignment_id)
+
+
+@router.post(
+    "/second-readings/{assignment_id}/comments",
+    status_code=http.HTTP_201_CREATED,
+    summary="Return comments the first specialist must answer (the second reader)",
+    tags=["second reading"],
+    responses=WRITE,
+)
+async def comment_second_reading(
+    assignment_id: AssignmentIdPath, body: SecondReadingBody, review: Review, who: ReviewerRole
+) -> SecondReading:
+    """The comments are kept sealed and travel sealed; the first answers with a new version of
+    the opinion (PUT on the opinion), which comes back to be read."""
+    return await review.second.comment(principal=who, assignment_id=assignment_id, body=body)
 
 
 # --- the access trail -------------------------------------------------------------------------

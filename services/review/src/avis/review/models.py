@@ -232,6 +232,11 @@ class Assignment(BaseModel):
     information_requests: list[InformationRequest] = Field(
         default_factory=list, description="The requests for more information, oldest first."
     )
+    second_reading: str | None = Field(
+        None,
+        description="Where the second reading of the opinion is (unmatched, reading, "
+        "commented, agreed), if it has one.",
+    )
 
 
 class AssignmentPage(Page[Assignment]):
@@ -315,3 +320,92 @@ class OpinionVersion(BaseModel):
     version: int
     completed_at: datetime
     opinion: Opinion
+
+
+# --- the second reading -----------------------------------------------------------------------
+
+
+class SecondReadingReason(StrEnum):
+    """Why an opinion goes to a second specialist before it is released."""
+
+    COORDINATOR_RULE = "coordinator_rule"  # the case's specialty or urgency is in the rules
+    FIRST_READER = "first_reader"  # the first specialist asked for it
+
+
+class SecondReadingState(StrEnum):
+    """Where a second reading is."""
+
+    UNMATCHED = "unmatched"  # nobody fits yet: the opinion waits
+    READING = "reading"  # the second reader has a version to read
+    COMMENTED = "commented"  # comments went back: the first answers with a new version
+    AGREED = "agreed"  # the opinion is released, naming both
+
+
+Urgencies = Annotated[list[Urgency], Field(max_length=len(Urgency)), AfterValidator(_distinct)]
+RuleSpecialties = Annotated[
+    list[Specialty], Field(max_length=len(Specialty)), AfterValidator(_distinct)
+]
+
+
+class SecondReadingRulesBody(BaseModel):
+    """The specialties and urgencies whose opinions a second specialist reads before release
+    (coordinators; empty lists: only when the first specialist asks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specialties: RuleSpecialties = Field(default_factory=list)
+    urgencies: Urgencies = Field(default_factory=list)
+
+
+class SecondReadingRules(SecondReadingRulesBody):
+    """The rules in force, and who set them last."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class SecondReadingBody(BaseModel):
+    """What the second reader returns: comments the first specialist must answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Section
+
+
+class SecondReadingComment(BaseModel):
+    """Comments of the second reader on a version of the opinion (their text: shown to the
+    two specialists and, with a stated reason, to coordinators)."""
+
+    number: int
+    version: int = Field(description="The opinion version commented on.")
+    commented_at: datetime
+    text: str | None = Field(None, description="Absent in lists; null once the case is erased.")
+    answered_by_version: int | None = Field(
+        None, description="The version of the opinion that answered them."
+    )
+
+
+class SecondReading(BaseModel):
+    """The second reading of an assignment's opinion."""
+
+    assignment_id: str
+    case_id: str
+    reference: str
+    specialty: Specialty
+    urgency: Urgency
+    first_reader_id: str
+    second_reader_id: str | None
+    reason: SecondReadingReason
+    state: SecondReadingState
+    version: int = Field(description="The opinion version under reading (or agreed with).")
+    requested_at: datetime
+    agreed_at: datetime | None = None
+    comments: list[SecondReadingComment] = Field(default_factory=list)
+    rationale: Rationale | None = Field(None, description="Coordinators only.")
+    opinion: Opinion | None = Field(None, description="The version to read; absent in lists.")
+
+
+class SecondReadingPage(Page[SecondReading]):
+    """A page of second readings still open, by assignment id."""

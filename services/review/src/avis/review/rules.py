@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from avis.review.models import ACTIVE, AssignmentStatus, Considered, Opinion
+from avis.review.models import (
+    ACTIVE,
+    AssignmentStatus,
+    Considered,
+    Opinion,
+    SecondReadingReason,
+    SecondReadingState,
+)
 from avis.shared.clock import to_millis
 from avis.shared.events import CompletedOpinion, Urgency
 from avis.shared.problems import Problem
@@ -46,6 +53,7 @@ class Exclusion(StrEnum):
     LANGUAGE = "language"
     INSTITUTION_CONFLICT = "institution_conflict"
     DECLINED_BEFORE = "declined_before"
+    FIRST_READER = "first_reader"
     AT_CAPACITY = "at_capacity"
 
 
@@ -55,6 +63,7 @@ EXCLUSION_TEXT = {
     Exclusion.LANGUAGE: "the reviewer does not read the patient's language",
     Exclusion.INSTITUTION_CONFLICT: "the reviewer works at the treating physician's institution",
     Exclusion.DECLINED_BEFORE: "the reviewer already declined this case",
+    Exclusion.FIRST_READER: "the reviewer wrote the opinion to be read",
     Exclusion.AT_CAPACITY: "the reviewer is at capacity",
 }
 
@@ -67,6 +76,7 @@ class CaseNeeds:
     language: str
     physician_institution: str | None = None
     declined_by: frozenset[str] = frozenset()
+    first_reader: str | None = None  # a second reading: who wrote the opinion
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ def exclusion(
         return Exclusion.LANGUAGE
     if same_institution(case.physician_institution, reviewer.institution_code):
         return Exclusion.INSTITUTION_CONFLICT
+    if reviewer.id == case.first_reader:
+        return Exclusion.FIRST_READER
     if reviewer.id in case.declined_by:
         return Exclusion.DECLINED_BEFORE
     if not override_capacity and reviewer.load >= reviewer.capacity:
@@ -364,17 +376,93 @@ def decline_aad(assignment_id: str) -> str:
 
 
 def sealed_content(
-    opinion: Opinion, version: int, display_name: str, specialty: str
+    opinion: Opinion,
+    version: int,
+    display_name: str,
+    specialty: str,
+    second_reader: str | None = None,
 ) -> CompletedOpinion:
-    """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it."""
+    """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it (and the
+    second specialist who read it and agreed, if one did)."""
     return CompletedOpinion.model_validate(
         {
             **opinion.model_dump(mode="json"),
             "version": version,
             "reviewer_display_name": display_name,
             "reviewer_specialty": specialty,
+            "second_reader_display_name": second_reader,
+            "second_reader_specialty": specialty if second_reader is not None else None,
         }
     )
+
+
+# --- the second reading -----------------------------------------------------------------------
+
+
+def second_reading_reason(
+    *,
+    asked: bool,
+    specialty: str,
+    urgency: str,
+    specialties: Iterable[str],
+    urgencies: Iterable[str],
+) -> SecondReadingReason | None:
+    """Why a first opinion goes to a second reader before release, or None (released now): the
+    coordinators' rules for the case's specialty or urgency come first, then the first
+    specialist's own request."""
+    if specialty in set(specialties) or urgency in set(urgencies):
+        return SecondReadingReason.COORDINATOR_RULE
+    return SecondReadingReason.FIRST_READER if asked else None
+
+
+def holds_opinion(state: SecondReadingState | None) -> bool:
+    """Whether a new opinion version stays in review for the second reader (any reading not
+    agreed yet); after agreement a correction is released as before, still naming both."""
+    return state is not None and state is not SecondReadingState.AGREED
+
+
+def reading_load_id(assignment_id: str) -> str:
+    """What a second reading counts as in its reader's load (`open_assignments`): never an
+    assignment's id, so the lists of assignments skip it."""
+    return f"second:{assignment_id}"
+
+
+def reading_of_load(entry: str) -> str | None:
+    """The assignment whose second reading a load entry is, or None for an assignment."""
+    return entry.removeprefix("second:") if entry.startswith("second:") else None
+
+
+def comments_aad(assignment_id: str, number: int) -> str:
+    """What a second reader's comments, sealed at rest, are bound to."""
+    return f"review:second-reading:{assignment_id}:{number}"
+
+
+def may_read_reading(principal: Principal, first: str, second: str | None) -> bool:
+    """Who reads a second reading: its two specialists, and coordinators (for a reason)."""
+    return is_coordinator(principal) or principal.sub in {first, second}
+
+
+def check_second_reader(principal: Principal, second: str | None) -> None:
+    """403 unless `principal` is the reading's second reader."""
+    if second is None or principal.sub != second:
+        raise Problem(
+            403,
+            "not-your-reading",
+            "Forbidden",
+            "Only the second reader of this opinion agrees with it or comments on it.",
+        )
+
+
+def check_may_answer(state: SecondReadingState) -> None:
+    """409 unless the second reader has a version to read (agree or comment)."""
+    if state is not SecondReadingState.READING:
+        detail = {
+            SecondReadingState.COMMENTED: "Comments went back: the first specialist answers "
+            "them with a new version of the opinion first.",
+            SecondReadingState.AGREED: "The opinion is agreed with and released already.",
+            SecondReadingState.UNMATCHED: "No second reader was chosen yet.",
+        }[state]
+        raise state_conflict(detail, "second-reading-state")
 
 
 # --- who may see what -----------------------------------------------------------------------
@@ -426,6 +514,18 @@ ACTIONS = {
         "asked the patient for more information",
         "ask the patient for more information",
     ),
+    "second-reading.read": (
+        "read the specialist's opinion and the second reader's comments",
+        "read the specialist's opinion and the second reader's comments",
+    ),
+    "second-reading.comment": (
+        "returned comments on the specialist's opinion as its second reader",
+        "comment on the specialist's opinion as its second reader",
+    ),
+    "second-reading.agree": (
+        "agreed with the specialist's opinion as its second reader",
+        "agree with the specialist's opinion as its second reader",
+    ),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.
@@ -446,7 +546,7 @@ def fold_window(action: str) -> timedelta | None:
 def needs_reason(action: str) -> bool:
     """Whether a coordinator says why before `action`: a read of the opinion (clinical content);
     a decline's reason is read in the course of coordination."""
-    return action == "opinion.read"
+    return action in {"opinion.read", "second-reading.read"}
 
 
 def may_read_trail(principal: Principal, patient_id: str | None) -> bool:

@@ -15,6 +15,8 @@
   the day it is due, for all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists.
   They are written under the matching lock, added to before the state they point to is
   written (removed from after), and checked against what they point to when read.
+- `settings`: the coordinators' rules, `_id` = their name (`second-reading`: the specialties and
+  urgencies whose opinions a second specialist reads before release).
 - `audit_trail`, `audit_heads`, `audit_checkpoints`: the access trail (avis.shared.audit), one
   hash chain per case of every read and write of its opinions and decline reasons by a person.
 
@@ -56,6 +58,11 @@ from avis.review.models import (
     RequestState,
     Reviewer,
     ReviewerIn,
+    SecondReading,
+    SecondReadingComment,
+    SecondReadingReason,
+    SecondReadingRules,
+    SecondReadingState,
 )
 from avis.review.rules import ACTIONS, CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
 from avis.shared.access_log import TrailPage
@@ -277,6 +284,69 @@ class RequestEntry(BaseModel):
         )
 
 
+class CommentEntry(BaseModel):
+    """Comments of a second reader on a version of the opinion: sealed under the case's key,
+    bound to the assignment and their number (`rules.comments_aad`)."""
+
+    number: int
+    version: int
+    commented_at: datetime
+    sealed: Sealed
+    answered_by_version: int | None = None
+
+    def view(self, text: str | None) -> SecondReadingComment:
+        """The API view of these comments (`text`: opened, or None)."""
+        return SecondReadingComment(
+            number=self.number,
+            version=self.version,
+            commented_at=self.commented_at,
+            text=text,
+            answered_by_version=self.answered_by_version,
+        )
+
+
+class ReadingEntry(BaseModel):
+    """The second reading of an assignment's opinion, kept on the assignment (whose outbox
+    carries its events): who reads, which version, and the comments that went back."""
+
+    reason: SecondReadingReason
+    state: SecondReadingState
+    reviewer_id: str | None = None
+    rationale: Rationale | None = None
+    requested_at: datetime
+    version: int
+    comments: list[CommentEntry] = Field(default_factory=list)
+    agreed_at: datetime | None = None
+    display_name: str | None = None  # the second reader's, for the released opinion
+
+    def view(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        coordinator: bool,
+        texts: dict[int, str | None] | None = None,
+        opinion: Opinion | None = None,
+    ) -> SecondReading:
+        """The API view of this reading (`texts`: the comments opened, by number)."""
+        return SecondReading(
+            assignment_id=assignment.id,
+            case_id=assignment.case_id,
+            reference=assignment.reference,
+            specialty=assignment.specialty,
+            urgency=assignment.urgency,
+            first_reader_id=assignment.reviewer_id,
+            second_reader_id=self.reviewer_id,
+            reason=self.reason,
+            state=self.state,
+            version=self.version,
+            requested_at=self.requested_at,
+            agreed_at=self.agreed_at,
+            comments=[c.view((texts or {}).get(c.number)) for c in self.comments],
+            rationale=self.rationale if coordinator else None,
+            opinion=opinion,
+        )
+
+
 class AssignmentDoc(Stored):
     """One assignment round (the aggregate carrying review's outbox)."""
 
@@ -310,6 +380,8 @@ class AssignmentDoc(Stored):
     # since `paused_since`.
     requests: list[RequestEntry] = Field(default_factory=list)
     paused_since: datetime | None = None
+    # The second reading of its opinion, if one is asked for.
+    second_reading: ReadingEntry | None = None
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for
@@ -349,6 +421,7 @@ class AssignmentDoc(Stored):
             rationale=self.rationale if coordinator else None,
             paused_since=self.paused_since,
             information_requests=[r.view(self) for r in self.requests],
+            second_reading=self.second_reading.state if self.second_reading else None,
         )
 
 
@@ -366,6 +439,7 @@ class Store:
         self.keys = db["keys"]
         self.trail = AuditTrail(db)
         self.information = InformationStore(self)
+        self.readings = ReadingStore(self)
 
     # the access trail
 
@@ -767,18 +841,54 @@ class Store:
         )
 
     async def add_opinion(
-        self, assignment_id: str, *, entry: OpinionEntry, seq: int, events: Sequence[Event]
+        self,
+        assignment_id: str,
+        *,
+        entry: OpinionEntry,
+        seq: int,
+        events: Sequence[Event],
+        reading: ReadingEntry | None = None,
     ) -> None:
-        """Record an opinion version (the first completes the assignment) and its events (the
-        last of sequence `seq`)."""
+        """Record an opinion version (the first completes the assignment), the second reading
+        it goes to (if it does) and its events (the last of sequence `seq`)."""
         changes: dict[str, Any] = {
             "status": AssignmentStatus.COMPLETED.value,
             "opinion_version": entry.version,
             "completed_at" if entry.version == 1 else "corrected_at": entry.completed_at,
             "seq": seq,
         }
+        if reading is not None:
+            changes["second_reading"] = reading.model_dump()
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+
+class ReadingStore:
+    """The coordinators' rules of the second reading and the writes of a reading on its
+    assignment (review's `Store` holds it as `readings`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.settings = store.db["settings"]
+
+    async def rules(self) -> SecondReadingRules:
+        """The coordinators' rules of the second reading (none set: none)."""
+        doc = await self.settings.find_one({"_id": "second-reading"})
+        return SecondReadingRules.model_validate(doc or {})
+
+    async def set_rules(self, rules_: SecondReadingRules) -> None:
+        """Replace the rules of the second reading."""
+        await self.settings.replace_one(
+            {"_id": "second-reading"}, rules_.model_dump(mode="json"), upsert=True
+        )
+
+    async def write(
+        self, assignment_id: str, *, reading: ReadingEntry, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record the second reading as it is now and its events (the last of sequence
+        `seq`) in one write."""
+        update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
 
 class InformationStore:

@@ -78,6 +78,9 @@ TRAIL_ACTIONS = frozenset(
         "opinion.correct",
         "decline.read",
         "review.decline",
+        "second-reading.read",
+        "second-reading.comment",
+        "second-reading.agree",
     }
 )
 TRAIL_PURPOSES = frozenset(
