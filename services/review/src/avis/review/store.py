@@ -312,7 +312,7 @@ class ReadingEntry(BaseModel):
     reason: SecondReadingReason
     state: SecondReadingState
     reviewer_id: str | None = None
-    rationale: Rationale | None = None
+    rationale: AsText[Rationale] | None = None  # as a round's (docs/store-contract.md)
     requested_at: datetime
     version: int
     comments: list[CommentEntry] = Field(default_factory=list)
