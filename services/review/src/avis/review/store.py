@@ -689,18 +689,18 @@ class Store:
         return [None if d is None else AssignmentDoc.model_validate(d) for d in docs]
 
     async def assignments_of(self, case_id: str, known_round: int = 0) -> list[AssignmentDoc]:
-        """Every round of a case, first round first: each read by its derived `_id`, up to
-        the case's round and on while the next one exists (a round written by an attempt
-        that stopped before updating its case)."""
+        """Every round of a case, first round first: read by their derived `_id`s, up to the
+        case's round and the next, in one request; on while the last one read exists (a round
+        written by an attempt that stopped before updating its case)."""
         rounds: list[AssignmentDoc] = []
-        round_ = 1
+        first, last = 1, known_round + 1
         while True:
-            doc = await self.assignment(assignment_id_for(case_id, round_))
-            if doc is not None:
-                rounds.append(doc)
-            elif round_ > known_round:
+            ids = [assignment_id_for(case_id, n) for n in range(first, last + 1)]
+            docs = await by_ids(self.assignments, ids, WITHOUT_OUTBOX)
+            rounds += [AssignmentDoc.model_validate(d) for d in docs if d is not None]
+            if docs[-1] is None:
                 return rounds
-            round_ += 1
+            first, last = last + 1, last + 1
 
     async def declined_by(self, cases: list[CaseDoc]) -> dict[str, list[str]]:
         """Who declined each of these cases, first round first."""
