@@ -166,6 +166,22 @@ class InformationQuestion(SealedContent):
     text: str
 
 
+class FollowUpQuestion(SealedContent):
+    """A follow-up question the patient (or the filing partner) asks about an issued report,
+    sealed in `avis.review.follow-up-asked.v1`."""
+
+    text: str
+
+
+class FollowUpAnswer(SealedContent):
+    """The specialist's answer to a follow-up question, with the question it answers, sealed in
+    `avis.review.follow-up-answered.v1`: the report's addendum is made of it."""
+
+    question: str
+    answer: str
+    reviewer_display_name: str
+
+
 def sealed(content: type[SealedContent], description: str, *, optional: bool = False) -> Any:
     """A `Sealed` field whose documentation carries the schema of what it holds once opened
     (`optional`: absent by default)."""
@@ -183,6 +199,8 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     CompletedOpinion,
     PhysicianContact,
     InformationQuestion,
+    FollowUpQuestion,
+    FollowUpAnswer,
 )
 
 
@@ -372,6 +390,32 @@ class ReviewResumed(Sequenced):
     outcome: Literal["answered", "expired"]
 
 
+class FollowUpAsked(Sequenced):
+    """The patient (or the filing partner) asked a follow-up question about the issued report:
+    the case goes back to review, to the specialist who wrote the opinion, with a due date of
+    the question's own."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str = Field(description="The question's id, which the answer names.")
+    number: int = Field(ge=1, description="The question's rank among the case's follow-ups.")
+    asked_at: AwareDatetime
+    due_at: AwareDatetime = Field(description="When the specialist's answer is due.")
+    question: Sealed = sealed(FollowUpQuestion, "What the patient asks.")
+
+
+class FollowUpAnswered(Sequenced):
+    """The specialist answered a follow-up question: reports issues a new report version with
+    the answer as an addendum (the earlier versions stay served)."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str
+    number: int = Field(ge=1)
+    answered_at: AwareDatetime
+    answer: Sealed = sealed(FollowUpAnswer, "The question, the answer and who answered.")
+
+
 class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
@@ -406,7 +450,9 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),
     "avis.review.information-requested.v1": (REVIEW_ASSIGNED, InformationRequested),
     "avis.review.resumed.v1": (REVIEW_ASSIGNED, ReviewResumed),
+    "avis.review.follow-up-asked.v1": (REVIEW_ASSIGNED, FollowUpAsked),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
+    "avis.review.follow-up-answered.v1": (REVIEW_COMPLETED, FollowUpAnswered),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),
 }
