@@ -36,6 +36,9 @@ def test_every_action_has_its_words_and_a_fhir_verb() -> None:
         "decline.read": "R",
         "review.decline": "U",
         "information.create": "C",
+        "follow-up.create": "C",
+        "follow-up.read": "R",
+        "follow-up.answer": "U",
     }
     said = describe(
         rules.ACTIONS,
