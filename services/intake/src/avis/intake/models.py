@@ -83,6 +83,8 @@ class TimelineKind(StrEnum):
     INFORMATION_PROVIDED = "information_provided"
     REVIEW_RESUMED = "review_resumed"
     REPORT_READY = "report_ready"
+    FOLLOW_UP_ASKED = "follow_up_asked"
+    FOLLOW_UP_ANSWERED = "follow_up_answered"
     WITHDRAWN = "withdrawn"
     ERASURE_REQUESTED = "erasure_requested"
     ERASED = "erased"

@@ -11,6 +11,8 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     Payload,
     ReportReady,
@@ -44,6 +46,8 @@ def register(
     runtime.on(ReviewAssigned, on_event)
     runtime.on(InformationRequested, on_event)
     runtime.on(ReviewResumed, on_event)
+    runtime.on(FollowUpAsked, on_event)
+    runtime.on(FollowUpAnswered, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)
