@@ -31,6 +31,8 @@ TIMELINE = (
     "information_provided",
     "review_resumed",
     "report_ready",
+    "follow_up_asked",
+    "follow_up_answered",
     "withdrawn",
 )
 
