@@ -159,12 +159,17 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
             assert early.status_code == 409 and early.json()["type"].endswith("no-report")
             assert (await reviewer.post(f"{url}/opinion", json=OPINION)).status_code == 201
 
-            async def report(version: int) -> dict[str, Any] | None:
-                got = await reader.get(f"/v1/cases/{case_id}/report", params={"version": version})
+            async def latest() -> dict[str, Any] | None:
+                got = await reader.get(f"/v1/cases/{case_id}/report")
                 return got.json() if got.status_code == 200 else None
 
-            first = await eventually(lambda: report(1), timeout=60)
-            assert first["addenda"] == []
+            first = await eventually(latest, timeout=60)
+            assert first["version"] == 1 and first["addenda"] == []
+            report_url = f"/v1/reports/{first['report_id']}"
+
+            async def report(version: int) -> dict[str, Any] | None:
+                got = await reader.get(report_url, params={"version": version})
+                return got.json() if got.status_code == 200 else None
 
             # The report's first version opens the period (review hears of it): ask.
             async def asked_once() -> httpx.Response | None:
@@ -209,7 +214,7 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
             assert second["sections"] == first["sections"]
             assert await report(1) == first
             printed = await reader.get(
-                f"/v1/cases/{case_id}/report",
+                report_url,
                 params={"version": 2},
                 headers={"Accept": "application/pdf"},
             )
