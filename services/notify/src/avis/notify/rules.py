@@ -117,6 +117,8 @@ def on_follow_up_asked(view: CaseView) -> Decision:
     """`avis.review.follow-up-asked.v1`: the patient is told their follow-up question went to
     the specialist, and by when to expect the answer (the question itself is never in an
     email)."""
+    if not view.submitted:
+        return _park(view)
     if view.withdrawn:
         return _skip(view, "withdrawn")
     return Decision(send=Template.FOLLOW_UP_RECEIVED, then=view)
@@ -125,6 +127,8 @@ def on_follow_up_asked(view: CaseView) -> Decision:
 def on_follow_up_answered(view: CaseView) -> Decision:
     """`avis.review.follow-up-answered.v1`: the patient is told the specialist answered; the
     answer is in the report's next version, whose own email brings its link."""
+    if not view.submitted:
+        return _park(view)
     if view.withdrawn:
         return _skip(view, "withdrawn")
     return Decision(send=Template.FOLLOW_UP_ANSWERED, then=view)

@@ -5,7 +5,8 @@ Reports keeps it on the case's aggregate, sealed again under the case's key, and
 report version: the last version issued, with every answer received so far in its addendum and
 a note saying what it adds. The earlier versions stay served as they were. A redelivered answer
 finds itself kept, and a version carrying it issued (a stop between the two: the redelivery
-issues it).
+issues it). An answer for a case reports has no report of is a dead letter at once: the question
+was asked about an issued report, so only a restore of reports' data can cause it.
 """
 
 import asyncio
@@ -26,7 +27,7 @@ from avis.reports.rules import (
 from avis.reports.service import ReportsService
 from avis.reports.store import CaseDoc, ReceivedAddendum, VersionDoc, VersionEntry
 from avis.shared.clock import now
-from avis.shared.envelope import Event
+from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import FollowUpAnswer, FollowUpAnswered
 from avis.shared.kafka import RetryLater
 
@@ -48,7 +49,9 @@ class Addenda:
         async with reports.locks.hold(reports.emitter.lock(case_id)):
             case = await reports.store.case(case_id)
             if case is None or not case.versions:
-                raise RetryLater("an answer to a follow-up question before the case's report")
+                # Asked about an issued report, so reports knows the case: only a restore of its
+                # own data can make it unknown (a dead letter, replayed then).
+                raise PoisonMessage("an answer to a follow-up question of a case with no report")
             if case.withdrawn_at is not None or case.erased_at is not None:
                 log.info("answer of a withdrawn or erased case ignored", case_id=case_id)
                 return
