@@ -73,9 +73,9 @@ TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 DLQS = tuple(f"{t}.dlq" for t in TOPICS)
 GROUP_TOPICS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
+    "review": [CASE_SUBMITTED, REPORT_READY],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
 }
 # Each service's single-actor jobs (their leases); a kill of a copy takes their holder, in turn.
 LEASE_JOBS = {  # "outbox": the copy that publishes the outboxes of copies that are gone

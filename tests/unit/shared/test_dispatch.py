@@ -124,5 +124,6 @@ def test_a_topic_consumed_whole_documents_every_type_on_it() -> None:
             "SecondReadingRequested",
             "SecondReadingCommented",
             "SecondReadingAgreed",
+            "FollowUpAsked",
         ]
     }

@@ -33,6 +33,8 @@ TIMELINE = (
     "second_reading",
     "second_reading_agreed",
     "report_ready",
+    "follow_up_asked",
+    "follow_up_answered",
     "withdrawn",
 )
 

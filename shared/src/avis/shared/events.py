@@ -177,6 +177,22 @@ class SecondReadingComments(SealedContent):
     text: str
 
 
+class FollowUpQuestion(SealedContent):
+    """A follow-up question the patient (or the filing partner) asks about an issued report,
+    sealed in `avis.review.follow-up-asked.v1`."""
+
+    text: str
+
+
+class FollowUpAnswer(SealedContent):
+    """The specialist's answer to a follow-up question, with the question it answers, sealed in
+    `avis.review.follow-up-answered.v1`: the report's addendum is made of it."""
+
+    question: str
+    answer: str
+    reviewer_display_name: str
+
+
 def sealed(content: type[SealedContent], description: str, *, optional: bool = False) -> Any:
     """A `Sealed` field whose documentation carries the schema of what it holds once opened
     (`optional`: absent by default)."""
@@ -195,6 +211,8 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     PhysicianContact,
     InformationQuestion,
     SecondReadingComments,
+    FollowUpQuestion,
+    FollowUpAnswer,
 )
 
 
@@ -421,6 +439,32 @@ class SecondReadingAgreed(Sequenced):
     agreed_at: AwareDatetime
 
 
+class FollowUpAsked(Sequenced):
+    """The patient (or the filing partner) asked a follow-up question about the issued report:
+    the case goes back to review, to the specialist who wrote the opinion, with a due date of
+    the question's own."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str = Field(description="The question's id, which the answer names.")
+    number: int = Field(ge=1, description="The question's rank among the case's follow-ups.")
+    asked_at: AwareDatetime
+    due_at: AwareDatetime = Field(description="When the specialist's answer is due.")
+    question: Sealed = sealed(FollowUpQuestion, "What the patient asks.")
+
+
+class FollowUpAnswered(Sequenced):
+    """The specialist answered a follow-up question: reports issues a new report version with
+    the answer as an addendum (the earlier versions stay served)."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str
+    number: int = Field(ge=1)
+    answered_at: AwareDatetime
+    answer: Sealed = sealed(FollowUpAnswer, "The question, the answer and who answered.")
+
+
 class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
@@ -458,7 +502,9 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.second-reading-requested.v1": (REVIEW_ASSIGNED, SecondReadingRequested),
     "avis.review.second-reading-commented.v1": (REVIEW_ASSIGNED, SecondReadingCommented),
     "avis.review.second-reading-agreed.v1": (REVIEW_ASSIGNED, SecondReadingAgreed),
+    "avis.review.follow-up-asked.v1": (REVIEW_ASSIGNED, FollowUpAsked),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
+    "avis.review.follow-up-answered.v1": (REVIEW_COMPLETED, FollowUpAnswered),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),
 }

@@ -28,6 +28,8 @@ DOMAIN = "notify"
 LINKS = {
     Template.CASE_RECEIVED: "case_url",
     Template.INFORMATION_REQUESTED: "case_url",
+    Template.FOLLOW_UP_RECEIVED: "case_url",
+    Template.FOLLOW_UP_ANSWERED: "case_url",
     Template.REPORT_READY: "report_url",
     Template.REPORT_UPDATED: "report_url",
     Template.PHYSICIAN_REPORT: "report_url",

@@ -11,6 +11,8 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     Payload,
     ReportReady,
@@ -46,6 +48,8 @@ def register(
     runtime.on(InformationRequested, on_event)
     runtime.on(ReviewResumed, on_event)
     runtime.on(SecondReadingRequested, on_event)
+    runtime.on(FollowUpAsked, on_event)
+    runtime.on(FollowUpAnswered, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

@@ -23,6 +23,8 @@ class Template(StrEnum):
     REVIEW_RESUMED = "review_resumed"  # answered (or expired): the review goes on, a new date
     REPORT_READY = "report_ready"
     REPORT_UPDATED = "report_updated"
+    FOLLOW_UP_RECEIVED = "follow_up_received"  # a follow-up question went to the specialist
+    FOLLOW_UP_ANSWERED = "follow_up_answered"  # answered: an addendum in the next version
     CASE_WITHDRAWN = "case_withdrawn"
     ERASURE_DONE = "erasure_done"  # the one email sent once the case is erased
     # To the treating physician, with the patient's consent: the link to the full report.
@@ -55,6 +57,8 @@ class WebhookEvent(StrEnum):
     INFORMATION_REQUESTED = "avis.review.information-requested.v1"
     REVIEW_RESUMED = "avis.review.resumed.v1"
     SECOND_READING_REQUESTED = "avis.review.second-reading-requested.v1"
+    FOLLOW_UP_ASKED = "avis.review.follow-up-asked.v1"
+    FOLLOW_UP_ANSWERED = "avis.review.follow-up-answered.v1"
     REPORT_READY = "avis.report.ready.v1"
 
 

@@ -15,6 +15,8 @@ from avis.shared.events import (
     CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     Payload,
     ReportReady,
@@ -118,6 +120,27 @@ def on_second_reading(view: CaseView) -> Decision:
     if not view.submitted:
         return _park(view)
     return _skip(view, "read by a second specialist: the report's email follows")
+
+
+def on_follow_up_asked(view: CaseView) -> Decision:
+    """`avis.review.follow-up-asked.v1`: the patient is told their follow-up question went to
+    the specialist, and by when to expect the answer (the question itself is never in an
+    email)."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.FOLLOW_UP_RECEIVED, then=view)
+
+
+def on_follow_up_answered(view: CaseView) -> Decision:
+    """`avis.review.follow-up-answered.v1`: the patient is told the specialist answered; the
+    answer is in the report's next version, whose own email brings its link."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.FOLLOW_UP_ANSWERED, then=view)
 
 
 def on_report_ready(view: CaseView, version: int) -> Decision:
@@ -276,6 +299,8 @@ WEBHOOK_STATUS = {
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
     WebhookEvent.SECOND_READING_REQUESTED: "in_review",
+    WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
+    WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
 }
 
@@ -614,6 +639,31 @@ def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo)
     return Reading(
         on_second_reading(view),
         extra={"version": payload.version, "reason": payload.reason},
+    )
+
+
+@_reading.register
+def _follow_up_asked(payload: FollowUpAsked, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_follow_up_asked(view),
+        params={"due_date": payload.due_at.astimezone(tz).date().isoformat()},
+        extra={
+            "follow_up_id": payload.follow_up_id,
+            "number": payload.number,
+            "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
+@_reading.register
+def _follow_up_answered(payload: FollowUpAnswered, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_follow_up_answered(view),
+        extra={
+            "follow_up_id": payload.follow_up_id,
+            "number": payload.number,
+            "answered_at": _stamp(payload.answered_at),
+        },
     )
 
 

@@ -5,12 +5,17 @@ from typing import Annotated, cast
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi import status as http
 
+from avis.review.followups import FollowUps
 from avis.review.models import (
     AssignBody,
     Assignment,
     AssignmentPage,
     AssignmentStatus,
     DeclineBody,
+    FollowUp,
+    FollowUpBody,
+    FollowUpPage,
+    FollowUpState,
     InformationRequestBody,
     InformationRequestPage,
     Opinion,
@@ -42,12 +47,18 @@ def _review(request: Request) -> ReviewService:
     return cast(ReviewService, request.app.state.review)
 
 
+def _follow_ups(request: Request) -> FollowUps:
+    return cast(FollowUps, request.app.state.follow_ups)
+
+
 def _directory(request: Request) -> DirectoryService:
     return cast(DirectoryService, request.app.state.directory)
 
 
 Review = Annotated[ReviewService, Depends(_review)]
 Directory = Annotated[DirectoryService, Depends(_directory)]
+FollowUpsService = Annotated[FollowUps, Depends(_follow_ups)]
+Asker = Annotated[Principal, Depends(require_roles("patient", "partner"))]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 ReviewerRole = Annotated[Principal, Depends(require_roles("reviewer"))]
 Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
@@ -57,6 +68,7 @@ Caller = Annotated[Principal, Depends(authenticated)]
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
 CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
+FollowUpIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The follow-up's id.")]
 # A list sorted by a time and an id (`rules.sort_key`) goes on after such a key.
 SORT_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\|[A-Za-z0-9._:-]{1,200}$"
 
@@ -283,6 +295,70 @@ async def list_information_requests(
     """Open, answered or expired requests of the reviews still open, soonest to expire first:
     an expired one went unanswered and the review went on without it."""
     return await review.requests.listed(state=state, cursor=cursor, limit=limit)
+
+
+@router.post(
+    "/cases/{case_id}/follow-ups",
+    status_code=http.HTTP_201_CREATED,
+    summary="Ask a follow-up question about the report (the patient or the filing partner)",
+    tags=["follow-ups"],
+    responses=WRITE,
+)
+async def ask_follow_up(
+    case_id: CaseIdPath, body: FollowUpBody, follow_ups: FollowUpsService, who: Asker
+) -> FollowUp:
+    """Up to three questions within the period after the report (a setting, 30 days by
+    default), each to the specialist who wrote the opinion, with a due date of its own; a
+    fourth, or one after the period, is a 409 saying which. The question is kept sealed and
+    travels sealed; the answer comes as a new report version with an addendum."""
+    return await follow_ups.ask(principal=who, case_id=case_id, body=body)
+
+
+@router.get(
+    "/follow-ups",
+    summary="Follow-up questions waiting (a specialist's own; all for coordinators)",
+    tags=["follow-ups"],
+    responses=READ,
+)
+async def list_follow_ups(
+    follow_ups: FollowUpsService,
+    who: Staff,
+    state: FollowUpState | None = None,
+    cursor: Annotated[str | None, cursor_param(SORT_KEY_PATTERN)] = None,
+    limit: Limit = 20,
+) -> FollowUpPage:
+    """The open follow-up questions, soonest due first, without their texts."""
+    return await follow_ups.listed(principal=who, state=state, cursor=cursor, limit=limit)
+
+
+@router.get(
+    "/follow-ups/{follow_up_id}",
+    summary="One follow-up question, with its answer (its specialist, patient or partner)",
+    tags=["follow-ups"],
+    responses=READ_ONE,
+)
+async def get_follow_up(
+    follow_up_id: FollowUpIdPath, follow_ups: FollowUpsService, who: Caller
+) -> FollowUp:
+    """The question and the answer in clear: a read recorded in the case's access trail."""
+    return await follow_ups.read(principal=who, follow_up_id=follow_up_id)
+
+
+@router.post(
+    "/follow-ups/{follow_up_id}/answer",
+    summary="Answer a follow-up question (the specialist who wrote the opinion)",
+    tags=["follow-ups"],
+    responses=WRITE,
+)
+async def answer_follow_up(
+    follow_up_id: FollowUpIdPath,
+    body: FollowUpBody,
+    follow_ups: FollowUpsService,
+    who: ReviewerRole,
+) -> FollowUp:
+    """Once: the answer travels sealed to reports, which issues a new report version with it as
+    an addendum (the earlier versions stay served); a second answer is a 409."""
+    return await follow_ups.answer(principal=who, follow_up_id=follow_up_id, body=body)
 
 
 @router.post(

@@ -6,6 +6,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
+from avis.review.followups import FollowUps
 from avis.review.keying import CaseKeying
 from avis.review.matching import Matcher
 from avis.review.rules import Sla
@@ -14,6 +15,8 @@ from avis.review.settings import Settings
 from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
 from avis.shared.events import (
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     ReviewAccepted,
     ReviewAssigned,
@@ -31,6 +34,8 @@ SENDS = (
     ReviewDeclined,
     InformationRequested,
     ReviewResumed,
+    FollowUpAsked,
+    FollowUpAnswered,
 )
 
 
@@ -69,6 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     keying = CaseKeying(store=reviews, locks=runtime.locks, emitter=emitter, keys=review.keys)
     handlers.register(runtime, review, keying)
+    follow_ups = FollowUps(
+        review,
+        period_days=settings.follow_up_period_days,
+        due_days=settings.follow_up_due_days,
+    )
+    handlers.register_follow_ups(runtime, follow_ups)
     runtime.anchor(reviews.trail)
     app = runtime.create_app(
         "Avis review",
@@ -77,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.review = review
     app.state.directory = directory
+    app.state.follow_ups = follow_ups
     return app
 
 

@@ -280,6 +280,44 @@ class InformationRequestPage(Page[InformationRequest]):
     """A page of requests for more information, soonest to expire first."""
 
 
+class FollowUpBody(BaseModel):
+    """A follow-up question about the issued report, or the specialist's answer to one. Kept
+    sealed under the case's key; never published or logged in clear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Reason
+
+
+class FollowUpState(StrEnum):
+    """Where a follow-up question is."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+
+
+class FollowUp(BaseModel):
+    """A follow-up question after the report, to the specialist who wrote the opinion; its text
+    and answer only in a read of the one question (each such read is in the case's trail)."""
+
+    id: str
+    case_id: str
+    assignment_id: str
+    reviewer_id: str
+    number: int = Field(ge=1, description="Its rank among the case's follow-up questions.")
+    state: FollowUpState
+    asked_at: datetime
+    due_at: datetime = Field(description="When the specialist's answer is due.")
+    overdue: bool
+    answered_at: datetime | None = None
+    question: str | None = Field(None, description="In the read of this one question only.")
+    answer: str | None = Field(None, description="In the read of this one question only.")
+
+
+class FollowUpPage(Page[FollowUp]):
+    """A page of follow-up questions, soonest due first."""
+
+
 class DeclineBody(BaseModel):
     """Why the reviewer declines: a code (published) and free text (kept in review only)."""
 

@@ -370,6 +370,73 @@ def resumed_due(due: datetime, paused_since: datetime, at: datetime) -> tuple[da
     return to_millis(due + paused), paused.total_seconds()
 
 
+# --- follow-up questions --------------------------------------------------------------------
+
+# How many follow-up questions a case may have after its report.
+MAX_FOLLOW_UPS = 3
+
+
+def follow_up_id_for(assignment_id: str, number: int) -> str:
+    """The id of an assignment's `number`th follow-up question (1, 2, 3)."""
+    return f"{assignment_id}-f{number:02d}"
+
+
+def assignment_of_follow_up(follow_up_id: str) -> str:
+    """The assignment a follow-up question belongs to (`follow_up_id_for`)."""
+    return follow_up_id.rsplit("-f", 1)[0]
+
+
+def follow_up_aad(follow_up_id: str, part: str) -> str:
+    """What a follow-up's question or answer (`part`), sealed at rest, is bound to."""
+    return f"review:follow-up:{follow_up_id}:{part}"
+
+
+def may_ask_follow_up(
+    principal: Principal, *, patient_id: str | None, partner_id: str | None
+) -> bool:
+    """Who asks a follow-up question: the case's patient, or the partner that filed it."""
+    if principal.role == "patient":
+        return patient_id is not None and principal.sub == patient_id
+    if principal.role == "partner":
+        return partner_id is not None and principal.partner_id == partner_id
+    return False
+
+
+def check_may_ask_follow_up(
+    *, reported_at: datetime | None, asked: int, at: datetime, period_days: float
+) -> None:
+    """409 unless the case's report was issued, less than `period_days` ago, and fewer than
+    MAX_FOLLOW_UPS questions were asked: each refusal says which rule it is."""
+    if reported_at is None:
+        raise state_conflict(
+            "The case has no report yet; a follow-up question is asked about an issued report.",
+            "follow-up-no-report",
+        )
+    if asked >= MAX_FOLLOW_UPS:
+        raise state_conflict(
+            f"This case had its {MAX_FOLLOW_UPS} follow-up questions already; no more may be "
+            "asked.",
+            "follow-up-limit",
+        )
+    if at > reported_at + timedelta(days=period_days):
+        raise state_conflict(
+            f"Follow-up questions are asked within {period_days:g} days of the report; that "
+            "period is over.",
+            "follow-up-period-over",
+        )
+
+
+def follow_up_due(at: datetime, days: float) -> datetime:
+    """When the answer to a follow-up question asked at `at` is due."""
+    return to_millis(at + timedelta(days=days))
+
+
+def check_may_answer_follow_up(*, answered: bool) -> None:
+    """409 when the follow-up question was answered already (the addendum is written once)."""
+    if answered:
+        raise state_conflict("This follow-up question was answered already.", "follow-up-answered")
+
+
 def decline_aad(assignment_id: str) -> str:
     """What a decline's free-text reason, sealed at rest, is bound to."""
     return f"review:decline:{assignment_id}"
@@ -526,6 +593,9 @@ ACTIONS = {
         "agreed with the specialist's opinion as its second reader",
         "agree with the specialist's opinion as its second reader",
     ),
+    "follow-up.create": ("asked a follow-up question", "ask a follow-up question"),
+    "follow-up.read": ("read a follow-up question", "read a follow-up question"),
+    "follow-up.answer": ("answered a follow-up question", "answer a follow-up question"),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.

@@ -192,6 +192,7 @@ class ReviewService:
             received_at=now(),
             patient_id=case.patient_id,
             key_ref=case.key_ref,
+            partner_id=case.partner_id,
         )
         async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case

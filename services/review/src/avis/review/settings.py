@@ -26,6 +26,10 @@ class Settings(CommonSettings):
     # Days an unanswered request for more information stays open before it expires (the
     # review's clock then resumes without the answer; fractions allowed, for tests).
     information_expiry_days: float = Field(14.0, gt=0)
+    # Days after the report within which follow-up questions are asked, and days the
+    # specialist has to answer one (fractions allowed, for tests).
+    follow_up_period_days: float = Field(30.0, gt=0)
+    follow_up_due_days: float = Field(7.0, gt=0)
     # Development only: fill an empty reviewer directory from this file at start-up.
     seed_reviewers: bool = False
     seed_file: Path = DEFAULT_SEED_FILE

@@ -50,6 +50,8 @@ from avis.review.models import (
     AssignmentStatus,
     CaseStatus,
     DeclineReason,
+    FollowUp,
+    FollowUpState,
     InformationRequest,
     Opinion,
     OpinionVersion,
@@ -182,6 +184,12 @@ class CaseDoc(Stored):
     # The case's data key in the key service (a reference): its opinions are sealed under it.
     key_ref: str | None = None
     erased_at: datetime | None = None
+    # The partner that filed the case (with the patient's consent to share): it may ask the
+    # follow-up questions too.
+    partner_id: str | None = None
+    # When the case's first report version was issued: follow-up questions are asked within a
+    # period from it.
+    reported_at: datetime | None = None
 
     def triage(self) -> Triage:
         """The case's codes; only a tombstone lacks them, and a tombstone is never matched."""
@@ -284,6 +292,48 @@ class RequestEntry(BaseModel):
         )
 
 
+class FollowUpEntry(BaseModel):
+    """A follow-up question after the report: the question and the answer sealed under the
+    case's key, each bound to the follow-up (`rules.follow_up_aad`)."""
+
+    id: str
+    number: int
+    asked_at: datetime
+    due_at: datetime
+    question: Sealed
+    answered_at: datetime | None = None
+    answer: Sealed | None = None
+
+    @property
+    def state(self) -> FollowUpState:
+        """Open, or answered."""
+        return FollowUpState.OPEN if self.answered_at is None else FollowUpState.ANSWERED
+
+    def view(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        at: datetime,
+        question: str | None = None,
+        answer: str | None = None,
+    ) -> FollowUp:
+        """The API view of this follow-up (its texts, opened, only when given)."""
+        return FollowUp(
+            id=self.id,
+            case_id=assignment.case_id,
+            assignment_id=assignment.id,
+            reviewer_id=assignment.reviewer_id,
+            number=self.number,
+            state=self.state,
+            asked_at=self.asked_at,
+            due_at=self.due_at,
+            overdue=self.answered_at is None and self.due_at < at,
+            answered_at=self.answered_at,
+            question=question,
+            answer=answer,
+        )
+
+
 class CommentEntry(BaseModel):
     """Comments of a second reader on a version of the opinion: sealed under the case's key,
     bound to the assignment and their number (`rules.comments_aad`)."""
@@ -382,6 +432,8 @@ class AssignmentDoc(Stored):
     paused_since: datetime | None = None
     # The second reading of its opinion, if one is asked for.
     second_reading: ReadingEntry | None = None
+    # Follow-up questions after the report, oldest first (MAX_FOLLOW_UPS at most).
+    follow_ups: list[FollowUpEntry] = Field(default_factory=list)
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for
@@ -440,6 +492,7 @@ class Store:
         self.trail = AuditTrail(db)
         self.information = InformationStore(self)
         self.readings = ReadingStore(self)
+        self.follow_ups = FollowUpStore(self)
 
     # the access trail
 
@@ -943,6 +996,50 @@ class InformationStore:
             await self.store.key_remove(f"due:{scope}:{day}", assignment.sort_key)
 
 
+class FollowUpStore:
+    """The writes of follow-up questions on an assignment round, and the keyed index of the open
+    ones (the specialists' queue of follow-ups reads it, then each round by `_id`); review's
+    `Store` holds it as `follow_ups`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def set_reported(self, case_id: str, at: datetime) -> None:
+        """Record when the case's first report version was issued (a later one changes
+        nothing: the follow-up period runs from the first)."""
+        await self.store.cases.update_one(
+            {"_id": case_id, "reported_at": {"$exists": False}}, {"$set": {"reported_at": at}}
+        )
+
+    async def ask(
+        self, assignment_id: str, *, entry: FollowUpEntry, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record a follow-up question and its events (the last of sequence `seq`) in one
+        write; it is filed among the open ones before (a stop between: skipped on read)."""
+        await self.store.key_add(OPEN_FOLLOW_UPS_KEY, entry.id)
+        update = {"$set": {"seq": seq}, "$push": {"follow_ups": entry.model_dump()}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+    async def answer(
+        self,
+        assignment_id: str,
+        *,
+        follow_ups: list[FollowUpEntry],
+        answered: str,
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """Record the answer (the follow-ups as they are now) and its events (the last of
+        sequence `seq`) in one write, then take the question off the open ones."""
+        update = {"$set": {"follow_ups": [f.model_dump() for f in follow_ups], "seq": seq}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+        await self.store.key_remove(OPEN_FOLLOW_UPS_KEY, answered)
+
+    async def open_ids(self) -> list[str]:
+        """The ids of the follow-up questions filed as open."""
+        return await self.store.key_ids(OPEN_FOLLOW_UPS_KEY)
+
+
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
 # Day buckets read in one request while a page walks them: one at first (a busy day fills a
 # page alone, and the local store decodes each bucket whole), twice as many each time after, up
@@ -997,6 +1094,7 @@ class _DueWalk:
 
 
 MATCHING_KEY = "matching"
+OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
 
 
 def _add_to(item: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from avis.web import (
     api,
     board,
     claim,
+    followups,
     live,
     oidc,
     partner,
@@ -84,6 +85,7 @@ def create_app(
     live.attach(app, web, settings)
     specialist.attach(app, settings)
     app.include_router(second_reading.router)
+    app.include_router(followups.router)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -169,6 +169,17 @@ class ReviewerBlock(Reading):
     specialty_text: str
 
 
+class AddendumSection(Reading):
+    """A follow-up question after the report and the specialist's answer to it."""
+
+    heading: str
+    question_label: str
+    question: str
+    answer_label: str
+    answer: str
+    signature: str
+
+
 class Report(Reading):
     """The report, as the reports service composed it in the patient's language."""
 
@@ -182,6 +193,7 @@ class Report(Reading):
     sections: list[ReportSection] = Field(default_factory=list)
     reviewer: ReviewerBlock
     disclaimer: Titled
+    addenda: list[AddendumSection] = Field(default_factory=list)
 
 
 # --- coordinator board and partner console ------------------------------------------------

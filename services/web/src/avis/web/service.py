@@ -199,6 +199,12 @@ class Platform:
         )
         return Report.model_validate(response.json())
 
+    async def ask_follow_up(self, *, token: str, case_id: str, text: str) -> None:
+        """Ask the specialist a follow-up question about the report (review refuses a fourth,
+        or one after the period, saying which)."""
+        url = f"{self.review}/v1/cases/{case_id}/follow-ups"
+        await self._call("POST", url, token=token, json={"text": text})
+
     async def report_pdf(self, *, token: str, case_id: str) -> Download:
         """The case's latest report as a PDF, streamed through."""
         url = f"{self.reports}/v1/cases/{case_id}/report"
