@@ -501,9 +501,9 @@ def addendum_section(
     return AddendumSection(
         number=number,
         heading=t("heading.addendum", number=t.number(number)),
-        question_label=t("label.follow_up_question"),
+        question_label=t("addendum.question"),
         question=answer.question,
-        answer_label=t("label.follow_up_answer"),
+        answer_label=t("addendum.answer"),
         answer=answer.answer,
         signature=t(
             "text.addendum_signed",
