@@ -77,6 +77,10 @@ async def test_a_second_readers_comments_are_sealed_at_rest(stack: ReviewStack) 
     for rid, email in emails.items():
         added = await stack.add_reviewer(rid, ["neurology"], ["fr"], email=email)
         assert "email" not in added and email not in str(added)
+    async with stack.client() as coordinator:  # a changed address is sealed the same way
+        emails[f"{p}-1"] = f"{p}-1@clinique.example"
+        patched = await coordinator.patch(f"/v1/reviewers/{p}-1", json={"email": emails[f"{p}-1"]})
+        assert patched.status_code == 200 and "@" not in patched.text, patched.text
     case_id = await stack.submit("neurology")
     await stack.log.wait(case_id, ASSIGNED)
     first = await stack.assignment(case_id)

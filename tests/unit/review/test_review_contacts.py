@@ -7,7 +7,7 @@ from avis.review import contacts, rules
 from avis.review.models import ReviewerIn
 from avis.review.store import ReviewerDoc
 from avis.shared.events import Language, ProfessionalContact, Specialty
-from avis.shared.sealing import Keyring, generate_key
+from avis.shared.sealing import Keyring, Sealed, generate_key
 
 AT = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 EMAIL = "dr.onc@hopital.example"
@@ -52,3 +52,15 @@ def test_sealed_for_one_event_only() -> None:
     assert sealed is not None and EMAIL not in sealed.model_dump_json()
     assert ring.open_model(sealed, "e-1", ProfessionalContact) == contact
     assert contacts.for_event(ring, None, "e-1") is None
+
+
+def test_a_patch_seals_a_new_address_or_drops_it() -> None:
+    keyring = Keyring.parse(f"k1:{generate_key()}")
+    assert contacts.sealed_changes(keyring, "onc-1", {"capacity": 2}) == {"capacity": 2}
+    changed = contacts.sealed_changes(keyring, "onc-1", {"email": EMAIL, "capacity": 2})
+    assert set(changed) == {"contact", "capacity"} and EMAIL not in str(changed)
+    opened = keyring.open_json(
+        Sealed.model_validate(changed["contact"]), "review:reviewer-contact:onc-1"
+    )
+    assert opened["email"] == EMAIL
+    assert contacts.sealed_changes(keyring, "onc-1", {"email": None}) == {"contact": None}

@@ -6,6 +6,8 @@ traces. A translator is told the same way: a `ProfessionalContact` in their own 
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from avis.review import rules
@@ -22,6 +24,16 @@ def sealed_contact(keyring: Keyring, reviewer_id: str, email: str | None) -> Sea
         return None
     contact = ProfessionalContact(email=email, languages=[])
     return keyring.seal_json(contact, rules.reviewer_contact_aad(reviewer_id))
+
+
+def sealed_changes(keyring: Keyring, reviewer_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """A patch's stored changes, a new address (or none: null) sealed as `contact`."""
+    if "email" not in changes:
+        return changes
+    kept = dict(changes)
+    sealed = sealed_contact(keyring, reviewer_id, kept.pop("email"))
+    kept["contact"] = sealed.model_dump(mode="json") if sealed is not None else None
+    return kept
 
 
 def contact_of(keyring: Keyring, doc: ReviewerDoc) -> ProfessionalContact | None:

@@ -133,6 +133,9 @@ class ReviewerPatch(BaseModel):
     institution_code: InstitutionCode | None = Field(None, description="null: no institution.")
     capacity: Capacity = left_out()
     active: StrictBool = left_out()
+    email: WorkEmail | None = Field(
+        None, description="The work address (kept sealed); null: none, they are told nothing."
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields this patch sets, as stored."""

@@ -906,7 +906,7 @@ class DirectoryService:
             async with self.locks.hold(lock_key("reviewer", reviewer_id)):
                 if await self.store.reviewer(reviewer_id) is None:
                     raise not_found("reviewer", "reviewer-not-found")
-                changes = patch.changes()
+                changes = contacts.sealed_changes(self.keyring, reviewer_id, patch.changes())
                 if changes:
                     await self.store.update_reviewer(reviewer_id, changes, now())
             if changes:
