@@ -4,9 +4,10 @@ partner asks a follow-up question, which goes back to the same specialist with i
 (the case back in review); the specialist reads and answers it, and reports issues version 2
 with the answer in an addendum (JSON and PDF) while version 1 stays served as it was. Three
 questions are asked in all and a fourth is refused (409, saying why). The patient is told in
-their language that each question was received and answered (emails read from the sink); the
+their language that each question was received and answered, and the specialist, in the first of
+their languages, that each waits for them, with a link to it (emails read from the sink); the
 partner's webhooks for both events are verified; the question and the answer are in clear in
-no store, on no topic and in no log."""
+no store, on no topic and in no log, nor is the specialist's address."""
 
 import asyncio
 import contextlib
@@ -103,6 +104,7 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
     partner = unique("insurer")
     partner_sub = f"{partner}-api"
     reviewer_id = unique("onc")
+    specialist_email = f"{reviewer_id}@hopital.example"
     topics = await TopicReader(
         CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY
     ).mark()
@@ -116,8 +118,10 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
                     "specialties": ["oncology"],
                     "languages": ["fr", "en"],
                     "capacity": 5,
+                    "email": specialist_email,
                 },
             )
+            assert specialist_email not in created.text
             assert created.status_code == 201, created.text
 
         # The partner subscribes to the follow-ups' events, then files the case for its patient.
@@ -226,6 +230,9 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
             for _ in range(2):
                 more = await asker.post(ask, json={"text": QUESTION})
                 assert more.status_code == 201, more.text
+            asked_ids = [follow_up["id"]] + [
+                f["id"] for f in (await reviewer.get("/v1/follow-ups")).json()["items"]
+            ]
             fourth = await asker.post(ask, json={"text": QUESTION})
             assert fourth.status_code == 409, fourth.text
             assert fourth.json()["type"].endswith("follow-up-limit")
@@ -244,6 +251,21 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
         assert {m["Content-Language"] for m in mails} == {"fr"}
         assert all(QUESTION not in body_text(m) and ANSWER not in body_text(m) for m in mails)
 
+        # The specialist's emails, in French (the first of their languages): one per question,
+        # each with the link to it in web, and neither the question nor the patient's address.
+        pro_mails = await eventually(
+            lambda: len(mailbox(specialist_email)) >= 3 and mailbox(specialist_email), timeout=60
+        )
+        await asyncio.sleep(1.0)  # nothing more arrives: one email per event
+        pro_mails = mailbox(specialist_email)
+        assert len(pro_mails) == 3
+        assert {m["Content-Language"] for m in pro_mails} == {"fr"}
+        assert all("question de suivi vous attend" in str(m["Subject"]) for m in pro_mails)
+        assert all(reference in str(m["Subject"]) for m in pro_mails)
+        links = [t for m in pro_mails for t in body_text(m).split() if "/follow-ups/" in t]
+        assert sorted(t.rsplit("/follow-ups/", 1)[1] for t in links) == sorted(asked_ids)
+        assert all(QUESTION not in body_text(m) and email not in body_text(m) for m in pro_mails)
+
         # The partner's webhooks: three asked and one answered, each verified.
         await eventually(lambda: len(hooks.at("/avis", 204)) >= 4, timeout=60)
         await asyncio.sleep(1.0)  # nothing more arrives
@@ -260,4 +282,6 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
             haystacks[config.database] = await stored_bytes(MONGO_URL, config.database)
     logs = capfd.readouterr()
     haystacks["logs"] = (logs.out + logs.err).encode()
-    assert_absent({"question": QUESTION, "answer": ANSWER}, haystacks)
+    assert_absent(
+        {"question": QUESTION, "answer": ANSWER, "specialist email": specialist_email}, haystacks
+    )

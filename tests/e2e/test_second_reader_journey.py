@@ -2,22 +2,28 @@
 oncology to be read twice; the first specialist's opinion is kept in review while a second
 specialist, matched like the first (never the first, never one with a conflict of interest),
 reads it; the second returns comments, the first answers with a new version, the second agrees,
-and only then is the report issued, naming both. The comments are in clear nowhere: not on the
-topics, not at rest, not in the logs; every read of them is in the case's access trail. Bad
-input on the way gets a clear 4xx."""
+and only then is the report issued, naming both. Each is emailed when work waits for them (the
+second reader each version to read, the first the comments to answer), in the first of their
+languages, with a link to the page in web (emails read from the SMTP sink). The comments and the
+specialists' addresses are in clear nowhere: not on the topics, not at rest, not in the logs;
+every read of the comments is in the case's access trail. Bad input on the way gets a clear
+4xx."""
 
+import asyncio
 import subprocess
 from typing import Any
 
 import httpx
 import pytest
 
+from avis.notify.main import create_app as create_notify_app
 from avis.reports.main import create_app as create_reports_app
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
+from tests.support.notify import body_text, mailbox, notify_settings
 from tests.support.privacy import assert_absent, record_bytes, stored_bytes
 from tests.support.reports import reports_settings
 from tests.support.review import bearer_client, review_settings
@@ -35,10 +41,16 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
 ) -> None:
     review_config = review_settings()
     reports_config = reports_settings()
+    notify_config = notify_settings()
     await skip_history(f"avis-{review_config.service_name}", [CASE_SUBMITTED])
     await skip_history(f"avis-{reports_config.service_name}", [CASE_SUBMITTED, REVIEW_COMPLETED])
+    await skip_history(
+        f"avis-{notify_config.service_name}",
+        [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
+    )
     review_app = create_review_app(review_config)
     reports_app = create_reports_app(reports_config)
+    notify_app = create_notify_app(notify_config)
     topics = await TopicReader(
         CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY
     ).mark()
@@ -50,16 +62,19 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
         running_intake() as intake,
         serve(review_app) as review_url,
         serve(reports_app) as reports_url,
+        serve(notify_app),
     ):
-        await eventually(lambda: review_app.state.runtime.kafka_started, timeout=60)
-        await eventually(lambda: reports_app.state.runtime.kafka_started, timeout=60)
+        for app in (review_app, reports_app, notify_app):
+            await eventually(lambda app=app: app.state.runtime.kafka_started, timeout=60)
         # By id: the conflicted one would be chosen first, then the first, then the second.
         conflicted, first_id, second_id = unique("0-onc"), unique("a-onc"), unique("b-onc")
+        # The first writes in French first, the second in English first.
+        first_email, second_email = f"{first_id}@hopital.example", f"{second_id}@chu.example"
         async with client(review_url, "coord-e2e", "coordinator") as coordinator:
-            for rid, institution in (
-                (conflicted, INSTITUTION),
-                (first_id, None),
-                (second_id, None),
+            for rid, institution, languages, email in (
+                (conflicted, INSTITUTION, ["fr", "en"], None),
+                (first_id, None, ["fr", "en"], first_email),
+                (second_id, None, ["en", "fr"], second_email),
             ):
                 created = await coordinator.post(
                     "/v1/reviewers",
@@ -67,12 +82,14 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
                         "id": rid,
                         "display_name": f"Dr {rid}",
                         "specialties": ["oncology"],
-                        "languages": ["fr", "en"],
+                        "languages": languages,
                         "capacity": 5,
                         "institution_code": institution,
-                    },
+                    }
+                    | ({"email": email} if email else {}),
                 )
                 assert created.status_code == 201, created.text
+                assert "@" not in created.text, "the address is never shown back"
             bad = await coordinator.put(
                 "/v1/second-reading-rules", json={"specialties": ["astrology"]}
             )
@@ -199,6 +216,23 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
         assert kinds.index("second_reading_agreed") < kinds.index("report_ready"), kinds
         assert COMMENTS not in str(case), "the case view carries no clinical text"
 
+        # The emails: to the second reader, in English, one per version to read; to the first,
+        # in French, one for the comments; each links to its page, none holds the comments.
+        assignment_id = assigned["id"]
+        await eventually(lambda: len(mailbox(second_email)) >= 2, timeout=60)
+        await eventually(lambda: len(mailbox(first_email)) >= 1, timeout=60)
+        await asyncio.sleep(1.0)  # nothing more arrives: one email per event
+        to_second, to_first = mailbox(second_email), mailbox(first_email)
+        assert len(to_second) == 2 and len(to_first) == 1
+        assert {m["Content-Language"] for m in to_second} == {"en"}
+        assert all("waits for your second reading" in str(m["Subject"]) for m in to_second)
+        assert all(f"/second-readings/{assignment_id}" in body_text(m) for m in to_second)
+        (comments_mail,) = to_first
+        assert comments_mail["Content-Language"] == "fr"
+        assert "a commenté votre avis" in str(comments_mail["Subject"])
+        assert f"/review/{assignment_id}" in body_text(comments_mail)
+        assert all(COMMENTS not in body_text(m) for m in [*to_second, *to_first])
+
         # The comments are in clear nowhere: not on the topics, not at rest, not in the logs.
         await topics.caught_up()
         completed = topics.of(case_id, "avis.review.completed.v1")
@@ -208,12 +242,16 @@ async def test_a_second_reader_reads_comments_and_agrees_before_the_report(
             ("intake", intake.settings.database),
             ("review", review_config.database),
             ("reports", reports_config.database),
+            ("notify", notify_config.database),
         ):
             haystacks[f"{name} store"] = await stored_bytes(MONGO_URL, database)
         assert case_id.encode() in haystacks["review store"]
     logs = capfd.readouterr()
     haystacks["logs"] = (logs.out + logs.err).encode()
-    assert_absent({"comments": COMMENTS}, haystacks)
+    assert_absent(
+        {"comments": COMMENTS, "first's email": first_email, "second's email": second_email},
+        haystacks,
+    )
 
 
 def _pdftotext(content: bytes) -> str:

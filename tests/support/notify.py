@@ -35,6 +35,7 @@ from avis.shared.events import (
     InformationRequested,
     Language,
     PatientContact,
+    ProfessionalContact,
     Question,
     ReportReady,
     ReviewAssigned,
@@ -296,8 +297,13 @@ class NotifyStack:
         )
         return Event.new(payload, "/avis/review", event_id=event_id)
 
-    def second_reading(self, p: Patient, version: int = 1) -> Event:
-        """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion."""
+    def second_reading(
+        self, p: Patient, version: int = 1, to: ProfessionalContact | None = None
+    ) -> Event:
+        """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion
+        (`to`: their address, sealed for the event as review seals it)."""
+        event_id = new_event_id()
+        ring = p.ring or self.keyring
         payload = SecondReadingRequested(
             case_id=p.case_id,
             assignment_id=f"{p.case_id}-0001",
@@ -306,9 +312,10 @@ class NotifyStack:
             version=version,
             requested_at=datetime.now(UTC),
             reason="coordinator_rule",
+            recipient=ring.seal_json(to, aad=event_id) if to is not None else None,
             seq=4,
         )
-        return Event.new(payload, "/avis/review")
+        return Event.new(payload, "/avis/review", event_id=event_id)
 
     def resumed(self, p: Patient, due_in_days: float, outcome: str = "answered") -> Event:
         """`avis.review.resumed.v1`: the review goes on, due `due_in_days` from now."""

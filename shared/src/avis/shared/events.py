@@ -138,6 +138,18 @@ class PhysicianContact(SealedContent):
     )
 
 
+class ProfessionalContact(SealedContent):
+    """A professional told that work waits for them (a specialist, a second reader; a
+    translator later, the same way): their work address and languages, sealed in the review
+    events that need them, never in clear."""
+
+    email: str
+    languages: list[Language] = Field(
+        description="The person's languages in their order; they are written to in the first "
+        "one the sender has words for."
+    )
+
+
 class OpinionDiagnosis(SealedContent):
     """Whether the diagnosis is confirmed, clarified or revised, and why."""
 
@@ -209,6 +221,7 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     ClaimSecret,
     CompletedOpinion,
     PhysicianContact,
+    ProfessionalContact,
     InformationQuestion,
     SecondReadingComments,
     FollowUpQuestion,
@@ -414,6 +427,11 @@ class SecondReadingRequested(Sequenced):
     version: int = Field(ge=1, description="The opinion version to read.")
     requested_at: AwareDatetime
     reason: Literal["coordinator_rule", "first_reader"]
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The second reader, told that a reading waits (absent: nobody fits, or no address).",
+        optional=True,
+    )
 
 
 class SecondReadingCommented(Sequenced):
@@ -426,6 +444,11 @@ class SecondReadingCommented(Sequenced):
     version: int = Field(ge=1, description="The opinion version commented on.")
     commented_at: AwareDatetime
     comments: Sealed = sealed(SecondReadingComments, "What the second reader returns.")
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The first specialist, told that comments came back (absent: no address).",
+        optional=True,
+    )
 
 
 class SecondReadingAgreed(Sequenced):
@@ -451,6 +474,11 @@ class FollowUpAsked(Sequenced):
     asked_at: AwareDatetime
     due_at: AwareDatetime = Field(description="When the specialist's answer is due.")
     question: Sealed = sealed(FollowUpQuestion, "What the patient asks.")
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The specialist, told that a follow-up question waits (absent: no address).",
+        optional=True,
+    )
 
 
 class FollowUpAnswered(Sequenced):

@@ -29,6 +29,11 @@ class Template(StrEnum):
     ERASURE_DONE = "erasure_done"  # the one email sent once the case is erased
     # To the treating physician, with the patient's consent: the link to the full report.
     PHYSICIAN_REPORT = "physician_report"
+    # To a professional, when work waits for them: what waits and a link to the page in web
+    # where they do it, never the case's content.
+    PRO_FOLLOW_UP = "pro_follow_up"  # a follow-up question waits for the specialist
+    PRO_SECOND_READING = "pro_second_reading"  # a reading waits for the second reader
+    PRO_COMMENTS = "pro_comments"  # the second reader's comments wait for the specialist
 
 
 class SendStatus(StrEnum):

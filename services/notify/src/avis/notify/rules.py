@@ -18,12 +18,15 @@ from avis.shared.events import (
     FollowUpAnswered,
     FollowUpAsked,
     InformationRequested,
+    Language,
     Payload,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingCommented,
     SecondReadingRequested,
 )
+from avis.shared.sealing import Sealed
 from avis.shared.security import Principal
 
 
@@ -574,6 +577,40 @@ def physician_link(report_url: str, case_id: str, secret: str) -> str:
     that announced it (`report_url` is one of its versions' addresses)."""
     base = report_url.split("/v1/", 1)[0].rstrip("/")
     return f"{base}/v1/cases/{quote(case_id, safe='')}/report/physician/{quote(secret, safe='')}"
+
+
+@dataclass(frozen=True)
+class ProfessionalWork:
+    """An email to a professional that work waits for them: which, the page where they do it,
+    and their address as the event sealed it."""
+
+    template: Template
+    link: str
+    recipient: Sealed
+
+
+def professional_work(payload: Payload, pages_url: str) -> ProfessionalWork | None:
+    """The work an event gives a professional (a follow-up question to answer, a reading to do,
+    comments to answer), None without one or without their address."""
+    pages = pages_url.rstrip("/")
+    if isinstance(payload, FollowUpAsked):
+        template, page = Template.PRO_FOLLOW_UP, f"follow-ups/{quote(payload.follow_up_id)}"
+    elif isinstance(payload, SecondReadingRequested):
+        template = Template.PRO_SECOND_READING
+        page = f"second-readings/{quote(payload.assignment_id, safe='')}"
+    elif isinstance(payload, SecondReadingCommented):
+        template, page = Template.PRO_COMMENTS, f"review/{quote(payload.assignment_id, safe='')}"
+    else:
+        return None
+    if payload.recipient is None:
+        return None
+    return ProfessionalWork(template, f"{pages}/{page}", payload.recipient)
+
+
+def professional_language(languages: list[Language], catalogued: tuple[Language, ...]) -> Language:
+    """The language a professional is written to in: the first of theirs with a catalogue
+    (English when none has)."""
+    return next((lang for lang in languages if lang in catalogued), Language.EN)
 
 
 def claim_link(pages_url: str, case_id: str, secret: str) -> str:

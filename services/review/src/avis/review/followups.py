@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import structlog
 
-from avis.review import rules
+from avis.review import contacts, rules
 from avis.review.models import FollowUp, FollowUpBody, FollowUpPage, FollowUpState
 from avis.review.service import ReviewService
 from avis.review.store import AssignmentDoc, CaseDoc, FollowUpEntry
@@ -82,6 +82,7 @@ class FollowUps:
             seq = rules.next_seq([doc.seq])
             question = FollowUpQuestion(text=body.text)
             ring = await review.seals.ring(doc.case_id)
+            specialist = await contacts.recipient(review.store, review.keyring, doc.reviewer_id)
 
             def asked(event_id: str) -> FollowUpAsked:
                 return FollowUpAsked(
@@ -93,6 +94,7 @@ class FollowUps:
                     asked_at=at,
                     due_at=due,
                     question=ring.seal_json(question, aad=event_id),
+                    recipient=contacts.for_event(ring, specialist, event_id),
                     seq=seq,
                 )
 

@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service_name=settings.service_name,
         information_expiry_days=settings.information_expiry_days,
     )
-    directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
+    directory = DirectoryService(
+        store=reviews, locks=runtime.locks, matcher=matcher, keyring=review.keyring
+    )
     runtime.on_store(lambda _: matcher.recover())
     # On one copy at a time: it reads the whole directory and releases ended assignments
     # from reviewers' loads (a write on reviewer documents), so N copies do it once per period.

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from avis.shared.events import Assessment, Language, Specialty, Urgency
 from avis.shared.pages import Page
-from avis.shared.text import Code, Text
+from avis.shared.text import Code, Declares, Text, must_match
 from avis.shared.text import Name as NameText
 
 T = TypeVar("T")
@@ -26,6 +26,14 @@ def _distinct(values: list[T]) -> list[T]:
 
 
 Name = Annotated[NameText, Field(max_length=200)]
+# A pragmatic address check, as intake's; deliverability is the notify service's concern.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"  # noqa: E501
+WorkEmail = Annotated[
+    str,
+    must_match(EMAIL_PATTERN, "an email address"),
+    Declares(EMAIL_PATTERN),
+    Field(max_length=254),
+]
 Reason = Annotated[Text, Field(max_length=2000)]
 Section = Annotated[Text, Field(max_length=20000)]
 ReviewerId = Code
@@ -101,6 +109,11 @@ class ReviewerIn(BaseModel):
     )
     capacity: Capacity
     active: StrictBool = True
+    email: WorkEmail | None = Field(
+        None,
+        description="The reviewer's work address: they are emailed when work waits for them "
+        "(kept sealed, never shown back).",
+    )
 
 
 def left_out() -> Any:
@@ -120,6 +133,9 @@ class ReviewerPatch(BaseModel):
     institution_code: InstitutionCode | None = Field(None, description="null: no institution.")
     capacity: Capacity = left_out()
     active: StrictBool = left_out()
+    email: WorkEmail | None = Field(
+        None, description="The work address (kept sealed); null: none, they are told nothing."
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields this patch sets, as stored."""

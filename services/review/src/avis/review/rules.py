@@ -312,6 +312,11 @@ def check_replay(same: bool) -> None:
         )
 
 
+def reviewer_contact_aad(reviewer_id: str) -> str:
+    """What a reviewer's work address, sealed at rest in the directory, is bound to."""
+    return f"review:reviewer-contact:{reviewer_id}"
+
+
 def opinion_aad(assignment_id: str, version: int) -> str:
     """What a version of an opinion, sealed at rest, is bound to: where it is kept."""
     return f"review:opinion:{assignment_id}:{version}"

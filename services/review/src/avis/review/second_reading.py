@@ -19,11 +19,12 @@ assignment, as every write of an assignment's state does (service.py's docstring
 """
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
 
-from avis.review import rules
+from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
     Opinion,
@@ -42,6 +43,7 @@ from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
 from avis.shared.events import (
+    ProfessionalContact,
     ReviewCompleted,
     SecondReadingAgreed,
     SecondReadingCommented,
@@ -163,21 +165,34 @@ class SecondReadings:
         )
 
     def requested(
-        self, doc: AssignmentDoc, reading: ReadingEntry, *, at: datetime, seq: int
-    ) -> SecondReadingRequested:
-        """The event telling that `reading`'s version waits for its second reader."""
-        return SecondReadingRequested(
-            case_id=doc.case_id,
-            assignment_id=doc.id,
-            reviewer_id=doc.reviewer_id,
-            second_reader_id=reading.reviewer_id,
-            version=reading.version,
-            requested_at=at,
-            reason="first_reader"
-            if reading.reason is SecondReadingReason.FIRST_READER
-            else "coordinator_rule",
-            seq=seq,
-        )
+        self,
+        doc: AssignmentDoc,
+        reading: ReadingEntry,
+        *,
+        at: datetime,
+        seq: int,
+        ring: Keyring,
+        to: ProfessionalContact | None,
+    ) -> Callable[[str], SecondReadingRequested]:
+        """The event telling that `reading`'s version waits for its second reader (`to`: their
+        address, sealed for the event)."""
+
+        def held(event_id: str) -> SecondReadingRequested:
+            return SecondReadingRequested(
+                case_id=doc.case_id,
+                assignment_id=doc.id,
+                reviewer_id=doc.reviewer_id,
+                second_reader_id=reading.reviewer_id,
+                version=reading.version,
+                requested_at=at,
+                reason="first_reader"
+                if reading.reason is SecondReadingReason.FIRST_READER
+                else "coordinator_rule",
+                recipient=contacts.for_event(ring, to, event_id),
+                seq=seq,
+            )
+
+        return held
 
     async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
         """Count the reading in its reader's load, after it is written (again: no change)."""
@@ -275,6 +290,7 @@ class SecondReadings:
             number = len(reading.comments) + 1
             comments = SecondReadingComments(text=body.text)
             ring = await self._ring(doc.case_id)
+            first = await contacts.recipient(self.store, self.keys.keyring, doc.reviewer_id)
 
             def commented(event_id: str) -> SecondReadingCommented:
                 return SecondReadingCommented(
@@ -285,6 +301,7 @@ class SecondReadings:
                     version=reading.version,
                     commented_at=at,
                     comments=ring.seal_json(comments, aad=event_id),
+                    recipient=contacts.for_event(ring, first, event_id),
                     seq=seq,
                 )
 

@@ -34,7 +34,7 @@ import structlog
 from prometheus_client import Counter as Counted
 from prometheus_client import Gauge
 
-from avis.review import rules
+from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
     ACTIVE,
@@ -539,7 +539,8 @@ class ReviewService:
         if reading is None:
             event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
         else:  # kept in review until the second reader agrees
-            held = self.second.requested(doc, reading, at=at, seq=seq)
+            reader = await contacts.recipient(self.store, self.keyring, reading.reviewer_id)
+            held = self.second.requested(doc, reading, at=at, seq=seq, ring=ring, to=reader)
             event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
         await self.matcher.fence()
         kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
@@ -865,20 +866,26 @@ class DirectoryService:
     """The reviewer directory: coordinators add and change reviewers; a reviewer with room
     again is offered the queue through the matcher."""
 
-    def __init__(self, *, store: Store, locks: AggregateLocks, matcher: Matcher) -> None:
+    def __init__(
+        self, *, store: Store, locks: AggregateLocks, matcher: Matcher, keyring: Keyring
+    ) -> None:
         self.store = store
         self.locks = locks
         self.matcher = matcher
+        self.keyring = keyring  # seals the reviewers' work addresses (no case's data)
 
     async def create_reviewer(self, *, body: ReviewerIn) -> tuple[Reviewer, bool]:
         """Add a reviewer; the same reviewer again is a no-op. Returns it and whether it is new."""
-        doc = ReviewerDoc.new(body, now())
+        contact = contacts.sealed_contact(self.keyring, body.id, body.email)
+        doc = ReviewerDoc.new(body, now(), contact)
         async with self.matcher.deciding():
             async with self.locks.hold(lock_key("reviewer", body.id)):
                 created = await self.store.insert_reviewer(doc)
                 existing = None if created else await self.store.reviewer(body.id)
             if not created:
-                if existing is None or not existing.same_as(body):
+                kept = contacts.contact_of(self.keyring, existing) if existing else None
+                same_email = (kept.email if kept else None) == body.email
+                if existing is None or not existing.same_as(body) or not same_email:
                     raise Problem(
                         409,
                         "reviewer-exists",
@@ -899,7 +906,7 @@ class DirectoryService:
             async with self.locks.hold(lock_key("reviewer", reviewer_id)):
                 if await self.store.reviewer(reviewer_id) is None:
                     raise not_found("reviewer", "reviewer-not-found")
-                changes = patch.changes()
+                changes = contacts.sealed_changes(self.keyring, reviewer_id, patch.changes())
                 if changes:
                     await self.store.update_reviewer(reviewer_id, changes, now())
             if changes:

@@ -113,6 +113,9 @@ class ReviewerDoc(Stored):
     created_at: datetime
     updated_at: datetime
     open_assignments: list[str] = Field(default_factory=list)
+    # The work address (a `ProfessionalContact`), sealed under the service's keyring and
+    # `rules.reviewer_contact_aad(id)`: no case's data, never in clear.
+    contact: Sealed | None = None
 
     @property
     def load(self) -> int:
@@ -120,20 +123,23 @@ class ReviewerDoc(Stored):
         return len(self.open_assignments)
 
     @classmethod
-    def new(cls, reviewer: ReviewerIn, at: datetime) -> ReviewerDoc:
-        """The stored form of a new reviewer."""
-        return cls.model_validate({**reviewer.model_dump(), "created_at": at, "updated_at": at})
+    def new(cls, reviewer: ReviewerIn, at: datetime, contact: Sealed | None = None) -> ReviewerDoc:
+        """The stored form of a new reviewer (its address only as `contact`, sealed)."""
+        fields = reviewer.model_dump(exclude={"email"})
+        return cls.model_validate(
+            {**fields, "contact": contact, "created_at": at, "updated_at": at}
+        )
 
     def same_as(self, reviewer: ReviewerIn) -> bool:
         """Whether `reviewer` repeats this one exactly (a replayed creation)."""
         mine = self.model_dump(
-            mode="json", exclude={"created_at", "updated_at", "open_assignments"}
+            mode="json", exclude={"created_at", "updated_at", "open_assignments", "contact"}
         )
-        return mine == reviewer.model_dump(mode="json")
+        return mine == reviewer.model_dump(mode="json", exclude={"email"})
 
     def view(self) -> Reviewer:
         """The API view of this reviewer, with their load."""
-        return Reviewer.model_validate({**self.model_dump(), "load": self.load})
+        return Reviewer.model_validate({**self.model_dump(exclude={"contact"}), "load": self.load})
 
     def fit(self) -> ReviewerFit:
         """What matching needs to know of this reviewer, with their load."""
