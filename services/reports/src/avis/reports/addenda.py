@@ -9,9 +9,6 @@ issues it). An answer for a case reports has no report of is a dead letter at on
 was asked about an issued report, so only a restore of reports' data can cause it.
 """
 
-import asyncio
-import contextlib
-
 import structlog
 
 from avis.reports.i18n import texts
@@ -45,7 +42,7 @@ class Addenda:
         report comes first (the question is asked about it), so an answer before it waits."""
         reports = self.reports
         case_id = answered.case_id
-        content = await reports._open(answered.answer, event.id, FollowUpAnswer, "answer")
+        content = await reports.opened(answered.answer, event.id, FollowUpAnswer, "answer")
         async with reports.locks.hold(reports.emitter.lock(case_id)):
             case = await reports.store.case(case_id)
             if case is None or not case.versions:
@@ -89,11 +86,8 @@ class Addenda:
             seq=received.seq,
             addenda=len(case.addenda),
         )
-        await reports._announce(case, stored, entry)
+        await reports.announce(case, stored, entry)
         log.info("report addendum issued", case_id=case.id, version=version)
-        if reports.render_in_background:
-            with contextlib.suppress(asyncio.QueueFull):
-                reports._to_render.put_nowait(key)
 
     async def _keep(self, case: CaseDoc, last: VersionEntry, version: int) -> VersionDoc:
         """Compose the version from the last one and the answers, and keep it, sealed."""
@@ -102,28 +96,13 @@ class Addenda:
         if base_doc is None:
             raise RetryLater("the last report version is not readable yet")
         base_key = version_key(case.report_id, last.version)
-        base = await reports._open(base_doc.report, report_aad(base_key), Report, "report")
+        base = await reports.opened(base_doc.report, report_aad(base_key), Report, "report")
         t = texts(base.language)
         sections = []
         for kept in case.addenda:
-            answer = await reports._open(
+            answer = await reports.opened(
                 kept.sealed, addendum_aad(case.id, kept.follow_up_id), FollowUpAnswer, "answer"
             )
             sections.append(addendum_section(t, kept.number, answer, kept.answered_at))
-        issued_at = now()
-        report = with_addenda(t, base, sections, version=version, issued_at=issued_at)
-        key = version_key(case.report_id, version)
-        stored = VersionDoc(
-            id=key,
-            report_id=case.report_id,
-            case_id=case.id,
-            version=version,
-            opinion_version=base_doc.opinion_version,
-            language=base_doc.language,
-            issued_at=issued_at,
-            report=(await reports.keys.ring(case.key_ref)).seal_json(report, report_aad(key)),
-            traceparent=case.traceparent,
-        )
-        if not await reports.store.insert_version(stored):
-            return await reports.store.version(key) or stored
-        return stored
+        report = with_addenda(t, base, sections, version=version, issued_at=now())
+        return await reports.keep(case, report, opinion_version=base_doc.opinion_version)
