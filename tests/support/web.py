@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,11 @@ from tests.support.basics import (
 from tests.support.kms import kms_env
 from tests.support.stack import SERVICES, ServiceStack
 
+# A fake of the services' APIs: what each request gets, at once or awaited.
+Answers = (
+    Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {
     "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
@@ -115,7 +120,9 @@ def csrf_of(page: httpx.Response) -> str:
 
 @contextlib.asynccontextmanager
 async def in_process(
-    services: Callable[[httpx.Request], httpx.Response], identity: str, **settings: Any
+    services: Answers,
+    identity: str,
+    **settings: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The web app in this process over a fake of the services' APIs (`services` answers each
     request), with `identity` signed in (development sign-in) and English pages."""

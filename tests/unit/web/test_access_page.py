@@ -3,9 +3,10 @@ reports: the three trails (the case and its records; the opinion and decline rea
 report) merged by time, and the page still whole when review or reports does not know the case
 (or, review, its patient) yet."""
 
+import asyncio
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -43,17 +44,21 @@ REVIEW_TRAIL = [
 ]
 
 
-def services(reports_status: int, review_status: int) -> Callable[[httpx.Request], httpx.Response]:
+def services(
+    reports_status: int, review_status: int, intake_status: int = 200
+) -> Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]:
     kept = {
-        INTAKE: (200, INTAKE_TRAIL),
+        INTAKE: (intake_status, INTAKE_TRAIL),
         REVIEW: (review_status, REVIEW_TRAIL),
         REPORTS: (reports_status, REPORTS_TRAIL),
     }
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    async def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path != f"/v1/cases/{CASE_ID}/access-log":
             return httpx.Response(404, json={"type": "https://avis.health/problems/not-found"})
         status, trail = kept[request.url.host]
+        if request.url.host == INTAKE:
+            await asyncio.sleep(0.05)  # intake answers last: its answer still decides
         if status != 200:
             return httpx.Response(status, json={"type": "about:blank"})
         return httpx.Response(200, json={"items": trail, "next_cursor": None})
@@ -61,10 +66,10 @@ def services(reports_status: int, review_status: int) -> Callable[[httpx.Request
     return answer
 
 
-def browse(reports_status: int, review_status: int = 200) -> Any:
+def browse(reports_status: int, review_status: int = 200, intake_status: int = 200) -> Any:
     """The patient-1's browser of the web app, over intake, review and reports' fakes."""
     return in_process(
-        services(reports_status, review_status),
+        services(reports_status, review_status, intake_status),
         "patient-1",
         intake_url=f"http://{INTAKE}",
         review_url=f"http://{REVIEW}",
@@ -103,3 +108,13 @@ async def test_a_case_review_does_not_show_this_patient_leaves_reviews_part_out(
         page = await browser.get(f"/cases/{CASE_ID}/access")
     assert page.status_code == 200, page.text
     assert said(page) == ["sent the request", "read the report", "opened the request's status"]
+
+
+async def test_intakes_refusal_decides_whatever_review_and_reports_answer() -> None:
+    """The three trails are asked at once; intake's refusal is the page's, even when the others
+    answered first or refused otherwise, and nothing of theirs is shown."""
+    async with browse(403, 200, intake_status=404) as browser:
+        page = await browser.get(f"/cases/{CASE_ID}/access")
+    assert page.status_code == 404, page.text
+    assert said(page) == []
+    assert "specialist" not in page.text
