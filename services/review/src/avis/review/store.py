@@ -309,6 +309,10 @@ class FollowUpEntry(BaseModel):
     question: Sealed
     answered_at: datetime | None = None
     answer: Sealed | None = None
+    seq: int = 0  # the case's sequence number of its asking (0: asked before it was kept)
+    # Keyed digests (`rules.follow_up_request`) of the asker's Idempotency-Key and of the text.
+    request: str | None = None
+    fingerprint: str | None = None
 
     @property
     def state(self) -> FollowUpState:
