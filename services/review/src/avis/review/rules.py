@@ -523,8 +523,37 @@ def second_reading_reason(
 
 def holds_opinion(state: SecondReadingState | None) -> bool:
     """Whether a new opinion version stays in review for the second reader (any reading not
-    agreed yet); after agreement a correction is released as before, still naming both."""
-    return state is not None and state is not SecondReadingState.AGREED
+    agreed yet, nor closed by the case's withdrawal); after agreement, see `reads_again`."""
+    return state is not None and state not in (
+        SecondReadingState.AGREED,
+        SecondReadingState.WITHDRAWN,
+    )
+
+
+def reads_again(
+    reason: SecondReadingReason,
+    *,
+    specialty: str,
+    urgency: str,
+    specialties: Iterable[str],
+    urgencies: Iterable[str],
+) -> bool:
+    """Whether a correction of an opinion the second reader agreed with goes back to them
+    before its release: when the first specialist asked for the reading, or when the
+    coordinators' rule that asked for it still holds for the case (a rule lifted since: the
+    correction is released at once, still naming both)."""
+    if reason is SecondReadingReason.FIRST_READER:
+        return True
+    return (
+        second_reading_reason(
+            asked=False,
+            specialty=specialty,
+            urgency=urgency,
+            specialties=specialties,
+            urgencies=urgencies,
+        )
+        is not None
+    )
 
 
 def reading_load_id(assignment_id: str) -> str:
@@ -567,6 +596,7 @@ def check_may_answer(state: SecondReadingState) -> None:
             "them with a new version of the opinion first.",
             SecondReadingState.AGREED: "The opinion is agreed with and released already.",
             SecondReadingState.UNMATCHED: "No second reader was chosen yet.",
+            SecondReadingState.WITHDRAWN: "The case was withdrawn: nothing is to be read.",
         }[state]
         raise state_conflict(detail, "second-reading-state")
 

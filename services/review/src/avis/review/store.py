@@ -953,6 +953,23 @@ class ReadingStore:
         update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
         await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
+    async def waiting(self, assignment_id: str) -> None:
+        """File a reading nobody fitted among those offered again when capacity frees."""
+        await self.store.key_add(UNMATCHED_READINGS_KEY, assignment_id)
+
+    async def waiting_ids(self) -> list[str]:
+        """The assignments whose reading was filed as waiting for a second reader."""
+        return await self.store.key_ids(UNMATCHED_READINGS_KEY)
+
+    async def matched(self, assignment_id: str) -> None:
+        """Take a reading off the waiting ones (it found a reader, or needs none any more)."""
+        await self.store.key_remove(UNMATCHED_READINGS_KEY, assignment_id)
+
+    async def close(self, assignment_id: str, *, reading: ReadingEntry) -> None:
+        """Record the reading closed (its case withdrawn): no event, the withdrawal said it."""
+        update = {"$set": {"second_reading": reading.model_dump()}}
+        await self.store.assignments.update_one({"_id": assignment_id}, update)
+
 
 class InformationStore:
     """The writes of requests for more information on an assignment round (review's `Store`
@@ -1105,6 +1122,7 @@ class _DueWalk:
 
 MATCHING_KEY = "matching"
 OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
+UNMATCHED_READINGS_KEY = "second-readings:unmatched"
 
 
 def _add_to(item: str) -> dict[str, Any]:
