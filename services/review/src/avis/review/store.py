@@ -1141,13 +1141,19 @@ WAITING_KEY = "waiting"
 # --- set-up ---------------------------------------------------------------------------------
 
 
-async def init(db: AsyncDatabase[Document], seed_file: Path | None = None) -> None:
+# Seals a reviewer's work address as the directory keeps it (`contacts.sealed_contact`).
+SealContact = Callable[[str, str | None], Sealed | None]
+
+
+async def init(
+    db: AsyncDatabase[Document], seed_file: Path | None = None, seal: SealContact | None = None
+) -> None:
     """Create the indexes; fill an empty reviewer directory from `seed_file` when given."""
     for collection, indexes in INDEXES.items():
         for keys in indexes:
             await db[collection].create_index(keys)
     if seed_file is not None:
-        await seed_reviewers(Store(db), seed_file)
+        await seed_reviewers(Store(db), seed_file, seal)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1156,13 +1162,15 @@ def load_seed(seed_file: Path) -> list[ReviewerIn]:
     return [ReviewerIn.model_validate(item) for item in data["reviewers"]]
 
 
-async def seed_reviewers(store: Store, seed_file: Path) -> int:
-    """Insert the seed reviewers if the directory is empty; returns how many were inserted."""
+async def seed_reviewers(store: Store, seed_file: Path, seal: SealContact | None = None) -> int:
+    """Insert the seed reviewers if the directory is empty, each work address sealed as the
+    directory keeps it (`seal`; without it, none kept); returns how many were inserted."""
     if await store.reviewers.find_one({}, {"_id": 1}) is not None:
         return 0
     inserted = 0
     for reviewer in load_seed(seed_file):
+        contact = seal(reviewer.id, reviewer.email) if seal is not None else None
         # False: another instance seeded it first.
-        inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now()))
+        inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now(), contact))
     log.info("reviewer directory seeded", count=inserted, file=seed_file.name)
     return inserted
