@@ -285,3 +285,121 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
     assert_absent(
         {"question": QUESTION, "answer": ANSWER, "specialist email": specialist_email}, haystacks
     )
+
+
+async def test_two_open_questions_a_retried_ask_and_a_correction_after_the_addenda() -> None:
+    """Two questions open at once: answering the first issues its version, and the case stays
+    in review until the second is answered. A retried ask (the same Idempotency-Key) is the
+    same question, not a second one. A correction of the opinion after the addenda keeps them."""
+    partner = unique("insurer")
+    partner_sub = f"{partner}-api"
+    reviewer_id = unique("onc")
+    async with four_services() as stack:
+        async with stack.client(stack.review_url, "coord-e2e", "coordinator") as coordinator:
+            created = await coordinator.post(
+                "/v1/reviewers",
+                json={
+                    "id": reviewer_id,
+                    "display_name": "Dr Paul Girard",
+                    "specialties": ["oncology"],
+                    "languages": ["fr"],
+                    "capacity": 5,
+                },
+            )
+            assert created.status_code == 201, created.text
+        body = case_body(specialty="oncology", partner_reference="INS-FU-2")
+        body["patient"] |= {"preferred_language": "fr"}
+        filer = stack.intake.client(partner_sub, role="partner", partner_id=partner)
+        draft = await filer.post("/v1/cases", json=body)
+        assert draft.status_code == 201, draft.text
+        case_id = draft.json()["case_id"]
+        assert (await filer.post(f"/v1/cases/{case_id}/documents", **upload(pdf()))).is_success
+        submitted = await filer.post(
+            f"/v1/cases/{case_id}/submit", json=consent_body("review", "share_with_partner")
+        )
+        assert submitted.status_code == 200, submitted.text
+
+        async def intake_case(reports: int) -> dict[str, Any] | None:
+            case = (await filer.get(f"/v1/cases/{case_id}")).json()
+            kinds = [e["kind"] for e in case["timeline"]]
+            return case if kinds.count("report_ready") >= reports else None
+
+        async with (
+            stack.client(stack.review_url, reviewer_id, "reviewer") as reviewer,
+            stack.client(stack.review_url, partner_sub, "partner", partner) as asker,
+            stack.client(stack.reports_url, partner_sub, "partner", partner) as reader,
+        ):
+
+            async def assignment() -> dict[str, Any] | None:
+                items = (await reviewer.get("/v1/assignments")).json()["items"]
+                return next((a for a in items if a["case_id"] == case_id), None)
+
+            url = f"/v1/assignments/{(await eventually(assignment, timeout=60))['id']}"
+            assert (await reviewer.post(f"{url}/accept")).status_code == 200
+            assert (await reviewer.post(f"{url}/opinion", json=OPINION)).status_code == 201
+            await eventually(lambda: intake_case(1), timeout=60)
+
+            async def report(version: int) -> dict[str, Any] | None:
+                got = await reader.get(f"/v1/cases/{case_id}/report")
+                found = got.json() if got.status_code == 200 else None
+                return found if found and found["version"] == version else None
+
+            # The first question, retried with its key: the same question (200), no second one;
+            # the same key with another text is refused.
+            ask = f"/v1/cases/{case_id}/follow-ups"
+            key = {"Idempotency-Key": unique("ask")}
+
+            async def asked_once() -> httpx.Response | None:
+                answer = await asker.post(ask, json={"text": QUESTION}, headers=key)
+                return None if answer.status_code == 409 else answer
+
+            first = await eventually(asked_once, timeout=60)
+            assert first.status_code == 201, first.text
+            retried = await asker.post(ask, json={"text": QUESTION}, headers=key)
+            assert retried.status_code == 200, retried.text
+            assert retried.json()["id"] == first.json()["id"]
+            other = await asker.post(ask, json={"text": "Autre chose ?"}, headers=key)
+            assert other.status_code == 422 and other.json()["type"].endswith("key-reused")
+            second = await asker.post(
+                ask, json={"text": "Et la natation ?"}, headers={"Idempotency-Key": unique("ask")}
+            )
+            assert second.status_code == 201, second.text
+            assert second.json()["number"] == 2
+            waiting = (await reviewer.get("/v1/follow-ups")).json()["items"]
+            assert sorted(f["id"] for f in waiting) == sorted(
+                [first.json()["id"], second.json()["id"]]
+            )
+
+            # The first answered: its version comes, and the case stays in review.
+            one = await reviewer.post(
+                f"/v1/follow-ups/{first.json()['id']}/answer", json={"text": ANSWER}
+            )
+            assert one.status_code == 200, one.text
+            await eventually(lambda: report(2), timeout=60)
+            case = await eventually(lambda: intake_case(2), timeout=60)
+            await asyncio.sleep(1.0)  # the answer's own entry, on another topic, changes nothing
+            case = (await filer.get(f"/v1/cases/{case_id}")).json()
+            assert case["status"] == "in_review", case["timeline"]
+
+            # The second answered: the case's report is ready again.
+            two = await reviewer.post(
+                f"/v1/follow-ups/{second.json()['id']}/answer", json={"text": "Oui."}
+            )
+            assert two.status_code == 200, two.text
+            await eventually(lambda: report(3), timeout=60)
+            case = await eventually(lambda: intake_case(3), timeout=60)
+            assert case["status"] == "report_ready", case["timeline"]
+
+            # A correction of the opinion after the addenda: its version keeps them.
+            corrected = OPINION | {"further_tests": "Une scintigraphie osseuse."}
+            again = await reviewer.put(f"{url}/opinion", json=corrected)
+            assert again.status_code == 200, again.text
+            fourth = await eventually(lambda: report(4), timeout=60)
+            assert [a["answer"] for a in fourth["addenda"]] == [ANSWER, "Oui."]
+            printed = await reader.get(
+                f"/v1/reports/{fourth['report_id']}",
+                params={"version": 4},
+                headers={"Accept": "application/pdf"},
+            )
+            assert printed.status_code == 200, printed.text
+            assert "trente minutes au plus" in pdftotext(printed.content)

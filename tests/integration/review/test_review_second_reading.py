@@ -1,7 +1,8 @@
 """The second reading in review alone, over the real broker and store: a coordinator's rule by
 urgency holds the opinion until the second reader agrees, then it is released once, after the
-agreement; with nobody else to read it the opinion waits, unmatched, until a next version finds a
-reader; a withdrawn case takes the reading out of its reader's load."""
+agreement; with nobody else to read it the opinion waits, unmatched, until a reader frees up or
+joins (where the queue is offered); a withdrawn case closes the reading and takes it out of its
+reader's load; a correction after the agreement is read again."""
 
 from typing import Any
 
@@ -87,14 +88,18 @@ async def test_with_nobody_else_to_read_it_the_opinion_waits_unmatched(
     why = {c["reviewer_id"]: c["excluded"] for c in reading["rationale"]["candidates"]}
     assert why == {f"{p}-1": "first_reader"}
     assert not stack.log.of(first["case_id"], COMPLETED)
-    # A reader joins; the first's next version is matched again.
+    # A reader joins: the waiting reading is matched again at once, as the queue is offered.
     await stack.add_reviewer(f"{p}-2", ["nephrology"], ["fr"])
+    again = await stack.log.wait(first["case_id"], REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (f"{p}-2", 1)
+    assert await _load(stack, f"{p}-2") == 1
+    # The first's next version goes to that reader.
     async with stack.client(f"{p}-1", "reviewer") as http:
         corrected = await http.put(
             f"/v1/assignments/{first['id']}/opinion", json=OPINION | {"further_tests": "Aucun."}
         )
         assert corrected.status_code == 200, corrected.text
-    again = await stack.log.wait(first["case_id"], REQUESTED, count=2)
+    again = await stack.log.wait(first["case_id"], REQUESTED, count=3)
     assert (again[-1]["second_reader_id"], again[-1]["version"]) == (f"{p}-2", 2)
     assert not stack.log.of(first["case_id"], COMPLETED)
 
@@ -113,3 +118,42 @@ async def test_a_withdrawn_case_leaves_its_readers_load(stack: ReviewStack) -> N
         return await _load(stack, second) == 0
 
     assert await eventually(freed, timeout=30)
+    # The reading is closed, as the assignment is: nothing to agree with any more.
+    async with stack.client() as http:
+        shown = await http.get(
+            f"/v1/second-readings/{first['id']}", headers={"X-Avis-Reason": "check"}
+        )
+    assert shown.json()["state"] == "withdrawn", shown.text
+    async with stack.client(second, "reviewer") as http:
+        late = await http.post(f"/v1/second-readings/{first['id']}/agreement")
+        assert late.status_code == 409, late.text
+
+
+async def test_a_correction_after_the_agreement_is_read_again(stack: ReviewStack) -> None:
+    p = unique("rhu")
+    await stack.add_reviewer(f"{p}-1", ["rheumatology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["rheumatology"], ["fr"])
+    first = await _answered(stack, "rheumatology", second_reading=True)
+    case_id = first["case_id"]
+    (requested,) = await stack.log.wait(case_id, REQUESTED)
+    second = requested["second_reader_id"]
+    async with stack.client(second, "reviewer") as http:
+        agreed = await http.post(f"/v1/second-readings/{first['id']}/agreement")
+        assert agreed.status_code == 200, agreed.text
+    await stack.log.wait(case_id, COMPLETED)
+    # The first asked for the reading: their correction goes to the second reader again.
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        corrected = await http.put(
+            f"/v1/assignments/{first['id']}/opinion", json=OPINION | {"further_tests": "Aucun."}
+        )
+        assert corrected.status_code == 200, corrected.text
+    again = await stack.log.wait(case_id, REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (second, 2)
+    assert len(stack.log.of(case_id, COMPLETED)) == 1, "not released before a new agreement"
+    assert await _load(stack, second) == 1
+    async with stack.client(second, "reviewer") as http:
+        agreed = await http.post(f"/v1/second-readings/{first['id']}/agreement")
+        assert agreed.status_code == 200, agreed.text
+    released = await stack.log.wait(case_id, COMPLETED, count=2)
+    assert released[-1]["version"] == 2
+    assert await _load(stack, second) == 0

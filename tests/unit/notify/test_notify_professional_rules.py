@@ -1,13 +1,21 @@
 """The professionals' emails as pure rules: which events give a professional work, the page
-each links to, and the language each is written in."""
+each links to, the language each is written in, none for a withdrawn case, none among the
+patient's notifications, and a footer written for professionals."""
 
 from datetime import UTC, datetime
 
 import pytest
 
-from avis.notify.emails import CATALOGUED
+from avis.notify.emails import CATALOGUED, parts
 from avis.notify.models import Template
-from avis.notify.rules import professional_language, professional_work
+from avis.notify.rules import (
+    TO_PROFESSIONALS,
+    patients_notifications,
+    professional_language,
+    professional_work,
+    send_id,
+    still_sent,
+)
 from avis.shared.events import (
     FollowUpAnswered,
     FollowUpAsked,
@@ -110,3 +118,36 @@ def test_written_in_the_first_of_their_languages_with_a_catalogue() -> None:
     assert professional_language([Language.EN, Language.FR], CATALOGUED) is Language.EN
     assert professional_language([Language.FR], (Language.EN,)) is Language.EN
     assert professional_language([], CATALOGUED) is Language.EN
+
+
+def test_no_professional_email_for_a_withdrawn_case() -> None:
+    for template in TO_PROFESSIONALS:
+        assert still_sent(template, erased=False, withdrawn=False)
+        assert not still_sent(template, erased=False, withdrawn=True)
+        assert not still_sent(template, erased=True, withdrawn=False)
+    # The patient's own emails are not the professionals' concern: the withdrawal's is sent.
+    assert still_sent(Template.CASE_WITHDRAWN, erased=False, withdrawn=True)
+    assert not still_sent(Template.CASE_WITHDRAWN, erased=True, withdrawn=True)
+    assert still_sent(Template.ERASURE_DONE, erased=True, withdrawn=True)
+
+
+def test_the_professionals_sends_are_not_the_patients_notifications() -> None:
+    mine = [send_id("e-1"), send_id("e-2", "professional"), send_id("e-3")]
+    assert patients_notifications(mine) == [send_id("e-1"), send_id("e-3")]
+
+
+@pytest.mark.parametrize(
+    ("language", "professional", "patient"),
+    [
+        (Language.EN, "as a professional working with Avis", "your Avis space"),
+        (Language.FR, "en tant que professionnel travaillant avec Avis", "votre espace Avis"),
+    ],
+)
+def test_a_professionals_footer_is_written_for_professionals(
+    language: Language, professional: str, patient: str
+) -> None:
+    params = {"reference": "AV-2026-000123", "work_url": PAGES + "follow-ups/a-1-f01"}
+    for template in TO_PROFESSIONALS:
+        footer = parts(template, language, params).footer
+        assert professional in footer and patient not in footer
+    assert patient in parts(Template.CASE_WITHDRAWN, language, {"reference": "AV-1"}).footer

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from avis.reports.fhir import document
 from avis.reports.i18n import texts
 from avis.reports.models import Report
 from avis.reports.pdf import render_pdf
 from avis.reports.rules import addendum_due, addendum_section, with_addenda
 from avis.shared.events import FollowUpAnswer, Language
+from tests.support.fhir import violations
 from tests.support.samples import sample_report
 
 ANSWERED = datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
@@ -71,3 +73,16 @@ def test_the_printed_report_carries_the_addendum() -> None:
     assert "Addendum 1" in text
     assert "Puis-je reprendre le vélo" in text and "à faible intensité" in text
     assert "Réponse de Dr Claire Martin" in text
+
+
+@pytest.mark.parametrize("language", list(Language))
+def test_the_fhir_document_carries_the_addendum(language: Language) -> None:
+    base, added = _with_one(language)
+    bundle = document(added)
+    assert violations(bundle) == []
+    sections = bundle["entry"][0]["resource"]["section"]
+    (addendum,) = [s for s in sections if s["code"]["coding"][0]["code"] == "addendum-1"]
+    assert addendum["title"] == added.addenda[0].heading
+    assert ANSWER.question in addendum["text"]["div"] and ANSWER.answer in addendum["text"]["div"]
+    assert "Dr Claire Martin" in addendum["text"]["div"]
+    assert len(sections) == len(document(base)["entry"][0]["resource"]["section"]) + 1

@@ -14,6 +14,7 @@ from avis.review.rules import (
     follow_up_aad,
     follow_up_due,
     follow_up_id_for,
+    follow_up_report_seq,
     may_ask_follow_up,
 )
 from avis.shared.problems import Problem
@@ -84,3 +85,44 @@ def test_ids_due_dates_and_bindings() -> None:
     assert follow_up_due(REPORTED, 7) == REPORTED + timedelta(days=7)
     assert follow_up_aad(ids[0], "question") != follow_up_aad(ids[0], "answer")
     assert {"follow-up.create", "follow-up.read", "follow-up.answer"} <= set(ACTIONS)
+
+
+def test_an_answer_while_another_question_is_open_is_ordered_before_it() -> None:
+    # Asked at 5 and 6; the first answered at 7 while the second is open: its report version
+    # goes out below 6, so intake (which orders by the number) keeps the case in review, in
+    # whatever order it hears of the facts; the last answer's version (8) is the newest.
+    assert follow_up_report_seq(7, [6]) == 5
+    assert follow_up_report_seq(8, [5, 7]) == 4
+    assert follow_up_report_seq(8, []) == 8
+    assert follow_up_report_seq(8, [0]) == 8  # asked before the number was kept: as before
+    states = {
+        facts: _status_after(facts)
+        for facts in [
+            (("asked", 5), ("asked", 6), ("report", 5)),
+            (("report", 5), ("asked", 6), ("asked", 5)),
+            (("asked", 6), ("report", 5), ("asked", 5)),
+        ]
+    }
+    assert set(states.values()) == {"in_review"}
+    assert _status_after((("asked", 5), ("report", 5), ("asked", 6), ("report", 8))) == (
+        "report_ready"
+    )
+
+
+def _status_after(facts: tuple[tuple[str, int], ...]) -> str:
+    """The status intake keeps after the facts, in this order, from a report at 4."""
+    from avis.intake.models import CaseStatus, TimelineKind
+    from avis.intake.rules import CaseState, Change, decide
+
+    state = CaseState(status=CaseStatus.REPORT_READY, seq=4)
+    for n, (kind, seq) in enumerate(facts):
+        change = Change(
+            TimelineKind.FOLLOW_UP_ASKED if kind == "asked" else TimelineKind.REPORT_READY,
+            f"event-{n}",
+            REPORTED,
+            seq=seq,
+        )
+        decision = decide(state, change)
+        if decision.apply and decision.status is not None:
+            state = CaseState(status=decision.status, seq=decision.seq or state.seq)
+    return str(state.status)

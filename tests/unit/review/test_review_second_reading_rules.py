@@ -19,6 +19,7 @@ from avis.review.rules import (
     needs_reason,
     reading_load_id,
     reading_of_load,
+    reads_again,
     second_reading_reason,
 )
 from avis.shared.problems import Problem
@@ -88,6 +89,7 @@ def test_nobody_reads_when_only_the_first_fits() -> None:
 def test_a_reading_holds_new_versions_until_agreed() -> None:
     assert not holds_opinion(None)
     assert not holds_opinion(SecondReadingState.AGREED)
+    assert not holds_opinion(SecondReadingState.WITHDRAWN)
     for state in (
         SecondReadingState.UNMATCHED,
         SecondReadingState.READING,
@@ -102,6 +104,7 @@ def test_only_a_reading_to_read_is_answered() -> None:
         SecondReadingState.UNMATCHED,
         SecondReadingState.COMMENTED,
         SecondReadingState.AGREED,
+        SecondReadingState.WITHDRAWN,
     ):
         with pytest.raises(Problem) as refused:
             check_may_answer(state)
@@ -131,3 +134,14 @@ def test_every_action_of_the_reading_reads_in_plain_words() -> None:
     for action in ("second-reading.read", "second-reading.comment", "second-reading.agree"):
         done, tried = ACTIONS[action]
         assert done and tried
+
+
+def test_a_correction_after_the_agreement_is_read_again_while_its_reason_holds() -> None:
+    def again(reason: SecondReadingReason, urgencies: list[str]) -> bool:
+        return reads_again(
+            reason, specialty="oncology", urgency="urgent", specialties=[], urgencies=urgencies
+        )
+
+    assert again(SecondReadingReason.FIRST_READER, [])
+    assert again(SecondReadingReason.COORDINATOR_RULE, ["urgent"])
+    assert not again(SecondReadingReason.COORDINATOR_RULE, [])  # the rule was lifted since

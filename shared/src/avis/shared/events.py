@@ -491,6 +491,14 @@ class FollowUpAnswered(Sequenced):
     number: int = Field(ge=1)
     answered_at: AwareDatetime
     answer: Sealed = sealed(FollowUpAnswer, "The question, the answer and who answered.")
+    report_seq: int = Field(
+        0,
+        ge=0,
+        description="The sequence number the report version with this answer goes out with: "
+        "the answer's own (`seq`) when no other question of the case is open, else one below "
+        "the earliest open one's, so that the case stays in review until the last is "
+        "answered. 0: the answer's own.",
+    )
 
 
 class ReportReady(Sequenced):

@@ -18,6 +18,7 @@ from babel.dates import format_date
 from babel.support import Translations
 
 from avis.notify.models import Template
+from avis.notify.rules import TO_PROFESSIONALS
 from avis.shared import i18n
 from avis.shared.events import Language
 from avis.shared.i18n import MissingText as MissingText  # what `text` raises
@@ -99,7 +100,7 @@ def parts(template: Template, language: Language, params: dict[str, str]) -> Par
         ),
         link=link,
         signature=text(language, "signature"),
-        footer=text(language, "footer"),
+        footer=text(language, "footer.professional" if template in TO_PROFESSIONALS else "footer"),
     )
 
 

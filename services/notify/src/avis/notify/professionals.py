@@ -26,7 +26,7 @@ from avis.shared.sealing import SealingError
 
 log = structlog.get_logger("avis.notify")
 
-TO = "professional"  # the channel part of their send's id: `professional:<event id>`
+TO = rules.PROFESSIONAL_CHANNEL  # the channel part of their send's id: `professional:<id>`
 
 
 class ProfessionalEmails:
@@ -55,7 +55,9 @@ class ProfessionalEmails:
             return
         async with self.locks.hold(lock_key("case", payload.case_id)):
             case = await self.store.case(payload.case_id)
-            if case is not None and case.erased_at is not None:
+            erased = case is not None and case.erased_at is not None
+            withdrawn = case is not None and case.withdrawn
+            if not rules.still_sent(work.template, erased=erased, withdrawn=withdrawn):
                 return
             ring = await self.keys.opening(work.recipient)
             try:

@@ -177,6 +177,30 @@ def outlives_erasure(template: Template) -> bool:
     return template is Template.ERASURE_DONE
 
 
+# The emails to professionals (what work waits for them), not the patient's notifications.
+TO_PROFESSIONALS = frozenset(
+    {Template.PRO_FOLLOW_UP, Template.PRO_SECOND_READING, Template.PRO_COMMENTS}
+)
+
+
+def still_sent(template: Template, *, erased: bool, withdrawn: bool) -> bool:
+    """Whether an email goes out for its case as the case is now: nothing for an erased case
+    but the email that tells the patient the erasure is done (`outlives_erasure`), and nothing
+    to a professional once the case is withdrawn (no work waits for them any more)."""
+    if erased:
+        return outlives_erasure(template)
+    return not (withdrawn and template in TO_PROFESSIONALS)
+
+
+def patients_notifications(notifications: list[str]) -> list[str]:
+    """A case's notifications as its patient (and coordinators) read them: without the sends
+    to professionals (`professional:<event id>`), which are theirs, not the case's."""
+    return [s for s in notifications if not s.startswith(f"{PROFESSIONAL_CHANNEL}:")]
+
+
+PROFESSIONAL_CHANNEL = "professional"  # the channel part of a professional's send id
+
+
 def cancelled_by_erasure(notifications: list[str], notice_send: str | None) -> list[str]:
     """The sends an erasure cancels (those still queued among them): every one of the case's
     but the email that tells the patient it is done."""

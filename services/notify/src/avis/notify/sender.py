@@ -100,7 +100,7 @@ class EmailSender:
             result = await self._send(send)
             if result is None:
                 await self.store.cancel_send(send.id)
-                log.info("email cancelled: its case was erased", send_id=send.id)
+                log.info("email cancelled: its case was erased or withdrawn", send_id=send.id)
             else:
                 retry_at = await self._record(send, result)
         if retry_at is None and rules.outlives_erasure(send.template):
@@ -128,7 +128,8 @@ class EmailSender:
         log.info("erasure email done with: its address destroyed", send_id=send.id)
 
     async def _send(self, send: SendDoc) -> Result | None:
-        """One attempt, in the case's trace (None: not made, the case is erased)."""
+        """One attempt, in the case's trace (None: not made, the case is erased, or withdrawn
+        for a professional's email)."""
         try:
             return await self._try(send)
         except CaseKeyDestroyed:
@@ -145,7 +146,8 @@ class EmailSender:
                 span.set_attribute("avis.case_reference", send.params["reference"])
             case = await self.store.case(send.case_id)
             erased = case is not None and case.erased_at is not None
-            if erased and not rules.outlives_erasure(send.template):
+            withdrawn = case is not None and case.withdrawn
+            if not rules.still_sent(send.template, erased=erased, withdrawn=withdrawn):
                 return None
             to_physician = send.template is Template.PHYSICIAN_REPORT
             sealed = (case.physician if to_physician else case.contact) if case else None

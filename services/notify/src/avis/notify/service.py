@@ -485,7 +485,9 @@ class NotifyService:
     ) -> NotificationPage:
         """A case's notifications, oldest first, a page at a time."""
         case = await self._readable_case(principal, case_id)
-        ids, next_cursor = rules.window(case.notifications, cursor, limit)
+        ids, next_cursor = rules.window(
+            rules.patients_notifications(case.notifications), cursor, limit
+        )
         items = []
         for send_id in ids:
             send = await self.store.send(send_id)
@@ -496,7 +498,7 @@ class NotifyService:
     async def notification(self, *, principal: Principal, notification_id: str) -> Notification:
         """One notification."""
         send = await self.store.send(notification_id)
-        if send is None:
+        if send is None or send.recipient is not None:  # a professional's: not the case's
             raise not_found("notification")
         await self._readable_case(principal, send.case_id)
         return send.view()

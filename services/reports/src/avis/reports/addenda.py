@@ -16,12 +16,11 @@ from avis.reports.models import Report
 from avis.reports.rules import (
     addendum_aad,
     addendum_due,
-    addendum_section,
     report_aad,
     version_key,
     with_addenda,
 )
-from avis.reports.service import ReportsService
+from avis.reports.service import ReportsService, addendum_sections
 from avis.reports.store import CaseDoc, ReceivedAddendum, VersionDoc, VersionEntry
 from avis.shared.clock import now
 from avis.shared.envelope import Event, PoisonMessage
@@ -62,7 +61,7 @@ class Addenda:
                     sealed=(await reports.keys.ring(case.key_ref)).seal_json(
                         content, addendum_aad(case_id, answered.follow_up_id)
                     ),
-                    seq=answered.seq,
+                    seq=answered.report_seq or answered.seq,
                 )
                 await reports.store.add_addendum(case_id, kept)
                 case = case.model_copy(update={"addenda": [*case.addenda, kept]})
@@ -97,12 +96,8 @@ class Addenda:
             raise RetryLater("the last report version is not readable yet")
         base_key = version_key(case.report_id, last.version)
         base = await reports.opened(base_doc.report, report_aad(base_key), Report, "report")
-        t = texts(base.language)
-        sections = []
-        for kept in case.addenda:
-            answer = await reports.opened(
-                kept.sealed, addendum_aad(case.id, kept.follow_up_id), FollowUpAnswer, "answer"
-            )
-            sections.append(addendum_section(t, kept.number, answer, kept.answered_at))
-        report = with_addenda(t, base, sections, version=version, issued_at=now())
+        sections = await addendum_sections(reports, case, base.language)
+        report = with_addenda(
+            texts(base.language), base, sections, version=version, issued_at=now()
+        )
         return await reports.keep(case, report, opinion_version=base_doc.opinion_version)

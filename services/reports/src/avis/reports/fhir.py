@@ -2,9 +2,10 @@
 
 `fhir.resources` 8 validates R4B and R5 (R4 proper exists only in its 6.x line, on pydantic 1);
 R4B is R4's content with fixes, and what R4 readers take. The Bundle holds, in order: the
-Composition (one section per part of the report), the Patient it is about, the Practitioner who
-wrote the opinion and their PractitionerRole (the specialty); every reference is a `urn:uuid`
-full URL of an entry of the same Bundle. Ids derive from the report version, so the same
+Composition (one section per part of the report, each addendum's answer to a follow-up question
+after the opinion), the Patient it is about, the Practitioner who wrote the opinion and their
+PractitionerRole (the specialty); every reference is a `urn:uuid` full URL of an entry of the
+same Bundle. Ids derive from the report version, so the same
 version always gives the same document.
 """
 
@@ -142,6 +143,16 @@ def _sections(report: Report) -> list[dict[str, Any]]:
         title = f"{part.number}. {part.heading}" if part.number else part.heading
         sections.append(
             _section(part.code.value, title, *filter(None, [part.lead]), *part.text.split("\n"))
+        )
+    for addendum in report.addenda:  # the answers to follow-up questions, after the opinion
+        sections.append(
+            _section(
+                f"addendum-{addendum.number}",
+                addendum.heading,
+                f"{addendum.question_label} {addendum.question}",
+                f"{addendum.answer_label} {addendum.answer}",
+                addendum.signature,
+            )
         )
     sections.append(
         _section(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from avis.reports.i18n import texts
-from avis.reports.models import Report, ReportVersionPage
+from avis.reports.models import AddendumSection, Report, ReportVersionPage
 from avis.reports.pdf import render_pdf
 from avis.reports.rules import (
     FORMATS,
@@ -31,6 +31,8 @@ from avis.reports.rules import (
     CaseFacts,
     OpinionFacts,
     Readers,
+    addendum_aad,
+    addendum_section,
     compose,
     contact_aad,
     erasable_versions,
@@ -79,6 +81,7 @@ from avis.shared.events import (
     CaseSubmitted,
     CaseWithdrawn,
     CompletedOpinion,
+    FollowUpAnswer,
     PatientContact,
     PhysicianContact,
     ReportReady,
@@ -364,6 +367,7 @@ class ReportsService:
             language=stored.language,
             issued_at=stored.issued_at,
             seq=report_seq(received.seq),
+            addenda=len(case.addenda),
         )
         await self.announce(case, stored, entry)
         stage_reached("completed_to_report_ready", since=received.completed_at, at=entry.issued_at)
@@ -378,8 +382,7 @@ class ReportsService:
 
     async def _keep(self, case: CaseDoc, received: ReceivedOpinion, version: int) -> VersionDoc:
         """Compose a report version and keep it."""
-        issued_at = now()
-        report = await self._compose(case, received, version, issued_at)
+        report = await kept_addenda(self, case, await self._compose(case, received, version, now()))
         return await self.keep(case, report, opinion_version=received.version)
 
     async def keep(self, case: CaseDoc, report: Report, *, opinion_version: int) -> VersionDoc:
@@ -599,6 +602,29 @@ class ReportsService:
             except Exception as exc:
                 # Rendered on its first request instead; the loop goes on.
                 log.warning("background rendering failed", error=type(exc).__name__)
+
+
+async def addendum_sections(
+    reports: ReportsService, case: CaseDoc, language: str
+) -> list[AddendumSection]:
+    """The answers to follow-up questions kept so far, opened, as a report version shows them
+    (every version after the first answer carries them all, a corrected one too)."""
+    t = texts(language)
+    sections = []
+    for kept in case.addenda:
+        aad = addendum_aad(case.id, kept.follow_up_id)
+        answer = await reports.opened(kept.sealed, aad, FollowUpAnswer, "answer")
+        sections.append(addendum_section(t, kept.number, answer, kept.answered_at))
+    return sections
+
+
+async def kept_addenda(reports: ReportsService, case: CaseDoc, report: Report) -> Report:
+    """A report version composed from an opinion, with the answers kept so far: a correction
+    after an addendum keeps it."""
+    if not case.addenda:
+        return report
+    sections = await addendum_sections(reports, case, report.language)
+    return report.model_copy(update={"addenda": sections})
 
 
 async def physician_link(

@@ -2,7 +2,7 @@
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi import status as http
 
 from avis.review.followups import FollowUps
@@ -38,7 +38,7 @@ from avis.shared.events import Language, Specialty, Urgency
 from avis.shared.pages import Cursor, Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, authenticated, require_roles
-from avis.shared.text import CODE_PATTERN, ID_PATTERN
+from avis.shared.text import CODE_PATTERN, ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 
 router = APIRouter(prefix="/v1")
 
@@ -302,16 +302,40 @@ async def list_information_requests(
     status_code=http.HTTP_201_CREATED,
     summary="Ask a follow-up question about the report (the patient or the filing partner)",
     tags=["follow-ups"],
-    responses=WRITE,
+    responses={
+        200: {
+            "model": FollowUp,
+            "description": "The question an earlier request with this Idempotency-Key asked",
+        },
+        **WRITE,
+    },
 )
 async def ask_follow_up(
-    case_id: CaseIdPath, body: FollowUpBody, follow_ups: FollowUpsService, who: Asker
+    case_id: CaseIdPath,
+    body: FollowUpBody,
+    response: Response,
+    follow_ups: FollowUpsService,
+    who: Asker,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Retrying with the same key returns the question the first attempt "
+            "asked (200), not a second one; with another text, a 422.",
+        ),
+    ] = None,
 ) -> FollowUp:
     """Up to three questions within the period after the report (a setting, 30 days by
     default), each to the specialist who wrote the opinion, with a due date of its own; a
     fourth, or one after the period, is a 409 saying which. The question is kept sealed and
     travels sealed; the answer comes as a new report version with an addendum."""
-    return await follow_ups.ask(principal=who, case_id=case_id, body=body)
+    follow_up, created = await follow_ups.ask(
+        principal=who, case_id=case_id, body=body, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.status_code = http.HTTP_200_OK
+    return follow_up
 
 
 @router.get(

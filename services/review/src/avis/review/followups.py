@@ -57,9 +57,17 @@ class FollowUps:
             raise not_found("case", "case-not-found")
         return case
 
-    async def ask(self, *, principal: Principal, case_id: str, body: FollowUpBody) -> FollowUp:
+    async def ask(
+        self,
+        *,
+        principal: Principal,
+        case_id: str,
+        body: FollowUpBody,
+        idempotency_key: str | None = None,
+    ) -> tuple[FollowUp, bool]:
         """Ask a follow-up question about the issued report (409 with the rule's reason: no
-        report yet, the questions all asked, or the period over)."""
+        report yet, the questions all asked, or the period over); True if asked now, False for
+        the question an earlier request with the same Idempotency-Key asked (as it was)."""
         review = self.review
         case = await self._case(principal, case_id)
         if case.assignment_id is None:
@@ -70,6 +78,10 @@ class FollowUps:
         async with review.matcher.deciding(), review.locks.hold(review.emitter.lock(assignment_id)):
             doc = await review._found(assignment_id)
             at = now()
+            request = self._request(principal, idempotency_key)
+            replayed = self._replayed(doc, principal, idempotency_key, body.text)
+            if replayed is not None:
+                return replayed.view(doc, at=at), False
             rules.check_may_ask_follow_up(
                 reported_at=case.reported_at,
                 asked=len(doc.follow_ups),
@@ -107,6 +119,9 @@ class FollowUps:
                 question=ring.seal(
                     body.text.encode(), rules.follow_up_aad(follow_up_id, "question")
                 ),
+                seq=seq,
+                request=request,
+                fingerprint=None if request is None else self._digest(body.text),
             )
             await review.matcher.fence()
             await review.emitter.write(
@@ -118,7 +133,38 @@ class FollowUps:
             )
             log.info("follow-up asked", assignment_id=doc.id, follow_up_id=follow_up_id)
         await review.access.record(principal, doc.case_id, "follow-up.create")
-        return entry.view(doc, at=at)
+        return entry.view(doc, at=at), True
+
+    def _digest(self, *parts: str, kid: str | None = None) -> str:
+        """A keyed digest of a request's parts, under the newest key or the one named."""
+        kid, key = self.review.keyring.derive(rules.FOLLOW_UP_REQUEST_PURPOSE, kid)
+        return rules.follow_up_request(kid, key, parts)
+
+    def _request(self, principal: Principal, idempotency_key: str | None) -> str | None:
+        """The digest an asker's Idempotency-Key is kept by (None: no key)."""
+        if idempotency_key is None:
+            return None
+        return self._digest(principal.role, principal.sub, idempotency_key)
+
+    def _replayed(
+        self, doc: AssignmentDoc, principal: Principal, idempotency_key: str | None, text: str
+    ) -> FollowUpEntry | None:
+        """The question asked before with this asker's Idempotency-Key (422 if with another
+        text), each checked under the key it was kept with; None for a new one (a retired key
+        matches nothing)."""
+        if idempotency_key is None:
+            return None
+        for entry in doc.follow_ups:
+            kid = rules.digest_key_id(entry.request or "")
+            if kid is None or kid not in self.review.keyring.kids:
+                continue
+            if entry.request == self._digest(
+                principal.role, principal.sub, idempotency_key, kid=kid
+            ):
+                same = entry.fingerprint == self._digest(text, kid=kid)
+                rules.check_same_follow_up(same)
+                return entry
+        return None
 
     async def answer(
         self, *, principal: Principal, follow_up_id: str, body: FollowUpBody
@@ -132,6 +178,9 @@ class FollowUps:
             rules.check_may_answer_follow_up(answered=entry.answered_at is not None)
             at = now()
             seq = rules.next_seq([doc.seq])
+            report_seq = rules.follow_up_report_seq(
+                seq, (f.seq for f in doc.follow_ups if f.answered_at is None and f.id != entry.id)
+            )
             ring = await review.seals.ring(doc.case_id)
             question = await self._open(entry.question, follow_up_id, "question")
             reviewer = await review.store.reviewer(doc.reviewer_id)
@@ -151,6 +200,7 @@ class FollowUps:
                     answered_at=at,
                     answer=ring.seal_json(sealed, aad=event_id),
                     seq=seq,
+                    report_seq=report_seq,
                 )
 
             event = review.emitter.event("review.follow-up.answer", answered, trace=doc.traceparent)

@@ -5,7 +5,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from avis.review import api, handlers, store
+from avis.review import api, contacts, handlers, store
 from avis.review.followups import FollowUps
 from avis.review.keying import CaseKeying
 from avis.review.matching import Matcher
@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime = Runtime(settings, sends=SENDS)
     reviews = store.Store(runtime.db)
     seed = settings.seed_file if settings.seed_reviewers else None
-    runtime.on_store(partial(store.init, seed_file=seed))
+    keys = CaseKeys.from_settings(settings)
+    seal = partial(contacts.sealed_contact, keys.keyring)  # the seed's addresses, sealed
+    runtime.on_store(partial(store.init, seed_file=seed, seal=seal))
     emitter = Emitter(SOURCE, runtime.relay, reviews.assignments)
     matcher = Matcher(
         store=reviews,
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=reviews,
         locks=runtime.locks,
         emitter=emitter,
-        keys=CaseKeys.from_settings(settings),
+        keys=keys,
         matcher=matcher,
         intake_base_url=settings.intake_base_url,
         service_name=settings.service_name,

@@ -25,7 +25,7 @@ the matcher takes the locks of the round it writes and of the reviewer it counts
 """
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -69,6 +69,8 @@ class Matcher:
         self.emitter = emitter
         self.sla = sla
         self.lease = lease  # None: this process is the only matcher (unit tests)
+        # The second readings nobody fitted, offered again with the queue (second_reading.py).
+        self.waiting_readings: Callable[[], Awaitable[int]] | None = None
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
@@ -235,6 +237,8 @@ class Matcher:
                 case = await self.store.case(waiting.id)
                 if case is not None and case.status == CaseStatus.WAITING:
                     assigned += await self.match(case, from_queue=True) is not None
+        if self.waiting_readings is not None:
+            await self.waiting_readings()
         return assigned
 
     async def drain_queue(self) -> int:

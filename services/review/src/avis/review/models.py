@@ -393,6 +393,7 @@ class SecondReadingState(StrEnum):
     READING = "reading"  # the second reader has a version to read
     COMMENTED = "commented"  # comments went back: the first answers with a new version
     AGREED = "agreed"  # the opinion is released, naming both
+    WITHDRAWN = "withdrawn"  # the case was withdrawn before the agreement: closed
 
 
 Urgencies = Annotated[list[Urgency], Field(max_length=len(Urgency)), AfterValidator(_distinct)]

@@ -436,6 +436,40 @@ def follow_up_due(at: datetime, days: float) -> datetime:
     return to_millis(at + timedelta(days=days))
 
 
+FOLLOW_UP_REQUEST_PURPOSE = "avis-review:follow-up-request"
+
+
+def follow_up_request(kid: str, key: bytes, parts: Iterable[str]) -> str:
+    """A keyed digest (HMAC-SHA256 under a key derived for this purpose, after that key's id)
+    of a follow-up's request: the asker and their Idempotency-Key, or the question's text (a
+    plain hash of it would let anyone who guesses the text confirm it from the store)."""
+    canonical = json.dumps(list(parts), ensure_ascii=False).encode("utf-8")
+    return f"{kid}:{hmac.new(key, canonical, hashlib.sha256).hexdigest()}"
+
+
+def check_same_follow_up(same: bool) -> None:
+    """422 when an Idempotency-Key that asked a question comes again with another text."""
+    if not same:
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different question; use a new key",
+            errors=[{"field": "header.Idempotency-Key", "message": "used for another body"}],
+        )
+
+
+def follow_up_report_seq(answer_seq: int, open_asked: Iterable[int]) -> int:
+    """The sequence number of the report version that carries an answer: the answer's own
+    (`answer_seq`) when no other question of the case is open; else one below the earliest
+    open question's asking (`open_asked`), so that the version is ordered before that question
+    and the case stays in review until the last open one is answered, in whatever order the
+    status's consumer hears of them. An open question asked before its number was kept (0)
+    orders nothing: the answer's own."""
+    earliest = min(open_asked, default=0)
+    return earliest - 1 if earliest > 0 else answer_seq
+
+
 def check_may_answer_follow_up(*, answered: bool) -> None:
     """409 when the follow-up question was answered already (the addendum is written once)."""
     if answered:
@@ -489,8 +523,37 @@ def second_reading_reason(
 
 def holds_opinion(state: SecondReadingState | None) -> bool:
     """Whether a new opinion version stays in review for the second reader (any reading not
-    agreed yet); after agreement a correction is released as before, still naming both."""
-    return state is not None and state is not SecondReadingState.AGREED
+    agreed yet, nor closed by the case's withdrawal); after agreement, see `reads_again`."""
+    return state is not None and state not in (
+        SecondReadingState.AGREED,
+        SecondReadingState.WITHDRAWN,
+    )
+
+
+def reads_again(
+    reason: SecondReadingReason,
+    *,
+    specialty: str,
+    urgency: str,
+    specialties: Iterable[str],
+    urgencies: Iterable[str],
+) -> bool:
+    """Whether a correction of an opinion the second reader agreed with goes back to them
+    before its release: when the first specialist asked for the reading, or when the
+    coordinators' rule that asked for it still holds for the case (a rule lifted since: the
+    correction is released at once, still naming both)."""
+    if reason is SecondReadingReason.FIRST_READER:
+        return True
+    return (
+        second_reading_reason(
+            asked=False,
+            specialty=specialty,
+            urgency=urgency,
+            specialties=specialties,
+            urgencies=urgencies,
+        )
+        is not None
+    )
 
 
 def reading_load_id(assignment_id: str) -> str:
@@ -533,6 +596,7 @@ def check_may_answer(state: SecondReadingState) -> None:
             "them with a new version of the opinion first.",
             SecondReadingState.AGREED: "The opinion is agreed with and released already.",
             SecondReadingState.UNMATCHED: "No second reader was chosen yet.",
+            SecondReadingState.WITHDRAWN: "The case was withdrawn: nothing is to be read.",
         }[state]
         raise state_conflict(detail, "second-reading-state")
 

@@ -78,6 +78,7 @@ class SecondReadings:
         self.keys = keys
         self.matcher = matcher
         self.access = access
+        matcher.waiting_readings = self.rematch  # offered again where the queue is
 
     # --- the coordinators' rules ------------------------------------------------------------------
 
@@ -122,6 +123,8 @@ class SecondReadings:
             if reason is None:
                 return None
             return await self._choose(doc, reason, version, at)
+        if current.state is SecondReadingState.AGREED:
+            return await self._again(doc, current, version, at)
         if not rules.holds_opinion(current.state):
             return None
         if current.reviewer_id is None:  # nobody fitted before: a new version is matched again
@@ -134,6 +137,23 @@ class SecondReadings:
         ]
         state = SecondReadingState.READING
         return current.model_copy(update={"version": version, "state": state, "comments": answered})
+
+    async def _again(
+        self, doc: AssignmentDoc, agreed: ReadingEntry, version: int, at: datetime
+    ) -> ReadingEntry | None:
+        """A correction after the agreement: to the same second reader again while the reason
+        for the reading holds (`rules.reads_again`), else None (released at once)."""
+        settings = await self.store.readings.rules()
+        if not rules.reads_again(
+            agreed.reason,
+            specialty=doc.specialty.value,
+            urgency=doc.urgency.value,
+            specialties=(s.value for s in settings.specialties),
+            urgencies=(u.value for u in settings.urgencies),
+        ):
+            return None
+        update = {"version": version, "state": SecondReadingState.READING, "agreed_at": None}
+        return agreed.model_copy(update=update | {"requested_at": at})
 
     async def _choose(
         self, doc: AssignmentDoc, reason: SecondReadingReason, version: int, at: datetime
@@ -195,22 +215,73 @@ class SecondReadings:
         return held
 
     async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
-        """Count the reading in its reader's load, after it is written (again: no change)."""
+        """Count the reading in its reader's load, after it is written (again: no change); one
+        nobody fitted is filed to be offered again when capacity frees (`rematch`)."""
         if reading.reviewer_id is None:
+            await self.store.readings.waiting(doc.id)
             return
         await self.matcher.fence()
         async with self.locks.hold(lock_key("reviewer", reading.reviewer_id)):
             await self.store.add_open(reading.reviewer_id, rules.reading_load_id(doc.id))
 
-    async def withdrawn(self, rounds: list[AssignmentDoc]) -> None:
-        """A withdrawn case's readings not agreed yet leave their readers' loads; the caller is
-        inside the matcher's section."""
-        for doc in rounds:
-            reading = doc.second_reading
-            if reading is None or reading.reviewer_id is None:
+    async def rematch(self) -> int:
+        """Offer the readings nobody fitted to second readers again, where review offers its
+        queue (capacity freed, a reader added or changed); the caller is inside the matcher's
+        section. Returns how many found a reader."""
+        found = 0
+        for assignment_id in await self.store.readings.waiting_ids():
+            if not _unmatched(await self.store.assignment(assignment_id)):
+                await self.store.readings.matched(assignment_id)  # matched or closed since
                 continue
-            if reading.state is not SecondReadingState.AGREED:
-                await self.matcher.release(reading.reviewer_id, rules.reading_load_id(doc.id))
+            # Only an unmatched reading's round is held here: a caller holding its own round
+            # (an agreement) offers the queue with a reading that is not unmatched.
+            async with self.locks.hold(self.emitter.lock(assignment_id)):
+                doc = await self.store.assignment(assignment_id)
+                if doc is None or doc.second_reading is None or not _unmatched(doc):
+                    continue
+                reading = doc.second_reading
+                chosen = await self._choose(doc, reading.reason, reading.version, now())
+                if chosen.reviewer_id is None:
+                    continue
+                chosen = chosen.model_copy(update={"comments": reading.comments})
+                await self._requested_again(doc, chosen)
+                found += 1
+        return found
+
+    async def _requested_again(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
+        """Write a reading that found its reader and its `second-reading-requested` event."""
+        seq = rules.next_seq([doc.seq])
+        ring = await self._ring(doc.case_id)
+        to = await contacts.recipient(self.store, self.keys.keyring, reading.reviewer_id)
+        held = self.requested(doc, reading, at=reading.requested_at, seq=seq, ring=ring, to=to)
+        event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
+        await self.matcher.fence()
+        await self.emitter.write(
+            lambda out: self.store.readings.write(doc.id, reading=reading, seq=seq, events=out),
+            [event],
+            aggregate=doc.id,
+        )
+        await self.count(doc, reading)
+        await self.store.readings.matched(doc.id)
+        log.info("second reader matched again", assignment_id=doc.id)
+
+    async def withdrawn(self, rounds: list[AssignmentDoc]) -> None:
+        """A withdrawn case's readings not agreed yet are closed, as its assignment is, and
+        leave their readers' loads; the caller is inside the matcher's section."""
+        for round_ in rounds:
+            if round_.second_reading is None:
+                continue
+            async with self.locks.hold(self.emitter.lock(round_.id)):
+                doc = await self.store.assignment(round_.id)
+                reading = doc.second_reading if doc is not None else None
+                if reading is None or reading.state is SecondReadingState.AGREED:
+                    continue
+                if rules.holds_opinion(reading.state):  # not closed yet (again: no change)
+                    await self.matcher.fence()
+                    closed = reading.model_copy(update={"state": SecondReadingState.WITHDRAWN})
+                    await self.store.readings.close(round_.id, reading=closed)
+            if reading.reviewer_id is not None:
+                await self.matcher.release(reading.reviewer_id, rules.reading_load_id(round_.id))
 
     # --- the second reader answers ----------------------------------------------------------------
 
@@ -420,3 +491,9 @@ class SecondReadings:
 def _view(doc: AssignmentDoc, coordinator: bool) -> SecondReading:
     assert doc.second_reading is not None
     return doc.second_reading.view(doc, coordinator=coordinator)
+
+
+def _unmatched(doc: AssignmentDoc | None) -> bool:
+    """Whether the round's reading waits for a second reader nobody fitted yet."""
+    reading = doc.second_reading if doc is not None else None
+    return reading is not None and reading.state is SecondReadingState.UNMATCHED

@@ -309,6 +309,10 @@ class FollowUpEntry(BaseModel):
     question: Sealed
     answered_at: datetime | None = None
     answer: Sealed | None = None
+    seq: int = 0  # the case's sequence number of its asking (0: asked before it was kept)
+    # Keyed digests (`rules.follow_up_request`) of the asker's Idempotency-Key and of the text.
+    request: str | None = None
+    fingerprint: str | None = None
 
     @property
     def state(self) -> FollowUpState:
@@ -949,6 +953,23 @@ class ReadingStore:
         update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
         await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
+    async def waiting(self, assignment_id: str) -> None:
+        """File a reading nobody fitted among those offered again when capacity frees."""
+        await self.store.key_add(UNMATCHED_READINGS_KEY, assignment_id)
+
+    async def waiting_ids(self) -> list[str]:
+        """The assignments whose reading was filed as waiting for a second reader."""
+        return await self.store.key_ids(UNMATCHED_READINGS_KEY)
+
+    async def matched(self, assignment_id: str) -> None:
+        """Take a reading off the waiting ones (it found a reader, or needs none any more)."""
+        await self.store.key_remove(UNMATCHED_READINGS_KEY, assignment_id)
+
+    async def close(self, assignment_id: str, *, reading: ReadingEntry) -> None:
+        """Record the reading closed (its case withdrawn): no event, the withdrawal said it."""
+        update = {"$set": {"second_reading": reading.model_dump()}}
+        await self.store.assignments.update_one({"_id": assignment_id}, update)
+
 
 class InformationStore:
     """The writes of requests for more information on an assignment round (review's `Store`
@@ -1101,6 +1122,7 @@ class _DueWalk:
 
 MATCHING_KEY = "matching"
 OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
+UNMATCHED_READINGS_KEY = "second-readings:unmatched"
 
 
 def _add_to(item: str) -> dict[str, Any]:
@@ -1119,13 +1141,19 @@ WAITING_KEY = "waiting"
 # --- set-up ---------------------------------------------------------------------------------
 
 
-async def init(db: AsyncDatabase[Document], seed_file: Path | None = None) -> None:
+# Seals a reviewer's work address as the directory keeps it (`contacts.sealed_contact`).
+SealContact = Callable[[str, str | None], Sealed | None]
+
+
+async def init(
+    db: AsyncDatabase[Document], seed_file: Path | None = None, seal: SealContact | None = None
+) -> None:
     """Create the indexes; fill an empty reviewer directory from `seed_file` when given."""
     for collection, indexes in INDEXES.items():
         for keys in indexes:
             await db[collection].create_index(keys)
     if seed_file is not None:
-        await seed_reviewers(Store(db), seed_file)
+        await seed_reviewers(Store(db), seed_file, seal)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1134,13 +1162,15 @@ def load_seed(seed_file: Path) -> list[ReviewerIn]:
     return [ReviewerIn.model_validate(item) for item in data["reviewers"]]
 
 
-async def seed_reviewers(store: Store, seed_file: Path) -> int:
-    """Insert the seed reviewers if the directory is empty; returns how many were inserted."""
+async def seed_reviewers(store: Store, seed_file: Path, seal: SealContact | None = None) -> int:
+    """Insert the seed reviewers if the directory is empty, each work address sealed as the
+    directory keeps it (`seal`; without it, none kept); returns how many were inserted."""
     if await store.reviewers.find_one({}, {"_id": 1}) is not None:
         return 0
     inserted = 0
     for reviewer in load_seed(seed_file):
+        contact = seal(reviewer.id, reviewer.email) if seal is not None else None
         # False: another instance seeded it first.
-        inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now()))
+        inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now(), contact))
     log.info("reviewer directory seeded", count=inserted, file=seed_file.name)
     return inserted
