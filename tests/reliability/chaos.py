@@ -2,17 +2,23 @@
 
 Cases are filed (by two partners, each subscribed to webhooks, and by patients), a driver plays
 the reviewers (some decline, most answer, a few correct their opinion), emails flow through the
-SMTP sink. Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random
+SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
+request for more information, answered or left to expire; follow-up questions after the
+report; a second reading, with comments for some), driven and audited by their own rows. Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random
 moments, right after its relay published, right after notify sent), the broker and the store are
 each stopped once and started again, the SMTP sink fails for a while and so does one partner's
 endpoint. A supervisor restarts what was killed. Then the run waits for quiet and audits what
 DESIGN.md section 3 promises, counting the effects themselves:
 
-- every case reaches `report_ready`, with one report version per opinion version;
-- one email per notification of the matrix, by distinct Message-ID;
-- one successful signed delivery per event per partner, by distinct `webhook-id`;
+- every case reaches `report_ready`, with one report version per opinion version and one per
+  answered follow-up question (with its addendum);
+- one email per notification of the matrix (the professionals' `pro_*` too), by distinct
+  Message-ID;
+- one successful signed delivery per event per partner, by distinct `webhook-id`; a repeated
+  email or delivery keeps its id and is counted in the figures (`repeated_emails`,
+  `repeated_webhooks`);
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
-  review's rounds, notify's queued sends and deliveries;
+  review's rounds, requests, follow-ups and readings, notify's queued sends and deliveries;
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 
