@@ -4,9 +4,10 @@ Cases are filed (by two partners, each subscribed to webhooks, and by patients),
 the reviewers (some decline, most answer, a few correct their opinion), emails flow through the
 SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
 request for more information, answered or left to expire; follow-up questions after the
-report; a second reading, with comments for some), driven and audited by their own rows. Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random
-moments, right after its relay published, right after notify sent), the broker and the store are
-each stopped once and started again, the SMTP sink fails for a while and so does one partner's
+report; a second reading, with comments for some), driven and audited by their own rows.
+Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
+right after its relay published, right after notify sent), the broker and the store are each
+stopped once and started again, the SMTP sink fails for a while and so does one partner's
 endpoint. A supervisor restarts what was killed. Then the run waits for quiet and audits what
 DESIGN.md section 3 promises, counting the effects themselves:
 
