@@ -1099,10 +1099,15 @@ def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
         elif day != told:
             want["expected_date_changed"] += 1
         told = day
-    versions = {e["data"]["version"] for e in events if e["type"] == "avis.report.ready.v1"}
-    if versions:
-        want["report_ready"] += 1
-        want["report_updated"] += len(versions) - 1
+    # Notify tells a report version newer than the last it told, in the order they arrive (one
+    # partition per case): a version published after a newer one (a relay's retry after a
+    # kill) is not told again.
+    reported = [e for e in events if e["type"] == "avis.report.ready.v1"]
+    newest = 0
+    for e in sorted(reported, key=lambda e: int(e.get("offset", 0))):
+        if (version := int(e["data"]["version"])) > newest:
+            want["report_updated" if newest else "report_ready"] += 1
+            newest = version
     return want
 
 
@@ -1163,6 +1168,7 @@ async def read_events(start: dict[TopicPartition, int], topics: tuple[str, ...])
                             "type": headers.get("ce_type", ""),
                             "time": headers.get("ce_time", ""),
                             "case_id": (r.key or b"").decode(errors="replace"),
+                            "offset": r.offset,
                             "data": data if isinstance(data, dict) else {},
                         }
                     )
@@ -1373,6 +1379,12 @@ def main() -> None:
         default=int(os.environ.get("CHAOS_COPIES", "2")),
         help="copies of each service; a kill takes a lease holder (default 2)",
     )
+    parser.add_argument(
+        "--reviewers",
+        type=int,
+        default=int(os.environ.get("CHAOS_REVIEWERS", "0")),
+        help="reviewers (default: one per 40 cases, 4 at least)",
+    )
     parser.add_argument("--logs", type=Path, default=None, help="keep the services' logs here")
     args = parser.parse_args()
     plan = Plan(
@@ -1381,7 +1393,7 @@ def main() -> None:
         fault_seconds=args.fault_seconds,
         kills_per_service=args.kills,
         copies=args.copies,
-        reviewers=max(4, args.cases // 40),
+        reviewers=args.reviewers or max(4, args.cases // 40),
     )
 
     async def bounded() -> Figures:
