@@ -2,17 +2,24 @@
 
 Cases are filed (by two partners, each subscribed to webhooks, and by patients), a driver plays
 the reviewers (some decline, most answer, a few correct their opinion), emails flow through the
-SMTP sink. Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random
-moments, right after its relay published, right after notify sent), the broker and the store are
-each stopped once and started again, the SMTP sink fails for a while and so does one partner's
+SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
+request for more information, answered or left to expire; follow-up questions after the
+report; a second reading, with comments for some), driven and audited by their own rows.
+Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
+right after its relay published, right after notify sent), the broker and the store are each
+stopped once and started again, the SMTP sink fails for a while and so does one partner's
 endpoint. A supervisor restarts what was killed. Then the run waits for quiet and audits what
 DESIGN.md section 3 promises, counting the effects themselves:
 
-- every case reaches `report_ready`, with one report version per opinion version;
-- one email per notification of the matrix, by distinct Message-ID;
-- one successful signed delivery per event per partner, by distinct `webhook-id`;
+- every case reaches `report_ready`, with one report version per opinion version and one per
+  answered follow-up question (with its addendum);
+- one email per notification of the matrix (the professionals' `pro_*` too), by distinct
+  Message-ID;
+- one successful signed delivery per event per partner, by distinct `webhook-id`; a repeated
+  email or delivery keeps its id and is counted in the figures (`repeated_emails`,
+  `repeated_webhooks`);
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
-  review's rounds, notify's queued sends and deliveries;
+  review's rounds, requests, follow-ups and readings, notify's queued sends and deliveries;
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 
@@ -54,6 +61,8 @@ from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from tests.reliability.mixes import CORRECTED, MIXES, RULE_SPECIALTY, Shares, mix_of
+from tests.reliability.mixes import settings as mix_settings
 from tests.support.basics import (
     BOOTSTRAP,
     JWT_SECRET,
@@ -66,7 +75,7 @@ from tests.support.basics import (
     serve,
 )
 from tests.support.kms import kms_env
-from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
+from tests.support.samples import case_body, consent_body, pdf, upload
 from tests.support.stack import Instance, ServiceStack
 
 TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
@@ -89,8 +98,29 @@ PRODUCES = {
     "review": REVIEW_ASSIGNED,
     "reports": REPORT_READY,
 }
-HOOK_TYPES = ["avis.case.submitted.v1", "avis.review.assigned.v1", "avis.report.ready.v1"]
-CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung function test."}
+HOOK_TYPES = [
+    "avis.case.submitted.v1",
+    "avis.review.assigned.v1",
+    "avis.review.information-requested.v1",
+    "avis.review.resumed.v1",
+    "avis.review.second-reading-requested.v1",
+    "avis.review.follow-up-asked.v1",
+    "avis.review.follow-up-answered.v1",
+    "avis.report.ready.v1",
+]
+# The events intake always keeps a timeline entry of (an assignment's steps may be skipped by
+# the sequence rule when they arrive after a later status).
+TIMELINE_ALWAYS = {
+    "avis.review.completed.v1",
+    "avis.report.ready.v1",
+    "avis.review.information-requested.v1",
+    "avis.case.information-provided.v1",
+    "avis.review.resumed.v1",
+    "avis.review.second-reading-requested.v1",
+    "avis.review.second-reading-agreed.v1",
+    "avis.review.follow-up-asked.v1",
+    "avis.review.follow-up-answered.v1",
+}
 PARIS = ZoneInfo("Europe/Paris")
 STATE = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
 MAIL_DIR = STATE / "smtp" / "mail"
@@ -122,6 +152,8 @@ class Plan:
     # single-actor job (LEASE_JOBS) and the run times the take-over by another copy.
     copies: int = 1
     outages: bool = True  # False: kills only (no broker, store, SMTP or partner outage)
+    # The share of the cases each later path of the care pathway takes (mixes.py's table).
+    mixes: Shares = field(default_factory=Shares)
 
 
 @dataclass
@@ -142,6 +174,9 @@ class CaseMix:
     filer: str  # partner-a | partner-b | patient
     decline: bool
     correct: bool
+    path: str = ""  # a later path of the care pathway (mixes.MIXES), or none
+    params: dict[str, Any] = field(default_factory=dict)  # the path's, drawn from the seed
+    case_id: str = ""  # once filed
 
 
 def schedule(plan: Plan) -> tuple[list[Fault], list[CaseMix]]:
@@ -168,6 +203,7 @@ def schedule(plan: Plan) -> tuple[list[Fault], list[CaseMix]]:
         mix.append(
             CaseMix(i, filer, rng.random() < plan.decline_rate, rng.random() < plan.correct_rate)
         )
+    plan.mixes.draw(plan.seed, mix)  # a seed of its own: the same seed, the same faults
     return faults, mix
 
 
@@ -250,8 +286,23 @@ class Figures:
     declines: int = 0
     corrections: int = 0
     report_versions: int = 0
+    paths: dict[str, int] = field(default_factory=dict)  # cases per later path (mixes.py)
+    information_requests: int = 0
+    information_answered: int = 0
+    information_expired: int = 0
+    follow_ups_asked: int = 0
+    follow_ups_answered: int = 0
+    addenda: int = 0  # report versions that carry answers to follow-up questions
+    second_readings: int = 0
+    second_reading_comments: int = 0
     emails: int = 0
     email_copies: int = 0  # the same Message-ID received more than once (at-least-once)
+    pro_emails: int = 0  # of `emails`, to the professionals
+    # Repeated sends: each Message-ID / webhook-id that arrived more than once, and how often
+    # (a redelivery after a kill keeps its id; a new id for the same event is a failure).
+    repeated_emails: dict[str, int] = field(default_factory=dict)
+    webhook_copies: int = 0  # successful deliveries of a webhook-id already delivered
+    repeated_webhooks: dict[str, int] = field(default_factory=dict)
     # Per lease job: seconds from its holder's SIGKILL to the next term of another copy.
     takeovers: dict[str, list[float]] = field(default_factory=dict)
     email_failed_attempts: int = 0
@@ -358,6 +409,16 @@ class Run:
             self.clients[key] = self.stack.client(service, sub, role, partner)
         return self.clients[key]
 
+    def filer(self, mix: CaseMix, service: str) -> Any:
+        """The client of whoever filed the case (its patient, or the partner's API)."""
+        if mix.filer == "patient":
+            return self.client(service, f"{self.tag}-pat{mix.index}", "patient")
+        pid = f"{self.tag}-{mix.filer}"
+        return self.client(service, f"{pid}-api", "partner", pid)
+
+    async def retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        return await retrying(call)
+
     async def close(self) -> None:
         for c in self.clients.values():
             await c.aclose()
@@ -373,13 +434,17 @@ class Run:
             body = {
                 "id": rid,
                 "display_name": f"Reviewer {rid}",
-                "specialties": [SPECIALTY],
+                "specialties": [SPECIALTY, RULE_SPECIALTY],
                 "languages": ["fr", "en"],
                 "institution_code": "HOSP-CHAOS",
                 "capacity": self.capacity[rid],
+                # Told when work waits for them (follow-ups, readings, comments): `pro_*` emails.
+                "email": f"{rid}@hopital.example",
             }
             added = await retrying(partial(coordinator.post, "/v1/reviewers", json=body))
             assert added.status_code in (200, 201), added.text
+        for mix in MIXES.values():
+            await mix.setup(self)
         for partner in ("partner-a", "partner-b"):
             pid = f"{self.tag}-{partner}"
             sub = self.client("notify", f"{pid}-api", "partner", pid)
@@ -414,14 +479,11 @@ class Run:
 
     async def file(self, mix: CaseMix) -> None:
         address = f"{self.tag}-p{mix.index}@exemple.fr"
-        body = case_body(specialty=SPECIALTY)
+        body = case_body(specialty=mix_of(mix).specialty(mix, SPECIALTY))
         body["patient"] = {**body["patient"], "email": address, "preferred_language": "fr"}
         scopes = ["review"]
-        if mix.filer == "patient":
-            filer = self.client("intake", f"{self.tag}-pat{mix.index}", "patient")
-        else:
-            pid = f"{self.tag}-{mix.filer}"
-            filer = self.client("intake", f"{pid}-api", "partner", pid)
+        filer = self.filer(mix, "intake")
+        if mix.filer != "patient":
             body["partner_reference"] = f"REF-{mix.index}"
             scopes.append("share_with_partner")
         key = f"{self.tag}-case-{mix.index}"
@@ -430,6 +492,7 @@ class Run:
         )
         assert draft.status_code in (200, 201), draft.text
         case_id = draft.json()["case_id"]
+        mix.case_id = case_id
         self.cases[case_id] = mix
         self.emails[case_id] = address
         if mix.filer != "patient":
@@ -464,7 +527,8 @@ class Run:
                         f"reviewer {doc['_id']} held {load} open assignments, capacity {cap}",
                     )
                 for aid in doc.get("open_assignments", []):
-                    if aid not in self.acting:
+                    # A second reading counts as `second:<id>`: its first reader's script acts.
+                    if aid not in self.acting and not aid.startswith("second:"):
                         self.acting[aid] = asyncio.create_task(self.act(doc["_id"], aid))
             await asyncio.sleep(0.5)
 
@@ -492,28 +556,39 @@ class Run:
             self.figures.declines += 1
             return
         await self.step(aid, lambda: http.post(f"{url}/accept"), "accepted")
+        path = mix_of(mix)  # a later path of the care pathway, or none (mixes.py)
+        await path.before_opinion(self, mix, aid, http)
         await asyncio.sleep(think.uniform(0, self.plan.think_seconds))
-        await self.step(aid, lambda: http.post(f"{url}/opinion", json=OPINION), "completed")
+        await path.opinion(self, mix, aid, http)
         if mix.correct:
             await self.step(aid, lambda: http.put(f"{url}/opinion", json=CORRECTED), "corrected")
             self.figures.corrections += 1
+        await path.after_opinion(self, mix, aid, http)
 
     async def step(
-        self, aid: str, call: Callable[[], Awaitable[httpx.Response]], reached: str
+        self,
+        aid: str,
+        call: Callable[[], Awaitable[httpx.Response]],
+        reached: str,
+        done: Callable[[Document], bool] | None = None,
     ) -> None:
-        """Call until it succeeds; a 409 after a retry is fine once the assignment moved on."""
+        """Call until it succeeds; a 409 after a retry is fine once the assignment moved on
+        (`done` says when it has, for a step other than the round's own)."""
         while True:
             answer = await retrying(call)
             if answer.status_code < 300:
                 return
             doc = await self.assignment(aid)
-            done = {
-                "accepted": doc["status"] in ("accepted", "completed"),
-                "completed": bool(doc.get("opinions")),
-                "corrected": len(doc.get("opinions", [])) >= 2,
-                "declined": doc["status"] == "declined",
-            }[reached]
-            if answer.status_code == 409 and done:
+            if done is not None:
+                moved_on = done(doc)
+            else:
+                moved_on = {
+                    "accepted": doc["status"] in ("accepted", "completed"),
+                    "completed": bool(doc.get("opinions")),
+                    "corrected": len(doc.get("opinions", [])) >= 2,
+                    "declined": doc["status"] == "declined",
+                }[reached]
+            if answer.status_code == 409 and moved_on:
                 return
             self.figures.problem("", f"{aid}: {reached} answered {answer.status_code}")
             await asyncio.sleep(1.0)
@@ -778,8 +853,13 @@ class Run:
                 f.problem("duplicated_effects", f"{case_id}: {len(mine)} review rounds")
             final = mine[-1] if mine else None
             versions = len(final.get("opinions", [])) if final else 0
-            if versions != (2 if mix.correct else 1):
+            path = mix_of(mix)
+            if versions != path.opinion_versions(mix):
                 f.problem("stuck_cases", f"{case_id}: {versions} opinion versions in review")
+            if mix.path:
+                f.paths[mix.path] = f.paths.get(mix.path, 0) + 1
+                if final is not None:
+                    path.audit(self, case_id, mix, dict(final), by_case.get(case_id, []))
         # From the rounds' own times: at no moment more open rounds than capacity.
         moves: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
         for r in rounds:
@@ -821,10 +901,7 @@ class Run:
                 if n > 1:
                     f.problem("duplicated_effects", f"{case_id}: timeline entry {eid} x{n}")
             for e in by_case.get(case_id, []):
-                # Completions and reports always leave an entry; an assignment step may be
-                # skipped by the forward-only rule when it arrives after a later status.
-                always = e["type"] in ("avis.review.completed.v1", "avis.report.ready.v1")
-                if always and entries[e["id"]] == 0:
+                if e["type"] in TIMELINE_ALWAYS and entries[e["id"]] == 0:
                     f.problem("lost", f"{case_id}: {e['type']} {e['id']} not in the timeline")
 
     async def audit_reports(self, by_case: dict[str, list[dict[str, Any]]]) -> None:
@@ -832,19 +909,39 @@ class Run:
         f = self.figures
         docs = (
             await self.db("reports")["cases"]
-            .find({"_id": {"$in": list(self.cases)}}, {"versions": 1, "report_id": 1})
+            .find(
+                {"_id": {"$in": list(self.cases)}},
+                {"versions": 1, "report_id": 1, "addenda.follow_up_id": 1},
+            )
             .to_list()
         )
         found = {d["_id"]: d for d in docs}
         wanted: dict[str, list[str]] = {}
         for case_id in self.cases:
-            completed = [e for e in by_case.get(case_id, []) if e["type"].endswith("completed.v1")]
+            events = by_case.get(case_id, [])
+            completed = [e for e in events if e["type"] == "avis.review.completed.v1"]
             opinion_versions = sorted(e["data"]["version"] for e in completed)
+            answered = {
+                e["data"]["follow_up_id"]
+                for e in events
+                if e["type"] == "avis.review.follow-up-answered.v1"
+            }
             doc = found.get(case_id)
-            issued = sorted(v["opinion_version"] for v in (doc or {}).get("versions", []))
+            entries = (doc or {}).get("versions", [])
+            issued = sorted(v["opinion_version"] for v in entries)
             f.report_versions += len(issued)
-            if len(issued) > len(set(issued)):
+            f.addenda += sum(1 for v in entries if v.get("addenda"))
+            # One version per opinion version, and one more per answered follow-up question.
+            want = len(set(opinion_versions)) + len(answered)
+            if len(issued) > want:
                 f.problem("duplicated_effects", f"{case_id}: report versions {issued}")
+            elif len(issued) < want:
+                f.problem("lost", f"{case_id}: {len(issued)} report versions, expected {want}")
+            added = [a["follow_up_id"] for a in (doc or {}).get("addenda", [])]
+            if len(added) > len(set(added)):
+                f.problem("duplicated_effects", f"{case_id}: addenda {added}")
+            elif set(added) != answered:
+                f.problem("lost", f"{case_id}: addenda {added}, answers published {answered}")
             if sorted(set(issued)) != sorted(set(opinion_versions)):
                 f.problem(
                     "lost",
@@ -866,10 +963,15 @@ class Run:
                 f.problem("lost", f"{case_id}: report version documents {missing} missing")
 
     async def audit_notify(self, by_case: dict[str, list[dict[str, Any]]]) -> None:
-        """Notify: one send per notification of the matrix, all sent, one email per
-        Message-ID in the patient's mailbox."""
+        """Notify: one send per notification of the matrix (the patient's and the
+        professionals'), all sent, each arrived by its Message-ID; no other Message-ID in the
+        run's mailboxes; the ids that arrived more than once counted (and kept)."""
         f = self.figures
         mail = read_mailbox(self.tag)
+        arrived = Counter[str]()  # Message-ID -> arrivals, in every mailbox of the run
+        for box in mail.values():
+            arrived.update(box)
+        known: set[str] = set()
         docs = await self.db("notify")["cases"].find({"_id": {"$in": list(self.cases)}}).to_list()
         found = {d["_id"]: d for d in docs}
         for case_id in self.cases:
@@ -894,16 +996,23 @@ class Run:
             unsent = [s["_id"] for s in sends if s["status"] != "sent"]
             if unsent:
                 f.problem("lost", f"{case_id}: sends not sent {unsent}")
-            received = mail.get(self.emails[case_id], Counter())
-            f.emails += len(received)
-            f.email_copies += sum(received.values()) - len(received)
             ids = {s["message_id"] for s in sends}
-            if set(received) != ids:
-                lost, extra_ids = ids - set(received), set(received) - ids
-                if lost:
-                    f.problem("lost", f"{case_id}: {len(lost)} emails never arrived")
-                if extra_ids:
-                    f.problem("duplicated_effects", f"{case_id}: emails {extra_ids} unknown")
+            known |= ids
+            if lost := [i for i in ids if not arrived[i]]:
+                f.problem("lost", f"{case_id}: {len(lost)} emails never arrived")
+            received = mail.get(self.emails[case_id], Counter())
+            if extra_ids := set(received) - ids:
+                f.problem("duplicated_effects", f"{case_id}: emails {extra_ids} unknown")
+            f.pro_emails += sum(
+                1 for s in sends if s["template"].startswith("pro_") and arrived[s["message_id"]]
+            )
+        patients = set(self.emails.values())
+        for to, box in mail.items():
+            if to not in patients and (strays := set(box) - known):
+                f.problem("duplicated_effects", f"{to}: emails {strays} of no send")
+        f.emails = len(arrived)
+        f.email_copies = sum(arrived.values()) - len(arrived)
+        f.repeated_emails = dict(sorted((k, n) for k, n in arrived.items() if n > 1)[:100])
 
     def audit_webhooks(self, by_case: dict[str, list[dict[str, Any]]]) -> None:
         """Each partner: one successful signed delivery per event of its cases."""
@@ -920,9 +1029,14 @@ class Run:
             else:
                 f.webhook_failed_attempts += 1
         per_event: dict[tuple[str, str], set[str]] = defaultdict(set)
+        delivered = Counter[str]()  # webhook-id -> successful deliveries
         for h in self.partners.received:
             if h.status == 204 and h.verified:
                 per_event[(h.path, h.event_id)].add(h.webhook_id)
+                if h.case_id in self.cases:
+                    delivered[h.webhook_id] += 1
+        f.webhook_copies = sum(delivered.values()) - len(delivered)
+        f.repeated_webhooks = dict(sorted((k, n) for k, n in delivered.items() if n > 1)[:100])
         for case_id, partner in self.partner_of.items():
             for e in by_case.get(case_id, []):
                 if e["type"] not in HOOK_TYPES:
@@ -944,18 +1058,36 @@ def fact_key(e: dict[str, Any]) -> str:
     t = str(e["type"])
     if t in ("avis.case.submitted.v1", "avis.case.withdrawn.v1"):
         return t
-    if t.startswith("avis.review.") and t != "avis.review.completed.v1":
+    if t in ("avis.review.assigned.v1", "avis.review.accepted.v1", "avis.review.declined.v1"):
         return f"{t}:{d['assignment_id']}"
-    return f"{t}:{d.get('assignment_id', '')}:{d['version']}"
+    # A request, a follow-up, a reading's version (and its reader, once one fits) or an
+    # opinion's: what names the fact.
+    keys = ("assignment_id", "request_id", "follow_up_id", "version", "second_reader_id")
+    return ":".join([t, *(str(d.get(k, "")) for k in keys)])
 
 
 def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
-    """The patient's emails for a case's events (the notification matrix)."""
+    """The emails of a case's events (the notification matrix): the patient's, and the
+    professionals' (`pro_*`) when the event names one to tell."""
     want = Counter[str]()
     told: Any = None
+    once = {
+        "avis.case.submitted.v1": "case_received",
+        "avis.review.information-requested.v1": "information_requested",
+        "avis.review.resumed.v1": "review_resumed",
+        "avis.review.follow-up-asked.v1": "follow_up_received",
+        "avis.review.follow-up-answered.v1": "follow_up_answered",
+    }
+    professional = {
+        "avis.review.follow-up-asked.v1": "pro_follow_up",
+        "avis.review.second-reading-requested.v1": "pro_second_reading",
+        "avis.review.second-reading-commented.v1": "pro_comments",
+    }
     for e in events:
-        if e["type"] == "avis.case.submitted.v1":
-            want["case_received"] += 1
+        if e["type"] in once:
+            want[once[e["type"]]] += 1
+        if e["type"] in professional and e["data"].get("recipient"):
+            want[professional[e["type"]]] += 1
     assigned = sorted(
         (e for e in events if e["type"] == "avis.review.assigned.v1"),
         key=lambda e: e["data"]["assigned_at"],
@@ -967,10 +1099,15 @@ def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
         elif day != told:
             want["expected_date_changed"] += 1
         told = day
-    versions = {e["data"]["version"] for e in events if e["type"] == "avis.report.ready.v1"}
-    if versions:
-        want["report_ready"] += 1
-        want["report_updated"] += len(versions) - 1
+    # Notify tells a report version newer than the last it told, in the order they arrive (one
+    # partition per case): a version published after a newer one (a relay's retry after a
+    # kill) is not told again.
+    reported = [e for e in events if e["type"] == "avis.report.ready.v1"]
+    newest = 0
+    for e in sorted(reported, key=lambda e: int(e.get("offset", 0))):
+        if (version := int(e["data"]["version"])) > newest:
+            want["report_updated" if newest else "report_ready"] += 1
+            newest = version
     return want
 
 
@@ -1031,6 +1168,7 @@ async def read_events(start: dict[TopicPartition, int], topics: tuple[str, ...])
                             "type": headers.get("ce_type", ""),
                             "time": headers.get("ce_time", ""),
                             "case_id": (r.key or b"").decode(errors="replace"),
+                            "offset": r.offset,
                             "data": data if isinstance(data, dict) else {},
                         }
                     )
@@ -1099,6 +1237,8 @@ def stack_env() -> dict[str, str]:
         "AVIS_NOTIFY_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "3",
         # The failing partner is not disabled: the run wants every delivery to land.
         "AVIS_NOTIFY_WEBHOOK_DISABLE_AFTER_FAILURES": "0",
+        # The later paths' settings (a short expiry of the requests for more information).
+        **mix_settings(),
     }
 
 
@@ -1192,10 +1332,19 @@ def report(figures: Figures) -> str:
         f"broker restarts {f.broker_restarts}  store restarts {f.store_restarts}",
         f"SMTP failing {f.smtp_fail_seconds:.0f} s  partner failing {f.partner_fail_seconds:.0f} s",
         f"events published {f.events_published}  republished {f.events_republished}",
-        f"declines {f.declines}  corrections {f.corrections}  report versions {f.report_versions}",
-        f"emails {f.emails} (+{f.email_copies} copies, {f.email_failed_attempts} failed "
-        f"attempts)  webhook deliveries "
-        f"{f.webhook_deliveries} (+{f.webhook_failed_attempts} failed attempts)",
+        f"declines {f.declines}  corrections {f.corrections}  report versions {f.report_versions}"
+        f" (addenda {f.addenda})",
+        f"paths {f.paths}",
+        f"information requests {f.information_requests} (answered {f.information_answered}, "
+        f"expired {f.information_expired})  follow-ups {f.follow_ups_asked} (answered "
+        f"{f.follow_ups_answered})  second readings {f.second_readings} (comments "
+        f"{f.second_reading_comments})",
+        f"emails {f.emails} (to professionals {f.pro_emails}; +{f.email_copies} copies, "
+        f"{f.email_failed_attempts} failed attempts)  webhook deliveries "
+        f"{f.webhook_deliveries} ({f.webhook_copies} of them copies, "
+        f"{f.webhook_failed_attempts} failed attempts)",
+        f"repeated sends: {len(f.repeated_emails)} Message-IDs {f.repeated_emails}, "
+        f"{len(f.repeated_webhooks)} webhook-ids {f.repeated_webhooks}",
         f"capacity samples {f.capacity_samples}  max load/capacity {f.max_load_ratio:.2f}",
         f"lost {f.lost}  duplicated effects {f.duplicated_effects}  stuck cases {f.stuck_cases}",
         f"dead letters {f.dlq_records}  capacity violations {f.capacity_violations}",
@@ -1230,6 +1379,12 @@ def main() -> None:
         default=int(os.environ.get("CHAOS_COPIES", "2")),
         help="copies of each service; a kill takes a lease holder (default 2)",
     )
+    parser.add_argument(
+        "--reviewers",
+        type=int,
+        default=int(os.environ.get("CHAOS_REVIEWERS", "0")),
+        help="reviewers (default: one per 40 cases, 4 at least)",
+    )
     parser.add_argument("--logs", type=Path, default=None, help="keep the services' logs here")
     args = parser.parse_args()
     plan = Plan(
@@ -1238,7 +1393,7 @@ def main() -> None:
         fault_seconds=args.fault_seconds,
         kills_per_service=args.kills,
         copies=args.copies,
-        reviewers=max(4, args.cases // 40),
+        reviewers=args.reviewers or max(4, args.cases // 40),
     )
 
     async def bounded() -> Figures:

@@ -32,9 +32,21 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
 
     async def audit_sees_tampering(chaos: Run) -> None:
         # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
-        # another's report version taken away, a third's email send removed.
+        # another's report version taken away, a third's email send removed; on the later
+        # paths, a follow-up question doubled in review and a professional's email removed.
         nonlocal tampered
         first, second, third = list(chaos.cases)[:3]
+        asked = next(c for c, m in chaos.cases.items() if m.path == "follow-up")
+        rounds = chaos.db("review")["assignments"]
+        held = next(r for r in await rounds.find({"case_id": asked}).to_list() if r["follow_ups"])
+        await rounds.update_one(
+            {"_id": held["_id"]}, {"$push": {"follow_ups": held["follow_ups"][0]}}
+        )
+        pro = await chaos.db("notify")["cases"].find_one({"_id": asked})
+        assert pro is not None
+        await chaos.db("notify")["sends"].delete_one(
+            {"_id": {"$in": pro["notifications"]}, "template": "pro_follow_up"}
+        )
         intake = chaos.db("intake")["cases"]
         doc = await intake.find_one({"_id": first}, {"timeline": 1})
         assert doc is not None
@@ -61,7 +73,14 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         figures
     )
     assert figures.problems == [], report(figures)
+    # Each later path of the care pathway ran, through the faults (mixes.py).
+    assert set(figures.paths) == {"information", "follow-up", "second-reading"}, figures.paths
+    assert figures.information_answered and figures.information_expired, report(figures)
+    assert figures.follow_ups_answered and figures.addenda == figures.follow_ups_answered
+    assert figures.second_reading_comments and figures.pro_emails, report(figures)
     said = "\n".join(tampered.problems)
     assert "timeline entry" in said, said
     assert "report versions for opinions" in said, said
     assert "sends missing" in said, said
+    assert "follow-up entries, expected" in said, said
+    assert "sends missing {'pro_follow_up': 1}" in said, said

@@ -1,0 +1,356 @@
+"""The fault run's mixes of the care pathway: which cases take which of the later paths while
+the faults happen, what the driver does on each path, and what the audit expects of it.
+
+A mix is one row of `MIXES`: its name, the services' settings it needs, how it draws a case's
+parameters, its driver's steps (before the opinion, the opinion itself, after it) and its audit
+of the final round and of the case's events (review's requests, follow-ups and readings, each
+applied once). The common audit in `chaos.py` counts what every path shares (report versions,
+timeline entries, emails, webhooks) from the events themselves. International review's
+translations come as one more row: a `Mix` with its steps and its audit.
+
+- `information`: the specialist asks the patient (or the filing partner) for more; the filer
+  answers through intake, or the request is left to expire (the run's expiry is short);
+- `follow-up`: one to three follow-up questions after the report, one after the other, each
+  answered by the specialist (a report version with the addendum for each);
+- `second-reading`: a second specialist reads the opinion before it is released, by the
+  coordinators' rule for a specialty or at the first specialist's request; comments once, then
+  agreement, for some; agreement at once for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from tests.support.samples import OPINION
+
+if TYPE_CHECKING:
+    from tests.reliability.chaos import CaseMix, Run
+
+Document = dict[str, Any]
+Events = list[dict[str, Any]]
+
+QUESTION = "Merci d'envoyer le compte rendu opératoire et la dernière créatininémie."
+ANSWER = "Voici le compte rendu ; la créatininémie de mars était à 92 µmol/L."
+FOLLOW_UP = "Puis-je reprendre le vélo d'appartement avant l'intervention ?"
+FOLLOW_UP_ANSWER = "Oui, à intensité modérée, trente minutes au plus."
+COMMENTS = "Le stade retenu ne correspond pas au compte rendu du scanner de janvier."
+CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung function test."}
+# Read twice by the coordinators' rule: the cases of this specialty (the others are oncology).
+RULE_SPECIALTY = "cardiology"
+# An unanswered request expires after this long (the overdue job looks every few seconds).
+EXPIRY_SECONDS = 40.0
+
+
+def of_type(events: Events, kind: str) -> Events:
+    return [e for e in events if e["type"] == f"avis.{kind}.v1"]
+
+
+@dataclass
+class Mix:
+    """One path of the care pathway, as the fault run drives and audits it."""
+
+    name: ClassVar[str] = ""
+    env: ClassVar[dict[str, str]] = {}  # the services' settings it needs
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        """The parameters of this mix's `nth` case."""
+        return {}
+
+    def specialty(self, case: CaseMix, default: str) -> str:
+        return default
+
+    async def setup(self, run: Run) -> None:
+        """What the run sets once before filing (a coordinator's rule)."""
+
+    async def before_opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """After the acceptance, before the opinion."""
+
+    async def opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """Write the opinion (and see it released)."""
+        url = f"/v1/assignments/{aid}/opinion"
+        await run.step(aid, lambda: http.post(url, json=OPINION), "completed")
+
+    async def after_opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """After the opinion (and any correction)."""
+
+    def opinion_versions(self, case: CaseMix) -> int:
+        """The opinion versions the final round holds."""
+        return 2 if case.correct else 1
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        """What review and the events must show for this path, each applied once."""
+
+
+async def until(
+    run: Run, aid: str, ready: Callable[[Document], bool], every: float = 0.5
+) -> Document:
+    """The round once `ready` says so (the store may be away meanwhile)."""
+    while True:
+        doc = await run.assignment(aid)
+        if ready(doc):
+            return doc
+        await asyncio.sleep(every)
+
+
+async def think(run: Run, case: CaseMix, what: str) -> None:
+    rng = random.Random(f"{run.plan.seed}:{case.index}:{what}")
+    await asyncio.sleep(rng.uniform(0, run.plan.think_seconds / 2))
+
+
+def once(run: Run, case_id: str, what: str, n: int, want: int) -> None:
+    """`n` effects found where `want` were meant: fewer is lost, more is done twice."""
+    if n < want:
+        run.figures.problem("lost", f"{case_id}: {n} {what}, expected {want}")
+    elif n > want:
+        run.figures.problem("duplicated_effects", f"{case_id}: {n} {what}, expected {want}")
+
+
+@dataclass
+class Information(Mix):
+    """The specialist asks for more information; the filer answers, or lets it expire."""
+
+    name: ClassVar[str] = "information"
+    env: ClassVar[dict[str, str]] = {
+        "AVIS_REVIEW_INFORMATION_EXPIRY_DAYS": f"{EXPIRY_SECONDS / 86400:.8f}",
+        "AVIS_REVIEW_OVERDUE_REFRESH_SECONDS": "3",
+    }
+    expire_every: int = 4  # the 1st, 5th... case of the mix lets its request expire
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        return {"expire": nth % self.expire_every == 0}
+
+    async def before_opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        ask = f"/v1/assignments/{aid}/information-requests"
+        await run.step(
+            aid,
+            lambda: http.post(ask, json={"text": QUESTION}),
+            "asked",
+            done=lambda d: bool(d.get("requests")),
+        )
+        doc = await run.assignment(aid)
+        request_id = doc["requests"][0]["id"]
+        if not case.params["expire"]:
+            await think(run, case, "answer")
+            await self.answer(run, case, doc["case_id"], request_id)
+        # The opinion waits for the clock to resume (answered, or expired).
+        await until(
+            run,
+            aid,
+            lambda d: any(r.get("answered_at") or r.get("expired_at") for r in d["requests"]),
+            every=1.0,
+        )
+
+    async def answer(self, run: Run, case: CaseMix, case_id: str, request_id: str) -> None:
+        """The filer answers through intake: a 404 until intake heard of the request, a 409
+        once answered (a retry) or expired."""
+        filer = run.filer(case, "intake")
+        url = f"/v1/cases/{case_id}/information-requests/{request_id}/answer"
+        while True:
+            got = await run.retrying(lambda: filer.post(url, json={"text": ANSWER}))
+            if got.status_code in (200, 409):
+                return
+            if got.status_code != 404:
+                run.figures.problem("", f"{case_id}: answer to {request_id} {got.status_code}")
+            await asyncio.sleep(1.0)
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        f = run.figures
+        requests = final.get("requests", [])
+        once(run, case_id, "information requests in review", len(requests), 1)
+        asked = {e["data"]["request_id"] for e in of_type(events, "review.information-requested")}
+        resumed = of_type(events, "review.resumed")
+        once(run, case_id, "information requests published", len(asked), 1)
+        once(run, case_id, "resumptions published", len(resumed), len(asked))
+        provided = of_type(events, "case.information-provided")
+        f.information_requests += len(requests)
+        for r in requests:
+            if r.get("answered_at"):
+                f.information_answered += 1
+                once(run, case_id, "answers published", len(provided), 1)
+            elif r.get("expired_at"):
+                # An answer may still have gone out just as the request expired.
+                f.information_expired += 1
+                once(run, case_id, "answers published", len(provided), min(len(provided), 1))
+            else:
+                f.problem("stuck_cases", f"{case_id}: request {r['id']} still open")
+            if case.params["expire"] and not r.get("expired_at"):
+                f.problem("", f"{case_id}: request {r['id']} meant to expire did not")
+
+
+@dataclass
+class FollowUps(Mix):
+    """After the report, one to three follow-up questions, each answered in an addendum."""
+
+    name: ClassVar[str] = "follow-up"
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        return {"questions": 1 + nth % 3}
+
+    async def after_opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        asker = run.filer(case, "review")
+        for n in range(1, case.params["questions"] + 1):
+            await think(run, case, f"ask{n}")
+            await self.ask(run, case, aid, asker, n)
+            await think(run, case, f"answer{n}")
+            await self.answer(run, aid, http, n)
+
+    async def answer(self, run: Run, aid: str, http: Any, n: int) -> None:
+        """The specialist answers the `n`th question (a 409 once answered: a retry)."""
+        fid = (await run.assignment(aid))["follow_ups"][n - 1]["id"]
+        url = f"/v1/follow-ups/{fid}/answer"
+        await run.step(
+            aid,
+            lambda: http.post(url, json={"text": FOLLOW_UP_ANSWER}),
+            "answered",
+            done=lambda d: bool(d["follow_ups"][n - 1].get("answered_at")),
+        )
+
+    async def ask(self, run: Run, case: CaseMix, aid: str, asker: Any, n: int) -> None:
+        """Ask the `n`th question once: not again once the round holds it (a lost answer), and
+        again while review has not heard of the report yet."""
+        url = f"/v1/cases/{case.case_id}/follow-ups"
+        while True:
+            if len((await run.assignment(aid)).get("follow_ups", [])) >= n:
+                return
+            try:
+                got = await asker.post(url, json={"text": FOLLOW_UP})
+            except httpx.TransportError:
+                await asyncio.sleep(1.0)
+                continue
+            if got.status_code == 201:
+                return
+            early = got.status_code == 409 and str(got.json().get("type", "")).endswith("no-report")
+            if not early and got.status_code not in (502, 503, 504):
+                run.figures.problem("", f"{case.case_id}: follow-up {n} {got.status_code}")
+            await asyncio.sleep(1.0)
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        want = case.params["questions"]
+        held = final.get("follow_ups", [])
+        once(run, case_id, "follow-ups in review", len({x["id"] for x in held}), want)
+        once(run, case_id, "follow-up entries", len(held), want)
+        answered = [x for x in held if x.get("answered_at")]
+        once(run, case_id, "follow-ups answered in review", len(answered), want)
+        asked = {e["data"]["follow_up_id"] for e in of_type(events, "review.follow-up-asked")}
+        told = {e["data"]["follow_up_id"] for e in of_type(events, "review.follow-up-answered")}
+        once(run, case_id, "follow-ups published", len(asked), want)
+        once(run, case_id, "follow-up answers published", len(told), want)
+        run.figures.follow_ups_asked += len(held)
+        run.figures.follow_ups_answered += len(answered)
+
+
+@dataclass
+class SecondReading(Mix):
+    """A second specialist reads the opinion: by the coordinators' rule for a specialty, or at
+    the first specialist's request; comments once then agreement, or agreement at once."""
+
+    name: ClassVar[str] = "second-reading"
+    comment_every: int = 2  # the 1st, 3rd... case of the mix gets comments first
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        way = "coordinator_rule" if nth % 2 == 0 else "first_reader"
+        return {"way": way, "comment": nth % self.comment_every == 0}
+
+    def specialty(self, case: CaseMix, default: str) -> str:
+        return RULE_SPECIALTY if case.params["way"] == "coordinator_rule" else default
+
+    async def setup(self, run: Run) -> None:
+        coordinator = run.client("review", f"{run.tag}-coord", "coordinator")
+        rules = {"specialties": [RULE_SPECIALTY], "urgencies": []}
+        done = await run.retrying(lambda: coordinator.put("/v1/second-reading-rules", json=rules))
+        assert done.status_code == 200, done.text
+
+    async def opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        url = f"/v1/assignments/{aid}/opinion"
+        asked = {"second_reading": "true"} if case.params["way"] == "first_reader" else {}
+        await run.step(aid, lambda: http.post(url, json=OPINION, params=asked), "completed")
+        doc = await until(run, aid, lambda d: reading(d).get("state") == "reading")
+        second = run.client("review", reading(doc)["reviewer_id"], "reviewer")
+        at = f"/v1/second-readings/{aid}"
+        if case.params["comment"]:
+            await think(run, case, "comments")
+            await run.step(
+                aid,
+                lambda: second.post(f"{at}/comments", json={"text": COMMENTS}),
+                "commented",
+                done=lambda d: bool(reading(d).get("comments")),
+            )
+            await think(run, case, "answer")
+            await run.step(aid, lambda: http.put(url, json=CORRECTED), "corrected")
+            await until(run, aid, lambda d: reading(d).get("state") == "reading")
+        await think(run, case, "agree")
+        await run.step(
+            aid,
+            lambda: second.post(f"{at}/agreement"),
+            "agreed",
+            done=lambda d: reading(d).get("state") == "agreed",
+        )
+
+    def opinion_versions(self, case: CaseMix) -> int:
+        return 2 if case.params["comment"] else 1
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        f = run.figures
+        held = reading(final)
+        if held.get("state") != "agreed":
+            f.problem("stuck_cases", f"{case_id}: second reading {held.get('state')}")
+        if held.get("reason") != case.params["way"]:
+            f.problem("", f"{case_id}: second reading by {held.get('reason')}")
+        if held.get("reviewer_id") in (None, final["reviewer_id"]):
+            f.problem("", f"{case_id}: second reader {held.get('reviewer_id')}")
+        comments = held.get("comments", [])
+        once(run, case_id, "comments in review", len(comments), int(case.params["comment"]))
+        commented = of_type(events, "review.second-reading-commented")
+        once(run, case_id, "comments published", len(commented), len(comments))
+        agreed = of_type(events, "review.second-reading-agreed")
+        once(run, case_id, "agreements published", len(agreed), 1)
+        completed = of_type(events, "review.completed")
+        once(run, case_id, "opinions released", len(completed), 1)
+        f.second_readings += 1
+        f.second_reading_comments += len(comments)
+
+
+def reading(doc: Document) -> Document:
+    return dict(doc.get("second_reading") or {})
+
+
+MIXES: dict[str, Mix] = {m.name: m for m in (Information(), FollowUps(), SecondReading())}
+PLAIN = Mix()  # the cases on no later path
+
+
+@dataclass
+class Shares:
+    """The share of the cases each mix takes (by name); a mix with a share takes one case at
+    least."""
+
+    shares: dict[str, float] = field(
+        default_factory=lambda: {"information": 0.12, "follow-up": 0.15, "second-reading": 0.12}
+    )
+
+    def draw(self, seed: int, cases: list[CaseMix]) -> None:
+        """Give each mix its cases (in a seeded order, none twice) and their parameters."""
+        rng = random.Random(f"{seed}:mixes")
+        order = list(cases)
+        rng.shuffle(order)
+        for name, share in self.shares.items():
+            mix = MIXES[name]
+            take = max(1, round(share * len(cases))) if share > 0 else 0
+            for nth, case in enumerate(order[:take]):
+                case.path, case.params = name, mix.draw(nth, rng)
+                case.correct = False  # a correction is a path of its own
+            order = order[take:]
+
+
+def mix_of(case: CaseMix) -> Mix:
+    return MIXES.get(case.path, PLAIN)
+
+
+def settings() -> dict[str, str]:
+    """The services' settings the mixes need."""
+    return {k: v for mix in MIXES.values() for k, v in mix.env.items()}
