@@ -71,12 +71,14 @@ class Question(StrEnum):
 
 
 class ConsentScope(StrEnum):
-    """What the patient consents to: the review itself, sharing with the referring partner, and
-    sending the full report to their treating physician."""
+    """What the patient consents to: the review itself, sharing with the referring partner,
+    sending the full report to their treating physician, and a review by a specialist who does
+    not read their language, through a translator (only when none who does is available)."""
 
     REVIEW = "review"
     SHARE_WITH_PARTNER = "share_with_partner"
     SHARE_WITH_PHYSICIAN = "share_with_physician"
+    INTERNATIONAL_REVIEW = "international_review"
 
 
 class SubmittedScope(StrEnum):
@@ -217,6 +219,12 @@ class CaseSubmitted(Payload):
         default_factory=list,
         description="What the patient consented to at submission (`physician` present: also "
         "to send the treating physician the report).",
+    )
+    international_review: bool = Field(
+        False,
+        description="The patient accepted a review by a specialist who does not read their "
+        "language, through a translator, when none who does is available (default no). A field "
+        "of its own, not a consent scope: released readers of the event know no such scope.",
     )
     document_count: int
     submitted_at: AwareDatetime

@@ -177,10 +177,12 @@ class ConsentIn(Strict):
     accepted_at: IsoDateTime = Field(description="When it was given; not in the future.")
     scopes: list[ConsentScope] = Field(
         min_length=1,
-        max_length=3,
+        max_length=4,
         description="Must include `review`; `share_with_partner` lets the referring partner "
         "be told about the case; `share_with_physician` sends the full report to the treating "
-        "physician (whose email the draft must give, and only with this scope).",
+        "physician (whose email the draft must give, and only with this scope); "
+        "`international_review` accepts a specialist who does not read the patient's language, "
+        "through a translator, when none who does is available (without it, never).",
         json_schema_extra={"contains": {"const": ConsentScope.REVIEW.value}},
     )
 

@@ -924,6 +924,7 @@ def submission_of(
         partner_reference=case.partner_reference if share else None,
         patient_id=case.patient_id,
         consent_scopes=[SubmittedScope(s) for s in rules.published_scopes(scopes)],
+        international_review=rules.accepts_international_review(scopes),
         document_count=documents,
         submitted_at=at,
         case_url=case_url,

@@ -142,13 +142,20 @@ class Platform:
         case_id: str,
         accepted_at: datetime | None = None,
         share_with_physician: bool = False,
+        international_review: bool = False,
     ) -> None:
         """Submit a draft with the person's consent to the current consent text (and to sending
-        the report to their physician, if they ticked it)."""
+        the report to their physician, and to a review through a translator, if they ticked
+        those)."""
+        scopes = ["review"]
+        if share_with_physician:
+            scopes.append("share_with_physician")
+        if international_review:
+            scopes.append("international_review")
         consent = {
             "text_version": CONSENT_VERSION,
             "accepted_at": (accepted_at or now()).isoformat(),
-            "scopes": ["review", "share_with_physician"] if share_with_physician else ["review"],
+            "scopes": scopes,
         }
         await self._call(
             "POST",
