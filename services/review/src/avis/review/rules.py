@@ -36,6 +36,9 @@ class Rule(StrEnum):
     TIE_BREAK_BY_ID = "tie_break_by_id"
     NOBODY_FITS = "nobody_fits"
     COORDINATOR = "coordinator"
+    # The patient accepted it and nobody who reads their language fits today: a specialist who
+    # does not read it takes the case, through a translator both ways.
+    INTERNATIONAL_NO_READER_AVAILABLE = "international_no_reader_available"
 
 
 class Exclusion(StrEnum):
@@ -67,6 +70,8 @@ class CaseNeeds:
     language: str
     physician_institution: str | None = None
     declined_by: frozenset[str] = frozenset()
+    # The patient accepted a specialist who does not read their language (default no).
+    international_review: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,14 +102,19 @@ def same_institution(a: str | None, b: str | None) -> bool:
 
 
 def exclusion(
-    case: CaseNeeds, reviewer: ReviewerFit, *, override_capacity: bool = False
+    case: CaseNeeds,
+    reviewer: ReviewerFit,
+    *,
+    override_capacity: bool = False,
+    through_translator: bool = False,
 ) -> Exclusion | None:
-    """Why `reviewer` cannot take `case`, or None if they can."""
+    """Why `reviewer` cannot take `case`, or None if they can (`through_translator`: the
+    patient's language is no bar, a translator carries the case both ways)."""
     if not reviewer.active:
         return Exclusion.INACTIVE
     if case.specialty not in reviewer.specialties:
         return Exclusion.SPECIALTY
-    if case.language not in reviewer.languages:
+    if not through_translator and case.language not in reviewer.languages:
         return Exclusion.LANGUAGE
     if same_institution(case.physician_institution, reviewer.institution_code):
         return Exclusion.INSTITUTION_CONFLICT
@@ -115,22 +125,44 @@ def exclusion(
     return None
 
 
-def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
-    """The eligible reviewer with the least load; equal loads go to the smallest reviewer id."""
-    pool = sorted(reviewers, key=lambda r: r.id)
-    candidates = tuple(
+def _considered(
+    case: CaseNeeds, pool: list[ReviewerFit], *, through_translator: bool
+) -> tuple[Considered, ...]:
+    return tuple(
         Considered(
             reviewer_id=r.id,
             load=r.load,
             capacity=r.capacity,
-            excluded=why.value if (why := exclusion(case, r)) is not None else None,
+            excluded=why.value
+            if (why := exclusion(case, r, through_translator=through_translator)) is not None
+            else None,
         )
         for r in pool
     )
-    eligible = sorted(
+
+
+def _eligible(pool: list[ReviewerFit], candidates: tuple[Considered, ...]) -> list[ReviewerFit]:
+    return sorted(
         (r for r, c in zip(pool, candidates, strict=True) if c.excluded is None),
         key=lambda r: (r.load, r.id),
     )
+
+
+def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
+    """The eligible reviewer with the least load; equal loads go to the smallest reviewer id.
+
+    Only when nobody who reads the patient's language fits (at capacity counts: none is
+    available within the SLA) and the patient accepted it, a specialist who does not read it
+    may take the case, through a translator (`Rule.INTERNATIONAL_NO_READER_AVAILABLE`), chosen
+    by the same least-load order; the candidates are then as that path saw them."""
+    pool = sorted(reviewers, key=lambda r: r.id)
+    candidates = _considered(case, pool, through_translator=False)
+    eligible = _eligible(pool, candidates)
+    if not eligible and case.international_review:
+        abroad = _considered(case, pool, through_translator=True)
+        chosen = _eligible(pool, abroad)
+        if chosen:
+            return Decision(chosen[0].id, Rule.INTERNATIONAL_NO_READER_AVAILABLE, abroad)
     if not eligible:
         return Decision(None, Rule.NOBODY_FITS, candidates)
     if len(eligible) == 1:
@@ -143,8 +175,11 @@ def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
 
 
 def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
-    """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity."""
-    why = exclusion(case, reviewer, override_capacity=True)
+    """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity (and the
+    patient's language, when they accepted a review through a translator)."""
+    why = exclusion(
+        case, reviewer, override_capacity=True, through_translator=case.international_review
+    )
     if why is not None:
         raise Problem(
             409,
@@ -153,6 +188,11 @@ def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
             f"Reviewer {reviewer.id} cannot take this case: {EXCLUSION_TEXT[why]}.",
             errors=[{"field": "body.reviewer_id", "message": why.value}],
         )
+
+
+def needs_translation(language: str, reviewer_languages: Iterable[str]) -> bool:
+    """Whether a case in `language` goes through a translator to a reviewer reading these."""
+    return language not in frozenset(reviewer_languages)
 
 
 def next_round(case_round: int, rounds: Iterable[int]) -> int:

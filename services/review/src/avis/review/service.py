@@ -173,6 +173,7 @@ class ReviewService:
             urgency=case.urgency,
             language=case.language,
             physician_institution=case.physician_institution,
+            international_review=case.international_review,
             submitted_at=case.submitted_at,
             case_url=case.case_url or f"{self.intake_base_url}/v1/cases/{case.case_id}",
             # Without a trace from intake, the trace this consumer runs in becomes the case's.

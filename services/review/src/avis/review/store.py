@@ -160,6 +160,9 @@ class CaseDoc(Stored):
     urgency: Urgency | None = None
     language: Language | None = None
     physician_institution: str | None = None
+    # The patient accepted a specialist who does not read their language (through a
+    # translator) when none who does is available.
+    international_review: bool = False
     submitted_at: datetime | None = None
     case_url: str = ""
     traceparent: str = ""
@@ -191,6 +194,7 @@ class CaseDoc(Stored):
             language=triage.language.value,
             physician_institution=self.physician_institution,
             declined_by=frozenset(declined_by),
+            international_review=self.international_review,
         )
 
     def view(self, declined_by: list[str]) -> QueuedCase:
