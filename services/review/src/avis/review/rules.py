@@ -495,3 +495,126 @@ def may_read_trail(principal: Principal, patient_id: str | None) -> bool:
     return principal.role == "coordinator" or (
         principal.role == "patient" and patient_id is not None and principal.sub == patient_id
     )
+
+
+# --- international review: the translation step ---------------------------------------------
+
+# What a translation's text, sealed at rest under the case key, is bound to (its id says which
+# assignment and which way).
+TRANSLATION_AAD = "review:translation:{translation_id}"
+
+
+class TranslationWay(StrEnum):
+    """Which way a translation goes: the case's summary and questions to the specialist's
+    language before they get the case, or the opinion back to the patient's before the report."""
+
+    TO_SPECIALIST = "to_specialist"
+    TO_PATIENT = "to_patient"
+
+
+class TranslationState(StrEnum):
+    """Where a translation is: waiting in the translators' queue, taken by one, or done."""
+
+    QUEUED = "queued"
+    TAKEN = "taken"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class TranslatorFit:
+    """What choosing a translator needs to know: the language pairs they translate (both ways)
+    and their current load."""
+
+    id: str
+    languages: frozenset[str]
+    capacity: int
+    load: int
+    active: bool = True
+
+
+def translation_languages(
+    way: TranslationWay, patient_language: str, specialist_languages: Iterable[str]
+) -> tuple[str, str]:
+    """The (from, to) languages of a translation: the specialist's language is the smallest
+    code they read, so that a case's two translations are the same pair both ways."""
+    specialist = min(specialist_languages)
+    if way is TranslationWay.TO_SPECIALIST:
+        return patient_language, specialist
+    return specialist, patient_language
+
+
+def translation_id_for(assignment_id: str, way: TranslationWay) -> str:
+    """The id of an assignment's translation one way: replaying its cause never adds one."""
+    return f"{assignment_id}-t{'1' if way is TranslationWay.TO_SPECIALIST else '2'}"
+
+
+def translation_aad(translation_id: str) -> str:
+    """What a translated text, sealed at rest, is bound to: where it is kept."""
+    return TRANSLATION_AAD.format(translation_id=translation_id)
+
+
+def translation_due(at: datetime, days: float) -> datetime:
+    """When a translation queued at `at` is due (its own due date, a setting)."""
+    return to_millis(at + timedelta(days=days))
+
+
+def translates(translator: TranslatorFit, pair: tuple[str, str]) -> bool:
+    """Whether `translator` may take a translation of this (from, to) pair now."""
+    return (
+        translator.active
+        and set(pair) <= translator.languages
+        and translator.load < translator.capacity
+    )
+
+
+def choose_translator(pair: tuple[str, str], translators: Iterable[TranslatorFit]) -> str | None:
+    """The translator of the pair with the least load (equal loads: the smallest id), or None:
+    the translation waits in the queue of its pair until one frees up."""
+    fit = sorted((t for t in translators if translates(t, pair)), key=lambda t: (t.load, t.id))
+    return fit[0].id if fit else None
+
+
+def may_write_translation(state: TranslationState, translator_id: str | None, by: str) -> bool:
+    """Whether a translation is written (False: it is done, a replay compares it); 409 unless
+    the translation is taken by `by`."""
+    if state is TranslationState.DONE:
+        return False
+    if state is not TranslationState.TAKEN or translator_id != by:
+        raise state_conflict(
+            "Only the translator who took this translation writes it.", "translation-not-taken"
+        )
+    return True
+
+
+def may_take_translation(state: TranslationState, translator_id: str | None, by: str) -> bool:
+    """Whether taking a translation writes anything (False: `by` has it already); 409 if
+    another translator has it or it is done."""
+    if state is TranslationState.TAKEN and translator_id == by:
+        return False
+    if state is not TranslationState.QUEUED:
+        raise state_conflict(f"This translation is {state}; only a queued one can be taken.")
+    return True
+
+
+def check_specialist_may_start(translation_state: TranslationState | None) -> None:
+    """409 while the case's translation to the specialist's language is not done: the specialist
+    gets the case in a language they read (None: the case needs no translation)."""
+    if translation_state is not None and translation_state is not TranslationState.DONE:
+        raise state_conflict(
+            "The case is being translated into your language; it opens once translated.",
+            "translation-pending",
+        )
+
+
+def check_translation_access(principal: Principal, translator_id: str | None) -> None:
+    """403 unless a coordinator, or a translator (a queued translation) or the translator who
+    took it (a taken or done one)."""
+    if is_coordinator(principal):
+        return
+    if principal.role != "translator" or translator_id not in (None, principal.sub):
+        raise Problem(
+            403,
+            "not-your-translation",
+            "Forbidden",
+            "This translation belongs to another translator.",
+        )
