@@ -472,3 +472,22 @@ def physician_link_matches(key: bytes, case_id: str, secret: str, digest: str | 
     if digest is None:
         return False
     return hmac.compare_digest(physician_link_digest(key, case_id, secret), digest)
+
+
+# --- international review: the translation statement ---------------------------------------
+
+
+def translation_statement(
+    texts: Iterable[Texts], *, from_language: Language, to_language: Language, translator: str
+) -> list[str]:
+    """That the report was translated, by whom and from which language, in each of `texts`'
+    languages (the patient's first, then the specialist's): the report states it in both."""
+    return [
+        t(
+            "translation.statement",
+            from_language=t(f"language.{from_language.value}"),
+            to_language=t(f"language.{to_language.value}"),
+            translator=translator,
+        )
+        for t in texts
+    ]
