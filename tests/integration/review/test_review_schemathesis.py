@@ -1,8 +1,8 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
 every check, bounded in examples and time, with a valid coordinator token over the whole API,
-a valid reviewer token over the reviewer's operations, and a patient's and a partner's token
-(roles review refuses everywhere but a case's access trail, which is the case's patient's) over
-the whole API. No answer may be a 5xx."""
+a valid reviewer token over the reviewer's operations, and a patient's, a partner's and a
+translator's token (roles review refuses everywhere but a case's access trail, which is the
+case's patient's) over the whole API. No answer may be a 5xx."""
 
 import pytest
 
@@ -35,7 +35,7 @@ async def test_openapi_fuzzing_as_a_reviewer_finds_no_server_error(stack: Review
     assert_clean(run)
 
 
-@pytest.mark.parametrize("role", ["patient", "partner"])
+@pytest.mark.parametrize("role", ["patient", "partner", "translator"])
 async def test_openapi_fuzzing_as_a_role_review_refuses_finds_no_server_error(
     stack: ReviewStack, role: str
 ) -> None:
