@@ -25,7 +25,10 @@ async def test_without_consent_the_case_waits_for_a_reader(stack: ReviewStack) -
         return await stack.case_status(case_id) == "waiting"
 
     await eventually(waiting, timeout=30)
-    assert case_id in await stack.queued()
+    async with stack.client() as http:
+        queue = (await http.get("/v1/queue", params={"specialty": "urology"})).json()
+    (waits,) = [c for c in queue["items"] if c["case_id"] == case_id]
+    assert waits["international_review"] is False, "the coordinator sees it was not accepted"
     assert not stack.log.of(case_id, ASSIGNED)
     abroad = await stack.submit("urology", language="fr", international_review=True)
     (event,) = await stack.log.wait(abroad, ASSIGNED)

@@ -183,6 +183,11 @@ class QueuedCase(BaseModel):
     waiting_since: datetime | None
     declined_by: list[str]
     last_attempt: Rationale | None
+    international_review: bool = Field(
+        False,
+        description="The patient accepted a specialist who does not read their language, "
+        "through a translator, when none who does is available.",
+    )
 
 
 class QueuePage(Page[QueuedCase]):

@@ -211,6 +211,7 @@ class CaseDoc(Stored):
             waiting_since=self.waiting_since,
             declined_by=declined_by,
             last_attempt=self.last_attempt,
+            international_review=self.international_review,
         )
 
 

@@ -262,6 +262,8 @@ class QueuedCase(Reading):
     waiting_since: datetime | None = None
     declined_by: list[str] = Field(default_factory=list)
     last_attempt: Rationale | None = None
+    # The patient accepted a specialist who does not read their language (through a translator).
+    international_review: bool = False
 
 
 class ReviewerView(Reading):
