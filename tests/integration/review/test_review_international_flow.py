@@ -33,6 +33,7 @@ async def test_without_consent_the_case_waits_for_a_reader(stack: ReviewStack) -
     abroad = await stack.submit("urology", language="fr", international_review=True)
     (event,) = await stack.log.wait(abroad, ASSIGNED)
     assert event["reviewer_id"] == f"{p}-en"
+    assert event["international"] is True, "notify tells the patient the review goes abroad"
     chosen = await stack.assignment(abroad)
     assert chosen["rationale"]["rule"] == "international_no_reader_available"
     assert chosen["language"] == "fr"
@@ -45,6 +46,7 @@ async def test_a_reader_of_the_language_comes_first(stack: ReviewStack) -> None:
     first = await stack.submit("pulmonology", language="fr", international_review=True)
     (event,) = await stack.log.wait(first, ASSIGNED)
     assert event["reviewer_id"] == f"{p}-fr"
+    assert event["international"] is False
     assert (await stack.assignment(first))["rationale"]["rule"] == "only_candidate"
     # The reader is now at capacity: nobody who reads French is available today.
     second = await stack.submit("pulmonology", language="fr", international_review=True)

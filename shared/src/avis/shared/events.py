@@ -315,6 +315,11 @@ class ReviewAssigned(Sequenced):
     specialty: Specialty
     assigned_at: AwareDatetime
     due_at: AwareDatetime
+    international: bool = Field(
+        False,
+        description="The specialist does not read the patient's language: an international "
+        "review the patient accepted, through a translator both ways.",
+    )
 
 
 class ReviewAccepted(Sequenced):

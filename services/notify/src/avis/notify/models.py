@@ -18,6 +18,7 @@ class Template(StrEnum):
 
     CASE_RECEIVED = "case_received"
     REVIEW_ASSIGNED = "review_assigned"
+    REVIEW_ABROAD = "review_abroad"  # assigned abroad: a translator carries it both ways
     EXPECTED_DATE_CHANGED = "expected_date_changed"
     INFORMATION_REQUESTED = "information_requested"  # the specialist asks; the clock stands
     REVIEW_RESUMED = "review_resumed"  # answered (or expired): the review goes on, a new date

@@ -34,6 +34,7 @@ class CaseView:
     report_version: int = 0  # the highest report version the patient was told about
     patient_id: str | None = None  # who reads the case as its patient (a claim sets it)
     erased: bool = False  # its key destroyed: nothing more is sent for it, to anyone
+    told_abroad: bool = False  # told the review goes abroad, through a translator
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,19 @@ def on_claimed(view: CaseView, patient_id: str) -> Decision:
     return _skip(replace(view, patient_id=patient_id), "claimed: its patient reads it now")
 
 
-def on_assigned(view: CaseView, due: date) -> Decision:
+def on_assigned(view: CaseView, due: date, *, international: bool = False) -> Decision:
     """`avis.review.assigned.v1`: the first assignment tells the expected date; a later one
-    (after a decline) tells only a moved date."""
+    (after a decline) tells only a moved date. The first assignment to a specialist who does
+    not read the patient's language (`international`) tells the patient that the review goes
+    abroad, through a translator, with the expected date."""
     if not view.submitted:
         return _park(view)
     if view.withdrawn:
         return _skip(view, "withdrawn")
+    if international and not view.told_abroad:
+        return Decision(
+            send=Template.REVIEW_ABROAD, then=replace(view, told_due=due, told_abroad=True)
+        )
     if view.told_due is None:
         return Decision(send=Template.REVIEW_ASSIGNED, then=replace(view, told_due=due))
     if due == view.told_due:
@@ -568,7 +575,9 @@ def _submitted(payload: CaseSubmitted, view: CaseView, tz: tzinfo) -> Reading:
 @_reading.register
 def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(
-        on_assigned(view, payload.due_at.astimezone(tz).date()),
+        on_assigned(
+            view, payload.due_at.astimezone(tz).date(), international=payload.international
+        ),
         params={"specialty": payload.specialty.value},
         extra={"due_at": payload.due_at.isoformat().replace("+00:00", "Z")},
     )
@@ -622,7 +631,12 @@ def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
 def email_params(reference: str | None, read: Reading) -> dict[str, str]:
     """What an email needs: codes, dates and links, never a name or clinical text."""
     params = {"reference": reference or "", **read.params}
-    dated = (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED, Template.REVIEW_RESUMED)
+    dated = (
+        Template.REVIEW_ASSIGNED,
+        Template.REVIEW_ABROAD,
+        Template.EXPECTED_DATE_CHANGED,
+        Template.REVIEW_RESUMED,
+    )
     if read.decision.send in dated:
         assert read.decision.then.told_due is not None
         params["due_date"] = read.decision.then.told_due.isoformat()

@@ -124,7 +124,8 @@ class Matcher:
             return None
         round_ = rules.next_round(case.round, (r.round for r in rounds))
         seq = rules.next_seq(r.seq for r in rounds)
-        return await self._assign(case, (round_, seq), decision.chosen, rationale, at)
+        abroad = decision.rule is rules.Rule.INTERNATIONAL_NO_READER_AVAILABLE
+        return await self._assign(case, (round_, seq), decision.chosen, rationale, at, abroad)
 
     async def assign_by_hand(self, case: CaseDoc, reviewer: ReviewerDoc, *, by: str) -> str:
         """A coordinator's choice for a case: every rule holds but capacity (409 otherwise);
@@ -144,7 +145,8 @@ class Matcher:
         )
         round_ = rules.next_round(case.round, (r.round for r in rounds))
         seq = rules.next_seq(r.seq for r in rounds)
-        return await self._assign(case, (round_, seq), fit.id, rationale, at)
+        abroad = rules.needs_translation(case.triage().language.value, fit.languages)
+        return await self._assign(case, (round_, seq), fit.id, rationale, at, abroad)
 
     async def _assign(
         self,
@@ -153,9 +155,11 @@ class Matcher:
         reviewer_id: str,
         rationale: Rationale,
         at: datetime,
+        international: bool = False,
     ) -> str:
         """Write a new assignment round (`numbers`: its round and the case's sequence number)
-        with its `assigned` event; the caller is inside `deciding()` and holds the case."""
+        with its `assigned` event (`international`: the reviewer does not read the patient's
+        language); the caller is inside `deciding()` and holds the case."""
         round_, seq = numbers
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)
@@ -177,6 +181,7 @@ class Matcher:
             sort_key=rules.sort_key(due, assignment_id),
             rationale=rationale,
             seq=seq,
+            international=international,
         )
         assigned = ReviewAssigned(
             case_id=case.id,
@@ -186,6 +191,7 @@ class Matcher:
             assigned_at=at,
             due_at=due,
             seq=seq,
+            international=international,
         )
         await self.fence()
         await self.store.file_due(assignment)

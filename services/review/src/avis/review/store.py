@@ -311,6 +311,9 @@ class AssignmentDoc(Stored):
     # The case's sequence number of the last event this round published (`rules.next_seq`);
     # 0: a round written before sequences.
     seq: int = 0
+    # The reviewer does not read the patient's language: an international review the patient
+    # accepted, through a translator both ways.
+    international: bool = False
     # Requests for more information, oldest first; while one is open the SLA clock stands
     # since `paused_since`.
     requests: list[RequestEntry] = Field(default_factory=list)
