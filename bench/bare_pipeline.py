@@ -511,7 +511,8 @@ class Intake(Stage):
             "clinical_summary": "x" * 600,
             "questions": ["x" * 80],
             "record_ids": [],
-            "timeline": [{"id": f"{case_id}:created", "status": "draft", "at": now}],
+            # the timeline's entries one text each, as intake keeps them
+            "timeline": [json.dumps({"id": f"{case_id}:created", "status": "draft", "at": now})],
             "created_at": now,
             "outbox": [],
             "outbox_pending": 0,
@@ -548,7 +549,9 @@ class Intake(Stage):
                 kind="submitted",
                 update={
                     "$set": {"status": "submitted", "submitted_at": at, "consent": {"at": at}},
-                    "$push": {"timeline": {"id": case_id, "status": "submitted", "at": at}},
+                    "$push": {
+                        "timeline": json.dumps({"id": case_id, "status": "submitted", "at": at})
+                    },
                 },
                 mark="case_submitted",
             )
@@ -567,7 +570,7 @@ class Intake(Stage):
                     "reviewer_id": data["reviewer_id"],
                     "assignment_id": data["assignment_id"],
                 }
-            entry = {"id": event["id"], "status": event["type"], "at": event["time"]}
+            entry = json.dumps({"id": event["id"], "status": event["type"], "at": event["time"]})
             await self.write(
                 "follow",
                 lambda: self.cases_c.update_one(
@@ -638,7 +641,7 @@ class Review(Stage):
                     "assigned_at": now,
                     "due_at": now + 7 * 86400,
                     "sort_key": sort_key,
-                    "rationale": {"pad": "x" * 200},
+                    "rationale": "x" * 200,  # one text, as review keeps it
                 },
                 mark="assigned",
                 then=reviewer_plays,

@@ -537,9 +537,10 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
 async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     watched: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rounds spread over many days, one or none a day: a page reads several day buckets in one
-    request, and when it stops at its budget its cursor goes on exactly where it stopped, so the
-    pages together are the whole walk, in order."""
+    """Rounds spread over many days, one or none a day: a page reads one day bucket first (a busy
+    day fills a page alone), then twice as many in each request, and when it stops at its budget
+    its cursor goes on exactly where it stopped, so the pages together are the whole walk, in
+    order."""
     db, commands = watched
     store = ReviewStore(db)
     made = []
@@ -556,7 +557,9 @@ async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     assert [d.id for d in whole] == [d.id for d in sorted(made, key=lambda d: d.sort_key)]
     assert more is None
     keys = [f for f in commands.filters if f[1] == "keys"]
-    assert len(keys) == 3, f"the days, then 15 days' buckets 8 at a time: {keys}"
+    read = [len(f[2]["_id"]["$in"]) for f in keys[1:]]
+    assert keys[0][2] == {"_id": "due:all:days"}
+    assert read == [1, 2, 4, 8], f"the days, then 15 days' buckets 1, 2, 4 and 8 at a time: {keys}"
 
     monkeypatch.setattr("avis.review.store.DUE_SCAN_BUDGET", 4)
     pages, after, stops = [], None, 0

@@ -61,9 +61,9 @@ pytestmark = pytest.mark.infra
 SERVICES = ("intake", "review", "reports", "notify")
 GROUP_TOPICS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
+    "review": [CASE_SUBMITTED, REPORT_READY],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
 }
 SMTP_URL = os.environ.get("AVIS_SMTP_URL", "smtp://127.0.0.1:11025")
 PARIS = ZoneInfo("Europe/Paris")

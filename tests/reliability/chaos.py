@@ -73,9 +73,9 @@ TOPICS = (CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY)
 DLQS = tuple(f"{t}.dlq" for t in TOPICS)
 GROUP_TOPICS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
+    "review": [CASE_SUBMITTED, REPORT_READY],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
 }
 # Each service's single-actor jobs (their leases); a kill of a copy takes their holder, in turn.
 LEASE_JOBS = {  # "outbox": the copy that publishes the outboxes of copies that are gone
@@ -813,7 +813,10 @@ class Run:
                 status = doc["status"] if doc else "missing"
                 f.problem("stuck_cases", f"{case_id}: {status} at intake")
                 continue
-            entries = Counter(e["id"] for e in doc.get("timeline", []))
+            # each entry one text (or a document, written before: docs/store-contract.md)
+            entries = Counter(
+                (json.loads(e) if isinstance(e, str) else e)["id"] for e in doc.get("timeline", [])
+            )
             for eid, n in entries.items():
                 if n > 1:
                     f.problem("duplicated_effects", f"{case_id}: timeline entry {eid} x{n}")

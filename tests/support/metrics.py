@@ -190,9 +190,9 @@ def _wait_healthy(urls: list[str], timeout: float) -> None:
 # events only).
 GROUP_TOPICS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
+    "review": [CASE_SUBMITTED, REPORT_READY],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
 }
 
 

@@ -35,10 +35,12 @@ from avis.shared.events import (
     InformationRequested,
     Language,
     PatientContact,
+    ProfessionalContact,
     Question,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingRequested,
     Specialty,
     Urgency,
 )
@@ -299,6 +301,26 @@ class NotifyStack:
                 aad=event_id,
             ),
             seq=3,
+        )
+        return Event.new(payload, "/avis/review", event_id=event_id)
+
+    def second_reading(
+        self, p: Patient, version: int = 1, to: ProfessionalContact | None = None
+    ) -> Event:
+        """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion
+        (`to`: their address, sealed for the event as review seals it)."""
+        event_id = new_event_id()
+        ring = p.ring or self.keyring
+        payload = SecondReadingRequested(
+            case_id=p.case_id,
+            assignment_id=f"{p.case_id}-0001",
+            reviewer_id="rev-1",
+            second_reader_id="rev-2",
+            version=version,
+            requested_at=datetime.now(UTC),
+            reason="coordinator_rule",
+            recipient=ring.seal_json(to, aad=event_id) if to is not None else None,
+            seq=4,
         )
         return Event.new(payload, "/avis/review", event_id=event_id)
 

@@ -29,7 +29,7 @@ from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
 from avis.shared.security import Role, mint_token
-from avis.shared.topics import CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
 from tests.support.basics import (
     MONGO_URL,
     SEALING_KEYS,
@@ -195,7 +195,7 @@ class ReviewStack:
 async def running_review(settings: Settings | None = None) -> AsyncIterator[ReviewStack]:
     """Review served on loopback over the broker and store; its database dropped after."""
     settings = settings or review_settings()
-    await skip_history(f"avis-{settings.service_name}", [CASE_SUBMITTED])
+    await skip_history(f"avis-{settings.service_name}", [CASE_SUBMITTED, REPORT_READY])
     log = await TopicReader(REVIEW_ASSIGNED, REVIEW_COMPLETED).mark()
     publisher = Runtime(make_settings())
     await publisher.start()

@@ -26,8 +26,8 @@ SERVICES: dict[str, tuple[Callable[[Any], FastAPI], Callable[..., CommonSettings
 }
 READS = {
     "intake": [REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
-    "review": [CASE_SUBMITTED],
+    "review": [CASE_SUBMITTED, REPORT_READY],
     "reports": [CASE_SUBMITTED, REVIEW_COMPLETED],
-    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REPORT_READY],
+    "notify": [CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY],
 }
 FILLER = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"  # a plausible id for every path parameter

@@ -30,9 +30,14 @@ from tests.support.stack import SERVICES, ServiceStack
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {
     "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
-    "review": [topics.CASE_SUBMITTED],
+    "review": [topics.CASE_SUBMITTED, topics.REPORT_READY],
     "reports": [topics.CASE_SUBMITTED, topics.REVIEW_COMPLETED],
-    "notify": [topics.CASE_SUBMITTED, topics.REVIEW_ASSIGNED, topics.REPORT_READY],
+    "notify": [
+        topics.CASE_SUBMITTED,
+        topics.REVIEW_ASSIGNED,
+        topics.REVIEW_COMPLETED,
+        topics.REPORT_READY,
+    ],
 }
 
 

@@ -84,6 +84,9 @@ async def test_draft_two_records_submit_publishes_one_sealed_event(intake: Intak
     assert created.headers["location"] == f"/v1/cases/{case_id}"
     assert case["reference"].startswith(f"AV-{datetime.now(UTC).year}-")
     assert [e["kind"] for e in case["timeline"]] == ["created"]
+    # Each entry kept as one text, which the local store decodes at once (docs/store-contract.md)
+    stored = await intake.runtime.db["cases"].find_one({"_id": case_id}, {"timeline": 1})
+    assert stored is not None and json.loads(stored["timeline"][0])["kind"] == "created"
 
     report = pdf("report")
     scan = png("scan")

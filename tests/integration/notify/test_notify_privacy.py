@@ -1,6 +1,7 @@
 """Nothing identifying or clinical leaves notify in clear: the emails name no one (the address
 appears in `To` only), and every line notify logs and every span it records is searched for the
-patient's name, email, phone and birth date, in the spellings the privacy scan knows."""
+patient's name, email, phone and birth date, in the spellings the privacy scan knows, and for
+the address of a specialist told that a second reading waits for them."""
 
 import email
 import email.policy
@@ -11,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from avis.shared.events import Language, ProfessionalContact
 from avis.shared.observability import configure_tracing, json_safe
 from tests.support.basics import eventually
 from tests.support.notify import (
@@ -29,6 +31,7 @@ GIVEN = "Éloïse"
 FAMILY = "Dupré-Nuñez"
 PHONE = "+33 6 98 76 54 32"
 CLINICAL = ("diagnos", "tumeur", "cancer", "douleur", "traitement")
+READER = "dr.relecteur.privacy@chu.example"
 
 
 async def test_no_name_in_emails_logs_or_traces(capfd: pytest.CaptureFixture[str]) -> None:
@@ -48,6 +51,9 @@ async def test_no_name_in_emails_logs_or_traces(capfd: pytest.CaptureFixture[str
     }
     mails = raw_mails(p.email)
     assert len(mails) == 5
+    (to_reader,) = raw_mails(READER)  # in English, the first of their languages
+    assert b"Content-Language: en" in to_reader and p.email.encode() not in to_reader
+    mails.append(to_reader)
     for i, raw in enumerate(mails):
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         headers = "\n".join(f"{k}: {v}" for k, v in msg.items() if k.lower() != "to").encode()
@@ -67,12 +73,14 @@ async def test_no_name_in_emails_logs_or_traces(capfd: pytest.CaptureFixture[str
         "phone": PHONE,
         "birth date": p.birth_date.isoformat(),
         "birth date fr": p.birth_date.strftime("%d/%m/%Y"),
+        "reader's email": READER,
     }
     assert haystacks["logs"] and haystacks["spans"]
     assert_absent(secrets, haystacks)
     # The scan can fail: over each whole message, To included, it finds the address.
-    for i, raw in enumerate(mails):
+    for i, raw in enumerate(mails[:5]):
         assert "email" in found(raw, secrets), f"the scan misses the address in mail {i}"
+    assert "reader's email" in found(to_reader, secrets)
 
 
 async def _journey(stack: NotifyStack, p: object) -> None:
@@ -87,6 +95,9 @@ async def _journey(stack: NotifyStack, p: object) -> None:
     await stack.settled(p.case_id, 3)
     await stack.publish(stack.report(p, 2, tp))
     await stack.settled(p.case_id, 4)
-    await stack.publish(stack.withdrawn(p, tp))
+    reader = ProfessionalContact(email=READER, languages=[Language.EN, Language.FR])
+    await stack.publish(stack.second_reading(p, version=3, to=reader))
     await stack.settled(p.case_id, 5)
+    await stack.publish(stack.withdrawn(p, tp))
+    await stack.settled(p.case_id, 6)
     await eventually(lambda: len(mailbox(p.email)) == 5)

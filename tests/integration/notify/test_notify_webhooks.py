@@ -375,3 +375,33 @@ async def test_a_partner_hears_of_a_request_for_information_and_of_the_review_go
         assert asked["expires_at"] and resumed["due_at"] and resumed["outcome"] == "answered"
         raw = b"".join(r.body for r in receiver.at("/info"))
         assert_absent({"question": "compte rendu opératoire"}, {"webhook bodies": raw})
+
+
+async def test_a_partner_hears_that_a_second_specialist_reads_the_opinion(
+    stack: NotifyStack,
+) -> None:
+    async with hook_receiver() as (receiver, port):
+        partner = unique("ptn")
+        hooked = await subscribe(
+            stack,
+            partner,
+            f"http://hooks.partner.example:{port}/second",
+            "avis.review.second-reading-requested.v1",
+        )
+        filed = stack.patient("en", partner_id=partner, partner_reference="INS-89")
+        submitted = stack.submitted(filed)
+        await stack.publish(submitted, stack.assigned(filed, 5, submitted.traceparent))
+        await stack.settled(filed.case_id, 2)
+        await stack.publish(stack.second_reading(filed))
+        await eventually(lambda: len(receiver.at("/second", 204)) == 1, timeout=60)
+        (body,) = (verified(hooked["secret"], r) for r in receiver.at("/second"))
+        assert body["type"] == "avis.review.second-reading-requested.v1"
+        data = body["data"]
+        assert (data["status"], data["reason"], data["version"]) == (
+            "in_review",
+            "coordinator_rule",
+            1,
+        )
+        assert data["partner_reference"] == "INS-89"
+        # No email to the patient for it: the report's email follows.
+        assert len(await stack.notifications(filed.case_id)) == 2

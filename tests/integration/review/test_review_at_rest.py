@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.basics import MONGO_URL, unique
-from tests.support.privacy import assert_absent, stored_bytes
+from tests.support.privacy import assert_absent, record_bytes, stored_bytes
 from tests.support.review import ReviewStack
 
 pytestmark = pytest.mark.infra
@@ -62,3 +62,48 @@ async def test_an_opinion_and_a_decline_reason_are_sealed_at_rest(stack: ReviewS
     }
     secrets["diagnosis"] = OPINION["diagnosis"]["explanation"]
     assert_absent(secrets, {"review store": stored})
+
+
+COMMENTS = "La biopsie de 2023 à Quimper ne figure pas dans votre relecture de l'IRM."
+SECOND_READING = "avis.review.second-reading-requested.v1"
+COMMENTED = "avis.review.second-reading-commented.v1"
+
+
+async def test_a_second_readers_comments_are_sealed_at_rest(stack: ReviewStack) -> None:
+    """And the specialists' work addresses: sealed in the directory, never shown back, and
+    carried sealed by the events that tell each that work waits."""
+    p = unique("neu")
+    emails = {f"{p}-1": f"{p}-1@hopital.example", f"{p}-2": f"{p}-2@chu.example"}
+    for rid, email in emails.items():
+        added = await stack.add_reviewer(rid, ["neurology"], ["fr"], email=email)
+        assert "email" not in added and email not in str(added)
+    async with stack.client() as coordinator:  # a changed address is sealed the same way
+        emails[f"{p}-1"] = f"{p}-1@clinique.example"
+        patched = await coordinator.patch(f"/v1/reviewers/{p}-1", json={"email": emails[f"{p}-1"]})
+        assert patched.status_code == 200 and "@" not in patched.text, patched.text
+    case_id = await stack.submit("neurology")
+    await stack.log.wait(case_id, ASSIGNED)
+    first = await stack.assignment(case_id)
+    url = f"/v1/assignments/{first['id']}"
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        asked = await http.post(f"{url}/opinion", params={"second_reading": "true"}, json=OPINION)
+        assert asked.status_code == 201, asked.text
+    await stack.log.wait(case_id, SECOND_READING)
+    second_id = f"{p}-2" if first["reviewer_id"] == f"{p}-1" else f"{p}-1"
+    reading = f"/v1/second-readings/{first['id']}"
+    async with stack.client(second_id, "reviewer") as http:
+        sent = await http.post(f"{reading}/comments", json={"text": COMMENTS})
+        assert sent.status_code == 201, sent.text
+        read = (await http.get(reading)).json()
+        assert read["comments"][0]["text"] == COMMENTS and read["reason"] == "first_reader"
+
+    (commented,) = await stack.log.wait(case_id, COMMENTED)
+    (requested,) = stack.log.payloads(case_id, SECOND_READING)
+    assert requested["recipient"]["ct"] and commented["recipient"]["ct"]
+
+    stored = await stored_bytes(MONGO_URL, stack.settings.database)
+    assert first["id"].encode() in stored
+    topics = record_bytes(stack.log.records)
+    secrets = {"comments": COMMENTS} | {f"{rid}'s email": e for rid, e in emails.items()}
+    assert_absent(secrets, {"review store": stored, "topics": topics})

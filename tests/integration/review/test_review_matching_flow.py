@@ -62,6 +62,9 @@ async def test_matched_by_specialty_language_institution_then_least_load(
         f"{p}-b": None,
     }
     assert first["case_url"].endswith(chosen[0][0])
+    # Kept as one text, which the local store decodes at once (docs/store-contract.md).
+    stored = await stack.db["assignments"].find_one({"_id": first["id"]}, {"rationale": 1})
+    assert stored is not None and json.loads(stored["rationale"])["rule"] == "tie_break_by_id"
 
     async with stack.client(f"{p}-a", "reviewer") as http:
         mine = (await http.get("/v1/assignments")).json()["items"]
@@ -154,6 +157,8 @@ async def test_a_case_nobody_fits_waits_until_a_coordinator_assigns_it(
         (waiting,) = [c for c in queue["items"] if c["case_id"] == case_id]
         assert waiting["last_attempt"]["rule"] == "nobody_fits"
         assert waiting["last_attempt"]["candidates"][0]["excluded"] == "language"
+        stored = await stack.db["cases"].find_one({"_id": case_id}, {"last_attempt": 1})
+        assert stored is not None and isinstance(stored["last_attempt"], str)
 
         assign = f"/v1/queue/{case_id}/assign"
         refused = await http.post(assign, json={"reviewer_id": f"{p}-fr"})

@@ -1,8 +1,9 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
 every check, bounded in examples and time, with a valid coordinator token over the whole API,
-a valid reviewer token over the reviewer's operations, and a patient's, a partner's and a
-translator's token (roles review refuses everywhere but a case's access trail, which is the
-case's patient's) over the whole API. No answer may be a 5xx."""
+a valid reviewer token over the reviewer's operations (assignments, second readings and their
+rules, and follow-up questions), and a patient's, a partner's and a translator's token (roles review refuses
+everywhere but a case's access trail, which is the case's patient's, and the follow-up questions
+of their own case) over the whole API. No answer may be a 5xx."""
 
 import pytest
 
@@ -28,7 +29,7 @@ async def test_openapi_fuzzing_as_a_reviewer_finds_no_server_error(stack: Review
         stack.url,
         stack.token("fuzz-a", "reviewer"),
         "--include-path-regex",
-        "^/v1/assignments",
+        "^/v1/(assignments|second-reading|follow-ups)",
         seed="20260301",
         max_seconds=20,
     )

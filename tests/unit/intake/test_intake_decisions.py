@@ -469,3 +469,12 @@ def test_after_a_restore_no_erasure_is_undone(
     erased: bool, key_ref: str | None, key_exists: bool, action: str
 ) -> None:
     assert after_restore(erased=erased, key_ref=key_ref, key_exists=key_exists) == action
+
+
+def test_a_second_reading_is_a_timeline_entry_and_keeps_the_status() -> None:
+    current = state(CaseStatus.IN_REVIEW, assignment_id="as-1", seq=3)
+    for kind in (TimelineKind.SECOND_READING, TimelineKind.SECOND_READING_AGREED):
+        decision = decide(current, change(kind, seq=4))
+        assert decision.apply and decision.status == CaseStatus.IN_REVIEW
+        seen = state(CaseStatus.IN_REVIEW, timeline_ids=frozenset({f"ev-{kind}-1"}))
+        assert not decide(seen, change(kind)).apply  # a redelivery adds nothing

@@ -68,11 +68,24 @@ def test_a_request_for_information_is_told_and_so_is_the_new_date_after_it() -> 
         rules.on_withdrawn,
         rules.on_information_requested,
         lambda v: rules.on_resumed(v, D2),
+        rules.on_follow_up_asked,
+        rules.on_follow_up_answered,
     ],
 )
 def test_events_before_their_case_are_parked(decide: object) -> None:
     decision = decide(CaseView())  # type: ignore[operator]
     assert decision.park and decision.send is None and decision.then == CaseView()
+
+
+def test_a_follow_up_question_is_told_when_received_and_when_answered() -> None:
+    told = rules.on_report_ready(SUBMITTED, 1).then
+    asked = rules.on_follow_up_asked(told)
+    assert asked.send is Template.FOLLOW_UP_RECEIVED and asked.then == told
+    answered = rules.on_follow_up_answered(asked.then)
+    assert answered.send is Template.FOLLOW_UP_ANSWERED and answered.then == told
+    withdrawn = rules.on_withdrawn(told).then
+    assert rules.on_follow_up_asked(withdrawn).send is None
+    assert rules.on_follow_up_answered(withdrawn).send is None
 
 
 def test_the_retry_schedule_then_failure() -> None:

@@ -36,6 +36,12 @@ def test_every_action_has_its_words_and_a_fhir_verb() -> None:
         "decline.read": "R",
         "review.decline": "U",
         "information.create": "C",
+        "second-reading.read": "R",
+        "second-reading.comment": "U",
+        "second-reading.agree": "U",
+        "follow-up.create": "C",
+        "follow-up.read": "R",
+        "follow-up.answer": "U",
     }
     said = describe(
         rules.ACTIONS,

@@ -121,5 +121,9 @@ def test_a_topic_consumed_whole_documents_every_type_on_it() -> None:
             "ReviewDeclined",
             "InformationRequested",
             "ReviewResumed",
+            "SecondReadingRequested",
+            "SecondReadingCommented",
+            "SecondReadingAgreed",
+            "FollowUpAsked",
         ]
     }

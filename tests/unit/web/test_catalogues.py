@@ -39,7 +39,11 @@ TIMELINE = (
     "information_requested",
     "information_provided",
     "review_resumed",
+    "second_reading",
+    "second_reading_agreed",
     "report_ready",
+    "follow_up_asked",
+    "follow_up_answered",
     "withdrawn",
 )
 

@@ -140,6 +140,18 @@ class PhysicianContact(SealedContent):
     )
 
 
+class ProfessionalContact(SealedContent):
+    """A professional told that work waits for them (a specialist, a second reader; a
+    translator later, the same way): their work address and languages, sealed in the review
+    events that need them, never in clear."""
+
+    email: str
+    languages: list[Language] = Field(
+        description="The person's languages in their order; they are written to in the first "
+        "one the sender has words for."
+    )
+
+
 class OpinionDiagnosis(SealedContent):
     """Whether the diagnosis is confirmed, clarified or revised, and why."""
 
@@ -159,6 +171,10 @@ class CompletedOpinion(SealedContent):
     version: int = Field(ge=1)
     reviewer_display_name: str
     reviewer_specialty: Specialty | None = None
+    second_reader_display_name: str | None = Field(
+        None, description="The second specialist who read the opinion and agreed, if one did."
+    )
+    second_reader_specialty: Specialty | None = None
 
 
 class InformationQuestion(SealedContent):
@@ -166,6 +182,29 @@ class InformationQuestion(SealedContent):
     precision, sealed in `avis.review.information-requested.v1`."""
 
     text: str
+
+
+class SecondReadingComments(SealedContent):
+    """What a second reader returns to the first specialist about their opinion, sealed in
+    `avis.review.second-reading-commented.v1`."""
+
+    text: str
+
+
+class FollowUpQuestion(SealedContent):
+    """A follow-up question the patient (or the filing partner) asks about an issued report,
+    sealed in `avis.review.follow-up-asked.v1`."""
+
+    text: str
+
+
+class FollowUpAnswer(SealedContent):
+    """The specialist's answer to a follow-up question, with the question it answers, sealed in
+    `avis.review.follow-up-answered.v1`: the report's addendum is made of it."""
+
+    question: str
+    answer: str
+    reviewer_display_name: str
 
 
 def sealed(content: type[SealedContent], description: str, *, optional: bool = False) -> Any:
@@ -184,7 +223,11 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     ClaimSecret,
     CompletedOpinion,
     PhysicianContact,
+    ProfessionalContact,
     InformationQuestion,
+    SecondReadingComments,
+    FollowUpQuestion,
+    FollowUpAnswer,
 )
 
 
@@ -385,6 +428,84 @@ class ReviewResumed(Sequenced):
     outcome: Literal["answered", "expired"]
 
 
+class SecondReadingRequested(Sequenced):
+    """A version of the opinion goes to a second specialist before it is released: a
+    coordinator's rule for the case's specialty or urgency, or the first specialist's request.
+    The opinion stays in review until the second reader agrees (`second_reader_id` absent:
+    nobody fits yet)."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who wrote the opinion.")
+    second_reader_id: str | None = None
+    version: int = Field(ge=1, description="The opinion version to read.")
+    requested_at: AwareDatetime
+    reason: Literal["coordinator_rule", "first_reader"]
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The second reader, told that a reading waits (absent: nobody fits, or no address).",
+        optional=True,
+    )
+
+
+class SecondReadingCommented(Sequenced):
+    """The second reader returned comments that the first specialist must answer with a new
+    version of the opinion."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who answers.")
+    second_reader_id: str
+    version: int = Field(ge=1, description="The opinion version commented on.")
+    commented_at: AwareDatetime
+    comments: Sealed = sealed(SecondReadingComments, "What the second reader returns.")
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The first specialist, told that comments came back (absent: no address).",
+        optional=True,
+    )
+
+
+class SecondReadingAgreed(Sequenced):
+    """The second reader agreed with the opinion: it is released (`avis.review.completed.v1`
+    follows, naming both specialists)."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The first specialist, who wrote the opinion.")
+    second_reader_id: str
+    version: int = Field(ge=1, description="The opinion version agreed with.")
+    agreed_at: AwareDatetime
+
+
+class FollowUpAsked(Sequenced):
+    """The patient (or the filing partner) asked a follow-up question about the issued report:
+    the case goes back to review, to the specialist who wrote the opinion, with a due date of
+    the question's own."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str = Field(description="The question's id, which the answer names.")
+    number: int = Field(ge=1, description="The question's rank among the case's follow-ups.")
+    asked_at: AwareDatetime
+    due_at: AwareDatetime = Field(description="When the specialist's answer is due.")
+    question: Sealed = sealed(FollowUpQuestion, "What the patient asks.")
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The specialist, told that a follow-up question waits (absent: no address).",
+        optional=True,
+    )
+
+
+class FollowUpAnswered(Sequenced):
+    """The specialist answered a follow-up question: reports issues a new report version with
+    the answer as an addendum (the earlier versions stay served)."""
+
+    assignment_id: str
+    reviewer_id: str
+    follow_up_id: str
+    number: int = Field(ge=1)
+    answered_at: AwareDatetime
+    answer: Sealed = sealed(FollowUpAnswer, "The question, the answer and who answered.")
+
+
 class ReportReady(Sequenced):
     """The feedback report of a case is ready to be read."""
 
@@ -419,7 +540,12 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.declined.v1": (REVIEW_ASSIGNED, ReviewDeclined),
     "avis.review.information-requested.v1": (REVIEW_ASSIGNED, InformationRequested),
     "avis.review.resumed.v1": (REVIEW_ASSIGNED, ReviewResumed),
+    "avis.review.second-reading-requested.v1": (REVIEW_ASSIGNED, SecondReadingRequested),
+    "avis.review.second-reading-commented.v1": (REVIEW_ASSIGNED, SecondReadingCommented),
+    "avis.review.second-reading-agreed.v1": (REVIEW_ASSIGNED, SecondReadingAgreed),
+    "avis.review.follow-up-asked.v1": (REVIEW_ASSIGNED, FollowUpAsked),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
+    "avis.review.follow-up-answered.v1": (REVIEW_COMPLETED, FollowUpAnswered),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),
 }

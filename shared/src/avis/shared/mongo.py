@@ -1,18 +1,20 @@
 """MongoDB plumbing within the store contract (DESIGN.md section 4): client, locks, errors."""
 
 import asyncio
+import json
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 Document = dict[str, Any]
+M = TypeVar("M", bound=BaseModel)
 # Errors that say "the store is not there right now", retried with backoff, never dead-lettered.
 TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (ConnectionFailure,)
 # Every error the store raises, for services that must tell a store failure from their own.
@@ -94,6 +96,23 @@ async def by_ids(
 def lock_key(kind: str, aggregate_id: str) -> str:
     """The key of one aggregate's lock in `AggregateLocks`: `<kind>:<id>`."""
     return f"{kind}:{aggregate_id}"
+
+
+def _from_text(value: Any) -> Any:
+    """A nested model kept as JSON text, parsed; a document written before kept it nested."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _as_text(value: BaseModel) -> str:
+    return value.model_dump_json()
+
+
+# A nested model kept in the store as one JSON text, for a field no query looks into and no
+# update changes in part: the local store decodes a nested document field by field on every
+# read of its document, whichever fields the read asks for, and a text at once (21 assignment
+# rounds with the matcher's rationale nested: 43 ms; kept as text: 12 ms, docs/store-contract.md).
+# `AsText[Model]`; read back from either form.
+AsText = Annotated[M, BeforeValidator(_from_text), PlainSerializer(_as_text, return_type=str)]
 
 
 class Stored(BaseModel):

@@ -6,6 +6,8 @@ from avis.intake.rules import Change
 from avis.intake.service import Reported
 from avis.shared.envelope import Event
 from avis.shared.events import (
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     ReportReady,
     ReviewAccepted,
@@ -13,6 +15,8 @@ from avis.shared.events import (
     ReviewCompleted,
     ReviewDeclined,
     ReviewResumed,
+    SecondReadingAgreed,
+    SecondReadingRequested,
 )
 from avis.shared.runtime import Runtime
 
@@ -81,4 +85,64 @@ def register(runtime: Runtime, reported: Reported) -> None:
     runtime.on(ReviewCompleted, on_completed)
     runtime.on(InformationRequested, on_information_requested)
     runtime.on(ReviewResumed, on_resumed)
+    _second_reading(runtime, reported)
     runtime.on(ReportReady, on_report)
+
+
+def _second_reading(runtime: Runtime, reported: Reported) -> None:
+    """A second specialist reads the opinion, then agrees: timeline entries, the status stays."""
+
+    async def on_second_reading(event: Event, p: SecondReadingRequested) -> None:
+        change = Change(
+            TimelineKind.SECOND_READING,
+            event.id,
+            p.requested_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    async def on_second_agreed(event: Event, p: SecondReadingAgreed) -> None:
+        change = Change(
+            TimelineKind.SECOND_READING_AGREED,
+            event.id,
+            p.agreed_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    runtime.on(SecondReadingRequested, on_second_reading)
+    runtime.on(SecondReadingAgreed, on_second_agreed)
+
+
+def register_follow_ups(runtime: Runtime, reported: Reported) -> None:
+    """Register the follow-up questions' handlers: the case goes back to review, and each is
+    a timeline entry (the answer's report version sets the status again)."""
+
+    async def on_follow_up_asked(event: Event, p: FollowUpAsked) -> None:
+        change = Change(
+            TimelineKind.FOLLOW_UP_ASKED,
+            event.id,
+            p.asked_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    async def on_follow_up_answered(event: Event, p: FollowUpAnswered) -> None:
+        change = Change(
+            TimelineKind.FOLLOW_UP_ANSWERED,
+            event.id,
+            p.answered_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    runtime.on(FollowUpAsked, on_follow_up_asked)
+    runtime.on(FollowUpAnswered, on_follow_up_answered)

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     reported = Reported(intake)
     handlers.register(runtime, reported)
+    handlers.register_follow_ups(runtime, reported)
     runtime.anchor(cases.trail)
     runtime.purge(cases.calendar)
     upload = settings.max_document_bytes + api.MULTIPART_SLACK

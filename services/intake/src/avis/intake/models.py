@@ -82,7 +82,11 @@ class TimelineKind(StrEnum):
     INFORMATION_REQUESTED = "information_requested"
     INFORMATION_PROVIDED = "information_provided"
     REVIEW_RESUMED = "review_resumed"
+    SECOND_READING = "second_reading"  # a second specialist reads the opinion before release
+    SECOND_READING_AGREED = "second_reading_agreed"
     REPORT_READY = "report_ready"
+    FOLLOW_UP_ASKED = "follow_up_asked"
+    FOLLOW_UP_ANSWERED = "follow_up_answered"
     WITHDRAWN = "withdrawn"
     ERASURE_REQUESTED = "erasure_requested"
     ERASED = "erased"

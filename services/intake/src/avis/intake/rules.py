@@ -361,7 +361,11 @@ def decide(state: CaseState, change: Change) -> Decision:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
             return skip("not the current assignment")
         return Decision(apply=True, status=state.status, reviewer=CLEAR)
-    if change.kind == TimelineKind.REVIEW_COMPLETED:
+    if change.kind in (
+        TimelineKind.REVIEW_COMPLETED,
+        TimelineKind.SECOND_READING,
+        TimelineKind.SECOND_READING_AGREED,
+    ):
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.INFORMATION_REQUESTED:
         if state.assignment_id is None or change.assignment_id != state.assignment_id:
@@ -374,6 +378,14 @@ def decide(state: CaseState, change: Change) -> Decision:
         if not newer(state, change, CaseStatus.IN_REVIEW):
             return Decision(apply=True, status=state.status)
         return moved(state, change, CaseStatus.IN_REVIEW)
+    if change.kind == TimelineKind.FOLLOW_UP_ASKED:
+        # A follow-up question after the report: the case goes back to review.
+        if not newer(state, change, CaseStatus.IN_REVIEW):
+            return Decision(apply=True, status=state.status)
+        return moved(state, change, CaseStatus.IN_REVIEW)
+    if change.kind == TimelineKind.FOLLOW_UP_ANSWERED:
+        # The answer comes as a report version, whose `report-ready` sets the status.
+        return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.REPORT_READY:
         # A corrected report is a new version: one more entry, the status stays.
         if newer(state, change, CaseStatus.REPORT_READY) is False:

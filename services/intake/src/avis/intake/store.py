@@ -77,7 +77,7 @@ from avis.shared.access_log import TrailPage
 from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
 from avis.shared.events import ConsentScope, Language, Question, Specialty, Urgency
-from avis.shared.mongo import Document, Stored, by_ids
+from avis.shared.mongo import AsText, Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
 from avis.shared.retention import Calendar
 from avis.shared.sealing import Keyring, Sealed
@@ -242,7 +242,9 @@ class Case(Stored):
     status_seq: int = 0
     # The specialist's requests for more information, oldest first.
     requests: list[StoredRequest] = Field(default_factory=list)
-    timeline: list[StoredEntry] = Field(default_factory=list)
+    # Each entry one JSON text (docs/store-contract.md, "What a read decodes"): the timeline is
+    # appended to, never changed in part, and read with every case.
+    timeline: list[AsText[StoredEntry]] = Field(default_factory=list)
     # The case's records, in upload order: read by `_id`, never found by a scan.
     record_ids: list[str] = Field(default_factory=list)
     # A partner-filed case: the keyed digest of its claim secret (never the secret), and the
@@ -674,7 +676,7 @@ class Store:
         }
         if claim is not None:
             fields["claim"] = claim.model_dump(exclude_none=True)
-        update = {"$set": fields, "$push": {"timeline": entry.model_dump()}}
+        update = {"$set": fields, "$push": {"timeline": entry.model_dump_json()}}
         doc = await self.cases.find_one_and_update(
             {"_id": case_id}, with_events(update, events), return_document=ReturnDocument.AFTER
         )
@@ -686,7 +688,7 @@ class Store:
         """Record the withdrawal, its timeline entry and its events (if any) in one write."""
         update = {
             "$set": {"status": CaseStatus.WITHDRAWN.value, "withdrawn_at": at, "updated_at": at},
-            "$push": {"timeline": entry.model_dump()},
+            "$push": {"timeline": entry.model_dump_json()},
         }
         await self.cases.update_one({"_id": case_id}, with_events(update, events))
 
@@ -694,7 +696,7 @@ class Store:
         """Record the patient's request for erasure and its timeline entry in one write."""
         update = {
             "$set": {"erasure_requested_at": at, "updated_at": at},
-            "$push": {"timeline": entry.model_dump()},
+            "$push": {"timeline": entry.model_dump_json()},
         }
         await self.cases.update_one({"_id": case_id}, update)
 
@@ -707,7 +709,7 @@ class Store:
         update = {
             "$set": {"erased_at": at, "updated_at": at, "record_ids": []},
             "$unset": {"content": "", "patient": "", "clinical_summary": "", "claim": ""},
-            "$push": {"timeline": entry.model_dump()},
+            "$push": {"timeline": entry.model_dump_json()},
         }
         await self.cases.update_one({"_id": case.id}, with_events(update, events))
         for record in await self.records_of(case):
@@ -756,7 +758,7 @@ class Store:
             if reviewer.assigned_at is not None:
                 fields["assignment_at"] = reviewer.assigned_at
         await self.cases.update_one(
-            {"_id": case_id}, {"$set": fields, "$push": {"timeline": entry.model_dump()}}
+            {"_id": case_id}, {"$set": fields, "$push": {"timeline": entry.model_dump_json()}}
         )
 
     async def claim(
@@ -992,6 +994,6 @@ class InformationStore:
         its timeline entry and its event, in one write."""
         update = {
             "$set": {"requests": [r.model_dump() for r in requests], "updated_at": at},
-            "$push": {"timeline": entry.model_dump()},
+            "$push": {"timeline": entry.model_dump_json()},
         }
         await self.store.cases.update_one({"_id": case_id}, with_events(update, events))

@@ -28,10 +28,19 @@ DOMAIN = "notify"
 LINKS = {
     Template.CASE_RECEIVED: "case_url",
     Template.INFORMATION_REQUESTED: "case_url",
+    Template.FOLLOW_UP_RECEIVED: "case_url",
+    Template.FOLLOW_UP_ANSWERED: "case_url",
     Template.REPORT_READY: "report_url",
     Template.REPORT_UPDATED: "report_url",
     Template.PHYSICIAN_REPORT: "report_url",
+    Template.PRO_FOLLOW_UP: "work_url",
+    Template.PRO_SECOND_READING: "work_url",
+    Template.PRO_COMMENTS: "work_url",
 }
+# The languages a catalogue is kept for: a professional is written to in the first of theirs.
+CATALOGUED = tuple(
+    language for language in Language if (LOCALES / language.value / "LC_MESSAGES").is_dir()
+)
 
 
 @functools.cache

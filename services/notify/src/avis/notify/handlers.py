@@ -3,6 +3,7 @@ one use case, which parks it or queues its email and webhook deliveries; nothing
 here."""
 
 from avis.notify.keying import CaseKeying
+from avis.notify.professionals import ProfessionalEmails
 from avis.notify.service import CaseErasure, NotifyService
 from avis.shared.envelope import Event
 from avis.shared.events import (
@@ -11,17 +12,25 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     Payload,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingCommented,
+    SecondReadingRequested,
 )
 from avis.shared.runtime import Runtime
 
 
 def register(
-    runtime: Runtime, notify: NotifyService, erasure: CaseErasure, keying: CaseKeying
+    runtime: Runtime,
+    notify: NotifyService,
+    erasure: CaseErasure,
+    keying: CaseKeying,
+    professionals: ProfessionalEmails,
 ) -> None:
     """Register the notify service's handlers by payload type."""
 
@@ -30,6 +39,11 @@ def register(
 
     async def on_event(event: Event, payload: Payload) -> None:
         await notify.apply(event=event, payload=payload)
+
+    async def on_work(event: Event, payload: Payload) -> None:
+        # The patient's side first (parked with its case), then the professional's email.
+        await notify.apply(event=event, payload=payload)
+        await professionals.work_waits(event=event, payload=payload)
 
     async def on_erased(event: Event, payload: CaseErased) -> None:
         await erasure.case_erased(event=event, erasure=payload)
@@ -44,6 +58,10 @@ def register(
     runtime.on(ReviewAssigned, on_event)
     runtime.on(InformationRequested, on_event)
     runtime.on(ReviewResumed, on_event)
+    runtime.on(SecondReadingRequested, on_work)
+    runtime.on(SecondReadingCommented, on_work)
+    runtime.on(FollowUpAsked, on_work)
+    runtime.on(FollowUpAnswered, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from avis.notify import api, handlers
 from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
+from avis.notify.professionals import ProfessionalEmails
 from avis.notify.queue import DueQueue
 from avis.notify.sender import EmailSender
 from avis.notify.service import CaseErasure, NotifyService
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhook_queue=deliveries,
     )
     keying = CaseKeying(store=store, locks=runtime.locks, keys=keys)
-    handlers.register(runtime, notify, CaseErasure(notify), keying)
+    professionals = ProfessionalEmails(
+        store=store, locks=runtime.locks, keys=keys, settings=settings, email_queue=emails
+    )
+    handlers.register(runtime, notify, CaseErasure(notify), keying, professionals)
     runtime.singleton("parking", lambda lease: parking.run(notify.expire_parked, lease.check))
     runtime.purge(store.calendar)
     if settings.sender_enabled:

@@ -24,10 +24,17 @@ class Template(StrEnum):
     REVIEW_RESUMED = "review_resumed"  # answered (or expired): the review goes on, a new date
     REPORT_READY = "report_ready"
     REPORT_UPDATED = "report_updated"
+    FOLLOW_UP_RECEIVED = "follow_up_received"  # a follow-up question went to the specialist
+    FOLLOW_UP_ANSWERED = "follow_up_answered"  # answered: an addendum in the next version
     CASE_WITHDRAWN = "case_withdrawn"
     ERASURE_DONE = "erasure_done"  # the one email sent once the case is erased
     # To the treating physician, with the patient's consent: the link to the full report.
     PHYSICIAN_REPORT = "physician_report"
+    # To a professional, when work waits for them: what waits and a link to the page in web
+    # where they do it, never the case's content.
+    PRO_FOLLOW_UP = "pro_follow_up"  # a follow-up question waits for the specialist
+    PRO_SECOND_READING = "pro_second_reading"  # a reading waits for the second reader
+    PRO_COMMENTS = "pro_comments"  # the second reader's comments wait for the specialist
 
 
 class SendStatus(StrEnum):
@@ -55,6 +62,9 @@ class WebhookEvent(StrEnum):
     REVIEW_ASSIGNED = "avis.review.assigned.v1"
     INFORMATION_REQUESTED = "avis.review.information-requested.v1"
     REVIEW_RESUMED = "avis.review.resumed.v1"
+    SECOND_READING_REQUESTED = "avis.review.second-reading-requested.v1"
+    FOLLOW_UP_ASKED = "avis.review.follow-up-asked.v1"
+    FOLLOW_UP_ANSWERED = "avis.review.follow-up-answered.v1"
     REPORT_READY = "avis.report.ready.v1"
 
 

@@ -15,12 +15,18 @@ from avis.shared.events import (
     CaseClaimed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
+    Language,
     Payload,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
+    SecondReadingCommented,
+    SecondReadingRequested,
 )
+from avis.shared.sealing import Sealed
 from avis.shared.security import Principal
 
 
@@ -116,6 +122,35 @@ def on_resumed(view: CaseView, due: date) -> Decision:
     if view.withdrawn:
         return _skip(view, "withdrawn")
     return Decision(send=Template.REVIEW_RESUMED, then=replace(view, told_due=due))
+
+
+def on_second_reading(view: CaseView) -> Decision:
+    """`avis.review.second-reading-requested.v1`: a second specialist reads the opinion before
+    the report; no email to the patient (the report's email follows), a webhook for partners."""
+    if not view.submitted:
+        return _park(view)
+    return _skip(view, "read by a second specialist: the report's email follows")
+
+
+def on_follow_up_asked(view: CaseView) -> Decision:
+    """`avis.review.follow-up-asked.v1`: the patient is told their follow-up question went to
+    the specialist, and by when to expect the answer (the question itself is never in an
+    email)."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.FOLLOW_UP_RECEIVED, then=view)
+
+
+def on_follow_up_answered(view: CaseView) -> Decision:
+    """`avis.review.follow-up-answered.v1`: the patient is told the specialist answered; the
+    answer is in the report's next version, whose own email brings its link."""
+    if not view.submitted:
+        return _park(view)
+    if view.withdrawn:
+        return _skip(view, "withdrawn")
+    return Decision(send=Template.FOLLOW_UP_ANSWERED, then=view)
 
 
 def on_report_ready(view: CaseView, version: int) -> Decision:
@@ -273,6 +308,9 @@ WEBHOOK_STATUS = {
     WebhookEvent.REVIEW_ASSIGNED: "assigned",
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
+    WebhookEvent.SECOND_READING_REQUESTED: "in_review",
+    WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
+    WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
 }
 
@@ -548,6 +586,40 @@ def physician_link(report_url: str, case_id: str, secret: str) -> str:
     return f"{base}/v1/cases/{quote(case_id, safe='')}/report/physician/{quote(secret, safe='')}"
 
 
+@dataclass(frozen=True)
+class ProfessionalWork:
+    """An email to a professional that work waits for them: which, the page where they do it,
+    and their address as the event sealed it."""
+
+    template: Template
+    link: str
+    recipient: Sealed
+
+
+def professional_work(payload: Payload, pages_url: str) -> ProfessionalWork | None:
+    """The work an event gives a professional (a follow-up question to answer, a reading to do,
+    comments to answer), None without one or without their address."""
+    pages = pages_url.rstrip("/")
+    if isinstance(payload, FollowUpAsked):
+        template, page = Template.PRO_FOLLOW_UP, f"follow-ups/{quote(payload.follow_up_id)}"
+    elif isinstance(payload, SecondReadingRequested):
+        template = Template.PRO_SECOND_READING
+        page = f"second-readings/{quote(payload.assignment_id, safe='')}"
+    elif isinstance(payload, SecondReadingCommented):
+        template, page = Template.PRO_COMMENTS, f"review/{quote(payload.assignment_id, safe='')}"
+    else:
+        return None
+    if payload.recipient is None:
+        return None
+    return ProfessionalWork(template, f"{pages}/{page}", payload.recipient)
+
+
+def professional_language(languages: list[Language], catalogued: tuple[Language, ...]) -> Language:
+    """The language a professional is written to in: the first of theirs with a catalogue
+    (English when none has)."""
+    return next((lang for lang in languages if lang in catalogued), Language.EN)
+
+
 def claim_link(pages_url: str, case_id: str, secret: str) -> str:
     """The page where the patient claims a case a partner filed, with the one-time secret."""
     return f"{pages_url.rstrip('/')}/claim/{quote(case_id, safe='')}/{quote(secret, safe='')}"
@@ -604,6 +676,39 @@ def _resumed(payload: ReviewResumed, view: CaseView, tz: tzinfo) -> Reading:
             "request_id": payload.request_id,
             "outcome": payload.outcome,
             "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
+@_reading.register
+def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_second_reading(view),
+        extra={"version": payload.version, "reason": payload.reason},
+    )
+
+
+@_reading.register
+def _follow_up_asked(payload: FollowUpAsked, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_follow_up_asked(view),
+        params={"due_date": payload.due_at.astimezone(tz).date().isoformat()},
+        extra={
+            "follow_up_id": payload.follow_up_id,
+            "number": payload.number,
+            "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
+@_reading.register
+def _follow_up_answered(payload: FollowUpAnswered, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_follow_up_answered(view),
+        extra={
+            "follow_up_id": payload.follow_up_id,
+            "number": payload.number,
+            "answered_at": _stamp(payload.answered_at),
         },
     )
 

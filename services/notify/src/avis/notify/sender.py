@@ -27,11 +27,12 @@ from avis.notify.store import (
     claim_aad,
     contact_aad,
     physician_aad,
+    recipient_aad,
 )
 from avis.notify.webhooks import WebhookClient
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret, PhysicianContact
+from avis.shared.events import ClaimSecret, PhysicianContact, ProfessionalContact
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, Sealed, SealingError
@@ -148,7 +149,9 @@ class EmailSender:
                 return None
             to_physician = send.template is Template.PHYSICIAN_REPORT
             sealed = (case.physician if to_physician else case.contact) if case else None
-            if case is None or sealed is None:
+            if send.recipient is not None:  # a professional: their address is the send's own
+                result = await self._to_professional(send, send.recipient)
+            elif case is None or sealed is None:
                 result = Result(Outcome.PERMANENT, None, "no contact for the case")
             else:
                 # The key the address is sealed under: the case's, or an erasure notice's own.
@@ -180,6 +183,15 @@ class EmailSender:
         if physician.link_secret is not None and url:  # else no link: none would open for them
             params["report_url"] = rules.physician_link(url, case.id, physician.link_secret)
         return physician.email, params
+
+    async def _to_professional(self, send: SendDoc, sealed: Sealed) -> Result:
+        """A professional's email: their address opened here only, the send's parameters."""
+        ring = await self.keys.opening(sealed)
+        try:
+            contact = ring.open_model(sealed, aad=recipient_aad(send.id), model=ProfessionalContact)
+        except SealingError:
+            return Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
+        return await self._deliver(send, contact.email, dict(send.params), None)
 
     async def _deliver(
         self, send: SendDoc, email: str, params: dict[str, str], endpoint: str | None

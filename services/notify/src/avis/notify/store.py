@@ -180,6 +180,11 @@ def physician_aad(case_id: str) -> str:
     return f"avis-notify:physician:{case_id}"
 
 
+def recipient_aad(send_id: str) -> str:
+    """The associated data notify seals a professional's address under (bound to the send)."""
+    return f"avis-notify:recipient:{send_id}"
+
+
 def claim_aad(case_id: str) -> str:
     """The associated data notify seals a case's claim secret under (bound to the case)."""
     return f"avis-notify:claim:{case_id}"
@@ -211,6 +216,9 @@ class SendDoc(Stored):
     next_at: datetime | None = None
     sent_at: datetime | None = None
     attempts: list[Attempt] = Field(default_factory=list)
+    # An email to a professional (not the patient): their `ProfessionalContact`, sealed under
+    # the case key and `recipient_aad(send id)`.
+    recipient: Sealed | None = None
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""

@@ -1,5 +1,6 @@
 """Kafka subscribers of the reports service (thin, like api.py)."""
 
+from avis.reports.addenda import Addenda
 from avis.reports.keying import CaseKeying
 from avis.reports.service import CaseErasure, ReportsService
 from avis.shared.envelope import Event
@@ -9,6 +10,7 @@ from avis.shared.events import (
     CaseKeyed,
     CaseSubmitted,
     CaseWithdrawn,
+    FollowUpAnswered,
     ReviewCompleted,
 )
 from avis.shared.runtime import Runtime
@@ -45,3 +47,12 @@ def register(
     runtime.on(CaseWithdrawn, on_withdrawn)
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)
+
+
+def register_addenda(runtime: Runtime, addenda: Addenda) -> None:
+    """Register the handler of the answers to follow-up questions (each a report version)."""
+
+    async def on_answered(event: Event, payload: FollowUpAnswered) -> None:
+        await addenda.follow_up_answered(event=event, answered=payload)
+
+    runtime.on(FollowUpAnswered, on_answered)

@@ -6,6 +6,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from avis.reports import api, handlers, store
+from avis.reports.addenda import Addenda
 from avis.reports.keying import CaseKeying
 from avis.reports.service import SOURCE, CaseErasure, ReportsService
 from avis.reports.settings import Settings
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=reports_store, locks=runtime.locks, emitter=reports.emitter, keys=reports.keys
     )
     handlers.register(runtime, reports, CaseErasure(reports), keying)
+    handlers.register_addenda(runtime, Addenda(reports))
     runtime.anchor(reports_store.trail)
     app = runtime.create_app("Avis reports", [api.router], description=DESCRIPTION)
     app.state.reports = reports

@@ -87,6 +87,12 @@ class ReviewerBlock(_View):
     name: str
     specialty: Specialty
     specialty_text: str
+    second_reader: str | None = Field(
+        None, description="The second specialist who read the opinion and agreed, if one did."
+    )
+    second_reader_text: str | None = Field(
+        None, description="The sentence naming the second reader, in the report's language."
+    )
 
 
 class Titled(_View):
@@ -111,6 +117,20 @@ class Labels(_View):
     age: str | None = Field(None, description="A reviewer's report only: the age's label.")
 
 
+class AddendumSection(_View):
+    """A follow-up question asked after the report and the specialist's answer to it: the
+    addendum of the report version that answered it (and of every later one)."""
+
+    number: int = Field(ge=1, description="The follow-up question's rank (1 to 3).")
+    heading: str
+    question_label: str
+    question: str
+    answer_label: str
+    answer: str
+    signature: str = Field(description="Who answered, and when.")
+    answered_at: datetime
+
+
 class Report(_View):
     """The medical feedback report of a case, one version, as composed."""
 
@@ -133,6 +153,10 @@ class Report(_View):
     reviewer: ReviewerBlock
     disclaimer: Titled
     labels: Labels
+    addenda: list[AddendumSection] = Field(
+        default_factory=list,
+        description="The answers to follow-up questions after the report, oldest first.",
+    )
 
 
 class ReportVersion(_View):

@@ -34,7 +34,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from avis.reports.models import Report, ReportSection
+from avis.reports.models import AddendumSection, Report, ReportSection
 
 FONT_DIR = pathlib.Path(reportlab.__file__).resolve().parent / "fonts"
 REGULAR, BOLD, ITALIC, BOLD_ITALIC = "AvisSans", "AvisSans-Bold", "AvisSans-Italic", "AvisSans-BI"
@@ -217,6 +217,19 @@ def _section(section: ReportSection) -> list[Flowable]:
     return [KeepTogether(head + body[:1]), *body[1:]]
 
 
+def _addendum(addendum: AddendumSection) -> list[Flowable]:
+    """One answer to a follow-up question: the question, the answer, who answered and when."""
+    s = _styles()
+    return [
+        Paragraph(_markup(addendum.heading), s["h2"]),
+        Paragraph(f"<b>{_markup(addendum.question_label)}</b>", s["body"]),
+        *_paragraphs(addendum.question, s["body"]),
+        Paragraph(f"<b>{_markup(addendum.answer_label)}</b>", s["body"]),
+        *_paragraphs(addendum.answer, s["body"]),
+        Paragraph(_markup(addendum.signature), s["small"]),
+    ]
+
+
 def story(report: Report) -> list[Flowable]:
     """The report's content, in reading order."""
     s = _styles()
@@ -250,6 +263,8 @@ def story(report: Report) -> list[Flowable]:
     for section in report.sections:
         if section.number is not None:
             flow += _section(section)
+    for addendum in report.addenda:  # the answers to follow-up questions, after the opinion
+        flow += _addendum(addendum)
     reviewer = report.reviewer
     flow.append(
         KeepTogether(
@@ -257,6 +272,11 @@ def story(report: Report) -> list[Flowable]:
                 Paragraph(_markup(reviewer.heading), s["h2"]),
                 Paragraph(f"<b>{_markup(reviewer.name)}</b>", s["value"]),
                 Paragraph(_markup(reviewer.specialty_text), s["body"]),
+                *(
+                    [Paragraph(_markup(reviewer.second_reader_text), s["body"])]
+                    if reviewer.second_reader_text
+                    else []
+                ),
             ]
         )
     )

@@ -15,6 +15,7 @@ from avis.reports.models import (
     FHIR_MEDIA_TYPE,
     JSON_MEDIA_TYPE,
     PDF_MEDIA_TYPE,
+    AddendumSection,
     DateLine,
     Labels,
     PatientBlock,
@@ -28,6 +29,7 @@ from avis.reports.models import (
 from avis.shared.events import (
     CompletedOpinion,
     ConsentScope,
+    FollowUpAnswer,
     Language,
     PatientContact,
     Question,
@@ -86,6 +88,11 @@ def contact_aad(case_id: str) -> str:
 def opinion_aad(case_id: str, opinion_version: int) -> str:
     """Associated data of an opinion version as reports keeps it."""
     return f"reports:opinion:{case_id}:v{opinion_version}"
+
+
+def addendum_aad(case_id: str, follow_up_id: str) -> str:
+    """Associated data of an answer to a follow-up question as reports keeps it."""
+    return f"reports:addendum:{case_id}:{follow_up_id}"
 
 
 def report_aad(key: str) -> str:
@@ -431,12 +438,16 @@ def _patient(t: Texts, contact: PatientContact) -> PatientBlock:
 
 
 def _reviewer(t: Texts, content: CompletedOpinion, specialty: Specialty) -> ReviewerBlock:
-    """The specialist who wrote the opinion, under the specialty they wrote it in."""
+    """The specialist who wrote the opinion, under the specialty they wrote it in, and the
+    second specialist who read it and agreed, if one did."""
+    second = (content.second_reader_display_name or "").strip() or None
     return ReviewerBlock(
         heading=t("heading.reviewer"),
         name=content.reviewer_display_name.strip(),
         specialty=specialty,
         specialty_text=t(f"specialty.{specialty.value}"),
+        second_reader=second,
+        second_reader_text=None if second is None else t("text.second_reader", name=second),
     )
 
 
@@ -491,3 +502,63 @@ def translation_statement(
         )
         for t in texts
     ]
+
+
+# --- addenda: the answers to follow-up questions -------------------------------------------
+
+
+def addendum_due(received: int, issued: Iterable[int]) -> bool:
+    """Whether a report version is due for an answer to a follow-up question: more answers were
+    received (`received`) than the versions issued so far carry (`issued`: each one's count)."""
+    return received > max(issued, default=0)
+
+
+def addendum_section(
+    t: Texts, number: int, answer: FollowUpAnswer, answered_at: datetime
+) -> AddendumSection:
+    """One answer to a follow-up question, as the report's addendum shows it."""
+    return AddendumSection(
+        number=number,
+        heading=t("heading.addendum", number=t.number(number)),
+        question_label=t("addendum.question"),
+        question=answer.question,
+        answer_label=t("addendum.answer"),
+        answer=answer.answer,
+        signature=t(
+            "text.addendum_signed",
+            name=answer.reviewer_display_name,
+            date=t.date(answered_at.date()),
+        ),
+        answered_at=answered_at,
+    )
+
+
+def with_addenda(
+    t: Texts,
+    base: Report,
+    addenda: Sequence[AddendumSection],
+    *,
+    version: int,
+    issued_at: datetime,
+) -> Report:
+    """The report version that adds the answers to follow-up questions (`addenda`, all of them
+    so far) to the last version issued (`base`): the opinion as it was, a note saying what this
+    version adds, the issue date of this version."""
+    issued = t("label.issued")
+    dates = [
+        d.model_copy(update={"at": issued_at, "text": t.date(issued_at.date())})
+        if d.label == issued
+        else d
+        for d in base.dates
+    ]
+    return base.model_copy(
+        update={
+            "version": version,
+            "issued_at": issued_at,
+            "dates": dates,
+            "correction_note": t(
+                "text.addendum_note", previous=t.number(version - 1), count=t.number(len(addenda))
+            ),
+            "addenda": list(addenda),
+        }
+    )

@@ -187,7 +187,7 @@ class ReportsService:
 
     # --- sealing ---------------------------------------------------------------------------------
 
-    async def _open(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
+    async def opened(self, sealed: Sealed, aad: str, model: type[M], what: str) -> M:
         """A sealed value, opened with its case's key (CaseKeyDestroyed once it is erased)."""
         try:
             return (await self.keys.opening(sealed)).open_model(sealed, aad, model)
@@ -201,7 +201,7 @@ class ReportsService:
         """Keep what the report needs of a submitted case; compose any opinion already parked."""
         case_id = case.case_id
         key_ref = case.key_ref or key_ref_of(case.contact)
-        contact = await self._open(case.contact, event_id, PatientContact, "contact")
+        contact = await self.opened(case.contact, event_id, PatientContact, "contact")
         ring = await self.keys.ring(key_ref)
         record = CaseRecord(
             reference=case.reference,
@@ -245,7 +245,7 @@ class ReportsService:
         `expire_parked`)."""
         event_id, traceparent = event.id, event.traceparent
         case_id = review.case_id
-        opinion = await self._open(review.opinion, event_id, CompletedOpinion, "opinion")
+        opinion = await self.opened(review.opinion, event_id, CompletedOpinion, "opinion")
         async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             # Kept under the case's key as its submission named it, else the opinion's.
@@ -365,7 +365,7 @@ class ReportsService:
             issued_at=stored.issued_at,
             seq=report_seq(received.seq),
         )
-        await self._announce(case, stored, entry)
+        await self.announce(case, stored, entry)
         stage_reached("completed_to_report_ready", since=received.completed_at, at=entry.issued_at)
         log.info(
             "report issued",
@@ -374,27 +374,25 @@ class ReportsService:
             version=version,
             opinion_version=stored.opinion_version,
         )
-        if self.render_in_background:
-            with contextlib.suppress(asyncio.QueueFull):
-                # A full queue only means this one renders on its first request.
-                self._to_render.put_nowait(key)
         return entry
 
     async def _keep(self, case: CaseDoc, received: ReceivedOpinion, version: int) -> VersionDoc:
-        """Compose a report version and keep it, sealed (the one kept first if it raced)."""
-        record = case.case
-        assert record is not None  # opinions_to_compose says so
-        key = version_key(case.report_id, version)
+        """Compose a report version and keep it."""
         issued_at = now()
         report = await self._compose(case, received, version, issued_at)
+        return await self.keep(case, report, opinion_version=received.version)
+
+    async def keep(self, case: CaseDoc, report: Report, *, opinion_version: int) -> VersionDoc:
+        """Keep a composed report as its version, sealed (the one kept first if it raced)."""
+        key = version_key(case.report_id, report.version)
         stored = VersionDoc(
             id=key,
             report_id=case.report_id,
             case_id=case.id,
-            version=version,
-            opinion_version=received.version,
-            language=record.language,
-            issued_at=issued_at,
+            version=report.version,
+            opinion_version=opinion_version,
+            language=report.language,
+            issued_at=report.issued_at,
             report=(await self.keys.ring(case.key_ref)).seal_json(report, report_aad(key)),
             traceparent=case.traceparent,
         )
@@ -408,8 +406,8 @@ class ReportsService:
         """Open the contact and the opinion, and compose the report in the patient's language."""
         record = case.case
         assert record is not None and record.contact is not None  # opinions_to_compose says so
-        contact = await self._open(record.contact, contact_aad(case.id), PatientContact, "contact")
-        content = await self._open(
+        contact = await self.opened(record.contact, contact_aad(case.id), PatientContact, "contact")
+        content = await self.opened(
             received.sealed, opinion_aad(case.id, received.version), CompletedOpinion, "opinion"
         )
         return compose(
@@ -429,8 +427,9 @@ class ReportsService:
             issued_at=issued_at,
         )
 
-    async def _announce(self, case: CaseDoc, stored: VersionDoc, entry: VersionEntry) -> None:
-        """Record the version on the case and put its `report-ready` on the outbox, in one write."""
+    async def announce(self, case: CaseDoc, stored: VersionDoc, entry: VersionEntry) -> None:
+        """Record the version on the case and put its `report-ready` on the outbox, in one write;
+        then queue its PDF for rendering (a full queue: it renders on its first request)."""
         ready = ReportReady(
             case_id=case.id,
             report_id=case.report_id,
@@ -448,6 +447,9 @@ class ReportsService:
             trace=case.traceparent,
             write=lambda events: self.store.add_version(case.id, entry, list(events)),
         )
+        if self.render_in_background:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._to_render.put_nowait(stored.id)
 
     def version_url(self, *, report_id: str, version: int) -> str:
         """Where a report version is read (JSON; PDF and FHIR by content negotiation)."""
@@ -521,7 +523,7 @@ class ReportsService:
         stored = await self.store.version(key)
         if stored is None:
             raise _not_found()
-        report = await self._open(stored.report, report_aad(key), Report, "report")
+        report = await self.opened(stored.report, report_aad(key), Report, "report")
         ring = None if given is None else await self.keys.ring(case.key_ref)
         await self.auditor.record(principal, case_id, "report.read", reason=given, ring=ring)
         if not sees_identity(principal):
@@ -589,7 +591,7 @@ class ReportsService:
             try:
                 stored = await self.store.version(key)
                 if stored is not None and stored.pdf is None:
-                    report = await self._open(stored.report, report_aad(key), Report, "report")
+                    report = await self.opened(stored.report, report_aad(key), Report, "report")
                     cache = await self._render(stored, report)
                     log.info("report rendered", report_id=stored.report_id, bytes=cache.size)
             except asyncio.CancelledError:
@@ -606,7 +608,7 @@ async def physician_link(
     the physician's link (the secret itself is kept nowhere here)."""
     if case.physician is None:
         return None
-    physician = await reports._open(case.physician, event_id, PhysicianContact, "physician")
+    physician = await reports.opened(case.physician, event_id, PhysicianContact, "physician")
     if physician.link_secret is None:
         return None
     kid, key = reports.keyring.derive(PHYSICIAN_LINK_PURPOSE)
@@ -634,7 +636,7 @@ async def physician_report(reports: ReportsService, *, case_id: str, secret: str
     stored = await reports.store.version(key_of)
     if stored is None:
         raise _not_found()
-    report = await reports._open(stored.report, report_aad(key_of), Report, "report")
+    report = await reports.opened(stored.report, report_aad(key_of), Report, "report")
     await reports.auditor.record_link_read(case_id, "report.read")
     log.info("report read by the treating physician", case_id=case_id)
     return Served(stored, report)

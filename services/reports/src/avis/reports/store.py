@@ -74,6 +74,19 @@ class ReceivedOpinion(Stored):
     seq: int = 0
 
 
+class ReceivedAddendum(Stored):
+    """The specialist's answer to a follow-up question, as `avis.review.follow-up-answered.v1`
+    brought it (the question with it), sealed again for reports (`rules.addendum_aad`)."""
+
+    follow_up_id: str
+    number: int
+    event_id: str
+    reviewer_id: str
+    answered_at: datetime
+    sealed: Sealed
+    seq: int = 0
+
+
 class VersionEntry(Stored):
     """A report version issued for the case: numbers and dates, nothing clinical."""
 
@@ -83,6 +96,7 @@ class VersionEntry(Stored):
     language: Language
     issued_at: datetime
     seq: int = 0  # the case's sequence number it was announced with (`rules.report_seq`)
+    addenda: int = 0  # how many answers to follow-up questions it carries
 
     def view(self, *, report_id: str, case_id: str, url: str) -> ReportVersion:
         """This version as a reader of the case's report sees it listed."""
@@ -112,6 +126,8 @@ class CaseDoc(Stored):
     versions: list[VersionEntry] = Field(default_factory=list)
     traceparent: str = ""
     created_at: datetime
+    # The answers to follow-up questions, in their order: each one gets a report version.
+    addenda: list[ReceivedAddendum] = Field(default_factory=list)
 
 
 class PdfCache(Stored):
@@ -202,6 +218,10 @@ class Store:
         """Keep one more opinion version of the case."""
         await self.cases.update_one({"_id": case_id}, {"$push": {"opinions": opinion.to_doc()}})
 
+    async def add_addendum(self, case_id: str, addendum: ReceivedAddendum) -> None:
+        """Keep one more answer to a follow-up question of the case."""
+        await self.cases.update_one({"_id": case_id}, {"$push": {"addenda": addendum.to_doc()}})
+
     async def add_version(self, case_id: str, entry: VersionEntry, events: list[Event]) -> None:
         """Record an issued version and the events it causes, in one write."""
         await self.cases.update_one(
@@ -226,7 +246,10 @@ class Store:
         await self.versions.delete_many({"_id": {"$in": version_keys}})
         await self.cases.update_one(
             {"_id": case_id},
-            {"$set": {"erased_at": at}, "$unset": {"case.contact": "", "opinions": ""}},
+            {
+                "$set": {"erased_at": at},
+                "$unset": {"case.contact": "", "opinions": "", "addenda": ""},
+            },
         )
 
     async def seal_case(self, case: CaseDoc, key_ref: str) -> None:

@@ -5,12 +5,17 @@ from typing import Annotated, cast
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi import status as http
 
+from avis.review.followups import FollowUps
 from avis.review.models import (
     AssignBody,
     Assignment,
     AssignmentPage,
     AssignmentStatus,
     DeclineBody,
+    FollowUp,
+    FollowUpBody,
+    FollowUpPage,
+    FollowUpState,
     InformationRequestBody,
     InformationRequestPage,
     Opinion,
@@ -21,6 +26,11 @@ from avis.review.models import (
     ReviewerIn,
     ReviewerPage,
     ReviewerPatch,
+    SecondReading,
+    SecondReadingBody,
+    SecondReadingPage,
+    SecondReadingRules,
+    SecondReadingRulesBody,
 )
 from avis.review.service import DirectoryService, ReviewService
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
@@ -37,12 +47,18 @@ def _review(request: Request) -> ReviewService:
     return cast(ReviewService, request.app.state.review)
 
 
+def _follow_ups(request: Request) -> FollowUps:
+    return cast(FollowUps, request.app.state.follow_ups)
+
+
 def _directory(request: Request) -> DirectoryService:
     return cast(DirectoryService, request.app.state.directory)
 
 
 Review = Annotated[ReviewService, Depends(_review)]
 Directory = Annotated[DirectoryService, Depends(_directory)]
+FollowUpsService = Annotated[FollowUps, Depends(_follow_ups)]
+Asker = Annotated[Principal, Depends(require_roles("patient", "partner"))]
 Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 ReviewerRole = Annotated[Principal, Depends(require_roles("reviewer"))]
 Staff = Annotated[Principal, Depends(require_roles("reviewer", "coordinator"))]
@@ -52,6 +68,7 @@ Caller = Annotated[Principal, Depends(authenticated)]
 ReviewerIdPath = Annotated[str, Path(pattern=CODE_PATTERN, description="The reviewer's id.")]
 AssignmentIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The assignment's id.")]
 CaseIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The case's id.")]
+FollowUpIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The follow-up's id.")]
 # A list sorted by a time and an id (`rules.sort_key`) goes on after such a key.
 SORT_KEY_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\|[A-Za-z0-9._:-]{1,200}$"
 
@@ -281,6 +298,70 @@ async def list_information_requests(
 
 
 @router.post(
+    "/cases/{case_id}/follow-ups",
+    status_code=http.HTTP_201_CREATED,
+    summary="Ask a follow-up question about the report (the patient or the filing partner)",
+    tags=["follow-ups"],
+    responses=WRITE,
+)
+async def ask_follow_up(
+    case_id: CaseIdPath, body: FollowUpBody, follow_ups: FollowUpsService, who: Asker
+) -> FollowUp:
+    """Up to three questions within the period after the report (a setting, 30 days by
+    default), each to the specialist who wrote the opinion, with a due date of its own; a
+    fourth, or one after the period, is a 409 saying which. The question is kept sealed and
+    travels sealed; the answer comes as a new report version with an addendum."""
+    return await follow_ups.ask(principal=who, case_id=case_id, body=body)
+
+
+@router.get(
+    "/follow-ups",
+    summary="Follow-up questions waiting (a specialist's own; all for coordinators)",
+    tags=["follow-ups"],
+    responses=READ,
+)
+async def list_follow_ups(
+    follow_ups: FollowUpsService,
+    who: Staff,
+    state: FollowUpState | None = None,
+    cursor: Annotated[str | None, cursor_param(SORT_KEY_PATTERN)] = None,
+    limit: Limit = 20,
+) -> FollowUpPage:
+    """The open follow-up questions, soonest due first, without their texts."""
+    return await follow_ups.listed(principal=who, state=state, cursor=cursor, limit=limit)
+
+
+@router.get(
+    "/follow-ups/{follow_up_id}",
+    summary="One follow-up question, with its answer (its specialist, patient or partner)",
+    tags=["follow-ups"],
+    responses=READ_ONE,
+)
+async def get_follow_up(
+    follow_up_id: FollowUpIdPath, follow_ups: FollowUpsService, who: Caller
+) -> FollowUp:
+    """The question and the answer in clear: a read recorded in the case's access trail."""
+    return await follow_ups.read(principal=who, follow_up_id=follow_up_id)
+
+
+@router.post(
+    "/follow-ups/{follow_up_id}/answer",
+    summary="Answer a follow-up question (the specialist who wrote the opinion)",
+    tags=["follow-ups"],
+    responses=WRITE,
+)
+async def answer_follow_up(
+    follow_up_id: FollowUpIdPath,
+    body: FollowUpBody,
+    follow_ups: FollowUpsService,
+    who: ReviewerRole,
+) -> FollowUp:
+    """Once: the answer travels sealed to reports, which issues a new report version with it as
+    an addendum (the earlier versions stay served); a second answer is a 409."""
+    return await follow_ups.answer(principal=who, follow_up_id=follow_up_id, body=body)
+
+
+@router.post(
     "/assignments/{assignment_id}/opinion",
     status_code=http.HTTP_201_CREATED,
     summary="Write the structured opinion (the accepted reviewer)",
@@ -296,10 +377,16 @@ async def post_opinion(
     response: Response,
     review: Review,
     who: ReviewerRole,
+    second_reading: Annotated[
+        bool,
+        Query(description="Ask a second specialist to read the opinion before it is released."),
+    ] = False,
 ) -> OpinionVersion:
-    """Version 1 of the opinion; a different one later is a correction (PUT)."""
+    """Version 1 of the opinion; a different one later is a correction (PUT). It goes to a
+    second specialist first when the coordinators' rules say so for the case's specialty or
+    urgency, or when asked (`second_reading`)."""
     version, created = await review.post_opinion(
-        principal=who, assignment_id=assignment_id, opinion=body
+        principal=who, assignment_id=assignment_id, opinion=body, second=second_reading
     )
     if not created:
         response.status_code = http.HTTP_200_OK
@@ -337,6 +424,95 @@ async def get_opinion(
     return await review.opinion(
         principal=who, assignment_id=assignment_id, version=version, reason=reason
     )
+
+
+# --- the second reading -------------------------------------------------------------------------
+
+
+@router.get(
+    "/second-reading-rules",
+    summary="The specialties and urgencies whose opinions are read twice (coordinators)",
+    tags=["second reading"],
+    responses=READ,
+)
+async def get_second_reading_rules(review: Review, _: Coordinator) -> SecondReadingRules:
+    """The rules in force: an opinion of these specialties or urgencies goes to a second
+    specialist before it is released."""
+    return await review.second.rules()
+
+
+@router.put(
+    "/second-reading-rules",
+    summary="Set the specialties and urgencies whose opinions are read twice (coordinators)",
+    tags=["second reading"],
+    responses=problem_responses(400, 401, 403, 422, 503),
+)
+async def put_second_reading_rules(
+    body: SecondReadingRulesBody, review: Review, who: Coordinator
+) -> SecondReadingRules:
+    """Replace the rules; they apply to the opinions submitted from now on."""
+    return await review.second.set_rules(principal=who, body=body)
+
+
+@router.get(
+    "/second-readings",
+    summary="The second readings still open (a reviewer their own; coordinators anyone's)",
+    tags=["second reading"],
+    responses=READ,
+)
+async def list_second_readings(
+    review: Review,
+    who: Staff,
+    reviewer_id: Annotated[str | None, Query(pattern=CODE_PATTERN)] = None,
+    cursor: Annotated[str | None, cursor_param(ID_PATTERN)] = None,
+    limit: Limit = 20,
+) -> SecondReadingPage:
+    """Readings not agreed yet, by assignment id; never the opinion or the comments' texts."""
+    return await review.second.listed(
+        principal=who, reviewer_id=reviewer_id, cursor=cursor, limit=limit
+    )
+
+
+@router.get(
+    "/second-readings/{assignment_id}",
+    summary="The second reading of an assignment's opinion, with the version to read",
+    tags=["second reading"],
+    responses=problem_responses(401, 403, 404, 422, 428, 503),
+)
+async def get_second_reading(
+    assignment_id: AssignmentIdPath, review: Review, who: Staff, reason: Reason = None
+) -> SecondReading:
+    """For its two specialists, or a coordinator who says why (X-Avis-Reason); every read is an
+    entry of the case's access trail."""
+    return await review.second.reading(principal=who, assignment_id=assignment_id, reason=reason)
+
+
+@router.post(
+    "/second-readings/{assignment_id}/agreement",
+    summary="Agree with the opinion: it is released naming both specialists (the second reader)",
+    tags=["second reading"],
+    responses=ACT,
+)
+async def agree_second_reading(
+    assignment_id: AssignmentIdPath, review: Review, who: ReviewerRole
+) -> SecondReading:
+    """The opinion goes to reports; agreeing again changes nothing."""
+    return await review.second.agree(principal=who, assignment_id=assignment_id)
+
+
+@router.post(
+    "/second-readings/{assignment_id}/comments",
+    status_code=http.HTTP_201_CREATED,
+    summary="Return comments the first specialist must answer (the second reader)",
+    tags=["second reading"],
+    responses=WRITE,
+)
+async def comment_second_reading(
+    assignment_id: AssignmentIdPath, body: SecondReadingBody, review: Review, who: ReviewerRole
+) -> SecondReading:
+    """The comments are kept sealed and travel sealed; the first answers with a new version of
+    the opinion (PUT on the opinion), which comes back to be read."""
+    return await review.second.comment(principal=who, assignment_id=assignment_id, body=body)
 
 
 # --- the access trail -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from avis.review.followups import FollowUps
 from avis.review.keying import CaseKeying
 from avis.review.service import ReviewService
 from avis.shared.envelope import Event
@@ -14,6 +15,7 @@ from avis.shared.events import (
     CaseWithdrawn,
     InformationProvided,
     Payload,
+    ReportReady,
 )
 from avis.shared.runtime import Runtime
 
@@ -39,3 +41,8 @@ def register(runtime: Runtime, review: ReviewService, keying: CaseKeying) -> Non
     }
     for payload_type, handler in table.items():
         runtime.on(payload_type, handler)
+
+
+def register_follow_ups(runtime: Runtime, follow_ups: FollowUps) -> None:
+    """Register the follow-up questions' handler: the report issued opens their period."""
+    runtime.on(ReportReady, lambda _, ready: follow_ups.report_ready(ready=ready))

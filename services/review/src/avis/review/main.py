@@ -6,6 +6,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from avis.review import api, handlers, store
+from avis.review.followups import FollowUps
 from avis.review.keying import CaseKeying
 from avis.review.matching import Matcher
 from avis.review.rules import Sla
@@ -14,6 +15,8 @@ from avis.review.settings import Settings
 from avis.shared.case_keys import CaseKeys
 from avis.shared.emit import Emitter
 from avis.shared.events import (
+    FollowUpAnswered,
+    FollowUpAsked,
     InformationRequested,
     ReviewAccepted,
     ReviewAssigned,
@@ -31,6 +34,8 @@ SENDS = (
     ReviewDeclined,
     InformationRequested,
     ReviewResumed,
+    FollowUpAsked,
+    FollowUpAnswered,
 )
 
 
@@ -60,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service_name=settings.service_name,
         information_expiry_days=settings.information_expiry_days,
     )
-    directory = DirectoryService(store=reviews, locks=runtime.locks, matcher=matcher)
+    directory = DirectoryService(
+        store=reviews, locks=runtime.locks, matcher=matcher, keyring=review.keyring
+    )
     runtime.on_store(lambda _: matcher.recover())
     # On one copy at a time: it reads the whole directory and releases ended assignments
     # from reviewers' loads (a write on reviewer documents), so N copies do it once per period.
@@ -69,6 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     keying = CaseKeying(store=reviews, locks=runtime.locks, emitter=emitter, keys=review.keys)
     handlers.register(runtime, review, keying)
+    follow_ups = FollowUps(
+        review,
+        period_days=settings.follow_up_period_days,
+        due_days=settings.follow_up_due_days,
+    )
+    handlers.register_follow_ups(runtime, follow_ups)
     runtime.anchor(reviews.trail)
     app = runtime.create_app(
         "Avis review",
@@ -77,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.review = review
     app.state.directory = directory
+    app.state.follow_ups = follow_ups
     return app
 
 

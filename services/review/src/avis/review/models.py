@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from avis.shared.events import Assessment, Language, Specialty, Urgency
 from avis.shared.pages import Page
-from avis.shared.text import Code, Text
+from avis.shared.text import Code, Declares, Text, must_match
 from avis.shared.text import Name as NameText
 
 T = TypeVar("T")
@@ -26,6 +26,14 @@ def _distinct(values: list[T]) -> list[T]:
 
 
 Name = Annotated[NameText, Field(max_length=200)]
+# A pragmatic address check, as intake's; deliverability is the notify service's concern.
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"  # noqa: E501
+WorkEmail = Annotated[
+    str,
+    must_match(EMAIL_PATTERN, "an email address"),
+    Declares(EMAIL_PATTERN),
+    Field(max_length=254),
+]
 Reason = Annotated[Text, Field(max_length=2000)]
 Section = Annotated[Text, Field(max_length=20000)]
 ReviewerId = Code
@@ -101,6 +109,11 @@ class ReviewerIn(BaseModel):
     )
     capacity: Capacity
     active: StrictBool = True
+    email: WorkEmail | None = Field(
+        None,
+        description="The reviewer's work address: they are emailed when work waits for them "
+        "(kept sealed, never shown back).",
+    )
 
 
 def left_out() -> Any:
@@ -120,6 +133,9 @@ class ReviewerPatch(BaseModel):
     institution_code: InstitutionCode | None = Field(None, description="null: no institution.")
     capacity: Capacity = left_out()
     active: StrictBool = left_out()
+    email: WorkEmail | None = Field(
+        None, description="The work address (kept sealed); null: none, they are told nothing."
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields this patch sets, as stored."""
@@ -237,6 +253,11 @@ class Assignment(BaseModel):
     information_requests: list[InformationRequest] = Field(
         default_factory=list, description="The requests for more information, oldest first."
     )
+    second_reading: str | None = Field(
+        None,
+        description="Where the second reading of the opinion is (unmatched, reading, "
+        "commented, agreed), if it has one.",
+    )
 
 
 class AssignmentPage(Page[Assignment]):
@@ -280,6 +301,44 @@ class InformationRequestPage(Page[InformationRequest]):
     """A page of requests for more information, soonest to expire first."""
 
 
+class FollowUpBody(BaseModel):
+    """A follow-up question about the issued report, or the specialist's answer to one. Kept
+    sealed under the case's key; never published or logged in clear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Reason
+
+
+class FollowUpState(StrEnum):
+    """Where a follow-up question is."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+
+
+class FollowUp(BaseModel):
+    """A follow-up question after the report, to the specialist who wrote the opinion; its text
+    and answer only in a read of the one question (each such read is in the case's trail)."""
+
+    id: str
+    case_id: str
+    assignment_id: str
+    reviewer_id: str
+    number: int = Field(ge=1, description="Its rank among the case's follow-up questions.")
+    state: FollowUpState
+    asked_at: datetime
+    due_at: datetime = Field(description="When the specialist's answer is due.")
+    overdue: bool
+    answered_at: datetime | None = None
+    question: str | None = Field(None, description="In the read of this one question only.")
+    answer: str | None = Field(None, description="In the read of this one question only.")
+
+
+class FollowUpPage(Page[FollowUp]):
+    """A page of follow-up questions, soonest due first."""
+
+
 class DeclineBody(BaseModel):
     """Why the reviewer declines: a code (published) and free text (kept in review only)."""
 
@@ -320,3 +379,92 @@ class OpinionVersion(BaseModel):
     version: int
     completed_at: datetime
     opinion: Opinion
+
+
+# --- the second reading -----------------------------------------------------------------------
+
+
+class SecondReadingReason(StrEnum):
+    """Why an opinion goes to a second specialist before it is released."""
+
+    COORDINATOR_RULE = "coordinator_rule"  # the case's specialty or urgency is in the rules
+    FIRST_READER = "first_reader"  # the first specialist asked for it
+
+
+class SecondReadingState(StrEnum):
+    """Where a second reading is."""
+
+    UNMATCHED = "unmatched"  # nobody fits yet: the opinion waits
+    READING = "reading"  # the second reader has a version to read
+    COMMENTED = "commented"  # comments went back: the first answers with a new version
+    AGREED = "agreed"  # the opinion is released, naming both
+
+
+Urgencies = Annotated[list[Urgency], Field(max_length=len(Urgency)), AfterValidator(_distinct)]
+RuleSpecialties = Annotated[
+    list[Specialty], Field(max_length=len(Specialty)), AfterValidator(_distinct)
+]
+
+
+class SecondReadingRulesBody(BaseModel):
+    """The specialties and urgencies whose opinions a second specialist reads before release
+    (coordinators; empty lists: only when the first specialist asks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specialties: RuleSpecialties = Field(default_factory=list)
+    urgencies: Urgencies = Field(default_factory=list)
+
+
+class SecondReadingRules(SecondReadingRulesBody):
+    """The rules in force, and who set them last."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class SecondReadingBody(BaseModel):
+    """What the second reader returns: comments the first specialist must answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Section
+
+
+class SecondReadingComment(BaseModel):
+    """Comments of the second reader on a version of the opinion (their text: shown to the
+    two specialists and, with a stated reason, to coordinators)."""
+
+    number: int
+    version: int = Field(description="The opinion version commented on.")
+    commented_at: datetime
+    text: str | None = Field(None, description="Absent in lists; null once the case is erased.")
+    answered_by_version: int | None = Field(
+        None, description="The version of the opinion that answered them."
+    )
+
+
+class SecondReading(BaseModel):
+    """The second reading of an assignment's opinion."""
+
+    assignment_id: str
+    case_id: str
+    reference: str
+    specialty: Specialty
+    urgency: Urgency
+    first_reader_id: str
+    second_reader_id: str | None
+    reason: SecondReadingReason
+    state: SecondReadingState
+    version: int = Field(description="The opinion version under reading (or agreed with).")
+    requested_at: datetime
+    agreed_at: datetime | None = None
+    comments: list[SecondReadingComment] = Field(default_factory=list)
+    rationale: Rationale | None = Field(None, description="Coordinators only.")
+    opinion: Opinion | None = Field(None, description="The version to read; absent in lists.")
+
+
+class SecondReadingPage(Page[SecondReading]):
+    """A page of second readings still open, by assignment id."""

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from avis.review.models import ACTIVE, AssignmentStatus, Considered, Opinion
+from avis.review.models import (
+    ACTIVE,
+    AssignmentStatus,
+    Considered,
+    Opinion,
+    SecondReadingReason,
+    SecondReadingState,
+)
 from avis.shared.clock import to_millis
 from avis.shared.events import CompletedOpinion, Urgency
 from avis.shared.problems import Problem
@@ -49,6 +56,7 @@ class Exclusion(StrEnum):
     LANGUAGE = "language"
     INSTITUTION_CONFLICT = "institution_conflict"
     DECLINED_BEFORE = "declined_before"
+    FIRST_READER = "first_reader"
     AT_CAPACITY = "at_capacity"
 
 
@@ -58,6 +66,7 @@ EXCLUSION_TEXT = {
     Exclusion.LANGUAGE: "the reviewer does not read the patient's language",
     Exclusion.INSTITUTION_CONFLICT: "the reviewer works at the treating physician's institution",
     Exclusion.DECLINED_BEFORE: "the reviewer already declined this case",
+    Exclusion.FIRST_READER: "the reviewer wrote the opinion to be read",
     Exclusion.AT_CAPACITY: "the reviewer is at capacity",
 }
 
@@ -72,6 +81,7 @@ class CaseNeeds:
     declined_by: frozenset[str] = frozenset()
     # The patient accepted a specialist who does not read their language (default no).
     international_review: bool = False
+    first_reader: str | None = None  # a second reading: who wrote the opinion
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ def exclusion(
         return Exclusion.LANGUAGE
     if same_institution(case.physician_institution, reviewer.institution_code):
         return Exclusion.INSTITUTION_CONFLICT
+    if reviewer.id == case.first_reader:
+        return Exclusion.FIRST_READER
     if reviewer.id in case.declined_by:
         return Exclusion.DECLINED_BEFORE
     if not override_capacity and reviewer.load >= reviewer.capacity:
@@ -340,6 +352,11 @@ def check_replay(same: bool) -> None:
         )
 
 
+def reviewer_contact_aad(reviewer_id: str) -> str:
+    """What a reviewer's work address, sealed at rest in the directory, is bound to."""
+    return f"review:reviewer-contact:{reviewer_id}"
+
+
 def opinion_aad(assignment_id: str, version: int) -> str:
     """What a version of an opinion, sealed at rest, is bound to: where it is kept."""
     return f"review:opinion:{assignment_id}:{version}"
@@ -398,23 +415,166 @@ def resumed_due(due: datetime, paused_since: datetime, at: datetime) -> tuple[da
     return to_millis(due + paused), paused.total_seconds()
 
 
+# --- follow-up questions --------------------------------------------------------------------
+
+# How many follow-up questions a case may have after its report.
+MAX_FOLLOW_UPS = 3
+
+
+def follow_up_id_for(assignment_id: str, number: int) -> str:
+    """The id of an assignment's `number`th follow-up question (1, 2, 3)."""
+    return f"{assignment_id}-f{number:02d}"
+
+
+def assignment_of_follow_up(follow_up_id: str) -> str:
+    """The assignment a follow-up question belongs to (`follow_up_id_for`)."""
+    return follow_up_id.rsplit("-f", 1)[0]
+
+
+def follow_up_aad(follow_up_id: str, part: str) -> str:
+    """What a follow-up's question or answer (`part`), sealed at rest, is bound to."""
+    return f"review:follow-up:{follow_up_id}:{part}"
+
+
+def may_ask_follow_up(
+    principal: Principal, *, patient_id: str | None, partner_id: str | None
+) -> bool:
+    """Who asks a follow-up question: the case's patient, or the partner that filed it."""
+    if principal.role == "patient":
+        return patient_id is not None and principal.sub == patient_id
+    if principal.role == "partner":
+        return partner_id is not None and principal.partner_id == partner_id
+    return False
+
+
+def check_may_ask_follow_up(
+    *, reported_at: datetime | None, asked: int, at: datetime, period_days: float
+) -> None:
+    """409 unless the case's report was issued, less than `period_days` ago, and fewer than
+    MAX_FOLLOW_UPS questions were asked: each refusal says which rule it is."""
+    if reported_at is None:
+        raise state_conflict(
+            "The case has no report yet; a follow-up question is asked about an issued report.",
+            "follow-up-no-report",
+        )
+    if asked >= MAX_FOLLOW_UPS:
+        raise state_conflict(
+            f"This case had its {MAX_FOLLOW_UPS} follow-up questions already; no more may be "
+            "asked.",
+            "follow-up-limit",
+        )
+    if at > reported_at + timedelta(days=period_days):
+        raise state_conflict(
+            f"Follow-up questions are asked within {period_days:g} days of the report; that "
+            "period is over.",
+            "follow-up-period-over",
+        )
+
+
+def follow_up_due(at: datetime, days: float) -> datetime:
+    """When the answer to a follow-up question asked at `at` is due."""
+    return to_millis(at + timedelta(days=days))
+
+
+def check_may_answer_follow_up(*, answered: bool) -> None:
+    """409 when the follow-up question was answered already (the addendum is written once)."""
+    if answered:
+        raise state_conflict("This follow-up question was answered already.", "follow-up-answered")
+
+
 def decline_aad(assignment_id: str) -> str:
     """What a decline's free-text reason, sealed at rest, is bound to."""
     return f"review:decline:{assignment_id}"
 
 
 def sealed_content(
-    opinion: Opinion, version: int, display_name: str, specialty: str
+    opinion: Opinion,
+    version: int,
+    display_name: str,
+    specialty: str,
+    second_reader: str | None = None,
 ) -> CompletedOpinion:
-    """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it."""
+    """What `avis.review.completed.v1` carries sealed: the opinion and who wrote it (and the
+    second specialist who read it and agreed, if one did)."""
     return CompletedOpinion.model_validate(
         {
             **opinion.model_dump(mode="json"),
             "version": version,
             "reviewer_display_name": display_name,
             "reviewer_specialty": specialty,
+            "second_reader_display_name": second_reader,
+            "second_reader_specialty": specialty if second_reader is not None else None,
         }
     )
+
+
+# --- the second reading -----------------------------------------------------------------------
+
+
+def second_reading_reason(
+    *,
+    asked: bool,
+    specialty: str,
+    urgency: str,
+    specialties: Iterable[str],
+    urgencies: Iterable[str],
+) -> SecondReadingReason | None:
+    """Why a first opinion goes to a second reader before release, or None (released now): the
+    coordinators' rules for the case's specialty or urgency come first, then the first
+    specialist's own request."""
+    if specialty in set(specialties) or urgency in set(urgencies):
+        return SecondReadingReason.COORDINATOR_RULE
+    return SecondReadingReason.FIRST_READER if asked else None
+
+
+def holds_opinion(state: SecondReadingState | None) -> bool:
+    """Whether a new opinion version stays in review for the second reader (any reading not
+    agreed yet); after agreement a correction is released as before, still naming both."""
+    return state is not None and state is not SecondReadingState.AGREED
+
+
+def reading_load_id(assignment_id: str) -> str:
+    """What a second reading counts as in its reader's load (`open_assignments`): never an
+    assignment's id, so the lists of assignments skip it."""
+    return f"second:{assignment_id}"
+
+
+def reading_of_load(entry: str) -> str | None:
+    """The assignment whose second reading a load entry is, or None for an assignment."""
+    return entry.removeprefix("second:") if entry.startswith("second:") else None
+
+
+def comments_aad(assignment_id: str, number: int) -> str:
+    """What a second reader's comments, sealed at rest, are bound to."""
+    return f"review:second-reading:{assignment_id}:{number}"
+
+
+def may_read_reading(principal: Principal, first: str, second: str | None) -> bool:
+    """Who reads a second reading: its two specialists, and coordinators (for a reason)."""
+    return is_coordinator(principal) or principal.sub in {first, second}
+
+
+def check_second_reader(principal: Principal, second: str | None) -> None:
+    """403 unless `principal` is the reading's second reader."""
+    if second is None or principal.sub != second:
+        raise Problem(
+            403,
+            "not-your-reading",
+            "Forbidden",
+            "Only the second reader of this opinion agrees with it or comments on it.",
+        )
+
+
+def check_may_answer(state: SecondReadingState) -> None:
+    """409 unless the second reader has a version to read (agree or comment)."""
+    if state is not SecondReadingState.READING:
+        detail = {
+            SecondReadingState.COMMENTED: "Comments went back: the first specialist answers "
+            "them with a new version of the opinion first.",
+            SecondReadingState.AGREED: "The opinion is agreed with and released already.",
+            SecondReadingState.UNMATCHED: "No second reader was chosen yet.",
+        }[state]
+        raise state_conflict(detail, "second-reading-state")
 
 
 # --- who may see what -----------------------------------------------------------------------
@@ -466,6 +626,21 @@ ACTIONS = {
         "asked the patient for more information",
         "ask the patient for more information",
     ),
+    "second-reading.read": (
+        "read the specialist's opinion and the second reader's comments",
+        "read the specialist's opinion and the second reader's comments",
+    ),
+    "second-reading.comment": (
+        "returned comments on the specialist's opinion as its second reader",
+        "comment on the specialist's opinion as its second reader",
+    ),
+    "second-reading.agree": (
+        "agreed with the specialist's opinion as its second reader",
+        "agree with the specialist's opinion as its second reader",
+    ),
+    "follow-up.create": ("asked a follow-up question", "ask a follow-up question"),
+    "follow-up.read": ("read a follow-up question", "read a follow-up question"),
+    "follow-up.answer": ("answered a follow-up question", "answer a follow-up question"),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.
@@ -486,7 +661,7 @@ def fold_window(action: str) -> timedelta | None:
 def needs_reason(action: str) -> bool:
     """Whether a coordinator says why before `action`: a read of the opinion (clinical content);
     a decline's reason is read in the course of coordination."""
-    return action == "opinion.read"
+    return action in {"opinion.read", "second-reading.read"}
 
 
 def may_read_trail(principal: Principal, patient_id: str | None) -> bool:

@@ -34,7 +34,7 @@ import structlog
 from prometheus_client import Counter as Counted
 from prometheus_client import Gauge
 
-from avis.review import rules
+from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
     ACTIVE,
@@ -55,6 +55,7 @@ from avis.review.models import (
     ReviewerPage,
     ReviewerPatch,
 )
+from avis.review.second_reading import SecondReadings
 from avis.review.store import (
     LISTED,
     LISTED_FOR_REVIEWER,
@@ -160,6 +161,14 @@ class ReviewService:
         self.service = service_name
         self.access = AccessTrail(store=store, locks=locks, keys=keys)
         self.requests = InformationRequests(self, expiry_days=information_expiry_days)
+        self.second = SecondReadings(
+            store=store,
+            locks=locks,
+            emitter=emitter,
+            keys=keys,
+            matcher=matcher,
+            access=self.access,
+        )
         self.sla = SlaWatch(self)
 
     # --- events in ---------------------------------------------------------------------------
@@ -184,6 +193,7 @@ class ReviewService:
             received_at=now(),
             patient_id=case.patient_id,
             key_ref=case.key_ref,
+            partner_id=case.partner_id,
         )
         async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case
@@ -232,7 +242,8 @@ class ReviewService:
             elif case.status != CaseStatus.WITHDRAWN:
                 await self.store.set_case_withdrawn(case_id, withdrawal.withdrawn_at)
             known = case.round if case is not None else 0
-            for round_ in await self.store.assignments_of(case_id, known):
+            rounds = await self.store.assignments_of(case_id, known)
+            for round_ in rounds:
                 if round_.status not in ACTIVE:
                     continue
                 async with self.locks.hold(self.emitter.lock(round_.id)):
@@ -242,6 +253,7 @@ class ReviewService:
                         await self.store.cancel(fresh.id, at)
                         log.info("assignment cancelled", assignment_id=fresh.id)
                 await self.matcher.release(round_.reviewer_id, round_.id)
+            await self.second.withdrawn(rounds)
             await self.matcher.offer_queue()
 
     # --- queue -------------------------------------------------------------------------------
@@ -436,9 +448,10 @@ class ReviewService:
     # --- opinion -----------------------------------------------------------------------------
 
     async def post_opinion(
-        self, *, principal: Principal, assignment_id: str, opinion: Opinion
+        self, *, principal: Principal, assignment_id: str, opinion: Opinion, second: bool = False
     ) -> tuple[OpinionVersion, bool]:
-        """The accepted reviewer's opinion (version 1); the same one again is a replay."""
+        """The accepted reviewer's opinion (version 1); the same one again is a replay. It goes
+        to a second reader first if the coordinators' rules or the reviewer (`second`) ask."""
         async with self.matcher.deciding():
             async with self.locks.hold(self.emitter.lock(assignment_id)):
                 doc = await self._visible(principal, assignment_id)
@@ -447,7 +460,7 @@ class ReviewService:
                     first = doc.opinions[0]
                     rules.check_replay(self._same(first, opinion))
                     return first.view(doc, await self.seals.opinion(doc, first)), False
-                entry = await self._write_opinion(doc, opinion, 1)
+                entry = await self._write_opinion(doc, opinion, 1, asked=second)
             await self.matcher.offer_queue()  # the reviewer has one case less
         await self.access.record(principal, doc.case_id, "opinion.create")
         return entry.view(doc, opinion), True
@@ -499,14 +512,17 @@ class ReviewService:
         return hmac.compare_digest(entry.digest, rules.opinion_digest(kid, key, opinion))
 
     async def _write_opinion(
-        self, doc: AssignmentDoc, opinion: Opinion, version: int
+        self, doc: AssignmentDoc, opinion: Opinion, version: int, *, asked: bool = False
     ) -> OpinionEntry:
-        """Store an opinion version and its sealed `completed` event in one write."""
+        """Store an opinion version and its sealed `completed` event in one write (or, while
+        a second reader is to read it, the `second-reading-requested` event instead)."""
         reviewer = await self.store.reviewer(doc.reviewer_id)
         display_name = reviewer.display_name if reviewer else doc.reviewer_id
         at = now()
         seq = rules.next_seq([doc.seq])
-        sealed = rules.sealed_content(opinion, version, display_name, doc.specialty)
+        reading = await self.second.plan(doc, version, asked=asked, at=at)
+        agreed = doc.second_reading.display_name if doc.second_reading else None
+        sealed = rules.sealed_content(opinion, version, display_name, doc.specialty, agreed)
         ring = await self.seals.ring(doc.case_id)
 
         def completed(event_id: str) -> ReviewCompleted:
@@ -521,7 +537,12 @@ class ReviewService:
                 seq=seq,
             )
 
-        event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
+        if reading is None:
+            event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
+        else:  # kept in review until the second reader agrees
+            reader = await contacts.recipient(self.store, self.keyring, reading.reviewer_id)
+            held = self.second.requested(doc, reading, at=at, seq=seq, ring=ring, to=reader)
+            event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
         await self.matcher.fence()
         kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
         entry = OpinionEntry(
@@ -532,10 +553,14 @@ class ReviewService:
             sealed=ring.seal_json(opinion, rules.opinion_aad(doc.id, version)),
         )
         await self.emitter.write(
-            lambda events: self.store.add_opinion(doc.id, entry=entry, seq=seq, events=events),
+            lambda events: self.store.add_opinion(
+                doc.id, entry=entry, seq=seq, events=events, reading=reading
+            ),
             [event],
             aggregate=doc.id,
         )
+        if reading is not None:
+            await self.second.count(doc, reading)
         if version == 1:
             await self.matcher.release(doc.reviewer_id, doc.id)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
@@ -842,20 +867,26 @@ class DirectoryService:
     """The reviewer directory: coordinators add and change reviewers; a reviewer with room
     again is offered the queue through the matcher."""
 
-    def __init__(self, *, store: Store, locks: AggregateLocks, matcher: Matcher) -> None:
+    def __init__(
+        self, *, store: Store, locks: AggregateLocks, matcher: Matcher, keyring: Keyring
+    ) -> None:
         self.store = store
         self.locks = locks
         self.matcher = matcher
+        self.keyring = keyring  # seals the reviewers' work addresses (no case's data)
 
     async def create_reviewer(self, *, body: ReviewerIn) -> tuple[Reviewer, bool]:
         """Add a reviewer; the same reviewer again is a no-op. Returns it and whether it is new."""
-        doc = ReviewerDoc.new(body, now())
+        contact = contacts.sealed_contact(self.keyring, body.id, body.email)
+        doc = ReviewerDoc.new(body, now(), contact)
         async with self.matcher.deciding():
             async with self.locks.hold(lock_key("reviewer", body.id)):
                 created = await self.store.insert_reviewer(doc)
                 existing = None if created else await self.store.reviewer(body.id)
             if not created:
-                if existing is None or not existing.same_as(body):
+                kept = contacts.contact_of(self.keyring, existing) if existing else None
+                same_email = (kept.email if kept else None) == body.email
+                if existing is None or not existing.same_as(body) or not same_email:
                     raise Problem(
                         409,
                         "reviewer-exists",
@@ -876,7 +907,7 @@ class DirectoryService:
             async with self.locks.hold(lock_key("reviewer", reviewer_id)):
                 if await self.store.reviewer(reviewer_id) is None:
                     raise not_found("reviewer", "reviewer-not-found")
-                changes = patch.changes()
+                changes = contacts.sealed_changes(self.keyring, reviewer_id, patch.changes())
                 if changes:
                     await self.store.update_reviewer(reviewer_id, changes, now())
             if changes:

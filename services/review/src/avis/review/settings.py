@@ -29,6 +29,10 @@ class Settings(CommonSettings):
     # International review: days a translation (either way) has from its queueing until it is
     # due, its own due date beside the review's (fractions allowed, for tests).
     translation_due_days: float = Field(2.0, gt=0)
+    # Days after the report within which follow-up questions are asked, and days the
+    # specialist has to answer one (fractions allowed, for tests).
+    follow_up_period_days: float = Field(30.0, gt=0)
+    follow_up_due_days: float = Field(7.0, gt=0)
     # Development only: fill an empty reviewer directory from this file at start-up.
     seed_reviewers: bool = False
     seed_file: Path = DEFAULT_SEED_FILE

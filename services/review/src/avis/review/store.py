@@ -15,6 +15,8 @@
   the day it is due, for all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists.
   They are written under the matching lock, added to before the state they point to is
   written (removed from after), and checked against what they point to when read.
+- `settings`: the coordinators' rules, `_id` = their name (`second-reading`: the specialties and
+  urgencies whose opinions a second specialist reads before release).
 - `audit_trail`, `audit_heads`, `audit_checkpoints`: the access trail (avis.shared.audit), one
   hash chain per case of every read and write of its opinions and decline reasons by a person.
 
@@ -48,6 +50,8 @@ from avis.review.models import (
     AssignmentStatus,
     CaseStatus,
     DeclineReason,
+    FollowUp,
+    FollowUpState,
     InformationRequest,
     Opinion,
     OpinionVersion,
@@ -56,6 +60,11 @@ from avis.review.models import (
     RequestState,
     Reviewer,
     ReviewerIn,
+    SecondReading,
+    SecondReadingComment,
+    SecondReadingReason,
+    SecondReadingRules,
+    SecondReadingState,
 )
 from avis.review.rules import ACTIONS, CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
 from avis.shared.access_log import TrailPage
@@ -63,7 +72,7 @@ from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import Language, Specialty, Urgency
-from avis.shared.mongo import Document, Stored, by_ids
+from avis.shared.mongo import AsText, Document, Stored, by_ids
 from avis.shared.outbox import new_with_events, with_events
 from avis.shared.sealing import Sealed
 
@@ -104,6 +113,9 @@ class ReviewerDoc(Stored):
     created_at: datetime
     updated_at: datetime
     open_assignments: list[str] = Field(default_factory=list)
+    # The work address (a `ProfessionalContact`), sealed under the service's keyring and
+    # `rules.reviewer_contact_aad(id)`: no case's data, never in clear.
+    contact: Sealed | None = None
 
     @property
     def load(self) -> int:
@@ -111,20 +123,23 @@ class ReviewerDoc(Stored):
         return len(self.open_assignments)
 
     @classmethod
-    def new(cls, reviewer: ReviewerIn, at: datetime) -> ReviewerDoc:
-        """The stored form of a new reviewer."""
-        return cls.model_validate({**reviewer.model_dump(), "created_at": at, "updated_at": at})
+    def new(cls, reviewer: ReviewerIn, at: datetime, contact: Sealed | None = None) -> ReviewerDoc:
+        """The stored form of a new reviewer (its address only as `contact`, sealed)."""
+        fields = reviewer.model_dump(exclude={"email"})
+        return cls.model_validate(
+            {**fields, "contact": contact, "created_at": at, "updated_at": at}
+        )
 
     def same_as(self, reviewer: ReviewerIn) -> bool:
         """Whether `reviewer` repeats this one exactly (a replayed creation)."""
         mine = self.model_dump(
-            mode="json", exclude={"created_at", "updated_at", "open_assignments"}
+            mode="json", exclude={"created_at", "updated_at", "open_assignments", "contact"}
         )
-        return mine == reviewer.model_dump(mode="json")
+        return mine == reviewer.model_dump(mode="json", exclude={"email"})
 
     def view(self) -> Reviewer:
         """The API view of this reviewer, with their load."""
-        return Reviewer.model_validate({**self.model_dump(), "load": self.load})
+        return Reviewer.model_validate({**self.model_dump(exclude={"contact"}), "load": self.load})
 
     def fit(self) -> ReviewerFit:
         """What matching needs to know of this reviewer, with their load."""
@@ -170,7 +185,7 @@ class CaseDoc(Stored):
     received_at: datetime | None = None
     withdrawn_at: datetime | None = None
     waiting_since: datetime | None = None
-    last_attempt: Rationale | None = None
+    last_attempt: AsText[Rationale] | None = None
     assignment_id: str | None = None
     # The patient's pseudonymous subject (from the submission, or the claim of a case a partner
     # filed): who besides coordinators reads the case's access trail here.
@@ -178,6 +193,12 @@ class CaseDoc(Stored):
     # The case's data key in the key service (a reference): its opinions are sealed under it.
     key_ref: str | None = None
     erased_at: datetime | None = None
+    # The partner that filed the case (with the patient's consent to share): it may ask the
+    # follow-up questions too.
+    partner_id: str | None = None
+    # When the case's first report version was issued: follow-up questions are asked within a
+    # period from it.
+    reported_at: datetime | None = None
 
     def triage(self) -> Triage:
         """The case's codes; only a tombstone lacks them, and a tombstone is never matched."""
@@ -282,6 +303,111 @@ class RequestEntry(BaseModel):
         )
 
 
+class FollowUpEntry(BaseModel):
+    """A follow-up question after the report: the question and the answer sealed under the
+    case's key, each bound to the follow-up (`rules.follow_up_aad`)."""
+
+    id: str
+    number: int
+    asked_at: datetime
+    due_at: datetime
+    question: Sealed
+    answered_at: datetime | None = None
+    answer: Sealed | None = None
+
+    @property
+    def state(self) -> FollowUpState:
+        """Open, or answered."""
+        return FollowUpState.OPEN if self.answered_at is None else FollowUpState.ANSWERED
+
+    def view(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        at: datetime,
+        question: str | None = None,
+        answer: str | None = None,
+    ) -> FollowUp:
+        """The API view of this follow-up (its texts, opened, only when given)."""
+        return FollowUp(
+            id=self.id,
+            case_id=assignment.case_id,
+            assignment_id=assignment.id,
+            reviewer_id=assignment.reviewer_id,
+            number=self.number,
+            state=self.state,
+            asked_at=self.asked_at,
+            due_at=self.due_at,
+            overdue=self.answered_at is None and self.due_at < at,
+            answered_at=self.answered_at,
+            question=question,
+            answer=answer,
+        )
+
+
+class CommentEntry(BaseModel):
+    """Comments of a second reader on a version of the opinion: sealed under the case's key,
+    bound to the assignment and their number (`rules.comments_aad`)."""
+
+    number: int
+    version: int
+    commented_at: datetime
+    sealed: Sealed
+    answered_by_version: int | None = None
+
+    def view(self, text: str | None) -> SecondReadingComment:
+        """The API view of these comments (`text`: opened, or None)."""
+        return SecondReadingComment(
+            number=self.number,
+            version=self.version,
+            commented_at=self.commented_at,
+            text=text,
+            answered_by_version=self.answered_by_version,
+        )
+
+
+class ReadingEntry(BaseModel):
+    """The second reading of an assignment's opinion, kept on the assignment (whose outbox
+    carries its events): who reads, which version, and the comments that went back."""
+
+    reason: SecondReadingReason
+    state: SecondReadingState
+    reviewer_id: str | None = None
+    rationale: AsText[Rationale] | None = None  # as a round's (docs/store-contract.md)
+    requested_at: datetime
+    version: int
+    comments: list[CommentEntry] = Field(default_factory=list)
+    agreed_at: datetime | None = None
+    display_name: str | None = None  # the second reader's, for the released opinion
+
+    def view(
+        self,
+        assignment: AssignmentDoc,
+        *,
+        coordinator: bool,
+        texts: dict[int, str | None] | None = None,
+        opinion: Opinion | None = None,
+    ) -> SecondReading:
+        """The API view of this reading (`texts`: the comments opened, by number)."""
+        return SecondReading(
+            assignment_id=assignment.id,
+            case_id=assignment.case_id,
+            reference=assignment.reference,
+            specialty=assignment.specialty,
+            urgency=assignment.urgency,
+            first_reader_id=assignment.reviewer_id,
+            second_reader_id=self.reviewer_id,
+            reason=self.reason,
+            state=self.state,
+            version=self.version,
+            requested_at=self.requested_at,
+            agreed_at=self.agreed_at,
+            comments=[c.view((texts or {}).get(c.number)) for c in self.comments],
+            rationale=self.rationale if coordinator else None,
+            opinion=opinion,
+        )
+
+
 class AssignmentDoc(Stored):
     """One assignment round (the aggregate carrying review's outbox)."""
 
@@ -299,7 +425,7 @@ class AssignmentDoc(Stored):
     assigned_at: datetime
     due_at: datetime
     sort_key: str
-    rationale: Rationale | None = None
+    rationale: AsText[Rationale] | None = None
     opinions: list[OpinionEntry] = Field(default_factory=list)
     accepted_at: datetime | None = None
     declined_at: datetime | None = None
@@ -318,6 +444,10 @@ class AssignmentDoc(Stored):
     # since `paused_since`.
     requests: list[RequestEntry] = Field(default_factory=list)
     paused_since: datetime | None = None
+    # The second reading of its opinion, if one is asked for.
+    second_reading: ReadingEntry | None = None
+    # Follow-up questions after the report, oldest first (MAX_FOLLOW_UPS at most).
+    follow_ups: list[FollowUpEntry] = Field(default_factory=list)
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for
@@ -357,6 +487,7 @@ class AssignmentDoc(Stored):
             rationale=self.rationale if coordinator else None,
             paused_since=self.paused_since,
             information_requests=[r.view(self) for r in self.requests],
+            second_reading=self.second_reading.state if self.second_reading else None,
         )
 
 
@@ -374,6 +505,8 @@ class Store:
         self.keys = db["keys"]
         self.trail = AuditTrail(db)
         self.information = InformationStore(self)
+        self.readings = ReadingStore(self)
+        self.follow_ups = FollowUpStore(self)
 
     # the access trail
 
@@ -558,7 +691,7 @@ class Store:
                 "$set": {
                     "status": CaseStatus.WAITING.value,
                     "waiting_since": since,
-                    "last_attempt": last_attempt.model_dump(mode="python"),
+                    "last_attempt": last_attempt.model_dump_json(),
                 }
             },
         )
@@ -623,18 +756,18 @@ class Store:
         return [None if d is None else AssignmentDoc.model_validate(d) for d in docs]
 
     async def assignments_of(self, case_id: str, known_round: int = 0) -> list[AssignmentDoc]:
-        """Every round of a case, first round first: each read by its derived `_id`, up to
-        the case's round and on while the next one exists (a round written by an attempt
-        that stopped before updating its case)."""
+        """Every round of a case, first round first: read by their derived `_id`s, up to the
+        case's round and the next, in one request; on while the last one read exists (a round
+        written by an attempt that stopped before updating its case)."""
         rounds: list[AssignmentDoc] = []
-        round_ = 1
+        first, last = 1, known_round + 1
         while True:
-            doc = await self.assignment(assignment_id_for(case_id, round_))
-            if doc is not None:
-                rounds.append(doc)
-            elif round_ > known_round:
+            ids = [assignment_id_for(case_id, n) for n in range(first, last + 1)]
+            docs = await by_ids(self.assignments, ids, WITHOUT_OUTBOX)
+            rounds += [AssignmentDoc.model_validate(d) for d in docs if d is not None]
+            if docs[-1] is None:
                 return rounds
-            round_ += 1
+            first, last = last + 1, last + 1
 
     async def declined_by(self, cases: list[CaseDoc]) -> dict[str, list[str]]:
         """Who declined each of these cases, first round first."""
@@ -775,18 +908,54 @@ class Store:
         )
 
     async def add_opinion(
-        self, assignment_id: str, *, entry: OpinionEntry, seq: int, events: Sequence[Event]
+        self,
+        assignment_id: str,
+        *,
+        entry: OpinionEntry,
+        seq: int,
+        events: Sequence[Event],
+        reading: ReadingEntry | None = None,
     ) -> None:
-        """Record an opinion version (the first completes the assignment) and its events (the
-        last of sequence `seq`)."""
+        """Record an opinion version (the first completes the assignment), the second reading
+        it goes to (if it does) and its events (the last of sequence `seq`)."""
         changes: dict[str, Any] = {
             "status": AssignmentStatus.COMPLETED.value,
             "opinion_version": entry.version,
             "completed_at" if entry.version == 1 else "corrected_at": entry.completed_at,
             "seq": seq,
         }
+        if reading is not None:
+            changes["second_reading"] = reading.model_dump()
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+
+class ReadingStore:
+    """The coordinators' rules of the second reading and the writes of a reading on its
+    assignment (review's `Store` holds it as `readings`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.settings = store.db["settings"]
+
+    async def rules(self) -> SecondReadingRules:
+        """The coordinators' rules of the second reading (none set: none)."""
+        doc = await self.settings.find_one({"_id": "second-reading"})
+        return SecondReadingRules.model_validate(doc or {})
+
+    async def set_rules(self, rules_: SecondReadingRules) -> None:
+        """Replace the rules of the second reading."""
+        await self.settings.replace_one(
+            {"_id": "second-reading"}, rules_.model_dump(mode="json"), upsert=True
+        )
+
+    async def write(
+        self, assignment_id: str, *, reading: ReadingEntry, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record the second reading as it is now and its events (the last of sequence
+        `seq`) in one write."""
+        update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
 
 class InformationStore:
@@ -841,16 +1010,63 @@ class InformationStore:
             await self.store.key_remove(f"due:{scope}:{day}", assignment.sort_key)
 
 
+class FollowUpStore:
+    """The writes of follow-up questions on an assignment round, and the keyed index of the open
+    ones (the specialists' queue of follow-ups reads it, then each round by `_id`); review's
+    `Store` holds it as `follow_ups`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def set_reported(self, case_id: str, at: datetime) -> None:
+        """Record when the case's first report version was issued (a later one changes
+        nothing: the follow-up period runs from the first)."""
+        await self.store.cases.update_one(
+            {"_id": case_id, "reported_at": {"$exists": False}}, {"$set": {"reported_at": at}}
+        )
+
+    async def ask(
+        self, assignment_id: str, *, entry: FollowUpEntry, seq: int, events: Sequence[Event]
+    ) -> None:
+        """Record a follow-up question and its events (the last of sequence `seq`) in one
+        write; it is filed among the open ones before (a stop between: skipped on read)."""
+        await self.store.key_add(OPEN_FOLLOW_UPS_KEY, entry.id)
+        update = {"$set": {"seq": seq}, "$push": {"follow_ups": entry.model_dump()}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+    async def answer(
+        self,
+        assignment_id: str,
+        *,
+        follow_ups: list[FollowUpEntry],
+        answered: str,
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """Record the answer (the follow-ups as they are now) and its events (the last of
+        sequence `seq`) in one write, then take the question off the open ones."""
+        update = {"$set": {"follow_ups": [f.model_dump() for f in follow_ups], "seq": seq}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+        await self.store.key_remove(OPEN_FOLLOW_UPS_KEY, answered)
+
+    async def open_ids(self) -> list[str]:
+        """The ids of the follow-up questions filed as open."""
+        return await self.store.key_ids(OPEN_FOLLOW_UPS_KEY)
+
+
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
-DUE_DAYS_AT_ONCE = 8  # day buckets read in one request while a page walks them
+# Day buckets read in one request while a page walks them: one at first (a busy day fills a
+# page alone, and the local store decodes each bucket whole), twice as many each time after, up
+# to DUE_DAYS_AT_ONCE (so that days with few rounds each do not cost a request each).
+DUE_DAYS_AT_ONCE = 8
 
 
 @dataclass(frozen=True)
 class _DueWalk:
     """A page from the day buckets of a scope, soonest due first: at most DUE_SCAN_BUDGET
     entries looked at, their assignments read a batch at a time (as many as the page still
-    lacks, read together), the day buckets DUE_DAYS_AT_ONCE at a time (read together, so that
-    days with few rounds each do not cost a request each)."""
+    lacks, read together), the day buckets one at first, then twice as many at a time up to
+    DUE_DAYS_AT_ONCE (read together)."""
 
     store: Store
     scope: str
@@ -865,10 +1081,12 @@ class _DueWalk:
         days = sorted(await self.store.key_ids(f"due:{self.scope}:days"))
         days = [day for day in days if after is None or day >= after[:10]]
         keys: list[str] = []  # the entries read and not looked at yet, in order
+        at_once = 1
         while True:
             size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
             while len(keys) < max(size, 1) and days:  # at the budget: is anything left?
-                chunk, days = days[:DUE_DAYS_AT_ONCE], days[DUE_DAYS_AT_ONCE:]
+                chunk, days = days[:at_once], days[at_once:]
+                at_once = min(2 * at_once, DUE_DAYS_AT_ONCE)
                 buckets = await self.store.key_ids_of([f"due:{self.scope}:{d}" for d in chunk])
                 # A day's entries all sort after the earlier day's: the sort key starts with it.
                 keys += [k for b in buckets for k in sorted(b) if after is None or k > after]
@@ -890,6 +1108,7 @@ class _DueWalk:
 
 
 MATCHING_KEY = "matching"
+OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
 
 
 def _add_to(item: str) -> dict[str, Any]:

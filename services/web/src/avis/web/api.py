@@ -435,6 +435,20 @@ async def answer_request(
     return see(f"/cases/{case_id}")
 
 
+@router.post("/cases/{case_id}/follow-ups", dependencies=[Checked])
+async def ask_follow_up(
+    web: Pages, session: Person, case_id: CaseId, text: Annotated[str, Form()] = ""
+) -> Response:
+    """Ask the specialist a follow-up question about the report."""
+    if not text.strip():
+        session.notify("error", "follow_up.empty")
+        return see(f"/cases/{case_id}")
+    await tell(
+        session, "case.follow_up_asked", web.platform.ask_follow_up, case_id=case_id, text=text
+    )
+    return see(f"/cases/{case_id}")
+
+
 async def _act(session: Session, case_id: str, done: str, call: Any) -> Response:
     await tell(session, f"case.{done}", call, case_id=case_id)
     return see(f"/cases/{case_id}")

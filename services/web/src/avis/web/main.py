@@ -17,7 +17,19 @@ from starlette.types import Scope
 from avis.shared.bodies import BodyLimits
 from avis.shared.ratelimit import WriteLimits
 from avis.shared.runtime import Runtime, serve
-from avis.web import api, board, claim, live, oidc, partner, rules, specialist, trail
+from avis.web import (
+    api,
+    board,
+    claim,
+    followups,
+    live,
+    oidc,
+    partner,
+    rules,
+    second_reading,
+    specialist,
+    trail,
+)
 from avis.web.middleware import (
     STATIC,
     PlainErrors,
@@ -72,6 +84,8 @@ def create_app(
     app.include_router(live.router)
     live.attach(app, web, settings)
     specialist.attach(app, settings)
+    app.include_router(second_reading.router)
+    app.include_router(followups.router)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -169,6 +169,17 @@ class ReviewerBlock(Reading):
     specialty_text: str
 
 
+class AddendumSection(Reading):
+    """A follow-up question after the report and the specialist's answer to it."""
+
+    heading: str
+    question_label: str
+    question: str
+    answer_label: str
+    answer: str
+    signature: str
+
+
 class Report(Reading):
     """The report, as the reports service composed it in the patient's language."""
 
@@ -182,6 +193,7 @@ class Report(Reading):
     sections: list[ReportSection] = Field(default_factory=list)
     reviewer: ReviewerBlock
     disclaimer: Titled
+    addenda: list[AddendumSection] = Field(default_factory=list)
 
 
 # --- coordinator board and partner console ------------------------------------------------
@@ -247,6 +259,7 @@ class AssignmentView(Reading):
     accepted_at: datetime | None = None
     completed_at: datetime | None = None
     opinion_version: int | None = None
+    second_reading: str | None = None
 
 
 class QueuedCase(Reading):
@@ -440,3 +453,38 @@ class OpinionRecord(Reading):
             explanation=opinion.diagnosis.explanation,
             **{name: getattr(opinion, name) for name in OPINION_SECTIONS},
         )
+
+
+class SecondReadingCommentView(Reading):
+    """Comments of a second reader on a version of the opinion."""
+
+    number: int
+    version: int
+    commented_at: datetime
+    text: str | None = None
+    answered_by_version: int | None = None
+
+
+class SecondReadingView(Reading):
+    """The second reading of an opinion (review's `SecondReading`)."""
+
+    assignment_id: str
+    case_id: str
+    reference: str
+    specialty: str
+    urgency: str
+    first_reader_id: str
+    second_reader_id: str | None = None
+    reason: str
+    state: str
+    version: int
+    requested_at: datetime
+    agreed_at: datetime | None = None
+    comments: list[SecondReadingCommentView] = []
+    opinion: OpinionView | None = None
+
+
+class SecondReadingList(Reading):
+    """A page of open second readings."""
+
+    items: list[SecondReadingView]

@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "avis.review.assigned.v1",
     "avis.review.information-requested.v1",
     "avis.review.resumed.v1",
+    "avis.review.second-reading-requested.v1",
     "avis.report.ready.v1",
 )
 Id = Annotated[str, Path(pattern=ID_PATTERN)]

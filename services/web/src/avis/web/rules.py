@@ -36,6 +36,9 @@ PROBLEM_MESSAGES = {
     "case-erased": "error.case_erased",
     "legal-hold": "error.legal_hold",
     "report-ready": "error.report_ready",
+    "follow-up-limit": "error.follow_up_limit",
+    "follow-up-period-over": "error.follow_up_period_over",
+    "follow-up-no-report": "error.report_not_ready",
     "case-not-found": "error.not_found",
     "not-found": "error.not_found",
     "report-not-found": "error.report_not_ready",
@@ -78,6 +81,9 @@ TRAIL_ACTIONS = frozenset(
         "opinion.correct",
         "decline.read",
         "review.decline",
+        "second-reading.read",
+        "second-reading.comment",
+        "second-reading.agree",
     }
 )
 TRAIL_PURPOSES = frozenset(

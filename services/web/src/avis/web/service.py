@@ -35,6 +35,8 @@ from avis.web.models import (
     QueuedCase,
     Report,
     ReviewerView,
+    SecondReadingList,
+    SecondReadingView,
     SubscriptionMade,
     SubscriptionView,
 )
@@ -204,6 +206,12 @@ class Platform:
         )
         return Report.model_validate(response.json())
 
+    async def ask_follow_up(self, *, token: str, case_id: str, text: str) -> None:
+        """Ask the specialist a follow-up question about the report (review refuses a fourth,
+        or one after the period, saying which)."""
+        url = f"{self.review}/v1/cases/{case_id}/follow-ups"
+        await self._call("POST", url, token=token, json={"text": text})
+
     async def report_pdf(self, *, token: str, case_id: str) -> Download:
         """The case's latest report as a PDF, streamed through."""
         url = f"{self.reports}/v1/cases/{case_id}/report"
@@ -275,12 +283,21 @@ class Platform:
         await self._call("POST", url, token=token, json={"text": text})
 
     async def send_opinion(
-        self, *, token: str, assignment_id: str, form: OpinionForm, correction: bool
+        self,
+        *,
+        token: str,
+        assignment_id: str,
+        form: OpinionForm,
+        correction: bool,
+        second_reading: bool = False,
     ) -> OpinionRecord:
-        """Send the opinion: its first version (POST), or a correction as a new one (PUT)."""
+        """Send the opinion: its first version (POST; `second_reading`: read by a second
+        specialist before release), or a correction as a new one (PUT)."""
         url = f"{self.review}/v1/assignments/{assignment_id}/opinion"
         method = "PUT" if correction else "POST"
-        response = await self._call(method, url, token=token, json=opinion_body(form))
+        params = {"second_reading": "true"} if second_reading and not correction else {}
+        body = opinion_body(form)
+        response = await self._call(method, url, token=token, json=body, params=params)
         return OpinionRecord.model_validate(response.json())
 
     async def opinion(self, *, token: str, assignment_id: str) -> OpinionRecord:
@@ -567,3 +584,42 @@ def _problem_type(response: httpx.Response) -> str | None:
         return None
     kind = body.get("type") if isinstance(body, dict) else None
     return kind if isinstance(kind, str) else None
+
+
+class SecondReadingCalls:
+    """Review's second reading, as the signed-in specialist calls it (beside `Platform`)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.url = f"{platform.review}/v1/second-readings"
+
+    async def mine(self, *, token: str) -> SecondReadingList:
+        """The signed-in specialist's open readings, by assignment."""
+        found = await self.platform._get(self.url, token=token, limit="100")
+        return SecondReadingList.model_validate(found)
+
+    async def reading(self, *, token: str, assignment_id: str) -> SecondReadingView:
+        """One reading with the version to read and the comments (a read in the trail)."""
+        found = await self.platform._get(f"{self.url}/{assignment_id}", token=token)
+        return SecondReadingView.model_validate(found)
+
+    async def agree(self, *, token: str, assignment_id: str) -> None:
+        """Agree with the opinion: it is released naming both specialists."""
+        await self.platform._call("POST", f"{self.url}/{assignment_id}/agreement", token=token)
+
+    async def rules(self, *, token: str) -> dict[str, Any]:
+        """The specialties and urgencies whose opinions are read twice (coordinators)."""
+        return dict(
+            await self.platform._get(f"{self.platform.review}/v1/second-reading-rules", token=token)
+        )
+
+    async def set_rules(self, *, token: str, specialties: list[str], urgencies: list[str]) -> None:
+        """Replace the rules of the second reading (coordinators)."""
+        url = f"{self.platform.review}/v1/second-reading-rules"
+        body = {"specialties": specialties, "urgencies": urgencies}
+        await self.platform._call("PUT", url, token=token, json=body)
+
+    async def comment(self, *, token: str, assignment_id: str, text: str) -> None:
+        """Return comments the first specialist must answer."""
+        url = f"{self.url}/{assignment_id}/comments"
+        await self.platform._call("POST", url, token=token, json={"text": text})

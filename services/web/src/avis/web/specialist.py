@@ -398,6 +398,7 @@ async def _send(
     correction: bool,
 ) -> Response:
     form = await _opinion_form(request)
+    second = (await request.form()).get("second_reading") == "on"
     assignment = await web.platform.assignment(token=token(session), assignment_id=assignment_id)
     person = _sub(session)
     errors = rules.opinion_errors(form)
@@ -411,6 +412,7 @@ async def _send(
         assignment_id=assignment_id,
         form=form,
         correction=correction,
+        second_reading=second,
     )
     if done:
         drafts.drop(person, assignment.case_id)

@@ -1,0 +1,115 @@
+"""The second reading in review alone, over the real broker and store: a coordinator's rule by
+urgency holds the opinion until the second reader agrees, then it is released once, after the
+agreement; with nobody else to read it the opinion waits, unmatched, until a next version finds a
+reader; a withdrawn case takes the reading out of its reader's load."""
+
+from typing import Any
+
+import pytest
+
+from tests.support.basics import eventually, unique
+from tests.support.review import ReviewStack
+from tests.support.samples import OPINION
+
+pytestmark = pytest.mark.infra
+
+ASSIGNED = "avis.review.assigned.v1"
+REQUESTED = "avis.review.second-reading-requested.v1"
+AGREED = "avis.review.second-reading-agreed.v1"
+COMPLETED = "avis.review.completed.v1"
+
+
+async def _answered(
+    stack: ReviewStack, specialty: str, *, second_reading: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    """A case of `specialty` assigned, accepted and answered; its assignment."""
+    case_id = await stack.submit(specialty, **kwargs)
+    await stack.log.wait(case_id, ASSIGNED)
+    first = await stack.assignment(case_id)
+    url = f"/v1/assignments/{first['id']}"
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        params = {"second_reading": "true"} if second_reading else {}
+        written = await http.post(f"{url}/opinion", params=params, json=OPINION)
+        assert written.status_code == 201, written.text
+    return first
+
+
+async def _load(stack: ReviewStack, reviewer_id: str) -> int:
+    async with stack.client() as http:
+        return int((await http.get(f"/v1/reviewers/{reviewer_id}")).json()["load"])
+
+
+async def test_an_urgent_opinion_waits_for_the_second_readers_agreement(
+    stack: ReviewStack,
+) -> None:
+    p = unique("uro")
+    await stack.add_reviewer(f"{p}-1", ["urology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["urology"], ["fr"])
+    async with stack.client() as http:
+        ruled = await http.put("/v1/second-reading-rules", json={"urgencies": ["urgent"]})
+        assert ruled.status_code == 200, ruled.text
+    first = await _answered(stack, "urology", urgency="urgent")
+    case_id = first["case_id"]
+    (requested,) = await stack.log.wait(case_id, REQUESTED)
+    assert requested["reason"] == "coordinator_rule" and requested["version"] == 1
+    second = requested["second_reader_id"]
+    assert second is not None and second != first["reviewer_id"]
+    assert await _load(stack, second) == 1
+    assert not stack.log.of(case_id, COMPLETED)
+    async with stack.client(second, "reviewer") as http:
+        agreed = await http.post(f"/v1/second-readings/{first['id']}/agreement")
+        assert agreed.status_code == 200, agreed.text
+    (completed,) = await stack.log.wait(case_id, COMPLETED)
+    (agreement,) = stack.log.payloads(case_id, AGREED)
+    assert agreement["seq"] < completed["seq"], "the agreement comes before the release"
+    assert completed["version"] == 1
+    assert await _load(stack, second) == 0
+    async with stack.client() as http:
+        cleared = await http.put("/v1/second-reading-rules", json={})
+        assert cleared.json()["urgencies"] == []
+
+
+async def test_with_nobody_else_to_read_it_the_opinion_waits_unmatched(
+    stack: ReviewStack,
+) -> None:
+    p = unique("nep")
+    await stack.add_reviewer(f"{p}-1", ["nephrology"], ["fr"])
+    first = await _answered(stack, "nephrology", second_reading=True)
+    (requested,) = await stack.log.wait(first["case_id"], REQUESTED)
+    assert requested["second_reader_id"] is None
+    async with stack.client() as http:
+        shown = await http.get(
+            f"/v1/second-readings/{first['id']}", headers={"X-Avis-Reason": "check"}
+        )
+    reading = shown.json()
+    assert reading["state"] == "unmatched"
+    why = {c["reviewer_id"]: c["excluded"] for c in reading["rationale"]["candidates"]}
+    assert why == {f"{p}-1": "first_reader"}
+    assert not stack.log.of(first["case_id"], COMPLETED)
+    # A reader joins; the first's next version is matched again.
+    await stack.add_reviewer(f"{p}-2", ["nephrology"], ["fr"])
+    async with stack.client(f"{p}-1", "reviewer") as http:
+        corrected = await http.put(
+            f"/v1/assignments/{first['id']}/opinion", json=OPINION | {"further_tests": "Aucun."}
+        )
+        assert corrected.status_code == 200, corrected.text
+    again = await stack.log.wait(first["case_id"], REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (f"{p}-2", 2)
+    assert not stack.log.of(first["case_id"], COMPLETED)
+
+
+async def test_a_withdrawn_case_leaves_its_readers_load(stack: ReviewStack) -> None:
+    p = unique("end")
+    await stack.add_reviewer(f"{p}-1", ["endocrinology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["endocrinology"], ["fr"])
+    first = await _answered(stack, "endocrinology", second_reading=True)
+    (requested,) = await stack.log.wait(first["case_id"], REQUESTED)
+    second = requested["second_reader_id"]
+    assert await _load(stack, second) == 1
+    await stack.withdraw(first["case_id"])
+
+    async def freed() -> bool:
+        return await _load(stack, second) == 0
+
+    assert await eventually(freed, timeout=30)
