@@ -1,9 +1,9 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
 every check, bounded in examples and time, with a valid coordinator token over the whole API,
 a valid reviewer token over the reviewer's operations (assignments, second readings and their
-rules, and follow-up questions), and a patient's, a partner's and a translator's token (roles review refuses
-everywhere but a case's access trail, which is the case's patient's, and the follow-up questions
-of their own case) over the whole API. No answer may be a 5xx."""
+rules, and follow-up questions), and a patient's, a partner's and a translator's token (roles
+review refuses everywhere but a case's access trail, which is the case's patient's, and the
+follow-up questions of their own case) over the whole API. No answer may be a 5xx."""
 
 import pytest
 
