@@ -84,6 +84,9 @@ class TimelineKind(StrEnum):
     REVIEW_RESUMED = "review_resumed"
     SECOND_READING = "second_reading"  # a second specialist reads the opinion before release
     SECOND_READING_AGREED = "second_reading_agreed"
+    # International review: a translation waits for its translator, then is done (each way).
+    TRANSLATION_QUEUED = "translation_queued"
+    TRANSLATION_DONE = "translation_done"
     REPORT_READY = "report_ready"
     FOLLOW_UP_ASKED = "follow_up_asked"
     FOLLOW_UP_ANSWERED = "follow_up_answered"

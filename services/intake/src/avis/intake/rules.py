@@ -365,6 +365,8 @@ def decide(state: CaseState, change: Change) -> Decision:
         TimelineKind.REVIEW_COMPLETED,
         TimelineKind.SECOND_READING,
         TimelineKind.SECOND_READING_AGREED,
+        TimelineKind.TRANSLATION_QUEUED,
+        TimelineKind.TRANSLATION_DONE,
     ):
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.INFORMATION_REQUESTED:

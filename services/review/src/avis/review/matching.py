@@ -27,15 +27,17 @@ the matcher takes the locks of the round it writes and of the reviewer it counts
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from avis.review import rules
 from avis.review.models import AssignmentStatus, CaseStatus, Considered, Rationale
 from avis.review.rules import Sla
-from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store
+from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store, TranslationEntry
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
+from avis.shared.envelope import Event
 from avis.shared.events import ReviewAssigned
 from avis.shared.lease import Lease
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
@@ -50,6 +52,24 @@ MATCHING_LOCK = lock_key("matching", "all")
 def _declined(rounds: list[AssignmentDoc]) -> list[str]:
     """The reviewers who declined a case, first round first."""
     return [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
+
+
+class QueuedTranslation(Protocol):
+    """A translation to write with a round, and its event (translation.py's `Queued`)."""
+
+    @property
+    def entry(self) -> TranslationEntry: ...
+
+    @property
+    def event(self) -> Event: ...
+
+
+class Translating(Protocol):
+    """What matching asks of the translation step (translation.py's `Translations`)."""
+
+    async def first(self, doc: AssignmentDoc, *, at: datetime, seq: int) -> QueuedTranslation: ...
+
+    async def counted(self, entry: TranslationEntry) -> None: ...
 
 
 class Matcher:
@@ -69,6 +89,8 @@ class Matcher:
         self.emitter = emitter
         self.sla = sla
         self.lease = lease  # None: this process is the only matcher (unit tests)
+        # International rounds' translations (translation.py sets itself here).
+        self.translating: Translating | None = None
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
@@ -193,17 +215,24 @@ class Matcher:
             seq=seq,
             international=international,
         )
+        events = [self.emitter.event("review.assign", assigned, trace=case.traceparent)]
+        translation = None
+        if international and self.translating is not None:  # written with its translation
+            translation = await self.translating.first(assignment, at=at, seq=seq + 1)
+            events.append(translation.event)
+            changes = {"translations": [translation.entry], "seq": seq + 1}
+            assignment = assignment.model_copy(update=changes)
         await self.fence()
         await self.store.file_due(assignment)
         # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
         async with self.locks.hold(self.emitter.lock(assignment_id)):
-            await self.emitter.emit(
-                "review.assign",
-                assigned,
+            await self.emitter.write(
+                lambda out: self.store.insert_assignment(assignment, out),
+                events,
                 aggregate=assignment_id,
-                trace=case.traceparent,
-                write=lambda events: self.store.insert_assignment(assignment, events),
             )
+        if translation is not None and self.translating is not None:
+            await self.translating.counted(translation.entry)
         # Counted after the round exists (a stop in between: the next matching of this case
         # finds the round live and counts it), before the case leaves matching.
         await self.fence()

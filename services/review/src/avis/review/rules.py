@@ -19,6 +19,10 @@ from avis.review.models import (
     Opinion,
     SecondReadingReason,
     SecondReadingState,
+    TranslationBody,
+    TranslationState,
+    TranslationTexts,
+    TranslationWay,
 )
 from avis.shared.clock import to_millis
 from avis.shared.events import CompletedOpinion, Urgency
@@ -641,6 +645,8 @@ ACTIONS = {
     "follow-up.create": ("asked a follow-up question", "ask a follow-up question"),
     "follow-up.read": ("read a follow-up question", "read a follow-up question"),
     "follow-up.answer": ("answered a follow-up question", "answer a follow-up question"),
+    "translation.read": ("read a translation of the case", "read a translation of the case"),
+    "translation.write": ("translated the case", "translate the case"),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.
@@ -677,22 +683,6 @@ def may_read_trail(principal: Principal, patient_id: str | None) -> bool:
 # What a translation's text, sealed at rest under the case key, is bound to (its id says which
 # assignment and which way).
 TRANSLATION_AAD = "review:translation:{translation_id}"
-
-
-class TranslationWay(StrEnum):
-    """Which way a translation goes: the case's summary and questions to the specialist's
-    language before they get the case, or the opinion back to the patient's before the report."""
-
-    TO_SPECIALIST = "to_specialist"
-    TO_PATIENT = "to_patient"
-
-
-class TranslationState(StrEnum):
-    """Where a translation is: waiting in the translators' queue, taken by one, or done."""
-
-    QUEUED = "queued"
-    TAKEN = "taken"
-    DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -793,3 +783,42 @@ def check_translation_access(principal: Principal, translator_id: str | None) ->
             "Forbidden",
             "This translation belongs to another translator.",
         )
+
+
+def translation_texts(way: TranslationWay, body: TranslationBody) -> TranslationTexts:
+    """What a translator's body says for a translation of `way`: the summary (to the
+    specialist) or the opinion (to the patient), and nothing else (422 otherwise)."""
+    if way is TranslationWay.TO_SPECIALIST and body.summary and body.opinion is None:
+        return TranslationTexts(summary=body.summary)
+    if way is TranslationWay.TO_PATIENT and body.opinion is not None and body.summary is None:
+        return TranslationTexts(opinion=body.opinion)
+    wanted = "summary" if way is TranslationWay.TO_SPECIALIST else "opinion"
+    raise Problem(
+        422,
+        "translation-mismatch",
+        "Unprocessable Content",
+        f"A translation {way.value} gives the {wanted}, and only it.",
+    )
+
+
+def assignment_of_translation(translation_id: str) -> str:
+    """The assignment a translation id belongs to (`translation_id_for`)."""
+    return translation_id.rsplit("-t", 1)[0]
+
+
+def translator_contact_aad(translator_id: str) -> str:
+    """What a translator's work address, sealed at rest in the directory, is bound to."""
+    return f"review:translator-contact:{translator_id}"
+
+
+def may_read_translation(
+    principal: Principal, way: TranslationWay, state: TranslationState, specialist: str
+) -> bool:
+    """Whether `principal` reads a translation as its specialist: the translation into their
+    language, once done (its translator and coordinators: `check_translation_access`)."""
+    return (
+        principal.role == "reviewer"
+        and principal.sub == specialist
+        and way is TranslationWay.TO_SPECIALIST
+        and state is TranslationState.DONE
+    )
