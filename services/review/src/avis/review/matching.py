@@ -179,9 +179,8 @@ class Matcher:
         at: datetime,
         international: bool = False,
     ) -> str:
-        """Write a new assignment round (`numbers`: its round and the case's sequence number)
-        with its `assigned` event (`international`: the reviewer does not read the patient's
-        language); the caller is inside `deciding()` and holds the case."""
+        """Write a new round (`numbers`: its round and the case's sequence number) with its
+        `assigned` event (`international`: and its translation); the caller holds the case."""
         round_, seq = numbers
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)

@@ -171,15 +171,7 @@ class ReviewService:
             matcher=matcher,
             access=self.access,
         )
-        self.translations = Translations(
-            store=store,
-            locks=locks,
-            emitter=emitter,
-            keys=keys,
-            matcher=matcher,
-            access=self.access,
-            due_days=translation_due_days,
-        )
+        self.translations = Translations.beside(self.second, due_days=translation_due_days)
         self.sla = SlaWatch(self)
 
     # --- events in ---------------------------------------------------------------------------
@@ -187,8 +179,7 @@ class ReviewService:
     async def case_submitted(
         self, *, case: CaseSubmitted, traceparent: str, event_id: str = ""
     ) -> None:
-        """Triage a submitted case and match it, or queue it; a replay changes nothing (the
-        summary for a translator stays sealed as it came, bound to the event `event_id`)."""
+        """Triage a submitted case and match it, or queue it; a replay changes nothing."""
         doc = CaseDoc(
             id=case.case_id,
             reference=case.reference,
@@ -198,7 +189,7 @@ class ReviewService:
             physician_institution=case.physician_institution,
             international_review=case.international_review,
             summary=case.summary,
-            summary_event=event_id if case.summary is not None else None,
+            summary_event=event_id if case.summary is not None else None,  # sealed as it came
             submitted_at=case.submitted_at,
             case_url=case.case_url or f"{self.intake_base_url}/v1/cases/{case.case_id}",
             # Without a trace from intake, the trace this consumer runs in becomes the case's.
@@ -563,6 +554,7 @@ class ReviewService:
             reader = await contacts.recipient(self.store, self.keyring, reading.reviewer_id)
             held = self.second.requested(doc, reading, at=at, seq=seq, ring=ring, to=reader)
             event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
+        both = back[1] if back else None  # the round's translations, the one back queued
         await self.matcher.fence()
         kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
         entry = OpinionEntry(
@@ -574,12 +566,7 @@ class ReviewService:
         )
         await self.emitter.write(
             lambda events: self.store.add_opinion(
-                doc.id,
-                entry=entry,
-                seq=seq,
-                events=events,
-                reading=reading,
-                translations=back[1] if back else None,
+                doc.id, entry=entry, seq=seq, events=events, reading=reading, translations=both
             ),
             [event],
             aggregate=doc.id,

@@ -18,6 +18,8 @@ runs inside the matcher's section and holds the assignment, as every write of an
 state does (service.py's docstring).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +38,7 @@ from avis.review.models import (
     Translator,
     TranslatorIn,
 )
+from avis.review.second_reading import SecondReadings
 from avis.review.store import AssignmentDoc, Store, TranslationEntry, TranslatorDoc
 from avis.shared.access_log import TrailWriter, check_reason
 from avis.shared.case_keys import CaseKeys
@@ -89,6 +92,20 @@ class Translations:
         self.access = access
         self.due_days = due_days
         matcher.translating = self  # an international round is written with its translation
+
+    @classmethod
+    def beside(cls, second: SecondReadings, *, due_days: float) -> Translations:
+        """The translation step over the same store, locks, emitter, keys, matcher and trail
+        as the second reading's."""
+        return cls(
+            store=second.store,
+            locks=second.locks,
+            emitter=second.emitter,
+            keys=second.keys,
+            matcher=second.matcher,
+            access=second.access,
+            due_days=due_days,
+        )
 
     # --- the translators' directory -----------------------------------------------------------
 
