@@ -47,3 +47,31 @@ def test_the_email_says_abroad_and_translator_with_the_date_in_both_languages() 
         text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert all(w in text for w in words), text
         assert when in text and "AV-2026-000042" in text
+
+
+def test_a_translator_is_told_a_translation_waits_with_its_page() -> None:
+    from avis.shared.events import TranslationQueued
+    from avis.shared.sealing import Sealed
+
+    sealed = Sealed(
+        alg="A256GCM", kid="case.k", nonce="AAAAAAAAAAAAAAAA", ct="AAAAAAAAAAAAAAAAAAAAAAAA"
+    )
+    queued = TranslationQueued(
+        case_id="c-1",
+        assignment_id="c-1.r1",
+        reviewer_id="rev-en",
+        translation_id="c-1.r1-t1",
+        way="to_specialist",
+        from_language=Language.FR,
+        to_language=Language.EN,
+        translator_id="tr-1",
+        queued_at=datetime(2026, 3, 1, tzinfo=UTC),
+        due_at=datetime(2026, 3, 3, tzinfo=UTC),
+        recipient=sealed,
+        seq=2,
+    )
+    work = rules.professional_work(queued, "https://avis.example/")
+    assert work is not None and work.template is Template.PRO_TRANSLATION
+    assert work.link == "https://avis.example/translations/c-1.r1-t1"
+    assert rules.professional_work(queued.model_copy(update={"recipient": None}), "x") is None
+    assert rules.on_translation(SUBMITTED).send is None, "the patient was told at assignment"

@@ -25,6 +25,8 @@ from avis.shared.events import (
     ReviewResumed,
     SecondReadingCommented,
     SecondReadingRequested,
+    TranslationDone,
+    TranslationQueued,
 )
 from avis.shared.sealing import Sealed
 from avis.shared.security import Principal
@@ -130,6 +132,15 @@ def on_second_reading(view: CaseView) -> Decision:
     if not view.submitted:
         return _park(view)
     return _skip(view, "read by a second specialist: the report's email follows")
+
+
+def on_translation(view: CaseView) -> Decision:
+    """`avis.review.translation-queued.v1`, `avis.review.translation-done.v1`: an international
+    review's translation waits, then is done; the patient was told at the assignment that the
+    review goes through a translator (the report's email follows): a webhook for partners."""
+    if not view.submitted:
+        return _park(view)
+    return _skip(view, "a translation step: the patient was told at the assignment")
 
 
 def on_follow_up_asked(view: CaseView) -> Decision:
@@ -309,6 +320,8 @@ WEBHOOK_STATUS = {
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
     WebhookEvent.SECOND_READING_REQUESTED: "in_review",
+    WebhookEvent.TRANSLATION_QUEUED: "in_review",
+    WebhookEvent.TRANSLATION_DONE: "in_review",
     WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
     WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
@@ -607,6 +620,9 @@ def professional_work(payload: Payload, pages_url: str) -> ProfessionalWork | No
         page = f"second-readings/{quote(payload.assignment_id, safe='')}"
     elif isinstance(payload, SecondReadingCommented):
         template, page = Template.PRO_COMMENTS, f"review/{quote(payload.assignment_id, safe='')}"
+    elif isinstance(payload, TranslationQueued):
+        template = Template.PRO_TRANSLATION
+        page = f"translations/{quote(payload.translation_id, safe='')}"
     else:
         return None
     if payload.recipient is None:
@@ -685,6 +701,34 @@ def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo)
     return Reading(
         on_second_reading(view),
         extra={"version": payload.version, "reason": payload.reason},
+    )
+
+
+@_reading.register
+def _translation_queued(payload: TranslationQueued, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_translation(view),
+        extra={
+            "translation_id": payload.translation_id,
+            "way": payload.way,
+            "from_language": payload.from_language.value,
+            "to_language": payload.to_language.value,
+            "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
+@_reading.register
+def _translation_done(payload: TranslationDone, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_translation(view),
+        extra={
+            "translation_id": payload.translation_id,
+            "way": payload.way,
+            "from_language": payload.from_language.value,
+            "to_language": payload.to_language.value,
+            "done_at": _stamp(payload.done_at),
+        },
     )
 
 
