@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from avis.review import rules
+from avis.review.models import Opinion, TranslationBody
 from avis.review.rules import (
     TranslationState,
     TranslationWay,
@@ -22,6 +24,7 @@ from avis.review.rules import (
 from avis.review.settings import Settings
 from avis.shared.problems import Problem
 from avis.shared.security import Principal
+from tests.support.samples import OPINION
 
 AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -97,3 +100,35 @@ def test_who_reads_a_translation() -> None:
         with pytest.raises(Problem) as refused:
             check_translation_access(person(sub, role), "t1")
         assert refused.value.status == 403
+
+
+def test_a_translation_gives_the_text_of_its_way_and_only_it() -> None:
+    opinion = Opinion.model_validate(OPINION)
+    to_specialist, to_patient = rules.TranslationWay.TO_SPECIALIST, rules.TranslationWay.TO_PATIENT
+    assert rules.translation_texts(to_specialist, TranslationBody(summary="Pain.")).summary
+    assert rules.translation_texts(to_patient, TranslationBody(opinion=opinion)).opinion == opinion
+    for way, body in (
+        (to_specialist, TranslationBody(opinion=opinion)),
+        (to_specialist, TranslationBody(summary="Pain.", opinion=opinion)),
+        (to_patient, TranslationBody(summary="Pain.")),
+        (to_patient, TranslationBody()),
+    ):
+        with pytest.raises(Problem) as refused:
+            rules.translation_texts(way, body)
+        assert refused.value.status == 422
+
+
+def test_the_specialist_reads_the_translation_into_their_language_once_done() -> None:
+    me = Principal(sub="rev-en", role="reviewer")
+    done, taken = rules.TranslationState.DONE, rules.TranslationState.TAKEN
+    to_specialist = rules.TranslationWay.TO_SPECIALIST
+    assert rules.may_read_translation(me, to_specialist, done, "rev-en")
+    assert not rules.may_read_translation(me, to_specialist, taken, "rev-en")
+    assert not rules.may_read_translation(me, rules.TranslationWay.TO_PATIENT, done, "rev-en")
+    assert not rules.may_read_translation(me, to_specialist, done, "rev-other")
+
+
+def test_a_translation_id_names_its_assignment() -> None:
+    for way in rules.TranslationWay:
+        tid = rules.translation_id_for("c-1.r2", way)
+        assert rules.assignment_of_translation(tid) == "c-1.r2"
