@@ -121,7 +121,7 @@ async def test_an_international_reviews_translations_are_sealed_at_rest(
     read back by the translator and the specialist."""
     p = unique("ctr")
     translator_email = f"{p}-tr@traduction.example"
-    await stack.add_reviewer(f"{p}-en", ["cardiology"], ["en"])
+    await stack.add_reviewer(f"{p}-en", ["nephrology"], ["en"])
     async with stack.client() as coordinator:
         put = await coordinator.put(
             f"/v1/translators/{p}-tr",
@@ -133,7 +133,7 @@ async def test_an_international_reviews_translations_are_sealed_at_rest(
             },
         )
         assert put.status_code == 200 and "@" not in put.text, put.text
-    case_id = await stack.submit("cardiology", language="fr", international_review=True)
+    case_id = await stack.submit("nephrology", language="fr", international_review=True)
     (queued,) = await stack.log.wait(case_id, "avis.review.translation-queued.v1")
     assert queued["translator_id"] == f"{p}-tr" and queued["recipient"]["ct"]
     assignment = await stack.assignment(case_id)
