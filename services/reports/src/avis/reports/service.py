@@ -425,7 +425,6 @@ class ReportsService:
             report_id=case.report_id,
             version=version,
             issued_at=issued_at,
-            # Translated (international review): the statement in the specialist's language too.
             source_texts=texts(content.translated_from) if content.translated_from else None,
         )
 

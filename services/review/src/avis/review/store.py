@@ -70,6 +70,7 @@ from avis.review.models import (
     TranslationTexts,
     TranslationWay,
     Translator,
+    TranslatorIn,
 )
 from avis.review.rules import (
     ACTIONS,
@@ -1307,6 +1308,7 @@ async def init(db: AsyncDatabase[Document], seed_file: Path | None = None) -> No
             await db[collection].create_index(keys)
     if seed_file is not None:
         await seed_reviewers(Store(db), seed_file)
+        await seed_translators(Store(db), seed_file)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1325,3 +1327,24 @@ async def seed_reviewers(store: Store, seed_file: Path) -> int:
         inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now()))
     log.info("reviewer directory seeded", count=inserted, file=seed_file.name)
     return inserted
+
+
+def load_translator_seed(seed_file: Path) -> list[tuple[str, TranslatorIn]]:
+    """The translators a seed file lists (`{"translators": [{"id": ..., ...}]}`), validated."""
+    data = json.loads(seed_file.read_text(encoding="utf-8"))
+    return [
+        (item["id"], TranslatorIn.model_validate({k: v for k, v in item.items() if k != "id"}))
+        for item in data.get("translators", [])
+    ]
+
+
+async def seed_translators(store: Store, seed_file: Path) -> int:
+    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet."""
+    if await store.translations.translators.find_one({}, {"_id": 1}) is not None:
+        return 0
+    items = load_translator_seed(seed_file)
+    for translator_id, fields in items:
+        doc = {**fields.model_dump(exclude={"email"}), "_id": translator_id, "updated_at": now()}
+        await store.translations.put_translator(TranslatorDoc.model_validate(doc))
+    log.info("translators seeded", count=len(items), file=seed_file.name)
+    return len(items)

@@ -39,6 +39,8 @@ from avis.web.models import (
     SecondReadingView,
     SubscriptionMade,
     SubscriptionView,
+    TranslationList,
+    TranslationView,
 )
 from avis.web.rules import UNAVAILABLE
 from avis.web.settings import Settings
@@ -623,3 +625,30 @@ class SecondReadingCalls:
         """Return comments the first specialist must answer."""
         url = f"{self.url}/{assignment_id}/comments"
         await self.platform._call("POST", url, token=token, json={"text": text})
+
+
+class TranslationCalls:
+    """Review's translations, as the signed-in translator calls them (beside `Platform`)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.url = f"{platform.review}/v1/translations"
+
+    async def mine(self, *, token: str) -> TranslationList:
+        """The open translations of the signed-in translator and of their pairs."""
+        found = await self.platform._get(self.url, token=token, limit="100")
+        return TranslationList.model_validate(found)
+
+    async def translation(self, *, token: str, translation_id: str) -> TranslationView:
+        """One translation with its source text (a read in the case's trail)."""
+        found = await self.platform._get(f"{self.url}/{translation_id}", token=token)
+        return TranslationView.model_validate(found)
+
+    async def take(self, *, token: str, translation_id: str) -> None:
+        """Take a queued translation."""
+        await self.platform._call("POST", f"{self.url}/{translation_id}/take", token=token)
+
+    async def write(self, *, token: str, translation_id: str, body: dict[str, Any]) -> None:
+        """Submit the translation (the summary, or the opinion)."""
+        url = f"{self.url}/{translation_id}/text"
+        await self.platform._call("PUT", url, token=token, json=body)
