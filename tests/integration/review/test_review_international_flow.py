@@ -56,3 +56,34 @@ async def test_a_reader_of_the_language_comes_first(stack: ReviewStack) -> None:
     assert rationale["rule"] == "international_no_reader_available"
     excluded = {c["reviewer_id"]: c["excluded"] for c in rationale["candidates"]}
     assert excluded == {f"{p}-0-en": None, f"{p}-fr": "at_capacity"}
+
+
+async def test_a_withdrawn_cases_translation_leaves_the_queue(stack: ReviewStack) -> None:
+    p = unique("gas")
+    await stack.add_reviewer(f"{p}-en", ["gastroenterology"], ["en"])
+    async with stack.client() as coordinator:
+        put = await coordinator.put(
+            f"/v1/translators/{p}-tr",
+            json={"display_name": "Translator", "languages": ["fr", "en"], "capacity": 2},
+        )
+        assert put.status_code == 200, put.text
+    case_id = await stack.submit("gastroenterology", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, "avis.review.translation-queued.v1")
+    assert (queued["from_language"], queued["to_language"]) == ("fr", "en")
+    async with stack.client(f"{p}-en", "reviewer") as specialist:
+        url = f"/v1/assignments/{queued['assignment_id']}"
+        early = await specialist.post(f"{url}/accept")
+        assert early.status_code == 409 and "translation-pending" in early.json()["type"]
+    async with stack.client(f"{p}-tr", "translator") as translator:
+        listed = (await translator.get("/v1/translations")).json()["items"]
+        assert queued["translation_id"] in [t["id"] for t in listed]
+        await stack.withdraw(case_id)
+
+        async def cancelled() -> bool:
+            return (await stack.assignment(case_id))["status"] == "cancelled"
+
+        await eventually(cancelled, timeout=30)
+        left = (await translator.get("/v1/translations")).json()["items"]
+        assert queued["translation_id"] not in [t["id"] for t in left]
+        taken = await translator.post(f"/v1/translations/{queued['translation_id']}/take")
+        assert taken.status_code == 409, taken.text

@@ -28,6 +28,7 @@ import structlog
 from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
+    AssignmentStatus,
     Opinion,
     Translation,
     TranslationBody,
@@ -214,7 +215,7 @@ class Translations:
         """A translator of the pair takes a queued translation (taking it again: no change)."""
         aid = rules.assignment_of_translation(translation_id)
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(aid)):
-            doc, entry = await self._found(translation_id)
+            doc, entry = await self._open(translation_id)
             await self._check_translator(principal, entry)
             if rules.may_take_translation(entry.state, entry.translator_id, principal.sub):
                 me = await self.store.translations.translator(principal.sub)
@@ -238,7 +239,7 @@ class Translations:
         opinion is released with it. The same translation again is a no-op."""
         aid = rules.assignment_of_translation(translation_id)
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(aid)):
-            doc, entry = await self._found(translation_id)
+            doc, entry = await self._open(translation_id)
             rules.check_translation_access(principal, entry.translator_id)
             if not rules.may_write_translation(entry.state, entry.translator_id, principal.sub):
                 return entry.view(doc)
@@ -366,6 +367,8 @@ class Translations:
             )
             if doc is None or entry is None or entry.state is TranslationState.DONE:
                 continue  # filed by a write that stopped before, or done
+            if doc.status is AssignmentStatus.CANCELLED:
+                continue  # the case was withdrawn
             if rules.is_coordinator(principal) or _mine(me, entry):
                 found.append((doc, entry))
         return TranslationPage.of(
@@ -373,6 +376,13 @@ class Translations:
         )
 
     # --- helpers --------------------------------------------------------------------------------
+
+    async def _open(self, translation_id: str) -> tuple[AssignmentDoc, TranslationEntry]:
+        """A translation to take or write: 409 once its case is withdrawn."""
+        doc, entry = await self._found(translation_id)
+        if doc.status is AssignmentStatus.CANCELLED:
+            raise rules.state_conflict("The case was withdrawn.", "translation-cancelled")
+        return doc, entry
 
     async def _found(self, translation_id: str) -> tuple[AssignmentDoc, TranslationEntry]:
         doc = await self.store.assignment(rules.assignment_of_translation(translation_id))
