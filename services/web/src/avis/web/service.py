@@ -454,9 +454,7 @@ class Platform:
             return Listing[AccessEntry].model_validate(
                 await self._get(url, token=token, cursor=cursor, limit="100")
             )
-        # The three trails at once, not intake's then the others' (one round trip less on every
-        # page that shows the trail). Intake's answer decides: its refusal is the one raised, and
-        # it discards whatever review and reports (which decide for themselves) answered.
+        # The three at once (one round trip less); intake's refusal decides, whatever else came.
         answers = await asyncio.gather(
             self._get(url, token=token, limit="100"),
             self._trail_of(self.review, case_id, token=token),
