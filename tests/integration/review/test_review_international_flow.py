@@ -10,10 +10,13 @@ import pytest
 
 from tests.support.basics import eventually, unique
 from tests.support.review import ReviewStack
+from tests.support.samples import OPINION
 
 pytestmark = pytest.mark.infra
 
 ASSIGNED = "avis.review.assigned.v1"
+QUEUED = "avis.review.translation-queued.v1"
+COMPLETED = "avis.review.completed.v1"
 
 
 async def test_without_consent_the_case_waits_for_a_reader(stack: ReviewStack) -> None:
@@ -87,3 +90,51 @@ async def test_a_withdrawn_cases_translation_leaves_the_queue(stack: ReviewStack
         assert queued["translation_id"] not in [t["id"] for t in left]
         taken = await translator.post(f"/v1/translations/{queued['translation_id']}/take")
         assert taken.status_code == 409, taken.text
+
+
+async def test_a_second_readers_agreement_goes_on_to_the_translation_back(
+    stack: ReviewStack,
+) -> None:
+    """An international round the first specialist sends to a second reader: the agreement
+    queues the opinion's translation into the patient's language, and only the translator's
+    submission releases it, naming the second reader and the translator."""
+    p = unique("end")
+    await stack.add_reviewer(f"{p}-0-en", ["endocrinology"], ["en"])
+    await stack.add_reviewer(f"{p}-1-en", ["endocrinology"], ["en"])
+    async with stack.client() as coordinator:
+        put = await coordinator.put(
+            f"/v1/translators/{p}-tr",
+            json={"display_name": "Translator", "languages": ["fr", "en"], "capacity": 2},
+        )
+        assert put.status_code == 200, put.text
+    case_id = await stack.submit("endocrinology", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, QUEUED)
+    first = f"/v1/translations/{queued['translation_id']}"
+    async with stack.client(f"{p}-tr", "translator") as translator:
+        assert (await translator.post(f"{first}/take")).status_code == 200
+        done = await translator.put(f"{first}/text", json={"summary": "In English."})
+        assert done.status_code == 200, done.text
+    assignment = await stack.assignment(case_id)
+    url = f"/v1/assignments/{assignment['id']}"
+    async with stack.client(assignment["reviewer_id"], "reviewer") as specialist:
+        assert (await specialist.post(f"{url}/accept")).status_code == 200
+        sent = await specialist.post(
+            f"{url}/opinion", params={"second_reading": "true"}, json=OPINION
+        )
+        assert sent.status_code == 201, sent.text
+    (requested,) = await stack.log.wait(case_id, "avis.review.second-reading-requested.v1")
+    assert len(stack.log.of(case_id, QUEUED)) == 1, "no translation back before the agreement"
+    async with stack.client(requested["second_reader_id"], "reviewer") as reader:
+        agreed = await reader.post(f"/v1/second-readings/{assignment['id']}/agreement")
+        assert agreed.status_code == 200, agreed.text
+    queued_both = await stack.log.wait(case_id, QUEUED, count=2)
+    assert (queued_both[-1]["from_language"], queued_both[-1]["to_language"]) == ("en", "fr")
+    assert not stack.log.of(case_id, COMPLETED), "the agreement does not release it untranslated"
+    back = f"/v1/translations/{queued_both[-1]['translation_id']}"
+    async with stack.client(f"{p}-tr", "translator") as translator:
+        assert (await translator.post(f"{back}/take")).status_code == 200
+        released = await translator.put(f"{back}/text", json={"opinion": OPINION})
+        assert released.status_code == 200, released.text
+    (completed,) = await stack.log.wait(case_id, COMPLETED)
+    (agreement,) = stack.log.payloads(case_id, "avis.review.second-reading-agreed.v1")
+    assert agreement["seq"] < queued_both[-1]["seq"] < completed["seq"]

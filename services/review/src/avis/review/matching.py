@@ -69,6 +69,10 @@ class Translating(Protocol):
 
     async def first(self, doc: AssignmentDoc, *, at: datetime, seq: int) -> QueuedTranslation: ...
 
+    async def back(
+        self, doc: AssignmentDoc, version: int, *, at: datetime, seq: int
+    ) -> tuple[QueuedTranslation, list[TranslationEntry]] | None: ...
+
     async def counted(self, entry: TranslationEntry) -> None: ...
 
 

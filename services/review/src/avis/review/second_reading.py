@@ -329,19 +329,32 @@ class SecondReadings:
                     seq=seq + 1,
                 )
 
+            # An international round's opinion goes on to its translation back, not to the patient.
+            translating = self.matcher.translating
+            back = None
+            if translating is not None:
+                back = await translating.back(doc, latest.version, at=at, seq=seq + 1)
             events = [
                 self.emitter.event("review.second-reading.agree", agreed, trace=doc.traceparent),
-                self.emitter.event("review.opinion", completed, trace=doc.traceparent),
+                back[0].event
+                if back
+                else self.emitter.event("review.opinion", completed, trace=doc.traceparent),
             ]
             done = reading.model_copy(update={"state": SecondReadingState.AGREED, "agreed_at": at})
             await self.matcher.fence()
             await self.emitter.write(
                 lambda out: self.store.readings.write(
-                    doc.id, reading=done, seq=seq + 1, events=out
+                    doc.id,
+                    reading=done,
+                    seq=seq + 1,
+                    events=out,
+                    translations=back[1] if back else None,
                 ),
                 events,
                 aggregate=doc.id,
             )
+            if back and translating is not None:
+                await translating.counted(back[0].entry)
             await self.matcher.release(principal.sub, rules.reading_load_id(doc.id))
             await self.matcher.offer_queue()  # the second reader has one reading less
             log.info("second reader agreed", assignment_id=doc.id, version=latest.version)

@@ -1061,11 +1061,21 @@ class ReadingStore:
         )
 
     async def write(
-        self, assignment_id: str, *, reading: ReadingEntry, seq: int, events: Sequence[Event]
+        self,
+        assignment_id: str,
+        *,
+        reading: ReadingEntry,
+        seq: int,
+        events: Sequence[Event],
+        translations: list[TranslationEntry] | None = None,
     ) -> None:
         """Record the second reading as it is now and its events (the last of sequence
-        `seq`) in one write."""
-        update = {"$set": {"second_reading": reading.model_dump(), "seq": seq}}
+        `seq`) in one write, with the round's translations when the agreement queued the
+        opinion's translation back."""
+        changes: dict[str, Any] = {"second_reading": reading.model_dump(), "seq": seq}
+        if translations is not None:
+            changes["translations"] = [t.model_dump() for t in translations]
+        update = {"$set": changes}
         await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
     async def waiting(self, assignment_id: str) -> None:
