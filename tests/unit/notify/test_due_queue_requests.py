@@ -175,3 +175,32 @@ async def test_an_item_filed_again_while_its_hand_off_waits_to_be_deleted_is_kep
     await q.work()
     assert store.handoffs == {}, "read again, found done with, deleted"
     assert channel.sent == ["s1"]
+
+
+async def test_an_item_its_filer_hands_over_is_not_read_again() -> None:
+    store, channel = Store(), Channel()
+    q = queue(store, channel)
+    await q.work()
+    channel.due["s1"] = None
+    await q.file("s1", clock.now(), "s1")
+    await q.work()
+    assert channel.sent == ["s1"]
+    assert channel.reads == 0
+
+
+async def test_an_idle_queue_reads_its_hand_offs_less_often_until_another_copy_files() -> None:
+    store, channel = Store(), Channel()
+    q = queue(store, channel)
+    tick = q.settings.sender_tick_seconds
+    periods = []
+    for _ in range(4):
+        q._read_at = None
+        await q.work()
+        periods.append(q._period)
+    assert periods == [2 * tick, 4 * tick, 4 * tick, 4 * tick]
+    channel.due["elsewhere"] = None
+    store.handoffs["elsewhere"] = clock.now()
+    q._read_at = None
+    await q.work()
+    assert channel.sent == ["elsewhere"]
+    assert q._period == tick

@@ -9,7 +9,8 @@ Exactly one worker per queue runs among the copies of notify: the holder of the 
 under the queue's in-process lock, and it walks forward from the stored cursor. Any copy files
 an item by handing it off (`Store.hand_off`: one document per item, so no document is written by
 two copies); the worker takes it at once when the filing copy is the worker's own, within a
-tick (`AVIS_NOTIFY_SENDER_TICK_SECONDS`) otherwise. A hand-off due now is worked where it is and
+tick (`AVIS_NOTIFY_SENDER_TICK_SECONDS`) otherwise, or within four after a while when no other
+copy filed anything (an idle queue reads less). A hand-off due now is worked where it is and
 deleted once done with; one due later is moved into its bucket. Before each attempt the worker
 checks its fence: a copy paused past its lease's ttl (a SIGSTOP) resumes to find a newer epoch
 and sends nothing (`lease.Fenced`). A pause between that check and the send can still repeat a
@@ -53,6 +54,8 @@ log = structlog.get_logger("avis.notify")
 Item = TypeVar("Item")
 # Hand-offs done with wait to be deleted until the next read of them, or until this many.
 TAKEN_AT_MOST = 64
+# The hand-offs are read once a tick, or up to this many ticks apart while no other copy files.
+IDLE_TICKS = 4
 
 
 class Channel(Protocol[Item]):
@@ -165,21 +168,26 @@ class DueQueue(Generic[Item]):
         self._known: dict[int, dict[str, None]] = {}  # ids in filing order
         self._taken: dict[str, datetime] = {}
         self._local: dict[str, datetime] = {}
+        self._fresh: dict[str, Item] = {}  # ... and those of them its filer handed over
         self._ended: set[str] = set()
         self._read_at: float | None = None  # monotonic time of the last read of the hand-offs
+        self._period = settings.sender_tick_seconds  # ... and until the next
         self._checked_at: float | None = None  # ... and of the last fence check in the store
 
     def wake(self) -> None:
         """Tell the loop there is work."""
         self._wake.set()
 
-    async def file(self, item_id: str, at: datetime) -> None:
-        """File an item due at `at` (from any copy: handed off to the queue's worker)."""
+    async def file(self, item_id: str, at: datetime, item: Item | None = None) -> None:
+        """File an item due at `at` (from any copy: handed off to the queue's worker); `item`,
+        the item as its filer just wrote or read it, spares this copy's worker reading it."""
         if self.handoff:
             at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as the store keeps it
             await self.store.hand_off(self.name, item_id, at)
             if self._running:  # the worker is this copy's: its next pass takes it from here
                 self._local[item_id] = at
+                if item is not None:
+                    self._fresh[item_id] = item
             self.wake()
             return
         await self._file(item_id, at)
@@ -215,8 +223,9 @@ class DueQueue(Generic[Item]):
         """Work the queue while this copy holds `lease` (for the life of the service without
         one): whatever is due, then sleep until the next due time, a wake-up, or the tick."""
         self.lease, self._cursor = lease, None
-        self._known, self._taken, self._local = {}, {}, {}
+        self._known, self._taken, self._local, self._fresh = {}, {}, {}, {}
         self._read_at = self._checked_at = None
+        self._period = self.settings.sender_tick_seconds
         self._running = True
         retry = Backoff(self.settings.retry_backoff_max_seconds)
         try:
@@ -240,13 +249,14 @@ class DueQueue(Generic[Item]):
                         await self._wake.wait()
         finally:
             self._running = False
-            self._local = {}
+            self._local, self._fresh = {}, {}
 
     async def work(self) -> float:
         """One pass: attempt (or start) what is due now; returns how long the loop may sleep.
 
         The hand-offs are read whole once a tick (another copy's filings, and whatever an
-        earlier holder left); between, a pass takes this copy's own filings from memory. A
+        earlier holder left), or less often, up to `IDLE_TICKS` ticks apart, while a read finds
+        none but this copy's own; between, a pass takes this copy's own filings from memory. A
         hand-off due now is attempted where it is, and deleted (with the others done since the
         last read, in one request) once it is done with; one due later is filed in its bucket.
         """
@@ -266,15 +276,24 @@ class DueQueue(Generic[Item]):
             # After the cursor is read: an item is never filed behind it (another holder may
             # have moved it since this copy last worked the queue).
             began = time.monotonic()
-            whole = self._read_at is None or began - self._read_at >= tick
+            whole = self._read_at is None or began - self._read_at >= self._period
             handed, self._local = self._local, {}
+            fresh, self._fresh = self._fresh, {}
             if whole:
                 stored = await self.store.handed_off(self.name)
                 self._read_at = began
-                handed = {item: at for item, at in stored if self._taken.get(item) != at} | handed
-            else:
-                sleep = max(tick - (began - self._read_at), 0.01)  # type: ignore[operator]
-            await self._work_handed(handed)
+                found = {item: at for item, at in stored if self._taken.get(item) != at}
+                # Idle, or only this copy's own filings: read less often, up to IDLE_TICKS
+                # ticks apart; another copy's filing (or an earlier holder's) brings it back.
+                others = any(
+                    handed.get(item) != at and not self._busy(item) for item, at in found.items()
+                )
+                self._period = tick if others else min(self._period * 2, tick * IDLE_TICKS)
+                handed = found | handed
+            read_at = began if whole else self._read_at
+            assert read_at is not None
+            sleep = max(self._period - (time.monotonic() - read_at), 0.01)
+            await self._work_handed(handed, fresh)
             if whole or len(self._taken) >= TAKEN_AT_MOST:
                 taken, self._taken = self._taken, {}
                 await self.store.take_handoffs(self.name, taken)
@@ -299,17 +318,25 @@ class DueQueue(Generic[Item]):
         """The items not in flight, as they are now (None: done with), in one read. An item
         whose attempt ended after the read began is left to the next pass: what was read of it
         may be older than what its attempt wrote."""
-        ids = [i for i in ids if self.pool is None or not self.pool.busy(i)]
+        ids = [i for i in ids if not self._busy(i)]
         if not ids:
             return {}
         self._ended.clear()
         found = await self.channel.waiting(ids)
         return {i: found.get(i) for i in ids if i not in self._ended}
 
-    async def _work_handed(self, handed: dict[str, datetime]) -> None:
+    def _busy(self, item_id: str) -> bool:
+        return self.pool is not None and self.pool.busy(item_id)
+
+    async def _work_handed(self, handed: dict[str, datetime], fresh: dict[str, Item]) -> None:
         """Work the hand-offs where they are: done with ones taken, ones due later filed in
-        their buckets, ones due now attempted (or left for the next pass: no room, in flight)."""
-        waiting = await self._waiting(list(handed))
+        their buckets, ones due now attempted (or left for the next pass: no room, in flight).
+        One this copy's filer handed over as it wrote it is not read again: nothing but this
+        loop moves it on from there (an erasure's cancel is seen by the attempt itself)."""
+        given: dict[str, Item | None] = {
+            i: fresh[i] for i in handed if i in fresh and not self._busy(i)
+        }
+        waiting = given | await self._waiting([i for i in handed if i not in given])
         for item_id, at in handed.items():
             if item_id not in waiting:  # in flight, or its attempt just ended: next pass
                 self._local[item_id] = at
@@ -379,9 +406,10 @@ class DueQueue(Generic[Item]):
         """Refuse to go on (`lease.Fenced`) once a newer holder of the queue's lease exists.
 
         The store is asked at most once a renewal period (ttl/3, the period at which the lease
-        itself asks it); in between, the lease's own verdict: held until its last renewal began
-        plus its ttl on this copy's monotonic clock, which a pause (a SIGSTOP) runs past, so a
-        copy resumed after a take-over asks the store again before any attempt."""
+        itself asks it, renewing); in between, the lease's own verdict: held until its last
+        renewal began plus its ttl on this copy's monotonic clock, which a pause (a SIGSTOP)
+        runs past, so a copy resumed after a take-over asks the store again before any
+        attempt."""
         if self.lease is None:
             return
         now = time.monotonic()

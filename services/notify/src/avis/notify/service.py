@@ -221,7 +221,7 @@ class NotifyService:
         delivery of its event, and file it for the sender."""
         found = send if await self.store.queue(send, kept=kept) else await self.store.send(send.id)
         if found is not None and found.status is SendStatus.QUEUED:
-            await self.email_queue.file(found.id, found.next_at or send.created_at)
+            await self.email_queue.file(found.id, found.next_at or send.created_at, found)
             SENDS_QUEUED.labels(found.channel, send.template.value).inc()
             log.info("email queued", template=send.template.value, send_id=found.id)
         if send.id not in case.notifications:
@@ -289,7 +289,8 @@ class NotifyService:
         fresh = await self.store.queue_delivery(delivery, kept=True)
         existing = delivery if fresh else await self.store.delivery(delivery.id)
         if existing is not None and existing.status is DeliveryStatus.QUEUED:
-            await self.webhook_queue.file(delivery.id, existing.next_at or delivery.created_at)
+            at = existing.next_at or delivery.created_at
+            await self.webhook_queue.file(delivery.id, at, existing)
         if delivery.id not in case.deliveries:
             case.deliveries.append(delivery.id)
         if fresh:
