@@ -217,8 +217,7 @@ class NotifyService:
         )
 
     async def _queue(self, case: CaseDoc, send: SendDoc, *, kept: bool = False) -> None:
-        """Queue a send (on the calendar already if `kept`), or find it queued by an earlier
-        delivery of its event, and file it for the sender."""
+        """Queue a send (on the calendar if `kept`), or find it queued already, and file it."""
         found = send if await self.store.queue(send, kept=kept) else await self.store.send(send.id)
         if found is not None and found.status is SendStatus.QUEUED:
             await self.email_queue.file(found.id, found.next_at or send.created_at, found)
@@ -233,59 +232,23 @@ class NotifyService:
         self, case: CaseDoc, event: Event, read: rules.Reading
     ) -> list[tuple[DeliveryDoc, SubscriptionDoc]]:
         """One delivery per subscription of the case's partner that wants this event (only a
-        case its partner filed, with the patient's consent to share), not queued yet."""
+        case its partner filed, with the patient's consent to share)."""
         event_type = rules.webhook_event(event.type)
         if event_type is None or case.partner_id is None:
             return []
         return [
-            (self._delivery(case, event, read, event_type, sub), sub)
+            (_delivery(case, event, read, event_type, sub), sub)
             for sub in await self.store.subscriptions_of(
                 await self.store.partner_subscriptions(case.partner_id)
             )
             if sub.enabled and event_type in sub.event_types
         ]
 
-    def _delivery(
-        self,
-        case: CaseDoc,
-        event: Event,
-        read: rules.Reading,
-        event_type: WebhookEvent,
-        sub: SubscriptionDoc,
-    ) -> DeliveryDoc:
-        """One delivery of the event to one subscription: its id comes from both, so a
-        redelivery finds it queued already."""
-        body = rules.webhook_payload(
-            event_id=event.id,
-            event_type=event_type,
-            source=event.source,
-            time=event.time,
-            case_id=case.id,
-            reference=case.reference,
-            partner_reference=case.partner_reference,
-            link=read.link or case.case_url,
-            extra=read.extra,
-        )
-        now = clock.now()
-        return DeliveryDoc(
-            id=rules.delivery_id(event.id, sub.id),
-            subscription_id=sub.id,
-            partner_id=sub.partner_id,
-            case_id=case.id,
-            event_id=event.id,
-            event_type=event_type,
-            webhook_id=rules.webhook_id(event.id, sub.id),
-            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            traceparent=case.traceparent or event.traceparent,
-            created_at=now,
-            next_at=now,
-        )
-
     async def _queue_delivery(
         self, case: CaseDoc, delivery: DeliveryDoc, sub: SubscriptionDoc
     ) -> bool:
-        """Queue a delivery (on the calendar already), or find it queued by an earlier delivery
-        of its event, and file it for the worker; True if it is new."""
+        """Queue a delivery (on the calendar), or find it queued already, and file it; True if
+        it is new."""
         fresh = await self.store.queue_delivery(delivery, kept=True)
         existing = delivery if fresh else await self.store.delivery(delivery.id)
         if existing is not None and existing.status is DeliveryStatus.QUEUED:
@@ -294,9 +257,7 @@ class NotifyService:
         if delivery.id not in case.deliveries:
             case.deliveries.append(delivery.id)
         if fresh:
-            # The latest as `_fan_out` read them a moment ago: a new delivery is in none, and
-            # what two fan-outs at once both drop is dropped once, so the list may run over
-            # its length by the number of racers until the next drops it back.
+            # As `_fan_out` read it: two fan-outs at once may leave it one over, for a while.
             async with self.locks.hold(lock_key("subscription", sub.id)):
                 drop = rules.fallen_out(sub.recent, delivery.id, RECENT_DELIVERIES)
                 await self.store.note_delivery(sub.id, delivery.id, drop)
@@ -628,6 +589,42 @@ class CaseErasure:
             log.warning("erasure notice cannot be opened", case_id=erasure.case_id, error=str(exc))
             return None
         return ring.seal_json(contact, aad=contact_aad(erasure.case_id)), contact.preferred_language
+
+
+def _delivery(
+    case: CaseDoc,
+    event: Event,
+    read: rules.Reading,
+    event_type: WebhookEvent,
+    sub: SubscriptionDoc,
+) -> DeliveryDoc:
+    """One delivery of the event to one subscription: its id comes from both, so a
+    redelivery finds it queued already."""
+    body = rules.webhook_payload(
+        event_id=event.id,
+        event_type=event_type,
+        source=event.source,
+        time=event.time,
+        case_id=case.id,
+        reference=case.reference,
+        partner_reference=case.partner_reference,
+        link=read.link or case.case_url,
+        extra=read.extra,
+    )
+    now = clock.now()
+    return DeliveryDoc(
+        id=rules.delivery_id(event.id, sub.id),
+        subscription_id=sub.id,
+        partner_id=sub.partner_id,
+        case_id=case.id,
+        event_id=event.id,
+        event_type=event_type,
+        webhook_id=rules.webhook_id(event.id, sub.id),
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        traceparent=case.traceparent or event.traceparent,
+        created_at=now,
+        next_at=now,
+    )
 
 
 def _partner_of(principal: Principal) -> str:
