@@ -237,7 +237,7 @@ class NotifyService:
         if event_type is None or case.partner_id is None:
             return []
         return [
-            (_delivery(case, event, read, event_type, sub), sub)
+            (_delivery(case, event, read, event_type, sub).queued_for(sub), sub)
             for sub in await self.store.subscriptions_of(
                 await self.store.partner_subscriptions(case.partner_id)
             )

@@ -37,7 +37,7 @@ index), so each costs the same however much is stored:
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pymongo import DeleteOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -340,6 +340,19 @@ class DeliveryDoc(Stored):
     attempts: list[DeliveryAttempt] = Field(default_factory=list)
     # When the retention calendar purges it (None: queued before retention, kept).
     purge_at: datetime | None = None
+    # Not stored: its subscription as the fan-out that queued it just read it, if it did.
+    _subscription: SubscriptionDoc | None = PrivateAttr(default=None)
+
+    def queued_for(self, sub: SubscriptionDoc) -> "DeliveryDoc":
+        """This delivery, with its subscription as its fan-out read it (its worker in this copy
+        then need not read it again)."""
+        self._subscription = sub
+        return self
+
+    @property
+    def subscription_as_queued(self) -> SubscriptionDoc | None:
+        """Its subscription as its fan-out read it (None: read from the store)."""
+        return self._subscription
 
     def to_doc(self) -> Document:
         """Stored form; enums as values."""

@@ -85,7 +85,11 @@ class WebhookWorker:
         (a replay takes only a dead one), and the loop never reads one whose attempt is in
         flight or ended after the read began."""
         delivery = item
-        sub = await self.store.subscription(delivery.subscription_id)
+        # As its fan-out read it, when that was in this copy and just now (handed over with
+        # the delivery, in the pass after it was queued); else as it is now.
+        sub = delivery.subscription_as_queued or await self.store.subscription(
+            delivery.subscription_id
+        )
         if sub is None or not sub.enabled:
             why = "subscription deleted" if sub is None else "subscription disabled"
             await self._dead(delivery, why)
