@@ -531,10 +531,6 @@ class Store:
         found = self.handoffs.find({"queue": queue})
         return [(doc["item"], doc["at"]) async for doc in found]
 
-    async def take_handoff(self, queue: DueQueueName, item_id: str, at: datetime) -> None:
-        """Forget a filing the worker has filed (unless it was filed again meanwhile)."""
-        await self.handoffs.delete_one({"_id": f"{queue}:{item_id}", "at": at})
-
     async def take_handoffs(self, queue: DueQueueName, taken: dict[str, datetime]) -> None:
         """Forget the filings the worker is done with, in one ordered bulk write of deletes by
         `_id` (each unless it was filed again meanwhile, at another time)."""
