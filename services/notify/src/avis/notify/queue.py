@@ -21,7 +21,8 @@ What a case's sends cost the store (each email and each delivery): its hand-off 
 copy that queues it, one read of it among the pass's items (`_id` `$in`), the attempt's record,
 and its hand-off deleted with the others done since the last read, in one request. What the
 worker wrote to its buckets during its term it does not read again: it is their one writer, so
-it remembers them (the cursor too), and an idle pass reads only the hand-offs, once a tick.
+it remembers them (the cursor too), and an idle pass reads only the hand-offs, at most once a
+tick.
 
 Why a lease and not a partition: the work is ordered by time, not by case. Retries come due
 hours later, long after the partition that queued them may have moved to another copy, and a
