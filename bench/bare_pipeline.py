@@ -53,20 +53,22 @@ Each consumed record costs an inbox marker after its effect.
       relay    2  report-ready: published mark, hint deleted
       pdf      1  the rendered PDF kept on the version (set_pdf), without rendering anything
       inbox    2
-    notify (35), the case filed by a partner with one subscription to the three webhook types
+    notify (29), the case filed by a partner with one subscription to the three webhook types
       case     4  the case saved (save_case): twice on submission (before queueing, after), once
                   on assigned, once on report-ready
-      queue    6  3 emails x (the send, filed in its due bucket)
-      fan_out  9  3 webhooks x (the delivery, filed in its due bucket, the subscription's recent
+      queue    6  3 emails x (the send, its hand-off to the queue's worker)
+      fan_out  9  3 webhooks x (the delivery, its hand-off, the subscription's recent
                   deliveries)
-      email    6  3 emails x (the attempt recorded as sent, unfiled), without SMTP
-      webhook  6  3 webhooks x (the delivery saved as delivered, unfiled), without HTTP
+      email    3  3 emails x the attempt recorded as sent, without SMTP
+      webhook  3  3 webhooks x the delivery saved as delivered, without HTTP
       inbox    4
 
-87 writes per case in all. Left out: the writes Avis amortises over many cases (a keyed
+81 writes per case in all. Left out: the writes Avis amortises over many cases (a keyed
 list's stored hint every 16 positions, a reference block every 100 cases, due buckets of a new
-day or minute: together under 0.2 per case) and every read (inbox checks, aggregate reads, the
-relay's outbox read), which are part of what the journey's design costs on top of this floor.
+day or minute, notify's hand-offs deleted many at a time once done with: here one bulk write
+per 16, counted apart as `taken`; together under 0.2 per case) and every read (inbox checks,
+aggregate reads, the relay's outbox read), which are part of what the journey's design costs on
+top of this floor.
 The same secondary indexes as the services' are created, so each write maintains them too.
 
 Where Avis decides, this picks: reviewers in turn (no matching); an event that meets its case
@@ -104,7 +106,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure
@@ -132,8 +134,9 @@ WRITES_PER_CASE: dict[str, dict[str, int]] = {
     "intake": {"draft": 3, "upload": 3, "submit": 2, "relay": 2, "follow": 5, "inbox": 4},
     "review": {"assign": 10, "accept": 2, "opinion": 3, "relay": 6, "inbox": 1},
     "reports": {"case": 1, "opinion": 1, "issue": 4, "relay": 2, "pdf": 1, "inbox": 2},
-    "notify": {"case": 4, "queue": 6, "fan_out": 9, "email": 6, "webhook": 6, "inbox": 4},
+    "notify": {"case": 4, "queue": 6, "fan_out": 9, "email": 3, "webhook": 3, "inbox": 4},
 }
+TAKEN_AT_ONCE = 16  # notify's hand-offs done with, deleted in one bulk write
 STATUS_ORDER = ["submitted", "assigned", "accepted", "completed", "ready"]
 TEMPLATES = {"submitted": "case_received", "assigned": "review_assigned", "ready": "report_ready"}
 # Indexes the services create (their store.init), so each write here maintains the same ones.
@@ -163,13 +166,12 @@ COLLECTIONS = {
     "intake": ["cases", "case_lists", "record_chunks", "documents", "outbox_hints"],
     "review": ["cases", "keys", "assignments", "reviewers", "outbox_hints"],
     "reports": ["cases", "versions", "report_ids", "outbox_hints"],
-    "notify": ["cases", "due", "sends", "deliveries", "subscriptions"],
+    "notify": ["cases", "handoffs", "sends", "deliveries", "subscriptions"],
 }
 # Roughly the size of what Avis carries sealed or rendered (bytes of padding).
 PAD = {"submitted": 900, "assigned": 200, "accepted": 150, "completed": 1800, "ready": 300}
 RECORD_BYTES = 2048
 PDF_BYTES = 12_000
-BUCKET_SECONDS = 60
 RECENT_DELIVERIES = 200
 SCRIPT = Path(__file__).resolve()
 STORE_ATTEMPTS = 30
@@ -775,7 +777,8 @@ class Notify(Stage):
     def __init__(self, cfg: argparse.Namespace) -> None:
         super().__init__(cfg)
         self.cases_c = self.db["cases"]
-        self.due = self.db["due"]
+        self.handoffs = self.db["handoffs"]
+        self.taken: list[str] = []  # hand-offs done with, deleted TAKEN_AT_ONCE at a time
         self.docs: dict[str, Doc] = {}
         self.known: set[str] = set()
         self.parked: dict[str, list[Doc]] = {}
@@ -816,14 +819,15 @@ class Notify(Stage):
             await self.save_case(case_id)
 
     async def file(self, step: str, kind: str, item: str) -> float:
-        """File an item in its due bucket (the queue's lock held, as Avis's `_file`)."""
+        """Hand an item off to its queue's worker (one document per item, as Avis's
+        `hand_off`); the worker works it from there."""
         at = time.time()
-        bucket = f"{kind}:{int(at // BUCKET_SECONDS)}"
-        async with self.lock(f"due:{kind}"):
-            await self.write(
-                step,
-                lambda: self.due.update_one({"_id": bucket}, {"$push": {"ids": item}}, upsert=True),
-            )
+        await self.write(
+            step,
+            lambda: self.handoffs.update_one(
+                {"_id": f"{kind}:{item}"}, {"$set": {"queue": kind, "at": at}}, upsert=True
+            ),
+        )
         return at
 
     async def notice(self, case_id: str, event: Doc) -> None:
@@ -854,12 +858,13 @@ class Notify(Stage):
         self.spawn(self.send_email(case_id, template, send_id, email_filed))
         self.spawn(self.deliver(case_id, template, delivery_id, hook_filed))
 
-    async def unfile(self, step: str, kind: str, item: str, filed: float) -> None:
-        bucket = f"{kind}:{int(filed // BUCKET_SECONDS)}"
-        async with self.lock(f"due:{kind}"):
-            await self.write(
-                step, lambda: self.due.update_one({"_id": bucket}, {"$pull": {"ids": item}})
-            )
+    async def unfile(self, kind: str, item: str) -> None:
+        """A hand-off done with: deleted with others, TAKEN_AT_ONCE in one bulk write."""
+        self.taken.append(f"{kind}:{item}")
+        if len(self.taken) >= TAKEN_AT_ONCE:
+            ids, self.taken = self.taken, []
+            deletes = [DeleteOne({"_id": i}) for i in ids]
+            await self.write("taken", lambda: self.handoffs.bulk_write(deletes))
 
     async def send_email(self, case_id: str, template: str, send_id: str, filed: float) -> None:
         attempt = {"at": time.time(), "outcome": "sent", "code": 250}
@@ -873,7 +878,7 @@ class Notify(Stage):
                 },
             ),
         )
-        await self.unfile("email", "email", send_id, filed)
+        await self.unfile("email", send_id)
         self.mark(case_id, f"email:{template}")
 
     async def deliver(self, case_id: str, template: str, delivery_id: str, filed: float) -> None:
@@ -891,7 +896,7 @@ class Notify(Stage):
                 },
             ),
         )
-        await self.unfile("webhook", "webhook", delivery_id, filed)
+        await self.unfile("webhook", delivery_id)
         self.mark(case_id, f"hook:{template}")
 
 

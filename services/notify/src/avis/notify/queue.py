@@ -8,12 +8,21 @@ Exactly one worker per queue runs among the copies of notify: the holder of the 
 (`email`, `webhook`; `avis.shared.lease`). Bucket documents are written by that worker only,
 under the queue's in-process lock, and it walks forward from the stored cursor. Any copy files
 an item by handing it off (`Store.hand_off`: one document per item, so no document is written by
-two copies); the worker moves hand-offs into their buckets at the start of each pass, at once
-when the filing copy is the worker's own, within a tick (`AVIS_NOTIFY_SENDER_TICK_SECONDS`)
-otherwise. Before each attempt the worker checks its fence: a copy paused past its lease's ttl
-(a SIGSTOP) resumes to find a newer epoch and sends nothing (`lease.Fenced`). A pause between
-that check and the send can still repeat a send once; it carries the same Message-ID or
-`webhook-id`, so the receiver can drop it (at least once, as DESIGN.md section 4 says).
+two copies); the worker takes it at once when the filing copy is the worker's own, within a
+tick (`AVIS_NOTIFY_SENDER_TICK_SECONDS`) otherwise, or within four after a while when no other
+copy filed anything (an idle queue reads less). A hand-off due now is worked where it is and
+deleted once done with; one due later is moved into its bucket. Before each attempt the worker
+checks its fence: a copy paused past its lease's ttl (a SIGSTOP) resumes to find a newer epoch
+and sends nothing (`lease.Fenced`). A pause between that check and the send can still repeat a
+send once; it carries the same Message-ID or `webhook-id`, so the receiver can drop it (at
+least once, as DESIGN.md section 4 says).
+
+What a case's sends cost the store (each email and each delivery): its hand-off written by the
+copy that queues it, one read of it among the pass's items (`_id` `$in`), the attempt's record,
+and its hand-off deleted with the others done since the last read, in one request. What the
+worker wrote to its buckets during its term it does not read again: it is their one writer, so
+it remembers them (the cursor too), and an idle pass reads only the hand-offs, at most once a
+tick.
 
 Why a lease and not a partition: the work is ordered by time, not by case. Retries come due
 hours later, long after the partition that queued them may have moved to another copy, and a
@@ -24,6 +33,7 @@ of sending. docs/replicas.md has the whole argument."""
 import asyncio
 import contextlib
 import functools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -43,13 +53,18 @@ from avis.shared.retry import Backoff
 log = structlog.get_logger("avis.notify")
 
 Item = TypeVar("Item")
+# Hand-offs done with wait to be deleted until the next read of them, or until this many.
+TAKEN_AT_MOST = 64
+# The hand-offs are read once a tick, or up to this many ticks apart while no other copy files.
+IDLE_TICKS = 4
 
 
 class Channel(Protocol[Item]):
     """What a channel plugs into the due-queue's loop."""
 
-    async def waiting(self, item_id: str) -> Item | None:
-        """The item, while it still waits to be sent (None: done with, or gone)."""
+    async def waiting(self, item_ids: list[str]) -> dict[str, Item]:
+        """Those of the items that still wait to be sent, in one read (one left out: done
+        with, or gone)."""
 
     def due_at(self, item: Item) -> datetime | None:
         """When the item is due (None: now)."""
@@ -58,8 +73,9 @@ class Channel(Protocol[Item]):
         """What to hold around an attempt and its filing (the item's lock, if it has one)."""
 
     async def attempt(self, item: Item) -> datetime | None:
-        """Attempt the item once and record what came of it; when to try again, None once it
-        is done with (sent, or given up)."""
+        """Attempt the item once, as `waiting` read it in this pass (its one writer is this
+        loop), and record what came of it; when to try again, None once it is done with (sent,
+        or given up)."""
 
 
 class Pool(Generic[Item]):
@@ -145,15 +161,34 @@ class DueQueue(Generic[Item]):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._cursor: int | None = None
+        # What this worker knows for the term of its lease (the only writer of the buckets):
+        # the buckets it has read or written, as they are in the store; the hand-offs it is
+        # done with and has not deleted yet (item -> its filing time); its own copy's filings
+        # since its last pass; the items whose attempts ended since a pass began reading.
+        self._running = False
+        self._known: dict[int, dict[str, None]] = {}  # ids in filing order
+        self._taken: dict[str, datetime] = {}
+        self._local: dict[str, datetime] = {}
+        self._fresh: dict[str, Item] = {}  # ... and those of them its filer handed over
+        self._ended: set[str] = set()
+        self._read_at: float | None = None  # monotonic time of the last read of the hand-offs
+        self._period = settings.sender_tick_seconds  # ... and until the next
+        self._checked_at: float | None = None  # ... and of the last fence check in the store
 
     def wake(self) -> None:
         """Tell the loop there is work."""
         self._wake.set()
 
-    async def file(self, item_id: str, at: datetime) -> None:
-        """File an item due at `at` (from any copy: handed off to the queue's worker)."""
+    async def file(self, item_id: str, at: datetime, item: Item | None = None) -> None:
+        """File an item due at `at` (from any copy: handed off to the queue's worker); `item`,
+        the item as its filer just wrote or read it, spares this copy's worker reading it."""
         if self.handoff:
+            at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as the store keeps it
             await self.store.hand_off(self.name, item_id, at)
+            if self._running:  # the worker is this copy's: its next pass takes it from here
+                self._local[item_id] = at
+                if item is not None:
+                    self._fresh[item_id] = item
             self.wake()
             return
         await self._file(item_id, at)
@@ -166,73 +201,158 @@ class DueQueue(Generic[Item]):
             if self._cursor is not None:
                 bucket = max(bucket, self._cursor)
             await self.store.file(bucket, item_id, self.name)
+            if bucket in self._known:
+                self._known[bucket][item_id] = None
 
     async def _unfile(self, bucket: int, item_id: str) -> None:
         async with self._lock:
             await self.store.unfile(bucket, item_id, self.name)
+            if bucket in self._known:
+                self._known[bucket].pop(item_id, None)
+
+    async def _bucket(self, bucket: int, *, locked: bool = False) -> list[str]:
+        """The ids filed under a bucket: read once a term (under the lock, so no filing of this
+        worker's lands between the read and what it remembers), then as this worker wrote it."""
+        if bucket not in self._known:
+            if not locked:
+                async with self._lock:
+                    return await self._bucket(bucket, locked=True)
+            self._known[bucket] = dict.fromkeys(await self.store.bucket(bucket, self.name))
+        return list(self._known[bucket])
 
     async def run(self, lease: Lease | None = None) -> None:
         """Work the queue while this copy holds `lease` (for the life of the service without
         one): whatever is due, then sleep until the next due time, a wake-up, or the tick."""
         self.lease, self._cursor = lease, None
+        self._known, self._taken, self._local, self._fresh = {}, {}, {}, {}
+        self._read_at = self._checked_at = None
+        self._period = self.settings.sender_tick_seconds
+        self._running = True
         retry = Backoff(self.settings.retry_backoff_max_seconds)
-        while True:
-            self._wake.clear()
-            try:
-                wait = await self.work()
-                retry.reset()
-            except Fenced:
-                wait = self.settings.sender_tick_seconds  # lost the lease: its loss ends us
-            except STORE_ERRORS as exc:
-                wait = retry.next_delay()
-                log.warning("sender waits for the store", error=type(exc).__name__)
-            except Exception:
-                # Whatever happened, the loop lives on: what was not recorded is still filed
-                # and is tried again (an email with the same Message-ID).
-                wait = retry.next_delay()
-                log.exception("sender pass failed", queue=self.name)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    wait = await self.work()
+                    retry.reset()
+                except Fenced:
+                    wait = self.settings.sender_tick_seconds  # lost the lease: its loss ends us
+                except STORE_ERRORS as exc:
+                    wait = retry.next_delay()
+                    log.warning("sender waits for the store", error=type(exc).__name__)
+                except Exception:
+                    # Whatever happened, the loop lives on: what was not recorded is still
+                    # filed and is tried again (an email with the same Message-ID).
+                    wait = retry.next_delay()
+                    log.exception("sender pass failed", queue=self.name)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+        finally:
+            self._running = False
+            self._local, self._fresh = {}, {}
 
     async def work(self) -> float:
-        """One pass: attempt (or start) what is due now; returns how long the loop may sleep."""
+        """One pass: attempt (or start) what is due now; returns how long the loop may sleep.
+
+        The hand-offs are read whole once a tick (another copy's filings, and whatever an
+        earlier holder left), or less often, up to `IDLE_TICKS` ticks apart, while a read finds
+        none but this copy's own; between, a pass takes this copy's own filings from memory. A
+        hand-off due now is attempted where it is, and deleted (with the others done since the
+        last read, in one request) once it is done with; one due later is filed in its bucket.
+        """
         await self._fence()
-        size = self.settings.due_bucket_seconds
+        size, tick = self.settings.due_bucket_seconds, self.settings.sender_tick_seconds
         current = rules.bucket_of(clock.now(), size)
         async with self._lock:
-            cursor = await self.store.cursor(self.name)
-            if cursor is None:
-                cursor = current
-                await self.store.set_cursor(cursor, self.name)
-            self._cursor = cursor
+            if self._cursor is None:
+                cursor = await self.store.cursor(self.name)
+                if cursor is None:
+                    cursor = current
+                    await self.store.set_cursor(cursor, self.name)
+                self._cursor = cursor
+            cursor = self._cursor
+        sleep = tick
         if self.handoff:
             # After the cursor is read: an item is never filed behind it (another holder may
             # have moved it since this copy last worked the queue).
-            for item_id, at in await self.store.handed_off(self.name):
-                await self._file(item_id, at)
-                await self.store.take_handoff(self.name, item_id, at)
-        sleep = self.settings.sender_tick_seconds
+            began = time.monotonic()
+            whole = self._read_at is None or began - self._read_at >= self._period
+            handed, self._local = self._local, {}
+            fresh, self._fresh = self._fresh, {}
+            if whole:
+                stored = await self.store.handed_off(self.name)
+                self._read_at = began
+                found = {item: at for item, at in stored if self._taken.get(item) != at}
+                # Idle, or only this copy's own filings: read less often, up to IDLE_TICKS
+                # ticks apart; another copy's filing (or an earlier holder's) brings it back.
+                others = any(
+                    handed.get(item) != at and not self._busy(item) for item, at in found.items()
+                )
+                self._period = tick if others else min(self._period * 2, tick * IDLE_TICKS)
+                handed = found | handed
+            read_at = began if whole else self._read_at
+            assert read_at is not None
+            sleep = max(self._period - (time.monotonic() - read_at), 0.01)
+            await self._work_handed(handed, fresh)
+            if whole or len(self._taken) >= TAKEN_AT_MOST:
+                taken, self._taken = self._taken, {}
+                await self.store.take_handoffs(self.name, taken)
         for bucket in range(cursor, current + 1):
-            for item_id in await self.store.bucket(bucket, self.name):
-                pending = await self._step(item_id, bucket)
+            ids = await self._bucket(bucket)
+            for item_id, item in (await self._waiting(ids)).items():
+                pending = await self._step(item_id, item, bucket)
                 if pending is not None:
                     sleep = min(sleep, max((pending - clock.now()).total_seconds(), 0.01))
         async with self._lock:
             moved = cursor
-            while moved < current and not await self.store.bucket(moved, self.name):
+            while moved < current and not await self._bucket(moved, locked=True):
                 await self.store.drop_bucket(moved, self.name)
+                self._known.pop(moved, None)
                 moved += 1
             if moved != cursor:
                 await self.store.set_cursor(moved, self.name)
             self._cursor = moved
         return sleep
 
-    async def _step(self, item_id: str, bucket: int) -> datetime | None:
+    async def _waiting(self, ids: list[str]) -> dict[str, Item | None]:
+        """The items not in flight, as they are now (None: done with), in one read. An item
+        whose attempt ended after the read began is left to the next pass: what was read of it
+        may be older than what its attempt wrote."""
+        ids = [i for i in ids if not self._busy(i)]
+        if not ids:
+            return {}
+        self._ended.clear()
+        found = await self.channel.waiting(ids)
+        return {i: found.get(i) for i in ids if i not in self._ended}
+
+    def _busy(self, item_id: str) -> bool:
+        return self.pool is not None and self.pool.busy(item_id)
+
+    async def _work_handed(self, handed: dict[str, datetime], fresh: dict[str, Item]) -> None:
+        """Work the hand-offs where they are: done with ones taken, ones due later filed in
+        their buckets, ones due now attempted (or left for the next pass: no room, in flight).
+        One this copy's filer handed over as it wrote it is not read again: nothing but this
+        loop moves it on from there (an erasure's cancel is seen by the attempt itself)."""
+        given: dict[str, Item | None] = {
+            i: fresh[i] for i in handed if i in fresh and not self._busy(i)
+        }
+        waiting = given | await self._waiting([i for i in handed if i not in given])
+        for item_id, at in handed.items():
+            if item_id not in waiting:  # in flight, or its attempt just ended: next pass
+                self._local[item_id] = at
+                continue
+            item = waiting[item_id]
+            due = None if item is None else self.channel.due_at(item)
+            if item is not None and due is not None and due > clock.now():
+                await self._file(item_id, due)
+            elif item is not None:
+                await self._start(item_id, item, None, at)
+                continue
+            self._taken[item_id] = at
+
+    async def _step(self, item_id: str, item: Item | None, bucket: int) -> datetime | None:
         """Attempt (or start) one filed item if it is due; returns its due time if not yet."""
-        if self.pool is not None and self.pool.busy(item_id):
-            return None
-        item = await self.channel.waiting(item_id)
         if item is None:
             await self._unfile(bucket, item_id)  # done with already (a crash before unfiling)
             return None
@@ -244,25 +364,58 @@ class DueQueue(Generic[Item]):
                 await self._unfile(bucket, item_id)
                 return None
             return due
-        if self.pool is None:
-            await self._attempt(item_id, item, bucket)
-        else:
-            attempt = functools.partial(self._attempt, item_id, item, bucket)
-            await self.pool.start(item_id, item, attempt, self.wake)
+        await self._start(item_id, item, bucket, None)
         return None
 
-    async def _attempt(self, item_id: str, item: Item, bucket: int) -> None:
-        """One attempt, then the item filed where its retry is due, or taken out once done."""
+    async def _start(
+        self, item_id: str, item: Item, bucket: int | None, handed_at: datetime | None
+    ) -> None:
+        """Attempt the item in the loop, or start it in the pool (a hand-off not started for
+        want of room waits for the next pass)."""
+        if self.pool is None:
+            await self._attempt(item_id, item, bucket, handed_at)
+            return
+        attempt = functools.partial(self._attempt, item_id, item, bucket, handed_at)
+        await self.pool.start(item_id, item, attempt, functools.partial(self._end, item_id))
+        if handed_at is not None and not self.pool.busy(item_id):
+            self._local[item_id] = handed_at
+
+    def _end(self, item_id: str) -> None:
+        """An attempt in the pool is over: the next pass may start what waited for room."""
+        self._ended.add(item_id)
+        self.wake()
+
+    async def _attempt(
+        self, item_id: str, item: Item, bucket: int | None, handed_at: datetime | None
+    ) -> None:
+        """One attempt, then the item filed where its retry is due, and taken out of its bucket
+        or its hand-off once it is not due there any more."""
         async with self.channel.holding(item):
             await self._fence()
             retry_at = await self.channel.attempt(item)
             if retry_at is not None:
                 await self._file(item_id, retry_at)
+            if bucket is None:
+                assert handed_at is not None
+                self._taken[item_id] = handed_at  # deleted with the next read of the hand-offs
+                return
             size = self.settings.due_bucket_seconds
             if retry_at is None or rules.bucket_of(retry_at, size) != bucket:
                 await self._unfile(bucket, item_id)
 
     async def _fence(self) -> None:
-        """Refuse to go on (`lease.Fenced`) once a newer holder of the queue's lease exists."""
-        if self.lease is not None:
-            await self.lease.check()
+        """Refuse to go on (`lease.Fenced`) once a newer holder of the queue's lease exists.
+
+        The store is asked at most once a renewal period (ttl/3, the period at which the lease
+        itself asks it, renewing); in between, the lease's own verdict: held until its last
+        renewal began plus its ttl on this copy's monotonic clock, which a pause (a SIGSTOP)
+        runs past, so a copy resumed after a take-over asks the store again before any
+        attempt."""
+        if self.lease is None:
+            return
+        now = time.monotonic()
+        recent = self._checked_at is not None and now - self._checked_at < self.lease.ttl / 3
+        if recent and self.lease.holding():
+            return
+        await self.lease.check()
+        self._checked_at = now

@@ -71,14 +71,15 @@ class EmailSender:
         for template in Template:  # each series at 0 from the start, so `rate()` sees the first
             SEND_ATTEMPTS.labels("email", template.value, Outcome.SENT.value)
 
-    async def waiting(self, item_id: str) -> SendDoc | None:
-        """The send, while it is queued, or while the address of an erasure's email done with
-        is still kept (a crash came between its end and its key's destruction)."""
-        send = await self.store.send(item_id)
-        if send is None:
-            return None
-        kept = send.status is not SendStatus.QUEUED and await self._notice_kept(send)
-        return send if rules.still_to_work(send.status, send.template, kept) else None
+    async def waiting(self, item_ids: list[str]) -> dict[str, SendDoc]:
+        """The sends still queued, or whose erasure's email is done with while its address is
+        still kept (a crash came between its end and its key's destruction); in one read."""
+        found: dict[str, SendDoc] = {}
+        for send in await self.store.sends_of(item_ids):
+            kept = send.status is not SendStatus.QUEUED and await self._notice_kept(send)
+            if rules.still_to_work(send.status, send.template, kept):
+                found[send.id] = send
+        return found
 
     def due_at(self, item: SendDoc) -> datetime | None:
         """When its next attempt is due."""
@@ -91,10 +92,10 @@ class EmailSender:
 
     async def attempt(self, item: SendDoc) -> datetime | None:
         """Send it once and record the outcome; when to retry, None once sent, given up or
-        cancelled (its case erased)."""
-        send = await self.store.send(item.id)  # as it is now, under its lock
-        if send is None:
-            return None
+        cancelled (its case erased). The send as this pass read it: only this loop moves a
+        queued send on, but an erasure, which cancels it under its lock; the attempt reads its
+        case, which the erasure marked erased before that (`_try`), and sends nothing then."""
+        send = item
         retry_at = None
         if send.status is SendStatus.QUEUED:
             result = await self._send(send)

@@ -169,17 +169,26 @@ class NotifyService:
             case.told_abroad = view.told_abroad
             case.patient_id = view.patient_id
             span.set_attribute("avis.notify.decision", decision.send or f"none: {decision.why}")
-            hooks = await self._fan_out(case, event, read) if decision.hooks else 0
-            if decision.send is None:
-                return hooks
-            params = rules.email_params(case.reference, read)
-            await self._queue(case, event, decision.send, params)
-            if not rules.physician_copy(decision.send, has_physician=case.physician is not None):
-                return 1 + hooks
-            await self._queue(case, event, Template.PHYSICIAN_REPORT, params, to="physician")
-            return 2 + hooks
+            deliveries = await self._fan_out(case, event, read) if decision.hooks else []
+            sends: list[SendDoc] = []
+            if decision.send is not None:
+                params = rules.email_params(case.reference, read)
+                sends.append(self._send(case, event, decision.send, params))
+                if rules.physician_copy(decision.send, has_physician=case.physician is not None):
+                    template = Template.PHYSICIAN_REPORT
+                    sends.append(self._send(case, event, template, params, to="physician"))
+            if not sends and not deliveries:
+                return 0
+            # Every one on the calendar first, in one request; then each queued.
+            await self.store.keep_queued(sends, [delivery for delivery, _ in deliveries])
+            hooks = 0
+            for delivery, sub in deliveries:
+                hooks += await self._queue_delivery(case, delivery, sub)
+            for send in sends:
+                await self._queue(case, send, kept=True)
+            return len(sends) + hooks
 
-    async def _queue(
+    def _send(
         self,
         case: CaseDoc,
         event: Event,
@@ -187,15 +196,15 @@ class NotifyService:
         params: dict[str, str],
         *,
         to: str = "email",
-    ) -> None:
-        """One queued send per notification and recipient (`to`: the patient's "email", or the
+    ) -> SendDoc:
+        """One send per notification and recipient (`to`: the patient's "email", or the
         "physician"): its id comes from the event, so a redelivery finds it queued already."""
         language = case.physician_language if to == "physician" else case.language
         assert language is not None
         now = clock.now()
         send_id = rules.send_id(event.id, to)
         mark = event.id if to == "email" else f"{event.id}.{to}"
-        send = SendDoc(
+        return SendDoc(
             id=send_id,
             case_id=case.id,
             event_id=event.id,
@@ -207,77 +216,53 @@ class NotifyService:
             created_at=now,
             next_at=now,
         )
-        found = send if await self.store.queue(send) else await self.store.send(send.id)
+
+    async def _queue(self, case: CaseDoc, send: SendDoc, *, kept: bool = False) -> None:
+        """Queue a send (on the calendar if `kept`), or find it queued already, and file it."""
+        found = send if await self.store.queue(send, kept=kept) else await self.store.send(send.id)
         if found is not None and found.status is SendStatus.QUEUED:
-            await self.email_queue.file(found.id, found.next_at or now)
-            SENDS_QUEUED.labels(found.channel, template.value).inc()
-            log.info("email queued", template=template.value, send_id=found.id)
-        if send_id not in case.notifications:
-            case.notifications.append(send_id)
+            await self.email_queue.file(found.id, found.next_at or send.created_at, found)
+            SENDS_QUEUED.labels(found.channel, send.template.value).inc()
+            log.info("email queued", template=send.template.value, send_id=found.id)
+        if send.id not in case.notifications:
+            case.notifications.append(send.id)
 
     # --- partner webhooks: fan-out -------------------------------------------------------
 
-    async def _fan_out(self, case: CaseDoc, event: Event, read: rules.Reading) -> int:
-        """Queue one delivery per subscription of the case's partner that wants this event
-        (only a case its partner filed, with the patient's consent to share)."""
+    async def _fan_out(
+        self, case: CaseDoc, event: Event, read: rules.Reading
+    ) -> list[tuple[DeliveryDoc, SubscriptionDoc]]:
+        """One delivery per subscription of the case's partner that wants this event (only a
+        case its partner filed, with the patient's consent to share)."""
         event_type = rules.webhook_event(event.type)
         if event_type is None or case.partner_id is None:
-            return 0
-        queued = 0
-        for sub in await self.store.subscriptions_of(
-            await self.store.partner_subscriptions(case.partner_id)
-        ):
-            if sub.enabled and event_type in sub.event_types:
-                queued += await self._queue_delivery(case, event, read, event_type, sub)
-        return queued
+            return []
+        return [
+            (_delivery(case, event, read, event_type, sub).queued_for(sub), sub)
+            for sub in await self.store.subscriptions_of(
+                await self.store.partner_subscriptions(case.partner_id)
+            )
+            if sub.enabled and event_type in sub.event_types
+        ]
 
     async def _queue_delivery(
-        self,
-        case: CaseDoc,
-        event: Event,
-        read: rules.Reading,
-        event_type: WebhookEvent,
-        sub: SubscriptionDoc,
+        self, case: CaseDoc, delivery: DeliveryDoc, sub: SubscriptionDoc
     ) -> bool:
-        """One delivery of the event to one subscription: its id comes from both, so a
-        redelivery finds it queued already; True if it is new."""
-        body = rules.webhook_payload(
-            event_id=event.id,
-            event_type=event_type,
-            source=event.source,
-            time=event.time,
-            case_id=case.id,
-            reference=case.reference,
-            partner_reference=case.partner_reference,
-            link=read.link or case.case_url,
-            extra=read.extra,
-        )
-        now = clock.now()
-        delivery = DeliveryDoc(
-            id=rules.delivery_id(event.id, sub.id),
-            subscription_id=sub.id,
-            partner_id=sub.partner_id,
-            case_id=case.id,
-            event_id=event.id,
-            event_type=event_type,
-            webhook_id=rules.webhook_id(event.id, sub.id),
-            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            traceparent=case.traceparent or event.traceparent,
-            created_at=now,
-            next_at=now,
-        )
-        fresh = await self.store.queue_delivery(delivery)
+        """Queue a delivery (on the calendar), or find it queued already, and file it; True if
+        it is new."""
+        fresh = await self.store.queue_delivery(delivery, kept=True)
         existing = delivery if fresh else await self.store.delivery(delivery.id)
         if existing is not None and existing.status is DeliveryStatus.QUEUED:
-            await self.webhook_queue.file(delivery.id, existing.next_at or now)
+            at = existing.next_at or delivery.created_at
+            await self.webhook_queue.file(delivery.id, at, existing)
         if delivery.id not in case.deliveries:
             case.deliveries.append(delivery.id)
         if fresh:
+            # As `_fan_out` read it: two fan-outs at once may leave it one over, for a while.
             async with self.locks.hold(lock_key("subscription", sub.id)):
-                current = await self.store.subscription(sub.id)
-                if current is not None and delivery.id not in current.recent:
-                    drop = rules.fallen_out(current.recent, delivery.id, RECENT_DELIVERIES)
-                    await self.store.note_delivery(sub.id, delivery.id, drop)
+                drop = rules.fallen_out(sub.recent, delivery.id, RECENT_DELIVERIES)
+                await self.store.note_delivery(sub.id, delivery.id, drop)
+                sub.recent = [*(r for r in sub.recent if r not in drop), delivery.id]
             log.info("webhook queued", delivery_id=delivery.id, subscription_id=sub.id)
         return fresh
 
@@ -582,7 +567,8 @@ class CaseErasure:
             if case.notice_send == rules.send_id(event.id) and case.contact is not None:
                 # Queued again by a redelivery that finds it so (a crash before it was queued).
                 params = {"reference": case.reference or ""}
-                await self.notify._queue(case, event, Template.ERASURE_DONE, params)
+                told = self.notify._send(case, event, Template.ERASURE_DONE, params)
+                await self.notify._queue(case, told)
                 self.notify.email_queue.wake()
             cancelled = 0
             for send_id in rules.cancelled_by_erasure(case.notifications, case.notice_send):
@@ -606,6 +592,42 @@ class CaseErasure:
             log.warning("erasure notice cannot be opened", case_id=erasure.case_id, error=str(exc))
             return None
         return ring.seal_json(contact, aad=contact_aad(erasure.case_id)), contact.preferred_language
+
+
+def _delivery(
+    case: CaseDoc,
+    event: Event,
+    read: rules.Reading,
+    event_type: WebhookEvent,
+    sub: SubscriptionDoc,
+) -> DeliveryDoc:
+    """One delivery of the event to one subscription: its id comes from both, so a
+    redelivery finds it queued already."""
+    body = rules.webhook_payload(
+        event_id=event.id,
+        event_type=event_type,
+        source=event.source,
+        time=event.time,
+        case_id=case.id,
+        reference=case.reference,
+        partner_reference=case.partner_reference,
+        link=read.link or case.case_url,
+        extra=read.extra,
+    )
+    now = clock.now()
+    return DeliveryDoc(
+        id=rules.delivery_id(event.id, sub.id),
+        subscription_id=sub.id,
+        partner_id=sub.partner_id,
+        case_id=case.id,
+        event_id=event.id,
+        event_type=event_type,
+        webhook_id=rules.webhook_id(event.id, sub.id),
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        traceparent=case.traceparent or event.traceparent,
+        created_at=now,
+        next_at=now,
+    )
 
 
 def _partner_of(principal: Principal) -> str:

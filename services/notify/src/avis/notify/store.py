@@ -25,7 +25,9 @@ index), so each costs the same however much is stored:
   worker of a deployment: the holder of the queue's lease.
 - `handoffs`, `_id` = `<queue>:<item id>`: what any copy filed and the queue's worker has not
   yet moved into a bucket (an insert or upsert per item, never a shared document written by
-  two copies). It holds only filings not yet taken, so the worker reads it whole each pass.
+  two copies). It holds only filings not yet done with or moved into a bucket, so the worker
+  reads it whole, once a tick; an item due now is worked from there, and its hand-off deleted
+  once it is done with (with the others done since the last read, in one bulk write).
 - `expires_YYYYMMDD`: the retention calendar (avis.shared.retention): sends and deliveries are
   put on the day they are purged when they are queued (AVIS_NOTIFY_SEND_RETENTION_DAYS,
   AVIS_NOTIFY_DELIVERY_RETENTION_DAYS, 28 each); a case's list of sends and a subscription's of
@@ -35,9 +37,10 @@ index), so each costs the same however much is stored:
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pymongo import DeleteOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from avis.notify.models import (
     AttemptView,
@@ -55,7 +58,7 @@ from avis.notify.models import (
 from avis.notify.rules import CaseView, Retention
 from avis.shared.events import Language
 from avis.shared.mongo import Document, Stored
-from avis.shared.retention import Calendar, day_of
+from avis.shared.retention import Calendar, day_of, entry
 from avis.shared.sealing import Sealed
 
 # The two due-queues: of emails (sends) and of webhook deliveries.
@@ -339,6 +342,19 @@ class DeliveryDoc(Stored):
     attempts: list[DeliveryAttempt] = Field(default_factory=list)
     # When the retention calendar purges it (None: queued before retention, kept).
     purge_at: datetime | None = None
+    # Not stored: its subscription as the fan-out that queued it just read it, if it did.
+    _subscription: SubscriptionDoc | None = PrivateAttr(default=None)
+
+    def queued_for(self, sub: SubscriptionDoc) -> "DeliveryDoc":
+        """This delivery, with its subscription as its fan-out read it (its worker in this copy
+        then need not read it again)."""
+        self._subscription = sub
+        return self
+
+    @property
+    def subscription_as_queued(self) -> SubscriptionDoc | None:
+        """Its subscription as its fan-out read it (None: read from the store)."""
+        return self._subscription
 
     def to_doc(self) -> Document:
         """Stored form; enums as values."""
@@ -409,11 +425,32 @@ class Store:
 
     # sends
 
-    async def queue(self, send: SendDoc) -> bool:
+    async def keep_queued(self, sends: list[SendDoc], deliveries: list[DeliveryDoc]) -> None:
+        """Put the sends and deliveries an event is about to queue on the calendar, to be purged
+        `retention` after they were queued: one request per day of the calendar (one, unless
+        the two retentions differ), whichever of them were there already (a redelivery)."""
+        days: dict[str, list[Document]] = {}
+        for send in sends:
+            until = send.created_at + self.retention.sends
+            days.setdefault(day_of(until), []).append(entry(SENDS, send.id))
+        for delivery in deliveries:
+            delivery.purge_at = delivery.created_at + self.retention.deliveries
+            days.setdefault(day_of(delivery.purge_at), []).append(entry(DELIVERIES, delivery.id))
+        for day, entries in days.items():
+            try:
+                await self.calendar.db[day].insert_many(entries, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(e.get("code") != 11000 for e in errors):
+                    raise
+
+    async def queue(self, send: SendDoc, *, kept: bool = False) -> bool:
         """Insert a send, on the calendar to be purged `retention.sends` after it was queued
-        (put there first: a crash in between leaves an entry that purges nothing, never a send
-        kept for ever); False when it was queued before (the same event, redelivered)."""
-        await self.calendar.keep_until(SENDS, send.id, send.created_at + self.retention.sends)
+        (put there first, unless `kept` by `keep_queued` already: a crash in between leaves an
+        entry that purges nothing, never a send kept for ever); False when it was queued before
+        (the same event, redelivered)."""
+        if not kept:
+            await self.calendar.keep_until(SENDS, send.id, send.created_at + self.retention.sends)
         try:
             await self.sends.insert_one(send.to_doc())
             return True
@@ -424,6 +461,16 @@ class Store:
         """One send by id."""
         doc = await self.sends.find_one({"_id": send_id})
         return None if doc is None else SendDoc.model_validate(doc)
+
+    async def sends_of(self, send_ids: list[str]) -> list[SendDoc]:
+        """Sends by id, in one request (those that are gone left out)."""
+        if not send_ids:
+            return []
+        found = {
+            d["_id"]: SendDoc.model_validate(d)
+            async for d in self.sends.find({"_id": {"$in": send_ids}})
+        }
+        return [found[i] for i in send_ids if i in found]
 
     async def record_attempt(
         self,
@@ -486,9 +533,13 @@ class Store:
         found = self.handoffs.find({"queue": queue})
         return [(doc["item"], doc["at"]) async for doc in found]
 
-    async def take_handoff(self, queue: DueQueueName, item_id: str, at: datetime) -> None:
-        """Forget a filing the worker has filed (unless it was filed again meanwhile)."""
-        await self.handoffs.delete_one({"_id": f"{queue}:{item_id}", "at": at})
+    async def take_handoffs(self, queue: DueQueueName, taken: dict[str, datetime]) -> None:
+        """Forget the filings the worker is done with, in one ordered bulk write of deletes by
+        `_id` (each unless it was filed again meanwhile, at another time)."""
+        if taken:
+            await self.handoffs.bulk_write(
+                [DeleteOne({"_id": f"{queue}:{item}", "at": at}) for item, at in taken.items()]
+            )
 
     async def cursor(self, queue: DueQueueName) -> int | None:
         """The oldest bucket that may still hold work."""
@@ -567,11 +618,13 @@ class Store:
 
     # deliveries
 
-    async def queue_delivery(self, delivery: DeliveryDoc) -> bool:
+    async def queue_delivery(self, delivery: DeliveryDoc, *, kept: bool = False) -> bool:
         """Insert a delivery, on the calendar to be purged `retention.deliveries` after it was
-        queued (first, as a send); False when it was queued before (a redelivered event)."""
-        delivery.purge_at = delivery.created_at + self.retention.deliveries
-        await self.calendar.keep_until(DELIVERIES, delivery.id, delivery.purge_at)
+        queued (first, as a send, unless `kept`); False when it was queued before (a redelivered
+        event)."""
+        if not kept:
+            delivery.purge_at = delivery.created_at + self.retention.deliveries
+            await self.calendar.keep_until(DELIVERIES, delivery.id, delivery.purge_at)
         try:
             await self.deliveries.insert_one(delivery.to_doc())
             return True

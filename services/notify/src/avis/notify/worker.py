@@ -63,12 +63,13 @@ class WebhookWorker:
             ],
         )
 
-    async def waiting(self, item_id: str) -> DeliveryDoc | None:
-        """The delivery, while it is queued."""
-        delivery = await self.store.delivery(item_id)
-        return (
-            delivery if delivery is not None and delivery.status is DeliveryStatus.QUEUED else None
-        )
+    async def waiting(self, item_ids: list[str]) -> dict[str, DeliveryDoc]:
+        """The deliveries still queued, in one read."""
+        return {
+            d.id: d
+            for d in await self.store.deliveries_of(item_ids)
+            if d.status is DeliveryStatus.QUEUED
+        }
 
     def due_at(self, item: DeliveryDoc) -> datetime | None:
         """When its next attempt is due."""
@@ -79,11 +80,16 @@ class WebhookWorker:
         return self.locks.hold(lock_key("delivery", item.id))
 
     async def attempt(self, item: DeliveryDoc) -> datetime | None:
-        """Post it once and record the outcome; when to retry, None once delivered or dead."""
-        delivery = await self.store.delivery(item.id)  # as it is now, under its lock
-        if delivery is None or delivery.status is not DeliveryStatus.QUEUED:
-            return None
-        sub = await self.store.subscription(delivery.subscription_id)
+        """Post it once and record the outcome; when to retry, None once delivered or dead.
+        The delivery as this pass read it, queued: only this loop moves a queued delivery on
+        (a replay takes only a dead one), and the loop never reads one whose attempt is in
+        flight or ended after the read began."""
+        delivery = item
+        # As its fan-out read it, when that was in this copy and just now (handed over with
+        # the delivery, in the pass after it was queued); else as it is now.
+        sub = delivery.subscription_as_queued or await self.store.subscription(
+            delivery.subscription_id
+        )
         if sub is None or not sub.enabled:
             why = "subscription deleted" if sub is None else "subscription disabled"
             await self._dead(delivery, why)
@@ -132,7 +138,8 @@ class WebhookWorker:
             delivery.status, delivery.next_at = DeliveryStatus.DELIVERED, None
             delivery.delivered_at = clock.now()
             await self.store.save_delivery(delivery)
-            await self._subscription_result(sub.id, ok=True, why="")
+            if sub.consecutive_failures:  # read for this attempt: nothing to reset otherwise
+                await self._subscription_result(sub.id, ok=True, why="")
             log.info("webhook delivered", **fields)
             return None
         if answer.outcome is Outcome.PERMANENT:
