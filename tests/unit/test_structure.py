@@ -144,6 +144,15 @@ def make_package(root: Path, modules: Mapping[str, str]) -> str:
     return name
 
 
+def test_every_test_module_has_a_basename_of_its_own() -> None:
+    """pytest imports test modules by their basename (rootdir-relative packages are not used):
+    two modules of one name in different folders stop the whole suite at collection."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
+
+
 def test_every_service_and_the_shared_package_are_checked_from_this_tree() -> None:
     names = packages()
     assert names == [
