@@ -84,7 +84,7 @@ async def test_each_seeded_person_signs_in_and_intake_takes_the_token(
             page = await browser.password(
                 await browser.begin(), person["email"], person["password"]
             )
-            if person["role"] in ("reviewer", "coordinator"):
+            if person["role"] in rules.PROFESSIONALS:
                 # The password alone is not enough for a professional: the code is asked for.
                 assert asks_second_factor(page), (subject, page.url)
                 assert web.token(browser) is None, subject

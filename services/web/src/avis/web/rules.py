@@ -355,7 +355,7 @@ def machine_claims(
 
 PROFESSIONALS = frozenset({"reviewer", "coordinator", "translator"})
 SECOND_FACTOR = "aal2"
-PERSON_ROLES = frozenset({"patient", "partner", "reviewer", "coordinator"})
+PERSON_ROLES = frozenset({"patient", "partner", "reviewer", "coordinator", "translator"})
 # The identity server's cookies web passes on to it (its session and its forms' CSRF cookie).
 _IDENTITY_COOKIES = re.compile(r"^(ory_kratos_session|csrf_token_[A-Za-z0-9_\-]+)$")
 # The identity server's message ids web has words for (else signin.refused).
