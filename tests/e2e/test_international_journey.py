@@ -1,14 +1,15 @@
-"""International review, end to end on loopback over the real broker, store and SMTP sink: a
-partner files a case for a French patient who accepts an international review; only a specialist
-who reads English exists, so matching takes the international path. A translator of the pair is
-emailed that the case waits (fr -> en); the specialist cannot accept it until it is translated,
-then reads the translation and answers in English; the opinion is kept in review and goes back to
-the translator (en -> fr), and only their French translation is released. The report's text,
-read from the PDF, has the French opinion and says, in French and in English, that it was
-translated, by whom and from English. The patient is told in French that the review goes abroad;
-the translator's emails hold no clinical text; the partner's webhooks for the translation events
-are verified; intake's timeline has the four translation entries; the texts are in clear on no
-topic, in no store and in no log."""
+"""International review, end to end on loopback over the real broker, store and SMTP sink: a partner
+files a case for a French patient who accepts an international review; only a specialist who reads
+English exists, so matching takes the international path. A translator of the pair is emailed that
+the case waits (fr -> en); the specialist cannot accept it until it is translated (their workspace
+in web says so and offers no accept), then reads the translation (the workspace shows it, naming
+its translator) and answers in English; the opinion is kept in review and goes back to the
+translator (en -> fr), and only their French translation is released. The report's text, read from
+the PDF, has the French opinion and says, in French and in English, that it was translated, by whom
+and from English. The patient is told in French that the review goes abroad; the translator's
+emails hold no clinical text; the partner's webhooks for the translation events are verified;
+intake's timeline has the four translation entries; the texts are in clear on no topic, in no store
+and in no log."""
 
 import asyncio
 import contextlib
@@ -26,7 +27,9 @@ from avis.reports.main import create_app as create_reports_app
 from avis.review.main import create_app as create_review_app
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
+from avis.web.main import create_app as create_web_app
+from avis.web.settings import Settings as WebSettings
+from tests.support.basics import MONGO_URL, eventually, make_settings, serve, skip_history, unique
 from tests.support.intake import running_intake
 from tests.support.notify import body_text, hook_receiver, mailbox, notify_settings, stub_resolver
 from tests.support.privacy import assert_absent, record_bytes, stored_bytes
@@ -34,6 +37,7 @@ from tests.support.reports import reports_settings
 from tests.support.review import review_settings
 from tests.support.samples import OPINION, case_body, consent_body, pdf, upload
 from tests.support.topics import TopicReader
+from tests.support.web import Browser
 
 pytestmark = pytest.mark.infra
 
@@ -51,17 +55,21 @@ OPINION_FR = {
     "summary_for_patient": "Le diagnostic est confirmé et le traitement proposé est adapté.",
 }
 TRANSLATOR_NAME = "Hélène Vasseur-Grant"
+# The specialist opens their workspace in web, whose development sign-in offers this reviewer
+# (review's database is this test's own: nobody else is in its directory).
+REVIEWER_ID = "reviewer-1"
 HOOK_TYPES = ["avis.review.translation-queued.v1", "avis.review.translation-done.v1"]
 
 
 @dataclass
 class Stack:
-    """Intake, review, reports and notify on loopback, ready."""
+    """Intake, review, reports and notify on loopback, ready, and web's pages over them."""
 
     intake: Any
     review_url: str
     reports_url: str
     notify_url: str
+    web_url: str
     configs: list[Any]
 
     def client(
@@ -97,8 +105,19 @@ async def four_services() -> AsyncIterator[Stack]:
     ):
         for app in (review_app, reports_app, notify_app):
             await eventually(lambda app=app: app.state.runtime.kafka_started, timeout=60)
+        web_config = make_settings(
+            unique("web"),
+            WebSettings,
+            avis_env="development",
+            intake_url=intake.url,
+            review_url=review_url,
+            reports_url=reports_url,
+            notify_url=notify_url,
+            live_events=False,
+        )
         configs = [review_config, reports_config, notify_config, intake.settings]
-        yield Stack(intake, review_url, reports_url, notify_url, configs)
+        async with serve(create_web_app(web_config)) as web_url:
+            yield Stack(intake, review_url, reports_url, notify_url, web_url, configs)
 
 
 def pdftotext(pdf_bytes: bytes) -> str:
@@ -116,7 +135,7 @@ async def test_a_french_case_is_translated_to_english_and_back(
     email = f"{unique('patient')}@exemple.fr"
     partner = unique("insurer")
     partner_sub = f"{partner}-api"
-    reviewer_id, translator_id = unique("rhu-en"), unique("tr-fr-en")
+    reviewer_id, translator_id = REVIEWER_ID, unique("tr-fr-en")
     translator_email = f"{translator_id}@traduction.example"
     topics = await TopicReader(
         CASE_SUBMITTED, REVIEW_ASSIGNED, REVIEW_COMPLETED, REPORT_READY
@@ -179,6 +198,7 @@ async def test_a_french_case_is_translated_to_english_and_back(
             stack.client(stack.review_url, unique("tr"), "translator") as stranger,
             stack.client(stack.review_url, "coord-e2e", "coordinator") as coordinator,
             stack.client(stack.reports_url, partner_sub, "partner", partner) as reader,
+            Browser(stack.web_url) as browser,
         ):
 
             async def assignment() -> dict[str, Any] | None:
@@ -194,6 +214,12 @@ async def test_a_french_case_is_translated_to_english_and_back(
             early = await reviewer.post(f"{url}/accept")
             assert early.status_code == 409, early.text
             assert "translated" in early.json()["detail"]
+            await browser.sign_in(reviewer_id)
+            workspace = f"/review/{assigned['id']}"
+            waiting = await browser.get(workspace)
+            assert waiting.status_code == 200, waiting.text
+            assert "This case is being translated into your language" in waiting.text
+            assert f"{workspace}/accept" not in waiting.text, "no accept until translated"
 
             # The translator's queue, the source text, and the translation to English.
             queue = (await translator.get("/v1/translations")).json()["items"]
@@ -222,6 +248,9 @@ async def test_a_french_case_is_translated_to_english_and_back(
             # The specialist reads the translation, accepts and answers in English.
             read = (await reviewer.get(t_url)).json()
             assert read["translated"]["summary"] == SUMMARY_EN and read["source"] is None
+            ready = await browser.get(workspace)
+            assert f"Translated from Français by {TRANSLATOR_NAME}." in ready.text, ready.text
+            assert SUMMARY_EN in ready.text and f"{workspace}/accept" in ready.text
             assert (await reviewer.post(f"{url}/accept")).status_code == 200
             written = await reviewer.post(f"{url}/opinion", json=OPINION)
             assert written.status_code == 201, written.text

@@ -22,6 +22,8 @@ from avis.review.rules import (
     translation_languages,
 )
 from avis.review.settings import Settings
+from avis.review.store import AssignmentDoc, TranslationEntry
+from avis.shared.events import Language
 from avis.shared.problems import Problem
 from avis.shared.security import Principal
 from tests.support.samples import OPINION
@@ -132,3 +134,48 @@ def test_a_translation_id_names_its_assignment() -> None:
     for way in rules.TranslationWay:
         tid = rules.translation_id_for("c-1.r2", way)
         assert rules.assignment_of_translation(tid) == "c-1.r2"
+
+
+def test_a_round_shows_its_translations_and_where_each_is_never_their_text() -> None:
+    sealed = {"alg": "A256GCM", "kid": "case-key-1", "nonce": "bm9uY2U", "ct": "c2VjcmV0"}
+    first = TranslationEntry(
+        id=translation_id_for("c-1.r1", TranslationWay.TO_SPECIALIST),
+        way=TranslationWay.TO_SPECIALIST,
+        state=TranslationState.DONE,
+        from_language=Language.FR,
+        to_language=Language.EN,
+        translator_id="tr-1",
+        translator_display_name="Tom Translator",
+        queued_at=AT,
+        due_at=AT + timedelta(days=2),
+        done_at=AT + timedelta(hours=3),
+    )
+    doc = AssignmentDoc.model_validate(
+        {
+            "_id": "c-1.r1",
+            "case_id": "c-1",
+            "round": 1,
+            "reviewer_id": "rev-en",
+            "status": "assigned",
+            "specialty": "cardiology",
+            "urgency": "routine",
+            "language": "fr",
+            "assigned_at": AT,
+            "due_at": AT + timedelta(days=5),
+            "sort_key": "x",
+            "international": True,
+            "translations": [first.model_dump() | {"sealed": sealed}],
+        }
+    )
+    view = doc.view(at=AT, coordinator=False)
+    assert [t.model_dump(mode="json") for t in view.translations] == [
+        {
+            "id": "c-1.r1-t1",
+            "way": "to_specialist",
+            "state": "done",
+            "from_language": "fr",
+            "to_language": "en",
+        }
+    ]
+    assert "c2VjcmV0" not in view.model_dump_json()
+    assert first.view(doc).translator_display_name == "Tom Translator"

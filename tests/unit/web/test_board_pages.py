@@ -266,6 +266,43 @@ async def test_a_clinical_read_asks_for_a_reason_and_passes_it(
     assert SEEN[-1].headers["x-avis-reason"] == "Checking the triage"
 
 
+async def test_the_case_page_lists_each_rounds_requests_expired_ones_marked(
+    browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = {"assignment_id": "a2", "case_id": CASE_ID, "reviewer_id": "rev-haem-9"}
+    requests = [
+        asked
+        | {"id": "q1", "state": "expired", "requested_at": AT}
+        | {"expires_at": "2026-01-08T10:00:00Z", "expired_at": "2026-01-08T10:05:00Z"},
+        asked
+        | {"id": "q2", "state": "answered", "requested_at": "2026-01-09T10:00:00Z"}
+        | {"expires_at": "2026-01-16T10:00:00Z", "answered_at": "2026-01-10T09:00:00Z"},
+        asked
+        | {"id": "q3", "state": "open", "requested_at": "2026-01-11T10:00:00Z"}
+        | {"expires_at": "2026-01-18T10:00:00Z"},
+    ]
+    second = ASSIGNMENT | {"id": "a2", "round": 2, "reviewer_id": "rev-haem-9"}
+    second |= {"status": "accepted", "decline_reason_code": None, "decline_reason": None}
+    rounds = page([ASSIGNMENT, second | {"information_requests": requests}])
+    monkeypatch.setitem(ROUTES, ("GET", "/v1/assignments"), rounds)
+    await sign_in(browser, "coordinator-1")
+    before = len(SEEN)
+    case = await browser.get(f"/board/cases/{CASE_ID}")
+    assert case.status_code == 200, case.text
+    shown = case.text.split('id="requests-2"', 1)[1].split("</table>", 1)[0]
+    assert 'id="requests-1"' not in case.text, "a round without requests shows no table"
+    assert shown.index("8 Jan 2026, 10:00 UTC") < shown.index("16 Jan 2026, 10:00 UTC")
+    assert '<strong class="overdue">' in shown and "Expired on 8 Jan 2026, 10:05 UTC" in shown
+    assert "Answered on 10 Jan 2026, 09:00 UTC" in shown and "Open" in shown
+    assert shown.count('class="overdue"') == 1, "only the expired request is marked"
+    # Never the question: the page reads no clinical content to show the requests.
+    assert not [r for r in SEEN[before:] if r.url.path.endswith("/clinical")]
+    french = await browser.get(f"/board/cases/{CASE_ID}", headers={"Accept-Language": "fr"})
+    assert "Demandes d&#39;informations complémentaires" in french.text
+    assert "Expirée le 8 janv. 2026" in french.text and "Répondue le 10 janv. 2026" in french.text
+    assert "Ouverte" in french.text
+
+
 async def test_lifting_a_hold_over_a_pending_erasure_asks_for_a_tick_first(
     browser: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

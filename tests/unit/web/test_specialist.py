@@ -271,6 +271,103 @@ async def test_the_specialist_asks_the_patient_for_more_information(
     assert services.sent == [("POST", {"text": "The 2024 operative report, please."})]
 
 
+TID = f"{AID}-t1"
+SUMMARY_FR = "Essoufflement à l'effort depuis janvier."
+SUMMARY_EN = "Short of breath on effort since January."
+
+
+class InternationalServices(FakeServices):
+    """An international round: the case in French, translated for an English-reading specialist
+    (review refuses the translation's text and the acceptance until it is done)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.translation = "taken"
+        self.reads = 0
+
+    def clinical(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        return super().clinical(docs) | {"language": "fr", "clinical_summary": SUMMARY_FR}
+
+    def review(self, method: str, path: str, request: httpx.Request) -> httpx.Response:
+        done = self.translation == "done"
+        if path == f"/v1/translations/{TID}" and method == "GET":
+            self.reads += 1
+            if not done:
+                return problem(403, "not-your-translation")
+            return httpx.Response(200, json=self.translated())
+        if path == f"/v1/assignments/{AID}/accept" and not done:
+            return problem(409, "translation-pending")
+        answer = super().review(method, path, request)
+        if path == f"/v1/assignments/{AID}" and method == "GET":
+            step = {"id": TID, "way": "to_specialist", "state": self.translation}
+            step |= {"from_language": "fr", "to_language": "en"}
+            shown = {"language": "fr", "translations": [step]}
+            return httpx.Response(200, json=json.loads(answer.content) | shown)
+        return answer
+
+    def translated(self) -> dict[str, Any]:
+        return {
+            "id": TID,
+            "assignment_id": AID,
+            "case_id": CASE_ID,
+            "reference": "AV-2026-000042",
+            "way": "to_specialist",
+            "state": "done",
+            "from_language": "fr",
+            "to_language": "en",
+            "translator_id": "translator-1",
+            "translator_display_name": "Tom Translator",
+            "queued_at": "2026-01-02T10:00:00Z",
+            "due_at": "2026-01-04T10:00:00Z",
+            "done_at": "2026-01-03T10:00:00Z",
+            "translated": {"summary": SUMMARY_EN},
+        }
+
+
+def problem(status: int, slug: str) -> httpx.Response:
+    body = {"type": f"https://avis.health/problems/{slug}", "status": status}
+    return httpx.Response(
+        status, content=json.dumps(body), headers={"content-type": "application/problem+json"}
+    )
+
+
+async def test_an_international_round_waits_for_its_translation_then_shows_it() -> None:
+    services = InternationalServices()
+    async with in_process(
+        services, "rev-cardio-1", intake_url="http://intake", review_url="http://review"
+    ) as browser:
+        waiting = await browser.get(f"/review/{AID}")
+        assert waiting.status_code == 200, waiting.text
+        assert "This case is being translated into your language" in waiting.text
+        assert f"/review/{AID}/accept" not in waiting.text, "no accept while it is translated"
+        assert f"/review/{AID}/decline" in waiting.text, "declining stays open"
+        assert 'lang="fr">Essoufflement' in waiting.text and services.reads == 0
+        french = await browser.get(f"/review/{AID}", headers={"Accept-Language": "fr"})
+        assert "Ce dossier est en cours de traduction dans votre langue" in french.text
+        # A page opened before (or another tab): review's 409 said in plain words.
+        refused = await browser.post(
+            f"/review/{AID}/accept", data={"csrf": csrf_of(waiting)}, follow_redirects=True
+        )
+        assert "still being translated into your language" in refused.text
+        assert services.status == "assigned"
+
+        services.translation = "done"
+        ready = await browser.get(f"/review/{AID}")
+        assert services.reads == 1, "the translation read once, with the reviewer's token"
+        summary = ready.text.split('id="summary"', 1)[1].split("</section>", 1)[0]
+        assert "Translated from Français by Tom Translator." in summary
+        assert f'lang="en">{SUMMARY_EN}</p>' in summary
+        assert summary.index(SUMMARY_EN) < summary.index("Essoufflement")
+        assert "As the patient wrote it (Français)" in summary
+        assert f"/review/{AID}/accept" in ready.text
+        french = await browser.get(f"/review/{AID}", headers={"Accept-Language": "fr"})
+        assert "Traduction de Tom Translator, depuis : Français." in french.text
+        accepted = await browser.post(
+            f"/review/{AID}/accept", data={"csrf": csrf_of(ready)}, follow_redirects=True
+        )
+        assert "You accepted this case" in accepted.text and SUMMARY_EN in accepted.text
+
+
 async def test_another_reviewers_case_is_refused_in_plain_words(
     browser: httpx.AsyncClient,
 ) -> None:

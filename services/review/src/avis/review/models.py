@@ -258,6 +258,11 @@ class Assignment(BaseModel):
         description="Where the second reading of the opinion is (unmatched, reading, "
         "commented, agreed), if it has one.",
     )
+    translations: list[TranslationStep] = Field(
+        default_factory=list,
+        description="International review: the round's translations (to the specialist "
+        "first, then back), where each is; read one at `/v1/translations/{id}`.",
+    )
 
 
 class AssignmentPage(Page[Assignment]):
@@ -537,6 +542,16 @@ class TranslationBody(BaseModel):
     opinion: Opinion | None = None
 
 
+class TranslationStep(BaseModel):
+    """A translation of an international review as its round shows it (never its texts)."""
+
+    id: str
+    way: TranslationWay
+    state: TranslationState
+    from_language: Language
+    to_language: Language
+
+
 class Translation(BaseModel):
     """A translation of an international review, its texts only for whom may read them."""
 
@@ -549,6 +564,9 @@ class Translation(BaseModel):
     from_language: Language
     to_language: Language
     translator_id: str | None
+    translator_display_name: str | None = Field(
+        None, description="Who translates it, as the translators' directory names them."
+    )
     queued_at: datetime
     due_at: datetime = Field(description="Its own due date (`translation_due_days`).")
     taken_at: datetime | None = None

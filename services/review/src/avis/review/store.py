@@ -67,6 +67,7 @@ from avis.review.models import (
     SecondReadingState,
     Translation,
     TranslationState,
+    TranslationStep,
     TranslationTexts,
     TranslationWay,
     Translator,
@@ -464,12 +465,23 @@ class TranslationEntry(BaseModel):
             from_language=self.from_language,
             to_language=self.to_language,
             translator_id=self.translator_id,
+            translator_display_name=self.translator_display_name,
             queued_at=self.queued_at,
             due_at=self.due_at,
             taken_at=self.taken_at,
             done_at=self.done_at,
             source=source,
             translated=translated,
+        )
+
+    def step(self) -> TranslationStep:
+        """Where this translation is, as its round shows it (never its texts)."""
+        return TranslationStep(
+            id=self.id,
+            way=self.way,
+            state=self.state,
+            from_language=self.from_language,
+            to_language=self.to_language,
         )
 
 
@@ -594,6 +606,7 @@ class AssignmentDoc(Stored):
             paused_since=self.paused_since,
             information_requests=[r.view(self) for r in self.requests],
             second_reading=self.second_reading.state if self.second_reading else None,
+            translations=[t.step() for t in self.translations],
         )
 
 

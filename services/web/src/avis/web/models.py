@@ -261,6 +261,30 @@ class AssignmentView(Reading):
     completed_at: datetime | None = None
     opinion_version: int | None = None
     second_reading: str | None = None
+    information_requests: list[RoundRequest] = Field(default_factory=list)
+    translations: list[TranslationStep] = Field(default_factory=list)
+
+
+class RoundRequest(Reading):
+    """A request for more information of a round as review lists it: when and where it is,
+    never its question (read with the case's clinical content)."""
+
+    id: str
+    state: str
+    requested_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None = None
+    expired_at: datetime | None = None
+
+
+class TranslationStep(Reading):
+    """A round's translation (international review) as its assignment shows it: no text."""
+
+    id: str
+    way: str
+    state: str
+    from_language: str
+    to_language: str
 
 
 class QueuedCase(Reading):
@@ -513,6 +537,7 @@ class TranslationView(Reading):
     from_language: str
     to_language: str
     translator_id: str | None = None
+    translator_display_name: str | None = None
     queued_at: datetime
     due_at: datetime
     done_at: datetime | None = None

@@ -8,13 +8,20 @@ import hashlib
 import hmac
 import re
 import urllib.parse
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from avis.shared.events import Language
-from avis.web.models import ASSESSMENTS, OPINION_SECTIONS, CaseView, Draft, OpinionForm
+from avis.web.models import (
+    ASSESSMENTS,
+    OPINION_SECTIONS,
+    CaseView,
+    Draft,
+    OpinionForm,
+    TranslationStep,
+)
 
 DEFAULT_LANGUAGE = Language.FR
 LANGUAGES: tuple[Language, ...] = tuple(Language)
@@ -245,6 +252,7 @@ PROBLEM_MESSAGES |= {
     "not-accepted": "review.error.not_accepted",
     "opinion-exists": "review.error.opinion_exists",
     "no-opinion": "review.error.no_opinion",
+    "translation-pending": "review.error.translation_pending",
 }
 DUE_SOON = timedelta(hours=24)
 OPEN_ASSIGNMENTS = frozenset({"assigned", "accepted"})
@@ -287,6 +295,17 @@ def review_actions(status: str) -> ReviewActions:
         write=status == "accepted",
         correct=status == "completed",
     )
+
+
+def case_translation(steps: Sequence[TranslationStep]) -> TranslationStep | None:
+    """The round's translation of the case into the specialist's language (international
+    review), if it has one."""
+    return next((s for s in steps if s.way == "to_specialist"), None)
+
+
+def translation_pending(step: TranslationStep | None) -> bool:
+    """Whether the specialist waits for the case's translation before they may accept it."""
+    return step is not None and step.state != "done"
 
 
 def opinion_errors(form: OpinionForm) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """The specialist's workspace: the queue of the signed-in reviewer, accepting or declining, and a
 case in three panes (summary and questions, the records in a viewer, the structured opinion
-with its draft kept while typing), then corrections as new versions.
+with its draft kept while typing), then corrections as new versions. On an international round
+the summary is the translation into the specialist's language, and the case is accepted only
+once it is done.
 
 Review decides whose assignment it is (another reviewer's is refused there) and intake whose
 records; web only passes the reviewer's own token. A record is served from its own route under
@@ -32,7 +34,7 @@ from avis.web.models import (
     OpinionForm,
 )
 from avis.web.pdfpages import MAX_PAGES, MAX_PDF_BYTES, Unrenderable, outline_of, picture_of
-from avis.web.service import Refused
+from avis.web.service import Refused, TranslationCalls
 from avis.web.settings import Settings
 from avis.web.store import OpinionDrafts, Session
 
@@ -135,11 +137,16 @@ async def _workspace(
     errors: dict[str, str] | None = None,
 ) -> HTMLResponse:
     actions = rules.review_actions(assignment.status)
-    clinical = sent = viewer = None
+    clinical = sent = viewer = translated = None
+    step = rules.case_translation(assignment.translations)
     if actions.decide or actions.read:
         clinical = await web.platform.case_for_review(
             token=token(session), case_id=assignment.case_id
         )
+        if step is not None and not rules.translation_pending(step):
+            translated = await TranslationCalls(web.platform).translation(
+                token=token(session), translation_id=step.id
+            )
     if actions.correct:
         sent = await web.platform.opinion(token=token(session), assignment_id=assignment.id)
     kept = drafts.get(_sub(session), assignment.case_id)
@@ -155,6 +162,8 @@ async def _workspace(
         due=rules.due_state(assignment.status, assignment.due_at, assignment.overdue, now()),
         actions=actions,
         clinical=clinical,
+        translation_pending=rules.translation_pending(step),
+        translated=translated,
         sent=sent,
         form=form,
         kept=kept is not None,
