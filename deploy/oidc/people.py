@@ -40,9 +40,10 @@ PEOPLE: dict[str, tuple[str, str | None]] = {
     "rev-cardio-1": ("reviewer", None),
     "rev-cardio-2": ("reviewer", None),
     "coordinator-1": ("coordinator", None),
+    "translator-1": ("translator", None),
     "partner-1": ("partner", "partner-1"),
 }
-PROFESSIONALS = frozenset({"reviewer", "coordinator"})
+PROFESSIONALS = frozenset({"reviewer", "coordinator", "translator"})
 
 
 def totp(secret: str, at: float | None = None, step: int = 30, digits: int = 6) -> str:

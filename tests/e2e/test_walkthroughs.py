@@ -42,6 +42,7 @@ WALKTHROUGHS = [
     DOCS / "notify-walkthrough.md",
     DOCS / "partner-walkthrough.md",
     DOCS / "followup-walkthrough.md",
+    DOCS / "international-walkthrough.md",
 ]
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {

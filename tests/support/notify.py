@@ -265,9 +265,15 @@ class NotifyStack:
             return Event.new(payload, "/avis/intake", event_id=event_id)
 
     def assigned(
-        self, p: Patient, due_in_days: float, traceparent: str = "", at: datetime | None = None
+        self,
+        p: Patient,
+        due_in_days: float,
+        traceparent: str = "",
+        at: datetime | None = None,
+        international: bool = False,
     ) -> Event:
-        """`avis.review.assigned.v1` made `at` (now by default), due `due_in_days` after it."""
+        """`avis.review.assigned.v1` made `at` (now by default), due `due_in_days` after it
+        (`international`: to a specialist who does not read the patient's language)."""
         now = at or datetime.now(UTC)
         payload = ReviewAssigned(
             case_id=p.case_id,
@@ -276,6 +282,7 @@ class NotifyStack:
             specialty=Specialty.ONCOLOGY,
             assigned_at=now,
             due_at=now + timedelta(days=due_in_days),
+            international=international,
         )
         return _under(traceparent, lambda: Event.new(payload, "/avis/review"))
 

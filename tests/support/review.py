@@ -116,10 +116,12 @@ class ReviewStack:
         case_id: str | None = None,
         patient_id: str | None = None,
         key_ref: str | None = None,
+        international_review: bool = False,
     ) -> Event:
         """An `avis.case.submitted.v1` as intake would publish it, in a trace of its own (filed
         by `patient_id`, or, without one, by a partner; with `key_ref`, the case's key in the
-        key server)."""
+        key server; `international_review`: the patient accepted a specialist who does not read
+        their language)."""
         case_id = case_id or unique("case")
         event_id = new_event_id()
         contact = self.keyring.seal_json(
@@ -140,6 +142,7 @@ class ReviewStack:
             contact=contact,
             patient_id=patient_id,
             key_ref=key_ref,
+            international_review=international_review,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)

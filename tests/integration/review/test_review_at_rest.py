@@ -107,3 +107,63 @@ async def test_a_second_readers_comments_are_sealed_at_rest(stack: ReviewStack) 
     topics = record_bytes(stack.log.records)
     secrets = {"comments": COMMENTS} | {f"{rid}'s email": e for rid, e in emails.items()}
     assert_absent(secrets, {"review store": stored, "topics": topics})
+
+
+TRANSLATED_SUMMARY = "Shortness of breath on exertion for three months, worse when lying flat."
+TRANSLATED_OPINION = OPINION | {"risk_benefit": "Early daratumumab treatment improves survival."}
+
+
+async def test_an_international_reviews_translations_are_sealed_at_rest(
+    stack: ReviewStack,
+) -> None:
+    """Both translations (the summary to the specialist, the opinion back to the patient) and
+    the translator's work address: sealed in review's store, never on the topics in clear, and
+    read back by the translator and the specialist."""
+    p = unique("ctr")
+    translator_email = f"{p}-tr@traduction.example"
+    await stack.add_reviewer(f"{p}-en", ["nephrology"], ["en"])
+    async with stack.client() as coordinator:
+        put = await coordinator.put(
+            f"/v1/translators/{p}-tr",
+            json={
+                "display_name": "Translator",
+                "languages": ["en", "fr"],
+                "capacity": 2,
+                "email": translator_email,
+            },
+        )
+        assert put.status_code == 200 and "@" not in put.text, put.text
+    case_id = await stack.submit("nephrology", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, "avis.review.translation-queued.v1")
+    assert queued["translator_id"] == f"{p}-tr" and queued["recipient"]["ct"]
+    assignment = await stack.assignment(case_id)
+    first = f"/v1/translations/{queued['translation_id']}"
+    async with stack.client(f"{p}-tr", "translator") as translator:
+        assert (await translator.post(f"{first}/take")).status_code == 200
+        done = await translator.put(f"{first}/text", json={"summary": TRANSLATED_SUMMARY})
+        assert done.status_code == 200, done.text
+    url = f"/v1/assignments/{assignment['id']}"
+    async with stack.client(f"{p}-en", "reviewer") as specialist:
+        read = (await specialist.get(first)).json()
+        assert read["translated"]["summary"] == TRANSLATED_SUMMARY
+        assert (await specialist.post(f"{url}/accept")).status_code == 200
+        assert (await specialist.post(f"{url}/opinion", json=OPINION)).status_code == 201
+    queued_back = await stack.log.wait(case_id, "avis.review.translation-queued.v1", count=2)
+    back = f"/v1/translations/{queued_back[-1]['translation_id']}"
+    async with stack.client(f"{p}-tr", "translator") as translator:
+        assert (await translator.post(f"{back}/take")).status_code == 200
+        released = await translator.put(f"{back}/text", json={"opinion": TRANSLATED_OPINION})
+        assert released.status_code == 200, released.text
+        assert (await translator.get(back)).json()["translated"]["opinion"] == TRANSLATED_OPINION
+    (completed,) = await stack.log.wait(case_id, "avis.review.completed.v1")
+    assert completed["opinion"]["ct"], "the translated opinion travels sealed"
+
+    stored = await stored_bytes(MONGO_URL, stack.settings.database)
+    assert assignment["id"].encode() in stored
+    topics = record_bytes(stack.log.records)
+    secrets = {
+        "translated summary": TRANSLATED_SUMMARY,
+        "translated opinion": TRANSLATED_OPINION["risk_benefit"],
+        "translator's email": translator_email,
+    }
+    assert_absent(secrets, {"review store": stored, "topics": topics})

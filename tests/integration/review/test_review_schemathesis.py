@@ -1,9 +1,10 @@
 """Schemathesis against review's OpenAPI, served on loopback over the real broker and store:
 every check, bounded in examples and time, with a valid coordinator token over the whole API,
 a valid reviewer token over the reviewer's operations (assignments, second readings and their
-rules, and follow-up questions), and a patient's and a partner's token (roles review refuses
-everywhere but a case's access trail, which is the case's patient's, and the follow-up questions
-of their own case) over the whole API. No answer may be a 5xx."""
+rules, follow-up questions and the translations they read), a translator of the directory over
+the translations, and a patient's, a partner's and a translator's token (roles review refuses
+everywhere but a case's access trail, which is the case's patient's, the follow-up questions of
+their own case, and a translator's translations) over the whole API. No answer may be a 5xx."""
 
 import pytest
 
@@ -29,14 +30,32 @@ async def test_openapi_fuzzing_as_a_reviewer_finds_no_server_error(stack: Review
         stack.url,
         stack.token("fuzz-a", "reviewer"),
         "--include-path-regex",
-        "^/v1/(assignments|second-reading|follow-ups)",
+        "^/v1/(assignments|second-reading|follow-ups|translations)",
         seed="20260301",
         max_seconds=20,
     )
     assert_clean(run)
 
 
-@pytest.mark.parametrize("role", ["patient", "partner"])
+async def test_openapi_fuzzing_as_a_translator_finds_no_server_error(stack: ReviewStack) -> None:
+    async with stack.client() as http:  # a translator of the directory, as a coordinator puts one
+        put = await http.put(
+            "/v1/translators/fuzz-tr",
+            json={"display_name": "Fuzz translator", "languages": ["fr", "en"], "capacity": 2},
+        )
+        assert put.status_code == 200, put.text
+    run = await fuzz(
+        stack.url,
+        stack.token("fuzz-tr", "translator"),
+        "--include-path-regex",
+        "^/v1/translat",
+        seed="20260301",
+        max_seconds=15,
+    )
+    assert_clean(run)
+
+
+@pytest.mark.parametrize("role", ["patient", "partner", "translator"])
 async def test_openapi_fuzzing_as_a_role_review_refuses_finds_no_server_error(
     stack: ReviewStack, role: str
 ) -> None:

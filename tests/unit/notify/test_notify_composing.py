@@ -61,7 +61,12 @@ def test_every_email_composes_with_its_headers(template: Template, language: Lan
     if template in (Template.REPORT_READY, Template.REPORT_UPDATED):
         assert PARAMS["report_url"] in text
         assert 'href="http://127.0.0.1:8003/v1/reports/r-1?a=1&amp;b=2"' in html
-    if template in (Template.PRO_FOLLOW_UP, Template.PRO_SECOND_READING, Template.PRO_COMMENTS):
+    if template in (
+        Template.PRO_FOLLOW_UP,
+        Template.PRO_SECOND_READING,
+        Template.PRO_COMMENTS,
+        Template.PRO_TRANSLATION,
+    ):
         assert PARAMS["work_url"] in text and PARAMS["work_url"] in html
     if template is Template.REVIEW_ASSIGNED:
         assert ("oncologie" if language is Language.FR else "oncology") in text

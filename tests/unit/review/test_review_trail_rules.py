@@ -38,6 +38,8 @@ def test_every_action_has_its_words_and_a_fhir_verb() -> None:
         "information.create": "C",
         "second-reading.read": "R",
         "second-reading.comment": "U",
+        "translation.read": "R",
+        "translation.write": "U",
         "second-reading.agree": "U",
         "follow-up.create": "C",
         "follow-up.read": "R",

@@ -125,5 +125,7 @@ def test_a_topic_consumed_whole_documents_every_type_on_it() -> None:
             "SecondReadingCommented",
             "SecondReadingAgreed",
             "FollowUpAsked",
+            "TranslationQueued",
+            "TranslationDone",
         ]
     }

@@ -67,6 +67,7 @@ QUEUED = {
     "waiting_since": AT,
     "declined_by": ["rev-onco-2"],
     "last_attempt": RATIONALE,
+    "international_review": True,
 }
 REVIEWER = {
     "id": "rev-haem-9",
@@ -200,6 +201,7 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
         assert words in board.text
     assert "Overdue" in board.text and "⚠" in board.text  # said in words, not colour alone
     assert "Dead letters" in board.text
+    assert "a specialist abroad accepted, through a translator" in board.text
     listed = [r for r in SEEN if r.url.path == "/v1/assignments"]
     assert listed and listed[-1].url.params["brief"] == "true", "rows only: no reason read"
     case = await browser.get(f"/board/cases/{CASE_ID}")

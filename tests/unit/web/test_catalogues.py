@@ -20,6 +20,15 @@ STATUSES = (
     "report_ready",
     "withdrawn",
 )
+# The rules a matching's rationale names (review's `rules.Rule`), said in words on the board.
+MATCHING_RULES = (
+    "only_candidate",
+    "least_load",
+    "tie_break_by_id",
+    "nobody_fits",
+    "coordinator",
+    "international_no_reader_available",
+)
 TIMELINE = (
     "created",
     "submitted",
@@ -66,6 +75,7 @@ def dynamic_keys() -> set[str]:
     built |= {f"board.keep.{done}" for done in ("held", "released", "erased", "reason_required")}
     built |= {"board.keep.erased_unconfirmed", "board.keep.released_unconfirmed"}
     built |= {rules.reasoned_refusal(422, None)}
+    built |= {f"rule.{r}" for r in MATCHING_RULES}
     return built
 
 

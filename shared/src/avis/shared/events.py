@@ -71,12 +71,14 @@ class Question(StrEnum):
 
 
 class ConsentScope(StrEnum):
-    """What the patient consents to: the review itself, sharing with the referring partner, and
-    sending the full report to their treating physician."""
+    """What the patient consents to: the review itself, sharing with the referring partner,
+    sending the full report to their treating physician, and a review by a specialist who does
+    not read their language, through a translator (only when none who does is available)."""
 
     REVIEW = "review"
     SHARE_WITH_PARTNER = "share_with_partner"
     SHARE_WITH_PHYSICIAN = "share_with_physician"
+    INTERNATIONAL_REVIEW = "international_review"
 
 
 class SubmittedScope(StrEnum):
@@ -173,6 +175,21 @@ class CompletedOpinion(SealedContent):
         None, description="The second specialist who read the opinion and agreed, if one did."
     )
     second_reader_specialty: Specialty | None = None
+    translator_display_name: str | None = Field(
+        None,
+        description="International review: the translator who translated the opinion into the "
+        "patient's language (the sections above are the translation).",
+    )
+    translated_from: Language | None = Field(
+        None, description="The language the specialist wrote the opinion in, when translated."
+    )
+
+
+class CaseSummary(SealedContent):
+    """The patient's clinical summary, sealed in `avis.case.submitted.v1` only when they
+    accepted an international review: a translator translates it for the specialist."""
+
+    text: str
 
 
 class InformationQuestion(SealedContent):
@@ -226,6 +243,7 @@ SEALED_CONTENTS: tuple[type[SealedContent], ...] = (
     SecondReadingComments,
     FollowUpQuestion,
     FollowUpAnswer,
+    CaseSummary,
 )
 
 
@@ -261,6 +279,12 @@ class CaseSubmitted(Payload):
         description="What the patient consented to at submission (`physician` present: also "
         "to send the treating physician the report).",
     )
+    international_review: bool = Field(
+        False,
+        description="The patient accepted a review by a specialist who does not read their "
+        "language, through a translator, when none who does is available (default no). A field "
+        "of its own, not a consent scope: released readers of the event know no such scope.",
+    )
     document_count: int
     submitted_at: AwareDatetime
     case_url: str = Field(description="Where an authorised reader fetches the case from intake.")
@@ -274,6 +298,12 @@ class CaseSubmitted(Payload):
         PhysicianContact,
         "The treating physician to send the full report to; present only with "
         "`share_with_physician`.",
+        optional=True,
+    )
+    summary: Sealed | None = sealed(
+        CaseSummary,
+        "The clinical summary, for the translator of an international review; present only "
+        "with `international_review`.",
         optional=True,
     )
     key_ref: str | None = Field(
@@ -350,6 +380,11 @@ class ReviewAssigned(Sequenced):
     specialty: Specialty
     assigned_at: AwareDatetime
     due_at: AwareDatetime
+    international: bool = Field(
+        False,
+        description="The specialist does not read the patient's language: an international "
+        "review the patient accepted, through a translator both ways.",
+    )
 
 
 class ReviewAccepted(Sequenced):
@@ -462,6 +497,44 @@ class SecondReadingAgreed(Sequenced):
     agreed_at: AwareDatetime
 
 
+class TranslationQueued(Sequenced):
+    """International review: a translation waits for a translator, its own step with its own
+    due date. `to_specialist`: the case's summary and questions into the specialist's language,
+    before they open the case; `to_patient`: the opinion back into the patient's, before it is
+    released (`avis.review.completed.v1` follows the translation). The texts are never here."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The specialist of the international review.")
+    translation_id: str
+    way: Literal["to_specialist", "to_patient"]
+    from_language: Language
+    to_language: Language
+    translator_id: str | None = Field(
+        None, description="The translator it waits for (absent: the first of the pair to take it)."
+    )
+    queued_at: AwareDatetime
+    due_at: AwareDatetime = Field(description="When the translation is due (its own due date).")
+    recipient: Sealed | None = sealed(
+        ProfessionalContact,
+        "The translator, told that a translation waits (absent: none chosen, or no address).",
+        optional=True,
+    )
+
+
+class TranslationDone(Sequenced):
+    """International review: a translator submitted a translation (`to_patient`: the opinion
+    is released, translated, by the `avis.review.completed.v1` written with this event)."""
+
+    assignment_id: str
+    reviewer_id: str = Field(description="The specialist of the international review.")
+    translation_id: str
+    way: Literal["to_specialist", "to_patient"]
+    from_language: Language
+    to_language: Language
+    translator_id: str
+    done_at: AwareDatetime
+
+
 class FollowUpAsked(Sequenced):
     """The patient (or the filing partner) asked a follow-up question about the issued report:
     the case goes back to review, to the specialist who wrote the opinion, with a due date of
@@ -539,6 +612,8 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.second-reading-commented.v1": (REVIEW_ASSIGNED, SecondReadingCommented),
     "avis.review.second-reading-agreed.v1": (REVIEW_ASSIGNED, SecondReadingAgreed),
     "avis.review.follow-up-asked.v1": (REVIEW_ASSIGNED, FollowUpAsked),
+    "avis.review.translation-queued.v1": (REVIEW_ASSIGNED, TranslationQueued),
+    "avis.review.translation-done.v1": (REVIEW_ASSIGNED, TranslationDone),
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
     "avis.review.follow-up-answered.v1": (REVIEW_COMPLETED, FollowUpAnswered),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),

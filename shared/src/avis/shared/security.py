@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from avis.shared.problems import FORBIDDEN, UNAUTHORIZED, Problem
 from avis.shared.settings import CommonSettings
 
-Role = Literal["patient", "partner", "reviewer", "coordinator", "service"]
+Role = Literal["patient", "partner", "reviewer", "coordinator", "translator", "service"]
 ROLES: tuple[Role, ...] = get_args(Role)
 HS256 = "HS256"
 JWKS_ALGORITHMS = ("RS256", "ES256")

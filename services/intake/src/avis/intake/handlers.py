@@ -17,6 +17,8 @@ from avis.shared.events import (
     ReviewResumed,
     SecondReadingAgreed,
     SecondReadingRequested,
+    TranslationDone,
+    TranslationQueued,
 )
 from avis.shared.runtime import Runtime
 
@@ -116,6 +118,37 @@ def _second_reading(runtime: Runtime, reported: Reported) -> None:
 
     runtime.on(SecondReadingRequested, on_second_reading)
     runtime.on(SecondReadingAgreed, on_second_agreed)
+    _translation(runtime, reported)
+
+
+def _translation(runtime: Runtime, reported: Reported) -> None:
+    """International review: each translation queued and done is a timeline entry, both ways;
+    the status stays."""
+
+    async def on_queued(event: Event, p: TranslationQueued) -> None:
+        change = Change(
+            TimelineKind.TRANSLATION_QUEUED,
+            event.id,
+            p.queued_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    async def on_done(event: Event, p: TranslationDone) -> None:
+        change = Change(
+            TimelineKind.TRANSLATION_DONE,
+            event.id,
+            p.done_at,
+            p.assignment_id,
+            p.reviewer_id,
+            p.seq,
+        )
+        await reported.follow(case_id=p.case_id, change=change)
+
+    runtime.on(TranslationQueued, on_queued)
+    runtime.on(TranslationDone, on_done)
 
 
 def register_follow_ups(runtime: Runtime, reported: Reported) -> None:

@@ -84,6 +84,9 @@ class TimelineKind(StrEnum):
     REVIEW_RESUMED = "review_resumed"
     SECOND_READING = "second_reading"  # a second specialist reads the opinion before release
     SECOND_READING_AGREED = "second_reading_agreed"
+    # International review: a translation waits for its translator, then is done (each way).
+    TRANSLATION_QUEUED = "translation_queued"
+    TRANSLATION_DONE = "translation_done"
     REPORT_READY = "report_ready"
     FOLLOW_UP_ASKED = "follow_up_asked"
     FOLLOW_UP_ANSWERED = "follow_up_answered"
@@ -181,10 +184,12 @@ class ConsentIn(Strict):
     accepted_at: IsoDateTime = Field(description="When it was given; not in the future.")
     scopes: list[ConsentScope] = Field(
         min_length=1,
-        max_length=3,
+        max_length=4,
         description="Must include `review`; `share_with_partner` lets the referring partner "
         "be told about the case; `share_with_physician` sends the full report to the treating "
-        "physician (whose email the draft must give, and only with this scope).",
+        "physician (whose email the draft must give, and only with this scope); "
+        "`international_review` accepts a specialist who does not read the patient's language, "
+        "through a translator, when none who does is available (without it, never).",
         json_schema_extra={"contains": {"const": ConsentScope.REVIEW.value}},
     )
 

@@ -365,6 +365,8 @@ def decide(state: CaseState, change: Change) -> Decision:
         TimelineKind.REVIEW_COMPLETED,
         TimelineKind.SECOND_READING,
         TimelineKind.SECOND_READING_AGREED,
+        TimelineKind.TRANSLATION_QUEUED,
+        TimelineKind.TRANSLATION_DONE,
     ):
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.INFORMATION_REQUESTED:
@@ -764,8 +766,16 @@ def shared_with_physician(scopes: list[ConsentScope]) -> bool:
 
 def published_scopes(scopes: list[ConsentScope]) -> list[str]:
     """The scopes the submission event names: all but the physician's, which its sealed
-    `physician` field tells (released readers of the event know no such value)."""
-    return [s.value for s in scopes if s is not ConsentScope.SHARE_WITH_PHYSICIAN]
+    `physician` field tells, and the international review's, which its own flag tells (released
+    readers of the event know no such values)."""
+    told_apart = (ConsentScope.SHARE_WITH_PHYSICIAN, ConsentScope.INTERNATIONAL_REVIEW)
+    return [s.value for s in scopes if s not in told_apart]
+
+
+def accepts_international_review(scopes: list[ConsentScope]) -> bool:
+    """Whether the patient accepted a specialist who does not read their language (through a
+    translator): only with the consent's own scope, never by default."""
+    return ConsentScope.INTERNATIONAL_REVIEW in scopes
 
 
 def check_documents(count: int, *, at_most: int | None = None) -> None:

@@ -69,6 +69,7 @@ from avis.shared.envelope import Event, PoisonMessage
 from avis.shared.events import (
     CaseClaimed,
     CaseSubmitted,
+    CaseSummary,
     CaseWithdrawn,
     ClaimSecret,
     ConsentScope,
@@ -562,6 +563,10 @@ class IntakeService:
                     physician=ring.seal_json(physician, aad=event_id)
                     if physician is not None
                     else None,
+                    # Only for a translator of an international review the patient accepted.
+                    summary=ring.seal_json(CaseSummary(text=content.clinical_summary), aad=event_id)
+                    if rules.accepts_international_review(scopes)
+                    else None,
                 )
 
             # The submission starts the case's trace: the event's trace is the one kept.
@@ -907,6 +912,7 @@ def submission_of(
     contact: Sealed,
     claim: Sealed | None = None,
     physician: Sealed | None = None,
+    summary: Sealed | None = None,
 ) -> CaseSubmitted:
     """What `avis.case.submitted.v1` says of a case: codes, ids, the sealed contact and, for a
     case without a patient, its sealed claim secret."""
@@ -924,11 +930,13 @@ def submission_of(
         partner_reference=case.partner_reference if share else None,
         patient_id=case.patient_id,
         consent_scopes=[SubmittedScope(s) for s in rules.published_scopes(scopes)],
+        international_review=rules.accepts_international_review(scopes),
         document_count=documents,
         submitted_at=at,
         case_url=case_url,
         contact=contact,
         claim=claim,
         physician=physician,
+        summary=summary,
         key_ref=case.key_ref,
     )

@@ -37,6 +37,7 @@ LINKS = {
     Template.PRO_FOLLOW_UP: "work_url",
     Template.PRO_SECOND_READING: "work_url",
     Template.PRO_COMMENTS: "work_url",
+    Template.PRO_TRANSLATION: "work_url",
 }
 # The languages a catalogue is kept for: a professional is written to in the first of theirs.
 CATALOGUED = tuple(

@@ -21,6 +21,8 @@ from avis.shared.events import (
     ReviewResumed,
     SecondReadingCommented,
     SecondReadingRequested,
+    TranslationDone,
+    TranslationQueued,
 )
 from avis.shared.runtime import Runtime
 
@@ -61,6 +63,8 @@ def register(
     runtime.on(SecondReadingRequested, on_work)
     runtime.on(SecondReadingCommented, on_work)
     runtime.on(FollowUpAsked, on_work)
+    runtime.on(TranslationQueued, on_work)
+    runtime.on(TranslationDone, on_event)
     runtime.on(FollowUpAnswered, on_event)
     runtime.on(ReportReady, on_event)
     runtime.on(CaseErased, on_erased)

@@ -18,6 +18,7 @@ class Template(StrEnum):
 
     CASE_RECEIVED = "case_received"
     REVIEW_ASSIGNED = "review_assigned"
+    REVIEW_ABROAD = "review_abroad"  # assigned abroad: a translator carries it both ways
     EXPECTED_DATE_CHANGED = "expected_date_changed"
     INFORMATION_REQUESTED = "information_requested"  # the specialist asks; the clock stands
     REVIEW_RESUMED = "review_resumed"  # answered (or expired): the review goes on, a new date
@@ -34,6 +35,7 @@ class Template(StrEnum):
     PRO_FOLLOW_UP = "pro_follow_up"  # a follow-up question waits for the specialist
     PRO_SECOND_READING = "pro_second_reading"  # a reading waits for the second reader
     PRO_COMMENTS = "pro_comments"  # the second reader's comments wait for the specialist
+    PRO_TRANSLATION = "pro_translation"  # a translation waits for the translator
 
 
 class SendStatus(StrEnum):
@@ -64,6 +66,8 @@ class WebhookEvent(StrEnum):
     SECOND_READING_REQUESTED = "avis.review.second-reading-requested.v1"
     FOLLOW_UP_ASKED = "avis.review.follow-up-asked.v1"
     FOLLOW_UP_ANSWERED = "avis.review.follow-up-answered.v1"
+    TRANSLATION_QUEUED = "avis.review.translation-queued.v1"
+    TRANSLATION_DONE = "avis.review.translation-done.v1"
     REPORT_READY = "avis.report.ready.v1"
 
 

@@ -25,6 +25,8 @@ from avis.shared.events import (
     ReviewResumed,
     SecondReadingCommented,
     SecondReadingRequested,
+    TranslationDone,
+    TranslationQueued,
 )
 from avis.shared.sealing import Sealed
 from avis.shared.security import Principal
@@ -40,6 +42,7 @@ class CaseView:
     report_version: int = 0  # the highest report version the patient was told about
     patient_id: str | None = None  # who reads the case as its patient (a claim sets it)
     erased: bool = False  # its key destroyed: nothing more is sent for it, to anyone
+    told_abroad: bool = False  # told the review goes abroad, through a translator
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,19 @@ def on_claimed(view: CaseView, patient_id: str) -> Decision:
     return _skip(replace(view, patient_id=patient_id), "claimed: its patient reads it now")
 
 
-def on_assigned(view: CaseView, due: date) -> Decision:
+def on_assigned(view: CaseView, due: date, *, international: bool = False) -> Decision:
     """`avis.review.assigned.v1`: the first assignment tells the expected date; a later one
-    (after a decline) tells only a moved date."""
+    (after a decline) tells only a moved date. The first assignment to a specialist who does
+    not read the patient's language (`international`) tells the patient that the review goes
+    abroad, through a translator, with the expected date."""
     if not view.submitted:
         return _park(view)
     if view.withdrawn:
         return _skip(view, "withdrawn")
+    if international and not view.told_abroad:
+        return Decision(
+            send=Template.REVIEW_ABROAD, then=replace(view, told_due=due, told_abroad=True)
+        )
     if view.told_due is None:
         return Decision(send=Template.REVIEW_ASSIGNED, then=replace(view, told_due=due))
     if due == view.told_due:
@@ -123,6 +132,15 @@ def on_second_reading(view: CaseView) -> Decision:
     if not view.submitted:
         return _park(view)
     return _skip(view, "read by a second specialist: the report's email follows")
+
+
+def on_translation(view: CaseView) -> Decision:
+    """`avis.review.translation-queued.v1`, `avis.review.translation-done.v1`: an international
+    review's translation waits, then is done; the patient was told at the assignment that the
+    review goes through a translator (the report's email follows): a webhook for partners."""
+    if not view.submitted:
+        return _park(view)
+    return _skip(view, "a translation step: the patient was told at the assignment")
 
 
 def on_follow_up_asked(view: CaseView) -> Decision:
@@ -326,6 +344,8 @@ WEBHOOK_STATUS = {
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
     WebhookEvent.SECOND_READING_REQUESTED: "in_review",
+    WebhookEvent.TRANSLATION_QUEUED: "in_review",
+    WebhookEvent.TRANSLATION_DONE: "in_review",
     WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
     WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
@@ -624,6 +644,9 @@ def professional_work(payload: Payload, pages_url: str) -> ProfessionalWork | No
         page = f"second-readings/{quote(payload.assignment_id, safe='')}"
     elif isinstance(payload, SecondReadingCommented):
         template, page = Template.PRO_COMMENTS, f"review/{quote(payload.assignment_id, safe='')}"
+    elif isinstance(payload, TranslationQueued):
+        template = Template.PRO_TRANSLATION
+        page = f"translations/{quote(payload.translation_id, safe='')}"
     else:
         return None
     if payload.recipient is None:
@@ -664,7 +687,9 @@ def _submitted(payload: CaseSubmitted, view: CaseView, tz: tzinfo) -> Reading:
 @_reading.register
 def _assigned(payload: ReviewAssigned, view: CaseView, tz: tzinfo) -> Reading:
     return Reading(
-        on_assigned(view, payload.due_at.astimezone(tz).date()),
+        on_assigned(
+            view, payload.due_at.astimezone(tz).date(), international=payload.international
+        ),
         params={"specialty": payload.specialty.value},
         extra={"due_at": payload.due_at.isoformat().replace("+00:00", "Z")},
     )
@@ -700,6 +725,34 @@ def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo)
     return Reading(
         on_second_reading(view),
         extra={"version": payload.version, "reason": payload.reason},
+    )
+
+
+@_reading.register
+def _translation_queued(payload: TranslationQueued, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_translation(view),
+        extra={
+            "translation_id": payload.translation_id,
+            "way": payload.way,
+            "from_language": payload.from_language.value,
+            "to_language": payload.to_language.value,
+            "due_at": _stamp(payload.due_at),
+        },
+    )
+
+
+@_reading.register
+def _translation_done(payload: TranslationDone, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_translation(view),
+        extra={
+            "translation_id": payload.translation_id,
+            "way": payload.way,
+            "from_language": payload.from_language.value,
+            "to_language": payload.to_language.value,
+            "done_at": _stamp(payload.done_at),
+        },
     )
 
 
@@ -751,7 +804,12 @@ def _withdrawn(payload: CaseWithdrawn, view: CaseView, tz: tzinfo) -> Reading:
 def email_params(reference: str | None, read: Reading) -> dict[str, str]:
     """What an email needs: codes, dates and links, never a name or clinical text."""
     params = {"reference": reference or "", **read.params}
-    dated = (Template.REVIEW_ASSIGNED, Template.EXPECTED_DATE_CHANGED, Template.REVIEW_RESUMED)
+    dated = (
+        Template.REVIEW_ASSIGNED,
+        Template.REVIEW_ABROAD,
+        Template.EXPECTED_DATE_CHANGED,
+        Template.REVIEW_RESUMED,
+    )
     if read.decision.send in dated:
         assert read.decision.then.told_due is not None
         params["due_date"] = read.decision.then.told_due.isoformat()

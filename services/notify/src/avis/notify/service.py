@@ -166,6 +166,7 @@ class NotifyService:
             view = decision.then
             case.submitted, case.withdrawn = view.submitted, view.withdrawn
             case.told_due, case.report_version = view.told_due, view.report_version
+            case.told_abroad = view.told_abroad
             case.patient_id = view.patient_id
             span.set_attribute("avis.notify.decision", decision.send or f"none: {decision.why}")
             hooks = await self._fan_out(case, event, read) if decision.hooks else 0

@@ -135,6 +135,7 @@ class CaseDoc(Stored):
     notice_send: str | None = None  # the send telling the patient it is erased (not cancelled)
     told_due: date | None = None
     report_version: int = 0
+    told_abroad: bool = False
     parked: list[dict[str, Any]] = Field(default_factory=list)
     notifications: list[str] = Field(default_factory=list)
     updated_at: datetime | None = None
@@ -154,6 +155,7 @@ class CaseDoc(Stored):
             self.report_version,
             self.patient_id,
             erased=self.erased_at is not None,
+            told_abroad=self.told_abroad,
         )
 
     def to_doc(self) -> Document:

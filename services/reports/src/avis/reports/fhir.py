@@ -160,6 +160,7 @@ def _sections(report: Report) -> list[dict[str, Any]]:
             report.reviewer.heading,
             f"{report.reviewer.name}, {report.reviewer.specialty_text}",
             *filter(None, [report.reviewer.second_reader_text]),
+            *report.reviewer.translation_text,
         )
     )
     sections.append(_section("disclaimer", report.disclaimer.heading, report.disclaimer.text))

@@ -93,6 +93,14 @@ class ReviewerBlock(_View):
     second_reader_text: str | None = Field(
         None, description="The sentence naming the second reader, in the report's language."
     )
+    translated_by: str | None = Field(
+        None, description="International review: the translator who translated the opinion."
+    )
+    translation_text: list[str] = Field(
+        default_factory=list,
+        description="That the report was translated, by whom and from which language: in the "
+        "report's language (the patient's), then in the specialist's. Empty: not translated.",
+    )
 
 
 class Titled(_View):

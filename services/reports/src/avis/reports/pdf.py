@@ -277,6 +277,7 @@ def story(report: Report) -> list[Flowable]:
                     if reviewer.second_reader_text
                     else []
                 ),
+                *(Paragraph(_markup(line), s["body"]) for line in reviewer.translation_text),
             ]
         )
     )

@@ -331,8 +331,10 @@ def compose(
     report_id: str,
     version: int,
     issued_at: datetime,
+    source_texts: Texts | None = None,
 ) -> Report:
-    """The report of one opinion version, in the language of `texts` (the patient's)."""
+    """The report of one opinion version, in the language of `texts` (the patient's;
+    `source_texts`: the specialist's, of a translated opinion)."""
     t = texts
     content = opinion.opinion
     sections = _sections(t, content)
@@ -362,7 +364,9 @@ def compose(
         issued_at=issued_at,
         questions=_questions(t, case.questions, sections),
         sections=sections,
-        reviewer=_reviewer(t, content, content.reviewer_specialty or opinion.specialty),
+        reviewer=_reviewer(
+            t, content, content.reviewer_specialty or opinion.specialty, source_texts
+        ),
         disclaimer=Titled(heading=t("heading.disclaimer"), text=t("text.disclaimer")),
         labels=_labels(t),
     )
@@ -437,10 +441,23 @@ def _patient(t: Texts, contact: PatientContact) -> PatientBlock:
     )
 
 
-def _reviewer(t: Texts, content: CompletedOpinion, specialty: Specialty) -> ReviewerBlock:
-    """The specialist who wrote the opinion, under the specialty they wrote it in, and the
-    second specialist who read it and agreed, if one did."""
+def _reviewer(
+    t: Texts, content: CompletedOpinion, specialty: Specialty, source: Texts | None = None
+) -> ReviewerBlock:
+    """The specialist who wrote the opinion, under the specialty they wrote it in, the second
+    specialist who read it and agreed, if one did, and the translator of a translated opinion
+    (the statement in the report's language, then in `source`'s, the specialist's)."""
     second = (content.second_reader_display_name or "").strip() or None
+    translator = (content.translator_display_name or "").strip() or None
+    statement: list[str] = []
+    if translator is not None and content.translated_from is not None:
+        both = [t] if source is None or source.language is t.language else [t, source]
+        statement = translation_statement(
+            both,
+            from_language=content.translated_from,
+            to_language=t.language,
+            translator=translator,
+        )
     return ReviewerBlock(
         heading=t("heading.reviewer"),
         name=content.reviewer_display_name.strip(),
@@ -448,6 +465,8 @@ def _reviewer(t: Texts, content: CompletedOpinion, specialty: Specialty) -> Revi
         specialty_text=t(f"specialty.{specialty.value}"),
         second_reader=second,
         second_reader_text=None if second is None else t("text.second_reader", name=second),
+        translated_by=translator,
+        translation_text=statement,
     )
 
 
@@ -483,6 +502,25 @@ def physician_link_matches(key: bytes, case_id: str, secret: str, digest: str | 
     if digest is None:
         return False
     return hmac.compare_digest(physician_link_digest(key, case_id, secret), digest)
+
+
+# --- international review: the translation statement ---------------------------------------
+
+
+def translation_statement(
+    texts: Iterable[Texts], *, from_language: Language, to_language: Language, translator: str
+) -> list[str]:
+    """That the report was translated, by whom and from which language, in each of `texts`'
+    languages (the patient's first, then the specialist's): the report states it in both."""
+    return [
+        t(
+            "translation.statement",
+            from_language=t(f"language.{from_language.value}"),
+            to_language=t(f"language.{to_language.value}"),
+            translator=translator,
+        )
+        for t in texts
+    ]
 
 
 # --- addenda: the answers to follow-up questions -------------------------------------------

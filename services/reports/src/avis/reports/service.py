@@ -428,6 +428,7 @@ class ReportsService:
             report_id=case.report_id,
             version=version,
             issued_at=issued_at,
+            source_texts=texts(content.translated_from) if content.translated_from else None,
         )
 
     async def announce(self, case: CaseDoc, stored: VersionDoc, entry: VersionEntry) -> None:

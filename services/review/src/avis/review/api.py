@@ -31,6 +31,11 @@ from avis.review.models import (
     SecondReadingPage,
     SecondReadingRules,
     SecondReadingRulesBody,
+    Translation,
+    TranslationBody,
+    TranslationPage,
+    Translator,
+    TranslatorIn,
 )
 from avis.review.service import DirectoryService, ReviewService
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
@@ -537,6 +542,88 @@ async def comment_second_reading(
     """The comments are kept sealed and travel sealed; the first answers with a new version of
     the opinion (PUT on the opinion), which comes back to be read."""
     return await review.second.comment(principal=who, assignment_id=assignment_id, body=body)
+
+
+# --- international review: translators and translations -----------------------------------------
+
+
+TranslatorRole = Annotated[Principal, Depends(require_roles("translator"))]
+Translating = Annotated[Principal, Depends(require_roles("translator", "reviewer", "coordinator"))]
+TranslationIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="The translation's id.")]
+
+
+@router.put(
+    "/translators/{translator_id}",
+    summary="Add or replace a translator of the directory (coordinators)",
+    tags=["translation"],
+    responses=problem_responses(400, 401, 403, 422, 503),
+)
+async def put_translator(
+    translator_id: ReviewerIdPath, body: TranslatorIn, review: Review, _: Coordinator
+) -> Translator:
+    """The languages they translate between (every pair, both ways) and their capacity; the
+    translations counted in their load are kept."""
+    return await review.translations.put_translator(translator_id, body)
+
+
+@router.get(
+    "/translations",
+    summary="The open translations (a translator's own and those of their pairs; coordinators all)",
+    tags=["translation"],
+    responses=READ,
+)
+async def list_translations(
+    review: Review,
+    who: Annotated[Principal, Depends(require_roles("translator", "coordinator"))],
+    cursor: Annotated[str | None, cursor_param(ID_PATTERN)] = None,
+    limit: Limit = 20,
+) -> TranslationPage:
+    """Translations not done yet, by id, with their own due dates; never their texts."""
+    return await review.translations.listed(principal=who, cursor=cursor, limit=limit)
+
+
+@router.get(
+    "/translations/{translation_id}",
+    summary="One translation with its texts (its translator; the specialist once translated)",
+    tags=["translation"],
+    responses=problem_responses(401, 403, 404, 422, 428, 503),
+)
+async def get_translation(
+    translation_id: TranslationIdPath, review: Review, who: Translating, reason: Reason = None
+) -> Translation:
+    """The source and the translation for its translator; the translation into their language
+    for the specialist, once done; both for a coordinator who says why (X-Avis-Reason). Every
+    read is an entry of the case's access trail."""
+    return await review.translations.translation(
+        principal=who, translation_id=translation_id, reason=reason
+    )
+
+
+@router.post(
+    "/translations/{translation_id}/take",
+    summary="Take a queued translation (a translator of its pair)",
+    tags=["translation"],
+    responses=ACT,
+)
+async def take_translation(
+    translation_id: TranslationIdPath, review: Review, who: TranslatorRole
+) -> Translation:
+    """It counts in the translator's load until done; taking it again changes nothing."""
+    return await review.translations.take(principal=who, translation_id=translation_id)
+
+
+@router.put(
+    "/translations/{translation_id}/text",
+    summary="Submit the translation (the translator who took it)",
+    tags=["translation"],
+    responses=WRITE,
+)
+async def write_translation(
+    translation_id: TranslationIdPath, body: TranslationBody, review: Review, who: TranslatorRole
+) -> Translation:
+    """The summary (to the specialist: they may then accept the case) or the opinion (to the
+    patient: it is released, translated); kept sealed. The same submission again is a no-op."""
+    return await review.translations.write(principal=who, translation_id=translation_id, body=body)
 
 
 # --- the access trail -------------------------------------------------------------------------

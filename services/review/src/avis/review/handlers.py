@@ -27,7 +27,7 @@ def register(runtime: Runtime, review: ReviewService, keying: CaseKeying) -> Non
     table: dict[type[Payload], Handler] = {
         # The case's trace context rides on its submission; later work joins that trace.
         CaseSubmitted: lambda event, case: review.case_submitted(
-            case=case, traceparent=event.traceparent
+            case=case, traceparent=event.traceparent, event_id=event.id
         ),
         CaseWithdrawn: lambda _, withdrawal: review.case_withdrawn(withdrawal=withdrawal),
         # The patient of a partner-filed case, who may read the case's trail from then on.

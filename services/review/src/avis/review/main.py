@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         intake_base_url=settings.intake_base_url,
         service_name=settings.service_name,
         information_expiry_days=settings.information_expiry_days,
+        translation_due_days=settings.translation_due_days,
     )
     directory = DirectoryService(
         store=reviews, locks=runtime.locks, matcher=matcher, keyring=review.keyring

@@ -27,15 +27,17 @@ the matcher takes the locks of the round it writes and of the reviewer it counts
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from avis.review import rules
 from avis.review.models import AssignmentStatus, CaseStatus, Considered, Rationale
 from avis.review.rules import Sla
-from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store
+from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, Store, TranslationEntry
 from avis.shared.clock import now
 from avis.shared.emit import Emitter
+from avis.shared.envelope import Event
 from avis.shared.events import ReviewAssigned
 from avis.shared.lease import Lease
 from avis.shared.mongo import STORE_ERRORS, AggregateLocks, lock_key
@@ -50,6 +52,24 @@ MATCHING_LOCK = lock_key("matching", "all")
 def _declined(rounds: list[AssignmentDoc]) -> list[str]:
     """The reviewers who declined a case, first round first."""
     return [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
+
+
+class QueuedTranslation(Protocol):
+    """A translation to write with a round, and its event (translation.py's `Queued`)."""
+
+    @property
+    def entry(self) -> TranslationEntry: ...
+
+    @property
+    def event(self) -> Event: ...
+
+
+class Translating(Protocol):
+    """What matching asks of the translation step (translation.py's `Translations`)."""
+
+    async def first(self, doc: AssignmentDoc, *, at: datetime, seq: int) -> QueuedTranslation: ...
+
+    async def counted(self, entry: TranslationEntry) -> None: ...
 
 
 class Matcher:
@@ -71,6 +91,8 @@ class Matcher:
         self.lease = lease  # None: this process is the only matcher (unit tests)
         # The second readings nobody fitted, offered again with the queue (second_reading.py).
         self.waiting_readings: Callable[[], Awaitable[int]] | None = None
+        # International rounds' translations (translation.py sets itself here).
+        self.translating: Translating | None = None
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
@@ -126,7 +148,8 @@ class Matcher:
             return None
         round_ = rules.next_round(case.round, (r.round for r in rounds))
         seq = rules.next_seq(r.seq for r in rounds)
-        return await self._assign(case, (round_, seq), decision.chosen, rationale, at)
+        abroad = decision.rule is rules.Rule.INTERNATIONAL_NO_READER_AVAILABLE
+        return await self._assign(case, (round_, seq), decision.chosen, rationale, at, abroad)
 
     async def assign_by_hand(self, case: CaseDoc, reviewer: ReviewerDoc, *, by: str) -> str:
         """A coordinator's choice for a case: every rule holds but capacity (409 otherwise);
@@ -146,7 +169,8 @@ class Matcher:
         )
         round_ = rules.next_round(case.round, (r.round for r in rounds))
         seq = rules.next_seq(r.seq for r in rounds)
-        return await self._assign(case, (round_, seq), fit.id, rationale, at)
+        abroad = rules.needs_translation(case.triage().language.value, fit.languages)
+        return await self._assign(case, (round_, seq), fit.id, rationale, at, abroad)
 
     async def _assign(
         self,
@@ -155,9 +179,10 @@ class Matcher:
         reviewer_id: str,
         rationale: Rationale,
         at: datetime,
+        international: bool = False,
     ) -> str:
-        """Write a new assignment round (`numbers`: its round and the case's sequence number)
-        with its `assigned` event; the caller is inside `deciding()` and holds the case."""
+        """Write a new round (`numbers`: its round and the case's sequence number) with its
+        `assigned` event (`international`: and its translation); the caller holds the case."""
         round_, seq = numbers
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)
@@ -179,6 +204,7 @@ class Matcher:
             sort_key=rules.sort_key(due, assignment_id),
             rationale=rationale,
             seq=seq,
+            international=international,
         )
         assigned = ReviewAssigned(
             case_id=case.id,
@@ -188,18 +214,26 @@ class Matcher:
             assigned_at=at,
             due_at=due,
             seq=seq,
+            international=international,
         )
+        events = [self.emitter.event("review.assign", assigned, trace=case.traceparent)]
+        translation = None
+        if international and self.translating is not None:  # written with its translation
+            translation = await self.translating.first(assignment, at=at, seq=seq + 1)
+            events.append(translation.event)
+            changes = {"translations": [translation.entry], "seq": seq + 1}
+            assignment = assignment.model_copy(update=changes)
         await self.fence()
         await self.store.file_due(assignment)
         # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
         async with self.locks.hold(self.emitter.lock(assignment_id)):
-            await self.emitter.emit(
-                "review.assign",
-                assigned,
+            await self.emitter.write(
+                lambda out: self.store.insert_assignment(assignment, out),
+                events,
                 aggregate=assignment_id,
-                trace=case.traceparent,
-                write=lambda events: self.store.insert_assignment(assignment, events),
             )
+        if translation is not None and self.translating is not None:
+            await self.translating.counted(translation.entry)
         # Counted after the round exists (a stop in between: the next matching of this case
         # finds the round live and counts it), before the case leaves matching.
         await self.fence()

@@ -199,6 +199,11 @@ class QueuedCase(BaseModel):
     waiting_since: datetime | None
     declined_by: list[str]
     last_attempt: Rationale | None
+    international_review: bool = Field(
+        False,
+        description="The patient accepted a specialist who does not read their language, "
+        "through a translator, when none who does is available.",
+    )
 
 
 class QueuePage(Page[QueuedCase]):
@@ -464,3 +469,95 @@ class SecondReading(BaseModel):
 
 class SecondReadingPage(Page[SecondReading]):
     """A page of second readings still open, by assignment id."""
+
+
+# --- international review: translators and translations --------------------------------------
+
+
+class TranslatorIn(BaseModel):
+    """A translator as a coordinator puts them in the directory (their id is the `sub` of
+    their token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: Name
+    languages: Languages = Field(
+        description="The languages they translate between, every pair of them both ways."
+    )
+    capacity: Capacity
+    active: StrictBool = True
+    email: WorkEmail | None = Field(
+        None, description="Their work address: told when a translation waits (kept sealed)."
+    )
+
+
+class Translator(BaseModel):
+    """A translator of the directory, with their load (translations chosen for them or taken,
+    not done yet)."""
+
+    id: str
+    display_name: str
+    languages: list[Language]
+    capacity: int
+    active: bool
+    load: int
+
+
+class TranslationWay(StrEnum):
+    """Which way a translation goes: the case's summary and questions to the specialist's
+    language before they get the case, or the opinion back to the patient's before the report."""
+
+    TO_SPECIALIST = "to_specialist"
+    TO_PATIENT = "to_patient"
+
+
+class TranslationState(StrEnum):
+    """Where a translation is: waiting in the translators' queue, taken by one, or done."""
+
+    QUEUED = "queued"
+    TAKEN = "taken"
+    DONE = "done"
+
+
+class TranslationTexts(BaseModel):
+    """A translation's text: the case's clinical summary (to the specialist: its questions are
+    codes of a fixed list, worded in every language already), or the opinion (to the patient)."""
+
+    summary: str | None = None
+    opinion: Opinion | None = None
+
+
+class TranslationBody(BaseModel):
+    """What the translator writes: the summary (a translation to the specialist) or the
+    opinion (a translation to the patient), in the target language."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: Section | None = None
+    opinion: Opinion | None = None
+
+
+class Translation(BaseModel):
+    """A translation of an international review, its texts only for whom may read them."""
+
+    id: str
+    assignment_id: str
+    case_id: str
+    reference: str
+    way: TranslationWay
+    state: TranslationState
+    from_language: Language
+    to_language: Language
+    translator_id: str | None
+    queued_at: datetime
+    due_at: datetime = Field(description="Its own due date (`translation_due_days`).")
+    taken_at: datetime | None = None
+    done_at: datetime | None = None
+    source: TranslationTexts | None = Field(
+        None, description="The text to translate (one translation read by its translator)."
+    )
+    translated: TranslationTexts | None = Field(None, description="The translation, once done.")
+
+
+class TranslationPage(Page[Translation]):
+    """A page of open translations, by id (never their texts)."""

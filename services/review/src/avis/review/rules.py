@@ -19,6 +19,10 @@ from avis.review.models import (
     Opinion,
     SecondReadingReason,
     SecondReadingState,
+    TranslationBody,
+    TranslationState,
+    TranslationTexts,
+    TranslationWay,
 )
 from avis.shared.clock import to_millis
 from avis.shared.events import CompletedOpinion, Urgency
@@ -43,6 +47,9 @@ class Rule(StrEnum):
     TIE_BREAK_BY_ID = "tie_break_by_id"
     NOBODY_FITS = "nobody_fits"
     COORDINATOR = "coordinator"
+    # The patient accepted it and nobody who reads their language fits today: a specialist who
+    # does not read it takes the case, through a translator both ways.
+    INTERNATIONAL_NO_READER_AVAILABLE = "international_no_reader_available"
 
 
 class Exclusion(StrEnum):
@@ -76,6 +83,8 @@ class CaseNeeds:
     language: str
     physician_institution: str | None = None
     declined_by: frozenset[str] = frozenset()
+    # The patient accepted a specialist who does not read their language (default no).
+    international_review: bool = False
     first_reader: str | None = None  # a second reading: who wrote the opinion
 
 
@@ -107,14 +116,19 @@ def same_institution(a: str | None, b: str | None) -> bool:
 
 
 def exclusion(
-    case: CaseNeeds, reviewer: ReviewerFit, *, override_capacity: bool = False
+    case: CaseNeeds,
+    reviewer: ReviewerFit,
+    *,
+    override_capacity: bool = False,
+    through_translator: bool = False,
 ) -> Exclusion | None:
-    """Why `reviewer` cannot take `case`, or None if they can."""
+    """Why `reviewer` cannot take `case`, or None if they can (`through_translator`: the
+    patient's language is no bar, a translator carries the case both ways)."""
     if not reviewer.active:
         return Exclusion.INACTIVE
     if case.specialty not in reviewer.specialties:
         return Exclusion.SPECIALTY
-    if case.language not in reviewer.languages:
+    if not through_translator and case.language not in reviewer.languages:
         return Exclusion.LANGUAGE
     if same_institution(case.physician_institution, reviewer.institution_code):
         return Exclusion.INSTITUTION_CONFLICT
@@ -127,22 +141,44 @@ def exclusion(
     return None
 
 
-def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
-    """The eligible reviewer with the least load; equal loads go to the smallest reviewer id."""
-    pool = sorted(reviewers, key=lambda r: r.id)
-    candidates = tuple(
+def _considered(
+    case: CaseNeeds, pool: list[ReviewerFit], *, through_translator: bool
+) -> tuple[Considered, ...]:
+    return tuple(
         Considered(
             reviewer_id=r.id,
             load=r.load,
             capacity=r.capacity,
-            excluded=why.value if (why := exclusion(case, r)) is not None else None,
+            excluded=why.value
+            if (why := exclusion(case, r, through_translator=through_translator)) is not None
+            else None,
         )
         for r in pool
     )
-    eligible = sorted(
+
+
+def _eligible(pool: list[ReviewerFit], candidates: tuple[Considered, ...]) -> list[ReviewerFit]:
+    return sorted(
         (r for r, c in zip(pool, candidates, strict=True) if c.excluded is None),
         key=lambda r: (r.load, r.id),
     )
+
+
+def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
+    """The eligible reviewer with the least load; equal loads go to the smallest reviewer id.
+
+    Only when nobody who reads the patient's language fits (at capacity counts: none is
+    available within the SLA) and the patient accepted it, a specialist who does not read it
+    may take the case, through a translator (`Rule.INTERNATIONAL_NO_READER_AVAILABLE`), chosen
+    by the same least-load order; the candidates are then as that path saw them."""
+    pool = sorted(reviewers, key=lambda r: r.id)
+    candidates = _considered(case, pool, through_translator=False)
+    eligible = _eligible(pool, candidates)
+    if not eligible and case.international_review:
+        abroad = _considered(case, pool, through_translator=True)
+        chosen = _eligible(pool, abroad)
+        if chosen:
+            return Decision(chosen[0].id, Rule.INTERNATIONAL_NO_READER_AVAILABLE, abroad)
     if not eligible:
         return Decision(None, Rule.NOBODY_FITS, candidates)
     if len(eligible) == 1:
@@ -155,8 +191,11 @@ def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
 
 
 def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
-    """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity."""
-    why = exclusion(case, reviewer, override_capacity=True)
+    """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity (and the
+    patient's language, when they accepted a review through a translator)."""
+    why = exclusion(
+        case, reviewer, override_capacity=True, through_translator=case.international_review
+    )
     if why is not None:
         raise Problem(
             409,
@@ -165,6 +204,11 @@ def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
             f"Reviewer {reviewer.id} cannot take this case: {EXCLUSION_TEXT[why]}.",
             errors=[{"field": "body.reviewer_id", "message": why.value}],
         )
+
+
+def needs_translation(language: str, reviewer_languages: Iterable[str]) -> bool:
+    """Whether a case in `language` goes through a translator to a reviewer reading these."""
+    return language not in frozenset(reviewer_languages)
 
 
 def next_round(case_round: int, rounds: Iterable[int]) -> int:
@@ -665,6 +709,8 @@ ACTIONS = {
     "follow-up.create": ("asked a follow-up question", "ask a follow-up question"),
     "follow-up.read": ("read a follow-up question", "read a follow-up question"),
     "follow-up.answer": ("answered a follow-up question", "answer a follow-up question"),
+    "translation.read": ("read a translation of the case", "read a translation of the case"),
+    "translation.write": ("translated the case", "translate the case"),
 }
 # The refusals of a read that go in the trail: another reviewer's assignment, and a
 # coordinator's read of clinical content without a reason.
@@ -693,4 +739,150 @@ def may_read_trail(principal: Principal, patient_id: str | None) -> bool:
     review from the submission, or from the claim of a case a partner filed)."""
     return principal.role == "coordinator" or (
         principal.role == "patient" and patient_id is not None and principal.sub == patient_id
+    )
+
+
+# --- international review: the translation step ---------------------------------------------
+
+# What a translation's text, sealed at rest under the case key, is bound to (its id says which
+# assignment and which way).
+TRANSLATION_AAD = "review:translation:{translation_id}"
+
+
+@dataclass(frozen=True)
+class TranslatorFit:
+    """What choosing a translator needs to know: the language pairs they translate (both ways)
+    and their current load."""
+
+    id: str
+    languages: frozenset[str]
+    capacity: int
+    load: int
+    active: bool = True
+
+
+def translation_languages(
+    way: TranslationWay, patient_language: str, specialist_languages: Iterable[str]
+) -> tuple[str, str]:
+    """The (from, to) languages of a translation: the specialist's language is the smallest
+    code they read, so that a case's two translations are the same pair both ways."""
+    specialist = min(specialist_languages)
+    if way is TranslationWay.TO_SPECIALIST:
+        return patient_language, specialist
+    return specialist, patient_language
+
+
+def translation_id_for(assignment_id: str, way: TranslationWay) -> str:
+    """The id of an assignment's translation one way: replaying its cause never adds one."""
+    return f"{assignment_id}-t{'1' if way is TranslationWay.TO_SPECIALIST else '2'}"
+
+
+def translation_aad(translation_id: str) -> str:
+    """What a translated text, sealed at rest, is bound to: where it is kept."""
+    return TRANSLATION_AAD.format(translation_id=translation_id)
+
+
+def translation_due(at: datetime, days: float) -> datetime:
+    """When a translation queued at `at` is due (its own due date, a setting)."""
+    return to_millis(at + timedelta(days=days))
+
+
+def translates(translator: TranslatorFit, pair: tuple[str, str]) -> bool:
+    """Whether `translator` may take a translation of this (from, to) pair now."""
+    return (
+        translator.active
+        and set(pair) <= translator.languages
+        and translator.load < translator.capacity
+    )
+
+
+def choose_translator(pair: tuple[str, str], translators: Iterable[TranslatorFit]) -> str | None:
+    """The translator of the pair with the least load (equal loads: the smallest id), or None:
+    the translation waits in the queue of its pair until one frees up."""
+    fit = sorted((t for t in translators if translates(t, pair)), key=lambda t: (t.load, t.id))
+    return fit[0].id if fit else None
+
+
+def may_write_translation(state: TranslationState, translator_id: str | None, by: str) -> bool:
+    """Whether a translation is written (False: it is done, a replay compares it); 409 unless
+    the translation is taken by `by`."""
+    if state is TranslationState.DONE:
+        return False
+    if state is not TranslationState.TAKEN or translator_id != by:
+        raise state_conflict(
+            "Only the translator who took this translation writes it.", "translation-not-taken"
+        )
+    return True
+
+
+def may_take_translation(state: TranslationState, translator_id: str | None, by: str) -> bool:
+    """Whether taking a translation writes anything (False: `by` has it already); 409 if
+    another translator has it or it is done."""
+    if state is TranslationState.TAKEN and translator_id == by:
+        return False
+    if state is not TranslationState.QUEUED:
+        raise state_conflict(f"This translation is {state}; only a queued one can be taken.")
+    return True
+
+
+def check_specialist_may_start(translation_state: TranslationState | None) -> None:
+    """409 while the case's translation to the specialist's language is not done: the specialist
+    gets the case in a language they read (None: the case needs no translation)."""
+    if translation_state is not None and translation_state is not TranslationState.DONE:
+        raise state_conflict(
+            "The case is being translated into your language; it opens once translated.",
+            "translation-pending",
+        )
+
+
+def check_translation_access(principal: Principal, translator_id: str | None) -> None:
+    """403 unless a coordinator, or a translator (a queued translation) or the translator who
+    took it (a taken or done one)."""
+    if is_coordinator(principal):
+        return
+    if principal.role != "translator" or translator_id not in (None, principal.sub):
+        raise Problem(
+            403,
+            "not-your-translation",
+            "Forbidden",
+            "This translation belongs to another translator.",
+        )
+
+
+def translation_texts(way: TranslationWay, body: TranslationBody) -> TranslationTexts:
+    """What a translator's body says for a translation of `way`: the summary (to the
+    specialist) or the opinion (to the patient), and nothing else (422 otherwise)."""
+    if way is TranslationWay.TO_SPECIALIST and body.summary and body.opinion is None:
+        return TranslationTexts(summary=body.summary)
+    if way is TranslationWay.TO_PATIENT and body.opinion is not None and body.summary is None:
+        return TranslationTexts(opinion=body.opinion)
+    wanted = "summary" if way is TranslationWay.TO_SPECIALIST else "opinion"
+    raise Problem(
+        422,
+        "translation-mismatch",
+        "Unprocessable Content",
+        f"A translation {way.value} gives the {wanted}, and only it.",
+    )
+
+
+def assignment_of_translation(translation_id: str) -> str:
+    """The assignment a translation id belongs to (`translation_id_for`)."""
+    return translation_id.rsplit("-t", 1)[0]
+
+
+def translator_contact_aad(translator_id: str) -> str:
+    """What a translator's work address, sealed at rest in the directory, is bound to."""
+    return f"review:translator-contact:{translator_id}"
+
+
+def may_read_translation(
+    principal: Principal, way: TranslationWay, state: TranslationState, specialist: str
+) -> bool:
+    """Whether `principal` reads a translation as its specialist: the translation into their
+    language, once done (its translator and coordinators: `check_translation_access`)."""
+    return (
+        principal.role == "reviewer"
+        and principal.sub == specialist
+        and way is TranslationWay.TO_SPECIALIST
+        and state is TranslationState.DONE
     )

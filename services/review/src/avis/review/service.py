@@ -67,6 +67,7 @@ from avis.review.store import (
     ReviewerDoc,
     Store,
 )
+from avis.review.translation import Translations, specialist_waits
 from avis.shared.access_log import (
     AccessLog,
     TrailPage,
@@ -148,6 +149,7 @@ class ReviewService:
         intake_base_url: str,
         service_name: str,
         information_expiry_days: float = 14.0,
+        translation_due_days: float = 2.0,
     ) -> None:
         self.store = store
         self.locks = locks
@@ -169,11 +171,14 @@ class ReviewService:
             matcher=matcher,
             access=self.access,
         )
+        self.translations = Translations.beside(self.second, due_days=translation_due_days)
         self.sla = SlaWatch(self)
 
     # --- events in ---------------------------------------------------------------------------
 
-    async def case_submitted(self, *, case: CaseSubmitted, traceparent: str) -> None:
+    async def case_submitted(
+        self, *, case: CaseSubmitted, traceparent: str, event_id: str = ""
+    ) -> None:
         """Triage a submitted case and match it, or queue it; a replay changes nothing."""
         doc = CaseDoc(
             id=case.case_id,
@@ -182,6 +187,9 @@ class ReviewService:
             urgency=case.urgency,
             language=case.language,
             physician_institution=case.physician_institution,
+            international_review=case.international_review,
+            summary=case.summary,
+            summary_event=event_id if case.summary is not None else None,  # sealed as it came
             submitted_at=case.submitted_at,
             case_url=case.case_url or f"{self.intake_base_url}/v1/cases/{case.case_id}",
             # Without a trace from intake, the trace this consumer runs in becomes the case's.
@@ -368,6 +376,7 @@ class ReviewService:
         """The assigned reviewer accepts; accepting twice is a no-op."""
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc = await self._visible(principal, assignment_id)
+            rules.check_specialist_may_start(specialist_waits(doc))
             if rules.may_accept(doc.status):
                 await self.matcher.fence()
                 at = now()
@@ -520,6 +529,7 @@ class ReviewService:
         at = now()
         seq = rules.next_seq([doc.seq])
         reading = await self.second.plan(doc, version, asked=asked, at=at)
+        back = None if reading else await self.translations.back(doc, version, at=at, seq=seq)
         agreed = doc.second_reading.display_name if doc.second_reading else None
         sealed = rules.sealed_content(opinion, version, display_name, doc.specialty, agreed)
         ring = await self.seals.ring(doc.case_id)
@@ -536,12 +546,15 @@ class ReviewService:
                 seq=seq,
             )
 
-        if reading is None:
+        if back is not None:  # kept in review until translated into the patient's language
+            event = back[0].event
+        elif reading is None:
             event = self.emitter.event("review.opinion", completed, trace=doc.traceparent)
         else:  # kept in review until the second reader agrees
             reader = await contacts.recipient(self.store, self.keyring, reading.reviewer_id)
             held = self.second.requested(doc, reading, at=at, seq=seq, ring=ring, to=reader)
             event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
+        both = back[1] if back else None  # the round's translations, the one back queued
         await self.matcher.fence()
         kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
         entry = OpinionEntry(
@@ -553,13 +566,15 @@ class ReviewService:
         )
         await self.emitter.write(
             lambda events: self.store.add_opinion(
-                doc.id, entry=entry, seq=seq, events=events, reading=reading
+                doc.id, entry=entry, seq=seq, events=events, reading=reading, translations=both
             ),
             [event],
             aggregate=doc.id,
         )
         if reading is not None:
             await self.second.count(doc, reading)
+        if back is not None:
+            await self.translations.counted(back[0].entry)
         if version == 1:
             await self.matcher.release(doc.reviewer_id, doc.id)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)

@@ -26,6 +26,9 @@ class Settings(CommonSettings):
     # Days an unanswered request for more information stays open before it expires (the
     # review's clock then resumes without the answer; fractions allowed, for tests).
     information_expiry_days: float = Field(14.0, gt=0)
+    # International review: days a translation (either way) has from its queueing until it is
+    # due, its own due date beside the review's (fractions allowed, for tests).
+    translation_due_days: float = Field(2.0, gt=0)
     # Days after the report within which follow-up questions are asked, and days the
     # specialist has to answer one (fractions allowed, for tests).
     follow_up_period_days: float = Field(30.0, gt=0)

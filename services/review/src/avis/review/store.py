@@ -65,8 +65,21 @@ from avis.review.models import (
     SecondReadingReason,
     SecondReadingRules,
     SecondReadingState,
+    Translation,
+    TranslationState,
+    TranslationTexts,
+    TranslationWay,
+    Translator,
+    TranslatorIn,
 )
-from avis.review.rules import ACTIONS, CaseNeeds, ReviewerFit, assignment_id_for, is_overdue
+from avis.review.rules import (
+    ACTIONS,
+    CaseNeeds,
+    ReviewerFit,
+    TranslatorFit,
+    assignment_id_for,
+    is_overdue,
+)
 from avis.shared.access_log import TrailPage
 from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
 from avis.shared.clock import now
@@ -175,6 +188,13 @@ class CaseDoc(Stored):
     urgency: Urgency | None = None
     language: Language | None = None
     physician_institution: str | None = None
+    # The patient accepted a specialist who does not read their language (through a
+    # translator) when none who does is available.
+    international_review: bool = False
+    # Its clinical summary for the translator of an international review, as the submission
+    # carried it: sealed under the case's key, bound to that event's id (`summary_event`).
+    summary: Sealed | None = None
+    summary_event: str | None = None
     submitted_at: datetime | None = None
     case_url: str = ""
     traceparent: str = ""
@@ -212,6 +232,7 @@ class CaseDoc(Stored):
             language=triage.language.value,
             physician_institution=self.physician_institution,
             declined_by=frozenset(declined_by),
+            international_review=self.international_review,
         )
 
     def view(self, declined_by: list[str]) -> QueuedCase:
@@ -228,6 +249,7 @@ class CaseDoc(Stored):
             waiting_since=self.waiting_since,
             declined_by=declined_by,
             last_attempt=self.last_attempt,
+            international_review=self.international_review,
         )
 
 
@@ -407,6 +429,85 @@ class ReadingEntry(BaseModel):
         )
 
 
+class TranslationEntry(BaseModel):
+    """A translation of an international review, kept on its assignment (whose outbox carries
+    its events); its text sealed under the case's key (`rules.translation_aad(id)`)."""
+
+    id: str
+    way: TranslationWay
+    state: TranslationState
+    from_language: Language
+    to_language: Language
+    translator_id: str | None = None
+    translator_display_name: str | None = None
+    queued_at: datetime
+    due_at: datetime
+    taken_at: datetime | None = None
+    done_at: datetime | None = None
+    version: int | None = None  # to the patient: the opinion version it translates
+    sealed: Sealed | None = None
+
+    def view(
+        self,
+        assignment: AssignmentDoc,
+        source: TranslationTexts | None = None,
+        translated: TranslationTexts | None = None,
+    ) -> Translation:
+        """The API view of this translation (its texts: opened by the caller, when shown)."""
+        return Translation(
+            id=self.id,
+            assignment_id=assignment.id,
+            case_id=assignment.case_id,
+            reference=assignment.reference,
+            way=self.way,
+            state=self.state,
+            from_language=self.from_language,
+            to_language=self.to_language,
+            translator_id=self.translator_id,
+            queued_at=self.queued_at,
+            due_at=self.due_at,
+            taken_at=self.taken_at,
+            done_at=self.done_at,
+            source=source,
+            translated=translated,
+        )
+
+
+class TranslatorDoc(Stored):
+    """A translator of the directory: the languages they translate between, their capacity,
+    and the translations counted in their load."""
+
+    id: str = Field(alias="_id")
+    display_name: str
+    languages: list[Language]
+    capacity: int
+    active: bool
+    open_translations: list[str] = Field(default_factory=list)
+    contact: Sealed | None = None  # as a reviewer's (contacts.py)
+    updated_at: datetime
+
+    def fit(self) -> TranslatorFit:
+        """What choosing a translator needs to know of this one, with their load."""
+        return TranslatorFit(
+            id=self.id,
+            languages=frozenset(lang.value for lang in self.languages),
+            capacity=self.capacity,
+            load=len(self.open_translations),
+            active=self.active,
+        )
+
+    def view(self) -> Translator:
+        """The API view of this translator."""
+        return Translator(
+            id=self.id,
+            display_name=self.display_name,
+            languages=self.languages,
+            capacity=self.capacity,
+            active=self.active,
+            load=len(self.open_translations),
+        )
+
+
 class AssignmentDoc(Stored):
     """One assignment round (the aggregate carrying review's outbox)."""
 
@@ -436,6 +537,9 @@ class AssignmentDoc(Stored):
     # The case's sequence number of the last event this round published (`rules.next_seq`);
     # 0: a round written before sequences.
     seq: int = 0
+    # The reviewer does not read the patient's language: an international review the patient
+    # accepted, through a translator both ways.
+    international: bool = False
     # Requests for more information, oldest first; while one is open the SLA clock stands
     # since `paused_since`.
     requests: list[RequestEntry] = Field(default_factory=list)
@@ -444,6 +548,12 @@ class AssignmentDoc(Stored):
     second_reading: ReadingEntry | None = None
     # Follow-up questions after the report, oldest first (MAX_FOLLOW_UPS at most).
     follow_ups: list[FollowUpEntry] = Field(default_factory=list)
+    # International review: its translations, to the specialist first, then back.
+    translations: list[TranslationEntry] = Field(default_factory=list)
+
+    def translation(self, way: TranslationWay) -> TranslationEntry | None:
+        """The round's translation one way, if it has one."""
+        return next((t for t in self.translations if t.way is way), None)
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for
@@ -503,6 +613,7 @@ class Store:
         self.information = InformationStore(self)
         self.readings = ReadingStore(self)
         self.follow_ups = FollowUpStore(self)
+        self.translations = TranslationStore(self)
 
     # the access trail
 
@@ -911,9 +1022,11 @@ class Store:
         seq: int,
         events: Sequence[Event],
         reading: ReadingEntry | None = None,
+        translations: list[TranslationEntry] | None = None,
     ) -> None:
         """Record an opinion version (the first completes the assignment), the second reading
-        it goes to (if it does) and its events (the last of sequence `seq`)."""
+        it goes to (if it does), the round's translations (the opinion's translation back
+        queued) and its events (the last of sequence `seq`)."""
         changes: dict[str, Any] = {
             "status": AssignmentStatus.COMPLETED.value,
             "opinion_version": entry.version,
@@ -922,6 +1035,8 @@ class Store:
         }
         if reading is not None:
             changes["second_reading"] = reading.model_dump()
+        if translations is not None:
+            changes["translations"] = [t.model_dump() for t in translations]
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
 
@@ -1067,6 +1182,72 @@ class FollowUpStore:
         return await self.store.key_ids(OPEN_FOLLOW_UPS_KEY)
 
 
+class TranslationStore:
+    """The translators' directory, the writes of translations on their assignment, and the keyed
+    index of the open ones (the translators' queue reads it, then each round by `_id`); review's
+    `Store` holds it as `translations`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.translators = store.db["translators"]
+
+    async def translator(self, translator_id: str) -> TranslatorDoc | None:
+        """One translator by id."""
+        doc = await self.translators.find_one({"_id": translator_id})
+        return TranslatorDoc.model_validate(doc) if doc else None
+
+    async def all_translators(self) -> list[TranslatorDoc]:
+        """The whole translators' directory (its size is the number of translators)."""
+        return [TranslatorDoc.model_validate(d) async for d in self.translators.find({})]
+
+    async def put_translator(self, doc: TranslatorDoc) -> None:
+        """Add or replace a translator, keeping the translations counted in their load."""
+        fields = doc.to_doc()
+        fields.pop("open_translations", None)
+        fields.pop("_id", None)
+        await self.translators.update_one({"_id": doc.id}, {"$set": fields}, upsert=True)
+
+    async def count(self, translator_id: str, translation_id: str) -> None:
+        """Count a translation in its translator's load (once)."""
+        await self.translators.update_one(
+            {"_id": translator_id}, {"$addToSet": {"open_translations": translation_id}}
+        )
+
+    async def release(self, translator_id: str, translation_id: str) -> None:
+        """Stop counting a translation in its translator's load."""
+        await self.translators.update_one(
+            {"_id": translator_id}, {"$pull": {"open_translations": translation_id}}
+        )
+
+    async def write(
+        self,
+        assignment_id: str,
+        *,
+        translations: list[TranslationEntry],
+        seq: int,
+        events: Sequence[Event],
+    ) -> None:
+        """Record the round's translations as they are now and their events (the last of
+        sequence `seq`) in one write; a new open one is filed among the open ones before (a
+        stop between: skipped on read), a done one taken off them after."""
+        for t in translations:
+            if t.state is not TranslationState.DONE:
+                await self.store.key_add(OPEN_TRANSLATIONS_KEY, t.id)
+        update = {"$set": {"translations": [t.model_dump() for t in translations], "seq": seq}}
+        await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+        for t in translations:
+            if t.state is TranslationState.DONE:
+                await self.store.key_remove(OPEN_TRANSLATIONS_KEY, t.id)
+
+    async def file_open(self, translation_id: str) -> None:
+        """File a translation among the open ones, before its round is written with it."""
+        await self.store.key_add(OPEN_TRANSLATIONS_KEY, translation_id)
+
+    async def open_ids(self) -> list[str]:
+        """The ids of the translations filed as open."""
+        return await self.store.key_ids(OPEN_TRANSLATIONS_KEY)
+
+
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
 # Day buckets read in one request while a page walks them: one at first (a busy day fills a
 # page alone, and the local store decodes each bucket whole), twice as many each time after, up
@@ -1123,6 +1304,7 @@ class _DueWalk:
 MATCHING_KEY = "matching"
 OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
 UNMATCHED_READINGS_KEY = "second-readings:unmatched"
+OPEN_TRANSLATIONS_KEY = "translations:open"
 
 
 def _add_to(item: str) -> dict[str, Any]:
@@ -1154,6 +1336,7 @@ async def init(
             await db[collection].create_index(keys)
     if seed_file is not None:
         await seed_reviewers(Store(db), seed_file, seal)
+        await seed_translators(Store(db), seed_file)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1174,3 +1357,24 @@ async def seed_reviewers(store: Store, seed_file: Path, seal: SealContact | None
         inserted += await store.insert_reviewer(ReviewerDoc.new(reviewer, now(), contact))
     log.info("reviewer directory seeded", count=inserted, file=seed_file.name)
     return inserted
+
+
+def load_translator_seed(seed_file: Path) -> list[tuple[str, TranslatorIn]]:
+    """The translators a seed file lists (`{"translators": [{"id": ..., ...}]}`), validated."""
+    data = json.loads(seed_file.read_text(encoding="utf-8"))
+    return [
+        (item["id"], TranslatorIn.model_validate({k: v for k, v in item.items() if k != "id"}))
+        for item in data.get("translators", [])
+    ]
+
+
+async def seed_translators(store: Store, seed_file: Path) -> int:
+    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet."""
+    if await store.translations.translators.find_one({}, {"_id": 1}) is not None:
+        return 0
+    items = load_translator_seed(seed_file)
+    for translator_id, fields in items:
+        doc = {**fields.model_dump(exclude={"email"}), "_id": translator_id, "updated_at": now()}
+        await store.translations.put_translator(TranslatorDoc.model_validate(doc))
+    log.info("translators seeded", count=len(items), file=seed_file.name)
+    return len(items)

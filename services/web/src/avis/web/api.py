@@ -387,9 +387,11 @@ async def submit(
     consent: Annotated[str, Form()] = "",
     consent_version: Annotated[str, Form()] = "",
     share_with_physician: Annotated[str, Form()] = "",
+    international_review: Annotated[str, Form()] = "",
 ) -> Response:
-    """Submit the case with consent to the text shown (refused without the box ticked), and to
-    sending the report to the physician named in the request if that box is ticked."""
+    """Submit the case with consent to the text shown (refused without the box ticked), to
+    sending the report to the physician named in the request if that box is ticked, and to a
+    review through a translator if that one is."""
     if consent != "yes" or consent_version != CONSENT_VERSION:
         session.notify("error", "error.consent_required")
         return see(f"/cases/{case_id}")
@@ -400,6 +402,7 @@ async def submit(
         web.platform.submit,
         case_id=case_id,
         share_with_physician=share,
+        international_review=international_review == "yes",
     )
     return see(f"/cases/{case_id}")
 

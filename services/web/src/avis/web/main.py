@@ -29,6 +29,7 @@ from avis.web import (
     second_reading,
     specialist,
     trail,
+    translation,
 )
 from avis.web.middleware import (
     STATIC,
@@ -86,6 +87,7 @@ def create_app(
     specialist.attach(app, settings)
     app.include_router(second_reading.router)
     app.include_router(followups.router)
+    app.include_router(translation.router)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -56,6 +56,7 @@ DEVELOPMENT_IDENTITIES: tuple[Identity, ...] = (
     Identity(sub="rev-cardio-2", role="reviewer"),
     Identity(sub="reviewer-1", role="reviewer"),  # a reviewer with no case of the seed
     Identity(sub="coordinator-1", role="coordinator"),
+    Identity(sub="translator-1", role="translator"),  # review's seeded translator (fr, en)
     Identity(sub="partner-1", role="partner", partner_id="partner-1"),
 )
 
@@ -275,6 +276,8 @@ class QueuedCase(Reading):
     waiting_since: datetime | None = None
     declined_by: list[str] = Field(default_factory=list)
     last_attempt: Rationale | None = None
+    # The patient accepted a specialist who does not read their language (through a translator).
+    international_review: bool = False
 
 
 class ReviewerView(Reading):
@@ -486,3 +489,38 @@ class SecondReadingList(Reading):
     """A page of open second readings."""
 
     items: list[SecondReadingView]
+
+
+# --- the translator's workspace: review's translations ---------------------------------------
+
+
+class TranslationTextsView(Reading):
+    """A translation's text: the clinical summary, or the opinion."""
+
+    summary: str | None = None
+    opinion: OpinionView | None = None
+
+
+class TranslationView(Reading):
+    """A translation of an international review (review's `Translation`)."""
+
+    id: str
+    assignment_id: str
+    case_id: str
+    reference: str
+    way: str
+    state: str
+    from_language: str
+    to_language: str
+    translator_id: str | None = None
+    queued_at: datetime
+    due_at: datetime
+    done_at: datetime | None = None
+    source: TranslationTextsView | None = None
+    translated: TranslationTextsView | None = None
+
+
+class TranslationList(Reading):
+    """A page of open translations."""
+
+    items: list[TranslationView]

@@ -24,6 +24,8 @@ EVENT_TYPES = (
     "avis.review.information-requested.v1",
     "avis.review.resumed.v1",
     "avis.review.second-reading-requested.v1",
+    "avis.review.translation-queued.v1",
+    "avis.review.translation-done.v1",
     "avis.report.ready.v1",
 )
 Id = Annotated[str, Path(pattern=ID_PATTERN)]

@@ -90,7 +90,12 @@ TRAIL_PURPOSES = frozenset(
     {"own-case", "filed-case", "assigned-review", "coordination", "break-glass", "physician-copy"}
 )
 # Where each role's pages start (the patient's are /cases).
-HOMES = {"coordinator": "/board", "partner": "/partner", "reviewer": "/review"}
+HOMES = {
+    "coordinator": "/board",
+    "partner": "/partner",
+    "reviewer": "/review",
+    "translator": "/translations",
+}
 UNEXPECTED = "error.unexpected"
 UNAVAILABLE = "error.unavailable"
 
@@ -348,7 +353,7 @@ def machine_claims(
 
 # --- people's sign-in through the OpenID provider and its identity server ---
 
-PROFESSIONALS = frozenset({"reviewer", "coordinator"})
+PROFESSIONALS = frozenset({"reviewer", "coordinator", "translator"})
 SECOND_FACTOR = "aal2"
 PERSON_ROLES = frozenset({"patient", "partner", "reviewer", "coordinator"})
 # The identity server's cookies web passes on to it (its session and its forms' CSRF cookie).

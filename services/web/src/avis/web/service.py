@@ -39,6 +39,8 @@ from avis.web.models import (
     SecondReadingView,
     SubscriptionMade,
     SubscriptionView,
+    TranslationList,
+    TranslationView,
 )
 from avis.web.rules import UNAVAILABLE
 from avis.web.settings import Settings
@@ -145,13 +147,20 @@ class Platform:
         case_id: str,
         accepted_at: datetime | None = None,
         share_with_physician: bool = False,
+        international_review: bool = False,
     ) -> None:
         """Submit a draft with the person's consent to the current consent text (and to sending
-        the report to their physician, if they ticked it)."""
+        the report to their physician, and to a review through a translator, if they ticked
+        those)."""
+        scopes = ["review"]
+        if share_with_physician:
+            scopes.append("share_with_physician")
+        if international_review:
+            scopes.append("international_review")
         consent = {
             "text_version": CONSENT_VERSION,
             "accepted_at": (accepted_at or now()).isoformat(),
-            "scopes": ["review", "share_with_physician"] if share_with_physician else ["review"],
+            "scopes": scopes,
         }
         await self._call(
             "POST",
@@ -630,3 +639,30 @@ def _settled(answer: T | BaseException) -> T:
     if isinstance(answer, BaseException):
         raise answer
     return answer
+
+
+class TranslationCalls:
+    """Review's translations, as the signed-in translator calls them (beside `Platform`)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.url = f"{platform.review}/v1/translations"
+
+    async def mine(self, *, token: str) -> TranslationList:
+        """The open translations of the signed-in translator and of their pairs."""
+        found = await self.platform._get(self.url, token=token, limit="100")
+        return TranslationList.model_validate(found)
+
+    async def translation(self, *, token: str, translation_id: str) -> TranslationView:
+        """One translation with its source text (a read in the case's trail)."""
+        found = await self.platform._get(f"{self.url}/{translation_id}", token=token)
+        return TranslationView.model_validate(found)
+
+    async def take(self, *, token: str, translation_id: str) -> None:
+        """Take a queued translation."""
+        await self.platform._call("POST", f"{self.url}/{translation_id}/take", token=token)
+
+    async def write(self, *, token: str, translation_id: str, body: dict[str, Any]) -> None:
+        """Submit the translation (the summary, or the opinion)."""
+        url = f"{self.url}/{translation_id}/text"
+        await self.platform._call("PUT", url, token=token, json=body)
