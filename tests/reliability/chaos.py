@@ -20,7 +20,9 @@ DESIGN.md section 3 promises, counting the effects themselves:
   email or delivery keeps its id and is counted in the figures (`repeated_emails`,
   `repeated_webhooks`);
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
-  review's rounds, requests, follow-ups and readings, notify's queued sends and deliveries;
+  review's rounds, requests, follow-ups, readings and translations (and the translator's load
+  released), notify's queued sends and deliveries; the report of a translated opinion states
+  its translation;
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 
