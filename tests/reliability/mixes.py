@@ -68,6 +68,8 @@ class Mix:
     name: ClassVar[str] = ""
     env: ClassVar[dict[str, str]] = {}  # the services' settings it needs
     declines: ClassVar[bool] = True  # whether its cases may be declined at first
+    # Its first case is the earliest filed of those left, so its whole path meets the faults.
+    early: ClassVar[bool] = False
 
     def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
         """The parameters of this mix's `nth` case."""
@@ -351,6 +353,7 @@ class Translations(Mix):
     # A declined international round's translation to the specialist is left open in review
     # (in the translators' queue and load): not a path of this row.
     declines: ClassVar[bool] = False
+    early: ClassVar[bool] = True  # both ways translated while the faults still happen
     readers_per: int = 4  # one English reader per this many reviewers of the run, 2 at least
 
     def specialty(self, case: CaseMix, default: str) -> str:
@@ -531,6 +534,9 @@ class Shares:
         for name, share in self.shares.items():
             mix = MIXES[name]
             take = max(1, round(share * len(cases))) if share > 0 else 0
+            if mix.early and order:
+                soonest = min(order, key=lambda c: c.index)
+                order = [soonest, *(c for c in order if c is not soonest)]
             for nth, case in enumerate(order[:take]):
                 case.path, case.params = name, mix.draw(nth, rng)
                 case.correct = False  # a correction is a path of its own
