@@ -4,7 +4,8 @@ Cases are filed (by two partners, each subscribed to webhooks, and by patients),
 the reviewers (some decline, most answer, a few correct their opinion), emails flow through the
 SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
 request for more information, answered or left to expire; follow-up questions after the
-report; a second reading, with comments for some), driven and audited by their own rows.
+report; a second reading, with comments for some; an international review, translated both
+ways by a translator), driven and audited by their own rows.
 Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
 right after its relay published, right after notify sent), the broker and the store are each
 stopped once and started again, the SMTP sink fails for a while and so does one partner's
@@ -19,7 +20,9 @@ DESIGN.md section 3 promises, counting the effects themselves:
   email or delivery keeps its id and is counted in the figures (`repeated_emails`,
   `repeated_webhooks`);
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
-  review's rounds, requests, follow-ups and readings, notify's queued sends and deliveries;
+  review's rounds, requests, follow-ups, readings and translations (and the translator's load
+  released), notify's queued sends and deliveries; the report of a translated opinion states
+  its translation;
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 
@@ -106,6 +109,8 @@ HOOK_TYPES = [
     "avis.review.second-reading-requested.v1",
     "avis.review.follow-up-asked.v1",
     "avis.review.follow-up-answered.v1",
+    "avis.review.translation-queued.v1",
+    "avis.review.translation-done.v1",
     "avis.report.ready.v1",
 ]
 # The events intake always keeps a timeline entry of (an assignment's steps may be skipped by
@@ -120,6 +125,8 @@ TIMELINE_ALWAYS = {
     "avis.review.second-reading-agreed.v1",
     "avis.review.follow-up-asked.v1",
     "avis.review.follow-up-answered.v1",
+    "avis.review.translation-queued.v1",
+    "avis.review.translation-done.v1",
 }
 PARIS = ZoneInfo("Europe/Paris")
 STATE = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
@@ -295,6 +302,10 @@ class Figures:
     addenda: int = 0  # report versions that carry answers to follow-up questions
     second_readings: int = 0
     second_reading_comments: int = 0
+    translations: dict[str, int] = field(default_factory=dict)  # done, per way
+    # Of them, submitted while the faults still happened (before the last one was over).
+    translations_under_faults: dict[str, int] = field(default_factory=dict)
+    translated_reports: int = 0  # reports that state their translation
     emails: int = 0
     email_copies: int = 0  # the same Message-ID received more than once (at-least-once)
     pro_emails: int = 0  # of `emails`, to the professionals
@@ -481,7 +492,7 @@ class Run:
         address = f"{self.tag}-p{mix.index}@exemple.fr"
         body = case_body(specialty=mix_of(mix).specialty(mix, SPECIALTY))
         body["patient"] = {**body["patient"], "email": address, "preferred_language": "fr"}
-        scopes = ["review"]
+        scopes = ["review", *mix_of(mix).consents(mix)]
         filer = self.filer(mix, "intake")
         if mix.filer != "patient":
             body["partner_reference"] = f"REF-{mix.index}"
@@ -555,8 +566,9 @@ class Run:
             await self.step(aid, lambda: http.post(f"{url}/decline", json=body), "declined")
             self.figures.declines += 1
             return
-        await self.step(aid, lambda: http.post(f"{url}/accept"), "accepted")
         path = mix_of(mix)  # a later path of the care pathway, or none (mixes.py)
+        await path.before_accept(self, mix, aid, http)
+        await self.step(aid, lambda: http.post(f"{url}/accept"), "accepted")
         await path.before_opinion(self, mix, aid, http)
         await asyncio.sleep(think.uniform(0, self.plan.think_seconds))
         await path.opinion(self, mix, aid, http)
@@ -818,6 +830,8 @@ class Run:
         await self.audit_reports(by_case)
         await self.audit_notify(by_case)
         self.audit_webhooks(by_case)
+        for case_id, mix in self.cases.items():
+            await mix_of(mix).audit_reads(self, case_id, mix)
         dead = await read_events(self.start_offsets, DLQS)
         f.dlq_records = 0
         for e in dead:
@@ -1060,9 +1074,16 @@ def fact_key(e: dict[str, Any]) -> str:
         return t
     if t in ("avis.review.assigned.v1", "avis.review.accepted.v1", "avis.review.declined.v1"):
         return f"{t}:{d['assignment_id']}"
-    # A request, a follow-up, a reading's version (and its reader, once one fits) or an
-    # opinion's: what names the fact.
-    keys = ("assignment_id", "request_id", "follow_up_id", "version", "second_reader_id")
+    # A request, a follow-up, a translation, a reading's version (and its reader, once one
+    # fits) or an opinion's: what names the fact.
+    keys = (
+        "assignment_id",
+        "request_id",
+        "follow_up_id",
+        "translation_id",
+        "version",
+        "second_reader_id",
+    )
     return ":".join([t, *(str(d.get(k, "")) for k in keys)])
 
 
@@ -1082,6 +1103,7 @@ def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
         "avis.review.follow-up-asked.v1": "pro_follow_up",
         "avis.review.second-reading-requested.v1": "pro_second_reading",
         "avis.review.second-reading-commented.v1": "pro_comments",
+        "avis.review.translation-queued.v1": "pro_translation",
     }
     for e in events:
         if e["type"] in once:
@@ -1092,9 +1114,13 @@ def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
         (e for e in events if e["type"] == "avis.review.assigned.v1"),
         key=lambda e: e["data"]["assigned_at"],
     )
+    abroad = False  # the patient told the review goes abroad, through a translator
     for e in assigned:
         day = datetime.fromisoformat(e["data"]["due_at"]).astimezone(PARIS).date()
-        if told is None:
+        if e["data"].get("international") and not abroad:
+            want["review_abroad"] += 1
+            abroad = True
+        elif told is None:
             want["review_assigned"] += 1
         elif day != told:
             want["expected_date_changed"] += 1
@@ -1339,6 +1365,8 @@ def report(figures: Figures) -> str:
         f"expired {f.information_expired})  follow-ups {f.follow_ups_asked} (answered "
         f"{f.follow_ups_answered})  second readings {f.second_readings} (comments "
         f"{f.second_reading_comments})",
+        f"translations {f.translations} (under the faults {f.translations_under_faults})  "
+        f"reports stating their translation {f.translated_reports}",
         f"emails {f.emails} (to professionals {f.pro_emails}; +{f.email_copies} copies, "
         f"{f.email_failed_attempts} failed attempts)  webhook deliveries "
         f"{f.webhook_deliveries} ({f.webhook_copies} of them copies, "

@@ -14,7 +14,10 @@ translations come as one more row: a `Mix` with its steps and its audit.
   answered by the specialist (a report version with the addendum for each);
 - `second-reading`: a second specialist reads the opinion before it is released, by the
   coordinators' rule for a specialty or at the first specialist's request; comments once, then
-  agreement, for some; agreement at once for the others.
+  agreement, for some; agreement at once for the others;
+- `translation`: international review; the patient accepts it, and only specialists who read
+  English take the cases of its specialty, so a translator takes the case into English before
+  the specialist opens it, and the opinion back into French before it is released.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from tests.support.samples import OPINION
+from avis.shared.events import Language
+from tests.support.samples import OPINION, OPINIONS, case_body
 
 if TYPE_CHECKING:
     from tests.reliability.chaos import CaseMix, Run
@@ -45,6 +49,12 @@ CORRECTED = {**OPINION, "further_tests": "PET-CT before surgery, and a lung func
 RULE_SPECIALTY = "cardiology"
 # An unanswered request expires after this long (the overdue job looks every few seconds).
 EXPIRY_SECONDS = 40.0
+# International review: only English readers take this specialty (the others read French).
+ABROAD_SPECIALTY = "rheumatology"
+SUMMARY_EN = "Joint pain in both hands since the winter, morning stiffness lasting an hour."
+OPINION_FR = OPINIONS[Language.FR]
+TRANSLATOR_NAME = "Hélène Vasseur-Grant"
+WAYS = ("to_specialist", "to_patient")
 
 
 def of_type(events: Events, kind: str) -> Events:
@@ -57,6 +67,9 @@ class Mix:
 
     name: ClassVar[str] = ""
     env: ClassVar[dict[str, str]] = {}  # the services' settings it needs
+    declines: ClassVar[bool] = True  # whether its cases may be declined at first
+    # Its first case is the earliest filed of those left, so its whole path meets the faults.
+    early: ClassVar[bool] = False
 
     def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
         """The parameters of this mix's `nth` case."""
@@ -65,8 +78,15 @@ class Mix:
     def specialty(self, case: CaseMix, default: str) -> str:
         return default
 
+    def consents(self, case: CaseMix) -> list[str]:
+        """The consent scopes the patient gives beyond the review (and the partner's share)."""
+        return []
+
     async def setup(self, run: Run) -> None:
         """What the run sets once before filing (a coordinator's rule)."""
+
+    async def before_accept(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """Before the specialist accepts the round."""
 
     async def before_opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
         """After the acceptance, before the opinion."""
@@ -85,6 +105,9 @@ class Mix:
 
     def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
         """What review and the events must show for this path, each applied once."""
+
+    async def audit_reads(self, run: Run, case_id: str, case: CaseMix) -> None:
+        """What the path must show over HTTP and in the other stores, once quiet."""
 
 
 async def until(
@@ -320,7 +343,172 @@ def reading(doc: Document) -> Document:
     return dict(doc.get("second_reading") or {})
 
 
-MIXES: dict[str, Mix] = {m.name: m for m in (Information(), FollowUps(), SecondReading())}
+@dataclass
+class Translations(Mix):
+    """International review: the case into English for a specialist who reads no French, the
+    opinion back into French, each by the translator of the pair (the specialist's script plays
+    the translator, as it plays the second reader)."""
+
+    name: ClassVar[str] = "translation"
+    # A declined international round's translation to the specialist is left open in review
+    # (in the translators' queue and load): not a path of this row.
+    declines: ClassVar[bool] = False
+    early: ClassVar[bool] = True  # both ways translated while the faults still happen
+    readers_per: int = 4  # one English reader per this many reviewers of the run, 2 at least
+
+    def specialty(self, case: CaseMix, default: str) -> str:
+        return ABROAD_SPECIALTY
+
+    def consents(self, case: CaseMix) -> list[str]:
+        return ["international_review"]
+
+    async def setup(self, run: Run) -> None:
+        """English readers of the mix's specialty (no French reader of it exists), and one
+        translator of the pair, told of their work by email."""
+        rng = random.Random(f"{run.plan.seed}:translation")
+        coordinator = run.client("review", f"{run.tag}-coord", "coordinator")
+        for i in range(max(2, run.plan.reviewers // self.readers_per)):
+            rid = f"{run.tag}-en{i}"
+            run.capacity[rid] = rng.randint(*run.plan.capacity)
+            body = {
+                "id": rid,
+                "display_name": f"Reviewer {rid}",
+                "specialties": [ABROAD_SPECIALTY],
+                "languages": ["en"],
+                "institution_code": "HOSP-CHAOS",
+                "capacity": run.capacity[rid],
+                "email": f"{rid}@hospital.example",
+            }
+            added = await run.retrying(lambda b=body: coordinator.post("/v1/reviewers", json=b))
+            assert added.status_code in (200, 201), added.text
+            run.reviewer_ids.append(rid)
+        translator = {
+            "display_name": TRANSLATOR_NAME,
+            "languages": ["fr", "en"],
+            "capacity": max(10, run.plan.cases // 10),
+            "email": f"{translator_of(run)}@traduction.example",
+        }
+        url = f"/v1/translators/{translator_of(run)}"
+        put = await run.retrying(lambda: coordinator.put(url, json=translator))
+        assert put.status_code == 200, put.text
+
+    async def before_accept(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """The case into English; the specialist reads the translation."""
+        tid = await self.translate(run, case, aid, "to_specialist", {"summary": SUMMARY_EN})
+        read = await run.retrying(lambda: http.get(f"/v1/translations/{tid}"))
+        got = (read.json().get("translated") or {}) if read.status_code == 200 else {}
+        if got.get("summary") != SUMMARY_EN:
+            run.figures.problem("", f"{case.case_id}: the specialist read {read.status_code}")
+
+    async def opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """The opinion in English, kept in review; then back into French, which releases it."""
+        await super().opinion(run, case, aid, http)
+        await self.translate(run, case, aid, "to_patient", {"opinion": OPINION_FR})
+
+    async def translate(
+        self, run: Run, case: CaseMix, aid: str, way: str, body: dict[str, Any]
+    ) -> str:
+        """The translator reads the source, takes the translation and submits it (a 409 after a
+        retry is fine once the round shows it taken, or done); its id."""
+        doc = await until(run, aid, lambda d: bool(translation(d, way)))
+        tid = str(translation(doc, way)["id"])
+        translator = run.client("review", translator_of(run), "translator")
+        url = f"/v1/translations/{tid}"
+        await think(run, case, f"read {way}")
+        source = await run.retrying(lambda: translator.get(url))
+        wanted = case_summary() if way == "to_specialist" else None
+        shown = (source.json().get("source") or {}) if source.status_code == 200 else {}
+        if way == "to_specialist" and shown.get("summary") != wanted:
+            run.figures.problem("", f"{case.case_id}: source of {tid} read {source.status_code}")
+        if way == "to_patient" and shown.get("opinion") != OPINION:
+            run.figures.problem("", f"{case.case_id}: source of {tid} read {source.status_code}")
+        await run.step(
+            aid,
+            lambda: translator.post(f"{url}/take"),
+            f"{way} taken",
+            done=lambda d: translation(d, way).get("state") in ("taken", "done"),
+        )
+        await think(run, case, f"write {way}")
+        await run.step(
+            aid,
+            lambda: translator.put(f"{url}/text", json=body),
+            f"{way} translated",
+            done=lambda d: translation(d, way).get("state") == "done",
+        )
+        if not run.faults_done:  # done while the faults still happen
+            under = run.figures.translations_under_faults
+            under[way] = under.get(way, 0) + 1
+        return tid
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        f = run.figures
+        if not final.get("international"):
+            f.problem("", f"{case_id}: the round is not an international review")
+        held = final.get("translations", [])
+        once(run, case_id, "translations in review", len({t["id"] for t in held}), 2)
+        once(run, case_id, "translation entries", len(held), 2)
+        queued = of_type(events, "review.translation-queued")
+        done = of_type(events, "review.translation-done")
+        for way in WAYS:
+            mine = [t for t in held if t["way"] == way]
+            once(run, case_id, f"translations {way} in review", len(mine), 1)
+            for t in mine:
+                if t["state"] != "done":
+                    f.problem("stuck_cases", f"{case_id}: translation {t['id']} {t['state']}")
+                else:
+                    f.translations[way] = f.translations.get(way, 0) + 1
+                n = sum(1 for e in queued if e["data"]["translation_id"] == t["id"])
+                once(run, case_id, f"translations {way} queued published", n, 1)
+                n = sum(1 for e in done if e["data"]["translation_id"] == t["id"])
+                once(run, case_id, f"translations {way} done published", n, 1)
+        known = {t["id"] for t in held}
+        if strays := {e["data"]["translation_id"] for e in queued + done} - known:
+            f.problem("duplicated_effects", f"{case_id}: translations published {strays}")
+        completed = of_type(events, "review.completed")
+        once(run, case_id, "opinions released", len(completed), 1)
+
+    async def audit_reads(self, run: Run, case_id: str, case: CaseMix) -> None:
+        """The report states the translation (the French opinion, its translator, from English,
+        in both languages); the translator's load counts none of the case's translations."""
+        f = run.figures
+        reader = run.filer(case, "reports")
+        got = await run.retrying(lambda: reader.get(f"/v1/cases/{case_id}/report"))
+        report = got.json() if got.status_code == 200 else {}
+        stated = report.get("reviewer") or {}
+        if (
+            stated.get("translated_by") != TRANSLATOR_NAME
+            or len(stated.get("translation_text") or []) != 2
+        ):
+            f.problem("lost", f"{case_id}: report {got.status_code} states no translation")
+        elif (
+            OPINION_FR["summary_for_patient"] not in got.text
+            or OPINION["summary_for_patient"] in got.text
+        ):
+            f.problem("lost", f"{case_id}: the report is not the translated opinion")
+        else:
+            f.translated_reports += 1
+        doc = await run.db("review")["translators"].find_one({"_id": translator_of(run)})
+        rounds = await run.db("review")["assignments"].find({"case_id": case_id}).to_list()
+        ids = {t["id"] for r in rounds for t in r.get("translations", [])}
+        if left := [t for t in (doc or {}).get("open_translations", []) if t in ids]:
+            f.problem("lost", f"{case_id}: the translator's load still counts {left}")
+
+
+def translation(doc: Document, way: str) -> Document:
+    return next((dict(t) for t in doc.get("translations", []) if t["way"] == way), {})
+
+
+def translator_of(run: Run) -> str:
+    return f"{run.tag}-tr"
+
+
+def case_summary() -> str:
+    return str(case_body()["clinical_summary"])
+
+
+MIXES: dict[str, Mix] = {
+    m.name: m for m in (Information(), FollowUps(), SecondReading(), Translations())
+}
 PLAIN = Mix()  # the cases on no later path
 
 
@@ -330,7 +518,12 @@ class Shares:
     least."""
 
     shares: dict[str, float] = field(
-        default_factory=lambda: {"information": 0.12, "follow-up": 0.15, "second-reading": 0.12}
+        default_factory=lambda: {
+            "information": 0.12,
+            "follow-up": 0.15,
+            "second-reading": 0.12,
+            "translation": 0.12,
+        }
     )
 
     def draw(self, seed: int, cases: list[CaseMix]) -> None:
@@ -341,9 +534,13 @@ class Shares:
         for name, share in self.shares.items():
             mix = MIXES[name]
             take = max(1, round(share * len(cases))) if share > 0 else 0
+            if mix.early and order:
+                soonest = min(order, key=lambda c: c.index)
+                order = [soonest, *(c for c in order if c is not soonest)]
             for nth, case in enumerate(order[:take]):
                 case.path, case.params = name, mix.draw(nth, rng)
                 case.correct = False  # a correction is a path of its own
+                case.decline = case.decline and mix.declines
             order = order[take:]
 
 

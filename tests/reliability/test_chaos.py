@@ -33,10 +33,13 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     async def audit_sees_tampering(chaos: Run) -> None:
         # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
         # another's report version taken away, a third's email send removed; on the later
-        # paths, a follow-up question doubled in review and a professional's email removed.
+        # paths, a follow-up question doubled in review and a professional's email removed, a
+        # translation doubled in review and the translator's email removed.
         nonlocal tampered
-        first, second, third = list(chaos.cases)[:3]
         asked = next(c for c, m in chaos.cases.items() if m.path == "follow-up")
+        abroad = next(c for c, m in chaos.cases.items() if m.path == "translation")
+        # Three other cases, so that each case's tampering reads as itself (whatever the seed).
+        first, second, third = [c for c in chaos.cases if c not in (asked, abroad)][:3]
         rounds = chaos.db("review")["assignments"]
         held = next(r for r in await rounds.find({"case_id": asked}).to_list() if r["follow_ups"])
         await rounds.update_one(
@@ -46,6 +49,17 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         assert pro is not None
         await chaos.db("notify")["sends"].delete_one(
             {"_id": {"$in": pro["notifications"]}, "template": "pro_follow_up"}
+        )
+        both = next(
+            r for r in await rounds.find({"case_id": abroad}).to_list() if r["translations"]
+        )
+        await rounds.update_one(
+            {"_id": both["_id"]}, {"$push": {"translations": both["translations"][0]}}
+        )
+        told = await chaos.db("notify")["cases"].find_one({"_id": abroad})
+        assert told is not None
+        await chaos.db("notify")["sends"].delete_one(
+            {"_id": {"$in": told["notifications"]}, "template": "pro_translation"}
         )
         intake = chaos.db("intake")["cases"]
         doc = await intake.find_one({"_id": first}, {"timeline": 1})
@@ -74,13 +88,21 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     )
     assert figures.problems == [], report(figures)
     # Each later path of the care pathway ran, through the faults (mixes.py).
-    assert set(figures.paths) == {"information", "follow-up", "second-reading"}, figures.paths
+    assert set(figures.paths) == {"information", "follow-up", "second-reading", "translation"}
     assert figures.information_answered and figures.information_expired, report(figures)
     assert figures.follow_ups_answered and figures.addenda == figures.follow_ups_answered
     assert figures.second_reading_comments and figures.pro_emails, report(figures)
+    # International review: translated both ways, at least once each way while the faults
+    # happened, and every report of it states its translation.
+    ways = ("to_specialist", "to_patient")
+    assert all(figures.translations.get(w) == figures.paths["translation"] for w in ways)
+    assert all(figures.translations_under_faults.get(w) for w in ways), report(figures)
+    assert figures.translated_reports == figures.paths["translation"], report(figures)
     said = "\n".join(tampered.problems)
     assert "timeline entry" in said, said
     assert "report versions for opinions" in said, said
     assert "sends missing" in said, said
     assert "follow-up entries, expected" in said, said
     assert "sends missing {'pro_follow_up': 1}" in said, said
+    assert "translation entries, expected 2" in said, said
+    assert "sends missing {'pro_translation': 1}" in said, said
