@@ -62,3 +62,30 @@ async def recipient(
 def for_event(ring: Keyring, contact: ProfessionalContact | None, event_id: str) -> Sealed | None:
     """The address sealed for the one event that carries it (under the case's key)."""
     return ring.seal_json(contact, aad=event_id) if contact is not None else None
+
+
+async def reseal_directory(store: Store, keyring: Keyring, _db: object = None) -> None:
+    """At start-up, once AVIS_SEALING_KEYS has a new first key: the reviewers' and translators'
+    addresses an earlier key sealed, sealed again under it, so that the earlier key can be
+    retired (docs/operations.md). The directories are small: read whole. (`_db`: as the
+    runtime calls a start-up step.)"""
+    people = [
+        ("reviewers", d.id, d.contact, rules.reviewer_contact_aad(d.id))
+        for d in await store.all_reviewers()
+    ]
+    people += [
+        ("translators", d.id, d.contact, rules.translator_contact_aad(d.id))
+        for d in await store.translations.all_translators()
+    ]
+    resealed = 0
+    for directory, person_id, sealed, aad in people:
+        if sealed is None or sealed.kid == keyring.primary_kid:
+            continue
+        try:
+            fresh = keyring.seal(keyring.open(sealed, aad), aad)
+        except SealingError:  # its key already left the keyring: nothing to open it with
+            log.warning("address cannot be sealed again", person_id=person_id)
+            continue
+        resealed += await store.reseal_contact(directory, person_id, sealed, fresh)
+    if resealed:
+        log.info("addresses sealed again", resealed=resealed, key_id=keyring.primary_kid)

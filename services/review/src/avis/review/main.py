@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = CaseKeys.from_settings(settings)
     seal = partial(contacts.sealed_contact, keys.keyring)  # the seed's addresses, sealed
     runtime.on_store(partial(store.init, seed_file=seed, seal=seal))
+    runtime.on_store(partial(contacts.reseal_directory, reviews, keys.keyring))
     emitter = Emitter(SOURCE, runtime.relay, reviews.assignments)
     matcher = Matcher(
         store=reviews,

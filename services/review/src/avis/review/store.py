@@ -720,6 +720,17 @@ class Store:
         """The whole directory (its size is the number of reviewers, not of cases)."""
         return [ReviewerDoc.model_validate(d) async for d in self.reviewers.find({})]
 
+    async def reseal_contact(
+        self, directory: str, person_id: str, was: Sealed, sealed: Sealed
+    ) -> bool:
+        """Keep a reviewer's or translator's address (`directory`: the collection) sealed
+        again, only if it is still the one read (a change meanwhile wins)."""
+        found = await self.db[directory].update_one(
+            {"_id": person_id, "contact.ct": was.ct},
+            {"$set": {"contact": sealed.model_dump(mode="json")}},
+        )
+        return found.modified_count == 1
+
     # keyed index documents
 
     async def key_ids(self, name: str) -> list[str]:
