@@ -730,30 +730,25 @@ def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo)
 
 @_reading.register
 def _translation_queued(payload: TranslationQueued, view: CaseView, tz: tzinfo) -> Reading:
-    return Reading(
-        on_translation(view),
-        extra={
-            "translation_id": payload.translation_id,
-            "way": payload.way,
-            "from_language": payload.from_language.value,
-            "to_language": payload.to_language.value,
-            "due_at": _stamp(payload.due_at),
-        },
-    )
+    return Reading(on_translation(view), extra=_translation(payload, due_at=payload.due_at))
 
 
 @_reading.register
 def _translation_done(payload: TranslationDone, view: CaseView, tz: tzinfo) -> Reading:
-    return Reading(
-        on_translation(view),
-        extra={
-            "translation_id": payload.translation_id,
-            "way": payload.way,
-            "from_language": payload.from_language.value,
-            "to_language": payload.to_language.value,
-            "done_at": _stamp(payload.done_at),
-        },
-    )
+    return Reading(on_translation(view), extra=_translation(payload, done_at=payload.done_at))
+
+
+def _translation(
+    payload: TranslationQueued | TranslationDone, **at: datetime
+) -> dict[str, str | int]:
+    """What a partner is told of a translation, with its time (`due_at` or `done_at`)."""
+    told: dict[str, str | int] = {
+        "translation_id": payload.translation_id,
+        "way": payload.way,
+        "from_language": payload.from_language.value,
+        "to_language": payload.to_language.value,
+    }
+    return told | {name: _stamp(value) for name, value in at.items()}
 
 
 @_reading.register
