@@ -13,6 +13,7 @@ import contextlib
 import json
 import pathlib
 import sys
+import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,9 @@ from typing import Any
 
 
 def handler(file: pathlib.Path) -> type[BaseHTTPRequestHandler]:
-    """A request handler that keeps alerts in `file`."""
+    """A request handler that keeps alerts in `file`. The server answers each request in a
+    thread of its own: a read never sees a post's lines half written."""
+    kept = threading.Lock()
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -31,7 +34,7 @@ def handler(file: pathlib.Path) -> type[BaseHTTPRequestHandler]:
                 self.send_error(400, "not JSON")
                 return
             received = time.time()
-            with file.open("a", encoding="utf-8") as out:
+            with kept, file.open("a", encoding="utf-8") as out:
                 for alert in alerts:
                     out.write(json.dumps({"received": received, **alert}) + "\n")
                     labels = alert.get("labels", {})
@@ -41,7 +44,8 @@ def handler(file: pathlib.Path) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def do_GET(self) -> None:
-            lines = file.read_text(encoding="utf-8").splitlines() if file.exists() else []
+            with kept:
+                lines = file.read_text(encoding="utf-8").splitlines() if file.exists() else []
             body = json.dumps([json.loads(line) for line in lines]).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
