@@ -20,12 +20,16 @@ from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 
 SENDS: tuple[str, ...] = ()
+CASE = "case"  # the kind of a case's lock (`lock_key("case", id)`)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the notify app over its own store and broker connections."""
     settings = settings or Settings()
-    runtime = Runtime(settings, sends=SENDS)
+    # A case's writers (its events, at the copy that owns its partition or, during a rebalance,
+    # at the former owner still finishing one; a professional's email; the sender's erasure
+    # notice) hold it among the copies: each writes the whole case it read (docs/replicas.md).
+    runtime = Runtime(settings, sends=SENDS, across_copies=[CASE])
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
