@@ -1,10 +1,21 @@
 """The physician's copy as pure rules: which emails also go to the treating physician, and the
-link that opens the report for them."""
+link that opens the report for them, and the schedule a failed post to their institution's
+FHIR endpoint is retried on (the webhooks', not the emails')."""
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from avis.notify.models import Template
-from avis.notify.rules import fhir_endpoint, physician_copy, physician_link
+from avis.notify.rules import (
+    EMAIL_JITTER,
+    POST_JITTER,
+    fhir_endpoint,
+    physician_copy,
+    physician_link,
+    send_retry_at,
+)
+from avis.notify.settings import Settings
 
 
 @pytest.mark.parametrize("template", [*Template, None])
@@ -26,3 +37,60 @@ def test_an_institution_with_an_endpoint_takes_the_fhir_document() -> None:
     assert fhir_endpoint(endpoints, "290000017") == "https://fhir.chu.example/Bundle"
     assert fhir_endpoint(endpoints, "750712184") is None
     assert fhir_endpoint(endpoints, None) is None
+
+
+def _delays(*, posted: bool, settings: Settings) -> list[float]:
+    """The delays of a send failing on every attempt, until it is given up (jitter 1)."""
+    first = now = datetime(2026, 3, 1, tzinfo=UTC)
+    delays: list[float] = []
+    for failures in range(1, 200):
+        at = send_retry_at(
+            failures,
+            posted=posted,
+            first_at=first,
+            now=now,
+            schedule=settings.retry_schedule,
+            backoff=settings.webhook_backoff(),
+            jitter=1.0,
+        )
+        if at is None:
+            return delays
+        delays.append((at - now).total_seconds())
+        now = at
+    raise AssertionError("never given up")
+
+
+def test_a_post_to_a_fhir_endpoint_is_retried_on_the_webhooks_schedule() -> None:
+    settings = Settings(
+        webhook_retry_base_seconds=5,
+        webhook_retry_max_delay_seconds=3600,
+        webhook_retry_window_seconds=86400,
+    )
+    posted = _delays(posted=True, settings=settings)
+    assert posted[:6] == [5, 10, 20, 40, 80, 160], "the webhooks' backoff from its base"
+    assert max(posted) == 3600, "at most the webhooks' longest delay"
+    assert sum(posted) <= 86400, "within the webhooks' window of the first attempt"
+    assert 25 < len(posted) < 40
+    # An email keeps its own schedule.
+    assert _delays(posted=False, settings=settings) == list(settings.retry_schedule)
+    # The webhooks' settings move the post's schedule, and only the post's.
+    quick = Settings(
+        webhook_retry_base_seconds=1,
+        webhook_retry_max_delay_seconds=4,
+        webhook_retry_window_seconds=20,
+        retry_schedule=(30.0, 120.0),
+    )
+    assert _delays(posted=True, settings=quick) == [1, 2, 4, 4, 4, 4]
+    assert _delays(posted=False, settings=quick) == [30, 120]
+
+
+def test_the_window_counts_from_the_first_attempt_and_each_schedule_has_its_jitter() -> None:
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    backoff = Settings(webhook_retry_window_seconds=100).webhook_backoff()
+    late = first + timedelta(seconds=99)
+    kw = {"schedule": (30.0,), "backoff": backoff, "jitter": 1.0}
+    assert send_retry_at(1, posted=True, first_at=first, now=late, **kw) is None
+    assert send_retry_at(1, posted=True, first_at=late, now=late, **kw) == late + timedelta(
+        seconds=5
+    )
+    assert POST_JITTER == (0.5, 1.0) and EMAIL_JITTER == (0.9, 1.1)

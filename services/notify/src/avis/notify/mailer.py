@@ -14,11 +14,14 @@ from avis.notify.settings import Settings
 
 @dataclass(frozen=True)
 class Result:
-    """One attempt's outcome, the server's reply code (if any) and a reason safe to keep."""
+    """One attempt's outcome, the server's reply code (if any) and a reason safe to keep;
+    `posted`: the attempt was a post to an endpoint instead of an email (a physician's
+    institution's), retried on the webhooks' schedule."""
 
     outcome: Outcome
     code: int | None
     reason: str
+    posted: bool = False
 
 
 @dataclass(frozen=True)

@@ -406,6 +406,49 @@ def webhook_retry_at(
     return None if at > first_at + timedelta(seconds=window) else at
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """The webhooks' retry schedule (`AVIS_NOTIFY_WEBHOOK_RETRY_*`): exponential from `base`
+    seconds, at most `cap` between two attempts, within `window` seconds of the first one."""
+
+    base: float
+    cap: float
+    window: float
+
+
+# The jitter each schedule scales its delays by: an email's +-10 %; a post's 0.5-1.0, which
+# spreads a burst of retries to one endpoint.
+EMAIL_JITTER = (0.9, 1.1)
+POST_JITTER = (0.5, 1.0)
+
+
+def send_retry_at(
+    failures: int,
+    *,
+    posted: bool,
+    first_at: datetime,
+    now: datetime,
+    schedule: tuple[float, ...],
+    backoff: Backoff,
+    jitter: float,
+) -> datetime | None:
+    """When to try a send again after `failures` transient failures, None once given up: a
+    post to an endpoint (the physician's institution's, its FHIR document) on the webhooks'
+    backoff and window, counted from the send's first attempt; an email on the emails'
+    schedule. `jitter` is drawn from `POST_JITTER` or `EMAIL_JITTER` to match."""
+    if posted:
+        return webhook_retry_at(
+            failures,
+            first_at,
+            now,
+            base=backoff.base,
+            cap=backoff.cap,
+            window=backoff.window,
+            jitter=jitter,
+        )
+    return next_attempt(failures, schedule, now, jitter)
+
+
 def should_disable(consecutive_failures: int, threshold: int) -> bool:
     """A subscription is disabled after `threshold` failed attempts in a row (0: never)."""
     return threshold > 0 and consecutive_failures >= threshold

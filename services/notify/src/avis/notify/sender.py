@@ -217,21 +217,26 @@ class EmailSender:
     async def _post_fhir(self, send: SendDoc, link: str | None, endpoint: str) -> Result:
         """The report's FHIR document, read through the physician's own link, posted to their
         institution's endpoint with the webhooks' client (its URL and address checks, its
-        deadline); the id of the send rides along so the endpoint can deduplicate."""
+        deadline); the id of the send rides along so the endpoint can deduplicate. A failure is
+        retried on the webhooks' schedule (`_record`), each attempt recorded on the send."""
         if link is None:
-            return Result(Outcome.PERMANENT, None, "no link to the report")
+            return Result(Outcome.PERMANENT, None, "no link to the report", posted=True)
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
             try:
                 fetched = await http.get(link, headers={"Accept": FHIR_MEDIA_TYPE})
             except httpx.HTTPError as exc:
-                return Result(Outcome.TRANSIENT, None, f"report not read: {type(exc).__name__}")
+                why = f"report not read: {type(exc).__name__}"
+                return Result(Outcome.TRANSIENT, None, why, posted=True)
         if fetched.status_code != 200:
-            return Result(Outcome.TRANSIENT, None, f"report not read: {fetched.status_code}")
+            # 410: the link expired or the case was erased; no retry brings the report back.
+            gone = Outcome.PERMANENT if fetched.status_code == 410 else Outcome.TRANSIENT
+            return Result(gone, None, f"report not read: {fetched.status_code}", posted=True)
         if not fetched.headers.get("content-type", "").startswith(FHIR_MEDIA_TYPE):
-            return Result(Outcome.TRANSIENT, None, "report not read: not a FHIR document")
+            why = "report not read: not a FHIR document"
+            return Result(Outcome.TRANSIENT, None, why, posted=True)
         headers = {"webhook-id": send.message_id.strip("<>")}
         answer = await self.webhooks.post(endpoint, fetched.text, headers)
-        return Result(answer.outcome, answer.code, f"FHIR endpoint: {answer.reason}")
+        return Result(answer.outcome, answer.code, f"FHIR endpoint: {answer.reason}", posted=True)
 
     def _params(self, send: SendDoc, case: CaseDoc, ring: Keyring) -> dict[str, str]:
         """The send's parameters, its links to the people's pages; the first email of a case
@@ -258,8 +263,16 @@ class EmailSender:
         failures = 1 + sum(a.outcome is Outcome.TRANSIENT for a in send.attempts)
         retry_at = None
         if result.outcome is Outcome.TRANSIENT:
-            jitter = random.uniform(0.9, 1.1)  # noqa: S311
-            retry_at = rules.next_attempt(failures, self.settings.retry_schedule, now, jitter)
+            spread = rules.POST_JITTER if result.posted else rules.EMAIL_JITTER
+            retry_at = rules.send_retry_at(
+                failures,
+                posted=result.posted,
+                first_at=send.attempts[0].at if send.attempts else now,
+                now=now,
+                schedule=self.settings.retry_schedule,
+                backoff=self.settings.webhook_backoff(),
+                jitter=random.uniform(*spread),  # noqa: S311
+            )
         if retry_at is None:
             if result.outcome is Outcome.TRANSIENT:
                 attempt.reason = f"{attempt.reason}; gave up after {failures} attempts"

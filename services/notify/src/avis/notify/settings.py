@@ -6,7 +6,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from avis.notify.rules import DELIVERY_RETENTION_DAYS, SEND_RETENTION_DAYS, Retention
+from avis.notify.rules import (
+    DELIVERY_RETENTION_DAYS,
+    SEND_RETENTION_DAYS,
+    Backoff,
+    Retention,
+)
 from avis.shared.settings import CommonSettings, shared_env
 
 # Seconds to wait after the 1st, 2nd, ... failed attempt of a send (a transient failure: a 4xx
@@ -39,7 +44,8 @@ class Settings(CommonSettings):
     pages_url: str = "http://127.0.0.1:8000"
     # AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS='{"750712184": "https://fhir.example/Bundle"}': the
     # institutions (by code) whose treating physicians receive the report as its FHIR document,
-    # posted to their endpoint with the webhooks' client and checks, instead of an email.
+    # posted to their endpoint with the webhooks' client and checks, instead of an email, and
+    # retried on the webhooks' schedule (`webhook_retry_*` below), not the emails'.
     physician_fhir_endpoints: dict[str, str] = Field(default_factory=dict)
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"
@@ -90,6 +96,14 @@ class Settings(CommonSettings):
         return Retention(
             sends=timedelta(days=self.send_retention_days),
             deliveries=timedelta(days=self.delivery_retention_days),
+        )
+
+    def webhook_backoff(self) -> Backoff:
+        """The webhooks' retry schedule, which a post to a physician's endpoint follows too."""
+        return Backoff(
+            base=self.webhook_retry_base_seconds,
+            cap=self.webhook_retry_max_delay_seconds,
+            window=self.webhook_retry_window_seconds,
         )
 
     @field_validator("retry_schedule", mode="before")

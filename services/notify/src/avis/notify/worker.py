@@ -147,15 +147,16 @@ class WebhookWorker:
             await self._dead(delivery, answer.reason, attempted=True)
             return None
         failures = sum(a.outcome is not Outcome.SENT for a in delivery.attempts)
-        jitter = random.uniform(0.5, 1.0)  # noqa: S311
+        jitter = random.uniform(*rules.POST_JITTER)  # noqa: S311
         assert delivery.first_attempt_at is not None
+        backoff = self.settings.webhook_backoff()
         retry_at = rules.webhook_retry_at(
             failures,
             delivery.first_attempt_at,
             clock.now(),
-            base=self.settings.webhook_retry_base_seconds,
-            cap=self.settings.webhook_retry_max_delay_seconds,
-            window=self.settings.webhook_retry_window_seconds,
+            base=backoff.base,
+            cap=backoff.cap,
+            window=backoff.window,
             jitter=jitter,
         )
         await self._subscription_result(sub.id, ok=False, why=answer.reason)
