@@ -5,13 +5,15 @@ physician's language, with a link that opens the whole report for them, and for 
 not with another secret, not on another case, not without the secret. The patient's own
 emails never carry that link, and no store of the four services holds the physician's name,
 address or link secret in clear. Where the physician's institution has a FHIR endpoint (a
-loopback test server here), the report's FHIR document is posted there instead of the email."""
+loopback test server here), the report's FHIR document is posted there instead of the email.
+Once its window is over, the link is refused with a 410 that says why, in both languages."""
 
 import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +22,7 @@ import pytest
 
 from avis.notify.main import create_app as create_notify_app
 from avis.reports.main import create_app as create_reports_app
+from avis.reports.rules import AccessWindows
 from avis.review.main import create_app as create_review_app
 from avis.shared.events import Language
 from avis.shared.security import Role, mint_token
@@ -53,6 +56,7 @@ class Stack:
     review_url: str
     reports_url: str
     configs: list[Any]
+    reports: Any  # the reports service, whose access windows a test may shorten
 
     def client(self, url: str, sub: str, role: Role) -> httpx.AsyncClient:
         token = mint_token(self.configs[0], sub, role)
@@ -86,7 +90,7 @@ async def four_services(**notify_overrides: Any) -> AsyncIterator[Stack]:
             await eventually(lambda app=app: app.state.runtime.kafka_started, timeout=60)
         reports_app.state.reports.public_url = reports_url  # where its links lead
         configs = [review_config, reports_config, notify_config, intake.settings]
-        yield Stack(intake, review_url, reports_url, configs)
+        yield Stack(intake, review_url, reports_url, configs, reports_app.state.reports)
 
 
 async def answered(stack: Stack, physician: dict[str, str], patient_email: str) -> tuple[str, str]:
@@ -178,6 +182,17 @@ async def test_the_physician_reads_the_report_through_their_link_only(
             assert (await anyone.get(elsewhere)).status_code == 404
             assert (await anyone.get(f"/v1/cases/{case_id}/report")).status_code == 401
             assert (await anyone.get(path[: -len(secret)] + "short")).status_code in (404, 422)
+
+            # Past its window (the latest version issued longer ago than that), the link is
+            # refused with its reason in both languages; anyone else still gets the same 404.
+            stack.reports.windows = AccessWindows(physician_link=timedelta(0))
+            expired = await anyone.get(path)
+            assert expired.status_code == 410, expired.text
+            assert expired.headers["content-type"] == "application/problem+json"
+            problem = expired.json()
+            assert problem["type"].endswith("/physician-link-expired"), problem
+            assert "has expired" in problem["detail"] and "a expiré" in problem["detail"]
+            assert (await anyone.get(path.replace(secret, other_secret))).status_code == 404
 
         # The physician's read is in the case's trail, which its patient reads: by whom (their
         # part in the case, never the secret) and why; the refused tries are not reads.

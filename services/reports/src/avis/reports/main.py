@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from avis.reports import api, handlers, store
 from avis.reports.addenda import Addenda
 from avis.reports.keying import CaseKeying
+from avis.reports.rules import AccessWindows
 from avis.reports.service import SOURCE, CaseErasure, ReportsService
 from avis.reports.settings import Settings
 from avis.shared.case_keys import CaseKeys
@@ -40,7 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public_url=settings.public_url,
         render_in_background=settings.render_in_background,
         parking=parking,
-        reviewer_access=timedelta(days=settings.reviewer_access_days),
+        windows=AccessWindows(
+            reviewer=timedelta(days=settings.reviewer_access_days),
+            physician_link=timedelta(days=settings.physician_link_days),
+        ),
     )
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)

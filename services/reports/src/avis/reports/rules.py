@@ -504,6 +504,35 @@ def physician_link_matches(key: bytes, case_id: str, secret: str, digest: str | 
     return hmac.compare_digest(physician_link_digest(key, case_id, secret), digest)
 
 
+@dataclass(frozen=True)
+class AccessWindows:
+    """How long a reader keeps a case's report: a reviewer after their last opinion version
+    (`AVIS_REPORTS_REVIEWER_ACCESS_DAYS`), the treating physician's link after the latest
+    version was issued (`AVIS_REPORTS_PHYSICIAN_LINK_DAYS`)."""
+
+    reviewer: timedelta = timedelta(days=30)
+    physician_link: timedelta = timedelta(days=30)
+
+
+ACCESS_WINDOWS = AccessWindows()
+
+
+def physician_link_lapsed(*, issued_at: datetime, at: datetime, window: timedelta) -> bool:
+    """Whether a physician's link has expired: `window` after the latest report version was
+    issued (each new version, emailed to them with the same link, opens it for `window` again)."""
+    return at >= issued_at + window
+
+
+def physician_link_expired(window: timedelta, languages: Sequence[Texts]) -> tuple[str, str]:
+    """The title and the plain reason of the answer to an expired link, in each of `languages`
+    (the reader has no account, and reports does not know the language their email was in)."""
+    title = " / ".join(t("problem.physician_link_expired.title") for t in languages)
+    detail = " / ".join(
+        t("problem.physician_link_expired.detail", days=t.number(window.days)) for t in languages
+    )
+    return title, detail
+
+
 # --- international review: the translation statement ---------------------------------------
 
 

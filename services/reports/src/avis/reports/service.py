@@ -26,8 +26,10 @@ from avis.reports.i18n import texts
 from avis.reports.models import AddendumSection, Report, ReportVersionPage
 from avis.reports.pdf import render_pdf
 from avis.reports.rules import (
+    ACCESS_WINDOWS,
     FORMATS,
     PHYSICIAN_LINK_PURPOSE,
+    AccessWindows,
     CaseFacts,
     OpinionFacts,
     Readers,
@@ -44,6 +46,8 @@ from avis.reports.rules import (
     page_of_versions,
     pdf_aad,
     physician_link_digest,
+    physician_link_expired,
+    physician_link_lapsed,
     physician_link_matches,
     pseudonymised,
     report_aad,
@@ -82,6 +86,7 @@ from avis.shared.events import (
     CaseWithdrawn,
     CompletedOpinion,
     FollowUpAnswer,
+    Language,
     PatientContact,
     PhysicianContact,
     ReportReady,
@@ -166,11 +171,11 @@ class ReportsService:
         public_url: str,
         render_in_background: bool,
         parking: Parking,
-        reviewer_access: timedelta = timedelta(days=30),
+        windows: AccessWindows = ACCESS_WINDOWS,
     ) -> None:
         self.parking = parking
-        # How long a reviewer keeps access after their last opinion version.
-        self.reviewer_access = reviewer_access
+        # How long a reviewer, and the physician's link, keep access to a case's report.
+        self.windows = windows
         self.store = store
         self.locks = locks
         self.emitter = emitter
@@ -471,7 +476,7 @@ class ReportsService:
         if case is None or not case.versions:
             raise _not_found()
         try:
-            if not may_read(principal, readers_of(case, now(), self.reviewer_access)):
+            if not may_read(principal, readers_of(case, now(), self.windows.reviewer)):
                 raise _not_found()
             given = check_reason(principal, reason) if action == "report.read" else None
             if case.erased_at is not None:
@@ -494,7 +499,7 @@ class ReportsService:
         """A page of the case's access trail (one entry more than `limit` when more remain), for
         its patient and coordinators (404 for anyone else, as for a case nobody read)."""
         case = await self.store.case(case_id)
-        readers = None if case is None else readers_of(case, now(), self.reviewer_access)
+        readers = None if case is None else readers_of(case, now(), self.windows.reviewer)
         if readers is None or not may_read_trail(principal, readers):
             raise _not_found()
         return await self.store.trail_page(case_id, cursor or 0, limit + 1)
@@ -646,7 +651,8 @@ async def physician_link(
 async def physician_report(reports: ReportsService, *, case_id: str, secret: str) -> Served:
     """The latest report version of a case, whole, for the treating physician holding the
     secret of the link their email carried; the same 404 for a wrong secret, a case without
-    that consent and a case without a report (410 once the case is erased)."""
+    that consent and a case without a report; 410 once the case is erased, or once the link has
+    expired (`AccessWindows.physician_link` after the latest version was issued), with why."""
     case = await reports.store.case(case_id)
     link = case.case.physician_link if case is not None and case.case else None
     if case is None or link is None or not case.versions:
@@ -659,7 +665,16 @@ async def physician_report(reports: ReportsService, *, case_id: str, secret: str
         raise _not_found()
     if case.erased_at is not None:
         raise CaseKeyDestroyed()
-    key_of = version_key(case.report_id, max(v.version for v in case.versions))
+    latest = max(case.versions, key=lambda v: v.version)
+    if physician_link_lapsed(
+        issued_at=latest.issued_at, at=now(), window=reports.windows.physician_link
+    ):
+        # Told only to the holder of the secret: anyone else still gets the same 404.
+        title, detail = physician_link_expired(
+            reports.windows.physician_link, [texts(Language.EN), texts(Language.FR)]
+        )
+        raise Problem(410, "physician-link-expired", title, detail)
+    key_of = version_key(case.report_id, latest.version)
     stored = await reports.store.version(key_of)
     if stored is None:
         raise _not_found()

@@ -21,6 +21,10 @@ class Settings(CommonSettings):
     # AVIS_REPORTS_REVIEWER_ACCESS_DAYS: a reviewer reads a report for this long after their
     # last opinion version (then 404).
     reviewer_access_days: int = Field(30, ge=1, le=3650)
+    # AVIS_REPORTS_PHYSICIAN_LINK_DAYS: the treating physician's link opens the report for this
+    # long after its latest version was issued (each new version, emailed to them again, opens
+    # it anew); then 410 with the reason, in both languages.
+    physician_link_days: int = Field(30, ge=1, le=3650)
     # AVIS_REPORTS_RENDER_IN_BACKGROUND: render each new version's PDF right after it is issued
     # (off the consumer's path); when off, or if that fails, the first request renders it.
     render_in_background: bool = True
