@@ -75,6 +75,7 @@ from avis.review.models import (
 )
 from avis.review.rules import (
     ACTIONS,
+    OPEN_TRANSLATION,
     CaseNeeds,
     ReviewerFit,
     TranslatorFit,
@@ -1263,14 +1264,23 @@ class TranslationStore:
     ) -> None:
         """Record the round's translations as they are now and their events (the last of
         sequence `seq`) in one write; a new open one is filed among the open ones before (a
-        stop between: skipped on read), a done one taken off them after."""
+        stop between: skipped on read), a done (or closed) one taken off them after."""
         for t in translations:
-            if t.state is not TranslationState.DONE:
+            if t.state in OPEN_TRANSLATION:
                 await self.store.key_add(OPEN_TRANSLATIONS_KEY, t.id)
         update = {"$set": {"translations": [t.model_dump() for t in translations], "seq": seq}}
         await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
         for t in translations:
-            if t.state is TranslationState.DONE:
+            if t.state not in OPEN_TRANSLATION:
+                await self.store.key_remove(OPEN_TRANSLATIONS_KEY, t.id)
+
+    async def close(self, assignment_id: str, *, translations: list[TranslationEntry]) -> None:
+        """Record an ended round's translations as they are now (the open ones closed; no event,
+        its sequence unchanged), then take the closed ones off the open ones."""
+        update = {"$set": {"translations": [t.model_dump() for t in translations]}}
+        await self.store.assignments.update_one({"_id": assignment_id}, update)
+        for t in translations:
+            if t.state is TranslationState.CLOSED:
                 await self.store.key_remove(OPEN_TRANSLATIONS_KEY, t.id)
 
     async def file_open(self, translation_id: str) -> None:
