@@ -1369,18 +1369,24 @@ WAITING_KEY = "waiting"
 
 # Seals a reviewer's work address as the directory keeps it (`contacts.sealed_contact`).
 SealContact = Callable[[str, str | None], Sealed | None]
+# Seals a translator's, with their languages (`contacts.sealed_translator_contact`).
+SealTranslatorContact = Callable[[str, TranslatorIn], Sealed | None]
 
 
 async def init(
-    db: AsyncDatabase[Document], seed_file: Path | None = None, seal: SealContact | None = None
+    db: AsyncDatabase[Document],
+    seed_file: Path | None = None,
+    seal: SealContact | None = None,
+    seal_translator: SealTranslatorContact | None = None,
 ) -> None:
-    """Create the indexes; fill an empty reviewer directory from `seed_file` when given."""
+    """Create the indexes; fill an empty reviewer (and translator) directory from `seed_file`
+    when given, their work addresses sealed (`seal`, `seal_translator`; without: none kept)."""
     for collection, indexes in INDEXES.items():
         for keys in indexes:
             await db[collection].create_index(keys)
     if seed_file is not None:
         await seed_reviewers(Store(db), seed_file, seal)
-        await seed_translators(Store(db), seed_file)
+        await seed_translators(Store(db), seed_file, seal_translator)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1412,13 +1418,22 @@ def load_translator_seed(seed_file: Path) -> list[tuple[str, TranslatorIn]]:
     ]
 
 
-async def seed_translators(store: Store, seed_file: Path) -> int:
-    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet."""
+async def seed_translators(
+    store: Store, seed_file: Path, seal: SealTranslatorContact | None = None
+) -> int:
+    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet, each
+    work address sealed as the directory keeps it (`seal`; without it, none kept)."""
     if await store.translations.translators.find_one({}, {"_id": 1}) is not None:
         return 0
     items = load_translator_seed(seed_file)
     for translator_id, fields in items:
-        doc = {**fields.model_dump(exclude={"email"}), "_id": translator_id, "updated_at": now()}
+        contact = seal(translator_id, fields) if seal is not None else None
+        doc = {
+            **fields.model_dump(exclude={"email"}),
+            "_id": translator_id,
+            "contact": contact,
+            "updated_at": now(),
+        }
         await store.translations.put_translator(TranslatorDoc.model_validate(doc))
     log.info("translators seeded", count=len(items), file=seed_file.name)
     return len(items)

@@ -112,11 +112,7 @@ class Translations:
 
     async def put_translator(self, translator_id: str, body: TranslatorIn) -> Translator:
         """Add or replace a translator (their load is kept)."""
-        contact = None
-        if body.email is not None:
-            kept = ProfessionalContact(email=body.email, languages=list(body.languages))
-            aad = rules.translator_contact_aad(translator_id)
-            contact = self.keys.keyring.seal_json(kept, aad)
+        contact = contacts.sealed_translator_contact(self.keys.keyring, translator_id, body)
         doc = TranslatorDoc.model_validate(
             {
                 **body.model_dump(exclude={"email"}),
