@@ -546,6 +546,7 @@ class ReviewService:
                 completed_at=at,
                 opinion=ring.seal_json(sealed, aad=event_id),
                 seq=seq,
+                report_seq=doc.report_seq(seq),
             )
 
         if back is not None:  # kept in review until translated into the patient's language

@@ -80,6 +80,7 @@ from avis.review.rules import (
     ReviewerFit,
     TranslatorFit,
     assignment_id_for,
+    follow_up_report_seq,
     is_overdue,
 )
 from avis.shared.access_log import TrailPage
@@ -567,6 +568,12 @@ class AssignmentDoc(Stored):
     def translation(self, way: TranslationWay) -> TranslationEntry | None:
         """The round's translation one way, if it has one."""
         return next((t for t in self.translations if t.way is way), None)
+
+    def report_seq(self, seq: int) -> int:
+        """The sequence number the report version of this round's opinion published at `seq`
+        goes out with: below the earliest of its follow-up questions still open, so that a
+        correction issued meanwhile keeps the case in review (`rules.follow_up_report_seq`)."""
+        return follow_up_report_seq(seq, (f.seq for f in self.follow_ups if f.answered_at is None))
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for

@@ -353,6 +353,7 @@ class Translations:
                 completed_at=at,
                 opinion=ring.seal_json(content, aad=event_id),
                 seq=seq,
+                report_seq=doc.report_seq(seq),
             )
 
         return self.emitter.event("review.opinion", completed, trace=doc.traceparent)
