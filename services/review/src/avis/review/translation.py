@@ -226,6 +226,7 @@ class Translations:
                 still = [t for t in doc.translations if t.state in rules.OPEN_TRANSLATION]
                 if not still:
                     continue
+                await self.matcher.fence()
                 for t in still:
                     if t.translator_id is not None:
                         await self.store.translations.release(t.translator_id, t.id)
@@ -235,7 +236,6 @@ class Translations:
                     else t
                     for t in doc.translations
                 ]
-                await self.matcher.fence()
                 await self.store.translations.close(doc.id, translations=closing)
                 log.info("translations closed", assignment_id=doc.id, count=len(still))
 
