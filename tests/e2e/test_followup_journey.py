@@ -290,7 +290,8 @@ async def test_three_follow_up_questions_each_answered_in_an_addendum(
 async def test_two_open_questions_a_retried_ask_and_a_correction_after_the_addenda() -> None:
     """Two questions open at once: answering the first issues its version, and the case stays
     in review until the second is answered. A retried ask (the same Idempotency-Key) is the
-    same question, not a second one. A correction of the opinion after the addenda keeps them."""
+    same question, not a second one. A correction issued while a question is open keeps the
+    case in review too; a correction of the opinion after the addenda keeps them."""
     partner = unique("insurer")
     partner_sub = f"{partner}-api"
     reviewer_id = unique("onc")
@@ -381,24 +382,35 @@ async def test_two_open_questions_a_retried_ask_and_a_correction_after_the_adden
             case = (await filer.get(f"/v1/cases/{case_id}")).json()
             assert case["status"] == "in_review", case["timeline"]
 
+            # A correction while the second is open: its version comes, the case stays in review.
+            mended = OPINION | {"risk_benefit": "Favorable, sous surveillance."}
+            fixed = await reviewer.put(f"{url}/opinion", json=mended)
+            assert fixed.status_code == 200, fixed.text
+            third = await eventually(lambda: report(3), timeout=60)
+            assert [a["answer"] for a in third["addenda"]] == [ANSWER]
+            await eventually(lambda: intake_case(3), timeout=60)
+            await asyncio.sleep(1.0)  # its `completed`, on another topic, changes nothing either
+            case = (await filer.get(f"/v1/cases/{case_id}")).json()
+            assert case["status"] == "in_review", case["timeline"]
+
             # The second answered: the case's report is ready again.
             two = await reviewer.post(
                 f"/v1/follow-ups/{second.json()['id']}/answer", json={"text": "Oui."}
             )
             assert two.status_code == 200, two.text
-            await eventually(lambda: report(3), timeout=60)
-            case = await eventually(lambda: intake_case(3), timeout=60)
+            await eventually(lambda: report(4), timeout=60)
+            case = await eventually(lambda: intake_case(4), timeout=60)
             assert case["status"] == "report_ready", case["timeline"]
 
             # A correction of the opinion after the addenda: its version keeps them.
             corrected = OPINION | {"further_tests": "Une scintigraphie osseuse."}
             again = await reviewer.put(f"{url}/opinion", json=corrected)
             assert again.status_code == 200, again.text
-            fourth = await eventually(lambda: report(4), timeout=60)
-            assert [a["answer"] for a in fourth["addenda"]] == [ANSWER, "Oui."]
+            fifth = await eventually(lambda: report(5), timeout=60)
+            assert [a["answer"] for a in fifth["addenda"]] == [ANSWER, "Oui."]
             printed = await reader.get(
-                f"/v1/reports/{fourth['report_id']}",
-                params={"version": 4},
+                f"/v1/reports/{fifth['report_id']}",
+                params={"version": 5},
                 headers={"Accept": "application/pdf"},
             )
             assert printed.status_code == 200, printed.text

@@ -324,6 +324,13 @@ async def test_a_french_case_is_translated_to_english_and_back(
         assert sorted(b["type"] for b in bodies) == sorted(HOOK_TYPES * 2)
         assert {b["subject"] for b in bodies} == {case_id}
         assert {b["data"]["partner_reference"] for b in bodies} == {"INS-INT-1"}
+        statuses = {(b["type"], b["data"]["way"]): b["data"]["status"] for b in bodies}
+        assert statuses == {
+            (HOOK_TYPES[0], "to_specialist"): "assigned",  # accepted once translated
+            (HOOK_TYPES[1], "to_specialist"): "assigned",
+            (HOOK_TYPES[0], "to_patient"): "in_review",
+            (HOOK_TYPES[1], "to_patient"): "in_review",
+        }, statuses
 
         await topics.caught_up()
         assert len(topics.of(case_id, "avis.review.completed.v1")) == 1

@@ -6,8 +6,13 @@ Each test uses a specialty of its own, so the reviewers of one test are never ca
 cases of another in this module's database.
 """
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
+from avis.review.models import DeclineReason
+from avis.review.store import Decline
 from tests.support.basics import eventually, unique
 from tests.support.review import ReviewStack
 from tests.support.samples import OPINION
@@ -17,6 +22,32 @@ pytestmark = pytest.mark.infra
 ASSIGNED = "avis.review.assigned.v1"
 QUEUED = "avis.review.translation-queued.v1"
 COMPLETED = "avis.review.completed.v1"
+
+
+async def _translator(stack: ReviewStack, tid: str) -> None:
+    async with stack.client() as coordinator:
+        put = await coordinator.put(
+            f"/v1/translators/{tid}",
+            json={"display_name": "Translator", "languages": ["fr", "en"], "capacity": 2},
+        )
+        assert put.status_code == 200, put.text
+
+
+async def _counted(stack: ReviewStack, queued: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether the round counts in its reviewer's load, and its translation in its translator's
+    (the module's translators of the pair share its cases: the least loaded is chosen)."""
+    reviewer = await stack.review.store.reviewer(queued["reviewer_id"])
+    translator = await stack.review.store.translations.translator(queued["translator_id"])
+    assert reviewer is not None and translator is not None
+    return (
+        queued["assignment_id"] in reviewer.open_assignments,
+        queued["translation_id"] in translator.open_translations,
+    )
+
+
+async def _state(stack: ReviewStack, case_id: str) -> str:
+    (step,) = (await stack.assignment(case_id, 1))["translations"]
+    return str(step["state"])
 
 
 async def test_without_consent_the_case_waits_for_a_reader(stack: ReviewStack) -> None:
@@ -90,6 +121,88 @@ async def test_a_withdrawn_cases_translation_leaves_the_queue(stack: ReviewStack
         assert queued["translation_id"] not in [t["id"] for t in left]
         taken = await translator.post(f"/v1/translations/{queued['translation_id']}/take")
         assert taken.status_code == 409, taken.text
+    assert await _counted(stack, queued) == (False, False), "both loads released"
+    assert await _state(stack, case_id) == "closed"
+
+
+async def test_a_declined_rounds_translation_closes_with_it(stack: ReviewStack) -> None:
+    """The specialist declines an international round whose translation is taken: it leaves
+    its translator's load and the queue, and is written no more."""
+    p = unique("hae")
+    await stack.add_reviewer(f"{p}-en", ["haematology"], ["en"])
+    await _translator(stack, f"{p}-tr")
+    case_id = await stack.submit("haematology", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, QUEUED)
+    url = f"/v1/translations/{queued['translation_id']}"
+    async with stack.client(queued["translator_id"], "translator") as translator:
+        assert (await translator.post(f"{url}/take")).status_code == 200
+        assert await _counted(stack, queued) == (True, True)
+        async with stack.client(f"{p}-en", "reviewer") as specialist:
+            declined = await specialist.post(
+                f"/v1/assignments/{queued['assignment_id']}/decline",
+                json={"reason_code": "no_availability", "reason": "Away."},
+            )
+            assert declined.status_code == 200, declined.text
+        assert await _counted(stack, queued) == (False, False)
+        assert await _state(stack, case_id) == "closed"
+        left = (await translator.get("/v1/translations")).json()["items"]
+        assert queued["translation_id"] not in [t["id"] for t in left]
+        written = await translator.put(f"{url}/text", json={"summary": "In English."})
+        assert written.status_code == 409, written.text
+        assert written.json()["type"].endswith("/translation-closed")
+        assert (await translator.post(f"{url}/take")).status_code == 409
+    assert await stack.case_status(case_id) == "waiting", "nobody else reads haematology"
+
+
+async def test_a_decline_stopped_before_its_translation_closed_is_finished(
+    stack: ReviewStack,
+) -> None:
+    """Stopped after the decline was written, before the round's translation closed: the next
+    matching of the case (here the start-up's) releases and closes it, once."""
+    p = unique("nep")
+    await stack.add_reviewer(f"{p}-en", ["nephrology"], ["en"])
+    await _translator(stack, f"{p}-tr")
+    case_id = await stack.submit("nephrology", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, QUEUED)
+    assert await _counted(stack, queued) == (True, True)
+    aid = queued["assignment_id"]
+    await stack.review.store.set_case_matching(case_id)  # as the decline's first write
+    await stack.review.store.decline(
+        aid,
+        at=datetime.now(UTC),
+        decline=Decline(reason_code=DeclineReason.OTHER),
+        seq=queued["seq"] + 1,
+        events=[],
+    )
+    assert await _state(stack, case_id) == "queued"
+    for _ in range(2):  # recovering twice changes nothing more
+        await stack.review.matcher.recover()
+        assert await _counted(stack, queued) == (False, False)
+        assert await _state(stack, case_id) == "closed"
+    assert await stack.case_status(case_id) == "waiting"
+
+
+async def test_a_withdrawal_stopped_after_the_cancel_releases_both_loads_again(
+    stack: ReviewStack,
+) -> None:
+    """Stopped after the round was cancelled, before the loads were released: the withdrawal
+    delivered again releases the reviewer's and the translator's, and closes the translation."""
+    p = unique("ort")
+    await stack.add_reviewer(f"{p}-en", ["orthopaedics"], ["en"])
+    await _translator(stack, f"{p}-tr")
+    case_id = await stack.submit("orthopaedics", language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, QUEUED)
+    assert await _counted(stack, queued) == (True, True)
+    at = datetime.now(UTC)
+    await stack.review.store.set_case_withdrawn(case_id, at)
+    await stack.review.store.cancel(queued["assignment_id"], at)
+    await stack.withdraw(case_id)  # delivered again
+
+    async def released() -> bool:
+        return await _counted(stack, queued) == (False, False)
+
+    await eventually(released, timeout=30)
+    assert await _state(stack, case_id) == "closed"
 
 
 async def test_a_second_readers_agreement_goes_on_to_the_translation_back(

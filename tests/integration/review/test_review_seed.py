@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from avis.review import contacts, store
+from avis.review import contacts, rules, store
 from avis.shared.events import Language, ProfessionalContact
 from avis.shared.sealing import Keyring, generate_key
 from tests.support.basics import MONGO_URL, unique
@@ -43,6 +43,34 @@ async def test_a_seed_reviewers_email_is_kept_sealed(tmp_path: Path) -> None:
         assert contacts.contact_of(keyring, doc) == ProfessionalContact(
             email=EMAIL, languages=[Language.FR, Language.EN]
         )
+        assert_absent({"email": EMAIL}, {name: await stored_bytes(MONGO_URL, name)})
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_a_seed_translators_email_is_kept_sealed(tmp_path: Path) -> None:
+    seed = tmp_path / "directory.json"
+    translator = {
+        "id": "tr-seed-1",
+        "display_name": "Seed translator",
+        "languages": ["fr", "en"],
+        "capacity": 2,
+        "email": EMAIL,
+    }
+    seed.write_text(json.dumps({"reviewers": [], "translators": [translator]}))
+    keyring = Keyring.parse(f"k1:{generate_key()}")
+    name = unique("review-seed").replace("-", "_")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+    try:
+        seal = partial(contacts.sealed_translator_contact, keyring)  # as main.py wires it
+        await store.init(client[name], seed_file=seed, seal_translator=seal)
+        doc = await store.Store(client[name]).translations.translator("tr-seed-1")
+        assert doc is not None and doc.contact is not None
+        kept = keyring.open_model(
+            doc.contact, rules.translator_contact_aad("tr-seed-1"), ProfessionalContact
+        )
+        assert kept == ProfessionalContact(email=EMAIL, languages=[Language.FR, Language.EN])
         assert_absent({"email": EMAIL}, {name: await stored_bytes(MONGO_URL, name)})
     finally:
         await client.drop_database(name)

@@ -75,3 +75,39 @@ def test_a_translator_is_told_a_translation_waits_with_its_page() -> None:
     assert work.link == "https://avis.example/translations/c-1.r1-t1"
     assert rules.professional_work(queued.model_copy(update={"recipient": None}), "x") is None
     assert rules.on_translation(SUBMITTED).send is None, "the patient was told at assignment"
+
+
+def test_a_translations_webhook_carries_the_cases_status() -> None:
+    """To the specialist the case is still assigned (accepted only once translated); back to
+    the patient it is in review until the report."""
+    from avis.notify.models import WebhookEvent
+    from avis.shared.events import TranslationDone
+
+    done = TranslationDone(
+        case_id="c-1",
+        assignment_id="c-1.r1",
+        reviewer_id="rev-en",
+        translation_id="c-1.r1-t1",
+        way="to_specialist",
+        from_language=Language.FR,
+        to_language=Language.EN,
+        translator_id="tr-1",
+        done_at=datetime(2026, 3, 2, tzinfo=UTC),
+        seq=3,
+    )
+    back = done.model_copy(update={"way": "to_patient", "translation_id": "c-1.r1-t2"})
+    for payload, status in ((done, "assigned"), (back, "in_review")):
+        read = rules.reading(payload, SUBMITTED, UTC)
+        body = rules.webhook_payload(
+            event_id="evt-1",
+            event_type=WebhookEvent.TRANSLATION_DONE,
+            source="/avis/review",
+            time=datetime(2026, 3, 2, tzinfo=UTC),
+            case_id="c-1",
+            reference="AV-2026-000001",
+            partner_reference=None,
+            link="https://avis.example/cases/c-1",
+            extra=read.extra,
+            status=read.status,
+        )
+        assert body["data"]["status"] == status, payload.way  # type: ignore[index]

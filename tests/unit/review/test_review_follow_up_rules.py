@@ -126,3 +126,39 @@ def _status_after(facts: tuple[tuple[str, int], ...]) -> str:
         if decision.apply and decision.status is not None:
             state = CaseState(status=decision.status, seq=decision.seq or state.seq)
     return str(state.status)
+
+
+def test_a_correction_while_a_question_is_open_keeps_the_case_in_review() -> None:
+    """Report at 4, a question asked at 5 and still open, the opinion corrected at 6: the
+    corrected version's report goes out below the question (4), so intake keeps the case in
+    review until the answer (7); with no question open, a correction's report is its own."""
+    from avis.review.store import AssignmentDoc, FollowUpEntry
+    from avis.shared.sealing import Sealed
+
+    sealed = Sealed(alg="A256GCM", kid="k", nonce="AAAAAAAAAAAAAAAA", ct="AAAAAAAAAAAAAAAA")
+    asked = FollowUpEntry(
+        id="fu-1", number=1, asked_at=REPORTED, due_at=REPORTED, question=sealed, seq=5
+    )
+    doc = AssignmentDoc.model_validate(
+        {
+            "_id": "c-1.r1",
+            "case_id": "c-1",
+            "round": 1,
+            "reviewer_id": "rev-1",
+            "status": "completed",
+            "specialty": "cardiology",
+            "urgency": "routine",
+            "language": "fr",
+            "assigned_at": REPORTED,
+            "due_at": REPORTED,
+            "sort_key": "x",
+            "follow_ups": [asked.model_dump()],
+        }
+    )
+    correction = doc.report_seq(6)
+    assert correction == 4
+    assert _status_after((("asked", 5), ("report", correction))) == "in_review"
+    assert _status_after((("report", correction), ("asked", 5))) == "in_review"
+    answered = asked.model_copy(update={"answered_at": REPORTED})
+    assert doc.model_copy(update={"follow_ups": [answered]}).report_seq(8) == 8
+    assert _status_after((("asked", 5), ("report", correction), ("report", 7))) == "report_ready"

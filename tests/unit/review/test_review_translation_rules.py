@@ -6,13 +6,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from avis.review import rules
-from avis.review.models import Opinion, TranslationBody
+from avis.review.models import AssignmentStatus, Opinion, TranslationBody
 from avis.review.rules import (
     TranslationState,
     TranslationWay,
     TranslatorFit,
     check_specialist_may_start,
     check_translation_access,
+    check_translation_open,
     choose_translator,
     may_take_translation,
     may_write_translation,
@@ -84,6 +85,32 @@ def test_only_the_translator_who_took_it_writes_it() -> None:
         may_write_translation(TranslationState.TAKEN, "t2", "t1")
     with pytest.raises(Problem):
         may_write_translation(TranslationState.QUEUED, None, "t1")
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "refusal"),
+    [
+        (AssignmentStatus.CANCELLED, TranslationState.QUEUED, "translation-cancelled"),
+        (AssignmentStatus.DECLINED, TranslationState.TAKEN, "translation-closed"),
+        (AssignmentStatus.DECLINED, TranslationState.CLOSED, "translation-closed"),
+        (AssignmentStatus.ASSIGNED, TranslationState.CLOSED, "translation-closed"),
+    ],
+)
+def test_a_translation_closes_with_its_round(
+    status: AssignmentStatus, state: TranslationState, refusal: str
+) -> None:
+    """Declined by the specialist or withdrawn: the round's translation is taken and written no
+    more (409)."""
+    with pytest.raises(Problem) as refused:
+        check_translation_open(status, state)
+    assert (refused.value.status, refused.value.type.rsplit("/", 1)[-1]) == (409, refusal)
+    assert TranslationState.CLOSED not in rules.OPEN_TRANSLATION
+
+
+@pytest.mark.parametrize("status", [AssignmentStatus.ASSIGNED, AssignmentStatus.COMPLETED])
+def test_a_live_rounds_translation_is_open(status: AssignmentStatus) -> None:
+    for state in rules.OPEN_TRANSLATION:
+        check_translation_open(status, state)
 
 
 def test_the_specialist_gets_the_case_once_it_is_translated() -> None:

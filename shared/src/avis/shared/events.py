@@ -413,6 +413,14 @@ class ReviewCompleted(Sequenced):
     version: int = Field(ge=1)
     completed_at: AwareDatetime
     opinion: Sealed = sealed(CompletedOpinion, "The structured opinion and who wrote it.")
+    report_seq: int = Field(
+        0,
+        ge=0,
+        description="The sequence number the report version of this opinion goes out with: "
+        "the opinion's own (`seq`) when no follow-up question of the case is open, else one "
+        "below the earliest open one's, so that a correction issued meanwhile keeps the case "
+        "in review until the question is answered. 0: the opinion's own.",
+    )
 
 
 class InformationRequested(Sequenced):

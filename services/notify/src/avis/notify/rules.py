@@ -344,12 +344,20 @@ WEBHOOK_STATUS = {
     WebhookEvent.INFORMATION_REQUESTED: "awaiting_information",
     WebhookEvent.REVIEW_RESUMED: "in_review",
     WebhookEvent.SECOND_READING_REQUESTED: "in_review",
+    # Their way decides the status they carry (`translation_status`).
     WebhookEvent.TRANSLATION_QUEUED: "in_review",
     WebhookEvent.TRANSLATION_DONE: "in_review",
     WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
     WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
 }
+
+
+def translation_status(way: str) -> str:
+    """The case's status while a translation of `way` waits or is done: `assigned` on the way
+    to the specialist (they accept the case only once it is translated), `in_review` on the
+    way back (the opinion is written; the report is not issued before it is translated)."""
+    return "assigned" if way == "to_specialist" else "in_review"
 
 
 @dataclass(frozen=True)
@@ -605,9 +613,11 @@ def webhook_payload(
     partner_reference: str | None,
     link: str,
     extra: dict[str, str | int],
+    status: str | None = None,
 ) -> dict[str, object]:
     """A thin delivery: the CloudEvents attributes (structured JSON), and as data only ids, the
-    case's status, the partner's own reference and a link; never an identity or clinical text."""
+    case's status (`status`, or the one its type says: `WEBHOOK_STATUS`), the partner's own
+    reference and a link; never an identity or clinical text."""
     return {
         "specversion": "1.0",
         "id": event_id,
@@ -620,7 +630,7 @@ def webhook_payload(
             "case_id": case_id,
             "reference": reference,
             "partner_reference": partner_reference,
-            "status": WEBHOOK_STATUS[event_type],
+            "status": status or WEBHOOK_STATUS[event_type],
             "link": link,
             **extra,
         },
@@ -633,12 +643,14 @@ def webhook_payload(
 @dataclass(frozen=True)
 class Reading:
     """What notify reads in one event: the decision for the patient's email, what that email
-    shows (codes, dates and links only), and what a partner's webhook adds to its thin body."""
+    shows (codes, dates and links only), and what a partner's webhook adds to its thin body
+    (`status`: the case's, where the event's type alone does not say it)."""
 
     decision: Decision
     params: dict[str, str] = field(default_factory=dict)
     link: str | None = None
     extra: dict[str, str | int] = field(default_factory=dict)
+    status: str | None = None
 
 
 def page_links(pages_url: str, case_id: str) -> dict[str, str]:
@@ -773,12 +785,20 @@ def _second_reading(payload: SecondReadingRequested, view: CaseView, tz: tzinfo)
 
 @_reading.register
 def _translation_queued(payload: TranslationQueued, view: CaseView, tz: tzinfo) -> Reading:
-    return Reading(on_translation(view), extra=_translation(payload, due_at=payload.due_at))
+    return Reading(
+        on_translation(view),
+        extra=_translation(payload, due_at=payload.due_at),
+        status=translation_status(payload.way),
+    )
 
 
 @_reading.register
 def _translation_done(payload: TranslationDone, view: CaseView, tz: tzinfo) -> Reading:
-    return Reading(on_translation(view), extra=_translation(payload, done_at=payload.done_at))
+    return Reading(
+        on_translation(view),
+        extra=_translation(payload, done_at=payload.done_at),
+        status=translation_status(payload.way),
+    )
 
 
 def _translation(

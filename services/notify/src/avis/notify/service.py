@@ -613,6 +613,7 @@ def _delivery(
         partner_reference=case.partner_reference,
         link=read.link or case.case_url,
         extra=read.extra,
+        status=read.status,
     )
     now = clock.now()
     return DeliveryDoc(

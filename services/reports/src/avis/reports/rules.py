@@ -226,9 +226,11 @@ def waits_for_its_case(*, submitted: bool, withdrawn: bool) -> bool:
 
 def report_seq(opinion_seq: int) -> int:
     """The case's sequence number a report version goes out with: that of the opinion it is
-    made from. Review owns the sequence; a report is the same step of the case's lifecycle as
-    its opinion, after it by the status's rank (`report_ready` after `in_review`), and before
-    whatever review publishes next (a case sent back to review moves it back)."""
+    made from (as kept: below a follow-up question open when it was published, if one was:
+    `ReviewCompleted.report_seq`). Review owns the sequence; a report is the same step of the
+    case's lifecycle as its opinion, after it by the status's rank (`report_ready` after
+    `in_review`), and before whatever review publishes next (a case sent back to review moves
+    it back)."""
     return opinion_seq
 
 

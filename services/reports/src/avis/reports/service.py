@@ -268,7 +268,7 @@ class ReportsService:
                 sealed=(await self.keys.ring(key_ref)).seal_json(
                     opinion, opinion_aad(case_id, review.version)
                 ),
-                seq=review.seq,
+                seq=review.report_seq or review.seq,
             )
             if stored is None:
                 parked = CaseDoc(

@@ -70,7 +70,8 @@ class ReceivedOpinion(Stored):
     specialty: Specialty
     completed_at: datetime
     sealed: Sealed
-    # The case's sequence number the opinion was published with: its report goes out with it.
+    # The case's sequence number its report goes out with: the opinion's, or below a follow-up
+    # question open when it was published (`ReviewCompleted.report_seq`).
     seq: int = 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from avis.review import rules
+from avis.review.models import TranslatorIn
 from avis.review.store import ReviewerDoc, Store
 from avis.shared.events import ProfessionalContact
 from avis.shared.sealing import Keyring, Sealed, SealingError
@@ -24,6 +25,16 @@ def sealed_contact(keyring: Keyring, reviewer_id: str, email: str | None) -> Sea
         return None
     contact = ProfessionalContact(email=email, languages=[])
     return keyring.seal_json(contact, rules.reviewer_contact_aad(reviewer_id))
+
+
+def sealed_translator_contact(
+    keyring: Keyring, translator_id: str, translator: TranslatorIn
+) -> Sealed | None:
+    """A translator's address and languages as the directory keeps them (None: none given)."""
+    if translator.email is None:
+        return None
+    contact = ProfessionalContact(email=translator.email, languages=list(translator.languages))
+    return keyring.seal_json(contact, rules.translator_contact_aad(translator_id))
 
 
 def sealed_changes(keyring: Keyring, reviewer_id: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     seed = settings.seed_file if settings.seed_reviewers else None
     keys = CaseKeys.from_settings(settings)
     seal = partial(contacts.sealed_contact, keys.keyring)  # the seed's addresses, sealed
-    runtime.on_store(partial(store.init, seed_file=seed, seal=seal))
+    seal_translator = partial(contacts.sealed_translator_contact, keys.keyring)
+    runtime.on_store(
+        partial(store.init, seed_file=seed, seal=seal, seal_translator=seal_translator)
+    )
     runtime.on_store(partial(contacts.reseal_directory, reviews, keys.keyring))
     emitter = Emitter(SOURCE, runtime.relay, reviews.assignments)
     matcher = Matcher(

@@ -25,7 +25,7 @@ the matcher takes the locks of the round it writes and of the reviewer it counts
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -75,6 +75,10 @@ class Translating(Protocol):
 
     async def counted(self, entry: TranslationEntry) -> None: ...
 
+    async def closed(self, rounds: Iterable[AssignmentDoc]) -> None: ...
+
+    async def recounted(self, doc: AssignmentDoc) -> None: ...
+
 
 class Matcher:
     """Assigns cases to reviewers under capacity, or leaves them waiting in the queue."""
@@ -117,13 +121,18 @@ class Matcher:
         """Assign `case` to the best reviewer or leave it waiting; the caller is inside
         `deciding()` and holds the case."""
         rounds = await self.store.assignments_of(case.id, case.round)
-        for ended in (r for r in rounds if r.status in rules.ENDED):
+        ended = [r for r in rounds if r.status in rules.ENDED]
+        for gone in ended:
             # A stop between an end and its release left the reviewer's load too high.
-            await self.release(ended.reviewer_id, ended.id)
+            await self.release(gone.reviewer_id, gone.id)
+        if self.translating is not None:  # and its translations open, the translators' loads
+            await self.translating.closed(ended)
         live = next((r for r in rounds if r.status not in rules.ENDED), None)
         if live is not None:
             # A round survives from an attempt that stopped half-way: keep it, counted once.
             await self.fence()
+            if self.translating is not None:
+                await self.translating.recounted(live)
             async with self.locks.hold(lock_key("reviewer", live.reviewer_id)):
                 await self.store.add_open(live.reviewer_id, live.id)
             await self.store.set_case_assigned(

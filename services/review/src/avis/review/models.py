@@ -517,11 +517,14 @@ class TranslationWay(StrEnum):
 
 
 class TranslationState(StrEnum):
-    """Where a translation is: waiting in the translators' queue, taken by one, or done."""
+    """Where a translation is: waiting in the translators' queue, taken by one, done, or
+    closed with its round (the specialist declined it, or the case was withdrawn) before it was
+    done."""
 
     QUEUED = "queued"
     TAKEN = "taken"
     DONE = "done"
+    CLOSED = "closed"
 
 
 class TranslationTexts(BaseModel):

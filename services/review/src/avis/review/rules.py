@@ -825,6 +825,22 @@ def may_take_translation(state: TranslationState, translator_id: str | None, by:
     return True
 
 
+# Translations not done yet: waiting for a translator, or taken by one (counted in their load).
+OPEN_TRANSLATION = (TranslationState.QUEUED, TranslationState.TAKEN)
+
+
+def check_translation_open(round_status: AssignmentStatus, state: TranslationState) -> None:
+    """409 once a translation's round ended without it: its case withdrawn, or the specialist
+    declined the case (the translation closed with their round; the next round queues its own)."""
+    if round_status is AssignmentStatus.CANCELLED:
+        raise state_conflict("The case was withdrawn.", "translation-cancelled")
+    if round_status in ENDED or state is TranslationState.CLOSED:
+        raise state_conflict(
+            "The specialist declined the case; this translation closed with their round.",
+            "translation-closed",
+        )
+
+
 def check_specialist_may_start(translation_state: TranslationState | None) -> None:
     """409 while the case's translation to the specialist's language is not done: the specialist
     gets the case in a language they read (None: the case needs no translation)."""

@@ -327,6 +327,7 @@ class SecondReadings:
                     completed_at=at,
                     opinion=ring.seal_json(sealed, aad=event_id),
                     seq=seq + 1,
+                    report_seq=doc.report_seq(seq + 1),
                 )
 
             # An international round's opinion goes on to its translation back, not to the patient.

@@ -251,8 +251,8 @@ class ReviewService:
             known = case.round if case is not None else 0
             rounds = await self.store.assignments_of(case_id, known)
             for round_ in rounds:
-                if round_.status not in ACTIVE:
-                    continue
+                if round_.status not in (*ACTIVE, AssignmentStatus.CANCELLED):
+                    continue  # cancelled already: a stop may have left it in its reviewer's load
                 async with self.locks.hold(self.emitter.lock(round_.id)):
                     fresh = await self.store.assignment(round_.id)
                     if fresh is not None and fresh.status in ACTIVE:
@@ -261,6 +261,7 @@ class ReviewService:
                         log.info("assignment cancelled", assignment_id=fresh.id)
                 await self.matcher.release(round_.reviewer_id, round_.id)
             await self.second.withdrawn(rounds)
+            await self.translations.closed(rounds)
             await self.matcher.offer_queue()
 
     # --- queue -------------------------------------------------------------------------------
@@ -413,6 +414,7 @@ class ReviewService:
                     if declined := rules.may_decline(doc.status):
                         await self.matcher.fence()
                         await self._write_decline(doc, body)
+                await self.translations.closed([doc])  # an international round's, if declined
                 case = await self.store.case(case_id)
                 if case is not None and case.status == CaseStatus.MATCHING:
                     await self.matcher.match(case)
@@ -544,6 +546,7 @@ class ReviewService:
                 completed_at=at,
                 opinion=ring.seal_json(sealed, aad=event_id),
                 seq=seq,
+                report_seq=doc.report_seq(seq),
             )
 
         if back is not None:  # kept in review until translated into the patient's language

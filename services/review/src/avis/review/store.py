@@ -75,10 +75,12 @@ from avis.review.models import (
 )
 from avis.review.rules import (
     ACTIONS,
+    OPEN_TRANSLATION,
     CaseNeeds,
     ReviewerFit,
     TranslatorFit,
     assignment_id_for,
+    follow_up_report_seq,
     is_overdue,
 )
 from avis.shared.access_log import TrailPage
@@ -566,6 +568,12 @@ class AssignmentDoc(Stored):
     def translation(self, way: TranslationWay) -> TranslationEntry | None:
         """The round's translation one way, if it has one."""
         return next((t for t in self.translations if t.way is way), None)
+
+    def report_seq(self, seq: int) -> int:
+        """The sequence number the report version of this round's opinion published at `seq`
+        goes out with: below the earliest of its follow-up questions still open, so that a
+        correction issued meanwhile keeps the case in review (`rules.follow_up_report_seq`)."""
+        return follow_up_report_seq(seq, (f.seq for f in self.follow_ups if f.answered_at is None))
 
     def overdue(self, at: datetime) -> bool:
         """Past its due date at `at` and not answered, its clock standing while a request for
@@ -1263,14 +1271,23 @@ class TranslationStore:
     ) -> None:
         """Record the round's translations as they are now and their events (the last of
         sequence `seq`) in one write; a new open one is filed among the open ones before (a
-        stop between: skipped on read), a done one taken off them after."""
+        stop between: skipped on read), a done (or closed) one taken off them after."""
         for t in translations:
-            if t.state is not TranslationState.DONE:
+            if t.state in OPEN_TRANSLATION:
                 await self.store.key_add(OPEN_TRANSLATIONS_KEY, t.id)
         update = {"$set": {"translations": [t.model_dump() for t in translations], "seq": seq}}
         await self.store.assignments.update_one({"_id": assignment_id}, with_events(update, events))
         for t in translations:
-            if t.state is TranslationState.DONE:
+            if t.state not in OPEN_TRANSLATION:
+                await self.store.key_remove(OPEN_TRANSLATIONS_KEY, t.id)
+
+    async def close(self, assignment_id: str, *, translations: list[TranslationEntry]) -> None:
+        """Record an ended round's translations as they are now (the open ones closed; no event,
+        its sequence unchanged), then take the closed ones off the open ones."""
+        update = {"$set": {"translations": [t.model_dump() for t in translations]}}
+        await self.store.assignments.update_one({"_id": assignment_id}, update)
+        for t in translations:
+            if t.state is TranslationState.CLOSED:
                 await self.store.key_remove(OPEN_TRANSLATIONS_KEY, t.id)
 
     async def file_open(self, translation_id: str) -> None:
@@ -1359,18 +1376,24 @@ WAITING_KEY = "waiting"
 
 # Seals a reviewer's work address as the directory keeps it (`contacts.sealed_contact`).
 SealContact = Callable[[str, str | None], Sealed | None]
+# Seals a translator's, with their languages (`contacts.sealed_translator_contact`).
+SealTranslatorContact = Callable[[str, TranslatorIn], Sealed | None]
 
 
 async def init(
-    db: AsyncDatabase[Document], seed_file: Path | None = None, seal: SealContact | None = None
+    db: AsyncDatabase[Document],
+    seed_file: Path | None = None,
+    seal: SealContact | None = None,
+    seal_translator: SealTranslatorContact | None = None,
 ) -> None:
-    """Create the indexes; fill an empty reviewer directory from `seed_file` when given."""
+    """Create the indexes; fill an empty reviewer (and translator) directory from `seed_file`
+    when given, their work addresses sealed (`seal`, `seal_translator`; without: none kept)."""
     for collection, indexes in INDEXES.items():
         for keys in indexes:
             await db[collection].create_index(keys)
     if seed_file is not None:
         await seed_reviewers(Store(db), seed_file, seal)
-        await seed_translators(Store(db), seed_file)
+        await seed_translators(Store(db), seed_file, seal_translator)
 
 
 def load_seed(seed_file: Path) -> list[ReviewerIn]:
@@ -1402,13 +1425,22 @@ def load_translator_seed(seed_file: Path) -> list[tuple[str, TranslatorIn]]:
     ]
 
 
-async def seed_translators(store: Store, seed_file: Path) -> int:
-    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet."""
+async def seed_translators(
+    store: Store, seed_file: Path, seal: SealTranslatorContact | None = None
+) -> int:
+    """Insert the seed's translators (`{"translators": [...]}`) if there are none yet, each
+    work address sealed as the directory keeps it (`seal`; without it, none kept)."""
     if await store.translations.translators.find_one({}, {"_id": 1}) is not None:
         return 0
     items = load_translator_seed(seed_file)
     for translator_id, fields in items:
-        doc = {**fields.model_dump(exclude={"email"}), "_id": translator_id, "updated_at": now()}
+        contact = seal(translator_id, fields) if seal is not None else None
+        doc = {
+            **fields.model_dump(exclude={"email"}),
+            "_id": translator_id,
+            "contact": contact,
+            "updated_at": now(),
+        }
         await store.translations.put_translator(TranslatorDoc.model_validate(doc))
     log.info("translators seeded", count=len(items), file=seed_file.name)
     return len(items)

@@ -20,6 +20,7 @@ state does (service.py's docstring).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +29,6 @@ import structlog
 from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
-    AssignmentStatus,
     Opinion,
     Translation,
     TranslationBody,
@@ -112,11 +112,7 @@ class Translations:
 
     async def put_translator(self, translator_id: str, body: TranslatorIn) -> Translator:
         """Add or replace a translator (their load is kept)."""
-        contact = None
-        if body.email is not None:
-            kept = ProfessionalContact(email=body.email, languages=list(body.languages))
-            aad = rules.translator_contact_aad(translator_id)
-            contact = self.keys.keyring.seal_json(kept, aad)
+        contact = contacts.sealed_translator_contact(self.keys.keyring, translator_id, body)
         doc = TranslatorDoc.model_validate(
             {
                 **body.model_dump(exclude={"email"}),
@@ -208,6 +204,47 @@ class Translations:
         """Count a queued translation in its chosen translator's load, after it is written."""
         if entry.translator_id is not None:
             await self.store.translations.count(entry.translator_id, entry.id)
+
+    async def closed(self, rounds: Iterable[AssignmentDoc]) -> None:
+        """Close the translations not done of those `rounds` that ended (the specialist
+        declined, or the case was withdrawn): they leave their translators' loads, then the
+        translators' queue, and can no longer be taken or written. The caller is inside the
+        matcher's section and holds the rounds' case.
+
+        Exact whatever stops it: a load is the set of translations counted in it, so a release
+        is the pull of one id (again: no change), and the state is written after the releases,
+        so that a stop in between leaves the translation open for the next pass (a replayed
+        withdrawal, or the next matching of a declined round's case: `Matcher.match`) to
+        release and close. Closed already: no change."""
+        for round_ in rounds:
+            if not any(t.state in rules.OPEN_TRANSLATION for t in round_.translations):
+                continue
+            async with self.locks.hold(self.emitter.lock(round_.id)):
+                doc = await self.store.assignment(round_.id)
+                if doc is None or doc.status not in rules.ENDED:
+                    continue
+                still = [t for t in doc.translations if t.state in rules.OPEN_TRANSLATION]
+                if not still:
+                    continue
+                await self.matcher.fence()
+                for t in still:
+                    if t.translator_id is not None:
+                        await self.store.translations.release(t.translator_id, t.id)
+                closing = [
+                    t.model_copy(update={"state": TranslationState.CLOSED})
+                    if t.state in rules.OPEN_TRANSLATION
+                    else t
+                    for t in doc.translations
+                ]
+                await self.store.translations.close(doc.id, translations=closing)
+                log.info("translations closed", assignment_id=doc.id, count=len(still))
+
+    async def recounted(self, doc: AssignmentDoc) -> None:
+        """Count a live round's open translations in their translators' loads again (once): a
+        stop between writing a round and counting its translation left it uncounted."""
+        for t in doc.translations:
+            if t.state in rules.OPEN_TRANSLATION:
+                await self.counted(t)
 
     # --- the translator's work ------------------------------------------------------------------
 
@@ -316,6 +353,7 @@ class Translations:
                 completed_at=at,
                 opinion=ring.seal_json(content, aad=event_id),
                 seq=seq,
+                report_seq=doc.report_seq(seq),
             )
 
         return self.emitter.event("review.opinion", completed, trace=doc.traceparent)
@@ -365,10 +403,10 @@ class Translations:
             entry = (
                 next((t for t in doc.translations if t.id == translation_id), None) if doc else None
             )
-            if doc is None or entry is None or entry.state is TranslationState.DONE:
-                continue  # filed by a write that stopped before, or done
-            if doc.status is AssignmentStatus.CANCELLED:
-                continue  # the case was withdrawn
+            if doc is None or entry is None or entry.state not in rules.OPEN_TRANSLATION:
+                continue  # filed by a write that stopped before, done, or closed
+            if doc.status in rules.ENDED:
+                continue  # declined or withdrawn: closed with its round (`closed`)
             if rules.is_coordinator(principal) or _mine(me, entry):
                 found.append((doc, entry))
         return TranslationPage.of(
@@ -380,8 +418,7 @@ class Translations:
     async def _open(self, translation_id: str) -> tuple[AssignmentDoc, TranslationEntry]:
         """A translation to take or write: 409 once its case is withdrawn."""
         doc, entry = await self._found(translation_id)
-        if doc.status is AssignmentStatus.CANCELLED:
-            raise rules.state_conflict("The case was withdrawn.", "translation-cancelled")
+        rules.check_translation_open(doc.status, entry.state)
         return doc, entry
 
     async def _found(self, translation_id: str) -> tuple[AssignmentDoc, TranslationEntry]:
