@@ -13,8 +13,9 @@ seeded directly to that size, with documents and assignments in proportion, then
              until its cases are assigned (what a case costs, whatever else shares the cores)
   lists      p95 of each list a person opens (intake's cases, review's assignments, queue and
              reviewers), `--list-samples` requests each
-  pages      p95 of each web page people open, and the store requests per view of each (which
-             must not grow with the stored cases); `--pages` runs only the lists and the pages
+  pages      p95 of each web page people open, and the store requests and the CPU ms (the
+             store's, and everyone's) per view of each (which must not grow with the stored
+             cases); `--pages` runs only the lists and the pages
 Then the round's cases are withdrawn, so every size is measured with the same open work.
   sweep      one sweep of the retention calendar over that many documents kept besides 25 past
              their time (tests/support/retention.py): its store requests, deletes apart (the
@@ -445,8 +446,8 @@ async def pages(
     stack: ServiceStack, samples: int, people: dict[str, tuple[str, dict[str, str]]]
 ) -> dict[str, float]:
     """p95 of each page's server time (the request through web and the services' APIs it
-    calls, on loopback), `samples` requests each; `people` gives each role's identity and the
-    ids its pages name."""
+    calls, on loopback), `samples` requests each, with the store requests and the CPU a view
+    costs; `people` gives each role's identity and the ids its pages name."""
     out: dict[str, float] = {}
     for role, paths in PAGES.items():
         identity, ids = people[role]
@@ -455,14 +456,18 @@ async def pages(
                 path = template.format(**ids)
                 times = []
                 before = await data_requests(stack)
+                cpu = CpuSpent(stack)
                 for _ in range(samples):
                     start = time.perf_counter()
                     response = await web.get(path, follow_redirects=False)
                     times.append(time.perf_counter() - start)
                     assert response.status_code == 200, (path, response.status_code)
+                used = cpu.per_case(samples)
                 spent = (await data_requests(stack)) - before
                 out[f"{role} {template}"] = round(1000 * pct(times, 95), 1)
                 out[f"{role} {template}{REQUESTS}"] = round(spent / samples, 1)
+                out[f"{role} {template}{STORE_CPU}"] = used["store"]
+                out[f"{role} {template}{ALL_CPU}"] = used["total"]
     return out
 
 
@@ -509,6 +514,23 @@ async def open_pages(
         for name, profiler in profilers.items():
             print(f"[bench-store] pages profile of {name}:", flush=True)
             print(json.dumps(profiler.stop(), indent=1), flush=True)
+
+
+# After the round's last assignment: its emails, events and trails written before the lists.
+PAGES_SETTLE_SECONDS = 5.0
+
+
+async def settled(stack: ServiceStack, made: list[tuple[str, str, float]], wait: float) -> None:
+    """Wait until every case of the round is assigned, then a few seconds more, so the lists
+    and pages are measured on a quiet stack: measured while the matcher still worked through
+    the round, a page paid for the matching's store work beside its own, in time and in the
+    store's CPU."""
+
+    async def all_assigned() -> bool:
+        return await open_work(stack) >= len(made)
+
+    await poll(all_assigned, timeout=wait)
+    await asyncio.sleep(PAGES_SETTLE_SECONDS)
 
 
 async def assignment_of(stack: ServiceStack, case_id: str) -> tuple[str, str]:
@@ -567,6 +589,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if args.pages:
                 async with stack.running():
                     made = (await load(stack, args.cases, args.clients, round_))["made"]
+                    await settled(stack, made, args.wait)
                     figures = {"list_p95_ms": await lists(stack, args.list_samples, made[0][0])}
                     figures["page_p95_ms"] = await open_pages(stack, made, args)
                     await withdraw(stack, made, args.clients)
@@ -687,10 +710,18 @@ def page_row(label: str) -> str:
     """A page's row in the table: its p95, or its store requests per view."""
     if label.endswith(REQUESTS):
         return f"page store requests/view: {label.removesuffix(REQUESTS)}"
+    if label.endswith(STORE_CPU):
+        return f"page store CPU ms/view: {label.removesuffix(STORE_CPU)}"
+    if label.endswith(ALL_CPU):
+        return f"page CPU ms/view, all: {label.removesuffix(ALL_CPU)}"
     return f"page p95 ms: {label}"
 
 
 REQUESTS = " (store requests)"
+# The CPU a view costs the store, and the store, the broker and every service together
+# (`CpuSpent`): unlike the p95, it hardly moves with what else the machine runs.
+STORE_CPU = " (store CPU ms)"
+ALL_CPU = " (CPU ms)"
 
 
 def rows_table(results: dict[str, Any], rows: list[tuple[str, Callable[..., Any]]]) -> str:
