@@ -23,6 +23,11 @@ from avis.shared.events import (
     ReviewCompleted,
     ReviewDeclined,
     ReviewResumed,
+    SecondReadingAgreed,
+    SecondReadingCommented,
+    SecondReadingRequested,
+    TranslationDone,
+    TranslationQueued,
 )
 from avis.shared.runtime import Runtime, serve
 
@@ -36,6 +41,11 @@ SENDS = (
     ReviewResumed,
     FollowUpAsked,
     FollowUpAnswered,
+    SecondReadingRequested,
+    SecondReadingCommented,
+    SecondReadingAgreed,
+    TranslationQueued,
+    TranslationDone,
 )
 
 
