@@ -33,6 +33,18 @@ async def _translator(stack: ReviewStack, tid: str) -> None:
         assert put.status_code == 200, put.text
 
 
+async def _abroad(stack: ReviewStack, specialty: str) -> tuple[str, str, dict[str, Any]]:
+    """An English reader of `specialty`, a translator, and a French case filed for
+    international review: the prefix of the two people's ids, the case, its translation-queued
+    event."""
+    p = unique(specialty[:3])
+    await stack.add_reviewer(f"{p}-en", [specialty], ["en"])
+    await _translator(stack, f"{p}-tr")
+    case_id = await stack.submit(specialty, language="fr", international_review=True)
+    (queued,) = await stack.log.wait(case_id, QUEUED)
+    return p, case_id, queued
+
+
 async def _counted(stack: ReviewStack, queued: dict[str, Any]) -> tuple[bool, bool]:
     """Whether the round counts in its reviewer's load, and its translation in its translator's
     (the module's translators of the pair share its cases: the least loaded is chosen)."""
@@ -93,16 +105,7 @@ async def test_a_reader_of_the_language_comes_first(stack: ReviewStack) -> None:
 
 
 async def test_a_withdrawn_cases_translation_leaves_the_queue(stack: ReviewStack) -> None:
-    p = unique("gas")
-    await stack.add_reviewer(f"{p}-en", ["gastroenterology"], ["en"])
-    async with stack.client() as coordinator:
-        put = await coordinator.put(
-            f"/v1/translators/{p}-tr",
-            json={"display_name": "Translator", "languages": ["fr", "en"], "capacity": 2},
-        )
-        assert put.status_code == 200, put.text
-    case_id = await stack.submit("gastroenterology", language="fr", international_review=True)
-    (queued,) = await stack.log.wait(case_id, "avis.review.translation-queued.v1")
+    p, case_id, queued = await _abroad(stack, "gastroenterology")
     assert (queued["from_language"], queued["to_language"]) == ("fr", "en")
     async with stack.client(f"{p}-en", "reviewer") as specialist:
         url = f"/v1/assignments/{queued['assignment_id']}"
@@ -128,11 +131,7 @@ async def test_a_withdrawn_cases_translation_leaves_the_queue(stack: ReviewStack
 async def test_a_declined_rounds_translation_closes_with_it(stack: ReviewStack) -> None:
     """The specialist declines an international round whose translation is taken: it leaves
     its translator's load and the queue, and is written no more."""
-    p = unique("hae")
-    await stack.add_reviewer(f"{p}-en", ["haematology"], ["en"])
-    await _translator(stack, f"{p}-tr")
-    case_id = await stack.submit("haematology", language="fr", international_review=True)
-    (queued,) = await stack.log.wait(case_id, QUEUED)
+    p, case_id, queued = await _abroad(stack, "haematology")
     url = f"/v1/translations/{queued['translation_id']}"
     async with stack.client(queued["translator_id"], "translator") as translator:
         assert (await translator.post(f"{url}/take")).status_code == 200
@@ -159,11 +158,7 @@ async def test_a_decline_stopped_before_its_translation_closed_is_finished(
 ) -> None:
     """Stopped after the decline was written, before the round's translation closed: the next
     matching of the case (here the start-up's) releases and closes it, once."""
-    p = unique("nep")
-    await stack.add_reviewer(f"{p}-en", ["nephrology"], ["en"])
-    await _translator(stack, f"{p}-tr")
-    case_id = await stack.submit("nephrology", language="fr", international_review=True)
-    (queued,) = await stack.log.wait(case_id, QUEUED)
+    _, case_id, queued = await _abroad(stack, "nephrology")
     assert await _counted(stack, queued) == (True, True)
     aid = queued["assignment_id"]
     await stack.review.store.set_case_matching(case_id)  # as the decline's first write
@@ -187,11 +182,7 @@ async def test_a_withdrawal_stopped_after_the_cancel_releases_both_loads_again(
 ) -> None:
     """Stopped after the round was cancelled, before the loads were released: the withdrawal
     delivered again releases the reviewer's and the translator's, and closes the translation."""
-    p = unique("ort")
-    await stack.add_reviewer(f"{p}-en", ["orthopaedics"], ["en"])
-    await _translator(stack, f"{p}-tr")
-    case_id = await stack.submit("orthopaedics", language="fr", international_review=True)
-    (queued,) = await stack.log.wait(case_id, QUEUED)
+    _, case_id, queued = await _abroad(stack, "orthopaedics")
     assert await _counted(stack, queued) == (True, True)
     at = datetime.now(UTC)
     await stack.review.store.set_case_withdrawn(case_id, at)
