@@ -52,6 +52,7 @@ from avis.intake.store import Store as IntakeStore
 from avis.intake.store import list_entry_id, list_key
 from avis.review.rules import sort_key
 from avis.review.store import Store as ReviewStore
+from avis.review.store import file_due_many
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # journey uses tests/
 
@@ -216,7 +217,7 @@ class Seeder:
                             clones.append(clone)
                     await db[name].insert_many(clones, ordered=False)
                     if due_keys:
-                        await ReviewStore(db).file_due_many(due_keys)
+                        await file_due_many(ReviewStore(db), due_keys)
                         due_keys.clear()
             await self.lists(todo)
             self.count = todo.stop

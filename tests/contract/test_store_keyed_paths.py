@@ -26,7 +26,7 @@ from avis.notify.store import Store as NotifyStore
 from avis.review.models import AssignmentStatus, Rationale
 from avis.review.models import CaseStatus as ReviewCaseStatus
 from avis.review.rules import assignment_id_for, sort_key
-from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc
+from avis.review.store import AssignmentDoc, CaseDoc, ReviewerDoc, fold_due_days
 from avis.review.store import Store as ReviewStore
 from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
 from avis.shared.envelope import Event
@@ -537,8 +537,9 @@ async def test_review_loads_rounds_queue_and_lists_read_only_by_id(watched: Any)
 async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     watched: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rounds spread over many days, one or none a day: a page reads one day bucket first (a busy
-    day fills a page alone), then twice as many in each request, and when it stops at its budget
+    """Rounds spread over many days, one or none a day: a page reads the months, then the month's
+    days with their counts, then as many day buckets together as the counts say the page needs
+    (at most eight a request), and when it stops at its budget
     its cursor goes on exactly where it stopped, so the pages together are the whole walk, in
     order."""
     db, commands = watched
@@ -557,9 +558,10 @@ async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     assert [d.id for d in whole] == [d.id for d in sorted(made, key=lambda d: d.sort_key)]
     assert more is None
     keys = [f for f in commands.filters if f[1] == "keys"]
-    read = [len(f[2]["_id"]["$in"]) for f in keys[1:]]
-    assert keys[0][2] == {"_id": "due:all:days"}
-    assert read == [1, 2, 4, 8], f"the days, then 15 days' buckets 1, 2, 4 and 8 at a time: {keys}"
+    read = [len(f[2]["_id"]["$in"]) for f in keys[2:]]
+    assert keys[0][2] == {"_id": {"$in": ["due:all:months", "due:all:days"]}}
+    assert keys[1][2] == {"_id": {"$in": ["due:all:days:2026-03"]}}
+    assert read == [8, 7], f"the months, March's days, then 15 days' buckets 8 and 7: {keys}"
 
     monkeypatch.setattr("avis.review.store.DUE_SCAN_BUDGET", 4)
     pages, after, stops = [], None, 0
@@ -580,6 +582,110 @@ async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     completed = [d.id for d in whole if d.status == AssignmentStatus.COMPLETED]
     assert [d.id for d in pages] == completed and len(completed) == 7
     assert commands.not_by_id() == []
+
+
+async def test_the_due_walk_reads_bounded_lists_across_months_and_folds_the_old_list(
+    watched: Any,
+) -> None:
+    """Rounds over three months: each month's list holds its own days only, with their counts, so
+    a page reads documents of a bounded size however long the history; a page that a short first
+    day does not fill reads the buckets it needs in one request; a moved due date leaves its
+    emptied day's count at 0 and the walk in order; a list of every day left by the versions
+    before is read as it is, then folded into the months at start-up."""
+    db, commands = watched
+    store = ReviewStore(db)
+    await store.insert_reviewer(
+        ReviewerDoc.model_validate(
+            {
+                "_id": "r-1",
+                "display_name": "r-1",
+                "specialties": ["oncology"],
+                "languages": ["fr"],
+                "capacity": 5,
+                "active": True,
+                "created_at": T0,
+                "updated_at": T0,
+            }
+        )
+    )
+    made = []
+    for i in range(30):  # one round every third day from March 1st: March, April and May
+        due = T0 + timedelta(days=3 * i, hours=i % 2)
+        doc = _assignment(f"m-{i:02d}", 1, "r-1", due, "completed")
+        await store.file_due(doc)
+        await store.insert_assignment(doc, [])
+        made.append(doc)
+    for scope in ("all", "reviewer:r-1"):
+        months = await store.key_counts([f"due:{scope}:months"])
+        assert sorted(months[0][0]) == ["2026-03", "2026-04", "2026-05"]
+        lists = await store.key_counts([f"due:{scope}:days:{m}" for m in months[0][0]])
+        assert [len(days) for days, _ in lists] == [11, 10, 9]
+        assert all(counts == dict.fromkeys(days, 1) for days, counts in lists)
+
+    # a due date moved (a pause): filed again on its new day, then taken off the former one
+    moved = made[0].model_copy(
+        update={
+            "due_at": T0 + timedelta(days=4),
+            "sort_key": sort_key(T0 + timedelta(days=4), made[0].id),
+        }
+    )
+    await store.file_due(moved)
+    await store.assignments.update_one(
+        {"_id": moved.id}, {"$set": {"due_at": moved.due_at, "sort_key": moved.sort_key}}
+    )
+    await store.information.unfile_due(made[0])
+    march = await store.key_counts(["due:all:days:2026-03"])
+    assert march[0][1]["2026-03-01"] == 0 and march[0][1]["2026-03-05"] == 1
+    expected = sorted([moved, *made[1:]], key=lambda d: d.sort_key)
+    assert [d.id for d in expected][:3] == [made[1].id, moved.id, made[2].id]
+
+    async def walk(limit: int) -> list[str]:
+        pages: list[str] = []
+        after = None
+        for _ in range(40):
+            page, _more = await store.assignments_page(
+                reviewer_id="r-1",
+                statuses=frozenset(),
+                case_id=None,
+                overdue_at=None,
+                after=after,
+                limit=limit,
+            )
+            pages += [d.id for d in page]
+            if len(page) < limit:
+                return pages
+            after = page[-1].sort_key
+        raise AssertionError("the walk did not end")
+
+    assert await walk(4) == [d.id for d in expected]
+    commands.filters.clear()
+    assert await walk(50) == [d.id for d in expected]
+    keys = [f for f in commands.filters if f[1] == "keys"]
+    assert len(keys) == 1 + 2 + 4, (
+        f"the months, two requests of two and one months, 30 days 8 at a time: {keys}"
+    )
+
+    # the layout of the versions before: one list of every day, beside the months
+    await store.keys.update_one(
+        {"_id": "due:reviewer:r-1:days"},
+        {"$addToSet": {"ids": {"$each": ["2026-06-02"]}}},
+        upsert=True,
+    )
+    late = _assignment("m-old", 1, "r-1", T0 + timedelta(days=93), "completed")
+    await store.keys.update_one(
+        {"_id": "due:reviewer:r-1:2026-06-02"}, {"$push": {"ids": late.sort_key}}, upsert=True
+    )
+    await store.insert_assignment(late, [])
+    assert await walk(7) == [d.id for d in expected] + [late.id], "read before the fold"
+    await fold_due_days(store)
+    assert await store.key_ids("due:reviewer:r-1:days") == []
+    assert "2026-06" in await store.key_ids("due:reviewer:r-1:months")
+    assert await store.key_ids("due:reviewer:r-1:days:2026-06") == ["2026-06-02"]
+    assert await walk(7) == [d.id for d in expected] + [late.id], "and after"
+    await fold_due_days(store)  # again: nothing to fold
+    assert commands.not_by_id() == [
+        f for f in commands.filters if f[1] == "reviewers" and f[2] == {}
+    ], "only the directory is read whole (the fold's scopes)"
 
 
 # --- notify ----------------------------------------------------------------------------------

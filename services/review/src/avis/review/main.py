@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         partial(store.init, seed_file=seed, seal=seal, seal_translator=seal_translator)
     )
     runtime.on_store(partial(contacts.reseal_directory, reviews, keys.keyring))
+    runtime.on_store(partial(store.fold_due_days, reviews))
     emitter = Emitter(SOURCE, runtime.relay, reviews.assignments)
     matcher = Matcher(
         store=reviews,

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -278,6 +278,40 @@ def queue_key(urgency: Urgency | str, submitted_at: datetime, case_id: str) -> s
 def sort_key(due: datetime, assignment_id: str) -> str:
     """The assignment list's order as one sortable string: soonest due first."""
     return f"{_stamp(due)}|{assignment_id}"
+
+
+def due_day(key: str) -> str:
+    """The day (`YYYY-MM-DD`) whose bucket files a sort key: the key begins with it."""
+    return key[:10]
+
+
+def due_month(day: str) -> str:
+    """The month (`YYYY-MM`) whose document lists a day of the due walk."""
+    return day[:7]
+
+
+def due_days_enough(days: Sequence[str], counts: Mapping[str, int], wanted: int, most: int) -> bool:
+    """Whether the due walk's listed `days` are enough for its next read of buckets (`most`
+    days at a time) to find `wanted` entries by their counts, or it must list another month's
+    first (a day of unknown count is taken to fill the page alone)."""
+    if len(days) >= most:
+        return True
+    return sum(max(counts.get(day, wanted), 0) for day in days) >= wanted
+
+
+def due_days_to_read(days: Sequence[str], counts: Mapping[str, int], wanted: int, most: int) -> int:
+    """How many of the next `days` (in order) the due walk reads in one request to find
+    `wanted` entries: as few as the days' filed counts add up to `wanted`, at least one, at
+    most `most`. A day of unknown count (filed before the counts were kept) is taken to fill
+    the page alone; an emptied day (0) costs nothing and is read with the next."""
+    total = 0
+    for n, day in enumerate(days[:most], start=1):
+        if day not in counts:
+            return n
+        total += max(counts[day], 0)
+        if total >= wanted:
+            return n
+    return max(1, min(len(days), most))
 
 
 # --- the life of an assignment --------------------------------------------------------------

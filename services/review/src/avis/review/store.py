@@ -11,8 +11,13 @@
 
 - `keys`: keyed index documents for the ways in that are not an `_id`: `matching` and
   `waiting` list the case ids in those states (the queue and recovery read them, then each
-  case by `_id`); `due:<scope>:days` and `due:<scope>:<day>` file every round's sort key by
-  the day it is due, for all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists.
+  case by `_id`); `due:<scope>:<day>` files every round's sort key by the day it is due, for
+  all rounds (`all`) and per reviewer (`reviewer:<id>`), for the lists; `due:<scope>:months`
+  lists the months that have such days and `due:<scope>:days:<month>` the days of one month
+  (`ids`) with how many keys each was filed (`n`, a hint: how many buckets a page reads at
+  once), so a page reads documents of a bounded size however long the history. (The versions
+  before listed every day in one `due:<scope>:days`: start-up folds it into the months,
+  `fold_due_days`, and the walk reads what is left of it.)
   They are written under the matching lock, added to before the state they point to is
   written (removed from after), and checked against what they point to when read.
 - `settings`: the coordinators' rules, `_id` = their name (`second-reading`: the specialties and
@@ -80,6 +85,10 @@ from avis.review.rules import (
     ReviewerFit,
     TranslatorFit,
     assignment_id_for,
+    due_day,
+    due_days_enough,
+    due_days_to_read,
+    due_month,
     follow_up_report_seq,
     is_overdue,
 )
@@ -751,6 +760,12 @@ class Store:
         docs = await by_ids(self.keys, names, {"ids": 1})
         return [list(doc["ids"]) if doc else [] for doc in docs]
 
+    async def key_counts(self, names: Sequence[str]) -> list[tuple[list[str], dict[str, int]]]:
+        """The ids each of several keyed index documents lists, and its counts (`n`, by id;
+        the due walk's days), read in one request by `_id`."""
+        docs = await by_ids(self.keys, names, {"ids": 1, "n": 1})
+        return [(list(d.get("ids", [])), dict(d.get("n", {}))) if d else ([], {}) for d in docs]
+
     async def key_add(self, name: str, item: str) -> None:
         """Add an id to a keyed index document (once), in one write; the caller holds the
         matching lock."""
@@ -968,34 +983,21 @@ class Store:
         due = _DueWalk(self, due_scope(reviewer_id), keep, projection)
         return await due.page(after, limit)
 
-    async def file_due_many(self, sort_keys: dict[str, list[str]]) -> None:
-        """File many rounds at once (reviewer id -> their sort keys): for loading data in
-        bulk, with the matching lock held or the service stopped."""
-        for reviewer_id, keys in sort_keys.items():
-            days: dict[str, list[str]] = {}
-            for key in keys:
-                days.setdefault(key[:10], []).append(key)
-            for scope in (due_scope(None), due_scope(reviewer_id)):
-                for day, filed in days.items():
-                    await self.key_add(f"due:{scope}:days", day)
-                    await self.keys.update_one(
-                        {"_id": f"due:{scope}:{day}"},
-                        {"$push": {"ids": {"$each": filed}}},
-                        upsert=True,
-                    )
-
     async def file_due(self, assignment: AssignmentDoc) -> None:
         """File a new round in the day buckets of its due date (all, and its reviewer's),
-        before the round is written; the caller holds the matching lock."""
-        day = assignment.sort_key[:10]
+        before the round is written, and its day and month in their lists (each added once,
+        never removed: two writers lose nothing); the caller holds the matching lock."""
+        day = due_day(assignment.sort_key)
         await self.keys.bulk_write(
             [
-                UpdateOne({"_id": name}, _add_to(item), upsert=True)
+                write
                 for scope in (due_scope(None), due_scope(assignment.reviewer_id))
-                for name, item in (
-                    (f"due:{scope}:days", day),
-                    (f"due:{scope}:{day}", assignment.sort_key),
-                )
+                for write in [
+                    UpdateOne(
+                        {"_id": f"due:{scope}:{day}"}, _add_to(assignment.sort_key), upsert=True
+                    ),
+                    *_day_filed(scope, day, 1),
+                ]
             ]
         )
 
@@ -1175,9 +1177,12 @@ class InformationStore:
     async def unfile_due(self, assignment: AssignmentDoc) -> None:
         """Take a round's former sort key out of its day buckets, after its due date moved and
         the round was written with the new one (a stop before: the entry is skipped on read)."""
-        day = assignment.sort_key[:10]
+        day = due_day(assignment.sort_key)
         for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
             await self.store.key_remove(f"due:{scope}:{day}", assignment.sort_key)
+            # The day stays listed (an emptied day costs the walk nothing); its count drops.
+            month = f"due:{scope}:days:{due_month(day)}"
+            await self.store.keys.update_one({"_id": month}, {"$inc": {f"n.{day}": -1}})
 
 
 class FollowUpStore:
@@ -1300,18 +1305,21 @@ class TranslationStore:
 
 
 DUE_SCAN_BUDGET = 500  # bucket entries one page request may look at before it returns a cursor
-# Day buckets read in one request while a page walks them: one at first (a busy day fills a
-# page alone, and the local store decodes each bucket whole), twice as many each time after, up
-# to DUE_DAYS_AT_ONCE (so that days with few rounds each do not cost a request each).
+# Day buckets read in one request at most while a page walks them: as many as their counts say
+# the page needs (so that days with few rounds each do not cost a request each, and a busy day
+# is read alone).
 DUE_DAYS_AT_ONCE = 8
+DUE_MONTHS_AT_ONCE = 2  # months' lists of days read in one request while a page walks them
 
 
 @dataclass(frozen=True)
 class _DueWalk:
     """A page from the day buckets of a scope, soonest due first: at most DUE_SCAN_BUDGET
     entries looked at, their assignments read a batch at a time (as many as the page still
-    lacks, read together), the day buckets one at first, then twice as many at a time up to
-    DUE_DAYS_AT_ONCE (read together)."""
+    lacks, read together). The walk reads the scope's months (and what is left of the list of
+    every day of the versions before), then the days of the soonest months, DUE_MONTHS_AT_ONCE
+    at a time when it needs them, then the day buckets, as many together as their counts say
+    the page needs (`rules.due_days_to_read`), up to DUE_DAYS_AT_ONCE."""
 
     store: Store
     scope: str
@@ -1323,15 +1331,36 @@ class _DueWalk:
         the budget ran out first (else None)."""
         found: list[AssignmentDoc] = []
         looked = 0
-        days = sorted(await self.store.key_ids(f"due:{self.scope}:days"))
-        days = [day for day in days if after is None or day >= after[:10]]
+        start = None if after is None else due_day(after)
+        (months_listed, _), (every_day, _) = await self.store.key_counts(
+            [f"due:{self.scope}:months", f"due:{self.scope}:days"]
+        )
+        unfolded: dict[str, set[str]] = {}
+        for day in every_day:
+            unfolded.setdefault(due_month(day), set()).add(day)
+        months = sorted(
+            m for m in set(months_listed) | set(unfolded) if start is None or m >= due_month(start)
+        )
+        days: list[str] = []  # the days listed and not read yet, in order
+        counts: dict[str, int] = {}
         keys: list[str] = []  # the entries read and not looked at yet, in order
-        at_once = 1
         while True:
             size = min(DUE_SCAN_BUDGET - looked, max(limit - len(found), 1))
-            while len(keys) < max(size, 1) and days:  # at the budget: is anything left?
-                chunk, days = days[:at_once], days[at_once:]
-                at_once = min(2 * at_once, DUE_DAYS_AT_ONCE)
+            while len(keys) < max(size, 1) and (days or months):  # at the budget: anything left?
+                wanted = max(size, 1) - len(keys)
+                while months and not due_days_enough(days, counts, wanted, DUE_DAYS_AT_ONCE):
+                    chunk, months = months[:DUE_MONTHS_AT_ONCE], months[DUE_MONTHS_AT_ONCE:]
+                    lists = await self.store.key_counts(
+                        [f"due:{self.scope}:days:{m}" for m in chunk]
+                    )
+                    for month, (listed, filed) in zip(chunk, lists, strict=True):
+                        more = set(listed) | unfolded.get(month, set())
+                        days += sorted(d for d in more if start is None or d >= start)
+                        counts.update(filed)
+                if not days:
+                    break
+                take = due_days_to_read(days, counts, wanted, DUE_DAYS_AT_ONCE)
+                chunk, days = days[:take], days[take:]
                 buckets = await self.store.key_ids_of([f"due:{self.scope}:{d}" for d in chunk])
                 # A day's entries all sort after the earlier day's: the sort key starts with it.
                 keys += [k for b in buckets for k in sorted(b) if after is None or k > after]
@@ -1363,6 +1392,19 @@ def _add_to(item: str) -> dict[str, Any]:
     return {"$addToSet": {"ids": item}}
 
 
+def _day_filed(scope: str, day: str, count: int) -> list[UpdateOne]:
+    """The writes that list a day of a scope's due walk, and its month (each once), and count
+    `count` more keys filed in its bucket."""
+    return [
+        UpdateOne({"_id": f"due:{scope}:months"}, _add_to(due_month(day)), upsert=True),
+        UpdateOne(
+            {"_id": f"due:{scope}:days:{due_month(day)}"},
+            {**_add_to(day), "$inc": {f"n.{day}": count}},
+            upsert=True,
+        ),
+    ]
+
+
 def due_scope(reviewer_id: str | None) -> str:
     """The day buckets of every assignment (None) or of one reviewer's."""
     return "all" if reviewer_id is None else f"reviewer:{reviewer_id}"
@@ -1378,6 +1420,60 @@ WAITING_KEY = "waiting"
 SealContact = Callable[[str, str | None], Sealed | None]
 # Seals a translator's, with their languages (`contacts.sealed_translator_contact`).
 SealTranslatorContact = Callable[[str, TranslatorIn], Sealed | None]
+
+
+async def file_due_many(store: Store, sort_keys: dict[str, list[str]]) -> None:
+    """File many rounds at once (reviewer id -> their sort keys): for loading data in
+    bulk, with the matching lock held or the service stopped."""
+    for reviewer_id, keys in sort_keys.items():
+        days: dict[str, list[str]] = {}
+        for key in keys:
+            days.setdefault(due_day(key), []).append(key)
+        for scope in (due_scope(None), due_scope(reviewer_id)):
+            for day, filed in days.items():
+                await store.keys.update_one(
+                    {"_id": f"due:{scope}:{day}"},
+                    {"$push": {"ids": {"$each": filed}}},
+                    upsert=True,
+                )
+                await store.keys.bulk_write(_day_filed(scope, day, len(filed)))
+
+
+async def fold_due_days(store: Store, _db: object = None) -> None:
+    """Fold each scope's list of every day (`due:<scope>:days`, the versions before) into
+    its months (`due:<scope>:months`, `due:<scope>:days:<month>`; their counts unknown),
+    then take the folded days out of it: a day a copy of the version before files meanwhile
+    stays there, and the walk still reads it (`_db`: as the start-up hooks are called)."""
+    scopes = [due_scope(None)] + [due_scope(r.id) for r in await store.all_reviewers()]
+    folded = 0
+    for scope in scopes:
+        days = await store.key_ids(f"due:{scope}:days")
+        if not days:
+            continue
+        months: dict[str, list[str]] = {}
+        for day in days:
+            months.setdefault(due_month(day), []).append(day)
+        await store.keys.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"due:{scope}:months"},
+                    {"$addToSet": {"ids": {"$each": sorted(months)}}},
+                    upsert=True,
+                ),
+                *(
+                    UpdateOne(
+                        {"_id": f"due:{scope}:days:{month}"},
+                        {"$addToSet": {"ids": {"$each": listed}}},
+                        upsert=True,
+                    )
+                    for month, listed in sorted(months.items())
+                ),
+            ]
+        )
+        await store.keys.update_one({"_id": f"due:{scope}:days"}, {"$pullAll": {"ids": days}})
+        folded += len(days)
+    if folded:
+        log.info("due days folded into months", days=folded, scopes=len(scopes))
 
 
 async def init(
