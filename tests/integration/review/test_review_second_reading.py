@@ -201,14 +201,13 @@ async def test_a_correction_after_the_agreement_waits_while_its_reader_is_full(
     assert reading["rationale"]["rule"] == "nobody_fits"
     why = {c["reviewer_id"]: c["excluded"] for c in reading["rationale"]["candidates"]}
     assert why == {second: "at_capacity"}
-    # The other case is declined: the reader has room, and the waiting reading is theirs again.
+    # The other case is answered: the reader has room, and the waiting reading is theirs again.
     filled = await stack.assignment(other)
     async with stack.client(second, "reviewer") as http:
-        declined = await http.post(
-            f"/v1/assignments/{filled['id']}/decline",
-            json={"reason_code": "no_availability", "reason": "Away."},
-        )
-        assert declined.status_code == 200, declined.text
+        url = f"/v1/assignments/{filled['id']}"
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        answered = await http.post(f"{url}/opinion", json=OPINION)
+        assert answered.status_code == 201, answered.text
     again = await stack.log.wait(case_id, REQUESTED, count=3)
     assert (again[-1]["second_reader_id"], again[-1]["version"]) == (second, 2)
     assert await _load(stack, second) == 1

@@ -158,7 +158,7 @@ class SecondReadings:
         update = {"version": version, "state": SecondReadingState.READING, "agreed_at": None}
         update |= {"requested_at": at}
         reader = await self.store.reviewer(agreed.reviewer_id) if agreed.reviewer_id else None
-        decision = rules.reread(await self._needs(doc), reader.fit() if reader else None)
+        decision = rules.reread(await _needs(self.store, doc), reader.fit() if reader else None)
         if decision.chosen is None:
             log.info("second reader full", assignment_id=doc.id, rule=decision.rule.value)
             update |= {
@@ -169,20 +169,11 @@ class SecondReadings:
             }
         return agreed.model_copy(update=update)
 
-    async def _needs(self, doc: AssignmentDoc) -> CaseNeeds:
-        """What matching a second reader needs to know of the round's case, its first reader
-        excluded."""
-        case = await self.store.case(doc.case_id)
-        needs = rules.CaseNeeds(specialty=doc.specialty.value, language=doc.language.value)
-        if case is not None and case.specialty is not None:
-            needs = case.needs([])
-        return dataclasses.replace(needs, first_reader=doc.reviewer_id)
-
     async def _choose(
         self, doc: AssignmentDoc, reason: SecondReadingReason, version: int, at: datetime
     ) -> ReadingEntry:
         """Match the second reader as the first was matched, the first excluded."""
-        needs = await self._needs(doc)
+        needs = await _needs(self.store, doc)
         reviewers = await self.store.active_reviewers_of(needs.specialty)
         decision = rules.match(needs, [r.fit() for r in reviewers])
         chosen = next((r for r in reviewers if r.id == decision.chosen), None)
@@ -513,6 +504,16 @@ class SecondReadings:
             return None
         aad = rules.comments_aad(doc.id, entry.number)
         return ring.open_model(entry.sealed, aad, SecondReadingComments).text
+
+
+async def _needs(store: Store, doc: AssignmentDoc) -> CaseNeeds:
+    """What matching a second reader needs to know of the round's case, its first reader
+    excluded."""
+    case = await store.case(doc.case_id)
+    needs = CaseNeeds(specialty=doc.specialty.value, language=doc.language.value)
+    if case is not None and case.specialty is not None:
+        needs = case.needs([])
+    return dataclasses.replace(needs, first_reader=doc.reviewer_id)
 
 
 def _rationale(decision: rules.Decision, at: datetime) -> Rationale:
