@@ -145,7 +145,11 @@ async def test_the_coordinator_reassigns_a_declined_case(
         await expect(page.locator("#hold-stands")).to_be_visible()
         await w.axe("case, held")
 
-        for path in ("/board/reviewers", "/board/partners?partner_id=partner-1"):
+        for path in (
+            "/board/reviewers",
+            "/board/translations",
+            "/board/partners?partner_id=partner-1",
+        ):
             await page.goto(path)
             await w.axe(path)
         if language == "en":

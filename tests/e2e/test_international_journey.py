@@ -238,6 +238,14 @@ async def test_a_french_case_is_translated_to_english_and_back(
             assert not_taken.status_code == 409, not_taken.text
             taken = await translator.post(f"{t_url}/take")
             assert taken.status_code == 200 and taken.json()["state"] == "taken", taken.text
+            # The coordinator sees the translator's load and the translation in progress.
+            async with Browser(stack.web_url) as board:
+                await board.sign_in("coordinator-1")
+                directory = await board.get("/board/reviewers?language=fr")
+                assert TRANSLATOR_NAME in directory.text, directory.text
+                shown = await board.get("/board/translations")
+                assert reference in shown.text and TRANSLATOR_NAME in shown.text, shown.text
+                assert "The case, for the specialist" in shown.text and "Taken" in shown.text
             wrong = await translator.put(f"{t_url}/text", json={"opinion": OPINION})
             assert wrong.status_code == 422, wrong.text
             done = await translator.put(f"{t_url}/text", json={"summary": SUMMARY_EN})

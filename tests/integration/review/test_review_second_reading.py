@@ -2,7 +2,8 @@
 urgency holds the opinion until the second reader agrees, then it is released once, after the
 agreement; with nobody else to read it the opinion waits, unmatched, until a reader frees up or
 joins (where the queue is offered); a withdrawn case closes the reading and takes it out of its
-reader's load; a correction after the agreement is read again."""
+reader's load; a correction after the agreement is read again, by the same reader only while
+they have room (full: it waits unmatched, as when nobody fits at first)."""
 
 from typing import Any
 
@@ -157,3 +158,56 @@ async def test_a_correction_after_the_agreement_is_read_again(stack: ReviewStack
     released = await stack.log.wait(case_id, COMPLETED, count=2)
     assert released[-1]["version"] == 2
     assert await _load(stack, second) == 0
+
+
+async def test_a_correction_after_the_agreement_waits_while_its_reader_is_full(
+    stack: ReviewStack,
+) -> None:
+    """The second reader agreed, then took other work up to their capacity: the correction is
+    not pushed onto them over it. It waits unmatched, as a reading nobody fitted at first,
+    until they have room again; then it is theirs once more."""
+    p = unique("car")
+    await stack.add_reviewer(f"{p}-1", ["cardiology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["cardiology", "dermatology"], ["fr"], capacity=1)
+    first = await _answered(stack, "cardiology", second_reading=True)
+    case_id = first["case_id"]
+    (requested,) = await stack.log.wait(case_id, REQUESTED)
+    second = requested["second_reader_id"]
+    assert second == f"{p}-2"
+    async with stack.client(second, "reviewer") as http:
+        agreed = await http.post(f"/v1/second-readings/{first['id']}/agreement")
+        assert agreed.status_code == 200, agreed.text
+    await stack.log.wait(case_id, COMPLETED)
+    assert await _load(stack, second) == 0
+    # Another case fills the second reader's only place (nobody else reads dermatology).
+    other = await stack.submit("dermatology")
+    await stack.log.wait(other, ASSIGNED)
+    assert await _load(stack, second) == 1
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        corrected = await http.put(
+            f"/v1/assignments/{first['id']}/opinion", json=OPINION | {"further_tests": "Aucun."}
+        )
+        assert corrected.status_code == 200, corrected.text
+    again = await stack.log.wait(case_id, REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (None, 2)
+    assert await _load(stack, second) == 1, "never over their capacity"
+    assert len(stack.log.of(case_id, COMPLETED)) == 1, "not released without a reading"
+    async with stack.client() as http:
+        shown = await http.get(
+            f"/v1/second-readings/{first['id']}", headers={"X-Avis-Reason": "check"}
+        )
+    reading = shown.json()
+    assert reading["state"] == "unmatched", reading
+    assert reading["rationale"]["rule"] == "nobody_fits"
+    why = {c["reviewer_id"]: c["excluded"] for c in reading["rationale"]["candidates"]}
+    assert why == {second: "at_capacity"}
+    # The other case is answered: the reader has room, and the waiting reading is theirs again.
+    filled = await stack.assignment(other)
+    async with stack.client(second, "reviewer") as http:
+        url = f"/v1/assignments/{filled['id']}"
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        answered = await http.post(f"{url}/opinion", json=OPINION)
+        assert answered.status_code == 201, answered.text
+    again = await stack.log.wait(case_id, REQUESTED, count=3)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (second, 2)
+    assert await _load(stack, second) == 1

@@ -1,6 +1,7 @@
 """The second reading, without a store: when an opinion is held for a second reader, who may be
 chosen (never the first, never with a conflict of interest, under capacity), who may read,
-agree and comment, and what each state allows."""
+agree and comment, what each state allows, and whether a correction after the agreement goes
+back to the same reader (by the first pick's rules, capacity included)."""
 
 import pytest
 
@@ -10,6 +11,7 @@ from avis.review.rules import (
     CaseNeeds,
     Exclusion,
     ReviewerFit,
+    Rule,
     check_may_answer,
     check_second_reader,
     comments_aad,
@@ -20,6 +22,7 @@ from avis.review.rules import (
     reading_load_id,
     reading_of_load,
     reads_again,
+    reread,
     second_reading_reason,
 )
 from avis.shared.problems import Problem
@@ -145,3 +148,28 @@ def test_a_correction_after_the_agreement_is_read_again_while_its_reason_holds()
     assert again(SecondReadingReason.FIRST_READER, [])
     assert again(SecondReadingReason.COORDINATOR_RULE, ["urgent"])
     assert not again(SecondReadingReason.COORDINATOR_RULE, [])  # the rule was lifted since
+
+
+def test_a_reread_goes_to_the_same_reader_only_with_room_as_at_the_first_pick() -> None:
+    case = CaseNeeds(specialty="oncology", language="fr", first_reader="first")
+    free = reread(case, _reviewer("second", load=1))
+    assert (free.chosen, free.rule) == ("second", Rule.ONLY_CANDIDATE)
+    full = reread(case, _reviewer("second", load=2))
+    assert (full.chosen, full.rule) == (None, Rule.NOBODY_FITS), "as nobody fitting at first"
+    assert [(c.reviewer_id, c.excluded) for c in full.candidates] == [("second", "at_capacity")]
+    # The same capacity rule as the first pick, whoever else there is.
+    assert match(case, [_reviewer("second", load=2)]).chosen is None
+    # Every other rule of the first pick too: gone from the directory, inactive, in conflict.
+    assert reread(case, None).chosen is None
+    gone = ReviewerFit(
+        id="second",
+        specialties=frozenset({"oncology"}),
+        languages=frozenset({"fr"}),
+        institution_code=None,
+        capacity=2,
+        load=0,
+        active=False,
+    )
+    assert reread(case, gone).candidates[0].excluded == Exclusion.INACTIVE.value
+    conflict = CaseNeeds(specialty="oncology", language="fr", physician_institution="H-1")
+    assert reread(conflict, _reviewer("second", institution="h-1")).chosen is None

@@ -1,5 +1,5 @@
 """International review's translation step: its languages, ids, due date, the translators'
-queue by language pair, who writes it, and the specialist waiting for it."""
+queue by language pair, who writes it, the specialist waiting for it, and when it is overdue."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +21,7 @@ from avis.review.rules import (
     translation_due,
     translation_id_for,
     translation_languages,
+    translation_overdue,
 )
 from avis.review.settings import Settings
 from avis.review.store import AssignmentDoc, TranslationEntry
@@ -205,4 +206,15 @@ def test_a_round_shows_its_translations_and_where_each_is_never_their_text() -> 
         }
     ]
     assert "c2VjcmV0" not in view.model_dump_json()
-    assert first.view(doc).translator_display_name == "Tom Translator"
+    assert first.view(doc, at=AT).translator_display_name == "Tom Translator"
+    # Done: never overdue, even read after its due date.
+    assert first.view(doc, at=AT + timedelta(days=9)).overdue is False
+
+
+def test_an_open_translation_past_its_own_due_date_is_overdue_until_done() -> None:
+    due = AT + timedelta(days=2)
+    for state in (TranslationState.QUEUED, TranslationState.TAKEN):
+        assert not translation_overdue(state, due, due), "due at that moment: not yet late"
+        assert translation_overdue(state, due, due + timedelta(seconds=1))
+    for state in (TranslationState.DONE, TranslationState.CLOSED):
+        assert not translation_overdue(state, due, due + timedelta(days=1))

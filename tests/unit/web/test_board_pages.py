@@ -79,6 +79,41 @@ REVIEWER = {
     "active": True,
     "load": 0,
 }
+TRANSLATOR = {
+    "id": "tr-1",
+    "display_name": "Tom Translator",
+    "languages": ["fr", "en"],
+    "capacity": 2,
+    "active": True,
+    "load": 2,
+}
+TRANSLATION = {
+    "id": "a1-t1",
+    "assignment_id": "a1",
+    "case_id": CASE_ID,
+    "reference": "AV-2026-000001",
+    "way": "to_specialist",
+    "state": "taken",
+    "from_language": "fr",
+    "to_language": "en",
+    "translator_id": "tr-1",
+    "translator_display_name": "Tom Translator",
+    "queued_at": AT,
+    "due_at": AT,
+    "overdue": True,
+}
+WAITING_TRANSLATION = TRANSLATION | {
+    "id": "a2-t2",
+    "reference": "AV-2026-000002",
+    "way": "to_patient",
+    "state": "queued",
+    "from_language": "en",
+    "to_language": "fr",
+    "translator_id": None,
+    "translator_display_name": None,
+    "due_at": "2026-01-05T10:00:00Z",
+    "overdue": False,
+}
 SUBSCRIPTION = {
     "id": "sub-1",
     "partner_id": "partner-1",
@@ -113,6 +148,8 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/queue"): page([QUEUED]),
     ("GET", "/v1/assignments"): page([ASSIGNMENT]),
     ("GET", "/v1/reviewers"): page([REVIEWER]),
+    ("GET", "/v1/translators"): page([TRANSLATOR]),
+    ("GET", "/v1/translations"): page([WAITING_TRANSLATION, TRANSLATION]),
     ("POST", f"/v1/queue/{CASE_ID}/assign"): ASSIGNMENT,
     ("GET", "/v1/cases"): page([CASE]),
     ("GET", f"/v1/cases/{CASE_ID}"): CASE,
@@ -220,6 +257,30 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
     )
     partners = await browser.get("/board/partners?partner_id=partner-1&subscription_id=sub-1")
     assert "https://partner.example/hooks" in partners.text and "Replay" in partners.text
+
+
+async def test_the_coordinator_sees_the_translators_and_the_translations_by_due_date(
+    browser: httpx.AsyncClient,
+) -> None:
+    await sign_in(browser, "coordinator-1")
+    directory = await browser.get("/board/reviewers?language=fr")
+    assert directory.status_code == 200, directory.text
+    assert "Translators" in directory.text and "Tom Translator" in directory.text
+    assert "2 translations of 2" in directory.text and "Full" in directory.text
+    asked = [r for r in SEEN if r.url.path == "/v1/translators"]
+    assert asked[-1].url.params["language"] == "fr", "the language filter applies to both"
+    shown = await browser.get("/board/translations")
+    assert shown.status_code == 200, shown.text
+    assert 'href="/board/translations" aria-current="page"' in shown.text
+    # Soonest due first, the overdue one said in words and a sign, its translator named.
+    late, waiting = shown.text.index("AV-2026-000001"), shown.text.index("AV-2026-000002")
+    assert late < waiting
+    assert "Overdue" in shown.text and "⚠" in shown.text
+    assert "Tom Translator" in shown.text and "Nobody yet" in shown.text
+    assert "The case, for the specialist" in shown.text and "Français → English" in shown.text
+    assert "<script>" not in shown.text
+    french = await browser.get("/board/translations", headers={"Accept-Language": "fr"})
+    assert "Traductions en cours" in french.text and "En retard" in french.text
 
 
 async def test_the_board_assigns_and_replays_through_the_services(

@@ -36,6 +36,7 @@ from avis.review.models import (
     TranslationPage,
     Translator,
     TranslatorIn,
+    TranslatorPage,
 )
 from avis.review.service import DirectoryService, ReviewService
 from avis.shared.access_log import FHIR_JSON, AccessLog, Reason, TrailCursor, fhir_response
@@ -564,6 +565,24 @@ async def put_translator(
     """The languages they translate between (every pair, both ways) and their capacity; the
     translations counted in their load are kept."""
     return await review.translations.put_translator(translator_id, body)
+
+
+@router.get(
+    "/translators",
+    summary="List the translators' directory (coordinators)",
+    tags=["translation"],
+    responses=READ,
+)
+async def list_translators(
+    directory: Directory,
+    _: Coordinator,
+    language: Language | None = None,
+    cursor: Annotated[str | None, cursor_param(CODE_PATTERN)] = None,
+    limit: Limit = 20,
+) -> TranslatorPage:
+    """Translators by id (of a language, when given): the languages they translate between,
+    their capacity and their load (translations chosen for them or taken, not done yet)."""
+    return await directory.translators(language=language, cursor=cursor, limit=limit)
 
 
 @router.get(

@@ -578,7 +578,14 @@ class Translation(BaseModel):
         None, description="The text to translate (one translation read by its translator)."
     )
     translated: TranslationTexts | None = Field(None, description="The translation, once done.")
+    overdue: bool = Field(
+        False, description="Past its own due date and not done (nor closed) when read."
+    )
 
 
 class TranslationPage(Page[Translation]):
     """A page of open translations, by id (never their texts)."""
+
+
+class TranslatorPage(Page[Translator]):
+    """A page of the translators' directory, by id; pass `next_cursor` as `cursor`."""

@@ -634,6 +634,26 @@ def reads_again(
     )
 
 
+def reread(case: CaseNeeds, reader: ReviewerFit | None) -> Decision:
+    """Whether a correction after the agreement goes back to the same second reader now: by the
+    rules of the first pick (`exclusion`, capacity included: active, of the specialty, not the
+    first reader, no conflict, room in their load). If they do not fit (or are gone from the
+    directory), nobody is chosen (`Rule.NOBODY_FITS`), as when nobody fits at the first pick:
+    the reading waits, unmatched, until a second reader is free."""
+    if reader is None:
+        return Decision(None, Rule.NOBODY_FITS, ())
+    why = exclusion(case, reader, through_translator=case.international_review)
+    seen = Considered(
+        reviewer_id=reader.id,
+        load=reader.load,
+        capacity=reader.capacity,
+        excluded=why.value if why is not None else None,
+    )
+    if why is not None:
+        return Decision(None, Rule.NOBODY_FITS, (seen,))
+    return Decision(reader.id, Rule.ONLY_CANDIDATE, (seen,))
+
+
 def reading_load_id(assignment_id: str) -> str:
     """What a second reading counts as in its reader's load (`open_assignments`): never an
     assignment's id, so the lists of assignments skip it."""
@@ -861,6 +881,12 @@ def may_take_translation(state: TranslationState, translator_id: str | None, by:
 
 # Translations not done yet: waiting for a translator, or taken by one (counted in their load).
 OPEN_TRANSLATION = (TranslationState.QUEUED, TranslationState.TAKEN)
+
+
+def translation_overdue(state: TranslationState, due: datetime, at: datetime) -> bool:
+    """Whether a translation is past its own due date at `at` and not done yet (a closed one,
+    whose round ended, is no longer anyone's work)."""
+    return state in OPEN_TRANSLATION and due < at
 
 
 def check_translation_open(round_status: AssignmentStatus, state: TranslationState) -> None:

@@ -37,6 +37,7 @@ from avis.review.models import (
     SecondReadingRulesBody,
     SecondReadingState,
 )
+from avis.review.rules import CaseNeeds
 from avis.review.store import AssignmentDoc, CommentEntry, ReadingEntry, Store
 from avis.shared.access_log import TrailWriter, check_reason
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
@@ -142,7 +143,9 @@ class SecondReadings:
         self, doc: AssignmentDoc, agreed: ReadingEntry, version: int, at: datetime
     ) -> ReadingEntry | None:
         """A correction after the agreement: to the same second reader again while the reason
-        for the reading holds (`rules.reads_again`), else None (released at once)."""
+        for the reading holds (`rules.reads_again`), else None (released at once); when that
+        reader no longer fits (at capacity: `rules.reread`), it waits unmatched, as a reading
+        nobody fitted at first, until a second reader is free (`rematch`)."""
         settings = await self.store.readings.rules()
         if not rules.reads_again(
             agreed.reason,
@@ -153,17 +156,24 @@ class SecondReadings:
         ):
             return None
         update = {"version": version, "state": SecondReadingState.READING, "agreed_at": None}
-        return agreed.model_copy(update=update | {"requested_at": at})
+        update |= {"requested_at": at}
+        reader = await self.store.reviewer(agreed.reviewer_id) if agreed.reviewer_id else None
+        decision = rules.reread(await _needs(self.store, doc), reader.fit() if reader else None)
+        if decision.chosen is None:
+            log.info("second reader full", assignment_id=doc.id, rule=decision.rule.value)
+            update |= {
+                "state": SecondReadingState.UNMATCHED,
+                "reviewer_id": None,
+                "display_name": None,
+                "rationale": _rationale(decision, at),
+            }
+        return agreed.model_copy(update=update)
 
     async def _choose(
         self, doc: AssignmentDoc, reason: SecondReadingReason, version: int, at: datetime
     ) -> ReadingEntry:
         """Match the second reader as the first was matched, the first excluded."""
-        case = await self.store.case(doc.case_id)
-        needs = rules.CaseNeeds(specialty=doc.specialty.value, language=doc.language.value)
-        if case is not None and case.specialty is not None:
-            needs = case.needs([])
-        needs = dataclasses.replace(needs, first_reader=doc.reviewer_id)
+        needs = await _needs(self.store, doc)
         reviewers = await self.store.active_reviewers_of(needs.specialty)
         decision = rules.match(needs, [r.fit() for r in reviewers])
         chosen = next((r for r in reviewers if r.id == decision.chosen), None)
@@ -172,13 +182,7 @@ class SecondReadings:
             reason=reason,
             state=SecondReadingState.READING if chosen else SecondReadingState.UNMATCHED,
             reviewer_id=decision.chosen,
-            rationale=Rationale(
-                rule=decision.rule.value,
-                chosen=decision.chosen,
-                candidates=list(decision.candidates),
-                decided_at=at,
-                decided_by=rules.MATCHER,
-            ),
+            rationale=_rationale(decision, at),
             requested_at=at,
             version=version,
             display_name=chosen.display_name if chosen else None,
@@ -500,6 +504,27 @@ class SecondReadings:
             return None
         aad = rules.comments_aad(doc.id, entry.number)
         return ring.open_model(entry.sealed, aad, SecondReadingComments).text
+
+
+async def _needs(store: Store, doc: AssignmentDoc) -> CaseNeeds:
+    """What matching a second reader needs to know of the round's case, its first reader
+    excluded."""
+    case = await store.case(doc.case_id)
+    needs = CaseNeeds(specialty=doc.specialty.value, language=doc.language.value)
+    if case is not None and case.specialty is not None:
+        needs = case.needs([])
+    return dataclasses.replace(needs, first_reader=doc.reviewer_id)
+
+
+def _rationale(decision: rules.Decision, at: datetime) -> Rationale:
+    """The matcher's reasons for a second reader (or for nobody) decided at `at`."""
+    return Rationale(
+        rule=decision.rule.value,
+        chosen=decision.chosen,
+        candidates=list(decision.candidates),
+        decided_at=at,
+        decided_by=rules.MATCHER,
+    )
 
 
 def _view(doc: AssignmentDoc, coordinator: bool) -> SecondReading:

@@ -54,6 +54,7 @@ from avis.review.models import (
     ReviewerIn,
     ReviewerPage,
     ReviewerPatch,
+    TranslatorPage,
 )
 from avis.review.second_reading import SecondReadings
 from avis.review.store import (
@@ -66,8 +67,9 @@ from avis.review.store import (
     RequestEntry,
     ReviewerDoc,
     Store,
+    TranslatorDoc,
 )
-from avis.review.translation import Translations, specialist_waits
+from avis.review.translation import Translations, overdue_translations, specialist_waits
 from avis.shared.access_log import (
     AccessLog,
     TrailPage,
@@ -124,6 +126,11 @@ INFORMATION_WAITING = Gauge(
 INFORMATION_EXPIRED = Counted(
     "avis_information_requests_expired",
     "Requests for more information that expired unanswered (the review went on without them)",
+    ["service"],
+)
+OVERDUE_TRANSLATIONS = Gauge(
+    "avis_review_overdue_translations",
+    "Translations of international reviews past their own due date and not yet done",
     ["service"],
 )
 DUE_TODAY = Gauge(
@@ -592,16 +599,20 @@ class SlaWatch:
 
     def __init__(self, review: ReviewService) -> None:
         self.review = review
+        # Exported at 0 from the start: the lateness dashboard and its alert read it.
+        OVERDUE_TRANSLATIONS.labels(review.service).set(0)
 
     async def refresh(self) -> int:
-        """Recount overdue assignments (in all and by specialty) and those due today into the
-        gauges; returns the overdue count."""
+        """Recount overdue assignments (in all and by specialty), those due today and the
+        overdue translations into the gauges; returns the overdue assignments' count."""
         at = now()
         review = self.review
         work = await self.open_work()
         overdue = Counter(d.specialty for d in work if d.overdue(at))
         today = Counter(d.specialty for d in work if rules.is_due_today(d.status, d.due_at, at))
         OVERDUE_ASSIGNMENTS.labels(review.service).set(overdue.total())
+        late = await overdue_translations(review.store, at=at)
+        OVERDUE_TRANSLATIONS.labels(review.service).set(late)
         await review.requests.sweep(work, at=at)
         for specialty in Specialty:  # every specialty: a bounded label, 0 included
             OVERDUE_BY_SPECIALTY.labels(review.service, specialty.value).set(overdue[specialty])
@@ -956,3 +967,13 @@ class DirectoryService:
             specialty=specialty, language=language, active=active, after=cursor, limit=limit + 1
         )
         return ReviewerPage.of(docs, limit, key=lambda d: d.id, view=ReviewerDoc.view)
+
+    async def translators(
+        self, *, language: Language | None = None, cursor: str | None = None, limit: int
+    ) -> TranslatorPage:
+        """A page of the translators' directory (of `language`, when given), by id, each with
+        their load: the translations chosen for them or taken, not done yet."""
+        docs = await self.store.translations.translators_page(
+            language=language, after=cursor, limit=limit + 1
+        )
+        return TranslatorPage.of(docs, limit, key=lambda d: d.id, view=TranslatorDoc.view)

@@ -91,6 +91,7 @@ from avis.review.rules import (
     due_month,
     follow_up_report_seq,
     is_overdue,
+    translation_overdue,
 )
 from avis.shared.access_log import TrailPage
 from avis.shared.audit import AuditEntry, AuditRecord, AuditTrail
@@ -464,8 +465,11 @@ class TranslationEntry(BaseModel):
         assignment: AssignmentDoc,
         source: TranslationTexts | None = None,
         translated: TranslationTexts | None = None,
+        *,
+        at: datetime,
     ) -> Translation:
-        """The API view of this translation (its texts: opened by the caller, when shown)."""
+        """The API view of this translation as of `at` (its texts: opened by the caller, when
+        shown)."""
         return Translation(
             id=self.id,
             assignment_id=assignment.id,
@@ -483,6 +487,7 @@ class TranslationEntry(BaseModel):
             done_at=self.done_at,
             source=source,
             translated=translated,
+            overdue=translation_overdue(self.state, self.due_at, at),
         )
 
     def step(self) -> TranslationStep:
@@ -1246,6 +1251,19 @@ class TranslationStore:
     async def all_translators(self) -> list[TranslatorDoc]:
         """The whole translators' directory (its size is the number of translators)."""
         return [TranslatorDoc.model_validate(d) async for d in self.translators.find({})]
+
+    async def translators_page(
+        self, *, language: Language | None, after: str | None, limit: int
+    ) -> list[TranslatorDoc]:
+        """Up to `limit` translators (of `language`, when given), by id, after the id `after`:
+        the directory, read as the reviewers' is (its size is the number of translators)."""
+        query: dict[str, Any] = {}
+        if language is not None:
+            query["languages"] = language.value
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        found = await self.translators.find(query).sort("_id", ASCENDING).to_list(limit)
+        return [TranslatorDoc.model_validate(d) for d in found]
 
     async def put_translator(self, doc: TranslatorDoc) -> None:
         """Add or replace a translator, keeping the translations counted in their load."""

@@ -1,8 +1,9 @@
 """The coordinator's board (thin, like api.py): cases by status and due date, the queue and hand
-assignment with the matcher's reasons, the reviewer directory, a case's access trail and its
-clinical content read for a stated reason, a legal hold set and lifted and the case's erasure,
-each with its reason, dead-letter depth, and partners' deliveries with replay. Every call goes
-out with the coordinator's own token; the services decide."""
+assignment with the matcher's reasons, the reviewer and translator directory, the translations
+in progress by due date, a case's access trail and its clinical content read for a stated
+reason, a legal hold set and lifted and the case's erasure, each with its reason, dead-letter
+depth, and partners' deliveries with replay. Every call goes out with the coordinator's own
+token; the services decide."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from avis.shared.events import Language, Specialty
 from avis.shared.text import CODE_PATTERN, ID_PATTERN
 from avis.web import rules
 from avis.web.api import CaseId, Checked, Pages, Person, Web, see, tell, token
-from avis.web.models import AssignmentView, CaseView, QueuedCase
-from avis.web.service import Platform, Refused
+from avis.web.models import AssignmentView, CaseView, QueuedCase, TranslationView
+from avis.web.service import Platform, Refused, TranslationCalls
 from avis.web.store import Session
 
 router = APIRouter(include_in_schema=False)
@@ -257,16 +258,40 @@ async def reviewers(
     """The reviewer directory: specialties, languages, capacity and load, conflicts."""
     specialty = one_of(specialty, tuple(Specialty))
     language = one_of(language, tuple(Language))
-    page = await web.platform.reviewers(
-        token=token(session), specialty=specialty, language=language
+    who = token(session)
+    page, translators = await asyncio.gather(
+        web.platform.reviewers(token=who, specialty=specialty, language=language),
+        TranslationCalls(web.platform).translators(token=who, language=language),
     )
     return web.render(
         request,
         "board/reviewers.html",
         reviewers=page.items,
+        translators=translators.items,
         specialty=specialty,
         language=language,
         specialties=list(Specialty),
+    )
+
+
+@router.get("/board/translations")
+async def translations(request: Request, web: Pages, session: Coordinator) -> HTMLResponse:
+    """The translations of international reviews not done yet, soonest due first, the overdue
+    ones marked: review's index of the open ones, each read by id (their first pages)."""
+    calls = TranslationCalls(web.platform)
+    rows: list[TranslationView] = []
+    cursor = None
+    for _ in range(QUEUE_PAGES):
+        page = await calls.mine(token=token(session), cursor=cursor)
+        rows += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return web.render(
+        request,
+        "board/translations.html",
+        rows=sorted(rows, key=lambda t: (t.due_at, t.id)),
+        more=cursor is not None,
     )
 
 

@@ -317,6 +317,17 @@ class ReviewerView(Reading):
     load: int
 
 
+class TranslatorView(Reading):
+    """A translator of the directory with their load (review's `Translator`)."""
+
+    id: str
+    display_name: str
+    languages: list[str]
+    capacity: int
+    active: bool
+    load: int
+
+
 class AccessEntry(Reading):
     """One read or write of a case's health data."""
 
@@ -543,9 +554,11 @@ class TranslationView(Reading):
     done_at: datetime | None = None
     source: TranslationTextsView | None = None
     translated: TranslationTextsView | None = None
+    overdue: bool = False  # past its own due date, not done (as review reads it)
 
 
 class TranslationList(Reading):
     """A page of open translations."""
 
     items: list[TranslationView]
+    next_cursor: str | None = None

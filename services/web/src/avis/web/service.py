@@ -41,6 +41,7 @@ from avis.web.models import (
     SubscriptionView,
     TranslationList,
     TranslationView,
+    TranslatorView,
 )
 from avis.web.rules import UNAVAILABLE
 from avis.web.settings import Settings
@@ -646,10 +647,20 @@ class TranslationCalls:
         self.platform = platform
         self.url = f"{platform.review}/v1/translations"
 
-    async def mine(self, *, token: str) -> TranslationList:
-        """The open translations of the signed-in translator and of their pairs."""
-        found = await self.platform._get(self.url, token=token, limit="100")
+    async def mine(self, *, token: str, cursor: str | None = None) -> TranslationList:
+        """The open translations of the signed-in translator and of their pairs (a coordinator:
+        every open one), by id."""
+        found = await self.platform._get(self.url, token=token, limit="100", cursor=cursor)
         return TranslationList.model_validate(found)
+
+    async def translators(
+        self, *, token: str, language: str | None = None
+    ) -> Listing[TranslatorView]:
+        """The translators' directory, by id (its first hundred: a directory of people)."""
+        found = await self.platform._get(
+            f"{self.platform.review}/v1/translators", token=token, language=language, limit="100"
+        )
+        return Listing[TranslatorView].model_validate(found)
 
     async def translation(self, *, token: str, translation_id: str) -> TranslationView:
         """One translation with its source text (a read in the case's trail)."""
