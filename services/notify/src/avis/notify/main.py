@@ -1,10 +1,11 @@
 """The notify service: settings -> observability -> broker, database -> store -> the mailer and
-the webhook client -> the email sender and the webhook worker, each over its due-queue -> the
-use cases -> handlers, routes, and the loops that work the queues."""
+the webhook client -> the email sender, the webhook worker and the FHIR poster, each over its
+due-queue -> the use cases -> handlers, routes, and the loops that work the queues."""
 
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
+from avis.notify.fhir import FhirPoster
 from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.professionals import ProfessionalEmails
@@ -45,12 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         mailer=Mailer(SmtpTarget.from_settings(settings)),
         settings=settings,
-        webhooks=client,
+    )
+    # A physician's copy posted to their institution: the webhooks' client, limits and rules.
+    poster = FhirPoster(
+        store=store, keys=keys, locks=runtime.locks, client=client, settings=settings
     )
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings
     )
-    # Copies share both queues: any copy files through hand-offs, the lease holder works each.
+    # Copies share the queues: any copy files through hand-offs, the lease holder works each.
     emails = DueQueue(name="email", store=store, channel=sender, settings=settings, handoff=True)
     deliveries = DueQueue(
         name="webhook",
@@ -58,6 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         channel=worker,
         settings=settings,
         pool=worker.pool(),
+        handoff=True,
+    )
+    posts = DueQueue(
+        name="fhir",
+        store=store,
+        channel=poster,
+        settings=settings,
+        pool=poster.pool(),
         handoff=True,
     )
     notify = NotifyService(
@@ -69,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks=client,
         email_queue=emails,
         webhook_queue=deliveries,
+        fhir_queue=posts,
     )
     keying = CaseKeying(store=store, locks=runtime.locks, keys=keys)
     professionals = ProfessionalEmails(
@@ -81,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Each queue on one copy at a time: the holder of its lease (queue.py says why).
         runtime.singleton("email", emails.run)
         runtime.singleton("webhook", deliveries.run)
+        runtime.singleton("fhir", posts.run)
     app = runtime.create_app(
         "Avis notify",
         [api.router, api.hooks],

@@ -15,9 +15,13 @@ index), so each costs the same however much is stored:
 - `partners`, `_id` = partner id: the ids of the partner's subscriptions.
 - `deliveries`, `_id` = `wh:<event id>:<subscription id>`: one webhook delivery (one event to
   one subscription) and its attempts.
-- `due`: two due-queues of the same shape, one of sends (`_id` = `b:<bucket>`, its cursor
-  `cursor`) and one of deliveries (`_id` = `w:<bucket>`, its cursor `cursor:webhook`), each
-  worked by its own loop, so a partner's endpoint never stands in the emails' way. A queue is
+- `fhir_endpoints`, `_id` = institution code: the state of the FHIR endpoint a physician's
+  institution takes reports at (its URL, failed posts in a row, disabled or not), as a
+  subscription's for a partner.
+- `due`: three due-queues of the same shape, one of sends (`_id` = `b:<bucket>`, its cursor
+  `cursor`), one of deliveries (`_id` = `w:<bucket>`, its cursor `cursor:webhook`) and one of
+  the sends posted as FHIR documents (`_id` = `f:<bucket>`, its cursor `cursor:fhir`), each
+  worked by its own loop, so an endpoint never stands in the emails' way. A queue is
   one small document per time bucket listing the ids due in it, plus a cursor, the oldest
   bucket that may still hold work. Its worker walks buckets from the cursor to now by `_id`, so
   finding due work costs what is due, not what was ever sent. Bucket documents are written
@@ -61,10 +65,11 @@ from avis.shared.mongo import Document, Stored
 from avis.shared.retention import Calendar, day_of, entry
 from avis.shared.sealing import Sealed
 
-# The two due-queues: of emails (sends) and of webhook deliveries.
-DueQueueName = Literal["email", "webhook"]
-_BUCKET_PREFIX: dict[str, str] = {"email": "b", "webhook": "w"}
-_CURSOR_ID: dict[str, str] = {"email": "cursor", "webhook": "cursor:webhook"}
+# The three due-queues: of emails (sends), of webhook deliveries, and of the sends posted to a
+# physician's institution as a FHIR document (`fhir.py`), which keep to the webhooks' limits.
+DueQueueName = Literal["email", "webhook", "fhir"]
+_BUCKET_PREFIX: dict[str, str] = {"email": "b", "webhook": "w", "fhir": "f"}
+_CURSOR_ID: dict[str, str] = {"email": "cursor", "webhook": "cursor:webhook", "fhir": "cursor:fhir"}
 
 
 def _whole(doc: Stored) -> Document:
@@ -222,6 +227,9 @@ class SendDoc(Stored):
     # An email to a professional (not the patient): their `ProfessionalContact`, sealed under
     # the case key and `recipient_aad(send id)`.
     recipient: Sealed | None = None
+    # A send of the `fhir` channel: the code of the institution whose endpoint it is posted to
+    # (a code, in clear on the case too); its posts at once are capped per institution.
+    institution: str | None = None
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""
@@ -382,6 +390,20 @@ class DeliveryDoc(Stored):
         )
 
 
+class EndpointDoc(Stored):
+    """The state of one institution's FHIR endpoint, kept as a subscription's: the failed posts
+    in a row, and whether it is disabled (then for the URL it was disabled at: an endpoint set
+    anew in the settings starts afresh)."""
+
+    id: str = Field(alias="_id")  # the institution's code
+    url: str
+    consecutive_failures: int = 0
+    enabled: bool = True
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+    updated_at: datetime | None = None
+
+
 def bucket_key(bucket: int, queue: DueQueueName) -> str:
     """The `_id` of a due-queue's bucket (emails `b:<n>`, webhooks `w:<n>`)."""
     return f"{_BUCKET_PREFIX[queue]}:{bucket}"
@@ -408,6 +430,7 @@ class Store:
         self.subscriptions = db["subscriptions"]
         self.partners = db["partners"]
         self.deliveries = db[DELIVERIES]
+        self.endpoints = db["fhir_endpoints"]
         # Sends and deliveries are purged `retention` after they are queued (avis.notify.rules).
         self.retention = retention or Retention()
         self.calendar = Calendar(db)
@@ -551,6 +574,17 @@ class Store:
         await self.due.update_one(
             {"_id": cursor_key(queue)}, {"$set": {"bucket": bucket}}, upsert=True
         )
+
+    # FHIR endpoints (their writer, the FHIR queue's worker, holds the endpoint's lock)
+
+    async def endpoint(self, institution: str) -> EndpointDoc | None:
+        """One institution's FHIR endpoint state by its code."""
+        doc = await self.endpoints.find_one({"_id": institution})
+        return None if doc is None else EndpointDoc.model_validate(doc)
+
+    async def save_endpoint(self, endpoint: EndpointDoc) -> None:
+        """Write the whole endpoint state."""
+        await self.endpoints.update_one({"_id": endpoint.id}, _whole(endpoint), upsert=True)
 
     # subscriptions (their writer holds the subscription's lock; a partner's index, the
     # partner's lock)
