@@ -1,12 +1,13 @@
 """The treating physician's copy, end to end on loopback over the real broker and store: a case
 submitted with the physician's email and the `share_with_physician` consent is matched and
 answered in review, reports issues its report, and notify writes to the physician, in the
-physician's language, with a link that opens the whole report for them, and for nobody else:
-not with another secret, not on another case, not without the secret. The patient's own
-emails never carry that link, and no store of the four services holds the physician's name,
+physician's language, with a link to a page of web that opens the whole report for them, and for
+nobody else: not with another secret, not on another case, not without the secret. The patient's
+own emails never carry that link, and no store of the four services holds the physician's name,
 address or link secret in clear. Where the physician's institution has a FHIR endpoint (a
 loopback test server here), the report's FHIR document is posted there instead of the email.
-Once its window is over, the link is refused with a 410 that says why, in both languages."""
+Once its window is over, the page says so in plain words in the physician's language (410), and
+reports' own link (the FHIR endpoint's) refuses it with a 410 that says why, in both languages."""
 
 import contextlib
 import json
@@ -27,6 +28,8 @@ from avis.review.main import create_app as create_review_app
 from avis.shared.events import Language
 from avis.shared.security import Role, mint_token
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
+from avis.web.main import create_app as create_web_app
+from avis.web.settings import Settings as WebSettings
 from tests.e2e.test_report_journey import OPINIONS, pdftotext
 from tests.support.basics import MONGO_URL, eventually, serve, skip_history, unique
 from tests.support.intake import running_intake
@@ -45,7 +48,7 @@ from tests.support.samples import case_body, consent_body, pdf, upload
 
 pytestmark = pytest.mark.infra
 
-LINK = re.compile(r"https?://\S+/report/physician/[A-Za-z0-9_-]+")
+LINK = re.compile(r"https?://[^\s\"<>]+/physician/[0-9a-f-]+/[A-Za-z0-9_-]+\?lang=[a-z]+")
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Stack:
     reports_url: str
     configs: list[Any]
     reports: Any  # the reports service, whose access windows a test may shorten
+    web_url: str = ""  # the people's pages, where the physician's link leads
 
     def client(self, url: str, sub: str, role: Role) -> httpx.AsyncClient:
         token = mint_token(self.configs[0], sub, role)
@@ -90,7 +94,13 @@ async def four_services(**notify_overrides: Any) -> AsyncIterator[Stack]:
             await eventually(lambda app=app: app.state.runtime.kafka_started, timeout=60)
         reports_app.state.reports.public_url = reports_url  # where its links lead
         configs = [review_config, reports_config, notify_config, intake.settings]
-        yield Stack(intake, review_url, reports_url, configs, reports_app.state.reports)
+        web_config = WebSettings(
+            avis_env="development", jwt_secret="w" * 40, live_events=False, reports_url=reports_url
+        )
+        async with serve(create_web_app(web_config)) as web_url:
+            notify_config.pages_url = web_url  # where the emails' links lead
+            reports = reports_app.state.reports
+            yield Stack(intake, review_url, reports_url, configs, reports, web_url)
 
 
 async def answered(stack: Stack, physician: dict[str, str], patient_email: str) -> tuple[str, str]:
@@ -156,9 +166,11 @@ async def test_the_physician_reads_the_report_through_their_link_only(
         assert "Camille" not in text and "Martin" not in text, "the email names no one"
         (link,) = set(LINK.findall(text))
         assert link in html_text(mail)
-        assert link.startswith(f"{stack.reports_url}/v1/cases/{case_id}/report/physician/")
-        path = urlsplit(link).path
-        secret = path.rsplit("/", 1)[1]
+        assert link.startswith(f"{stack.web_url}/physician/{case_id}/"), link
+        assert link.endswith("?lang=en"), "the page in the physician's language"
+        page = urlsplit(link).path
+        secret = page.rsplit("/", 1)[1]
+        path = f"/v1/cases/{case_id}/report/physician/{secret}"  # reports' own, the FHIR's
 
         # The patient's emails, in French, never carry the physician's link.
         patient_mails = await eventually(
@@ -167,14 +179,21 @@ async def test_the_physician_reads_the_report_through_their_link_only(
         assert {m["Content-Language"] for m in patient_mails} == {"fr"}
         assert all(secret not in m.as_string() for m in patient_mails)
 
-        async with httpx.AsyncClient(base_url=stack.reports_url, timeout=30.0) as anyone:
-            opened = await anyone.get(path)
+        async with httpx.AsyncClient(timeout=30.0) as browser:
+            # The link opens web's page, which shows the whole report, never cached.
+            opened = await browser.get(link)
             assert opened.status_code == 200, opened.text
             assert opened.headers["content-type"] == "application/pdf"
             assert opened.headers["cache-control"] == "no-store"
+            assert "default-src 'none'" in opened.headers["content-security-policy"]
             printed = " ".join(pdftotext(opened.content).split())
             assert "Camille Martin" in printed and reference in printed, "the whole report"
+            # A wrong secret: web's not-found page, never a problem body.
+            wrong = await browser.get(link.replace(secret, "A" * 43))
+            assert wrong.status_code == 404 and "text/html" in wrong.headers["content-type"]
+            assert "This page does not exist" in wrong.text
 
+        async with httpx.AsyncClient(base_url=stack.reports_url, timeout=30.0) as anyone:
             # Nobody else: another secret, the secret on another case, no secret at all.
             other_secret = "A" * 43
             assert (await anyone.get(path.replace(secret, other_secret))).status_code == 404
@@ -193,6 +212,14 @@ async def test_the_physician_reads_the_report_through_their_link_only(
             assert problem["type"].endswith("/physician-link-expired"), problem
             assert "has expired" in problem["detail"] and "a expiré" in problem["detail"]
             assert (await anyone.get(path.replace(secret, other_secret))).status_code == 404
+        async with httpx.AsyncClient(timeout=30.0) as browser:
+            # The page says it in plain words, in the physician's language (English here).
+            gone = await browser.get(link, headers={"Accept-Language": "fr"})
+            assert gone.status_code == 410 and "text/html" in gone.headers["content-type"]
+            assert "The link to this report has expired" in gone.text, gone.text
+            assert "physician-link-expired" not in gone.text
+            wrong = await browser.get(link.replace(secret, "A" * 43))
+            assert wrong.status_code == 404 and "This page does not exist" in wrong.text
 
         # The physician's read is in the case's trail, which its patient reads: by whom (their
         # part in the case, never the secret) and why; the refused tries are not reads.

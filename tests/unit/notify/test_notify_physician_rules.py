@@ -1,5 +1,6 @@
 """The physician's copy as pure rules: which emails also go to the treating physician, and the
-link that opens the report for them, and the schedule a failed post to their institution's
+link that opens the report for them (the page of web in their email, reports' own for their
+institution's FHIR endpoint), and the schedule a failed post to their institution's
 FHIR endpoint is retried on (the webhooks', not the emails')."""
 
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,11 @@ from avis.notify.rules import (
     fhir_endpoint,
     physician_copy,
     physician_link,
+    physician_page,
     send_retry_at,
 )
 from avis.notify.settings import Settings
+from avis.shared.events import Language
 
 
 @pytest.mark.parametrize("template", [*Template, None])
@@ -30,6 +33,11 @@ def test_the_link_is_on_the_reports_service_that_announced_the_report() -> None:
         "https://reports.avis.example/v1/reports/r-1?version=2", "case/1", "s3cr3t_-x"
     )
     assert link == "https://reports.avis.example/v1/cases/case%2F1/report/physician/s3cr3t_-x"
+
+
+def test_the_emailed_link_opens_the_physicians_page_in_their_language() -> None:
+    link = physician_page("https://avis.example/", "case/1", "s3cr3t_-x", Language.EN)
+    assert link == "https://avis.example/physician/case%2F1/s3cr3t_-x?lang=en"
 
 
 def test_an_institution_with_an_endpoint_takes_the_fhir_document() -> None:

@@ -671,6 +671,14 @@ def fhir_endpoint(endpoints: dict[str, str], institution: str | None) -> str | N
     return endpoints.get(institution) if institution else None
 
 
+def physician_page(pages_url: str, case_id: str, secret: str, language: Language) -> str:
+    """The link of the physician's email: the page of the people's pages (web) that opens the
+    case's latest report for them, in their language (it says so when the link expired)."""
+    base = pages_url.rstrip("/")
+    path = f"/physician/{quote(case_id, safe='')}/{quote(secret, safe='')}"
+    return f"{base}{path}?lang={language.value}"
+
+
 def physician_link(report_url: str, case_id: str, secret: str) -> str:
     """The link that opens the case's latest report for its physician, on the reports service
     that announced it (`report_url` is one of its versions' addresses)."""

@@ -176,7 +176,8 @@ class EmailSender:
         params = dict(send.params)
         url = params.pop("report_url", "")
         if physician.link_secret is not None and url:  # else no link: none would open for them
-            params["report_url"] = rules.physician_link(url, case.id, physician.link_secret)
+            pages, secret = self.settings.pages_url, physician.link_secret
+            params["report_url"] = rules.physician_page(pages, case.id, secret, send.language)
         return physician.email, params
 
     async def _to_professional(self, send: SendDoc, sealed: Sealed) -> Result:
