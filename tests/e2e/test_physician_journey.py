@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import urlsplit
 
 import httpx
@@ -41,10 +42,13 @@ from tests.support.notify import (
     notify_settings,
     stub_resolver,
 )
-from tests.support.privacy import assert_absent, stored_bytes
+from tests.support.privacy import assert_absent, record_bytes, stored_bytes
 from tests.support.reports import reports_settings
 from tests.support.review import review_settings
 from tests.support.samples import case_body, consent_body, pdf, upload
+from tests.support.topics import TopicReader
+
+COPY_SENT = "avis.report.physician-copy-sent.v1"
 
 pytestmark = pytest.mark.infra
 
@@ -155,6 +159,7 @@ async def test_the_physician_reads_the_report_through_their_link_only(
         "language": "en",
     }
     async with four_services() as stack:
+        copies = await TopicReader(REPORT_READY).mark()
         case_id, reference = await answered(stack, physician, patient_email)
 
         # The physician's email: in English, from the sink, with the link.
@@ -229,13 +234,23 @@ async def test_the_physician_reads_the_report_through_their_link_only(
         assert read == [("physician", "report.read", "physician-copy")], trail
         assert secret not in str(trail)
 
-        # At rest and in the logs: the physician's name, address and secret, nowhere in clear.
+        # The patient's timeline says their physician got it, as the copy's event told intake;
+        # the event names no one.
+        told = await copies.wait(case_id, COPY_SENT)
+        assert told == [
+            {"case_id": case_id, "report_version": 1, "channel": "email", "sent_at": ANY}
+        ], told
+        assert await timeline_has(stack, case_id, "physician_copy_sent")
+
+        # At rest, on the topic and in the logs: the physician's name, address and secret,
+        # nowhere in clear.
         names = [c.mongo_database for c in stack.configs]
         stores = {name: await stored_bytes(MONGO_URL, name) for name in names}
     assert all(stores.values())
     logs = capfd.readouterr()
     secrets = {"name": "Owen Price", "email": physician_email, "link secret": secret}
-    assert_absent(secrets, {**stores, "logs": (logs.out + logs.err).encode()})
+    topic = record_bytes(copies.of(case_id))
+    assert_absent(secrets, {**stores, "topic": topic, "logs": (logs.out + logs.err).encode()})
 
 
 async def test_an_institution_with_a_fhir_endpoint_receives_the_document_instead() -> None:
@@ -248,7 +263,8 @@ async def test_an_institution_with_a_fhir_endpoint_receives_the_document_instead
     async with hook_receiver() as (receiver, port):
         endpoint = f"http://hooks.partner.example:{port}/fhir/Bundle"
         async with four_services(physician_fhir_endpoints={"290000017": endpoint}) as stack:
-            _, reference = await answered(stack, physician, f"{unique('p')}@exemple.fr")
+            copies = await TopicReader(REPORT_READY).mark()
+            case_id, reference = await answered(stack, physician, f"{unique('p')}@exemple.fr")
             (posted,) = await eventually(lambda: receiver.at("/fhir/Bundle"), timeout=60)
             bundle = json.loads(posted.body)
             assert bundle["resourceType"] == "Bundle" and bundle["type"] == "document"
@@ -258,3 +274,19 @@ async def test_an_institution_with_a_fhir_endpoint_receives_the_document_instead
             assert posted.headers["webhook-id"], "an id the endpoint can deduplicate by"
             await eventually(lambda: receiver.at("/fhir/Bundle", 204), timeout=10)
             assert mailbox(physician_email) == [], "the document instead of the email"
+            (told,) = await copies.wait(case_id, COPY_SENT)
+            assert (told["channel"], told["report_version"]) == ("fhir", 1)
+            assert await timeline_has(stack, case_id, "physician_copy_sent")
+
+
+async def timeline_has(stack: Stack, case_id: str, kind: str) -> bool:
+    """Whether the case's timeline, as a coordinator reads it from intake, gets an entry
+    `kind` (the patient's page shows the same timeline)."""
+    patient = stack.intake.client(role="coordinator")
+
+    async def kinds() -> list[str] | None:
+        case = (await patient.get(f"/v1/cases/{case_id}")).json()
+        found = [entry["kind"] for entry in case["timeline"]]
+        return found if kind in found else None
+
+    return bool(await eventually(kinds, timeout=60))

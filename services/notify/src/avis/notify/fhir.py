@@ -20,12 +20,13 @@ from avis.notify import rules
 from avis.notify.mailer import Result
 from avis.notify.models import Outcome, SendStatus, Template
 from avis.notify.queue import Pool
-from avis.notify.sender import SEND_ATTEMPTS, SENDS_FAILED
+from avis.notify.sender import SEND_ATTEMPTS, SENDS_FAILED, record_sent
 from avis.notify.settings import Settings
 from avis.notify.store import Attempt, EndpointDoc, SendDoc, Store, physician_aad
 from avis.notify.webhooks import WebhookClient
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys
+from avis.shared.emit import Emitter
 from avis.shared.events import PhysicianContact
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span
@@ -48,7 +49,9 @@ class FhirPoster:
         locks: AggregateLocks,
         client: WebhookClient,
         settings: Settings,
+        emitter: Emitter,
     ) -> None:
+        self.emitter = emitter  # tells that the physician's copy was sent
         self.store = store
         self.keys = keys
         self.locks = locks
@@ -203,7 +206,7 @@ class FhirPoster:
         SEND_ATTEMPTS.labels(CHANNEL, send.template.value, result.outcome.value).inc()
         fields = {"send_id": send.id, "code": result.code}
         if result.outcome is Outcome.SENT:
-            await self.store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=now)
+            await record_sent(self.store, self.locks, self.emitter, send, attempt)
             log.info("fhir post sent", **fields)
             return None
         failures = 1 + sum(a.outcome is Outcome.TRANSIENT for a in send.attempts)

@@ -10,17 +10,20 @@ from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.professionals import ProfessionalEmails
 from avis.notify.queue import DueQueue
-from avis.notify.sender import EmailSender
+from avis.notify.sender import SOURCE, EmailSender
 from avis.notify.service import CaseErasure, NotifyService
 from avis.notify.settings import Settings
-from avis.notify.store import Store
+from avis.notify.store import SendDoc, Store
 from avis.notify.webhooks import WebhookClient
 from avis.notify.worker import WebhookWorker
 from avis.shared.case_keys import CaseKeys
+from avis.shared.emit import Emitter
+from avis.shared.events import PhysicianCopySent
 from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 
-SENDS: tuple[str, ...] = ()
+# A physician's copy sent: on the send's outbox, published by the relay (sender.record_sent).
+SENDS = (PhysicianCopySent,)
 CASE = "case"  # the kind of a case's lock (`lock_key("case", id)`)
 
 
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
+    emitter = Emitter(SOURCE, runtime.relay, store.sends)
     client = WebhookClient(
         allow_http_loopback=settings.webhook_allow_http_loopback,
         timeout=settings.webhook_timeout_seconds,
@@ -46,10 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         mailer=Mailer(SmtpTarget.from_settings(settings)),
         settings=settings,
-    )
-    # A physician's copy posted to their institution: the webhooks' client, limits and rules.
-    poster = FhirPoster(
-        store=store, keys=keys, locks=runtime.locks, client=client, settings=settings
+        emitter=emitter,
     )
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings
@@ -64,14 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool=worker.pool(),
         handoff=True,
     )
-    posts = DueQueue(
-        name="fhir",
-        store=store,
-        channel=poster,
-        settings=settings,
-        pool=poster.pool(),
-        handoff=True,
-    )
+    posts = _fhir_posts(runtime, store, keys, client, settings, emitter)
     notify = NotifyService(
         store=store,
         locks=runtime.locks,
@@ -104,6 +98,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.notify = notify
     app.state.sender = sender
     return app
+
+
+def _fhir_posts(
+    runtime: Runtime,
+    store: Store,
+    keys: CaseKeys,
+    client: WebhookClient,
+    settings: Settings,
+    emitter: Emitter,
+) -> DueQueue[SendDoc]:
+    """The queue of the physicians' copies posted to their institution, and its worker: the
+    webhooks' client, limits and rules (fhir.py)."""
+    poster = FhirPoster(
+        store=store,
+        keys=keys,
+        locks=runtime.locks,
+        client=client,
+        settings=settings,
+        emitter=emitter,
+    )
+    return DueQueue(
+        name="fhir",
+        store=store,
+        channel=poster,
+        settings=settings,
+        pool=poster.pool(),
+        handoff=True,
+    )
 
 
 def run() -> None:

@@ -30,7 +30,13 @@ from avis.notify.store import (
 )
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret, PhysicianContact, ProfessionalContact
+from avis.shared.emit import Emitter
+from avis.shared.events import (
+    ClaimSecret,
+    PhysicianContact,
+    PhysicianCopySent,
+    ProfessionalContact,
+)
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, Sealed, SealingError
@@ -45,6 +51,37 @@ SENDS_FAILED = Counter(
 )
 
 
+SOURCE = "/avis/notify"
+
+
+async def record_sent(
+    store: Store, locks: AggregateLocks, emitter: Emitter, send: SendDoc, attempt: Attempt
+) -> None:
+    """Record a send sent; a physician's copy (an email or a FHIR post) also tells, on the
+    send's outbox in the same write, that the physician got the report: no identifier of the
+    physician, the report's version and the channel."""
+    at = attempt.at
+    if send.template is not Template.PHYSICIAN_REPORT:
+        await store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=at)
+        return
+    told = PhysicianCopySent(
+        case_id=send.case_id,
+        report_version=max(1, int(send.params.get("version") or 1)),
+        channel="fhir" if send.channel == "fhir" else "email",
+        sent_at=at,
+    )
+    async with locks.hold(emitter.lock(send.id)):
+        await emitter.emit(
+            "notify.physician.copy_sent",
+            told,
+            aggregate=send.id,
+            trace=send.traceparent,
+            write=lambda events: store.record_attempt(
+                send.id, attempt, SendStatus.SENT, None, sent_at=at, events=events
+            ),
+        )
+
+
 class EmailSender:
     """Sends one queued email per attempt, once: the same Message-ID and Date on every repeat."""
 
@@ -56,7 +93,9 @@ class EmailSender:
         locks: AggregateLocks,
         mailer: Mailer,
         settings: Settings,
+        emitter: Emitter,
     ) -> None:
+        self.emitter = emitter  # tells that a physician's copy was sent
         self.store = store
         self.keys = keys
         self.locks = locks
@@ -220,7 +259,7 @@ class EmailSender:
         SEND_ATTEMPTS.labels(send.channel, send.template.value, result.outcome.value).inc()
         fields = {"send_id": send.id, "template": send.template.value, "code": result.code}
         if result.outcome is Outcome.SENT:
-            await self.store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=now)
+            await record_sent(self.store, self.locks, self.emitter, send, attempt)
             if send.template is Template.REPORT_READY:  # queued when notify read the report-ready
                 stage_reached("report_ready_to_notified", since=send.created_at, at=now)
             log.info("email sent", **fields)

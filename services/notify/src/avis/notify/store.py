@@ -9,7 +9,8 @@ index), so each costs the same however much is stored:
   in order. An erased case keeps its ids, codes and times, and nothing sealed but the address
   its erasure's email goes to, under a key of its own, until that email is done with.
 - `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
-  status. A redelivered event queues nothing new.
+  status. A redelivered event queues nothing new. A physician's copy, once sent, carries on its
+  outbox the `avis.report.physician-copy-sent.v1` it tells (avis.shared.outbox).
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
   its signing secrets (sealed at rest), its state and the ids of its latest deliveries.
 - `partners`, `_id` = partner id: the ids of the partner's subscriptions.
@@ -38,6 +39,7 @@ index), so each costs the same however much is stored:
   deliveries skip what is gone.
 """
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -60,8 +62,10 @@ from avis.notify.models import (
     WebhookEvent,
 )
 from avis.notify.rules import CaseView, Retention
+from avis.shared.envelope import Event
 from avis.shared.events import Language
 from avis.shared.mongo import Document, Stored
+from avis.shared.outbox import with_events
 from avis.shared.retention import Calendar, day_of, entry
 from avis.shared.sealing import Sealed
 
@@ -502,16 +506,16 @@ class Store:
         status: SendStatus,
         next_at: datetime | None,
         sent_at: datetime | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
-        """Append an attempt and move the send on."""
+        """Append an attempt and move the send on; with `events` (what its sending tells), on
+        the send's outbox in the same write (the writer holds the send's outbox lock)."""
         stored = attempt.model_dump() | {"outcome": attempt.outcome.value}
-        await self.sends.update_one(
-            {"_id": send_id},
-            {
-                "$push": {"attempts": stored},
-                "$set": {"status": status.value, "next_at": next_at, "sent_at": sent_at},
-            },
-        )
+        update = {
+            "$push": {"attempts": stored},
+            "$set": {"status": status.value, "next_at": next_at, "sent_at": sent_at},
+        }
+        await self.sends.update_one({"_id": send_id}, with_events(update, events))
 
     async def cancel_send(self, send_id: str) -> bool:
         """Cancel a send still queued (its case was erased); False if it was no longer queued."""
