@@ -5,9 +5,12 @@ the webhooks' settings. At most `webhook_per_subscription` posts to one institut
 and a slow one holds neither another institution's posts nor the emails; an endpoint that
 fails `webhook_disable_after_failures` times in a row is disabled, and the sends to it then
 fail at once, posting nothing. Their log lines say "fhir post", and carry neither the link's
-secret nor the physician's address."""
+secret nor the physician's address. A copy sent is told (`avis.report.physician-copy-sent.v1`,
+from notify's outbox) and becomes a webhook for the partner that filed the case, naming no
+one."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,11 +26,13 @@ from tests.support.notify import (
     mailbox,
     notify_settings,
     running_notify,
+    subscribe,
 )
 
 pytestmark = pytest.mark.infra
 
 SLOW, DOWN, FINE = "130000001", "130000002", "130000003"
+COPY_SENT = "avis.report.physician-copy-sent.v1"
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +140,37 @@ async def test_an_endpoint_failing_in_a_row_is_disabled_and_its_sends_fail_at_on
         if gave_up["id"] in line:
             assert "email" not in line, f"a post's log line says what it is: {line}"
     assert physician.email not in text and str(physician.link_secret) not in text
+
+
+async def test_the_filing_partner_hears_that_the_physician_got_the_report(
+    stack: NotifyStack, receiver: HookReceiver
+) -> None:
+    partner = unique("clinic")
+    port = stack.settings.physician_fhir_endpoints[FINE].rsplit(":", 1)[1].split("/")[0]
+    hook = f"/partner/{partner}"
+    await subscribe(stack, partner, f"http://hooks.partner.example:{port}{hook}", COPY_SENT)
+    physician = PhysicianContact(
+        name="Dr Paul Sérieux",
+        email=f"{unique('dr')}@chu.example",
+        language=Language.FR,
+        institution_code=FINE,
+        link_secret=unique("secret"),
+    )
+    p = stack.patient(
+        partner_id=partner,
+        partner_reference="P-77",
+        physician=physician,
+        physician_institution=FINE,
+    )
+    submitted = stack.submitted(p)
+    ready = stack.report(p, 1, submitted.traceparent, reports_url=f"http://127.0.0.1:{port}")
+    await stack.publish(submitted, ready)
+    (delivered,) = await eventually(lambda: receiver.at(hook, 204), timeout=60)
+    body = json.loads(delivered.body)
+    assert body["type"] == COPY_SENT, body
+    data = body["data"]
+    assert (data["case_id"], data["partner_reference"]) == (p.case_id, "P-77")
+    assert (data["report_version"], data["channel"], data["status"]) == (1, "fhir", "report_ready")
+    text = delivered.body.decode()
+    assert physician.email not in text and "Sérieux" not in text and FINE not in text
+    assert str(physician.link_secret) not in text

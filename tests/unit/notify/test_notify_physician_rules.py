@@ -7,18 +7,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from avis.notify.models import Template
+from avis.notify.models import Template, WebhookEvent
 from avis.notify.rules import (
     EMAIL_JITTER,
     POST_JITTER,
+    CaseView,
     fhir_endpoint,
     physician_copy,
     physician_link,
     physician_page,
+    reading,
     send_retry_at,
+    webhook_payload,
 )
 from avis.notify.settings import Settings
-from avis.shared.events import Language
+from avis.shared.events import Language, PhysicianCopySent
 
 
 @pytest.mark.parametrize("template", [*Template, None])
@@ -102,3 +105,33 @@ def test_the_window_counts_from_the_first_attempt_and_each_schedule_has_its_jitt
         seconds=5
     )
     assert POST_JITTER == (0.5, 1.0) and EMAIL_JITTER == (0.9, 1.1)
+
+
+def test_the_physicians_copy_sent_is_a_webhook_for_partners_naming_no_one() -> None:
+    told = PhysicianCopySent(
+        case_id="c-1", report_version=2, channel="fhir", sent_at=datetime(2026, 3, 2, tzinfo=UTC)
+    )
+    early = reading(told, CaseView(), UTC)
+    assert early.decision.park, "before its case: parked, as every event"
+    read = reading(told, CaseView(submitted=True), UTC)
+    assert read.decision.send is None and read.decision.hooks, "no email: a webhook"
+    body = webhook_payload(
+        event_id="evt-1",
+        event_type=WebhookEvent.PHYSICIAN_COPY_SENT,
+        source="/avis/notify",
+        time=told.sent_at,
+        case_id="c-1",
+        reference="AV-2026-000001",
+        partner_reference="P-1",
+        link="https://avis.example/cases/c-1",
+        extra=read.extra,
+        status=read.status,
+    )
+    data = body["data"]
+    assert isinstance(data, dict)
+    assert data["status"] == "report_ready"
+    assert (data["report_version"], data["channel"]) == (2, "fhir")
+    assert data["sent_at"] == "2026-03-02T00:00:00Z"
+    assert not {"email", "name", "physician", "institution_code"} & set(data)
+    erased = reading(told, CaseView(submitted=True, erased=True), UTC)
+    assert not erased.decision.hooks, "an erased case: nothing at all"
