@@ -35,6 +35,7 @@ from avis.shared.events import (
     InformationRequested,
     Language,
     PatientContact,
+    PhysicianContact,
     ProfessionalContact,
     Question,
     ReportReady,
@@ -164,6 +165,10 @@ class Patient:
     # The case's key in the key server and intake's ring led by it (None: the service keyring).
     key_ref: str | None = None
     ring: Keyring | None = None
+    # The treating physician the patient consented to send the report to, and their
+    # institution's code (None: no physician's copy).
+    physician: PhysicianContact | None = None
+    physician_institution: str | None = None
 
 
 def contact_of(p: Patient) -> PatientContact:
@@ -260,6 +265,10 @@ class NotifyStack:
             case_url=f"http://127.0.0.1:8001/v1/cases/{p.case_id}",
             contact=(p.ring or self.keyring).seal_json(contact, aad=event_id),
             key_ref=p.key_ref,
+            physician=(p.ring or self.keyring).seal_json(p.physician, aad=event_id)
+            if p.physician is not None
+            else None,
+            physician_institution=p.physician_institution,
         )
         with trace.get_tracer("tests").start_as_current_span("intake.case.submit"):
             return Event.new(payload, "/avis/intake", event_id=event_id)
@@ -340,8 +349,14 @@ class NotifyStack:
         )
         return Event.new(payload, "/avis/review")
 
-    def report(self, p: Patient, version: int, traceparent: str = "") -> Event:
-        """`avis.report.ready.v1` of one version."""
+    def report(
+        self,
+        p: Patient,
+        version: int,
+        traceparent: str = "",
+        reports_url: str = "http://127.0.0.1:8003",
+    ) -> Event:
+        """`avis.report.ready.v1` of one version, announced by the reports at `reports_url`."""
         payload = ReportReady(
             case_id=p.case_id,
             report_id=f"rep-{p.case_id}",
@@ -349,7 +364,7 @@ class NotifyStack:
             languages=[p.language],
             formats=["json", "pdf"],
             ready_at=datetime.now(UTC),
-            report_url=f"http://127.0.0.1:8003/v1/reports/rep-{p.case_id}?version={version}",
+            report_url=f"{reports_url}/v1/reports/rep-{p.case_id}?version={version}",
         )
         return _under(traceparent, lambda: Event.new(payload, "/avis/reports"))
 
@@ -460,9 +475,14 @@ class HookReceiver:
     """Partners' webhook endpoints, a real HTTP server on loopback: each path answers 204,
     or fails its first `fail_first[path]` requests with 500, or always answers
     `answer[path]`, or holds each request until `hold[path]` is set; and answers no sooner than
-    `delay[path]` seconds after the request came."""
+    `delay[path]` seconds after the request came. It counts the requests in flight at each
+    path (and the most at once), and answers a GET with a FHIR document (`documents`: the
+    paths read), as the reports service does the physician's link."""
 
     received: list[Received] = field(default_factory=list)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    most_at_once: dict[str, int] = field(default_factory=dict)
+    documents: list[str] = field(default_factory=list)
     fail_first: dict[str, int] = field(default_factory=dict)
     answer: dict[str, int] = field(default_factory=dict)
     hold: dict[str, Any] = field(default_factory=dict)
@@ -477,15 +497,26 @@ class HookReceiver:
         async def hook(path: str, request: Request) -> Response:
             body = await request.body()
             path = f"/{path}"
-            if path in self.hold:
-                await self.hold[path].wait()
-            await asyncio.sleep(self.delay.get(path, 0))
+            self.in_flight[path] = self.in_flight.get(path, 0) + 1
+            self.most_at_once[path] = max(self.most_at_once.get(path, 0), self.in_flight[path])
+            try:
+                if path in self.hold:
+                    await self.hold[path].wait()
+                await asyncio.sleep(self.delay.get(path, 0))
+            finally:
+                self.in_flight[path] -= 1
             status = self.answer.get(path, 204)
             if self.fail_first.get(path, 0) > 0:
                 self.fail_first[path] -= 1
                 status = 500
             self.received.append(Received(path, dict(request.headers), body, status))
             return Response(status_code=status)
+
+        @app.get("/{path:path}")
+        async def document(path: str) -> Response:
+            self.documents.append(f"/{path}")
+            bundle = {"resourceType": "Bundle", "type": "document", "entry": []}
+            return Response(json.dumps(bundle), media_type="application/fhir+json")
 
         return app
 

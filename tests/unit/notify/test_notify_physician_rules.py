@@ -1,21 +1,27 @@
 """The physician's copy as pure rules: which emails also go to the treating physician, and the
-link that opens the report for them, and the schedule a failed post to their institution's
+link that opens the report for them (the page of web in their email, reports' own for their
+institution's FHIR endpoint), and the schedule a failed post to their institution's
 FHIR endpoint is retried on (the webhooks', not the emails')."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from avis.notify.models import Template
+from avis.notify.models import Template, WebhookEvent
 from avis.notify.rules import (
     EMAIL_JITTER,
     POST_JITTER,
+    CaseView,
     fhir_endpoint,
     physician_copy,
     physician_link,
+    physician_page,
+    reading,
     send_retry_at,
+    webhook_payload,
 )
 from avis.notify.settings import Settings
+from avis.shared.events import Language, PhysicianCopySent
 
 
 @pytest.mark.parametrize("template", [*Template, None])
@@ -30,6 +36,11 @@ def test_the_link_is_on_the_reports_service_that_announced_the_report() -> None:
         "https://reports.avis.example/v1/reports/r-1?version=2", "case/1", "s3cr3t_-x"
     )
     assert link == "https://reports.avis.example/v1/cases/case%2F1/report/physician/s3cr3t_-x"
+
+
+def test_the_emailed_link_opens_the_physicians_page_in_their_language() -> None:
+    link = physician_page("https://avis.example/", "case/1", "s3cr3t_-x", Language.EN)
+    assert link == "https://avis.example/physician/case%2F1/s3cr3t_-x?lang=en"
 
 
 def test_an_institution_with_an_endpoint_takes_the_fhir_document() -> None:
@@ -94,3 +105,33 @@ def test_the_window_counts_from_the_first_attempt_and_each_schedule_has_its_jitt
         seconds=5
     )
     assert POST_JITTER == (0.5, 1.0) and EMAIL_JITTER == (0.9, 1.1)
+
+
+def test_the_physicians_copy_sent_is_a_webhook_for_partners_naming_no_one() -> None:
+    told = PhysicianCopySent(
+        case_id="c-1", report_version=2, channel="fhir", sent_at=datetime(2026, 3, 2, tzinfo=UTC)
+    )
+    early = reading(told, CaseView(), UTC)
+    assert early.decision.park, "before its case: parked, as every event"
+    read = reading(told, CaseView(submitted=True), UTC)
+    assert read.decision.send is None and read.decision.hooks, "no email: a webhook"
+    body = webhook_payload(
+        event_id="evt-1",
+        event_type=WebhookEvent.PHYSICIAN_COPY_SENT,
+        source="/avis/notify",
+        time=told.sent_at,
+        case_id="c-1",
+        reference="AV-2026-000001",
+        partner_reference="P-1",
+        link="https://avis.example/cases/c-1",
+        extra=read.extra,
+        status=read.status,
+    )
+    data = body["data"]
+    assert isinstance(data, dict)
+    assert data["status"] == "report_ready"
+    assert (data["report_version"], data["channel"]) == (2, "fhir")
+    assert data["sent_at"] == "2026-03-02T00:00:00Z"
+    assert not {"email", "name", "physician", "institution_code"} & set(data)
+    erased = reading(told, CaseView(submitted=True, erased=True), UTC)
+    assert not erased.decision.hooks, "an erased case: nothing at all"

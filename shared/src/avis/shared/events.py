@@ -593,6 +593,19 @@ class ReportReady(Sequenced):
     report_url: str
 
 
+class PhysicianCopySent(Payload):
+    """The treating physician got the case's report: notify sent their copy, an email with the
+    link that opens it for them, or its FHIR document posted to their institution's endpoint.
+    It names no one (the physician stays sealed in `avis.case.submitted.v1`); a copy of each
+    report version is one event. It changes no status (no `seq`): a timeline entry."""
+
+    report_version: int = Field(ge=1, description="The report version the copy is of.")
+    channel: Literal["email", "fhir"] = Field(
+        description="How it went: `email` (the link), `fhir` (the document, posted)."
+    )
+    sent_at: AwareDatetime
+
+
 class TrailAnchored(Payload):
     """A service's access trail of the case reached this entry: its position and hash, kept
     outside the service's store so that a trail rewritten whole is found out."""
@@ -625,6 +638,7 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
     "avis.review.completed.v1": (REVIEW_COMPLETED, ReviewCompleted),
     "avis.review.follow-up-answered.v1": (REVIEW_COMPLETED, FollowUpAnswered),
     "avis.report.ready.v1": (REPORT_READY, ReportReady),
+    "avis.report.physician-copy-sent.v1": (REPORT_READY, PhysicianCopySent),
     "avis.audit.anchored.v1": (AUDIT_ANCHORED, TrailAnchored),
 }
 TYPE_OF: dict[type[Payload], str] = {model: ce_type for ce_type, (_, model) in EVENT_TYPES.items()}

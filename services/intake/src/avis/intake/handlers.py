@@ -13,6 +13,7 @@ from avis.shared.events import (
     FollowUpAnswered,
     FollowUpAsked,
     InformationRequested,
+    PhysicianCopySent,
     ReportReady,
     ReviewAccepted,
     ReviewAssigned,
@@ -77,6 +78,11 @@ def register(runtime: Runtime, reported: Reported) -> None:
         change = Change(TimelineKind.REPORT_READY, event.id, p.ready_at, seq=p.seq)
         await reported.follow(case_id=p.case_id, change=change)
 
+    async def on_physician_copy(event: Event, p: PhysicianCopySent) -> None:
+        # A timeline entry; the status stays (the event carries no `seq`: it changes none).
+        change = Change(TimelineKind.PHYSICIAN_COPY_SENT, event.id, p.sent_at)
+        await reported.follow(case_id=p.case_id, change=change)
+
     runtime.on(ReviewAssigned, _follows(reported, TimelineKind.ASSIGNED, lambda p: p.assigned_at))
     runtime.on(ReviewAccepted, _follows(reported, TimelineKind.ACCEPTED, lambda p: p.accepted_at))
     runtime.on(ReviewDeclined, _follows(reported, TimelineKind.DECLINED, lambda p: p.declined_at))
@@ -87,6 +93,7 @@ def register(runtime: Runtime, reported: Reported) -> None:
     runtime.on(ReviewResumed, on_resumed)
     _second_reading(runtime, reported)
     runtime.on(ReportReady, on_report)
+    runtime.on(PhysicianCopySent, on_physician_copy)
 
 
 def _second_reading(runtime: Runtime, reported: Reported) -> None:

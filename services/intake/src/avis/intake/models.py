@@ -88,6 +88,8 @@ class TimelineKind(StrEnum):
     TRANSLATION_QUEUED = "translation_queued"
     TRANSLATION_DONE = "translation_done"
     REPORT_READY = "report_ready"
+    # The treating physician got their copy of the report (notify sent it; no one named).
+    PHYSICIAN_COPY_SENT = "physician_copy_sent"
     FOLLOW_UP_ASKED = "follow_up_asked"
     FOLLOW_UP_ANSWERED = "follow_up_answered"
     WITHDRAWN = "withdrawn"

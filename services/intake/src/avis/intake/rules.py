@@ -367,6 +367,7 @@ def decide(state: CaseState, change: Change) -> Decision:
         TimelineKind.SECOND_READING_AGREED,
         TimelineKind.TRANSLATION_QUEUED,
         TimelineKind.TRANSLATION_DONE,
+        TimelineKind.PHYSICIAN_COPY_SENT,
     ):
         return Decision(apply=True, status=state.status)
     if change.kind == TimelineKind.INFORMATION_REQUESTED:

@@ -16,6 +16,7 @@ from avis.shared.events import (
     FollowUpAsked,
     InformationRequested,
     Payload,
+    PhysicianCopySent,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
@@ -67,5 +68,6 @@ def register(
     runtime.on(TranslationDone, on_event)
     runtime.on(FollowUpAnswered, on_event)
     runtime.on(ReportReady, on_event)
+    runtime.on(PhysicianCopySent, on_event)  # notify's own: a webhook for the filing partner
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

@@ -1,25 +1,29 @@
 """The notify service: settings -> observability -> broker, database -> store -> the mailer and
-the webhook client -> the email sender and the webhook worker, each over its due-queue -> the
-use cases -> handlers, routes, and the loops that work the queues."""
+the webhook client -> the email sender, the webhook worker and the FHIR poster, each over its
+due-queue -> the use cases -> handlers, routes, and the loops that work the queues."""
 
 from fastapi import FastAPI
 
 from avis.notify import api, handlers
+from avis.notify.fhir import FhirPoster
 from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.professionals import ProfessionalEmails
 from avis.notify.queue import DueQueue
-from avis.notify.sender import EmailSender
+from avis.notify.sender import SOURCE, EmailSender
 from avis.notify.service import CaseErasure, NotifyService
 from avis.notify.settings import Settings
-from avis.notify.store import Store
+from avis.notify.store import SendDoc, Store
 from avis.notify.webhooks import WebhookClient
 from avis.notify.worker import WebhookWorker
 from avis.shared.case_keys import CaseKeys
+from avis.shared.emit import Emitter
+from avis.shared.events import PhysicianCopySent
 from avis.shared.parking import Parking
 from avis.shared.runtime import Runtime, serve
 
-SENDS: tuple[str, ...] = ()
+# A physician's copy sent: on the send's outbox, published by the relay (sender.record_sent).
+SENDS = (PhysicianCopySent,)
 CASE = "case"  # the kind of a case's lock (`lock_key("case", id)`)
 
 
@@ -33,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
+    emitter = Emitter(SOURCE, runtime.relay, store.sends)
     client = WebhookClient(
         allow_http_loopback=settings.webhook_allow_http_loopback,
         timeout=settings.webhook_timeout_seconds,
@@ -45,12 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks=runtime.locks,
         mailer=Mailer(SmtpTarget.from_settings(settings)),
         settings=settings,
-        webhooks=client,
+        emitter=emitter,
     )
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings
     )
-    # Copies share both queues: any copy files through hand-offs, the lease holder works each.
+    # Copies share the queues: any copy files through hand-offs, the lease holder works each.
     emails = DueQueue(name="email", store=store, channel=sender, settings=settings, handoff=True)
     deliveries = DueQueue(
         name="webhook",
@@ -60,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool=worker.pool(),
         handoff=True,
     )
+    posts = _fhir_posts(runtime, store, keys, client, settings, emitter)
     notify = NotifyService(
         store=store,
         locks=runtime.locks,
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks=client,
         email_queue=emails,
         webhook_queue=deliveries,
+        fhir_queue=posts,
     )
     keying = CaseKeying(store=store, locks=runtime.locks, keys=keys)
     professionals = ProfessionalEmails(
@@ -81,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Each queue on one copy at a time: the holder of its lease (queue.py says why).
         runtime.singleton("email", emails.run)
         runtime.singleton("webhook", deliveries.run)
+        runtime.singleton("fhir", posts.run)
     app = runtime.create_app(
         "Avis notify",
         [api.router, api.hooks],
@@ -90,6 +98,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.notify = notify
     app.state.sender = sender
     return app
+
+
+def _fhir_posts(
+    runtime: Runtime,
+    store: Store,
+    keys: CaseKeys,
+    client: WebhookClient,
+    settings: Settings,
+    emitter: Emitter,
+) -> DueQueue[SendDoc]:
+    """The queue of the physicians' copies posted to their institution, and its worker: the
+    webhooks' client, limits and rules (fhir.py)."""
+    poster = FhirPoster(
+        store=store,
+        keys=keys,
+        locks=runtime.locks,
+        client=client,
+        settings=settings,
+        emitter=emitter,
+    )
+    return DueQueue(
+        name="fhir",
+        store=store,
+        channel=poster,
+        settings=settings,
+        pool=poster.pool(),
+        handoff=True,
+    )
 
 
 def run() -> None:

@@ -69,6 +69,8 @@ class WebhookEvent(StrEnum):
     TRANSLATION_QUEUED = "avis.review.translation-queued.v1"
     TRANSLATION_DONE = "avis.review.translation-done.v1"
     REPORT_READY = "avis.report.ready.v1"
+    # The treating physician got their copy of the report (no one named: a version, a channel).
+    PHYSICIAN_COPY_SENT = "avis.report.physician-copy-sent.v1"
 
 
 class DeliveryStatus(StrEnum):

@@ -20,6 +20,7 @@ from avis.shared.events import (
     InformationRequested,
     Language,
     Payload,
+    PhysicianCopySent,
     ReportReady,
     ReviewAssigned,
     ReviewResumed,
@@ -141,6 +142,14 @@ def on_translation(view: CaseView) -> Decision:
     if not view.submitted:
         return _park(view)
     return _skip(view, "a translation step: the patient was told at the assignment")
+
+
+def on_physician_copy_sent(view: CaseView) -> Decision:
+    """`avis.report.physician-copy-sent.v1`: notify sent the treating physician their copy of
+    the report; the patient was told of the report itself: a webhook for partners only."""
+    if not view.submitted:
+        return _park(view)
+    return _skip(view, "the physician's copy: the patient was told of the report")
 
 
 def on_follow_up_asked(view: CaseView) -> Decision:
@@ -350,6 +359,7 @@ WEBHOOK_STATUS = {
     WebhookEvent.FOLLOW_UP_ASKED: "follow_up_in_review",
     WebhookEvent.FOLLOW_UP_ANSWERED: "follow_up_answered",
     WebhookEvent.REPORT_READY: "report_ready",
+    WebhookEvent.PHYSICIAN_COPY_SENT: "report_ready",
 }
 
 
@@ -671,6 +681,14 @@ def fhir_endpoint(endpoints: dict[str, str], institution: str | None) -> str | N
     return endpoints.get(institution) if institution else None
 
 
+def physician_page(pages_url: str, case_id: str, secret: str, language: Language) -> str:
+    """The link of the physician's email: the page of the people's pages (web) that opens the
+    case's latest report for them, in their language (it says so when the link expired)."""
+    base = pages_url.rstrip("/")
+    path = f"/physician/{quote(case_id, safe='')}/{quote(secret, safe='')}"
+    return f"{base}{path}?lang={language.value}"
+
+
 def physician_link(report_url: str, case_id: str, secret: str) -> str:
     """The link that opens the case's latest report for its physician, on the reports service
     that announced it (`report_url` is one of its versions' addresses)."""
@@ -846,6 +864,18 @@ def _report_ready(payload: ReportReady, view: CaseView, tz: tzinfo) -> Reading:
         params={"report_url": payload.report_url, "version": str(payload.version)},
         link=payload.report_url,
         extra={"report_id": payload.report_id, "version": payload.version},
+    )
+
+
+@_reading.register
+def _physician_copy_sent(payload: PhysicianCopySent, view: CaseView, tz: tzinfo) -> Reading:
+    return Reading(
+        on_physician_copy_sent(view),
+        extra={
+            "report_version": payload.report_version,
+            "channel": payload.channel,
+            "sent_at": _stamp(payload.sent_at),
+        },
     )
 
 

@@ -9,7 +9,6 @@ import random
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
-import httpx
 import structlog
 from prometheus_client import Counter
 
@@ -29,17 +28,20 @@ from avis.notify.store import (
     physician_aad,
     recipient_aad,
 )
-from avis.notify.webhooks import WebhookClient
 from avis.shared import clock
 from avis.shared.case_keys import CaseKeyDestroyed, CaseKeys, key_ref_of
-from avis.shared.events import ClaimSecret, PhysicianContact, ProfessionalContact
+from avis.shared.emit import Emitter
+from avis.shared.events import (
+    ClaimSecret,
+    PhysicianContact,
+    PhysicianCopySent,
+    ProfessionalContact,
+)
 from avis.shared.mongo import AggregateLocks, lock_key
 from avis.shared.observability import case_span, stage_reached
 from avis.shared.sealing import Keyring, Sealed, SealingError
 
 log = structlog.get_logger("avis.notify")
-
-FHIR_MEDIA_TYPE = "application/fhir+json"
 
 SEND_ATTEMPTS = Counter(
     "avis_notify_attempts_total", "Attempts to send, by outcome", ["channel", "template", "outcome"]
@@ -47,6 +49,37 @@ SEND_ATTEMPTS = Counter(
 SENDS_FAILED = Counter(
     "avis_notify_failed_total", "Sends given up: refused for good or retries spent", ["channel"]
 )
+
+
+SOURCE = "/avis/notify"
+
+
+async def record_sent(
+    store: Store, locks: AggregateLocks, emitter: Emitter, send: SendDoc, attempt: Attempt
+) -> None:
+    """Record a send sent; a physician's copy (an email or a FHIR post) also tells, on the
+    send's outbox in the same write, that the physician got the report: no identifier of the
+    physician, the report's version and the channel."""
+    at = attempt.at
+    if send.template is not Template.PHYSICIAN_REPORT:
+        await store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=at)
+        return
+    told = PhysicianCopySent(
+        case_id=send.case_id,
+        report_version=max(1, int(send.params.get("version") or 1)),
+        channel="fhir" if send.channel == "fhir" else "email",
+        sent_at=at,
+    )
+    async with locks.hold(emitter.lock(send.id)):
+        await emitter.emit(
+            "notify.physician.copy_sent",
+            told,
+            aggregate=send.id,
+            trace=send.traceparent,
+            write=lambda events: store.record_attempt(
+                send.id, attempt, SendStatus.SENT, None, sent_at=at, events=events
+            ),
+        )
 
 
 class EmailSender:
@@ -60,9 +93,9 @@ class EmailSender:
         locks: AggregateLocks,
         mailer: Mailer,
         settings: Settings,
-        webhooks: WebhookClient,
+        emitter: Emitter,
     ) -> None:
-        self.webhooks = webhooks  # posts a physician's FHIR document, as it posts webhooks
+        self.emitter = emitter  # tells that a physician's copy was sent
         self.store = store
         self.keys = keys
         self.locks = locks
@@ -159,14 +192,12 @@ class EmailSender:
             else:
                 # The key the address is sealed under: the case's, or an erasure notice's own.
                 ring = await self.keys.opening(sealed)
-                institution = case.physician_institution if to_physician else None
-                endpoint = rules.fhir_endpoint(self.settings.physician_fhir_endpoints, institution)
                 try:
                     email, params = self._recipient(send, case, sealed, ring)
                 except SealingError:
                     result = Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
                 else:
-                    result = await self._deliver(send, email, params, endpoint)
+                    result = await self._deliver(send, email, params)
             span.set_attribute("avis.send_outcome", result.outcome.value)
             if result.code is not None:
                 span.set_attribute("smtp.reply_code", result.code)
@@ -184,7 +215,8 @@ class EmailSender:
         params = dict(send.params)
         url = params.pop("report_url", "")
         if physician.link_secret is not None and url:  # else no link: none would open for them
-            params["report_url"] = rules.physician_link(url, case.id, physician.link_secret)
+            pages, secret = self.settings.pages_url, physician.link_secret
+            params["report_url"] = rules.physician_page(pages, case.id, secret, send.language)
         return physician.email, params
 
     async def _to_professional(self, send: SendDoc, sealed: Sealed) -> Result:
@@ -194,15 +226,11 @@ class EmailSender:
             contact = ring.open_model(sealed, aad=recipient_aad(send.id), model=ProfessionalContact)
         except SealingError:
             return Result(Outcome.PERMANENT, None, "sealed content cannot be opened")
-        return await self._deliver(send, contact.email, dict(send.params), None)
+        return await self._deliver(send, contact.email, dict(send.params))
 
-    async def _deliver(
-        self, send: SendDoc, email: str, params: dict[str, str], endpoint: str | None
-    ) -> Result:
-        """One attempt: the email, or the report's FHIR document to the endpoint of the
-        physician's institution when it has one."""
-        if endpoint is not None:
-            return await self._post_fhir(send, params.get("report_url"), endpoint)
+    async def _deliver(self, send: SendDoc, email: str, params: dict[str, str]) -> Result:
+        """One attempt: the email (a physician's FHIR document goes by its own queue:
+        `fhir.py`)."""
         message = compose(
             template=send.template,
             language=send.language,
@@ -213,30 +241,6 @@ class EmailSender:
             queued_at=send.created_at,
         )
         return await self.mailer.send(message)
-
-    async def _post_fhir(self, send: SendDoc, link: str | None, endpoint: str) -> Result:
-        """The report's FHIR document, read through the physician's own link, posted to their
-        institution's endpoint with the webhooks' client (its URL and address checks, its
-        deadline); the id of the send rides along so the endpoint can deduplicate. A failure is
-        retried on the webhooks' schedule (`_record`), each attempt recorded on the send."""
-        if link is None:
-            return Result(Outcome.PERMANENT, None, "no link to the report", posted=True)
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
-            try:
-                fetched = await http.get(link, headers={"Accept": FHIR_MEDIA_TYPE})
-            except httpx.HTTPError as exc:
-                why = f"report not read: {type(exc).__name__}"
-                return Result(Outcome.TRANSIENT, None, why, posted=True)
-        if fetched.status_code != 200:
-            # 410: the link expired or the case was erased; no retry brings the report back.
-            gone = Outcome.PERMANENT if fetched.status_code == 410 else Outcome.TRANSIENT
-            return Result(gone, None, f"report not read: {fetched.status_code}", posted=True)
-        if not fetched.headers.get("content-type", "").startswith(FHIR_MEDIA_TYPE):
-            why = "report not read: not a FHIR document"
-            return Result(Outcome.TRANSIENT, None, why, posted=True)
-        headers = {"webhook-id": send.message_id.strip("<>")}
-        answer = await self.webhooks.post(endpoint, fetched.text, headers)
-        return Result(answer.outcome, answer.code, f"FHIR endpoint: {answer.reason}", posted=True)
 
     def _params(self, send: SendDoc, case: CaseDoc, ring: Keyring) -> dict[str, str]:
         """The send's parameters, its links to the people's pages; the first email of a case
@@ -255,7 +259,7 @@ class EmailSender:
         SEND_ATTEMPTS.labels(send.channel, send.template.value, result.outcome.value).inc()
         fields = {"send_id": send.id, "template": send.template.value, "code": result.code}
         if result.outcome is Outcome.SENT:
-            await self.store.record_attempt(send.id, attempt, SendStatus.SENT, None, sent_at=now)
+            await record_sent(self.store, self.locks, self.emitter, send, attempt)
             if send.template is Template.REPORT_READY:  # queued when notify read the report-ready
                 stage_reached("report_ready_to_notified", since=send.created_at, at=now)
             log.info("email sent", **fields)

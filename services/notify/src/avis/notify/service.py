@@ -86,6 +86,7 @@ class NotifyService:
         webhooks: WebhookClient,
         email_queue: DueQueue[SendDoc],
         webhook_queue: DueQueue[DeliveryDoc],
+        fhir_queue: DueQueue[SendDoc],
     ) -> None:
         self.store = store
         self.locks = locks
@@ -98,6 +99,7 @@ class NotifyService:
         self.webhooks = webhooks  # checks a subscription's URL
         self.email_queue = email_queue
         self.webhook_queue = webhook_queue
+        self.fhir_queue = fhir_queue  # the physicians' copies posted as FHIR documents
         self.tz = ZoneInfo(settings.timezone)
 
     # --- events -------------------------------------------------------------------------
@@ -146,6 +148,7 @@ class NotifyService:
         if queued:
             self.email_queue.wake()
             self.webhook_queue.wake()
+            self.fhir_queue.wake()
 
     async def _apply(self, case: CaseDoc, event: Event, payload: Payload) -> int:
         read = rules.reading(payload, case.view, self.tz)
@@ -204,8 +207,13 @@ class NotifyService:
         now = clock.now()
         send_id = rules.send_id(event.id, to)
         mark = event.id if to == "email" else f"{event.id}.{to}"
+        # The physician's institution takes reports at a FHIR endpoint: posted there instead.
+        institution = case.physician_institution if to == "physician" else None
+        posted = rules.fhir_endpoint(self.settings.physician_fhir_endpoints, institution)
         return SendDoc(
             id=send_id,
+            channel="email" if posted is None else "fhir",
+            institution=None if posted is None else institution,
             case_id=case.id,
             event_id=event.id,
             template=template,
@@ -221,9 +229,11 @@ class NotifyService:
         """Queue a send (on the calendar if `kept`), or find it queued already, and file it."""
         found = send if await self.store.queue(send, kept=kept) else await self.store.send(send.id)
         if found is not None and found.status is SendStatus.QUEUED:
-            await self.email_queue.file(found.id, found.next_at or send.created_at, found)
+            queue = self.fhir_queue if found.channel == "fhir" else self.email_queue
+            await queue.file(found.id, found.next_at or send.created_at, found)
             SENDS_QUEUED.labels(found.channel, send.template.value).inc()
-            log.info("email queued", template=send.template.value, send_id=found.id)
+            what = "fhir post queued" if found.channel == "fhir" else "email queued"
+            log.info(what, template=send.template.value, send_id=found.id)
         if send.id not in case.notifications:
             case.notifications.append(send.id)
 

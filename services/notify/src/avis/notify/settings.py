@@ -44,8 +44,10 @@ class Settings(CommonSettings):
     pages_url: str = "http://127.0.0.1:8000"
     # AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS='{"750712184": "https://fhir.example/Bundle"}': the
     # institutions (by code) whose treating physicians receive the report as its FHIR document,
-    # posted to their endpoint with the webhooks' client and checks, instead of an email, and
-    # retried on the webhooks' schedule (`webhook_retry_*` below), not the emails'.
+    # posted to their endpoint instead of an email, under the webhooks' rules (`fhir.py`): their
+    # client and checks, their retries (`webhook_retry_*` below), their cap on posts at once
+    # (`webhook_concurrency`, and `webhook_per_subscription` per institution) and their
+    # disabling after failures in a row (`webhook_disable_after_failures`).
     physician_fhir_endpoints: dict[str, str] = Field(default_factory=dict)
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"

@@ -9,15 +9,20 @@ index), so each costs the same however much is stored:
   in order. An erased case keeps its ids, codes and times, and nothing sealed but the address
   its erasure's email goes to, under a key of its own, until that email is done with.
 - `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
-  status. A redelivered event queues nothing new.
+  status. A redelivered event queues nothing new. A physician's copy, once sent, carries on its
+  outbox the `avis.report.physician-copy-sent.v1` it tells (avis.shared.outbox).
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
   its signing secrets (sealed at rest), its state and the ids of its latest deliveries.
 - `partners`, `_id` = partner id: the ids of the partner's subscriptions.
 - `deliveries`, `_id` = `wh:<event id>:<subscription id>`: one webhook delivery (one event to
   one subscription) and its attempts.
-- `due`: two due-queues of the same shape, one of sends (`_id` = `b:<bucket>`, its cursor
-  `cursor`) and one of deliveries (`_id` = `w:<bucket>`, its cursor `cursor:webhook`), each
-  worked by its own loop, so a partner's endpoint never stands in the emails' way. A queue is
+- `fhir_endpoints`, `_id` = institution code: the state of the FHIR endpoint a physician's
+  institution takes reports at (its URL, failed posts in a row, disabled or not), as a
+  subscription's for a partner.
+- `due`: three due-queues of the same shape, one of sends (`_id` = `b:<bucket>`, its cursor
+  `cursor`), one of deliveries (`_id` = `w:<bucket>`, its cursor `cursor:webhook`) and one of
+  the sends posted as FHIR documents (`_id` = `f:<bucket>`, its cursor `cursor:fhir`), each
+  worked by its own loop, so an endpoint never stands in the emails' way. A queue is
   one small document per time bucket listing the ids due in it, plus a cursor, the oldest
   bucket that may still hold work. Its worker walks buckets from the cursor to now by `_id`, so
   finding due work costs what is due, not what was ever sent. Bucket documents are written
@@ -34,6 +39,7 @@ index), so each costs the same however much is stored:
   deliveries skip what is gone.
 """
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -56,15 +62,18 @@ from avis.notify.models import (
     WebhookEvent,
 )
 from avis.notify.rules import CaseView, Retention
+from avis.shared.envelope import Event
 from avis.shared.events import Language
 from avis.shared.mongo import Document, Stored
+from avis.shared.outbox import with_events
 from avis.shared.retention import Calendar, day_of, entry
 from avis.shared.sealing import Sealed
 
-# The two due-queues: of emails (sends) and of webhook deliveries.
-DueQueueName = Literal["email", "webhook"]
-_BUCKET_PREFIX: dict[str, str] = {"email": "b", "webhook": "w"}
-_CURSOR_ID: dict[str, str] = {"email": "cursor", "webhook": "cursor:webhook"}
+# The three due-queues: of emails (sends), of webhook deliveries, and of the sends posted to a
+# physician's institution as a FHIR document (`fhir.py`), which keep to the webhooks' limits.
+DueQueueName = Literal["email", "webhook", "fhir"]
+_BUCKET_PREFIX: dict[str, str] = {"email": "b", "webhook": "w", "fhir": "f"}
+_CURSOR_ID: dict[str, str] = {"email": "cursor", "webhook": "cursor:webhook", "fhir": "cursor:fhir"}
 
 
 def _whole(doc: Stored) -> Document:
@@ -222,6 +231,9 @@ class SendDoc(Stored):
     # An email to a professional (not the patient): their `ProfessionalContact`, sealed under
     # the case key and `recipient_aad(send id)`.
     recipient: Sealed | None = None
+    # A send of the `fhir` channel: the code of the institution whose endpoint it is posted to
+    # (a code, in clear on the case too); its posts at once are capped per institution.
+    institution: str | None = None
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""
@@ -382,6 +394,20 @@ class DeliveryDoc(Stored):
         )
 
 
+class EndpointDoc(Stored):
+    """The state of one institution's FHIR endpoint, kept as a subscription's: the failed posts
+    in a row, and whether it is disabled (then for the URL it was disabled at: an endpoint set
+    anew in the settings starts afresh)."""
+
+    id: str = Field(alias="_id")  # the institution's code
+    url: str
+    consecutive_failures: int = 0
+    enabled: bool = True
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+    updated_at: datetime | None = None
+
+
 def bucket_key(bucket: int, queue: DueQueueName) -> str:
     """The `_id` of a due-queue's bucket (emails `b:<n>`, webhooks `w:<n>`)."""
     return f"{_BUCKET_PREFIX[queue]}:{bucket}"
@@ -408,6 +434,7 @@ class Store:
         self.subscriptions = db["subscriptions"]
         self.partners = db["partners"]
         self.deliveries = db[DELIVERIES]
+        self.endpoints = db["fhir_endpoints"]
         # Sends and deliveries are purged `retention` after they are queued (avis.notify.rules).
         self.retention = retention or Retention()
         self.calendar = Calendar(db)
@@ -479,16 +506,16 @@ class Store:
         status: SendStatus,
         next_at: datetime | None,
         sent_at: datetime | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
-        """Append an attempt and move the send on."""
+        """Append an attempt and move the send on; with `events` (what its sending tells), on
+        the send's outbox in the same write (the writer holds the send's outbox lock)."""
         stored = attempt.model_dump() | {"outcome": attempt.outcome.value}
-        await self.sends.update_one(
-            {"_id": send_id},
-            {
-                "$push": {"attempts": stored},
-                "$set": {"status": status.value, "next_at": next_at, "sent_at": sent_at},
-            },
-        )
+        update = {
+            "$push": {"attempts": stored},
+            "$set": {"status": status.value, "next_at": next_at, "sent_at": sent_at},
+        }
+        await self.sends.update_one({"_id": send_id}, with_events(update, events))
 
     async def cancel_send(self, send_id: str) -> bool:
         """Cancel a send still queued (its case was erased); False if it was no longer queued."""
@@ -551,6 +578,17 @@ class Store:
         await self.due.update_one(
             {"_id": cursor_key(queue)}, {"$set": {"bucket": bucket}}, upsert=True
         )
+
+    # FHIR endpoints (their writer, the FHIR queue's worker, holds the endpoint's lock)
+
+    async def endpoint(self, institution: str) -> EndpointDoc | None:
+        """One institution's FHIR endpoint state by its code."""
+        doc = await self.endpoints.find_one({"_id": institution})
+        return None if doc is None else EndpointDoc.model_validate(doc)
+
+    async def save_endpoint(self, endpoint: EndpointDoc) -> None:
+        """Write the whole endpoint state."""
+        await self.endpoints.update_one({"_id": endpoint.id}, _whole(endpoint), upsert=True)
 
     # subscriptions (their writer holds the subscription's lock; a partner's index, the
     # partner's lock)

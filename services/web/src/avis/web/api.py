@@ -58,11 +58,18 @@ class Web:
         return isinstance(self.signin, OidcSignIn)
 
     def render(
-        self, request: Request, name: str, status: int = 200, **context: Any
+        self,
+        request: Request,
+        name: str,
+        status: int = 200,
+        *,
+        page_language: Language | None = None,
+        **context: Any,
     ) -> HTMLResponse:
-        """A page in the session's language, with its CSRF token and pending notices."""
+        """A page in the session's language (or `page_language`, that of the person an emailed
+        link was written to), with its CSRF token and pending notices."""
         session = session_of(request)
-        texts = Texts(language_of(request))
+        texts = Texts(page_language or language_of(request))
         return self.templates.TemplateResponse(
             request,
             name,

@@ -25,6 +25,7 @@ from avis.web import (
     live,
     oidc,
     partner,
+    physician,
     rules,
     second_reading,
     specialist,
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(second_reading.router)
     app.include_router(followups.router)
     app.include_router(translation.router)
+    app.include_router(physician.router)
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="static")
     _close_with(app, web)
     _handle_errors(app, web)

@@ -28,6 +28,8 @@ LANGUAGES: tuple[Language, ...] = tuple(Language)
 
 # A service's problem `type` slug -> the catalogue key of its plain-words message.
 PROBLEM_MESSAGES = {
+    # The treating physician's link, past its window (reports' 410).
+    "physician-link-expired": "error.physician_link_expired",
     "document-too-large": "error.document_too_large",
     "request-too-large": "error.document_too_large",
     "empty-document": "error.empty_document",

@@ -225,11 +225,10 @@ class Platform:
             headers["Content-Length"] = response.headers["content-length"]
         return Download(PDF, headers, _chunks(response))
 
-    async def _open(self, url: str, *, token: str, accept: str = "*/*") -> httpx.Response:
+    async def _open(self, url: str, *, token: str | None, accept: str = "*/*") -> httpx.Response:
         """A streamed response whose body is still to be read (a refusal is raised)."""
-        request = self._http.build_request(
-            "GET", url, headers={"Authorization": f"Bearer {token}", "Accept": accept}
-        )
+        auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        request = self._http.build_request("GET", url, headers=auth | {"Accept": accept})
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError:
@@ -592,6 +591,18 @@ def _problem_type(response: httpx.Response) -> str | None:
         return None
     kind = body.get("type") if isinstance(body, dict) else None
     return kind if isinstance(kind, str) else None
+
+
+async def physician_report(platform: Platform, *, case_id: str, secret: str) -> Download:
+    """The case's latest report as a PDF, opened with the secret of the treating physician's
+    link (no token: the physician has no account), streamed through (beside `Platform`);
+    reports records the read in the case's trail."""
+    url = f"{platform.reports}/v1/cases/{case_id}/report/physician/{secret}"
+    response = await platform._open(url, token=None, accept=PDF)
+    headers = {"Content-Disposition": f'inline; filename="report-{case_id[:8]}.pdf"'}
+    if "content-length" in response.headers:
+        headers["Content-Length"] = response.headers["content-length"]
+    return Download(PDF, headers, _chunks(response))
 
 
 class SecondReadingCalls:
