@@ -37,14 +37,15 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's jars, FerretDB, the metrics store, Hydra, Kratos (once)
+install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's and Zipkin's jars, FerretDB, the metrics store, Hydra, Kratos (once)
 	$(INFRA) install
 
 # What only the suite needs, kept out of `make run`'s first start: poppler and chromium (system
-# packages) and the Kubernetes checks' tools, side by side.
-install-test: install  ## what make test adds: poppler, chromium, the k8s checks' tools (once)
-	@deploy/k8s/tools.sh > /dev/null & tools=$$!; deploy/local/system-packages.sh; pkgs=$$?; \
-	wait $$tools; tools=$$?; exit $$((pkgs || tools))
+# packages), the Kubernetes checks' tools and the alert rules' test tool (vmalert-tool), side by side.
+install-test: install  ## what make test adds: poppler, chromium, the k8s checks' tools, vmalert-tool (once)
+	@deploy/k8s/tools.sh > /dev/null & tools=$$!; deploy/metrics/install.sh > /dev/null & vm=$$!; \
+	deploy/local/system-packages.sh; pkgs=$$?; wait $$tools; tools=$$?; wait $$vm; vm=$$?; \
+	exit $$((pkgs || tools || vm))
 
 run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
