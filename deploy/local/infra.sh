@@ -217,14 +217,15 @@ services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
 case "$cmd" in
   install)
     # Three lanes side by side. Maven's downloads (Kafka's jars, then Zipkin's jar) wait on the
-    # network, not the CPU. The four Go builds run two at a time over one build cache (the
-    # standard library and the modules they share compile once per lane, not once per build):
-    # Hydra then Kratos, which share the most; FerretDB then the metrics store beside them.
+    # network, not the CPU. The four Go builds run two at a time over one build cache, so the
+    # standard library and the modules they share compile once, not once per build: Hydra beside
+    # FerretDB (the two longest), then Kratos, which finds most of Hydra's modules built, beside
+    # the metrics store.
     { kafka_libs >/dev/null && "$root/deploy/tracing/install.sh" >/dev/null; } & jars=$!
-    { "$root/deploy/oidc/install.sh" >/dev/null && "$root/deploy/oidc/kratos.sh" >/dev/null; } & ory=$!
-    ferretdb_bin >/dev/null && "$root/deploy/metrics/install.sh" server >/dev/null \
-      || die "FerretDB or the metrics store (VictoriaMetrics) did not build"
-    wait "$ory" || die "the OpenID provider (Hydra) or the identity server (Kratos) did not build"
+    { "$root/deploy/oidc/install.sh" >/dev/null && "$root/deploy/metrics/install.sh" server >/dev/null; } & lane=$!
+    ferretdb_bin >/dev/null && "$root/deploy/oidc/kratos.sh" >/dev/null \
+      || die "FerretDB or the identity server (Kratos) did not build"
+    wait "$lane" || die "the OpenID provider (Hydra) or the metrics store (VictoriaMetrics) did not build"
     wait "$jars" || die "Kafka's or Zipkin's jars could not be fetched"
     log "Kafka, Zipkin, FerretDB, VictoriaMetrics, Hydra and Kratos are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;

@@ -66,11 +66,12 @@ ory_build() {
   # -tags sqlite: the SQLite driver (cgo) the local stack stores in; libsqlite3: linked to the
   # system's SQLite (libsqlite3-dev, when there) instead of compiling the driver's own copy of
   # SQLite's C source, which took a minute of CPU in each of Hydra's and Kratos's builds;
-  # -p 2: the machine is shared.
+  # -p 2: the machine is shared. -dwarf=false: no debug information compiled (the link drops it
+  # anyway: -w), a tenth less work for the compiler.
   local tags=sqlite
   if printf '#include <sqlite3.h>\n' | cc -E - >/dev/null 2>&1; then tags=sqlite,libsqlite3
   else log "no libsqlite3-dev: building SQLite's C source into $name (a minute longer)"; fi
-  (cd "$work/src" && CGO_ENABLED=1 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -tags "$tags" -trimpath \
+  (cd "$work/src" && CGO_ENABLED=1 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -tags "$tags" -trimpath -gcflags=all=-dwarf=false \
      -ldflags "-s -w -X $module/driver/config.Version=$version" \
      -o "$bin.tmp" .) || die "the $name build failed"
   mv "$bin.tmp" "$bin"

@@ -45,7 +45,8 @@ install() {
   rm -rf "$DIR.tmp"; mkdir -p "$DIR.tmp" "$DIR"
   log "building VictoriaMetrics $VERSION (${missing[*]}) into $DIR, once"
   # -p 2: the machine is shared; the build is about as fast and leaves room for the other installs.
-  (cd "$src" && CGO_ENABLED=0 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -trimpath \
+  # -dwarf=false: no debug information compiled (the link drops it anyway: -w).
+  (cd "$src" && CGO_ENABLED=0 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -trimpath -gcflags=all=-dwarf=false \
      -ldflags "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=avis-$VERSION" \
      -o "$DIR.tmp/" "${pkgs[@]}")
   for a in "${missing[@]}"; do mv "$DIR.tmp/$a" "$DIR/$a"; done
