@@ -24,7 +24,7 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_OIDC_HOOK_PORT=$(TEST_PORT_PREFIX)8010 AVIS_KMS_PORT=$(TEST_PORT_PREFIX)5696 \
 	AVIS_KRATOS_PORT=$(TEST_PORT_PREFIX)4433 AVIS_KRATOS_ADMIN_PORT=$(TEST_PORT_PREFIX)4434
 
-.PHONY: help install install-test run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
+.PHONY: help install install-infra install-test run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,14 +37,20 @@ $(UV):
 	$(UV) sync --locked --python python3
 	@touch $@
 
-install: .venv/.synced  ## what make run needs: uv, the Python environment, Kafka's jars, FerretDB, the metrics store, Hydra, Kratos (once)
+# The Python environment (uv, network-bound) and the rest (infra.sh install: Maven's jars and the
+# Go builds, CPU-bound) side by side: neither needs the other.
+install:  ## what make run needs: uv, the Python environment, Kafka's and Zipkin's jars, FerretDB, the metrics store, Hydra, Kratos (once)
+	@$(MAKE) --no-print-directory -j2 .venv/.synced install-infra
+
+install-infra:
 	$(INFRA) install
 
 # What only the suite needs, kept out of `make run`'s first start: poppler and chromium (system
-# packages) and the Kubernetes checks' tools, side by side.
-install-test: install  ## what make test adds: poppler, chromium, the k8s checks' tools (once)
-	@deploy/k8s/tools.sh > /dev/null & tools=$$!; deploy/local/system-packages.sh; pkgs=$$?; \
-	wait $$tools; tools=$$?; exit $$((pkgs || tools))
+# packages), the Kubernetes checks' tools and the alert rules' test tool (vmalert-tool), side by side.
+install-test: install  ## what make test adds: poppler, chromium, the k8s checks' tools, vmalert-tool (once)
+	@deploy/k8s/tools.sh > /dev/null & tools=$$!; deploy/metrics/install.sh > /dev/null & vm=$$!; \
+	deploy/local/system-packages.sh; pkgs=$$?; wait $$tools; tools=$$?; wait $$vm; vm=$$?; \
+	exit $$((pkgs || tools || vm))
 
 run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh

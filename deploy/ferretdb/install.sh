@@ -25,6 +25,9 @@ printf '%s\n' "$FERRETDB_VERSION" > "$work/src/build/version/version.txt"
 printf 'avis\n' > "$work/src/build/version/package.txt"
 for p in "${patches[@]+"${patches[@]}"}"; do (cd "$work/src" && git apply -p1 "$p"); done
 mkdir -p "$(dirname "$BIN")"
-(cd "$work/src" && CGO_ENABLED=0 go build -trimpath -o "$BIN.tmp" ./cmd/ferretdb)
+# No debug information compiled or linked (-dwarf=false, -s -w): less work for the compiler and
+# the linker, above all on modernc.org/sqlite, SQLite translated to one very large Go package.
+(cd "$work/src" && CGO_ENABLED=0 go build -trimpath -gcflags=all=-dwarf=false -ldflags "-s -w" \
+   -o "$BIN.tmp" ./cmd/ferretdb)
 mv "$BIN.tmp" "$BIN"
 echo "$BIN"

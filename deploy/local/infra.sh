@@ -216,16 +216,18 @@ cmd="${1:-status}"; shift || true
 services=("$@"); [ ${#services[@]} -gt 0 ] || services=(kafka ferretdb smtp)
 case "$cmd" in
   install)
-    # The metrics store and the OpenID provider build beside the others (the longest parts of a
-    # first install).
-    "$root/deploy/metrics/install.sh" >/dev/null & metrics_build=$!
-    "$root/deploy/oidc/install.sh" >/dev/null & oidc_build=$!
-    "$root/deploy/oidc/kratos.sh" >/dev/null & kratos_build=$!
-    kafka_libs >/dev/null; ferretdb_bin >/dev/null
-    wait "$metrics_build" || die "the metrics store did not build"
-    wait "$oidc_build" || die "the OpenID provider (Hydra) did not build"
-    wait "$kratos_build" || die "the identity server (Kratos) did not build"
-    log "Kafka, FerretDB, VictoriaMetrics, Hydra and Kratos are in $AVIS_CACHE" ;;
+    # Three lanes side by side. Maven's downloads (Kafka's jars, then Zipkin's jar) wait on the
+    # network, not the CPU. The four Go builds run two at a time over one build cache, so the
+    # standard library and the modules they share compile once, not once per build: Hydra beside
+    # FerretDB (the two longest), then Kratos, which finds most of Hydra's modules built, beside
+    # the metrics store.
+    { kafka_libs >/dev/null && "$root/deploy/tracing/install.sh" >/dev/null; } & jars=$!
+    { "$root/deploy/oidc/install.sh" >/dev/null && "$root/deploy/metrics/install.sh" server >/dev/null; } & lane=$!
+    ferretdb_bin >/dev/null && "$root/deploy/oidc/kratos.sh" >/dev/null \
+      || die "FerretDB or the identity server (Kratos) did not build"
+    wait "$lane" || die "the OpenID provider (Hydra) or the metrics store (VictoriaMetrics) did not build"
+    wait "$jars" || die "Kafka's or Zipkin's jars could not be fetched"
+    log "Kafka, Zipkin, FerretDB, VictoriaMetrics, Hydra and Kratos are in $AVIS_CACHE" ;;
   start|stop) for s in "${services[@]}"; do "$cmd" "$s"; done ;;
   status)
     [ $# -gt 0 ] || find_make_run

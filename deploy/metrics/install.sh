@@ -5,6 +5,8 @@
 # deploy/metrics/rules against it) and `vmalert-tool` (the rules' unit tests, `make test`).
 #
 #   deploy/metrics/install.sh          build if missing, print the folder of the three binaries
+#   deploy/metrics/install.sh server   the same for the two that `make run` starts (vmalert-tool
+#                                      is built by `make install-test`, from the same build cache)
 #   deploy/metrics/install.sh start    start the store, vmalert and the alert receiver (pids in $STATE)
 #   deploy/metrics/install.sh stop     stop what start started
 #
@@ -20,7 +22,7 @@ root="$(cd "$here/../.." && pwd)"
 CACHE="${AVIS_CACHE:-$HOME/.cache/avis}"
 VERSION="${VICTORIAMETRICS_VERSION:-v1.151.0}"
 DIR="$CACHE/victoriametrics/$VERSION"
-APPS=(victoria-metrics vmalert vmalert-tool)
+SERVERS=(victoria-metrics vmalert)
 STATE="${AVIS_STATE_DIR:-$root/.local/run}"
 PORT="${AVIS_METRICS_PORT:-8428}"
 VMALERT_PORT="${AVIS_VMALERT_PORT:-8880}"
@@ -28,23 +30,27 @@ ALERTS_PORT="${AVIS_ALERTS_PORT:-8429}"
 PYTHON="${AVIS_PYTHON:-python3}"
 
 log() { printf '[metrics] %s\n' "$*" >&2; }
-built() { local a; for a in "${APPS[@]}"; do [ -x "$DIR/$a" ] || return 1; done; }
-
+# install APP...: build the APPs missing from $DIR (each moved in once all of them are built),
+# print $DIR.
 install() {
-  if built; then echo "$DIR"; return; fi
+  local missing=() a
+  for a in "$@"; do [ -x "$DIR/$a" ] || missing+=("$a"); done
+  if [ ${#missing[@]} -eq 0 ]; then echo "$DIR"; return; fi
   command -v go >/dev/null || { log "go is required to build VictoriaMetrics"; exit 1; }
-  local src pkgs=() a
+  local src pkgs=()
   export GOFLAGS=-mod=mod
   src="$(cd "$(mktemp -d)" && go mod download -json "github.com/VictoriaMetrics/VictoriaMetrics@$VERSION" \
          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-  for a in "${APPS[@]}"; do pkgs+=("./app/$a"); done
-  mkdir -p "$DIR.tmp"
-  log "building VictoriaMetrics $VERSION (${APPS[*]}) into $DIR, once"
+  for a in "${missing[@]}"; do pkgs+=("./app/$a"); done
+  rm -rf "$DIR.tmp"; mkdir -p "$DIR.tmp" "$DIR"
+  log "building VictoriaMetrics $VERSION (${missing[*]}) into $DIR, once"
   # -p 2: the machine is shared; the build is about as fast and leaves room for the other installs.
-  (cd "$src" && CGO_ENABLED=0 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -trimpath \
+  # -dwarf=false: no debug information compiled (the link drops it anyway: -w).
+  (cd "$src" && CGO_ENABLED=0 go build -p "${AVIS_GO_BUILD_JOBS:-2}" -trimpath -gcflags=all=-dwarf=false \
      -ldflags "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=avis-$VERSION" \
      -o "$DIR.tmp/" "${pkgs[@]}")
-  rm -rf "$DIR"; mv "$DIR.tmp" "$DIR"
+  for a in "${missing[@]}"; do mv "$DIR.tmp/$a" "$DIR/$a"; done
+  rm -rf "$DIR.tmp"
   echo "$DIR"
 }
 
@@ -55,7 +61,7 @@ free() { if port_open "$2"; then log "port $2 for $1 is taken by another process
 
 start() {
   local bin data="$STATE/metrics"
-  bin="$(install)"
+  bin="$(install "${SERVERS[@]}")"
   mkdir -p "$data"
   "$here/scrape.sh" > "$data/scrape.yml"
   if ! alive victoriametrics; then
@@ -91,8 +97,9 @@ stop() {
 }
 
 case "${1:-install}" in
-  install) install ;;
+  install) install "${SERVERS[@]}" vmalert-tool ;;
+  server) install "${SERVERS[@]}" ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: install.sh [install|start|stop]" >&2; exit 2 ;;
+  *) echo "usage: install.sh [install|server|start|stop]" >&2; exit 2 ;;
 esac
