@@ -24,7 +24,7 @@ TEST_ENV := AVIS_STATE_DIR=$(TEST_STATE) AVIS_KAFKA_PORT=$(TEST_PORT_PREFIX)9092
 	AVIS_OIDC_HOOK_PORT=$(TEST_PORT_PREFIX)8010 AVIS_KMS_PORT=$(TEST_PORT_PREFIX)5696 \
 	AVIS_KRATOS_PORT=$(TEST_PORT_PREFIX)4433 AVIS_KRATOS_ADMIN_PORT=$(TEST_PORT_PREFIX)4434
 
-.PHONY: help install install-infra install-test run test test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
+.PHONY: help install install-infra install-test run test test-lane test-fast lint infra-start infra-stop infra-status bench bench-store chaos asyncapi release-schemas clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,7 +55,17 @@ install-test: install  ## what make test adds: poppler, chromium, the k8s checks
 run: install  ## start Kafka, FerretDB, the SMTP sink, Zipkin and the four services; says "ready"; Ctrl-C stops all
 	@AVIS_PYTHON=$(CURDIR)/$(PY) deploy/local/run.sh
 
+# Without PYTEST_ARGS, the suite runs in two lanes side by side (deploy/local/lanes.sh), the second
+# on TEST_PORT_PREFIX + 1; TEST_LANES=1 runs it in one.
+TEST_LANES ?= 2
 test: install-test  ## the whole suite against its own broker and store (PYTEST_ARGS: a part of it)
+	@if [ -z "$(strip $(PYTEST_ARGS))" ] && [ "$(TEST_LANES)" = 2 ]; then \
+		deploy/local/lanes.sh "$(MAKE)" "$(TEST_PORT_PREFIX)" "$(TEST_STATE)"; \
+	else \
+		$(TEST_ENV) deploy/local/test.sh $(PYTEST_ARGS); \
+	fi
+
+test-lane:  # one lane of make test (deploy/local/lanes.sh), the installs already done
 	@$(TEST_ENV) deploy/local/test.sh $(PYTEST_ARGS)
 
 test-fast: lint  ## lint and the unit tests: no broker, no store, a few seconds
