@@ -204,3 +204,46 @@ async def test_an_idle_queue_reads_its_hand_offs_less_often_until_another_copy_f
     await q.work()
     assert channel.sent == ["elsewhere"]
     assert q._period == tick
+
+
+class Snapshots(Channel):
+    """Items as read at a time: (id, due then); an attempt is counted each time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[str] = []
+
+    async def waiting(self, item_ids: list[str]) -> dict[str, Any]:
+        self.reads += 1
+        return {i: (i, self.due[i]) for i in item_ids if i in self.due and i not in self.sent}
+
+    def due_at(self, item: Any) -> datetime | None:
+        return cast(datetime | None, item[1])
+
+    async def attempt(self, item: Any) -> datetime | None:
+        self.attempts.append(item[0])
+        return await super().attempt(item[0])
+
+
+async def test_a_filing_worked_from_the_store_before_its_filer_noted_it_is_not_redone() -> None:
+    """A pass that reads the hand-offs between the filer's write and its own note of the filing
+    works the item from the store; the note, with the item as its filer wrote it (due now), must
+    not send it again before its retry (seen: an email retried 30 s later was sent 21 ms later)."""
+    store, channel = Store(), Snapshots()
+    q = cast(DueQueue[Any], queue(store, channel))
+    channel.due["s1"], channel.fail = None, {"s1"}
+    write = store.hand_off
+
+    async def worked_meanwhile(queue_name: str, item_id: str, at: datetime) -> None:
+        await write(queue_name, item_id, at)
+        await q.work()  # the worker's pass reads the hand-off from the store and attempts it
+
+    store.hand_off = worked_meanwhile  # type: ignore[method-assign]
+    await q.file("s1", clock.now(), ("s1", None))
+    assert channel.attempts == ["s1"]
+    await q.work()  # the filer's own note of the same filing is in memory now
+    assert channel.attempts == ["s1"], "attempted again, though its retry is an hour away"
+    q._read_at = None
+    await q.work()
+    assert channel.attempts == ["s1"]
+    assert store.handoffs == {}, "its hand-off taken all the same"

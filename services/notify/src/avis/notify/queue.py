@@ -57,6 +57,8 @@ Item = TypeVar("Item")
 TAKEN_AT_MOST = 64
 # The hand-offs are read once a tick, or up to this many ticks apart while no other copy files.
 IDLE_TICKS = 4
+# The filings of hand-offs a worker remembers having worked (the latest this many).
+WORKED_KEPT = 256
 
 
 class Channel(Protocol[Item]):
@@ -171,6 +173,11 @@ class DueQueue(Generic[Item]):
         self._local: dict[str, datetime] = {}
         self._fresh: dict[str, Item] = {}  # ... and those of them its filer handed over
         self._ended: set[str] = set()
+        # The hand-offs worked this term (item -> its filing time), the latest WORKED_KEPT: the
+        # filer's own note of a filing (`_local`, `_fresh`) comes after its write to the store,
+        # so a pass that read the hand-offs meanwhile may have worked it already; the note,
+        # with the item as the filer wrote it, is then dropped rather than worked again.
+        self._worked: dict[str, datetime] = {}
         self._read_at: float | None = None  # monotonic time of the last read of the hand-offs
         self._period = settings.sender_tick_seconds  # ... and until the next
         self._checked_at: float | None = None  # ... and of the last fence check in the store
@@ -225,6 +232,7 @@ class DueQueue(Generic[Item]):
         one): whatever is due, then sleep until the next due time, a wake-up, or the tick."""
         self.lease, self._cursor = lease, None
         self._known, self._taken, self._local, self._fresh = {}, {}, {}, {}
+        self._worked = {}
         self._read_at = self._checked_at = None
         self._period = self.settings.sender_tick_seconds
         self._running = True
@@ -334,6 +342,10 @@ class DueQueue(Generic[Item]):
         their buckets, ones due now attempted (or left for the next pass: no room, in flight).
         One this copy's filer handed over as it wrote it is not read again: nothing but this
         loop moves it on from there (an erasure's cancel is seen by the attempt itself)."""
+        for item_id, at in list(handed.items()):
+            if self._worked.get(item_id) == at:  # worked already: read from the store first
+                del handed[item_id]
+                self._taken[item_id] = at
         given: dict[str, Item | None] = {
             i: fresh[i] for i in handed if i in fresh and not self._busy(i)
         }
@@ -350,6 +362,7 @@ class DueQueue(Generic[Item]):
                 await self._start(item_id, item, None, at)
                 continue
             self._taken[item_id] = at
+            self._note_worked(item_id, at)
 
     async def _step(self, item_id: str, item: Item | None, bucket: int) -> datetime | None:
         """Attempt (or start) one filed item if it is due; returns its due time if not yet."""
@@ -398,10 +411,18 @@ class DueQueue(Generic[Item]):
             if bucket is None:
                 assert handed_at is not None
                 self._taken[item_id] = handed_at  # deleted with the next read of the hand-offs
+                self._note_worked(item_id, handed_at)
                 return
             size = self.settings.due_bucket_seconds
             if retry_at is None or rules.bucket_of(retry_at, size) != bucket:
                 await self._unfile(bucket, item_id)
+
+    def _note_worked(self, item_id: str, at: datetime) -> None:
+        """Remember that the hand-off filed at `at` was worked (the latest WORKED_KEPT)."""
+        self._worked.pop(item_id, None)
+        self._worked[item_id] = at
+        if len(self._worked) > WORKED_KEPT:
+            del self._worked[next(iter(self._worked))]
 
     async def _fence(self) -> None:
         """Refuse to go on (`lease.Fenced`) once a newer holder of the queue's lease exists.
