@@ -6,6 +6,13 @@ cd "$root"
 infra="deploy/local/infra.sh"
 # shellcheck source=procs.sh
 source deploy/local/procs.sh
+# A prefix past 6 puts the broker past the last port (79092): say so rather than fail later.
+for port in "$AVIS_KAFKA_PORT" "$AVIS_MONGO_PORT" "$AVIS_OIDC_PORT" "$AVIS_KMS_PORT"; do
+  if [ "$port" -gt 65535 ]; then
+    echo "[test] port $port does not exist: TEST_PORT_PREFIX must be 1 to 6 (1 or 2 best)" >&2
+    exit 2
+  fi
+done
 # Another stack on these ports (a second run with the same TEST_PORT_PREFIX): refuse before its
 # state folder is removed from under it.
 for port in "$AVIS_KAFKA_PORT" "$AVIS_MONGO_PORT" "$AVIS_SMTP_PORT" "$AVIS_OIDC_PORT" \
