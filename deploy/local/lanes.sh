@@ -12,7 +12,9 @@ log="$state-lane2.log"
 mkdir -p "$(dirname "$log")"
 echo "[test] lane 1: $one (prefix $prefix); lane 2: $two (prefix $((prefix + 1)), output in $log, shown at the end)"
 # Lane 1 runs the lint for both; lane 2 has pytest's temporary folders of its own.
-AVIS_TEST_LINT=0 PYTEST_DEBUG_TEMPROOT="$(mktemp -d)" "$make_cmd" --no-print-directory test-lane \
+temp="$(mktemp -d)"
+trap 'rm -rf "$temp"' EXIT
+AVIS_TEST_LINT=0 PYTEST_DEBUG_TEMPROOT="$temp" "$make_cmd" --no-print-directory test-lane \
   TEST_PORT_PREFIX=$((prefix + 1)) TEST_STATE="$state-lane2" PYTEST_ARGS="$two" >"$log" 2>&1 &
 lane2=$!
 "$make_cmd" --no-print-directory test-lane TEST_PORT_PREFIX="$prefix" TEST_STATE="$state" PYTEST_ARGS="$one"
