@@ -2,7 +2,8 @@
 chromium through Playwright), in French and in English; the coordinator's journey, which ends
 with a legal hold set on the case, is done once with the mouse and once with the keyboard alone.
 Every page visited is checked with axe-core (WCAG 2.1 AA: no serious or critical violation), the
-patient's pages included, and no script breaks the Content-Security-Policy. With
+patient's pages included, and no script breaks the Content-Security-Policy. The link of the
+patient's first email, opened by another signed-in patient, shows that it is not theirs to see. With
 AVIS_SCREENSHOTS=docs the main pages are kept as docs/web-coordinator-*.png and
 docs/web-partner-*.png."""
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from tests.support.basics import unique
 from tests.support.browser import (
     CHROMIUM,
     add_reviewer,
@@ -25,7 +27,7 @@ from tests.support.browser import (
     tab_to,
     watched_page,
 )
-from tests.support.notify import hook_receiver
+from tests.support.notify import body_text, hook_receiver, mailbox
 from tests.support.stack import ServiceStack
 
 pytestmark = [
@@ -211,7 +213,8 @@ async def test_the_timeline_moves_by_server_sent_events_and_the_patients_pages_p
 ) -> None:
     # Nobody reads French haematology yet: the case waits until a specialist joins, after the
     # page is open, so only the live stream (or its polling fallback) can show the assignment.
-    case_id, _ = await file_case(stack, language="fr", submit=False)
+    email = f"{unique('live')}@example.org"
+    case_id, _ = await file_case(stack, language="fr", submit=False, email=email)
     async with watched_page(
         browser, stack.urls["web"], "en", width=375, failure=tmp_path / "failure.png"
     ) as w:
@@ -239,3 +242,23 @@ async def test_the_timeline_moves_by_server_sent_events_and_the_patients_pages_p
         await w.axe("not found")
     w.assert_clean()
     assert len(w.checked) == 6
+
+    async def emailed() -> str | None:
+        mails = mailbox(email)
+        return body_text(mails[0]) if mails else None
+
+    text = await eventually(emailed, "the first email", stack)
+    link = re.search(rf"{re.escape(stack.urls['web'])}/cases/[0-9a-f-]{{36}}", text)
+    assert link and link.group(0).endswith(f"/cases/{case_id}"), text
+    async with watched_page(
+        browser, stack.urls["web"], "en", width=375, failure=tmp_path / "other.png"
+    ) as other:
+        await other.page.goto("/signin")
+        await other.page.get_by_label("patient-2").check()
+        await other.page.get_by_role("button", name="Sign in").click()
+        await expect(other.page).to_have_url(re.compile(r"/cases$"))
+        shown = await other.page.goto(link.group(0))
+        assert shown is not None and shown.status == 404
+        await expect(other.page.get_by_text("it is not yours to see")).to_be_visible()
+        await other.axe("another patient's case, refused")
+    other.assert_clean()
