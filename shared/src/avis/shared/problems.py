@@ -203,8 +203,10 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     # shown; anything other than a string is replaced by the phrase.
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
     if exc.status_code == 405:
-        # Starlette's Allow names one route's methods; a path can have several routes.
-        allowed = _allowed_methods(request)
+        # Starlette's Allow names one route's methods; a path can have several routes. A route
+        # outside the OpenAPI document (a web page) keeps Starlette's.
+        starlette = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+        allowed = _allowed_methods(request) or sorted(starlette)
         headers["Allow"] = ", ".join(allowed)
         detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}."
     problem = Problem(
