@@ -114,6 +114,9 @@ async def test_a_method_the_page_does_not_take_is_a_page_that_says_which_it_does
 
     async with anonymous(services) as browser:
         page = await browser.request("TRACE", f"/physician/{CASE_ID}/{SECRET}")
+        claim = await browser.request("OPTIONS", f"/claim/{CASE_ID}/{SECRET}")
     assert page.status_code == 405
     assert page.headers["content-type"].startswith("text/html")
-    assert page.headers["allow"] == "GET", "RFC 9110: a 405 names the methods allowed"
+    assert page.headers["allow"] == "GET, HEAD", "RFC 9110: a 405 names the methods allowed"
+    # Two routes at one path (the claim's page and its form): both named.
+    assert (claim.status_code, claim.headers["allow"]) == (405, "GET, HEAD, POST")
