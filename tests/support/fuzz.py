@@ -43,10 +43,13 @@ async def fuzz(
     seed: str = "20260101",
     max_examples: int = MAX_EXAMPLES,
     max_seconds: int | None = None,
+    schema: pathlib.Path | None = None,
 ) -> FuzzRun:
-    """Schemathesis with every check over the OpenAPI served at `url`, one worker, bounded
-    (`max_seconds` for the whole run if given); `config` is its TOML configuration, `extra` more
-    command-line arguments. The app is served by this event loop, so this never blocks it."""
+    """Schemathesis with every check over the OpenAPI served at `url` (or the document in the
+    file `schema`, against `url`), one worker, bounded (`max_seconds` for the whole run if
+    given); `config` is its TOML configuration, `extra` more command-line arguments; no
+    `Authorization` header when `token` is empty. The app is served by this event loop, so this
+    never blocks it."""
     with tempfile.TemporaryDirectory(prefix="avis-fuzz-") as scratch:
         workdir = pathlib.Path(scratch)
         settings: list[str] = []
@@ -60,9 +63,8 @@ async def fuzz(
             "--no-color",
             *settings,
             "run",
-            f"{url}/openapi.json",
-            "--header",
-            f"Authorization: Bearer {token}",
+            *([str(schema), "--url", url] if schema else [f"{url}/openapi.json"]),
+            *(["--header", f"Authorization: Bearer {token}"] if token else []),
             "--checks",
             "all",
             "--max-examples",

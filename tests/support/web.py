@@ -3,6 +3,7 @@ starts them (development sign-in on), and a person's browser over HTTP that foll
 
 import asyncio
 import contextlib
+import copy
 import os
 import re
 import uuid
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from pymongo import MongoClient
 
 from avis.shared import topics
@@ -215,3 +218,31 @@ async def signed_in(stack: ServiceStack, identity: str) -> AsyncIterator[Browser
     async with browsing(stack) as browser:
         await browser.sign_in(identity)
         yield browser
+
+
+def pages_schema(*routers: APIRouter) -> dict[str, Any]:
+    """An OpenAPI document of the pages of web's `routers`, built from copies of their routes
+    (web serves its pages outside its OpenAPI document, which holds only its operational doors):
+    each page's parameters and form fields as the routes declare them, and every answer a page,
+    whatever its status, in HTML (or, the physician's link, the report's PDF)."""
+    app = FastAPI()
+    for router in routers:
+        shown = APIRouter(prefix=router.prefix)
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                route = copy.copy(route)
+                route.include_in_schema = True
+            shown.routes.append(route)
+        app.include_router(shown)
+    document = app.openapi()
+    page = {
+        "description": "A page",
+        "content": {
+            "text/html": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"] = {"default": page}
+    return document

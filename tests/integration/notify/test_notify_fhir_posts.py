@@ -4,20 +4,24 @@ document is read from, are one loopback server): the posts keep to the webhooks'
 the webhooks' settings. At most `webhook_per_subscription` posts to one institution at once,
 and a slow one holds neither another institution's posts nor the emails; an endpoint that
 fails `webhook_disable_after_failures` times in a row is disabled, and the sends to it then
-fail at once, posting nothing. Their log lines say "fhir post", and carry neither the link's
+wait, posting nothing, until a coordinator re-enables it (`/v1/fhir-endpoints`, fuzzed here for
+every role), which posts them at once. Their log lines say "fhir post", and carry neither the link's
 secret nor the physician's address. A copy sent is told (`avis.report.physician-copy-sent.v1`,
 from notify's outbox) and becomes a webhook for the partner that filed the case, naming no
 one."""
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from avis.shared.events import Language, PhysicianContact
 from tests.support.basics import eventually, unique
+from tests.support.fuzz import assert_clean, fuzz
 from tests.support.notify import (
     HookReceiver,
     NotifyStack,
@@ -107,39 +111,98 @@ async def test_posts_to_one_institution_keep_to_its_cap_and_hold_no_one_else(
             assert mailbox(physician.email) == [], "the document instead of the email"
 
 
-async def test_an_endpoint_failing_in_a_row_is_disabled_and_its_sends_fail_at_once(
+async def test_a_disabled_endpoint_holds_its_posts_until_a_coordinator_re_enables_it(
     stack: NotifyStack, receiver: HookReceiver, capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = f"/fhir/{DOWN}"
     receiver.answer[path] = 500
     first, physician = await report_for_physician(stack, receiver, DOWN)
 
-    async def failed(p: Patient) -> dict[str, Any] | None:
+    async def endpoint() -> dict[str, Any] | None:
+        async with stack.client() as http:
+            listed = await http.get("/v1/fhir-endpoints")
+        assert listed.status_code == 200, listed.text
+        (state,) = [e for e in listed.json()["items"] if e["institution"] == DOWN]
+        return state if state["waiting"] >= 1 else None
+
+    async def copy(p: Patient) -> dict[str, Any]:
         items = await stack.notifications(p.case_id)
-        done = [n for n in items if n["template"] == "physician_report" and n["status"] == "failed"]
-        return done[0] if done else None
+        (found,) = [n for n in items if n["template"] == "physician_report"]
+        return found
 
-    gave_up = await eventually(lambda: failed(first), timeout=60)
-    reasons = [a["reason"] for a in gave_up["attempts"]]
-    assert reasons[:2] == ["FHIR endpoint: 500 from the endpoint"] * 2, reasons
-    assert reasons[2].startswith("FHIR endpoint disabled: 2 failed posts in a row"), reasons
-    assert len(receiver.at(path)) == 2, "the third attempt posts nothing"
-    state = await stack.db["fhir_endpoints"].find_one({"_id": DOWN})
-    assert state is not None and state["enabled"] is False
+    state = await eventually(endpoint, timeout=60)
+    assert (state["enabled"], state["consecutive_failures"]) == (False, 2), state
+    assert state["disabled_reason"].startswith("2 failed posts in a row"), state
+    assert "hooks.partner.example" not in json.dumps(state), "never the endpoint's URL"
+    held = await copy(first)
+    assert held["status"] == "queued", held
+    reasons = [a["reason"] for a in held["attempts"]]
+    assert reasons == ["FHIR endpoint: 500 from the endpoint"] * 2, reasons
 
-    # The next case's post to it fails at once, without a post.
+    # The next case's post waits too, posting nothing.
     second, _ = await report_for_physician(stack, receiver, DOWN)
-    refused = await eventually(lambda: failed(second), timeout=60)
-    assert len(refused["attempts"]) == 1 and len(receiver.at(path)) == 2
+
+    async def both_wait() -> bool:
+        state = await endpoint()
+        return state is not None and state["waiting"] == 2
+
+    await eventually(both_wait, timeout=60)
+    await asyncio.sleep(1.5)  # a few of the queue's ticks: nothing is posted meanwhile
+    assert len(receiver.at(path)) == 2, "a disabled endpoint gets no post"
+    assert (await copy(first))["status"] == (await copy(second))["status"] == "queued"
+
+    # The endpoint is back; re-enabled by a coordinator, both posts go at once.
+    receiver.answer.pop(path)
+    async with stack.client() as http:
+        enabled = await http.post(f"/v1/fhir-endpoints/{DOWN}/enable")
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json() | {"disabled_at": None} == {
+        "institution": DOWN,
+        "enabled": True,
+        "consecutive_failures": 0,
+        "disabled_reason": None,
+        "disabled_at": None,
+        "waiting": 0,
+    }
+    await eventually(lambda: len(receiver.at(path, 204)) == 2, timeout=60)
+    for p in (first, second):
+        sent = await eventually(functools.partial(_sent, stack, p), timeout=60)
+        assert sent["channel"] == "fhir", sent
 
     logs = capfd.readouterr()
     text = logs.out + logs.err
-    assert "fhir post retried" in text and "fhir post failed" in text
-    assert "fhir endpoint disabled" in text
+    assert "fhir post retried" in text and "fhir post waits" in text
+    assert "fhir endpoint disabled" in text and "fhir endpoint enabled" in text
     for line in text.splitlines():
-        if gave_up["id"] in line:
+        if held["id"] in line:
             assert "email" not in line, f"a post's log line says what it is: {line}"
     assert physician.email not in text and str(physician.link_secret) not in text
+
+
+async def _sent(stack: NotifyStack, p: Patient) -> dict[str, Any] | None:
+    items = await stack.notifications(p.case_id)
+    done = [n for n in items if n["template"] == "physician_report" and n["status"] == "sent"]
+    return done[0] if done else None
+
+
+async def test_only_coordinators_see_and_re_enable_endpoints_with_reasons_for_bad_input(
+    stack: NotifyStack,
+) -> None:
+    async with stack.client() as http:
+        unknown = await http.post("/v1/fhir-endpoints/999999999/enable")
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.headers["content-type"].startswith("application/problem+json")
+        malformed = await http.post("/v1/fhir-endpoints/%20bad%20code/enable")
+        assert malformed.status_code == 422, malformed.text
+        already = await http.post(f"/v1/fhir-endpoints/{FINE}/enable")
+        assert already.status_code == 200 and already.json()["enabled"] is True
+    for role in ("patient", "reviewer", "translator", "partner", "service"):
+        async with stack.client(f"{role}-1", role) as http:  # type: ignore[arg-type]
+            listed = await http.get("/v1/fhir-endpoints")
+            enable = await http.post(f"/v1/fhir-endpoints/{FINE}/enable")
+        assert listed.status_code == enable.status_code == 403, (role, listed.text)
+    async with httpx.AsyncClient(base_url=stack.url) as anonymous:
+        assert (await anonymous.get("/v1/fhir-endpoints")).status_code == 401
 
 
 async def test_the_filing_partner_hears_that_the_physician_got_the_report(
@@ -174,3 +237,13 @@ async def test_the_filing_partner_hears_that_the_physician_got_the_report(
     text = delivered.body.decode()
     assert physician.email not in text and "Sérieux" not in text and FINE not in text
     assert str(physician.link_secret) not in text
+
+
+async def test_openapi_fuzzing_of_the_fhir_endpoints_with_each_role_finds_nothing(
+    stack: NotifyStack,
+) -> None:
+    # Last in the module: fuzzing re-enables the institutions' endpoints.
+    only = ("--include-path-regex", "^/v1/fhir-endpoints")
+    for role in ("coordinator", "patient", "reviewer", "translator", "partner", "service"):
+        token = stack.token(f"{role}-fuzz", role)  # type: ignore[arg-type]
+        assert_clean(await fuzz(stack.url, token, *only, seed="20261204", max_seconds=5))

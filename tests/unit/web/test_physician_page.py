@@ -106,3 +106,17 @@ async def test_a_wrong_secret_is_the_not_found_page() -> None:
     assert "not-found" not in wrong.text and "not ready" not in wrong.text
     assert elsewhere.status_code == 404
     assert malformed.status_code in (404, 422) and "detail" not in malformed.text
+
+
+async def test_a_method_the_page_does_not_take_is_a_page_that_says_which_it_does() -> None:
+    def services(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"no service is asked: {request.url}")
+
+    async with anonymous(services) as browser:
+        page = await browser.request("TRACE", f"/physician/{CASE_ID}/{SECRET}")
+        claim = await browser.request("OPTIONS", f"/claim/{CASE_ID}/{SECRET}")
+    assert page.status_code == 405
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["allow"] == "GET, HEAD", "RFC 9110: a 405 names the methods allowed"
+    # Two routes at one path (the claim's page and its form): both named.
+    assert (claim.status_code, claim.headers["allow"]) == (405, "GET, HEAD, POST")

@@ -4,10 +4,13 @@ from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from avis.notify.fhir_endpoints import FhirEndpoints
 from avis.notify.models import (
     CURSOR_PATTERN,
     Delivery,
     DeliveryPage,
+    FhirEndpoint,
+    FhirEndpointList,
     Notification,
     NotificationPage,
     Resealed,
@@ -22,7 +25,7 @@ from avis.notify.service import NotifyService, SecretResealing
 from avis.shared.pages import Limit, cursor_param
 from avis.shared.problems import problem_responses
 from avis.shared.security import Principal, require_roles
-from avis.shared.text import ID_PATTERN
+from avis.shared.text import CODE_PATTERN, ID_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
@@ -203,3 +206,40 @@ async def get_delivery(notify: Notify, who: Watcher, delivery_id: DeliveryId) ->
 async def replay_delivery(notify: Notify, who: Watcher, delivery_id: DeliveryId) -> Delivery:
     """Queued again with the same `webhook-id` and a fresh retry window."""
     return await notify.replay(principal=who, delivery_id=delivery_id)
+
+
+# --- physicians' institutions' FHIR endpoints ---------------------------------------------
+
+endpoints = APIRouter(prefix="/v1", tags=["fhir-endpoints"])
+Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
+Institution = Annotated[str, Path(pattern=CODE_PATTERN, description="The institution's code.")]
+
+
+def _endpoints(request: Request) -> FhirEndpoints:
+    return cast(FhirEndpoints, request.app.state.fhir_endpoints)
+
+
+Endpoints = Annotated[FhirEndpoints, Depends(_endpoints)]
+
+
+@endpoints.get(
+    "/fhir-endpoints",
+    summary="The institutions' FHIR endpoints and their state (coordinators)",
+    responses=problem_responses(401, 403, 503),
+)
+async def list_fhir_endpoints(fhir: Endpoints, who: Coordinator) -> FhirEndpointList:
+    """By institution code: enabled or not, failed posts in a row, why it was disabled, how
+    many posts wait for it (never its URL)."""
+    return await fhir.list()
+
+
+@endpoints.post(
+    "/fhir-endpoints/{institution}/enable",
+    summary="Re-enable a disabled FHIR endpoint (coordinators)",
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+async def enable_fhir_endpoint(
+    fhir: Endpoints, who: Coordinator, institution: Institution
+) -> FhirEndpoint:
+    """Clears its failure count; the posts that waited for it are posted at once."""
+    return await fhir.enable(institution)

@@ -11,7 +11,7 @@ post"; they carry the send's id, codes and reasons, never the link, the document
 
 import random
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import structlog
@@ -36,6 +36,14 @@ log = structlog.get_logger("avis.notify")
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
 CHANNEL = "fhir"
+
+
+class Waits(Exception):
+    """The send's endpoint is disabled: the send waits for it, posting nothing."""
+
+    def __init__(self, institution: str, url: str) -> None:
+        super().__init__(institution)
+        self.institution, self.url = institution, url
 
 
 class FhirPoster:
@@ -92,6 +100,8 @@ class FhirPoster:
             result = await self._try(item)
         except CaseKeyDestroyed:
             result = None
+        except Waits as off:
+            return await self._wait(item, off.institution, off.url)
         if result is None:
             await self.store.cancel_send(item.id)
             log.info("fhir post cancelled: its case was erased or withdrawn", send_id=item.id)
@@ -117,8 +127,9 @@ class FhirPoster:
             elif institution is None or url is None:
                 why = "the institution has no FHIR endpoint any more"
                 result = Result(Outcome.PERMANENT, None, why, posted=True)
-            elif (off := await self._disabled(institution, url)) is not None:
-                result = Result(Outcome.PERMANENT, None, off, posted=True)
+            elif await self._disabled(institution, url):
+                span.set_attribute("avis.send_outcome", "waiting")
+                raise Waits(institution, url)
             else:
                 ring = await self.keys.opening(case.physician)
                 try:
@@ -141,12 +152,26 @@ class FhirPoster:
                 span.set_attribute("http.response.status_code", result.code)
             return result
 
-    async def _disabled(self, institution: str, url: str) -> str | None:
-        """Why the institution's endpoint takes no post now, None if it does."""
+    async def _disabled(self, institution: str, url: str) -> bool:
+        """Whether the institution's endpoint takes no post now."""
         state = await self.store.endpoint(institution)
-        if state is None or state.url != url or state.enabled:
-            return None
-        return f"FHIR endpoint disabled: {state.disabled_reason}"
+        return state is not None and state.url == url and not state.enabled
+
+    async def _wait(self, send: SendDoc, institution: str, url: str) -> datetime:
+        """Leave the send waiting on its disabled endpoint, listed there so that re-enabling
+        it resumes the send at once; re-enabled meanwhile, it goes now."""
+        now = clock.now()
+        async with self.locks.hold(lock_key("fhir-endpoint", institution)):
+            state = await self.store.endpoint(institution)
+            if state is None or state.url != url or state.enabled:
+                return now
+            if send.id not in state.waiting:
+                state.waiting.append(send.id)
+                await self.store.save_endpoint(state)
+        until = now + timedelta(seconds=self.settings.fhir_disabled_recheck_seconds)
+        await self.store.wait_send(send.id, until)
+        log.info("fhir post waits: its endpoint is disabled", send_id=send.id)
+        return until
 
     async def _post(self, send: SendDoc, link: str, institution: str, url: str) -> Result:
         """The report's FHIR document, read through the link, posted to the endpoint with the

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from avis.notify import api, handlers
 from avis.notify.fhir import FhirPoster
+from avis.notify.fhir_endpoints import FhirEndpoints
 from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.professionals import ProfessionalEmails
@@ -91,11 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.singleton("fhir", posts.run)
     app = runtime.create_app(
         "Avis notify",
-        [api.router, api.hooks],
+        [api.router, api.hooks, api.endpoints],
         description="The patient's emails at each step of a case, queued and sent once, and "
         "partners' signed webhooks.",
     )
     app.state.notify = notify
+    app.state.fhir_endpoints = FhirEndpoints(
+        store=store, locks=runtime.locks, settings=settings, fhir_queue=posts
+    )
     app.state.sender = sender
     return app
 

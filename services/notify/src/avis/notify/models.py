@@ -228,3 +228,21 @@ class DeliveryPage(BaseModel):
 
     items: list[Delivery]
     next_cursor: str | None
+
+
+class FhirEndpoint(BaseModel):
+    """The state of an institution's FHIR endpoint, where its physicians' copies are posted
+    (never its URL, never a person)."""
+
+    institution: str = Field(description="The institution's code.")
+    enabled: bool
+    consecutive_failures: int = Field(description="Failed posts in a row.")
+    disabled_reason: str | None = Field(description="Why it was disabled, while it is.")
+    disabled_at: datetime | None
+    waiting: int = Field(description="Posts waiting for it to be re-enabled.")
+
+
+class FhirEndpointList(BaseModel):
+    """Every institution with a FHIR endpoint set, by code."""
+
+    items: list[FhirEndpoint]

@@ -472,6 +472,12 @@ def should_disable(consecutive_failures: int, threshold: int) -> bool:
     return threshold > 0 and consecutive_failures >= threshold
 
 
+def endpoint_state_holds(configured: str | None, kept_for: str) -> bool:
+    """Whether an institution's kept FHIR endpoint state is its endpoint's now: a state is the
+    URL's it was kept for, and an endpoint set anew starts afresh."""
+    return configured is not None and configured == kept_for
+
+
 def webhook_outcome(status_code: int) -> Outcome:
     """A partner's answer: 2xx delivered; 410 Gone permanent (disables); anything else retried."""
     if 200 <= status_code < 300:

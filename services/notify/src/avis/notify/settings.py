@@ -49,6 +49,10 @@ class Settings(CommonSettings):
     # (`webhook_concurrency`, and `webhook_per_subscription` per institution) and their
     # disabling after failures in a row (`webhook_disable_after_failures`).
     physician_fhir_endpoints: dict[str, str] = Field(default_factory=dict)
+    # A post to a disabled FHIR endpoint waits (queued, listed on the endpoint) until a
+    # coordinator re-enables it (`POST /v1/fhir-endpoints/{institution}/enable`), which resumes
+    # it at once; meanwhile it looks again this often (an endpoint set anew starts afresh).
+    fhir_disabled_recheck_seconds: float = Field(3600.0, gt=0)
     # Dates in emails are the patient's calendar dates in this time zone.
     timezone: str = "Europe/Paris"
     # AVIS_NOTIFY_RETRY_SCHEDULE=30,120,600 (seconds)

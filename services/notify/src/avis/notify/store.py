@@ -53,6 +53,7 @@ from avis.notify.models import (
     Delivery,
     DeliveryAttemptView,
     DeliveryStatus,
+    FhirEndpoint,
     Notification,
     Outcome,
     SendStatus,
@@ -406,6 +407,19 @@ class EndpointDoc(Stored):
     disabled_at: datetime | None = None
     disabled_reason: str | None = None
     updated_at: datetime | None = None
+    # The sends that wait for it to be re-enabled (resumed at once when it is).
+    waiting: list[str] = Field(default_factory=list)
+
+    def view(self) -> FhirEndpoint:
+        """What a coordinator sees of it: never its URL."""
+        return FhirEndpoint(
+            institution=self.id,
+            enabled=self.enabled,
+            consecutive_failures=self.consecutive_failures,
+            disabled_reason=self.disabled_reason,
+            disabled_at=self.disabled_at,
+            waiting=len(self.waiting),
+        )
 
 
 def bucket_key(bucket: int, queue: DueQueueName) -> str:
@@ -586,9 +600,31 @@ class Store:
         doc = await self.endpoints.find_one({"_id": institution})
         return None if doc is None else EndpointDoc.model_validate(doc)
 
+    async def endpoints_of(self, institutions: list[str]) -> list[EndpointDoc]:
+        """The states of the institutions' FHIR endpoints by code, in one read (those never
+        posted to left out)."""
+        if not institutions:
+            return []
+        found = self.endpoints.find({"_id": {"$in": institutions}})
+        return [EndpointDoc.model_validate(d) async for d in found]
+
     async def save_endpoint(self, endpoint: EndpointDoc) -> None:
         """Write the whole endpoint state."""
         await self.endpoints.update_one({"_id": endpoint.id}, _whole(endpoint), upsert=True)
+
+    async def wait_send(self, send_id: str, until: datetime) -> None:
+        """A send still queued waits for its endpoint: looked at again at `until`."""
+        await self.sends.update_one(
+            {"_id": send_id, "status": SendStatus.QUEUED.value}, {"$set": {"next_at": until}}
+        )
+
+    async def resume_sends(self, send_ids: list[str], at: datetime) -> None:
+        """The waiting sends still queued, due at `at`."""
+        if send_ids:
+            await self.sends.update_many(
+                {"_id": {"$in": send_ids}, "status": SendStatus.QUEUED.value},
+                {"$set": {"next_at": at}},
+            )
 
     # subscriptions (their writer holds the subscription's lock; a partner's index, the
     # partner's lock)

@@ -139,9 +139,15 @@ class SessionCookies:
         return f"{COOKIE}={value}" + attributes
 
 
+# What a problem's answer says beyond its body, which its page says too: the methods a 405
+# allows (RFC 9110 requires it), when to come back after a 429 or a 503.
+KEPT_HEADERS = frozenset({b"allow", b"retry-after"})
+
+
 class PlainErrors:
     """A page that ends in a problem body (a 404, 405, 413, 500 of the platform's layers) shows
-    an error page in plain words instead: never the raw problem, never a stack trace."""
+    an error page in plain words instead: never the raw problem, never a stack trace (but the
+    problem's `Allow` and `Retry-After`)."""
 
     def __init__(self, app: ASGIApp, render: Callable[[Scope, int, str], bytes]) -> None:
         self.app = app
@@ -165,13 +171,21 @@ class PlainErrors:
                 body.append(message.get("body", b""))
                 if message.get("more_body"):
                     return
-                await self._replace(scope, send, held["status"], b"".join(body))
+                kept = [(k, v) for k, v in held.get("headers", []) if k.lower() in KEPT_HEADERS]
+                await self._replace(scope, send, held["status"], b"".join(body), kept)
                 return
             await send(message)
 
         await self.app(scope, receive, plain)
 
-    async def _replace(self, scope: Scope, send: Send, status: int, problem: bytes) -> None:
+    async def _replace(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        problem: bytes,
+        kept: list[tuple[bytes, bytes]],
+    ) -> None:
         try:
             decoded = json.loads(problem)
             kind = decoded.get("type") if isinstance(decoded, dict) else None
@@ -181,6 +195,7 @@ class PlainErrors:
         headers = [
             (b"content-type", b"text/html; charset=utf-8"),
             (b"content-length", str(len(page)).encode()),
+            *kept,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": page})

@@ -1,0 +1,65 @@
+"""Schemathesis against web's pages on the test stack (the services and web as processes), with
+every check, for every role web signs in (patient, reviewer, coordinator, translator, partner)
+and for no one signed in: the physician's link, the claim link, and the care pathway's pages
+(follow-up questions, translations, second readings). No answer may be a 5xx or break the
+document.
+
+Limits. Web serves its pages outside its OpenAPI document (`/openapi.json` holds only its
+operational doors: health, metrics, AsyncAPI), so the document fuzzed here is built from the
+pages' own routes (`tests/support/web.pages_schema`): it describes their parameters and form
+fields exactly, but not their answers, which are pages, any status, in HTML (the physician's
+link: the report's PDF). So the checks on the answers' schemas and statuses hold only as
+"a page, in HTML or PDF, not a server error"; the other checks (server errors, rejection of
+invalid input, acceptance of valid input, unsupported methods) hold in full. Forms are posted
+without the page's CSRF token, so a fuzzed post is refused (403) before it changes anything:
+the forms' own paths are the browser tests' (test_web_journey.py and the others).
+
+One check is left out: `negative_data_rejection`. A page a person may not open sends them on
+(a redirect to their own start page, or to sign in) before its path's parameters are checked,
+as its session is resolved first, so an invalid id on such a page gets that redirect, not a
+4xx. Nothing is served or changed; it is a known limit of the pages, not of this test."""
+
+import json
+import pathlib
+
+import pytest
+
+from avis.web import claim, followups, physician, second_reading, translation
+from tests.support.fuzz import assert_clean, fuzz
+from tests.support.stack import ServiceStack
+from tests.support.web import pages_schema, signed_in
+
+pytestmark = pytest.mark.infra
+
+IDENTITIES = ("patient-1", "rev-cardio-1", "coordinator-1", "translator-1", "partner-1", None)
+
+
+@pytest.fixture
+def stack(web_services: ServiceStack) -> ServiceStack:
+    return web_services
+
+
+async def test_the_pathway_pages_fuzzed_for_every_role_find_no_server_error(
+    stack: ServiceStack, tmp_path: pathlib.Path
+) -> None:
+    schema = tmp_path / "pages.json"
+    routers = (physician.router, claim.router, followups.router)
+    schema.write_text(json.dumps(pages_schema(*routers, translation.router, second_reading.router)))
+    url = stack.urls["web"]
+    for identity in IDENTITIES:
+        cookie: list[str] = []
+        if identity is not None:
+            async with signed_in(stack, identity) as browser:
+                jar = "; ".join(f"{k}={v}" for k, v in browser.http.cookies.items())
+            cookie = ["--header", f"Cookie: {jar}"]
+        run = await fuzz(
+            url,
+            "",
+            *cookie,
+            "--exclude-checks",
+            "negative_data_rejection",
+            schema=schema,
+            seed="20261204",
+            max_seconds=10,
+        )
+        assert_clean(run)
