@@ -145,6 +145,38 @@ async def test_decline_reassigns_to_the_next_best_and_never_back(stack: ReviewSt
     ]
 
 
+async def test_a_decline_offers_the_freed_place_to_a_case_waiting_at_capacity(
+    stack: ReviewStack,
+) -> None:
+    """A full reviewer declines one case: the place it frees goes to the case waiting for
+    them (nobody_fits: at_capacity), through the queue offered as after an opinion."""
+    p = unique("neu")
+    await stack.add_reviewer(f"{p}-1", ["neurology"], ["fr"], capacity=1)
+    first = await stack.submit("neurology")
+    await stack.log.wait(first, ASSIGNED)
+    waiting = await stack.submit("neurology")
+    await eventually(lambda: _waiting(stack, waiting))
+    async with stack.client() as http:
+        queue = (await http.get("/v1/queue", params={"specialty": "neurology"})).json()
+    (queued,) = [c for c in queue["items"] if c["case_id"] == waiting]
+    assert [c["excluded"] for c in queued["last_attempt"]["candidates"]] == ["at_capacity"]
+
+    declined = await stack.assignment(first)
+    async with stack.client(f"{p}-1", "reviewer") as http:
+        response = await http.post(
+            f"/v1/assignments/{declined['id']}/decline",
+            json={"reason_code": "no_availability", "reason": "On leave"},
+        )
+        assert response.status_code == 200, response.text
+
+    (event,) = await stack.log.wait(waiting, ASSIGNED)
+    assert event["reviewer_id"] == f"{p}-1"
+    assert await stack.case_status(waiting) == "assigned"
+    # The declined case waits (its only reviewer declined it), never back to them.
+    await eventually(lambda: _waiting(stack, first))
+    assert len(stack.log.of(first, ASSIGNED)) == 1
+
+
 async def test_a_case_nobody_fits_waits_until_a_coordinator_assigns_it(
     stack: ReviewStack,
 ) -> None:

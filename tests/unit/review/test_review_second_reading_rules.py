@@ -19,7 +19,9 @@ from avis.review.rules import (
     match,
     may_read_reading,
     needs_reason,
+    opinion_language,
     reading_load_id,
+    reading_needs,
     reading_of_load,
     reads_again,
     reread,
@@ -173,3 +175,50 @@ def test_a_reread_goes_to_the_same_reader_only_with_room_as_at_the_first_pick() 
     assert reread(case, gone).candidates[0].excluded == Exclusion.INACTIVE.value
     conflict = CaseNeeds(specialty="oncology", language="fr", physician_institution="H-1")
     assert reread(conflict, _reviewer("second", institution="h-1")).chosen is None
+
+
+def test_the_opinion_is_in_the_patients_language_unless_the_round_is_international() -> None:
+    assert (
+        opinion_language("fr", international=False, to_specialist=None, first_reader_languages=[])
+        == "fr"
+    )
+    # International: the language the case was translated into for the specialist...
+    assert (
+        opinion_language(
+            "fr", international=True, to_specialist="en", first_reader_languages=["de", "en"]
+        )
+        == "en"
+    )
+    # ...or, before any translation is written, the one the translation would take.
+    assert (
+        opinion_language(
+            "fr", international=True, to_specialist=None, first_reader_languages=["en", "de"]
+        )
+        == "de"
+    )
+
+
+def test_an_international_second_reader_is_matched_on_the_opinions_language() -> None:
+    """The patient reads French; the first specialist wrote in English through a translator:
+    the second reader must read English, French alone does not do, and the patient's consent
+    to a review through a translator lets nobody through (no translator carries a reading)."""
+    case = CaseNeeds(specialty="oncology", language="fr", international_review=True)
+    needs = reading_needs(case, first_reader="first", language="en")
+    french = _reviewer("a-french")
+    english = ReviewerFit(
+        id="b-english",
+        specialties=frozenset({"oncology"}),
+        languages=frozenset({"en"}),
+        institution_code=None,
+        capacity=2,
+        load=1,
+    )
+    decision = match(needs, [french, english])
+    assert decision.chosen == "b-english"
+    assert decision.rule is Rule.ONLY_CANDIDATE
+    why = {c.reviewer_id: c.excluded for c in decision.candidates}
+    assert why == {"a-french": Exclusion.OPINION_LANGUAGE.value, "b-english": None}
+    only_french = match(needs, [french])
+    assert (only_french.chosen, only_french.rule) == (None, Rule.NOBODY_FITS)
+    assert reread(needs, french).chosen is None
+    assert reread(needs, english).chosen == "b-english"

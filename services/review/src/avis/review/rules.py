@@ -3,6 +3,7 @@ an assignment (what accept, decline and an opinion may do), who may see what, an
 sort keys the store orders by. No I/O: tested without a store, a broker or HTTP
 (tests/unit/review)."""
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -61,6 +62,7 @@ class Exclusion(StrEnum):
     INSTITUTION_CONFLICT = "institution_conflict"
     DECLINED_BEFORE = "declined_before"
     FIRST_READER = "first_reader"
+    OPINION_LANGUAGE = "opinion_language"
     AT_CAPACITY = "at_capacity"
 
 
@@ -71,6 +73,7 @@ EXCLUSION_TEXT = {
     Exclusion.INSTITUTION_CONFLICT: "the reviewer works at the treating physician's institution",
     Exclusion.DECLINED_BEFORE: "the reviewer already declined this case",
     Exclusion.FIRST_READER: "the reviewer wrote the opinion to be read",
+    Exclusion.OPINION_LANGUAGE: "the reviewer does not read the language of the opinion to be read",
     Exclusion.AT_CAPACITY: "the reviewer is at capacity",
 }
 
@@ -129,7 +132,8 @@ def exclusion(
     if case.specialty not in reviewer.specialties:
         return Exclusion.SPECIALTY
     if not through_translator and case.language not in reviewer.languages:
-        return Exclusion.LANGUAGE
+        # A second reading (`first_reader` set) is matched on the opinion's language.
+        return Exclusion.LANGUAGE if case.first_reader is None else Exclusion.OPINION_LANGUAGE
     if same_institution(case.physician_institution, reviewer.institution_code):
         return Exclusion.INSTITUTION_CONFLICT
     if reviewer.id == case.first_reader:
@@ -631,6 +635,34 @@ def reads_again(
             urgencies=urgencies,
         )
         is not None
+    )
+
+
+def opinion_language(
+    patient_language: str,
+    *,
+    international: bool,
+    to_specialist: str | None,
+    first_reader_languages: Iterable[str],
+) -> str:
+    """The language the opinion of a round is written in: the patient's, unless the round is an
+    international review, where the specialist wrote it in their own (the language the case was
+    translated into for them, else the one `translation_languages` gives them)."""
+    if not international:
+        return patient_language
+    if to_specialist is not None:
+        return to_specialist
+    read = list(first_reader_languages)
+    return min(read) if read else patient_language
+
+
+def reading_needs(case: CaseNeeds, *, first_reader: str, language: str) -> CaseNeeds:
+    """What matching a second reader needs: the case's needs, its first reader excluded, in the
+    language of the opinion they read (`opinion_language`), not the patient's: the second
+    reader reads the opinion as it was written, no translator carries it to them, so the
+    patient's consent to an international review never lets one who cannot read it through."""
+    return dataclasses.replace(
+        case, first_reader=first_reader, language=language, international_review=False
     )
 
 

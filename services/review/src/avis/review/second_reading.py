@@ -18,7 +18,6 @@ of the case's access trail. Every write runs inside the matcher's section and ho
 assignment, as every write of an assignment's state does (service.py's docstring).
 """
 
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
@@ -36,6 +35,7 @@ from avis.review.models import (
     SecondReadingRules,
     SecondReadingRulesBody,
     SecondReadingState,
+    TranslationWay,
 )
 from avis.review.rules import CaseNeeds
 from avis.review.store import AssignmentDoc, CommentEntry, ReadingEntry, Store
@@ -508,12 +508,20 @@ class SecondReadings:
 
 async def _needs(store: Store, doc: AssignmentDoc) -> CaseNeeds:
     """What matching a second reader needs to know of the round's case, its first reader
-    excluded."""
+    excluded, in the language of the opinion they read (`rules.reading_needs`)."""
     case = await store.case(doc.case_id)
     needs = CaseNeeds(specialty=doc.specialty.value, language=doc.language.value)
     if case is not None and case.specialty is not None:
         needs = case.needs([])
-    return dataclasses.replace(needs, first_reader=doc.reviewer_id)
+    first = await store.reviewer(doc.reviewer_id) if doc.international else None
+    to_specialist = doc.translation(TranslationWay.TO_SPECIALIST)
+    language = rules.opinion_language(
+        doc.language.value,
+        international=doc.international,
+        to_specialist=to_specialist.to_language.value if to_specialist else None,
+        first_reader_languages=[lang.value for lang in first.languages] if first else [],
+    )
+    return rules.reading_needs(needs, first_reader=doc.reviewer_id, language=language)
 
 
 def _rationale(decision: rules.Decision, at: datetime) -> Rationale:

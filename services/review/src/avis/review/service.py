@@ -411,7 +411,9 @@ class ReviewService:
     async def decline(
         self, *, principal: Principal, assignment_id: str, body: DeclineBody
     ) -> Assignment:
-        """The assigned reviewer declines; the case goes to the next best reviewer, or waits."""
+        """The assigned reviewer declines; the case goes to the next best reviewer, or waits;
+        then the queue is offered (cases and second readings nobody fitted), as after an
+        opinion: the decline freed a place in the reviewer's load."""
         declined = False
         async with self.matcher.deciding():
             case_id = (await self._visible(principal, assignment_id)).case_id
@@ -425,6 +427,8 @@ class ReviewService:
                 case = await self.store.case(case_id)
                 if case is not None and case.status == CaseStatus.MATCHING:
                     await self.matcher.match(case)
+            if declined:  # the reviewer has one case less, as after an opinion
+                await self.matcher.offer_queue()
         if declined:  # its free-text reason is written: an entry (a replay writes nothing)
             await self.access.record(principal, case_id, "review.decline")
         return await self.assignment(principal=principal, assignment_id=assignment_id)
