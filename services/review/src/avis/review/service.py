@@ -140,6 +140,17 @@ DUE_TODAY = Gauge(
 )
 
 
+def _same(keyring: Keyring, entry: OpinionEntry, opinion: Opinion) -> bool:
+    """Whether `opinion` is the content of a stored version (by its keyed digest)."""
+    kid = rules.digest_key_id(entry.digest)
+    if kid is None:  # stored before sealing: its content is in clear
+        return entry.opinion is not None and Opinion.model_validate(entry.opinion) == opinion
+    if kid not in keyring.kids:
+        return False
+    _, key = keyring.derive(rules.OPINION_DIGEST_PURPOSE, kid)
+    return hmac.compare_digest(entry.digest, rules.opinion_digest(kid, key, opinion))
+
+
 class ReviewService:
     """A case's way through review: its arrival and withdrawal, the queue, the assignments and
     the opinion (the SLA gauges: `SlaWatch`), over the store, the locks, the emitter and the
@@ -479,7 +490,7 @@ class ReviewService:
                 rules.check_no_open_request(open_request=doc.open_request is not None)
                 if not rules.may_write_first_opinion(doc.status):
                     first = doc.opinions[0]
-                    rules.check_replay(self._same(first, opinion))
+                    rules.check_replay(_same(self.keyring, first, opinion))
                     return first.view(doc, await self.seals.opinion(doc, first)), False
                 entry = await self._write_opinion(doc, opinion, 1, asked=second)
             await self.matcher.offer_queue()  # the reviewer has one case less
@@ -494,7 +505,7 @@ class ReviewService:
             doc = await self._visible(principal, assignment_id)
             rules.check_correctable(doc.status)
             latest = doc.opinions[-1]
-            if self._same(latest, opinion):
+            if _same(self.keyring, latest, opinion):
                 return latest.view(doc, await self.seals.opinion(doc, latest))
             entry = await self._write_opinion(doc, opinion, latest.version + 1)
         await self.access.record(principal, doc.case_id, "opinion.correct")
@@ -521,16 +532,6 @@ class ReviewService:
         ring = None if given is None else await self.seals.ring(doc.case_id)
         await self.access.record(principal, doc.case_id, "opinion.read", reason=given, ring=ring)
         return chosen[-1].view(doc, opened)
-
-    def _same(self, entry: OpinionEntry, opinion: Opinion) -> bool:
-        """Whether `opinion` is the content of a stored version (by its keyed digest)."""
-        kid = rules.digest_key_id(entry.digest)
-        if kid is None:  # stored before sealing: its content is in clear
-            return entry.opinion is not None and Opinion.model_validate(entry.opinion) == opinion
-        if kid not in self.keyring.kids:
-            return False
-        _, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE, kid)
-        return hmac.compare_digest(entry.digest, rules.opinion_digest(kid, key, opinion))
 
     async def _write_opinion(
         self, doc: AssignmentDoc, opinion: Opinion, version: int, *, asked: bool = False
