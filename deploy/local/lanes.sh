@@ -2,8 +2,9 @@
 # `make test` without PYTEST_ARGS: the suite in two lanes side by side, each against a stack of its
 # own (the second on TEST_PORT_PREFIX + 1 and TEST_STATE-lane2). Most of the suite waits on its
 # broker, store and services rather than computing, so two lanes on two cores take about two
-# thirds of the time of one (24.5 against 36.4 minutes). The lanes split the suite in halves of about equal length (the
-# durations at the end of each lane's output say where to move a folder). `TEST_LANES=1` runs one.
+# thirds of the time of one (24.5 against 36.4 minutes). The lanes split the suite in halves of
+# about equal length (the durations at the end of each lane's output say where to move a folder).
+# `TEST_LANES=1` runs one.
 set -uo pipefail
 make_cmd=$1 prefix=$2 state=$3
 one="tests/unit tests/integration"
