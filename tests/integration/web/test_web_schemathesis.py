@@ -43,8 +43,8 @@ async def test_the_pathway_pages_fuzzed_for_every_role_find_no_server_error(
     stack: ServiceStack, tmp_path: pathlib.Path
 ) -> None:
     schema = tmp_path / "pages.json"
-    routers = (physician.router, claim.router, followups.router)
-    schema.write_text(json.dumps(pages_schema(*routers, translation.router, second_reading.router)))
+    pages = (physician, claim, followups, translation, second_reading)
+    schema.write_text(json.dumps(pages_schema(*(module.router for module in pages))))
     url = stack.urls["web"]
     for identity in IDENTITIES:
         cookie: list[str] = []

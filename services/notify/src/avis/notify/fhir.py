@@ -155,7 +155,7 @@ class FhirPoster:
     async def _disabled(self, institution: str, url: str) -> bool:
         """Whether the institution's endpoint takes no post now."""
         state = await self.store.endpoint(institution)
-        return state is not None and state.url == url and not state.enabled
+        return state is not None and rules.endpoint_state_holds(url, state.url) and not state.enabled
 
     async def _wait(self, send: SendDoc, institution: str, url: str) -> datetime:
         """Leave the send waiting on its disabled endpoint, listed there so that re-enabling
@@ -163,7 +163,7 @@ class FhirPoster:
         now = clock.now()
         async with self.locks.hold(lock_key("fhir-endpoint", institution)):
             state = await self.store.endpoint(institution)
-            if state is None or state.url != url or state.enabled:
+            if state is None or not rules.endpoint_state_holds(url, state.url) or state.enabled:
                 return now
             if send.id not in state.waiting:
                 state.waiting.append(send.id)
