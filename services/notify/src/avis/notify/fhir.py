@@ -155,7 +155,9 @@ class FhirPoster:
     async def _disabled(self, institution: str, url: str) -> bool:
         """Whether the institution's endpoint takes no post now."""
         state = await self.store.endpoint(institution)
-        return state is not None and rules.endpoint_state_holds(url, state.url) and not state.enabled
+        if state is None or state.enabled:
+            return False
+        return rules.endpoint_state_holds(url, state.url)
 
     async def _wait(self, send: SendDoc, institution: str, url: str) -> datetime:
         """Leave the send waiting on its disabled endpoint, listed there so that re-enabling
