@@ -177,6 +177,31 @@ async def test_a_decline_offers_the_freed_place_to_a_case_waiting_at_capacity(
     assert len(stack.log.of(first, ASSIGNED)) == 1
 
 
+async def test_a_place_freed_by_the_sla_watch_goes_to_a_case_waiting_at_capacity(
+    stack: ReviewStack,
+) -> None:
+    """A process stopped between ending a round and releasing its reviewer leaves the round in
+    the reviewer's load; the SLA watch releases it, and offers the freed place to the case
+    waiting for that reviewer at capacity."""
+    p = unique("rhu")
+    await stack.add_reviewer(f"{p}-1", ["rheumatology"], ["fr"], capacity=1)
+    first = await stack.submit("rheumatology")
+    await stack.log.wait(first, ASSIGNED)
+    waiting = await stack.submit("rheumatology")
+    await eventually(lambda: _waiting(stack, waiting))
+
+    # The round ends (its opinion written) and the process stops before the release.
+    ended = await stack.assignment(first)
+    await stack.db["assignments"].update_one(
+        {"_id": ended["id"]}, {"$set": {"status": "completed"}}
+    )
+
+    (event,) = await stack.log.wait(waiting, ASSIGNED)
+    assert event["reviewer_id"] == f"{p}-1"
+    reviewer = await stack.db["reviewers"].find_one({"_id": f"{p}-1"})
+    assert reviewer is not None and ended["id"] not in reviewer["open_assignments"]
+
+
 async def test_a_case_nobody_fits_waits_until_a_coordinator_assigns_it(
     stack: ReviewStack,
 ) -> None:

@@ -631,19 +631,22 @@ class SlaWatch:
     async def open_work(self) -> list[AssignmentDoc]:
         """Open assignments: each reviewer's open ones, read by `_id`, so the cost is the
         directory and the open work, not every assignment ever made. An ended one still listed
-        (a stop between its end and its release) is released on the way."""
+        (a stop between its end and its release) is released on the way, and the place it frees
+        offered to the queue, as after a decline or an opinion."""
         store, matcher = self.review.store, self.review.matcher
-        work = []
+        work: list[tuple[str, AssignmentDoc]] = []
+        ended: list[tuple[str, AssignmentDoc]] = []
         reviewers = await store.all_reviewers()
         listed = await asyncio.gather(*(store.open_assignments(r) for r in reviewers))
         for reviewer, docs in zip(reviewers, listed, strict=True):
             for doc in docs:
-                if doc.status not in ACTIVE:
-                    async with matcher.deciding():
-                        await matcher.release(reviewer.id, doc.id)
-                else:
-                    work.append(doc)
-        return work
+                (work if doc.status in ACTIVE else ended).append((reviewer.id, doc))
+        if ended:
+            async with matcher.deciding():
+                for reviewer_id, doc in ended:
+                    await matcher.release(reviewer_id, doc.id)
+                await matcher.offer_queue()
+        return [doc for _, doc in work]
 
     async def watch(self, *, interval: float) -> None:
         """Keep the overdue gauge fresh until cancelled."""
