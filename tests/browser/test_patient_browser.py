@@ -82,7 +82,9 @@ async def test_a_patient_files_a_case_with_two_records_and_submits(
     records[1].write_bytes(png(unique("scan")))
     failure = tmp_path / "failure.png"
     try:
-        async with watched_page(browser, stack.urls["web"], language, width, failure) as w:
+        # A patient in France: the pages write times on their clock, not in UTC.
+        paris = "Europe/Paris"
+        async with watched_page(browser, stack.urls["web"], language, width, failure, paris) as w:
             page = w.page
             await page.goto("/")
             await expect(page.locator("html")).to_have_attribute("lang", language)
@@ -115,6 +117,8 @@ async def test_a_patient_files_a_case_with_two_records_and_submits(
             # The timeline moves on by itself (htmx polls it): no reload here.
             await expect(page.get_by_text(words["assigned"]).first).to_be_visible(timeout=60_000)
             assert await page.evaluate("typeof window.htmx") == "object"
+            on_paris_clock = re.compile(r"\d{2}:\d{2} \+0[12]00")  # CET or CEST
+            await expect(page.locator("#timeline li").first).to_contain_text(on_paris_clock)
             await no_overflow(page, width)
             # No reload happened: the notice of the submission is still on the page.
             await expect(page.get_by_text(words["submitted"])).to_be_visible()

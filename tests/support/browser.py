@@ -120,12 +120,20 @@ async def _serve_axe(route: Route) -> None:
 
 @contextlib.asynccontextmanager
 async def watched_page(
-    browser: Browser, base_url: str, language: str, width: int = 1280, failure: Path | None = None
+    browser: Browser,
+    base_url: str,
+    language: str,
+    width: int = 1280,
+    failure: Path | None = None,
+    zone: str = "UTC",
 ) -> AsyncIterator[Watched]:
-    """A new context and page in `language` at `width`, axe-core at hand; on a failure its
-    screenshot goes to `failure`."""
+    """A new context and page in `language` at `width`, its clock in time zone `zone`, axe-core
+    at hand; on a failure its screenshot goes to `failure`."""
     context = await browser.new_context(
-        locale=language, viewport={"width": width, "height": 900}, base_url=base_url
+        locale=language,
+        timezone_id=zone,
+        viewport={"width": width, "height": 900},
+        base_url=base_url,
     )
     await context.route(f"**{AXE_PATH}", _serve_axe)
     page = await context.new_page()

@@ -9,6 +9,7 @@ import pytest
 from avis.shared.events import Language, Question, Specialty
 from avis.web import rules
 from avis.web.models import CaseView, Draft
+from avis.web.texts import Texts
 
 
 @pytest.mark.parametrize(
@@ -171,3 +172,35 @@ def test_lifting_a_hold_over_a_pending_erasure_is_confirmed_first() -> None:
     assert not rules.release_confirmed(asked, ticked=False)
     assert rules.release_confirmed(asked, ticked=True)
     assert rules.release_confirmed(asked.model_copy(update={"erased_at": at}), ticked=False)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "expected"),
+    [
+        ("Europe/Paris", "Europe/Paris"),
+        ("America/Argentina/Buenos_Aires", "America/Argentina/Buenos_Aires"),
+        ("Etc/GMT+5", "Etc/GMT+5"),
+        (None, "UTC"),
+        ("", "UTC"),
+        ("Mars/Olympus_Mons", "UTC"),  # shaped as a zone, but none
+        ("../../etc/passwd", "UTC"),
+        ("/usr/share/zoneinfo/UTC", "UTC"),
+        ("Europe/Paris\x00", "UTC"),
+        ("A" * 65, "UTC"),
+    ],
+)
+def test_the_pages_write_times_in_the_browsers_zone_when_it_is_one(
+    cookie: str | None, expected: str
+) -> None:
+    assert str(rules.zone_of(cookie)) == expected
+
+
+def test_a_time_says_in_which_zone_it_is_written() -> None:
+    moment = datetime(2026, 12, 4, 16, 30, tzinfo=UTC)
+    paris = rules.zone_of("Europe/Paris")
+    assert Texts(Language.FR).when(moment) == "4 déc. 2026, 16:30 TU"
+    assert Texts(Language.FR, paris).when(moment) == "4 déc. 2026, 17:30 +0100"
+    assert Texts(Language.EN, paris).when(moment.replace(month=7)) == "4 Jul 2026, 18:30 +0200"
+    assert Texts(Language.EN, rules.zone_of("America/New_York")).when(moment) == (
+        "4 Dec 2026, 11:30 EST"
+    )

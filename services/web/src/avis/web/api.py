@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import date, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request
@@ -69,7 +69,7 @@ class Web:
         """A page in the session's language (or `page_language`, that of the person an emailed
         link was written to), with its CSRF token and pending notices."""
         session = session_of(request)
-        texts = Texts(page_language or language_of(request))
+        texts = Texts(page_language or language_of(request), zone_of(request))
         return self.templates.TemplateResponse(
             request,
             name,
@@ -113,6 +113,11 @@ def language_of(request: Request) -> Language:
     session = session_of(request)
     chosen = session.language if session else None
     return rules.choose_language(chosen, request.headers.get("accept-language"))
+
+
+def zone_of(request: Request) -> tzinfo:
+    """The time zone this request's page writes times in."""
+    return rules.zone_of(request.cookies.get(rules.ZONE_COOKIE))
 
 
 def current(request: Request) -> Session:

@@ -32,7 +32,7 @@ from avis.shared.kafka import dlq_depths, make_broker, raw_body, tolerant_parse
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.retry import Backoff
 from avis.web import rules
-from avis.web.api import POLL_SECONDS, CaseId, Pages, Person, Web, language_of, token
+from avis.web.api import POLL_SECONDS, CaseId, Pages, Person, Web, language_of, token, zone_of
 from avis.web.models import CaseView
 from avis.web.service import Refused
 from avis.web.settings import Settings
@@ -212,7 +212,7 @@ async def live(request: Request, web: Pages, session: Person, case_id: CaseId) -
     """The case's new timeline each time it moves, for as long as the page is open."""
     case = await web.platform.get_case(token=token(session), case_id=case_id)
     hub: Hub = request.app.state.live
-    stream = Stream(web, session, case, Texts(language_of(request)))
+    stream = Stream(web, session, case, Texts(language_of(request), zone_of(request)))
     return StreamingResponse(
         stream.events(hub),
         media_type="text/event-stream",

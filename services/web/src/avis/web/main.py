@@ -96,7 +96,7 @@ def create_app(
 
     def render_error(scope: Scope, status: int, key: str) -> bytes:
         request = Request(scope)
-        texts = Texts(api.language_of(request))
+        texts = Texts(api.language_of(request), api.zone_of(request))
         page = templates.get_template("error.html").render(
             t=texts,
             lang=texts.language.value,

@@ -10,8 +10,9 @@ import re
 import urllib.parse
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from avis.shared.events import Language
 from avis.web.models import (
@@ -122,6 +123,23 @@ def problem_message(status: int, problem_type: str | None) -> str:
     if status in STATUS_MESSAGES:
         return STATUS_MESSAGES[status]
     return UNAVAILABLE if status in (502, 503, 504) else UNEXPECTED
+
+
+# The browser's time zone (an IANA name), which static/zone.js keeps in this cookie so that the
+# pages write times as the person reads a clock; without it (or with a name that is not a zone),
+# UTC, and the times say so.
+ZONE_COOKIE = "avis_zone"
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}")
+
+
+def zone_of(name: str | None) -> tzinfo:
+    """The time zone named `name` if it is one, else UTC."""
+    if not name or len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 def choose_language(chosen: str | None, accept_language: str | None) -> Language:

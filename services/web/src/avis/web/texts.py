@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from babel.dates import format_datetime
 from babel.numbers import format_decimal
@@ -33,8 +33,9 @@ def keys(language: Language) -> dict[str, str]:
 class Texts:
     """The words of one page, in one language."""
 
-    def __init__(self, language: Language) -> None:
+    def __init__(self, language: Language, zone: tzinfo = UTC) -> None:
         self.language = language
+        self.zone = zone
         self._translations = translations(language)
 
     def __call__(self, key: str, **values: object) -> str:
@@ -42,8 +43,9 @@ class Texts:
         return i18n.translate(self._translations, key, **values)
 
     def when(self, moment: datetime) -> str:
-        """A date and time as the language writes it, in UTC and saying so."""
-        return format_datetime(moment, WHEN, tzinfo=UTC, locale=self.language.value)
+        """A date and time as the language writes it, in the person's time zone and saying
+        which (UTC when the browser has not told it)."""
+        return format_datetime(moment, WHEN, tzinfo=self.zone, locale=self.language.value)
 
     def kib(self, size: int) -> str:
         """A size in KiB with one decimal, as the language writes numbers."""
