@@ -372,15 +372,15 @@ class Platform:
         self,
         *,
         token: str,
-        status: str | None = None,
+        status: list[str] | None = None,
         overdue: bool | None = None,
         case_id: str | None = None,
         brief: bool = False,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Listing[AssignmentView]:
-        """Assignments, soonest due first (coordinators see the matcher's rationale and the
-        decline reasons, unless `brief`: rows for a list)."""
+        """Assignments in any of `status` (None: all), soonest due first (coordinators see the
+        matcher's rationale and the decline reasons, unless `brief`: rows for a list)."""
         found = await self._get(
             f"{self.review}/v1/assignments",
             token=token,
