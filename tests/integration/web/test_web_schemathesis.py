@@ -14,10 +14,9 @@ invalid input, acceptance of valid input, unsupported methods) hold in full. For
 without the page's CSRF token, so a fuzzed post is refused (403) before it changes anything:
 the forms' own paths are the browser tests' (test_web_journey.py and the others).
 
-One check is left out: `negative_data_rejection`. A page a person may not open sends them on
-(a redirect to their own start page, or to sign in) before its path's parameters are checked,
-as its session is resolved first, so an invalid id on such a page gets that redirect, not a
-4xx. Nothing is served or changed; it is a known limit of the pages, not of this test."""
+An invalid id on a page names no page: it gets 404 for anyone, also before a sign-in is asked
+for (a person not signed in is otherwise sent to sign in first), so `negative_data_rejection`
+holds too."""
 
 import json
 import pathlib
@@ -56,8 +55,6 @@ async def test_the_pathway_pages_fuzzed_for_every_role_find_no_server_error(
             url,
             "",
             *cookie,
-            "--exclude-checks",
-            "negative_data_rejection",
             schema=schema,
             seed="20261204",
             max_seconds=10,

@@ -126,6 +126,19 @@ async def test_an_error_never_shows_a_problem_body(browser: httpx.AsyncClient) -
     assert probe.json()["status"] == "ok" and "set-cookie" not in probe.headers
 
 
+async def test_an_invalid_id_names_no_page_even_before_sign_in(
+    browser: httpx.AsyncClient,
+) -> None:
+    """Nobody signed in: a page's valid path asks for a sign-in; an invalid id is 404 at once."""
+    for path in (f"/cases/{CASE_ID}", "/translations/t-1", "/board/cases/" + CASE_ID):
+        asked = await browser.get(path)
+        assert (asked.status_code, asked.headers["location"]) == (303, "/signin"), path
+    for path in ("/cases/not-a-case-id", "/translations/a%20b", "/board/cases/x"):
+        missing = await browser.get(path)
+        assert missing.status_code == 404, path
+        assert "sign in" not in missing.headers.get("location", ""), path
+
+
 async def test_the_language_follows_the_browser_then_the_persons_choice(
     browser: httpx.AsyncClient,
 ) -> None:

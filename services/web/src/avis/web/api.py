@@ -12,7 +12,9 @@ from datetime import date, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
@@ -118,6 +120,20 @@ def language_of(request: Request) -> Language:
 def zone_of(request: Request) -> tzinfo:
     """The time zone this request's page writes times in."""
     return rules.zone_of(request.cookies.get(rules.ZONE_COOKIE))
+
+
+def path_holds(request: Request) -> bool:
+    """Whether the request's path parameters are those its page takes (an invalid id names no
+    page: 404 for anyone, before a sign-in is asked for)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return True
+    fields, dependants = [], [route.dependant]
+    while dependants:  # the page's own parameters and its dependencies'
+        dependant = dependants.pop()
+        fields.extend(dependant.path_params)
+        dependants.extend(dependant.dependencies)
+    return not request_params_to_args(fields, request.path_params)[1]
 
 
 def current(request: Request) -> Session:

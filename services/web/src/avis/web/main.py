@@ -147,6 +147,10 @@ def _close_with(app: FastAPI, web: api.Web) -> None:
 
 def _handle_errors(app: FastAPI, web: api.Web) -> None:
     async def not_signed_in(request: Request, exc: Exception) -> Response:
+        if not api.path_holds(request):
+            return web.render(
+                request, "error.html", status=404, message=rules.problem_message(404, None)
+            )
         if request.headers.get("hx-request"):
             return Response(status_code=204, headers={"HX-Redirect": "/signin"})
         session = api.session_of(request)
