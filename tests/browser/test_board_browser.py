@@ -151,6 +151,7 @@ async def test_the_coordinator_reassigns_a_declined_case(
             "/board/reviewers",
             "/board/translations",
             "/board/partners?partner_id=partner-1",
+            "/board/fhir-endpoints",
         ):
             await page.goto(path)
             await w.axe(path)

@@ -142,10 +142,11 @@ async def consumed(
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app (lifespan included) on a free loopback port; yields its base URL."""
+async def serve(app: Any, port: int = 0) -> AsyncIterator[str]:
+    """Serve an ASGI app (lifespan included) on a loopback port (0: a free one); yields its base
+    URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -533,10 +533,10 @@ class HookReceiver:
 
 
 @contextlib.asynccontextmanager
-async def hook_receiver() -> AsyncIterator[tuple[HookReceiver, int]]:
-    """A HookReceiver served on loopback; yields it and its port."""
+async def hook_receiver(port: int = 0) -> AsyncIterator[tuple[HookReceiver, int]]:
+    """A HookReceiver served on loopback (on `port`, or a free one); yields it and its port."""
     receiver = HookReceiver()
-    async with serve(receiver.app()) as url:
+    async with serve(receiver.app(), port) as url:
         try:
             yield receiver, int(url.rsplit(":", 1)[1])
         finally:

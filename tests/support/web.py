@@ -4,6 +4,7 @@ starts them (development sign-in on), and a person's browser over HTTP that foll
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import re
 import uuid
@@ -28,13 +29,17 @@ from tests.support.basics import (
     skip_history,
 )
 from tests.support.kms import kms_env
-from tests.support.stack import SERVICES, ServiceStack
+from tests.support.stack import SERVICES, ServiceStack, free_port
 
 # A fake of the services' APIs: what each request gets, at once or awaited.
 Answers = (
     Callable[[httpx.Request], httpx.Response]
     | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 )
+# The institution whose physicians get the report as a FHIR document: notify posts it to a
+# loopback port nobody serves until a test does (`fhir_port`).
+FHIR_INSTITUTION = "130000009"
+ENDPOINTS = "AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS"
 # What each service consumes: a new consumer group starts at the end, not at the suite's history.
 CONSUMES = {
     "intake": [topics.REVIEW_ASSIGNED, topics.REVIEW_COMPLETED, topics.REPORT_READY],
@@ -81,6 +86,7 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         "AVIS_NOTIFY_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",
         "AVIS_NOTIFY_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
         "AVIS_NOTIFY_WEBHOOK_RETRY_WINDOW_SECONDS": "3",
+        ENDPOINTS: json.dumps({FHIR_INSTITUTION: f"http://127.0.0.1:{free_port()}/fhir"}),
     }
     for name, consumed in CONSUMES.items():
         asyncio.run(skip_history(f"avis-{name}", consumed))
@@ -92,6 +98,12 @@ def web_stack(logs: Path) -> Iterator[ServiceStack]:
         with MongoClient(MONGO_URL) as mongo:
             for database in databases.values():
                 mongo.drop_database(database)
+
+
+def fhir_port(stack: ServiceStack) -> int:
+    """The loopback port of `FHIR_INSTITUTION`'s endpoint, for a test to serve."""
+    url = json.loads(stack.env[ENDPOINTS])[FHIR_INSTITUTION]
+    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 class SharedWebStack:

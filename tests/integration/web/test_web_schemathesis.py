@@ -1,8 +1,8 @@
 """Schemathesis against web's pages on the test stack (the services and web as processes), with
 every check, for every role web signs in (patient, reviewer, coordinator, translator, partner)
-and for no one signed in: the physician's link, the claim link, and the care pathway's pages
-(follow-up questions, translations, second readings). No answer may be a 5xx or break the
-document.
+and for no one signed in: the physician's link, the claim link, the care pathway's pages
+(follow-up questions, translations, second readings) and the board's page of the physicians'
+FHIR endpoints. No answer may be a 5xx or break the document.
 
 Limits. Web serves its pages outside its OpenAPI document (`/openapi.json` holds only its
 operational doors: health, metrics, AsyncAPI), so the document fuzzed here is built from the
@@ -23,7 +23,7 @@ import pathlib
 
 import pytest
 
-from avis.web import claim, followups, physician, second_reading, translation
+from avis.web import claim, fhir_endpoints, followups, physician, second_reading, translation
 from tests.support.fuzz import assert_clean, fuzz
 from tests.support.stack import ServiceStack
 from tests.support.web import pages_schema, signed_in
@@ -42,7 +42,7 @@ async def test_the_pathway_pages_fuzzed_for_every_role_find_no_server_error(
     stack: ServiceStack, tmp_path: pathlib.Path
 ) -> None:
     schema = tmp_path / "pages.json"
-    pages = (physician, claim, followups, translation, second_reading)
+    pages = (physician, claim, followups, translation, second_reading, fhir_endpoints)
     schema.write_text(json.dumps(pages_schema(*(module.router for module in pages))))
     url = stack.urls["web"]
     for identity in IDENTITIES:

@@ -1,7 +1,8 @@
 """The coordinator's board and the partner console in process, over a fake of the services'
 APIs: each page renders in both languages, the reason of a clinical read reaches intake, lifting
 a hold over a pending erasure asks for a tick first, the secret is shown once, other roles are
-refused, and every key the pages use has its text."""
+refused, the FHIR endpoints are listed and a disabled one enabled again, and every key the pages
+use has its text."""
 
 import re
 from collections.abc import AsyncIterator
@@ -137,6 +138,22 @@ DELIVERY = {
         {"at": AT, "outcome": "transient", "code": 503, "latency_ms": 12, "reason": "503"}
     ],
 }
+DOWN_ENDPOINT = {
+    "institution": "130000002",
+    "enabled": False,
+    "consecutive_failures": 2,
+    "disabled_reason": "2 failed posts in a row (last: 500 from the endpoint)",
+    "disabled_at": AT,
+    "waiting": 3,
+}
+FINE_ENDPOINT = DOWN_ENDPOINT | {
+    "institution": "130000003",
+    "enabled": True,
+    "consecutive_failures": 0,
+    "disabled_reason": None,
+    "disabled_at": None,
+    "waiting": 0,
+}
 SEEN: list[httpx.Request] = []
 
 
@@ -182,6 +199,8 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/subscriptions/sub-1"): SUBSCRIPTION,
     ("GET", "/v1/deliveries"): page([DELIVERY]),
     ("POST", "/v1/deliveries/d1/replay"): DELIVERY | {"status": "queued"},
+    ("GET", "/v1/fhir-endpoints"): {"items": [DOWN_ENDPOINT, FINE_ENDPOINT]},
+    ("POST", "/v1/fhir-endpoints/130000002/enable"): FINE_ENDPOINT | {"institution": "130000002"},
 }
 
 
@@ -315,6 +334,43 @@ async def test_the_board_assigns_and_replays_through_the_services(
     assert replayed.url.path == "/board/partners"
 
 
+async def test_the_fhir_endpoints_are_listed_and_a_disabled_one_enabled_again(
+    browser: httpx.AsyncClient,
+) -> None:
+    await sign_in(browser, "coordinator-1")
+    shown = await browser.get("/board/fhir-endpoints")
+    assert shown.status_code == 200, shown.text
+    assert 'href="/board/fhir-endpoints" aria-current="page"' in shown.text
+    assert "130000002" in shown.text and "130000003" in shown.text
+    assert "Disabled" in shown.text and "2 failed posts in a row" in shown.text
+    assert "Enabled" in shown.text and "<td>3</td>" in shown.text
+    # The button only for the disabled one.
+    assert shown.text.count('action="/board/fhir-endpoints/') == 1
+    assert 'action="/board/fhir-endpoints/130000002/enable"' in shown.text
+    assert "<script>" not in shown.text
+    french = await browser.get("/board/fhir-endpoints", headers={"Accept-Language": "fr"})
+    assert "Points d&#39;accès FHIR des médecins" in french.text and "Réactiver" in french.text
+    enabled = await browser.post(
+        "/board/fhir-endpoints/130000002/enable",
+        data={"csrf": csrf_of(shown)},
+        follow_redirects=True,
+    )
+    assert enabled.url.path == "/board/fhir-endpoints"
+    assert "The endpoint is enabled again" in enabled.text
+    posted = [r for r in SEEN if r.method == "POST"]
+    assert posted[-1].url.path == "/v1/fhir-endpoints/130000002/enable"
+    assert posted[-1].headers["authorization"].startswith("Bearer ")
+    unknown = await browser.post(
+        "/board/fhir-endpoints/999999999/enable",
+        data={"csrf": csrf_of(enabled)},
+        follow_redirects=True,
+    )
+    assert unknown.status_code == 200 and unknown.url.path == "/board/fhir-endpoints"
+    assert "No FHIR endpoint is set for this institution." in unknown.text
+    unchecked = await browser.post("/board/fhir-endpoints/130000002/enable")
+    assert unchecked.status_code == 403, "the CSRF check"
+
+
 async def test_a_clinical_read_asks_for_a_reason_and_passes_it(
     browser: httpx.AsyncClient,
 ) -> None:
@@ -416,7 +472,15 @@ async def test_the_partner_sees_the_secret_once(browser: httpx.AsyncClient) -> N
     assert "Failed: can be replayed" in deliveries.text and "HTTP 503" in deliveries.text
 
 
-@pytest.mark.parametrize(("identity", "path"), [("patient-1", "/board"), ("patient-1", "/partner")])
+@pytest.mark.parametrize(
+    ("identity", "path"),
+    [
+        ("patient-1", "/board"),
+        ("patient-1", "/partner"),
+        ("patient-1", "/board/fhir-endpoints"),
+        ("rev-cardio-1", "/board/fhir-endpoints"),
+    ],
+)
 async def test_other_roles_are_refused(
     browser: httpx.AsyncClient, identity: str, path: str
 ) -> None:

@@ -138,6 +138,13 @@ def test_a_refused_hold_or_erasure_says_what_was_wrong() -> None:
     )
 
 
+def test_a_refused_re_enabling_of_a_fhir_endpoint_says_what_was_wrong() -> None:
+    missing = "https://avis.health/problems/not-found"
+    assert rules.fhir_refusal(404, missing) == "board.fhir.unknown"
+    assert rules.fhir_refusal(403, "https://avis.health/problems/forbidden") == "error.forbidden"
+    assert rules.fhir_refusal(503, None) == "error.unavailable"
+
+
 @pytest.mark.parametrize(
     ("typed", "confirmed"),
     [

@@ -21,6 +21,7 @@ from avis.web import (
     api,
     board,
     claim,
+    fhir_endpoints,
     followups,
     live,
     oidc,
@@ -81,6 +82,7 @@ def create_app(
     )
     app.state.web = web
     app.include_router(board.router)
+    app.include_router(fhir_endpoints.router)
     app.include_router(partner.router)
     app.include_router(oidc.router)
     app.include_router(live.router)

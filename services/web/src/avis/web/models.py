@@ -373,6 +373,19 @@ class SubscriptionMade(SubscriptionView):
     secret: str
 
 
+class FhirEndpointView(Reading):
+    """The state of an institution's FHIR endpoint, as notify shows it to coordinators: its
+    code, whether it takes posts, its failed posts in a row, why it was disabled and how many
+    posts wait for it (never its URL, never a person)."""
+
+    institution: str
+    enabled: bool
+    consecutive_failures: int = 0
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    waiting: int = 0
+
+
 class DeliveryAttempt(Reading):
     """One attempt to deliver a webhook."""
 

@@ -195,6 +195,12 @@ def reasoned_refusal(status: int, problem_type: str | None) -> str:
     return "board.keep.reason_invalid" if status == 422 else problem_message(status, problem_type)
 
 
+def fhir_refusal(status: int, problem_type: str | None) -> str:
+    """Why notify refused to re-enable a FHIR endpoint: an institution it has no endpoint for
+    (404) said as such, anything else as any refusal."""
+    return "board.fhir.unknown" if status == 404 else problem_message(status, problem_type)
+
+
 def release_confirmed(case: CaseView, ticked: bool) -> bool:
     """Whether a legal hold may be lifted: lifting it erases at once a case whose patient asked
     for its erasure meanwhile, so the coordinator ticks the box that says so first."""

@@ -28,6 +28,7 @@ from avis.web.models import (
     DeliveryView,
     DocumentKind,
     Draft,
+    FhirEndpointView,
     InformationRequestView,
     Listing,
     OpinionForm,
@@ -649,6 +650,25 @@ def _settled(answer: T | BaseException) -> T:
     if isinstance(answer, BaseException):
         raise answer
     return answer
+
+
+class FhirEndpointCalls:
+    """Notify's FHIR endpoints of the physicians' institutions, as the signed-in coordinator
+    calls them (beside `Platform`)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.url = f"{platform.notify}/v1/fhir-endpoints"
+
+    async def endpoints(self, *, token: str) -> Listing[FhirEndpointView]:
+        """Every institution with an endpoint set, by code, with its state."""
+        found = await self.platform._get(self.url, token=token)
+        return Listing[FhirEndpointView].model_validate(found)
+
+    async def enable(self, *, token: str, institution: str) -> None:
+        """Re-enable a disabled endpoint: its failure count cleared, the posts that waited for
+        it posted at once."""
+        await self.platform._call("POST", f"{self.url}/{institution}/enable", token=token)
 
 
 class TranslationCalls:
