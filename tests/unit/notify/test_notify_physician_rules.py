@@ -17,6 +17,7 @@ from avis.notify.rules import (
     physician_link,
     physician_page,
     reading,
+    retry_window_from,
     send_retry_at,
     webhook_payload,
 )
@@ -135,3 +136,27 @@ def test_the_physicians_copy_sent_is_a_webhook_for_partners_naming_no_one() -> N
     assert not {"email", "name", "physician", "institution_code"} & set(data)
     erased = reading(told, CaseView(submitted=True, erased=True), UTC)
     assert not erased.decision.hooks, "an erased case: nothing at all"
+
+
+def test_a_post_that_waited_for_its_endpoint_gets_a_whole_window_after_the_re_enabling() -> None:
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    resumed = first + timedelta(days=9)  # disabled for nine days, longer than the window
+    now = resumed + timedelta(minutes=1)
+    assert retry_window_from(None, None, now) == now  # its first attempt is this one
+    assert retry_window_from(first, None, now) == first
+    assert retry_window_from(first, resumed, now) == resumed
+    backoff = Settings(webhook_retry_window_seconds=86400).webhook_backoff()
+    kept = send_retry_at(
+        3,
+        posted=True,
+        first_at=retry_window_from(first, resumed, now),
+        now=now,
+        schedule=(),
+        backoff=backoff,
+        jitter=1.0,
+    )
+    assert kept is not None, "retried within its new window"
+    lost = send_retry_at(
+        3, posted=True, first_at=first, now=now, schedule=(), backoff=backoff, jitter=1.0
+    )
+    assert lost is None, "counted from its first attempt, it would have been given up"

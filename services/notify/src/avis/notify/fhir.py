@@ -243,7 +243,9 @@ class FhirPoster:
             retry_at = rules.send_retry_at(
                 failures,
                 posted=True,
-                first_at=send.attempts[0].at if send.attempts else now,
+                first_at=rules.retry_window_from(
+                    send.attempts[0].at if send.attempts else None, send.resumed_at, now
+                ),
                 now=now,
                 schedule=self.settings.retry_schedule,
                 backoff=self.settings.webhook_backoff(),

@@ -440,6 +440,15 @@ EMAIL_JITTER = (0.9, 1.1)
 POST_JITTER = (0.5, 1.0)
 
 
+def retry_window_from(
+    first_attempt: datetime | None, resumed_at: datetime | None, now: datetime
+) -> datetime:
+    """Where a send's retry window starts: its first attempt, or, for a post that waited for its
+    disabled endpoint, when the endpoint was enabled again, whichever is later (a post that
+    waited longer than the window still gets a whole window after the re-enabling)."""
+    return max((t for t in (first_attempt, resumed_at) if t is not None), default=now)
+
+
 def send_retry_at(
     failures: int,
     *,

@@ -235,6 +235,9 @@ class SendDoc(Stored):
     # A send of the `fhir` channel: the code of the institution whose endpoint it is posted to
     # (a code, in clear on the case too); its posts at once are capped per institution.
     institution: str | None = None
+    # A post that waited for its disabled endpoint: when the endpoint was enabled again (its
+    # retry window counts from then, not from its first attempt).
+    resumed_at: datetime | None = None
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""
@@ -619,11 +622,11 @@ class Store:
         )
 
     async def resume_sends(self, send_ids: list[str], at: datetime) -> None:
-        """The waiting sends still queued, due at `at`."""
+        """The waiting sends still queued, due at `at`, their retry window counted from then."""
         if send_ids:
             await self.sends.update_many(
                 {"_id": {"$in": send_ids}, "status": SendStatus.QUEUED.value},
-                {"$set": {"next_at": at}},
+                {"$set": {"next_at": at, "resumed_at": at}},
             )
 
     # subscriptions (their writer holds the subscription's lock; a partner's index, the
