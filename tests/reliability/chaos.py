@@ -10,10 +10,12 @@ institution's FHIR endpoint), driven and audited by their own rows.
 Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
 right after its relay published, right after notify sent), the broker and the store are each
 stopped once and started again, the SMTP sink fails for a while and so do one partner's
-endpoint and the institution's FHIR endpoint (the run serves it; the run's notify disables no
-endpoint, and the run re-enables it after its spell all the same, as a coordinator would). A
-supervisor restarts what was killed. Then the run waits for quiet and audits what
-DESIGN.md section 3 promises, counting the effects themselves:
+endpoint and the physicians' institution's FHIR endpoint (the run serves it; it refuses a post
+and its retry at least). The run's notify disables no endpoint after failures in a row (its
+threshold, the partners' too, is 0), yet the run re-enables the FHIR endpoint after its spell
+as a coordinator would, and the audit wants it enabled with no post waiting. A supervisor
+restarts what was killed. Then the run waits for quiet and audits what DESIGN.md section 3
+promises, counting the effects themselves:
 
 - every case reaches `report_ready`, with one report version per opinion version and one per
   answered follow-up question (with its addendum);
@@ -229,7 +231,7 @@ def schedule(plan: Plan) -> tuple[list[Fault], list[CaseMix]]:
     plan.mixes.draw(plan.seed, mix)  # a seed of its own: the same seed, the same faults
     # The FHIR endpoint fails once some physician's copy is posted there (a seed of its own).
     if plan.outages and any(m.params.get("channel") == "fhir" for m in mix):
-        at = random.Random(f"{plan.seed}:fhir").uniform(0.25, 0.4) * window
+        at = random.Random(f"{plan.seed}:fhir").uniform(0.15, 0.3) * window
         faults.append(Fault(at, "fhir"))
         faults.sort(key=lambda f: f.at)
     return faults, mix
@@ -812,8 +814,8 @@ class Run:
             began = time.monotonic()
             self.institution.failing = True
             await asyncio.sleep(plan.fhir_fail_seconds)
-            for _ in range(240):  # on until it refused a post at least once
-                if any(p.status >= 500 for p in self.institution.received):
+            for _ in range(240):  # on until it refused a post and its retry, at least
+                if sum(p.status >= 500 for p in self.institution.received) >= 2:
                     break
                 await asyncio.sleep(0.5)
             self.institution.failing = False
