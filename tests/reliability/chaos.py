@@ -5,24 +5,30 @@ the reviewers (some decline, most answer, a few correct their opinion), emails f
 SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
 request for more information, answered or left to expire; follow-up questions after the
 report; a second reading, with comments for some; an international review, translated both
-ways by a translator), driven and audited by their own rows.
+ways by a translator; the treating physician's copy of the report, by email or posted to their
+institution's FHIR endpoint), driven and audited by their own rows.
 Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
 right after its relay published, right after notify sent), the broker and the store are each
-stopped once and started again, the SMTP sink fails for a while and so does one partner's
-endpoint. A supervisor restarts what was killed. Then the run waits for quiet and audits what
-DESIGN.md section 3 promises, counting the effects themselves:
+stopped once and started again, the SMTP sink fails for a while and so do one partner's
+endpoint and the physicians' institution's FHIR endpoint (the run serves it; it refuses a post
+and its retry at least). The run's notify disables no endpoint after failures in a row (its
+threshold, the partners' too, is 0), yet the run re-enables the FHIR endpoint after its spell
+as a coordinator would, and the audit wants it enabled with no post waiting. A supervisor
+restarts what was killed. Then the run waits for quiet and audits what DESIGN.md section 3
+promises, counting the effects themselves:
 
 - every case reaches `report_ready`, with one report version per opinion version and one per
   answered follow-up question (with its addendum);
 - one email per notification of the matrix (the professionals' `pro_*` too), by distinct
   Message-ID;
-- one successful signed delivery per event per partner, by distinct `webhook-id`; a repeated
-  email or delivery keeps its id and is counted in the figures (`repeated_emails`,
-  `repeated_webhooks`);
+- one successful signed delivery per event per partner, by distinct `webhook-id`; one valid
+  FHIR document posted per physician's copy, under its send's `webhook-id` and no other; a
+  repeated email, delivery or post keeps its id and is counted in the figures
+  (`repeated_emails`, `repeated_webhooks`, `repeated_fhir`);
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
   review's rounds, requests, follow-ups, readings and translations (and the translator's load
-  released), notify's queued sends and deliveries; the report of a translated opinion states
-  its translation;
+  released), notify's queued sends and deliveries, and one physician's copy told per report
+  version told; the report of a translated opinion states its translation;
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 
@@ -64,7 +70,15 @@ from avis.shared.kafka import partitions_of
 from avis.shared.mongo import Document
 from avis.shared.security import Role
 from avis.shared.topics import CASE_SUBMITTED, REPORT_READY, REVIEW_ASSIGNED, REVIEW_COMPLETED
-from tests.reliability.mixes import CORRECTED, MIXES, RULE_SPECIALTY, Shares, mix_of
+from tests.reliability.mixes import (
+    CORRECTED,
+    FHIR_INSTITUTION,
+    MIXES,
+    RULE_SPECIALTY,
+    Shares,
+    mix_of,
+    told_versions,
+)
 from tests.reliability.mixes import settings as mix_settings
 from tests.support.basics import (
     BOOTSTRAP,
@@ -77,6 +91,7 @@ from tests.support.basics import (
     kafka_passwords,
     serve,
 )
+from tests.support.fhir import violations
 from tests.support.kms import kms_env
 from tests.support.samples import case_body, consent_body, pdf, upload
 from tests.support.stack import Instance, ServiceStack
@@ -112,6 +127,7 @@ HOOK_TYPES = [
     "avis.review.translation-queued.v1",
     "avis.review.translation-done.v1",
     "avis.report.ready.v1",
+    "avis.report.physician-copy-sent.v1",
 ]
 # The events intake always keeps a timeline entry of (an assignment's steps may be skipped by
 # the sequence rule when they arrive after a later status).
@@ -127,6 +143,7 @@ TIMELINE_ALWAYS = {
     "avis.review.follow-up-answered.v1",
     "avis.review.translation-queued.v1",
     "avis.review.translation-done.v1",
+    "avis.report.physician-copy-sent.v1",
 }
 PARIS = ZoneInfo("Europe/Paris")
 STATE = Path(os.environ.get("AVIS_STATE_DIR", ROOT / ".local/test"))
@@ -151,6 +168,7 @@ class Plan:
     store_down_seconds: float = 10.0
     smtp_fail_seconds: float = 30.0
     partner_fail_seconds: float = 45.0
+    fhir_fail_seconds: float = 30.0  # the institution's FHIR endpoint
     decline_rate: float = 0.15
     correct_rate: float = 0.15
     think_seconds: float = 10.0  # a reviewer takes up to this long before each step
@@ -158,7 +176,7 @@ class Plan:
     # Copies of each service; with more than one, a kill takes the copy that holds the service's
     # single-actor job (LEASE_JOBS) and the run times the take-over by another copy.
     copies: int = 1
-    outages: bool = True  # False: kills only (no broker, store, SMTP or partner outage)
+    outages: bool = True  # False: kills only (no broker, store, SMTP, partner, FHIR outage)
     # The share of the cases each later path of the care pathway takes (mixes.py's table).
     mixes: Shares = field(default_factory=Shares)
 
@@ -168,7 +186,7 @@ class Fault:
     """One fault of the schedule, `at` seconds into the fault window."""
 
     at: float
-    kind: str  # kill | broker | store | smtp | partner
+    kind: str  # kill | broker | store | smtp | partner | fhir
     service: str = ""
     how: str = ""  # for a kill: random | after-publish | after-send
 
@@ -211,6 +229,11 @@ def schedule(plan: Plan) -> tuple[list[Fault], list[CaseMix]]:
             CaseMix(i, filer, rng.random() < plan.decline_rate, rng.random() < plan.correct_rate)
         )
     plan.mixes.draw(plan.seed, mix)  # a seed of its own: the same seed, the same faults
+    # The FHIR endpoint fails once some physician's copy is posted there (a seed of its own).
+    if plan.outages and any(m.params.get("channel") == "fhir" for m in mix):
+        at = random.Random(f"{plan.seed}:fhir").uniform(0.15, 0.3) * window
+        faults.append(Fault(at, "fhir"))
+        faults.sort(key=lambda f: f.at)
     return faults, mix
 
 
@@ -272,6 +295,48 @@ class Partners:
         return app
 
 
+@dataclass
+class Post:
+    """One post the institution's FHIR endpoint got: its `webhook-id`, the document's
+    identifier (the report version's key) and what is wrong with it as a FHIR document."""
+
+    webhook_id: str
+    document: str
+    status: int
+    violations: list[str]
+
+
+@dataclass
+class Institution:
+    """The FHIR endpoint of the physicians' institution (`/fhir/<code>` on a loopback server):
+    it keeps each post's `webhook-id` and the document's identifier (never the document), checks
+    the document, and answers 200, or 500 while `failing`."""
+
+    failing: bool = False
+    received: list[Post] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/fhir/{institution}")
+        async def post(institution: str, request: Request) -> Response:
+            try:
+                bundle = json.loads(await request.body())
+            except ValueError:
+                bundle = None
+            wrong = violations(bundle) if isinstance(bundle, dict) else ["not JSON"]
+            if institution != FHIR_INSTITUTION:
+                wrong.append(f"posted to {institution}")
+            document = str(((bundle or {}).get("identifier") or {}).get("value", ""))
+            status = 500 if self.failing else 200
+            self.received.append(
+                Post(request.headers.get("webhook-id", ""), document, status, wrong)
+            )
+            return Response(status_code=status)
+
+        return app
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -287,6 +352,7 @@ class Figures:
     store_restarts: int = 0
     smtp_fail_seconds: float = 0.0
     partner_fail_seconds: float = 0.0
+    fhir_fail_seconds: float = 0.0
     service_restarts: int = 0
     events_published: int = 0
     events_republished: int = 0  # the same ce_id on a topic more than once (at-least-once)
@@ -306,6 +372,7 @@ class Figures:
     # Of them, submitted while the faults still happened (before the last one was over).
     translations_under_faults: dict[str, int] = field(default_factory=dict)
     translated_reports: int = 0  # reports that state their translation
+    physician_copies: dict[str, int] = field(default_factory=dict)  # told, per channel
     emails: int = 0
     email_copies: int = 0  # the same Message-ID received more than once (at-least-once)
     pro_emails: int = 0  # of `emails`, to the professionals
@@ -314,11 +381,15 @@ class Figures:
     repeated_emails: dict[str, int] = field(default_factory=dict)
     webhook_copies: int = 0  # successful deliveries of a webhook-id already delivered
     repeated_webhooks: dict[str, int] = field(default_factory=dict)
+    fhir_copies: int = 0  # successful FHIR posts of a webhook-id already posted
+    repeated_fhir: dict[str, int] = field(default_factory=dict)
     # Per lease job: seconds from its holder's SIGKILL to the next term of another copy.
     takeovers: dict[str, list[float]] = field(default_factory=dict)
     email_failed_attempts: int = 0
     webhook_deliveries: int = 0
     webhook_failed_attempts: int = 0
+    fhir_posts: int = 0  # successful posts to the institution's FHIR endpoint
+    fhir_failed_attempts: int = 0
     capacity_samples: int = 0
     max_load_ratio: float = 0.0
     lost: int = 0
@@ -341,11 +412,19 @@ class Figures:
 class Run:
     """One fault run over a started ServiceStack."""
 
-    def __init__(self, plan: Plan, stack: ServiceStack, partners: Partners, hooks_url: str):
+    def __init__(
+        self,
+        plan: Plan,
+        stack: ServiceStack,
+        partners: Partners,
+        hooks_url: str,
+        institution: Institution | None = None,
+    ):
         self.plan = plan
         self.stack = stack
         self.partners = partners
         self.hooks_url = hooks_url
+        self.institution = institution or Institution()
         self.faults, self.mix = schedule(plan)
         self.tag = f"chx{plan.seed}-{uuid.uuid4().hex[:8]}"
         self.figures = Figures(seed=plan.seed, cases=plan.cases)
@@ -356,6 +435,7 @@ class Run:
         self.capacity: dict[str, int] = {}
         self.cases: dict[str, CaseMix] = {}  # case id -> its mix
         self.emails: dict[str, str] = {}  # case id -> the patient's address
+        self.mail: dict[str, Counter[str]] = {}  # the run's mailboxes, as the audit read them
         self.partner_of: dict[str, str] = {}  # case id -> the partner it is shared with
         self.acting: dict[str, asyncio.Task[None]] = {}
         self.clients: dict[tuple[str, str], httpx.AsyncClient] = {}
@@ -490,9 +570,10 @@ class Run:
 
     async def file(self, mix: CaseMix) -> None:
         address = f"{self.tag}-p{mix.index}@exemple.fr"
-        body = case_body(specialty=mix_of(mix).specialty(mix, SPECIALTY))
+        path = mix_of(mix)
+        body = case_body(specialty=path.specialty(mix, SPECIALTY), **path.filing(self, mix))
         body["patient"] = {**body["patient"], "email": address, "preferred_language": "fr"}
-        scopes = ["review", *mix_of(mix).consents(mix)]
+        scopes = ["review", *path.consents(mix)]
         filer = self.filer(mix, "intake")
         if mix.filer != "patient":
             body["partner_reference"] = f"REF-{mix.index}"
@@ -638,10 +719,13 @@ class Run:
                 elif how == "after-send":
                     mails = MAIL_DIR.stat().st_mtime_ns
                     hooks = len(self.partners.received)
-                    while True:  # a new email in the sink, or a partner's new delivery
+                    posts = len(self.institution.received)
+                    while True:  # a new email in the sink, a partner's delivery, a FHIR post
                         if MAIL_DIR.stat().st_mtime_ns != mails:
                             break
                         if len(self.partners.received) != hooks:
+                            break
+                        if len(self.institution.received) != posts:
                             break
                         await asyncio.sleep(0.02)
 
@@ -725,6 +809,24 @@ class Run:
             self.partners.failing.discard("partner-b")
             f.partner_fail_seconds = round(time.monotonic() - began, 1)
             log("partner-b's endpoint works again")
+        elif fault.kind == "fhir":
+            log(f"the FHIR endpoint fails for {plan.fhir_fail_seconds:.0f} s or more")
+            began = time.monotonic()
+            self.institution.failing = True
+            await asyncio.sleep(plan.fhir_fail_seconds)
+            for _ in range(240):  # on until it refused a post and its retry, at least
+                if sum(p.status >= 500 for p in self.institution.received) >= 2:
+                    break
+                await asyncio.sleep(0.5)
+            self.institution.failing = False
+            f.fhir_fail_seconds = round(time.monotonic() - began, 1)
+            # As a coordinator would after an outage (nothing to do if it is still enabled).
+            coordinator = self.client("notify", f"{self.tag}-coord", "coordinator")
+            url = f"/v1/fhir-endpoints/{FHIR_INSTITUTION}/enable"
+            enabled = await retrying(lambda: coordinator.post(url))
+            if enabled.status_code != 200:
+                f.problem("", f"re-enabling the FHIR endpoint answered {enabled.status_code}")
+            log("the FHIR endpoint works again")
 
     # --- quiet --------------------------------------------------------------------------------
 
@@ -740,7 +842,7 @@ class Run:
             left.append(f"{len(not_ready) + len(ids) - len(intake)} cases not report_ready")
         if any(not t.done() for t in self.acting.values()):
             left.append("reviewers still acting")
-        for service in ("intake", "review", "reports"):
+        for service in ("intake", "review", "reports", "notify"):
             if await self.db(service)["outbox_hints"].count_documents({}):
                 left.append(f"{service} outbox pending")
         sends = await self.db("notify")["sends"].count_documents({"status": "queued"})
@@ -830,6 +932,7 @@ class Run:
         await self.audit_reports(by_case)
         await self.audit_notify(by_case)
         self.audit_webhooks(by_case)
+        await self.audit_fhir()
         for case_id, mix in self.cases.items():
             await mix_of(mix).audit_reads(self, case_id, mix)
         dead = await read_events(self.start_offsets, DLQS)
@@ -981,7 +1084,7 @@ class Run:
         professionals'), all sent, each arrived by its Message-ID; no other Message-ID in the
         run's mailboxes; the ids that arrived more than once counted (and kept)."""
         f = self.figures
-        mail = read_mailbox(self.tag)
+        self.mail = mail = read_mailbox(self.tag)
         arrived = Counter[str]()  # Message-ID -> arrivals, in every mailbox of the run
         for box in mail.values():
             arrived.update(box)
@@ -1010,7 +1113,8 @@ class Run:
             unsent = [s["_id"] for s in sends if s["status"] != "sent"]
             if unsent:
                 f.problem("lost", f"{case_id}: sends not sent {unsent}")
-            ids = {s["message_id"] for s in sends}
+            # The email sends' ids (a FHIR post's id is its `webhook-id`: audit_fhir).
+            ids = {s["message_id"] for s in sends if s.get("channel", "email") == "email"}
             known |= ids
             if lost := [i for i in ids if not arrived[i]]:
                 f.problem("lost", f"{case_id}: {len(lost)} emails never arrived")
@@ -1065,6 +1169,36 @@ class Run:
             if self.partner_of.get(h.case_id) != partner:
                 f.problem("", f"{partner} got {eid} of a case not shared with it")
 
+    async def audit_fhir(self) -> None:
+        """The institution's FHIR endpoint: every post a valid document with its `webhook-id`
+        (the cases' own copies: mixes.Physician); the ids posted more than once counted; the
+        endpoint enabled at the end, no post waiting for it."""
+        f = self.figures
+        posted = Counter[str]()  # webhook-id -> successful posts
+        wrong: dict[str, list[str]] = {}
+        for p in self.institution.received:
+            if not p.webhook_id:
+                f.problem("", f"a FHIR post of {p.document or 'no document'} has no webhook-id")
+            if p.violations:
+                wrong.setdefault(p.webhook_id, p.violations)
+            if p.status < 300:
+                posted[p.webhook_id] += 1
+            else:
+                f.fhir_failed_attempts += 1
+        for webhook_id, found in wrong.items():
+            f.problem("", f"FHIR post {webhook_id} is no valid document: {found[:3]}")
+        f.fhir_posts = sum(posted.values())
+        f.fhir_copies = sum(posted.values()) - len(posted)
+        f.repeated_fhir = dict(sorted((k, n) for k, n in posted.items() if n > 1)[:100])
+        if not any(m.params.get("channel") == "fhir" for m in self.cases.values()):
+            return
+        coordinator = self.client("notify", f"{self.tag}-coord", "coordinator")
+        listed = await retrying(lambda: coordinator.get("/v1/fhir-endpoints"))
+        states = listed.json().get("items", []) if listed.status_code == 200 else []
+        state = next((e for e in states if e["institution"] == FHIR_INSTITUTION), None)
+        if state is None or not state["enabled"] or state["waiting"]:
+            f.problem("stuck_cases", f"the FHIR endpoint at the end: {state or listed.status_code}")
+
 
 def fact_key(e: dict[str, Any]) -> str:
     """What an event states, independent of its id (two ids for one fact is a duplicate)."""
@@ -1082,6 +1216,7 @@ def fact_key(e: dict[str, Any]) -> str:
         "follow_up_id",
         "translation_id",
         "version",
+        "report_version",
         "second_reader_id",
     )
     return ":".join([t, *(str(d.get(k, "")) for k in keys)])
@@ -1125,15 +1260,14 @@ def expected_templates(events: list[dict[str, Any]]) -> Counter[str]:
         elif day != told:
             want["expected_date_changed"] += 1
         told = day
-    # Notify tells a report version newer than the last it told, in the order they arrive (one
-    # partition per case): a version published after a newer one (a relay's retry after a
-    # kill) is not told again.
-    reported = [e for e in events if e["type"] == "avis.report.ready.v1"]
-    newest = 0
-    for e in sorted(reported, key=lambda e: int(e.get("offset", 0))):
-        if (version := int(e["data"]["version"])) > newest:
-            want["report_updated" if newest else "report_ready"] += 1
-            newest = version
+    # The report versions notify tells (mixes.told_versions); the treating physician named,
+    # with the consent to share: a copy of each.
+    submitted = [e for e in events if e["type"] == "avis.case.submitted.v1"]
+    named = any(e["data"].get("physician") for e in submitted)
+    for n, _ in enumerate(told_versions(events)):
+        want["report_updated" if n else "report_ready"] += 1
+        if named:
+            want["physician_report"] += 1
     return want
 
 
@@ -1274,22 +1408,28 @@ async def chaos_stack(
     logs: Path,
     env: Mapping[str, str] | None = None,
     each: Mapping[str, Mapping[str, str]] | None = None,
-) -> AsyncIterator[tuple[ServiceStack, Partners, str]]:
-    """The four services as processes, with databases of their own, and the partners; `env`
-    over the run's settings, `each` over one service's."""
+) -> AsyncIterator[tuple[ServiceStack, Partners, str, Institution]]:
+    """The four services as processes, with databases of their own, the partners and the
+    physicians' institution's FHIR endpoint (set in notify; the document it posts is read from
+    the reports' first copy, its public address); `env` over the run's settings, `each` over
+    one service's."""
     from tests.support.basics import skip_history
 
     for service, topics in GROUP_TOPICS.items():
         await skip_history(f"avis-{service}", topics)
     run_id = uuid.uuid4().hex[:6]
     databases = {s: f"chaos_{plan.seed}_{run_id}_{s}" for s in GROUP_TOPICS}
-    partners = Partners()
+    partners, institution = Partners(), Institution()
     instances = dict.fromkeys(GROUP_TOPICS, plan.copies)
-    stack = ServiceStack(stack_env() | dict(env or {}), logs, databases, instances=instances)
-    for member in stack.members:
-        member.env = dict((each or {}).get(member.service, {}))
-    async with serve(partners.app()) as hooks_url, stack.running():
-        yield stack, partners, hooks_url
+    async with serve(partners.app()) as hooks_url, serve(institution.app()) as fhir_url:
+        endpoints = {FHIR_INSTITUTION: f"{fhir_url}/fhir/{FHIR_INSTITUTION}"}
+        settings = stack_env() | {"AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS": json.dumps(endpoints)}
+        stack = ServiceStack(settings | dict(env or {}), logs, databases, instances=instances)
+        stack.env = {"AVIS_REPORTS_PUBLIC_URL": stack.urls["reports"], **stack.env}
+        for member in stack.members:
+            member.env = dict((each or {}).get(member.service, {}))
+        async with stack.running():
+            yield stack, partners, hooks_url, institution
 
 
 async def run(
@@ -1310,8 +1450,8 @@ async def run(
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="avis-chaos-") as tmp:
         logs = logs or Path(tmp)
-        async with chaos_stack(plan, logs, env, each) as (stack, partners, hooks_url):
-            chaos = Run(plan, stack, partners, hooks_url)
+        async with chaos_stack(plan, logs, env, each) as (stack, partners, hooks_url, institution):
+            chaos = Run(plan, stack, partners, hooks_url, institution)
             try:
                 await chaos.setup()
                 log(f"run {chaos.tag}: {plan.cases} cases, faults: {len(chaos.faults)}")
@@ -1356,7 +1496,8 @@ def report(figures: Figures) -> str:
         f"kills {sum(f.kills.values())} {f.kills} by moment {f.kills_by_moment}",
         f"service restarts {f.service_restarts}",
         f"broker restarts {f.broker_restarts}  store restarts {f.store_restarts}",
-        f"SMTP failing {f.smtp_fail_seconds:.0f} s  partner failing {f.partner_fail_seconds:.0f} s",
+        f"SMTP failing {f.smtp_fail_seconds:.0f} s  partner failing {f.partner_fail_seconds:.0f} s"
+        f"  FHIR endpoint failing {f.fhir_fail_seconds:.0f} s",
         f"events published {f.events_published}  republished {f.events_republished}",
         f"declines {f.declines}  corrections {f.corrections}  report versions {f.report_versions}"
         f" (addenda {f.addenda})",
@@ -1367,12 +1508,15 @@ def report(figures: Figures) -> str:
         f"{f.second_reading_comments})",
         f"translations {f.translations} (under the faults {f.translations_under_faults})  "
         f"reports stating their translation {f.translated_reports}",
+        f"physician copies {f.physician_copies}  FHIR posts {f.fhir_posts} ({f.fhir_copies} of "
+        f"them copies, {f.fhir_failed_attempts} failed attempts)",
         f"emails {f.emails} (to professionals {f.pro_emails}; +{f.email_copies} copies, "
         f"{f.email_failed_attempts} failed attempts)  webhook deliveries "
         f"{f.webhook_deliveries} ({f.webhook_copies} of them copies, "
         f"{f.webhook_failed_attempts} failed attempts)",
         f"repeated sends: {len(f.repeated_emails)} Message-IDs {f.repeated_emails}, "
-        f"{len(f.repeated_webhooks)} webhook-ids {f.repeated_webhooks}",
+        f"{len(f.repeated_webhooks)} webhook-ids {f.repeated_webhooks}, "
+        f"{len(f.repeated_fhir)} FHIR webhook-ids {f.repeated_fhir}",
         f"capacity samples {f.capacity_samples}  max load/capacity {f.max_load_ratio:.2f}",
         f"lost {f.lost}  duplicated effects {f.duplicated_effects}  stuck cases {f.stuck_cases}",
         f"dead letters {f.dlq_records}  capacity violations {f.capacity_violations}",

@@ -17,7 +17,10 @@ translations come as one more row: a `Mix` with its steps and its audit.
   agreement, for some; agreement at once for the others;
 - `translation`: international review; the patient accepts it, and only specialists who read
   English take the cases of its specialty, so a translator takes the case into English before
-  the specialist opens it, and the opinion back into French before it is released.
+  the specialist opens it, and the opinion back into French before it is released;
+- `physician`: the patient names their treating physician and consents to send them the report;
+  some physicians get the email with the secure link, the others' institution has a FHIR
+  endpoint (served by the run, failing for a spell) that receives the report's FHIR document.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ SUMMARY_EN = "Joint pain in both hands since the winter, morning stiffness lasti
 OPINION_FR = OPINIONS[Language.FR]
 TRANSLATOR_NAME = "Hélène Vasseur-Grant"
 WAYS = ("to_specialist", "to_patient")
+# The treating physician: their institution takes reports at a FHIR endpoint (the run serves it
+# and sets it in notify), or not (the default draft's institution: the email with the link).
+PHYSICIAN_NAME = "Dr Anne-Sophie Roussel"
+FHIR_INSTITUTION = "CHAOS-FHIR"
+MAIL_INSTITUTION = "750712184"
 
 
 def of_type(events: Events, kind: str) -> Events:
@@ -81,6 +89,10 @@ class Mix:
     def consents(self, case: CaseMix) -> list[str]:
         """The consent scopes the patient gives beyond the review (and the partner's share)."""
         return []
+
+    def filing(self, run: Run, case: CaseMix) -> dict[str, Any]:
+        """The draft's fields this path sets over the common draft's."""
+        return {}
 
     async def setup(self, run: Run) -> None:
         """What the run sets once before filing (a coordinator's rule)."""
@@ -124,6 +136,17 @@ async def until(
 async def think(run: Run, case: CaseMix, what: str) -> None:
     rng = random.Random(f"{run.plan.seed}:{case.index}:{what}")
     await asyncio.sleep(rng.uniform(0, run.plan.think_seconds / 2))
+
+
+def told_versions(events: Events) -> list[int]:
+    """The report versions notify tells the patient of (and sends the physician a copy of):
+    each newer than the last it told, in the order they arrive (one partition per case); a
+    version published after a newer one (a relay's retry after a kill) is not told again."""
+    told: list[int] = []
+    for e in sorted(of_type(events, "report.ready"), key=lambda e: int(e.get("offset", 0))):
+        if (version := int(e["data"]["version"])) > (told[-1] if told else 0):
+            told.append(version)
+    return told
 
 
 def once(run: Run, case_id: str, what: str, n: int, want: int) -> None:
@@ -506,8 +529,101 @@ def case_summary() -> str:
     return str(case_body()["clinical_summary"])
 
 
+@dataclass
+class Physician(Mix):
+    """The patient names their treating physician, with the `share_with_physician` consent; each
+    report version the patient is told of is one copy for the physician: one send, one
+    `avis.report.physician-copy-sent.v1` (on notify's outbox), and either one email with the
+    secure link (by its Message-ID) or, where the institution has a FHIR endpoint, one post of
+    the report's FHIR document (by its `webhook-id`, the same on every attempt); a repeat under
+    the same id is counted in the figures, a copy under two ids is done twice. The endpoint is
+    the run's own and fails for a spell during the faults (chaos.py)."""
+
+    name: ClassVar[str] = "physician"
+    early: ClassVar[bool] = True  # its first case (a FHIR one) is told while the faults happen
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        return {"channel": "fhir" if nth % 2 == 0 else "email"}
+
+    def consents(self, case: CaseMix) -> list[str]:
+        return ["share_with_physician"]
+
+    def filing(self, run: Run, case: CaseMix) -> dict[str, Any]:
+        fhir = case.params["channel"] == "fhir"
+        physician = {
+            "name": PHYSICIAN_NAME,
+            "institution_code": FHIR_INSTITUTION if fhir else MAIL_INSTITUTION,
+            "email": physician_address(run, case),
+            "language": "fr",
+        }
+        return {"physician": physician}
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        """One copy told per report version told to the patient, by the case's channel."""
+        want = told_versions(events)
+        copies = of_type(events, "report.physician-copy-sent")
+        for version in want:
+            n = sum(1 for e in copies if e["data"]["report_version"] == version)
+            once(run, case_id, f"physician copies of version {version} told", n, 1)
+        if strays := {e["data"]["report_version"] for e in copies} - set(want):
+            run.figures.problem("duplicated_effects", f"{case_id}: copies of versions {strays}")
+        channel = case.params["channel"]
+        if others := {e["data"]["channel"] for e in copies} - {channel}:
+            run.figures.problem("", f"{case_id}: physician copies by {others}, not {channel}")
+        told = run.figures.physician_copies
+        told[channel] = told.get(channel, 0) + len(copies)
+
+    async def audit_reads(self, run: Run, case_id: str, case: CaseMix) -> None:
+        """Each copy's send went by the case's channel: the physician's email arrived in their
+        own mailbox (and nothing else did), or its document was posted under the send's id,
+        and under no other id (a FHIR physician gets no email)."""
+        f, channel = run.figures, case.params["channel"]
+        notify = run.db("notify")
+        doc = await notify["cases"].find_one({"_id": case_id}, {"notifications": 1})
+        sends = [
+            s
+            for s in await notify["sends"]
+            .find({"_id": {"$in": (doc or {}).get("notifications", [])}})
+            .to_list()
+            if s["template"] == "physician_report"
+        ]
+        if not sends:
+            f.problem("lost", f"{case_id}: no copy for the physician in notify")
+        if others := {s["channel"] for s in sends} - {channel}:
+            f.problem("", f"{case_id}: physician copies sent by {others}, not {channel}")
+        box = run.mail.get(physician_address(run, case), {})
+        ids = {s["message_id"] for s in sends}
+        if channel == "email":
+            if unseen := [i for i in ids if not box.get(i)]:
+                f.problem("lost", f"{case_id}: {len(unseen)} physician emails never arrived")
+            if strays := set(box) - ids:
+                f.problem("duplicated_effects", f"{case_id}: physician emails {strays} of no copy")
+            return
+        if box:
+            f.problem("", f"{case_id}: the physician of a FHIR institution got {len(box)} emails")
+        held = await run.db("reports")["cases"].find_one({"_id": case_id}, {"report_id": 1})
+        report_id = (held or {}).get("report_id", "")
+        for s in sends:
+            # The copy of a version is its document (its identifier is the version's key).
+            document = f"{report_id}:v{int(s['params'].get('version') or 1)}"
+            posted = {
+                p.webhook_id
+                for p in run.institution.received
+                if p.document == document and p.status < 300
+            }
+            wanted = s["message_id"].strip("<>")
+            if len(posted) > 1:
+                f.problem("duplicated_effects", f"{case_id}: {document} posted as {posted}")
+            elif wanted not in posted:
+                f.problem("lost", f"{case_id}: copy {wanted} never posted ({posted or 'none'})")
+
+
+def physician_address(run: Run, case: CaseMix) -> str:
+    return f"{run.tag}-dr{case.index}@cabinet.example"
+
+
 MIXES: dict[str, Mix] = {
-    m.name: m for m in (Information(), FollowUps(), SecondReading(), Translations())
+    m.name: m for m in (Information(), FollowUps(), SecondReading(), Translations(), Physician())
 }
 PLAIN = Mix()  # the cases on no later path
 
@@ -523,6 +639,7 @@ class Shares:
             "follow-up": 0.15,
             "second-reading": 0.12,
             "translation": 0.12,
+            "physician": 0.10,
         }
     )
 

@@ -1,7 +1,8 @@
 """The fault run, small and seeded: a few dozen cases through the four services as processes
-while each is SIGKILLed, the broker and the store are each stopped and started, the SMTP sink
-and one partner's endpoint fail for a while; then nothing is lost, nothing done twice
-(`make chaos` runs the full size; see tests/reliability/chaos.py)."""
+while each is SIGKILLed, the broker and the store are each stopped and started, the SMTP sink,
+one partner's endpoint and the physicians' institution's FHIR endpoint fail for a while; then
+nothing is lost, nothing done twice (`make chaos` runs the full size; see
+tests/reliability/chaos.py)."""
 
 import os
 
@@ -26,20 +27,26 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         store_down_seconds=5.0,
         smtp_fail_seconds=15.0,
         partner_fail_seconds=20.0,
+        fhir_fail_seconds=15.0,
         quiet_timeout=240.0,
     )
     tampered = Figures()
+    marked: dict[str, str] = {}  # the physicians' cases tampered with, and the copy's id
 
     async def audit_sees_tampering(chaos: Run) -> None:
         # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
         # another's report version taken away, a third's email send removed; on the later
         # paths, a follow-up question doubled in review and a professional's email removed, a
-        # translation doubled in review and the translator's email removed.
+        # translation doubled in review and the translator's email removed; a physician's FHIR
+        # copy taken from the endpoint's record, another physician's email send removed.
         nonlocal tampered
         asked = next(c for c, m in chaos.cases.items() if m.path == "follow-up")
         abroad = next(c for c, m in chaos.cases.items() if m.path == "translation")
+        named = [c for c, m in chaos.cases.items() if m.path == "physician"]
+        posted = next(c for c in named if chaos.cases[c].params["channel"] == "fhir")
+        mailed = next(c for c in named if chaos.cases[c].params["channel"] == "email")
         # Three other cases, so that each case's tampering reads as itself (whatever the seed).
-        first, second, third = [c for c in chaos.cases if c not in (asked, abroad)][:3]
+        first, second, third = [c for c in chaos.cases if c not in (asked, abroad, *named)][:3]
         rounds = chaos.db("review")["assignments"]
         held = next(r for r in await rounds.find({"case_id": asked}).to_list() if r["follow_ups"])
         await rounds.update_one(
@@ -72,6 +79,21 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         notified = await chaos.db("notify")["cases"].find_one({"_id": third})
         assert notified is not None
         await chaos.db("notify")["sends"].delete_one({"_id": notified["notifications"][0]})
+        sends = chaos.db("notify")["sends"]
+        copies = await chaos.db("notify")["cases"].find_one({"_id": posted})
+        assert copies is not None
+        sent = await sends.find_one(
+            {"_id": {"$in": copies["notifications"]}, "template": "physician_report"}
+        )
+        assert sent is not None
+        kept = sent["message_id"].strip("<>")
+        chaos.institution.received = [p for p in chaos.institution.received if p.webhook_id != kept]
+        marked.update(posted=posted, kept=kept, mailed=mailed)
+        copies = await chaos.db("notify")["cases"].find_one({"_id": mailed})
+        assert copies is not None
+        await sends.delete_one(
+            {"_id": {"$in": copies["notifications"]}, "template": "physician_report"}
+        )
         chaos.figures, tampered = Figures(), chaos.figures
         await chaos.audit()
         chaos.figures, tampered = tampered, chaos.figures
@@ -88,7 +110,13 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     )
     assert figures.problems == [], report(figures)
     # Each later path of the care pathway ran, through the faults (mixes.py).
-    assert set(figures.paths) == {"information", "follow-up", "second-reading", "translation"}
+    assert set(figures.paths) == {
+        "information",
+        "follow-up",
+        "second-reading",
+        "translation",
+        "physician",
+    }
     assert figures.information_answered and figures.information_expired, report(figures)
     assert figures.follow_ups_answered and figures.addenda == figures.follow_ups_answered
     assert figures.second_reading_comments and figures.pro_emails, report(figures)
@@ -98,6 +126,9 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     assert all(figures.translations.get(w) == figures.paths["translation"] for w in ways)
     assert all(figures.translations_under_faults.get(w) for w in ways), report(figures)
     assert figures.translated_reports == figures.paths["translation"], report(figures)
+    # The physician's copy: by email and posted to the FHIR endpoint, which refused for a while.
+    assert figures.physician_copies.get("email") and figures.physician_copies.get("fhir")
+    assert figures.fhir_posts and figures.fhir_failed_attempts, report(figures)
     said = "\n".join(tampered.problems)
     assert "timeline entry" in said, said
     assert "report versions for opinions" in said, said
@@ -106,3 +137,6 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     assert "sends missing {'pro_follow_up': 1}" in said, said
     assert "translation entries, expected 2" in said, said
     assert "sends missing {'pro_translation': 1}" in said, said
+    assert f"{marked['posted']}: copy {marked['kept']} never posted" in said, said
+    assert f"{marked['mailed']}: sends missing {{'physician_report': 1}}" in said, said
+    assert f"{marked['mailed']}: no copy for the physician in notify" in said, said
