@@ -34,12 +34,15 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
         # another's report version taken away, a third's email send removed; on the later
         # paths, a follow-up question doubled in review and a professional's email removed, a
-        # translation doubled in review and the translator's email removed.
+        # translation doubled in review and the translator's email removed; read twice and
+        # translated, the translation back doubled in review and counted again in the
+        # translator's load, and the second reading counted again in its reader's.
         nonlocal tampered
         asked = next(c for c, m in chaos.cases.items() if m.path == "follow-up")
         abroad = next(c for c, m in chaos.cases.items() if m.path == "translation")
+        twice = next(c for c, m in chaos.cases.items() if m.path == "translated-reading")
         # Three other cases, so that each case's tampering reads as itself (whatever the seed).
-        first, second, third = [c for c in chaos.cases if c not in (asked, abroad)][:3]
+        first, second, third = [c for c in chaos.cases if c not in (asked, abroad, twice)][:3]
         rounds = chaos.db("review")["assignments"]
         held = next(r for r in await rounds.find({"case_id": asked}).to_list() if r["follow_ups"])
         await rounds.update_one(
@@ -60,6 +63,18 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         assert told is not None
         await chaos.db("notify")["sends"].delete_one(
             {"_id": {"$in": told["notifications"]}, "template": "pro_translation"}
+        )
+        read = next(
+            r for r in await rounds.find({"case_id": twice}).to_list() if r["second_reading"]
+        )
+        back = next(t for t in read["translations"] if t["way"] == "to_patient")
+        await rounds.update_one({"_id": read["_id"]}, {"$push": {"translations": back}})
+        await chaos.db("review")["translators"].update_one(
+            {"_id": back["translator_id"]}, {"$push": {"open_translations": back["id"]}}
+        )
+        await chaos.db("review")["reviewers"].update_one(
+            {"_id": read["second_reading"]["reviewer_id"]},
+            {"$push": {"open_assignments": f"second:{read['_id']}"}},
         )
         intake = chaos.db("intake")["cases"]
         doc = await intake.find_one({"_id": first}, {"timeline": 1})
@@ -88,16 +103,26 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     )
     assert figures.problems == [], report(figures)
     # Each later path of the care pathway ran, through the faults (mixes.py).
-    assert set(figures.paths) == {"information", "follow-up", "second-reading", "translation"}
+    assert set(figures.paths) == {
+        "information",
+        "follow-up",
+        "second-reading",
+        "translation",
+        "translated-reading",
+    }
     assert figures.information_answered and figures.information_expired, report(figures)
     assert figures.follow_ups_answered and figures.addenda == figures.follow_ups_answered
     assert figures.second_reading_comments and figures.pro_emails, report(figures)
-    # International review: translated both ways, at least once each way while the faults
-    # happened, and every report of it states its translation.
+    # International review (read twice, for some): translated both ways, at least once each
+    # way while the faults happened, and every report of it states its translation.
     ways = ("to_specialist", "to_patient")
-    assert all(figures.translations.get(w) == figures.paths["translation"] for w in ways)
+    abroad = figures.paths["translation"] + figures.paths["translated-reading"]
+    assert all(figures.translations.get(w) == abroad for w in ways), report(figures)
     assert all(figures.translations_under_faults.get(w) for w in ways), report(figures)
-    assert figures.translated_reports == figures.paths["translation"], report(figures)
+    assert figures.translated_reports == abroad, report(figures)
+    assert figures.second_readings == sum(
+        figures.paths[p] for p in ("second-reading", "translated-reading")
+    ), report(figures)
     said = "\n".join(tampered.problems)
     assert "timeline entry" in said, said
     assert "report versions for opinions" in said, said
@@ -106,3 +131,6 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     assert "sends missing {'pro_follow_up': 1}" in said, said
     assert "translation entries, expected 2" in said, said
     assert "sends missing {'pro_translation': 1}" in said, said
+    assert "2 translations to_patient in review, expected 1" in said, said
+    assert "the second reader's load still counts the reading" in said, said
+    assert sum("the translator's load still counts" in p for p in tampered.problems) == 1, said
