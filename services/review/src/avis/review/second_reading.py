@@ -218,11 +218,18 @@ class SecondReadings:
 
         return held
 
-    async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
-        """Count the reading in its reader's load, after it is written (again: no change); one
-        nobody fitted is filed to be offered again when capacity frees (`rematch`)."""
+    async def file(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
+        """File a reading nobody fitted to be offered again when capacity frees (`rematch`),
+        before it is written: a stop between its write and its filing would leave it waiting
+        for a reader it is never offered to. Filed but not written (a stop before the write),
+        or matched since, `rematch` takes it off the list."""
         if reading.reviewer_id is None:
             await self.store.readings.waiting(doc.id)
+
+    async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
+        """Count the reading in its reader's load, after it is written (again: no change); one
+        nobody fitted is in no load (filed before its write: `file`)."""
+        if reading.reviewer_id is None:
             return
         await self.matcher.fence()
         async with self.locks.hold(lock_key("reviewer", reading.reviewer_id)):
@@ -290,12 +297,15 @@ class SecondReadings:
     # --- the second reader answers ----------------------------------------------------------------
 
     async def agree(self, *, principal: Principal, assignment_id: str) -> SecondReading:
-        """The second reader agrees: the opinion is released naming both (agreeing twice is a
-        no-op)."""
+        """The second reader agrees: the opinion is released naming both (agreeing twice writes
+        nothing more, but finishes what a stop after the agreement's write left: the reading
+        still in its reader's load, then the queue offered to the room it frees)."""
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc, reading = await self._reading(assignment_id)
             rules.check_second_reader(principal, reading.reviewer_id)
             if reading.state is SecondReadingState.AGREED:
+                if await self.matcher.release(principal.sub, rules.reading_load_id(doc.id)):
+                    await self.matcher.offer_queue()
                 return reading.view(doc, coordinator=False)
             rules.check_may_answer(reading.state)
             at = now()
