@@ -219,16 +219,12 @@ class SecondReadings:
         return held
 
     async def file(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
-        """File a reading nobody fitted to be offered again when capacity frees (`rematch`),
-        before it is written: a stop between its write and its filing would leave it waiting
-        for a reader it is never offered to. Filed but not written (a stop before the write),
-        or matched since, `rematch` takes it off the list."""
+        """File a reading nobody fitted to be offered again (`rematch`), before its write."""
         if reading.reviewer_id is None:
             await self.store.readings.waiting(doc.id)
 
     async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
-        """Count the reading in its reader's load, after it is written (again: no change); one
-        nobody fitted is in no load (filed before its write: `file`)."""
+        """Count the reading in its reader's load, after it is written (again: no change)."""
         if reading.reviewer_id is None:
             return
         await self.matcher.fence()
@@ -297,9 +293,8 @@ class SecondReadings:
     # --- the second reader answers ----------------------------------------------------------------
 
     async def agree(self, *, principal: Principal, assignment_id: str) -> SecondReading:
-        """The second reader agrees: the opinion is released naming both (agreeing twice writes
-        nothing more, but finishes what a stop after the agreement's write left: the reading
-        still in its reader's load, then the queue offered to the room it frees)."""
+        """The second reader agrees: the opinion is released naming both (agreeing again writes
+        nothing, but takes the reading out of the load if a stop left it there)."""
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc, reading = await self._reading(assignment_id)
             rules.check_second_reader(principal, reading.reviewer_id)
