@@ -5,8 +5,9 @@ the reviewers (some decline, most answer, a few correct their opinion), emails f
 SMTP sink. A seeded share of the cases takes the later paths of the care pathway (mixes.py: a
 request for more information, answered or left to expire; follow-up questions after the
 report; a second reading, with comments for some; an international review, translated both
-ways by a translator; the treating physician's copy of the report, by email or posted to their
-institution's FHIR endpoint), driven and audited by their own rows.
+ways by a translator; an international review read twice, the opinion read in English by a
+second reader before it is translated back; the treating physician's copy of the report, by
+email or posted to their institution's FHIR endpoint), driven and audited by their own rows.
 Meanwhile, on a seeded schedule, each service is SIGKILLed several times (at random moments,
 right after its relay published, right after notify sent), the broker and the store are each
 stopped once and started again, the SMTP sink fails for a while and so do one partner's
@@ -28,7 +29,8 @@ promises, counting the effects themselves:
 - one effect per event id in each consumer: intake's timeline entries, reports' versions,
   review's rounds, requests, follow-ups, readings and translations (and the translator's load
   released), notify's queued sends and deliveries, and one physician's copy told per report
-  version told; the report of a translated opinion states its translation;
+  version told; the report of a translated opinion states its translation (and, read twice,
+  names both readers);
 - no reviewer ever over capacity (sampled during the run, and from the rounds' times after);
 - nothing in any `<topic>.dlq`.
 

@@ -6,7 +6,8 @@ parameters, its driver's steps (before the opinion, the opinion itself, after it
 of the final round and of the case's events (review's requests, follow-ups and readings, each
 applied once). The common audit in `chaos.py` counts what every path shares (report versions,
 timeline entries, emails, webhooks) from the events themselves. International review's
-translations come as one more row: a `Mix` with its steps and its audit.
+translations come as one more row: a `Mix` with its steps and its audit; a row may combine two
+others (their steps in order, their audits and what their order must show).
 
 - `information`: the specialist asks the patient (or the filing partner) for more; the filer
   answers through intake, or the request is left to expire (the run's expiry is short);
@@ -21,6 +22,11 @@ translations come as one more row: a `Mix` with its steps and its audit.
 - `physician`: the patient names their treating physician and consents to send them the report;
   some physicians get the email with the secure link, the others' institution has a FHIR
   endpoint (served by the run, failing for a spell) that receives the report's FHIR document.
+- `translated-reading`: both of the last two, with the steps of their rows: an international
+  review whose specialist asks for a second reading; another English reader reads the opinion
+  as written (never through the translator), with comments once for some, and agrees; only
+  then is the opinion agreed translated back into French, and the report names both readers
+  and states the translation.
 """
 
 from __future__ import annotations
@@ -342,6 +348,14 @@ class SecondReading(Mix):
         return 2 if case.params["comment"] else 1
 
     def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        self.audit_reading(run, case_id, case, final, events)
+        released_once(run, case_id, events)
+
+    def audit_reading(
+        self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events
+    ) -> None:
+        """The reading in review (agreed, by its reason, by another reader) and its events,
+        each once."""
         f = run.figures
         held = reading(final)
         if held.get("state") != "agreed":
@@ -356,14 +370,17 @@ class SecondReading(Mix):
         once(run, case_id, "comments published", len(commented), len(comments))
         agreed = of_type(events, "review.second-reading-agreed")
         once(run, case_id, "agreements published", len(agreed), 1)
-        completed = of_type(events, "review.completed")
-        once(run, case_id, "opinions released", len(completed), 1)
         f.second_readings += 1
         f.second_reading_comments += len(comments)
 
 
 def reading(doc: Document) -> Document:
     return dict(doc.get("second_reading") or {})
+
+
+def released_once(run: Run, case_id: str, events: Events) -> None:
+    """The opinion released once (`avis.review.completed.v1`)."""
+    once(run, case_id, "opinions released", len(of_type(events, "review.completed")), 1)
 
 
 @dataclass
@@ -391,7 +408,7 @@ class Translations(Mix):
         rng = random.Random(f"{run.plan.seed}:translation")
         coordinator = run.client("review", f"{run.tag}-coord", "coordinator")
         for i in range(max(2, run.plan.reviewers // self.readers_per)):
-            rid = f"{run.tag}-en{i}"
+            rid = english_reader(run, i)
             run.capacity[rid] = rng.randint(*run.plan.capacity)
             body = {
                 "id": rid,
@@ -429,10 +446,17 @@ class Translations(Mix):
         await self.translate(run, case, aid, "to_patient", {"opinion": OPINION_FR})
 
     async def translate(
-        self, run: Run, case: CaseMix, aid: str, way: str, body: dict[str, Any]
+        self,
+        run: Run,
+        case: CaseMix,
+        aid: str,
+        way: str,
+        body: dict[str, Any],
+        opinion: Document = OPINION,
     ) -> str:
-        """The translator reads the source, takes the translation and submits it (a 409 after a
-        retry is fine once the round shows it taken, or done); its id."""
+        """The translator reads the source (back to the patient: `opinion`, the version
+        released), takes the translation and submits it (a 409 after a retry is fine once the
+        round shows it taken, or done); its id."""
         doc = await until(run, aid, lambda d: bool(translation(d, way)))
         tid = str(translation(doc, way)["id"])
         translator = run.client("review", translator_of(run), "translator")
@@ -443,7 +467,7 @@ class Translations(Mix):
         shown = (source.json().get("source") or {}) if source.status_code == 200 else {}
         if way == "to_specialist" and shown.get("summary") != wanted:
             run.figures.problem("", f"{case.case_id}: source of {tid} read {source.status_code}")
-        if way == "to_patient" and shown.get("opinion") != OPINION:
+        if way == "to_patient" and shown.get("opinion") != opinion:
             run.figures.problem("", f"{case.case_id}: source of {tid} read {source.status_code}")
         await run.step(
             aid,
@@ -464,6 +488,12 @@ class Translations(Mix):
         return tid
 
     def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        self.audit_translations(run, case_id, final, events)
+        released_once(run, case_id, events)
+
+    def audit_translations(self, run: Run, case_id: str, final: Document, events: Events) -> None:
+        """The round's two translations in review (one each way, done) and their events, each
+        once."""
         f = run.figures
         if not final.get("international"):
             f.problem("", f"{case_id}: the round is not an international review")
@@ -487,15 +517,16 @@ class Translations(Mix):
         known = {t["id"] for t in held}
         if strays := {e["data"]["translation_id"] for e in queued + done} - known:
             f.problem("duplicated_effects", f"{case_id}: translations published {strays}")
-        completed = of_type(events, "review.completed")
-        once(run, case_id, "opinions released", len(completed), 1)
 
     async def audit_reads(self, run: Run, case_id: str, case: CaseMix) -> None:
-        """The report states the translation (the French opinion, its translator, from English,
-        in both languages); the translator's load counts none of the case's translations."""
+        """The report states the translation; the translator's load is released."""
+        self.translation_stated(run, case_id, await report_of(run, case_id, case))
+        await self.load_released(run, case_id)
+
+    def translation_stated(self, run: Run, case_id: str, got: httpx.Response) -> None:
+        """The report (`got`, read over HTTP) states the translation: the French opinion, its
+        translator, from English, in both languages."""
         f = run.figures
-        reader = run.filer(case, "reports")
-        got = await run.retrying(lambda: reader.get(f"/v1/cases/{case_id}/report"))
         report = got.json() if got.status_code == 200 else {}
         stated = report.get("reviewer") or {}
         if (
@@ -510,11 +541,21 @@ class Translations(Mix):
             f.problem("lost", f"{case_id}: the report is not the translated opinion")
         else:
             f.translated_reports += 1
+
+    async def load_released(self, run: Run, case_id: str) -> None:
+        """The translator's load counts none of the case's translations."""
+        f = run.figures
         doc = await run.db("review")["translators"].find_one({"_id": translator_of(run)})
         rounds = await run.db("review")["assignments"].find({"case_id": case_id}).to_list()
         ids = {t["id"] for r in rounds for t in r.get("translations", [])}
         if left := [t for t in (doc or {}).get("open_translations", []) if t in ids]:
             f.problem("lost", f"{case_id}: the translator's load still counts {left}")
+
+
+async def report_of(run: Run, case_id: str, case: CaseMix) -> httpx.Response:
+    """The case's report as its filer reads it over HTTP."""
+    reader = run.filer(case, "reports")
+    return await run.retrying(lambda: reader.get(f"/v1/cases/{case_id}/report"))
 
 
 def translation(doc: Document, way: str) -> Document:
@@ -622,8 +663,107 @@ def physician_address(run: Run, case: CaseMix) -> str:
     return f"{run.tag}-dr{case.index}@cabinet.example"
 
 
+@dataclass
+class TranslatedReading(Mix):
+    """International review read twice: the case into English for the specialist, who asks for
+    a second reading; a second English reader reads the opinion as written (no translator
+    between them), comments once then agrees, or agrees at once; then the opinion agreed goes
+    back into French, which releases it naming both readers and its translator. The two rows'
+    own steps, in that order."""
+
+    name: ClassVar[str] = "translated-reading"
+    declines: ClassVar[bool] = False  # as the translation row's (a declined round's is left open)
+    early: ClassVar[bool] = True  # its first case meets the faults on the whole path
+    reading: SecondReading = field(default_factory=SecondReading)
+    abroad: Translations = field(default_factory=Translations)
+
+    def draw(self, nth: int, rng: random.Random) -> dict[str, Any]:
+        # At the first specialist's request: the coordinators' rule is for another specialty.
+        return {"way": "first_reader", "comment": nth % self.reading.comment_every == 0}
+
+    def specialty(self, case: CaseMix, default: str) -> str:
+        return self.abroad.specialty(case, default)
+
+    def consents(self, case: CaseMix) -> list[str]:
+        return self.abroad.consents(case)
+
+    async def before_accept(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        await self.abroad.before_accept(run, case, aid, http)
+
+    async def opinion(self, run: Run, case: CaseMix, aid: str, http: Any) -> None:
+        """The second reading of the English opinion, then its translation back (the version
+        agreed: corrected after comments), which releases it."""
+        await self.reading.opinion(run, case, aid, http)
+        agreed = CORRECTED if case.params["comment"] else OPINION
+        body = {"opinion": OPINION_FR}
+        await self.abroad.translate(run, case, aid, "to_patient", body, opinion=agreed)
+
+    def opinion_versions(self, case: CaseMix) -> int:
+        return self.reading.opinion_versions(case)
+
+    def audit(self, run: Run, case_id: str, case: CaseMix, final: Document, events: Events) -> None:
+        """Both rows' audits, and their order: the second reader is an English reader who read
+        the version released, agreed before the translation back was queued, and that
+        translation is of that version."""
+        f = run.figures
+        self.reading.audit_reading(run, case_id, case, final, events)
+        self.abroad.audit_translations(run, case_id, final, events)
+        released_once(run, case_id, events)
+        held, latest = reading(final), len(final.get("opinions", []))
+        if not str(held.get("reviewer_id")).startswith(english_reader(run, "")):
+            f.problem("", f"{case_id}: second reader {held.get('reviewer_id')} reads no English")
+        back = translation(final, "to_patient")
+        if held.get("version") != latest or back.get("version") != latest:
+            f.problem(
+                "",
+                f"{case_id}: read version {held.get('version')}, translated back "
+                f"{back.get('version')}, latest {latest}",
+            )
+        agreed = [e["data"]["seq"] for e in of_type(events, "review.second-reading-agreed")]
+        queued = [
+            e["data"]["seq"]
+            for e in of_type(events, "review.translation-queued")
+            if e["data"]["translation_id"] == back.get("id")
+        ]
+        if agreed and queued and max(agreed) >= min(queued):
+            f.problem("", f"{case_id}: translated back (seq {queued}) before agreed ({agreed})")
+
+    async def audit_reads(self, run: Run, case_id: str, case: CaseMix) -> None:
+        """The report names both readers and states the translation; the second reader's and
+        the translator's loads are released."""
+        f = run.figures
+        got = await report_of(run, case_id, case)
+        self.abroad.translation_stated(run, case_id, got)
+        rounds = await run.db("review")["assignments"].find({"case_id": case_id}).to_list()
+        final = max(rounds, key=lambda r: r["round"]) if rounds else {}
+        first, second = final.get("reviewer_id"), reading(final).get("reviewer_id")
+        stated = ((got.json() if got.status_code == 200 else {}).get("reviewer")) or {}
+        if (stated.get("name"), stated.get("second_reader")) != (
+            f"Reviewer {first}",
+            f"Reviewer {second}",
+        ) or not stated.get("second_reader_text"):
+            f.problem("lost", f"{case_id}: report {got.status_code} names not both readers")
+        reader = await run.db("review")["reviewers"].find_one({"_id": second})
+        if f"second:{final.get('_id')}" in (reader or {}).get("open_assignments", []):
+            f.problem("lost", f"{case_id}: the second reader's load still counts the reading")
+        await self.abroad.load_released(run, case_id)
+
+
+def english_reader(run: Run, n: int | str) -> str:
+    """The id of the run's `n`th English reader (of the translation rows' specialty)."""
+    return f"{run.tag}-en{n}"
+
+
 MIXES: dict[str, Mix] = {
-    m.name: m for m in (Information(), FollowUps(), SecondReading(), Translations(), Physician())
+    m.name: m
+    for m in (
+        Information(),
+        FollowUps(),
+        SecondReading(),
+        Translations(),
+        TranslatedReading(),
+        Physician(),
+    )
 }
 PLAIN = Mix()  # the cases on no later path
 
@@ -639,6 +779,7 @@ class Shares:
             "follow-up": 0.15,
             "second-reading": 0.12,
             "translation": 0.12,
+            "translated-reading": 0.06,
             "physician": 0.10,
         }
     )

@@ -37,16 +37,20 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         # The audit must see a lost and a doubled effect: one case's timeline entry doubled,
         # another's report version taken away, a third's email send removed; on the later
         # paths, a follow-up question doubled in review and a professional's email removed, a
-        # translation doubled in review and the translator's email removed; a physician's FHIR
-        # copy taken from the endpoint's record, another physician's email send removed.
+        # translation doubled in review and the translator's email removed; read twice and
+        # translated, the translation back doubled in review and counted again in the
+        # translator's load, and the second reading counted again in its reader's; a physician's
+        # FHIR copy taken from the endpoint's record, another physician's email send removed.
         nonlocal tampered
         asked = next(c for c, m in chaos.cases.items() if m.path == "follow-up")
         abroad = next(c for c, m in chaos.cases.items() if m.path == "translation")
+        twice = next(c for c, m in chaos.cases.items() if m.path == "translated-reading")
         named = [c for c, m in chaos.cases.items() if m.path == "physician"]
         posted = next(c for c in named if chaos.cases[c].params["channel"] == "fhir")
         mailed = next(c for c in named if chaos.cases[c].params["channel"] == "email")
         # Three other cases, so that each case's tampering reads as itself (whatever the seed).
-        first, second, third = [c for c in chaos.cases if c not in (asked, abroad, *named)][:3]
+        others = [c for c in chaos.cases if c not in (asked, abroad, twice, *named)]
+        first, second, third = others[:3]
         rounds = chaos.db("review")["assignments"]
         held = next(r for r in await rounds.find({"case_id": asked}).to_list() if r["follow_ups"])
         await rounds.update_one(
@@ -67,6 +71,18 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         assert told is not None
         await chaos.db("notify")["sends"].delete_one(
             {"_id": {"$in": told["notifications"]}, "template": "pro_translation"}
+        )
+        read = next(
+            r for r in await rounds.find({"case_id": twice}).to_list() if r["second_reading"]
+        )
+        back = next(t for t in read["translations"] if t["way"] == "to_patient")
+        await rounds.update_one({"_id": read["_id"]}, {"$push": {"translations": back}})
+        await chaos.db("review")["translators"].update_one(
+            {"_id": back["translator_id"]}, {"$push": {"open_translations": back["id"]}}
+        )
+        await chaos.db("review")["reviewers"].update_one(
+            {"_id": read["second_reading"]["reviewer_id"]},
+            {"$push": {"open_assignments": f"second:{read['_id']}"}},
         )
         intake = chaos.db("intake")["cases"]
         doc = await intake.find_one({"_id": first}, {"timeline": 1})
@@ -115,17 +131,22 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
         "follow-up",
         "second-reading",
         "translation",
+        "translated-reading",
         "physician",
     }
     assert figures.information_answered and figures.information_expired, report(figures)
     assert figures.follow_ups_answered and figures.addenda == figures.follow_ups_answered
     assert figures.second_reading_comments and figures.pro_emails, report(figures)
-    # International review: translated both ways, at least once each way while the faults
-    # happened, and every report of it states its translation.
+    # International review (read twice, for some): translated both ways, at least once each
+    # way while the faults happened, and every report of it states its translation.
     ways = ("to_specialist", "to_patient")
-    assert all(figures.translations.get(w) == figures.paths["translation"] for w in ways)
+    abroad = figures.paths["translation"] + figures.paths["translated-reading"]
+    assert all(figures.translations.get(w) == abroad for w in ways), report(figures)
     assert all(figures.translations_under_faults.get(w) for w in ways), report(figures)
-    assert figures.translated_reports == figures.paths["translation"], report(figures)
+    assert figures.translated_reports == abroad, report(figures)
+    assert figures.second_readings == sum(
+        figures.paths[p] for p in ("second-reading", "translated-reading")
+    ), report(figures)
     # The physician's copy: by email and posted to the FHIR endpoint, which refused for a while.
     assert figures.physician_copies.get("email") and figures.physician_copies.get("fhir")
     assert figures.fhir_posts and figures.fhir_failed_attempts, report(figures)
@@ -137,6 +158,9 @@ async def test_nothing_lost_nothing_done_twice_under_faults() -> None:
     assert "sends missing {'pro_follow_up': 1}" in said, said
     assert "translation entries, expected 2" in said, said
     assert "sends missing {'pro_translation': 1}" in said, said
+    assert "2 translations to_patient in review, expected 1" in said, said
+    assert "the second reader's load still counts the reading" in said, said
+    assert sum("the translator's load still counts" in p for p in tampered.problems) == 1, said
     assert f"{marked['posted']}: copy {marked['kept']} never posted" in said, said
     assert f"{marked['mailed']}: sends missing {{'physician_report': 1}}" in said, said
     assert f"{marked['mailed']}: no copy for the physician in notify" in said, said

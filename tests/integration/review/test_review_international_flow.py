@@ -242,3 +242,29 @@ async def test_a_second_readers_agreement_goes_on_to_the_translation_back(
     (completed,) = await stack.log.wait(case_id, COMPLETED)
     (agreement,) = stack.log.payloads(case_id, "avis.review.second-reading-agreed.v1")
     assert agreement["seq"] < queued_both[-1]["seq"] < completed["seq"]
+
+
+async def test_a_translation_stopped_before_its_release_leaves_the_load_when_sent_again(
+    stack: ReviewStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after the translation was written, before it left its translator's load: the
+    translator sending it again writes nothing more, but takes it out of their load."""
+    _, case_id, queued = await _abroad(stack, "paediatrics")
+    url = f"/v1/translations/{queued['translation_id']}"
+
+    async def stopped(*_: Any) -> None:
+        raise RuntimeError("stopped here")
+
+    async with stack.client(queued["translator_id"], "translator") as translator:
+        assert (await translator.post(f"{url}/take")).status_code == 200
+        monkeypatch.setattr(stack.review.store.translations, "release", stopped)
+        failed = await translator.put(f"{url}/text", json={"summary": "In English."})
+        monkeypatch.undo()
+        assert failed.status_code == 500, failed.text
+        assert await _state(stack, case_id) == "done"
+        assert await _counted(stack, queued) == (True, True), "the stop left it in the load"
+        again = await translator.put(f"{url}/text", json={"summary": "In English."})
+        assert again.status_code == 200, again.text
+    assert await _counted(stack, queued) == (True, False)
+    await stack.log.wait(case_id, "avis.review.translation-done.v1")
+    assert len(stack.log.of(case_id, "avis.review.translation-done.v1")) == 1

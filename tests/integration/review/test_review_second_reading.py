@@ -3,7 +3,9 @@ urgency holds the opinion until the second reader agrees, then it is released on
 agreement; with nobody else to read it the opinion waits, unmatched, until a reader frees up or
 joins (where the queue is offered); a withdrawn case closes the reading and takes it out of its
 reader's load; a correction after the agreement is read again, by the same reader only while
-they have room (full: it waits unmatched, as when nobody fits at first)."""
+they have room (full: it waits unmatched, as when nobody fits at first). Stopped half-way, an
+opinion's reading nobody fitted is still offered again, and an agreement sent again leaves its
+reader's load."""
 
 from typing import Any
 
@@ -211,3 +213,61 @@ async def test_a_correction_after_the_agreement_waits_while_its_reader_is_full(
     again = await stack.log.wait(case_id, REQUESTED, count=3)
     assert (again[-1]["second_reader_id"], again[-1]["version"]) == (second, 2)
     assert await _load(stack, second) == 1
+
+
+async def _stopped(*_: Any) -> None:
+    raise RuntimeError("stopped here")
+
+
+async def test_an_unmatched_reading_stopped_after_its_write_is_still_offered(
+    stack: ReviewStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped right after the opinion and its reading nobody fitted were written: the reading
+    is still offered again when a reader joins, not left waiting for nobody."""
+    p = unique("neu")
+    await stack.add_reviewer(f"{p}-1", ["neurology"], ["fr"])
+    case_id = await stack.submit("neurology")
+    await stack.log.wait(case_id, ASSIGNED)
+    first = await stack.assignment(case_id)
+    url = f"/v1/assignments/{first['id']}"
+    monkeypatch.setattr(stack.review.second, "count", _stopped)  # the stop, after the write
+    async with stack.client(first["reviewer_id"], "reviewer") as http:
+        assert (await http.post(f"{url}/accept")).status_code == 200
+        params = {"second_reading": "true"}
+        stopped = await http.post(f"{url}/opinion", params=params, json=OPINION)
+        assert stopped.status_code == 500, stopped.text
+    monkeypatch.undo()
+    (requested,) = await stack.log.wait(case_id, REQUESTED)
+    assert requested["second_reader_id"] is None
+    await stack.add_reviewer(f"{p}-2", ["neurology"], ["fr"])
+    again = await stack.log.wait(case_id, REQUESTED, count=2)
+    assert (again[-1]["second_reader_id"], again[-1]["version"]) == (f"{p}-2", 1)
+    assert await _load(stack, f"{p}-2") == 1
+
+
+async def test_an_agreement_stopped_before_its_release_is_finished_when_sent_again(
+    stack: ReviewStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after the agreement was written, before the reading left its reader's load:
+    agreeing again writes nothing more, but takes it out of the load."""
+    p = unique("pul")
+    await stack.add_reviewer(f"{p}-1", ["pulmonology"], ["fr"])
+    await stack.add_reviewer(f"{p}-2", ["pulmonology"], ["fr"])
+    first = await _answered(stack, "pulmonology", second_reading=True)
+    case_id = first["case_id"]
+    (requested,) = await stack.log.wait(case_id, REQUESTED)
+    second = requested["second_reader_id"]
+    assert await _load(stack, second) == 1
+    at = f"/v1/second-readings/{first['id']}/agreement"
+    async with stack.client(second, "reviewer") as http:
+        monkeypatch.setattr(stack.review.matcher, "release", _stopped)
+        stopped = await http.post(at)
+        monkeypatch.undo()
+        assert stopped.status_code == 500, stopped.text
+        assert await _load(stack, second) == 1, "the stop left the reading in the load"
+        again = await http.post(at)
+        assert again.status_code == 200, again.text
+    assert await _load(stack, second) == 0
+    await stack.log.wait(case_id, COMPLETED)
+    assert len(stack.log.of(case_id, AGREED)) == 1
+    assert len(stack.log.of(case_id, COMPLETED)) == 1

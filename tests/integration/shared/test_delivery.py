@@ -350,6 +350,63 @@ async def test_a_copy_publishes_another_copys_outbox_only_once_that_copy_is_gone
         await producer.stop()
 
 
+async def test_a_copys_events_written_while_another_copy_publishes_stay_hinted(
+    settings: CommonSettings, topic: str
+) -> None:
+    """Copy A's relay reads an aggregate's outbox and waits for the broker; meanwhile copy B
+    (another process: A's lock does not hold it) writes two events on the same aggregate, then
+    dies before publishing them. A's relay, done, must leave B's hint: the copy that adopts
+    B's hints publishes them."""
+    producer = await started(settings)
+    try:
+        aggregates = producer.db["aggregates"]
+        first = withdrawn(topic)
+        later = withdrawn(topic, first.subject)
+        read, broker_back = asyncio.Event(), asyncio.Event()
+
+        async def slow_send(ev: Event) -> Awaitable[None]:
+            ack = await producer.messaging.send(ev)
+            read.set()  # the outbox was read, what it held is on its way
+
+            async def acked() -> None:
+                await broker_back.wait()
+                await ack
+
+            return acked()
+
+        a = Relay("test", slow_send, producer.locks, writer="copy-a")
+        b = Relay("test", producer.messaging.send, producer.locks, writer="copy-b")
+        for relay in (a, b):
+            relay.watch(aggregates)
+        async with a.publishing(aggregates, first.subject):
+            await aggregates.insert_one(new_with_events({"_id": first.subject}, [first]))
+        publishing = asyncio.create_task(a.drain())
+        await read.wait()
+        async with b.publishing(aggregates, first.subject):  # then B is killed: never drained
+            await aggregates.update_one(
+                {"_id": first.subject}, with_events({"$set": {"status": "y"}}, [later])
+            )
+        broker_back.set()
+        assert await publishing == 1, "A published what it read"
+        left = await producer.db[HINTS].find({}).to_list()
+        assert [h["writer"] for h in left] == ["copy-b"], left
+
+        async def gone(copy: str) -> bool | None:
+            return False  # B's presence expired
+
+        adopting = Relay("test", producer.messaging.send, producer.locks, writer="copy-c")
+        adopting.alive = gone
+        adopting.watch(aggregates)
+        assert await adopting.drain() == 1, "B's event, published by the adopting copy"
+        doc = await aggregates.find_one({"_id": first.subject})
+        assert doc is not None and doc["outbox"] == [] and doc["outbox_pending"] == 0
+        assert await producer.db[HINTS].count_documents({}) == 0
+        records = await read_topic(topic, expect=2)
+        assert {dict(r.headers)["ce_id"].decode() for r in records} == {first.id, later.id}
+    finally:
+        await producer.stop()
+
+
 async def test_the_store_requests_are_counted_by_kind(settings: CommonSettings, topic: str) -> None:
     producer = await started(settings)
 

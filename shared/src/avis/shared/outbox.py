@@ -8,10 +8,14 @@ it never rewrites a document behind its writer's back.
 
 The relay's cost follows what is pending, never what is stored: it reads aggregates by `_id`
 only. A writer names the aggregate before its write (`Relay.publishing`): a small hint document
-(`outbox_hints`, `_id` = `<collection>:<aggregate id>`) is stored first, so a crash between the
-write and the publish, even of an instance that never comes back, is recovered by reading the
-hints (as many as there are pending aggregates), and the relay is woken with the id after the
-write. The hint goes once the aggregate's outbox is out.
+(`outbox_hints`, `_id` = `<collection>:<aggregate id>:<writer>`) is stored first, so a crash
+between the write and the publish, even of an instance that never comes back, is recovered by
+reading the hints (as many as there are pending aggregates), and the relay is woken with the id
+after the write. The hint goes once the aggregate's outbox is out, taken away by the relay that
+acts for its writer (the writer's own, or the one that adopted a gone copy's hint): one hint
+per writer, so a relay publishing an aggregate never takes away the hint another copy stored
+for events it wrote after the outbox was read (the lock does not reach that copy), which would
+leave them to that copy's memory alone, lost with it.
 
 With several copies of a service, the lock is only in one process: a relay that publishes
 another copy's aggregate could `$pull` beside that copy's next write, and the store's
@@ -57,8 +61,8 @@ def new_with_events(doc: Document, events: Sequence[Event]) -> Document:
     return {**doc, "outbox": [e.to_doc() for e in events], "outbox_pending": len(events)}
 
 
-def _hint_id(collection: str, aggregate_id: Any) -> str:
-    return f"{collection}:{aggregate_id}"
+def _hint_id(collection: str, aggregate_id: Any, writer: str) -> str:
+    return f"{collection}:{aggregate_id}:{writer}"
 
 
 # Hands an event to the producer; the returned awaitable completes on the broker's ack.
@@ -97,6 +101,8 @@ class Relay:
         self._wake = asyncio.Event()
         # Aggregates written since the last drain, by collection: the live path.
         self._pending: dict[str, set[Any]] = {}
+        # The hints of other writers this relay took (`recover`), taken away once out.
+        self._adopted: dict[tuple[str, Any], set[str]] = {}
         self._recovered_at: float | None = None
         # Pending events not yet acknowledged, for the backlog gauges: aggregate -> times.
         self._backlog: dict[tuple[str, Any], list[datetime]] = {}
@@ -118,7 +124,7 @@ class Relay:
             raise ValueError(f"the relay does not watch {collection.name!r}")
         now = datetime.now(UTC)
         await collection.database[HINTS].update_one(
-            {"_id": _hint_id(collection.name, aggregate_id)},
+            {"_id": _hint_id(collection.name, aggregate_id, self.writer)},
             {
                 "$set": {
                     "collection": collection.name,
@@ -181,6 +187,8 @@ class Relay:
                 old = _aware(hint["at"]).timestamp() < cutoff
                 if await self._ours(str(hint.get("writer") or ""), first, old, verdicts):
                     self._pending.setdefault(collection.name, set()).add(hint["aggregate"])
+                    key = (collection.name, hint["aggregate"])
+                    self._adopted.setdefault(key, set()).add(str(hint["_id"]))
                     found += 1
         self._recovered_at = time.monotonic()
         return found
@@ -254,9 +262,14 @@ class Relay:
                     )
                     self._backlog[(collection.name, aggregate_id)].pop(0)
                 for aggregate_id in ids:
-                    # Still under the lock: no writer has added to this outbox since it was read.
-                    await hints.delete_one({"_id": _hint_id(collection.name, aggregate_id)})
-                    self._backlog.pop((collection.name, aggregate_id), None)
+                    # Still under the lock: no writer of this copy added to this outbox since it
+                    # was read; another copy's may have, and its hint stays (its own relay's).
+                    key = (collection.name, aggregate_id)
+                    mine = {_hint_id(collection.name, aggregate_id, self.writer)}
+                    for hint_id in sorted(mine | self._adopted.get(key, set())):
+                        await hints.delete_one({"_id": hint_id})
+                    self._adopted.pop(key, None)
+                    self._backlog.pop(key, None)
             finally:
                 for *_, ack in sent:
                     if inspect.iscoroutine(ack):

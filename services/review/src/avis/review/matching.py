@@ -266,14 +266,16 @@ class Matcher:
         )
         return assignment_id
 
-    async def release(self, reviewer_id: str, assignment_id: str) -> None:
-        """Stop counting an ended assignment in its reviewer's load (if it still is); the
+    async def release(self, reviewer_id: str, assignment_id: str) -> bool:
+        """Stop counting an ended assignment in its reviewer's load (if it still is: True); the
         caller is inside `deciding()`."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
             reviewer = await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
                 await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)
+                return True
+        return False
 
     async def offer_queue(self) -> int:
         """Offer every waiting case, in queue order, to reviewers; caller is inside `deciding()`.

@@ -218,11 +218,14 @@ class SecondReadings:
 
         return held
 
-    async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
-        """Count the reading in its reader's load, after it is written (again: no change); one
-        nobody fitted is filed to be offered again when capacity frees (`rematch`)."""
+    async def file(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
+        """File a reading nobody fitted to be offered again (`rematch`), before its write."""
         if reading.reviewer_id is None:
             await self.store.readings.waiting(doc.id)
+
+    async def count(self, doc: AssignmentDoc, reading: ReadingEntry) -> None:
+        """Count the reading in its reader's load, after it is written (again: no change)."""
+        if reading.reviewer_id is None:
             return
         await self.matcher.fence()
         async with self.locks.hold(lock_key("reviewer", reading.reviewer_id)):
@@ -290,12 +293,14 @@ class SecondReadings:
     # --- the second reader answers ----------------------------------------------------------------
 
     async def agree(self, *, principal: Principal, assignment_id: str) -> SecondReading:
-        """The second reader agrees: the opinion is released naming both (agreeing twice is a
-        no-op)."""
+        """The second reader agrees: the opinion is released naming both (agreeing again writes
+        nothing, but takes the reading out of the load if a stop left it there)."""
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(assignment_id)):
             doc, reading = await self._reading(assignment_id)
             rules.check_second_reader(principal, reading.reviewer_id)
             if reading.state is SecondReadingState.AGREED:
+                if await self.matcher.release(principal.sub, rules.reading_load_id(doc.id)):
+                    await self.matcher.offer_queue()
                 return reading.view(doc, coordinator=False)
             rules.check_may_answer(reading.state)
             at = now()

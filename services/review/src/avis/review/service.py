@@ -570,6 +570,9 @@ class ReviewService:
             held = self.second.requested(doc, reading, at=at, seq=seq, ring=ring, to=reader)
             event = self.emitter.event("review.second-reading", held, trace=doc.traceparent)
         both = back[1] if back else None  # the round's translations, the one back queued
+        if reading is not None:  # filed first, a reading nobody fitted is offered again even
+            # if a stop follows its write (filed but never written: `rematch` drops it)
+            await self.second.file(doc, reading)
         await self.matcher.fence()
         kid, key = self.keyring.derive(rules.OPINION_DIGEST_PURPOSE)
         entry = OpinionEntry(

@@ -273,12 +273,14 @@ class Translations:
         self, *, principal: Principal, translation_id: str, body: TranslationBody
     ) -> Translation:
         """The translator who took it submits the translation; to the patient, the translated
-        opinion is released with it. The same translation again is a no-op."""
+        opinion is released with it. The same translation again writes nothing more, but
+        finishes what a stop after the write left: the translation still in their load."""
         aid = rules.assignment_of_translation(translation_id)
         async with self.matcher.deciding(), self.locks.hold(self.emitter.lock(aid)):
             doc, entry = await self._open(translation_id)
             rules.check_translation_access(principal, entry.translator_id)
             if not rules.may_write_translation(entry.state, entry.translator_id, principal.sub):
+                await self.store.translations.release(principal.sub, entry.id)
                 return entry.view(doc, at=now())
             texts = rules.translation_texts(entry.way, body)
             at = now()
