@@ -58,6 +58,7 @@ from avis.shared.observability import (
     EVENTS_PUBLISHED,
     HANDLER_SECONDS,
     HttpMetrics,
+    SpanBatching,
     StoreRequests,
     configure_logging,
     configure_tracing,
@@ -136,7 +137,14 @@ class Runtime:
         self.receives: tuple[str, ...] = ()
         self._raw_topics: list[str] = []
         configure_logging(self.service, settings.log_format, settings.log_level)
-        configure_tracing(self.service, settings.otel_exporter, settings.otel_endpoint)
+        configure_tracing(
+            self.service,
+            settings.otel_exporter,
+            settings.otel_endpoint,
+            SpanBatching(
+                settings.otel_queue_size, settings.otel_batch_size, settings.otel_delay_ms
+            ),
+        )
         self.mongo = connect(settings.mongo_url, listeners=[StoreRequests(self.service)])
         self.db: AsyncDatabase[Document] = self.mongo[settings.database]
         self.broker = make_broker(settings)

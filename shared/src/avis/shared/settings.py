@@ -114,6 +114,16 @@ class CommonSettings(BaseSettings):
         "none", validation_alias=shared_env("OTEL_EXPORTER")
     )  # none|console|otlp|zipkin
     otel_endpoint: str = Field("", validation_alias=shared_env("OTEL_ENDPOINT"))
+    # The batch span processor (with an exporter): spans it holds (one more ended while it is
+    # full is dropped: a broken trace), spans per export request, and the longest a span waits
+    # while fewer than a batch are held (a full batch goes at once). bench/README.md, "Tracing".
+    otel_queue_size: int = Field(
+        2048, ge=64, le=1_000_000, validation_alias=shared_env("OTEL_QUEUE_SIZE")
+    )
+    otel_batch_size: int = Field(
+        512, ge=1, le=100_000, validation_alias=shared_env("OTEL_BATCH_SIZE")
+    )
+    otel_delay_ms: int = Field(5000, ge=1, le=60_000, validation_alias=shared_env("OTEL_DELAY_MS"))
     log_format: str = Field("auto", validation_alias=shared_env("LOG_FORMAT"))  # auto|json|console
     log_level: str = Field("INFO", validation_alias=shared_env("LOG_LEVEL"))
 
