@@ -10,17 +10,21 @@ sides share the machine with the same processes.
 
 Per round it prints cases/s to report-ready, the services' CPU ms per case (the four summed) and
 Zipkin's, the spans each case cost (`avis_spans_ended_total`, summed over the services) and, in
-the on rounds, what became of them: exported, failed, or never exported (the batch processor's
-queue full: dropped, or still held). Then every case of an on round is looked up in Zipkin by
-the trace id its events carried: it is whole when its events carried one trace id and Zipkin
-holds spans of all four services under it. At the end: the on/off ratio of cases/s per pair,
-their median, and the median CPU per case of each side. Writes bench/results/tracing-<time>.json.
+the on rounds, what became of them: exported, failed, not exported (after a wait for the last
+batch: still held, or dropped) and dropped (the SDK's "Queue full" warnings in the services'
+logs: the batch processor's queue was full). Then every case of an on round is looked up in
+Zipkin by the trace id its events carried: it is whole when its events carried one trace id
+and Zipkin holds spans of all four services under it. At the end: the on/off ratio of cases/s
+per pair, their median, and the median CPU per case of each side. Writes
+bench/results/tracing-<time>.json.
 
 Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_tracing.py [--quick])
        --pairs P     pairs of rounds (default 3; at least 3 for a verdict)
        --cases N     cases per burst (default 40, quick 15)
        --budget S    seconds for the whole bench (default 540, quick 360): no pair starts that
                      the time left cannot hold
+       --profile     py-spy on notify during each burst: the share of its busy samples in the
+                     span exporter's thread and in any OpenTelemetry frame
 """
 
 import argparse
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_journey import RESULTS, machine
 from journey import ZIPKIN_PORT, JourneyStack, Variant, load_average, zipkin
+from pyspy import Profiler
 
 from tests.support.stack import SERVICES, ServiceStack
 
@@ -62,6 +67,22 @@ async def span_counts(stack: ServiceStack) -> dict[str, float]:
                         key = "exported" if sample.labels["outcome"] == "success" else "failed"
                         counts[key] += sample.value
     return counts
+
+
+async def flushed(stack: ServiceStack, wait_s: float) -> dict[str, float]:
+    """The span counts once every span ended has been exported, or after `wait_s` (the batch
+    processor sends what it holds at least every AVIS_OTEL_DELAY_MS)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts = await span_counts(stack)
+        if counts["ended"] <= counts["exported"] + counts["failed"] or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(1.0)
+
+
+def queue_full(logs: Path) -> int:
+    """Spans the batch processors dropped: the SDK logs a warning for each ("Queue full")."""
+    return sum(f.read_text(errors="replace").count("Queue full") for f in logs.glob("*.log"))
 
 
 async def whole_traces(js: JourneyStack, case_ids: list[str], wait_s: float) -> dict[str, Any]:
@@ -93,25 +114,61 @@ async def whole_traces(js: JourneyStack, case_ids: list[str], wait_s: float) -> 
         "broken": {c: missing.get(c) for c in list(todo)[:5]},
         "broken_count": len(todo),
         "zipkin_spans_per_case": round(statistics.mean(spans.values()), 1) if spans else 0,
+        "zipkin_spans_min_max": [min(spans.values()), max(spans.values())] if spans else [],
+    }
+
+
+def otel_share(path: Path) -> dict[str, float]:
+    """Of py-spy's samples (busy ones: it leaves idle threads out), the share inside the batch
+    processor's worker (encoding and sending) and inside any OpenTelemetry frame."""
+    total = export = otel = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        if "_shared_internal" in stack:
+            export += int(count)
+        if "opentelemetry" in stack:
+            otel += int(count)
+    return {
+        "samples": total,
+        "exporter_pct": round(100 * export / max(total, 1), 1),
+        "opentelemetry_pct": round(100 * otel / max(total, 1), 1),
     }
 
 
 async def one_round(
-    tracing: bool, index: int, n: int, warmup: int, deadline_s: float, flush_s: float
+    tracing: bool,
+    index: int,
+    n: int,
+    warmup: int,
+    deadline_s: float,
+    flush_s: float,
+    profile: str = "",
 ) -> dict[str, Any]:
-    """Fresh services, `warmup` cases, then the measured burst of `n`; the round's figures."""
+    """Fresh services, `warmup` cases, then the measured burst of `n`; the round's figures.
+    With `profile` (a service), py-spy samples its first copy during the burst."""
     variant = Variant(f"tracing-{'on' if tracing else 'off'}", tracing=tracing)
     started = time.monotonic()
+    sampled: dict[str, Any] = {}
     async with JourneyStack(variant).running() as js:
         assert js.stack is not None
         await js.round(warmup, 120.0)
         before_ids = set(js.cases)
         spans_before = await span_counts(js.stack)
+        profiler = None
+        if profile:
+            member = js.stack.of(profile)[0]
+            assert member.process is not None
+            path = RESULTS / f"tracing-profile-{profile}-{variant.name}-{index}-{STAMP}.txt"
+            profiler = Profiler(member.process.pid, path)
         figures = await js.round(n, deadline_s)
+        if profiler is not None:
+            sampled = profiler.stop(top=10) | otel_share(profiler.path)
         spans_after = await span_counts(js.stack)
         case_ids = [c for c in js.cases if c not in before_ids]
+        spans_flushed = await flushed(js.stack, flush_s if tracing else 0.0)
         traces = await whole_traces(js, case_ids, flush_s) if tracing else None
-        spans_flushed = await span_counts(js.stack)
+        dropped = queue_full(js.stack.logs)
     procs = figures["processes"]
     services_cpu = sum(v["cpu_s"] for k, v in procs.items() if k.split("-")[0] in SERVICES)
     through = figures["report_ready"] or 1
@@ -140,10 +197,12 @@ async def one_round(
             "not_exported": spans_flushed["ended"]
             - spans_flushed["exported"]
             - spans_flushed["failed"],
+            "dropped": dropped,
         }
         if tracing
         else {"ended": spans_flushed["ended"]},
         "traces": traces,
+        "profile": sampled,
         "round_seconds": round(time.monotonic() - started, 1),
         "load_average": figures["load_average"],
     }
@@ -157,14 +216,23 @@ def line(r: dict[str, Any]) -> str:
         f"{r['spans_per_case']} spans/case  {r['report_ready']}/{r['cases']} through  "
         f"load {r['load_average']['after'][0]}"
     )
+    if r["profile"]:
+        p = r["profile"]
+        text += (
+            f"\n      py-spy on {p.get('file')}: {p.get('samples')} busy samples, "
+            f"{p.get('exporter_pct')}% in the span exporter's thread, "
+            f"{p.get('opentelemetry_pct')}% in any OpenTelemetry frame"
+        )
     if r["timed_out"] or r["errors"]:
         text += f"  TIMED OUT {r['timed_out']} errors {r['errors']}"
     if r["traces"] is not None:
         t, s = r["traces"], r["spans"]
         text += (
             f"\n      traces whole {t['whole']}/{t['cases']} ({t['zipkin_spans_per_case']} spans "
-            f"each in Zipkin), spans ended {s['ended']:.0f} exported {s['exported']:.0f} "
-            f"failed {s['failed']:.0f} not exported {s['not_exported']:.0f}"
+            f"each in Zipkin, {t['zipkin_spans_min_max']}), spans ended {s['ended']:.0f} "
+            f"exported {s['exported']:.0f} "
+            f"failed {s['failed']:.0f} not exported {s['not_exported']:.0f} "
+            f"dropped {s['dropped']}"
         )
         if t["broken_count"] or t["several_trace_ids"]:
             text += f"\n      BROKEN {t['broken_count']} {t['broken']}"
@@ -213,6 +281,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "traces_whole": sum(r["traces"]["whole"] for r in on_rounds),
         "traces_checked": sum(r["traces"]["cases"] for r in on_rounds),
         "spans_not_exported": sum(r["spans"]["not_exported"] for r in on_rounds),
+        "spans_dropped": sum(r["spans"]["dropped"] for r in on_rounds),
     }
 
 
@@ -223,6 +292,7 @@ async def main() -> None:
     parser.add_argument("--cases", type=int, default=0)
     parser.add_argument("--budget", type=float, default=0)
     parser.add_argument("--label", default="")
+    parser.add_argument("--profile", action="store_true", help="py-spy on notify in each round")
     # `make bench` hands every bench the same arguments: the others' are not ours.
     args, _ = parser.parse_known_args()
     n = args.cases or (15 if args.quick else 40)
@@ -248,7 +318,9 @@ async def main() -> None:
             order = (False, True) if index % 2 == 0 else (True, False)
             for tracing in order:
                 deadline = max(60.0, min(30.0 + 4.0 * n, left / 2 - 60.0))
-                figures = await one_round(tracing, index, n, warmup, deadline, flush_s=30.0)
+                figures = await one_round(
+                    tracing, index, n, warmup, deadline, 20.0, "notify" if args.profile else ""
+                )
                 longest = max(longest, figures["round_seconds"])
                 rounds.append(figures)
                 print(line(figures), flush=True)
@@ -262,8 +334,8 @@ async def main() -> None:
         f"  median on/off: {result['median_cases_per_s_on_off']} x the cases/s, "
         f"{result['median_cpu_on_off']} x the CPU per case over {len(result['pairs'])} pairs; "
         f"traces whole {result['traces_whole']}/{result['traces_checked']}, spans not exported "
-        f"{result['spans_not_exported']:.0f}; load {load_average()}, "
-        f"{time.monotonic() - began:.0f} s"
+        f"{result['spans_not_exported']:.0f}, dropped {result['spans_dropped']}; "
+        f"load {load_average()}, {time.monotonic() - began:.0f} s"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"tracing-{STAMP}.json"
