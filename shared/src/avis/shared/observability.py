@@ -256,20 +256,22 @@ def span_exporter(exporter: str, endpoint: str = "", service: str = "") -> SpanE
 
 @dataclass(frozen=True)
 class SpanBatching:
-    """How the batch processor holds and sends ended spans (AVIS_OTEL_* settings)."""
+    """How the batch processor holds and sends ended spans (the AVIS_OTEL_* settings; why these
+    defaults: bench/README.md, "What tracing costs")."""
 
-    queue_size: int = 2048  # spans held; one more is dropped (a broken trace)
-    batch_size: int = 512  # spans per export request
-    delay_ms: int = 5000  # longest a span waits while the queue holds less than a batch
+    # Spans held for export; a span ended while it is full is dropped, and its trace broken.
+    queue_size: int = 8192
+    batch_size: int = 512  # spans per export request; a full batch goes at once
+    delay_ms: int = 5000  # the longest a span waits while fewer than a batch are held
 
 
-def configure_tracing(
+def tracer_provider(
     service: str,
     exporter: str = "none",
     endpoint: str = "",
     batching: SpanBatching = SpanBatching(),
 ) -> TracerProvider:
-    """Install the tracer provider: OTLP/HTTP or Zipkin when configured, console, or ids only."""
+    """A provider whose spans are counted and, with an exporter, batched to it."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"avis-{service}"}))
     provider.add_span_processor(CountEnded(service))
     chosen = span_exporter(exporter, endpoint, service)
@@ -282,11 +284,22 @@ def configure_tracing(
                 schedule_delay_millis=batching.delay_ms,
             )
         )
+    return provider
+
+
+def configure_tracing(
+    service: str,
+    exporter: str = "none",
+    endpoint: str = "",
+    batching: SpanBatching = SpanBatching(),
+) -> TracerProvider:
+    """Install the tracer provider: OTLP/HTTP or Zipkin when configured, console, or ids only."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         # A second app in one process (tests) shares the first provider: OpenTelemetry
         # allows setting it once.
         return current
+    provider = tracer_provider(service, exporter, endpoint, batching)
     trace.set_tracer_provider(provider)
     return provider
 
