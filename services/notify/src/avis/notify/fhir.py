@@ -1,13 +1,14 @@
 """The FHIR poster: the channel of the due-queue of sends posted to a physician's institution.
-Where the institution has a FHIR endpoint (AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS), the physician's
-copy of the report is its FHIR document, read through the physician's own link and posted there
-instead of an email, under the webhooks' rules, from the same settings: the webhook client (its
-URL and address checks, its deadline), their retry backoff and window, their cap on posts at
-once in all and per destination (`webhook_concurrency`, `webhook_per_subscription`: here, per
-institution), and the disabling of the endpoint after `webhook_disable_after_failures` failed
-posts in a row, or at once on 410 Gone (then its sends wait, until a coordinator enables it
-again or its URL is set anew; looked at again every `fhir_disabled_recheck_seconds`). Its queue is its own, so a slow endpoint never holds the emails. Its log lines say "fhir
-post"; they carry the send's id, codes and reasons, never the link, the document or a person."""
+Where the institution has a FHIR endpoint (AVIS_NOTIFY_PHYSICIAN_FHIR_ENDPOINTS), the
+physician's copy of the report is its FHIR document, read through the physician's own link and
+posted there instead of an email, under the webhooks' rules, from the same settings: the webhook
+client (its URL and address checks, its deadline), their retry backoff and window, their cap on
+posts at once in all and per destination (`webhook_concurrency`, `webhook_per_subscription`:
+here, per institution), and the disabling of the endpoint after `webhook_disable_after_failures`
+failed posts in a row, or at once on 410 Gone (then its sends wait, until a coordinator enables
+it again or its URL is set anew; looked at again every `fhir_disabled_recheck_seconds`). Its
+queue is its own, so a slow endpoint never holds the emails. Its log lines say "fhir post"; they
+carry the send's id, codes and reasons, never the link, the document or a person."""
 
 import random
 from contextlib import AbstractAsyncContextManager
