@@ -149,7 +149,7 @@ def warm_zipkin(batches: int = 40, size: int = 500) -> float:
         for b in range(batches):
             spans = [
                 {
-                    "traceId": f"{b:016x}{i:016x}",
+                    "traceId": f"{b + 1:016x}{i + 1:016x}",
                     "id": f"{i + 1:016x}",
                     "name": "warm-up",
                     "timestamp": now_us,
