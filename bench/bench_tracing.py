@@ -7,7 +7,7 @@ files a few warm-up cases, then a burst of N cases (the journey's driver: filers
 the partner's webhook, the patient's emails) and waits until each is through. Rounds go in pairs,
 off-on, then on-off, and so on. Zipkin runs for the whole bench (idle in the off rounds), so both
 sides share the machine with the same processes, and takes 20,000 made-up spans before the
-first round, so that no on round pays its JVM's warm-up.
+first round, so that the first on round pays less of its JVM's warm-up.
 
 Per round it prints cases/s to report-ready, the services' CPU ms per case (the four summed) and
 Zipkin's, the spans each case cost (`avis_spans_ended_total`, summed over the services) and, in
@@ -140,9 +140,9 @@ def otel_share(path: Path) -> dict[str, float]:
 
 
 def warm_zipkin(batches: int = 40, size: int = 500) -> float:
-    """Post made-up spans to Zipkin until its JVM has compiled its intake path (without this the
-    first on round pays Zipkin's warm-up: 14 to 23 CPU ms a case against 2 to 11 later); the
-    seconds it took."""
+    """Post made-up spans to Zipkin, so its JVM has begun compiling its intake path before the
+    first on round (without them that round cost Zipkin 14 to 23 CPU ms a case, the later ones
+    2 to 13); the seconds it took."""
     began = time.monotonic()
     now_us = int(time.time() * 1e6)
     with httpx.Client(base_url=f"http://127.0.0.1:{ZIPKIN_PORT}", timeout=30) as http:
