@@ -171,11 +171,14 @@ class Hooks:
 
 class Probe:
     """A consumer of the bench's own on the four topics: the first time each case's event of
-    each type was published. Calls `on_assigned` with each new assignment's payload."""
+    each type was published, and the trace ids they carried. Calls `on_assigned` with each new
+    assignment's payload."""
 
     def __init__(self, on_assigned: Callable[[dict[str, Any]], None]) -> None:
         self.on_assigned = on_assigned
         self.times: dict[str, dict[str, float]] = {}
+        # The trace ids each case's events carried (one, when the case's trace is kept whole).
+        self.traces: dict[str, set[str]] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -196,6 +199,9 @@ class Probe:
                     headers = {k: v.decode() for k, v in r.headers}
                     ce_type, subject = headers.get("ce_type", ""), headers.get("ce_subject", "")
                     seen = self.times.setdefault(subject, {})
+                    parent = headers.get("traceparent", "").split("-")
+                    if len(parent) == 4:
+                        self.traces.setdefault(subject, set()).add(parent[1])
                     if ce_type not in seen:
                         seen[ce_type] = r.timestamp / 1000
                         if ce_type == ASSIGNED:

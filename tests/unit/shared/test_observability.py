@@ -6,15 +6,26 @@ import json
 import pytest
 import structlog
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from avis.shared.observability import (
+    SPANS_ENDED,
+    SPANS_EXPORTED,
+    CountEnded,
     JsonSafeExporter,
+    SpanBatching,
     configure_logging,
     span_exporter,
     trace_id_of,
+    tracer_provider,
 )
+from avis.shared.settings import CommonSettings
 
 
 def test_sensitive_keys_are_redacted_at_any_depth(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,3 +124,37 @@ def test_every_configured_exporter_is_json_safe() -> None:
     assert span_exporter("none") is None
     with pytest.raises(ValueError, match="AVIS_OTEL_EXPORTER"):
         span_exporter("jaegr")
+
+
+def test_spans_ended_and_exported_are_counted() -> None:
+    """What the tracing bench reads: every span ended, and every span the exporter took."""
+    ended = SPANS_ENDED.labels("count-test")
+    exported = SPANS_EXPORTED.labels("count-test", "success")
+    before = ended._value.get(), exported._value.get()
+    provider = TracerProvider()
+    provider.add_span_processor(CountEnded("count-test"))
+    provider.add_span_processor(
+        SimpleSpanProcessor(JsonSafeExporter(InMemorySpanExporter(), "count-test"))
+    )
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("outer"), tracer.start_as_current_span("inner"):
+        pass
+    assert (ended._value.get(), exported._value.get()) == (before[0] + 2, before[1] + 2)
+
+
+def test_the_batch_processor_takes_the_settings_sizes() -> None:
+    batching = SpanBatching(queue_size=100, batch_size=10, delay_ms=50)
+    provider = tracer_provider("batch-test", "console", "", batching)
+    counted, batched = provider._active_span_processor._span_processors
+    assert isinstance(counted, CountEnded) and isinstance(batched, BatchSpanProcessor)
+    inner = batched._batch_processor
+    assert (inner._max_queue_size, inner._max_export_batch_size) == (100, 10)
+    assert inner._schedule_delay_millis == 50
+    provider.shutdown()
+    (counted,) = tracer_provider("batch-test")._active_span_processor._span_processors
+    assert isinstance(counted, CountEnded)
+
+
+def test_a_batch_larger_than_the_queue_is_refused() -> None:
+    with pytest.raises(ValueError, match="AVIS_OTEL_BATCH_SIZE"):
+        CommonSettings(service_name="t", otel_queue_size=100, otel_batch_size=200)

@@ -7,13 +7,14 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -185,15 +186,40 @@ def json_safe(span: ReadableSpan) -> ReadableSpan:
     )
 
 
+# Spans ended in this process, and those handed to the exporter by what it answered: after a
+# flush, ended - exported is what the batch processor dropped (its queue full) or still holds.
+SPANS_ENDED = Counter("avis_spans_ended_total", "Spans ended in this process", ["service"])
+SPANS_EXPORTED = Counter(
+    "avis_spans_exported_total",
+    "Spans handed to the trace exporter, by its answer (success, failure)",
+    ["service", "outcome"],
+)
+
+
+class CountEnded(SpanProcessor):
+    """Counts the spans ended (`avis_spans_ended_total`): what a case costs in spans."""
+
+    def __init__(self, service: str) -> None:
+        self.ended = SPANS_ENDED.labels(service)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """One more span ended."""
+        self.ended.inc()
+
+
 class JsonSafeExporter(SpanExporter):
     """Hands every span to `inner` in a form any encoder accepts, so no batch is dropped."""
 
-    def __init__(self, inner: SpanExporter) -> None:
+    def __init__(self, inner: SpanExporter, service: str = "") -> None:
         self.inner = inner
+        self.service = service
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export the spans, made JSON-safe."""
-        return self.inner.export([json_safe(s) for s in spans])
+        """Export the spans, made JSON-safe; count them by the exporter's answer."""
+        result = self.inner.export([json_safe(s) for s in spans])
+        outcome = "success" if result is SpanExportResult.SUCCESS else "failure"
+        SPANS_EXPORTED.labels(self.service, outcome).inc(len(spans))
+        return result
 
     def shutdown(self) -> None:
         """Shut the inner exporter down."""
@@ -204,7 +230,7 @@ class JsonSafeExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-def span_exporter(exporter: str, endpoint: str = "") -> SpanExporter | None:
+def span_exporter(exporter: str, endpoint: str = "", service: str = "") -> SpanExporter | None:
     """The exporter the settings name: `otlp` (OTLP/HTTP base URL), `zipkin` (Zipkin base URL,
     spans posted to /api/v2/spans), `console`, or None for `none`."""
     inner: SpanExporter
@@ -225,20 +251,55 @@ def span_exporter(exporter: str, endpoint: str = "") -> SpanExporter | None:
         raise ValueError(
             f"AVIS_OTEL_EXPORTER must be none, console, otlp or zipkin; got {exporter!r}"
         )
-    return JsonSafeExporter(inner)
+    return JsonSafeExporter(inner, service)
 
 
-def configure_tracing(service: str, exporter: str = "none", endpoint: str = "") -> TracerProvider:
-    """Install the tracer provider: OTLP/HTTP or Zipkin when configured, console, or ids only."""
+@dataclass(frozen=True)
+class SpanBatching:
+    """How the batch processor holds and sends ended spans (the AVIS_OTEL_* settings; why these
+    defaults: bench/README.md, "What tracing costs")."""
+
+    # Spans held for export; a span ended while it is full is dropped, and its trace broken.
+    queue_size: int = 8192
+    batch_size: int = 512  # spans per export request; a full batch goes at once
+    delay_ms: int = 5000  # the longest a span waits while fewer than a batch are held
+
+
+def tracer_provider(
+    service: str,
+    exporter: str = "none",
+    endpoint: str = "",
+    batching: SpanBatching = SpanBatching(),
+) -> TracerProvider:
+    """A provider whose spans are counted and, with an exporter, batched to it."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"avis-{service}"}))
-    chosen = span_exporter(exporter, endpoint)
+    provider.add_span_processor(CountEnded(service))
+    chosen = span_exporter(exporter, endpoint, service)
     if chosen is not None:
-        provider.add_span_processor(BatchSpanProcessor(chosen))
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                chosen,
+                max_queue_size=batching.queue_size,
+                max_export_batch_size=batching.batch_size,
+                schedule_delay_millis=batching.delay_ms,
+            )
+        )
+    return provider
+
+
+def configure_tracing(
+    service: str,
+    exporter: str = "none",
+    endpoint: str = "",
+    batching: SpanBatching = SpanBatching(),
+) -> TracerProvider:
+    """Install the tracer provider: OTLP/HTTP or Zipkin when configured, console, or ids only."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         # A second app in one process (tests) shares the first provider: OpenTelemetry
         # allows setting it once.
         return current
+    provider = tracer_provider(service, exporter, endpoint, batching)
     trace.set_tracer_provider(provider)
     return provider
 

@@ -3,7 +3,7 @@
 from typing import Literal
 
 from limits import parse_many
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["production", "development"]
@@ -114,6 +114,17 @@ class CommonSettings(BaseSettings):
         "none", validation_alias=shared_env("OTEL_EXPORTER")
     )  # none|console|otlp|zipkin
     otel_endpoint: str = Field("", validation_alias=shared_env("OTEL_ENDPOINT"))
+    # The batch span processor (with an exporter): spans it holds (one more ended while it is
+    # full is dropped: a broken trace), spans per export request, and the longest a span waits
+    # while fewer than a batch are held (a full batch goes at once). These take the place of
+    # OpenTelemetry's OTEL_BSP_* variables. bench/README.md, "What tracing costs".
+    otel_queue_size: int = Field(
+        8192, ge=64, le=1_000_000, validation_alias=shared_env("OTEL_QUEUE_SIZE")
+    )
+    otel_batch_size: int = Field(
+        512, ge=1, le=100_000, validation_alias=shared_env("OTEL_BATCH_SIZE")
+    )
+    otel_delay_ms: int = Field(5000, ge=1, le=60_000, validation_alias=shared_env("OTEL_DELAY_MS"))
     log_format: str = Field("auto", validation_alias=shared_env("LOG_FORMAT"))  # auto|json|console
     log_level: str = Field("INFO", validation_alias=shared_env("LOG_LEVEL"))
 
@@ -154,6 +165,16 @@ class CommonSettings(BaseSettings):
     # ttl + skew + ttl/3 seconds.
     lease_ttl_seconds: float = Field(9.0, gt=0, validation_alias=shared_env("LEASE_TTL_SECONDS"))
     lease_skew_seconds: float = Field(1.0, ge=0, validation_alias=shared_env("LEASE_SKEW_SECONDS"))
+
+    @field_validator("otel_batch_size")
+    @classmethod
+    def _batch_within_queue(cls, value: int, info: ValidationInfo) -> int:
+        queue = info.data.get("otel_queue_size")
+        if queue is not None and value > queue:
+            raise ValueError(
+                f"AVIS_OTEL_BATCH_SIZE ({value}) must be at most AVIS_OTEL_QUEUE_SIZE ({queue})"
+            )
+        return value
 
     @field_validator("rate_limit_writes")
     @classmethod
