@@ -261,12 +261,12 @@ async def test_the_coordinator_lands_on_the_board_and_sees_every_part(
     listed = [r for r in SEEN if r.url.path == "/v1/assignments"]
     assert listed and listed[-1].url.params["brief"] == "true", "rows only: no reason read"
     # The reviews by due date are the open ones, unless all or one status is chosen.
-    assert listed[-1].url.params.get_list("status") == ["assigned", "accepted"]
+    assert listed[-1].url.params.get_list("status") == ["accepted", "assigned"]
     for chosen, asked in (("all", []), ("declined", ["declined"]), ("nonsense", None)):
         again = await browser.get("/board", params={"assignment": chosen})
         assert again.status_code == 200, again.text
         sent = [r for r in SEEN if r.url.path == "/v1/assignments"][-1].url.params
-        assert sent.get_list("status") == (["assigned", "accepted"] if asked is None else asked)
+        assert sent.get_list("status") == (["accepted", "assigned"] if asked is None else asked)
     case = await browser.get(f"/board/cases/{CASE_ID}")
     assert case.status_code == 200, case.text
     assert "already declined this case" in case.text and "at capacity" in case.text

@@ -211,3 +211,9 @@ def test_a_time_says_in_which_zone_it_is_written() -> None:
     assert Texts(Language.EN, rules.zone_of("America/New_York")).when(moment) == (
         "4 Dec 2026, 11:30 EST"
     )
+
+
+def test_the_board_lists_the_open_rounds_unless_all_or_one_status_is_chosen() -> None:
+    assert rules.assignments_listed(None) == ["accepted", "assigned"]
+    assert rules.assignments_listed("all") is None
+    assert rules.assignments_listed("declined") == ["declined"]

@@ -34,9 +34,6 @@ CASE_STATUSES = (
     "withdrawn",
 )
 ASSIGNMENT_STATUSES = ("assigned", "accepted", "declined", "completed", "cancelled")
-# The reviews by due date list the open ones unless a status, or all of them, is chosen.
-OPEN_ASSIGNMENTS = ["assigned", "accepted"]
-ALL = "all"
 # A case may wait in review's queue while intake shows it submitted, or assigned (declined).
 WAITABLE = ("submitted", "assigned")
 # The board's first page of assignments and of cases: each row is a read of the services'
@@ -75,14 +72,17 @@ async def board(
 ) -> HTMLResponse:
     """The queue, the assignments soonest due first, the cases by status, the dead letters."""
     status = one_of(status, CASE_STATUSES)
-    assignment = one_of(assignment, (*ASSIGNMENT_STATUSES, ALL))
-    listed = OPEN_ASSIGNMENTS if assignment is None else None if assignment == ALL else [assignment]
+    assignment = one_of(assignment, (*ASSIGNMENT_STATUSES, rules.ALL_ASSIGNMENTS))
     late = overdue == "yes"
     who = token(session)
     queue, assignments, cases = await asyncio.gather(
         web.platform.queue(token=who),
         web.platform.assignments(
-            token=who, status=listed, overdue=late or None, brief=True, limit=BOARD_ROWS
+            token=who,
+            status=rules.assignments_listed(assignment),
+            overdue=late or None,
+            brief=True,
+            limit=BOARD_ROWS,
         ),
         web.platform.cases_by_status(token=who, status=status, limit=BOARD_ROWS),
     )

@@ -195,6 +195,18 @@ def reasoned_refusal(status: int, problem_type: str | None) -> str:
     return "board.keep.reason_invalid" if status == 422 else problem_message(status, problem_type)
 
 
+# The board's reviews by due date list the open rounds unless one status, or all, is chosen.
+ALL_ASSIGNMENTS = "all"
+
+
+def assignments_listed(chosen: str | None) -> list[str] | None:
+    """The statuses of the rounds the board lists (None: every status) for the choice made: the
+    open ones (`OPEN_ASSIGNMENTS`) unless one status, or all, is chosen."""
+    if chosen is None:
+        return sorted(OPEN_ASSIGNMENTS)
+    return None if chosen == ALL_ASSIGNMENTS else [chosen]
+
+
 def fhir_refusal(status: int, problem_type: str | None) -> str:
     """Why notify refused to re-enable a FHIR endpoint: an institution it has no endpoint for
     (404) said as such, anything else as any refusal."""
