@@ -637,19 +637,15 @@ class SlaWatch:
         (a stop between its end and its release) is released on the way, and the place it frees
         offered to the queue, as after a decline or an opinion."""
         store, matcher = self.review.store, self.review.matcher
-        work: list[tuple[str, AssignmentDoc]] = []
-        ended: list[tuple[str, AssignmentDoc]] = []
         reviewers = await store.all_reviewers()
         listed = await asyncio.gather(*(store.open_assignments(r) for r in reviewers))
-        for reviewer, docs in zip(reviewers, listed, strict=True):
-            for doc in docs:
-                (work if doc.status in ACTIVE else ended).append((reviewer.id, doc))
-        if ended:
+        pairs = [(r.id, doc) for r, docs in zip(reviewers, listed, strict=True) for doc in docs]
+        if ended := [(rid, doc.id) for rid, doc in pairs if doc.status not in ACTIVE]:
             async with matcher.deciding():
-                for reviewer_id, doc in ended:
-                    await matcher.release(reviewer_id, doc.id)
+                for reviewer_id, assignment_id in ended:
+                    await matcher.release(reviewer_id, assignment_id)
                 await matcher.offer_queue()
-        return [doc for _, doc in work]
+        return [doc for _, doc in pairs if doc.status in ACTIVE]
 
     async def watch(self, *, interval: float) -> None:
         """Keep the overdue gauge fresh until cancelled."""
