@@ -280,7 +280,8 @@ class Translations:
             doc, entry = await self._open(translation_id)
             rules.check_translation_access(principal, entry.translator_id)
             if not rules.may_write_translation(entry.state, entry.translator_id, principal.sub):
-                await self.store.translations.release(principal.sub, entry.id)
+                if entry.translator_id is not None:  # done: its translator's, whoever asks
+                    await self.store.translations.release(entry.translator_id, entry.id)
                 return entry.view(doc, at=now())
             texts = rules.translation_texts(entry.way, body)
             at = now()
