@@ -19,14 +19,14 @@ others (their steps in order, their audits and what their order must show).
 - `translation`: international review; the patient accepts it, and only specialists who read
   English take the cases of its specialty, so a translator takes the case into English before
   the specialist opens it, and the opinion back into French before it is released;
+- `translated-reading`: `second-reading` and `translation` together, with the steps of their
+  rows: an international review whose specialist asks for a second reading; another English
+  reader reads the opinion as written (never through the translator), with comments once for
+  some, and agrees; only then is the opinion agreed translated back into French, and the report
+  names both readers and states the translation;
 - `physician`: the patient names their treating physician and consents to send them the report;
   some physicians get the email with the secure link, the others' institution has a FHIR
   endpoint (served by the run, failing for a spell) that receives the report's FHIR document.
-- `translated-reading`: both of the last two, with the steps of their rows: an international
-  review whose specialist asks for a second reading; another English reader reads the opinion
-  as written (never through the translator), with comments once for some, and agrees; only
-  then is the opinion agreed translated back into French, and the report names both readers
-  and states the translation.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
+from avis.review.rules import reading_load_id
 from avis.shared.events import Language
 from tests.support.samples import OPINION, OPINIONS, case_body
 
@@ -744,7 +745,7 @@ class TranslatedReading(Mix):
         ) or not stated.get("second_reader_text"):
             f.problem("lost", f"{case_id}: report {got.status_code} names not both readers")
         reader = await run.db("review")["reviewers"].find_one({"_id": second})
-        if f"second:{final.get('_id')}" in (reader or {}).get("open_assignments", []):
+        if reading_load_id(str(final.get("_id"))) in (reader or {}).get("open_assignments", []):
             f.problem("lost", f"{case_id}: the second reader's load still counts the reading")
         await self.abroad.load_released(run, case_id)
 
