@@ -150,12 +150,7 @@ async def test_a_decline_offers_the_freed_place_to_a_case_waiting_at_capacity(
 ) -> None:
     """A full reviewer declines one case: the place it frees goes to the case waiting for
     them (nobody_fits: at_capacity), through the queue offered as after an opinion."""
-    p = unique("neu")
-    await stack.add_reviewer(f"{p}-1", ["neurology"], ["fr"], capacity=1)
-    first = await stack.submit("neurology")
-    await stack.log.wait(first, ASSIGNED)
-    waiting = await stack.submit("neurology")
-    await eventually(lambda: _waiting(stack, waiting))
+    p, first, waiting = await _full_with_one_waiting(stack, "neurology")
     async with stack.client() as http:
         queue = (await http.get("/v1/queue", params={"specialty": "neurology"})).json()
     (queued,) = [c for c in queue["items"] if c["case_id"] == waiting]
@@ -183,12 +178,7 @@ async def test_a_place_freed_by_the_sla_watch_goes_to_a_case_waiting_at_capacity
     """A process stopped between ending a round and releasing its reviewer leaves the round in
     the reviewer's load; the SLA watch releases it, and offers the freed place to the case
     waiting for that reviewer at capacity."""
-    p = unique("rhu")
-    await stack.add_reviewer(f"{p}-1", ["rheumatology"], ["fr"], capacity=1)
-    first = await stack.submit("rheumatology")
-    await stack.log.wait(first, ASSIGNED)
-    waiting = await stack.submit("rheumatology")
-    await eventually(lambda: _waiting(stack, waiting))
+    p, first, waiting = await _full_with_one_waiting(stack, "rheumatology")
 
     # The round ends (its opinion written) and the process stops before the release.
     ended = await stack.assignment(first)
@@ -248,6 +238,18 @@ async def test_a_case_nobody_fits_waits_until_a_coordinator_assigns_it(
 
 async def _waiting(stack: ReviewStack, case_id: str) -> bool:
     return case_id in await stack.queued()
+
+
+async def _full_with_one_waiting(stack: ReviewStack, specialty: str) -> tuple[str, str, str]:
+    """One reviewer of `specialty` at its capacity of 1, a first case assigned to them and a
+    second waiting for them; the reviewers' prefix and the two cases."""
+    p = unique(specialty[:3])
+    await stack.add_reviewer(f"{p}-1", [specialty], ["fr"], capacity=1)
+    first = await stack.submit(specialty)
+    await stack.log.wait(first, ASSIGNED)
+    waiting = await stack.submit(specialty)
+    await eventually(lambda: _waiting(stack, waiting))
+    return p, first, waiting
 
 
 async def test_withdrawal_releases_the_reviewer_and_leaves_the_queue(stack: ReviewStack) -> None:
