@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.support.basics import unique
-from tests.support.browser import CHROMIUM, chromium, watched_page
+from tests.support.browser import CHROMIUM, chromium, no_overflow, watched_page
 from tests.support.samples import pdf, png
 from tests.support.stack import ServiceStack
 
@@ -146,8 +146,3 @@ async def test_a_patient_files_a_case_with_two_records_and_submits(
     except Exception:
         print(stack.tails())
         raise
-
-
-async def no_overflow(page: Page, width: int) -> None:
-    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{page.url} is wider than {width}px by {overflow}px"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.support.browser import CHROMIUM, chromium, watched_page
+from tests.support.browser import CHROMIUM, chromium, no_overflow, watched_page
 from tests.support.samples import OPINION
 from tests.support.specialist import REVIEWER, file_a_case
 from tests.support.stack import ServiceStack
@@ -71,11 +71,6 @@ def stack(web_services: ServiceStack) -> ServiceStack:
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as running:
         yield running
-
-
-async def no_overflow(page: Page, width: int) -> None:
-    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{page.url} is wider than {width}px by {overflow}px"
 
 
 @pytest.mark.parametrize(("language", "width"), [("fr", 375), ("en", 1280)])

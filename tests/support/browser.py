@@ -118,6 +118,14 @@ async def _serve_axe(route: Route) -> None:
     await route.fulfill(body=AXE.read_bytes(), content_type="text/javascript")
 
 
+async def no_overflow(page: Page, width: int) -> None:
+    """The page fits its `width` (no scrolling sideways), measured once its stylesheet applies:
+    a check made between the page's text and its styles measures a page nobody sees."""
+    await page.wait_for_load_state("load")
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{page.url} is wider than {width}px by {overflow}px"
+
+
 @contextlib.asynccontextmanager
 async def watched_page(
     browser: Browser,
