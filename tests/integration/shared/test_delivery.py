@@ -407,6 +407,57 @@ async def test_a_copys_events_written_while_another_copy_publishes_stay_hinted(
         await producer.stop()
 
 
+async def test_a_drains_own_hints_go_in_one_request_and_a_hint_stored_again_stays(
+    settings: CommonSettings, topic: str
+) -> None:
+    """Five aggregates written, one drain: their five hints go in one delete. A write to one of
+    them between the drain's publishing and that delete (its lock is free by then) stores its
+    hint again: the delete leaves it, and the next drain publishes the new event."""
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        MONGO_URL, event_listeners=[commands], tz_aware=True
+    )
+    producer = await started(settings)
+    try:
+        aggregates = client[settings.database]["aggregates"]
+        hints = client[settings.database][HINTS]
+        relay = Relay("test", producer.messaging.send, producer.locks, writer="copy-a")
+        relay.watch(aggregates)
+        events = [withdrawn(topic) for _ in range(5)]
+        for event in events:
+            async with relay.publishing(aggregates, event.subject):
+                await aggregates.insert_one(new_with_events({"_id": event.subject}, [event]))
+        later = withdrawn(topic, events[0].subject)
+        forget = relay._forget_spent
+
+        async def written_meanwhile() -> None:
+            async with relay.publishing(aggregates, later.subject):
+                await aggregates.update_one(
+                    {"_id": later.subject}, with_events({"$set": {"status": "y"}}, [later])
+                )
+            await forget()
+
+        relay._forget_spent = written_meanwhile  # type: ignore[method-assign]
+        commands.seen.clear()
+        assert await relay.drain() == 5
+        deletes = [c for c in commands.seen if c.get("delete") == HINTS]
+        assert len(deletes) == 1, deletes
+        left = await hints.find({}).to_list()
+        assert [h["aggregate"] for h in left] == [later.subject], left
+
+        relay._forget_spent = forget  # type: ignore[method-assign]
+        assert await relay.drain() == 1, "the event written meanwhile, still hinted, goes out"
+        assert await hints.count_documents({}) == 0
+        records = await read_topic(topic, expect=6)
+        assert {dict(r.headers)["ce_id"].decode() for r in records} == {
+            *(e.id for e in events),
+            later.id,
+        }
+    finally:
+        await client.close()
+        await producer.stop()
+
+
 async def test_the_store_requests_are_counted_by_kind(settings: CommonSettings, topic: str) -> None:
     producer = await started(settings)
 

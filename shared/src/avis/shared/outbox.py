@@ -17,6 +17,13 @@ per writer, so a relay publishing an aggregate never takes away the hint another
 for events it wrote after the outbox was read (the lock does not reach that copy), which would
 leave them to that copy's memory alone, lost with it.
 
+A relay's own hints go together, one request at the end of each drain, rather than one request
+per aggregate: each hint carries a token of the write it guards (a new one at every write), and
+the delete names the hint and the token seen under the aggregate's lock, so a hint the writer
+stored again since (a newer write, its events not yet out) has another token and stays. A
+hint left by a crash before that delete names an outbox already out: its recovery reads the
+aggregate, publishes nothing and takes the hint away.
+
 With several copies of a service, the lock is only in one process: a relay that publishes
 another copy's aggregate could `$pull` beside that copy's next write, and the store's
 read-modify-write update would lose one of the two. So a hint names its writer (the copy), and
@@ -31,6 +38,7 @@ import asyncio
 import contextlib
 import inspect
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -103,6 +111,10 @@ class Relay:
         self._pending: dict[str, set[Any]] = {}
         # The hints of other writers this relay took (`recover`), taken away once out.
         self._adopted: dict[tuple[str, Any], set[str]] = {}
+        # The token of this copy's last hint per aggregate (set and taken under its lock), and
+        # the hints whose outbox is out, by collection: (hint id, token), deleted together.
+        self._tokens: dict[tuple[str, Any], str] = {}
+        self._spent: dict[str, list[tuple[str, str]]] = {}
         self._recovered_at: float | None = None
         # Pending events not yet acknowledged, for the backlog gauges: aggregate -> times.
         self._backlog: dict[tuple[str, Any], list[datetime]] = {}
@@ -123,6 +135,7 @@ class Relay:
         if collection.name not in self.collections:
             raise ValueError(f"the relay does not watch {collection.name!r}")
         now = datetime.now(UTC)
+        token = uuid.uuid4().hex
         await collection.database[HINTS].update_one(
             {"_id": _hint_id(collection.name, aggregate_id, self.writer)},
             {
@@ -131,10 +144,12 @@ class Relay:
                     "aggregate": aggregate_id,
                     "at": now,
                     "writer": self.writer,
+                    "token": token,
                 }
             },
             upsert=True,
         )
+        self._tokens[(collection.name, aggregate_id)] = token
         yield
         self.note(collection.name, aggregate_id)
 
@@ -225,6 +240,7 @@ class Relay:
                     batch = ids[: self.batch]
                     published += await self._relay(self.collections[name], batch)
                     del ids[: len(batch)]
+            await self._forget_spent()
         except BaseException:
             # What was not done stays queued for the next drain (and hinted in the store).
             for name, left in taken.items():
@@ -265,16 +281,31 @@ class Relay:
                     # Still under the lock: no writer of this copy added to this outbox since it
                     # was read; another copy's may have, and its hint stays (its own relay's).
                     key = (collection.name, aggregate_id)
-                    mine = {_hint_id(collection.name, aggregate_id, self.writer)}
-                    for hint_id in sorted(mine | self._adopted.get(key, set())):
+                    mine = _hint_id(collection.name, aggregate_id, self.writer)
+                    adopted = self._adopted.pop(key, set())
+                    token = self._tokens.pop(key, None)
+                    if token is not None:  # this copy's hint of its last write: with the others
+                        self._spent.setdefault(collection.name, []).append((mine, token))
+                        adopted.discard(mine)
+                    for hint_id in sorted(adopted):
                         await hints.delete_one({"_id": hint_id})
-                    self._adopted.pop(key, None)
                     self._backlog.pop(key, None)
             finally:
                 for *_, ack in sent:
                     if inspect.iscoroutine(ack):
                         ack.close()  # never awaited after a failure: the event stays pending
             return len(sent)
+
+    async def _forget_spent(self) -> None:
+        """Delete this copy's hints whose outbox is out, each only if not stored again since
+        (its token unchanged), in one request per collection and up to `batch` hints."""
+        for name in sorted(self._spent):
+            hints = self.collections[name].database[HINTS]
+            while spent := self._spent.get(name):
+                chunk = spent[: self.batch]
+                await hints.delete_many({"$or": [{"_id": i, "token": t} for i, t in chunk]})
+                del spent[: len(chunk)]
+            self._spent.pop(name, None)
 
     def measure(self) -> tuple[int, float]:
         """Update and return the backlog the relay knows of and the age of its oldest event."""
