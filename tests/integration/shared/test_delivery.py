@@ -421,7 +421,9 @@ async def test_a_drains_own_hints_go_in_one_request_and_a_hint_stored_again_stay
     try:
         aggregates = client[settings.database]["aggregates"]
         hints = client[settings.database][HINTS]
-        relay = Relay("test", producer.messaging.send, producer.locks, writer="copy-a")
+        relay = Relay(
+            "test", producer.messaging.send, producer.locks, writer="copy-a", forget_seconds=0
+        )
         relay.watch(aggregates)
         events = [withdrawn(topic) for _ in range(5)]
         for event in events:
@@ -453,6 +455,35 @@ async def test_a_drains_own_hints_go_in_one_request_and_a_hint_stored_again_stay
             *(e.id for e in events),
             later.id,
         }
+    finally:
+        await client.close()
+        await producer.stop()
+
+
+async def test_the_hints_of_drains_within_forget_seconds_go_together(
+    settings: CommonSettings, topic: str
+) -> None:
+    """Drains closer together than `forget_seconds` leave their hints to one later delete."""
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        MONGO_URL, event_listeners=[commands], tz_aware=True
+    )
+    producer = await started(settings)
+    try:
+        aggregates = client[settings.database]["aggregates"]
+        relay = Relay("test", producer.messaging.send, producer.locks, forget_seconds=3600)
+        relay.watch(aggregates)
+        for _ in range(3):
+            event = withdrawn(topic)
+            async with relay.publishing(aggregates, event.subject):
+                await aggregates.insert_one(new_with_events({"_id": event.subject}, [event]))
+            assert await relay.drain() == 1
+        deletes = [c for c in commands.seen if c.get("delete") == HINTS]
+        assert len(deletes) == 1, "the first drain's hint only"
+        assert await client[settings.database][HINTS].count_documents({}) == 2
+        await relay._forget_spent()
+        assert len([c for c in commands.seen if c.get("delete") == HINTS]) == 2
+        assert await client[settings.database][HINTS].count_documents({}) == 0
     finally:
         await client.close()
         await producer.stop()

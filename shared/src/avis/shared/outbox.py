@@ -17,8 +17,9 @@ per writer, so a relay publishing an aggregate never takes away the hint another
 for events it wrote after the outbox was read (the lock does not reach that copy), which would
 leave them to that copy's memory alone, lost with it.
 
-A relay's own hints go together, one request at the end of each drain, rather than one request
-per aggregate: each hint carries a token of the write it guards (a new one at every write), and
+A relay's own hints go together, one request a `forget_seconds` (a second) at most, rather
+than one request per aggregate: each hint carries a token of the write it guards (a new one at
+every write), and
 the delete names the hint and the token seen under the aggregate's lock, so a hint the writer
 stored again since (a newer write, its events not yet out) has another token and stays. A
 hint left by a crash before that delete names an outbox already out: its recovery reads the
@@ -94,6 +95,7 @@ class Relay:
         writer: str = "",
         alive: Alive | None = None,
         adopts: Callable[[], bool] = lambda: True,
+        forget_seconds: float = 1.0,
     ) -> None:
         self.service = service
         self.writer = writer  # this copy, named in its hints
@@ -115,6 +117,8 @@ class Relay:
         # the hints whose outbox is out, by collection: (hint id, token), deleted together.
         self._tokens: dict[tuple[str, Any], str] = {}
         self._spent: dict[str, list[tuple[str, str]]] = {}
+        self.forget_seconds = forget_seconds
+        self._forgot_at = -forget_seconds
         self._recovered_at: float | None = None
         # Pending events not yet acknowledged, for the backlog gauges: aggregate -> times.
         self._backlog: dict[tuple[str, Any], list[datetime]] = {}
@@ -240,7 +244,8 @@ class Relay:
                     batch = ids[: self.batch]
                     published += await self._relay(self.collections[name], batch)
                     del ids[: len(batch)]
-            await self._forget_spent()
+            if time.monotonic() - self._forgot_at >= self.forget_seconds:
+                await self._forget_spent()
         except BaseException:
             # What was not done stays queued for the next drain (and hinted in the store).
             for name, left in taken.items():
@@ -299,6 +304,7 @@ class Relay:
     async def _forget_spent(self) -> None:
         """Delete this copy's hints whose outbox is out, each only if not stored again since
         (its token unchanged), in one request per collection and up to `batch` hints."""
+        self._forgot_at = time.monotonic()
         for name in sorted(self._spent):
             hints = self.collections[name].database[HINTS]
             while spent := self._spent.get(name):
