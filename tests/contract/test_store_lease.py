@@ -163,7 +163,9 @@ async def test_sections_let_one_copy_in_at_a_time(
     final = (await counter.find_one({"_id": "n"}))["n"]  # type: ignore[index]
     observe(f"sections: 40 read-modify-writes of one document from two copies, final {final}")
     assert (most, final) == (1, 40)
-    assert await sections[0].sections.count_documents({}) == 0  # every way out deleted its entry
+    for section in sections:
+        await section.close()
+    assert await sections[0].sections.count_documents({}) == 0  # every entry deleted
 
 
 async def test_a_section_left_by_a_dead_copy_is_taken_after_its_term(
@@ -186,3 +188,42 @@ async def test_a_section_left_by_a_dead_copy_is_taken_after_its_term(
     assert (await db[SECTIONS].find_one({"_id": "case:busy"}))["token"] == "t2"  # type: ignore[index]
     async with asyncio.timeout(0.5), live.hold("list:busy"):  # another kind: this process's lock
         assert await db[SECTIONS].find_one({"_id": "list:busy"}) is None
+
+
+async def test_a_sections_entry_lingers_for_this_copy_and_the_others_get_in_after_it(
+    client_factory: ClientFactory, db_name: str, db: AsyncDatabase[Document]
+) -> None:
+    """Three holds of one aggregate in a row in one copy: one entry inserted, none deleted until
+    its linger is over. Another copy waiting gets in once it is; a leftover of this copy's own
+    is stepped over; an entry older than `reuse` is not taken over."""
+    a = Sections((await client_factory())[db_name][SECTIONS], "a", ["case"], linger=0.3)
+    b = Sections((await client_factory())[db_name][SECTIONS], "b", ["case"])
+    tokens = []
+    for _ in range(3):
+        async with a.hold("case:1"):
+            tokens.append((await db[SECTIONS].find_one({"_id": "case:1"}))["token"])  # type: ignore[index]
+    assert len(set(tokens)) == 1, "the holds in a row share one entry"
+    began = asyncio.get_running_loop().time()
+    async with asyncio.timeout(5), b.hold("case:1"):
+        entry = await db[SECTIONS].find_one({"_id": "case:1"})
+        assert entry is not None and entry["holder"] == "b"
+    assert asyncio.get_running_loop().time() - began < 2.0, "in once the linger is over"
+    await b.close()
+    assert await db[SECTIONS].count_documents({}) == 0
+
+    # A delete of ours that failed left an entry: this copy steps over it at once.
+    at = now()
+    leftover = {"_id": "case:2", "holder": "a", "token": "old", "expires_at": at + timedelta(1)}
+    await db[SECTIONS].insert_one(leftover)
+    async with asyncio.timeout(2), a.hold("case:2"):
+        assert (await db[SECTIONS].find_one({"_id": "case:2"}))["token"] != "old"  # type: ignore[index]
+
+    # Past `reuse`, a hold enters anew (so a busy aggregate lets the others in that often).
+    c = Sections(db[SECTIONS], "c", ["case"], linger=5.0, reuse=0.0)
+    async with c.hold("case:3"):
+        first = (await db[SECTIONS].find_one({"_id": "case:3"}))["token"]  # type: ignore[index]
+    async with asyncio.timeout(2), c.hold("case:3"):
+        assert (await db[SECTIONS].find_one({"_id": "case:3"}))["token"] != first  # type: ignore[index]
+    for section in (a, c):
+        await section.close()
+    assert await db[SECTIONS].count_documents({}) == 0

@@ -55,7 +55,9 @@ docs/replicas.md says which single actor uses which.
 
 Writes to one aggregate that may reach any copy (intake's HTTP writes beside the events its
 partition owner applies) take a lighter section of their own (`Sections`): one document per
-aggregate, inserted on the way in and deleted on the way out.
+aggregate, inserted on the way in and deleted a moment after the way out (`linger`), so that
+the writes that follow each other on one aggregate in this copy (a write, then its relay) share
+one entry.
 """
 
 import asyncio
@@ -374,15 +376,24 @@ class Sections(AggregateLocks):
     other in the store, never their own requests. Then the copy inserts `<key>` into the
     `sections` collection (its holder, a token of this entry, and `expires_at` = now + ttl on
     its clock): the duplicate-key error tells the others that someone is inside, and they try
-    again after `poll` (5 ms), doubling up to 100 ms. The way out deletes the document by its
-    token. An entry costs two store requests when nobody else is inside.
+    again after `poll` (5 ms), doubling up to 100 ms.
 
-    A copy that dies inside leaves its document behind. Once its `expires_at` plus `skew` has
-    passed on a waiter's clock, the waiter deletes that document (by its token, so a newer entry
-    is never touched) and inserts its own. A section is short (a read, a decision, a write), far
-    under the ttl; there is no fence, so a copy paused inside for longer than the ttl could
-    still write after another copy entered (the limit that `Lease` states for a write paused
-    between its check and itself).
+    The way out leaves the entry for `linger` (0.2 s) before deleting it (by its token, the
+    entries of that moment together in one request): a hold of the same aggregate in this copy
+    meanwhile takes the entry over at no cost, as long as it was inserted less than `reuse`
+    (ttl / 3) ago, so an aggregate busy here without a pause lets the others in at least that
+    often. A write and its relay's publication, the few writes of a case's first minute, cost
+    two store requests together instead of two each; another copy wanting the aggregate waits
+    up to `linger` longer. An entry of this copy's own met on the way in, when this copy's lock
+    is held and nobody here is inside, is a leftover of ours (a delete that failed): deleted by
+    its token, then entered anew. `close()` deletes what lingers (a clean stop).
+
+    A copy that dies inside, or within `linger` of its way out, leaves its document behind.
+    Once its `expires_at` plus `skew` has passed on a waiter's clock, the waiter deletes that
+    document (by its token, so a newer entry is never touched) and inserts its own. A section
+    is short (a read, a decision, a write), far under the ttl; there is no fence, so a copy
+    paused inside for longer than the ttl could still write after another copy entered (the
+    limit that `Lease` states for a write paused between its check and itself).
     """
 
     def __init__(
@@ -394,6 +405,8 @@ class Sections(AggregateLocks):
         ttl: float = 30.0,
         skew: float = 1.0,
         poll: float = 0.005,
+        linger: float = 0.2,
+        reuse: float | None = None,
         clock: Callable[[], datetime] = now,
     ) -> None:
         self.sections = collection
@@ -402,7 +415,12 @@ class Sections(AggregateLocks):
         self.ttl = ttl
         self.skew = skew
         self.poll = poll
+        self.linger = linger
+        self.reuse = ttl / 3 if reuse is None else reuse
         self.clock = clock
+        # Entries left on the way out, by key: (token, entered at, left at; monotonic).
+        self._lingering: dict[str, tuple[str, float, float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         super().__init__()
 
     @contextlib.asynccontextmanager
@@ -412,12 +430,58 @@ class Sections(AggregateLocks):
             if key.partition(":")[0] not in self.kinds:
                 yield
                 return
-            token = await self._enter(key)
+            left = self._lingering.pop(key, None)
+            if left is not None and time.monotonic() - left[1] < self.reuse:
+                token, entered = left[0], left[1]
+            else:
+                token, entered = await self._enter(key), time.monotonic()
             try:
                 yield
-            finally:
+            except BaseException:
                 with contextlib.suppress(PyMongoError):
                     await self.sections.delete_one({"_id": key, "token": token})
+                raise
+            self._lingering[key] = (token, entered, time.monotonic())
+            if self.linger <= 0:
+                await self._sweep(everything=True)
+            elif self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep_soon(), name="sections-sweep")
+
+    async def _sweep_soon(self) -> None:
+        """Delete the lingering entries once their `linger` is over, until none is left."""
+        while self._lingering:
+            oldest = min(left for _, _, left in self._lingering.values())
+            await asyncio.sleep(max(0.0, oldest + self.linger - time.monotonic()))
+            try:
+                await self._sweep()
+            except PyMongoError as exc:
+                log.debug("sections not deleted this time", error=type(exc).__name__)
+                await asyncio.sleep(self.linger)
+
+    async def _sweep(self, *, everything: bool = False) -> None:
+        """Delete the entries whose linger is over (or all), each by its token, in one request;
+        taken out of the lingering first, so a hold meanwhile enters anew."""
+        until = time.monotonic() - self.linger
+        done = {
+            key: token
+            for key, (token, _, left) in self._lingering.items()
+            if everything or left <= until
+        }
+        for key in done:
+            del self._lingering[key]
+        if done:
+            await self.sections.delete_many(
+                {"$or": [{"_id": key, "token": token} for key, token in done.items()]}
+            )
+
+    async def close(self) -> None:
+        """Delete every lingering entry now (a clean stop: the other copies need not wait)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        with contextlib.suppress(PyMongoError):
+            await self._sweep(everything=True)
 
     async def _enter(self, key: str) -> str:
         """Insert this entry's document once nobody else is inside; its token."""
@@ -445,6 +509,10 @@ class Sections(AggregateLocks):
             inside = await self.sections.find_one({"_id": key})
             if inside is None:
                 continue  # left meanwhile
+            if inside["holder"] == self.holder:
+                # Nobody here is inside (this copy's lock is held): a leftover of ours.
+                await self.sections.delete_one({"_id": key, "token": inside["token"]})
+                continue
             if inside["expires_at"] + timedelta(seconds=self.skew) < self.clock():
                 log.warning("section taken over", key=key, holder=inside["holder"])
                 await self.sections.delete_one({"_id": key, "token": inside["token"]})

@@ -361,6 +361,8 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.broker.stop()
         self.kafka_started = False
+        if isinstance(self.locks, Sections):
+            await self.locks.close()  # the other copies need not wait for what lingers
         await self.mongo.close()
 
     async def readiness(self) -> dict[str, str]:
