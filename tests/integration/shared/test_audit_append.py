@@ -75,9 +75,9 @@ async def test_an_append_after_the_last_entry_it_knows_is_an_insert_and_the_head
 ) -> None:
     (trail, requests), _, _ = copies
     case_id = unique("case")
-    first = await trail.append(case_id, read("sub-1"), T0)
+    first = await trail.append(case_id, read("sub-1", "case.create"), T0)
     assert first is not None and first.seq == 1
-    requests.taken()
+    assert requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")], "new case"
     second = await trail.append(case_id, read("sub-2"), T0 + timedelta(seconds=1))
     assert second is not None and (second.seq, second.prev) == (2, first.hash)
     assert requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")]
@@ -156,4 +156,23 @@ async def test_a_repeat_is_folded_only_into_the_true_last_entry(
     assert await a.append(case_id, read("sub-1"), T0 + timedelta(seconds=60), fold=FOLD) is None
     later = await a.append(case_id, read("sub-1"), T0 + timedelta(minutes=10), fold=FOLD)
     assert later is not None and later.seq == 4
+    assert await a.verify(case_id) is None
+
+
+async def test_a_copy_that_knows_nothing_of_a_case_appends_after_its_end_and_folds_into_it(
+    copies: tuple[Copy, Copy, Any],
+) -> None:
+    """A copy just started: a repeat of the case's last entry is folded into it (read from the
+    head), and a write lands after the last entry, though tried first as the case's first."""
+    (a, _), (b, _), _ = copies
+    case_id = unique("case")
+    for n in range(3):
+        await a.append(case_id, read("sub-1", f"case.step{n}"), T0 + timedelta(seconds=n))
+    assert (
+        await b.append(case_id, read("sub-1", "case.step2"), T0 + timedelta(seconds=9), fold=FOLD)
+        is None
+    )
+    fresh = AuditTrail(b.trail.database)  # and another, started after that
+    fourth = await fresh.append(case_id, read("sub-2", "case.update"), T0 + timedelta(seconds=10))
+    assert fourth is not None and fourth.seq == 4
     assert await a.verify(case_id) is None

@@ -20,7 +20,8 @@ Within the store contract (DESIGN.md section 4):
   is stepped past by probing the next `_id`s, by appends, pages and `verify` alike;
 - each process remembers the last entry it wrote or read of its most recent cases (`REMEMBERED`
   of them, least recently used forgotten), and appends after it without reading anything: the
-  insert, then the head, two requests. A memory another instance has overtaken meets a
+  insert, then the head, two requests (of a case it knows nothing of, the first entry is tried:
+  a new case's first entry costs the same). A memory another instance has overtaken meets a
   duplicate key, and the append reads the head and tries after it (or, where the head lags
   too, probes past it), as after any racing writer. A repeat is folded only into the true last
   entry: when the memory says it repeats, the next `_id` is probed first (another instance may
@@ -389,9 +390,13 @@ class AuditTrail:
         same access as the last entry, by the same person, within `fold` of it, is that entry
         (None: nothing written): a page that polls a status leaves one entry, not one a poll.
 
-        It starts from the last entry this process remembers of the case, else from the head
-        document: either may be behind the true end, which the insert finds out."""
-        end = self._ends.get(case_id) or await self.head(case_id)
+        It starts from the last entry this process remembers of the case; of a case it knows
+        nothing of, a repeat to fold starts from the head document, anything else is tried as
+        the first entry (a new case's, the usual cold start). Either may be behind the true
+        end, which the insert finds out."""
+        end = self._ends.get(case_id)
+        if end is None and fold is not None:
+            end = await self.head(case_id)
         if end is not None and fold is not None and end.repeats(record, at, fold):
             # Folded only into the true last entry: one written since would be dropped.
             end = await self._last(case_id, end)
