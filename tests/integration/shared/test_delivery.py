@@ -16,6 +16,8 @@ from avis.shared.events import (
     CaseSubmitted,
     Language,
     Question,
+    ReviewAccepted,
+    ReviewAssigned,
     Specialty,
     Urgency,
 )
@@ -24,13 +26,14 @@ from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
 from avis.shared.settings import CommonSettings
-from avis.shared.topics import inbox_days
+from avis.shared.topics import REVIEW_ASSIGNED, inbox_days
 from tests.support.basics import (
     KAFKA,
     MONGO_URL,
     eventually,
     make_settings,
     publish,
+    skip_history,
     unique,
 )
 from tests.support.consumer import Consumer, started, withdrawn
@@ -192,6 +195,41 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
             assert await consumer.count(today.id) == 1
     finally:
         await producer.stop()
+
+
+async def test_a_type_the_service_has_no_handler_for_leaves_no_inbox_marker() -> None:
+    """A topic carries types a service does nothing with (review's acceptances, for notify):
+    acknowledged without a look-up or a marker in the inbox; the handled ones as before."""
+    runtime = Runtime(make_settings())
+    handled: list[str] = []
+
+    async def on_assigned(event: Event, p: ReviewAssigned) -> None:
+        handled.append(event.id)
+
+    runtime.on(ReviewAssigned, on_assigned)
+    await skip_history(runtime.messaging.group_id, [REVIEW_ASSIGNED])
+    await runtime.start()
+    try:
+        await eventually(lambda: runtime.kafka_started)
+        case_id, now = unique("case"), datetime.now(UTC)
+        round_ = {"case_id": case_id, "assignment_id": unique("a"), "reviewer_id": "r1"}
+        accepted = Event.new(ReviewAccepted(**round_, accepted_at=now), "/avis/test")
+        assigned = Event.new(
+            ReviewAssigned(**round_, specialty="cardiology", assigned_at=now, due_at=now),
+            "/avis/test",
+        )
+        for event in (accepted, assigned):  # one case: one partition, in this order
+            await publish(runtime, event)
+        await eventually(lambda: assigned.id in handled)
+        assert await runtime.messaging.processed(assigned)
+        assert not await runtime.messaging.processed(accepted), "no marker for a type not handled"
+        labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": accepted.type}
+        skipped = REGISTRY.get_sample_value(
+            "avis_events_consumed_total", labels | {"outcome": "skipped"}
+        )
+        assert skipped is not None and skipped >= 1
+    finally:
+        await runtime.stop()
 
 
 async def test_poison_goes_to_dlq_with_reason_and_is_replayed(

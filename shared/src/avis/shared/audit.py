@@ -12,12 +12,20 @@ Within the store contract (DESIGN.md section 4):
   racing writer: take the next one);
 - each entry holds the previous entry's hash (`prev`, `GENESIS` for the first) and its own
   `hash`: SHA-256 over the canonical JSON of the entry with `prev`;
-- a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so an
-  append starts there and `verify` knows how many entries there should be (a removed last entry
-  shows); it is written by `_id` alone (a condition on `seq` beside it made the local store read
-  every head on each append), so a head behind the true end (a crash between the two writes,
-  or an earlier entry's head written last by another instance) is stepped past by probing the
-  next `_id`s, by appends, pages and `verify` alike;
+- a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so
+  `verify` knows how many entries there should be (a removed last entry shows) and an append
+  the process knows nothing of starts there; it is written by `_id` alone (a condition on `seq`
+  beside it made the local store read every head on each append), so a head behind the true end
+  (a crash between the two writes, or an earlier entry's head written last by another instance)
+  is stepped past by probing the next `_id`s, by appends, pages and `verify` alike;
+- each process remembers the last entry it wrote or read of its most recent cases (`REMEMBERED`
+  of them, least recently used forgotten), and appends after it without reading anything: the
+  insert, then the head, two requests (of a case it knows nothing of, the first entry is tried:
+  a new case's first entry costs the same). A memory another instance has overtaken meets a
+  duplicate key, and the append reads the head and tries after it (or, where the head lags
+  too, probes past it), as after any racing writer. A repeat is folded only into the true last
+  entry: when the memory says it repeats, the next `_id` is probed first (another instance may
+  have written after it);
 - the caller serialises appends to one case within the process (the case's lock); across
   instances the insert of a natural `_id` decides.
 
@@ -45,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +75,8 @@ GENESIS = "0" * 64
 SEQ_DIGITS = 10
 # How many entries are read together.
 BATCH = 200
+# How many cases' last entries a process remembers (a few hundred bytes each).
+REMEMBERED = 4096
 
 Outcome = Literal["allowed", "refused"]
 BreakKind = Literal["changed", "removed", "reordered", "rewritten"]
@@ -354,6 +365,8 @@ class AuditTrail:
         self.checkpoints = db[CHECKPOINTS]
         # The cases appended to since their heads were last anchored (avis.shared.anchors).
         self.unanchored: set[str] = set()
+        # The last entry this process wrote or read of its most recent cases (may lag).
+        self._ends: OrderedDict[str, AuditHead] = OrderedDict()
 
     async def head(self, case_id: str) -> AuditHead | None:
         """A case's head document (None: no entry yet)."""
@@ -375,24 +388,48 @@ class AuditTrail:
         """Add an entry at the end of a case's chain. The caller holds the case's lock; an entry
         another instance wrote at the same seq (duplicate key) is stepped past. With `fold`, the
         same access as the last entry, by the same person, within `fold` of it, is that entry
-        (None: nothing written): a page that polls a status leaves one entry, not one a poll."""
-        head = await self._last(case_id, await self.head(case_id))
-        if head is not None and fold is not None and head.repeats(record, at, fold):
-            return None
-        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        (None: nothing written): a page that polls a status leaves one entry, not one a poll.
+
+        It starts from the last entry this process remembers of the case; of a case it knows
+        nothing of, a repeat to fold starts from the head document, anything else is tried as
+        the first entry (a new case's, the usual cold start). Either may be behind the true
+        end, which the insert finds out."""
+        end = self._ends.get(case_id)
+        if end is None and fold is not None:
+            end = await self.head(case_id)
+        if end is not None and fold is not None and end.repeats(record, at, fold):
+            # Folded only into the true last entry: one written since would be dropped.
+            end = await self._last(case_id, end)
+            if end is not None and end.repeats(record, at, fold):
+                return None
         while True:
+            seq, prev = (end.seq, end.hash) if end else (0, GENESIS)
             entry = chained(case_id, seq + 1, prev, record, at)
             try:
                 await self.trail.insert_one(entry.to_doc())
                 break
             except DuplicateKeyError:  # a racing writer took this seq: go on after it
-                head = await self._last(case_id, head)
-                seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+                head = await self.head(case_id)
+                if head is not None and head.seq > seq:
+                    end = head  # the next insert finds out whether it is the end
+                else:  # the head lags too: step over what is past it
+                    end = await self._last(case_id, end)
         # By `_id` alone: another instance's later entry may have moved the head on already;
         # writing it back leaves a head that lags, which the next reader steps past.
         await self.heads.replace_one({"_id": case_id}, AuditHead.of(entry).to_doc(), upsert=True)
+        self._remember(AuditHead.of(entry))
         self.unanchored.add(case_id)
         return entry
+
+    def _remember(self, end: AuditHead | None) -> AuditHead | None:
+        """Remember `end` as its case's last entry (unless one further on is remembered), as
+        the most recently used."""
+        if end is not None:
+            self._ends[end.id] = _later(self._ends.get(end.id), end) or end
+            self._ends.move_to_end(end.id)
+            if len(self._ends) > REMEMBERED:
+                self._ends.popitem(last=False)
+        return end
 
     def take_unanchored(self) -> list[str]:
         """The cases appended to since the last call (to anchor now), forgotten here."""
@@ -412,7 +449,7 @@ class AuditTrail:
         seq = head.seq if head else 0
         while (beyond := await self._entry(case_id, seq + 1)) is not None:
             head, seq = AuditHead.of(beyond), beyond.seq
-        return head
+        return self._remember(head)
 
     async def _batch(self, case_id: str, seqs: Sequence[int]) -> dict[int, AuditEntry]:
         """Entries by position, read by `_id` in one request."""
@@ -486,6 +523,13 @@ class AuditTrail:
         """Every case with a trail (reads all head documents: for the offline `verify` only)."""
         async for doc in self.heads.find({}, {"_id": 1}).sort("_id", 1):
             yield str(doc["_id"])
+
+
+def _later(one: AuditHead | None, other: AuditHead | None) -> AuditHead | None:
+    """Whichever of two heads of a case is further on the chain."""
+    if one is None or (other is not None and other.seq > one.seq):
+        return other
+    return one
 
 
 async def verify_all(

@@ -180,8 +180,12 @@ class Messaging:
 
         return acked()
 
-    def subscribe(self, topic: str, handler: Handler) -> None:
-        """Consume `topic` in this service's group: the effect first, the offset after."""
+    def subscribe(
+        self, topic: str, handler: Handler, handles: Callable[[str], bool] | None = None
+    ) -> None:
+        """Consume `topic` in this service's group: the effect first, the offset after. Given
+        `handles`, an event of a type it says no to has no effect here: acknowledged without
+        touching the inbox (no look-up, no marker)."""
         workers = self.settings.consumer_workers
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
@@ -196,11 +200,17 @@ class Messaging:
             partition_assignment_strategy=ASSIGNORS,
         )
         async def consume(msg: KafkaMessage) -> None:
-            await self.process(msg.raw_message, handler)
+            await self.process(msg.raw_message, handler, handles)
             await msg.ack()
 
-    async def process(self, record: ConsumerRecord[bytes, bytes], handler: Handler) -> str:
-        """Apply one record's effect exactly once; returns the outcome."""
+    async def process(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        handler: Handler,
+        handles: Callable[[str], bool] | None = None,
+    ) -> str:
+        """Apply one record's effect exactly once; returns the outcome ("skipped": a type
+        `handles` says this service does nothing with)."""
         topic = record.topic
         headers = dict(record.headers or ())
         try:
@@ -208,6 +218,9 @@ class Messaging:
         except PoisonMessage as exc:
             await self.dead_letter(record, str(exc), attempts=1)
             return "dead-lettered"
+        if handles is not None and not handles(event.type):
+            EVENTS_CONSUMED.labels(self.service, topic, event.type, "skipped").inc()
+            return "skipped"
         marker = f"{self.group_id}:{event.id}"
         structlog.contextvars.bind_contextvars(event_id=event.id, case_id=event.subject)
         try:

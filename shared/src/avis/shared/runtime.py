@@ -242,9 +242,11 @@ class Runtime:
         self._raw_topics.append(topic)
         self._subscribe(topic, handler)
 
-    def _subscribe(self, topic: str, handler: Handler) -> None:
+    def _subscribe(
+        self, topic: str, handler: Handler, handles: Callable[[str], bool] | None = None
+    ) -> None:
         self.receives += (topic,)
-        self.messaging.subscribe(topic, handler)
+        self.messaging.subscribe(topic, handler, handles)
 
     def on(self, payload_type: type[P], handler: Callable[[Event, P], Awaitable[None]]) -> None:
         """Handle the events of `payload_type` with the idempotent consumer.
@@ -260,17 +262,23 @@ class Runtime:
         EVENTS_CONSUMED.labels(self.service, topic, ce_type, "applied")  # at 0 from the start
         HANDLER_SECONDS.labels(self.service, topic)
         if topic not in self.receives:
-            self._subscribe(topic, self._dispatch)
+            # The types registered are the ones handled: the others on the topic (another
+            # service's concern) are acknowledged without a look-up or marker in the inbox.
+            self._subscribe(topic, self._dispatch, self.handles)
 
     def received(self) -> list[Declared]:
         """What this service consumes: the types registered with `on`, the topics consumed
         whole with `subscribe`."""
         return [*self._raw_topics, *(EVENT_TYPES[t][1] for t in self._handlers)]
 
+    def handles(self, ce_type: str) -> bool:
+        """Whether this service does anything with events of `ce_type` (a handler registered)."""
+        return ce_type in self._handlers
+
     async def _dispatch(self, event: Event, payload: Payload) -> None:
         handler = self._handlers.get(event.type)
         if handler is None:
-            # Another type of a topic this service reads: acknowledged and skipped.
+            # Another type of a topic this service reads (skipped before the inbox already).
             return
         await handler(event, payload)
 
