@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -119,6 +120,15 @@ async def tolerant_parse(
         return message
 
 
+class InboxUse(StrEnum):
+    """What the inbox does for one type of event a service consumes."""
+
+    FULL = "full"  # looked up before the handler (a redelivery stops there), marked after it
+    MARK = "mark"  # marked after the handler only: the handler's own write records the event
+    # and its own rule turns a redelivery away (intake's timeline), so a look-up saves nothing
+    NONE = "none"  # no handler: acknowledged, no look-up, no marker
+
+
 class Messaging:
     """Publishing and consuming for one service, on top of its broker and its own database."""
 
@@ -181,11 +191,11 @@ class Messaging:
         return acked()
 
     def subscribe(
-        self, topic: str, handler: Handler, handles: Callable[[str], bool] | None = None
+        self, topic: str, handler: Handler, inbox_use: Callable[[str], InboxUse] | None = None
     ) -> None:
-        """Consume `topic` in this service's group: the effect first, the offset after. Given
-        `handles`, an event of a type it says no to has no effect here: acknowledged without
-        touching the inbox (no look-up, no marker)."""
+        """Consume `topic` in this service's group: the effect first, the offset after.
+        `inbox_use` says, by event type, what the inbox does for it (`InboxUse`; all of it
+        without)."""
         workers = self.settings.consumer_workers
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
@@ -200,17 +210,17 @@ class Messaging:
             partition_assignment_strategy=ASSIGNORS,
         )
         async def consume(msg: KafkaMessage) -> None:
-            await self.process(msg.raw_message, handler, handles)
+            await self.process(msg.raw_message, handler, inbox_use)
             await msg.ack()
 
     async def process(
         self,
         record: ConsumerRecord[bytes, bytes],
         handler: Handler,
-        handles: Callable[[str], bool] | None = None,
+        inbox_use: Callable[[str], InboxUse] | None = None,
     ) -> str:
         """Apply one record's effect exactly once; returns the outcome ("skipped": a type
-        `handles` says this service does nothing with)."""
+        this service does nothing with)."""
         topic = record.topic
         headers = dict(record.headers or ())
         try:
@@ -218,25 +228,31 @@ class Messaging:
         except PoisonMessage as exc:
             await self.dead_letter(record, str(exc), attempts=1)
             return "dead-lettered"
-        if handles is not None and not handles(event.type):
+        use = InboxUse.FULL if inbox_use is None else inbox_use(event.type)
+        if use == InboxUse.NONE:
             EVENTS_CONSUMED.labels(self.service, topic, event.type, "skipped").inc()
             return "skipped"
         marker = f"{self.group_id}:{event.id}"
         structlog.contextvars.bind_contextvars(event_id=event.id, case_id=event.subject)
         try:
-            return await self._apply(record, event, marker, handler)
+            return await self._apply(record, event, marker, handler, use == InboxUse.FULL)
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "case_id")
 
     async def _apply(
-        self, record: ConsumerRecord[bytes, bytes], event: Event, marker: str, handler: Handler
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: Event,
+        marker: str,
+        handler: Handler,
+        look_up: bool = True,
     ) -> str:
         cap = self.settings.retry_backoff_max_seconds
         errors, transient = Backoff(cap), Backoff(cap)
         while True:
             try:
                 inbox = self.inbox(event)
-                if await inbox.find_one({"_id": marker}, {"_id": 1}):
+                if look_up and await inbox.find_one({"_id": marker}, {"_id": 1}):
                     EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "duplicate").inc()
                     return "duplicate"
                 with HANDLER_SECONDS.labels(self.service, event.topic).time():

@@ -32,7 +32,7 @@ from avis.shared.caching import NoStore
 from avis.shared.clock import now
 from avis.shared.envelope import Event
 from avis.shared.events import EVENT_TYPES, TYPE_OF, Declared, Payload, TrailAnchored, asyncapi
-from avis.shared.kafka import Handler, Messaging, make_broker, watch_dlq_depths
+from avis.shared.kafka import Handler, InboxUse, Messaging, make_broker, watch_dlq_depths
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.keys import KeyServiceError
 from avis.shared.lease import (
@@ -181,6 +181,7 @@ class Runtime:
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
+        self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
 
     def on_store(self, init: StoreInit) -> None:
         """Run `init` (indexes, seeds) once the store answers, before consuming or relaying."""
@@ -243,37 +244,50 @@ class Runtime:
         self._subscribe(topic, handler)
 
     def _subscribe(
-        self, topic: str, handler: Handler, handles: Callable[[str], bool] | None = None
+        self, topic: str, handler: Handler, inbox_use: Callable[[str], InboxUse] | None = None
     ) -> None:
         self.receives += (topic,)
-        self.messaging.subscribe(topic, handler, handles)
+        self.messaging.subscribe(topic, handler, inbox_use)
 
-    def on(self, payload_type: type[P], handler: Callable[[Event, P], Awaitable[None]]) -> None:
+    def on(
+        self,
+        payload_type: type[P],
+        handler: Callable[[Event, P], Awaitable[None]],
+        *,
+        recorded: bool = False,
+    ) -> None:
         """Handle the events of `payload_type` with the idempotent consumer.
 
         Underneath there is one subscriber per topic, dispatching by `ce_type`: several
         subscribers of one group on one topic would split its partitions between them.
+        `recorded`: the handler's own write records the event, and the service's own rule
+        turns a redelivery away (intake's timeline), so the inbox is not looked up first
+        (`InboxUse.MARK`; its marker is still written after, for whoever reads it).
         """
         ce_type = TYPE_OF[payload_type]
         if ce_type in self._handlers:
             raise ValueError(f"{ce_type} already has a handler in {self.service}")
         self._handlers[ce_type] = handler
+        if recorded:
+            self._recorded.add(ce_type)
         topic = EVENT_TYPES[ce_type][0]
         EVENTS_CONSUMED.labels(self.service, topic, ce_type, "applied")  # at 0 from the start
         HANDLER_SECONDS.labels(self.service, topic)
         if topic not in self.receives:
             # The types registered are the ones handled: the others on the topic (another
             # service's concern) are acknowledged without a look-up or marker in the inbox.
-            self._subscribe(topic, self._dispatch, self.handles)
+            self._subscribe(topic, self._dispatch, self.inbox_use)
 
     def received(self) -> list[Declared]:
         """What this service consumes: the types registered with `on`, the topics consumed
         whole with `subscribe`."""
         return [*self._raw_topics, *(EVENT_TYPES[t][1] for t in self._handlers)]
 
-    def handles(self, ce_type: str) -> bool:
-        """Whether this service does anything with events of `ce_type` (a handler registered)."""
-        return ce_type in self._handlers
+    def inbox_use(self, ce_type: str) -> InboxUse:
+        """What the inbox does for events of `ce_type` here (see `on`)."""
+        if ce_type not in self._handlers:
+            return InboxUse.NONE
+        return InboxUse.MARK if ce_type in self._recorded else InboxUse.FULL
 
     async def _dispatch(self, event: Event, payload: Payload) -> None:
         handler = self._handlers.get(event.type)

@@ -1,6 +1,12 @@
 """Kafka subscribers of the intake service (thin, like api.py): each event becomes a `Change`
-of a case's status and timeline, which the service decides on."""
+of a case's status and timeline, which the service decides on.
 
+Every handler ends in `Reported.follow`, whose write puts the event's id in the case's timeline
+and whose rule turns an event already there away (`rules.decide`): the event is recorded with
+its effect, so the inbox is not looked up first (`Runtime.on(..., recorded=True)`).
+"""
+
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -83,46 +89,43 @@ def register(runtime: Runtime, reported: Reported) -> None:
         change = Change(TimelineKind.PHYSICIAN_COPY_SENT, event.id, p.sent_at)
         await reported.follow(case_id=p.case_id, change=change)
 
-    runtime.on(ReviewAssigned, _follows(reported, TimelineKind.ASSIGNED, lambda p: p.assigned_at))
-    runtime.on(ReviewAccepted, _follows(reported, TimelineKind.ACCEPTED, lambda p: p.accepted_at))
-    runtime.on(ReviewDeclined, _follows(reported, TimelineKind.DECLINED, lambda p: p.declined_at))
-    runtime.on(
-        ReviewCompleted, _follows(reported, TimelineKind.REVIEW_COMPLETED, lambda p: p.completed_at)
-    )
-    runtime.on(InformationRequested, on_information_requested)
-    runtime.on(ReviewResumed, on_resumed)
+    on = functools.partial(runtime.on, recorded=True)
+    on(ReviewAssigned, _follows(reported, TimelineKind.ASSIGNED, lambda p: p.assigned_at))
+    on(ReviewAccepted, _follows(reported, TimelineKind.ACCEPTED, lambda p: p.accepted_at))
+    on(ReviewDeclined, _follows(reported, TimelineKind.DECLINED, lambda p: p.declined_at))
+    on(ReviewCompleted, _follows(reported, TimelineKind.REVIEW_COMPLETED, lambda p: p.completed_at))
+    on(InformationRequested, on_information_requested)
+    on(ReviewResumed, on_resumed)
     _second_reading(runtime, reported)
-    runtime.on(ReportReady, on_report)
-    runtime.on(PhysicianCopySent, on_physician_copy)
+    on(ReportReady, on_report)
+    on(PhysicianCopySent, on_physician_copy)
 
 
 def _second_reading(runtime: Runtime, reported: Reported) -> None:
     """A second specialist reads the opinion, then agrees; international review's translations,
     queued and done, both ways: timeline entries, the status stays."""
-    runtime.on(
+    on = functools.partial(runtime.on, recorded=True)
+    on(
         SecondReadingRequested,
         _follows(reported, TimelineKind.SECOND_READING, lambda p: p.requested_at),
     )
-    runtime.on(
+    on(
         SecondReadingAgreed,
         _follows(reported, TimelineKind.SECOND_READING_AGREED, lambda p: p.agreed_at),
     )
-    runtime.on(
+    on(
         TranslationQueued,
         _follows(reported, TimelineKind.TRANSLATION_QUEUED, lambda p: p.queued_at),
     )
-    runtime.on(
-        TranslationDone, _follows(reported, TimelineKind.TRANSLATION_DONE, lambda p: p.done_at)
-    )
+    on(TranslationDone, _follows(reported, TimelineKind.TRANSLATION_DONE, lambda p: p.done_at))
 
 
 def register_follow_ups(runtime: Runtime, reported: Reported) -> None:
     """Register the follow-up questions' handlers: the case goes back to review, and each is
     a timeline entry (the answer's report version sets the status again)."""
-    runtime.on(
-        FollowUpAsked, _follows(reported, TimelineKind.FOLLOW_UP_ASKED, lambda p: p.asked_at)
-    )
-    runtime.on(
+    on = functools.partial(runtime.on, recorded=True)
+    on(FollowUpAsked, _follows(reported, TimelineKind.FOLLOW_UP_ASKED, lambda p: p.asked_at))
+    on(
         FollowUpAnswered,
         _follows(reported, TimelineKind.FOLLOW_UP_ANSWERED, lambda p: p.answered_at),
     )
