@@ -336,3 +336,30 @@ async def test_a_term_handed_to_a_waiter_cancelled_meanwhile_is_released(
         while (claimed := await b.claim()) is None:  # noqa: ASYNC110 - polls the store
             await asyncio.sleep(0.05)
     assert claimed == 2
+
+
+async def test_a_section_cancelled_on_its_way_out_releases_rather_than_hands_over(
+    db: AsyncDatabase[Document],
+) -> None:
+    a = Lease(db[LEASES], "match", holder="a", ttl=30.0)
+    fences: list[int] = []
+    inside = asyncio.Event()
+
+    async def first() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+            inside.set()
+            await asyncio.sleep(3600)
+
+    async def second() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+
+    stopping = asyncio.create_task(first())
+    await inside.wait()
+    waiting = asyncio.create_task(second())
+    await asyncio.sleep(0.05)
+    stopping.cancel()  # the copy stops: its section releases the term on the way out
+    async with asyncio.timeout(5):
+        await asyncio.gather(stopping, waiting, return_exceptions=True)
+    assert fences == [1, 2]

@@ -297,7 +297,8 @@ class Lease:
         renewal, so it costs no store request to enter or leave (a claim is three reads and an
         insert, then the head's upsert and a delete; a release is an update: seven requests
         saved per section handed over; `check()` still costs its read before each write). It
-        is made only while `holding()` and while `check()` has refused nothing, and only for
+        is made only while `holding()` and while `check()` has refused nothing, never by a task
+        being cancelled (a copy that stops releases), and only for
         `run_limit` seconds (ttl/3) after the run's claim. Then the lease is released, and this
         copy's next claim waits `_grace()` (a poll of the other copies and two claims' time),
         so a copy waiting in the store claims first: a run keeps the others out for at most
@@ -347,11 +348,14 @@ class Lease:
         return self.fence
 
     def _may_hand_over(self) -> bool:
-        """Whether the section ending now may leave its term to the next task of this copy."""
+        """Whether the section ending now may leave its term to the next task of this copy (not
+        when its task is being cancelled: a copy that stops releases at once)."""
+        task = asyncio.current_task()
         return (
             self._waiting > 0
             and self.holding()
             and time.monotonic() - self._run_began < self.run_limit
+            and not (task is not None and task.cancelling())
         )
 
     async def _claim_section(self, poll: float) -> int:
