@@ -9,6 +9,7 @@ renewing (paused) must see its writes refused once another copy took over.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -227,3 +228,179 @@ async def test_a_sections_entry_lingers_for_this_copy_and_the_others_get_in_afte
     for section in (a, c):
         await section.close()
     assert await db[SECTIONS].count_documents({}) == 0
+
+
+class Counted:
+    """A collection that counts the requests made through it, by method."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.collection, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+async def test_a_section_hands_its_term_to_the_next_task_of_its_copy(
+    db: AsyncDatabase[Document],
+) -> None:
+    leases = Counted(db[LEASES])
+    a = Lease(leases, "match", holder="a", ttl=9.0)  # type: ignore[arg-type]
+    b = Lease(db[LEASES], "match", holder="b", ttl=9.0)
+    fences: list[int] = []
+    inside, done = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+            inside.set()
+            await done.wait()
+
+    async def second() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+
+    entering = asyncio.create_task(first())
+    await inside.wait()
+    waiting = asyncio.create_task(second())
+    await asyncio.sleep(0.05)  # the second waits behind the first, in this copy
+    before = leases.total()
+    done.set()
+    await asyncio.gather(entering, waiting)
+    # One claim for both; the hand-over cost nothing, the second's way out one release.
+    assert fences == [1, 1]
+    assert leases.calls["insert_one"] == 1
+    assert leases.total() - before == 1
+    assert a.handovers == 1 and a.fence is None
+    assert await b.claim() == 2  # released at the end of the run: another copy claims at once
+
+
+async def test_a_copy_waiting_in_the_store_gets_in_after_a_run_of_hand_overs(
+    client_factory: ClientFactory, db_name: str, observe: Observe
+) -> None:
+    first, second = [(await client_factory())[db_name][LEASES] for _ in range(2)]
+    a = Lease(first, "match", holder="a", ttl=3.0, skew=0.5)  # hands over for 1 s at most
+    b = Lease(second, "match", holder="b", ttl=3.0, skew=0.5)
+    stop = asyncio.Event()
+
+    async def busy() -> None:  # three tasks of copy A that always want the section
+        while not stop.is_set():
+            async with a.section():
+                await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(busy()) for _ in range(3)]
+    waits: list[float] = []
+    try:
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            began = time.monotonic()
+            async with asyncio.timeout(10), b.section():
+                waits.append(time.monotonic() - began)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    observe(
+        f"hand-over: copy A handed over {a.handovers} times; copy B waited "
+        f"{', '.join(f'{w:.2f}' for w in waits)} s for its three sections (limit 1 s)"
+    )
+    assert a.handovers >= 10
+    assert max(waits) < a.run_limit + 1.0  # the run's limit, one section and the grace
+
+
+async def test_a_lost_term_is_never_handed_over(db: AsyncDatabase[Document]) -> None:
+    clock = Clock()
+    a = Lease(db[LEASES], "match", holder="a", ttl=30.0, skew=1.0, clock=clock)
+    b = Lease(db[LEASES], "match", holder="b", ttl=30.0, skew=1.0, clock=clock)
+    fences: list[int] = []
+    inside = [asyncio.Event() for _ in range(3)]
+    leave = [asyncio.Event() for _ in range(3)]
+
+    async def task(n: int) -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+            inside[n].set()
+            await leave[n].wait()
+
+    tasks = [asyncio.create_task(task(0))]
+    await inside[0].wait()
+    tasks.append(asyncio.create_task(task(1)))
+    await asyncio.sleep(0.05)
+    leave[0].set()
+    await inside[1].wait()  # handed over: the same fence
+    tasks.append(asyncio.create_task(task(2)))
+    # A pauses past its term (by the store's clock) and B takes over: A's next check refuses.
+    clock.at += timedelta(seconds=40)
+    assert await b.claim() == 2
+    with pytest.raises(Fenced):
+        await a.check()
+    assert not a.holding()
+    leave[1].set()
+    await asyncio.sleep(0.2)
+    assert fences == [1, 1]  # the third waits in the store for B, not on A's lost term
+    await b.release()
+    leave[2].set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tasks)
+    assert fences == [1, 1, 3]
+
+
+async def test_a_term_handed_to_a_waiter_cancelled_meanwhile_is_released(
+    db: AsyncDatabase[Document],
+) -> None:
+    a = Lease(db[LEASES], "match", holder="a", ttl=30.0)
+    b = Lease(db[LEASES], "match", holder="b", ttl=30.0)
+    second = asyncio.Event()
+
+    async def waiter() -> None:
+        async with a.section():
+            second.set()
+
+    async with a.section() as fence:
+        waiting = asyncio.create_task(waiter())
+        await asyncio.sleep(0.05)
+    waiting.cancel()  # handed the term, cancelled before it could run
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert fence == 1 and not second.is_set()
+    async with asyncio.timeout(5):
+        while (claimed := await b.claim()) is None:  # noqa: ASYNC110 - polls the store
+            await asyncio.sleep(0.05)
+    assert claimed == 2
+
+
+async def test_a_section_cancelled_on_its_way_out_releases_rather_than_hands_over(
+    db: AsyncDatabase[Document],
+) -> None:
+    a = Lease(db[LEASES], "match", holder="a", ttl=30.0)
+    fences: list[int] = []
+    inside = asyncio.Event()
+
+    async def first() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+            inside.set()
+            await asyncio.sleep(3600)
+
+    async def second() -> None:
+        async with a.section() as fence:
+            fences.append(fence)
+
+    stopping = asyncio.create_task(first())
+    await inside.wait()
+    waiting = asyncio.create_task(second())
+    await asyncio.sleep(0.05)
+    stopping.cancel()  # the copy stops: its section releases the term on the way out
+    async with asyncio.timeout(5):
+        await asyncio.gather(stopping, waiting, return_exceptions=True)
+    assert fences == [1, 2]

@@ -50,8 +50,11 @@ broker and sets this copy's own gauge, so running it twice costs two reads and c
 A job that decides on demand rather than on a period (review's matching) holds its lease for one
 critical section at a time (`section`): claim (waiting while another copy is inside), renew while
 inside, release on the way out, so the next copy claims at once. Its writes check the fence as
-above. A copy that dies inside keeps the others out until its term expires (ttl + skew).
-docs/replicas.md says which single actor uses which.
+above. A section that ends while another task of the same copy waits for one hands its term over
+instead (no release, no claim: seven store requests saved), for at most ttl/3 after the run's
+claim; then it releases, and the copy's next claim waits long enough for a copy polling the
+store to claim first, so copies take turns. A copy that dies inside keeps the others out until
+its term expires (ttl + skew). docs/replicas.md says which single actor uses which.
 
 Writes to one aggregate that may reach any copy (intake's HTTP writes beside the events its
 partition owner applies) take a lighter section of their own (`Sections`): one document per
@@ -159,6 +162,15 @@ class Lease:
         self._valid_until = 0.0  # monotonic: this copy stops believing in its lease here
         self._inside = asyncio.Lock()  # one section of this copy at a time
         self._quiet = False  # sections come and go by the thousand: not each one in the log
+        # The hand-over of `section`: a run of sections of this copy on one claimed term.
+        self.run_limit = ttl / 3  # hand over no longer than this after the run's claim
+        self.handovers = 0  # sections entered on a term handed over (no claim of their own)
+        self._waiting = 0  # this copy's tasks waiting to enter a section
+        self._renewing: asyncio.Task[None] | None = None  # a section's term, held and renewed
+        self._run_began = 0.0  # monotonic: the claim the current run began with
+        self._claim_took = 0.0  # seconds: the last claim of a section, store round trips included
+        self._ceded = False  # the last run was released with this copy's tasks still waiting
+        self._letting_go: asyncio.Task[None] | None = None
 
     def _key(self, epoch: int | str) -> str:
         return f"{self.job}:{epoch}"
@@ -255,11 +267,14 @@ class Lease:
         return False
 
     async def check(self, fence: int | None = None) -> int:
-        """The fence to write with; raises `Fenced` if a newer epoch exists or we hold none."""
+        """The fence to write with; raises `Fenced` if a newer epoch exists or we hold none (a
+        refusal of our own fence also ends our belief in it: `holding()` turns false)."""
         fence = self.fence if fence is None else fence
         if fence is None or await self.superseded(fence):
             # A former holder's write, refused: the log says so, for the fault runs to count.
             log.warning("fenced write refused", job=self.job, fence=fence, holder=self.holder)
+            if fence == self.fence:
+                self._valid_until = 0.0  # a newer epoch exists: stop believing in ours
             raise Fenced(f"{self.job}: fence {fence} is no longer current")
         return fence
 
@@ -277,21 +292,103 @@ class Lease:
     async def section(self, *, poll: float = 0.02) -> AsyncIterator[int]:
         """Hold the lease for one critical section: claim it (polling every ~`poll` s while
         another copy is inside), renew it while inside, release it on the way out; yields the
-        fence. Inside, `check()` refuses once the term was lost (a pause past the ttl)."""
-        async with self._inside:
+        fence. Inside, `check()` refuses once the term was lost (a pause past the ttl).
+
+        Hand-over: a section that ends while another task of this copy waits to enter one hands
+        the term to it instead of releasing it: the next section keeps the fence and the
+        renewal, so it costs no store request to enter or leave (a claim is three reads and an
+        insert, then the head's upsert and a delete; a release is an update: seven requests
+        saved per section handed over; `check()` still costs its read before each write). It
+        is made only while `holding()` and while `check()` has refused nothing, never by a task
+        being cancelled (a copy that stops releases), and only for
+        `run_limit` seconds (ttl/3) after the run's claim. Then the lease is released, and this
+        copy's next claim waits `_grace()` (a poll of the other copies and two claims' time),
+        so a copy waiting in the store claims first: a run keeps the others out for at most
+        `run_limit` plus one section.
+        """
+        await self._enter()
+        try:
             self._quiet = True
-            # Only this copy's previous section can have left a term of ours: take it back.
-            while (fence := await self.claim(own=True)) is None:  # noqa: ASYNC110 - polls the store
-                await asyncio.sleep(poll * random.uniform(0.5, 1.5))  # noqa: S311
-            renewing = asyncio.create_task(self._keep(), name=f"lease-{self.job}-renew")
+            fence = self._handed()
+            if fence is None:
+                await self._let_go()  # a term handed over but lost meanwhile (best effort)
+                fence = await self._claim_section(poll)
+            else:
+                self.handovers += 1
             try:
                 yield fence
             finally:
-                renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
-                with contextlib.suppress(PyMongoError):
-                    await self.release()
+                if not self._may_hand_over():
+                    self._ceded = self._waiting > 0
+                    await self._let_go()
+        finally:
+            self._inside.release()
+
+    async def _enter(self) -> None:
+        """Take this copy's turn (`_inside`), counted among the waiters until then. A waiter
+        cancelled after the term was handed to it lets go of the term, if nobody else waits."""
+        self._waiting += 1
+        try:
+            await self._inside.acquire()
+        except asyncio.CancelledError:
+            self._waiting -= 1
+            if self._waiting == 0 and self._renewing is not None and not self._inside.locked():
+                self._letting_go = asyncio.create_task(self._abandoned(), name="lease-let-go")
+            raise
+        self._waiting -= 1
+
+    async def _abandoned(self) -> None:
+        """Release a term handed over to a waiter that was cancelled, unless another came."""
+        async with self._inside:
+            if self._waiting == 0:
+                await self._let_go()
+
+    def _handed(self) -> int | None:
+        """The fence of a term the previous section of this copy left us, if still believed."""
+        if self._renewing is None or self._renewing.done() or not self.holding():
+            return None
+        return self.fence
+
+    def _may_hand_over(self) -> bool:
+        """Whether the section ending now may leave its term to the next task of this copy (not
+        when its task is being cancelled: a copy that stops releases at once)."""
+        task = asyncio.current_task()
+        return (
+            self._waiting > 0
+            and self.holding()
+            and time.monotonic() - self._run_began < self.run_limit
+            and not (task is not None and task.cancelling())
+        )
+
+    async def _claim_section(self, poll: float) -> int:
+        """Claim the lease for a run of sections (the first one's), and renew it meanwhile."""
+        if self._ceded:
+            self._ceded = False
+            await asyncio.sleep(self._grace(poll))
+        began = time.monotonic()
+        # Only this copy's previous section can have left a term of ours: take it back.
+        while (fence := await self.claim(own=True)) is None:
+            await asyncio.sleep(poll * random.uniform(0.5, 1.5))  # noqa: S311
+            began = time.monotonic()
+        self._claim_took = time.monotonic() - began
+        self._run_began = began
+        self._renewing = asyncio.create_task(self._keep(), name=f"lease-{self.job}-renew")
+        return fence
+
+    def _grace(self, poll: float) -> float:
+        """What a copy waiting in the store needs to claim a released term before us: its
+        longest pause between claims (1.5 polls) and two claims' time, as long as ours took."""
+        return 1.5 * poll + 2 * self._claim_took
+
+    async def _let_go(self) -> None:
+        """Stop renewing the section's term and release it (best effort)."""
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        with contextlib.suppress(PyMongoError):
+            await self.release()
 
     async def _keep(self) -> None:
         """Renew every ttl/3 until cancelled or lost."""

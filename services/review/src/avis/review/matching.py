@@ -6,7 +6,10 @@ there. Inside one process that is the matching lock (`MATCHING_LOCK`); across co
 section of the `matcher` lease (`avis.shared.lease.Lease.section`): a copy claims the lease by
 inserting the next epoch document (the duplicate key decides between two copies, since the
 store does not arbitrate conditional updates), renews it while inside and releases it on the
-way out, so another copy's section starts at once. Every decision write first checks the fence
+way out, so another copy's section starts at once. A decision that ends while another of this
+copy waits hands it the term instead (about seven store requests saved per decision in a burst),
+for at most a third of the ttl before the lease goes back to the store and the other copies get
+their turn. Every decision write first checks the fence
 (`Matcher.fence`): a copy paused inside its section past the lease's ttl (a SIGSTOP, a long
 GC) resumes to find a newer epoch, and its write is refused (`lease.Fenced`). A copy that dies
 inside holds the others off until its term expires (ttl + skew, about 10 s).
@@ -104,13 +107,16 @@ class Matcher:
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
-        """One matching decision (or a write of a reviewer's load) at a time, across copies."""
-        async with self.locks.hold(MATCHING_LOCK):
-            if self.lease is None:
+        """One matching decision (or a write of a reviewer's load) at a time, across copies.
+        The lease's section comes first, so this copy's decisions wait in it and a section
+        hands its term to the next (`Lease.section`); the matching lock inside it is then free,
+        and serialises alone when there is no lease."""
+        if self.lease is None:
+            async with self.locks.hold(MATCHING_LOCK):
                 yield
-                return
-            async with self.lease.section():
-                yield
+            return
+        async with self.lease.section(), self.locks.hold(MATCHING_LOCK):
+            yield
 
     async def fence(self) -> None:
         """Refuse a decision write (`lease.Fenced`) if this copy's section was taken over."""

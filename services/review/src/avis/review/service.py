@@ -7,8 +7,8 @@ Concurrency: the store does not serialise concurrent writers, so every write hol
 aggregate's lock (`lock_key("case", id)`, `lock_key("reviewer", id)`, and an assignment's
 `emitter.lock(id)`, which the outbox relay holds too while it publishes its events), and every
 matching decision (read the loads, pick, write the assignment) runs inside the matcher's one
-section across every copy of review (`Matcher.deciding()`: the process's matching lock, then
-the `matcher` lease). Locks are always taken in the order matching -> case -> assignment ->
+section across every copy of review (`Matcher.deciding()`: the `matcher` lease's section, then
+the process's matching lock). Locks are always taken in the order matching -> case -> assignment ->
 reviewer.
 
 Several copies: a case's events reach the one copy that owns its `case-submitted` partition,
