@@ -3,11 +3,12 @@
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import pytest
+from pymongo.errors import AutoReconnect
 
-from avis.shared.lease import Lease, Term, fenced, holder_id, singleton, stamp
+from avis.shared.lease import Lease, Sections, Term, fenced, holder_id, singleton, stamp
 
 RENEWED = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(seconds=9)
@@ -92,3 +93,34 @@ async def test_a_job_that_swallows_a_cancel_is_still_stopped_and_the_lease_claim
         assert started == [1, 2]
     finally:
         holding.cancel()
+
+
+class FlakySections:
+    """A `sections` collection in memory whose deletes fail while `down`."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, object]] = {}
+        self.down = False
+
+    async def insert_one(self, doc: dict[str, object]) -> None:
+        self.docs[str(doc["_id"])] = doc
+
+    async def delete_many(self, filter_: dict[str, list[dict[str, str]]]) -> None:
+        if self.down:
+            raise AutoReconnect("the store is restarting")
+        for one in filter_["$or"]:
+            if self.docs.get(one["_id"], {}).get("token") == one["token"]:
+                del self.docs[one["_id"]]
+
+
+async def test_a_lingering_section_whose_delete_failed_is_swept_again() -> None:
+    store = FlakySections()
+    sections = Sections(cast(Any, store), "a", ["case"], linger=0.01)
+    async with sections.hold("case:1"):
+        pass
+    store.down = True
+    await asyncio.sleep(0.05)  # the sweep's delete fails: the entry is kept to sweep again
+    assert "case:1" in store.docs
+    store.down = False
+    await asyncio.sleep(0.1)
+    assert store.docs == {}, "swept once the store is back"
