@@ -279,6 +279,23 @@ async def test_delete_many_by_filter(db: AsyncDatabase[Document]) -> None:
     assert await db["cases"].count_documents({}) == 24
 
 
+async def test_delete_many_of_id_and_token_pairs_deletes_only_exact_pairs(
+    db: AsyncDatabase[Document],
+) -> None:
+    # What the outbox relay and the sections do with the entries they are done with: one
+    # delete naming each entry and the token it was written with; an entry written again
+    # since (another token) stays, and so does one not named.
+    entries = db["entries"]
+    await entries.insert_many([{"_id": f"e{i}", "token": f"t{i}"} for i in range(4)])
+    await entries.update_one({"_id": "e1"}, {"$set": {"token": "t1-again"}})
+    pairs = [{"_id": "e0", "token": "t0"}, {"_id": "e1", "token": "t1"}]
+    pairs.append({"_id": "e2", "token": "t2"})
+    result = await entries.delete_many({"$or": pairs})
+    assert result.deleted_count == 2
+    left = {d["_id"]: d["token"] async for d in entries.find({})}
+    assert left == {"e1": "t1-again", "e3": "t3"}
+
+
 # --- types -----------------------------------------------------------------------------------
 
 
