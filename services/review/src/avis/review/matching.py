@@ -123,10 +123,13 @@ class Matcher:
         if self.lease is not None:
             await self.lease.check()
 
-    async def match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
+    async def match(
+        self, case: CaseDoc, *, from_queue: bool = False, fresh: bool = False
+    ) -> str | None:
         """Assign `case` to the best reviewer or leave it waiting; the caller is inside
-        `deciding()` and holds the case."""
-        rounds = await self.store.assignments_of(case.id, case.round)
+        `deciding()` and holds the case (`fresh`: inserted by this decision, so it has no
+        rounds yet: a round is only written once its case is)."""
+        rounds = [] if fresh else await self.store.assignments_of(case.id, case.round)
         ended = [r for r in rounds if r.status in rules.ENDED]
         for gone in ended:
             # A stop between an end and its release left the reviewer's load too high.
