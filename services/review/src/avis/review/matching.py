@@ -275,11 +275,14 @@ class Matcher:
         )
         return assignment_id
 
-    async def release(self, reviewer_id: str, assignment_id: str) -> bool:
+    async def release(
+        self, reviewer_id: str, assignment_id: str, *, read: ReviewerDoc | None = None
+    ) -> bool:
         """Stop counting an ended assignment in its reviewer's load (if it still is: True); the
-        caller is inside `deciding()`."""
+        caller is inside `deciding()`. `read`: the reviewer as the caller read it inside this
+        same section (a load changes only inside one), so it is not read again."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
-            reviewer = await self.store.reviewer(reviewer_id)
+            reviewer = read if read is not None else await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
                 await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)

@@ -594,8 +594,8 @@ class ReviewService:
             await self.second.count(doc, reading)
         if back is not None:
             await self.translations.counted(back[0].entry)
-        if version == 1:
-            await self.matcher.release(doc.reviewer_id, doc.id)
+        if version == 1:  # the reviewer read above, in this section: its load is as read
+            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry
