@@ -101,7 +101,8 @@ class Matcher:
         self.sla = sla
         self.lease = lease  # None: this process is the only matcher (unit tests)
         # The second readings nobody fitted, offered again with the queue (second_reading.py).
-        self.waiting_readings: Callable[[], Awaitable[int]] | None = None
+        # (Given the ids of those waiting, read with the queue.)
+        self.waiting_readings: Callable[[list[str]], Awaitable[int]] | None = None
         # International rounds' translations (translation.py sets itself here).
         self.translating: Translating | None = None
 
@@ -293,13 +294,15 @@ class Matcher:
         """Offer every waiting case, in queue order, to reviewers; caller is inside `deciding()`.
         Returns how many were assigned."""
         assigned = 0
-        for waiting in await self.store.cases_in(CaseStatus.WAITING):
+        # Matching a case files no reading as waiting: both lists are read at once, up front.
+        queue, readings = await self.store.queue_and_readings()
+        for waiting in queue:
             async with self.locks.hold(lock_key("case", waiting.id)):
                 case = await self.store.case(waiting.id)
                 if case is not None and case.status == CaseStatus.WAITING:
                     assigned += await self.match(case, from_queue=True) is not None
         if self.waiting_readings is not None:
-            await self.waiting_readings()
+            await self.waiting_readings(readings)
         return assigned
 
     async def drain_queue(self) -> int:
