@@ -1,8 +1,9 @@
 """Delivery guarantees on the real broker and store: outbox, relay, idempotent consumer, DLQ."""
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
 
 from avis.shared.envelope import Event, new_event_id
 from avis.shared.events import (
@@ -99,16 +101,29 @@ class Commands(monitoring.CommandListener):
         pass
 
 
-async def test_relay_reads_aggregates_only_by_id_whatever_is_stored(
-    settings: CommonSettings, topic: str
-) -> None:
+@contextlib.asynccontextmanager
+async def watched_store(
+    settings: CommonSettings,
+) -> AsyncIterator[tuple[AsyncDatabase[dict[str, Any]], Commands, Runtime]]:
+    """The test's database through a client whose every command is seen, and a started
+    producer beside it."""
     commands = Commands()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         MONGO_URL, event_listeners=[commands], tz_aware=True
     )
     producer = await started(settings)
     try:
-        aggregates = client[settings.database]["aggregates"]
+        yield client[settings.database], commands, producer
+    finally:
+        await client.close()
+        await producer.stop()
+
+
+async def test_relay_reads_aggregates_only_by_id_whatever_is_stored(
+    settings: CommonSettings, topic: str
+) -> None:
+    async with watched_store(settings) as (db, commands, producer):
+        aggregates = db["aggregates"]
         # Many aggregates whose events went out long ago: the relay must not read them.
         await aggregates.insert_many(
             [{"_id": f"old-{i:04d}", "outbox": [], "outbox_pending": 0} for i in range(300)]
@@ -127,9 +142,6 @@ async def test_relay_reads_aggregates_only_by_id_whatever_is_stored(
             u["q"] for c in commands.seen if c.get("update") == "aggregates" for u in c["updates"]
         ]
         assert updates == [{"_id": event.subject}]
-    finally:
-        await client.close()
-        await producer.stop()
 
 
 async def test_state_change_and_events_are_one_write(settings: CommonSettings, topic: str) -> None:
@@ -491,14 +503,9 @@ async def test_a_drains_own_hints_go_in_one_request_and_a_hint_stored_again_stay
     """Five aggregates written, one drain: their five hints go in one delete. A write to one of
     them between the drain's publishing and that delete (its lock is free by then) stores its
     hint again: the delete leaves it, and the next drain publishes the new event."""
-    commands = Commands()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        MONGO_URL, event_listeners=[commands], tz_aware=True
-    )
-    producer = await started(settings)
-    try:
-        aggregates = client[settings.database]["aggregates"]
-        hints = client[settings.database][HINTS]
+    async with watched_store(settings) as (db, commands, producer):
+        aggregates = db["aggregates"]
+        hints = db[HINTS]
         relay = Relay(
             "test", producer.messaging.send, producer.locks, writer="copy-a", forget_seconds=0
         )
@@ -533,22 +540,14 @@ async def test_a_drains_own_hints_go_in_one_request_and_a_hint_stored_again_stay
             *(e.id for e in events),
             later.id,
         }
-    finally:
-        await client.close()
-        await producer.stop()
 
 
 async def test_the_hints_of_drains_within_forget_seconds_go_together(
     settings: CommonSettings, topic: str
 ) -> None:
     """Drains closer together than `forget_seconds` leave their hints to one later delete."""
-    commands = Commands()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        MONGO_URL, event_listeners=[commands], tz_aware=True
-    )
-    producer = await started(settings)
-    try:
-        aggregates = client[settings.database]["aggregates"]
+    async with watched_store(settings) as (db, commands, producer):
+        aggregates = db["aggregates"]
         relay = Relay("test", producer.messaging.send, producer.locks, forget_seconds=3600)
         relay.watch(aggregates)
         for _ in range(3):
@@ -558,13 +557,10 @@ async def test_the_hints_of_drains_within_forget_seconds_go_together(
             assert await relay.drain() == 1
         deletes = [c for c in commands.seen if c.get("delete") == HINTS]
         assert len(deletes) == 1, "the first drain's hint only"
-        assert await client[settings.database][HINTS].count_documents({}) == 2
+        assert await db[HINTS].count_documents({}) == 2
         await relay._forget_spent()
         assert len([c for c in commands.seen if c.get("delete") == HINTS]) == 2
-        assert await client[settings.database][HINTS].count_documents({}) == 0
-    finally:
-        await client.close()
-        await producer.stop()
+        assert await db[HINTS].count_documents({}) == 0
 
 
 async def test_the_store_requests_are_counted_by_kind(settings: CommonSettings, topic: str) -> None:
