@@ -101,7 +101,8 @@ class Matcher:
         self.sla = sla
         self.lease = lease  # None: this process is the only matcher (unit tests)
         # The second readings nobody fitted, offered again with the queue (second_reading.py).
-        self.waiting_readings: Callable[[], Awaitable[int]] | None = None
+        # (Given the ids of those waiting, read with the queue.)
+        self.waiting_readings: Callable[[list[str]], Awaitable[int]] | None = None
         # International rounds' translations (translation.py sets itself here).
         self.translating: Translating | None = None
 
@@ -123,10 +124,13 @@ class Matcher:
         if self.lease is not None:
             await self.lease.check()
 
-    async def match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
+    async def match(
+        self, case: CaseDoc, *, from_queue: bool = False, fresh: bool = False
+    ) -> str | None:
         """Assign `case` to the best reviewer or leave it waiting; the caller is inside
-        `deciding()` and holds the case."""
-        rounds = await self.store.assignments_of(case.id, case.round)
+        `deciding()` and holds the case (`fresh`: inserted by this decision, so it has no
+        rounds yet: a round is only written once its case is)."""
+        rounds = [] if fresh else await self.store.assignments_of(case.id, case.round)
         ended = [r for r in rounds if r.status in rules.ENDED]
         for gone in ended:
             # A stop between an end and its release left the reviewer's load too high.
@@ -272,11 +276,14 @@ class Matcher:
         )
         return assignment_id
 
-    async def release(self, reviewer_id: str, assignment_id: str) -> bool:
+    async def release(
+        self, reviewer_id: str, assignment_id: str, *, read: ReviewerDoc | None = None
+    ) -> bool:
         """Stop counting an ended assignment in its reviewer's load (if it still is: True); the
-        caller is inside `deciding()`."""
+        caller is inside `deciding()`. `read`: the reviewer as the caller read it inside this
+        same section (a load changes only inside one), so it is not read again."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
-            reviewer = await self.store.reviewer(reviewer_id)
+            reviewer = read if read is not None else await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
                 await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)
@@ -287,13 +294,15 @@ class Matcher:
         """Offer every waiting case, in queue order, to reviewers; caller is inside `deciding()`.
         Returns how many were assigned."""
         assigned = 0
-        for waiting in await self.store.cases_in(CaseStatus.WAITING):
+        # Matching a case files no reading as waiting: both lists are read at once, up front.
+        queue, readings = await self.store.queue_and_readings()
+        for waiting in queue:
             async with self.locks.hold(lock_key("case", waiting.id)):
                 case = await self.store.case(waiting.id)
                 if case is not None and case.status == CaseStatus.WAITING:
                     assigned += await self.match(case, from_queue=True) is not None
         if self.waiting_readings is not None:
-            await self.waiting_readings()
+            await self.waiting_readings(readings)
         return assigned
 
     async def drain_queue(self) -> int:

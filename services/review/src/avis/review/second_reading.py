@@ -231,12 +231,12 @@ class SecondReadings:
         async with self.locks.hold(lock_key("reviewer", reading.reviewer_id)):
             await self.store.add_open(reading.reviewer_id, rules.reading_load_id(doc.id))
 
-    async def rematch(self) -> int:
-        """Offer the readings nobody fitted to second readers again, where review offers its
-        queue (capacity freed, a reader added or changed); the caller is inside the matcher's
-        section. Returns how many found a reader."""
+    async def rematch(self, waiting: list[str]) -> int:
+        """Offer the readings nobody fitted (`waiting`: their assignments) to second readers
+        again, where review offers its queue (capacity freed, a reader added or changed); the
+        caller is inside the matcher's section. Returns how many found a reader."""
         found = 0
-        for assignment_id in await self.store.readings.waiting_ids():
+        for assignment_id in waiting:
             if not _unmatched(await self.store.assignment(assignment_id)):
                 await self.store.readings.matched(assignment_id)  # matched or closed since
                 continue

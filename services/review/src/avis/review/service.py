@@ -223,10 +223,11 @@ class ReviewService:
         async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
             # Seen before, or withdrawn before it reached us (a tombstone): the stored case
             # decides.
-            await self.store.insert_case(doc)
-            stored = await self.store.case(case.case_id)
+            # Inserted: the stored case is `doc` (nothing else writes it while we hold it).
+            inserted = await self.store.insert_case(doc)
+            stored = doc if inserted else await self.store.case(case.case_id)
             if stored is not None and stored.status == CaseStatus.MATCHING:
-                await self.matcher.match(stored)
+                await self.matcher.match(stored, fresh=inserted)
 
     async def case_claimed(self, *, claim: CaseClaimed) -> None:
         """A partner-filed case has its patient from now on: they read its trail here too."""
@@ -593,8 +594,8 @@ class ReviewService:
             await self.second.count(doc, reading)
         if back is not None:
             await self.translations.counted(back[0].entry)
-        if version == 1:
-            await self.matcher.release(doc.reviewer_id, doc.id)
+        if version == 1:  # the reviewer read above, in this section: its load is as read
+            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry

@@ -829,8 +829,7 @@ class Store:
         await self.cases.update_one(
             {"_id": case_id}, {"$set": {"status": CaseStatus.WITHDRAWN.value, "withdrawn_at": at}}
         )
-        await self.key_remove(WAITING_KEY, case_id)
-        await self.key_remove(MATCHING_KEY, case_id)
+        await self.keys.bulk_write(_pulled_from((WAITING_KEY, MATCHING_KEY), case_id))
 
     async def set_case_matching(self, case_id: str) -> None:
         """Mark a case as due for a matching decision."""
@@ -869,16 +868,19 @@ class Store:
         if left_queue:
             update["$unset"] = {"waiting_since": "", "last_attempt": ""}
         await self.cases.update_one({"_id": case_id}, update)
-        await self.key_remove(WAITING_KEY, case_id)
-        await self.key_remove(MATCHING_KEY, case_id)
+        await self.keys.bulk_write(_pulled_from((WAITING_KEY, MATCHING_KEY), case_id))
 
     async def cases_in(self, status: CaseStatus) -> list[CaseDoc]:
         """Every case in a status (matching or waiting), in queue order: the ids its keyed
         index document lists, each read by `_id` and checked."""
         name = WAITING_KEY if status == CaseStatus.WAITING else MATCHING_KEY
-        found = await asyncio.gather(*(self.case(c) for c in await self.key_ids(name)))
-        cases = [c for c in found if c is not None and c.status == status]
-        return sorted(cases, key=lambda c: c.queue_key or "")
+        return await _cases_listed(self, await self.key_ids(name), status)
+
+    async def queue_and_readings(self) -> tuple[list[CaseDoc], list[str]]:
+        """The waiting cases, in queue order, and the assignments whose second reading waits
+        for a reader (`ReadingStore.waiting_ids`): both keyed index documents in one request."""
+        waiting, readings = await self.key_ids_of([WAITING_KEY, UNMATCHED_READINGS_KEY])
+        return await _cases_listed(self, waiting, CaseStatus.WAITING), readings
 
     async def queue_page(
         self,
@@ -1403,6 +1405,18 @@ MATCHING_KEY = "matching"
 OPEN_FOLLOW_UPS_KEY = "follow-ups:open"
 UNMATCHED_READINGS_KEY = "second-readings:unmatched"
 OPEN_TRANSLATIONS_KEY = "translations:open"
+
+
+async def _cases_listed(store: Store, case_ids: list[str], status: CaseStatus) -> list[CaseDoc]:
+    """The cases of `case_ids` still in `status` (each read by `_id`), in queue order."""
+    found = await asyncio.gather(*(store.case(c) for c in case_ids))
+    cases = [c for c in found if c is not None and c.status == status]
+    return sorted(cases, key=lambda c: c.queue_key or "")
+
+
+def _pulled_from(names: Sequence[str], item: str) -> list[UpdateOne]:
+    """The writes that remove an id from several keyed index documents (one request)."""
+    return [UpdateOne({"_id": name}, {"$pull": {"ids": item}}) for name in names]
 
 
 def _add_to(item: str) -> dict[str, Any]:
