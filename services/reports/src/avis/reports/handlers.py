@@ -1,4 +1,11 @@
-"""Kafka subscribers of the reports service (thin, like api.py)."""
+"""Kafka subscribers of the reports service (thin, like api.py).
+
+A submission and an opinion are each recorded with their effect (the case's record, its
+opinion versions and the report versions composed of them), and the service's own state turns
+a redelivery away: a known case is not recorded again, an opinion version kept is not kept
+twice, a version composed is not composed again. So the inbox is not looked up before them
+(`Runtime.on(..., recorded=True)`); every other type keeps the inbox's look-up.
+"""
 
 from avis.reports.addenda import Addenda
 from avis.reports.keying import CaseKeying
@@ -41,8 +48,8 @@ def register(
         # A case filed before per-case keys given its key (intake's migration).
         await keying.case_keyed(keyed=payload)
 
-    runtime.on(CaseSubmitted, on_submitted)
-    runtime.on(ReviewCompleted, on_completed)
+    runtime.on(CaseSubmitted, on_submitted, recorded=True)
+    runtime.on(ReviewCompleted, on_completed, recorded=True)
     runtime.on(CaseClaimed, on_claimed)
     runtime.on(CaseWithdrawn, on_withdrawn)
     runtime.on(CaseErased, on_erased)

@@ -238,14 +238,21 @@ class ReportsService:
                     # Written meanwhile by another instance: the retry takes the other branch.
                     raise RetryLater("the case record was written concurrently")
                 log.info("case followed", case_id=case_id)
-            elif stored.case is None and stored.erased_at is None:
+                return  # no opinion yet: nothing to compose
+            if stored.case is None and stored.erased_at is None:
                 if stored.withdrawn_at is not None:
                     # Withdrawn before it reached us: who may read stays known, the contact not.
                     record = record.model_copy(update={"contact": None})
                 await self.store.set_case_record(case_id, record, traceparent, key_ref)
                 await self.parking.release(case_id)
                 log.info("case followed", case_id=case_id, opinions_waiting=len(stored.opinions))
-            await self._compose_due(case_id)
+                written = {
+                    "case": record,
+                    "traceparent": traceparent or stored.traceparent,
+                    "key_ref": key_ref or stored.key_ref,
+                }
+                stored = stored.model_copy(update=written)
+            await self._compose_due(stored)
 
     async def review_completed(self, *, event: Event, review: ReviewCompleted) -> None:
         """Keep an opinion version (sealed for reports) and compose its report if the case is
@@ -284,13 +291,16 @@ class ReportsService:
                     raise RetryLater("the case record was written concurrently")
                 await self.parking.park(event)
                 log.info("opinion waits for its case", case_id=case_id, version=review.version)
-            elif stored.withdrawn_at is not None or stored.erased_at is not None:
+                return  # parked: composed when its case comes
+            if stored.withdrawn_at is not None or stored.erased_at is not None:
                 log.info("opinion of a withdrawn or erased case ignored", case_id=case_id)
-            elif review.version not in {o.version for o in stored.opinions}:
+                return
+            if review.version not in {o.version for o in stored.opinions}:
                 await self.store.add_opinion(case_id, received)
                 if stored.case is None:
                     await self.parking.park(event)
-            await self._compose_due(case_id)
+                stored = stored.model_copy(update={"opinions": [*stored.opinions, received]})
+            await self._compose_due(stored)
 
     async def case_claimed(self, *, claim: CaseClaimed) -> None:
         """A partner-filed case has its patient from now on: the report opens for them."""
@@ -342,11 +352,10 @@ class ReportsService:
 
     # --- composing --------------------------------------------------------------------------------
 
-    async def _compose_due(self, case_id: str) -> None:
-        """Issue a report version for each opinion version due; the caller holds the case."""
-        case = await self.store.case(case_id)
-        if case is None:
-            return
+    async def _compose_due(self, case: CaseDoc) -> None:
+        """Issue a report version for each opinion version due; the caller holds the case and
+        gives it as stored now (read, plus what the caller wrote since), so it is not read
+        again."""
         due = opinions_to_compose(
             [o.version for o in case.opinions],
             [v.opinion_version for v in case.versions],
