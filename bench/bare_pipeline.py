@@ -29,16 +29,18 @@ published event costs, besides the state write it rides on, an outbox hint upser
 the write and a `$pull` marking it published after the broker's ack; the hints whose events
 are out are deleted together, one request a second at most (counted apart as `taken`), as
 the relay does. Each consumed record of a type the stage handles costs an inbox marker after
-its effect.
+its effect; where the service records the event with its effect (intake's and reports'
+handlers: `recorded=True`), the markers go together, one request a second at most (counted
+apart as `marks`), as the runtime's `Marks` write them.
 
-    intake (18)
+    intake (14)
       draft    3  case_lists entry of "all" and of the owner (list_append), the case (insert_case)
       upload   3  the record's chunk, its metadata, its id pushed on the case (put_record)
       submit   2  outbox hint, the case with its status, timeline entry and event
       relay    1  case-submitted: published mark
       follow   5  the reviewer's case_lists entry (on assigned), and one case update (status and
                   timeline) for each of assigned, accepted, completed, report-ready (follow)
-      inbox    4  one marker per record consumed
+      (inbox)     its 4 markers, held and written together (`marks`)
     review (19)
       assign  10  matching key ($push), the case (insert_case), the two due-day buckets of the
                   round (file_due), outbox hint, the assignment with its event, the reviewer's
@@ -47,14 +49,14 @@ its effect.
       opinion  3  outbox hint, the opinion with its event, the reviewer's load released ($pull)
       relay    3  3 events x published mark
       inbox    1
-    reports (10)
+    reports (8)
       case     1  the case aggregate (case_submitted)
       opinion  1  the opinion kept on the case (add_opinion)
       issue    4  the version (insert_version), the report id (claim_report_id), outbox hint, the
                   version entry on the case with its event (add_version)
       relay    1  report-ready: published mark
       pdf      1  the rendered PDF kept on the version (set_pdf), without rendering anything
-      inbox    2
+      (inbox)     its 2 markers, held and written together (`marks`)
     notify (28), the case filed by a partner with one subscription to the three webhook types
       case     4  the case saved (save_case): twice on submission (before queueing, after), once
                   on assigned, once on report-ready
@@ -65,7 +67,7 @@ its effect.
       webhook  3  3 webhooks x the delivery saved as delivered, without HTTP
       inbox    4
 
-75 writes per case in all. Left out: the writes Avis amortises over many cases (a keyed
+69 writes per case in all. Left out: the writes Avis amortises over many cases (a keyed
 list's stored hint every 16 positions, a reference block every 100 cases, due buckets of a new
 day or minute, notify's hand-offs deleted many at a time once done with: here one bulk write
 per 16, and the outbox hints deleted together once a second, counted apart as `taken`) and
@@ -133,9 +135,9 @@ CONSUMED_PER_CASE = {
     stage: {t: EVENTS_PER_CASE[t] for t in topics} for stage, topics in GROUP_TOPICS.items()
 }
 WRITES_PER_CASE: dict[str, dict[str, int]] = {
-    "intake": {"draft": 3, "upload": 3, "submit": 2, "relay": 1, "follow": 5, "inbox": 4},
+    "intake": {"draft": 3, "upload": 3, "submit": 2, "relay": 1, "follow": 5},
     "review": {"assign": 10, "accept": 2, "opinion": 3, "relay": 3, "inbox": 1},
-    "reports": {"case": 1, "opinion": 1, "issue": 4, "relay": 1, "pdf": 1, "inbox": 2},
+    "reports": {"case": 1, "opinion": 1, "issue": 4, "relay": 1, "pdf": 1},
     "notify": {"case": 4, "queue": 6, "fan_out": 9, "email": 3, "webhook": 3, "inbox": 3},
 }
 TAKEN_AT_ONCE = 16  # notify's hand-offs done with, deleted in one bulk write
@@ -195,9 +197,13 @@ def expected_writes(cases: int) -> dict[str, dict[str, int]]:
     return {s: {k: v * cases for k, v in steps.items()} for s, steps in WRITES_PER_CASE.items()}
 
 
+BULK = ("taken", "marks")  # the steps that write many documents a request, counted apart
+
+
 def _single(writes: dict[str, int]) -> dict[str, int]:
-    """A stage's single-document writes by step: its bulk deletes (`taken`) left out."""
-    return {step: n for step, n in writes.items() if step != "taken"}
+    """A stage's single-document writes by step: its bulk deletes (`taken`) and inbox
+    markers written together (`marks`) left out."""
+    return {step: n for step, n in writes.items() if step not in BULK}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -231,6 +237,8 @@ class Stage:
         self.hints = self.db["outbox_hints"]
         self.spent: list[tuple[str, str]] = []  # (hint, token) whose events are out
         self.forgot_at = 0.0
+        self.held: dict[str, list[Doc]] = {}  # inbox markers to write together, by bucket
+        self.marked_at = 0.0
         self.group = f"bare-{cfg.run_id}-{self.name}"
         self.producer = AIOKafkaProducer(
             **KafkaAccess.admin(cfg.bootstrap).options(), acks="all", enable_idempotence=True
@@ -412,14 +420,27 @@ class Stage:
             await self.handle(topic, event)
             day = time.strftime("%Y%m%d", time.gmtime(event["time"]))
             marker = {"_id": f"{self.group}:{event['id']}", "topic": topic, "type": event["type"]}
-            inbox = self.db[f"inbox_{day}"]
-            await self.write("inbox", partial(inbox.insert_one, {**marker, "at": time.time()}))
+            marker["at"] = time.time()
+            if self.recorded:
+                self.held.setdefault(f"inbox_{day}", []).append(marker)
+                if time.monotonic() - self.marked_at >= FORGET_SECONDS:
+                    await self.write_marks()
+            else:
+                await self.write("inbox", partial(self.db[f"inbox_{day}"].insert_one, marker))
             self.consumed[topic] += 1
+
+    async def write_marks(self) -> None:
+        """The inbox markers held, one request per bucket (`marks`)."""
+        self.marked_at = time.monotonic()
+        held, self.held = self.held, {}
+        for bucket, markers in held.items():
+            await self.write("marks", partial(self.db[bucket].insert_many, markers))
 
     async def handle(self, topic: str, event: Doc) -> None:
         """The effect of one record (the stage's own)."""
 
     skips: frozenset[str] = frozenset()  # the types the stage has no handler for
+    recorded = False  # its handlers record their event with the effect: markers go together
 
     async def setup(self) -> None:
         """Collections and indexes (not counted)."""
@@ -474,6 +495,8 @@ class Stage:
             task.cancel()
         with contextlib.suppress(Exception):
             await self.forget_spent()  # what the last second left, as the relay's next drain
+        with contextlib.suppress(Exception):
+            await self.write_marks()  # and the markers held, as a clean stop writes them
         await self.consumer.stop()
         await self.producer.stop()
         await self.client.close()
@@ -504,6 +527,7 @@ class Intake(Stage):
 
     name = "intake"
     OWNER = "partner_id:bare-partner"
+    recorded = True
 
     def __init__(self, cfg: argparse.Namespace) -> None:
         super().__init__(cfg)
@@ -740,6 +764,7 @@ class Reports(Stage):
     """Keeps each case and its opinion, issues the report version and announces it."""
 
     name = "reports"
+    recorded = True
 
     def __init__(self, cfg: argparse.Namespace) -> None:
         super().__init__(cfg)
@@ -1137,9 +1162,10 @@ async def run(
                 "run_id": run_id,
                 "stages_complete": {n: r["complete"] for n, r in results.items()},
                 "errors": {n: r["errors"] for n, r in results.items() if r["errors"]},
-                # The single-document writes by step; the bulk deletes of hand-offs apart.
+                # The single-document writes by step; the bulk deletes and markers apart.
                 "writes": {n: _single(r["writes"]) for n, r in results.items()},
                 "taken": sum(r["writes"].get("taken", 0) for r in results.values()),
+                "marks": sum(r["writes"].get("marks", 0) for r in results.values()),
                 "expected_writes": expected_writes(cases),
                 "writes_per_case": sum(sum(_single(r["writes"]).values()) for r in results.values())
                 / max(cases, 1),

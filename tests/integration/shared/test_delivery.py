@@ -23,7 +23,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import replay
+from avis.shared.kafka import Marks, replay
 from avis.shared.outbox import HINTS, Relay, new_with_events, with_events
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring, SealingError, generate_key
@@ -239,7 +239,8 @@ async def test_a_recorded_type_is_marked_but_never_looked_up() -> None:
         for _ in range(2):  # delivered, then redelivered
             await publish(runtime, assigned)
         await eventually(lambda: handled == [assigned.id, assigned.id])
-        assert await runtime.messaging.processed(assigned), "marked all the same"
+        # Marked all the same, with the others held within a second (`Marks`).
+        await eventually(lambda: runtime.messaging.processed(assigned))
         labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": assigned.type}
         duplicate = REGISTRY.get_sample_value(
             "avis_events_consumed_total", labels | {"outcome": "duplicate"}
@@ -588,3 +589,30 @@ async def test_the_store_requests_are_counted_by_kind(settings: CommonSettings, 
         assert doc is not None and doc["outbox"] == []
     finally:
         await producer.stop()
+
+
+async def test_recorded_types_markers_go_together_and_a_stop_writes_those_held(
+    settings: CommonSettings,
+) -> None:
+    """The markers of recorded types (`InboxUse.MARK`) are held and written in one request
+    per bucket, a marker already there does not keep the others out, and a clean stop writes
+    what is still held."""
+    async with watched_store(settings) as (db, commands, _producer):
+        bucket = unique("inbox_")
+        await db[bucket].insert_one({"_id": "g:e0"})  # a redelivery's marker, already there
+        marks = Marks(db, every=0.3)
+        for i in range(5):
+            marks.add(bucket, {"_id": f"g:e{i}", "type": "t"})
+        assert await db[bucket].count_documents({}) == 1, "held, not written one by one"
+        await eventually(lambda: _counted(db[bucket], 5), timeout=5)
+        inserts = [c for c in commands.seen if c.get("insert") == bucket]
+        assert [len(c["documents"]) for c in inserts] == [1, 5]
+
+        held = Marks(db, every=3600)
+        held.add(bucket, {"_id": "g:e9", "type": "t"})
+        await held.close()
+        assert await db[bucket].find_one({"_id": "g:e9"}) is not None
+
+
+async def _counted(collection: Any, n: int) -> bool:
+    return await collection.count_documents({}) == n

@@ -25,7 +25,7 @@ from faststream.message import StreamMessage
 from opentelemetry import context, propagate
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from avis.shared.case_keys import CaseKeyDestroyed
 from avis.shared.envelope import Event, PoisonMessage
@@ -124,9 +124,62 @@ class InboxUse(StrEnum):
     """What the inbox does for one type of event a service consumes."""
 
     FULL = "full"  # looked up before the handler (a redelivery stops there), marked after it
-    MARK = "mark"  # marked after the handler only: the handler's own write records the event
-    # and its own rule turns a redelivery away (intake's timeline), so a look-up saves nothing
+    MARK = "mark"  # marked after the handler only, with others (`Marks`): the handler's own
+    # write records the event and its own rule turns a redelivery away (intake's timeline),
+    # so a look-up saves nothing and the marker is for whoever reads it
     NONE = "none"  # no handler: acknowledged, no look-up, no marker
+
+
+class Marks:
+    """The inbox markers of recorded types (`InboxUse.MARK`), written together: one request
+    per bucket an `every` seconds at most, rather than one per event.
+
+    Nothing decides by them (the handler's own rule turns a redelivery away), so a marker that
+    comes a second late, or is lost with a store error or a crash, loses no effect and repeats
+    none. A clean stop writes what is held (`close`).
+    """
+
+    def __init__(self, db: AsyncDatabase[Document], every: float = 1.0) -> None:
+        self.db = db
+        self.every = every
+        self._held: dict[str, list[Document]] = {}
+        self._due: asyncio.Task[None] | None = None
+
+    def add(self, bucket: str, marker: Document) -> None:
+        """Hold one marker for its bucket; the write follows within `every` seconds."""
+        self._held.setdefault(bucket, []).append(marker)
+        if self._due is None or self._due.done():
+            self._due = asyncio.create_task(self._after(), name="inbox-marks")
+
+    async def _after(self) -> None:
+        await asyncio.sleep(self.every)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every marker held, one request per bucket (one already there is kept)."""
+        while self._held:
+            bucket, markers = self._held.popitem()
+            try:
+                await self.db[bucket].insert_many(markers, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(e.get("code") != 11000 for e in errors):
+                    log.warning("inbox markers not written", markers=len(markers))
+            except asyncio.CancelledError:
+                self._held.setdefault(bucket, []).extend(markers)  # for `close`
+                raise
+            except Exception as exc:
+                log.warning("inbox markers not written", markers=len(markers), error=repr(exc))
+
+    async def close(self) -> None:
+        """Write what is held now (a stop)."""
+        due, self._due = self._due, None
+        if due is not None and not due.done():
+            due.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await due
+        with contextlib.suppress(Exception):
+            await self.flush()
 
 
 class Messaging:
@@ -138,6 +191,7 @@ class Messaging:
         self.broker = broker
         self.db = db
         self.group_id = f"avis-{self.service}"
+        self.marks = Marks(db)
 
     def inbox(self, event: Event) -> AsyncCollection[Document]:
         """The inbox bucket of `event`: one collection per UTC day of the event's own time.
@@ -261,15 +315,13 @@ class Messaging:
                     except CaseKeyDestroyed:
                         # The case was erased: nothing of it opens, nor needs to be applied.
                         log.info("event of an erased case skipped")
-                with contextlib.suppress(DuplicateKeyError):
-                    await inbox.insert_one(
-                        {
-                            "_id": marker,
-                            "topic": event.topic,
-                            "type": event.type,
-                            "at": datetime.now(UTC),
-                        }
-                    )
+                at = datetime.now(UTC)
+                mark = {"_id": marker, "topic": event.topic, "type": event.type, "at": at}
+                if look_up:
+                    with contextlib.suppress(DuplicateKeyError):
+                        await inbox.insert_one(mark)
+                else:  # the handler's own write recorded it: the marker goes with others
+                    self.marks.add(inbox.name, mark)
                 EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "applied").inc()
                 return "applied"
             except PoisonMessage as exc:

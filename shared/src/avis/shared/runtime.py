@@ -262,7 +262,8 @@ class Runtime:
         subscribers of one group on one topic would split its partitions between them.
         `recorded`: the handler's own write records the event, and the service's own rule
         turns a redelivery away (intake's timeline), so the inbox is not looked up first
-        (`InboxUse.MARK`; its marker is still written after, for whoever reads it).
+        (`InboxUse.MARK`; its marker is still written after, with others within a second, for
+        whoever reads it).
         """
         ce_type = TYPE_OF[payload_type]
         if ce_type in self._handlers:
@@ -383,6 +384,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.broker.stop()
         self.kafka_started = False
+        await self.messaging.marks.close()  # the inbox markers still held
         if isinstance(self.locks, Sections):
             await self.locks.close()  # the other copies need not wait for what lingers
         await self.mongo.close()
