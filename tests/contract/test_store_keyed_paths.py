@@ -746,6 +746,7 @@ async def test_the_access_trail_is_appended_and_paged_only_by_id(
         nine = await trail.append(case_id, read(9), T0 + timedelta(seconds=9))
         assert nine is not None and nine.seq == 9
         assert await trail.verify(case_id) is None
+        assert [h.seq for h in await trail.keep([case_id])] == [9]  # the heads' write, by `_id`
         head = await trail.head(case_id)
         assert head is not None and head.seq == 9
     finally:

@@ -53,8 +53,7 @@ async def submitted(intake: Any) -> str:
 
 async def anchored_head(intake: Any, case_id: str) -> TrailAnchored:
     """The anchor of the case's head, once intake published it (every 0.5 s in tests)."""
-    head = await intake.store.trail.head(case_id)
-    assert head is not None
+    (head,) = await intake.store.trail.heads_of([case_id])  # its chain's true end
 
     async def published() -> TrailAnchored | None:
         anchors = await read_anchors(KAFKA, intake.settings.service_name)

@@ -1,6 +1,6 @@
-"""The access trail's append on the real store: two requests when the process knows the case's
-last entry, one chain whatever several copies of a service append, and a repeat folded only
-into the true last entry."""
+"""The access trail's append on the real store: one request when the process knows the case's
+last entry, the heads written together afterwards, one chain whatever several copies of a
+service append, and a repeat folded only into the true last entry."""
 
 import itertools
 from collections.abc import AsyncIterator
@@ -11,7 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail
+from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail, entry_id
 from tests.support.basics import MONGO_URL, unique
 
 pytestmark = pytest.mark.infra
@@ -70,17 +70,17 @@ def read(actor: str, action: str = "case.read") -> AuditRecord:
     return AuditRecord(actor=actor, role="coordinator", action=action, purpose="coordination")
 
 
-async def test_an_append_after_the_last_entry_it_knows_is_an_insert_and_the_head(
+async def test_an_append_after_the_last_entry_it_knows_is_an_insert_and_the_head_comes_later(
     copies: tuple[Copy, Copy, Any],
 ) -> None:
     (trail, requests), _, _ = copies
     case_id = unique("case")
     first = await trail.append(case_id, read("sub-1", "case.create"), T0)
     assert first is not None and first.seq == 1
-    assert requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")], "new case"
+    assert requests.taken() == [("insert", "audit_trail")], "new case"
     second = await trail.append(case_id, read("sub-2"), T0 + timedelta(seconds=1))
     assert second is not None and (second.seq, second.prev) == (2, first.hash)
-    assert requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")]
+    assert requests.taken() == [("insert", "audit_trail")]
     assert await trail.verify(case_id) is None
 
 
@@ -106,7 +106,7 @@ async def test_two_copies_appending_by_turns_keep_one_chain(
     a_requests.taken()
     last = await a.append(case_id, read("sub-9"), T0 + timedelta(seconds=9))
     assert last is not None and last.seq == 10
-    assert a_requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")]
+    assert a_requests.taken() == [("insert", "audit_trail")]
     assert await b.verify(case_id) is None
 
 
@@ -133,7 +133,7 @@ async def test_a_memory_far_behind_a_lagging_head_is_stepped_past(
     a_requests.taken()
     sixth = await a.append(case_id, read("sub-a2"), T0 + timedelta(seconds=11))
     assert sixth is not None and sixth.seq == 6
-    assert a_requests.taken() == [("insert", "audit_trail"), ("update", "audit_heads")]
+    assert a_requests.taken() == [("insert", "audit_trail")]
 
 
 async def test_a_repeat_is_folded_only_into_the_true_last_entry(
@@ -176,3 +176,33 @@ async def test_a_copy_that_knows_nothing_of_a_case_appends_after_its_end_and_fol
     fourth = await fresh.append(case_id, read("sub-2", "case.update"), T0 + timedelta(seconds=10))
     assert fourth is not None and fourth.seq == 4
     assert await a.verify(case_id) is None
+
+
+async def test_the_heads_of_the_cases_appended_to_are_written_together_later(
+    copies: tuple[Copy, Copy, AsyncDatabase[dict[str, Any]]],
+) -> None:
+    """No head is written at an append; the anchoring round's `keep` writes the heads of the
+    cases appended to in one request, at their chains' true ends (the process's memory, one look
+    past it), and from then on a removed last entry shows."""
+    (trail, requests), _, db = copies
+    cases = [unique("case") for _ in range(3)]
+    for n, case_id in enumerate(cases):
+        await trail.append(case_id, read("sub-1"), T0 + timedelta(seconds=n))
+    await trail.append(cases[0], read("sub-2"), T0 + timedelta(seconds=5))
+    assert await db[HEADS].count_documents({}) == 0, "no head written at an append"
+    requests.taken()
+
+    heads = await trail.keep(cases)
+    assert [(h.id, h.seq) for h in heads] == [(cases[0], 2), (cases[1], 1), (cases[2], 1)]
+    assert requests.taken() == [
+        ("find", "audit_heads"),  # the stored heads, by `_id`, together
+        *[("find", "audit_trail")] * 3,  # one look past each case's end
+        ("update", "audit_heads"),  # the heads written, one request
+    ]
+    stored = await trail.head(cases[0])
+    assert stored is not None and stored.seq == 2
+
+    removed = await db["audit_trail"].delete_one({"_id": entry_id(cases[0], 2)})
+    assert removed.deleted_count == 1
+    broken = await trail.verify(cases[0])
+    assert broken is not None and (broken.seq, broken.kind) == (2, "removed")

@@ -3,7 +3,8 @@
 A trail's hash chain shows a changed, removed or reordered entry, but not a chain rewritten whole
 with every hash recomputed by someone who can write the store. So each service remembers the
 cases its trail was appended to (`AuditTrail.unanchored`, in memory) and, every
-`AVIS_AUDIT_ANCHOR_SECONDS`, publishes their heads (`avis.audit.anchored.v1`: position and hash,
+`AVIS_AUDIT_ANCHOR_SECONDS`, writes their heads to the store (`AuditTrail.keep`, one request)
+and publishes them (`avis.audit.anchored.v1`: position and hash,
 no health data) keyed `<service>/<case id>`. Kafka keeps the last anchor of each key, under
 identities the store's writers do not hold; `avis-audit verify` reads them back and checks each
 against the chain (`avis.shared.audit.off_anchor`).
@@ -53,7 +54,7 @@ class Anchors:
         if not cases:
             return 0
         try:
-            heads = await self.trail.heads_of(cases)
+            heads = await self.trail.keep(cases)  # written to the store, then anchored
             at = datetime.now(UTC)
             acks = []
             for head in heads:

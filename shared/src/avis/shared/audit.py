@@ -14,14 +14,18 @@ Within the store contract (DESIGN.md section 4):
   `hash`: SHA-256 over the canonical JSON of the entry with `prev`;
 - a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so
   `verify` knows how many entries there should be (a removed last entry shows) and an append
-  the process knows nothing of starts there; it is written by `_id` alone (a condition on `seq`
-  beside it made the local store read every head on each append), so a head behind the true end
-  (a crash between the two writes, or an earlier entry's head written last by another instance)
-  is stepped past by probing the next `_id`s, by appends, pages and `verify` alike;
+  the process knows nothing of starts there. The heads of the cases appended to are written
+  with their anchors (below), every `AVIS_AUDIT_ANCHOR_SECONDS`, in one request (`keep`), not
+  at each append: until then, as after a crash, a head is behind the true end. It is written
+  by `_id` alone (a condition on `seq` beside it made the local store read every head on each
+  append), so a head behind the true end (not written yet, a crash, or an earlier entry's head
+  written last by another instance) is stepped past by probing the next `_id`s, by appends,
+  pages and `verify` alike: a last entry removed before its head was written is found by its
+  anchor no more than by its head (both come in the same round);
 - each process remembers the last entry it wrote or read of its most recent cases (`REMEMBERED`
   of them, least recently used forgotten), and appends after it without reading anything: the
-  insert, then the head, two requests (of a case it knows nothing of, the first entry is tried:
-  a new case's first entry costs the same). A memory another instance has overtaken meets a
+  insert, one request (of a case it knows nothing of, the first entry is tried: a new case's
+  first entry costs the same). A memory another instance has overtaken meets a
   duplicate key, and the append reads the head and tries after it (or, where the head lags
   too, probes past it), as after any racing writer. A repeat is folded only into the true last
   entry: when the memory says it repeats, the next `_id` is probed first (another instance may
@@ -60,6 +64,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -391,15 +396,16 @@ class AuditTrail:
         (None: nothing written): a page that polls a status leaves one entry, not one a poll.
 
         It starts from the last entry this process remembers of the case; of a case it knows
-        nothing of, a repeat to fold starts from the head document, anything else is tried as
-        the first entry (a new case's, the usual cold start). Either may be behind the true
-        end, which the insert finds out."""
+        nothing of, a repeat to fold starts from the head document and the entries past it,
+        anything else is tried as the first entry (a new case's, the usual cold start). Either
+        may be behind the true end, which the insert finds out."""
         end = self._ends.get(case_id)
-        if end is None and fold is not None:
-            end = await self.head(case_id)
+        looked = end is None and fold is not None
+        if looked:  # the true end, from the head (which may lag: it comes with the anchors)
+            end = await self._last(case_id, await self.head(case_id))
         if end is not None and fold is not None and end.repeats(record, at, fold):
             # Folded only into the true last entry: one written since would be dropped.
-            end = await self._last(case_id, end)
+            end = end if looked else await self._last(case_id, end)
             if end is not None and end.repeats(record, at, fold):
                 return None
         while True:
@@ -414,11 +420,8 @@ class AuditTrail:
                     end = head  # the next insert finds out whether it is the end
                 else:  # the head lags too: step over what is past it
                     end = await self._last(case_id, end)
-        # By `_id` alone: another instance's later entry may have moved the head on already;
-        # writing it back leaves a head that lags, which the next reader steps past.
-        await self.heads.replace_one({"_id": case_id}, AuditHead.of(entry).to_doc(), upsert=True)
         self._remember(AuditHead.of(entry))
-        self.unanchored.add(case_id)
+        self.unanchored.add(case_id)  # its head is written with its anchor (`keep`)
         return entry
 
     def _remember(self, end: AuditHead | None) -> AuditHead | None:
@@ -437,11 +440,23 @@ class AuditTrail:
         return taken
 
     async def heads_of(self, case_ids: Sequence[str]) -> list[AuditHead]:
-        """The true ends of these cases' chains, their heads read together by `_id`."""
+        """The true ends of these cases' chains: from their heads, read together by `_id`, or
+        the last entry this process remembers where that is further on, one look past it."""
         docs = await by_ids(self.heads, case_ids)
         heads = [AuditHead.model_validate(d) if d else None for d in docs]
-        ends = [await self._last(c, h) for c, h in zip(case_ids, heads, strict=True)]
+        known = [_later(h, self._ends.get(c)) for c, h in zip(case_ids, heads, strict=True)]
+        ends = [await self._last(c, h) for c, h in zip(case_ids, known, strict=True)]
         return [h for h in ends if h is not None]
+
+    async def keep(self, case_ids: Sequence[str]) -> list[AuditHead]:
+        """Write the heads of these cases at their chains' true ends, in one request (by `_id`
+        alone: a head written back behind another instance's is stepped past); returns them."""
+        heads = await self.heads_of(case_ids)
+        if heads:
+            await self.heads.bulk_write(
+                [ReplaceOne({"_id": h.id}, h.to_doc(), upsert=True) for h in heads]
+            )
+        return heads
 
     async def _last(self, case_id: str, head: AuditHead | None) -> AuditHead | None:
         """The true end of a case's chain from its head document: the entries past a head that
