@@ -10,8 +10,10 @@ import json
 from datetime import datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from avis.shared.events import CaseSubmitted
+from avis.shared.topics import CASE_SUBMITTED
 from tests.support.basics import eventually, publish, unique
 from tests.support.review import ReviewStack
 from tests.support.topics import header
@@ -371,3 +373,32 @@ async def test_a_matching_left_half_way_is_finished_at_start_up(stack: ReviewSta
     async with stack.client() as http:
         rounds = (await http.get("/v1/assignments", params={"case_id": kept.case_id})).json()
     assert len(rounds["items"]) == 1, "recovering twice adds nothing"
+
+
+async def test_a_redelivered_submission_is_turned_away_by_the_stored_case(
+    stack: ReviewStack,
+) -> None:
+    """No inbox look-up precedes a submission (it is `recorded`): the same event twice more,
+    each applied again, assigns nothing new."""
+    p = unique("derm")
+    await stack.add_reviewer(f"{p}-1", ["dermatology"], ["fr"], capacity=5)
+    event = stack.case_event("dermatology")
+    case_id = event.subject
+    labels = {"service": stack.settings.service_name, "topic": CASE_SUBMITTED, "type": event.type}
+
+    def outcomes(outcome: str) -> float:
+        found = REGISTRY.get_sample_value(
+            "avis_events_consumed_total", labels | {"outcome": outcome}
+        )
+        return found or 0.0
+
+    applied, duplicates = outcomes("applied"), outcomes("duplicate")
+    await publish(stack.publisher, event)
+    await stack.log.wait(case_id, ASSIGNED)
+    for _ in range(2):
+        await publish(stack.publisher, event)
+    await eventually(lambda: outcomes("applied") == applied + 3)
+    assert outcomes("duplicate") == duplicates, "never looked up in the inbox"
+    await stack.log.caught_up()
+    assert len(stack.log.of(case_id, ASSIGNED)) == 1, "one assignment, published once"
+    assert (await stack.assignment(case_id))["round"] == 1

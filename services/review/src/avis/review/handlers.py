@@ -1,4 +1,10 @@
-"""Kafka subscribers of the review service (thin, like api.py): one use case per payload type."""
+"""Kafka subscribers of the review service (thin, like api.py): one use case per payload type.
+
+A submission and a report issued are recorded with their effect, and the stored case turns a
+redelivery away (a case inserted once, matched only while it is matching; the follow-up period
+set from the first version once), so no inbox look-up precedes them (`recorded`); every other
+type keeps the inbox's look-up.
+"""
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,9 +46,9 @@ def register(runtime: Runtime, review: ReviewService, keying: CaseKeying) -> Non
         InformationProvided: lambda _, provided: review.requests.provided(provided=provided),
     }
     for payload_type, handler in table.items():
-        runtime.on(payload_type, handler)
+        runtime.on(payload_type, handler, recorded=payload_type is CaseSubmitted)
 
 
 def register_follow_ups(runtime: Runtime, follow_ups: FollowUps) -> None:
     """Register the follow-up questions' handler: the report issued opens their period."""
-    runtime.on(ReportReady, lambda _, ready: follow_ups.report_ready(ready=ready))
+    runtime.on(ReportReady, lambda _, ready: follow_ups.report_ready(ready=ready), recorded=True)
