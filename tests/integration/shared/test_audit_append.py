@@ -183,20 +183,23 @@ async def test_the_heads_of_the_cases_appended_to_are_written_together_later(
 ) -> None:
     """No head is written at an append; the anchoring round's `keep` writes the heads of the
     cases appended to in one request, at their chains' true ends (the process's memory, one look
-    past it), and from then on a removed last entry shows."""
-    (trail, requests), _, db = copies
+    past all of them at once; past a lagging one, one by one), and from then on a removed last
+    entry shows."""
+    (trail, requests), (other, _), db = copies
     cases = [unique("case") for _ in range(3)]
     for n, case_id in enumerate(cases):
         await trail.append(case_id, read("sub-1"), T0 + timedelta(seconds=n))
     await trail.append(cases[0], read("sub-2"), T0 + timedelta(seconds=5))
+    await other.append(cases[1], read("sub-3"), T0 + timedelta(seconds=6))  # past our memory
     assert await db[HEADS].count_documents({}) == 0, "no head written at an append"
     requests.taken()
 
     heads = await trail.keep(cases)
-    assert [(h.id, h.seq) for h in heads] == [(cases[0], 2), (cases[1], 1), (cases[2], 1)]
+    assert [(h.id, h.seq) for h in heads] == [(cases[0], 2), (cases[1], 2), (cases[2], 1)]
     assert requests.taken() == [
         ("find", "audit_heads"),  # the stored heads, by `_id`, together
-        *[("find", "audit_trail")] * 3,  # one look past each case's end
+        ("find", "audit_trail"),  # one look past every case's end, together
+        ("find", "audit_trail"),  # and past the other copy's entry, the one that lagged
         ("update", "audit_heads"),  # the heads written, one request
     ]
     stored = await trail.head(cases[0])

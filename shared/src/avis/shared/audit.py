@@ -441,11 +441,19 @@ class AuditTrail:
 
     async def heads_of(self, case_ids: Sequence[str]) -> list[AuditHead]:
         """The true ends of these cases' chains: from their heads, read together by `_id`, or
-        the last entry this process remembers where that is further on, one look past it."""
+        the last entry this process remembers where that is further on; then one look past
+        every end at once (two requests in all), and one by one past the few that lag."""
         docs = await by_ids(self.heads, case_ids)
         heads = [AuditHead.model_validate(d) if d else None for d in docs]
         known = [_later(h, self._ends.get(c)) for c, h in zip(case_ids, heads, strict=True)]
-        ends = [await self._last(c, h) for c, h in zip(case_ids, known, strict=True)]
+        past = [entry_id(c, (k.seq if k else 0) + 1) for c, k in zip(case_ids, known, strict=True)]
+        beyond = await by_ids(self.trail, past)
+        ends = [
+            self._remember(k)
+            if b is None
+            else await self._last(c, AuditHead.of(AuditEntry.model_validate(b)))
+            for c, k, b in zip(case_ids, known, beyond, strict=True)
+        ]
         return [h for h in ends if h is not None]
 
     async def keep(self, case_ids: Sequence[str]) -> list[AuditHead]:
