@@ -182,6 +182,65 @@ class Marks:
             await self.flush()
 
 
+class Commits:
+    """The consumers' offsets, committed together: after its effect, a record's offset is held,
+    and a consumer's held offsets go in one request, `every` seconds at most, instead of a
+    commit after each record (which cost the broker some 40% of its CPU in the journey).
+
+    Only offsets of records whose effect is stored are ever committed, each consumer's of the
+    partitions it still owns. A crash, or a partition handed to another copy, before the held
+    offsets go makes those records come again: the inbox and the handlers' own state turn them
+    away, as after any redelivery. Once stopping (`close`), every offset is committed at once,
+    so the handlers a stop lets finish are committed before their consumers close.
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.stopping = False
+        self._held: dict[int, tuple[AIOKafkaConsumer, dict[TopicPartition, int]]] = {}
+        self._due: asyncio.Task[None] | None = None
+
+    async def done(self, record: ConsumerRecord[bytes, bytes], consumer: AIOKafkaConsumer) -> None:
+        """The effect of `record` is stored: its offset is to be committed."""
+        offsets = {TopicPartition(record.topic, record.partition): record.offset + 1}
+        if self.stopping:
+            await self._commit(consumer, offsets)
+            return
+        self._held.setdefault(id(consumer), (consumer, {}))[1].update(offsets)
+        if self._due is None or self._due.done():
+            self._due = asyncio.create_task(self._after(), name="offset-commits")
+
+    async def _after(self) -> None:
+        await asyncio.sleep(self.every)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Commit every offset held, one request per consumer."""
+        while self._held:
+            _, (consumer, offsets) = self._held.popitem()
+            await self._commit(consumer, offsets)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:  # a rebalance, the broker away: the records come again
+            log.info("offsets not committed", error=type(exc).__name__, partitions=len(offsets))
+
+    async def close(self) -> None:
+        """From now on commit each offset at once, and commit those held (a stop)."""
+        self.stopping = True
+        due, self._due = self._due, None
+        if due is not None and not due.done():
+            due.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await due
+        await self.flush()
+
+
 class Messaging:
     """Publishing and consuming for one service, on top of its broker and its own database."""
 
@@ -192,6 +251,7 @@ class Messaging:
         self.db = db
         self.group_id = f"avis-{self.service}"
         self.marks = Marks(db)
+        self.commits = Commits()
 
     def inbox(self, event: Event) -> AsyncCollection[Document]:
         """The inbox bucket of `event`: one collection per UTC day of the event's own time.
@@ -265,7 +325,7 @@ class Messaging:
         )
         async def consume(msg: KafkaMessage) -> None:
             await self.process(msg.raw_message, handler, inbox_use)
-            await msg.ack()
+            await self.commits.done(msg.raw_message, msg.consumer)
 
     async def process(
         self,

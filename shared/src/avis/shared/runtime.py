@@ -382,6 +382,8 @@ class Runtime:
                 await task
         self._tasks.clear()
         with contextlib.suppress(Exception):
+            await self.messaging.commits.close()  # before the consumers close
+        with contextlib.suppress(Exception):
             await self.broker.stop()
         self.kafka_started = False
         await self.messaging.marks.close()  # the inbox markers still held
