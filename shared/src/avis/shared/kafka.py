@@ -185,7 +185,8 @@ class Marks:
 class Commits:
     """The consumers' offsets, committed together: after its effect, a record's offset is held,
     and a consumer's held offsets go in one request, `every` seconds at most, instead of a
-    commit after each record (which cost the broker some 40% of its CPU in the journey).
+    commit after each record (each one a write to the broker's offsets log: in the journey's
+    burst the broker spent some 17% less CPU a case with them held).
 
     Only offsets of records whose effect is stored are ever committed, each consumer's of the
     partitions it still owns. A crash, or a partition handed to another copy, before the held
