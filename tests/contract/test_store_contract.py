@@ -6,6 +6,7 @@ The update operators, indexes, large documents and concurrency live in the sibli
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,10 +14,12 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ServerSelectionTimeoutError
+
+from avis.shared.audit import KEEP_AT_ONCE
 
 pytestmark = pytest.mark.infra
 
@@ -399,3 +402,18 @@ async def test_find_by_id_in_list_with_sort(db: AsyncDatabase[Document]) -> None
         d["_id"] async for d in cases.find({"_id": {"$in": wanted}}, {"_id": 1}).sort("_id", 1)
     ]
     assert found == ["case-002", "case-004", "case-007"]
+
+
+async def test_a_bulk_write_of_fifty_updates_of_documents_that_exist_completes(
+    db: AsyncDatabase[Document],
+) -> None:
+    """The local store stalls on a bulk write of many updates of documents that exist (100
+    did not finish within 30 s, 64 took some 40 ms): the services send at most 50 a request
+    (`avis.shared.audit.KEEP_AT_ONCE`, the largest such bulk write)."""
+    coll = db["bulk_updates"]
+    await coll.insert_many([{"_id": f"h{i}", "seq": 0} for i in range(KEEP_AT_ONCE)])
+    writes = [ReplaceOne({"_id": f"h{i}"}, {"seq": 1}, upsert=True) for i in range(KEEP_AT_ONCE)]
+    async with asyncio.timeout(10):
+        result = await coll.bulk_write(writes)
+    assert result.modified_count == KEEP_AT_ONCE
+    assert await coll.count_documents({"seq": 1}) == KEEP_AT_ONCE

@@ -11,7 +11,14 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from avis.shared.audit import HEADS, AuditHead, AuditRecord, AuditTrail, entry_id
+from avis.shared.audit import (
+    HEADS,
+    KEEP_AT_ONCE,
+    AuditHead,
+    AuditRecord,
+    AuditTrail,
+    entry_id,
+)
 from tests.support.basics import MONGO_URL, unique
 
 pytestmark = pytest.mark.infra
@@ -209,3 +216,23 @@ async def test_the_heads_of_the_cases_appended_to_are_written_together_later(
     assert removed.deleted_count == 1
     broken = await trail.verify(cases[0])
     assert broken is not None and (broken.seq, broken.kind) == (2, "removed")
+
+
+async def test_many_heads_are_written_fifty_a_request(
+    copies: tuple[Copy, Copy, AsyncDatabase[dict[str, Any]]],
+) -> None:
+    """A round's heads go `KEEP_AT_ONCE` a request: the local store stalls on a bulk write of
+    many updates of documents that exist (docs/store-contract.md)."""
+    (trail, requests), _, db = copies
+    cases = [unique("case") for _ in range(2 * KEEP_AT_ONCE + 3)]
+    for case_id in cases:
+        await trail.append(case_id, read("sub-1"), T0)
+    await trail.keep(cases)  # the heads exist now: the next round updates them
+    for case_id in cases:
+        await trail.append(case_id, read("sub-2"), T0 + timedelta(seconds=1))
+    requests.taken()
+    heads = await trail.keep(cases)
+    assert {h.seq for h in heads} == {2} and len(heads) == len(cases)
+    written = [c for c in requests.taken() if c == ("update", HEADS)]
+    assert len(written) == 3
+    assert await db[HEADS].count_documents({"seq": 2}) == len(cases)

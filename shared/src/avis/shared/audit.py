@@ -73,6 +73,9 @@ from avis.shared.mongo import Document, Stored, by_ids
 from avis.shared.sealing import Keyring, Sealed
 
 TRAIL = "audit_trail"
+# Heads written a request (`keep`): the local store stalls on a bulk write of many updates of
+# documents that exist (docs/store-contract.md), so an anchoring round's heads go in chunks.
+KEEP_AT_ONCE = 50
 HEADS = "audit_heads"
 CHECKPOINTS = "audit_checkpoints"
 CHECKPOINT_PURPOSE = "avis-audit-checkpoint"
@@ -457,12 +460,14 @@ class AuditTrail:
         return [h for h in ends if h is not None]
 
     async def keep(self, case_ids: Sequence[str]) -> list[AuditHead]:
-        """Write the heads of these cases at their chains' true ends, in one request (by `_id`
-        alone: a head written back behind another instance's is stepped past); returns them."""
+        """Write the heads of these cases at their chains' true ends, `KEEP_AT_ONCE` a request
+        (by `_id` alone: a head written back behind another instance's is stepped past);
+        returns them."""
         heads = await self.heads_of(case_ids)
-        if heads:
+        for start in range(0, len(heads), KEEP_AT_ONCE):
+            chunk = heads[start : start + KEEP_AT_ONCE]
             await self.heads.bulk_write(
-                [ReplaceOne({"_id": h.id}, h.to_doc(), upsert=True) for h in heads]
+                [ReplaceOne({"_id": h.id}, h.to_doc(), upsert=True) for h in chunk]
             )
         return heads
 
