@@ -126,6 +126,10 @@ class InboxUse(StrEnum):
     FULL = "full"  # looked up before the handler (a redelivery stops there), marked after it
     MARK = "mark"  # marked after the handler only: the handler's own write records the event
     # and its own rule turns a redelivery away (intake's timeline), so a look-up saves nothing
+    # Neither looked up nor marked: the handler's own write records the event, its own rule
+    # turns a redelivery away, and nothing reads the marker (notify's case events: the case
+    # keeps the ids of the events applied to it)
+    OWN = "own"
     NONE = "none"  # no handler: acknowledged, no look-up, no marker
 
 
@@ -235,7 +239,9 @@ class Messaging:
         marker = f"{self.group_id}:{event.id}"
         structlog.contextvars.bind_contextvars(event_id=event.id, case_id=event.subject)
         try:
-            return await self._apply(record, event, marker, handler, use == InboxUse.FULL)
+            return await self._apply(
+                record, event, marker, handler, use == InboxUse.FULL, use != InboxUse.OWN
+            )
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "case_id")
 
@@ -246,6 +252,7 @@ class Messaging:
         marker: str,
         handler: Handler,
         look_up: bool = True,
+        mark: bool = True,
     ) -> str:
         cap = self.settings.retry_backoff_max_seconds
         errors, transient = Backoff(cap), Backoff(cap)
@@ -261,15 +268,16 @@ class Messaging:
                     except CaseKeyDestroyed:
                         # The case was erased: nothing of it opens, nor needs to be applied.
                         log.info("event of an erased case skipped")
-                with contextlib.suppress(DuplicateKeyError):
-                    await inbox.insert_one(
-                        {
-                            "_id": marker,
-                            "topic": event.topic,
-                            "type": event.type,
-                            "at": datetime.now(UTC),
-                        }
-                    )
+                if mark:
+                    with contextlib.suppress(DuplicateKeyError):
+                        await inbox.insert_one(
+                            {
+                                "_id": marker,
+                                "topic": event.topic,
+                                "type": event.type,
+                                "at": datetime.now(UTC),
+                            }
+                        )
                 EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "applied").inc()
                 return "applied"
             except PoisonMessage as exc:
