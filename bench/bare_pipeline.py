@@ -410,7 +410,7 @@ class Stage:
                 self.consumed[topic] += 1
                 continue
             await self.handle(topic, event)
-            if not self.marks:  # the handler's own write records the event
+            if not self.inbox_markers:  # the handler's own write records the event
                 self.consumed[topic] += 1
                 continue
             day = time.strftime("%Y%m%d", time.gmtime(event["time"]))
@@ -423,7 +423,7 @@ class Stage:
         """The effect of one record (the stage's own)."""
 
     skips: frozenset[str] = frozenset()  # the types the stage has no handler for
-    marks = True  # False: no inbox marker (the case records the events applied to it)
+    inbox_markers = True  # False: none (the case records the events applied to it)
 
     async def setup(self) -> None:
         """Collections and indexes (not counted)."""
@@ -806,7 +806,7 @@ class Notify(Stage):
     name = "notify"
     SUBSCRIPTION = "sub-bare"
     skips = frozenset({"accepted"})
-    marks = False
+    inbox_markers = False
 
     def __init__(self, cfg: argparse.Namespace) -> None:
         super().__init__(cfg)
