@@ -21,7 +21,8 @@ real ones:
 
 That is 5 events published and 11 records consumed per case. Notify reads `accepted` and
 acknowledges it without an inbox marker (Avis's runtime skips a type no handler of the service
-takes before its inbox is touched).
+takes before its inbox is touched), and marks none of the others either: its case records the
+ids of the events applied to it, in the write of the event's effect (`InboxUse.OWN`).
 
 Store writes per case: every single-document write the services make on that path, counted
 from their service.py and store.py and from avis.shared (outbox.py, emit.py, kafka.py). Each
@@ -57,22 +58,21 @@ apart as `marks`), as the runtime's `Marks` write them.
       relay    1  report-ready: published mark
       pdf      1  the rendered PDF kept on the version (set_pdf), without rendering anything
       (inbox)     its 2 markers, held and written together (`marks`)
-    notify (28), the case filed by a partner with one subscription to the three webhook types
-      case     4  the case saved (save_case): twice on submission (before queueing, after), once
-                  on assigned, once on report-ready
-      queue    6  3 emails x (the send, its hand-off to the queue's worker)
-      fan_out  9  3 webhooks x (the delivery, its hand-off, the subscription's recent
-                  deliveries)
+    notify (21), the case filed by a partner with one subscription to the three webhook types
+      case     3  the case saved (save_case) with the event's id, once per event
+      queue    3  3 emails x the send
+      fan_out  6  3 webhooks x (the delivery, the subscription's recent deliveries)
+      handoff  3  3 events x the hand-offs of its email and its delivery to the queues'
+                  workers (two documents, one request), after the case is written
       email    3  3 emails x the attempt recorded as sent, without SMTP
       webhook  3  3 webhooks x the delivery saved as delivered, without HTTP
-      inbox    4
 
-69 writes per case in all. Left out: the writes Avis amortises over many cases (a keyed
-list's stored hint every 16 positions, a reference block every 100 cases, due buckets of a new
-day or minute, notify's hand-offs deleted many at a time once done with: here one bulk write
-per 16, and the outbox hints deleted together once a second, counted apart as `taken`) and
-every read (inbox checks, aggregate reads, the relay's outbox read), which are part of what the
-journey's design costs on top of this floor.
+62 writes per case in all (a write: one request). Left out: the writes Avis amortises over
+many cases (a keyed list's stored hint every 16 positions, a reference block every 100 cases,
+due buckets of a new day or minute, notify's hand-offs deleted many at a time once done with:
+here one bulk write per 16, and the outbox hints deleted together once a second, counted
+apart as `taken`) and every read (inbox checks, aggregate reads, the relay's outbox read),
+which are part of what the journey's design costs on top of this floor.
 The same secondary indexes as the services' are created, so each write maintains them too.
 
 Where Avis decides, this picks: reviewers in turn (no matching); an event that meets its case
@@ -110,7 +110,7 @@ from typing import IO, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, ConnectionFailure, OperationFailure
@@ -138,7 +138,7 @@ WRITES_PER_CASE: dict[str, dict[str, int]] = {
     "intake": {"draft": 3, "upload": 3, "submit": 2, "relay": 1, "follow": 5},
     "review": {"assign": 10, "accept": 2, "opinion": 3, "relay": 3, "inbox": 1},
     "reports": {"case": 1, "opinion": 1, "issue": 4, "relay": 1, "pdf": 1},
-    "notify": {"case": 4, "queue": 6, "fan_out": 9, "email": 3, "webhook": 3, "inbox": 3},
+    "notify": {"case": 3, "queue": 3, "fan_out": 6, "handoff": 3, "email": 3, "webhook": 3},
 }
 TAKEN_AT_ONCE = 16  # notify's hand-offs done with, deleted in one bulk write
 FORGET_SECONDS = 1.0  # the outbox hints whose events are out, deleted together this often
@@ -418,6 +418,9 @@ class Stage:
                 self.consumed[topic] += 1
                 continue
             await self.handle(topic, event)
+            if not self.inbox_markers:  # the handler's own write records the event
+                self.consumed[topic] += 1
+                continue
             day = time.strftime("%Y%m%d", time.gmtime(event["time"]))
             marker = {"_id": f"{self.group}:{event['id']}", "topic": topic, "type": event["type"]}
             marker["at"] = time.time()
@@ -441,6 +444,7 @@ class Stage:
 
     skips: frozenset[str] = frozenset()  # the types the stage has no handler for
     recorded = False  # its handlers record their event with the effect: markers go together
+    inbox_markers = True  # False: none (the case records the events applied to it)
 
     async def setup(self) -> None:
         """Collections and indexes (not counted)."""
@@ -827,6 +831,7 @@ class Notify(Stage):
     name = "notify"
     SUBSCRIPTION = "sub-bare"
     skips = frozenset({"accepted"})
+    inbox_markers = False
 
     def __init__(self, cfg: argparse.Namespace) -> None:
         super().__init__(cfg)
@@ -857,39 +862,44 @@ class Notify(Stage):
                     "submitted": True,
                     "updated_at": time.time(),
                 }
-                await self.save_case(case_id)
                 self.known.add(case_id)
-                await self.notice(case_id, event)
+                filed = [await self.notice(case_id, event)]
                 for early in self.parked.pop(case_id, []):
-                    await self.notice(case_id, early)
+                    filed.append(await self.notice(case_id, early))
             elif case_id in self.known:
-                await self.notice(case_id, event)
+                filed = [await self.notice(case_id, event)]
             else:  # its case comes later: parked (Avis parks it on the case, saved below)
                 self.docs.setdefault(case_id, {"parked": []})["parked"].append(event["id"])
                 self.parked.setdefault(case_id, []).append(event)
+                filed = []
             self.docs[case_id]["updated_at"] = time.time()
+            self.docs[case_id].setdefault("applied", []).append(event["id"])
             await self.save_case(case_id)
+            # Handed off once the case is written, every item of the event in one request.
+            for items in filed:
+                at = await self.file([handoff for handoff, _ in items])
+                for _, work in items:
+                    self.spawn(work(at))
 
-    async def file(self, step: str, kind: str, item: str) -> float:
-        """Hand an item off to its queue's worker (one document per item, as Avis's
-        `hand_off`); the worker works it from there."""
+    async def file(self, handoffs: list[str]) -> float:
+        """Hand an event's items off to their queues' workers (one document per item, all in
+        one request, as Avis's `hand_off`); the workers work them from there."""
         at = time.time()
-        await self.write(
-            step,
-            lambda: self.handoffs.update_one(
-                {"_id": f"{kind}:{item}"}, {"$set": {"queue": kind, "at": at}}, upsert=True
-            ),
-        )
+        ops = [UpdateOne({"_id": h}, {"$set": {"at": at}}, upsert=True) for h in handoffs]
+        await self.write("handoff", lambda: self.handoffs.bulk_write(ops))
         return at
 
-    async def notice(self, case_id: str, event: Doc) -> None:
+    async def notice(
+        self, case_id: str, event: Doc
+    ) -> list[tuple[str, Callable[[float], Awaitable[None]]]]:
+        """Queue the event's email and delivery; their hand-offs and their work, for the
+        caller to file once the case is written."""
         template = TEMPLATES[event["type"]]
         case = self.docs[case_id]
         delivery_id = f"{event['id']}:{self.SUBSCRIPTION}"
         body = {"id": event["id"], "type": event["type"], "case_id": case_id, "pad": "x" * 200}
         delivery = {"_id": delivery_id, "status": "queued", "body": json.dumps(body)}
         await self.write("fan_out", lambda: self.db["deliveries"].insert_one(delivery))
-        hook_filed = await self.file("fan_out", "webhook", delivery_id)
         case.setdefault("deliveries", []).append(delivery_id)
         async with self.lock(f"subscription:{self.SUBSCRIPTION}"):
             self.recent = [*self.recent, delivery_id][-RECENT_DELIVERIES:]
@@ -905,10 +915,11 @@ class Notify(Stage):
         await self.write(
             "queue", lambda: self.db["sends"].insert_one({**send, "params": {"pad": "x" * 200}})
         )
-        email_filed = await self.file("queue", "email", send_id)
         case.setdefault("notifications", []).append(send_id)
-        self.spawn(self.send_email(case_id, template, send_id, email_filed))
-        self.spawn(self.deliver(case_id, template, delivery_id, hook_filed))
+        return [
+            (f"email:{send_id}", partial(self.send_email, case_id, template, send_id)),
+            (f"webhook:{delivery_id}", partial(self.deliver, case_id, template, delivery_id)),
+        ]
 
     async def unfile(self, kind: str, item: str) -> None:
         """A hand-off done with: deleted with others, TAKEN_AT_ONCE in one bulk write."""
@@ -1042,7 +1053,7 @@ async def _verify(client: AsyncMongoClient[Doc], prefix: str, run_id: str, cases
         "reports.inbox": 2 * cases,
         "notify.sends sent": 3 * cases,
         "notify.deliveries delivered": 3 * cases,
-        "notify.inbox": 3 * cases,  # `accepted` skipped, no marker
+        "notify.inbox": 0,  # the case records the events applied to it; `accepted` skipped
         "outbox hints left": 0,
         "outbox events left": 0,
     }

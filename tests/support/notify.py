@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import functools
 import json
 import os
 import pathlib
@@ -45,6 +46,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
+from avis.shared.kafka import InboxUse
 from avis.shared.keys import KmipKeyService
 from avis.shared.mongo import Document
 from avis.shared.runtime import Runtime
@@ -193,6 +195,7 @@ class NotifyStack:
     publisher: Runtime
     notify: NotifyService
     sender: EmailSender
+    runtime: Runtime  # notify's own
     keyring: Keyring = field(default_factory=lambda: Keyring.parse(SEALING_KEYS))
     # The case keys as intake makes and destroys them, with its own certificate.
     keys: CaseKeys = field(
@@ -386,8 +389,20 @@ class NotifyStack:
             await publish(self.publisher, event)
 
     async def consumed(self, *events: Event, timeout: float = 30.0) -> None:
-        """Wait until notify has stored its effect of each of `events`."""
-        await consumed(self.settings, self.publisher.broker, self.db, *events, timeout=timeout)
+        """Wait until notify has stored its effect of each of `events`: for its case events,
+        the event's id among those its case applied or parked (no inbox marker is written for
+        them: `InboxUse.OWN`); for the others, its inbox marker."""
+        marked = [e for e in events if self.runtime.inbox_use(e.type) is not InboxUse.OWN]
+        await consumed(self.settings, self.publisher.broker, self.db, *marked, timeout=timeout)
+        for event in events:
+            if event not in marked:
+                await eventually(functools.partial(self.recorded, event), timeout=timeout)
+
+    async def recorded(self, event: Event) -> bool:
+        """Whether the event's case applied it, or parked it until the case comes."""
+        doc = await self.db["cases"].find_one({"_id": event.subject}) or {}
+        parked = [e.get("id") for e in doc.get("parked", [])]
+        return event.id in doc.get("applied", []) or event.id in parked
 
     async def notifications(self, case_id: str) -> list[dict[str, Any]]:
         """The case's notifications, read through the API as a coordinator."""
@@ -447,6 +462,7 @@ async def running_notify(settings: Settings | None = None) -> AsyncIterator[Noti
                 publisher,
                 app.state.notify,
                 app.state.sender,
+                runtime,
             )
     finally:
         await publisher.stop()

@@ -27,10 +27,10 @@ def load() -> ModuleType:
 async def test_every_case_goes_through_every_hop_and_write_and_nothing_is_left() -> None:
     bare = load()
     # The table the docstring states: 5 events published and 11 records consumed per case,
-    # 69 single-document writes (intake's and reports' inbox markers go together).
+    # 62 writes (requests; intake's and reports' inbox markers go together, apart).
     assert sum(sum(t.values()) for t in bare.PUBLISHED_BY.values()) == 5
     assert sum(sum(t.values()) for t in bare.CONSUMED_PER_CASE.values()) == 11
-    assert sum(sum(s.values()) for s in bare.WRITES_PER_CASE.values()) == 69
+    assert sum(sum(s.values()) for s in bare.WRITES_PER_CASE.values()) == 62
 
     figures = await bare.run(
         CASES, bootstrap=BOOTSTRAP, mongo_url=MONGO_URL, database_prefix="tbare", timeout=45
@@ -41,7 +41,7 @@ async def test_every_case_goes_through_every_hop_and_write_and_nothing_is_left()
     assert figures["published"] == figures["expected_published"]
     assert figures["consumed"] == figures["expected_consumed"]
     assert figures["writes"] == figures["expected_writes"]
-    assert figures["writes_per_case"] == 69
+    assert figures["writes_per_case"] == 62
     # What the store holds afterwards, counted there: every case left its documents.
     assert figures["verify"]["found"] == figures["verify"]["wanted"]
     assert all(len(p) == 4 for p in figures["hops_ms"].values())

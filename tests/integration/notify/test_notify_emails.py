@@ -106,7 +106,7 @@ async def test_events_before_their_case_are_parked_not_blocking(stack: NotifySta
     await stack.publish(other_submitted, stack.assigned(other, 5))
     await stack.settled(other.case_id, 2)
     # (Partitions are consumed side by side: the other case being through does not say the
-    # early events were taken in; their inbox markers do.)
+    # early events were taken in; their case says so.)
     await stack.consumed(*waiting)
     doc = await stack.db["cases"].find_one({"_id": early.case_id})
     assert doc is not None and len(doc["parked"]) == 2
@@ -156,3 +156,34 @@ async def test_a_request_for_information_and_the_new_date_after_it(
     words = {"fr": ("informations", "reprend"), "en": ("more information", "goes on")}[language]
     assert words[0] in str(waiting["Subject"]) and words[1] in str(resumed["Subject"])
     assert re.search(r"20\d\d", body_text(resumed)), "the new expected date is told"
+
+
+async def test_a_redelivered_event_is_turned_away_by_its_case_not_the_inbox(
+    stack: NotifyStack,
+) -> None:
+    """Notify's case events pass no inbox (no look-up before, no marker after): the case keeps
+    the ids of the events applied to it. An older assignment redelivered after the date moved
+    sends nothing and leaves the date the patient was told as it is: a reassignment to that
+    date after it says nothing either (applied again, the old one would have moved the told
+    date back, and the reassignment told the patient of a change)."""
+    p = stack.patient("en")
+    submitted = stack.submitted(p)
+    first = stack.assigned(p, due_in_days=7)
+    await stack.publish(submitted, first)
+    await stack.settled(p.case_id, 2)
+    at = datetime.now(UTC)
+    await stack.publish(stack.assigned(p, due_in_days=12, at=at))
+    await stack.settled(p.case_id, 3)
+    again = stack.assigned(p, due_in_days=12, at=at)
+    await stack.publish(submitted, first, again)  # two redeliveries, then a reassignment
+    await stack.consumed(submitted, first, again)
+    await asyncio.sleep(1.0)  # nothing more is queued
+    items = await stack.settled(p.case_id, 3)
+    assert [n["template"] for n in items] == [
+        "case_received",
+        "review_assigned",
+        "expected_date_changed",
+    ]
+    assert len(mailbox(p.email)) == 3
+    for event in (submitted, first, again):
+        assert not await stack.runtime.messaging.processed(event), "no inbox marker"

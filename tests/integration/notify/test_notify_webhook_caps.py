@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from avis.notify.models import WebhookEvent
+
 pytestmark = pytest.mark.infra
 
 EVENT_TYPES = ["avis.case.submitted.v1", "avis.review.assigned.v1"]
@@ -132,7 +134,7 @@ async def test_writers_of_one_subscription_keep_each_others_fields(stack: Any) -
     at_worker.consecutive_failures = 3
     await store.save_subscription(at_partner, partner_before)
     await store.save_subscription(at_worker, worker_before)
-    await store.note_delivery(sub_id, "d-1", [])
+    assert await store.take_delivery(sub_id, "d-1", WebhookEvent.CASE_SUBMITTED) is not None
     both = await store.subscription(sub_id)
     assert both is not None
     assert (both.description, both.consecutive_failures, both.recent) == (
@@ -140,6 +142,8 @@ async def test_writers_of_one_subscription_keep_each_others_fields(stack: Any) -
         3,
         ["d-1"],
     )
-    await store.note_delivery(sub_id, "d-2", ["d-1"])  # the oldest falls out
+    taken = await store.take_delivery(sub_id, "d-2", WebhookEvent.CASE_SUBMITTED)
+    assert taken is not None and taken.recent == ["d-1", "d-2"]
+    await store.drop_recent(sub_id, ["d-1"])  # the oldest falls out
     after = await store.subscription(sub_id)
     assert after is not None and after.recent == ["d-2"]

@@ -250,6 +250,46 @@ async def test_a_recorded_type_is_marked_but_never_looked_up() -> None:
         await runtime.stop()
 
 
+async def test_a_type_recorded_and_not_marked_passes_no_inbox() -> None:
+    """A handler whose own write records the event and whose marker nothing reads
+    (`recorded=True, marked=False`, notify's case events): neither looked up nor marked, so a
+    redelivery reaches it and the inbox holds nothing of it."""
+    runtime = Runtime(make_settings())
+    handled: list[str] = []
+
+    async def on_assigned(event: Event, p: ReviewAssigned) -> None:
+        handled.append(event.id)
+
+    runtime.on(ReviewAssigned, on_assigned, recorded=True, marked=False)
+    await skip_history(runtime.messaging.group_id, [REVIEW_ASSIGNED])
+    await runtime.start()
+    try:
+        await eventually(lambda: runtime.kafka_started)
+        now = datetime.now(UTC)
+        assigned = Event.new(
+            ReviewAssigned(
+                case_id=unique("case"),
+                assignment_id=unique("a"),
+                reviewer_id="r1",
+                specialty="cardiology",
+                assigned_at=now,
+                due_at=now,
+            ),
+            "/avis/test",
+        )
+        for _ in range(2):  # delivered, then redelivered
+            await publish(runtime, assigned)
+        await eventually(lambda: handled == [assigned.id, assigned.id])
+        assert not await runtime.messaging.processed(assigned), "no marker"
+        labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": assigned.type}
+        applied = REGISTRY.get_sample_value(
+            "avis_events_consumed_total", labels | {"outcome": "applied"}
+        )
+        assert applied == 2
+    finally:
+        await runtime.stop()
+
+
 async def test_a_type_the_service_has_no_handler_for_leaves_no_inbox_marker() -> None:
     """A topic carries types a service does nothing with (review's acceptances, for notify):
     acknowledged without a look-up or a marker in the inbox; the handled ones as before."""

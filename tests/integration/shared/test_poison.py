@@ -42,7 +42,7 @@ from avis.shared.events import (
     Specialty,
     Urgency,
 )
-from avis.shared.kafka import dlq_depths, replay
+from avis.shared.kafka import InboxUse, dlq_depths, replay
 from avis.shared.parking import PARKED
 from avis.shared.runtime import Runtime
 from avis.shared.sealing import Keyring
@@ -193,6 +193,17 @@ async def knows(service: Service, case_id: str) -> bool:
     return bool(doc.get("case") or doc.get("submitted"))
 
 
+async def taken_in(service: Service, event: Event) -> bool:
+    """Whether the service has stored its effect of the event: its inbox marker, or, for an
+    event whose case records it (notify's: `InboxUse.OWN`), its id among those the case
+    applied or parked."""
+    if service.runtime.inbox_use(event.type) is not InboxUse.OWN:
+        return await service.runtime.messaging.processed(event)
+    doc = await service.runtime.db["cases"].find_one({"_id": event.subject}) or {}
+    parked = [e.get("id") for e in doc.get("parked") or []]
+    return event.id in (doc.get("applied") or []) or event.id in parked
+
+
 def good_event(platform: Platform, topic: str, case_id: str) -> Event:
     """A valid event of `topic` for `case_id`, sealed where its payload seals."""
     now = datetime.now(UTC)
@@ -306,7 +317,7 @@ async def test_poison_is_dead_lettered_and_the_group_keeps_consuming(
     key, batch, good, tail = platform.batches[topic]  # type: ignore[misc]
 
     # The good event behind the poison, on the same partition, was applied: nothing blocked.
-    await eventually(lambda: consumer.runtime.messaging.processed(good), timeout=60)
+    await eventually(lambda: taken_in(consumer, good), timeout=60)
 
     async def letters() -> dict[str, dict[str, bytes]] | None:
         mine = {}
@@ -366,7 +377,7 @@ async def test_intake_dead_letters_an_event_for_a_case_it_never_filed(
     await publish_event(platform, event)
     letter = await letter_for(tail, event, consumer.group)
     assert letter["avis_dlq_reason"].startswith(b"unknown case: intake never filed it")
-    assert not await consumer.runtime.messaging.processed(event)
+    assert not await taken_in(consumer, event)
 
 
 @pytest.mark.parametrize(("topic", "service"), PARKS)
@@ -381,14 +392,14 @@ async def test_an_event_for_an_unknown_case_waits_bounded_then_is_dead_lettered_
     await publish_event(platform, event)
 
     # Parked: taken in (the partition moves on), noted in the register by its case.
-    await eventually(lambda: consumer.runtime.messaging.processed(event), timeout=60)
+    await eventually(lambda: taken_in(consumer, event), timeout=60)
     assert await db[PARKED].find_one({"_id": stranger}) is not None
 
     # The bound passes: the event is a dead letter with the reason; nothing of it stays parked.
     letter = await letter_for(tail, event, consumer.group)
     assert letter["avis_dlq_reason"] == b"unknown case after 4s"
     assert letter["avis_dlq_topic"] == topic.encode()
-    assert not await consumer.runtime.messaging.processed(event)
+    assert not await taken_in(consumer, event)
     assert await db[PARKED].find_one({"_id": stranger}) is None
     case = await db["cases"].find_one({"_id": stranger})
     assert case is None or not case.get("parked"), "nothing left parked on the case"
@@ -397,7 +408,7 @@ async def test_an_event_for_an_unknown_case_waits_bounded_then_is_dead_lettered_
     await publish_event(platform, good_event(platform, CASE_SUBMITTED, stranger))
     await eventually(lambda: knows(consumer, stranger), timeout=60)
     assert await replay(KAFKA, topic, timeout=30) >= 1
-    await eventually(lambda: consumer.runtime.messaging.processed(event), timeout=60)
+    await eventually(lambda: taken_in(consumer, event), timeout=60)
 
     async def took_effect() -> bool:
         doc = await db["cases"].find_one({"_id": stranger}) or {}

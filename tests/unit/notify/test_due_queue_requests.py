@@ -50,9 +50,10 @@ class Store:
         self.calls["drop_bucket"] += 1
         self.buckets.pop(bucket, None)
 
-    async def hand_off(self, queue: str, item_id: str, at: datetime) -> None:
+    async def hand_off(self, items: list[tuple[str, str, datetime]]) -> None:
         self.calls["hand_off"] += 1
-        self.handoffs[item_id] = at
+        for _, item_id, at in items:
+            self.handoffs[item_id] = at
 
     async def handed_off(self, queue: str) -> list[tuple[str, datetime]]:
         self.calls["handed_off"] += 1
@@ -234,8 +235,8 @@ async def test_a_filing_worked_from_the_store_before_its_filer_noted_it_is_not_r
     channel.due["s1"], channel.fail = None, {"s1"}
     write = store.hand_off
 
-    async def worked_meanwhile(queue_name: str, item_id: str, at: datetime) -> None:
-        await write(queue_name, item_id, at)
+    async def worked_meanwhile(items: list[tuple[str, str, datetime]]) -> None:
+        await write(items)
         await q.work()  # the worker's pass reads the hand-off from the store and attempts it
 
     store.hand_off = worked_meanwhile  # type: ignore[method-assign]

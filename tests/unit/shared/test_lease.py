@@ -1,6 +1,7 @@
 """The pure parts of the lease: when a term counts as expired, what a fenced write filters on."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -124,3 +125,31 @@ async def test_a_lingering_section_whose_delete_failed_is_swept_again() -> None:
     store.down = False
     await asyncio.sleep(0.1)
     assert store.docs == {}, "swept once the store is back"
+
+
+class CountedSections(FlakySections):
+    """Sections in memory, counting the deletes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deletes = 0
+
+    async def delete_many(self, filter_: dict[str, list[dict[str, str]]]) -> None:
+        self.deletes += 1
+        await super().delete_many(filter_)
+
+
+async def test_sections_swept_at_most_every_so_often_are_deleted_together() -> None:
+    """With `every`, the entries whose linger is over wait for the next sweep: three sections
+    left 0.05 s apart go in one delete (each its own without it)."""
+    for every, deletes in ((0.0, 3), (0.5, 1)):
+        store = CountedSections()
+        sections = Sections(cast(Any, store), "a", ["case"], linger=0.01, every=every)
+        sections._swept_at = time.monotonic()  # as if it had just swept
+        for key in ("case:1", "case:2", "case:3"):
+            async with sections.hold(key):
+                pass
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+        assert store.docs == {}
+        assert store.deletes == deletes, every

@@ -127,6 +127,10 @@ class InboxUse(StrEnum):
     MARK = "mark"  # marked after the handler only, with others (`Marks`): the handler's own
     # write records the event and its own rule turns a redelivery away (intake's timeline),
     # so a look-up saves nothing and the marker is for whoever reads it
+    # Neither looked up nor marked: the handler's own write records the event, its own rule
+    # turns a redelivery away, and nothing reads the marker (notify's case events: the case
+    # keeps the ids of the events applied to it)
+    OWN = "own"
     NONE = "none"  # no handler: acknowledged, no look-up, no marker
 
 
@@ -350,7 +354,9 @@ class Messaging:
         marker = f"{self.group_id}:{event.id}"
         structlog.contextvars.bind_contextvars(event_id=event.id, case_id=event.subject)
         try:
-            return await self._apply(record, event, marker, handler, use == InboxUse.FULL)
+            return await self._apply(
+                record, event, marker, handler, use == InboxUse.FULL, use != InboxUse.OWN
+            )
         finally:
             structlog.contextvars.unbind_contextvars("event_id", "case_id")
 
@@ -361,6 +367,7 @@ class Messaging:
         marker: str,
         handler: Handler,
         look_up: bool = True,
+        mark: bool = True,
     ) -> str:
         cap = self.settings.retry_backoff_max_seconds
         errors, transient = Backoff(cap), Backoff(cap)
@@ -377,12 +384,12 @@ class Messaging:
                         # The case was erased: nothing of it opens, nor needs to be applied.
                         log.info("event of an erased case skipped")
                 at = datetime.now(UTC)
-                mark = {"_id": marker, "topic": event.topic, "type": event.type, "at": at}
+                written = {"_id": marker, "topic": event.topic, "type": event.type, "at": at}
                 if look_up:
                     with contextlib.suppress(DuplicateKeyError):
-                        await inbox.insert_one(mark)
-                else:  # the handler's own write recorded it: the marker goes with others
-                    self.marks.add(inbox.name, mark)
+                        await inbox.insert_one(written)
+                elif mark:  # the handler's own write recorded it: the marker goes with others
+                    self.marks.add(inbox.name, written)
                 EVENTS_CONSUMED.labels(self.service, event.topic, event.type, "applied").inc()
                 return "applied"
             except PoisonMessage as exc:

@@ -485,6 +485,11 @@ class Sections(AggregateLocks):
     is held and nobody here is inside, is a leftover of ours (a delete that failed): deleted by
     its token, then entered anew. `close()` deletes what lingers (a clean stop).
 
+    With `every`, the entries whose linger is over are deleted together at most that often (a
+    service whose sections other copies seldom wait for: notify's cases, held once per event):
+    one request for all of them, and a longer chance of being taken over, for a wait of up to
+    `linger` + `every` at another copy.
+
     A copy that dies inside, or within `linger` of its way out, leaves its document behind.
     Once its `expires_at` plus `skew` has passed on a waiter's clock, the waiter deletes that
     document (by its token, so a newer entry is never touched) and inserts its own. A section
@@ -504,9 +509,14 @@ class Sections(AggregateLocks):
         poll: float = 0.005,
         linger: float = 0.2,
         reuse: float | None = None,
+        every: float = 0.0,
         clock: Callable[[], datetime] = now,
     ) -> None:
         self.sections = collection
+        # The lingering entries are deleted together at most this often (0: each as soon as
+        # its linger is over): an entry may then linger up to `linger` + `every`.
+        self.every = every
+        self._swept_at = 0.0
         self.holder = holder
         self.kinds = frozenset(kinds)
         self.ttl = ttl
@@ -548,7 +558,9 @@ class Sections(AggregateLocks):
         """Delete the lingering entries once their `linger` is over, until none is left."""
         while self._lingering:
             oldest = min(left for _, _, left in self._lingering.values())
-            await asyncio.sleep(max(0.0, oldest + self.linger - time.monotonic()))
+            due = max(oldest + self.linger, self._swept_at + self.every)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            self._swept_at = time.monotonic()
             try:
                 await self._sweep()
             except PyMongoError as exc:

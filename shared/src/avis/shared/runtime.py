@@ -118,6 +118,7 @@ class Runtime:
         *,
         connects: bool = True,
         across_copies: Sequence[str] = (),
+        sections_swept_every: float = 0.0,
     ) -> None:
         self.settings = settings
         # False for a service with no store and no broker of its own (the web pages): it never
@@ -154,7 +155,7 @@ class Runtime:
         # (collections) whose writes reach any copy (`across_copies`), among all the copies
         # through the store (avis.shared.lease.Sections).
         self.locks = (
-            Sections(self.db[SECTIONS], self.holder, across_copies)
+            Sections(self.db[SECTIONS], self.holder, across_copies, every=sections_swept_every)
             if across_copies
             else AggregateLocks()
         )
@@ -182,6 +183,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
         self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
+        self._own: set[str] = set()  # ... and of those, the ones never marked in the inbox
 
     def on_store(self, init: StoreInit) -> None:
         """Run `init` (indexes, seeds) once the store answers, before consuming or relaying."""
@@ -255,6 +257,7 @@ class Runtime:
         handler: Callable[[Event, P], Awaitable[None]],
         *,
         recorded: bool = False,
+        marked: bool = True,
     ) -> None:
         """Handle the events of `payload_type` with the idempotent consumer.
 
@@ -263,7 +266,8 @@ class Runtime:
         `recorded`: the handler's own write records the event, and the service's own rule
         turns a redelivery away (intake's timeline), so the inbox is not looked up first
         (`InboxUse.MARK`; its marker is still written after, with others within a second, for
-        whoever reads it).
+        whoever reads it). `marked=False` with it: nothing reads the marker either, and none is
+        written (`InboxUse.OWN`; notify's case events, whose ids the case keeps).
         """
         ce_type = TYPE_OF[payload_type]
         if ce_type in self._handlers:
@@ -271,6 +275,8 @@ class Runtime:
         self._handlers[ce_type] = handler
         if recorded:
             self._recorded.add(ce_type)
+            if not marked:
+                self._own.add(ce_type)
         topic = EVENT_TYPES[ce_type][0]
         EVENTS_CONSUMED.labels(self.service, topic, ce_type, "applied")  # at 0 from the start
         HANDLER_SECONDS.labels(self.service, topic)
@@ -288,6 +294,8 @@ class Runtime:
         """What the inbox does for events of `ce_type` here (see `on`)."""
         if ce_type not in self._handlers:
             return InboxUse.NONE
+        if ce_type in self._own:
+            return InboxUse.OWN
         return InboxUse.MARK if ce_type in self._recorded else InboxUse.FULL
 
     async def _dispatch(self, event: Event, payload: Payload) -> None:

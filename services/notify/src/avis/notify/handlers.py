@@ -2,6 +2,8 @@
 one use case, which parks it or queues its email and webhook deliveries; nothing is sent from
 here."""
 
+import functools
+
 from avis.notify.keying import CaseKeying
 from avis.notify.professionals import ProfessionalEmails
 from avis.notify.service import CaseErasure, NotifyService
@@ -55,19 +57,24 @@ def register(
         # A case filed before per-case keys given its key (intake's migration).
         await keying.case_keyed(keyed=payload)
 
-    runtime.on(CaseSubmitted, on_submitted)
-    runtime.on(CaseWithdrawn, on_event)
-    runtime.on(CaseClaimed, on_event)
-    runtime.on(ReviewAssigned, on_event)
-    runtime.on(InformationRequested, on_event)
-    runtime.on(ReviewResumed, on_event)
+    # The case keeps the ids of the events applied to it, in the write that ends their effect,
+    # and turns a redelivery away (`NotifyService`): no inbox look-up before these handlers,
+    # and no marker after (`InboxUse.OWN`). The others keep the inbox: a professional's email
+    # and an erasure or a key are not recorded on the case that way.
+    own = functools.partial(runtime.on, recorded=True, marked=False)
+    own(CaseSubmitted, on_submitted)
+    own(CaseWithdrawn, on_event)
+    own(CaseClaimed, on_event)
+    own(ReviewAssigned, on_event)
+    own(InformationRequested, on_event)
+    own(ReviewResumed, on_event)
     runtime.on(SecondReadingRequested, on_work)
     runtime.on(SecondReadingCommented, on_work)
     runtime.on(FollowUpAsked, on_work)
     runtime.on(TranslationQueued, on_work)
-    runtime.on(TranslationDone, on_event)
-    runtime.on(FollowUpAnswered, on_event)
-    runtime.on(ReportReady, on_event)
-    runtime.on(PhysicianCopySent, on_event)  # notify's own: a webhook for the filing partner
+    own(TranslationDone, on_event)
+    own(FollowUpAnswered, on_event)
+    own(ReportReady, on_event)
+    own(PhysicianCopySent, on_event)  # notify's own: a webhook for the filing partner
     runtime.on(CaseErased, on_erased)
     runtime.on(CaseKeyed, on_keyed)

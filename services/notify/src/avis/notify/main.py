@@ -11,7 +11,7 @@ from avis.notify.keying import CaseKeying
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.professionals import ProfessionalEmails
 from avis.notify.queue import DueQueue
-from avis.notify.sender import SOURCE, EmailSender
+from avis.notify.sender import SOURCE, EmailSender, ErasedHere
 from avis.notify.service import CaseErasure, NotifyService
 from avis.notify.settings import Settings
 from avis.notify.store import SendDoc, Store
@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A case's writers (its events, at the copy that owns its partition or, during a rebalance,
     # at the former owner still finishing one; a professional's email; the sender's erasure
     # notice) hold it among the copies: each writes the whole case it read (docs/replicas.md).
-    runtime = Runtime(settings, sends=SENDS, across_copies=[CASE])
+    # Held once per event of a case, and seldom waited for at another copy (a rebalance, an
+    # erasure's email at the sender's copy): their entries deleted together once a second.
+    runtime = Runtime(settings, sends=SENDS, across_copies=[CASE], sections_swept_every=1.0)
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
@@ -45,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connect_timeout=settings.webhook_connect_timeout_seconds,
         deadline=settings.webhook_attempt_deadline_seconds,
     )
+    erased = ErasedHere()  # the sender's and the erasure's: cases whose erasure began here
     sender = EmailSender(
+        erased=erased,
         store=store,
         keys=keys,
         locks=runtime.locks,
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         email_queue=emails,
         webhook_queue=deliveries,
         fhir_queue=posts,
+        erased=erased,
     )
     keying = CaseKeying(store=store, locks=runtime.locks, keys=keys)
     professionals = ProfessionalEmails(

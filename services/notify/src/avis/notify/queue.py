@@ -18,8 +18,10 @@ send once; it carries the same Message-ID or `webhook-id`, so the receiver can d
 least once, as DESIGN.md section 4 says).
 
 What a case's sends cost the store (each email and each delivery): its hand-off written by the
-copy that queues it, one read of it among the pass's items (`_id` `$in`), the attempt's record,
-and its hand-off deleted with the others done since the last read, in one request. What the
+copy that queues it (with the other items of the same event, in one request: `file_together`),
+one read of it among the pass's items (`_id` `$in`) unless its filer handed it over as it wrote
+it, the attempt's record, and its hand-off deleted with the others done since the last read, in
+one request. What the
 worker wrote to its buckets during its term it does not read again: it is their one writer, so
 it remembers them (the cursor too), and an idle pass reads only the hand-offs, at most once a
 tick.
@@ -32,13 +34,14 @@ of sending. docs/replicas.md has the whole argument."""
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -137,6 +140,33 @@ class Pool(Generic[Item]):
             done()
 
 
+@dataclasses.dataclass(frozen=True)
+class Filing(Generic[Item]):
+    """One item to file on its queue, due at `at`; `item` as its filer wrote or read it."""
+
+    queue: "DueQueue[Item]"
+    item_id: str
+    at: datetime
+    item: Item | None = None
+
+
+async def file_together(filings: Sequence[Filing[Any]]) -> None:
+    """File items, of one queue or several (an event's email and its webhook deliveries): the
+    hand-offs of the queues that take them in one store request, then each worker told."""
+    handed = []
+    for filing in filings:
+        if not filing.queue.handoff:
+            await filing.queue._file(filing.item_id, filing.at)
+            continue
+        at = filing.at.replace(microsecond=filing.at.microsecond // 1000 * 1000)  # as stored
+        handed.append(dataclasses.replace(filing, at=at))
+    if not handed:
+        return
+    await handed[0].queue.store.hand_off([(f.queue.name, f.item_id, f.at) for f in handed])
+    for filing in handed:
+        filing.queue._handed(filing.item_id, filing.at, filing.item)
+
+
 class DueQueue(Generic[Item]):
     """One channel's queue of due work, and the loop that works it."""
 
@@ -189,16 +219,20 @@ class DueQueue(Generic[Item]):
     async def file(self, item_id: str, at: datetime, item: Item | None = None) -> None:
         """File an item due at `at` (from any copy: handed off to the queue's worker); `item`,
         the item as its filer just wrote or read it, spares this copy's worker reading it."""
-        if self.handoff:
-            at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as the store keeps it
-            await self.store.hand_off(self.name, item_id, at)
-            if self._running:  # the worker is this copy's: its next pass takes it from here
-                self._local[item_id] = at
-                if item is not None:
-                    self._fresh[item_id] = item
-            self.wake()
-            return
-        await self._file(item_id, at)
+        await file_together([Filing(self, item_id, at, item)])
+
+    def filing(self, item_id: str, at: datetime, item: Item | None = None) -> "Filing[Item]":
+        """An item to file with others (`file_together`)."""
+        return Filing(self, item_id, at, item)
+
+    def _handed(self, item_id: str, at: datetime, item: Item | None) -> None:
+        """Its hand-off is written: the worker, if it is this copy's, takes it from here at its
+        next pass."""
+        if self._running:
+            self._local[item_id] = at
+            if item is not None:
+                self._fresh[item_id] = item
+        self.wake()
 
     async def _file(self, item_id: str, at: datetime) -> None:
         """File an item under the bucket of its due time (the worker, or the only filer)."""

@@ -327,9 +327,9 @@ def window(ids: list[str], cursor: str | None, limit: int) -> tuple[list[str], s
     return ids[start : start + limit], str(start + limit) if more else None
 
 
-def fallen_out(recent: list[str], added: str, keep: int) -> list[str]:
-    """The oldest of a latest-first-last list that fall out when `added` joins it."""
-    return recent[: max(0, len(recent) + 1 - keep)] if added not in recent else []
+def fallen_out(recent: list[str], keep: int) -> list[str]:
+    """The oldest of a list of the latest (newest last) beyond the `keep` newest."""
+    return recent[: max(0, len(recent) - keep)]
 
 
 # --- access -------------------------------------------------------------------------------

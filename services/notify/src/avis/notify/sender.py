@@ -52,6 +52,28 @@ SENDS_FAILED = Counter(
 
 
 SOURCE = "/avis/notify"
+# A send handed over with its case by the handler that queued it is attempted with that case
+# if this soon after (else its case is read again): the next pass of this copy's sender.
+HANDED_FOR = 1.0
+ERASED_KEPT = 4096  # the cases whose erasure began here, the latest this many
+
+
+class ErasedHere:
+    """The cases whose erasure this process has begun (the latest `ERASED_KEPT`): their sends
+    are attempted with their case as the store has it now, never as a handler had it before."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def began(self, case_id: str) -> None:
+        """The erasure of the case begins here (before its case is written erased)."""
+        self._ids.pop(case_id, None)
+        self._ids[case_id] = None
+        if len(self._ids) > ERASED_KEPT:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._ids
 
 
 async def record_sent(
@@ -94,8 +116,10 @@ class EmailSender:
         mailer: Mailer,
         settings: Settings,
         emitter: Emitter,
+        erased: ErasedHere | None = None,
     ) -> None:
         self.emitter = emitter  # tells that a physician's copy was sent
+        self.erased = erased or ErasedHere()
         self.store = store
         self.keys = keys
         self.locks = locks
@@ -127,7 +151,9 @@ class EmailSender:
         """Send it once and record the outcome; when to retry, None once sent, given up or
         cancelled (its case erased). The send as this pass read it: only this loop moves a
         queued send on, but an erasure, which cancels it under its lock; the attempt reads its
-        case, which the erasure marked erased before that (`_try`), and sends nothing then."""
+        case (or takes it as its handler just had it, unless its erasure began here since:
+        `_handed`), which the erasure marked erased before that (`_try`), and sends nothing
+        then."""
         send = item
         retry_at = None
         if send.status is SendStatus.QUEUED:
@@ -178,7 +204,7 @@ class EmailSender:
             span.set_attribute("avis.attempt", len(send.attempts) + 1)
             if send.params.get("reference"):
                 span.set_attribute("avis.case_reference", send.params["reference"])
-            case = await self.store.case(send.case_id)
+            case = self._handed(send) or await self.store.case(send.case_id)
             erased = case is not None and case.erased_at is not None
             withdrawn = case is not None and case.withdrawn
             if not rules.still_sent(send.template, erased=erased, withdrawn=withdrawn):
@@ -202,6 +228,15 @@ class EmailSender:
             if result.code is not None:
                 span.set_attribute("smtp.reply_code", result.code)
             return result
+
+    def _handed(self, send: SendDoc) -> CaseDoc | None:
+        """The case as the handler that queued the send had it, just now (`HANDED_FOR`), unless
+        its erasure began here since: an erasure at this copy is seen as when the case is read
+        inside the send's lock; one at another copy, as before, once it is written (an attempt
+        under way there, or this soon after the case was written, may still send)."""
+        if send.case_id in self.erased:
+            return None
+        return send.case_as_queued(HANDED_FOR)
 
     def _recipient(
         self, send: SendDoc, case: CaseDoc, sealed: Sealed, ring: Keyring

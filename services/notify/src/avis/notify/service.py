@@ -8,6 +8,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -31,7 +32,8 @@ from avis.notify.models import (
     Template,
     WebhookEvent,
 )
-from avis.notify.queue import DueQueue
+from avis.notify.queue import DueQueue, Filing, file_together
+from avis.notify.sender import ErasedHere
 from avis.notify.settings import Settings
 from avis.notify.store import (
     CaseDoc,
@@ -87,8 +89,11 @@ class NotifyService:
         email_queue: DueQueue[SendDoc],
         webhook_queue: DueQueue[DeliveryDoc],
         fhir_queue: DueQueue[SendDoc],
+        erased: ErasedHere | None = None,
     ) -> None:
         self.store = store
+        # The cases whose erasure began in this process: their sends read their case again.
+        self.erased = erased or ErasedHere()
         self.locks = locks
         self.settings = settings
         self.parking = parking
@@ -109,16 +114,20 @@ class NotifyService:
         parked before it, in the order they happened (several topics are not ordered)."""
         async with self.locks.hold(lock_key("case", payload.case_id)):
             case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
+            if _applied_already(case, event):
+                await refile(self, case)
+                return
             if not case.submitted and case.erased_at is None:
                 await take_contact(self.keys, case, event, payload)
-                # Stored before any send is queued: the sender opens it, and may run at once.
-                await self.store.save_case(case)
-            queued = await self._apply(case, event, payload)
+            filings: list[Filing[Any]] = []
+            queued = await self._apply(case, event, payload, filings)
             parked, case.parked = case.parked, []
             for entry in sorted(parked, key=lambda e: Event.from_doc(e).time):
                 early = Event.from_doc(entry)
-                queued += await self._apply(case, early, early.payload())
+                queued += await self._apply(case, early, early.payload(), filings)
+            # Stored before its sends are handed off: their sender opens the contact.
             await self._save(case, queued)
+            await file_together(filings)
             if parked:
                 await self.parking.release(case.id)
 
@@ -126,7 +135,12 @@ class NotifyService:
         """Apply one event to its case: park it, or decide and queue its email."""
         async with self.locks.hold(lock_key("case", payload.case_id)):
             case = await self.store.case(payload.case_id) or CaseDoc(id=payload.case_id)
-            await self._save(case, await self._apply(case, event, payload))
+            if _applied_already(case, event):
+                await refile(self, case)
+                return
+            filings: list[Filing[Any]] = []
+            await self._save(case, await self._apply(case, event, payload, filings))
+            await file_together(filings)
 
     async def expire_parked(self, case_id: str, give_up: Callable[[], Awaitable[None]]) -> bool:
         """The case never came: drop the events parked on it and dead-letter them (`give_up`);
@@ -150,7 +164,11 @@ class NotifyService:
             self.webhook_queue.wake()
             self.fhir_queue.wake()
 
-    async def _apply(self, case: CaseDoc, event: Event, payload: Payload) -> int:
+    async def _apply(
+        self, case: CaseDoc, event: Event, payload: Payload, filings: list[Filing[Any]]
+    ) -> int:
+        """Apply one event to the case in memory: park it, or queue what it decides (its
+        filings added to `filings`, handed off once the case is written); how many queued."""
         read = rules.reading(payload, case.view, self.tz)
         decision = read.decision
         name = f"notify.{event.type.removeprefix('avis.').removesuffix('.v1')}"
@@ -166,13 +184,15 @@ class NotifyService:
                 span.set_attribute("avis.notify.decision", "parked")
                 log.info("event parked until its case arrives", type=event.type)
                 return 0
+            if event.id not in case.applied:  # saved with what it changed and queued
+                case.applied.append(event.id)
             view = decision.then
             case.submitted, case.withdrawn = view.submitted, view.withdrawn
             case.told_due, case.report_version = view.told_due, view.report_version
             case.told_abroad = view.told_abroad
             case.patient_id = view.patient_id
             span.set_attribute("avis.notify.decision", decision.send or f"none: {decision.why}")
-            deliveries = await self._fan_out(case, event, read) if decision.hooks else []
+            deliveries = await fan_out(self, case, event, read) if decision.hooks else []
             sends: list[SendDoc] = []
             if decision.send is not None:
                 params = rules.email_params(case.reference, read)
@@ -182,13 +202,17 @@ class NotifyService:
                     sends.append(self._send(case, event, template, params, to="physician"))
             if not sends and not deliveries:
                 return 0
-            # Every one on the calendar first, in one request; then each queued.
+            # Every one on the calendar first, in one request; then each queued (handed off to
+            # their queues' workers by the caller once the case is written, in one request).
             await self.store.keep_queued(sends, [delivery for delivery, _ in deliveries])
             hooks = 0
             for delivery, sub in deliveries:
-                hooks += await self._queue_delivery(case, delivery, sub)
+                fresh, hook = await self._queue_delivery(case, delivery, sub)
+                hooks += fresh
+                filings += [hook] if hook is not None else []
             for send in sends:
-                await self._queue(case, send, kept=True)
+                filing = await self._queue(case, send.handed_with(case), kept=True)
+                filings += [filing] if filing is not None else []
             return len(sends) + hooks
 
     def _send(
@@ -225,56 +249,41 @@ class NotifyService:
             next_at=now,
         )
 
-    async def _queue(self, case: CaseDoc, send: SendDoc, *, kept: bool = False) -> None:
-        """Queue a send (on the calendar if `kept`), or find it queued already, and file it."""
+    async def _queue(
+        self, case: CaseDoc, send: SendDoc, *, kept: bool = False
+    ) -> Filing[SendDoc] | None:
+        """Queue a send (on the calendar if `kept`), or find it queued already; its filing
+        (None: done with already), for the caller to file."""
         found = send if await self.store.queue(send, kept=kept) else await self.store.send(send.id)
+        filing = None
         if found is not None and found.status is SendStatus.QUEUED:
             queue = self.fhir_queue if found.channel == "fhir" else self.email_queue
-            await queue.file(found.id, found.next_at or send.created_at, found)
+            filing = queue.filing(found.id, found.next_at or send.created_at, found)
             SENDS_QUEUED.labels(found.channel, send.template.value).inc()
             what = "fhir post queued" if found.channel == "fhir" else "email queued"
             log.info(what, template=send.template.value, send_id=found.id)
         if send.id not in case.notifications:
             case.notifications.append(send.id)
+        return filing
 
     # --- partner webhooks: fan-out -------------------------------------------------------
 
-    async def _fan_out(
-        self, case: CaseDoc, event: Event, read: rules.Reading
-    ) -> list[tuple[DeliveryDoc, SubscriptionDoc]]:
-        """One delivery per subscription of the case's partner that wants this event (only a
-        case its partner filed, with the patient's consent to share)."""
-        event_type = rules.webhook_event(event.type)
-        if event_type is None or case.partner_id is None:
-            return []
-        return [
-            (_delivery(case, event, read, event_type, sub).queued_for(sub), sub)
-            for sub in await self.store.subscriptions_of(
-                await self.store.partner_subscriptions(case.partner_id)
-            )
-            if sub.enabled and event_type in sub.event_types
-        ]
-
     async def _queue_delivery(
         self, case: CaseDoc, delivery: DeliveryDoc, sub: SubscriptionDoc
-    ) -> bool:
-        """Queue a delivery (on the calendar), or find it queued already, and file it; True if
-        it is new."""
+    ) -> tuple[bool, Filing[DeliveryDoc] | None]:
+        """Queue a delivery (on the calendar), or find it queued already; whether it is new,
+        and its filing (None: done with already), for the caller to file."""
         fresh = await self.store.queue_delivery(delivery, kept=True)
         existing = delivery if fresh else await self.store.delivery(delivery.id)
+        filing = None
         if existing is not None and existing.status is DeliveryStatus.QUEUED:
             at = existing.next_at or delivery.created_at
-            await self.webhook_queue.file(delivery.id, at, existing)
+            filing = self.webhook_queue.filing(delivery.id, at, existing)
         if delivery.id not in case.deliveries:
             case.deliveries.append(delivery.id)
         if fresh:
-            # As `_fan_out` read it: two fan-outs at once may leave it one over, for a while.
-            async with self.locks.hold(lock_key("subscription", sub.id)):
-                drop = rules.fallen_out(sub.recent, delivery.id, RECENT_DELIVERIES)
-                await self.store.note_delivery(sub.id, delivery.id, drop)
-                sub.recent = [*(r for r in sub.recent if r not in drop), delivery.id]
             log.info("webhook queued", delivery_id=delivery.id, subscription_id=sub.id)
-        return fresh
+        return fresh, filing
 
     # --- partner webhooks: subscriptions -------------------------------------------------
 
@@ -565,6 +574,7 @@ class CaseErasure:
             if case.erased_at is None:
                 # Opened before anything is written: a key service away retries the event.
                 notice = await self._notice(event, erasure)
+                self.notify.erased.began(case_id)  # before the case is written erased
                 case.key_ref, case.erased_at = key_ref, erasure.erased_at
                 case.contact = case.claim = case.physician = None
                 case.parked, case.updated_at = [], clock.now()
@@ -578,7 +588,8 @@ class CaseErasure:
                 # Queued again by a redelivery that finds it so (a crash before it was queued).
                 params = {"reference": case.reference or ""}
                 told = self.notify._send(case, event, Template.ERASURE_DONE, params)
-                await self.notify._queue(case, told)
+                filing = await self.notify._queue(case, told)
+                await file_together([filing] if filing is not None else [])
                 self.notify.email_queue.wake()
             cancelled = 0
             for send_id in rules.cancelled_by_erasure(case.notifications, case.notice_send):
@@ -602,6 +613,58 @@ class CaseErasure:
             log.warning("erasure notice cannot be opened", case_id=erasure.case_id, error=str(exc))
             return None
         return ring.seal_json(contact, aad=contact_aad(erasure.case_id)), contact.preferred_language
+
+
+async def fan_out(
+    notify: NotifyService, case: CaseDoc, event: Event, read: rules.Reading
+) -> list[tuple[DeliveryDoc, SubscriptionDoc]]:
+    """One delivery per subscription of the case's partner that wants this event (only a case
+    its partner filed, with the patient's consent to share)."""
+    event_type = rules.webhook_event(event.type)
+    if event_type is None or case.partner_id is None:
+        return []
+    store, deliveries = notify.store, []
+    for sub_id in await store.partner_subscriptions(case.partner_id):
+        # Its read is the note of the delivery among its latest, in one request, before the
+        # delivery is queued: a stop in between leaves an id that lists nothing (until the
+        # redelivery queues it); two fan-outs at once may leave it one over, for a while.
+        async with notify.locks.hold(lock_key("subscription", sub_id)):
+            delivery_id = rules.delivery_id(event.id, sub_id)
+            sub = await store.take_delivery(sub_id, delivery_id, event_type)
+            if sub is None:  # disabled, not wanting the event, or gone
+                continue
+            drop = rules.fallen_out(sub.recent, RECENT_DELIVERIES)
+            await store.drop_recent(sub.id, drop)
+            sub.recent = [r for r in sub.recent if r not in drop]
+        deliveries.append((_delivery(case, event, read, event_type, sub).queued_for(sub), sub))
+    return deliveries
+
+
+async def refile(notify: NotifyService, case: CaseDoc) -> None:
+    """An event applied already, redelivered: its effect is stored, but the run that stored
+    it may have stopped between the case's write and the hand-offs that follow it, so whatever
+    of the case is still queued is handed off again (twice changes nothing: its worker finds
+    it worked already, or files it where it is due)."""
+    filings: list[Filing[Any]] = []
+    for send in await notify.store.sends_of(case.notifications):
+        if send.status is SendStatus.QUEUED:
+            queue = notify.fhir_queue if send.channel == "fhir" else notify.email_queue
+            filings.append(queue.filing(send.id, send.next_at or send.created_at, send))
+    for delivery in await notify.store.deliveries_of(case.deliveries):
+        if delivery.status is DeliveryStatus.QUEUED:
+            at = delivery.next_at or delivery.created_at
+            filings.append(notify.webhook_queue.filing(delivery.id, at, delivery))
+    await file_together(filings)
+
+
+def _applied_already(case: CaseDoc, event: Event) -> bool:
+    """Whether the event was applied to its case already (a redelivery: nothing to decide).
+    The case records it in the same write as what the event changed, after its sends and
+    deliveries are queued, so a redelivery that finds it finds every one of them."""
+    if event.id not in case.applied:
+        return False
+    log.info("event applied already: turned away", type=event.type)
+    return True
 
 
 def _delivery(

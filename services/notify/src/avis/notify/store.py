@@ -7,12 +7,15 @@ index), so each costs the same however much is stored:
   language, the contact sealed under the case's key and notify's own associated data, what the
   patient was told), the events parked until its submission arrives, and the ids of its sends
   in order. An erased case keeps its ids, codes and times, and nothing sealed but the address
-  its erasure's email goes to, under a key of its own, until that email is done with.
+  its erasure's email goes to, under a key of its own, until that email is done with. It keeps
+  the ids of the events applied to it, in the write of their effect: a redelivery is turned
+  away by the case itself, not by the inbox (handlers.py).
 - `sends`, `_id` = `email:<event id>`: one queued email per notification, its attempts and its
   status. A redelivered event queues nothing new. A physician's copy, once sent, carries on its
   outbox the `avis.report.physician-copy-sent.v1` it tells (avis.shared.outbox).
 - `subscriptions`, `_id` = subscription id: a partner's endpoint, the event types it wants,
-  its signing secrets (sealed at rest), its state and the ids of its latest deliveries.
+  its signing secrets (sealed at rest), its state and the ids of its latest deliveries (a
+  fan-out reads it and notes its delivery there in one request: `take_delivery`).
 - `partners`, `_id` = partner id: the ids of the partner's subscriptions.
 - `deliveries`, `_id` = `wh:<event id>:<subscription id>`: one webhook delivery (one event to
   one subscription) and its attempts.
@@ -29,22 +32,24 @@ index), so each costs the same however much is stored:
   under one in-process lock per queue (the store does not serialise writers), by the one
   worker of a deployment: the holder of the queue's lease.
 - `handoffs`, `_id` = `<queue>:<item id>`: what any copy filed and the queue's worker has not
-  yet moved into a bucket (an insert or upsert per item, never a shared document written by
-  two copies). It holds only filings not yet done with or moved into a bucket, so the worker
-  reads it whole, once a tick; an item due now is worked from there, and its hand-off deleted
-  once it is done with (with the others done since the last read, in one bulk write).
+  yet moved into a bucket (an upsert per item, those of one event in one request, never a
+  shared document written by two copies). It holds only filings not yet done with or moved
+  into a bucket, so the worker reads it whole, once a tick; an item due now is worked from
+  there, and its hand-off deleted once it is done with (with the others done since the last
+  read, in one bulk write).
 - `expires_YYYYMMDD`: the retention calendar (avis.shared.retention): sends and deliveries are
   put on the day they are purged when they are queued (AVIS_NOTIFY_SEND_RETENTION_DAYS,
   AVIS_NOTIFY_DELIVERY_RETENTION_DAYS, 28 each); a case's list of sends and a subscription's of
   deliveries skip what is gone.
 """
 
+import time
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-from pymongo import DeleteOne
+from pymongo import DeleteOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -150,6 +155,9 @@ class CaseDoc(Stored):
     report_version: int = 0
     told_abroad: bool = False
     parked: list[dict[str, Any]] = Field(default_factory=list)
+    # The ids of the events applied to it (not those parked): a redelivery of one changes
+    # nothing, and is turned away here rather than by an inbox look-up (handlers.py).
+    applied: list[str] = Field(default_factory=list)
     notifications: list[str] = Field(default_factory=list)
     updated_at: datetime | None = None
     # Partner scope, from the submission: set only with the `share_with_partner` consent.
@@ -238,6 +246,22 @@ class SendDoc(Stored):
     # A post that waited for its disabled endpoint: when the endpoint was enabled again (its
     # retry window counts from then, not from its first attempt).
     resumed_at: datetime | None = None
+    # Not stored: its case as the handler that queued it had it, and when (monotonic), if it
+    # was queued so.
+    _case: tuple[CaseDoc, float] | None = PrivateAttr(default=None)
+
+    def handed_with(self, case: CaseDoc) -> "SendDoc":
+        """This send, with its case as its queuing handler holds it (written before the send
+        is handed off): its sender in this copy then need not read it again, at once."""
+        self._case = (case.model_copy(), time.monotonic())
+        return self
+
+    def case_as_queued(self, within: float) -> CaseDoc | None:
+        """Its case as the handler that queued it had it, if that was less than `within`
+        seconds ago (None: read it from the store)."""
+        if self._case is None or time.monotonic() - self._case[1] >= within:
+            return None
+        return self._case[0]
 
     def to_doc(self) -> Document:
         """Stored form; enums as their values."""
@@ -563,12 +587,18 @@ class Store:
         """Remove a bucket (its writer, holding the lock, saw it empty)."""
         await self.due.delete_one({"_id": bucket_key(bucket, queue)})
 
-    async def hand_off(self, queue: DueQueueName, item_id: str, at: datetime) -> None:
-        """Leave an item for the queue's worker to file (from any copy)."""
-        await self.handoffs.update_one(
-            {"_id": f"{queue}:{item_id}"},
-            {"$set": {"queue": queue, "item": item_id, "at": at}},
-            upsert=True,
+    async def hand_off(self, items: Sequence[tuple[DueQueueName, str, datetime]]) -> None:
+        """Leave items (queue, item id, due at) for their queues' workers to file (from any
+        copy): one upsert each, all in one request."""
+        await self.handoffs.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{queue}:{item_id}"},
+                    {"$set": {"queue": queue, "item": item_id, "at": at}},
+                    upsert=True,
+                )
+                for queue, item_id, at in items
+            ]
         )
 
     async def handed_off(self, queue: DueQueueName) -> list[tuple[str, datetime]]:
@@ -661,12 +691,23 @@ class Store:
         if update:
             await self.subscriptions.update_one({"_id": sub.id}, update, upsert=before is None)
 
-    async def note_delivery(self, subscription_id: str, delivery_id: str, drop: list[str]) -> None:
-        """Add a delivery to a subscription's latest, then drop the oldest that fell out (each
-        its own write: the store has no `$slice`)."""
-        await self.subscriptions.update_one(
-            {"_id": subscription_id}, {"$push": {"recent": delivery_id}}
+    async def take_delivery(
+        self, subscription_id: str, delivery_id: str, event_type: WebhookEvent
+    ) -> SubscriptionDoc | None:
+        """A subscription as it is once `delivery_id` joined its latest deliveries (once: a
+        redelivered event's is there already), read and written in one request; only if it is
+        enabled and wants `event_type` (None: it does not, or it is gone, and nothing is
+        written)."""
+        doc = await self.subscriptions.find_one_and_update(
+            {"_id": subscription_id, "enabled": True, "event_types": event_type.value},
+            {"$addToSet": {"recent": delivery_id}},
+            return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else SubscriptionDoc.model_validate(doc)
+
+    async def drop_recent(self, subscription_id: str, drop: list[str]) -> None:
+        """Drop deliveries that fell out of a subscription's latest (each its own write: the
+        store has no `$slice`)."""
         for old in drop:
             await self.subscriptions.update_one(
                 {"_id": subscription_id}, {"$pull": {"recent": old}}
