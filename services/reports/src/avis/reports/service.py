@@ -209,20 +209,7 @@ class ReportsService:
         """Keep what the report needs of a submitted case; compose any opinion already parked."""
         case_id = case.case_id
         key_ref = case.key_ref or key_ref_of(case.contact)
-        contact = await self.opened(case.contact, event_id, PatientContact, "contact")
-        ring = await self.keys.ring(key_ref)
-        record = CaseRecord(
-            reference=case.reference,
-            specialty=case.specialty,
-            language=case.language,
-            questions=list(case.questions),
-            patient_id=case.patient_id,
-            partner_id=case.partner_id,
-            consent_scopes=[s.value for s in case.consent_scopes],
-            submitted_at=case.submitted_at,
-            contact=ring.seal_json(contact, contact_aad(case_id)),
-            physician_link=await physician_link(self, event_id, case),
-        )
+        record = await case_record(self, event_id, case, key_ref)
         async with self.locks.hold(self.emitter.lock(case_id)):
             stored = await self.store.case(case_id)
             if stored is None:
@@ -640,6 +627,26 @@ async def kept_addenda(reports: ReportsService, case: CaseDoc, report: Report) -
         return report
     sections = await addendum_sections(reports, case, report.language)
     return report.model_copy(update={"addenda": sections})
+
+
+async def case_record(
+    reports: ReportsService, event_id: str, case: CaseSubmitted, key_ref: str | None
+) -> CaseRecord:
+    """What a report needs of a submitted case, its contact sealed under the case's key."""
+    contact = await reports.opened(case.contact, event_id, PatientContact, "contact")
+    ring = await reports.keys.ring(key_ref)
+    return CaseRecord(
+        reference=case.reference,
+        specialty=case.specialty,
+        language=case.language,
+        questions=list(case.questions),
+        patient_id=case.patient_id,
+        partner_id=case.partner_id,
+        consent_scopes=[s.value for s in case.consent_scopes],
+        submitted_at=case.submitted_at,
+        contact=ring.seal_json(contact, contact_aad(case.case_id)),
+        physician_link=await physician_link(reports, event_id, case),
+    )
 
 
 async def physician_link(
