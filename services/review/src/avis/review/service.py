@@ -220,14 +220,9 @@ class ReviewService:
             key_ref=case.key_ref,
             partner_id=case.partner_id,
         )
-        async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
-            # Seen before, or withdrawn before it reached us (a tombstone): the stored case
-            # decides.
-            # Inserted: the stored case is `doc` (nothing else writes it while we hold it).
-            inserted = await self.store.insert_case(doc)
-            stored = doc if inserted else await self.store.case(case.case_id)
-            if stored is not None and stored.status == CaseStatus.MATCHING:
-                await self.matcher.match(stored, fresh=inserted)
+        # Seen before, or withdrawn before it reached us (a tombstone): the stored case
+        # decides. Decided together with the cases submitted to this copy meanwhile.
+        await self.matcher.submitted(doc)
 
     async def case_claimed(self, *, claim: CaseClaimed) -> None:
         """A partner-filed case has its patient from now on: they read its trail here too."""
