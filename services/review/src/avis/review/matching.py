@@ -120,7 +120,7 @@ class Matcher:
         self.translating: Translating | None = None
         # Submitted cases waiting to be decided together (`submitted`), and who decides them.
         self._arrivals: list[tuple[CaseDoc, asyncio.Future[None]]] = []
-        self._deciding_arrivals: asyncio.Task[None] | None = None
+        self._batching: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
@@ -158,36 +158,42 @@ class Matcher:
         what its batch raised (the event is then retried)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._arrivals.append((case, done))
-        if self._deciding_arrivals is None or self._deciding_arrivals.done():
-            self._deciding_arrivals = asyncio.create_task(
-                self._decide_arrivals(), name="matcher-arrivals"
-            )
+        if self._batching is None or self._batching.done():
+            self._next_batch()
         await done
 
+    def _next_batch(self) -> None:
+        self._batching = asyncio.create_task(self._decide_arrivals(), name="matcher-batch")
+
     async def _decide_arrivals(self) -> None:
-        """Decide the submitted cases waiting, all those waiting at each entry into a section,
-        until none waits."""
-        while self._arrivals:
-            batch: list[tuple[CaseDoc, asyncio.Future[None]]] = []
-            try:
-                async with self.deciding():
-                    batch, self._arrivals = self._arrivals, []
-                    await self.decide_submitted([case for case, _ in batch])
-            except Exception as exc:  # each case's event is retried
-                if not batch:  # the section was not entered: those waiting fail with it
-                    batch, self._arrivals = self._arrivals, []
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            except BaseException:
-                for _, done in batch + self._arrivals:
-                    done.cancel()
-                self._arrivals = []
-                raise
+        """Decide every submitted case waiting when the section is entered. Cases that came
+        meanwhile are the next batch's, which starts waiting for the section before this one
+        leaves it, so the section's term is handed over (`Lease.section`) and whatever else of
+        this copy waits for a section takes its turn in between."""
+        batch: list[tuple[CaseDoc, asyncio.Future[None]]] = []
+        try:
+            async with self.deciding():
+                batch, self._arrivals = self._arrivals, []
+                await self.decide_submitted([case for case, _ in batch])
+                if self._arrivals:
+                    self._next_batch()
+                    await asyncio.sleep(0)  # it waits for the section now
+        except Exception as exc:  # each case's event is retried
+            if not batch:  # the section was not entered: those waiting fail with it
+                batch, self._arrivals = self._arrivals, []
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        except BaseException:
+            for _, done in batch:
+                done.cancel()
+            raise
+        else:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+        if self._arrivals and self._batching is asyncio.current_task():
+            self._next_batch()  # came as this one was leaving
 
     async def decide_submitted(self, cases: list[CaseDoc]) -> None:
         """Write submitted cases and match them, together; the caller is inside `deciding()`.

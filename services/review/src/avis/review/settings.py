@@ -38,5 +38,9 @@ class Settings(CommonSettings):
     seed_file: Path = DEFAULT_SEED_FILE
     # Where intake serves cases: links in assignments point there when an event gave none.
     intake_base_url: str = "http://127.0.0.1:8001"
+    # Consumers of the cases topic in this process (each owning some of its partitions): the
+    # cases submitted to them at once wait for the matcher together and are decided in one
+    # section (matching.py). As many as the topic has partitions.
+    case_consumers: int = Field(6, ge=1, le=16)
     # How often the overdue-assignments gauge is recounted.
     overdue_refresh_seconds: float = Field(30.0, gt=0)
