@@ -9,10 +9,17 @@ store does not arbitrate conditional updates), renews it while inside and releas
 way out, so another copy's section starts at once. A decision that ends while another of this
 copy waits hands it the term instead (about seven store requests saved per decision in a burst),
 for at most a third of the ttl before the lease goes back to the store and the other copies get
-their turn. Every decision write first checks the fence
-(`Matcher.fence`): a copy paused inside its section past the lease's ttl (a SIGSTOP, a long
-GC) resumes to find a newer epoch, and its write is refused (`lease.Fenced`). A copy that dies
-inside holds the others off until its term expires (ttl + skew, about 10 s).
+their turn. A decision checks the fence in the store before its first write
+(`Matcher.fence`) and on the copy's own clock before each later one (`Matcher.held`): a copy
+paused inside its section past the lease's ttl (a SIGSTOP, a long GC) resumes to find a newer
+epoch, or no longer believes in its term, and its write is refused (`lease.Fenced`). A copy that
+dies inside holds the others off until its term expires (ttl + skew, about 10 s).
+
+Submitted cases are decided in batches (`Matcher.submitted`): those that reach this copy while it
+waits for a section (review's consumers of `case-submitted`, one per partition) are decided in
+one, with one read of the active reviewers, each reviewer chosen counted for the next decision
+(`rules.match_in_turn`), and each step's writes in one request for the whole batch; the next
+batch waits for the section before this one leaves it, so the term is handed over.
 
 Why a lease section and not a holder that matches for everyone, or a partition of the work:
 every copy receives cases (its share of `case-submitted`'s partitions) and HTTP writes that
