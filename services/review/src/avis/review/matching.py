@@ -445,15 +445,25 @@ class Matcher:
             )
 
     async def release(
-        self, reviewer_id: str, assignment_id: str, *, read: ReviewerDoc | None = None
+        self,
+        reviewer_id: str,
+        assignment_id: str,
+        *,
+        read: ReviewerDoc | None = None,
+        fenced: bool = False,
     ) -> bool:
         """Stop counting an ended assignment in its reviewer's load (if it still is: True); the
         caller is inside `deciding()`. `read`: the reviewer as the caller read it inside this
-        same section (a load changes only inside one), so it is not read again."""
+        same section (a load changes only inside one), so it is not read again; `fenced`: the
+        caller's decision checked the fence in the store before an earlier write (`fence`), so
+        this one checks it on the copy's clock (`held`)."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
             reviewer = read if read is not None else await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
-                await self.fence()
+                if fenced:
+                    self.held()
+                else:
+                    await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)
                 return True
         return False

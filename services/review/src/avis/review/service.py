@@ -470,7 +470,7 @@ class ReviewService:
                 doc.id, at=at, decline=decline, seq=seq, events=events
             ),
         )
-        await self.matcher.release(doc.reviewer_id, doc.id)
+        await self.matcher.release(doc.reviewer_id, doc.id, fenced=True)
         log.info("assignment declined", assignment_id=doc.id, reason_code=body.reason_code)
 
     # --- opinion -----------------------------------------------------------------------------
@@ -590,7 +590,7 @@ class ReviewService:
         if back is not None:
             await self.translations.counted(back[0].entry)
         if version == 1:  # the reviewer read above, in this section: its load is as read
-            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer)
+            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer, fenced=True)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry
