@@ -191,17 +191,12 @@ class Messaging:
         return acked()
 
     def subscribe(
-        self,
-        topic: str,
-        handler: Handler,
-        inbox_use: Callable[[str], InboxUse] | None = None,
-        *,
-        workers: int | None = None,
+        self, topic: str, handler: Handler, inbox_use: Callable[[str], InboxUse] | None = None
     ) -> None:
         """Consume `topic` in this service's group: the effect first, the offset after.
         `inbox_use` says, by event type, what the inbox does for it (`InboxUse`; all of it
-        without); `workers`: its consumers in this process (`consumer_workers` without)."""
-        workers = workers or self.settings.consumer_workers
+        without)."""
+        workers = self.settings.consumer_workers
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
         @self.broker.subscriber(

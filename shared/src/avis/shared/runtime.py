@@ -181,8 +181,6 @@ class Runtime:
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
-        # Consumers of a topic in this process where not `consumer_workers` (`consumers`).
-        self._workers: dict[str, int] = {}
         self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
 
     def on_store(self, init: StoreInit) -> None:
@@ -249,14 +247,7 @@ class Runtime:
         self, topic: str, handler: Handler, inbox_use: Callable[[str], InboxUse] | None = None
     ) -> None:
         self.receives += (topic,)
-        self.messaging.subscribe(topic, handler, inbox_use, workers=self._workers.get(topic))
-
-    def consumers(self, topic: str, workers: int) -> None:
-        """Consume `topic` with `workers` consumers in this process (each owning some of its
-        partitions), not `consumer_workers`; before its first handler is registered."""
-        if topic in self.receives:
-            raise ValueError(f"{topic} is already consumed in {self.service}")
-        self._workers[topic] = workers
+        self.messaging.subscribe(topic, handler, inbox_use)
 
     def on(
         self,

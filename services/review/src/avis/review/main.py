@@ -30,7 +30,6 @@ from avis.shared.events import (
     TranslationQueued,
 )
 from avis.shared.runtime import Runtime, serve
-from avis.shared.topics import CASE_SUBMITTED
 
 # What this service publishes: its AsyncAPI document's `send` operations.
 SENDS = (
@@ -94,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "overdue", lambda _: review.sla.watch(interval=settings.overdue_refresh_seconds)
     )
     keying = CaseKeying(store=reviews, locks=runtime.locks, emitter=emitter, keys=review.keys)
-    runtime.consumers(CASE_SUBMITTED, settings.case_consumers)
     handlers.register(runtime, review, keying)
     follow_ups = FollowUps(
         review,

@@ -16,7 +16,7 @@ epoch, or no longer believes in its term, and its write is refused (`lease.Fence
 dies inside holds the others off until its term expires (ttl + skew, about 10 s).
 
 Submitted cases are decided in batches (`Matcher.submitted`): those that reach this copy while it
-waits for a section (review's consumers of `case-submitted`, one per partition) are decided in
+waits for a section (review's consumers of `case-submitted`, three by default) are decided in
 one, with one read of the active reviewers, each reviewer chosen counted for the next decision
 (`rules.match_in_turn`), and each step's writes in one request for the whole batch; the next
 batch waits for the section before this one leaves it, so the term is handed over.
