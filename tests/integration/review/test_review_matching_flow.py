@@ -8,6 +8,7 @@ cases of another in this module's database.
 import asyncio
 import json
 from datetime import datetime
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -402,3 +403,46 @@ async def test_a_redelivered_submission_is_turned_away_by_the_stored_case(
     await stack.log.caught_up()
     assert len(stack.log.of(case_id, ASSIGNED)) == 1, "one assignment, published once"
     assert (await stack.assignment(case_id))["round"] == 1
+
+
+class _CountedFinds:
+    """A collection whose filter queries (`find`) are noted; everything else as it is."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.filters: list[dict[str, Any]] = []
+
+    def find(self, filter_: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.filters.append(filter_)
+        return self.collection.find(filter_, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collection, name)
+
+
+async def test_cases_submitted_at_once_share_one_read_of_the_reviewers(
+    stack: ReviewStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = unique("batch")
+    await stack.add_reviewer(f"{p}-a", ["gastroenterology"], ["en"], capacity=2)
+    await stack.add_reviewer(f"{p}-b", ["gastroenterology"], ["en"], capacity=1)
+    await stack.add_reviewer(f"{p}-c", ["rare_diseases"], ["en"], capacity=1)
+    counted = _CountedFinds(stack.review.store.reviewers)
+    monkeypatch.setattr(stack.review.store, "reviewers", counted)
+    specialties = ["gastroenterology"] * 4 + ["rare_diseases"] * 2
+    payloads = [stack.case_event(s, language="en").payload() for s in specialties]
+    await asyncio.gather(
+        *(
+            stack.review.case_submitted(case=c, traceparent="")
+            for c in payloads
+            if isinstance(c, CaseSubmitted)
+        )
+    )
+    # decided together: one read of the active reviewers for the six decisions, not one each
+    # (the overdue gauge may read the whole directory meanwhile)
+    assert [f for f in counted.filters if f.get("active") is True] == [{"active": True}]
+    # and each reviewer's choice counted for the next decision of the batch
+    loads = await stack.review.store.loads([f"{p}-a", f"{p}-b", f"{p}-c"])
+    assert loads == {f"{p}-a": 2, f"{p}-b": 1, f"{p}-c": 1}
+    decided = [await stack.case_status(c.case_id) for c in payloads]
+    assert decided == ["assigned"] * 3 + ["waiting", "assigned", "waiting"]

@@ -7,6 +7,7 @@ from avis.review.rules import (
     Rule,
     exclusion,
     match,
+    match_in_turn,
     same_institution,
 )
 
@@ -105,3 +106,27 @@ def test_load_counts_before_ids() -> None:
 def test_nobody_at_all() -> None:
     decision = match(CASE, [])
     assert (decision.chosen, decision.rule, decision.candidates) == (None, Rule.NOBODY_FITS, ())
+
+
+def test_cases_decided_in_turn_count_each_choice_for_the_next() -> None:
+    derm = CaseNeeds(specialty="dermatology", language="fr", physician_institution="HOSP-A")
+    pool = [
+        reviewer("a", capacity=2, load=1),
+        reviewer("b", capacity=1),
+        reviewer("d", specialties=("dermatology",), capacity=1),
+    ]
+    decisions = match_in_turn([CASE, derm, CASE, CASE, derm], pool)
+    # b (load 0) first; then b is full (counted), so a alone; then nobody: both are full
+    assert [d.chosen for d in decisions] == ["b", "d", "a", None, None]
+    assert decisions[2].rule is Rule.ONLY_CANDIDATE
+    assert [c.excluded for c in decisions[2].candidates] == [None, "at_capacity"]
+    assert decisions[3].rule is Rule.NOBODY_FITS
+    # each decision's candidates are its specialty's, with the loads as the batch left them
+    assert [(c.reviewer_id, c.load) for c in decisions[3].candidates] == [("a", 2), ("b", 1)]
+    assert [(c.reviewer_id, c.load) for c in decisions[4].candidates] == [("d", 1)]
+
+
+def test_cases_decided_in_turn_alone_are_decided_as_by_match() -> None:
+    pool = [reviewer("a", load=2), reviewer("b", load=1), reviewer("c", specialties=("urology",))]
+    only = match_in_turn([CASE], pool)[0]
+    assert only == match(CASE, pool[:2])

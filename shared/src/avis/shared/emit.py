@@ -77,3 +77,11 @@ class Emitter:
             return await write(events)
         async with self.relay.publishing(self.outbox, aggregate):
             return await write(events)
+
+    async def write_many(self, write: Callable[[], Awaitable[T]], aggregates: Sequence[str]) -> T:
+        """Run `write`, which puts events on the outboxes of several `aggregates` in one
+        request (`events` built beforehand with `event`): the relay's hints stored together
+        before it, the relay woken with each id after it; the caller holds every aggregate's
+        lock."""
+        async with self.relay.publishing_many(self.outbox, aggregates):
+            return await write()

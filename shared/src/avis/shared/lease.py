@@ -278,6 +278,17 @@ class Lease:
             raise Fenced(f"{self.job}: fence {fence} is no longer current")
         return fence
 
+    def believed(self) -> int:
+        """The fence to write with, by this copy's own clock alone (no store request): for the
+        writes of a decision after its `check()`; raises `Fenced` once this copy no longer
+        believes in its term (not renewed within its ttl: a pause, a lost store, a refusal).
+        A newer epoch can only be claimed after that (while the clocks differ by less than
+        `skew`), so a write that passes began before any take-over."""
+        if self.fence is None or not self.holding():
+            log.warning("fenced write refused", job=self.job, fence=self.fence, holder=self.holder)
+            raise Fenced(f"{self.job}: fence {self.fence} is no longer believed")
+        return self.fence
+
     async def release(self) -> None:
         """Give the lease up now (a clean stop): another copy may claim at once."""
         fence, self.fence = self.fence, None

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from avis.shared.envelope import Event
@@ -156,6 +157,42 @@ class Relay:
         self._tokens[(collection.name, aggregate_id)] = token
         yield
         self.note(collection.name, aggregate_id)
+
+    @contextlib.asynccontextmanager
+    async def publishing_many(
+        self, collection: AsyncCollection[Document], aggregate_ids: Sequence[Any]
+    ) -> AsyncIterator[None]:
+        """`publishing` for a write that puts events on several aggregates' outboxes (under
+        all their locks): their hints stored in one request before it, the relay woken with
+        each id after it."""
+        if collection.name not in self.collections:
+            raise ValueError(f"the relay does not watch {collection.name!r}")
+        now = datetime.now(UTC)
+        tokens = {aggregate_id: uuid.uuid4().hex for aggregate_id in aggregate_ids}
+        if tokens:
+            await collection.database[HINTS].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": _hint_id(collection.name, aggregate_id, self.writer)},
+                        {
+                            "$set": {
+                                "collection": collection.name,
+                                "aggregate": aggregate_id,
+                                "at": now,
+                                "writer": self.writer,
+                                "token": token,
+                            }
+                        },
+                        upsert=True,
+                    )
+                    for aggregate_id, token in tokens.items()
+                ]
+            )
+        for aggregate_id, token in tokens.items():
+            self._tokens[(collection.name, aggregate_id)] = token
+        yield
+        for aggregate_id in tokens:
+            self.note(collection.name, aggregate_id)
 
     def note(self, collection: str, aggregate_id: Any) -> None:
         """Publish the outbox of this aggregate soon (its hint is already stored)."""

@@ -9,10 +9,17 @@ store does not arbitrate conditional updates), renews it while inside and releas
 way out, so another copy's section starts at once. A decision that ends while another of this
 copy waits hands it the term instead (about seven store requests saved per decision in a burst),
 for at most a third of the ttl before the lease goes back to the store and the other copies get
-their turn. Every decision write first checks the fence
-(`Matcher.fence`): a copy paused inside its section past the lease's ttl (a SIGSTOP, a long
-GC) resumes to find a newer epoch, and its write is refused (`lease.Fenced`). A copy that dies
-inside holds the others off until its term expires (ttl + skew, about 10 s).
+their turn. A decision checks the fence in the store before its first write
+(`Matcher.fence`) and on the copy's own clock before each later one (`Matcher.held`): a copy
+paused inside its section past the lease's ttl (a SIGSTOP, a long GC) resumes to find a newer
+epoch, or no longer believes in its term, and its write is refused (`lease.Fenced`). A copy that
+dies inside holds the others off until its term expires (ttl + skew, about 10 s).
+
+Submitted cases are decided in batches (`Matcher.submitted`): those that reach this copy while it
+waits for a section (review's consumers of `case-submitted`, three by default) are decided in
+one, with one read of the active reviewers, each reviewer chosen counted for the next decision
+(`rules.match_in_turn`), and each step's writes in one request for the whole batch; the next
+batch waits for the section before this one leaves it, so the term is handed over.
 
 Why a lease section and not a holder that matches for everyone, or a partition of the work:
 every copy receives cases (its share of `case-submitted`'s partitions) and HTTP writes that
@@ -27,8 +34,10 @@ The use cases of service.py enter `deciding()` and take the case's lock, then ca
 the matcher takes the locks of the round it writes and of the reviewer it counts it against.
 """
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -55,6 +64,17 @@ MATCHING_LOCK = lock_key("matching", "all")
 def _declined(rounds: list[AssignmentDoc]) -> list[str]:
     """The reviewers who declined a case, first round first."""
     return [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
+
+
+@dataclass
+class NewRound:
+    """A round decided and not written yet: its document and events, when its case was
+    submitted (for the stage's timing) and the rule that chose its reviewer."""
+
+    assignment: AssignmentDoc
+    events: list[Event]
+    submitted_at: datetime
+    rule: str
 
 
 class QueuedTranslation(Protocol):
@@ -105,6 +125,9 @@ class Matcher:
         self.waiting_readings: Callable[[list[str]], Awaitable[int]] | None = None
         # International rounds' translations (translation.py sets itself here).
         self.translating: Translating | None = None
+        # Submitted cases waiting to be decided together (`submitted`), and who decides them.
+        self._arrivals: list[tuple[CaseDoc, asyncio.Future[None]]] = []
+        self._batching: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def deciding(self) -> AsyncIterator[None]:
@@ -120,17 +143,123 @@ class Matcher:
             yield
 
     async def fence(self) -> None:
-        """Refuse a decision write (`lease.Fenced`) if this copy's section was taken over."""
+        """Refuse a decision write (`lease.Fenced`) if this copy's section was taken over: a
+        read of the store, once per decision, before its first write."""
         if self.lease is not None:
             await self.lease.check()
 
-    async def match(
-        self, case: CaseDoc, *, from_queue: bool = False, fresh: bool = False
-    ) -> str | None:
+    def held(self) -> None:
+        """Refuse a decision's next write (`lease.Fenced`) once this copy no longer believes in
+        its section's term, on its own clock (no store request): the writes after the first of
+        one decision. The store check is not atomic with any write (a pause between the two
+        lets the write through either way); what it adds to this one is a take-over by a copy
+        whose clock is more than the lease's skew ahead, and that one is already caught by
+        the decision's first check when it came before."""
+        if self.lease is not None:
+            self.lease.believed()
+
+    async def submitted(self, case: CaseDoc) -> None:
+        """Write a submitted case (in matching) and match it, or queue it; a replay changes
+        nothing. Decided in one section with every other case submitted to this copy while it
+        waited for one (`decide_submitted`); returns once its decision is written, and raises
+        what its batch raised (the event is then retried)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._arrivals.append((case, done))
+        if self._batching is None or self._batching.done():
+            self._next_batch()
+        await done
+
+    def _next_batch(self) -> None:
+        self._batching = asyncio.create_task(self._decide_arrivals(), name="matcher-batch")
+
+    async def _decide_arrivals(self) -> None:
+        """Decide every submitted case waiting when the section is entered. Cases that came
+        meanwhile are the next batch's, which starts waiting for the section before this one
+        leaves it, so the section's term is handed over (`Lease.section`) and whatever else of
+        this copy waits for a section takes its turn in between."""
+        batch: list[tuple[CaseDoc, asyncio.Future[None]]] = []
+        try:
+            async with self.deciding():
+                batch, self._arrivals = self._arrivals, []
+                await self.decide_submitted([case for case, _ in batch])
+                if self._arrivals:
+                    self._next_batch()
+                    await asyncio.sleep(0)  # it waits for the section now
+        except Exception as exc:  # each case's event is retried
+            if not batch:  # the section was not entered: those waiting fail with it
+                batch, self._arrivals = self._arrivals, []
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+        except BaseException:
+            for _, done in batch:
+                done.cancel()
+            raise
+        else:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+        if self._arrivals and self._batching is asyncio.current_task():
+            self._next_batch()  # came as this one was leaving
+
+    async def decide_submitted(self, cases: list[CaseDoc]) -> None:
+        """Write submitted cases and match them, together; the caller is inside `deciding()`.
+
+        The cases new to review are inserted in one request, then decided in their order with
+        one read of the reviewers (`rules.match_in_turn` counts each reviewer chosen before
+        the next decision), and their rounds written together (`_write_rounds`): a stop half-
+        way leaves them in matching, for `recover`. A case seen before (a replay) is left as it
+        is, or matched alone if it is still in matching; one that goes abroad (a translator
+        chosen as it is written) is written alone, in its turn."""
+        unique = list({case.id: case for case in cases}.values())
+        async with contextlib.AsyncExitStack() as stack:
+            for case_id in sorted(case.id for case in unique):
+                await stack.enter_async_context(self.locks.hold(lock_key("case", case_id)))
+            # Inserted: the stored case is the one given (nothing else writes it while held).
+            written = await self.store.batch.insert_cases(unique)
+            for case, new in zip(unique, written, strict=True):
+                if not new:  # seen before, or withdrawn before it came (a tombstone)
+                    stored = await self.store.case(case.id)
+                    if stored is not None and stored.status == CaseStatus.MATCHING:
+                        await self.match(stored)
+            await self._match_new([c for c, new in zip(unique, written, strict=True) if new])
+
+    async def _match_new(self, cases: list[CaseDoc]) -> None:
+        """Match cases inserted by this decision (no rounds yet), in their order, with one read
+        of the reviewers; the caller holds them all."""
+        if not cases:
+            return
+        reviewers = await self.store.batch.active_reviewers()
+        needs = [case.needs([]) for case in cases]
+        decisions = rules.match_in_turn(needs, [r.fit() for r in reviewers])
+        at = now()
+        rounds: list[NewRound] = []
+        await self.fence()
+        for case, decision in zip(cases, decisions, strict=True):
+            rationale = Rationale(
+                rule=decision.rule.value,
+                chosen=decision.chosen,
+                candidates=list(decision.candidates),
+                decided_at=at,
+                decided_by=rules.MATCHER,
+            )
+            if decision.chosen is None:
+                self.held()
+                await self.store.set_case_waiting(case.id, since=at, last_attempt=rationale)
+                log.info("case waits in the queue", case_id=case.id)
+                continue
+            numbers = (rules.next_round(case.round, ()), rules.next_seq(()))
+            abroad = decision.rule is rules.Rule.INTERNATIONAL_NO_READER_AVAILABLE
+            if abroad and self.translating is not None:  # its translator chosen and counted now
+                await self._assign(case, numbers, decision.chosen, rationale, at, abroad)
+            else:
+                rounds.append(self._round(case, numbers, decision.chosen, rationale, at, abroad))
+        await self._write_rounds(rounds)
+
+    async def match(self, case: CaseDoc, *, from_queue: bool = False) -> str | None:
         """Assign `case` to the best reviewer or leave it waiting; the caller is inside
-        `deciding()` and holds the case (`fresh`: inserted by this decision, so it has no
-        rounds yet: a round is only written once its case is)."""
-        rounds = [] if fresh else await self.store.assignments_of(case.id, case.round)
+        `deciding()` and holds the case (a case just submitted: `decide_submitted`)."""
+        rounds = await self.store.assignments_of(case.id, case.round)
         ended = [r for r in rounds if r.status in rules.ENDED]
         for gone in ended:
             # A stop between an end and its release left the reviewer's load too high.
@@ -144,7 +273,9 @@ class Matcher:
             if self.translating is not None:
                 await self.translating.recounted(live)
             async with self.locks.hold(lock_key("reviewer", live.reviewer_id)):
+                self.held()
                 await self.store.add_open(live.reviewer_id, live.id)
+            self.held()
             await self.store.set_case_assigned(
                 case.id, assignment_id=live.id, round_=live.round, left_queue=False
             )
@@ -195,7 +326,7 @@ class Matcher:
         abroad = rules.needs_translation(case.triage().language.value, fit.languages)
         return await self._assign(case, (round_, seq), fit.id, rationale, at, abroad)
 
-    async def _assign(
+    def _round(
         self,
         case: CaseDoc,
         numbers: tuple[int, int],
@@ -203,9 +334,9 @@ class Matcher:
         rationale: Rationale,
         at: datetime,
         international: bool = False,
-    ) -> str:
-        """Write a new round (`numbers`: its round and the case's sequence number) with its
-        `assigned` event (`international`: and its translation); the caller holds the case."""
+    ) -> NewRound:
+        """A new round of `case` (`numbers`: its round and the case's sequence number) and its
+        `assigned` event, not written yet."""
         round_, seq = numbers
         triage = case.triage()
         assignment_id = rules.assignment_id_for(case.id, round_)
@@ -239,53 +370,100 @@ class Matcher:
             seq=seq,
             international=international,
         )
-        events = [self.emitter.event("review.assign", assigned, trace=case.traceparent)]
+        event = self.emitter.event("review.assign", assigned, trace=case.traceparent)
+        return NewRound(assignment, [event], triage.submitted_at, rationale.rule)
+
+    async def _assign(
+        self,
+        case: CaseDoc,
+        numbers: tuple[int, int],
+        reviewer_id: str,
+        rationale: Rationale,
+        at: datetime,
+        international: bool = False,
+    ) -> str:
+        """Write a new round (`numbers`: its round and the case's sequence number) with its
+        `assigned` event (`international`: and its translation); the caller holds the case."""
+        new = self._round(case, numbers, reviewer_id, rationale, at, international)
         translation = None
         if international and self.translating is not None:  # written with its translation
-            translation = await self.translating.first(assignment, at=at, seq=seq + 1)
-            events.append(translation.event)
-            changes = {"translations": [translation.entry], "seq": seq + 1}
-            assignment = assignment.model_copy(update=changes)
+            seq = new.assignment.seq + 1
+            translation = await self.translating.first(new.assignment, at=at, seq=seq)
+            new.events.append(translation.event)
+            changes = {"translations": [translation.entry], "seq": seq}
+            new.assignment = new.assignment.model_copy(update=changes)
         await self.fence()
-        await self.store.file_due(assignment)
-        # The round's lock is the emitter's: the key the relay holds while it publishes its outbox.
-        async with self.locks.hold(self.emitter.lock(assignment_id)):
-            await self.emitter.write(
-                lambda out: self.store.insert_assignment(assignment, out),
-                events,
-                aggregate=assignment_id,
-            )
+        await self._write_rounds([new], translation=translation)
+        return new.assignment.id
+
+    async def _write_rounds(
+        self, rounds: list[NewRound], *, translation: QueuedTranslation | None = None
+    ) -> None:
+        """Write new rounds of their cases (held by the caller, the fence checked) with their
+        events: filed by due date, inserted, counted in their reviewers' loads, their cases
+        assigned; each step for every round in one request, each step after the one before
+        (a stop in between is finished by `recover`: a round written is found live and
+        counted once). Before each step the fence is checked again on this copy's clock alone
+        (`Matcher.held`)."""
+        if not rounds:
+            return
+        ids = sorted(r.assignment.id for r in rounds)
+        self.held()
+        await self.store.file_due(*(r.assignment for r in rounds))
+        async with contextlib.AsyncExitStack() as stack:
+            # A round's lock is the emitter's: the key the relay holds while it publishes its
+            # outbox.
+            for assignment_id in ids:
+                await stack.enter_async_context(self.locks.hold(self.emitter.lock(assignment_id)))
+            self.held()
+            written = [(r.assignment, r.events) for r in rounds]
+            await self.emitter.write_many(lambda: self.store.batch.insert_assignments(written), ids)
         if translation is not None and self.translating is not None:
             await self.translating.counted(translation.entry)
         # Counted after the round exists (a stop in between: the next matching of this case
         # finds the round live and counts it), before the case leaves matching.
-        await self.fence()
-        async with self.locks.hold(lock_key("reviewer", reviewer_id)):
-            await self.store.add_open(reviewer_id, assignment_id)
-        await self.store.set_case_assigned(
-            case.id, assignment_id=assignment_id, round_=round_, left_queue=True
+        counted = [(r.assignment.reviewer_id, r.assignment.id) for r in rounds]
+        async with contextlib.AsyncExitStack() as stack:
+            for reviewer_id in sorted({reviewer_id for reviewer_id, _ in counted}):
+                await stack.enter_async_context(self.locks.hold(lock_key("reviewer", reviewer_id)))
+            self.held()
+            await self.store.batch.add_open_many(counted)
+        self.held()
+        await self.store.batch.set_cases_assigned(
+            [(r.assignment.case_id, r.assignment.id, r.assignment.round) for r in rounds]
         )
-        if round_ == 1:  # a reassignment is not the case's first wait
-            stage_reached("submitted_to_assigned", since=triage.submitted_at, at=at)
-        log.info(
-            "case assigned",
-            case_id=case.id,
-            assignment_id=assignment_id,
-            reviewer_id=reviewer_id,
-            rule=rationale.rule,
-        )
-        return assignment_id
+        for r in rounds:
+            if r.assignment.round == 1:  # a reassignment is not the case's first wait
+                at = r.assignment.assigned_at
+                stage_reached("submitted_to_assigned", since=r.submitted_at, at=at)
+            log.info(
+                "case assigned",
+                case_id=r.assignment.case_id,
+                assignment_id=r.assignment.id,
+                reviewer_id=r.assignment.reviewer_id,
+                rule=r.rule,
+            )
 
     async def release(
-        self, reviewer_id: str, assignment_id: str, *, read: ReviewerDoc | None = None
+        self,
+        reviewer_id: str,
+        assignment_id: str,
+        *,
+        read: ReviewerDoc | None = None,
+        fenced: bool = False,
     ) -> bool:
         """Stop counting an ended assignment in its reviewer's load (if it still is: True); the
         caller is inside `deciding()`. `read`: the reviewer as the caller read it inside this
-        same section (a load changes only inside one), so it is not read again."""
+        same section (a load changes only inside one), so it is not read again; `fenced`: the
+        caller's decision checked the fence in the store before an earlier write (`fence`), so
+        this one checks it on the copy's clock (`held`)."""
         async with self.locks.hold(lock_key("reviewer", reviewer_id)):
             reviewer = read if read is not None else await self.store.reviewer(reviewer_id)
             if reviewer is not None and assignment_id in reviewer.open_assignments:
-                await self.fence()
+                if fenced:
+                    self.held()
+                else:
+                    await self.fence()
                 await self.store.remove_open(reviewer_id, assignment_id)
                 return True
         return False

@@ -194,6 +194,26 @@ def match(case: CaseNeeds, reviewers: Iterable[ReviewerFit]) -> Decision:
     return Decision(eligible[0].id, rule, candidates)
 
 
+def match_in_turn(cases: Sequence[CaseNeeds], reviewers: Iterable[ReviewerFit]) -> list[Decision]:
+    """`match` for several cases decided together, in their order: each among the reviewers of
+    its specialty, with the loads as the decisions before it in the batch left them (a
+    reviewer chosen counts one more for the next), so no capacity is exceeded within it."""
+    pool = list(reviewers)
+    taken: dict[str, int] = {}
+    decisions = []
+    for case in cases:
+        fits = [
+            dataclasses.replace(r, load=r.load + taken.get(r.id, 0))
+            for r in pool
+            if case.specialty in r.specialties
+        ]
+        decision = match(case, fits)
+        if decision.chosen is not None:
+            taken[decision.chosen] = taken.get(decision.chosen, 0) + 1
+        decisions.append(decision)
+    return decisions
+
+
 def check_eligible(case: CaseNeeds, reviewer: ReviewerFit) -> None:
     """409 unless a coordinator may hand `case` to `reviewer`: every rule but capacity (and the
     patient's language, when they accepted a review through a translator)."""

@@ -220,14 +220,9 @@ class ReviewService:
             key_ref=case.key_ref,
             partner_id=case.partner_id,
         )
-        async with self.matcher.deciding(), self.locks.hold(lock_key("case", case.case_id)):
-            # Seen before, or withdrawn before it reached us (a tombstone): the stored case
-            # decides.
-            # Inserted: the stored case is `doc` (nothing else writes it while we hold it).
-            inserted = await self.store.insert_case(doc)
-            stored = doc if inserted else await self.store.case(case.case_id)
-            if stored is not None and stored.status == CaseStatus.MATCHING:
-                await self.matcher.match(stored, fresh=inserted)
+        # Seen before, or withdrawn before it reached us (a tombstone): the stored case
+        # decides. Decided together with the cases submitted to this copy meanwhile.
+        await self.matcher.submitted(doc)
 
     async def case_claimed(self, *, claim: CaseClaimed) -> None:
         """A partner-filed case has its patient from now on: they read its trail here too."""
@@ -475,7 +470,7 @@ class ReviewService:
                 doc.id, at=at, decline=decline, seq=seq, events=events
             ),
         )
-        await self.matcher.release(doc.reviewer_id, doc.id)
+        await self.matcher.release(doc.reviewer_id, doc.id, fenced=True)
         log.info("assignment declined", assignment_id=doc.id, reason_code=body.reason_code)
 
     # --- opinion -----------------------------------------------------------------------------
@@ -595,7 +590,7 @@ class ReviewService:
         if back is not None:
             await self.translations.counted(back[0].entry)
         if version == 1:  # the reviewer read above, in this section: its load is as read
-            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer)
+            await self.matcher.release(doc.reviewer_id, doc.id, read=reviewer, fenced=True)
             stage_reached("assigned_to_completed", since=doc.assigned_at, at=at)
         log.info("opinion recorded", assignment_id=doc.id, version=version)
         return entry

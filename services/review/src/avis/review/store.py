@@ -47,7 +47,7 @@ import structlog
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from avis.review.models import (
     ACTIVE,
@@ -105,6 +105,7 @@ from avis.shared.sealing import Sealed
 log = structlog.get_logger("avis.review.store")
 
 WITHOUT_OUTBOX = {"outbox": 0, "outbox_pending": 0}
+DUPLICATE_KEY = 11000  # the store's error code for an `_id` already taken
 # What a list of assignments shows: no outbox, no opinion texts (a list shows the version),
 # and for a reviewer's own list no matching rationale either (coordinators' alone).
 LISTED = WITHOUT_OUTBOX | {"opinions": 0}
@@ -649,6 +650,7 @@ class Store:
         self.readings = ReadingStore(self)
         self.follow_ups = FollowUpStore(self)
         self.translations = TranslationStore(self)
+        self.batch = BatchStore(self)
 
     # the access trail
 
@@ -990,20 +992,23 @@ class Store:
         due = _DueWalk(self, due_scope(reviewer_id), keep, projection)
         return await due.page(after, limit)
 
-    async def file_due(self, assignment: AssignmentDoc) -> None:
-        """File a new round in the day buckets of its due date (all, and its reviewer's),
-        before the round is written, and its day and month in their lists (each added once,
-        never removed: two writers lose nothing); the caller holds the matching lock."""
-        day = due_day(assignment.sort_key)
+    async def file_due(self, *assignments: AssignmentDoc) -> None:
+        """File new rounds in the day buckets of their due dates (all, and their reviewer's),
+        before the rounds are written, and their days and months in their lists (each added
+        once, never removed: two writers lose nothing), in one request; the caller holds the
+        matching lock."""
         await self.keys.bulk_write(
             [
                 write
+                for assignment in assignments
                 for scope in (due_scope(None), due_scope(assignment.reviewer_id))
                 for write in [
                     UpdateOne(
-                        {"_id": f"due:{scope}:{day}"}, _add_to(assignment.sort_key), upsert=True
+                        {"_id": f"due:{scope}:{due_day(assignment.sort_key)}"},
+                        _add_to(assignment.sort_key),
+                        upsert=True,
                     ),
-                    *_day_filed(scope, day, 1),
+                    *_day_filed(scope, due_day(assignment.sort_key), 1),
                 ]
             ]
         )
@@ -1080,6 +1085,115 @@ class Store:
             changes["translations"] = [t.model_dump() for t in translations]
         update = {"$set": changes, "$push": {"opinions": entry.model_dump()}}
         await self.assignments.update_one({"_id": assignment_id}, with_events(update, events))
+
+
+class BatchStore:
+    """The writes of a batch of matching decisions, each one request for every case of the
+    batch (review's `Store` holds it as `batch`; the matcher's `decide_submitted`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def active_reviewers(self) -> list[ReviewerDoc]:
+        """Every active reviewer, by id, in one request: what a batch of matching decisions
+        reads once for all its specialties (the filter reads the whole collection anyway on
+        the local store, whose only index is `_id`)."""
+        cursor = self.store.reviewers.find({"active": True})
+        return [ReviewerDoc.model_validate(d) for d in await cursor.sort("_id", 1).to_list(None)]
+
+    async def add_open_many(self, counted: Sequence[tuple[str, str]]) -> None:
+        """Count each assignment in its reviewer's load (once), every reviewer in one request
+        (`counted`: reviewer id, assignment id); the caller holds the reviewers' locks."""
+        by_reviewer: dict[str, list[str]] = {}
+        for reviewer_id, assignment_id in counted:
+            by_reviewer.setdefault(reviewer_id, []).append(assignment_id)
+        if by_reviewer:
+            await self.store.reviewers.bulk_write(
+                [
+                    UpdateOne({"_id": rid}, {"$addToSet": {"open_assignments": {"$each": ids}}})
+                    for rid, ids in by_reviewer.items()
+                ]
+            )
+
+    async def insert_cases(self, cases: Sequence[CaseDoc]) -> list[bool]:
+        """Write several cases review has not seen, in matching, in one request (and list them
+        in matching first, in one more): for each, whether it was written (False: already
+        there, or a tombstone; then it is not left listed unless it is still in matching)."""
+        if not cases:
+            return []
+        await self.store.keys.update_one(
+            {"_id": MATCHING_KEY},
+            {"$addToSet": {"ids": {"$each": [c.id for c in cases]}}},
+            upsert=True,
+        )
+        written = [True] * len(cases)
+        try:
+            await self.store.cases.insert_many([c.to_doc() for c in cases], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or not errors:
+                raise
+            for error in errors:
+                written[int(error["index"])] = False
+        seen = [c.id for c, new in zip(cases, written, strict=True) if not new]
+        if seen:
+            stored = await by_ids(self.store.cases, seen, {"status": 1})
+            replays = [
+                case_id
+                for case_id, doc in zip(seen, stored, strict=True)
+                if doc is None or doc.get("status") != CaseStatus.MATCHING.value
+            ]
+            if replays:  # replays: not matching after all
+                await self.store.keys.update_one(
+                    {"_id": MATCHING_KEY}, {"$pullAll": {"ids": replays}}
+                )
+        return written
+
+    async def set_cases_assigned(self, assigned: Sequence[tuple[str, str, int]]) -> None:
+        """Record several cases' first assignment (case id, assignment id, round), out of the
+        queue data, in one request, and drop them from the matching and waiting lists in one
+        more."""
+        if not assigned:
+            return
+        await self.store.cases.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": case_id},
+                    {
+                        "$set": {
+                            "status": CaseStatus.ASSIGNED.value,
+                            "assignment_id": assignment_id,
+                            "round": round_,
+                        },
+                        "$unset": {"waiting_since": "", "last_attempt": ""},
+                    },
+                )
+                for case_id, assignment_id, round_ in assigned
+            ]
+        )
+        ids = [case_id for case_id, _, _ in assigned]
+        await self.store.keys.bulk_write(
+            [
+                UpdateOne({"_id": name}, {"$pullAll": {"ids": ids}})
+                for name in (WAITING_KEY, MATCHING_KEY)
+            ]
+        )
+
+    async def insert_assignments(
+        self, written: Sequence[tuple[AssignmentDoc, Sequence[Event]]]
+    ) -> None:
+        """Write several new rounds, each with its events, in one request; a round already
+        there (written by an attempt that stopped before updating its case) is kept as it is."""
+        if not written:
+            return
+        try:
+            await self.store.assignments.insert_many(
+                [new_with_events(a.to_doc(), events) for a, events in written], ordered=False
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
 
 
 class ReadingStore:
