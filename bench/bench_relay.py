@@ -35,10 +35,14 @@ MONGO = os.environ.get("AVIS_MONGO_URL", "mongodb://127.0.0.1:27117")
 
 
 def settings(name: str) -> CommonSettings:
+    """A service's settings on the bench's stack, reaching the broker with the benchmark's own
+    identity (its administrator's: the broker serves no anonymous client)."""
     return CommonSettings(
         service_name=name,
         mongo_database=f"bench_{name}",
         kafka_bootstrap=BOOTSTRAP,
+        kafka_username=KAFKA.username,
+        kafka_password=KAFKA.password,
         mongo_url=MONGO,
         jwt_secret="bench-" + "x" * 40,
         avis_env="development",
