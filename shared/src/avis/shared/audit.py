@@ -15,7 +15,7 @@ Within the store contract (DESIGN.md section 4):
 - a head document per case (`audit_heads`, `_id` = case id) keeps the last seq and hash, so
   `verify` knows how many entries there should be (a removed last entry shows) and an append
   the process knows nothing of starts there. The heads of the cases appended to are written
-  with their anchors (below), every `AVIS_AUDIT_ANCHOR_SECONDS`, in one request (`keep`), not
+  with their anchors (below), every `AVIS_AUDIT_ANCHOR_SECONDS`, 50 a request (`keep`), not
   at each append: until then, as after a crash, a head is behind the true end. It is written
   by `_id` alone (a condition on `seq` beside it made the local store read every head on each
   append), so a head behind the true end (not written yet, a crash, or an earlier entry's head
