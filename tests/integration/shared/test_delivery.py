@@ -209,17 +209,17 @@ async def test_inbox_is_kept_per_day_and_old_days_are_dropped_whole(
         await producer.stop()
 
 
-async def test_a_recorded_type_is_marked_but_never_looked_up() -> None:
-    """A handler whose own write records the event (`recorded`, intake's timeline) is not
-    preceded by an inbox look-up: a redelivery reaches it (its own rule turns it away), and
-    the marker is still written after it."""
+@contextlib.asynccontextmanager
+async def redelivered(**options: bool) -> AsyncIterator[tuple[Runtime, Event]]:
+    """A runtime whose `review-assigned` handler is registered with `options`, once an
+    assignment was delivered and then redelivered, and the handler ran for both."""
     runtime = Runtime(make_settings())
     handled: list[str] = []
 
     async def on_assigned(event: Event, p: ReviewAssigned) -> None:
         handled.append(event.id)
 
-    runtime.on(ReviewAssigned, on_assigned, recorded=True)
+    runtime.on(ReviewAssigned, on_assigned, **options)
     await skip_history(runtime.messaging.group_id, [REVIEW_ASSIGNED])
     await runtime.start()
     try:
@@ -239,55 +239,34 @@ async def test_a_recorded_type_is_marked_but_never_looked_up() -> None:
         for _ in range(2):  # delivered, then redelivered
             await publish(runtime, assigned)
         await eventually(lambda: handled == [assigned.id, assigned.id])
-        # Marked all the same, with the others held within a second (`Marks`).
-        await eventually(lambda: runtime.messaging.processed(assigned))
-        labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": assigned.type}
-        duplicate = REGISTRY.get_sample_value(
-            "avis_events_consumed_total", labels | {"outcome": "duplicate"}
-        )
-        assert not duplicate, "never turned away by the inbox"
+        yield runtime, assigned
     finally:
         await runtime.stop()
+
+
+def consumed(runtime: Runtime, event: Event, outcome: str) -> float | None:
+    """How many of `event`'s type this runtime counted with `outcome`."""
+    labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": event.type}
+    return REGISTRY.get_sample_value("avis_events_consumed_total", labels | {"outcome": outcome})
+
+
+async def test_a_recorded_type_is_marked_but_never_looked_up() -> None:
+    """A handler whose own write records the event (`recorded`, intake's timeline) is not
+    preceded by an inbox look-up: a redelivery reaches it (its own rule turns it away), and
+    the marker is still written after it."""
+    async with redelivered(recorded=True) as (runtime, assigned):
+        # Marked all the same, with the others held within a second (`Marks`).
+        await eventually(lambda: runtime.messaging.processed(assigned))
+        assert not consumed(runtime, assigned, "duplicate"), "never turned away by the inbox"
 
 
 async def test_a_type_recorded_and_not_marked_passes_no_inbox() -> None:
     """A handler whose own write records the event and whose marker nothing reads
     (`recorded=True, marked=False`, notify's case events): neither looked up nor marked, so a
     redelivery reaches it and the inbox holds nothing of it."""
-    runtime = Runtime(make_settings())
-    handled: list[str] = []
-
-    async def on_assigned(event: Event, p: ReviewAssigned) -> None:
-        handled.append(event.id)
-
-    runtime.on(ReviewAssigned, on_assigned, recorded=True, marked=False)
-    await skip_history(runtime.messaging.group_id, [REVIEW_ASSIGNED])
-    await runtime.start()
-    try:
-        await eventually(lambda: runtime.kafka_started)
-        now = datetime.now(UTC)
-        assigned = Event.new(
-            ReviewAssigned(
-                case_id=unique("case"),
-                assignment_id=unique("a"),
-                reviewer_id="r1",
-                specialty="cardiology",
-                assigned_at=now,
-                due_at=now,
-            ),
-            "/avis/test",
-        )
-        for _ in range(2):  # delivered, then redelivered
-            await publish(runtime, assigned)
-        await eventually(lambda: handled == [assigned.id, assigned.id])
+    async with redelivered(recorded=True, marked=False) as (runtime, assigned):
         assert not await runtime.messaging.processed(assigned), "no marker"
-        labels = {"service": runtime.service, "topic": REVIEW_ASSIGNED, "type": assigned.type}
-        applied = REGISTRY.get_sample_value(
-            "avis_events_consumed_total", labels | {"outcome": "applied"}
-        )
-        assert applied == 2
-    finally:
-        await runtime.stop()
+        assert consumed(runtime, assigned, "applied") == 2
 
 
 async def test_a_type_the_service_has_no_handler_for_leaves_no_inbox_marker() -> None:
