@@ -204,10 +204,26 @@ class Commits:
         self.stopping = False
         self._held: dict[int, tuple[AIOKafkaConsumer, dict[TopicPartition, int]]] = {}
         self._due: asyncio.Task[None] | None = None
+        # Per consumer and partition: the offsets of records taken and not done, and the one
+        # after the last taken (records side by side, `Lanes`, end in any order).
+        self._open: dict[tuple[int, TopicPartition], tuple[set[int], int]] = {}
+
+    def taken(self, record: ConsumerRecord[bytes, bytes], consumer: AIOKafkaConsumer) -> None:
+        """`record` is being handled: no offset past it is committed before it is done."""
+        where = (id(consumer), TopicPartition(record.topic, record.partition))
+        handling, after = self._open.get(where, (set(), 0))
+        handling.add(record.offset)
+        self._open[where] = (handling, max(after, record.offset + 1))
 
     async def done(self, record: ConsumerRecord[bytes, bytes], consumer: AIOKafkaConsumer) -> None:
-        """The effect of `record` is stored: its offset is to be committed."""
-        offsets = {TopicPartition(record.topic, record.partition): record.offset + 1}
+        """The effect of `record` is stored: the offset after every record of its partition
+        that is done, up to the oldest still being handled, is to be committed."""
+        tp = TopicPartition(record.topic, record.partition)
+        handling, after = self._open.get((id(consumer), tp), (set(), record.offset + 1))
+        handling.discard(record.offset)
+        if not handling:
+            self._open.pop((id(consumer), tp), None)
+        offsets = {tp: min(handling, default=after)}
         if self.stopping:
             await self._commit(consumer, offsets)
             return
@@ -246,6 +262,68 @@ class Commits:
         await self.flush()
 
 
+class Lanes:
+    """The records of one subscription handled side by side: up to `width` at once, those of
+    one key (a case) one after another in the order they came, so a case's events keep their
+    order while different cases' do not wait for each other (the consumer goes on fetching
+    while they are handled). `Commits` commits a partition's offset only up to its oldest
+    record still being handled.
+
+    Once closing, no record is started any more: it stays uncommitted, with every record after
+    it in its partition, and comes again to whichever copy consumes the partition next.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.closing = False
+        self._room = asyncio.Semaphore(width)
+        self._last: dict[tuple[int, bytes | None], asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def take(
+        self, record: ConsumerRecord[bytes, bytes], work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Start `work` on `record` once there is room, after the work on the records of the
+        same key taken before it; returns once it has started."""
+        await self._room.acquire()
+        if self.closing:
+            self._room.release()
+            return
+        key = (record.partition, record.key)
+        before = self._last.get(key)
+        task = asyncio.create_task(self._after(before, work), name="consumer-lane")
+        self._last[key] = task
+        self._running.add(task)
+        task.add_done_callback(lambda finished: self._finished(key, finished))
+
+    @staticmethod
+    async def _after(
+        before: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        await work()
+
+    def _finished(self, key: tuple[int, bytes | None], task: asyncio.Task[None]) -> None:
+        self._room.release()
+        self._running.discard(task)
+        if self._last.get(key) is task:
+            del self._last[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("record not handled", error=type(task.exception()).__name__)
+
+    async def close(self, grace: float) -> None:
+        """Start nothing more, and let what has started finish, `grace` seconds at most (then
+        it is cancelled, uncommitted)."""
+        self.closing = True
+        running = set(self._running)
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+
 class Messaging:
     """Publishing and consuming for one service, on top of its broker and its own database."""
 
@@ -257,6 +335,7 @@ class Messaging:
         self.group_id = f"avis-{self.service}"
         self.marks = Marks(db)
         self.commits = Commits()
+        self.lanes: list[Lanes] = []  # the subscriptions' handled side by side
 
     def inbox(self, event: Event) -> AsyncCollection[Document]:
         """The inbox bucket of `event`: one collection per UTC day of the event's own time.
@@ -316,6 +395,10 @@ class Messaging:
         `inbox_use` says, by event type, what the inbox does for it (`InboxUse`; all of it
         without)."""
         workers = self.settings.consumer_workers
+        width = self.settings.consumer_in_flight
+        lanes = Lanes(width) if width > 1 else None
+        if lanes is not None:
+            self.lanes.append(lanes)
 
         # MANUAL: FastStream's default commits before processing; we commit after the effect.
         @self.broker.subscriber(
@@ -329,8 +412,17 @@ class Messaging:
             partition_assignment_strategy=ASSIGNORS,
         )
         async def consume(msg: KafkaMessage) -> None:
-            await self.process(msg.raw_message, handler, inbox_use)
-            await self.commits.done(msg.raw_message, msg.consumer)
+            record, consumer = msg.raw_message, msg.consumer
+            self.commits.taken(record, consumer)
+
+            async def handle() -> None:
+                await self.process(record, handler, inbox_use)
+                await self.commits.done(record, consumer)
+
+            if lanes is None:
+                await handle()
+            else:
+                await lanes.take(record, handle)
 
     async def process(
         self,

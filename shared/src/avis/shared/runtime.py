@@ -389,6 +389,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        grace = self.settings.shutdown_grace_seconds
+        for lanes in self.messaging.lanes:  # records being handled end while consumers are open
+            await lanes.close(grace)
         with contextlib.suppress(Exception):
             await self.messaging.commits.close()  # before the consumers close
         with contextlib.suppress(Exception):

@@ -138,6 +138,12 @@ class CommonSettings(BaseSettings):
     # Consumers per topic in this process, each owning some of its partitions: a case's events
     # stay in order (one partition, one consumer), different cases are handled side by side.
     consumer_workers: int = Field(1, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
+    # Records each subscription handles at once (`avis.shared.kafka.Lanes`): one is one record
+    # after another per consumer; more lets the cases of one partition go side by side (a
+    # case's own events still one after another).
+    consumer_in_flight: int = Field(
+        1, ge=1, le=64, validation_alias=shared_env("CONSUMER_IN_FLIGHT")
+    )
     # Days of processed-event markers kept. Unset: a week past the longest the broker keeps any
     # record, dead-letter topics included (13 weeks: a replayed dead letter reaches every group
     # again), so a marker is never dropped while its event can still be delivered again
