@@ -584,6 +584,43 @@ async def test_the_due_walk_reads_days_together_and_pages_on_past_its_budget(
     assert commands.not_by_id() == []
 
 
+async def test_rounds_filed_together_write_each_bucket_once(watched: Any) -> None:
+    """A batch's rounds filed in one request: one write per bucket (a day's, its month's list
+    of days, the months) and scope, whatever number of rounds it files, and the walk finds them
+    all, per reviewer too, with their days' counts."""
+    db, commands = watched
+    store = ReviewStore(db)
+    made = [  # six rounds, two reviewers, two days
+        _assignment(f"b-{i}", 1, f"r-{i % 2}", T0 + timedelta(days=i // 3, hours=i), "assigned")
+        for i in range(6)
+    ]
+    commands.filters.clear()
+    await store.file_due(*made)
+    writes = [f[2]["_id"] for f in commands.filters if f[0] == "update"]
+    # Three scopes (all, r-0, r-1) by two days, three writes each; one by one it was 36.
+    assert len(writes) == 18
+    assert len([w for w in writes if w.endswith(("2026-03-01", "2026-03-02"))]) == 6
+    for doc in made:
+        await store.insert_assignment(doc, [])
+    for reviewer_id in (None, "r-0", "r-1"):
+        page, _ = await store.assignments_page(
+            reviewer_id=reviewer_id,
+            statuses=frozenset(),
+            case_id=None,
+            overdue_at=None,
+            after=None,
+            limit=50,
+        )
+        wanted = sorted((d for d in made if reviewer_id in (None, d.reviewer_id)), key=_by_due)
+        assert [d.id for d in page] == [d.id for d in wanted]
+    days = await db["keys"].find_one({"_id": "due:all:days:2026-03"})
+    assert days is not None and days["n"] == {"2026-03-01": 3, "2026-03-02": 3}
+
+
+def _by_due(doc: Any) -> str:
+    return str(doc.sort_key)
+
+
 async def test_the_due_walk_reads_bounded_lists_across_months_and_folds_the_old_list(
     watched: Any,
 ) -> None:

@@ -16,8 +16,9 @@ epoch, or no longer believes in its term, and its write is refused (`lease.Fence
 dies inside holds the others off until its term expires (ttl + skew, about 10 s).
 
 Submitted cases are decided in batches (`Matcher.submitted`): those that reach this copy while it
-waits for a section (review's consumers of `case-submitted`, three by default) are decided in
-one, with one read of the active reviewers, each reviewer chosen counted for the next decision
+waits for a section (review handles up to `consumer_in_flight` records of a topic at once, eight
+by default, whichever partitions they come from) are decided in one, `BATCH` at most, with one
+read of the active reviewers, each reviewer chosen counted for the next decision
 (`rules.match_in_turn`), and each step's writes in one request for the whole batch; the next
 batch waits for the section before this one leaves it, so the term is handed over.
 
@@ -59,6 +60,10 @@ log = structlog.get_logger("avis.review")
 
 # The process-wide lock of matching decisions (not one aggregate's: every reviewer's load).
 MATCHING_LOCK = lock_key("matching", "all")
+# The most submitted cases decided in one section: each step's writes for all of them go in one
+# request, and the local store stalls on a bulk write of many updates of documents that exist
+# (docs/store-contract.md); a round's filing is up to six of them.
+BATCH = 10
 
 
 def _declined(rounds: list[AssignmentDoc]) -> list[str]:
@@ -180,7 +185,7 @@ class Matcher:
         batch: list[tuple[CaseDoc, asyncio.Future[None]]] = []
         try:
             async with self.deciding():
-                batch, self._arrivals = self._arrivals, []
+                batch, self._arrivals = self._arrivals[:BATCH], self._arrivals[BATCH:]
                 await self.decide_submitted([case for case, _ in batch])
                 if self._arrivals:
                     self._next_batch()

@@ -38,10 +38,15 @@ class Settings(CommonSettings):
     seed_file: Path = DEFAULT_SEED_FILE
     # Where intake serves cases: links in assignments point there when an event gave none.
     intake_base_url: str = "http://127.0.0.1:8001"
-    # Consumers per topic in this process, each owning some of its partitions: the cases
-    # submitted to them at once wait for the matcher together and are decided in one section
-    # (matching.py). The same number on every topic, so that partition p of each lands at the
-    # same copy (avis.shared.kafka.ASSIGNORS); three: two copies still split the six partitions.
+    # Consumers per topic in this process, each owning some of its partitions. The same number
+    # on every topic, so that partition p of each lands at the same copy
+    # (avis.shared.kafka.ASSIGNORS); three: two copies still split the six partitions.
     consumer_workers: int = Field(3, ge=1, le=16, validation_alias=shared_env("CONSUMER_WORKERS"))
+    # Records of a subscription handled at once (avis.shared.kafka.Lanes): the cases submitted
+    # while the matcher is busy wait for it together and are decided in one section
+    # (matching.py), however they are spread over the partitions.
+    consumer_in_flight: int = Field(
+        8, ge=1, le=64, validation_alias=shared_env("CONSUMER_IN_FLIGHT")
+    )
     # How often the overdue-assignments gauge is recounted.
     overdue_refresh_seconds: float = Field(30.0, gt=0)

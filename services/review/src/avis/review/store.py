@@ -996,22 +996,8 @@ class Store:
         """File new rounds in the day buckets of their due dates (all, and their reviewer's),
         before the rounds are written, and their days and months in their lists (each added
         once, never removed: two writers lose nothing), in one request; the caller holds the
-        matching lock."""
-        await self.keys.bulk_write(
-            [
-                write
-                for assignment in assignments
-                for scope in (due_scope(None), due_scope(assignment.reviewer_id))
-                for write in [
-                    UpdateOne(
-                        {"_id": f"due:{scope}:{due_day(assignment.sort_key)}"},
-                        _add_to(assignment.sort_key),
-                        upsert=True,
-                    ),
-                    *_day_filed(scope, due_day(assignment.sort_key), 1),
-                ]
-            ]
-        )
+        matching lock (`due_filing`)."""
+        await self.keys.bulk_write(due_filing(assignments))
 
     async def open_assignments(self, reviewer: ReviewerDoc) -> list[AssignmentDoc]:
         """A reviewer's open assignments as its document lists them, each read by `_id`."""
@@ -1536,6 +1522,28 @@ def _pulled_from(names: Sequence[str], item: str) -> list[UpdateOne]:
 def _add_to(item: str) -> dict[str, Any]:
     """The update that lists `item` in a keyed index document once."""
     return {"$addToSet": {"ids": item}}
+
+
+def due_filing(assignments: Sequence[AssignmentDoc]) -> list[UpdateOne]:
+    """The writes that file rounds in the day buckets of their due dates (all, and their
+    reviewer's) and list those days and months. Rounds filed in one bucket go in its one write:
+    a batch's rounds share their days, and the local store takes updates of existing documents
+    badly in numbers (docs/store-contract.md)."""
+    filed: dict[tuple[str, str], list[str]] = {}
+    for assignment in assignments:
+        day = due_day(assignment.sort_key)
+        for scope in (due_scope(None), due_scope(assignment.reviewer_id)):
+            filed.setdefault((scope, day), []).append(assignment.sort_key)
+    return [
+        write
+        for (scope, day), keys in filed.items()
+        for write in [
+            UpdateOne(
+                {"_id": f"due:{scope}:{day}"}, {"$addToSet": {"ids": {"$each": keys}}}, upsert=True
+            ),
+            *_day_filed(scope, day, len(keys)),
+        ]
+    ]
 
 
 def _day_filed(scope: str, day: str, count: int) -> list[UpdateOne]:
