@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from pymongo.errors import AutoReconnect
 
-from avis.shared.lease import Lease, Sections, Term, fenced, holder_id, singleton, stamp
+from avis.shared.lease import Lease, Sections, Term, Turns, fenced, holder_id, singleton, stamp
 
 RENEWED = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 TTL = timedelta(seconds=9)
@@ -153,3 +153,28 @@ async def test_sections_swept_at_most_every_so_often_are_deleted_together() -> N
         await asyncio.sleep(0.6)
         assert store.docs == {}
         assert store.deletes == deletes, every
+
+
+async def test_turns_go_first_to_those_that_ask_every_other_turn_while_others_wait() -> None:
+    turns = Turns()
+    order: list[str] = []
+
+    async def one(name: str, first: bool) -> None:
+        await turns.acquire(first=first)
+        order.append(name)
+        await asyncio.sleep(0)
+        turns.release()
+
+    await turns.acquire()  # held while the waiters come, in this order
+    came = [("other-1", False), ("other-2", False), ("first-1", True), ("first-2", True)]
+    waiting = [asyncio.create_task(one(name, first)) for name, first in came]
+    cancelled = asyncio.create_task(one("other-cancelled", False))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    turns.release()
+    await asyncio.gather(*waiting)
+    assert order == ["first-1", "other-1", "first-2", "other-2"]
+    assert not turns.locked()
+    await turns.acquire(first=True)  # free: taken at once
+    assert turns.locked()

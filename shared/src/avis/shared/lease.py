@@ -70,6 +70,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -138,6 +139,49 @@ def fenced(filter_: Document, fence: int) -> Document:
     return {**filter_, "fence": {"$lte": fence}}
 
 
+class Turns:
+    """One task at a time, like an asyncio lock whose waiters go in the order they came, but for
+    those that ask to go `first`: the next turn is theirs, every other turn at most when others
+    wait too, so the others still get one turn in two and never starve."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._others: deque[asyncio.Future[None]] = deque()
+        self._firsts: deque[asyncio.Future[None]] = deque()
+        self._first_went = False  # the turn running now went to one that came first
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self, *, first: bool = False) -> None:
+        if not self._held:
+            self._held, self._first_went = True, first
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._firsts if first else self._others
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the turn came with the cancellation: the next one takes it
+            elif waiter in queue:
+                queue.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Hand the turn to the next waiter (one that came first, unless the turn ending was
+        such one's and others wait), or free it."""
+        while self._firsts or self._others:
+            first = bool(self._firsts) and not (self._first_went and self._others)
+            waiter = (self._firsts if first else self._others).popleft()
+            if not waiter.done():
+                self._first_went = first
+                waiter.set_result(None)
+                return
+        self._held = False
+
+
 class Lease:
     """The lease of one job: claim, renew, release, check a fence, and hold it in a loop."""
 
@@ -160,7 +204,7 @@ class Lease:
         self.fence: int | None = None
         self.held = asyncio.Event()
         self._valid_until = 0.0  # monotonic: this copy stops believing in its lease here
-        self._inside = asyncio.Lock()  # one section of this copy at a time
+        self._inside = Turns()  # one section of this copy at a time
         self._quiet = False  # sections come and go by the thousand: not each one in the log
         # The hand-over of `section`: a run of sections of this copy on one claimed term.
         self.run_limit = ttl / 3  # hand over no longer than this after the run's claim
@@ -300,7 +344,7 @@ class Lease:
             )
 
     @contextlib.asynccontextmanager
-    async def section(self, *, poll: float = 0.02) -> AsyncIterator[int]:
+    async def section(self, *, poll: float = 0.02, first: bool = False) -> AsyncIterator[int]:
         """Hold the lease for one critical section: claim it (polling every ~`poll` s while
         another copy is inside), renew it while inside, release it on the way out; yields the
         fence. Inside, `check()` refuses once the term was lost (a pause past the ttl).
@@ -316,8 +360,11 @@ class Lease:
         copy's next claim waits `_grace()` (a poll of the other copies and two claims' time),
         so a copy waiting in the store claims first: a run keeps the others out for at most
         `run_limit` plus one section.
+
+        `first`: this copy's next section is this one, ahead of those that came before it, every
+        other section at most while others wait (`Turns`).
         """
-        await self._enter()
+        await self._enter(first)
         try:
             self._quiet = True
             fence = self._handed()
@@ -335,12 +382,13 @@ class Lease:
         finally:
             self._inside.release()
 
-    async def _enter(self) -> None:
-        """Take this copy's turn (`_inside`), counted among the waiters until then. A waiter
-        cancelled after the term was handed to it lets go of the term, if nobody else waits."""
+    async def _enter(self, first: bool = False) -> None:
+        """Take this copy's turn (`_inside`; `first`: ahead of the others waiting, every other
+        turn at most), counted among the waiters until then. A waiter cancelled after the term
+        was handed to it lets go of the term, if nobody else waits."""
         self._waiting += 1
         try:
-            await self._inside.acquire()
+            await self._inside.acquire(first=first)
         except asyncio.CancelledError:
             self._waiting -= 1
             if self._waiting == 0 and self._renewing is not None and not self._inside.locked():
@@ -350,9 +398,12 @@ class Lease:
 
     async def _abandoned(self) -> None:
         """Release a term handed over to a waiter that was cancelled, unless another came."""
-        async with self._inside:
+        await self._inside.acquire()
+        try:
             if self._waiting == 0:
                 await self._let_go()
+        finally:
+            self._inside.release()
 
     def _handed(self) -> int | None:
         """The fence of a term the previous section of this copy left us, if still believed."""

@@ -135,16 +135,19 @@ class Matcher:
         self._batching: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def deciding(self) -> AsyncIterator[None]:
+    async def deciding(self, *, first: bool = False) -> AsyncIterator[None]:
         """One matching decision (or a write of a reviewer's load) at a time, across copies.
         The lease's section comes first, so this copy's decisions wait in it and a section
         hands its term to the next (`Lease.section`); the matching lock inside it is then free,
-        and serialises alone when there is no lease."""
+        and serialises alone when there is no lease. `first`: ahead of this copy's other writes
+        waiting, every other section at most (a batch of submitted cases: a new case's wait for
+        a reviewer is the one the platform promises to keep short; a reviewer's accept or
+        opinion waits one section more)."""
         if self.lease is None:
             async with self.locks.hold(MATCHING_LOCK):
                 yield
             return
-        async with self.lease.section(), self.locks.hold(MATCHING_LOCK):
+        async with self.lease.section(first=first), self.locks.hold(MATCHING_LOCK):
             yield
 
     async def fence(self) -> None:
@@ -184,7 +187,7 @@ class Matcher:
         this copy waits for a section takes its turn in between."""
         batch: list[tuple[CaseDoc, asyncio.Future[None]]] = []
         try:
-            async with self.deciding():
+            async with self.deciding(first=True):
                 batch, self._arrivals = self._arrivals[:BATCH], self._arrivals[BATCH:]
                 await self.decide_submitted([case for case, _ in batch])
                 if self._arrivals:
