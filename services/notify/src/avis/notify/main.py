@@ -48,12 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deadline=settings.webhook_attempt_deadline_seconds,
     )
     erased = ErasedHere()  # the sender's and the erasure's: cases whose erasure began here
+    mailer = Mailer(SmtpTarget.from_settings(settings))
+    runtime.on_stop(mailer.close)  # its kept SMTP connections, once the queues have stopped
     sender = EmailSender(
         erased=erased,
         store=store,
         keys=keys,
         locks=runtime.locks,
-        mailer=Mailer(SmtpTarget.from_settings(settings)),
+        mailer=mailer,
         settings=settings,
         emitter=emitter,
     )
