@@ -27,13 +27,15 @@ class Server:
 
     port: int = 0
     connections: int = 0  # accepted since it started
-    messages: list[bytes] = field(default_factory=list)
+    quits: int = 0  # QUITs received
+    messages: list[bytes] = field(default_factory=list, repr=False)
     # Close the connection, without an answer, at the MAIL of the next this many messages that
     # come on a connection which carried one already (as if the server had dropped it idle).
     drop_at_mail: int = 0
     # Keep the next this many messages, then close the connection before the final answer.
     drop_after_data: int = 0
-    _carried: dict[int, int] = field(default_factory=dict)  # per connection: messages kept
+    # Per connection: the messages kept.
+    _carried: dict[int, int] = field(default_factory=dict, repr=False)
 
     async def handle_MAIL(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -44,6 +46,10 @@ class Server:
             return "421 4.4.2 gone"  # never reaches the client: the transport is closed
         envelope.mail_from, envelope.mail_options = address, list(options)
         return "250 OK"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self.quits += 1
+        return "221 Bye"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.messages.append(envelope.original_content or b"")

@@ -8,8 +8,11 @@ Against a real SMTP server of the test's own (tests/support/smtp.py)."""
 import asyncio
 from email.message import EmailMessage
 
+import pytest
+
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.models import Outcome
+from tests.support.notify import notify_settings, running_notify
 from tests.support.smtp import certificate, smtp_server, trusted
 
 
@@ -116,3 +119,16 @@ async def test_one_idle_too_long_is_replaced_before_use_and_failures_stay_result
     # The server gone: a connection refused is a transient failure, as before.
     result = await mailer.send(email(3))
     assert (result.outcome, result.reason) == (Outcome.TRANSIENT, "SMTPConnectError")
+
+
+@pytest.mark.infra
+async def test_notify_sends_a_cases_emails_over_one_connection_and_quits_it_when_it_stops() -> None:
+    async with smtp_server() as server:
+        settings = notify_settings(smtp_url=f"smtp://127.0.0.1:{server.port}")
+        async with running_notify(settings) as stack:
+            p = stack.patient("fr")
+            await stack.publish(stack.submitted(p), stack.assigned(p, 3))
+            sends = await stack.settled(p.case_id, 2)
+            assert [n["status"] for n in sends] == ["sent", "sent"]
+            assert (server.connections, len(server.messages), server.quits) == (1, 2, 0)
+        assert server.quits == 1  # closed with the service
