@@ -16,8 +16,8 @@ command: then the server holds no message of ours, and the new connection's is t
 From DATA on (the message under way, or its final answer awaited) the server may have taken the
 message and the answer been lost (RFC 1047): that is a transient failure as before, the queue
 tries again later with the same Message-ID, and no second copy is sent by this call. A send on
-a new connection is never tried again here. A timeout is never retried here either (the server
-may still be working on the message)."""
+a new connection is never tried again here, nor one that timed out (a silent server is not
+waited for twice in one attempt: the queue's retry comes later)."""
 
 import asyncio
 import contextlib
