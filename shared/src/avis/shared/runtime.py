@@ -181,6 +181,7 @@ class Runtime:
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
         self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
         self._own: set[str] = set()  # ... and of those, the ones never marked in the inbox
@@ -192,6 +193,11 @@ class Runtime:
     def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
         self._background.append((name, work))
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run `close` when the service stops, once its background work has ended (a client's
+        kept connections)."""
+        self._closers.append(close)
 
     def anchor(self, trail: AuditTrail) -> None:
         """Anchor the heads of the access trail's chains on Kafka, every
@@ -392,6 +398,9 @@ class Runtime:
         grace = self.settings.shutdown_grace_seconds
         for lanes in self.messaging.lanes:  # records being handled end while consumers are open
             await lanes.close(grace)
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
         with contextlib.suppress(Exception):
             await self.messaging.commits.close()  # before the consumers close
         with contextlib.suppress(Exception):

@@ -48,15 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deadline=settings.webhook_attempt_deadline_seconds,
     )
     erased = ErasedHere()  # the sender's and the erasure's: cases whose erasure began here
-    sender = EmailSender(
-        erased=erased,
-        store=store,
-        keys=keys,
-        locks=runtime.locks,
-        mailer=Mailer(SmtpTarget.from_settings(settings)),
-        settings=settings,
-        emitter=emitter,
-    )
+    sender = _email_sender(runtime, store, keys, settings, emitter, erased)
     worker = WebhookWorker(
         store=store, locks=runtime.locks, keyring=keys.keyring, client=client, settings=settings
     )
@@ -107,6 +99,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.sender = sender
     return app
+
+
+def _email_sender(
+    runtime: Runtime,
+    store: Store,
+    keys: CaseKeys,
+    settings: Settings,
+    emitter: Emitter,
+    erased: ErasedHere,
+) -> EmailSender:
+    """The email queue's worker, over a mailer whose kept SMTP connections are closed when
+    the service stops (once the queues have stopped)."""
+    mailer = Mailer(SmtpTarget.from_settings(settings))
+    runtime.on_stop(mailer.close)
+    return EmailSender(
+        erased=erased,
+        store=store,
+        keys=keys,
+        locks=runtime.locks,
+        mailer=mailer,
+        settings=settings,
+        emitter=emitter,
+    )
 
 
 def _fhir_posts(

@@ -35,6 +35,11 @@ class Settings(CommonSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_timeout_seconds: float = Field(15.0, gt=0)
+    # SMTP connections are kept between emails (mailer.py): at most this many open (opened as
+    # sends at once need them; the email queue sends one at a time), each replaced once idle
+    # longer than `smtp_idle_seconds` (servers drop idle clients, some after 30 s or less).
+    smtp_connections: int = Field(4, ge=1)
+    smtp_idle_seconds: float = Field(20.0, gt=0)
     mail_from: str = "Avis <no-reply@avis.local>"
     # The right-hand side of every Message-ID notify makes.
     mail_domain: str = "avis.local"
