@@ -22,7 +22,7 @@ from tests.support.stack import free_port
 
 PORT = int(os.environ.get("AVIS_KMS_PORT", "15696"))
 FOLDER = Path(os.environ.get("AVIS_STATE_DIR", str(ROOT / ".local/test"))) / "kms"
-REQUESTS = ("create", "activate", "get", "revoke", "destroy")
+REQUESTS = ("create", "activate", "get", "locate", "revoke", "destroy")
 
 
 def endpoint(identity: str, folder: Path = FOLDER) -> KmipEndpoint:
@@ -54,13 +54,19 @@ class _Counted:
         self._client = client
         self._calls = calls
 
-    def __enter__(self) -> _Counted:
+    def open(self) -> None:
         self._calls["open"] += 1
         self._client.open()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> _Counted:
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._client.close()
+        self.close()
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)

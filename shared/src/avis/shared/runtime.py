@@ -180,6 +180,7 @@ class Runtime:
         self.store = Dependency("store", database=settings.database)
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self._closers: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
         self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
@@ -192,6 +193,11 @@ class Runtime:
     def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
         self._background.append((name, work))
+
+    def on_stop(self, close: Callable[[], None]) -> None:
+        """Run `close` when the service stops, once its background work has (the connections
+        to the key service kept open)."""
+        self._closers.append(close)
 
     def anchor(self, trail: AuditTrail) -> None:
         """Anchor the heads of the access trail's chains on Kafka, every
@@ -389,6 +395,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                close()
         with contextlib.suppress(Exception):
             await self.messaging.commits.close()  # before the consumers close
         with contextlib.suppress(Exception):
