@@ -5,7 +5,9 @@ the KMIP requests a key service sends."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +132,18 @@ class OwnKeyServer:
         )
         subprocess.run([str(ROOT / "deploy/kms/install.sh"), action], env=env, cwd=ROOT, check=True)
 
+    def crash(self) -> None:
+        """End this server at once (SIGKILL to its process group: no goodbye to its clients),
+        then start it again and wait until it answers."""
+        recorded = self.state / "kms.pid"
+        pid = int(recorded.read_text())
+        os.killpg(pid, signal.SIGKILL)
+        while Path(f"/proc/{pid}").exists() and "zombie" not in _state_of(pid):
+            time.sleep(0.05)
+        recorded.unlink()  # gone, though maybe not yet reaped: `start` must not take it as alive
+        self.run("start")
+        self.run("wait")
+
     def certs(self, *args: str | Path) -> None:
         """deploy/kms/certs.py with `args` (--next NEW, --retire)."""
         command = [str(ROOT / ".venv/bin/python"), str(ROOT / "deploy/kms/certs.py")]
@@ -156,3 +170,12 @@ class OwnKeyServer:
             ca_file=str(trusted),
             timeout_seconds=10.0,
         )
+
+
+def _state_of(pid: int) -> str:
+    """A process's state as /proc tells it ("sleeping", "zombie", ...); "" once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
+    return next((line for line in status.splitlines() if line.startswith("State:")), "")

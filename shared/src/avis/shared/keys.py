@@ -325,9 +325,13 @@ class KmipKeyService:
     async def find_key(self, case_id: str) -> str | None:
         """The key named after the case (the one `create_key` made), found by its name; the
         key server looks through its keys for it, so this is for a one-off, not a hot path."""
-        locate = partial(_locate, case_id=case_id)
-        found = await asyncio.to_thread(self._run, locate, retry=locate)
+        found = await self.named(case_id)
         return found[0] if found else None
+
+    async def named(self, case_id: str) -> list[str]:
+        """The ids of every key named after the case (one, unless a second was made)."""
+        locate = partial(_locate, case_id=case_id)
+        return await asyncio.to_thread(self._run, locate, retry=locate)
 
     async def key(self, key_id: str) -> bytes:
         """The key's bytes, from the cache or else from the key service."""
