@@ -14,7 +14,7 @@ mode's ratios to the fresh one, measured in the same run. Writes bench/results/k
 
 Usage: make bench BENCH_ARGS="bench/bench_keys.py [--quick]"
        --rounds N   rounds of each mode (default 3, quick 2)
-       --cases N    cases a round (default 60, quick 20)
+       --cases N    cases a round (default 120, quick 30)
        --at-once C  cases worked at once (default 4)
 """
 
@@ -122,7 +122,7 @@ async def main() -> None:
     parser.add_argument("--at-once", type=int, default=4)
     args, _ = parser.parse_known_args()  # make bench passes every file the same arguments
     rounds = args.rounds or (2 if args.quick else 3)
-    cases = args.cases or (20 if args.quick else 60)
+    cases = args.cases or (30 if args.quick else 120)
     if not os.environ.get("AVIS_KMS_URL"):
         print("keys: no key server on this stack (AVIS_KMS_URL is empty); nothing to measure")
         return
