@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -136,11 +137,13 @@ class OwnKeyServer:
         """End this server at once (SIGKILL to its process group: no goodbye to its clients),
         then start it again and wait until it answers."""
         recorded = self.state / "kms.pid"
-        pid = int(recorded.read_text())
-        os.killpg(pid, signal.SIGKILL)
-        while Path(f"/proc/{pid}").exists() and "zombie" not in _state_of(pid):
+        os.killpg(int(recorded.read_text()), signal.SIGKILL)
+        # Gone when nothing listens on its port (its children held the socket too), though maybe
+        # not yet reaped: `start` must not take its pid for a server still running.
+        deadline = time.monotonic() + 10.0
+        while _listening(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
-        recorded.unlink()  # gone, though maybe not yet reaped: `start` must not take it as alive
+        recorded.unlink()
         self.run("start")
         self.run("wait")
 
@@ -172,10 +175,7 @@ class OwnKeyServer:
         )
 
 
-def _state_of(pid: int) -> str:
-    """A process's state as /proc tells it ("sleeping", "zombie", ...); "" once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return ""
-    return next((line for line in status.splitlines() if line.startswith("State:")), "")
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
