@@ -88,7 +88,7 @@ def cpu_figures(figures: dict[str, Any]) -> dict[str, Any]:
     n = figures["report_ready"] or 1
     per = {k: round(1000 * p["cpu_s"] / n, 1) for k, p in figures["processes"].items()}
     services = sum(v for k, v in per.items() if k.split("-")[0] in SERVICES)
-    infra = sum(v for k, v in per.items() if k in ("kafka", "ferretdb", "smtp"))
+    infra = sum(v for k, v in per.items() if k in ("kafka", "ferretdb", "smtp", "kms"))
     return {"per_process": per, "services": round(services, 1), "all": round(services + infra, 1)}
 
 

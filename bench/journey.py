@@ -78,7 +78,9 @@ STAGES = [
 ]
 # Tuned values for the layer-cost run (defaults: relay batch 100, one consumer per topic).
 TUNED = {"AVIS_RELAY_BATCH": "500", "AVIS_CONSUMER_WORKERS": "3"}
-INFRA = ("kafka", "ferretdb", "smtp", "zipkin")
+# The processes beside the services whose pids their scripts record in the state folder: the
+# broker, the store, the SMTP sink, the trace backend and the key server (deploy/kms/install.sh).
+INFRA = ("kafka", "ferretdb", "smtp", "zipkin", "kms")
 
 
 def bench_env() -> dict[str, str]:

@@ -96,6 +96,9 @@ wait_ready() {
 
 # SIGINT: its accept loop ends at once (SIGTERM waits for its 10 s accept timeout). Its session
 # (setsid: pid = process group) also holds its policy monitor and a multiprocessing manager.
+# It then waits up to 10 s for each client connection still open (the services keep theirs
+# between requests, avis.shared.keys.ClientPool): stopped services and those idle 5 s hold
+# none; otherwise stop_pid ends it after 20 s.
 stop() { stop_pid "$STATE/kms.pid" INT group || true; }
 
 env_lines() {

@@ -5,7 +5,10 @@ the KMIP requests a key service sends."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,7 @@ from tests.support.stack import free_port
 
 PORT = int(os.environ.get("AVIS_KMS_PORT", "15696"))
 FOLDER = Path(os.environ.get("AVIS_STATE_DIR", str(ROOT / ".local/test"))) / "kms"
-REQUESTS = ("create", "activate", "get", "revoke", "destroy")
+REQUESTS = ("create", "activate", "get", "locate", "revoke", "destroy")
 
 
 def endpoint(identity: str, folder: Path = FOLDER) -> KmipEndpoint:
@@ -54,13 +57,19 @@ class _Counted:
         self._client = client
         self._calls = calls
 
-    def __enter__(self) -> _Counted:
+    def open(self) -> None:
         self._calls["open"] += 1
         self._client.open()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> _Counted:
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._client.close()
+        self.close()
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -124,6 +133,20 @@ class OwnKeyServer:
         )
         subprocess.run([str(ROOT / "deploy/kms/install.sh"), action], env=env, cwd=ROOT, check=True)
 
+    def crash(self) -> None:
+        """End this server at once (SIGKILL to its process group: no goodbye to its clients),
+        then start it again and wait until it answers."""
+        recorded = self.state / "kms.pid"
+        os.killpg(int(recorded.read_text()), signal.SIGKILL)
+        # Gone when nothing listens on its port (its children held the socket too), though maybe
+        # not yet reaped: `start` must not take its pid for a server still running.
+        deadline = time.monotonic() + 10.0
+        while _listening(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recorded.unlink()
+        self.run("start")
+        self.run("wait")
+
     def certs(self, *args: str | Path) -> None:
         """deploy/kms/certs.py with `args` (--next NEW, --retire)."""
         command = [str(ROOT / ".venv/bin/python"), str(ROOT / "deploy/kms/certs.py")]
@@ -150,3 +173,9 @@ class OwnKeyServer:
             ca_file=str(trusted),
             timeout_seconds=10.0,
         )
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -13,7 +13,6 @@ reads back equal through the services' own doors; an erased migrated case opens 
 the other one still does.
 """
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -166,8 +165,7 @@ async def test_cases_of_the_previous_version_are_brought_under_keys_of_their_own
                     return doc is not None and doc.get("key_ref") == refs[case_id]
 
                 await eventually(keyed, timeout=60)
-            named = KmipKeyService(kms.endpoint("intake"))._locate
-            made = await asyncio.to_thread(named, case_id)
+            made = await KmipKeyService(kms.endpoint("intake")).named(case_id)
             assert made == [refs[case_id]], "one key per case, however often it was stopped"
 
         # No clear value of the fixture in any store; every value of a case under its key.

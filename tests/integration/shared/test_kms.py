@@ -1,10 +1,11 @@
 """The KMIP key service against the test stack's real key server (PyKMIP, deploy/kms): keys made
 by one service are read by another with its own certificate, a second read is served from
-memory, a destroyed key is gone for every service, and a client our CA did not certify is
-refused."""
+memory, a destroyed key is gone for every service, a client our CA did not certify is refused,
+and one connection serves one request after another, replaced when the server restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -66,6 +67,48 @@ async def test_a_second_read_is_served_from_memory_without_a_request() -> None:
     assert first == second
     assert read.calls["get"] == 1, read.calls
     assert read.calls["open"] == 1, read.calls
+
+
+async def test_one_connection_serves_many_requests() -> None:
+    intake, made = service("intake")
+    review, read = service("review")
+    key_ids = [await intake.create_key(case()) for _ in range(5)]
+    for _ in range(4):
+        for key_id in key_ids:
+            review.forget(key_id)  # as if another copy of review, or its cache's time ran out
+            assert await review.key(key_id) == await intake.key(key_id)
+    assert read.calls["get"] == 20
+    assert read.calls["open"] == 1, read.calls
+    assert made.calls["open"] == 1, made.calls
+    review.close()
+    intake.close()
+
+
+async def test_a_connection_kept_across_a_crash_of_the_key_server_is_replaced(
+    tmp_path: Path,
+) -> None:
+    own = kms.OwnKeyServer(tmp_path / "state")
+    await asyncio.to_thread(own.run, "start")
+    try:
+        await asyncio.to_thread(own.run, "wait")
+        clients = kms.CountingClients()
+        keys = KmipKeyService(
+            own.endpoint("intake", own.first, own.first / "trusted.pem"), client_factory=clients
+        )
+        keys.pool.idle_seconds = 120.0  # kept while the server is started again (some 3 s)
+        key_id = await keys.create_key(case())
+        await asyncio.to_thread(own.crash)
+        keys.forget(key_id)
+
+        assert len(await keys.key(key_id)) == 32  # sent again on a new connection
+        assert clients.calls["open"] == 2, clients.calls
+        await asyncio.to_thread(own.crash)
+        made = await keys.create_key(case())  # looked for by name, then made
+        assert clients.calls["open"] == 3 and clients.calls["locate"] == 1, clients.calls
+        await keys.destroy(made)
+        keys.close()
+    finally:
+        await asyncio.to_thread(own.run, "stop")
 
 
 async def test_a_destroyed_key_cannot_be_read_by_anyone_and_says_why() -> None:

@@ -71,6 +71,9 @@ class Names:
     def forget(self, key_id: str) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
 
 async def test_a_key_made_but_not_recorded_is_found_again_not_made_twice() -> None:
     names = Names()

@@ -1,15 +1,13 @@
 """The key service's parts that need no key server: the bounded cache, what PyKMIP's failures
-become, the order of a destruction, and where the settings come from."""
+become, the order of a destruction, and where the settings come from (its kept connections:
+test_key_connections.py)."""
 
 from __future__ import annotations
 
 import os
-from collections import Counter
-from typing import Any
 
 import pytest
 from kmip.core import enums
-from kmip.pie.exceptions import KmipOperationFailure
 from pydantic_settings import SettingsConfigDict
 
 from avis.shared.keys import (
@@ -20,71 +18,11 @@ from avis.shared.keys import (
     KmipKeyService,
 )
 from avis.shared.settings import CommonSettings
+from tests.support.fake_kmip import FakeServer
 
 ENDPOINT = KmipEndpoint(
     host="127.0.0.1", port=5696, cert_file="c.pem", key_file="c.key", ca_file="ca.pem"
 )
-
-
-def failure(reason: enums.ResultReason) -> KmipOperationFailure:
-    return KmipOperationFailure(enums.ResultStatus.OPERATION_FAILED, reason, "refused")
-
-
-class Key:
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-
-
-class FakeServer:
-    """Stands for the KMIP server in a client factory: keys by id, every request counted."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-        self.calls: Counter[str] = Counter()
-        self.order: list[str] = []
-        self.revoke_fails: enums.ResultReason | None = None
-        self.open_fails: Exception | None = None
-
-    def __call__(self, endpoint: KmipEndpoint) -> FakeServer:
-        return self
-
-    def __enter__(self) -> FakeServer:
-        if self.open_fails:
-            raise self.open_fails
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def _count(self, name: str) -> None:
-        self.calls[name] += 1
-        self.order.append(name)
-
-    def create(self, *args: Any, **kwargs: Any) -> str:
-        self._count("create")
-        key_id = str(len(self.keys) + 1)
-        self.keys[key_id] = bytes([len(self.keys) + 1]) * 32
-        return key_id
-
-    def activate(self, key_id: str) -> None:
-        self._count("activate")
-
-    def get(self, key_id: str) -> Key:
-        self._count("get")
-        if key_id not in self.keys:
-            raise failure(enums.ResultReason.ITEM_NOT_FOUND)
-        return Key(self.keys[key_id])
-
-    def revoke(self, reason: Any, key_id: str) -> None:
-        self._count("revoke")
-        if self.revoke_fails:
-            raise failure(self.revoke_fails)
-
-    def destroy(self, key_id: str) -> None:
-        self._count("destroy")
-        if key_id not in self.keys:
-            raise failure(enums.ResultReason.ITEM_NOT_FOUND)
-        del self.keys[key_id]
 
 
 def test_the_cache_never_holds_more_than_its_bound() -> None:

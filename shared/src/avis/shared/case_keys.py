@@ -131,3 +131,8 @@ class CaseKeys:
         """Drop this process's copy of a case key (the case was erased)."""
         if key_ref is not None and self.keys is not None:
             self.keys.forget(key_ref)
+
+    def close(self) -> None:
+        """Close the connections to the key service kept open (the service stops)."""
+        if self.keys is not None:
+            self.keys.close()

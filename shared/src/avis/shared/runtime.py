@@ -9,6 +9,7 @@ when a dependency goes away, a reminder at a slow pace while it stays away, one 
 
 import asyncio
 import contextlib
+import inspect
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -181,7 +182,7 @@ class Runtime:
         self._store_inits: list[StoreInit] = []
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._closers: list[Callable[[], Awaitable[None] | None]] = []
         self._handlers: dict[str, Callable[[Event, Any], Awaitable[None]]] = {}
         self._recorded: set[str] = set()  # types whose handler's write records them (`on`)
         self._own: set[str] = set()  # ... and of those, the ones never marked in the inbox
@@ -194,9 +195,9 @@ class Runtime:
         """Run `work` once connected, for the life of the service (a periodic job, a gauge)."""
         self._background.append((name, work))
 
-    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+    def on_stop(self, close: Callable[[], Awaitable[None] | None]) -> None:
         """Run `close` when the service stops, once its background work has ended (a client's
-        kept connections)."""
+        kept connections: the mailer's, the key service's)."""
         self._closers.append(close)
 
     def anchor(self, trail: AuditTrail) -> None:
@@ -400,7 +401,9 @@ class Runtime:
             await lanes.close(grace)
         for close in self._closers:
             with contextlib.suppress(Exception):
-                await close()
+                closing = close()
+                if inspect.isawaitable(closing):
+                    await closing
         with contextlib.suppress(Exception):
             await self.messaging.commits.close()  # before the consumers close
         with contextlib.suppress(Exception):

@@ -49,7 +49,9 @@ def parts(settings: Settings) -> Parts:
     cases = store.Store(runtime.db)
     runtime.on_store(store.init)
     emitter = Emitter(SOURCE, runtime.relay, cases.cases)
-    return Parts(runtime, cases, emitter, CaseKeys.from_settings(settings))
+    keys = CaseKeys.from_settings(settings)
+    runtime.on_stop(keys.close)
+    return Parts(runtime, cases, emitter, keys)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -27,6 +27,7 @@ async def reconcile(settings: Settings) -> Reconciled:
         return await Reconciliation(Store(client[settings.database]), keys).run()
     finally:
         await client.close()
+        keys.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

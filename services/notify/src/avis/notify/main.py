@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     parking = Parking(runtime.messaging, settings)
     store = Store(runtime.db, settings.retention())
     keys = CaseKeys.from_settings(settings)
+    runtime.on_stop(keys.close)
     emitter = Emitter(SOURCE, runtime.relay, store.sends)
     client = WebhookClient(
         allow_http_loopback=settings.webhook_allow_http_loopback,

@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             physician_link=timedelta(days=settings.physician_link_days),
         ),
     )
+    runtime.on_stop(reports.keys.close)
     runtime.on_store(store.init)
     runtime.background("render", reports.render_queued)
     runtime.singleton(

@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reviews = store.Store(runtime.db)
     seed = settings.seed_file if settings.seed_reviewers else None
     keys = CaseKeys.from_settings(settings)
+    runtime.on_stop(keys.close)
     seal = partial(contacts.sealed_contact, keys.keyring)  # the seed's addresses, sealed
     seal_translator = partial(contacts.sealed_translator_contact, keys.keyring)
     runtime.on_store(
