@@ -93,10 +93,10 @@ def time_sections(directory: Path) -> None:
     totals = {"sections": 0, "wait_s": 0.0, "held_s": 0.0}
 
     @contextlib.asynccontextmanager
-    async def timed(self: Matcher) -> AsyncIterator[None]:
+    async def timed(self: Matcher, *, first: bool = False) -> AsyncIterator[None]:
         asked = entered = time.perf_counter()
         try:
-            async with deciding(self):
+            async with deciding(self, first=first):
                 entered = time.perf_counter()
                 yield
         finally:
