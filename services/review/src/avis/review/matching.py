@@ -71,17 +71,6 @@ def _declined(rounds: list[AssignmentDoc]) -> list[str]:
     return [r.reviewer_id for r in rounds if r.status == AssignmentStatus.DECLINED]
 
 
-def _rationale(decision: rules.Decision, at: datetime) -> Rationale:
-    """The matcher's account of a decision, kept with its round or its wait in the queue."""
-    return Rationale(
-        rule=decision.rule.value,
-        chosen=decision.chosen,
-        candidates=list(decision.candidates),
-        decided_at=at,
-        decided_by=rules.MATCHER,
-    )
-
-
 @dataclass
 class NewRound:
     """A round decided and not written yet: its document and events, when its case was
@@ -255,7 +244,7 @@ class Matcher:
         rounds: list[NewRound] = []
         await self.fence()
         for case, decision in zip(cases, decisions, strict=True):
-            rationale = _rationale(decision, at)
+            rationale = decision.rationale(at)
             if decision.chosen is None:
                 self.held()
                 await self.store.set_case_waiting(case.id, since=at, last_attempt=rationale)
@@ -298,7 +287,7 @@ class Matcher:
         reviewers = await self.store.active_reviewers_of(case.triage().specialty.value)
         decision = rules.match(case.needs(_declined(rounds)), [r.fit() for r in reviewers])
         at = now()
-        rationale = _rationale(decision, at)
+        rationale = decision.rationale(at)
         if decision.chosen is None:
             if not (from_queue and case.status == CaseStatus.WAITING):
                 await self.fence()

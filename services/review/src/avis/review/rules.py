@@ -18,6 +18,7 @@ from avis.review.models import (
     AssignmentStatus,
     Considered,
     Opinion,
+    Rationale,
     SecondReadingReason,
     SecondReadingState,
     TranslationBody,
@@ -111,6 +112,17 @@ class Decision:
     chosen: str | None
     rule: Rule
     candidates: tuple[Considered, ...]
+
+    def rationale(self, at: datetime) -> Rationale:
+        """The matcher's account of this decision made at `at`, kept with its round, its wait in
+        the queue or its second reading."""
+        return Rationale(
+            rule=self.rule.value,
+            chosen=self.chosen,
+            candidates=list(self.candidates),
+            decided_at=at,
+            decided_by=MATCHER,
+        )
 
 
 def same_institution(a: str | None, b: str | None) -> bool:

@@ -27,7 +27,6 @@ from avis.review import contacts, rules
 from avis.review.matching import Matcher
 from avis.review.models import (
     Opinion,
-    Rationale,
     SecondReading,
     SecondReadingBody,
     SecondReadingPage,
@@ -165,7 +164,7 @@ class SecondReadings:
                 "state": SecondReadingState.UNMATCHED,
                 "reviewer_id": None,
                 "display_name": None,
-                "rationale": _rationale(decision, at),
+                "rationale": decision.rationale(at),
             }
         return agreed.model_copy(update=update)
 
@@ -182,7 +181,7 @@ class SecondReadings:
             reason=reason,
             state=SecondReadingState.READING if chosen else SecondReadingState.UNMATCHED,
             reviewer_id=decision.chosen,
-            rationale=_rationale(decision, at),
+            rationale=decision.rationale(at),
             requested_at=at,
             version=version,
             display_name=chosen.display_name if chosen else None,
@@ -527,17 +526,6 @@ async def _needs(store: Store, doc: AssignmentDoc) -> CaseNeeds:
         first_reader_languages=[lang.value for lang in first.languages] if first else [],
     )
     return rules.reading_needs(needs, first_reader=doc.reviewer_id, language=language)
-
-
-def _rationale(decision: rules.Decision, at: datetime) -> Rationale:
-    """The matcher's reasons for a second reader (or for nobody) decided at `at`."""
-    return Rationale(
-        rule=decision.rule.value,
-        chosen=decision.chosen,
-        candidates=list(decision.candidates),
-        decided_at=at,
-        decided_by=rules.MATCHER,
-    )
 
 
 def _view(doc: AssignmentDoc, coordinator: bool) -> SecondReading:
