@@ -22,7 +22,6 @@ Usage: make bench BENCH_ARGS="bench/bench_mail.py [--quick]"  (or: python bench/
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -37,8 +36,7 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_journey import RESULTS, machine
-from journey import load_average
+from bench_journey import write_results
 
 from avis.notify.mailer import Mailer, SmtpTarget
 from avis.notify.models import Outcome
@@ -54,18 +52,8 @@ class PerEmail(Mailer):
     """The old way: a connection of its own for each email (same outcomes, same cap)."""
 
     async def _exchange(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
-        t = self.target
         self.opened += 1
-        responses, _ = await aiosmtplib.send(
-            message,
-            hostname=t.hostname,
-            port=t.port,
-            use_tls=t.use_tls,
-            start_tls=t.start_tls,
-            username=t.username,
-            password=t.password,
-            timeout=t.timeout,
-        )
+        responses, _ = await aiosmtplib.send(message, **self.target.client_options())
         return responses
 
 
@@ -195,24 +183,18 @@ def report(results: list[dict[str, Any]], emails: int, rounds: int) -> None:
         print(
             f"  {failures} emails failed: {[r['failed'][:3] for r in results if r['failed']][:3]}"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"mail-{STAMP}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "load_average": load_average(),
-                "emails": emails,
-                "rounds": rounds,
-                "connections_cap": CONNECTIONS,
-                "results": results,
-                "medians": medians,
-                "ratios": ratios,
-            },
-            indent=2,
-        )
+    write_results(
+        "mail",
+        STAMP,
+        {
+            "emails": emails,
+            "rounds": rounds,
+            "connections_cap": CONNECTIONS,
+            "results": results,
+            "medians": medians,
+            "ratios": ratios,
+        },
     )
-    print(f"  written to {out}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,18 @@ class SmtpTarget:
             idle_seconds=settings.smtp_idle_seconds,
         )
 
+    def client_options(self) -> dict[str, Any]:
+        """aiosmtplib's options for a connection to this server."""
+        return {
+            "hostname": self.hostname,
+            "port": self.port,
+            "use_tls": self.use_tls,
+            "start_tls": self.start_tls,
+            "username": self.username,
+            "password": self.password,
+            "timeout": self.timeout,
+        }
+
 
 class Connection(aiosmtplib.SMTP):
     """A client kept open between emails: when it was last given back, and whether the
@@ -194,16 +206,7 @@ class Mailer:
 
     async def _open(self) -> Connection:
         """A new connection: connected, TLS as set, EHLO and AUTH done."""
-        t = self.target
-        connection = Connection(
-            hostname=t.hostname,
-            port=t.port,
-            use_tls=t.use_tls,
-            start_tls=t.start_tls,
-            username=t.username,
-            password=t.password,
-            timeout=t.timeout,
-        )
+        connection = Connection(**self.target.client_options())
         self.opened += 1
         try:
             await connection.connect()
