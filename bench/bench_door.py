@@ -18,7 +18,6 @@ Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_door.py [--quic
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -32,8 +31,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_journey import RESULTS, machine
-from journey import bench_env, load_average, pct
+from bench_journey import write_results
+from journey import bench_env, pct
 
 from tests.support.samples import case_body
 from tests.support.stack import ServiceStack, cpu_seconds
@@ -153,23 +152,17 @@ async def main() -> None:
     failures = sum(len(r["failures"]) for r in results)
     if failures:
         print(f"  {failures} requests failed: {results[0]['failures'][:3]}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"door-{STAMP}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "load_average": load_average(),
-                "clients": args.clients,
-                "seconds": seconds,
-                "rounds": results,
-                "medians": medians,
-                "ratios": ratios,
-            },
-            indent=2,
-        )
+    write_results(
+        "door",
+        STAMP,
+        {
+            "clients": args.clients,
+            "seconds": seconds,
+            "rounds": results,
+            "medians": medians,
+            "ratios": ratios,
+        },
     )
-    print(f"  written to {out}")
 
 
 if __name__ == "__main__":

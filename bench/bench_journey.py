@@ -72,6 +72,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_results(kind: str, stamp: str, figures: dict[str, Any]) -> Path:
+    """Write a bench's figures to bench/results/<kind>-<stamp>.json, after the machine and its
+    load average now, and say where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{kind}-{stamp}.json"
+    kept = {"machine": machine(), "load_average": load_average(), **figures}
+    out.write_text(json.dumps(kept, indent=2) + "\n")
+    print(f"  written to {out}")
+    return out
+
+
 def size_for(rate: float, seconds: float, floor: int) -> int:
     return max(floor, math.ceil(rate * seconds))
 

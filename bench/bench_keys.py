@@ -20,7 +20,6 @@ Usage: make bench BENCH_ARGS="bench/bench_keys.py [--quick]"
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import statistics
@@ -34,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_journey import RESULTS, machine
+from bench_journey import write_results
 from journey import STATE, load_average
 
 from avis.shared.keys import KmipKeyService
@@ -152,23 +151,17 @@ async def main() -> None:
     for mode, figures in medians.items():
         print(f"    {mode:5} {figures}")
     print(f"  kept / fresh: {ratios}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"keys-{STAMP}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "load_average": load_average(),
-                "cases": cases,
-                "at_once": args.at_once,
-                "rounds": results,
-                "medians": medians,
-                "ratios": ratios,
-            },
-            indent=2,
-        )
+    write_results(
+        "keys",
+        STAMP,
+        {
+            "cases": cases,
+            "at_once": args.at_once,
+            "rounds": results,
+            "medians": medians,
+            "ratios": ratios,
+        },
     )
-    print(f"  written to {out}")
 
 
 if __name__ == "__main__":

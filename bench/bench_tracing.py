@@ -30,7 +30,6 @@ Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_tracing.py [--q
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_journey import RESULTS, machine
+from bench_journey import RESULTS, write_results
 from journey import ZIPKIN_PORT, JourneyStack, Variant, load_average, zipkin
 from pyspy import Profiler
 
@@ -365,25 +364,18 @@ async def main() -> None:
         f"{result['spans_not_exported']:.0f}, dropped {result['spans_dropped']}; "
         f"load {load_average()}, {time.monotonic() - began:.0f} s"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"tracing-{STAMP}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "label": args.label,
-                "machine": machine(),
-                "load_average": load_average(),
-                "cases": n,
-                "warmup": warmup,
-                "skipped_pairs": skipped,
-                "rounds": rounds,
-                "summary": result,
-            },
-            indent=1,
-        )
-        + "\n"
+    write_results(
+        "tracing",
+        STAMP,
+        {
+            "label": args.label,
+            "cases": n,
+            "warmup": warmup,
+            "skipped_pairs": skipped,
+            "rounds": rounds,
+            "summary": result,
+        },
     )
-    print(f"  written to {out}")
 
 
 if __name__ == "__main__":
