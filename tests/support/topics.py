@@ -7,12 +7,24 @@ import asyncio
 import json
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from avis.shared.kafka import partitions_of
 from tests.support.basics import KAFKA, eventually
 
 Record = ConsumerRecord[bytes, bytes]
+
+
+async def fill_partition_zero(topic: str, count: int) -> None:
+    """`count` records on the topic's partition 0, keyed k0, k1... (for tests of offsets and
+    lag, which never read their bodies)."""
+    producer = AIOKafkaProducer(**KAFKA.options())
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(topic, b"x", partition=0, key=f"k{i}".encode())
+    finally:
+        await producer.stop()
 
 
 def header(record: Record, name: str) -> str:

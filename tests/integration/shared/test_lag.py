@@ -4,24 +4,19 @@ and in seconds, moves as messages are written and consumed; the store and broker
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from avis.shared.lag import measure, publish, store_answers
 from tests.support.basics import KAFKA, MONGO_URL, unique
+from tests.support.topics import fill_partition_zero
 
 pytestmark = pytest.mark.infra
 
 
 async def test_lag_per_group_and_partition_moves_with_consumption(topic: str) -> None:
     group = unique("avis-lagtest")
-    producer = AIOKafkaProducer(**KAFKA.options())
-    await producer.start()
-    try:
-        for i in range(3):
-            await producer.send_and_wait(topic, b"x", partition=0, key=f"k{i}".encode())
-    finally:
-        await producer.stop()
+    await fill_partition_zero(topic, 3)
     consumer = AIOKafkaConsumer(**KAFKA.options(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     tp = TopicPartition(topic, 0)
