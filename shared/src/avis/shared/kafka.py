@@ -42,6 +42,7 @@ from avis.shared.observability import (
 )
 from avis.shared.retry import Backoff
 from avis.shared.settings import CommonSettings
+from avis.shared.tasks import stopped
 from avis.shared.topics import dlq, inbox_days
 
 log = structlog.get_logger("avis.kafka")
@@ -178,10 +179,7 @@ class Marks:
     async def close(self) -> None:
         """Write what is held now (a stop)."""
         due, self._due = self._due, None
-        if due is not None and not due.done():
-            due.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await due
+        await stopped(due)
         with contextlib.suppress(Exception):
             await self.flush()
 
@@ -255,10 +253,7 @@ class Commits:
         """From now on commit each offset at once, and commit those held (a stop)."""
         self.stopping = True
         due, self._due = self._due, None
-        if due is not None and not due.done():
-            due.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await due
+        await stopped(due)
         await self.flush()
 
 
@@ -319,9 +314,7 @@ class Lanes:
         if not running:
             return
         _, late = await asyncio.wait(running, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*(stopped(task) for task in late))
 
 
 class Messaging:

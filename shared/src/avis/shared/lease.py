@@ -82,6 +82,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from avis.shared.clock import now
 from avis.shared.mongo import AggregateLocks, Document
+from avis.shared.tasks import stopped
 
 LEASES = "leases"
 SECTIONS = "sections"
@@ -445,10 +446,7 @@ class Lease:
     async def _let_go(self) -> None:
         """Stop renewing the section's term and release it (best effort)."""
         renewing, self._renewing = self._renewing, None
-        if renewing is not None:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+        await stopped(renewing)
         with contextlib.suppress(PyMongoError):
             await self.release()
 
@@ -513,14 +511,10 @@ async def singleton(lease: Lease, work: Callable[[], Coroutine[Any, Any, None]])
 
     async def loss() -> None:
         nonlocal running
-        if running is not None:
-            # Until it has ended: a loop that swallowed one cancel (Python 3.11's wait_for does,
-            # when what it waits for ends at that moment) would keep this copy from ever
-            # claiming the lease again, and the job would stop everywhere.
-            while not running.done():
-                running.cancel()
-                await asyncio.wait({running}, timeout=1.0)
-            running = None
+        # Until it has ended (`stopped`): a loop still running would keep this copy from ever
+        # claiming the lease again, and the job would stop everywhere.
+        await stopped(running)
+        running = None
 
     await lease.hold(gain, loss)
 
@@ -654,10 +648,7 @@ class Sections(AggregateLocks):
 
     async def close(self) -> None:
         """Delete every lingering entry now (a clean stop: the other copies need not wait)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stopped(self._sweeper)
         with contextlib.suppress(PyMongoError):
             await self._sweep(everything=True)
 

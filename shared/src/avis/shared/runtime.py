@@ -71,6 +71,7 @@ from avis.shared.retention import Calendar
 from avis.shared.retry import Backoff
 from avis.shared.security import TokenVerifier
 from avis.shared.settings import CommonSettings
+from avis.shared.tasks import stopped
 from avis.shared.topics import AUDIT_ANCHORED
 
 log = structlog.get_logger("avis.runtime")
@@ -390,11 +391,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop background work, the broker and the store client."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*(stopped(task) for task in self._tasks))
         self._tasks.clear()
         grace = self.settings.shutdown_grace_seconds
         for lanes in self.messaging.lanes:  # records being handled end while consumers are open

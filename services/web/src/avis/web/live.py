@@ -31,6 +31,7 @@ from avis.shared.clock import now
 from avis.shared.kafka import dlq_depths, make_broker, raw_body, tolerant_parse
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.retry import Backoff
+from avis.shared.tasks import stopped
 from avis.web import rules
 from avis.web.api import POLL_SECONDS, CaseId, Pages, Person, Web, language_of, token, zone_of
 from avis.web.models import CaseView
@@ -128,10 +129,7 @@ class Feed:
     async def stop(self) -> None:
         """Stop reading, within the shutdown grace: a broker already gone must not hold the
         process (leaving the group would wait for it)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stopped(self._task)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.settings.shutdown_grace_seconds):
                 await self.broker.stop()
