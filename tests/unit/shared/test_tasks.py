@@ -23,8 +23,8 @@ class Loop:
 
     async def started(self) -> asyncio.Task[None]:
         task = asyncio.create_task(self.run())
-        while not self.calls:
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # it runs up to its first call
+        assert self.calls
         return task
 
     def answer_and_cancel(self, task: asyncio.Task[None]) -> None:
