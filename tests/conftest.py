@@ -13,6 +13,9 @@ from tests.support.basics import KAFKA, make_settings, unique
 from tests.support.stack import ServiceStack
 from tests.support.web import SharedWebStack
 
+# A hung test prints where the event loop's tasks wait, before its timeout fails it.
+pytest_plugins = ["tests.support.hangs"]
+
 # The properties are about values, never about speed: on a loaded machine one example can take
 # longer than Hypothesis' deadline (200 ms) or its generation look slow, and the run would fail
 # ("Unreliable test timings") for no fault of the code. Built on the profile in force, so the
