@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -13,18 +14,24 @@ from avis.shared.kafka import partitions_of
 from tests.support.basics import KAFKA, eventually
 
 Record = ConsumerRecord[bytes, bytes]
+Headers = list[tuple[str, bytes]]
+
+
+async def to_partition_zero(topic: str, records: Sequence[tuple[bytes, bytes, Headers]]) -> None:
+    """Write `records` (key, value, headers) in order, all to the topic's partition 0."""
+    producer = AIOKafkaProducer(**KAFKA.options())
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value, partition=0, key=key, headers=headers)
+    finally:
+        await producer.stop()
 
 
 async def fill_partition_zero(topic: str, count: int) -> None:
     """`count` records on the topic's partition 0, keyed k0, k1... (for tests of offsets and
     lag, which never read their bodies)."""
-    producer = AIOKafkaProducer(**KAFKA.options())
-    await producer.start()
-    try:
-        for i in range(count):
-            await producer.send_and_wait(topic, b"x", partition=0, key=f"k{i}".encode())
-    finally:
-        await producer.stop()
+    await to_partition_zero(topic, [(f"k{i}".encode(), b"x", []) for i in range(count)])
 
 
 def header(record: Record, name: str) -> str:

@@ -6,12 +6,13 @@ stop while one is handled gives it again to the next consumer."""
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from avis.shared.envelope import Event
 from avis.shared.runtime import Runtime
 from tests.support.basics import KAFKA, eventually, make_settings, unique
 from tests.support.consumer import withdrawn
+from tests.support.topics import to_partition_zero
 
 pytestmark = pytest.mark.infra
 
@@ -32,21 +33,15 @@ class Handler:
         self.ended.append(event.id)
 
 
-async def to_partition_zero(topic: str, events: list[Event]) -> None:
+async def events_to_partition_zero(topic: str, events: list[Event]) -> None:
     """Publish `events` in order, all to the topic's partition 0, keyed by case."""
-    producer = AIOKafkaProducer(**KAFKA.options())
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send_and_wait(
-                topic,
-                event.body(),
-                partition=0,
-                key=event.subject.encode(),
-                headers=[(k, v.encode()) for k, v in event.headers().items()],
-            )
-    finally:
-        await producer.stop()
+    await to_partition_zero(
+        topic,
+        [
+            (e.subject.encode(), e.body(), [(k, v.encode()) for k, v in e.headers().items()])
+            for e in events
+        ],
+    )
 
 
 async def committed(group_id: str, topic: str) -> int | None:
@@ -83,7 +78,7 @@ async def test_a_partitions_cases_go_side_by_side_and_a_cases_events_in_order(
     group = unique("lanes")
     runtime = await started_runtime(topic, handler, group)
     try:
-        await to_partition_zero(topic, [first, second, other])
+        await events_to_partition_zero(topic, [first, second, other])
         await eventually(lambda: other.id in handler.ended)
         assert first.id not in handler.ended, "the slow case is still being handled"
         assert second.id not in handler.started, "a case's next event waits for the one before"
@@ -110,7 +105,7 @@ async def test_a_record_still_handled_at_a_stop_comes_again_to_the_next_consumer
     group = unique("lanes")
     runtime = await started_runtime(topic, stopping, group)
     try:
-        await to_partition_zero(topic, [first, second, other])
+        await events_to_partition_zero(topic, [first, second, other])
         await eventually(lambda: other.id in stopping.ended)
     finally:
         await runtime.stop()
