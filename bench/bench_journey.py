@@ -45,11 +45,14 @@ from journey import (
     TUNED,
     JourneyStack,
     Variant,
+    infra_pids,
     load_average,
     zipkin,
     zipkin_span_count,
 )
 from pyspy import Profiler
+
+from tests.support.stack import cpu_seconds
 
 RESULTS = ROOT / "bench/results"
 BASELINE = ROOT / "bench/baseline.json"
@@ -120,8 +123,15 @@ async def bare(n: int) -> dict[str, Any]:
     except ImportError:
         return {"missing": "bench/bare_pipeline.py is not on this branch yet"}
     started_load = load_average()
+    infra_before = {name: cpu_seconds(pid) for name, pid in infra_pids().items()}
     figures: dict[str, Any] = await bare_pipeline.run(n, bootstrap=BOOTSTRAP, mongo_url=MONGO_URL)
     figures["load_average"] = {"before": started_load, "after": load_average()}
+    # The broker's and the store's CPU during the run too (the journey's `processes` has them).
+    figures["infra_cpu_seconds"] = {
+        name: round(cpu_seconds(pid) - infra_before[name], 2)
+        for name, pid in infra_pids().items()
+        if name in infra_before
+    }
     return figures
 
 
@@ -317,6 +327,8 @@ def table(results: dict[str, Any]) -> str:
             f"(load {b['load_average']['after']}); journey/bare: report-ready "
             f"{s['ratio journey/bare report-ready']}, notified {s['ratio journey/bare notified']}"
         )
+        cpu = {**b.get("cpu_seconds", {}), **b.get("infra_cpu_seconds", {})}
+        lines.append("  bare cpu s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     head = f"  {'run':18} {'n':>5} {'cases/s':>8} {'ratio':>6} {'p99 ms e2e':>11}"
     lines.append(f"{head} {'load':>18}")
 
