@@ -3,6 +3,7 @@ request counted, and the ways a connection fails (the server hangs up, an answer
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -41,6 +42,7 @@ class FakeServer:
         self.open_fails: Exception | None = None
         self.answer_lost: str = ""  # a request done, its answer lost (the connection breaks)
         self.clients: list[FakeClient] = []
+        self.request_seconds = 0.0  # how long each request takes (operations at once overlap)
 
     def __call__(self, endpoint: KmipEndpoint) -> FakeClient:
         return FakeClient(self)
@@ -59,6 +61,8 @@ class FakeServer:
             raise EOFError("No data read from socket")
         self.calls[name] += 1
         self.order.append(name)
+        if self.request_seconds:
+            time.sleep(self.request_seconds)
 
     def answered(self, client: FakeClient, name: str) -> None:
         if self.answer_lost == name:

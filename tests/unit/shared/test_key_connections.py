@@ -4,6 +4,7 @@ idle or when the service stops."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -51,6 +52,19 @@ def test_operations_at_once_open_more_and_keep_at_most_the_bound() -> None:
     assert pool.take() == (taken[1][0], True)  # the one given back last
     pool.close()
     assert server.open_now == 1  # the one still taken
+
+
+async def test_operations_beyond_the_connections_wait_for_one_and_open_none() -> None:
+    server = FakeServer()
+    keys = service(server, connections=3)
+    ids = [await keys.create_key(f"case-{i}") for i in range(12)]
+    for key_id in ids:
+        keys.forget(key_id)
+    server.request_seconds = 0.02  # twelve reads at once overlap
+    read = await asyncio.gather(*(keys.key(key_id) for key_id in ids))
+    assert read == [server.keys[key_id] for key_id in ids]
+    assert keys.pool.opened <= 3 and server.calls["close"] == 0
+    keys.close()
 
 
 async def test_a_connection_the_server_closed_is_dropped_and_the_read_sent_again() -> None:

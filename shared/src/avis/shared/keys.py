@@ -14,16 +14,18 @@ about three times the request it opens the way for.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import threading
 import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
@@ -42,6 +44,7 @@ DEFAULT_PORT = 5696
 # short read when the server hung up.
 BROKEN = (OSError, EOFError, RequestLengthMismatch)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def key_name(case_id: str) -> str:
@@ -277,9 +280,11 @@ def _close(client: Any) -> None:
 
 
 class KmipKeyService:
-    """KeyService over a KMIP server. PyKMIP's calls block, so each runs in a worker thread, on
-    a connection kept open between operations (`ClientPool`, `connections` of them at most
-    waiting); a key read once is served from the cache afterwards.
+    """KeyService over a KMIP server. PyKMIP's calls block, so each runs in a worker thread of
+    the service's own, `connections` of them, on a connection kept open between operations
+    (`ClientPool`, as many): operations beyond that wait for a thread, not for a connection
+    opened and closed for them alone (the TLS handshake is the dear part, both sides in
+    Python). A key read once is served from the cache afterwards.
 
     A request on a reused connection that turns out broken (the server closed it) is sent again
     once on a new one; a timeout is not (the key service is slow, not gone). A read, a look-up
@@ -300,6 +305,8 @@ class KmipKeyService:
         self.endpoint = endpoint
         self.cache = KeyCache(cache_keys, cache_seconds)
         self.pool = ClientPool(lambda: client_factory(endpoint), size=connections)
+        # 0 connections kept: a connection per operation, on as many threads as asyncio's own.
+        self._threads = ThreadPoolExecutor(connections or None, thread_name_prefix="kmip")
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> KmipKeyService:
@@ -318,7 +325,7 @@ class KmipKeyService:
     async def create_key(self, case_id: str) -> str:
         """Make and activate an AES-256 key named after the case; it is cached at once."""
         create, made = partial(_create, case_id=case_id), partial(_made, case_id=case_id)
-        key_id, value = await asyncio.to_thread(self._run, create, retry=made)
+        key_id, value = await self._in_thread(self._run, create, retry=made)
         self.cache.put(key_id, value)
         return key_id
 
@@ -331,7 +338,7 @@ class KmipKeyService:
     async def named(self, case_id: str) -> list[str]:
         """The ids of every key named after the case (one, unless a second was made)."""
         locate = partial(_locate, case_id=case_id)
-        return await asyncio.to_thread(self._run, locate, retry=locate)
+        return await self._in_thread(self._run, locate, retry=locate)
 
     async def key(self, key_id: str) -> bytes:
         """The key's bytes, from the cache or else from the key service."""
@@ -339,7 +346,7 @@ class KmipKeyService:
         if cached is not None:
             return cached
         get = partial(_get, key_id=key_id)
-        value = await asyncio.to_thread(self._run, get, key_id, retry=get)
+        value = await self._in_thread(self._run, get, key_id, retry=get)
         self.cache.put(key_id, value)
         return value
 
@@ -349,7 +356,7 @@ class KmipKeyService:
         self.cache.drop(key_id)
         destroy = partial(_destroy, key_id=key_id)
         try:
-            await asyncio.to_thread(self._run, destroy, key_id, retry=destroy)
+            await self._in_thread(self._run, destroy, key_id, retry=destroy)
         finally:
             self.cache.drop(key_id)
 
@@ -360,6 +367,13 @@ class KmipKeyService:
     def close(self) -> None:
         """Close the connections kept open (the service stops)."""
         self.pool.close()
+        self._threads.shutdown(wait=False)
+
+    async def _in_thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`function` on one of the service's threads, in this task's context (as
+        `asyncio.to_thread` does on the loop's shared ones)."""
+        call = partial(contextvars.copy_context().run, function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _run(
         self, operation: Callable[[Any], T], key_id: str = "", *, retry: Callable[[Any], T]
