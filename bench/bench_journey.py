@@ -16,7 +16,8 @@ It prints a table and the change against bench/baseline.json, writes bench/resul
 journey-<time>.json and a chart (journey-<time>.png, also journey-latest.png).
 
 Usage: make bench [BENCH_ARGS=--quick]   (or: python bench/bench_journey.py --quick)
-       --profile   py-spy on the busiest service during the main run (collapsed stacks in results)
+       --profile   py-spy on every service during the main run (collapsed stacks in results): the
+                   busiest's top frames, and each one's CPU per case split by layer
        --write-baseline   make this run the committed baseline
 """
 
@@ -159,16 +160,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         calibration = await js.round(10 if quick else 30, 180.0)
         rate = calibration["cases_per_s_report_ready"] or 0.5
         n = size_for(rate, target, 10)
-        profiler = None
+        profilers: dict[str, Profiler] = {}
         if args.profile:
             assert js.stack is not None
-            name = busiest(calibration)
-            member = next(m for m in js.stack.members if m.name == name)
-            assert member.process is not None
-            profiler = Profiler(member.process.pid, RESULTS / f"journey-profile-{name}-{STAMP}.txt")
+            for member in js.stack.members:
+                assert member.process is not None
+                path = RESULTS / f"journey-profile-{member.name}-{STAMP}.txt"
+                profilers[member.name] = Profiler(member.process.pid, path)
         main_run = await js.round(n, deadline_for(n, rate))
-        if profiler is not None:
-            main_run["profile"] = profiler.stop()
+        if profilers:
+            main_run["profiles"] = {name: p.stop() for name, p in profilers.items()}
+            main_run["profile"] = main_run["profiles"][busiest(main_run)]
         report("default/main", main_run)
     results["calibration"] = calibration
     results["rate_calibration"] = rate
@@ -359,6 +361,13 @@ def table(results: dict[str, Any]) -> str:
         lines += [f"    {line}" for line in p.get("inclusive", [])[:10]]
         lines.append("  any code, self (idle threads and the event loop's wait included):")
         lines += [f"    {line}" for line in p.get("self", [])[:10]]
+        lines.append("where each service's CPU goes: its CPU ms/case split as its busy samples are")
+        for name, p in j.get("profiles", {}).items():
+            per_case = 1000 * j["processes"][name]["cpu_s"] / max(j["report_ready"], 1)
+            split = ", ".join(
+                f"{layer} {share * per_case:.1f}" for layer, share in p["busy_by_layer"].items()
+            )
+            lines.append(f"  {name:8} {per_case:6.1f} ms ({p['busy_samples']} samples): {split}")
     return "\n".join(lines)
 
 
@@ -420,7 +429,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs: a first look")
     parser.add_argument("--seconds", type=float, default=0, help="main run's target length")
-    parser.add_argument("--profile", action="store_true", help="py-spy the busiest service")
+    parser.add_argument("--profile", action="store_true", help="py-spy every service")
     parser.add_argument("--write-baseline", action="store_true", help="keep as bench/baseline.json")
     parser.add_argument("--budget", type=float, default=0, help="seconds for the whole run")
     parser.add_argument("--label", default="")

@@ -12,6 +12,45 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # Avis's own frames, as py-spy names them: "(intake/...)", "(shared/...)".
 OURS = re.compile(r"\((intake|review|reports|notify|web|shared)/")
+# Frames where a thread waits rather than works: a pool's idle worker, a lock, the event loop's
+# own wait (uvloop's is C under `Runner.run`), a blocking read of the key service's client.
+WAITING = {
+    "Condition.wait (threading.py)",
+    "Event.wait (threading.py)",
+    "Queue.get (queue.py)",
+    "_worker (concurrent/futures/thread.py)",
+    "Runner.run (asyncio/runners.py)",
+    "SSLSocket.read (ssl.py)",
+}
+# What a busy sample is spent on: the layer of the frame nearest the leaf that has one; asyncio
+# only when no other frame has one (its work under a client is that client's).
+LAYERS = [
+    ("store client", re.compile(r"\((pymongo|bson)/")),
+    ("broker client", re.compile(r"\(aiokafka/")),
+    ("event framework", re.compile(r"\((faststream|fast_depends)/")),
+    ("HTTP serving", re.compile(r"\((uvicorn|starlette|fastapi|anyio|h11|limits)/")),
+    ("HTTP serving", re.compile(r"\(python_multipart/")),
+    ("HTTP client", re.compile(r"\((httpx|httpcore)/")),
+    ("mail", re.compile(r"\((aiosmtplib|email)/")),
+    ("PDF", re.compile(r"\(reportlab/")),
+    ("key service client", re.compile(r"\((kmip|sqlalchemy)/")),
+    ("crypto", re.compile(r"\(cryptography/")),
+    ("validation", re.compile(r"\(pydantic(_core)?/")),
+    # OpenTelemetry's packages, as py-spy names them ("(trace/__init__.py)", "(asgi/...)").
+    ("tracing", re.compile(r"\((opentelemetry|trace|asgi|attributes|propagate|propagators)/")),
+    ("logging", re.compile(r"\((structlog|logging)/")),
+    ("metrics", re.compile(r"\(prometheus_client/")),
+    ("ours", OURS),
+]
+ASYNCIO = re.compile(r"\(asyncio/")
+
+
+def layer_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, pattern in LAYERS:
+            if pattern.search(frame):
+                return name
+    return "asyncio" if any(ASYNCIO.search(f) for f in frames) else "other"
 
 
 class Profiler:
@@ -39,7 +78,8 @@ class Profiler:
             return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
         inclusive: dict[str, int] = {}
         own: dict[str, int] = {}
-        total = 0
+        layers: dict[str, int] = {}
+        total = busy = 0
         for line in self.path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             samples = int(count)
@@ -48,6 +88,10 @@ class Profiler:
             for frame in set(frames):
                 inclusive[frame] = inclusive.get(frame, 0) + samples
             own[frames[-1]] = own.get(frames[-1], 0) + samples
+            if frames[-1] not in WAITING:
+                busy += samples
+                layer = layer_of(frames)
+                layers[layer] = layers.get(layer, 0) + samples
 
         def share(counts: dict[str, int], keep: Callable[[str], bool]) -> list[str]:
             ranked = sorted(((n, f) for f, n in counts.items() if keep(f)), reverse=True)
@@ -58,4 +102,10 @@ class Profiler:
             "samples": total,
             "inclusive": share(inclusive, lambda f: bool(OURS.search(f))),
             "self": share(own, lambda f: True),
+            "busy_samples": busy,
+            # Of the busy samples (none of `WAITING` at the leaf), the share of each layer.
+            "busy_by_layer": {
+                name: round(n / max(busy, 1), 3)
+                for name, n in sorted(layers.items(), key=lambda item: -item[1])
+            },
         }
