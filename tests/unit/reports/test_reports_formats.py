@@ -110,6 +110,14 @@ def test_the_same_report_renders_the_same_bytes() -> None:
     assert render_pdf(report) != render_pdf(sample_report(Language.EN, 2))
 
 
+def test_the_layout_runs_on_reportlabs_c_accelerators() -> None:
+    from reportlab.lib import rl_accel
+
+    # Without the rl_accel package ReportLab falls back to its pure-Python versions, quietly.
+    assert type(rl_accel.fp_str).__name__ == "builtin_function_or_method"
+    assert type(rl_accel.asciiBase85Encode).__name__ == "builtin_function_or_method"
+
+
 def test_a_character_the_font_lacks_prints_unaccented_rather_than_as_a_box() -> None:
     assert printable("Ștefan Țurcan") == "Stefan Turcan"
     assert printable("Éloïse «ok» – €") == "Éloïse «ok» – €"
