@@ -137,26 +137,8 @@ class Relay:
         The hint is stored before the write, so no crash can leave an event nobody knows of;
         the relay is woken with the aggregate's id once the write is done.
         """
-        if collection.name not in self.collections:
-            raise ValueError(f"the relay does not watch {collection.name!r}")
-        now = datetime.now(UTC)
-        token = uuid.uuid4().hex
-        await collection.database[HINTS].update_one(
-            {"_id": _hint_id(collection.name, aggregate_id, self.writer)},
-            {
-                "$set": {
-                    "collection": collection.name,
-                    "aggregate": aggregate_id,
-                    "at": now,
-                    "writer": self.writer,
-                    "token": token,
-                }
-            },
-            upsert=True,
-        )
-        self._tokens[(collection.name, aggregate_id)] = token
-        yield
-        self.note(collection.name, aggregate_id)
+        async with self.publishing_many(collection, [aggregate_id]):
+            yield
 
     @contextlib.asynccontextmanager
     async def publishing_many(
