@@ -95,12 +95,18 @@ def make_broker(settings: CommonSettings, *, publishes: bool = True) -> KafkaBro
         request_timeout_ms=10000,
         graceful_timeout=settings.shutdown_grace_seconds,
         logger=None,
+        # Handlers take the message (`undecoded`) and nothing else: with injection, each record
+        # cost a task group and a worker thread's look-up of the message in the context, about
+        # 4% of every service's CPU in the journey bench.
+        apply_types=False,
     )
 
 
-async def raw_body(msg: StreamMessage[Any]) -> bytes:
-    """Leave decoding to the envelope, so an undecodable body becomes a dead letter."""
-    return msg.body
+async def undecoded(msg: StreamMessage[Any]) -> StreamMessage[Any]:
+    """The message itself, the handler's one argument (the broker has no dependency injection,
+    `make_broker`). Decoding is left to the envelope, so an undecodable body becomes a dead
+    letter."""
+    return msg
 
 
 async def tolerant_parse(
@@ -399,7 +405,7 @@ class Messaging:
             group_id=self.group_id,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
-            decoder=raw_body,
+            decoder=undecoded,
             parser=tolerant_parse,
             max_workers=workers,
             partition_assignment_strategy=ASSIGNORS,

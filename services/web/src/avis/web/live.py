@@ -28,7 +28,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from avis.shared import topics
 from avis.shared.clock import now
-from avis.shared.kafka import dlq_depths, make_broker, raw_body, tolerant_parse
+from avis.shared.kafka import dlq_depths, make_broker, tolerant_parse, undecoded
 from avis.shared.kafka_access import KafkaAccess, refuse_anonymous_in_production
 from avis.shared.retry import Backoff
 from avis.shared.tasks import stopped
@@ -98,7 +98,7 @@ class Feed:
             *topics.TOPICS,
             group_id=self.group,
             auto_offset_reset="latest",
-            decoder=raw_body,
+            decoder=undecoded,
             parser=tolerant_parse,
         )
         async def seen(msg: KafkaMessage) -> None:
