@@ -40,7 +40,7 @@ router = APIRouter(
 )
 
 
-def intake(request: Request) -> IntakeService:
+async def intake(request: Request) -> IntakeService:
     """The app's intake service (set by the app factory)."""
     service = getattr(request.app.state, "intake", None)
     if not isinstance(service, IntakeService):
@@ -48,7 +48,7 @@ def intake(request: Request) -> IntakeService:
     return service
 
 
-def erasures(request: Request) -> Erasures:
+async def erasures(request: Request) -> Erasures:
     """The app's erasures (set by the app factory)."""
     found = getattr(request.app.state, "erasures", None)
     if not isinstance(found, Erasures):
@@ -56,7 +56,7 @@ def erasures(request: Request) -> Erasures:
     return found
 
 
-def reported(request: Request) -> Reported:
+async def reported(request: Request) -> Reported:
     """The app's reported changes and answers (set by the app factory)."""
     found = getattr(request.app.state, "reported", None)
     if not isinstance(found, Reported):

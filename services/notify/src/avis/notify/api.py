@@ -30,7 +30,7 @@ from avis.shared.text import CODE_PATTERN, ID_PATTERN
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
 
-def _notify(request: Request) -> NotifyService:
+async def _notify(request: Request) -> NotifyService:
     return cast(NotifyService, request.app.state.notify)
 
 
@@ -215,7 +215,7 @@ Coordinator = Annotated[Principal, Depends(require_roles("coordinator"))]
 Institution = Annotated[str, Path(pattern=CODE_PATTERN, description="The institution's code.")]
 
 
-def _endpoints(request: Request) -> FhirEndpoints:
+async def _endpoints(request: Request) -> FhirEndpoints:
     return cast(FhirEndpoints, request.app.state.fhir_endpoints)
 
 

@@ -33,7 +33,7 @@ router = APIRouter(
 )
 
 
-def reports(request: Request) -> ReportsService:
+async def reports(request: Request) -> ReportsService:
     """The app's reports service (set by the app factory)."""
     service = getattr(request.app.state, "reports", None)
     if not isinstance(service, ReportsService):

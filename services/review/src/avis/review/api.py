@@ -49,15 +49,15 @@ from avis.shared.text import CODE_PATTERN, ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 router = APIRouter(prefix="/v1")
 
 
-def _review(request: Request) -> ReviewService:
+async def _review(request: Request) -> ReviewService:
     return cast(ReviewService, request.app.state.review)
 
 
-def _follow_ups(request: Request) -> FollowUps:
+async def _follow_ups(request: Request) -> FollowUps:
     return cast(FollowUps, request.app.state.follow_ups)
 
 
-def _directory(request: Request) -> DirectoryService:
+async def _directory(request: Request) -> DirectoryService:
     return cast(DirectoryService, request.app.state.directory)
 
 
