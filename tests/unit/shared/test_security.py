@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from avis.shared.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers, problem_responses
 from avis.shared.security import (
     DEV_ISSUER,
+    REMEMBER_SECONDS,
     InvalidToken,
     Principal,
     TokenVerifier,
@@ -119,6 +120,38 @@ def test_minted_token_round_trips(dev_settings: CommonSettings, verifier: TokenV
     assert verifier.verify(token) == Principal(
         sub="partner-user-7", role="partner", partner_id="insurer-3"
     )
+
+
+def test_a_token_verified_lately_is_known_until_its_memory_or_its_exp_ends() -> None:
+    now = [time.time()]
+    verifier = TokenVerifier(audience="avis", secret=DEV_SECRET, clock=lambda: now[0])
+    token, brief = hs256(claims()), hs256(claims(exp=int(now[0]) + 10))
+    assert verifier.known(token) is None  # never verified
+    principal = verifier.verify(token)
+    verifier.verify(brief)
+    assert verifier.known(token) == principal
+    assert verifier.known(token + "x") is None  # another string: not the token verified
+    now[0] += 12
+    assert verifier.known(brief) is None, "known past its exp"
+    assert verifier.known(token) == principal
+    now[0] += REMEMBER_SECONDS - 12
+    assert verifier.known(token) is None, "known longer than REMEMBER_SECONDS"
+
+
+def test_a_refused_token_is_never_known(verifier: TokenVerifier) -> None:
+    token = hs256(claims(), secret="another-secret-that-is-long-enough-for-hs256")
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+    assert verifier.known(token) is None
+
+
+async def test_a_known_token_needs_no_worker_thread(
+    verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = hs256(claims())
+    principal = await verifier.principal_of(token)  # verified in a worker thread
+    monkeypatch.setattr(verifier, "verify", lambda _: pytest.fail("verified again"))
+    assert await verifier.principal_of(token) == principal
 
 
 def test_principal_is_frozen() -> None:

@@ -27,11 +27,14 @@ import hashlib
 import json
 import re
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
+import anyio.to_thread
 import jwt
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -58,6 +61,12 @@ AccessTokenMark = Literal["typ", "client_id"]
 # A JWKS over plain http is taken only from this machine, and only in development.
 _LOOPBACK_HTTP = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/")
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "role", "aud"]
+# Tokens verified lately, known again without decoding: a caller sends the same token with
+# each request, and a write is checked twice (the rate limit's caller, the route's). Known at
+# most this long after its verification (a key dropped from the JWKS meanwhile is honoured that
+# much longer), never past the token's own exp.
+KNOWN_TOKENS = 4096
+REMEMBER_SECONDS = 30.0
 # SHA-256 of the HS256 secrets written in this repository (docker-compose.yml's default, the
 # test suite's, the benchmarks'): anyone who can read the repository can sign with them. The
 # digests, not the secrets, so this list adds none.
@@ -151,6 +160,7 @@ class TokenVerifier:
         max_lifetime: int = 3600,
         leeway: float = LEEWAY_SECONDS,
         access_token_mark: AccessTokenMark = "typ",  # noqa: S107 (a kind of mark, no secret)
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not secret and jwks is None:
             raise ValueError("no token keys configured: set AVIS_JWT_SECRET or AVIS_JWT_JWKS")
@@ -167,6 +177,10 @@ class TokenVerifier:
         self._jwks = jwks
         self._leeway = leeway
         self._mark = access_token_mark
+        self._clock = clock
+        # sha256 of a token -> its principal, and when it stops being known (`known`).
+        self._known: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._known_lock = threading.Lock()  # `verify` runs in worker threads
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
@@ -219,7 +233,39 @@ class TokenVerifier:
                 f"token lives too long ({lifetime:g} s from iat to exp; "
                 f"at most {self.max_lifetime} s)"
             )
-        return _principal(claims)
+        principal = _principal(claims)
+        until = min(float(claims["exp"]), self._clock() + REMEMBER_SECONDS)
+        digest = _digest(token)
+        with self._known_lock:
+            self._known[digest] = (principal, until)
+            self._known.move_to_end(digest)
+            while len(self._known) > KNOWN_TOKENS:
+                self._known.popitem(last=False)
+        return principal
+
+    def known(self, token: str) -> Principal | None:
+        """The principal of `token` if `verify` took it lately (`REMEMBER_SECONDS`) and it has
+        not expired since: no decoding, no key, nothing that blocks. None otherwise."""
+        if len(token) > MAX_TOKEN_CHARS:
+            return None  # never verified: `verify` refuses it
+        digest = _digest(token)
+        with self._known_lock:
+            entry = self._known.get(digest)
+            if entry is None:
+                return None
+            if self._clock() >= entry[1]:
+                del self._known[digest]
+                return None
+            self._known.move_to_end(digest)
+            return entry[0]
+
+    async def principal_of(self, token: str) -> Principal:
+        """`verify`, unless the token is `known`: then no worker thread (fetching a JWKS over
+        HTTPS blocks, so a verification runs in one)."""
+        principal = self.known(token)
+        if principal is None:
+            principal = await anyio.to_thread.run_sync(self.verify, token)
+        return principal
 
     def _decode(self, token: str, key: str | jwt.PyJWK, alg: str) -> dict[str, Any]:
         issuer = DEV_ISSUER if alg == HS256 else self.issuer
@@ -282,6 +328,10 @@ class TokenVerifier:
             raise InvalidToken("token key id is unknown") from None
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 def _lifetime(claims: dict[str, Any]) -> float:
     """Seconds from `iat` to `exp`, both JSON numbers (the library also takes "123" strings)."""
     iat, exp = claims["iat"], claims["exp"]
@@ -315,13 +365,12 @@ def _unauthorized(detail: str, *, invalid_token: bool = True) -> Problem:
 _bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="JWT")
 
 
-def authenticated(
+async def authenticated(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
 ) -> Principal:
-    """FastAPI dependency: the caller named by a valid `Authorization: Bearer` token, or 401."""
-    # A plain function on purpose: FastAPI runs it in a worker thread, and fetching a JWKS over
-    # HTTPS blocks.
+    """FastAPI dependency: the caller named by a valid `Authorization: Bearer` token, or 401.
+    A token not verified lately is verified in a worker thread (`principal_of`)."""
     verifier = getattr(request.app.state, "token_verifier", None)
     if not isinstance(verifier, TokenVerifier):
         raise RuntimeError("app.state.token_verifier is not set; the app factory must set it")
@@ -335,7 +384,7 @@ def authenticated(
     if not token:
         raise _unauthorized("bearer token is empty")
     try:
-        return verifier.verify(token)
+        return await verifier.principal_of(token)
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
     except KeysUnavailable as exc:
@@ -344,14 +393,14 @@ def authenticated(
         ) from None
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A FastAPI dependency: the authenticated caller if its role is one of `roles`, else 403."""
     unknown = [r for r in roles if r not in ROLES]
     if not roles or unknown:
         raise ValueError(f"require_roles needs roles among {ROLES}; got {roles}")
     allowed = frozenset(roles)
 
-    def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if principal.role not in allowed:
             raise Problem(
                 403,
