@@ -23,12 +23,13 @@ WAITING = {
     "SSLSocket.read (ssl.py)",
 }
 # What a busy sample is spent on: the layer of the frame nearest the leaf that has one; asyncio
-# only when no other frame has one (its work under a client is that client's).
+# and anyio only when no other frame has one (their work under a client or a server is that
+# one's: anyio serves both the HTTP client and the server).
 LAYERS = [
     ("store client", re.compile(r"\((pymongo|bson)/")),
     ("broker client", re.compile(r"\(aiokafka/")),
     ("event framework", re.compile(r"\((faststream|fast_depends)/")),
-    ("HTTP serving", re.compile(r"\((uvicorn|starlette|fastapi|anyio|h11|limits)/")),
+    ("HTTP serving", re.compile(r"\((uvicorn|starlette|fastapi|h11|limits)/")),
     ("HTTP serving", re.compile(r"\(python_multipart/")),
     ("HTTP client", re.compile(r"\((httpx|httpcore)/")),
     ("mail", re.compile(r"\((aiosmtplib|email)/")),
@@ -42,7 +43,7 @@ LAYERS = [
     ("metrics", re.compile(r"\(prometheus_client/")),
     ("ours", OURS),
 ]
-ASYNCIO = re.compile(r"\(asyncio/")
+ASYNCIO = re.compile(r"\((asyncio|anyio)/")
 
 
 def layer_of(frames: list[str]) -> str:
