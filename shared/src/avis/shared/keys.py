@@ -19,7 +19,6 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from cachetools import TLRUCache
 from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
 from kmip.pie.exceptions import KmipOperationFailure
@@ -101,29 +101,20 @@ class KeyCache:
             raise ValueError("a key cache holds at least one key")
         self.size = size
         self.seconds = seconds
-        self._clock = clock
-        self._keys: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._keys: TLRUCache[str, bytes] = TLRUCache(
+            size, ttu=lambda _key, _value, now: now + seconds, timer=clock
+        )
+        self._lock = threading.Lock()  # the key service's calls run in worker threads
 
     def get(self, key_id: str) -> bytes | None:
         """The cached key, now the most recently used; None when not held or held too long."""
         with self._lock:
-            held = self._keys.get(key_id)
-            if held is None:
-                return None
-            if self._clock() - held[1] >= self.seconds:
-                del self._keys[key_id]
-                return None
-            self._keys.move_to_end(key_id)
-            return held[0]
+            return self._keys.get(key_id)
 
     def put(self, key_id: str, value: bytes) -> None:
         """Hold `value` for `key_id`, dropping the least recently used beyond the bound."""
         with self._lock:
-            self._keys[key_id] = (value, self._clock())
-            self._keys.move_to_end(key_id)
-            while len(self._keys) > self.size:
-                self._keys.popitem(last=False)
+            self._keys[key_id] = value
 
     def drop(self, key_id: str) -> None:
         """Forget `key_id` (nothing happens when it is not held)."""

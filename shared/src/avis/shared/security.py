@@ -29,13 +29,13 @@ import re
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import anyio.to_thread
 import jwt
+from cachetools import TLRUCache
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
@@ -177,9 +177,10 @@ class TokenVerifier:
         self._jwks = jwks
         self._leeway = leeway
         self._mark = access_token_mark
-        self._clock = clock
-        # sha256 of a token -> its principal, and when it stops being known (`known`).
-        self._known: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        # sha256 of a token -> its principal and its exp (`known`).
+        self._known: TLRUCache[bytes, tuple[Principal, float]] = TLRUCache(
+            KNOWN_TOKENS, ttu=_known_until, timer=clock
+        )
         self._known_lock = threading.Lock()  # `verify` runs in worker threads
 
     @classmethod
@@ -234,13 +235,8 @@ class TokenVerifier:
                 f"at most {self.max_lifetime} s)"
             )
         principal = _principal(claims)
-        until = min(float(claims["exp"]), self._clock() + REMEMBER_SECONDS)
-        digest = _digest(token)
         with self._known_lock:
-            self._known[digest] = (principal, until)
-            self._known.move_to_end(digest)
-            while len(self._known) > KNOWN_TOKENS:
-                self._known.popitem(last=False)
+            self._known[_digest(token)] = (principal, float(claims["exp"]))
         return principal
 
     def known(self, token: str) -> Principal | None:
@@ -248,16 +244,9 @@ class TokenVerifier:
         not expired since: no decoding, no key, nothing that blocks. None otherwise."""
         if len(token) > MAX_TOKEN_CHARS:
             return None  # never verified: `verify` refuses it
-        digest = _digest(token)
         with self._known_lock:
-            entry = self._known.get(digest)
-            if entry is None:
-                return None
-            if self._clock() >= entry[1]:
-                del self._known[digest]
-                return None
-            self._known.move_to_end(digest)
-            return entry[0]
+            entry = self._known.get(_digest(token))
+        return None if entry is None else entry[0]
 
     async def principal_of(self, token: str) -> Principal:
         """`verify`, unless the token is `known`: then no worker thread (fetching a JWKS over
@@ -330,6 +319,11 @@ class TokenVerifier:
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def _known_until(_token: bytes, entry: tuple[Principal, float], now: float) -> float:
+    """A verified token is known `REMEMBER_SECONDS` at most, never past its exp."""
+    return min(entry[1], now + REMEMBER_SECONDS)
 
 
 def _lifetime(claims: dict[str, Any]) -> float:
