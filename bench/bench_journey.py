@@ -377,12 +377,15 @@ def table(results: dict[str, Any]) -> str:
         lines.append("  any code, self (idle threads and the event loop's wait included):")
         lines += [f"    {line}" for line in p.get("self", [])[:10]]
         lines.append("where each service's CPU goes: its CPU ms/case split as its busy samples are")
-        for name, p in j.get("profiles", {}).items():
+        for name, sampled in j.get("profiles", {}).items():
             per_case = 1000 * j["processes"][name]["cpu_s"] / max(j["report_ready"], 1)
             split = ", ".join(
-                f"{layer} {share * per_case:.1f}" for layer, share in p["busy_by_layer"].items()
+                f"{layer} {share * per_case:.1f}"
+                for layer, share in sampled["busy_by_layer"].items()
             )
-            lines.append(f"  {name:8} {per_case:6.1f} ms ({p['busy_samples']} samples): {split}")
+            lines.append(
+                f"  {name:8} {per_case:6.1f} ms ({sampled['busy_samples']} samples): {split}"
+            )
     return "\n".join(lines)
 
 

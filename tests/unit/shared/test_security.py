@@ -145,7 +145,7 @@ def test_a_refused_token_is_never_known(verifier: TokenVerifier) -> None:
     assert verifier.known(token) is None
 
 
-async def test_a_known_token_needs_no_worker_thread(
+async def test_a_known_token_is_not_verified_again(
     verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = hs256(claims())
